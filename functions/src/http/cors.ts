@@ -1,0 +1,22 @@
+import type { HttpRequest } from "./http-types";
+
+const ALLOWED_HEADERS = "Content-Type, Authorization, Idempotency-Key";
+const EXPOSED_HEADERS = "Retry-After";
+
+/** CORS headers for a response to `request`, given the configured origins. */
+export function corsHeaders(request: HttpRequest, origins: "*" | readonly string[]): Record<string, string> {
+  if (origins === "*") return { "Access-Control-Allow-Origin": "*", "Access-Control-Expose-Headers": EXPOSED_HEADERS };
+  const origin = request.headers.origin;
+  // Vary on every answer: a cache must not serve one origin's answer to another.
+  if (origin === undefined || !origins.includes(origin)) return { Vary: "Origin" };
+  return { "Access-Control-Allow-Origin": origin, "Access-Control-Expose-Headers": EXPOSED_HEADERS, Vary: "Origin" };
+}
+
+/** Extra headers of the answer to a preflight request. */
+export function preflightHeaders(methods: readonly string[]): Record<string, string> {
+  return {
+    "Access-Control-Allow-Methods": [...methods, "OPTIONS"].join(", "),
+    "Access-Control-Allow-Headers": ALLOWED_HEADERS,
+    "Access-Control-Max-Age": "3600",
+  };
+}

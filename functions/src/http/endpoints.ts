@@ -1,0 +1,96 @@
+import type { Runtime } from "../runtime/runtime";
+import { SessionNotFoundError } from "../session/errors";
+import type { HttpRequest } from "./http-types";
+import { readJsonObject } from "./json-body";
+import { createSessionBody, parseBody, sendMessageBody } from "./request-schemas";
+import { isSessionId, matchCreateSession, matchEndSession, matchSendMessage, type RouteMatch } from "./routes";
+
+export interface EndpointResult {
+  readonly status: number;
+  readonly body: Record<string, unknown>;
+}
+
+export interface Endpoint {
+  readonly name: "createSession" | "sendMessage" | "endSession";
+  readonly methods: readonly string[];
+  readonly match: (path: string) => RouteMatch | undefined;
+  readonly handle: (request: HttpRequest, route: RouteMatch, runtime: Runtime) => Promise<EndpointResult>;
+}
+
+/** The session named in the path; an id this service could not have issued names nothing. */
+function sessionIdOf(route: RouteMatch): string {
+  if (route.sessionId === undefined || !isSessionId(route.sessionId)) throw new SessionNotFoundError(route.sessionId ?? "");
+  return route.sessionId;
+}
+
+function iso(epochMs: number | undefined): string | null {
+  return epochMs === undefined ? null : new Date(epochMs).toISOString();
+}
+
+export const createSession: Endpoint = {
+  name: "createSession",
+  methods: ["POST"],
+  match: matchCreateSession,
+  async handle(request, _route, { sessions }) {
+    const body = parseBody(createSessionBody, readJsonObject(request));
+    const { sessionId, meta } = await sessions.create({ userId: body.user_id, templateId: body.template_id });
+    return {
+      status: 201,
+      body: {
+        success: true,
+        session_id: sessionId,
+        message: "Session created successfully",
+        user_id: meta.user_id,
+        template_id: meta.template_id,
+        template_name: meta.template_name,
+        created_at: iso(meta.created_at),
+      },
+    };
+  },
+};
+
+export const sendMessage: Endpoint = {
+  name: "sendMessage",
+  methods: ["POST"],
+  match: matchSendMessage,
+  async handle(request, route, { config, sessions }) {
+    const sessionId = sessionIdOf(route);
+    const body = parseBody(sendMessageBody(config.maxMessageChars), readJsonObject(request));
+    const reply = await sessions.send({ sessionId, message: body.message });
+    return {
+      status: 200,
+      body: {
+        success: true,
+        response: reply.text,
+        session_id: reply.sessionId,
+        message_count: reply.messageCount,
+        truncated: reply.truncated,
+      },
+    };
+  },
+};
+
+export const endSession: Endpoint = {
+  name: "endSession",
+  methods: ["DELETE"],
+  match: matchEndSession,
+  async handle(_request, route, { sessions }) {
+    const { sessionId, meta, state } = await sessions.end(sessionIdOf(route));
+    const endedAt = state.ended_at ?? state.last_activity;
+    return {
+      status: 200,
+      body: {
+        success: true,
+        message: "Session ended successfully",
+        session_id: sessionId,
+        status: state.status,
+        message_count: state.message_count,
+        duration_seconds: Math.max(0, endedAt - meta.created_at) / 1000,
+        created_at: iso(meta.created_at),
+        ended_at: iso(endedAt),
+      },
+    };
+  },
+};
+
+export const ENDPOINTS = { createSession, sendMessage, endSession } as const;

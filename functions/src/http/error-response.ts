@@ -1,0 +1,50 @@
+import { ConfigError } from "../config";
+import { ModelError } from "../llm/errors";
+import { SessionClosedError, SessionNotFoundError, TemplateNotFoundError } from "../session/errors";
+import { StoreDataError, StoreUnavailableError } from "../store/errors";
+import { HttpError, type FieldIssue } from "./http-error";
+
+export interface ErrorAnswer {
+  readonly status: number;
+  readonly code: string;
+  /** Safe to show a client: never a stack, a secret or a provider's raw message. */
+  readonly message: string;
+  readonly headers: Readonly<Record<string, string>>;
+  readonly details?: readonly FieldIssue[];
+}
+
+const MODEL_STATUS = { timeout: 504, unavailable: 503, bad_response: 502 } as const;
+const MODEL_CODE = { timeout: "MODEL_TIMEOUT", unavailable: "MODEL_UNAVAILABLE", bad_response: "MODEL_ERROR" } as const;
+
+/** The one place where failures become HTTP statuses. */
+export function toErrorAnswer(error: unknown): ErrorAnswer {
+  if (error instanceof HttpError) {
+    return { status: error.status, code: error.code, message: error.message, headers: error.headers, details: error.details };
+  }
+  if (error instanceof SessionNotFoundError) return answer(404, "SESSION_NOT_FOUND", "Session not found");
+  if (error instanceof TemplateNotFoundError) return answer(404, "TEMPLATE_NOT_FOUND", `Template "${error.templateId}" not found`);
+  if (error instanceof SessionClosedError) {
+    return error.status === "expired"
+      ? answer(410, "SESSION_EXPIRED", "Session expired; start a new session")
+      : answer(410, "SESSION_ENDED", "Session has ended; start a new session");
+  }
+  if (error instanceof ModelError) {
+    const headers: Record<string, string> = error.retryAfterSeconds === undefined ? {} : { "Retry-After": String(error.retryAfterSeconds) };
+    return answer(MODEL_STATUS[error.failure], MODEL_CODE[error.failure], `Model error: ${error.message}`, headers);
+  }
+  if (error instanceof StoreUnavailableError) {
+    return answer(503, "DATABASE_UNAVAILABLE", "The database is unavailable; try again shortly", { "Retry-After": "1" });
+  }
+  if (error instanceof StoreDataError) return answer(500, "DATA_ERROR", "Stored data is invalid");
+  if (error instanceof ConfigError) return answer(500, "CONFIGURATION_ERROR", "The service is misconfigured");
+  return answer(500, "INTERNAL", "Internal error");
+}
+
+function answer(status: number, code: string, message: string, headers: Record<string, string> = {}): ErrorAnswer {
+  return { status, code, message, headers };
+}
+
+export function errorBody(answer: ErrorAnswer): Record<string, unknown> {
+  const error = answer.details ? { code: answer.code, message: answer.message, details: answer.details } : { code: answer.code, message: answer.message };
+  return { success: false, error };
+}

@@ -1,0 +1,49 @@
+import { z } from "zod";
+import { DATABASE_KEY } from "../store/records";
+import { HttpError, type FieldIssue } from "./http-error";
+
+/** A string field whose absence and wrong type get distinct, readable messages. */
+function stringField() {
+  return z.string({ error: (issue) => (issue.input === undefined ? "is required" : `must be a string, got ${describe(issue.input)}`) });
+}
+
+function describe(value: unknown): string {
+  if (value === null) return "null";
+  if (Array.isArray(value)) return "an array";
+  return typeof value === "object" ? "an object" : `a ${typeof value}`;
+}
+
+const CONTROL_CHARACTERS = /\p{Cc}/u;
+
+export const createSessionBody = z.object({
+  user_id: stringField()
+    .trim()
+    .min(1, "must not be empty")
+    .max(128, "must be at most 128 characters")
+    .refine((value) => !CONTROL_CHARACTERS.test(value), "must not contain control characters"),
+  template_id: stringField().regex(DATABASE_KEY, "must be 1 to 64 letters, digits, '-' or '_'"),
+});
+export type CreateSessionBody = z.infer<typeof createSessionBody>;
+
+export function sendMessageBody(maxMessageChars: number) {
+  return z.object({
+    message: stringField()
+      .refine((value) => value.trim().length > 0, "must not be empty")
+      .refine((value) => value.length <= maxMessageChars, `must be at most ${maxMessageChars} characters`),
+  });
+}
+
+/**
+ * Parses a JSON body with `schema`. Unknown fields are dropped, never trusted: a client
+ * cannot smuggle a role or a system prompt in next to the fields it may set.
+ */
+export function parseBody<S extends z.ZodType>(schema: S, body: unknown): z.infer<S> {
+  const parsed = schema.safeParse(body);
+  if (parsed.success) return parsed.data;
+  const details: FieldIssue[] = parsed.error.issues.map((issue) => ({
+    field: issue.path.length > 0 ? issue.path.join(".") : "(body)",
+    message: issue.message,
+  }));
+  const summary = details.map((detail) => `${detail.field} ${detail.message}`).join("; ");
+  throw new HttpError(400, "INVALID_REQUEST", `Invalid request body: ${summary}`, {}, details);
+}

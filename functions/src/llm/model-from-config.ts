@@ -1,0 +1,25 @@
+import type { Config } from "../config";
+import type { ChatModel } from "./chat-model";
+import { ModelError } from "./errors";
+import { createOfflineModel } from "./offline-model";
+import { createOpenAiModel } from "./openai-model";
+
+/**
+ * The model to call for one request. With an API key or a base URL, the OpenAI SDK (a local
+ * OpenAI-compatible server may need no key); with neither, the offline responder where it is
+ * allowed (local runs), else a 503 that says the model is not configured.
+ */
+export function modelFromConfig(config: Config, options: { allowOffline: boolean }): () => ChatModel {
+  const { apiKey, baseUrl, timeoutMs, maxRetries } = config.openai;
+  if (apiKey !== undefined || baseUrl !== undefined) {
+    const key = apiKey ?? "unset";
+    return () => createOpenAiModel({ apiKey: key, baseUrl, timeoutMs, maxRetries });
+  }
+  if (options.allowOffline) {
+    const offline = createOfflineModel();
+    return () => offline;
+  }
+  return () => {
+    throw new ModelError("unavailable", "no model is configured (OPENAI_API_KEY is not set)");
+  };
+}

@@ -1,0 +1,92 @@
+import OpenAI from "openai";
+import type { ChatModel, Completion, CompletionRequest } from "./chat-model";
+import { ModelError } from "./errors";
+
+export interface OpenAiModelOptions {
+  readonly apiKey: string;
+  readonly baseUrl: string | undefined;
+  readonly timeoutMs: number;
+  readonly maxRetries: number;
+}
+
+/**
+ * Chat completions through the official SDK (the Responses API has no presence or frequency
+ * penalty). Timeout and retries are always explicit: the SDK defaults (10 minutes, 2 retries)
+ * outlive any Cloud Function.
+ */
+export function createOpenAiModel(options: OpenAiModelOptions): ChatModel {
+  const client = new OpenAI({
+    apiKey: options.apiKey,
+    baseURL: options.baseUrl,
+    timeout: options.timeoutMs,
+    maxRetries: options.maxRetries,
+  });
+  return {
+    name: "openai",
+    async complete(request: CompletionRequest): Promise<Completion> {
+      let response: OpenAI.Chat.Completions.ChatCompletion;
+      try {
+        response = await client.chat.completions.create({
+          model: request.model,
+          messages: request.messages.map((message) => ({ role: message.role, content: message.content })),
+          temperature: request.temperature,
+          max_tokens: request.max_tokens,
+          presence_penalty: request.presence_penalty,
+          frequency_penalty: request.frequency_penalty,
+        });
+      } catch (error) {
+        throw toModelError(error);
+      }
+      return readCompletion(response, request.model);
+    },
+  };
+}
+
+function readCompletion(response: OpenAI.Chat.Completions.ChatCompletion, requestedModel: string): Completion {
+  // The SDK does not validate bodies: an OpenAI-compatible server may send anything.
+  const choice = Array.isArray(response?.choices) ? response.choices[0] : undefined;
+  const content: unknown = choice?.message?.content;
+  if (typeof content !== "string" || content.trim() === "") {
+    throw new ModelError("bad_response", "the model returned an empty or malformed reply");
+  }
+  return {
+    text: content,
+    truncated: choice?.finish_reason === "length",
+    model: typeof response.model === "string" ? response.model : requestedModel,
+  };
+}
+
+/** Maps SDK errors by class; the provider's own message is kept out of client responses. */
+export function toModelError(error: unknown): ModelError {
+  if (error instanceof ModelError) return error;
+  if (error instanceof OpenAI.APIConnectionTimeoutError) {
+    return new ModelError("timeout", "the model did not answer in time", undefined, { cause: error });
+  }
+  if (error instanceof OpenAI.APIConnectionError) {
+    return new ModelError("unavailable", "the model provider could not be reached", undefined, { cause: error });
+  }
+  if (error instanceof OpenAI.APIError) {
+    const retryAfter = retryAfterSeconds(error.headers);
+    if (error.status === 429 || error.status === 503 || error.status === 529) {
+      return new ModelError("unavailable", "the model provider is overloaded or rate limited", retryAfter, { cause: error });
+    }
+    if (error.status === 504 || error.status === 408) {
+      return new ModelError("timeout", "the model provider timed out", retryAfter, { cause: error });
+    }
+    return new ModelError("bad_response", `the model provider refused the request (status ${error.status ?? "unknown"})`, retryAfter, {
+      cause: error,
+    });
+  }
+  return new ModelError("bad_response", "the model call failed", undefined, { cause: error });
+}
+
+/** `Retry-After` as seconds (delta or HTTP date), when the provider sent one. */
+export function retryAfterSeconds(headers: Headers | undefined, now: number = Date.now()): number | undefined {
+  const raw = headers?.get("retry-after-ms") ?? undefined;
+  if (raw !== undefined && /^\d+(\.\d+)?$/.test(raw)) return Math.max(1, Math.ceil(Number(raw) / 1000));
+  const value = headers?.get("retry-after") ?? undefined;
+  if (value === undefined) return undefined;
+  if (/^\d+$/.test(value.trim())) return Number(value.trim());
+  const date = Date.parse(value);
+  return Number.isNaN(date) ? undefined : Math.max(0, Math.ceil((date - now) / 1000));
+}

@@ -1,0 +1,46 @@
+import { functionsLog } from "../log/log";
+import { createLocalRuntime } from "./local-runtime";
+import { createLocalServer } from "./local-server";
+import { defaultProjectId, hostingRewrites } from "./project-files";
+
+const REGION = "us-central1";
+
+/** `npm start`: every function on one port, offline. */
+async function main(): Promise<void> {
+  const projectId = process.env.GCLOUD_PROJECT || defaultProjectId();
+  const host = process.env.HOST || "127.0.0.1";
+  const port = Number(process.env.PORT || 5000);
+  const local = await createLocalRuntime(projectId, functionsLog);
+  const server = createLocalServer({ runtime: local.runtime, rewrites: hostingRewrites(), projectId, region: REGION });
+  server.listen(port, host, () => {
+    const address = server.address();
+    const base = `http://${host}:${typeof address === "object" && address ? address.port : port}`;
+    const lines = [
+      "Chatify Functions running locally",
+      `  sessions: ${local.storeLabel}${local.seeded.length > 0 ? `; seeded templates: ${local.seeded.join(", ")}` : ""}`,
+      `  model:    ${local.modelLabel}`,
+      "",
+      `  Original routes (API base URL ${base}/api/v1):`,
+      `    POST   ${base}/api/v1/chatbot/session`,
+      `    POST   ${base}/api/v1/chatbot/session/{session_id}/message`,
+      `    DELETE ${base}/api/v1/chatbot/session/{session_id}`,
+      "  Function URLs:",
+      `    POST   ${base}/${projectId}/${REGION}/createSession`,
+      `    POST   ${base}/${projectId}/${REGION}/sendMessage/{session_id}`,
+      `    DELETE ${base}/${projectId}/${REGION}/endSession/{session_id}`,
+      "",
+    ];
+    process.stdout.write(`${lines.join("\n")}\n`);
+  });
+  const stop = () => {
+    server.close(() => process.exit(0));
+    server.closeAllConnections();
+  };
+  process.on("SIGINT", stop);
+  process.on("SIGTERM", stop);
+}
+
+main().catch((error: unknown) => {
+  process.stderr.write(`Could not start: ${error instanceof Error ? error.message : String(error)}\n`);
+  process.exit(1);
+});

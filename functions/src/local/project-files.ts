@@ -1,0 +1,46 @@
+import { readFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { z } from "zod";
+import { templateSchema, type Template } from "../store/records";
+
+/** The repository root: `functions/src/local` in tests, `functions/lib/local` when built. */
+export const PROJECT_ROOT = resolve(__dirname, "..", "..", "..");
+
+function readJson(relativePath: string): unknown {
+  return JSON.parse(readFileSync(join(PROJECT_ROOT, relativePath), "utf8"));
+}
+
+/** The default project of `.firebaserc`: a `demo-` id, so nothing ever reaches a real project. */
+export function defaultProjectId(): string {
+  const rc = z.object({ projects: z.object({ default: z.string().min(1) }) }).parse(readJson(".firebaserc"));
+  return rc.projects.default;
+}
+
+export function databaseNamespace(projectId: string): string {
+  return `${projectId}-default-rtdb`;
+}
+
+/** The templates of the emulator export that `firebase emulators:start --import` loads too. */
+export function seedTemplates(projectId: string = defaultProjectId()): Record<string, Template> {
+  const path = join("emulator-data", "database_export", `${databaseNamespace(projectId)}.json`);
+  const data = z.object({ templates: z.record(z.string(), templateSchema) }).parse(readJson(path));
+  return data.templates;
+}
+
+export interface HostingRewrite {
+  readonly source: string;
+  readonly functionId: string;
+}
+
+/** The Hosting rewrites of `firebase.json`, in order: the local server routes exactly as Hosting does. */
+export function hostingRewrites(): HostingRewrite[] {
+  const rewrite = z.object({
+    source: z.string(),
+    function: z.union([z.string(), z.object({ functionId: z.string() })]),
+  });
+  const config = z.object({ hosting: z.object({ rewrites: z.array(rewrite) }) }).parse(readJson("firebase.json"));
+  return config.hosting.rewrites.map((entry) => ({
+    source: entry.source,
+    functionId: typeof entry.function === "string" ? entry.function : entry.function.functionId,
+  }));
+}

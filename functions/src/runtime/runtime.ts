@@ -1,0 +1,10 @@
+import type { Config } from "../config";
+import type { Log } from "../log/log";
+import type { SessionService } from "../session/session-service";
+
+/** What a function instance holds between requests: built once, on the first request. */
+export interface Runtime {
+  readonly config: Config;
+  readonly sessions: SessionService;
+  readonly log: Log;
+}

@@ -1,0 +1,27 @@
+/**
+ * Keys of stored messages and pending exchanges. They are derived from the exchange's
+ * sequence number, so writing the same exchange twice writes the same keys (idempotent),
+ * and zero-padded with a letter prefix so that key order is conversation order and the
+ * Realtime Database never mistakes the children for an array.
+ */
+const DIGITS = 9;
+
+function pad(n: number): string {
+  return String(n).padStart(DIGITS, "0");
+}
+
+export function userMessageKey(seq: number): string {
+  return `m${pad(2 * seq - 1)}`;
+}
+
+export function assistantMessageKey(seq: number): string {
+  return `m${pad(2 * seq)}`;
+}
+
+export function pendingExchangeKey(seq: number): string {
+  return `e${pad(seq)}`;
+}
+
+export function seqOfPendingKey(key: string): number | undefined {
+  return /^e\d{9}$/.test(key) ? Number(key.slice(1)) : undefined;
+}

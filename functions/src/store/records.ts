@@ -1,0 +1,76 @@
+import { z } from "zod";
+
+/**
+ * The persisted shapes, shared by every store adapter. Data read back from a database is
+ * parsed with these schemas, so a hand-edited or corrupted node surfaces as a clear error
+ * instead of flowing into a prompt as `undefined`.
+ */
+
+/** A key safe to use as one Realtime Database path segment (no `/ . # $ [ ]`, no `..`). */
+export const DATABASE_KEY = /^[A-Za-z0-9_-]{1,64}$/;
+
+export const roleSchema = z.enum(["user", "assistant"]);
+export type Role = z.infer<typeof roleSchema>;
+
+export const chatMessageSchema = z.object({
+  role: roleSchema,
+  content: z.string(),
+  timestamp: z.number(),
+});
+export type ChatMessage = z.infer<typeof chatMessageSchema>;
+
+/** Optional per-template overrides of the generation defaults. */
+export const generationOverridesSchema = z.object({
+  model: z.string().min(1).max(200).optional(),
+  temperature: z.number().min(0).max(2).optional(),
+  max_tokens: z.number().int().min(1).max(100_000).optional(),
+  presence_penalty: z.number().min(-2).max(2).optional(),
+  frequency_penalty: z.number().min(-2).max(2).optional(),
+  /** History messages sent with each request. */
+  context_window: z.number().int().min(0).max(200).optional(),
+});
+
+export const templateSchema = generationOverridesSchema.extend({
+  name: z.string().min(1),
+  personalityPrompt: z.string().min(1),
+});
+export type Template = z.infer<typeof templateSchema>;
+
+export const generationSettingsSchema = z.object({
+  model: z.string().min(1),
+  temperature: z.number(),
+  max_tokens: z.number().int(),
+  presence_penalty: z.number(),
+  frequency_penalty: z.number(),
+  context_window: z.number().int().min(0),
+});
+export type GenerationSettings = z.infer<typeof generationSettingsSchema>;
+
+/** The fields written once when a session is created and never changed afterwards. */
+export const sessionMetaSchema = z.object({
+  user_id: z.string(),
+  template_id: z.string(),
+  template_name: z.string(),
+  system_prompt: z.string(),
+  settings: generationSettingsSchema,
+  created_at: z.number(),
+});
+export type SessionMeta = z.infer<typeof sessionMetaSchema>;
+
+export const sessionStatusSchema = z.enum(["active", "ended", "expired"]);
+export type SessionStatus = z.infer<typeof sessionStatusSchema>;
+
+/** The small mutable part of a session: the only node that is ever transacted on. */
+export const sessionStateSchema = z.object({
+  status: sessionStatusSchema,
+  message_count: z.number().int().min(0),
+  last_activity: z.number(),
+  ended_at: z.number().optional(),
+});
+export type SessionState = z.infer<typeof sessionStateSchema>;
+
+/** One user message and the model's reply, stored together or not at all. */
+export interface Exchange {
+  readonly user: ChatMessage;
+  readonly assistant: ChatMessage;
+}

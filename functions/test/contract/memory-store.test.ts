@@ -1,0 +1,9 @@
+import { MemoryStore } from "../../src/store/memory-store";
+import { storeContract } from "./store-contract";
+
+describe("MemoryStore", () => {
+  storeContract(async () => {
+    const store = new MemoryStore();
+    return { instance: () => store, close: async () => undefined };
+  });
+});

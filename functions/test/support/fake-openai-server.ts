@@ -1,0 +1,128 @@
+import { createServer, type IncomingHttpHeaders, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+
+/** A chat completions request as the server received it. */
+export interface RecordedRequest {
+  readonly path: string;
+  readonly headers: IncomingHttpHeaders;
+  readonly body: {
+    model: string;
+    messages: { role: string; content: string }[];
+    temperature?: number;
+    max_tokens?: number;
+    presence_penalty?: number;
+    frequency_penalty?: number;
+    [key: string]: unknown;
+  };
+}
+
+/** How to answer one request. Without a script the server replies `reply #n to: <last user message>`. */
+export type Scripted =
+  | { readonly kind: "reply"; readonly text: string; readonly finishReason?: string; readonly delayMs?: number }
+  | { readonly kind: "status"; readonly status: number; readonly headers?: Record<string, string>; readonly body?: unknown }
+  | { readonly kind: "raw"; readonly status: number; readonly body: string }
+  | { readonly kind: "hang" }
+  | { readonly kind: "drop" };
+
+/**
+ * An OpenAI-compatible HTTP server on loopback, so tests run the real `openai` SDK end to end.
+ * It records every request and answers from a script, defaulting to a reply that names the
+ * message it answers (so a test can tell replies apart and check their order).
+ */
+export class FakeOpenAiServer {
+  readonly requests: RecordedRequest[] = [];
+  private readonly script: Scripted[] = [];
+  private readonly server: Server;
+  private readonly hanging = new Set<() => void>();
+  private replies = 0;
+
+  private constructor() {
+    this.server = createServer((request, response) => {
+      const chunks: Buffer[] = [];
+      request.on("data", (chunk: Buffer) => chunks.push(chunk));
+      request.on("end", () => {
+        const path = request.url ?? "";
+        if (request.method !== "POST" || !path.endsWith("/chat/completions")) {
+          response.writeHead(404, { "content-type": "application/json" }).end('{"error":{"message":"not found"}}');
+          return;
+        }
+        const body = JSON.parse(Buffer.concat(chunks).toString("utf8")) as RecordedRequest["body"];
+        this.requests.push({ path, headers: request.headers, body });
+        const step = this.script.shift() ?? this.defaultReply(body);
+        switch (step.kind) {
+          case "reply": {
+            const send = () => {
+              if (response.destroyed) return;
+              response.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify(completion(body.model, step.text, step.finishReason)));
+            };
+            if (step.delayMs) setTimeout(send, step.delayMs);
+            else send();
+            return;
+          }
+          case "status":
+            response
+              .writeHead(step.status, { "content-type": "application/json", ...step.headers })
+              .end(JSON.stringify(step.body ?? { error: { message: `scripted ${step.status}`, type: "server_error" } }));
+            return;
+          case "raw":
+            response.writeHead(step.status, { "content-type": "application/json" }).end(step.body);
+            return;
+          case "hang": {
+            const release = () => response.destroy();
+            this.hanging.add(release);
+            response.on("close", () => this.hanging.delete(release));
+            return;
+          }
+          case "drop":
+            request.socket.destroy();
+            return;
+        }
+      });
+    });
+  }
+
+  static async start(): Promise<FakeOpenAiServer> {
+    const fake = new FakeOpenAiServer();
+    await new Promise<void>((resolve) => fake.server.listen(0, "127.0.0.1", resolve));
+    return fake;
+  }
+
+  /** The base URL to give the SDK. */
+  get baseUrl(): string {
+    return `http://127.0.0.1:${(this.server.address() as AddressInfo).port}/v1`;
+  }
+
+  /** Answers the next requests, in order, from `steps`. */
+  enqueue(...steps: Scripted[]): void {
+    this.script.push(...steps);
+  }
+
+  reset(): void {
+    this.requests.length = 0;
+    this.script.length = 0;
+    this.replies = 0;
+  }
+
+  async stop(): Promise<void> {
+    for (const release of this.hanging) release();
+    this.server.closeAllConnections();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+
+  private defaultReply(body: RecordedRequest["body"]): Scripted {
+    this.replies += 1;
+    const lastUser = [...body.messages].reverse().find((message) => message.role === "user");
+    return { kind: "reply", text: `reply #${this.replies} to: ${lastUser?.content ?? ""}` };
+  }
+}
+
+function completion(model: string, text: string, finishReason = "stop") {
+  return {
+    id: `chatcmpl-${Math.random().toString(36).slice(2)}`,
+    object: "chat.completion",
+    created: Math.floor(Date.now() / 1000),
+    model,
+    choices: [{ index: 0, message: { role: "assistant", content: text }, finish_reason: finishReason, logprobs: null }],
+    usage: { prompt_tokens: 10, completion_tokens: 5, total_tokens: 15 },
+  };
+}

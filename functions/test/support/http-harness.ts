@@ -1,0 +1,130 @@
+import type { Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { resolveConfig } from "../../src/config";
+import { hostingRewrites, seedTemplates } from "../../src/local/project-files";
+import { createLocalServer } from "../../src/local/local-server";
+import { modelFromConfig } from "../../src/llm/model-from-config";
+import { silentLog, type Log } from "../../src/log/log";
+import { createRuntime } from "../../src/runtime/create-runtime";
+import type { Runtime } from "../../src/runtime/runtime";
+import { MemoryStore } from "../../src/store/memory-store";
+import { RtdbStore } from "../../src/store/rtdb-store";
+import type { SessionStore } from "../../src/store/session-store";
+import { FakeOpenAiServer } from "./fake-openai-server";
+import { describeWithRtdb, freshNamespace, RtdbInstances } from "./rtdb";
+
+export type StoreKind = "memory" | "rtdb";
+
+export interface Answer {
+  readonly status: number;
+  readonly headers: Headers;
+  /** Parsed JSON, or the raw text when the body is not JSON. */
+  readonly body: Record<string, unknown> & { error?: { code: string; message: string; details?: unknown } };
+  readonly text: string;
+}
+
+/**
+ * One "function instance": a runtime of its own (cache, database connection) behind the
+ * local server, reached over real HTTP. Several instances can share one database.
+ */
+export interface Instance {
+  readonly baseUrl: string;
+  readonly runtime: Runtime;
+  readonly store: SessionStore;
+  call(method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<Answer>;
+}
+
+export interface Harness {
+  readonly fake: FakeOpenAiServer;
+  /** The first instance. */
+  readonly api: Instance;
+  /** Starts another instance on the same database. */
+  instance(): Promise<Instance>;
+  close(): Promise<void>;
+}
+
+export interface HarnessOptions {
+  readonly store: StoreKind;
+  readonly env?: Record<string, string>;
+  readonly clock?: () => number;
+  readonly log?: Log;
+}
+
+export async function startHarness(options: HarnessOptions): Promise<Harness> {
+  const fake = await FakeOpenAiServer.start();
+  const env = { OPENAI_API_KEY: "sk-test-key", OPENAI_BASE_URL: fake.baseUrl, OPENAI_TIMEOUT_MS: "3000", OPENAI_MAX_RETRIES: "0", ...options.env };
+  const config = resolveConfig(env);
+  const servers: Server[] = [];
+  const rtdb = options.store === "rtdb" ? new RtdbInstances(freshNamespace("http")) : undefined;
+  const memory = new MemoryStore();
+
+  async function instance(): Promise<Instance> {
+    const store = rtdb ? new RtdbStore(rtdb.database(), config.dbTimeoutMs) : memory;
+    await store.seedTemplates(seedTemplates());
+    const runtime = createRuntime({
+      config,
+      store,
+      log: options.log ?? silentLog,
+      model: modelFromConfig(config, { allowOffline: false }),
+      ...(options.clock ? { clock: options.clock } : {}),
+    });
+    const server = createLocalServer({ runtime, rewrites: hostingRewrites(), projectId: "demo-chatify", region: "us-central1" });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    servers.push(server);
+    const baseUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    return { baseUrl, runtime, store, call: (method, path, body, headers) => call(baseUrl, method, path, body, headers) };
+  }
+
+  const api = await instance();
+  return {
+    fake,
+    api,
+    instance,
+    async close() {
+      for (const server of servers) server.closeAllConnections();
+      await Promise.all(servers.map((server) => new Promise((resolve) => server.close(resolve))));
+      await fake.stop();
+      await rtdb?.close();
+    },
+  };
+}
+
+/** `body` is sent as JSON unless it is already a string (sent as is, for malformed input). */
+export async function call(baseUrl: string, method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<Answer> {
+  const init: RequestInit = { method, headers: { ...headers } };
+  if (body !== undefined) {
+    init.body = typeof body === "string" ? body : JSON.stringify(body);
+    init.headers = { "content-type": "application/json", ...headers };
+  }
+  const response = await fetch(`${baseUrl}${path}`, init);
+  const text = await response.text();
+  let parsed: Answer["body"];
+  try {
+    parsed = text === "" ? {} : (JSON.parse(text) as Answer["body"]);
+  } catch {
+    parsed = { raw: text };
+  }
+  return { status: response.status, headers: response.headers, body: parsed, text };
+}
+
+export const ROUTES = {
+  create: "/api/v1/chatbot/session",
+  message: (id: string) => `/api/v1/chatbot/session/${id}/message`,
+  end: (id: string) => `/api/v1/chatbot/session/${id}`,
+  directCreate: "/demo-chatify/us-central1/createSession",
+  directMessage: (id: string) => `/demo-chatify/us-central1/sendMessage/${id}`,
+  directEnd: (id: string) => `/demo-chatify/us-central1/endSession/${id}`,
+} as const;
+
+/** Creates a session through the API and returns its id. */
+export async function createSession(api: Instance, templateId = "friendly-assistant", userId = "user_12345"): Promise<string> {
+  const answer = await api.call("POST", ROUTES.create, { user_id: userId, template_id: templateId });
+  if (answer.status !== 201 || typeof answer.body.session_id !== "string") throw new Error(`create failed: ${answer.status} ${answer.text}`);
+  return answer.body.session_id;
+}
+
+/** Runs `body` once per store: the embedded store always, the Realtime Database when it answers (else a visible skip). */
+export function describeEachStore(name: string, body: (kind: StoreKind) => void): void {
+  describe(`${name} [embedded store]`, () => body("memory"));
+  describeWithRtdb(`${name} [Realtime Database]`, () => body("rtdb"));
+}

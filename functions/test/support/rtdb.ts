@@ -1,0 +1,47 @@
+import { randomUUID } from "node:crypto";
+import { deleteApp, initializeApp, type App } from "firebase-admin/app";
+import { getDatabase, type Database } from "firebase-admin/database";
+
+/**
+ * Whether a Realtime Database emulator answers, as probed once by the global setup. Suites
+ * that need one run only then; otherwise they are skipped with the reason printed.
+ */
+export function rtdbSkipReason(): string | undefined {
+  return process.env.CHATIFY_RTDB_SKIP_REASON || undefined;
+}
+
+/** `describe` when the database answers, else a visibly skipped `describe` that says why. */
+export function describeWithRtdb(name: string, body: () => void): void {
+  const reason = rtdbSkipReason();
+  if (reason === undefined) {
+    describe(name, body);
+    return;
+  }
+  console.warn(`SKIPPED "${name}": ${reason}`);
+  describe.skip(`${name} [skipped: ${reason}]`, body);
+}
+
+/** A fresh namespace: one database per suite, so suites never see each other's data. */
+export function freshNamespace(prefix: string): string {
+  return `${prefix}-${randomUUID().slice(0, 8)}`;
+}
+
+/**
+ * A firebase-admin app of its own (own connection, own cache), as a separate function
+ * instance would have, on the database `namespace` of the emulator.
+ */
+export class RtdbInstances {
+  private readonly apps: App[] = [];
+
+  constructor(readonly namespace: string) {}
+
+  database(): Database {
+    const app = initializeApp({ projectId: "demo-chatify", databaseURL: `https://${this.namespace}.firebaseio.com` }, randomUUID());
+    this.apps.push(app);
+    return getDatabase(app);
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.apps.splice(0).map((app) => deleteApp(app)));
+  }
+}
