@@ -1,4 +1,5 @@
 import OpenAI from "openai";
+import { z } from "zod";
 import type { ChatModel, Completion, CompletionRequest } from "./chat-model";
 import { ModelError } from "./errors";
 
@@ -20,16 +21,20 @@ export function createOpenAiModel(options: OpenAiModelOptions): ChatModel {
     baseURL: options.baseUrl,
     timeout: options.timeoutMs,
     maxRetries: options.maxRetries,
+    fetch: fetchWithLocalAbortErrors,
   });
   return {
     name: "openai",
     async complete(request: CompletionRequest): Promise<Completion> {
-      let response: OpenAI.Chat.Completions.ChatCompletion;
+      let response: unknown;
       try {
         response = await client.chat.completions.create({
           model: request.model,
           messages: request.messages.map((message) => ({ role: message.role, content: message.content })),
           temperature: request.temperature,
+          // The field the product specifies and every OpenAI-compatible server understands;
+          // `max_completion_tokens` is newer and not yet served by all of them.
+          // eslint-disable-next-line @typescript-eslint/no-deprecated
           max_tokens: request.max_tokens,
           presence_penalty: request.presence_penalty,
           frequency_penalty: request.frequency_penalty,
@@ -42,18 +47,41 @@ export function createOpenAiModel(options: OpenAiModelOptions): ChatModel {
   };
 }
 
-function readCompletion(response: OpenAI.Chat.Completions.ChatCompletion, requestedModel: string): Completion {
-  // The SDK does not validate bodies: an OpenAI-compatible server may send anything.
-  const choice = Array.isArray(response?.choices) ? response.choices[0] : undefined;
-  const content: unknown = choice?.message?.content;
-  if (typeof content !== "string" || content.trim() === "") {
+/**
+ * `fetch` whose aborts are errors of this realm. The SDK tells a timeout from other
+ * connection failures by the error's name, and it rebuilds errors that fail `instanceof
+ * Error` without their name: an abort raised in another realm (a test VM, a polyfill) would
+ * then read as "connection error" instead of "timed out".
+ */
+async function fetchWithLocalAbortErrors(input: string | URL | Request, init?: RequestInit): Promise<Response> {
+  try {
+    return await fetch(input, init);
+  } catch (error) {
+    if (typeof error === "object" && error !== null && "name" in error && error.name === "AbortError" && !(error instanceof Error)) {
+      const local = new Error("The operation was aborted", { cause: error });
+      local.name = "AbortError";
+      throw local;
+    }
+    throw error;
+  }
+}
+
+/** The part of a completion the service uses. The SDK does not validate bodies: a compatible server may send anything. */
+const completionSchema = z.object({
+  model: z.string().optional(),
+  choices: z
+    .array(z.object({ message: z.object({ content: z.string().nullish() }), finish_reason: z.string().nullish() }))
+    .min(1),
+});
+
+function readCompletion(response: unknown, requestedModel: string): Completion {
+  const parsed = completionSchema.safeParse(response);
+  const choice = parsed.success ? parsed.data.choices[0] : undefined;
+  const content = choice?.message.content;
+  if (!parsed.success || typeof content !== "string" || content.trim() === "") {
     throw new ModelError("bad_response", "the model returned an empty or malformed reply");
   }
-  return {
-    text: content,
-    truncated: choice?.finish_reason === "length",
-    model: typeof response.model === "string" ? response.model : requestedModel,
-  };
+  return { text: content, truncated: choice?.finish_reason === "length", model: parsed.data.model ?? requestedModel };
 }
 
 /** Maps SDK errors by class; the provider's own message is kept out of client responses. */
@@ -66,7 +94,7 @@ export function toModelError(error: unknown): ModelError {
     return new ModelError("unavailable", "the model provider could not be reached", undefined, { cause: error });
   }
   if (error instanceof OpenAI.APIError) {
-    const retryAfter = retryAfterSeconds(error.headers);
+    const retryAfter = retryAfterSeconds(error.headers as Headers | undefined);
     if (error.status === 429 || error.status === 503 || error.status === 529) {
       return new ModelError("unavailable", "the model provider is overloaded or rate limited", retryAfter, { cause: error });
     }

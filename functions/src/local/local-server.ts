@@ -103,7 +103,7 @@ function readBody(request: IncomingMessage, maxBytes: number): Promise<{ body: B
       }
     };
     request.on("data", onData);
-    request.on("end", () => resolve({ body: Buffer.concat(chunks), complete: true }));
+    request.on("end", () => { resolve({ body: Buffer.concat(chunks), complete: true }); });
     request.on("error", reject);
   });
 }

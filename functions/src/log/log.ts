@@ -11,9 +11,9 @@ export interface Log {
 
 /** Cloud Logging through firebase-functions: one JSON entry per call, fields as structured data. */
 export const functionsLog: Log = {
-  info: (message, fields) => logger.info(message, fields ?? {}),
-  warn: (message, fields) => logger.warn(message, fields ?? {}),
-  error: (message, fields) => logger.error(message, fields ?? {}),
+  info: (message, fields) => { logger.info(message, fields ?? {}); },
+  warn: (message, fields) => { logger.warn(message, fields ?? {}); },
+  error: (message, fields) => { logger.error(message, fields ?? {}); },
 };
 
 export const silentLog: Log = { info: () => undefined, warn: () => undefined, error: () => undefined };

@@ -9,7 +9,7 @@ import { StoreUnavailableError } from "./errors";
 export async function withDeadline<T>(operation: string, ms: number, work: Promise<T>): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const expired = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new StoreUnavailableError(operation)), ms);
+    timer = setTimeout(() => { reject(new StoreUnavailableError(operation)); }, ms);
   });
   try {
     return await Promise.race([work, expired]);

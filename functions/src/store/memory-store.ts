@@ -54,7 +54,11 @@ export class MemoryStore implements SessionStore {
     const refusal = guard(session.state);
     if (refusal !== undefined) return { kind: "refused", refusal, state: copy(session.state) };
     session.messages.push(copy(exchange.user), copy(exchange.assistant));
-    session.state = { ...session.state, message_count: session.state.message_count + 1, last_activity: at };
+    session.state = {
+      ...session.state,
+      message_count: session.state.message_count + 1,
+      last_activity: Math.max(session.state.last_activity, at),
+    };
     return { kind: "appended", seq: session.state.message_count, state: copy(session.state) };
   }
 

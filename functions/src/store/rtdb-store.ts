@@ -110,42 +110,16 @@ export class RtdbStore implements SessionStore {
   }
 
   async appendExchange<R>(sessionId: string, exchange: Exchange, at: number, guard: StateGuard<R>): Promise<AppendResult<R>> {
-    const path = `userSessions/${sessionId}/state`;
-    // Set by the handler's last run: the decision that was committed, or the reason it aborted.
-    const decided: { outcome: AppendResult<R> } = { outcome: { kind: "not_found" } };
-    const result = await this.call(
-      "append exchange",
-      this.db.ref(path).transaction(
-        (current: RawState | null) => {
-          // null is also what a cold instance sees first: writing null back makes the server
-          // answer with the real node (hash mismatch) instead of aborting on a guess.
-          if (current === null) {
-            decided.outcome = { kind: "not_found" };
-            return null;
-          }
-          const state = sessionStateSchema.safeParse(current);
-          if (!state.success) return undefined;
-          const refusal = guard(state.data);
-          if (refusal !== undefined) {
-            decided.outcome = { kind: "refused", refusal, state: state.data };
-            return undefined;
-          }
-          const seq = state.data.message_count + 1;
-          const next = { ...state.data, message_count: seq, last_activity: at };
-          decided.outcome = { kind: "appended", seq, state: next };
-          const pending = isRecord(current.pending) ? current.pending : {};
-          return { ...current, ...next, pending: { ...pending, [pendingExchangeKey(seq)]: exchange } };
-        },
-        undefined,
-        false,
-      ),
-    );
-    this.assertParsed(result.snapshot, path);
-    if (decided.outcome.kind === "appended") {
-      if (!result.committed) throw new StoreUnavailableError("append exchange");
-      await this.flushPending(sessionId, result.snapshot.child("pending").val());
-    }
-    return decided.outcome;
+    const { outcome, snapshot } = await this.transactState<AppendResult<R>>(sessionId, "append exchange", { kind: "not_found" }, (raw, state) => {
+      const refusal = guard(state);
+      if (refusal !== undefined) return { outcome: { kind: "refused", refusal, state } };
+      const seq = state.message_count + 1;
+      const next = { ...state, message_count: seq, last_activity: Math.max(state.last_activity, at) };
+      const pending = isRecord(raw.pending) ? raw.pending : {};
+      return { outcome: { kind: "appended", seq, state: next }, write: { ...raw, ...next, pending: { ...pending, [pendingExchangeKey(seq)]: exchange } } };
+    });
+    if (outcome.kind === "appended") await this.flushPending(sessionId, snapshot.child("pending").val());
+    return outcome;
   }
 
   async transitionState<R>(
@@ -153,57 +127,83 @@ export class RtdbStore implements SessionStore {
     guard: StateGuard<R>,
     next: (state: SessionState) => SessionState,
   ): Promise<TransitionResult<R>> {
+    const { outcome } = await this.transactState<TransitionResult<R>>(sessionId, "update session state", { kind: "not_found" }, (raw, state) => {
+      const refusal = guard(state);
+      if (refusal !== undefined) return { outcome: { kind: "refused", refusal, state } };
+      const changed = next(state);
+      return { outcome: { kind: "changed", state: changed }, write: { ...raw, ...changed } };
+    });
+    return outcome;
+  }
+
+  /**
+   * Runs `decide` in a transaction on the session's `state` node and returns the outcome of
+   * its last run: the one that committed, or the reason it aborted (no `write`). `decide`
+   * must be pure: it reruns on contention.
+   */
+  private async transactState<O>(
+    sessionId: string,
+    operation: string,
+    absent: O,
+    decide: (raw: RawState, state: SessionState) => { readonly outcome: O; readonly write?: RawState },
+  ): Promise<{ outcome: O; snapshot: DataSnapshot }> {
     const path = `userSessions/${sessionId}/state`;
-    const decided: { outcome: TransitionResult<R> } = { outcome: { kind: "not_found" } };
+    // What the handler's last run decided; it reruns on contention, so each run starts afresh.
+    const last: { outcome: O; wrote: boolean } = { outcome: absent, wrote: false };
     const result = await this.call(
-      "update session state",
+      operation,
       this.db.ref(path).transaction(
         (current: RawState | null) => {
-          if (current === null) {
-            decided.outcome = { kind: "not_found" };
-            return null;
-          }
+          last.outcome = absent;
+          last.wrote = false;
+          // null is also what an instance without a copy sees first: writing null back makes
+          // the server answer with the real node (hash mismatch) instead of aborting on a guess.
+          if (current === null) return null;
           const state = sessionStateSchema.safeParse(current);
           if (!state.success) return undefined;
-          const refusal = guard(state.data);
-          if (refusal !== undefined) {
-            decided.outcome = { kind: "refused", refusal, state: state.data };
-            return undefined;
-          }
-          const changed = next(state.data);
-          decided.outcome = { kind: "changed", state: changed };
-          return { ...current, ...changed };
+          const decision = decide(current, state.data);
+          last.outcome = decision.outcome;
+          last.wrote = decision.write !== undefined;
+          return decision.write;
         },
         undefined,
         false,
       ),
     );
-    this.assertParsed(result.snapshot, path);
-    return decided.outcome;
+    // A transaction that aborted on a malformed node reports it instead of "not found".
+    if (result.snapshot.exists()) parseStored(sessionStateSchema, result.snapshot.val(), path);
+    if (last.wrote && !result.committed) throw new StoreUnavailableError(operation);
+    return { outcome: last.outcome, snapshot: result.snapshot };
   }
 
   /**
-   * Copies journaled exchanges into `messages` and clears them from `pending`, in one
-   * multi-path update. Idempotent: keys derive from the sequence number, so a concurrent
-   * or repeated flush writes identical data. A failure here loses nothing (the exchange is
-   * committed in `pending`); the next append flushes it.
+   * Copies journaled exchanges into `messages`, then removes them from `pending`. Idempotent:
+   * keys derive from the sequence number, so a concurrent or repeated copy writes identical
+   * data. The removal is a transaction too: a plain write under `state` would abort this
+   * instance's other transactions on it. A failure here loses nothing (the exchange is
+   * committed in `pending`, and readers merge it); the next append copies it again.
    */
   private async flushPending(sessionId: string, rawPending: unknown): Promise<void> {
     const pending = this.parsePending(sessionId, rawPending);
-    const update: Record<string, unknown> = {};
-    for (const [key, message] of pendingMessages(pending)) update[`messages/${key}`] = message;
-    for (const key of Object.keys(pending)) update[`state/pending/${key}`] = null;
-    if (Object.keys(update).length === 0) return;
-    await this.call("copy exchange to history", this.sessionRef(sessionId).update(update)).catch(() => undefined);
+    const keys = Object.keys(pending);
+    if (keys.length === 0) return;
+    const copy: Record<string, unknown> = {};
+    for (const [key, message] of pendingMessages(pending)) copy[key] = message;
+    try {
+      await this.call("copy exchange to history", this.sessionRef(sessionId).child("messages").update(copy));
+      await this.transactState(sessionId, "clear copied exchanges", undefined, (raw) => {
+        if (!isRecord(raw.pending)) return { outcome: undefined };
+        const remaining = Object.fromEntries(Object.entries(raw.pending).filter(([key]) => !keys.includes(key)));
+        const changed = Object.keys(remaining).length !== Object.keys(raw.pending).length;
+        return changed ? { outcome: undefined, write: { ...raw, pending: remaining } } : { outcome: undefined };
+      });
+    } catch {
+      // Deliberately swallowed: see above.
+    }
   }
 
   private parsePending(sessionId: string, raw: unknown): Pending {
     return raw === null ? {} : parseStored(pendingSchema, raw, `userSessions/${sessionId}/state/pending`);
-  }
-
-  /** A transaction that aborted on a malformed node reports it instead of "not found". */
-  private assertParsed(snapshot: DataSnapshot, path: string): void {
-    if (snapshot.exists()) parseStored(sessionStateSchema, snapshot.val(), path);
   }
 
   private sessionRef(sessionId: string): Reference {

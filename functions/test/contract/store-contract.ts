@@ -58,16 +58,22 @@ export function storeContract(makeHarness: () => Promise<StoreHarness>): void {
     it("appends exchanges in order and counts them", async () => {
       const session = newSession();
       await store.createSession(session);
-      const first = await store.appendExchange(session.id, exchange("1", 10), 11, whileActive);
-      const second = await store.appendExchange(session.id, exchange("2", 20), 21, whileActive);
-      expect(first).toMatchObject({ kind: "appended", seq: 1, state: { message_count: 1, last_activity: 11 } });
-      expect(second).toMatchObject({ kind: "appended", seq: 2, state: { message_count: 2, last_activity: 21 } });
-      expect(await store.readSessionState(session.id)).toEqual({ status: "active", message_count: 2, last_activity: 21 });
+      const t0 = session.state.last_activity;
+      const first = await store.appendExchange(session.id, exchange("1", 10), t0 + 11, whileActive);
+      const second = await store.appendExchange(session.id, exchange("2", 20), t0 + 21, whileActive);
+      expect(first).toMatchObject({ kind: "appended", seq: 1, state: { message_count: 1, last_activity: t0 + 11 } });
+      expect(second).toMatchObject({ kind: "appended", seq: 2, state: { message_count: 2, last_activity: t0 + 21 } });
+      expect(await store.readSessionState(session.id)).toEqual({ status: "active", message_count: 2, last_activity: t0 + 21 });
+      // A writer whose clock lags never moves last_activity back.
+      await store.appendExchange(session.id, exchange("3", 30), t0 + 5, whileActive);
+      expect((await store.readSessionState(session.id))?.last_activity).toBe(t0 + 21);
       expect(await store.readRecentMessages(session.id, 10)).toEqual([
         exchange("1", 10).user,
         exchange("1", 10).assistant,
         exchange("2", 20).user,
         exchange("2", 20).assistant,
+        exchange("3", 30).user,
+        exchange("3", 30).assistant,
       ]);
     });
 
@@ -95,7 +101,7 @@ export function storeContract(makeHarness: () => Promise<StoreHarness>): void {
       await store.createSession(session);
       await store.appendExchange(session.id, exchange("1"), 2, whileActive);
       const ended = await store.transitionState(session.id, whileActive, (state) => ({ ...state, status: "ended", ended_at: 9 }));
-      expect(ended).toEqual({ kind: "changed", state: { status: "ended", message_count: 1, last_activity: 2, ended_at: 9 } });
+      expect(ended).toEqual({ kind: "changed", state: { status: "ended", message_count: 1, last_activity: session.state.last_activity, ended_at: 9 } });
       expect(await store.transitionState(session.id, whileActive, (state) => state)).toMatchObject({ kind: "refused", refusal: "ended" });
       expect(await store.appendExchange(session.id, exchange("2"), 10, whileActive)).toMatchObject({ kind: "refused", refusal: "ended" });
       expect(await store.readRecentMessages(session.id, 10)).toHaveLength(2);

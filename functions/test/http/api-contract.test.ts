@@ -12,7 +12,7 @@ describeEachStore("the chat API", (kind) => {
     harness = await startHarness({ store: kind });
   });
   afterAll(async () => harness.close());
-  beforeEach(() => harness.fake.reset());
+  beforeEach(() => { harness.fake.reset(); });
 
   it("creates a session with the original route and the exact response fields", async () => {
     const answer = await harness.api.call("POST", ROUTES.create, { user_id: "user_12345", template_id: "friendly-assistant" });

@@ -106,7 +106,7 @@ export class FakeOpenAiServer {
   async stop(): Promise<void> {
     for (const release of this.hanging) release();
     this.server.closeAllConnections();
-    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+    await new Promise<void>((resolve) => this.server.close(() => { resolve(); }));
   }
 
   private defaultReply(body: RecordedRequest["body"]): Scripted {

@@ -89,11 +89,11 @@ export async function startHarness(options: HarnessOptions): Promise<Harness> {
   };
 }
 
-/** `body` is sent as JSON unless it is already a string (sent as is, for malformed input). */
+/** `body` is sent as JSON unless it is a string or bytes (sent as they are, for malformed input). */
 export async function call(baseUrl: string, method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<Answer> {
   const init: RequestInit = { method, headers: { ...headers } };
   if (body !== undefined) {
-    init.body = typeof body === "string" ? body : JSON.stringify(body);
+    init.body = typeof body === "string" || body instanceof Uint8Array ? body : JSON.stringify(body);
     init.headers = { "content-type": "application/json", ...headers };
   }
   const response = await fetch(`${baseUrl}${path}`, init);
@@ -125,6 +125,6 @@ export async function createSession(api: Instance, templateId = "friendly-assist
 
 /** Runs `body` once per store: the embedded store always, the Realtime Database when it answers (else a visible skip). */
 export function describeEachStore(name: string, body: (kind: StoreKind) => void): void {
-  describe(`${name} [embedded store]`, () => body("memory"));
-  describeWithRtdb(`${name} [Realtime Database]`, () => body("rtdb"));
+  describe(`${name} [embedded store]`, () => { body("memory"); });
+  describeWithRtdb(`${name} [Realtime Database]`, () => { body("rtdb"); });
 }

@@ -1,0 +1,108 @@
+import { randomUUID } from "node:crypto";
+import { deleteApp, initializeApp } from "firebase-admin/app";
+import { getDatabase } from "firebase-admin/database";
+import { StoreUnavailableError } from "../../src/store/errors";
+import { pendingExchangeKey } from "../../src/store/message-keys";
+import { RtdbStore } from "../../src/store/rtdb-store";
+import { exchange, newSession, whileActive } from "../support/fixtures";
+import { describeWithRtdb, freshNamespace, RtdbInstances } from "../support/rtdb";
+
+/** What only the Realtime Database adapter does: the journal, the stored shape, deadlines. */
+describeWithRtdb("RtdbStore journal and shape", () => {
+  const instances = new RtdbInstances(freshNamespace("adapter"));
+  afterAll(() => instances.close());
+
+  it("finishes the copy of an exchange whose writer died after committing it", async () => {
+    const db = instances.database();
+    const store = new RtdbStore(db, 10_000);
+    const session = newSession();
+    await store.createSession(session);
+    await store.appendExchange(session.id, exchange("1"), 1, whileActive);
+    // A writer that committed exchange 2 and died before copying it to `messages`.
+    await db.ref(`userSessions/${session.id}/state`).update({
+      message_count: 2,
+      [`pending/${pendingExchangeKey(2)}`]: exchange("2"),
+    });
+
+    const cold = new RtdbStore(instances.database(), 10_000);
+    expect((await cold.readRecentMessages(session.id, 10)).map((message) => message.content)).toEqual([
+      "question 1",
+      "answer 1",
+      "question 2",
+      "answer 2",
+    ]);
+    expect(await cold.appendExchange(session.id, exchange("3"), 3, whileActive)).toMatchObject({ kind: "appended", seq: 3 });
+    const stored = (await db.ref(`userSessions/${session.id}`).get()).val() as {
+      state: { message_count: number; pending?: unknown };
+      messages: Record<string, { content: string }>;
+    };
+    expect(stored.state.message_count).toBe(3);
+    expect(stored.state.pending).toBeUndefined();
+    expect(Object.entries(stored.messages).map(([key, message]) => [key, message.content])).toEqual([
+      ["m000000001", "question 1"],
+      ["m000000002", "answer 1"],
+      ["m000000003", "question 2"],
+      ["m000000004", "answer 2"],
+      ["m000000005", "question 3"],
+      ["m000000006", "answer 3"],
+    ]);
+  });
+
+  it("stores the documented shape", async () => {
+    const db = instances.database();
+    const store = new RtdbStore(db, 10_000);
+    const session = newSession();
+    await store.createSession(session);
+    await store.appendExchange(session.id, exchange("1", session.meta.created_at + 5), session.meta.created_at + 6, whileActive);
+    const stored: unknown = (await db.ref(`userSessions/${session.id}`).get()).val();
+    expect(stored).toEqual({
+      ...session.meta,
+      state: { status: "active", message_count: 1, last_activity: session.meta.created_at + 6 },
+      messages: {
+        m000000001: { role: "user", content: "question 1", timestamp: session.meta.created_at + 5 },
+        m000000002: { role: "assistant", content: "answer 1", timestamp: session.meta.created_at + 6 },
+      },
+    });
+  });
+
+  it("reports a corrupted state node instead of acting on it", async () => {
+    const db = instances.database();
+    const store = new RtdbStore(db, 10_000);
+    const session = newSession();
+    await store.createSession(session);
+    await db.ref(`userSessions/${session.id}/state/message_count`).set("three");
+    await expect(store.readSessionState(session.id)).rejects.toThrow(/userSessions\/.*\/state/);
+    await expect(store.appendExchange(session.id, exchange("x"), 1, whileActive)).rejects.toThrow(/message_count/);
+    expect((await db.ref(`userSessions/${session.id}/messages`).get()).exists()).toBe(false);
+  });
+});
+
+describe("RtdbStore without a reachable database", () => {
+  it("fails each call within its deadline with StoreUnavailableError", async () => {
+    const previous = process.env.FIREBASE_DATABASE_EMULATOR_HOST;
+    // Port 9 (discard) on loopback: nothing listens, so every call waits for a connection.
+    process.env.FIREBASE_DATABASE_EMULATOR_HOST = "127.0.0.1:9";
+    const app = initializeApp({ projectId: "demo-chatify", databaseURL: "https://offline-test.firebaseio.com" }, randomUUID());
+    const db = getDatabase(app);
+    if (previous === undefined) delete process.env.FIREBASE_DATABASE_EMULATOR_HOST;
+    else process.env.FIREBASE_DATABASE_EMULATOR_HOST = previous;
+    const store = new RtdbStore(db, 300);
+    try {
+      const started = Date.now();
+      const results = await Promise.allSettled([
+        store.readSessionState(randomUUID()),
+        store.readTemplate("friendly-assistant"),
+        store.appendExchange(randomUUID(), exchange("x"), 1, whileActive),
+        store.createSession(newSession()),
+      ]);
+      expect(Date.now() - started).toBeLessThan(3000);
+      for (const result of results) {
+        expect(result.status).toBe("rejected");
+        expect((result as PromiseRejectedResult).reason).toBeInstanceOf(StoreUnavailableError);
+      }
+    } finally {
+      db.goOffline();
+      await deleteApp(app);
+    }
+  });
+});

@@ -1,0 +1,104 @@
+import type { Log, LogFields } from "../../src/log/log";
+import type { Scripted } from "../support/fake-openai-server";
+import { createSession, describeEachStore, ROUTES, startHarness, type Harness } from "../support/http-harness";
+
+interface Failure {
+  readonly name: string;
+  readonly step: Scripted;
+  readonly status: number;
+  readonly code: string;
+  readonly retryAfter?: string;
+}
+
+const failures: Failure[] = [
+  { name: "a 500", step: { kind: "status", status: 500 }, status: 502, code: "MODEL_ERROR" },
+  { name: "a 401 (bad key)", step: { kind: "status", status: 401 }, status: 502, code: "MODEL_ERROR" },
+  { name: "a 429 with Retry-After", step: { kind: "status", status: 429, headers: { "retry-after": "7" } }, status: 503, code: "MODEL_UNAVAILABLE", retryAfter: "7" },
+  { name: "a 503", step: { kind: "status", status: 503 }, status: 503, code: "MODEL_UNAVAILABLE" },
+  { name: "no answer in time", step: { kind: "hang" }, status: 504, code: "MODEL_TIMEOUT" },
+  { name: "a dropped connection", step: { kind: "drop" }, status: 503, code: "MODEL_UNAVAILABLE" },
+  { name: "a malformed body", step: { kind: "raw", status: 200, body: "{not json" }, status: 502, code: "MODEL_ERROR" },
+  { name: "a body without choices", step: { kind: "raw", status: 200, body: '{"id":"x","choices":[]}' }, status: 502, code: "MODEL_ERROR" },
+  { name: "an empty reply", step: { kind: "reply", text: "" }, status: 502, code: "MODEL_ERROR" },
+];
+
+/** Captures log entries so the test can check that nothing secret reaches them. */
+function capturingLog(entries: string[]): Log {
+  const keep = (message: string, fields?: LogFields) => entries.push(JSON.stringify({ message, ...fields }));
+  return { info: keep, warn: keep, error: keep };
+}
+
+describeEachStore("model failures", (kind) => {
+  let harness: Harness;
+  const logs: string[] = [];
+
+  beforeAll(async () => {
+    harness = await startHarness({ store: kind, env: { OPENAI_TIMEOUT_MS: "400" }, log: capturingLog(logs) });
+  });
+  afterAll(async () => harness.close());
+
+  it.each(failures)("$name -> $status $code, nothing stored, the next message works", async (failure) => {
+    const id = await createSession(harness.api);
+    await harness.api.call("POST", ROUTES.message(id), { message: "before" });
+    harness.fake.reset();
+    harness.fake.enqueue(failure.step);
+
+    const failed = await harness.api.call("POST", ROUTES.message(id), { message: "lost" });
+    expect(failed.status).toBe(failure.status);
+    expect(failed.body).toEqual({ success: false, error: { code: failure.code, message: expect.any(String) } });
+    expect(failed.headers.get("retry-after")).toBe(failure.retryAfter ?? null);
+    expect(failed.text).not.toMatch(/scripted|sk-test-key|stack/i);
+    expect(await harness.api.store.readSessionState(id)).toMatchObject({ status: "active", message_count: 1 });
+
+    const next = await harness.api.call("POST", ROUTES.message(id), { message: "after" });
+    expect(next.status).toBe(200);
+    expect(next.body.message_count).toBe(2);
+    // The failed message left no trace in the context: no dangling user message.
+    expect(harness.fake.requests.at(-1)!.body.messages.slice(1).map((message) => message.content)).toEqual([
+      "before",
+      expect.stringContaining("before"),
+      "after",
+    ]);
+    expect((await harness.api.store.readRecentMessages(id, 10)).map((message) => message.content)).not.toContain("lost");
+  });
+
+  it("stores and flags a reply cut by the token limit", async () => {
+    const id = await createSession(harness.api);
+    harness.fake.enqueue({ kind: "reply", text: "This reply was cut", finishReason: "length" });
+    const answer = await harness.api.call("POST", ROUTES.message(id), { message: "long question" });
+    expect(answer.status).toBe(200);
+    expect(answer.body).toMatchObject({ response: "This reply was cut", truncated: true, message_count: 1 });
+    expect((await harness.api.store.readRecentMessages(id, 2))[1]?.content).toBe("This reply was cut");
+  });
+
+  it("keeps keys and provider messages out of the logs", () => {
+    expect(logs.length).toBeGreaterThan(0);
+    expect(logs.join("\n")).not.toMatch(/sk-test-key|scripted|before|after|lost/);
+  });
+});
+
+describe("model retries", () => {
+  let harness: Harness;
+  beforeAll(async () => {
+    harness = await startHarness({ store: "memory", env: { OPENAI_MAX_RETRIES: "1", OPENAI_TIMEOUT_MS: "2000" } });
+  });
+  afterAll(async () => harness.close());
+
+  it("retries a transient failure once and answers", async () => {
+    const id = await createSession(harness.api);
+    harness.fake.enqueue({ kind: "status", status: 503, headers: { "retry-after-ms": "50" } });
+    const answer = await harness.api.call("POST", ROUTES.message(id), { message: "hello" });
+    expect(answer.status).toBe(200);
+    expect(harness.fake.requests).toHaveLength(2);
+    expect(answer.body.message_count).toBe(1);
+  });
+
+  it("gives up after the configured retries", async () => {
+    const id = await createSession(harness.api);
+    harness.fake.reset();
+    harness.fake.enqueue({ kind: "status", status: 500, headers: { "retry-after-ms": "10" } }, { kind: "status", status: 500, headers: { "retry-after-ms": "10" } });
+    const answer = await harness.api.call("POST", ROUTES.message(id), { message: "hello" });
+    expect(answer.status).toBe(502);
+    expect(harness.fake.requests).toHaveLength(2);
+  });
+});
