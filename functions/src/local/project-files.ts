@@ -16,8 +16,13 @@ export function defaultProjectId(): string {
   return rc.projects.default;
 }
 
+/**
+ * The database namespace the Functions emulator gives a `demo-` project's functions
+ * (databaseURL `https://{projectId}.firebaseio.com`): the local server uses the same one,
+ * and the emulator export stores the templates under that name.
+ */
 export function databaseNamespace(projectId: string): string {
-  return `${projectId}-default-rtdb`;
+  return projectId;
 }
 
 /** The templates of the emulator export that `firebase emulators:start --import` loads too. */

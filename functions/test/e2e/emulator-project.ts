@@ -1,0 +1,124 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+
+const FUNCTIONS_DIR = resolve(__dirname, "..", "..");
+const PROJECT_ROOT = resolve(FUNCTIONS_DIR, "..");
+
+export interface EmulatorProject {
+  readonly hostingUrl: string;
+  readonly functionsUrl: string;
+  /** Everything the emulators printed, for a failing test to show. */
+  output(): string;
+  stop(): Promise<void>;
+}
+
+export interface EmulatorProjectOptions {
+  readonly projectId: string;
+  /** Emulators to run, e.g. ["functions", "hosting"]. */
+  readonly only: readonly string[];
+  /** Values for functions/.env.local and .secret.local of the throwaway copy. */
+  readonly env: Record<string, string>;
+  readonly secrets: Record<string, string>;
+  readonly importDir?: string;
+}
+
+/**
+ * Runs the real project (built `lib/`, firebase.json with its Hosting rewrites) on the
+ * Firebase emulators, from a throwaway copy of the project layout with free ports and its own
+ * env files, so it never touches a developer's `.env.local` or clashes with `npm start`.
+ */
+export async function startEmulatorProject(options: EmulatorProjectOptions): Promise<EmulatorProject> {
+  const dir = mkdtempSync(join(tmpdir(), "chatify-e2e-"));
+  const functions = join(dir, "functions");
+  mkdirSync(functions);
+  symlinkSync(join(FUNCTIONS_DIR, "node_modules"), join(functions, "node_modules"));
+  cpSync(join(FUNCTIONS_DIR, "lib"), join(functions, "lib"), { recursive: true });
+  cpSync(join(FUNCTIONS_DIR, "package.json"), join(functions, "package.json"));
+  cpSync(join(PROJECT_ROOT, "public"), join(dir, "public"), { recursive: true });
+  writeFileSync(join(functions, ".env.local"), envFile(options.env));
+  writeFileSync(join(functions, ".secret.local"), envFile(options.secrets));
+  writeFileSync(join(dir, ".firebaserc"), JSON.stringify({ projects: { default: options.projectId } }));
+
+  const [hosting, functionsPort, hub, logging] = await Promise.all([freePort(), freePort(), freePort(), freePort()]);
+  const config = JSON.parse(readFileSync(join(PROJECT_ROOT, "firebase.json"), "utf8")) as {
+    functions: { predeploy?: unknown }[];
+    emulators: Record<string, unknown>;
+  };
+  for (const codebase of config.functions) delete codebase.predeploy;
+  config.emulators = {
+    ...config.emulators,
+    hosting: { host: "127.0.0.1", port: hosting },
+    functions: { host: "127.0.0.1", port: functionsPort },
+    hub: { host: "127.0.0.1", port: hub },
+    logging: { host: "127.0.0.1", port: logging },
+    ui: { enabled: false },
+  };
+  writeFileSync(join(dir, "firebase.json"), JSON.stringify(config, null, 2));
+
+  const args = ["emulators:start", "--project", options.projectId, "--only", options.only.join(",")];
+  if (options.importDir) args.push("--import", options.importDir);
+  const child = spawn(join(FUNCTIONS_DIR, "node_modules", ".bin", "firebase"), args, {
+    cwd: dir,
+    env: { ...process.env, CI: "true" },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let output = "";
+  child.stdout.on("data", (chunk: Buffer) => (output += chunk.toString()));
+  child.stderr.on("data", (chunk: Buffer) => (output += chunk.toString()));
+
+  const stop = async () => {
+    await terminate(child);
+    rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    await waitFor(() => output.includes("All emulators ready"), () => child.exitCode !== null, 90_000);
+  } catch (error) {
+    await stop();
+    throw new Error(`emulators did not start: ${(error as Error).message}\n${output}`);
+  }
+  return {
+    hostingUrl: `http://127.0.0.1:${hosting}`,
+    functionsUrl: `http://127.0.0.1:${functionsPort}/${options.projectId}/us-central1`,
+    output: () => output,
+    stop,
+  };
+}
+
+function envFile(values: Record<string, string>): string {
+  return Object.entries(values)
+    .map(([key, value]) => `${key}=${value}\n`)
+    .join("");
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolvePort, reject) => {
+    const server = createServer();
+    server.on("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address();
+      const port = typeof address === "object" && address ? address.port : 0;
+      server.close(() => resolvePort(port));
+    });
+  });
+}
+
+async function waitFor(ready: () => boolean, failed: () => boolean, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!ready()) {
+    if (failed()) throw new Error("the emulator process exited");
+    if (Date.now() > deadline) throw new Error(`not ready after ${timeoutMs} ms`);
+    await new Promise((wake) => setTimeout(wake, 200));
+  }
+}
+
+async function terminate(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null) return;
+  const exited = new Promise<void>((done) => child.once("exit", () => done()));
+  child.kill("SIGINT");
+  const timer = setTimeout(() => child.kill("SIGKILL"), 15_000);
+  await exited;
+  clearTimeout(timer);
+}

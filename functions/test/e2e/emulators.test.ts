@@ -1,0 +1,80 @@
+import { seedTemplates } from "../../src/local/project-files";
+import { RtdbStore } from "../../src/store/rtdb-store";
+import { FakeOpenAiServer } from "../support/fake-openai-server";
+import { call } from "../support/http-harness";
+import { describeWithRtdb, RtdbInstances } from "../support/rtdb";
+import { startEmulatorProject, type EmulatorProject } from "./emulator-project";
+
+const PROJECT_ID = "demo-chatify-e2e";
+const ROUTE = "/api/v1/chatbot/session";
+
+/**
+ * The deployable artifact end to end: the built functions (index.ts, the onRequest wrapper,
+ * params and the secret) on the Functions emulator, reached through the Hosting emulator's
+ * rewrites from firebase.json, storing in the Realtime Database the environment names.
+ */
+describeWithRtdb("the built project on the Firebase emulators", () => {
+  let project: EmulatorProject;
+  let fake: FakeOpenAiServer;
+  const database = new RtdbInstances(PROJECT_ID);
+  let store: RtdbStore;
+
+  beforeAll(async () => {
+    fake = await FakeOpenAiServer.start();
+    store = new RtdbStore(database.database(), 10_000);
+    await store.seedTemplates(seedTemplates());
+    project = await startEmulatorProject({
+      projectId: PROJECT_ID,
+      only: ["functions", "hosting"],
+      env: { OPENAI_BASE_URL: fake.baseUrl, OPENAI_TIMEOUT_MS: "5000", OPENAI_MAX_RETRIES: "0" },
+      secrets: { OPENAI_API_KEY: "sk-e2e-secret" },
+    });
+  }, 120_000);
+
+  afterAll(async () => {
+    await project?.stop();
+    await fake?.stop();
+    await database.close();
+  }, 30_000);
+
+  it("serves the original routes through Hosting and the function URLs directly", async () => {
+    const created = await call(project.hostingUrl, "POST", ROUTE, { user_id: "user_12345", template_id: "friendly-assistant" });
+    expect(created.status).toBe(201);
+    expect(created.body).toMatchObject({ success: true, message: "Session created successfully" });
+    const id = String(created.body.session_id);
+
+    const first = await call(project.hostingUrl, "POST", `${ROUTE}/${id}/message`, { message: "Hi" });
+    expect(first.body).toEqual({ success: true, response: "reply #1 to: Hi", session_id: id, message_count: 1, truncated: false });
+    expect(fake.requests[0]?.headers.authorization).toBe("Bearer sk-e2e-secret");
+    expect(fake.requests[0]?.body.messages[0]).toEqual({ role: "system", content: seedTemplates()["friendly-assistant"]!.personalityPrompt });
+
+    const second = await call(project.functionsUrl, "POST", `/sendMessage/${id}`, { message: "Again" });
+    expect(second.body).toMatchObject({ success: true, message_count: 2 });
+
+    const ended = await call(project.hostingUrl, "DELETE", `${ROUTE}/${id}`);
+    expect(ended.body).toMatchObject({ success: true, message: "Session ended successfully", message_count: 2 });
+    expect((await call(project.hostingUrl, "POST", `${ROUTE}/${id}/message`, { message: "late" })).status).toBe(410);
+
+    expect(await store.readSessionState(id)).toMatchObject({ status: "ended", message_count: 2 });
+    expect((await store.readRecentMessages(id, 10)).map((message) => message.content)).toEqual([
+      "Hi",
+      "reply #1 to: Hi",
+      "Again",
+      "reply #2 to: Again",
+    ]);
+  });
+
+  it("answers bad input with 4xx", async () => {
+    const missing = await call(project.hostingUrl, "POST", ROUTE, { user_id: "u" });
+    expect(missing.status).toBe(400);
+    expect(missing.body.error?.code).toBe("INVALID_REQUEST");
+    expect((await call(project.hostingUrl, "GET", ROUTE)).status).toBe(405);
+    expect((await call(project.functionsUrl, "DELETE", "/endSession/not-a-session")).status).toBe(404);
+    // Malformed JSON never reaches the function: the platform's body parser answers 400 itself.
+    expect((await call(project.hostingUrl, "POST", ROUTE, "{oops", { "content-type": "application/json" })).status).toBe(400);
+  });
+
+  it("keeps the secret out of the emulator logs", () => {
+    expect(project.output()).not.toContain("sk-e2e-secret");
+  });
+});
