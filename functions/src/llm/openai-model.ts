@@ -108,13 +108,16 @@ export function toModelError(error: unknown): ModelError {
   return new ModelError("bad_response", "the model call failed", undefined, { cause: error });
 }
 
+const HTTP_DATE = /^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d{2} (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) \d{4} \d{2}:\d{2}:\d{2} GMT$/;
+
 /** `Retry-After` as seconds (delta or HTTP date), when the provider sent one. */
 export function retryAfterSeconds(headers: Headers | undefined, now: number = Date.now()): number | undefined {
   const raw = headers?.get("retry-after-ms") ?? undefined;
   if (raw !== undefined && /^\d+(\.\d+)?$/.test(raw)) return Math.max(1, Math.ceil(Number(raw) / 1000));
-  const value = headers?.get("retry-after") ?? undefined;
+  const value = headers?.get("retry-after")?.trim();
   if (value === undefined) return undefined;
-  if (/^\d+$/.test(value.trim())) return Number(value.trim());
-  const date = Date.parse(value);
-  return Number.isNaN(date) ? undefined : Math.max(0, Math.ceil((date - now) / 1000));
+  if (/^\d+$/.test(value)) return Number(value);
+  // Only an HTTP date (IMF-fixdate): Date.parse alone reads nonsense such as "1.5" as a date.
+  if (!HTTP_DATE.test(value)) return undefined;
+  return Math.max(0, Math.ceil((Date.parse(value) - now) / 1000));
 }

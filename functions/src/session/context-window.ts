@@ -13,10 +13,15 @@ export function buildPrompt(
   window: number,
   userMessage: string,
 ): PromptMessage[] {
-  const recent = window > 0 ? history.slice(-window) : [];
   return [
     { role: "system", content: systemPrompt },
-    ...recent.map((message) => ({ role: message.role, content: message.content })),
+    // Stored roles are parsed on read; mapping them again keeps a forged one from ever becoming "system".
+    ...lastMessages(history, window).map((message) => ({ role: message.role === "assistant" ? "assistant" : "user", content: message.content }) as const),
     { role: "user", content: userMessage },
   ];
+}
+
+/** The last `n` messages; none for `n <= 0` (where `slice(-0)` would keep them all). */
+export function lastMessages<T>(messages: readonly T[], n: number): T[] {
+  return n > 0 ? messages.slice(-n) : [];
 }

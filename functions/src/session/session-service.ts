@@ -1,7 +1,7 @@
 import type { ChatModel } from "../llm/chat-model";
 import type { ChatMessage, SessionMeta, SessionState, SessionStatus, Template } from "../store/records";
 import type { SessionStore, StateGuard } from "../store/session-store";
-import { buildPrompt } from "./context-window";
+import { buildPrompt, lastMessages } from "./context-window";
 import { SessionClosedError, SessionNotFoundError, TemplateNotFoundError } from "./errors";
 import { resolveGenerationSettings } from "./generation-settings";
 import { WarmCache } from "./warm-cache";
@@ -51,6 +51,9 @@ interface WarmSession {
 
 type Closed = Exclude<SessionStatus, "active">;
 
+/** Templates are few; this only bounds an instance's memory if ids are many. */
+const MAX_CACHED_TEMPLATES = 256;
+
 /** A session takes messages and can be ended only while active; the refusal names why not. */
 const whileActive: StateGuard<Closed> = (state) => (state.status === "active" ? undefined : state.status);
 
@@ -61,7 +64,7 @@ export class SessionService {
 
   constructor(private readonly options: SessionServiceOptions) {
     const { cache, clock } = options;
-    this.templates = new WarmCache(cache.maxSessions, cache.templateTtlMs, clock);
+    this.templates = new WarmCache(MAX_CACHED_TEMPLATES, cache.templateTtlMs, clock);
     this.sessions = new WarmCache(cache.maxSessions, cache.sessionTtlMs, clock);
   }
 
@@ -113,7 +116,7 @@ export class SessionService {
 
     // The new tail is known only when no other exchange landed between our read and our commit.
     if (result.seq === state.message_count + 1) {
-      const messages = [...history, exchange.user, exchange.assistant].slice(-settings.context_window);
+      const messages = lastMessages([...history, exchange.user, exchange.assistant], settings.context_window);
       this.sessions.set(input.sessionId, { meta: warm.meta, tail: { messageCount: result.seq, messages } });
     }
     return { sessionId: input.sessionId, text: completion.text, truncated: completion.truncated, messageCount: result.state.message_count };

@@ -100,7 +100,7 @@ function freePort(): Promise<number> {
     server.listen(0, "127.0.0.1", () => {
       const address = server.address();
       const port = typeof address === "object" && address ? address.port : 0;
-      server.close(() => resolvePort(port));
+      server.close(() => { resolvePort(port); });
     });
   });
 }
@@ -116,7 +116,7 @@ async function waitFor(ready: () => boolean, failed: () => boolean, timeoutMs: n
 
 async function terminate(child: ChildProcess): Promise<void> {
   if (child.exitCode !== null) return;
-  const exited = new Promise<void>((done) => child.once("exit", () => done()));
+  const exited = new Promise<void>((done) => child.once("exit", () => { done(); }));
   child.kill("SIGINT");
   const timer = setTimeout(() => child.kill("SIGKILL"), 15_000);
   await exited;

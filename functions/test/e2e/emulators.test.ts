@@ -14,8 +14,9 @@ const ROUTE = "/api/v1/chatbot/session";
  * rewrites from firebase.json, storing in the Realtime Database the environment names.
  */
 describeWithRtdb("the built project on the Firebase emulators", () => {
-  let project: EmulatorProject;
-  let fake: FakeOpenAiServer;
+  // Undefined when beforeAll failed half-way: afterAll still cleans up what started.
+  let project: EmulatorProject | undefined;
+  let fake: FakeOpenAiServer | undefined;
   const database = new RtdbInstances(PROJECT_ID);
   let store: RtdbStore;
 
@@ -38,22 +39,22 @@ describeWithRtdb("the built project on the Firebase emulators", () => {
   }, 30_000);
 
   it("serves the original routes through Hosting and the function URLs directly", async () => {
-    const created = await call(project.hostingUrl, "POST", ROUTE, { user_id: "user_12345", template_id: "friendly-assistant" });
+    const created = await call(project!.hostingUrl, "POST", ROUTE, { user_id: "user_12345", template_id: "friendly-assistant" });
     expect(created.status).toBe(201);
     expect(created.body).toMatchObject({ success: true, message: "Session created successfully" });
     const id = String(created.body.session_id);
 
-    const first = await call(project.hostingUrl, "POST", `${ROUTE}/${id}/message`, { message: "Hi" });
+    const first = await call(project!.hostingUrl, "POST", `${ROUTE}/${id}/message`, { message: "Hi" });
     expect(first.body).toEqual({ success: true, response: "reply #1 to: Hi", session_id: id, message_count: 1, truncated: false });
-    expect(fake.requests[0]?.headers.authorization).toBe("Bearer sk-e2e-secret");
-    expect(fake.requests[0]?.body.messages[0]).toEqual({ role: "system", content: seedTemplates()["friendly-assistant"]!.personalityPrompt });
+    expect(fake!.requests[0]?.headers.authorization).toBe("Bearer sk-e2e-secret");
+    expect(fake!.requests[0]?.body.messages[0]).toEqual({ role: "system", content: seedTemplates()["friendly-assistant"]!.personalityPrompt });
 
-    const second = await call(project.functionsUrl, "POST", `/sendMessage/${id}`, { message: "Again" });
+    const second = await call(project!.functionsUrl, "POST", `/sendMessage/${id}`, { message: "Again" });
     expect(second.body).toMatchObject({ success: true, message_count: 2 });
 
-    const ended = await call(project.hostingUrl, "DELETE", `${ROUTE}/${id}`);
+    const ended = await call(project!.hostingUrl, "DELETE", `${ROUTE}/${id}`);
     expect(ended.body).toMatchObject({ success: true, message: "Session ended successfully", message_count: 2 });
-    expect((await call(project.hostingUrl, "POST", `${ROUTE}/${id}/message`, { message: "late" })).status).toBe(410);
+    expect((await call(project!.hostingUrl, "POST", `${ROUTE}/${id}/message`, { message: "late" })).status).toBe(410);
 
     expect(await store.readSessionState(id)).toMatchObject({ status: "ended", message_count: 2 });
     expect((await store.readRecentMessages(id, 10)).map((message) => message.content)).toEqual([
@@ -65,16 +66,16 @@ describeWithRtdb("the built project on the Firebase emulators", () => {
   });
 
   it("answers bad input with 4xx", async () => {
-    const missing = await call(project.hostingUrl, "POST", ROUTE, { user_id: "u" });
+    const missing = await call(project!.hostingUrl, "POST", ROUTE, { user_id: "u" });
     expect(missing.status).toBe(400);
     expect(missing.body.error?.code).toBe("INVALID_REQUEST");
-    expect((await call(project.hostingUrl, "GET", ROUTE)).status).toBe(405);
-    expect((await call(project.functionsUrl, "DELETE", "/endSession/not-a-session")).status).toBe(404);
+    expect((await call(project!.hostingUrl, "GET", ROUTE)).status).toBe(405);
+    expect((await call(project!.functionsUrl, "DELETE", "/endSession/not-a-session")).status).toBe(404);
     // Malformed JSON never reaches the function: the platform's body parser answers 400 itself.
-    expect((await call(project.hostingUrl, "POST", ROUTE, "{oops", { "content-type": "application/json" })).status).toBe(400);
+    expect((await call(project!.hostingUrl, "POST", ROUTE, "{oops", { "content-type": "application/json" })).status).toBe(400);
   });
 
   it("keeps the secret out of the emulator logs", () => {
-    expect(project.output()).not.toContain("sk-e2e-secret");
+    expect(project!.output()).not.toContain("sk-e2e-secret");
   });
 });
