@@ -1,0 +1,166 @@
+import { ConfigError, DECLARED_PARAMS, resolveConfig, type Config } from "../../src/config";
+
+/** Where each declared param lands in the resolved config, written back as the declared string form. */
+const READ_BACK: Readonly<Record<string, (config: Config) => string>> = {
+  OPENAI_TIMEOUT_MS: (config) => String(config.openai.timeoutMs),
+  OPENAI_MAX_RETRIES: (config) => String(config.openai.maxRetries),
+  CONTEXT_WINDOW_MESSAGES: (config) => String(config.contextWindowMessages),
+  MAX_MESSAGE_CHARS: (config) => String(config.maxMessageChars),
+  MAX_BODY_BYTES: (config) => String(config.maxBodyBytes),
+  DB_TIMEOUT_MS: (config) => String(config.dbTimeoutMs),
+  TEMPLATE_CACHE_TTL_MS: (config) => String(config.templateCacheTtlMs),
+  SESSION_CACHE_TTL_MS: (config) => String(config.sessionCacheTtlMs),
+  SESSION_CACHE_MAX_ENTRIES: (config) => String(config.sessionCacheMaxEntries),
+  OPENAI_BASE_URL: (config) => config.openai.baseUrl ?? "",
+  CORS_ORIGINS: (config) => (config.corsOrigins === "*" ? "*" : config.corsOrigins.join(",")),
+};
+
+const INT_PARAM_NAMES = DECLARED_PARAMS.filter((param) => /^\d+$/.test(param.default)).map((param) => param.name);
+
+/** The error `resolveConfig` throws for `env`, failing the test when it throws none. */
+function configError(env: Record<string, string>): ConfigError {
+  try {
+    resolveConfig(env);
+  } catch (error) {
+    if (error instanceof ConfigError) return error;
+    throw error;
+  }
+  throw new Error(`resolveConfig accepted ${JSON.stringify(env)}`);
+}
+
+/** The declared range of an int param, as its own error message states it. */
+function declaredRange(name: string): { min: number; max: number } {
+  const match = /from (\d+) to (\d+)/.exec(configError({ [name]: "not a number" }).message);
+  if (!match) throw new Error(`no range in the error for ${name}`);
+  return { min: Number(match[1]), max: Number(match[2]) };
+}
+
+describe("resolveConfig defaults", () => {
+  it("reads every declared param back", () => {
+    expect(Object.keys(READ_BACK).sort()).toEqual(DECLARED_PARAMS.map((param) => param.name).sort());
+  });
+
+  it.each(DECLARED_PARAMS)("$name defaults to its declared default ($default)", (param) => {
+    expect(READ_BACK[param.name]!(resolveConfig({}))).toBe(param.default);
+  });
+
+  it("has no API key, no base URL and allows any origin by default", () => {
+    const config = resolveConfig({});
+    expect(config.openai.apiKey).toBeUndefined();
+    expect(config.openai.baseUrl).toBeUndefined();
+    expect(config.corsOrigins).toBe("*");
+  });
+
+  it.each(DECLARED_PARAMS)("blank $name falls back to the default", (param) => {
+    expect(READ_BACK[param.name]!(resolveConfig({ [param.name]: "  " }))).toBe(param.default);
+    expect(READ_BACK[param.name]!(resolveConfig({ [param.name]: "" }))).toBe(param.default);
+  });
+
+  it("treats a blank API key as no key and trims a set one", () => {
+    expect(resolveConfig({ OPENAI_API_KEY: "   " }).openai.apiKey).toBeUndefined();
+    expect(resolveConfig({ OPENAI_API_KEY: " sk-abc \n" }).openai.apiKey).toBe("sk-abc");
+  });
+});
+
+describe("resolveConfig overrides", () => {
+  it("applies every override from the environment", () => {
+    const config = resolveConfig({
+      OPENAI_API_KEY: "sk-test",
+      OPENAI_BASE_URL: "http://localhost:8080/v1",
+      OPENAI_TIMEOUT_MS: "2500",
+      OPENAI_MAX_RETRIES: "3",
+      CONTEXT_WINDOW_MESSAGES: "0",
+      MAX_MESSAGE_CHARS: "123",
+      MAX_BODY_BYTES: "4096",
+      CORS_ORIGINS: "https://app.example.com",
+      DB_TIMEOUT_MS: "750",
+      TEMPLATE_CACHE_TTL_MS: "0",
+      SESSION_CACHE_TTL_MS: "1000",
+      SESSION_CACHE_MAX_ENTRIES: "7",
+    });
+    expect(config).toEqual({
+      openai: { apiKey: "sk-test", baseUrl: "http://localhost:8080/v1", timeoutMs: 2500, maxRetries: 3 },
+      contextWindowMessages: 0,
+      maxMessageChars: 123,
+      maxBodyBytes: 4096,
+      corsOrigins: ["https://app.example.com"],
+      dbTimeoutMs: 750,
+      templateCacheTtlMs: 0,
+      sessionCacheTtlMs: 1000,
+      sessionCacheMaxEntries: 7,
+    });
+  });
+
+  it("trims whitespace around an integer", () => {
+    expect(resolveConfig({ OPENAI_MAX_RETRIES: " 3 \n" }).openai.maxRetries).toBe(3);
+  });
+
+  it("ignores variables it does not declare", () => {
+    expect(resolveConfig({ SOMETHING_ELSE: "x" })).toEqual(resolveConfig({}));
+  });
+});
+
+describe("resolveConfig integer validation", () => {
+  it.each(INT_PARAM_NAMES)("%s accepts its bounds and refuses one past them", (name) => {
+    const { min, max } = declaredRange(name);
+    expect(min).toBeLessThan(max);
+    expect(READ_BACK[name]!(resolveConfig({ [name]: String(min) }))).toBe(String(min));
+    expect(READ_BACK[name]!(resolveConfig({ [name]: String(max) }))).toBe(String(max));
+    expect(configError({ [name]: String(min - 1) }).message).toContain(name);
+    expect(configError({ [name]: String(max + 1) }).message).toContain(name);
+  });
+
+  it("states the range of OPENAI_MAX_RETRIES as documented (0 to 5)", () => {
+    expect(declaredRange("OPENAI_MAX_RETRIES")).toEqual({ min: 0, max: 5 });
+  });
+
+  it.each(["1.5", "abc", "12abc", "Infinity", "NaN", "0x10", "1_000", "true"])("refuses the non-integer %p, naming the variable and the value", (raw) => {
+    const error = configError({ OPENAI_TIMEOUT_MS: raw });
+    expect(error.name).toBe("ConfigError");
+    expect(error.message).toBe(`OPENAI_TIMEOUT_MS must be an integer from 100 to 120000, got "${raw}"`);
+  });
+
+  it("names the offending variable, not another one", () => {
+    expect(configError({ OPENAI_TIMEOUT_MS: "1000", DB_TIMEOUT_MS: "-1" }).message).toMatch(/^DB_TIMEOUT_MS /);
+  });
+});
+
+describe("resolveConfig CORS_ORIGINS", () => {
+  it.each([
+    ["*", "*"],
+    [" * ", "*"],
+    ["https://a.example.com, *", "*"],
+    ["https://a.example.com", ["https://a.example.com"]],
+    ["https://a.example.com,http://localhost:5000", ["https://a.example.com", "http://localhost:5000"]],
+    [" https://a.example.com ,  http://localhost:5000 ", ["https://a.example.com", "http://localhost:5000"]],
+    ["https://a.example.com,,", ["https://a.example.com"]],
+  ])("parses %p", (raw, expected) => {
+    expect(resolveConfig({ CORS_ORIGINS: raw }).corsOrigins).toEqual(expected);
+  });
+
+  it.each(["https://a.example.com/", "https://a.example.com/path", "a.example.com", "ftp://a.example.com", "https://a.example.com https://b.example.com", "https://ok.example.com,nope"])(
+    "refuses %p, naming the variable",
+    (raw) => {
+      const error = configError({ CORS_ORIGINS: raw });
+      expect(error.message).toMatch(/^CORS_ORIGINS /);
+    },
+  );
+
+  it("quotes the bad entry, not the whole list", () => {
+    expect(configError({ CORS_ORIGINS: "https://ok.example.com, nope" }).message).toContain('got "nope"');
+  });
+});
+
+describe("resolveConfig OPENAI_BASE_URL", () => {
+  it.each(["http://localhost:8080/v1", "https://api.example.com/v1", "http://127.0.0.1:11434"])("accepts %p", (raw) => {
+    expect(resolveConfig({ OPENAI_BASE_URL: raw }).openai.baseUrl).toBe(raw);
+  });
+
+  it("trims the URL", () => {
+    expect(resolveConfig({ OPENAI_BASE_URL: "  https://api.example.com/v1 " }).openai.baseUrl).toBe("https://api.example.com/v1");
+  });
+
+  it.each(["not a url", "ftp://files.example.com", "javascript:alert(1)", "http://", "api.example.com/v1"])("refuses %p, naming the variable", (raw) => {
+    expect(configError({ OPENAI_BASE_URL: raw }).message).toBe(`OPENAI_BASE_URL must be an http(s) URL, got "${raw}"`);
+  });
+});

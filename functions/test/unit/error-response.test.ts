@@ -1,0 +1,102 @@
+import { ConfigError } from "../../src/config";
+import { errorBody, toErrorAnswer } from "../../src/http/error-response";
+import { HttpError } from "../../src/http/http-error";
+import { ModelError } from "../../src/llm/errors";
+import { SessionClosedError, SessionNotFoundError, TemplateNotFoundError } from "../../src/session/errors";
+import { StoreDataError, StoreUnavailableError } from "../../src/store/errors";
+
+const SECRET = "sk-secret-0123456789";
+
+interface Row {
+  readonly name: string;
+  readonly error: unknown;
+  readonly status: number;
+  readonly code: string;
+  readonly headers?: Record<string, string>;
+}
+
+const table: Row[] = [
+  { name: "SessionNotFoundError", error: new SessionNotFoundError("s1"), status: 404, code: "SESSION_NOT_FOUND" },
+  { name: "TemplateNotFoundError", error: new TemplateNotFoundError("nope"), status: 404, code: "TEMPLATE_NOT_FOUND" },
+  { name: "SessionClosedError(ended)", error: new SessionClosedError("ended"), status: 410, code: "SESSION_ENDED" },
+  { name: "SessionClosedError(expired)", error: new SessionClosedError("expired"), status: 410, code: "SESSION_EXPIRED" },
+  { name: "ModelError(timeout)", error: new ModelError("timeout", "slow"), status: 504, code: "MODEL_TIMEOUT" },
+  { name: "ModelError(unavailable)", error: new ModelError("unavailable", "busy"), status: 503, code: "MODEL_UNAVAILABLE" },
+  { name: "ModelError(bad_response)", error: new ModelError("bad_response", "junk"), status: 502, code: "MODEL_ERROR" },
+  { name: "ModelError(unavailable) with Retry-After", error: new ModelError("unavailable", "busy", 7), status: 503, code: "MODEL_UNAVAILABLE", headers: { "Retry-After": "7" } },
+  { name: "ModelError(timeout) with Retry-After", error: new ModelError("timeout", "slow", 3), status: 504, code: "MODEL_TIMEOUT", headers: { "Retry-After": "3" } },
+  { name: "ModelError(bad_response) with Retry-After 0", error: new ModelError("bad_response", "junk", 0), status: 502, code: "MODEL_ERROR", headers: { "Retry-After": "0" } },
+  { name: "StoreUnavailableError", error: new StoreUnavailableError("readSessionState"), status: 503, code: "DATABASE_UNAVAILABLE", headers: { "Retry-After": "1" } },
+  { name: "StoreDataError", error: new StoreDataError("/sessions/x/meta", "bad"), status: 500, code: "DATA_ERROR" },
+  { name: "ConfigError", error: new ConfigError("OPENAI_BASE_URL must be an http(s) URL"), status: 500, code: "CONFIGURATION_ERROR" },
+  { name: "a plain Error", error: new Error("boom"), status: 500, code: "INTERNAL" },
+  { name: "a TypeError", error: new TypeError("x is undefined"), status: 500, code: "INTERNAL" },
+  { name: "a thrown string", error: "boom", status: 500, code: "INTERNAL" },
+  { name: "undefined", error: undefined, status: 500, code: "INTERNAL" },
+];
+
+describe("toErrorAnswer", () => {
+  it.each(table)("maps $name to $status $code", (row) => {
+    const answer = toErrorAnswer(row.error);
+    expect(answer.status).toBe(row.status);
+    expect(answer.code).toBe(row.code);
+    expect(answer.headers).toEqual(row.headers ?? {});
+    expect(answer.details).toBeUndefined();
+    expect(answer.message.length).toBeGreaterThan(0);
+  });
+
+  it("passes an HttpError through with its headers and details", () => {
+    const details = [{ field: "message", message: "is required" }];
+    const answer = toErrorAnswer(new HttpError(405, "METHOD_NOT_ALLOWED", "Use POST", { Allow: "POST, OPTIONS" }, details));
+    expect(answer).toEqual({ status: 405, code: "METHOD_NOT_ALLOWED", message: "Use POST", headers: { Allow: "POST, OPTIONS" }, details });
+  });
+
+  it("names the missing template and hides the session id", () => {
+    expect(toErrorAnswer(new TemplateNotFoundError("no-such-template")).message).toBe('Template "no-such-template" not found');
+    expect(toErrorAnswer(new SessionNotFoundError("0f8fad5b-d9cb-469f-a165-70867728950e")).message).toBe("Session not found");
+  });
+
+  it("sends Retry-After for a model error only when the provider gave one", () => {
+    expect(toErrorAnswer(new ModelError("unavailable", "busy")).headers).not.toHaveProperty("Retry-After");
+    expect(toErrorAnswer(new ModelError("unavailable", "busy", 12)).headers).toEqual({ "Retry-After": "12" });
+  });
+
+  it("keeps a model error's own safe message", () => {
+    expect(toErrorAnswer(new ModelError("timeout", "the model did not answer in time")).message).toBe("Model error: the model did not answer in time");
+  });
+
+  describe("never leaks the cause", () => {
+    const cause = new Error(`Incorrect API key provided: ${SECRET}`);
+    it.each([
+      ["ModelError", new ModelError("bad_response", "the model provider refused the request (status 401)", undefined, { cause })],
+      ["StoreUnavailableError", new StoreUnavailableError("appendExchange", { cause })],
+      ["StoreDataError", new StoreDataError(`/templates/${SECRET}`, SECRET)],
+      ["ConfigError", new ConfigError(`OPENAI_BASE_URL must be an http(s) URL, got "${SECRET}"`)],
+      ["Error", new Error(SECRET, { cause })],
+      ["Error with a stack", Object.assign(new Error("boom"), { stack: `Error: ${SECRET}\n    at secret.ts:1:1` })],
+    ])("%s", (_name, error) => {
+      const answer = toErrorAnswer(error);
+      const serialised = JSON.stringify(errorBody(answer)) + JSON.stringify(answer.headers);
+      expect(serialised).not.toContain(SECRET);
+      expect(serialised).not.toContain("Incorrect API key");
+      expect(serialised).not.toMatch(/\bat .+:\d+:\d+/);
+    });
+  });
+});
+
+describe("errorBody", () => {
+  it("wraps code and message, without details when there are none", () => {
+    expect(errorBody(toErrorAnswer(new SessionClosedError("ended")))).toEqual({
+      success: false,
+      error: { code: "SESSION_ENDED", message: "Session has ended; start a new session" },
+    });
+  });
+
+  it("includes details when the answer has them", () => {
+    const details = [{ field: "user_id", message: "is required" }];
+    expect(errorBody(toErrorAnswer(new HttpError(400, "INVALID_REQUEST", "Invalid request body: user_id is required", {}, details)))).toEqual({
+      success: false,
+      error: { code: "INVALID_REQUEST", message: "Invalid request body: user_id is required", details },
+    });
+  });
+});

@@ -1,0 +1,379 @@
+import { randomUUID } from "node:crypto";
+import { ModelError } from "../../src/llm/errors";
+import { createOpenAiModel } from "../../src/llm/openai-model";
+import { SessionClosedError, SessionNotFoundError, TemplateNotFoundError } from "../../src/session/errors";
+import { GENERATION_DEFAULTS } from "../../src/session/generation-settings";
+import { SessionService } from "../../src/session/session-service";
+import { MemoryStore } from "../../src/store/memory-store";
+import type { ChatMessage, SessionMeta, SessionState, Template } from "../../src/store/records";
+import { FakeOpenAiServer } from "../support/fake-openai-server";
+import { TEMPLATE } from "../support/fixtures";
+
+/**
+ * The embedded store, counting the reads the service makes. `editTemplate` stands in for an
+ * operator changing a template in the database (seedTemplates never overwrites one).
+ */
+class CountingStore extends MemoryStore {
+  readonly reads = { template: 0, meta: 0, state: 0, recent: 0 };
+  private readonly edited = new Map<string, Template>();
+
+  editTemplate(templateId: string, template: Template): void {
+    this.edited.set(templateId, structuredClone(template));
+  }
+
+  resetCounts(): void {
+    this.reads.template = 0;
+    this.reads.meta = 0;
+    this.reads.state = 0;
+    this.reads.recent = 0;
+  }
+
+  override async readTemplate(templateId: string): Promise<Template | null> {
+    this.reads.template += 1;
+    const edited = this.edited.get(templateId);
+    return edited ? structuredClone(edited) : super.readTemplate(templateId);
+  }
+
+  override async readSessionMeta(sessionId: string): Promise<SessionMeta | null> {
+    this.reads.meta += 1;
+    return super.readSessionMeta(sessionId);
+  }
+
+  override async readSessionState(sessionId: string): Promise<SessionState | null> {
+    this.reads.state += 1;
+    return super.readSessionState(sessionId);
+  }
+
+  override async readRecentMessages(sessionId: string, limit: number): Promise<ChatMessage[]> {
+    this.reads.recent += 1;
+    return super.readRecentMessages(sessionId, limit);
+  }
+}
+
+const BARE: Template = { name: "Bare", personalityPrompt: "You are bare." };
+const WINDOW_ZERO: Template = { name: "Forgetful", personalityPrompt: "You remember nothing.", context_window: 0 };
+const DEFAULT_WINDOW = 6;
+
+interface Setup {
+  readonly clock?: () => number;
+  readonly templateTtlMs?: number;
+  readonly sessionTtlMs?: number;
+  readonly maxSessions?: number;
+  /** Runs when the service asks for the model, i.e. between reading and answering a message. */
+  readonly onModel?: () => void;
+}
+
+describe("SessionService", () => {
+  let fake: FakeOpenAiServer;
+  let store: CountingStore;
+
+  beforeAll(async () => {
+    fake = await FakeOpenAiServer.start();
+  });
+  afterAll(async () => fake.stop());
+
+  beforeEach(async () => {
+    fake.reset();
+    store = new CountingStore();
+    await store.seedTemplates({ tester: TEMPLATE, bare: BARE, forgetful: WINDOW_ZERO });
+  });
+
+  /** One function instance: its own service and caches, on the shared store and the real SDK. */
+  function instance(setup: Setup = {}): SessionService {
+    return new SessionService({
+      store,
+      model: () => {
+        setup.onModel?.();
+        return createOpenAiModel({ apiKey: "sk-test-key", baseUrl: fake.baseUrl, timeoutMs: 2_000, maxRetries: 0 });
+      },
+      clock: setup.clock ?? Date.now,
+      newSessionId: randomUUID,
+      defaultContextWindow: DEFAULT_WINDOW,
+      cache: {
+        templateTtlMs: setup.templateTtlMs ?? 60_000,
+        sessionTtlMs: setup.sessionTtlMs ?? 600_000,
+        maxSessions: setup.maxSessions ?? 100,
+      },
+    });
+  }
+
+  /** The contents of the messages of the last model request, system prompt first. */
+  const lastPrompt = () => fake.requests.at(-1)?.body.messages.map((message) => `${message.role}: ${message.content}`);
+
+  describe("create", () => {
+    it("freezes the template's prompt and settings into the session, with defaults for the rest", async () => {
+      const { sessionId, meta } = await instance({ clock: () => 1_234 }).create({ userId: "user_1", templateId: "bare" });
+      expect(meta).toEqual({
+        user_id: "user_1",
+        template_id: "bare",
+        template_name: "Bare",
+        system_prompt: "You are bare.",
+        settings: { ...GENERATION_DEFAULTS, context_window: DEFAULT_WINDOW },
+        created_at: 1_234,
+      });
+      expect(await store.readSessionMeta(sessionId)).toEqual(meta);
+      expect(await store.readSessionState(sessionId)).toEqual({ status: "active", message_count: 0, last_activity: 1_234 });
+    });
+
+    it("takes the template's overrides over the defaults", async () => {
+      const { meta } = await instance().create({ userId: "u", templateId: "tester" });
+      expect(meta.system_prompt).toBe(TEMPLATE.personalityPrompt);
+      expect(meta.settings).toEqual({ ...GENERATION_DEFAULTS, temperature: 0.3, context_window: 4 });
+    });
+
+    it("issues a fresh UUID v4 per session", async () => {
+      const service = instance();
+      const a = await service.create({ userId: "u", templateId: "bare" });
+      const b = await service.create({ userId: "u", templateId: "bare" });
+      expect(a.sessionId).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+      expect(a.sessionId).not.toBe(b.sessionId);
+    });
+
+    it("keeps an existing session on the template it was created with after the template changes", async () => {
+      const { sessionId } = await instance({ templateTtlMs: 0 }).create({ userId: "u", templateId: "tester" });
+      store.editTemplate("tester", { name: "Changed", personalityPrompt: "You are changed.", model: "gpt-changed", temperature: 1.5, context_window: 1 });
+
+      // A cold instance must take prompt and settings from the session, not the template.
+      await instance().send({ sessionId, message: "hello" });
+      expect(fake.requests[0]?.body).toMatchObject({
+        model: GENERATION_DEFAULTS.model,
+        temperature: 0.3,
+        max_tokens: GENERATION_DEFAULTS.max_tokens,
+        messages: [
+          { role: "system", content: TEMPLATE.personalityPrompt },
+          { role: "user", content: "hello" },
+        ],
+      });
+
+      const later = await instance().create({ userId: "u", templateId: "tester" });
+      expect(later.meta.system_prompt).toBe("You are changed.");
+      expect(later.meta.settings).toMatchObject({ model: "gpt-changed", temperature: 1.5, context_window: 1 });
+    });
+
+    it("refuses an unknown template with TemplateNotFoundError, calling no model", async () => {
+      const failure = instance().create({ userId: "u", templateId: "no-such-template" });
+      await expect(failure).rejects.toBeInstanceOf(TemplateNotFoundError);
+      await expect(failure).rejects.toMatchObject({ templateId: "no-such-template" });
+      expect(fake.requests).toHaveLength(0);
+    });
+
+    it("does not cache a missing template: it is found once it exists", async () => {
+      const service = instance();
+      await expect(service.create({ userId: "u", templateId: "late" })).rejects.toBeInstanceOf(TemplateNotFoundError);
+      await store.seedTemplates({ late: BARE });
+      await expect(service.create({ userId: "u", templateId: "late" })).resolves.toMatchObject({ meta: { template_id: "late" } });
+    });
+  });
+
+  describe("template cache", () => {
+    it("reuses a template within its TTL and reads it again after", async () => {
+      let now = 1_000_000;
+      const service = instance({ clock: () => now, templateTtlMs: 1_000 });
+      await service.create({ userId: "u", templateId: "tester" });
+      now += 999;
+      await service.create({ userId: "u", templateId: "tester" });
+      expect(store.reads.template).toBe(1);
+
+      now += 1;
+      await service.create({ userId: "u", templateId: "tester" });
+      expect(store.reads.template).toBe(2);
+    });
+
+    it("serves a changed template only once the cached one expires", async () => {
+      let now = 1_000_000;
+      const service = instance({ clock: () => now, templateTtlMs: 1_000 });
+      await service.create({ userId: "u", templateId: "tester" });
+      store.editTemplate("tester", { ...TEMPLATE, personalityPrompt: "Edited." });
+      expect((await service.create({ userId: "u", templateId: "tester" })).meta.system_prompt).toBe(TEMPLATE.personalityPrompt);
+      now += 1_000;
+      expect((await service.create({ userId: "u", templateId: "tester" })).meta.system_prompt).toBe("Edited.");
+    });
+
+    it("reads the template on every create with a TTL of 0", async () => {
+      const service = instance({ templateTtlMs: 0 });
+      await service.create({ userId: "u", templateId: "tester" });
+      await service.create({ userId: "u", templateId: "tester" });
+      expect(store.reads.template).toBe(2);
+    });
+
+    it("keeps caching templates when the session cache is turned off", async () => {
+      const service = instance({ templateTtlMs: 60_000, maxSessions: 0 });
+      await service.create({ userId: "u", templateId: "tester" });
+      await service.create({ userId: "u", templateId: "tester" });
+      expect(store.reads.template).toBe(1);
+    });
+  });
+
+  describe("send", () => {
+    it("answers, stores the exchange with the clock's times and counts it", async () => {
+      let now = 5_000;
+      const service = instance({ clock: () => now, onModel: () => { now = 6_000; } });
+      const { sessionId } = await service.create({ userId: "u", templateId: "tester" });
+      const reply = await service.send({ sessionId, message: "hello" });
+      expect(reply).toEqual({ sessionId, text: "reply #1 to: hello", truncated: false, messageCount: 1 });
+      // The user message is stamped when it arrived, the reply when it came back.
+      expect(await store.readRecentMessages(sessionId, 10)).toEqual([
+        { role: "user", content: "hello", timestamp: 5_000 },
+        { role: "assistant", content: "reply #1 to: hello", timestamp: 6_000 },
+      ]);
+      expect(await store.readSessionState(sessionId)).toEqual({ status: "active", message_count: 1, last_activity: 6_000 });
+    });
+
+    it("on the warm instance that created the session, never re-reads history or meta but always re-reads state", async () => {
+      const service = instance();
+      const { sessionId } = await service.create({ userId: "u", templateId: "tester" });
+      store.resetCounts();
+
+      for (const message of ["one", "two", "three", "four"]) await service.send({ sessionId, message });
+      expect(store.reads).toEqual({ template: 0, meta: 0, state: 4, recent: 0 });
+      // The cached tail is the real history, limited to the template's window of 4.
+      expect(lastPrompt()).toEqual([
+        `system: ${TEMPLATE.personalityPrompt}`,
+        "user: two",
+        "assistant: reply #2 to: two",
+        "user: three",
+        "assistant: reply #3 to: three",
+        "user: four",
+      ]);
+    });
+
+    it("on a cold instance, reads meta and history once, then keeps them warm", async () => {
+      const { sessionId } = await instance().create({ userId: "u", templateId: "tester" });
+      await instance().send({ sessionId, message: "elsewhere" });
+      const cold = instance();
+      store.resetCounts();
+
+      await cold.send({ sessionId, message: "first here" });
+      expect(store.reads).toEqual({ template: 0, meta: 1, state: 1, recent: 1 });
+      expect(lastPrompt()).toEqual([`system: ${TEMPLATE.personalityPrompt}`, "user: elsewhere", "assistant: reply #1 to: elsewhere", "user: first here"]);
+
+      await cold.send({ sessionId, message: "second here" });
+      expect(store.reads).toEqual({ template: 0, meta: 1, state: 2, recent: 1 });
+    });
+
+    it("re-reads history on a warm instance when another instance added to it", async () => {
+      const a = instance();
+      const b = instance();
+      const { sessionId } = await a.create({ userId: "u", templateId: "tester" });
+      await a.send({ sessionId, message: "from a" });
+      await b.send({ sessionId, message: "from b" });
+      store.resetCounts();
+
+      await a.send({ sessionId, message: "a again" });
+      expect(store.reads.recent).toBe(1);
+      expect(lastPrompt()).toEqual([
+        `system: ${TEMPLATE.personalityPrompt}`,
+        "user: from a",
+        "assistant: reply #1 to: from a",
+        "user: from b",
+        "assistant: reply #2 to: from b",
+        "user: a again",
+      ]);
+    });
+
+    it("refuses, without a model call, a session another instance ended", async () => {
+      const a = instance();
+      const { sessionId } = await a.create({ userId: "u", templateId: "tester" });
+      await a.send({ sessionId, message: "warm up" });
+      const ended = await instance().end(sessionId);
+      expect(ended.state).toMatchObject({ status: "ended", message_count: 1 });
+      fake.reset();
+
+      const late = a.send({ sessionId, message: "too late" });
+      await expect(late).rejects.toBeInstanceOf(SessionClosedError);
+      await expect(late).rejects.toMatchObject({ status: "ended" });
+      expect(fake.requests).toHaveLength(0);
+      expect(await store.readSessionState(sessionId)).toMatchObject({ status: "ended", message_count: 1 });
+    });
+
+    it("refuses an unknown session with SessionNotFoundError, calling no model", async () => {
+      await expect(instance().send({ sessionId: randomUUID(), message: "hi" })).rejects.toBeInstanceOf(SessionNotFoundError);
+      expect(fake.requests).toHaveLength(0);
+    });
+
+    it("stores nothing when the model fails, and the next message carries no trace of it", async () => {
+      const service = instance();
+      const { sessionId } = await service.create({ userId: "u", templateId: "tester" });
+      await service.send({ sessionId, message: "before" });
+      fake.enqueue({ kind: "status", status: 500 });
+
+      const failed = service.send({ sessionId, message: "lost" });
+      await expect(failed).rejects.toBeInstanceOf(ModelError);
+      await expect(failed).rejects.toMatchObject({ failure: "bad_response" });
+      expect(await store.readSessionState(sessionId)).toMatchObject({ status: "active", message_count: 1 });
+      expect((await store.readRecentMessages(sessionId, 100)).map((message) => message.content)).toEqual(["before", "reply #1 to: before"]);
+
+      await expect(service.send({ sessionId, message: "after" })).resolves.toMatchObject({ messageCount: 2 });
+      expect(lastPrompt()).toEqual([`system: ${TEMPLATE.personalityPrompt}`, "user: before", "assistant: reply #1 to: before", "user: after"]);
+    });
+
+    it("stores and counts every one of concurrent sends on one instance", async () => {
+      const service = instance();
+      const { sessionId } = await service.create({ userId: "u", templateId: "tester" });
+      const total = 8;
+
+      const replies = await Promise.all(Array.from({ length: total }, (_, i) => service.send({ sessionId, message: `q${i}` })));
+      expect(replies.map((reply) => reply.messageCount).sort((x, y) => x - y)).toEqual(Array.from({ length: total }, (_, i) => i + 1));
+      expect(await store.readSessionState(sessionId)).toMatchObject({ message_count: total });
+
+      const stored = await store.readRecentMessages(sessionId, 100);
+      expect(stored).toHaveLength(2 * total);
+      for (let i = 0; i < stored.length; i += 2) {
+        expect(stored[i]?.role).toBe("user");
+        expect(stored[i + 1]).toMatchObject({ role: "assistant", content: expect.stringMatching(new RegExp(`to: ${stored[i]?.content ?? ""}$`)) });
+      }
+      expect(new Set(stored.filter((message) => message.role === "user").map((message) => message.content)).size).toBe(total);
+
+      // The next send sees all of them, whatever this instance cached meanwhile.
+      await service.send({ sessionId, message: "after" });
+      expect(lastPrompt()?.slice(1, -1)).toEqual(stored.slice(-4).map((message) => `${message.role}: ${message.content}`));
+    });
+
+    it("sends no history with a window of 0", async () => {
+      const service = instance();
+      const { sessionId } = await service.create({ userId: "u", templateId: "forgetful" });
+      await service.send({ sessionId, message: "one" });
+      await service.send({ sessionId, message: "two" });
+      expect(lastPrompt()).toEqual(["system: You remember nothing.", "user: two"]);
+    });
+
+    it("keeps no history warm for a window-0 session", async () => {
+      const service = instance();
+      const { sessionId } = await service.create({ userId: "u", templateId: "forgetful" });
+      for (const message of ["one", "two", "three"]) await service.send({ sessionId, message });
+      expect(service["sessions"].get(sessionId)?.tail?.messages).toEqual([]);
+    });
+  });
+
+  describe("end", () => {
+    it("ends an active session and returns its meta and final state", async () => {
+      let now = 10_000;
+      const service = instance({ clock: () => now });
+      const { sessionId, meta } = await service.create({ userId: "u", templateId: "tester" });
+      now = 20_000;
+      await expect(service.end(sessionId)).resolves.toEqual({
+        sessionId,
+        meta,
+        state: { status: "ended", message_count: 0, last_activity: 20_000, ended_at: 20_000 },
+      });
+    });
+
+    it("refuses to end a session twice, and a send after it", async () => {
+      const service = instance();
+      const { sessionId } = await service.create({ userId: "u", templateId: "tester" });
+      await service.end(sessionId);
+      await expect(service.end(sessionId)).rejects.toMatchObject({ name: "SessionClosedError", status: "ended" });
+      await expect(service.send({ sessionId, message: "hi" })).rejects.toMatchObject({ name: "SessionClosedError", status: "ended" });
+      expect(fake.requests).toHaveLength(0);
+    });
+
+    it("ends a session another instance created, reading its meta", async () => {
+      const { sessionId, meta } = await instance().create({ userId: "u", templateId: "tester" });
+      await expect(instance().end(sessionId)).resolves.toMatchObject({ meta, state: { status: "ended" } });
+    });
+
+    it("refuses an unknown session with SessionNotFoundError", async () => {
+      await expect(instance().end(randomUUID())).rejects.toBeInstanceOf(SessionNotFoundError);
+    });
+  });
+});
