@@ -20,7 +20,13 @@ const INT_PARAMS = {
     default: 1,
     min: 0,
     max: 5,
-    description: "Retries of a failed model call (connection errors, 408/409/429/5xx), with backoff.",
+    description: "Retries of a failed model call (timeouts, lost connections, 429, 5xx), with exponential backoff.",
+  },
+  OPENAI_MAX_RETRY_WAIT_MS: {
+    default: 5_000,
+    min: 0,
+    max: 60_000,
+    description: "Longest wait before a retry; when the provider's Retry-After asks for more, the client gets a 503 with it instead.",
   },
   CONTEXT_WINDOW_MESSAGES: {
     default: 10,
@@ -45,6 +51,18 @@ const INT_PARAMS = {
     min: 50,
     max: 60_000,
     description: "Deadline of each Realtime Database call; past it the request fails with 503.",
+  },
+  SESSION_IDLE_TTL_MINUTES: {
+    default: 60,
+    min: 1,
+    max: 525_600,
+    description: "Sessions idle longer than this are expired (410 to further messages).",
+  },
+  SESSION_RETENTION_DAYS: {
+    default: 0,
+    min: 0,
+    max: 3_650,
+    description: "Days ended and expired sessions are kept before the clean-up deletes them; 0 keeps them forever.",
   },
   TEMPLATE_CACHE_TTL_MS: {
     default: 60_000,
@@ -97,6 +115,7 @@ export interface Config {
     readonly baseUrl: string | undefined;
     readonly timeoutMs: number;
     readonly maxRetries: number;
+    readonly maxRetryWaitMs: number;
   };
   readonly contextWindowMessages: number;
   readonly maxMessageChars: number;
@@ -104,6 +123,9 @@ export interface Config {
   /** `"*"` or an explicit allow-list. */
   readonly corsOrigins: "*" | readonly string[];
   readonly dbTimeoutMs: number;
+  readonly sessionIdleTtlMs: number;
+  /** 0: closed sessions are kept forever. */
+  readonly sessionRetentionMs: number;
   readonly templateCacheTtlMs: number;
   readonly sessionCacheTtlMs: number;
   readonly sessionCacheMaxEntries: number;
@@ -157,12 +179,15 @@ export function resolveConfig(env: Env = process.env): Config {
       baseUrl: parseBaseUrl(stringParam(env, "OPENAI_BASE_URL")),
       timeoutMs: intParam(env, "OPENAI_TIMEOUT_MS"),
       maxRetries: intParam(env, "OPENAI_MAX_RETRIES"),
+      maxRetryWaitMs: intParam(env, "OPENAI_MAX_RETRY_WAIT_MS"),
     },
     contextWindowMessages: intParam(env, "CONTEXT_WINDOW_MESSAGES"),
     maxMessageChars: intParam(env, "MAX_MESSAGE_CHARS"),
     maxBodyBytes: intParam(env, "MAX_BODY_BYTES"),
     corsOrigins: parseCorsOrigins(stringParam(env, "CORS_ORIGINS")),
     dbTimeoutMs: intParam(env, "DB_TIMEOUT_MS"),
+    sessionIdleTtlMs: intParam(env, "SESSION_IDLE_TTL_MINUTES") * 60_000,
+    sessionRetentionMs: intParam(env, "SESSION_RETENTION_DAYS") * 86_400_000,
     templateCacheTtlMs: intParam(env, "TEMPLATE_CACHE_TTL_MS"),
     sessionCacheTtlMs: intParam(env, "SESSION_CACHE_TTL_MS"),
     sessionCacheMaxEntries: intParam(env, "SESSION_CACHE_MAX_ENTRIES"),

@@ -1,7 +1,7 @@
 import type { HttpRequest } from "./http-types";
 
 const ALLOWED_HEADERS = "Content-Type, Authorization, Idempotency-Key";
-const EXPOSED_HEADERS = "Retry-After";
+const EXPOSED_HEADERS = "Retry-After, Idempotent-Replayed";
 
 /** CORS headers for a response to `request`, given the configured origins. */
 export function corsHeaders(request: HttpRequest, origins: "*" | readonly string[]): Record<string, string> {

@@ -1,5 +1,6 @@
 import type { Runtime } from "../runtime/runtime";
 import { SessionNotFoundError } from "../session/errors";
+import { HttpError } from "./http-error";
 import type { HttpRequest } from "./http-types";
 import { readJsonObject } from "./json-body";
 import { createSessionBody, parseBody, sendMessageBody } from "./request-schemas";
@@ -8,6 +9,7 @@ import { isSessionId, matchCreateSession, matchEndSession, matchSendMessage, typ
 export interface EndpointResult {
   readonly status: number;
   readonly body: Record<string, unknown>;
+  readonly headers?: Readonly<Record<string, string>>;
 }
 
 export interface Endpoint {
@@ -23,6 +25,21 @@ function sessionIdOf(route: RouteMatch): string {
   return route.sessionId;
 }
 
+/** The request's `Idempotency-Key`: visible ASCII, at most 255 characters (as in the IETF draft and Stripe). */
+function idempotencyKeyOf(request: HttpRequest): string | undefined {
+  const key = request.headers["idempotency-key"];
+  if (key === undefined) return undefined;
+  if (!/^[\x21-\x7e]{1,255}$/.test(key)) {
+    throw new HttpError(400, "INVALID_IDEMPOTENCY_KEY", "Idempotency-Key must be 1 to 255 visible ASCII characters");
+  }
+  return key;
+}
+
+/** Marks an answer that repeats an earlier one for the same `Idempotency-Key`. */
+function replayHeaders(replayed: boolean): Record<string, string> {
+  return replayed ? { "Idempotent-Replayed": "true" } : {};
+}
+
 function iso(epochMs: number | undefined): string | null {
   return epochMs === undefined ? null : new Date(epochMs).toISOString();
 }
@@ -33,9 +50,15 @@ export const createSession: Endpoint = {
   match: matchCreateSession,
   async handle(request, _route, { sessions }) {
     const body = parseBody(createSessionBody, readJsonObject(request));
-    const { sessionId, meta } = await sessions.create({ userId: body.user_id, templateId: body.template_id });
+    const idempotencyKey = idempotencyKeyOf(request);
+    const { sessionId, meta, replayed } = await sessions.create({
+      userId: body.user_id,
+      templateId: body.template_id,
+      ...(idempotencyKey === undefined ? {} : { idempotencyKey }),
+    });
     return {
       status: 201,
+      headers: replayHeaders(replayed),
       body: {
         success: true,
         session_id: sessionId,
@@ -56,9 +79,11 @@ export const sendMessage: Endpoint = {
   async handle(request, route, { config, sessions }) {
     const sessionId = sessionIdOf(route);
     const body = parseBody(sendMessageBody(config.maxMessageChars), readJsonObject(request));
-    const reply = await sessions.send({ sessionId, message: body.message });
+    const idempotencyKey = idempotencyKeyOf(request);
+    const reply = await sessions.send({ sessionId, message: body.message, ...(idempotencyKey === undefined ? {} : { idempotencyKey }) });
     return {
       status: 200,
+      headers: replayHeaders(reply.replayed),
       body: {
         success: true,
         response: reply.text,

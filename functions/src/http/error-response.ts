@@ -1,6 +1,12 @@
 import { ConfigError } from "../config";
 import { ModelError } from "../llm/errors";
-import { SessionClosedError, SessionNotFoundError, TemplateNotFoundError } from "../session/errors";
+import {
+  IdempotencyInProgressError,
+  IdempotencyKeyReusedError,
+  SessionClosedError,
+  SessionNotFoundError,
+  TemplateNotFoundError,
+} from "../session/errors";
 import { StoreDataError, StoreUnavailableError } from "../store/errors";
 import { HttpError, type FieldIssue } from "./http-error";
 
@@ -27,6 +33,14 @@ export function toErrorAnswer(error: unknown): ErrorAnswer {
     return error.status === "expired"
       ? answer(410, "SESSION_EXPIRED", "Session expired; start a new session")
       : answer(410, "SESSION_ENDED", "Session has ended; start a new session");
+  }
+  if (error instanceof IdempotencyKeyReusedError) {
+    return answer(422, "IDEMPOTENCY_KEY_REUSED", "This Idempotency-Key was already used with a different request body");
+  }
+  if (error instanceof IdempotencyInProgressError) {
+    return answer(409, "IDEMPOTENCY_IN_PROGRESS", "A request with this Idempotency-Key is still in progress; retry later", {
+      "Retry-After": String(error.retryAfterSeconds),
+    });
   }
   if (error instanceof ModelError) {
     const headers: Record<string, string> = error.retryAfterSeconds === undefined ? {} : { "Retry-After": String(error.retryAfterSeconds) };

@@ -58,5 +58,5 @@ async function dispatch(endpoint: Endpoint, request: HttpRequest, runtime: Runti
     throw new HttpError(413, "PAYLOAD_TOO_LARGE", `Request body must be at most ${maxBodyBytes} bytes`);
   }
   const result = await endpoint.handle(request, route, runtime);
-  return { status: result.status, headers: cors, body: result.body };
+  return { status: result.status, headers: { ...cors, ...result.headers }, body: result.body };
 }

@@ -8,13 +8,23 @@ export type ModelFailure = "timeout" | "unavailable" | "bad_response";
 
 export class ModelError extends Error {
   override readonly name = "ModelError";
+  /** Milliseconds the provider asked us to wait, when it said. */
+  readonly retryAfterMs: number | undefined;
+  /** Whether the same call may succeed if tried again. */
+  readonly retryable: boolean;
+
   constructor(
     readonly failure: ModelFailure,
     message: string,
-    /** Seconds the provider asked us to wait, when it said. */
-    readonly retryAfterSeconds?: number,
-    options?: { cause?: unknown },
+    options: { retryAfterMs?: number; retryable?: boolean; cause?: unknown } = {},
   ) {
-    super(message, options);
+    super(message, { cause: options.cause });
+    this.retryAfterMs = options.retryAfterMs;
+    this.retryable = options.retryable ?? failure !== "bad_response";
+  }
+
+  /** Whole seconds for a `Retry-After` header, when the provider said. */
+  get retryAfterSeconds(): number | undefined {
+    return this.retryAfterMs === undefined ? undefined : Math.max(1, Math.ceil(this.retryAfterMs / 1000));
   }
 }

@@ -3,6 +3,7 @@ import type { ChatModel } from "./chat-model";
 import { ModelError } from "./errors";
 import { createOfflineModel } from "./offline-model";
 import { createOpenAiModel } from "./openai-model";
+import { withRetries } from "./retrying-model";
 
 /**
  * The model to call for one request. With an API key or a base URL, the OpenAI SDK (a local
@@ -10,10 +11,10 @@ import { createOpenAiModel } from "./openai-model";
  * allowed (local runs), else a 503 that says the model is not configured.
  */
 export function modelFromConfig(config: Config, options: { allowOffline: boolean }): () => ChatModel {
-  const { apiKey, baseUrl, timeoutMs, maxRetries } = config.openai;
+  const { apiKey, baseUrl, timeoutMs, maxRetries, maxRetryWaitMs } = config.openai;
   if (apiKey !== undefined || baseUrl !== undefined) {
     const key = apiKey ?? "unset";
-    return () => createOpenAiModel({ apiKey: key, baseUrl, timeoutMs, maxRetries });
+    return () => withRetries(createOpenAiModel({ apiKey: key, baseUrl, timeoutMs }), { maxRetries, maxWaitMs: maxRetryWaitMs });
   }
   if (options.allowOffline) {
     const offline = createOfflineModel();

@@ -6,21 +6,22 @@ import { ModelError } from "./errors";
 export interface OpenAiModelOptions {
   readonly apiKey: string;
   readonly baseUrl: string | undefined;
+  /** Per attempt. */
   readonly timeoutMs: number;
-  readonly maxRetries: number;
 }
 
 /**
  * Chat completions through the official SDK (the Responses API has no presence or frequency
- * penalty). Timeout and retries are always explicit: the SDK defaults (10 minutes, 2 retries)
- * outlive any Cloud Function.
+ * penalty). The timeout is always explicit: the SDK default (10 minutes) outlives any Cloud
+ * Function.
  */
 export function createOpenAiModel(options: OpenAiModelOptions): ChatModel {
   const client = new OpenAI({
     apiKey: options.apiKey,
     baseURL: options.baseUrl,
     timeout: options.timeoutMs,
-    maxRetries: options.maxRetries,
+    // Retries are ours (see retrying-model.ts): the SDK would wait out any Retry-After, however long.
+    maxRetries: 0,
     fetch: fetchWithLocalAbortErrors,
   });
   return {
@@ -79,7 +80,7 @@ function readCompletion(response: unknown, requestedModel: string): Completion {
   const choice = parsed.success ? parsed.data.choices[0] : undefined;
   const content = choice?.message.content;
   if (!parsed.success || typeof content !== "string" || content.trim() === "") {
-    throw new ModelError("bad_response", "the model returned an empty or malformed reply");
+    throw new ModelError("bad_response", "the model returned an empty or malformed reply", { retryable: false });
   }
   return { text: content, truncated: choice?.finish_reason === "length", model: parsed.data.model ?? requestedModel };
 }
@@ -88,36 +89,44 @@ function readCompletion(response: unknown, requestedModel: string): Completion {
 export function toModelError(error: unknown): ModelError {
   if (error instanceof ModelError) return error;
   if (error instanceof OpenAI.APIConnectionTimeoutError) {
-    return new ModelError("timeout", "the model did not answer in time", undefined, { cause: error });
+    return new ModelError("timeout", "the model did not answer in time", { cause: error });
   }
   if (error instanceof OpenAI.APIConnectionError) {
-    return new ModelError("unavailable", "the model provider could not be reached", undefined, { cause: error });
+    return new ModelError("unavailable", "the model provider could not be reached", { cause: error });
   }
   if (error instanceof OpenAI.APIError) {
-    const retryAfter = retryAfterSeconds(error.headers as Headers | undefined);
-    if (error.status === 429 || error.status === 503 || error.status === 529) {
-      return new ModelError("unavailable", "the model provider is overloaded or rate limited", retryAfter, { cause: error });
-    }
-    if (error.status === 504 || error.status === 408) {
-      return new ModelError("timeout", "the model provider timed out", retryAfter, { cause: error });
-    }
-    return new ModelError("bad_response", `the model provider refused the request (status ${error.status ?? "unknown"})`, retryAfter, {
-      cause: error,
-    });
+    const status: unknown = error.status;
+    return fromStatus(typeof status === "number" ? status : 0, retryAfter(error.headers as Headers | undefined), error);
   }
-  return new ModelError("bad_response", "the model call failed", undefined, { cause: error });
+  return new ModelError("bad_response", "the model call failed", { cause: error });
+}
+
+/** An HTTP error of the provider as a ModelError. */
+function fromStatus(status: number, retryAfterMs: number | undefined, cause: unknown): ModelError {
+  if (status === 429 || status === 503 || status === 529) {
+    return new ModelError("unavailable", "the model provider is overloaded or rate limited", { retryAfterMs, cause });
+  }
+  if (status === 504 || status === 408) {
+    return new ModelError("timeout", "the model provider timed out", { retryAfterMs, cause });
+  }
+  // A 5xx may pass; a 4xx (bad key, unknown model, oversized prompt) will fail the same way again.
+  return new ModelError("bad_response", `the model provider refused the request (status ${status || "unknown"})`, {
+    retryAfterMs,
+    retryable: status >= 500,
+    cause,
+  });
 }
 
 const HTTP_DATE = /^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d{2} (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) \d{4} \d{2}:\d{2}:\d{2} GMT$/;
 
-/** `Retry-After` as seconds (delta or HTTP date), when the provider sent one. */
-export function retryAfterSeconds(headers: Headers | undefined, now: number = Date.now()): number | undefined {
-  const raw = headers?.get("retry-after-ms") ?? undefined;
-  if (raw !== undefined && /^\d+(\.\d+)?$/.test(raw)) return Math.max(1, Math.ceil(Number(raw) / 1000));
+/** How long the provider asked us to wait, in milliseconds (`retry-after-ms`, or `Retry-After` as seconds or HTTP date). */
+export function retryAfter(headers: Headers | undefined, now: number = Date.now()): number | undefined {
+  const ms = headers?.get("retry-after-ms")?.trim();
+  if (ms !== undefined && /^\d+(\.\d+)?$/.test(ms)) return Math.ceil(Number(ms));
   const value = headers?.get("retry-after")?.trim();
   if (value === undefined) return undefined;
-  if (/^\d+$/.test(value)) return Number(value);
+  if (/^\d+$/.test(value)) return Number(value) * 1000;
   // Only an HTTP date (IMF-fixdate): Date.parse alone reads nonsense such as "1.5" as a date.
   if (!HTTP_DATE.test(value)) return undefined;
-  return Math.max(0, Math.ceil((Date.parse(value) - now) / 1000));
+  return Math.max(0, Date.parse(value) - now);
 }

@@ -21,3 +21,19 @@ export class SessionClosedError extends Error {
     super(`session has ${status}`);
   }
 }
+
+/** An `Idempotency-Key` reused with a different request body. */
+export class IdempotencyKeyReusedError extends Error {
+  override readonly name = "IdempotencyKeyReusedError";
+  constructor() {
+    super("this Idempotency-Key was used with a different request");
+  }
+}
+
+/** The first request with this `Idempotency-Key` is still running after the wait allowed. */
+export class IdempotencyInProgressError extends Error {
+  override readonly name = "IdempotencyInProgressError";
+  constructor(readonly retryAfterSeconds: number) {
+    super("a request with this Idempotency-Key is still in progress");
+  }
+}

@@ -1,5 +1,5 @@
-import type { ChatMessage, Exchange, SessionMeta, SessionState, Template } from "./records";
-import type { AppendResult, NewSession, SessionStore, StateGuard, TransitionResult } from "./session-store";
+import type { ChatMessage, CreateKey, Exchange, SessionMeta, SessionState, Template } from "./records";
+import { assertNextCountsOneMore, type NewSession, type Ruled, type SessionStore, type StateRule } from "./session-store";
 
 interface StoredSession {
   readonly meta: SessionMeta;
@@ -11,10 +11,12 @@ interface StoredSession {
  * The embedded store behind `npm start` without a database, and the reference adapter of
  * the store contract. Each method completes synchronously inside one turn of the event loop,
  * which is what makes it atomic; values are copied in and out so callers never share state.
+ * Its queries scan every session: it is meant for one developer's sessions, not for production.
  */
 export class MemoryStore implements SessionStore {
   private readonly templates = new Map<string, Template>();
   private readonly sessions = new Map<string, StoredSession>();
+  private readonly createKeys = new Map<string, CreateKey>();
 
   async readTemplate(templateId: string): Promise<Template | null> {
     return copy(this.templates.get(templateId) ?? null);
@@ -30,9 +32,10 @@ export class MemoryStore implements SessionStore {
     return written;
   }
 
-  async createSession(session: NewSession): Promise<void> {
-    if (this.sessions.has(session.id)) throw new Error(`session ${session.id} already exists`);
+  async createSession(session: NewSession): Promise<"created" | "exists"> {
+    if (this.sessions.has(session.id)) return "exists";
     this.sessions.set(session.id, { meta: copy(session.meta), state: copy(session.state), messages: [] });
+    return "created";
   }
 
   async readSessionMeta(sessionId: string): Promise<SessionMeta | null> {
@@ -48,31 +51,65 @@ export class MemoryStore implements SessionStore {
     return limit <= 0 ? [] : copy(messages.slice(-limit));
   }
 
-  async appendExchange<R>(sessionId: string, exchange: Exchange, at: number, guard: StateGuard<R>): Promise<AppendResult<R>> {
-    const session = this.sessions.get(sessionId);
-    if (!session) return { kind: "not_found" };
-    const refusal = guard(session.state);
-    if (refusal !== undefined) return { kind: "refused", refusal, state: copy(session.state) };
-    session.messages.push(copy(exchange.user), copy(exchange.assistant));
-    session.state = {
-      ...session.state,
-      message_count: session.state.message_count + 1,
-      last_activity: Math.max(session.state.last_activity, at),
-    };
-    return { kind: "appended", seq: session.state.message_count, state: copy(session.state) };
+  async readExchange(sessionId: string, seq: number): Promise<Exchange | null> {
+    const messages = this.sessions.get(sessionId)?.messages ?? [];
+    const user = messages[2 * seq - 2];
+    const assistant = messages[2 * seq - 1];
+    return seq >= 1 && user && assistant ? copy({ user, assistant }) : null;
   }
 
-  async transitionState<R>(
-    sessionId: string,
-    guard: StateGuard<R>,
-    next: (state: SessionState) => SessionState,
-  ): Promise<TransitionResult<R>> {
+  async updateState<O>(sessionId: string, rule: StateRule<O>): Promise<Ruled<O>> {
     const session = this.sessions.get(sessionId);
-    if (!session) return { kind: "not_found" };
-    const refusal = guard(session.state);
-    if (refusal !== undefined) return { kind: "refused", refusal, state: copy(session.state) };
-    session.state = copy(next(session.state));
-    return { kind: "changed", state: copy(session.state) };
+    if (!session) return { found: false };
+    const { outcome, next } = rule(copy(session.state));
+    if (next) session.state = copy(next);
+    return { found: true, outcome, state: copy(session.state) };
+  }
+
+  async appendExchange<O>(sessionId: string, exchange: Exchange, rule: StateRule<O>): Promise<Ruled<O>> {
+    const session = this.sessions.get(sessionId);
+    if (!session) return { found: false };
+    const { outcome, next } = rule(copy(session.state));
+    if (next) {
+      assertNextCountsOneMore(session.state, next);
+      session.messages.push(copy(exchange.user), copy(exchange.assistant));
+      session.state = copy(next);
+    }
+    return { found: true, outcome, state: copy(session.state) };
+  }
+
+  async findIdleSessions(cutoff: number, limit: number): Promise<string[]> {
+    return this.oldestBy((state) => (state.status === "active" ? state.idle_since : undefined), cutoff, limit);
+  }
+
+  async findClosedSessions(cutoff: number, limit: number): Promise<string[]> {
+    return this.oldestBy((state) => state.ended_at, cutoff, limit);
+  }
+
+  async deleteSession(sessionId: string): Promise<void> {
+    this.sessions.delete(sessionId);
+  }
+
+  async claimCreateKey(hash: string, key: CreateKey): Promise<CreateKey> {
+    const stored = this.createKeys.get(hash);
+    if (stored) return copy(stored);
+    this.createKeys.set(hash, copy(key));
+    return copy(key);
+  }
+
+  async deleteCreateKeys(cutoff: number, limit: number): Promise<number> {
+    const expired = [...this.createKeys].filter(([, key]) => key.created_at <= cutoff).slice(0, limit);
+    for (const [hash] of expired) this.createKeys.delete(hash);
+    return expired.length;
+  }
+
+  private oldestBy(field: (state: SessionState) => number | undefined, cutoff: number, limit: number): string[] {
+    return [...this.sessions]
+      .map(([id, session]) => ({ id, at: field(session.state) }))
+      .filter((entry): entry is { id: string; at: number } => entry.at !== undefined && entry.at <= cutoff)
+      .sort((a, b) => a.at - b.at)
+      .slice(0, limit)
+      .map((entry) => entry.id);
   }
 }
 

@@ -16,6 +16,8 @@ export const chatMessageSchema = z.object({
   role: roleSchema,
   content: z.string(),
   timestamp: z.number(),
+  /** On a reply the model stopped at the token limit. */
+  truncated: z.literal(true).optional(),
 });
 export type ChatMessage = z.infer<typeof chatMessageSchema>;
 
@@ -60,12 +62,28 @@ export type SessionMeta = z.infer<typeof sessionMetaSchema>;
 export const sessionStatusSchema = z.enum(["active", "ended", "expired"]);
 export type SessionStatus = z.infer<typeof sessionStatusSchema>;
 
+/**
+ * What a session remembers of an `Idempotency-Key` (stored under the key's hash): the request's
+ * fingerprint, and either the exchange it produced (`seq`) or the claim of the request that is
+ * producing it (`owner` until `lease_until`).
+ */
+export const idempotencyEntrySchema = z.object({
+  fingerprint: z.string(),
+  seq: z.number().int().min(1).optional(),
+  owner: z.string().optional(),
+  lease_until: z.number().optional(),
+});
+export type IdempotencyEntry = z.infer<typeof idempotencyEntrySchema>;
+
 /** The small mutable part of a session: the only node that is ever transacted on. */
 export const sessionStateSchema = z.object({
   status: sessionStatusSchema,
   message_count: z.number().int().min(0),
   last_activity: z.number(),
+  /** `last_activity` while active, absent once closed: the index the expiry sweep queries. */
+  idle_since: z.number().optional(),
   ended_at: z.number().optional(),
+  idempotency: z.record(z.string(), idempotencyEntrySchema).optional(),
 });
 export type SessionState = z.infer<typeof sessionStateSchema>;
 
@@ -74,3 +92,11 @@ export interface Exchange {
   readonly user: ChatMessage;
   readonly assistant: ChatMessage;
 }
+
+/** What a `createSession` with an `Idempotency-Key` left behind, under the key's hash. */
+export const createKeySchema = z.object({
+  fingerprint: z.string(),
+  session_id: z.string(),
+  created_at: z.number(),
+});
+export type CreateKey = z.infer<typeof createKeySchema>;

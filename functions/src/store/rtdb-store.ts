@@ -1,4 +1,4 @@
-import type { Database, DataSnapshot, Reference } from "firebase-admin/database";
+import type { Database, DataSnapshot, Query, Reference } from "firebase-admin/database";
 import { z } from "zod";
 import { withDeadline } from "./deadline";
 import { StoreDataError, StoreUnavailableError } from "./errors";
@@ -6,22 +6,27 @@ import { assistantMessageKey, pendingExchangeKey, seqOfPendingKey, userMessageKe
 import { parseStored } from "./parse-stored";
 import {
   chatMessageSchema,
+  createKeySchema,
   generationSettingsSchema,
   sessionStateSchema,
   templateSchema,
   type ChatMessage,
+  type CreateKey,
   type Exchange,
   type SessionMeta,
   type SessionState,
   type Template,
 } from "./records";
-import type { AppendResult, NewSession, SessionStore, StateGuard, TransitionResult } from "./session-store";
+import { assertNextCountsOneMore, type NewSession, type Ruled, type SessionStore, type StateRule } from "./session-store";
 
 const pendingSchema = z.record(z.string(), z.object({ user: chatMessageSchema, assistant: chatMessageSchema }));
 type Pending = z.infer<typeof pendingSchema>;
 
 /** The raw `state` node: the parsed fields plus the journal of exchanges not yet copied to `messages`. */
 type RawState = Record<string, unknown> & { pending?: unknown };
+
+const META_FIELDS = ["user_id", "template_id", "template_name", "system_prompt", "settings", "created_at"] as const;
+const CREATE_KEYS = "idempotencyKeys/createSession";
 
 /**
  * Realtime Database adapter (firebase-admin).
@@ -30,8 +35,8 @@ type RawState = Record<string, unknown> & { pending?: unknown };
  * node, and `messages` keyed by sequence. Only `state` is ever transacted on, so the
  * transaction payload stays small however long the history grows. An exchange commits
  * atomically into `state/pending` together with the new `message_count`; it is then copied
- * to `messages` and removed from `pending` in one multi-path update. Readers merge both, so
- * a crash between the two steps loses nothing and the next writer finishes the copy.
+ * to `messages` and removed from `pending`. Readers merge both, so a crash between the two
+ * steps loses nothing and the next writer finishes the copy.
  */
 export class RtdbStore implements SessionStore {
   constructor(
@@ -41,67 +46,58 @@ export class RtdbStore implements SessionStore {
 
   async readTemplate(templateId: string): Promise<Template | null> {
     const path = `templates/${templateId}`;
-    const snapshot = await this.call("read template", this.db.ref(path).get());
+    const snapshot = await this.call("read template", read(this.db.ref(path)));
     return snapshot.exists() ? parseStored(templateSchema, snapshot.val(), path) : null;
   }
 
   async seedTemplates(templates: Readonly<Record<string, Template>>): Promise<string[]> {
     const results = await Promise.all(
-      Object.entries(templates).map(async ([id, template]) => {
-        const result = await this.call(
-          "seed template",
-          // Returning the template for an empty node writes it; `undefined` keeps an existing one.
-          this.db.ref(`templates/${id}`).transaction((current: unknown) => (current === null ? template : undefined), undefined, false),
-        );
-        return result.committed ? id : undefined;
-      }),
+      Object.entries(templates).map(async ([id, template]) => ((await this.createIfAbsent(`templates/${id}`, template, "seed template")) ? id : undefined)),
     );
     return results.filter((id): id is string => id !== undefined);
   }
 
-  async createSession(session: NewSession): Promise<void> {
-    await this.call("create session", this.sessionRef(session.id).set({ ...session.meta, state: session.state }));
+  async createSession(session: NewSession): Promise<"created" | "exists"> {
+    const state = this.stateRef(session.id);
+    const node = { ...session.meta, state: stateNode(session.state, {}) };
+    for (let attempt = 0; ; attempt += 1) {
+      // The small `state` answers "exists?" without downloading a history; only a session that
+      // looks absent is created, in a transaction that refuses to replace one created meanwhile.
+      if ((await this.call("read session state", read(state))).exists()) return "exists";
+      if (await this.createIfAbsent(`userSessions/${session.id}`, node, "create session")) return "created";
+      // Refused because this instance is creating the same session in another request and it is
+      // not stored yet: look again once that write has landed, so "exists" means readable.
+      if (attempt >= 20) throw new StoreUnavailableError("create session");
+      await new Promise((wake) => setTimeout(wake, 50));
+    }
   }
 
   async readSessionMeta(sessionId: string): Promise<SessionMeta | null> {
     const ref = this.sessionRef(sessionId);
     // Field by field: a read of the session node itself would download the whole history.
-    const [userId, templateId, templateName, systemPrompt, settings, createdAt] = await this.call(
-      "read session",
-      Promise.all(
-        ["user_id", "template_id", "template_name", "system_prompt", "settings", "created_at"].map((field) => ref.child(field).get()),
-      ),
-    );
-    if (!userId?.exists()) return null;
+    const snapshots = await this.call("read session", Promise.all(META_FIELDS.map((field) => read(ref.child(field)))));
+    const values = Object.fromEntries(META_FIELDS.map((field, i) => [field, snapshots[i]?.val() ?? undefined]));
+    if (values.user_id === undefined) return null;
     const path = `userSessions/${sessionId}`;
     return {
-      user_id: parseStored(z.string(), userId.val(), `${path}/user_id`),
-      template_id: parseStored(z.string(), templateId?.val(), `${path}/template_id`),
-      template_name: parseStored(z.string(), templateName?.val(), `${path}/template_name`),
-      system_prompt: parseStored(z.string(), systemPrompt?.val(), `${path}/system_prompt`),
-      settings: parseStored(generationSettingsSchema, settings?.val(), `${path}/settings`),
-      created_at: parseStored(z.number(), createdAt?.val(), `${path}/created_at`),
+      user_id: parseStored(z.string(), values.user_id, `${path}/user_id`),
+      template_id: parseStored(z.string(), values.template_id, `${path}/template_id`),
+      template_name: parseStored(z.string(), values.template_name, `${path}/template_name`),
+      system_prompt: parseStored(z.string(), values.system_prompt, `${path}/system_prompt`),
+      settings: parseStored(generationSettingsSchema, values.settings, `${path}/settings`),
+      created_at: parseStored(z.number(), values.created_at, `${path}/created_at`),
     };
   }
 
   async readSessionState(sessionId: string): Promise<SessionState | null> {
-    const path = `userSessions/${sessionId}/state`;
-    const snapshot = await this.call("read session state", this.db.ref(path).get());
-    return snapshot.exists() ? parseStored(sessionStateSchema, snapshot.val(), path) : null;
+    const snapshot = await this.call("read session state", read(this.stateRef(sessionId)));
+    return snapshot.exists() ? parseStored(sessionStateSchema, snapshot.val(), `userSessions/${sessionId}/state`) : null;
   }
 
   async readRecentMessages(sessionId: string, limit: number): Promise<ChatMessage[]> {
     if (limit <= 0) return [];
-    const ref = this.sessionRef(sessionId);
-    // Pending first: a flush moves an exchange from `pending` to `messages` in one update, so
-    // reading in this order sees it on one side or the other, never on neither.
-    const pending = await this.call("read history", ref.child("state/pending").get());
-    const stored = await this.call("read history", ref.child("messages").orderByKey().limitToLast(limit).get());
-    const byKey = new Map<string, unknown>();
-    stored.forEach((child: DataSnapshot) => {
-      if (child.key !== null) byKey.set(child.key, child.val());
-    });
-    for (const [key, message] of pendingMessages(this.parsePending(sessionId, pending.val()))) byKey.set(key, message);
+    const messages = this.sessionRef(sessionId).child("messages");
+    const byKey = await this.readAcrossJournal(sessionId, "read history", () => read(messages.orderByKey().limitToLast(limit)));
     const path = `userSessions/${sessionId}/messages`;
     return [...byKey.keys()]
       .sort()
@@ -109,71 +105,104 @@ export class RtdbStore implements SessionStore {
       .map((key) => parseStored(chatMessageSchema, byKey.get(key), `${path}/${key}`));
   }
 
-  async appendExchange<R>(sessionId: string, exchange: Exchange, at: number, guard: StateGuard<R>): Promise<AppendResult<R>> {
-    const { outcome, snapshot } = await this.transactState<AppendResult<R>>(sessionId, "append exchange", { kind: "not_found" }, (raw, state) => {
-      const refusal = guard(state);
-      if (refusal !== undefined) return { outcome: { kind: "refused", refusal, state } };
-      const seq = state.message_count + 1;
-      const next = { ...state, message_count: seq, last_activity: Math.max(state.last_activity, at) };
-      const pending = isRecord(raw.pending) ? raw.pending : {};
-      return { outcome: { kind: "appended", seq, state: next }, write: { ...raw, ...next, pending: { ...pending, [pendingExchangeKey(seq)]: exchange } } };
-    });
-    if (outcome.kind === "appended") await this.flushPending(sessionId, snapshot.child("pending").val());
-    return outcome;
+  async readExchange(sessionId: string, seq: number): Promise<Exchange | null> {
+    if (!Number.isInteger(seq) || seq < 1) return null;
+    const messages = this.sessionRef(sessionId).child("messages");
+    const [userKey, assistantKey] = [userMessageKey(seq), assistantMessageKey(seq)];
+    const byKey = await this.readAcrossJournal(sessionId, "read exchange", () => read(messages.orderByKey().startAt(userKey).endAt(assistantKey)));
+    const [user, assistant] = [byKey.get(userKey), byKey.get(assistantKey)];
+    if (user === undefined || assistant === undefined) return null;
+    const path = `userSessions/${sessionId}/messages`;
+    return { user: parseStored(chatMessageSchema, user, `${path}/${userKey}`), assistant: parseStored(chatMessageSchema, assistant, `${path}/${assistantKey}`) };
   }
 
-  async transitionState<R>(
-    sessionId: string,
-    guard: StateGuard<R>,
-    next: (state: SessionState) => SessionState,
-  ): Promise<TransitionResult<R>> {
-    const { outcome } = await this.transactState<TransitionResult<R>>(sessionId, "update session state", { kind: "not_found" }, (raw, state) => {
-      const refusal = guard(state);
-      if (refusal !== undefined) return { outcome: { kind: "refused", refusal, state } };
-      const changed = next(state);
-      return { outcome: { kind: "changed", state: changed }, write: { ...raw, ...changed } };
+  async updateState<O>(sessionId: string, rule: StateRule<O>): Promise<Ruled<O>> {
+    return (await this.transactState(sessionId, "update session state", rule, (raw, next) => stateNode(next, raw.pending))).ruled;
+  }
+
+  async appendExchange<O>(sessionId: string, exchange: Exchange, rule: StateRule<O>): Promise<Ruled<O>> {
+    const { ruled, wrote, snapshot } = await this.transactState(sessionId, "append exchange", rule, (raw, next, state) => {
+      assertNextCountsOneMore(state, next);
+      const pending = isRecord(raw.pending) ? raw.pending : {};
+      return stateNode(next, { ...pending, [pendingExchangeKey(next.message_count)]: exchange });
     });
-    return outcome;
+    if (wrote) await this.flushPending(sessionId, snapshot.child("pending").val());
+    return ruled;
+  }
+
+  async findIdleSessions(cutoff: number, limit: number): Promise<string[]> {
+    return this.keysOrderedBy("userSessions", "state/idle_since", cutoff, limit, "find idle sessions");
+  }
+
+  async findClosedSessions(cutoff: number, limit: number): Promise<string[]> {
+    return this.keysOrderedBy("userSessions", "state/ended_at", cutoff, limit, "find closed sessions");
+  }
+
+  async deleteSession(sessionId: string): Promise<void> {
+    await this.call("delete session", this.sessionRef(sessionId).remove());
+  }
+
+  async claimCreateKey(hash: string, key: CreateKey): Promise<CreateKey> {
+    const path = `${CREATE_KEYS}/${hash}`;
+    // Committed or not, the transaction's snapshot is what is stored now: ours, or the one that made it abort.
+    const { snapshot } = await this.transactCreate(path, key, "claim idempotency key");
+    return parseStored(createKeySchema, snapshot.val(), path);
+  }
+
+  async deleteCreateKeys(cutoff: number, limit: number): Promise<number> {
+    const hashes = await this.keysOrderedBy(CREATE_KEYS, "created_at", cutoff, limit, "find idempotency keys");
+    if (hashes.length === 0) return 0;
+    await this.call("delete idempotency keys", this.db.ref(CREATE_KEYS).update(Object.fromEntries(hashes.map((hash) => [hash, null]))));
+    return hashes.length;
   }
 
   /**
-   * Runs `decide` in a transaction on the session's `state` node and returns the outcome of
-   * its last run: the one that committed, or the reason it aborted (no `write`). `decide`
-   * must be pure: it reruns on contention.
+   * Runs `rule` in a transaction on the session's `state` node and returns what its last run
+   * decided: the one that committed, or the outcome of one that changed nothing. `toNode` turns
+   * the next state into the node to write (it may add the journal).
    */
   private async transactState<O>(
     sessionId: string,
     operation: string,
-    absent: O,
-    decide: (raw: RawState, state: SessionState) => { readonly outcome: O; readonly write?: RawState },
-  ): Promise<{ outcome: O; snapshot: DataSnapshot }> {
+    rule: StateRule<O>,
+    toNode: (raw: RawState, next: SessionState, state: SessionState) => Record<string, unknown> | undefined,
+  ): Promise<{ ruled: Ruled<O>; wrote: boolean; snapshot: DataSnapshot }> {
     const path = `userSessions/${sessionId}/state`;
     // What the handler's last run decided; it reruns on contention, so each run starts afresh.
-    const last: { outcome: O; wrote: boolean } = { outcome: absent, wrote: false };
+    const last: { ruled: Ruled<O>; wrote: boolean; error?: unknown } = { ruled: { found: false }, wrote: false };
     const result = await this.call(
       operation,
       this.db.ref(path).transaction(
         (current: RawState | null) => {
-          last.outcome = absent;
+          last.ruled = { found: false };
           last.wrote = false;
+          last.error = undefined;
           // null is also what an instance without a copy sees first: writing null back makes
           // the server answer with the real node (hash mismatch) instead of aborting on a guess.
           if (current === null) return null;
           const state = sessionStateSchema.safeParse(current);
           if (!state.success) return undefined;
-          const decision = decide(current, state.data);
-          last.outcome = decision.outcome;
-          last.wrote = decision.write !== undefined;
-          return decision.write;
+          try {
+            const { outcome, next } = rule(state.data);
+            const node = next === undefined ? undefined : toNode(current, next, state.data);
+            last.ruled = { found: true, outcome, state: next !== undefined && node !== undefined ? next : state.data };
+            last.wrote = node !== undefined;
+            return node;
+          } catch (error) {
+            // A handler that throws leaves the SDK's transaction queue stuck: abort, rethrow below.
+            last.error = error;
+            return undefined;
+          }
         },
         undefined,
         false,
       ),
     );
+    if (last.error !== undefined) throw last.error instanceof Error ? last.error : new Error("a state rule failed", { cause: last.error });
     // A transaction that aborted on a malformed node reports it instead of "not found".
     if (result.snapshot.exists()) parseStored(sessionStateSchema, result.snapshot.val(), path);
     if (last.wrote && !result.committed) throw new StoreUnavailableError(operation);
-    return { outcome: last.outcome, snapshot: result.snapshot };
+    return { ...last, snapshot: result.snapshot };
   }
 
   /**
@@ -187,19 +216,59 @@ export class RtdbStore implements SessionStore {
     const pending = this.parsePending(sessionId, rawPending);
     const keys = Object.keys(pending);
     if (keys.length === 0) return;
-    const copy: Record<string, unknown> = {};
-    for (const [key, message] of pendingMessages(pending)) copy[key] = message;
     try {
-      await this.call("copy exchange to history", this.sessionRef(sessionId).child("messages").update(copy));
-      await this.transactState(sessionId, "clear copied exchanges", undefined, (raw) => {
-        if (!isRecord(raw.pending)) return { outcome: undefined };
-        const remaining = Object.fromEntries(Object.entries(raw.pending).filter(([key]) => !keys.includes(key)));
-        const changed = Object.keys(remaining).length !== Object.keys(raw.pending).length;
-        return changed ? { outcome: undefined, write: { ...raw, pending: remaining } } : { outcome: undefined };
-      });
+      await this.call("copy exchange to history", this.sessionRef(sessionId).child("messages").update(Object.fromEntries(pendingMessages(pending))));
+      await this.transactState(
+        sessionId,
+        "clear copied exchanges",
+        (state) => ({ outcome: undefined, next: state }),
+        (raw, next) => {
+          const pendingNow = isRecord(raw.pending) ? raw.pending : {};
+          const remaining = Object.fromEntries(Object.entries(pendingNow).filter(([key]) => !keys.includes(key)));
+          return Object.keys(remaining).length === Object.keys(pendingNow).length ? undefined : stateNode(next, remaining);
+        },
+      );
     } catch {
       // Deliberately swallowed: see above.
     }
+  }
+
+  /**
+   * Messages read with `query`, merged with the exchanges still journaled in `state/pending`.
+   * Pending is read first: a flush moves an exchange from `pending` to `messages` in one step,
+   * so reading in this order sees it on one side or the other, never on neither.
+   */
+  private async readAcrossJournal(sessionId: string, operation: string, query: () => Promise<DataSnapshot>): Promise<Map<string, unknown>> {
+    const pending = await this.call(operation, read(this.stateRef(sessionId).child("pending")));
+    const stored = await this.call(operation, query());
+    const byKey = new Map<string, unknown>();
+    stored.forEach((child: DataSnapshot) => {
+      if (child.key !== null) byKey.set(child.key, child.val());
+    });
+    for (const [key, message] of pendingMessages(this.parsePending(sessionId, pending.val()))) byKey.set(key, message);
+    return byKey;
+  }
+
+  /** Children of `path` whose `child` is at most `cutoff`, oldest first (children without it are left out). */
+  private async keysOrderedBy(path: string, child: string, cutoff: number, limit: number, operation: string): Promise<string[]> {
+    if (limit <= 0) return [];
+    const query = this.db.ref(path).orderByChild(child).startAt(0).endAt(cutoff).limitToFirst(limit);
+    const snapshot = await this.call(operation, read(query));
+    const keys: string[] = [];
+    snapshot.forEach((entry: DataSnapshot) => {
+      if (entry.key !== null) keys.push(entry.key);
+    });
+    return keys;
+  }
+
+  /** Writes `value` at `path` unless something is there; true when it wrote. */
+  private async createIfAbsent(path: string, value: unknown, operation: string): Promise<boolean> {
+    return (await this.transactCreate(path, value, operation)).committed;
+  }
+
+  private transactCreate(path: string, value: unknown, operation: string): Promise<{ committed: boolean; snapshot: DataSnapshot }> {
+    // Returning the value for an empty node writes it; `undefined` keeps an existing one.
+    return this.call(operation, this.db.ref(path).transaction((current: unknown) => (current === null ? value : undefined), undefined, false));
   }
 
   private parsePending(sessionId: string, raw: unknown): Pending {
@@ -210,9 +279,28 @@ export class RtdbStore implements SessionStore {
     return this.db.ref(`userSessions/${sessionId}`);
   }
 
+  private stateRef(sessionId: string): Reference {
+    return this.sessionRef(sessionId).child("state");
+  }
+
   private call<T>(operation: string, work: Promise<T>): Promise<T> {
     return withDeadline(operation, this.timeoutMs, work);
   }
+}
+
+/**
+ * Reads once through a listener. `get()` is avoided on purpose: in the SDK, a `get()` that
+ * overlaps a transaction on the same path can leave the transaction without its server
+ * listen, so it reruns on stale data until it fails with "maxretry".
+ */
+function read(query: Query): Promise<DataSnapshot> {
+  return query.once("value");
+}
+
+/** The `state` node to write: the state (undefined fields left out at any depth, as RTDB requires) and the journal. */
+function stateNode(state: SessionState, pending: unknown): Record<string, unknown> {
+  const journal = isRecord(pending) && Object.keys(pending).length > 0 ? { pending } : {};
+  return JSON.parse(JSON.stringify({ ...state, ...journal })) as Record<string, unknown>;
 }
 
 function* pendingMessages(pending: Pending): Iterable<[string, ChatMessage]> {

@@ -1,21 +1,16 @@
-import type { ChatMessage, Exchange, SessionMeta, SessionState, Template } from "./records";
+import type { ChatMessage, CreateKey, Exchange, SessionMeta, SessionState, Template } from "./records";
 
 /**
- * Decides, from the current stored state, whether a change may happen. It runs inside the
- * store's atomic section (a database transaction handler), so it must be synchronous, pure
- * and cheap: it can run several times under contention. Returns a refusal to abort.
+ * A rule deciding, from the current stored state, what happens: an outcome for the caller and,
+ * to change the session, the next state. It runs inside the store's atomic section (a database
+ * transaction handler), so it must be synchronous, pure and cheap: it can run several times
+ * under contention, and only its last run counts.
  */
-export type StateGuard<R> = (state: SessionState) => R | undefined;
+export type StateRule<O> = (state: SessionState) => { readonly outcome: O; readonly next?: SessionState };
 
-export type AppendResult<R> =
-  | { readonly kind: "appended"; readonly seq: number; readonly state: SessionState }
-  | { readonly kind: "refused"; readonly refusal: R; readonly state: SessionState }
-  | { readonly kind: "not_found" };
-
-export type TransitionResult<R> =
-  | { readonly kind: "changed"; readonly state: SessionState }
-  | { readonly kind: "refused"; readonly refusal: R; readonly state: SessionState }
-  | { readonly kind: "not_found" };
+export type Ruled<O> =
+  | { readonly found: true; readonly outcome: O; readonly state: SessionState }
+  | { readonly found: false };
 
 export interface NewSession {
   readonly id: string;
@@ -24,8 +19,9 @@ export interface NewSession {
 }
 
 /**
- * The port through which the session module reaches its database. Every method is
- * atomic on its own; none leaves a half-written session behind when it fails.
+ * The port through which the session module reaches its database. Every method is atomic on
+ * its own; none leaves a half-written session behind when it fails. The rules live in the
+ * session module; adapters only apply them atomically.
  */
 export interface SessionStore {
   readTemplate(templateId: string): Promise<Template | null>;
@@ -33,7 +29,8 @@ export interface SessionStore {
   /** Writes `templates` that are not stored yet; existing ones are left untouched. */
   seedTemplates(templates: Readonly<Record<string, Template>>): Promise<string[]>;
 
-  createSession(session: NewSession): Promise<void>;
+  /** Creates the session unless one with this id exists (then nothing is written). */
+  createSession(session: NewSession): Promise<"created" | "exists">;
 
   /** The fields fixed at creation. Safe to cache: they never change. */
   readSessionMeta(sessionId: string): Promise<SessionMeta | null>;
@@ -44,17 +41,38 @@ export interface SessionStore {
   /** The last `limit` stored messages, oldest first. Reads at most `limit` messages. */
   readRecentMessages(sessionId: string, limit: number): Promise<ChatMessage[]>;
 
-  /**
-   * Atomically: if the session exists and `guard` accepts its state, stores both messages
-   * of the exchange under the next sequence number, increments `message_count` and sets
-   * `last_activity` to `at`. Concurrent appends are serialised, none is lost.
-   */
-  appendExchange<R>(sessionId: string, exchange: Exchange, at: number, guard: StateGuard<R>): Promise<AppendResult<R>>;
+  /** Exchange number `seq` (1-based), or null when it is not stored. */
+  readExchange(sessionId: string, seq: number): Promise<Exchange | null>;
 
-  /** Atomically: if `guard` accepts the current state, replaces it with `next(state)`. */
-  transitionState<R>(
-    sessionId: string,
-    guard: StateGuard<R>,
-    next: (state: SessionState) => SessionState,
-  ): Promise<TransitionResult<R>>;
+  /** Atomically applies `rule` to the session's state. */
+  updateState<O>(sessionId: string, rule: StateRule<O>): Promise<Ruled<O>>;
+
+  /**
+   * Atomically applies `rule`; when it returns a next state, that state must count one more
+   * exchange, and `exchange` is stored under that number together with it. Concurrent appends
+   * are serialised, none is lost.
+   */
+  appendExchange<O>(sessionId: string, exchange: Exchange, rule: StateRule<O>): Promise<Ruled<O>>;
+
+  /** Active sessions whose `idle_since` is at or before `cutoff`, oldest first. */
+  findIdleSessions(cutoff: number, limit: number): Promise<string[]>;
+
+  /** Ended or expired sessions whose `ended_at` is at or before `cutoff`, oldest first. */
+  findClosedSessions(cutoff: number, limit: number): Promise<string[]>;
+
+  /** Removes a session and its history. */
+  deleteSession(sessionId: string): Promise<void>;
+
+  /** Stores `key` under `hash` unless a record is there already; returns the stored record. */
+  claimCreateKey(hash: string, key: CreateKey): Promise<CreateKey>;
+
+  /** Removes create keys claimed at or before `cutoff`; returns how many. */
+  deleteCreateKeys(cutoff: number, limit: number): Promise<number>;
+}
+
+/** The contract of `appendExchange`'s rule, checked by every adapter: one more exchange, no other count. */
+export function assertNextCountsOneMore(state: SessionState, next: SessionState): void {
+  if (next.message_count !== state.message_count + 1) {
+    throw new Error(`an appending rule must count one more exchange (${state.message_count} -> ${next.message_count})`);
+  }
 }

@@ -1,0 +1,38 @@
+import type { ChatModel, Completion, CompletionRequest } from "./chat-model";
+import { ModelError } from "./errors";
+
+export interface RetryPolicy {
+  /** Retries after the first attempt. */
+  readonly maxRetries: number;
+  /** The longest wait between attempts; a provider asking for more gets no retry (the client gets its Retry-After). */
+  readonly maxWaitMs: number;
+  /** First backoff; it doubles with each retry, with jitter. */
+  readonly baseDelayMs?: number;
+  readonly sleep?: (ms: number) => Promise<void>;
+  readonly random?: () => number;
+}
+
+/**
+ * Retries transient model failures (timeouts, 429s, 5xx, lost connections) with exponential
+ * backoff, honouring the provider's Retry-After up to `maxWaitMs`. The total time stays
+ * bounded: attempts x timeout + retries x maxWaitMs.
+ */
+export function withRetries(model: ChatModel, policy: RetryPolicy): ChatModel {
+  const sleep = policy.sleep ?? ((ms: number) => new Promise<void>((wake) => setTimeout(wake, ms)));
+  const random = policy.random ?? Math.random;
+  const base = policy.baseDelayMs ?? 250;
+  return {
+    name: model.name,
+    async complete(request: CompletionRequest): Promise<Completion> {
+      for (let attempt = 0; ; attempt += 1) {
+        try {
+          return await model.complete(request);
+        } catch (error) {
+          if (!(error instanceof ModelError) || !error.retryable || attempt >= policy.maxRetries) throw error;
+          if (error.retryAfterMs !== undefined && error.retryAfterMs > policy.maxWaitMs) throw error;
+          await sleep(error.retryAfterMs ?? Math.min(base * 2 ** attempt * (0.5 + random()), policy.maxWaitMs));
+        }
+      }
+    },
+  };
+}

@@ -1,0 +1,68 @@
+import type { SessionStore } from "../store/session-store";
+import { expireRule, type SessionPolicy } from "./session-rules";
+
+export interface MaintenanceOptions {
+  readonly store: SessionStore;
+  readonly now: number;
+  /** Active sessions idle longer than `policy.idleTtlMs` are expired. */
+  readonly policy: SessionPolicy;
+  /** Ended and expired sessions are deleted this long after they closed; 0 keeps them forever. */
+  readonly retentionMs: number;
+  /** `createSession` idempotency keys are forgotten after this long. */
+  readonly createKeyTtlMs: number;
+  /** Sessions handled per query; each query downloads whole session nodes, so keep it modest. */
+  readonly batchSize: number;
+  /** Batches per kind of work in one run; the next run continues where this one stopped. */
+  readonly maxBatches: number;
+}
+
+export interface MaintenanceReport {
+  readonly expired: number;
+  readonly deleted: number;
+  readonly keysForgotten: number;
+}
+
+/**
+ * The scheduled clean-up: expires idle sessions, deletes closed ones past retention, forgets
+ * old idempotency keys. Each change is a transaction or a delete that is harmless to repeat,
+ * so two runs at once, or a run racing a user, do no harm: a session that became active again
+ * is left alone.
+ */
+export async function runMaintenance(options: MaintenanceOptions): Promise<MaintenanceReport> {
+  const { store, now, batchSize } = options;
+  // Idle *longer* than the TTL, as the request path judges it: activity at exactly the TTL keeps a session.
+  const cutoff = now - options.policy.idleTtlMs - 1;
+  const expired = await inBatches(options, () => store.findIdleSessions(cutoff, batchSize), async (ids) => {
+    const results = await Promise.all(ids.map((id) => store.updateState(id, expireRule(now, options.policy))));
+    return results.filter((result) => result.found && result.outcome).length;
+  });
+  const deleted =
+    options.retentionMs > 0
+      ? await inBatches(options, () => store.findClosedSessions(now - options.retentionMs, batchSize), async (ids) => {
+          await Promise.all(ids.map((id) => store.deleteSession(id)));
+          return ids.length;
+        })
+      : 0;
+  let keysForgotten = 0;
+  for (let batch = 0; batch < options.maxBatches; batch += 1) {
+    const removed = await store.deleteCreateKeys(now - options.createKeyTtlMs, batchSize);
+    keysForgotten += removed;
+    if (removed < batchSize) break;
+  }
+  return { expired, deleted, keysForgotten };
+}
+
+/** Runs `handle` on what `find` returns until a batch comes back short or the budget is spent. */
+async function inBatches(
+  options: Pick<MaintenanceOptions, "batchSize" | "maxBatches">,
+  find: () => Promise<string[]>,
+  handle: (ids: string[]) => Promise<number>,
+): Promise<number> {
+  let total = 0;
+  for (let batch = 0; batch < options.maxBatches; batch += 1) {
+    const ids = await find();
+    total += await handle(ids);
+    if (ids.length < options.batchSize) break;
+  }
+  return total;
+}

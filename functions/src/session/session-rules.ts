@@ -1,0 +1,156 @@
+import type { IdempotencyEntry, SessionState, SessionStatus } from "../store/records";
+import type { StateRule } from "../store/session-store";
+
+/**
+ * The rules of a session's life, as pure functions of its stored state. The store applies them
+ * inside a transaction, so each decision is made on the state it changes.
+ */
+
+export type Closed = Exclude<SessionStatus, "active">;
+
+export interface SessionPolicy {
+  /** A session idle longer than this is expired, by the sweep or by the first request that finds it. */
+  readonly idleTtlMs: number;
+  /** How many of a session's latest exchanges keep their `Idempotency-Key` for replays. */
+  readonly rememberedKeys: number;
+}
+
+/** An `Idempotency-Key` as a session stores it, and who is asking. */
+export interface KeyClaim {
+  readonly hash: string;
+  readonly fingerprint: string;
+  /** A random id of the request that claims the key. */
+  readonly owner: string;
+}
+
+/** The state as it stands at `now`: an active session idle past the TTL is expired. */
+export function settle(state: SessionState, now: number, policy: SessionPolicy): SessionState {
+  if (state.status !== "active" || now - state.last_activity <= policy.idleTtlMs) return state;
+  return closedState(state, "expired", state.last_activity + policy.idleTtlMs);
+}
+
+function closedState(state: SessionState, status: Closed, at: number): SessionState {
+  const { idle_since, ...rest } = state;
+  return { ...rest, status, ended_at: at };
+}
+
+/** Whether the session takes a message at `now`: undefined, or why not. */
+export function closedAt(state: SessionState, now: number, policy: SessionPolicy): Closed | undefined {
+  const settled = settle(state, now, policy);
+  return settled.status === "active" ? undefined : settled.status;
+}
+
+/** Records the expiry of an idle session (so the sweep need not), and says whether it is closed. */
+export function closeIfIdle(now: number, policy: SessionPolicy): StateRule<Closed | undefined> {
+  return (state) => {
+    const settled = settle(state, now, policy);
+    const outcome = settled.status === "active" ? undefined : settled.status;
+    return settled === state ? { outcome } : { outcome, next: settled };
+  };
+}
+
+export type ClaimOutcome =
+  | { readonly kind: "claimed" }
+  | { readonly kind: "done"; readonly seq: number }
+  | { readonly kind: "busy"; readonly leaseUntil: number }
+  | { readonly kind: "reused" }
+  | { readonly kind: "closed"; readonly status: Closed };
+
+/**
+ * Claims an `Idempotency-Key` before the model is called, so that a repeat of the request
+ * waits for this one instead of calling the model again. A claim lapses at `leaseUntil`: if
+ * its request died, a repeat takes over.
+ */
+export function claimKey(claim: KeyClaim, now: number, leaseMs: number, policy: SessionPolicy): StateRule<ClaimOutcome> {
+  return (state) => {
+    const settled = settle(state, now, policy);
+    const entry = settled.idempotency?.[claim.hash];
+    if (entry && entry.fingerprint !== claim.fingerprint) return { outcome: { kind: "reused" } };
+    if (entry?.seq !== undefined) return { outcome: { kind: "done", seq: entry.seq } };
+    if (settled.status !== "active") return closing(state, settled);
+    if (entry?.lease_until !== undefined && entry.lease_until > now && entry.owner !== claim.owner) {
+      return { outcome: { kind: "busy", leaseUntil: entry.lease_until } };
+    }
+    const claimed: IdempotencyEntry = { fingerprint: claim.fingerprint, owner: claim.owner, lease_until: now + leaseMs };
+    return { outcome: { kind: "claimed" }, next: withKey(settled, claim.hash, claimed) };
+  };
+}
+
+/** Gives up a claim whose request failed before storing anything, so a retry need not wait. */
+export function releaseKey(claim: KeyClaim): StateRule<undefined> {
+  return (state) => {
+    const entry = state.idempotency?.[claim.hash];
+    if (entry?.owner !== claim.owner || entry.seq !== undefined) return { outcome: undefined };
+    const { [claim.hash]: released, ...others } = state.idempotency ?? {};
+    return { outcome: undefined, next: { ...state, idempotency: others } };
+  };
+}
+
+export type AppendOutcome =
+  | { readonly kind: "appended"; readonly seq: number }
+  | { readonly kind: "duplicate"; readonly seq: number }
+  | { readonly kind: "reused" }
+  | { readonly kind: "closed"; readonly status: Closed };
+
+/**
+ * Stores an exchange: the session must still be open (judged when the message arrived), and a
+ * key must not have produced an exchange already (a repeat that outlived its claim).
+ */
+export function appendRule(options: {
+  readonly receivedAt: number;
+  readonly answeredAt: number;
+  readonly policy: SessionPolicy;
+  readonly claim?: KeyClaim;
+}): StateRule<AppendOutcome> {
+  const { receivedAt, answeredAt, policy, claim } = options;
+  return (state) => {
+    const settled = settle(state, receivedAt, policy);
+    const entry = claim && settled.idempotency?.[claim.hash];
+    if (claim && entry && entry.fingerprint !== claim.fingerprint) return { outcome: { kind: "reused" } };
+    if (entry?.seq !== undefined) return { outcome: { kind: "duplicate", seq: entry.seq } };
+    if (settled.status !== "active") return closing(state, settled);
+    const seq = settled.message_count + 1;
+    const lastActivity = Math.max(settled.last_activity, answeredAt);
+    let next: SessionState = { ...settled, message_count: seq, last_activity: lastActivity, idle_since: lastActivity };
+    if (claim) next = withKey(next, claim.hash, { fingerprint: claim.fingerprint, seq });
+    return { outcome: { kind: "appended", seq }, next: pruneKeys(next, answeredAt, policy) };
+  };
+}
+
+export type EndOutcome = { readonly kind: "ended" } | { readonly kind: "closed"; readonly status: Closed };
+
+export function endRule(now: number, policy: SessionPolicy): StateRule<EndOutcome> {
+  return (state) => {
+    const settled = settle(state, now, policy);
+    if (settled.status !== "active") return closing(state, settled);
+    return { outcome: { kind: "ended" }, next: { ...closedState(settled, "ended", now), last_activity: Math.max(settled.last_activity, now) } };
+  };
+}
+
+/** The sweep's rule: expires the session if it is idle past the TTL now (activity since keeps it). */
+export function expireRule(now: number, policy: SessionPolicy): StateRule<boolean> {
+  return (state) => {
+    const settled = settle(state, now, policy);
+    return settled === state ? { outcome: false } : { outcome: true, next: settled };
+  };
+}
+
+/** A refusal because the session is over, recording its expiry when only now it turned out expired. */
+function closing(state: SessionState, settled: SessionState): { outcome: { kind: "closed"; status: Closed }; next?: SessionState } {
+  const outcome = { kind: "closed", status: settled.status as Closed } as const;
+  return settled === state ? { outcome } : { outcome, next: settled };
+}
+
+function withKey(state: SessionState, hash: string, entry: IdempotencyEntry): SessionState {
+  return { ...state, idempotency: { ...state.idempotency, [hash]: entry } };
+}
+
+/** Keeps the keys of the latest exchanges and live claims; the map stays small whatever the history. */
+function pruneKeys(state: SessionState, now: number, policy: SessionPolicy): SessionState {
+  if (!state.idempotency) return state;
+  const oldestKept = state.message_count - policy.rememberedKeys;
+  const kept = Object.entries(state.idempotency).filter(([, entry]) =>
+    entry.seq !== undefined ? entry.seq > oldestKept : (entry.lease_until ?? 0) > now,
+  );
+  return { ...state, idempotency: Object.fromEntries(kept) };
+}
