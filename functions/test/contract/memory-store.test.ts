@@ -4,6 +4,6 @@ import { storeContract } from "./store-contract";
 describe("MemoryStore", () => {
   storeContract(async () => {
     const store = new MemoryStore();
-    return { instance: () => store, close: async () => undefined };
+    return { instance: () => store, empty: () => new MemoryStore(), close: async () => undefined };
   });
 });

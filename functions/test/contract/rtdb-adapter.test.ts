@@ -4,7 +4,7 @@ import { getDatabase } from "firebase-admin/database";
 import { StoreUnavailableError } from "../../src/store/errors";
 import { pendingExchangeKey } from "../../src/store/message-keys";
 import { RtdbStore } from "../../src/store/rtdb-store";
-import { exchange, newSession, whileActive } from "../support/fixtures";
+import { appendAt, exchange, newSession } from "../support/fixtures";
 import { describeWithRtdb, freshNamespace, RtdbInstances } from "../support/rtdb";
 
 /** What only the Realtime Database adapter does: the journal, the stored shape, deadlines. */
@@ -17,7 +17,7 @@ describeWithRtdb("RtdbStore journal and shape", () => {
     const store = new RtdbStore(db, 10_000);
     const session = newSession();
     await store.createSession(session);
-    await store.appendExchange(session.id, exchange("1"), 1, whileActive);
+    await store.appendExchange(session.id, exchange("1"), appendAt(1));
     // A writer that committed exchange 2 and died before copying it to `messages`.
     await db.ref(`userSessions/${session.id}/state`).update({
       message_count: 2,
@@ -31,7 +31,7 @@ describeWithRtdb("RtdbStore journal and shape", () => {
       "question 2",
       "answer 2",
     ]);
-    expect(await cold.appendExchange(session.id, exchange("3"), 3, whileActive)).toMatchObject({ kind: "appended", seq: 3 });
+    expect(await cold.appendExchange(session.id, exchange("3"), appendAt(3))).toMatchObject({ outcome: { kind: "appended", seq: 3 } });
     const stored = (await db.ref(`userSessions/${session.id}`).get()).val() as {
       state: { message_count: number; pending?: unknown };
       messages: Record<string, { content: string }>;
@@ -53,11 +53,11 @@ describeWithRtdb("RtdbStore journal and shape", () => {
     const store = new RtdbStore(db, 10_000);
     const session = newSession();
     await store.createSession(session);
-    await store.appendExchange(session.id, exchange("1", session.meta.created_at + 5), session.meta.created_at + 6, whileActive);
+    await store.appendExchange(session.id, exchange("1", session.meta.created_at + 5), appendAt(session.meta.created_at + 6));
     const stored: unknown = (await db.ref(`userSessions/${session.id}`).get()).val();
     expect(stored).toEqual({
       ...session.meta,
-      state: { status: "active", message_count: 1, last_activity: session.meta.created_at + 6 },
+      state: { status: "active", message_count: 1, last_activity: session.meta.created_at + 6, idle_since: session.meta.created_at + 6 },
       messages: {
         m000000001: { role: "user", content: "question 1", timestamp: session.meta.created_at + 5 },
         m000000002: { role: "assistant", content: "answer 1", timestamp: session.meta.created_at + 6 },
@@ -72,7 +72,7 @@ describeWithRtdb("RtdbStore journal and shape", () => {
     await store.createSession(session);
     await db.ref(`userSessions/${session.id}/state/message_count`).set("three");
     await expect(store.readSessionState(session.id)).rejects.toThrow(/userSessions\/.*\/state/);
-    await expect(store.appendExchange(session.id, exchange("x"), 1, whileActive)).rejects.toThrow(/message_count/);
+    await expect(store.appendExchange(session.id, exchange("x"), appendAt(1))).rejects.toThrow(/message_count/);
     expect((await db.ref(`userSessions/${session.id}/messages`).get()).exists()).toBe(false);
   });
 });
@@ -92,7 +92,7 @@ describe("RtdbStore without a reachable database", () => {
       const results = await Promise.allSettled([
         store.readSessionState(randomUUID()),
         store.readTemplate("friendly-assistant"),
-        store.appendExchange(randomUUID(), exchange("x"), 1, whileActive),
+        store.appendExchange(randomUUID(), exchange("x"), appendAt(1)),
         store.createSession(newSession()),
       ]);
       expect(Date.now() - started).toBeLessThan(3000);

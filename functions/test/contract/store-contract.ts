@@ -1,5 +1,6 @@
-import type { SessionStore } from "../../src/store/session-store";
-import { exchange, newSession, TEMPLATE, whileActive } from "../support/fixtures";
+import type { SessionState } from "../../src/store/records";
+import type { SessionStore, StateRule } from "../../src/store/session-store";
+import { appendAt, CREATED_AT, endAt, exchange, newSession, TEMPLATE } from "../support/fixtures";
 
 /**
  * Several handles on one database. For the embedded store they are the store itself; for
@@ -8,8 +9,12 @@ import { exchange, newSession, TEMPLATE, whileActive } from "../support/fixtures
  */
 export interface StoreHarness {
   instance(): SessionStore;
+  /** A handle on a new, empty database, for queries that must not see other tests' data. */
+  empty(): SessionStore;
   close(): Promise<void>;
 }
+
+const T = CREATED_AT;
 
 /** One contract, run against every store adapter. */
 export function storeContract(makeHarness: () => Promise<StoreHarness>): void {
@@ -21,6 +26,13 @@ export function storeContract(makeHarness: () => Promise<StoreHarness>): void {
     store = harness.instance();
   });
   afterAll(async () => harness.close());
+
+  async function seededSession(exchanges = 0) {
+    const session = newSession();
+    await store.createSession(session);
+    for (let i = 1; i <= exchanges; i += 1) await store.appendExchange(session.id, exchange(String(i), T + i), appendAt(T + i));
+    return session;
+  }
 
   describe("templates", () => {
     it("seeds absent templates and leaves stored ones untouched", async () => {
@@ -36,94 +48,161 @@ export function storeContract(makeHarness: () => Promise<StoreHarness>): void {
   });
 
   describe("sessions", () => {
-    it("stores and reads back what creation wrote", async () => {
+    it("stores and reads back what creation wrote, and never creates twice", async () => {
       const session = newSession();
-      await store.createSession(session);
+      expect(await store.createSession(session)).toBe("created");
       expect(await store.readSessionMeta(session.id)).toEqual(session.meta);
       expect(await store.readSessionState(session.id)).toEqual(session.state);
       expect(await store.readRecentMessages(session.id, 10)).toEqual([]);
+
+      await store.appendExchange(session.id, exchange("1"), appendAt(T + 1));
+      expect(await store.createSession({ ...session, meta: { ...session.meta, user_id: "other" } })).toBe("exists");
+      expect(await store.readSessionMeta(session.id)).toEqual(session.meta);
+      expect((await store.readSessionState(session.id))?.message_count).toBe(1);
     });
 
-    it("answers unknown ids with null, an empty history and not_found", async () => {
+    it("answers unknown ids with null, an empty history and not found", async () => {
       const id = newSession().id;
       expect(await store.readSessionMeta(id)).toBeNull();
       expect(await store.readSessionState(id)).toBeNull();
       expect(await store.readRecentMessages(id, 10)).toEqual([]);
-      expect(await store.appendExchange(id, exchange("x"), 1, whileActive)).toEqual({ kind: "not_found" });
-      expect(await store.transitionState(id, whileActive, (state) => state)).toEqual({ kind: "not_found" });
+      expect(await store.readExchange(id, 1)).toBeNull();
+      expect(await store.appendExchange(id, exchange("x"), appendAt(T))).toEqual({ found: false });
+      expect(await store.updateState(id, endAt(T))).toEqual({ found: false });
       // Acting on an unknown id must not create it.
       expect(await store.readSessionState(id)).toBeNull();
     });
 
-    it("appends exchanges in order and counts them", async () => {
-      const session = newSession();
-      await store.createSession(session);
-      const t0 = session.state.last_activity;
-      const first = await store.appendExchange(session.id, exchange("1", 10), t0 + 11, whileActive);
-      const second = await store.appendExchange(session.id, exchange("2", 20), t0 + 21, whileActive);
-      expect(first).toMatchObject({ kind: "appended", seq: 1, state: { message_count: 1, last_activity: t0 + 11 } });
-      expect(second).toMatchObject({ kind: "appended", seq: 2, state: { message_count: 2, last_activity: t0 + 21 } });
-      expect(await store.readSessionState(session.id)).toEqual({ status: "active", message_count: 2, last_activity: t0 + 21 });
+    it("appends exchanges in order, counts them and reads each back", async () => {
+      const session = await seededSession();
+      const first = await store.appendExchange(session.id, exchange("1", T + 10), appendAt(T + 11));
+      const second = await store.appendExchange(session.id, exchange("2", T + 20), appendAt(T + 21));
+      expect(first).toEqual({ found: true, outcome: { kind: "appended", seq: 1 }, state: expect.objectContaining({ message_count: 1, last_activity: T + 11 }) });
+      expect(second).toMatchObject({ found: true, outcome: { kind: "appended", seq: 2 }, state: { message_count: 2, last_activity: T + 21 } });
+      expect(await store.readSessionState(session.id)).toEqual({ status: "active", message_count: 2, last_activity: T + 21, idle_since: T + 21 });
       // A writer whose clock lags never moves last_activity back.
-      await store.appendExchange(session.id, exchange("3", 30), t0 + 5, whileActive);
-      expect((await store.readSessionState(session.id))?.last_activity).toBe(t0 + 21);
+      await store.appendExchange(session.id, exchange("3", T + 30), appendAt(T + 5));
+      expect((await store.readSessionState(session.id))?.last_activity).toBe(T + 21);
       expect(await store.readRecentMessages(session.id, 10)).toEqual([
-        exchange("1", 10).user,
-        exchange("1", 10).assistant,
-        exchange("2", 20).user,
-        exchange("2", 20).assistant,
-        exchange("3", 30).user,
-        exchange("3", 30).assistant,
+        exchange("1", T + 10).user,
+        exchange("1", T + 10).assistant,
+        exchange("2", T + 20).user,
+        exchange("2", T + 20).assistant,
+        exchange("3", T + 30).user,
+        exchange("3", T + 30).assistant,
       ]);
+      expect(await store.readExchange(session.id, 2)).toEqual(exchange("2", T + 20));
+      expect(await store.readExchange(session.id, 4)).toBeNull();
+      expect(await store.readExchange(session.id, 0)).toBeNull();
+    });
+
+    it("keeps the flag of a truncated reply", async () => {
+      const session = await seededSession();
+      const cut = { ...exchange("cut"), assistant: { ...exchange("cut").assistant, truncated: true as const } };
+      await store.appendExchange(session.id, cut, appendAt(T + 2));
+      expect(await store.readExchange(session.id, 1)).toEqual(cut);
+      expect((await store.readRecentMessages(session.id, 1))[0]).toEqual(cut.assistant);
     });
 
     it("reads only the last messages of a long history, oldest first", async () => {
-      const session = newSession();
-      await store.createSession(session);
-      for (let i = 1; i <= 120; i += 1) await store.appendExchange(session.id, exchange(String(i), i), i, whileActive);
+      const session = await seededSession(120);
       const recent = await store.readRecentMessages(session.id, 5);
       expect(recent.map((message) => message.content)).toEqual(["answer 118", "question 119", "answer 119", "question 120", "answer 120"]);
       expect(await store.readRecentMessages(session.id, 0)).toEqual([]);
       expect((await store.readSessionState(session.id))?.message_count).toBe(120);
+      expect((await store.readExchange(session.id, 61))?.user.content).toBe("question 61");
     });
 
-    it("refuses changes the guard refuses and stores nothing", async () => {
-      const session = newSession();
-      await store.createSession(session);
-      const refused = await store.appendExchange(session.id, exchange("x"), 5, () => "no");
-      expect(refused).toEqual({ kind: "refused", refusal: "no", state: session.state });
+    it("stores nothing when the rule declines, and returns its outcome", async () => {
+      const session = await seededSession();
+      const decline: StateRule<string> = () => ({ outcome: "no" });
+      expect(await store.appendExchange(session.id, exchange("x"), decline)).toEqual({ found: true, outcome: "no", state: session.state });
+      expect(await store.updateState(session.id, decline)).toEqual({ found: true, outcome: "no", state: session.state });
       expect(await store.readRecentMessages(session.id, 10)).toEqual([]);
       expect(await store.readSessionState(session.id)).toEqual(session.state);
     });
 
-    it("ends a session once, then refuses messages and a second end", async () => {
-      const session = newSession();
-      await store.createSession(session);
-      await store.appendExchange(session.id, exchange("1"), 2, whileActive);
-      const ended = await store.transitionState(session.id, whileActive, (state) => ({ ...state, status: "ended", ended_at: 9 }));
-      expect(ended).toEqual({ kind: "changed", state: { status: "ended", message_count: 1, last_activity: session.state.last_activity, ended_at: 9 } });
-      expect(await store.transitionState(session.id, whileActive, (state) => state)).toMatchObject({ kind: "refused", refusal: "ended" });
-      expect(await store.appendExchange(session.id, exchange("2"), 10, whileActive)).toMatchObject({ kind: "refused", refusal: "ended" });
+    it("refuses a rule that appends without counting exactly one more exchange", async () => {
+      const session = await seededSession();
+      const skip: StateRule<string> = (state) => ({ outcome: "skip", next: { ...state, message_count: state.message_count + 2 } });
+      await expect(store.appendExchange(session.id, exchange("x"), skip)).rejects.toThrow(/one more exchange/);
+      expect(await store.readSessionState(session.id)).toEqual(session.state);
+    });
+
+    it("ends a session once, then refuses messages and a second end, keeping the history", async () => {
+      const session = await seededSession(1);
+      const ended = await store.updateState(session.id, endAt(T + 9));
+      expect(ended).toEqual({ found: true, outcome: { kind: "ended" }, state: { status: "ended", message_count: 1, last_activity: T + 9, ended_at: T + 9 } });
+      expect(await store.updateState(session.id, endAt(T + 10))).toMatchObject({ outcome: { kind: "closed", status: "ended" } });
+      expect(await store.appendExchange(session.id, exchange("2"), appendAt(T + 10))).toMatchObject({ outcome: { kind: "closed", status: "ended" } });
       expect(await store.readRecentMessages(session.id, 10)).toHaveLength(2);
-      // Ended sessions keep their history.
       expect(await store.readSessionMeta(session.id)).toEqual(session.meta);
+    });
+
+    it("deletes a session with its history", async () => {
+      const session = await seededSession(2);
+      await store.deleteSession(session.id);
+      expect(await store.readSessionState(session.id)).toBeNull();
+      expect(await store.readSessionMeta(session.id)).toBeNull();
+      expect(await store.readRecentMessages(session.id, 10)).toEqual([]);
+    });
+  });
+
+  describe("maintenance queries", () => {
+    let db: SessionStore;
+    beforeEach(() => {
+      db = harness.empty();
+    });
+
+    async function sessionAt(createdAt: number) {
+      const session = newSession({ created_at: createdAt });
+      await db.createSession(session);
+      return session;
+    }
+
+    it("finds active sessions idle since a cutoff, oldest first, and never closed ones", async () => {
+      const [a, b, c, d] = [await sessionAt(T + 30), await sessionAt(T + 10), await sessionAt(T + 20), await sessionAt(T + 40)];
+      await db.updateState(c.id, endAt(T + 25));
+      await db.appendExchange(d.id, exchange("1"), appendAt(T + 50));
+      expect(await db.findIdleSessions(T + 30, 10)).toEqual([b.id, a.id]);
+      expect(await db.findIdleSessions(T + 50, 1)).toEqual([b.id]);
+      expect(await db.findIdleSessions(T + 50, 10)).toEqual([b.id, a.id, d.id]);
+      expect(await db.findIdleSessions(T + 9, 10)).toEqual([]);
+      expect(await db.findIdleSessions(T + 30, 0)).toEqual([]);
+    });
+
+    it("finds closed sessions by the time they closed", async () => {
+      const [a, b] = [await sessionAt(T), await sessionAt(T)];
+      await sessionAt(T);
+      await db.updateState(b.id, endAt(T + 5));
+      await db.updateState(a.id, endAt(T + 7));
+      expect(await db.findClosedSessions(T + 7, 100)).toEqual([b.id, a.id]);
+      expect(await db.findClosedSessions(T + 6, 100)).toEqual([b.id]);
+    });
+
+    it("claims a create key once and forgets old keys", async () => {
+      const first = { fingerprint: "f1", session_id: "s1", created_at: T };
+      expect(await db.claimCreateKey("h1", first)).toEqual(first);
+      expect(await db.claimCreateKey("h1", { fingerprint: "f2", session_id: "s2", created_at: T + 1 })).toEqual(first);
+      await db.claimCreateKey("h2", { ...first, created_at: T + 10 });
+      expect(await db.deleteCreateKeys(T - 1, 10)).toBe(0);
+      expect(await db.deleteCreateKeys(T, 10)).toBe(1);
+      const fresh = { fingerprint: "f4", session_id: "s4", created_at: T + 2 };
+      expect(await db.claimCreateKey("h1", fresh)).toEqual(fresh);
+      expect(await db.claimCreateKey("h2", fresh)).toEqual({ ...first, created_at: T + 10 });
     });
   });
 
   describe("several instances", () => {
     it("lets a cold instance act on a session another instance wrote", async () => {
-      const session = newSession();
-      await store.createSession(session);
-      await store.appendExchange(session.id, exchange("1"), 2, whileActive);
+      const session = await seededSession(1);
       const cold = harness.instance();
       expect(await cold.readSessionMeta(session.id)).toEqual(session.meta);
-      expect(await cold.appendExchange(session.id, exchange("2"), 3, whileActive)).toMatchObject({ kind: "appended", seq: 2 });
-      expect(await harness.instance().transitionState(session.id, whileActive, (state) => ({ ...state, status: "ended", ended_at: 4 }))).toMatchObject({
-        kind: "changed",
-      });
+      expect(await cold.appendExchange(session.id, exchange("2"), appendAt(T + 3))).toMatchObject({ outcome: { kind: "appended", seq: 2 } });
+      expect(await harness.instance().updateState(session.id, endAt(T + 4))).toMatchObject({ outcome: { kind: "ended" } });
       // The first instance has seen the session active; it must still be refused now.
-      expect(await store.appendExchange(session.id, exchange("3"), 5, whileActive)).toMatchObject({ kind: "refused", refusal: "ended" });
-      expect(await cold.appendExchange(session.id, exchange("3"), 5, whileActive)).toMatchObject({ kind: "refused", refusal: "ended" });
+      expect(await store.appendExchange(session.id, exchange("3"), appendAt(T + 5))).toMatchObject({ outcome: { kind: "closed" } });
+      expect(await cold.appendExchange(session.id, exchange("3"), appendAt(T + 5))).toMatchObject({ outcome: { kind: "closed" } });
       expect((await harness.instance().readRecentMessages(session.id, 10)).map((message) => message.content)).toEqual([
         "question 1",
         "answer 1",
@@ -133,17 +212,16 @@ export function storeContract(makeHarness: () => Promise<StoreHarness>): void {
     });
 
     it("loses no exchange when instances append concurrently", async () => {
-      const session = newSession();
-      await store.createSession(session);
+      const session = await seededSession();
       const instances = [store, harness.instance(), harness.instance()];
       const perInstance = 8;
       const results = await Promise.all(
         instances.flatMap((instance, i) =>
-          Array.from({ length: perInstance }, (_, j) => instance.appendExchange(session.id, exchange(`${i}-${j}`), 100 + j, whileActive)),
+          Array.from({ length: perInstance }, (_, j) => instance.appendExchange(session.id, exchange(`${i}-${j}`), appendAt(T + 100 + j))),
         ),
       );
       const total = instances.length * perInstance;
-      const seqs = results.map((result) => (result.kind === "appended" ? result.seq : -1)).sort((a, b) => a - b);
+      const seqs = results.map((result) => (result.found && result.outcome.kind === "appended" ? result.outcome.seq : -1)).sort((a, b) => a - b);
       expect(seqs).toEqual(Array.from({ length: total }, (_, i) => i + 1));
 
       const reader = harness.instance();
@@ -158,26 +236,34 @@ export function storeContract(makeHarness: () => Promise<StoreHarness>): void {
       expect(new Set(history.map((message) => message.content)).size).toBe(2 * total);
     });
 
+    it("applies each rule to the state it changes, however often it reruns", async () => {
+      const session = await seededSession();
+      const bump: StateRule<number> = (state: SessionState) => ({
+        outcome: state.last_activity,
+        next: { ...state, last_activity: state.last_activity + 1 },
+      });
+      const instances = [store, harness.instance(), harness.instance()];
+      const results = await Promise.all(instances.flatMap((instance) => Array.from({ length: 5 }, () => instance.updateState(session.id, bump))));
+      const seen = results.map((result) => (result.found ? result.outcome : -1)).sort((a, b) => a - b);
+      // Each committed run saw a different state: 15 increments, none lost, none doubled.
+      expect(seen).toEqual(Array.from({ length: 15 }, (_, i) => session.state.last_activity + i));
+      expect((await harness.instance().readSessionState(session.id))?.last_activity).toBe(session.state.last_activity + 15);
+    });
+
     it("ends a session exactly once when instances race to end it", async () => {
-      const session = newSession();
-      await store.createSession(session);
-      const results = await Promise.all(
-        [store, harness.instance(), harness.instance()].map((instance, i) =>
-          instance.transitionState(session.id, whileActive, (state) => ({ ...state, status: "ended", ended_at: 100 + i })),
-        ),
-      );
-      expect(results.filter((result) => result.kind === "changed")).toHaveLength(1);
-      expect(results.filter((result) => result.kind === "refused")).toHaveLength(2);
+      const session = await seededSession();
+      const results = await Promise.all([store, harness.instance(), harness.instance()].map((instance, i) => instance.updateState(session.id, endAt(T + 100 + i))));
+      expect(results.filter((result) => result.found && result.outcome.kind === "ended")).toHaveLength(1);
+      expect(results.filter((result) => result.found && result.outcome.kind === "closed")).toHaveLength(2);
     });
 
     it("keeps count and history equal when an end races with messages", async () => {
-      const session = newSession();
-      await store.createSession(session);
+      const session = await seededSession();
       const other = harness.instance();
-      const appends = Array.from({ length: 10 }, (_, i) => (i % 2 ? store : other).appendExchange(session.id, exchange(String(i)), i, whileActive));
-      const end = harness.instance().transitionState(session.id, whileActive, (state) => ({ ...state, status: "ended", ended_at: 50 }));
+      const appends = Array.from({ length: 10 }, (_, i) => (i % 2 ? store : other).appendExchange(session.id, exchange(String(i)), appendAt(T + i)));
+      const end = harness.instance().updateState(session.id, endAt(T + 50));
       const results = await Promise.all([...appends, end]);
-      const appended = results.filter((result) => result.kind === "appended").length;
+      const appended = results.filter((result) => result.found && result.outcome.kind === "appended").length;
       const state = await harness.instance().readSessionState(session.id);
       expect(state).toMatchObject({ status: "ended", message_count: appended });
       expect(await harness.instance().readRecentMessages(session.id, 100)).toHaveLength(2 * appended);

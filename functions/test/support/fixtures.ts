@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
+import { appendRule, endRule, type SessionPolicy } from "../../src/session/session-rules";
 import type { Exchange, SessionMeta, Template } from "../../src/store/records";
-import type { NewSession, StateGuard } from "../../src/store/session-store";
+import type { NewSession } from "../../src/store/session-store";
 
 export const TEMPLATE: Template = {
   name: "Tester",
@@ -9,8 +10,13 @@ export const TEMPLATE: Template = {
   context_window: 4,
 };
 
+export const CREATED_AT = 1_700_000_000_000;
+
+/** No expiry within a test's time span, the real number of remembered keys. */
+export const POLICY: SessionPolicy = { idleTtlMs: 365 * 86_400_000, rememberedKeys: 100 };
+
 export function newSession(overrides: Partial<SessionMeta> = {}): NewSession {
-  const createdAt = 1_700_000_000_000;
+  const createdAt = overrides.created_at ?? CREATED_AT;
   return {
     id: randomUUID(),
     meta: {
@@ -22,17 +28,18 @@ export function newSession(overrides: Partial<SessionMeta> = {}): NewSession {
       created_at: createdAt,
       ...overrides,
     },
-    state: { status: "active", message_count: 0, last_activity: createdAt },
+    state: { status: "active", message_count: 0, last_activity: createdAt, idle_since: createdAt },
   };
 }
 
 /** An exchange whose texts say who wrote it, so a test can find it again. */
-export function exchange(tag: string, at = 1_700_000_000_000): Exchange {
+export function exchange(tag: string, at = CREATED_AT + 1): Exchange {
   return {
     user: { role: "user", content: `question ${tag}`, timestamp: at },
     assistant: { role: "assistant", content: `answer ${tag}`, timestamp: at + 1 },
   };
 }
 
-/** The guard the service uses: only active sessions change. */
-export const whileActive: StateGuard<string> = (state) => (state.status === "active" ? undefined : state.status);
+/** The service's own rules, as the store contract applies them. */
+export const appendAt = (at: number) => appendRule({ receivedAt: at, answeredAt: at, policy: POLICY });
+export const endAt = (at: number) => endRule(at, POLICY);

@@ -30,6 +30,7 @@ export interface Answer {
 export interface Instance {
   readonly baseUrl: string;
   readonly runtime: Runtime;
+  /** The database itself, for assertions (not the wrapped store the instance uses). */
   readonly store: SessionStore;
   call(method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<Answer>;
 }
@@ -45,6 +46,10 @@ export interface Harness {
 
 export interface HarnessOptions {
   readonly store: StoreKind;
+  /** Wraps each instance's store, e.g. to inject faults. */
+  readonly wrapStore?: (store: SessionStore) => SessionStore;
+  /** Reach the database through this address (a proxy) instead of FIREBASE_DATABASE_EMULATOR_HOST. */
+  readonly databaseHost?: string;
   readonly env?: Record<string, string>;
   readonly clock?: () => number;
   readonly log?: Log;
@@ -55,12 +60,14 @@ export async function startHarness(options: HarnessOptions): Promise<Harness> {
   const env = { OPENAI_API_KEY: "sk-test-key", OPENAI_BASE_URL: fake.baseUrl, OPENAI_TIMEOUT_MS: "3000", OPENAI_MAX_RETRIES: "0", ...options.env };
   const config = resolveConfig(env);
   const servers: Server[] = [];
-  const rtdb = options.store === "rtdb" ? new RtdbInstances(freshNamespace("http")) : undefined;
+  const rtdb = options.store === "rtdb" ? new RtdbInstances(freshNamespace("http"), options.databaseHost) : undefined;
   const memory = new MemoryStore();
 
   async function instance(): Promise<Instance> {
-    const store = rtdb ? new RtdbStore(rtdb.database(), config.dbTimeoutMs) : memory;
-    await store.seedTemplates(seedTemplates());
+    const base = rtdb ? new RtdbStore(rtdb.database(), config.dbTimeoutMs) : memory;
+    await base.seedTemplates(seedTemplates());
+    const store = options.wrapStore ? options.wrapStore(base) : base;
+    // Assertions read the database directly, past any fault-injecting wrapper.
     const runtime = createRuntime({
       config,
       store,
@@ -72,7 +79,7 @@ export async function startHarness(options: HarnessOptions): Promise<Harness> {
     await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
     servers.push(server);
     const baseUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-    return { baseUrl, runtime, store, call: (method, path, body, headers) => call(baseUrl, method, path, body, headers) };
+    return { baseUrl, runtime, store: base, call: (method, path, body, headers) => call(baseUrl, method, path, body, headers) };
   }
 
   const api = await instance();

@@ -33,12 +33,25 @@ export function freshNamespace(prefix: string): string {
 export class RtdbInstances {
   private readonly apps: App[] = [];
 
-  constructor(readonly namespace: string) {}
+  /** `host`: reach the emulator at another address (a proxy) instead of FIREBASE_DATABASE_EMULATOR_HOST. */
+  constructor(
+    readonly namespace: string,
+    private readonly host?: string,
+  ) {}
 
   database(): Database {
     const app = initializeApp({ projectId: "demo-chatify", databaseURL: `https://${this.namespace}.firebaseio.com` }, randomUUID());
     this.apps.push(app);
-    return getDatabase(app);
+    if (this.host === undefined) return getDatabase(app);
+    // firebase-admin reads the emulator address when the Database is created, and only from the environment.
+    const previous = process.env.FIREBASE_DATABASE_EMULATOR_HOST;
+    process.env.FIREBASE_DATABASE_EMULATOR_HOST = this.host;
+    try {
+      return getDatabase(app);
+    } finally {
+      if (previous === undefined) delete process.env.FIREBASE_DATABASE_EMULATOR_HOST;
+      else process.env.FIREBASE_DATABASE_EMULATOR_HOST = previous;
+    }
   }
 
   async close(): Promise<void> {

@@ -23,9 +23,9 @@ const table: Row[] = [
   { name: "ModelError(timeout)", error: new ModelError("timeout", "slow"), status: 504, code: "MODEL_TIMEOUT" },
   { name: "ModelError(unavailable)", error: new ModelError("unavailable", "busy"), status: 503, code: "MODEL_UNAVAILABLE" },
   { name: "ModelError(bad_response)", error: new ModelError("bad_response", "junk"), status: 502, code: "MODEL_ERROR" },
-  { name: "ModelError(unavailable) with Retry-After", error: new ModelError("unavailable", "busy", 7), status: 503, code: "MODEL_UNAVAILABLE", headers: { "Retry-After": "7" } },
-  { name: "ModelError(timeout) with Retry-After", error: new ModelError("timeout", "slow", 3), status: 504, code: "MODEL_TIMEOUT", headers: { "Retry-After": "3" } },
-  { name: "ModelError(bad_response) with Retry-After 0", error: new ModelError("bad_response", "junk", 0), status: 502, code: "MODEL_ERROR", headers: { "Retry-After": "0" } },
+  { name: "ModelError(unavailable) with Retry-After", error: new ModelError("unavailable", "busy", { retryAfterMs: 7_000 }), status: 503, code: "MODEL_UNAVAILABLE", headers: { "Retry-After": "7" } },
+  { name: "ModelError(timeout) with Retry-After rounded up", error: new ModelError("timeout", "slow", { retryAfterMs: 2_001 }), status: 504, code: "MODEL_TIMEOUT", headers: { "Retry-After": "3" } },
+  { name: "ModelError(bad_response) with Retry-After 0", error: new ModelError("bad_response", "junk", { retryAfterMs: 0 }), status: 502, code: "MODEL_ERROR", headers: { "Retry-After": "1" } },
   { name: "StoreUnavailableError", error: new StoreUnavailableError("readSessionState"), status: 503, code: "DATABASE_UNAVAILABLE", headers: { "Retry-After": "1" } },
   { name: "StoreDataError", error: new StoreDataError("/sessions/x/meta", "bad"), status: 500, code: "DATA_ERROR" },
   { name: "ConfigError", error: new ConfigError("OPENAI_BASE_URL must be an http(s) URL"), status: 500, code: "CONFIGURATION_ERROR" },
@@ -34,6 +34,37 @@ const table: Row[] = [
   { name: "a thrown string", error: "boom", status: 500, code: "INTERNAL" },
   { name: "undefined", error: undefined, status: 500, code: "INTERNAL" },
 ];
+
+describe("ModelError", () => {
+  it.each([
+    ["timeout", true],
+    ["unavailable", true],
+    ["bad_response", false],
+  ] as const)("a %s is retryable: %p unless told otherwise", (failure, retryable) => {
+    expect(new ModelError(failure, "x").retryable).toBe(retryable);
+    expect(new ModelError(failure, "x", { retryable: !retryable }).retryable).toBe(!retryable);
+  });
+
+  it("keeps the wait in milliseconds and its cause", () => {
+    const cause = new Error("sdk");
+    const error = new ModelError("unavailable", "busy", { retryAfterMs: 1_500, cause });
+    expect(error).toMatchObject({ name: "ModelError", failure: "unavailable", message: "busy", retryAfterMs: 1_500, cause });
+    expect(new ModelError("unavailable", "busy").retryAfterMs).toBeUndefined();
+  });
+
+  it.each([
+    [undefined, undefined],
+    [0, 1],
+    [1, 1],
+    [999, 1],
+    [1_000, 1],
+    [1_001, 2],
+    [7_000, 7],
+  ])("turns retryAfterMs %p into retryAfterSeconds %p (whole seconds, at least 1)", (retryAfterMs, seconds) => {
+    const options = retryAfterMs === undefined ? {} : { retryAfterMs };
+    expect(new ModelError("unavailable", "busy", options).retryAfterSeconds).toBe(seconds);
+  });
+});
 
 describe("toErrorAnswer", () => {
   it.each(table)("maps $name to $status $code", (row) => {
@@ -58,7 +89,7 @@ describe("toErrorAnswer", () => {
 
   it("sends Retry-After for a model error only when the provider gave one", () => {
     expect(toErrorAnswer(new ModelError("unavailable", "busy")).headers).not.toHaveProperty("Retry-After");
-    expect(toErrorAnswer(new ModelError("unavailable", "busy", 12)).headers).toEqual({ "Retry-After": "12" });
+    expect(toErrorAnswer(new ModelError("unavailable", "busy", { retryAfterMs: 12_000 })).headers).toEqual({ "Retry-After": "12" });
   });
 
   it("keeps a model error's own safe message", () => {
@@ -68,7 +99,7 @@ describe("toErrorAnswer", () => {
   describe("never leaks the cause", () => {
     const cause = new Error(`Incorrect API key provided: ${SECRET}`);
     it.each([
-      ["ModelError", new ModelError("bad_response", "the model provider refused the request (status 401)", undefined, { cause })],
+      ["ModelError", new ModelError("bad_response", "the model provider refused the request (status 401)", { cause })],
       ["StoreUnavailableError", new StoreUnavailableError("appendExchange", { cause })],
       ["StoreDataError", new StoreDataError(`/templates/${SECRET}`, SECRET)],
       ["ConfigError", new ConfigError(`OPENAI_BASE_URL must be an http(s) URL, got "${SECRET}"`)],

@@ -1,7 +1,7 @@
 import OpenAI from "openai";
 import type { CompletionRequest } from "../../src/llm/chat-model";
 import { ModelError } from "../../src/llm/errors";
-import { createOpenAiModel, retryAfterSeconds, toModelError } from "../../src/llm/openai-model";
+import { createOpenAiModel, retryAfter, toModelError } from "../../src/llm/openai-model";
 import { FakeOpenAiServer } from "../support/fake-openai-server";
 
 const NOW = Date.parse("2025-01-01T00:00:00Z");
@@ -9,93 +9,109 @@ const SECRET = "sk-secret-0123456789";
 
 const headers = (values: Record<string, string>) => new Headers(values);
 
-describe("retryAfterSeconds", () => {
-  it("reads delta seconds", () => {
-    expect(retryAfterSeconds(headers({ "retry-after": "7" }), NOW)).toBe(7);
-    expect(retryAfterSeconds(headers({ "retry-after": "0" }), NOW)).toBe(0);
-    expect(retryAfterSeconds(headers({ "retry-after": " 120 " }), NOW)).toBe(120);
+describe("retryAfter", () => {
+  it("reads delta seconds as milliseconds", () => {
+    expect(retryAfter(headers({ "retry-after": "7" }), NOW)).toBe(7_000);
+    expect(retryAfter(headers({ "retry-after": "0" }), NOW)).toBe(0);
+    expect(retryAfter(headers({ "retry-after": " 120 " }), NOW)).toBe(120_000);
   });
 
-  it("reads retry-after-ms, rounding up to whole seconds and at least 1", () => {
-    expect(retryAfterSeconds(headers({ "retry-after-ms": "1500" }), NOW)).toBe(2);
-    expect(retryAfterSeconds(headers({ "retry-after-ms": "2000" }), NOW)).toBe(2);
-    expect(retryAfterSeconds(headers({ "retry-after-ms": "50" }), NOW)).toBe(1);
-    expect(retryAfterSeconds(headers({ "retry-after-ms": "0" }), NOW)).toBe(1);
-    expect(retryAfterSeconds(headers({ "retry-after-ms": "2500.5" }), NOW)).toBe(3);
+  it("reads retry-after-ms as it is, rounding a fraction up", () => {
+    expect(retryAfter(headers({ "retry-after-ms": "1500" }), NOW)).toBe(1_500);
+    expect(retryAfter(headers({ "retry-after-ms": "50" }), NOW)).toBe(50);
+    expect(retryAfter(headers({ "retry-after-ms": "0" }), NOW)).toBe(0);
+    expect(retryAfter(headers({ "retry-after-ms": "2500.2" }), NOW)).toBe(2_501);
   });
 
   it("prefers retry-after-ms over retry-after", () => {
-    expect(retryAfterSeconds(headers({ "retry-after-ms": "3000", "retry-after": "60" }), NOW)).toBe(3);
+    expect(retryAfter(headers({ "retry-after-ms": "3000", "retry-after": "60" }), NOW)).toBe(3_000);
   });
 
-  it("falls back to retry-after when retry-after-ms is not a number", () => {
-    expect(retryAfterSeconds(headers({ "retry-after-ms": "soon", "retry-after": "9" }), NOW)).toBe(9);
+  it.each(["soon", "-5", "1e3", ""])("falls back to retry-after when retry-after-ms is %p", (value) => {
+    expect(retryAfter(headers({ "retry-after-ms": value, "retry-after": "9" }), NOW)).toBe(9_000);
   });
 
-  it("reads an HTTP date relative to the injected now, rounding up", () => {
-    expect(retryAfterSeconds(headers({ "retry-after": "Wed, 01 Jan 2025 00:00:30 GMT" }), NOW)).toBe(30);
-    expect(retryAfterSeconds(headers({ "retry-after": "Wed, 01 Jan 2025 00:00:30 GMT" }), NOW + 10_500)).toBe(20);
-    expect(retryAfterSeconds(headers({ "retry-after": "Wed, 01 Jan 2025 00:02:00 GMT" }), NOW)).toBe(120);
+  it("reads an HTTP date relative to the injected now", () => {
+    expect(retryAfter(headers({ "retry-after": "Wed, 01 Jan 2025 00:00:30 GMT" }), NOW)).toBe(30_000);
+    expect(retryAfter(headers({ "retry-after": "Wed, 01 Jan 2025 00:00:30 GMT" }), NOW + 10_500)).toBe(19_500);
+    expect(retryAfter(headers({ "retry-after": "Wed, 01 Jan 2025 00:02:00 GMT" }), NOW)).toBe(120_000);
   });
 
   it("answers 0 for an HTTP date in the past", () => {
-    expect(retryAfterSeconds(headers({ "retry-after": "Tue, 31 Dec 2024 23:59:00 GMT" }), NOW)).toBe(0);
+    expect(retryAfter(headers({ "retry-after": "Tue, 31 Dec 2024 23:59:00 GMT" }), NOW)).toBe(0);
   });
 
   it("answers undefined without headers or without either header", () => {
-    expect(retryAfterSeconds(undefined, NOW)).toBeUndefined();
-    expect(retryAfterSeconds(headers({}), NOW)).toBeUndefined();
-    expect(retryAfterSeconds(headers({ "x-request-id": "abc" }), NOW)).toBeUndefined();
+    expect(retryAfter(undefined, NOW)).toBeUndefined();
+    expect(retryAfter(headers({}), NOW)).toBeUndefined();
+    expect(retryAfter(headers({ "x-request-id": "abc" }), NOW)).toBeUndefined();
   });
 
-  it.each(["soon", "12abc", "in 5 minutes", ""])("answers undefined for the garbage %p", (value) => {
-    expect(retryAfterSeconds(headers({ "retry-after": value }), NOW)).toBeUndefined();
+  it.each(["soon", "12abc", "in 5 minutes", "", "1.5"])("answers undefined for the garbage %p", (value) => {
+    expect(retryAfter(headers({ "retry-after": value }), NOW)).toBeUndefined();
   });
 
-  it.each(["1.5", "-1", "foo 1", "tomorrow 5"])("answers undefined for %p, which Date.parse alone would read as a date", (value) => {
-    expect(retryAfterSeconds(headers({ "retry-after": value }), NOW)).toBeUndefined();
-  });
+  it.each(["-1", "foo 1", "tomorrow 5", "2025-01-01T00:00:30Z", "Wednesday, 01-Jan-25 00:00:30 GMT", "Wed Jan  1 00:00:30 2025", "Wed, 01 Jan 2025 00:00:30 +0000"])(
+    "answers undefined for %p, which is no IMF-fixdate though Date.parse may read it",
+    (value) => {
+      expect(retryAfter(headers({ "retry-after": value }), NOW)).toBeUndefined();
+    },
+  );
 });
 
 describe("toModelError", () => {
   const apiError = (status: number, extra: Record<string, string> = {}) =>
     OpenAI.APIError.generate(status, { error: { message: `provider says ${SECRET}`, type: "x" } }, `provider says ${SECRET}`, headers(extra));
 
-  it.each([429, 503, 529])("maps status %i to unavailable", (status) => {
+  it.each([
+    [429, "unavailable", true],
+    [503, "unavailable", true],
+    [529, "unavailable", true],
+    [408, "timeout", true],
+    [504, "timeout", true],
+    [400, "bad_response", false],
+    [401, "bad_response", false],
+    [403, "bad_response", false],
+    [404, "bad_response", false],
+    [409, "bad_response", false],
+    [422, "bad_response", false],
+    [500, "bad_response", true],
+    [502, "bad_response", true],
+  ] as const)("maps status %i to %s, retryable: %p", (status, failure, retryable) => {
     const error = toModelError(apiError(status));
     expect(error).toBeInstanceOf(ModelError);
-    expect(error.failure).toBe("unavailable");
+    expect(error.failure).toBe(failure);
+    expect(error.retryable).toBe(retryable);
   });
 
-  it.each([408, 504])("maps status %i to timeout", (status) => {
-    expect(toModelError(apiError(status)).failure).toBe("timeout");
+  it.each([400, 401, 403, 404, 409, 422, 500, 502])("names status %i in a bad_response", (status) => {
+    expect(toModelError(apiError(status)).message).toContain(String(status));
   });
 
-  it.each([400, 401, 403, 404, 409, 422, 500, 502])("maps status %i to bad_response, naming the status", (status) => {
-    const error = toModelError(apiError(status));
-    expect(error.failure).toBe("bad_response");
-    expect(error.message).toContain(String(status));
-  });
-
-  it("maps a connection timeout to timeout", () => {
+  it("maps a connection timeout to a retryable timeout", () => {
     const error = toModelError(new OpenAI.APIConnectionTimeoutError());
-    expect(error.failure).toBe("timeout");
-    expect(error.retryAfterSeconds).toBeUndefined();
+    expect(error).toMatchObject({ failure: "timeout", retryable: true });
+    expect(error.retryAfterMs).toBeUndefined();
   });
 
-  it("maps a connection error to unavailable", () => {
-    expect(toModelError(new OpenAI.APIConnectionError({ message: "x" })).failure).toBe("unavailable");
+  it("maps a connection error to a retryable unavailable", () => {
+    expect(toModelError(new OpenAI.APIConnectionError({ message: "x" }))).toMatchObject({ failure: "unavailable", retryable: true });
   });
 
   it("maps a status-less SDK error (as generate builds it without headers) to unavailable", () => {
-    expect(toModelError(OpenAI.APIError.generate(undefined, undefined, "fetch failed", undefined)).failure).toBe("unavailable");
+    expect(toModelError(OpenAI.APIError.generate(undefined, undefined, "fetch failed", undefined))).toMatchObject({
+      failure: "unavailable",
+      retryable: true,
+    });
   });
 
-  it("carries Retry-After from the provider's headers", () => {
-    expect(toModelError(apiError(429, { "retry-after": "7" })).retryAfterSeconds).toBe(7);
-    expect(toModelError(apiError(503, { "retry-after-ms": "1200" })).retryAfterSeconds).toBe(2);
-    expect(toModelError(apiError(504, { "retry-after": "3" })).retryAfterSeconds).toBe(3);
-    expect(toModelError(apiError(429)).retryAfterSeconds).toBeUndefined();
+  it("carries the provider's wait in milliseconds", () => {
+    expect(toModelError(apiError(429, { "retry-after": "7" }))).toMatchObject({ retryAfterMs: 7_000, retryAfterSeconds: 7 });
+    expect(toModelError(apiError(503, { "retry-after-ms": "1200" }))).toMatchObject({ retryAfterMs: 1_200, retryAfterSeconds: 2 });
+    expect(toModelError(apiError(504, { "retry-after": "3" }))).toMatchObject({ retryAfterMs: 3_000, retryAfterSeconds: 3 });
+    expect(toModelError(apiError(500, { "retry-after": "2" }))).toMatchObject({ retryAfterMs: 2_000, retryable: true });
+    expect(toModelError(apiError(400, { "retry-after": "2" }))).toMatchObject({ retryAfterMs: 2_000, retryable: false });
+    expect(toModelError(apiError(429)).retryAfterMs).toBeUndefined();
   });
 
   it("keeps the SDK error as the cause but never its text in the message", () => {
@@ -107,16 +123,17 @@ describe("toModelError", () => {
     expect(error.message).not.toContain("provider says");
   });
 
-  it("maps anything else to bad_response without its text", () => {
+  it("maps anything else to a bad_response that is not retried, without its text", () => {
     const cause = new TypeError(`cannot read ${SECRET}`);
     const error = toModelError(cause);
     expect(error.failure).toBe("bad_response");
+    expect(error.retryable).toBe(false);
     expect(error.cause).toBe(cause);
     expect(error.message).not.toContain(SECRET);
   });
 
   it("returns a ModelError unchanged", () => {
-    const original = new ModelError("unavailable", "no model is configured", 5);
+    const original = new ModelError("unavailable", "no model is configured", { retryAfterMs: 5_000, retryable: false });
     expect(toModelError(original)).toBe(original);
   });
 });
@@ -129,7 +146,7 @@ describe("createOpenAiModel against an OpenAI-compatible server", () => {
   afterAll(async () => fake.stop());
   beforeEach(() => { fake.reset(); });
 
-  const model = (timeoutMs = 2_000) => createOpenAiModel({ apiKey: "sk-test-key", baseUrl: fake.baseUrl, timeoutMs, maxRetries: 0 });
+  const model = (timeoutMs = 2_000) => createOpenAiModel({ apiKey: "sk-test-key", baseUrl: fake.baseUrl, timeoutMs });
   const request: CompletionRequest = {
     model: "gpt-test",
     messages: [
@@ -166,23 +183,38 @@ describe("createOpenAiModel against an OpenAI-compatible server", () => {
     ["an empty reply", { kind: "reply", text: "   " }],
     ["no choices", { kind: "raw", status: 200, body: '{"choices":[]}' }],
     ["a malformed body", { kind: "raw", status: 200, body: "{not json" }],
-  ] as const)("answers bad_response to %s", async (_name, step) => {
+  ] as const)("answers a bad_response that is not retried to %s", async (_name, step) => {
     fake.enqueue(step);
-    await expect(model().complete(request)).rejects.toMatchObject({ name: "ModelError", failure: "bad_response" });
+    await expect(model().complete(request)).rejects.toMatchObject({ name: "ModelError", failure: "bad_response", retryable: false });
   });
 
-  it("answers unavailable with Retry-After to a 429", async () => {
-    fake.enqueue({ kind: "status", status: 429, headers: { "retry-after": "4" } });
-    await expect(model().complete(request)).rejects.toMatchObject({ failure: "unavailable", retryAfterSeconds: 4 });
+  it("answers unavailable with Retry-After to a 429, without retrying it itself", async () => {
+    fake.enqueue({ kind: "status", status: 429, headers: { "retry-after": "0" } });
+    await expect(model().complete(request)).rejects.toMatchObject({ failure: "unavailable", retryable: true, retryAfterMs: 0 });
+    expect(fake.requests).toHaveLength(1);
   });
 
-  it("answers timeout when the server does not answer in time", async () => {
+  it("answers a retryable bad_response to a 500, without retrying it itself", async () => {
+    fake.enqueue({ kind: "status", status: 500 });
+    await expect(model().complete(request)).rejects.toMatchObject({ failure: "bad_response", retryable: true });
+    expect(fake.requests).toHaveLength(1);
+  });
+
+  it("answers a bad_response that is not retried to a 400", async () => {
+    fake.enqueue({ kind: "status", status: 400 });
+    await expect(model().complete(request)).rejects.toMatchObject({ failure: "bad_response", retryable: false });
+    expect(fake.requests).toHaveLength(1);
+  });
+
+  it("answers timeout when the server does not answer in time, after one attempt", async () => {
     fake.enqueue({ kind: "hang" });
-    await expect(model(200).complete(request)).rejects.toMatchObject({ failure: "timeout" });
+    await expect(model(200).complete(request)).rejects.toMatchObject({ failure: "timeout", retryable: true });
+    expect(fake.requests).toHaveLength(1);
   });
 
-  it("answers unavailable when the connection drops", async () => {
+  it("answers unavailable when the connection drops, after one attempt", async () => {
     fake.enqueue({ kind: "drop" });
-    await expect(model().complete(request)).rejects.toMatchObject({ failure: "unavailable" });
+    await expect(model().complete(request)).rejects.toMatchObject({ failure: "unavailable", retryable: true });
+    expect(fake.requests).toHaveLength(1);
   });
 });

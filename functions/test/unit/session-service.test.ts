@@ -1,20 +1,28 @@
 import { randomUUID } from "node:crypto";
 import { ModelError } from "../../src/llm/errors";
 import { createOpenAiModel } from "../../src/llm/openai-model";
-import { SessionClosedError, SessionNotFoundError, TemplateNotFoundError } from "../../src/session/errors";
+import {
+  IdempotencyInProgressError,
+  IdempotencyKeyReusedError,
+  SessionClosedError,
+  SessionNotFoundError,
+  TemplateNotFoundError,
+} from "../../src/session/errors";
 import { GENERATION_DEFAULTS } from "../../src/session/generation-settings";
+import { fingerprint, keyHash } from "../../src/session/idempotency";
+import { claimKey, type SessionPolicy } from "../../src/session/session-rules";
 import { SessionService } from "../../src/session/session-service";
 import { MemoryStore } from "../../src/store/memory-store";
-import type { ChatMessage, SessionMeta, SessionState, Template } from "../../src/store/records";
+import type { ChatMessage, Exchange, SessionMeta, SessionState, Template } from "../../src/store/records";
 import { FakeOpenAiServer } from "../support/fake-openai-server";
-import { TEMPLATE } from "../support/fixtures";
+import { POLICY, TEMPLATE } from "../support/fixtures";
 
 /**
  * The embedded store, counting the reads the service makes. `editTemplate` stands in for an
  * operator changing a template in the database (seedTemplates never overwrites one).
  */
 class CountingStore extends MemoryStore {
-  readonly reads = { template: 0, meta: 0, state: 0, recent: 0 };
+  readonly reads = { template: 0, meta: 0, state: 0, recent: 0, exchange: 0 };
   private readonly edited = new Map<string, Template>();
 
   editTemplate(templateId: string, template: Template): void {
@@ -26,6 +34,7 @@ class CountingStore extends MemoryStore {
     this.reads.meta = 0;
     this.reads.state = 0;
     this.reads.recent = 0;
+    this.reads.exchange = 0;
   }
 
   override async readTemplate(templateId: string): Promise<Template | null> {
@@ -48,6 +57,11 @@ class CountingStore extends MemoryStore {
     this.reads.recent += 1;
     return super.readRecentMessages(sessionId, limit);
   }
+
+  override async readExchange(sessionId: string, seq: number): Promise<Exchange | null> {
+    this.reads.exchange += 1;
+    return super.readExchange(sessionId, seq);
+  }
 }
 
 const BARE: Template = { name: "Bare", personalityPrompt: "You are bare." };
@@ -59,6 +73,8 @@ interface Setup {
   readonly templateTtlMs?: number;
   readonly sessionTtlMs?: number;
   readonly maxSessions?: number;
+  readonly policy?: SessionPolicy;
+  readonly keyLeaseMs?: number;
   /** Runs when the service asks for the model, i.e. between reading and answering a message. */
   readonly onModel?: () => void;
 }
@@ -84,11 +100,14 @@ describe("SessionService", () => {
       store,
       model: () => {
         setup.onModel?.();
-        return createOpenAiModel({ apiKey: "sk-test-key", baseUrl: fake.baseUrl, timeoutMs: 2_000, maxRetries: 0 });
+        return createOpenAiModel({ apiKey: "sk-test-key", baseUrl: fake.baseUrl, timeoutMs: 2_000 });
       },
       clock: setup.clock ?? Date.now,
       newSessionId: randomUUID,
       defaultContextWindow: DEFAULT_WINDOW,
+      policy: setup.policy ?? POLICY,
+      keyLeaseMs: setup.keyLeaseMs ?? 10_000,
+      keyPollMs: 5,
       cache: {
         templateTtlMs: setup.templateTtlMs ?? 60_000,
         sessionTtlMs: setup.sessionTtlMs ?? 600_000,
@@ -112,7 +131,7 @@ describe("SessionService", () => {
         created_at: 1_234,
       });
       expect(await store.readSessionMeta(sessionId)).toEqual(meta);
-      expect(await store.readSessionState(sessionId)).toEqual({ status: "active", message_count: 0, last_activity: 1_234 });
+      expect(await store.readSessionState(sessionId)).toEqual({ status: "active", message_count: 0, last_activity: 1_234, idle_since: 1_234 });
     });
 
     it("takes the template's overrides over the defaults", async () => {
@@ -210,13 +229,13 @@ describe("SessionService", () => {
       const service = instance({ clock: () => now, onModel: () => { now = 6_000; } });
       const { sessionId } = await service.create({ userId: "u", templateId: "tester" });
       const reply = await service.send({ sessionId, message: "hello" });
-      expect(reply).toEqual({ sessionId, text: "reply #1 to: hello", truncated: false, messageCount: 1 });
+      expect(reply).toEqual({ sessionId, text: "reply #1 to: hello", truncated: false, messageCount: 1, replayed: false });
       // The user message is stamped when it arrived, the reply when it came back.
       expect(await store.readRecentMessages(sessionId, 10)).toEqual([
         { role: "user", content: "hello", timestamp: 5_000 },
         { role: "assistant", content: "reply #1 to: hello", timestamp: 6_000 },
       ]);
-      expect(await store.readSessionState(sessionId)).toEqual({ status: "active", message_count: 1, last_activity: 6_000 });
+      expect(await store.readSessionState(sessionId)).toEqual({ status: "active", message_count: 1, last_activity: 6_000, idle_since: 6_000 });
     });
 
     it("on the warm instance that created the session, never re-reads history or meta but always re-reads state", async () => {
@@ -225,7 +244,7 @@ describe("SessionService", () => {
       store.resetCounts();
 
       for (const message of ["one", "two", "three", "four"]) await service.send({ sessionId, message });
-      expect(store.reads).toEqual({ template: 0, meta: 0, state: 4, recent: 0 });
+      expect(store.reads).toEqual({ template: 0, meta: 0, state: 4, recent: 0, exchange: 0 });
       // The cached tail is the real history, limited to the template's window of 4.
       expect(lastPrompt()).toEqual([
         `system: ${TEMPLATE.personalityPrompt}`,
@@ -244,11 +263,11 @@ describe("SessionService", () => {
       store.resetCounts();
 
       await cold.send({ sessionId, message: "first here" });
-      expect(store.reads).toEqual({ template: 0, meta: 1, state: 1, recent: 1 });
+      expect(store.reads).toEqual({ template: 0, meta: 1, state: 1, recent: 1, exchange: 0 });
       expect(lastPrompt()).toEqual([`system: ${TEMPLATE.personalityPrompt}`, "user: elsewhere", "assistant: reply #1 to: elsewhere", "user: first here"]);
 
       await cold.send({ sessionId, message: "second here" });
-      expect(store.reads).toEqual({ template: 0, meta: 1, state: 2, recent: 1 });
+      expect(store.reads).toEqual({ template: 0, meta: 1, state: 2, recent: 1, exchange: 0 });
     });
 
     it("re-reads history on a warm instance when another instance added to it", async () => {
@@ -342,6 +361,132 @@ describe("SessionService", () => {
       const { sessionId } = await service.create({ userId: "u", templateId: "forgetful" });
       for (const message of ["one", "two", "three"]) await service.send({ sessionId, message });
       expect(service["sessions"].get(sessionId)?.tail?.messages).toEqual([]);
+    });
+  });
+
+  describe("idle expiry", () => {
+    const policy: SessionPolicy = { idleTtlMs: 1_000, rememberedKeys: 10 };
+
+    it("takes a message sent exactly at the TTL", async () => {
+      let now = 50_000;
+      const service = instance({ clock: () => now, policy });
+      const { sessionId } = await service.create({ userId: "u", templateId: "tester" });
+      now += 1_000;
+      await expect(service.send({ sessionId, message: "just in time" })).resolves.toMatchObject({ messageCount: 1 });
+    });
+
+    it("refuses a message past the TTL without a model call, and records the expiry", async () => {
+      let now = 50_000;
+      const service = instance({ clock: () => now, policy });
+      const { sessionId } = await service.create({ userId: "u", templateId: "tester" });
+      now += 1_001;
+      const late = service.send({ sessionId, message: "too late" });
+      await expect(late).rejects.toBeInstanceOf(SessionClosedError);
+      await expect(late).rejects.toMatchObject({ status: "expired" });
+      expect(fake.requests).toHaveLength(0);
+      expect(await store.readSessionState(sessionId)).toEqual({ status: "expired", message_count: 0, last_activity: 50_000, ended_at: 51_000 });
+      await expect(service.end(sessionId)).rejects.toMatchObject({ name: "SessionClosedError", status: "expired" });
+    });
+
+    it("refuses a keyed message past the TTL as well", async () => {
+      let now = 50_000;
+      const service = instance({ clock: () => now, policy });
+      const { sessionId } = await service.create({ userId: "u", templateId: "tester" });
+      now += 5_000;
+      await expect(service.send({ sessionId, message: "late", idempotencyKey: "k" })).rejects.toMatchObject({ name: "SessionClosedError", status: "expired" });
+      expect(fake.requests).toHaveLength(0);
+      expect(await store.readSessionState(sessionId)).toMatchObject({ status: "expired", ended_at: 51_000 });
+    });
+  });
+
+  describe("idempotent create", () => {
+    it("creates one session per key and user, and replays it", async () => {
+      const service = instance();
+      const first = await service.create({ userId: "u", templateId: "tester", idempotencyKey: "k1" });
+      const again = await instance().create({ userId: "u", templateId: "tester", idempotencyKey: "k1" });
+      expect(first.replayed).toBe(false);
+      expect(again).toEqual({ sessionId: first.sessionId, meta: first.meta, replayed: true });
+
+      const otherUser = await service.create({ userId: "v", templateId: "tester", idempotencyKey: "k1" });
+      const otherKey = await service.create({ userId: "u", templateId: "tester", idempotencyKey: "k2" });
+      expect(new Set([first.sessionId, otherUser.sessionId, otherKey.sessionId]).size).toBe(3);
+      expect([otherUser.replayed, otherKey.replayed]).toEqual([false, false]);
+    });
+
+    it("refuses a key reused for another template", async () => {
+      const service = instance();
+      await service.create({ userId: "u", templateId: "tester", idempotencyKey: "k1" });
+      await expect(service.create({ userId: "u", templateId: "bare", idempotencyKey: "k1" })).rejects.toBeInstanceOf(IdempotencyKeyReusedError);
+    });
+
+    it("creates a single session when repeats race", async () => {
+      const created = await Promise.all(Array.from({ length: 5 }, () => instance().create({ userId: "u", templateId: "tester", idempotencyKey: "race" })));
+      expect(new Set(created.map((session) => session.sessionId)).size).toBe(1);
+      expect(created.filter((session) => !session.replayed)).toHaveLength(1);
+    });
+  });
+
+  describe("idempotent send", () => {
+    it("replays a stored reply without calling the model, from any instance, even once the session ended", async () => {
+      const service = instance();
+      const { sessionId } = await service.create({ userId: "u", templateId: "tester" });
+      const first = await service.send({ sessionId, message: "hello", idempotencyKey: "k" });
+      await service.send({ sessionId, message: "later" });
+      store.resetCounts();
+
+      const again = await instance().send({ sessionId, message: "hello", idempotencyKey: "k" });
+      expect(first.replayed).toBe(false);
+      expect(again).toEqual({ ...first, replayed: true });
+      expect(store.reads.exchange).toBe(1);
+      expect(fake.requests).toHaveLength(2);
+
+      await service.end(sessionId);
+      await expect(service.send({ sessionId, message: "hello", idempotencyKey: "k" })).resolves.toEqual({ ...first, replayed: true });
+      await expect(service.send({ sessionId, message: "hello", idempotencyKey: "other" })).rejects.toMatchObject({ name: "SessionClosedError", status: "ended" });
+      expect(await store.readSessionState(sessionId)).toMatchObject({ message_count: 2 });
+    });
+
+    it("refuses a key reused with another message, calling no model", async () => {
+      const service = instance();
+      const { sessionId } = await service.create({ userId: "u", templateId: "tester" });
+      await service.send({ sessionId, message: "hello", idempotencyKey: "k" });
+      await expect(service.send({ sessionId, message: "something else", idempotencyKey: "k" })).rejects.toBeInstanceOf(IdempotencyKeyReusedError);
+      expect(fake.requests).toHaveLength(1);
+    });
+
+    it("calls the model once when repeats arrive while the first is still running", async () => {
+      const { sessionId } = await instance().create({ userId: "u", templateId: "tester" });
+      fake.enqueue({ kind: "reply", text: "slow answer", delayMs: 100 });
+      const replies = await Promise.all([instance(), instance(), instance()].map((service) => service.send({ sessionId, message: "hi", idempotencyKey: "k" })));
+      expect(fake.requests).toHaveLength(1);
+      expect(replies.map((reply) => reply.text)).toEqual(["slow answer", "slow answer", "slow answer"]);
+      expect(replies.filter((reply) => !reply.replayed)).toHaveLength(1);
+      expect(await store.readSessionState(sessionId)).toMatchObject({ message_count: 1 });
+    });
+
+    it("gives the key up when the model fails, so a retry calls the model again", async () => {
+      const service = instance();
+      const { sessionId } = await service.create({ userId: "u", templateId: "tester" });
+      fake.enqueue({ kind: "status", status: 500 });
+      await expect(service.send({ sessionId, message: "hi", idempotencyKey: "k" })).rejects.toBeInstanceOf(ModelError);
+      expect((await store.readSessionState(sessionId))?.idempotency).toEqual({});
+
+      await expect(service.send({ sessionId, message: "hi", idempotencyKey: "k" })).resolves.toMatchObject({ messageCount: 1, replayed: false });
+      expect(fake.requests).toHaveLength(2);
+      const entries = Object.values((await store.readSessionState(sessionId))?.idempotency ?? {});
+      expect(entries).toEqual([{ fingerprint: fingerprint("hi"), seq: 1 }]);
+    });
+
+    it("answers IdempotencyInProgressError when another request holds the key past the wait", async () => {
+      const service = instance({ keyLeaseMs: 50 });
+      const { sessionId } = await service.create({ userId: "u", templateId: "tester" });
+      const claim = { hash: keyHash("sendMessage", "k"), fingerprint: fingerprint("hi"), owner: "someone else" };
+      await store.updateState(sessionId, claimKey(claim, Date.now(), 60_000, POLICY));
+
+      const waiting = service.send({ sessionId, message: "hi", idempotencyKey: "k" });
+      await expect(waiting).rejects.toBeInstanceOf(IdempotencyInProgressError);
+      await expect(waiting).rejects.toMatchObject({ retryAfterSeconds: 60 });
+      expect(fake.requests).toHaveLength(0);
     });
   });
 

@@ -1,0 +1,158 @@
+import { fingerprint, keyHash } from "../../src/session/idempotency";
+import { createSession, describeEachStore, ROUTES, startHarness, type Harness, type Instance } from "../support/http-harness";
+
+const key = (name: string) => ({ "Idempotency-Key": `${name}-${Math.random().toString(36).slice(2)}` });
+
+describeEachStore("Idempotency-Key", (kind) => {
+  let harness: Harness;
+  let a: Instance;
+  let b: Instance;
+
+  beforeAll(async () => {
+    // A 400 ms model timeout keeps claims (lease = 1.5 x budget + 1 s) short enough to test.
+    harness = await startHarness({ store: kind, env: { OPENAI_TIMEOUT_MS: "400" } });
+    a = harness.api;
+    b = await harness.instance();
+  });
+  afterAll(async () => harness.close());
+  beforeEach(() => { harness.fake.reset(); });
+
+  async function stored(id: string) {
+    return { state: await a.store.readSessionState(id), history: (await a.store.readRecentMessages(id, 100)).map((message) => message.content) };
+  }
+
+  it("answers a repeated message from the first result, without a second model call or exchange", async () => {
+    const id = await createSession(a);
+    const headers = key("send");
+    const first = await a.call("POST", ROUTES.message(id), { message: "Hi" }, headers);
+    const again = await a.call("POST", ROUTES.message(id), { message: "Hi" }, headers);
+    const elsewhere = await b.call("POST", ROUTES.directMessage(id), { message: "Hi" }, headers);
+    expect(first.status).toBe(200);
+    expect(first.headers.get("idempotent-replayed")).toBeNull();
+    for (const repeat of [again, elsewhere]) {
+      expect(repeat.status).toBe(200);
+      expect(repeat.body).toEqual(first.body);
+      expect(repeat.headers.get("idempotent-replayed")).toBe("true");
+    }
+    expect(harness.fake.requests).toHaveLength(1);
+    expect(await stored(id)).toMatchObject({ state: { message_count: 1 }, history: ["Hi", "reply #1 to: Hi"] });
+  });
+
+  it("answers repeats that arrive while the first is still running with its result", async () => {
+    const id = await createSession(a);
+    const headers = key("concurrent");
+    harness.fake.enqueue({ kind: "reply", text: "slow answer", delayMs: 300 });
+    const answers = await Promise.all([a, b, a, b].map((instance) => instance.call("POST", ROUTES.message(id), { message: "once" }, headers)));
+    expect(answers.map((answer) => `${answer.status} ${answer.body.error?.code ?? ""}`)).toEqual(Array(4).fill("200 "));
+    for (const answer of answers) expect(answer.body).toEqual({ success: true, response: "slow answer", session_id: id, message_count: 1, truncated: false });
+    expect(answers.filter((answer) => answer.headers.get("idempotent-replayed") === "true")).toHaveLength(3);
+    expect(harness.fake.requests).toHaveLength(1);
+    expect(await stored(id)).toMatchObject({ state: { message_count: 1 }, history: ["once", "slow answer"] });
+  });
+
+  it("refuses the same key with a different body (422) and stores nothing", async () => {
+    const id = await createSession(a);
+    const headers = key("mismatch");
+    await a.call("POST", ROUTES.message(id), { message: "first" }, headers);
+    const other = await b.call("POST", ROUTES.message(id), { message: "second" }, headers);
+    expect(other.status).toBe(422);
+    expect(other.body.error?.code).toBe("IDEMPOTENCY_KEY_REUSED");
+    expect(harness.fake.requests).toHaveLength(1);
+    expect((await stored(id)).state?.message_count).toBe(1);
+  });
+
+  it("runs a retry after a failed model call, once", async () => {
+    const id = await createSession(a);
+    const headers = key("retry");
+    harness.fake.enqueue({ kind: "status", status: 503 });
+    expect((await a.call("POST", ROUTES.message(id), { message: "again" }, headers)).status).toBe(503);
+    const retried = await b.call("POST", ROUTES.message(id), { message: "again" }, headers);
+    expect(retried.status).toBe(200);
+    expect(retried.headers.get("idempotent-replayed")).toBeNull();
+    expect((await a.call("POST", ROUTES.message(id), { message: "again" }, headers)).headers.get("idempotent-replayed")).toBe("true");
+    expect(harness.fake.requests).toHaveLength(2);
+    expect(await stored(id)).toMatchObject({ state: { message_count: 1 }, history: ["again", "reply #1 to: again"] });
+  });
+
+  it("takes over the claim of a request whose instance died", async () => {
+    const id = await createSession(a);
+    const headers = key("orphan");
+    const hash = keyHash("sendMessage", headers["Idempotency-Key"]);
+    // What an instance that died after claiming the key leaves behind: a claim whose lease ran out.
+    await a.store.updateState(id, (state) => ({
+      outcome: undefined,
+      next: { ...state, idempotency: { [hash]: { fingerprint: fingerprint("lost"), owner: "dead-instance", lease_until: Date.now() - 1 } } },
+    }));
+    const answer = await b.call("POST", ROUTES.message(id), { message: "lost" }, headers);
+    expect(answer.status).toBe(200);
+    expect(answer.body.message_count).toBe(1);
+    expect(harness.fake.requests).toHaveLength(1);
+  });
+
+  it("waits for a live claim, then answers 409 when it never completes", async () => {
+    const id = await createSession(a);
+    const headers = key("stuck");
+    const hash = keyHash("sendMessage", headers["Idempotency-Key"]);
+    await a.store.updateState(id, (state) => ({
+      outcome: undefined,
+      next: { ...state, idempotency: { [hash]: { fingerprint: fingerprint("stuck"), owner: "slow-instance", lease_until: Date.now() + 60_000 } } },
+    }));
+    const started = Date.now();
+    const answer = await b.call("POST", ROUTES.message(id), { message: "stuck" }, headers);
+    expect(answer.status).toBe(409);
+    expect(answer.body.error?.code).toBe("IDEMPOTENCY_IN_PROGRESS");
+    expect(Number(answer.headers.get("retry-after"))).toBeGreaterThan(0);
+    // It waited about one lease (1.5 x 400 ms + 1 s), no longer.
+    expect(Date.now() - started).toBeLessThan(4_000);
+    expect(harness.fake.requests).toHaveLength(0);
+  });
+
+  it("replays a completed message even after the session ended", async () => {
+    const id = await createSession(a);
+    const headers = key("ended");
+    const first = await a.call("POST", ROUTES.message(id), { message: "bye" }, headers);
+    await a.call("DELETE", ROUTES.end(id));
+    const again = await b.call("POST", ROUTES.message(id), { message: "bye" }, headers);
+    expect(again.status).toBe(200);
+    expect(again.body).toEqual(first.body);
+    expect((await a.call("POST", ROUTES.message(id), { message: "new" }, key("new"))).status).toBe(410);
+  });
+
+  it("keeps keys of different sessions apart", async () => {
+    const headers = key("shared");
+    const [x, y] = [await createSession(a), await createSession(a)];
+    expect((await a.call("POST", ROUTES.message(x), { message: "same" }, headers)).headers.get("idempotent-replayed")).toBeNull();
+    expect((await a.call("POST", ROUTES.message(y), { message: "same" }, headers)).headers.get("idempotent-replayed")).toBeNull();
+    expect(harness.fake.requests).toHaveLength(2);
+  });
+
+  it("creates one session for repeated creates, on any instance, even at once", async () => {
+    const headers = key("create");
+    const body = { user_id: "user_idem", template_id: "friendly-assistant" };
+    const answers = await Promise.all([a, b, a].map((instance) => instance.call("POST", ROUTES.create, body, headers)));
+    expect(answers.map((answer) => answer.status)).toEqual([201, 201, 201]);
+    const ids = new Set(answers.map((answer) => answer.body.session_id));
+    expect(ids.size).toBe(1);
+    const later = await b.call("POST", ROUTES.directCreate, body, headers);
+    expect(later.body).toEqual(answers[0]!.body);
+    expect(later.headers.get("idempotent-replayed")).toBe("true");
+    expect((await a.call("POST", ROUTES.create, { ...body, template_id: "socratic-tutor" }, headers)).status).toBe(422);
+    // The same key from another user is another key.
+    const otherUser = await a.call("POST", ROUTES.create, { ...body, user_id: "user_other" }, headers);
+    expect(otherUser.status).toBe(201);
+    expect(otherUser.body.session_id).not.toBe(answers[0]!.body.session_id);
+  });
+
+  it.each([
+    ["empty", ""],
+    ["with a space", "has space"],
+    ["too long", "k".repeat(256)],
+    ["non-ASCII", "clé"],
+  ])("refuses a key that is %s with 400", async (_name, value) => {
+    const id = await createSession(a);
+    const answer = await a.call("POST", ROUTES.message(id), { message: "x" }, { "Idempotency-Key": value });
+    expect(answer.status).toBe(400);
+    expect(answer.body.error?.code).toBe("INVALID_IDEMPOTENCY_KEY");
+    expect(harness.fake.requests).toHaveLength(0);
+  });
+});

@@ -1,0 +1,191 @@
+import { runMaintenance, type MaintenanceOptions, type MaintenanceReport } from "../../src/session/maintenance";
+import { MemoryStore } from "../../src/store/memory-store";
+import type { SessionState } from "../../src/store/records";
+import { appendAt, CREATED_AT, exchange, newSession } from "../support/fixtures";
+
+const MINUTE = 60_000;
+const DAY = 86_400_000;
+const IDLE_TTL = 30 * MINUTE;
+const RETENTION = 7 * DAY;
+const KEY_TTL = DAY;
+const NOW = CREATED_AT + 30 * DAY;
+
+const activeSince = (at: number): SessionState => ({ status: "active", message_count: 1, last_activity: at, idle_since: at });
+const closed = (status: "ended" | "expired", at: number): SessionState => ({ status, message_count: 1, last_activity: at - MINUTE, ended_at: at });
+
+describe("runMaintenance", () => {
+  let store: MemoryStore;
+
+  beforeEach(() => {
+    store = new MemoryStore();
+  });
+
+  /** A session with one stored exchange, left in `state`. */
+  async function add(state: SessionState): Promise<string> {
+    const session = newSession();
+    await store.createSession(session);
+    await store.appendExchange(session.id, exchange(session.id), appendAt(CREATED_AT + 1));
+    await store.updateState(session.id, () => ({ outcome: undefined, next: state }));
+    return session.id;
+  }
+
+  async function addIdle(count: number, lastActivity = (i: number) => NOW - IDLE_TTL - (i + 1) * MINUTE): Promise<string[]> {
+    const ids: string[] = [];
+    for (let i = 0; i < count; i += 1) ids.push(await add(activeSince(lastActivity(i))));
+    return ids;
+  }
+
+  function run(options: Partial<MaintenanceOptions> = {}): Promise<MaintenanceReport> {
+    return runMaintenance({
+      store,
+      now: NOW,
+      policy: { idleTtlMs: IDLE_TTL, rememberedKeys: 100 },
+      retentionMs: RETENTION,
+      createKeyTtlMs: KEY_TTL,
+      batchSize: 50,
+      maxBatches: 10,
+      ...options,
+    });
+  }
+
+  const stateOf = (id: string) => store.readSessionState(id);
+  const statusOf = async (id: string) => (await stateOf(id))?.status;
+
+  describe("expiry", () => {
+    it("expires active sessions idle past the TTL, and nothing else", async () => {
+      const idleSince = [NOW - IDLE_TTL - 1, NOW - 10 * IDLE_TTL];
+      const idle = [await add(activeSince(idleSince[0]!)), await add(activeSince(idleSince[1]!))];
+      const recent = [await add(activeSince(NOW - IDLE_TTL + 1)), await add(activeSince(NOW)), await add(activeSince(NOW + MINUTE))];
+      const ended = await add(closed("ended", NOW - IDLE_TTL * 10));
+      const expired = await add(closed("expired", NOW - IDLE_TTL * 10));
+      const before = await Promise.all([...recent, ended, expired].map(stateOf));
+
+      await expect(run()).resolves.toEqual({ expired: 2, deleted: 0, keysForgotten: 0 });
+
+      for (const [i, id] of idle.entries()) {
+        const state = await stateOf(id);
+        // Expired as of the moment the TTL ran out, as a request finding it would record.
+        expect(state).toMatchObject({ status: "expired", ended_at: idleSince[i]! + IDLE_TTL, message_count: 1 });
+        expect(state).not.toHaveProperty("idle_since");
+      }
+      expect(await Promise.all([...recent, ended, expired].map(stateOf))).toEqual(before);
+      // Expired, they are no longer found as idle: a second run has nothing to do.
+      await expect(run()).resolves.toEqual({ expired: 0, deleted: 0, keysForgotten: 0 });
+    });
+
+    it("leaves a session idle exactly the TTL active, as a request at that moment would", async () => {
+      const id = await add(activeSince(NOW - IDLE_TTL));
+      await expect(run()).resolves.toMatchObject({ expired: 0 });
+      expect(await statusOf(id)).toBe("active");
+    });
+
+    it.each([
+      ["one batch each", 50],
+      ["batches of 2", 2],
+    ])("expires each session once when two runs race (%s)", async (_name, batchSize) => {
+      const idle = await addIdle(7);
+      const recent = await add(activeSince(NOW - MINUTE));
+
+      const reports = await Promise.all([run({ batchSize }), run({ batchSize, now: NOW + 1 })]);
+
+      expect(reports[0].expired + reports[1].expired).toBe(idle.length);
+      for (const [i, id] of idle.entries()) {
+        expect(await stateOf(id)).toMatchObject({ status: "expired", ended_at: NOW - (i + 1) * MINUTE });
+      }
+      expect(await statusOf(recent)).toBe("active");
+    });
+
+    it("expires them all in batches when the budget allows", async () => {
+      const idle = await addIdle(7);
+      await expect(run({ batchSize: 2, maxBatches: 10 })).resolves.toMatchObject({ expired: 7 });
+      expect(await Promise.all(idle.map(statusOf))).toEqual(Array(7).fill("expired"));
+    });
+
+    it("expires only one batch, the longest idle, with a budget of one batch; the next run goes on", async () => {
+      // addIdle makes each session idle a minute longer than the one before: the last two are the oldest.
+      const idle = await addIdle(7);
+      await expect(run({ batchSize: 2, maxBatches: 1 })).resolves.toMatchObject({ expired: 2 });
+      expect(await Promise.all(idle.map(statusOf))).toEqual([...Array(5).fill("active"), "expired", "expired"]);
+
+      await expect(run({ batchSize: 2, maxBatches: 1 })).resolves.toMatchObject({ expired: 2 });
+      expect(await Promise.all(idle.map(statusOf))).toEqual([...Array(3).fill("active"), ...Array(4).fill("expired")]);
+    });
+
+    it("goes on past a full last batch (4 sessions, batches of 2)", async () => {
+      await addIdle(4);
+      await expect(run({ batchSize: 2, maxBatches: 10 })).resolves.toMatchObject({ expired: 4 });
+    });
+  });
+
+  describe("retention", () => {
+    it("deletes nothing with a retention of 0", async () => {
+      const ids = [await add(closed("ended", CREATED_AT + 1)), await add(closed("expired", CREATED_AT + 2))];
+      await expect(run({ retentionMs: 0 })).resolves.toEqual({ expired: 0, deleted: 0, keysForgotten: 0 });
+      for (const id of ids) {
+        expect(await store.readSessionMeta(id)).not.toBeNull();
+        expect(await store.readRecentMessages(id, 10)).toHaveLength(2);
+      }
+    });
+
+    it("deletes sessions closed before the cutoff, with their history, and keeps the rest", async () => {
+      const cutoff = NOW - RETENTION;
+      const old = [
+        await add(closed("ended", cutoff - 1)),
+        await add(closed("expired", cutoff - 5 * DAY)),
+        await add(closed("ended", cutoff)),
+        // Idle for longer than TTL + retention: it expired (as of its TTL) before the cutoff.
+        await add(activeSince(cutoff - DAY)),
+      ];
+      const kept = [
+        await add(closed("ended", cutoff + 1)),
+        await add(closed("expired", NOW - 1)),
+        await add(activeSince(NOW - MINUTE)),
+        // Expired by this run, as of a moment after the cutoff.
+        await add(activeSince(cutoff)),
+      ];
+
+      await expect(run()).resolves.toEqual({ expired: 2, deleted: 4, keysForgotten: 0 });
+
+      for (const id of old) {
+        expect(await store.readSessionMeta(id)).toBeNull();
+        expect(await store.readSessionState(id)).toBeNull();
+        expect(await store.readRecentMessages(id, 10)).toEqual([]);
+        expect(await store.readExchange(id, 1)).toBeNull();
+      }
+      for (const id of kept) {
+        expect(await store.readSessionMeta(id)).not.toBeNull();
+        expect(await store.readExchange(id, 1)).toEqual(exchange(id));
+      }
+    });
+
+    it("deletes in batches, within the budget", async () => {
+      for (let i = 0; i < 5; i += 1) await add(closed("ended", NOW - RETENTION - (i + 1) * DAY));
+      await expect(run({ batchSize: 2, maxBatches: 2 })).resolves.toMatchObject({ deleted: 4 });
+      await expect(run({ batchSize: 2, maxBatches: 2 })).resolves.toMatchObject({ deleted: 1 });
+    });
+  });
+
+  describe("create keys", () => {
+    const key = (id: string, createdAt: number) => ({ fingerprint: `fp-${id}`, session_id: `session-${id}`, created_at: createdAt });
+
+    it("forgets keys older than their TTL and keeps younger ones", async () => {
+      const ages = { old: KEY_TTL + 1, ancient: 30 * KEY_TTL, edge: KEY_TTL, young: KEY_TTL - 1, fresh: 0 };
+      for (const [id, age] of Object.entries(ages)) await store.claimCreateKey(id, key(id, NOW - age));
+
+      await expect(run()).resolves.toEqual({ expired: 0, deleted: 0, keysForgotten: 3 });
+
+      // A forgotten key can be claimed afresh; a remembered one still answers with its first record.
+      for (const [id, age] of Object.entries(ages)) {
+        const again = key(`${id}-again`, NOW);
+        const expected = age >= KEY_TTL ? again : key(id, NOW - age);
+        await expect(store.claimCreateKey(id, again)).resolves.toEqual(expected);
+      }
+    });
+
+    it("forgets keys in batches, within the budget", async () => {
+      for (let i = 0; i < 5; i += 1) await store.claimCreateKey(`k${i}`, key(`k${i}`, NOW - 2 * KEY_TTL));
+      await expect(run({ batchSize: 2, maxBatches: 2 })).resolves.toMatchObject({ keysForgotten: 4 });
+      await expect(run({ batchSize: 2, maxBatches: 10 })).resolves.toMatchObject({ keysForgotten: 1 });
+    });
+  });
+});

@@ -1,0 +1,165 @@
+import type { ChatModel, Completion, CompletionRequest } from "../../src/llm/chat-model";
+import { ModelError } from "../../src/llm/errors";
+import { withRetries, type RetryPolicy } from "../../src/llm/retrying-model";
+
+const REQUEST: CompletionRequest = {
+  model: "gpt-test",
+  messages: [{ role: "user", content: "hello" }],
+  temperature: 0.3,
+  max_tokens: 42,
+  presence_penalty: 0,
+  frequency_penalty: 0,
+};
+const ANSWER: Completion = { text: "hi", truncated: false, model: "gpt-test" };
+
+/** A model that answers each call with the next scripted step: an error to throw, or a completion. */
+class ScriptedModel implements ChatModel {
+  readonly name = "scripted";
+  readonly requests: CompletionRequest[] = [];
+
+  constructor(private readonly script: (Completion | Error | string)[]) {}
+
+  async complete(request: CompletionRequest): Promise<Completion> {
+    this.requests.push(request);
+    const step = this.script.shift();
+    if (step === undefined) throw new Error("the script ran out");
+    // A thrown string stands for anything that is not an Error at all.
+    // eslint-disable-next-line @typescript-eslint/only-throw-error
+    if (step instanceof Error || typeof step === "string") throw step;
+    return step;
+  }
+}
+
+const unavailable = (retryAfterMs?: number) => new ModelError("unavailable", "busy", retryAfterMs === undefined ? {} : { retryAfterMs });
+const timeout = () => new ModelError("timeout", "slow");
+const serverError = () => new ModelError("bad_response", "status 500", { retryable: true });
+
+/** The decorator around `script`, with waits recorded instead of slept and jitter fixed (0.5: a factor of exactly 1). */
+function setup(script: (Completion | Error | string)[], policy: Partial<RetryPolicy> = {}) {
+  const inner = new ScriptedModel(script);
+  const waits: number[] = [];
+  const model = withRetries(inner, {
+    maxRetries: 3,
+    maxWaitMs: 10_000,
+    baseDelayMs: 100,
+    sleep: async (ms) => {
+      waits.push(ms);
+    },
+    random: () => 0.5,
+    ...policy,
+  });
+  return { inner, model, waits };
+}
+
+describe("withRetries", () => {
+  it("answers at once when the model does, keeping its name and the request", async () => {
+    const { inner, model, waits } = setup([ANSWER]);
+    await expect(model.complete(REQUEST)).resolves.toBe(ANSWER);
+    expect(model.name).toBe("scripted");
+    expect(inner.requests).toEqual([REQUEST]);
+    expect(inner.requests[0]).toBe(REQUEST);
+    expect(waits).toEqual([]);
+  });
+
+  it("retries retryable errors of every kind until the model answers", async () => {
+    const { inner, model, waits } = setup([unavailable(), timeout(), serverError(), ANSWER]);
+    await expect(model.complete(REQUEST)).resolves.toBe(ANSWER);
+    expect(inner.requests).toHaveLength(4);
+    expect(waits).toEqual([100, 200, 400]);
+  });
+
+  it("gives up after maxRetries retries, rethrowing the last error", async () => {
+    const last = unavailable();
+    const { inner, model, waits } = setup([timeout(), unavailable(), last, ANSWER], { maxRetries: 2 });
+    await expect(model.complete(REQUEST)).rejects.toBe(last);
+    expect(inner.requests).toHaveLength(3);
+    expect(waits).toHaveLength(2);
+  });
+
+  it("never retries with maxRetries 0", async () => {
+    const error = timeout();
+    const { inner, model, waits } = setup([error, ANSWER], { maxRetries: 0 });
+    await expect(model.complete(REQUEST)).rejects.toBe(error);
+    expect(inner.requests).toHaveLength(1);
+    expect(waits).toEqual([]);
+  });
+
+  it.each([
+    ["a bad_response", new ModelError("bad_response", "status 400")],
+    ["an error marked not retryable", new ModelError("unavailable", "no model is configured", { retryable: false })],
+    ["a not-retryable error with a short Retry-After", new ModelError("bad_response", "status 400", { retryAfterMs: 10, retryable: false })],
+    ["a plain Error", new TypeError("x is undefined")],
+    ["an error of another kind", Object.assign(new Error("looks retryable"), { retryable: true, failure: "timeout" })],
+  ])("never retries %s", async (_name, error) => {
+    const { inner, model, waits } = setup([error, ANSWER]);
+    await expect(model.complete(REQUEST)).rejects.toBe(error);
+    expect(inner.requests).toHaveLength(1);
+    expect(waits).toEqual([]);
+  });
+
+  it("never retries something thrown that is not an Error", async () => {
+    const { inner, model } = setup(["boom", ANSWER]);
+    await expect(model.complete(REQUEST)).rejects.toBe("boom");
+    expect(inner.requests).toHaveLength(1);
+  });
+
+  it("waits what the provider asked for, up to maxWaitMs, instead of backing off", async () => {
+    const { inner, model, waits } = setup([unavailable(2_500), unavailable(0), unavailable(10_000), ANSWER]);
+    await expect(model.complete(REQUEST)).resolves.toBe(ANSWER);
+    expect(inner.requests).toHaveLength(4);
+    expect(waits).toEqual([2_500, 0, 10_000]);
+  });
+
+  it("gives up at once when the provider asks for more than maxWaitMs, passing its Retry-After on", async () => {
+    const tooLong = unavailable(10_001);
+    const { inner, model, waits } = setup([tooLong, ANSWER]);
+    const failure = model.complete(REQUEST);
+    await expect(failure).rejects.toBe(tooLong);
+    await expect(failure).rejects.toMatchObject({ retryAfterMs: 10_001, retryAfterSeconds: 11 });
+    expect(inner.requests).toHaveLength(1);
+    expect(waits).toEqual([]);
+  });
+
+  it("gives up midway when a later attempt asks for too long", async () => {
+    const tooLong = unavailable(60_000);
+    const { inner, model, waits } = setup([timeout(), tooLong, ANSWER]);
+    await expect(model.complete(REQUEST)).rejects.toBe(tooLong);
+    expect(inner.requests).toHaveLength(2);
+    expect(waits).toEqual([100]);
+  });
+
+  it("doubles the backoff with each retry, capped at maxWaitMs", async () => {
+    const { model, waits } = setup([timeout(), timeout(), timeout(), timeout(), timeout(), ANSWER], { maxRetries: 5, maxWaitMs: 500 });
+    await expect(model.complete(REQUEST)).resolves.toBe(ANSWER);
+    expect(waits).toEqual([100, 200, 400, 500, 500]);
+  });
+
+  it.each([
+    [0, [50, 100, 200]],
+    [0.25, [75, 150, 300]],
+    [0.999, [149.9, 299.8, 599.6]],
+  ])("jitters each backoff by a factor of 0.5 + random() (random %p)", async (random, expected) => {
+    const { model, waits } = setup([timeout(), timeout(), timeout(), ANSWER], { random: () => random });
+    await expect(model.complete(REQUEST)).resolves.toBe(ANSWER);
+    expect(waits).toHaveLength(expected.length);
+    waits.forEach((wait, i) => {
+      expect(wait).toBeCloseTo(expected[i] ?? Number.NaN, 6);
+    });
+  });
+
+  it("starts from 250 ms by default", async () => {
+    const { model, waits } = setup([timeout(), timeout(), ANSWER], { baseDelayMs: undefined });
+    await expect(model.complete(REQUEST)).resolves.toBe(ANSWER);
+    expect(waits).toEqual([250, 500]);
+  });
+
+  it("really sleeps between attempts without an injected sleep", async () => {
+    const inner = new ScriptedModel([timeout(), unavailable(30), ANSWER]);
+    const model = withRetries(inner, { maxRetries: 2, maxWaitMs: 1_000, baseDelayMs: 20, random: () => 0.5 });
+    const started = performance.now();
+    await expect(model.complete(REQUEST)).resolves.toBe(ANSWER);
+    // 20 ms of backoff, then the 30 ms asked for (timers may fire a millisecond early).
+    expect(performance.now() - started).toBeGreaterThanOrEqual(48);
+    expect(inner.requests).toHaveLength(3);
+  });
+});

@@ -1,0 +1,439 @@
+import {
+  appendRule,
+  claimKey,
+  closedAt,
+  closeIfIdle,
+  endRule,
+  expireRule,
+  releaseKey,
+  settle,
+  type AppendOutcome,
+  type ClaimOutcome,
+  type EndOutcome,
+  type KeyClaim,
+  type SessionPolicy,
+} from "../../src/session/session-rules";
+import type { IdempotencyEntry, SessionState } from "../../src/store/records";
+import type { StateRule } from "../../src/store/session-store";
+
+/** Last activity of the sessions below; the TTL is short so that times read easily. */
+const T = 1_000_000;
+const TTL = 1_000;
+const LEASE = 500;
+const POLICY: SessionPolicy = { idleTtlMs: TTL, rememberedKeys: 3 };
+
+const CLAIM: KeyClaim = { hash: "h1", fingerprint: "fp1", owner: "me" };
+const OTHER_KEY: IdempotencyEntry = { fingerprint: "fp9", seq: 1 };
+
+function active(overrides: Partial<SessionState> = {}): SessionState {
+  return { status: "active", message_count: 2, last_activity: T, idle_since: T, ...overrides };
+}
+
+function ended(overrides: Partial<SessionState> = {}): SessionState {
+  return { status: "ended", message_count: 2, last_activity: T, ended_at: T, ...overrides };
+}
+
+/** The state an idle session settles to: expired when its TTL ran out, no longer indexed as idle. */
+function expiredByIdle(state: SessionState): SessionState {
+  const next: SessionState = { ...state, status: "expired", ended_at: state.last_activity + TTL };
+  delete next.idle_since;
+  return next;
+}
+
+/** `{ outcome }` when the rule must write nothing, `{ outcome, next }` when it must write `next`. */
+function result<O>(outcome: O, next?: SessionState): { outcome: O; next?: SessionState } {
+  return next === undefined ? { outcome } : { outcome, next };
+}
+
+interface Row<O> {
+  readonly name: string;
+  readonly state: SessionState;
+  readonly rule: StateRule<O>;
+  readonly outcome: O;
+  /** What the rule writes; absent when it must write nothing. */
+  readonly next?: SessionState;
+}
+
+/** Runs each row's rule on a frozen copy of its state: rules must not mutate what they read. */
+function ruleTable<O>(rows: readonly Row<O>[]): void {
+  it.each(rows)("$name", ({ state, rule, outcome, next }) => {
+    // A JSON copy, not structuredClone: that one builds objects of another realm, which toStrictEqual tells apart.
+    const input = deepFreeze(JSON.parse(JSON.stringify(state)) as SessionState);
+    expect(rule(input)).toStrictEqual(result(outcome, next));
+    expect(input).toStrictEqual(state);
+  });
+}
+
+function deepFreeze<T>(value: T): T {
+  if (typeof value === "object" && value !== null) {
+    for (const inner of Object.values(value)) deepFreeze(inner);
+    Object.freeze(value);
+  }
+  return value;
+}
+
+describe("settle", () => {
+  it("keeps a session idle exactly the TTL active, returning the same state", () => {
+    const state = active();
+    expect(settle(state, T + TTL, POLICY)).toBe(state);
+  });
+
+  it("keeps a session active when the clock is behind its last activity", () => {
+    const state = active();
+    expect(settle(state, T - 5_000, POLICY)).toBe(state);
+  });
+
+  it("expires a session idle one millisecond past the TTL, at the moment its TTL ran out", () => {
+    const state = active({ message_count: 4, idempotency: { h9: OTHER_KEY } });
+    const settled = settle(state, T + TTL + 1, POLICY);
+    expect(settled).toStrictEqual({ status: "expired", message_count: 4, last_activity: T, ended_at: T + TTL, idempotency: { h9: OTHER_KEY } });
+    expect(settled).not.toHaveProperty("idle_since");
+    expect(state).toStrictEqual(active({ message_count: 4, idempotency: { h9: OTHER_KEY } }));
+  });
+
+  it.each([ended(), { ...ended(), status: "expired" as const }])("leaves a $status session as it is, however late", (state) => {
+    expect(settle(state, T + 100 * TTL, POLICY)).toBe(state);
+  });
+});
+
+describe("closedAt", () => {
+  it.each([
+    ["an active session within its TTL", active(), T + TTL, undefined],
+    ["an active session past its TTL", active(), T + TTL + 1, "expired"],
+    ["an ended session", ended(), T, "ended"],
+    ["an expired session", ended({ status: "expired" }), T, "expired"],
+  ] as const)("answers for %s", (_name, state, now, expected) => {
+    expect(closedAt(state, now, POLICY)).toBe(expected);
+  });
+});
+
+describe("closeIfIdle", () => {
+  ruleTable<"ended" | "expired" | undefined>([
+    { name: "writes nothing while the session is within its TTL", state: active(), rule: closeIfIdle(T + TTL, POLICY), outcome: undefined },
+    { name: "records the expiry once the TTL has run out", state: active(), rule: closeIfIdle(T + TTL + 1, POLICY), outcome: "expired", next: expiredByIdle(active()) },
+    { name: "writes nothing for an ended session", state: ended(), rule: closeIfIdle(T + 10 * TTL, POLICY), outcome: "ended" },
+    { name: "writes nothing for a session already expired", state: ended({ status: "expired" }), rule: closeIfIdle(T + 10 * TTL, POLICY), outcome: "expired" },
+  ]);
+});
+
+describe("claimKey", () => {
+  const now = T + 100;
+  const claim = (at = now) => claimKey(CLAIM, at, LEASE, POLICY);
+  const mine = (entry: IdempotencyEntry) => ({ idempotency: { [CLAIM.hash]: entry, h9: OTHER_KEY } });
+  const claimedAt = (at: number): IdempotencyEntry => ({ fingerprint: CLAIM.fingerprint, owner: CLAIM.owner, lease_until: at + LEASE });
+
+  ruleTable<ClaimOutcome>([
+    {
+      name: "claims an unknown key on an active session, for the lease",
+      state: active(),
+      rule: claim(),
+      outcome: { kind: "claimed" },
+      next: active({ idempotency: { h1: claimedAt(now) } }),
+    },
+    {
+      name: "claims a key next to the others, keeping them",
+      state: active({ idempotency: { h9: OTHER_KEY } }),
+      rule: claim(),
+      outcome: { kind: "claimed" },
+      next: active(mine(claimedAt(now))),
+    },
+    {
+      name: "answers done with the exchange of a key that produced one",
+      state: active(mine({ fingerprint: "fp1", seq: 2 })),
+      rule: claim(),
+      outcome: { kind: "done", seq: 2 },
+    },
+    {
+      name: "answers busy while another owner's lease is live",
+      state: active(mine({ fingerprint: "fp1", owner: "other", lease_until: now + 1 })),
+      rule: claim(),
+      outcome: { kind: "busy", leaseUntil: now + 1 },
+    },
+    {
+      name: "takes over another owner's lease that ran out",
+      state: active(mine({ fingerprint: "fp1", owner: "other", lease_until: now - 1 })),
+      rule: claim(),
+      outcome: { kind: "claimed" },
+      next: active(mine(claimedAt(now))),
+    },
+    {
+      name: "takes over a lease that runs out at this very moment",
+      state: active(mine({ fingerprint: "fp1", owner: "other", lease_until: now })),
+      rule: claim(),
+      outcome: { kind: "claimed" },
+      next: active(mine(claimedAt(now))),
+    },
+    {
+      name: "lets the same owner claim again, renewing its lease",
+      state: active(mine({ fingerprint: "fp1", owner: "me", lease_until: now + 50 })),
+      rule: claim(),
+      outcome: { kind: "claimed" },
+      next: active(mine(claimedAt(now))),
+    },
+    {
+      name: "answers reused for a key claimed with another fingerprint",
+      state: active(mine({ fingerprint: "fp2", owner: "other", lease_until: now + 100 })),
+      rule: claim(),
+      outcome: { kind: "reused" },
+    },
+    {
+      name: "answers reused for a key done with another fingerprint",
+      state: active(mine({ fingerprint: "fp2", seq: 1 })),
+      rule: claim(),
+      outcome: { kind: "reused" },
+    },
+    {
+      name: "refuses on an ended session, writing nothing",
+      state: ended(),
+      rule: claim(),
+      outcome: { kind: "closed", status: "ended" },
+    },
+    {
+      name: "refuses on a session idle past its TTL, recording the expiry",
+      state: active(),
+      rule: claim(T + TTL + 1),
+      outcome: { kind: "closed", status: "expired" },
+      next: expiredByIdle(active()),
+    },
+    {
+      name: "still replays a done key on an ended session",
+      state: ended(mine({ fingerprint: "fp1", seq: 2 })),
+      rule: claim(),
+      outcome: { kind: "done", seq: 2 },
+    },
+    {
+      name: "still replays a done key on a session idle past its TTL",
+      state: active(mine({ fingerprint: "fp1", seq: 2 })),
+      rule: claim(T + 10 * TTL),
+      outcome: { kind: "done", seq: 2 },
+    },
+    {
+      name: "still refuses a reused key on an ended session",
+      state: ended(mine({ fingerprint: "fp2", seq: 2 })),
+      rule: claim(),
+      outcome: { kind: "reused" },
+    },
+  ]);
+});
+
+describe("releaseKey", () => {
+  const withKey = (entry: IdempotencyEntry) => active({ idempotency: { [CLAIM.hash]: entry, h9: OTHER_KEY } });
+
+  ruleTable<undefined>([
+    {
+      name: "drops its own unfinished claim, keeping the other keys",
+      state: withKey({ fingerprint: "fp1", owner: "me", lease_until: T + LEASE }),
+      rule: releaseKey(CLAIM),
+      outcome: undefined,
+      next: active({ idempotency: { h9: OTHER_KEY } }),
+    },
+    {
+      name: "drops its own claim even once the lease ran out",
+      state: withKey({ fingerprint: "fp1", owner: "me", lease_until: 0 }),
+      rule: releaseKey(CLAIM),
+      outcome: undefined,
+      next: active({ idempotency: { h9: OTHER_KEY } }),
+    },
+    {
+      name: "leaves another owner's claim",
+      state: withKey({ fingerprint: "fp1", owner: "other", lease_until: T + LEASE }),
+      rule: releaseKey(CLAIM),
+      outcome: undefined,
+    },
+    {
+      name: "leaves a key that produced an exchange",
+      state: withKey({ fingerprint: "fp1", seq: 2 }),
+      rule: releaseKey(CLAIM),
+      outcome: undefined,
+    },
+    {
+      name: "leaves a key that produced an exchange, whoever claimed it",
+      state: withKey({ fingerprint: "fp1", seq: 2, owner: "me", lease_until: T + LEASE }),
+      rule: releaseKey(CLAIM),
+      outcome: undefined,
+    },
+    { name: "writes nothing when the key is not there", state: active({ idempotency: { h9: OTHER_KEY } }), rule: releaseKey(CLAIM), outcome: undefined },
+    { name: "writes nothing when the session has no keys", state: active(), rule: releaseKey(CLAIM), outcome: undefined },
+  ]);
+});
+
+describe("appendRule", () => {
+  const append = (options: { receivedAt?: number; answeredAt?: number; claim?: KeyClaim } = {}) =>
+    appendRule({ receivedAt: options.receivedAt ?? T + 100, answeredAt: options.answeredAt ?? T + 200, policy: POLICY, ...(options.claim ? { claim: options.claim } : {}) });
+
+  ruleTable<AppendOutcome>([
+    {
+      name: "appends exchange count + 1, moving last activity and the idle index to the answer",
+      state: active(),
+      rule: append(),
+      outcome: { kind: "appended", seq: 3 },
+      next: active({ message_count: 3, last_activity: T + 200, idle_since: T + 200 }),
+    },
+    {
+      name: "never moves last activity back when a later exchange landed first",
+      state: active({ last_activity: T + 900, idle_since: T + 900 }),
+      rule: append(),
+      outcome: { kind: "appended", seq: 3 },
+      next: active({ message_count: 3, last_activity: T + 900, idle_since: T + 900 }),
+    },
+    {
+      name: "records the key's exchange and drops its owner and lease",
+      state: active({ idempotency: { h1: { fingerprint: "fp1", owner: "me", lease_until: T + LEASE } } }),
+      rule: append({ claim: CLAIM }),
+      outcome: { kind: "appended", seq: 3 },
+      next: active({ message_count: 3, last_activity: T + 200, idle_since: T + 200, idempotency: { h1: { fingerprint: "fp1", seq: 3 } } }),
+    },
+    {
+      name: "records the key even when its claim is gone or was taken over",
+      state: active({ idempotency: { h1: { fingerprint: "fp1", owner: "other", lease_until: T + LEASE } } }),
+      rule: append({ claim: CLAIM }),
+      outcome: { kind: "appended", seq: 3 },
+      next: active({ message_count: 3, last_activity: T + 200, idle_since: T + 200, idempotency: { h1: { fingerprint: "fp1", seq: 3 } } }),
+    },
+    {
+      name: "answers duplicate when the key already produced an exchange",
+      state: active({ idempotency: { h1: { fingerprint: "fp1", seq: 1 } } }),
+      rule: append({ claim: CLAIM }),
+      outcome: { kind: "duplicate", seq: 1 },
+    },
+    {
+      name: "answers duplicate for a done key even on an ended session",
+      state: ended({ idempotency: { h1: { fingerprint: "fp1", seq: 1 } } }),
+      rule: append({ claim: CLAIM }),
+      outcome: { kind: "duplicate", seq: 1 },
+    },
+    {
+      name: "answers reused when the key's fingerprint differs",
+      state: active({ idempotency: { h1: { fingerprint: "fp2", owner: "me", lease_until: T + LEASE } } }),
+      rule: append({ claim: CLAIM }),
+      outcome: { kind: "reused" },
+    },
+    {
+      name: "refuses an ended session, writing nothing",
+      state: ended(),
+      rule: append(),
+      outcome: { kind: "closed", status: "ended" },
+    },
+    {
+      name: "refuses a message that arrived after the TTL ran out, recording the expiry",
+      state: active(),
+      rule: append({ receivedAt: T + TTL + 1, answeredAt: T + TTL + 2 }),
+      outcome: { kind: "closed", status: "expired" },
+      next: expiredByIdle(active()),
+    },
+    {
+      name: "takes a message that arrived in time though its answer came after the TTL",
+      state: active(),
+      rule: append({ receivedAt: T + TTL, answeredAt: T + TTL + 500 }),
+      outcome: { kind: "appended", seq: 3 },
+      next: active({ message_count: 3, last_activity: T + TTL + 500, idle_since: T + TTL + 500 }),
+    },
+  ]);
+
+  describe("remembers the keys of the latest rememberedKeys (3) exchanges and live claims", () => {
+    const answeredAt = T + 200;
+    const done = (seq: number): IdempotencyEntry => ({ fingerprint: `fp-${seq}`, seq });
+    const claimUntil = (leaseUntil: number): IdempotencyEntry => ({ fingerprint: "fp-claim", owner: "someone", lease_until: leaseUntil });
+    const state = active({
+      message_count: 5,
+      idempotency: {
+        k1: done(1),
+        k2: done(2),
+        k3: done(3),
+        k4: done(4),
+        k5: done(5),
+        live: claimUntil(answeredAt + 1),
+        lapsed: claimUntil(answeredAt),
+        lapsedLongAgo: claimUntil(T - 1),
+        leaseless: { fingerprint: "fp-x", owner: "someone" },
+      },
+    });
+
+    it("with a keyed append: keys of exchanges 5 and 4 and this one (6), and the live claim", () => {
+      const { outcome, next } = appendRule({ receivedAt: T + 100, answeredAt, policy: POLICY, claim: CLAIM })(state);
+      expect(outcome).toEqual({ kind: "appended", seq: 6 });
+      expect(next?.idempotency).toStrictEqual({ k4: done(4), k5: done(5), h1: { fingerprint: "fp1", seq: 6 }, live: claimUntil(answeredAt + 1) });
+    });
+
+    it("with an unkeyed append: only the keys of exchanges 4 and 5 still fall among the latest 3, and the live claim", () => {
+      const { outcome, next } = appendRule({ receivedAt: T + 100, answeredAt, policy: POLICY })(state);
+      expect(outcome).toEqual({ kind: "appended", seq: 6 });
+      expect(next?.idempotency).toStrictEqual({ k4: done(4), k5: done(5), live: claimUntil(answeredAt + 1) });
+    });
+
+    it("keeps no done key with rememberedKeys 0, but still the live claim", () => {
+      const { next } = appendRule({ receivedAt: T + 100, answeredAt, policy: { ...POLICY, rememberedKeys: 0 }, claim: CLAIM })(state);
+      expect(next?.idempotency).toStrictEqual({ live: claimUntil(answeredAt + 1) });
+    });
+
+    it("adds no key map to a session that has none", () => {
+      const { next } = appendRule({ receivedAt: T + 100, answeredAt, policy: POLICY })(active());
+      expect(next).not.toHaveProperty("idempotency");
+    });
+  });
+});
+
+describe("endRule", () => {
+  ruleTable<EndOutcome>([
+    {
+      name: "ends an active session now, dropping it from the idle index",
+      state: active(),
+      rule: endRule(T + 300, POLICY),
+      outcome: { kind: "ended" },
+      next: { status: "ended", message_count: 2, last_activity: T + 300, ended_at: T + 300 },
+    },
+    {
+      name: "ends a session idle exactly the TTL",
+      state: active(),
+      rule: endRule(T + TTL, POLICY),
+      outcome: { kind: "ended" },
+      next: { status: "ended", message_count: 2, last_activity: T + TTL, ended_at: T + TTL },
+    },
+    {
+      name: "never moves last activity back when the clock is behind it",
+      state: active({ last_activity: T + 900, idle_since: T + 900 }),
+      rule: endRule(T + 300, POLICY),
+      outcome: { kind: "ended" },
+      next: { status: "ended", message_count: 2, last_activity: T + 900, ended_at: T + 300 },
+    },
+    {
+      name: "keeps the session's keys, so replays still work",
+      state: active({ idempotency: { h9: OTHER_KEY } }),
+      rule: endRule(T + 300, POLICY),
+      outcome: { kind: "ended" },
+      next: { status: "ended", message_count: 2, last_activity: T + 300, ended_at: T + 300, idempotency: { h9: OTHER_KEY } },
+    },
+    { name: "refuses an ended session, writing nothing", state: ended(), rule: endRule(T + 300, POLICY), outcome: { kind: "closed", status: "ended" } },
+    {
+      name: "refuses an expired session, writing nothing",
+      state: ended({ status: "expired" }),
+      rule: endRule(T + 300, POLICY),
+      outcome: { kind: "closed", status: "expired" },
+    },
+    {
+      name: "refuses a session idle past its TTL, recording the expiry",
+      state: active(),
+      rule: endRule(T + TTL + 1, POLICY),
+      outcome: { kind: "closed", status: "expired" },
+      next: expiredByIdle(active()),
+    },
+  ]);
+});
+
+describe("expireRule", () => {
+  const policy = { idleTtlMs: 1_000, rememberedKeys: 100 };
+
+  ruleTable<boolean>([
+    {
+      name: "expires an active session idle past the TTL, as of the moment it expired",
+      state: active(),
+      rule: expireRule(T + 1_001, policy),
+      outcome: true,
+      next: { status: "expired", message_count: 2, last_activity: T, ended_at: T + 1_000 },
+    },
+    { name: "leaves a session idle exactly the TTL", state: active(), rule: expireRule(T + 1_000, policy), outcome: false },
+    { name: "leaves a session active since", state: active({ last_activity: T + 2, idle_since: T + 2 }), rule: expireRule(T + 1_001, policy), outcome: false },
+    { name: "leaves an ended session", state: ended(), rule: expireRule(T + 5_000, policy), outcome: false },
+    { name: "leaves an expired session (so it is counted once)", state: ended({ status: "expired" }), rule: expireRule(T + 5_000, policy), outcome: false },
+  ]);
+});
