@@ -1,4 +1,4 @@
-import { defineInt, defineSecret, defineString } from "firebase-functions/params";
+import { defineBoolean, defineInt, defineSecret, defineString } from "firebase-functions/params";
 import { z } from "zod";
 
 /**
@@ -82,6 +82,31 @@ const INT_PARAMS = {
     max: 1_000_000,
     description: "Most sessions one instance keeps warm (least recently used go first).",
   },
+  USER_MESSAGES_PER_MINUTE: {
+    default: 20,
+    min: 1,
+    max: 100_000,
+    description: "Messages one user may send per minute, across all sessions and instances (429 above).",
+  },
+  USER_MAX_ACTIVE_SESSIONS: {
+    default: 5,
+    min: 1,
+    max: 100_000,
+    description: "Sessions one user may have active at once (429 on creating another).",
+  },
+  SESSION_MAX_EXCHANGES: {
+    default: 100,
+    min: 1,
+    max: 100_000,
+    description: "Exchanges one session may hold (429 after that; start a new session).",
+  },
+} as const;
+
+const BOOLEAN_PARAMS = {
+  REQUIRE_AUTH: {
+    default: true,
+    description: "Require a Firebase ID token (Authorization: Bearer) on every request. The local server defaults to false.",
+  },
 } as const;
 
 const STRING_PARAMS = {
@@ -97,6 +122,7 @@ const STRING_PARAMS = {
 
 type IntParamName = keyof typeof INT_PARAMS;
 type StringParamName = keyof typeof STRING_PARAMS;
+type BooleanParamName = keyof typeof BOOLEAN_PARAMS;
 
 /** The secret holding the OpenAI API key; bound to each function that calls the model. */
 export const openaiApiKey = defineSecret("OPENAI_API_KEY");
@@ -107,6 +133,9 @@ for (const [name, spec] of Object.entries(INT_PARAMS)) {
 }
 for (const [name, spec] of Object.entries(STRING_PARAMS)) {
   defineString(name, { default: spec.default, description: spec.description });
+}
+for (const [name, spec] of Object.entries(BOOLEAN_PARAMS)) {
+  defineBoolean(name, { default: spec.default, description: spec.description });
 }
 
 export interface Config {
@@ -129,6 +158,12 @@ export interface Config {
   readonly templateCacheTtlMs: number;
   readonly sessionCacheTtlMs: number;
   readonly sessionCacheMaxEntries: number;
+  readonly requireAuth: boolean;
+  readonly limits: {
+    readonly userMessagesPerMinute: number;
+    readonly userMaxActiveSessions: number;
+    readonly sessionMaxExchanges: number;
+  };
 }
 
 export class ConfigError extends Error {
@@ -152,6 +187,14 @@ function stringParam(env: Env, name: StringParamName): string {
   return env[name]?.trim() || STRING_PARAMS[name].default;
 }
 
+function booleanParam(env: Env, name: BooleanParamName, fallback: boolean): boolean {
+  const raw = env[name]?.trim().toLowerCase();
+  if (raw === undefined || raw === "") return fallback;
+  if (raw === "true" || raw === "1") return true;
+  if (raw === "false" || raw === "0") return false;
+  throw new ConfigError(`${name} must be true or false, got "${env[name] ?? ""}"`);
+}
+
 function parseBaseUrl(raw: string): string | undefined {
   if (raw === "") return undefined;
   if (!z.url({ protocol: /^https?$/ }).safeParse(raw).success) {
@@ -171,8 +214,11 @@ function parseCorsOrigins(raw: string): "*" | string[] {
   return origins;
 }
 
-/** Reads the configuration from the environment, applying the declared defaults. Fails fast. */
-export function resolveConfig(env: Env = process.env): Config {
+/**
+ * Reads the configuration from the environment, applying the declared defaults. Fails fast.
+ * `defaults` changes a default where the local server differs from a deployment.
+ */
+export function resolveConfig(env: Env = process.env, defaults: { requireAuth?: boolean } = {}): Config {
   return {
     openai: {
       apiKey: env.OPENAI_API_KEY?.trim() || undefined,
@@ -191,6 +237,12 @@ export function resolveConfig(env: Env = process.env): Config {
     templateCacheTtlMs: intParam(env, "TEMPLATE_CACHE_TTL_MS"),
     sessionCacheTtlMs: intParam(env, "SESSION_CACHE_TTL_MS"),
     sessionCacheMaxEntries: intParam(env, "SESSION_CACHE_MAX_ENTRIES"),
+    requireAuth: booleanParam(env, "REQUIRE_AUTH", defaults.requireAuth ?? BOOLEAN_PARAMS.REQUIRE_AUTH.default),
+    limits: {
+      userMessagesPerMinute: intParam(env, "USER_MESSAGES_PER_MINUTE"),
+      userMaxActiveSessions: intParam(env, "USER_MAX_ACTIVE_SESSIONS"),
+      sessionMaxExchanges: intParam(env, "SESSION_MAX_EXCHANGES"),
+    },
   };
 }
 
@@ -198,4 +250,5 @@ export function resolveConfig(env: Env = process.env): Config {
 export const DECLARED_PARAMS = [
   ...Object.entries(INT_PARAMS).map(([name, spec]) => ({ name, default: String(spec.default), description: spec.description })),
   ...Object.entries(STRING_PARAMS).map(([name, spec]) => ({ name, default: spec.default, description: spec.description })),
+  ...Object.entries(BOOLEAN_PARAMS).map(([name, spec]) => ({ name, default: String(spec.default), description: spec.description })),
 ];

@@ -1,5 +1,6 @@
 import type { Runtime } from "../runtime/runtime";
 import { SessionNotFoundError } from "../session/errors";
+import { callerOf } from "./caller";
 import { HttpError } from "./http-error";
 import type { HttpRequest } from "./http-types";
 import { readJsonObject } from "./json-body";
@@ -48,12 +49,14 @@ export const createSession: Endpoint = {
   name: "createSession",
   methods: ["POST"],
   match: matchCreateSession,
-  async handle(request, _route, { sessions }) {
-    const body = parseBody(createSessionBody, readJsonObject(request));
+  async handle(request, _route, runtime) {
+    const caller = await callerOf(request, runtime);
+    const body = parseBody(createSessionBody(caller === undefined), readJsonObject(request));
     const idempotencyKey = idempotencyKeyOf(request);
-    const { sessionId, meta, replayed } = await sessions.create({
-      userId: body.user_id,
+    const { sessionId, meta, replayed } = await runtime.sessions.create({
       templateId: body.template_id,
+      ...(body.user_id === undefined ? {} : { userId: body.user_id }),
+      ...(caller ? { caller } : {}),
       ...(idempotencyKey === undefined ? {} : { idempotencyKey }),
     });
     return {
@@ -76,11 +79,17 @@ export const sendMessage: Endpoint = {
   name: "sendMessage",
   methods: ["POST"],
   match: matchSendMessage,
-  async handle(request, route, { config, sessions }) {
+  async handle(request, route, runtime) {
+    const caller = await callerOf(request, runtime);
     const sessionId = sessionIdOf(route);
-    const body = parseBody(sendMessageBody(config.maxMessageChars), readJsonObject(request));
+    const body = parseBody(sendMessageBody(runtime.config.maxMessageChars), readJsonObject(request));
     const idempotencyKey = idempotencyKeyOf(request);
-    const reply = await sessions.send({ sessionId, message: body.message, ...(idempotencyKey === undefined ? {} : { idempotencyKey }) });
+    const reply = await runtime.sessions.send({
+      sessionId,
+      message: body.message,
+      ...(caller ? { caller } : {}),
+      ...(idempotencyKey === undefined ? {} : { idempotencyKey }),
+    });
     return {
       status: 200,
       headers: replayHeaders(reply.replayed),
@@ -99,8 +108,9 @@ export const endSession: Endpoint = {
   name: "endSession",
   methods: ["DELETE"],
   match: matchEndSession,
-  async handle(_request, route, { sessions }) {
-    const { sessionId, meta, state } = await sessions.end(sessionIdOf(route));
+  async handle(request, route, runtime) {
+    const caller = await callerOf(request, runtime);
+    const { sessionId, meta, state } = await runtime.sessions.end(sessionIdOf(route), caller);
     const endedAt = state.ended_at ?? state.last_activity;
     return {
       status: 200,

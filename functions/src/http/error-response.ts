@@ -1,11 +1,15 @@
 import { ConfigError } from "../config";
 import { ModelError } from "../llm/errors";
+import { IdentityUnavailableError, InvalidTokenError } from "../auth/identity";
 import {
+  ForbiddenError,
   IdempotencyInProgressError,
   IdempotencyKeyReusedError,
+  LimitExceededError,
   SessionClosedError,
   SessionNotFoundError,
   TemplateNotFoundError,
+  type Limit,
 } from "../session/errors";
 import { StoreDataError, StoreUnavailableError } from "../store/errors";
 import { HttpError, type FieldIssue } from "./http-error";
@@ -22,10 +26,31 @@ export interface ErrorAnswer {
 const MODEL_STATUS = { timeout: 504, unavailable: 503, bad_response: 502 } as const;
 const MODEL_CODE = { timeout: "MODEL_TIMEOUT", unavailable: "MODEL_UNAVAILABLE", bad_response: "MODEL_ERROR" } as const;
 
+const LIMIT_CODE: Record<Limit, string> = {
+  messages: "RATE_LIMITED",
+  sessions: "TOO_MANY_ACTIVE_SESSIONS",
+  exchanges: "SESSION_EXCHANGE_LIMIT",
+};
+const LIMIT_MESSAGE: Record<Limit, string> = {
+  messages: "Too many messages; retry after the time given in Retry-After",
+  sessions: "Too many active sessions; end one, or retry after the time given in Retry-After",
+  exchanges: "This session reached its maximum number of exchanges; start a new session",
+};
+
 /** The one place where failures become HTTP statuses. */
 export function toErrorAnswer(error: unknown): ErrorAnswer {
   if (error instanceof HttpError) {
     return { status: error.status, code: error.code, message: error.message, headers: error.headers, details: error.details };
+  }
+  if (error instanceof InvalidTokenError) {
+    return answer(401, "UNAUTHENTICATED", "A valid Firebase ID token is required (Authorization: Bearer <token>)", {
+      "WWW-Authenticate": 'Bearer error="invalid_token"',
+    });
+  }
+  if (error instanceof IdentityUnavailableError) return answer(503, "AUTH_UNAVAILABLE", "The ID token could not be verified; try again shortly", { "Retry-After": "1" });
+  if (error instanceof ForbiddenError) return answer(403, "FORBIDDEN", "Not allowed for the signed-in user");
+  if (error instanceof LimitExceededError) {
+    return answer(429, LIMIT_CODE[error.limit], LIMIT_MESSAGE[error.limit], { "Retry-After": String(error.retryAfterSeconds) });
   }
   if (error instanceof SessionNotFoundError) return answer(404, "SESSION_NOT_FOUND", "Session not found");
   if (error instanceof TemplateNotFoundError) return answer(404, "TEMPLATE_NOT_FOUND", `Template "${error.templateId}" not found`);

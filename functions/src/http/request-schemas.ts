@@ -15,15 +15,19 @@ function describe(value: unknown): string {
 
 const CONTROL_CHARACTERS = /\p{Cc}/u;
 
-export const createSessionBody = z.object({
-  user_id: stringField()
-    .trim()
-    .min(1, "must not be empty")
-    .max(128, "must be at most 128 characters")
-    .refine((value) => !CONTROL_CHARACTERS.test(value), "must not contain control characters"),
-  template_id: stringField().regex(DATABASE_KEY, "must be 1 to 64 letters, digits, '-' or '_'"),
-});
-export type CreateSessionBody = z.infer<typeof createSessionBody>;
+const userIdField = stringField()
+  .trim()
+  .min(1, "must not be empty")
+  .max(128, "must be at most 128 characters")
+  .refine((value) => !CONTROL_CHARACTERS.test(value), "must not contain control characters");
+
+/** `user_id` is required without an ID token; with one, the session belongs to the token's user. */
+export function createSessionBody(userIdRequired: boolean) {
+  return z.object({
+    user_id: userIdRequired ? userIdField : userIdField.optional(),
+    template_id: stringField().regex(DATABASE_KEY, "must be 1 to 64 letters, digits, '-' or '_'"),
+  });
+}
 
 export function sendMessageBody(maxMessageChars: number) {
   return z.object({

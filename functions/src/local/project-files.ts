@@ -25,9 +25,12 @@ export function databaseNamespace(projectId: string): string {
   return projectId;
 }
 
-/** The templates of the emulator export that `firebase emulators:start --import` loads too. */
-export function seedTemplates(projectId: string = defaultProjectId()): Record<string, Template> {
-  const path = join("emulator-data", "database_export", `${databaseNamespace(projectId)}.json`);
+/**
+ * The templates of the emulator export that `firebase emulators:start --import` loads too (the
+ * `.firebaserc` project's database); a local server run for another project seeds the same ones.
+ */
+export function seedTemplates(): Record<string, Template> {
+  const path = join("emulator-data", "database_export", `${databaseNamespace(defaultProjectId())}.json`);
   const data = z.object({ templates: z.record(z.string(), templateSchema) }).parse(readJson(path));
   return data.templates;
 }

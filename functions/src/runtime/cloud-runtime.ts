@@ -1,5 +1,6 @@
 import { getApps, initializeApp } from "firebase-admin/app";
 import { getDatabase } from "firebase-admin/database";
+import { firebaseIdentity } from "../auth/firebase-identity";
 import { resolveConfig } from "../config";
 import { modelFromConfig } from "../llm/model-from-config";
 import { functionsLog } from "../log/log";
@@ -22,6 +23,7 @@ export function cloudRuntime(): Runtime {
   instance = createRuntime({
     config,
     store: new RtdbStore(getDatabase(app), config.dbTimeoutMs),
+    identity: firebaseIdentity(app),
     model: modelFromConfig(config, { allowOffline: process.env.FUNCTIONS_EMULATOR === "true" }),
     log: functionsLog,
   });

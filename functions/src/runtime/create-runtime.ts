@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import type { IdentityVerifier } from "../auth/identity";
 import type { Config } from "../config";
 import type { ChatModel } from "../llm/chat-model";
 import type { Log } from "../log/log";
@@ -11,6 +12,7 @@ import type { Runtime } from "./runtime";
 export interface RuntimeParts {
   readonly config: Config;
   readonly store: SessionStore;
+  readonly identity: IdentityVerifier;
   readonly model: () => ChatModel;
   readonly log: Log;
   readonly clock?: () => number;
@@ -28,6 +30,11 @@ export function createRuntime(parts: RuntimeParts): Runtime {
     newSessionId: parts.newSessionId ?? randomUUID,
     defaultContextWindow: config.contextWindowMessages,
     policy: sessionPolicy(config),
+    usage: {
+      messagesPerMinute: config.limits.userMessagesPerMinute,
+      maxActiveSessions: config.limits.userMaxActiveSessions,
+      idleTtlMs: config.sessionIdleTtlMs,
+    },
     keyLeaseMs: keyLeaseMs(config),
     cache: {
       templateTtlMs: config.templateCacheTtlMs,
@@ -45,12 +52,12 @@ export function createRuntime(parts: RuntimeParts): Runtime {
       batchSize: MAINTENANCE_BATCH,
       maxBatches: MAINTENANCE_MAX_BATCHES,
     });
-  return { config, sessions, log: parts.log, maintain };
+  return { config, sessions, identity: parts.identity, log: parts.log, maintain };
 }
 
 /** The session rules' settings. */
 export function sessionPolicy(config: Config): SessionPolicy {
-  return { idleTtlMs: config.sessionIdleTtlMs, rememberedKeys: REMEMBERED_KEYS };
+  return { idleTtlMs: config.sessionIdleTtlMs, rememberedKeys: REMEMBERED_KEYS, maxExchanges: config.limits.sessionMaxExchanges };
 }
 
 /** The longest a model call can take: every attempt timing out, every retry waiting its most. */

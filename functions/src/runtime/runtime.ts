@@ -1,3 +1,4 @@
+import type { IdentityVerifier } from "../auth/identity";
 import type { Config } from "../config";
 import type { Log } from "../log/log";
 import type { MaintenanceReport } from "../session/maintenance";
@@ -7,6 +8,8 @@ import type { SessionService } from "../session/session-service";
 export interface Runtime {
   readonly config: Config;
   readonly sessions: SessionService;
+  /** Checks bearer tokens. */
+  readonly identity: IdentityVerifier;
   readonly log: Log;
   /** The scheduled clean-up: expiry, retention, forgotten keys. */
   readonly maintain: (now?: number) => Promise<MaintenanceReport>;

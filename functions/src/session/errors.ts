@@ -37,3 +37,21 @@ export class IdempotencyInProgressError extends Error {
     super("a request with this Idempotency-Key is still in progress");
   }
 }
+
+/** The caller is signed in as someone else than the user this request acts for. */
+export class ForbiddenError extends Error {
+  override readonly name = "ForbiddenError";
+}
+
+export type Limit = "messages" | "sessions" | "exchanges";
+
+/** A usage limit is reached; nothing was stored and the model was not called. */
+export class LimitExceededError extends Error {
+  override readonly name = "LimitExceededError";
+  constructor(
+    readonly limit: Limit,
+    readonly retryAfterSeconds: number,
+  ) {
+    super(`${limit} limit reached`);
+  }
+}

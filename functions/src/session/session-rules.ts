@@ -1,4 +1,4 @@
-import type { IdempotencyEntry, SessionState, SessionStatus } from "../store/records";
+import type { RequestEntry, SessionState, SessionStatus } from "../store/records";
 import type { StateRule } from "../store/session-store";
 
 /**
@@ -13,14 +13,22 @@ export interface SessionPolicy {
   readonly idleTtlMs: number;
   /** How many of a session's latest exchanges keep their `Idempotency-Key` for replays. */
   readonly rememberedKeys: number;
+  /** The most exchanges a session may hold. */
+  readonly maxExchanges: number;
 }
 
-/** An `Idempotency-Key` as a session stores it, and who is asking. */
-export interface KeyClaim {
+/**
+ * A message request's claim on a slot of the session, held while its model call runs. With an
+ * `Idempotency-Key` it is stored under the key's hash and remembered after the exchange, for
+ * replays; without one, under a random id, and dropped once the exchange is stored.
+ */
+export interface RequestClaim {
   readonly hash: string;
   readonly fingerprint: string;
-  /** A random id of the request that claims the key. */
+  /** A random id of the request that claims the slot. */
   readonly owner: string;
+  /** Keep the entry after the exchange (it has an Idempotency-Key). */
+  readonly remember: boolean;
 }
 
 /** The state as it stands at `now`: an active session idle past the TTL is expired. */
@@ -51,43 +59,54 @@ export function closeIfIdle(now: number, policy: SessionPolicy): StateRule<Close
 
 export type ClaimOutcome =
   | { readonly kind: "claimed" }
+  | { readonly kind: "limit" }
   | { readonly kind: "done"; readonly seq: number }
   | { readonly kind: "busy"; readonly leaseUntil: number }
   | { readonly kind: "reused" }
   | { readonly kind: "closed"; readonly status: Closed };
 
 /**
- * Claims an `Idempotency-Key` before the model is called, so that a repeat of the request
- * waits for this one instead of calling the model again. A claim lapses at `leaseUntil`: if
- * its request died, a repeat takes over.
+ * Claims a slot before the model is called. The session's exchange limit counts stored exchanges
+ * and live claims together, so concurrent requests can never carry it past the limit, nor call the
+ * model for a message that cannot be stored. With a key, a repeat of the request waits for this
+ * one instead of calling the model again. A claim lapses at its lease: if its request died, the
+ * slot frees and a repeat takes over.
  */
-export function claimKey(claim: KeyClaim, now: number, leaseMs: number, policy: SessionPolicy): StateRule<ClaimOutcome> {
+export function claimRequest(claim: RequestClaim, now: number, leaseMs: number, policy: SessionPolicy): StateRule<ClaimOutcome> {
   return (state) => {
     const settled = settle(state, now, policy);
-    const entry = settled.idempotency?.[claim.hash];
+    const entry = settled.requests?.[claim.hash];
     if (entry && entry.fingerprint !== claim.fingerprint) return { outcome: { kind: "reused" } };
     if (entry?.seq !== undefined) return { outcome: { kind: "done", seq: entry.seq } };
     if (settled.status !== "active") return closing(state, settled);
     if (entry?.lease_until !== undefined && entry.lease_until > now && entry.owner !== claim.owner) {
       return { outcome: { kind: "busy", leaseUntil: entry.lease_until } };
     }
-    const claimed: IdempotencyEntry = { fingerprint: claim.fingerprint, owner: claim.owner, lease_until: now + leaseMs };
-    return { outcome: { kind: "claimed" }, next: withKey(settled, claim.hash, claimed) };
+    if (settled.message_count + liveClaims(settled, now, claim.hash) >= policy.maxExchanges) return { outcome: { kind: "limit" } };
+    const claimed: RequestEntry = { fingerprint: claim.fingerprint, owner: claim.owner, lease_until: now + leaseMs };
+    return { outcome: { kind: "claimed" }, next: withRequest(settled, claim.hash, claimed) };
   };
 }
 
-/** Gives up a claim whose request failed before storing anything, so a retry need not wait. */
-export function releaseKey(claim: KeyClaim): StateRule<undefined> {
+/** Gives up a claim whose request failed before storing anything, so its slot frees at once. */
+export function releaseClaim(claim: RequestClaim): StateRule<undefined> {
   return (state) => {
-    const entry = state.idempotency?.[claim.hash];
+    const entry = state.requests?.[claim.hash];
     if (entry?.owner !== claim.owner || entry.seq !== undefined) return { outcome: undefined };
-    const { [claim.hash]: released, ...others } = state.idempotency ?? {};
-    return { outcome: undefined, next: { ...state, idempotency: others } };
+    return { outcome: undefined, next: withoutRequest(state, claim.hash) };
   };
+}
+
+/** Claims of requests still running at `now`, other than `except`. */
+function liveClaims(state: SessionState, now: number, except: string): number {
+  return Object.entries(state.requests ?? {}).filter(
+    ([hash, entry]) => hash !== except && entry.seq === undefined && (entry.lease_until ?? 0) > now,
+  ).length;
 }
 
 export type AppendOutcome =
   | { readonly kind: "appended"; readonly seq: number }
+  | { readonly kind: "limit" }
   | { readonly kind: "duplicate"; readonly seq: number }
   | { readonly kind: "reused" }
   | { readonly kind: "closed"; readonly status: Closed };
@@ -100,19 +119,21 @@ export function appendRule(options: {
   readonly receivedAt: number;
   readonly answeredAt: number;
   readonly policy: SessionPolicy;
-  readonly claim?: KeyClaim;
+  readonly claim?: RequestClaim;
 }): StateRule<AppendOutcome> {
   const { receivedAt, answeredAt, policy, claim } = options;
   return (state) => {
     const settled = settle(state, receivedAt, policy);
-    const entry = claim && settled.idempotency?.[claim.hash];
+    const entry = claim && settled.requests?.[claim.hash];
     if (claim && entry && entry.fingerprint !== claim.fingerprint) return { outcome: { kind: "reused" } };
     if (entry?.seq !== undefined) return { outcome: { kind: "duplicate", seq: entry.seq } };
     if (settled.status !== "active") return closing(state, settled);
+    if (settled.message_count >= policy.maxExchanges) return { outcome: { kind: "limit" } };
     const seq = settled.message_count + 1;
     const lastActivity = Math.max(settled.last_activity, answeredAt);
     let next: SessionState = { ...settled, message_count: seq, last_activity: lastActivity, idle_since: lastActivity };
-    if (claim) next = withKey(next, claim.hash, { fingerprint: claim.fingerprint, seq });
+    if (claim?.remember) next = withRequest(next, claim.hash, { fingerprint: claim.fingerprint, seq });
+    else if (claim) next = withoutRequest(next, claim.hash);
     return { outcome: { kind: "appended", seq }, next: pruneKeys(next, answeredAt, policy) };
   };
 }
@@ -141,16 +162,27 @@ function closing(state: SessionState, settled: SessionState): { outcome: { kind:
   return settled === state ? { outcome } : { outcome, next: settled };
 }
 
-function withKey(state: SessionState, hash: string, entry: IdempotencyEntry): SessionState {
-  return { ...state, idempotency: { ...state.idempotency, [hash]: entry } };
+function withRequest(state: SessionState, hash: string, entry: RequestEntry): SessionState {
+  return withRequests(state, { ...state.requests, [hash]: entry });
+}
+
+function withoutRequest(state: SessionState, hash: string): SessionState {
+  const { [hash]: dropped, ...others } = state.requests ?? {};
+  return withRequests(state, others);
+}
+
+/** The state with this map of requests; without the field when it is empty, as the database stores it. */
+function withRequests(state: SessionState, requests: Record<string, RequestEntry>): SessionState {
+  const { requests: previous, ...rest } = state;
+  return Object.keys(requests).length > 0 ? { ...rest, requests } : rest;
 }
 
 /** Keeps the keys of the latest exchanges and live claims; the map stays small whatever the history. */
 function pruneKeys(state: SessionState, now: number, policy: SessionPolicy): SessionState {
-  if (!state.idempotency) return state;
+  if (!state.requests) return state;
   const oldestKept = state.message_count - policy.rememberedKeys;
-  const kept = Object.entries(state.idempotency).filter(([, entry]) =>
+  const kept = Object.entries(state.requests).filter(([, entry]) =>
     entry.seq !== undefined ? entry.seq > oldestKept : (entry.lease_until ?? 0) > now,
   );
-  return { ...state, idempotency: Object.fromEntries(kept) };
+  return withRequests(state, Object.fromEntries(kept));
 }

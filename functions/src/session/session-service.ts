@@ -4,10 +4,30 @@ import type { ChatMessage, Exchange, SessionMeta, SessionState, Template } from 
 import type { SessionStore } from "../store/session-store";
 import { StoreDataError } from "../store/errors";
 import { buildPrompt, lastMessages } from "./context-window";
-import { IdempotencyInProgressError, IdempotencyKeyReusedError, SessionClosedError, SessionNotFoundError, TemplateNotFoundError } from "./errors";
+import type { Identity } from "../auth/identity";
+import {
+  ForbiddenError,
+  IdempotencyInProgressError,
+  IdempotencyKeyReusedError,
+  LimitExceededError,
+  SessionClosedError,
+  SessionNotFoundError,
+  TemplateNotFoundError,
+} from "./errors";
 import { resolveGenerationSettings } from "./generation-settings";
 import { fingerprint, keyHash } from "./idempotency";
-import { appendRule, claimKey, closedAt, closeIfIdle, endRule, releaseKey, type Closed, type KeyClaim, type SessionPolicy } from "./session-rules";
+import { admitMessage, admitSession, releaseSession, type UsagePolicy } from "./limits";
+import {
+  appendRule,
+  claimRequest,
+  closedAt,
+  closeIfIdle,
+  endRule,
+  releaseClaim,
+  type Closed,
+  type RequestClaim,
+  type SessionPolicy,
+} from "./session-rules";
 import { WarmCache } from "./warm-cache";
 
 export interface SessionServiceOptions {
@@ -19,6 +39,8 @@ export interface SessionServiceOptions {
   /** History messages sent to the model when the template sets none. */
   readonly defaultContextWindow: number;
   readonly policy: SessionPolicy;
+  /** Per-user limits. */
+  readonly usage: UsagePolicy;
   /** How long a claimed `Idempotency-Key` holds off repeats: longer than a model call can take. */
   readonly keyLeaseMs: number;
   /** How often a repeat polls for the result of the request it waits for. */
@@ -61,6 +83,29 @@ interface WarmSession {
   readonly tail?: { readonly messageCount: number; readonly messages: readonly ChatMessage[] };
 }
 
+/** A signed-in caller may act only on their own sessions. */
+function assertOwner(meta: SessionMeta, caller: Identity | undefined): void {
+  if (caller && caller.uid !== meta.user_id) throw new ForbiddenError("this session belongs to another user");
+}
+
+/** Where a user's usage is kept: a hash, so that any user id makes a valid database key. */
+function userKey(userId: string): string {
+  return keyHash("user", userId);
+}
+
+/**
+ * The session holds all the exchanges it may: no wait helps, so Retry-After is the idle TTL,
+ * after which the session expires and stops counting against the user's active sessions.
+ */
+function exchangeLimit(policy: SessionPolicy): LimitExceededError {
+  return new LimitExceededError("exchanges", seconds(policy.idleTtlMs));
+}
+
+/** Whole seconds for a Retry-After header, at least one. */
+function seconds(ms: number): number {
+  return Math.max(1, Math.ceil(ms / 1000));
+}
+
 /** Templates are few; this only bounds an instance's memory if ids are many. */
 const MAX_CACHED_TEMPLATES = 256;
 
@@ -75,23 +120,36 @@ export class SessionService {
     this.sessions = new WarmCache(cache.maxSessions, cache.sessionTtlMs, clock);
   }
 
-  async create(input: { userId: string; templateId: string; idempotencyKey?: string }): Promise<CreatedSession> {
+  /**
+   * Creates a session for `caller` when signed in (a different `userId` is refused), else for
+   * `userId`. With an `idempotencyKey`, repeats return the session the first request created.
+   */
+  async create(input: { userId?: string; templateId: string; idempotencyKey?: string; caller?: Identity }): Promise<CreatedSession> {
     const { store, clock, newSessionId, defaultContextWindow } = this.options;
+    if (input.caller && input.userId !== undefined && input.userId !== input.caller.uid) {
+      throw new ForbiddenError("user_id does not match the signed-in user");
+    }
+    const userId = input.caller?.uid ?? input.userId;
+    if (userId === undefined) throw new Error("a session needs a user: a caller or a user_id");
     const template = await this.template(input.templateId);
     const now = clock();
     let sessionId = newSessionId();
     if (input.idempotencyKey !== undefined) {
       // The key fixes the session id: whichever request gets there first creates that session.
-      const claimed = await store.claimCreateKey(keyHash(`createSession\u0000${input.userId}`, input.idempotencyKey), {
+      const claimed = await store.claimCreateKey(keyHash(`createSession\u0000${userId}`, input.idempotencyKey), {
         fingerprint: fingerprint(input.templateId),
         session_id: sessionId,
         created_at: now,
       });
       if (claimed.fingerprint !== fingerprint(input.templateId)) throw new IdempotencyKeyReusedError();
       sessionId = claimed.session_id;
+      if (await store.readSessionState(sessionId)) return { sessionId, meta: (await this.warmSession(sessionId)).meta, replayed: true };
     }
+    const admission = await store.updateUsage(userKey(userId), admitSession(sessionId, now, this.options.usage));
+    if (!admission.admitted) throw new LimitExceededError("sessions", seconds(admission.retryAfterMs));
+
     const meta: SessionMeta = {
-      user_id: input.userId,
+      user_id: userId,
       template_id: input.templateId,
       template_name: template.name,
       system_prompt: template.personalityPrompt,
@@ -99,31 +157,45 @@ export class SessionService {
       created_at: now,
     };
     const state: SessionState = { status: "active", message_count: 0, last_activity: now, idle_since: now };
-    if ((await store.createSession({ id: sessionId, meta, state })) === "exists") {
-      return { sessionId, meta: (await this.warmSession(sessionId)).meta, replayed: true };
+    let created: "created" | "exists";
+    try {
+      created = await store.createSession({ id: sessionId, meta, state });
+    } catch (error) {
+      await store.updateUsage(userKey(userId), releaseSession(sessionId)).catch(() => undefined);
+      throw error;
     }
+    if (created === "exists") return { sessionId, meta: (await this.warmSession(sessionId)).meta, replayed: true };
     this.sessions.set(sessionId, { meta, tail: { messageCount: 0, messages: [] } });
     return { sessionId, meta, replayed: false };
   }
 
-  async send(input: { sessionId: string; message: string; idempotencyKey?: string }): Promise<Reply> {
+  async send(input: { sessionId: string; message: string; idempotencyKey?: string; caller?: Identity }): Promise<Reply> {
     const { store, clock, policy } = this.options;
     const { sessionId } = input;
     const receivedAt = clock();
     const [warm, state] = await Promise.all([this.warmSession(sessionId), store.readSessionState(sessionId)]);
     if (!state) throw new SessionNotFoundError(sessionId);
+    // Ownership first: nothing else about another user's session is revealed.
+    assertOwner(warm.meta, input.caller);
 
-    const claim: KeyClaim | undefined =
+    const owner = randomUUID();
+    const claim: RequestClaim =
       input.idempotencyKey === undefined
-        ? undefined
-        : { hash: keyHash("sendMessage", input.idempotencyKey), fingerprint: fingerprint(input.message), owner: randomUUID() };
-    if (claim) {
-      const done = await this.claim(sessionId, claim, state, receivedAt);
-      if (done !== undefined) return this.replay(sessionId, done);
-    } else if (closedAt(state, receivedAt, policy)) {
+        ? { hash: `r-${owner}`, fingerprint: "", owner, remember: false }
+        : { hash: keyHash("sendMessage", input.idempotencyKey), fingerprint: fingerprint(input.message), owner, remember: true };
+    const known = state.requests?.[claim.hash];
+    if (known && known.fingerprint !== claim.fingerprint) throw new IdempotencyKeyReusedError();
+    // A repeat of a request that completed is answered before any limit: it costs nothing.
+    if (known?.seq !== undefined) return this.replay(sessionId, known.seq);
+    if (closedAt(state, receivedAt, policy)) {
       const closed = await this.recordClosed(sessionId, receivedAt);
       if (closed) throw new SessionClosedError(closed);
     }
+    if (state.message_count >= policy.maxExchanges) throw exchangeLimit(policy);
+    const admission = await store.updateUsage(userKey(warm.meta.user_id), admitMessage(sessionId, receivedAt, this.options.usage));
+    if (!admission.admitted) throw new LimitExceededError("messages", seconds(admission.retryAfterMs));
+    const done = await this.claim(sessionId, claim, receivedAt);
+    if (done !== undefined) return this.replay(sessionId, done);
 
     let exchange: Exchange;
     let history: readonly ChatMessage[];
@@ -131,17 +203,20 @@ export class SessionService {
       history = await this.recentMessages(sessionId, warm, state.message_count);
       exchange = await this.answer(warm.meta, history, input.message, receivedAt);
     } catch (error) {
-      if (claim) await store.updateState(sessionId, releaseKey(claim)).catch(() => undefined);
+      // Free the slot now; if this is lost too, the claim lapses with its lease.
+      await store.updateState(sessionId, releaseClaim(claim)).catch(() => undefined);
       throw error;
     }
 
     const answeredAt = exchange.assistant.timestamp;
-    const result = await store.appendExchange(sessionId, exchange, appendRule({ receivedAt, answeredAt, policy, ...(claim ? { claim } : {}) }));
+    const result = await store.appendExchange(sessionId, exchange, appendRule({ receivedAt, answeredAt, policy, claim }));
     if (!result.found) throw new SessionNotFoundError(sessionId);
     const { outcome } = result;
     switch (outcome.kind) {
       case "closed":
         throw new SessionClosedError(outcome.status);
+      case "limit":
+        throw exchangeLimit(policy);
       case "reused":
         throw new IdempotencyKeyReusedError();
       case "duplicate":
@@ -163,16 +238,15 @@ export class SessionService {
     };
   }
 
-  async end(sessionId: string): Promise<EndedSession> {
+  async end(sessionId: string, caller?: Identity): Promise<EndedSession> {
     const { store, clock, policy } = this.options;
-    const [warm, result] = await Promise.all([
-      // A failed read here is retried below, after the outcome that decides the answer is known.
-      this.warmSession(sessionId).catch(() => undefined),
-      store.updateState(sessionId, endRule(clock(), policy)),
-    ]);
+    const { meta } = await this.warmSession(sessionId);
+    assertOwner(meta, caller);
+    const result = await store.updateState(sessionId, endRule(clock(), policy));
     if (!result.found) throw new SessionNotFoundError(sessionId);
     if (result.outcome.kind === "closed") throw new SessionClosedError(result.outcome.status);
-    const meta = (warm ?? (await this.warmSession(sessionId))).meta;
+    // A lost release only delays the slot: an unused session stops counting after the idle TTL.
+    await store.updateUsage(userKey(meta.user_id), releaseSession(sessionId)).catch(() => undefined);
     return { sessionId, meta, state: result.state };
   }
 
@@ -195,18 +269,15 @@ export class SessionService {
   }
 
   /**
-   * Claims the request's key. Returns the number of the exchange an earlier request with this
-   * key stored (to replay it), or undefined once this request holds the claim. While another
-   * request holds it, waits for that one's result, up to the claim's lease.
+   * Claims a slot for the request. Returns the number of the exchange an earlier request with
+   * this key stored (to replay it), or undefined once this request holds the claim. While
+   * another request holds the key, waits for that one's result, up to the claim's lease.
    */
-  private async claim(sessionId: string, claim: KeyClaim, state: SessionState, receivedAt: number): Promise<number | undefined> {
+  private async claim(sessionId: string, claim: RequestClaim, receivedAt: number): Promise<number | undefined> {
     const { store, clock, policy, keyLeaseMs, keyPollMs = 200 } = this.options;
-    const known = state.idempotency?.[claim.hash];
-    if (known && known.fingerprint !== claim.fingerprint) throw new IdempotencyKeyReusedError();
-    if (known?.seq !== undefined) return known.seq;
     const giveUpAt = receivedAt + keyLeaseMs;
     for (;;) {
-      const result = await store.updateState(sessionId, claimKey(claim, clock(), keyLeaseMs, policy));
+      const result = await store.updateState(sessionId, claimRequest(claim, clock(), keyLeaseMs, policy));
       if (!result.found) throw new SessionNotFoundError(sessionId);
       const { outcome } = result;
       switch (outcome.kind) {
@@ -218,6 +289,8 @@ export class SessionService {
           throw new IdempotencyKeyReusedError();
         case "closed":
           throw new SessionClosedError(outcome.status);
+        case "limit":
+          throw exchangeLimit(policy);
         case "busy": {
           const done = await this.awaitKey(sessionId, claim, Math.min(outcome.leaseUntil, giveUpAt), keyPollMs);
           if (done !== undefined) return done;
@@ -228,11 +301,11 @@ export class SessionService {
   }
 
   /** Polls the session until the key has an exchange (returned) or `until` passes (undefined). */
-  private async awaitKey(sessionId: string, claim: KeyClaim, until: number, pollMs: number): Promise<number | undefined> {
+  private async awaitKey(sessionId: string, claim: RequestClaim, until: number, pollMs: number): Promise<number | undefined> {
     const { store, clock } = this.options;
     while (clock() < until) {
       await new Promise((wake) => setTimeout(wake, Math.max(1, Math.min(pollMs, until - clock()))));
-      const entry = (await store.readSessionState(sessionId))?.idempotency?.[claim.hash];
+      const entry = (await store.readSessionState(sessionId))?.requests?.[claim.hash];
       if (entry?.seq !== undefined) return entry.seq;
       if (!entry) return undefined;
     }

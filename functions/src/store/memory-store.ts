@@ -1,5 +1,5 @@
-import type { ChatMessage, CreateKey, Exchange, SessionMeta, SessionState, Template } from "./records";
-import { assertNextCountsOneMore, type NewSession, type Ruled, type SessionStore, type StateRule } from "./session-store";
+import type { ChatMessage, CreateKey, Exchange, SessionMeta, SessionState, Template, UserUsage } from "./records";
+import { assertNextCountsOneMore, type NewSession, type Ruled, type SessionStore, type StateRule, type UsageRule } from "./session-store";
 
 interface StoredSession {
   readonly meta: SessionMeta;
@@ -17,6 +17,7 @@ export class MemoryStore implements SessionStore {
   private readonly templates = new Map<string, Template>();
   private readonly sessions = new Map<string, StoredSession>();
   private readonly createKeys = new Map<string, CreateKey>();
+  private readonly usage = new Map<string, UserUsage>();
 
   async readTemplate(templateId: string): Promise<Template | null> {
     return copy(this.templates.get(templateId) ?? null);
@@ -101,6 +102,12 @@ export class MemoryStore implements SessionStore {
     const expired = [...this.createKeys].filter(([, key]) => key.created_at <= cutoff).slice(0, limit);
     for (const [hash] of expired) this.createKeys.delete(hash);
     return expired.length;
+  }
+
+  async updateUsage<O>(userKey: string, rule: UsageRule<O>): Promise<O> {
+    const { outcome, next } = rule(copy(this.usage.get(userKey) ?? null));
+    if (next) this.usage.set(userKey, copy(next));
+    return outcome;
   }
 
   private oldestBy(field: (state: SessionState) => number | undefined, cutoff: number, limit: number): string[] {

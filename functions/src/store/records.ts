@@ -63,17 +63,17 @@ export const sessionStatusSchema = z.enum(["active", "ended", "expired"]);
 export type SessionStatus = z.infer<typeof sessionStatusSchema>;
 
 /**
- * What a session remembers of an `Idempotency-Key` (stored under the key's hash): the request's
- * fingerprint, and either the exchange it produced (`seq`) or the claim of the request that is
- * producing it (`owner` until `lease_until`).
+ * A message request a session knows of: one that holds a slot while its model call runs (a claim:
+ * `owner` until `lease_until`), or, for a request with an `Idempotency-Key` (stored under the key's
+ * hash), the exchange it produced (`seq`), kept for replays. `fingerprint` identifies the body.
  */
-export const idempotencyEntrySchema = z.object({
+export const requestEntrySchema = z.object({
   fingerprint: z.string(),
   seq: z.number().int().min(1).optional(),
   owner: z.string().optional(),
   lease_until: z.number().optional(),
 });
-export type IdempotencyEntry = z.infer<typeof idempotencyEntrySchema>;
+export type RequestEntry = z.infer<typeof requestEntrySchema>;
 
 /** The small mutable part of a session: the only node that is ever transacted on. */
 export const sessionStateSchema = z.object({
@@ -83,7 +83,7 @@ export const sessionStateSchema = z.object({
   /** `last_activity` while active, absent once closed: the index the expiry sweep queries. */
   idle_since: z.number().optional(),
   ended_at: z.number().optional(),
-  idempotency: z.record(z.string(), idempotencyEntrySchema).optional(),
+  requests: z.record(z.string(), requestEntrySchema).optional(),
 });
 export type SessionState = z.infer<typeof sessionStateSchema>;
 
@@ -100,3 +100,14 @@ export const createKeySchema = z.object({
   created_at: z.number(),
 });
 export type CreateKey = z.infer<typeof createKeySchema>;
+
+/**
+ * One user's use of the service, kept in the database so that limits hold across instances:
+ * a token bucket for messages, and the sessions counted as active (by last activity).
+ */
+export const userUsageSchema = z.object({
+  tokens: z.number(),
+  refilled_at: z.number(),
+  sessions: z.record(z.string(), z.number()).optional(),
+});
+export type UserUsage = z.infer<typeof userUsageSchema>;

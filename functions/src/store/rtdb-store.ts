@@ -16,8 +16,9 @@ import {
   type SessionMeta,
   type SessionState,
   type Template,
+  userUsageSchema,
 } from "./records";
-import { assertNextCountsOneMore, type NewSession, type Ruled, type SessionStore, type StateRule } from "./session-store";
+import { assertNextCountsOneMore, type NewSession, type Ruled, type SessionStore, type StateRule, type UsageRule } from "./session-store";
 
 const pendingSchema = z.record(z.string(), z.object({ user: chatMessageSchema, assistant: chatMessageSchema }));
 type Pending = z.infer<typeof pendingSchema>;
@@ -154,6 +155,41 @@ export class RtdbStore implements SessionStore {
     if (hashes.length === 0) return 0;
     await this.call("delete idempotency keys", this.db.ref(CREATE_KEYS).update(Object.fromEntries(hashes.map((hash) => [hash, null]))));
     return hashes.length;
+  }
+
+  async updateUsage<O>(userKey: string, rule: UsageRule<O>): Promise<O> {
+    const path = `userUsage/${userKey}`;
+    const last: { outcome?: O; error?: unknown } = {};
+    await this.call(
+      "update usage",
+      this.db.ref(path).transaction(
+        (current: unknown) => {
+          last.error = undefined;
+          // Unlike a session, a missing record is a valid start: a cold instance's null guess is
+          // corrected by the server (hash mismatch) before anything is written over real data.
+          const usage = current === null ? null : userUsageSchema.safeParse(current);
+          if (usage !== null && !usage.success) {
+            last.error = new StoreDataError(path, usage.error.issues[0]?.message ?? "invalid");
+            return undefined;
+          }
+          try {
+            const { outcome, next } = rule(usage === null ? null : usage.data);
+            last.outcome = outcome;
+            if (next !== undefined) return JSON.parse(JSON.stringify(next)) as unknown;
+            // "No change" decided on a null that may only be this instance's empty cache: write the
+            // null back, so the server confirms it (or answers with the real record, and this reruns).
+            return current === null ? null : undefined;
+          } catch (error) {
+            last.error = error;
+            return undefined;
+          }
+        },
+        undefined,
+        false,
+      ),
+    );
+    if (last.error !== undefined) throw last.error instanceof Error ? last.error : new Error("a usage rule failed", { cause: last.error });
+    return last.outcome as O;
   }
 
   /**

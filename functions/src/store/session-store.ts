@@ -1,4 +1,4 @@
-import type { ChatMessage, CreateKey, Exchange, SessionMeta, SessionState, Template } from "./records";
+import type { ChatMessage, CreateKey, Exchange, SessionMeta, SessionState, Template, UserUsage } from "./records";
 
 /**
  * A rule deciding, from the current stored state, what happens: an outcome for the caller and,
@@ -7,6 +7,9 @@ import type { ChatMessage, CreateKey, Exchange, SessionMeta, SessionState, Templ
  * under contention, and only its last run counts.
  */
 export type StateRule<O> = (state: SessionState) => { readonly outcome: O; readonly next?: SessionState };
+
+/** Like `StateRule`, for a user's usage record, which may not exist yet (`null`). */
+export type UsageRule<O> = (usage: UserUsage | null) => { readonly outcome: O; readonly next?: UserUsage };
 
 export type Ruled<O> =
   | { readonly found: true; readonly outcome: O; readonly state: SessionState }
@@ -68,6 +71,9 @@ export interface SessionStore {
 
   /** Removes create keys claimed at or before `cutoff`; returns how many. */
   deleteCreateKeys(cutoff: number, limit: number): Promise<number>;
+
+  /** Atomically applies `rule` to the usage record stored under `userKey`. */
+  updateUsage<O>(userKey: string, rule: UsageRule<O>): Promise<O>;
 }
 
 /** The contract of `appendExchange`'s rule, checked by every adapter: one more exchange, no other count. */

@@ -10,6 +10,8 @@ const PROJECT_ROOT = resolve(FUNCTIONS_DIR, "..");
 export interface EmulatorProject {
   readonly hostingUrl: string;
   readonly functionsUrl: string;
+  /** host:port of the Auth emulator, as FIREBASE_AUTH_EMULATOR_HOST wants it. */
+  readonly authHost: string;
   /** Everything the emulators printed, for a failing test to show. */
   output(): string;
   stop(): Promise<void>;
@@ -35,14 +37,14 @@ export async function startEmulatorProject(options: EmulatorProjectOptions): Pro
   const functions = join(dir, "functions");
   mkdirSync(functions);
   symlinkSync(join(FUNCTIONS_DIR, "node_modules"), join(functions, "node_modules"));
-  cpSync(join(FUNCTIONS_DIR, "lib"), join(functions, "lib"), { recursive: true });
   cpSync(join(FUNCTIONS_DIR, "package.json"), join(functions, "package.json"));
+  if (options.only.includes("functions")) cpSync(join(FUNCTIONS_DIR, "lib"), join(functions, "lib"), { recursive: true });
   cpSync(join(PROJECT_ROOT, "public"), join(dir, "public"), { recursive: true });
   writeFileSync(join(functions, ".env.local"), envFile(options.env));
   writeFileSync(join(functions, ".secret.local"), envFile(options.secrets));
   writeFileSync(join(dir, ".firebaserc"), JSON.stringify({ projects: { default: options.projectId } }));
 
-  const [hosting, functionsPort, hub, logging] = await Promise.all([freePort(), freePort(), freePort(), freePort()]);
+  const [hosting, functionsPort, hub, logging, auth] = await Promise.all([freePort(), freePort(), freePort(), freePort(), freePort()]);
   const config = JSON.parse(readFileSync(join(PROJECT_ROOT, "firebase.json"), "utf8")) as {
     functions: { predeploy?: unknown }[];
     emulators: Record<string, unknown>;
@@ -52,6 +54,7 @@ export async function startEmulatorProject(options: EmulatorProjectOptions): Pro
     ...config.emulators,
     hosting: { host: "127.0.0.1", port: hosting },
     functions: { host: "127.0.0.1", port: functionsPort },
+    auth: { host: "127.0.0.1", port: auth },
     hub: { host: "127.0.0.1", port: hub },
     logging: { host: "127.0.0.1", port: logging },
     ui: { enabled: false },
@@ -82,6 +85,7 @@ export async function startEmulatorProject(options: EmulatorProjectOptions): Pro
   return {
     hostingUrl: `http://127.0.0.1:${hosting}`,
     functionsUrl: `http://127.0.0.1:${functionsPort}/${options.projectId}/us-central1`,
+    authHost: `127.0.0.1:${auth}`,
     output: () => output,
     stop,
   };

@@ -1,5 +1,6 @@
 import { seedTemplates } from "../../src/local/project-files";
 import { RtdbStore } from "../../src/store/rtdb-store";
+import { bearer, signUp, type TestUser } from "../support/auth-emulator";
 import { FakeOpenAiServer } from "../support/fake-openai-server";
 import { call } from "../support/http-harness";
 import { describeWithRtdb, RtdbInstances } from "../support/rtdb";
@@ -11,7 +12,8 @@ const ROUTE = "/api/v1/chatbot/session";
 /**
  * The deployable artifact end to end: the built functions (index.ts, the onRequest wrapper,
  * params and the secret) on the Functions emulator, reached through the Hosting emulator's
- * rewrites from firebase.json, storing in the Realtime Database the environment names.
+ * rewrites from firebase.json, storing in the Realtime Database the environment names, and
+ * requiring ID tokens (the deployed default) issued by the Auth emulator.
  */
 describeWithRtdb("the built project on the Firebase emulators", () => {
   // Undefined when beforeAll failed half-way: afterAll still cleans up what started.
@@ -19,6 +21,7 @@ describeWithRtdb("the built project on the Firebase emulators", () => {
   let fake: FakeOpenAiServer | undefined;
   const database = new RtdbInstances(PROJECT_ID);
   let store: RtdbStore;
+  let user: TestUser;
 
   beforeAll(async () => {
     fake = await FakeOpenAiServer.start();
@@ -26,10 +29,11 @@ describeWithRtdb("the built project on the Firebase emulators", () => {
     await store.seedTemplates(seedTemplates());
     project = await startEmulatorProject({
       projectId: PROJECT_ID,
-      only: ["functions", "hosting"],
+      only: ["functions", "hosting", "auth"],
       env: { OPENAI_BASE_URL: fake.baseUrl, OPENAI_TIMEOUT_MS: "5000", OPENAI_MAX_RETRIES: "0" },
       secrets: { OPENAI_API_KEY: "sk-e2e-secret" },
     });
+    user = await signUp(project.authHost, PROJECT_ID);
   }, 120_000);
 
   afterAll(async () => {
@@ -39,22 +43,23 @@ describeWithRtdb("the built project on the Firebase emulators", () => {
   }, 30_000);
 
   it("serves the original routes through Hosting and the function URLs directly", async () => {
-    const created = await call(project!.hostingUrl, "POST", ROUTE, { user_id: "user_12345", template_id: "friendly-assistant" });
+    const auth = bearer(user.idToken);
+    const created = await call(project!.hostingUrl, "POST", ROUTE, { user_id: user.uid, template_id: "friendly-assistant" }, auth);
     expect(created.status).toBe(201);
     expect(created.body).toMatchObject({ success: true, message: "Session created successfully" });
     const id = String(created.body.session_id);
 
-    const first = await call(project!.hostingUrl, "POST", `${ROUTE}/${id}/message`, { message: "Hi" });
+    const first = await call(project!.hostingUrl, "POST", `${ROUTE}/${id}/message`, { message: "Hi" }, auth);
     expect(first.body).toEqual({ success: true, response: "reply #1 to: Hi", session_id: id, message_count: 1, truncated: false });
     expect(fake!.requests[0]?.headers.authorization).toBe("Bearer sk-e2e-secret");
     expect(fake!.requests[0]?.body.messages[0]).toEqual({ role: "system", content: seedTemplates()["friendly-assistant"]!.personalityPrompt });
 
-    const second = await call(project!.functionsUrl, "POST", `/sendMessage/${id}`, { message: "Again" });
+    const second = await call(project!.functionsUrl, "POST", `/sendMessage/${id}`, { message: "Again" }, auth);
     expect(second.body).toMatchObject({ success: true, message_count: 2 });
 
-    const ended = await call(project!.hostingUrl, "DELETE", `${ROUTE}/${id}`);
+    const ended = await call(project!.hostingUrl, "DELETE", `${ROUTE}/${id}`, undefined, auth);
     expect(ended.body).toMatchObject({ success: true, message: "Session ended successfully", message_count: 2 });
-    expect((await call(project!.hostingUrl, "POST", `${ROUTE}/${id}/message`, { message: "late" })).status).toBe(410);
+    expect((await call(project!.hostingUrl, "POST", `${ROUTE}/${id}/message`, { message: "late" }, auth)).status).toBe(410);
 
     expect(await store.readSessionState(id)).toMatchObject({ status: "ended", message_count: 2 });
     expect((await store.readRecentMessages(id, 10)).map((message) => message.content)).toEqual([
@@ -65,12 +70,23 @@ describeWithRtdb("the built project on the Firebase emulators", () => {
     ]);
   });
 
+  it("requires an ID token when deployed", async () => {
+    const anonymous = await call(project!.hostingUrl, "POST", ROUTE, { user_id: "user_12345", template_id: "friendly-assistant" });
+    expect(anonymous.status).toBe(401);
+    expect(anonymous.body.error?.code).toBe("UNAUTHENTICATED");
+    const other = await signUp(project!.authHost, PROJECT_ID);
+    const created = await call(project!.hostingUrl, "POST", ROUTE, { template_id: "socratic-tutor" }, bearer(user.idToken));
+    const id = String(created.body.session_id);
+    expect((await call(project!.hostingUrl, "POST", `${ROUTE}/${id}/message`, { message: "mine?" }, bearer(other.idToken))).status).toBe(403);
+  });
+
   it("answers bad input with 4xx", async () => {
-    const missing = await call(project!.hostingUrl, "POST", ROUTE, { user_id: "u" });
+    const auth = bearer(user.idToken);
+    const missing = await call(project!.hostingUrl, "POST", ROUTE, { user_id: user.uid }, auth);
     expect(missing.status).toBe(400);
     expect(missing.body.error?.code).toBe("INVALID_REQUEST");
     expect((await call(project!.hostingUrl, "GET", ROUTE)).status).toBe(405);
-    expect((await call(project!.functionsUrl, "DELETE", "/endSession/not-a-session")).status).toBe(404);
+    expect((await call(project!.functionsUrl, "DELETE", "/endSession/not-a-session", undefined, auth)).status).toBe(404);
     // Malformed JSON never reaches the function: the platform's body parser answers 400 itself.
     expect((await call(project!.hostingUrl, "POST", ROUTE, "{oops", { "content-type": "application/json" })).status).toBe(400);
   });

@@ -112,7 +112,7 @@ describeEachStore("database faults at each step of a request", (kind) => {
     faults.arm("updateState", "before");
     expect((await api.call("POST", ROUTES.message(id), { message: "claim" }, key)).status).toBe(503);
     expect(harness.fake.requests).toHaveLength(0);
-    expect((await stored(api, id)).state?.idempotency).toBeUndefined();
+    expect((await stored(api, id)).state?.requests).toBeUndefined();
     const retried = await api.call("POST", ROUTES.message(id), { message: "claim" }, key);
     expect(retried.status).toBe(200);
     expect(retried.headers.get("idempotent-replayed")).toBeNull();
@@ -125,7 +125,7 @@ describeEachStore("database faults at each step of a request", (kind) => {
     // The claim passes; the release that follows the model failure is lost.
     faults.arm("updateState", "before", 1);
     expect((await api.call("POST", ROUTES.message(id), { message: "later" }, key)).status).toBe(503);
-    expect(Object.values((await stored(api, id)).state?.idempotency ?? {})).toHaveLength(1);
+    expect(Object.values((await stored(api, id)).state?.requests ?? {})).toHaveLength(1);
 
     const started = Date.now();
     const retried = await api.call("POST", ROUTES.message(id), { message: "later" }, key);

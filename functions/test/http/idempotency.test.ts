@@ -81,7 +81,7 @@ describeEachStore("Idempotency-Key", (kind) => {
     // What an instance that died after claiming the key leaves behind: a claim whose lease ran out.
     await a.store.updateState(id, (state) => ({
       outcome: undefined,
-      next: { ...state, idempotency: { [hash]: { fingerprint: fingerprint("lost"), owner: "dead-instance", lease_until: Date.now() - 1 } } },
+      next: { ...state, requests: { [hash]: { fingerprint: fingerprint("lost"), owner: "dead-instance", lease_until: Date.now() - 1 } } },
     }));
     const answer = await b.call("POST", ROUTES.message(id), { message: "lost" }, headers);
     expect(answer.status).toBe(200);
@@ -95,7 +95,7 @@ describeEachStore("Idempotency-Key", (kind) => {
     const hash = keyHash("sendMessage", headers["Idempotency-Key"]);
     await a.store.updateState(id, (state) => ({
       outcome: undefined,
-      next: { ...state, idempotency: { [hash]: { fingerprint: fingerprint("stuck"), owner: "slow-instance", lease_until: Date.now() + 60_000 } } },
+      next: { ...state, requests: { [hash]: { fingerprint: fingerprint("stuck"), owner: "slow-instance", lease_until: Date.now() + 60_000 } } },
     }));
     const started = Date.now();
     const answer = await b.call("POST", ROUTES.message(id), { message: "stuck" }, headers);

@@ -1,4 +1,7 @@
+import { randomUUID } from "node:crypto";
 import type { Server } from "node:http";
+import { initializeApp } from "firebase-admin/app";
+import { firebaseIdentity } from "../../src/auth/firebase-identity";
 import type { AddressInfo } from "node:net";
 import { resolveConfig } from "../../src/config";
 import { hostingRewrites, seedTemplates } from "../../src/local/project-files";
@@ -50,6 +53,8 @@ export interface HarnessOptions {
   readonly wrapStore?: (store: SessionStore) => SessionStore;
   /** Reach the database through this address (a proxy) instead of FIREBASE_DATABASE_EMULATOR_HOST. */
   readonly databaseHost?: string;
+  /** The project whose ID tokens are accepted (default demo-chatify). */
+  readonly projectId?: string;
   readonly env?: Record<string, string>;
   readonly clock?: () => number;
   readonly log?: Log;
@@ -57,8 +62,19 @@ export interface HarnessOptions {
 
 export async function startHarness(options: HarnessOptions): Promise<Harness> {
   const fake = await FakeOpenAiServer.start();
-  const env = { OPENAI_API_KEY: "sk-test-key", OPENAI_BASE_URL: fake.baseUrl, OPENAI_TIMEOUT_MS: "3000", OPENAI_MAX_RETRIES: "0", ...options.env };
-  const config = resolveConfig(env);
+  const env = {
+    OPENAI_API_KEY: "sk-test-key",
+    OPENAI_BASE_URL: fake.baseUrl,
+    OPENAI_TIMEOUT_MS: "3000",
+    OPENAI_MAX_RETRIES: "0",
+    // Limits out of the way; the suites about limits set their own.
+    USER_MESSAGES_PER_MINUTE: "100000",
+    USER_MAX_ACTIVE_SESSIONS: "100000",
+    SESSION_MAX_EXCHANGES: "100000",
+    ...options.env,
+  };
+  // As the local server: a token is optional unless a suite asks otherwise.
+  const config = resolveConfig(env, { requireAuth: false });
   const servers: Server[] = [];
   const rtdb = options.store === "rtdb" ? new RtdbInstances(freshNamespace("http"), options.databaseHost) : undefined;
   const memory = new MemoryStore();
@@ -71,6 +87,8 @@ export async function startHarness(options: HarnessOptions): Promise<Harness> {
     const runtime = createRuntime({
       config,
       store,
+      // Tokens are checked on the Auth emulator when FIREBASE_AUTH_EMULATOR_HOST is set.
+      identity: firebaseIdentity(initializeApp({ projectId: options.projectId ?? "demo-chatify" }, randomUUID())),
       log: options.log ?? silentLog,
       model: modelFromConfig(config, { allowOffline: false }),
       ...(options.clock ? { clock: options.clock } : {}),

@@ -16,6 +16,10 @@ const READ_BACK: Readonly<Record<string, (config: Config) => string>> = {
   SESSION_CACHE_MAX_ENTRIES: (config) => String(config.sessionCacheMaxEntries),
   OPENAI_BASE_URL: (config) => config.openai.baseUrl ?? "",
   CORS_ORIGINS: (config) => (config.corsOrigins === "*" ? "*" : config.corsOrigins.join(",")),
+  USER_MESSAGES_PER_MINUTE: (config) => String(config.limits.userMessagesPerMinute),
+  USER_MAX_ACTIVE_SESSIONS: (config) => String(config.limits.userMaxActiveSessions),
+  SESSION_MAX_EXCHANGES: (config) => String(config.limits.sessionMaxExchanges),
+  REQUIRE_AUTH: (config) => String(config.requireAuth),
 };
 
 const INT_PARAM_NAMES = DECLARED_PARAMS.filter((param) => /^\d+$/.test(param.default)).map((param) => param.name);
@@ -83,6 +87,10 @@ describe("resolveConfig overrides", () => {
       TEMPLATE_CACHE_TTL_MS: "0",
       SESSION_CACHE_TTL_MS: "1000",
       SESSION_CACHE_MAX_ENTRIES: "7",
+      USER_MESSAGES_PER_MINUTE: "11",
+      USER_MAX_ACTIVE_SESSIONS: "3",
+      SESSION_MAX_EXCHANGES: "40",
+      REQUIRE_AUTH: "false",
     });
     expect(config).toEqual({
       openai: { apiKey: "sk-test", baseUrl: "http://localhost:8080/v1", timeoutMs: 2500, maxRetries: 3, maxRetryWaitMs: 1500 },
@@ -96,7 +104,17 @@ describe("resolveConfig overrides", () => {
       templateCacheTtlMs: 0,
       sessionCacheTtlMs: 1000,
       sessionCacheMaxEntries: 7,
+      requireAuth: false,
+      limits: { userMessagesPerMinute: 11, userMaxActiveSessions: 3, sessionMaxExchanges: 40 },
     });
+  });
+
+  it("reads REQUIRE_AUTH as a boolean, with the default a caller gives", () => {
+    expect(resolveConfig({ REQUIRE_AUTH: "TRUE" }).requireAuth).toBe(true);
+    expect(resolveConfig({ REQUIRE_AUTH: "0" }).requireAuth).toBe(false);
+    expect(resolveConfig({}, { requireAuth: false }).requireAuth).toBe(false);
+    expect(resolveConfig({ REQUIRE_AUTH: "1" }, { requireAuth: false }).requireAuth).toBe(true);
+    expect(configError({ REQUIRE_AUTH: "yes" }).message).toContain("REQUIRE_AUTH");
   });
 
   it("trims whitespace around an integer", () => {

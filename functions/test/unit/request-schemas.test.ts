@@ -16,7 +16,7 @@ function issues(run: () => unknown): readonly FieldIssue[] {
   return refusal(run).details ?? [];
 }
 
-const createBody = (body: unknown) => parseBody(createSessionBody, body);
+const createBody = (body: unknown) => parseBody(createSessionBody(true), body);
 const sendBody = (max: number, body: unknown) => parseBody(sendMessageBody(max), body);
 
 describe("parseBody(createSessionBody)", () => {
@@ -122,5 +122,12 @@ describe("parseBody(sendMessageBody(max))", () => {
   it("uses the limit it was built with", () => {
     expect(sendBody(3, { message: "abc" })).toEqual({ message: "abc" });
     expect(issues(() => sendBody(3, { message: "abcd" }))).toEqual([{ field: "message", message: "must be at most 3 characters" }]);
+  });
+});
+
+describe("createSessionBody for a signed-in caller", () => {
+  it("makes user_id optional, still checking it when given", () => {
+    expect(parseBody(createSessionBody(false), { template_id: "friendly-assistant" })).toEqual({ template_id: "friendly-assistant" });
+    expect(() => parseBody(createSessionBody(false), { user_id: 5, template_id: "friendly-assistant" })).toThrow(/user_id must be a string/);
   });
 });

@@ -1,29 +1,29 @@
 import {
   appendRule,
-  claimKey,
+  claimRequest,
   closedAt,
   closeIfIdle,
   endRule,
   expireRule,
-  releaseKey,
+  releaseClaim,
   settle,
   type AppendOutcome,
   type ClaimOutcome,
   type EndOutcome,
-  type KeyClaim,
+  type RequestClaim,
   type SessionPolicy,
 } from "../../src/session/session-rules";
-import type { IdempotencyEntry, SessionState } from "../../src/store/records";
+import type { RequestEntry, SessionState } from "../../src/store/records";
 import type { StateRule } from "../../src/store/session-store";
 
 /** Last activity of the sessions below; the TTL is short so that times read easily. */
 const T = 1_000_000;
 const TTL = 1_000;
 const LEASE = 500;
-const POLICY: SessionPolicy = { idleTtlMs: TTL, rememberedKeys: 3 };
+const POLICY: SessionPolicy = { idleTtlMs: TTL, rememberedKeys: 3, maxExchanges: 1_000_000 };
 
-const CLAIM: KeyClaim = { hash: "h1", fingerprint: "fp1", owner: "me" };
-const OTHER_KEY: IdempotencyEntry = { fingerprint: "fp9", seq: 1 };
+const CLAIM: RequestClaim = { hash: "h1", fingerprint: "fp1", owner: "me", remember: true };
+const OTHER_KEY: RequestEntry = { fingerprint: "fp9", seq: 1 };
 
 function active(overrides: Partial<SessionState> = {}): SessionState {
   return { status: "active", message_count: 2, last_activity: T, idle_since: T, ...overrides };
@@ -84,11 +84,11 @@ describe("settle", () => {
   });
 
   it("expires a session idle one millisecond past the TTL, at the moment its TTL ran out", () => {
-    const state = active({ message_count: 4, idempotency: { h9: OTHER_KEY } });
+    const state = active({ message_count: 4, requests: { h9: OTHER_KEY } });
     const settled = settle(state, T + TTL + 1, POLICY);
-    expect(settled).toStrictEqual({ status: "expired", message_count: 4, last_activity: T, ended_at: T + TTL, idempotency: { h9: OTHER_KEY } });
+    expect(settled).toStrictEqual({ status: "expired", message_count: 4, last_activity: T, ended_at: T + TTL, requests: { h9: OTHER_KEY } });
     expect(settled).not.toHaveProperty("idle_since");
-    expect(state).toStrictEqual(active({ message_count: 4, idempotency: { h9: OTHER_KEY } }));
+    expect(state).toStrictEqual(active({ message_count: 4, requests: { h9: OTHER_KEY } }));
   });
 
   it.each([ended(), { ...ended(), status: "expired" as const }])("leaves a $status session as it is, however late", (state) => {
@@ -116,11 +116,11 @@ describe("closeIfIdle", () => {
   ]);
 });
 
-describe("claimKey", () => {
+describe("claimRequest", () => {
   const now = T + 100;
-  const claim = (at = now) => claimKey(CLAIM, at, LEASE, POLICY);
-  const mine = (entry: IdempotencyEntry) => ({ idempotency: { [CLAIM.hash]: entry, h9: OTHER_KEY } });
-  const claimedAt = (at: number): IdempotencyEntry => ({ fingerprint: CLAIM.fingerprint, owner: CLAIM.owner, lease_until: at + LEASE });
+  const claim = (at = now) => claimRequest(CLAIM, at, LEASE, POLICY);
+  const mine = (entry: RequestEntry) => ({ requests: { [CLAIM.hash]: entry, h9: OTHER_KEY } });
+  const claimedAt = (at: number): RequestEntry => ({ fingerprint: CLAIM.fingerprint, owner: CLAIM.owner, lease_until: at + LEASE });
 
   ruleTable<ClaimOutcome>([
     {
@@ -128,11 +128,11 @@ describe("claimKey", () => {
       state: active(),
       rule: claim(),
       outcome: { kind: "claimed" },
-      next: active({ idempotency: { h1: claimedAt(now) } }),
+      next: active({ requests: { h1: claimedAt(now) } }),
     },
     {
       name: "claims a key next to the others, keeping them",
-      state: active({ idempotency: { h9: OTHER_KEY } }),
+      state: active({ requests: { h9: OTHER_KEY } }),
       rule: claim(),
       outcome: { kind: "claimed" },
       next: active(mine(claimedAt(now))),
@@ -216,49 +216,49 @@ describe("claimKey", () => {
   ]);
 });
 
-describe("releaseKey", () => {
-  const withKey = (entry: IdempotencyEntry) => active({ idempotency: { [CLAIM.hash]: entry, h9: OTHER_KEY } });
+describe("releaseClaim", () => {
+  const withKey = (entry: RequestEntry) => active({ requests: { [CLAIM.hash]: entry, h9: OTHER_KEY } });
 
   ruleTable<undefined>([
     {
       name: "drops its own unfinished claim, keeping the other keys",
       state: withKey({ fingerprint: "fp1", owner: "me", lease_until: T + LEASE }),
-      rule: releaseKey(CLAIM),
+      rule: releaseClaim(CLAIM),
       outcome: undefined,
-      next: active({ idempotency: { h9: OTHER_KEY } }),
+      next: active({ requests: { h9: OTHER_KEY } }),
     },
     {
       name: "drops its own claim even once the lease ran out",
       state: withKey({ fingerprint: "fp1", owner: "me", lease_until: 0 }),
-      rule: releaseKey(CLAIM),
+      rule: releaseClaim(CLAIM),
       outcome: undefined,
-      next: active({ idempotency: { h9: OTHER_KEY } }),
+      next: active({ requests: { h9: OTHER_KEY } }),
     },
     {
       name: "leaves another owner's claim",
       state: withKey({ fingerprint: "fp1", owner: "other", lease_until: T + LEASE }),
-      rule: releaseKey(CLAIM),
+      rule: releaseClaim(CLAIM),
       outcome: undefined,
     },
     {
       name: "leaves a key that produced an exchange",
       state: withKey({ fingerprint: "fp1", seq: 2 }),
-      rule: releaseKey(CLAIM),
+      rule: releaseClaim(CLAIM),
       outcome: undefined,
     },
     {
       name: "leaves a key that produced an exchange, whoever claimed it",
       state: withKey({ fingerprint: "fp1", seq: 2, owner: "me", lease_until: T + LEASE }),
-      rule: releaseKey(CLAIM),
+      rule: releaseClaim(CLAIM),
       outcome: undefined,
     },
-    { name: "writes nothing when the key is not there", state: active({ idempotency: { h9: OTHER_KEY } }), rule: releaseKey(CLAIM), outcome: undefined },
-    { name: "writes nothing when the session has no keys", state: active(), rule: releaseKey(CLAIM), outcome: undefined },
+    { name: "writes nothing when the key is not there", state: active({ requests: { h9: OTHER_KEY } }), rule: releaseClaim(CLAIM), outcome: undefined },
+    { name: "writes nothing when the session has no keys", state: active(), rule: releaseClaim(CLAIM), outcome: undefined },
   ]);
 });
 
 describe("appendRule", () => {
-  const append = (options: { receivedAt?: number; answeredAt?: number; claim?: KeyClaim } = {}) =>
+  const append = (options: { receivedAt?: number; answeredAt?: number; claim?: RequestClaim } = {}) =>
     appendRule({ receivedAt: options.receivedAt ?? T + 100, answeredAt: options.answeredAt ?? T + 200, policy: POLICY, ...(options.claim ? { claim: options.claim } : {}) });
 
   ruleTable<AppendOutcome>([
@@ -278,33 +278,33 @@ describe("appendRule", () => {
     },
     {
       name: "records the key's exchange and drops its owner and lease",
-      state: active({ idempotency: { h1: { fingerprint: "fp1", owner: "me", lease_until: T + LEASE } } }),
+      state: active({ requests: { h1: { fingerprint: "fp1", owner: "me", lease_until: T + LEASE } } }),
       rule: append({ claim: CLAIM }),
       outcome: { kind: "appended", seq: 3 },
-      next: active({ message_count: 3, last_activity: T + 200, idle_since: T + 200, idempotency: { h1: { fingerprint: "fp1", seq: 3 } } }),
+      next: active({ message_count: 3, last_activity: T + 200, idle_since: T + 200, requests: { h1: { fingerprint: "fp1", seq: 3 } } }),
     },
     {
       name: "records the key even when its claim is gone or was taken over",
-      state: active({ idempotency: { h1: { fingerprint: "fp1", owner: "other", lease_until: T + LEASE } } }),
+      state: active({ requests: { h1: { fingerprint: "fp1", owner: "other", lease_until: T + LEASE } } }),
       rule: append({ claim: CLAIM }),
       outcome: { kind: "appended", seq: 3 },
-      next: active({ message_count: 3, last_activity: T + 200, idle_since: T + 200, idempotency: { h1: { fingerprint: "fp1", seq: 3 } } }),
+      next: active({ message_count: 3, last_activity: T + 200, idle_since: T + 200, requests: { h1: { fingerprint: "fp1", seq: 3 } } }),
     },
     {
       name: "answers duplicate when the key already produced an exchange",
-      state: active({ idempotency: { h1: { fingerprint: "fp1", seq: 1 } } }),
+      state: active({ requests: { h1: { fingerprint: "fp1", seq: 1 } } }),
       rule: append({ claim: CLAIM }),
       outcome: { kind: "duplicate", seq: 1 },
     },
     {
       name: "answers duplicate for a done key even on an ended session",
-      state: ended({ idempotency: { h1: { fingerprint: "fp1", seq: 1 } } }),
+      state: ended({ requests: { h1: { fingerprint: "fp1", seq: 1 } } }),
       rule: append({ claim: CLAIM }),
       outcome: { kind: "duplicate", seq: 1 },
     },
     {
       name: "answers reused when the key's fingerprint differs",
-      state: active({ idempotency: { h1: { fingerprint: "fp2", owner: "me", lease_until: T + LEASE } } }),
+      state: active({ requests: { h1: { fingerprint: "fp2", owner: "me", lease_until: T + LEASE } } }),
       rule: append({ claim: CLAIM }),
       outcome: { kind: "reused" },
     },
@@ -332,11 +332,11 @@ describe("appendRule", () => {
 
   describe("remembers the keys of the latest rememberedKeys (3) exchanges and live claims", () => {
     const answeredAt = T + 200;
-    const done = (seq: number): IdempotencyEntry => ({ fingerprint: `fp-${seq}`, seq });
-    const claimUntil = (leaseUntil: number): IdempotencyEntry => ({ fingerprint: "fp-claim", owner: "someone", lease_until: leaseUntil });
+    const done = (seq: number): RequestEntry => ({ fingerprint: `fp-${seq}`, seq });
+    const claimUntil = (leaseUntil: number): RequestEntry => ({ fingerprint: "fp-claim", owner: "someone", lease_until: leaseUntil });
     const state = active({
       message_count: 5,
-      idempotency: {
+      requests: {
         k1: done(1),
         k2: done(2),
         k3: done(3),
@@ -352,18 +352,18 @@ describe("appendRule", () => {
     it("with a keyed append: keys of exchanges 5 and 4 and this one (6), and the live claim", () => {
       const { outcome, next } = appendRule({ receivedAt: T + 100, answeredAt, policy: POLICY, claim: CLAIM })(state);
       expect(outcome).toEqual({ kind: "appended", seq: 6 });
-      expect(next?.idempotency).toStrictEqual({ k4: done(4), k5: done(5), h1: { fingerprint: "fp1", seq: 6 }, live: claimUntil(answeredAt + 1) });
+      expect(next?.requests).toStrictEqual({ k4: done(4), k5: done(5), h1: { fingerprint: "fp1", seq: 6 }, live: claimUntil(answeredAt + 1) });
     });
 
     it("with an unkeyed append: only the keys of exchanges 4 and 5 still fall among the latest 3, and the live claim", () => {
       const { outcome, next } = appendRule({ receivedAt: T + 100, answeredAt, policy: POLICY })(state);
       expect(outcome).toEqual({ kind: "appended", seq: 6 });
-      expect(next?.idempotency).toStrictEqual({ k4: done(4), k5: done(5), live: claimUntil(answeredAt + 1) });
+      expect(next?.requests).toStrictEqual({ k4: done(4), k5: done(5), live: claimUntil(answeredAt + 1) });
     });
 
     it("keeps no done key with rememberedKeys 0, but still the live claim", () => {
       const { next } = appendRule({ receivedAt: T + 100, answeredAt, policy: { ...POLICY, rememberedKeys: 0 }, claim: CLAIM })(state);
-      expect(next?.idempotency).toStrictEqual({ live: claimUntil(answeredAt + 1) });
+      expect(next?.requests).toStrictEqual({ live: claimUntil(answeredAt + 1) });
     });
 
     it("adds no key map to a session that has none", () => {
@@ -398,10 +398,10 @@ describe("endRule", () => {
     },
     {
       name: "keeps the session's keys, so replays still work",
-      state: active({ idempotency: { h9: OTHER_KEY } }),
+      state: active({ requests: { h9: OTHER_KEY } }),
       rule: endRule(T + 300, POLICY),
       outcome: { kind: "ended" },
-      next: { status: "ended", message_count: 2, last_activity: T + 300, ended_at: T + 300, idempotency: { h9: OTHER_KEY } },
+      next: { status: "ended", message_count: 2, last_activity: T + 300, ended_at: T + 300, requests: { h9: OTHER_KEY } },
     },
     { name: "refuses an ended session, writing nothing", state: ended(), rule: endRule(T + 300, POLICY), outcome: { kind: "closed", status: "ended" } },
     {
@@ -421,7 +421,7 @@ describe("endRule", () => {
 });
 
 describe("expireRule", () => {
-  const policy = { idleTtlMs: 1_000, rememberedKeys: 100 };
+  const policy: SessionPolicy = { idleTtlMs: 1_000, rememberedKeys: 100, maxExchanges: 1_000_000 };
 
   ruleTable<boolean>([
     {

@@ -10,7 +10,7 @@ import {
 } from "../../src/session/errors";
 import { GENERATION_DEFAULTS } from "../../src/session/generation-settings";
 import { fingerprint, keyHash } from "../../src/session/idempotency";
-import { claimKey, type SessionPolicy } from "../../src/session/session-rules";
+import { claimRequest, type SessionPolicy } from "../../src/session/session-rules";
 import { SessionService } from "../../src/session/session-service";
 import { MemoryStore } from "../../src/store/memory-store";
 import type { ChatMessage, Exchange, SessionMeta, SessionState, Template } from "../../src/store/records";
@@ -106,6 +106,7 @@ describe("SessionService", () => {
       newSessionId: randomUUID,
       defaultContextWindow: DEFAULT_WINDOW,
       policy: setup.policy ?? POLICY,
+      usage: { messagesPerMinute: 1_000_000, maxActiveSessions: 1_000_000, idleTtlMs: (setup.policy ?? POLICY).idleTtlMs },
       keyLeaseMs: setup.keyLeaseMs ?? 10_000,
       keyPollMs: 5,
       cache: {
@@ -365,7 +366,7 @@ describe("SessionService", () => {
   });
 
   describe("idle expiry", () => {
-    const policy: SessionPolicy = { idleTtlMs: 1_000, rememberedKeys: 10 };
+    const policy: SessionPolicy = { idleTtlMs: 1_000, rememberedKeys: 10, maxExchanges: 1_000_000 };
 
     it("takes a message sent exactly at the TTL", async () => {
       let now = 50_000;
@@ -469,19 +470,19 @@ describe("SessionService", () => {
       const { sessionId } = await service.create({ userId: "u", templateId: "tester" });
       fake.enqueue({ kind: "status", status: 500 });
       await expect(service.send({ sessionId, message: "hi", idempotencyKey: "k" })).rejects.toBeInstanceOf(ModelError);
-      expect((await store.readSessionState(sessionId))?.idempotency).toEqual({});
+      expect((await store.readSessionState(sessionId))?.requests).toBeUndefined();
 
       await expect(service.send({ sessionId, message: "hi", idempotencyKey: "k" })).resolves.toMatchObject({ messageCount: 1, replayed: false });
       expect(fake.requests).toHaveLength(2);
-      const entries = Object.values((await store.readSessionState(sessionId))?.idempotency ?? {});
+      const entries = Object.values((await store.readSessionState(sessionId))?.requests ?? {});
       expect(entries).toEqual([{ fingerprint: fingerprint("hi"), seq: 1 }]);
     });
 
     it("answers IdempotencyInProgressError when another request holds the key past the wait", async () => {
       const service = instance({ keyLeaseMs: 50 });
       const { sessionId } = await service.create({ userId: "u", templateId: "tester" });
-      const claim = { hash: keyHash("sendMessage", "k"), fingerprint: fingerprint("hi"), owner: "someone else" };
-      await store.updateState(sessionId, claimKey(claim, Date.now(), 60_000, POLICY));
+      const claim = { hash: keyHash("sendMessage", "k"), fingerprint: fingerprint("hi"), owner: "someone else", remember: true };
+      await store.updateState(sessionId, claimRequest(claim, Date.now(), 60_000, POLICY));
 
       const waiting = service.send({ sessionId, message: "hi", idempotencyKey: "k" });
       await expect(waiting).rejects.toBeInstanceOf(IdempotencyInProgressError);

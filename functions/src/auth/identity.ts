@@ -1,0 +1,19 @@
+/** Who a verified ID token says the caller is. */
+export interface Identity {
+  readonly uid: string;
+}
+
+/** The port through which the HTTP boundary checks a bearer token. */
+export interface IdentityVerifier {
+  verify(idToken: string): Promise<Identity>;
+}
+
+/** The token is missing where required, malformed, forged, expired or revoked (401). */
+export class InvalidTokenError extends Error {
+  override readonly name = "InvalidTokenError";
+}
+
+/** The token could not be checked at all, e.g. the signing keys could not be fetched (503). */
+export class IdentityUnavailableError extends Error {
+  override readonly name = "IdentityUnavailableError";
+}

@@ -1,0 +1,150 @@
+import { startEmulatorProject, type EmulatorProject } from "../e2e/emulator-project";
+import { bearer, signUp, withClaims, type TestUser } from "../support/auth-emulator";
+import { createSession, ROUTES, startHarness, type Harness } from "../support/http-harness";
+
+const PROJECT_ID = "demo-chatify";
+
+/**
+ * Identity against the Auth emulator (pure Node, offline): real ID tokens from it, verified
+ * by firebase-admin exactly as deployed, except that the emulator's tokens carry no signature.
+ */
+describe("Firebase Auth", () => {
+  let emulator: EmulatorProject;
+  let alice: TestUser;
+  let bob: TestUser;
+  const previousHost = process.env.FIREBASE_AUTH_EMULATOR_HOST;
+
+  beforeAll(async () => {
+    emulator = await startEmulatorProject({ projectId: PROJECT_ID, only: ["auth"], env: {}, secrets: {} });
+    // firebase-admin reads this when an app's Auth is first used: before any harness starts.
+    process.env.FIREBASE_AUTH_EMULATOR_HOST = emulator.authHost;
+    [alice, bob] = [await signUp(emulator.authHost, PROJECT_ID), await signUp(emulator.authHost, PROJECT_ID)];
+  }, 120_000);
+
+  afterAll(async () => {
+    if (previousHost === undefined) delete process.env.FIREBASE_AUTH_EMULATOR_HOST;
+    else process.env.FIREBASE_AUTH_EMULATOR_HOST = previousHost;
+    await emulator.stop();
+  }, 30_000);
+
+  describe("with REQUIRE_AUTH=true", () => {
+    let harness: Harness;
+    beforeAll(async () => {
+      harness = await startHarness({ store: "memory", env: { REQUIRE_AUTH: "true" } });
+    });
+    afterAll(async () => harness.close());
+    beforeEach(() => harness.fake.reset());
+
+    it("refuses every endpoint without a token, with 401 and WWW-Authenticate", async () => {
+      const id = await createSessionAs(harness, alice);
+      for (const [method, path, body] of [
+        ["POST", ROUTES.create, { user_id: alice.uid, template_id: "friendly-assistant" }],
+        ["POST", ROUTES.message(id), { message: "hi" }],
+        ["DELETE", ROUTES.end(id), undefined],
+      ] as const) {
+        const answer = await harness.api.call(method, path, body);
+        expect(answer.status).toBe(401);
+        expect(answer.body.error?.code).toBe("UNAUTHENTICATED");
+        expect(answer.headers.get("www-authenticate")).toMatch(/^Bearer/);
+      }
+      expect(harness.fake.requests).toHaveLength(0);
+    });
+
+    it("creates the session for the token's user, with or without a matching user_id", async () => {
+      const implicit = await harness.api.call("POST", ROUTES.create, { template_id: "friendly-assistant" }, bearer(alice.idToken));
+      expect(implicit.status).toBe(201);
+      expect(implicit.body.user_id).toBe(alice.uid);
+      const explicit = await harness.api.call("POST", ROUTES.create, { user_id: alice.uid, template_id: "friendly-assistant" }, bearer(alice.idToken));
+      expect(explicit.status).toBe(201);
+      expect(await harness.api.store.readSessionMeta(String(explicit.body.session_id))).toMatchObject({ user_id: alice.uid });
+    });
+
+    it("refuses a body user_id that differs from the token's user with 403", async () => {
+      const answer = await harness.api.call("POST", ROUTES.create, { user_id: bob.uid, template_id: "friendly-assistant" }, bearer(alice.idToken));
+      expect(answer.status).toBe(403);
+      expect(answer.body.error?.code).toBe("FORBIDDEN");
+    });
+
+    it("lets only the owner send to or end a session, revealing nothing to others", async () => {
+      const open = await createSessionAs(harness, alice);
+      const ended = await createSessionAs(harness, alice);
+      await harness.api.call("DELETE", ROUTES.end(ended), undefined, bearer(alice.idToken));
+
+      const toOpen = await harness.api.call("POST", ROUTES.message(open), { message: "let me in" }, bearer(bob.idToken));
+      const toEnded = await harness.api.call("POST", ROUTES.message(ended), { message: "let me in" }, bearer(bob.idToken));
+      const endOpen = await harness.api.call("DELETE", ROUTES.end(open), undefined, bearer(bob.idToken));
+      // The same answer whatever the state of alice's session: 403, never 410.
+      for (const answer of [toOpen, toEnded, endOpen]) {
+        expect(answer.status).toBe(403);
+        expect(answer.body).toEqual(toOpen.body);
+      }
+      expect(harness.fake.requests).toHaveLength(0);
+      expect(await harness.api.store.readSessionState(open)).toMatchObject({ status: "active", message_count: 0 });
+
+      expect((await harness.api.call("POST", ROUTES.message(open), { message: "mine" }, bearer(alice.idToken))).status).toBe(200);
+      expect((await harness.api.call("DELETE", ROUTES.end(open), undefined, bearer(alice.idToken))).status).toBe(200);
+    });
+
+    it.each([
+      ["a forged token for another project", () => withClaims(alice.idToken, { aud: "demo-other", iss: "https://securetoken.google.com/demo-other" })],
+      ["an expired token", () => withClaims(alice.idToken, { iat: 1_600_000_000, exp: 1_600_003_600, auth_time: 1_600_000_000 })],
+      ["a token for a forged user", () => withClaims(alice.idToken, { sub: "", user_id: "" })],
+      ["a malformed token", () => "not.a.jwt"],
+      ["random text", () => "hello"],
+    ])("refuses %s with 401, and the token never appears in the answer", async (_name, token) => {
+      const forged = token();
+      const answer = await harness.api.call("POST", ROUTES.create, { template_id: "friendly-assistant" }, bearer(forged));
+      expect(answer.status).toBe(401);
+      expect(answer.body.error?.code).toBe("UNAUTHENTICATED");
+      expect(answer.text).not.toContain(forged);
+    });
+
+    it.each([
+      ["another scheme", "Basic dXNlcjpwYXNz"],
+      ["a bare Bearer", "Bearer"],
+      ["two tokens", "Bearer a b"],
+    ])("refuses an Authorization header with %s with 401", async (_name, header) => {
+      const answer = await harness.api.call("POST", ROUTES.create, { template_id: "friendly-assistant" }, { Authorization: header });
+      expect(answer.status).toBe(401);
+    });
+  });
+
+  describe("with REQUIRE_AUTH=false (the local default)", () => {
+    let harness: Harness;
+    beforeAll(async () => {
+      harness = await startHarness({ store: "memory" });
+    });
+    afterAll(async () => harness.close());
+
+    it("trusts the body user_id without a token", async () => {
+      const answer = await harness.api.call("POST", ROUTES.create, { user_id: "anyone", template_id: "friendly-assistant" });
+      expect(answer.status).toBe(201);
+      expect(answer.body.user_id).toBe("anyone");
+      const id = String(answer.body.session_id);
+      expect((await harness.api.call("POST", ROUTES.message(id), { message: "hi" })).status).toBe(200);
+    });
+
+    it("still verifies a token that is sent, and lets it win", async () => {
+      expect((await harness.api.call("POST", ROUTES.create, { template_id: "friendly-assistant" }, bearer("garbage"))).status).toBe(401);
+      const mismatch = await harness.api.call("POST", ROUTES.create, { user_id: "someone-else", template_id: "friendly-assistant" }, bearer(alice.idToken));
+      expect(mismatch.status).toBe(403);
+      const id = await createSessionAs(harness, alice);
+      expect((await harness.api.call("POST", ROUTES.message(id), { message: "hi" }, bearer(bob.idToken))).status).toBe(403);
+      // Without a token, nothing is checked: what this mode does not protect.
+      expect((await harness.api.call("POST", ROUTES.message(id), { message: "hi" })).status).toBe(200);
+    });
+
+    it("still needs user_id without a token", async () => {
+      const answer = await harness.api.call("POST", ROUTES.create, { template_id: "friendly-assistant" });
+      expect(answer.status).toBe(400);
+      expect(answer.body.error?.details).toEqual([{ field: "user_id", message: "is required" }]);
+      expect(await createSession(harness.api)).toEqual(expect.any(String));
+    });
+  });
+});
+
+async function createSessionAs(harness: Harness, user: TestUser): Promise<string> {
+  const answer = await harness.api.call("POST", ROUTES.create, { template_id: "friendly-assistant" }, bearer(user.idToken));
+  if (answer.status !== 201) throw new Error(`create failed: ${answer.status} ${answer.text}`);
+  return String(answer.body.session_id);
+}

@@ -1,0 +1,193 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import { randomUUID } from "node:crypto";
+import { join } from "node:path";
+import { FakeOpenAiServer } from "../support/fake-openai-server";
+import { call, describeEachStore, ROUTES, startHarness, type Answer, type Harness } from "../support/http-harness";
+import { describeWithRtdb, RtdbInstances } from "../support/rtdb";
+import { RtdbStore } from "../../src/store/rtdb-store";
+
+const MINUTE = 60_000;
+const LIMITS = { USER_MESSAGES_PER_MINUTE: "5", USER_MAX_ACTIVE_SESSIONS: "3", SESSION_MAX_EXCHANGES: "4" };
+
+const newUser = () => `user-${randomUUID()}`;
+
+function expectRefused(answer: Answer, code: string) {
+  expect(answer.status).toBe(429);
+  expect(answer.body.error?.code).toBe(code);
+  expect(Number(answer.headers.get("retry-after"))).toBeGreaterThanOrEqual(1);
+}
+
+describeEachStore("usage limits", (kind) => {
+  let harness: Harness;
+  let now = Date.parse("2026-03-01T00:00:00Z");
+
+  beforeAll(async () => {
+    harness = await startHarness({ store: kind, clock: () => now, env: LIMITS });
+  });
+  afterAll(async () => harness.close());
+  beforeEach(() => harness.fake.reset());
+
+  async function create(user: string): Promise<Answer> {
+    return harness.api.call("POST", ROUTES.create, { user_id: user, template_id: "friendly-assistant" });
+  }
+
+  it("limits a user's messages per minute, across sessions, and refills over the minute", async () => {
+    const user = newUser();
+    const [a, b] = [String((await create(user)).body.session_id), String((await create(user)).body.session_id)];
+    for (let i = 0; i < 5; i += 1) expect((await harness.api.call("POST", ROUTES.message(i % 2 ? a : b), { message: `m${i}` })).status).toBe(200);
+    const refused = await harness.api.call("POST", ROUTES.message(a), { message: "one too many" });
+    expectRefused(refused, "RATE_LIMITED");
+    // One token comes back every 12 s (5 per minute).
+    expect(Number(refused.headers.get("retry-after"))).toBe(12);
+    expect(harness.fake.requests).toHaveLength(5);
+    expect((await harness.api.store.readSessionState(a))?.message_count).toBe(2);
+
+    // Another user is not affected.
+    const other = String((await create(newUser())).body.session_id);
+    expect((await harness.api.call("POST", ROUTES.message(other), { message: "hello" })).status).toBe(200);
+
+    now += 12_000;
+    expect((await harness.api.call("POST", ROUTES.message(a), { message: "after a while" })).status).toBe(200);
+    expectRefused(await harness.api.call("POST", ROUTES.message(a), { message: "again too soon" }), "RATE_LIMITED");
+    // A full minute later the whole bucket is back (a fresh session: the others are near their exchange cap).
+    now += MINUTE;
+    const c = String((await create(user)).body.session_id);
+    for (let i = 0; i < 4; i += 1) expect((await harness.api.call("POST", ROUTES.message(c), { message: `n${i}` })).status).toBe(200);
+    expect((await harness.api.call("POST", ROUTES.message(b), { message: "fifth" })).status).toBe(200);
+    expectRefused(await harness.api.call("POST", ROUTES.message(a), { message: "sixth" }), "RATE_LIMITED");
+  });
+
+  it("limits a user's active sessions; ending or idling one frees a slot", async () => {
+    const user = newUser();
+    const ids = [];
+    for (let i = 0; i < 3; i += 1) ids.push(String((await create(user)).body.session_id));
+    const refused = await create(user);
+    expectRefused(refused, "TOO_MANY_ACTIVE_SESSIONS");
+    expect((await create(newUser())).status).toBe(201);
+
+    await harness.api.call("DELETE", ROUTES.end(ids[0]!));
+    expect((await create(user)).status).toBe(201);
+    expectRefused(await create(user), "TOO_MANY_ACTIVE_SESSIONS");
+
+    // Sessions idle past the TTL (default 60 min) are expired: they no longer count.
+    now += 61 * MINUTE;
+    expect((await create(user)).status).toBe(201);
+  });
+
+  it("limits the exchanges of a session, storing nothing past it", async () => {
+    const user = newUser();
+    const id = String((await create(user)).body.session_id);
+    for (let i = 0; i < 4; i += 1) {
+      now += MINUTE;
+      expect((await harness.api.call("POST", ROUTES.message(id), { message: `m${i}` })).status).toBe(200);
+    }
+    now += MINUTE;
+    harness.fake.reset();
+    expectRefused(await harness.api.call("POST", ROUTES.message(id), { message: "fifth" }), "SESSION_EXCHANGE_LIMIT");
+    expect(harness.fake.requests).toHaveLength(0);
+    expect((await harness.api.store.readSessionState(id))?.message_count).toBe(4);
+    expect(await harness.api.store.readRecentMessages(id, 100)).toHaveLength(8);
+  });
+
+  it("does not charge a replay of a completed message", async () => {
+    const user = newUser();
+    const id = String((await create(user)).body.session_id);
+    now += MINUTE;
+    const headers = { "Idempotency-Key": randomUUID() };
+    for (let i = 0; i < 8; i += 1) expect((await harness.api.call("POST", ROUTES.message(id), { message: "same" }, headers)).status).toBe(200);
+    expect(harness.fake.requests).toHaveLength(1);
+  });
+});
+
+/** Two local servers as separate OS processes, the way two function instances share nothing but the database. */
+describeWithRtdb("usage limits across two processes", () => {
+  const children: ChildProcess[] = [];
+  const urls: string[] = [];
+  let fake: FakeOpenAiServer;
+  const projectId = `demo-limits-${randomUUID().slice(0, 8)}`;
+  const database = new RtdbInstances(projectId);
+  let store: RtdbStore;
+
+  beforeAll(async () => {
+    fake = await FakeOpenAiServer.start();
+    store = new RtdbStore(database.database(), 10_000);
+    for (let i = 0; i < 2; i += 1) urls.push(await startProcess());
+  }, 60_000);
+
+  afterAll(async () => {
+    for (const child of children) child.kill("SIGTERM");
+    await fake.stop();
+    await database.close();
+  });
+
+  async function startProcess(): Promise<string> {
+    const child = spawn(process.execPath, [join(__dirname, "..", "..", "lib", "local", "main.js")], {
+      env: {
+        ...process.env,
+        ...LIMITS,
+        PORT: "0",
+        GCLOUD_PROJECT: projectId,
+        OPENAI_API_KEY: "sk-test-key",
+        OPENAI_BASE_URL: fake.baseUrl,
+        OPENAI_MAX_RETRIES: "0",
+      },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    children.push(child);
+    let output = "";
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no start-up line: ${output}`)), 30_000);
+      child.stdout?.on("data", (chunk: Buffer) => {
+        output += chunk.toString();
+        const match = /API base URL (http:\/\/[\d.:]+)\/api\/v1/.exec(output);
+        if (match?.[1]) {
+          clearTimeout(timer);
+          resolve(match[1]);
+        }
+      });
+      child.stderr?.on("data", (chunk: Buffer) => (output += chunk.toString()));
+      child.on("exit", (code) => reject(new Error(`exited with ${code}: ${output}`)));
+    });
+  }
+
+  /** `count` requests at once, alternating between the two processes. */
+  function burst(count: number, request: (url: string, i: number) => Promise<Answer>): Promise<Answer[]> {
+    return Promise.all(Array.from({ length: count }, (_, i) => request(urls[i % 2]!, i)));
+  }
+
+  const statuses = (answers: Answer[]) => answers.map((answer) => answer.status).sort();
+
+  it("holds the active-session limit under concurrent creates", async () => {
+    const user = newUser();
+    const answers = await burst(8, (url) => call(url, "POST", ROUTES.create, { user_id: user, template_id: "friendly-assistant" }));
+    expect(statuses(answers)).toEqual([201, 201, 201, 429, 429, 429, 429, 429]);
+  });
+
+  it("holds the per-minute message limit under concurrent messages", async () => {
+    const user = newUser();
+    const sessions: string[] = [];
+    for (let i = 0; i < 2; i += 1) sessions.push(String((await call(urls[i]!, "POST", ROUTES.create, { user_id: user, template_id: "friendly-assistant" })).body.session_id));
+    fake.reset();
+    const answers = await burst(12, (url, i) => call(url, "POST", ROUTES.message(sessions[i % 2]!), { message: `burst ${i}` }));
+    const code = (answer: Answer) => answer.body.error?.code ?? String(answer.status);
+    // Exactly five got past the rate limit. (If all five landed on one session, its cap of four refused one.)
+    expect(answers.filter((answer) => code(answer) === "RATE_LIMITED")).toHaveLength(7);
+    const passed = answers.filter((answer) => answer.status === 200);
+    expect(passed.length + answers.filter((answer) => code(answer) === "SESSION_EXCHANGE_LIMIT").length).toBe(5);
+    expect(passed.length).toBeGreaterThanOrEqual(4);
+    expect(fake.requests).toHaveLength(passed.length);
+    const stored = (await Promise.all(sessions.map((id) => store.readSessionState(id)))).reduce((sum, state) => sum + (state?.message_count ?? 0), 0);
+    expect(stored).toBe(passed.length);
+  });
+
+  it("holds the per-session exchange limit under concurrent messages", async () => {
+    const id = String((await call(urls[0]!, "POST", ROUTES.create, { user_id: newUser(), template_id: "friendly-assistant" })).body.session_id);
+    const answers = await burst(10, (url, i) => call(url, "POST", ROUTES.message(id), { message: `cap ${i}` }));
+    // Five tokens let five through the rate limit; the session takes four of them.
+    expect(answers.filter((answer) => answer.status === 200)).toHaveLength(4);
+    expect(answers.filter((answer) => answer.status === 429)).toHaveLength(6);
+    expect(answers.filter((answer) => answer.body.error?.code === "SESSION_EXCHANGE_LIMIT").length).toBeGreaterThanOrEqual(1);
+    expect(await store.readSessionState(id)).toMatchObject({ message_count: 4 });
+    expect(await store.readRecentMessages(id, 100)).toHaveLength(8);
+  });
+});
