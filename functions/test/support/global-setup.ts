@@ -22,6 +22,25 @@ export default async function globalSetup(): Promise<void> {
       ? `\nRealtime Database emulator at ${host}: database suites will run.\n`
       : `\nRealtime Database suites will be SKIPPED: ${reason}\n`,
   );
+  const rulesReason = reason ?? (await probeRules(host ?? ""));
+  process.env.CHATIFY_RULES_SKIP_REASON = rulesReason ?? "";
+  if (rulesReason !== undefined) process.stdout.write(`Security rules suites will be SKIPPED: ${rulesReason}\n`);
+}
+
+/**
+ * Whether the database enforces security rules: loads deny-all rules into a scratch namespace
+ * and tries an unauthenticated write. The official emulator refuses it; a stand-in may not.
+ */
+async function probeRules(host: string): Promise<string | undefined> {
+  const base = `http://${host}`;
+  const ns = "chatify-rules-probe";
+  const owner = { Authorization: "Bearer owner" };
+  const rules = await fetch(`${base}/.settings/rules.json?ns=${ns}`, { method: "PUT", headers: owner, body: '{"rules":{".read":false,".write":false}}' });
+  if (!rules.ok) return `the database at ${host} refused to load rules (${rules.status})`;
+  const write = await fetch(`${base}/probe.json?ns=${ns}`, { method: "PUT", body: "1" });
+  return write.ok
+    ? `the database at ${host} does not enforce security rules (a stand-in, not the official emulator); run \`npm run test:emulators\``
+    : undefined;
 }
 
 function buildIfStale(): void {
