@@ -64,7 +64,7 @@ function probe(host: string): Promise<string | undefined> {
       resolve(res.statusCode === 200 ? undefined : `the database emulator at ${host} answered ${res.statusCode}`);
     });
     req.on("timeout", () => req.destroy(new Error("timeout")));
-    req.on("error", (error) => resolve(`no database emulator answers at ${host} (${error.message})`));
+    req.on("error", (error) => { resolve(`no database emulator answers at ${host} (${error.message})`); });
     req.end();
   });
 }
