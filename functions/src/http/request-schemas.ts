@@ -2,9 +2,15 @@ import { z } from "zod";
 import { DATABASE_KEY } from "../store/records";
 import { HttpError, type FieldIssue } from "./http-error";
 
-/** A string field whose absence and wrong type get distinct, readable messages. */
+/**
+ * A string field whose absence and wrong type get distinct, readable messages. Lone surrogates
+ * (valid JSON escapes, invalid Unicode) are refused: the database SDK hashes them unlike the
+ * server, which would wedge every later transaction on the node that holds one.
+ */
 function stringField() {
-  return z.string({ error: (issue) => (issue.input === undefined ? "is required" : `must be a string, got ${describe(issue.input)}`) });
+  return z
+    .string({ error: (issue) => (issue.input === undefined ? "is required" : `must be a string, got ${describe(issue.input)}`) })
+    .refine((value) => value.isWellFormed(), "must be valid Unicode text (no lone surrogates)");
 }
 
 function describe(value: unknown): string {

@@ -82,7 +82,8 @@ function readCompletion(response: unknown, requestedModel: string): Completion {
   if (!parsed.success || typeof content !== "string" || content.trim() === "") {
     throw new ModelError("bad_response", "the model returned an empty or malformed reply", { retryable: false });
   }
-  return { text: content, truncated: choice?.finish_reason === "length", model: parsed.data.model ?? requestedModel };
+  // A compatible server may send lone surrogates; stored as they are they would wedge the database node.
+  return { text: content.toWellFormed(), truncated: choice?.finish_reason === "length", model: parsed.data.model ?? requestedModel };
 }
 
 /** Maps SDK errors by class; the provider's own message is kept out of client responses. */

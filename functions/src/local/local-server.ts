@@ -57,8 +57,9 @@ async function serve(
   route: (path: string) => Target | undefined,
   runtime: () => Runtime,
 ): Promise<void> {
-  const url = new URL(request.url ?? "/", "http://localhost");
-  const target = route(url.pathname);
+  // The raw target, not `new URL`: a target such as "//x" would be read as a host, or throw.
+  const path = (request.url ?? "/").split("?")[0] ?? "/";
+  const target = path.startsWith("/") ? route(path) : undefined;
   if (!target) {
     request.resume();
     write(response, errorResponse(new HttpError(404, "NOT_FOUND", "No such route")));

@@ -1,10 +1,17 @@
-import { readFileSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { existsSync, readFileSync } from "node:fs";
+import { dirname, join } from "node:path";
 import { z } from "zod";
 import { templateSchema, type Template } from "../store/records";
 
-/** The repository root: `functions/src/local` in tests, `functions/lib/local` when built. */
-export const PROJECT_ROOT = resolve(__dirname, "..", "..", "..");
+/** The repository root: the nearest folder above this file that holds firebase.json. */
+export const PROJECT_ROOT = findRoot(__dirname);
+
+function findRoot(from: string): string {
+  for (let dir = from; ; dir = dirname(dir)) {
+    if (existsSync(join(dir, "firebase.json"))) return dir;
+    if (dirname(dir) === dir) throw new Error(`no firebase.json above ${from}`);
+  }
+}
 
 function readJson(relativePath: string): unknown {
   return JSON.parse(readFileSync(join(PROJECT_ROOT, relativePath), "utf8"));

@@ -212,6 +212,10 @@ export class SessionService {
     const result = await store.appendExchange(sessionId, exchange, appendRule({ receivedAt, answeredAt, policy, claim }));
     if (!result.found) throw new SessionNotFoundError(sessionId);
     const { outcome } = result;
+    if (outcome.kind === "closed" || outcome.kind === "limit" || outcome.kind === "reused") {
+      // Refused at the commit: free the slot, so a repeat waiting on this key learns at once.
+      await store.updateState(sessionId, releaseClaim(claim)).catch(() => undefined);
+    }
     switch (outcome.kind) {
       case "closed":
         throw new SessionClosedError(outcome.status);
@@ -292,9 +296,10 @@ export class SessionService {
         case "limit":
           throw exchangeLimit(policy);
         case "busy": {
+          // Give up only on a claim found live past the wait allowed; after waiting, claim again.
+          if (clock() >= giveUpAt) throw new IdempotencyInProgressError(Math.max(1, Math.ceil((outcome.leaseUntil - clock()) / 1000)));
           const done = await this.awaitKey(sessionId, claim, Math.min(outcome.leaseUntil, giveUpAt), keyPollMs);
           if (done !== undefined) return done;
-          if (clock() >= giveUpAt) throw new IdempotencyInProgressError(Math.max(1, Math.ceil((outcome.leaseUntil - clock()) / 1000)));
         }
       }
     }
@@ -305,9 +310,11 @@ export class SessionService {
     const { store, clock } = this.options;
     while (clock() < until) {
       await new Promise((wake) => setTimeout(wake, Math.max(1, Math.min(pollMs, until - clock()))));
-      const entry = (await store.readSessionState(sessionId))?.requests?.[claim.hash];
+      const state = await store.readSessionState(sessionId);
+      const entry = state?.requests?.[claim.hash];
       if (entry?.seq !== undefined) return entry.seq;
-      if (!entry) return undefined;
+      // Released, or the session closed: claim again, which gives the answer for either.
+      if (!entry || state.status !== "active") return undefined;
     }
     return undefined;
   }

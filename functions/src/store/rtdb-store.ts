@@ -176,9 +176,9 @@ export class RtdbStore implements SessionStore {
             const { outcome, next } = rule(usage === null ? null : usage.data);
             last.outcome = outcome;
             if (next !== undefined) return JSON.parse(JSON.stringify(next)) as unknown;
-            // "No change" decided on a null that may only be this instance's empty cache: write the
-            // null back, so the server confirms it (or answers with the real record, and this reruns).
-            return current === null ? null : undefined;
+            // "No change" is confirmed by the server too (see transactState): write the record back
+            // as it is, or null for none, which also corrects a guess made on an empty cache.
+            return current;
           } catch (error) {
             last.error = error;
             return undefined;
@@ -223,7 +223,10 @@ export class RtdbStore implements SessionStore {
             const node = next === undefined ? undefined : toNode(current, next, state.data);
             last.ruled = { found: true, outcome, state: next !== undefined && node !== undefined ? next : state.data };
             last.wrote = node !== undefined;
-            return node;
+            // A decision that changes nothing is still confirmed by the server, by writing the node
+            // back unchanged: this run may have seen another in-flight transaction's result that
+            // the server has not committed (the SDK's "latest state"), and aborting would trust it.
+            return node ?? current;
           } catch (error) {
             // A handler that throws leaves the SDK's transaction queue stuck: abort, rethrow below.
             last.error = error;

@@ -33,7 +33,7 @@ describe("Firebase Auth", () => {
       harness = await startHarness({ store: "memory", env: { REQUIRE_AUTH: "true" } });
     });
     afterAll(async () => harness.close());
-    beforeEach(() => harness.fake.reset());
+    beforeEach(() => { harness.fake.reset(); });
 
     it("refuses every endpoint without a token, with 401 and WWW-Authenticate", async () => {
       const id = await createSessionAs(harness, alice);

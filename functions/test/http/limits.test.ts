@@ -25,7 +25,7 @@ describeEachStore("usage limits", (kind) => {
     harness = await startHarness({ store: kind, clock: () => now, env: LIMITS });
   });
   afterAll(async () => harness.close());
-  beforeEach(() => harness.fake.reset());
+  beforeEach(() => { harness.fake.reset(); });
 
   async function create(user: string): Promise<Answer> {
     return harness.api.call("POST", ROUTES.create, { user_id: user, template_id: "friendly-assistant" });
@@ -136,8 +136,8 @@ describeWithRtdb("usage limits across two processes", () => {
     children.push(child);
     let output = "";
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no start-up line: ${output}`)), 30_000);
-      child.stdout?.on("data", (chunk: Buffer) => {
+      const timer = setTimeout(() => { reject(new Error(`no start-up line: ${output}`)); }, 30_000);
+      child.stdout.on("data", (chunk: Buffer) => {
         output += chunk.toString();
         const match = /API base URL (http:\/\/[\d.:]+)\/api\/v1/.exec(output);
         if (match?.[1]) {
@@ -145,8 +145,10 @@ describeWithRtdb("usage limits across two processes", () => {
           resolve(match[1]);
         }
       });
-      child.stderr?.on("data", (chunk: Buffer) => (output += chunk.toString()));
-      child.on("exit", (code) => reject(new Error(`exited with ${code}: ${output}`)));
+      child.stderr.on("data", (chunk: Buffer) => {
+        output += chunk.toString();
+      });
+      child.on("exit", (code) => { reject(new Error(`exited with ${code}: ${output}`)); });
     });
   }
 
