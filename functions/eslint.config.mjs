@@ -2,7 +2,7 @@ import js from "@eslint/js";
 import tseslint from "typescript-eslint";
 
 export default tseslint.config(
-  { ignores: ["lib/**", "coverage/**", "node_modules/**", "*.config.js", "*.config.mjs"] },
+  { ignores: ["lib/**", "build/**", "coverage/**", "node_modules/**", "*.config.js", "*.config.mjs"] },
   js.configs.recommended,
   ...tseslint.configs.strictTypeChecked,
   {

@@ -25,6 +25,17 @@ export type Scripted =
   | { readonly kind: "drop" };
 
 /**
+ * Decides how to answer a request the script does not cover: `defaultReply` is the usual reply
+ * (optionally after `delayMs`), anything else injects a fault. Without one, every such request
+ * gets the default reply.
+ */
+export type Chaos = (request: RecordedRequest, defaultReply: (delayMs?: number) => Scripted) => Scripted;
+
+export interface FakeOpenAiOptions {
+  readonly chaos?: Chaos;
+}
+
+/**
  * An OpenAI-compatible HTTP server on loopback, so tests run the real `openai` SDK end to end.
  * It records every request and answers from a script, defaulting to a reply that names the
  * message it answers (so a test can tell replies apart and check their order).
@@ -36,7 +47,7 @@ export class FakeOpenAiServer {
   private readonly hanging = new Set<() => void>();
   private replies = 0;
 
-  private constructor() {
+  private constructor(private readonly options: FakeOpenAiOptions) {
     this.server = createServer((request, response) => {
       const chunks: Buffer[] = [];
       request.on("data", (chunk: Buffer) => chunks.push(chunk));
@@ -47,8 +58,9 @@ export class FakeOpenAiServer {
           return;
         }
         const body = JSON.parse(Buffer.concat(chunks).toString("utf8")) as RecordedRequest["body"];
-        this.requests.push({ path, headers: request.headers, body });
-        const step = this.script.shift() ?? this.defaultReply(body);
+        const recorded: RecordedRequest = { path, headers: request.headers, body };
+        this.requests.push(recorded);
+        const step = this.script.shift() ?? this.unscripted(recorded);
         switch (step.kind) {
           case "reply": {
             const send = () => {
@@ -81,8 +93,8 @@ export class FakeOpenAiServer {
     });
   }
 
-  static async start(): Promise<FakeOpenAiServer> {
-    const fake = new FakeOpenAiServer();
+  static async start(options: FakeOpenAiOptions = {}): Promise<FakeOpenAiServer> {
+    const fake = new FakeOpenAiServer(options);
     await new Promise<void>((resolve) => fake.server.listen(0, "127.0.0.1", resolve));
     return fake;
   }
@@ -109,10 +121,15 @@ export class FakeOpenAiServer {
     await new Promise<void>((resolve) => this.server.close(() => { resolve(); }));
   }
 
-  private defaultReply(body: RecordedRequest["body"]): Scripted {
+  private unscripted(request: RecordedRequest): Scripted {
+    const defaultReply = (delayMs?: number) => this.defaultReply(request.body, delayMs);
+    return this.options.chaos ? this.options.chaos(request, defaultReply) : defaultReply();
+  }
+
+  private defaultReply(body: RecordedRequest["body"], delayMs?: number): Scripted {
     this.replies += 1;
     const lastUser = [...body.messages].reverse().find((message) => message.role === "user");
-    return { kind: "reply", text: `reply #${this.replies} to: ${lastUser?.content ?? ""}` };
+    return { kind: "reply", text: `reply #${this.replies} to: ${lastUser?.content ?? ""}`, ...(delayMs === undefined ? {} : { delayMs }) };
   }
 }
 

@@ -1,0 +1,141 @@
+import { existsSync, readFileSync } from "node:fs";
+import type { Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { dirname, join } from "node:path";
+import { z } from "zod";
+import { resolveConfig } from "../src/config";
+import { modelFromConfig } from "../src/llm/model-from-config";
+import { createLocalServer } from "../src/local/local-server";
+import type { HostingRewrite } from "../src/local/project-files";
+import type { Log } from "../src/log/log";
+import { createRuntime } from "../src/runtime/create-runtime";
+import { MemoryStore } from "../src/store/memory-store";
+import type { Template } from "../src/store/records";
+import { RtdbStore } from "../src/store/rtdb-store";
+import type { SessionStore } from "../src/store/session-store";
+import { FakeOpenAiServer, type Chaos } from "../test/support/fake-openai-server";
+import { freshNamespace, RtdbInstances } from "../test/support/rtdb";
+
+/** Three personalities whose windows differ: the whole recent history, an odd slice, none. */
+export const SOAK_TEMPLATES: Readonly<Record<string, Template>> = {
+  "soak-wide": { name: "Soak Wide", personalityPrompt: "You are the wide-window soak personality.", context_window: 10 },
+  "soak-narrow": { name: "Soak Narrow", personalityPrompt: "You are the narrow-window soak personality.", context_window: 3 },
+  "soak-none": { name: "Soak None", personalityPrompt: "You are the soak personality without history.", context_window: 0 },
+};
+
+/** The soak sends no ID tokens (REQUIRE_AUTH=false): a token-checking runtime gets a verifier that refuses any. */
+const NO_TOKENS = { verify: (): Promise<never> => Promise.reject(new Error("the soak sends no ID tokens")) };
+
+export interface Cluster {
+  readonly mode: "memory" | "rtdb";
+  /** Where sessions are kept, in words. */
+  readonly label: string;
+  readonly fake: FakeOpenAiServer;
+  /** The instances' base URLs (one runtime, cache and database connection each). */
+  readonly instances: readonly string[];
+  /** The database itself, read past every instance's cache (in RTDB mode through an app of its own). */
+  readonly store: SessionStore;
+  /** What the instances logged of failed requests other than model failures: "instance N: endpoint Error: detail". */
+  readonly serverErrors: readonly string[];
+  close(): Promise<void>;
+}
+
+export interface ClusterOptions {
+  readonly instances: number;
+  readonly chaos: Chaos;
+  readonly modelTimeoutMs: number;
+  /** A Realtime Database emulator's host:port, or undefined for the embedded store. */
+  readonly databaseHost: string | undefined;
+}
+
+/**
+ * A fake OpenAI server and several function instances on loopback, sharing one store: the
+ * embedded MemoryStore, or a fresh namespace of the Realtime Database with one firebase-admin
+ * app per instance.
+ */
+export async function startCluster(options: ClusterOptions): Promise<Cluster> {
+  const fake = await FakeOpenAiServer.start({ chaos: options.chaos });
+  const config = resolveConfig({
+    OPENAI_API_KEY: "sk-soak",
+    OPENAI_BASE_URL: fake.baseUrl,
+    OPENAI_TIMEOUT_MS: String(options.modelTimeoutMs),
+    OPENAI_MAX_RETRIES: "1",
+    OPENAI_MAX_RETRY_WAIT_MS: "300",
+    // No sign-in and no usage limits, where the service has them: the soak is about consistency.
+    REQUIRE_AUTH: "false",
+    USER_MESSAGES_PER_MINUTE: "100000",
+    USER_MAX_ACTIVE_SESSIONS: "100000",
+    SESSION_MAX_EXCHANGES: "100000",
+  });
+  const rtdb = options.databaseHost === undefined ? undefined : new RtdbInstances(freshNamespace("soak"));
+  const memory = new MemoryStore();
+  const checker: SessionStore = rtdb ? new RtdbStore(rtdb.database(), 30_000) : memory;
+  await checker.seedTemplates(SOAK_TEMPLATES);
+
+  const serverErrors: string[] = [];
+  const rewrites = hostingRewrites();
+  const servers: Server[] = [];
+  const instances: string[] = [];
+  for (let i = 0; i < options.instances; i += 1) {
+    const store = rtdb ? new RtdbStore(rtdb.database(), config.dbTimeoutMs) : memory;
+    // Built apart so that it fits the runtime's parts with or without ID-token checks.
+    const parts = { config, store, identity: NO_TOKENS, log: errorsOf(i, serverErrors), model: modelFromConfig(config, { allowOffline: false }) };
+    const runtime = createRuntime(parts);
+    const server = createLocalServer({ runtime, rewrites, projectId: "demo-chatify", region: "us-central1" });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    servers.push(server);
+    instances.push(`http://127.0.0.1:${(server.address() as AddressInfo).port}`);
+  }
+
+  const label = rtdb
+    ? `Realtime Database at ${options.databaseHost ?? ""}, namespace ${rtdb.namespace}, one firebase-admin app per instance`
+    : `embedded MemoryStore shared by the instances`;
+  return {
+    mode: rtdb ? "rtdb" : "memory",
+    label,
+    fake,
+    instances,
+    store: checker,
+    serverErrors,
+    async close() {
+      for (const server of servers) server.closeAllConnections();
+      await Promise.all(servers.map((server) => new Promise((resolve) => server.close(resolve))));
+      await fake.stop();
+      await rtdb?.close();
+    },
+  };
+}
+
+/** A log that keeps what an instance says about failed requests, model failures aside. */
+function errorsOf(instance: number, errors: string[]): Log {
+  const ignore = () => undefined;
+  return {
+    info: ignore,
+    warn: ignore,
+    error: (message, fields = {}) => {
+      if (fields.error === "ModelError") return;
+      errors.push(`instance ${instance}: ${message}: ${String(fields.endpoint)} ${String(fields.error)}: ${String(fields.detail)}`);
+    },
+  };
+}
+
+/**
+ * The Hosting rewrites of firebase.json. Read here rather than through `src/local/project-files`,
+ * whose paths are relative to where `lib/` is built: the soak is built elsewhere (`build/`).
+ */
+function hostingRewrites(): HostingRewrite[] {
+  const rewrite = z.object({ source: z.string(), function: z.union([z.string(), z.object({ functionId: z.string() })]) });
+  const file = z.object({ hosting: z.object({ rewrites: z.array(rewrite) }) }).parse(JSON.parse(readFileSync(join(projectRoot(), "firebase.json"), "utf8")));
+  return file.hosting.rewrites.map((entry) => ({
+    source: entry.source,
+    functionId: typeof entry.function === "string" ? entry.function : entry.function.functionId,
+  }));
+}
+
+/** The nearest directory above this file that holds firebase.json. */
+function projectRoot(): string {
+  for (let dir = __dirname; ; dir = dirname(dir)) {
+    if (existsSync(join(dir, "firebase.json"))) return dir;
+    if (dirname(dir) === dir) throw new Error("firebase.json not found above the soak script");
+  }
+}
