@@ -64,4 +64,5 @@ if (!(script in scripts)) {
   console.error(`functions/package.json has no script "${script}"`);
   process.exit(2);
 }
-process.exit(run("npm", ["run", script, ...process.argv.slice(3)], { cwd: FUNCTIONS, env }));
+const extra = process.argv.slice(3);
+process.exit(run("npm", ["run", script, ...(extra.length > 0 ? ["--", ...extra] : [])], { cwd: FUNCTIONS, env }));
