@@ -19,6 +19,7 @@ async function main(): Promise<void> {
       "Chatify Functions running locally",
       `  sessions: ${local.storeLabel}${local.seeded.length > 0 ? `; seeded templates: ${local.seeded.join(", ")}` : ""}`,
       `  model:    ${local.modelLabel}`,
+      `  auth:     ${local.runtime.config.requireAuth ? "ID token required (REQUIRE_AUTH=true)" : "ID token optional; without one the body's user_id is trusted (REQUIRE_AUTH=false)"}`,
       "",
       `  Original routes (API base URL ${base}/api/v1):`,
       `    POST   ${base}/api/v1/chatbot/session`,
