@@ -1,12 +1,8 @@
-import { existsSync, readFileSync } from "node:fs";
 import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
-import { dirname, join } from "node:path";
-import { z } from "zod";
-import { resolveConfig } from "../src/config";
 import { modelFromConfig } from "../src/llm/model-from-config";
 import { createLocalServer } from "../src/local/local-server";
-import type { HostingRewrite } from "../src/local/project-files";
+import { hostingRewrites } from "../src/local/project-files";
 import type { Log } from "../src/log/log";
 import { createRuntime } from "../src/runtime/create-runtime";
 import { MemoryStore } from "../src/store/memory-store";
@@ -15,6 +11,7 @@ import { RtdbStore } from "../src/store/rtdb-store";
 import type { SessionStore } from "../src/store/session-store";
 import { FakeOpenAiServer, type Chaos } from "../test/support/fake-openai-server";
 import { freshNamespace, RtdbInstances } from "../test/support/rtdb";
+import { NO_TOKENS, serviceConfig } from "../test/support/service-env";
 
 /** Three personalities whose windows differ: the whole recent history, an odd slice, none. */
 export const SOAK_TEMPLATES: Readonly<Record<string, Template>> = {
@@ -22,9 +19,6 @@ export const SOAK_TEMPLATES: Readonly<Record<string, Template>> = {
   "soak-narrow": { name: "Soak Narrow", personalityPrompt: "You are the narrow-window soak personality.", context_window: 3 },
   "soak-none": { name: "Soak None", personalityPrompt: "You are the soak personality without history.", context_window: 0 },
 };
-
-/** The soak sends no ID tokens (REQUIRE_AUTH=false): a token-checking runtime gets a verifier that refuses any. */
-const NO_TOKENS = { verify: (): Promise<never> => Promise.reject(new Error("the soak sends no ID tokens")) };
 
 export interface Cluster {
   readonly mode: "memory" | "rtdb";
@@ -55,17 +49,11 @@ export interface ClusterOptions {
  */
 export async function startCluster(options: ClusterOptions): Promise<Cluster> {
   const fake = await FakeOpenAiServer.start({ chaos: options.chaos });
-  const config = resolveConfig({
-    OPENAI_API_KEY: "sk-soak",
-    OPENAI_BASE_URL: fake.baseUrl,
+  // No sign-in and no usage limits, where the service has them: the soak is about consistency.
+  const config = serviceConfig(fake.baseUrl, {
     OPENAI_TIMEOUT_MS: String(options.modelTimeoutMs),
     OPENAI_MAX_RETRIES: "1",
     OPENAI_MAX_RETRY_WAIT_MS: "300",
-    // No sign-in and no usage limits, where the service has them: the soak is about consistency.
-    REQUIRE_AUTH: "false",
-    USER_MESSAGES_PER_MINUTE: "100000",
-    USER_MAX_ACTIVE_SESSIONS: "100000",
-    SESSION_MAX_EXCHANGES: "100000",
   });
   const rtdb = options.databaseHost === undefined ? undefined : new RtdbInstances(freshNamespace("soak"));
   const memory = new MemoryStore();
@@ -117,25 +105,4 @@ function errorsOf(instance: number, errors: string[]): Log {
       errors.push(`instance ${instance}: ${message}: ${String(fields.endpoint)} ${String(fields.error)}: ${String(fields.detail)}`);
     },
   };
-}
-
-/**
- * The Hosting rewrites of firebase.json. Read here rather than through `src/local/project-files`,
- * whose paths are relative to where `lib/` is built: the soak is built elsewhere (`build/`).
- */
-function hostingRewrites(): HostingRewrite[] {
-  const rewrite = z.object({ source: z.string(), function: z.union([z.string(), z.object({ functionId: z.string() })]) });
-  const file = z.object({ hosting: z.object({ rewrites: z.array(rewrite) }) }).parse(JSON.parse(readFileSync(join(projectRoot(), "firebase.json"), "utf8")));
-  return file.hosting.rewrites.map((entry) => ({
-    source: entry.source,
-    functionId: typeof entry.function === "string" ? entry.function : entry.function.functionId,
-  }));
-}
-
-/** The nearest directory above this file that holds firebase.json. */
-function projectRoot(): string {
-  for (let dir = __dirname; ; dir = dirname(dir)) {
-    if (existsSync(join(dir, "firebase.json"))) return dir;
-    if (dirname(dir) === dir) throw new Error("firebase.json not found above the soak script");
-  }
 }

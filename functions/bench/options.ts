@@ -1,3 +1,5 @@
+import { readFlags, UsageError } from "./cli";
+
 /** What a soak run does; every field can be set by `--name=value` (or `--name value`) or by `SOAK_NAME`. */
 export interface SoakOptions {
   readonly sessions: number;
@@ -52,22 +54,9 @@ export const USAGE = [
   "Set FIREBASE_DATABASE_EMULATOR_HOST to run on that Realtime Database instead of the embedded store.",
 ].join("\n");
 
-export class UsageError extends Error {}
-
 /** Options from argv first, then the environment, then the defaults. */
 export function parseOptions(argv: readonly string[], env: Readonly<Record<string, string | undefined>>): SoakOptions {
-  const given = new Map<string, string>();
-  for (let i = 0; i < argv.length; i += 1) {
-    const arg = argv[i] ?? "";
-    const match = /^--([a-z-]+)(?:=(.*))?$/.exec(arg);
-    if (!match?.[1]) throw new UsageError(`unexpected argument "${arg}"`);
-    const value = match[2] ?? argv[(i += 1)];
-    if (value === undefined) throw new UsageError(`--${match[1]} needs a value`);
-    given.set(match[1], value);
-  }
-  const known = new Set(SPECS.map((spec) => spec.flag));
-  for (const flag of given.keys()) if (!known.has(flag)) throw new UsageError(`unknown option --${flag}`);
-
+  const given = readFlags(argv, SPECS.map((spec) => spec.flag));
   const values: Partial<Record<keyof SoakOptions, number>> = {};
   for (const spec of SPECS) {
     const raw = given.get(spec.flag) ?? env[`SOAK_${spec.flag.toUpperCase().replaceAll("-", "_")}`];

@@ -1,7 +1,8 @@
 import { ChaosMonkey } from "./chaos";
 import { checkRun } from "./check";
+import { probeDatabase, runCli } from "./cli";
 import { SOAK_TEMPLATES, startCluster } from "./cluster";
-import { parseOptions, USAGE, UsageError } from "./options";
+import { parseOptions, USAGE } from "./options";
 import { makePlan } from "./plan";
 import { report } from "./report";
 import { runWorkload } from "./workload";
@@ -14,15 +15,11 @@ import { runWorkload } from "./workload";
  *   npm run soak -- --seed 7 --messages 1000
  *   FIREBASE_DATABASE_EMULATOR_HOST=127.0.0.1:9000 npm run soak
  */
-async function main(): Promise<number> {
-  if (process.argv.includes("--help")) {
-    console.log(USAGE);
-    return 0;
-  }
-  const options = parseOptions(process.argv.slice(2), process.env);
+async function main(argv: readonly string[]): Promise<number> {
+  const options = parseOptions(argv, process.env);
   stopIfStuck(options.timeLimitMs + HARD_STOP_GRACE_MS);
   const databaseHost = process.env.FIREBASE_DATABASE_EMULATOR_HOST || undefined;
-  if (databaseHost !== undefined) await probe(databaseHost);
+  if (databaseHost !== undefined) await probeDatabase(databaseHost, "soak-probe");
   const chaos = new ChaosMonkey(options.seed, options.failureRate, options.modelTimeoutMs);
   const cluster = await startCluster({ instances: options.instances, chaos: chaos.decide, modelTimeoutMs: options.modelTimeoutMs, databaseHost });
   console.log(`Soak on ${cluster.mode === "rtdb" ? "the Realtime Database" : "the embedded store"}: ${cluster.label}; seed ${options.seed} ...`);
@@ -67,31 +64,4 @@ function stopIfStuck(afterMs: number): void {
   }, afterMs).unref();
 }
 
-/** The run cannot start (no database); nothing was checked. */
-class SetupError extends Error {}
-
-/** Fails fast, and says so, when no database answers at `host`. */
-async function probe(host: string): Promise<void> {
-  try {
-    const response = await fetch(`http://${host}/.json?ns=soak-probe&shallow=true`, { signal: AbortSignal.timeout(3000) });
-    if (response.ok) return;
-    throw new Error(`answered ${response.status}`);
-  } catch (error) {
-    throw new SetupError(`FIREBASE_DATABASE_EMULATOR_HOST=${host}: no Realtime Database answers there (${error instanceof Error ? error.message : String(error)})`);
-  }
-}
-
-main().then(
-  (code) => {
-    // firebase-admin and keep-alive sockets may hold the loop open: the verdict is in.
-    process.exit(code);
-  },
-  (error: unknown) => {
-    if (error instanceof UsageError || error instanceof SetupError) {
-      console.error(`soak: ${error.message}${error instanceof UsageError ? `\n${USAGE}` : ""}`);
-      process.exit(2);
-    }
-    console.error("soak: failed", error);
-    process.exit(1);
-  },
-);
+runCli("soak", main, USAGE);

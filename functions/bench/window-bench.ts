@@ -1,8 +1,9 @@
 import { performance } from "node:perf_hooks";
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
+import { probeDatabase, runCli } from "./cli";
 import { sendMeasured, sessionWithHistory, type Sample } from "./window-measure";
-import { parseOptions, USAGE, UsageError, type WindowBenchOptions } from "./window-options";
+import { parseOptions, USAGE, type WindowBenchOptions } from "./window-options";
 import { cacheReport, maxMessagesRead, maxPromptMessages, memoryReport, modeReport, type Memory, type SizeResult } from "./window-report";
 import { startRig, type CacheMode, type Rig } from "./window-rig";
 
@@ -15,15 +16,11 @@ import { startRig, type CacheMode, type Rig } from "./window-rig";
  *   npm run bench -- --sizes 0,100,1000,5000 --messages 40
  *   FIREBASE_DATABASE_EMULATOR_HOST=127.0.0.1:9000 npm run bench
  */
-async function main(): Promise<number> {
-  if (process.argv.includes("--help")) {
-    console.log(USAGE);
-    return 0;
-  }
-  const options = parseOptions(process.argv.slice(2), process.env);
+async function main(argv: readonly string[]): Promise<number> {
+  const options = parseOptions(argv, process.env);
   stopIfStuck(options.timeLimitMs);
   const databaseHost = process.env.FIREBASE_DATABASE_EMULATOR_HOST || undefined;
-  if (databaseHost !== undefined) await probe(databaseHost);
+  if (databaseHost !== undefined) await probeDatabase(databaseHost, "window-bench-probe");
   const rig = await startRig({ window: options.window, databaseHost });
   console.log(header(rig, options).join("\n"));
   try {
@@ -145,31 +142,4 @@ function stopIfStuck(afterMs: number): void {
   }, afterMs).unref();
 }
 
-/** The run cannot start (no database); nothing was measured. */
-class SetupError extends Error {}
-
-/** Fails fast, and says so, when no database answers at `host`. */
-async function probe(host: string): Promise<void> {
-  try {
-    const response = await fetch(`http://${host}/.json?ns=window-bench-probe&shallow=true`, { signal: AbortSignal.timeout(3000) });
-    if (response.ok) return;
-    throw new Error(`answered ${response.status}`);
-  } catch (error) {
-    throw new SetupError(`FIREBASE_DATABASE_EMULATOR_HOST=${host}: no Realtime Database answers there (${error instanceof Error ? error.message : String(error)})`);
-  }
-}
-
-main().then(
-  (code) => {
-    // firebase-admin and keep-alive sockets may hold the loop open: the verdict is in.
-    process.exit(code);
-  },
-  (error: unknown) => {
-    if (error instanceof UsageError || error instanceof SetupError) {
-      console.error(`window-bench: ${error.message}${error instanceof UsageError ? `\n${USAGE}` : ""}`);
-      process.exit(2);
-    }
-    console.error("window-bench: failed", error);
-    process.exit(1);
-  },
-);
+runCli("window-bench", main, USAGE);

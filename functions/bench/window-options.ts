@@ -1,3 +1,5 @@
+import { readFlags, UsageError } from "./cli";
+
 /** What a window-bench run does; set by `--name=value` (or `--name value`) or by `BENCH_NAME`. */
 export interface WindowBenchOptions {
   /** History lengths, in exchanges, pre-filled before the measured messages. */
@@ -25,20 +27,9 @@ export const USAGE = [
   "Set FIREBASE_DATABASE_EMULATOR_HOST to run on that Realtime Database instead of the embedded store.",
 ].join("\n");
 
-export class UsageError extends Error {}
-
 /** Options from argv first, then the environment, then the defaults. */
 export function parseOptions(argv: readonly string[], env: Readonly<Record<string, string | undefined>>): WindowBenchOptions {
-  const given = new Map<string, string>();
-  for (let i = 0; i < argv.length; i += 1) {
-    const arg = argv[i] ?? "";
-    const match = /^--([a-z-]+)(?:=(.*))?$/.exec(arg);
-    if (!match?.[1]) throw new UsageError(`unexpected argument "${arg}"`);
-    if (!(match[1] in DEFAULTS)) throw new UsageError(`unknown option --${match[1]}`);
-    const value = match[2] ?? argv[(i += 1)];
-    if (value === undefined) throw new UsageError(`--${match[1]} needs a value`);
-    given.set(match[1], value);
-  }
+  const given = readFlags(argv, Object.keys(DEFAULTS));
   const raw = (flag: Flag): string => given.get(flag) ?? (env[`BENCH_${flag.toUpperCase().replaceAll("-", "_")}`]?.trim() || DEFAULTS[flag]);
   const sizes = raw("sizes")
     .split(",")

@@ -1,4 +1,4 @@
-import { resolveConfig, type Config } from "../src/config";
+import type { Config } from "../src/config";
 import { modelFromConfig } from "../src/llm/model-from-config";
 import { silentLog } from "../src/log/log";
 import { createRuntime, sessionPolicy } from "../src/runtime/create-runtime";
@@ -10,13 +10,11 @@ import { RtdbStore } from "../src/store/rtdb-store";
 import type { SessionStore } from "../src/store/session-store";
 import { FakeOpenAiServer } from "../test/support/fake-openai-server";
 import { freshNamespace, RtdbInstances } from "../test/support/rtdb";
-import { ByteCountingProxy, parseHost, type ByteCounts } from "./byte-counter";
+import { NO_TOKENS, serviceConfig } from "../test/support/service-env";
+import { parseHost, TcpProxy, type ByteCounts } from "../test/support/tcp-proxy";
 import { CountingStore } from "./counting-store";
 
 export const BENCH_TEMPLATE_ID = "bench-window";
-
-/** The bench sends no ID tokens (REQUIRE_AUTH=false): any token would be refused. */
-const NO_TOKENS = { verify: (): Promise<never> => Promise.reject(new Error("the bench sends no ID tokens")) };
 
 export type CacheMode = "cold" | "warm";
 
@@ -44,22 +42,13 @@ export interface Rig {
 /** `databaseHost`: a Realtime Database emulator's host:port, or undefined for the embedded store. */
 export async function startRig(options: { window: number; databaseHost: string | undefined }): Promise<Rig> {
   const fake = await FakeOpenAiServer.start();
-  const env = {
-    OPENAI_API_KEY: "sk-bench",
-    OPENAI_BASE_URL: fake.baseUrl,
-    OPENAI_MAX_RETRIES: "0",
-    REQUIRE_AUTH: "false",
-    // Limits out of the way: the bench measures the work of a message, not the limits.
-    USER_MESSAGES_PER_MINUTE: "100000",
-    USER_MAX_ACTIVE_SESSIONS: "100000",
-    SESSION_MAX_EXCHANGES: "100000",
-  };
-  const config = resolveConfig(env);
-  const coldConfig = resolveConfig({ ...env, SESSION_CACHE_MAX_ENTRIES: "0" });
+  // No sign-in and limits out of the way: the bench measures the work of a message, not the limits.
+  const config = serviceConfig(fake.baseUrl);
+  const coldConfig = serviceConfig(fake.baseUrl, { SESSION_CACHE_MAX_ENTRIES: "0" });
 
   const { databaseHost } = options;
   const namespace = freshNamespace("window-bench");
-  const proxy = databaseHost === undefined ? undefined : await ByteCountingProxy.start(parseHost(databaseHost));
+  const proxy = databaseHost === undefined ? undefined : await TcpProxy.start(parseHost(databaseHost));
   const direct = databaseHost === undefined ? undefined : new RtdbInstances(namespace);
   const proxied = proxy === undefined ? undefined : new RtdbInstances(namespace, proxy.address);
   const memory = new MemoryStore();

@@ -3,7 +3,6 @@ import type { Server } from "node:http";
 import { initializeApp } from "firebase-admin/app";
 import { firebaseIdentity } from "../../src/auth/firebase-identity";
 import type { AddressInfo } from "node:net";
-import { resolveConfig } from "../../src/config";
 import { hostingRewrites, seedTemplates } from "../../src/local/project-files";
 import { createLocalServer } from "../../src/local/local-server";
 import { modelFromConfig } from "../../src/llm/model-from-config";
@@ -15,6 +14,7 @@ import { RtdbStore } from "../../src/store/rtdb-store";
 import type { SessionStore } from "../../src/store/session-store";
 import { FakeOpenAiServer } from "./fake-openai-server";
 import { describeWithRtdb, freshNamespace, RtdbInstances } from "./rtdb";
+import { serviceConfig } from "./service-env";
 
 export type StoreKind = "memory" | "rtdb";
 
@@ -62,19 +62,8 @@ export interface HarnessOptions {
 
 export async function startHarness(options: HarnessOptions): Promise<Harness> {
   const fake = await FakeOpenAiServer.start();
-  const env = {
-    OPENAI_API_KEY: "sk-test-key",
-    OPENAI_BASE_URL: fake.baseUrl,
-    OPENAI_TIMEOUT_MS: "3000",
-    OPENAI_MAX_RETRIES: "0",
-    // Limits out of the way; the suites about limits set their own.
-    USER_MESSAGES_PER_MINUTE: "100000",
-    USER_MAX_ACTIVE_SESSIONS: "100000",
-    SESSION_MAX_EXCHANGES: "100000",
-    ...options.env,
-  };
   // As the local server: a token is optional unless a suite asks otherwise.
-  const config = resolveConfig(env, { requireAuth: false });
+  const config = serviceConfig(fake.baseUrl, { OPENAI_TIMEOUT_MS: "3000", ...options.env });
   const servers: Server[] = [];
   const rtdb = options.store === "rtdb" ? new RtdbInstances(freshNamespace("http"), options.databaseHost) : undefined;
   const memory = new MemoryStore();

@@ -1,0 +1,67 @@
+/** What the soak and the window bench share as command-line programs. */
+
+/** The command line or the environment asks for something the run does not take; the usage text follows. */
+export class UsageError extends Error {}
+
+/** The run cannot start (no database); nothing was checked or measured. */
+export class SetupError extends Error {}
+
+/**
+ * The `--name=value` and `--name value` flags of `argv`, by name (the last of a repeated flag wins).
+ * Anything else, a name not in `knownFlags`, or a flag without a value is a UsageError.
+ */
+export function readFlags(argv: readonly string[], knownFlags: Iterable<string>): Map<string, string> {
+  const known = new Set(knownFlags);
+  const given = new Map<string, string>();
+  for (let i = 0; i < argv.length; i += 1) {
+    const arg = argv[i] ?? "";
+    const match = /^--([a-z-]+)(?:=(.*))?$/.exec(arg);
+    if (!match?.[1]) throw new UsageError(`unexpected argument "${arg}"`);
+    if (!known.has(match[1])) throw new UsageError(`unknown option --${match[1]}`);
+    const value = match[2] ?? argv[(i += 1)];
+    if (value === undefined) throw new UsageError(`--${match[1]} needs a value`);
+    given.set(match[1], value);
+  }
+  return given;
+}
+
+/** Fails fast, and says so, when no Realtime Database answers at `host` (asked for `namespace`). */
+export async function probeDatabase(host: string, namespace: string): Promise<void> {
+  try {
+    const response = await fetch(`http://${host}/.json?ns=${namespace}&shallow=true`, { signal: AbortSignal.timeout(3000) });
+    if (response.ok) return;
+    throw new Error(`answered ${response.status}`);
+  } catch (error) {
+    throw new SetupError(`FIREBASE_DATABASE_EMULATOR_HOST=${host}: no Realtime Database answers there (${error instanceof Error ? error.message : String(error)})`);
+  }
+}
+
+/**
+ * Runs `main` on the command-line arguments and exits with its code: `--help` prints `usage`
+ * instead; a UsageError or SetupError exits 2 with its message (and `usage` after a UsageError),
+ * anything else thrown exits 1. Messages start with `name`.
+ */
+export function runCli(name: string, main: (argv: readonly string[]) => Promise<number>, usage: string): void {
+  const argv = process.argv.slice(2);
+  const run = async (): Promise<number> => {
+    if (argv.includes("--help")) {
+      console.log(usage);
+      return 0;
+    }
+    return main(argv);
+  };
+  run().then(
+    (code) => {
+      // firebase-admin and keep-alive sockets may hold the loop open: the verdict is in.
+      process.exit(code);
+    },
+    (error: unknown) => {
+      if (error instanceof UsageError || error instanceof SetupError) {
+        console.error(`${name}: ${error.message}${error instanceof UsageError ? `\n${usage}` : ""}`);
+        process.exit(2);
+      }
+      console.error(`${name}: failed`, error);
+      process.exit(1);
+    },
+  );
+}
