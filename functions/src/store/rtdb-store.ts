@@ -159,37 +159,16 @@ export class RtdbStore implements SessionStore {
 
   async updateUsage<O>(userKey: string, rule: UsageRule<O>): Promise<O> {
     const path = `userUsage/${userKey}`;
-    const last: { outcome?: O; error?: unknown } = {};
-    await this.call(
-      "update usage",
-      this.db.ref(path).transaction(
-        (current: unknown) => {
-          last.error = undefined;
-          // Unlike a session, a missing record is a valid start: a cold instance's null guess is
-          // corrected by the server (hash mismatch) before anything is written over real data.
-          const usage = current === null ? null : userUsageSchema.safeParse(current);
-          if (usage !== null && !usage.success) {
-            last.error = new StoreDataError(path, usage.error.issues[0]?.message ?? "invalid");
-            return undefined;
-          }
-          try {
-            const { outcome, next } = rule(usage === null ? null : usage.data);
-            last.outcome = outcome;
-            if (next !== undefined) return JSON.parse(JSON.stringify(next)) as unknown;
-            // "No change" is confirmed by the server too (see transactState): write the record back
-            // as it is, or null for none, which also corrects a guess made on an empty cache.
-            return current;
-          } catch (error) {
-            last.error = error;
-            return undefined;
-          }
-        },
-        undefined,
-        false,
-      ),
-    );
-    if (last.error !== undefined) throw last.error instanceof Error ? last.error : new Error("a usage rule failed", { cause: last.error });
-    return last.outcome as O;
+    const { decided } = await this.transact(path, "update usage", (current) => {
+      // Unlike a session, a missing record is a valid start: a cold instance's null guess is
+      // corrected by the server (hash mismatch) before anything is written over real data.
+      const usage = current === null ? null : userUsageSchema.safeParse(current);
+      if (usage !== null && !usage.success) throw new StoreDataError(path, usage.error.issues[0]?.message ?? "invalid");
+      const { outcome, next } = rule(usage === null ? null : usage.data);
+      // "No change" writes the record back as it is (or null for none): see `transact`.
+      return { decided: outcome, write: next === undefined ? current : (JSON.parse(JSON.stringify(next)) as unknown) };
+    });
+    return decided as O;
   }
 
   /**
@@ -204,31 +183,53 @@ export class RtdbStore implements SessionStore {
     toNode: (raw: RawState, next: SessionState, state: SessionState) => Record<string, unknown> | undefined,
   ): Promise<{ ruled: Ruled<O>; wrote: boolean; snapshot: DataSnapshot }> {
     const path = `userSessions/${sessionId}/state`;
-    // What the handler's last run decided; it reruns on contention, so each run starts afresh.
-    const last: { ruled: Ruled<O>; wrote: boolean; error?: unknown } = { ruled: { found: false }, wrote: false };
+    const notFound = { ruled: { found: false } as Ruled<O>, wrote: false };
+    const { decided, committed, snapshot } = await this.transact(path, operation, (raw) => {
+      const current = raw as RawState | null;
+      // null is also what an instance without a copy sees first: writing null back makes
+      // the server answer with the real node (hash mismatch) instead of aborting on a guess.
+      if (current === null) return { decided: notFound, write: null };
+      const state = sessionStateSchema.safeParse(current);
+      // Malformed: abort, and report it below instead of "not found".
+      if (!state.success) return { decided: notFound, write: undefined };
+      const { outcome, next } = rule(state.data);
+      const node = next === undefined ? undefined : toNode(current, next, state.data);
+      const ruled: Ruled<O> = { found: true, outcome, state: next !== undefined && node !== undefined ? next : state.data };
+      return { decided: { ruled, wrote: node !== undefined }, write: node ?? current };
+    });
+    if (snapshot.exists()) parseStored(sessionStateSchema, snapshot.val(), path);
+    const last = decided ?? notFound;
+    if (last.wrote && !committed) throw new StoreUnavailableError(operation);
+    return { ...last, snapshot };
+  }
+
+  /**
+   * One database transaction at `path`. `run` decides from the current value what to write and
+   * what to report; only its last run counts (the handler reruns on contention). Two things hold
+   * for every transaction here:
+   * - a decision that changes nothing still writes the value back unchanged, so the server
+   *   confirms it: a run may have seen another in-flight transaction's result that the server has
+   *   not committed (the SDK's "latest state"), and aborting would trust it;
+   * - `run` may throw: the handler must not (it leaves the SDK's queue stuck), so it aborts and the
+   *   error is rethrown once the transaction is over.
+   */
+  private async transact<D>(
+    path: string,
+    operation: string,
+    run: (current: unknown) => { decided: D; write: unknown },
+  ): Promise<{ decided: D | undefined; committed: boolean; snapshot: DataSnapshot }> {
+    const last: { decided?: D; error?: unknown } = {};
     const result = await this.call(
       operation,
       this.db.ref(path).transaction(
-        (current: RawState | null) => {
-          last.ruled = { found: false };
-          last.wrote = false;
+        (current: unknown) => {
+          last.decided = undefined;
           last.error = undefined;
-          // null is also what an instance without a copy sees first: writing null back makes
-          // the server answer with the real node (hash mismatch) instead of aborting on a guess.
-          if (current === null) return null;
-          const state = sessionStateSchema.safeParse(current);
-          if (!state.success) return undefined;
           try {
-            const { outcome, next } = rule(state.data);
-            const node = next === undefined ? undefined : toNode(current, next, state.data);
-            last.ruled = { found: true, outcome, state: next !== undefined && node !== undefined ? next : state.data };
-            last.wrote = node !== undefined;
-            // A decision that changes nothing is still confirmed by the server, by writing the node
-            // back unchanged: this run may have seen another in-flight transaction's result that
-            // the server has not committed (the SDK's "latest state"), and aborting would trust it.
-            return node ?? current;
+            const { decided, write } = run(current);
+            last.decided = decided;
+            return write;
           } catch (error) {
-            // A handler that throws leaves the SDK's transaction queue stuck: abort, rethrow below.
             last.error = error;
             return undefined;
           }
@@ -237,11 +238,8 @@ export class RtdbStore implements SessionStore {
         false,
       ),
     );
-    if (last.error !== undefined) throw last.error instanceof Error ? last.error : new Error("a state rule failed", { cause: last.error });
-    // A transaction that aborted on a malformed node reports it instead of "not found".
-    if (result.snapshot.exists()) parseStored(sessionStateSchema, result.snapshot.val(), path);
-    if (last.wrote && !result.committed) throw new StoreUnavailableError(operation);
-    return { ...last, snapshot: result.snapshot };
+    if (last.error !== undefined) throw last.error instanceof Error ? last.error : new Error(`${operation} failed`, { cause: last.error });
+    return { decided: last.decided, committed: result.committed, snapshot: result.snapshot };
   }
 
   /**
