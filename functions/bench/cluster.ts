@@ -1,8 +1,4 @@
-import type { Server } from "node:http";
-import type { AddressInfo } from "node:net";
 import { modelFromConfig } from "../src/llm/model-from-config";
-import { createLocalServer } from "../src/local/local-server";
-import { hostingRewrites } from "../src/local/project-files";
 import type { Log } from "../src/log/log";
 import { createRuntime } from "../src/runtime/create-runtime";
 import { MemoryStore } from "../src/store/memory-store";
@@ -10,6 +6,7 @@ import type { Template } from "../src/store/records";
 import { RtdbStore } from "../src/store/rtdb-store";
 import type { SessionStore } from "../src/store/session-store";
 import { FakeOpenAiServer, type Chaos } from "../test/support/fake-openai-server";
+import { LocalServers } from "../test/support/local-servers";
 import { freshNamespace, RtdbInstances } from "../test/support/rtdb";
 import { NO_TOKENS, serviceConfig } from "../test/support/service-env";
 
@@ -61,18 +58,14 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
   await checker.seedTemplates(SOAK_TEMPLATES);
 
   const serverErrors: string[] = [];
-  const rewrites = hostingRewrites();
-  const servers: Server[] = [];
+  const servers = new LocalServers();
   const instances: string[] = [];
   for (let i = 0; i < options.instances; i += 1) {
     const store = rtdb ? new RtdbStore(rtdb.database(), config.dbTimeoutMs) : memory;
     // Built apart so that it fits the runtime's parts with or without ID-token checks.
     const parts = { config, store, identity: NO_TOKENS, log: errorsOf(i, serverErrors), model: modelFromConfig(config, { allowOffline: false }) };
     const runtime = createRuntime(parts);
-    const server = createLocalServer({ runtime, rewrites, projectId: "demo-chatify", region: "us-central1" });
-    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-    servers.push(server);
-    instances.push(`http://127.0.0.1:${(server.address() as AddressInfo).port}`);
+    instances.push(await servers.serve(runtime));
   }
 
   const label = rtdb
@@ -86,8 +79,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     store: checker,
     serverErrors,
     async close() {
-      for (const server of servers) server.closeAllConnections();
-      await Promise.all(servers.map((server) => new Promise((resolve) => server.close(resolve))));
+      await servers.close();
       await fake.stop();
       await rtdb?.close();
     },

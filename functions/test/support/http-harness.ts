@@ -1,10 +1,7 @@
 import { randomUUID } from "node:crypto";
-import type { Server } from "node:http";
 import { initializeApp } from "firebase-admin/app";
 import { firebaseIdentity } from "../../src/auth/firebase-identity";
-import type { AddressInfo } from "node:net";
-import { hostingRewrites, seedTemplates } from "../../src/local/project-files";
-import { createLocalServer } from "../../src/local/local-server";
+import { seedTemplates } from "../../src/local/project-files";
 import { modelFromConfig } from "../../src/llm/model-from-config";
 import { silentLog, type Log } from "../../src/log/log";
 import { createRuntime } from "../../src/runtime/create-runtime";
@@ -13,6 +10,7 @@ import { MemoryStore } from "../../src/store/memory-store";
 import { RtdbStore } from "../../src/store/rtdb-store";
 import type { SessionStore } from "../../src/store/session-store";
 import { FakeOpenAiServer } from "./fake-openai-server";
+import { LocalServers } from "./local-servers";
 import { describeWithRtdb, freshNamespace, RtdbInstances } from "./rtdb";
 import { serviceConfig } from "./service-env";
 
@@ -64,7 +62,7 @@ export async function startHarness(options: HarnessOptions): Promise<Harness> {
   const fake = await FakeOpenAiServer.start();
   // As the local server: a token is optional unless a suite asks otherwise.
   const config = serviceConfig(fake.baseUrl, { OPENAI_TIMEOUT_MS: "3000", ...options.env });
-  const servers: Server[] = [];
+  const servers = new LocalServers();
   const rtdb = options.store === "rtdb" ? new RtdbInstances(freshNamespace("http"), options.databaseHost) : undefined;
   const memory = new MemoryStore();
 
@@ -82,10 +80,7 @@ export async function startHarness(options: HarnessOptions): Promise<Harness> {
       model: modelFromConfig(config, { allowOffline: false }),
       ...(options.clock ? { clock: options.clock } : {}),
     });
-    const server = createLocalServer({ runtime, rewrites: hostingRewrites(), projectId: "demo-chatify", region: "us-central1" });
-    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-    servers.push(server);
-    const baseUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const baseUrl = await servers.serve(runtime);
     return { baseUrl, runtime, store: base, call: (method, path, body, headers) => call(baseUrl, method, path, body, headers) };
   }
 
@@ -95,8 +90,7 @@ export async function startHarness(options: HarnessOptions): Promise<Harness> {
     api,
     instance,
     async close() {
-      for (const server of servers) server.closeAllConnections();
-      await Promise.all(servers.map((server) => new Promise((resolve) => server.close(resolve))));
+      await servers.close();
       await fake.stop();
       await rtdb?.close();
     },
