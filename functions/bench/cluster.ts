@@ -1,6 +1,5 @@
-import { modelFromConfig } from "../src/llm/model-from-config";
 import type { Log } from "../src/log/log";
-import { createRuntime } from "../src/runtime/create-runtime";
+import { composeInstance } from "../src/runtime/instance";
 import { MemoryStore } from "../src/store/memory-store";
 import type { Template } from "../src/store/records";
 import { RtdbStore } from "../src/store/rtdb-store";
@@ -62,10 +61,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
   const instances: string[] = [];
   for (let i = 0; i < options.instances; i += 1) {
     const store = rtdb ? new RtdbStore(rtdb.database(), config.dbTimeoutMs) : memory;
-    // Built apart so that it fits the runtime's parts with or without ID-token checks.
-    const parts = { config, store, identity: NO_TOKENS, log: errorsOf(i, serverErrors), model: modelFromConfig(config, { allowOffline: false }) };
-    const runtime = createRuntime(parts);
-    instances.push(await servers.serve(runtime));
+    instances.push(await servers.serve(composeInstance(config, { store, identity: NO_TOKENS, log: errorsOf(i, serverErrors) })));
   }
 
   const label = rtdb

@@ -1,8 +1,6 @@
 import type { Config } from "../src/config";
-import { modelFromConfig } from "../src/llm/model-from-config";
 import { silentLog } from "../src/log/log";
-import { createRuntime, sessionPolicy } from "../src/runtime/create-runtime";
-import type { Runtime } from "../src/runtime/runtime";
+import { composeInstance, sessionPolicy, type Instance } from "../src/runtime/instance";
 import type { SessionPolicy } from "../src/session/session-rules";
 import { MemoryStore } from "../src/store/memory-store";
 import type { Template } from "../src/store/records";
@@ -30,12 +28,12 @@ export interface Rig {
   readonly policy: SessionPolicy;
   /** Creates sessions and writes histories, past the measured store (in RTDB mode through an app of its own). */
   readonly setupStore: SessionStore;
-  readonly setup: Runtime;
+  readonly setup: Instance;
   /** The store the measured runtimes use, counting what they ask of it. */
   readonly measured: CountingStore;
   /** Bytes on the measured runtimes' database connection; undefined with the embedded store. */
   bytes(): ByteCounts | undefined;
-  runtime(mode: CacheMode): Runtime;
+  runtime(mode: CacheMode): Instance;
   close(): Promise<void>;
 }
 
@@ -57,9 +55,8 @@ export async function startRig(options: { window: number; databaseHost: string |
 
   const template: Template = { name: "Bench Window", personalityPrompt: "You are the window-bench personality.", context_window: options.window };
   await setupStore.seedTemplates({ [BENCH_TEMPLATE_ID]: template });
-  const build = (store: SessionStore, from: Config): Runtime =>
-    createRuntime({ config: from, store, identity: NO_TOKENS, log: silentLog, model: modelFromConfig(from, { allowOffline: false }) });
-  const runtimes: Record<CacheMode, Runtime> = { cold: build(measured, coldConfig), warm: build(measured, config) };
+  const build = (store: SessionStore, from: Config): Instance => composeInstance(from, { store, identity: NO_TOKENS, log: silentLog });
+  const runtimes: Record<CacheMode, Instance> = { cold: build(measured, coldConfig), warm: build(measured, config) };
 
   return {
     mode: databaseHost === undefined ? "memory" : "rtdb",

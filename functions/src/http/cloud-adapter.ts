@@ -1,14 +1,20 @@
 import type { Response } from "express";
 import type { Request } from "firebase-functions/v2/https";
-import type { Runtime } from "../runtime/runtime";
-import type { Endpoint } from "./endpoints";
-import { handleRequest } from "./handle-request";
+import type { Api } from "./api";
+import { failedApi } from "./api";
+import type { EndpointName } from "./endpoints";
 import type { HttpRequest, HttpResponse } from "./http-types";
 
-/** An `onRequest` handler serving `endpoint`; the platform has already read the body. */
-export function cloudHandler(endpoint: Endpoint, runtime: () => Runtime): (request: Request, response: Response) => Promise<void> {
+/** An `onRequest` handler serving `endpoint` of the instance's API; the platform has already read the body. */
+export function cloudHandler(endpoint: EndpointName, api: () => Promise<Api>): (request: Request, response: Response) => Promise<void> {
   return async (request, response) => {
-    writeResponse(response, await handleRequest(endpoint, fromExpress(request), runtime));
+    let answer: HttpResponse;
+    try {
+      answer = await (await api())(endpoint, fromExpress(request));
+    } catch (error) {
+      answer = failedApi(error);
+    }
+    writeResponse(response, answer);
   };
 }
 

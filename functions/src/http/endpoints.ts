@@ -1,6 +1,6 @@
-import type { Runtime } from "../runtime/runtime";
+import type { Identity } from "../auth/identity";
 import { SessionNotFoundError } from "../session/errors";
-import { callerOf } from "./caller";
+import type { SessionService } from "../session/session-service";
 import { HttpError } from "./http-error";
 import type { HttpRequest } from "./http-types";
 import { readJsonObject } from "./json-body";
@@ -13,11 +13,32 @@ export interface EndpointResult {
   readonly headers?: Readonly<Record<string, string>>;
 }
 
+export type EndpointName = "createSession" | "sendMessage" | "endSession";
+
+/** What the endpoints need, built once per instance: nothing here is made per request. */
+export interface EndpointContext {
+  readonly sessions: Pick<SessionService, "create" | "send" | "end">;
+  /** The verified caller, or undefined where no token is sent and none is required. */
+  readonly authenticate: (request: HttpRequest) => Promise<Identity | undefined>;
+  readonly bodies: {
+    readonly createSession: { readonly signedIn: ReturnType<typeof createSessionBody>; readonly anonymous: ReturnType<typeof createSessionBody> };
+    readonly sendMessage: ReturnType<typeof sendMessageBody>;
+  };
+}
+
+/** The request schemas of an instance: zod schemas are costly to build and never change. */
+export function endpointBodies(maxMessageChars: number): EndpointContext["bodies"] {
+  return {
+    createSession: { signedIn: createSessionBody(false), anonymous: createSessionBody(true) },
+    sendMessage: sendMessageBody(maxMessageChars),
+  };
+}
+
 export interface Endpoint {
-  readonly name: "createSession" | "sendMessage" | "endSession";
+  readonly name: EndpointName;
   readonly methods: readonly string[];
   readonly match: (path: string) => RouteMatch | undefined;
-  readonly handle: (request: HttpRequest, route: RouteMatch, runtime: Runtime) => Promise<EndpointResult>;
+  readonly handle: (request: HttpRequest, route: RouteMatch, context: EndpointContext) => Promise<EndpointResult>;
 }
 
 /** The session named in the path; an id this service could not have issued names nothing. */
@@ -49,11 +70,12 @@ export const createSession: Endpoint = {
   name: "createSession",
   methods: ["POST"],
   match: matchCreateSession,
-  async handle(request, _route, runtime) {
-    const caller = await callerOf(request, runtime);
-    const body = parseBody(createSessionBody(caller === undefined), readJsonObject(request));
+  async handle(request, _route, context) {
+    const caller = await context.authenticate(request);
+    const { signedIn, anonymous } = context.bodies.createSession;
+    const body = parseBody(caller === undefined ? anonymous : signedIn, readJsonObject(request));
     const idempotencyKey = idempotencyKeyOf(request);
-    const { sessionId, meta, replayed } = await runtime.sessions.create({
+    const { sessionId, meta, replayed } = await context.sessions.create({
       templateId: body.template_id,
       ...(body.user_id === undefined ? {} : { userId: body.user_id }),
       ...(caller ? { caller } : {}),
@@ -79,12 +101,12 @@ export const sendMessage: Endpoint = {
   name: "sendMessage",
   methods: ["POST"],
   match: matchSendMessage,
-  async handle(request, route, runtime) {
-    const caller = await callerOf(request, runtime);
+  async handle(request, route, context) {
+    const caller = await context.authenticate(request);
     const sessionId = sessionIdOf(route);
-    const body = parseBody(sendMessageBody(runtime.config.maxMessageChars), readJsonObject(request));
+    const body = parseBody(context.bodies.sendMessage, readJsonObject(request));
     const idempotencyKey = idempotencyKeyOf(request);
-    const reply = await runtime.sessions.send({
+    const reply = await context.sessions.send({
       sessionId,
       message: body.message,
       ...(caller ? { caller } : {}),
@@ -108,9 +130,9 @@ export const endSession: Endpoint = {
   name: "endSession",
   methods: ["DELETE"],
   match: matchEndSession,
-  async handle(request, route, runtime) {
-    const caller = await callerOf(request, runtime);
-    const { sessionId, meta, state } = await runtime.sessions.end(sessionIdOf(route), caller);
+  async handle(request, route, context) {
+    const caller = await context.authenticate(request);
+    const { sessionId, meta, state } = await context.sessions.end(sessionIdOf(route), caller);
     const endedAt = state.ended_at ?? state.last_activity;
     return {
       status: 200,

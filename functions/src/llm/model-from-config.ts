@@ -6,21 +6,19 @@ import { createOpenAiModel } from "./openai-model";
 import { withRetries } from "./retrying-model";
 
 /**
- * The model to call for one request. With an API key or a base URL, the OpenAI SDK (a local
- * OpenAI-compatible server may need no key); with neither, the offline responder where it is
- * allowed (local runs), else a 503 that says the model is not configured.
+ * The model of an instance, built once (one SDK client, its connections reused). With an API
+ * key or a base URL, the OpenAI SDK (a local OpenAI-compatible server may need no key); with
+ * neither, the offline responder where it is allowed (local runs), else a model that answers
+ * every call with a 503 saying the model is not configured.
  */
-export function modelFromConfig(config: Config, options: { allowOffline: boolean }): () => ChatModel {
+export function modelFromConfig(config: Config, options: { allowOffline: boolean }): ChatModel {
   const { apiKey, baseUrl, timeoutMs, maxRetries, maxRetryWaitMs } = config.openai;
   if (apiKey !== undefined || baseUrl !== undefined) {
-    const key = apiKey ?? "unset";
-    return () => withRetries(createOpenAiModel({ apiKey: key, baseUrl, timeoutMs }), { maxRetries, maxWaitMs: maxRetryWaitMs });
+    return withRetries(createOpenAiModel({ apiKey: apiKey ?? "unset", baseUrl, timeoutMs }), { maxRetries, maxWaitMs: maxRetryWaitMs });
   }
-  if (options.allowOffline) {
-    const offline = createOfflineModel();
-    return () => offline;
-  }
-  return () => {
-    throw new ModelError("unavailable", "no model is configured (OPENAI_API_KEY is not set)");
+  if (options.allowOffline) return createOfflineModel();
+  return {
+    name: "unconfigured",
+    complete: () => Promise.reject(new ModelError("unavailable", "no model is configured (OPENAI_API_KEY is not set)")),
   };
 }

@@ -1,15 +1,16 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { Api } from "../http/api";
 import { ENDPOINTS, type Endpoint } from "../http/endpoints";
 import { errorBody, toErrorAnswer } from "../http/error-response";
 import { HttpError } from "../http/http-error";
-import { handleRequest } from "../http/handle-request";
 import type { HttpRequest, HttpResponse } from "../http/http-types";
-import type { Runtime } from "../runtime/runtime";
 import { globToRegExp } from "./glob";
 import type { HostingRewrite } from "./project-files";
 
 export interface LocalServerOptions {
-  readonly runtime: Runtime;
+  readonly api: Api;
+  /** Bodies are read up to this size (then 413). */
+  readonly maxBodyBytes: number;
   readonly rewrites: readonly HostingRewrite[];
   readonly projectId: string;
   readonly region: string;
@@ -42,9 +43,8 @@ export function createLocalServer(options: LocalServerOptions): Server {
     return endpoint ? { endpoint, path: `/${parts.slice(direct + 1).join("/")}` } : undefined;
   }
 
-  const runtime = () => options.runtime;
   return createServer((request, response) => {
-    void serve(request, response, route, runtime).catch(() => {
+    void serve(request, response, route, options).catch(() => {
       if (!response.headersSent) write(response, errorResponse(new Error("unexpected")));
       else response.destroy();
     });
@@ -55,7 +55,7 @@ async function serve(
   request: IncomingMessage,
   response: ServerResponse,
   route: (path: string) => Target | undefined,
-  runtime: () => Runtime,
+  options: LocalServerOptions,
 ): Promise<void> {
   // The raw target, not `new URL`: a target such as "//x" would be read as a host, or throw.
   const path = (request.url ?? "/").split("?")[0] ?? "/";
@@ -65,14 +65,14 @@ async function serve(
     write(response, errorResponse(new HttpError(404, "NOT_FOUND", "No such route")));
     return;
   }
-  const { body, complete } = await readBody(request, runtime().config.maxBodyBytes);
+  const { body, complete } = await readBody(request, options.maxBodyBytes);
   const httpRequest: HttpRequest = {
     method: (request.method ?? "GET").toUpperCase(),
     path: target.path,
     headers: flattenHeaders(request),
     body,
   };
-  const answer = await handleRequest(target.endpoint, httpRequest, runtime);
+  const answer = await options.api(target.endpoint.name, httpRequest);
   if (complete) {
     write(response, answer);
     return;

@@ -1,5 +1,5 @@
 import { functionsLog } from "../log/log";
-import { createLocalRuntime } from "./local-runtime";
+import { createLocalInstance } from "./local-instance";
 import { createLocalServer } from "./local-server";
 import { defaultProjectId, hostingRewrites } from "./project-files";
 
@@ -10,8 +10,8 @@ async function main(): Promise<void> {
   const projectId = process.env.GCLOUD_PROJECT || defaultProjectId();
   const host = process.env.HOST || "127.0.0.1";
   const port = Number(process.env.PORT || 5000);
-  const local = await createLocalRuntime(projectId, functionsLog);
-  const server = createLocalServer({ runtime: local.runtime, rewrites: hostingRewrites(), projectId, region: REGION });
+  const local = await createLocalInstance(projectId, functionsLog);
+  const server = createLocalServer({ api: local.instance.api, maxBodyBytes: local.instance.config.maxBodyBytes, rewrites: hostingRewrites(), projectId, region: REGION });
   server.listen(port, host, () => {
     const address = server.address();
     const base = `http://${host}:${typeof address === "object" && address ? address.port : port}`;
@@ -19,7 +19,7 @@ async function main(): Promise<void> {
       "Chatify Functions running locally",
       `  sessions: ${local.storeLabel}${local.seeded.length > 0 ? `; seeded templates: ${local.seeded.join(", ")}` : ""}`,
       `  model:    ${local.modelLabel}`,
-      `  auth:     ${local.runtime.config.requireAuth ? "ID token required (REQUIRE_AUTH=true)" : "ID token optional; without one the body's user_id is trusted (REQUIRE_AUTH=false)"}`,
+      `  auth:     ${local.instance.config.requireAuth ? "ID token required (REQUIRE_AUTH=true)" : "ID token optional; without one the body's user_id is trusted (REQUIRE_AUTH=false)"}`,
       "",
       `  Original routes (API base URL ${base}/api/v1):`,
       `    POST   ${base}/api/v1/chatbot/session`,

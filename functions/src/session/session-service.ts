@@ -32,8 +32,7 @@ import { WarmCache } from "./warm-cache";
 
 export interface SessionServiceOptions {
   readonly store: SessionStore;
-  /** Resolved on each call: the model's configuration is only known at request time. */
-  readonly model: () => ChatModel;
+  readonly model: ChatModel;
   readonly clock: () => number;
   readonly newSessionId: () => string;
   /** History messages sent to the model when the template sets none. */
@@ -43,6 +42,8 @@ export interface SessionServiceOptions {
   readonly usage: UsagePolicy;
   /** How long a claimed `Idempotency-Key` holds off repeats: longer than a model call can take. */
   readonly keyLeaseMs: number;
+  /** How long a keyed repeat waits for the first request's result before answering 409. */
+  readonly keyWaitMs: number;
   /** How often a repeat polls for the result of the request it waits for. */
   readonly keyPollMs?: number;
   readonly cache: {
@@ -257,7 +258,7 @@ export class SessionService {
   /** Calls the model with the session's prompt and window; the exchange to store. */
   private async answer(meta: SessionMeta, history: readonly ChatMessage[], message: string, receivedAt: number): Promise<Exchange> {
     const { settings, system_prompt } = meta;
-    const completion = await this.options.model().complete({
+    const completion = await this.options.model.complete({
       model: settings.model,
       messages: buildPrompt(system_prompt, history, settings.context_window, message),
       temperature: settings.temperature,
@@ -278,8 +279,9 @@ export class SessionService {
    * another request holds the key, waits for that one's result, up to the claim's lease.
    */
   private async claim(sessionId: string, claim: RequestClaim, receivedAt: number): Promise<number | undefined> {
-    const { store, clock, policy, keyLeaseMs, keyPollMs = 200 } = this.options;
-    const giveUpAt = receivedAt + keyLeaseMs;
+    const { store, clock, policy, keyLeaseMs, keyWaitMs, keyPollMs = 200 } = this.options;
+    // Bounded by the time budget, not the lease: waiting out a dead request's lease would outlive the function.
+    const giveUpAt = receivedAt + keyWaitMs;
     for (;;) {
       const result = await store.updateState(sessionId, claimRequest(claim, clock(), keyLeaseMs, policy));
       if (!result.found) throw new SessionNotFoundError(sessionId);

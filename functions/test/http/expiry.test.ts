@@ -87,7 +87,7 @@ describeEachStore("expiry and retention", (kind) => {
     await createSession(harness.api);
     now += 31 * MINUTE;
     logged.length = 0;
-    await scheduledMaintenance(() => harness.api.runtime)();
+    await scheduledMaintenance(harness.api.runtime);
     const entry = logged.find((line) => line.message === "maintenance");
     expect(entry?.fields).toMatchObject({ expired: expect.any(Number), deleted: expect.any(Number), keysForgotten: expect.any(Number) });
     expect(entry?.fields?.expired).toBeGreaterThanOrEqual(1);

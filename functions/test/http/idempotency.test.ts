@@ -10,7 +10,7 @@ describeEachStore("Idempotency-Key", (kind) => {
 
   beforeAll(async () => {
     // A 400 ms model timeout keeps claims (lease = 1.5 x budget + 1 s) short enough to test.
-    harness = await startHarness({ store: kind, env: { OPENAI_TIMEOUT_MS: "400" } });
+    harness = await startHarness({ store: kind, env: { OPENAI_TIMEOUT_MS: "400" }, functionTimeoutMs: 24_000 });
     a = harness.api;
     b = await harness.instance();
   });
@@ -102,7 +102,7 @@ describeEachStore("Idempotency-Key", (kind) => {
     expect(answer.status).toBe(409);
     expect(answer.body.error?.code).toBe("IDEMPOTENCY_IN_PROGRESS");
     expect(Number(answer.headers.get("retry-after"))).toBeGreaterThan(0);
-    // It waited about one lease (1.5 x 400 ms + 1 s), no longer.
+    // It waited what the time budget leaves (24 s - 1 s - 400 ms - 4 x 5 s = 2.6 s), no longer.
     expect(Date.now() - started).toBeLessThan(4_000);
     expect(harness.fake.requests).toHaveLength(0);
   });

@@ -2,10 +2,8 @@ import { randomUUID } from "node:crypto";
 import { initializeApp } from "firebase-admin/app";
 import { firebaseIdentity } from "../../src/auth/firebase-identity";
 import { seedTemplates } from "../../src/local/project-files";
-import { modelFromConfig } from "../../src/llm/model-from-config";
 import { silentLog, type Log } from "../../src/log/log";
-import { createRuntime } from "../../src/runtime/create-runtime";
-import type { Runtime } from "../../src/runtime/runtime";
+import { composeInstance, type Instance as ServiceInstance } from "../../src/runtime/instance";
 import { MemoryStore } from "../../src/store/memory-store";
 import { RtdbStore } from "../../src/store/rtdb-store";
 import type { SessionStore } from "../../src/store/session-store";
@@ -30,7 +28,7 @@ export interface Answer {
  */
 export interface Instance {
   readonly baseUrl: string;
-  readonly runtime: Runtime;
+  readonly runtime: ServiceInstance;
   /** The database itself, for assertions (not the wrapped store the instance uses). */
   readonly store: SessionStore;
   call(method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<Answer>;
@@ -56,6 +54,8 @@ export interface HarnessOptions {
   readonly env?: Record<string, string>;
   readonly clock?: () => number;
   readonly log?: Log;
+  /** The function timeout the instances' time budget must fit (default: the deployed one). */
+  readonly functionTimeoutMs?: number;
 }
 
 export async function startHarness(options: HarnessOptions): Promise<Harness> {
@@ -71,14 +71,13 @@ export async function startHarness(options: HarnessOptions): Promise<Harness> {
     await base.seedTemplates(seedTemplates());
     const store = options.wrapStore ? options.wrapStore(base) : base;
     // Assertions read the database directly, past any fault-injecting wrapper.
-    const runtime = createRuntime({
-      config,
+    const runtime = composeInstance(config, {
       store,
       // Tokens are checked on the Auth emulator when FIREBASE_AUTH_EMULATOR_HOST is set.
       identity: firebaseIdentity(initializeApp({ projectId: options.projectId ?? "demo-chatify" }, randomUUID())),
       log: options.log ?? silentLog,
-      model: modelFromConfig(config, { allowOffline: false }),
       ...(options.clock ? { clock: options.clock } : {}),
+      ...(options.functionTimeoutMs === undefined ? {} : { functionTimeoutMs: options.functionTimeoutMs }),
     });
     const baseUrl = await servers.serve(runtime);
     return { baseUrl, runtime, store: base, call: (method, path, body, headers) => call(baseUrl, method, path, body, headers) };

@@ -2,15 +2,15 @@ import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { createLocalServer } from "../../src/local/local-server";
 import { hostingRewrites } from "../../src/local/project-files";
-import type { Runtime } from "../../src/runtime/runtime";
+import type { Instance } from "../../src/runtime/instance";
 
-/** Local servers on loopback, one per runtime (a "function instance"), closed together. */
+/** Local servers on loopback, one per function instance, closed together. */
 export class LocalServers {
   private readonly servers: Server[] = [];
 
-  /** Serves `runtime` on a free port, as `npm start` does; returns its base URL. */
-  async serve(runtime: Runtime): Promise<string> {
-    const server = createLocalServer({ runtime, rewrites: hostingRewrites(), projectId: "demo-chatify", region: "us-central1" });
+  /** Serves `instance` on a free port, as `npm start` does; returns its base URL. */
+  async serve(instance: Instance): Promise<string> {
+    const server = createLocalServer({ api: instance.api, maxBodyBytes: instance.config.maxBodyBytes, rewrites: hostingRewrites(), projectId: "demo-chatify", region: "us-central1" });
     await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
     this.servers.push(server);
     return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;

@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { ModelError } from "../../src/llm/errors";
 import { createOpenAiModel } from "../../src/llm/openai-model";
+import type { ChatModel } from "../../src/llm/chat-model";
 import {
   IdempotencyInProgressError,
   IdempotencyKeyReusedError,
@@ -75,6 +76,7 @@ interface Setup {
   readonly maxSessions?: number;
   readonly policy?: SessionPolicy;
   readonly keyLeaseMs?: number;
+  readonly keyWaitMs?: number;
   /** Runs when the service asks for the model, i.e. between reading and answering a message. */
   readonly onModel?: () => void;
 }
@@ -83,8 +85,10 @@ describe("SessionService", () => {
   let fake: FakeOpenAiServer;
   let store: CountingStore;
 
+  let model: ChatModel;
   beforeAll(async () => {
     fake = await FakeOpenAiServer.start();
+    model = createOpenAiModel({ apiKey: "sk-test-key", baseUrl: fake.baseUrl, timeoutMs: 2_000 });
   });
   afterAll(async () => fake.stop());
 
@@ -98,9 +102,12 @@ describe("SessionService", () => {
   function instance(setup: Setup = {}): SessionService {
     return new SessionService({
       store,
-      model: () => {
-        setup.onModel?.();
-        return createOpenAiModel({ apiKey: "sk-test-key", baseUrl: fake.baseUrl, timeoutMs: 2_000 });
+      model: {
+        name: "counted",
+        complete: (request) => {
+          setup.onModel?.();
+          return model.complete(request);
+        },
       },
       clock: setup.clock ?? Date.now,
       newSessionId: randomUUID,
@@ -108,6 +115,7 @@ describe("SessionService", () => {
       policy: setup.policy ?? POLICY,
       usage: { messagesPerMinute: 1_000_000, maxActiveSessions: 1_000_000, idleTtlMs: (setup.policy ?? POLICY).idleTtlMs },
       keyLeaseMs: setup.keyLeaseMs ?? 10_000,
+      keyWaitMs: setup.keyWaitMs ?? 10_000,
       keyPollMs: 5,
       cache: {
         templateTtlMs: setup.templateTtlMs ?? 60_000,

@@ -1,0 +1,82 @@
+import type { IdentityVerifier } from "../auth/identity";
+import type { Config } from "../config";
+import type { Log } from "../log/log";
+import type { SessionService } from "../session/session-service";
+import { authenticator } from "./caller";
+import { corsHeaders, preflightHeaders } from "./cors";
+import { ENDPOINTS, endpointBodies, type Endpoint, type EndpointContext, type EndpointName } from "./endpoints";
+import { errorBody, toErrorAnswer } from "./error-response";
+import { HttpError } from "./http-error";
+import type { HttpRequest, HttpResponse } from "./http-types";
+
+/** What the HTTP boundary needs of an instance, and nothing more. */
+export interface ApiDeps {
+  readonly sessions: Pick<SessionService, "create" | "send" | "end">;
+  readonly identity: IdentityVerifier;
+  readonly log: Log;
+  readonly config: Pick<Config, "requireAuth" | "maxMessageChars" | "maxBodyBytes" | "corsOrigins">;
+}
+
+/** One instance's HTTP boundary: answers a request to one of the three functions. */
+export type Api = (endpoint: EndpointName, request: HttpRequest) => Promise<HttpResponse>;
+
+/**
+ * The HTTP boundary shared by the Cloud Functions and the local server: CORS, method and
+ * route checks, the endpoint itself, and every failure turned into a JSON answer.
+ */
+export function createApi(deps: ApiDeps): Api {
+  const { config, log } = deps;
+  const context: EndpointContext = {
+    sessions: deps.sessions,
+    authenticate: authenticator(deps.identity, config.requireAuth),
+    bodies: endpointBodies(config.maxMessageChars),
+  };
+  return async (name, request) => {
+    const endpoint = ENDPOINTS[name];
+    const started = Date.now();
+    const cors = corsHeaders(request, config.corsOrigins);
+    let response: HttpResponse;
+    let code: string | undefined;
+    try {
+      response = await dispatch(endpoint, request, context, config.maxBodyBytes, cors);
+    } catch (error) {
+      const answer = toErrorAnswer(error);
+      code = answer.code;
+      if (answer.status >= 500) {
+        // Name and message only: stacks and causes may carry prompts, keys or tokens.
+        log.error("request failed", {
+          endpoint: endpoint.name,
+          error: error instanceof Error ? error.name : typeof error,
+          detail: error instanceof Error ? error.message : undefined,
+        });
+      }
+      response = { status: answer.status, headers: { ...cors, ...answer.headers }, body: errorBody(answer) };
+    }
+    log.info("request", { endpoint: endpoint.name, method: request.method, status: response.status, code, duration_ms: Date.now() - started });
+    return response;
+  };
+}
+
+/** The answer of an instance that could not start (a bad param): the same JSON error on every request. */
+export function failedApi(error: unknown): HttpResponse {
+  const answer = toErrorAnswer(error);
+  return { status: answer.status, headers: answer.headers, body: errorBody(answer) };
+}
+
+async function dispatch(endpoint: Endpoint, request: HttpRequest, context: EndpointContext, maxBodyBytes: number, cors: Record<string, string>): Promise<HttpResponse> {
+  const route = endpoint.match(request.path);
+  if (!route) throw new HttpError(404, "NOT_FOUND", "No such route");
+  if (request.method === "OPTIONS") {
+    return { status: 204, headers: { ...cors, ...preflightHeaders(endpoint.methods) } };
+  }
+  if (!endpoint.methods.includes(request.method)) {
+    throw new HttpError(405, "METHOD_NOT_ALLOWED", `Use ${endpoint.methods.join(" or ")} for this route`, {
+      Allow: [...endpoint.methods, "OPTIONS"].join(", "),
+    });
+  }
+  if (request.body.length > maxBodyBytes) {
+    throw new HttpError(413, "PAYLOAD_TOO_LARGE", `Request body must be at most ${maxBodyBytes} bytes`);
+  }
+  const result = await endpoint.handle(request, route, context);
+  return { status: result.status, headers: { ...cors, ...result.headers }, body: result.body };
+}

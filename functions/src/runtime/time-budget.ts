@@ -1,0 +1,43 @@
+import { ConfigError, type Config } from "../config";
+import { FUNCTION_TIMEOUT_SECONDS } from "../function-options";
+
+/** How a message's time is shared out, derived from the params and checked at instance start. */
+export interface TimeBudget {
+  /** The longest a model call can take: every attempt timing out, every retry waiting its most. */
+  readonly modelMs: number;
+  /**
+   * How long a message's claim holds its slot: longer than the model call and the commit after it,
+   * so a live request is never overtaken; a request that died is overtaken once it lapses.
+   */
+  readonly leaseMs: number;
+  /** How long a keyed repeat waits for the first request's result before answering 409. */
+  readonly keyWaitMs: number;
+}
+
+/**
+ * Sequential database calls a message may wait for, each up to DB_TIMEOUT_MS: the reads of a
+ * cold instance, the claim, the commit, and one spare for a contended retry.
+ */
+const DB_STEPS = 4;
+/** Kept free of any step, for the response itself and the platform's own work. */
+const MARGIN_MS = 1_000;
+
+/**
+ * The time budget of a message, which must fit the function's timeout: a request that runs past
+ * it is killed by the platform mid-way, with no answer. Throws a ConfigError naming the params.
+ */
+export function timeBudget(config: Config, functionTimeoutMs: number = FUNCTION_TIMEOUT_SECONDS * 1000): TimeBudget {
+  const { timeoutMs, maxRetries, maxRetryWaitMs } = config.openai;
+  const modelMs = (maxRetries + 1) * timeoutMs + maxRetries * maxRetryWaitMs;
+  const databaseMs = DB_STEPS * config.dbTimeoutMs;
+  const spare = functionTimeoutMs - MARGIN_MS - modelMs - databaseMs;
+  if (spare < 0) {
+    throw new ConfigError(
+      `the time budget of a message exceeds the function timeout (${functionTimeoutMs / 1000} s): ` +
+        `OPENAI_TIMEOUT_MS x (OPENAI_MAX_RETRIES + 1) + OPENAI_MAX_RETRY_WAIT_MS x OPENAI_MAX_RETRIES = ${modelMs} ms of model time, ` +
+        `plus ${DB_STEPS} x DB_TIMEOUT_MS = ${databaseMs} ms of database time, plus ${MARGIN_MS} ms margin, is ${-spare} ms too long; ` +
+        `lower OPENAI_TIMEOUT_MS, OPENAI_MAX_RETRIES, OPENAI_MAX_RETRY_WAIT_MS or DB_TIMEOUT_MS`,
+    );
+  }
+  return { modelMs, leaseMs: modelMs + 2 * config.dbTimeoutMs + MARGIN_MS, keyWaitMs: spare };
+}

@@ -1,0 +1,72 @@
+import { spawnSync } from "node:child_process";
+import { join } from "node:path";
+import type { Request } from "firebase-functions/v2/https";
+import type { Response } from "express";
+import { ConfigError, resolveConfig } from "../../src/config";
+import { cloudHandler } from "../../src/http/cloud-adapter";
+import { silentLog } from "../../src/log/log";
+import { composeInstance } from "../../src/runtime/instance";
+import { timeBudget } from "../../src/runtime/time-budget";
+import { MemoryStore } from "../../src/store/memory-store";
+import { NO_TOKENS } from "../support/service-env";
+
+describe("the time budget checked at instance start", () => {
+  it("shares the deployed 60 s between the model, the database and a keyed repeat's wait", () => {
+    // Defaults: 2 attempts x 15 s + 1 wait x 5 s of model time, 4 x 5 s of database time, 1 s margin.
+    expect(timeBudget(resolveConfig({}))).toEqual({ modelMs: 35_000, leaseMs: 46_000, keyWaitMs: 4_000 });
+  });
+
+  it("refuses a model budget that outlives the function, naming the params and the overrun", () => {
+    const config = resolveConfig({ OPENAI_TIMEOUT_MS: "30000", OPENAI_MAX_RETRIES: "1" });
+    expect(() => timeBudget(config)).toThrow(ConfigError);
+    expect(() => timeBudget(config)).toThrow(/OPENAI_TIMEOUT_MS.*OPENAI_MAX_RETRIES.*DB_TIMEOUT_MS.*26000 ms too long/s);
+  });
+
+  it("counts the database deadlines too", () => {
+    expect(() => timeBudget(resolveConfig({ DB_TIMEOUT_MS: "10000" }))).toThrow(/4 x DB_TIMEOUT_MS = 40000 ms/);
+    expect(timeBudget(resolveConfig({ DB_TIMEOUT_MS: "5000" }), 60_000).keyWaitMs).toBe(4_000);
+  });
+
+  it("keeps every lease longer than the model call it covers", () => {
+    for (const retries of ["0", "1", "2"]) {
+      const budget = timeBudget(resolveConfig({ OPENAI_TIMEOUT_MS: "5000", OPENAI_MAX_RETRIES: retries, DB_TIMEOUT_MS: "2000" }));
+      expect(budget.leaseMs).toBeGreaterThan(budget.modelMs);
+    }
+  });
+
+  it("is checked by the composition root, so no instance starts with a budget that cannot hold", () => {
+    const config = resolveConfig({ OPENAI_TIMEOUT_MS: "60000" });
+    expect(() => composeInstance(config, { store: new MemoryStore(), identity: NO_TOKENS, log: silentLog })).toThrow(ConfigError);
+  });
+});
+
+describe("a function instance whose start failed", () => {
+  it("answers every request with the JSON 500 CONFIGURATION_ERROR, not the platform's page", async () => {
+    const handler = cloudHandler("sendMessage", () => Promise.reject(new ConfigError("OPENAI_TIMEOUT_MS must be an integer")));
+    const sent: { status?: number; type?: string; body?: string } = {};
+    const response = {
+      status(code: number) { sent.status = code; return this; },
+      set() { return this; },
+      type(type: string) { sent.type = type; return this; },
+      send(body: string) { sent.body = body; return this; },
+      end() { return this; },
+    };
+    const request = { method: "POST", path: "/x", headers: {}, rawBody: Buffer.from("{}") };
+    await handler(request as unknown as Request, response as unknown as Response);
+    expect(sent.status).toBe(500);
+    expect(sent.type).toBe("application/json");
+    expect(JSON.parse(sent.body ?? "{}")).toEqual({ success: false, error: { code: "CONFIGURATION_ERROR", message: "The service is misconfigured" } });
+  });
+});
+
+describe("npm start with a bad param", () => {
+  it("fails at start with the param's name and why, before listening", () => {
+    const main = join(__dirname, "..", "..", "lib", "local", "main.js");
+    const env: NodeJS.ProcessEnv = { ...process.env, PORT: "0", OPENAI_MAX_RETRIES: "many" };
+    delete env.FIREBASE_DATABASE_EMULATOR_HOST;
+    const run = spawnSync(process.execPath, [main], { env, encoding: "utf8", timeout: 15_000 });
+    expect(run.status).toBe(1);
+    expect(run.stderr).toContain('OPENAI_MAX_RETRIES must be an integer from 0 to 5, got "many"');
+    expect(run.stdout).not.toContain("running locally");
+  });
+});
