@@ -1,6 +1,6 @@
 import { performance } from "node:perf_hooks";
 import type { ChatMessage, CreateKey, Exchange, SessionMeta, SessionState, Template } from "../src/store/records";
-import type { NewSession, Ruled, SessionStore, StateRule, UsageRule } from "../src/store/session-store";
+import type { Claimed, NewSession, Ruled, SessionStore, StateRule, UsageRule } from "../src/store/session-store";
 
 /** The store calls the session module makes, by name. */
 export type StoreCall = keyof SessionStore;
@@ -61,6 +61,10 @@ export class CountingStore implements SessionStore {
 
   updateState<O>(sessionId: string, rule: StateRule<O>): Promise<Ruled<O>> {
     return this.count("updateState", this.inner.updateState(sessionId, rule));
+  }
+
+  claim<O>(sessionId: string, rule: StateRule<O>, keyHash: string | undefined): Promise<Claimed<O>> {
+    return this.count("claim", this.inner.claim(sessionId, rule, keyHash));
   }
 
   appendExchange<O>(sessionId: string, exchange: Exchange, rule: StateRule<O>): Promise<Ruled<O>> {

@@ -93,7 +93,7 @@ export function composeInstance(config: Config, parts: InstanceParts): Instance 
 
 /** The session rules' settings. */
 export function sessionPolicy(config: Config): SessionPolicy {
-  return { idleTtlMs: config.sessionIdleTtlMs, rememberedKeys: REMEMBERED_KEYS, maxExchanges: config.limits.sessionMaxExchanges };
+  return { idleTtlMs: config.sessionIdleTtlMs, maxExchanges: config.limits.sessionMaxExchanges };
 }
 
 function required(app: App | undefined, part: string): App {
@@ -101,8 +101,6 @@ function required(app: App | undefined, part: string): App {
   return app;
 }
 
-/** Latest exchanges whose `Idempotency-Key` a session remembers. */
-const REMEMBERED_KEYS = 100;
 /** How long a `createSession` Idempotency-Key is remembered. */
 const CREATE_KEY_TTL_MS = 24 * 3_600_000;
 /** Sessions per maintenance query (each downloads whole sessions) and queries per run. */

@@ -33,6 +33,14 @@ export function admitMessage(sessionId: string, now: number, policy: UsagePolicy
   };
 }
 
+/** Gives back a message token taken for a request that was then refused (it never reached the model). */
+export function refundMessage(policy: UsagePolicy): UsageRule<undefined> {
+  return (usage) => {
+    if (!usage) return { outcome: undefined };
+    return { outcome: undefined, next: { ...usage, tokens: Math.min(policy.messagesPerMinute, usage.tokens + 1) } };
+  };
+}
+
 /** Counts `sessionId` as active for the user, unless that would exceed the limit (then: when a slot frees). */
 export function admitSession(sessionId: string, now: number, policy: UsagePolicy): UsageRule<Admission> {
   return (usage) => {

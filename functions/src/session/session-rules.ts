@@ -11,8 +11,6 @@ export type Closed = Exclude<SessionStatus, "active">;
 export interface SessionPolicy {
   /** A session idle longer than this is expired, by the sweep or by the first request that finds it. */
   readonly idleTtlMs: number;
-  /** How many of a session's latest exchanges keep their `Idempotency-Key` for replays. */
-  readonly rememberedKeys: number;
   /** The most exchanges a session may hold. */
   readonly maxExchanges: number;
 }
@@ -109,11 +107,16 @@ export type AppendOutcome =
   | { readonly kind: "limit" }
   | { readonly kind: "duplicate"; readonly seq: number }
   | { readonly kind: "reused" }
+  | { readonly kind: "lost" }
   | { readonly kind: "closed"; readonly status: Closed };
 
 /**
  * Stores an exchange: the session must still be open (judged when the message arrived), and a
- * key must not have produced an exchange already (a repeat that outlived its claim).
+ * key must not have produced an exchange already (a repeat that outlived its claim). A keyed
+ * exchange needs its key's entry in the state: a claim (its own, or a repeat's that took over a
+ * lapsed one: whichever commits first wins, the other replays it). Without an entry the claim
+ * lapsed and was dropped, and the key may have completed and moved to its record, out of this
+ * rule's sight: storing it could store the key twice, so it is refused as lost.
  */
 export function appendRule(options: {
   readonly receivedAt: number;
@@ -128,13 +131,14 @@ export function appendRule(options: {
     if (claim && entry && entry.fingerprint !== claim.fingerprint) return { outcome: { kind: "reused" } };
     if (entry?.seq !== undefined) return { outcome: { kind: "duplicate", seq: entry.seq } };
     if (settled.status !== "active") return closing(state, settled);
+    if (claim?.remember && !entry) return { outcome: { kind: "lost" } };
     if (settled.message_count >= policy.maxExchanges) return { outcome: { kind: "limit" } };
     const seq = settled.message_count + 1;
     const lastActivity = Math.max(settled.last_activity, answeredAt);
     let next: SessionState = { ...settled, message_count: seq, last_activity: lastActivity, idle_since: lastActivity };
     if (claim?.remember) next = withRequest(next, claim.hash, { fingerprint: claim.fingerprint, seq });
     else if (claim) next = withoutRequest(next, claim.hash);
-    return { outcome: { kind: "appended", seq }, next: pruneKeys(next, answeredAt, policy) };
+    return { outcome: { kind: "appended", seq }, next: dropLapsedClaims(next, answeredAt) };
   };
 }
 
@@ -177,12 +181,13 @@ function withRequests(state: SessionState, requests: Record<string, RequestEntry
   return Object.keys(requests).length > 0 ? { ...rest, requests } : rest;
 }
 
-/** Keeps the keys of the latest exchanges and live claims; the map stays small whatever the history. */
-function pruneKeys(state: SessionState, now: number, policy: SessionPolicy): SessionState {
+/**
+ * Drops claims whose lease ran out. Done keys stay: the store moves each to its record beside
+ * the session once its exchange is copied, which keeps the state small however many keys a
+ * session remembers.
+ */
+function dropLapsedClaims(state: SessionState, now: number): SessionState {
   if (!state.requests) return state;
-  const oldestKept = state.message_count - policy.rememberedKeys;
-  const kept = Object.entries(state.requests).filter(([, entry]) =>
-    entry.seq !== undefined ? entry.seq > oldestKept : (entry.lease_until ?? 0) > now,
-  );
+  const kept = Object.entries(state.requests).filter(([, entry]) => entry.seq !== undefined || (entry.lease_until ?? 0) > now);
   return withRequests(state, Object.fromEntries(kept));
 }

@@ -16,15 +16,14 @@ import {
 } from "./errors";
 import { resolveGenerationSettings } from "./generation-settings";
 import { fingerprint, keyHash } from "./idempotency";
-import { admitMessage, admitSession, releaseSession, type UsagePolicy } from "./limits";
+import { admitMessage, admitSession, refundMessage, releaseSession, type UsagePolicy } from "./limits";
 import {
   appendRule,
   claimRequest,
-  closedAt,
-  closeIfIdle,
   endRule,
   releaseClaim,
-  type Closed,
+  type AppendOutcome,
+  type ClaimOutcome,
   type RequestClaim,
   type SessionPolicy,
 } from "./session-rules";
@@ -102,6 +101,45 @@ function exchangeLimit(policy: SessionPolicy): LimitExceededError {
   return new LimitExceededError("exchanges", seconds(policy.idleTtlMs));
 }
 
+/** What a message's claim came to, before the model call. */
+type SlotOutcome =
+  | { readonly kind: "claimed"; readonly messageCount: number }
+  | { readonly kind: "done"; readonly seq: number }
+  | { readonly kind: "in-progress"; readonly retryAfterMs: number }
+  | Exclude<ClaimOutcome, { kind: "claimed" } | { kind: "done" } | { kind: "busy" }>;
+
+/** The one place where a refused claim or commit becomes its error. */
+function refusal(outcome: Exclude<SlotOutcome | AppendOutcome, { kind: "claimed" } | { kind: "done" } | { kind: "appended" } | { kind: "duplicate" }>, policy: SessionPolicy): Error {
+  switch (outcome.kind) {
+    case "closed":
+      return new SessionClosedError(outcome.status);
+    case "limit":
+      return exchangeLimit(policy);
+    case "reused":
+      return new IdempotencyKeyReusedError();
+    case "in-progress":
+      return new IdempotencyInProgressError(seconds(outcome.retryAfterMs));
+    case "lost":
+      // The claim lapsed before the commit (the request outran its lease): the client's retry
+      // with the key finds whichever request stored the exchange.
+      return new IdempotencyInProgressError(1);
+  }
+}
+
+/** A message's claim: under its key's hash when it has an `Idempotency-Key`, else under a random id. */
+function requestClaim(message: string, idempotencyKey: string | undefined): RequestClaim {
+  const owner = randomUUID();
+  return idempotencyKey === undefined
+    ? { hash: `r-${owner}`, fingerprint: "", owner, remember: false }
+    : { hash: keyHash("sendMessage", idempotencyKey), fingerprint: fingerprint(message), owner, remember: true };
+}
+
+/** `work`, whose failure is reported only to whoever awaits it: it may be dropped unawaited when the request is refused. */
+function settledLater<T>(work: Promise<T>): Promise<T> {
+  work.catch(() => undefined);
+  return work;
+}
+
 /** Whole seconds for a Retry-After header, at least one. */
 function seconds(ms: number): number {
   return Math.max(1, Math.ceil(ms / 1000));
@@ -170,42 +208,45 @@ export class SessionService {
     return { sessionId, meta, replayed: false };
   }
 
+  /**
+   * One message, in two database round trips on a warm instance: the claim of a slot and the
+   * usage admission, sent together, then the model call, then the commit of the exchange.
+   */
   async send(input: { sessionId: string; message: string; idempotencyKey?: string; caller?: Identity }): Promise<Reply> {
     const { store, clock, policy } = this.options;
     const { sessionId } = input;
     const receivedAt = clock();
-    const [warm, state] = await Promise.all([this.warmSession(sessionId), store.readSessionState(sessionId)]);
-    if (!state) throw new SessionNotFoundError(sessionId);
+    const warm = await this.warmSession(sessionId);
     // Ownership first: nothing else about another user's session is revealed.
     assertOwner(warm.meta, input.caller);
+    const claim = requestClaim(input.message, input.idempotencyKey);
+    const user = userKey(warm.meta.user_id);
 
-    const owner = randomUUID();
-    const claim: RequestClaim =
-      input.idempotencyKey === undefined
-        ? { hash: `r-${owner}`, fingerprint: "", owner, remember: false }
-        : { hash: keyHash("sendMessage", input.idempotencyKey), fingerprint: fingerprint(input.message), owner, remember: true };
-    const known = state.requests?.[claim.hash];
-    if (known && known.fingerprint !== claim.fingerprint) throw new IdempotencyKeyReusedError();
-    // A repeat of a request that completed is answered before any limit: it costs nothing.
-    if (known?.seq !== undefined) return this.replay(sessionId, known.seq);
-    if (closedAt(state, receivedAt, policy)) {
-      const closed = await this.recordClosed(sessionId, receivedAt);
-      if (closed) throw new SessionClosedError(closed);
+    // A cold instance reads the history beside the claim; a warm one has it, as of a count the claim checks.
+    const coldHistory = warm.tail ? undefined : settledLater(store.readRecentMessages(sessionId, warm.meta.settings.context_window));
+    const [claimed, admission] = await Promise.all([
+      this.claimSlot(sessionId, claim, receivedAt),
+      store.updateUsage(user, admitMessage(sessionId, receivedAt, this.options.usage)),
+    ]);
+    if (claimed.kind !== "claimed") {
+      // A replay or a refusal costs the user nothing: the token goes back, off the reply's path.
+      if (admission.admitted) void store.updateUsage(user, refundMessage(this.options.usage)).catch(() => undefined);
+      if (claimed.kind === "done") return this.replay(sessionId, claimed.seq);
+      throw refusal(claimed, policy);
     }
-    if (state.message_count >= policy.maxExchanges) throw exchangeLimit(policy);
-    const admission = await store.updateUsage(userKey(warm.meta.user_id), admitMessage(sessionId, receivedAt, this.options.usage));
-    if (!admission.admitted) throw new LimitExceededError("messages", seconds(admission.retryAfterMs));
-    const done = await this.claim(sessionId, claim, receivedAt);
-    if (done !== undefined) return this.replay(sessionId, done);
+    if (!admission.admitted) {
+      this.release(sessionId, claim);
+      throw new LimitExceededError("messages", seconds(admission.retryAfterMs));
+    }
 
     let exchange: Exchange;
     let history: readonly ChatMessage[];
     try {
-      history = await this.recentMessages(sessionId, warm, state.message_count);
+      history = warm.tail?.messageCount === claimed.messageCount ? warm.tail.messages : await (coldHistory ?? this.readHistory(sessionId, warm));
       exchange = await this.answer(warm.meta, history, input.message, receivedAt);
     } catch (error) {
       // Free the slot now; if this is lost too, the claim lapses with its lease.
-      await store.updateState(sessionId, releaseClaim(claim)).catch(() => undefined);
+      this.release(sessionId, claim);
       throw error;
     }
 
@@ -213,24 +254,14 @@ export class SessionService {
     const result = await store.appendExchange(sessionId, exchange, appendRule({ receivedAt, answeredAt, policy, claim }));
     if (!result.found) throw new SessionNotFoundError(sessionId);
     const { outcome } = result;
-    if (outcome.kind === "closed" || outcome.kind === "limit" || outcome.kind === "reused") {
+    if (outcome.kind === "duplicate") return this.replay(sessionId, outcome.seq);
+    if (outcome.kind !== "appended") {
       // Refused at the commit: free the slot, so a repeat waiting on this key learns at once.
-      await store.updateState(sessionId, releaseClaim(claim)).catch(() => undefined);
+      this.release(sessionId, claim);
+      throw refusal(outcome, policy);
     }
-    switch (outcome.kind) {
-      case "closed":
-        throw new SessionClosedError(outcome.status);
-      case "limit":
-        throw exchangeLimit(policy);
-      case "reused":
-        throw new IdempotencyKeyReusedError();
-      case "duplicate":
-        return this.replay(sessionId, outcome.seq);
-      case "appended":
-        break;
-    }
-    // The new tail is known only when no other exchange landed between our read and our commit.
-    if (outcome.seq === state.message_count + 1) {
+    // The new tail is known only when no other exchange landed between our claim and our commit.
+    if (outcome.seq === claimed.messageCount + 1) {
       const messages = lastMessages([...history, exchange.user, exchange.assistant], warm.meta.settings.context_window);
       this.sessions.set(sessionId, { meta: warm.meta, tail: { messageCount: outcome.seq, messages } });
     }
@@ -274,64 +305,52 @@ export class SessionService {
   }
 
   /**
-   * Claims a slot for the request. Returns the number of the exchange an earlier request with
-   * this key stored (to replay it), or undefined once this request holds the claim. While
-   * another request holds the key, waits for that one's result, up to the claim's lease.
+   * Claims a slot for the request: its own, or the number of the exchange an earlier request
+   * with this key stored, or why not. While another request holds the key, waits for that one's
+   * result as long as the time budget allows (then 409: the client retries later with the key).
    */
-  private async claim(sessionId: string, claim: RequestClaim, receivedAt: number): Promise<number | undefined> {
+  private async claimSlot(sessionId: string, claim: RequestClaim, receivedAt: number): Promise<SlotOutcome> {
     const { store, clock, policy, keyLeaseMs, keyWaitMs, keyPollMs = 200 } = this.options;
     // Bounded by the time budget, not the lease: waiting out a dead request's lease would outlive the function.
     const giveUpAt = receivedAt + keyWaitMs;
     for (;;) {
-      const result = await store.updateState(sessionId, claimRequest(claim, clock(), keyLeaseMs, policy));
+      const result = await store.claim(sessionId, claimRequest(claim, clock(), keyLeaseMs, policy), claim.remember ? claim.hash : undefined);
       if (!result.found) throw new SessionNotFoundError(sessionId);
-      const { outcome } = result;
-      switch (outcome.kind) {
-        case "claimed":
-          return undefined;
-        case "done":
-          return outcome.seq;
-        case "reused":
-          throw new IdempotencyKeyReusedError();
-        case "closed":
-          throw new SessionClosedError(outcome.status);
-        case "limit":
-          throw exchangeLimit(policy);
-        case "busy": {
-          // Give up only on a claim found live past the wait allowed; after waiting, claim again.
-          if (clock() >= giveUpAt) throw new IdempotencyInProgressError(Math.max(1, Math.ceil((outcome.leaseUntil - clock()) / 1000)));
-          const done = await this.awaitKey(sessionId, claim, Math.min(outcome.leaseUntil, giveUpAt), keyPollMs);
-          if (done !== undefined) return done;
-        }
+      const { outcome, record, state } = result;
+      if (record && outcome.kind !== "done") {
+        // The key's exchange is done and its record moved out of the state: a repeat.
+        if (outcome.kind === "claimed") this.release(sessionId, claim);
+        return record.fingerprint === claim.fingerprint ? { kind: "done", seq: record.seq } : { kind: "reused" };
       }
+      if (outcome.kind === "claimed") return { kind: "claimed", messageCount: state.message_count };
+      if (outcome.kind !== "busy") return outcome;
+      // Give up only on a claim found live past the wait allowed; after waiting, claim again.
+      if (clock() >= giveUpAt) return { kind: "in-progress", retryAfterMs: outcome.leaseUntil - clock() };
+      await this.awaitKey(sessionId, claim, Math.min(outcome.leaseUntil, giveUpAt), keyPollMs);
     }
   }
 
-  /** Polls the session until the key has an exchange (returned) or `until` passes (undefined). */
-  private async awaitKey(sessionId: string, claim: RequestClaim, until: number, pollMs: number): Promise<number | undefined> {
+  /** Polls the session until the key's claim is gone (done, released or lapsed) or `until` passes. */
+  private async awaitKey(sessionId: string, claim: RequestClaim, until: number, pollMs: number): Promise<void> {
     const { store, clock } = this.options;
     while (clock() < until) {
       await new Promise((wake) => setTimeout(wake, Math.max(1, Math.min(pollMs, until - clock()))));
+      // On the database, a read of the listened state costs no round trip.
       const state = await store.readSessionState(sessionId);
       const entry = state?.requests?.[claim.hash];
-      if (entry?.seq !== undefined) return entry.seq;
-      // Released, or the session closed: claim again, which gives the answer for either.
-      if (!entry || state.status !== "active") return undefined;
+      if (!entry || entry.seq !== undefined || state.status !== "active") return;
     }
-    return undefined;
+  }
+
+  /** Gives up a claim, off the reply's path; if that is lost too, the claim lapses with its lease. */
+  private release(sessionId: string, claim: RequestClaim): void {
+    void this.options.store.updateState(sessionId, releaseClaim(claim)).catch(() => undefined);
   }
 
   private async replay(sessionId: string, seq: number): Promise<Reply> {
     const exchange = await this.options.store.readExchange(sessionId, seq);
     if (!exchange) throw new StoreDataError(`userSessions/${sessionId}/messages`, `exchange ${seq} named by an idempotency key is missing`);
     return { sessionId, text: exchange.assistant.content, truncated: exchange.assistant.truncated === true, messageCount: seq, replayed: true };
-  }
-
-  /** Why the session takes no message, recording its expiry if it only now turned out expired. */
-  private async recordClosed(sessionId: string, now: number): Promise<Closed | undefined> {
-    const result = await this.options.store.updateState(sessionId, closeIfIdle(now, this.options.policy));
-    if (!result.found) throw new SessionNotFoundError(sessionId);
-    return result.outcome;
   }
 
   private async template(templateId: string): Promise<Template> {
@@ -353,9 +372,7 @@ export class SessionService {
     return warm;
   }
 
-  /** Reads history only when this instance does not hold the tail as of `messageCount`. */
-  private async recentMessages(sessionId: string, warm: WarmSession, messageCount: number): Promise<readonly ChatMessage[]> {
-    if (warm.tail?.messageCount === messageCount) return warm.tail.messages;
+  private readHistory(sessionId: string, warm: WarmSession): Promise<readonly ChatMessage[]> {
     return this.options.store.readRecentMessages(sessionId, warm.meta.settings.context_window);
   }
 }

@@ -1,10 +1,12 @@
-import type { ChatMessage, CreateKey, Exchange, SessionMeta, SessionState, Template, UserUsage } from "./records";
-import { assertNextCountsOneMore, type NewSession, type Ruled, type SessionStore, type StateRule, type UsageRule } from "./session-store";
+import type { ChatMessage, CreateKey, Exchange, KeyRecord, SessionMeta, SessionState, Template, UserUsage } from "./records";
+import { assertNextCountsOneMore, type Claimed, type NewSession, type Ruled, type SessionStore, type StateRule, type UsageRule } from "./session-store";
 
 interface StoredSession {
   readonly meta: SessionMeta;
   state: SessionState;
   readonly messages: ChatMessage[];
+  /** Done keys, moved out of the state as soon as their exchange is stored (here: at once). */
+  readonly keys: Map<string, KeyRecord>;
 }
 
 /**
@@ -35,7 +37,7 @@ export class MemoryStore implements SessionStore {
 
   async createSession(session: NewSession): Promise<"created" | "exists"> {
     if (this.sessions.has(session.id)) return "exists";
-    this.sessions.set(session.id, { meta: copy(session.meta), state: copy(session.state), messages: [] });
+    this.sessions.set(session.id, { meta: copy(session.meta), state: copy(session.state), messages: [], keys: new Map() });
     return "created";
   }
 
@@ -67,6 +69,13 @@ export class MemoryStore implements SessionStore {
     return { found: true, outcome, state: copy(session.state) };
   }
 
+  async claim<O>(sessionId: string, rule: StateRule<O>, keyHash: string | undefined): Promise<Claimed<O>> {
+    const ruled = await this.updateState(sessionId, rule);
+    if (!ruled.found) return ruled;
+    const record = keyHash === undefined ? undefined : this.sessions.get(sessionId)?.keys.get(keyHash);
+    return { ...ruled, record: record ? copy(record) : null };
+  }
+
   async appendExchange<O>(sessionId: string, exchange: Exchange, rule: StateRule<O>): Promise<Ruled<O>> {
     const session = this.sessions.get(sessionId);
     if (!session) return { found: false };
@@ -74,7 +83,7 @@ export class MemoryStore implements SessionStore {
     if (next) {
       assertNextCountsOneMore(session.state, next);
       session.messages.push(copy(exchange.user), copy(exchange.assistant));
-      session.state = copy(next);
+      session.state = moveDoneKeys(copy(next), session.keys);
     }
     return { found: true, outcome, state: copy(session.state) };
   }
@@ -118,6 +127,18 @@ export class MemoryStore implements SessionStore {
       .slice(0, limit)
       .map((entry) => entry.id);
   }
+}
+
+/** The state without its done keys, which go to `records`: as the database adapter does once a copy lands. */
+function moveDoneKeys(state: SessionState, records: Map<string, KeyRecord>): SessionState {
+  const { requests, ...rest } = state;
+  if (!requests) return state;
+  const live = Object.entries(requests).filter(([hash, entry]) => {
+    if (entry.seq === undefined) return true;
+    records.set(hash, { fingerprint: entry.fingerprint, seq: entry.seq });
+    return false;
+  });
+  return live.length > 0 ? { ...rest, requests: Object.fromEntries(live) } : rest;
 }
 
 function copy<T>(value: T): T {

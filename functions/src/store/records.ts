@@ -75,6 +75,13 @@ export const requestEntrySchema = z.object({
 });
 export type RequestEntry = z.infer<typeof requestEntrySchema>;
 
+/**
+ * A done `Idempotency-Key` moved out of the state, beside the session
+ * (`/userSessions/{id}/keys/{hash}`): the exchange it produced, kept for replays.
+ */
+export const keyRecordSchema = z.object({ fingerprint: z.string(), seq: z.number().int().min(1) });
+export type KeyRecord = z.infer<typeof keyRecordSchema>;
+
 /** The small mutable part of a session: the only node that is ever transacted on. */
 export const sessionStateSchema = z.object({
   status: sessionStatusSchema,

@@ -2,23 +2,27 @@ import type { Database, DataSnapshot, Query, Reference } from "firebase-admin/da
 import { z } from "zod";
 import { withDeadline } from "./deadline";
 import { StoreDataError, StoreUnavailableError } from "./errors";
+import { installFrameSafeJson } from "./frame-safe-json";
 import { assistantMessageKey, pendingExchangeKey, seqOfPendingKey, userMessageKey } from "./message-keys";
 import { parseStored } from "./parse-stored";
 import {
   chatMessageSchema,
   createKeySchema,
   generationSettingsSchema,
+  keyRecordSchema,
   sessionStateSchema,
   templateSchema,
   type ChatMessage,
   type CreateKey,
   type Exchange,
+  type KeyRecord,
   type SessionMeta,
   type SessionState,
   type Template,
   userUsageSchema,
 } from "./records";
-import { assertNextCountsOneMore, type NewSession, type Ruled, type SessionStore, type StateRule, type UsageRule } from "./session-store";
+import { ListenerHolds } from "./rtdb-listeners";
+import { assertNextCountsOneMore, type Claimed, type NewSession, type Ruled, type SessionStore, type StateRule, type UsageRule } from "./session-store";
 
 const pendingSchema = z.record(z.string(), z.object({ user: chatMessageSchema, assistant: chatMessageSchema }));
 type Pending = z.infer<typeof pendingSchema>;
@@ -29,21 +33,55 @@ type RawState = Record<string, unknown> & { pending?: unknown };
 const META_FIELDS = ["user_id", "template_id", "template_name", "system_prompt", "settings", "created_at"] as const;
 const CREATE_KEYS = "idempotencyKeys/createSession";
 
+/** Nodes an instance listens to at once, and how long one is kept unused (see ListenerHolds). */
+const HELD_NODES = 512;
+const HOLD_IDLE_MS = 5 * 60_000;
+
 /**
  * Realtime Database adapter (firebase-admin).
  *
  * Shape of `/userSessions/{id}`: fields fixed at creation at the top, the mutable `state`
- * node, and `messages` keyed by sequence. Only `state` is ever transacted on, so the
- * transaction payload stays small however long the history grows. An exchange commits
- * atomically into `state/pending` together with the new `message_count`; it is then copied
- * to `messages` and removed from `pending`. Readers merge both, so a crash between the two
- * steps loses nothing and the next writer finishes the copy.
+ * node, `messages` keyed by sequence, and `keys`: the records of done `Idempotency-Key`s. Only
+ * `state` is ever transacted on, and it stays small however long the history and however many
+ * keys: an exchange commits atomically into `state/pending` together with the new
+ * `message_count` (and its key, done, in `state/requests`); right after, without waiting, the
+ * exchange is copied to `messages` and the key to its record in one multi-path update; once that
+ * is acknowledged, the next transaction on the state drops both from it. Readers merge `pending`
+ * and `messages`, and a claim reads `state` and the key's record, so an instance dying between
+ * the steps loses nothing: whoever next transacts on the session copies what is left, and a
+ * session that closes has its journal copied before the close returns.
+ *
+ * A message costs two round trips when the instance listens to its session's state and its
+ * user's usage (ListenerHolds): the claim and the usage admission, sent together, then the commit.
  */
 export class RtdbStore implements SessionStore {
+  private readonly holds: ListenerHolds;
+  /** Per session: journal entries (`e…` exchanges, `k…` keys) whose copy the server acknowledged. */
+  private readonly copied = new Map<string, Set<string>>();
+  /** Copies sent and not yet acknowledged. */
+  private readonly inFlight = new Set<Promise<void>>();
+
   constructor(
     private readonly db: Database,
     private readonly timeoutMs: number,
-  ) {}
+    options: { heldNodes?: number; holdIdleMs?: number } = {},
+  ) {
+    installFrameSafeJson();
+    this.holds = new ListenerHolds(db, options.heldNodes ?? HELD_NODES, options.holdIdleMs ?? HOLD_IDLE_MS, (path) => {
+      const sessionId = /^userSessions\/([^/]+)\/state$/.exec(path)?.[1];
+      if (sessionId !== undefined) this.copied.delete(sessionId);
+    });
+  }
+
+  /** Resolves once every copy sent so far is acknowledged (or failed): for a clean shutdown, and tests. */
+  async copiesSettled(): Promise<void> {
+    while (this.inFlight.size > 0) await Promise.allSettled([...this.inFlight]);
+  }
+
+  /** Stops listening to everything this store listens to (for a clean shutdown). */
+  close(): void {
+    this.holds.releaseAll();
+  }
 
   async readTemplate(templateId: string): Promise<Template | null> {
     const path = `templates/${templateId}`;
@@ -65,7 +103,10 @@ export class RtdbStore implements SessionStore {
       // The small `state` answers "exists?" without downloading a history; only a session that
       // looks absent is created, in a transaction that refuses to replace one created meanwhile.
       if ((await this.call("read session state", read(state))).exists()) return "exists";
-      if (await this.createIfAbsent(`userSessions/${session.id}`, node, "create session")) return "created";
+      if (await this.createIfAbsent(`userSessions/${session.id}`, node, "create session")) {
+        this.holdState(session.id);
+        return "created";
+      }
       // Refused because this instance is creating the same session in another request and it is
       // not stored yet: look again once that write has landed, so "exists" means readable.
       if (attempt >= 20) throw new StoreUnavailableError("create session");
@@ -75,6 +116,8 @@ export class RtdbStore implements SessionStore {
 
   async readSessionMeta(sessionId: string): Promise<SessionMeta | null> {
     const ref = this.sessionRef(sessionId);
+    // A message follows: its state's listener starts now, beside these reads, not after them.
+    this.holdState(sessionId);
     // Field by field: a read of the session node itself would download the whole history.
     const snapshots = await this.call("read session", Promise.all(META_FIELDS.map((field) => read(ref.child(field)))));
     const values = Object.fromEntries(META_FIELDS.map((field, i) => [field, snapshots[i]?.val() ?? undefined]));
@@ -118,17 +161,38 @@ export class RtdbStore implements SessionStore {
   }
 
   async updateState<O>(sessionId: string, rule: StateRule<O>): Promise<Ruled<O>> {
-    return (await this.transactState(sessionId, "update session state", rule, (raw, next) => stateNode(next, raw.pending))).ruled;
+    this.holdState(sessionId);
+    const result = await this.transactState(sessionId, "update session state", rule, (raw, next) => this.stateToWrite(sessionId, next, raw.pending));
+    await this.afterCommit(sessionId, result);
+    return result.ruled;
+  }
+
+  async claim<O>(sessionId: string, rule: StateRule<O>, keyHash: string | undefined): Promise<Claimed<O>> {
+    this.holdState(sessionId);
+    const transaction = this.transactState(sessionId, "claim", rule, (raw, next) => this.stateToWrite(sessionId, next, raw.pending));
+    // Sent right after the transaction, on the same connection, so the server reads the record
+    // after the state it commits on (see below). Not awaited yet: both take one round trip.
+    const record = keyHash === undefined ? undefined : this.readKeyRecord(sessionId, keyHash);
+    const [result, early] = await Promise.all([transaction, record]);
+    await this.afterCommit(sessionId, result);
+    if (!result.ruled.found) return result.ruled;
+    if (keyHash === undefined) return { ...result.ruled, record: null };
+    // A key leaves the state only after its record is written. With one run, the rule's input was
+    // the state the server committed on, which it reached before it read the record: a key not in
+    // that state was in its record by then. More runs mean the state moved meanwhile: read again.
+    const settled = result.runs === 1 ? (early ?? null) : await this.readKeyRecord(sessionId, keyHash);
+    return { ...result.ruled, record: settled };
   }
 
   async appendExchange<O>(sessionId: string, exchange: Exchange, rule: StateRule<O>): Promise<Ruled<O>> {
-    const { ruled, wrote, snapshot } = await this.transactState(sessionId, "append exchange", rule, (raw, next, state) => {
+    this.holdState(sessionId);
+    const result = await this.transactState(sessionId, "append exchange", rule, (raw, next, state) => {
       assertNextCountsOneMore(state, next);
       const pending = isRecord(raw.pending) ? raw.pending : {};
-      return stateNode(next, { ...pending, [pendingExchangeKey(next.message_count)]: exchange });
+      return this.stateToWrite(sessionId, next, { ...pending, [pendingExchangeKey(next.message_count)]: exchange });
     });
-    if (wrote) await this.flushPending(sessionId, snapshot.child("pending").val());
-    return ruled;
+    await this.afterCommit(sessionId, result);
+    return result.ruled;
   }
 
   async findIdleSessions(cutoff: number, limit: number): Promise<string[]> {
@@ -145,8 +209,11 @@ export class RtdbStore implements SessionStore {
 
   async claimCreateKey(hash: string, key: CreateKey): Promise<CreateKey> {
     const path = `${CREATE_KEYS}/${hash}`;
-    // Committed or not, the transaction's snapshot is what is stored now: ours, or the one that made it abort.
-    const { snapshot } = await this.transactCreate(path, key, "claim idempotency key");
+    // A record already there is written back as it is, so the server confirms it: a first run
+    // may see another request's claim that the server then refuses, and trusting that would hand
+    // out a session id nobody creates, and another request would create a second session.
+    const { snapshot, committed } = await this.transact(path, "claim idempotency key", (current) => ({ decided: undefined, write: current ?? key }));
+    if (!committed) throw new StoreUnavailableError("claim idempotency key");
     return parseStored(createKeySchema, snapshot.val(), path);
   }
 
@@ -159,6 +226,7 @@ export class RtdbStore implements SessionStore {
 
   async updateUsage<O>(userKey: string, rule: UsageRule<O>): Promise<O> {
     const path = `userUsage/${userKey}`;
+    this.holds.hold(path);
     const { decided } = await this.transact(path, "update usage", (current) => {
       // Unlike a session, a missing record is a valid start: a cold instance's null guess is
       // corrected by the server (hash mismatch) before anything is written over real data.
@@ -172,6 +240,63 @@ export class RtdbStore implements SessionStore {
   }
 
   /**
+   * The state node to write: `next`, without what this instance knows is copied already (those
+   * journal entries and done keys are in `messages` and `keys` now), and the rest of the journal.
+   */
+  private stateToWrite(sessionId: string, next: SessionState, pending: unknown): Record<string, unknown> {
+    const copied = this.copied.get(sessionId);
+    if (!copied || copied.size === 0) return stateNode(next, pending);
+    const journal = isRecord(pending) ? Object.fromEntries(Object.entries(pending).filter(([key]) => !copied.has(key))) : {};
+    const requests = Object.entries(next.requests ?? {}).filter(([hash, entry]) => entry.seq === undefined || !copied.has(keyEntry(hash)));
+    const { requests: all, ...rest } = next;
+    return stateNode(requests.length > 0 ? { ...rest, requests: Object.fromEntries(requests) } : rest, journal);
+  }
+
+  /**
+   * After a transaction: forgets acknowledged copies it dropped, and copies to `messages` and
+   * `keys` whatever journal the committed state still holds. The copy is sent now and not
+   * awaited (the next transaction drops what it acknowledged), unless the session is closed:
+   * no message will follow, so the copy and the journal's removal finish before this returns.
+   */
+  private async afterCommit(sessionId: string, result: StateResult<unknown>): Promise<void> {
+    if (!result.snapshot.exists()) return;
+    const raw = result.snapshot.val() as RawState;
+    const pending = this.parsePending(sessionId, raw.pending ?? null);
+    const doneKeys = Object.entries(isRecord(raw.requests) ? raw.requests : {}).filter(([, entry]) => isRecord(entry) && typeof entry.seq === "number");
+    const journal = new Set([...Object.keys(pending), ...doneKeys.map(([hash]) => keyEntry(hash))]);
+    const known = this.copied.get(sessionId);
+    if (known) {
+      for (const entry of known) if (!journal.has(entry)) known.delete(entry);
+    }
+    const uncopied = [...journal].filter((entry) => !known?.has(entry));
+    const closed = raw.status !== "active";
+    if (uncopied.length === 0 && !(closed && journal.size > 0)) return;
+    const update: Record<string, unknown> = Object.fromEntries(pendingMessages(pending));
+    for (const [hash, entry] of doneKeys) {
+      const record = keyRecordSchema.safeParse(entry);
+      if (record.success) update[`keys/${hash}`] = { fingerprint: record.data.fingerprint, seq: record.data.seq };
+    }
+    const messages: Record<string, unknown> = {};
+    for (const [path, value] of Object.entries(update)) messages[path.startsWith("keys/") ? path : `messages/${path}`] = value;
+    const copy = this.sessionRef(sessionId).update(messages).then(() => {
+      const set = this.copied.get(sessionId) ?? new Set<string>();
+      for (const entry of journal) set.add(entry);
+      this.copied.set(sessionId, set);
+    });
+    if (!closed) {
+      // Deliberately not awaited: the exchange is committed in the journal, readers merge it, and
+      // whoever transacts next copies it again if this is lost.
+      const tracked = copy.catch(() => undefined).finally(() => this.inFlight.delete(tracked));
+      this.inFlight.add(tracked);
+      return;
+    }
+    await this.call("copy exchanges to history", copy);
+    await this.transactState(sessionId, "clear copied exchanges", (state) => ({ outcome: undefined, next: state }), (rawNow, next) =>
+      this.stateToWrite(sessionId, next, rawNow.pending),
+    );
+  }
+
+  /**
    * Runs `rule` in a transaction on the session's `state` node and returns what its last run
    * decided: the one that committed, or the outcome of one that changed nothing. `toNode` turns
    * the next state into the node to write (it may add the journal).
@@ -181,10 +306,10 @@ export class RtdbStore implements SessionStore {
     operation: string,
     rule: StateRule<O>,
     toNode: (raw: RawState, next: SessionState, state: SessionState) => Record<string, unknown> | undefined,
-  ): Promise<{ ruled: Ruled<O>; wrote: boolean; snapshot: DataSnapshot }> {
+  ): Promise<StateResult<O>> {
     const path = `userSessions/${sessionId}/state`;
     const notFound = { ruled: { found: false } as Ruled<O>, wrote: false };
-    const { decided, committed, snapshot } = await this.transact(path, operation, (raw) => {
+    const { decided, committed, snapshot, runs } = await this.transact(path, operation, (raw) => {
       const current = raw as RawState | null;
       // null is also what an instance without a copy sees first: writing null back makes
       // the server answer with the real node (hash mismatch) instead of aborting on a guess.
@@ -195,12 +320,13 @@ export class RtdbStore implements SessionStore {
       const { outcome, next } = rule(state.data);
       const node = next === undefined ? undefined : toNode(current, next, state.data);
       const ruled: Ruled<O> = { found: true, outcome, state: next !== undefined && node !== undefined ? next : state.data };
-      return { decided: { ruled, wrote: node !== undefined }, write: node ?? current };
+      // A decision that changes nothing still drops what is copied already, riding on the confirmation.
+      return { decided: { ruled, wrote: node !== undefined }, write: node ?? this.stateToWrite(sessionId, state.data, current.pending) };
     });
     if (snapshot.exists()) parseStored(sessionStateSchema, snapshot.val(), path);
     const last = decided ?? notFound;
     if (last.wrote && !committed) throw new StoreUnavailableError(operation);
-    return { ...last, snapshot };
+    return { ...last, snapshot, runs };
   }
 
   /**
@@ -217,12 +343,13 @@ export class RtdbStore implements SessionStore {
     path: string,
     operation: string,
     run: (current: unknown) => { decided: D; write: unknown },
-  ): Promise<{ decided: D | undefined; committed: boolean; snapshot: DataSnapshot }> {
-    const last: { decided?: D; error?: unknown } = {};
+  ): Promise<{ decided: D | undefined; committed: boolean; snapshot: DataSnapshot; runs: number }> {
+    const last: { decided?: D; error?: unknown; runs: number } = { runs: 0 };
     const result = await this.call(
       operation,
       this.db.ref(path).transaction(
         (current: unknown) => {
+          last.runs += 1;
           last.decided = undefined;
           last.error = undefined;
           try {
@@ -239,45 +366,24 @@ export class RtdbStore implements SessionStore {
       ),
     );
     if (last.error !== undefined) throw last.error instanceof Error ? last.error : new Error(`${operation} failed`, { cause: last.error });
-    return { decided: last.decided, committed: result.committed, snapshot: result.snapshot };
+    return { decided: last.decided, committed: result.committed, snapshot: result.snapshot, runs: last.runs };
   }
 
-  /**
-   * Copies journaled exchanges into `messages`, then removes them from `pending`. Idempotent:
-   * keys derive from the sequence number, so a concurrent or repeated copy writes identical
-   * data. The removal is a transaction too: a plain write under `state` would abort this
-   * instance's other transactions on it. A failure here loses nothing (the exchange is
-   * committed in `pending`, and readers merge it); the next append copies it again.
-   */
-  private async flushPending(sessionId: string, rawPending: unknown): Promise<void> {
-    const pending = this.parsePending(sessionId, rawPending);
-    const keys = Object.keys(pending);
-    if (keys.length === 0) return;
-    try {
-      await this.call("copy exchange to history", this.sessionRef(sessionId).child("messages").update(Object.fromEntries(pendingMessages(pending))));
-      await this.transactState(
-        sessionId,
-        "clear copied exchanges",
-        (state) => ({ outcome: undefined, next: state }),
-        (raw, next) => {
-          const pendingNow = isRecord(raw.pending) ? raw.pending : {};
-          const remaining = Object.fromEntries(Object.entries(pendingNow).filter(([key]) => !keys.includes(key)));
-          return Object.keys(remaining).length === Object.keys(pendingNow).length ? undefined : stateNode(next, remaining);
-        },
-      );
-    } catch {
-      // Deliberately swallowed: see above.
-    }
+  private async readKeyRecord(sessionId: string, keyHash: string): Promise<KeyRecord | null> {
+    const path = `userSessions/${sessionId}/keys/${keyHash}`;
+    const snapshot = await this.call("read idempotency key", read(this.db.ref(path)));
+    return snapshot.exists() ? parseStored(keyRecordSchema, snapshot.val(), path) : null;
   }
 
   /**
    * Messages read with `query`, merged with the exchanges still journaled in `state/pending`.
-   * Pending is read first: a flush moves an exchange from `pending` to `messages` in one step,
-   * so reading in this order sees it on one side or the other, never on neither.
+   * Pending is read first (both requests leave together, in this order, on one connection, and
+   * a listened `state` answers from what the server last sent): an exchange leaves `pending`
+   * only after its copy in `messages` landed, so it is seen on one side or the other, never on neither.
    */
   private async readAcrossJournal(sessionId: string, operation: string, query: () => Promise<DataSnapshot>): Promise<Map<string, unknown>> {
-    const pending = await this.call(operation, read(this.stateRef(sessionId).child("pending")));
-    const stored = await this.call(operation, query());
+    const pendingRead = read(this.stateRef(sessionId).child("pending"));
+    const [pending, stored] = await this.call(operation, Promise.all([pendingRead, query()]));
     const byKey = new Map<string, unknown>();
     stored.forEach((child: DataSnapshot) => {
       if (child.key !== null) byKey.set(child.key, child.val());
@@ -300,12 +406,13 @@ export class RtdbStore implements SessionStore {
 
   /** Writes `value` at `path` unless something is there; true when it wrote. */
   private async createIfAbsent(path: string, value: unknown, operation: string): Promise<boolean> {
-    return (await this.transactCreate(path, value, operation)).committed;
+    // Returning the value for an empty node writes it; `undefined` keeps an existing one.
+    const result = await this.call(operation, this.db.ref(path).transaction((current: unknown) => (current === null ? value : undefined), undefined, false));
+    return result.committed;
   }
 
-  private transactCreate(path: string, value: unknown, operation: string): Promise<{ committed: boolean; snapshot: DataSnapshot }> {
-    // Returning the value for an empty node writes it; `undefined` keeps an existing one.
-    return this.call(operation, this.db.ref(path).transaction((current: unknown) => (current === null ? value : undefined), undefined, false));
+  private holdState(sessionId: string): void {
+    this.holds.hold(`userSessions/${sessionId}/state`);
   }
 
   private parsePending(sessionId: string, raw: unknown): Pending {
@@ -323,6 +430,19 @@ export class RtdbStore implements SessionStore {
   private call<T>(operation: string, work: Promise<T>): Promise<T> {
     return withDeadline(operation, this.timeoutMs, work);
   }
+}
+
+interface StateResult<O> {
+  readonly ruled: Ruled<O>;
+  readonly wrote: boolean;
+  readonly snapshot: DataSnapshot;
+  /** How often the rule ran: 1 when the server took its first answer. */
+  readonly runs: number;
+}
+
+/** How a done key is named among the journal entries acknowledged as copied. */
+function keyEntry(hash: string): string {
+  return `k:${hash}`;
 }
 
 /**

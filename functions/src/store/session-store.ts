@@ -1,4 +1,4 @@
-import type { ChatMessage, CreateKey, Exchange, SessionMeta, SessionState, Template, UserUsage } from "./records";
+import type { ChatMessage, CreateKey, Exchange, KeyRecord, SessionMeta, SessionState, Template, UserUsage } from "./records";
 
 /**
  * A rule deciding, from the current stored state, what happens: an outcome for the caller and,
@@ -13,6 +13,11 @@ export type UsageRule<O> = (usage: UserUsage | null) => { readonly outcome: O; r
 
 export type Ruled<O> =
   | { readonly found: true; readonly outcome: O; readonly state: SessionState }
+  | { readonly found: false };
+
+/** A rule applied to the state, with the record of one `Idempotency-Key` read alongside. */
+export type Claimed<O> =
+  | { readonly found: true; readonly outcome: O; readonly state: SessionState; readonly record: KeyRecord | null }
   | { readonly found: false };
 
 export interface NewSession {
@@ -47,13 +52,24 @@ export interface SessionStore {
   /** Exchange number `seq` (1-based), or null when it is not stored. */
   readExchange(sessionId: string, seq: number): Promise<Exchange | null>;
 
-  /** Atomically applies `rule` to the session's state. */
+  /**
+   * Atomically applies `rule` to the session's state. When the state it leaves is closed, every
+   * exchange the session holds is in `messages` before this returns.
+   */
   updateState<O>(sessionId: string, rule: StateRule<O>): Promise<Ruled<O>>;
+
+  /**
+   * `updateState`, and the record of `keyHash` (an `Idempotency-Key` whose exchange is done and
+   * moved out of the state), read no earlier than the state the rule last saw: a key is always
+   * found in one or the other, never in neither.
+   */
+  claim<O>(sessionId: string, rule: StateRule<O>, keyHash: string | undefined): Promise<Claimed<O>>;
 
   /**
    * Atomically applies `rule`; when it returns a next state, that state must count one more
    * exchange, and `exchange` is stored under that number together with it. Concurrent appends
-   * are serialised, none is lost.
+   * are serialised, none is lost. Done keys (`requests` entries with `seq`) are moved to their
+   * records once their exchange is in `messages`.
    */
   appendExchange<O>(sessionId: string, exchange: Exchange, rule: StateRule<O>): Promise<Ruled<O>>;
 

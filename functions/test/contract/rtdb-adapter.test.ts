@@ -32,13 +32,14 @@ describeWithRtdb("RtdbStore journal and shape", () => {
       "answer 2",
     ]);
     expect(await cold.appendExchange(session.id, exchange("3"), appendAt(3))).toMatchObject({ outcome: { kind: "appended", seq: 3 } });
-    const stored = (await db.ref(`userSessions/${session.id}`).get()).val() as {
-      state: { message_count: number; pending?: unknown };
-      messages: Record<string, { content: string }>;
-    };
-    expect(stored.state.message_count).toBe(3);
-    expect(stored.state.pending).toBeUndefined();
-    expect(Object.entries(stored.messages).map(([key, message]) => [key, message.content])).toEqual([
+    // The copy is sent with the commit, not awaited by it; the next transaction drops the journal.
+    await cold.copiesSettled();
+    const messages = (await db.ref(`userSessions/${session.id}/messages`).get()).val() as Record<string, { content: string }>;
+    await cold.updateState(session.id, (state) => ({ outcome: undefined, next: state }));
+    const state = (await db.ref(`userSessions/${session.id}/state`).get()).val() as { message_count: number; pending?: unknown };
+    expect(state.message_count).toBe(3);
+    expect(state.pending).toBeUndefined();
+    expect(Object.entries(messages).map(([key, message]) => [key, message.content])).toEqual([
       ["m000000001", "question 1"],
       ["m000000002", "answer 1"],
       ["m000000003", "question 2"],
@@ -54,6 +55,9 @@ describeWithRtdb("RtdbStore journal and shape", () => {
     const session = newSession();
     await store.createSession(session);
     await store.appendExchange(session.id, exchange("1", session.meta.created_at + 5), appendAt(session.meta.created_at + 6));
+    await store.copiesSettled();
+    // The next transaction on the state drops the copied journal.
+    await store.updateState(session.id, (state) => ({ outcome: undefined, next: state }));
     const stored: unknown = (await db.ref(`userSessions/${session.id}`).get()).val();
     expect(stored).toEqual({
       ...session.meta,

@@ -33,7 +33,7 @@ describeEachStore("database faults at each step of a request", (kind) => {
   beforeAll(async () => {
     harness = await startHarness({
       store: kind,
-      env: { OPENAI_TIMEOUT_MS: "400" },
+      env: { OPENAI_TIMEOUT_MS: "400", DB_TIMEOUT_MS: "500" },
       wrapStore: (store) => {
         const wrapper = new FaultyStore(store);
         wrappers.push(wrapper);
@@ -56,9 +56,9 @@ describeEachStore("database faults at each step of a request", (kind) => {
     return id;
   }
 
-  it("before the read: 503, no model call, nothing stored, the next message works", async () => {
+  it("claiming the slot: 503, no model call, nothing stored, the next message works", async () => {
     const id = await withOneExchange();
-    faults.arm("readSessionState", "before");
+    faults.arm("claim", "before");
     const failed = await api.call("POST", ROUTES.message(id), { message: "lost" });
     expect(failed.status).toBe(503);
     expect(failed.body.error?.code).toBe("DATABASE_UNAVAILABLE");
@@ -109,7 +109,7 @@ describeEachStore("database faults at each step of a request", (kind) => {
   it("claiming the key: 503, nothing claimed or stored, a retry runs", async () => {
     const id = await withOneExchange();
     const key = keyed("claim");
-    faults.arm("updateState", "before");
+    faults.arm("claim", "before");
     expect((await api.call("POST", ROUTES.message(id), { message: "claim" }, key)).status).toBe(503);
     expect(harness.fake.requests).toHaveLength(0);
     expect((await stored(api, id)).state?.requests).toBeUndefined();
@@ -123,15 +123,15 @@ describeEachStore("database faults at each step of a request", (kind) => {
     const key = keyed("release");
     harness.fake.enqueue({ kind: "status", status: 503 });
     // The claim passes; the release that follows the model failure is lost.
-    faults.arm("updateState", "before", 1);
+    faults.arm("updateState", "before");
     expect((await api.call("POST", ROUTES.message(id), { message: "later" }, key)).status).toBe(503);
     expect(Object.values((await stored(api, id)).state?.requests ?? {})).toHaveLength(1);
 
     const started = Date.now();
     const retried = await api.call("POST", ROUTES.message(id), { message: "later" }, key);
     expect(retried.status).toBe(200);
-    // It waited out the lease (1.5 x 400 ms + 1 s), then took the claim over.
-    expect(Date.now() - started).toBeGreaterThan(800);
+    // It waited out the lease (400 ms of model time + 2 x 500 ms of database time + 1 s), then took the claim over.
+    expect(Date.now() - started).toBeGreaterThan(2_000);
     expect(retried.body.message_count).toBe(2);
     await expectConsistent(api, id);
   });

@@ -13,7 +13,7 @@ export const TEMPLATE: Template = {
 export const CREATED_AT = 1_700_000_000_000;
 
 /** No expiry within a test's time span, the real number of remembered keys. */
-export const POLICY: SessionPolicy = { idleTtlMs: 365 * 86_400_000, rememberedKeys: 100, maxExchanges: 1_000_000 };
+export const POLICY: SessionPolicy = { idleTtlMs: 365 * 86_400_000, maxExchanges: 1_000_000 };
 
 export function newSession(overrides: Partial<SessionMeta> = {}): NewSession {
   const createdAt = overrides.created_at ?? CREATED_AT;

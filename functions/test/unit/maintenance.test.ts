@@ -39,7 +39,7 @@ describe("runMaintenance", () => {
     return runMaintenance({
       store,
       now: NOW,
-      policy: { idleTtlMs: IDLE_TTL, rememberedKeys: 100, maxExchanges: 1_000_000 },
+      policy: { idleTtlMs: IDLE_TTL, maxExchanges: 1_000_000 },
       retentionMs: RETENTION,
       createKeyTtlMs: KEY_TTL,
       batchSize: 50,

@@ -20,7 +20,7 @@ import type { StateRule } from "../../src/store/session-store";
 const T = 1_000_000;
 const TTL = 1_000;
 const LEASE = 500;
-const POLICY: SessionPolicy = { idleTtlMs: TTL, rememberedKeys: 3, maxExchanges: 1_000_000 };
+const POLICY: SessionPolicy = { idleTtlMs: TTL, maxExchanges: 1_000_000 };
 
 const CLAIM: RequestClaim = { hash: "h1", fingerprint: "fp1", owner: "me", remember: true };
 const OTHER_KEY: RequestEntry = { fingerprint: "fp9", seq: 1 };
@@ -284,7 +284,7 @@ describe("appendRule", () => {
       next: active({ message_count: 3, last_activity: T + 200, idle_since: T + 200, requests: { h1: { fingerprint: "fp1", seq: 3 } } }),
     },
     {
-      name: "records the key even when its claim is gone or was taken over",
+      name: "records the key when its claim was taken over by a repeat (that one then replays this exchange)",
       state: active({ requests: { h1: { fingerprint: "fp1", owner: "other", lease_until: T + LEASE } } }),
       rule: append({ claim: CLAIM }),
       outcome: { kind: "appended", seq: 3 },
@@ -330,18 +330,16 @@ describe("appendRule", () => {
     },
   ]);
 
-  describe("remembers the keys of the latest rememberedKeys (3) exchanges and live claims", () => {
+  describe("keeps done keys for the store to move to their records, and drops lapsed claims", () => {
     const answeredAt = T + 200;
     const done = (seq: number): RequestEntry => ({ fingerprint: `fp-${seq}`, seq });
     const claimUntil = (leaseUntil: number): RequestEntry => ({ fingerprint: "fp-claim", owner: "someone", lease_until: leaseUntil });
     const state = active({
       message_count: 5,
       requests: {
-        k1: done(1),
-        k2: done(2),
-        k3: done(3),
         k4: done(4),
         k5: done(5),
+        h1: { fingerprint: "fp1", owner: "me", lease_until: T + LEASE },
         live: claimUntil(answeredAt + 1),
         lapsed: claimUntil(answeredAt),
         lapsedLongAgo: claimUntil(T - 1),
@@ -349,26 +347,27 @@ describe("appendRule", () => {
       },
     });
 
-    it("with a keyed append: keys of exchanges 5 and 4 and this one (6), and the live claim", () => {
+    it("with a keyed append: the done keys, this one (6), and the live claim", () => {
       const { outcome, next } = appendRule({ receivedAt: T + 100, answeredAt, policy: POLICY, claim: CLAIM })(state);
       expect(outcome).toEqual({ kind: "appended", seq: 6 });
       expect(next?.requests).toStrictEqual({ k4: done(4), k5: done(5), h1: { fingerprint: "fp1", seq: 6 }, live: claimUntil(answeredAt + 1) });
     });
 
-    it("with an unkeyed append: only the keys of exchanges 4 and 5 still fall among the latest 3, and the live claim", () => {
+    it("with an unkeyed append: the done keys and the live claims", () => {
       const { outcome, next } = appendRule({ receivedAt: T + 100, answeredAt, policy: POLICY })(state);
       expect(outcome).toEqual({ kind: "appended", seq: 6 });
-      expect(next?.requests).toStrictEqual({ k4: done(4), k5: done(5), live: claimUntil(answeredAt + 1) });
+      expect(next?.requests).toStrictEqual({ k4: done(4), k5: done(5), h1: { fingerprint: "fp1", owner: "me", lease_until: T + LEASE }, live: claimUntil(answeredAt + 1) });
     });
 
-    it("keeps no done key with rememberedKeys 0, but still the live claim", () => {
-      const { next } = appendRule({ receivedAt: T + 100, answeredAt, policy: { ...POLICY, rememberedKeys: 0 }, claim: CLAIM })(state);
-      expect(next?.requests).toStrictEqual({ live: claimUntil(answeredAt + 1) });
+    it("refuses a keyed append whose claim is gone (it lapsed and was dropped): the key may be done and moved", () => {
+      const { [CLAIM.hash]: mine, ...others } = state.requests ?? {};
+      expect(mine).toBeDefined();
+      expect(appendRule({ receivedAt: T + 100, answeredAt, policy: POLICY, claim: CLAIM })({ ...state, requests: others })).toEqual({ outcome: { kind: "lost" } });
     });
 
     it("adds no key map to a session that has none", () => {
       const { next } = appendRule({ receivedAt: T + 100, answeredAt, policy: POLICY })(active());
-      expect(next).not.toHaveProperty("idempotency");
+      expect(next).not.toHaveProperty("requests");
     });
   });
 });
@@ -421,7 +420,7 @@ describe("endRule", () => {
 });
 
 describe("expireRule", () => {
-  const policy: SessionPolicy = { idleTtlMs: 1_000, rememberedKeys: 100, maxExchanges: 1_000_000 };
+  const policy: SessionPolicy = { idleTtlMs: 1_000, maxExchanges: 1_000_000 };
 
   ruleTable<boolean>([
     {

@@ -247,13 +247,13 @@ describe("SessionService", () => {
       expect(await store.readSessionState(sessionId)).toEqual({ status: "active", message_count: 1, last_activity: 6_000, idle_since: 6_000 });
     });
 
-    it("on the warm instance that created the session, never re-reads history or meta but always re-reads state", async () => {
+    it("on the warm instance that created the session, reads neither history, meta nor state: the claim returns the state", async () => {
       const service = instance();
       const { sessionId } = await service.create({ userId: "u", templateId: "tester" });
       store.resetCounts();
 
       for (const message of ["one", "two", "three", "four"]) await service.send({ sessionId, message });
-      expect(store.reads).toEqual({ template: 0, meta: 0, state: 4, recent: 0, exchange: 0 });
+      expect(store.reads).toEqual({ template: 0, meta: 0, state: 0, recent: 0, exchange: 0 });
       // The cached tail is the real history, limited to the template's window of 4.
       expect(lastPrompt()).toEqual([
         `system: ${TEMPLATE.personalityPrompt}`,
@@ -272,11 +272,11 @@ describe("SessionService", () => {
       store.resetCounts();
 
       await cold.send({ sessionId, message: "first here" });
-      expect(store.reads).toEqual({ template: 0, meta: 1, state: 1, recent: 1, exchange: 0 });
+      expect(store.reads).toEqual({ template: 0, meta: 1, state: 0, recent: 1, exchange: 0 });
       expect(lastPrompt()).toEqual([`system: ${TEMPLATE.personalityPrompt}`, "user: elsewhere", "assistant: reply #1 to: elsewhere", "user: first here"]);
 
       await cold.send({ sessionId, message: "second here" });
-      expect(store.reads).toEqual({ template: 0, meta: 1, state: 2, recent: 1, exchange: 0 });
+      expect(store.reads).toEqual({ template: 0, meta: 1, state: 0, recent: 1, exchange: 0 });
     });
 
     it("re-reads history on a warm instance when another instance added to it", async () => {
@@ -374,7 +374,7 @@ describe("SessionService", () => {
   });
 
   describe("idle expiry", () => {
-    const policy: SessionPolicy = { idleTtlMs: 1_000, rememberedKeys: 10, maxExchanges: 1_000_000 };
+    const policy: SessionPolicy = { idleTtlMs: 1_000, maxExchanges: 1_000_000 };
 
     it("takes a message sent exactly at the TTL", async () => {
       let now = 50_000;
@@ -482,12 +482,14 @@ describe("SessionService", () => {
 
       await expect(service.send({ sessionId, message: "hi", idempotencyKey: "k" })).resolves.toMatchObject({ messageCount: 1, replayed: false });
       expect(fake.requests).toHaveLength(2);
-      const entries = Object.values((await store.readSessionState(sessionId))?.requests ?? {});
-      expect(entries).toEqual([{ fingerprint: fingerprint("hi"), seq: 1 }]);
+      // Done, the key left the state for its record; a third try replays it.
+      expect((await store.readSessionState(sessionId))?.requests).toBeUndefined();
+      await expect(service.send({ sessionId, message: "hi", idempotencyKey: "k" })).resolves.toMatchObject({ messageCount: 1, replayed: true });
+      expect(fake.requests).toHaveLength(2);
     });
 
     it("answers IdempotencyInProgressError when another request holds the key past the wait", async () => {
-      const service = instance({ keyLeaseMs: 50 });
+      const service = instance({ keyWaitMs: 50 });
       const { sessionId } = await service.create({ userId: "u", templateId: "tester" });
       const claim = { hash: keyHash("sendMessage", "k"), fingerprint: fingerprint("hi"), owner: "someone else", remember: true };
       await store.updateState(sessionId, claimRequest(claim, Date.now(), 60_000, POLICY));
