@@ -45,6 +45,7 @@ export class FakeOpenAiServer {
   private readonly script: Scripted[] = [];
   private readonly server: Server;
   private readonly hanging = new Set<() => void>();
+  private readonly waiters: { readonly count: number; readonly resolve: () => void }[] = [];
   private replies = 0;
 
   private constructor(private readonly options: FakeOpenAiOptions) {
@@ -60,6 +61,7 @@ export class FakeOpenAiServer {
         const body = JSON.parse(Buffer.concat(chunks).toString("utf8")) as RecordedRequest["body"];
         const recorded: RecordedRequest = { path, headers: request.headers, body };
         this.requests.push(recorded);
+        this.wakeWaiters();
         const step = this.script.shift() ?? this.unscripted(recorded);
         switch (step.kind) {
           case "reply": {
@@ -109,16 +111,35 @@ export class FakeOpenAiServer {
     this.script.push(...steps);
   }
 
+  /** Resolves once `count` requests have been received (counted since the last `reset`). */
+  awaitRequests(count: number): Promise<void> {
+    if (this.requests.length >= count) return Promise.resolve();
+    return new Promise((resolve) => this.waiters.push({ count, resolve }));
+  }
+
   reset(): void {
     this.requests.length = 0;
     this.script.length = 0;
     this.replies = 0;
   }
 
-  async stop(): Promise<void> {
+  /** Ends every request left hanging (a `hang` step): its connection is cut, as a dead provider's would be. */
+  releaseHanging(): void {
     for (const release of this.hanging) release();
+  }
+
+  async stop(): Promise<void> {
+    this.releaseHanging();
     this.server.closeAllConnections();
     await new Promise<void>((resolve) => this.server.close(() => { resolve(); }));
+  }
+
+  private wakeWaiters(): void {
+    for (const waiter of [...this.waiters]) {
+      if (this.requests.length < waiter.count) continue;
+      this.waiters.splice(this.waiters.indexOf(waiter), 1);
+      waiter.resolve();
+    }
   }
 
   private unscripted(request: RecordedRequest): Scripted {

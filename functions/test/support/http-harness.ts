@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { initializeApp } from "firebase-admin/app";
+import type { Database } from "firebase-admin/database";
 import { firebaseIdentity } from "../../src/auth/firebase-identity";
 import { seedTemplates } from "../../src/local/project-files";
 import { silentLog, type Log } from "../../src/log/log";
@@ -31,11 +32,18 @@ export interface Instance {
   readonly runtime: ServiceInstance;
   /** The database itself, for assertions (not the wrapped store the instance uses). */
   readonly store: SessionStore;
+  /** This instance's own firebase-admin connection (database mode only), e.g. to cut it as a crash would. */
+  readonly database?: Database;
   call(method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<Answer>;
 }
 
 export interface Harness {
   readonly fake: FakeOpenAiServer;
+  /**
+   * The Realtime Database namespace the instances share (database mode only), so a test can
+   * read it through a firebase-admin app of its own (`new RtdbInstances(namespace).database()`).
+   */
+  readonly namespace?: string;
   /** The first instance. */
   readonly api: Instance;
   /** Starts another instance on the same database. */
@@ -67,7 +75,8 @@ export async function startHarness(options: HarnessOptions): Promise<Harness> {
   const memory = new MemoryStore();
 
   async function instance(): Promise<Instance> {
-    const base = rtdb ? new RtdbStore(rtdb.database(), config.dbTimeoutMs) : memory;
+    const database = rtdb?.database();
+    const base = database ? new RtdbStore(database, config.dbTimeoutMs) : memory;
     await base.seedTemplates(seedTemplates());
     const store = options.wrapStore ? options.wrapStore(base) : base;
     // Assertions read the database directly, past any fault-injecting wrapper.
@@ -80,12 +89,19 @@ export async function startHarness(options: HarnessOptions): Promise<Harness> {
       ...(options.functionTimeoutMs === undefined ? {} : { functionTimeoutMs: options.functionTimeoutMs }),
     });
     const baseUrl = await servers.serve(runtime);
-    return { baseUrl, runtime, store: base, call: (method, path, body, headers) => call(baseUrl, method, path, body, headers) };
+    return {
+      baseUrl,
+      runtime,
+      store: base,
+      ...(database ? { database } : {}),
+      call: (method, path, body, headers) => call(baseUrl, method, path, body, headers),
+    };
   }
 
   const api = await instance();
   return {
     fake,
+    ...(rtdb ? { namespace: rtdb.namespace } : {}),
     api,
     instance,
     async close() {
