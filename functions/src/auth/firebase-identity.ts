@@ -2,9 +2,8 @@ import type { App } from "firebase-admin/app";
 import { getAuth } from "firebase-admin/auth";
 import { IdentityUnavailableError, InvalidTokenError, type Identity, type IdentityVerifier } from "./identity";
 
-/** firebase-admin's verdicts that mean "this token is not acceptable", as opposed to "cannot check now". */
+/** firebase-admin's verdicts that mean "this token is not acceptable", whatever their message. */
 const REJECTED = new Set([
-  "auth/argument-error",
   "auth/invalid-id-token",
   "auth/id-token-expired",
   "auth/id-token-revoked",
@@ -12,6 +11,22 @@ const REJECTED = new Set([
   "auth/user-not-found",
   "auth/tenant-id-mismatch",
 ]);
+
+/**
+ * `auth/argument-error` is ambiguous in firebase-admin 14 (checked against 14.5.1,
+ * lib/auth/token-verifier.js and lib/utils/jwt.js). Its verdicts on the token itself are built
+ * from fixed templates that name the token: "Decoding Firebase ID token failed", "Firebase ID
+ * token has no "kid" claim / incorrect algorithm / incorrect "aud" / invalid signature / "kid"
+ * claim which does not correspond to a known public key", "verifyIdToken() expects an ID token,
+ * but was given a custom token", "First argument to verifyIdToken() must be ...". But when the
+ * public keys cannot be fetched, `mapJwtErrorToAuthError` falls through to the same code with the
+ * fetch's own message ("Error while making request: connect ECONNREFUSED ...", "Error fetching
+ * public keys for Google certs: ...") and no cause. So an argument error counts as a verdict only
+ * when its message is one of those templates; anything else is the key fetch, a 503 rather than a
+ * 401 that would make clients sign their users out. Should an upgrade reword the templates, bad
+ * tokens would turn into 503s (loud in the tests), never an outage into sign-outs.
+ */
+const VERDICT_MESSAGE = /^(?:Decoding |First argument to )?(?:Firebase ID token|verifyIdToken\(\))/;
 
 /**
  * Verifies Firebase ID tokens with firebase-admin: signature (skipped by the Auth emulator,
@@ -25,10 +40,17 @@ export function firebaseIdentity(app: App): IdentityVerifier {
         const decoded = await getAuth(app).verifyIdToken(idToken);
         return { uid: decoded.uid };
       } catch (error) {
-        const code = typeof error === "object" && error !== null && "code" in error ? String(error.code) : "";
-        if (REJECTED.has(code)) throw new InvalidTokenError("the ID token is not valid", { cause: error });
+        if (isVerdictOnToken(error)) throw new InvalidTokenError("the ID token is not valid", { cause: error });
         throw new IdentityUnavailableError("the ID token could not be verified", { cause: error });
       }
     },
   };
+}
+
+function isVerdictOnToken(error: unknown): boolean {
+  if (typeof error !== "object" || error === null) return false;
+  const code = "code" in error ? String(error.code) : "";
+  if (REJECTED.has(code)) return true;
+  const message = "message" in error ? String(error.message) : "";
+  return code === "auth/argument-error" && VERDICT_MESSAGE.test(message);
 }

@@ -14,7 +14,44 @@ export interface LocalServerOptions {
   readonly rewrites: readonly HostingRewrite[];
   readonly projectId: string;
   readonly region: string;
+  /** The production defaults unless given (tests shorten them). */
+  readonly limits?: Partial<ConnectionLimits>;
 }
+
+/** What a connection may cost the server before it is dropped. */
+export interface ConnectionLimits {
+  /** From the connection, or the first byte of a later request on it, until the headers are in: 408 after. */
+  readonly headersTimeoutMs: number;
+  /** Until the whole request, body included, is in: 408 after. The reply may take longer (the model). */
+  readonly requestTimeoutMs: number;
+  /** A kept-alive connection with no request in progress. */
+  readonly idleTimeoutMs: number;
+  /** How much more of a body over MAX_BODY_BYTES is read and thrown away after the 413, before hanging up. */
+  readonly drainLimitBytes: number;
+}
+
+/**
+ * As a production front end would, so that neither silent nor slow clients hold sockets open:
+ * - headers 20 s: a client sends its headers in one write, so this only bounds slow-header
+ *   (slowloris) and never-speaking connections, with room for a poor mobile link;
+ * - request 30 s: bodies are at most MAX_BODY_BYTES (32 KiB by default, 10 MiB at most);
+ * - idle 30 s between requests: twice a streamed reply's 15 s heartbeat, so one rule holds for
+ *   the whole connection (quiet for two heartbeats means gone); Node advertises it as
+ *   `Keep-Alive: timeout=30` and waits a further second, so clients that honour it (fetch)
+ *   retire the connection first and never send a request into a closing socket;
+ * - drain 16 MiB: enough for any client that stops sending once it sees the early 413 (fetch
+ *   does) on links up to about a gigabit at 100 ms, and for clients that read only after sending
+ *   a body of that size; beyond it, reading is only work for nothing.
+ * There is no inactivity timeout on a request in progress: a reply waits, silent, on the model
+ * for up to the function's timeout. Header size stays at Node's 16 KiB (431 beyond);
+ * `maxHeadersCount` is left alone, since Node drops extra headers silently instead of refusing.
+ */
+export const CONNECTION_LIMITS: ConnectionLimits = {
+  headersTimeoutMs: 20_000,
+  requestTimeoutMs: 30_000,
+  idleTimeoutMs: 30_000,
+  drainLimitBytes: 16 * 1024 * 1024,
+};
 
 interface Target {
   readonly endpoint: Endpoint;
@@ -43,12 +80,23 @@ export function createLocalServer(options: LocalServerOptions): Server {
     return endpoint ? { endpoint, path: `/${parts.slice(direct + 1).join("/")}` } : undefined;
   }
 
-  return createServer((request, response) => {
-    void serve(request, response, route, options).catch(() => {
-      if (!response.headersSent) write(response, errorResponse(new Error("unexpected")));
-      else response.destroy();
-    });
-  });
+  const limits = { ...CONNECTION_LIMITS, ...options.limits };
+  return createServer(
+    {
+      headersTimeout: limits.headersTimeoutMs,
+      requestTimeout: limits.requestTimeoutMs,
+      keepAliveTimeout: limits.idleTimeoutMs,
+      // Both timeouts are enforced by a sweep, every 30 s by default: a slow client would keep
+      // its socket up to that much past the limit.
+      connectionsCheckingInterval: Math.min(1_000, Math.ceil(limits.headersTimeoutMs / 4)),
+    },
+    (request, response) => {
+      void serve(request, response, route, options, limits.drainLimitBytes).catch(() => {
+        if (!response.headersSent) write(response, errorResponse(new Error("unexpected")));
+        else response.destroy();
+      });
+    },
+  );
 }
 
 async function serve(
@@ -56,13 +104,13 @@ async function serve(
   response: ServerResponse,
   route: (path: string) => Target | undefined,
   options: LocalServerOptions,
+  drainLimitBytes: number,
 ): Promise<void> {
   // The raw target, not `new URL`: a target such as "//x" would be read as a host, or throw.
   const path = (request.url ?? "/").split("?")[0] ?? "/";
   const target = path.startsWith("/") ? route(path) : undefined;
   if (!target) {
-    request.resume();
-    write(response, errorResponse(new HttpError(404, "NOT_FOUND", "No such route")));
+    answerBeforeBody(request, response, errorResponse(new HttpError(404, "NOT_FOUND", "No such route")), drainLimitBytes);
     return;
   }
   const { body, complete } = await readBody(request, options.maxBodyBytes);
@@ -73,13 +121,8 @@ async function serve(
     body,
   };
   const answer = await options.api(target.endpoint.name, httpRequest);
-  if (complete) {
-    write(response, answer);
-    return;
-  }
-  // The rest of an oversized body is never read, so the connection cannot serve another request.
-  response.setHeader("Connection", "close");
-  write(response, answer, () => request.destroy());
+  if (complete) write(response, answer);
+  else answerBeforeBody(request, response, answer, drainLimitBytes);
 }
 
 function endpointNamed(name: string): Endpoint | undefined {
@@ -109,6 +152,32 @@ function readBody(request: IncomingMessage, maxBytes: number): Promise<{ body: B
   });
 }
 
+/**
+ * Answers at once, then reads and throws away the rest of the body, and ends the answer when the
+ * body has ended: the connection is then clean for another request, or closes gracefully if the
+ * client asked for that. Hanging up on a client that is still sending makes the kernel answer its
+ * next bytes with a reset, and a client that meets the reset while writing reports it instead of
+ * the answer already on its way (the 413). Past `limit` more bytes the server stops paying for the
+ * upload and hangs up; clients that read the early answer (fetch) have stopped long before.
+ */
+function answerBeforeBody(request: IncomingMessage, response: ServerResponse, answer: HttpResponse, limit: number): void {
+  const payload = writeHead(response, answer);
+  if (payload !== undefined) response.write(payload);
+  let discarded = 0;
+  const onData = (chunk: Buffer) => {
+    discarded += chunk.length;
+    if (discarded <= limit) return;
+    request.off("data", onData);
+    response.end();
+    request.destroy();
+  };
+  request.on("data", onData);
+  request.once("end", () => response.end());
+  // A client that hangs up mid-body once it has the answer is expected, not a failure.
+  request.on("error", () => undefined);
+  request.resume();
+}
+
 function flattenHeaders(request: IncomingMessage): Record<string, string | undefined> {
   const headers: Record<string, string | undefined> = {};
   for (const [name, value] of Object.entries(request.headers)) {
@@ -122,7 +191,12 @@ function errorResponse(error: unknown): HttpResponse {
   return { status: answer.status, headers: answer.headers, body: errorBody(answer) };
 }
 
-function write(response: ServerResponse, answer: HttpResponse, done?: () => void): void {
+function write(response: ServerResponse, answer: HttpResponse): void {
+  response.end(writeHead(response, answer));
+}
+
+/** Writes the status and headers; returns the body to send. */
+function writeHead(response: ServerResponse, answer: HttpResponse): string | undefined {
   const payload = answer.body === undefined ? undefined : JSON.stringify(answer.body);
   const headers: Record<string, string | number> = { ...answer.headers };
   if (payload !== undefined) {
@@ -130,5 +204,5 @@ function write(response: ServerResponse, answer: HttpResponse, done?: () => void
     headers["Content-Length"] = Buffer.byteLength(payload);
   }
   response.writeHead(answer.status, headers);
-  response.end(payload, done);
+  return payload;
 }

@@ -1,0 +1,198 @@
+import { generateKeyPairSync, randomUUID, sign, type KeyObject } from "node:crypto";
+import { createServer, type Server } from "node:http";
+import { Agent, type RequestOptions } from "node:https";
+import { connect, type AddressInfo } from "node:net";
+import type { Duplex } from "node:stream";
+import { deleteApp, initializeApp, type App } from "firebase-admin/app";
+import { firebaseIdentity } from "../../src/auth/firebase-identity";
+import { IdentityUnavailableError, InvalidTokenError } from "../../src/auth/identity";
+import { toErrorAnswer } from "../../src/http/error-response";
+
+const PROJECT_ID = "demo-identity";
+const KID = "test-key-1";
+
+/**
+ * firebase-admin fetches Google's public keys over https with the app's `httpAgent`. This agent
+ * sends every connection, whatever the host, to a local plain-HTTP server standing in for the key
+ * endpoint, or to a closed port (the endpoint out of reach). No network is used either way.
+ */
+class KeyEndpointAgent extends Agent {
+  /** The hosts firebase-admin tried to reach, one entry per connection. */
+  readonly attempts: string[] = [];
+
+  constructor(private readonly port: () => number) {
+    super({ keepAlive: false });
+  }
+
+  override createConnection(options: RequestOptions): Duplex {
+    this.attempts.push(options.host ?? options.hostname ?? "");
+    return connect(this.port(), "127.0.0.1");
+  }
+}
+
+/** What the stand-in key endpoint answers. */
+type KeyAnswer = { readonly status: number; readonly contentType: string; readonly body: string };
+
+function keysAnswer(keys: Record<string, KeyObject>): KeyAnswer {
+  const pems = Object.fromEntries(Object.entries(keys).map(([kid, key]) => [kid, key.export({ type: "spki", format: "pem" }).toString()]));
+  return { status: 200, contentType: "application/json", body: JSON.stringify(pems) };
+}
+
+function listen(server: Server): Promise<number> {
+  return new Promise((resolve) => server.listen(0, "127.0.0.1", () => { resolve((server.address() as AddressInfo).port); }));
+}
+
+function close(server: Server): Promise<void> {
+  return new Promise((resolve) => server.close(() => { resolve(); }));
+}
+
+function base64url(value: unknown): string {
+  return Buffer.from(JSON.stringify(value)).toString("base64url");
+}
+
+/** An ID token as Firebase Auth issues them (RS256, kid, audience and issuer of the project), signed with `key`. */
+function idToken(key: KeyObject, options: { header?: Record<string, unknown>; claims?: Record<string, unknown> } = {}): string {
+  const now = Math.floor(Date.now() / 1000);
+  const header = base64url({ alg: "RS256", kid: KID, typ: "JWT", ...options.header });
+  const payload = base64url({
+    iss: `https://securetoken.google.com/${PROJECT_ID}`,
+    aud: PROJECT_ID,
+    auth_time: now,
+    sub: "user-1",
+    iat: now,
+    exp: now + 3600,
+    ...options.claims,
+  });
+  return `${header}.${payload}.${sign("sha256", Buffer.from(`${header}.${payload}`), key).toString("base64url")}`;
+}
+
+async function failure(promise: Promise<unknown>): Promise<unknown> {
+  try {
+    await promise;
+  } catch (error) {
+    return error;
+  }
+  throw new Error("the token was accepted");
+}
+
+describe("firebaseIdentity, checking signatures against the public keys (no emulator)", () => {
+  const signing = generateKeyPairSync("rsa", { modulusLength: 2048 });
+  const other = generateKeyPairSync("rsa", { modulusLength: 2048 });
+  const previousEmulator = process.env.FIREBASE_AUTH_EMULATOR_HOST;
+  let endpoint: Server;
+  let endpointPort: number;
+  let closedPort: number;
+  let answer: KeyAnswer;
+  const apps: App[] = [];
+
+  beforeAll(async () => {
+    // With the emulator, firebase-admin skips signatures and never fetches keys.
+    delete process.env.FIREBASE_AUTH_EMULATOR_HOST;
+    endpoint = createServer((_request, response) => {
+      response.writeHead(answer.status, { "Content-Type": answer.contentType }).end(answer.body);
+    });
+    endpointPort = await listen(endpoint);
+    const closed = createServer();
+    closedPort = await listen(closed);
+    await close(closed);
+  });
+
+  afterAll(async () => {
+    if (previousEmulator !== undefined) process.env.FIREBASE_AUTH_EMULATOR_HOST = previousEmulator;
+    await Promise.all(apps.map((app) => deleteApp(app)));
+    await close(endpoint);
+  });
+
+  /** A fresh app each time: firebase-admin caches fetched keys per app. */
+  function verifier(keys: "served" | "unreachable") {
+    const agent = new KeyEndpointAgent(() => (keys === "served" ? endpointPort : closedPort));
+    const app = initializeApp({ projectId: PROJECT_ID, httpAgent: agent }, randomUUID());
+    apps.push(app);
+    return { identity: firebaseIdentity(app), agent };
+  }
+
+  beforeEach(() => {
+    answer = keysAnswer({ [KID]: signing.publicKey });
+  });
+
+  it("accepts a token signed with a served key (the setup the outage cases cut)", async () => {
+    const { identity, agent } = verifier("served");
+    await expect(identity.verify(idToken(signing.privateKey))).resolves.toEqual({ uid: "user-1" });
+    expect(agent.attempts).toEqual(["www.googleapis.com"]);
+  });
+
+  it("answers 503 AUTH_UNAVAILABLE, not 401, when the key endpoint refuses the connection", async () => {
+    const { identity, agent } = verifier("unreachable");
+    const error = await failure(identity.verify(idToken(signing.privateKey)));
+    expect(error).toBeInstanceOf(IdentityUnavailableError);
+    // firebase-admin's own verdict, kept for the logs: the same code a malformed token gets.
+    expect((error as Error).cause).toMatchObject({ code: "auth/argument-error", message: expect.stringContaining("ECONNREFUSED") });
+    expect(agent.attempts).toEqual(["www.googleapis.com"]);
+    expect(toErrorAnswer(error)).toMatchObject({ status: 503, code: "AUTH_UNAVAILABLE", headers: { "Retry-After": "1" } });
+  });
+
+  it("does not cache the outage: once the keys are back the same token is accepted", async () => {
+    let reachable = false;
+    const agent = new KeyEndpointAgent(() => (reachable ? endpointPort : closedPort));
+    const app = initializeApp({ projectId: PROJECT_ID, httpAgent: agent }, randomUUID());
+    apps.push(app);
+    const identity = firebaseIdentity(app);
+    const token = idToken(signing.privateKey);
+    expect(await failure(identity.verify(token))).toBeInstanceOf(IdentityUnavailableError);
+    reachable = true;
+    await expect(identity.verify(token)).resolves.toEqual({ uid: "user-1" });
+  });
+
+  it.each([
+    ["a server error", { status: 500, contentType: "text/html", body: "<h1>Internal Server Error</h1>" }],
+    ["a captive portal's page", { status: 200, contentType: "text/html", body: "<html>Sign in to the network</html>" }],
+    ["an error object", { status: 400, contentType: "application/json", body: '{"error":"invalid_request","error_description":"nope"}' }],
+  ])("answers 503 when the key endpoint answers %s instead of keys", async (_name, endpointAnswer) => {
+    answer = endpointAnswer;
+    const { identity } = verifier("served");
+    const error = await failure(identity.verify(idToken(signing.privateKey)));
+    expect(error).toBeInstanceOf(IdentityUnavailableError);
+    expect(toErrorAnswer(error).status).toBe(503);
+  });
+
+  it("answers 503 for an expired token too while the keys are out of reach: its signature could not be checked", async () => {
+    const { identity } = verifier("unreachable");
+    const expired = idToken(signing.privateKey, { claims: { iat: 1_000, exp: 2_000, auth_time: 1_000 } });
+    expect(await failure(identity.verify(expired))).toBeInstanceOf(IdentityUnavailableError);
+  });
+
+  const header = base64url({ alg: "RS256", kid: KID, typ: "JWT" });
+  it.each<[string, (key: KeyObject) => string]>([
+    ["not a JWT", () => "not-a-token"],
+    ["three parts that are not JSON", () => "abc.def.ghi"],
+    ["a header only", () => `${header}..`],
+    ["no kid", (key) => idToken(key, { header: { kid: undefined } })],
+    ["HS256", (key) => idToken(key, { header: { alg: "HS256" } })],
+    ["another project's audience", (key) => idToken(key, { claims: { aud: "someone-else" } })],
+    ["another issuer", (key) => idToken(key, { claims: { iss: "https://evil.example/" } })],
+    ["no subject", (key) => idToken(key, { claims: { sub: undefined } })],
+    ["a custom token", (key) => idToken(key, {
+      header: { kid: undefined },
+      claims: { aud: "https://identitytoolkit.googleapis.com/google.identity.identitytoolkit.v1.IdentityToolkit" },
+    })],
+  ])("answers 401 for %s even while the keys are out of reach, without fetching them", async (_name, make) => {
+    const { identity, agent } = verifier("unreachable");
+    const error = await failure(identity.verify(make(signing.privateKey)));
+    expect(error).toBeInstanceOf(InvalidTokenError);
+    expect((error as Error).cause).toMatchObject({ code: "auth/argument-error" });
+    expect(toErrorAnswer(error)).toMatchObject({ status: 401, code: "UNAUTHENTICATED" });
+    expect(agent.attempts).toEqual([]);
+  });
+
+  it.each<[string, () => string]>([
+    ["a forged signature", () => idToken(other.privateKey)],
+    ["a key id the endpoint does not list", () => idToken(signing.privateKey, { header: { kid: "unknown-key" } })],
+    ["an expiry in the past", () => idToken(signing.privateKey, { claims: { iat: 1_000, exp: 2_000, auth_time: 1_000 } })],
+  ])("answers 401 for %s once the keys are fetched", async (_name, make) => {
+    const { identity, agent } = verifier("served");
+    const error = await failure(identity.verify(make()));
+    expect(error).toBeInstanceOf(InvalidTokenError);
+    expect(toErrorAnswer(error).status).toBe(401);
+    expect(agent.attempts).toEqual(["www.googleapis.com"]);
+  });
+});
