@@ -1,6 +1,6 @@
 import { performance } from "node:perf_hooks";
 import type { ChatMessage, CreateKey, Exchange, SessionMeta, SessionState, Template } from "../src/store/records";
-import type { Claimed, NewSession, Ruled, SessionStore, StateRule, UsageRule } from "../src/store/session-store";
+import type { Claimed, HistoryWindow, NewSession, Ruled, SessionStore, StateRule, UsageRule } from "../src/store/session-store";
 
 /** The store calls the session module makes, by name. */
 export type StoreCall = keyof SessionStore;
@@ -45,6 +45,12 @@ export class CountingStore implements SessionStore {
 
   readSessionState(sessionId: string): Promise<SessionState | null> {
     return this.count("readSessionState", this.inner.readSessionState(sessionId));
+  }
+
+  async readWindow(sessionId: string, limit: number): Promise<HistoryWindow> {
+    const window = await this.count("readWindow", this.inner.readWindow(sessionId, limit));
+    this.messagesRead += window.messages.length;
+    return window;
   }
 
   async readRecentMessages(sessionId: string, limit: number): Promise<ChatMessage[]> {

@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import type { ChatModel } from "../llm/chat-model";
 import type { ChatMessage, Exchange, SessionMeta, SessionState, Template } from "../store/records";
-import type { SessionStore } from "../store/session-store";
+import type { HistoryWindow, SessionStore } from "../store/session-store";
 import { StoreDataError } from "../store/errors";
 import { buildPrompt, lastMessages } from "./context-window";
 import type { Identity } from "../auth/identity";
@@ -223,7 +223,7 @@ export class SessionService {
     const user = userKey(warm.meta.user_id);
 
     // A cold instance reads the history beside the claim; a warm one has it, as of a count the claim checks.
-    const coldHistory = warm.tail ? undefined : settledLater(store.readRecentMessages(sessionId, warm.meta.settings.context_window));
+    const coldHistory = warm.tail ? undefined : settledLater(this.readHistory(sessionId, warm));
     const [claimed, admission] = await Promise.all([
       this.claimSlot(sessionId, claim, receivedAt),
       store.updateUsage(user, admitMessage(sessionId, receivedAt, this.options.usage)),
@@ -242,7 +242,7 @@ export class SessionService {
     let exchange: Exchange;
     let history: readonly ChatMessage[];
     try {
-      history = warm.tail?.messageCount === claimed.messageCount ? warm.tail.messages : await (coldHistory ?? this.readHistory(sessionId, warm));
+      history = await this.history(sessionId, warm, claimed.messageCount, coldHistory);
       exchange = await this.answer(warm.meta, history, input.message, receivedAt);
     } catch (error) {
       // Free the slot now; if this is lost too, the claim lapses with its lease.
@@ -372,7 +372,18 @@ export class SessionService {
     return warm;
   }
 
-  private readHistory(sessionId: string, warm: WarmSession): Promise<readonly ChatMessage[]> {
-    return this.options.store.readRecentMessages(sessionId, warm.meta.settings.context_window);
+  /**
+   * The window as of `messageCount` exchanges (the count the claim saw): the warm tail when it is
+   * as of that count, else the history read beside the claim when it reaches that far, else a read.
+   */
+  private async history(sessionId: string, warm: WarmSession, messageCount: number, early: Promise<HistoryWindow> | undefined): Promise<readonly ChatMessage[]> {
+    if (warm.tail?.messageCount === messageCount) return warm.tail.messages;
+    const window = early ? await early : undefined;
+    if (window && window.through >= messageCount) return window.messages;
+    return (await this.readHistory(sessionId, warm)).messages;
+  }
+
+  private readHistory(sessionId: string, warm: WarmSession): Promise<HistoryWindow> {
+    return this.options.store.readWindow(sessionId, warm.meta.settings.context_window);
   }
 }

@@ -1,5 +1,5 @@
 import type { ChatMessage, CreateKey, Exchange, KeyRecord, SessionMeta, SessionState, Template, UserUsage } from "./records";
-import { assertNextCountsOneMore, type Claimed, type NewSession, type Ruled, type SessionStore, type StateRule, type UsageRule } from "./session-store";
+import { assertNextCountsOneMore, type Claimed, type HistoryWindow, type NewSession, type Ruled, type SessionStore, type StateRule, type UsageRule } from "./session-store";
 
 interface StoredSession {
   readonly meta: SessionMeta;
@@ -50,8 +50,12 @@ export class MemoryStore implements SessionStore {
   }
 
   async readRecentMessages(sessionId: string, limit: number): Promise<ChatMessage[]> {
+    return (await this.readWindow(sessionId, limit)).messages;
+  }
+
+  async readWindow(sessionId: string, limit: number): Promise<HistoryWindow> {
     const messages = this.sessions.get(sessionId)?.messages ?? [];
-    return limit <= 0 ? [] : copy(messages.slice(-limit));
+    return { messages: limit <= 0 ? [] : copy(messages.slice(-limit)), through: messages.length / 2 };
   }
 
   async readExchange(sessionId: string, seq: number): Promise<Exchange | null> {

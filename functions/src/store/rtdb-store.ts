@@ -22,7 +22,7 @@ import {
   userUsageSchema,
 } from "./records";
 import { ListenerHolds } from "./rtdb-listeners";
-import { assertNextCountsOneMore, type Claimed, type NewSession, type Ruled, type SessionStore, type StateRule, type UsageRule } from "./session-store";
+import { assertNextCountsOneMore, type Claimed, type HistoryWindow, type NewSession, type Ruled, type SessionStore, type StateRule, type UsageRule } from "./session-store";
 
 const pendingSchema = z.record(z.string(), z.object({ user: chatMessageSchema, assistant: chatMessageSchema }));
 type Pending = z.infer<typeof pendingSchema>;
@@ -139,14 +139,29 @@ export class RtdbStore implements SessionStore {
   }
 
   async readRecentMessages(sessionId: string, limit: number): Promise<ChatMessage[]> {
-    if (limit <= 0) return [];
+    return (await this.readWindow(sessionId, limit)).messages;
+  }
+
+  async readWindow(sessionId: string, limit: number): Promise<HistoryWindow> {
+    if (limit <= 0) return { messages: [], through: 0 };
     const messages = this.sessionRef(sessionId).child("messages");
-    const byKey = await this.readAcrossJournal(sessionId, "read history", () => read(messages.orderByKey().limitToLast(limit)));
     const path = `userSessions/${sessionId}/messages`;
-    return [...byKey.keys()]
-      .sort()
-      .slice(-limit)
-      .map((key) => parseStored(chatMessageSchema, byKey.get(key), `${path}/${key}`));
+    let keys: string[] = [];
+    let byKey = new Map<string, unknown>();
+    for (let attempt = 0; attempt < HISTORY_READ_ATTEMPTS; attempt += 1) {
+      byKey = await this.readAcrossJournal(sessionId, "read history", () => read(messages.orderByKey().limitToLast(limit)));
+      keys = [...byKey.keys()].sort().slice(-limit);
+      // Instances copy their exchanges to `messages` independently, so a later exchange can land
+      // there before an earlier one that was committed after the journal was read: a gap. The
+      // earlier one is in the journal or in `messages` by the time a later copy is seen; read again.
+      if (contiguousFrom(keys) === 0) break;
+    }
+    const window = keys.slice(contiguousFrom(keys));
+    const last = window.at(-1);
+    return {
+      messages: window.map((key) => parseStored(chatMessageSchema, byKey.get(key), `${path}/${key}`)),
+      through: last === undefined ? 0 : Math.floor(Number(last.slice(1)) / 2),
+    };
   }
 
   async readExchange(sessionId: string, seq: number): Promise<Exchange | null> {
@@ -438,6 +453,21 @@ interface StateResult<O> {
   readonly snapshot: DataSnapshot;
   /** How often the rule ran: 1 when the server took its first answer. */
   readonly runs: number;
+}
+
+/** Reads of a history that showed a gap before the newest messages are given up on: see readRecentMessages. */
+const HISTORY_READ_ATTEMPTS = 3;
+
+/**
+ * Where the run of consecutive message keys ending at the last one starts: 0 when `keys` (sorted)
+ * has no gap. A gap left after every attempt falls out of the window, which keeps the messages
+ * after it: a shorter window, but one that is a true stretch of the conversation.
+ */
+function contiguousFrom(keys: readonly string[]): number {
+  for (let i = keys.length - 1; i > 0; i -= 1) {
+    if (Number(keys[i]?.slice(1)) !== Number(keys[i - 1]?.slice(1)) + 1) return i;
+  }
+  return 0;
 }
 
 /** How a done key is named among the journal entries acknowledged as copied. */

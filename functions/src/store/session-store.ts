@@ -20,6 +20,12 @@ export type Claimed<O> =
   | { readonly found: true; readonly outcome: O; readonly state: SessionState; readonly record: KeyRecord | null }
   | { readonly found: false };
 
+export interface HistoryWindow {
+  readonly messages: ChatMessage[];
+  /** The exchange the window ends with: the history as of that many exchanges. */
+  readonly through: number;
+}
+
 export interface NewSession {
   readonly id: string;
   readonly meta: SessionMeta;
@@ -48,6 +54,9 @@ export interface SessionStore {
 
   /** The last `limit` stored messages, oldest first. Reads at most `limit` messages. */
   readRecentMessages(sessionId: string, limit: number): Promise<ChatMessage[]>;
+
+  /** `readRecentMessages`, with the number of the last exchange they reach (0 for none). */
+  readWindow(sessionId: string, limit: number): Promise<HistoryWindow>;
 
   /** Exchange number `seq` (1-based), or null when it is not stored. */
   readExchange(sessionId: string, seq: number): Promise<Exchange | null>;

@@ -14,7 +14,8 @@ import { fingerprint, keyHash } from "../../src/session/idempotency";
 import { claimRequest, type SessionPolicy } from "../../src/session/session-rules";
 import { SessionService } from "../../src/session/session-service";
 import { MemoryStore } from "../../src/store/memory-store";
-import type { ChatMessage, Exchange, SessionMeta, SessionState, Template } from "../../src/store/records";
+import type { Exchange, SessionMeta, SessionState, Template } from "../../src/store/records";
+import type { HistoryWindow } from "../../src/store/session-store";
 import { FakeOpenAiServer } from "../support/fake-openai-server";
 import { POLICY, TEMPLATE } from "../support/fixtures";
 
@@ -54,9 +55,9 @@ class CountingStore extends MemoryStore {
     return super.readSessionState(sessionId);
   }
 
-  override async readRecentMessages(sessionId: string, limit: number): Promise<ChatMessage[]> {
+  override async readWindow(sessionId: string, limit: number): Promise<HistoryWindow> {
     this.reads.recent += 1;
-    return super.readRecentMessages(sessionId, limit);
+    return super.readWindow(sessionId, limit);
   }
 
   override async readExchange(sessionId: string, seq: number): Promise<Exchange | null> {
