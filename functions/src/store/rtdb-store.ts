@@ -67,6 +67,9 @@ export class RtdbStore implements SessionStore {
     options: { heldNodes?: number; holdIdleMs?: number } = {},
   ) {
     installFrameSafeJson();
+    // The first reference creates the SDK's connection, which then opens while the instance
+    // finishes starting, instead of on its first request.
+    db.ref(".info/connected");
     this.holds = new ListenerHolds(db, options.heldNodes ?? HELD_NODES, options.holdIdleMs ?? HOLD_IDLE_MS, (path) => {
       const sessionId = /^userSessions\/([^/]+)\/state$/.exec(path)?.[1];
       if (sessionId !== undefined) this.copied.delete(sessionId);
