@@ -72,7 +72,7 @@ describeEachStore("database faults at each step of a request", (kind) => {
   it("reading history on a cold instance: 503, nothing stored", async () => {
     const id = await withOneExchange();
     const cold = await harness.instance();
-    wrappers.at(-1)!.arm("readRecentMessages", "before");
+    wrappers.at(-1)!.arm("readWindow", "before");
     expect((await cold.call("POST", ROUTES.message(id), { message: "lost" })).status).toBe(503);
     expect(harness.fake.requests).toHaveLength(0);
     expect((await stored(api, id)).state?.message_count).toBe(1);
