@@ -30,7 +30,8 @@ async function handle(request: IncomingMessage, response: ServerResponse): Promi
     reply(response, 201, { success: true, session_id: id, user_id: body.user_id, template_id: TEMPLATE_ID });
     return;
   }
-  const history = sessions.get(MESSAGE_ROUTE.exec(request.url ?? "")?.[1] ?? "");
+  const sessionId = MESSAGE_ROUTE.exec(request.url ?? "")?.[1] ?? "";
+  const history = sessions.get(sessionId);
   const message = body.message;
   if (!history || typeof message !== "string" || message.trim() === "") {
     reply(response, history ? 400 : 404, { success: false });
@@ -48,7 +49,7 @@ async function handle(request: IncomingMessage, response: ServerResponse): Promi
   const choice = completion.choices[0];
   const text = choice?.message.content ?? "";
   history.push({ role: "user", content: message }, { role: "assistant", content: text });
-  reply(response, 200, { success: true, response: text, session_id: request.url?.split("/")[5], message_count: history.length / 2, truncated: choice?.finish_reason === "length" });
+  reply(response, 200, { success: true, response: text, session_id: sessionId, message_count: history.length / 2, truncated: choice?.finish_reason === "length" });
 }
 
 function reply(response: ServerResponse, status: number, body: unknown): void {
