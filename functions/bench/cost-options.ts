@@ -32,7 +32,7 @@ interface Spec {
 
 const SPECS: readonly Spec[] = [
   { flag: "only", fallback: "abcde", help: "sections to run, e.g. ab (a round trips, b wire traffic, c throughput, d per message, e memory)" },
-  { flag: "rounds", fallback: "15", help: "a: interleaved rounds (each case once at 0 ms and once at --latency-ms per round)" },
+  { flag: "rounds", fallback: "20", help: "a: interleaved rounds (each case once at 0 ms and once at --latency-ms per round)" },
   { flag: "latency-ms", fallback: "20", help: "a: rtdb-wire latency of the slow runs" },
   { flag: "history", fallback: "10,100", help: "b: history lengths (exchanges stored) at which a message's traffic is measured" },
   { flag: "per-point", fallback: "5", help: "b: messages measured at each history length" },

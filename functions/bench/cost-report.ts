@@ -3,7 +3,7 @@ export interface Goal {
   readonly name: string;
   readonly measured: string;
   readonly goal: string;
-  /** Undefined: not measured in this run. */
+  /** Undefined: a figure without a pass mark, or not measured in this run (`measured` is "-"). */
   readonly met: boolean | undefined;
   /** What the issue measured when it was filed, for comparison. */
   readonly filed: string;
@@ -39,5 +39,5 @@ export function skippedSection(title: string, why: string, goals: readonly Omit<
 }
 
 export function goalTable(goals: readonly Goal[]): string[] {
-  return table([["goal", "measured", "target", "", "when filed"], ...goals.map((goal) => [goal.name, goal.measured, goal.goal, goal.met === undefined ? "skipped" : goal.met ? "met" : "NOT MET", goal.filed])]);
+  return table([["goal", "measured", "target", "", "when filed"], ...goals.map((goal) => [goal.name, goal.measured, goal.goal, goal.met === undefined ? (goal.measured === "-" ? "skipped" : "") : goal.met ? "met" : "NOT MET", goal.filed])]);
 }
