@@ -18,7 +18,8 @@ export interface Usage {
 type FromChild = { readonly port: number; readonly label: string } | { readonly usage: Usage };
 
 export class ChildServer {
-  private readonly waiting: ((usage: Usage) => void)[] = [];
+  private readonly waiting: { resolve: (usage: Usage) => void; reject: (error: Error) => void }[] = [];
+  private exited: string | undefined;
 
   private constructor(
     readonly name: string,
@@ -28,7 +29,11 @@ export class ChildServer {
     private readonly child: ChildProcess,
   ) {
     child.on("message", (message: FromChild) => {
-      if ("usage" in message) this.waiting.shift()?.(message.usage);
+      if ("usage" in message) this.waiting.shift()?.resolve(message.usage);
+    });
+    child.on("exit", (code, signal) => {
+      this.exited = `${name}: exited (${signal ?? `code ${code ?? "?"}`})`;
+      for (const waiter of this.waiting.splice(0)) waiter.reject(new Error(this.exited));
     });
   }
 
@@ -46,8 +51,12 @@ export class ChildServer {
   }
 
   usage(): Promise<Usage> {
-    return new Promise((resolve) => {
-      this.waiting.push(resolve);
+    return new Promise((resolve, reject) => {
+      if (this.exited !== undefined) {
+        reject(new Error(this.exited));
+        return;
+      }
+      this.waiting.push({ resolve, reject });
       this.child.send("usage");
     });
   }

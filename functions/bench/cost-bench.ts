@@ -39,7 +39,8 @@ async function main(argv: readonly string[]): Promise<number> {
       `  machine    ${cpus().length} cores (shared, noisy: every figure is a median of interleaved runs), node ${process.version}, load average ${load()} at the start`,
       `  database   ${typeof wire === "string" ? `none: ${wire}` : `rtdb-wire from ${wire.dir}, in this process at ${wire.host} (stand-in only: its latency and /.wire/stats)`}`,
       `  model      fake OpenAI server in this process, through the openai SDK; instant unless said`,
-      "  service    instances from composeInstance behind the local server, over HTTP; REQUIRE_AUTH=false, usage limits raised",
+      "  service    instances from composeInstance behind the local server, over HTTP; REQUIRE_AUTH=false, usage limits raised;",
+      "             in this process for a and b, each server of c, d and e in a child process of its own (so is the plain server)",
       `  sections   ${options.only} (--only)`,
       "",
     ].join("\n"),
@@ -70,11 +71,11 @@ async function main(argv: readonly string[]): Promise<number> {
       );
     }
     if (run("c") || run("d") || run("e")) {
-      servers = await startServers(fake.baseUrl, skipped === undefined && typeof wire !== "string" ? wire.host : undefined, run("e") ? options.heapMb : undefined);
-      const load = run("c") || run("e") ? await throughput(servers, options, setModelDelay, skipped) : undefined;
-      if (load && run("c")) print(load.c);
+      servers = await startServers(fake.baseUrl, typeof wire === "string" ? undefined : wire.host, run("e") ? options.heapMb : undefined);
+      const loaded = run("c") || run("e") ? await throughput(servers, options, setModelDelay, skipped) : undefined;
+      if (loaded && run("c")) print(loaded.c);
       if (run("d")) print(await perMessage(servers, options.messages, setModelDelay));
-      if (load && run("e")) print(load.e);
+      if (loaded && run("e")) print(loaded.e);
     }
   } finally {
     servers?.stop();

@@ -21,7 +21,7 @@ export interface Servers {
   stop(): void;
 }
 
-/** `databaseHost`: rtdb-wire's, or undefined to leave the database modes out. `capped`: start the capped one too. */
+/** `databaseHost`: rtdb-wire's, or undefined to leave the database modes out. `heapMb`: also a database-mode service with its heap capped at that. */
 export async function startServers(modelBaseUrl: string, databaseHost: string | undefined, heapMb: number | undefined): Promise<Servers> {
   const { FIREBASE_DATABASE_EMULATOR_HOST: _ignored, ...inherited } = process.env;
   const env = { ...inherited, ...serviceEnv(modelBaseUrl) };

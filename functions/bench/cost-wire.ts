@@ -112,14 +112,14 @@ export async function roundTrips(wire: RtdbWire, config: Config, rounds: number,
 
   const rows = cases.map((entry) => {
     const all = [...entry.samples.fast, ...entry.samples.slow];
-    const count = (pick: (counts: WireCounts) => number): string => fmt(median(all.map((s) => pick(s.wire))), 1).replace(/\.0$/, "");
+    const count = (pick: (counts: WireCounts) => number, digits = 1): string => fmt(median(all.map((s) => pick(s.wire))), digits).replace(/\.0$/, "");
     const fast = median(entry.samples.fast.map((s) => s.ms));
     const slow = median(entry.samples.slow.map((s) => s.ms));
     const trips = (slow - fast) / latencyMs;
     return {
       entry,
       trips,
-      cells: [entry.name, fmt(fast, 1), fmt(slow, 1), fmt(trips, 1), count((c) => c.requests), count((c) => c.listens), count((c) => c.gets), count((c) => c.transactionAttempts), count((c) => c.datastale), count((c) => c.units)],
+      cells: [entry.name, fmt(fast, 1), fmt(slow, 1), fmt(trips, 1), count((c) => c.requests), count((c) => c.listens), count((c) => c.gets), count((c) => c.transactionAttempts), count((c) => c.datastale), count((c) => c.units, 0)],
     };
   });
   const tripsOf = (cold: boolean) => rows.filter((row) => row.entry.cold === cold).map((row) => row.trips);
@@ -135,7 +135,8 @@ export async function roundTrips(wire: RtdbWire, config: Config, rounds: number,
       `  ms: median wall time of a message over HTTP (instant model); round trips = (median at ${latencyMs} - median at 0) / ${latencyMs};`,
       "  counts: median per message of rtdb-wire's /.wire/stats, over both latencies. warm: the next message of a session on the",
       "  instance that sent its earlier ones; cold: a fresh instance's first request, to a session that has messages, its database",
-      "  connection included (1 round trip on rtdb-wire: the server's handshake). keyed: each message with a new Idempotency-Key.",
+      "  connection included (1 round trip on rtdb-wire: the server's handshake). keyed: each message with a new Idempotency-Key",
+      "  (a keyed session remembers one more key every round, so its units grow: b measures that).",
     ],
     goals: [
       { name: "a. warm round trips (unkeyed / keyed)", measured: both(false), goal: "<= 2", met: worst(false) <= 2.5, filed: "10" },
