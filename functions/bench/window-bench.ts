@@ -13,8 +13,8 @@ import { startRig, type CacheMode, type Rig } from "./window-rig";
  * and reads are bounded by the template's context window, not by the history; exit code 1
  * when a message ever reads more history messages than the window.
  *
- *   npm run bench -- --sizes 0,100,1000,5000 --messages 40
- *   FIREBASE_DATABASE_EMULATOR_HOST=127.0.0.1:9000 npm run bench
+ *   npm run bench:window -- --sizes 0,100,1000,5000 --messages 40
+ *   FIREBASE_DATABASE_EMULATOR_HOST=127.0.0.1:9000 npm run bench:window
  */
 async function main(argv: readonly string[]): Promise<number> {
   const options = parseOptions(argv, process.env);
@@ -125,7 +125,7 @@ function memoryNow(): Memory {
 
 /**
  * A full GC now, so that neither the figures of memory nor a measured message pay for the garbage
- * of what came before (a pre-fill). The flag is set at run time: `npm run bench` runs plain `node`.
+ * of what came before (a pre-fill). The flag is set at run time: `npm run bench:window` runs plain `node`.
  * False when no GC could be forced.
  */
 function collectGarbage(): boolean {

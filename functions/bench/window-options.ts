@@ -19,7 +19,7 @@ const DEFAULTS = { sizes: "0,100,1000,5000", messages: "40", window: "10", "time
 type Flag = keyof typeof DEFAULTS;
 
 export const USAGE = [
-  "usage: npm run bench -- [--name=value ...]   (or BENCH_NAME=value, e.g. BENCH_SIZES=0,100,1000)",
+  "usage: npm run bench:window -- [--name=value ...]   (or BENCH_NAME=value, e.g. BENCH_SIZES=0,100,1000)",
   `  --sizes        history lengths in exchanges, comma-separated (default ${DEFAULTS.sizes}; at most ${MAX_HISTORY})`,
   `  --messages     measured messages per history length and mode (default ${DEFAULTS.messages}; 1 to 1000)`,
   `  --window       the template's context_window (default ${DEFAULTS.window}; 1 to 200)`,

@@ -1,0 +1,201 @@
+import { randomUUID } from "node:crypto";
+import { performance } from "node:perf_hooks";
+import { setTimeout as sleep } from "node:timers/promises";
+import { deleteApp, initializeApp } from "firebase-admin/app";
+import type { Config } from "../src/config";
+import { silentLog } from "../src/log/log";
+import { composeInstance } from "../src/runtime/instance";
+import { LocalServers } from "../test/support/local-servers";
+import { freshNamespace } from "../test/support/rtdb";
+import { NO_TOKENS } from "../test/support/service-env";
+import { createSession, sendMessage } from "./api-client";
+import { fmt, median, table, type Section } from "./cost-report";
+import { countsSince, type RtdbWire, type WireCounts } from "./rtdb-wire";
+
+/**
+ * Sections a and b of the cost bench, in this process: function instances built by the
+ * composition root with their production store (firebase-admin on rtdb-wire, whose host is
+ * FIREBASE_DATABASE_EMULATOR_HOST), reached over HTTP through the local server. Each case has a
+ * database namespace of its own, so that its /.wire/stats counts are its own.
+ */
+interface Served {
+  readonly baseUrl: string;
+  close(): Promise<void>;
+}
+
+async function startInstance(config: Config, namespace: string): Promise<Served> {
+  const app = initializeApp({ projectId: "demo-chatify", databaseURL: `https://${namespace}.firebaseio.com` }, randomUUID());
+  const servers = new LocalServers();
+  const baseUrl = await servers.serve(composeInstance(config, { app, identity: NO_TOKENS, log: silentLog }));
+  return {
+    baseUrl,
+    async close() {
+      await servers.close();
+      await deleteApp(app);
+    },
+  };
+}
+
+/** A short message (under 100 characters), numbered. */
+const text = (n: number): string => `Message number ${n}: what do you think of that, in a few words?`;
+
+interface Measured {
+  readonly ms: number;
+  readonly wire: WireCounts;
+}
+
+/** One message to `sessionId` through `instance`, timed, and what it cost on the wire. */
+async function measureOne(wire: RtdbWire, namespace: string, instance: Served, sessionId: string, n: number, keyed: boolean, latencyMs: number): Promise<Measured> {
+  const before = await wire.counts(namespace);
+  const started = performance.now();
+  await sendMessage(instance.baseUrl, sessionId, text(n), keyed ? randomUUID() : undefined);
+  const ms = performance.now() - started;
+  // What the instance sends after its answer (off the reply's path) belongs to this message too.
+  await sleep(latencyMs + 5);
+  return { ms, wire: countsSince(before, await wire.counts(namespace)) };
+}
+
+interface Case {
+  readonly name: string;
+  readonly cold: boolean;
+  readonly keyed: boolean;
+  readonly namespace: string;
+  readonly sessionId: string;
+  /** The warm cases' instance, kept for the whole section. */
+  readonly instance: Served | undefined;
+  sent: number;
+  readonly samples: Record<"fast" | "slow", Measured[]>;
+}
+
+/** A session with two messages already; a warm case keeps the instance that sent them. */
+async function startCase(config: Config, wire: RtdbWire, cold: boolean, keyed: boolean): Promise<Case> {
+  const namespace = freshNamespace("cost-a");
+  await wire.seedTemplates(namespace);
+  const instance = await startInstance(config, namespace);
+  const sessionId = await createSession(instance.baseUrl, "bench-user");
+  for (let n = 1; n <= 2; n += 1) await sendMessage(instance.baseUrl, sessionId, text(n), keyed ? randomUUID() : undefined);
+  if (cold) await instance.close();
+  const name = `${cold ? "cold" : "warm"}, ${keyed ? "keyed" : "unkeyed"}`;
+  return { name, cold, keyed, namespace, sessionId, instance: cold ? undefined : instance, sent: 2, samples: { fast: [], slow: [] } };
+}
+
+/** A warm case: its instance's next message. A cold case: the first message of a fresh instance (its database connection included). */
+async function sample(wire: RtdbWire, config: Config, entry: Case, latencyMs: number): Promise<Measured> {
+  const instance = entry.instance ?? (await startInstance(config, entry.namespace));
+  entry.sent += 1;
+  try {
+    return await measureOne(wire, entry.namespace, instance, entry.sessionId, entry.sent, entry.keyed, latencyMs);
+  } finally {
+    if (entry.cold) await instance.close();
+  }
+}
+
+/** a. Sequential database round trips per message, from wall time at 0 ms and at `latencyMs` of rtdb-wire latency. */
+export async function roundTrips(wire: RtdbWire, config: Config, rounds: number, latencyMs: number): Promise<Section> {
+  const cases: Case[] = [];
+  for (const cold of [false, true]) for (const keyed of [false, true]) cases.push(await startCase(config, wire, cold, keyed));
+  try {
+    await wire.setLatency(0);
+    for (let i = 0; i < 3; i += 1) for (const entry of cases) await sample(wire, config, entry, 0);
+    for (let round = 0; round < rounds; round += 1) {
+      const order: ("fast" | "slow")[] = round % 2 === 0 ? ["fast", "slow"] : ["slow", "fast"];
+      for (const speed of order) {
+        const ms = speed === "fast" ? 0 : latencyMs;
+        await wire.setLatency(ms);
+        for (const entry of cases) entry.samples[speed].push(await sample(wire, config, entry, ms));
+      }
+    }
+  } finally {
+    await wire.setLatency(0);
+    for (const entry of cases) await entry.instance?.close();
+  }
+
+  const rows = cases.map((entry) => {
+    const all = [...entry.samples.fast, ...entry.samples.slow];
+    const count = (pick: (counts: WireCounts) => number, digits = 1): string => fmt(median(all.map((s) => pick(s.wire))), digits).replace(/\.0$/, "");
+    const fast = median(entry.samples.fast.map((s) => s.ms));
+    const slow = median(entry.samples.slow.map((s) => s.ms));
+    const trips = (slow - fast) / latencyMs;
+    return {
+      entry,
+      trips,
+      cells: [entry.name, fmt(fast, 1), fmt(slow, 1), fmt(trips, 1), count((c) => c.requests), count((c) => c.listens), count((c) => c.gets), count((c) => c.transactionAttempts), count((c) => c.datastale), count((c) => c.units, 0)],
+    };
+  });
+  const tripsOf = (cold: boolean) => rows.filter((row) => row.entry.cold === cold).map((row) => row.trips);
+  const worst = (cold: boolean) => Math.max(...tripsOf(cold));
+  const both = (cold: boolean) => tripsOf(cold).map((trips) => fmt(trips, 1)).join(" / ");
+  return {
+    lines: [
+      `a. Sequential database round trips per message (goal: warm <= 2, cold <= 4), ${rounds} interleaved rounds`,
+      ...table([
+        ["case", "ms at 0", `ms at ${latencyMs}`, "round trips", "requests", "listens", "gets", "tx attempts", "datastale", "units in+out"],
+        ...rows.map((row) => row.cells),
+      ]),
+      `  ms: median wall time of a message over HTTP (instant model); round trips = (median at ${latencyMs} - median at 0) / ${latencyMs};`,
+      "  counts: median per message of rtdb-wire's /.wire/stats, over both latencies. warm: the next message of a session on the",
+      "  instance that sent its earlier ones; cold: a fresh instance's first request, to a session that has messages, its database",
+      "  connection included (1 round trip on rtdb-wire: the server's handshake). keyed: each message with a new Idempotency-Key",
+      "  (a keyed session remembers one more key every round, so its units grow: b measures that).",
+    ],
+    goals: [
+      { name: "a. warm round trips (unkeyed / keyed)", measured: both(false), goal: "<= 2", met: worst(false) <= 2.5, filed: "10" },
+      { name: "a. cold round trips (unkeyed / keyed)", measured: both(true), goal: "<= 4", met: worst(true) <= 4.5, filed: "12" },
+    ],
+  };
+}
+
+/**
+ * b. UTF-16 units on the wire per message as the history and the remembered keys grow: two
+ * sessions on one warm instance each, one sending every message with an Idempotency-Key, the
+ * other none, message by message in turn, at 0 ms latency.
+ */
+export async function wireTraffic(wire: RtdbWire, config: Config, history: readonly number[], perPoint: number): Promise<Section> {
+  const sides = await Promise.all(
+    [false, true].map(async (keyed) => {
+      const namespace = freshNamespace("cost-b");
+      await wire.seedTemplates(namespace);
+      const instance = await startInstance(config, namespace);
+      return { keyed, namespace, instance, sessionId: await createSession(instance.baseUrl, "bench-user"), units: new Map<number, number[]>() };
+    }),
+  );
+  const last = Math.max(...history) + perPoint;
+  const pointOf = (n: number): number | undefined => history.find((h) => n > h && n <= h + perPoint);
+  try {
+    for (let n = 1; n <= last; n += 1) {
+      const point = pointOf(n);
+      for (const side of sides) {
+        if (point === undefined) {
+          await sendMessage(side.instance.baseUrl, side.sessionId, text(n), side.keyed ? randomUUID() : undefined);
+          continue;
+        }
+        const measured = await measureOne(wire, side.namespace, side.instance, side.sessionId, n, side.keyed, 0);
+        side.units.set(point, [...(side.units.get(point) ?? []), measured.wire.units]);
+      }
+    }
+  } finally {
+    await Promise.all(sides.map((side) => side.instance.close()));
+  }
+  const unitsAt = (keyed: boolean, point: number): number => median(sides.find((side) => side.keyed === keyed)?.units.get(point) ?? []);
+  const first = Math.min(...history);
+  const target = history.includes(100) ? 100 : Math.max(...history);
+  const keyedAt = unitsAt(true, target);
+  const growth = (keyed: boolean) => unitsAt(keyed, Math.max(...history)) / unitsAt(keyed, first);
+  const worstGrowth = Math.max(growth(false), growth(true));
+  return {
+    lines: [
+      "b. Wire traffic per message, UTF-16 units in+out (goal: <= 8,000 per keyed message after 100 keyed messages, constant)",
+      ...table([
+        ["history (exchanges stored)", "unkeyed session", "keyed session", "keys remembered (keyed)"],
+        ...history.map((point) => [String(point), fmt(unitsAt(false, point)), fmt(unitsAt(true, point)), String(Math.min(point, 100))]),
+        [`x (${Math.max(...history)} vs ${first})`, `x${fmt(growth(false), 2)}`, `x${fmt(growth(true), 2)}`, ""],
+      ]),
+      `  median of the ${perPoint} messages after each history length (messages of ${text(100).length} characters, instant model replies of about 90),`,
+      "  from rtdb-wire's /.wire/stats; one warm instance per session. The service remembers a session's last 100 keys (README).",
+    ],
+    goals: [
+      { name: `b. units per keyed message after ${target}`, measured: fmt(keyedAt), goal: "<= 8,000", met: keyedAt <= 8_000, filed: "108,000 (after 70)" },
+      { name: `b. units growth, history ${first} -> ${Math.max(...history)}`, measured: `x${fmt(worstGrowth, 2)}`, goal: "constant (<= x1.10)", met: worstGrowth <= 1.1, filed: "" },
+    ],
+  };
+}
