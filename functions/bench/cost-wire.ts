@@ -1,7 +1,8 @@
 import { randomUUID } from "node:crypto";
 import { performance } from "node:perf_hooks";
 import { setTimeout as sleep } from "node:timers/promises";
-import { deleteApp, initializeApp } from "firebase-admin/app";
+import { deleteApp, initializeApp, type App } from "firebase-admin/app";
+import { getDatabase, type DataSnapshot } from "firebase-admin/database";
 import type { Config } from "../src/config";
 import { silentLog } from "../src/log/log";
 import { composeInstance } from "../src/runtime/instance";
@@ -23,10 +24,12 @@ interface Served {
   close(): Promise<void>;
 }
 
-async function startInstance(config: Config, namespace: string): Promise<Served> {
+async function startInstance(config: Config, namespace: string, connected = false): Promise<Served> {
   const app = initializeApp({ projectId: "demo-chatify", databaseURL: `https://${namespace}.firebaseio.com` }, randomUUID());
   const servers = new LocalServers();
   const baseUrl = await servers.serve(composeInstance(config, { app, identity: NO_TOKENS, log: silentLog }));
+  // As a deployed instance whose start (onInit) opened its database connection before the request came.
+  if (connected) await databaseConnected(app);
   return {
     baseUrl,
     async close() {
@@ -59,6 +62,8 @@ interface Case {
   readonly name: string;
   readonly cold: boolean;
   readonly keyed: boolean;
+  /** A cold instance's connection is open before its request (else: opened by it). */
+  readonly connected: boolean;
   readonly namespace: string;
   readonly sessionId: string;
   /** The warm cases' instance, kept for the whole section. */
@@ -68,20 +73,20 @@ interface Case {
 }
 
 /** A session with two messages already; a warm case keeps the instance that sent them. */
-async function startCase(config: Config, wire: RtdbWire, cold: boolean, keyed: boolean): Promise<Case> {
+async function startCase(config: Config, wire: RtdbWire, cold: boolean, keyed: boolean, connected = true): Promise<Case> {
   const namespace = freshNamespace("cost-a");
   await wire.seedTemplates(namespace);
   const instance = await startInstance(config, namespace);
   const sessionId = await createSession(instance.baseUrl, "bench-user");
   for (let n = 1; n <= 2; n += 1) await sendMessage(instance.baseUrl, sessionId, text(n), keyed ? randomUUID() : undefined);
   if (cold) await instance.close();
-  const name = `${cold ? "cold" : "warm"}, ${keyed ? "keyed" : "unkeyed"}`;
-  return { name, cold, keyed, namespace, sessionId, instance: cold ? undefined : instance, sent: 2, samples: { fast: [], slow: [] } };
+  const name = `${cold ? "cold" : "warm"}, ${keyed ? "keyed" : "unkeyed"}${cold && !connected ? ", + connection" : ""}`;
+  return { name, cold, keyed, connected, namespace, sessionId, instance: cold ? undefined : instance, sent: 2, samples: { fast: [], slow: [] } };
 }
 
 /** A warm case: its instance's next message. A cold case: the first message of a fresh instance (its database connection included). */
 async function sample(wire: RtdbWire, config: Config, entry: Case, latencyMs: number): Promise<Measured> {
-  const instance = entry.instance ?? (await startInstance(config, entry.namespace));
+  const instance = entry.instance ?? (await startInstance(config, entry.namespace, entry.connected));
   entry.sent += 1;
   try {
     return await measureOne(wire, entry.namespace, instance, entry.sessionId, entry.sent, entry.keyed, latencyMs);
@@ -94,6 +99,7 @@ async function sample(wire: RtdbWire, config: Config, entry: Case, latencyMs: nu
 export async function roundTrips(wire: RtdbWire, config: Config, rounds: number, latencyMs: number): Promise<Section> {
   const cases: Case[] = [];
   for (const cold of [false, true]) for (const keyed of [false, true]) cases.push(await startCase(config, wire, cold, keyed));
+  cases.push(await startCase(config, wire, true, false, false));
   try {
     await wire.setLatency(0);
     for (let i = 0; i < 3; i += 1) for (const entry of cases) await sample(wire, config, entry, 0);
@@ -122,7 +128,7 @@ export async function roundTrips(wire: RtdbWire, config: Config, rounds: number,
       cells: [entry.name, fmt(fast, 1), fmt(slow, 1), fmt(trips, 1), count((c) => c.requests), count((c) => c.listens), count((c) => c.gets), count((c) => c.transactionAttempts), count((c) => c.datastale), count((c) => c.units, 0)],
     };
   });
-  const tripsOf = (cold: boolean) => rows.filter((row) => row.entry.cold === cold).map((row) => row.trips);
+  const tripsOf = (cold: boolean) => rows.filter((row) => row.entry.cold === cold && row.entry.connected).map((row) => row.trips);
   const worst = (cold: boolean) => Math.max(...tripsOf(cold));
   const both = (cold: boolean) => tripsOf(cold).map((trips) => fmt(trips, 1)).join(" / ");
   return {
@@ -135,8 +141,10 @@ export async function roundTrips(wire: RtdbWire, config: Config, rounds: number,
       `  ms: median wall time of a message over HTTP (instant model); round trips = (median at ${latencyMs} - median at 0) / ${latencyMs};`,
       "  counts: median per message of rtdb-wire's /.wire/stats, over both latencies. warm: the next message of a session on the",
       "  instance that sent its earlier ones; cold: a fresh instance's first request, to a session that has messages, its database",
-      "  connection included (1 round trip on rtdb-wire: the server's handshake). keyed: each message with a new Idempotency-Key",
-      "  (a keyed session remembers one more key every round, so its units grow: b measures that).",
+      "  connection open (as a deployed instance opens it when it starts, in onInit; the goal's row); '+ connection': the same,",
+      "  its connection opened by the request (1 more round trip on rtdb-wire: the server's handshake). keyed: each message with a",
+      "  new Idempotency-Key (a keyed session remembers one more key every round). Requests made without an ID token: with one,",
+      "  a cold instance fetches the user's usage beside the session's fields, one round trip less.",
     ],
     goals: [
       { name: "a. warm round trips (unkeyed / keyed)", measured: both(false), goal: "<= 2", met: worst(false) <= 2.5, filed: "10" },
@@ -191,11 +199,24 @@ export async function wireTraffic(wire: RtdbWire, config: Config, history: reado
         [`x (${Math.max(...history)} vs ${first})`, `x${fmt(growth(false), 2)}`, `x${fmt(growth(true), 2)}`, ""],
       ]),
       `  median of the ${perPoint} messages after each history length (messages of ${text(100).length} characters, instant model replies of about 90),`,
-      "  from rtdb-wire's /.wire/stats; one warm instance per session. The service remembers a session's last 100 keys (README).",
+      "  from rtdb-wire's /.wire/stats; one warm instance per session. Done keys live beside the session, not in its state (README).",
     ],
     goals: [
       { name: `b. units per keyed message after ${target}`, measured: fmt(keyedAt), goal: "<= 8,000", met: keyedAt <= 8_000, filed: "108,000 (after 70)" },
       { name: `b. units growth, history ${first} -> ${Math.max(...history)}`, measured: `x${fmt(worstGrowth, 2)}`, goal: "constant (<= x1.10)", met: worstGrowth <= 1.1, filed: "" },
     ],
   };
+}
+
+/** Resolves once the app's Realtime Database connection is up (`.info/connected`): an awaited event. */
+function databaseConnected(app: App): Promise<void> {
+  const ref = getDatabase(app).ref(".info/connected");
+  return new Promise((resolve) => {
+    const listener = (snapshot: DataSnapshot) => {
+      if (snapshot.val() !== true) return;
+      ref.off("value", listener);
+      resolve();
+    };
+    ref.on("value", listener);
+  });
 }

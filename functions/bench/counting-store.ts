@@ -69,6 +69,10 @@ export class CountingStore implements SessionStore {
     return this.count("updateState", this.inner.updateState(sessionId, rule));
   }
 
+  prepareUsage(userKey: string): void {
+    this.inner.prepareUsage(userKey);
+  }
+
   claim<O>(sessionId: string, rule: StateRule<O>, keyHash: string | undefined): Promise<Claimed<O>> {
     return this.count("claim", this.inner.claim(sessionId, rule, keyHash));
   }

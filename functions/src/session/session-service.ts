@@ -216,6 +216,9 @@ export class SessionService {
     const { store, clock, policy } = this.options;
     const { sessionId } = input;
     const receivedAt = clock();
+    // A signed-in caller can only act on their own sessions, so their usage record is the one the
+    // admission below will need: on a cold instance it is fetched beside the session's fields.
+    if (input.caller) store.prepareUsage(userKey(input.caller.uid));
     const warm = await this.warmSession(sessionId);
     // Ownership first: nothing else about another user's session is revealed.
     assertOwner(warm.meta, input.caller);

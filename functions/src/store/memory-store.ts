@@ -117,6 +117,10 @@ export class MemoryStore implements SessionStore {
     return expired.length;
   }
 
+  prepareUsage(): void {
+    // Nothing to fetch: the record is in memory.
+  }
+
   async updateUsage<O>(userKey: string, rule: UsageRule<O>): Promise<O> {
     const { outcome, next } = rule(copy(this.usage.get(userKey) ?? null));
     if (next) this.usage.set(userKey, copy(next));

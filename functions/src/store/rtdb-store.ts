@@ -242,6 +242,11 @@ export class RtdbStore implements SessionStore {
     return hashes.length;
   }
 
+  prepareUsage(userKey: string): void {
+    // Listening now makes the coming transaction start from the server's value, not a blind guess.
+    this.holds.hold(`userUsage/${userKey}`);
+  }
+
   async updateUsage<O>(userKey: string, rule: UsageRule<O>): Promise<O> {
     const path = `userUsage/${userKey}`;
     this.holds.hold(path);

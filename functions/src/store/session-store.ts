@@ -97,6 +97,12 @@ export interface SessionStore {
   /** Removes create keys claimed at or before `cutoff`; returns how many. */
   deleteCreateKeys(cutoff: number, limit: number): Promise<number>;
 
+  /**
+   * A hint that `userKey`'s usage is about to be updated: an adapter may start fetching it now,
+   * beside other reads, so the update finds it. Changes nothing.
+   */
+  prepareUsage(userKey: string): void;
+
   /** Atomically applies `rule` to the usage record stored under `userKey`. */
   updateUsage<O>(userKey: string, rule: UsageRule<O>): Promise<O>;
 }
