@@ -80,6 +80,8 @@ export interface EndedSession {
  */
 interface WarmSession {
   readonly meta: SessionMeta;
+  /** Where the owner's usage is kept: a hash, worth computing once. */
+  readonly userKey: string;
   readonly tail?: { readonly messageCount: number; readonly messages: readonly ChatMessage[] };
 }
 
@@ -204,7 +206,7 @@ export class SessionService {
       throw error;
     }
     if (created === "exists") return { sessionId, meta: (await this.warmSession(sessionId)).meta, replayed: true };
-    this.sessions.set(sessionId, { meta, tail: { messageCount: 0, messages: [] } });
+    this.sessions.set(sessionId, { meta, userKey: userKey(meta.user_id), tail: { messageCount: 0, messages: [] } });
     return { sessionId, meta, replayed: false };
   }
 
@@ -223,7 +225,7 @@ export class SessionService {
     // Ownership first: nothing else about another user's session is revealed.
     assertOwner(warm.meta, input.caller);
     const claim = requestClaim(input.message, input.idempotencyKey);
-    const user = userKey(warm.meta.user_id);
+    const user = warm.userKey;
 
     // A cold instance reads the history beside the claim; a warm one has it, as of a count the claim checks.
     const coldHistory = warm.tail ? undefined : settledLater(this.readHistory(sessionId, warm));
@@ -266,7 +268,7 @@ export class SessionService {
     // The new tail is known only when no other exchange landed between our claim and our commit.
     if (outcome.seq === claimed.messageCount + 1) {
       const messages = lastMessages([...history, exchange.user, exchange.assistant], warm.meta.settings.context_window);
-      this.sessions.set(sessionId, { meta: warm.meta, tail: { messageCount: outcome.seq, messages } });
+      this.sessions.set(sessionId, { ...warm, tail: { messageCount: outcome.seq, messages } });
     }
     return {
       sessionId,
@@ -370,7 +372,7 @@ export class SessionService {
     if (cached) return cached;
     const meta = await this.options.store.readSessionMeta(sessionId);
     if (!meta) throw new SessionNotFoundError(sessionId);
-    const warm = { meta };
+    const warm = { meta, userKey: userKey(meta.user_id) };
     this.sessions.set(sessionId, warm);
     return warm;
   }
