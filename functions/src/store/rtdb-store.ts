@@ -294,14 +294,14 @@ export class RtdbStore implements SessionStore {
     const uncopied = [...journal].filter((entry) => !known?.has(entry));
     const closed = raw.status !== "active";
     if (uncopied.length === 0 && !(closed && journal.size > 0)) return;
-    const update: Record<string, unknown> = Object.fromEntries(pendingMessages(pending));
+    // One multi-path update, atomic: the exchanges into `messages`, the done keys into `keys`.
+    const update: Record<string, unknown> = {};
+    for (const [key, message] of pendingMessages(pending)) update[`messages/${key}`] = message;
     for (const [hash, entry] of doneKeys) {
       const record = keyRecordSchema.safeParse(entry);
       if (record.success) update[`keys/${hash}`] = { fingerprint: record.data.fingerprint, seq: record.data.seq };
     }
-    const messages: Record<string, unknown> = {};
-    for (const [path, value] of Object.entries(update)) messages[path.startsWith("keys/") ? path : `messages/${path}`] = value;
-    const copy = this.sessionRef(sessionId).update(messages).then(() => {
+    const copy = this.sessionRef(sessionId).update(update).then(() => {
       const set = this.copied.get(sessionId) ?? new Set<string>();
       for (const entry of journal) set.add(entry);
       this.copied.set(sessionId, set);
