@@ -484,9 +484,11 @@ function keyEntry(hash: string): string {
 }
 
 /**
- * Reads once through a listener. `get()` is avoided on purpose: in the SDK, a `get()` that
- * overlaps a transaction on the same path can leave the transaction without its server
- * listen, so it reruns on stale data until it fails with "maxretry".
+ * Reads once through a listener. `get()` is avoided on purpose: in @firebase/database 1.1.5
+ * (firebase-admin 14.5), a `get()` answer is applied to the SDK's copy of the node after newer
+ * data the server already pushed to a listener there, so the copy goes stale for good and every
+ * transaction on the node reruns against it until it fails with "maxretry".
+ * test/contract/rtdb-read-hazard.test.ts fails if reads go back to `get()`.
  */
 function read(query: Query): Promise<DataSnapshot> {
   return query.once("value");
