@@ -83,7 +83,8 @@ async function main(argv: readonly string[]): Promise<number> {
       for (let k = 0; k < kinds.length; k += 1) await kinds[(round + k) % kinds.length]?.();
       if (round === 0) [bare, load, first].forEach((list) => list.splice(0));
     }
-    return report(relative(FUNCTIONS_DIR, entry), runs, bare, load, first, firstRequest === undefined);
+    const shown = relative(FUNCTIONS_DIR, entry).startsWith("..") ? entry : relative(FUNCTIONS_DIR, entry);
+    return report(shown, runs, bare, load, first, firstRequest === undefined);
   } finally {
     await firstRequest?.close();
   }
