@@ -53,6 +53,9 @@ const response = {
 functions.sendMessage(request, response).then(() => {
   process.stdout.write("\\n" + JSON.stringify({ status: sent.status, body: sent.body, loadedMs, answeredMs: performance.now(), rss: process.memoryUsage().rss, modules: Object.keys(require.cache).length }));
   process.exit(0);
+}, (error) => {
+  console.error(error);
+  process.exit(1);
 });
 `;
 
