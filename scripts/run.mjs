@@ -3,6 +3,8 @@
 // it installs functions/ dependencies when they are missing or stale, and when the Node
 // running this script is older than 24 (the Cloud Functions runtime), it uses a Node 24
 // installed from the npm registry into .cache/ (the `node-<platform>-<arch>` packages).
+// `start` needs the server's dependencies only (`npm ci --omit=dev`: no firebase-tools, no
+// test tools); every other script installs the development tools as well.
 import { spawnSync } from "node:child_process";
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { dirname, join } from "node:path";
@@ -46,23 +48,35 @@ function node24Dir() {
   return bin;
 }
 
-/** True when functions/node_modules matches functions/package-lock.json. */
-function dependenciesInstalled() {
-  const marker = join(FUNCTIONS, "node_modules", ".package-lock.json");
-  if (!existsSync(marker)) return false;
-  return statSync(marker).mtimeMs >= statSync(join(FUNCTIONS, "package-lock.json")).mtimeMs;
+/** Scripts that run the server only: they need `dependencies`, not `devDependencies`. */
+const SERVER_ONLY = new Set(["start"]);
+
+/**
+ * True when functions/node_modules matches functions/package-lock.json (npm's hidden lockfile
+ * written after it) and holds every package `names` lists, so that `npm test` after `npm start`
+ * installs the development tools that `npm start` left out.
+ */
+function dependenciesInstalled(names) {
+  const modules = join(FUNCTIONS, "node_modules");
+  const marker = join(modules, ".package-lock.json");
+  if (!existsSync(marker) || statSync(marker).mtimeMs < statSync(join(FUNCTIONS, "package-lock.json")).mtimeMs) return false;
+  return names.every((name) => existsSync(join(modules, name, "package.json")));
 }
 
 const bin = node24Dir();
 const env = { ...process.env, PATH: `${bin}${process.platform === "win32" ? ";" : ":"}${process.env.PATH ?? ""}` };
-if (!dependenciesInstalled()) {
-  console.log("Installing functions/ dependencies (npm ci) ...");
-  if (run("npm", ["ci", "--no-audit", "--no-fund"], { cwd: FUNCTIONS, env }) !== 0) process.exit(1);
-}
-const scripts = JSON.parse(readFileSync(join(FUNCTIONS, "package.json"), "utf8")).scripts ?? {};
+const manifest = JSON.parse(readFileSync(join(FUNCTIONS, "package.json"), "utf8"));
+const scripts = manifest.scripts ?? {};
 if (!(script in scripts)) {
   console.error(`functions/package.json has no script "${script}"`);
   process.exit(2);
+}
+const serverOnly = SERVER_ONLY.has(script);
+const needed = Object.keys({ ...manifest.dependencies, ...(serverOnly ? {} : manifest.devDependencies) });
+if (!dependenciesInstalled(needed)) {
+  const args = ["ci", ...(serverOnly ? ["--omit=dev"] : []), "--no-audit", "--no-fund"];
+  console.log(`Installing functions/ ${serverOnly ? "server dependencies" : "dependencies and development tools"} (npm ${args.slice(0, serverOnly ? 2 : 1).join(" ")}) ...`);
+  if (run("npm", args, { cwd: FUNCTIONS, env }) !== 0) process.exit(1);
 }
 const extra = process.argv.slice(3);
 process.exit(run("npm", ["run", script, ...(extra.length > 0 ? ["--", ...extra] : [])], { cwd: FUNCTIONS, env }));

@@ -54,7 +54,7 @@ function buildIfStale(): void {
   }
   if (built >= newest(join(FUNCTIONS_DIR, "src"))) return;
   process.stdout.write("\nBuilding lib/ (src is newer) ...\n");
-  execFileSync(process.execPath, [join(FUNCTIONS_DIR, "node_modules", "typescript", "bin", "tsc"), "-p", join(FUNCTIONS_DIR, "tsconfig.build.json")], { stdio: "inherit" });
+  execFileSync(process.execPath, [join(FUNCTIONS_DIR, "esbuild.config.mjs")], { cwd: FUNCTIONS_DIR, stdio: "inherit" });
 }
 
 function probe(host: string): Promise<string | undefined> {

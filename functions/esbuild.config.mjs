@@ -1,0 +1,61 @@
+// `npm run build`: bundles src/ into lib/ with esbuild (no type check: `npm run typecheck` does
+// that, and `npm test` and the deploy run it). Three bundles:
+//
+//   lib/index.js              package.json `main`, what Cloud Functions and the Firebase CLI load:
+//                             the triggers and their params only, with the firebase-functions entry
+//                             points they use (tree-shaken from its ES build): one file to read at a
+//                             cold start. The app is left out, and imported on first use.
+//   lib/runtime/cloud-app.js  the app behind the triggers (config, session module, adapters) with
+//                             the packages it uses (firebase-admin, openai, zod): one file to read
+//                             and compile on the first request instead of some 560 modules.
+//   lib/local/main.js         the local server of `npm start`, packages left to node_modules.
+//
+// firebase-functions stays an installed dependency all the same: the Firebase CLI runs its
+// discovery (`firebase-functions` bin) from node_modules on lib/index.js, and the params and
+// triggers the bundle declares reach it through the globals firebase-functions keeps for that.
+import { build } from "esbuild";
+import { rmSync } from "node:fs";
+
+const common = {
+  absWorkingDir: import.meta.dirname,
+  bundle: true,
+  platform: "node",
+  target: "node24",
+  format: "cjs",
+  // Names are kept, so stack traces stay readable; --enable-source-maps maps them to src/.
+  minifyWhitespace: true,
+  minifySyntax: true,
+  sourcemap: "linked",
+  sourcesContent: false,
+  logLevel: "warning",
+};
+
+/** In the triggers' bundle: the app stays a separate file, loaded by `import()` on first use. */
+const appOnFirstUse = {
+  name: "app-on-first-use",
+  setup(esbuild) {
+    esbuild.onResolve({ filter: /\/runtime\/cloud-app\.js$/ }, (args) => ({ path: args.path, external: true }));
+  },
+};
+
+/**
+ * firebase-functions' https module imports firebase-admin (auth, app-check) for `onCall`, which
+ * the triggers never use. Kept external and marked free of side effects, those imports are
+ * dropped with the code that used them instead of loading firebase-admin at every cold start.
+ */
+const firebaseAdminOnlyIfUsed = {
+  name: "firebase-admin-only-if-used",
+  setup(esbuild) {
+    esbuild.onResolve({ filter: /^firebase-admin(\/|$)/ }, (args) => ({ path: args.path, external: true, sideEffects: false }));
+  },
+};
+
+rmSync(new URL("lib", import.meta.url), { recursive: true, force: true });
+await Promise.all([
+  build({ ...common, entryPoints: { index: "src/index.ts" }, outdir: "lib", plugins: [appOnFirstUse, firebaseAdminOnlyIfUsed] }),
+  // The database client (with the websocket code it inlines) calls url.parse(), which Node 24
+  // warns about once per process unless the caller lives in node_modules: left there, the logs
+  // stay clean.
+  build({ ...common, entryPoints: { "runtime/cloud-app": "src/runtime/cloud-app.ts" }, outdir: "lib", external: ["@firebase/database-compat"] }),
+  build({ ...common, entryPoints: { "local/main": "src/local/main.ts" }, outdir: "lib", packages: "external" }),
+]);

@@ -1,0 +1,44 @@
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { DECLARED_PARAMS } from "../../src/config";
+
+const FUNCTIONS_DIR = resolve(__dirname, "..", "..");
+const MAIN = resolve(FUNCTIONS_DIR, (JSON.parse(readFileSync(join(FUNCTIONS_DIR, "package.json"), "utf8")) as { main: string }).main);
+
+function node(args: string[], env: NodeJS.ProcessEnv = process.env) {
+  const run = spawnSync(process.execPath, args, { cwd: FUNCTIONS_DIR, env, encoding: "utf8", timeout: 30_000 });
+  if (run.status !== 0) throw new Error(`node exited ${run.status}: ${run.stderr}`);
+  return run.stdout;
+}
+
+/** The built bundle (`npm run build`, as deployed): what a cold start and the Firebase CLI load. */
+describe("the deployed entry (package.json main)", () => {
+  it("loads the triggers alone: one file, none of the app or its packages until the first request", () => {
+    const loaded = JSON.parse(node(["-e", `require(${JSON.stringify(MAIN)}); console.log(JSON.stringify(Object.keys(require.cache)))`])) as string[];
+    expect(loaded).toEqual([MAIN]);
+  });
+
+  it("declares to the Firebase CLI's discovery every trigger, its options and secret, and every param", () => {
+    const dir = mkdtempSync(join(tmpdir(), "chatify-manifest-"));
+    try {
+      const output = join(dir, "manifest.json");
+      // What `firebase deploy` and the emulators run: the installed firebase-functions on the source directory.
+      node([join(FUNCTIONS_DIR, "node_modules", "firebase-functions", "lib", "bin", "firebase-functions.js")], { ...process.env, FUNCTIONS_MANIFEST_OUTPUT_PATH: output });
+      const manifest = JSON.parse(readFileSync(output, "utf8")) as {
+        endpoints: Record<string, { httpsTrigger?: { invoker?: string[] }; scheduleTrigger?: unknown; secretEnvironmentVariables?: { key: string }[]; timeoutSeconds: number; availableMemoryMb: number; concurrency: number | null }>;
+        params: { name: string }[];
+      };
+      expect(Object.keys(manifest.endpoints).sort()).toEqual(["createSession", "endSession", "expireSessions", "sendMessage"]);
+      for (const name of ["createSession", "sendMessage", "endSession"]) {
+        expect(manifest.endpoints[name]).toMatchObject({ httpsTrigger: { invoker: ["public"] }, timeoutSeconds: 60, availableMemoryMb: 256, concurrency: 80 });
+      }
+      expect(manifest.endpoints.sendMessage?.secretEnvironmentVariables).toEqual([{ key: "OPENAI_API_KEY" }]);
+      expect(manifest.endpoints.expireSessions?.scheduleTrigger).toMatchObject({ schedule: "every 15 minutes" });
+      expect(manifest.params.map((param) => param.name).sort()).toEqual([...DECLARED_PARAMS.map((param) => param.name), "OPENAI_API_KEY"].sort());
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
