@@ -20,6 +20,19 @@ describe("the deployed entry (package.json main)", () => {
     expect(loaded).toEqual([MAIN]);
   });
 
+  it("makes the database client's frames surrogate-safe in the bundled app too (one @firebase/util, patched)", () => {
+    const app = join(FUNCTIONS_DIR, "lib", "runtime", "cloud-app.js");
+    const script = `require(${JSON.stringify(app)}).cloudInstance().then(() => console.log(require("@firebase/util").stringify({ text: "\\u{1F600}" })))`;
+    const env: NodeJS.ProcessEnv = {
+      ...process.env,
+      GCLOUD_PROJECT: "demo-chatify",
+      FIREBASE_CONFIG: JSON.stringify({ projectId: "demo-chatify", databaseURL: "https://demo-chatify-default-rtdb.firebaseio.com" }),
+      FIREBASE_DATABASE_EMULATOR_HOST: "127.0.0.1:9",
+    };
+    // The emoji leaves as ASCII escapes: a frame boundary cannot cut it.
+    expect(node(["-e", `${script}.then(() => process.exit(0))`], env).trim()).toBe('{"text":"\\ud83d\\ude00"}');
+  });
+
   it("declares to the Firebase CLI's discovery every trigger, its options and secret, and every param", () => {
     const dir = mkdtempSync(join(tmpdir(), "chatify-manifest-"));
     try {
