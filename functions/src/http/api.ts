@@ -6,6 +6,7 @@ import { authenticator } from "./caller";
 import { corsHeaders, preflightHeaders } from "./cors";
 import { ENDPOINTS, endpointBodies, type Endpoint, type EndpointContext, type EndpointName } from "./endpoints";
 import { errorBody, toErrorAnswer } from "./error-response";
+import { acceptsEventStream, EventStream, HEARTBEAT_MS, type StreamSink } from "./event-stream";
 import { HttpError } from "./http-error";
 import type { HttpRequest, HttpResponse } from "./http-types";
 
@@ -15,10 +16,16 @@ export interface ApiDeps {
   readonly identity: IdentityVerifier;
   readonly log: Log;
   readonly config: Pick<Config, "requireAuth" | "maxMessageChars" | "maxBodyBytes" | "corsOrigins">;
+  /** The longest silence on a streamed answer (default 15 s; tests shorten it). */
+  readonly heartbeatMs?: number;
 }
 
-/** One instance's HTTP boundary: answers a request to one of the three functions. */
-export type Api = (endpoint: EndpointName, request: HttpRequest) => Promise<HttpResponse>;
+/**
+ * One instance's HTTP boundary: answers a request to one of the three functions. Given a `sink`,
+ * a request that accepts `text/event-stream` may be answered there as a stream: then the answer
+ * is `undefined` (already written and ended); otherwise it is the answer to write.
+ */
+export type Api = (endpoint: EndpointName, request: HttpRequest, sink?: StreamSink) => Promise<HttpResponse | undefined>;
 
 /**
  * The HTTP boundary shared by the Cloud Functions and the local server: CORS, method and
@@ -31,14 +38,15 @@ export function createApi(deps: ApiDeps): Api {
     authenticate: authenticator(deps.identity, config.requireAuth),
     bodies: endpointBodies(config.maxMessageChars),
   };
-  return async (name, request) => {
+  return async (name, request, sink) => {
     const endpoint = ENDPOINTS[name];
     const started = Date.now();
     const cors = corsHeaders(request, config.corsOrigins);
+    const stream = sink && acceptsEventStream(request) ? new EventStream(sink, cors, deps.heartbeatMs ?? HEARTBEAT_MS) : undefined;
     let response: HttpResponse;
     let code: string | undefined;
     try {
-      response = await dispatch(endpoint, request, context, config.maxBodyBytes, cors);
+      response = await dispatch(endpoint, request, context, config.maxBodyBytes, cors, stream);
     } catch (error) {
       const answer = toErrorAnswer(error);
       code = answer.code;
@@ -52,6 +60,12 @@ export function createApi(deps: ApiDeps): Api {
       }
       response = { status: answer.status, headers: { ...cors, ...answer.headers }, body: errorBody(answer) };
     }
+    if (stream?.started) {
+      // The status line went with the first delta: the outcome, success or failure, is the last event.
+      stream.finish(code === undefined ? "done" : "error", response.body);
+      log.info("request", { endpoint: endpoint.name, method: request.method, status: response.status, code, streamed: true, duration_ms: Date.now() - started });
+      return undefined;
+    }
     log.info("request", { endpoint: endpoint.name, method: request.method, status: response.status, code, duration_ms: Date.now() - started });
     return response;
   };
@@ -63,7 +77,14 @@ export function failedApi(error: unknown): HttpResponse {
   return { status: answer.status, headers: answer.headers, body: errorBody(answer) };
 }
 
-async function dispatch(endpoint: Endpoint, request: HttpRequest, context: EndpointContext, maxBodyBytes: number, cors: Record<string, string>): Promise<HttpResponse> {
+async function dispatch(
+  endpoint: Endpoint,
+  request: HttpRequest,
+  context: EndpointContext,
+  maxBodyBytes: number,
+  cors: Record<string, string>,
+  stream: EventStream | undefined,
+): Promise<HttpResponse> {
   const route = endpoint.match(request.path);
   if (!route) throw new HttpError(404, "NOT_FOUND", "No such route");
   if (request.method === "OPTIONS") {
@@ -77,6 +98,6 @@ async function dispatch(endpoint: Endpoint, request: HttpRequest, context: Endpo
   if (request.body.length > maxBodyBytes) {
     throw new HttpError(413, "PAYLOAD_TOO_LARGE", `Request body must be at most ${maxBodyBytes} bytes`);
   }
-  const result = await endpoint.handle(request, route, context);
+  const result = await endpoint.handle(request, route, context, stream);
   return { status: result.status, headers: { ...cors, ...result.headers }, body: result.body };
 }

@@ -3,18 +3,50 @@ import type { Request } from "firebase-functions/v2/https";
 import type { Api } from "./api";
 import { failedApi } from "./api";
 import type { EndpointName } from "./endpoints";
+import type { StreamSink } from "./event-stream";
 import type { HttpRequest, HttpResponse } from "./http-types";
 
 /** An `onRequest` handler serving `endpoint` of the instance's API; the platform has already read the body. */
 export function cloudHandler(endpoint: EndpointName, api: () => Promise<Api>): (request: Request, response: Response) => Promise<void> {
   return async (request, response) => {
-    let answer: HttpResponse;
+    let answer: HttpResponse | undefined;
     try {
-      answer = await (await api())(endpoint, fromExpress(request));
+      answer = await (await api())(endpoint, fromExpress(request), expressSink(response));
     } catch (error) {
+      // A failure after a stream opened cannot become a JSON answer any more: end the stream.
+      if (response.headersSent) {
+        if (!response.writableEnded) response.end();
+        return;
+      }
       answer = failedApi(error);
     }
-    writeResponse(response, answer);
+    // Undefined: the answer was streamed, and has ended.
+    if (answer) writeResponse(response, answer);
+  };
+}
+
+/**
+ * Streams on the express response. The function returns, and so the instance keeps its CPU, only
+ * after the whole answer: a client that hung up does not cut the work short (see the README).
+ */
+export function expressSink(response: Response): StreamSink {
+  const gone = () => response.writableEnded || response.destroyed;
+  return {
+    open(status, headers) {
+      response.status(status);
+      response.set(headers);
+      response.flushHeaders();
+    },
+    write(text) {
+      if (gone()) return;
+      response.write(text);
+      // Present when a compression middleware buffers the body; a plain response writes at once.
+      const flushable = response as Response & { flush?: () => void };
+      flushable.flush?.();
+    },
+    end() {
+      if (!gone()) response.end();
+    },
   };
 }
 

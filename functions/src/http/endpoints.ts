@@ -1,6 +1,7 @@
 import type { Identity } from "../auth/identity";
 import { SessionNotFoundError } from "../session/errors";
 import type { SessionService } from "../session/session-service";
+import type { EventStream } from "./event-stream";
 import { HttpError } from "./http-error";
 import type { HttpRequest } from "./http-types";
 import { readJsonObject } from "./json-body";
@@ -38,7 +39,8 @@ export interface Endpoint {
   readonly name: EndpointName;
   readonly methods: readonly string[];
   readonly match: (path: string) => RouteMatch | undefined;
-  readonly handle: (request: HttpRequest, route: RouteMatch, context: EndpointContext) => Promise<EndpointResult>;
+  /** `stream`, when the client asked for one: the endpoint may pass it text as it is written. */
+  readonly handle: (request: HttpRequest, route: RouteMatch, context: EndpointContext, stream?: EventStream) => Promise<EndpointResult>;
 }
 
 /** The session named in the path; an id this service could not have issued names nothing. */
@@ -101,7 +103,7 @@ export const sendMessage: Endpoint = {
   name: "sendMessage",
   methods: ["POST"],
   match: matchSendMessage,
-  async handle(request, route, context) {
+  async handle(request, route, context, stream) {
     const caller = await context.authenticate(request);
     const sessionId = sessionIdOf(route);
     const body = parseBody(context.bodies.sendMessage, readJsonObject(request));
@@ -111,6 +113,7 @@ export const sendMessage: Endpoint = {
       message: body.message,
       ...(caller ? { caller } : {}),
       ...(idempotencyKey === undefined ? {} : { idempotencyKey }),
+      ...(stream ? { onDelta: (text: string) => { stream.delta(text); } } : {}),
     });
     return {
       status: 200,

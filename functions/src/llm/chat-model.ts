@@ -22,8 +22,17 @@ export interface Completion {
   readonly model: string;
 }
 
+/** Receives each new piece of a reply's text, in order, as the model writes it. */
+export type DeltaListener = (text: string) => void;
+
 export interface ChatModel {
   /** A label for logs: which adapter answered. */
   readonly name: string;
-  complete(request: CompletionRequest): Promise<Completion>;
+  /**
+   * The whole reply. With `onDelta`, the adapter streams: it passes each new piece of text as it
+   * arrives, the pieces concatenating to the completion's `text`, and still resolves with the
+   * whole completion (or rejects). A failure after the first piece is final: the caller has shown
+   * text that a second attempt would not continue, so nothing retries past it.
+   */
+  complete(request: CompletionRequest, onDelta?: DeltaListener): Promise<Completion>;
 }

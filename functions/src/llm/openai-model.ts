@@ -1,6 +1,6 @@
 import OpenAI from "openai";
 import { z } from "zod";
-import type { ChatModel, Completion, CompletionRequest } from "./chat-model";
+import type { ChatModel, Completion, CompletionRequest, DeltaListener } from "./chat-model";
 import { ModelError } from "./errors";
 
 export interface OpenAiModelOptions {
@@ -26,26 +26,132 @@ export function createOpenAiModel(options: OpenAiModelOptions): ChatModel {
   });
   return {
     name: "openai",
-    async complete(request: CompletionRequest): Promise<Completion> {
+    async complete(request: CompletionRequest, onDelta?: DeltaListener): Promise<Completion> {
+      if (onDelta) return streamCompletion(client, request, options.timeoutMs, onDelta);
       let response: unknown;
       try {
-        response = await client.chat.completions.create({
-          model: request.model,
-          messages: request.messages.map((message) => ({ role: message.role, content: message.content })),
-          temperature: request.temperature,
-          // The field the product specifies and every OpenAI-compatible server understands;
-          // `max_completion_tokens` is newer and not yet served by all of them.
-          // eslint-disable-next-line @typescript-eslint/no-deprecated
-          max_tokens: request.max_tokens,
-          presence_penalty: request.presence_penalty,
-          frequency_penalty: request.frequency_penalty,
-        });
+        response = await client.chat.completions.create(completionParams(request));
       } catch (error) {
         throw toModelError(error);
       }
       return readCompletion(response, request.model);
     },
   };
+}
+
+/** The request's fields as chat completions parameters, streamed or not. */
+function completionParams(request: CompletionRequest) {
+  return {
+    model: request.model,
+    messages: request.messages.map((message) => ({ role: message.role, content: message.content })),
+    temperature: request.temperature,
+    // The field the product specifies and every OpenAI-compatible server understands;
+    // `max_completion_tokens` is newer and not yet served by all of them.
+    max_tokens: request.max_tokens,
+    presence_penalty: request.presence_penalty,
+    frequency_penalty: request.frequency_penalty,
+  };
+}
+
+/**
+ * A streamed completion (`stream: true`): each chunk's text goes to `onDelta` as it arrives. The
+ * SDK's timeout ends when the response's headers arrive, so the whole stream gets a deadline of
+ * its own here: a provider that stalls mid-reply is a timeout, as a silent one is.
+ */
+async function streamCompletion(client: OpenAI, request: CompletionRequest, timeoutMs: number, onDelta: DeltaListener): Promise<Completion> {
+  // Only this deadline aborts the call: an aborted signal means it passed.
+  const deadline = new AbortController();
+  const timer = setTimeout(() => { deadline.abort(); }, timeoutMs);
+  const text = new StreamedText(onDelta);
+  let finishReason: string | undefined;
+  let model: string | undefined;
+  try {
+    let stream: AsyncIterable<unknown>;
+    try {
+      stream = await client.chat.completions.create({ ...completionParams(request), stream: true }, { signal: deadline.signal });
+    } catch (error) {
+      throw deadline.signal.aborted ? timeoutError(error) : toModelError(error);
+    }
+    try {
+      for await (const chunk of stream) {
+        const parsed = chunkSchema.safeParse(chunk);
+        if (!parsed.success) throw new ModelError("bad_response", "the model streamed a malformed chunk", { retryable: false });
+        model ??= parsed.data.model;
+        // A chunk may carry no choice at all (the usage summary of some servers).
+        const choice = parsed.data.choices[0];
+        if (choice?.delta?.content) text.add(choice.delta.content);
+        if (choice?.finish_reason) finishReason = choice.finish_reason;
+      }
+    } catch (error) {
+      throw streamError(error, deadline.signal.aborted);
+    }
+  } finally {
+    clearTimeout(timer);
+  }
+  // The SDK ends an aborted stream quietly, as if it were complete: only the finish reason tells.
+  if (deadline.signal.aborted) throw timeoutError(undefined);
+  if (finishReason === undefined) throw new ModelError("unavailable", "the model's stream ended before the reply was complete");
+  return { text: text.finish(), truncated: finishReason === "length", model: model ?? request.model };
+}
+
+function timeoutError(cause: unknown): ModelError {
+  return new ModelError("timeout", "the model did not answer in time", { cause });
+}
+
+/** A failure while reading the stream: the deadline, a provider's error event, bad JSON, or a connection cut. */
+function streamError(error: unknown, timedOut: boolean): ModelError {
+  if (timedOut) return timeoutError(error);
+  if (error instanceof ModelError || error instanceof OpenAI.APIError) return toModelError(error);
+  if (error instanceof SyntaxError) return new ModelError("bad_response", "the model streamed malformed data", { retryable: false, cause: error });
+  // What is left is the connection failing under the body (undici's "terminated"): worth another try.
+  return new ModelError("unavailable", "the model's stream broke off", { cause: error });
+}
+
+/** The part of a streamed chunk the service uses; a compatible server may send anything. */
+const chunkSchema = z.object({
+  model: z.string().optional(),
+  choices: z.array(z.object({ delta: z.object({ content: z.string().nullish() }).nullish(), finish_reason: z.string().nullish() })),
+});
+
+const isHighSurrogate = (code: number) => code >= 0xd800 && code <= 0xdbff;
+
+/**
+ * A streamed reply's text, passed on as deltas. Leading blank text is held back, so a blank reply
+ * fails before anything is shown, as a non-streamed one does. A trailing high surrogate is held
+ * until its pair arrives (a server may split a pair across chunks): each delta is well-formed on
+ * its own, and the deltas concatenate to the stored text exactly.
+ */
+class StreamedText {
+  private sent = "";
+  private pending = "";
+
+  constructor(private readonly onDelta: DeltaListener) {}
+
+  add(content: string): void {
+    this.pending += content;
+    if (this.sent === "" && this.pending.trim() === "") return;
+    const cut = isHighSurrogate(this.pending.charCodeAt(this.pending.length - 1)) ? this.pending.length - 1 : this.pending.length;
+    if (cut === 0) return;
+    this.emit(this.pending.slice(0, cut));
+    this.pending = this.pending.slice(cut);
+  }
+
+  /** The whole text, once the stream is complete; the rest held back is passed on first. */
+  finish(): string {
+    if (this.sent === "" && this.pending.trim() === "") {
+      throw new ModelError("bad_response", "the model returned an empty or malformed reply", { retryable: false });
+    }
+    if (this.pending !== "") this.emit(this.pending);
+    this.pending = "";
+    return this.sent;
+  }
+
+  private emit(piece: string): void {
+    // A lone surrogate stored as it is would wedge the database node (see readCompletion).
+    const text = piece.toWellFormed();
+    this.sent += text;
+    this.onDelta(text);
+  }
 }
 
 /**

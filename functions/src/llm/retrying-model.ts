@@ -1,4 +1,4 @@
-import type { ChatModel, Completion, CompletionRequest } from "./chat-model";
+import type { ChatModel, Completion, CompletionRequest, DeltaListener } from "./chat-model";
 import { ModelError } from "./errors";
 
 export interface RetryPolicy {
@@ -15,7 +15,8 @@ export interface RetryPolicy {
 /**
  * Retries transient model failures (timeouts, 429s, 5xx, lost connections) with exponential
  * backoff, honouring the provider's Retry-After up to `maxWaitMs`. The total time stays
- * bounded: attempts x timeout + retries x maxWaitMs.
+ * bounded: attempts x timeout + retries x maxWaitMs. A streamed call is retried only until its
+ * first delta: past it the caller has shown text that another attempt would not continue.
  */
 export function withRetries(model: ChatModel, policy: RetryPolicy): ChatModel {
   const sleep = policy.sleep ?? ((ms: number) => new Promise<void>((wake) => setTimeout(wake, ms)));
@@ -23,11 +24,19 @@ export function withRetries(model: ChatModel, policy: RetryPolicy): ChatModel {
   const base = policy.baseDelayMs ?? 250;
   return {
     name: model.name,
-    async complete(request: CompletionRequest): Promise<Completion> {
+    async complete(request: CompletionRequest, onDelta?: DeltaListener): Promise<Completion> {
+      const progress = { delivered: false };
+      const relay: DeltaListener | undefined =
+        onDelta &&
+        ((text) => {
+          progress.delivered = true;
+          onDelta(text);
+        });
       for (let attempt = 0; ; attempt += 1) {
         try {
-          return await model.complete(request);
+          return await model.complete(request, relay);
         } catch (error) {
+          if (progress.delivered) throw error;
           if (!(error instanceof ModelError) || !error.retryable || attempt >= policy.maxRetries) throw error;
           if (error.retryAfterMs !== undefined && error.retryAfterMs > policy.maxWaitMs) throw error;
           await sleep(error.retryAfterMs ?? Math.min(base * 2 ** attempt * (0.5 + random()), policy.maxWaitMs));

@@ -1,6 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { Api } from "../http/api";
 import { ENDPOINTS, type Endpoint } from "../http/endpoints";
+import type { StreamSink } from "../http/event-stream";
 import { errorBody, toErrorAnswer } from "../http/error-response";
 import { HttpError } from "../http/http-error";
 import type { HttpRequest, HttpResponse } from "../http/http-types";
@@ -120,9 +121,32 @@ async function serve(
     headers: flattenHeaders(request),
     body,
   };
-  const answer = await options.api(target.endpoint.name, httpRequest);
+  // A body cut short is refused (413) before anything could stream.
+  const answer = await options.api(target.endpoint.name, httpRequest, complete ? nodeSink(response) : undefined);
+  // Undefined: the answer was streamed, and has ended.
+  if (answer === undefined) return;
   if (complete) write(response, answer);
   else answerBeforeBody(request, response, answer, drainLimitBytes);
+}
+
+/**
+ * Streams on the response; Node sends each write at once (no Nagle delay on its server sockets).
+ * A client that hung up makes writes no-ops: the request's work runs on and is stored.
+ */
+function nodeSink(response: ServerResponse): StreamSink {
+  const gone = () => response.writableEnded || response.destroyed;
+  return {
+    open(status, headers) {
+      response.writeHead(status, headers);
+      response.flushHeaders();
+    },
+    write(text) {
+      if (!gone()) response.write(text);
+    },
+    end() {
+      if (!gone()) response.end();
+    },
+  };
 }
 
 function endpointNamed(name: string): Endpoint | undefined {

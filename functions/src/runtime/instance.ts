@@ -31,6 +31,8 @@ export interface InstanceParts {
   readonly newSessionId?: () => string;
   /** Default: the deployed function timeout. */
   readonly functionTimeoutMs?: number;
+  /** The longest silence on a streamed answer (default 15 s; tests shorten it). */
+  readonly heartbeatMs?: number;
 }
 
 /** One function instance: built once, when it starts, and kept for its life (its caches with it). */
@@ -87,7 +89,7 @@ export function composeInstance(config: Config, parts: InstanceParts): Instance 
       batchSize: MAINTENANCE_BATCH,
       maxBatches: MAINTENANCE_MAX_BATCHES,
     });
-  const api = createApi({ sessions, identity, log: parts.log, config });
+  const api = createApi({ sessions, identity, log: parts.log, config, ...(parts.heartbeatMs === undefined ? {} : { heartbeatMs: parts.heartbeatMs }) });
   return { config, budget, sessions, api, log: parts.log, maintain };
 }
 

@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import type { ChatModel } from "../llm/chat-model";
+import type { ChatModel, DeltaListener } from "../llm/chat-model";
 import type { ChatMessage, Exchange, SessionMeta, SessionState, Template } from "../store/records";
 import type { HistoryWindow, SessionStore } from "../store/session-store";
 import { StoreDataError } from "../store/errors";
@@ -213,8 +213,11 @@ export class SessionService {
   /**
    * One message, in two database round trips on a warm instance: the claim of a slot and the
    * usage admission, sent together, then the model call, then the commit of the exchange.
+   * With `onDelta`, the reply's text is passed on as the model writes it; everything else is the
+   * same: a failure after a delta still stores nothing and frees the claim, and a replay passes
+   * no delta (the caller answers it whole).
    */
-  async send(input: { sessionId: string; message: string; idempotencyKey?: string; caller?: Identity }): Promise<Reply> {
+  async send(input: { sessionId: string; message: string; idempotencyKey?: string; caller?: Identity; onDelta?: DeltaListener }): Promise<Reply> {
     const { store, clock, policy } = this.options;
     const { sessionId } = input;
     const receivedAt = clock();
@@ -248,7 +251,7 @@ export class SessionService {
     let history: readonly ChatMessage[];
     try {
       history = await this.history(sessionId, warm, claimed.messageCount, coldHistory);
-      exchange = await this.answer(warm.meta, history, input.message, receivedAt);
+      exchange = await this.answer(warm.meta, history, input.message, receivedAt, input.onDelta);
     } catch (error) {
       // Free the slot now; if this is lost too, the claim lapses with its lease.
       this.release(sessionId, claim);
@@ -292,7 +295,7 @@ export class SessionService {
   }
 
   /** Calls the model with the session's prompt and window; the exchange to store. */
-  private async answer(meta: SessionMeta, history: readonly ChatMessage[], message: string, receivedAt: number): Promise<Exchange> {
+  private async answer(meta: SessionMeta, history: readonly ChatMessage[], message: string, receivedAt: number, onDelta: DeltaListener | undefined): Promise<Exchange> {
     const { settings, system_prompt } = meta;
     const completion = await this.options.model.complete({
       model: settings.model,
@@ -301,7 +304,7 @@ export class SessionService {
       max_tokens: settings.max_tokens,
       presence_penalty: settings.presence_penalty,
       frequency_penalty: settings.frequency_penalty,
-    });
+    }, onDelta);
     const answeredAt = Math.max(this.options.clock(), receivedAt);
     return {
       user: { role: "user", content: message, timestamp: receivedAt },

@@ -1,4 +1,4 @@
-import { createServer, type IncomingHttpHeaders, type Server } from "node:http";
+import { createServer, type IncomingHttpHeaders, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 
 /** A chat completions request as the server received it. */
@@ -16,9 +16,22 @@ export interface RecordedRequest {
   };
 }
 
-/** How to answer one request. Without a script the server replies `reply #n to: <last user message>`. */
+/**
+ * How to answer one request. Without a script the server replies `reply #n to: <last user message>`.
+ * A `reply` to a streaming request (`stream: true`) is streamed word by word, without pauses;
+ * `stream` streams the given chunks, pausing `chunkDelayMs` before each, and with `cutAfter`
+ * cuts the connection after that many chunks (no finish reason, no `[DONE]`), as a provider that
+ * fails mid-reply.
+ */
 export type Scripted =
   | { readonly kind: "reply"; readonly text: string; readonly finishReason?: string; readonly delayMs?: number }
+  | {
+      readonly kind: "stream";
+      readonly chunks: readonly string[];
+      readonly chunkDelayMs?: number;
+      readonly finishReason?: string;
+      readonly cutAfter?: number;
+    }
   | { readonly kind: "status"; readonly status: number; readonly headers?: Record<string, string>; readonly body?: unknown }
   | { readonly kind: "raw"; readonly status: number; readonly body: string }
   | { readonly kind: "hang" }
@@ -67,12 +80,19 @@ export class FakeOpenAiServer {
           case "reply": {
             const send = () => {
               if (response.destroyed) return;
+              if (body.stream === true) {
+                void streamChunks(response, body.model, { chunks: step.text.match(/\s*\S+/g) ?? [step.text], finishReason: step.finishReason });
+                return;
+              }
               response.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify(completion(body.model, step.text, step.finishReason)));
             };
             if (step.delayMs) setTimeout(send, step.delayMs);
             else send();
             return;
           }
+          case "stream":
+            void streamChunks(response, body.model, step);
+            return;
           case "status":
             response
               .writeHead(step.status, { "content-type": "application/json", ...step.headers })
@@ -152,6 +172,33 @@ export class FakeOpenAiServer {
     const lastUser = [...body.messages].reverse().find((message) => message.role === "user");
     return { kind: "reply", text: `reply #${this.replies} to: ${lastUser?.content ?? ""}`, ...(delayMs === undefined ? {} : { delayMs }) };
   }
+}
+
+/** Answers as the OpenAI API streams a chat completion: one SSE `data:` line per chunk, then `[DONE]`. */
+async function streamChunks(
+  response: ServerResponse,
+  model: string,
+  step: { readonly chunks: readonly string[]; readonly chunkDelayMs?: number; readonly finishReason?: string | undefined; readonly cutAfter?: number },
+): Promise<void> {
+  const id = `chatcmpl-${Math.random().toString(36).slice(2)}`;
+  const created = Math.floor(Date.now() / 1000);
+  const chunk = (delta: Record<string, string>, finishReason: string | null) =>
+    `data: ${JSON.stringify({ id, object: "chat.completion.chunk", created, model, choices: [{ index: 0, delta, finish_reason: finishReason, logprobs: null }] })}\n\n`;
+  response.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache" });
+  response.write(chunk({ role: "assistant", content: "" }, null));
+  // A cut comes after the chunks before it have left: the client reads them, then the break.
+  const cut = async () => {
+    await new Promise((flushed) => response.write("", flushed));
+    response.destroy();
+  };
+  for (const [index, text] of step.chunks.entries()) {
+    if (step.cutAfter === index) return cut();
+    if (step.chunkDelayMs) await new Promise((wake) => setTimeout(wake, step.chunkDelayMs));
+    if (response.destroyed) return;
+    response.write(chunk({ content: text }, null));
+  }
+  if (step.cutAfter !== undefined) return cut();
+  response.end(`${chunk({}, step.finishReason ?? "stop")}data: [DONE]\n\n`);
 }
 
 function completion(model: string, text: string, finishReason = "stop") {

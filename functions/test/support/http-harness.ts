@@ -64,6 +64,8 @@ export interface HarnessOptions {
   readonly log?: Log;
   /** The function timeout the instances' time budget must fit (default: the deployed one). */
   readonly functionTimeoutMs?: number;
+  /** The longest silence on a streamed answer (default: the deployed 15 s). */
+  readonly heartbeatMs?: number;
 }
 
 export async function startHarness(options: HarnessOptions): Promise<Harness> {
@@ -87,6 +89,7 @@ export async function startHarness(options: HarnessOptions): Promise<Harness> {
       log: options.log ?? silentLog,
       ...(options.clock ? { clock: options.clock } : {}),
       ...(options.functionTimeoutMs === undefined ? {} : { functionTimeoutMs: options.functionTimeoutMs }),
+      ...(options.heartbeatMs === undefined ? {} : { heartbeatMs: options.heartbeatMs }),
     });
     const baseUrl = await servers.serve(runtime);
     return {

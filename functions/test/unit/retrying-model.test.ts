@@ -1,4 +1,4 @@
-import type { ChatModel, Completion, CompletionRequest } from "../../src/llm/chat-model";
+import type { ChatModel, Completion, CompletionRequest, DeltaListener } from "../../src/llm/chat-model";
 import { ModelError } from "../../src/llm/errors";
 import { withRetries, type RetryPolicy } from "../../src/llm/retrying-model";
 
@@ -12,17 +12,29 @@ const REQUEST: CompletionRequest = {
 };
 const ANSWER: Completion = { text: "hi", truncated: false, model: "gpt-test" };
 
-/** A model that answers each call with the next scripted step: an error to throw, or a completion. */
+/** A streamed attempt: these deltas, then the outcome. */
+interface Streamed {
+  readonly deltas: readonly string[];
+  readonly then: Completion | Error;
+}
+
+/** A model that answers each call with the next scripted step: an error to throw, a completion, or deltas and then one of those. */
 class ScriptedModel implements ChatModel {
   readonly name = "scripted";
   readonly requests: CompletionRequest[] = [];
+  readonly listeners: (DeltaListener | undefined)[] = [];
 
-  constructor(private readonly script: (Completion | Error | string)[]) {}
+  constructor(private readonly script: (Completion | Error | string | Streamed)[]) {}
 
-  async complete(request: CompletionRequest): Promise<Completion> {
+  async complete(request: CompletionRequest, onDelta?: DeltaListener): Promise<Completion> {
     this.requests.push(request);
-    const step = this.script.shift();
+    this.listeners.push(onDelta);
+    let step = this.script.shift();
     if (step === undefined) throw new Error("the script ran out");
+    if (typeof step === "object" && "deltas" in step) {
+      for (const delta of step.deltas) onDelta?.(delta);
+      step = step.then;
+    }
     // A thrown string stands for anything that is not an Error at all.
     // eslint-disable-next-line @typescript-eslint/only-throw-error
     if (step instanceof Error || typeof step === "string") throw step;
@@ -35,7 +47,7 @@ const timeout = () => new ModelError("timeout", "slow");
 const serverError = () => new ModelError("bad_response", "status 500", { retryable: true });
 
 /** The decorator around `script`, with waits recorded instead of slept and jitter fixed (0.5: a factor of exactly 1). */
-function setup(script: (Completion | Error | string)[], policy: Partial<RetryPolicy> = {}) {
+function setup(script: (Completion | Error | string | Streamed)[], policy: Partial<RetryPolicy> = {}) {
   const inner = new ScriptedModel(script);
   const waits: number[] = [];
   const model = withRetries(inner, {
@@ -161,5 +173,46 @@ describe("withRetries", () => {
     // 20 ms of backoff, then the 30 ms asked for (timers may fire a millisecond early).
     expect(performance.now() - started).toBeGreaterThanOrEqual(48);
     expect(inner.requests).toHaveLength(3);
+  });
+
+  describe("streamed calls", () => {
+    it("passes no listener on when the caller streams nothing", async () => {
+      const { inner, model } = setup([ANSWER]);
+      await expect(model.complete(REQUEST)).resolves.toBe(ANSWER);
+      expect(inner.listeners).toEqual([undefined]);
+    });
+
+    it("passes each delta on, in order, and returns the completion", async () => {
+      const { model } = setup([{ deltas: ["h", "i"], then: ANSWER }]);
+      const deltas: string[] = [];
+      await expect(model.complete(REQUEST, (text) => deltas.push(text))).resolves.toBe(ANSWER);
+      expect(deltas).toEqual(["h", "i"]);
+    });
+
+    it("retries a failure that came before the first delta; the caller sees only the retry's deltas", async () => {
+      const { inner, model, waits } = setup([{ deltas: [], then: timeout() }, unavailable(), { deltas: ["h", "i"], then: ANSWER }]);
+      const deltas: string[] = [];
+      await expect(model.complete(REQUEST, (text) => deltas.push(text))).resolves.toBe(ANSWER);
+      expect(inner.requests).toHaveLength(3);
+      expect(waits).toEqual([100, 200]);
+      expect(deltas).toEqual(["h", "i"]);
+    });
+
+    it("never retries after the first delta, however retryable the failure", async () => {
+      const broke = unavailable();
+      const { inner, model, waits } = setup([{ deltas: ["half a"], then: broke }, ANSWER]);
+      const deltas: string[] = [];
+      await expect(model.complete(REQUEST, (text) => deltas.push(text))).rejects.toBe(broke);
+      expect(inner.requests).toHaveLength(1);
+      expect(waits).toEqual([]);
+      expect(deltas).toEqual(["half a"]);
+    });
+
+    it("after a retried failure, a failure past the retry's first delta is final too", async () => {
+      const broke = timeout();
+      const { inner, model } = setup([timeout(), { deltas: ["x"], then: broke }, ANSWER]);
+      await expect(model.complete(REQUEST, () => undefined)).rejects.toBe(broke);
+      expect(inner.requests).toHaveLength(2);
+    });
   });
 });
