@@ -135,7 +135,7 @@ async function firstRequestRig(databaseHost: string, sessions: number) {
   for (let i = 0; i < sessions; i += 1) {
     const body = Buffer.from(JSON.stringify({ user_id: `bench-user-${i}`, template_id: "friendly-assistant" }));
     const created = await instance.api("createSession", { method: "POST", path: "/", headers: { "content-type": "application/json" }, body });
-    ids.push(String((created.body as { session_id?: string } | undefined)?.session_id));
+    ids.push(String((created?.body as { session_id?: string } | undefined)?.session_id));
   }
   return {
     sessions: ids,
