@@ -37,7 +37,7 @@ async function main(argv: readonly string[]): Promise<number> {
     [
       "Message-cost bench (issue 7: round trips, wire traffic, throughput; issue 8: per message vs plain, memory)",
       `  machine    ${cpus().length} cores (shared, noisy: every figure is a median of interleaved runs), node ${process.version}, load average ${load()} at the start`,
-      `  database   ${typeof wire === "string" ? `none: ${wire}` : `rtdb-wire from ${wire.dir}, in this process at ${wire.host} (stand-in only: its latency and /.wire/stats)`}`,
+      `  database   ${typeof wire === "string" ? `none: ${wire}` : `rtdb-wire from ${wire.dir}, in a process of its own at ${wire.host} (stand-in only: its latency and /.wire/stats)`}`,
       `  model      fake OpenAI server in this process, through the openai SDK; instant unless said`,
       "  service    instances from composeInstance behind the local server, over HTTP; REQUIRE_AUTH=false, usage limits raised;",
       "             in this process for a and b, each server of c, d and e in a child process of its own (so is the plain server)",

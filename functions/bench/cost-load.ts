@@ -10,7 +10,7 @@ import type { CostOptions } from "./cost-options";
 /**
  * Sections c, d and e of the cost bench: the servers under test each in a child process of its
  * own (the plain baseline, the service with the embedded store, the service on the database,
- * uncapped and with its heap capped); the load generator, the fake model and rtdb-wire stay in
+ * uncapped and with its heap capped); the load generator and the fake model stay in
  * this process, whose CPU is reported beside the server's.
  */
 export interface Servers {
@@ -140,7 +140,7 @@ export async function throughput(servers: Servers, options: CostOptions, setMode
       `  ${options.sessions} sessions each sending message after message for ${options.seconds} s per run, fake model answering after ${options.modelMs} ms,`,
       `  rtdb-wire at 0 ms; ${options.runs} interleaved runs per server (rotating order) after a ${Math.min(2, options.seconds)} s warm-up each; medians.`,
       "  Each server in a child process; cores: CPU time / wall time of the server's process and of the bench process (load generator,",
-      "  model, rtdb-wire); CPU ms/msg: the server's CPU time per message answered, the figure the other processes on the machine move least.",
+      "  model; rtdb-wire runs in a process of its own); CPU ms/msg: the server's CPU time per message answered, the figure the other processes on the machine move least.",
       ...(servers.database ? [] : [`  database mode skipped: ${skipped ?? "no database"}`]),
     ],
     goals: [{ name: "c. database-mode throughput vs plain", measured: servers.database ? `${fmt(ratio, 2)}x` : "-", goal: ">= 0.9x", met: servers.database ? ratio >= 0.9 : undefined, filed: "0.70x" }],

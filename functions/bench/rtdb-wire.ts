@@ -1,6 +1,6 @@
+import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { pathToFileURL } from "node:url";
 import { PROJECT_ROOT, seedTemplates } from "../src/local/project-files";
 
 /**
@@ -23,19 +23,29 @@ export class RtdbWire {
     /** host:port, as FIREBASE_DATABASE_EMULATOR_HOST. */
     readonly host: string,
     readonly dir: string,
-    private readonly server: { close(): Promise<void> },
+    private readonly server: ChildProcess,
   ) {}
 
-  /** Starts a server on a free loopback port, or says why it cannot. */
+  /**
+   * Starts a server on a free loopback port, in a process of its own (as a database is: its work
+   * is not billed to the service or the load generator), or says why it cannot.
+   */
   static async start(env: Readonly<Record<string, string | undefined>>): Promise<RtdbWire | string> {
     const dir = resolve(env.RTDB_WIRE_DIR || join(PROJECT_ROOT, "..", "shared", "rtdb-wire"));
-    const entry = join(dir, "lib", "server.mjs");
+    const entry = join(dir, "server.mjs");
     if (!existsSync(entry)) return `rtdb-wire not found (${entry}; set RTDB_WIRE_DIR to its folder)`;
-    const loaded = (await import(pathToFileURL(entry).href)) as { startServer?: unknown };
-    if (typeof loaded.startServer !== "function") return `${entry} exports no startServer`;
-    const startServer = loaded.startServer as (options: object) => Promise<{ emulatorHost: string; close(): Promise<void> }>;
-    const server = await startServer({ host: "127.0.0.1", port: 0, latencyMs: 0, log: (line: string) => process.stderr.write(`rtdb-wire: ${line}\n`) });
-    return new RtdbWire(server.emulatorHost, dir, server);
+    const server = spawn(process.execPath, [entry, "--port", "0", "--host", "127.0.0.1"], { stdio: ["ignore", "pipe", "inherit"] });
+    const host = await new Promise<string | undefined>((settle) => {
+      let output = "";
+      server.stdout.on("data", (chunk: Buffer) => {
+        output += chunk.toString();
+        const match = /FIREBASE_DATABASE_EMULATOR_HOST=([\d.:]+)/.exec(output);
+        if (match?.[1]) settle(match[1]);
+      });
+      server.on("exit", () => { settle(undefined); });
+    });
+    if (host === undefined) return `rtdb-wire (${entry}) exited before it was ready`;
+    return new RtdbWire(host, dir, server);
   }
 
   /** Delays every message the server sends from now on, on open connections too. */
@@ -61,8 +71,11 @@ export class RtdbWire {
     await this.call("PUT", `/templates.json?ns=${ns}`, JSON.stringify(seedTemplates()));
   }
 
-  close(): Promise<void> {
-    return this.server.close();
+  async close(): Promise<void> {
+    if (this.server.exitCode !== null) return;
+    const exited = new Promise((settle) => this.server.once("exit", settle));
+    this.server.kill();
+    await exited;
   }
 
   private async call(method: string, path: string, body?: string): Promise<string> {

@@ -282,11 +282,10 @@ export class RtdbStore implements SessionStore {
    * no message will follow, so the copy and the journal's removal finish before this returns.
    */
   private async afterCommit(sessionId: string, result: StateResult<unknown>): Promise<void> {
-    if (!result.snapshot.exists()) return;
-    const raw = result.snapshot.val() as RawState;
-    const pending = this.parsePending(sessionId, raw.pending ?? null);
+    if (!isRecord(result.value)) return;
+    const raw: RawState = result.value;
     const doneKeys = Object.entries(isRecord(raw.requests) ? raw.requests : {}).filter(([, entry]) => isRecord(entry) && typeof entry.seq === "number");
-    const journal = new Set([...Object.keys(pending), ...doneKeys.map(([hash]) => keyEntry(hash))]);
+    const journal = new Set([...Object.keys(isRecord(raw.pending) ? raw.pending : {}), ...doneKeys.map(([hash]) => keyEntry(hash))]);
     const known = this.copied.get(sessionId);
     if (known) {
       for (const entry of known) if (!journal.has(entry)) known.delete(entry);
@@ -294,6 +293,8 @@ export class RtdbStore implements SessionStore {
     const uncopied = [...journal].filter((entry) => !known?.has(entry));
     const closed = raw.status !== "active";
     if (uncopied.length === 0 && !(closed && journal.size > 0)) return;
+    // Parsed only now, when there is something to copy: most commits find it all copied already.
+    const pending = this.parsePending(sessionId, raw.pending ?? null);
     // One multi-path update, atomic: the exchanges into `messages`, the done keys into `keys`.
     const update: Record<string, unknown> = {};
     for (const [key, message] of pendingMessages(pending)) update[`messages/${key}`] = message;
@@ -332,8 +333,10 @@ export class RtdbStore implements SessionStore {
   ): Promise<StateResult<O>> {
     const path = `userSessions/${sessionId}/state`;
     const notFound = { ruled: { found: false } as Ruled<O>, wrote: false };
+    let written: unknown;
     const { decided, committed, snapshot, runs } = await this.transact(path, operation, (raw) => {
       const current = raw as RawState | null;
+      written = null;
       // null is also what an instance without a copy sees first: writing null back makes
       // the server answer with the real node (hash mismatch) instead of aborting on a guess.
       if (current === null) return { decided: notFound, write: null };
@@ -344,12 +347,15 @@ export class RtdbStore implements SessionStore {
       const node = next === undefined ? undefined : toNode(current, next, state.data);
       const ruled: Ruled<O> = { found: true, outcome, state: next !== undefined && node !== undefined ? next : state.data };
       // A decision that changes nothing still drops what is copied already, riding on the confirmation.
-      return { decided: { ruled, wrote: node !== undefined }, write: node ?? this.stateToWrite(sessionId, state.data, current.pending) };
+      written = node ?? this.stateToWrite(sessionId, state.data, current.pending);
+      return { decided: { ruled, wrote: node !== undefined }, write: written };
     });
-    if (snapshot.exists()) parseStored(sessionStateSchema, snapshot.val(), path);
+    // Committed, the node is what the last run wrote, parsed by it already: no second conversion.
+    const value: unknown = committed ? written : snapshot.val();
+    if (!committed && value !== null) parseStored(sessionStateSchema, value, path);
     const last = decided ?? notFound;
     if (last.wrote && !committed) throw new StoreUnavailableError(operation);
-    return { ...last, snapshot, runs };
+    return { ...last, value: value ?? null, runs };
   }
 
   /**
@@ -458,7 +464,8 @@ export class RtdbStore implements SessionStore {
 interface StateResult<O> {
   readonly ruled: Ruled<O>;
   readonly wrote: boolean;
-  readonly snapshot: DataSnapshot;
+  /** The state node as stored now (null for none). */
+  readonly value: unknown;
   /** How often the rule ran: 1 when the server took its first answer. */
   readonly runs: number;
 }
@@ -497,7 +504,17 @@ function read(query: Query): Promise<DataSnapshot> {
 /** The `state` node to write: the state (undefined fields left out at any depth, as RTDB requires) and the journal. */
 function stateNode(state: SessionState, pending: unknown): Record<string, unknown> {
   const journal = isRecord(pending) && Object.keys(pending).length > 0 ? { pending } : {};
-  return JSON.parse(JSON.stringify({ ...state, ...journal })) as Record<string, unknown>;
+  return withoutUndefined({ ...state, ...journal });
+}
+
+/** A copy without undefined fields at any depth (RTDB refuses them); cheaper than a JSON round trip on every transaction. */
+function withoutUndefined(value: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [key, item] of Object.entries(value)) {
+    if (item === undefined) continue;
+    out[key] = isRecord(item) ? withoutUndefined(item) : item;
+  }
+  return out;
 }
 
 function* pendingMessages(pending: Pending): Iterable<[string, ChatMessage]> {
