@@ -19,7 +19,7 @@ export interface CostOptions {
   /** d: sequential messages per server. */
   readonly messages: number;
   /** e: the capped service's --max-old-space-size. */
-  readonly heapMb: number;
+  readonly heapMb: readonly number[];
   /** Past this the run stops itself and fails. */
   readonly timeLimitMs: number;
 }
@@ -41,7 +41,7 @@ const SPECS: readonly Spec[] = [
   { flag: "seconds", fallback: "5", help: "c, e: seconds per throughput run" },
   { flag: "runs", fallback: "3", help: "c, e: interleaved throughput runs per server" },
   { flag: "messages", fallback: "300", help: "d: sequential messages per server" },
-  { flag: "heap-mb", fallback: "128", help: "e: --max-old-space-size of the capped service" },
+  { flag: "heap-mb", fallback: "128,256", help: "e: --max-old-space-size of each capped service (about half of a 256 MiB and a 512 MiB instance)" },
   { flag: "time-limit", fallback: "600", help: "seconds after which the run stops itself and fails" },
 ];
 
@@ -70,7 +70,7 @@ export function parseOptions(argv: readonly string[], env: Readonly<Record<strin
     seconds: integer("seconds", raw("seconds"), 1, 600),
     runs: integer("runs", raw("runs"), 1, 100),
     messages: integer("messages", raw("messages"), 1, 100_000),
-    heapMb: integer("heap-mb", raw("heap-mb"), 16, 16_384),
+    heapMb: [...new Set(raw("heap-mb").split(",").map((part) => integer("heap-mb", part, 16, 16_384)))].sort((a, b) => a - b),
     timeLimitMs: integer("time-limit", raw("time-limit"), 10, 86_400) * 1000,
   };
 }

@@ -45,7 +45,7 @@ describe("the deployed entry (package.json main)", () => {
       };
       expect(Object.keys(manifest.endpoints).sort()).toEqual(["createSession", "endSession", "expireSessions", "sendMessage"]);
       for (const name of ["createSession", "sendMessage", "endSession"]) {
-        expect(manifest.endpoints[name]).toMatchObject({ httpsTrigger: { invoker: ["public"] }, timeoutSeconds: 60, availableMemoryMb: 256, concurrency: 80 });
+        expect(manifest.endpoints[name]).toMatchObject({ httpsTrigger: { invoker: ["public"] }, timeoutSeconds: 60, availableMemoryMb: 512, concurrency: 80 });
       }
       expect(manifest.endpoints.sendMessage?.secretEnvironmentVariables).toEqual([{ key: "OPENAI_API_KEY" }]);
       expect(manifest.endpoints.expireSessions?.scheduleTrigger).toMatchObject({ schedule: "every 15 minutes" });
