@@ -217,94 +217,86 @@ describe("createOpenAiModel against an OpenAI-compatible server", () => {
     await expect(model().complete(request)).rejects.toMatchObject({ failure: "unavailable", retryable: true });
     expect(fake.requests).toHaveLength(1);
   });
-});
 
-describe("createOpenAiModel streaming (stream: true)", () => {
-  let fake: FakeOpenAiServer;
-  beforeAll(async () => {
-    fake = await FakeOpenAiServer.start();
-  });
-  afterAll(async () => fake.stop());
-  beforeEach(() => { fake.reset(); });
+  describe("streaming (stream: true)", () => {
+    const streamRequest: CompletionRequest = {
+      model: "gpt-test",
+      messages: [{ role: "user", content: "hello" }],
+      temperature: 0.3,
+      max_tokens: 42,
+      presence_penalty: 0,
+      frequency_penalty: 0,
+    };
 
-  const model = (timeoutMs = 2_000) => createOpenAiModel({ apiKey: "sk-test-key", baseUrl: fake.baseUrl, timeoutMs });
-  const request: CompletionRequest = {
-    model: "gpt-test",
-    messages: [{ role: "user", content: "hello" }],
-    temperature: 0.3,
-    max_tokens: 42,
-    presence_penalty: 0,
-    frequency_penalty: 0,
-  };
+    /** The call, with the deltas it passed and when each came. */
+    async function streamed(call: ReturnType<typeof model>) {
+      const deltas: { text: string; at: number }[] = [];
+      const started = performance.now();
+      const result = await call.complete(streamRequest, (text) => deltas.push({ text, at: performance.now() - started })).then(
+        (completion) => ({ completion, error: undefined }),
+        (error: unknown) => ({ completion: undefined, error }),
+      );
+      return { ...result, deltas, texts: deltas.map((delta) => delta.text), elapsed: performance.now() - started };
+    }
 
-  /** The call, with the deltas it passed and when each came. */
-  async function streamed(call: ReturnType<typeof model>) {
-    const deltas: { text: string; at: number }[] = [];
-    const started = performance.now();
-    const result = await call.complete(request, (text) => deltas.push({ text, at: performance.now() - started })).then(
-      (completion) => ({ completion, error: undefined }),
-      (error: unknown) => ({ completion: undefined, error }),
-    );
-    return { ...result, deltas, texts: deltas.map((delta) => delta.text), elapsed: performance.now() - started };
-  }
+    it("asks for a stream and passes each chunk on as it arrives; the chunks concatenate to the reply", async () => {
+      fake.enqueue({ kind: "stream", chunks: ["Hel", "lo", " there"], chunkDelayMs: 60 });
+      const { completion, texts, deltas } = await streamed(model());
+      expect(fake.requests[0]?.body).toMatchObject({ model: "gpt-test", stream: true, max_tokens: 42 });
+      expect(texts).toEqual(["Hel", "lo", " there"]);
+      expect(completion).toEqual({ text: "Hello there", truncated: false, model: "gpt-test" });
+      // Each delta came when its chunk did, not all at the end.
+      expect(deltas[2]!.at - deltas[0]!.at).toBeGreaterThanOrEqual(100);
+    });
 
-  it("asks for a stream and passes each chunk on as it arrives; the chunks concatenate to the reply", async () => {
-    fake.enqueue({ kind: "stream", chunks: ["Hel", "lo", " there"], chunkDelayMs: 60 });
-    const { completion, texts, deltas } = await streamed(model());
-    expect(fake.requests[0]?.body).toMatchObject({ model: "gpt-test", stream: true, max_tokens: 42 });
-    expect(texts).toEqual(["Hel", "lo", " there"]);
-    expect(completion).toEqual({ text: "Hello there", truncated: false, model: "gpt-test" });
-    // Each delta came when its chunk did, not all at the end.
-    expect(deltas[2]!.at - deltas[0]!.at).toBeGreaterThanOrEqual(100);
-  });
+    it("flags a streamed reply cut at the token limit", async () => {
+      fake.enqueue({ kind: "stream", chunks: ["cut"], finishReason: "length" });
+      const { completion } = await streamed(model());
+      expect(completion).toMatchObject({ text: "cut", truncated: true });
+    });
 
-  it("flags a streamed reply cut at the token limit", async () => {
-    fake.enqueue({ kind: "stream", chunks: ["cut"], finishReason: "length" });
-    const { completion } = await streamed(model());
-    expect(completion).toMatchObject({ text: "cut", truncated: true });
-  });
+    it("answers unavailable (retryable) when the stream breaks off after some chunks", async () => {
+      fake.enqueue({ kind: "stream", chunks: ["one", " two", " three"], cutAfter: 2 });
+      const { error, texts } = await streamed(model());
+      expect(texts).toEqual(["one", " two"]);
+      expect(error).toBeInstanceOf(ModelError);
+      expect(error).toMatchObject({ failure: "unavailable", retryable: true });
+    });
 
-  it("answers unavailable (retryable) when the stream breaks off after some chunks", async () => {
-    fake.enqueue({ kind: "stream", chunks: ["one", " two", " three"], cutAfter: 2 });
-    const { error, texts } = await streamed(model());
-    expect(texts).toEqual(["one", " two"]);
-    expect(error).toBeInstanceOf(ModelError);
-    expect(error).toMatchObject({ failure: "unavailable", retryable: true });
-  });
+    it("answers timeout when the stream stalls past the deadline after its headers", async () => {
+      fake.enqueue({ kind: "stream", chunks: ["slow", " and", " slower"], chunkDelayMs: 150 });
+      const { error, texts, elapsed } = await streamed(model(250));
+      expect(error).toMatchObject({ name: "ModelError", failure: "timeout" });
+      expect(texts).toEqual(["slow"]);
+      expect(elapsed).toBeLessThan(1_000);
+    });
 
-  it("answers timeout when the stream stalls past the deadline after its headers", async () => {
-    fake.enqueue({ kind: "stream", chunks: ["slow", " and", " slower"], chunkDelayMs: 150 });
-    const { error, texts, elapsed } = await streamed(model(250));
-    expect(error).toMatchObject({ name: "ModelError", failure: "timeout" });
-    expect(texts).toEqual(["slow"]);
-    expect(elapsed).toBeLessThan(1_000);
-  });
+    it("answers timeout when no headers come in time", async () => {
+      fake.enqueue({ kind: "hang" });
+      const { error, texts } = await streamed(model(200));
+      expect(error).toMatchObject({ failure: "timeout" });
+      expect(texts).toEqual([]);
+    });
 
-  it("answers timeout when no headers come in time", async () => {
-    fake.enqueue({ kind: "hang" });
-    const { error, texts } = await streamed(model(200));
-    expect(error).toMatchObject({ failure: "timeout" });
-    expect(texts).toEqual([]);
-  });
+    it("passes nothing on for a blank reply, which fails as a non-streamed one does", async () => {
+      fake.enqueue({ kind: "stream", chunks: [" ", "\n", ""] });
+      const { error, texts } = await streamed(model());
+      expect(error).toMatchObject({ failure: "bad_response", retryable: false });
+      expect(texts).toEqual([]);
+    });
 
-  it("passes nothing on for a blank reply, which fails as a non-streamed one does", async () => {
-    fake.enqueue({ kind: "stream", chunks: [" ", "\n", ""] });
-    const { error, texts } = await streamed(model());
-    expect(error).toMatchObject({ failure: "bad_response", retryable: false });
-    expect(texts).toEqual([]);
-  });
+    it("holds a surrogate pair split across chunks together, and replaces a lone one as stored", async () => {
+      fake.enqueue({ kind: "stream", chunks: ["a\ud83d", "\ude00b", "\ud800"] });
+      const { completion, texts } = await streamed(model());
+      expect(texts).toEqual(["a", "\ud83d\ude00b", "\ufffd"]);
+      expect(completion?.text).toBe("a\u{1f600}b\ufffd");
+      for (const text of texts) expect(text.isWellFormed()).toBe(true);
+    });
 
-  it("holds a surrogate pair split across chunks together, and replaces a lone one as stored", async () => {
-    fake.enqueue({ kind: "stream", chunks: ["a\ud83d", "\ude00b", "\ud800"] });
-    const { completion, texts } = await streamed(model());
-    expect(texts).toEqual(["a", "\ud83d\ude00b", "\ufffd"]);
-    expect(completion?.text).toBe("a\u{1f600}b\ufffd");
-    for (const text of texts) expect(text.isWellFormed()).toBe(true);
-  });
-
-  it("answers the provider's error statuses before the stream as a non-streamed call does", async () => {
-    fake.enqueue({ kind: "status", status: 429, headers: { "retry-after": "3" } });
-    const { error } = await streamed(model());
-    expect(error).toMatchObject({ failure: "unavailable", retryAfterMs: 3_000 });
+    it("answers the provider's error statuses before the stream as a non-streamed call does", async () => {
+      fake.enqueue({ kind: "status", status: 429, headers: { "retry-after": "3" } });
+      const { error } = await streamed(model());
+      expect(error).toMatchObject({ failure: "unavailable", retryAfterMs: 3_000 });
+    });
   });
 });
