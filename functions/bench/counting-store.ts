@@ -1,5 +1,5 @@
 import { performance } from "node:perf_hooks";
-import type { ChatMessage, CreateKey, Exchange, SessionMeta, SessionState, Template } from "../src/store/records";
+import type { ChatMessage, CreateKey, Exchange, PartialReply, SessionMeta, SessionState, Template } from "../src/store/records";
 import type { Claimed, HistoryWindow, NewSession, Ruled, SessionStore, StateRule, UsageRule } from "../src/store/session-store";
 
 /** The store calls the session module makes, by name. */
@@ -77,8 +77,12 @@ export class CountingStore implements SessionStore {
     return this.count("claim", this.inner.claim(sessionId, rule, keyHash));
   }
 
-  appendExchange<O>(sessionId: string, exchange: Exchange, rule: StateRule<O>): Promise<Ruled<O>> {
-    return this.count("appendExchange", this.inner.appendExchange(sessionId, exchange, rule));
+  appendExchange<O>(sessionId: string, exchange: Exchange, rule: StateRule<O>, partialKey?: string): Promise<Ruled<O>> {
+    return this.count("appendExchange", this.inner.appendExchange(sessionId, exchange, rule, partialKey));
+  }
+
+  writePartial(sessionId: string, key: string, partial: PartialReply | null): Promise<void> {
+    return this.count("writePartial", this.inner.writePartial(sessionId, key, partial));
   }
 
   findIdleSessions(cutoff: number, limit: number): Promise<string[]> {

@@ -1,4 +1,4 @@
-import type { ChatMessage, CreateKey, Exchange, KeyRecord, SessionMeta, SessionState, Template, UserUsage } from "./records";
+import type { ChatMessage, CreateKey, Exchange, KeyRecord, PartialReply, SessionMeta, SessionState, Template, UserUsage } from "./records";
 import { assertNextCountsOneMore, type Claimed, type HistoryWindow, type NewSession, type Ruled, type SessionStore, type StateRule, type UsageRule } from "./session-store";
 
 interface StoredSession {
@@ -7,6 +7,8 @@ interface StoredSession {
   readonly messages: ChatMessage[];
   /** Done keys, moved out of the state as soon as their exchange is stored (here: at once). */
   readonly keys: Map<string, KeyRecord>;
+  /** Replies being written, by their request's key: what a database client would see under `partials`. */
+  readonly partials: Map<string, PartialReply>;
 }
 
 /**
@@ -37,7 +39,7 @@ export class MemoryStore implements SessionStore {
 
   async createSession(session: NewSession): Promise<"created" | "exists"> {
     if (this.sessions.has(session.id)) return "exists";
-    this.sessions.set(session.id, { meta: copy(session.meta), state: copy(session.state), messages: [], keys: new Map() });
+    this.sessions.set(session.id, { meta: copy(session.meta), state: copy(session.state), messages: [], keys: new Map(), partials: new Map() });
     return "created";
   }
 
@@ -80,7 +82,7 @@ export class MemoryStore implements SessionStore {
     return { ...ruled, record: record ? copy(record) : null };
   }
 
-  async appendExchange<O>(sessionId: string, exchange: Exchange, rule: StateRule<O>): Promise<Ruled<O>> {
+  async appendExchange<O>(sessionId: string, exchange: Exchange, rule: StateRule<O>, partialKey?: string): Promise<Ruled<O>> {
     const session = this.sessions.get(sessionId);
     if (!session) return { found: false };
     const { outcome, next } = rule(copy(session.state));
@@ -88,8 +90,23 @@ export class MemoryStore implements SessionStore {
       assertNextCountsOneMore(session.state, next);
       session.messages.push(copy(exchange.user), copy(exchange.assistant));
       session.state = moveDoneKeys(copy(next), session.keys);
+      // In the same step as the messages, as the database adapter's one update: never both, never neither.
+      if (partialKey !== undefined) session.partials.delete(partialKey);
     }
     return { found: true, outcome, state: copy(session.state) };
+  }
+
+  async writePartial(sessionId: string, key: string, partial: PartialReply | null): Promise<void> {
+    // Only under a session that exists: a late write must not bring back a deleted one.
+    const partials = this.sessions.get(sessionId)?.partials;
+    if (!partials) return;
+    if (partial === null) partials.delete(key);
+    else partials.set(key, copy(partial));
+  }
+
+  /** The partial replies of a session, as a database client listening to it would see them (embedded mode has no listeners; for tests). */
+  readPartials(sessionId: string): Record<string, PartialReply> {
+    return Object.fromEntries([...(this.sessions.get(sessionId)?.partials ?? [])].map(([key, partial]) => [key, copy(partial)]));
   }
 
   async findIdleSessions(cutoff: number, limit: number): Promise<string[]> {

@@ -118,3 +118,18 @@ export const userUsageSchema = z.object({
   sessions: z.record(z.string(), z.number()).optional(),
 });
 export type UserUsage = z.infer<typeof userUsageSchema>;
+
+/**
+ * A reply being written, kept beside the session (`/userSessions/{id}/partials/{key}`, the key
+ * being the writing request's random claim owner) so that a client listening to the session sees
+ * it grow. `seq_after`: the `message_count` its request's claim saw, so the exchange it becomes is
+ * numbered later (a client drops the partial once the stored count passes it). `updated_at`: when
+ * the text was last written (epoch ms, the instance's clock): a partial not updated for longer
+ * than a claim's lease belongs to a request that died and never completes.
+ */
+export const partialReplySchema = z.object({
+  text: z.string(),
+  seq_after: z.number().int().min(0),
+  updated_at: z.number(),
+});
+export type PartialReply = z.infer<typeof partialReplySchema>;

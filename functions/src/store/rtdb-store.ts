@@ -8,6 +8,7 @@ import { parseStored } from "./parse-stored";
 import {
   chatMessageSchema,
   createKeySchema,
+  DATABASE_KEY,
   generationSettingsSchema,
   keyRecordSchema,
   sessionStateSchema,
@@ -16,6 +17,7 @@ import {
   type CreateKey,
   type Exchange,
   type KeyRecord,
+  type PartialReply,
   type SessionMeta,
   type SessionState,
   type Template,
@@ -24,7 +26,8 @@ import {
 import { ListenerHolds } from "./rtdb-listeners";
 import { assertNextCountsOneMore, type Claimed, type HistoryWindow, type NewSession, type Ruled, type SessionStore, type StateRule, type UsageRule } from "./session-store";
 
-const pendingSchema = z.record(z.string(), z.object({ user: chatMessageSchema, assistant: chatMessageSchema }));
+/** A journal entry: the exchange, and the key of the partial reply it completes (removed when it is copied). */
+const pendingSchema = z.record(z.string(), z.object({ user: chatMessageSchema, assistant: chatMessageSchema, partial: z.string().optional() }));
 type Pending = z.infer<typeof pendingSchema>;
 
 /** The raw `state` node: the parsed fields plus the journal of exchanges not yet copied to `messages`. */
@@ -202,15 +205,25 @@ export class RtdbStore implements SessionStore {
     return { ...result.ruled, record: settled };
   }
 
-  async appendExchange<O>(sessionId: string, exchange: Exchange, rule: StateRule<O>): Promise<Ruled<O>> {
+  async appendExchange<O>(sessionId: string, exchange: Exchange, rule: StateRule<O>, partialKey?: string): Promise<Ruled<O>> {
     this.holdState(sessionId);
+    // The partial's key rides in the journal entry, so whoever copies the exchange (this instance
+    // or, after a crash, the next one to transact) removes the partial in the same update.
+    const entry = partialKey === undefined ? exchange : { ...exchange, partial: partialKey };
     const result = await this.transactState(sessionId, "append exchange", rule, (raw, next, state) => {
       assertNextCountsOneMore(state, next);
       const pending = isRecord(raw.pending) ? raw.pending : {};
-      return this.stateToWrite(sessionId, next, { ...pending, [pendingExchangeKey(next.message_count)]: exchange });
+      return this.stateToWrite(sessionId, next, { ...pending, [pendingExchangeKey(next.message_count)]: entry });
     });
     await this.afterCommit(sessionId, result);
     return result.ruled;
+  }
+
+  async writePartial(sessionId: string, key: string, partial: PartialReply | null): Promise<void> {
+    // The key becomes a path segment: anything but a plain key could address another node.
+    if (!DATABASE_KEY.test(key)) throw new Error("a partial's key must be a database key");
+    // A plain write beside `state`, never under it: a write there would abort this instance's transactions on it.
+    await this.call("write partial reply", this.sessionRef(sessionId).child(`partials/${key}`).set(partial));
   }
 
   async findIdleSessions(cutoff: number, limit: number): Promise<string[]> {
@@ -298,6 +311,10 @@ export class RtdbStore implements SessionStore {
     // One multi-path update, atomic: the exchanges into `messages`, the done keys into `keys`.
     const update: Record<string, unknown> = {};
     for (const [key, message] of pendingMessages(pending)) update[`messages/${key}`] = message;
+    // The partial each exchange completes leaves as the exchange arrives: a listener sees one or the other.
+    for (const entry of Object.values(pending)) {
+      if (entry.partial !== undefined && DATABASE_KEY.test(entry.partial)) update[`partials/${entry.partial}`] = null;
+    }
     for (const [hash, entry] of doneKeys) {
       const record = keyRecordSchema.safeParse(entry);
       if (record.success) update[`keys/${hash}`] = { fingerprint: record.data.fingerprint, seq: record.data.seq };

@@ -1,4 +1,4 @@
-import type { ChatMessage, CreateKey, Exchange, KeyRecord, SessionMeta, SessionState, Template, UserUsage } from "./records";
+import type { ChatMessage, CreateKey, Exchange, KeyRecord, PartialReply, SessionMeta, SessionState, Template, UserUsage } from "./records";
 
 /**
  * A rule deciding, from the current stored state, what happens: an outcome for the caller and,
@@ -78,9 +78,19 @@ export interface SessionStore {
    * Atomically applies `rule`; when it returns a next state, that state must count one more
    * exchange, and `exchange` is stored under that number together with it. Concurrent appends
    * are serialised, none is lost. Done keys (`requests` entries with `seq`) are moved to their
-   * records once their exchange is in `messages`.
+   * records once their exchange is in `messages`. `partialKey` names the partial reply this
+   * exchange completes: it is removed together with the exchange's arrival in `messages` (in the
+   * same atomic update), so a listening client never sees both, nor neither.
    */
-  appendExchange<O>(sessionId: string, exchange: Exchange, rule: StateRule<O>): Promise<Ruled<O>>;
+  appendExchange<O>(sessionId: string, exchange: Exchange, rule: StateRule<O>, partialKey?: string): Promise<Ruled<O>>;
+
+  /**
+   * Writes (or with null removes) the partial reply `key` of an existing session, for clients
+   * that listen to it; never touches `state`. Best effort and unordered with respect to nothing
+   * but this instance's own later writes: callers send it and do not wait for it. A partial
+   * written after its exchange was appended would be left behind, so callers stop writing first.
+   */
+  writePartial(sessionId: string, key: string, partial: PartialReply | null): Promise<void>;
 
   /** Active sessions whose `idle_since` is at or before `cutoff`, oldest first. */
   findIdleSessions(cutoff: number, limit: number): Promise<string[]>;

@@ -11,6 +11,8 @@ export interface StoreHarness {
   instance(): SessionStore;
   /** A handle on a new, empty database, for queries that must not see other tests' data. */
   empty(): SessionStore;
+  /** The session's partial replies as a client listening to it would see them, once the instances' writes landed. */
+  partials(sessionId: string): Promise<Record<string, unknown>>;
   close(): Promise<void>;
 }
 
@@ -145,6 +147,39 @@ export function storeContract(makeHarness: () => Promise<StoreHarness>): void {
       expect(await store.readSessionState(session.id)).toBeNull();
       expect(await store.readSessionMeta(session.id)).toBeNull();
       expect(await store.readRecentMessages(session.id, 10)).toEqual([]);
+    });
+  });
+
+  describe("partial replies", () => {
+    const partial = (text: string, seqAfter = 0) => ({ text, seq_after: seqAfter, updated_at: T + text.length });
+
+    it("keeps each request's partial beside the session, replaced as it grows, removed with null", async () => {
+      const session = await seededSession();
+      await store.writePartial(session.id, "owner-a", partial("Hel"));
+      await store.writePartial(session.id, "owner-b", partial("Other"));
+      await store.writePartial(session.id, "owner-a", partial("Hello"));
+      expect(await harness.partials(session.id)).toEqual({ "owner-a": partial("Hello"), "owner-b": partial("Other") });
+      await store.writePartial(session.id, "owner-b", null);
+      expect(await harness.partials(session.id)).toEqual({ "owner-a": partial("Hello") });
+      // Never in the state, which only transactions change.
+      expect(await store.readSessionState(session.id)).toEqual(session.state);
+    });
+
+    it("removes the partial an appended exchange completes, and only that one", async () => {
+      const session = await seededSession(1);
+      await store.writePartial(session.id, "owner-a", partial("answer", 1));
+      await store.writePartial(session.id, "owner-b", partial("still writing", 1));
+      expect(await store.appendExchange(session.id, exchange("2"), appendAt(T + 2), "owner-a")).toMatchObject({ outcome: { kind: "appended", seq: 2 } });
+      expect(await harness.partials(session.id)).toEqual({ "owner-b": partial("still writing", 1) });
+      expect((await store.readRecentMessages(session.id, 10)).map((message) => message.content)).toEqual(["question 1", "answer 1", "question 2", "answer 2"]);
+    });
+
+    it("keeps the partial when the append is refused", async () => {
+      const session = await seededSession();
+      await store.writePartial(session.id, "owner-a", partial("text"));
+      const decline: StateRule<string> = () => ({ outcome: "no" });
+      await store.appendExchange(session.id, exchange("x"), decline, "owner-a");
+      expect(await harness.partials(session.id)).toEqual({ "owner-a": partial("text") });
     });
   });
 
