@@ -32,7 +32,9 @@ export interface ChatModel {
    * The whole reply. With `onDelta`, the adapter streams: it passes each new piece of text as it
    * arrives, the pieces concatenating to the completion's `text`, and still resolves with the
    * whole completion (or rejects). A failure after the first piece is final: the caller has shown
-   * text that a second attempt would not continue, so nothing retries past it.
+   * text that a second attempt would not continue, so nothing retries past it, unless the caller
+   * can take the text back: with `onRestart`, a retry after some pieces calls it first, and the
+   * pieces start over (a partial reply in the database is simply overwritten; an HTTP stream is not).
    */
-  complete(request: CompletionRequest, onDelta?: DeltaListener): Promise<Completion>;
+  complete(request: CompletionRequest, onDelta?: DeltaListener, onRestart?: () => void): Promise<Completion>;
 }

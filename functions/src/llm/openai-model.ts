@@ -68,8 +68,18 @@ async function streamCompletion(client: OpenAI, request: CompletionRequest, time
   try {
     let stream: AsyncIterable<unknown>;
     try {
-      stream = await client.chat.completions.create({ ...completionParams(request), stream: true }, { signal: deadline.signal });
+      const { data, response } = await client.chat.completions.create({ ...completionParams(request), stream: true }, { signal: deadline.signal }).withResponse();
+      // Some OpenAI-compatible servers ignore `stream` and answer with one JSON completion; the
+      // SDK would read that as an empty stream. Read it as the whole reply, passed on at once.
+      if (!isEventStream(response.headers.get("content-type"))) {
+        const completion = readCompletion(await response.json(), request.model);
+        text.add(completion.text);
+        return { ...completion, text: text.finish() };
+      }
+      stream = data;
     } catch (error) {
+      if (error instanceof ModelError) throw error;
+      if (error instanceof SyntaxError) throw new ModelError("bad_response", "the model returned an empty or malformed reply", { retryable: false, cause: error });
       throw deadline.signal.aborted ? timeoutError(error) : toModelError(error);
     }
     try {
@@ -92,6 +102,10 @@ async function streamCompletion(client: OpenAI, request: CompletionRequest, time
   if (deadline.signal.aborted) throw timeoutError(undefined);
   if (finishReason === undefined) throw new ModelError("unavailable", "the model's stream ended before the reply was complete");
   return { text: text.finish(), truncated: finishReason === "length", model: model ?? request.model };
+}
+
+function isEventStream(contentType: string | null): boolean {
+  return contentType?.split(";")[0]?.trim().toLowerCase() === "text/event-stream";
 }
 
 function timeoutError(cause: unknown): ModelError {

@@ -16,7 +16,8 @@ export interface RetryPolicy {
  * Retries transient model failures (timeouts, 429s, 5xx, lost connections) with exponential
  * backoff, honouring the provider's Retry-After up to `maxWaitMs`. The total time stays
  * bounded: attempts x timeout + retries x maxWaitMs. A streamed call is retried only until its
- * first delta: past it the caller has shown text that another attempt would not continue.
+ * first delta: past it the caller has shown text that another attempt would not continue, unless
+ * it gave `onRestart` (it can take the text back), which is then called before the retry.
  */
 export function withRetries(model: ChatModel, policy: RetryPolicy): ChatModel {
   const sleep = policy.sleep ?? ((ms: number) => new Promise<void>((wake) => setTimeout(wake, ms)));
@@ -24,7 +25,7 @@ export function withRetries(model: ChatModel, policy: RetryPolicy): ChatModel {
   const base = policy.baseDelayMs ?? 250;
   return {
     name: model.name,
-    async complete(request: CompletionRequest, onDelta?: DeltaListener): Promise<Completion> {
+    async complete(request: CompletionRequest, onDelta?: DeltaListener, onRestart?: () => void): Promise<Completion> {
       const progress = { delivered: false };
       const relay: DeltaListener | undefined =
         onDelta &&
@@ -36,10 +37,14 @@ export function withRetries(model: ChatModel, policy: RetryPolicy): ChatModel {
         try {
           return await model.complete(request, relay);
         } catch (error) {
-          if (progress.delivered) throw error;
+          if (progress.delivered && !onRestart) throw error;
           if (!(error instanceof ModelError) || !error.retryable || attempt >= policy.maxRetries) throw error;
           if (error.retryAfterMs !== undefined && error.retryAfterMs > policy.maxWaitMs) throw error;
           await sleep(error.retryAfterMs ?? Math.min(base * 2 ** attempt * (0.5 + random()), policy.maxWaitMs));
+          if (progress.delivered) {
+            progress.delivered = false;
+            onRestart?.();
+          }
         }
       }
     },

@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import type { ChatModel, DeltaListener } from "../llm/chat-model";
 import type { ChatMessage, Exchange, SessionMeta, SessionState, Template } from "../store/records";
-import type { HistoryWindow, SessionStore } from "../store/session-store";
+import type { HistoryWindow, Ruled, SessionStore } from "../store/session-store";
 import { StoreDataError } from "../store/errors";
 import { buildPrompt, lastMessages } from "./context-window";
 import type { Identity } from "../auth/identity";
@@ -27,6 +27,7 @@ import {
   type RequestClaim,
   type SessionPolicy,
 } from "./session-rules";
+import { PartialWriter } from "./partial-writer";
 import { WarmCache } from "./warm-cache";
 
 export interface SessionServiceOptions {
@@ -247,19 +248,45 @@ export class SessionService {
       throw new LimitExceededError("messages", seconds(admission.retryAfterMs));
     }
 
+    // The reply's text so far, beside the session, for clients that listen to it (streamed or not,
+    // so the model is always asked for deltas). Keyed by the claim's random owner: concurrent
+    // messages never collide, and the key reveals nothing of an Idempotency-Key.
+    const partial = new PartialWriter(
+      (value) => void store.writePartial(sessionId, claim.owner, value).catch(() => undefined),
+      claimed.messageCount,
+      clock,
+    );
+    const onDelta = (text: string) => {
+      partial.add(text);
+      input.onDelta?.(text);
+    };
     let exchange: Exchange;
     let history: readonly ChatMessage[];
     try {
       history = await this.history(sessionId, warm, claimed.messageCount, coldHistory);
-      exchange = await this.answer(warm.meta, history, input.message, receivedAt, input.onDelta);
+      // Text already sent down an HTTP stream cannot be taken back; a partial in the database can,
+      // so without a stream the model call keeps its retries past the first delta.
+      exchange = await this.answer(warm.meta, history, input.message, receivedAt, onDelta, input.onDelta ? undefined : () => { partial.restart(); });
     } catch (error) {
       // Free the slot now; if this is lost too, the claim lapses with its lease.
+      partial.discard();
       this.release(sessionId, claim);
       throw error;
     }
+    // Stopped before the commit is sent: a write after the update that removes the partial would leave it behind.
+    partial.stop();
 
     const answeredAt = exchange.assistant.timestamp;
-    const result = await store.appendExchange(sessionId, exchange, appendRule({ receivedAt, answeredAt, policy, claim }));
+    let result: Ruled<AppendOutcome>;
+    try {
+      result = await store.appendExchange(sessionId, exchange, appendRule({ receivedAt, answeredAt, policy, claim }), partial.written ? claim.owner : undefined);
+    } catch (error) {
+      // The commit's fate is unknown; if it landed, its copy removes the partial too, harmlessly twice.
+      partial.discard();
+      throw error;
+    }
+    // Only an appended exchange's copy removes the partial; every other outcome removes it here.
+    if (!result.found || result.outcome.kind !== "appended") partial.discard();
     if (!result.found) throw new SessionNotFoundError(sessionId);
     const { outcome } = result;
     if (outcome.kind === "duplicate") return this.replay(sessionId, outcome.seq);
@@ -295,7 +322,7 @@ export class SessionService {
   }
 
   /** Calls the model with the session's prompt and window; the exchange to store. */
-  private async answer(meta: SessionMeta, history: readonly ChatMessage[], message: string, receivedAt: number, onDelta: DeltaListener | undefined): Promise<Exchange> {
+  private async answer(meta: SessionMeta, history: readonly ChatMessage[], message: string, receivedAt: number, onDelta: DeltaListener, onRestart: (() => void) | undefined): Promise<Exchange> {
     const { settings, system_prompt } = meta;
     const completion = await this.options.model.complete({
       model: settings.model,
@@ -304,7 +331,7 @@ export class SessionService {
       max_tokens: settings.max_tokens,
       presence_penalty: settings.presence_penalty,
       frequency_penalty: settings.frequency_penalty,
-    }, onDelta);
+    }, onDelta, onRestart);
     const answeredAt = Math.max(this.options.clock(), receivedAt);
     return {
       user: { role: "user", content: message, timestamp: receivedAt },

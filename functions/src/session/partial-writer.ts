@@ -1,0 +1,84 @@
+import type { PartialReply } from "../store/records";
+
+/** At most one partial write per this many ms: four a second show the reply growing, at a bounded cost in writes. */
+export const PARTIAL_INTERVAL_MS = 250;
+
+/**
+ * The text of a reply being written, sent to the database as it grows: the first piece at once
+ * (the client sees the reply start without waiting), then at most one write per `intervalMs`,
+ * each carrying the whole text so far (a client that joins late, or reloads, needs no history).
+ * `write` is fire-and-forget: nothing here is ever awaited, so the reply's path does not wait
+ * for the database. Once stopped, nothing more is written: a write after the commit that removes
+ * the partial would leave it behind.
+ */
+export class PartialWriter {
+  private text = "";
+  private sentText: string | undefined;
+  private lastWriteAt = Number.NEGATIVE_INFINITY;
+  private timer: ReturnType<typeof setTimeout> | undefined;
+  private stopped = false;
+
+  constructor(
+    private readonly write: (partial: PartialReply | null) => void,
+    /** The `message_count` the request's claim saw: the exchange this becomes is numbered after it. */
+    private readonly seqAfter: number,
+    /** Epoch ms for `updated_at`, which clients compare with their clock to spot a dead request's partial. */
+    private readonly clock: () => number,
+    private readonly intervalMs: number = PARTIAL_INTERVAL_MS,
+    /** Monotonic ms for the throttle: a test's frozen clock must not stop the writes. */
+    private readonly monotonic: () => number = () => performance.now(),
+  ) {}
+
+  /** Whether a partial may be stored (so the commit or a failure must remove it). */
+  get written(): boolean {
+    return this.sentText !== undefined;
+  }
+
+  add(piece: string): void {
+    if (this.stopped) return;
+    this.text += piece;
+    this.schedule();
+  }
+
+  /** A retried model call starts its text over: the next write replaces the partial with the new text. */
+  restart(): void {
+    if (this.stopped) return;
+    this.text = "";
+  }
+
+  /** No more writes: the reply is complete and its commit removes what was written. */
+  stop(): void {
+    this.stopped = true;
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+
+  /** No more writes, and what was written is removed: the request failed, nothing will replace it. */
+  discard(): void {
+    this.stop();
+    if (this.written) this.write(null);
+    this.sentText = undefined;
+  }
+
+  private schedule(): void {
+    if (this.timer !== undefined) return;
+    const wait = this.lastWriteAt + this.intervalMs - this.monotonic();
+    if (wait <= 0) {
+      this.flush();
+      return;
+    }
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.flush();
+    }, wait);
+    // A pending write never keeps a process alive on its own.
+    this.timer.unref();
+  }
+
+  private flush(): void {
+    if (this.stopped || this.text === "" || this.text === this.sentText) return;
+    this.lastWriteAt = this.monotonic();
+    this.sentText = this.text;
+    this.write({ text: this.text, seq_after: this.seqAfter, updated_at: this.clock() });
+  }
+}
