@@ -298,5 +298,22 @@ describe("createOpenAiModel against an OpenAI-compatible server", () => {
       const { error } = await streamed(model());
       expect(error).toMatchObject({ failure: "unavailable", retryAfterMs: 3_000 });
     });
+
+    it("reads a whole JSON completion, passed on at once, from a server that ignores stream: true", async () => {
+      fake.enqueue({ kind: "raw", status: 200, body: JSON.stringify({ model: "gpt-test", choices: [{ message: { content: "all at once" }, finish_reason: "length" }] }) });
+      const { completion, texts } = await streamed(model());
+      expect(completion).toEqual({ text: "all at once", truncated: true, model: "gpt-test" });
+      expect(texts).toEqual(["all at once"]);
+    });
+
+    it.each([
+      ["no choices", '{"choices":[]}'],
+      ["a malformed body", "{not json"],
+    ])("answers a bad_response that is not retried to a streamed request answered with %s", async (_name, body) => {
+      fake.enqueue({ kind: "raw", status: 200, body });
+      const { error, texts } = await streamed(model());
+      expect(error).toMatchObject({ failure: "bad_response", retryable: false });
+      expect(texts).toEqual([]);
+    });
   });
 });

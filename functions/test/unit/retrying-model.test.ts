@@ -214,5 +214,23 @@ describe("withRetries", () => {
       await expect(model.complete(REQUEST, () => undefined)).rejects.toBe(broke);
       expect(inner.requests).toHaveLength(2);
     });
+
+    it("retries past a delta when the caller can take the text back: onRestart, then the deltas start over", async () => {
+      const { inner, model, waits } = setup([{ deltas: ["half", " a"], then: unavailable() }, { deltas: ["h", "i"], then: ANSWER }]);
+      const seen: string[] = [];
+      await expect(model.complete(REQUEST, (text) => seen.push(text), () => seen.push("<restart>"))).resolves.toBe(ANSWER);
+      expect(inner.requests).toHaveLength(2);
+      expect(waits).toEqual([100]);
+      expect(seen).toEqual(["half", " a", "<restart>", "h", "i"]);
+    });
+
+    it("calls onRestart only when text was passed on, and keeps the retry budget", async () => {
+      const broke = unavailable();
+      const restarts: number[] = [];
+      const { model } = setup([timeout(), { deltas: ["x"], then: broke }, ANSWER], { maxRetries: 1 });
+      await expect(model.complete(REQUEST, () => undefined, () => restarts.push(1))).rejects.toBe(broke);
+      // One retry allowed: the second failure is final, with or without text.
+      expect(restarts).toEqual([]);
+    });
   });
 });

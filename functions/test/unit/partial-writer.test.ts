@@ -1,0 +1,55 @@
+import { PartialWriter } from "../../src/session/partial-writer";
+import type { PartialReply } from "../../src/store/records";
+
+/** A writer on a hand-driven monotonic clock, recording what it writes. */
+function setup() {
+  const writes: (PartialReply | null)[] = [];
+  const time = { now: 0 };
+  const writer = new PartialWriter((partial) => writes.push(partial), 3, () => 1_000 + time.now, 250, () => time.now);
+  return { writes, time, writer };
+}
+
+describe("PartialWriter", () => {
+  beforeEach(() => { jest.useFakeTimers(); });
+  afterEach(() => { jest.useRealTimers(); });
+
+  it("writes the first piece at once, then the whole text so far at most once per interval", () => {
+    const { writes, time, writer } = setup();
+    writer.add("Hel");
+    expect(writes).toEqual([{ text: "Hel", seq_after: 3, updated_at: 1_000 }]);
+    time.now = 100;
+    writer.add("lo");
+    writer.add(" there");
+    expect(writes).toHaveLength(1);
+    time.now = 250;
+    jest.advanceTimersByTime(150);
+    expect(writes).toEqual([{ text: "Hel", seq_after: 3, updated_at: 1_000 }, { text: "Hello there", seq_after: 3, updated_at: 1_250 }]);
+    expect(writer.written).toBe(true);
+  });
+
+  it("writes nothing once stopped, and discards by removing what it wrote", () => {
+    const { writes, time, writer } = setup();
+    writer.add("a");
+    time.now = 10;
+    writer.add("b");
+    writer.stop();
+    jest.advanceTimersByTime(1_000);
+    expect(writes).toEqual([{ text: "a", seq_after: 3, updated_at: 1_000 }]);
+    writer.discard();
+    expect(writes.at(-1)).toBeNull();
+    expect(writer.written).toBe(false);
+  });
+
+  it("removes nothing when nothing was written, and starts over after a restart", () => {
+    const { writes, time, writer } = setup();
+    writer.discard();
+    expect(writes).toEqual([]);
+    const other = setup();
+    other.writer.add("first try");
+    other.writer.restart();
+    other.time.now = 300;
+    other.writer.add("second");
+    expect(other.writes.map((partial) => partial?.text)).toEqual(["first try", "second"]);
+    expect(time.now).toBe(0);
+  });
+});
