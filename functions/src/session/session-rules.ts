@@ -113,10 +113,10 @@ export type AppendOutcome =
 /**
  * Stores an exchange: the session must still be open (judged when the message arrived), and a
  * key must not have produced an exchange already (a repeat that outlived its claim). A keyed
- * exchange needs its key's entry in the state: a claim (its own, or a repeat's that took over a
- * lapsed one: whichever commits first wins, the other replays it). Without an entry the claim
- * lapsed and was dropped, and the key may have completed and moved to its record, out of this
- * rule's sight: storing it could store the key twice, so it is refused as lost.
+ * exchange needs its own claim in the state: without it the claim lapsed, and was dropped or taken
+ * over by a repeat, and the key may have completed and moved to its record, out of this rule's
+ * sight: storing it could store the key twice, so it is refused as lost (the client's retry with
+ * the key finds whichever request stored it).
  */
 export function appendRule(options: {
   readonly receivedAt: number;
@@ -131,7 +131,10 @@ export function appendRule(options: {
     if (claim && entry && entry.fingerprint !== claim.fingerprint) return { outcome: { kind: "reused" } };
     if (entry?.seq !== undefined) return { outcome: { kind: "duplicate", seq: entry.seq } };
     if (settled.status !== "active") return closing(state, settled);
-    if (claim?.remember && !entry) return { outcome: { kind: "lost" } };
+    // Only the claim's owner commits a keyed exchange. Any other entry is a repeat's claim: one
+    // that took this lapsed claim over (it commits, this one is lost), or one that only passed
+    // through to replay a key already done and moved to its record, where this rule cannot see it.
+    if (claim?.remember && entry?.owner !== claim.owner) return { outcome: { kind: "lost" } };
     if (settled.message_count >= policy.maxExchanges) return { outcome: { kind: "limit" } };
     const seq = settled.message_count + 1;
     const lastActivity = Math.max(settled.last_activity, answeredAt);

@@ -233,10 +233,17 @@ export class SessionService {
 
     // A cold instance reads the history beside the claim; a warm one has it, as of a count the claim checks.
     const coldHistory = warm.tail ? undefined : settledLater(this.readHistory(sessionId, warm));
-    const [claimed, admission] = await Promise.all([
+    const [claiming, admitting] = await Promise.allSettled([
       this.claimSlot(sessionId, claim, receivedAt),
       store.updateUsage(user, admitMessage(sessionId, receivedAt, this.options.usage)),
     ]);
+    // One step failed (the database): give back what the other took, then fail.
+    if (claiming.status === "rejected" || admitting.status === "rejected") {
+      if (claiming.status === "fulfilled" && claiming.value.kind === "claimed") this.release(sessionId, claim);
+      if (admitting.status === "fulfilled" && admitting.value.admitted) void store.updateUsage(user, refundMessage(this.options.usage)).catch(() => undefined);
+      throw claiming.status === "rejected" ? claiming.reason : (admitting as PromiseRejectedResult).reason;
+    }
+    const [claimed, admission] = [claiming.value, admitting.value];
     if (claimed.kind !== "claimed") {
       // A replay or a refusal costs the user nothing: the token goes back, off the reply's path.
       if (admission.admitted) void store.updateUsage(user, refundMessage(this.options.usage)).catch(() => undefined);
@@ -359,9 +366,11 @@ export class SessionService {
       }
       if (outcome.kind === "claimed") return { kind: "claimed", messageCount: state.message_count };
       if (outcome.kind !== "busy") return outcome;
-      // Give up only on a claim found live past the wait allowed; after waiting, claim again.
+      // Give up on a claim found live past the wait allowed; after waiting, claim again, but only
+      // within the wait: a claim at its end would start a model call the function's time cannot hold.
       if (clock() >= giveUpAt) return { kind: "in-progress", retryAfterMs: outcome.leaseUntil - clock() };
       await this.awaitKey(sessionId, claim, Math.min(outcome.leaseUntil, giveUpAt), keyPollMs);
+      if (clock() >= giveUpAt) return { kind: "in-progress", retryAfterMs: outcome.leaseUntil - clock() };
     }
   }
 

@@ -10,6 +10,8 @@ import type { Database } from "firebase-admin/database";
  */
 export class ListenerHolds {
   private readonly held = new Map<string, { lastUsed: number; stop: () => void }>();
+  /** Drops idle holds on an instance that gets no more requests (unref'd: it keeps no process alive). */
+  private sweeper: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly db: Database,
@@ -36,11 +38,20 @@ export class ListenerHolds {
       this.held.set(path, { lastUsed: now, stop: () => { ref.off("value", listener); } });
     }
     this.trim(now);
+    if (!this.sweeper && this.held.size > 0) {
+      this.sweeper = setInterval(() => { this.trim(this.clock()); }, Math.max(1_000, this.idleMs / 2));
+      this.sweeper.unref();
+    }
     return entry !== undefined;
+  }
+
+  isHeld(path: string): boolean {
+    return this.held.has(path);
   }
 
   releaseAll(): void {
     for (const path of [...this.held.keys()]) this.release(path);
+    this.trim(this.clock());
   }
 
   private release(path: string): void {
@@ -53,8 +64,12 @@ export class ListenerHolds {
 
   private trim(now: number): void {
     for (const [path, entry] of this.held) {
-      if (this.held.size <= this.max && now - entry.lastUsed <= this.idleMs) return;
+      if (this.held.size <= this.max && now - entry.lastUsed <= this.idleMs) break;
       this.release(path);
+    }
+    if (this.held.size === 0 && this.sweeper) {
+      clearInterval(this.sweeper);
+      this.sweeper = undefined;
     }
   }
 }

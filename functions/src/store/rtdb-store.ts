@@ -320,6 +320,9 @@ export class RtdbStore implements SessionStore {
       if (record.success) update[`keys/${hash}`] = { fingerprint: record.data.fingerprint, seq: record.data.seq };
     }
     const copy = this.sessionRef(sessionId).update(update).then(() => {
+      // What is known of a session no longer held is forgotten with its hold (a late
+      // acknowledgement would otherwise bring it back, for good); a closing session's is used at once.
+      if (!closed && !this.holds.isHeld(`userSessions/${sessionId}/state`)) return;
       const set = this.copied.get(sessionId) ?? new Set<string>();
       for (const entry of journal) set.add(entry);
       this.copied.set(sessionId, set);

@@ -284,11 +284,10 @@ describe("appendRule", () => {
       next: active({ message_count: 3, last_activity: T + 200, idle_since: T + 200, requests: { h1: { fingerprint: "fp1", seq: 3 } } }),
     },
     {
-      name: "records the key when its claim was taken over by a repeat (that one then replays this exchange)",
+      name: "refuses a keyed exchange whose claim a repeat holds now (taken over, or passing through to a replay): lost",
       state: active({ requests: { h1: { fingerprint: "fp1", owner: "other", lease_until: T + LEASE } } }),
       rule: append({ claim: CLAIM }),
-      outcome: { kind: "appended", seq: 3 },
-      next: active({ message_count: 3, last_activity: T + 200, idle_since: T + 200, requests: { h1: { fingerprint: "fp1", seq: 3 } } }),
+      outcome: { kind: "lost" },
     },
     {
       name: "answers duplicate when the key already produced an exchange",

@@ -1,0 +1,47 @@
+import type { Database } from "firebase-admin/database";
+import { ListenerHolds } from "../../src/store/rtdb-listeners";
+
+/** A Database that only records which paths are listened to. */
+function recordingDatabase() {
+  const listened = new Set<string>();
+  const db = {
+    ref: (path: string) => ({
+      on: () => { listened.add(path); },
+      off: () => { listened.delete(path); },
+    }),
+  };
+  return { listened, db: db as unknown as Database };
+}
+
+describe("ListenerHolds", () => {
+  afterEach(() => { jest.useRealTimers(); });
+
+  it("keeps at most `max` nodes, least recently used out first, and forgets what it knew of them", () => {
+    const { listened, db } = recordingDatabase();
+    const released: string[] = [];
+    const holds = new ListenerHolds(db, 2, 60_000, (path) => released.push(path), () => 0);
+    holds.hold("a");
+    holds.hold("b");
+    expect(holds.hold("a")).toBe(true); // b is now the least recently used
+    holds.hold("c");
+    expect([...listened].sort()).toEqual(["a", "c"]);
+    expect(released).toEqual(["b"]);
+    holds.releaseAll();
+    expect(listened.size).toBe(0);
+  });
+
+  it("drops nodes left unused past the idle time even when no request comes to trim them", () => {
+    jest.useFakeTimers();
+    let now = 0;
+    const { listened, db } = recordingDatabase();
+    const holds = new ListenerHolds(db, 10, 5_000, () => undefined, () => now);
+    holds.hold("quiet");
+    now = 4_000;
+    jest.advanceTimersByTime(4_000);
+    expect(listened.has("quiet")).toBe(true);
+    now = 6_000;
+    jest.advanceTimersByTime(2_500);
+    expect(listened.has("quiet")).toBe(false);
+    expect(holds.isHeld("quiet")).toBe(false);
+  });
+});
