@@ -89,6 +89,10 @@ export class CountingStore implements SessionStore {
     return this.count("findIdleSessions", this.inner.findIdleSessions(cutoff, limit));
   }
 
+  findUnflushedSessions(limit: number): Promise<string[]> {
+    return this.count("findUnflushedSessions", this.inner.findUnflushedSessions(limit));
+  }
+
   findClosedSessions(cutoff: number, limit: number): Promise<string[]> {
     return this.count("findClosedSessions", this.inner.findClosedSessions(cutoff, limit));
   }

@@ -18,6 +18,8 @@ export interface MaintenanceOptions {
 
 export interface MaintenanceReport {
   readonly expired: number;
+  /** Closed sessions whose journal was copied to `messages` now (their copy failed as they closed). */
+  readonly flushed: number;
   readonly deleted: number;
   readonly keysForgotten: number;
 }
@@ -33,8 +35,14 @@ export async function runMaintenance(options: MaintenanceOptions): Promise<Maint
   // Idle *longer* than the TTL, as the request path judges it: activity at exactly the TTL keeps a session.
   const cutoff = now - options.policy.idleTtlMs - 1;
   const expired = await inBatches(options, () => store.findIdleSessions(cutoff, batchSize), async (ids) => {
-    const results = await Promise.all(ids.map((id) => store.updateState(id, expireRule(now, options.policy))));
-    return results.filter((result) => result.found && result.outcome).length;
+    // Settled, not all: one session the database fails on must not stop the rest of the run.
+    const results = await Promise.allSettled(ids.map((id) => store.updateState(id, expireRule(now, options.policy))));
+    return results.filter((result) => result.status === "fulfilled" && result.value.found && result.value.outcome).length;
+  });
+  // A transaction that changes nothing still makes the store finish a closed session's copy.
+  const flushed = await inBatches(options, () => store.findUnflushedSessions(batchSize), async (ids) => {
+    const results = await Promise.allSettled(ids.map((id) => store.updateState(id, () => ({ outcome: undefined }))));
+    return results.filter((result) => result.status === "fulfilled").length;
   });
   const deleted =
     options.retentionMs > 0
@@ -49,7 +57,7 @@ export async function runMaintenance(options: MaintenanceOptions): Promise<Maint
     keysForgotten += removed;
     if (removed < batchSize) break;
   }
-  return { expired, deleted, keysForgotten };
+  return { expired, flushed, deleted, keysForgotten };
 }
 
 /** Runs `handle` on what `find` returns until a batch comes back short or the budget is spent. */

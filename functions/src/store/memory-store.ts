@@ -113,6 +113,11 @@ export class MemoryStore implements SessionStore {
     return this.oldestBy((state) => (state.status === "active" ? state.idle_since : undefined), cutoff, limit);
   }
 
+  async findUnflushedSessions(): Promise<string[]> {
+    // Every write here is whole: no session is ever left with a journal to copy.
+    return [];
+  }
+
   async findClosedSessions(cutoff: number, limit: number): Promise<string[]> {
     return this.oldestBy((state) => state.ended_at, cutoff, limit);
   }

@@ -234,6 +234,10 @@ export class RtdbStore implements SessionStore {
     return this.keysOrderedBy("userSessions", "state/ended_at", cutoff, limit, "find closed sessions");
   }
 
+  async findUnflushedSessions(limit: number): Promise<string[]> {
+    return this.keysOrderedBy("userSessions", `state/${UNFLUSHED}`, Number.MAX_SAFE_INTEGER, limit, "find unflushed sessions");
+  }
+
   async deleteSession(sessionId: string): Promise<void> {
     await this.call("delete session", this.sessionRef(sessionId).remove());
   }
@@ -281,11 +285,14 @@ export class RtdbStore implements SessionStore {
    */
   private stateToWrite(sessionId: string, next: SessionState, pending: unknown): Record<string, unknown> {
     const copied = this.copied.get(sessionId);
-    if (!copied || copied.size === 0) return stateNode(next, pending);
-    const journal = isRecord(pending) ? Object.fromEntries(Object.entries(pending).filter(([key]) => !copied.has(key))) : {};
-    const requests = Object.entries(next.requests ?? {}).filter(([hash, entry]) => entry.seq === undefined || !copied.has(keyEntry(hash)));
-    const { requests: all, ...rest } = next;
-    return stateNode(requests.length > 0 ? { ...rest, requests: Object.fromEntries(requests) } : rest, journal);
+    const node =
+      !copied || copied.size === 0
+        ? stateNode(next, pending)
+        : stateNode(withoutCopiedKeys(next, copied), isRecord(pending) ? Object.fromEntries(Object.entries(pending).filter(([key]) => !copied.has(key))) : {});
+    // A closed session with a journal left (its copy failed when it closed) is indexed for the
+    // sweep, which finishes the copy: no message will come to do it.
+    if (next.status !== "active" && isRecord(node.pending)) node[UNFLUSHED] = next.ended_at ?? next.last_activity;
+    return node;
   }
 
   /**
@@ -488,6 +495,16 @@ interface StateResult<O> {
   readonly value: unknown;
   /** How often the rule ran: 1 when the server took its first answer. */
   readonly runs: number;
+}
+
+/** The index of closed sessions whose journal is not copied yet (see stateToWrite). */
+const UNFLUSHED = "unflushed_since";
+
+/** The state without the done keys this instance knows are copied to their records. */
+function withoutCopiedKeys(state: SessionState, copied: ReadonlySet<string>): SessionState {
+  const requests = Object.entries(state.requests ?? {}).filter(([hash, entry]) => entry.seq === undefined || !copied.has(keyEntry(hash)));
+  const { requests: all, ...rest } = state;
+  return requests.length > 0 ? { ...rest, requests: Object.fromEntries(requests) } : rest;
 }
 
 /** Reads of a history that showed a gap before the newest messages are given up on: see readRecentMessages. */

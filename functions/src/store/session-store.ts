@@ -98,6 +98,9 @@ export interface SessionStore {
   /** Ended or expired sessions whose `ended_at` is at or before `cutoff`, oldest first. */
   findClosedSessions(cutoff: number, limit: number): Promise<string[]>;
 
+  /** Closed sessions whose exchanges are not all in `messages` yet (a copy that failed as they closed). */
+  findUnflushedSessions(limit: number): Promise<string[]>;
+
   /** Removes a session and its history. */
   deleteSession(sessionId: string): Promise<void>;
 

@@ -1,10 +1,12 @@
 import { randomUUID } from "node:crypto";
 import { deleteApp, initializeApp } from "firebase-admin/app";
-import { getDatabase } from "firebase-admin/database";
+import { getDatabase, type Database } from "firebase-admin/database";
 import { StoreUnavailableError } from "../../src/store/errors";
 import { pendingExchangeKey } from "../../src/store/message-keys";
+import { runMaintenance } from "../../src/session/maintenance";
+import { endRule } from "../../src/session/session-rules";
 import { RtdbStore } from "../../src/store/rtdb-store";
-import { appendAt, exchange, newSession } from "../support/fixtures";
+import { appendAt, CREATED_AT, exchange, newSession, POLICY } from "../support/fixtures";
 import { describeWithRtdb, freshNamespace, RtdbInstances } from "../support/rtdb";
 
 /** What only the Realtime Database adapter does: the journal, the stored shape, deadlines. */
@@ -47,6 +49,36 @@ describeWithRtdb("RtdbStore journal and shape", () => {
       ["m000000005", "question 3"],
       ["m000000006", "answer 3"],
     ]);
+  });
+
+  it("finishes, in the sweep, the copy of a session that closed while its copy failed", async () => {
+    const session = newSession();
+    const writer = new RtdbStore(instances.database(), 10_000);
+    await writer.createSession(session);
+    await writer.appendExchange(session.id, exchange("1", CREATED_AT + 1), appendAt(CREATED_AT + 2));
+    // Ended by an instance whose multi-path updates all fail (a lost connection): the end commits, its copy does not.
+    const failing = instances.database();
+    const ref = failing.ref.bind(failing);
+    (failing as { ref: Database["ref"] }).ref = ((path?: string) => {
+      const node = ref(path);
+      if (path === `userSessions/${session.id}`) node.update = () => Promise.reject(new Error("connection lost"));
+      return node;
+    });
+    const ender = new RtdbStore(failing, 3_000);
+    await expect(ender.updateState(session.id, endRule(CREATED_AT + 3, POLICY))).rejects.toThrow(/copy exchanges to history/);
+    const db = instances.database();
+    expect(((await db.ref(`userSessions/${session.id}/state`).get()).val() as { pending?: unknown }).pending).toBeDefined();
+
+    const sweeper = new RtdbStore(instances.database(), 10_000);
+    const report = await runMaintenance({ store: sweeper, now: CREATED_AT + 4, policy: POLICY, retentionMs: 0, createKeyTtlMs: 1e12, batchSize: 10, maxBatches: 2 });
+    expect(report.flushed).toBeGreaterThanOrEqual(1);
+    const stored = (await db.ref(`userSessions/${session.id}`).get()).val() as { state: Record<string, unknown>; messages?: Record<string, { content: string }> };
+    expect(stored.state.pending).toBeUndefined();
+    expect(stored.state.unflushed_since).toBeUndefined();
+    expect(Object.values(stored.messages ?? {}).map((message) => message.content)).toEqual(["question 1", "answer 1"]);
+    writer.close();
+    ender.close();
+    sweeper.close();
   });
 
   it("stores the documented shape", async () => {
