@@ -313,6 +313,7 @@ async function startSession(event) {
       // Not remembered: fine.
     }
     session = { id: body.session_id, templateName: body.template_name };
+    ui.session.dataset.sessionId = body.session_id;
     ui.templateName.textContent = body.template_name;
     ui.count.textContent = "0";
     ui.log.replaceChildren();
