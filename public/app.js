@@ -104,12 +104,15 @@ async function signIn() {
 /**
  * fetch with the visitor's ID token when signed in. A 401 UNAUTHENTICATED before any sign-in
  * signs in, then sends the request once more (nothing was done: the server refused it first).
+ * `json`, a function, makes the body at each send: signing in may change what it must say.
  */
-async function apiFetch(url, init) {
+async function apiFetch(url, { method, headers = {}, json }) {
   const send = async () => {
-    const headers = new Headers(init.headers);
-    if (firebaseUser) headers.set("Authorization", `Bearer ${await firebaseUser.getIdToken()}`);
-    return fetch(url, { ...init, headers });
+    const all = new Headers(headers);
+    if (firebaseUser) all.set("Authorization", `Bearer ${await firebaseUser.getIdToken()}`);
+    if (!json) return fetch(url, { method, headers: all });
+    all.set("Content-Type", "application/json");
+    return fetch(url, { method, headers: all, body: JSON.stringify(json()) });
   };
   const response = await send();
   if (response.status !== 401 || firebaseUser) return response;
@@ -297,9 +300,8 @@ async function startSession(event) {
     const templateId = ui.template.value;
     const response = await apiFetch(urls.create, {
       method: "POST",
-      headers: { "Content-Type": "application/json" },
-      // Signed in, the token names the user: the body's user_id must be the same or absent.
-      body: JSON.stringify(firebaseUser ? { user_id: firebaseUser.uid, template_id: templateId } : { user_id: userId, template_id: templateId }),
+      // Signed in, the token names the user: the body's user_id must be the same (or absent).
+      json: () => ({ user_id: firebaseUser ? firebaseUser.uid : userId, template_id: templateId }),
     });
     const body = await readJson(response);
     if (!response.ok || !body?.success) {
@@ -366,8 +368,8 @@ async function sendMessage(event) {
   try {
     const response = await apiFetch(urls.message(current.id), {
       method: "POST",
-      headers: { "Content-Type": "application/json", Accept: "text/event-stream" },
-      body: JSON.stringify({ message: text }),
+      headers: { Accept: "text/event-stream" },
+      json: () => ({ message: text }),
     });
     if ((response.headers.get("Content-Type") ?? "").startsWith("text/event-stream")) {
       await readEvents(response, (name, data) => {

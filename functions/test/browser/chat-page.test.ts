@@ -1,6 +1,7 @@
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Page } from "playwright-core";
+import { startEmulatorProject, type EmulatorProject } from "../e2e/emulator-project";
 import { describeWithChromium, launchChromium, type LaunchedBrowser } from "../support/chromium";
 import { ROUTES, startHarness, type Harness } from "../support/http-harness";
 
@@ -148,5 +149,59 @@ describeWithChromium("the chat page in Chromium", () => {
     await page.waitForSelector("body[data-state=active] #log .assistant:not(.streaming)");
     expect(await page.textContent("#log .assistant .text")).toBe("reply #1 to: direct");
     expect(await page.textContent("#count")).toBe("1");
+  }, 60_000);
+});
+
+/**
+ * Where the server requires an ID token: the page meets the 401, loads the Firebase Auth SDK from
+ * the reserved /__/firebase/ URLs, signs in anonymously on the Auth emulator, and sends the token.
+ */
+describeWithChromium("the chat page in Chromium, signed in on the Auth emulator", () => {
+  let emulator: EmulatorProject;
+  let harness: Harness;
+  let browser: LaunchedBrowser;
+  const previousHost = process.env.FIREBASE_AUTH_EMULATOR_HOST;
+
+  beforeAll(async () => {
+    emulator = await startEmulatorProject({ projectId: "demo-chatify", only: ["auth"], env: {}, secrets: {} });
+    // firebase-admin reads this when an app's Auth is first used: before the harness starts.
+    process.env.FIREBASE_AUTH_EMULATOR_HOST = emulator.authHost;
+    harness = await startHarness({ store: "memory", env: { REQUIRE_AUTH: "true" } });
+    browser = await launchChromium({ width: 1024, height: 768 });
+  }, 120_000);
+  afterAll(async () => {
+    if (previousHost === undefined) delete process.env.FIREBASE_AUTH_EMULATOR_HOST;
+    else process.env.FIREBASE_AUTH_EMULATOR_HOST = previousHost;
+    await harness.close();
+    await browser.close();
+    await emulator.stop();
+  }, 30_000);
+
+  it("signs in anonymously when the server answers 401, then chats as that user", async () => {
+    const page = await browser.context.newPage();
+    await page.goto(`${harness.api.baseUrl}/?authEmulator=${emulator.authHost}`);
+    await page.waitForSelector("body[data-ready=true]");
+    harness.fake.enqueue({ kind: "stream", chunks: ["Signed", " in", " and", " streaming."], chunkDelayMs: 50 });
+    const logged: string[] = [];
+    page.on("console", (message) => logged.push(message.text()));
+    await page.click("#start-button");
+    await page.waitForSelector("body[data-state=active], #error:not([hidden])", { timeout: 30_000 });
+    // On failure, what the visitor saw and what the page logged (a 401 in the log is expected).
+    expect({ error: await page.textContent("#error"), logged }).toMatchObject({ error: "" });
+
+    const uid = await page.inputValue("#user");
+    expect(await page.textContent("#identity")).toBe(`Identity: signed in anonymously with Firebase Auth as ${uid} (Auth emulator at ${emulator.authHost}).`);
+    const id = (await page.getAttribute("#session", "data-session-id")) ?? "";
+    expect(await harness.api.store.readSessionMeta(id)).toMatchObject({ user_id: uid });
+
+    await send(page, "who am I?");
+    await page.waitForSelector("body[data-state=active] #log .assistant:not(.streaming)");
+    expect(await page.textContent("#log .assistant .text")).toBe("Signed in and streaming.");
+    expect(await page.textContent("#count")).toBe("1");
+    await page.click("#end-button");
+    await page.waitForSelector("body[data-state=ended]");
+    // Without the token, the same session is not the visitor's to touch.
+    expect((await harness.api.call("DELETE", ROUTES.end(id))).status).toBe(401);
+    await page.close();
   }, 60_000);
 });
