@@ -7,6 +7,7 @@ import { HttpError } from "../http/http-error";
 import type { HttpRequest, HttpResponse } from "../http/http-types";
 import { globToRegExp } from "./glob";
 import type { HostingRewrite } from "./project-files";
+import { staticAnswer, type StaticSite } from "./static-site";
 
 export interface LocalServerOptions {
   readonly api: Api;
@@ -15,6 +16,8 @@ export interface LocalServerOptions {
   readonly rewrites: readonly HostingRewrite[];
   readonly projectId: string;
   readonly region: string;
+  /** Served at `/` before the rewrites, as Hosting serves its public folder; absent, only the functions are served. */
+  readonly site?: StaticSite;
   /** The production defaults unless given (tests shorten them). */
   readonly limits?: Partial<ConnectionLimits>;
 }
@@ -63,7 +66,8 @@ interface Target {
 /**
  * One Node process serving all three functions the two ways the platform does: through the
  * Hosting rewrites of firebase.json (the original routes, full path kept) and directly
- * (`/{function}/...` or `/{project}/{region}/{function}/...`, function prefix stripped).
+ * (`/{function}/...` or `/{project}/{region}/{function}/...`, function prefix stripped); and,
+ * first, for GET and HEAD, Hosting's static files (`site`), so the page and the API share an origin.
  */
 export function createLocalServer(options: LocalServerOptions): Server {
   const rewrites = options.rewrites.map((rewrite) => {
@@ -109,6 +113,21 @@ async function serve(
 ): Promise<void> {
   // The raw target, not `new URL`: a target such as "//x" would be read as a host, or throw.
   const path = (request.url ?? "/").split("?")[0] ?? "/";
+  const method = (request.method ?? "GET").toUpperCase();
+  // As Hosting: a file of the public folder wins over a rewrite; other methods never get files.
+  if (options.site && path.startsWith("/") && (method === "GET" || method === "HEAD")) {
+    const file = await staticAnswer(options.site, method, path);
+    if (file?.kind === "refused") {
+      answerBeforeBody(request, response, errorResponse(new HttpError(404, "NOT_FOUND", "No such route")), drainLimitBytes);
+      return;
+    }
+    if (file) {
+      response.writeHead(file.status, file.headers);
+      response.write(file.body);
+      endAfterBody(request, response, drainLimitBytes);
+      return;
+    }
+  }
   const target = path.startsWith("/") ? route(path) : undefined;
   if (!target) {
     answerBeforeBody(request, response, errorResponse(new HttpError(404, "NOT_FOUND", "No such route")), drainLimitBytes);
@@ -116,7 +135,7 @@ async function serve(
   }
   const { body, complete } = await readBody(request, options.maxBodyBytes);
   const httpRequest: HttpRequest = {
-    method: (request.method ?? "GET").toUpperCase(),
+    method,
     path: target.path,
     headers: flattenHeaders(request),
     body,
@@ -187,6 +206,11 @@ function readBody(request: IncomingMessage, maxBytes: number): Promise<{ body: B
 function answerBeforeBody(request: IncomingMessage, response: ServerResponse, answer: HttpResponse, limit: number): void {
   const payload = writeHead(response, answer);
   if (payload !== undefined) response.write(payload);
+  endAfterBody(request, response, limit);
+}
+
+/** The rest of `answerBeforeBody`: the request's body, if any, is read and thrown away, then the answer ends. */
+function endAfterBody(request: IncomingMessage, response: ServerResponse, limit: number): void {
   let discarded = 0;
   const onData = (chunk: Buffer) => {
     discarded += chunk.length;

@@ -1,7 +1,7 @@
 import { functionsLog } from "../log/log";
 import { createLocalInstance } from "./local-instance";
 import { createLocalServer } from "./local-server";
-import { defaultProjectId, hostingRewrites } from "./project-files";
+import { defaultProjectId, hostingRewrites, localSite } from "./project-files";
 
 const REGION = "us-central1";
 
@@ -11,7 +11,8 @@ async function main(): Promise<void> {
   const host = process.env.HOST || "127.0.0.1";
   const port = Number(process.env.PORT || 5000);
   const local = await createLocalInstance(projectId, functionsLog);
-  const server = createLocalServer({ api: local.instance.api, maxBodyBytes: local.instance.config.maxBodyBytes, rewrites: hostingRewrites(), projectId, region: REGION });
+  const site = localSite(projectId, process.env.FIREBASE_AUTH_EMULATOR_HOST);
+  const server = createLocalServer({ api: local.instance.api, maxBodyBytes: local.instance.config.maxBodyBytes, rewrites: hostingRewrites(), projectId, region: REGION, site });
   server.listen(port, host, () => {
     const address = server.address();
     const base = `http://${host}:${typeof address === "object" && address ? address.port : port}`;
@@ -20,6 +21,8 @@ async function main(): Promise<void> {
       `  sessions: ${local.storeLabel}${local.seeded.length > 0 ? `; seeded templates: ${local.seeded.join(", ")}` : ""}`,
       `  model:    ${local.modelLabel}`,
       `  auth:     ${local.instance.config.requireAuth ? "ID token required (REQUIRE_AUTH=true)" : "ID token optional; without one the body's user_id is trusted (REQUIRE_AUTH=false)"}`,
+      "",
+      `  Chat page: ${base}/  (public/; Firebase Auth SDK at /__/firebase/: ${site.firebaseSdkDir ? "served from node_modules/firebase" : "not installed, run `npm test` once or `npm --prefix functions ci`"})`,
       "",
       `  Original routes (API base URL ${base}/api/v1):`,
       `    POST   ${base}/api/v1/chatbot/session`,

@@ -2,6 +2,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { z } from "zod";
 import { templateSchema, type Template } from "../store/records";
+import type { StaticSite } from "./static-site";
 
 /** The repository root: the nearest folder above this file that holds firebase.json. */
 export const PROJECT_ROOT = findRoot(__dirname);
@@ -47,15 +48,41 @@ export interface HostingRewrite {
   readonly functionId: string;
 }
 
-/** The Hosting rewrites of `firebase.json`, in order: the local server routes exactly as Hosting does. */
-export function hostingRewrites(): HostingRewrite[] {
-  const rewrite = z.object({
+const hostingSchema = z.object({
+  public: z.string().min(1),
+  ignore: z.array(z.string()).default([]),
+  rewrites: z.array(z.object({
     source: z.string(),
     function: z.union([z.string(), z.object({ functionId: z.string() })]),
-  });
-  const config = z.object({ hosting: z.object({ rewrites: z.array(rewrite) }) }).parse(readJson("firebase.json"));
-  return config.hosting.rewrites.map((entry) => ({
+  })),
+});
+
+function hostingConfig(): z.infer<typeof hostingSchema> {
+  return z.object({ hosting: hostingSchema }).parse(readJson("firebase.json")).hosting;
+}
+
+/** The Hosting rewrites of `firebase.json`, in order: the local server routes exactly as Hosting does. */
+export function hostingRewrites(): HostingRewrite[] {
+  return hostingConfig().rewrites.map((entry) => ({
     source: entry.source,
     functionId: typeof entry.function === "string" ? entry.function : entry.function.functionId,
   }));
+}
+
+/**
+ * The site of `firebase.json`'s Hosting (its public folder and ignore globs), as the local server
+ * serves it at `/`, with the Firebase SDK's compat builds from node_modules when installed (a
+ * development dependency: `npm start` alone does not install it) and an init.js for `projectId`
+ * whose API key the Auth emulator accepts (it accepts any).
+ */
+export function localSite(projectId: string, authEmulatorHost?: string): StaticSite {
+  const hosting = hostingConfig();
+  const sdk = join(PROJECT_ROOT, "functions", "node_modules", "firebase");
+  return {
+    publicDir: join(PROJECT_ROOT, hosting.public),
+    ignore: hosting.ignore,
+    ...(existsSync(join(sdk, "firebase-app-compat.js")) ? { firebaseSdkDir: sdk } : {}),
+    firebaseConfig: { projectId, apiKey: "fake-api-key", authDomain: `${projectId}.firebaseapp.com` },
+    ...(authEmulatorHost ? { authEmulatorHost } : {}),
+  };
 }

@@ -1,0 +1,155 @@
+import { existsSync } from "node:fs";
+import { readFile, realpath, stat } from "node:fs/promises";
+import { extname, join, sep } from "node:path";
+import { globToRegExp } from "./glob";
+
+/** What the local server serves as Firebase Hosting would, before the rewrites. */
+export interface StaticSite {
+  /** firebase.json's `hosting.public`, as an absolute path. */
+  readonly publicDir: string;
+  /** firebase.json's `hosting.ignore` globs (paths relative to publicDir): never served, as never deployed. */
+  readonly ignore: readonly string[];
+  /**
+   * A folder with the Firebase JS SDK's compat builds (`firebase-app-compat.js`, ...), served at
+   * Hosting's reserved `/__/firebase/<version>/` URLs; absent, those URLs are 404 (the SDK is a
+   * development dependency, so a server-only install has none).
+   */
+  readonly firebaseSdkDir?: string;
+  /** The web app config `/__/firebase/init.js` initialises the SDK with, as Hosting's does. */
+  readonly firebaseConfig: Readonly<Record<string, string>>;
+  /** host:port of the Auth emulator the server itself uses, told to the page by init.js (local only). */
+  readonly authEmulatorHost?: string;
+}
+
+export type StaticAnswer =
+  | { readonly kind: "file"; readonly status: number; readonly headers: Readonly<Record<string, string | number>>; readonly body: Buffer }
+  /** A path no file can have (`..`, an encoded slash, bad percent-encoding): 404 without looking further. */
+  | { readonly kind: "refused" };
+
+/** Content types by extension; anything else is served as bytes. */
+const CONTENT_TYPES: Readonly<Record<string, string>> = {
+  ".html": "text/html; charset=utf-8",
+  ".js": "text/javascript; charset=utf-8",
+  ".mjs": "text/javascript; charset=utf-8",
+  ".css": "text/css; charset=utf-8",
+  ".json": "application/json; charset=utf-8",
+  ".map": "application/json; charset=utf-8",
+  ".txt": "text/plain; charset=utf-8",
+  ".svg": "image/svg+xml",
+  ".png": "image/png",
+  ".jpg": "image/jpeg",
+  ".jpeg": "image/jpeg",
+  ".gif": "image/gif",
+  ".webp": "image/webp",
+  ".ico": "image/x-icon",
+  ".webmanifest": "application/manifest+json",
+  ".woff2": "font/woff2",
+};
+
+/** The SDK files served at the reserved URLs: compat builds only, the ones a page loads without a bundler. */
+const SDK_FILE = /^firebase-[a-z-]+-compat\.js(\.map)?$/;
+
+/**
+ * The static answer to a GET or HEAD of `rawPath` (query stripped, still percent-encoded), or
+ * undefined when no file answers it and the request goes on to the rewrites, as on Hosting.
+ */
+export async function staticAnswer(site: StaticSite, method: "GET" | "HEAD", rawPath: string): Promise<StaticAnswer | undefined> {
+  const segments = decodeSegments(rawPath);
+  if (segments === undefined) return { kind: "refused" };
+  if (segments[0] === "__") return reserved(site, method, segments);
+
+  const relative = segments.join("/");
+  if (site.ignore.some((glob) => matches(glob, relative))) return undefined;
+  const root = await realpath(site.publicDir).catch(() => undefined);
+  if (root === undefined) return undefined;
+  let file = join(root, ...segments);
+  const info = await stat(file).catch(() => undefined);
+  if (info?.isDirectory()) {
+    // Hosting's default: a folder without its trailing slash is redirected to it, so that the
+    // page's relative URLs (app.js) resolve inside the folder.
+    if (!rawPath.endsWith("/")) return redirect(method, `${rawPath}/`);
+    file = join(file, "index.html");
+  } else if (!info?.isFile() || rawPath.endsWith("/")) {
+    return undefined;
+  }
+  // A symbolic link inside public/ must not lead out of it.
+  const real = await realpath(file).catch(() => undefined);
+  if (real === undefined || !real.startsWith(root + sep)) return undefined;
+  // Local files change while a developer works on them: always revalidated.
+  return fileAnswer(method, real, await readFile(real), "no-cache");
+}
+
+/**
+ * Splits and decodes the path. Refuses what no file of public/ can be named, and what would
+ * climb out of it: `.` or `..` segments, encoded slashes or backslashes, NUL, bad escapes.
+ */
+function decodeSegments(rawPath: string): string[] | undefined {
+  const segments: string[] = [];
+  const parts = rawPath.split("/").slice(1);
+  for (const [index, part] of parts.entries()) {
+    let segment: string;
+    try {
+      segment = decodeURIComponent(part);
+    } catch {
+      return undefined;
+    }
+    if (segment === "." || segment === ".." || /[/\\\0]/.test(segment)) return undefined;
+    // Empty segments (`//`) are refused too; only the last may be empty (a trailing slash).
+    if (segment === "" && index < parts.length - 1) return undefined;
+    if (segment !== "") segments.push(segment);
+  }
+  return segments;
+}
+
+/** Hosting's `ignore` globs: `**` may match no folder at all, so `**\/.*` covers `.env` at the top too. */
+function matches(glob: string, relative: string): boolean {
+  const pattern = globToRegExp(glob);
+  return pattern.test(relative) || pattern.test(`/${relative}`);
+}
+
+/**
+ * Hosting's reserved `/__/firebase/` URLs: the SDK (whatever version the path names, the local
+ * server has one: the installed one) and `init.js`, which initialises it with the project's config.
+ */
+async function reserved(site: StaticSite, method: "GET" | "HEAD", segments: readonly string[]): Promise<StaticAnswer | undefined> {
+  if (segments[1] !== "firebase") return undefined;
+  if (segments.length === 3 && segments[2] === "init.js") {
+    const lines = [
+      "if (typeof firebase === 'undefined') throw new Error('hosting/init-error: Firebase SDK not detected. You must include it before /__/firebase/init.js');",
+      `firebase.initializeApp(${JSON.stringify(site.firebaseConfig)});`,
+    ];
+    // Local only (Hosting has no emulator to name): the page signs in on the Auth emulator the
+    // server checks tokens with, unless its URL names another.
+    if (site.authEmulatorHost !== undefined) lines.push(`self.CHATIFY_AUTH_EMULATOR = ${JSON.stringify(site.authEmulatorHost)};`);
+    return fileAnswer(method, "init.js", Buffer.from(`${lines.join("\n")}\n`), "no-cache");
+  }
+  const name = segments[3];
+  if (segments.length !== 4 || site.firebaseSdkDir === undefined || name === undefined || !SDK_FILE.test(name)) return undefined;
+  const file = join(site.firebaseSdkDir, name);
+  if (!existsSync(file)) return undefined;
+  return fileAnswer(method, file, await readFile(file), "public, max-age=3600");
+}
+
+function fileAnswer(method: "GET" | "HEAD", file: string, body: Buffer, cacheControl: string): StaticAnswer {
+  return {
+    kind: "file",
+    status: 200,
+    headers: {
+      "Content-Type": CONTENT_TYPES[extname(file).toLowerCase()] ?? "application/octet-stream",
+      "Content-Length": body.length,
+      "Cache-Control": cacheControl,
+      "X-Content-Type-Options": "nosniff",
+    },
+    body: method === "HEAD" ? Buffer.alloc(0) : body,
+  };
+}
+
+function redirect(method: "GET" | "HEAD", location: string): StaticAnswer {
+  const body = Buffer.from(`Redirecting to ${location}\n`);
+  return {
+    kind: "file",
+    status: 301,
+    headers: { Location: location, "Content-Type": "text/plain; charset=utf-8", "Content-Length": body.length },
+    body: method === "HEAD" ? Buffer.alloc(0) : body,
+  };
+}

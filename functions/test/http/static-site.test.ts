@@ -1,0 +1,174 @@
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { request as httpRequest, type IncomingHttpHeaders, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createLocalServer } from "../../src/local/local-server";
+import { hostingRewrites, localSite, PROJECT_ROOT } from "../../src/local/project-files";
+import type { StaticSite } from "../../src/local/static-site";
+import { createSession, ROUTES, startHarness, type Harness } from "../support/http-harness";
+
+interface RawAnswer {
+  readonly status: number;
+  readonly headers: IncomingHttpHeaders;
+  readonly text: string;
+}
+
+/** Sends the target as written: fetch would resolve `..` and `.` before sending. */
+function raw(baseUrl: string, method: string, path: string): Promise<RawAnswer> {
+  const { hostname, port } = new URL(baseUrl);
+  return new Promise((resolve, reject) => {
+    const request = httpRequest({ hostname, port, method, path, agent: false }, (response) => {
+      const chunks: Buffer[] = [];
+      response.on("data", (chunk: Buffer) => chunks.push(chunk));
+      response.on("end", () => { resolve({ status: response.statusCode ?? 0, headers: response.headers, text: Buffer.concat(chunks).toString("utf8") }); });
+    });
+    request.on("error", reject);
+    request.end();
+  });
+}
+
+const publicFile = (name: string) => readFileSync(join(PROJECT_ROOT, "public", name), "utf8");
+
+/** The local server serves public/ at `/` as Firebase Hosting does: files first, then the rewrites. */
+describe("the local server's static site (public/)", () => {
+  let harness: Harness;
+  beforeAll(async () => {
+    harness = await startHarness({ store: "memory" });
+  });
+  afterAll(async () => harness.close());
+
+  it.each([
+    ["/", "index.html", "text/html; charset=utf-8"],
+    ["/index.html", "index.html", "text/html; charset=utf-8"],
+    ["/app.js", "app.js", "text/javascript; charset=utf-8"],
+    ["/app.css", "app.css", "text/css; charset=utf-8"],
+  ])("GET %s serves public/%s as %s", async (path, file, type) => {
+    const answer = await fetch(`${harness.api.baseUrl}${path}?v=1`);
+    expect(answer.status).toBe(200);
+    expect(answer.headers.get("content-type")).toBe(type);
+    expect(answer.headers.get("x-content-type-options")).toBe("nosniff");
+    expect(await answer.text()).toBe(publicFile(file));
+  });
+
+  it("answers HEAD with the headers and no body", async () => {
+    const answer = await raw(harness.api.baseUrl, "HEAD", "/");
+    expect(answer.status).toBe(200);
+    expect(answer.headers["content-type"]).toBe("text/html; charset=utf-8");
+    expect(Number(answer.headers["content-length"])).toBe(Buffer.byteLength(publicFile("index.html")));
+    expect(answer.text).toBe("");
+  });
+
+  it.each([
+    "/../firebase.json",
+    "/../../etc/passwd",
+    "/%2e%2e/firebase.json",
+    "/%2E%2e%2ffirebase.json",
+    "/..%2ffunctions%2fpackage.json",
+    "/..%5cfirebase.json",
+    "/./index.html",
+    "//etc/passwd",
+    "/%zz",
+    "/index.html%00.js",
+  ])("refuses %s with the API's 404", async (path) => {
+    const answer = await raw(harness.api.baseUrl, "GET", path);
+    expect(answer.status).toBe(404);
+    expect(answer.headers["content-type"]).toMatch(/^application\/json/);
+    expect(JSON.parse(answer.text)).toEqual({ success: false, error: { code: "NOT_FOUND", message: "No such route" } });
+  });
+
+  it("gives files to GET and HEAD only: POST / is the API's 404, as before", async () => {
+    const answer = await harness.api.call("POST", "/", { message: "hi" });
+    expect(answer.status).toBe(404);
+    expect(answer.body.error?.code).toBe("NOT_FOUND");
+  });
+
+  it("leaves the API as it was: routes, their 405 to GET, 404 JSON for unknown paths", async () => {
+    const id = await createSession(harness.api);
+    const sent = await harness.api.call("POST", ROUTES.directMessage(id), { message: "hi" });
+    expect(sent.status).toBe(200);
+    const get = await harness.api.call("GET", ROUTES.create);
+    expect(get.status).toBe(405);
+    expect(get.body.error?.code).toBe("METHOD_NOT_ALLOWED");
+    for (const path of ["/no-such-file.html", "/api/v2/whatever", "/__/other"]) {
+      const answer = await harness.api.call("GET", path);
+      expect(answer.status).toBe(404);
+      expect(answer.body).toEqual({ success: false, error: { code: "NOT_FOUND", message: "No such route" } });
+    }
+  });
+
+  it("serves Hosting's reserved /__/firebase/init.js, initialising the SDK for the project", async () => {
+    const answer = await fetch(`${harness.api.baseUrl}/__/firebase/init.js`);
+    expect(answer.status).toBe(200);
+    expect(answer.headers.get("content-type")).toBe("text/javascript; charset=utf-8");
+    expect(await answer.text()).toContain('firebase.initializeApp({"projectId":"demo-chatify"');
+  });
+
+  const sdk = localSite("demo-chatify").firebaseSdkDir;
+  (sdk ? it : it.skip)("serves the installed SDK's compat builds at /__/firebase/<version>/, nothing else", async () => {
+    for (const name of ["firebase-app-compat.js", "firebase-auth-compat.js"]) {
+      const answer = await fetch(`${harness.api.baseUrl}/__/firebase/12.19.0/${name}`);
+      expect(answer.status).toBe(200);
+      expect(answer.headers.get("content-type")).toBe("text/javascript; charset=utf-8");
+      expect(await answer.text()).toBe(readFileSync(join(sdk ?? "", name), "utf8"));
+    }
+    for (const path of ["/__/firebase/12.19.0/package.json", "/__/firebase/12.19.0/firebase-nope-compat.js", "/__/firebase/firebase-app-compat.js"]) {
+      expect((await fetch(`${harness.api.baseUrl}${path}`)).status).toBe(404);
+    }
+  });
+});
+
+/** Hosting's rules on a site made for the test: ignore globs, folders, links out of the folder. */
+describe("a static site's edges", () => {
+  let harness: Harness;
+  let server: Server;
+  let base: string;
+  let dir: string;
+
+  beforeAll(async () => {
+    harness = await startHarness({ store: "memory" });
+    dir = mkdtempSync(join(tmpdir(), "chatify-site-"));
+    const root = join(dir, "public");
+    mkdirSync(join(root, "guide"), { recursive: true });
+    mkdirSync(join(root, "node_modules", "x"), { recursive: true });
+    writeFileSync(join(root, "index.html"), "<p>home</p>");
+    writeFileSync(join(root, "guide", "index.html"), "<p>guide</p>");
+    writeFileSync(join(root, ".env"), "SECRET=1");
+    writeFileSync(join(root, "firebase.json"), "{}");
+    writeFileSync(join(root, "node_modules", "x", "a.js"), "1");
+    writeFileSync(join(root, "data.bin"), "bytes");
+    writeFileSync(join(dir, "outside.txt"), "outside");
+    symlinkSync(join(dir, "outside.txt"), join(root, "link.txt"));
+    const site: StaticSite = { publicDir: root, ignore: ["firebase.json", "**/.*", "**/node_modules/**"], firebaseConfig: { projectId: "demo-chatify" } };
+    server = createLocalServer({ api: harness.api.runtime.api, maxBodyBytes: 1024, rewrites: hostingRewrites(), projectId: "demo-chatify", region: "us-central1", site });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  });
+  afterAll(async () => {
+    server.closeAllConnections();
+    await new Promise((resolve) => server.close(resolve));
+    await harness.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it.each(["/.env", "/firebase.json", "/node_modules/x/a.js", "/link.txt"])("does not serve %s (ignored, or a link out of the folder)", async (path) => {
+    const answer = await raw(base, "GET", path);
+    expect(answer.status).toBe(404);
+    expect(answer.text).not.toMatch(/SECRET|outside/);
+  });
+
+  it("redirects a folder to its trailing slash, then serves its index.html", async () => {
+    const redirect = await raw(base, "GET", "/guide");
+    expect(redirect.status).toBe(301);
+    expect(redirect.headers.location).toBe("/guide/");
+    const page = await raw(base, "GET", "/guide/");
+    expect(page.status).toBe(200);
+    expect(page.text).toBe("<p>guide</p>");
+  });
+
+  it("serves an unknown extension as bytes, and no init.js SDK files without an SDK folder", async () => {
+    const file = await raw(base, "GET", "/data.bin");
+    expect(file.headers["content-type"]).toBe("application/octet-stream");
+    expect((await raw(base, "GET", "/__/firebase/12.19.0/firebase-app-compat.js")).status).toBe(404);
+  });
+});

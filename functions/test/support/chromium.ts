@@ -1,0 +1,66 @@
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { createRequire } from "node:module";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { BrowserContext } from "playwright-core";
+
+/**
+ * Where a Chromium is: `CHROMIUM_PATH`, else Debian's `chromium` package (playwright-core drives
+ * a browser that is already installed; its own downloads cannot be fetched here). `.ci/run`
+ * installs the package when it is missing.
+ */
+function chromiumPath(): string | undefined {
+  const candidates = [process.env.CHROMIUM_PATH, "/usr/bin/chromium", "/usr/bin/chromium-browser"];
+  return candidates.find((path): path is string => path !== undefined && path !== "" && existsSync(path));
+}
+
+function skipReason(): string | undefined {
+  try {
+    require.resolve("playwright-core");
+  } catch {
+    return "playwright-core is not installed (a development dependency: `npm ci` in functions/)";
+  }
+  if (chromiumPath() === undefined) {
+    return "no Chromium at CHROMIUM_PATH, /usr/bin/chromium or /usr/bin/chromium-browser (Debian: `apt-get install chromium`; .ci/run does it)";
+  }
+  return undefined;
+}
+
+/** Runs `body` when a Chromium and playwright-core are at hand; otherwise says why and skips, visibly. */
+export function describeWithChromium(name: string, body: () => void): void {
+  const reason = skipReason();
+  if (reason === undefined) {
+    describe(name, body);
+    return;
+  }
+  console.warn(`SKIPPED "${name}": ${reason}`);
+  describe.skip(`${name} [skipped: ${reason}]`, body);
+}
+
+export interface LaunchedBrowser {
+  readonly context: BrowserContext;
+  close(): Promise<void>;
+}
+
+/**
+ * A headless Chromium with a profile of its own (a fresh folder, removed on close) and nothing
+ * that reaches the network by itself: this machine has none, and a test must not wait on it.
+ */
+export async function launchChromium(viewport: { width: number; height: number }): Promise<LaunchedBrowser> {
+  // Loaded here, not imported at the top: without the package the suite must load and skip, not fail.
+  const { chromium } = createRequire(__filename)("playwright-core") as typeof import("playwright-core");
+  const profile = mkdtempSync(join(tmpdir(), "chatify-chromium-"));
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: chromiumPath() ?? "",
+    headless: true,
+    viewport,
+    args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking", "--disable-component-update", "--no-first-run"],
+  });
+  return {
+    context,
+    async close() {
+      await context.close();
+      rmSync(profile, { recursive: true, force: true });
+    },
+  };
+}
