@@ -312,15 +312,20 @@ export class RtdbStore implements SessionStore {
     }
     const uncopied = [...journal].filter((entry) => !known?.has(entry));
     const closed = raw.status !== "active";
-    if (uncopied.length === 0 && !(closed && journal.size > 0)) return;
+    // This transaction closed the session: partials left by requests that died before their commit go too.
+    const closing = closed && result.wrote;
+    if (uncopied.length === 0 && !(closed && journal.size > 0) && !closing) return;
     // Parsed only now, when there is something to copy: most commits find it all copied already.
     const pending = this.parsePending(sessionId, raw.pending ?? null);
     // One multi-path update, atomic: the exchanges into `messages`, the done keys into `keys`.
     const update: Record<string, unknown> = {};
     for (const [key, message] of pendingMessages(pending)) update[`messages/${key}`] = message;
     // The partial each exchange completes leaves as the exchange arrives: a listener sees one or the other.
-    for (const entry of Object.values(pending)) {
-      if (entry.partial !== undefined && DATABASE_KEY.test(entry.partial)) update[`partials/${entry.partial}`] = null;
+    if (closing) update.partials = null;
+    else {
+      for (const entry of Object.values(pending)) {
+        if (entry.partial !== undefined && DATABASE_KEY.test(entry.partial)) update[`partials/${entry.partial}`] = null;
+      }
     }
     for (const [hash, entry] of doneKeys) {
       const record = keyRecordSchema.safeParse(entry);
@@ -342,6 +347,7 @@ export class RtdbStore implements SessionStore {
       return;
     }
     await this.call("copy exchanges to history", copy);
+    if (journal.size === 0) return;
     await this.transactState(sessionId, "clear copied exchanges", (state) => ({ outcome: undefined, next: state }), (rawNow, next) =>
       this.stateToWrite(sessionId, next, rawNow.pending),
     );

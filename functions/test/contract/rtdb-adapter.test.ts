@@ -81,6 +81,17 @@ describeWithRtdb("RtdbStore journal and shape", () => {
     sweeper.close();
   });
 
+  it("removes, as a session closes, the partial reply of a request that died before its commit", async () => {
+    const db = instances.database();
+    const store = new RtdbStore(db, 10_000);
+    const session = newSession();
+    await store.createSession(session);
+    await db.ref(`userSessions/${session.id}/partials/dead-request`).set({ text: "half a rep", seq_after: 0, updated_at: CREATED_AT + 1 });
+    await store.updateState(session.id, endRule(CREATED_AT + 2, POLICY));
+    expect((await db.ref(`userSessions/${session.id}/partials`).get()).exists()).toBe(false);
+    store.close();
+  });
+
   it("stores the documented shape", async () => {
     const db = instances.database();
     const store = new RtdbStore(db, 10_000);
