@@ -20,6 +20,10 @@ export class CountingStore implements SessionStore {
   private readonly ms: Partial<Record<StoreCall, number>> = {};
   private messagesRead = 0;
 
+  get partialsReadable(): boolean {
+    return this.inner.partialsReadable;
+  }
+
   constructor(private readonly inner: SessionStore) {}
 
   /** A copy of the counts so far; subtract two with `countsSince`. */

@@ -205,6 +205,15 @@ function readBody(request: IncomingMessage, maxBytes: number): Promise<{ body: B
  */
 function answerBeforeBody(request: IncomingMessage, response: ServerResponse, answer: HttpResponse, limit: number): void {
   const payload = writeHead(response, answer);
+  if (request.method === "HEAD") {
+    // A HEAD answer has no body to hold back, and draining first left such requests hanging
+    // until the client gave up (found by the fuzz suite, with the public/ site in front): ended
+    // at once, the rest of the body read and discarded.
+    response.end();
+    request.on("error", () => undefined);
+    request.resume();
+    return;
+  }
   if (payload !== undefined) response.write(payload);
   endAfterBody(request, response, limit);
 }

@@ -256,24 +256,26 @@ export class SessionService {
     }
 
     // The reply's text so far, beside the session, for clients that listen to it (streamed or not,
-    // so the model is always asked for deltas). Keyed by the claim's random owner: concurrent
-    // messages never collide, and the key reveals nothing of an Idempotency-Key.
+    // so the model is asked for deltas whenever the store has readers). Keyed by the claim's random
+    // owner: concurrent messages never collide, and the key reveals nothing of an Idempotency-Key.
     const partial = new PartialWriter(
       (value) => void store.writePartial(sessionId, claim.owner, value).catch(() => undefined),
       claimed.messageCount,
       clock,
     );
-    const onDelta = (text: string) => {
-      partial.add(text);
-      input.onDelta?.(text);
-    };
+    const onDelta = store.partialsReadable
+      ? (text: string) => {
+          partial.add(text);
+          input.onDelta?.(text);
+        }
+      : input.onDelta;
     let exchange: Exchange;
     let history: readonly ChatMessage[];
     try {
       history = await this.history(sessionId, warm, claimed.messageCount, coldHistory);
       // Text already sent down an HTTP stream cannot be taken back; a partial in the database can,
       // so without a stream the model call keeps its retries past the first delta.
-      exchange = await this.answer(warm.meta, history, input.message, receivedAt, onDelta, input.onDelta ? undefined : () => { partial.restart(); });
+      exchange = await this.answer(warm.meta, history, input.message, receivedAt, onDelta, input.onDelta || !onDelta ? undefined : () => { partial.restart(); });
     } catch (error) {
       // Free the slot now; if this is lost too, the claim lapses with its lease.
       partial.discard();
@@ -329,7 +331,7 @@ export class SessionService {
   }
 
   /** Calls the model with the session's prompt and window; the exchange to store. */
-  private async answer(meta: SessionMeta, history: readonly ChatMessage[], message: string, receivedAt: number, onDelta: DeltaListener, onRestart: (() => void) | undefined): Promise<Exchange> {
+  private async answer(meta: SessionMeta, history: readonly ChatMessage[], message: string, receivedAt: number, onDelta: DeltaListener | undefined, onRestart: (() => void) | undefined): Promise<Exchange> {
     const { settings, system_prompt } = meta;
     const completion = await this.options.model.complete({
       model: settings.model,

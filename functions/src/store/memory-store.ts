@@ -96,6 +96,9 @@ export class MemoryStore implements SessionStore {
     return { found: true, outcome, state: copy(session.state) };
   }
 
+  /** In this process's memory no client can listen to a partial reply. */
+  readonly partialsReadable = false;
+
   async writePartial(sessionId: string, key: string, partial: PartialReply | null): Promise<void> {
     // Only under a session that exists: a late write must not bring back a deleted one.
     const partials = this.sessions.get(sessionId)?.partials;

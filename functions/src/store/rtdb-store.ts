@@ -58,6 +58,8 @@ const HOLD_IDLE_MS = 5 * 60_000;
  * user's usage (ListenerHolds): the claim and the usage admission, sent together, then the commit.
  */
 export class RtdbStore implements SessionStore {
+  /** Clients listen to partial replies in the database. */
+  readonly partialsReadable = true;
   private readonly holds: ListenerHolds;
   /** Per session: journal entries (`e…` exchanges, `k…` keys) whose copy the server acknowledged. */
   private readonly copied = new Map<string, Set<string>>();

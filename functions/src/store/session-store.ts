@@ -92,6 +92,13 @@ export interface SessionStore {
    */
   writePartial(sessionId: string, key: string, partial: PartialReply | null): Promise<void>;
 
+  /**
+   * Whether anyone but this service reads partial replies (a database clients listen to). When
+   * not, and no HTTP stream asks for deltas, the model is called without streaming, which costs
+   * less CPU per message.
+   */
+  readonly partialsReadable: boolean;
+
   /** Active sessions whose `idle_since` is at or before `cutoff`, oldest first. */
   findIdleSessions(cutoff: number, limit: number): Promise<string[]>;
 

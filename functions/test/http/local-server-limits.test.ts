@@ -1,9 +1,9 @@
 import { execFile } from "node:child_process";
-import type { Server } from "node:http";
+import { request as httpRequest, type Server } from "node:http";
 import { connect, type AddressInfo, type Socket } from "node:net";
 import { promisify } from "node:util";
 import { CONNECTION_LIMITS, createLocalServer, type ConnectionLimits } from "../../src/local/local-server";
-import { hostingRewrites } from "../../src/local/project-files";
+import { hostingRewrites, localSite } from "../../src/local/project-files";
 import { call, createSession, ROUTES, startHarness, type Harness } from "../support/http-harness";
 
 const MAX_BODY_BYTES = 4096;
@@ -122,8 +122,9 @@ describe("local server limits", () => {
   });
 
   /** The harness's instance behind a local server with these limits; returns its port. */
-  async function serve(limits: Partial<ConnectionLimits>): Promise<number> {
-    const server = createLocalServer({ api: harness.api.runtime.api, maxBodyBytes: harness.api.runtime.config.maxBodyBytes, rewrites: hostingRewrites(), projectId: "demo-chatify", region: "us-central1", limits });
+  async function serve(limits: Partial<ConnectionLimits>, withSite = false): Promise<number> {
+    const site = withSite ? { site: localSite("demo-chatify", undefined) } : {};
+    const server = createLocalServer({ api: harness.api.runtime.api, maxBodyBytes: harness.api.runtime.config.maxBodyBytes, rewrites: hostingRewrites(), projectId: "demo-chatify", region: "us-central1", limits, ...site });
     servers.push(server);
     await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
     return (server.address() as AddressInfo).port;
@@ -252,6 +253,28 @@ describe("local server limits", () => {
       // The upload is refused part way: the server reset the connection instead of reading it all.
       expect(sent).toHaveProperty("code");
       expect((await client.closed).error).toMatch(/^(EPIPE|ECONNRESET)$/);
+    });
+  });
+
+  describe("a HEAD request with a body over MAX_BODY_BYTES", () => {
+    it("is answered at once (405), not after the client gives up waiting", async () => {
+      // As `npm start` serves: with the public/ site, which HEAD requests reach first.
+      const port = await serve({}, true);
+      const started = Date.now();
+      const status = await new Promise<number>((resolve, reject) => {
+        const body = "{".repeat(harness.api.runtime.config.maxBodyBytes * 4);
+        const request = httpRequest(
+          { hostname: "127.0.0.1", port, method: "HEAD", path: ROUTES.create, agent: false, headers: { "content-type": "application/json", "content-length": body.length }, signal: AbortSignal.timeout(5_000) },
+          (response) => {
+            response.resume();
+            response.on("end", () => { resolve(response.statusCode ?? 0); });
+          },
+        );
+        request.on("error", reject);
+        request.end(body);
+      });
+      expect(status).toBe(405);
+      expect(Date.now() - started).toBeLessThan(2_000);
     });
   });
 });
