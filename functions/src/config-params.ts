@@ -106,6 +106,10 @@ export const BOOLEAN_PARAMS = {
     default: true,
     description: "Require a Firebase ID token (Authorization: Bearer) on every request. The local server defaults to false.",
   },
+  LIVE_PARTIALS: {
+    default: true,
+    description: "Write each reply's text so far to the session's partials node while it is generated (the model then always streams); false saves that CPU and write per message.",
+  },
 } as const;
 
 export const STRING_PARAMS = {

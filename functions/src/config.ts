@@ -23,6 +23,8 @@ export interface Config {
   readonly sessionCacheTtlMs: number;
   readonly sessionCacheMaxEntries: number;
   readonly requireAuth: boolean;
+  /** Write replies' text so far to the database while they are generated. */
+  readonly livePartials: boolean;
   readonly limits: {
     readonly userMessagesPerMinute: number;
     readonly userMaxActiveSessions: number;
@@ -103,6 +105,7 @@ export function resolveConfig(env: Env = process.env, defaults: { requireAuth?: 
     sessionCacheTtlMs: intParam(env, "SESSION_CACHE_TTL_MS"),
     sessionCacheMaxEntries: intParam(env, "SESSION_CACHE_MAX_ENTRIES"),
     requireAuth: booleanParam(env, "REQUIRE_AUTH", defaults.requireAuth ?? BOOLEAN_PARAMS.REQUIRE_AUTH.default),
+    livePartials: booleanParam(env, "LIVE_PARTIALS", BOOLEAN_PARAMS.LIVE_PARTIALS.default),
     limits: {
       userMessagesPerMinute: intParam(env, "USER_MESSAGES_PER_MINUTE"),
       userMaxActiveSessions: intParam(env, "USER_MAX_ACTIVE_SESSIONS"),

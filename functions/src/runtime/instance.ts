@@ -73,6 +73,7 @@ export function composeInstance(config: Config, parts: InstanceParts): Instance 
     },
     keyLeaseMs: budget.leaseMs,
     keyWaitMs: budget.keyWaitMs,
+    livePartials: config.livePartials,
     cache: {
       templateTtlMs: config.templateCacheTtlMs,
       sessionTtlMs: config.sessionCacheTtlMs,

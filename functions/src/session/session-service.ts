@@ -42,6 +42,8 @@ export interface SessionServiceOptions {
   readonly usage: UsagePolicy;
   /** How long a claimed `Idempotency-Key` holds off repeats: longer than a model call can take. */
   readonly keyLeaseMs: number;
+  /** Write replies' text so far as partials (where the store has readers for them). */
+  readonly livePartials: boolean;
   /** How long a keyed repeat waits for the first request's result before answering 409. */
   readonly keyWaitMs: number;
   /** How often a repeat polls for the result of the request it waits for. */
@@ -263,7 +265,7 @@ export class SessionService {
       claimed.messageCount,
       clock,
     );
-    const onDelta = store.partialsReadable
+    const onDelta = this.options.livePartials && store.partialsReadable
       ? (text: string) => {
           partial.add(text);
           input.onDelta?.(text);

@@ -164,6 +164,22 @@ describeWithRtdb("live partial replies in the Realtime Database, seen by a web S
     }
   });
 
+  it("writes no partial and calls the model without streaming when LIVE_PARTIALS is false", async () => {
+    const quiet = await startHarness({ store: "rtdb", env: { LIVE_PARTIALS: "false" } });
+    try {
+      const id = await createSession(quiet.api);
+      const watcher = new SessionWatcher(page(quiet), id);
+      const answer = await quiet.api.call("POST", ROUTES.message(id), { message: "a story" });
+      expect(answer.status).toBe(200);
+      await watcher.until((seen) => seen.messages.length === 2);
+      watcher.close();
+      expect(watcher.seen.every((seen) => seen.partials.length === 0)).toBe(true);
+      expect(quiet.fake.requests.at(-1)?.body.stream).not.toBe(true);
+    } finally {
+      await quiet.close();
+    }
+  });
+
   async function retriedReply(harness: Harness): Promise<void> {
     const id = await createSession(harness.api);
     const watcher = new SessionWatcher(page(harness), id);

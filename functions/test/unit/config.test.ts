@@ -20,6 +20,7 @@ const READ_BACK: Readonly<Record<string, (config: Config) => string>> = {
   USER_MAX_ACTIVE_SESSIONS: (config) => String(config.limits.userMaxActiveSessions),
   SESSION_MAX_EXCHANGES: (config) => String(config.limits.sessionMaxExchanges),
   REQUIRE_AUTH: (config) => String(config.requireAuth),
+  LIVE_PARTIALS: (config) => String(config.livePartials),
 };
 
 const INT_PARAM_NAMES = DECLARED_PARAMS.filter((param) => /^\d+$/.test(param.default)).map((param) => param.name);
@@ -91,6 +92,7 @@ describe("resolveConfig overrides", () => {
       USER_MAX_ACTIVE_SESSIONS: "3",
       SESSION_MAX_EXCHANGES: "40",
       REQUIRE_AUTH: "false",
+      LIVE_PARTIALS: "false",
     });
     expect(config).toEqual({
       openai: { apiKey: "sk-test", baseUrl: "http://localhost:8080/v1", timeoutMs: 2500, maxRetries: 3, maxRetryWaitMs: 1500 },
@@ -105,6 +107,7 @@ describe("resolveConfig overrides", () => {
       sessionCacheTtlMs: 1000,
       sessionCacheMaxEntries: 7,
       requireAuth: false,
+      livePartials: false,
       limits: { userMessagesPerMinute: 11, userMaxActiveSessions: 3, sessionMaxExchanges: 40 },
     });
   });

@@ -48,6 +48,7 @@ function service(store: MemoryStore, model: ChatModel, clock: () => number) {
     usage: { messagesPerMinute: 1e6, maxActiveSessions: 1e6, idleTtlMs: POLICY.idleTtlMs },
     keyLeaseMs: 1_000,
     keyWaitMs: 0,
+    livePartials: true,
     keyPollMs: 5,
     cache: { templateTtlMs: 60_000, sessionTtlMs: 600_000, maxSessions: 100 },
   });

@@ -117,6 +117,7 @@ describe("SessionService", () => {
       usage: { messagesPerMinute: 1_000_000, maxActiveSessions: 1_000_000, idleTtlMs: (setup.policy ?? POLICY).idleTtlMs },
       keyLeaseMs: setup.keyLeaseMs ?? 10_000,
       keyWaitMs: setup.keyWaitMs ?? 10_000,
+      livePartials: true,
       keyPollMs: 5,
       cache: {
         templateTtlMs: setup.templateTtlMs ?? 60_000,
