@@ -3,6 +3,7 @@ import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { BrowserContext } from "playwright-core";
+import { describeUnless } from "./visible-skip";
 
 /**
  * Where a Chromium is: `CHROMIUM_PATH`, else Debian's `chromium` package (playwright-core drives
@@ -28,13 +29,7 @@ function skipReason(): string | undefined {
 
 /** Runs `body` when a Chromium and playwright-core are at hand; otherwise says why and skips, visibly. */
 export function describeWithChromium(name: string, body: () => void): void {
-  const reason = skipReason();
-  if (reason === undefined) {
-    describe(name, body);
-    return;
-  }
-  console.warn(`SKIPPED "${name}": ${reason}`);
-  describe.skip(`${name} [skipped: ${reason}]`, body);
+  describeUnless(skipReason(), name, body);
 }
 
 export interface LaunchedBrowser {

@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { deleteApp, initializeApp, type App } from "firebase-admin/app";
 import { getDatabase, type Database, type DataSnapshot, type Reference } from "firebase-admin/database";
+import { describeUnless } from "./visible-skip";
 
 /**
  * Whether a Realtime Database emulator answers, as probed once by the global setup. Suites
@@ -12,13 +13,7 @@ export function rtdbSkipReason(): string | undefined {
 
 /** `describe` when the database answers, else a visibly skipped `describe` that says why. */
 export function describeWithRtdb(name: string, body: () => void): void {
-  const reason = rtdbSkipReason();
-  if (reason === undefined) {
-    describe(name, body);
-    return;
-  }
-  console.warn(`SKIPPED "${name}": ${reason}`);
-  describe.skip(`${name} [skipped: ${reason}]`, body);
+  describeUnless(rtdbSkipReason(), name, body);
 }
 
 /** A fresh namespace: one database per suite, so suites never see each other's data. */
