@@ -71,12 +71,6 @@ export function createApi(deps: ApiDeps): Api {
   };
 }
 
-/** The answer of an instance that could not start (a bad param): the same JSON error on every request. */
-export function failedApi(error: unknown): HttpResponse {
-  const answer = toErrorAnswer(error);
-  return { status: answer.status, headers: answer.headers, body: errorBody(answer) };
-}
-
 async function dispatch(
   endpoint: Endpoint,
   request: HttpRequest,

@@ -1,7 +1,7 @@
 import type { Response } from "express";
 import type { Request } from "firebase-functions/v2/https";
 import type { Api } from "./api";
-import { failedApi } from "./api";
+import { errorResponse } from "./error-response";
 import type { EndpointName } from "./endpoints";
 import type { StreamSink } from "./event-stream";
 import type { HttpRequest, HttpResponse } from "./http-types";
@@ -18,7 +18,8 @@ export function cloudHandler(endpoint: EndpointName, api: () => Promise<Api>): (
         if (!response.writableEnded) response.end();
         return;
       }
-      answer = failedApi(error);
+      // An instance that could not start (a bad param): the same JSON error on every request.
+      answer = errorResponse(error);
     }
     // Undefined: the answer was streamed, and has ended.
     if (answer) writeResponse(response, answer);

@@ -13,6 +13,7 @@ import {
 } from "../session/errors";
 import { StoreDataError, StoreUnavailableError } from "../store/errors";
 import { HttpError, type FieldIssue } from "./http-error";
+import type { HttpResponse } from "./http-types";
 
 export interface ErrorAnswer {
   readonly status: number;
@@ -86,4 +87,10 @@ function answer(status: number, code: string, message: string, headers: Record<s
 export function errorBody(answer: ErrorAnswer): Record<string, unknown> {
   const error = answer.details ? { code: answer.code, message: answer.message, details: answer.details } : { code: answer.code, message: answer.message };
   return { success: false, error };
+}
+
+/** A failure as the JSON answer every boundary gives it. */
+export function errorResponse(error: unknown): HttpResponse {
+  const answer = toErrorAnswer(error);
+  return { status: answer.status, headers: answer.headers, body: errorBody(answer) };
 }

@@ -2,7 +2,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { Api } from "../http/api";
 import { ENDPOINTS, type Endpoint } from "../http/endpoints";
 import type { StreamSink } from "../http/event-stream";
-import { errorBody, toErrorAnswer } from "../http/error-response";
+import { errorResponse } from "../http/error-response";
 import { HttpError } from "../http/http-error";
 import type { HttpRequest, HttpResponse } from "../http/http-types";
 import { globToRegExp } from "./glob";
@@ -243,10 +243,6 @@ function flattenHeaders(request: IncomingMessage): Record<string, string | undef
   return headers;
 }
 
-function errorResponse(error: unknown): HttpResponse {
-  const answer = toErrorAnswer(error);
-  return { status: answer.status, headers: answer.headers, body: errorBody(answer) };
-}
 
 function write(response: ServerResponse, answer: HttpResponse): void {
   response.end(writeHead(response, answer));
