@@ -224,10 +224,7 @@ export class SessionService {
     const { store, clock, policy } = this.options;
     const { sessionId } = input;
     const receivedAt = clock();
-    // A signed-in caller can only act on their own sessions, so their usage record is the one the
-    // admission below will need: on a cold instance it is fetched beside the session's fields.
-    if (input.caller) store.prepareUsage(userKey(input.caller.uid));
-    const warm = await this.warmSession(sessionId);
+    const warm = await this.warmSession(sessionId, input.caller);
     // Ownership first: nothing else about another user's session is revealed.
     assertOwner(warm.meta, input.caller);
     const claim = requestClaim(input.message, input.idempotencyKey);
@@ -242,13 +239,13 @@ export class SessionService {
     // One step failed (the database): give back what the other took, then fail.
     if (claiming.status === "rejected" || admitting.status === "rejected") {
       if (claiming.status === "fulfilled" && claiming.value.kind === "claimed") this.release(sessionId, claim);
-      if (admitting.status === "fulfilled" && admitting.value.admitted) void store.updateUsage(user, refundMessage(this.options.usage)).catch(() => undefined);
+      if (admitting.status === "fulfilled" && admitting.value.admitted) this.refund(user);
       throw claiming.status === "rejected" ? claiming.reason : (admitting as PromiseRejectedResult).reason;
     }
     const [claimed, admission] = [claiming.value, admitting.value];
     if (claimed.kind !== "claimed") {
       // A replay or a refusal costs the user nothing: the token goes back, off the reply's path.
-      if (admission.admitted) void store.updateUsage(user, refundMessage(this.options.usage)).catch(() => undefined);
+      if (admission.admitted) this.refund(user);
       if (claimed.kind === "done") return this.replay(sessionId, claimed.seq);
       throw refusal(claimed, policy);
     }
@@ -390,6 +387,11 @@ export class SessionService {
     }
   }
 
+  /** Gives back a message token, off the reply's path; if that is lost, the bucket refills anyway. */
+  private refund(userKey: string): void {
+    void this.options.store.updateUsage(userKey, refundMessage(this.options.usage)).catch(() => undefined);
+  }
+
   /** Gives up a claim, off the reply's path; if that is lost too, the claim lapses with its lease. */
   private release(sessionId: string, claim: RequestClaim): void {
     void this.options.store.updateState(sessionId, releaseClaim(claim)).catch(() => undefined);
@@ -410,9 +412,15 @@ export class SessionService {
     return template;
   }
 
-  private async warmSession(sessionId: string): Promise<WarmSession> {
+  /**
+   * The session's fixed fields, from the warm cache or read. A signed-in `caller` can only act on
+   * their own sessions, so their usage record is the one a message's admission will need: on a
+   * miss it is fetched beside the fields (for a warm one, the last message already fetched it).
+   */
+  private async warmSession(sessionId: string, caller?: Identity): Promise<WarmSession> {
     const cached = this.sessions.get(sessionId);
     if (cached) return cached;
+    if (caller) this.options.store.prepareUsage(userKey(caller.uid));
     const meta = await this.options.store.readSessionMeta(sessionId);
     if (!meta) throw new SessionNotFoundError(sessionId);
     const warm = { meta, userKey: userKey(meta.user_id) };
