@@ -40,21 +40,6 @@ function closedState(state: SessionState, status: Closed, at: number): SessionSt
   return { ...rest, status, ended_at: at };
 }
 
-/** Whether the session takes a message at `now`: undefined, or why not. */
-export function closedAt(state: SessionState, now: number, policy: SessionPolicy): Closed | undefined {
-  const settled = settle(state, now, policy);
-  return settled.status === "active" ? undefined : settled.status;
-}
-
-/** Records the expiry of an idle session (so the sweep need not), and says whether it is closed. */
-export function closeIfIdle(now: number, policy: SessionPolicy): StateRule<Closed | undefined> {
-  return (state) => {
-    const settled = settle(state, now, policy);
-    const outcome = settled.status === "active" ? undefined : settled.status;
-    return settled === state ? { outcome } : { outcome, next: settled };
-  };
-}
-
 export type ClaimOutcome =
   | { readonly kind: "claimed" }
   | { readonly kind: "limit" }

@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { deleteApp, initializeApp, type App } from "firebase-admin/app";
-import { getDatabase, type Database, type DataSnapshot, type Reference } from "firebase-admin/database";
+import { getDatabase, type Database } from "firebase-admin/database";
 import { describeUnless } from "./visible-skip";
 
 /**
@@ -52,22 +52,4 @@ export class RtdbInstances {
   async close(): Promise<void> {
     await Promise.all(this.apps.splice(0).map((app) => deleteApp(app)));
   }
-}
-
-/** Resolves with the value at `ref` once `accept` takes it: an awaited event, not a sleep (rejects after `timeoutMs`). */
-export function untilValue<T>(ref: Reference, accept: (value: unknown) => value is T, timeoutMs = 5_000): Promise<T> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      ref.off("value", listener);
-      reject(new Error(`${ref.toString()} never reached the awaited value`));
-    }, timeoutMs);
-    const listener = (snapshot: DataSnapshot) => {
-      const value: unknown = snapshot.val();
-      if (!accept(value)) return;
-      clearTimeout(timer);
-      ref.off("value", listener);
-      resolve(value);
-    };
-    ref.on("value", listener);
-  });
 }

@@ -1,8 +1,6 @@
 import {
   appendRule,
   claimRequest,
-  closedAt,
-  closeIfIdle,
   endRule,
   expireRule,
   releaseClaim,
@@ -94,26 +92,6 @@ describe("settle", () => {
   it.each([ended(), { ...ended(), status: "expired" as const }])("leaves a $status session as it is, however late", (state) => {
     expect(settle(state, T + 100 * TTL, POLICY)).toBe(state);
   });
-});
-
-describe("closedAt", () => {
-  it.each([
-    ["an active session within its TTL", active(), T + TTL, undefined],
-    ["an active session past its TTL", active(), T + TTL + 1, "expired"],
-    ["an ended session", ended(), T, "ended"],
-    ["an expired session", ended({ status: "expired" }), T, "expired"],
-  ] as const)("answers for %s", (_name, state, now, expected) => {
-    expect(closedAt(state, now, POLICY)).toBe(expected);
-  });
-});
-
-describe("closeIfIdle", () => {
-  ruleTable<"ended" | "expired" | undefined>([
-    { name: "writes nothing while the session is within its TTL", state: active(), rule: closeIfIdle(T + TTL, POLICY), outcome: undefined },
-    { name: "records the expiry once the TTL has run out", state: active(), rule: closeIfIdle(T + TTL + 1, POLICY), outcome: "expired", next: expiredByIdle(active()) },
-    { name: "writes nothing for an ended session", state: ended(), rule: closeIfIdle(T + 10 * TTL, POLICY), outcome: "ended" },
-    { name: "writes nothing for a session already expired", state: ended({ status: "expired" }), rule: closeIfIdle(T + 10 * TTL, POLICY), outcome: "expired" },
-  ]);
 });
 
 describe("claimRequest", () => {
