@@ -185,14 +185,14 @@ export class RtdbStore implements SessionStore {
 
   async updateState<O>(sessionId: string, rule: StateRule<O>): Promise<Ruled<O>> {
     this.holdState(sessionId);
-    const result = await this.transactState(sessionId, "update session state", rule, (raw, next) => this.stateToWrite(sessionId, next, raw.pending));
+    const result = await this.transactState(sessionId, "update session state", rule);
     await this.afterCommit(sessionId, result);
     return result.ruled;
   }
 
   async claim<O>(sessionId: string, rule: StateRule<O>, keyHash: string | undefined): Promise<Claimed<O>> {
     this.holdState(sessionId);
-    const transaction = this.transactState(sessionId, "claim", rule, (raw, next) => this.stateToWrite(sessionId, next, raw.pending));
+    const transaction = this.transactState(sessionId, "claim", rule);
     // Sent right after the transaction, on the same connection, so the server reads the record
     // after the state it commits on (see below). Not awaited yet: both take one round trip.
     const record = keyHash === undefined ? undefined : this.readKeyRecord(sessionId, keyHash);
@@ -350,21 +350,21 @@ export class RtdbStore implements SessionStore {
     }
     await this.call("copy exchanges to history", copy);
     if (journal.size === 0) return;
-    await this.transactState(sessionId, "clear copied exchanges", (state) => ({ outcome: undefined, next: state }), (rawNow, next) =>
-      this.stateToWrite(sessionId, next, rawNow.pending),
-    );
+    await this.transactState(sessionId, "clear copied exchanges", (state) => ({ outcome: undefined, next: state }));
   }
 
   /**
    * Runs `rule` in a transaction on the session's `state` node and returns what its last run
    * decided: the one that committed, or the outcome of one that changed nothing. `toNode` turns
-   * the next state into the node to write (it may add the journal).
+   * the next state into the node to write: by default with the journal as it stands, less what
+   * is copied already; an append adds its exchange to it.
    */
   private async transactState<O>(
     sessionId: string,
     operation: string,
     rule: StateRule<O>,
-    toNode: (raw: RawState, next: SessionState, state: SessionState) => Record<string, unknown> | undefined,
+    toNode: (raw: RawState, next: SessionState, state: SessionState) => Record<string, unknown> | undefined = (raw, next) =>
+      this.stateToWrite(sessionId, next, raw.pending),
   ): Promise<StateResult<O>> {
     const path = `userSessions/${sessionId}/state`;
     const notFound = { ruled: { found: false } as Ruled<O>, wrote: false };
