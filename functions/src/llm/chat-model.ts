@@ -12,6 +12,17 @@ export interface CompletionRequest {
   readonly max_tokens: number;
   readonly presence_penalty: number;
   readonly frequency_penalty: number;
+  /**
+   * The caller giving up on the call (a summary that did not finish in time, say): once it aborts,
+   * the adapter aborts the HTTP request and rejects, and nothing retries the call. Not sent to the provider.
+   */
+  readonly signal?: AbortSignal;
+}
+
+/** Tokens a call used, as the provider reports them. */
+export interface TokenUsage {
+  readonly prompt_tokens: number;
+  readonly completion_tokens: number;
 }
 
 export interface Completion {
@@ -20,6 +31,8 @@ export interface Completion {
   readonly truncated: boolean;
   /** The model that answered, as the provider reports it. */
   readonly model: string;
+  /** Absent when the provider reported none (or reported it malformed): the caller estimates it. */
+  readonly usage?: TokenUsage;
 }
 
 /** Receives each new piece of a reply's text, in order, as the model writes it. */
