@@ -16,21 +16,42 @@ export interface RecordedRequest {
   };
 }
 
+/** Token counts as the fake reports them (OpenAI's `usage` block, less its total). */
+export interface FakeUsage {
+  readonly prompt_tokens: number;
+  readonly completion_tokens: number;
+}
+
+/**
+ * The usage the fake reports for `replyText` answering `request`, unless a script says otherwise:
+ * a rough tokenizer (a token per 4 characters, rounded up), with OpenAI's framing overhead of
+ * 4 tokens per message and 3 to prime the reply. Exact by contract: tests compute expectations with it.
+ *   prompt_tokens     = sum over messages of (ceil(content.length / 4) + 4) + 3
+ *   completion_tokens = ceil(replyText.length / 4)
+ */
+export function fakeUsage(request: { readonly messages: readonly { readonly content: string }[] }, replyText: string): FakeUsage {
+  const prompt = request.messages.reduce((sum, message) => sum + Math.ceil(message.content.length / 4) + 4, 3);
+  return { prompt_tokens: prompt, completion_tokens: Math.ceil(replyText.length / 4) };
+}
+
 /**
  * How to answer one request. Without a script the server replies `reply #n to: <last user message>`.
  * A `reply` to a streaming request (`stream: true`) is streamed word by word, without pauses;
  * `stream` streams the given chunks, pausing `chunkDelayMs` before each, and with `cutAfter`
  * cuts the connection after that many chunks (no finish reason, no `[DONE]`), as a provider that
- * fails mid-reply.
+ * fails mid-reply. Usage is reported as OpenAI does: in every non-streamed reply, and in a last
+ * chunk of a stream only when the request asked for it (`stream_options.include_usage`); the
+ * counts are `fakeUsage`'s unless `usage` gives others, and `usage: null` reports none.
  */
 export type Scripted =
-  | { readonly kind: "reply"; readonly text: string; readonly finishReason?: string; readonly delayMs?: number }
+  | { readonly kind: "reply"; readonly text: string; readonly finishReason?: string; readonly delayMs?: number; readonly usage?: FakeUsage | null }
   | {
       readonly kind: "stream";
       readonly chunks: readonly string[];
       readonly chunkDelayMs?: number;
       readonly finishReason?: string;
       readonly cutAfter?: number;
+      readonly usage?: FakeUsage | null;
     }
   | { readonly kind: "status"; readonly status: number; readonly headers?: Record<string, string>; readonly body?: unknown }
   | { readonly kind: "raw"; readonly status: number; readonly body: string }
@@ -58,6 +79,7 @@ export class FakeOpenAiServer {
   private readonly script: Scripted[] = [];
   private readonly server: Server;
   private readonly hanging = new Set<() => void>();
+  private readonly noneHanging: (() => void)[] = [];
   private readonly waiters: { readonly count: number; readonly resolve: () => void }[] = [];
   private replies = 0;
 
@@ -78,20 +100,22 @@ export class FakeOpenAiServer {
         const step = this.script.shift() ?? this.unscripted(recorded);
         switch (step.kind) {
           case "reply": {
+            const usage = step.usage === undefined ? fakeUsage(body, step.text) : step.usage;
             const send = () => {
               if (response.destroyed) return;
               if (body.stream === true) {
-                void streamChunks(response, body.model, { chunks: step.text.match(/\s*\S+/g) ?? [step.text], finishReason: step.finishReason });
+                const chunks = step.text.match(/\s*\S+/g) ?? [step.text];
+                void streamChunks(response, body, { chunks, finishReason: step.finishReason, usage });
                 return;
               }
-              response.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify(completion(body.model, step.text, step.finishReason)));
+              response.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify(completion(body.model, step.text, step.finishReason, usage)));
             };
             if (step.delayMs) setTimeout(send, step.delayMs);
             else send();
             return;
           }
           case "stream":
-            void streamChunks(response, body.model, step);
+            void streamChunks(response, body, { ...step, usage: step.usage === undefined ? fakeUsage(body, step.chunks.join("")) : step.usage });
             return;
           case "status":
             response
@@ -104,7 +128,10 @@ export class FakeOpenAiServer {
           case "hang": {
             const release = () => response.destroy();
             this.hanging.add(release);
-            response.on("close", () => this.hanging.delete(release));
+            response.on("close", () => {
+              this.hanging.delete(release);
+              if (this.hanging.size === 0) for (const wake of this.noneHanging.splice(0)) wake();
+            });
             return;
           }
           case "drop":
@@ -148,6 +175,12 @@ export class FakeOpenAiServer {
     for (const release of this.hanging) release();
   }
 
+  /** Resolves once no request is left hanging: each one's connection has closed (the client gave up, or `releaseHanging`). */
+  noRequestHanging(): Promise<void> {
+    if (this.hanging.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.noneHanging.push(resolve));
+  }
+
   async stop(): Promise<void> {
     this.releaseHanging();
     this.server.closeAllConnections();
@@ -174,16 +207,30 @@ export class FakeOpenAiServer {
   }
 }
 
-/** Answers as the OpenAI API streams a chat completion: one SSE `data:` line per chunk, then `[DONE]`. */
+/**
+ * Answers as the OpenAI API streams a chat completion: one SSE `data:` line per chunk, then `[DONE]`.
+ * Asked to include usage, it sends `usage: null` in every chunk and the counts in one more chunk,
+ * with no choices, after the finish reason.
+ */
 async function streamChunks(
   response: ServerResponse,
-  model: string,
-  step: { readonly chunks: readonly string[]; readonly chunkDelayMs?: number; readonly finishReason?: string | undefined; readonly cutAfter?: number },
+  body: RecordedRequest["body"],
+  step: {
+    readonly chunks: readonly string[];
+    readonly chunkDelayMs?: number;
+    readonly finishReason?: string | undefined;
+    readonly cutAfter?: number;
+    readonly usage: FakeUsage | null;
+  },
 ): Promise<void> {
   const id = `chatcmpl-${Math.random().toString(36).slice(2)}`;
   const created = Math.floor(Date.now() / 1000);
+  // A script that reports no usage stands for a server that ignores the option altogether.
+  const usage = isObject(body.stream_options) && body.stream_options.include_usage === true ? step.usage : null;
+  const frame = (fields: Record<string, unknown>) =>
+    `data: ${JSON.stringify({ id, object: "chat.completion.chunk", created, model: body.model, ...(usage && { usage: null }), ...fields })}\n\n`;
   const chunk = (delta: Record<string, string>, finishReason: string | null) =>
-    `data: ${JSON.stringify({ id, object: "chat.completion.chunk", created, model, choices: [{ index: 0, delta, finish_reason: finishReason, logprobs: null }] })}\n\n`;
+    frame({ choices: [{ index: 0, delta, finish_reason: finishReason, logprobs: null }] });
   response.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache" });
   response.write(chunk({ role: "assistant", content: "" }, null));
   // A cut comes after the chunks before it have left: the client reads them, then the break.
@@ -198,16 +245,25 @@ async function streamChunks(
     response.write(chunk({ content: text }, null));
   }
   if (step.cutAfter !== undefined) return cut();
-  response.end(`${chunk({}, step.finishReason ?? "stop")}data: [DONE]\n\n`);
+  const usageChunk = usage ? frame({ choices: [], usage: withTotal(usage) }) : "";
+  response.end(`${chunk({}, step.finishReason ?? "stop")}${usageChunk}data: [DONE]\n\n`);
 }
 
-function completion(model: string, text: string, finishReason = "stop") {
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null;
+}
+
+function withTotal(usage: FakeUsage) {
+  return { prompt_tokens: usage.prompt_tokens, completion_tokens: usage.completion_tokens, total_tokens: usage.prompt_tokens + usage.completion_tokens };
+}
+
+function completion(model: string, text: string, finishReason: string | undefined, usage: FakeUsage | null) {
   return {
     id: `chatcmpl-${Math.random().toString(36).slice(2)}`,
     object: "chat.completion",
     created: Math.floor(Date.now() / 1000),
     model,
-    choices: [{ index: 0, message: { role: "assistant", content: text }, finish_reason: finishReason, logprobs: null }],
-    usage: { prompt_tokens: 10, completion_tokens: 5, total_tokens: 15 },
+    choices: [{ index: 0, message: { role: "assistant", content: text }, finish_reason: finishReason ?? "stop", logprobs: null }],
+    ...(usage && { usage: withTotal(usage) }),
   };
 }
