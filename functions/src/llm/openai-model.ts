@@ -1,6 +1,6 @@
 import OpenAI from "openai";
 import { z } from "zod";
-import type { ChatModel, Completion, CompletionRequest, DeltaListener } from "./chat-model";
+import type { ChatModel, Completion, CompletionRequest, DeltaListener, TokenUsage } from "./chat-model";
 import { ModelError } from "./errors";
 
 export interface OpenAiModelOptions {
@@ -65,10 +65,13 @@ async function streamCompletion(client: OpenAI, request: CompletionRequest, time
   const text = new StreamedText(onDelta);
   let finishReason: string | undefined;
   let model: string | undefined;
+  let usage: TokenUsage | undefined;
   try {
     let stream: AsyncIterable<unknown>;
     try {
-      const { data, response } = await client.chat.completions.create({ ...completionParams(request), stream: true }, { signal: deadline.signal }).withResponse();
+      // Usage comes in one last chunk, and only when asked for; a server that ignores the option sends none.
+      const params = { ...completionParams(request), stream: true, stream_options: { include_usage: true } } as const;
+      const { data, response } = await client.chat.completions.create(params, { signal: deadline.signal }).withResponse();
       // Some OpenAI-compatible servers ignore `stream` and answer with one JSON completion; the
       // SDK would read that as an empty stream. Read it as the whole reply, passed on at once.
       if (!isEventStream(response.headers.get("content-type"))) {
@@ -87,7 +90,9 @@ async function streamCompletion(client: OpenAI, request: CompletionRequest, time
         const parsed = chunkSchema.safeParse(chunk);
         if (!parsed.success) throw new ModelError("bad_response", "the model streamed a malformed chunk", { retryable: false });
         model ??= parsed.data.model;
-        // A chunk may carry no choice at all (the usage summary of some servers).
+        // Servers that count as they go send a running total in each chunk: the last one is the whole.
+        usage = parsed.data.usage ?? usage;
+        // A chunk may carry no choice at all (the usage summary, after the finish reason).
         const choice = parsed.data.choices[0];
         if (choice?.delta?.content) text.add(choice.delta.content);
         if (choice?.finish_reason) finishReason = choice.finish_reason;
@@ -101,7 +106,7 @@ async function streamCompletion(client: OpenAI, request: CompletionRequest, time
   // The SDK ends an aborted stream quietly, as if it were complete: only the finish reason tells.
   if (deadline.signal.aborted) throw timeoutError(undefined);
   if (finishReason === undefined) throw new ModelError("unavailable", "the model's stream ended before the reply was complete");
-  return { text: text.finish(), truncated: finishReason === "length", model: model ?? request.model };
+  return { text: text.finish(), truncated: finishReason === "length", model: model ?? request.model, ...(usage && { usage }) };
 }
 
 function isEventStream(contentType: string | null): boolean {
@@ -121,9 +126,22 @@ function streamError(error: unknown, timedOut: boolean): ModelError {
   return new ModelError("unavailable", "the model's stream broke off", { cause: error });
 }
 
+/**
+ * Token counts as OpenAI reports them. A block that does not fit (negative, fractional, missing a
+ * count) reads as none: the reply is still good, and the caller estimates what is missing.
+ */
+const usageSchema = z
+  .object({ prompt_tokens: z.number().int().nonnegative(), completion_tokens: z.number().int().nonnegative() })
+  .nullish()
+  .catch(undefined)
+  // Only the two counts, whatever else the server sent (total_tokens, details).
+  .transform((usage): TokenUsage | undefined => usage ? { prompt_tokens: usage.prompt_tokens, completion_tokens: usage.completion_tokens } : undefined);
+
 /** The part of a streamed chunk the service uses; a compatible server may send anything. */
 const chunkSchema = z.object({
   model: z.string().optional(),
+  // OpenAI sends `usage: null` in every chunk but the last when asked to include it.
+  usage: usageSchema,
   choices: z.array(z.object({ delta: z.object({ content: z.string().nullish() }).nullish(), finish_reason: z.string().nullish() })),
 });
 
@@ -193,6 +211,7 @@ const completionSchema = z.object({
   choices: z
     .array(z.object({ message: z.object({ content: z.string().nullish() }), finish_reason: z.string().nullish() }))
     .min(1),
+  usage: usageSchema,
 });
 
 function readCompletion(response: unknown, requestedModel: string): Completion {
@@ -203,7 +222,8 @@ function readCompletion(response: unknown, requestedModel: string): Completion {
     throw new ModelError("bad_response", "the model returned an empty or malformed reply", { retryable: false });
   }
   // A compatible server may send lone surrogates; stored as they are they would wedge the database node.
-  return { text: content.toWellFormed(), truncated: choice?.finish_reason === "length", model: parsed.data.model ?? requestedModel };
+  const usage = parsed.data.usage;
+  return { text: content.toWellFormed(), truncated: choice?.finish_reason === "length", model: parsed.data.model ?? requestedModel, ...(usage && { usage }) };
 }
 
 /** Maps SDK errors by class; the provider's own message is kept out of client responses. */

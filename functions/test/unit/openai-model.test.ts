@@ -2,7 +2,7 @@ import OpenAI from "openai";
 import type { CompletionRequest } from "../../src/llm/chat-model";
 import { ModelError } from "../../src/llm/errors";
 import { createOpenAiModel, retryAfter, toModelError } from "../../src/llm/openai-model";
-import { FakeOpenAiServer } from "../support/fake-openai-server";
+import { fakeUsage, FakeOpenAiServer } from "../support/fake-openai-server";
 
 const NOW = Date.parse("2025-01-01T00:00:00Z");
 const SECRET = "sk-secret-0123456789";
@@ -161,7 +161,7 @@ describe("createOpenAiModel against an OpenAI-compatible server", () => {
 
   it("sends the request's fields and returns the reply", async () => {
     fake.enqueue({ kind: "reply", text: "hi there" });
-    await expect(model().complete(request)).resolves.toEqual({ text: "hi there", truncated: false, model: "gpt-test" });
+    await expect(model().complete(request)).resolves.toEqual({ text: "hi there", truncated: false, model: "gpt-test", usage: fakeUsage(request, "hi there") });
     expect(fake.requests).toHaveLength(1);
     expect(fake.requests[0]?.headers.authorization).toBe("Bearer sk-test-key");
     expect(fake.requests[0]?.body).toMatchObject({
@@ -172,6 +172,32 @@ describe("createOpenAiModel against an OpenAI-compatible server", () => {
       presence_penalty: 0.1,
       frequency_penalty: -0.2,
     });
+  });
+
+  it("reads the token usage the provider reports, and only its two counts", async () => {
+    fake.enqueue({ kind: "reply", text: "hi", usage: { prompt_tokens: 1234, completion_tokens: 56 } });
+    const completion = await model().complete(request);
+    expect(completion.usage).toStrictEqual({ prompt_tokens: 1234, completion_tokens: 56 });
+  });
+
+  it("reports no usage when the provider sends none", async () => {
+    fake.enqueue({ kind: "reply", text: "hi", usage: null });
+    const completion = await model().complete(request);
+    expect(completion).toStrictEqual({ text: "hi", truncated: false, model: "gpt-test" });
+  });
+
+  it.each([
+    ["null", null],
+    ["a string", "lots"],
+    ["a negative count", { prompt_tokens: -1, completion_tokens: 2 }],
+    ["a fractional count", { prompt_tokens: 3, completion_tokens: 2.5 }],
+    ["a count as a string", { prompt_tokens: "3", completion_tokens: 2 }],
+    ["a count missing", { prompt_tokens: 3 }],
+  ])("ignores a usage block that is %s, and still answers", async (_name, usage) => {
+    const body = { model: "gpt-test", choices: [{ message: { content: "fine" }, finish_reason: "stop" }], usage };
+    fake.enqueue({ kind: "raw", status: 200, body: JSON.stringify(body) });
+    const completion = await model().complete(request);
+    expect(completion).toStrictEqual({ text: "fine", truncated: false, model: "gpt-test" });
   });
 
   it("flags a reply cut at the token limit", async () => {
@@ -244,9 +270,29 @@ describe("createOpenAiModel against an OpenAI-compatible server", () => {
       const { completion, texts, deltas } = await streamed(model());
       expect(fake.requests[0]?.body).toMatchObject({ model: "gpt-test", stream: true, max_tokens: 42 });
       expect(texts).toEqual(["Hel", "lo", " there"]);
-      expect(completion).toEqual({ text: "Hello there", truncated: false, model: "gpt-test" });
+      expect(completion).toEqual({ text: "Hello there", truncated: false, model: "gpt-test", usage: fakeUsage(streamRequest, "Hello there") });
       // Each delta came when its chunk did, not all at the end.
       expect(deltas[2]!.at - deltas[0]!.at).toBeGreaterThanOrEqual(100);
+    });
+
+    it("asks for usage in the stream and reads it from the last chunk, which has no choices", async () => {
+      fake.enqueue({ kind: "stream", chunks: ["a", "b"], usage: { prompt_tokens: 321, completion_tokens: 7 } });
+      const { completion, texts } = await streamed(model());
+      expect(fake.requests[0]?.body.stream_options).toEqual({ include_usage: true });
+      expect(texts).toEqual(["a", "b"]);
+      expect(completion?.usage).toStrictEqual({ prompt_tokens: 321, completion_tokens: 7 });
+    });
+
+    it("reports no usage when the server ignores stream_options and sends none", async () => {
+      fake.enqueue({ kind: "stream", chunks: ["a", "b"], usage: null });
+      const { completion } = await streamed(model());
+      expect(completion).toStrictEqual({ text: "ab", truncated: false, model: "gpt-test" });
+    });
+
+    it("ignores a malformed usage chunk, and still answers", async () => {
+      fake.enqueue({ kind: "stream", chunks: ["a", "b"], usage: { prompt_tokens: -3, completion_tokens: 1.5 } });
+      const { completion } = await streamed(model());
+      expect(completion).toStrictEqual({ text: "ab", truncated: false, model: "gpt-test" });
     });
 
     it("flags a streamed reply cut at the token limit", async () => {
@@ -306,6 +352,13 @@ describe("createOpenAiModel against an OpenAI-compatible server", () => {
       expect(texts).toEqual(["all at once"]);
     });
 
+    it("reads the usage of a whole JSON completion answering a streamed request", async () => {
+      const usage = { prompt_tokens: 12, completion_tokens: 3, total_tokens: 15 };
+      fake.enqueue({ kind: "raw", status: 200, body: JSON.stringify({ model: "gpt-test", choices: [{ message: { content: "all at once" }, finish_reason: "stop" }], usage }) });
+      const { completion } = await streamed(model());
+      expect(completion).toStrictEqual({ text: "all at once", truncated: false, model: "gpt-test", usage: { prompt_tokens: 12, completion_tokens: 3 } });
+    });
+
     it.each([
       ["no choices", '{"choices":[]}'],
       ["a malformed body", "{not json"],
@@ -316,4 +369,5 @@ describe("createOpenAiModel against an OpenAI-compatible server", () => {
       expect(texts).toEqual([]);
     });
   });
+
 });
