@@ -28,3 +28,11 @@ export class ModelError extends Error {
     return this.retryAfterMs === undefined ? undefined : Math.max(1, Math.ceil(this.retryAfterMs / 1000));
   }
 }
+
+/**
+ * The caller gave up on the call (its `signal` aborted). A timeout as far as a client can tell,
+ * but never retried: the caller no longer waits for the answer.
+ */
+export function abandonedError(cause: unknown): ModelError {
+  return new ModelError("timeout", "the call was abandoned", { retryable: false, cause });
+}

@@ -1,7 +1,7 @@
 import OpenAI from "openai";
 import { z } from "zod";
 import type { ChatModel, Completion, CompletionRequest, DeltaListener, TokenUsage } from "./chat-model";
-import { ModelError } from "./errors";
+import { abandonedError, ModelError } from "./errors";
 
 export interface OpenAiModelOptions {
   readonly apiKey: string;
@@ -30,16 +30,19 @@ export function createOpenAiModel(options: OpenAiModelOptions): ChatModel {
       if (onDelta) return streamCompletion(client, request, options.timeoutMs, onDelta);
       let response: unknown;
       try {
-        response = await client.chat.completions.create(completionParams(request));
+        response = await client.chat.completions.create(completionParams(request), { signal: request.signal });
       } catch (error) {
-        throw toModelError(error);
+        throw request.signal?.aborted ? abandonedError(error) : toModelError(error);
       }
       return readCompletion(response, request.model);
     },
   };
 }
 
-/** The request's fields as chat completions parameters, streamed or not. */
+/**
+ * The request's fields as chat completions parameters, streamed or not. Each field is named:
+ * spreading the request would send what is ours alone (the caller's `signal`) to the provider.
+ */
 function completionParams(request: CompletionRequest) {
   return {
     model: request.model,
@@ -56,12 +59,14 @@ function completionParams(request: CompletionRequest) {
 /**
  * A streamed completion (`stream: true`): each chunk's text goes to `onDelta` as it arrives. The
  * SDK's timeout ends when the response's headers arrive, so the whole stream gets a deadline of
- * its own here: a provider that stalls mid-reply is a timeout, as a silent one is.
+ * its own here: a provider that stalls mid-reply is a timeout, as a silent one is. The caller's
+ * signal aborts it too, and then the call is abandoned, whatever the deadline did.
  */
 async function streamCompletion(client: OpenAI, request: CompletionRequest, timeoutMs: number, onDelta: DeltaListener): Promise<Completion> {
-  // Only this deadline aborts the call: an aborted signal means it passed.
+  // Only this deadline and the caller abort the call: an aborted signal means one of them did.
   const deadline = new AbortController();
   const timer = setTimeout(() => { deadline.abort(); }, timeoutMs);
+  const signal = request.signal ? AbortSignal.any([deadline.signal, request.signal]) : deadline.signal;
   const text = new StreamedText(onDelta);
   let finishReason: string | undefined;
   let model: string | undefined;
@@ -71,7 +76,7 @@ async function streamCompletion(client: OpenAI, request: CompletionRequest, time
     try {
       // Usage comes in one last chunk, and only when asked for; a server that ignores the option sends none.
       const params = { ...completionParams(request), stream: true, stream_options: { include_usage: true } } as const;
-      const { data, response } = await client.chat.completions.create(params, { signal: deadline.signal }).withResponse();
+      const { data, response } = await client.chat.completions.create(params, { signal }).withResponse();
       // Some OpenAI-compatible servers ignore `stream` and answer with one JSON completion; the
       // SDK would read that as an empty stream. Read it as the whole reply, passed on at once.
       if (!isEventStream(response.headers.get("content-type"))) {
@@ -81,6 +86,7 @@ async function streamCompletion(client: OpenAI, request: CompletionRequest, time
       }
       stream = data;
     } catch (error) {
+      if (request.signal?.aborted) throw abandonedError(error);
       if (error instanceof ModelError) throw error;
       if (error instanceof SyntaxError) throw new ModelError("bad_response", "the model returned an empty or malformed reply", { retryable: false, cause: error });
       throw deadline.signal.aborted ? timeoutError(error) : toModelError(error);
@@ -98,12 +104,14 @@ async function streamCompletion(client: OpenAI, request: CompletionRequest, time
         if (choice?.finish_reason) finishReason = choice.finish_reason;
       }
     } catch (error) {
+      if (request.signal?.aborted) throw abandonedError(error);
       throw streamError(error, deadline.signal.aborted);
     }
   } finally {
     clearTimeout(timer);
   }
   // The SDK ends an aborted stream quietly, as if it were complete: only the finish reason tells.
+  if (request.signal?.aborted) throw abandonedError(undefined);
   if (deadline.signal.aborted) throw timeoutError(undefined);
   if (finishReason === undefined) throw new ModelError("unavailable", "the model's stream ended before the reply was complete");
   return { text: text.finish(), truncated: finishReason === "length", model: model ?? request.model, ...(usage && { usage }) };

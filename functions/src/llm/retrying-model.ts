@@ -1,5 +1,5 @@
 import type { ChatModel, Completion, CompletionRequest, DeltaListener } from "./chat-model";
-import { ModelError } from "./errors";
+import { abandonedError, ModelError } from "./errors";
 
 export interface RetryPolicy {
   /** Retries after the first attempt. */
@@ -8,7 +8,8 @@ export interface RetryPolicy {
   readonly maxWaitMs: number;
   /** First backoff; it doubles with each retry, with jitter. */
   readonly baseDelayMs?: number;
-  readonly sleep?: (ms: number) => Promise<void>;
+  /** Waits between attempts; should wake early when `signal` aborts (the caller gave up). */
+  readonly sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;
   readonly random?: () => number;
 }
 
@@ -17,10 +18,11 @@ export interface RetryPolicy {
  * backoff, honouring the provider's Retry-After up to `maxWaitMs`. The total time stays
  * bounded: attempts x timeout + retries x maxWaitMs. A streamed call is retried only until its
  * first delta: past it the caller has shown text that another attempt would not continue, unless
- * it gave `onRestart` (it can take the text back), which is then called before the retry.
+ * it gave `onRestart` (it can take the text back), which is then called before the retry. Once the
+ * request's `signal` aborts, nothing is retried: the caller no longer waits for the answer.
  */
 export function withRetries(model: ChatModel, policy: RetryPolicy): ChatModel {
-  const sleep = policy.sleep ?? ((ms: number) => new Promise<void>((wake) => setTimeout(wake, ms)));
+  const sleep = policy.sleep ?? abortableSleep;
   const random = policy.random ?? Math.random;
   const base = policy.baseDelayMs ?? 250;
   return {
@@ -37,10 +39,12 @@ export function withRetries(model: ChatModel, policy: RetryPolicy): ChatModel {
         try {
           return await model.complete(request, relay);
         } catch (error) {
+          if (request.signal?.aborted) throw error;
           if (progress.delivered && !onRestart) throw error;
           if (!(error instanceof ModelError) || !error.retryable || attempt >= policy.maxRetries) throw error;
           if (error.retryAfterMs !== undefined && error.retryAfterMs > policy.maxWaitMs) throw error;
-          await sleep(error.retryAfterMs ?? Math.min(base * 2 ** attempt * (0.5 + random()), policy.maxWaitMs));
+          await sleep(error.retryAfterMs ?? Math.min(base * 2 ** attempt * (0.5 + random()), policy.maxWaitMs), request.signal);
+          if (request.signal?.aborted) throw abandonedError(error);
           if (progress.delivered) {
             progress.delivered = false;
             onRestart?.();
@@ -49,4 +53,17 @@ export function withRetries(model: ChatModel, policy: RetryPolicy): ChatModel {
       }
     },
   };
+}
+
+/** Waits `ms`, or less if `signal` aborts first (the caller then has no use for the rest of the wait). */
+function abortableSleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise<void>((wake) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", done);
+      wake();
+    };
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener("abort", done, { once: true });
+  });
 }

@@ -2,6 +2,7 @@ import OpenAI from "openai";
 import type { CompletionRequest } from "../../src/llm/chat-model";
 import { ModelError } from "../../src/llm/errors";
 import { createOpenAiModel, retryAfter, toModelError } from "../../src/llm/openai-model";
+import { withRetries } from "../../src/llm/retrying-model";
 import { fakeUsage, FakeOpenAiServer } from "../support/fake-openai-server";
 
 const NOW = Date.parse("2025-01-01T00:00:00Z");
@@ -200,6 +201,11 @@ describe("createOpenAiModel against an OpenAI-compatible server", () => {
     expect(completion).toStrictEqual({ text: "fine", truncated: false, model: "gpt-test" });
   });
 
+  it("never sends the caller's signal to the provider", async () => {
+    await model().complete({ ...request, signal: new AbortController().signal });
+    expect(Object.keys(fake.requests[0]?.body ?? {})).not.toContain("signal");
+  });
+
   it("flags a reply cut at the token limit", async () => {
     fake.enqueue({ kind: "reply", text: "cut", finishReason: "length" });
     await expect(model().complete(request)).resolves.toMatchObject({ text: "cut", truncated: true });
@@ -370,4 +376,63 @@ describe("createOpenAiModel against an OpenAI-compatible server", () => {
     });
   });
 
+  describe("a caller that gives up (its signal aborts)", () => {
+    const abandoned = { name: "ModelError", failure: "timeout", retryable: false, message: "the call was abandoned" };
+
+    /** The call on a hanging server, its signal aborted after 50 ms; the model's own deadline is far off. */
+    async function abandonedCall(call: (request: CompletionRequest) => Promise<unknown>) {
+      fake.enqueue({ kind: "hang" });
+      const caller = new AbortController();
+      setTimeout(() => { caller.abort(); }, 50);
+      const started = performance.now();
+      const error = await call({ ...request, signal: caller.signal }).then(() => undefined, (error: unknown) => error);
+      return { error, elapsed: performance.now() - started };
+    }
+
+    /** Whether the server saw the connection closed within a second: nothing is left hanging. */
+    const serverSawClose = () =>
+      Promise.race([fake.noRequestHanging().then(() => true), new Promise((wake) => setTimeout(wake, 1_000)).then(() => false)]);
+
+    it.each([
+      ["a non-streamed call", (request: CompletionRequest) => model(10_000).complete(request)],
+      ["a streamed call", (request: CompletionRequest) => model(10_000).complete(request, () => undefined)],
+    ])("rejects %s promptly, as abandoned and not retryable, and closes the connection", async (_name, call) => {
+      const { error, elapsed } = await abandonedCall(call);
+      expect(error).toBeInstanceOf(ModelError);
+      expect(error).toMatchObject(abandoned);
+      expect(elapsed).toBeLessThan(1_000);
+      expect(fake.requests).toHaveLength(1);
+      await expect(serverSawClose()).resolves.toBe(true);
+    });
+
+    it("rejects a stream given up midway, after the text passed so far", async () => {
+      fake.enqueue({ kind: "stream", chunks: ["one", " two", " three"], chunkDelayMs: 100 });
+      const caller = new AbortController();
+      const texts: string[] = [];
+      const call = model(10_000).complete({ ...request, signal: caller.signal }, (text) => {
+        texts.push(text);
+        caller.abort();
+      });
+      await expect(call).rejects.toMatchObject(abandoned);
+      expect(texts).toEqual(["one"]);
+    });
+
+    it("makes no request at all with a signal already aborted", async () => {
+      const caller = new AbortController();
+      caller.abort();
+      await expect(model().complete({ ...request, signal: caller.signal })).rejects.toMatchObject(abandoned);
+      await expect(model().complete({ ...request, signal: caller.signal }, () => undefined)).rejects.toMatchObject(abandoned);
+      expect(fake.requests).toHaveLength(0);
+    });
+
+    it("is not retried by withRetries, which does not wait either", async () => {
+      const waits: number[] = [];
+      const retrying = withRetries(model(10_000), { maxRetries: 3, maxWaitMs: 1_000, sleep: async (ms) => { waits.push(ms); } });
+      const { error, elapsed } = await abandonedCall((request) => retrying.complete(request));
+      expect(error).toMatchObject(abandoned);
+      expect(elapsed).toBeLessThan(1_000);
+      expect(fake.requests).toHaveLength(1);
+      expect(waits).toEqual([]);
+    });
+  });
 });

@@ -175,6 +175,45 @@ describe("withRetries", () => {
     expect(inner.requests).toHaveLength(3);
   });
 
+  describe("once the caller gives up (its signal aborted)", () => {
+    it("retries nothing, however retryable the failure, and never waits", async () => {
+      const caller = new AbortController();
+      caller.abort();
+      const error = timeout();
+      const { inner, model, waits } = setup([error, ANSWER]);
+      await expect(model.complete({ ...REQUEST, signal: caller.signal })).rejects.toBe(error);
+      expect(inner.requests).toHaveLength(1);
+      expect(waits).toEqual([]);
+    });
+
+    it("makes no further attempt when the signal aborts during the wait", async () => {
+      const caller = new AbortController();
+      const first = unavailable();
+      const { inner, model, waits } = setup([first, ANSWER], {
+        sleep: async (ms) => {
+          waits.push(ms);
+          caller.abort();
+        },
+      });
+      const failure = model.complete({ ...REQUEST, signal: caller.signal });
+      await expect(failure).rejects.toMatchObject({ name: "ModelError", failure: "timeout", retryable: false, message: "the call was abandoned" });
+      await expect(failure).rejects.toHaveProperty("cause", first);
+      expect(inner.requests).toHaveLength(1);
+      expect(waits).toEqual([100]);
+    });
+
+    it("wakes from its own sleep at the abort rather than waiting the backoff out", async () => {
+      const caller = new AbortController();
+      const inner = new ScriptedModel([timeout(), ANSWER]);
+      const model = withRetries(inner, { maxRetries: 1, maxWaitMs: 10_000, baseDelayMs: 5_000, random: () => 0.5 });
+      const started = performance.now();
+      setTimeout(() => { caller.abort(); }, 30);
+      await expect(model.complete({ ...REQUEST, signal: caller.signal })).rejects.toMatchObject({ retryable: false, message: "the call was abandoned" });
+      expect(performance.now() - started).toBeLessThan(1_000);
+      expect(inner.requests).toHaveLength(1);
+    });
+  });
+
   describe("streamed calls", () => {
     it("passes no listener on when the caller streams nothing", async () => {
       const { inner, model } = setup([ANSWER]);
