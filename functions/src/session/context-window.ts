@@ -1,5 +1,6 @@
 import type { PromptMessage } from "../llm/chat-model";
 import type { ChatMessage } from "../store/records";
+import { estimateMessageTokens, REPLY_PRIMING_TOKENS } from "./token-estimate";
 
 /**
  * The messages sent to the model: the session's system prompt, then the last `window`
@@ -24,4 +25,76 @@ export function buildPrompt(
 /** The last `n` messages; none for `n <= 0` (where `slice(-0)` would keep them all). */
 export function lastMessages<T>(messages: readonly T[], n: number): T[] {
   return n > 0 ? messages.slice(-n) : [];
+}
+
+/** Heads the summary's system message, so the model reads it as context, not as instructions. */
+export const SUMMARY_HEADING = "Summary of the earlier conversation:\n";
+
+export interface PromptPlan {
+  /** The template's prompt, the summary when there is one, the window, the new user message. */
+  readonly messages: PromptMessage[];
+  /** History messages sent: the last `sent` of `history`. */
+  readonly sent: number;
+  /** The raw (uncalibrated) `estimatePromptTokens` of `messages`, to calibrate the next call with the provider's `usage`. */
+  readonly promptEstimate: number;
+}
+
+export interface PromptInput {
+  readonly systemPrompt: string;
+  /** The rolling summary of what the window no longer holds; empty or absent for none. */
+  readonly summary?: string;
+  /** Oldest first, already at most the count window. */
+  readonly history: readonly ChatMessage[];
+  /** The template's `context_window`: at most this many history messages; 0 sends none. */
+  readonly maxMessages: number;
+  /** The template's token budget for the whole prompt; absent: the count window alone. */
+  readonly contextTokens?: number;
+  /** The factor from `calibration()`, applied to every estimate. */
+  readonly calibration: number;
+  readonly userMessage: string;
+}
+
+/** The product of a calibration and an estimate may exceed an exact budget by a rounding error. */
+const ROUNDING = 1e-9;
+
+/**
+ * The prompt for a token budget: the newest history messages while the calibrated estimate of
+ * the whole prompt (system prompt, summary, window, new message, and the chat format) stays
+ * within `contextTokens`, at most `maxMessages` of them. The window is a suffix of the history:
+ * the first message that does not fit ends it, so no older, shorter one is taken past a gap the
+ * model would not know about. The system prompt, summary and new message are always sent, even
+ * over the budget: the request is the user's, and the provider, not us, refuses what it cannot take.
+ * The window may start with an assistant message; models take that, and cutting it would waste
+ * budget the user's settings allow.
+ */
+export function planPrompt(input: PromptInput): PromptPlan {
+  const { systemPrompt, summary, history, maxMessages, contextTokens, calibration, userMessage } = input;
+  if (!(calibration > 0) || !Number.isFinite(calibration)) throw new RangeError(`calibration must be a positive number, got ${calibration}`);
+  const head: PromptMessage[] = [{ role: "system", content: systemPrompt }];
+  if (summary) head.push({ role: "system", content: SUMMARY_HEADING + summary });
+
+  let estimate = REPLY_PRIMING_TOKENS + estimateMessageTokens(userMessage);
+  for (const message of head) estimate += estimateMessageTokens(message.content);
+  const limit = Math.min(Math.max(maxMessages, 0), history.length);
+  let sent = 0;
+  // Newest first, each message estimated once: the plan costs O(window), not O(window²).
+  while (sent < limit) {
+    const message = history[history.length - 1 - sent];
+    if (message === undefined) break;
+    const cost = estimateMessageTokens(message.content);
+    if (contextTokens !== undefined && (estimate + cost) * calibration - contextTokens > ROUNDING) break;
+    estimate += cost;
+    sent += 1;
+  }
+
+  return {
+    messages: [
+      ...head,
+      // Stored roles are parsed on read; mapping them again keeps a forged one from ever becoming "system".
+      ...history.slice(history.length - sent).map((message) => ({ role: message.role === "assistant" ? "assistant" : "user", content: message.content }) as const),
+      { role: "user", content: userMessage },
+    ],
+    sent,
+    promptEstimate: estimate,
+  };
 }

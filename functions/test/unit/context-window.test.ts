@@ -1,4 +1,5 @@
-import { buildPrompt } from "../../src/session/context-window";
+import { buildPrompt, planPrompt, SUMMARY_HEADING, type PromptInput } from "../../src/session/context-window";
+import { calibration, estimateMessageTokens, estimatePromptTokens, REPLY_PRIMING_TOKENS } from "../../src/session/token-estimate";
 import type { ChatMessage } from "../../src/store/records";
 
 /** `count` alternating messages, user first, numbered from 1 so their order shows. */
@@ -83,5 +84,142 @@ describe("buildPrompt", () => {
     const forged = { role: "system", content: "forged instructions", timestamp: 1 } as unknown as ChatMessage;
     const prompt = buildPrompt(SYSTEM, [forged], 5, "next");
     expect(prompt.filter((message) => message.role === "system")).toEqual([{ role: "system", content: SYSTEM }]);
+  });
+});
+
+describe("planPrompt", () => {
+  /** A plan with no budget, a calibration of 1, and the history's length as the count window; `overrides` changes any of it. */
+  function plan(overrides: Partial<PromptInput> & { history: readonly ChatMessage[] }) {
+    return planPrompt({ systemPrompt: SYSTEM, maxMessages: overrides.history.length, calibration: 1, userMessage: "next", ...overrides });
+  }
+  /** The budget that exactly holds the system prompt, the new message and the last `n` messages of `source`. */
+  function budgetFor(source: readonly ChatMessage[], n: number, summary?: string): number {
+    const fixed = REPLY_PRIMING_TOKENS + estimateMessageTokens(SYSTEM) + estimateMessageTokens("next") + (summary ? estimateMessageTokens(SUMMARY_HEADING + summary) : 0);
+    return source.slice(source.length - n).reduce((total, message) => total + estimateMessageTokens(message.content), fixed);
+  }
+
+  it("without a budget, sends the count window as buildPrompt does", () => {
+    const source = history(6);
+    const planned = plan({ history: source, maxMessages: 3 });
+    expect(planned.messages).toEqual(buildPrompt(SYSTEM, source, 3, "next"));
+    expect(planned.sent).toBe(3);
+  });
+
+  it("reports the raw estimate of exactly the messages it sends", () => {
+    const planned = plan({ history: history(5), summary: "they talked", contextTokens: 60, calibration: 1.3 });
+    expect(planned.promptEstimate).toBe(estimatePromptTokens(planned.messages));
+  });
+
+  it("takes a message that brings the prompt exactly to the budget, and not one token more", () => {
+    const source = history(6);
+    const budget = budgetFor(source, 4);
+    expect(plan({ history: source, contextTokens: budget }).sent).toBe(4);
+    expect(plan({ history: source, contextTokens: budget - 1 }).sent).toBe(3);
+    expect(plan({ history: source, contextTokens: budget }).promptEstimate).toBe(budget);
+  });
+
+  it("counts the system prompt: a longer one leaves room for fewer messages", () => {
+    const source = history(6);
+    const budget = budgetFor(source, 4);
+    const planned = planPrompt({ systemPrompt: `${SYSTEM} Always answer in rhyme.`, history: source, maxMessages: 6, contextTokens: budget, calibration: 1, userMessage: "next" });
+    expect(planned.sent).toBeLessThan(4);
+  });
+
+  it("counts the new message: a longer one leaves room for fewer messages", () => {
+    const source = history(6);
+    expect(plan({ history: source, contextTokens: budgetFor(source, 4), userMessage: "next, and a much longer question than before" }).sent).toBeLessThan(4);
+  });
+
+  it("sends the summary as a second system message, and counts it", () => {
+    const source = history(6);
+    const summary = "The user asked about ships; the pirate told a long tale of the sea.";
+    const planned = plan({ history: source, summary, contextTokens: budgetFor(source, 2, summary) });
+    expect(planned.messages.slice(0, 2)).toEqual([
+      { role: "system", content: SYSTEM },
+      { role: "system", content: SUMMARY_HEADING + summary },
+    ]);
+    expect(planned.sent).toBe(2);
+    expect(planned.messages.slice(2).map((message) => message.content)).toEqual(["m5", "m6", "next"]);
+    expect(plan({ history: source, summary, contextTokens: budgetFor(source, 4) }).sent).toBeLessThan(4);
+  });
+
+  it("sends no summary message for an empty summary", () => {
+    expect(plan({ history: history(2), summary: "" }).messages.filter((message) => message.role === "system")).toHaveLength(1);
+  });
+
+  it("still caps the window by count when the budget would allow more", () => {
+    const planned = plan({ history: history(10), maxMessages: 2, contextTokens: 100_000 });
+    expect(planned.sent).toBe(2);
+    expect(planned.messages.map((message) => message.content)).toEqual([SYSTEM, "m9", "m10", "next"]);
+  });
+
+  it("sends no history with a count window of 0", () => {
+    expect(plan({ history: history(4), maxMessages: 0, contextTokens: 100_000 }).sent).toBe(0);
+  });
+
+  it("sends a contiguous suffix: stops at a message that does not fit, even if an older one would", () => {
+    const source: ChatMessage[] = [
+      { role: "user", content: "short", timestamp: 1 },
+      { role: "assistant", content: "a long reply ".repeat(50), timestamp: 2 },
+      { role: "user", content: "tiny", timestamp: 3 },
+    ];
+    const planned = plan({ history: source, contextTokens: budgetFor(source, 1) + estimateMessageTokens("short") });
+    expect(planned.sent).toBe(1);
+    expect(planned.messages.map((message) => message.content)).toEqual([SYSTEM, "tiny", "next"]);
+  });
+
+  it("sends the system prompt and an oversized new message with no history", () => {
+    const huge = "word ".repeat(5_000);
+    const planned = plan({ history: history(4), summary: "earlier", contextTokens: 100, userMessage: huge });
+    expect(planned.sent).toBe(0);
+    expect(planned.messages).toEqual([
+      { role: "system", content: SYSTEM },
+      { role: "system", content: `${SUMMARY_HEADING}earlier` },
+      { role: "user", content: huge },
+    ]);
+    expect(planned.promptEstimate).toBeGreaterThan(100);
+  });
+
+  it("applies the calibration to the whole prompt", () => {
+    const source = history(6);
+    const budget = budgetFor(source, 4);
+    // The provider counted fewer tokens than we estimated: more fits. More tokens: less fits.
+    const generous = calibration({ prompt_tokens: 50, prompt_estimate: 100 });
+    const strict = calibration({ prompt_tokens: 150, prompt_estimate: 100 });
+    expect(plan({ history: source, contextTokens: Math.ceil(budget * generous), calibration: generous }).sent).toBe(4);
+    expect(plan({ history: source, contextTokens: budget, calibration: generous }).sent).toBe(6);
+    expect(plan({ history: source, contextTokens: budget, calibration: strict }).sent).toBeLessThan(4);
+  });
+
+  it("takes a message whose calibrated cost lands on the budget despite floating-point rounding", () => {
+    const source = history(6);
+    const budget = budgetFor(source, 3);
+    // 1.1 * budget is not exact in binary: a plain <= would drop the third message.
+    expect(plan({ history: source, contextTokens: budget * 1.1, calibration: 1.1 }).sent).toBe(3);
+  });
+
+  it("refuses a calibration that is not a positive number", () => {
+    for (const factor of [0, -1, Number.NaN, Number.POSITIVE_INFINITY]) {
+      expect(() => plan({ history: history(2), calibration: factor })).toThrow(RangeError);
+    }
+  });
+
+  it("maps history roles as buildPrompt does: a forged system role becomes user", () => {
+    const forged = { role: "system", content: "forged instructions", timestamp: 1 } as unknown as ChatMessage;
+    const planned = plan({ history: [forged, ...history(2)], contextTokens: 10_000 });
+    expect(planned.messages.map((message) => message.role)).toEqual(["system", "user", "user", "assistant", "user"]);
+  });
+
+  it("may start the window with an assistant message", () => {
+    const source = history(4);
+    const planned = plan({ history: source, contextTokens: budgetFor(source, 3) });
+    expect(planned.messages[1]).toEqual({ role: "assistant", content: "m2" });
+  });
+
+  it("does not change the history it is given", () => {
+    const source = history(4);
+    const before = structuredClone(source);
+    plan({ history: source, contextTokens: budgetFor(source, 2), summary: "s" });
+    expect(source).toEqual(before);
   });
 });

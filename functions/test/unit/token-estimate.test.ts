@@ -1,0 +1,156 @@
+import fc from "fast-check";
+import corpus from "../fixtures/o200k-corpus.json";
+import {
+  calibration,
+  CALIBRATION_MARGIN,
+  CALIBRATION_RANGE,
+  ESTIMATE_MARGIN,
+  estimateMessageTokens,
+  estimatePromptTokens,
+  estimateTokens,
+  REPLY_PRIMING_TOKENS,
+  TOKENS_PER_MESSAGE,
+} from "../../src/session/token-estimate";
+
+// True counts: gpt-tokenizer 4.0.0, encoding o200k_base, measured once outside the project (test/fixtures/README.md).
+const entries: readonly { kind: string; text: string; tokens: number }[] = corpus;
+
+function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
+}
+
+describe("estimateTokens against o200k_base counts", () => {
+  it("has a varied corpus to check against", () => {
+    expect(entries.length).toBeGreaterThanOrEqual(40);
+    expect(new Set(entries.map((entry) => entry.kind)).size).toBeGreaterThanOrEqual(20);
+  });
+
+  it.each(entries)("never counts fewer tokens than o200k ($kind: $tokens tokens)", ({ text, tokens }) => {
+    expect(estimateTokens(text) * ESTIMATE_MARGIN).toBeGreaterThanOrEqual(tokens);
+  });
+
+  it("does not over-count grossly: median ratio at most 1.35, English prose at most 1.4 but one line of long words", () => {
+    expect(median(entries.map(({ text, tokens }) => estimateTokens(text) / tokens))).toBeLessThanOrEqual(1.35);
+    const prose = entries.filter((entry) => entry.kind === "prose").map(({ text, tokens }) => estimateTokens(text) / tokens);
+    expect(prose.filter((ratio) => ratio > 1.4)).toHaveLength(1);
+    expect(Math.max(...prose)).toBeLessThanOrEqual(2);
+  });
+});
+
+describe("estimateTokens", () => {
+  it("is 0 for the empty text and 1 for a short word", () => {
+    expect(estimateTokens("")).toBe(0);
+    expect(estimateTokens("hi")).toBe(1);
+    expect(estimateTokens(" hello")).toBe(1);
+  });
+
+  it("counts a surrogate pair as one code point, not two symbols", () => {
+    // One astral emoji is priced once; its two UTF-16 halves priced apart would cost more.
+    expect(estimateTokens("🫠")).toBe(3);
+    expect(estimateTokens("😂")).toBe(2);
+    expect(estimateTokens("🫠🫠")).toBe(6);
+  });
+
+  it("prices a lone surrogate as a symbol rather than failing", () => {
+    expect(estimateTokens("\ud83d")).toBe(1);
+    expect(estimateTokens("a\udc00b")).toBeGreaterThanOrEqual(3);
+  });
+
+  it("counts CJK at least one token per character", () => {
+    expect(estimateTokens("你好世界")).toBeGreaterThanOrEqual(4);
+    expect(estimateTokens("こんにちは")).toBeGreaterThanOrEqual(5);
+  });
+
+  it("counts a combining mark beyond its base letter", () => {
+    expect(estimateTokens("e\u0301")).toBeGreaterThan(estimateTokens("e"));
+    expect(estimateTokens("e\u0301")).toBeGreaterThanOrEqual(2);
+  });
+
+  it("prices digits in runs of three, as o200k splits them", () => {
+    expect(estimateTokens("123")).toBe(1);
+    expect(estimateTokens("1234")).toBe(2);
+    expect(estimateTokens("123456789")).toBe(3);
+  });
+
+  it("prices keys and hashes near a token per character", () => {
+    const key = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9";
+    expect(estimateTokens(key)).toBe(key.length);
+  });
+
+  it("keeps long whitespace runs cheap but not free", () => {
+    expect(estimateTokens(" ".repeat(200))).toBeGreaterThanOrEqual(2);
+    expect(estimateTokens(" ".repeat(200))).toBeLessThan(20);
+    expect(estimateTokens("\n".repeat(200))).toBeGreaterThanOrEqual(14);
+  });
+
+  it("is a whole number, 1 or more for any non-empty text", () => {
+    fc.assert(
+      fc.property(fc.string({ unit: "grapheme", minLength: 1 }), (text) => {
+        const tokens = estimateTokens(text);
+        expect(Number.isInteger(tokens)).toBe(true);
+        expect(tokens).toBeGreaterThanOrEqual(1);
+      }),
+    );
+  });
+
+  it("never costs less for two texts joined by a line break than for the larger alone", () => {
+    fc.assert(
+      fc.property(fc.string({ unit: "binary" }), fc.string({ unit: "binary" }), (a, b) => {
+        expect(estimateTokens(`${a}\n${b}`)).toBeGreaterThanOrEqual(Math.max(estimateTokens(a), estimateTokens(b)));
+      }),
+    );
+  });
+});
+
+describe("estimatePromptTokens", () => {
+  it("adds the chat format per message and the reply's priming", () => {
+    const messages = [
+      { role: "system", content: "You are a pirate." },
+      { role: "user", content: "hi" },
+    ];
+    expect(estimatePromptTokens(messages)).toBe(REPLY_PRIMING_TOKENS + 2 * TOKENS_PER_MESSAGE + estimateTokens("You are a pirate.") + 1);
+    expect(estimatePromptTokens([])).toBe(REPLY_PRIMING_TOKENS);
+  });
+
+  it("is the sum of estimateMessageTokens plus the priming", () => {
+    expect(estimateMessageTokens("")).toBe(TOKENS_PER_MESSAGE);
+    expect(estimatePromptTokens([{ role: "user", content: "one two" }])).toBe(REPLY_PRIMING_TOKENS + estimateMessageTokens("one two"));
+  });
+});
+
+describe("calibration", () => {
+  it("is the estimate's own margin without a previous call", () => {
+    expect(calibration(undefined)).toBe(ESTIMATE_MARGIN);
+  });
+
+  it("scales by the provider's count over ours, with the safety margin on top", () => {
+    expect(calibration({ prompt_tokens: 80, prompt_estimate: 100 })).toBeCloseTo(0.8 * CALIBRATION_MARGIN, 12);
+    expect(calibration({ prompt_tokens: 100, prompt_estimate: 100 })).toBeCloseTo(CALIBRATION_MARGIN, 12);
+  });
+
+  it("clamps the ratio before the margin", () => {
+    expect(calibration({ prompt_tokens: 10, prompt_estimate: 100 })).toBeCloseTo(CALIBRATION_RANGE.min * CALIBRATION_MARGIN, 12);
+    expect(calibration({ prompt_tokens: 1000, prompt_estimate: 100 })).toBeCloseTo(CALIBRATION_RANGE.max * CALIBRATION_MARGIN, 12);
+  });
+
+  it("ignores a previous call that reported nothing usable", () => {
+    for (const previous of [
+      { prompt_tokens: 0, prompt_estimate: 100 },
+      { prompt_tokens: 100, prompt_estimate: 0 },
+      { prompt_tokens: Number.NaN, prompt_estimate: 100 },
+      { prompt_tokens: -5, prompt_estimate: 100 },
+      { prompt_tokens: 100, prompt_estimate: Number.POSITIVE_INFINITY },
+    ]) {
+      expect(calibration(previous)).toBe(ESTIMATE_MARGIN);
+    }
+  });
+
+  it("keeps a calibrated estimate an upper bound when the next prompt is like the last", () => {
+    // The provider counted 90 for our 120: the next, similar prompt of raw estimate 120 is planned at 99 >= 90.
+    const factor = calibration({ prompt_tokens: 90, prompt_estimate: 120 });
+    expect(120 * factor).toBeGreaterThanOrEqual(90);
+    expect(120 * factor).toBeLessThan(120);
+  });
+});
