@@ -1,5 +1,5 @@
 import { performance } from "node:perf_hooks";
-import type { ChatMessage, CreateKey, Exchange, PartialReply, SessionMeta, SessionState, Template } from "../src/store/records";
+import type { ChatMessage, CreateKey, Exchange, PartialReply, SessionMeta, SessionState, SessionSummary, Template } from "../src/store/records";
 import type { Claimed, HistoryWindow, NewSession, Ruled, SessionStore, StateRule, UsageRule } from "../src/store/session-store";
 
 /** The store calls the session module makes, by name. */
@@ -61,6 +61,20 @@ export class CountingStore implements SessionStore {
     const messages = await this.count("readRecentMessages", this.inner.readRecentMessages(sessionId, limit));
     this.messagesRead += messages.length;
     return messages;
+  }
+
+  async readMessages(sessionId: string, first: number, last: number): Promise<ChatMessage[]> {
+    const messages = await this.count("readMessages", this.inner.readMessages(sessionId, first, last));
+    this.messagesRead += messages.length;
+    return messages;
+  }
+
+  readSummary(sessionId: string): Promise<SessionSummary | null> {
+    return this.count("readSummary", this.inner.readSummary(sessionId));
+  }
+
+  writeSummary(sessionId: string, summary: SessionSummary): Promise<boolean> {
+    return this.count("writeSummary", this.inner.writeSummary(sessionId, summary));
   }
 
   async readExchange(sessionId: string, seq: number): Promise<Exchange | null> {

@@ -93,6 +93,12 @@ export const INT_PARAMS = {
     max: 100_000,
     description: "Sessions one user may have active at once (429 on creating another).",
   },
+  USER_TOKENS_PER_DAY: {
+    default: 200_000,
+    min: 0,
+    max: 1_000_000_000,
+    description: "Model tokens (prompt and reply, summaries included) one user may use per UTC day, across instances (429 TOKEN_LIMIT above); 0 means unlimited.",
+  },
   SESSION_MAX_EXCHANGES: {
     default: 100,
     min: 1,

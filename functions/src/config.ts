@@ -29,6 +29,8 @@ export interface Config {
     readonly userMessagesPerMinute: number;
     readonly userMaxActiveSessions: number;
     readonly sessionMaxExchanges: number;
+    /** 0: unlimited. */
+    readonly userTokensPerDay: number;
   };
 }
 
@@ -110,6 +112,7 @@ export function resolveConfig(env: Env = process.env, defaults: { requireAuth?: 
       userMessagesPerMinute: intParam(env, "USER_MESSAGES_PER_MINUTE"),
       userMaxActiveSessions: intParam(env, "USER_MAX_ACTIVE_SESSIONS"),
       sessionMaxExchanges: intParam(env, "SESSION_MAX_EXCHANGES"),
+      userTokensPerDay: intParam(env, "USER_TOKENS_PER_DAY"),
     },
   };
 }

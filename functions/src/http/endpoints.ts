@@ -1,6 +1,8 @@
 import type { Identity } from "../auth/identity";
 import { SessionNotFoundError } from "../session/errors";
 import type { SessionService } from "../session/session-service";
+import { NO_USAGE } from "../session/token-usage";
+import type { TokenUsage } from "../store/records";
 import type { EventStream } from "./event-stream";
 import { HttpError } from "./http-error";
 import type { HttpRequest } from "./http-types";
@@ -64,6 +66,17 @@ function replayHeaders(replayed: boolean): Record<string, string> {
   return replayed ? { "Idempotent-Replayed": "true" } : {};
 }
 
+/** Token usage as answers give it: the three counts, `estimated` when the provider reported none, and the cost where known. */
+function usageBody(usage: TokenUsage): Record<string, unknown> {
+  return {
+    prompt_tokens: usage.prompt_tokens,
+    completion_tokens: usage.completion_tokens,
+    total_tokens: usage.total_tokens,
+    ...(usage.estimated ? { estimated: true } : {}),
+    ...(usage.cost_usd === undefined ? {} : { cost_usd: usage.cost_usd }),
+  };
+}
+
 function iso(epochMs: number | undefined): string | null {
   return epochMs === undefined ? null : new Date(epochMs).toISOString();
 }
@@ -124,6 +137,7 @@ export const sendMessage: Endpoint = {
         session_id: reply.sessionId,
         message_count: reply.messageCount,
         truncated: reply.truncated,
+        ...(reply.usage ? { usage: usageBody(reply.usage) } : {}),
       },
     };
   },
@@ -148,6 +162,7 @@ export const endSession: Endpoint = {
         duration_seconds: Math.max(0, endedAt - meta.created_at) / 1000,
         created_at: iso(meta.created_at),
         ended_at: iso(endedAt),
+        usage: usageBody(state.usage ?? NO_USAGE),
       },
     };
   },

@@ -6,6 +6,7 @@ import {
   IdempotencyInProgressError,
   IdempotencyKeyReusedError,
   LimitExceededError,
+  PromptTooLargeError,
   SessionClosedError,
   SessionNotFoundError,
   TemplateNotFoundError,
@@ -31,11 +32,13 @@ const LIMIT_CODE: Record<Limit, string> = {
   messages: "RATE_LIMITED",
   sessions: "TOO_MANY_ACTIVE_SESSIONS",
   exchanges: "SESSION_EXCHANGE_LIMIT",
+  tokens: "TOKEN_LIMIT",
 };
 const LIMIT_MESSAGE: Record<Limit, string> = {
   messages: "Too many messages; retry after the time given in Retry-After",
   sessions: "Too many active sessions; end one, or retry after the time given in Retry-After",
   exchanges: "This session reached its maximum number of exchanges; start a new session",
+  tokens: "The daily token limit is reached; retry after the time given in Retry-After (the next UTC day)",
 };
 
 /** The one place where failures become HTTP statuses. */
@@ -52,6 +55,9 @@ export function toErrorAnswer(error: unknown): ErrorAnswer {
   if (error instanceof ForbiddenError) return answer(403, "FORBIDDEN", "Not allowed for the signed-in user");
   if (error instanceof LimitExceededError) {
     return answer(429, LIMIT_CODE[error.limit], LIMIT_MESSAGE[error.limit], { "Retry-After": String(error.retryAfterSeconds) });
+  }
+  if (error instanceof PromptTooLargeError) {
+    return answer(400, "MESSAGE_TOO_LONG", `The message is too long for this model: ${error.message}`);
   }
   if (error instanceof SessionNotFoundError) return answer(404, "SESSION_NOT_FOUND", "Session not found");
   if (error instanceof TemplateNotFoundError) return answer(404, "TEMPLATE_NOT_FOUND", `Template "${error.templateId}" not found`);

@@ -70,6 +70,7 @@ export function composeInstance(config: Config, parts: InstanceParts): Instance 
       messagesPerMinute: config.limits.userMessagesPerMinute,
       maxActiveSessions: config.limits.userMaxActiveSessions,
       idleTtlMs: config.sessionIdleTtlMs,
+      tokensPerDay: config.limits.userTokensPerDay,
     },
     keyLeaseMs: budget.leaseMs,
     keyWaitMs: budget.keyWaitMs,

@@ -43,7 +43,7 @@ export class ForbiddenError extends Error {
   override readonly name = "ForbiddenError";
 }
 
-export type Limit = "messages" | "sessions" | "exchanges";
+export type Limit = "messages" | "sessions" | "exchanges" | "tokens";
 
 /** A usage limit is reached; nothing was stored and the model was not called. */
 export class LimitExceededError extends Error {
@@ -53,5 +53,16 @@ export class LimitExceededError extends Error {
     readonly retryAfterSeconds: number,
   ) {
     super(`${limit} limit reached`);
+  }
+}
+
+/** The message, with the system prompt and room for the reply, does not fit the model's whole context. */
+export class PromptTooLargeError extends Error {
+  override readonly name = "PromptTooLargeError";
+  constructor(
+    readonly estimatedTokens: number,
+    readonly contextTokens: number,
+  ) {
+    super(`the message needs about ${estimatedTokens} tokens with the system prompt and the reply; the model takes ${contextTokens}`);
   }
 }

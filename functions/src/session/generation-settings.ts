@@ -18,5 +18,7 @@ export function resolveGenerationSettings(template: Template, contextWindow: num
     presence_penalty: template.presence_penalty ?? GENERATION_DEFAULTS.presence_penalty,
     frequency_penalty: template.frequency_penalty ?? GENERATION_DEFAULTS.frequency_penalty,
     context_window: template.context_window ?? contextWindow,
+    ...(template.context_tokens === undefined ? {} : { context_tokens: template.context_tokens }),
+    ...(template.summary ? { summary: true } : {}),
   };
 }

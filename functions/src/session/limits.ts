@@ -13,32 +13,116 @@ export interface UsagePolicy {
   readonly maxActiveSessions: number;
   /** A session not used for this long is expired, and no longer counts as active. */
   readonly idleTtlMs: number;
+  /** Model tokens a user may use per UTC day, across sessions and instances; 0: unlimited (still counted). */
+  readonly tokensPerDay: number;
 }
 
 export type Admission = { readonly admitted: true } | { readonly admitted: false; readonly retryAfterMs: number };
 
-const MINUTE = 60_000;
+/** The model tokens a message's calls may use, reserved against the daily limit until its commit settles them. */
+export interface Reservation {
+  /** The UTC day whose count holds it. */
+  readonly day: string;
+  readonly tokens: number;
+}
 
-/** Takes one message token for `sessionId`, or says when the next token comes. */
-export function admitMessage(sessionId: string, now: number, policy: UsagePolicy): UsageRule<Admission> {
+export type MessageAdmission =
+  | { readonly admitted: true; readonly reservation: Reservation }
+  | { readonly admitted: false; readonly limit: "messages" | "tokens"; readonly retryAfterMs: number };
+
+/**
+ * What a message may cost in tokens, besides the session's last call (held in the usage record):
+ * `fresh` covers what the new prompt adds to the last one (the new message, a summary) and the
+ * reply's `max_tokens`; `firstPrompt` bounds the prompt of a session's first call.
+ */
+export interface TokenNeed {
+  readonly fresh: number;
+  readonly firstPrompt: number;
+}
+
+/** What a message's model calls used, to settle its reservation. */
+export interface Spent {
+  readonly tokens: number;
+  readonly costUsd?: number;
+  /** The reply call's prompt and completion tokens: the next message's prompt is bounded by them plus its own. */
+  readonly context?: number;
+}
+
+const MINUTE = 60_000;
+const DAY = 86_400_000;
+
+/** The UTC day of `now`, as YYYY-MM-DD. */
+export function utcDay(now: number): string {
+  return new Date(now).toISOString().slice(0, 10);
+}
+
+/**
+ * Takes one message token for `sessionId` and reserves the tokens its model calls may use, or
+ * says when to retry. The reservation is the session's last reply call (its prompt and reply:
+ * the next prompt holds at most those, the new message and a summary, whatever leaves the
+ * window) plus the new need: worked out here, from the record every instance shares, so that
+ * concurrent messages, on any instances, never carry a user past the daily limit together.
+ */
+export function admitMessage(sessionId: string, now: number, policy: UsagePolicy, need: TokenNeed): UsageRule<MessageAdmission> {
   return (usage) => {
     const rate = policy.messagesPerMinute / MINUTE;
     const elapsed = usage ? Math.max(0, now - usage.refilled_at) : 0;
     const tokens = usage ? Math.min(policy.messagesPerMinute, usage.tokens + elapsed * rate) : policy.messagesPerMinute;
-    if (tokens < 1) return { outcome: { admitted: false, retryAfterMs: Math.ceil((1 - tokens) / rate) } };
+    if (tokens < 1) return { outcome: { admitted: false, limit: "messages", retryAfterMs: Math.ceil((1 - tokens) / rate) } };
+    const day = utcDay(now);
+    const used = usage?.daily?.day === day ? usage.daily : { day, tokens: 0 };
+    const reserved = Math.ceil((usage?.contexts?.[sessionId] ?? need.firstPrompt) + need.fresh);
+    if (policy.tokensPerDay > 0 && used.tokens + reserved > policy.tokensPerDay) {
+      return { outcome: { admitted: false, limit: "tokens", retryAfterMs: Date.parse(`${day}T00:00:00Z`) + DAY - now } };
+    }
+    const sessions = { ...liveSessions(usage, now, policy), [sessionId]: now };
     return {
-      outcome: { admitted: true },
-      next: { tokens: tokens - 1, refilled_at: Math.max(now, usage?.refilled_at ?? now), sessions: { ...liveSessions(usage, now, policy), [sessionId]: now } },
+      outcome: { admitted: true, reservation: { day, tokens: reserved } },
+      next: withoutUndefined({
+        tokens: tokens - 1,
+        refilled_at: Math.max(now, usage?.refilled_at ?? now),
+        sessions,
+        daily: { ...used, tokens: used.tokens + reserved },
+        contexts: liveContexts(usage, sessions),
+      }),
     };
   };
 }
 
-/** Gives back a message token taken for a request that was then refused (it never reached the model). */
-export function refundMessage(policy: UsagePolicy): UsageRule<undefined> {
+/**
+ * Settles a message's reservation with what its calls used, whatever became of the exchange (the
+ * provider charged them): the day's count moves from the reservation to the tokens spent, and the
+ * session's context is remembered for its next reservation. A reservation from a day that has
+ * ended stays in that day's count (its tokens were spent too late to tell which day they belong
+ * to, and it is at least what was spent); the tokens spent count on the new day.
+ */
+export function settleTokens(sessionId: string, reservation: Reservation, spent: Spent): UsageRule<undefined> {
   return (usage) => {
     if (!usage) return { outcome: undefined };
-    return { outcome: undefined, next: { ...usage, tokens: Math.min(policy.messagesPerMinute, usage.tokens + 1) } };
+    const counted = usage.daily ?? { day: reservation.day, tokens: 0 };
+    const reserved = counted.day === reservation.day ? reservation.tokens : 0;
+    const tokens = Math.max(0, counted.tokens + spent.tokens - reserved);
+    const cost = spent.costUsd === undefined ? counted.cost_usd : roundUsd((counted.cost_usd ?? 0) + spent.costUsd);
+    const contexts = spent.context !== undefined && usage.sessions && sessionId in usage.sessions ? { ...usage.contexts, [sessionId]: spent.context } : usage.contexts;
+    return { outcome: undefined, next: withoutUndefined({ ...usage, daily: { day: counted.day, tokens, ...(cost === undefined ? {} : { cost_usd: cost }) }, contexts }) };
   };
+}
+
+/**
+ * Gives back what a message took and did not use: its message token when it was refused before
+ * the model (`token`), and its token reservation (the model was not called, or failed).
+ */
+export function refundMessage(policy: UsagePolicy, reservation: Reservation, token: boolean): UsageRule<undefined> {
+  const settle = settleTokens("", reservation, { tokens: 0 });
+  return (usage) => {
+    const settled = settle(usage).next;
+    if (!settled) return { outcome: undefined };
+    return { outcome: undefined, next: token ? { ...settled, tokens: Math.min(policy.messagesPerMinute, settled.tokens + 1) } : settled };
+  };
+}
+
+function roundUsd(usd: number): number {
+  return Math.round(usd * 1_000_000) / 1_000_000;
 }
 
 /** Counts `sessionId` as active for the user, unless that would exceed the limit (then: when a slot frees). */
@@ -61,7 +145,7 @@ export function releaseSession(sessionId: string): UsageRule<undefined> {
   return (usage) => {
     if (!usage?.sessions || !(sessionId in usage.sessions)) return { outcome: undefined };
     const { [sessionId]: released, ...others } = usage.sessions;
-    return { outcome: undefined, next: { ...usage, sessions: others } };
+    return { outcome: undefined, next: withoutUndefined({ ...usage, sessions: others, contexts: liveContexts(usage, others) }) };
   };
 }
 
@@ -72,4 +156,15 @@ export function releaseSession(sessionId: string): UsageRule<undefined> {
  */
 function liveSessions(usage: UserUsage | null, now: number, policy: UsagePolicy): Record<string, number> {
   return Object.fromEntries(Object.entries(usage?.sessions ?? {}).filter(([, lastActivity]) => now - lastActivity <= policy.idleTtlMs));
+}
+
+/** The contexts of the sessions still counted: a record never grows with sessions long gone. */
+function liveContexts(usage: UserUsage | null, sessions: Readonly<Record<string, number>>): Record<string, number> | undefined {
+  const kept = Object.entries(usage?.contexts ?? {}).filter(([sessionId]) => sessionId in sessions);
+  return kept.length > 0 ? Object.fromEntries(kept) : undefined;
+}
+
+/** The record without absent fields (the database stores none). */
+function withoutUndefined(usage: UserUsage): UserUsage {
+  return Object.fromEntries(Object.entries(usage).filter(([, value]) => value !== undefined)) as UserUsage;
 }

@@ -1,4 +1,5 @@
-import type { RequestEntry, SessionState, SessionStatus } from "../store/records";
+import type { RequestEntry, SessionState, SessionStatus, TokenUsage } from "../store/records";
+import { addUsage, NO_USAGE } from "./token-usage";
 import type { StateRule } from "../store/session-store";
 
 /**
@@ -108,8 +109,10 @@ export function appendRule(options: {
   readonly answeredAt: number;
   readonly policy: SessionPolicy;
   readonly claim?: RequestClaim;
+  /** What the exchange's model calls used, added to the session's totals with it. */
+  readonly usage?: TokenUsage;
 }): StateRule<AppendOutcome> {
-  const { receivedAt, answeredAt, policy, claim } = options;
+  const { receivedAt, answeredAt, policy, claim, usage } = options;
   return (state) => {
     const settled = settle(state, receivedAt, policy);
     const entry = claim && settled.requests?.[claim.hash];
@@ -124,6 +127,7 @@ export function appendRule(options: {
     const seq = settled.message_count + 1;
     const lastActivity = Math.max(settled.last_activity, answeredAt);
     let next: SessionState = { ...settled, message_count: seq, last_activity: lastActivity, idle_since: lastActivity };
+    if (usage) next = { ...next, usage: addUsage(settled.usage ?? NO_USAGE, usage) };
     if (claim?.remember) next = withRequest(next, claim.hash, { fingerprint: claim.fingerprint, seq });
     else if (claim) next = withoutRequest(next, claim.hash);
     return { outcome: { kind: "appended", seq }, next: dropLapsedClaims(next, answeredAt) };

@@ -1,22 +1,28 @@
 import { randomUUID } from "node:crypto";
-import type { ChatModel, DeltaListener } from "../llm/chat-model";
-import type { ChatMessage, Exchange, SessionMeta, SessionState, Template } from "../store/records";
+import type { ChatModel, Completion, CompletionRequest, DeltaListener } from "../llm/chat-model";
+import type { ChatMessage, Exchange, ReplyUsage, SessionMeta, SessionState, SessionSummary, Template, TokenUsage } from "../store/records";
 import type { HistoryWindow, Ruled, SessionStore } from "../store/session-store";
 import { StoreDataError } from "../store/errors";
-import { buildPrompt, lastMessages } from "./context-window";
+import { lastMessages, planPrompt, SUMMARY_HEADING, type PromptPlan } from "./context-window";
+import { modelFacts } from "../llm/model-table";
+import { callUsage } from "./call-usage";
+import { backlog, SUMMARY_CALL_TOKENS, SUMMARY_MAX_TOKENS, SummaryCall, type SummaryResult } from "./rolling-summary";
+import { calibration, estimatePromptTokens } from "./token-estimate";
+import { addUsage } from "./token-usage";
 import type { Identity } from "../auth/identity";
 import {
   ForbiddenError,
   IdempotencyInProgressError,
   IdempotencyKeyReusedError,
   LimitExceededError,
+  PromptTooLargeError,
   SessionClosedError,
   SessionNotFoundError,
   TemplateNotFoundError,
 } from "./errors";
 import { resolveGenerationSettings } from "./generation-settings";
 import { fingerprint, keyHash } from "./idempotency";
-import { admitMessage, admitSession, refundMessage, releaseSession, type UsagePolicy } from "./limits";
+import { admitMessage, admitSession, refundMessage, releaseSession, settleTokens, type Reservation, type TokenNeed, type UsagePolicy } from "./limits";
 import {
   appendRule,
   claimRequest,
@@ -68,6 +74,8 @@ export interface Reply {
   readonly truncated: boolean;
   readonly messageCount: number;
   readonly replayed: boolean;
+  /** What the reply's model call used (absent on the replay of an exchange stored before usage was recorded). */
+  readonly usage?: TokenUsage;
 }
 
 export interface EndedSession {
@@ -150,6 +158,58 @@ function seconds(ms: number): number {
   return Math.max(1, Math.ceil(ms / 1000));
 }
 
+/**
+ * What a message may use in tokens beyond its session's last call, for the daily limit's
+ * reservation (see admitMessage); refuses a message that cannot fit the model's context at all.
+ */
+function tokenNeed(meta: SessionMeta, message: string): TokenNeed {
+  const { settings } = meta;
+  const system = estimatePromptTokens([{ role: "system", content: meta.system_prompt }]);
+  const added = estimatePromptTokens([{ role: "user", content: message }]);
+  const model = modelFacts(settings.model);
+  if (model && system + added + settings.max_tokens > model.contextTokens) {
+    throw new PromptTooLargeError(system + added + settings.max_tokens, model.contextTokens);
+  }
+  // A summary may join the prompt, and its call runs beside the reply's.
+  const summary = settings.summary ? estimatePromptTokens([{ role: "system", content: SUMMARY_HEADING }]) + SUMMARY_MAX_TOKENS + SUMMARY_CALL_TOKENS : 0;
+  return { fresh: added + settings.max_tokens + summary, firstPrompt: system };
+}
+
+/** The reply's model call: the session's settings and the planned prompt. */
+function completionRequest(meta: SessionMeta, plan: PromptPlan): CompletionRequest {
+  const { settings } = meta;
+  return {
+    model: settings.model,
+    messages: plan.messages,
+    temperature: settings.temperature,
+    max_tokens: settings.max_tokens,
+    presence_penalty: settings.presence_penalty,
+    frequency_penalty: settings.frequency_penalty,
+  };
+}
+
+/** The position of a window's first message (exchange n's messages are 2n-1 and 2n). */
+function firstPosition(window: HistoryWindow): number {
+  return 2 * window.through - window.messages.length + 1;
+}
+
+/** The session's last call whose usage the provider reported, with the estimate made of its prompt: what calibrates the next estimate. */
+function lastReported(messages: readonly ChatMessage[]): { prompt_tokens: number; prompt_estimate: number } | undefined {
+  for (let i = messages.length - 1; i >= 0; i -= 1) {
+    const usage = messages[i]?.usage;
+    if (usage && !usage.estimated && usage.prompt_estimate !== undefined && usage.prompt_estimate > 0) {
+      return { prompt_tokens: usage.prompt_tokens, prompt_estimate: usage.prompt_estimate };
+    }
+  }
+  return undefined;
+}
+
+/** The reply call's own usage, as an answer gives it, from what is stored with the exchange. */
+function replyCallUsage(usage: ReplyUsage): TokenUsage {
+  const { prompt_estimate, summary, ...call } = usage;
+  return call;
+}
+
 /** Templates are few; this only bounds an instance's memory if ids are many. */
 const MAX_CACHED_TEMPLATES = 256;
 
@@ -215,10 +275,11 @@ export class SessionService {
 
   /**
    * One message, in two database round trips on a warm instance: the claim of a slot and the
-   * usage admission, sent together, then the model call, then the commit of the exchange.
-   * With `onDelta`, the reply's text is passed on as the model writes it; everything else is the
-   * same: a failure after a delta still stores nothing and frees the claim, and a replay passes
-   * no delta (the caller answers it whole).
+   * usage admission (which reserves the message's tokens), sent together, then the model call,
+   * then the commit of the exchange, beside which the reservation is settled and a rolling
+   * summary written. With `onDelta`, the reply's text is passed on as the model writes it;
+   * everything else is the same: a failure after a delta still stores nothing and frees the
+   * claim, and a replay passes no delta (the caller answers it whole).
    */
   async send(input: { sessionId: string; message: string; idempotencyKey?: string; caller?: Identity; onDelta?: DeltaListener }): Promise<Reply> {
     const { store, clock, policy } = this.options;
@@ -227,32 +288,36 @@ export class SessionService {
     const warm = await this.warmSession(sessionId, input.caller);
     // Ownership first: nothing else about another user's session is revealed.
     assertOwner(warm.meta, input.caller);
+    const need = tokenNeed(warm.meta, input.message);
     const claim = requestClaim(input.message, input.idempotencyKey);
     const user = warm.userKey;
 
     // A cold instance reads the history beside the claim; a warm one has it, as of a count the claim checks.
     const coldHistory = warm.tail ? undefined : settledLater(this.readHistory(sessionId, warm));
+    // The summary goes into the prompt: read beside the claim too (a listened node costs no round trip).
+    const summaryRead = warm.meta.settings.summary ? settledLater(store.readSummary(sessionId)) : undefined;
     const [claiming, admitting] = await Promise.allSettled([
       this.claimSlot(sessionId, claim, receivedAt),
-      store.updateUsage(user, admitMessage(sessionId, receivedAt, this.options.usage)),
+      store.updateUsage(user, admitMessage(sessionId, receivedAt, this.options.usage, need)),
     ]);
     // One step failed (the database): give back what the other took, then fail.
     if (claiming.status === "rejected" || admitting.status === "rejected") {
       if (claiming.status === "fulfilled" && claiming.value.kind === "claimed") this.release(sessionId, claim);
-      if (admitting.status === "fulfilled" && admitting.value.admitted) this.refund(user);
+      if (admitting.status === "fulfilled" && admitting.value.admitted) this.refund(user, admitting.value.reservation, true);
       throw claiming.status === "rejected" ? claiming.reason : (admitting as PromiseRejectedResult).reason;
     }
     const [claimed, admission] = [claiming.value, admitting.value];
     if (claimed.kind !== "claimed") {
-      // A replay or a refusal costs the user nothing: the token goes back, off the reply's path.
-      if (admission.admitted) this.refund(user);
+      // A replay or a refusal costs the user nothing: what was taken goes back, off the reply's path.
+      if (admission.admitted) this.refund(user, admission.reservation, true);
       if (claimed.kind === "done") return this.replay(sessionId, claimed.seq);
       throw refusal(claimed, policy);
     }
     if (!admission.admitted) {
       this.release(sessionId, claim);
-      throw new LimitExceededError("messages", seconds(admission.retryAfterMs));
+      throw new LimitExceededError(admission.limit, seconds(admission.retryAfterMs));
     }
+    const { reservation } = admission;
 
     // The reply's text so far, beside the session, for clients that listen to it (streamed or not,
     // so the model is asked for deltas whenever the store has readers). Keyed by the claim's random
@@ -268,31 +333,55 @@ export class SessionService {
           input.onDelta?.(text);
         }
       : input.onDelta;
-    let exchange: Exchange;
-    let history: readonly ChatMessage[];
+    let window: HistoryWindow;
+    let plan: PromptPlan;
+    let summaryCall: SummaryCall | undefined;
+    let completion: Completion;
     try {
-      history = await this.history(sessionId, warm, claimed.messageCount, coldHistory);
+      window = await this.history(sessionId, warm, claimed.messageCount, coldHistory);
+      // A summary that cannot be read is left out of this prompt: it never holds a message up.
+      const summary = summaryRead ? await summaryRead.catch(() => null) : null;
+      plan = this.plan(warm.meta, window, summary, input.message);
+      summaryCall = this.startSummary(sessionId, warm.meta, window, plan, summary);
       // Text already sent down an HTTP stream cannot be taken back; a partial in the database can,
       // so without a stream the model call keeps its retries past the first delta.
-      exchange = await this.answer(warm.meta, history, input.message, receivedAt, onDelta, input.onDelta || !onDelta ? undefined : () => { partial.restart(); });
+      completion = await this.options.model.complete(completionRequest(warm.meta, plan), onDelta, input.onDelta || !onDelta ? undefined : () => { partial.restart(); });
     } catch (error) {
       // Free the slot now; if this is lost too, the claim lapses with its lease.
       partial.discard();
       this.release(sessionId, claim);
+      // Of the reservation, only what a summary call may have used stays counted.
+      const spent = summaryCall?.finish().usage;
+      if (spent) void this.settle(user, sessionId, reservation, spent, undefined);
+      else this.refund(user, reservation, false);
       throw error;
     }
     // Stopped before the commit is sent: a write after the update that removes the partial would leave it behind.
     partial.stop();
 
-    const answeredAt = exchange.assistant.timestamp;
+    // The summary is kept if its call has finished by now; else it is abandoned: the reply never waits.
+    const summarised: SummaryResult = summaryCall?.finish() ?? {};
+    const reply = callUsage(completion, warm.meta.settings.model, plan.promptEstimate);
+    const usage: ReplyUsage = { ...reply, prompt_estimate: plan.promptEstimate, ...(summarised.usage ? { summary: summarised.usage } : {}) };
+    const answeredAt = Math.max(clock(), receivedAt);
+    const exchange: Exchange = {
+      user: { role: "user", content: input.message, timestamp: receivedAt },
+      assistant: { role: "assistant", content: completion.text, timestamp: answeredAt, ...(completion.truncated ? { truncated: true } : {}), usage },
+    };
+    const calls = summarised.usage ? addUsage(reply, summarised.usage) : reply;
+    // Sent with the commit, not after it: neither adds a round trip. The reservation is settled
+    // whatever the commit's fate: the provider charged the calls either way.
+    const sideWrites: Promise<unknown>[] = [this.settle(user, sessionId, reservation, calls, reply.total_tokens)];
+    if (summarised.summary) sideWrites.push(store.writeSummary(sessionId, summarised.summary).catch(() => false));
     let result: Ruled<AppendOutcome>;
     try {
-      result = await store.appendExchange(sessionId, exchange, appendRule({ receivedAt, answeredAt, policy, claim }), partial.written ? claim.owner : undefined);
+      result = await store.appendExchange(sessionId, exchange, appendRule({ receivedAt, answeredAt, policy, claim, usage: calls }), partial.written ? claim.owner : undefined);
     } catch (error) {
       // The commit's fate is unknown; if it landed, its copy removes the partial too, harmlessly twice.
       partial.discard();
       throw error;
     }
+    await Promise.all(sideWrites);
     // Only an appended exchange's copy removes the partial; every other outcome removes it here.
     if (!result.found || result.outcome.kind !== "appended") partial.discard();
     if (!result.found) throw new SessionNotFoundError(sessionId);
@@ -305,7 +394,7 @@ export class SessionService {
     }
     // The new tail is known only when no other exchange landed between our claim and our commit.
     if (outcome.seq === claimed.messageCount + 1) {
-      const messages = lastMessages([...history, exchange.user, exchange.assistant], warm.meta.settings.context_window);
+      const messages = lastMessages([...window.messages, exchange.user, exchange.assistant], warm.meta.settings.context_window);
       this.sessions.set(sessionId, { ...warm, tail: { messageCount: outcome.seq, messages } });
     }
     return {
@@ -314,6 +403,7 @@ export class SessionService {
       truncated: exchange.assistant.truncated === true,
       messageCount: result.state.message_count,
       replayed: false,
+      usage: reply,
     };
   }
 
@@ -329,22 +419,42 @@ export class SessionService {
     return { sessionId, meta, state: result.state };
   }
 
-  /** Calls the model with the session's prompt and window; the exchange to store. */
-  private async answer(meta: SessionMeta, history: readonly ChatMessage[], message: string, receivedAt: number, onDelta: DeltaListener | undefined, onRestart: (() => void) | undefined): Promise<Exchange> {
-    const { settings, system_prompt } = meta;
-    const completion = await this.options.model.complete({
-      model: settings.model,
-      messages: buildPrompt(system_prompt, history, settings.context_window, message),
-      temperature: settings.temperature,
-      max_tokens: settings.max_tokens,
-      presence_penalty: settings.presence_penalty,
-      frequency_penalty: settings.frequency_penalty,
-    }, onDelta, onRestart);
-    const answeredAt = Math.max(this.options.clock(), receivedAt);
-    return {
-      user: { role: "user", content: message, timestamp: receivedAt },
-      assistant: { role: "assistant", content: completion.text, timestamp: answeredAt, ...(completion.truncated ? { truncated: true } : {}) },
-    };
+  /**
+   * The prompt: the template's, the summary (messages it covers are not sent again), the window
+   * that fits the session's token budget, and the new message.
+   */
+  private plan(meta: SessionMeta, window: HistoryWindow, summary: SessionSummary | null, message: string): PromptPlan {
+    const { settings } = meta;
+    const first = firstPosition(window);
+    const covered = Math.max(0, (summary?.through ?? 0) - first + 1);
+    return planPrompt({
+      systemPrompt: meta.system_prompt,
+      ...(summary ? { summary: summary.text } : {}),
+      history: window.messages.slice(covered),
+      maxMessages: settings.context_window,
+      ...(settings.context_tokens === undefined ? {} : { contextTokens: settings.context_tokens }),
+      calibration: calibration(lastReported(window.messages)),
+      userMessage: message,
+    });
+  }
+
+  /**
+   * Starts the summary call when messages left the window that the summary does not hold yet:
+   * those still in hand are taken from the window, older ones read, beside the reply's call.
+   */
+  private startSummary(sessionId: string, meta: SessionMeta, window: HistoryWindow, plan: PromptPlan, summary: SessionSummary | null): SummaryCall | undefined {
+    if (!meta.settings.summary) return undefined;
+    const due = backlog(summary?.through ?? 0, 2 * window.through - plan.sent + 1);
+    if (!due) return undefined;
+    const first = firstPosition(window);
+    const messages = due.first >= first
+      ? Promise.resolve(window.messages.slice(due.first - first, due.last - first + 1))
+      : this.options.store.readMessages(sessionId, due.first, due.last).then((read) => {
+          // A gap (a copy not landed yet) would summarise around a hole: the next message tries again.
+          if (read.length !== due.last - due.first + 1) throw new Error("the backlog is not all stored yet");
+          return read;
+        });
+    return new SummaryCall(this.options.model, meta.settings, summary, messages, due.first, this.options.clock);
   }
 
   /**
@@ -387,9 +497,25 @@ export class SessionService {
     }
   }
 
-  /** Gives back a message token, off the reply's path; if that is lost, the bucket refills anyway. */
-  private refund(userKey: string): void {
-    void this.options.store.updateUsage(userKey, refundMessage(this.options.usage)).catch(() => undefined);
+  /**
+   * Gives back a reservation (and with `token` the message token), off the reply's path; if that
+   * is lost, the bucket refills anyway and the day's count keeps the reservation: never too low.
+   */
+  private refund(userKey: string, reservation: Reservation, token: boolean): void {
+    void this.options.store.updateUsage(userKey, refundMessage(this.options.usage, reservation, token)).catch(() => undefined);
+  }
+
+  /**
+   * Settles a reservation with what the message's calls spent (`context`: the reply call's tokens,
+   * which bound the session's next prompt). A lost settlement leaves the reservation counted.
+   */
+  private settle(userKey: string, sessionId: string, reservation: Reservation, spent: TokenUsage, context: number | undefined): Promise<void> {
+    const rule = settleTokens(sessionId, reservation, {
+      tokens: spent.total_tokens,
+      ...(spent.cost_usd === undefined ? {} : { costUsd: spent.cost_usd }),
+      ...(context === undefined ? {} : { context }),
+    });
+    return this.options.store.updateUsage(userKey, rule).catch(() => undefined);
   }
 
   /** Gives up a claim, off the reply's path; if that is lost too, the claim lapses with its lease. */
@@ -400,7 +526,15 @@ export class SessionService {
   private async replay(sessionId: string, seq: number): Promise<Reply> {
     const exchange = await this.options.store.readExchange(sessionId, seq);
     if (!exchange) throw new StoreDataError(`userSessions/${sessionId}/messages`, `exchange ${seq} named by an idempotency key is missing`);
-    return { sessionId, text: exchange.assistant.content, truncated: exchange.assistant.truncated === true, messageCount: seq, replayed: true };
+    const usage = exchange.assistant.usage;
+    return {
+      sessionId,
+      text: exchange.assistant.content,
+      truncated: exchange.assistant.truncated === true,
+      messageCount: seq,
+      replayed: true,
+      ...(usage ? { usage: replyCallUsage(usage) } : {}),
+    };
   }
 
   private async template(templateId: string): Promise<Template> {
@@ -432,11 +566,11 @@ export class SessionService {
    * The window as of `messageCount` exchanges (the count the claim saw): the warm tail when it is
    * as of that count, else the history read beside the claim when it reaches that far, else a read.
    */
-  private async history(sessionId: string, warm: WarmSession, messageCount: number, early: Promise<HistoryWindow> | undefined): Promise<readonly ChatMessage[]> {
-    if (warm.tail?.messageCount === messageCount) return warm.tail.messages;
+  private async history(sessionId: string, warm: WarmSession, messageCount: number, early: Promise<HistoryWindow> | undefined): Promise<HistoryWindow> {
+    if (warm.tail?.messageCount === messageCount) return { messages: [...warm.tail.messages], through: messageCount };
     const window = early ? await early : undefined;
-    if (window && window.through >= messageCount) return window.messages;
-    return (await this.readHistory(sessionId, warm)).messages;
+    if (window && window.through >= messageCount) return window;
+    return this.readHistory(sessionId, warm);
   }
 
   private readHistory(sessionId: string, warm: WarmSession): Promise<HistoryWindow> {

@@ -1,4 +1,4 @@
-import type { ChatMessage, CreateKey, Exchange, KeyRecord, PartialReply, SessionMeta, SessionState, Template, UserUsage } from "./records";
+import type { ChatMessage, CreateKey, Exchange, KeyRecord, PartialReply, SessionMeta, SessionState, SessionSummary, Template, UserUsage } from "./records";
 import { assertNextCountsOneMore, type Claimed, type HistoryWindow, type NewSession, type Ruled, type SessionStore, type StateRule, type UsageRule } from "./session-store";
 
 interface StoredSession {
@@ -9,6 +9,7 @@ interface StoredSession {
   readonly keys: Map<string, KeyRecord>;
   /** Replies being written, by their request's key: what a database client would see under `partials`. */
   readonly partials: Map<string, PartialReply>;
+  summary?: SessionSummary;
 }
 
 /**
@@ -58,6 +59,22 @@ export class MemoryStore implements SessionStore {
   async readWindow(sessionId: string, limit: number): Promise<HistoryWindow> {
     const messages = this.sessions.get(sessionId)?.messages ?? [];
     return { messages: limit <= 0 ? [] : copy(messages.slice(-limit)), through: messages.length / 2 };
+  }
+
+  async readMessages(sessionId: string, first: number, last: number): Promise<ChatMessage[]> {
+    const messages = this.sessions.get(sessionId)?.messages ?? [];
+    return copy(messages.slice(Math.max(0, first - 1), Math.max(0, last)));
+  }
+
+  async readSummary(sessionId: string): Promise<SessionSummary | null> {
+    return copy(this.sessions.get(sessionId)?.summary ?? null);
+  }
+
+  async writeSummary(sessionId: string, summary: SessionSummary): Promise<boolean> {
+    const session = this.sessions.get(sessionId);
+    if (!session || (session.summary && session.summary.through >= summary.through)) return false;
+    session.summary = copy(summary);
+    return true;
   }
 
   async readExchange(sessionId: string, seq: number): Promise<Exchange | null> {

@@ -10,12 +10,17 @@ function pad(n: number): string {
   return String(n).padStart(DIGITS, "0");
 }
 
+/** The key of the message at `position` (1-based: exchange n's messages are 2n-1 and 2n). */
+export function messageKey(position: number): string {
+  return `m${pad(position)}`;
+}
+
 export function userMessageKey(seq: number): string {
-  return `m${pad(2 * seq - 1)}`;
+  return messageKey(2 * seq - 1);
 }
 
 export function assistantMessageKey(seq: number): string {
-  return `m${pad(2 * seq)}`;
+  return messageKey(2 * seq);
 }
 
 export function pendingExchangeKey(seq: number): string {

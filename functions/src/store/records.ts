@@ -12,12 +12,40 @@ export const DATABASE_KEY = /^[A-Za-z0-9_-]{1,64}$/;
 export const roleSchema = z.enum(["user", "assistant"]);
 export type Role = z.infer<typeof roleSchema>;
 
+const tokenCount = z.number().int().min(0);
+
+/**
+ * What one model call used: the tokens as the provider reported them, or, when it reported none,
+ * an estimate marked `estimated`; `cost_usd` where the model's price is known (llm/model-prices.ts).
+ */
+export const tokenUsageSchema = z.object({
+  prompt_tokens: tokenCount,
+  completion_tokens: tokenCount,
+  total_tokens: tokenCount,
+  estimated: z.literal(true).optional(),
+  cost_usd: z.number().min(0).optional(),
+});
+export type TokenUsage = z.infer<typeof tokenUsageSchema>;
+
+/**
+ * A reply's model call, kept with the exchange: its usage, the service's own estimate of the
+ * prompt it sent (`prompt_estimate`, which calibrates the next estimates of the session), and
+ * the summary call that ran beside it, if one was kept or abandoned.
+ */
+export const replyUsageSchema = tokenUsageSchema.extend({
+  prompt_estimate: tokenCount.optional(),
+  summary: tokenUsageSchema.optional(),
+});
+export type ReplyUsage = z.infer<typeof replyUsageSchema>;
+
 export const chatMessageSchema = z.object({
   role: roleSchema,
   content: z.string(),
   timestamp: z.number(),
   /** On a reply the model stopped at the token limit. */
   truncated: z.literal(true).optional(),
+  /** On a reply: what its model call (and a summary call beside it) used. */
+  usage: replyUsageSchema.optional(),
 });
 export type ChatMessage = z.infer<typeof chatMessageSchema>;
 
@@ -30,6 +58,10 @@ export const generationOverridesSchema = z.object({
   frequency_penalty: z.number().min(-2).max(2).optional(),
   /** History messages sent with each request. */
   context_window: z.number().int().min(0).max(200).optional(),
+  /** The prompt's token budget: system prompt, summary, history and the new message together. */
+  context_tokens: z.number().int().min(1).max(2_000_000).optional(),
+  /** Keep a rolling summary of the messages that left the window, sent after the system prompt. */
+  summary: z.boolean().optional(),
 });
 
 export const templateSchema = generationOverridesSchema.extend({
@@ -45,6 +77,8 @@ export const generationSettingsSchema = z.object({
   presence_penalty: z.number(),
   frequency_penalty: z.number(),
   context_window: z.number().int().min(0),
+  context_tokens: z.number().int().min(1).optional(),
+  summary: z.boolean().optional(),
 });
 export type GenerationSettings = z.infer<typeof generationSettingsSchema>;
 
@@ -91,6 +125,8 @@ export const sessionStateSchema = z.object({
   idle_since: z.number().optional(),
   ended_at: z.number().optional(),
   requests: z.record(z.string(), requestEntrySchema).optional(),
+  /** What the session's model calls used so far, summary calls included. */
+  usage: tokenUsageSchema.optional(),
 });
 export type SessionState = z.infer<typeof sessionStateSchema>;
 
@@ -116,6 +152,13 @@ export const userUsageSchema = z.object({
   tokens: z.number(),
   refilled_at: z.number(),
   sessions: z.record(z.string(), z.number()).optional(),
+  /** Model tokens used or reserved on `day` (UTC, YYYY-MM-DD), and their cost where known. */
+  daily: z.object({ day: z.string(), tokens: z.number().min(0), cost_usd: z.number().min(0).optional() }).optional(),
+  /**
+   * Per live session: the tokens of its last reply call (prompt and completion), from which the
+   * next call's prompt is bounded when its tokens are reserved (see limits.ts).
+   */
+  contexts: z.record(z.string(), z.number().min(0)).optional(),
 });
 export type UserUsage = z.infer<typeof userUsageSchema>;
 
@@ -133,3 +176,15 @@ export const partialReplySchema = z.object({
   updated_at: z.number(),
 });
 export type PartialReply = z.infer<typeof partialReplySchema>;
+
+/**
+ * A session's rolling summary, beside it (`/userSessions/{id}/summary`), never in `state`: the
+ * gist of its messages 1 to `through` (message positions: exchange n is 2n-1 and 2n), which left
+ * the context window. Replaced only by a summary that reaches further.
+ */
+export const sessionSummarySchema = z.object({
+  text: z.string().min(1),
+  through: z.number().int().min(1),
+  updated_at: z.number(),
+});
+export type SessionSummary = z.infer<typeof sessionSummarySchema>;

@@ -3,7 +3,7 @@ import { z } from "zod";
 import { withDeadline } from "./deadline";
 import { StoreDataError, StoreUnavailableError } from "./errors";
 import { installFrameSafeJson } from "./frame-safe-json";
-import { assistantMessageKey, pendingExchangeKey, seqOfPendingKey, userMessageKey } from "./message-keys";
+import { assistantMessageKey, messageKey, pendingExchangeKey, seqOfPendingKey, userMessageKey } from "./message-keys";
 import { parseStored } from "./parse-stored";
 import {
   chatMessageSchema,
@@ -12,6 +12,7 @@ import {
   generationSettingsSchema,
   keyRecordSchema,
   sessionStateSchema,
+  sessionSummarySchema,
   templateSchema,
   type ChatMessage,
   type CreateKey,
@@ -20,6 +21,7 @@ import {
   type PartialReply,
   type SessionMeta,
   type SessionState,
+  type SessionSummary,
   type Template,
   userUsageSchema,
 } from "./records";
@@ -170,6 +172,38 @@ export class RtdbStore implements SessionStore {
       messages: window.map((key) => parseStored(chatMessageSchema, byKey.get(key), `${path}/${key}`)),
       through: last === undefined ? 0 : Math.floor(Number(last.slice(1)) / 2),
     };
+  }
+
+  async readMessages(sessionId: string, first: number, last: number): Promise<ChatMessage[]> {
+    if (last < first || last < 1) return [];
+    const [from, to] = [messageKey(Math.max(1, first)), messageKey(last)];
+    const messages = this.sessionRef(sessionId).child("messages");
+    const byKey = await this.readAcrossJournal(sessionId, "read messages", () => read(messages.orderByKey().startAt(from).endAt(to)));
+    const path = `userSessions/${sessionId}/messages`;
+    return [...byKey.keys()]
+      .filter((key) => key >= from && key <= to)
+      .sort()
+      .map((key) => parseStored(chatMessageSchema, byKey.get(key), `${path}/${key}`));
+  }
+
+  async readSummary(sessionId: string): Promise<SessionSummary | null> {
+    const path = `userSessions/${sessionId}/summary`;
+    // Held: a session that keeps a summary reads it with every message, then from the listener's copy.
+    this.holds.hold(path);
+    const snapshot = await this.call("read summary", read(this.db.ref(path)));
+    return snapshot.exists() ? parseStored(sessionSummarySchema, snapshot.val(), path) : null;
+  }
+
+  async writeSummary(sessionId: string, summary: SessionSummary): Promise<boolean> {
+    const path = `userSessions/${sessionId}/summary`;
+    this.holds.hold(path);
+    // A transaction, so that of two instances summarising at once the one that reaches further stays.
+    const { decided, committed } = await this.transact(path, "write summary", (current) => {
+      const stored = sessionSummarySchema.safeParse(current);
+      if (stored.success && stored.data.through >= summary.through) return { decided: false, write: current };
+      return { decided: true, write: { ...summary } };
+    });
+    return decided === true && committed;
   }
 
   async readExchange(sessionId: string, seq: number): Promise<Exchange | null> {

@@ -1,4 +1,4 @@
-import type { ChatMessage, CreateKey, Exchange, KeyRecord, PartialReply, SessionMeta, SessionState, Template, UserUsage } from "./records";
+import type { ChatMessage, CreateKey, Exchange, KeyRecord, PartialReply, SessionMeta, SessionState, SessionSummary, Template, UserUsage } from "./records";
 
 /**
  * A rule deciding, from the current stored state, what happens: an outcome for the caller and,
@@ -57,6 +57,21 @@ export interface SessionStore {
 
   /** `readRecentMessages`, with the number of the last exchange they reach (0 for none). */
   readWindow(sessionId: string, limit: number): Promise<HistoryWindow>;
+
+  /**
+   * The stored messages at positions `first` to `last` (1-based, inclusive: exchange n is 2n-1
+   * and 2n), oldest first; those not stored are left out.
+   */
+  readMessages(sessionId: string, first: number, last: number): Promise<ChatMessage[]>;
+
+  /** The session's rolling summary, or null when it has none. */
+  readSummary(sessionId: string): Promise<SessionSummary | null>;
+
+  /**
+   * Stores `summary` for an existing session unless the stored one reaches as far or further
+   * (then nothing is written, and false is returned). Never touches `state` or `messages`.
+   */
+  writeSummary(sessionId: string, summary: SessionSummary): Promise<boolean>;
 
   /** Exchange number `seq` (1-based), or null when it is not stored. */
   readExchange(sessionId: string, seq: number): Promise<Exchange | null>;

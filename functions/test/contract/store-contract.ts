@@ -1,6 +1,7 @@
 import type { SessionState } from "../../src/store/records";
 import type { SessionStore, StateRule } from "../../src/store/session-store";
-import { appendAt, CREATED_AT, endAt, exchange, newSession, TEMPLATE } from "../support/fixtures";
+import { appendRule } from "../../src/session/session-rules";
+import { appendAt, CREATED_AT, endAt, exchange, newSession, POLICY, TEMPLATE } from "../support/fixtures";
 
 /**
  * Several handles on one database. For the embedded store they are the store itself; for
@@ -180,6 +181,42 @@ export function storeContract(makeHarness: () => Promise<StoreHarness>): void {
       const decline: StateRule<string> = () => ({ outcome: "no" });
       await store.appendExchange(session.id, exchange("x"), decline, "owner-a");
       expect(await harness.partials(session.id)).toEqual({ "owner-a": partial("text") });
+    });
+  });
+
+  describe("message ranges, summaries and usage", () => {
+    it("reads messages by position, across the journal, leaving out what is not stored", async () => {
+      const session = await seededSession(3);
+      expect((await store.readMessages(session.id, 2, 5)).map((message) => message.content)).toEqual(["answer 1", "question 2", "answer 2", "question 3"]);
+      expect((await store.readMessages(session.id, 5, 9)).map((message) => message.content)).toEqual(["question 3", "answer 3"]);
+      expect(await store.readMessages(session.id, 4, 3)).toEqual([]);
+      expect(await store.readMessages("no-such-session", 1, 2)).toEqual([]);
+    });
+
+    it("keeps the summary that reaches furthest, beside the session, never touching its state or history", async () => {
+      const session = await seededSession(2);
+      expect(await store.readSummary(session.id)).toBeNull();
+      const summary = (text: string, through: number) => ({ text, through, updated_at: T + through });
+      expect(await store.writeSummary(session.id, summary("first two", 2))).toBe(true);
+      expect(await store.writeSummary(session.id, summary("older", 1))).toBe(false);
+      expect(await store.writeSummary(session.id, summary("same reach", 2))).toBe(false);
+      expect(await store.readSummary(session.id)).toEqual(summary("first two", 2));
+      expect(await store.writeSummary(session.id, summary("first three", 3))).toBe(true);
+      expect(await harness.instance().readSummary(session.id)).toEqual(summary("first three", 3));
+      expect((await store.readSessionState(session.id))?.message_count).toBe(2);
+      expect(await store.readRecentMessages(session.id, 10)).toHaveLength(4);
+    });
+
+    it("stores a reply's usage with the exchange, and the session's totals in its state", async () => {
+      const session = await seededSession();
+      const usage = { prompt_tokens: 30, completion_tokens: 5, total_tokens: 35, cost_usd: 0.000008, prompt_estimate: 34 };
+      const withUsage = exchange("priced");
+      const priced = { ...withUsage, assistant: { ...withUsage.assistant, usage } };
+      const rule = appendRule({ receivedAt: T + 1, answeredAt: T + 1, policy: POLICY, usage: { prompt_tokens: 30, completion_tokens: 5, total_tokens: 35, cost_usd: 0.000008 } });
+      await store.appendExchange(session.id, priced, rule);
+      await store.appendExchange(session.id, exchange("estimated"), appendRule({ receivedAt: T + 2, answeredAt: T + 2, policy: POLICY, usage: { prompt_tokens: 3, completion_tokens: 2, total_tokens: 5, estimated: true } }));
+      expect((await harness.instance().readExchange(session.id, 1))?.assistant.usage).toEqual(usage);
+      expect((await harness.instance().readSessionState(session.id))?.usage).toEqual({ prompt_tokens: 33, completion_tokens: 7, total_tokens: 40, cost_usd: 0.000008, estimated: true });
     });
   });
 

@@ -164,10 +164,14 @@ export class FakeOpenAiServer {
     return new Promise((resolve) => this.waiters.push({ count, resolve }));
   }
 
+  /** Decides unscripted answers from now on, in place of the one the server started with; `reset` clears it. */
+  chaos: Chaos | undefined;
+
   reset(): void {
     this.requests.length = 0;
     this.script.length = 0;
     this.replies = 0;
+    this.chaos = undefined;
   }
 
   /** Ends every request left hanging (a `hang` step): its connection is cut, as a dead provider's would be. */
@@ -197,7 +201,8 @@ export class FakeOpenAiServer {
 
   private unscripted(request: RecordedRequest): Scripted {
     const defaultReply = (delayMs?: number) => this.defaultReply(request.body, delayMs);
-    return this.options.chaos ? this.options.chaos(request, defaultReply) : defaultReply();
+    const chaos = this.chaos ?? this.options.chaos;
+    return chaos ? chaos(request, defaultReply) : defaultReply();
   }
 
   private defaultReply(body: RecordedRequest["body"], delayMs?: number): Scripted {

@@ -17,6 +17,7 @@ const READ_BACK: Readonly<Record<string, (config: Config) => string>> = {
   OPENAI_BASE_URL: (config) => config.openai.baseUrl ?? "",
   CORS_ORIGINS: (config) => (config.corsOrigins === "*" ? "*" : config.corsOrigins.join(",")),
   USER_MESSAGES_PER_MINUTE: (config) => String(config.limits.userMessagesPerMinute),
+  USER_TOKENS_PER_DAY: (config) => String(config.limits.userTokensPerDay),
   USER_MAX_ACTIVE_SESSIONS: (config) => String(config.limits.userMaxActiveSessions),
   SESSION_MAX_EXCHANGES: (config) => String(config.limits.sessionMaxExchanges),
   REQUIRE_AUTH: (config) => String(config.requireAuth),
@@ -89,6 +90,7 @@ describe("resolveConfig overrides", () => {
       SESSION_CACHE_TTL_MS: "1000",
       SESSION_CACHE_MAX_ENTRIES: "7",
       USER_MESSAGES_PER_MINUTE: "11",
+      USER_TOKENS_PER_DAY: "0",
       USER_MAX_ACTIVE_SESSIONS: "3",
       SESSION_MAX_EXCHANGES: "40",
       REQUIRE_AUTH: "false",
@@ -108,7 +110,7 @@ describe("resolveConfig overrides", () => {
       sessionCacheMaxEntries: 7,
       requireAuth: false,
       livePartials: false,
-      limits: { userMessagesPerMinute: 11, userMaxActiveSessions: 3, sessionMaxExchanges: 40 },
+      limits: { userMessagesPerMinute: 11, userMaxActiveSessions: 3, sessionMaxExchanges: 40, userTokensPerDay: 0 },
     });
   });
 

@@ -45,7 +45,7 @@ function service(store: MemoryStore, model: ChatModel, clock: () => number) {
     newSessionId: randomUUID,
     defaultContextWindow: 6,
     policy: POLICY,
-    usage: { messagesPerMinute: 1e6, maxActiveSessions: 1e6, idleTtlMs: POLICY.idleTtlMs },
+    usage: { messagesPerMinute: 1e6, maxActiveSessions: 1e6, idleTtlMs: POLICY.idleTtlMs, tokensPerDay: 0 },
     keyLeaseMs: 1_000,
     keyWaitMs: 0,
     livePartials: true,

@@ -114,7 +114,7 @@ describe("SessionService", () => {
       newSessionId: randomUUID,
       defaultContextWindow: DEFAULT_WINDOW,
       policy: setup.policy ?? POLICY,
-      usage: { messagesPerMinute: 1_000_000, maxActiveSessions: 1_000_000, idleTtlMs: (setup.policy ?? POLICY).idleTtlMs },
+      usage: { messagesPerMinute: 1_000_000, maxActiveSessions: 1_000_000, idleTtlMs: (setup.policy ?? POLICY).idleTtlMs, tokensPerDay: 0 },
       keyLeaseMs: setup.keyLeaseMs ?? 10_000,
       keyWaitMs: setup.keyWaitMs ?? 10_000,
       livePartials: true,
@@ -240,13 +240,13 @@ describe("SessionService", () => {
       const service = instance({ clock: () => now, onModel: () => { now = 6_000; } });
       const { sessionId } = await service.create({ userId: "u", templateId: "tester" });
       const reply = await service.send({ sessionId, message: "hello" });
-      expect(reply).toEqual({ sessionId, text: "reply #1 to: hello", truncated: false, messageCount: 1, replayed: false });
+      expect(reply).toEqual({ sessionId, text: "reply #1 to: hello", truncated: false, messageCount: 1, replayed: false, usage: expect.objectContaining({ total_tokens: expect.any(Number) }) });
       // The user message is stamped when it arrived, the reply when it came back.
       expect(await store.readRecentMessages(sessionId, 10)).toEqual([
         { role: "user", content: "hello", timestamp: 5_000 },
-        { role: "assistant", content: "reply #1 to: hello", timestamp: 6_000 },
+        { role: "assistant", content: "reply #1 to: hello", timestamp: 6_000, usage: expect.objectContaining({ prompt_estimate: expect.any(Number) }) },
       ]);
-      expect(await store.readSessionState(sessionId)).toEqual({ status: "active", message_count: 1, last_activity: 6_000, idle_since: 6_000 });
+      expect(await store.readSessionState(sessionId)).toEqual({ status: "active", message_count: 1, last_activity: 6_000, idle_since: 6_000, usage: reply.usage });
     });
 
     it("on the warm instance that created the session, reads neither history, meta nor state: the claim returns the state", async () => {

@@ -1,0 +1,28 @@
+import type { Completion } from "../llm/chat-model";
+import { costUsd } from "../llm/model-table";
+import type { TokenUsage } from "../store/records";
+import { estimateTokens } from "./token-estimate";
+
+/**
+ * A model call's usage as the ledger keeps it: as the provider reported it, or, when it reported
+ * none, estimated from the prompt's estimate and the reply's text and marked so; with its list
+ * price where the model is known (the name the provider answered with, else the one asked for).
+ */
+export function callUsage(completion: Completion, requestedModel: string, promptEstimate: number): TokenUsage {
+  const reported = completion.usage;
+  const usage: TokenUsage = reported
+    ? { prompt_tokens: reported.prompt_tokens, completion_tokens: reported.completion_tokens, total_tokens: reported.prompt_tokens + reported.completion_tokens }
+    : withTotal(promptEstimate, estimateTokens(completion.text), true);
+  return priced(usage, completion.model, requestedModel);
+}
+
+/** A usage of `prompt` and `completion` tokens, marked as an estimate when it is one. */
+export function withTotal(prompt: number, completion: number, estimated: boolean): TokenUsage {
+  return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion, ...(estimated ? { estimated: true } : {}) };
+}
+
+/** `usage` with its cost, priced as `model` (or `fallback` when `model` is not listed). */
+export function priced(usage: TokenUsage, model: string, fallback: string): TokenUsage {
+  const cost = costUsd(model, usage.prompt_tokens, usage.completion_tokens) ?? costUsd(fallback, usage.prompt_tokens, usage.completion_tokens);
+  return cost === undefined ? usage : { ...usage, cost_usd: cost };
+}

@@ -1,0 +1,151 @@
+import type { ChatModel, Completion, PromptMessage } from "../llm/chat-model";
+import type { ChatMessage, GenerationSettings, SessionSummary, TokenUsage } from "../store/records";
+import { estimatePromptTokens, estimateTokens } from "./token-estimate";
+import { callUsage, priced, withTotal } from "./call-usage";
+
+/**
+ * A session's rolling summary (templates with `summary: true`): the gist of the messages that
+ * left the context window, sent as a second system message after the template's prompt.
+ *
+ * The summary call runs beside the reply's own model call, within the same request, and is kept
+ * only if it has finished when the reply has: a deployed instance gets no CPU once it has
+ * answered, so nothing may be left to run after the response, and the reply never waits for it.
+ * A summary that is late, fails or comes back empty changes nothing: the previous summary stays,
+ * the history is never touched (it is only read), and the next message tries again from where
+ * the stored summary ends.
+ */
+
+/** The longest summary: it is sent with every later message. */
+export const SUMMARY_MAX_TOKENS = 200;
+/** The most message tokens (estimated) folded into the summary by one call; the rest wait for the next. */
+const SUMMARY_INPUT_TOKENS = 3_000;
+/** The most messages one call folds in. */
+const SUMMARY_BATCH_MESSAGES = 20;
+
+export const SUMMARY_INSTRUCTIONS =
+  "You maintain the running summary of a conversation between a user and an assistant. " +
+  "Rewrite the earlier summary (if any) to include the new messages. Keep names, facts, the user's " +
+  "preferences, decisions and open questions; drop small talk. At most 120 words, in the conversation's " +
+  "language. Reply with the summary only.";
+
+/** The most tokens one summary call can use: a bound the daily-limit reservation counts on. */
+export const SUMMARY_CALL_TOKENS = estimatePromptTokens([
+  { role: "system", content: SUMMARY_INSTRUCTIONS },
+  { role: "user", content: "" },
+]) + 2 * SUMMARY_MAX_TOKENS + SUMMARY_INPUT_TOKENS + 64;
+
+/** Which messages have left the window and are not in the summary yet: positions `first` to `last`. */
+export interface Backlog {
+  readonly first: number;
+  readonly last: number;
+}
+
+/**
+ * The messages to fold in now, when some left the window unsummarised: from the one after the
+ * summary's end up to the window's first, at most a batch.
+ */
+export function backlog(summarisedThrough: number, firstSent: number): Backlog | undefined {
+  const first = summarisedThrough + 1;
+  const last = Math.min(firstSent - 1, summarisedThrough + SUMMARY_BATCH_MESSAGES);
+  return last >= first ? { first, last } : undefined;
+}
+
+/**
+ * The summary call's prompt: the instructions, then the earlier summary and the messages as a
+ * transcript in one user message (roles in the text, never as chat roles: a stored message must
+ * not speak as the assistant or the system to the summariser). Messages beyond the input budget
+ * are left for the next call; a single one longer than the budget is cut.
+ */
+export function summaryPrompt(previous: SessionSummary | null, messages: readonly ChatMessage[]): { prompt: PromptMessage[]; folded: number } {
+  const lines: string[] = [];
+  let budget = SUMMARY_INPUT_TOKENS;
+  let folded = 0;
+  for (const message of messages) {
+    const speaker = message.role === "assistant" ? "Assistant" : "User";
+    let content = message.content;
+    const tokens = estimateTokens(content);
+    if (tokens > budget) {
+      if (folded > 0) break;
+      // Alone over the budget: the first part stands for it (characters are at least a token's worth each).
+      content = `${content.slice(0, budget)} […]`;
+    }
+    lines.push(`${speaker}: ${content}`);
+    budget -= Math.min(tokens, budget);
+    folded += 1;
+  }
+  const earlier = previous ? `Earlier summary:\n${previous.text}\n\n` : "";
+  return {
+    prompt: [
+      { role: "system", content: SUMMARY_INSTRUCTIONS },
+      { role: "user", content: `${earlier}New messages:\n${lines.join("\n")}` },
+    ],
+    folded,
+  };
+}
+
+/** What became of a summary call when the reply was ready. */
+export interface SummaryResult {
+  /** The new summary, when the call finished in time with text. */
+  readonly summary?: SessionSummary;
+  /** What the call used or may have used (an abandoned call: its bound, marked estimated); absent when no call was made. */
+  readonly usage?: TokenUsage;
+}
+
+/**
+ * One summary call, started at once, beside the reply's. `finish` is called when the reply is
+ * ready: it keeps the result if the call is done, and abandons it otherwise.
+ */
+export class SummaryCall {
+  private readonly abort = new AbortController();
+  /** Set once the call is sent: its prompt's estimate and how many messages it folds in. */
+  private sent: { readonly estimate: number; readonly folded: number } | undefined;
+  private state: "running" | "failed" | { readonly completion: Completion } = "running";
+
+  constructor(
+    model: ChatModel,
+    private readonly settings: GenerationSettings,
+    private readonly previous: SessionSummary | null,
+    /** The backlog's messages, oldest first, starting at position `first`. */
+    messages: Promise<readonly ChatMessage[]>,
+    private readonly first: number,
+    private readonly clock: () => number,
+  ) {
+    this.run(model, messages).then(
+      (completion) => { this.state = { completion }; },
+      () => { this.state = "failed"; },
+    );
+  }
+
+  private async run(model: ChatModel, messages: Promise<readonly ChatMessage[]>): Promise<Completion> {
+    const { prompt, folded } = summaryPrompt(this.previous, await messages);
+    if (folded === 0 || this.abort.signal.aborted) throw new Error("nothing to summarise in time");
+    this.sent = { estimate: estimatePromptTokens(prompt), folded };
+    return model.complete({
+      model: this.settings.model,
+      messages: prompt,
+      // Faithful rather than inventive; no penalties, which would push it off the facts.
+      temperature: 0.2,
+      max_tokens: SUMMARY_MAX_TOKENS,
+      presence_penalty: 0,
+      frequency_penalty: 0,
+      signal: this.abort.signal,
+    });
+  }
+
+  /** The result as of now: kept when done, abandoned (and aborted) when not. */
+  finish(): SummaryResult {
+    const { state, sent } = this;
+    if (typeof state === "object" && sent) {
+      const { completion } = state;
+      return {
+        summary: { text: completion.text, through: this.first + sent.folded - 1, updated_at: this.clock() },
+        usage: callUsage(completion, this.settings.model, sent.estimate),
+      };
+    }
+    if (state === "running") this.abort.abort();
+    // Sent and not answered in time: the provider may finish it anyway, so its bound is counted.
+    // A call that failed is counted as nothing (a provider charges no refused request).
+    if (state !== "running" || !sent) return {};
+    return { usage: priced(withTotal(sent.estimate, SUMMARY_MAX_TOKENS, true), this.settings.model, this.settings.model) };
+  }
+}

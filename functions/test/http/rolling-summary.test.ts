@@ -1,0 +1,121 @@
+import { randomUUID } from "node:crypto";
+import { SUMMARY_INSTRUCTIONS } from "../../src/session/rolling-summary";
+import type { Template } from "../../src/store/records";
+import type { RecordedRequest, Scripted } from "../support/fake-openai-server";
+import { describeEachStore, ROUTES, startHarness, type Answer, type Harness } from "../support/http-harness";
+
+/** Two history messages in the window: every exchange after the first pushes one out of it. */
+const SUMMARISED: Template = { name: "Summarised", personalityPrompt: "You remember the gist.", context_window: 2, summary: true };
+const TEMPLATE_ID = "summarised-test";
+
+const isSummary = (request: RecordedRequest) => request.body.messages[0]?.content === SUMMARY_INSTRUCTIONS;
+const replies = (requests: readonly RecordedRequest[]) => requests.filter((request) => !isSummary(request));
+const summaries = (requests: readonly RecordedRequest[]) => requests.filter(isSummary);
+
+/** The summary calls answer at once with `summary`; replies take `replyDelayMs`, so a summary finishes first. */
+function summariseWith(summary: (request: RecordedRequest) => Scripted, replyDelayMs = 200) {
+  return (request: RecordedRequest, reply: (delayMs?: number) => Scripted): Scripted => (isSummary(request) ? summary(request) : reply(replyDelayMs));
+}
+
+describeEachStore("rolling summary", (kind) => {
+  let harness: Harness;
+
+  beforeAll(async () => {
+    harness = await startHarness({ store: kind, env: { USER_MESSAGES_PER_MINUTE: "1000" } });
+    await harness.api.store.seedTemplates({ [TEMPLATE_ID]: SUMMARISED });
+  });
+  afterAll(async () => harness.close());
+  beforeEach(() => { harness.fake.reset(); });
+
+  async function session(): Promise<string> {
+    const answer = await harness.api.call("POST", ROUTES.create, { user_id: `user-${randomUUID()}`, template_id: TEMPLATE_ID });
+    return String(answer.body.session_id);
+  }
+
+  async function send(id: string, message: string): Promise<Answer> {
+    const answer = await harness.api.call("POST", ROUTES.message(id), { message });
+    expect(answer.status).toBe(200);
+    return answer;
+  }
+
+  it("summarises what left the window and sends it as a second system message, never again the messages it covers", async () => {
+    const id = await session();
+    let n = 0;
+    harness.fake.chaos = summariseWith(() => ({ kind: "reply", text: `SUMMARY ${(n += 1)}` }));
+    await send(id, "My name is Ada.");
+    await send(id, "I like owls.");
+    expect(summaries(harness.fake.requests)).toHaveLength(0);
+
+    // The first exchange leaves the two-message window: a summary call folds it in, beside the reply.
+    await send(id, "What is my name?");
+    const [first] = summaries(harness.fake.requests);
+    expect(first?.body.messages[1]?.content).toContain("User: My name is Ada.");
+    expect(first?.body.messages[1]?.content).not.toContain("I like owls.");
+    expect(await harness.api.store.readSummary(id)).toMatchObject({ text: "SUMMARY 1", through: 2 });
+
+    await send(id, "And what do I like?");
+    const reply = replies(harness.fake.requests).at(-1)!;
+    expect(reply.body.messages.map((message) => message.role)).toEqual(["system", "system", "user", "assistant", "user"]);
+    expect(reply.body.messages[1]?.content).toContain("SUMMARY 1");
+    expect(reply.body.messages.map((message) => message.content)).not.toContain("My name is Ada.");
+    // The second summary rolls the first forward with the next exchange.
+    const second = summaries(harness.fake.requests)[1]!;
+    expect(second.body.messages[1]?.content).toContain("SUMMARY 1");
+    expect(second.body.messages[1]?.content).toContain("User: I like owls.");
+    expect(await harness.api.store.readSummary(id)).toMatchObject({ text: "SUMMARY 2", through: 4 });
+    // The history is all there.
+    expect(await harness.api.store.readRecentMessages(id, 100)).toHaveLength(8);
+  });
+
+  it.each<[string, Scripted]>([
+    ["fails", { kind: "status", status: 500 }],
+    ["returns nothing", { kind: "reply", text: "   " }],
+    ["never answers", { kind: "hang" }],
+  ])("leaves history and the previous summary untouched when the summary call %s, and answers anyway", async (_case, failure) => {
+    const id = await session();
+    harness.fake.chaos = summariseWith(() => ({ kind: "reply", text: "KEPT SUMMARY" }));
+    for (const message of ["one", "two", "three"]) await send(id, message);
+    const kept = await harness.api.store.readSummary(id);
+    expect(kept).toMatchObject({ text: "KEPT SUMMARY", through: 2 });
+
+    harness.fake.chaos = summariseWith(() => failure);
+    const answer = await send(id, "four");
+    expect(answer.body.message_count).toBe(4);
+    expect(await harness.api.store.readSummary(id)).toEqual(kept);
+    expect((await harness.api.store.readRecentMessages(id, 100)).map((message) => message.content).filter((_, i) => i % 2 === 0)).toEqual(["one", "two", "three", "four"]);
+    harness.fake.releaseHanging();
+    // The next message tries again from where the stored summary ends.
+    harness.fake.chaos = summariseWith(() => ({ kind: "reply", text: "CAUGHT UP" }));
+    await send(id, "five");
+    expect(summaries(harness.fake.requests).at(-1)?.body.messages[1]?.content).toContain("KEPT SUMMARY");
+    expect(await harness.api.store.readSummary(id)).toMatchObject({ text: "CAUGHT UP" });
+  });
+
+  it("never holds a reply for a slow summary: it is abandoned, and counted as estimated", async () => {
+    const id = await session();
+    for (const message of ["one", "two"]) await send(id, message);
+    // Replies at once; the summary call never answers.
+    harness.fake.chaos = (request, reply) => (isSummary(request) ? { kind: "hang" } : reply());
+    await send(id, "three");
+    await harness.fake.noRequestHanging();
+    expect(await harness.api.store.readSummary(id)).toBeNull();
+    const stored = await harness.api.store.readExchange(id, 3);
+    expect(stored?.assistant.usage?.summary).toMatchObject({ estimated: true });
+    const ended = await harness.api.call("DELETE", ROUTES.end(id));
+    const replyTokens = (await Promise.all([1, 2, 3].map((seq) => harness.api.store.readExchange(id, seq)))).reduce((sum, exchange) => sum + (exchange?.assistant.usage?.total_tokens ?? 0), 0);
+    expect((ended.body.usage as { total_tokens: number }).total_tokens).toBe(replyTokens + (stored?.assistant.usage?.summary?.total_tokens ?? 0));
+  });
+
+  it("counts a kept summary call in the exchange's record and the session's totals", async () => {
+    const id = await session();
+    harness.fake.chaos = summariseWith(() => ({ kind: "reply", text: "TOTALS" }));
+    for (const message of ["one", "two", "three"]) await send(id, message);
+    const stored = await harness.api.store.readExchange(id, 3);
+    const summary = stored?.assistant.usage?.summary;
+    expect(summary?.estimated).toBeUndefined();
+    expect(summary?.total_tokens).toBeGreaterThan(0);
+    const state = await harness.api.store.readSessionState(id);
+    const calls = await Promise.all([1, 2, 3].map((seq) => harness.api.store.readExchange(id, seq)));
+    expect(state?.usage?.total_tokens).toBe(calls.reduce((sum, exchange) => sum + (exchange?.assistant.usage?.total_tokens ?? 0), 0) + (summary?.total_tokens ?? 0));
+  });
+});

@@ -1,0 +1,191 @@
+import { randomUUID } from "node:crypto";
+import { keyHash } from "../../src/session/idempotency";
+import { costUsd } from "../../src/llm/model-table";
+import type { UserUsage } from "../../src/store/records";
+import type { SessionStore } from "../../src/store/session-store";
+import { fakeUsage, type RecordedRequest } from "../support/fake-openai-server";
+import { describeEachStore, ROUTES, startHarness, type Answer, type Harness, type Instance } from "../support/http-harness";
+import { describeWithRtdb } from "../support/rtdb";
+import { streamCall } from "../support/event-stream-client";
+
+const newUser = () => `user-${randomUUID()}`;
+const NOON = Date.parse("2026-11-26T12:00:00Z");
+
+/** The user's usage record, as the database holds it. */
+async function usageOf(store: SessionStore, userId: string): Promise<UserUsage | null> {
+  return store.updateUsage(keyHash("user", userId), (usage) => ({ outcome: usage }));
+}
+
+async function create(api: Instance, userId: string, templateId = "friendly-assistant"): Promise<string> {
+  const answer = await api.call("POST", ROUTES.create, { user_id: userId, template_id: templateId });
+  if (answer.status !== 201) throw new Error(`create failed: ${answer.text}`);
+  return String(answer.body.session_id);
+}
+
+function usageIn(answer: Answer): { prompt_tokens: number; completion_tokens: number; total_tokens: number; estimated?: boolean; cost_usd?: number } {
+  expect(answer.status).toBe(200);
+  return answer.body.usage as { prompt_tokens: number; completion_tokens: number; total_tokens: number };
+}
+
+/** What the fake provider reported for a chat request it answered with `reply`. */
+function reported(request: RecordedRequest, reply: string) {
+  const usage = fakeUsage(request.body, reply);
+  return { ...usage, total_tokens: usage.prompt_tokens + usage.completion_tokens };
+}
+
+describeEachStore("token usage", (kind) => {
+  let harness: Harness;
+  let now = NOON;
+
+  beforeAll(async () => {
+    harness = await startHarness({ store: kind, clock: () => now, env: { USER_TOKENS_PER_DAY: "0" } });
+  });
+  afterAll(async () => harness.close());
+  beforeEach(() => { harness.fake.reset(); });
+
+  it("answers each message with the tokens the provider reported, priced, and stores them with the exchange", async () => {
+    const user = newUser();
+    const id = await create(harness.api, user);
+    const answer = await harness.api.call("POST", ROUTES.message(id), { message: "How many tokens is this?" });
+    const request = harness.fake.requests[0]!;
+    const expected = reported(request, String(answer.body.response));
+    const usage = usageIn(answer);
+    expect(usage).toEqual({ ...expected, cost_usd: costUsd("gpt-4o-mini", expected.prompt_tokens, expected.completion_tokens) });
+    expect(usage.estimated).toBeUndefined();
+    const stored = await harness.api.store.readExchange(id, 1);
+    expect(stored?.assistant.usage).toMatchObject(expected);
+    expect(stored?.assistant.usage?.prompt_estimate).toBeGreaterThan(0);
+  });
+
+  it("estimates, and says so, when the provider reports no usage", async () => {
+    const id = await create(harness.api, newUser());
+    harness.fake.enqueue({ kind: "reply", text: "An answer without a usage block.", usage: null });
+    const usage = usageIn(await harness.api.call("POST", ROUTES.message(id), { message: "Hello there" }));
+    expect(usage.estimated).toBe(true);
+    expect(usage.prompt_tokens).toBeGreaterThan(0);
+    expect(usage.completion_tokens).toBeGreaterThan(0);
+    expect(usage.total_tokens).toBe(usage.prompt_tokens + usage.completion_tokens);
+  });
+
+  it("reports a streamed reply's usage in its done event (stream_options.include_usage)", async () => {
+    const id = await create(harness.api, newUser());
+    const { events } = await streamCall(harness.api.baseUrl, ROUTES.message(id), { message: "Stream it" });
+    const done = events.find((event) => event.event === "done");
+    const request = harness.fake.requests[0]!;
+    expect(request.body.stream_options).toEqual({ include_usage: true });
+    const body = done?.data as { response: string; usage: unknown };
+    const expected = reported(request, body.response);
+    expect(body.usage).toMatchObject(expected);
+  });
+
+  it("answers endSession with the session's totals, and a replay with the stored exchange's usage", async () => {
+    const id = await create(harness.api, newUser());
+    const key = { "Idempotency-Key": randomUUID() };
+    const first = usageIn(await harness.api.call("POST", ROUTES.message(id), { message: "one" }, key));
+    const replay = await harness.api.call("POST", ROUTES.message(id), { message: "one" }, key);
+    expect(replay.headers.get("idempotent-replayed")).toBe("true");
+    expect(usageIn(replay)).toEqual(first);
+    const second = usageIn(await harness.api.call("POST", ROUTES.message(id), { message: "two" }));
+    const ended = await harness.api.call("DELETE", ROUTES.end(id));
+    expect(ended.status).toBe(200);
+    expect(ended.body.usage).toEqual({
+      prompt_tokens: first.prompt_tokens + second.prompt_tokens,
+      completion_tokens: first.completion_tokens + second.completion_tokens,
+      total_tokens: first.total_tokens + second.total_tokens,
+      cost_usd: Math.round(((first.cost_usd ?? 0) + (second.cost_usd ?? 0)) * 1e6) / 1e6,
+    });
+  });
+
+  it("answers endSession of a session without messages with zero usage", async () => {
+    const id = await create(harness.api, newUser());
+    const ended = await harness.api.call("DELETE", ROUTES.end(id));
+    expect(ended.body.usage).toEqual({ prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 });
+  });
+
+  it("counts each user's tokens per UTC day in the database, with their cost", async () => {
+    const user = newUser();
+    const id = await create(harness.api, user);
+    const a = usageIn(await harness.api.call("POST", ROUTES.message(id), { message: "first" }));
+    const b = usageIn(await harness.api.call("POST", ROUTES.message(id), { message: "second" }));
+    const record = await usageOf(harness.api.store, user);
+    expect(record?.daily).toEqual({ day: "2026-11-26", tokens: a.total_tokens + b.total_tokens, cost_usd: Math.round(((a.cost_usd ?? 0) + (b.cost_usd ?? 0)) * 1e6) / 1e6 });
+  });
+});
+
+describeEachStore("daily token limit", (kind) => {
+  let harness: Harness;
+  let now = NOON;
+
+  beforeAll(async () => {
+    harness = await startHarness({ store: kind, clock: () => now, env: { USER_TOKENS_PER_DAY: "1500", USER_MESSAGES_PER_MINUTE: "1000" } });
+  });
+  afterAll(async () => harness.close());
+  beforeEach(() => { harness.fake.reset(); });
+
+  it("refuses with 429 TOKEN_LIMIT until the next UTC day, storing nothing and calling no model", async () => {
+    now = NOON;
+    const user = newUser();
+    const id = await create(harness.api, user);
+    let spent = 0;
+    let refused: Answer | undefined;
+    for (let i = 0; i < 50 && !refused; i += 1) {
+      const answer = await harness.api.call("POST", ROUTES.message(id), { message: `message number ${i} with a few words in it` });
+      if (answer.status === 429) refused = answer;
+      else spent += usageIn(answer).total_tokens;
+    }
+    expect(refused?.body.error?.code).toBe("TOKEN_LIMIT");
+    // Noon: twelve hours to the next UTC day.
+    expect(refused?.headers.get("retry-after")).toBe(String(12 * 3600));
+    const calls = harness.fake.requests.length;
+    const count = (await harness.api.store.readSessionState(id))?.message_count;
+    expect(await harness.api.call("POST", ROUTES.message(id), { message: "still refused" })).toMatchObject({ status: 429 });
+    expect(harness.fake.requests).toHaveLength(calls);
+    expect((await harness.api.store.readSessionState(id))?.message_count).toBe(count);
+    // The day's count is what was spent: the refused messages reserved nothing.
+    const record = await usageOf(harness.api.store, user);
+    expect(record?.daily?.tokens).toBe(spent);
+    expect(spent).toBeLessThanOrEqual(1500);
+
+    // A new day: the user's count starts again (in a new session: the old one idled out overnight).
+    now = Date.parse("2026-11-27T00:00:00Z");
+    const tomorrow = await create(harness.api, user);
+    expect((await harness.api.call("POST", ROUTES.message(tomorrow), { message: "a new day" })).status).toBe(200);
+  });
+
+  it("refuses another user nothing", async () => {
+    now = NOON;
+    const id = await create(harness.api, newUser());
+    expect((await harness.api.call("POST", ROUTES.message(id), { message: "hello" })).status).toBe(200);
+  });
+});
+
+/** Two instances (separate database clients and caches) of one user, messages in parallel. */
+describeWithRtdb("daily token limit across two instances", () => {
+  let harness: Harness;
+  const now = NOON;
+
+  beforeAll(async () => {
+    harness = await startHarness({ store: "rtdb", clock: () => now, env: { USER_TOKENS_PER_DAY: "2000", USER_MESSAGES_PER_MINUTE: "1000", USER_MAX_ACTIVE_SESSIONS: "10" } });
+  });
+  afterAll(async () => harness.close());
+
+  it("never lets concurrent messages carry a user past the limit, and counts exactly what was spent", async () => {
+    const second = await harness.instance();
+    const user = newUser();
+    const sessions = [await create(harness.api, user), await create(second, user), await create(harness.api, user), await create(second, user)];
+    // Each reply takes a while, so the messages overlap and their reservations meet in the record.
+    harness.fake.chaos = (_request, reply) => reply(150);
+    const answers = await Promise.all(
+      Array.from({ length: 16 }, (_, i) => (i % 2 ? second : harness.api).call("POST", ROUTES.message(sessions[i % 4]!), { message: `parallel ${i}` })),
+    );
+    const ok = answers.filter((answer) => answer.status === 200);
+    const refused = answers.filter((answer) => answer.status === 429);
+    expect(refused.length).toBeGreaterThan(0);
+    for (const answer of refused) expect(answer.body.error?.code).toBe("TOKEN_LIMIT");
+    const spent = ok.reduce((sum, answer) => sum + usageIn(answer).total_tokens, 0);
+    const record = await usageOf(harness.api.store, user);
+    expect(record?.daily?.tokens).toBe(spent);
+    expect(spent).toBeLessThanOrEqual(2000);
+    expect(harness.fake.requests).toHaveLength(ok.length);
+  });
+});
