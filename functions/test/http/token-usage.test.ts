@@ -165,7 +165,7 @@ describeWithRtdb("daily token limit across two instances", () => {
   const now = NOON;
 
   beforeAll(async () => {
-    harness = await startHarness({ store: "rtdb", clock: () => now, env: { USER_TOKENS_PER_DAY: "2000", USER_MESSAGES_PER_MINUTE: "1000", USER_MAX_ACTIVE_SESSIONS: "10" } });
+    harness = await startHarness({ store: "rtdb", clock: () => now, env: { USER_TOKENS_PER_DAY: "600", USER_MESSAGES_PER_MINUTE: "1000", USER_MAX_ACTIVE_SESSIONS: "10" } });
   });
   afterAll(async () => harness.close());
 
@@ -180,12 +180,13 @@ describeWithRtdb("daily token limit across two instances", () => {
     );
     const ok = answers.filter((answer) => answer.status === 200);
     const refused = answers.filter((answer) => answer.status === 429);
+    expect(ok.length).toBeGreaterThan(0);
     expect(refused.length).toBeGreaterThan(0);
     for (const answer of refused) expect(answer.body.error?.code).toBe("TOKEN_LIMIT");
     const spent = ok.reduce((sum, answer) => sum + usageIn(answer).total_tokens, 0);
     const record = await usageOf(harness.api.store, user);
     expect(record?.daily?.tokens).toBe(spent);
-    expect(spent).toBeLessThanOrEqual(2000);
+    expect(spent).toBeLessThanOrEqual(600);
     expect(harness.fake.requests).toHaveLength(ok.length);
   });
 });
