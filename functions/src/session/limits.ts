@@ -165,6 +165,6 @@ function liveContexts(usage: UserUsage | null, sessions: Readonly<Record<string,
 }
 
 /** The record without absent fields (the database stores none). */
-function withoutUndefined(usage: UserUsage): UserUsage {
+function withoutUndefined(usage: Readonly<Partial<Record<keyof UserUsage, unknown>>>): UserUsage {
   return Object.fromEntries(Object.entries(usage).filter(([, value]) => value !== undefined)) as UserUsage;
 }

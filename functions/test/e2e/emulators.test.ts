@@ -5,6 +5,7 @@ import { FakeOpenAiServer } from "../support/fake-openai-server";
 import { call } from "../support/http-harness";
 import { describeWithRtdb, RtdbInstances } from "../support/rtdb";
 import { startEmulatorProject, type EmulatorProject } from "./emulator-project";
+import { anyUsage } from "../support/any-usage";
 
 const PROJECT_ID = "demo-chatify-e2e";
 const ROUTE = "/api/v1/chatbot/session";
@@ -50,7 +51,7 @@ describeWithRtdb("the built project on the Firebase emulators", () => {
     const id = String(created.body.session_id);
 
     const first = await call(project!.hostingUrl, "POST", `${ROUTE}/${id}/message`, { message: "Hi" }, auth);
-    expect(first.body).toEqual({ success: true, response: "reply #1 to: Hi", session_id: id, message_count: 1, truncated: false });
+    expect(first.body).toEqual({ success: true, response: "reply #1 to: Hi", session_id: id, message_count: 1, truncated: false, usage: anyUsage() });
     expect(fake!.requests[0]?.headers.authorization).toBe("Bearer sk-e2e-secret");
     expect(fake!.requests[0]?.body.messages[0]).toEqual({ role: "system", content: seedTemplates()["friendly-assistant"]!.personalityPrompt });
 

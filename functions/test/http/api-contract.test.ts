@@ -1,6 +1,7 @@
 import { seedTemplates } from "../../src/local/project-files";
 import { GENERATION_DEFAULTS } from "../../src/session/generation-settings";
 import { createSession, describeEachStore, ROUTES, startHarness, type Harness } from "../support/http-harness";
+import { anyUsage } from "../support/any-usage";
 
 const UUID_V4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 const templates = seedTemplates();
@@ -27,7 +28,7 @@ describeEachStore("the chat API", (kind) => {
     const id = await createSession(harness.api);
     const first = await harness.api.call("POST", ROUTES.message(id), { message: "Hi" });
     expect(first.status).toBe(200);
-    expect(first.body).toEqual({ success: true, response: "reply #1 to: Hi", session_id: id, message_count: 1, truncated: false });
+    expect(first.body).toEqual({ success: true, response: "reply #1 to: Hi", session_id: id, message_count: 1, truncated: false, usage: anyUsage() });
 
     const second = await harness.api.call("POST", ROUTES.directMessage(id), { message: "And you?" });
     expect(second.body).toMatchObject({ success: true, response: "reply #2 to: And you?", session_id: id, message_count: 2 });

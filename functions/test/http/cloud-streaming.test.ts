@@ -4,6 +4,7 @@ import express from "express";
 import { cloudHandler } from "../../src/http/cloud-adapter";
 import { streamCall } from "../support/event-stream-client";
 import { createSession, startHarness, type Harness } from "../support/http-harness";
+import { anyUsage } from "../support/any-usage";
 
 /**
  * The deployed path: the `onRequest` handler on an express app, as the Functions framework
@@ -42,7 +43,7 @@ describe("streamed replies through the Cloud Functions handler (express)", () =>
     expect(answer.headers.get("cache-control")).toBe("no-cache");
     expect(answer.headers.get("x-accel-buffering")).toBe("no");
     expect(answer.events.map((event) => event.event)).toEqual(["delta", "delta", "delta", "done"]);
-    expect(answer.events.at(-1)?.data).toEqual({ success: true, response: "Over express.", session_id: id, message_count: 1, truncated: false });
+    expect(answer.events.at(-1)?.data).toEqual({ success: true, response: "Over express.", session_id: id, message_count: 1, truncated: false, usage: anyUsage() });
     expect(answer.events[2]!.at - answer.events[0]!.at).toBeGreaterThanOrEqual(120);
     expect(answer.comments.length).toBeGreaterThanOrEqual(2);
   });

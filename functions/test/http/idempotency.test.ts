@@ -1,5 +1,6 @@
 import { fingerprint, keyHash } from "../../src/session/idempotency";
 import { createSession, describeEachStore, ROUTES, startHarness, type Harness, type Instance } from "../support/http-harness";
+import { anyUsage } from "../support/any-usage";
 
 const key = (name: string) => ({ "Idempotency-Key": `${name}-${Math.random().toString(36).slice(2)}` });
 
@@ -44,7 +45,7 @@ describeEachStore("Idempotency-Key", (kind) => {
     harness.fake.enqueue({ kind: "reply", text: "slow answer", delayMs: 300 });
     const answers = await Promise.all([a, b, a, b].map((instance) => instance.call("POST", ROUTES.message(id), { message: "once" }, headers)));
     expect(answers.map((answer) => `${answer.status} ${answer.body.error?.code ?? ""}`)).toEqual(Array(4).fill("200 "));
-    for (const answer of answers) expect(answer.body).toEqual({ success: true, response: "slow answer", session_id: id, message_count: 1, truncated: false });
+    for (const answer of answers) expect(answer.body).toEqual({ success: true, response: "slow answer", session_id: id, message_count: 1, truncated: false, usage: anyUsage() });
     expect(answers.filter((answer) => answer.headers.get("idempotent-replayed") === "true")).toHaveLength(3);
     expect(harness.fake.requests).toHaveLength(1);
     expect(await stored(id)).toMatchObject({ state: { message_count: 1 }, history: ["once", "slow answer"] });

@@ -1,5 +1,6 @@
 import { eventually, streamCall, type ReceivedEvent, type StreamedAnswer } from "../support/event-stream-client";
 import { createSession, describeEachStore, ROUTES, startHarness, type Harness } from "../support/http-harness";
+import { anyUsage } from "../support/any-usage";
 
 const key = (name: string) => ({ "Idempotency-Key": `${name}-${Math.random().toString(36).slice(2)}` });
 const HEARTBEAT_MS = 40;
@@ -50,7 +51,7 @@ describeEachStore("streamed replies (Server-Sent Events)", (kind) => {
     expect(deltaTexts(deltas)).toEqual(chunks);
     // Each delta arrived as the model wrote it, not all at the end.
     expect(deltas.at(-1)!.at - deltas[0]!.at).toBeGreaterThanOrEqual(180);
-    expect(lastData(answer)).toEqual({ success: true, response: "Once upon a time.", session_id: id, message_count: 1, truncated: false });
+    expect(lastData(answer)).toEqual({ success: true, response: "Once upon a time.", session_id: id, message_count: 1, truncated: false, usage: anyUsage() });
     expect(await stored(id)).toMatchObject({ state: { message_count: 1 }, history: ["a story", "Once upon a time."] });
   });
 
@@ -71,7 +72,7 @@ describeEachStore("streamed replies (Server-Sent Events)", (kind) => {
     const headers = key("streamed");
     harness.fake.enqueue({ kind: "stream", chunks: ["Kept", " once"], chunkDelayMs: 20, finishReason: "length" });
     const first = await streamCall(harness.api.baseUrl, ROUTES.message(id), { message: "keep" }, { headers });
-    expect(lastData(first)).toEqual({ success: true, response: "Kept once", session_id: id, message_count: 1, truncated: true });
+    expect(lastData(first)).toEqual({ success: true, response: "Kept once", session_id: id, message_count: 1, truncated: true, usage: anyUsage() });
 
     for (const instance of [harness.api, await harness.instance()]) {
       const json = await instance.call("POST", ROUTES.message(id), { message: "keep" }, headers);

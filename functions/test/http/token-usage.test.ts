@@ -35,10 +35,9 @@ function reported(request: RecordedRequest, reply: string) {
 
 describeEachStore("token usage", (kind) => {
   let harness: Harness;
-  let now = NOON;
 
   beforeAll(async () => {
-    harness = await startHarness({ store: kind, clock: () => now, env: { USER_TOKENS_PER_DAY: "0" } });
+    harness = await startHarness({ store: kind, clock: () => NOON, env: { USER_TOKENS_PER_DAY: "0" } });
   });
   afterAll(async () => harness.close());
   beforeEach(() => { harness.fake.reset(); });
@@ -162,10 +161,9 @@ describeEachStore("daily token limit", (kind) => {
 /** Two instances (separate database clients and caches) of one user, messages in parallel. */
 describeWithRtdb("daily token limit across two instances", () => {
   let harness: Harness;
-  const now = NOON;
 
   beforeAll(async () => {
-    harness = await startHarness({ store: "rtdb", clock: () => now, env: { USER_TOKENS_PER_DAY: "600", USER_MESSAGES_PER_MINUTE: "1000", USER_MAX_ACTIVE_SESSIONS: "10" } });
+    harness = await startHarness({ store: "rtdb", clock: () => NOON, env: { USER_TOKENS_PER_DAY: "600", USER_MESSAGES_PER_MINUTE: "1000", USER_MAX_ACTIVE_SESSIONS: "10" } });
   });
   afterAll(async () => harness.close());
 
