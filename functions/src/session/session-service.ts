@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import type { ChatModel, Completion, CompletionRequest, DeltaListener } from "../llm/chat-model";
-import type { ChatMessage, Exchange, ReplyUsage, SessionMeta, SessionState, SessionSummary, Template, TokenUsage } from "../store/records";
+import type { ChatMessage, Exchange, GenerationSettings, ReplyUsage, SessionMeta, SessionState, SessionSummary, Template, TokenUsage } from "../store/records";
 import type { HistoryWindow, Ruled, SessionStore } from "../store/session-store";
 import { StoreDataError } from "../store/errors";
 import { lastMessages, planPrompt, SUMMARY_HEADING, type PromptPlan } from "./context-window";
@@ -186,6 +186,14 @@ function completionRequest(meta: SessionMeta, plan: PromptPlan): CompletionReque
     presence_penalty: settings.presence_penalty,
     frequency_penalty: settings.frequency_penalty,
   };
+}
+
+/**
+ * History messages read and kept warm: the window, and with a summary the exchange before it too,
+ * so that what leaves the window with the next message is at hand for its summary call, unread.
+ */
+function heldMessages(settings: GenerationSettings): number {
+  return settings.context_window + (settings.summary ? 2 : 0);
 }
 
 /** The position of a window's first message (exchange n's messages are 2n-1 and 2n). */
@@ -394,7 +402,7 @@ export class SessionService {
     }
     // The new tail is known only when no other exchange landed between our claim and our commit.
     if (outcome.seq === claimed.messageCount + 1) {
-      const messages = lastMessages([...window.messages, exchange.user, exchange.assistant], warm.meta.settings.context_window);
+      const messages = lastMessages([...window.messages, exchange.user, exchange.assistant], heldMessages(warm.meta.settings));
       this.sessions.set(sessionId, { ...warm, tail: { messageCount: outcome.seq, messages } });
     }
     return {
@@ -574,6 +582,6 @@ export class SessionService {
   }
 
   private readHistory(sessionId: string, warm: WarmSession): Promise<HistoryWindow> {
-    return this.options.store.readWindow(sessionId, warm.meta.settings.context_window);
+    return this.options.store.readWindow(sessionId, heldMessages(warm.meta.settings));
   }
 }

@@ -14,7 +14,7 @@ import { fingerprint, keyHash } from "../../src/session/idempotency";
 import { claimRequest, type SessionPolicy } from "../../src/session/session-rules";
 import { SessionService } from "../../src/session/session-service";
 import { MemoryStore } from "../../src/store/memory-store";
-import type { Exchange, SessionMeta, SessionState, Template } from "../../src/store/records";
+import type { ChatMessage, Exchange, SessionMeta, SessionState, Template } from "../../src/store/records";
 import type { HistoryWindow } from "../../src/store/session-store";
 import { FakeOpenAiServer } from "../support/fake-openai-server";
 import { POLICY, TEMPLATE } from "../support/fixtures";
@@ -25,6 +25,8 @@ import { POLICY, TEMPLATE } from "../support/fixtures";
  */
 class CountingStore extends MemoryStore {
   readonly reads = { template: 0, meta: 0, state: 0, recent: 0, exchange: 0 };
+  /** Reads of message ranges (a summary's backlog). */
+  rangeReads = 0;
   private readonly edited = new Map<string, Template>();
 
   editTemplate(templateId: string, template: Template): void {
@@ -58,6 +60,11 @@ class CountingStore extends MemoryStore {
   override async readWindow(sessionId: string, limit: number): Promise<HistoryWindow> {
     this.reads.recent += 1;
     return super.readWindow(sessionId, limit);
+  }
+
+  override async readMessages(sessionId: string, first: number, last: number): Promise<ChatMessage[]> {
+    this.rangeReads += 1;
+    return super.readMessages(sessionId, first, last);
   }
 
   override async readExchange(sessionId: string, seq: number): Promise<Exchange | null> {
@@ -265,6 +272,22 @@ describe("SessionService", () => {
         "assistant: reply #3 to: three",
         "user: four",
       ]);
+    });
+
+    it("with a summary, holds the exchange before the window, so what leaves it is summarised without a read", async () => {
+      await store.seedTemplates({ summarised: { name: "Summarised", personalityPrompt: "Gist.", context_window: 2, summary: true } });
+      const isSummary = (messages: readonly { content: string }[]) => messages[1]?.content.includes("New messages:") === true;
+      // Summaries answer first, so that each is kept.
+      fake.chaos = (request, reply) => (isSummary(request.body.messages) ? { kind: "reply", text: "the gist" } : reply(100));
+      const service = instance();
+      const { sessionId } = await service.create({ userId: "u", templateId: "summarised" });
+      for (const message of ["one", "two", "three", "four"]) await service.send({ sessionId, message });
+      await instance().send({ sessionId, message: "five, cold" });
+      const summaryCalls = fake.requests.filter((request) => isSummary(request.body.messages));
+      // Every message after the second pushed an exchange out of the window: each one's call had it at hand.
+      expect(summaryCalls.map((request) => request.body.messages[1]?.content.match(/New messages:\nUser: (\w+)/)?.[1])).toEqual(["one", "two", "three"]);
+      expect(store.rangeReads).toBe(0);
+      expect(await store.readSummary(sessionId)).toMatchObject({ text: "the gist", through: 6 });
     });
 
     it("on a cold instance, reads meta and history once, then keeps them warm", async () => {
