@@ -36,8 +36,8 @@ function post(url: string, body: unknown, headers: Readonly<Record<string, strin
   });
 }
 
-export async function createSession(baseUrl: string, userId: string): Promise<string> {
-  const reply = await post(`${baseUrl}/api/v1/chatbot/session`, { user_id: userId, template_id: TEMPLATE_ID });
+export async function createSession(baseUrl: string, userId: string, templateId: string = TEMPLATE_ID): Promise<string> {
+  const reply = await post(`${baseUrl}/api/v1/chatbot/session`, { user_id: userId, template_id: templateId });
   if (reply.status !== 201 || typeof reply.body.session_id !== "string") throw new Error(`createSession answered ${reply.status}: ${JSON.stringify(reply.body)}`);
   return reply.body.session_id;
 }

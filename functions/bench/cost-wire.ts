@@ -4,6 +4,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { deleteApp, initializeApp, type App } from "firebase-admin/app";
 import { getDatabase, type DataSnapshot } from "firebase-admin/database";
 import type { Config } from "../src/config";
+import type { Template } from "../src/store/records";
 import { silentLog } from "../src/log/log";
 import { composeInstance } from "../src/runtime/instance";
 import { LocalServers } from "../test/support/local-servers";
@@ -58,12 +59,27 @@ async function measureOne(wire: RtdbWire, namespace: string, instance: Served, s
   return { ms, wire: countsSince(before, await wire.counts(namespace)) };
 }
 
+/**
+ * The seeded template with issue 10's token window and rolling summary: a budget that holds about
+ * four of the bench's messages, so that messages leave the window and the summary call runs.
+ */
+const TOKEN_WINDOW: Template = {
+  name: "Token window",
+  personalityPrompt: "You are a concise assistant. Answer in a few words.",
+  context_window: 10,
+  context_tokens: 120,
+  summary: true,
+};
+const TOKEN_WINDOW_ID = "bench-token-window";
+
 interface Case {
   readonly name: string;
   readonly cold: boolean;
   readonly keyed: boolean;
   /** A cold instance's connection is open before its request (else: opened by it). */
   readonly connected: boolean;
+  /** The session's template has a token budget and a rolling summary (issue 10). */
+  readonly tokenWindow: boolean;
   readonly namespace: string;
   readonly sessionId: string;
   /** The warm cases' instance, kept for the whole section. */
@@ -73,15 +89,15 @@ interface Case {
 }
 
 /** A session with two messages already; a warm case keeps the instance that sent them. */
-async function startCase(config: Config, wire: RtdbWire, cold: boolean, keyed: boolean, connected = true): Promise<Case> {
+async function startCase(config: Config, wire: RtdbWire, cold: boolean, keyed: boolean, connected = true, tokenWindow = false): Promise<Case> {
   const namespace = freshNamespace("cost-a");
-  await wire.seedTemplates(namespace);
+  await wire.seedTemplates(namespace, { [TOKEN_WINDOW_ID]: TOKEN_WINDOW });
   const instance = await startInstance(config, namespace);
-  const sessionId = await createSession(instance.baseUrl, "bench-user");
+  const sessionId = await createSession(instance.baseUrl, "bench-user", tokenWindow ? TOKEN_WINDOW_ID : undefined);
   for (let n = 1; n <= 2; n += 1) await sendMessage(instance.baseUrl, sessionId, text(n), keyed ? randomUUID() : undefined);
   if (cold) await instance.close();
-  const name = `${cold ? "cold" : "warm"}, ${keyed ? "keyed" : "unkeyed"}${cold && !connected ? ", + connection" : ""}`;
-  return { name, cold, keyed, connected, namespace, sessionId, instance: cold ? undefined : instance, sent: 2, samples: { fast: [], slow: [] } };
+  const name = `${cold ? "cold" : "warm"}, ${keyed ? "keyed" : "unkeyed"}${cold && !connected ? ", + connection" : ""}${tokenWindow ? ", token window + summary" : ""}`;
+  return { name, cold, keyed, connected, tokenWindow, namespace, sessionId, instance: cold ? undefined : instance, sent: 2, samples: { fast: [], slow: [] } };
 }
 
 /** A warm case: its instance's next message. A cold case: the first message of a fresh instance (its database connection included). */
@@ -100,6 +116,7 @@ export async function roundTrips(wire: RtdbWire, config: Config, rounds: number,
   const cases: Case[] = [];
   for (const cold of [false, true]) for (const keyed of [false, true]) cases.push(await startCase(config, wire, cold, keyed));
   cases.push(await startCase(config, wire, true, false, false));
+  cases.push(await startCase(config, wire, false, false, true, true));
   try {
     await wire.setLatency(0);
     for (let i = 0; i < 3; i += 1) for (const entry of cases) await sample(wire, config, entry, 0);
@@ -128,7 +145,8 @@ export async function roundTrips(wire: RtdbWire, config: Config, rounds: number,
       cells: [entry.name, fmt(fast, 1), fmt(slow, 1), fmt(trips, 1), count((c) => c.requests), count((c) => c.listens), count((c) => c.gets), count((c) => c.transactionAttempts), count((c) => c.datastale), count((c) => c.units, 0)],
     };
   });
-  const tripsOf = (cold: boolean) => rows.filter((row) => row.entry.cold === cold && row.entry.connected).map((row) => row.trips);
+  const tripsOf = (cold: boolean) => rows.filter((row) => row.entry.cold === cold && row.entry.connected && !row.entry.tokenWindow).map((row) => row.trips);
+  const tokenWindowTrips = rows.filter((row) => row.entry.tokenWindow).map((row) => row.trips);
   const worst = (cold: boolean) => Math.max(...tripsOf(cold));
   const both = (cold: boolean) => tripsOf(cold).map((trips) => fmt(trips, 1)).join(" / ");
   return {
@@ -144,11 +162,19 @@ export async function roundTrips(wire: RtdbWire, config: Config, rounds: number,
       "  connection open (as a deployed instance opens it when it starts, in onInit; the goal's row); '+ connection': the same,",
       "  its connection opened by the request (1 more round trip on rtdb-wire: the server's handshake). keyed: each message with a",
       "  new Idempotency-Key (a keyed session remembers one more key every round). Requests made without an ID token: with one,",
-      "  a cold instance fetches the user's usage beside the session's fields, one round trip less.",
+      "  a cold instance fetches the user's usage beside the session's fields, one round trip less. 'token window + summary': a",
+      `  template with context_tokens ${TOKEN_WINDOW.context_tokens} and summary: true (issue 10), whose summary call runs beside the reply.`,
     ],
     goals: [
       { name: "a. warm round trips (unkeyed / keyed)", measured: both(false), goal: "<= 2", met: worst(false) <= 2.5, filed: "10" },
       { name: "a. cold round trips (unkeyed / keyed)", measured: both(true), goal: "<= 4", met: worst(true) <= 4.5, filed: "12" },
+      {
+        name: "a. warm round trips, token window + summary",
+        measured: tokenWindowTrips.map((trips) => fmt(trips, 1)).join(""),
+        goal: "as warm (no more)",
+        met: Math.max(...tokenWindowTrips) <= worst(false) + 0.5,
+        filed: "(issue 10)",
+      },
     ],
   };
 }

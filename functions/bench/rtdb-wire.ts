@@ -2,6 +2,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { PROJECT_ROOT, seedTemplates } from "../src/local/project-files";
+import type { Template } from "../src/store/records";
 
 /**
  * rtdb-wire, the workplace's stand-in Realtime Database (not part of this project, never copied
@@ -66,9 +67,9 @@ export class RtdbWire {
     };
   }
 
-  /** The templates of emulator-data/, written over REST as `firebase emulators:start --import` loads them. */
-  async seedTemplates(ns: string): Promise<void> {
-    await this.call("PUT", `/templates.json?ns=${ns}`, JSON.stringify(seedTemplates()));
+  /** The templates of emulator-data/ (and `extra`), written over REST as `firebase emulators:start --import` loads them. */
+  async seedTemplates(ns: string, extra: Readonly<Record<string, Template>> = {}): Promise<void> {
+    await this.call("PUT", `/templates.json?ns=${ns}`, JSON.stringify({ ...seedTemplates(), ...extra }));
   }
 
   async close(): Promise<void> {
