@@ -103,7 +103,7 @@ describe("review: token ledger and rolling summary (issue 10)", () => {
     const chat = service(store, { messagesPerMinute: 1_000_000, maxActiveSessions: 100, idleTtlMs: POLICY.idleTtlMs, tokensPerDay: 0 });
     const isSummary = (request: RecordedRequest) => request.body.messages[0]?.content === SUMMARY_INSTRUCTIONS;
     // The summariser answers at once, echoing the earlier summary and the messages' words; replies take 50 ms.
-    fake.chaos = (request, reply) => {
+    fake.chaos = (request) => {
       if (!isSummary(request)) return { kind: "reply", text: `reply-to-${lastUser(request)}`, delayMs: 50 };
       const body = request.body.messages[1]!.content;
       const earlier = body.startsWith("Earlier summary:\n") ? body.slice("Earlier summary:\n".length, body.indexOf("\n\nNew messages:")) : "";
