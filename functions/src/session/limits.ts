@@ -19,11 +19,18 @@ export interface UsagePolicy {
 
 export type Admission = { readonly admitted: true } | { readonly admitted: false; readonly retryAfterMs: number };
 
-/** The model tokens a message's calls may use, reserved against the daily limit until its commit settles them. */
+/**
+ * The model tokens a message's calls may use, reserved against the daily limit until its commit
+ * settles them; with what settling needs to know of the session's context bound (see below).
+ */
 export interface Reservation {
   /** The UTC day whose count holds it. */
   readonly day: string;
   readonly tokens: number;
+  /** The session's admission count when this one was admitted: a later admission changes it. */
+  readonly generation: number;
+  /** No other message of the session was between admission and settlement when this one was admitted. */
+  readonly quiet: boolean;
 }
 
 export type MessageAdmission =
@@ -31,9 +38,10 @@ export type MessageAdmission =
   | { readonly admitted: false; readonly limit: "messages" | "tokens"; readonly retryAfterMs: number };
 
 /**
- * What a message may cost in tokens, besides the session's last call (held in the usage record):
- * `fresh` covers what the new prompt adds to the last one (the new message, a summary) and the
- * reply's `max_tokens`; `firstPrompt` bounds the prompt of a session's first call.
+ * What a message may cost in tokens beyond the session's context bound (held in the usage
+ * record): `fresh` covers what its exchange can add to the session's next prompts (the new
+ * message, the reply's `max_tokens`, a summary) and a summary call beside it; `firstPrompt`
+ * bounds the prompt of a session's first call (its system prompt).
  */
 export interface TokenNeed {
   readonly fresh: number;
@@ -44,12 +52,17 @@ export interface TokenNeed {
 export interface Spent {
   readonly tokens: number;
   readonly costUsd?: number;
-  /** The reply call's prompt and completion tokens: the next message's prompt is bounded by them plus its own. */
+  /**
+   * The reply call's prompt and completion tokens, when its prompt held every exchange stored
+   * before it (its claim found no other message running): then they bound the next prompt.
+   */
   readonly context?: number;
 }
 
 const MINUTE = 60_000;
 const DAY = 86_400_000;
+/** Longer than any request can run: a reservation still open after it belongs to a request that died. */
+const OPEN_RESERVATION_MS = 120_000;
 
 /** The UTC day of `now`, as YYYY-MM-DD. */
 export function utcDay(now: number): string {
@@ -58,10 +71,16 @@ export function utcDay(now: number): string {
 
 /**
  * Takes one message token for `sessionId` and reserves the tokens its model calls may use, or
- * says when to retry. The reservation is the session's last reply call (its prompt and reply:
- * the next prompt holds at most those, the new message and a summary, whatever leaves the
- * window) plus the new need: worked out here, from the record every instance shares, so that
- * concurrent messages, on any instances, never carry a user past the daily limit together.
+ * says when to retry. The reservation is the session's context bound plus the message's need,
+ * worked out here, from the record every instance shares, so that concurrent messages, on any
+ * instances, never carry a user past the daily limit together.
+ *
+ * The bound (`contexts[sessionId].tokens`) holds the largest prompt, less the new message, that
+ * any coming message of the session can send. A prompt holds at most the one before it, that
+ * call's reply and whatever exchanges landed meanwhile (what leaves the window only shrinks it),
+ * so each admission raises the bound by its own need, and a settlement brings it down to the
+ * call's real size only when nothing else can have landed beside it: no other message open when
+ * it was admitted, none admitted since, none running at its claim.
  */
 export function admitMessage(sessionId: string, now: number, policy: UsagePolicy, need: TokenNeed): UsageRule<MessageAdmission> {
   return (usage) => {
@@ -71,19 +90,22 @@ export function admitMessage(sessionId: string, now: number, policy: UsagePolicy
     if (tokens < 1) return { outcome: { admitted: false, limit: "messages", retryAfterMs: Math.ceil((1 - tokens) / rate) } };
     const day = utcDay(now);
     const used = usage?.daily?.day === day ? usage.daily : { day, tokens: 0 };
-    const reserved = Math.ceil((usage?.contexts?.[sessionId] ?? need.firstPrompt) + need.fresh);
+    const context = usage?.contexts?.[sessionId];
+    const open = context && now - context.at <= OPEN_RESERVATION_MS ? context.open : 0;
+    const reserved = Math.ceil((context?.tokens ?? need.firstPrompt) + need.fresh);
     if (policy.tokensPerDay > 0 && used.tokens + reserved > policy.tokensPerDay) {
       return { outcome: { admitted: false, limit: "tokens", retryAfterMs: Date.parse(`${day}T00:00:00Z`) + DAY - now } };
     }
+    const generation = (context?.generation ?? 0) + 1;
     const sessions = { ...liveSessions(usage, now, policy), [sessionId]: now };
     return {
-      outcome: { admitted: true, reservation: { day, tokens: reserved } },
+      outcome: { admitted: true, reservation: { day, tokens: reserved, generation, quiet: open === 0 } },
       next: withoutUndefined({
         tokens: tokens - 1,
         refilled_at: Math.max(now, usage?.refilled_at ?? now),
         sessions,
         daily: { ...used, tokens: used.tokens + reserved },
-        contexts: liveContexts(usage, sessions),
+        contexts: { ...liveContexts(usage, sessions), [sessionId]: { tokens: reserved, open: open + 1, generation, at: now } },
       }),
     };
   };
@@ -91,10 +113,9 @@ export function admitMessage(sessionId: string, now: number, policy: UsagePolicy
 
 /**
  * Settles a message's reservation with what its calls used, whatever became of the exchange (the
- * provider charged them): the day's count moves from the reservation to the tokens spent, and the
- * session's context is remembered for its next reservation. A reservation from a day that has
- * ended stays in that day's count (its tokens were spent too late to tell which day they belong
- * to, and it is at least what was spent); the tokens spent count on the new day.
+ * provider charged them): the day's count moves from the reservation to the tokens spent (on the
+ * day the record counts: a reservation from a day that has ended stays in that day's count), and
+ * the session's context bound comes down to the call's real size when it safely can (see admitMessage).
  */
 export function settleTokens(sessionId: string, reservation: Reservation, spent: Spent): UsageRule<undefined> {
   return (usage) => {
@@ -103,8 +124,13 @@ export function settleTokens(sessionId: string, reservation: Reservation, spent:
     const reserved = counted.day === reservation.day ? reservation.tokens : 0;
     const tokens = Math.max(0, counted.tokens + spent.tokens - reserved);
     const cost = spent.costUsd === undefined ? counted.cost_usd : roundUsd((counted.cost_usd ?? 0) + spent.costUsd);
-    const contexts = spent.context !== undefined && usage.sessions && sessionId in usage.sessions ? { ...usage.contexts, [sessionId]: spent.context } : usage.contexts;
-    return { outcome: undefined, next: withoutUndefined({ ...usage, daily: { day: counted.day, tokens, ...(cost === undefined ? {} : { cost_usd: cost }) }, contexts }) };
+    const daily = { day: counted.day, tokens, ...(cost === undefined ? {} : { cost_usd: cost }) };
+    const context = usage.contexts?.[sessionId];
+    if (!context) return { outcome: undefined, next: { ...usage, daily } };
+    const open = Math.max(0, context.open - 1);
+    const alone = open === 0 && reservation.quiet && context.generation === reservation.generation && spent.context !== undefined;
+    const settled = { ...context, open, tokens: alone ? (spent.context ?? context.tokens) : context.tokens };
+    return { outcome: undefined, next: { ...usage, daily, contexts: { ...usage.contexts, [sessionId]: settled } } };
   };
 }
 
@@ -112,8 +138,8 @@ export function settleTokens(sessionId: string, reservation: Reservation, spent:
  * Gives back what a message took and did not use: its message token when it was refused before
  * the model (`token`), and its token reservation (the model was not called, or failed).
  */
-export function refundMessage(policy: UsagePolicy, reservation: Reservation, token: boolean): UsageRule<undefined> {
-  const settle = settleTokens("", reservation, { tokens: 0 });
+export function refundMessage(policy: UsagePolicy, sessionId: string, reservation: Reservation, token: boolean): UsageRule<undefined> {
+  const settle = settleTokens(sessionId, reservation, { tokens: 0 });
   return (usage) => {
     const settled = settle(usage).next;
     if (!settled) return { outcome: undefined };
@@ -159,7 +185,7 @@ function liveSessions(usage: UserUsage | null, now: number, policy: UsagePolicy)
 }
 
 /** The contexts of the sessions still counted: a record never grows with sessions long gone. */
-function liveContexts(usage: UserUsage | null, sessions: Readonly<Record<string, number>>): Record<string, number> | undefined {
+function liveContexts(usage: UserUsage | null, sessions: Readonly<Record<string, number>>): UserUsage["contexts"] {
   const kept = Object.entries(usage?.contexts ?? {}).filter(([sessionId]) => sessionId in sessions);
   return kept.length > 0 ? Object.fromEntries(kept) : undefined;
 }

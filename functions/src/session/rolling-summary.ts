@@ -34,19 +34,24 @@ export const SUMMARY_CALL_TOKENS = estimatePromptTokens([
   { role: "user", content: "" },
 ]) + 2 * SUMMARY_MAX_TOKENS + SUMMARY_INPUT_TOKENS + 64;
 
-/** Which messages have left the window and are not in the summary yet: positions `first` to `last`. */
+/** Which messages to fold into the summary now: positions `first` to `last`. */
 export interface Backlog {
   readonly first: number;
   readonly last: number;
 }
 
 /**
- * The messages to fold in now, when some left the window unsummarised: from the one after the
- * summary's end up to the window's first, at most a batch.
+ * The messages to fold in now: those after the summary's end that this prompt did not send or
+ * the next one will not (a count window moves on by this exchange), at most a batch. Folding in
+ * what the next prompt drops, not only what this one did, is what leaves no message out of both
+ * the summary and the window: a summary made now is first sent with the next message.
  */
-export function backlog(summarisedThrough: number, firstSent: number): Backlog | undefined {
+export function backlog(summarisedThrough: number, window: { readonly through: number; readonly firstSent: number; readonly maxMessages: number }): Backlog | undefined {
+  const { through, firstSent, maxMessages } = window;
+  const nextFirst = 2 * (through + 1) - maxMessages + 1;
+  const keepFrom = Math.min(2 * through + 1, Math.max(firstSent, nextFirst));
   const first = summarisedThrough + 1;
-  const last = Math.min(firstSent - 1, summarisedThrough + SUMMARY_BATCH_MESSAGES);
+  const last = Math.min(keepFrom - 1, summarisedThrough + SUMMARY_BATCH_MESSAGES);
   return last >= first ? { first, last } : undefined;
 }
 
@@ -54,23 +59,25 @@ export function backlog(summarisedThrough: number, firstSent: number): Backlog |
  * The summary call's prompt: the instructions, then the earlier summary and the messages as a
  * transcript in one user message (roles in the text, never as chat roles: a stored message must
  * not speak as the assistant or the system to the summariser). Messages beyond the input budget
- * are left for the next call; a single one longer than the budget is cut.
+ * (estimated tokens, each line's speaker counted) are left for the next call; a first message
+ * alone over it is cut to fit, on a code point boundary.
  */
 export function summaryPrompt(previous: SessionSummary | null, messages: readonly ChatMessage[]): { prompt: PromptMessage[]; folded: number } {
   const lines: string[] = [];
   let budget = SUMMARY_INPUT_TOKENS;
   let folded = 0;
   for (const message of messages) {
-    const speaker = message.role === "assistant" ? "Assistant" : "User";
+    const speaker = message.role === "assistant" ? "Assistant: " : "User: ";
+    const room = budget - estimateTokens(`${speaker}\n`);
     let content = message.content;
-    const tokens = estimateTokens(content);
-    if (tokens > budget) {
+    let tokens = estimateTokens(content);
+    if (tokens > room) {
       if (folded > 0) break;
-      // Alone over the budget: the first part stands for it (characters are at least a token's worth each).
-      content = `${content.slice(0, budget)} […]`;
+      content = `${cutToTokens(content, room - estimateTokens(CUT_MARK))}${CUT_MARK}`;
+      tokens = estimateTokens(content);
     }
-    lines.push(`${speaker}: ${content}`);
-    budget -= Math.min(tokens, budget);
+    lines.push(`${speaker}${content}`);
+    budget = room - tokens;
     folded += 1;
   }
   const earlier = previous ? `Earlier summary:\n${previous.text}\n\n` : "";
@@ -81,6 +88,20 @@ export function summaryPrompt(previous: SessionSummary | null, messages: readonl
     ],
     folded,
   };
+}
+
+const CUT_MARK = " […]";
+
+/** The longest start of `text`, in whole code points, whose estimate is at most `tokens`. */
+function cutToTokens(text: string, tokens: number): string {
+  const points = Array.from(text);
+  let [low, high] = [0, points.length];
+  while (low < high) {
+    const middle = Math.ceil((low + high) / 2);
+    if (estimateTokens(points.slice(0, middle).join("")) <= tokens) low = middle;
+    else high = middle - 1;
+  }
+  return points.slice(0, low).join("");
 }
 
 /** What became of a summary call when the reply was ready. */

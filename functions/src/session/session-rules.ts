@@ -42,7 +42,8 @@ function closedState(state: SessionState, status: Closed, at: number): SessionSt
 }
 
 export type ClaimOutcome =
-  | { readonly kind: "claimed" }
+  /** `alone`: no other message of the session was running. */
+  | { readonly kind: "claimed"; readonly alone: boolean }
   | { readonly kind: "limit" }
   | { readonly kind: "done"; readonly seq: number }
   | { readonly kind: "busy"; readonly leaseUntil: number }
@@ -66,9 +67,10 @@ export function claimRequest(claim: RequestClaim, now: number, leaseMs: number, 
     if (entry?.lease_until !== undefined && entry.lease_until > now && entry.owner !== claim.owner) {
       return { outcome: { kind: "busy", leaseUntil: entry.lease_until } };
     }
-    if (settled.message_count + liveClaims(settled, now, claim.hash) >= policy.maxExchanges) return { outcome: { kind: "limit" } };
+    const others = liveClaims(settled, now, claim.hash);
+    if (settled.message_count + others >= policy.maxExchanges) return { outcome: { kind: "limit" } };
     const claimed: RequestEntry = { fingerprint: claim.fingerprint, owner: claim.owner, lease_until: now + leaseMs };
-    return { outcome: { kind: "claimed" }, next: withRequest(settled, claim.hash, claimed) };
+    return { outcome: { kind: "claimed", alone: others === 0 }, next: withRequest(settled, claim.hash, claimed) };
   };
 }
 

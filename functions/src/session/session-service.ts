@@ -116,7 +116,7 @@ function exchangeLimit(policy: SessionPolicy): LimitExceededError {
 
 /** What a message's claim came to, before the model call. */
 type SlotOutcome =
-  | { readonly kind: "claimed"; readonly messageCount: number }
+  | { readonly kind: "claimed"; readonly messageCount: number; readonly alone: boolean }
   | { readonly kind: "done"; readonly seq: number }
   | { readonly kind: "in-progress"; readonly retryAfterMs: number }
   | Exclude<ClaimOutcome, { kind: "claimed" } | { kind: "done" } | { kind: "busy" }>;
@@ -311,13 +311,13 @@ export class SessionService {
     // One step failed (the database): give back what the other took, then fail.
     if (claiming.status === "rejected" || admitting.status === "rejected") {
       if (claiming.status === "fulfilled" && claiming.value.kind === "claimed") this.release(sessionId, claim);
-      if (admitting.status === "fulfilled" && admitting.value.admitted) this.refund(user, admitting.value.reservation, true);
+      if (admitting.status === "fulfilled" && admitting.value.admitted) this.refund(user, sessionId, admitting.value.reservation, true);
       throw claiming.status === "rejected" ? claiming.reason : (admitting as PromiseRejectedResult).reason;
     }
     const [claimed, admission] = [claiming.value, admitting.value];
     if (claimed.kind !== "claimed") {
       // A replay or a refusal costs the user nothing: what was taken goes back, off the reply's path.
-      if (admission.admitted) this.refund(user, admission.reservation, true);
+      if (admission.admitted) this.refund(user, sessionId, admission.reservation, true);
       if (claimed.kind === "done") return this.replay(sessionId, claimed.seq);
       throw refusal(claimed, policy);
     }
@@ -361,7 +361,7 @@ export class SessionService {
       // Of the reservation, only what a summary call may have used stays counted.
       const spent = summaryCall?.finish().usage;
       if (spent) void this.settle(user, sessionId, reservation, spent, undefined);
-      else this.refund(user, reservation, false);
+      else this.refund(user, sessionId, reservation, false);
       throw error;
     }
     // Stopped before the commit is sent: a write after the update that removes the partial would leave it behind.
@@ -379,7 +379,8 @@ export class SessionService {
     const calls = summarised.usage ? addUsage(reply, summarised.usage) : reply;
     // Sent with the commit, not after it: neither adds a round trip. The reservation is settled
     // whatever the commit's fate: the provider charged the calls either way.
-    const sideWrites: Promise<unknown>[] = [this.settle(user, sessionId, reservation, calls, reply.total_tokens)];
+    // A prompt that held every stored exchange (no other message ran beside this one) bounds the next.
+    const sideWrites: Promise<unknown>[] = [this.settle(user, sessionId, reservation, calls, claimed.alone ? reply.total_tokens : undefined)];
     if (summarised.summary) sideWrites.push(store.writeSummary(sessionId, summarised.summary).catch(() => false));
     let result: Ruled<AppendOutcome>;
     try {
@@ -447,12 +448,12 @@ export class SessionService {
   }
 
   /**
-   * Starts the summary call when messages left the window that the summary does not hold yet:
+   * Starts the summary call when messages leave the window that the summary does not hold yet:
    * those still in hand are taken from the window, older ones read, beside the reply's call.
    */
   private startSummary(sessionId: string, meta: SessionMeta, window: HistoryWindow, plan: PromptPlan, summary: SessionSummary | null): SummaryCall | undefined {
     if (!meta.settings.summary) return undefined;
-    const due = backlog(summary?.through ?? 0, 2 * window.through - plan.sent + 1);
+    const due = backlog(summary?.through ?? 0, { through: window.through, firstSent: 2 * window.through - plan.sent + 1, maxMessages: meta.settings.context_window });
     if (!due) return undefined;
     const first = firstPosition(window);
     const messages = due.first >= first
@@ -483,7 +484,7 @@ export class SessionService {
         if (outcome.kind === "claimed") this.release(sessionId, claim);
         return record.fingerprint === claim.fingerprint ? { kind: "done", seq: record.seq } : { kind: "reused" };
       }
-      if (outcome.kind === "claimed") return { kind: "claimed", messageCount: state.message_count };
+      if (outcome.kind === "claimed") return { kind: "claimed", messageCount: state.message_count, alone: outcome.alone };
       if (outcome.kind !== "busy") return outcome;
       // Give up on a claim found live past the wait allowed; after waiting, claim again, but only
       // within the wait: a claim at its end would start a model call the function's time cannot hold.
@@ -509,8 +510,8 @@ export class SessionService {
    * Gives back a reservation (and with `token` the message token), off the reply's path; if that
    * is lost, the bucket refills anyway and the day's count keeps the reservation: never too low.
    */
-  private refund(userKey: string, reservation: Reservation, token: boolean): void {
-    void this.options.store.updateUsage(userKey, refundMessage(this.options.usage, reservation, token)).catch(() => undefined);
+  private refund(userKey: string, sessionId: string, reservation: Reservation, token: boolean): void {
+    void this.options.store.updateUsage(userKey, refundMessage(this.options.usage, sessionId, reservation, token)).catch(() => undefined);
   }
 
   /**

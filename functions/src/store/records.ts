@@ -155,10 +155,10 @@ export const userUsageSchema = z.object({
   /** Model tokens used or reserved on `day` (UTC, YYYY-MM-DD), and their cost where known. */
   daily: z.object({ day: z.string(), tokens: z.number().min(0), cost_usd: z.number().min(0).optional() }).optional(),
   /**
-   * Per live session: the tokens of its last reply call (prompt and completion), from which the
-   * next call's prompt is bounded when its tokens are reserved (see limits.ts).
+   * Per live session, what bounds its next prompt when its tokens are reserved (see limits.ts):
+   * the bound, the reservations open (admitted, not settled) as of `at`, and the admissions so far.
    */
-  contexts: z.record(z.string(), z.number().min(0)).optional(),
+  contexts: z.record(z.string(), z.object({ tokens: z.number().min(0), open: z.number().int().min(0), generation: z.number().int().min(0), at: z.number() })).optional(),
 });
 export type UserUsage = z.infer<typeof userUsageSchema>;
 

@@ -32,6 +32,12 @@ describeEachStore("rolling summary", (kind) => {
     return String(answer.body.session_id);
   }
 
+  /** The tokens of every call recorded with the session's first `exchanges` exchanges: replies and summaries. */
+  async function allCalls(id: string, exchanges: number): Promise<number> {
+    const stored = await Promise.all(Array.from({ length: exchanges }, (_, i) => harness.api.store.readExchange(id, i + 1)));
+    return stored.reduce((sum, exchange) => sum + (exchange?.assistant.usage?.total_tokens ?? 0) + (exchange?.assistant.usage?.summary?.total_tokens ?? 0), 0);
+  }
+
   async function send(id: string, message: string): Promise<Answer> {
     const answer = await harness.api.call("POST", ROUTES.message(id), { message });
     expect(answer.status).toBe(200);
@@ -43,26 +49,29 @@ describeEachStore("rolling summary", (kind) => {
     let n = 0;
     harness.fake.chaos = summariseWith(() => ({ kind: "reply", text: `SUMMARY ${(n += 1)}` }));
     await send(id, "My name is Ada.");
-    await send(id, "I like owls.");
     expect(summaries(harness.fake.requests)).toHaveLength(0);
 
-    // The first exchange leaves the two-message window: a summary call folds it in, beside the reply.
-    await send(id, "What is my name?");
+    // The first exchange leaves the two-message window with the next message: a summary call beside
+    // this reply folds it in, so that the next prompt has it in one form or the other.
+    await send(id, "I like owls.");
     const [first] = summaries(harness.fake.requests);
     expect(first?.body.messages[1]?.content).toContain("User: My name is Ada.");
     expect(first?.body.messages[1]?.content).not.toContain("I like owls.");
     expect(await harness.api.store.readSummary(id)).toMatchObject({ text: "SUMMARY 1", through: 2 });
 
-    await send(id, "And what do I like?");
+    await send(id, "What is my name?");
     const reply = replies(harness.fake.requests).at(-1)!;
     expect(reply.body.messages.map((message) => message.role)).toEqual(["system", "system", "user", "assistant", "user"]);
     expect(reply.body.messages[1]?.content).toContain("SUMMARY 1");
+    expect(reply.body.messages.map((message) => message.content)).toContain("I like owls.");
     expect(reply.body.messages.map((message) => message.content)).not.toContain("My name is Ada.");
     // The second summary rolls the first forward with the next exchange.
     const second = summaries(harness.fake.requests)[1]!;
     expect(second.body.messages[1]?.content).toContain("SUMMARY 1");
     expect(second.body.messages[1]?.content).toContain("User: I like owls.");
     expect(await harness.api.store.readSummary(id)).toMatchObject({ text: "SUMMARY 2", through: 4 });
+    await send(id, "And what do I like?");
+    expect(replies(harness.fake.requests).at(-1)?.body.messages[1]?.content).toContain("SUMMARY 2");
     // The history is all there.
     expect(await harness.api.store.readRecentMessages(id, 100)).toHaveLength(8);
   });
@@ -76,7 +85,7 @@ describeEachStore("rolling summary", (kind) => {
     harness.fake.chaos = summariseWith(() => ({ kind: "reply", text: "KEPT SUMMARY" }));
     for (const message of ["one", "two", "three"]) await send(id, message);
     const kept = await harness.api.store.readSummary(id);
-    expect(kept).toMatchObject({ text: "KEPT SUMMARY", through: 2 });
+    expect(kept).toMatchObject({ text: "KEPT SUMMARY", through: 4 });
 
     harness.fake.chaos = summariseWith(() => failure);
     const answer = await send(id, "four");
@@ -93,17 +102,16 @@ describeEachStore("rolling summary", (kind) => {
 
   it("never holds a reply for a slow summary: it is abandoned, and counted as estimated", async () => {
     const id = await session();
-    for (const message of ["one", "two"]) await send(id, message);
-    // Replies at once; the summary call never answers.
+    // Replies at once; the summary calls never answer.
     harness.fake.chaos = (request, reply) => (isSummary(request) ? { kind: "hang" } : reply());
-    await send(id, "three");
+    for (const message of ["one", "two", "three"]) await send(id, message);
     await harness.fake.noRequestHanging();
+    expect(summaries(harness.fake.requests)).toHaveLength(2);
     expect(await harness.api.store.readSummary(id)).toBeNull();
     const stored = await harness.api.store.readExchange(id, 3);
     expect(stored?.assistant.usage?.summary).toMatchObject({ estimated: true });
     const ended = await harness.api.call("DELETE", ROUTES.end(id));
-    const replyTokens = (await Promise.all([1, 2, 3].map((seq) => harness.api.store.readExchange(id, seq)))).reduce((sum, exchange) => sum + (exchange?.assistant.usage?.total_tokens ?? 0), 0);
-    expect((ended.body.usage as { total_tokens: number }).total_tokens).toBe(replyTokens + (stored?.assistant.usage?.summary?.total_tokens ?? 0));
+    expect((ended.body.usage as { total_tokens: number; estimated?: boolean })).toMatchObject({ total_tokens: await allCalls(id, 3), estimated: true });
   });
 
   it("counts a kept summary call in the exchange's record and the session's totals", async () => {
@@ -115,7 +123,6 @@ describeEachStore("rolling summary", (kind) => {
     expect(summary?.estimated).toBeUndefined();
     expect(summary?.total_tokens).toBeGreaterThan(0);
     const state = await harness.api.store.readSessionState(id);
-    const calls = await Promise.all([1, 2, 3].map((seq) => harness.api.store.readExchange(id, seq)));
-    expect(state?.usage?.total_tokens).toBe(calls.reduce((sum, exchange) => sum + (exchange?.assistant.usage?.total_tokens ?? 0), 0) + (summary?.total_tokens ?? 0));
+    expect(state?.usage?.total_tokens).toBe(await allCalls(id, 3));
   });
 });

@@ -274,7 +274,7 @@ describe("SessionService", () => {
       ]);
     });
 
-    it("with a summary, holds the exchange before the window, so what leaves it is summarised without a read", async () => {
+    it("with a summary, folds in what the next message's window drops from what it holds, without a read", async () => {
       await store.seedTemplates({ summarised: { name: "Summarised", personalityPrompt: "Gist.", context_window: 2, summary: true } });
       const isSummary = (messages: readonly { content: string }[]) => messages[1]?.content.includes("New messages:") === true;
       // Summaries answer first, so that each is kept.
@@ -284,10 +284,10 @@ describe("SessionService", () => {
       for (const message of ["one", "two", "three", "four"]) await service.send({ sessionId, message });
       await instance().send({ sessionId, message: "five, cold" });
       const summaryCalls = fake.requests.filter((request) => isSummary(request.body.messages));
-      // Every message after the second pushed an exchange out of the window: each one's call had it at hand.
-      expect(summaryCalls.map((request) => request.body.messages[1]?.content.match(/New messages:\nUser: (\w+)/)?.[1])).toEqual(["one", "two", "three"]);
+      // From the second message on, each pushes the exchange before it out of the next window: each call had it at hand.
+      expect(summaryCalls.map((request) => request.body.messages[1]?.content.match(/New messages:\nUser: (\w+)/)?.[1])).toEqual(["one", "two", "three", "four"]);
       expect(store.rangeReads).toBe(0);
-      expect(await store.readSummary(sessionId)).toMatchObject({ text: "the gist", through: 6 });
+      expect(await store.readSummary(sessionId)).toMatchObject({ text: "the gist", through: 8 });
     });
 
     it("on a cold instance, reads meta and history once, then keeps them warm", async () => {

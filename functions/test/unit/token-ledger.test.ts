@@ -21,22 +21,54 @@ function admitted(outcome: MessageAdmission) {
 describe("daily token ledger rules", () => {
   it("reserves a first message's system prompt and need, counted on the UTC day", () => {
     const { outcome, next } = admitMessage("s1", NOON, POLICY, NEED)(null);
-    expect(admitted(outcome)).toEqual({ day: "2026-11-26", tokens: 150 });
+    expect(admitted(outcome)).toEqual({ day: "2026-11-26", tokens: 150, generation: 1, quiet: true });
     expect(next?.daily).toEqual({ day: "2026-11-26", tokens: 150 });
   });
 
-  it("bounds a later message's prompt by the session's last call, from the record", () => {
-    const after = apply(null, admitMessage("s1", NOON, POLICY, NEED), settleTokens("s1", { day: "2026-11-26", tokens: 150 }, { tokens: 90, context: 90 }));
+  it("bounds a sequential message's prompt by the session's last call, from the record", () => {
+    const first = admitted(admitMessage("s1", NOON, POLICY, NEED)(null).outcome);
+    const after = apply(null, admitMessage("s1", NOON, POLICY, NEED), settleTokens("s1", first, { tokens: 90, context: 90 }));
     expect(after?.daily).toEqual({ day: "2026-11-26", tokens: 90 });
-    expect(after?.contexts).toEqual({ s1: 90 });
-    const { outcome } = admitMessage("s1", NOON + 1, POLICY, NEED)(after);
-    expect(admitted(outcome).tokens).toBe(190);
+    expect(after?.contexts?.s1).toMatchObject({ tokens: 90, open: 0 });
+    expect(admitted(admitMessage("s1", NOON + 1, POLICY, NEED)(after).outcome).tokens).toBe(190);
     // Another session of the same user starts from its own first prompt.
     expect(admitted(admitMessage("s2", NOON + 1, POLICY, NEED)(after).outcome).tokens).toBe(150);
   });
 
+  it("keeps the bound of concurrent messages: each admission adds its need, and no settlement lowers it while others may have landed", () => {
+    const a = admitMessage("s1", NOON, POLICY, NEED);
+    const b = admitMessage("s1", NOON, POLICY, NEED);
+    let usage = apply(null, a);
+    const ra = admitted(a(null).outcome);
+    const rb = admitted(b(usage).outcome);
+    usage = apply(usage, b);
+    // B may hold A's exchange: its reservation counts A's need on top of the first prompt.
+    expect(rb).toMatchObject({ tokens: 250, quiet: false });
+    // A settles first, then B: neither may bring the bound down to its own call, which misses the other's exchange.
+    usage = apply(usage, settleTokens("s1", ra, { tokens: 60, context: 60 }), settleTokens("s1", rb, { tokens: 70, context: 70 }));
+    expect(usage?.contexts?.s1).toMatchObject({ tokens: 250, open: 0 });
+    // The next message, alone, reserves from that bound and then brings it down to its real size.
+    const rc = admitted(admitMessage("s1", NOON + 1, POLICY, NEED)(usage).outcome);
+    expect(rc).toMatchObject({ tokens: 350, quiet: true });
+    usage = apply(usage, admitMessage("s1", NOON + 1, POLICY, NEED), settleTokens("s1", rc, { tokens: 200, context: 200 }));
+    expect(usage?.contexts?.s1).toMatchObject({ tokens: 200, open: 0 });
+  });
+
+  it("does not lower the bound for a call whose claim found another message running", () => {
+    const r = admitted(admitMessage("s1", NOON, POLICY, NEED)(null).outcome);
+    const usage = apply(null, admitMessage("s1", NOON, POLICY, NEED), settleTokens("s1", r, { tokens: 60 }));
+    expect(usage?.contexts?.s1).toMatchObject({ tokens: 150, open: 0 });
+  });
+
+  it("forgets reservations left open by a request that died, after longer than a request can run", () => {
+    const stuck = apply(null, admitMessage("s1", NOON, POLICY, NEED));
+    expect(admitted(admitMessage("s1", NOON + 1_000, POLICY, NEED)(stuck).outcome).quiet).toBe(false);
+    expect(admitted(admitMessage("s1", NOON + 121_000, POLICY, NEED)(stuck).outcome).quiet).toBe(true);
+  });
+
   it("refuses a message whose reservation would pass the limit, until the next UTC day, and takes nothing", () => {
-    const nearly = apply(null, admitMessage("s1", NOON, POLICY, NEED), settleTokens("s1", { day: "2026-11-26", tokens: 150 }, { tokens: 860 }));
+    const first = admitted(admitMessage("s1", NOON, POLICY, NEED)(null).outcome);
+    const nearly = apply(null, admitMessage("s1", NOON, POLICY, NEED), settleTokens("s1", first, { tokens: 860 }));
     expect(nearly?.daily?.tokens).toBe(860);
     const { outcome, next } = admitMessage("s2", NOON, POLICY, NEED)(nearly);
     expect(outcome).toEqual({ admitted: false, limit: "tokens", retryAfterMs: 12 * 3_600_000 });
@@ -45,7 +77,7 @@ describe("daily token ledger rules", () => {
     expect(admitMessage("s2", NOON, POLICY, { fresh: 90, firstPrompt: 50 })(nearly).outcome.admitted).toBe(true);
     // The next day starts from zero.
     const tomorrow = Date.parse("2026-11-27T00:00:00Z");
-    expect(admitted(admitMessage("s2", tomorrow, POLICY, NEED)(nearly).outcome)).toEqual({ day: "2026-11-27", tokens: 150 });
+    expect(admitted(admitMessage("s2", tomorrow, POLICY, NEED)(nearly).outcome)).toMatchObject({ day: "2026-11-27", tokens: 150 });
   });
 
   it("counts but never refuses with a limit of 0", () => {
@@ -70,30 +102,27 @@ describe("daily token ledger rules", () => {
 
   it("a refund gives back the reservation, and the message token only when asked", () => {
     const usage = apply(null, admitMessage("s1", NOON, POLICY, NEED));
-    const reservation = { day: "2026-11-26", tokens: 150 };
-    expect(apply(usage, refundMessage(POLICY, reservation, false))).toMatchObject({ tokens: 999, daily: { tokens: 0 } });
-    expect(apply(usage, refundMessage(POLICY, reservation, true))).toMatchObject({ tokens: 1_000, daily: { tokens: 0 } });
+    const reservation = admitted(admitMessage("s1", NOON, POLICY, NEED)(null).outcome);
+    expect(apply(usage, refundMessage(POLICY, "s1", reservation, false))).toMatchObject({ tokens: 999, daily: { tokens: 0 }, contexts: { s1: { open: 0 } } });
+    expect(apply(usage, refundMessage(POLICY, "s1", reservation, true))).toMatchObject({ tokens: 1_000, daily: { tokens: 0 } });
   });
 
-  it("a settlement after midnight leaves the reservation on its day and counts the spent tokens on the new one", () => {
+  it("a settlement after midnight leaves the reservation on its day and counts the spent tokens on the day the record holds", () => {
+    const reservation = admitted(admitMessage("s1", NOON, POLICY, NEED)(null).outcome);
     const yesterday = apply(null, admitMessage("s1", NOON, POLICY, NEED));
     const today = apply(yesterday, admitMessage("s2", Date.parse("2026-11-27T00:00:01Z"), POLICY, NEED));
     expect(today?.daily).toEqual({ day: "2026-11-27", tokens: 150 });
-    const settled = apply(today, settleTokens("s1", { day: "2026-11-26", tokens: 150 }, { tokens: 40 }));
+    const settled = apply(today, settleTokens("s1", reservation, { tokens: 40 }));
     expect(settled?.daily).toEqual({ day: "2026-11-27", tokens: 190 });
   });
 
   it("adds up the day's cost, and forgets the contexts of released sessions", () => {
-    const reservation = { day: "2026-11-26", tokens: 150 };
-    const usage = apply(
-      null,
-      admitMessage("s1", NOON, POLICY, NEED),
-      settleTokens("s1", reservation, { tokens: 100, costUsd: 0.000123, context: 100 }),
-      admitMessage("s1", NOON, POLICY, NEED),
-      settleTokens("s1", { ...reservation, tokens: 200 }, { tokens: 100, costUsd: 0.000001, context: 100 }),
-    );
+    const first = admitted(admitMessage("s1", NOON, POLICY, NEED)(null).outcome);
+    const once = apply(null, admitMessage("s1", NOON, POLICY, NEED), settleTokens("s1", first, { tokens: 100, costUsd: 0.000123, context: 100 }));
+    const second = admitted(admitMessage("s1", NOON, POLICY, NEED)(once).outcome);
+    const usage = apply(once, admitMessage("s1", NOON, POLICY, NEED), settleTokens("s1", second, { tokens: 100, costUsd: 0.000001, context: 100 }));
     expect(usage?.daily).toEqual({ day: "2026-11-26", tokens: 200, cost_usd: 0.000124 });
-    expect(usage?.contexts).toEqual({ s1: 100 });
+    expect(usage?.contexts?.s1).toMatchObject({ tokens: 100 });
     expect(apply(usage, releaseSession("s1"))?.contexts).toBeUndefined();
   });
 

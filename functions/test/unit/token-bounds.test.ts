@@ -13,16 +13,17 @@ import { FakeOpenAiServer, type RecordedRequest } from "../support/fake-openai-s
 import { POLICY } from "../support/fixtures";
 
 /**
- * Review findings on the token ledger (issue 10): each test states an invariant the issue asks
+ * Found in review of the token ledger (issue 10): each test states an invariant the issue asks
  * for, and fails on the code as committed.
  */
 
-const WIDE: Template = { name: "Wide", personalityPrompt: "You are wide.", context_window: 10 };
-const MAX_TOKENS = 50; // GENERATION_DEFAULTS.max_tokens
+/** Room for the long reply below: a provider's reply never passes max_tokens, though the fake's would. */
+const MAX_TOKENS = 1_000;
+const WIDE: Template = { name: "Wide", personalityPrompt: "You are wide.", context_window: 10, max_tokens: MAX_TOKENS };
 
 const lastUser = (request: RecordedRequest) => request.body.messages.at(-1)?.content ?? "";
 
-describe("review: token ledger and rolling summary (issue 10)", () => {
+describe("token bounds of the ledger and the rolling summary", () => {
   let fake: FakeOpenAiServer;
   let model: ChatModel;
   beforeAll(async () => {
@@ -74,7 +75,7 @@ describe("review: token ledger and rolling summary (issue 10)", () => {
     await Promise.all([chat.send({ sessionId, message: longA }), chat.send({ sessionId, message: "B" })]);
 
     const before = (await usageOf(store, userId))!;
-    const context = before.contexts?.[sessionId] ?? 0;
+    const context = before.contexts?.[sessionId]?.tokens ?? 0;
     const need = estimatePromptTokens([{ role: "user", content: "C" }]) + MAX_TOKENS;
     // Exactly the reservation C makes: C is admitted, and the limit must hold after it settles.
     usage.tokensPerDay = before.daily!.tokens + context + need;
