@@ -14,7 +14,7 @@ import { POLICY } from "../support/fixtures";
 
 /**
  * Found in review of the token ledger (issue 10): each test states an invariant the issue asks
- * for, and fails on the code as committed.
+ * for, and each failed on the ledger as first written.
  */
 
 /** Room for the long reply below: a provider's reply never passes max_tokens, though the fake's would. */
