@@ -1,4 +1,4 @@
-import { buildPrompt, planPrompt, SUMMARY_HEADING, type PromptInput } from "../../src/session/context-window";
+import { planPrompt, SUMMARY_HEADING, type PromptInput } from "../../src/session/context-window";
 import { calibration, estimateMessageTokens, estimatePromptTokens, REPLY_PRIMING_TOKENS } from "../../src/session/token-estimate";
 import type { ChatMessage } from "../../src/store/records";
 
@@ -13,7 +13,12 @@ function history(count: number): ChatMessage[] {
 
 const SYSTEM = "You are a test personality.";
 
-describe("buildPrompt", () => {
+/** The prompt of a template without a token budget: the count window alone. */
+function buildPrompt(systemPrompt: string, messages: readonly ChatMessage[], window: number, userMessage: string) {
+  return planPrompt({ systemPrompt, history: messages, maxMessages: window, calibration: 1, userMessage }).messages;
+}
+
+describe("planPrompt with a count window only", () => {
   it("starts with the system prompt and ends with the new user message", () => {
     const prompt = buildPrompt(SYSTEM, history(4), 10, "new question");
     expect(prompt[0]).toEqual({ role: "system", content: SYSTEM });
