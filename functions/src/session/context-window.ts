@@ -1,10 +1,24 @@
 import type { PromptMessage } from "../llm/chat-model";
 import type { ChatMessage } from "../store/records";
-import { estimateMessageTokens, REPLY_PRIMING_TOKENS } from "./token-estimate";
+import { estimateMessageTokens, estimateRecurring, REPLY_PRIMING_TOKENS } from "./token-estimate";
 
 /** The last `n` messages; none for `n <= 0` (where `slice(-0)` would keep them all). */
 export function lastMessages<T>(messages: readonly T[], n: number): T[] {
   return n > 0 ? messages.slice(-n) : [];
+}
+
+/**
+ * The estimate of a stored message, made once: a warm session hands the same message objects to
+ * every prompt while they stay in its window, and they never change.
+ */
+const storedEstimates = new WeakMap<ChatMessage, number>();
+function estimateStored(message: ChatMessage): number {
+  let tokens = storedEstimates.get(message);
+  if (tokens === undefined) {
+    tokens = estimateMessageTokens(message.content);
+    storedEstimates.set(message, tokens);
+  }
+  return tokens;
 }
 
 /** Heads the summary's system message, so the model reads it as context, not as instructions. */
@@ -54,14 +68,14 @@ export function planPrompt(input: PromptInput): PromptPlan {
   if (summary) head.push({ role: "system", content: SUMMARY_HEADING + summary });
 
   let estimate = REPLY_PRIMING_TOKENS + estimateMessageTokens(userMessage);
-  for (const message of head) estimate += estimateMessageTokens(message.content);
+  for (const message of head) estimate += estimateRecurring(message.content);
   const limit = Math.min(Math.max(maxMessages, 0), history.length);
   let sent = 0;
   // Newest first, each message estimated once: the plan costs O(window), not O(window²).
   while (sent < limit) {
     const message = history[history.length - 1 - sent];
     if (message === undefined) break;
-    const cost = estimateMessageTokens(message.content);
+    const cost = estimateStored(message);
     if (contextTokens !== undefined && (estimate + cost) * calibration - contextTokens > ROUNDING) break;
     estimate += cost;
     sent += 1;

@@ -7,7 +7,7 @@ import { lastMessages, planPrompt, SUMMARY_HEADING, type PromptPlan } from "./co
 import { modelFacts } from "../llm/model-table";
 import { callUsage } from "./call-usage";
 import { backlog, SUMMARY_CALL_TOKENS, SUMMARY_MAX_TOKENS, SummaryCall, type SummaryResult } from "./rolling-summary";
-import { calibration, estimatePromptTokens } from "./token-estimate";
+import { calibration, estimatePromptTokens, estimateRecurring, REPLY_PRIMING_TOKENS } from "./token-estimate";
 import { addUsage } from "./token-usage";
 import type { Identity } from "../auth/identity";
 import {
@@ -164,7 +164,7 @@ function seconds(ms: number): number {
  */
 function tokenNeed(meta: SessionMeta, message: string): TokenNeed {
   const { settings } = meta;
-  const system = estimatePromptTokens([{ role: "system", content: meta.system_prompt }]);
+  const system = REPLY_PRIMING_TOKENS + estimateRecurring(meta.system_prompt);
   const added = estimatePromptTokens([{ role: "user", content: message }]);
   const model = modelFacts(settings.model);
   if (model && system + added + settings.max_tokens > model.contextTokens) {

@@ -33,6 +33,21 @@ export function estimatePromptTokens(messages: readonly { readonly role: string;
   return tokens;
 }
 
+/** Texts sent with every message of a session (system prompts, summaries): few, estimated once each. */
+const recurring = new Map<string, number>();
+const MAX_RECURRING = 256;
+
+/** `estimateMessageTokens` of a text that recurs across messages, from a small cache. */
+export function estimateRecurring(content: string): number {
+  let tokens = recurring.get(content);
+  if (tokens === undefined) {
+    if (recurring.size >= MAX_RECURRING) recurring.clear();
+    tokens = estimateMessageTokens(content);
+    recurring.set(content, tokens);
+  }
+  return tokens;
+}
+
 /** One message's share of `estimatePromptTokens`: its content and its format tokens. */
 export function estimateMessageTokens(content: string): number {
   return TOKENS_PER_MESSAGE + estimateTokens(content);
