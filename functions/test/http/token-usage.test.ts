@@ -188,3 +188,53 @@ describeWithRtdb("daily token limit across two instances", () => {
     expect(harness.fake.requests).toHaveLength(ok.length);
   });
 });
+
+describeEachStore("token budget", (kind) => {
+  let harness: Harness;
+
+  beforeAll(async () => {
+    harness = await startHarness({ store: kind, env: { USER_TOKENS_PER_DAY: "0" } });
+    await harness.api.store.seedTemplates({
+      // A budget of about two short messages besides the prompt.
+      budgeted: { name: "Budgeted", personalityPrompt: "You are brief.", context_window: 10, context_tokens: 60 },
+      // A model of 16,385 tokens in all, most of them kept for the reply.
+      small: { name: "Small", personalityPrompt: "You are brief.", model: "gpt-3.5-turbo", max_tokens: 15_000 },
+    });
+  });
+  afterAll(async () => harness.close());
+  beforeEach(() => { harness.fake.reset(); });
+
+  it("sends the newest history that fits the budget, and a message over it alone with the system prompt", async () => {
+    const id = await create(harness.api, newUser(), "budgeted");
+    const said = ["one", "two", "three", "four"].map((n) => `This is message ${n}, which has a few words.`);
+    for (const message of said) expect((await harness.api.call("POST", ROUTES.message(id), { message })).status).toBe(200);
+    const windowed = harness.fake.requests.at(-1)!.body.messages.map((message) => message.content);
+    // Fewer than the six history messages the count window allows: the newest, in order.
+    const history = windowed.slice(1, -1);
+    expect(history.length).toBeGreaterThan(0);
+    expect(history.length).toBeLessThan(6);
+    const all = said.slice(0, 3).flatMap((message, i) => [message, `reply #${i + 1} to: ${message}`]);
+    expect(history).toEqual(all.slice(-history.length));
+    expect(windowed.at(-1)).toBe(said[3]);
+
+    const long = "word ".repeat(200).trim();
+    expect((await harness.api.call("POST", ROUTES.message(id), { message: long })).status).toBe(200);
+    expect(harness.fake.requests.at(-1)?.body.messages).toEqual([
+      { role: "system", content: "You are brief." },
+      { role: "user", content: long },
+    ]);
+  });
+
+  it("refuses with 400 MESSAGE_TOO_LONG a message that cannot fit the model's whole context, storing and reserving nothing", async () => {
+    const user = newUser();
+    const id = await create(harness.api, user, "small");
+    const refused = await harness.api.call("POST", ROUTES.message(id), { message: "∑".repeat(1_000) });
+    expect(refused.status).toBe(400);
+    expect(refused.body.error?.code).toBe("MESSAGE_TOO_LONG");
+    expect(harness.fake.requests).toHaveLength(0);
+    expect((await harness.api.store.readSessionState(id))?.message_count).toBe(0);
+    expect((await usageOf(harness.api.store, user))?.daily).toBeUndefined();
+    // A shorter one fits.
+    expect((await harness.api.call("POST", ROUTES.message(id), { message: "short" })).status).toBe(200);
+  });
+});
