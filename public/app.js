@@ -15,6 +15,7 @@ const ui = {
   session: $("session"),
   templateName: $("template-name"),
   count: $("count"),
+  tokens: $("tokens"),
   endButton: /** @type {HTMLButtonElement} */ ($("end-button")),
   log: $("log"),
   composer: /** @type {HTMLFormElement} */ ($("composer")),
@@ -318,6 +319,7 @@ async function startSession(event) {
     ui.session.dataset.sessionId = body.session_id;
     ui.templateName.textContent = body.template_name;
     ui.count.textContent = "0";
+    ui.tokens.textContent = "0";
     ui.log.replaceChildren();
     ui.startForm.hidden = true;
     ui.session.hidden = false;
@@ -402,6 +404,8 @@ async function sendMessage(event) {
     reply.body.textContent = finished.response;
     if (finished.truncated) addNote(reply.item, "(cut at the personality's length limit)");
     ui.count.textContent = String(finished.message_count);
+    // The session's tokens so far, as the replies report them (the end's answer gives the full total, summaries included).
+    if (finished.usage) ui.tokens.textContent = String(Number(ui.tokens.textContent) + finished.usage.total_tokens);
     setState("active");
     showStatus(`Reply complete. Messages: ${finished.message_count}.`);
     ui.message.focus();
@@ -432,6 +436,7 @@ async function endSession() {
     const body = await readJson(response);
     if (response.ok && body?.success) {
       ui.count.textContent = String(body.message_count);
+      if (body.usage) ui.tokens.textContent = String(body.usage.total_tokens);
       closeSession(`Session ended: ${body.message_count} message${body.message_count === 1 ? "" : "s"} in ${Math.round(body.duration_seconds)} s.`);
       return;
     }

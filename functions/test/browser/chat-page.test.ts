@@ -4,6 +4,7 @@ import type { Page } from "playwright-core";
 import { startEmulatorProject, type EmulatorProject } from "../e2e/emulator-project";
 import { describeWithChromium, launchChromium, type LaunchedBrowser } from "../support/chromium";
 import { ROUTES, startHarness, type Harness } from "../support/http-harness";
+import { fakeUsage } from "../support/fake-openai-server";
 
 /** What the page shows of the reply being written. */
 interface ReplyView {
@@ -101,6 +102,9 @@ describeWithChromium("the chat page in Chromium", () => {
     expect(await page.textContent("#count")).toBe("1");
     expect(await page.textContent("#log .user .text")).toBe("Tell me a story");
     expect(harness.fake.requests.at(-1)?.body.messages.at(-1)).toEqual({ role: "user", content: "Tell me a story" });
+    // The tokens the provider reported for the reply.
+    const usage = fakeUsage(harness.fake.requests.at(-1)!.body, chunks.join(""));
+    expect(await page.textContent("#tokens")).toBe(String(usage.prompt_tokens + usage.completion_tokens));
 
     const screenshot = join(tmpdir(), `chatify-chat-page-${Date.now()}.png`);
     await page.screenshot({ path: screenshot, fullPage: true });
