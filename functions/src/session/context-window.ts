@@ -1,6 +1,6 @@
 import type { PromptMessage } from "../llm/chat-model";
 import type { ChatMessage } from "../store/records";
-import { estimateMessageTokens, estimateRecurring, REPLY_PRIMING_TOKENS } from "./token-estimate";
+import { estimateMessageTokens, estimateRecurring, REPLY_PRIMING_TOKENS, TOKENS_PER_MESSAGE } from "./token-estimate";
 
 /** The last `n` messages; none for `n <= 0` (where `slice(-0)` would keep them all). */
 export function lastMessages<T>(messages: readonly T[], n: number): T[] {
@@ -91,4 +91,36 @@ export function planPrompt(input: PromptInput): PromptPlan {
     sent,
     promptEstimate: estimate,
   };
+}
+
+/**
+ * Where the next prompt's token window is expected to start (a message position), so that a
+ * rolling summary can fold in, ahead, what that prompt will drop: the history sent now, then this
+ * message and a reply of `replyTokens`, under the same budget and calibration, with room for a
+ * summary of `summaryTokens` and a next message as long as this one. Past the new exchange
+ * (`firstSent + sent.length + 2`) when not even it would fit. An estimate: a longer next message
+ * drops more, and what it drops is folded in beside its own reply.
+ */
+export function nextWindowStart(input: {
+  readonly systemPrompt: string;
+  readonly summaryTokens: number;
+  readonly sent: readonly ChatMessage[];
+  readonly firstSent: number;
+  readonly userMessage: string;
+  readonly replyTokens: number;
+  readonly contextTokens: number;
+  readonly calibration: number;
+}): number {
+  const { sent, firstSent, calibration, contextTokens } = input;
+  const message = estimateMessageTokens(input.userMessage);
+  let estimate = REPLY_PRIMING_TOKENS + estimateRecurring(input.systemPrompt) + TOKENS_PER_MESSAGE + input.summaryTokens + message;
+  const costs = [...sent.map(estimateStored), message, TOKENS_PER_MESSAGE + input.replyTokens];
+  let start = firstSent + costs.length;
+  for (let i = costs.length - 1; i >= 0; i -= 1) {
+    const cost = costs[i] ?? 0;
+    if ((estimate + cost) * calibration - contextTokens > ROUNDING) break;
+    estimate += cost;
+    start -= 1;
+  }
+  return start;
 }

@@ -19,18 +19,13 @@ export interface UsagePolicy {
 
 export type Admission = { readonly admitted: true } | { readonly admitted: false; readonly retryAfterMs: number };
 
-/**
- * The model tokens a message's calls may use, reserved against the daily limit until its commit
- * settles them; with what settling needs to know of the session's context bound (see below).
- */
+/** The model tokens a message's calls may use, reserved against the daily limit until its commit settles them. */
 export interface Reservation {
   /** The UTC day whose count holds it. */
   readonly day: string;
   readonly tokens: number;
-  /** The session's admission count when this one was admitted: a later admission changes it. */
-  readonly generation: number;
-  /** No other message of the session was between admission and settlement when this one was admitted. */
-  readonly quiet: boolean;
+  /** What it added to the session's context bound, taken back when its exchange cannot have landed. */
+  readonly fresh: number;
 }
 
 export type MessageAdmission =
@@ -52,11 +47,15 @@ export interface TokenNeed {
 export interface Spent {
   readonly tokens: number;
   readonly costUsd?: number;
-  /**
-   * The reply call's prompt and completion tokens, when its prompt held every exchange stored
-   * before it (its claim found no other message running): then they bound the next prompt.
-   */
-  readonly context?: number;
+  /** Present when the message's exchange may have been stored (its commit was sent). */
+  readonly exchange?: {
+    /** The reply call's prompt and completion tokens. */
+    readonly context: number;
+    /** The `message_count` its claim saw: its prompt holds the exchanges up to that one. */
+    readonly claimedCount: number;
+    /** Its claim found no other message of the session running. */
+    readonly alone: boolean;
+  };
 }
 
 const MINUTE = 60_000;
@@ -77,10 +76,12 @@ export function utcDay(now: number): string {
  *
  * The bound (`contexts[sessionId].tokens`) holds the largest prompt, less the new message, that
  * any coming message of the session can send. A prompt holds at most the one before it, that
- * call's reply and whatever exchanges landed meanwhile (what leaves the window only shrinks it),
- * so each admission raises the bound by its own need, and a settlement brings it down to the
- * call's real size only when nothing else can have landed beside it: no other message open when
- * it was admitted, none admitted since, none running at its claim.
+ * call's reply and whatever exchanges landed meanwhile (what leaves the window only shrinks it; a
+ * token window never reaches back past where the last prompt's began), so each admission raises
+ * the bound by its own need, a message whose exchange cannot have landed takes its need back, and
+ * a settlement brings the bound down to its call's real size only when no other exchange can land
+ * outside that call's prompt: no other message open, none settled that claimed at or after its
+ * count, and none running when it claimed.
  */
 export function admitMessage(sessionId: string, now: number, policy: UsagePolicy, need: TokenNeed): UsageRule<MessageAdmission> {
   return (usage) => {
@@ -91,21 +92,20 @@ export function admitMessage(sessionId: string, now: number, policy: UsagePolicy
     const day = utcDay(now);
     const used = usage?.daily?.day === day ? usage.daily : { day, tokens: 0 };
     const context = usage?.contexts?.[sessionId];
-    const open = context && now - context.at <= OPEN_RESERVATION_MS ? context.open : 0;
     const reserved = Math.ceil((context?.tokens ?? need.firstPrompt) + need.fresh);
     if (policy.tokensPerDay > 0 && used.tokens + reserved > policy.tokensPerDay) {
       return { outcome: { admitted: false, limit: "tokens", retryAfterMs: Date.parse(`${day}T00:00:00Z`) + DAY - now } };
     }
-    const generation = (context?.generation ?? 0) + 1;
+    const open = context && now - context.at <= OPEN_RESERVATION_MS ? context.open : 0;
     const sessions = { ...liveSessions(usage, now, policy), [sessionId]: now };
     return {
-      outcome: { admitted: true, reservation: { day, tokens: reserved, generation, quiet: open === 0 } },
+      outcome: { admitted: true, reservation: { day, tokens: reserved, fresh: Math.ceil(need.fresh) } },
       next: withoutUndefined({
         tokens: tokens - 1,
         refilled_at: Math.max(now, usage?.refilled_at ?? now),
         sessions,
         daily: { ...used, tokens: used.tokens + reserved },
-        contexts: { ...liveContexts(usage, sessions), [sessionId]: { tokens: reserved, open: open + 1, generation, at: now } },
+        contexts: { ...liveContexts(usage, sessions), [sessionId]: { tokens: reserved, open: open + 1, landed: context?.landed ?? 0, at: now } },
       }),
     };
   };
@@ -115,7 +115,7 @@ export function admitMessage(sessionId: string, now: number, policy: UsagePolicy
  * Settles a message's reservation with what its calls used, whatever became of the exchange (the
  * provider charged them): the day's count moves from the reservation to the tokens spent (on the
  * day the record counts: a reservation from a day that has ended stays in that day's count), and
- * the session's context bound comes down to the call's real size when it safely can (see admitMessage).
+ * the session's context bound follows what the message's exchange can add (see admitMessage).
  */
 export function settleTokens(sessionId: string, reservation: Reservation, spent: Spent): UsageRule<undefined> {
   return (usage) => {
@@ -128,8 +128,16 @@ export function settleTokens(sessionId: string, reservation: Reservation, spent:
     const context = usage.contexts?.[sessionId];
     if (!context) return { outcome: undefined, next: { ...usage, daily } };
     const open = Math.max(0, context.open - 1);
-    const alone = open === 0 && reservation.quiet && context.generation === reservation.generation && spent.context !== undefined;
-    const settled = { ...context, open, tokens: alone ? (spent.context ?? context.tokens) : context.tokens };
+    const { exchange } = spent;
+    let settled: typeof context;
+    if (!exchange) {
+      // Nothing of this message can reach a prompt: its need comes off the bound (no bound was
+      // lowered since it was admitted, as it was open all along).
+      settled = { ...context, open, tokens: Math.max(0, context.tokens - reservation.fresh) };
+    } else {
+      const alone = exchange.alone && open === 0 && context.landed <= exchange.claimedCount;
+      settled = { ...context, open, tokens: alone ? exchange.context : context.tokens, landed: Math.max(context.landed, exchange.claimedCount + 1) };
+    }
     return { outcome: undefined, next: { ...usage, daily, contexts: { ...usage.contexts, [sessionId]: settled } } };
   };
 }

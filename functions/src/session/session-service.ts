@@ -3,7 +3,7 @@ import type { ChatModel, Completion, CompletionRequest, DeltaListener } from "..
 import type { ChatMessage, Exchange, GenerationSettings, ReplyUsage, SessionMeta, SessionState, SessionSummary, Template, TokenUsage } from "../store/records";
 import type { HistoryWindow, Ruled, SessionStore } from "../store/session-store";
 import { StoreDataError } from "../store/errors";
-import { lastMessages, planPrompt, SUMMARY_HEADING, type PromptPlan } from "./context-window";
+import { lastMessages, nextWindowStart, planPrompt, SUMMARY_HEADING, type PromptPlan } from "./context-window";
 import { modelFacts } from "../llm/model-table";
 import { callUsage } from "./call-usage";
 import { backlog, SUMMARY_CALL_TOKENS, SUMMARY_MAX_TOKENS, SummaryCall, type SummaryResult } from "./rolling-summary";
@@ -22,7 +22,7 @@ import {
 } from "./errors";
 import { resolveGenerationSettings } from "./generation-settings";
 import { fingerprint, keyHash } from "./idempotency";
-import { admitMessage, admitSession, refundMessage, releaseSession, settleTokens, type Reservation, type TokenNeed, type UsagePolicy } from "./limits";
+import { admitMessage, admitSession, refundMessage, releaseSession, settleTokens, type Reservation, type Spent, type TokenNeed, type UsagePolicy } from "./limits";
 import {
   appendRule,
   claimRequest,
@@ -193,7 +193,24 @@ function completionRequest(meta: SessionMeta, plan: PromptPlan): CompletionReque
  * so that what leaves the window with the next message is at hand for its summary call, unread.
  */
 function heldMessages(settings: GenerationSettings): number {
-  return settings.context_window + (settings.summary ? 2 : 0);
+  return windowMessages(settings) + (settings.summary ? 2 : 0);
+}
+
+/**
+ * The most history messages a prompt sends. With a summary, at least the last exchange, whatever
+ * the template says: a summary made beside a reply is first sent with the next message, so it
+ * cannot hold the exchange just before that message.
+ */
+function windowMessages(settings: GenerationSettings): number {
+  return settings.summary ? Math.max(2, settings.context_window) : settings.context_window;
+}
+
+/** A prompt as planned, with what the rolling summary needs of it. */
+interface Planned extends PromptPlan {
+  /** The history messages sent, oldest first, and the position of the first of them (of the new message when none). */
+  readonly sentMessages: readonly ChatMessage[];
+  readonly firstSent: number;
+  readonly calibration: number;
 }
 
 /** The position of a window's first message (exchange n's messages are 2n-1 and 2n). */
@@ -342,7 +359,7 @@ export class SessionService {
         }
       : input.onDelta;
     let window: HistoryWindow;
-    let plan: PromptPlan;
+    let plan: Planned;
     let summaryCall: SummaryCall | undefined;
     let completion: Completion;
     try {
@@ -350,7 +367,7 @@ export class SessionService {
       // A summary that cannot be read is left out of this prompt: it never holds a message up.
       const summary = summaryRead ? await summaryRead.catch(() => null) : null;
       plan = this.plan(warm.meta, window, summary, input.message);
-      summaryCall = this.startSummary(sessionId, warm.meta, window, plan, summary);
+      summaryCall = this.startSummary(sessionId, warm.meta, window, plan, summary, input.message);
       // Text already sent down an HTTP stream cannot be taken back; a partial in the database can,
       // so without a stream the model call keeps its retries past the first delta.
       completion = await this.options.model.complete(completionRequest(warm.meta, plan), onDelta, input.onDelta || !onDelta ? undefined : () => { partial.restart(); });
@@ -370,7 +387,12 @@ export class SessionService {
     // The summary is kept if its call has finished by now; else it is abandoned: the reply never waits.
     const summarised: SummaryResult = summaryCall?.finish() ?? {};
     const reply = callUsage(completion, warm.meta.settings.model, plan.promptEstimate);
-    const usage: ReplyUsage = { ...reply, prompt_estimate: plan.promptEstimate, ...(summarised.usage ? { summary: summarised.usage } : {}) };
+    const usage: ReplyUsage = {
+      ...reply,
+      prompt_estimate: plan.promptEstimate,
+      ...(warm.meta.settings.context_tokens === undefined ? {} : { window_from: plan.firstSent }),
+      ...(summarised.usage ? { summary: summarised.usage } : {}),
+    };
     const answeredAt = Math.max(clock(), receivedAt);
     const exchange: Exchange = {
       user: { role: "user", content: input.message, timestamp: receivedAt },
@@ -379,8 +401,9 @@ export class SessionService {
     const calls = summarised.usage ? addUsage(reply, summarised.usage) : reply;
     // Sent with the commit, not after it: neither adds a round trip. The reservation is settled
     // whatever the commit's fate: the provider charged the calls either way.
-    // A prompt that held every stored exchange (no other message ran beside this one) bounds the next.
-    const sideWrites: Promise<unknown>[] = [this.settle(user, sessionId, reservation, calls, claimed.alone ? reply.total_tokens : undefined)];
+    const sideWrites: Promise<unknown>[] = [
+      this.settle(user, sessionId, reservation, calls, { context: reply.total_tokens, claimedCount: claimed.messageCount, alone: claimed.alone }),
+    ];
     if (summarised.summary) sideWrites.push(store.writeSummary(sessionId, summarised.summary).catch(() => false));
     let result: Ruled<AppendOutcome>;
     try {
@@ -430,30 +453,50 @@ export class SessionService {
 
   /**
    * The prompt: the template's, the summary (messages it covers are not sent again), the window
-   * that fits the session's token budget, and the new message.
+   * that fits the session's token budget, and the new message. A token window never reaches back
+   * past where the session's last prompt began: so each prompt holds at most the last one, its
+   * reply and what landed since, which is what the daily limit's reservation counts on.
    */
-  private plan(meta: SessionMeta, window: HistoryWindow, summary: SessionSummary | null, message: string): PromptPlan {
+  private plan(meta: SessionMeta, window: HistoryWindow, summary: SessionSummary | null, message: string): Planned {
     const { settings } = meta;
     const first = firstPosition(window);
-    const covered = Math.max(0, (summary?.through ?? 0) - first + 1);
-    return planPrompt({
+    const lastFrom = settings.context_tokens === undefined ? undefined : window.messages.at(-1)?.usage?.window_from;
+    const skip = Math.max(0, Math.max(summary?.through ?? 0, (lastFrom ?? 0) - 1) - first + 1);
+    const history = window.messages.slice(skip);
+    const factor = calibration(lastReported(window.messages));
+    const plan = planPrompt({
       systemPrompt: meta.system_prompt,
       ...(summary ? { summary: summary.text } : {}),
-      history: window.messages.slice(covered),
-      maxMessages: settings.context_window,
+      history,
+      maxMessages: windowMessages(settings),
       ...(settings.context_tokens === undefined ? {} : { contextTokens: settings.context_tokens }),
-      calibration: calibration(lastReported(window.messages)),
+      calibration: factor,
       userMessage: message,
     });
+    return { ...plan, sentMessages: history.slice(history.length - plan.sent), firstSent: 2 * window.through - plan.sent + 1, calibration: factor };
   }
 
   /**
-   * Starts the summary call when messages leave the window that the summary does not hold yet:
-   * those still in hand are taken from the window, older ones read, beside the reply's call.
+   * Starts the summary call when messages leave the window, now or with the next message, that
+   * the summary does not hold yet: those still in hand are taken from the window, older ones
+   * read, beside the reply's call.
    */
-  private startSummary(sessionId: string, meta: SessionMeta, window: HistoryWindow, plan: PromptPlan, summary: SessionSummary | null): SummaryCall | undefined {
-    if (!meta.settings.summary) return undefined;
-    const due = backlog(summary?.through ?? 0, { through: window.through, firstSent: 2 * window.through - plan.sent + 1, maxMessages: meta.settings.context_window });
+  private startSummary(sessionId: string, meta: SessionMeta, window: HistoryWindow, plan: Planned, summary: SessionSummary | null, message: string): SummaryCall | undefined {
+    const { settings } = meta;
+    if (!settings.summary) return undefined;
+    const nextTokenStart = settings.context_tokens === undefined
+      ? 0
+      : nextWindowStart({
+          systemPrompt: meta.system_prompt,
+          summaryTokens: estimateRecurring(SUMMARY_HEADING) + SUMMARY_MAX_TOKENS,
+          sent: plan.sentMessages,
+          firstSent: plan.firstSent,
+          userMessage: message,
+          replyTokens: settings.max_tokens,
+          contextTokens: settings.context_tokens,
+          calibration: plan.calibration,
+        });
+    const due = backlog(summary?.through ?? 0, { through: window.through, firstSent: Math.max(plan.firstSent, nextTokenStart), maxMessages: windowMessages(settings) });
     if (!due) return undefined;
     const first = firstPosition(window);
     const messages = due.first >= first
@@ -463,7 +506,7 @@ export class SessionService {
           if (read.length !== due.last - due.first + 1) throw new Error("the backlog is not all stored yet");
           return read;
         });
-    return new SummaryCall(this.options.model, meta.settings, summary, messages, due.first, this.options.clock);
+    return new SummaryCall(this.options.model, settings, summary, messages, due.first, this.options.clock);
   }
 
   /**
@@ -515,14 +558,15 @@ export class SessionService {
   }
 
   /**
-   * Settles a reservation with what the message's calls spent (`context`: the reply call's tokens,
-   * which bound the session's next prompt). A lost settlement leaves the reservation counted.
+   * Settles a reservation with what the message's calls spent (`exchange`: what the session's
+   * context bound needs of the reply, once its commit is sent). A lost settlement leaves the
+   * reservation counted.
    */
-  private settle(userKey: string, sessionId: string, reservation: Reservation, spent: TokenUsage, context: number | undefined): Promise<void> {
+  private settle(userKey: string, sessionId: string, reservation: Reservation, spent: TokenUsage, exchange: Spent["exchange"]): Promise<void> {
     const rule = settleTokens(sessionId, reservation, {
       tokens: spent.total_tokens,
       ...(spent.cost_usd === undefined ? {} : { costUsd: spent.cost_usd }),
-      ...(context === undefined ? {} : { context }),
+      ...(exchange === undefined ? {} : { exchange }),
     });
     return this.options.store.updateUsage(userKey, rule).catch(() => undefined);
   }

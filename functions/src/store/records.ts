@@ -29,11 +29,14 @@ export type TokenUsage = z.infer<typeof tokenUsageSchema>;
 
 /**
  * A reply's model call, kept with the exchange: its usage, the service's own estimate of the
- * prompt it sent (`prompt_estimate`, which calibrates the next estimates of the session), and
- * the summary call that ran beside it, if one was kept or abandoned.
+ * prompt it sent (`prompt_estimate`, which calibrates the next estimates of the session), where
+ * a token window began (`window_from`: the next one never reaches back past it), and the summary
+ * call that ran beside it, if one was kept or abandoned.
  */
 export const replyUsageSchema = tokenUsageSchema.extend({
   prompt_estimate: tokenCount.optional(),
+  /** With a token budget: the position of the first history message the prompt sent (the new message's when none). */
+  window_from: z.number().int().min(1).optional(),
   summary: tokenUsageSchema.optional(),
 });
 export type ReplyUsage = z.infer<typeof replyUsageSchema>;
@@ -156,9 +159,10 @@ export const userUsageSchema = z.object({
   daily: z.object({ day: z.string(), tokens: z.number().min(0), cost_usd: z.number().min(0).optional() }).optional(),
   /**
    * Per live session, what bounds its next prompt when its tokens are reserved (see limits.ts):
-   * the bound, the reservations open (admitted, not settled) as of `at`, and the admissions so far.
+   * the bound, the reservations open (admitted, not settled) as of `at`, and the highest claim
+   * count (plus one) of a settled message.
    */
-  contexts: z.record(z.string(), z.object({ tokens: z.number().min(0), open: z.number().int().min(0), generation: z.number().int().min(0), at: z.number() })).optional(),
+  contexts: z.record(z.string(), z.object({ tokens: z.number().min(0), open: z.number().int().min(0), landed: z.number().int().min(0), at: z.number() })).optional(),
 });
 export type UserUsage = z.infer<typeof userUsageSchema>;
 

@@ -19,17 +19,20 @@ function admitted(outcome: MessageAdmission) {
 }
 
 describe("daily token ledger rules", () => {
+  /** What a settlement says of an exchange whose commit was sent: its call's size, the count its claim saw, whether it ran alone. */
+  const landed = (context: number, claimedCount: number, alone = true) => ({ tokens: context, exchange: { context, claimedCount, alone } });
+
   it("reserves a first message's system prompt and need, counted on the UTC day", () => {
     const { outcome, next } = admitMessage("s1", NOON, POLICY, NEED)(null);
-    expect(admitted(outcome)).toEqual({ day: "2026-11-26", tokens: 150, generation: 1, quiet: true });
+    expect(admitted(outcome)).toEqual({ day: "2026-11-26", tokens: 150, fresh: 100 });
     expect(next?.daily).toEqual({ day: "2026-11-26", tokens: 150 });
   });
 
   it("bounds a sequential message's prompt by the session's last call, from the record", () => {
     const first = admitted(admitMessage("s1", NOON, POLICY, NEED)(null).outcome);
-    const after = apply(null, admitMessage("s1", NOON, POLICY, NEED), settleTokens("s1", first, { tokens: 90, context: 90 }));
+    const after = apply(null, admitMessage("s1", NOON, POLICY, NEED), settleTokens("s1", first, landed(90, 0)));
     expect(after?.daily).toEqual({ day: "2026-11-26", tokens: 90 });
-    expect(after?.contexts?.s1).toMatchObject({ tokens: 90, open: 0 });
+    expect(after?.contexts?.s1).toMatchObject({ tokens: 90, open: 0, landed: 1 });
     expect(admitted(admitMessage("s1", NOON + 1, POLICY, NEED)(after).outcome).tokens).toBe(190);
     // Another session of the same user starts from its own first prompt.
     expect(admitted(admitMessage("s2", NOON + 1, POLICY, NEED)(after).outcome).tokens).toBe(150);
@@ -43,32 +46,51 @@ describe("daily token ledger rules", () => {
     const rb = admitted(b(usage).outcome);
     usage = apply(usage, b);
     // B may hold A's exchange: its reservation counts A's need on top of the first prompt.
-    expect(rb).toMatchObject({ tokens: 250, quiet: false });
-    // A settles first, then B: neither may bring the bound down to its own call, which misses the other's exchange.
-    usage = apply(usage, settleTokens("s1", ra, { tokens: 60, context: 60 }), settleTokens("s1", rb, { tokens: 70, context: 70 }));
-    expect(usage?.contexts?.s1).toMatchObject({ tokens: 250, open: 0 });
-    // The next message, alone, reserves from that bound and then brings it down to its real size.
+    expect(rb.tokens).toBe(250);
+    // Both claimed at count 0, A alone, B beside it. A settles first (B still open), then B (not alone):
+    // neither may bring the bound down to its own call, which misses the other's exchange.
+    usage = apply(usage, settleTokens("s1", ra, landed(60, 0, true)), settleTokens("s1", rb, landed(70, 0, false)));
+    expect(usage?.contexts?.s1).toMatchObject({ tokens: 250, open: 0, landed: 1 });
+    // The next message, alone at count 2, reserves from that bound and then brings it down to its real size.
     const rc = admitted(admitMessage("s1", NOON + 1, POLICY, NEED)(usage).outcome);
-    expect(rc).toMatchObject({ tokens: 350, quiet: true });
-    usage = apply(usage, admitMessage("s1", NOON + 1, POLICY, NEED), settleTokens("s1", rc, { tokens: 200, context: 200 }));
-    expect(usage?.contexts?.s1).toMatchObject({ tokens: 200, open: 0 });
+    expect(rc.tokens).toBe(350);
+    usage = apply(usage, admitMessage("s1", NOON + 1, POLICY, NEED), settleTokens("s1", rc, landed(200, 2)));
+    expect(usage?.contexts?.s1).toMatchObject({ tokens: 200, open: 0, landed: 3 });
   });
 
-  it("does not lower the bound for a call whose claim found another message running", () => {
-    const r = admitted(admitMessage("s1", NOON, POLICY, NEED)(null).outcome);
-    const usage = apply(null, admitMessage("s1", NOON, POLICY, NEED), settleTokens("s1", r, { tokens: 60 }));
-    expect(usage?.contexts?.s1).toMatchObject({ tokens: 150, open: 0 });
+  it("does not lower the bound for a call whose claim saw fewer exchanges than a message already settled", () => {
+    // X claimed alone at count 1, then Y claimed beside it, ran and settled before X was even admitted.
+    const base = apply(null, admitMessage("s1", NOON, POLICY, NEED), settleTokens("s1", admitted(admitMessage("s1", NOON, POLICY, NEED)(null).outcome), landed(90, 0)));
+    const ry = admitted(admitMessage("s1", NOON, POLICY, NEED)(base).outcome);
+    let usage = apply(base, admitMessage("s1", NOON, POLICY, NEED), settleTokens("s1", ry, landed(400, 1, false)));
+    const rx = admitted(admitMessage("s1", NOON, POLICY, NEED)(usage).outcome);
+    usage = apply(usage, admitMessage("s1", NOON, POLICY, NEED), settleTokens("s1", rx, landed(95, 1, true)));
+    // Y's exchange (seq 2) is in no prompt X sent: the bound stays.
+    expect(usage?.contexts?.s1?.tokens).toBe(rx.tokens);
+  });
+
+  it("takes a message's need back off the bound when its exchange cannot have landed", () => {
+    const base = apply(null, admitMessage("s1", NOON, POLICY, NEED), settleTokens("s1", admitted(admitMessage("s1", NOON, POLICY, NEED)(null).outcome), landed(90, 0)));
+    let usage = base;
+    for (let i = 0; i < 5; i += 1) {
+      const r = admitted(admitMessage("s1", NOON, POLICY, NEED)(usage).outcome);
+      usage = apply(usage, admitMessage("s1", NOON, POLICY, NEED), refundMessage(POLICY, "s1", r, false));
+    }
+    expect(usage?.contexts?.s1).toMatchObject({ tokens: 90, open: 0 });
+    const failed = admitted(admitMessage("s1", NOON, POLICY, NEED)(usage).outcome);
+    usage = apply(usage, admitMessage("s1", NOON, POLICY, NEED), settleTokens("s1", failed, { tokens: 30 }));
+    expect(usage?.contexts?.s1?.tokens).toBe(90);
   });
 
   it("forgets reservations left open by a request that died, after longer than a request can run", () => {
     const stuck = apply(null, admitMessage("s1", NOON, POLICY, NEED));
-    expect(admitted(admitMessage("s1", NOON + 1_000, POLICY, NEED)(stuck).outcome).quiet).toBe(false);
-    expect(admitted(admitMessage("s1", NOON + 121_000, POLICY, NEED)(stuck).outcome).quiet).toBe(true);
+    expect(apply(stuck, admitMessage("s1", NOON + 1_000, POLICY, NEED))?.contexts?.s1?.open).toBe(2);
+    expect(apply(stuck, admitMessage("s1", NOON + 121_000, POLICY, NEED))?.contexts?.s1?.open).toBe(1);
   });
 
   it("refuses a message whose reservation would pass the limit, until the next UTC day, and takes nothing", () => {
     const first = admitted(admitMessage("s1", NOON, POLICY, NEED)(null).outcome);
-    const nearly = apply(null, admitMessage("s1", NOON, POLICY, NEED), settleTokens("s1", first, { tokens: 860 }));
+    const nearly = apply(null, admitMessage("s1", NOON, POLICY, NEED), settleTokens("s1", first, landed(860, 0)));
     expect(nearly?.daily?.tokens).toBe(860);
     const { outcome, next } = admitMessage("s2", NOON, POLICY, NEED)(nearly);
     expect(outcome).toEqual({ admitted: false, limit: "tokens", retryAfterMs: 12 * 3_600_000 });
@@ -118,9 +140,9 @@ describe("daily token ledger rules", () => {
 
   it("adds up the day's cost, and forgets the contexts of released sessions", () => {
     const first = admitted(admitMessage("s1", NOON, POLICY, NEED)(null).outcome);
-    const once = apply(null, admitMessage("s1", NOON, POLICY, NEED), settleTokens("s1", first, { tokens: 100, costUsd: 0.000123, context: 100 }));
+    const once = apply(null, admitMessage("s1", NOON, POLICY, NEED), settleTokens("s1", first, { ...landed(100, 0), costUsd: 0.000123 }));
     const second = admitted(admitMessage("s1", NOON, POLICY, NEED)(once).outcome);
-    const usage = apply(once, admitMessage("s1", NOON, POLICY, NEED), settleTokens("s1", second, { tokens: 100, costUsd: 0.000001, context: 100 }));
+    const usage = apply(once, admitMessage("s1", NOON, POLICY, NEED), settleTokens("s1", second, { ...landed(100, 1), costUsd: 0.000001 }));
     expect(usage?.daily).toEqual({ day: "2026-11-26", tokens: 200, cost_usd: 0.000124 });
     expect(usage?.contexts?.s1).toMatchObject({ tokens: 100 });
     expect(apply(usage, releaseSession("s1"))?.contexts).toBeUndefined();
