@@ -1,17 +1,16 @@
 import { randomUUID } from "node:crypto";
 import { createOpenAiModel } from "../../src/llm/openai-model";
 import type { ChatModel } from "../../src/llm/chat-model";
-import { keyHash } from "../../src/session/idempotency";
 import { admitMessage, type UsagePolicy } from "../../src/session/limits";
 import { SUMMARY_INSTRUCTIONS } from "../../src/session/rolling-summary";
 import { SUMMARY_HEADING } from "../../src/session/context-window";
-import { SessionService } from "../../src/session/session-service";
 import { estimateMessageTokens, estimatePromptTokens } from "../../src/session/token-estimate";
 import { MemoryStore } from "../../src/store/memory-store";
-import type { Template, UserUsage } from "../../src/store/records";
+import type { Template } from "../../src/store/records";
 import type { UsageRule } from "../../src/store/session-store";
 import { FakeOpenAiServer, type RecordedRequest } from "../support/fake-openai-server";
 import { POLICY } from "../support/fixtures";
+import { tokenService, usageOf } from "../support/token-service";
 
 /** Found in the second review of issue 10: each test states an invariant the code or README claims, and each failed on the ledger before its fix. */
 
@@ -56,25 +55,8 @@ describe("token bounds under races, budgets and failures", () => {
   afterAll(async () => fake.stop());
   beforeEach(() => { fake.reset(); });
 
-  function service(store: MemoryStore, usage: UsagePolicy): SessionService {
-    return new SessionService({
-      store,
-      model,
-      clock: Date.now,
-      newSessionId: randomUUID,
-      defaultContextWindow: 10,
-      policy: POLICY,
-      usage,
-      keyLeaseMs: 10_000,
-      keyWaitMs: 10_000,
-      livePartials: false,
-      keyPollMs: 5,
-      cache: { templateTtlMs: 60_000, sessionTtlMs: 600_000, maxSessions: 100 },
-    });
-  }
+  const service = (store: MemoryStore, usage: UsagePolicy) => tokenService(store, model, usage);
   const unlimited = (): UsagePolicy => ({ messagesPerMinute: 1_000_000, maxActiveSessions: 100, idleTtlMs: POLICY.idleTtlMs, tokensPerDay: 0 });
-  const usageOf = (store: MemoryStore, userId: string) =>
-    store.updateUsage<UserUsage | null>(keyHash("user", userId), (usage) => ({ outcome: usage }));
 
   /**
    * A sequential chat whose summariser answers at once (before the reply), echoing the ids of the

@@ -1,16 +1,15 @@
 import { randomUUID } from "node:crypto";
 import { createOpenAiModel } from "../../src/llm/openai-model";
 import type { ChatModel } from "../../src/llm/chat-model";
-import { keyHash } from "../../src/session/idempotency";
 import type { UsagePolicy } from "../../src/session/limits";
 import { SUMMARY_CALL_TOKENS, SUMMARY_INSTRUCTIONS, SUMMARY_MAX_TOKENS, summaryPrompt } from "../../src/session/rolling-summary";
 import { SUMMARY_HEADING } from "../../src/session/context-window";
-import { SessionService } from "../../src/session/session-service";
 import { estimatePromptTokens } from "../../src/session/token-estimate";
 import { MemoryStore } from "../../src/store/memory-store";
-import type { Template, UserUsage } from "../../src/store/records";
+import type { Template } from "../../src/store/records";
 import { FakeOpenAiServer, type RecordedRequest } from "../support/fake-openai-server";
 import { POLICY } from "../support/fixtures";
+import { tokenService, usageOf } from "../support/token-service";
 
 /**
  * Found in review of the token ledger (issue 10): each test states an invariant the issue asks
@@ -33,25 +32,8 @@ describe("token bounds of the ledger and the rolling summary", () => {
   afterAll(async () => fake.stop());
   beforeEach(() => { fake.reset(); });
 
-  function service(store: MemoryStore, usage: UsagePolicy): SessionService {
-    return new SessionService({
-      store,
-      model,
-      clock: Date.now,
-      newSessionId: randomUUID,
-      defaultContextWindow: 10,
-      policy: POLICY,
-      usage,
-      keyLeaseMs: 10_000,
-      keyWaitMs: 10_000,
-      livePartials: false,
-      keyPollMs: 5,
-      cache: { templateTtlMs: 60_000, sessionTtlMs: 600_000, maxSessions: 100 },
-    });
-  }
+  const service = (store: MemoryStore, usage: UsagePolicy) => tokenService(store, model, usage);
 
-  const usageOf = (store: MemoryStore, userId: string) =>
-    store.updateUsage<UserUsage | null>(keyHash("user", userId), (usage) => ({ outcome: usage }));
 
   it("a message after two concurrent messages of one session reserves at least what it spends: the day's count never passes the limit", async () => {
     const store = new MemoryStore();
