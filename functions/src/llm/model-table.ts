@@ -39,6 +39,10 @@ export function modelFacts(model: string): ModelFacts | undefined {
 export function costUsd(model: string, promptTokens: number, completionTokens: number): number | undefined {
   const facts = modelFacts(model);
   if (!facts) return undefined;
-  const usd = (promptTokens * facts.inputUsdPerMillion + completionTokens * facts.outputUsdPerMillion) / 1_000_000;
+  return roundUsd((promptTokens * facts.inputUsdPerMillion + completionTokens * facts.outputUsdPerMillion) / 1_000_000);
+}
+
+/** Dollars rounded to a millionth, as every cost is kept: sums of rounded costs stay free of float dust. */
+export function roundUsd(usd: number): number {
   return Math.round(usd * 1_000_000) / 1_000_000;
 }

@@ -10,8 +10,8 @@ import { estimateTokens } from "./token-estimate";
  */
 export function callUsage(completion: Completion, requestedModel: string, promptEstimate: number): TokenUsage {
   const reported = completion.usage;
-  const usage: TokenUsage = reported
-    ? { prompt_tokens: reported.prompt_tokens, completion_tokens: reported.completion_tokens, total_tokens: reported.prompt_tokens + reported.completion_tokens }
+  const usage = reported
+    ? withTotal(reported.prompt_tokens, reported.completion_tokens, false)
     : withTotal(promptEstimate, estimateTokens(completion.text), true);
   return priced(usage, completion.model, requestedModel);
 }

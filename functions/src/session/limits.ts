@@ -1,3 +1,4 @@
+import { roundUsd } from "../llm/model-table";
 import type { UserUsage } from "../store/records";
 import type { UsageRule } from "../store/session-store";
 
@@ -153,10 +154,6 @@ export function refundMessage(policy: UsagePolicy, sessionId: string, reservatio
     if (!settled) return { outcome: undefined };
     return { outcome: undefined, next: token ? { ...settled, tokens: Math.min(policy.messagesPerMinute, settled.tokens + 1) } : settled };
   };
-}
-
-function roundUsd(usd: number): number {
-  return Math.round(usd * 1_000_000) / 1_000_000;
 }
 
 /** Counts `sessionId` as active for the user, unless that would exceed the limit (then: when a slot frees). */

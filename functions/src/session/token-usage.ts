@@ -1,3 +1,4 @@
+import { roundUsd } from "../llm/model-table";
 import type { TokenUsage } from "../store/records";
 
 /** No tokens yet: the start of a session's totals. */
@@ -8,7 +9,7 @@ export const NO_USAGE: TokenUsage = { prompt_tokens: 0, completion_tokens: 0, to
  * where either has one (a call of an unlisted model adds tokens and no cost).
  */
 export function addUsage(a: TokenUsage, b: TokenUsage): TokenUsage {
-  const cost = a.cost_usd === undefined && b.cost_usd === undefined ? undefined : Math.round(((a.cost_usd ?? 0) + (b.cost_usd ?? 0)) * 1_000_000) / 1_000_000;
+  const cost = a.cost_usd === undefined && b.cost_usd === undefined ? undefined : roundUsd((a.cost_usd ?? 0) + (b.cost_usd ?? 0));
   return {
     prompt_tokens: a.prompt_tokens + b.prompt_tokens,
     completion_tokens: a.completion_tokens + b.completion_tokens,

@@ -16,7 +16,7 @@ const tokenCount = z.number().int().min(0);
 
 /**
  * What one model call used: the tokens as the provider reported them, or, when it reported none,
- * an estimate marked `estimated`; `cost_usd` where the model's price is known (llm/model-prices.ts).
+ * an estimate marked `estimated`; `cost_usd` where the model's price is known (llm/model-table.ts).
  */
 export const tokenUsageSchema = z.object({
   prompt_tokens: tokenCount,
