@@ -67,19 +67,14 @@ export function planPrompt(input: PromptInput): PromptPlan {
   const head: PromptMessage[] = [{ role: "system", content: systemPrompt }];
   if (summary) head.push({ role: "system", content: SUMMARY_HEADING + summary });
 
-  let estimate = REPLY_PRIMING_TOKENS + estimateMessageTokens(userMessage);
-  for (const message of head) estimate += estimateRecurring(message.content);
+  let fixed = REPLY_PRIMING_TOKENS + estimateMessageTokens(userMessage);
+  for (const message of head) fixed += estimateRecurring(message.content);
   const limit = Math.min(Math.max(maxMessages, 0), history.length);
-  let sent = 0;
-  // Newest first, each message estimated once: the plan costs O(window), not O(window²).
-  while (sent < limit) {
-    const message = history[history.length - 1 - sent];
-    if (message === undefined) break;
-    const cost = estimateStored(message);
-    if (contextTokens !== undefined && (estimate + cost) * calibration - contextTokens > ROUNDING) break;
-    estimate += cost;
-    sent += 1;
-  }
+  const newest = (back: number) => {
+    const message = history[history.length - 1 - back];
+    return message ? estimateStored(message) : 0;
+  };
+  const { fitted: sent, estimate } = fitNewest(limit, newest, fixed, contextTokens, calibration);
 
   return {
     messages: [
@@ -113,14 +108,25 @@ export function nextWindowStart(input: {
 }): number {
   const { sent, firstSent, calibration, contextTokens } = input;
   const message = estimateMessageTokens(input.userMessage);
-  let estimate = REPLY_PRIMING_TOKENS + estimateRecurring(input.systemPrompt) + TOKENS_PER_MESSAGE + input.summaryTokens + message;
+  const fixed = REPLY_PRIMING_TOKENS + estimateRecurring(input.systemPrompt) + TOKENS_PER_MESSAGE + input.summaryTokens + message;
   const costs = [...sent.map(estimateStored), message, TOKENS_PER_MESSAGE + input.replyTokens];
-  let start = firstSent + costs.length;
-  for (let i = costs.length - 1; i >= 0; i -= 1) {
-    const cost = costs[i] ?? 0;
-    if ((estimate + cost) * calibration - contextTokens > ROUNDING) break;
+  const { fitted } = fitNewest(costs.length, (back) => costs[costs.length - 1 - back] ?? 0, fixed, contextTokens, calibration);
+  return firstSent + costs.length - fitted;
+}
+
+/**
+ * How many of `count` items, newest first (`costOf(0)` is the newest's estimate), fit beside the
+ * `fixed` estimate under the calibrated budget (all of them without one), the first that does not
+ * fit ending the run; and the estimate with them. Each item is estimated once, when reached.
+ */
+function fitNewest(count: number, costOf: (back: number) => number, fixed: number, budget: number | undefined, calibration: number): { fitted: number; estimate: number } {
+  let estimate = fixed;
+  let fitted = 0;
+  while (fitted < count) {
+    const cost = costOf(fitted);
+    if (budget !== undefined && (estimate + cost) * calibration - budget > ROUNDING) break;
     estimate += cost;
-    start -= 1;
+    fitted += 1;
   }
-  return start;
+  return { fitted, estimate };
 }
