@@ -2,6 +2,7 @@ import type { ChatModel, Completion, PromptMessage } from "../llm/chat-model";
 import type { ChatMessage, GenerationSettings, SessionSummary, TokenUsage } from "../store/records";
 import { estimatePromptTokens, estimateTokens } from "./token-estimate";
 import { callUsage, priced, withTotal } from "./call-usage";
+import { SUMMARY_HEADING } from "./context-window";
 
 /**
  * A session's rolling summary (templates with `summary: true`): the gist of the messages that
@@ -33,6 +34,12 @@ export const SUMMARY_CALL_TOKENS = estimatePromptTokens([
   { role: "system", content: SUMMARY_INSTRUCTIONS },
   { role: "user", content: "" },
 ]) + 2 * SUMMARY_MAX_TOKENS + SUMMARY_INPUT_TOKENS + 64;
+
+/**
+ * The most a summary adds to a prompt: its system message, heading included, at its longest (with
+ * the chat format's reply priming once more: a bound, not a count).
+ */
+export const SUMMARY_PROMPT_TOKENS = estimatePromptTokens([{ role: "system", content: SUMMARY_HEADING }]) + SUMMARY_MAX_TOKENS;
 
 /** Which messages to fold into the summary now: positions `first` to `last`. */
 export interface Backlog {

@@ -3,10 +3,10 @@ import type { ChatModel, Completion, CompletionRequest, DeltaListener } from "..
 import type { ChatMessage, Exchange, GenerationSettings, ReplyUsage, SessionMeta, SessionState, SessionSummary, Template, TokenUsage } from "../store/records";
 import type { HistoryWindow, Ruled, SessionStore } from "../store/session-store";
 import { StoreDataError } from "../store/errors";
-import { lastMessages, nextWindowStart, planPrompt, SUMMARY_HEADING, type PromptPlan } from "./context-window";
+import { lastMessages, nextWindowStart, planPrompt, type PromptPlan } from "./context-window";
 import { modelFacts } from "../llm/model-table";
 import { callUsage } from "./call-usage";
-import { backlog, SUMMARY_CALL_TOKENS, SUMMARY_MAX_TOKENS, SummaryCall, type SummaryResult } from "./rolling-summary";
+import { backlog, SUMMARY_CALL_TOKENS, SUMMARY_PROMPT_TOKENS, SummaryCall, type SummaryResult } from "./rolling-summary";
 import { calibration, estimatePromptTokens, estimateRecurring, REPLY_PRIMING_TOKENS } from "./token-estimate";
 import { addUsage } from "./token-usage";
 import type { Identity } from "../auth/identity";
@@ -171,7 +171,7 @@ function tokenNeed(meta: SessionMeta, message: string): TokenNeed {
     throw new PromptTooLargeError(system + added + settings.max_tokens, model.contextTokens);
   }
   // A summary may join the prompt, and its call runs beside the reply's.
-  const summary = settings.summary ? estimatePromptTokens([{ role: "system", content: SUMMARY_HEADING }]) + SUMMARY_MAX_TOKENS + SUMMARY_CALL_TOKENS : 0;
+  const summary = settings.summary ? SUMMARY_PROMPT_TOKENS + SUMMARY_CALL_TOKENS : 0;
   return { fresh: added + settings.max_tokens + summary, firstPrompt: system };
 }
 
@@ -488,7 +488,7 @@ export class SessionService {
       ? 0
       : nextWindowStart({
           systemPrompt: meta.system_prompt,
-          summaryTokens: estimateRecurring(SUMMARY_HEADING) + SUMMARY_MAX_TOKENS,
+          summaryTokens: SUMMARY_PROMPT_TOKENS,
           sent: plan.sentMessages,
           firstSent: plan.firstSent,
           userMessage: message,
