@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import type { CompletionRequest } from "../../src/llm/chat-model";
 import { appendRule, endRule, type SessionPolicy } from "../../src/session/session-rules";
 import type { Exchange, SessionMeta, Template } from "../../src/store/records";
 import type { NewSession } from "../../src/store/session-store";
@@ -11,6 +12,16 @@ export const TEMPLATE: Template = {
 };
 
 export const CREATED_AT = 1_700_000_000_000;
+
+/** A model request of one user message, for the model adapters' tests. */
+export const HELLO_REQUEST: CompletionRequest = {
+  model: "gpt-test",
+  messages: [{ role: "user", content: "hello" }],
+  temperature: 0.3,
+  max_tokens: 42,
+  presence_penalty: 0,
+  frequency_penalty: 0,
+};
 
 /** No expiry within a test's time span, the real number of remembered keys. */
 export const POLICY: SessionPolicy = { idleTtlMs: 365 * 86_400_000, maxExchanges: 1_000_000 };

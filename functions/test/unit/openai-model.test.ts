@@ -4,6 +4,7 @@ import { ModelError } from "../../src/llm/errors";
 import { createOpenAiModel, retryAfter, toModelError } from "../../src/llm/openai-model";
 import { withRetries } from "../../src/llm/retrying-model";
 import { fakeUsage, FakeOpenAiServer } from "../support/fake-openai-server";
+import { HELLO_REQUEST } from "../support/fixtures";
 
 const NOW = Date.parse("2025-01-01T00:00:00Z");
 const SECRET = "sk-secret-0123456789";
@@ -251,14 +252,7 @@ describe("createOpenAiModel against an OpenAI-compatible server", () => {
   });
 
   describe("streaming (stream: true)", () => {
-    const streamRequest: CompletionRequest = {
-      model: "gpt-test",
-      messages: [{ role: "user", content: "hello" }],
-      temperature: 0.3,
-      max_tokens: 42,
-      presence_penalty: 0,
-      frequency_penalty: 0,
-    };
+    const streamRequest = HELLO_REQUEST;
 
     /** The call, with the deltas it passed and when each came. */
     async function streamed(call: ReturnType<typeof model>) {

@@ -1,15 +1,9 @@
 import type { ChatModel, Completion, CompletionRequest, DeltaListener } from "../../src/llm/chat-model";
 import { ModelError } from "../../src/llm/errors";
 import { withRetries, type RetryPolicy } from "../../src/llm/retrying-model";
+import { HELLO_REQUEST } from "../support/fixtures";
 
-const REQUEST: CompletionRequest = {
-  model: "gpt-test",
-  messages: [{ role: "user", content: "hello" }],
-  temperature: 0.3,
-  max_tokens: 42,
-  presence_penalty: 0,
-  frequency_penalty: 0,
-};
+const REQUEST = HELLO_REQUEST;
 const ANSWER: Completion = { text: "hi", truncated: false, model: "gpt-test" };
 
 /** A streamed attempt: these deltas, then the outcome. */
