@@ -167,13 +167,13 @@ export class SummaryCall {
       const { completion } = state;
       return {
         summary: { text: completion.text, through: this.first + sent.folded - 1, updated_at: this.clock() },
-        usage: callUsage(completion, this.settings.model, sent.estimate),
+        usage: callUsage(completion, sent.estimate),
       };
     }
     if (state === "running") this.abort.abort();
     // Sent and not answered in time: the provider may finish it anyway, so its bound is counted.
     // A call that failed is counted as nothing (a provider charges no refused request).
     if (state !== "running" || !sent) return {};
-    return { usage: priced(withTotal(sent.estimate, SUMMARY_MAX_TOKENS, true), this.settings.model, this.settings.model) };
+    return { usage: priced(withTotal(sent.estimate, SUMMARY_MAX_TOKENS, true), this.settings.model) };
   }
 }

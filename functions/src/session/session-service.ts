@@ -386,7 +386,7 @@ export class SessionService {
 
     // The summary is kept if its call has finished by now; else it is abandoned: the reply never waits.
     const summarised: SummaryResult = summaryCall?.finish() ?? {};
-    const reply = callUsage(completion, warm.meta.settings.model, plan.promptEstimate);
+    const reply = callUsage(completion, plan.promptEstimate);
     const usage: ReplyUsage = {
       ...reply,
       prompt_estimate: plan.promptEstimate,
