@@ -62,6 +62,7 @@ export function composeInstance(config: Config, parts: InstanceParts): Instance 
   const sessions = new SessionService({
     store,
     model,
+    log: parts.log,
     clock,
     newSessionId: parts.newSessionId ?? randomUUID,
     defaultContextWindow: config.contextWindowMessages,

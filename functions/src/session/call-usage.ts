@@ -1,22 +1,61 @@
 import type { Completion } from "../llm/chat-model";
-import { costUsd } from "../llm/model-table";
+import { costUsd, modelFacts } from "../llm/model-table";
 import type { TokenUsage } from "../store/records";
 import { estimateTokens } from "./token-estimate";
 
 /**
- * A model call's usage as the ledger keeps it: as the provider reported it, or, when it reported
- * none, estimated from the prompt's estimate and the reply's text and marked so; with its list
- * price where the model that answered is listed (`Completion.model`: the name the provider
- * answered with, the one asked for when it named none). A model answering under a name not
- * listed (a compatible server's own model, the offline responder) gets no price: the one asked
- * for would be a guess.
+ * How far above the service's own estimate of a prompt a reported prompt count is still believed.
+ * The estimate never counts low on the o200k corpus (at most 2.75x the true count, median 1.29x:
+ * docs/tokens.md), so a true o200k count stays under 1x; 4x leaves room for other tokenizers
+ * (a compatible server's model with a smaller vocabulary) and `PROMPT_BOUND_SLACK` for framing
+ * that a server may count and the estimate does not.
  */
-export function callUsage(completion: Completion, promptEstimate: number): TokenUsage {
+export const PROMPT_BOUND_FACTOR = 4;
+export const PROMPT_BOUND_SLACK = 256;
+
+/** What a call's reported usage is held against: its own request. */
+export interface CallBounds {
+  /** The raw estimate of the prompt sent. */
+  readonly promptEstimate: number;
+  /** The call's `max_tokens`: a completion cannot be longer. */
+  readonly maxTokens: number;
+  /** The model asked for: its context window bounds the prompt where the model table lists it. */
+  readonly model: string;
+}
+
+/** A call's usage as the ledger keeps it, and, when the provider's report was not believed, why. */
+export interface CallUsage {
+  readonly usage: TokenUsage;
+  readonly refused?: { readonly prompt_tokens: number; readonly completion_tokens: number; readonly prompt_bound: number; readonly completion_bound: number };
+}
+
+/** The most prompt tokens a true count of a prompt estimated at `promptEstimate` can reach. */
+export function promptTokenBound(model: string, promptEstimate: number): number {
+  const spread = PROMPT_BOUND_FACTOR * promptEstimate + PROMPT_BOUND_SLACK;
+  const context = modelFacts(model)?.contextTokens;
+  return context === undefined ? spread : Math.min(context, spread);
+}
+
+/**
+ * A model call's usage as the ledger keeps it: as the provider reported it when the report is
+ * within what the call could have used (the completion within `max_tokens`, the prompt within
+ * `promptTokenBound`), else, like a call that reported none, estimated from the prompt's estimate
+ * and the reply's text and marked so. A provider's number is believed only where it could be
+ * true: a broken or hostile one must not charge a user for a day's tokens, nor push a stored sum
+ * out of the safe integer range. Priced where the model that answered is listed
+ * (`Completion.model`: the name the provider answered with, the one asked for when it named
+ * none); a model answering under a name not listed (a compatible server's own model, the offline
+ * responder) gets no price: the one asked for would be a guess.
+ */
+export function callUsage(completion: Completion, bounds: CallBounds): CallUsage {
   const reported = completion.usage;
-  const usage = reported
-    ? withTotal(reported.prompt_tokens, reported.completion_tokens, false)
-    : withTotal(promptEstimate, estimateTokens(completion.text), true);
-  return priced(usage, completion.model);
+  const estimate = (): TokenUsage => priced(withTotal(bounds.promptEstimate, estimateTokens(completion.text), true), completion.model);
+  if (!reported) return { usage: estimate() };
+  const promptBound = promptTokenBound(bounds.model, bounds.promptEstimate);
+  if (reported.prompt_tokens <= promptBound && reported.completion_tokens <= bounds.maxTokens) {
+    return { usage: priced(withTotal(reported.prompt_tokens, reported.completion_tokens, false), completion.model) };
+  }
+  return { usage: estimate(), refused: { ...reported, prompt_bound: promptBound, completion_bound: bounds.maxTokens } };
 }
 
 /** A usage of `prompt` and `completion` tokens, marked as an estimate when it is one. */

@@ -1,5 +1,6 @@
 import type { PromptMessage } from "../llm/chat-model";
 import type { ChatMessage } from "../store/records";
+import { summaryMessage } from "./rolling-summary";
 import { estimateMessageTokens, estimateRecurring, REPLY_PRIMING_TOKENS, TOKENS_PER_MESSAGE } from "./token-estimate";
 
 /** The last `n` messages; none for `n <= 0` (where `slice(-0)` would keep them all). */
@@ -21,9 +22,6 @@ function estimateStored(message: ChatMessage): number {
   return tokens;
 }
 
-/** Heads the summary's system message, so the model reads it as context, not as instructions. */
-export const SUMMARY_HEADING = "Summary of the earlier conversation:\n";
-
 export interface PromptPlan {
   /** The template's prompt, the summary when there is one, the window, the new user message. */
   readonly messages: PromptMessage[];
@@ -35,7 +33,7 @@ export interface PromptPlan {
 
 export interface PromptInput {
   readonly systemPrompt: string;
-  /** The rolling summary of what the window no longer holds; empty or absent for none. */
+  /** The rolling summary of what the window no longer holds, sent as `summaryMessage` makes it; empty or absent for none. */
   readonly summary?: string;
   /** Oldest first, already at most the count window. */
   readonly history: readonly ChatMessage[];
@@ -65,7 +63,7 @@ export function planPrompt(input: PromptInput): PromptPlan {
   const { systemPrompt, summary, history, maxMessages, contextTokens, calibration, userMessage } = input;
   if (!(calibration > 0) || !Number.isFinite(calibration)) throw new RangeError(`calibration must be a positive number, got ${calibration}`);
   const head: PromptMessage[] = [{ role: "system", content: systemPrompt }];
-  if (summary) head.push({ role: "system", content: SUMMARY_HEADING + summary });
+  if (summary) head.push(summaryMessage(summary));
 
   let fixed = REPLY_PRIMING_TOKENS + estimateMessageTokens(userMessage);
   for (const message of head) fixed += estimateRecurring(message.content);

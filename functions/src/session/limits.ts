@@ -1,6 +1,7 @@
 import { roundUsd } from "../llm/model-table";
 import type { UserUsage } from "../store/records";
 import type { UsageRule } from "../store/session-store";
+import { addCounts } from "./token-usage";
 
 /**
  * Per-user limits, as pure rules over the user's usage record, which the store applies in a
@@ -93,7 +94,7 @@ export function admitMessage(sessionId: string, now: number, policy: UsagePolicy
     const day = utcDay(now);
     const used = usage?.daily?.day === day ? usage.daily : { day, tokens: 0 };
     const context = usage?.contexts?.[sessionId];
-    const reserved = Math.ceil((context?.tokens ?? need.firstPrompt) + need.fresh);
+    const reserved = Math.ceil(addCounts(context?.tokens ?? need.firstPrompt, need.fresh));
     if (policy.tokensPerDay > 0 && used.tokens + reserved > policy.tokensPerDay) {
       return { outcome: { admitted: false, limit: "tokens", retryAfterMs: Date.parse(`${day}T00:00:00Z`) + DAY - now } };
     }
@@ -105,7 +106,7 @@ export function admitMessage(sessionId: string, now: number, policy: UsagePolicy
         tokens: tokens - 1,
         refilled_at: Math.max(now, usage?.refilled_at ?? now),
         sessions,
-        daily: { ...used, tokens: used.tokens + reserved },
+        daily: { ...used, tokens: addCounts(used.tokens, reserved) },
         contexts: { ...liveContexts(usage, sessions), [sessionId]: { tokens: reserved, open: open + 1, landed: context?.landed ?? 0, at: now } },
       }),
     };
@@ -123,7 +124,7 @@ export function settleTokens(sessionId: string, reservation: Reservation, spent:
     if (!usage) return { outcome: undefined };
     const counted = usage.daily ?? { day: reservation.day, tokens: 0 };
     const reserved = counted.day === reservation.day ? reservation.tokens : 0;
-    const tokens = Math.max(0, counted.tokens + spent.tokens - reserved);
+    const tokens = Math.max(0, addCounts(counted.tokens, spent.tokens) - reserved);
     const cost = spent.costUsd === undefined ? counted.cost_usd : roundUsd((counted.cost_usd ?? 0) + spent.costUsd);
     const daily = { day: counted.day, tokens, ...(cost === undefined ? {} : { cost_usd: cost }) };
     const context = usage.contexts?.[sessionId];

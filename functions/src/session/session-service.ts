@@ -5,8 +5,9 @@ import type { HistoryWindow, Ruled, SessionStore } from "../store/session-store"
 import { StoreDataError } from "../store/errors";
 import { lastMessages, nextWindowStart, planPrompt, type PromptPlan } from "./context-window";
 import { modelFacts } from "../llm/model-table";
-import { callUsage } from "./call-usage";
-import { backlog, SUMMARY_CALL_TOKENS, SUMMARY_PROMPT_TOKENS, SummaryCall, type SummaryResult } from "./rolling-summary";
+import { callUsage, type CallUsage } from "./call-usage";
+import { backlog, SUMMARY_CALL_TOKENS, SUMMARY_MAX_TOKENS, SUMMARY_PROMPT_TOKENS, SummaryCall, type SummaryResult } from "./rolling-summary";
+import type { Log } from "../log/log";
 import { calibration, estimatePromptTokens, estimateRecurring, REPLY_PRIMING_TOKENS } from "./token-estimate";
 import { addUsage } from "./token-usage";
 import type { Identity } from "../auth/identity";
@@ -39,6 +40,8 @@ import { WarmCache } from "./warm-cache";
 export interface SessionServiceOptions {
   readonly store: SessionStore;
   readonly model: ChatModel;
+  /** Structured figures only: never a message's text. */
+  readonly log: Log;
   readonly clock: () => number;
   readonly newSessionId: () => string;
   /** History messages sent to the model when the template sets none. */
@@ -386,7 +389,8 @@ export class SessionService {
 
     // The summary is kept if its call has finished by now; else it is abandoned: the reply never waits.
     const summarised: SummaryResult = summaryCall?.finish() ?? {};
-    const reply = callUsage(completion, plan.promptEstimate);
+    const { usage: reply, refused } = callUsage(completion, { promptEstimate: plan.promptEstimate, maxTokens: warm.meta.settings.max_tokens, model: warm.meta.settings.model });
+    this.logBounds(sessionId, refused, summarised);
     const usage: ReplyUsage = {
       ...reply,
       prompt_estimate: plan.promptEstimate,
@@ -569,6 +573,17 @@ export class SessionService {
       ...(exchange === undefined ? {} : { exchange }),
     });
     return this.options.store.updateUsage(userKey, rule).catch(() => undefined);
+  }
+
+  /**
+   * Says when a provider's usage report was not believed, or a summary came back over its bound:
+   * the figures only, never the text.
+   */
+  private logBounds(sessionId: string, refused: CallUsage["refused"], summarised: SummaryResult): void {
+    const { log } = this.options;
+    if (refused) log.warn("provider usage out of bounds, estimated instead", { session_id: sessionId, call: "reply", ...refused });
+    if (summarised.refusedUsage) log.warn("provider usage out of bounds, estimated instead", { session_id: sessionId, call: "summary", ...summarised.refusedUsage });
+    if (summarised.cutFrom !== undefined) log.warn("summary over its bound, cut", { session_id: sessionId, estimated_tokens: summarised.cutFrom, bound: SUMMARY_MAX_TOKENS });
   }
 
   /** Gives up a claim, off the reply's path; if that is lost too, the claim lapses with its lease. */

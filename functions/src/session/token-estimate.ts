@@ -102,6 +102,22 @@ const SPACE_PRICE = 1 / 24;
 const TAB_PRICE = 1 / 8;
 
 /**
+ * The longest start of `text`, in whole code points, whose estimate is at most `tokens` (the
+ * estimate never counts low, so the start's true count is within it too).
+ */
+export function cutToTokens(text: string, tokens: number): string {
+  if (estimateTokens(text) <= tokens) return text;
+  const points = Array.from(text);
+  let [low, high] = [0, points.length];
+  while (low < high) {
+    const middle = Math.ceil((low + high) / 2);
+    if (estimateTokens(points.slice(0, middle).join("")) <= tokens) low = middle;
+    else high = middle - 1;
+  }
+  return points.slice(0, low).join("");
+}
+
+/**
  * An upper estimate of the o200k_base tokens of `text`: one pass over its UTF-16 code units,
  * a surrogate pair read as one code point, no allocation.
  */

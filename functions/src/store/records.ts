@@ -12,7 +12,16 @@ export const DATABASE_KEY = /^[A-Za-z0-9_-]{1,64}$/;
 export const roleSchema = z.enum(["user", "assistant"]);
 export type Role = z.infer<typeof roleSchema>;
 
-const tokenCount = z.number().int().min(0);
+/**
+ * A token count. One stored past the safe integer range (an earlier version summed whatever a
+ * provider reported) reads as the largest safe one: the session works again, and its next write
+ * stores the bounded value.
+ */
+const tokenCount = z
+  .number()
+  .min(0)
+  .refine(Number.isInteger, "must be an integer")
+  .transform((count) => Math.min(count, Number.MAX_SAFE_INTEGER));
 
 /**
  * What one model call used: the tokens as the provider reported them, or, when it reported none,

@@ -1,5 +1,8 @@
 import { randomUUID } from "node:crypto";
-import { SUMMARY_INSTRUCTIONS } from "../../src/session/rolling-summary";
+import { SUMMARY_INSTRUCTIONS, SUMMARY_MAX_TOKENS } from "../../src/session/rolling-summary";
+import { estimateTokens } from "../../src/session/token-estimate";
+import type { LogFields } from "../../src/log/log";
+import { summaryIn } from "../support/summary-in";
 import type { Template } from "../../src/store/records";
 import type { RecordedRequest, Scripted } from "../support/fake-openai-server";
 import { describeEachStore, ROUTES, startHarness, type Answer, type Harness } from "../support/http-harness";
@@ -20,12 +23,18 @@ function summariseWith(summary: (request: RecordedRequest) => Scripted, replyDel
 describeEachStore("rolling summary", (kind) => {
   let harness: Harness;
 
+  const warnings: { message: string; fields?: LogFields }[] = [];
+
   beforeAll(async () => {
-    harness = await startHarness({ store: kind, env: { USER_MESSAGES_PER_MINUTE: "1000" } });
+    const log = { info: () => undefined, error: () => undefined, warn: (message: string, fields?: LogFields) => { warnings.push({ message, ...(fields ? { fields } : {}) }); } };
+    harness = await startHarness({ store: kind, env: { USER_MESSAGES_PER_MINUTE: "1000" }, log });
     await harness.api.store.seedTemplates({ [TEMPLATE_ID]: SUMMARISED });
   });
   afterAll(async () => harness.close());
-  beforeEach(() => { harness.fake.reset(); });
+  beforeEach(() => {
+    harness.fake.reset();
+    warnings.length = 0;
+  });
 
   async function session(): Promise<string> {
     const answer = await harness.api.call("POST", ROUTES.create, { user_id: `user-${randomUUID()}`, template_id: TEMPLATE_ID });
@@ -44,7 +53,7 @@ describeEachStore("rolling summary", (kind) => {
     return answer;
   }
 
-  it("summarises what left the window and sends it as a second system message, never again the messages it covers", async () => {
+  it("summarises what left the window and sends it quoted in a user message, never as a system message, never again the messages it covers", async () => {
     const id = await session();
     let n = 0;
     harness.fake.chaos = summariseWith(() => ({ kind: "reply", text: `SUMMARY ${(n += 1)}` }));
@@ -61,8 +70,10 @@ describeEachStore("rolling summary", (kind) => {
 
     await send(id, "What is my name?");
     const reply = replies(harness.fake.requests).at(-1)!;
-    expect(reply.body.messages.map((message) => message.role)).toEqual(["system", "system", "user", "assistant", "user"]);
-    expect(reply.body.messages[1]?.content).toContain("SUMMARY 1");
+    // The summary is made of what the user and the model said: it must not speak as the operator.
+    expect(reply.body.messages.map((message) => message.role)).toEqual(["system", "user", "user", "assistant", "user"]);
+    expect(reply.body.messages[0]?.content).toBe(SUMMARISED.personalityPrompt);
+    expect(summaryIn(reply.body.messages)).toBe("SUMMARY 1");
     expect(reply.body.messages.map((message) => message.content)).toContain("I like owls.");
     expect(reply.body.messages.map((message) => message.content)).not.toContain("My name is Ada.");
     // The second summary rolls the first forward with the next exchange.
@@ -71,7 +82,7 @@ describeEachStore("rolling summary", (kind) => {
     expect(second.body.messages[1]?.content).toContain("User: I like owls.");
     expect(await harness.api.store.readSummary(id)).toMatchObject({ text: "SUMMARY 2", through: 4 });
     await send(id, "And what do I like?");
-    expect(replies(harness.fake.requests).at(-1)?.body.messages[1]?.content).toContain("SUMMARY 2");
+    expect(summaryIn(replies(harness.fake.requests).at(-1)!.body.messages)).toBe("SUMMARY 2");
     // The history is all there.
     expect(await harness.api.store.readRecentMessages(id, 100)).toHaveLength(8);
   });
@@ -124,5 +135,30 @@ describeEachStore("rolling summary", (kind) => {
     expect(summary?.total_tokens).toBeGreaterThan(0);
     const state = await harness.api.store.readSessionState(id);
     expect(state?.usage?.total_tokens).toBe(await allCalls(id, 3));
+  });
+
+  it("cuts a summary that comes back over its bound before storing it, logs the cut, and sends only the cut one", async () => {
+    const id = await session();
+    // A provider that ignores max_tokens: 300,000 characters of summary.
+    const huge = "The user keeps talking about owls and moths at great length. ".repeat(5_000);
+    harness.fake.chaos = summariseWith(() => ({ kind: "reply", text: huge }));
+    for (const message of ["one", "two"]) await send(id, message);
+    const stored = await harness.api.store.readSummary(id);
+    expect(stored).not.toBeNull();
+    expect(estimateTokens(stored!.text)).toBeLessThanOrEqual(SUMMARY_MAX_TOKENS);
+    expect(huge.startsWith(stored!.text)).toBe(true);
+    const cut = warnings.find((warning) => warning.message === "summary over its bound, cut");
+    expect(cut?.fields).toMatchObject({ session_id: id, bound: SUMMARY_MAX_TOKENS });
+    expect(Number(cut?.fields?.estimated_tokens)).toBeGreaterThan(SUMMARY_MAX_TOKENS);
+    // No text in the log.
+    expect(JSON.stringify(warnings)).not.toContain("owls");
+
+    harness.fake.chaos = summariseWith(() => ({ kind: "reply", text: "SHORT" }));
+    const answer = await send(id, "three");
+    const prompt = replies(harness.fake.requests).at(-1)!.body.messages;
+    expect(summaryIn(prompt)).toBe(stored!.text);
+    // The prompt is a few hundred tokens, not 300 KB: the reply's usage stays within its reservation.
+    expect(JSON.stringify(prompt).length).toBeLessThan(5_000);
+    expect((answer.body.usage as { prompt_tokens: number }).prompt_tokens).toBeLessThan(1_000);
   });
 });

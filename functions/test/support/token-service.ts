@@ -1,3 +1,4 @@
+import { silentLog } from "../../src/log/log";
 import { randomUUID } from "node:crypto";
 import type { ChatModel } from "../../src/llm/chat-model";
 import { keyHash } from "../../src/session/idempotency";
@@ -11,6 +12,7 @@ import { POLICY } from "./fixtures";
 export function tokenService(store: SessionStore, model: ChatModel, usage: UsagePolicy): SessionService {
   return new SessionService({
     store,
+    log: silentLog,
     model,
     clock: Date.now,
     newSessionId: randomUUID,

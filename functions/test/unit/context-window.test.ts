@@ -1,4 +1,5 @@
-import { planPrompt, SUMMARY_HEADING, type PromptInput } from "../../src/session/context-window";
+import { planPrompt, type PromptInput } from "../../src/session/context-window";
+import { summaryMessage } from "../../src/session/rolling-summary";
 import { calibration, estimateMessageTokens, estimatePromptTokens, REPLY_PRIMING_TOKENS } from "../../src/session/token-estimate";
 import type { ChatMessage } from "../../src/store/records";
 
@@ -99,7 +100,7 @@ describe("planPrompt", () => {
   }
   /** The budget that exactly holds the system prompt, the new message and the last `n` messages of `source`. */
   function budgetFor(source: readonly ChatMessage[], n: number, summary?: string): number {
-    const fixed = REPLY_PRIMING_TOKENS + estimateMessageTokens(SYSTEM) + estimateMessageTokens("next") + (summary ? estimateMessageTokens(SUMMARY_HEADING + summary) : 0);
+    const fixed = REPLY_PRIMING_TOKENS + estimateMessageTokens(SYSTEM) + estimateMessageTokens("next") + (summary ? estimateMessageTokens(summaryMessage(summary).content) : 0);
     return source.slice(source.length - n).reduce((total, message) => total + estimateMessageTokens(message.content), fixed);
   }
 
@@ -135,13 +136,13 @@ describe("planPrompt", () => {
     expect(plan({ history: source, contextTokens: budgetFor(source, 4), userMessage: "next, and a much longer question than before" }).sent).toBeLessThan(4);
   });
 
-  it("sends the summary as a second system message, and counts it", () => {
+  it("sends the summary as a user message quoting it as context, never as a system message, and counts it", () => {
     const source = history(6);
     const summary = "The user asked about ships; the pirate told a long tale of the sea.";
     const planned = plan({ history: source, summary, contextTokens: budgetFor(source, 2, summary) });
     expect(planned.messages.slice(0, 2)).toEqual([
       { role: "system", content: SYSTEM },
-      { role: "system", content: SUMMARY_HEADING + summary },
+      summaryMessage(summary),
     ]);
     expect(planned.sent).toBe(2);
     expect(planned.messages.slice(2).map((message) => message.content)).toEqual(["m5", "m6", "next"]);
@@ -179,7 +180,7 @@ describe("planPrompt", () => {
     expect(planned.sent).toBe(0);
     expect(planned.messages).toEqual([
       { role: "system", content: SYSTEM },
-      { role: "system", content: `${SUMMARY_HEADING}earlier` },
+      summaryMessage("earlier"),
       { role: "user", content: huge },
     ]);
     expect(planned.promptEstimate).toBeGreaterThan(100);

@@ -1,3 +1,4 @@
+import { silentLog } from "../../src/log/log";
 import { randomUUID } from "node:crypto";
 import type { ChatModel, Completion } from "../../src/llm/chat-model";
 import { IdempotencyInProgressError } from "../../src/session/errors";
@@ -40,6 +41,7 @@ class SteppedStore extends MemoryStore {
 function service(store: MemoryStore, model: ChatModel, clock: () => number) {
   return new SessionService({
     store,
+    log: silentLog,
     model,
     clock,
     newSessionId: randomUUID,

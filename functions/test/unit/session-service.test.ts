@@ -1,3 +1,4 @@
+import { silentLog } from "../../src/log/log";
 import { randomUUID } from "node:crypto";
 import { ModelError } from "../../src/llm/errors";
 import { createOpenAiModel } from "../../src/llm/openai-model";
@@ -110,6 +111,7 @@ describe("SessionService", () => {
   function instance(setup: Setup = {}): SessionService {
     return new SessionService({
       store,
+      log: silentLog,
       model: {
         name: "counted",
         complete: (request) => {

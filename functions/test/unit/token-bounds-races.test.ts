@@ -3,7 +3,7 @@ import { createOpenAiModel } from "../../src/llm/openai-model";
 import type { ChatModel } from "../../src/llm/chat-model";
 import { admitMessage, type UsagePolicy } from "../../src/session/limits";
 import { SUMMARY_INSTRUCTIONS } from "../../src/session/rolling-summary";
-import { SUMMARY_HEADING } from "../../src/session/context-window";
+import { summaryIn } from "../support/summary-in";
 import { estimateMessageTokens, estimatePromptTokens } from "../../src/session/token-estimate";
 import { MemoryStore } from "../../src/store/memory-store";
 import type { Template } from "../../src/store/records";
@@ -80,7 +80,7 @@ describe("token bounds under races, budgets and failures", () => {
       const before = fake.requests.length;
       const answer = await chat.send({ sessionId, message });
       const prompt = fake.requests.slice(before).find((request) => !isSummary(request))!.body.messages;
-      const summary = prompt[1]?.role === "system" ? prompt[1].content.slice(SUMMARY_HEADING.length) : "";
+      const summary = summaryIn(prompt);
       const seen = new Set([...summary.split(" "), ...prompt.slice(1, -1).map((m) => idOf(m.content))]);
       for (const earlier of history) if (!seen.has(earlier)) missing.push(`message ${i + 1}'s prompt lacks ${earlier}`);
       history.push(idOf(message), idOf(answer.text));

@@ -3,7 +3,7 @@ import { createOpenAiModel } from "../../src/llm/openai-model";
 import type { ChatModel } from "../../src/llm/chat-model";
 import type { UsagePolicy } from "../../src/session/limits";
 import { SUMMARY_CALL_TOKENS, SUMMARY_INSTRUCTIONS, SUMMARY_MAX_TOKENS, summaryPrompt } from "../../src/session/rolling-summary";
-import { SUMMARY_HEADING } from "../../src/session/context-window";
+import { summaryIn } from "../support/summary-in";
 import { estimatePromptTokens } from "../../src/session/token-estimate";
 import { MemoryStore } from "../../src/store/memory-store";
 import type { Template } from "../../src/store/records";
@@ -80,6 +80,14 @@ describe("token bounds of the ledger and the rolling summary", () => {
     expect(estimatePromptTokens(prompt) + SUMMARY_MAX_TOKENS).toBeLessThanOrEqual(SUMMARY_CALL_TOKENS);
   });
 
+  it("summary call: the earlier summary counts within the call's bound, however long it was stored", () => {
+    const message = { role: "user" as const, content: "∑".repeat(4_000), timestamp: 1 };
+    // Stored by a version that kept whatever the provider returned.
+    const previous = { text: "word ".repeat(60_000), through: 2, updated_at: 1 };
+    const { prompt } = summaryPrompt(previous, [message]);
+    expect(estimatePromptTokens(prompt) + SUMMARY_MAX_TOKENS).toBeLessThanOrEqual(SUMMARY_CALL_TOKENS);
+  });
+
   it("rolling summary: with every summary call finishing before its reply, each prompt holds every earlier message, in the summary or the window (no permanent gap)", async () => {
     const store = new MemoryStore();
     await store.seedTemplates({ rolling: { name: "Rolling", personalityPrompt: "You remember the gist.", context_window: 2, summary: true } });
@@ -100,7 +108,7 @@ describe("token bounds of the ledger and the rolling summary", () => {
       const before = fake.requests.length;
       const answer = await chat.send({ sessionId, message: `m${i}` });
       const prompt = fake.requests.slice(before).find((request) => !isSummary(request))!.body.messages;
-      const summary = prompt[1]?.role === "system" ? prompt[1].content.slice(SUMMARY_HEADING.length) : "";
+      const summary = summaryIn(prompt);
       const seen = new Set([...summary.split(" "), ...prompt.slice(1, -1).map((message) => message.content)]);
       for (const earlier of history) if (!seen.has(earlier)) missing.push(`message ${i}'s prompt lacks ${earlier}`);
       history.push(`m${i}`, answer.text);
