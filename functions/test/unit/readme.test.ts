@@ -3,7 +3,8 @@ import { join } from "node:path";
 import { DECLARED_PARAMS } from "../../src/config";
 import { PROJECT_ROOT } from "../../src/local/project-files";
 
-const readme = readFileSync(join(PROJECT_ROOT, "README.md"), "utf8");
+const readDoc = (path: string) => readFileSync(join(PROJECT_ROOT, path), "utf8");
+const readme = readDoc("README.md");
 const defaults = new Map(DECLARED_PARAMS.map((param) => [param.name, param.default]));
 
 /** The lines of the markdown table whose header row starts with `| firstHeading |`. */
@@ -31,12 +32,12 @@ describe("README configuration table", () => {
 });
 
 /**
- * The security table says what bounds a caller; an operator sizes a deployment by its figures. Every
+ * The security table (docs/security.md, linked from the README) says what bounds a caller; an operator sizes a deployment by its figures. Every
  * default it states must be the code's: a param followed by a bracket with a number or the word
  * "default" (`MAX_MESSAGE_CHARS` (default 4,000 characters)), or `NAME=value` (the deployed default).
  */
-describe("README security table", () => {
-  const table = tableRows(readme, "Protection").join("\n");
+describe("docs/security.md protections table", () => {
+  const table = tableRows(readDoc("docs/security.md"), "Protection").join("\n");
   const stated = [...table.matchAll(/`([A-Z][A-Z0-9_]*)(?:=([^`]*))?` \(([^)]*)\)/g)]
     .filter((match) => defaults.has(match[1]!) && /\d|default/.test(match[3]!))
     .map((match) => ({ name: match[1]!, stated: match[2] ?? match[3]!.match(/\d[\d,]*/)?.[0].replaceAll(",", "") }));
@@ -49,3 +50,4 @@ describe("README security table", () => {
     expect(value).toBe(defaults.get(name));
   });
 });
+
