@@ -1,5 +1,5 @@
-import { readFileSync } from "node:fs";
-import { join } from "node:path";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { join, posix } from "node:path";
 import { DECLARED_PARAMS } from "../../src/config";
 import { PROJECT_ROOT } from "../../src/local/project-files";
 
@@ -51,3 +51,39 @@ describe("docs/security.md protections table", () => {
   });
 });
 
+/** GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens. */
+const anchorOf = (heading: string) => heading.toLowerCase().replace(/[^\p{L}\p{N} _-]/gu, "").replaceAll(" ", "-");
+
+/** The anchors of a markdown file's headings, outside code fences. */
+function anchors(markdown: string): Set<string> {
+  let fenced = false;
+  const found = new Set<string>();
+  for (const line of markdown.split("\n")) {
+    if (line.startsWith("```")) fenced = !fenced;
+    const heading = fenced ? null : /^#{1,6} (.+)$/.exec(line);
+    if (heading) found.add(anchorOf(heading[1]!));
+  }
+  return found;
+}
+
+/** The README is a map into docs/: a link that leads nowhere, or to a heading since renamed, strands the reader. */
+describe("links between the README and docs/", () => {
+  const files = ["README.md", ...readdirSync(join(PROJECT_ROOT, "docs")).filter((name) => name.endsWith(".md")).map((name) => `docs/${name}`)];
+  const links = files.flatMap((file) =>
+    [...readDoc(file).matchAll(/\]\(([^)\s]+)\)/g)]
+      .map((match) => match[1]!)
+      .filter((target) => !/^[a-z]+:/.test(target))
+      .map((target) => ({ file, target })),
+  );
+
+  it("has links to check", () => {
+    expect(links.length).toBeGreaterThan(0);
+  });
+
+  it.each(links)("$file -> $target", ({ file, target }) => {
+    const [path = "", anchor] = target.split("#");
+    const resolved = path === "" ? file : posix.join(posix.dirname(file), path);
+    expect(existsSync(join(PROJECT_ROOT, resolved))).toBe(true);
+    if (anchor !== undefined) expect([...anchors(readDoc(resolved))]).toContain(anchor);
+  });
+});
