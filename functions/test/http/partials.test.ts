@@ -19,7 +19,7 @@ interface Seen {
 
 /**
  * A web client (the `firebase` JS SDK, as a page uses it) listening to one session node, as the
- * README's client contract says: everything it saw, one entry per value event.
+ * client contract of docs/api.md says: everything it saw, one entry per value event.
  */
 class SessionWatcher {
   readonly seen: Seen[] = [];

@@ -12,7 +12,7 @@ import { FakeOpenAiServer, type RecordedRequest } from "../support/fake-openai-s
 import { POLICY } from "../support/fixtures";
 import { tokenService, usageOf } from "../support/token-service";
 
-/** Found in the second review of issue 10: each test states an invariant the code or README claims, and each failed on the ledger before its fix. */
+/** Found in the second review of issue 10: each test states an invariant the code or the docs (then the README) claim, and each failed on the ledger before its fix. */
 
 const lastUser = (request: RecordedRequest) => request.body.messages.at(-1)?.content ?? "";
 const isSummary = (request: RecordedRequest) => request.body.messages[0]?.content === SUMMARY_INSTRUCTIONS;
@@ -88,7 +88,7 @@ describe("token bounds under races, budgets and failures", () => {
     return missing;
   }
 
-  it.each([0, 1])("rolling summary, context_window %i: with every summary call in time, each prompt holds every earlier message (README: 'in the summary or in the window')", async (contextWindow) => {
+  it.each([0, 1])("rolling summary, context_window %i: with every summary call in time, each prompt holds every earlier message (docs/tokens.md: 'in the summary or in the window')", async (contextWindow) => {
     const missing = await gapsOfChat(
       { name: "Tiny", personalityPrompt: "You remember the gist.", context_window: contextWindow, summary: true },
       ["m1", "m2", "m3", "m4", "m5"],
@@ -147,7 +147,7 @@ describe("token bounds under races, budgets and failures", () => {
   });
   it("the context bound holds with context_tokens when the calibration falls: the window never reaches back past the last prompt", async () => {
     // A provider whose counts differ from the estimate by content, within the calibration's range
-    // (README: the estimate is 0.3x - 2.75x off by kind of text): "p:" texts count 1.5x the estimate, "d:" 0.5x.
+    // (docs/tokens.md: the estimate is 0.3x - 2.75x off by kind of text): "p:" texts count 1.5x the estimate, "d:" 0.5x.
     const weight = (content: string) => (content.startsWith("p:") ? 1.5 : content.startsWith("d:") ? 0.5 : 1);
     fake.chaos = (request) => ({
       kind: "reply",
