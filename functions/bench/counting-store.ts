@@ -111,6 +111,10 @@ export class CountingStore implements SessionStore {
     return this.count("findUnflushedSessions", this.inner.findUnflushedSessions(limit));
   }
 
+  findLapsedClaims(cutoff: number, limit: number): Promise<string[]> {
+    return this.count("findLapsedClaims", this.inner.findLapsedClaims(cutoff, limit));
+  }
+
   findClosedSessions(cutoff: number, limit: number): Promise<string[]> {
     return this.count("findClosedSessions", this.inner.findClosedSessions(cutoff, limit));
   }

@@ -1,5 +1,5 @@
 import type { SessionStore } from "../store/session-store";
-import { expireRule, type SessionPolicy } from "./session-rules";
+import { expireRule, sweepLapsedClaims, type SessionPolicy } from "./session-rules";
 
 export interface MaintenanceOptions {
   readonly store: SessionStore;
@@ -22,11 +22,13 @@ export interface MaintenanceReport {
   readonly flushed: number;
   readonly deleted: number;
   readonly keysForgotten: number;
+  /** Claims of requests that died before their commit, dropped with the partial replies they left. */
+  readonly lapsedClaims: number;
 }
 
 /**
- * The scheduled clean-up: expires idle sessions, deletes closed ones past retention, forgets
- * old idempotency keys. Each change is a transaction or a delete that is harmless to repeat,
+ * The scheduled clean-up: expires idle sessions, drops the claims and partial replies of requests
+ * that died, deletes closed ones past retention, forgets old idempotency keys. Each change is a transaction or a delete that is harmless to repeat,
  * so two runs at once, or a run racing a user, do no harm: a session that became active again
  * is left alone.
  */
@@ -44,6 +46,11 @@ export async function runMaintenance(options: MaintenanceOptions): Promise<Maint
     const results = await Promise.allSettled(ids.map((id) => store.updateState(id, () => ({ outcome: undefined }))));
     return results.filter((result) => result.status === "fulfilled").length;
   });
+  // A request that died mid-reply left its claim and partial; a later message of its session drops them, else this.
+  const lapsedClaims = await inBatches(options, () => store.findLapsedClaims(now, batchSize), async (ids) => {
+    const results = await Promise.allSettled(ids.map((id) => store.updateState(id, sweepLapsedClaims(now))));
+    return results.reduce((sum, result) => sum + (result.status === "fulfilled" && result.value.found ? result.value.outcome : 0), 0);
+  });
   const deleted =
     options.retentionMs > 0
       ? await inBatches(options, () => store.findClosedSessions(now - options.retentionMs, batchSize), async (ids) => {
@@ -57,7 +64,7 @@ export async function runMaintenance(options: MaintenanceOptions): Promise<Maint
     keysForgotten += removed;
     if (removed < batchSize) break;
   }
-  return { expired, flushed, deleted, keysForgotten };
+  return { expired, flushed, deleted, keysForgotten, lapsedClaims };
 }
 
 /** Runs `handle` on what `find` returns until a batch comes back short or the budget is spent. */

@@ -70,7 +70,9 @@ export function claimRequest(claim: RequestClaim, now: number, leaseMs: number, 
     const others = liveClaims(settled, now, claim.hash);
     if (settled.message_count + others >= policy.maxExchanges) return { outcome: { kind: "limit" } };
     const claimed: RequestEntry = { fingerprint: claim.fingerprint, owner: claim.owner, lease_until: now + leaseMs };
-    return { outcome: { kind: "claimed", alone: others === 0 }, next: withRequest(settled, claim.hash, claimed) };
+    // Taking over a lapsed claim of this key: the request that held it died, and its partial with it.
+    const overtaken = entry?.owner !== undefined && entry.owner !== claim.owner ? [entry.owner] : [];
+    return { outcome: { kind: "claimed", alone: others === 0 }, next: withRequest(settled, claim.hash, claimed), ...strays(overtaken) };
   };
 }
 
@@ -132,8 +134,24 @@ export function appendRule(options: {
     if (usage) next = { ...next, usage: addUsage(settled.usage ?? NO_USAGE, usage) };
     if (claim?.remember) next = withRequest(next, claim.hash, { fingerprint: claim.fingerprint, seq });
     else if (claim) next = withoutRequest(next, claim.hash);
-    return { outcome: { kind: "appended", seq }, next: dropLapsedClaims(next, answeredAt) };
+    const { state: kept, owners } = dropLapsedClaims(next, answeredAt);
+    return { outcome: { kind: "appended", seq }, next: kept, ...strays(owners) };
   };
+}
+
+/**
+ * The sweep's rule for a session holding claims past their lease (requests that died before
+ * their commit): drops them, and with them the partial replies they left.
+ */
+export function sweepLapsedClaims(now: number): StateRule<number> {
+  return (state) => {
+    const { state: kept, owners } = dropLapsedClaims(state, now);
+    return kept === state ? { outcome: 0 } : { outcome: owners.length, next: kept, ...strays(owners) };
+  };
+}
+
+function strays(owners: readonly string[]): { strayPartials?: readonly string[] } {
+  return owners.length > 0 ? { strayPartials: owners } : {};
 }
 
 export type EndOutcome = { readonly kind: "ended" } | { readonly kind: "closed"; readonly status: Closed };
@@ -176,12 +194,15 @@ function withRequests(state: SessionState, requests: Record<string, RequestEntry
 }
 
 /**
- * Drops claims whose lease ran out. Done keys stay: the store moves each to its record beside
- * the session once its exchange is copied, which keeps the state small however many keys a
- * session remembers.
+ * Drops claims whose lease ran out, and names their owners (the keys of the partial replies their
+ * requests may have left). Done keys stay: the store moves each to its record beside the session
+ * once its exchange is copied, which keeps the state small however many keys a session remembers.
  */
-function dropLapsedClaims(state: SessionState, now: number): SessionState {
-  if (!state.requests) return state;
-  const kept = Object.entries(state.requests).filter(([, entry]) => entry.seq !== undefined || (entry.lease_until ?? 0) > now);
-  return withRequests(state, Object.fromEntries(kept));
+function dropLapsedClaims(state: SessionState, now: number): { state: SessionState; owners: string[] } {
+  if (!state.requests) return { state, owners: [] };
+  const entries = Object.entries(state.requests);
+  const lapsed = (entry: RequestEntry) => entry.seq === undefined && (entry.lease_until ?? 0) <= now;
+  if (!entries.some(([, entry]) => lapsed(entry))) return { state, owners: [] };
+  const owners = entries.flatMap(([, entry]) => (lapsed(entry) && entry.owner !== undefined ? [entry.owner] : []));
+  return { state: withRequests(state, Object.fromEntries(entries.filter(([, entry]) => !lapsed(entry)))), owners };
 }

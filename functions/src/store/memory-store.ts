@@ -87,8 +87,11 @@ export class MemoryStore implements SessionStore {
   async updateState<O>(sessionId: string, rule: StateRule<O>): Promise<Ruled<O>> {
     const session = this.sessions.get(sessionId);
     if (!session) return { found: false };
-    const { outcome, next } = rule(copy(session.state));
-    if (next) session.state = copy(next);
+    const { outcome, next, strayPartials } = rule(copy(session.state));
+    if (next) {
+      session.state = copy(next);
+      removePartials(session, strayPartials);
+    }
     return { found: true, outcome, state: copy(session.state) };
   }
 
@@ -102,13 +105,13 @@ export class MemoryStore implements SessionStore {
   async appendExchange<O>(sessionId: string, exchange: Exchange, rule: StateRule<O>, partialKey?: string): Promise<Ruled<O>> {
     const session = this.sessions.get(sessionId);
     if (!session) return { found: false };
-    const { outcome, next } = rule(copy(session.state));
+    const { outcome, next, strayPartials } = rule(copy(session.state));
     if (next) {
       assertNextCountsOneMore(session.state, next);
       session.messages.push(copy(exchange.user), copy(exchange.assistant));
       session.state = moveDoneKeys(copy(next), session.keys);
       // In the same step as the messages, as the database adapter's one update: never both, never neither.
-      if (partialKey !== undefined) session.partials.delete(partialKey);
+      removePartials(session, partialKey === undefined ? strayPartials : [partialKey, ...(strayPartials ?? [])]);
     }
     return { found: true, outcome, state: copy(session.state) };
   }
@@ -136,6 +139,13 @@ export class MemoryStore implements SessionStore {
   async findUnflushedSessions(): Promise<string[]> {
     // Every write here is whole: no session is ever left with a journal to copy.
     return [];
+  }
+
+  async findLapsedClaims(cutoff: number, limit: number): Promise<string[]> {
+    return this.oldestBy((state) => {
+      const leases = Object.values(state.requests ?? {}).flatMap((entry) => (entry.seq === undefined && entry.lease_until !== undefined ? [entry.lease_until] : []));
+      return leases.length > 0 ? Math.min(...leases) : undefined;
+    }, cutoff, limit);
   }
 
   async findClosedSessions(cutoff: number, limit: number): Promise<string[]> {
@@ -177,6 +187,10 @@ export class MemoryStore implements SessionStore {
       .slice(0, limit)
       .map((entry) => entry.id);
   }
+}
+
+function removePartials(session: StoredSession, keys: readonly string[] | undefined): void {
+  for (const key of keys ?? []) session.partials.delete(key);
 }
 
 /** The state without its done keys, which go to `records`: as the database adapter does once a copy lands. */

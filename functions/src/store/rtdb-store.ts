@@ -274,6 +274,10 @@ export class RtdbStore implements SessionStore {
     return this.keysOrderedBy("userSessions", `state/${UNFLUSHED}`, Number.MAX_SAFE_INTEGER, limit, "find unflushed sessions");
   }
 
+  async findLapsedClaims(cutoff: number, limit: number): Promise<string[]> {
+    return this.keysOrderedBy("userSessions", `state/${CLAIMS_LAPSE}`, cutoff, limit, "find lapsed claims");
+  }
+
   async deleteSession(sessionId: string): Promise<void> {
     await this.call("delete session", this.sessionRef(sessionId).remove());
   }
@@ -328,6 +332,10 @@ export class RtdbStore implements SessionStore {
     // A closed session with a journal left (its copy failed when it closed) is indexed for the
     // sweep, which finishes the copy: no message will come to do it.
     if (next.status !== "active" && isRecord(node.pending)) node[UNFLUSHED] = next.ended_at ?? next.last_activity;
+    // So is the first lease of a claim: a request that dies leaves its claim and partial behind,
+    // and if no later message of the session drops them, the sweep does.
+    const lapse = firstLease(next);
+    if (lapse !== undefined) node[CLAIMS_LAPSE] = lapse;
     return node;
   }
 
@@ -350,7 +358,7 @@ export class RtdbStore implements SessionStore {
     const closed = raw.status !== "active";
     // This transaction closed the session: partials left by requests that died before their commit go too.
     const closing = closed && result.wrote;
-    if (uncopied.length === 0 && !(closed && journal.size > 0) && !closing) return;
+    if (uncopied.length === 0 && !(closed && journal.size > 0) && !closing && result.strayPartials.length === 0) return;
     // Parsed only now, when there is something to copy: most commits find it all copied already.
     const pending = this.parsePending(sessionId, raw.pending ?? null);
     // One multi-path update, atomic: the exchanges into `messages`, the done keys into `keys`.
@@ -359,9 +367,8 @@ export class RtdbStore implements SessionStore {
     // The partial each exchange completes leaves as the exchange arrives: a listener sees one or the other.
     if (closing) update.partials = null;
     else {
-      for (const entry of Object.values(pending)) {
-        if (entry.partial !== undefined && DATABASE_KEY.test(entry.partial)) update[`partials/${entry.partial}`] = null;
-      }
+      const completed = Object.values(pending).flatMap((entry) => (entry.partial === undefined ? [] : [entry.partial]));
+      for (const key of [...completed, ...result.strayPartials]) if (DATABASE_KEY.test(key)) update[`partials/${key}`] = null;
     }
     for (const [hash, entry] of doneKeys) {
       const record = keyRecordSchema.safeParse(entry);
@@ -401,7 +408,7 @@ export class RtdbStore implements SessionStore {
       this.stateToWrite(sessionId, next, raw.pending),
   ): Promise<StateResult<O>> {
     const path = `userSessions/${sessionId}/state`;
-    const notFound = { ruled: { found: false } as Ruled<O>, wrote: false };
+    const notFound = { ruled: { found: false } as Ruled<O>, wrote: false, strayPartials: [] as readonly string[] };
     let written: unknown;
     const { decided, committed, snapshot, runs } = await this.transact(path, operation, (raw) => {
       const current = raw as RawState | null;
@@ -412,12 +419,12 @@ export class RtdbStore implements SessionStore {
       const state = sessionStateSchema.safeParse(current);
       // Malformed: abort, and report it below instead of "not found".
       if (!state.success) return { decided: notFound, write: undefined };
-      const { outcome, next } = rule(state.data);
+      const { outcome, next, strayPartials = [] } = rule(state.data);
       const node = next === undefined ? undefined : toNode(current, next, state.data);
       const ruled: Ruled<O> = { found: true, outcome, state: next !== undefined && node !== undefined ? next : state.data };
       // A decision that changes nothing still drops what is copied already, riding on the confirmation.
       written = node ?? this.stateToWrite(sessionId, state.data, current.pending);
-      return { decided: { ruled, wrote: node !== undefined }, write: written };
+      return { decided: { ruled, wrote: node !== undefined, strayPartials: node === undefined ? [] : strayPartials }, write: written };
     });
     // Committed, the node is what the last run wrote, parsed by it already: no second conversion.
     const value: unknown = committed ? written : snapshot.val();
@@ -533,6 +540,8 @@ export class RtdbStore implements SessionStore {
 interface StateResult<O> {
   readonly ruled: Ruled<O>;
   readonly wrote: boolean;
+  /** Partial replies of dropped claims, to remove with the copy (see StateRule). */
+  readonly strayPartials: readonly string[];
   /** The state node as stored now (null for none). */
   readonly value: unknown;
   /** How often the rule ran: 1 when the server took its first answer. */
@@ -541,6 +550,17 @@ interface StateResult<O> {
 
 /** The index of closed sessions whose journal is not copied yet (see stateToWrite). */
 const UNFLUSHED = "unflushed_since";
+/** The index of sessions by their first claim's lease, for the sweep of claims left by requests that died (see stateToWrite). */
+const CLAIMS_LAPSE = "claims_lapse_at";
+
+/** When the first of the state's claims lapses; undefined when it holds none. */
+function firstLease(state: SessionState): number | undefined {
+  let first: number | undefined;
+  for (const entry of Object.values(state.requests ?? {})) {
+    if (entry.seq === undefined && entry.lease_until !== undefined && (first === undefined || entry.lease_until < first)) first = entry.lease_until;
+  }
+  return first;
+}
 
 /** The state without the done keys this instance knows are copied to their records. */
 function withoutCopiedKeys(state: SessionState, copied: ReadonlySet<string>): SessionState {

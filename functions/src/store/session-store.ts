@@ -4,9 +4,11 @@ import type { ChatMessage, CreateKey, Exchange, KeyRecord, PartialReply, Session
  * A rule deciding, from the current stored state, what happens: an outcome for the caller and,
  * to change the session, the next state. It runs inside the store's atomic section (a database
  * transaction handler), so it must be synchronous, pure and cheap: it can run several times
- * under contention, and only its last run counts.
+ * under contention, and only its last run counts. `strayPartials`: the keys of partial replies
+ * whose writers' claims the next state drops as lapsed (requests that died): the store removes
+ * them once the state is committed.
  */
-export type StateRule<O> = (state: SessionState) => { readonly outcome: O; readonly next?: SessionState };
+export type StateRule<O> = (state: SessionState) => { readonly outcome: O; readonly next?: SessionState; readonly strayPartials?: readonly string[] };
 
 /** Like `StateRule`, for a user's usage record, which may not exist yet (`null`). */
 export type UsageRule<O> = (usage: UserUsage | null) => { readonly outcome: O; readonly next?: UserUsage };
@@ -122,6 +124,9 @@ export interface SessionStore {
 
   /** Closed sessions whose exchanges are not all in `messages` yet (a copy that failed as they closed). */
   findUnflushedSessions(limit: number): Promise<string[]>;
+
+  /** Sessions holding a claim whose lease ended at or before `cutoff` (a request that died), oldest first. */
+  findLapsedClaims(cutoff: number, limit: number): Promise<string[]>;
 
   /** Removes a session and its history. */
   deleteSession(sessionId: string): Promise<void>;

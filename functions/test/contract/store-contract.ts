@@ -175,6 +175,42 @@ export function storeContract(makeHarness: () => Promise<StoreHarness>): void {
       expect((await store.readRecentMessages(session.id, 10)).map((message) => message.content)).toEqual(["question 1", "answer 1", "question 2", "answer 2"]);
     });
 
+    it("removes the partials a committed rule names as stray, and none when the rule changes nothing", async () => {
+      const session = await seededSession(1);
+      await store.writePartial(session.id, "dead-a", partial("left behind", 1));
+      await store.writePartial(session.id, "alive-b", partial("still writing", 1));
+      const unchanged: StateRule<string> = () => ({ outcome: "no", strayPartials: ["dead-a"] });
+      await store.updateState(session.id, unchanged);
+      expect(Object.keys(await harness.partials(session.id)).sort()).toEqual(["alive-b", "dead-a"]);
+      const touch: StateRule<string> = (state) => ({ outcome: "yes", next: { ...state, last_activity: state.last_activity + 1 }, strayPartials: ["dead-a"] });
+      await store.updateState(session.id, touch);
+      expect(await harness.partials(session.id)).toEqual({ "alive-b": partial("still writing", 1) });
+      const appendDropping: StateRule<string> = (state) => ({ outcome: "ok", next: { ...state, message_count: state.message_count + 1 }, strayPartials: ["alive-b"] });
+      await store.appendExchange(session.id, exchange("2"), appendDropping);
+      expect(await harness.partials(session.id)).toEqual({});
+    });
+
+    it("finds sessions holding a claim whose lease lapsed, by the first lease", async () => {
+      const [early, late, none] = await Promise.all([seededSession(), seededSession(), seededSession()]);
+      const claimUntil = (leaseUntil: number, owner: string): StateRule<undefined> => (state) => ({
+        outcome: undefined,
+        next: { ...state, requests: { ...state.requests, [`r-${owner}`]: { fingerprint: "", owner, lease_until: leaseUntil } } },
+      });
+      await store.updateState(early.id, claimUntil(T + 100, "a"));
+      await store.updateState(early.id, claimUntil(T + 500, "b"));
+      await store.updateState(late.id, claimUntil(T + 300, "c"));
+      const ours = (ids: string[]) => ids.filter((id) => [early.id, late.id, none.id].includes(id));
+      expect(ours(await store.findLapsedClaims(T + 99, 100))).toEqual([]);
+      expect(ours(await store.findLapsedClaims(T + 300, 100))).toEqual([early.id, late.id]);
+      // A commit that drops the early claim moves the session's index to its next lease.
+      const dropA: StateRule<undefined> = (state) => {
+        const { "r-a": dropped, ...rest } = state.requests ?? {};
+        return { outcome: undefined, next: { ...state, requests: rest } };
+      };
+      await store.updateState(early.id, dropA);
+      expect(ours(await store.findLapsedClaims(T + 300, 100))).toEqual([late.id]);
+    });
+
     it("keeps the partial when the append is refused", async () => {
       const session = await seededSession();
       await store.writePartial(session.id, "owner-a", partial("text"));

@@ -5,6 +5,7 @@ import {
   expireRule,
   releaseClaim,
   settle,
+  sweepLapsedClaims,
   type AppendOutcome,
   type ClaimOutcome,
   type EndOutcome,
@@ -38,9 +39,10 @@ function expiredByIdle(state: SessionState): SessionState {
   return next;
 }
 
-/** `{ outcome }` when the rule must write nothing, `{ outcome, next }` when it must write `next`. */
-function result<O>(outcome: O, next?: SessionState): { outcome: O; next?: SessionState } {
-  return next === undefined ? { outcome } : { outcome, next };
+/** `{ outcome }` when the rule must write nothing, `{ outcome, next }` when it must write `next` (and the partials it names stray). */
+function result<O>(outcome: O, next?: SessionState, strayPartials?: readonly string[]): { outcome: O; next?: SessionState; strayPartials?: readonly string[] } {
+  if (next === undefined) return { outcome };
+  return strayPartials === undefined ? { outcome, next } : { outcome, next, strayPartials };
 }
 
 interface Row<O> {
@@ -50,14 +52,16 @@ interface Row<O> {
   readonly outcome: O;
   /** What the rule writes; absent when it must write nothing. */
   readonly next?: SessionState;
+  /** The partial replies of dead requests the rule names for removal with `next`. */
+  readonly strayPartials?: readonly string[];
 }
 
 /** Runs each row's rule on a frozen copy of its state: rules must not mutate what they read. */
 function ruleTable<O>(rows: readonly Row<O>[]): void {
-  it.each(rows)("$name", ({ state, rule, outcome, next }) => {
+  it.each(rows)("$name", ({ state, rule, outcome, next, strayPartials }) => {
     // A JSON copy, not structuredClone: that one builds objects of another realm, which toStrictEqual tells apart.
     const input = deepFreeze(JSON.parse(JSON.stringify(state)) as SessionState);
-    expect(rule(input)).toStrictEqual(result(outcome, next));
+    expect(rule(input)).toStrictEqual(result(outcome, next, strayPartials));
     expect(input).toStrictEqual(state);
   });
 }
@@ -135,11 +139,12 @@ describe("claimRequest", () => {
       outcome: { kind: "busy", leaseUntil: now + 1 },
     },
     {
-      name: "takes over another owner's lease that ran out",
+      name: "takes over another owner's lease that ran out, naming its partial stray",
       state: active(mine({ fingerprint: "fp1", owner: "other", lease_until: now - 1 })),
       rule: claim(),
       outcome: { kind: "claimed", alone: true },
       next: active(mine(claimedAt(now))),
+      strayPartials: ["other"],
     },
     {
       name: "takes over a lease that runs out at this very moment",
@@ -147,6 +152,7 @@ describe("claimRequest", () => {
       rule: claim(),
       outcome: { kind: "claimed", alone: true },
       next: active(mine(claimedAt(now))),
+      strayPartials: ["other"],
     },
     {
       name: "lets the same owner claim again, renewing its lease",
@@ -331,9 +337,11 @@ describe("appendRule", () => {
       },
     });
 
-    it("with a keyed append: the done keys, this one (6), and the live claim", () => {
-      const { outcome, next } = appendRule({ receivedAt: T + 100, answeredAt, policy: POLICY, claim: CLAIM })(state);
+    it("with a keyed append: the done keys, this one (6), and the live claim; the lapsed claims' partials are stray", () => {
+      const { outcome, next, strayPartials } = appendRule({ receivedAt: T + 100, answeredAt, policy: POLICY, claim: CLAIM })(state);
       expect(outcome).toEqual({ kind: "appended", seq: 6 });
+      // The two lapsed claims and the one without a lease (all of the owner "someone").
+      expect(strayPartials).toEqual(["someone", "someone", "someone"]);
       expect(next?.requests).toStrictEqual({ k4: done(4), k5: done(5), h1: { fingerprint: "fp1", seq: 6 }, live: claimUntil(answeredAt + 1) });
     });
 
@@ -418,5 +426,25 @@ describe("expireRule", () => {
     { name: "leaves a session active since", state: active({ last_activity: T + 2, idle_since: T + 2 }), rule: expireRule(T + 1_001, policy), outcome: false },
     { name: "leaves an ended session", state: ended(), rule: expireRule(T + 5_000, policy), outcome: false },
     { name: "leaves an expired session (so it is counted once)", state: ended({ status: "expired" }), rule: expireRule(T + 5_000, policy), outcome: false },
+  ]);
+});
+
+describe("sweepLapsedClaims", () => {
+  const now = T + 1_000;
+  ruleTable<number>([
+    {
+      name: "drops claims whose lease lapsed, naming their partials stray, keeping live claims and done keys",
+      state: active({ requests: { dead: { fingerprint: "", owner: "o1", lease_until: now }, live: { fingerprint: "", owner: "o2", lease_until: now + 1 }, done: { fingerprint: "f", seq: 1 } } }),
+      rule: sweepLapsedClaims(now),
+      outcome: 1,
+      next: active({ requests: { live: { fingerprint: "", owner: "o2", lease_until: now + 1 }, done: { fingerprint: "f", seq: 1 } } }),
+      strayPartials: ["o1"],
+    },
+    {
+      name: "writes nothing when every claim is live",
+      state: active({ requests: { live: { fingerprint: "", owner: "o2", lease_until: now + 1 } } }),
+      rule: sweepLapsedClaims(now),
+      outcome: 0,
+    },
   ]);
 });
