@@ -1,6 +1,6 @@
 import type { StoreCall } from "./counting-store";
-import type { Sample } from "./window-measure";
-import type { CacheMode } from "./window-rig";
+import type { Sample } from "./measure";
+import type { CacheMode } from "./rig";
 
 /** Process memory, after a full GC when one could be forced. */
 export interface Memory {

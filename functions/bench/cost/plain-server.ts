@@ -2,8 +2,8 @@ import { randomUUID } from "node:crypto";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import OpenAI from "openai";
-import { seedTemplates } from "../src/local/project-files";
-import { TEMPLATE_ID } from "./api-client";
+import { seedTemplates } from "../../src/local/project-files";
+import { TEMPLATE_ID } from "../shared/http-client";
 import { reportToParent } from "./child-server";
 
 /**

@@ -1,5 +1,5 @@
-import type { ChatMessage, SessionState } from "../src/store/records";
-import type { SessionStore } from "../src/store/session-store";
+import type { ChatMessage, SessionState } from "../../src/store/records";
+import type { SessionStore } from "../../src/store/session-store";
 import type { Plan } from "./plan";
 
 /** Far more messages than a soak session can hold: "read the whole history". */

@@ -1,8 +1,8 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { PROJECT_ROOT, seedTemplates } from "../src/local/project-files";
-import type { Template } from "../src/store/records";
+import { PROJECT_ROOT, seedTemplates } from "../../src/local/project-files";
+import type { Template } from "../../src/store/records";
 
 /**
  * rtdb-wire, the workplace's stand-in Realtime Database (not part of this project, never copied

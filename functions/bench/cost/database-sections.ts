@@ -3,15 +3,15 @@ import { performance } from "node:perf_hooks";
 import { setTimeout as sleep } from "node:timers/promises";
 import { deleteApp, initializeApp, type App } from "firebase-admin/app";
 import { getDatabase, type DataSnapshot } from "firebase-admin/database";
-import type { Config } from "../src/config";
-import type { Template } from "../src/store/records";
-import { silentLog } from "../src/log/log";
-import { composeInstance } from "../src/runtime/instance";
-import { LocalServers } from "../test/support/local-servers";
-import { freshNamespace } from "../test/support/rtdb";
-import { NO_TOKENS } from "../test/support/service-env";
-import { createSession, sendMessage } from "./api-client";
-import { fmt, median, table, type Section } from "./cost-report";
+import type { Config } from "../../src/config";
+import type { Template } from "../../src/store/records";
+import { silentLog } from "../../src/log/log";
+import { composeInstance } from "../../src/runtime/instance";
+import { LocalServers } from "../../test/support/local-servers";
+import { freshNamespace } from "../../test/support/rtdb";
+import { NO_TOKENS } from "../../test/support/service-env";
+import { createSession, sendMessage } from "../shared/http-client";
+import { fmt, median, table, type Section } from "./report";
 import { countsSince, type RtdbWire, type WireCounts } from "./rtdb-wire";
 
 /**

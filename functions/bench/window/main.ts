@@ -1,11 +1,11 @@
 import { performance } from "node:perf_hooks";
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
-import { probeDatabase, runCli } from "./cli";
-import { sendMeasured, sessionWithHistory, type Sample } from "./window-measure";
-import { parseOptions, USAGE, type WindowBenchOptions } from "./window-options";
-import { cacheReport, maxMessagesRead, maxPromptMessages, memoryReport, modeReport, type Memory, type SizeResult } from "./window-report";
-import { startRig, type CacheMode, type Rig } from "./window-rig";
+import { probeDatabase, runCli } from "../shared/cli";
+import { sendMeasured, sessionWithHistory, type Sample } from "./measure";
+import { parseOptions, USAGE, type WindowBenchOptions } from "./options";
+import { cacheReport, maxMessagesRead, maxPromptMessages, memoryReport, modeReport, type Memory, type SizeResult } from "./report";
+import { startRig, type CacheMode, type Rig } from "./rig";
 
 /**
  * The window bench: for histories of growing length, the latency and the data read of each

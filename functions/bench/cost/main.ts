@@ -1,18 +1,18 @@
 import { cpus, loadavg } from "node:os";
 import { performance } from "node:perf_hooks";
-import { FakeOpenAiServer } from "../test/support/fake-openai-server";
-import { serviceConfig } from "../test/support/service-env";
-import { runCli } from "./cli";
-import { perMessage, startServers, throughput, type Servers } from "./cost-load";
-import { parseOptions, USAGE } from "./cost-options";
-import { goalTable, skippedSection, type Goal, type Section } from "./cost-report";
-import { roundTrips, wireTraffic } from "./cost-wire";
+import { FakeOpenAiServer } from "../../test/support/fake-openai-server";
+import { serviceConfig } from "../../test/support/service-env";
+import { runCli } from "../shared/cli";
+import { perMessage, startServers, throughput, type Servers } from "./load-sections";
+import { parseOptions, USAGE } from "./options";
+import { goalTable, skippedSection, type Goal, type Section } from "./report";
+import { roundTrips, wireTraffic } from "./database-sections";
 import { RtdbWire } from "./rtdb-wire";
 
 /**
  * The message-cost bench (`npm run bench`): what one message costs in database round trips,
  * wire traffic, throughput, latency and memory, against the goals of issues 7 and 8 and against
- * a plain node:http server that calls the same fake model (bench/plain-server.ts). It uses the
+ * a plain node:http server that calls the same fake model (bench/cost/plain-server.ts). It uses the
  * HTTP API only: instances from the composition root behind the local server. Exit code 0 when
  * the run completed, whatever the goals say.
  *

@@ -1,4 +1,4 @@
-import { readFlags, UsageError } from "./cli";
+import { readFlags, UsageError } from "../shared/cli";
 
 /** What a soak run does; every field can be set by `--name=value` (or `--name value`) or by `SOAK_NAME`. */
 export interface SoakOptions {

@@ -1,6 +1,6 @@
 import { isDeepStrictEqual } from "node:util";
-import type { ChatMessage, Template } from "../src/store/records";
-import type { SessionStore } from "../src/store/session-store";
+import type { ChatMessage, Template } from "../../src/store/records";
+import type { SessionStore } from "../../src/store/session-store";
 import { lastUserText, type PromptMessage } from "./chaos";
 import type { MessagePlan, Plan } from "./plan";
 import { readStored, type StoredSession, type StoredView } from "./stored";

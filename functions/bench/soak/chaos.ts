@@ -1,5 +1,5 @@
-import type { Chaos, RecordedRequest, Scripted } from "../test/support/fake-openai-server";
-import { randomFor } from "./random";
+import type { Chaos, RecordedRequest, Scripted } from "../../test/support/fake-openai-server";
+import { randomFor } from "../shared/random";
 
 /** How a model call can go wrong; `slow` answers, late but within the timeout. */
 export const FAULT_KINDS = ["http500", "http429", "http503", "hang", "drop", "empty", "slow"] as const;

@@ -1,4 +1,4 @@
-import { readFlags, UsageError } from "./cli";
+import { readFlags, UsageError } from "../shared/cli";
 
 /** What a message-cost bench run does; every field can be set by `--name=value` (or `--name value`) or by `COST_BENCH_NAME`. */
 export interface CostOptions {

@@ -1,5 +1,5 @@
 import type { SoakOptions } from "./options";
-import { randomFor } from "./random";
+import { randomFor } from "../shared/random";
 
 export interface SessionPlan {
   readonly index: number;

@@ -1,6 +1,6 @@
 import { performance } from "node:perf_hooks";
-import type { ChatMessage, CreateKey, Exchange, PartialReply, SessionMeta, SessionState, SessionSummary, Template } from "../src/store/records";
-import type { Claimed, HistoryWindow, NewSession, Ruled, SessionStore, StateRule, UsageRule } from "../src/store/session-store";
+import type { ChatMessage, CreateKey, Exchange, PartialReply, SessionMeta, SessionState, SessionSummary, Template } from "../../src/store/records";
+import type { Claimed, HistoryWindow, NewSession, Ruled, SessionStore, StateRule, UsageRule } from "../../src/store/session-store";
 
 /** The store calls the session module makes, by name. */
 export type StoreCall = keyof SessionStore;

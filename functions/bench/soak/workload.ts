@@ -1,7 +1,7 @@
 import { performance } from "node:perf_hooks";
-import { routeForm, ROUTE_FORMS, send, type Answer, type RouteForm } from "./client";
+import { routeForm, ROUTE_FORMS, send, type Answer, type RouteForm } from "./route-forms";
 import type { MessagePlan, Plan, SessionPlan, Task } from "./plan";
-import { randomFor, type Random } from "./random";
+import { randomFor, type Random } from "../shared/random";
 
 /** Why an attempt was sent. */
 export type Reason = "first" | "copy" | "after-failure" | "late-repeat";

@@ -1,4 +1,4 @@
-import { readFlags, UsageError } from "./cli";
+import { readFlags, UsageError } from "../shared/cli";
 
 /** What a window-bench run does; set by `--name=value` (or `--name value`) or by `BENCH_NAME`. */
 export interface WindowBenchOptions {

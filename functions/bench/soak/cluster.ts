@@ -1,13 +1,13 @@
-import type { Log } from "../src/log/log";
-import { composeInstance } from "../src/runtime/instance";
-import { MemoryStore } from "../src/store/memory-store";
-import type { Template } from "../src/store/records";
-import { RtdbStore } from "../src/store/rtdb-store";
-import type { SessionStore } from "../src/store/session-store";
-import { FakeOpenAiServer, type Chaos } from "../test/support/fake-openai-server";
-import { LocalServers } from "../test/support/local-servers";
-import { freshNamespace, RtdbInstances } from "../test/support/rtdb";
-import { NO_TOKENS, serviceConfig } from "../test/support/service-env";
+import type { Log } from "../../src/log/log";
+import { composeInstance } from "../../src/runtime/instance";
+import { MemoryStore } from "../../src/store/memory-store";
+import type { Template } from "../../src/store/records";
+import { RtdbStore } from "../../src/store/rtdb-store";
+import type { SessionStore } from "../../src/store/session-store";
+import { FakeOpenAiServer, type Chaos } from "../../test/support/fake-openai-server";
+import { LocalServers } from "../../test/support/local-servers";
+import { freshNamespace, RtdbInstances } from "../../test/support/rtdb";
+import { NO_TOKENS, serviceConfig } from "../../test/support/service-env";
 
 /** Three personalities whose windows differ: the whole recent history, an odd slice, none. */
 export const SOAK_TEMPLATES: Readonly<Record<string, Template>> = {

@@ -1,11 +1,11 @@
 import { performance } from "node:perf_hooks";
 import { setTimeout as sleep } from "node:timers/promises";
-import { freshNamespace } from "../test/support/rtdb";
-import { serviceEnv } from "../test/support/service-env";
-import { createSession, sendMessage } from "./api-client";
+import { freshNamespace } from "../../test/support/rtdb";
+import { serviceEnv } from "../../test/support/service-env";
+import { createSession, sendMessage } from "../shared/http-client";
 import { ChildServer } from "./child-server";
-import { fmt, median, skippedSection, table, type Section } from "./cost-report";
-import type { CostOptions } from "./cost-options";
+import { fmt, median, skippedSection, table, type Section } from "./report";
+import type { CostOptions } from "./options";
 
 /**
  * Sections c, d and e of the cost bench: the servers under test each in a child process of its

@@ -1,8 +1,8 @@
 import { performance } from "node:perf_hooks";
-import { appendRule } from "../src/session/session-rules";
-import type { Exchange } from "../src/store/records";
+import { appendRule } from "../../src/session/session-rules";
+import type { Exchange } from "../../src/store/records";
 import { countsSince, totalCalls, type StoreCall } from "./counting-store";
-import { BENCH_TEMPLATE_ID, type CacheMode, type Rig } from "./window-rig";
+import { BENCH_TEMPLATE_ID, type CacheMode, type Rig } from "./rig";
 
 /** What one measured message cost. */
 export interface Sample {

@@ -1,6 +1,6 @@
-import { createLocalInstance } from "../src/local/local-instance";
-import type { Log } from "../src/log/log";
-import { LocalServers } from "../test/support/local-servers";
+import { createLocalInstance } from "../../src/local/local-instance";
+import type { Log } from "../../src/log/log";
+import { LocalServers } from "../../test/support/local-servers";
 import { reportToParent } from "./child-server";
 
 /**

@@ -1,9 +1,9 @@
 import { performance } from "node:perf_hooks";
-import type { PromptMessage } from "../src/llm/chat-model";
-import { lastMessages, planPrompt } from "../src/session/context-window";
-import type { ChatMessage } from "../src/store/records";
-import { calibration } from "../src/session/token-estimate";
-import { Random } from "./random";
+import type { PromptMessage } from "../../src/llm/chat-model";
+import { lastMessages, planPrompt } from "../../src/session/context-window";
+import type { ChatMessage } from "../../src/store/records";
+import { calibration } from "../../src/session/token-estimate";
+import { Random } from "../shared/random";
 
 /**
  * What the token window costs per message: planPrompt (which estimates every prompt, with or

@@ -3,16 +3,17 @@ import { readFileSync } from "node:fs";
 import { join, relative, resolve } from "node:path";
 import { initializeApp } from "firebase-admin/app";
 import { getDatabase } from "firebase-admin/database";
-import { silentLog } from "../src/log/log";
-import { seedTemplates } from "../src/local/project-files";
-import { composeInstance } from "../src/runtime/instance";
-import { RtdbStore } from "../src/store/rtdb-store";
-import { FakeOpenAiServer } from "../test/support/fake-openai-server";
-import { freshNamespace } from "../test/support/rtdb";
-import { NO_TOKENS, serviceConfig } from "../test/support/service-env";
-import { probeDatabase, readFlags, runCli, UsageError } from "./cli";
+import { silentLog } from "../../src/log/log";
+import { seedTemplates } from "../../src/local/project-files";
+import { composeInstance } from "../../src/runtime/instance";
+import { RtdbStore } from "../../src/store/rtdb-store";
+import { FakeOpenAiServer } from "../../test/support/fake-openai-server";
+import { freshNamespace } from "../../test/support/rtdb";
+import { NO_TOKENS, serviceConfig } from "../../test/support/service-env";
+import { probeDatabase, readFlags, runCli, UsageError } from "../shared/cli";
 
-const FUNCTIONS_DIR = resolve(__dirname, "..", "..");
+/** functions/, from build/bench/start/. */
+const FUNCTIONS_DIR = resolve(__dirname, "..", "..", "..");
 const LOAD_GOAL_RATIO = 5;
 const LOAD_GOAL_RSS_MIB = 80;
 const USAGE = `Usage: npm run bench:start -- [--runs N] [--entry FILE]

@@ -1,6 +1,6 @@
 import { ChaosMonkey } from "./chaos";
 import { checkRun } from "./check";
-import { probeDatabase, runCli } from "./cli";
+import { probeDatabase, runCli } from "../shared/cli";
 import { SOAK_TEMPLATES, startCluster } from "./cluster";
 import { parseOptions, USAGE } from "./options";
 import { makePlan } from "./plan";

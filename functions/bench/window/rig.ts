@@ -1,15 +1,15 @@
-import type { Config } from "../src/config";
-import { silentLog } from "../src/log/log";
-import { composeInstance, sessionPolicy, type Instance } from "../src/runtime/instance";
-import type { SessionPolicy } from "../src/session/session-rules";
-import { MemoryStore } from "../src/store/memory-store";
-import type { Template } from "../src/store/records";
-import { RtdbStore } from "../src/store/rtdb-store";
-import type { SessionStore } from "../src/store/session-store";
-import { FakeOpenAiServer } from "../test/support/fake-openai-server";
-import { freshNamespace, RtdbInstances } from "../test/support/rtdb";
-import { NO_TOKENS, serviceConfig } from "../test/support/service-env";
-import { parseHost, TcpProxy, type ByteCounts } from "../test/support/tcp-proxy";
+import type { Config } from "../../src/config";
+import { silentLog } from "../../src/log/log";
+import { composeInstance, sessionPolicy, type Instance } from "../../src/runtime/instance";
+import type { SessionPolicy } from "../../src/session/session-rules";
+import { MemoryStore } from "../../src/store/memory-store";
+import type { Template } from "../../src/store/records";
+import { RtdbStore } from "../../src/store/rtdb-store";
+import type { SessionStore } from "../../src/store/session-store";
+import { FakeOpenAiServer } from "../../test/support/fake-openai-server";
+import { freshNamespace, RtdbInstances } from "../../test/support/rtdb";
+import { NO_TOKENS, serviceConfig } from "../../test/support/service-env";
+import { parseHost, TcpProxy, type ByteCounts } from "../../test/support/tcp-proxy";
 import { CountingStore } from "./counting-store";
 
 export const BENCH_TEMPLATE_ID = "bench-window";
