@@ -3,6 +3,7 @@ import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { PROJECT_ROOT, seedTemplates } from "../../src/local/project-files";
 import type { Template } from "../../src/store/records";
+import { send } from "../shared/http-client";
 
 /**
  * rtdb-wire, the workplace's stand-in Realtime Database (not part of this project, never copied
@@ -51,12 +52,15 @@ export class RtdbWire {
 
   /** Delays every message the server sends from now on, on open connections too. */
   async setLatency(ms: number): Promise<void> {
-    await this.call("PUT", "/.wire/latency", JSON.stringify({ ms }));
+    await this.call("PUT", "/.wire/latency", { ms });
   }
 
   async counts(ns: string): Promise<WireCounts> {
-    const stats = JSON.parse(await this.call("GET", `/.wire/stats?ns=${ns}`)) as Record<string, number | undefined>;
-    const get = (name: string): number => stats[name] ?? 0;
+    const stats = await this.call("GET", `/.wire/stats?ns=${ns}`);
+    const get = (name: string): number => {
+      const value = stats[name];
+      return typeof value === "number" ? value : 0;
+    };
     return {
       requests: get("requests"),
       listens: get("listens"),
@@ -69,7 +73,7 @@ export class RtdbWire {
 
   /** The templates of emulator-data/ (and `extra`), written over REST as `firebase emulators:start --import` loads them. */
   async seedTemplates(ns: string, extra: Readonly<Record<string, Template>> = {}): Promise<void> {
-    await this.call("PUT", `/templates.json?ns=${ns}`, JSON.stringify({ ...seedTemplates(), ...extra }));
+    await this.call("PUT", `/templates.json?ns=${ns}`, { ...seedTemplates(), ...extra });
   }
 
   async close(): Promise<void> {
@@ -79,11 +83,10 @@ export class RtdbWire {
     await exited;
   }
 
-  private async call(method: string, path: string, body?: string): Promise<string> {
-    const response = await fetch(`http://${this.host}${path}`, { method, ...(body === undefined ? {} : { body }), headers: { Authorization: "Bearer owner" } });
-    const text = await response.text();
-    if (!response.ok) throw new Error(`rtdb-wire ${method} ${path}: ${response.status} ${text}`);
-    return text;
+  private async call(method: string, path: string, body?: unknown): Promise<Record<string, unknown>> {
+    const answer = await send(`http://${this.host}${path}`, { method, body, headers: { Authorization: "Bearer owner" } });
+    if (answer.status < 200 || answer.status > 299) throw new Error(`rtdb-wire ${method} ${path}: ${answer.status} ${answer.error ?? JSON.stringify(answer.body)}`);
+    return answer.body;
   }
 }
 

@@ -1,4 +1,6 @@
-/** What the soak and the window bench share as command-line programs. */
+import { send } from "./http-client";
+
+/** What the bench programs share as command-line programs. */
 
 /** The command line or the environment asks for something the run does not take; the usage text follows. */
 export class UsageError extends Error {}
@@ -27,13 +29,9 @@ export function readFlags(argv: readonly string[], knownFlags: Iterable<string>)
 
 /** Fails fast, and says so, when no Realtime Database answers at `host` (asked for `namespace`). */
 export async function probeDatabase(host: string, namespace: string): Promise<void> {
-  try {
-    const response = await fetch(`http://${host}/.json?ns=${namespace}&shallow=true`, { signal: AbortSignal.timeout(3000) });
-    if (response.ok) return;
-    throw new Error(`answered ${response.status}`);
-  } catch (error) {
-    throw new SetupError(`FIREBASE_DATABASE_EMULATOR_HOST=${host}: no Realtime Database answers there (${error instanceof Error ? error.message : String(error)})`);
-  }
+  const answer = await send(`http://${host}/.json?ns=${namespace}&shallow=true`, { method: "GET", timeoutMs: 3000 });
+  if (answer.status >= 200 && answer.status <= 299) return;
+  throw new SetupError(`FIREBASE_DATABASE_EMULATOR_HOST=${host}: no Realtime Database answers there (${answer.error ?? `answered ${answer.status}`})`);
 }
 
 /**

@@ -1,7 +1,9 @@
 import { performance } from "node:perf_hooks";
-import { routeForm, ROUTE_FORMS, send, type Answer, type RouteForm } from "./route-forms";
-import type { MessagePlan, Plan, SessionPlan, Task } from "./plan";
+import { setTimeout as sleep } from "node:timers/promises";
+import { send, type Answer, type Request } from "../shared/http-client";
 import { randomFor, type Random } from "../shared/random";
+import { routeForm, ROUTE_FORMS, type RouteForm } from "./route-forms";
+import type { MessagePlan, Plan, SessionPlan, Task } from "./plan";
 
 /** Why an attempt was sent. */
 export type Reason = "first" | "copy" | "after-failure" | "late-repeat";
@@ -40,11 +42,9 @@ export interface WorkloadOptions {
   readonly timeLimitMs: number;
 }
 
-interface Request {
-  readonly method: string;
+/** A request to one of the instances, by its path. */
+interface Routed extends Request {
   readonly path: string;
-  readonly body?: unknown;
-  readonly headers?: Record<string, string>;
 }
 
 /** Attempts of one keyed message, at most: a client that retries, then gives up. */
@@ -63,11 +63,11 @@ export async function runWorkload(plan: Plan, instances: readonly string[], opti
     instance: number,
     reason: Reason,
     random: Random,
-    request: (form: RouteForm) => Request,
+    request: (form: RouteForm) => Routed,
   ): Promise<Attempt> {
-    const { method, path, body, headers = {} } = request(routeForm(random.int(ROUTE_FORMS)));
+    const { path, ...sent } = request(routeForm(random.int(ROUTE_FORMS)));
     const at = performance.now();
-    const answer = await send(instances[instance] ?? "", method, path, body, headers);
+    const answer = await send(`${instances[instance] ?? ""}${path}`, sent);
     const record: Attempt = { ...answer, ...what, instance, reason, started: at, finished: performance.now() };
     attempts.push(record);
     return record;
@@ -152,8 +152,4 @@ async function pool<T>(items: readonly T[], concurrency: number, work: (item: T,
   };
   await Promise.all(Array.from({ length: concurrency }, worker));
   return next;
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((wake) => setTimeout(wake, ms));
 }
