@@ -11,7 +11,8 @@ import { LocalServers } from "../../test/support/local-servers";
 import { freshNamespace } from "../../test/support/rtdb";
 import { NO_TOKENS } from "../../test/support/service-env";
 import { createSession, sendMessage } from "../shared/http-client";
-import { fmt, median, table, type Section } from "./report";
+import { fmt, median, table } from "../shared/figures";
+import type { Section } from "./report";
 import { countsSince, type RtdbWire, type WireCounts } from "./rtdb-wire";
 
 /**

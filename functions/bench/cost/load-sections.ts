@@ -4,7 +4,8 @@ import { freshNamespace } from "../../test/support/rtdb";
 import { serviceEnv } from "../../test/support/service-env";
 import { createSession, sendMessage } from "../shared/http-client";
 import { ChildServer } from "./child-server";
-import { fmt, median, skippedSection, table, type Section } from "./report";
+import { fmt, median, table } from "../shared/figures";
+import { skippedSection, type Section } from "./report";
 import type { CostOptions } from "./options";
 
 /**

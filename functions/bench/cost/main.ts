@@ -2,7 +2,7 @@ import { cpus, loadavg } from "node:os";
 import { performance } from "node:perf_hooks";
 import { FakeOpenAiServer } from "../../test/support/fake-openai-server";
 import { serviceConfig } from "../../test/support/service-env";
-import { runCli } from "../shared/cli";
+import { runCli, stopIfStuck } from "../shared/cli";
 import { perMessage, startServers, throughput, type Servers } from "./load-sections";
 import { parseOptions, USAGE } from "./options";
 import { goalTable, skippedSection, type Goal, type Section } from "./report";
@@ -22,7 +22,7 @@ import { RtdbWire } from "./rtdb-wire";
 async function main(argv: readonly string[]): Promise<number> {
   const options = parseOptions(argv, process.env);
   const run = (section: string) => options.only.includes(section);
-  stopIfStuck(options.timeLimitMs);
+  stopIfStuck("cost-bench", options.timeLimitMs);
   const started = performance.now();
   const wire = run("a") || run("b") || run("c") || run("e") ? await RtdbWire.start(process.env) : "not needed";
   const skipped = typeof wire === "string" ? wire : undefined;
@@ -98,13 +98,6 @@ function load(): string {
   return loadavg()
     .map((value) => value.toFixed(1))
     .join(" ");
-}
-
-function stopIfStuck(afterMs: number): void {
-  setTimeout(() => {
-    console.error(`cost-bench: FAIL: still running after the time limit (${afterMs / 1000} s)`);
-    process.exit(1);
-  }, afterMs).unref();
 }
 
 runCli("cost-bench", main, USAGE);

@@ -1,4 +1,4 @@
-import { readFlags, UsageError } from "../shared/cli";
+import { integerOption, optionReader, UsageError } from "../shared/cli";
 
 /** What a message-cost bench run does; every field can be set by `--name=value` (or `--name value`) or by `COST_BENCH_NAME`. */
 export interface CostOptions {
@@ -54,31 +54,25 @@ export const USAGE = [
 
 /** Options from argv first, then the environment, then the defaults. */
 export function parseOptions(argv: readonly string[], env: Readonly<Record<string, string | undefined>>): CostOptions {
-  const given = readFlags(argv, SPECS.map((spec) => spec.flag));
-  const raw = (flag: string): string =>
-    given.get(flag) ?? (env[`COST_BENCH_${flag.toUpperCase().replaceAll("-", "_")}`]?.trim() || SPECS.find((spec) => spec.flag === flag)?.fallback || "");
+  const raw = optionReader(argv, env, "COST_BENCH_", Object.fromEntries(SPECS.map((spec) => [spec.flag, spec.fallback])));
+  const integer = (flag: string, min: number, max: number): number => integerOption(flag, raw(flag), min, max);
+  /** A comma-separated list, each distinct value once, in ascending order. */
+  const integers = (flag: string, min: number, max: number): number[] =>
+    [...new Set(raw(flag).split(",").map((part) => integerOption(flag, part, min, max)))].sort((a, b) => a - b);
   const only = raw("only");
   if (!/^[a-e]+$/.test(only)) throw new UsageError(`--only takes letters from a to e, got "${only}"`);
   return {
     only,
-    rounds: integer("rounds", raw("rounds"), 1, 1_000),
-    latencyMs: integer("latency-ms", raw("latency-ms"), 1, 1_000),
-    history: [...new Set(raw("history").split(",").map((part) => integer("history", part, 1, 5_000)))].sort((a, b) => a - b),
-    perPoint: integer("per-point", raw("per-point"), 1, 100),
-    sessions: integer("sessions", raw("sessions"), 1, 1_000),
-    modelMs: integer("model-ms", raw("model-ms"), 0, 10_000),
-    seconds: integer("seconds", raw("seconds"), 1, 600),
-    runs: integer("runs", raw("runs"), 1, 100),
-    messages: integer("messages", raw("messages"), 1, 100_000),
-    heapMb: [...new Set(raw("heap-mb").split(",").map((part) => integer("heap-mb", part, 16, 16_384)))].sort((a, b) => a - b),
-    timeLimitMs: integer("time-limit", raw("time-limit"), 10, 86_400) * 1000,
+    rounds: integer("rounds", 1, 1_000),
+    latencyMs: integer("latency-ms", 1, 1_000),
+    history: integers("history", 1, 5_000),
+    perPoint: integer("per-point", 1, 100),
+    sessions: integer("sessions", 1, 1_000),
+    modelMs: integer("model-ms", 0, 10_000),
+    seconds: integer("seconds", 1, 600),
+    runs: integer("runs", 1, 100),
+    messages: integer("messages", 1, 100_000),
+    heapMb: integers("heap-mb", 16, 16_384),
+    timeLimitMs: integer("time-limit", 10, 86_400) * 1000,
   };
-}
-
-function integer(flag: string, text: string, min: number, max: number): number {
-  const value = Number(text.trim());
-  if (text.trim() === "" || !Number.isInteger(value) || value < min || value > max) {
-    throw new UsageError(`--${flag} takes integers from ${min} to ${max}, got "${text}"`);
-  }
-  return value;
 }

@@ -1,3 +1,5 @@
+import { table } from "../shared/figures";
+
 /** A goal of issue 7 or 8 against what this run measured. */
 export interface Goal {
   readonly name: string;
@@ -13,24 +15,6 @@ export interface Goal {
 export interface Section {
   readonly lines: readonly string[];
   readonly goals: readonly Goal[];
-}
-
-export function median(values: readonly number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  if (sorted.length === 0) return Number.NaN;
-  const middle = Math.floor(sorted.length / 2);
-  return sorted.length % 2 === 1 ? (sorted[middle] ?? 0) : ((sorted[middle - 1] ?? 0) + (sorted[middle] ?? 0)) / 2;
-}
-
-/** `value` with `digits` decimals and thousands separators. */
-export function fmt(value: number, digits = 0): string {
-  return Number.isFinite(value) ? value.toLocaleString("en-US", { minimumFractionDigits: digits, maximumFractionDigits: digits }) : "n/a";
-}
-
-/** Columns two spaces apart, indented by two; the first column left-aligned, the others right-aligned. */
-export function table(rows: readonly (readonly string[])[]): string[] {
-  const widths = (rows[0] ?? []).map((_, column) => Math.max(...rows.map((row) => (row[column] ?? "").length)));
-  return rows.map((row) => `  ${row.map((cell, column) => (column === 0 ? cell.padEnd(widths[column] ?? 0) : cell.padStart(widths[column] ?? 0))).join("  ")}`.trimEnd());
 }
 
 /** A section that could not run: what it would have measured, and why not. */

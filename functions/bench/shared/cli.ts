@@ -27,6 +27,40 @@ export function readFlags(argv: readonly string[], knownFlags: Iterable<string>)
   return given;
 }
 
+/**
+ * Each option's text: from `--name=value` (or `--name value`) in `argv`, else from
+ * `${envPrefix}NAME` in the environment (upper case, dashes as underscores), else its default.
+ * A flag not in `defaults` is a UsageError.
+ */
+export function optionReader<Flag extends string>(
+  argv: readonly string[],
+  env: Readonly<Record<string, string | undefined>>,
+  envPrefix: string,
+  defaults: Readonly<Record<Flag, string>>,
+): (flag: Flag) => string {
+  const given = readFlags(argv, Object.keys(defaults));
+  return (flag) => given.get(flag) ?? (env[`${envPrefix}${flag.toUpperCase().replaceAll("-", "_")}`]?.trim() || defaults[flag]);
+}
+
+/** `text` as an integer from `min` to `max`, else a UsageError that names `--flag`. */
+export function integerOption(flag: string, text: string, min: number, max: number): number {
+  const value = Number(text.trim());
+  if (text.trim() === "" || !Number.isInteger(value) || value < min || value > max) {
+    throw new UsageError(`--${flag} takes integers from ${min} to ${max}, got "${text}"`);
+  }
+  return value;
+}
+
+/**
+ * The Realtime Database of FIREBASE_DATABASE_EMULATOR_HOST, checked to answer (asked for
+ * `probeNamespace`), or undefined when none is set: the run then uses the embedded store.
+ */
+export async function databaseFromEnv(env: Readonly<Record<string, string | undefined>>, probeNamespace: string): Promise<string | undefined> {
+  const host = env.FIREBASE_DATABASE_EMULATOR_HOST || undefined;
+  if (host !== undefined) await probeDatabase(host, probeNamespace);
+  return host;
+}
+
 /** Fails fast, and says so, when no Realtime Database answers at `host` (asked for `namespace`). */
 export async function probeDatabase(host: string, namespace: string): Promise<void> {
   const answer = await send(`http://${host}/.json?ns=${namespace}&shallow=true`, { method: "GET", timeoutMs: 3000 });
@@ -62,4 +96,12 @@ export function runCli(name: string, main: (argv: readonly string[]) => Promise<
       process.exit(1);
     },
   );
+}
+
+/** Ends the run as failed if it is still going `afterMs` after now: a stuck run says so instead of hanging. */
+export function stopIfStuck(name: string, afterMs: number): void {
+  setTimeout(() => {
+    console.error(`${name}: FAIL: still running ${afterMs / 1000} s after the start, past its time limit`);
+    process.exit(1);
+  }, afterMs).unref();
 }

@@ -1,6 +1,6 @@
 import { ChaosMonkey } from "./chaos";
 import { checkRun } from "./check";
-import { probeDatabase, runCli } from "../shared/cli";
+import { databaseFromEnv, runCli, stopIfStuck } from "../shared/cli";
 import { SOAK_TEMPLATES, startCluster } from "./cluster";
 import { parseOptions, USAGE } from "./options";
 import { makePlan } from "./plan";
@@ -17,9 +17,8 @@ import { runWorkload } from "./workload";
  */
 async function main(argv: readonly string[]): Promise<number> {
   const options = parseOptions(argv, process.env);
-  stopIfStuck(options.timeLimitMs + HARD_STOP_GRACE_MS);
-  const databaseHost = process.env.FIREBASE_DATABASE_EMULATOR_HOST || undefined;
-  if (databaseHost !== undefined) await probeDatabase(databaseHost, "soak-probe");
+  stopIfStuck("soak", options.timeLimitMs + HARD_STOP_GRACE_MS);
+  const databaseHost = await databaseFromEnv(process.env, "soak-probe");
   const chaos = new ChaosMonkey(options.seed, options.failureRate, options.modelTimeoutMs);
   const cluster = await startCluster({ instances: options.instances, chaos: chaos.decide, modelTimeoutMs: options.modelTimeoutMs, databaseHost });
   console.log(`Soak on ${cluster.mode === "rtdb" ? "the Realtime Database" : "the embedded store"}: ${cluster.label}; seed ${options.seed} ...`);
@@ -56,12 +55,5 @@ async function main(argv: readonly string[]): Promise<number> {
 
 /** A run that outlives its time limit by this much is stuck (beyond every timeout of the soak). */
 const HARD_STOP_GRACE_MS = 90_000;
-
-function stopIfStuck(afterMs: number): void {
-  setTimeout(() => {
-    console.error(`soak: FAIL: still running ${afterMs / 1000} s after the start, requests are stuck`);
-    process.exit(1);
-  }, afterMs).unref();
-}
 
 runCli("soak", main, USAGE);

@@ -1,4 +1,4 @@
-import { readFlags, UsageError } from "../shared/cli";
+import { optionReader, UsageError } from "../shared/cli";
 
 /** What a soak run does; every field can be set by `--name=value` (or `--name value`) or by `SOAK_NAME`. */
 export interface SoakOptions {
@@ -56,13 +56,13 @@ export const USAGE = [
 
 /** Options from argv first, then the environment, then the defaults. */
 export function parseOptions(argv: readonly string[], env: Readonly<Record<string, string | undefined>>): SoakOptions {
-  const given = readFlags(argv, SPECS.map((spec) => spec.flag));
+  const textOf = optionReader(argv, env, "SOAK_", Object.fromEntries(SPECS.map((spec) => [spec.flag, String(spec.fallback)])));
   const values: Partial<Record<keyof SoakOptions, number>> = {};
   for (const spec of SPECS) {
-    const raw = given.get(spec.flag) ?? env[`SOAK_${spec.flag.toUpperCase().replaceAll("-", "_")}`];
-    const value = raw === undefined || raw.trim() === "" ? spec.fallback : Number(raw);
+    const raw = textOf(spec.flag);
+    const value = raw.trim() === "" ? spec.fallback : Number(raw);
     if (!Number.isFinite(value) || value < spec.min || value > spec.max || (spec.integer && !Number.isInteger(value))) {
-      throw new UsageError(`--${spec.flag} must be ${spec.integer ? "an integer" : "a number"} from ${spec.min} to ${spec.max}, got "${raw ?? ""}"`);
+      throw new UsageError(`--${spec.flag} must be ${spec.integer ? "an integer" : "a number"} from ${spec.min} to ${spec.max}, got "${raw}"`);
     }
     values[spec.key] = value;
   }

@@ -10,7 +10,8 @@ import { RtdbStore } from "../../src/store/rtdb-store";
 import { FakeOpenAiServer } from "../../test/support/fake-openai-server";
 import { freshNamespace } from "../../test/support/rtdb";
 import { NO_TOKENS, serviceConfig } from "../../test/support/service-env";
-import { probeDatabase, readFlags, runCli, UsageError } from "../shared/cli";
+import { databaseFromEnv, integerOption, readFlags, runCli } from "../shared/cli";
+import { median } from "../shared/figures";
 
 /** functions/, from build/bench/start/. */
 const FUNCTIONS_DIR = resolve(__dirname, "..", "..", "..");
@@ -67,11 +68,10 @@ interface Run {
 
 async function main(argv: readonly string[]): Promise<number> {
   const flags = readFlags(argv, ["runs", "entry"]);
-  const runs = Number(flags.get("runs") ?? 15);
-  if (!Number.isInteger(runs) || runs < 1) throw new UsageError("--runs must be a positive integer");
+  const runs = integerOption("runs", flags.get("runs") ?? "15", 1, 1_000);
   const packageMain = (JSON.parse(readFileSync(join(FUNCTIONS_DIR, "package.json"), "utf8")) as { main: string }).main;
   const entry = resolve(FUNCTIONS_DIR, flags.get("entry") ?? packageMain);
-  const databaseHost = process.env.FIREBASE_DATABASE_EMULATOR_HOST || undefined;
+  const databaseHost = await databaseFromEnv(process.env, "start-bench-probe");
   const firstRequest = databaseHost === undefined ? undefined : await firstRequestRig(databaseHost, runs + 1);
   try {
     const bare: Run[] = [];
@@ -126,7 +126,6 @@ function report(entry: string, runs: number, bare: Run[], load: Run[], first: Ru
 /** A database with the templates and one session per round, a fake model, and the env of a deployed instance. */
 async function firstRequestRig(databaseHost: string, sessions: number) {
   const namespace = freshNamespace("start-bench");
-  await probeDatabase(databaseHost, namespace);
   const fake = await FakeOpenAiServer.start();
   const app = initializeApp({ projectId: "demo-chatify", databaseURL: `https://${namespace}.firebaseio.com` }, namespace);
   const store = new RtdbStore(getDatabase(app), 10_000);
@@ -169,12 +168,6 @@ function timed(args: readonly string[], env: NodeJS.ProcessEnv = process.env): P
       else done({ ms, out: JSON.parse(out.trim().split("\n").at(-1) ?? "") as Run["out"] });
     });
   });
-}
-
-function median(values: readonly number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = Math.floor(sorted.length / 2);
-  return sorted.length % 2 === 1 ? (sorted[mid] ?? NaN) : ((sorted[mid - 1] ?? NaN) + (sorted[mid] ?? NaN)) / 2;
 }
 
 const ms = (value: number) => `${value.toFixed(1).padStart(6)} ms`;

@@ -3,6 +3,8 @@ import type { PromptMessage } from "../../src/llm/chat-model";
 import { lastMessages, planPrompt } from "../../src/session/context-window";
 import type { ChatMessage } from "../../src/store/records";
 import { calibration } from "../../src/session/token-estimate";
+import { integerOption, readFlags, runCli } from "../shared/cli";
+import { median } from "../shared/figures";
 import { Random } from "../shared/random";
 
 /**
@@ -17,6 +19,7 @@ const WINDOW = 20;
 const DEFAULT_RUNS = 20_000;
 /** Calls per timed sample: one call is below the timer's resolution. */
 const BATCH = 50;
+const USAGE = `usage: npm run bench:tokens -- [--runs N]   calls per case, timed in batches of ${BATCH} (default ${DEFAULT_RUNS})`;
 
 function text(random: Random, length: number): string {
   const words = ["the", "ship", "sails", "at", "dawn,", "captain", "and", "we", "need", "more", "rum", "before", "storm", "arrives.", "Where", "is", "treasure?"];
@@ -34,11 +37,6 @@ function countWindowOnly(systemPrompt: string, history: readonly ChatMessage[], 
   ];
 }
 
-function median(values: number[]): number {
-  values.sort((a, b) => a - b);
-  return values[Math.floor(values.length / 2)] ?? Number.NaN;
-}
-
 /** The median µs of one call of `run`, over `runs` calls timed in batches. */
 function measure(runs: number, run: () => unknown): number {
   for (let i = 0; i < runs / 10; i += 1) run();
@@ -51,9 +49,8 @@ function measure(runs: number, run: () => unknown): number {
   return median(samples);
 }
 
-function main(): void {
-  const runsFlag = process.argv.indexOf("--runs");
-  const runs = runsFlag >= 0 ? Number(process.argv[runsFlag + 1]) : DEFAULT_RUNS;
+async function main(argv: readonly string[]): Promise<number> {
+  const runs = integerOption("runs", readFlags(argv, ["runs"]).get("runs") ?? String(DEFAULT_RUNS), BATCH, 10_000_000);
   const random = new Random(42);
   const systemPrompt = text(random, 2000);
   const summary = text(random, 600);
@@ -79,6 +76,7 @@ function main(): void {
       `  estimate throughput ~${(characters / all).toFixed(0)} million characters per second`,
     ].join("\n"),
   );
+  return 0;
 }
 
-main();
+runCli("tokens-bench", main, USAGE);

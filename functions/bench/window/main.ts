@@ -1,7 +1,7 @@
 import { performance } from "node:perf_hooks";
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
-import { probeDatabase, runCli } from "../shared/cli";
+import { databaseFromEnv, runCli, stopIfStuck } from "../shared/cli";
 import { sendMeasured, sessionWithHistory, type Sample } from "./measure";
 import { parseOptions, USAGE, type WindowBenchOptions } from "./options";
 import { cacheReport, maxMessagesRead, maxPromptMessages, memoryReport, modeReport, type Memory, type SizeResult } from "./report";
@@ -18,9 +18,8 @@ import { startRig, type CacheMode, type Rig } from "./rig";
  */
 async function main(argv: readonly string[]): Promise<number> {
   const options = parseOptions(argv, process.env);
-  stopIfStuck(options.timeLimitMs);
-  const databaseHost = process.env.FIREBASE_DATABASE_EMULATOR_HOST || undefined;
-  if (databaseHost !== undefined) await probeDatabase(databaseHost, "window-bench-probe");
+  stopIfStuck("window-bench", options.timeLimitMs);
+  const databaseHost = await databaseFromEnv(process.env, "window-bench-probe");
   const rig = await startRig({ window: options.window, databaseHost });
   console.log(header(rig, options).join("\n"));
   try {
@@ -133,13 +132,6 @@ function collectGarbage(): boolean {
   const gc = runInNewContext("typeof gc === 'function' ? gc : undefined") as (() => void) | undefined;
   gc?.();
   return gc !== undefined;
-}
-
-function stopIfStuck(afterMs: number): void {
-  setTimeout(() => {
-    console.error(`window-bench: FAIL: still running after the time limit (${afterMs / 1000} s)`);
-    process.exit(1);
-  }, afterMs).unref();
 }
 
 runCli("window-bench", main, USAGE);

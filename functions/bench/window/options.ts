@@ -1,4 +1,4 @@
-import { readFlags, UsageError } from "../shared/cli";
+import { integerOption, optionReader, UsageError } from "../shared/cli";
 
 /** What a window-bench run does; set by `--name=value` (or `--name value`) or by `BENCH_NAME`. */
 export interface WindowBenchOptions {
@@ -29,24 +29,16 @@ export const USAGE = [
 
 /** Options from argv first, then the environment, then the defaults. */
 export function parseOptions(argv: readonly string[], env: Readonly<Record<string, string | undefined>>): WindowBenchOptions {
-  const given = readFlags(argv, Object.keys(DEFAULTS));
-  const raw = (flag: Flag): string => given.get(flag) ?? (env[`BENCH_${flag.toUpperCase().replaceAll("-", "_")}`]?.trim() || DEFAULTS[flag]);
+  const raw = optionReader<Flag>(argv, env, "BENCH_", DEFAULTS);
+  const integer = (flag: Flag, min: number, max: number): number => integerOption(flag, raw(flag), min, max);
   const sizes = raw("sizes")
     .split(",")
-    .map((part) => integer("sizes", part, 0, MAX_HISTORY));
+    .map((part) => integerOption("sizes", part, 0, MAX_HISTORY));
   if (new Set(sizes).size !== sizes.length) throw new UsageError("--sizes must not repeat a length");
   return {
     sizes: [...sizes].sort((a, b) => a - b),
-    messages: integer("messages", raw("messages"), 1, 1_000),
-    window: integer("window", raw("window"), 1, 200),
-    timeLimitMs: integer("time-limit", raw("time-limit"), 10, 3_600) * 1000,
+    messages: integer("messages", 1, 1_000),
+    window: integer("window", 1, 200),
+    timeLimitMs: integer("time-limit", 10, 3_600) * 1000,
   };
-}
-
-function integer(flag: string, text: string, min: number, max: number): number {
-  const value = Number(text.trim());
-  if (text.trim() === "" || !Number.isInteger(value) || value < min || value > max) {
-    throw new UsageError(`--${flag} takes integers from ${min} to ${max}, got "${text}"`);
-  }
-  return value;
 }

@@ -1,3 +1,4 @@
+import { table } from "../shared/figures";
 import type { StoreCall } from "./counting-store";
 import type { Sample } from "./measure";
 import type { CacheMode } from "./rig";
@@ -84,9 +85,9 @@ export function modeReport(mode: CacheMode, results: readonly SizeResult[]): str
   const kindTable = [["history", ...kinds], ...rows.map((row) => [String(row.history), ...kinds.map((kind) => kindCell(row, kind))])];
   return [
     MODE_TITLES[mode],
-    ...table([header, ...body]),
+    ...table([header, ...body], "right"),
     "  store calls per send, by kind (mean time of one call):",
-    ...table(kindTable).map((line) => `  ${line}`),
+    ...table(kindTable, "right").map((line) => `  ${line}`),
     ratios(rows, withBytes),
     ...(withBytes ? [DATABASE_NOTE] : []),
   ];
@@ -116,7 +117,7 @@ export function memoryReport(results: readonly SizeResult[], final: Memory, stor
     ["after", "took s", "rss MB", "heap used MB"],
     ...results.map((result) => row(`pre-fill of ${result.history}`, (result.prefillMs / 1000).toFixed(1), result.memory)),
     row("all measured messages", "", final),
-  ]);
+  ], "right");
   const heap = storeInProcess
     ? "the heap holds the embedded store, so it grows with every exchange stored"
     : "the database keeps the histories in its own process; the heap holds the service, the SDK clients and the samples";
@@ -183,10 +184,4 @@ function ratio(from: number, to: number): string {
 
 function formatFactor(factor: number): string {
   return Number.isInteger(factor) ? String(factor) : factor.toFixed(1);
-}
-
-/** Right-aligned columns, two spaces apart, indented by two. */
-function table(rows: readonly (readonly string[])[]): string[] {
-  const widths = (rows[0] ?? []).map((_, column) => Math.max(...rows.map((row) => (row[column] ?? "").length)));
-  return rows.map((row) => `  ${row.map((cell, column) => cell.padStart(widths[column] ?? 0)).join("  ")}`);
 }
