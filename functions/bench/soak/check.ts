@@ -1,5 +1,5 @@
 import { isDeepStrictEqual } from "node:util";
-import type { ChatMessage, Template } from "../../src/store/records";
+import type { ChatMessage, ReplyUsage, Template } from "../../src/store/records";
 import type { SessionStore } from "../../src/store/session-store";
 import { lastUserText, type PromptMessage } from "./chaos";
 import type { MessagePlan, Plan } from "./plan";
@@ -128,7 +128,14 @@ function checkMessage(message: MessagePlan, attempts: readonly Attempt[], contex
   if (ok.length > 0 && !located) problem(`${where}: answered 200, but not stored`);
   if (ok.length === 0 && located) problem(`${where}: stored as exchange ${located.seq}, but no attempt got 200 (${attempts.map(statusLabel).join(", ")})`);
   for (const attempt of ok) {
-    const expected = located && { success: true, response: located.reply, session_id: context.sessionId, message_count: located.seq, truncated: false };
+    const expected = located && {
+      success: true,
+      response: located.reply,
+      session_id: context.sessionId,
+      message_count: located.seq,
+      truncated: false,
+      ...(located.usage ? { usage: answeredUsage(located.usage) } : {}),
+    };
     if (expected && !isDeepStrictEqual(attempt.body, expected)) problem(`${where}: answered ${JSON.stringify(attempt.body)}, but stored ${JSON.stringify(expected)}`);
   }
   const originals = ok.filter((attempt) => !attempt.replayed);
@@ -150,6 +157,11 @@ function checkMessage(message: MessagePlan, attempts: readonly Attempt[], contex
       problem(`${where}: sent after the session's end had answered, yet answered ${label}${attempt.replayed ? " (replayed)" : ""}`);
     }
   }
+}
+
+/** The usage an answer gives for a stored reply: its own model call's counts and cost, without what the service keeps for itself (the API's contract). */
+function answeredUsage({ prompt_tokens, completion_tokens, total_tokens, estimated, cost_usd }: ReplyUsage): Record<string, unknown> {
+  return { prompt_tokens, completion_tokens, total_tokens, ...(estimated ? { estimated } : {}), ...(cost_usd === undefined ? {} : { cost_usd }) };
 }
 
 /**

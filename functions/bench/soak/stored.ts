@@ -1,4 +1,4 @@
-import type { ChatMessage, SessionState } from "../../src/store/records";
+import type { ChatMessage, ReplyUsage, SessionState } from "../../src/store/records";
 import type { SessionStore } from "../../src/store/session-store";
 import type { Plan } from "./plan";
 
@@ -19,6 +19,8 @@ export interface Located {
   readonly session: number;
   readonly seq: number;
   readonly reply: string;
+  /** What the reply's model call used, as stored with it. */
+  readonly usage: ReplyUsage | undefined;
 }
 
 export interface StoredView {
@@ -75,7 +77,7 @@ export async function readStored(store: SessionStore, plan: Plan, sessionIds: re
       if (reply?.[1] !== undefined) replyNumbers.set(reply[1], `${where} exchange ${seq}`);
       if (planned.get(user.content)?.session !== index) problem(`${where}: exchange ${seq} holds ${JSON.stringify(user.content)}, which the run never sent to this session`);
       const located = byText.get(user.content) ?? [];
-      located.push({ session: index, seq, reply: assistant.content });
+      located.push({ session: index, seq, reply: assistant.content, usage: assistant.usage });
       byText.set(user.content, located);
       exchanges += 1;
     }
