@@ -10,7 +10,7 @@ export interface StoreCounts {
   readonly calls: Readonly<Partial<Record<StoreCall, number>>>;
   /** Wall time of the calls per kind, from call to settlement, in milliseconds. */
   readonly ms: Readonly<Partial<Record<StoreCall, number>>>;
-  /** Messages returned by `readRecentMessages` and `readExchange` (two per exchange). */
+  /** History messages handed back: by `readWindow`, `readRecentMessages`, `readMessages` and `readExchange` (two per exchange). */
   readonly messagesRead: number;
 }
 

@@ -58,7 +58,7 @@ function header(rig: Rig, options: WindowBenchOptions): string[] {
   return [
     `Window bench on ${rig.mode === "rtdb" ? "the Realtime Database" : "the embedded store"}`,
     `  store      ${rig.label}`,
-    `  model      openai SDK (createRuntime + modelFromConfig) -> fake OpenAI server at ${rig.fake.baseUrl}, instant replies`,
+    `  model      openai SDK (composeInstance + modelFromConfig) -> fake OpenAI server at ${rig.fake.baseUrl}, instant replies`,
     `  messages   SessionService.send of the runtime (no HTTP layer), one at a time, round-robin over lengths and modes, after ${WARM_UP_MESSAGES} warm-up messages per mode`,
     "             REQUIRE_AUTH=false, limits raised; history = exchanges stored before a session's first measured message (each adds one)",
     `  settings   context_window ${options.window}, ${options.messages} messages per history length and mode, histories ${options.sizes.join(", ")} exchanges`,

@@ -9,7 +9,7 @@ export interface Sample {
   readonly ms: number;
   /** CPU time of this process (service, SDKs, fake model server, proxy) during the message. */
   readonly cpuMs: number;
-  /** History messages the store handed back (readRecentMessages, readExchange). */
+  /** History messages the store handed back (see CountingStore). */
   readonly messagesRead: number;
   readonly calls: Readonly<Partial<Record<StoreCall, number>>>;
   /** Time spent in store calls, per kind. */

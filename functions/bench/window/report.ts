@@ -143,7 +143,7 @@ function toRow(history: number, samples: readonly Sample[]): Row {
     cpu: percentile(samples.map((sample) => sample.cpuMs).sort((a, b) => a - b), 0.5),
     meanRead: mean((sample) => sample.messagesRead),
     maxRead: Math.max(0, ...samples.map((sample) => sample.messagesRead)),
-    historyReads: samples.filter((sample) => (sample.calls.readRecentMessages ?? 0) > 0).length,
+    historyReads: samples.filter((sample) => (sample.calls.readWindow ?? 0) > 0).length,
     meanCalls: mean((sample) => sample.totalCalls),
     callsByKind,
     msPerCall,
