@@ -9,13 +9,12 @@ import { constants, PerformanceObserver } from "node:perf_hooks";
  */
 export interface Usage {
   readonly cpuMs: number;
-  readonly rssMb: number;
   /** Highest RSS of the process's life so far. */
   readonly peakRssMb: number;
   readonly fullGcs: number;
 }
 
-type FromChild = { readonly port: number; readonly label: string } | { readonly usage: Usage };
+type FromChild = { readonly port: number } | { readonly usage: Usage };
 
 export class ChildServer {
   private readonly waiting: { resolve: (usage: Usage) => void; reject: (error: Error) => void }[] = [];
@@ -24,8 +23,6 @@ export class ChildServer {
   private constructor(
     readonly name: string,
     readonly baseUrl: string,
-    /** What the child said it serves, e.g. where it keeps sessions. */
-    readonly label: string,
     private readonly child: ChildProcess,
   ) {
     child.on("message", (message: FromChild) => {
@@ -45,7 +42,7 @@ export class ChildServer {
       child.once("exit", (code) => { reject(new Error(`${name}: exited with ${code ?? "a signal"} before listening`)); });
       child.once("message", (message: FromChild) => {
         clearTimeout(timer);
-        if ("port" in message) resolve(new ChildServer(name, `http://127.0.0.1:${message.port}`, message.label, child));
+        if ("port" in message) resolve(new ChildServer(name, `http://127.0.0.1:${message.port}`, child));
       });
     });
   }
@@ -67,7 +64,7 @@ export class ChildServer {
 }
 
 /** In the child: tells the parent where it listens, then answers its questions about usage; exits with the parent. */
-export function reportToParent(port: number, label: string): void {
+export function reportToParent(port: number): void {
   let fullGcs = 0;
   new PerformanceObserver((list) => {
     for (const entry of list.getEntries()) if ((entry as { detail?: { kind?: number } }).detail?.kind === constants.NODE_PERFORMANCE_GC_MAJOR) fullGcs += 1;
@@ -80,12 +77,11 @@ export function reportToParent(port: number, label: string): void {
     send({
       usage: {
         cpuMs: (cpu.user + cpu.system) / 1000,
-        rssMb: process.memoryUsage.rss() / 2 ** 20,
         peakRssMb: process.resourceUsage().maxRSS / 2 ** 10,
         fullGcs,
       },
     });
   });
   process.on("disconnect", () => process.exit(0));
-  send({ port, label });
+  send({ port });
 }

@@ -60,4 +60,4 @@ function reply(response: ServerResponse, status: number, body: unknown): void {
 const server = createServer((request, response) => {
   handle(request, response).catch(() => { reply(response, 500, { success: false }); });
 });
-server.listen(0, "127.0.0.1", () => { reportToParent((server.address() as AddressInfo).port, "plain node:http server, sessions in a Map"); });
+server.listen(0, "127.0.0.1", () => { reportToParent((server.address() as AddressInfo).port); });

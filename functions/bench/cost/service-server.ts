@@ -12,7 +12,7 @@ import { reportToParent } from "./child-server";
 async function main(): Promise<void> {
   const local = await createLocalInstance(process.env.BENCH_PROJECT_ID ?? "demo-chatify", stderrLog);
   const baseUrl = await new LocalServers().serve(local.instance);
-  reportToParent(Number(new URL(baseUrl).port), local.storeLabel);
+  reportToParent(Number(new URL(baseUrl).port));
 }
 
 /** Errors to stderr, the first few only: the bench counts failed requests itself. */

@@ -50,7 +50,7 @@ export class Random {
 }
 
 /** A 32-bit seed derived from `parts` (FNV-1a): one independent stream per named decision. */
-export function seedOf(...parts: readonly (string | number)[]): number {
+function seedOf(...parts: readonly (string | number)[]): number {
   let hash = 0x811c9dc5;
   for (const char of parts.join("\u0000")) {
     hash ^= char.codePointAt(0) ?? 0;

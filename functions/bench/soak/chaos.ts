@@ -6,7 +6,7 @@ export const FAULT_KINDS = ["http500", "http429", "http503", "hang", "drop", "em
 export type FaultKind = (typeof FAULT_KINDS)[number];
 
 /** The faults that make a model call fail (every kind but `slow`). */
-export function isFailure(kind: FaultKind): boolean {
+function isFailure(kind: FaultKind): boolean {
   return kind !== "slow";
 }
 
