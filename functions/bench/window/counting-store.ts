@@ -1,0 +1,167 @@
+import { performance } from "node:perf_hooks";
+import type { ChatMessage, CreateKey, Exchange, PartialReply, SessionMeta, SessionState, SessionSummary, Template } from "../../src/store/records";
+import type { Claimed, HistoryWindow, NewSession, Ruled, SessionStore, StateRule, UsageRule } from "../../src/store/session-store";
+
+/** The store calls the session module makes, by name. */
+export type StoreCall = keyof SessionStore;
+
+/** What a store has been asked so far: calls per kind, their time, and history messages handed back. */
+export interface StoreCounts {
+  readonly calls: Readonly<Partial<Record<StoreCall, number>>>;
+  /** Wall time of the calls per kind, from call to settlement, in milliseconds. */
+  readonly ms: Readonly<Partial<Record<StoreCall, number>>>;
+  /** History messages handed back: by `readWindow`, `readRecentMessages`, `readMessages` and `readExchange` (two per exchange). */
+  readonly messagesRead: number;
+}
+
+/** A SessionStore that delegates every call and counts it: the data a request reads, seen from the session module. */
+export class CountingStore implements SessionStore {
+  private readonly calls: Partial<Record<StoreCall, number>> = {};
+  private readonly ms: Partial<Record<StoreCall, number>> = {};
+  private messagesRead = 0;
+
+  get partialsReadable(): boolean {
+    return this.inner.partialsReadable;
+  }
+
+  constructor(private readonly inner: SessionStore) {}
+
+  /** A copy of the counts so far; subtract two with `countsSince`. */
+  counts(): StoreCounts {
+    return { calls: { ...this.calls }, ms: { ...this.ms }, messagesRead: this.messagesRead };
+  }
+
+  readTemplate(templateId: string): Promise<Template | null> {
+    return this.count("readTemplate", this.inner.readTemplate(templateId));
+  }
+
+  seedTemplates(templates: Readonly<Record<string, Template>>): Promise<string[]> {
+    return this.count("seedTemplates", this.inner.seedTemplates(templates));
+  }
+
+  createSession(session: NewSession): Promise<"created" | "exists"> {
+    return this.count("createSession", this.inner.createSession(session));
+  }
+
+  readSessionMeta(sessionId: string): Promise<SessionMeta | null> {
+    return this.count("readSessionMeta", this.inner.readSessionMeta(sessionId));
+  }
+
+  readSessionState(sessionId: string): Promise<SessionState | null> {
+    return this.count("readSessionState", this.inner.readSessionState(sessionId));
+  }
+
+  async readWindow(sessionId: string, limit: number): Promise<HistoryWindow> {
+    const window = await this.count("readWindow", this.inner.readWindow(sessionId, limit));
+    this.messagesRead += window.messages.length;
+    return window;
+  }
+
+  async readRecentMessages(sessionId: string, limit: number): Promise<ChatMessage[]> {
+    const messages = await this.count("readRecentMessages", this.inner.readRecentMessages(sessionId, limit));
+    this.messagesRead += messages.length;
+    return messages;
+  }
+
+  async readMessages(sessionId: string, first: number, last: number): Promise<ChatMessage[]> {
+    const messages = await this.count("readMessages", this.inner.readMessages(sessionId, first, last));
+    this.messagesRead += messages.length;
+    return messages;
+  }
+
+  readSummary(sessionId: string): Promise<SessionSummary | null> {
+    return this.count("readSummary", this.inner.readSummary(sessionId));
+  }
+
+  writeSummary(sessionId: string, summary: SessionSummary): Promise<boolean> {
+    return this.count("writeSummary", this.inner.writeSummary(sessionId, summary));
+  }
+
+  async readExchange(sessionId: string, seq: number): Promise<Exchange | null> {
+    const exchange = await this.count("readExchange", this.inner.readExchange(sessionId, seq));
+    if (exchange) this.messagesRead += 2;
+    return exchange;
+  }
+
+  updateState<O>(sessionId: string, rule: StateRule<O>): Promise<Ruled<O>> {
+    return this.count("updateState", this.inner.updateState(sessionId, rule));
+  }
+
+  prepareUsage(userKey: string): void {
+    this.inner.prepareUsage(userKey);
+  }
+
+  claim<O>(sessionId: string, rule: StateRule<O>, keyHash: string | undefined): Promise<Claimed<O>> {
+    return this.count("claim", this.inner.claim(sessionId, rule, keyHash));
+  }
+
+  appendExchange<O>(sessionId: string, exchange: Exchange, rule: StateRule<O>, partialKey?: string): Promise<Ruled<O>> {
+    return this.count("appendExchange", this.inner.appendExchange(sessionId, exchange, rule, partialKey));
+  }
+
+  writePartial(sessionId: string, key: string, partial: PartialReply | null): Promise<void> {
+    return this.count("writePartial", this.inner.writePartial(sessionId, key, partial));
+  }
+
+  findIdleSessions(cutoff: number, limit: number): Promise<string[]> {
+    return this.count("findIdleSessions", this.inner.findIdleSessions(cutoff, limit));
+  }
+
+  findUnflushedSessions(limit: number): Promise<string[]> {
+    return this.count("findUnflushedSessions", this.inner.findUnflushedSessions(limit));
+  }
+
+  findLapsedClaims(cutoff: number, limit: number): Promise<string[]> {
+    return this.count("findLapsedClaims", this.inner.findLapsedClaims(cutoff, limit));
+  }
+
+  findClosedSessions(cutoff: number, limit: number): Promise<string[]> {
+    return this.count("findClosedSessions", this.inner.findClosedSessions(cutoff, limit));
+  }
+
+  deleteSession(sessionId: string): Promise<void> {
+    return this.count("deleteSession", this.inner.deleteSession(sessionId));
+  }
+
+  claimCreateKey(hash: string, key: CreateKey): Promise<CreateKey> {
+    return this.count("claimCreateKey", this.inner.claimCreateKey(hash, key));
+  }
+
+  deleteCreateKeys(cutoff: number, limit: number): Promise<number> {
+    return this.count("deleteCreateKeys", this.inner.deleteCreateKeys(cutoff, limit));
+  }
+
+  updateUsage<O>(userKey: string, rule: UsageRule<O>): Promise<O> {
+    return this.count("updateUsage", this.inner.updateUsage(userKey, rule));
+  }
+
+  /** Counted when made, whether or not it succeeds; timed until it settles. */
+  private async count<T>(call: StoreCall, work: Promise<T>): Promise<T> {
+    this.calls[call] = (this.calls[call] ?? 0) + 1;
+    const started = performance.now();
+    try {
+      return await work;
+    } finally {
+      this.ms[call] = (this.ms[call] ?? 0) + performance.now() - started;
+    }
+  }
+}
+
+/** What was asked between `before` and `after`. */
+export function countsSince(before: StoreCounts, after: StoreCounts): StoreCounts {
+  return { calls: since(before.calls, after.calls), ms: since(before.ms, after.ms), messagesRead: after.messagesRead - before.messagesRead };
+}
+
+function since(before: Readonly<Partial<Record<StoreCall, number>>>, after: Readonly<Partial<Record<StoreCall, number>>>): Partial<Record<StoreCall, number>> {
+  const delta: Partial<Record<StoreCall, number>> = {};
+  for (const [call, n] of Object.entries(after) as [StoreCall, number][]) {
+    const change = n - (before[call] ?? 0);
+    if (change !== 0) delta[call] = change;
+  }
+  return delta;
+}
+
+/** Calls of every kind together. */
+export function totalCalls(counts: StoreCounts): number {
+  return Object.values(counts.calls).reduce((sum, n) => sum + n, 0);
+}
