@@ -99,6 +99,18 @@ export const INT_PARAMS = {
     max: 1_000_000_000,
     description: "Model tokens (prompt and reply, summaries included) one user may use per UTC day, across instances (429 TOKEN_LIMIT above); 0 means unlimited.",
   },
+  SERVICE_TOKENS_PER_DAY: {
+    default: 0,
+    min: 0,
+    max: 1_000_000_000_000,
+    description: "Model tokens the whole deployment may use per UTC day, across users and instances (429 SERVICE_TOKEN_LIMIT above); 0 means no cap. Set it: anonymous sign-in mints users at will, so per-user limits alone do not bound the bill (docs/security.md suggests a value).",
+  },
+  ADDRESS_SESSIONS_PER_HOUR: {
+    default: 60,
+    min: 0,
+    max: 100_000,
+    description: "Sessions one network address may create per hour when the caller sends no ID token or an anonymous one (429 ADDRESS_RATE_LIMITED above); 0 turns it off.",
+  },
   SESSION_MAX_EXCHANGES: {
     default: 100,
     min: 1,

@@ -31,6 +31,10 @@ export interface Config {
     readonly sessionMaxExchanges: number;
     /** 0: unlimited. */
     readonly userTokensPerDay: number;
+    /** 0: no deployment-wide cap. */
+    readonly serviceTokensPerDay: number;
+    /** 0: no per-address limit on creating sessions. */
+    readonly addressSessionsPerHour: number;
   };
 }
 
@@ -113,6 +117,8 @@ export function resolveConfig(env: Env = process.env, defaults: { requireAuth?: 
       userMaxActiveSessions: intParam(env, "USER_MAX_ACTIVE_SESSIONS"),
       sessionMaxExchanges: intParam(env, "SESSION_MAX_EXCHANGES"),
       userTokensPerDay: intParam(env, "USER_TOKENS_PER_DAY"),
+      serviceTokensPerDay: intParam(env, "SERVICE_TOKENS_PER_DAY"),
+      addressSessionsPerHour: intParam(env, "ADDRESS_SESSIONS_PER_HOUR"),
     },
   };
 }

@@ -81,6 +81,9 @@ interface Case {
   readonly connected: boolean;
   /** The session's template has a token budget and a rolling summary (issue 10). */
   readonly tokenWindow: boolean;
+  /** The instance's config: the section's, or with the deployment-wide cap on (issue 14). */
+  readonly config: Config;
+  readonly capped: boolean;
   readonly namespace: string;
   readonly sessionId: string;
   /** The warm cases' instance, kept for the whole section. */
@@ -90,20 +93,20 @@ interface Case {
 }
 
 /** A session with two messages already; a warm case keeps the instance that sent them. */
-async function startCase(config: Config, wire: RtdbWire, cold: boolean, keyed: boolean, connected = true, tokenWindow = false): Promise<Case> {
+async function startCase(config: Config, wire: RtdbWire, cold: boolean, keyed: boolean, connected = true, tokenWindow = false, capped = false): Promise<Case> {
   const namespace = freshNamespace("cost-a");
   await wire.seedTemplates(namespace, { [TOKEN_WINDOW_ID]: TOKEN_WINDOW });
   const instance = await startInstance(config, namespace);
   const sessionId = await createSession(instance.baseUrl, "bench-user", tokenWindow ? TOKEN_WINDOW_ID : undefined);
   for (let n = 1; n <= 2; n += 1) await sendMessage(instance.baseUrl, sessionId, text(n), keyed ? randomUUID() : undefined);
   if (cold) await instance.close();
-  const name = `${cold ? "cold" : "warm"}, ${keyed ? "keyed" : "unkeyed"}${cold && !connected ? ", + connection" : ""}${tokenWindow ? ", token window + summary" : ""}`;
-  return { name, cold, keyed, connected, tokenWindow, namespace, sessionId, instance: cold ? undefined : instance, sent: 2, samples: { fast: [], slow: [] } };
+  const name = `${cold ? "cold" : "warm"}, ${keyed ? "keyed" : "unkeyed"}${cold && !connected ? ", + connection" : ""}${tokenWindow ? ", token window + summary" : ""}${capped ? ", deployment cap on" : ""}`;
+  return { name, cold, keyed, connected, tokenWindow, config, capped, namespace, sessionId, instance: cold ? undefined : instance, sent: 2, samples: { fast: [], slow: [] } };
 }
 
 /** A warm case: its instance's next message. A cold case: the first message of a fresh instance (its database connection included). */
-async function sample(wire: RtdbWire, config: Config, entry: Case, latencyMs: number): Promise<Measured> {
-  const instance = entry.instance ?? (await startInstance(config, entry.namespace, entry.connected));
+async function sample(wire: RtdbWire, entry: Case, latencyMs: number): Promise<Measured> {
+  const instance = entry.instance ?? (await startInstance(entry.config, entry.namespace, entry.connected));
   entry.sent += 1;
   try {
     return await measureOne(wire, entry.namespace, instance, entry.sessionId, entry.sent, entry.keyed, latencyMs);
@@ -118,15 +121,18 @@ export async function roundTrips(wire: RtdbWire, config: Config, rounds: number,
   for (const cold of [false, true]) for (const keyed of [false, true]) cases.push(await startCase(config, wire, cold, keyed));
   cases.push(await startCase(config, wire, true, false, false));
   cases.push(await startCase(config, wire, false, false, true, true));
+  // A cap far above what the bench spends: every message reserves and settles, none is refused.
+  const capped = { ...config, limits: { ...config.limits, serviceTokensPerDay: 1_000_000_000 } };
+  cases.push(await startCase(capped, wire, false, false, true, false, true));
   try {
     await wire.setLatency(0);
-    for (let i = 0; i < 3; i += 1) for (const entry of cases) await sample(wire, config, entry, 0);
+    for (let i = 0; i < 3; i += 1) for (const entry of cases) await sample(wire, entry, 0);
     for (let round = 0; round < rounds; round += 1) {
       const order: ("fast" | "slow")[] = round % 2 === 0 ? ["fast", "slow"] : ["slow", "fast"];
       for (const speed of order) {
         const ms = speed === "fast" ? 0 : latencyMs;
         await wire.setLatency(ms);
-        for (const entry of cases) entry.samples[speed].push(await sample(wire, config, entry, ms));
+        for (const entry of cases) entry.samples[speed].push(await sample(wire, entry, ms));
       }
     }
   } finally {
@@ -143,10 +149,13 @@ export async function roundTrips(wire: RtdbWire, config: Config, rounds: number,
     return {
       entry,
       trips,
-      cells: [entry.name, fmt(fast, 1), fmt(slow, 1), fmt(trips, 1), count((c) => c.requests), count((c) => c.listens), count((c) => c.gets), count((c) => c.transactionAttempts), count((c) => c.datastale), count((c) => c.units, 0)],
+      writes: median(all.map((s) => s.wire.writes)),
+      cells: [entry.name, fmt(fast, 1), fmt(slow, 1), fmt(trips, 1), count((c) => c.requests), count((c) => c.listens), count((c) => c.gets), count((c) => c.transactionAttempts), count((c) => c.datastale), count((c) => c.writes), count((c) => c.units, 0)],
     };
   });
-  const tripsOf = (cold: boolean) => rows.filter((row) => row.entry.cold === cold && row.entry.connected && !row.entry.tokenWindow).map((row) => row.trips);
+  const tripsOf = (cold: boolean) => rows.filter((row) => row.entry.cold === cold && row.entry.connected && !row.entry.tokenWindow && !row.entry.capped).map((row) => row.trips);
+  const cappedRow = rows.find((row) => row.entry.capped);
+  const plainWarm = rows.find((row) => !row.entry.cold && !row.entry.keyed && !row.entry.tokenWindow && !row.entry.capped);
   const tokenWindowTrips = rows.filter((row) => row.entry.tokenWindow).map((row) => row.trips);
   const worst = (cold: boolean) => Math.max(...tripsOf(cold));
   const both = (cold: boolean) => tripsOf(cold).map((trips) => fmt(trips, 1)).join(" / ");
@@ -154,7 +163,7 @@ export async function roundTrips(wire: RtdbWire, config: Config, rounds: number,
     lines: [
       `a. Sequential database round trips per message (goal: warm <= 2, cold <= 4), ${rounds} interleaved rounds`,
       ...table([
-        ["case", "ms at 0", `ms at ${latencyMs}`, "round trips", "requests", "listens", "gets", "tx attempts", "datastale", "units in+out"],
+        ["case", "ms at 0", `ms at ${latencyMs}`, "round trips", "requests", "listens", "gets", "tx attempts", "datastale", "writes", "units in+out"],
         ...rows.map((row) => row.cells),
       ]),
       `  ms: median wall time of a message over HTTP (instant model); round trips = (median at ${latencyMs} - median at 0) / ${latencyMs};`,
@@ -165,6 +174,8 @@ export async function roundTrips(wire: RtdbWire, config: Config, rounds: number,
       "  new Idempotency-Key (a keyed session remembers one more key every round). Requests made without an ID token: with one,",
       "  a cold instance fetches the user's usage beside the session's fields, one round trip less. 'token window + summary': a",
       `  template with context_tokens ${TOKEN_WINDOW.context_tokens} and summary: true (issue 10), whose summary call runs beside the reply.`,
+      "  'deployment cap on': SERVICE_TOKENS_PER_DAY set (issue 14): each message reserves on a shard beside its claim and settles",
+      "  beside its commit.",
     ],
     goals: [
       { name: "a. warm round trips (unkeyed / keyed)", measured: both(false), goal: "<= 2", met: worst(false) <= 2.5, filed: "10" },
@@ -175,6 +186,13 @@ export async function roundTrips(wire: RtdbWire, config: Config, rounds: number,
         goal: "as warm (no more)",
         met: Math.max(...tokenWindowTrips) <= worst(false) + 0.5,
         filed: "(issue 10)",
+      },
+      {
+        name: "a. warm, deployment cap on: round trips; writes added",
+        measured: `${fmt(cappedRow?.trips ?? Number.NaN, 1)}; +${fmt((cappedRow?.writes ?? Number.NaN) - (plainWarm?.writes ?? Number.NaN), 0)}`,
+        goal: "<= 2; +2 (reserve, settle)",
+        met: (cappedRow?.trips ?? Infinity) <= 2.5 && (cappedRow?.writes ?? Infinity) - (plainWarm?.writes ?? 0) <= 2,
+        filed: "(issue 14)",
       },
     ],
   };

@@ -16,6 +16,8 @@ export interface WireCounts {
   readonly gets: number;
   readonly transactionAttempts: number;
   readonly datastale: number;
+  /** Puts, merges and transaction attempts: what the real service's write limit counts. */
+  readonly writes: number;
   /** UTF-16 units of the data messages, both directions. */
   readonly units: number;
 }
@@ -67,6 +69,7 @@ export class RtdbWire {
       gets: get("gets"),
       transactionAttempts: get("transactionAttempts"),
       datastale: get("datastale"),
+      writes: get("writes"),
       units: get("unitsIn") + get("unitsOut"),
     };
   }
@@ -98,6 +101,7 @@ export function countsSince(before: WireCounts, after: WireCounts): WireCounts {
     gets: after.gets - before.gets,
     transactionAttempts: after.transactionAttempts - before.transactionAttempts,
     datastale: after.datastale - before.datastale,
+    writes: after.writes - before.writes,
     units: after.units - before.units,
   };
 }

@@ -1,6 +1,6 @@
 import { performance } from "node:perf_hooks";
-import type { ChatMessage, CreateKey, Exchange, PartialReply, SessionMeta, SessionState, SessionSummary, Template } from "../../src/store/records";
-import type { Claimed, HistoryWindow, NewSession, Ruled, SessionStore, StateRule, UsageRule } from "../../src/store/session-store";
+import type { AddressUsage, ChatMessage, CreateKey, Exchange, PartialReply, ServiceUsage, SessionMeta, SessionState, SessionSummary, Template } from "../../src/store/records";
+import type { Claimed, HistoryWindow, LedgerRule, NewSession, Ruled, SessionStore, StateRule, UsageRule } from "../../src/store/session-store";
 
 /** The store calls the session module makes, by name. */
 export type StoreCall = keyof SessionStore;
@@ -133,6 +133,26 @@ export class CountingStore implements SessionStore {
 
   updateUsage<O>(userKey: string, rule: UsageRule<O>): Promise<O> {
     return this.count("updateUsage", this.inner.updateUsage(userKey, rule));
+  }
+
+  prepareServiceUsage(shards: readonly string[]): void {
+    this.inner.prepareServiceUsage(shards);
+  }
+
+  updateServiceUsage<O>(shard: string, rule: LedgerRule<ServiceUsage, O>): Promise<O> {
+    return this.count("updateServiceUsage", this.inner.updateServiceUsage(shard, rule));
+  }
+
+  readServiceUsage(): Promise<Readonly<Record<string, ServiceUsage>>> {
+    return this.count("readServiceUsage", this.inner.readServiceUsage());
+  }
+
+  updateAddressUsage<O>(addressKey: string, rule: LedgerRule<AddressUsage, O>): Promise<O> {
+    return this.count("updateAddressUsage", this.inner.updateAddressUsage(addressKey, rule));
+  }
+
+  deleteIdleAddresses(cutoff: number, limit: number): Promise<number> {
+    return this.count("deleteIdleAddresses", this.inner.deleteIdleAddresses(cutoff, limit));
   }
 
   /** Counted when made, whether or not it succeeds; timed until it settles. */

@@ -38,7 +38,10 @@ export function firebaseIdentity(app: App): IdentityVerifier {
     async verify(idToken: string): Promise<Identity> {
       try {
         const decoded = await getAuth(app).verifyIdToken(idToken);
-        return { uid: decoded.uid };
+        // Read as optional: firebase-admin 14.5 types `firebase` as always there, but a token it
+        // accepts need not carry it (one minted with another tool); such a caller is not anonymous.
+        const claims: { readonly firebase?: { readonly sign_in_provider?: string } } = decoded;
+        return claims.firebase?.sign_in_provider === "anonymous" ? { uid: decoded.uid, anonymous: true } : { uid: decoded.uid };
       } catch (error) {
         if (isVerdictOnToken(error)) throw new InvalidTokenError("the ID token is not valid", { cause: error });
         throw new IdentityUnavailableError("the ID token could not be verified", { cause: error });

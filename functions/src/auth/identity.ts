@@ -1,6 +1,8 @@
 /** Who a verified ID token says the caller is. */
 export interface Identity {
   readonly uid: string;
+  /** Signed in anonymously: a user anyone can mint at will, limited per network address like a caller without a token. */
+  readonly anonymous?: boolean;
 }
 
 /** The port through which the HTTP boundary checks a bearer token. */

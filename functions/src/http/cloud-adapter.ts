@@ -56,12 +56,27 @@ function fromExpress(request: Request): HttpRequest {
   for (const [name, value] of Object.entries(request.headers)) {
     headers[name.toLowerCase()] = Array.isArray(value) ? value.join(", ") : value;
   }
+  const address = clientAddress(headers["x-forwarded-for"], request.socket.remoteAddress);
   return {
     method: request.method.toUpperCase(),
     path: request.path,
     headers,
     body: Buffer.isBuffer(request.rawBody) ? request.rawBody : Buffer.alloc(0),
+    ...(address === undefined ? {} : { clientAddress: address }),
   };
+}
+
+/**
+ * The caller's address: the last X-Forwarded-For entry, which Google's front end appends with the
+ * address that connected to it (what a client sends in the header comes before it, so it cannot
+ * be forged), else the socket's peer. Express's `request.ip` is not used: with "trust proxy" on
+ * (as the Functions emulator sets it, firebase-tools 15) it is the first entry, which the client
+ * chooses. Through Hosting's rewrites the connecting address is Hosting's edge, not the visitor:
+ * docs/security.md says what that means for the per-address limit.
+ */
+export function clientAddress(forwardedFor: string | undefined, peer: string | undefined): string | undefined {
+  const last = forwardedFor?.split(",").map((entry) => entry.trim()).filter(Boolean).at(-1);
+  return last ?? peer;
 }
 
 function writeResponse(response: Response, answer: HttpResponse): void {

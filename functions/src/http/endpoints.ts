@@ -92,6 +92,7 @@ export const createSession: Endpoint = {
     const idempotencyKey = idempotencyKeyOf(request);
     const { sessionId, meta, replayed } = await context.sessions.create({
       templateId: body.template_id,
+      ...(request.clientAddress === undefined ? {} : { address: request.clientAddress }),
       ...(body.user_id === undefined ? {} : { userId: body.user_id }),
       ...(caller ? { caller } : {}),
       ...(idempotencyKey === undefined ? {} : { idempotencyKey }),

@@ -33,12 +33,16 @@ const LIMIT_CODE: Record<Limit, string> = {
   sessions: "TOO_MANY_ACTIVE_SESSIONS",
   exchanges: "SESSION_EXCHANGE_LIMIT",
   tokens: "TOKEN_LIMIT",
+  service: "SERVICE_TOKEN_LIMIT",
+  address: "ADDRESS_RATE_LIMITED",
 };
 const LIMIT_MESSAGE: Record<Limit, string> = {
   messages: "Too many messages; retry after the time given in Retry-After",
   sessions: "Too many active sessions; end one, or retry after the time given in Retry-After",
   exchanges: "This session reached its maximum number of exchanges; start a new session",
   tokens: "The daily token limit is reached; retry after the time given in Retry-After (the next UTC day)",
+  service: "The service's daily capacity is used up; retry after the time given in Retry-After (the next UTC day)",
+  address: "Too many new sessions from this network; retry after the time given in Retry-After, or sign in",
 };
 
 /** The one place where failures become HTTP statuses. */

@@ -7,6 +7,8 @@ export interface HttpRequest {
   /** Lower-case header names. */
   readonly headers: Readonly<Record<string, string | undefined>>;
   readonly body: Buffer;
+  /** The caller's network address, as the adapter knows it (see cloud-adapter.ts); absent when unknown. */
+  readonly clientAddress?: string;
 }
 
 export interface HttpResponse {

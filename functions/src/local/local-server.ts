@@ -134,11 +134,14 @@ async function serve(
     return;
   }
   const { body, complete } = await readBody(request, options.maxBodyBytes);
+  // The socket's peer: nothing stands in front of this server, so a forwarded header is the client's own word.
+  const address = request.socket.remoteAddress;
   const httpRequest: HttpRequest = {
     method,
     path: target.path,
     headers: flattenHeaders(request),
     body,
+    ...(address === undefined ? {} : { clientAddress: address }),
   };
   // A body cut short is refused (413) before anything could stream.
   const answer = await options.api(target.endpoint.name, httpRequest, complete ? nodeSink(response) : undefined);

@@ -43,7 +43,8 @@ export class ForbiddenError extends Error {
   override readonly name = "ForbiddenError";
 }
 
-export type Limit = "messages" | "sessions" | "exchanges" | "tokens";
+/** `service`: the deployment-wide daily cap; `address`: sessions one network address may create per hour. */
+export type Limit = "messages" | "sessions" | "exchanges" | "tokens" | "service" | "address";
 
 /** A usage limit is reached; nothing was stored and the model was not called. */
 export class LimitExceededError extends Error {

@@ -17,6 +17,10 @@ export interface UsagePolicy {
   readonly idleTtlMs: number;
   /** Model tokens a user may use per UTC day, across sessions and instances; 0: unlimited (still counted). */
   readonly tokensPerDay: number;
+  /** Model tokens the deployment may use per UTC day; 0 or absent: no cap (not counted). See service-cap.ts. */
+  readonly serviceTokensPerDay?: number;
+  /** Sessions a network address may create per hour without a non-anonymous ID token; 0 or absent: no limit. See address-limit.ts. */
+  readonly addressSessionsPerHour?: number;
 }
 
 export type Admission = { readonly admitted: true } | { readonly admitted: false; readonly retryAfterMs: number };

@@ -24,6 +24,8 @@ export interface MaintenanceReport {
   readonly keysForgotten: number;
   /** Claims of requests that died before their commit, dropped with the partial replies they left. */
   readonly lapsedClaims: number;
+  /** Network addresses' session buckets unused for an hour (full again), removed. */
+  readonly addressesForgotten: number;
 }
 
 /**
@@ -58,13 +60,23 @@ export async function runMaintenance(options: MaintenanceOptions): Promise<Maint
           return ids.length;
         })
       : 0;
-  let keysForgotten = 0;
+  const keysForgotten = await deleteInBatches(options, () => store.deleteCreateKeys(now - options.createKeyTtlMs, batchSize));
+  // A bucket untouched for an hour has refilled: removing it changes no limit.
+  const addressesForgotten = await deleteInBatches(options, () => store.deleteIdleAddresses(now - HOUR, batchSize));
+  return { expired, flushed, deleted, keysForgotten, lapsedClaims, addressesForgotten };
+}
+
+const HOUR = 3_600_000;
+
+/** Runs `remove` (which deletes up to a batch and says how many) until a batch comes back short or the budget is spent. */
+async function deleteInBatches(options: Pick<MaintenanceOptions, "batchSize" | "maxBatches">, remove: () => Promise<number>): Promise<number> {
+  let total = 0;
   for (let batch = 0; batch < options.maxBatches; batch += 1) {
-    const removed = await store.deleteCreateKeys(now - options.createKeyTtlMs, batchSize);
-    keysForgotten += removed;
-    if (removed < batchSize) break;
+    const removed = await remove();
+    total += removed;
+    if (removed < options.batchSize) break;
   }
-  return { expired, flushed, deleted, keysForgotten, lapsedClaims };
+  return total;
 }
 
 /** Runs `handle` on what `find` returns until a batch comes back short or the budget is spent. */

@@ -8,8 +8,10 @@ import { modelFacts } from "../llm/model-table";
 import { callUsage, type CallUsage } from "./call-usage";
 import { backlog, SUMMARY_CALL_TOKENS, SUMMARY_MAX_TOKENS, SUMMARY_PROMPT_TOKENS, SummaryCall, type SummaryResult } from "./rolling-summary";
 import type { Log } from "../log/log";
-import { calibration, estimatePromptTokens, estimateRecurring, REPLY_PRIMING_TOKENS } from "./token-estimate";
+import { calibration, estimateMessageTokens, estimatePromptTokens, estimateRecurring, MAX_TOKENS_PER_CHAR, REPLY_PRIMING_TOKENS, TOKENS_PER_MESSAGE } from "./token-estimate";
+import { ServiceLedger } from "./service-cap";
 import { addUsage } from "./token-usage";
+import { addressKey, admitAddress, refundAddress } from "./address-limit";
 import type { Identity } from "../auth/identity";
 import {
   ForbiddenError,
@@ -57,6 +59,11 @@ export interface SessionServiceOptions {
   readonly keyWaitMs: number;
   /** How often a repeat polls for the result of the request it waits for. */
   readonly keyPollMs?: number;
+  /**
+   * The longest user message (MAX_MESSAGE_CHARS): what a cold instance reserves of the deployment's
+   * daily cap for each history message it has not seen (see serviceReservation). Default 4,000.
+   */
+  readonly maxMessageChars?: number;
   readonly cache: {
     readonly templateTtlMs: number;
     readonly sessionTtlMs: number;
@@ -238,6 +245,32 @@ function replyCallUsage(usage: ReplyUsage): TokenUsage {
   return call;
 }
 
+/** What the ledgers settle a reservation with: the calls' tokens and cost (nothing when no call was made). */
+function spentOf(usage: TokenUsage | undefined): { tokens: number; costUsd?: number } {
+  if (!usage) return { tokens: 0 };
+  return usage.cost_usd === undefined ? { tokens: usage.total_tokens } : { tokens: usage.total_tokens, costUsd: usage.cost_usd };
+}
+
+/** MAX_MESSAGE_CHARS' default, when the service is not told the deployment's. */
+const DEFAULT_MAX_MESSAGE_CHARS = 4_000;
+
+/**
+ * What a message reserves of the deployment's daily cap: an upper bound of its calls, with the
+ * history it will send estimated from the instance's warm window (the estimate never counts low),
+ * or, on a cold instance, as the window at its longest: each message a user message of
+ * `maxMessageChars` at the estimate's highest price or a reply of `max_tokens`, whichever is more.
+ * The settlement, beside the commit, brings it down to what was spent; near the cap, in-flight
+ * reservations are refused early, never late.
+ */
+function serviceReservation(warm: WarmSession, need: TokenNeed, maxMessageChars: number): number {
+  const { settings } = warm.meta;
+  const count = windowMessages(settings);
+  const history = warm.tail
+    ? lastMessages(warm.tail.messages, count).reduce((sum, message) => sum + estimateMessageTokens(message.content), 0)
+    : count * Math.max(settings.max_tokens, MAX_TOKENS_PER_CHAR * maxMessageChars + 1 + TOKENS_PER_MESSAGE);
+  return Math.ceil(need.firstPrompt + need.fresh + Math.min(history, settings.context_tokens ?? history));
+}
+
 /** Templates are few; this only bounds an instance's memory if ids are many. */
 const MAX_CACHED_TEMPLATES = 256;
 
@@ -245,18 +278,20 @@ const MAX_CACHED_TEMPLATES = 256;
 export class SessionService {
   private readonly templates: WarmCache<string, Template>;
   private readonly sessions: WarmCache<string, WarmSession>;
+  private readonly serviceLedger: ServiceLedger;
 
   constructor(private readonly options: SessionServiceOptions) {
     const { cache, clock } = options;
     this.templates = new WarmCache(MAX_CACHED_TEMPLATES, cache.templateTtlMs, clock);
     this.sessions = new WarmCache(cache.maxSessions, cache.sessionTtlMs, clock);
+    this.serviceLedger = new ServiceLedger(options.store, options.usage.serviceTokensPerDay ?? 0);
   }
 
   /**
    * Creates a session for `caller` when signed in (a different `userId` is refused), else for
    * `userId`. With an `idempotencyKey`, repeats return the session the first request created.
    */
-  async create(input: { userId?: string; templateId: string; idempotencyKey?: string; caller?: Identity }): Promise<CreatedSession> {
+  async create(input: { userId?: string; templateId: string; idempotencyKey?: string; caller?: Identity; address?: string }): Promise<CreatedSession> {
     const { store, clock, newSessionId, defaultContextWindow } = this.options;
     if (input.caller && input.userId !== undefined && input.userId !== input.caller.uid) {
       throw new ForbiddenError("user_id does not match the signed-in user");
@@ -277,8 +312,7 @@ export class SessionService {
       sessionId = claimed.session_id;
       if (await store.readSessionState(sessionId)) return { sessionId, meta: (await this.warmSession(sessionId)).meta, replayed: true };
     }
-    const admission = await store.updateUsage(userKey(userId), admitSession(sessionId, now, this.options.usage));
-    if (!admission.admitted) throw new LimitExceededError("sessions", seconds(admission.retryAfterMs));
+    await this.admitSession(userId, sessionId, now, input.caller, input.address);
 
     const meta: SessionMeta = {
       user_id: userId,
@@ -299,6 +333,31 @@ export class SessionService {
     if (created === "exists") return { sessionId, meta: (await this.warmSession(sessionId)).meta, replayed: true };
     this.sessions.set(sessionId, { meta, userKey: userKey(meta.user_id), tail: { messageCount: 0, messages: [] } });
     return { sessionId, meta, replayed: false };
+  }
+
+  /**
+   * Counts the new session against its user's active sessions and, for a caller anyone could be
+   * (no ID token, or an anonymous one), against its network address's sessions per hour: both
+   * at once, each giving back what it took when the other refuses.
+   */
+  private async admitSession(userId: string, sessionId: string, now: number, caller: Identity | undefined, address: string | undefined): Promise<void> {
+    const { store, usage } = this.options;
+    const perHour = usage.addressSessionsPerHour ?? 0;
+    const bucket = perHour > 0 && address !== undefined && (!caller || caller.anonymous === true) ? addressKey(address) : undefined;
+    const [user, network] = await Promise.allSettled([
+      store.updateUsage(userKey(userId), admitSession(sessionId, now, usage)),
+      bucket === undefined ? Promise.resolve({ admitted: true } as const) : store.updateAddressUsage(bucket, admitAddress(now, perHour)),
+    ]);
+    const userAdmitted = user.status === "fulfilled" && user.value.admitted;
+    const networkAdmitted = network.status === "fulfilled" && network.value.admitted;
+    if (userAdmitted && networkAdmitted) return;
+    // Off the reply's path: a lost give-back only delays a slot (the session stops counting at its idle TTL, the bucket refills).
+    if (userAdmitted) void store.updateUsage(userKey(userId), releaseSession(sessionId)).catch(() => undefined);
+    if (networkAdmitted && bucket !== undefined) void store.updateAddressUsage(bucket, refundAddress(perHour)).catch(() => undefined);
+    if (user.status === "rejected") throw user.reason;
+    if (network.status === "rejected") throw network.reason;
+    if (!user.value.admitted) throw new LimitExceededError("sessions", seconds(user.value.retryAfterMs));
+    if (!network.value.admitted) throw new LimitExceededError("address", seconds(network.value.retryAfterMs));
   }
 
   /**
@@ -324,26 +383,34 @@ export class SessionService {
     const coldHistory = warm.tail ? undefined : settledLater(this.readHistory(sessionId, warm));
     // The summary goes into the prompt: read beside the claim too (a listened node costs no round trip).
     const summaryRead = warm.meta.settings.summary ? settledLater(store.readSummary(sessionId)) : undefined;
-    const [claiming, admitting] = await Promise.allSettled([
+    const [claiming, admitting, capping] = await Promise.allSettled([
       this.claimSlot(sessionId, claim, receivedAt),
       store.updateUsage(user, admitMessage(sessionId, receivedAt, this.options.usage, need)),
+      this.serviceLedger.reserve(serviceReservation(warm, need, this.options.maxMessageChars ?? DEFAULT_MAX_MESSAGE_CHARS), receivedAt),
     ]);
-    // One step failed (the database): give back what the other took, then fail.
-    if (claiming.status === "rejected" || admitting.status === "rejected") {
+    const serviceHeld = capping.status === "fulfilled" && capping.value?.admitted ? capping.value.reservation : undefined;
+    const giveBackService = () => void this.serviceLedger.settle(serviceHeld, { tokens: 0 });
+    // One step failed (the database): give back what the others took, then fail.
+    if (claiming.status === "rejected" || admitting.status === "rejected" || capping.status === "rejected") {
       if (claiming.status === "fulfilled" && claiming.value.kind === "claimed") this.release(sessionId, claim);
       if (admitting.status === "fulfilled" && admitting.value.admitted) this.refund(user, sessionId, admitting.value.reservation, true);
-      throw claiming.status === "rejected" ? claiming.reason : (admitting as PromiseRejectedResult).reason;
+      giveBackService();
+      throw [claiming, admitting, capping].find((step): step is PromiseRejectedResult => step.status === "rejected")?.reason;
     }
-    const [claimed, admission] = [claiming.value, admitting.value];
+    const [claimed, admission, capped] = [claiming.value, admitting.value, capping.value];
     if (claimed.kind !== "claimed") {
       // A replay or a refusal costs the user nothing: what was taken goes back, off the reply's path.
       if (admission.admitted) this.refund(user, sessionId, admission.reservation, true);
+      giveBackService();
       if (claimed.kind === "done") return this.replay(sessionId, claimed.seq);
       throw refusal(claimed, policy);
     }
-    if (!admission.admitted) {
+    if (!admission.admitted || capped?.admitted === false) {
       this.release(sessionId, claim);
-      throw new LimitExceededError(admission.limit, seconds(admission.retryAfterMs));
+      if (admission.admitted) this.refund(user, sessionId, admission.reservation, true);
+      giveBackService();
+      if (!admission.admitted) throw new LimitExceededError(admission.limit, seconds(admission.retryAfterMs));
+      throw new LimitExceededError("service", seconds(capped?.admitted === false ? capped.retryAfterMs : 0));
     }
     const { reservation } = admission;
 
@@ -378,10 +445,11 @@ export class SessionService {
       // Free the slot now; if this is lost too, the claim lapses with its lease.
       partial.discard();
       this.release(sessionId, claim);
-      // Of the reservation, only what a summary call may have used stays counted.
+      // Of the reservations, only what a summary call may have used stays counted.
       const spent = summaryCall?.finish().usage;
       if (spent) void this.settle(user, sessionId, reservation, spent, undefined);
       else this.refund(user, sessionId, reservation, false);
+      void this.serviceLedger.settle(serviceHeld, spentOf(spent));
       throw error;
     }
     // Stopped before the commit is sent: a write after the update that removes the partial would leave it behind.
@@ -407,6 +475,7 @@ export class SessionService {
     // whatever the commit's fate: the provider charged the calls either way.
     const sideWrites: Promise<unknown>[] = [
       this.settle(user, sessionId, reservation, calls, { context: reply.total_tokens, claimedCount: claimed.messageCount, alone: claimed.alone }),
+      this.serviceLedger.settle(serviceHeld, spentOf(calls)),
     ];
     if (summarised.summary) sideWrites.push(store.writeSummary(sessionId, summarised.summary).catch(() => false));
     let result: Ruled<AppendOutcome>;

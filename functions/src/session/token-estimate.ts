@@ -25,6 +25,12 @@ export const ESTIMATE_MARGIN = 1;
 export const TOKENS_PER_MESSAGE = 4;
 /** The reply's own <|im_start|>assistant<|im_sep|>, which every request pays. */
 export const REPLY_PRIMING_TOKENS = 3;
+/**
+ * The most `estimateTokens` prices one UTF-16 code unit (a rare symbol such as "∑" at 2; an astral
+ * code point at 3 for its 2 units): a text of n units is estimated at most 2n, plus a token for a
+ * run left open at its end. Tested against arbitrary text.
+ */
+export const MAX_TOKENS_PER_CHAR = 2;
 
 /** Tokens of a whole prompt: every message's content plus the chat format around it. */
 export function estimatePromptTokens(messages: readonly { readonly role: string; readonly content: string }[]): number {

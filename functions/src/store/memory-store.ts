@@ -1,5 +1,5 @@
-import type { ChatMessage, CreateKey, Exchange, KeyRecord, PartialReply, SessionMeta, SessionState, SessionSummary, Template, UserUsage } from "./records";
-import { assertNextCountsOneMore, type Claimed, type HistoryWindow, type NewSession, type Ruled, type SessionStore, type StateRule, type UsageRule } from "./session-store";
+import type { AddressUsage, ChatMessage, CreateKey, Exchange, KeyRecord, PartialReply, ServiceUsage, SessionMeta, SessionState, SessionSummary, Template, UserUsage } from "./records";
+import { assertNextCountsOneMore, type Claimed, type HistoryWindow, type LedgerRule, type NewSession, type Ruled, type SessionStore, type StateRule, type UsageRule } from "./session-store";
 
 interface StoredSession {
   readonly meta: SessionMeta;
@@ -23,6 +23,8 @@ export class MemoryStore implements SessionStore {
   private readonly sessions = new Map<string, StoredSession>();
   private readonly createKeys = new Map<string, CreateKey>();
   private readonly usage = new Map<string, UserUsage>();
+  private readonly serviceUsage = new Map<string, ServiceUsage>();
+  private readonly addressUsage = new Map<string, AddressUsage>();
 
   async readTemplate(templateId: string): Promise<Template | null> {
     return copy(this.templates.get(templateId) ?? null);
@@ -174,9 +176,29 @@ export class MemoryStore implements SessionStore {
   }
 
   async updateUsage<O>(userKey: string, rule: UsageRule<O>): Promise<O> {
-    const { outcome, next } = rule(copy(this.usage.get(userKey) ?? null));
-    if (next) this.usage.set(userKey, copy(next));
-    return outcome;
+    return applyLedger(this.usage, userKey, rule);
+  }
+
+  prepareServiceUsage(): void {
+    // Nothing to fetch: the records are in memory.
+  }
+
+  async updateServiceUsage<O>(shard: string, rule: LedgerRule<ServiceUsage, O>): Promise<O> {
+    return applyLedger(this.serviceUsage, shard, rule);
+  }
+
+  async readServiceUsage(): Promise<Readonly<Record<string, ServiceUsage>>> {
+    return Object.fromEntries([...this.serviceUsage].map(([shard, usage]) => [shard, copy(usage)]));
+  }
+
+  async updateAddressUsage<O>(addressKey: string, rule: LedgerRule<AddressUsage, O>): Promise<O> {
+    return applyLedger(this.addressUsage, addressKey, rule);
+  }
+
+  async deleteIdleAddresses(cutoff: number, limit: number): Promise<number> {
+    const idle = [...this.addressUsage].filter(([, usage]) => usage.refilled_at <= cutoff).slice(0, limit);
+    for (const [key] of idle) this.addressUsage.delete(key);
+    return idle.length;
   }
 
   private oldestBy(field: (state: SessionState) => number | undefined, cutoff: number, limit: number): string[] {
@@ -187,6 +209,12 @@ export class MemoryStore implements SessionStore {
       .slice(0, limit)
       .map((entry) => entry.id);
   }
+}
+
+function applyLedger<R, O>(records: Map<string, R>, key: string, rule: LedgerRule<R, O>): O {
+  const { outcome, next } = rule(copy(records.get(key) ?? null));
+  if (next) records.set(key, copy(next));
+  return outcome;
 }
 
 function removePartials(session: StoredSession, keys: readonly string[] | undefined): void {

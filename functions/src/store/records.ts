@@ -176,6 +176,20 @@ export const userUsageSchema = z.object({
 export type UserUsage = z.infer<typeof userUsageSchema>;
 
 /**
+ * One shard of the deployment's model tokens counted on `day` (UTC, YYYY-MM-DD), and their cost
+ * where known (`/serviceUsage/{shard}`; see session/service-cap.ts).
+ */
+export const serviceUsageSchema = z.object({ day: z.string(), tokens: z.number().min(0), cost_usd: z.number().min(0).optional() });
+export type ServiceUsage = z.infer<typeof serviceUsageSchema>;
+
+/**
+ * The sessions a network address may still create: a token bucket, refilled over an hour
+ * (`/addressUsage/{hash}`; see session/address-limit.ts).
+ */
+export const addressUsageSchema = z.object({ tokens: z.number(), refilled_at: z.number() });
+export type AddressUsage = z.infer<typeof addressUsageSchema>;
+
+/**
  * A reply being written, kept beside the session (`/userSessions/{id}/partials/{key}`, the key
  * being the writing request's random claim owner) so that a client listening to the session sees
  * it grow. `seq_after`: the `message_count` its request's claim saw, so the exchange it becomes is

@@ -23,10 +23,14 @@ import {
   type SessionState,
   type SessionSummary,
   type Template,
+  addressUsageSchema,
+  serviceUsageSchema,
   userUsageSchema,
+  type AddressUsage,
+  type ServiceUsage,
 } from "./records";
 import { ListenerHolds } from "./rtdb-listeners";
-import { assertNextCountsOneMore, type Claimed, type HistoryWindow, type NewSession, type Ruled, type SessionStore, type StateRule, type UsageRule } from "./session-store";
+import { assertNextCountsOneMore, type Claimed, type HistoryWindow, type LedgerRule, type NewSession, type Ruled, type SessionStore, type StateRule, type UsageRule } from "./session-store";
 
 /** A journal entry: the exchange, and the key of the partial reply it completes (removed when it is copied). */
 const pendingSchema = z.record(z.string(), z.object({ user: chatMessageSchema, assistant: chatMessageSchema, partial: z.string().optional() }));
@@ -35,6 +39,8 @@ type Pending = z.infer<typeof pendingSchema>;
 /** The raw `state` node: the parsed fields plus the journal of exchanges not yet copied to `messages`. */
 type RawState = Record<string, unknown> & { pending?: unknown };
 
+const SERVICE_USAGE = "serviceUsage";
+const ADDRESS_USAGE = "addressUsage";
 const META_FIELDS = ["user_id", "template_id", "template_name", "system_prompt", "settings", "created_at"] as const;
 const CREATE_KEYS = "idempotencyKeys/createSession";
 
@@ -305,14 +311,46 @@ export class RtdbStore implements SessionStore {
   }
 
   async updateUsage<O>(userKey: string, rule: UsageRule<O>): Promise<O> {
-    const path = `userUsage/${userKey}`;
+    return this.updateLedger(`userUsage/${userKey}`, userUsageSchema, "update usage", rule);
+  }
+
+  prepareServiceUsage(shards: readonly string[]): void {
+    for (const shard of shards) this.holds.hold(`${SERVICE_USAGE}/${shard}`);
+  }
+
+  async updateServiceUsage<O>(shard: string, rule: LedgerRule<ServiceUsage, O>): Promise<O> {
+    return this.updateLedger(`${SERVICE_USAGE}/${shard}`, serviceUsageSchema, "update service usage", rule);
+  }
+
+  async readServiceUsage(): Promise<Readonly<Record<string, ServiceUsage>>> {
+    const snapshot = await this.call("read service usage", read(this.db.ref(SERVICE_USAGE)));
+    const shards: Record<string, ServiceUsage> = {};
+    snapshot.forEach((child: DataSnapshot) => {
+      if (child.key !== null) shards[child.key] = parseStored(serviceUsageSchema, child.val(), `${SERVICE_USAGE}/${child.key}`);
+    });
+    return shards;
+  }
+
+  async updateAddressUsage<O>(addressKey: string, rule: LedgerRule<AddressUsage, O>): Promise<O> {
+    return this.updateLedger(`${ADDRESS_USAGE}/${addressKey}`, addressUsageSchema, "update address usage", rule);
+  }
+
+  async deleteIdleAddresses(cutoff: number, limit: number): Promise<number> {
+    const keys = await this.keysOrderedBy(ADDRESS_USAGE, "refilled_at", cutoff, limit, "find idle addresses");
+    if (keys.length === 0) return 0;
+    await this.call("delete idle addresses", this.db.ref(ADDRESS_USAGE).update(Object.fromEntries(keys.map((key) => [key, null]))));
+    return keys.length;
+  }
+
+  /** Applies `rule` in a transaction on the ledger record at `path`, listened to so the next one starts from the server's value. */
+  private async updateLedger<R, O>(path: string, schema: z.ZodType<R>, operation: string, rule: LedgerRule<R, O>): Promise<O> {
     this.holds.hold(path);
-    const { decided } = await this.transact(path, "update usage", (current) => {
+    const { decided } = await this.transact(path, operation, (current) => {
       // Unlike a session, a missing record is a valid start: a cold instance's null guess is
       // corrected by the server (hash mismatch) before anything is written over real data.
-      const usage = current === null ? null : userUsageSchema.safeParse(current);
-      if (usage !== null && !usage.success) throw new StoreDataError(path, usage.error.issues[0]?.message ?? "invalid");
-      const { outcome, next } = rule(usage === null ? null : usage.data);
+      const record = current === null ? null : schema.safeParse(current);
+      if (record !== null && !record.success) throw new StoreDataError(path, record.error.issues[0]?.message ?? "invalid");
+      const { outcome, next } = rule(record === null ? null : record.data);
       // "No change" writes the record back as it is (or null for none): see `transact`.
       return { decided: outcome, write: next === undefined ? current : (JSON.parse(JSON.stringify(next)) as unknown) };
     });

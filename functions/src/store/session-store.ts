@@ -1,4 +1,4 @@
-import type { ChatMessage, CreateKey, Exchange, KeyRecord, PartialReply, SessionMeta, SessionState, SessionSummary, Template, UserUsage } from "./records";
+import type { AddressUsage, ChatMessage, CreateKey, Exchange, KeyRecord, PartialReply, ServiceUsage, SessionMeta, SessionState, SessionSummary, Template, UserUsage } from "./records";
 
 /**
  * A rule deciding, from the current stored state, what happens: an outcome for the caller and,
@@ -10,8 +10,11 @@ import type { ChatMessage, CreateKey, Exchange, KeyRecord, PartialReply, Session
  */
 export type StateRule<O> = (state: SessionState) => { readonly outcome: O; readonly next?: SessionState; readonly strayPartials?: readonly string[] };
 
-/** Like `StateRule`, for a user's usage record, which may not exist yet (`null`). */
-export type UsageRule<O> = (usage: UserUsage | null) => { readonly outcome: O; readonly next?: UserUsage };
+/** Like `StateRule`, for a record of the usage ledger, which may not exist yet (`null`). */
+export type LedgerRule<R, O> = (record: R | null) => { readonly outcome: O; readonly next?: R };
+
+/** A `LedgerRule` for a user's usage record. */
+export type UsageRule<O> = LedgerRule<UserUsage, O>;
 
 export type Ruled<O> =
   | { readonly found: true; readonly outcome: O; readonly state: SessionState }
@@ -145,6 +148,24 @@ export interface SessionStore {
 
   /** Atomically applies `rule` to the usage record stored under `userKey`. */
   updateUsage<O>(userKey: string, rule: UsageRule<O>): Promise<O>;
+
+  /**
+   * A hint that the deployment's usage shards are about to be updated: an adapter may start
+   * fetching them now, so that updates find them. Changes nothing.
+   */
+  prepareServiceUsage(shards: readonly string[]): void;
+
+  /** Atomically applies `rule` to one shard of the deployment's usage. */
+  updateServiceUsage<O>(shard: string, rule: LedgerRule<ServiceUsage, O>): Promise<O>;
+
+  /** Every shard of the deployment's usage, by name (shards never written are absent). */
+  readServiceUsage(): Promise<Readonly<Record<string, ServiceUsage>>>;
+
+  /** Atomically applies `rule` to the session bucket of one network address (by its key). */
+  updateAddressUsage<O>(addressKey: string, rule: LedgerRule<AddressUsage, O>): Promise<O>;
+
+  /** Removes address buckets last refilled at or before `cutoff` (full again by then); returns how many. */
+  deleteIdleAddresses(cutoff: number, limit: number): Promise<number>;
 }
 
 /** The contract of `appendExchange`'s rule, checked by every adapter: one more exchange, no other count. */

@@ -1,6 +1,7 @@
 import { startEmulatorProject, type EmulatorProject } from "../e2e/emulator-project";
 import { bearer, signUp, withClaims, type TestUser } from "../support/auth-emulator";
 import { createSession, ROUTES, startHarness, type Harness } from "../support/http-harness";
+import { keyHash } from "../../src/session/idempotency";
 
 const PROJECT_ID = "demo-chatify";
 
@@ -106,6 +107,32 @@ describe("Firebase Auth", () => {
     ])("refuses an Authorization header with %s with 401", async (_name, header) => {
       const answer = await harness.api.call("POST", ROUTES.create, { template_id: "friendly-assistant" }, { Authorization: header });
       expect(answer.status).toBe(401);
+    });
+  });
+
+  describe("sessions per network address (ADDRESS_SESSIONS_PER_HOUR)", () => {
+    let harness: Harness;
+    beforeAll(async () => {
+      harness = await startHarness({ store: "memory", env: { REQUIRE_AUTH: "true", ADDRESS_SESSIONS_PER_HOUR: "2" } });
+    });
+    afterAll(async () => harness.close());
+
+    it("limits anonymous users, whom anyone can mint, by their address; users with a real sign-in are not", async () => {
+      for (let i = 0; i < 2; i += 1) {
+        const anonymous = await signUp(emulator.authHost, PROJECT_ID, true);
+        expect((await harness.api.call("POST", ROUTES.create, { template_id: "friendly-assistant" }, bearer(anonymous.idToken))).status).toBe(201);
+      }
+      const third = await signUp(emulator.authHost, PROJECT_ID, true);
+      const refused = await harness.api.call("POST", ROUTES.create, { template_id: "friendly-assistant" }, bearer(third.idToken));
+      expect(refused.status).toBe(429);
+      expect(refused.body.error?.code).toBe("ADDRESS_RATE_LIMITED");
+      expect(Number(refused.headers.get("retry-after"))).toBeGreaterThan(0);
+      // The refusal took no session slot from the anonymous user.
+      const usage = await harness.api.store.updateUsage(keyHash("user", third.uid), (record) => ({ outcome: record }));
+      expect(usage?.sessions ?? {}).toEqual({});
+      for (let i = 0; i < 3; i += 1) {
+        expect((await harness.api.call("POST", ROUTES.create, { template_id: "friendly-assistant" }, bearer(alice.idToken))).status).toBe(201);
+      }
     });
   });
 

@@ -6,12 +6,16 @@ export interface TestUser {
   readonly idToken: string;
 }
 
-/** Signs a new user up on the Auth emulator at `host` (host:port) and returns their ID token. */
-export async function signUp(host: string, projectId: string): Promise<TestUser> {
+/**
+ * Signs a new user up on the Auth emulator at `host` (host:port) and returns their ID token: with
+ * an email and password, or anonymously (as the chat page does) with `anonymous`.
+ */
+export async function signUp(host: string, projectId: string, anonymous = false): Promise<TestUser> {
+  const credentials = anonymous ? {} : { email: `${randomUUID()}@example.com`, password: "password-123" };
   const response = await fetch(`http://${host}/identitytoolkit.googleapis.com/v1/accounts:signUp?key=fake-api-key`, {
     method: "POST",
     headers: { "content-type": "application/json", "x-firebase-gmpid": projectId },
-    body: JSON.stringify({ email: `${randomUUID()}@example.com`, password: "password-123", returnSecureToken: true }),
+    body: JSON.stringify({ ...credentials, returnSecureToken: true }),
   });
   const body = (await response.json()) as { localId?: string; idToken?: string };
   if (!response.ok || body.localId === undefined || body.idToken === undefined) {

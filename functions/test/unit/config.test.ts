@@ -20,6 +20,8 @@ const READ_BACK: Readonly<Record<string, (config: Config) => string>> = {
   USER_TOKENS_PER_DAY: (config) => String(config.limits.userTokensPerDay),
   USER_MAX_ACTIVE_SESSIONS: (config) => String(config.limits.userMaxActiveSessions),
   SESSION_MAX_EXCHANGES: (config) => String(config.limits.sessionMaxExchanges),
+  SERVICE_TOKENS_PER_DAY: (config) => String(config.limits.serviceTokensPerDay),
+  ADDRESS_SESSIONS_PER_HOUR: (config) => String(config.limits.addressSessionsPerHour),
   REQUIRE_AUTH: (config) => String(config.requireAuth),
   LIVE_PARTIALS: (config) => String(config.livePartials),
 };
@@ -93,6 +95,8 @@ describe("resolveConfig overrides", () => {
       USER_TOKENS_PER_DAY: "0",
       USER_MAX_ACTIVE_SESSIONS: "3",
       SESSION_MAX_EXCHANGES: "40",
+      SERVICE_TOKENS_PER_DAY: "5000000",
+      ADDRESS_SESSIONS_PER_HOUR: "0",
       REQUIRE_AUTH: "false",
       LIVE_PARTIALS: "false",
     });
@@ -110,7 +114,7 @@ describe("resolveConfig overrides", () => {
       sessionCacheMaxEntries: 7,
       requireAuth: false,
       livePartials: false,
-      limits: { userMessagesPerMinute: 11, userMaxActiveSessions: 3, sessionMaxExchanges: 40, userTokensPerDay: 0 },
+      limits: { userMessagesPerMinute: 11, userMaxActiveSessions: 3, sessionMaxExchanges: 40, userTokensPerDay: 0, serviceTokensPerDay: 5_000_000, addressSessionsPerHour: 0 },
     });
   });
 

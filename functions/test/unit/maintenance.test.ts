@@ -60,7 +60,7 @@ describe("runMaintenance", () => {
       const expired = await add(closed("expired", NOW - IDLE_TTL * 10));
       const before = await Promise.all([...recent, ended, expired].map(stateOf));
 
-      await expect(run()).resolves.toEqual({ expired: 2, flushed: 0, deleted: 0, keysForgotten: 0, lapsedClaims: 0 });
+      await expect(run()).resolves.toEqual({ expired: 2, flushed: 0, deleted: 0, keysForgotten: 0, lapsedClaims: 0, addressesForgotten: 0 });
 
       for (const [i, id] of idle.entries()) {
         const state = await stateOf(id);
@@ -70,7 +70,7 @@ describe("runMaintenance", () => {
       }
       expect(await Promise.all([...recent, ended, expired].map(stateOf))).toEqual(before);
       // Expired, they are no longer found as idle: a second run has nothing to do.
-      await expect(run()).resolves.toEqual({ expired: 0, flushed: 0, deleted: 0, keysForgotten: 0, lapsedClaims: 0 });
+      await expect(run()).resolves.toEqual({ expired: 0, flushed: 0, deleted: 0, keysForgotten: 0, lapsedClaims: 0, addressesForgotten: 0 });
     });
 
     it("leaves a session idle exactly the TTL active, as a request at that moment would", async () => {
@@ -120,7 +120,7 @@ describe("runMaintenance", () => {
   describe("retention", () => {
     it("deletes nothing with a retention of 0", async () => {
       const ids = [await add(closed("ended", CREATED_AT + 1)), await add(closed("expired", CREATED_AT + 2))];
-      await expect(run({ retentionMs: 0 })).resolves.toEqual({ expired: 0, flushed: 0, deleted: 0, keysForgotten: 0, lapsedClaims: 0 });
+      await expect(run({ retentionMs: 0 })).resolves.toEqual({ expired: 0, flushed: 0, deleted: 0, keysForgotten: 0, lapsedClaims: 0, addressesForgotten: 0 });
       for (const id of ids) {
         expect(await store.readSessionMeta(id)).not.toBeNull();
         expect(await store.readRecentMessages(id, 10)).toHaveLength(2);
@@ -144,7 +144,7 @@ describe("runMaintenance", () => {
         await add(activeSince(cutoff)),
       ];
 
-      await expect(run()).resolves.toEqual({ expired: 2, flushed: 0, deleted: 4, keysForgotten: 0, lapsedClaims: 0 });
+      await expect(run()).resolves.toEqual({ expired: 2, flushed: 0, deleted: 4, keysForgotten: 0, lapsedClaims: 0, addressesForgotten: 0 });
 
       for (const id of old) {
         expect(await store.readSessionMeta(id)).toBeNull();
@@ -172,7 +172,7 @@ describe("runMaintenance", () => {
       const ages = { old: KEY_TTL + 1, ancient: 30 * KEY_TTL, edge: KEY_TTL, young: KEY_TTL - 1, fresh: 0 };
       for (const [id, age] of Object.entries(ages)) await store.claimCreateKey(id, key(id, NOW - age));
 
-      await expect(run()).resolves.toEqual({ expired: 0, flushed: 0, deleted: 0, keysForgotten: 3, lapsedClaims: 0 });
+      await expect(run()).resolves.toEqual({ expired: 0, flushed: 0, deleted: 0, keysForgotten: 3, lapsedClaims: 0, addressesForgotten: 0 });
 
       // A forgotten key can be claimed afresh; a remembered one still answers with its first record.
       for (const [id, age] of Object.entries(ages)) {
@@ -184,8 +184,8 @@ describe("runMaintenance", () => {
 
     it("forgets keys in batches, within the budget", async () => {
       for (let i = 0; i < 5; i += 1) await store.claimCreateKey(`k${i}`, key(`k${i}`, NOW - 2 * KEY_TTL));
-      await expect(run({ batchSize: 2, maxBatches: 2 })).resolves.toMatchObject({ keysForgotten: 4, lapsedClaims: 0 });
-      await expect(run({ batchSize: 2, maxBatches: 10 })).resolves.toMatchObject({ keysForgotten: 1, lapsedClaims: 0 });
+      await expect(run({ batchSize: 2, maxBatches: 2 })).resolves.toMatchObject({ keysForgotten: 4, lapsedClaims: 0, addressesForgotten: 0 });
+      await expect(run({ batchSize: 2, maxBatches: 10 })).resolves.toMatchObject({ keysForgotten: 1, lapsedClaims: 0, addressesForgotten: 0 });
     });
   });
 });

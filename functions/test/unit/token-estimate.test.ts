@@ -8,6 +8,7 @@ import {
   estimateMessageTokens,
   estimatePromptTokens,
   estimateTokens,
+  MAX_TOKENS_PER_CHAR,
   REPLY_PRIMING_TOKENS,
   TOKENS_PER_MESSAGE,
 } from "../../src/session/token-estimate";
@@ -40,6 +41,15 @@ describe("estimateTokens against o200k_base counts", () => {
 });
 
 describe("estimateTokens", () => {
+  it("prices a text of n UTF-16 units at most MAX_TOKENS_PER_CHAR x n + 1 (the deployment cap's reservation counts on it)", () => {
+    const priciest = fc.constantFrom("∑", "₀", "✈", "😀", "🫠", "\u0301", "é", "a", "x", "!", "@", "\n", " ", "\t", "7", "中", "\ud83d");
+    fc.assert(
+      fc.property(fc.oneof(fc.string({ unit: "binary" }), fc.string({ unit: priciest, maxLength: 200 })), (text) => estimateTokens(text) <= MAX_TOKENS_PER_CHAR * text.length + 1),
+      { numRuns: 5_000 },
+    );
+    expect(estimateTokens("∑".repeat(1_000))).toBe(MAX_TOKENS_PER_CHAR * 1_000);
+  });
+
   it("is 0 for the empty text and 1 for a short word", () => {
     expect(estimateTokens("")).toBe(0);
     expect(estimateTokens("hi")).toBe(1);

@@ -1,0 +1,50 @@
+import type { AddressUsage } from "../store/records";
+import type { LedgerRule } from "../store/session-store";
+import type { Admission } from "./limits";
+import { keyHash } from "./idempotency";
+
+/**
+ * Sessions one network address may create per hour when the caller shows no ID token, or an
+ * anonymous one (ADDRESS_SESSIONS_PER_HOUR): anonymous sign-in mints users at will, so per-user
+ * limits alone bound nothing for them. A token bucket per address, in the database, so that it
+ * holds across instances.
+ */
+
+const HOUR = 3_600_000;
+
+/** Takes one session token from the address's bucket of `perHour`, refilled over an hour, or says when to retry. */
+export function admitAddress(now: number, perHour: number): LedgerRule<AddressUsage, Admission> {
+  return (usage) => {
+    const rate = perHour / HOUR;
+    const elapsed = usage ? Math.max(0, now - usage.refilled_at) : 0;
+    const tokens = usage ? Math.min(perHour, usage.tokens + elapsed * rate) : perHour;
+    if (tokens < 1) return { outcome: { admitted: false, retryAfterMs: Math.ceil((1 - tokens) / rate) } };
+    return { outcome: { admitted: true }, next: { tokens: tokens - 1, refilled_at: Math.max(now, usage?.refilled_at ?? now) } };
+  };
+}
+
+/** Gives back the session token of a create refused for another reason. */
+export function refundAddress(perHour: number): LedgerRule<AddressUsage, undefined> {
+  return (usage) => (usage ? { outcome: undefined, next: { ...usage, tokens: Math.min(perHour, usage.tokens + 1) } } : { outcome: undefined });
+}
+
+/**
+ * Where an address's bucket is kept: a hash, so that any address makes a valid database key (not
+ * a secret: an IPv4 address's hash is found by trying them all; the sweep removes a bucket an hour
+ * after its last use). An IPv6
+ * address counts by its /64 network, which one host or home gets whole: per address, a host
+ * could otherwise walk through 2^64 of them.
+ */
+export function addressKey(address: string): string {
+  const bare = address.replace(/^::ffff:(?=\d+\.\d+\.\d+\.\d+$)/i, "").replace(/%.*$/, "");
+  return keyHash("address", bare.includes(":") ? ipv6Network(bare) : bare);
+}
+
+/** The first four groups of an IPv6 address, written out in full (`::` expanded), lower case. */
+function ipv6Network(address: string): string {
+  const [head = "", tail] = address.toLowerCase().split("::");
+  const left = head === "" ? [] : head.split(":");
+  const right = tail === undefined || tail === "" ? [] : tail.split(":");
+  const groups = tail === undefined ? left : [...left, ...Array<string>(Math.max(0, 8 - left.length - right.length)).fill("0"), ...right];
+  return groups.slice(0, 4).map((group) => group.replace(/^0+(?=.)/, "")).join(":");
+}

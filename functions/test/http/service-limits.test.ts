@@ -1,0 +1,148 @@
+import { randomUUID } from "node:crypto";
+import { keyHash } from "../../src/session/idempotency";
+import { SERVICE_SHARD_KEYS } from "../../src/session/service-cap";
+import type { ServiceUsage } from "../../src/store/records";
+import type { SessionStore } from "../../src/store/session-store";
+import { describeEachStore, ROUTES, startHarness, type Answer, type Harness, type Instance } from "../support/http-harness";
+
+const NOON = Date.parse("2026-12-06T12:00:00Z");
+const MIDNIGHT = Date.parse("2026-12-07T00:00:00Z");
+
+interface Usage { total_tokens: number }
+
+async function serviceTotal(store: SessionStore): Promise<number> {
+  const shards: Readonly<Record<string, ServiceUsage>> = await store.readServiceUsage();
+  return Object.values(shards).reduce((sum, shard) => sum + shard.tokens, 0);
+}
+
+async function create(api: Instance, userId = `user-${randomUUID()}`): Promise<string> {
+  const answer = await api.call("POST", ROUTES.create, { user_id: userId, template_id: "friendly-assistant" });
+  expect(answer.status).toBe(201);
+  return String(answer.body.session_id);
+}
+
+/**
+ * SERVICE_TOKENS_PER_DAY: one bound on the whole deployment's model tokens a day, held exactly
+ * across instances (a message is admitted only while every admitted message's calls fit), with
+ * its own 429 and a Retry-After at the next UTC day.
+ */
+describeEachStore("the deployment-wide daily token cap", (kind) => {
+  // Per shard an eighth: room for a handful of short first messages in all.
+  const CAP = 8 * 400;
+  let harness: Harness;
+  let other: Instance;
+
+  beforeAll(async () => {
+    harness = await startHarness({ store: kind, clock: () => NOON, env: { SERVICE_TOKENS_PER_DAY: String(CAP), USER_TOKENS_PER_DAY: "0" } });
+    other = await harness.instance();
+  });
+  afterAll(async () => harness.close());
+  beforeEach(() => { harness.fake.reset(); });
+
+  it("never lets concurrent messages on two instances carry the deployment past the cap, and counts exactly what was spent", async () => {
+    // Each instance sends only in sessions it created, so each reservation is the warm (tight) one.
+    const sessions = await Promise.all([...Array<Instance>(12).fill(harness.api), ...Array<Instance>(12).fill(other)].map(async (api) => ({ api, id: await create(api) })));
+    const answers: Answer[] = await Promise.all(sessions.map(({ api, id }) => api.call("POST", ROUTES.message(id), { message: `hello from ${id}` })));
+    const passed = answers.filter((answer) => answer.status === 200);
+    const refused = answers.filter((answer) => answer.status !== 200);
+    expect(passed.length).toBeGreaterThan(0);
+    expect(refused.length).toBeGreaterThan(0);
+    for (const answer of refused) {
+      expect(answer.status).toBe(429);
+      expect(answer.body.error?.code).toBe("SERVICE_TOKEN_LIMIT");
+      expect(Number(answer.headers.get("retry-after"))).toBe((MIDNIGHT - NOON) / 1000);
+    }
+    // Only admitted messages reached the model; every settlement has landed once the answers are in.
+    expect(harness.fake.requests).toHaveLength(passed.length);
+    const spent = passed.reduce((sum, answer) => sum + (answer.body.usage as Usage).total_tokens, 0);
+    expect(await serviceTotal(harness.api.store)).toBe(spent);
+    expect(spent).toBeLessThanOrEqual(CAP);
+    // A refused message stored nothing and took nothing from its user.
+    for (const [index, answer] of answers.entries()) {
+      if (answer.status === 200) continue;
+      const { id } = sessions[index]!;
+      expect((await harness.api.store.readSessionState(id))?.message_count).toBe(0);
+    }
+  });
+
+  it("counts in shards that each hold an equal share, and uses the emptiest before refusing", async () => {
+    const shards = await harness.api.store.readServiceUsage();
+    expect(Object.keys(shards).every((key) => SERVICE_SHARD_KEYS.includes(key))).toBe(true);
+    for (const shard of Object.values(shards)) {
+      expect(shard.day).toBe("2026-12-06");
+      expect(shard.tokens).toBeLessThanOrEqual(CAP / SERVICE_SHARD_KEYS.length);
+    }
+  });
+
+  it("gives a refused message's user back their message token and reservation", async () => {
+    // Messages one after another until the cap refuses one (what the spent tokens leave of it).
+    let refusal: { user: string; id: string; answer: Answer } | undefined;
+    for (let i = 0; i < 100 && !refusal; i += 1) {
+      const user = `user-${randomUUID()}`;
+      const id = await create(harness.api, user);
+      const answer = await harness.api.call("POST", ROUTES.message(id), { message: "one more" });
+      if (answer.status !== 200) refusal = { user, id, answer };
+    }
+    expect(refusal?.answer.body.error?.code).toBe("SERVICE_TOKEN_LIMIT");
+    const { user, id } = refusal!;
+    expect(await serviceTotal(harness.api.store)).toBeLessThanOrEqual(CAP);
+    const usage = await harness.api.store.updateUsage(keyHash("user", user), (record) => ({ outcome: record }));
+    expect(usage?.daily?.tokens ?? 0).toBe(0);
+    expect(usage?.contexts?.[id]?.open ?? 0).toBe(0);
+  });
+});
+
+describeEachStore("the deployment-wide cap, off (the default)", (kind) => {
+  let harness: Harness;
+  beforeAll(async () => {
+    harness = await startHarness({ store: kind, clock: () => NOON });
+  });
+  afterAll(async () => harness.close());
+
+  it("counts nothing and writes no shard", async () => {
+    const id = await create(harness.api);
+    expect((await harness.api.call("POST", ROUTES.message(id), { message: "hello" })).status).toBe(200);
+    expect(await harness.api.store.readServiceUsage()).toEqual({});
+  });
+});
+
+/**
+ * ADDRESS_SESSIONS_PER_HOUR, for callers without an ID token (and anonymous ones, tested with the
+ * Auth emulator in auth.test.ts): a bucket per network address, held across instances.
+ */
+describeEachStore("sessions per network address", (kind) => {
+  let now = NOON;
+  let harness: Harness;
+  let other: Instance;
+
+  beforeAll(async () => {
+    harness = await startHarness({ store: kind, clock: () => now, env: { ADDRESS_SESSIONS_PER_HOUR: "3" } });
+    other = await harness.instance();
+  });
+  afterAll(async () => harness.close());
+
+  it("refuses the address's fourth session within the hour on any instance, with Retry-After, then refills", async () => {
+    const answers = await Promise.all([harness.api, other, harness.api, other].map((api) => api.call("POST", ROUTES.create, { user_id: `user-${randomUUID()}`, template_id: "friendly-assistant" })));
+    expect(answers.map((answer) => answer.status).sort()).toEqual([201, 201, 201, 429]);
+    const refused = answers.find((answer) => answer.status === 429)!;
+    expect(refused.body.error?.code).toBe("ADDRESS_RATE_LIMITED");
+    // A third of an hour for one more session.
+    expect(Number(refused.headers.get("retry-after"))).toBe(1200);
+    // A replay of a keyed create takes nothing more.
+    now += 1_200_000;
+    const key = { "Idempotency-Key": randomUUID() };
+    const body = { user_id: `user-${randomUUID()}`, template_id: "friendly-assistant" };
+    expect((await harness.api.call("POST", ROUTES.create, body, key)).status).toBe(201);
+    const replay = await other.call("POST", ROUTES.create, body, key);
+    expect(replay.status).toBe(201);
+    expect(replay.headers.get("idempotent-replayed")).toBe("true");
+    expect((await harness.api.call("POST", ROUTES.create, { user_id: `user-${randomUUID()}`, template_id: "friendly-assistant" })).status).toBe(429);
+  });
+
+  it("forgets an address's bucket an hour after its last use, in the sweep", async () => {
+    now += 3_600_000;
+    const report = await harness.api.runtime.maintain(now);
+    expect(report.addressesForgotten).toBe(1);
+    expect((await harness.api.call("POST", ROUTES.create, { user_id: `user-${randomUUID()}`, template_id: "friendly-assistant" })).status).toBe(201);
+  });
+});
