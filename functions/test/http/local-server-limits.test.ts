@@ -251,7 +251,9 @@ describe("local server limits", () => {
       client.socket.write(`POST ${ROUTES.create} HTTP/1.1\r\nHost: local\r\nContent-Length: ${size}\r\n\r\n`);
       const sent = await new Promise<Error | null | undefined>((resolve) => client.socket.write(Buffer.alloc(size), resolve));
       // The upload is refused part way: the server reset the connection instead of reading it all.
-      expect(sent).toHaveProperty("code");
+      // Node 24.22 reports the cut write either as the callback's error (EPIPE, the reset met while
+      // writing) or, when the reset is read first, as a null callback on a socket it has destroyed.
+      expect(sent instanceof Error || client.socket.destroyed).toBe(true);
       expect((await client.closed).error).toMatch(/^(EPIPE|ECONNRESET)$/);
     });
   });
