@@ -1,5 +1,5 @@
 // `npm run build`: bundles src/ into lib/ with esbuild (no type check: `npm run typecheck` does
-// that, and `npm test` and the deploy run it). Three bundles:
+// that, and `npm test` and the deploy run it). Four bundles:
 //
 //   lib/index.js              package.json `main`, what Cloud Functions and the Firebase CLI load:
 //                             the triggers and their params only, with the firebase-functions entry
@@ -9,6 +9,9 @@
 //                             the packages it uses (firebase-admin, openai, zod): one file to read
 //                             and compile on the first request instead of some 560 modules.
 //   lib/local/main.js         the local server of `npm start`, packages left to node_modules.
+//   lib/page/page-files-cli.js  writes and checks the page's policy files for the project a
+//                             deploy goes to (`npm run deploy`, Hosting's predeploy); not loaded
+//                             by the functions.
 //
 // firebase-functions stays an installed dependency all the same: the Firebase CLI runs its
 // discovery (`firebase-functions` bin) from node_modules on lib/index.js, and the params and
@@ -59,4 +62,5 @@ await Promise.all([
   // export of the very module object the database client reads, which a bundled copy is not.
   build({ ...common, entryPoints: { "runtime/cloud-app": "src/runtime/cloud-app.ts" }, outdir: "lib", external: ["@firebase/database-compat", "@firebase/database", "@firebase/util"] }),
   build({ ...common, entryPoints: { "local/main": "src/local/main.ts" }, outdir: "lib", packages: "external" }),
+  build({ ...common, entryPoints: { "page/page-files-cli": "src/page/page-files-cli.ts" }, outdir: "lib", packages: "external" }),
 ]);

@@ -59,8 +59,76 @@ function apiUrls(base) {
   };
 }
 
-let urls = apiUrls(params.get("api") || `${location.origin}/api/v1`);
-ui.apiBase.value = params.get("api") || `${location.origin}/api/v1`;
+/** A failure said to the visitor as it is (its message is the sentence to show). */
+class PageError extends Error {}
+
+/** This site's own API: the Hosting routes on the page's origin. */
+const OWN_BASE = `${location.origin}/api/v1`;
+
+/**
+ * The API bases the deployment allows besides the page's own origin, as it serves them: Hosting
+ * a file written for the deployed project (`npm run deploy`), `npm start` its own. Unreadable,
+ * none: the page then talks to its own origin only.
+ */
+async function deploymentBases() {
+  try {
+    const response = await fetch("/api-bases.json", { cache: "no-cache" });
+    const body = response.ok ? await response.json() : undefined;
+    return Array.isArray(body?.apiBases) ? body.apiBases.filter((base) => typeof base === "string").map((base) => baseKey(new URL(base))) : [];
+  } catch {
+    return [];
+  }
+}
+
+/** A base as compared: origin and path, without a trailing slash. */
+function baseKey(url) {
+  return `${url.origin}${url.pathname.replace(/\/+$/, "")}`;
+}
+
+/**
+ * `raw` as a base the page may send the visitor's ID token and messages to: on its own origin,
+ * or one the deployment lists. Anything else (a hostile `?api=` link, a mistyped setting) is a
+ * PageError, thrown before any request is made.
+ */
+function allowedBase(raw, allowed) {
+  let url;
+  try {
+    url = new URL(raw, location.href);
+  } catch {
+    throw new PageError(`The API base must be a URL, e.g. ${OWN_BASE}.`);
+  }
+  const plain = /^https?:$/.test(url.protocol) && !url.username && !url.password && !url.search && !url.hash;
+  if (plain && (url.origin === location.origin || allowed.includes(baseKey(url)))) return baseKey(url);
+  throw new PageError(
+    `Refused the API base ${raw}: this page sends your messages and sign-in token only to this site (${location.origin}) ` +
+      `and to the API bases its deployment lists (${allowed.length > 0 ? allowed.join(", ") : "none"}). Nothing was sent there.`,
+  );
+}
+
+let urls = apiUrls(OWN_BASE);
+ui.apiBase.value = OWN_BASE;
+/** The deployment's list, once read; until then only the page's own origin is allowed. */
+let allowedBases = [];
+
+/** Reads the deployment's list, then takes the base of the page's address (`?api=`) if it is allowed. */
+const basesRead = deploymentBases().then((bases) => {
+  allowedBases = bases;
+  const asked = params.get("api");
+  if (!asked) return;
+  try {
+    useBase(asked);
+  } catch (error) {
+    showError(`${error instanceof Error ? error.message : String(error)} This site's own API is used instead.`);
+  }
+});
+
+/** Sends every later call to `raw`, if allowed; throws the PageError of allowedBase otherwise. */
+function useBase(raw) {
+  const base = allowedBase(raw, allowedBases);
+  urls = apiUrls(base);
+  ui.apiBase.value = base;
+  return base;
+}
 
 // ---------------------------------------------------------------------------------------------
 // Identity: none until the server answers 401, then Firebase Auth, anonymous sign-in
@@ -79,8 +147,9 @@ function loadScript(src) {
 /**
  * Signs the visitor in anonymously with the Firebase Auth web SDK, loaded from Hosting's reserved
  * URLs (deployed, Hosting serves the SDK and the project's config there; `npm start` serves the
- * installed SDK and a config for the Auth emulator). The emulator is the page's `?authEmulator=`
- * or, locally, the one the server itself checks tokens on (init.js says which).
+ * installed SDK and a config for the Auth emulator). The emulator, locally, is the one the server
+ * itself checks tokens on, as its init.js says; never one the page's address names, since the
+ * stored user's ID token goes to it.
  */
 async function signIn() {
   const base = `/__/firebase/${FIREBASE_SDK_VERSION}`;
@@ -92,7 +161,7 @@ async function signIn() {
   // @ts-ignore: the compat SDK is a global
   const auth = window.firebase.auth();
   // @ts-ignore: set by the local server's init.js only
-  const emulator = params.get("authEmulator") || window.CHATIFY_AUTH_EMULATOR;
+  const emulator = typeof window.CHATIFY_AUTH_EMULATOR === "string" ? window.CHATIFY_AUTH_EMULATOR : undefined;
   if (emulator && !auth.emulatorConfig) auth.useEmulator(`http://${emulator}`, { disableWarnings: true });
   const credential = await auth.signInAnonymously();
   firebaseUser = credential.user;
@@ -123,7 +192,7 @@ async function apiFetch(url, { method, headers = {}, json }) {
   } catch (error) {
     throw new PageError(
       `This server requires a Firebase ID token, and signing in failed: ${error instanceof Error ? error.message : String(error)}. ` +
-        "Locally, run the Auth emulator and open this page with ?authEmulator=HOST:PORT (see the README).",
+        "Locally, run the Auth emulator and start the server with FIREBASE_AUTH_EMULATOR_HOST set to it (see the README).",
     );
   }
   return send();
@@ -132,8 +201,6 @@ async function apiFetch(url, { method, headers = {}, json }) {
 // ---------------------------------------------------------------------------------------------
 // Errors, shown as a person would want to read them
 // ---------------------------------------------------------------------------------------------
-
-class PageError extends Error {}
 
 /** Seconds of a Retry-After header (seconds or an HTTP date), as words. */
 function waitText(retryAfter) {
@@ -468,19 +535,21 @@ ui.message.addEventListener("keydown", (event) => {
     ui.composer.requestSubmit();
   }
 });
-ui.settings.addEventListener("submit", (event) => {
+ui.settings.addEventListener("submit", async (event) => {
   event.preventDefault();
-  const base = ui.apiBase.value.trim();
+  await basesRead;
+  let base;
   try {
-    new URL(base);
-  } catch {
-    showError("The API base must be an absolute URL, e.g. http://127.0.0.1:5000/api/v1.");
+    base = useBase(ui.apiBase.value.trim());
+  } catch (error) {
+    showError(error instanceof Error ? error.message : String(error));
     ui.apiBase.focus();
     return;
   }
   clearError();
-  urls = apiUrls(base);
-  showStatus(`API base: ${base} (${/\/api\/v1\/?$/.test(base) ? "Hosting routes" : "function URLs"}).`);
+  showStatus(`API base: ${base} (${/\/api\/v1$/.test(base) ? "Hosting routes" : "function URLs"}).`);
 });
 
-document.body.dataset.ready = "true";
+void basesRead.then(() => {
+  document.body.dataset.ready = "true";
+});

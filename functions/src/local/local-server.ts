@@ -114,6 +114,8 @@ async function serve(
   // The raw target, not `new URL`: a target such as "//x" would be read as a host, or throw.
   const path = (request.url ?? "/").split("?")[0] ?? "/";
   const method = (request.method ?? "GET").toUpperCase();
+  // As Hosting applies firebase.json's `headers` (source "**"): to every answer, files, API and errors alike.
+  for (const [name, value] of Object.entries(options.site?.policy.headers ?? {})) response.setHeader(name, value);
   // As Hosting: a file of the public folder wins over a rewrite; other methods never get files.
   if (options.site && path.startsWith("/") && (method === "GET" || method === "HEAD")) {
     const file = await staticAnswer(options.site, method, path);

@@ -1,6 +1,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { z } from "zod";
+import { DEFAULT_FUNCTION_REGION, pageOrigins, pagePolicy } from "../page/page-policy";
 import { templateSchema, type Template } from "../store/records";
 import type { StaticSite } from "./static-site";
 
@@ -14,13 +15,13 @@ function findRoot(from: string): string {
   }
 }
 
-function readJson(relativePath: string): unknown {
-  return JSON.parse(readFileSync(join(PROJECT_ROOT, relativePath), "utf8"));
+function readJson(relativePath: string, root = PROJECT_ROOT): unknown {
+  return JSON.parse(readFileSync(join(root, relativePath), "utf8"));
 }
 
 /** The default project of `.firebaserc`: a `demo-` id, so nothing ever reaches a real project. */
-export function defaultProjectId(): string {
-  const rc = z.object({ projects: z.object({ default: z.string().min(1) }) }).parse(readJson(".firebaserc"));
+export function defaultProjectId(root = PROJECT_ROOT): string {
+  const rc = z.object({ projects: z.object({ default: z.string().min(1) }) }).parse(readJson(".firebaserc", root));
   return rc.projects.default;
 }
 
@@ -46,6 +47,8 @@ export function seedTemplates(): Record<string, Template> {
 export interface HostingRewrite {
   readonly source: string;
   readonly functionId: string;
+  /** Where Hosting sends it: firebase.json's, else Hosting's default. */
+  readonly region: string;
 }
 
 const hostingSchema = z.object({
@@ -53,36 +56,51 @@ const hostingSchema = z.object({
   ignore: z.array(z.string()).default([]),
   rewrites: z.array(z.object({
     source: z.string(),
-    function: z.union([z.string(), z.object({ functionId: z.string() })]),
+    function: z.union([z.string(), z.object({ functionId: z.string(), region: z.string().optional() })]),
   })),
 });
 
-function hostingConfig(): z.infer<typeof hostingSchema> {
-  return z.object({ hosting: hostingSchema }).parse(readJson("firebase.json")).hosting;
+function hostingConfig(root = PROJECT_ROOT): z.infer<typeof hostingSchema> {
+  return z.object({ hosting: hostingSchema }).parse(readJson("firebase.json", root)).hosting;
 }
 
-/** The Hosting rewrites of `firebase.json`, in order: the local server routes exactly as Hosting does. */
-export function hostingRewrites(): HostingRewrite[] {
-  return hostingConfig().rewrites.map((entry) => ({
+/** The Hosting rewrites of `firebase.json` (under `root`), in order: the local server routes exactly as Hosting does. */
+export function hostingRewrites(root = PROJECT_ROOT): HostingRewrite[] {
+  return hostingConfig(root).rewrites.map((entry) => ({
     source: entry.source,
     functionId: typeof entry.function === "string" ? entry.function : entry.function.functionId,
+    region: (typeof entry.function === "string" ? undefined : entry.function.region) ?? DEFAULT_FUNCTION_REGION,
   }));
+}
+
+/** The regions the page's API lives in: those firebase.json's rewrites send it to. */
+export function functionRegions(root = PROJECT_ROOT): string[] {
+  return [...new Set(hostingRewrites(root).map((rewrite) => rewrite.region))];
+}
+
+/** host:port of the Auth emulator of firebase.json's `emulators` section, if it names one. */
+export function configuredAuthEmulator(root = PROJECT_ROOT): string | undefined {
+  const auth = z.object({ emulators: z.object({ auth: z.object({ host: z.string(), port: z.number().int() }).optional() }).optional() }).parse(readJson("firebase.json", root)).emulators?.auth;
+  return auth === undefined ? undefined : `${auth.host}:${auth.port}`;
 }
 
 /**
  * The site of `firebase.json`'s Hosting (its public folder and ignore globs), as the local server
  * serves it at `/`, with the Firebase SDK's compat builds from node_modules when installed (a
- * development dependency: `npm start` alone does not install it) and an init.js for `projectId`
- * whose API key the Auth emulator accepts (it accepts any).
+ * development dependency: `npm start` alone does not install it), an init.js for `projectId`
+ * whose API key the Auth emulator accepts (it accepts any), and the page's policy for
+ * `projectId` with the Auth emulator the server checks tokens on.
  */
 export function localSite(projectId: string, authEmulatorHost?: string): StaticSite {
   const hosting = hostingConfig();
   const sdk = join(PROJECT_ROOT, "functions", "node_modules", "firebase");
+  const emulator = authEmulatorHost === "" ? undefined : authEmulatorHost;
   return {
     publicDir: join(PROJECT_ROOT, hosting.public),
     ignore: hosting.ignore,
     ...(existsSync(join(sdk, "firebase-app-compat.js")) ? { firebaseSdkDir: sdk } : {}),
     firebaseConfig: { projectId, apiKey: "fake-api-key", authDomain: `${projectId}.firebaseapp.com` },
-    ...(authEmulatorHost ? { authEmulatorHost } : {}),
+    ...(emulator === undefined ? {} : { authEmulatorHost: emulator }),
+    policy: pagePolicy(projectId, pageOrigins(projectId, functionRegions(), emulator)),
   };
 }

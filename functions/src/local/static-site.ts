@@ -1,6 +1,7 @@
 import { existsSync } from "node:fs";
 import { readFile, realpath, stat } from "node:fs/promises";
 import { extname, join, sep } from "node:path";
+import { API_BASES_PATH, type PagePolicy } from "../page/page-policy";
 import { globToRegExp } from "./glob";
 
 /** What the local server serves as Firebase Hosting would, before the rewrites. */
@@ -19,6 +20,12 @@ export interface StaticSite {
   readonly firebaseConfig: Readonly<Record<string, string>>;
   /** host:port of the Auth emulator the server itself uses, told to the page by init.js (local only). */
   readonly authEmulatorHost?: string;
+  /**
+   * The headers every answer carries (firebase.json's `hosting.headers`, for this server's
+   * origins), and the API bases served at /api-bases.json in place of public/'s copy, which was
+   * written for the deployed project.
+   */
+  readonly policy: PagePolicy;
 }
 
 export type StaticAnswer =
@@ -57,6 +64,9 @@ export async function staticAnswer(site: StaticSite, method: "GET" | "HEAD", raw
   const segments = decodeSegments(rawPath);
   if (segments === undefined) return { kind: "refused" };
   if (segments[0] === "__") return reserved(site, method, segments);
+  if (`/${segments.join("/")}` === API_BASES_PATH && !rawPath.endsWith("/")) {
+    return fileAnswer(method, API_BASES_PATH, Buffer.from(`${JSON.stringify(site.policy.apiBasesFile)}\n`), "no-cache");
+  }
 
   const relative = segments.join("/");
   if (site.ignore.some((glob) => matches(glob, relative))) return undefined;
@@ -119,7 +129,7 @@ async function reserved(site: StaticSite, method: "GET" | "HEAD", segments: read
       `firebase.initializeApp(${JSON.stringify(site.firebaseConfig)});`,
     ];
     // Local only (Hosting has no emulator to name): the page signs in on the Auth emulator the
-    // server checks tokens with, unless its URL names another.
+    // server checks tokens with. Its only source: never the page's address (a hostile link).
     if (site.authEmulatorHost !== undefined) lines.push(`self.CHATIFY_AUTH_EMULATOR = ${JSON.stringify(site.authEmulatorHost)};`);
     return fileAnswer(method, "init.js", Buffer.from(`${lines.join("\n")}\n`), "no-cache");
   }
@@ -138,7 +148,6 @@ function fileAnswer(method: "GET" | "HEAD", file: string, body: Buffer, cacheCon
       "Content-Type": CONTENT_TYPES[extname(file).toLowerCase()] ?? "application/octet-stream",
       "Content-Length": body.length,
       "Cache-Control": cacheControl,
-      "X-Content-Type-Options": "nosniff",
     },
     body: method === "HEAD" ? Buffer.alloc(0) : body,
   };

@@ -5,6 +5,7 @@ import { startEmulatorProject, type EmulatorProject } from "../e2e/emulator-proj
 import { describeWithChromium, launchChromium, type LaunchedBrowser } from "../support/chromium";
 import { ROUTES, startHarness, type Harness } from "../support/http-harness";
 import { fakeUsage } from "../support/fake-openai-server";
+import { HostileSite } from "../support/hostile-site";
 
 /** What the page shows of the reply being written. */
 interface ReplyView {
@@ -25,9 +26,12 @@ async function readReply(page: Page): Promise<ReplyView> {
   return { text, state, inputDisabled: await page.isDisabled("#message") };
 }
 
-/** Waits until the last reply's text is something other than `seen`. (A page-side expression: the tests' types have no DOM.) */
-const replyOtherThan = (page: Page, seen: string) =>
-  page.waitForFunction(`(document.querySelector("#log .assistant:last-child .text")?.textContent ?? "") !== ${JSON.stringify(seen)}`);
+/**
+ * Waits until the last reply's text is something other than `seen`. Selectors, not
+ * waitForFunction: Playwright polls a function with `eval` in the page, which the page's policy
+ * refuses (playwright-core 1.65); its selectors run in a world of their own.
+ */
+const replyOtherThan = (page: Page, seen: string) => page.waitForSelector(`#log .assistant:last-child .text:not(:text-is(${JSON.stringify(seen)}))`);
 
 async function startSession(page: Page, userId: string, template = "friendly-assistant"): Promise<void> {
   await page.selectOption("#template", template);
@@ -35,6 +39,20 @@ async function startSession(page: Page, userId: string, template = "friendly-ass
   await page.click("#start-button");
   await page.waitForSelector("body[data-state=active]");
 }
+
+/**
+ * Collects the page's Content-Security-Policy violations (`securitypolicyviolation` events) in
+ * `window.cspViolations`, from before any script of the page runs: the page must run under its
+ * policy without one.
+ */
+async function recordCspViolations(browser: LaunchedBrowser): Promise<void> {
+  await browser.context.addInitScript(`
+    window.cspViolations = [];
+    document.addEventListener("securitypolicyviolation", (event) => window.cspViolations.push(event.effectiveDirective + " " + event.blockedURI));
+  `);
+}
+
+const cspViolations = (page: Page) => page.evaluate("window.cspViolations");
 
 /** Types into the message box and presses Enter, as a keyboard user sends. */
 async function send(page: Page, text: string): Promise<void> {
@@ -49,26 +67,39 @@ async function send(page: Page, text: string): Promise<void> {
 describeWithChromium("the chat page in Chromium", () => {
   let harness: Harness;
   let browser: LaunchedBrowser;
+  let hostile: HostileSite;
   let page: Page;
+  let policy: string | undefined;
 
   beforeAll(async () => {
     harness = await startHarness({ store: "memory", env: { USER_MESSAGES_PER_MINUTE: "1", OPENAI_MAX_RETRIES: "0" } });
+    hostile = await HostileSite.start();
     // A phone's viewport: the page must work there.
     browser = await launchChromium({ width: 390, height: 844 });
+    await recordCspViolations(browser);
   }, 60_000);
   afterAll(async () => {
     await harness.close();
+    await hostile.stop();
     await browser.close();
   });
   beforeEach(async () => {
     harness.fake.reset();
+    hostile.reset();
     page = await browser.context.newPage();
-    await page.goto(`${harness.api.baseUrl}/`);
+    policy = (await page.goto(`${harness.api.baseUrl}/`))?.headers()["content-security-policy"];
     await page.waitForSelector("body[data-ready=true]");
   });
-  afterEach(async () => page.close());
+  afterEach(async () => {
+    // Whatever a test did, the page ran under its policy without tripping it.
+    expect(await cspViolations(page)).toEqual([]);
+    await page.close();
+  });
 
   it("starts a session, shows a reply as it streams in, counts it, ends the session", async () => {
+    // Served under a strict policy: it connects to its own origin, nothing is allowed by wildcard.
+    expect(policy).toContain("connect-src 'self'");
+    expect(policy).not.toContain("*");
     expect(await page.evaluate("[...document.querySelectorAll('#template option')].map((option) => option.value)")).toEqual([
       "friendly-assistant",
       "sarcastic-critic",
@@ -132,7 +163,7 @@ describeWithChromium("the chat page in Chromium", () => {
     await startSession(page, "user_model");
     harness.fake.enqueue({ kind: "status", status: 429, headers: { "retry-after": "7" } });
     await send(page, "anyone there?");
-    await page.waitForFunction(`document.querySelector("#error")?.textContent.includes("model")`);
+    await page.waitForSelector("#error:has-text('model')");
     expect(await page.textContent("#error")).toBe("The model is unavailable right now. Try again in 7 s.");
     expect(await page.getAttribute("body", "data-state")).toBe("active");
 
@@ -154,6 +185,47 @@ describeWithChromium("the chat page in Chromium", () => {
     expect(await page.textContent("#log .assistant .text")).toBe("reply #1 to: direct");
     expect(await page.textContent("#count")).toBe("1");
   }, 60_000);
+
+  it("refuses a hostile ?api= base before any request: nothing reaches it, the page says so and uses its own API", async () => {
+    const base = `${hostile.origin}/api/v1`;
+    await page.goto(`${harness.api.baseUrl}/?api=${encodeURIComponent(base)}`);
+    await page.waitForSelector("body[data-ready=true]");
+    const refusal = await page.textContent("#error");
+    const shownBase = await page.inputValue("#api-base");
+
+    await page.fill("#user", "user_hostile_link");
+    await page.click("#start-button");
+    await page.waitForSelector("body[data-state=active], #status:text-is('No session.')");
+    expect({ visits: hostile.visits, connections: hostile.connections }).toEqual({ visits: [], connections: 0 });
+    expect(refusal).toContain(`Refused the API base ${base}`);
+    expect(refusal).toContain("Nothing was sent there");
+    expect(shownBase).toBe(`${harness.api.baseUrl}/api/v1`);
+    await send(page, "still mine");
+    await page.waitForSelector("body[data-state=active] #log .assistant:not(.streaming)");
+    expect(await page.textContent("#log .assistant .text")).toBe("reply #1 to: still mine");
+    expect(hostile.connections).toBe(0);
+  }, 60_000);
+
+  it("refuses a hostile base typed under Settings, before any request: the session goes on with the API it had", async () => {
+    await startSession(page, "user_hostile_setting");
+    const base = `${hostile.origin}/steal`;
+    await page.click(".settings summary");
+    await page.fill("#api-base", base);
+    await page.click("#settings button[type=submit]");
+    // Refused (an error), or taken (the old page said which base it now used).
+    await page.waitForSelector("#error:not([hidden]), #status:text-matches('^API base:')");
+    const refusal = await page.textContent("#error");
+
+    await send(page, "where does this go?");
+    await page.waitForSelector("body[data-state=active] #log .assistant:not(.streaming)");
+    expect({ visits: hostile.visits, connections: hostile.connections }).toEqual({ visits: [], connections: 0 });
+    expect(refusal).toContain(`Refused the API base ${base}`);
+    expect(refusal).toContain("Nothing was sent there");
+    expect(await page.textContent("#log .assistant .text")).toBe("reply #1 to: where does this go?");
+    await page.click("#end-button");
+    await page.waitForSelector("body[data-state=ended]");
+    expect(hostile.connections).toBe(0);
+  }, 60_000);
 });
 
 /**
@@ -164,6 +236,7 @@ describeWithChromium("the chat page in Chromium, signed in on the Auth emulator"
   let emulator: EmulatorProject;
   let harness: Harness;
   let browser: LaunchedBrowser;
+  let hostile: HostileSite;
   const previousHost = process.env.FIREBASE_AUTH_EMULATOR_HOST;
 
   beforeAll(async () => {
@@ -171,19 +244,23 @@ describeWithChromium("the chat page in Chromium, signed in on the Auth emulator"
     // firebase-admin reads this when an app's Auth is first used: before the harness starts.
     process.env.FIREBASE_AUTH_EMULATOR_HOST = emulator.authHost;
     harness = await startHarness({ store: "memory", env: { REQUIRE_AUTH: "true" } });
+    hostile = await HostileSite.start();
     browser = await launchChromium({ width: 1024, height: 768 });
+    await recordCspViolations(browser);
   }, 120_000);
   afterAll(async () => {
     if (previousHost === undefined) delete process.env.FIREBASE_AUTH_EMULATOR_HOST;
     else process.env.FIREBASE_AUTH_EMULATOR_HOST = previousHost;
     await harness.close();
+    await hostile.stop();
     await browser.close();
     await emulator.stop();
   }, 30_000);
 
   it("signs in anonymously when the server answers 401, then chats as that user", async () => {
     const page = await browser.context.newPage();
-    await page.goto(`${harness.api.baseUrl}/?authEmulator=${emulator.authHost}`);
+    // The Auth emulator comes from the local server (its init.js), as the page's only source of it.
+    await page.goto(`${harness.api.baseUrl}/`);
     await page.waitForSelector("body[data-ready=true]");
     harness.fake.enqueue({ kind: "stream", chunks: ["Signed", " in", " and", " streaming."], chunkDelayMs: 50 });
     const logged: string[] = [];
@@ -206,6 +283,23 @@ describeWithChromium("the chat page in Chromium, signed in on the Auth emulator"
     await page.waitForSelector("body[data-state=ended]");
     // Without the token, the same session is not the visitor's to touch.
     expect((await harness.api.call("DELETE", ROUTES.end(id))).status).toBe(401);
+    // The SDK's scripts (/__/firebase/...) and its calls to the emulator ran under the policy.
+    expect(await cspViolations(page)).toEqual([]);
+    await page.close();
+  }, 60_000);
+
+  it("takes no Auth emulator from the page's address: a hostile ?authEmulator= gets nothing", async () => {
+    hostile.reset();
+    const page = await browser.context.newPage();
+    await page.goto(`${harness.api.baseUrl}/?authEmulator=${hostile.host}`);
+    await page.waitForSelector("body[data-ready=true]");
+    await page.click("#start-button");
+    await page.waitForSelector("body[data-state=active], #error:not([hidden])", { timeout: 30_000 });
+    expect({ visits: hostile.visits, connections: hostile.connections }).toEqual({ visits: [], connections: 0 });
+    expect(await page.textContent("#error")).toBe("");
+    const uid = await page.inputValue("#user");
+    // Signed in on the emulator the server named, not on the address's.
+    expect(await page.textContent("#identity")).toBe(`Identity: signed in anonymously with Firebase Auth as ${uid} (Auth emulator at ${emulator.authHost}).`);
     await page.close();
   }, 60_000);
 });

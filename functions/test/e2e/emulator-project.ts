@@ -3,6 +3,7 @@ import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writ
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { writePageFiles } from "../../src/page/page-files";
 
 const FUNCTIONS_DIR = resolve(__dirname, "..", "..");
 const PROJECT_ROOT = resolve(FUNCTIONS_DIR, "..");
@@ -60,6 +61,8 @@ export async function startEmulatorProject(options: EmulatorProjectOptions): Pro
     ui: { enabled: false },
   };
   writeFileSync(join(dir, "firebase.json"), JSON.stringify(config, null, 2));
+  // As `npm run deploy` does for the project deployed to: the page's headers and API bases name its origins.
+  writePageFiles(dir, options.projectId);
 
   const args = ["emulators:start", "--project", options.projectId, "--only", options.only.join(",")];
   if (options.importDir) args.push("--import", options.importDir);

@@ -1,4 +1,5 @@
-import { seedTemplates } from "../../src/local/project-files";
+import { localSite, seedTemplates } from "../../src/local/project-files";
+import { pageOrigins, pagePolicy } from "../../src/page/page-policy";
 import { RtdbStore } from "../../src/store/rtdb-store";
 import { bearer, signUp, type TestUser } from "../support/auth-emulator";
 import { FakeOpenAiServer } from "../support/fake-openai-server";
@@ -6,6 +7,7 @@ import { call } from "../support/http-harness";
 import { describeWithRtdb, RtdbInstances } from "../support/rtdb";
 import { startEmulatorProject, type EmulatorProject } from "./emulator-project";
 import { anyUsage } from "../support/any-usage";
+import { startSiteServer } from "../support/site-server";
 
 const PROJECT_ID = "demo-chatify-e2e";
 const ROUTE = "/api/v1/chatbot/session";
@@ -90,6 +92,28 @@ describeWithRtdb("the built project on the Firebase emulators", () => {
     expect((await call(project!.functionsUrl, "DELETE", "/endSession/not-a-session", undefined, auth)).status).toBe(404);
     // Malformed JSON never reaches the function: the platform's body parser answers 400 itself.
     expect((await call(project!.hostingUrl, "POST", ROUTE, "{oops", { "content-type": "application/json" })).status).toBe(400);
+  });
+
+  it("serves the page with the headers written for the project, as `npm start` does for it, on every answer", async () => {
+    // The project's origins, and the Auth emulator this run started (a demo- project's page signs in there).
+    const expected = pagePolicy(PROJECT_ID, pageOrigins(PROJECT_ID, ["us-central1"], project!.authHost)).headers;
+    const named = (answer: Response) => Object.fromEntries(Object.keys(expected).map((name) => [name, answer.headers.get(name)]));
+    // `npm start` for the same project, checking tokens on the same emulator.
+    const local = await startSiteServer(localSite(PROJECT_ID, project!.authHost));
+    try {
+      for (const path of ["/", "/app.js", "/__/firebase/init.js"]) {
+        const hosted = await fetch(`${project!.hostingUrl}${path}`);
+        const served = await fetch(`${local.baseUrl}${path}`);
+        expect({ path, status: hosted.status, headers: named(hosted) }).toEqual({ path, status: 200, headers: expected });
+        expect({ path, status: served.status, headers: named(served) }).toEqual({ path, status: 200, headers: expected });
+      }
+    } finally {
+      await local.close();
+    }
+    // Hosting applies them to what its rewrites answer too, as the local server does.
+    const created = await fetch(`${project!.hostingUrl}${ROUTE}`, { method: "POST", headers: { "content-type": "application/json", ...bearer(user.idToken) }, body: JSON.stringify({ template_id: "friendly-assistant" }) });
+    expect({ status: created.status, headers: named(created) }).toEqual({ status: 201, headers: expected });
+    expect(await (await fetch(`${project!.hostingUrl}/api-bases.json`)).json()).toEqual({ project: PROJECT_ID, apiBases: [`https://us-central1-${PROJECT_ID}.cloudfunctions.net`] });
   });
 
   it("keeps the secret out of the emulator logs", () => {

@@ -1,12 +1,12 @@
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
-import { request as httpRequest, type IncomingHttpHeaders, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
+import { request as httpRequest, type IncomingHttpHeaders } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createLocalServer } from "../../src/local/local-server";
-import { hostingRewrites, localSite, PROJECT_ROOT } from "../../src/local/project-files";
+import { localSite, PROJECT_ROOT } from "../../src/local/project-files";
 import type { StaticSite } from "../../src/local/static-site";
+import { pageOrigins, pagePolicy } from "../../src/page/page-policy";
 import { createSession, ROUTES, startHarness, type Harness } from "../support/http-harness";
+import { startSiteServer, type SiteServer } from "../support/site-server";
 
 interface RawAnswer {
   readonly status: number;
@@ -121,7 +121,7 @@ describe("the local server's static site (public/)", () => {
 /** Hosting's rules on a site made for the test: ignore globs, folders, links out of the folder. */
 describe("a static site's edges", () => {
   let harness: Harness;
-  let server: Server;
+  let server: SiteServer;
   let base: string;
   let dir: string;
 
@@ -139,14 +139,17 @@ describe("a static site's edges", () => {
     writeFileSync(join(root, "data.bin"), "bytes");
     writeFileSync(join(dir, "outside.txt"), "outside");
     symlinkSync(join(dir, "outside.txt"), join(root, "link.txt"));
-    const site: StaticSite = { publicDir: root, ignore: ["firebase.json", "**/.*", "**/node_modules/**"], firebaseConfig: { projectId: "demo-chatify" } };
-    server = createLocalServer({ api: harness.api.runtime.api, maxBodyBytes: 1024, rewrites: hostingRewrites(), projectId: "demo-chatify", region: "us-central1", site });
-    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-    base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const site: StaticSite = {
+      publicDir: root,
+      ignore: ["firebase.json", "**/.*", "**/node_modules/**"],
+      firebaseConfig: { projectId: "demo-chatify" },
+      policy: pagePolicy("demo-chatify", pageOrigins("demo-chatify", ["us-central1"])),
+    };
+    server = await startSiteServer(site, harness.api.runtime.api);
+    base = server.baseUrl;
   });
   afterAll(async () => {
-    server.closeAllConnections();
-    await new Promise((resolve) => server.close(resolve));
+    await server.close();
     await harness.close();
     rmSync(dir, { recursive: true, force: true });
   });

@@ -1,0 +1,82 @@
+import { isDeepStrictEqual } from "node:util";
+import { readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { z } from "zod";
+import { configuredAuthEmulator, functionRegions } from "../local/project-files";
+import { API_BASES_PATH, pageOrigins, pagePolicy, type PagePolicy } from "./page-policy";
+
+/**
+ * The two files that carry the page's policy to Hosting, which serves files and firebase.json's
+ * `headers` but nothing computed: what they must hold for a deploy to a project, a comparison
+ * with what they hold, and a writer. The origins depend on the project, so they are written for
+ * the project selected at deploy (`npm run deploy`) and checked again by Hosting's predeploy.
+ */
+export interface PageFile {
+  /** Relative to the project root. */
+  readonly path: string;
+  /** What it must hold, parsed. */
+  readonly expected: unknown;
+  /** Its text with `expected` in place, formatted as written. */
+  readonly text: string;
+  /** Whether what it holds already means `expected` (formatting aside). */
+  readonly current: boolean;
+}
+
+/** firebase.json's Hosting `headers`: one rule for every path. */
+export function hostingHeaders(policy: PagePolicy): unknown {
+  return [{ source: "**", headers: Object.entries(policy.headers).map(([key, value]) => ({ key, value })) }];
+}
+
+/**
+ * The policy Hosting serves for `projectId` from the project at `root`: its function regions as
+ * firebase.json's rewrites name them. A `demo-` project exists on the emulators only (Firebase
+ * deploys none), where the Hosting emulator's init.js connects the page to the Auth emulator
+ * firebase.json names: its policy names that emulator too. A real project's never does.
+ */
+export function hostingPolicy(root: string, projectId: string): PagePolicy {
+  const emulator = projectId.startsWith("demo-") ? configuredAuthEmulator(root) : undefined;
+  return pagePolicy(projectId, pageOrigins(projectId, functionRegions(root), emulator));
+}
+
+/** Both files as a deploy of `projectId` needs them, each saying whether it is already so. */
+export function pageFiles(root: string, projectId: string): PageFile[] {
+  const policy = hostingPolicy(root, projectId);
+  const config = z.object({ hosting: z.record(z.string(), z.unknown()) }).loose().parse(readJson(root, "firebase.json"));
+  const headers = hostingHeaders(policy);
+  const apiBasesPath = join(publicDir(config.hosting), API_BASES_PATH);
+  let apiBases: unknown;
+  try {
+    apiBases = readJson(root, apiBasesPath);
+  } catch {
+    apiBases = undefined;
+  }
+  return [
+    {
+      path: "firebase.json",
+      expected: headers,
+      text: `${JSON.stringify({ ...config, hosting: { ...config.hosting, headers } }, null, 2)}\n`,
+      current: isDeepStrictEqual(config.hosting.headers, headers),
+    },
+    {
+      path: apiBasesPath,
+      expected: policy.apiBasesFile,
+      text: `${JSON.stringify(policy.apiBasesFile, null, 2)}\n`,
+      current: isDeepStrictEqual(apiBases, policy.apiBasesFile),
+    },
+  ];
+}
+
+/** Writes the files that are not yet as a deploy of `projectId` needs them; returns their paths. */
+export function writePageFiles(root: string, projectId: string): string[] {
+  const stale = pageFiles(root, projectId).filter((file) => !file.current);
+  for (const file of stale) writeFileSync(join(root, file.path), file.text);
+  return stale.map((file) => file.path);
+}
+
+function publicDir(hosting: Record<string, unknown>): string {
+  return z.string().min(1).parse(hosting.public);
+}
+
+function readJson(root: string, path: string): unknown {
+  return JSON.parse(readFileSync(join(root, path), "utf8"));
+}

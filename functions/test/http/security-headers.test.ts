@@ -1,0 +1,117 @@
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { z } from "zod";
+import { localSite, PROJECT_ROOT } from "../../src/local/project-files";
+import { ROUTES, startHarness, type Harness } from "../support/http-harness";
+import { startSiteServer, type SiteServer } from "../support/site-server";
+
+/** firebase.json's Hosting headers (its one rule, for every path), as Hosting sends them. */
+function hostingHeaders(): Record<string, string> {
+  const config = z
+    .object({ hosting: z.object({ headers: z.array(z.object({ source: z.literal("**"), headers: z.array(z.object({ key: z.string(), value: z.string() })) })).length(1) }) })
+    .parse(JSON.parse(readFileSync(join(PROJECT_ROOT, "firebase.json"), "utf8")));
+  return Object.fromEntries(config.hosting.headers[0]!.headers.map((header) => [header.key, header.value]));
+}
+
+/** The answer's values of the headers `expected` names (null where absent). */
+function headersNamed(answer: Response, expected: Record<string, string>): Record<string, string | null> {
+  return Object.fromEntries(Object.keys(expected).map((name) => [name, answer.headers.get(name)]));
+}
+
+/** The policy with the Auth emulator firebase.json names (what a demo- project's page may reach) taken out of connect-src. */
+const withoutEmulator = (policy: string) => policy.replace(" http://127.0.0.1:9099", "");
+
+/**
+ * `npm start` serves the page with the headers Hosting serves it with (firebase.json's
+ * `hosting.headers`): the same on every answer, the API's included, as Hosting applies them.
+ */
+describe("the page's security headers from the local server", () => {
+  let harness: Harness;
+  let server: SiteServer;
+  const expected = hostingHeaders();
+
+  beforeAll(async () => {
+    harness = await startHarness({ store: "memory" });
+    // As `npm start` for the .firebaserc project with the Auth emulator the README starts
+    // (firebase.json's, the one the Hosting emulator connects the page to).
+    server = await startSiteServer(localSite("demo-chatify", "127.0.0.1:9099"), harness.api.runtime.api);
+  });
+  afterAll(async () => {
+    await server.close();
+    await harness.close();
+  });
+
+  it("names at least the headers a strict deployment sets", () => {
+    expect(Object.keys(expected)).toEqual(
+      expect.arrayContaining(["Content-Security-Policy", "X-Frame-Options", "X-Content-Type-Options", "Referrer-Policy", "Permissions-Policy"]),
+    );
+  });
+
+  it.each(["/", "/index.html", "/app.js", "/app.css", "/api-bases.json", "/__/firebase/init.js", "/no-such-file"])("GET %s carries firebase.json's headers, exactly", async (path) => {
+    const answer = await fetch(`${server.baseUrl}${path}`);
+    expect(headersNamed(answer, expected)).toEqual(expected);
+  });
+
+  it("the API's answers carry them too: JSON, a streamed reply, an error", async () => {
+    const created = await fetch(`${server.baseUrl}${ROUTES.create}`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ user_id: "user_headers", template_id: "friendly-assistant" }),
+    });
+    expect(created.status).toBe(201);
+    expect(headersNamed(created, expected)).toEqual(expected);
+    const { session_id: id } = z.object({ session_id: z.string() }).parse(await created.json());
+
+    const streamed = await fetch(`${server.baseUrl}${ROUTES.message(id)}`, {
+      method: "POST",
+      headers: { "content-type": "application/json", accept: "text/event-stream" },
+      body: JSON.stringify({ message: "hi" }),
+    });
+    expect(streamed.headers.get("content-type")).toMatch(/^text\/event-stream/);
+    await streamed.text();
+    expect(headersNamed(streamed, expected)).toEqual(expected);
+
+    const refused = await fetch(`${server.baseUrl}${ROUTES.create}`, { method: "GET" });
+    expect(refused.status).toBe(405);
+    expect(headersNamed(refused, expected)).toEqual(expected);
+  });
+
+  it("serves the API bases of its own project at /api-bases.json, in place of public/'s file", async () => {
+    const other = await startSiteServer(localSite("demo-other"));
+    try {
+      const answer = await fetch(`${other.baseUrl}/api-bases.json`);
+      expect(answer.headers.get("content-type")).toBe("application/json; charset=utf-8");
+      expect(await answer.json()).toEqual({ project: "demo-other", apiBases: ["https://us-central1-demo-other.cloudfunctions.net"] });
+      expect(answer.headers.get("content-security-policy")).toContain(" https://us-central1-demo-other.cloudfunctions.net ");
+      expect(answer.headers.get("content-security-policy")).not.toContain("127.0.0.1");
+      expect(answer.headers.get("content-security-policy")).not.toContain("demo-chatify");
+    } finally {
+      await other.close();
+    }
+    // The committed file is the deployed project's; the server's own matches it for that project.
+    const served = await (await fetch(`${server.baseUrl}/api-bases.json`)).json();
+    expect(served).toEqual(JSON.parse(readFileSync(join(PROJECT_ROOT, "public", "api-bases.json"), "utf8")));
+  });
+
+  it("names the Auth emulator it checks tokens on in connect-src, and none without one; nothing else changes", async () => {
+    const policy = expected["Content-Security-Policy"] ?? "";
+    expect(policy).toContain(" http://127.0.0.1:9099;");
+    for (const [host, connect] of [[undefined, ""], ["127.0.0.1:9199", " http://127.0.0.1:9199"]] as const) {
+      const other = await startSiteServer(localSite("demo-chatify", host));
+      try {
+        const answer = await fetch(`${other.baseUrl}/`);
+        expect(headersNamed(answer, expected)).toEqual({
+          ...expected,
+          "Content-Security-Policy": withoutEmulator(policy).replace(/(connect-src [^;]*)/, `$1${connect}`),
+        });
+      } finally {
+        await other.close();
+      }
+    }
+  });
+
+  it("refuses an Auth emulator host that would add to the policy", () => {
+    expect(() => localSite("demo-chatify", "127.0.0.1:9099; script-src *")).toThrow(/host:port/);
+    expect(() => localSite("demo-chatify", "127.0.0.1:9099 https://evil.example")).toThrow(/host:port/);
+  });
+});

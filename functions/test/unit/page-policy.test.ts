@@ -1,0 +1,161 @@
+import { spawnSync } from "node:child_process";
+import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { defaultProjectId, PROJECT_ROOT } from "../../src/local/project-files";
+import { hostingPolicy, pageFiles, writePageFiles } from "../../src/page/page-files";
+import { pageOrigins } from "../../src/page/page-policy";
+
+/** A policy's directives, each with its sources. */
+function directives(policy: string): Map<string, string[]> {
+  return new Map(policy.split(";").map((directive) => {
+    const [name = "", ...sources] = directive.trim().split(/\s+/);
+    return [name, sources];
+  }));
+}
+
+const readJson = (path: string): unknown => JSON.parse(readFileSync(path, "utf8"));
+
+describe("the page's policy", () => {
+  it("is in the committed firebase.json and public/api-bases.json as the generator writes them for .firebaserc's project", () => {
+    // Fails after a change to the policy or to firebase.json's rewrites: run
+    // `npm --prefix functions run page-files -- write` and commit what it writes.
+    const stale = pageFiles(PROJECT_ROOT, defaultProjectId()).filter((file) => !file.current);
+    expect(stale.map((file) => file.path)).toEqual([]);
+  });
+
+  const policy = hostingPolicy(PROJECT_ROOT, "my-project-123");
+  const csp = directives(policy.headers["Content-Security-Policy"] ?? "");
+
+  it("is a strict Content-Security-Policy: nothing by default, no inline script or eval, no wildcard, never framed", () => {
+    expect(csp.get("default-src")).toEqual(["'none'"]);
+    expect(csp.get("script-src")).toEqual(["'self'"]);
+    expect(csp.get("object-src")).toEqual(["'none'"]);
+    expect(csp.get("base-uri")).toEqual(["'none'"]);
+    expect(csp.get("frame-ancestors")).toEqual(["'none'"]);
+    for (const [name, sources] of csp) {
+      for (const source of sources) {
+        expect({ name, source, wildcard: source.includes("*"), unsafe: source.startsWith("'unsafe-"), scheme: /^[a-z]+:$/.test(source) }).toMatchObject({ wildcard: false, unsafe: false, scheme: false });
+      }
+    }
+  });
+
+  it("connects to its own origin, the project's function URLs and Firebase Auth, named exactly", () => {
+    expect(csp.get("connect-src")).toEqual([
+      "'self'",
+      "https://us-central1-my-project-123.cloudfunctions.net",
+      "https://identitytoolkit.googleapis.com",
+      "https://securetoken.googleapis.com",
+    ]);
+    expect(policy.apiBasesFile).toEqual({ project: "my-project-123", apiBases: ["https://us-central1-my-project-123.cloudfunctions.net"] });
+  });
+
+  it("names firebase.json's Auth emulator for a demo- project only, which exists on the emulators alone", () => {
+    const demo = directives(hostingPolicy(PROJECT_ROOT, "demo-chatify").headers["Content-Security-Policy"] ?? "");
+    expect(demo.get("connect-src")).toEqual([...(csp.get("connect-src") ?? []).map((source) => source.replace("my-project-123", "demo-chatify")), "http://127.0.0.1:9099"]);
+  });
+
+  it("sets the other headers of a strict deployment", () => {
+    expect(policy.headers).toMatchObject({
+      "X-Frame-Options": "DENY",
+      "X-Content-Type-Options": "nosniff",
+      "Referrer-Policy": "strict-origin",
+      "Cross-Origin-Opener-Policy": "same-origin",
+    });
+    expect(policy.headers["Permissions-Policy"]).toMatch(/^([a-z-]+=\(\))(, [a-z-]+=\(\))*$/);
+    expect(policy.headers["Permissions-Policy"]).toContain("camera=()");
+  });
+
+  it("names each region's function URLs for the project given", () => {
+    expect(pageOrigins("my-project-123", ["us-central1", "europe-west1", "us-central1"]).apiBases).toEqual([
+      "https://europe-west1-my-project-123.cloudfunctions.net",
+      "https://us-central1-my-project-123.cloudfunctions.net",
+    ]);
+  });
+
+  it.each(["*", "evil.example", "demo-chatify; script-src *", "Demo-Chatify", "demo", "demo-chatify https://evil.example"])("refuses the project id %j", (projectId) => {
+    expect(() => pageOrigins(projectId, ["us-central1"])).toThrow(/project id/);
+  });
+
+  it.each(["*", "us-central1; script-src *", "us-central1.evil.example"])("refuses the region %j", (region) => {
+    expect(() => pageOrigins("demo-chatify", [region])).toThrow(/region/);
+  });
+
+  it("adds an Auth emulator to the services only", () => {
+    const plain = pageOrigins("demo-chatify", ["us-central1"]);
+    expect(pageOrigins("demo-chatify", ["us-central1"], "[::1]:9099")).toEqual({ ...plain, services: [...plain.services, "http://[::1]:9099"] });
+  });
+
+  it.each(["127.0.0.1:9099; script-src *", "127.0.0.1:9099 https://evil.example", "127.0.0.1", "*:9099"])("refuses the Auth emulator host %j", (host) => {
+    expect(() => pageOrigins("demo-chatify", ["us-central1"], host)).toThrow(/host:port/);
+  });
+});
+
+describe("the page's policy files for a deploy", () => {
+  let dir: string;
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), "chatify-page-files-"));
+    mkdirSync(join(dir, "public"));
+    cpSync(join(PROJECT_ROOT, "firebase.json"), join(dir, "firebase.json"));
+    cpSync(join(PROJECT_ROOT, "public", "api-bases.json"), join(dir, "public", "api-bases.json"));
+  });
+  afterEach(() => {
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("are rewritten for the project deployed to, and nothing else in firebase.json changes", () => {
+    const before = readJson(join(dir, "firebase.json")) as { hosting: Record<string, unknown> };
+    expect(writePageFiles(dir, "my-project-123")).toEqual(["firebase.json", "public/api-bases.json"]);
+
+    const after = readJson(join(dir, "firebase.json")) as { hosting: { headers: { headers: { key: string; value: string }[] }[] } };
+    expect({ ...after, hosting: { ...after.hosting, headers: before.hosting.headers } }).toEqual(before);
+    const policy = after.hosting.headers[0]?.headers.find((header) => header.key === "Content-Security-Policy")?.value ?? "";
+    expect(directives(policy).get("connect-src")).toContain("https://us-central1-my-project-123.cloudfunctions.net");
+    expect(policy).not.toContain("demo-chatify");
+    expect(readJson(join(dir, "public", "api-bases.json"))).toEqual({ project: "my-project-123", apiBases: ["https://us-central1-my-project-123.cloudfunctions.net"] });
+
+    expect(pageFiles(dir, "my-project-123").every((file) => file.current)).toBe(true);
+    expect(pageFiles(dir, "demo-chatify").some((file) => file.current)).toBe(false);
+    // Written once: a second run has nothing to write.
+    expect(writePageFiles(dir, "my-project-123")).toEqual([]);
+  });
+
+  it("are written where missing", () => {
+    rmSync(join(dir, "public", "api-bases.json"));
+    expect(writePageFiles(dir, "demo-chatify")).toEqual(["public/api-bases.json"]);
+    expect(existsSync(join(dir, "public", "api-bases.json"))).toBe(true);
+  });
+
+  const cli = join(PROJECT_ROOT, "functions", "lib", "page", "page-files-cli.js");
+  const check = (project: string) => spawnSync(process.execPath, [cli, "check"], { env: { ...process.env, GCLOUD_PROJECT: project }, encoding: "utf8" });
+
+  it("are checked by Hosting's predeploy against the project the Firebase CLI deploys to (GCLOUD_PROJECT)", () => {
+    expect(existsSync(cli)).toBe(true); // built by `npm run build`, which `npm test` runs first
+    const refused = check("my-project-123");
+    expect(refused.status).toBe(1);
+    expect(refused.stderr).toContain("not written for my-project-123");
+    expect(refused.stderr).toContain("npm run deploy -- --project my-project-123");
+    expect(check(defaultProjectId()).status).toBe(0);
+  });
+
+  it("are written by `npm run deploy` for the project it deploys to, then `firebase deploy` runs for that project", () => {
+    // A stand-in `firebase` on PATH that records its arguments; the project is .firebaserc's, so
+    // the committed files are already right and nothing is written into the working tree.
+    const bin = join(dir, "bin");
+    mkdirSync(bin);
+    const log = join(dir, "firebase-calls.log");
+    writeFileSync(join(bin, "firebase"), `#!/bin/sh\necho "$@" >> "${log}"\nif [ "$1" = use ]; then echo '{"status":"success","result":"${defaultProjectId()}"}'; fi\n`);
+    chmodSync(join(bin, "firebase"), 0o755);
+    const deploy = (...args: string[]) => spawnSync(process.execPath, [cli, "deploy", ...args], { env: { ...process.env, PATH: `${bin}:${process.env.PATH ?? ""}` }, encoding: "utf8" });
+
+    expect(deploy().status).toBe(0);
+    expect(deploy("--project", defaultProjectId(), "--force").status).toBe(0);
+    expect(deploy("--only", "hosting", `--project=${defaultProjectId()}`).stdout).toContain(`written for ${defaultProjectId()}`);
+    expect(readFileSync(log, "utf8").trim().split("\n")).toEqual([
+      "use --json",
+      `deploy --only functions,database,hosting --project ${defaultProjectId()}`,
+      `deploy --only functions,database,hosting --project ${defaultProjectId()} --force`,
+      `deploy --project ${defaultProjectId()} --only hosting`,
+    ]);
+  });
+});
