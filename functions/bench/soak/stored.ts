@@ -48,7 +48,7 @@ export async function readStored(store: SessionStore, plan: Plan, sessionIds: re
   for (const [index, id] of sessionIds.entries()) {
     if (id === undefined) continue;
     const where = `session s${index} (${id})`;
-    const [state, messages] = await Promise.all([store.readSessionState(id), store.readRecentMessages(id, ALL)]);
+    const [state, messages] = await Promise.all([store.readSessionState(id), store.readWindow(id, ALL).then((window) => window.messages)]);
     sessions.push({ index, id, state, messages });
     if (!state) {
       problem(`${where}: created, but no state is stored`);

@@ -1,6 +1,6 @@
 import { performance } from "node:perf_hooks";
 import type { AddressUsage, ChatMessage, CreateKey, Exchange, PartialReply, ServiceUsage, SessionMeta, SessionState, SessionSummary, Template } from "../../src/store/records";
-import type { Claimed, HistoryWindow, LedgerRule, NewSession, Ruled, SessionStore, StateRule, UsageRule } from "../../src/store/session-store";
+import type { RuledWithKey, HistoryWindow, LedgerRule, NewSession, Ruled, SessionStore, StateRule, UsageRule } from "../../src/store/session-store";
 
 /** The store calls the session module makes, by name. */
 export type StoreCall = keyof SessionStore;
@@ -10,7 +10,7 @@ export interface StoreCounts {
   readonly calls: Readonly<Partial<Record<StoreCall, number>>>;
   /** Wall time of the calls per kind, from call to settlement, in milliseconds. */
   readonly ms: Readonly<Partial<Record<StoreCall, number>>>;
-  /** History messages handed back: by `readWindow`, `readRecentMessages`, `readMessages` and `readExchange` (two per exchange). */
+  /** History messages handed back: by `readWindow`, `readMessages` and `readExchange` (two per exchange). */
   readonly messagesRead: number;
 }
 
@@ -57,12 +57,6 @@ export class CountingStore implements SessionStore {
     return window;
   }
 
-  async readRecentMessages(sessionId: string, limit: number): Promise<ChatMessage[]> {
-    const messages = await this.count("readRecentMessages", this.inner.readRecentMessages(sessionId, limit));
-    this.messagesRead += messages.length;
-    return messages;
-  }
-
   async readMessages(sessionId: string, first: number, last: number): Promise<ChatMessage[]> {
     const messages = await this.count("readMessages", this.inner.readMessages(sessionId, first, last));
     this.messagesRead += messages.length;
@@ -91,8 +85,8 @@ export class CountingStore implements SessionStore {
     this.inner.prepareUsage(userKey);
   }
 
-  claim<O>(sessionId: string, rule: StateRule<O>, keyHash: string | undefined): Promise<Claimed<O>> {
-    return this.count("claim", this.inner.claim(sessionId, rule, keyHash));
+  updateStateReadingKey<O>(sessionId: string, rule: StateRule<O>, keyHash: string | undefined): Promise<RuledWithKey<O>> {
+    return this.count("updateStateReadingKey", this.inner.updateStateReadingKey(sessionId, rule, keyHash));
   }
 
   appendExchange<O>(sessionId: string, exchange: Exchange, rule: StateRule<O>, partialKey?: string): Promise<Ruled<O>> {

@@ -19,8 +19,8 @@ export interface CompletionRequest {
   readonly signal?: AbortSignal;
 }
 
-/** Tokens a call used, as the provider reports them. */
-export interface TokenUsage {
+/** Tokens a call used, as the provider reports them (the ledger keeps its own `TokenUsage`, records.ts, built from this). */
+export interface ReportedUsage {
   readonly prompt_tokens: number;
   readonly completion_tokens: number;
 }
@@ -32,7 +32,7 @@ export interface Completion {
   /** The model that answered, as the provider reports it. */
   readonly model: string;
   /** Absent when the provider reported none (or reported it malformed): the caller estimates it. */
-  readonly usage?: TokenUsage;
+  readonly usage?: ReportedUsage;
 }
 
 /** Receives each new piece of a reply's text, in order, as the model writes it. */

@@ -1,6 +1,6 @@
 import OpenAI from "openai";
 import { z } from "zod";
-import type { ChatModel, Completion, CompletionRequest, DeltaListener, TokenUsage } from "./chat-model";
+import type { ChatModel, Completion, CompletionRequest, DeltaListener, ReportedUsage } from "./chat-model";
 import { abandonedError, ModelError } from "./errors";
 
 export interface OpenAiModelOptions {
@@ -70,7 +70,7 @@ async function streamCompletion(client: OpenAI, request: CompletionRequest, time
   const text = new StreamedText(onDelta);
   let finishReason: string | undefined;
   let model: string | undefined;
-  let usage: TokenUsage | undefined;
+  let usage: ReportedUsage | undefined;
   try {
     let stream: AsyncIterable<unknown>;
     try {
@@ -143,7 +143,7 @@ const usageSchema = z
   .nullish()
   .catch(undefined)
   // Only the two counts, whatever else the server sent (total_tokens, details).
-  .transform((usage): TokenUsage | undefined => usage ? { prompt_tokens: usage.prompt_tokens, completion_tokens: usage.completion_tokens } : undefined);
+  .transform((usage): ReportedUsage | undefined => usage ? { prompt_tokens: usage.prompt_tokens, completion_tokens: usage.completion_tokens } : undefined);
 
 /** The part of a streamed chunk the service uses; a compatible server may send anything. */
 const chunkSchema = z.object({

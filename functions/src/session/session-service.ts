@@ -592,7 +592,7 @@ export class SessionService {
     // Bounded by the time budget, not the lease: waiting out a dead request's lease would outlive the function.
     const giveUpAt = receivedAt + keyWaitMs;
     for (;;) {
-      const result = await store.claim(sessionId, claimRequest(claim, clock(), keyLeaseMs, policy), claim.remember ? claim.hash : undefined);
+      const result = await store.updateStateReadingKey(sessionId, claimRequest(claim, clock(), keyLeaseMs, policy), claim.remember ? claim.hash : undefined);
       if (!result.found) throw new SessionNotFoundError(sessionId);
       const { outcome, record, state } = result;
       if (record && outcome.kind !== "done") {

@@ -1,5 +1,5 @@
 import type { AddressUsage, ChatMessage, CreateKey, Exchange, KeyRecord, PartialReply, ServiceUsage, SessionMeta, SessionState, SessionSummary, Template, UserUsage } from "./records";
-import { assertNextCountsOneMore, type Claimed, type HistoryWindow, type LedgerRule, type NewSession, type Ruled, type SessionStore, type StateRule, type UsageRule } from "./session-store";
+import { assertNextCountsOneMore, type RuledWithKey, type HistoryWindow, type LedgerRule, type NewSession, type Ruled, type SessionStore, type StateRule, type UsageRule } from "./session-store";
 
 interface StoredSession {
   readonly meta: SessionMeta;
@@ -54,10 +54,6 @@ export class MemoryStore implements SessionStore {
     return copy(this.sessions.get(sessionId)?.state ?? null);
   }
 
-  async readRecentMessages(sessionId: string, limit: number): Promise<ChatMessage[]> {
-    return (await this.readWindow(sessionId, limit)).messages;
-  }
-
   async readWindow(sessionId: string, limit: number): Promise<HistoryWindow> {
     const messages = this.sessions.get(sessionId)?.messages ?? [];
     return { messages: limit <= 0 ? [] : copy(messages.slice(-limit)), through: messages.length / 2 };
@@ -97,7 +93,7 @@ export class MemoryStore implements SessionStore {
     return { found: true, outcome, state: copy(session.state) };
   }
 
-  async claim<O>(sessionId: string, rule: StateRule<O>, keyHash: string | undefined): Promise<Claimed<O>> {
+  async updateStateReadingKey<O>(sessionId: string, rule: StateRule<O>, keyHash: string | undefined): Promise<RuledWithKey<O>> {
     const ruled = await this.updateState(sessionId, rule);
     if (!ruled.found) return ruled;
     const record = keyHash === undefined ? undefined : this.sessions.get(sessionId)?.keys.get(keyHash);

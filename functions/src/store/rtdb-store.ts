@@ -30,7 +30,7 @@ import {
   type ServiceUsage,
 } from "./records";
 import { ListenerHolds } from "./rtdb-listeners";
-import { assertNextCountsOneMore, type Claimed, type HistoryWindow, type LedgerRule, type NewSession, type Ruled, type SessionStore, type StateRule, type UsageRule } from "./session-store";
+import { assertNextCountsOneMore, type RuledWithKey, type HistoryWindow, type LedgerRule, type NewSession, type Ruled, type SessionStore, type StateRule, type UsageRule } from "./session-store";
 
 /** A journal entry: the exchange, and the key of the partial reply it completes (removed when it is copied). */
 const pendingSchema = z.record(z.string(), z.object({ user: chatMessageSchema, assistant: chatMessageSchema, partial: z.string().optional() }));
@@ -154,10 +154,6 @@ export class RtdbStore implements SessionStore {
     return snapshot.exists() ? parseStored(sessionStateSchema, snapshot.val(), `userSessions/${sessionId}/state`) : null;
   }
 
-  async readRecentMessages(sessionId: string, limit: number): Promise<ChatMessage[]> {
-    return (await this.readWindow(sessionId, limit)).messages;
-  }
-
   async readWindow(sessionId: string, limit: number): Promise<HistoryWindow> {
     if (limit <= 0) return { messages: [], through: 0 };
     const messages = this.sessionRef(sessionId).child("messages");
@@ -230,7 +226,7 @@ export class RtdbStore implements SessionStore {
     return result.ruled;
   }
 
-  async claim<O>(sessionId: string, rule: StateRule<O>, keyHash: string | undefined): Promise<Claimed<O>> {
+  async updateStateReadingKey<O>(sessionId: string, rule: StateRule<O>, keyHash: string | undefined): Promise<RuledWithKey<O>> {
     this.holdState(sessionId);
     const transaction = this.transactState(sessionId, "claim", rule);
     // Sent right after the transaction, on the same connection, so the server reads the record
@@ -607,7 +603,7 @@ function withoutCopiedKeys(state: SessionState, copied: ReadonlySet<string>): Se
   return requests.length > 0 ? { ...rest, requests: Object.fromEntries(requests) } : rest;
 }
 
-/** Reads of a history that showed a gap before the newest messages are given up on: see readRecentMessages. */
+/** Reads of a history that showed a gap before the newest messages are given up on: see readWindow. */
 const HISTORY_READ_ATTEMPTS = 3;
 
 /**

@@ -21,7 +21,7 @@ export type Ruled<O> =
   | { readonly found: false };
 
 /** A rule applied to the state, with the record of one `Idempotency-Key` read alongside. */
-export type Claimed<O> =
+export type RuledWithKey<O> =
   | { readonly found: true; readonly outcome: O; readonly state: SessionState; readonly record: KeyRecord | null }
   | { readonly found: false };
 
@@ -37,17 +37,23 @@ export interface NewSession {
   readonly state: SessionState;
 }
 
-/**
- * The port through which the session module reaches its database. Every method is atomic on
- * its own; none leaves a half-written session behind when it fails. The rules live in the
- * session module; adapters only apply them atomically.
+/*
+ * The ports through which the session module reaches its database, one per role. Every method is
+ * atomic on its own; none leaves a half-written session behind when it fails. The rules live in
+ * the session module; adapters only apply them atomically. One adapter implements them all
+ * (`SessionStore`); each consumer names only the roles it uses.
  */
-export interface SessionStore {
+
+/** The personalities sessions are created from. */
+export interface TemplateStore {
   readTemplate(templateId: string): Promise<Template | null>;
 
   /** Writes `templates` that are not stored yet; existing ones are left untouched. */
   seedTemplates(templates: Readonly<Record<string, Template>>): Promise<string[]>;
+}
 
+/** A session's fixed fields and its small mutable state: the only node transacted on per message. */
+export interface StateStore {
   /** Creates the session unless one with this id exists (then nothing is written). */
   createSession(session: NewSession): Promise<"created" | "exists">;
 
@@ -56,30 +62,6 @@ export interface SessionStore {
 
   /** The current mutable state, always read from the database. */
   readSessionState(sessionId: string): Promise<SessionState | null>;
-
-  /** The last `limit` stored messages, oldest first. Reads at most `limit` messages. */
-  readRecentMessages(sessionId: string, limit: number): Promise<ChatMessage[]>;
-
-  /** `readRecentMessages`, with the number of the last exchange they reach (0 for none). */
-  readWindow(sessionId: string, limit: number): Promise<HistoryWindow>;
-
-  /**
-   * The stored messages at positions `first` to `last` (1-based, inclusive: exchange n is 2n-1
-   * and 2n), oldest first; those not stored are left out.
-   */
-  readMessages(sessionId: string, first: number, last: number): Promise<ChatMessage[]>;
-
-  /** The session's rolling summary, or null when it has none. */
-  readSummary(sessionId: string): Promise<SessionSummary | null>;
-
-  /**
-   * Stores `summary` for an existing session unless the stored one reaches as far or further
-   * (then nothing is written, and false is returned). Never touches `state` or `messages`.
-   */
-  writeSummary(sessionId: string, summary: SessionSummary): Promise<boolean>;
-
-  /** Exchange number `seq` (1-based), or null when it is not stored. */
-  readExchange(sessionId: string, seq: number): Promise<Exchange | null>;
 
   /**
    * Atomically applies `rule` to the session's state. When the state it leaves is closed, every
@@ -92,7 +74,7 @@ export interface SessionStore {
    * moved out of the state), read no earlier than the state the rule last saw: a key is always
    * found in one or the other, never in neither.
    */
-  claim<O>(sessionId: string, rule: StateRule<O>, keyHash: string | undefined): Promise<Claimed<O>>;
+  updateStateReadingKey<O>(sessionId: string, rule: StateRule<O>, keyHash: string | undefined): Promise<RuledWithKey<O>>;
 
   /**
    * Atomically applies `rule`; when it returns a next state, that state must count one more
@@ -119,27 +101,36 @@ export interface SessionStore {
    */
   readonly partialsReadable: boolean;
 
-  /** Active sessions whose `idle_since` is at or before `cutoff`, oldest first. */
-  findIdleSessions(cutoff: number, limit: number): Promise<string[]>;
-
-  /** Ended or expired sessions whose `ended_at` is at or before `cutoff`, oldest first. */
-  findClosedSessions(cutoff: number, limit: number): Promise<string[]>;
-
-  /** Closed sessions whose exchanges are not all in `messages` yet (a copy that failed as they closed). */
-  findUnflushedSessions(limit: number): Promise<string[]>;
-
-  /** Sessions holding a claim whose lease ended at or before `cutoff` (a request that died), oldest first. */
-  findLapsedClaims(cutoff: number, limit: number): Promise<string[]>;
-
-  /** Removes a session and its history. */
-  deleteSession(sessionId: string): Promise<void>;
-
   /** Stores `key` under `hash` unless a record is there already; returns the stored record. */
   claimCreateKey(hash: string, key: CreateKey): Promise<CreateKey>;
+}
 
-  /** Removes create keys claimed at or before `cutoff`; returns how many. */
-  deleteCreateKeys(cutoff: number, limit: number): Promise<number>;
+/** A session's conversation: its messages, read across the journal, and its rolling summary. */
+export interface HistoryStore {
+  /** The last `limit` stored messages, oldest first, with the number of the last exchange they reach (0 for none). */
+  readWindow(sessionId: string, limit: number): Promise<HistoryWindow>;
 
+  /**
+   * The stored messages at positions `first` to `last` (1-based, inclusive: exchange n is 2n-1
+   * and 2n), oldest first; those not stored are left out.
+   */
+  readMessages(sessionId: string, first: number, last: number): Promise<ChatMessage[]>;
+
+  /** Exchange number `seq` (1-based), or null when it is not stored. */
+  readExchange(sessionId: string, seq: number): Promise<Exchange | null>;
+
+  /** The session's rolling summary, or null when it has none. */
+  readSummary(sessionId: string): Promise<SessionSummary | null>;
+
+  /**
+   * Stores `summary` for an existing session unless the stored one reaches as far or further
+   * (then nothing is written, and false is returned). Never touches `state` or `messages`.
+   */
+  writeSummary(sessionId: string, summary: SessionSummary): Promise<boolean>;
+}
+
+/** The counts limits are held against: per user, per network address, and the deployment's. */
+export interface LedgerStore {
   /**
    * A hint that `userKey`'s usage is about to be updated: an adapter may start fetching it now,
    * beside other reads, so the update finds it. Changes nothing.
@@ -163,10 +154,34 @@ export interface SessionStore {
 
   /** Atomically applies `rule` to the session bucket of one network address (by its key). */
   updateAddressUsage<O>(addressKey: string, rule: LedgerRule<AddressUsage, O>): Promise<O>;
+}
+
+/** What the scheduled clean-up finds and removes. */
+export interface HousekeepingStore {
+  /** Active sessions whose `idle_since` is at or before `cutoff`, oldest first. */
+  findIdleSessions(cutoff: number, limit: number): Promise<string[]>;
+
+  /** Ended or expired sessions whose `ended_at` is at or before `cutoff`, oldest first. */
+  findClosedSessions(cutoff: number, limit: number): Promise<string[]>;
+
+  /** Closed sessions whose exchanges are not all in `messages` yet (a copy that failed as they closed). */
+  findUnflushedSessions(limit: number): Promise<string[]>;
+
+  /** Sessions holding a claim whose lease ended at or before `cutoff` (a request that died), oldest first. */
+  findLapsedClaims(cutoff: number, limit: number): Promise<string[]>;
+
+  /** Removes a session and its history. */
+  deleteSession(sessionId: string): Promise<void>;
+
+  /** Removes create keys claimed at or before `cutoff`; returns how many. */
+  deleteCreateKeys(cutoff: number, limit: number): Promise<number>;
 
   /** Removes address buckets last refilled at or before `cutoff` (full again by then); returns how many. */
   deleteIdleAddresses(cutoff: number, limit: number): Promise<number>;
 }
+
+/** Every role: what one adapter (the Realtime Database, the embedded store) implements. */
+export interface SessionStore extends TemplateStore, StateStore, HistoryStore, LedgerStore, HousekeepingStore {}
 
 /** The contract of `appendExchange`'s rule, checked by every adapter: one more exchange, no other count. */
 export function assertNextCountsOneMore(state: SessionState, next: SessionState): void {

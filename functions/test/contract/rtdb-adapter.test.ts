@@ -1,3 +1,4 @@
+import { recentMessages } from "../support/recent-messages";
 import { randomUUID } from "node:crypto";
 import { deleteApp, initializeApp } from "firebase-admin/app";
 import { getDatabase, type Database } from "firebase-admin/database";
@@ -27,7 +28,7 @@ describeWithRtdb("RtdbStore journal and shape", () => {
     });
 
     const cold = new RtdbStore(instances.database(), 10_000);
-    expect((await cold.readRecentMessages(session.id, 10)).map((message) => message.content)).toEqual([
+    expect((await recentMessages(cold, session.id, 10)).map((message) => message.content)).toEqual([
       "question 1",
       "answer 1",
       "question 2",

@@ -1,3 +1,4 @@
+import { recentMessages } from "../support/recent-messages";
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { existsSync } from "node:fs";
@@ -72,9 +73,9 @@ async function exercise(a: RtdbStore, b: RtdbStore): Promise<Outcome> {
     };
     const readHistory = async (when: string) => {
       const tag = known.appended;
-      const messages = await attempt(`readRecentMessages ${when}`, () => a.readRecentMessages(id, 20));
+      const messages = await attempt(`readWindow ${when}`, () => recentMessages(a, id, 20));
       if (messages && tag !== undefined && !messages.some((message) => message.content === `question ${tag}`)) {
-        violations.push(`session ${index}, readRecentMessages ${when}: misses exchange ${tag}, appended before`);
+        violations.push(`session ${index}, readWindow ${when}: misses exchange ${tag}, appended before`);
       }
     };
 
@@ -83,7 +84,7 @@ async function exercise(a: RtdbStore, b: RtdbStore): Promise<Outcome> {
     // A's requests go first, in one tick, then B's write: the server answers A's reads, then
     // pushes B's write to A's new listener, and A receives both together.
     const [claimed] = await Promise.all([
-      attempt("claim", () => a.claim(id, claimRequest(claim, Date.now(), 60_000, POLICY), claim.hash)),
+      attempt("claim", () => a.updateStateReadingKey(id, claimRequest(claim, Date.now(), 60_000, POLICY), claim.hash)),
       readState("beside the claim"),
       readHistory("beside the claim"),
       attempt("B updateState", () => b.updateState(id, touch)),

@@ -1,3 +1,4 @@
+import { recentMessages } from "../support/recent-messages";
 import type { SessionState } from "../../src/store/records";
 import type { SessionStore, StateRule } from "../../src/store/session-store";
 import { appendRule } from "../../src/session/session-rules";
@@ -56,7 +57,7 @@ export function storeContract(makeHarness: () => Promise<StoreHarness>): void {
       expect(await store.createSession(session)).toBe("created");
       expect(await store.readSessionMeta(session.id)).toEqual(session.meta);
       expect(await store.readSessionState(session.id)).toEqual(session.state);
-      expect(await store.readRecentMessages(session.id, 10)).toEqual([]);
+      expect(await recentMessages(store, session.id, 10)).toEqual([]);
 
       await store.appendExchange(session.id, exchange("1"), appendAt(T + 1));
       expect(await store.createSession({ ...session, meta: { ...session.meta, user_id: "other" } })).toBe("exists");
@@ -68,7 +69,7 @@ export function storeContract(makeHarness: () => Promise<StoreHarness>): void {
       const id = newSession().id;
       expect(await store.readSessionMeta(id)).toBeNull();
       expect(await store.readSessionState(id)).toBeNull();
-      expect(await store.readRecentMessages(id, 10)).toEqual([]);
+      expect(await recentMessages(store, id, 10)).toEqual([]);
       expect(await store.readExchange(id, 1)).toBeNull();
       expect(await store.appendExchange(id, exchange("x"), appendAt(T))).toEqual({ found: false });
       expect(await store.updateState(id, endAt(T))).toEqual({ found: false });
@@ -86,7 +87,7 @@ export function storeContract(makeHarness: () => Promise<StoreHarness>): void {
       // A writer whose clock lags never moves last_activity back.
       await store.appendExchange(session.id, exchange("3", T + 30), appendAt(T + 5));
       expect((await store.readSessionState(session.id))?.last_activity).toBe(T + 21);
-      expect(await store.readRecentMessages(session.id, 10)).toEqual([
+      expect(await recentMessages(store, session.id, 10)).toEqual([
         exchange("1", T + 10).user,
         exchange("1", T + 10).assistant,
         exchange("2", T + 20).user,
@@ -104,14 +105,14 @@ export function storeContract(makeHarness: () => Promise<StoreHarness>): void {
       const cut = { ...exchange("cut"), assistant: { ...exchange("cut").assistant, truncated: true as const } };
       await store.appendExchange(session.id, cut, appendAt(T + 2));
       expect(await store.readExchange(session.id, 1)).toEqual(cut);
-      expect((await store.readRecentMessages(session.id, 1))[0]).toEqual(cut.assistant);
+      expect((await recentMessages(store, session.id, 1))[0]).toEqual(cut.assistant);
     });
 
     it("reads only the last messages of a long history, oldest first", async () => {
       const session = await seededSession(120);
-      const recent = await store.readRecentMessages(session.id, 5);
+      const recent = await recentMessages(store, session.id, 5);
       expect(recent.map((message) => message.content)).toEqual(["answer 118", "question 119", "answer 119", "question 120", "answer 120"]);
-      expect(await store.readRecentMessages(session.id, 0)).toEqual([]);
+      expect(await recentMessages(store, session.id, 0)).toEqual([]);
       expect((await store.readSessionState(session.id))?.message_count).toBe(120);
       expect((await store.readExchange(session.id, 61))?.user.content).toBe("question 61");
     });
@@ -121,7 +122,7 @@ export function storeContract(makeHarness: () => Promise<StoreHarness>): void {
       const decline: StateRule<string> = () => ({ outcome: "no" });
       expect(await store.appendExchange(session.id, exchange("x"), decline)).toEqual({ found: true, outcome: "no", state: session.state });
       expect(await store.updateState(session.id, decline)).toEqual({ found: true, outcome: "no", state: session.state });
-      expect(await store.readRecentMessages(session.id, 10)).toEqual([]);
+      expect(await recentMessages(store, session.id, 10)).toEqual([]);
       expect(await store.readSessionState(session.id)).toEqual(session.state);
     });
 
@@ -138,7 +139,7 @@ export function storeContract(makeHarness: () => Promise<StoreHarness>): void {
       expect(ended).toEqual({ found: true, outcome: { kind: "ended" }, state: { status: "ended", message_count: 1, last_activity: T + 9, ended_at: T + 9 } });
       expect(await store.updateState(session.id, endAt(T + 10))).toMatchObject({ outcome: { kind: "closed", status: "ended" } });
       expect(await store.appendExchange(session.id, exchange("2"), appendAt(T + 10))).toMatchObject({ outcome: { kind: "closed", status: "ended" } });
-      expect(await store.readRecentMessages(session.id, 10)).toHaveLength(2);
+      expect(await recentMessages(store, session.id, 10)).toHaveLength(2);
       expect(await store.readSessionMeta(session.id)).toEqual(session.meta);
     });
 
@@ -147,7 +148,7 @@ export function storeContract(makeHarness: () => Promise<StoreHarness>): void {
       await store.deleteSession(session.id);
       expect(await store.readSessionState(session.id)).toBeNull();
       expect(await store.readSessionMeta(session.id)).toBeNull();
-      expect(await store.readRecentMessages(session.id, 10)).toEqual([]);
+      expect(await recentMessages(store, session.id, 10)).toEqual([]);
     });
   });
 
@@ -172,7 +173,7 @@ export function storeContract(makeHarness: () => Promise<StoreHarness>): void {
       await store.writePartial(session.id, "owner-b", partial("still writing", 1));
       expect(await store.appendExchange(session.id, exchange("2"), appendAt(T + 2), "owner-a")).toMatchObject({ outcome: { kind: "appended", seq: 2 } });
       expect(await harness.partials(session.id)).toEqual({ "owner-b": partial("still writing", 1) });
-      expect((await store.readRecentMessages(session.id, 10)).map((message) => message.content)).toEqual(["question 1", "answer 1", "question 2", "answer 2"]);
+      expect((await recentMessages(store, session.id, 10)).map((message) => message.content)).toEqual(["question 1", "answer 1", "question 2", "answer 2"]);
     });
 
     it("removes the partials a committed rule names as stray, and none when the rule changes nothing", async () => {
@@ -240,7 +241,7 @@ export function storeContract(makeHarness: () => Promise<StoreHarness>): void {
       expect(await store.writeSummary(session.id, summary("first three", 3))).toBe(true);
       expect(await harness.instance().readSummary(session.id)).toEqual(summary("first three", 3));
       expect((await store.readSessionState(session.id))?.message_count).toBe(2);
-      expect(await store.readRecentMessages(session.id, 10)).toHaveLength(4);
+      expect(await recentMessages(store, session.id, 10)).toHaveLength(4);
     });
 
     it("stores a reply's usage with the exchange, and the session's totals in its state", async () => {
@@ -311,7 +312,7 @@ export function storeContract(makeHarness: () => Promise<StoreHarness>): void {
       // The first instance has seen the session active; it must still be refused now.
       expect(await store.appendExchange(session.id, exchange("3"), appendAt(T + 5))).toMatchObject({ outcome: { kind: "closed" } });
       expect(await cold.appendExchange(session.id, exchange("3"), appendAt(T + 5))).toMatchObject({ outcome: { kind: "closed" } });
-      expect((await harness.instance().readRecentMessages(session.id, 10)).map((message) => message.content)).toEqual([
+      expect((await recentMessages(harness.instance(), session.id, 10)).map((message) => message.content)).toEqual([
         "question 1",
         "answer 1",
         "question 2",
@@ -334,7 +335,7 @@ export function storeContract(makeHarness: () => Promise<StoreHarness>): void {
 
       const reader = harness.instance();
       expect((await reader.readSessionState(session.id))?.message_count).toBe(total);
-      const history = await reader.readRecentMessages(session.id, 2 * total + 10);
+      const history = await recentMessages(reader, session.id, 2 * total + 10);
       expect(history).toHaveLength(2 * total);
       for (let i = 0; i < history.length; i += 2) {
         // Each exchange is stored whole: a question directly followed by its own answer.
@@ -374,7 +375,7 @@ export function storeContract(makeHarness: () => Promise<StoreHarness>): void {
       const appended = results.filter((result) => result.found && result.outcome.kind === "appended").length;
       const state = await harness.instance().readSessionState(session.id);
       expect(state).toMatchObject({ status: "ended", message_count: appended });
-      expect(await harness.instance().readRecentMessages(session.id, 100)).toHaveLength(2 * appended);
+      expect(await recentMessages(harness.instance(), session.id, 100)).toHaveLength(2 * appended);
     });
   });
 }

@@ -1,3 +1,4 @@
+import { recentMessages } from "../support/recent-messages";
 import { localSite, seedTemplates } from "../../src/local/project-files";
 import { pageOrigins, pagePolicy } from "../../src/page/page-policy";
 import { RtdbStore } from "../../src/store/rtdb-store";
@@ -65,7 +66,7 @@ describeWithRtdb("the built project on the Firebase emulators", () => {
     expect((await call(project!.hostingUrl, "POST", `${ROUTE}/${id}/message`, { message: "late" }, auth)).status).toBe(410);
 
     expect(await store.readSessionState(id)).toMatchObject({ status: "ended", message_count: 2 });
-    expect((await store.readRecentMessages(id, 10)).map((message) => message.content)).toEqual([
+    expect((await recentMessages(store, id, 10)).map((message) => message.content)).toEqual([
       "Hi",
       "reply #1 to: Hi",
       "Again",

@@ -1,3 +1,4 @@
+import { recentMessages } from "../support/recent-messages";
 import { seedTemplates } from "../../src/local/project-files";
 import { GENERATION_DEFAULTS } from "../../src/session/generation-settings";
 import { createSession, describeEachStore, ROUTES, startHarness, type Harness } from "../support/http-harness";
@@ -132,7 +133,7 @@ describeEachStore("the chat API", (kind) => {
       system_prompt: templates["friendly-assistant"]!.personalityPrompt,
     });
     expect(await store.readSessionState(id)).toMatchObject({ status: "active", message_count: 1 });
-    const history = await store.readRecentMessages(id, 10);
+    const history = await recentMessages(store, id, 10);
     expect(history.map(({ role, content }) => ({ role, content }))).toEqual([
       { role: "user", content: "store me" },
       { role: "assistant", content: "reply #1 to: store me" },

@@ -1,3 +1,4 @@
+import { recentMessages } from "../support/recent-messages";
 import { FaultyStore } from "../support/faulty-store";
 import { createSession, describeEachStore, ROUTES, startHarness, type Harness, type Instance } from "../support/http-harness";
 import { describeWithRtdb } from "../support/rtdb";
@@ -6,7 +7,7 @@ import { TcpProxy } from "../support/tcp-proxy";
 /** The stored session, in the terms the consistency check needs. */
 async function stored(instance: Instance, id: string) {
   const state = await instance.store.readSessionState(id);
-  const history = await instance.store.readRecentMessages(id, 1000);
+  const history = await recentMessages(instance.store, id, 1000);
   return { state, history: history.map((message) => `${message.role}: ${message.content}`) };
 }
 
@@ -58,7 +59,7 @@ describeEachStore("database faults at each step of a request", (kind) => {
 
   it("claiming the slot: 503, no model call, nothing stored, the next message works", async () => {
     const id = await withOneExchange();
-    faults.arm("claim", "before");
+    faults.arm("updateStateReadingKey", "before");
     const failed = await api.call("POST", ROUTES.message(id), { message: "lost" });
     expect(failed.status).toBe(503);
     expect(failed.body.error?.code).toBe("DATABASE_UNAVAILABLE");
@@ -109,7 +110,7 @@ describeEachStore("database faults at each step of a request", (kind) => {
   it("claiming the key: 503, nothing claimed or stored, a retry runs", async () => {
     const id = await withOneExchange();
     const key = keyed("claim");
-    faults.arm("claim", "before");
+    faults.arm("updateStateReadingKey", "before");
     expect((await api.call("POST", ROUTES.message(id), { message: "claim" }, key)).status).toBe(503);
     expect(harness.fake.requests).toHaveLength(0);
     expect((await stored(api, id)).state?.requests).toBeUndefined();
@@ -199,7 +200,7 @@ describeWithRtdb("an unreachable Realtime Database", () => {
     // Read from a fresh instance: this one's own reads may trail the writes it queued while stalled.
     const fresh = await harness.instance();
     const state = await fresh.store.readSessionState(id);
-    const history = (await fresh.store.readRecentMessages(id, 100)).map((message) => message.content);
+    const history = (await recentMessages(fresh.store, id, 100)).map((message) => message.content);
     expect(history).toHaveLength(2 * state!.message_count);
     expect(history.slice(0, 2)).toEqual(["before", "reply #1 to: before"]);
     // The keyed message is stored once at most, and exactly once when the retry succeeded.

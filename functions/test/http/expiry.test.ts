@@ -1,3 +1,4 @@
+import { recentMessages } from "../support/recent-messages";
 import type { Log, LogFields } from "../../src/log/log";
 import { scheduledMaintenance } from "../../src/runtime/scheduled-maintenance";
 import { createSession, describeEachStore, ROUTES, startHarness, type Harness } from "../support/http-harness";
@@ -39,7 +40,7 @@ describeEachStore("expiry and retention", (kind) => {
     expect((await state(id))?.idle_since).toBeUndefined();
     expect((await harness.api.call("DELETE", ROUTES.end(id))).body.error?.code).toBe("SESSION_EXPIRED");
     // Expired sessions keep their history.
-    expect(await harness.api.store.readRecentMessages(id, 10)).toHaveLength(4);
+    expect(await recentMessages(harness.api.store, id, 10)).toHaveLength(4);
   });
 
   it("expires idle sessions in the scheduled clean-up, leaving active and ended ones", async () => {
@@ -77,7 +78,7 @@ describeEachStore("expiry and retention", (kind) => {
     const report = await harness.api.runtime.maintain(now);
     expect(report.deleted).toBeGreaterThanOrEqual(1);
     expect(await state(old)).toBeNull();
-    expect(await harness.api.store.readRecentMessages(old, 10)).toEqual([]);
+    expect(await recentMessages(harness.api.store, old, 10)).toEqual([]);
     expect(await state(recent)).toMatchObject({ status: "ended" });
     expect(await state(open)).toMatchObject({ status: "active" });
     expect((await harness.api.call("POST", ROUTES.message(old), { message: "gone" })).status).toBe(404);

@@ -1,3 +1,4 @@
+import { recentMessages } from "../support/recent-messages";
 import { request as httpRequest, type IncomingHttpHeaders } from "node:http";
 import fc from "fast-check";
 import type { ChatMessage, SessionMeta, SessionState } from "../../src/store/records";
@@ -328,7 +329,7 @@ describeEachStore("fuzzed requests", (kind) => {
     const read = async (id: string) => ({
       meta: await store.readSessionMeta(id),
       state: await store.readSessionState(id),
-      history: await store.readRecentMessages(id, 1000),
+      history: await recentMessages(store, id, 1000),
     });
     const [known, ended, active] = await Promise.all([read(sessions.known), read(sessions.ended), store.findIdleSessions(Number.MAX_SAFE_INTEGER, 10_000)]);
     return { sessions: [known, ended], activeSessions: active.sort() };
@@ -398,7 +399,7 @@ describeEachStore("fuzzed requests", (kind) => {
           const count = (before?.message_count ?? Number.NaN) + 1;
           expect(answer.body.message_count).toBe(count);
           expect((await harness.api.store.readSessionState(id))?.message_count).toBe(count);
-          const [user, assistant] = await harness.api.store.readRecentMessages(id, 2);
+          const [user, assistant] = await recentMessages(harness.api.store, id, 2);
           expect(user).toEqual(expect.objectContaining({ role: "user", content: message }));
           expect(assistant).toEqual(expect.objectContaining({ role: "assistant", content: answer.body.response }));
           expect(harness.fake.requests.at(-1)?.body.messages.at(-1)).toEqual({ role: "user", content: message });

@@ -1,3 +1,4 @@
+import { recentMessages } from "../support/recent-messages";
 import { fingerprint, keyHash } from "../../src/session/idempotency";
 import { createSession, describeEachStore, ROUTES, startHarness, type Harness, type Instance } from "../support/http-harness";
 import { anyUsage } from "../support/any-usage";
@@ -19,7 +20,7 @@ describeEachStore("Idempotency-Key", (kind) => {
   beforeEach(() => { harness.fake.reset(); });
 
   async function stored(id: string) {
-    return { state: await a.store.readSessionState(id), history: (await a.store.readRecentMessages(id, 100)).map((message) => message.content) };
+    return { state: await a.store.readSessionState(id), history: (await recentMessages(a.store, id, 100)).map((message) => message.content) };
   }
 
   it("answers a repeated message from the first result, without a second model call or exchange", async () => {

@@ -1,3 +1,4 @@
+import { recentMessages } from "../support/recent-messages";
 import { createSession, describeEachStore, ROUTES, startHarness, type Harness, type Instance } from "../support/http-harness";
 
 /** Several function instances (own runtime, cache and database connection) on one database. */
@@ -26,7 +27,7 @@ describeEachStore("several instances", (kind) => {
 
     const state = await (await harness.instance()).store.readSessionState(id);
     expect(state?.message_count).toBe(total);
-    const history = await a.store.readRecentMessages(id, 100);
+    const history = await recentMessages(a.store, id, 100);
     expect(history).toHaveLength(2 * total);
     for (let i = 0; i < history.length; i += 2) {
       expect(history[i]?.role).toBe("user");

@@ -1,3 +1,4 @@
+import { recentMessages } from "../support/recent-messages";
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { join } from "node:path";
@@ -86,7 +87,7 @@ describeEachStore("usage limits", (kind) => {
     expectRefused(await harness.api.call("POST", ROUTES.message(id), { message: "fifth" }), "SESSION_EXCHANGE_LIMIT");
     expect(harness.fake.requests).toHaveLength(0);
     expect((await harness.api.store.readSessionState(id))?.message_count).toBe(4);
-    expect(await harness.api.store.readRecentMessages(id, 100)).toHaveLength(8);
+    expect(await recentMessages(harness.api.store, id, 100)).toHaveLength(8);
   });
 
   it("does not charge a replay of a completed message", async () => {
@@ -200,6 +201,6 @@ describeWithRtdb("usage limits across two processes", () => {
     for (const answer of answers) expect(["200", "RATE_LIMITED", "SESSION_EXCHANGE_LIMIT"]).toContain(code(answer));
     expect(fake.requests).toHaveLength(passed.length);
     expect(await store.readSessionState(id)).toMatchObject({ message_count: passed.length });
-    expect(await store.readRecentMessages(id, 100)).toHaveLength(2 * passed.length);
+    expect(await recentMessages(store, id, 100)).toHaveLength(2 * passed.length);
   });
 });

@@ -1,3 +1,4 @@
+import { recentMessages } from "../support/recent-messages";
 import { isDeepStrictEqual } from "node:util";
 import type { Database, DataSnapshot, Reference } from "firebase-admin/database";
 import { keyHash } from "../../src/session/idempotency";
@@ -65,7 +66,7 @@ class StoredView {
   /** The session's `messages`, by key, once it holds `count` of them (or what it holds after SETTLE_MS). */
   async messages(sessionId: string, count: number): Promise<Record<string, unknown>> {
     if (!this.readers) {
-      const history = await this.harness.api.store.readRecentMessages(sessionId, 100_000);
+      const history = await recentMessages(this.harness.api.store, sessionId, 100_000);
       return Object.fromEntries(history.map((message, i) => [messageKey(i + 1), message]));
     }
     const value = await awaitValue(this.fresh().ref(`userSessions/${sessionId}/messages`), (v) => isRecord(v) && Object.keys(v).length >= count);

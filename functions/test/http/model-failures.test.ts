@@ -1,3 +1,4 @@
+import { recentMessages } from "../support/recent-messages";
 import type { Log, LogFields } from "../../src/log/log";
 import type { Scripted } from "../support/fake-openai-server";
 import { createSession, describeEachStore, ROUTES, startHarness, type Harness } from "../support/http-harness";
@@ -59,7 +60,7 @@ describeEachStore("model failures", (kind) => {
       expect.stringContaining("before"),
       "after",
     ]);
-    expect((await harness.api.store.readRecentMessages(id, 10)).map((message) => message.content)).not.toContain("lost");
+    expect((await recentMessages(harness.api.store, id, 10)).map((message) => message.content)).not.toContain("lost");
   });
 
   it("stores and flags a reply cut by the token limit", async () => {
@@ -68,7 +69,7 @@ describeEachStore("model failures", (kind) => {
     const answer = await harness.api.call("POST", ROUTES.message(id), { message: "long question" });
     expect(answer.status).toBe(200);
     expect(answer.body).toMatchObject({ response: "This reply was cut", truncated: true, message_count: 1 });
-    expect((await harness.api.store.readRecentMessages(id, 2))[1]?.content).toBe("This reply was cut");
+    expect((await recentMessages(harness.api.store, id, 2))[1]?.content).toBe("This reply was cut");
   });
 
   it("keeps keys and provider messages out of the logs", () => {

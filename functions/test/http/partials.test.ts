@@ -1,3 +1,4 @@
+import { recentMessages } from "../support/recent-messages";
 import { randomUUID } from "node:crypto";
 import { deleteApp, initializeApp, type FirebaseApp } from "firebase/app";
 import { connectDatabaseEmulator, getDatabase, onValue, ref, type Database } from "firebase/database";
@@ -152,7 +153,7 @@ describeWithRtdb("live partial replies in the Realtime Database, seen by a web S
     expect(watcher.partialTexts().every((text) => reply.startsWith(text))).toBe(true);
     expect(watcher.seen.every((seen) => seen.messages.length === 0)).toBe(true);
     expect(await harness.api.store.readSessionState(id)).toMatchObject({ message_count: 0 });
-    expect(await harness.api.store.readRecentMessages(id, 10)).toEqual([]);
+    expect(await recentMessages(harness.api.store, id, 10)).toEqual([]);
   });
 
   it("starts the partial over when a JSON request's model call is retried after some text", async () => {

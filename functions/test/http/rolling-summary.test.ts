@@ -1,3 +1,4 @@
+import { recentMessages } from "../support/recent-messages";
 import { randomUUID } from "node:crypto";
 import { SUMMARY_INSTRUCTIONS, SUMMARY_MAX_TOKENS } from "../../src/session/rolling-summary";
 import { estimateTokens } from "../../src/session/token-estimate";
@@ -84,7 +85,7 @@ describeEachStore("rolling summary", (kind) => {
     await send(id, "And what do I like?");
     expect(summaryIn(replies(harness.fake.requests).at(-1)!.body.messages)).toBe("SUMMARY 2");
     // The history is all there.
-    expect(await harness.api.store.readRecentMessages(id, 100)).toHaveLength(8);
+    expect(await recentMessages(harness.api.store, id, 100)).toHaveLength(8);
   });
 
   it.each<[string, Scripted]>([
@@ -102,7 +103,7 @@ describeEachStore("rolling summary", (kind) => {
     const answer = await send(id, "four");
     expect(answer.body.message_count).toBe(4);
     expect(await harness.api.store.readSummary(id)).toEqual(kept);
-    expect((await harness.api.store.readRecentMessages(id, 100)).map((message) => message.content).filter((_, i) => i % 2 === 0)).toEqual(["one", "two", "three", "four"]);
+    expect((await recentMessages(harness.api.store, id, 100)).map((message) => message.content).filter((_, i) => i % 2 === 0)).toEqual(["one", "two", "three", "four"]);
     harness.fake.releaseHanging();
     // The next message tries again from where the stored summary ends.
     harness.fake.chaos = summariseWith(() => ({ kind: "reply", text: "CAUGHT UP" }));

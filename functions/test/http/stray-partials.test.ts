@@ -53,7 +53,7 @@ describeEachStore("partial replies left by requests that died", (kind) => {
       ? { hash: `r-${owner}`, fingerprint: "", owner, remember: false }
       : { hash: `k-${idempotencyKey}`, fingerprint: "f", owner, remember: true };
     const { leaseMs } = harness.api.runtime.budget;
-    const claimed = await harness.api.store.claim(sessionId, claimRequest(claim, now, leaseMs, POLICY), undefined);
+    const claimed = await harness.api.store.updateStateReadingKey(sessionId, claimRequest(claim, now, leaseMs, POLICY), undefined);
     expect(claimed).toMatchObject({ found: true, outcome: { kind: "claimed" } });
     await harness.api.store.writePartial(sessionId, owner, { text: "Once upon a", seq_after: 0, updated_at: now });
     return { owner, leaseUntil: now + leaseMs };
@@ -93,7 +93,7 @@ describeEachStore("partial replies left by requests that died", (kind) => {
     now = dead.leaseUntil + 1;
     // The retry's claim replaces the lapsed one (same key hash): the dead owner's partial goes.
     const claim: RequestClaim = { hash: "k-retry-me", fingerprint: "f", owner: randomUUID(), remember: true };
-    await harness.api.store.claim(id, claimRequest(claim, now, harness.api.runtime.budget.leaseMs, POLICY), undefined);
+    await harness.api.store.updateStateReadingKey(id, claimRequest(claim, now, harness.api.runtime.budget.leaseMs, POLICY), undefined);
     await copiesLanded();
     expect(await partials(id)).toEqual({});
   });

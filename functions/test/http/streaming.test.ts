@@ -1,3 +1,4 @@
+import { recentMessages } from "../support/recent-messages";
 import { eventually, streamCall, type ReceivedEvent, type StreamedAnswer } from "../support/event-stream-client";
 import { createSession, describeEachStore, ROUTES, startHarness, type Harness } from "../support/http-harness";
 import { anyUsage } from "../support/any-usage";
@@ -29,7 +30,7 @@ describeEachStore("streamed replies (Server-Sent Events)", (kind) => {
 
   const stored = async (id: string) => ({
     state: await harness.api.store.readSessionState(id),
-    history: (await harness.api.store.readRecentMessages(id, 100)).map((message) => message.content),
+    history: (await recentMessages(harness.api.store, id, 100)).map((message) => message.content),
   });
 
   it.each([

@@ -1,3 +1,4 @@
+import { recentMessages } from "../support/recent-messages";
 import { silentLog } from "../../src/log/log";
 import { randomUUID } from "node:crypto";
 import type { ChatModel, Completion } from "../../src/llm/chat-model";
@@ -5,7 +6,7 @@ import { IdempotencyInProgressError } from "../../src/session/errors";
 import { SessionService } from "../../src/session/session-service";
 import { StoreUnavailableError } from "../../src/store/errors";
 import { MemoryStore } from "../../src/store/memory-store";
-import type { Claimed, Ruled, StateRule, UsageRule } from "../../src/store/session-store";
+import type { RuledWithKey, Ruled, StateRule, UsageRule } from "../../src/store/session-store";
 import { POLICY, TEMPLATE } from "../support/fixtures";
 
 /**
@@ -18,10 +19,10 @@ class SteppedStore extends MemoryStore {
   failUsage = false;
   private claiming = false;
 
-  override async claim<O>(sessionId: string, rule: StateRule<O>, keyHash: string | undefined): Promise<Claimed<O>> {
+  override async updateStateReadingKey<O>(sessionId: string, rule: StateRule<O>, keyHash: string | undefined): Promise<RuledWithKey<O>> {
     this.claiming = true;
     try {
-      return await super.claim(sessionId, rule, keyHash);
+      return await super.updateStateReadingKey(sessionId, rule, keyHash);
     } finally {
       this.claiming = false;
     }
@@ -89,7 +90,7 @@ it("one Idempotency-Key, one exchange: a request that outlived its lease cannot 
   await expect(stalled).rejects.toBeInstanceOf(IdempotencyInProgressError);
   releaseLanded();
   await expect(store.readSessionState(sessionId)).resolves.toMatchObject({ message_count: 1 });
-  expect((await store.readRecentMessages(sessionId, 10)).map((message) => message.content)).toEqual(["hi", "answer-fast"]);
+  expect((await recentMessages(store, sessionId, 10)).map((message) => message.content)).toEqual(["hi", "answer-fast"]);
   await expect(send()).resolves.toMatchObject({ replayed: true, text: "answer-fast" });
 });
 

@@ -1,3 +1,4 @@
+import { recentMessages } from "../support/recent-messages";
 import { runMaintenance, type MaintenanceOptions, type MaintenanceReport } from "../../src/session/maintenance";
 import { MemoryStore } from "../../src/store/memory-store";
 import type { SessionState } from "../../src/store/records";
@@ -123,7 +124,7 @@ describe("runMaintenance", () => {
       await expect(run({ retentionMs: 0 })).resolves.toEqual({ expired: 0, flushed: 0, deleted: 0, keysForgotten: 0, lapsedClaims: 0, addressesForgotten: 0 });
       for (const id of ids) {
         expect(await store.readSessionMeta(id)).not.toBeNull();
-        expect(await store.readRecentMessages(id, 10)).toHaveLength(2);
+        expect(await recentMessages(store, id, 10)).toHaveLength(2);
       }
     });
 
@@ -149,7 +150,7 @@ describe("runMaintenance", () => {
       for (const id of old) {
         expect(await store.readSessionMeta(id)).toBeNull();
         expect(await store.readSessionState(id)).toBeNull();
-        expect(await store.readRecentMessages(id, 10)).toEqual([]);
+        expect(await recentMessages(store, id, 10)).toEqual([]);
         expect(await store.readExchange(id, 1)).toBeNull();
       }
       for (const id of kept) {

@@ -1,3 +1,4 @@
+import { recentMessages } from "../support/recent-messages";
 import { silentLog } from "../../src/log/log";
 import { randomUUID } from "node:crypto";
 import { ModelError } from "../../src/llm/errors";
@@ -251,7 +252,7 @@ describe("SessionService", () => {
       const reply = await service.send({ sessionId, message: "hello" });
       expect(reply).toEqual({ sessionId, text: "reply #1 to: hello", truncated: false, messageCount: 1, replayed: false, usage: expect.objectContaining({ total_tokens: expect.any(Number) }) });
       // The user message is stamped when it arrived, the reply when it came back.
-      expect(await store.readRecentMessages(sessionId, 10)).toEqual([
+      expect(await recentMessages(store, sessionId, 10)).toEqual([
         { role: "user", content: "hello", timestamp: 5_000 },
         { role: "assistant", content: "reply #1 to: hello", timestamp: 6_000, usage: expect.objectContaining({ prompt_estimate: expect.any(Number) }) },
       ]);
@@ -356,7 +357,7 @@ describe("SessionService", () => {
       await expect(failed).rejects.toBeInstanceOf(ModelError);
       await expect(failed).rejects.toMatchObject({ failure: "bad_response" });
       expect(await store.readSessionState(sessionId)).toMatchObject({ status: "active", message_count: 1 });
-      expect((await store.readRecentMessages(sessionId, 100)).map((message) => message.content)).toEqual(["before", "reply #1 to: before"]);
+      expect((await recentMessages(store, sessionId, 100)).map((message) => message.content)).toEqual(["before", "reply #1 to: before"]);
 
       await expect(service.send({ sessionId, message: "after" })).resolves.toMatchObject({ messageCount: 2 });
       expect(lastPrompt()).toEqual([`system: ${TEMPLATE.personalityPrompt}`, "user: before", "assistant: reply #1 to: before", "user: after"]);
@@ -371,7 +372,7 @@ describe("SessionService", () => {
       expect(replies.map((reply) => reply.messageCount).sort((x, y) => x - y)).toEqual(Array.from({ length: total }, (_, i) => i + 1));
       expect(await store.readSessionState(sessionId)).toMatchObject({ message_count: total });
 
-      const stored = await store.readRecentMessages(sessionId, 100);
+      const stored = await recentMessages(store, sessionId, 100);
       expect(stored).toHaveLength(2 * total);
       for (let i = 0; i < stored.length; i += 2) {
         expect(stored[i]?.role).toBe("user");
