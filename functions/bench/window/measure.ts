@@ -62,7 +62,7 @@ export async function sendMeasured(rig: Rig, mode: CacheMode, sessionId: string,
   const ms = performance.now() - started;
   const cpuUsed = process.cpuUsage(cpu);
   const after = { store: rig.measured.counts(), bytes: rig.bytes() };
-  if (reply.messageCount !== expectedCount) throw new Error(`a message was stored as exchange ${reply.messageCount}, expected ${expectedCount}`);
+  if (reply.exchangeCount !== expectedCount) throw new Error(`a message was stored as exchange ${reply.exchangeCount}, expected ${expectedCount}`);
   const [prompt, ...more] = rig.fake.requests;
   if (!prompt || more.length > 0) throw new Error(`expected one model call per message, saw ${rig.fake.requests.length}`);
   const store = countsSince(before.store, after.store);

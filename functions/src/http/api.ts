@@ -61,8 +61,8 @@ export function createApi(deps: ApiDeps): Api {
       response = { status: answer.status, headers: { ...cors, ...answer.headers }, body: errorBody(answer) };
     }
     if (stream?.started) {
-      // The status line went with the first delta: the outcome, success or failure, is the last event.
-      stream.finish(code === undefined ? "done" : "error", response.body);
+      // The status line went with the first delta: a failure is the last event (an answer was, already).
+      if (code !== undefined) stream.finish("error", response.body);
       log.info("request", { endpoint: endpoint.name, method: request.method, status: response.status, code, streamed: true, duration_ms: Date.now() - started });
       return undefined;
     }

@@ -127,20 +127,20 @@ export const sendMessage: Endpoint = {
       message: body.message,
       ...(caller ? { caller } : {}),
       ...(idempotencyKey === undefined ? {} : { idempotencyKey }),
-      ...(stream ? { onDelta: (text: string) => { stream.delta(text); } } : {}),
+      ...(stream ? { stream } : {}),
     });
-    return {
-      status: 200,
-      headers: replayHeaders(reply.replayed),
-      body: {
-        success: true,
-        response: reply.text,
-        session_id: reply.sessionId,
-        message_count: reply.messageCount,
-        truncated: reply.truncated,
-        ...(reply.usage ? { usage: usageBody(reply.usage) } : {}),
-      },
+    const answer = {
+      success: true,
+      response: reply.text,
+      session_id: reply.sessionId,
+      // The API's name for what counts exchanges, kept for existing frontends.
+      message_count: reply.exchangeCount,
+      truncated: reply.truncated,
+      ...(reply.usage ? { usage: usageBody(reply.usage) } : {}),
     };
+    // Once the stream is open (its status line went with the first piece of text), the answer is its last event.
+    if (stream?.started) stream.finish("done", answer);
+    return { status: 200, headers: replayHeaders(reply.replayed), body: answer };
   },
 };
 

@@ -1,3 +1,4 @@
+import type { ReplySink } from "../llm/chat-model";
 import type { HttpRequest } from "./http-types";
 
 /**
@@ -33,7 +34,7 @@ export function acceptsEventStream(request: HttpRequest): boolean {
  * Then `delta` events, and last one `done` (the JSON body a non-streamed request gets) or one
  * `error` (the JSON error body), with a comment line as heartbeat while the model is quiet.
  */
-export class EventStream {
+export class EventStream implements ReplySink {
   private heartbeat: NodeJS.Timeout | undefined;
   private opened = false;
   private ended = false;
@@ -50,7 +51,8 @@ export class EventStream {
     return this.opened;
   }
 
-  delta(text: string): void {
+  /** A `delta` event with the next piece of the reply's text (the first one opens the stream). */
+  write(text: string): void {
     if (this.ended || text === "") return;
     if (!this.opened) this.open();
     this.send("delta", { text });

@@ -35,19 +35,30 @@ export interface Completion {
   readonly usage?: ReportedUsage;
 }
 
-/** Receives each new piece of a reply's text, in order, as the model writes it. */
-export type DeltaListener = (text: string) => void;
+/**
+ * Where a reply's text goes, piece by piece, as the model writes it: an HTTP stream of events, a
+ * partial reply in the database, or both at once. One interface whatever the sink.
+ */
+export interface ReplySink {
+  /** The next piece of the text, in order. */
+  write(text: string): void;
+  /**
+   * Present when the sink can take back what it was given (a partial reply in the database is
+   * simply overwritten; text sent down an HTTP stream is not): a retry after some text calls it,
+   * and the pieces start over.
+   */
+  restart?(): void;
+}
 
 export interface ChatModel {
   /** A label for logs: which adapter answered. */
   readonly name: string;
   /**
-   * The whole reply. With `onDelta`, the adapter streams: it passes each new piece of text as it
-   * arrives, the pieces concatenating to the completion's `text`, and still resolves with the
-   * whole completion (or rejects). A failure after the first piece is final: the caller has shown
-   * text that a second attempt would not continue, so nothing retries past it, unless the caller
-   * can take the text back: with `onRestart`, a retry after some pieces calls it first, and the
-   * pieces start over (a partial reply in the database is simply overwritten; an HTTP stream is not).
+   * The whole reply. With a `sink`, the adapter streams: it writes each new piece of text to it as
+   * it arrives, the pieces concatenating to the completion's `text`, and still resolves with the
+   * whole completion (or rejects). A failure after the first piece is final (the caller has shown
+   * text that a second attempt would not continue), unless the sink can take the text back
+   * (`restart`).
    */
-  complete(request: CompletionRequest, onDelta?: DeltaListener, onRestart?: () => void): Promise<Completion>;
+  complete(request: CompletionRequest, sink?: ReplySink): Promise<Completion>;
 }

@@ -1,4 +1,4 @@
-import type { ChatModel, Completion, CompletionRequest, DeltaListener } from "./chat-model";
+import type { ChatModel, Completion, CompletionRequest, ReplySink } from "./chat-model";
 
 export const OFFLINE_LABEL = "[offline responder: no OPENAI_API_KEY set]";
 
@@ -18,16 +18,16 @@ export function createOfflineModel(options: OfflineModelOptions = {}): ChatModel
   const sleep = options.sleep ?? ((ms: number) => new Promise<void>((wake) => setTimeout(wake, ms)));
   return {
     name: "offline",
-    async complete(request: CompletionRequest, onDelta?: DeltaListener): Promise<Completion> {
+    async complete(request: CompletionRequest, sink?: ReplySink): Promise<Completion> {
       const lastUser = [...request.messages].reverse().find((message) => message.role === "user");
       const history = request.messages.filter((message) => message.role !== "system").length - 1;
       const text = `${OFFLINE_LABEL} You said "${lastUser?.content ?? ""}" (${history} earlier messages in context).`;
-      if (onDelta) {
+      if (sink) {
         // Each word with the spaces before it, so that the pieces concatenate to the text exactly.
         const words = text.match(/\s*\S+/g) ?? [text];
         for (const [index, word] of words.entries()) {
           if (index > 0) await sleep(wordDelayMs);
-          onDelta(word);
+          sink.write(word);
         }
       }
       return { text, truncated: false, model: "offline" };

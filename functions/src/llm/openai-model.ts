@@ -1,6 +1,6 @@
 import OpenAI from "openai";
 import { z } from "zod";
-import type { ChatModel, Completion, CompletionRequest, DeltaListener, ReportedUsage } from "./chat-model";
+import type { ChatModel, Completion, CompletionRequest, ReplySink, ReportedUsage } from "./chat-model";
 import { abandonedError, ModelError } from "./errors";
 
 export interface OpenAiModelOptions {
@@ -26,8 +26,8 @@ export function createOpenAiModel(options: OpenAiModelOptions): ChatModel {
   });
   return {
     name: "openai",
-    async complete(request: CompletionRequest, onDelta?: DeltaListener): Promise<Completion> {
-      if (onDelta) return streamCompletion(client, request, options.timeoutMs, onDelta);
+    async complete(request: CompletionRequest, sink?: ReplySink): Promise<Completion> {
+      if (sink) return streamCompletion(client, request, options.timeoutMs, sink);
       let response: unknown;
       try {
         response = await client.chat.completions.create(completionParams(request), { signal: request.signal });
@@ -57,17 +57,17 @@ function completionParams(request: CompletionRequest) {
 }
 
 /**
- * A streamed completion (`stream: true`): each chunk's text goes to `onDelta` as it arrives. The
+ * A streamed completion (`stream: true`): each chunk's text goes to the sink as it arrives. The
  * SDK's timeout ends when the response's headers arrive, so the whole stream gets a deadline of
  * its own here: a provider that stalls mid-reply is a timeout, as a silent one is. The caller's
  * signal aborts it too, and then the call is abandoned, whatever the deadline did.
  */
-async function streamCompletion(client: OpenAI, request: CompletionRequest, timeoutMs: number, onDelta: DeltaListener): Promise<Completion> {
+async function streamCompletion(client: OpenAI, request: CompletionRequest, timeoutMs: number, sink: ReplySink): Promise<Completion> {
   // Only this deadline and the caller abort the call: an aborted signal means one of them did.
   const deadline = new AbortController();
   const timer = setTimeout(() => { deadline.abort(); }, timeoutMs);
   const signal = request.signal ? AbortSignal.any([deadline.signal, request.signal]) : deadline.signal;
-  const text = new StreamedText(onDelta);
+  const text = new StreamedText(sink);
   let finishReason: string | undefined;
   let model: string | undefined;
   let usage: ReportedUsage | undefined;
@@ -165,7 +165,7 @@ class StreamedText {
   private sent = "";
   private pending = "";
 
-  constructor(private readonly onDelta: DeltaListener) {}
+  constructor(private readonly sink: ReplySink) {}
 
   add(content: string): void {
     this.pending += content;
@@ -190,7 +190,7 @@ class StreamedText {
     // A lone surrogate stored as it is would wedge the database node (see readCompletion).
     const text = piece.toWellFormed();
     this.sent += text;
-    this.onDelta(text);
+    this.sink.write(text);
   }
 }
 

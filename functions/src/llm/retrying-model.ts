@@ -1,4 +1,4 @@
-import type { ChatModel, Completion, CompletionRequest, DeltaListener } from "./chat-model";
+import type { ChatModel, Completion, CompletionRequest, ReplySink } from "./chat-model";
 import { abandonedError, ModelError } from "./errors";
 
 export interface RetryPolicy {
@@ -18,7 +18,7 @@ export interface RetryPolicy {
  * backoff, honouring the provider's Retry-After up to `maxWaitMs`. The total time stays
  * bounded: attempts x timeout + retries x maxWaitMs. A streamed call is retried only until its
  * first delta: past it the caller has shown text that another attempt would not continue, unless
- * it gave `onRestart` (it can take the text back), which is then called before the retry. Once the
+ * its sink can take the text back (`restart`), which is then called before the retry. Once the
  * request's `signal` aborts, nothing is retried: the caller no longer waits for the answer.
  */
 export function withRetries(model: ChatModel, policy: RetryPolicy): ChatModel {
@@ -27,27 +27,27 @@ export function withRetries(model: ChatModel, policy: RetryPolicy): ChatModel {
   const base = policy.baseDelayMs ?? 250;
   return {
     name: model.name,
-    async complete(request: CompletionRequest, onDelta?: DeltaListener, onRestart?: () => void): Promise<Completion> {
+    async complete(request: CompletionRequest, sink?: ReplySink): Promise<Completion> {
       const progress = { delivered: false };
-      const relay: DeltaListener | undefined =
-        onDelta &&
-        ((text) => {
+      const relay: ReplySink | undefined = sink && {
+        write: (text) => {
           progress.delivered = true;
-          onDelta(text);
-        });
+          sink.write(text);
+        },
+      };
       for (let attempt = 0; ; attempt += 1) {
         try {
           return await model.complete(request, relay);
         } catch (error) {
           if (request.signal?.aborted) throw error;
-          if (progress.delivered && !onRestart) throw error;
+          if (progress.delivered && !sink?.restart) throw error;
           if (!(error instanceof ModelError) || !error.retryable || attempt >= policy.maxRetries) throw error;
           if (error.retryAfterMs !== undefined && error.retryAfterMs > policy.maxWaitMs) throw error;
           await sleep(error.retryAfterMs ?? Math.min(base * 2 ** attempt * (0.5 + random()), policy.maxWaitMs), request.signal);
           if (request.signal?.aborted) throw abandonedError(error);
           if (progress.delivered) {
             progress.delivered = false;
-            onRestart?.();
+            sink?.restart?.();
           }
         }
       }

@@ -1,7 +1,16 @@
 import type { PromptMessage } from "../llm/chat-model";
-import type { ChatMessage } from "../store/records";
+import type { ChatMessage, GenerationSettings } from "../store/records";
 import { summaryMessage } from "./rolling-summary";
 import { estimateMessageTokens, estimateRecurring, REPLY_PRIMING_TOKENS, TOKENS_PER_MESSAGE } from "./token-estimate";
+
+/**
+ * The most history messages a prompt sends. With a summary, at least the last exchange, whatever
+ * the template says: a summary made beside a reply is first sent with the next message, so it
+ * cannot hold the exchange just before that message.
+ */
+export function windowMessages(settings: GenerationSettings): number {
+  return settings.summary ? Math.max(2, settings.context_window) : settings.context_window;
+}
 
 /** The last `n` messages; none for `n <= 0` (where `slice(-0)` would keep them all). */
 export function lastMessages<T>(messages: readonly T[], n: number): T[] {

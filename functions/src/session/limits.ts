@@ -2,6 +2,7 @@ import { roundUsd } from "../llm/model-table";
 import type { UserUsage } from "../store/records";
 import type { UsageRule } from "../store/session-store";
 import { addCounts } from "./token-usage";
+import { keyHash } from "./idempotency";
 
 /**
  * Per-user limits, as pure rules over the user's usage record, which the store applies in a
@@ -68,6 +69,11 @@ const MINUTE = 60_000;
 const DAY = 86_400_000;
 /** Longer than any request can run: a reservation still open after it belongs to a request that died. */
 const OPEN_RESERVATION_MS = 120_000;
+
+/** Where a user's usage is kept: a hash, so that any user id makes a valid database key. */
+export function userKey(userId: string): string {
+  return keyHash("user", userId);
+}
 
 /** The UTC day of `now`, as YYYY-MM-DD. */
 export function utcDay(now: number): string {

@@ -1,3 +1,4 @@
+import type { ReplySink } from "../llm/chat-model";
 import type { PartialReply } from "../store/records";
 
 /** At most one partial write per this many ms: four a second show the reply growing, at a bounded cost in writes. */
@@ -7,11 +8,11 @@ export const PARTIAL_INTERVAL_MS = 250;
  * The text of a reply being written, sent to the database as it grows: the first piece at once
  * (the client sees the reply start without waiting), then at most one write per `intervalMs`,
  * each carrying the whole text so far (a client that joins late, or reloads, needs no history).
- * `write` is fire-and-forget: nothing here is ever awaited, so the reply's path does not wait
+ * `send` is fire-and-forget: nothing here is ever awaited, so the reply's path does not wait
  * for the database. Once stopped, nothing more is written: a write after the commit that removes
  * the partial would leave it behind.
  */
-export class PartialWriter {
+export class PartialWriter implements ReplySink {
   private text = "";
   private sentText: string | undefined;
   private lastWriteAt = Number.NEGATIVE_INFINITY;
@@ -19,7 +20,8 @@ export class PartialWriter {
   private stopped = false;
 
   constructor(
-    private readonly write: (partial: PartialReply | null) => void,
+    /** Sends the partial (null: removes it), fire-and-forget. */
+    private readonly send: (partial: PartialReply | null) => void,
     /** The `message_count` the request's claim saw: the exchange this becomes is numbered after it. */
     private readonly seqAfter: number,
     /** Epoch ms for `updated_at`, which clients compare with their clock to spot a dead request's partial. */
@@ -34,7 +36,7 @@ export class PartialWriter {
     return this.sentText !== undefined;
   }
 
-  add(piece: string): void {
+  write(piece: string): void {
     if (this.stopped) return;
     this.text += piece;
     this.schedule();
@@ -56,7 +58,7 @@ export class PartialWriter {
   /** No more writes, and what was written is removed: the request failed, nothing will replace it. */
   discard(): void {
     this.stop();
-    if (this.written) this.write(null);
+    if (this.written) this.send(null);
     this.sentText = undefined;
   }
 
@@ -79,6 +81,6 @@ export class PartialWriter {
     if (this.stopped || this.text === "" || this.text === this.sentText) return;
     this.lastWriteAt = this.monotonic();
     this.sentText = this.text;
-    this.write({ text: this.text, seq_after: this.seqAfter, updated_at: this.clock() });
+    this.send({ text: this.text, seq_after: this.seqAfter, updated_at: this.clock() });
   }
 }

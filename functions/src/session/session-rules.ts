@@ -31,7 +31,7 @@ export interface RequestClaim {
 }
 
 /** The state as it stands at `now`: an active session idle past the TTL is expired. */
-export function settle(state: SessionState, now: number, policy: SessionPolicy): SessionState {
+export function expiredIfIdle(state: SessionState, now: number, policy: SessionPolicy): SessionState {
   if (state.status !== "active" || now - state.last_activity <= policy.idleTtlMs) return state;
   return closedState(state, "expired", state.last_activity + policy.idleTtlMs);
 }
@@ -59,20 +59,20 @@ export type ClaimOutcome =
  */
 export function claimRequest(claim: RequestClaim, now: number, leaseMs: number, policy: SessionPolicy): StateRule<ClaimOutcome> {
   return (state) => {
-    const settled = settle(state, now, policy);
-    const entry = settled.requests?.[claim.hash];
+    const current = expiredIfIdle(state, now, policy);
+    const entry = current.requests?.[claim.hash];
     if (entry && entry.fingerprint !== claim.fingerprint) return { outcome: { kind: "reused" } };
     if (entry?.seq !== undefined) return { outcome: { kind: "done", seq: entry.seq } };
-    if (settled.status !== "active") return closing(state, settled);
+    if (current.status !== "active") return closing(state, current);
     if (entry?.lease_until !== undefined && entry.lease_until > now && entry.owner !== claim.owner) {
       return { outcome: { kind: "busy", leaseUntil: entry.lease_until } };
     }
-    const others = liveClaims(settled, now, claim.hash);
-    if (settled.message_count + others >= policy.maxExchanges) return { outcome: { kind: "limit" } };
+    const others = liveClaims(current, now, claim.hash);
+    if (current.message_count + others >= policy.maxExchanges) return { outcome: { kind: "limit" } };
     const claimed: RequestEntry = { fingerprint: claim.fingerprint, owner: claim.owner, lease_until: now + leaseMs };
     // Taking over a lapsed claim of this key: the request that held it died, and its partial with it.
     const overtaken = entry?.owner !== undefined && entry.owner !== claim.owner ? [entry.owner] : [];
-    return { outcome: { kind: "claimed", alone: others === 0 }, next: withRequest(settled, claim.hash, claimed), ...strays(overtaken) };
+    return { outcome: { kind: "claimed", alone: others === 0 }, next: withRequest(current, claim.hash, claimed), ...strays(overtaken) };
   };
 }
 
@@ -118,20 +118,20 @@ export function appendRule(options: {
 }): StateRule<AppendOutcome> {
   const { receivedAt, answeredAt, policy, claim, usage } = options;
   return (state) => {
-    const settled = settle(state, receivedAt, policy);
-    const entry = claim && settled.requests?.[claim.hash];
+    const current = expiredIfIdle(state, receivedAt, policy);
+    const entry = claim && current.requests?.[claim.hash];
     if (claim && entry && entry.fingerprint !== claim.fingerprint) return { outcome: { kind: "reused" } };
     if (entry?.seq !== undefined) return { outcome: { kind: "duplicate", seq: entry.seq } };
-    if (settled.status !== "active") return closing(state, settled);
+    if (current.status !== "active") return closing(state, current);
     // Only the claim's owner commits a keyed exchange. Any other entry is a repeat's claim: one
     // that took this lapsed claim over (it commits, this one is lost), or one that only passed
     // through to replay a key already done and moved to its record, where this rule cannot see it.
     if (claim?.remember && entry?.owner !== claim.owner) return { outcome: { kind: "lost" } };
-    if (settled.message_count >= policy.maxExchanges) return { outcome: { kind: "limit" } };
-    const seq = settled.message_count + 1;
-    const lastActivity = Math.max(settled.last_activity, answeredAt);
-    let next: SessionState = { ...settled, message_count: seq, last_activity: lastActivity, idle_since: lastActivity };
-    if (usage) next = { ...next, usage: addUsage(settled.usage ?? NO_USAGE, usage) };
+    if (current.message_count >= policy.maxExchanges) return { outcome: { kind: "limit" } };
+    const seq = current.message_count + 1;
+    const lastActivity = Math.max(current.last_activity, answeredAt);
+    let next: SessionState = { ...current, message_count: seq, last_activity: lastActivity, idle_since: lastActivity };
+    if (usage) next = { ...next, usage: addUsage(current.usage ?? NO_USAGE, usage) };
     if (claim?.remember) next = withRequest(next, claim.hash, { fingerprint: claim.fingerprint, seq });
     else if (claim) next = withoutRequest(next, claim.hash);
     const { state: kept, owners } = dropLapsedClaims(next, answeredAt);
@@ -158,24 +158,24 @@ export type EndOutcome = { readonly kind: "ended" } | { readonly kind: "closed";
 
 export function endRule(now: number, policy: SessionPolicy): StateRule<EndOutcome> {
   return (state) => {
-    const settled = settle(state, now, policy);
-    if (settled.status !== "active") return closing(state, settled);
-    return { outcome: { kind: "ended" }, next: { ...closedState(settled, "ended", now), last_activity: Math.max(settled.last_activity, now) } };
+    const current = expiredIfIdle(state, now, policy);
+    if (current.status !== "active") return closing(state, current);
+    return { outcome: { kind: "ended" }, next: { ...closedState(current, "ended", now), last_activity: Math.max(current.last_activity, now) } };
   };
 }
 
 /** The sweep's rule: expires the session if it is idle past the TTL now (activity since keeps it). */
 export function expireRule(now: number, policy: SessionPolicy): StateRule<boolean> {
   return (state) => {
-    const settled = settle(state, now, policy);
-    return settled === state ? { outcome: false } : { outcome: true, next: settled };
+    const current = expiredIfIdle(state, now, policy);
+    return current === state ? { outcome: false } : { outcome: true, next: current };
   };
 }
 
 /** A refusal because the session is over, recording its expiry when only now it turned out expired. */
-function closing(state: SessionState, settled: SessionState): { outcome: { kind: "closed"; status: Closed }; next?: SessionState } {
-  const outcome = { kind: "closed", status: settled.status as Closed } as const;
-  return settled === state ? { outcome } : { outcome, next: settled };
+function closing(state: SessionState, current: SessionState): { outcome: { kind: "closed"; status: Closed }; next?: SessionState } {
+  const outcome = { kind: "closed", status: current.status as Closed } as const;
+  return current === state ? { outcome } : { outcome, next: current };
 }
 
 function withRequest(state: SessionState, hash: string, entry: RequestEntry): SessionState {

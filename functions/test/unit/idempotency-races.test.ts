@@ -80,11 +80,11 @@ it("one Idempotency-Key, one exchange: a request that outlived its lease cannot 
   const stalled = send();
   while (slow.length === 0) await new Promise((wake) => setImmediate(wake));
   now += 2_000; // the first request outlives its lease
-  await expect(send()).resolves.toMatchObject({ replayed: false, messageCount: 1 }); // a repeat takes over and commits
+  await expect(send()).resolves.toMatchObject({ replayed: false, exchangeCount: 1 }); // a repeat takes over and commits
   let releaseLanded!: () => void;
   store.releases = new Promise((land) => { releaseLanded = land; });
   // Another repeat claims the key, finds its record, replays; its release is still on the wire.
-  await expect(send()).resolves.toMatchObject({ replayed: true, messageCount: 1, text: "answer-fast" });
+  await expect(send()).resolves.toMatchObject({ replayed: true, exchangeCount: 1, text: "answer-fast" });
 
   slow[0]?.(answer("answer-slow")); // the first request's reply comes back now
   await expect(stalled).rejects.toBeInstanceOf(IdempotencyInProgressError);
@@ -103,5 +103,5 @@ it("a claim whose parallel usage admission failed is given back: a keyed retry r
   await expect(sessions.send({ sessionId, message: "hi", idempotencyKey: "k" })).rejects.toBeInstanceOf(StoreUnavailableError);
   expect((await store.readSessionState(sessionId))?.requests).toBeUndefined();
   store.failUsage = false;
-  await expect(sessions.send({ sessionId, message: "hi", idempotencyKey: "k" })).resolves.toMatchObject({ replayed: false, messageCount: 1 });
+  await expect(sessions.send({ sessionId, message: "hi", idempotencyKey: "k" })).resolves.toMatchObject({ replayed: false, exchangeCount: 1 });
 });

@@ -28,9 +28,11 @@ describe("the offline responder", () => {
     const events: string[] = [];
     const model = createOfflineModel({ wordDelayMs: 7, sleep: async (ms) => { events.push(`sleep ${ms}`); } });
     const deltas: string[] = [];
-    const completion = await model.complete(REQUEST, (text) => {
-      deltas.push(text);
-      events.push("delta");
+    const completion = await model.complete(REQUEST, {
+      write: (text) => {
+        deltas.push(text);
+        events.push("delta");
+      },
     });
     expect(deltas.join("")).toBe(completion.text);
     expect(deltas[0]).toBe("[offline");
@@ -45,7 +47,7 @@ describe("the offline responder", () => {
     const model = createOfflineModel();
     const arrivals: number[] = [];
     const started = performance.now();
-    await model.complete(REQUEST, () => arrivals.push(performance.now() - started));
+    await model.complete(REQUEST, { write: () => arrivals.push(performance.now() - started) });
     expect(arrivals.length).toBeGreaterThan(5);
     // 40 ms between words (a timer may fire a millisecond early).
     expect(arrivals.at(-1)! - arrivals[0]!).toBeGreaterThanOrEqual((arrivals.length - 1) * 39);

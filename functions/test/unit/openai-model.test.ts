@@ -258,7 +258,7 @@ describe("createOpenAiModel against an OpenAI-compatible server", () => {
     async function streamed(call: ReturnType<typeof model>) {
       const deltas: { text: string; at: number }[] = [];
       const started = performance.now();
-      const result = await call.complete(streamRequest, (text) => deltas.push({ text, at: performance.now() - started })).then(
+      const result = await call.complete(streamRequest, { write: (text) => deltas.push({ text, at: performance.now() - started }) }).then(
         (completion) => ({ completion, error: undefined }),
         (error: unknown) => ({ completion: undefined, error }),
       );
@@ -389,7 +389,7 @@ describe("createOpenAiModel against an OpenAI-compatible server", () => {
 
     it.each([
       ["a non-streamed call", (request: CompletionRequest) => model(10_000).complete(request)],
-      ["a streamed call", (request: CompletionRequest) => model(10_000).complete(request, () => undefined)],
+      ["a streamed call", (request: CompletionRequest) => model(10_000).complete(request, { write: () => undefined })],
     ])("rejects %s promptly, as abandoned and not retryable, and closes the connection", async (_name, call) => {
       const { error, elapsed } = await abandonedCall(call);
       expect(error).toBeInstanceOf(ModelError);
@@ -403,9 +403,11 @@ describe("createOpenAiModel against an OpenAI-compatible server", () => {
       fake.enqueue({ kind: "stream", chunks: ["one", " two", " three"], chunkDelayMs: 100 });
       const caller = new AbortController();
       const texts: string[] = [];
-      const call = model(10_000).complete({ ...request, signal: caller.signal }, (text) => {
-        texts.push(text);
-        caller.abort();
+      const call = model(10_000).complete({ ...request, signal: caller.signal }, {
+        write: (text) => {
+          texts.push(text);
+          caller.abort();
+        },
       });
       await expect(call).rejects.toMatchObject(abandoned);
       expect(texts).toEqual(["one"]);
@@ -415,7 +417,7 @@ describe("createOpenAiModel against an OpenAI-compatible server", () => {
       const caller = new AbortController();
       caller.abort();
       await expect(model().complete({ ...request, signal: caller.signal })).rejects.toMatchObject(abandoned);
-      await expect(model().complete({ ...request, signal: caller.signal }, () => undefined)).rejects.toMatchObject(abandoned);
+      await expect(model().complete({ ...request, signal: caller.signal }, { write: () => undefined })).rejects.toMatchObject(abandoned);
       expect(fake.requests).toHaveLength(0);
     });
 

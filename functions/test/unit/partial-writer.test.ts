@@ -15,11 +15,11 @@ describe("PartialWriter", () => {
 
   it("writes the first piece at once, then the whole text so far at most once per interval", () => {
     const { writes, time, writer } = setup();
-    writer.add("Hel");
+    writer.write("Hel");
     expect(writes).toEqual([{ text: "Hel", seq_after: 3, updated_at: 1_000 }]);
     time.now = 100;
-    writer.add("lo");
-    writer.add(" there");
+    writer.write("lo");
+    writer.write(" there");
     expect(writes).toHaveLength(1);
     time.now = 250;
     jest.advanceTimersByTime(150);
@@ -29,9 +29,9 @@ describe("PartialWriter", () => {
 
   it("writes nothing once stopped, and discards by removing what it wrote", () => {
     const { writes, time, writer } = setup();
-    writer.add("a");
+    writer.write("a");
     time.now = 10;
-    writer.add("b");
+    writer.write("b");
     writer.stop();
     jest.advanceTimersByTime(1_000);
     expect(writes).toEqual([{ text: "a", seq_after: 3, updated_at: 1_000 }]);
@@ -45,10 +45,10 @@ describe("PartialWriter", () => {
     writer.discard();
     expect(writes).toEqual([]);
     const other = setup();
-    other.writer.add("first try");
+    other.writer.write("first try");
     other.writer.restart();
     other.time.now = 300;
-    other.writer.add("second");
+    other.writer.write("second");
     expect(other.writes.map((partial) => partial?.text)).toEqual(["first try", "second"]);
     expect(time.now).toBe(0);
   });

@@ -1,4 +1,4 @@
-import type { ChatModel, Completion, CompletionRequest, DeltaListener } from "../../src/llm/chat-model";
+import type { ChatModel, Completion, CompletionRequest, ReplySink } from "../../src/llm/chat-model";
 import { ModelError } from "../../src/llm/errors";
 import { withRetries, type RetryPolicy } from "../../src/llm/retrying-model";
 import { HELLO_REQUEST } from "../support/fixtures";
@@ -16,17 +16,17 @@ interface Streamed {
 class ScriptedModel implements ChatModel {
   readonly name = "scripted";
   readonly requests: CompletionRequest[] = [];
-  readonly listeners: (DeltaListener | undefined)[] = [];
+  readonly listeners: (ReplySink | undefined)[] = [];
 
   constructor(private readonly script: (Completion | Error | string | Streamed)[]) {}
 
-  async complete(request: CompletionRequest, onDelta?: DeltaListener): Promise<Completion> {
+  async complete(request: CompletionRequest, sink?: ReplySink): Promise<Completion> {
     this.requests.push(request);
-    this.listeners.push(onDelta);
+    this.listeners.push(sink);
     let step = this.script.shift();
     if (step === undefined) throw new Error("the script ran out");
     if (typeof step === "object" && "deltas" in step) {
-      for (const delta of step.deltas) onDelta?.(delta);
+      for (const delta of step.deltas) sink?.write(delta);
       step = step.then;
     }
     // A thrown string stands for anything that is not an Error at all.
@@ -218,14 +218,14 @@ describe("withRetries", () => {
     it("passes each delta on, in order, and returns the completion", async () => {
       const { model } = setup([{ deltas: ["h", "i"], then: ANSWER }]);
       const deltas: string[] = [];
-      await expect(model.complete(REQUEST, (text) => deltas.push(text))).resolves.toBe(ANSWER);
+      await expect(model.complete(REQUEST, { write: (text) => deltas.push(text) })).resolves.toBe(ANSWER);
       expect(deltas).toEqual(["h", "i"]);
     });
 
     it("retries a failure that came before the first delta; the caller sees only the retry's deltas", async () => {
       const { inner, model, waits } = setup([{ deltas: [], then: timeout() }, unavailable(), { deltas: ["h", "i"], then: ANSWER }]);
       const deltas: string[] = [];
-      await expect(model.complete(REQUEST, (text) => deltas.push(text))).resolves.toBe(ANSWER);
+      await expect(model.complete(REQUEST, { write: (text) => deltas.push(text) })).resolves.toBe(ANSWER);
       expect(inner.requests).toHaveLength(3);
       expect(waits).toEqual([100, 200]);
       expect(deltas).toEqual(["h", "i"]);
@@ -235,7 +235,7 @@ describe("withRetries", () => {
       const broke = unavailable();
       const { inner, model, waits } = setup([{ deltas: ["half a"], then: broke }, ANSWER]);
       const deltas: string[] = [];
-      await expect(model.complete(REQUEST, (text) => deltas.push(text))).rejects.toBe(broke);
+      await expect(model.complete(REQUEST, { write: (text) => deltas.push(text) })).rejects.toBe(broke);
       expect(inner.requests).toHaveLength(1);
       expect(waits).toEqual([]);
       expect(deltas).toEqual(["half a"]);
@@ -244,24 +244,24 @@ describe("withRetries", () => {
     it("after a retried failure, a failure past the retry's first delta is final too", async () => {
       const broke = timeout();
       const { inner, model } = setup([timeout(), { deltas: ["x"], then: broke }, ANSWER]);
-      await expect(model.complete(REQUEST, () => undefined)).rejects.toBe(broke);
+      await expect(model.complete(REQUEST, { write: () => undefined })).rejects.toBe(broke);
       expect(inner.requests).toHaveLength(2);
     });
 
-    it("retries past a delta when the caller can take the text back: onRestart, then the deltas start over", async () => {
+    it("retries past a delta when the sink can take the text back: restart, then the deltas start over", async () => {
       const { inner, model, waits } = setup([{ deltas: ["half", " a"], then: unavailable() }, { deltas: ["h", "i"], then: ANSWER }]);
       const seen: string[] = [];
-      await expect(model.complete(REQUEST, (text) => seen.push(text), () => seen.push("<restart>"))).resolves.toBe(ANSWER);
+      await expect(model.complete(REQUEST, { write: (text) => seen.push(text), restart: () => seen.push("<restart>") })).resolves.toBe(ANSWER);
       expect(inner.requests).toHaveLength(2);
       expect(waits).toEqual([100]);
       expect(seen).toEqual(["half", " a", "<restart>", "h", "i"]);
     });
 
-    it("calls onRestart only when text was passed on, and keeps the retry budget", async () => {
+    it("calls restart only when text was passed on, and keeps the retry budget", async () => {
       const broke = unavailable();
       const restarts: number[] = [];
       const { model } = setup([timeout(), { deltas: ["x"], then: broke }, ANSWER], { maxRetries: 1 });
-      await expect(model.complete(REQUEST, () => undefined, () => restarts.push(1))).rejects.toBe(broke);
+      await expect(model.complete(REQUEST, { write: () => undefined, restart: () => restarts.push(1) })).rejects.toBe(broke);
       // One retry allowed: the second failure is final, with or without text.
       expect(restarts).toEqual([]);
     });

@@ -4,7 +4,7 @@ import {
   endRule,
   expireRule,
   releaseClaim,
-  settle,
+  expiredIfIdle,
   sweepLapsedClaims,
   type AppendOutcome,
   type ClaimOutcome,
@@ -74,27 +74,27 @@ function deepFreeze<T>(value: T): T {
   return value;
 }
 
-describe("settle", () => {
+describe("expiredIfIdle", () => {
   it("keeps a session idle exactly the TTL active, returning the same state", () => {
     const state = active();
-    expect(settle(state, T + TTL, POLICY)).toBe(state);
+    expect(expiredIfIdle(state, T + TTL, POLICY)).toBe(state);
   });
 
   it("keeps a session active when the clock is behind its last activity", () => {
     const state = active();
-    expect(settle(state, T - 5_000, POLICY)).toBe(state);
+    expect(expiredIfIdle(state, T - 5_000, POLICY)).toBe(state);
   });
 
   it("expires a session idle one millisecond past the TTL, at the moment its TTL ran out", () => {
     const state = active({ message_count: 4, requests: { h9: OTHER_KEY } });
-    const settled = settle(state, T + TTL + 1, POLICY);
+    const settled = expiredIfIdle(state, T + TTL + 1, POLICY);
     expect(settled).toStrictEqual({ status: "expired", message_count: 4, last_activity: T, ended_at: T + TTL, requests: { h9: OTHER_KEY } });
     expect(settled).not.toHaveProperty("idle_since");
     expect(state).toStrictEqual(active({ message_count: 4, requests: { h9: OTHER_KEY } }));
   });
 
   it.each([ended(), { ...ended(), status: "expired" as const }])("leaves a $status session as it is, however late", (state) => {
-    expect(settle(state, T + 100 * TTL, POLICY)).toBe(state);
+    expect(expiredIfIdle(state, T + 100 * TTL, POLICY)).toBe(state);
   });
 });
 

@@ -250,7 +250,7 @@ describe("SessionService", () => {
       const service = instance({ clock: () => now, onModel: () => { now = 6_000; } });
       const { sessionId } = await service.create({ userId: "u", templateId: "tester" });
       const reply = await service.send({ sessionId, message: "hello" });
-      expect(reply).toEqual({ sessionId, text: "reply #1 to: hello", truncated: false, messageCount: 1, replayed: false, usage: expect.objectContaining({ total_tokens: expect.any(Number) }) });
+      expect(reply).toEqual({ sessionId, text: "reply #1 to: hello", truncated: false, exchangeCount: 1, replayed: false, usage: expect.objectContaining({ total_tokens: expect.any(Number) }) });
       // The user message is stamped when it arrived, the reply when it came back.
       expect(await recentMessages(store, sessionId, 10)).toEqual([
         { role: "user", content: "hello", timestamp: 5_000 },
@@ -359,7 +359,7 @@ describe("SessionService", () => {
       expect(await store.readSessionState(sessionId)).toMatchObject({ status: "active", message_count: 1 });
       expect((await recentMessages(store, sessionId, 100)).map((message) => message.content)).toEqual(["before", "reply #1 to: before"]);
 
-      await expect(service.send({ sessionId, message: "after" })).resolves.toMatchObject({ messageCount: 2 });
+      await expect(service.send({ sessionId, message: "after" })).resolves.toMatchObject({ exchangeCount: 2 });
       expect(lastPrompt()).toEqual([`system: ${TEMPLATE.personalityPrompt}`, "user: before", "assistant: reply #1 to: before", "user: after"]);
     });
 
@@ -369,7 +369,7 @@ describe("SessionService", () => {
       const total = 8;
 
       const replies = await Promise.all(Array.from({ length: total }, (_, i) => service.send({ sessionId, message: `q${i}` })));
-      expect(replies.map((reply) => reply.messageCount).sort((x, y) => x - y)).toEqual(Array.from({ length: total }, (_, i) => i + 1));
+      expect(replies.map((reply) => reply.exchangeCount).sort((x, y) => x - y)).toEqual(Array.from({ length: total }, (_, i) => i + 1));
       expect(await store.readSessionState(sessionId)).toMatchObject({ message_count: total });
 
       const stored = await recentMessages(store, sessionId, 100);
@@ -397,7 +397,7 @@ describe("SessionService", () => {
       const service = instance();
       const { sessionId } = await service.create({ userId: "u", templateId: "forgetful" });
       for (const message of ["one", "two", "three"]) await service.send({ sessionId, message });
-      expect(service["sessions"].get(sessionId)?.tail?.messages).toEqual([]);
+      expect(service["known"]["cache"].get(sessionId)?.tail?.messages).toEqual([]);
     });
   });
 
@@ -409,7 +409,7 @@ describe("SessionService", () => {
       const service = instance({ clock: () => now, policy });
       const { sessionId } = await service.create({ userId: "u", templateId: "tester" });
       now += 1_000;
-      await expect(service.send({ sessionId, message: "just in time" })).resolves.toMatchObject({ messageCount: 1 });
+      await expect(service.send({ sessionId, message: "just in time" })).resolves.toMatchObject({ exchangeCount: 1 });
     });
 
     it("refuses a message past the TTL without a model call, and records the expiry", async () => {
@@ -508,11 +508,11 @@ describe("SessionService", () => {
       await expect(service.send({ sessionId, message: "hi", idempotencyKey: "k" })).rejects.toBeInstanceOf(ModelError);
       expect((await store.readSessionState(sessionId))?.requests).toBeUndefined();
 
-      await expect(service.send({ sessionId, message: "hi", idempotencyKey: "k" })).resolves.toMatchObject({ messageCount: 1, replayed: false });
+      await expect(service.send({ sessionId, message: "hi", idempotencyKey: "k" })).resolves.toMatchObject({ exchangeCount: 1, replayed: false });
       expect(fake.requests).toHaveLength(2);
       // Done, the key left the state for its record; a third try replays it.
       expect((await store.readSessionState(sessionId))?.requests).toBeUndefined();
-      await expect(service.send({ sessionId, message: "hi", idempotencyKey: "k" })).resolves.toMatchObject({ messageCount: 1, replayed: true });
+      await expect(service.send({ sessionId, message: "hi", idempotencyKey: "k" })).resolves.toMatchObject({ exchangeCount: 1, replayed: true });
       expect(fake.requests).toHaveLength(2);
     });
 

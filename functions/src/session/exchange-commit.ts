@@ -1,0 +1,86 @@
+import type { CallUsage } from "./call-usage";
+import { callUsage } from "./call-usage";
+import type { Exchange, ReplyUsage } from "../store/records";
+import { SessionNotFoundError } from "./errors";
+import type { InFlightMessage } from "./in-flight-message";
+import type { MessageContext } from "./message-context";
+import { refusal } from "./refusals";
+import { replay, type Reply } from "./reply";
+import type { Generated } from "./reply-generation";
+import { SUMMARY_MAX_TOKENS, type SummaryResult } from "./rolling-summary";
+import { appendRule } from "./session-rules";
+import { addUsage } from "./token-usage";
+
+/**
+ * Commits a generated reply: the exchange, with what its calls used, appended in one transaction
+ * on the session's state (which checks that the session is open and the claim still stands),
+ * with the reservations' settlement and a new summary sent beside it (neither adds a round trip).
+ * Only an exchange that lands updates what this instance knows of the session's history.
+ */
+export async function commit(context: MessageContext, message: InFlightMessage, generated: Generated, text: string, receivedAt: number): Promise<Reply> {
+  const { store, clock, policy, known } = context;
+  const { session, claim } = message;
+  const { settings } = session.meta;
+  const { window, plan, completion } = generated;
+  const summarised = message.replyComplete();
+  const { usage: reply, refused } = callUsage(completion, { promptEstimate: plan.promptEstimate, maxTokens: settings.max_tokens, model: settings.model });
+  logBounds(context, session.id, refused, summarised);
+  const usage: ReplyUsage = {
+    ...reply,
+    prompt_estimate: plan.promptEstimate,
+    ...(settings.context_tokens === undefined ? {} : { window_from: plan.firstSent }),
+    ...(summarised.usage ? { summary: summarised.usage } : {}),
+  };
+  const answeredAt = Math.max(clock(), receivedAt);
+  const exchange: Exchange = {
+    user: { role: "user", content: text, timestamp: receivedAt },
+    assistant: { role: "assistant", content: completion.text, timestamp: answeredAt, ...(completion.truncated ? { truncated: true } : {}), usage },
+  };
+  const calls = summarised.usage ? addUsage(reply, summarised.usage) : reply;
+  const sideWrites: Promise<unknown>[] = [message.settle(calls, reply.total_tokens)];
+  if (summarised.summary) sideWrites.push(store.writeSummary(session.id, summarised.summary).catch(() => false));
+  let result;
+  try {
+    result = await store.appendExchange(session.id, exchange, appendRule({ receivedAt, answeredAt, policy, claim, usage: calls }), message.partialKey);
+  } catch (error) {
+    message.end({ kind: "unknown" });
+    throw error;
+  }
+  await Promise.all(sideWrites);
+  if (!result.found) {
+    message.end({ kind: "not-stored", release: false });
+    throw new SessionNotFoundError(session.id);
+  }
+  const { outcome } = result;
+  if (outcome.kind === "duplicate") {
+    message.end({ kind: "not-stored", release: false });
+    return replay(store, session.id, outcome.seq);
+  }
+  if (outcome.kind !== "appended") {
+    // Refused at the commit: the slot frees at once, so a repeat waiting on this key learns.
+    message.end({ kind: "not-stored", release: true });
+    throw refusal(outcome, policy);
+  }
+  message.end({ kind: "stored" });
+  // The new tail is known only when no other exchange landed between the claim and the commit.
+  if (outcome.seq === message.slot.exchangeCount + 1) known.rememberTail(session, outcome.seq, [...window.messages, exchange.user, exchange.assistant]);
+  return {
+    sessionId: session.id,
+    text: exchange.assistant.content,
+    truncated: exchange.assistant.truncated === true,
+    exchangeCount: result.state.message_count,
+    replayed: false,
+    usage: reply,
+  };
+}
+
+/**
+ * Says when a provider's usage report was not believed, or a summary came back over its bound:
+ * the figures only, never the text.
+ */
+function logBounds(context: MessageContext, sessionId: string, refused: CallUsage["refused"], summarised: SummaryResult): void {
+  const { log } = context;
+  if (refused) log.warn("provider usage out of bounds, estimated instead", { session_id: sessionId, call: "reply", ...refused });
+  if (summarised.refusedUsage) log.warn("provider usage out of bounds, estimated instead", { session_id: sessionId, call: "summary", ...summarised.refusedUsage });
+  if (summarised.cutFrom !== undefined) log.warn("summary over its bound, cut", { session_id: sessionId, estimated_tokens: summarised.cutFrom, bound: SUMMARY_MAX_TOKENS });
+}

@@ -1,0 +1,158 @@
+import type { ReplySink } from "../llm/chat-model";
+import type { TokenUsage } from "../store/records";
+import type { KnownSession } from "./known-sessions";
+import { refundMessage, settleTokens, type Reservation, type Spent } from "./limits";
+import type { MessageContext } from "./message-context";
+import { PartialWriter } from "./partial-writer";
+import type { SummaryCall, SummaryResult } from "./rolling-summary";
+import type { ServiceReservation } from "./service-cap";
+import type { RequestClaim } from "./session-rules";
+import { releaseQuietly } from "./slot-claim";
+
+/** What a message took at its admission: each part present when it was granted. */
+export interface Taken {
+  /** The slot its claim holds: the exchange count the claim saw, and whether no other message of the session was running. */
+  readonly slot?: { readonly exchangeCount: number; readonly alone: boolean };
+  /** The user's message token and token reservation. */
+  readonly reservation?: Reservation;
+  /** Its share of the deployment's daily cap, when there is one. */
+  readonly service?: ServiceReservation;
+}
+
+/** How a message ended, which decides what it gives back. */
+export type MessageEnd =
+  /** Before the model: refused at its admission, or a replay. */
+  | { readonly kind: "refused" }
+  /** The model call (or what prepared it) failed. */
+  | { readonly kind: "failed" }
+  /** The commit was sent and its fate is unknown: it may have landed. */
+  | { readonly kind: "unknown" }
+  /** The commit answered without storing the exchange; `release`: free the slot at once (a repeat waiting on the key learns). */
+  | { readonly kind: "not-stored"; readonly release: boolean }
+  /** The exchange is stored. */
+  | { readonly kind: "stored" };
+
+/**
+ * One message while it is in flight: it owns what the message holds (its claim on a slot, the
+ * user's reservation, the deployment's, the partial reply being written, the summary call beside
+ * the reply) and gives it all back in one place, `end`, whatever the way the message ends.
+ */
+export class InFlightMessage {
+  private partial: PartialWriter | undefined;
+  private summaryCall: SummaryCall | undefined;
+  /** The reservations are settled with what the calls spent (sent beside the commit). */
+  private settled = false;
+  private ended = false;
+
+  constructor(
+    private readonly context: MessageContext,
+    readonly session: KnownSession,
+    readonly claim: RequestClaim,
+    private readonly taken: Taken,
+  ) {}
+
+  /** The slot the claim holds (an admitted message always has one). */
+  get slot(): { readonly exchangeCount: number; readonly alone: boolean } {
+    if (!this.taken.slot) throw new Error("a message without a slot was not admitted");
+    return this.taken.slot;
+  }
+
+  /**
+   * Where the model writes the reply: the caller's stream, and, where clients read them, a partial
+   * reply in the database keyed by the claim's random owner (concurrent messages never collide, and
+   * the key reveals nothing of an Idempotency-Key). Undefined when nobody reads the text as it is
+   * written: the model is then called without streaming. Text sent to the caller cannot be taken
+   * back; a partial alone can (a retried call overwrites it).
+   */
+  sink(caller: ReplySink | undefined): ReplySink | undefined {
+    const { store, livePartials, clock } = this.context;
+    if (!livePartials || !store.partialsReadable) return caller;
+    const { id } = this.session;
+    const partial = new PartialWriter((value) => void store.writePartial(id, this.claim.owner, value).catch(() => undefined), this.slot.exchangeCount, clock);
+    this.partial = partial;
+    if (!caller) return partial;
+    return {
+      write: (text) => {
+        partial.write(text);
+        caller.write(text);
+      },
+    };
+  }
+
+  /** The summary call that runs beside the reply's, kept or abandoned when the reply is ready. */
+  besides(summaryCall: SummaryCall | undefined): void {
+    this.summaryCall = summaryCall;
+  }
+
+  /**
+   * The reply is complete: no more partial writes (one after the commit that removes the partial
+   * would leave it behind), and the summary call kept if it has finished by now, else abandoned.
+   */
+  replyComplete(): SummaryResult {
+    this.partial?.stop();
+    return this.summaryCall?.finish() ?? {};
+  }
+
+  /** The partial reply the exchange completes, for its commit to remove: its key, when one may be stored. */
+  get partialKey(): string | undefined {
+    return this.partial?.written ? this.claim.owner : undefined;
+  }
+
+  /**
+   * Settles both reservations with what the calls spent, sent beside the commit (neither adds a
+   * round trip), whatever the commit's fate: the provider charged the calls either way. A lost
+   * settlement leaves the reservation counted: never too low.
+   */
+  settle(calls: TokenUsage, replyContext: number): Promise<unknown> {
+    this.settled = true;
+    const { exchangeCount, alone } = this.slot;
+    return Promise.all([
+      this.settleUser(calls, { context: replyContext, claimedCount: exchangeCount, alone }),
+      this.context.serviceLedger.settle(this.taken.service, spentOf(calls)),
+    ]);
+  }
+
+  /** Gives back whatever the message still holds, as the way it ended requires. Off the reply's path; once. */
+  end(how: MessageEnd): void {
+    if (this.ended) return;
+    this.ended = true;
+    const { store } = this.context;
+    // The exchange's copy removes a stored one's partial, in the update that adds it to `messages`.
+    if (how.kind !== "stored") this.partial?.discard();
+    const releases = how.kind === "refused" || how.kind === "failed" || (how.kind === "not-stored" && how.release);
+    if (releases && this.taken.slot) releaseQuietly(store, this.session.id, this.claim);
+    if (this.settled) return;
+    if (how.kind === "refused") {
+      // A replay or a refusal costs the user nothing: the message token and the reservations go back.
+      this.refundUser(true);
+      void this.context.serviceLedger.settle(this.taken.service, { tokens: 0 });
+      return;
+    }
+    // The model call failed: of the reservations, only what a summary call may have used stays counted.
+    const spent = this.summaryCall?.finish().usage;
+    if (spent) void this.settleUser(spent, undefined);
+    else this.refundUser(false);
+    void this.context.serviceLedger.settle(this.taken.service, spentOf(spent));
+  }
+
+  /** Gives back the user's reservation (and with `token` the message token); if that is lost, the bucket refills anyway and the day's count keeps it. */
+  private refundUser(token: boolean): void {
+    const { reservation } = this.taken;
+    if (!reservation) return;
+    const { store, usage } = this.context;
+    void store.updateUsage(this.session.userKey, refundMessage(usage, this.session.id, reservation, token)).catch(() => undefined);
+  }
+
+  private settleUser(spent: TokenUsage, exchange: Spent["exchange"]): Promise<void> {
+    const { reservation } = this.taken;
+    if (!reservation) return Promise.resolve();
+    const rule = settleTokens(this.session.id, reservation, { ...spentOf(spent), ...(exchange === undefined ? {} : { exchange }) });
+    return this.context.store.updateUsage(this.session.userKey, rule).catch(() => undefined);
+  }
+}
+
+/** What the ledgers settle a reservation with: the calls' tokens and cost (nothing when no call was made). */
+function spentOf(usage: TokenUsage | undefined): { tokens: number; costUsd?: number } {
+  if (!usage) return { tokens: 0 };
+  return usage.cost_usd === undefined ? { tokens: usage.total_tokens } : { tokens: usage.total_tokens, costUsd: usage.cost_usd };
+}

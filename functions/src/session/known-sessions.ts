@@ -1,0 +1,90 @@
+import type { Identity } from "../auth/identity";
+import type { ChatMessage, GenerationSettings, SessionMeta } from "../store/records";
+import type { HistoryStore, HistoryWindow, LedgerStore, StateStore } from "../store/session-store";
+import { lastMessages, windowMessages } from "./context-window";
+import { ForbiddenError, SessionNotFoundError } from "./errors";
+import { userKey } from "./limits";
+import { WarmCache } from "./warm-cache";
+
+/**
+ * What an instance knows of a session between requests: the immutable fields, and the last
+ * messages as of a known exchange count (`tail`), reused only when the database still reports
+ * exactly that count.
+ */
+export interface KnownSession {
+  readonly id: string;
+  readonly meta: SessionMeta;
+  /** Where the owner's usage is kept: a hash, worth computing once. */
+  readonly userKey: string;
+  readonly tail?: { readonly exchangeCount: number; readonly messages: readonly ChatMessage[] };
+}
+
+/**
+ * History messages read and kept warm: the window, and with a summary the exchange before it too,
+ * so that what leaves the window with the next message is at hand for its summary call, unread.
+ */
+export function heldMessages(settings: GenerationSettings): number {
+  return windowMessages(settings) + (settings.summary ? 2 : 0);
+}
+
+/** The sessions this instance has served: their fixed fields and recent history, kept warm, never trusted past the database. */
+export class KnownSessions {
+  private readonly cache: WarmCache<string, KnownSession>;
+
+  constructor(
+    private readonly store: Pick<StateStore, "readSessionMeta"> & Pick<HistoryStore, "readWindow"> & Pick<LedgerStore, "prepareUsage">,
+    cache: { readonly maxSessions: number; readonly sessionTtlMs: number },
+    clock: () => number,
+  ) {
+    this.cache = new WarmCache(cache.maxSessions, cache.sessionTtlMs, clock);
+  }
+
+  /**
+   * The session's fixed fields, from the warm cache or read, for a `caller` it belongs to (a
+   * signed-in caller may act only on their own sessions; nothing else about another user's
+   * session is revealed). A signed-in caller's usage record is the one a message's admission
+   * will need: on a miss it is fetched beside the fields.
+   */
+  async owned(sessionId: string, caller: Identity | undefined): Promise<KnownSession> {
+    const session = await this.fields(sessionId, caller);
+    if (caller && caller.uid !== session.meta.user_id) throw new ForbiddenError("this session belongs to another user");
+    return session;
+  }
+
+  /** Remembers a session, with its history as of `tail` when known. */
+  remember(session: KnownSession): void {
+    this.cache.set(session.id, session);
+  }
+
+  /** Remembers the session's history as of `exchangeCount` exchanges (the window's messages and those it holds besides). */
+  rememberTail(session: KnownSession, exchangeCount: number, messages: readonly ChatMessage[]): void {
+    this.cache.set(session.id, { ...session, tail: { exchangeCount, messages: lastMessages(messages, heldMessages(session.meta.settings)) } });
+  }
+
+  /**
+   * The window as of `exchangeCount` exchanges (the count the claim saw): the warm tail when it is
+   * as of that count, else the history read ahead when it reaches that far, else a read.
+   */
+  async windowAsOf(session: KnownSession, exchangeCount: number, readAhead: Promise<HistoryWindow> | undefined): Promise<HistoryWindow> {
+    if (session.tail?.exchangeCount === exchangeCount) return { messages: [...session.tail.messages], through: exchangeCount };
+    const window = readAhead ? await readAhead : undefined;
+    if (window && window.through >= exchangeCount) return window;
+    return this.readWindow(session);
+  }
+
+  /** The history a prompt of the session may need, read from the database. */
+  readWindow(session: KnownSession): Promise<HistoryWindow> {
+    return this.store.readWindow(session.id, heldMessages(session.meta.settings));
+  }
+
+  private async fields(sessionId: string, caller: Identity | undefined): Promise<KnownSession> {
+    const cached = this.cache.get(sessionId);
+    if (cached) return cached;
+    if (caller) this.store.prepareUsage(userKey(caller.uid));
+    const meta = await this.store.readSessionMeta(sessionId);
+    if (!meta) throw new SessionNotFoundError(sessionId);
+    const session = { id: sessionId, meta, userKey: userKey(meta.user_id) };
+    this.cache.set(sessionId, session);
+    return session;
+  }
+}

@@ -1,0 +1,107 @@
+import { modelFacts } from "../llm/model-table";
+import type { SessionMeta, SessionSummary } from "../store/records";
+import type { HistoryWindow } from "../store/session-store";
+import { lastMessages, windowMessages } from "./context-window";
+import { LimitExceededError, PromptTooLargeError } from "./errors";
+import { InFlightMessage } from "./in-flight-message";
+import type { KnownSession } from "./known-sessions";
+import { admitMessage, type TokenNeed } from "./limits";
+import type { MessageContext } from "./message-context";
+import { refusal, seconds } from "./refusals";
+import { SUMMARY_CALL_TOKENS, SUMMARY_PROMPT_TOKENS } from "./rolling-summary";
+import { claimSlot, requestClaim } from "./slot-claim";
+import { estimateMessageTokens, estimatePromptTokens, estimateRecurring, MAX_TOKENS_PER_CHAR, REPLY_PRIMING_TOKENS, TOKENS_PER_MESSAGE } from "./token-estimate";
+
+/** Reads sent beside the admission, for the steps after it. */
+export interface ReadAhead {
+  /** The history, on an instance that does not hold it warm. */
+  readonly history?: Promise<HistoryWindow>;
+  /** The rolling summary, for a template that keeps one (a listened node costs no round trip). */
+  readonly summary?: Promise<SessionSummary | null>;
+}
+
+export type Admission =
+  | { readonly kind: "admitted"; readonly message: InFlightMessage; readonly readAhead: ReadAhead }
+  /** An earlier request with the same Idempotency-Key stored exchange `seq`: its answer is replayed. */
+  | { readonly kind: "replay"; readonly seq: number };
+
+/**
+ * Admits a message, in one round trip on a warm instance: its claim on a slot of the session,
+ * the user's limits (which reserve the message's tokens) and the deployment's cap, sent together,
+ * with the reads the next steps need sent beside them. Anything taken is given back when another
+ * part refuses (or fails), and a replay takes nothing.
+ */
+export async function admit(context: MessageContext, session: KnownSession, text: string, idempotencyKey: string | undefined, receivedAt: number): Promise<Admission> {
+  const { store, usage, policy, serviceLedger } = context;
+  const need = tokenNeed(session.meta, text);
+  const claim = requestClaim(text, idempotencyKey);
+  const readAhead: ReadAhead = {
+    ...(session.tail ? {} : { history: readLater(context.known.readWindow(session)) }),
+    ...(session.meta.settings.summary ? { summary: readLater(store.readSummary(session.id)) } : {}),
+  };
+  const [claiming, admitting, capping] = await Promise.allSettled([
+    claimSlot(context, session.id, claim, receivedAt),
+    store.updateUsage(session.userKey, admitMessage(session.id, receivedAt, usage, need)),
+    serviceLedger.reserve(serviceReservation(session, need, context.maxMessageChars), receivedAt),
+  ]);
+  const claimed = claiming.status === "fulfilled" ? claiming.value : undefined;
+  const admitted = admitting.status === "fulfilled" ? admitting.value : undefined;
+  const capped = capping.status === "fulfilled" ? capping.value : undefined;
+  const message = new InFlightMessage(context, session, claim, {
+    ...(claimed?.kind === "claimed" ? { slot: { exchangeCount: claimed.exchangeCount, alone: claimed.alone } } : {}),
+    ...(admitted?.admitted ? { reservation: admitted.reservation } : {}),
+    ...(capped?.admitted ? { service: capped.reservation } : {}),
+  });
+  // One step failed (the database): what the others took goes back, then the failure.
+  const failed = [claiming, admitting, capping].find((step): step is PromiseRejectedResult => step.status === "rejected");
+  if (failed || !claimed || !admitted) {
+    message.end({ kind: "refused" });
+    throw failed?.reason;
+  }
+  if (claimed.kind === "claimed" && admitted.admitted && capped?.admitted !== false) return { kind: "admitted", message, readAhead };
+  message.end({ kind: "refused" });
+  if (claimed.kind === "done") return { kind: "replay", seq: claimed.seq };
+  if (claimed.kind !== "claimed") throw refusal(claimed, policy);
+  if (!admitted.admitted) throw new LimitExceededError(admitted.limit, seconds(admitted.retryAfterMs));
+  throw new LimitExceededError("service", seconds(capped?.admitted === false ? capped.retryAfterMs : 0));
+}
+
+/** `work`, whose failure is reported only to whoever awaits it: a read sent ahead may be dropped unawaited when the message is refused. */
+function readLater<T>(work: Promise<T>): Promise<T> {
+  work.catch(() => undefined);
+  return work;
+}
+
+/**
+ * What a message may use in tokens beyond its session's last call, for the daily limit's
+ * reservation (see limits.ts `admitMessage`); refuses a message that cannot fit the model's context at all.
+ */
+function tokenNeed(meta: SessionMeta, message: string): TokenNeed {
+  const { settings } = meta;
+  const system = REPLY_PRIMING_TOKENS + estimateRecurring(meta.system_prompt);
+  const added = estimatePromptTokens([{ role: "user", content: message }]);
+  const model = modelFacts(settings.model);
+  if (model && system + added + settings.max_tokens > model.contextTokens) {
+    throw new PromptTooLargeError(system + added + settings.max_tokens, model.contextTokens);
+  }
+  // A summary may join the prompt, and its call runs beside the reply's.
+  const summary = settings.summary ? SUMMARY_PROMPT_TOKENS + SUMMARY_CALL_TOKENS : 0;
+  return { fresh: added + settings.max_tokens + summary, firstPrompt: system };
+}
+
+/**
+ * What a message reserves of the deployment's daily cap: an upper bound of its calls, with the
+ * history it will send estimated from the instance's warm window (the estimate never counts low),
+ * or, on a cold instance, as the window at its longest: each message a user message of
+ * `maxMessageChars` at the estimate's highest price or a reply of `max_tokens`, whichever is more.
+ * The settlement, beside the commit, brings it down to what was spent; near the cap, in-flight
+ * reservations are refused early, never late.
+ */
+function serviceReservation(session: KnownSession, need: TokenNeed, maxMessageChars: number): number {
+  const { settings } = session.meta;
+  const count = windowMessages(settings);
+  const history = session.tail
+    ? lastMessages(session.tail.messages, count).reduce((sum, message) => sum + estimateMessageTokens(message.content), 0)
+    : count * Math.max(settings.max_tokens, MAX_TOKENS_PER_CHAR * maxMessageChars + 1 + TOKENS_PER_MESSAGE);
+  return Math.ceil(need.firstPrompt + need.fresh + Math.min(history, settings.context_tokens ?? history));
+}

@@ -1,0 +1,43 @@
+import { IdempotencyInProgressError, IdempotencyKeyReusedError, LimitExceededError, SessionClosedError } from "./errors";
+import type { AppendOutcome, ClaimOutcome, SessionPolicy } from "./session-rules";
+
+/** What a message's claim came to, before the model call. */
+export type SlotOutcome =
+  | { readonly kind: "claimed"; readonly exchangeCount: number; readonly alone: boolean }
+  | { readonly kind: "done"; readonly seq: number }
+  | { readonly kind: "in-progress"; readonly retryAfterMs: number }
+  | Exclude<ClaimOutcome, { kind: "claimed" } | { kind: "done" } | { kind: "busy" }>;
+
+/** A claim or a commit that the session's rules refused. */
+export type Refused = Exclude<SlotOutcome | AppendOutcome, { kind: "claimed" } | { kind: "done" } | { kind: "appended" } | { kind: "duplicate" }>;
+
+/** The one place where a refused claim or commit becomes its error. */
+export function refusal(outcome: Refused, policy: SessionPolicy): Error {
+  switch (outcome.kind) {
+    case "closed":
+      return new SessionClosedError(outcome.status);
+    case "limit":
+      return exchangeLimit(policy);
+    case "reused":
+      return new IdempotencyKeyReusedError();
+    case "in-progress":
+      return new IdempotencyInProgressError(seconds(outcome.retryAfterMs));
+    case "lost":
+      // The claim lapsed before the commit (the request outran its lease): the client's retry
+      // with the key finds whichever request stored the exchange.
+      return new IdempotencyInProgressError(1);
+  }
+}
+
+/**
+ * The session holds all the exchanges it may: no wait helps, so Retry-After is the idle TTL,
+ * after which the session expires and stops counting against the user's active sessions.
+ */
+function exchangeLimit(policy: SessionPolicy): LimitExceededError {
+  return new LimitExceededError("exchanges", seconds(policy.idleTtlMs));
+}
+
+/** Whole seconds for a Retry-After header, at least one. */
+export function seconds(ms: number): number {
+  return Math.max(1, Math.ceil(ms / 1000));
+}
