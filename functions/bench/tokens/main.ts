@@ -1,8 +1,8 @@
 import { performance } from "node:perf_hooks";
 import type { PromptMessage } from "../../src/llm/chat-model";
-import { lastMessages, planPrompt } from "../../src/session/context-window";
+import { lastMessages, planPrompt } from "../../src/session/prompt/context-window";
 import type { ChatMessage } from "../../src/store/records";
-import { calibration } from "../../src/session/token-estimate";
+import { calibration } from "../../src/session/prompt/token-estimate";
 import { integerOption, readFlags, runCli } from "../shared/cli";
 import { median } from "../shared/figures";
 import { Random } from "../shared/random";

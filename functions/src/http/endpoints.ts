@@ -1,7 +1,7 @@
 import type { Identity } from "../auth/identity";
 import { SessionNotFoundError } from "../session/errors";
 import type { SessionService } from "../session/session-service";
-import { NO_USAGE } from "../session/token-usage";
+import { NO_USAGE } from "../session/ledger/token-usage";
 import type { TokenUsage } from "../store/records";
 import type { EventStream } from "./event-stream";
 import { HttpError } from "./http-error";

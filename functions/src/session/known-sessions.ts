@@ -1,9 +1,9 @@
 import type { Identity } from "../auth/identity";
 import type { ChatMessage, GenerationSettings, SessionMeta } from "../store/records";
 import type { HistoryStore, HistoryWindow, LedgerStore, StateStore } from "../store/session-store";
-import { lastMessages, windowMessages } from "./context-window";
+import { lastMessages, windowMessages } from "./prompt/context-window";
 import { ForbiddenError, SessionNotFoundError } from "./errors";
-import { userKey } from "./limits";
+import { userKey } from "./ledger/limits";
 import { WarmCache } from "./warm-cache";
 
 /**

@@ -1,5 +1,5 @@
 import type { RequestEntry, SessionState, SessionStatus, TokenUsage } from "../store/records";
-import { addUsage, NO_USAGE } from "./token-usage";
+import { addUsage, NO_USAGE } from "./ledger/token-usage";
 import type { StateRule } from "../store/session-store";
 
 /**

@@ -3,23 +3,23 @@ import type { ChatModel, ReplySink } from "../llm/chat-model";
 import type { Log } from "../log/log";
 import type { SessionMeta, SessionState, Template } from "../store/records";
 import type { SessionStore } from "../store/session-store";
-import { addressKey, admitAddress, refundAddress } from "./address-limit";
+import { addressKey, admitAddress, refundAddress } from "./ledger/address-limit";
 import { ForbiddenError, IdempotencyKeyReusedError, LimitExceededError, SessionClosedError, SessionNotFoundError, TemplateNotFoundError } from "./errors";
-import { commit } from "./exchange-commit";
-import { resolveGenerationSettings } from "./generation-settings";
+import { commit } from "./message/exchange-commit";
+import { resolveGenerationSettings } from "./prompt/generation-settings";
 import { fingerprint, keyHash } from "./idempotency";
 import { KnownSessions } from "./known-sessions";
-import { admitSession, releaseSession, userKey, type UsagePolicy } from "./limits";
-import { admit } from "./message-admission";
-import type { MessageContext } from "./message-context";
-import { seconds } from "./refusals";
-import { replay, type Reply } from "./reply";
-import { generate } from "./reply-generation";
-import { ServiceLedger } from "./service-cap";
+import { admitSession, releaseSession, userKey, type UsagePolicy } from "./ledger/limits";
+import { admit } from "./message/message-admission";
+import type { MessageContext } from "./message/message-context";
+import { seconds } from "./message/refusals";
+import { replay, type Reply } from "./message/reply";
+import { generate } from "./message/reply-generation";
+import { ServiceLedger } from "./ledger/service-cap";
 import { endRule, type SessionPolicy } from "./session-rules";
 import { WarmCache } from "./warm-cache";
 
-export type { Reply } from "./reply";
+export type { Reply } from "./message/reply";
 
 export interface SessionServiceOptions {
   readonly store: SessionStore;

@@ -167,7 +167,7 @@ export const userUsageSchema = z.object({
   /** Model tokens used or reserved on `day` (UTC, YYYY-MM-DD), and their cost where known. */
   daily: z.object({ day: z.string(), tokens: z.number().min(0), cost_usd: z.number().min(0).optional() }).optional(),
   /**
-   * Per live session, what bounds its next prompt when its tokens are reserved (see limits.ts):
+   * Per live session, what bounds its next prompt when its tokens are reserved (see session/ledger/limits.ts):
    * the bound, the reservations open (admitted, not settled) as of `at`, and the highest claim
    * count (plus one) of a settled message.
    */
@@ -177,14 +177,14 @@ export type UserUsage = z.infer<typeof userUsageSchema>;
 
 /**
  * One shard of the deployment's model tokens counted on `day` (UTC, YYYY-MM-DD), and their cost
- * where known (`/serviceUsage/{shard}`; see session/service-cap.ts).
+ * where known (`/serviceUsage/{shard}`; see session/ledger/service-cap.ts).
  */
 export const serviceUsageSchema = z.object({ day: z.string(), tokens: z.number().min(0), cost_usd: z.number().min(0).optional() });
 export type ServiceUsage = z.infer<typeof serviceUsageSchema>;
 
 /**
  * The sessions a network address may still create: a token bucket, refilled over an hour
- * (`/addressUsage/{hash}`; see session/address-limit.ts).
+ * (`/addressUsage/{hash}`; see session/ledger/address-limit.ts).
  */
 export const addressUsageSchema = z.object({ tokens: z.number(), refilled_at: z.number() });
 export type AddressUsage = z.infer<typeof addressUsageSchema>;

@@ -1,6 +1,6 @@
 import { recentMessages } from "../support/recent-messages";
 import { seedTemplates } from "../../src/local/project-files";
-import { GENERATION_DEFAULTS } from "../../src/session/generation-settings";
+import { GENERATION_DEFAULTS } from "../../src/session/prompt/generation-settings";
 import { createSession, describeEachStore, ROUTES, startHarness, type Harness } from "../support/http-harness";
 import { anyUsage } from "../support/any-usage";
 

@@ -1,7 +1,7 @@
 import { recentMessages } from "../support/recent-messages";
 import { randomUUID } from "node:crypto";
-import { SUMMARY_INSTRUCTIONS, SUMMARY_MAX_TOKENS } from "../../src/session/rolling-summary";
-import { estimateTokens } from "../../src/session/token-estimate";
+import { SUMMARY_INSTRUCTIONS, SUMMARY_MAX_TOKENS } from "../../src/session/prompt/rolling-summary";
+import { estimateTokens } from "../../src/session/prompt/token-estimate";
 import type { LogFields } from "../../src/log/log";
 import { summaryIn } from "../support/summary-in";
 import type { Template } from "../../src/store/records";

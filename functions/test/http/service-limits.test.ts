@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { keyHash } from "../../src/session/idempotency";
-import { SERVICE_SHARD_KEYS } from "../../src/session/service-cap";
+import { SERVICE_SHARD_KEYS } from "../../src/session/ledger/service-cap";
 import type { ServiceUsage } from "../../src/store/records";
 import type { SessionStore } from "../../src/store/session-store";
 import { describeEachStore, ROUTES, startHarness, type Answer, type Harness, type Instance } from "../support/http-harness";

@@ -1,4 +1,4 @@
-import { SUMMARY_CLOSING, SUMMARY_HEADING } from "../../src/session/rolling-summary";
+import { SUMMARY_CLOSING, SUMMARY_HEADING } from "../../src/session/prompt/rolling-summary";
 
 /** The rolling summary a prompt carries (the text its summary message quotes), or "" for none. */
 export function summaryIn(prompt: readonly { readonly role: string; readonly content: string }[]): string {

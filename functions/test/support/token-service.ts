@@ -2,7 +2,7 @@ import { silentLog } from "../../src/log/log";
 import { randomUUID } from "node:crypto";
 import type { ChatModel } from "../../src/llm/chat-model";
 import { keyHash } from "../../src/session/idempotency";
-import type { UsagePolicy } from "../../src/session/limits";
+import type { UsagePolicy } from "../../src/session/ledger/limits";
 import { SessionService } from "../../src/session/session-service";
 import type { UserUsage } from "../../src/store/records";
 import type { SessionStore } from "../../src/store/session-store";

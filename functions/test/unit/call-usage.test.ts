@@ -1,5 +1,5 @@
 import { costUsd } from "../../src/llm/model-table";
-import { callUsage, promptTokenBound, PROMPT_BOUND_FACTOR, PROMPT_BOUND_SLACK, type CallBounds } from "../../src/session/call-usage";
+import { callUsage, promptTokenBound, PROMPT_BOUND_FACTOR, PROMPT_BOUND_SLACK, type CallBounds } from "../../src/session/ledger/call-usage";
 import { modelFacts } from "../../src/llm/model-table";
 
 /** What a call's report is held against: its prompt's estimate, 50 max_tokens, the model asked for. */

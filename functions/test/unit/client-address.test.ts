@@ -1,4 +1,4 @@
-import { addressKey } from "../../src/session/address-limit";
+import { addressKey } from "../../src/session/ledger/address-limit";
 import { clientAddress } from "../../src/http/cloud-adapter";
 
 describe("the caller's network address", () => {

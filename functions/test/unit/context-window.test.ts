@@ -1,6 +1,6 @@
-import { planPrompt, type PromptInput } from "../../src/session/context-window";
-import { summaryMessage } from "../../src/session/rolling-summary";
-import { calibration, estimateMessageTokens, estimatePromptTokens, REPLY_PRIMING_TOKENS } from "../../src/session/token-estimate";
+import { planPrompt, type PromptInput } from "../../src/session/prompt/context-window";
+import { summaryMessage } from "../../src/session/prompt/rolling-summary";
+import { calibration, estimateMessageTokens, estimatePromptTokens, REPLY_PRIMING_TOKENS } from "../../src/session/prompt/token-estimate";
 import type { ChatMessage } from "../../src/store/records";
 
 /** `count` alternating messages, user first, numbered from 1 so their order shows. */

@@ -1,4 +1,4 @@
-import { PartialWriter } from "../../src/session/partial-writer";
+import { PartialWriter } from "../../src/session/message/partial-writer";
 import type { PartialReply } from "../../src/store/records";
 
 /** A writer on a hand-driven monotonic clock, recording what it writes. */

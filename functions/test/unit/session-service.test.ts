@@ -11,7 +11,7 @@ import {
   SessionNotFoundError,
   TemplateNotFoundError,
 } from "../../src/session/errors";
-import { GENERATION_DEFAULTS } from "../../src/session/generation-settings";
+import { GENERATION_DEFAULTS } from "../../src/session/prompt/generation-settings";
 import { fingerprint, keyHash } from "../../src/session/idempotency";
 import { claimRequest, type SessionPolicy } from "../../src/session/session-rules";
 import { SessionService } from "../../src/session/session-service";

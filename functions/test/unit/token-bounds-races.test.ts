@@ -1,10 +1,10 @@
 import { randomUUID } from "node:crypto";
 import { createOpenAiModel } from "../../src/llm/openai-model";
 import type { ChatModel } from "../../src/llm/chat-model";
-import { admitMessage, type UsagePolicy } from "../../src/session/limits";
-import { SUMMARY_INSTRUCTIONS } from "../../src/session/rolling-summary";
+import { admitMessage, type UsagePolicy } from "../../src/session/ledger/limits";
+import { SUMMARY_INSTRUCTIONS } from "../../src/session/prompt/rolling-summary";
 import { summaryIn } from "../support/summary-in";
-import { estimateMessageTokens, estimatePromptTokens } from "../../src/session/token-estimate";
+import { estimateMessageTokens, estimatePromptTokens } from "../../src/session/prompt/token-estimate";
 import { MemoryStore } from "../../src/store/memory-store";
 import type { Template } from "../../src/store/records";
 import type { UsageRule } from "../../src/store/session-store";

@@ -1,10 +1,10 @@
 import { randomUUID } from "node:crypto";
 import { createOpenAiModel } from "../../src/llm/openai-model";
 import type { ChatModel } from "../../src/llm/chat-model";
-import type { UsagePolicy } from "../../src/session/limits";
-import { SUMMARY_CALL_TOKENS, SUMMARY_INSTRUCTIONS, SUMMARY_MAX_TOKENS, summaryPrompt } from "../../src/session/rolling-summary";
+import type { UsagePolicy } from "../../src/session/ledger/limits";
+import { SUMMARY_CALL_TOKENS, SUMMARY_INSTRUCTIONS, SUMMARY_MAX_TOKENS, summaryPrompt } from "../../src/session/prompt/rolling-summary";
 import { summaryIn } from "../support/summary-in";
-import { estimatePromptTokens } from "../../src/session/token-estimate";
+import { estimatePromptTokens } from "../../src/session/prompt/token-estimate";
 import { MemoryStore } from "../../src/store/memory-store";
 import type { Template } from "../../src/store/records";
 import { FakeOpenAiServer, type RecordedRequest } from "../support/fake-openai-server";

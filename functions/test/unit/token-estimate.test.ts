@@ -11,7 +11,7 @@ import {
   MAX_TOKENS_PER_CHAR,
   REPLY_PRIMING_TOKENS,
   TOKENS_PER_MESSAGE,
-} from "../../src/session/token-estimate";
+} from "../../src/session/prompt/token-estimate";
 
 // True counts: gpt-tokenizer 4.0.0, encoding o200k_base, measured once outside the project (test/fixtures/README.md).
 const entries: readonly { kind: string; text: string; tokens: number }[] = corpus;

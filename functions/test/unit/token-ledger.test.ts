@@ -1,4 +1,4 @@
-import { admitMessage, refundMessage, releaseSession, settleTokens, utcDay, type MessageAdmission, type TokenNeed, type UsagePolicy } from "../../src/session/limits";
+import { admitMessage, refundMessage, releaseSession, settleTokens, utcDay, type MessageAdmission, type TokenNeed, type UsagePolicy } from "../../src/session/ledger/limits";
 import { MemoryStore } from "../../src/store/memory-store";
 import type { UserUsage } from "../../src/store/records";
 

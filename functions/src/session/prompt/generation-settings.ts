@@ -1,4 +1,4 @@
-import type { GenerationSettings, Template } from "../store/records";
+import type { GenerationSettings, Template } from "../../store/records";
 
 /** What every message is generated with unless its template says otherwise. */
 export const GENERATION_DEFAULTS = {

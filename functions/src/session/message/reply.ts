@@ -1,6 +1,6 @@
-import type { HistoryStore } from "../store/session-store";
-import type { ReplyUsage, TokenUsage } from "../store/records";
-import { StoreDataError } from "../store/errors";
+import type { HistoryStore } from "../../store/session-store";
+import type { ReplyUsage, TokenUsage } from "../../store/records";
+import { StoreDataError } from "../../store/errors";
 
 /** The answer to a message. */
 export interface Reply {

@@ -1,5 +1,5 @@
-import type { PromptMessage } from "../llm/chat-model";
-import type { ChatMessage, GenerationSettings } from "../store/records";
+import type { PromptMessage } from "../../llm/chat-model";
+import type { ChatMessage, GenerationSettings } from "../../store/records";
 import { summaryMessage } from "./rolling-summary";
 import { estimateMessageTokens, estimateRecurring, REPLY_PRIMING_TOKENS, TOKENS_PER_MESSAGE } from "./token-estimate";
 

@@ -1,5 +1,5 @@
-import { roundUsd } from "../llm/model-table";
-import type { TokenUsage } from "../store/records";
+import { roundUsd } from "../../llm/model-table";
+import type { TokenUsage } from "../../store/records";
 
 /** No tokens yet: the start of a session's totals. */
 export const NO_USAGE: TokenUsage = { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 };

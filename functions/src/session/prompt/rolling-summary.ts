@@ -1,7 +1,7 @@
-import type { ChatModel, Completion, PromptMessage } from "../llm/chat-model";
-import type { ChatMessage, GenerationSettings, SessionSummary, TokenUsage } from "../store/records";
+import type { ChatModel, Completion, PromptMessage } from "../../llm/chat-model";
+import type { ChatMessage, GenerationSettings, SessionSummary, TokenUsage } from "../../store/records";
 import { cutToTokens, estimatePromptTokens, estimateTokens } from "./token-estimate";
-import { callUsage, priced, withTotal, type CallUsage } from "./call-usage";
+import { callUsage, priced, withTotal, type CallUsage } from "../ledger/call-usage";
 
 /**
  * A session's rolling summary (templates with `summary: true`): the gist of the messages that

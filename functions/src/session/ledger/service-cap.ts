@@ -1,6 +1,6 @@
-import { roundUsd } from "../llm/model-table";
-import type { ServiceUsage } from "../store/records";
-import type { LedgerRule, SessionStore } from "../store/session-store";
+import { roundUsd } from "../../llm/model-table";
+import type { ServiceUsage } from "../../store/records";
+import type { LedgerRule, SessionStore } from "../../store/session-store";
 import { utcDay } from "./limits";
 import { addCounts } from "./token-usage";
 

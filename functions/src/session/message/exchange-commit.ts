@@ -1,15 +1,15 @@
-import type { CallUsage } from "./call-usage";
-import { callUsage } from "./call-usage";
-import type { Exchange, ReplyUsage } from "../store/records";
-import { SessionNotFoundError } from "./errors";
+import type { CallUsage } from "../ledger/call-usage";
+import { callUsage } from "../ledger/call-usage";
+import type { Exchange, ReplyUsage } from "../../store/records";
+import { SessionNotFoundError } from "../errors";
 import type { InFlightMessage } from "./in-flight-message";
 import type { MessageContext } from "./message-context";
 import { refusal } from "./refusals";
 import { replay, type Reply } from "./reply";
 import type { Generated } from "./reply-generation";
-import { SUMMARY_MAX_TOKENS, type SummaryResult } from "./rolling-summary";
-import { appendRule } from "./session-rules";
-import { addUsage } from "./token-usage";
+import { SUMMARY_MAX_TOKENS, type SummaryResult } from "../prompt/rolling-summary";
+import { appendRule } from "../session-rules";
+import { addUsage } from "../ledger/token-usage";
 
 /**
  * Commits a generated reply: the exchange, with what its calls used, appended in one transaction

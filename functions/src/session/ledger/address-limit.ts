@@ -1,7 +1,7 @@
-import type { AddressUsage } from "../store/records";
-import type { LedgerRule } from "../store/session-store";
+import type { AddressUsage } from "../../store/records";
+import type { LedgerRule } from "../../store/session-store";
 import type { Admission } from "./limits";
-import { keyHash } from "./idempotency";
+import { keyHash } from "../idempotency";
 
 /**
  * Sessions one network address may create per hour when the caller shows no ID token, or an

@@ -1,9 +1,9 @@
 import { randomUUID } from "node:crypto";
-import type { StateStore } from "../store/session-store";
-import { SessionNotFoundError } from "./errors";
-import { fingerprint, keyHash } from "./idempotency";
+import type { StateStore } from "../../store/session-store";
+import { SessionNotFoundError } from "../errors";
+import { fingerprint, keyHash } from "../idempotency";
 import type { SlotOutcome } from "./refusals";
-import { claimRequest, releaseClaim, type RequestClaim, type SessionPolicy } from "./session-rules";
+import { claimRequest, releaseClaim, type RequestClaim, type SessionPolicy } from "../session-rules";
 
 /** What claiming a slot needs of the instance. */
 export interface SlotClaimContext {

@@ -1,5 +1,5 @@
-import type { ReplySink } from "../llm/chat-model";
-import type { PartialReply } from "../store/records";
+import type { ReplySink } from "../../llm/chat-model";
+import type { PartialReply } from "../../store/records";
 
 /** At most one partial write per this many ms: four a second show the reply growing, at a bounded cost in writes. */
 export const PARTIAL_INTERVAL_MS = 250;

@@ -1,7 +1,7 @@
-import type { Completion } from "../llm/chat-model";
-import { costUsd, modelFacts } from "../llm/model-table";
-import type { TokenUsage } from "../store/records";
-import { estimateTokens } from "./token-estimate";
+import type { Completion } from "../../llm/chat-model";
+import { costUsd, modelFacts } from "../../llm/model-table";
+import type { TokenUsage } from "../../store/records";
+import { estimateTokens } from "../prompt/token-estimate";
 
 /**
  * How far above the service's own estimate of a prompt a reported prompt count is still believed.

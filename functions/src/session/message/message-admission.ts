@@ -1,16 +1,16 @@
-import { modelFacts } from "../llm/model-table";
-import type { SessionMeta, SessionSummary } from "../store/records";
-import type { HistoryWindow } from "../store/session-store";
-import { lastMessages, windowMessages } from "./context-window";
-import { LimitExceededError, PromptTooLargeError } from "./errors";
+import { modelFacts } from "../../llm/model-table";
+import type { SessionMeta, SessionSummary } from "../../store/records";
+import type { HistoryWindow } from "../../store/session-store";
+import { lastMessages, windowMessages } from "../prompt/context-window";
+import { LimitExceededError, PromptTooLargeError } from "../errors";
 import { InFlightMessage } from "./in-flight-message";
-import type { KnownSession } from "./known-sessions";
-import { admitMessage, type TokenNeed } from "./limits";
+import type { KnownSession } from "../known-sessions";
+import { admitMessage, type TokenNeed } from "../ledger/limits";
 import type { MessageContext } from "./message-context";
 import { refusal, seconds } from "./refusals";
-import { SUMMARY_CALL_TOKENS, SUMMARY_PROMPT_TOKENS } from "./rolling-summary";
+import { SUMMARY_CALL_TOKENS, SUMMARY_PROMPT_TOKENS } from "../prompt/rolling-summary";
 import { claimSlot, requestClaim } from "./slot-claim";
-import { estimateMessageTokens, estimatePromptTokens, estimateRecurring, MAX_TOKENS_PER_CHAR, REPLY_PRIMING_TOKENS, TOKENS_PER_MESSAGE } from "./token-estimate";
+import { estimateMessageTokens, estimatePromptTokens, estimateRecurring, MAX_TOKENS_PER_CHAR, REPLY_PRIMING_TOKENS, TOKENS_PER_MESSAGE } from "../prompt/token-estimate";
 
 /** Reads sent beside the admission, for the steps after it. */
 export interface ReadAhead {
@@ -74,7 +74,7 @@ function readLater<T>(work: Promise<T>): Promise<T> {
 
 /**
  * What a message may use in tokens beyond its session's last call, for the daily limit's
- * reservation (see limits.ts `admitMessage`); refuses a message that cannot fit the model's context at all.
+ * reservation (see ledger/limits.ts `admitMessage`); refuses a message that cannot fit the model's context at all.
  */
 function tokenNeed(meta: SessionMeta, message: string): TokenNeed {
   const { settings } = meta;

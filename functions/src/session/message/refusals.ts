@@ -1,5 +1,5 @@
-import { IdempotencyInProgressError, IdempotencyKeyReusedError, LimitExceededError, SessionClosedError } from "./errors";
-import type { AppendOutcome, ClaimOutcome, SessionPolicy } from "./session-rules";
+import { IdempotencyInProgressError, IdempotencyKeyReusedError, LimitExceededError, SessionClosedError } from "../errors";
+import type { AppendOutcome, ClaimOutcome, SessionPolicy } from "../session-rules";
 
 /** What a message's claim came to, before the model call. */
 export type SlotOutcome =

@@ -1,8 +1,8 @@
-import { roundUsd } from "../llm/model-table";
-import type { UserUsage } from "../store/records";
-import type { UsageRule } from "../store/session-store";
+import { roundUsd } from "../../llm/model-table";
+import type { UserUsage } from "../../store/records";
+import type { UsageRule } from "../../store/session-store";
 import { addCounts } from "./token-usage";
-import { keyHash } from "./idempotency";
+import { keyHash } from "../idempotency";
 
 /**
  * Per-user limits, as pure rules over the user's usage record, which the store applies in a

@@ -1,10 +1,10 @@
-import type { ChatModel } from "../llm/chat-model";
-import type { Log } from "../log/log";
-import type { HistoryStore, LedgerStore, StateStore } from "../store/session-store";
-import type { KnownSessions } from "./known-sessions";
-import type { UsagePolicy } from "./limits";
-import type { ServiceLedger } from "./service-cap";
-import type { SessionPolicy } from "./session-rules";
+import type { ChatModel } from "../../llm/chat-model";
+import type { Log } from "../../log/log";
+import type { HistoryStore, LedgerStore, StateStore } from "../../store/session-store";
+import type { KnownSessions } from "../known-sessions";
+import type { UsagePolicy } from "../ledger/limits";
+import type { ServiceLedger } from "../ledger/service-cap";
+import type { SessionPolicy } from "../session-rules";
 
 /** What the steps of a message (admission, generation, commit) share: built once per instance. */
 export interface MessageContext {

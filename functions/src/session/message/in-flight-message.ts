@@ -1,12 +1,12 @@
-import type { ReplySink } from "../llm/chat-model";
-import type { TokenUsage } from "../store/records";
-import type { KnownSession } from "./known-sessions";
-import { refundMessage, settleTokens, type Reservation, type Spent } from "./limits";
+import type { ReplySink } from "../../llm/chat-model";
+import type { TokenUsage } from "../../store/records";
+import type { KnownSession } from "../known-sessions";
+import { refundMessage, settleTokens, type Reservation, type Spent } from "../ledger/limits";
 import type { MessageContext } from "./message-context";
 import { PartialWriter } from "./partial-writer";
-import type { SummaryCall, SummaryResult } from "./rolling-summary";
-import type { ServiceReservation } from "./service-cap";
-import type { RequestClaim } from "./session-rules";
+import type { SummaryCall, SummaryResult } from "../prompt/rolling-summary";
+import type { ServiceReservation } from "../ledger/service-cap";
+import type { RequestClaim } from "../session-rules";
 import { releaseQuietly } from "./slot-claim";
 
 /** What a message took at its admission: each part present when it was granted. */

@@ -1,12 +1,12 @@
-import type { Completion, CompletionRequest, ReplySink } from "../llm/chat-model";
-import type { ChatMessage, SessionMeta, SessionSummary } from "../store/records";
-import type { HistoryWindow } from "../store/session-store";
-import { nextWindowStart, planPrompt, windowMessages, type PromptPlan } from "./context-window";
+import type { Completion, CompletionRequest, ReplySink } from "../../llm/chat-model";
+import type { ChatMessage, SessionMeta, SessionSummary } from "../../store/records";
+import type { HistoryWindow } from "../../store/session-store";
+import { nextWindowStart, planPrompt, windowMessages, type PromptPlan } from "../prompt/context-window";
 import type { InFlightMessage } from "./in-flight-message";
 import type { ReadAhead } from "./message-admission";
 import type { MessageContext } from "./message-context";
-import { backlog, SUMMARY_PROMPT_TOKENS, SummaryCall } from "./rolling-summary";
-import { calibration } from "./token-estimate";
+import { backlog, SUMMARY_PROMPT_TOKENS, SummaryCall } from "../prompt/rolling-summary";
+import { calibration } from "../prompt/token-estimate";
 
 /** A prompt as planned, with what the rolling summary needs of it. */
 export interface Planned extends PromptPlan {
