@@ -180,7 +180,7 @@ describeWithChromium("the chat page in Chromium", () => {
     expect(await page.isVisible("#start")).toBe(true);
   }, 60_000);
 
-  it("shows the wait of every usage limit: a daily token limit (429 TOKEN_LIMIT), too many sessions from one address (429 ADDRESS_RATE_LIMITED)", async () => {
+  it("shows the Retry-After wait of a daily token limit (429 TOKEN_LIMIT) and of a network's session limit (429 ADDRESS_RATE_LIMITED)", async () => {
     await page.goto(`${limited.api.baseUrl}/`);
     await page.waitForSelector("body[data-ready=true]");
     await startSession(page, "user_tokens");
