@@ -28,10 +28,84 @@ const ui = {
   identity: $("identity"),
 };
 
-/** @type {{ id: string, templateName: string } | undefined} */
-let session;
-/** @type {{ getIdToken(): Promise<string>, uid: string } | undefined} the signed-in Firebase user, once the server asked for one */
-let firebaseUser;
+/** A failure said to the visitor as it is (its message is the sentence to show). */
+class PageError extends Error {}
+
+/** This site's own API: the Hosting routes on the page's origin. */
+const OWN_BASE = `${location.origin}/api/v1`;
+
+// ---------------------------------------------------------------------------------------------
+// The page's state: kept here only. render() shows it; the page never reads it back from the
+// document to decide anything. The form fields are the visitor's input, read when submitted and
+// written only when the page changes what they hold (a failed message given back, the base in
+// use, the signed-in user's id); the conversation log is written as it grows, never read back.
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * @typedef {"idle" | "starting" | "active" | "streaming" | "ending" | "ended"} Phase
+ * idle: no session yet; starting: creating one; active: ready for a message; streaming: a reply
+ * is being written; ending: ending it; ended: over (ended here, or found ended or expired), the
+ * start form back and the last session still on view.
+ *
+ * @typedef {{ id: string, templateName: string, messageCount: number, tokens: number }} SessionView
+ * tokens: the session's tokens so far, as its replies report them; at the end, the total the end
+ * reports (summary calls included).
+ *
+ * @typedef {{ status: number, retryAfter: string }} ErrorCodeFacts
+ * An API error code as the server lists it (functions/src/http/error-codes.ts): its HTTP status,
+ * and what its Retry-After means ("wait": a wait to show; "expiry", "none": nothing to show).
+ */
+const state = {
+  /** @type {Phase} */
+  phase: "idle",
+  /** @type {SessionView | undefined} the current session, or the last one once over */
+  session: undefined,
+  status: "No session yet.",
+  /** What went wrong, said to the visitor; "" when nothing did. */
+  error: "",
+  /** The API base every call goes to. */
+  base: OWN_BASE,
+  /** @type {string[]} the API bases the deployment allows besides the page's own origin */
+  allowedBases: [],
+  /** @type {Map<string, ErrorCodeFacts>} the API's error codes, as the server serves them */
+  errorCodes: new Map(),
+  /** Whether the deployment's files were read: the page is ready. */
+  ready: false,
+  /** @type {{ account: { getIdToken(): Promise<string>, uid: string }, emulator: string | undefined } | undefined} the Firebase user, once the server asked for one */
+  signedIn: undefined,
+};
+
+/** Every change of state goes through here, and is shown at once. */
+function update(changes) {
+  Object.assign(state, changes);
+  render();
+}
+
+function render() {
+  const { phase, session, signedIn } = state;
+  const open = phase === "active" || phase === "streaming" || phase === "ending";
+  // Outputs only (the browser tests select on them): never read back.
+  document.body.dataset.state = phase;
+  document.body.dataset.ready = String(state.ready);
+  ui.startForm.hidden = open;
+  ui.startButton.disabled = phase === "starting";
+  ui.session.hidden = session === undefined;
+  if (session) {
+    ui.session.dataset.sessionId = session.id;
+    ui.templateName.textContent = session.templateName;
+    ui.count.textContent = String(session.messageCount);
+    ui.tokens.textContent = String(session.tokens);
+  }
+  for (const control of [ui.message, ui.sendButton, ui.endButton]) control.disabled = phase !== "active";
+  ui.log.setAttribute("aria-busy", String(phase === "streaming"));
+  ui.status.textContent = state.status;
+  ui.error.textContent = state.error;
+  ui.error.hidden = state.error === "";
+  ui.user.readOnly = signedIn !== undefined;
+  ui.identity.textContent = signedIn
+    ? `Identity: signed in anonymously with Firebase Auth as ${signedIn.account.uid}${signedIn.emulator ? ` (Auth emulator at ${signedIn.emulator})` : ""}.`
+    : "Identity: none sent (the server has not asked for one).";
+}
 
 // ---------------------------------------------------------------------------------------------
 // Where the API is
@@ -59,11 +133,15 @@ function apiUrls(base) {
   };
 }
 
-/** A failure said to the visitor as it is (its message is the sentence to show). */
-class PageError extends Error {}
-
-/** This site's own API: the Hosting routes on the page's origin. */
-const OWN_BASE = `${location.origin}/api/v1`;
+/** A JSON file the server that serves the page serves too, or undefined when it cannot be read. */
+async function servedJson(path) {
+  try {
+    const response = await fetch(path, { cache: "no-cache" });
+    return response.ok ? await response.json() : undefined;
+  } catch {
+    return undefined;
+  }
+}
 
 /**
  * The API bases the deployment allows besides the page's own origin, as it serves them: Hosting
@@ -71,13 +149,19 @@ const OWN_BASE = `${location.origin}/api/v1`;
  * none: the page then talks to its own origin only.
  */
 async function deploymentBases() {
-  try {
-    const response = await fetch("/api-bases.json", { cache: "no-cache" });
-    const body = response.ok ? await response.json() : undefined;
-    return Array.isArray(body?.apiBases) ? body.apiBases.filter((base) => typeof base === "string").map((base) => baseKey(new URL(base))) : [];
-  } catch {
-    return [];
-  }
+  const body = await servedJson("/api-bases.json");
+  return Array.isArray(body?.apiBases) ? body.apiBases.filter((base) => typeof base === "string").map((base) => baseKey(new URL(base))) : [];
+}
+
+/**
+ * The API's error codes as its server lists them (Hosting a file written from that list,
+ * `npm start` the list itself). Unreadable: none, and errors are said with the server's message
+ * alone, without a wait.
+ */
+async function apiErrorCodes() {
+  const body = await servedJson("/error-codes.json");
+  const listed = typeof body?.errorCodes === "object" && body.errorCodes !== null ? Object.entries(body.errorCodes) : [];
+  return new Map(listed.filter(([, facts]) => typeof facts?.status === "number" && typeof facts?.retryAfter === "string"));
 }
 
 /** A base as compared: origin and path, without a trailing slash. */
@@ -105,30 +189,31 @@ function allowedBase(raw, allowed) {
   );
 }
 
-let urls = apiUrls(OWN_BASE);
-ui.apiBase.value = OWN_BASE;
-/** The deployment's list, once read; until then only the page's own origin is allowed. */
-let allowedBases = [];
-
-/** Reads the deployment's list, then takes the base of the page's address (`?api=`) if it is allowed. */
-const basesRead = deploymentBases().then((bases) => {
-  allowedBases = bases;
-  const asked = params.get("api");
-  if (!asked) return;
-  try {
-    useBase(asked);
-  } catch (error) {
-    showError(`${error instanceof Error ? error.message : String(error)} This site's own API is used instead.`);
-  }
-});
-
 /** Sends every later call to `raw`, if allowed; throws the PageError of allowedBase otherwise. */
 function useBase(raw) {
-  const base = allowedBase(raw, allowedBases);
-  urls = apiUrls(base);
+  const base = allowedBase(raw, state.allowedBases);
   ui.apiBase.value = base;
+  update({ base });
   return base;
 }
+
+/**
+ * Reads what the deployment serves the page (its API bases, the API's error codes), then takes
+ * the base of the page's address (`?api=`) if it is allowed; the page is ready after that.
+ * Until then only the page's own origin is allowed.
+ */
+const deploymentRead = Promise.all([deploymentBases(), apiErrorCodes()]).then(([allowedBases, errorCodes]) => {
+  update({ allowedBases, errorCodes });
+  const asked = params.get("api");
+  if (asked) {
+    try {
+      useBase(asked);
+    } catch (error) {
+      update({ error: `${error instanceof Error ? error.message : String(error)} This site's own API is used instead.` });
+    }
+  }
+  update({ ready: true });
+});
 
 // ---------------------------------------------------------------------------------------------
 // Identity: none until the server answers 401, then Firebase Auth, anonymous sign-in
@@ -164,11 +249,9 @@ async function signIn() {
   const emulator = typeof window.CHATIFY_AUTH_EMULATOR === "string" ? window.CHATIFY_AUTH_EMULATOR : undefined;
   if (emulator && !auth.emulatorConfig) auth.useEmulator(`http://${emulator}`, { disableWarnings: true });
   const credential = await auth.signInAnonymously();
-  firebaseUser = credential.user;
   // The server takes the token's user as the session's owner: a different body user_id is refused.
-  ui.user.value = firebaseUser.uid;
-  ui.user.readOnly = true;
-  ui.identity.textContent = `Identity: signed in anonymously with Firebase Auth as ${firebaseUser.uid}${emulator ? ` (Auth emulator at ${emulator})` : ""}.`;
+  ui.user.value = credential.user.uid;
+  update({ signedIn: { account: credential.user, emulator } });
 }
 
 /**
@@ -179,15 +262,15 @@ async function signIn() {
 async function apiFetch(url, { method, headers = {}, json }) {
   const send = async () => {
     const all = new Headers(headers);
-    if (firebaseUser) all.set("Authorization", `Bearer ${await firebaseUser.getIdToken()}`);
+    if (state.signedIn) all.set("Authorization", `Bearer ${await state.signedIn.account.getIdToken()}`);
     if (!json) return fetch(url, { method, headers: all });
     all.set("Content-Type", "application/json");
     return fetch(url, { method, headers: all, body: JSON.stringify(json()) });
   };
   const response = await send();
-  if (response.status !== 401 || firebaseUser) return response;
+  if (response.status !== 401 || state.signedIn) return response;
   try {
-    showStatus("The server asks who you are: signing in with Firebase Auth ...");
+    update({ status: "The server asks who you are: signing in with Firebase Auth ..." });
     await signIn();
   } catch (error) {
     throw new PageError(
@@ -199,42 +282,74 @@ async function apiFetch(url, { method, headers = {}, json }) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Errors, shown as a person would want to read them
+// Errors, said as a person would want to read them
 // ---------------------------------------------------------------------------------------------
 
-/** Seconds of a Retry-After header (seconds or an HTTP date), as words. */
-function waitText(retryAfter) {
-  if (!retryAfter) return "";
-  let seconds = Number(retryAfter);
-  if (!Number.isFinite(seconds)) seconds = Math.max(0, Math.round((Date.parse(retryAfter) - Date.now()) / 1000));
-  if (!Number.isFinite(seconds)) return "";
-  return seconds < 90 ? ` Try again in ${seconds} s.` : ` Try again in ${Math.ceil(seconds / 60)} min.`;
+/**
+ * @typedef {{ code: string, message: string, status?: number, retryAfter?: string | null }} Failure
+ * What went wrong: the API's code and message (code "" when there was no API answer), with the
+ * answer's status and Retry-After when it came as a whole answer (a streamed `error` event has
+ * neither: its status is the one the API lists for the code).
+ */
+
+/** A failure from an API answer's JSON error body (`{success: false, error: {code, message}}`). */
+function answerFailure(body, response) {
+  return {
+    code: typeof body?.error?.code === "string" ? body.error.code : "",
+    message: typeof body?.error?.message === "string" ? body.error.message : `HTTP ${response.status}`,
+    status: response.status,
+    retryAfter: response.headers.get("Retry-After"),
+  };
 }
 
-/** A sentence for an API error body (`{success: false, error: {code, message}}`), with the answer's status and Retry-After when known. */
-function errorText(body, status, retryAfter) {
-  const code = body?.error?.code ?? "";
-  const message = body?.error?.message ?? (status ? `HTTP ${status}` : "unknown error");
-  switch (code) {
-    case "RATE_LIMITED":
-    case "TOO_MANY_ACTIVE_SESSIONS":
-    case "SESSION_EXCHANGE_LIMIT":
-      return `Slow down: ${message}.${waitText(retryAfter) || " Try again later."}`;
-    case "SESSION_ENDED":
-      return "This session has ended. Start a new one to keep chatting.";
-    case "SESSION_EXPIRED":
-      return "This session expired after being idle. Start a new one to keep chatting.";
-    case "MODEL_UNAVAILABLE":
-      return `The model is unavailable right now.${waitText(retryAfter) || " Try again in a moment."}`;
-    case "MODEL_TIMEOUT":
-      return "The model took too long to answer. Try again.";
-    case "DATABASE_UNAVAILABLE":
-      return `The database did not answer.${waitText(retryAfter) || " Try again."}`;
-    case "UNAUTHENTICATED":
-      return `Sign-in needed: ${message}.`;
-    default:
-      return `${message}${code ? ` (${code}${status ? `, HTTP ${status}` : ""})` : ""}.`;
-  }
+/** A failure before or without any API answer. */
+function pageFailure(error, what) {
+  return { code: "", message: error instanceof PageError ? error.message : `${what}: ${error instanceof Error ? error.message : String(error)}` };
+}
+
+/** The codes after which the session is over: the page goes back to its start form. */
+const SESSION_OVER = new Set(["SESSION_ENDED", "SESSION_EXPIRED"]);
+
+/**
+ * The page's own words for the errors a visitor acts on, by code. Any other code is said with
+ * the server's message; whether a wait follows, and a code's status, come from the API's list
+ * (state.errorCodes), never from here.
+ */
+const SAID = new Map([
+  ["SESSION_ENDED", () => "This session has ended. Start a new one to keep chatting."],
+  ["SESSION_EXPIRED", () => "This session expired after being idle. Start a new one to keep chatting."],
+  ["SESSION_EXCHANGE_LIMIT", () => "This session holds all the messages it may. Start a new one to keep chatting."],
+  ["MODEL_UNAVAILABLE", () => "The model is unavailable right now."],
+  ["MODEL_TIMEOUT", () => "The model took too long to answer."],
+  ["DATABASE_UNAVAILABLE", () => "The database did not answer."],
+  ["UNAUTHENTICATED", (message) => `Sign-in needed: ${message}.`],
+]);
+
+/** A Retry-After (seconds or an HTTP date) as a sentence, or undefined without a usable one. */
+function waitText(retryAfter) {
+  if (!retryAfter) return undefined;
+  let seconds = Number(retryAfter);
+  if (!Number.isFinite(seconds)) seconds = Math.max(0, Math.round((Date.parse(retryAfter) - Date.now()) / 1000));
+  if (!Number.isFinite(seconds)) return undefined;
+  if (seconds < 90) return `Try again in ${seconds} s.`;
+  if (seconds < 90 * 60) return `Try again in ${Math.ceil(seconds / 60)} min.`;
+  return `Try again in ${Math.ceil(seconds / 3600)} h.`;
+}
+
+/**
+ * The sentence for a failure: the page's words for its code, else "Slow down" for a usage limit
+ * (429), else the server's message with its code; then, where the API lists the code's
+ * Retry-After as a wait, that wait (or, without one, a hint to try again).
+ */
+function errorText(failure) {
+  const { code, message } = failure;
+  const facts = state.errorCodes.get(code);
+  const status = failure.status ?? facts?.status;
+  const said =
+    SAID.get(code)?.(message) ??
+    (status === 429 ? `Slow down: ${message}.` : `${message}${code ? ` (${code}${status ? `, HTTP ${status}` : ""})` : ""}.`);
+  if (facts?.retryAfter !== "wait") return said;
+  return `${said} ${waitText(failure.retryAfter) ?? (status === 429 ? "Try again later." : "Try again in a moment.")}`;
 }
 
 async function readJson(response) {
@@ -243,20 +358,6 @@ async function readJson(response) {
   } catch {
     return undefined;
   }
-}
-
-function showError(text) {
-  ui.error.textContent = text;
-  ui.error.hidden = false;
-}
-
-function clearError() {
-  ui.error.hidden = true;
-  ui.error.textContent = "";
-}
-
-function showStatus(text) {
-  ui.status.textContent = text;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -304,25 +405,17 @@ async function readEvents(response, onEvent) {
 // The conversation
 // ---------------------------------------------------------------------------------------------
 
-function setState(state) {
-  document.body.dataset.state = state;
-  const streaming = state === "streaming";
-  ui.message.disabled = streaming;
-  ui.sendButton.disabled = streaming;
-  ui.endButton.disabled = streaming;
-  ui.log.setAttribute("aria-busy", String(streaming));
-}
-
-function addEntry(role, text) {
+/** Appends an entry to the log; returns it and its text, which a streamed reply fills in. */
+function addEntry(role, who, text) {
   const item = document.createElement("li");
   item.className = role;
-  const who = document.createElement("span");
-  who.className = "who";
-  who.textContent = role === "user" ? "You" : session?.templateName ?? "Assistant";
+  const name = document.createElement("span");
+  name.className = "who";
+  name.textContent = who;
   const body = document.createElement("span");
   body.className = "text";
   body.textContent = text;
-  item.append(who, body);
+  item.append(name, body);
   ui.log.append(item);
   item.scrollIntoView({ block: "end" });
   return { item, body };
@@ -355,166 +448,161 @@ function rememberedUserId() {
 
 async function startSession(event) {
   event.preventDefault();
-  clearError();
+  if (state.phase === "starting") return;
   const userId = ui.user.value.trim();
-  if (!userId && !firebaseUser) {
-    showError("Enter a user id (any name of up to 128 characters).");
+  if (!userId && !state.signedIn) {
+    update({ error: "Enter a user id (any name of up to 128 characters)." });
     ui.user.focus();
     return;
   }
-  ui.startButton.disabled = true;
-  showStatus("Starting a session ...");
+  const before = state.phase;
+  update({ phase: "starting", error: "", status: "Starting a session ..." });
+  const urls = apiUrls(state.base);
+  let failure;
   try {
     const templateId = ui.template.value;
     const response = await apiFetch(urls.create, {
       method: "POST",
       // Signed in, the token names the user: the body's user_id must be the same (or absent).
-      json: () => ({ user_id: firebaseUser ? firebaseUser.uid : userId, template_id: templateId }),
+      json: () => ({ user_id: state.signedIn ? state.signedIn.account.uid : userId, template_id: templateId }),
     });
     const body = await readJson(response);
-    if (!response.ok || !body?.success) {
-      showError(errorText(body, response.status, response.headers.get("Retry-After")));
-      showStatus("No session.");
+    if (response.ok && body?.success) {
+      try {
+        localStorage.setItem("chatify.user_id", body.user_id);
+      } catch {
+        // Not remembered: fine.
+      }
+      ui.log.replaceChildren();
+      update({
+        phase: "active",
+        session: { id: body.session_id, templateName: body.template_name, messageCount: 0, tokens: 0 },
+        status: `Session ${body.session_id} started.`,
+      });
+      ui.message.focus();
       return;
     }
-    try {
-      localStorage.setItem("chatify.user_id", body.user_id);
-    } catch {
-      // Not remembered: fine.
-    }
-    session = { id: body.session_id, templateName: body.template_name };
-    ui.session.dataset.sessionId = body.session_id;
-    ui.templateName.textContent = body.template_name;
-    ui.count.textContent = "0";
-    ui.tokens.textContent = "0";
-    ui.log.replaceChildren();
-    ui.startForm.hidden = true;
-    ui.session.hidden = false;
-    setState("active");
-    showStatus(`Session ${body.session_id} started.`);
-    ui.message.focus();
+    failure = answerFailure(body, response);
   } catch (error) {
-    showError(error instanceof PageError ? error.message : `Could not reach the API at ${urls.create}: ${error instanceof Error ? error.message : String(error)}.`);
-    showStatus("No session.");
-  } finally {
-    ui.startButton.disabled = false;
+    failure = pageFailure(error, `Could not reach the API at ${urls.create}`);
   }
+  update({ phase: before, error: errorText(failure), status: "No session." });
 }
 
 /** The session is over (ended here, or found ended or expired): back to the start form. */
-function closeSession(statusText) {
-  session = undefined;
-  setState("ended");
-  ui.message.disabled = true;
-  ui.sendButton.disabled = true;
-  ui.endButton.disabled = true;
-  ui.startForm.hidden = false;
-  showStatus(statusText);
+function closeSession(changes) {
+  update({ phase: "ended", ...changes });
   ui.startButton.focus();
+}
+
+/**
+ * Sends `text` and reads the answer: the reply's deltas into `onText` as they come, then the
+ * finished reply (the `done` event, or a whole JSON answer), or a failure.
+ * @returns {Promise<{ finished: any } | { failure: Failure }>}
+ */
+async function exchange(sessionId, text, onText) {
+  try {
+    const response = await apiFetch(apiUrls(state.base).message(sessionId), {
+      method: "POST",
+      headers: { Accept: "text/event-stream" },
+      json: () => ({ message: text }),
+    });
+    if (!(response.headers.get("Content-Type") ?? "").startsWith("text/event-stream")) {
+      // A JSON answer: an error decided before the reply began, a replay, or a server (or a
+      // Hosting route) that answered without a stream.
+      const body = await readJson(response);
+      return response.ok && body?.success ? { finished: body } : { failure: answerFailure(body, response) };
+    }
+    let received = "";
+    let outcome;
+    await readEvents(response, (name, data) => {
+      if (name === "delta" && typeof data.text === "string") {
+        received += data.text;
+        onText(received);
+      } else if (name === "done") {
+        outcome = { finished: data };
+      } else if (name === "error") {
+        outcome = { failure: { code: String(data?.error?.code ?? ""), message: String(data?.error?.message ?? "The reply failed") } };
+      }
+    });
+    return outcome ?? { failure: { code: "", message: "The connection closed before the reply was complete; nothing was stored, send it again" } };
+  } catch (error) {
+    return { failure: pageFailure(error, "Could not reach the API") };
+  }
 }
 
 async function sendMessage(event) {
   event.preventDefault();
-  if (!session || document.body.dataset.state === "streaming") return;
+  const { session } = state;
+  if (state.phase !== "active" || !session) return;
   const text = ui.message.value;
   if (text.trim() === "") {
     ui.message.focus();
     return;
   }
-  clearError();
-  const current = session;
-  addEntry("user", text);
+  addEntry("user", "You", text);
   ui.message.value = "";
-  const reply = addEntry("assistant", "");
+  const reply = addEntry("assistant", session.templateName, "");
   reply.item.classList.add("streaming");
-  setState("streaming");
-  showStatus(`${current.templateName} is writing ...`);
+  update({ phase: "streaming", error: "", status: `${session.templateName} is writing ...` });
 
-  let received = "";
-  /** @type {{ body: any, status?: number, retryAfter?: string | null } | undefined} */
-  let failure;
-  let finished;
-  try {
-    const response = await apiFetch(urls.message(current.id), {
-      method: "POST",
-      headers: { Accept: "text/event-stream" },
-      json: () => ({ message: text }),
-    });
-    if ((response.headers.get("Content-Type") ?? "").startsWith("text/event-stream")) {
-      await readEvents(response, (name, data) => {
-        if (name === "delta" && typeof data.text === "string") {
-          received += data.text;
-          reply.body.textContent = received;
-          reply.item.scrollIntoView({ block: "end" });
-        } else if (name === "done") {
-          finished = data;
-        } else if (name === "error") {
-          failure = { body: data };
-        }
-      });
-      if (!finished && !failure) failure = { body: { error: { code: "STREAM_CUT", message: "The connection closed before the reply was complete; nothing was stored, send it again" } } };
-    } else {
-      // A JSON answer: an error decided before the reply began, a replay, or a server (or a
-      // Hosting route) that answered without a stream.
-      const body = await readJson(response);
-      if (response.ok && body?.success) finished = body;
-      else failure = { body, status: response.status, retryAfter: response.headers.get("Retry-After") };
-    }
-  } catch (error) {
-    failure = {
-      body: { error: { code: "", message: error instanceof PageError ? error.message : `Could not reach the API: ${error instanceof Error ? error.message : String(error)}` } },
-    };
-  }
-
+  let shown = "";
+  const outcome = await exchange(session.id, text, (received) => {
+    shown = received;
+    reply.body.textContent = received;
+    reply.item.scrollIntoView({ block: "end" });
+  });
   reply.item.classList.remove("streaming");
-  if (finished) {
+
+  if ("finished" in outcome) {
+    const { finished } = outcome;
     reply.body.textContent = finished.response;
     if (finished.truncated) addNote(reply.item, "(cut at the personality's length limit)");
-    ui.count.textContent = String(finished.message_count);
-    // The session's tokens so far, as the replies report them (the end's answer gives the full total, summaries included).
-    if (finished.usage) ui.tokens.textContent = String(Number(ui.tokens.textContent) + finished.usage.total_tokens);
-    setState("active");
-    showStatus(`Reply complete. Messages: ${finished.message_count}.`);
+    update({
+      phase: "active",
+      // The session's tokens so far, as the replies report them (the end's answer gives the full total, summaries included).
+      session: { ...session, messageCount: finished.message_count, tokens: session.tokens + (finished.usage?.total_tokens ?? 0) },
+      status: `Reply complete. Messages: ${finished.message_count}.`,
+    });
     ui.message.focus();
     return;
   }
+  const { failure } = outcome;
   reply.item.classList.add("failed");
-  if (received === "") reply.body.textContent = "(no reply)";
+  if (shown === "") reply.body.textContent = "(no reply)";
   addNote(reply.item, "(not stored)");
-  const code = failure?.body?.error?.code;
-  showError(errorText(failure?.body, failure?.status, failure?.retryAfter));
-  if (code === "SESSION_ENDED" || code === "SESSION_EXPIRED") {
-    closeSession(code === "SESSION_EXPIRED" ? "The session expired." : "The session has ended.");
+  if (SESSION_OVER.has(failure.code)) {
+    closeSession({ error: errorText(failure), status: failure.code === "SESSION_EXPIRED" ? "The session expired." : "The session has ended." });
     return;
   }
   // The message was not stored: give its text back so it can be sent again.
   ui.message.value = text;
-  setState("active");
-  showStatus("The reply failed.");
+  update({ phase: "active", error: errorText(failure), status: "The reply failed." });
   ui.message.focus();
 }
 
 async function endSession() {
-  if (!session) return;
-  clearError();
-  ui.endButton.disabled = true;
+  const { session } = state;
+  if (state.phase !== "active" || !session) return;
+  update({ phase: "ending", error: "" });
+  let failure;
   try {
-    const response = await apiFetch(urls.end(session.id), { method: "DELETE" });
+    const response = await apiFetch(apiUrls(state.base).end(session.id), { method: "DELETE" });
     const body = await readJson(response);
     if (response.ok && body?.success) {
-      ui.count.textContent = String(body.message_count);
-      if (body.usage) ui.tokens.textContent = String(body.usage.total_tokens);
-      closeSession(`Session ended: ${body.message_count} message${body.message_count === 1 ? "" : "s"} in ${Math.round(body.duration_seconds)} s.`);
+      const count = body.message_count;
+      closeSession({
+        session: { ...session, messageCount: count, tokens: body.usage ? body.usage.total_tokens : session.tokens },
+        status: `Session ended: ${count} message${count === 1 ? "" : "s"} in ${Math.round(body.duration_seconds)} s.`,
+      });
       return;
     }
-    showError(errorText(body, response.status, response.headers.get("Retry-After")));
-    const code = body?.error?.code;
-    if (code === "SESSION_ENDED" || code === "SESSION_EXPIRED") closeSession("The session was already over.");
-    else ui.endButton.disabled = false;
+    failure = answerFailure(body, response);
   } catch (error) {
-    showError(error instanceof PageError ? error.message : `Could not reach the API: ${error instanceof Error ? error.message : String(error)}.`);
-    ui.endButton.disabled = false;
+    failure = pageFailure(error, "Could not reach the API");
   }
+  if (SESSION_OVER.has(failure.code)) closeSession({ error: errorText(failure), status: "The session was already over." });
+  else update({ phase: "active", error: errorText(failure) });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -522,8 +610,10 @@ async function endSession() {
 // ---------------------------------------------------------------------------------------------
 
 ui.user.value = rememberedUserId();
+ui.apiBase.value = state.base;
 const wanted = params.get("template");
 if (wanted && [...ui.template.options].some((option) => option.value === wanted)) ui.template.value = wanted;
+render();
 
 ui.startForm.addEventListener("submit", startSession);
 ui.composer.addEventListener("submit", sendMessage);
@@ -537,19 +627,14 @@ ui.message.addEventListener("keydown", (event) => {
 });
 ui.settings.addEventListener("submit", async (event) => {
   event.preventDefault();
-  await basesRead;
+  await deploymentRead;
   let base;
   try {
     base = useBase(ui.apiBase.value.trim());
   } catch (error) {
-    showError(error instanceof Error ? error.message : String(error));
+    update({ error: error instanceof Error ? error.message : String(error) });
     ui.apiBase.focus();
     return;
   }
-  clearError();
-  showStatus(`API base: ${base} (${/\/api\/v1$/.test(base) ? "Hosting routes" : "function URLs"}).`);
-});
-
-void basesRead.then(() => {
-  document.body.dataset.ready = "true";
+  update({ error: "", status: `API base: ${base} (${/\/api\/v1$/.test(base) ? "Hosting routes" : "function URLs"}).` });
 });

@@ -80,17 +80,17 @@ async function dispatch(
   stream: EventStream | undefined,
 ): Promise<HttpResponse> {
   const route = endpoint.match(request.path);
-  if (!route) throw new HttpError(404, "NOT_FOUND", "No such route");
+  if (!route) throw new HttpError("NOT_FOUND", "No such route");
   if (request.method === "OPTIONS") {
     return { status: 204, headers: { ...cors, ...preflightHeaders(endpoint.methods) } };
   }
   if (!endpoint.methods.includes(request.method)) {
-    throw new HttpError(405, "METHOD_NOT_ALLOWED", `Use ${endpoint.methods.join(" or ")} for this route`, {
+    throw new HttpError("METHOD_NOT_ALLOWED", `Use ${endpoint.methods.join(" or ")} for this route`, {
       Allow: [...endpoint.methods, "OPTIONS"].join(", "),
     });
   }
   if (request.body.length > maxBodyBytes) {
-    throw new HttpError(413, "PAYLOAD_TOO_LARGE", `Request body must be at most ${maxBodyBytes} bytes`);
+    throw new HttpError("PAYLOAD_TOO_LARGE", `Request body must be at most ${maxBodyBytes} bytes`);
   }
   const result = await endpoint.handle(request, route, context, stream);
   return { status: result.status, headers: { ...cors, ...result.headers }, body: result.body };

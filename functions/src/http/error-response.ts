@@ -13,22 +13,22 @@ import {
   type Limit,
 } from "../session/errors";
 import { StoreDataError, StoreUnavailableError } from "../store/errors";
+import { ERROR_CODES, type ErrorCode } from "./error-codes";
 import { HttpError, type FieldIssue } from "./http-error";
 import type { HttpResponse } from "./http-types";
 
 export interface ErrorAnswer {
   readonly status: number;
-  readonly code: string;
+  readonly code: ErrorCode;
   /** Safe to show a client: never a stack, a secret or a provider's raw message. */
   readonly message: string;
   readonly headers: Readonly<Record<string, string>>;
   readonly details?: readonly FieldIssue[];
 }
 
-const MODEL_STATUS = { timeout: 504, unavailable: 503, bad_response: 502 } as const;
-const MODEL_CODE = { timeout: "MODEL_TIMEOUT", unavailable: "MODEL_UNAVAILABLE", bad_response: "MODEL_ERROR" } as const;
+const MODEL_CODE = { timeout: "MODEL_TIMEOUT", unavailable: "MODEL_UNAVAILABLE", bad_response: "MODEL_ERROR" } as const satisfies Record<ModelError["failure"], ErrorCode>;
 
-const LIMIT_CODE: Record<Limit, string> = {
+const LIMIT_CODE: Record<Limit, ErrorCode> = {
   messages: "RATE_LIMITED",
   sessions: "TOO_MANY_ACTIVE_SESSIONS",
   exchanges: "SESSION_EXCHANGE_LIMIT",
@@ -45,53 +45,53 @@ const LIMIT_MESSAGE: Record<Limit, string> = {
   address: "Too many new sessions from this network; retry after the time given in Retry-After, or sign in",
 };
 
-/** The one place where failures become HTTP statuses. */
+/** The one place where failures become codes, each with its status from the shared list (error-codes.ts). */
 export function toErrorAnswer(error: unknown): ErrorAnswer {
   if (error instanceof HttpError) {
-    return { status: error.status, code: error.code, message: error.message, headers: error.headers, details: error.details };
+    return { ...answer(error.code, error.message, error.headers), details: error.details };
   }
   if (error instanceof InvalidTokenError) {
-    return answer(401, "UNAUTHENTICATED", "A valid Firebase ID token is required (Authorization: Bearer <token>)", {
+    return answer("UNAUTHENTICATED", "A valid Firebase ID token is required (Authorization: Bearer <token>)", {
       "WWW-Authenticate": 'Bearer error="invalid_token"',
     });
   }
-  if (error instanceof IdentityUnavailableError) return answer(503, "AUTH_UNAVAILABLE", "The ID token could not be verified; try again shortly", { "Retry-After": "1" });
-  if (error instanceof ForbiddenError) return answer(403, "FORBIDDEN", "Not allowed for the signed-in user");
+  if (error instanceof IdentityUnavailableError) return answer("AUTH_UNAVAILABLE", "The ID token could not be verified; try again shortly", { "Retry-After": "1" });
+  if (error instanceof ForbiddenError) return answer("FORBIDDEN", "Not allowed for the signed-in user");
   if (error instanceof LimitExceededError) {
-    return answer(429, LIMIT_CODE[error.limit], LIMIT_MESSAGE[error.limit], { "Retry-After": String(error.retryAfterSeconds) });
+    return answer(LIMIT_CODE[error.limit], LIMIT_MESSAGE[error.limit], { "Retry-After": String(error.retryAfterSeconds) });
   }
   if (error instanceof PromptTooLargeError) {
-    return answer(400, "MESSAGE_TOO_LONG", `The message is too long for this model: ${error.message}`);
+    return answer("MESSAGE_TOO_LONG", `The message is too long for this model: ${error.message}`);
   }
-  if (error instanceof SessionNotFoundError) return answer(404, "SESSION_NOT_FOUND", "Session not found");
-  if (error instanceof TemplateNotFoundError) return answer(404, "TEMPLATE_NOT_FOUND", `Template "${error.templateId}" not found`);
+  if (error instanceof SessionNotFoundError) return answer("SESSION_NOT_FOUND", "Session not found");
+  if (error instanceof TemplateNotFoundError) return answer("TEMPLATE_NOT_FOUND", `Template "${error.templateId}" not found`);
   if (error instanceof SessionClosedError) {
     return error.status === "expired"
-      ? answer(410, "SESSION_EXPIRED", "Session expired; start a new session")
-      : answer(410, "SESSION_ENDED", "Session has ended; start a new session");
+      ? answer("SESSION_EXPIRED", "Session expired; start a new session")
+      : answer("SESSION_ENDED", "Session has ended; start a new session");
   }
   if (error instanceof IdempotencyKeyReusedError) {
-    return answer(422, "IDEMPOTENCY_KEY_REUSED", "This Idempotency-Key was already used with a different request body");
+    return answer("IDEMPOTENCY_KEY_REUSED", "This Idempotency-Key was already used with a different request body");
   }
   if (error instanceof IdempotencyInProgressError) {
-    return answer(409, "IDEMPOTENCY_IN_PROGRESS", "A request with this Idempotency-Key is still in progress; retry later", {
+    return answer("IDEMPOTENCY_IN_PROGRESS", "A request with this Idempotency-Key is still in progress; retry later", {
       "Retry-After": String(error.retryAfterSeconds),
     });
   }
   if (error instanceof ModelError) {
     const headers: Record<string, string> = error.retryAfterSeconds === undefined ? {} : { "Retry-After": String(error.retryAfterSeconds) };
-    return answer(MODEL_STATUS[error.failure], MODEL_CODE[error.failure], `Model error: ${error.message}`, headers);
+    return answer(MODEL_CODE[error.failure], `Model error: ${error.message}`, headers);
   }
   if (error instanceof StoreUnavailableError) {
-    return answer(503, "DATABASE_UNAVAILABLE", "The database is unavailable; try again shortly", { "Retry-After": "1" });
+    return answer("DATABASE_UNAVAILABLE", "The database is unavailable; try again shortly", { "Retry-After": "1" });
   }
-  if (error instanceof StoreDataError) return answer(500, "DATA_ERROR", "Stored data is invalid");
-  if (error instanceof ConfigError) return answer(500, "CONFIGURATION_ERROR", "The service is misconfigured");
-  return answer(500, "INTERNAL", "Internal error");
+  if (error instanceof StoreDataError) return answer("DATA_ERROR", "Stored data is invalid");
+  if (error instanceof ConfigError) return answer("CONFIGURATION_ERROR", "The service is misconfigured");
+  return answer("INTERNAL", "Internal error");
 }
 
-function answer(status: number, code: string, message: string, headers: Record<string, string> = {}): ErrorAnswer {
-  return { status, code, message, headers };
+function answer(code: ErrorCode, message: string, headers: Readonly<Record<string, string>> = {}): ErrorAnswer {
+  return { status: ERROR_CODES[code].status, code, message, headers };
 }
 
 export function errorBody(answer: ErrorAnswer): Record<string, unknown> {

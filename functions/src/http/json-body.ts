@@ -10,17 +10,17 @@ const decoder = new TextDecoder("utf-8", { fatal: true });
 export function readJsonObject(request: HttpRequest): Record<string, unknown> {
   const contentType = request.headers["content-type"];
   if (contentType !== undefined && !isJson(contentType)) {
-    throw new HttpError(415, "UNSUPPORTED_MEDIA_TYPE", "Request body must be JSON (Content-Type: application/json)");
+    throw new HttpError("UNSUPPORTED_MEDIA_TYPE", "Request body must be JSON (Content-Type: application/json)");
   }
   if (request.body.length === 0) return {};
   let parsed: unknown;
   try {
     parsed = JSON.parse(decoder.decode(request.body));
   } catch {
-    throw new HttpError(400, "INVALID_JSON", "Request body is not valid JSON");
+    throw new HttpError("INVALID_JSON", "Request body is not valid JSON");
   }
   if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
-    throw new HttpError(400, "INVALID_REQUEST", "Request body must be a JSON object", {}, [
+    throw new HttpError("INVALID_REQUEST", "Request body must be a JSON object", {}, [
       { field: "(body)", message: "must be a JSON object" },
     ]);
   }

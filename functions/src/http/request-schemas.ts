@@ -55,5 +55,5 @@ export function parseBody<S extends z.ZodType>(schema: S, body: unknown): z.infe
     message: issue.message,
   }));
   const summary = details.map((detail) => `${detail.field} ${detail.message}`).join("; ");
-  throw new HttpError(400, "INVALID_REQUEST", `Invalid request body: ${summary}`, {}, details);
+  throw new HttpError("INVALID_REQUEST", `Invalid request body: ${summary}`, {}, details);
 }

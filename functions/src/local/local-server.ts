@@ -120,7 +120,7 @@ async function serve(
   if (options.site && path.startsWith("/") && (method === "GET" || method === "HEAD")) {
     const file = await staticAnswer(options.site, method, path);
     if (file?.kind === "refused") {
-      answerBeforeBody(request, response, errorResponse(new HttpError(404, "NOT_FOUND", "No such route")), drainLimitBytes);
+      answerBeforeBody(request, response, errorResponse(new HttpError("NOT_FOUND", "No such route")), drainLimitBytes);
       return;
     }
     if (file) {
@@ -132,7 +132,7 @@ async function serve(
   }
   const target = path.startsWith("/") ? route(path) : undefined;
   if (!target) {
-    answerBeforeBody(request, response, errorResponse(new HttpError(404, "NOT_FOUND", "No such route")), drainLimitBytes);
+    answerBeforeBody(request, response, errorResponse(new HttpError("NOT_FOUND", "No such route")), drainLimitBytes);
     return;
   }
   const { body, complete } = await readBody(request, options.maxBodyBytes);

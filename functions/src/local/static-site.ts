@@ -1,7 +1,8 @@
 import { existsSync } from "node:fs";
 import { readFile, realpath, stat } from "node:fs/promises";
 import { extname, join, sep } from "node:path";
-import { API_BASES_PATH, type PagePolicy } from "../page/page-policy";
+import { pageDataFiles } from "../page/page-data";
+import type { PagePolicy } from "../page/page-policy";
 import { globToRegExp } from "./glob";
 
 /** What the local server serves as Firebase Hosting would, before the rewrites. */
@@ -22,8 +23,9 @@ export interface StaticSite {
   readonly authEmulatorHost?: string;
   /**
    * The headers every answer carries (firebase.json's `hosting.headers`, for this server's
-   * origins), and the API bases served at /api-bases.json in place of public/'s copy, which was
-   * written for the deployed project.
+   * origins), and what the page's data files hold (page-data.ts: the API bases for this
+   * server's project, the error codes), served in place of public/'s copies, which were written
+   * for the deployed project by the last deploy or `page-files write`.
    */
   readonly policy: PagePolicy;
 }
@@ -64,9 +66,9 @@ export async function staticAnswer(site: StaticSite, method: "GET" | "HEAD", raw
   const segments = decodeSegments(rawPath);
   if (segments === undefined) return { kind: "refused" };
   if (segments[0] === "__") return reserved(site, method, segments);
-  if (`/${segments.join("/")}` === API_BASES_PATH && !rawPath.endsWith("/")) {
-    return fileAnswer(method, API_BASES_PATH, Buffer.from(`${JSON.stringify(site.policy.apiBasesFile)}\n`), "no-cache");
-  }
+  const served = `/${segments.join("/")}`;
+  const data = pageDataFiles(site.policy).get(served);
+  if (data !== undefined && !rawPath.endsWith("/")) return fileAnswer(method, served, Buffer.from(`${JSON.stringify(data)}\n`), "no-cache");
 
   const relative = segments.join("/");
   if (site.ignore.some((glob) => matches(glob, relative))) return undefined;

@@ -4,7 +4,8 @@ import { defaultProjectId, PROJECT_ROOT } from "../local/project-files";
 import { pageFiles, writePageFiles } from "./page-files";
 
 /**
- * The page's policy files (firebase.json's `hosting.headers`, public/api-bases.json) for a project:
+ * The files Hosting serves for the page (firebase.json's `hosting.headers`, public/api-bases.json,
+ * public/error-codes.json) for a project:
  *
  *   deploy [firebase deploy options]  `npm run deploy`: writes them for the project the deploy
  *                                     goes to (its --project, else the Firebase CLI's active
@@ -36,7 +37,7 @@ function check(projectId: string): number {
   if (stale.length === 0) return 0;
   process.stderr.write(
     `${stale.map((file) => file.path).join(" and ")} ${stale.length === 1 ? "is" : "are"} not written for ${projectId}: the page's Content-Security-Policy ` +
-      `and API bases would name another project's origins. Deploy with \`npm run deploy -- --project ${projectId}\`, ` +
+      `and API bases would name another project's origins, or its error codes differ from the API's. Deploy with \`npm run deploy -- --project ${projectId}\`, ` +
       `or write them first: \`npm --prefix functions run page-files -- write ${projectId}\`.\n`,
   );
   return 1;
@@ -53,7 +54,7 @@ function deploy(options: readonly string[]): number {
 }
 
 function report(projectId: string, written: readonly string[]): void {
-  process.stdout.write(written.length === 0 ? `The page's policy files are written for ${projectId}.\n` : `Wrote ${written.join(" and ")} for ${projectId}.\n`);
+  process.stdout.write(written.length === 0 ? `The page's files are written for ${projectId}.\n` : `Wrote ${written.join(" and ")} for ${projectId}.\n`);
 }
 
 /** `--project ID`, `--project=ID`, `-P ID`, as the Firebase CLI reads them. */

@@ -3,13 +3,16 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { z } from "zod";
 import { configuredAuthEmulator, functionRegions } from "../local/project-files";
-import { API_BASES_PATH, pageOrigins, pagePolicy, type PagePolicy } from "./page-policy";
+import { pageDataFiles } from "./page-data";
+import { pageOrigins, pagePolicy, type PagePolicy } from "./page-policy";
 
 /**
- * The two files that carry the page's policy to Hosting, which serves files and firebase.json's
- * `headers` but nothing computed: what they must hold for a deploy to a project, a comparison
- * with what they hold, and a writer. The origins depend on the project, so they are written for
- * the project selected at deploy (`npm run deploy`) and checked again by Hosting's predeploy.
+ * The files that carry what the server computes for the page to Hosting, which serves files and
+ * firebase.json's `headers` but nothing computed: the policy's headers in firebase.json, and the
+ * page's data files in public/ (page-data.ts: the API bases, the error codes). What they must
+ * hold for a deploy to a project, a comparison with what they hold, and a writer. The origins
+ * depend on the project, so they are written for the project selected at deploy (`npm run
+ * deploy`) and checked again by Hosting's predeploy.
  */
 export interface PageFile {
   /** Relative to the project root. */
@@ -38,18 +41,15 @@ export function hostingPolicy(root: string, projectId: string): PagePolicy {
   return pagePolicy(projectId, pageOrigins(projectId, functionRegions(root), emulator));
 }
 
-/** Both files as a deploy of `projectId` needs them, each saying whether it is already so. */
+/** The files as a deploy of `projectId` needs them, firebase.json first, each saying whether it is already so. */
 export function pageFiles(root: string, projectId: string): PageFile[] {
   const policy = hostingPolicy(root, projectId);
   const config = z.object({ hosting: z.record(z.string(), z.unknown()) }).loose().parse(readJson(root, "firebase.json"));
   const headers = hostingHeaders(policy);
-  const apiBasesPath = join(publicDir(config.hosting), API_BASES_PATH);
-  let apiBases: unknown;
-  try {
-    apiBases = readJson(root, apiBasesPath);
-  } catch {
-    apiBases = undefined;
-  }
+  const dataFiles = [...pageDataFiles(policy)].map(([served, expected]): PageFile => {
+    const path = join(publicDir(config.hosting), served);
+    return { path, expected, text: `${JSON.stringify(expected, null, 2)}\n`, current: isDeepStrictEqual(readJsonIfAny(root, path), expected) };
+  });
   return [
     {
       path: "firebase.json",
@@ -57,12 +57,7 @@ export function pageFiles(root: string, projectId: string): PageFile[] {
       text: `${JSON.stringify({ ...config, hosting: { ...config.hosting, headers } }, null, 2)}\n`,
       current: isDeepStrictEqual(config.hosting.headers, headers),
     },
-    {
-      path: apiBasesPath,
-      expected: policy.apiBasesFile,
-      text: `${JSON.stringify(policy.apiBasesFile, null, 2)}\n`,
-      current: isDeepStrictEqual(apiBases, policy.apiBasesFile),
-    },
+    ...dataFiles,
   ];
 }
 
@@ -79,4 +74,13 @@ function publicDir(hosting: Record<string, unknown>): string {
 
 function readJson(root: string, path: string): unknown {
   return JSON.parse(readFileSync(join(root, path), "utf8"));
+}
+
+/** The file's JSON, or undefined when it is missing or not JSON (then it is written whole). */
+function readJsonIfAny(root: string, path: string): unknown {
+  try {
+    return readJson(root, path);
+  } catch {
+    return undefined;
+  }
 }

@@ -66,6 +66,8 @@ async function send(page: Page, text: string): Promise<void> {
  */
 describeWithChromium("the chat page in Chromium", () => {
   let harness: Harness;
+  /** A server at its usage limits: a daily token allowance no message fits, one session per address per hour; its clock stopped at noon UTC. */
+  let limited: Harness;
   let browser: LaunchedBrowser;
   let hostile: HostileSite;
   let page: Page;
@@ -73,6 +75,7 @@ describeWithChromium("the chat page in Chromium", () => {
 
   beforeAll(async () => {
     harness = await startHarness({ store: "memory", env: { USER_MESSAGES_PER_MINUTE: "1", OPENAI_MAX_RETRIES: "0" } });
+    limited = await startHarness({ store: "memory", clock: () => Date.parse("2026-11-26T12:00:00Z"), env: { USER_TOKENS_PER_DAY: "1", ADDRESS_SESSIONS_PER_HOUR: "1" } });
     hostile = await HostileSite.start();
     // A phone's viewport: the page must work there.
     browser = await launchChromium({ width: 390, height: 844 });
@@ -80,6 +83,7 @@ describeWithChromium("the chat page in Chromium", () => {
   }, 60_000);
   afterAll(async () => {
     await harness.close();
+    await limited.close();
     await hostile.stop();
     await browser.close();
   });
@@ -173,6 +177,28 @@ describeWithChromium("the chat page in Chromium", () => {
     await send(page, "still there?");
     await page.waitForSelector("body[data-state=ended]");
     expect(await page.textContent("#error")).toBe("This session has ended. Start a new one to keep chatting.");
+    expect(await page.isVisible("#start")).toBe(true);
+  }, 60_000);
+
+  it("shows the Retry-After wait of a daily token limit (429 TOKEN_LIMIT) and of a network's session limit (429 ADDRESS_RATE_LIMITED)", async () => {
+    await page.goto(`${limited.api.baseUrl}/`);
+    await page.waitForSelector("body[data-ready=true]");
+    await startSession(page, "user_tokens");
+    await send(page, "one more?");
+    await page.waitForSelector("#error:not([hidden])");
+    // Noon UTC: twelve hours to the next UTC day, when the allowance comes back.
+    expect(await page.textContent("#error")).toMatch(/^Slow down: .+ Try again in 12 h\.$/);
+    expect(limited.fake.requests).toHaveLength(0);
+    expect(await page.inputValue("#message")).toBe("one more?");
+    expect(await page.getAttribute("body", "data-state")).toBe("active");
+
+    await page.click("#end-button");
+    await page.waitForSelector("body[data-state=ended]");
+    await page.click("#start-button");
+    await page.waitForSelector("#error:has-text('network')");
+    // One session per hour from this address, its clock stopped: the bucket refills in an hour
+    // (Retry-After 3600, or 3601 where the refill rate's division rounds the wait up).
+    expect(await page.textContent("#error")).toMatch(/^Slow down: .+ Try again in 6[01] min\.$/);
     expect(await page.isVisible("#start")).toBe(true);
   }, 60_000);
 

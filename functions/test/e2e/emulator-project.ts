@@ -61,7 +61,7 @@ export async function startEmulatorProject(options: EmulatorProjectOptions): Pro
     ui: { enabled: false },
   };
   writeFileSync(join(dir, "firebase.json"), JSON.stringify(config, null, 2));
-  // As `npm run deploy` does for the project deployed to: the page's headers and API bases name its origins.
+  // As `npm run deploy` does for the project deployed to: the page's headers and API bases name its origins, its error codes are the API's.
   writePageFiles(dir, options.projectId);
 
   const args = ["emulators:start", "--project", options.projectId, "--only", options.only.join(",")];

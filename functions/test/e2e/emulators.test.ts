@@ -1,4 +1,5 @@
 import { recentMessages } from "../support/recent-messages";
+import { ERROR_CODES } from "../../src/http/error-codes";
 import { localSite, seedTemplates } from "../../src/local/project-files";
 import { pageOrigins, pagePolicy } from "../../src/page/page-policy";
 import { RtdbStore } from "../../src/store/rtdb-store";
@@ -115,6 +116,7 @@ describeWithRtdb("the built project on the Firebase emulators", () => {
     const created = await fetch(`${project!.hostingUrl}${ROUTE}`, { method: "POST", headers: { "content-type": "application/json", ...bearer(user.idToken) }, body: JSON.stringify({ template_id: "friendly-assistant" }) });
     expect({ status: created.status, headers: named(created) }).toEqual({ status: 201, headers: expected });
     expect(await (await fetch(`${project!.hostingUrl}/api-bases.json`)).json()).toEqual({ project: PROJECT_ID, apiBases: [`https://us-central1-${PROJECT_ID}.cloudfunctions.net`] });
+    expect(await (await fetch(`${project!.hostingUrl}/error-codes.json`)).json()).toEqual({ errorCodes: ERROR_CODES });
   });
 
   it("keeps the secret out of the emulator logs", () => {

@@ -1,6 +1,7 @@
 import { recentMessages } from "../support/recent-messages";
 import { request as httpRequest, type IncomingHttpHeaders } from "node:http";
 import fc from "fast-check";
+import { errorCodeFacts } from "../../src/http/error-codes";
 import type { ChatMessage, SessionMeta, SessionState } from "../../src/store/records";
 import { createSession, describeEachStore, ROUTES, startHarness, type Harness } from "../support/http-harness";
 
@@ -58,7 +59,11 @@ function send(baseUrl: string, request: RawRequest): Promise<RawAnswer> {
   });
 }
 
-/** What every answer owes a client: no 5xx; JSON except for a preflight or a HEAD; the documented error shape. */
+/**
+ * What every answer owes a client: no 5xx; JSON except for a preflight or a HEAD; the documented
+ * error shape, with a code of the list clients read (/error-codes.json), the status it lists, and
+ * no Retry-After where it lists none.
+ */
 function expectWellFormed(request: RawRequest, answer: RawAnswer): void {
   expect(answer.status).toBeGreaterThanOrEqual(200);
   expect(answer.status).toBeLessThan(500);
@@ -78,7 +83,10 @@ function expectWellFormed(request: RawRequest, answer: RawAnswer): void {
     return;
   }
   expect(body).toEqual({ success: false, error: expect.objectContaining({ code: expect.any(String), message: expect.any(String) }) });
-  const { details } = (body as { error: { details?: unknown } }).error;
+  const { code, details } = (body as { error: { code: string; details?: unknown } }).error;
+  const facts = errorCodeFacts(code);
+  expect({ code, status: facts?.status }).toEqual({ code, status: answer.status });
+  if (facts?.retryAfter === "none") expect(answer.headers["retry-after"]).toBeUndefined();
   if (details !== undefined) expect(details).toEqual(expect.arrayContaining([{ field: expect.any(String), message: expect.any(String) }]));
   if (answer.status === 405) expect(answer.headers.allow).toMatch(/\bOPTIONS\b/);
 }

@@ -1,6 +1,7 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { z } from "zod";
+import { ERROR_CODES } from "../../src/http/error-codes";
 import { localSite, PROJECT_ROOT } from "../../src/local/project-files";
 import { ROUTES, startHarness, type Harness } from "../support/http-harness";
 import { startSiteServer, type SiteServer } from "../support/site-server";
@@ -47,7 +48,7 @@ describe("the page's security headers from the local server", () => {
     );
   });
 
-  it.each(["/", "/index.html", "/app.js", "/app.css", "/api-bases.json", "/__/firebase/init.js", "/no-such-file"])("GET %s carries firebase.json's headers, exactly", async (path) => {
+  it.each(["/", "/index.html", "/app.js", "/app.css", "/api-bases.json", "/error-codes.json", "/__/firebase/init.js", "/no-such-file"])("GET %s carries firebase.json's headers, exactly", async (path) => {
     const answer = await fetch(`${server.baseUrl}${path}`);
     expect(headersNamed(answer, expected)).toEqual(expected);
   });
@@ -91,6 +92,14 @@ describe("the page's security headers from the local server", () => {
     // The committed file is the deployed project's; the server's own matches it for that project.
     const served = await (await fetch(`${server.baseUrl}/api-bases.json`)).json();
     expect(served).toEqual(JSON.parse(readFileSync(join(PROJECT_ROOT, "public", "api-bases.json"), "utf8")));
+  });
+
+  it("serves the API's error codes at /error-codes.json from the list the API answers from, as the committed file holds them", async () => {
+    const answer = await fetch(`${server.baseUrl}/error-codes.json`);
+    expect(answer.headers.get("content-type")).toBe("application/json; charset=utf-8");
+    const served = await answer.json();
+    expect(served).toEqual({ errorCodes: ERROR_CODES });
+    expect(served).toEqual(JSON.parse(readFileSync(join(PROJECT_ROOT, "public", "error-codes.json"), "utf8")));
   });
 
   it("names the Auth emulator it checks tokens on in connect-src, and none without one; nothing else changes", async () => {

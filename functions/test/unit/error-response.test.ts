@@ -1,8 +1,19 @@
+import { IdentityUnavailableError, InvalidTokenError } from "../../src/auth/identity";
 import { ConfigError } from "../../src/config";
+import { errorCodeFacts } from "../../src/http/error-codes";
 import { errorBody, toErrorAnswer } from "../../src/http/error-response";
 import { HttpError } from "../../src/http/http-error";
 import { ModelError } from "../../src/llm/errors";
-import { SessionClosedError, SessionNotFoundError, TemplateNotFoundError } from "../../src/session/errors";
+import {
+  ForbiddenError,
+  IdempotencyInProgressError,
+  IdempotencyKeyReusedError,
+  LimitExceededError,
+  PromptTooLargeError,
+  SessionClosedError,
+  SessionNotFoundError,
+  TemplateNotFoundError,
+} from "../../src/session/errors";
 import { StoreDataError, StoreUnavailableError } from "../../src/store/errors";
 
 const SECRET = "sk-secret-0123456789";
@@ -16,6 +27,18 @@ interface Row {
 }
 
 const table: Row[] = [
+  { name: "InvalidTokenError", error: new InvalidTokenError("expired"), status: 401, code: "UNAUTHENTICATED", headers: { "WWW-Authenticate": 'Bearer error="invalid_token"' } },
+  { name: "IdentityUnavailableError", error: new IdentityUnavailableError("no keys"), status: 503, code: "AUTH_UNAVAILABLE", headers: { "Retry-After": "1" } },
+  { name: "ForbiddenError", error: new ForbiddenError("another user's"), status: 403, code: "FORBIDDEN" },
+  { name: "LimitExceededError(messages)", error: new LimitExceededError("messages", 42), status: 429, code: "RATE_LIMITED", headers: { "Retry-After": "42" } },
+  { name: "LimitExceededError(sessions)", error: new LimitExceededError("sessions", 60), status: 429, code: "TOO_MANY_ACTIVE_SESSIONS", headers: { "Retry-After": "60" } },
+  { name: "LimitExceededError(exchanges)", error: new LimitExceededError("exchanges", 1800), status: 429, code: "SESSION_EXCHANGE_LIMIT", headers: { "Retry-After": "1800" } },
+  { name: "LimitExceededError(tokens)", error: new LimitExceededError("tokens", 43200), status: 429, code: "TOKEN_LIMIT", headers: { "Retry-After": "43200" } },
+  { name: "LimitExceededError(service)", error: new LimitExceededError("service", 3600), status: 429, code: "SERVICE_TOKEN_LIMIT", headers: { "Retry-After": "3600" } },
+  { name: "LimitExceededError(address)", error: new LimitExceededError("address", 3600), status: 429, code: "ADDRESS_RATE_LIMITED", headers: { "Retry-After": "3600" } },
+  { name: "PromptTooLargeError", error: new PromptTooLargeError(9000, 8192), status: 400, code: "MESSAGE_TOO_LONG" },
+  { name: "IdempotencyKeyReusedError", error: new IdempotencyKeyReusedError(), status: 422, code: "IDEMPOTENCY_KEY_REUSED" },
+  { name: "IdempotencyInProgressError", error: new IdempotencyInProgressError(5), status: 409, code: "IDEMPOTENCY_IN_PROGRESS", headers: { "Retry-After": "5" } },
   { name: "SessionNotFoundError", error: new SessionNotFoundError("s1"), status: 404, code: "SESSION_NOT_FOUND" },
   { name: "TemplateNotFoundError", error: new TemplateNotFoundError("nope"), status: 404, code: "TEMPLATE_NOT_FOUND" },
   { name: "SessionClosedError(ended)", error: new SessionClosedError("ended"), status: 410, code: "SESSION_ENDED" },
@@ -76,9 +99,17 @@ describe("toErrorAnswer", () => {
     expect(answer.message.length).toBeGreaterThan(0);
   });
 
-  it("passes an HttpError through with its headers and details", () => {
+  it.each(table)("answers $name with a code of the shared list, its status and its Retry-After as the list says", (row) => {
+    const answer = toErrorAnswer(row.error);
+    const facts = errorCodeFacts(answer.code);
+    expect(facts?.status).toBe(answer.status);
+    if (facts?.retryAfter === "none") expect(answer.headers).not.toHaveProperty("Retry-After");
+    if (row.error instanceof LimitExceededError) expect(answer.headers).toHaveProperty("Retry-After");
+  });
+
+  it("passes an HttpError through with its headers and details, its status from the shared list", () => {
     const details = [{ field: "message", message: "is required" }];
-    const answer = toErrorAnswer(new HttpError(405, "METHOD_NOT_ALLOWED", "Use POST", { Allow: "POST, OPTIONS" }, details));
+    const answer = toErrorAnswer(new HttpError("METHOD_NOT_ALLOWED", "Use POST", { Allow: "POST, OPTIONS" }, details));
     expect(answer).toEqual({ status: 405, code: "METHOD_NOT_ALLOWED", message: "Use POST", headers: { Allow: "POST, OPTIONS" }, details });
   });
 
@@ -125,7 +156,7 @@ describe("errorBody", () => {
 
   it("includes details when the answer has them", () => {
     const details = [{ field: "user_id", message: "is required" }];
-    expect(errorBody(toErrorAnswer(new HttpError(400, "INVALID_REQUEST", "Invalid request body: user_id is required", {}, details)))).toEqual({
+    expect(errorBody(toErrorAnswer(new HttpError("INVALID_REQUEST", "Invalid request body: user_id is required", {}, details)))).toEqual({
       success: false,
       error: { code: "INVALID_REQUEST", message: "Invalid request body: user_id is required", details },
     });

@@ -2,6 +2,7 @@ import { spawnSync } from "node:child_process";
 import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { ERROR_CODES } from "../../src/http/error-codes";
 import { defaultProjectId, PROJECT_ROOT } from "../../src/local/project-files";
 import { hostingPolicy, pageFiles, writePageFiles } from "../../src/page/page-files";
 import { pageOrigins } from "../../src/page/page-policy";
@@ -17,8 +18,8 @@ function directives(policy: string): Map<string, string[]> {
 const readJson = (path: string): unknown => JSON.parse(readFileSync(path, "utf8"));
 
 describe("the page's policy", () => {
-  it("is in the committed firebase.json and public/api-bases.json as the generator writes them for .firebaserc's project", () => {
-    // Fails after a change to the policy or to firebase.json's rewrites: run
+  it("is in the committed firebase.json, public/api-bases.json and public/error-codes.json as the generator writes them for .firebaserc's project", () => {
+    // Fails after a change to the policy, to firebase.json's rewrites or to the API's error codes: run
     // `npm --prefix functions run page-files -- write` and commit what it writes.
     const stale = pageFiles(PROJECT_ROOT, defaultProjectId()).filter((file) => !file.current);
     expect(stale.map((file) => file.path)).toEqual([]);
@@ -91,13 +92,14 @@ describe("the page's policy", () => {
   });
 });
 
-describe("the page's policy files for a deploy", () => {
+describe("the page's files for a deploy", () => {
   let dir: string;
   beforeEach(() => {
     dir = mkdtempSync(join(tmpdir(), "chatify-page-files-"));
     mkdirSync(join(dir, "public"));
     cpSync(join(PROJECT_ROOT, "firebase.json"), join(dir, "firebase.json"));
     cpSync(join(PROJECT_ROOT, "public", "api-bases.json"), join(dir, "public", "api-bases.json"));
+    cpSync(join(PROJECT_ROOT, "public", "error-codes.json"), join(dir, "public", "error-codes.json"));
   });
   afterEach(() => {
     rmSync(dir, { recursive: true, force: true });
@@ -115,15 +117,25 @@ describe("the page's policy files for a deploy", () => {
     expect(readJson(join(dir, "public", "api-bases.json"))).toEqual({ project: "my-project-123", apiBases: ["https://us-central1-my-project-123.cloudfunctions.net"] });
 
     expect(pageFiles(dir, "my-project-123").every((file) => file.current)).toBe(true);
-    expect(pageFiles(dir, "demo-chatify").some((file) => file.current)).toBe(false);
+    // Another project's origins; the error codes are the same for every project.
+    expect(pageFiles(dir, "demo-chatify").filter((file) => !file.current).map((file) => file.path)).toEqual(["firebase.json", "public/api-bases.json"]);
     // Written once: a second run has nothing to write.
     expect(writePageFiles(dir, "my-project-123")).toEqual([]);
   });
 
   it("are written where missing", () => {
     rmSync(join(dir, "public", "api-bases.json"));
-    expect(writePageFiles(dir, "demo-chatify")).toEqual(["public/api-bases.json"]);
+    rmSync(join(dir, "public", "error-codes.json"));
+    expect(writePageFiles(dir, "demo-chatify")).toEqual(["public/api-bases.json", "public/error-codes.json"]);
     expect(existsSync(join(dir, "public", "api-bases.json"))).toBe(true);
+    expect(readJson(join(dir, "public", "error-codes.json"))).toEqual({ errorCodes: ERROR_CODES });
+  });
+
+  it("are rewritten when the API's error codes change, whatever the project", () => {
+    writeFileSync(join(dir, "public", "error-codes.json"), JSON.stringify({ errorCodes: { RATE_LIMITED: { status: 429, retryAfter: "wait" } } }));
+    expect(pageFiles(dir, "demo-chatify").filter((file) => !file.current).map((file) => file.path)).toEqual(["public/error-codes.json"]);
+    expect(writePageFiles(dir, "demo-chatify")).toEqual(["public/error-codes.json"]);
+    expect(readJson(join(dir, "public", "error-codes.json"))).toEqual({ errorCodes: ERROR_CODES });
   });
 
   const cli = join(PROJECT_ROOT, "functions", "lib", "page", "page-files-cli.js");

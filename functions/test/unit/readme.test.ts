@@ -1,6 +1,7 @@
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join, posix } from "node:path";
 import { DECLARED_PARAMS } from "../../src/config";
+import { ERROR_CODES } from "../../src/http/error-codes";
 import { PROJECT_ROOT } from "../../src/local/project-files";
 
 const readDoc = (path: string) => readFileSync(join(PROJECT_ROOT, path), "utf8");
@@ -48,6 +49,20 @@ describe("docs/security.md protections table", () => {
 
   it.each(stated)("states $name's default as $stated", ({ name, stated: value }) => {
     expect(value).toBe(defaults.get(name));
+  });
+});
+
+/** Clients act on the error table of docs/api.md: it must list the codes the API answers, each with its status. */
+describe("docs/api.md error table", () => {
+  const documented = tableRows(readDoc("docs/api.md"), "Status").flatMap((row) => {
+    const [, status = "", codes = ""] = row.split("|").map((cell) => cell.trim());
+    return [...codes.matchAll(/`([A-Z_]+)`/g)].map((match) => [match[1]!, Number(status)] as const);
+  });
+
+  it("lists every code of http/error-codes.ts with its status, and no other", () => {
+    const listed = Object.entries(ERROR_CODES).map(([code, facts]) => [code, facts.status] as const);
+    expect(Object.fromEntries(documented)).toEqual(Object.fromEntries(listed));
+    expect(documented).toHaveLength(listed.length);
   });
 });
 
