@@ -1,5 +1,6 @@
 /** The port through which the session module has a user's message checked before it is kept. */
 import { ConfigError } from "../config";
+import type { ModelFailure } from "./errors";
 
 /** What the moderation model said of a text. */
 export interface ModerationVerdict {
@@ -20,10 +21,10 @@ export interface Moderator {
 }
 
 /**
- * Why no verdict came: `timeout` (none within the deadline), `unavailable` (unreachable, 429,
- * 5xx), `bad_response` (another refusal, or an answer that is not a verdict).
+ * Why no verdict came, in the model's terms: `timeout` (none within the deadline), `unavailable`
+ * (unreachable, 429, 503), `bad_response` (another refusal, or an answer that is not a verdict).
  */
-export type ModerationFailure = "timeout" | "unavailable" | "bad_response";
+export type ModerationFailure = ModelFailure;
 
 /** No verdict could be had: an outage, whichever way the caller then goes (open: logged; closed: 503). */
 export class ModerationUnavailableError extends Error {
