@@ -1,4 +1,4 @@
-import { defineBoolean, defineInt, defineSecret, defineString } from "firebase-functions/params";
+import { defineBoolean, defineInt, defineSecret, defineString, select } from "firebase-functions/params";
 
 /**
  * Every tunable of the service, declared once.
@@ -128,6 +128,14 @@ export const BOOLEAN_PARAMS = {
     default: true,
     description: "Write each reply's text so far to the session's partials node while it is generated (the model then always streams); false saves that CPU and write per message.",
   },
+  REQUIRE_APP_CHECK: {
+    default: false,
+    description: "Refuse requests without a valid Firebase App Check token (X-Firebase-AppCheck header; enforceAppCheck on callables): 401 APP_CHECK_REQUIRED or APP_CHECK_INVALID.",
+  },
+  MODERATION: {
+    default: false,
+    description: "Check each user message with the OpenAI moderations endpoint (omni-moderation-latest, through OPENAI_BASE_URL) beside the model call: a flagged message gets 422 MESSAGE_FLAGGED and is not stored.",
+  },
 } as const;
 
 export const STRING_PARAMS = {
@@ -138,6 +146,11 @@ export const STRING_PARAMS = {
   CORS_ORIGINS: {
     default: "*",
     description: "Comma-separated origins allowed by CORS, or * for any.",
+  },
+  MODERATION_ON_OUTAGE: {
+    default: "open",
+    choices: ["open", "closed"],
+    description: "When MODERATION is on and no verdict can be had (timeout, 5xx, unreachable): open lets the message through and logs it; closed refuses it with 503 MODERATION_UNAVAILABLE.",
   },
 } as const;
 
@@ -153,14 +166,14 @@ for (const [name, spec] of Object.entries(INT_PARAMS)) {
   defineInt(name, { default: spec.default, description: spec.description });
 }
 for (const [name, spec] of Object.entries(STRING_PARAMS)) {
-  defineString(name, { default: spec.default, description: spec.description });
+  defineString(name, { default: spec.default, description: spec.description, ...("choices" in spec ? { input: select([...spec.choices]) } : {}) });
 }
 for (const [name, spec] of Object.entries(BOOLEAN_PARAMS)) {
   defineBoolean(name, { default: spec.default, description: spec.description });
 }
 
-/** The declared params, for documentation and for the test that keeps README and code in step. */
-export const DECLARED_PARAMS = [
+/** The service's declared params (the deploy knobs are in function-options.ts), for documentation and the tests. */
+export const DECLARED_SERVICE_PARAMS = [
   ...Object.entries(INT_PARAMS).map(([name, spec]) => ({ name, default: String(spec.default), description: spec.description })),
   ...Object.entries(STRING_PARAMS).map(([name, spec]) => ({ name, default: spec.default, description: spec.description })),
   ...Object.entries(BOOLEAN_PARAMS).map(([name, spec]) => ({ name, default: String(spec.default), description: spec.description })),

@@ -1,6 +1,14 @@
-import { BOOLEAN_PARAMS, INT_PARAMS, STRING_PARAMS, type BooleanParamName, type IntParamName, type StringParamName } from "./config-params";
+import { BOOLEAN_PARAMS, DECLARED_SERVICE_PARAMS, INT_PARAMS, STRING_PARAMS, type BooleanParamName, type IntParamName, type StringParamName } from "./config-params";
+import { DEPLOY_PARAMS, type DeployParamName, type DeployParamSpec } from "./function-options";
 
-export { DECLARED_PARAMS } from "./config-params";
+/** Every declared param, the service's and the deploy knobs, for documentation and the tests. */
+export const DECLARED_PARAMS = [
+  ...DECLARED_SERVICE_PARAMS,
+  ...Object.entries(DEPLOY_PARAMS).map(([name, spec]) => ({ name, default: String(spec.default), description: spec.description })),
+];
+
+/** What to do with a message moderation could not judge: let it through (logged), or refuse it (503). */
+export type ModerationOnOutage = "open" | "closed";
 
 export interface Config {
   readonly openai: {
@@ -25,6 +33,17 @@ export interface Config {
   readonly requireAuth: boolean;
   /** Write replies' text so far to the database while they are generated. */
   readonly livePartials: boolean;
+  /** Refuse requests without a valid App Check token. */
+  readonly requireAppCheck: boolean;
+  readonly moderation: { readonly enabled: boolean; readonly onOutage: ModerationOnOutage };
+  /** What the functions were deployed with (params the CLI resolved and set as environment variables). */
+  readonly deploy: {
+    readonly minInstances: number;
+    readonly maxInstances: number;
+    readonly concurrency: number;
+    readonly memoryMib: number;
+    readonly timeoutSeconds: number;
+  };
   readonly limits: {
     readonly userMessagesPerMinute: number;
     readonly userMaxActiveSessions: number;
@@ -44,8 +63,11 @@ export class ConfigError extends Error {
 
 type Env = Readonly<Record<string, string | undefined>>;
 
-function intParam(env: Env, name: IntParamName): number {
-  const spec = INT_PARAMS[name];
+/** Every int param's range: the service's and the deploy knobs. */
+const INT_SPECS: Readonly<Record<IntParamName | DeployParamName, DeployParamSpec>> = { ...INT_PARAMS, ...DEPLOY_PARAMS };
+
+function intParam(env: Env, name: IntParamName | DeployParamName): number {
+  const spec = INT_SPECS[name];
   const raw = env[name];
   if (raw === undefined || raw.trim() === "") return spec.default;
   // Plain parsing, not zod: this runs at instance start, where every loaded module costs.
@@ -53,11 +75,21 @@ function intParam(env: Env, name: IntParamName): number {
   if (!Number.isSafeInteger(value) || value < spec.min || value > spec.max) {
     throw new ConfigError(`${name} must be an integer from ${spec.min} to ${spec.max}, got "${raw}"`);
   }
+  if (spec.choices !== undefined && !spec.choices.includes(value)) {
+    throw new ConfigError(`${name} must be one of ${spec.choices.join(", ")}, got "${raw}"`);
+  }
   return value;
 }
 
 function stringParam(env: Env, name: StringParamName): string {
   return env[name]?.trim() || STRING_PARAMS[name].default;
+}
+
+function choiceParam<T extends string>(env: Env, name: StringParamName, choices: readonly T[]): T {
+  const value = stringParam(env, name).toLowerCase();
+  const choice = choices.find((candidate) => candidate === value);
+  if (choice === undefined) throw new ConfigError(`${name} must be one of ${choices.join(", ")}, got "${env[name] ?? ""}"`);
+  return choice;
 }
 
 function booleanParam(env: Env, name: BooleanParamName, fallback: boolean): boolean {
@@ -112,6 +144,18 @@ export function resolveConfig(env: Env = process.env, defaults: { requireAuth?: 
     sessionCacheMaxEntries: intParam(env, "SESSION_CACHE_MAX_ENTRIES"),
     requireAuth: booleanParam(env, "REQUIRE_AUTH", defaults.requireAuth ?? BOOLEAN_PARAMS.REQUIRE_AUTH.default),
     livePartials: booleanParam(env, "LIVE_PARTIALS", BOOLEAN_PARAMS.LIVE_PARTIALS.default),
+    requireAppCheck: booleanParam(env, "REQUIRE_APP_CHECK", BOOLEAN_PARAMS.REQUIRE_APP_CHECK.default),
+    moderation: {
+      enabled: booleanParam(env, "MODERATION", BOOLEAN_PARAMS.MODERATION.default),
+      onOutage: choiceParam(env, "MODERATION_ON_OUTAGE", STRING_PARAMS.MODERATION_ON_OUTAGE.choices),
+    },
+    deploy: {
+      minInstances: intParam(env, "MIN_INSTANCES"),
+      maxInstances: intParam(env, "MAX_INSTANCES"),
+      concurrency: intParam(env, "CONCURRENCY"),
+      memoryMib: intParam(env, "MEMORY_MIB"),
+      timeoutSeconds: intParam(env, "TIMEOUT_SECONDS"),
+    },
     limits: {
       userMessagesPerMinute: intParam(env, "USER_MESSAGES_PER_MINUTE"),
       userMaxActiveSessions: intParam(env, "USER_MAX_ACTIVE_SESSIONS"),

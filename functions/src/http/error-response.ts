@@ -1,6 +1,8 @@
 import { ConfigError } from "../config";
 import { ModelError } from "../llm/errors";
+import { AppCheckInvalidError, AppCheckRequiredError, AppCheckUnavailableError } from "../auth/app-check";
 import { IdentityUnavailableError, InvalidTokenError } from "../auth/identity";
+import { MessageFlaggedError, ModerationUnavailableError } from "../llm/moderation";
 import {
   ForbiddenError,
   IdempotencyInProgressError,
@@ -56,6 +58,15 @@ export function toErrorAnswer(error: unknown): ErrorAnswer {
     });
   }
   if (error instanceof IdentityUnavailableError) return answer("AUTH_UNAVAILABLE", "The ID token could not be verified; try again shortly", { "Retry-After": "1" });
+  if (error instanceof AppCheckRequiredError) {
+    return answer("APP_CHECK_REQUIRED", "An App Check token is required (X-Firebase-AppCheck header, from the Firebase App Check SDK)");
+  }
+  if (error instanceof AppCheckInvalidError) {
+    return answer("APP_CHECK_INVALID", "The App Check token is not valid; get a fresh one from the Firebase App Check SDK");
+  }
+  if (error instanceof AppCheckUnavailableError) {
+    return answer("APP_CHECK_UNAVAILABLE", "The App Check token could not be verified; try again shortly", { "Retry-After": "1" });
+  }
   if (error instanceof ForbiddenError) return answer("FORBIDDEN", "Not allowed for the signed-in user");
   if (error instanceof LimitExceededError) {
     return answer(LIMIT_CODE[error.limit], LIMIT_MESSAGE[error.limit], { "Retry-After": String(error.retryAfterSeconds) });
@@ -77,6 +88,10 @@ export function toErrorAnswer(error: unknown): ErrorAnswer {
     return answer("IDEMPOTENCY_IN_PROGRESS", "A request with this Idempotency-Key is still in progress; retry later", {
       "Retry-After": String(error.retryAfterSeconds),
     });
+  }
+  if (error instanceof MessageFlaggedError) return answer("MESSAGE_FLAGGED", "The message was flagged by moderation and was not sent");
+  if (error instanceof ModerationUnavailableError) {
+    return answer("MODERATION_UNAVAILABLE", "The message could not be checked by moderation; try again shortly", { "Retry-After": "1" });
   }
   if (error instanceof ModelError) {
     const headers: Record<string, string> = error.retryAfterSeconds === undefined ? {} : { "Retry-After": String(error.retryAfterSeconds) };

@@ -2,28 +2,13 @@ import OpenAI from "openai";
 import { z } from "zod";
 import type { ChatModel, Completion, CompletionRequest, ReplySink, ReportedUsage } from "./chat-model";
 import { abandonedError, ModelError } from "./errors";
+import { createOpenAiClient, type OpenAiClientOptions } from "./openai-client";
 
-export interface OpenAiModelOptions {
-  readonly apiKey: string;
-  readonly baseUrl: string | undefined;
-  /** Per attempt. */
-  readonly timeoutMs: number;
-}
+export type OpenAiModelOptions = OpenAiClientOptions;
 
-/**
- * Chat completions through the official SDK (the Responses API has no presence or frequency
- * penalty). The timeout is always explicit: the SDK default (10 minutes) outlives any Cloud
- * Function.
- */
+/** Chat completions through the official SDK (the Responses API has no presence or frequency penalty). */
 export function createOpenAiModel(options: OpenAiModelOptions): ChatModel {
-  const client = new OpenAI({
-    apiKey: options.apiKey,
-    baseURL: options.baseUrl,
-    timeout: options.timeoutMs,
-    // Retries are ours (see retrying-model.ts): the SDK would wait out any Retry-After, however long.
-    maxRetries: 0,
-    fetch: fetchWithLocalAbortErrors,
-  });
+  const client = createOpenAiClient(options);
   return {
     name: "openai",
     async complete(request: CompletionRequest, sink?: ReplySink): Promise<Completion> {
@@ -191,25 +176,6 @@ class StreamedText {
     const text = piece.toWellFormed();
     this.sent += text;
     this.sink.write(text);
-  }
-}
-
-/**
- * `fetch` whose aborts are errors of this realm. The SDK tells a timeout from other
- * connection failures by the error's name, and it rebuilds errors that fail `instanceof
- * Error` without their name: an abort raised in another realm (a test VM, a polyfill) would
- * then read as "connection error" instead of "timed out".
- */
-async function fetchWithLocalAbortErrors(input: string | URL | Request, init?: RequestInit): Promise<Response> {
-  try {
-    return await fetch(input, init);
-  } catch (error) {
-    if (typeof error === "object" && error !== null && "name" in error && error.name === "AbortError" && !(error instanceof Error)) {
-      const local = new Error("The operation was aborted", { cause: error });
-      local.name = "AbortError";
-      throw local;
-    }
-    throw error;
   }
 }
 

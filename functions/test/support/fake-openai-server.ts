@@ -1,4 +1,4 @@
-import { createServer, type IncomingHttpHeaders, type Server, type ServerResponse } from "node:http";
+import { createServer, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 
 /** A chat completions request as the server received it. */
@@ -58,6 +58,32 @@ export type Scripted =
   | { readonly kind: "hang" }
   | { readonly kind: "drop" };
 
+/** A moderations request (`POST /v1/moderations`) as the server received it. */
+export interface RecordedModeration {
+  readonly path: string;
+  readonly headers: IncomingHttpHeaders;
+  readonly body: { model?: string; input: unknown; [key: string]: unknown };
+}
+
+/**
+ * How to answer one moderations request. Without a script the verdict is clean (not flagged).
+ * `verdict` answers as OpenAI does (one result, every category false but those named, which are
+ * true), optionally after `delayMs`; `status` (a 404 stands for a server without the endpoint),
+ * `raw`, `hang` and `drop` as for chat completions.
+ */
+export type ModerationScripted =
+  | { readonly kind: "verdict"; readonly flagged: boolean; readonly categories?: readonly string[]; readonly delayMs?: number }
+  | Fault;
+
+/** The scripted answers both endpoints can fail with. */
+type Fault = Extract<Scripted, { readonly kind: "status" | "raw" | "hang" | "drop" }>;
+
+/** The categories of `omni-moderation-latest`, as its answers list them. */
+const MODERATION_CATEGORIES = [
+  "harassment", "harassment/threatening", "hate", "hate/threatening", "illicit", "illicit/violent", "self-harm",
+  "self-harm/instructions", "self-harm/intent", "sexual", "sexual/minors", "violence", "violence/graphic",
+] as const;
+
 /**
  * Decides how to answer a request the script does not cover: `defaultReply` is the usual reply
  * (optionally after `delayMs`), anything else injects a fault. Without one, every such request
@@ -75,12 +101,15 @@ export interface FakeOpenAiOptions {
  * message it answers (so a test can tell replies apart and check their order).
  */
 export class FakeOpenAiServer {
+  /** Chat completions requests only: moderations are recorded apart, in `moderationRequests`. */
   readonly requests: RecordedRequest[] = [];
+  readonly moderationRequests: RecordedModeration[] = [];
   private readonly script: Scripted[] = [];
+  private readonly moderationScript: ModerationScripted[] = [];
   private readonly server: Server;
   private readonly hanging = new Set<() => void>();
   private readonly noneHanging: (() => void)[] = [];
-  private readonly waiters: { readonly count: number; readonly resolve: () => void }[] = [];
+  private readonly waiters: { readonly reached: () => boolean; readonly resolve: () => void }[] = [];
   private replies = 0;
 
   private constructor(private readonly options: FakeOpenAiOptions) {
@@ -89,6 +118,10 @@ export class FakeOpenAiServer {
       request.on("data", (chunk: Buffer) => chunks.push(chunk));
       request.on("end", () => {
         const path = request.url ?? "";
+        if (request.method === "POST" && path.endsWith("/moderations")) {
+          this.moderate(path, request, response, Buffer.concat(chunks).toString("utf8"));
+          return;
+        }
         if (request.method !== "POST" || !path.endsWith("/chat/completions")) {
           response.writeHead(404, { "content-type": "application/json" }).end('{"error":{"message":"not found"}}');
           return;
@@ -117,26 +150,8 @@ export class FakeOpenAiServer {
           case "stream":
             void streamChunks(response, body, { ...step, usage: step.usage === undefined ? fakeUsage(body, step.chunks.join("")) : step.usage });
             return;
-          case "status":
-            response
-              .writeHead(step.status, { "content-type": "application/json", ...step.headers })
-              .end(JSON.stringify(step.body ?? { error: { message: `scripted ${step.status}`, type: "server_error" } }));
-            return;
-          case "raw":
-            response.writeHead(step.status, { "content-type": "application/json" }).end(step.body);
-            return;
-          case "hang": {
-            const release = () => response.destroy();
-            this.hanging.add(release);
-            response.on("close", () => {
-              this.hanging.delete(release);
-              if (this.hanging.size === 0) for (const wake of this.noneHanging.splice(0)) wake();
-            });
-            return;
-          }
-          case "drop":
-            request.socket.destroy();
-            return;
+          default:
+            this.fault(step, request, response);
         }
       });
     });
@@ -158,10 +173,19 @@ export class FakeOpenAiServer {
     this.script.push(...steps);
   }
 
-  /** Resolves once `count` requests have been received (counted since the last `reset`). */
+  /** Answers the next moderations requests, in order, from `steps`. */
+  enqueueModeration(...steps: ModerationScripted[]): void {
+    this.moderationScript.push(...steps);
+  }
+
+  /** Resolves once `count` chat completions requests have been received (counted since the last `reset`). */
   awaitRequests(count: number): Promise<void> {
-    if (this.requests.length >= count) return Promise.resolve();
-    return new Promise((resolve) => this.waiters.push({ count, resolve }));
+    return this.await(() => this.requests.length >= count);
+  }
+
+  /** Resolves once `count` moderations requests have been received (counted since the last `reset`). */
+  awaitModerationRequests(count: number): Promise<void> {
+    return this.await(() => this.moderationRequests.length >= count);
   }
 
   /** Decides unscripted answers from now on, in place of the one the server started with; `reset` clears it. */
@@ -170,6 +194,8 @@ export class FakeOpenAiServer {
   reset(): void {
     this.requests.length = 0;
     this.script.length = 0;
+    this.moderationRequests.length = 0;
+    this.moderationScript.length = 0;
     this.replies = 0;
     this.chaos = undefined;
   }
@@ -191,11 +217,58 @@ export class FakeOpenAiServer {
     await new Promise<void>((resolve) => this.server.close(() => { resolve(); }));
   }
 
+  private await(reached: () => boolean): Promise<void> {
+    if (reached()) return Promise.resolve();
+    return new Promise((resolve) => this.waiters.push({ reached, resolve }));
+  }
+
   private wakeWaiters(): void {
     for (const waiter of [...this.waiters]) {
-      if (this.requests.length < waiter.count) continue;
+      if (!waiter.reached()) continue;
       this.waiters.splice(this.waiters.indexOf(waiter), 1);
       waiter.resolve();
+    }
+  }
+
+  /** Answers a moderations request from its own script, a clean verdict when there is none. */
+  private moderate(path: string, request: IncomingMessage, response: ServerResponse, text: string): void {
+    const body = JSON.parse(text) as RecordedModeration["body"];
+    this.moderationRequests.push({ path, headers: request.headers, body });
+    this.wakeWaiters();
+    const step = this.moderationScript.shift() ?? { kind: "verdict", flagged: false };
+    if (step.kind !== "verdict") {
+      this.fault(step, request, response);
+      return;
+    }
+    const send = () => {
+      if (!response.destroyed) response.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify(moderation(body.model, step)));
+    };
+    if (step.delayMs) setTimeout(send, step.delayMs);
+    else send();
+  }
+
+  private fault(step: Fault, request: IncomingMessage, response: ServerResponse): void {
+    switch (step.kind) {
+      case "status":
+        response
+          .writeHead(step.status, { "content-type": "application/json", ...step.headers })
+          .end(JSON.stringify(step.body ?? { error: { message: `scripted ${step.status}`, type: "server_error" } }));
+        return;
+      case "raw":
+        response.writeHead(step.status, { "content-type": "application/json" }).end(step.body);
+        return;
+      case "hang": {
+        const release = () => response.destroy();
+        this.hanging.add(release);
+        response.on("close", () => {
+          this.hanging.delete(release);
+          if (this.hanging.size === 0) for (const wake of this.noneHanging.splice(0)) wake();
+        });
+        return;
+      }
+      case "drop":
+        request.socket.destroy();
+        return;
     }
   }
 
@@ -270,5 +343,17 @@ function completion(model: string, text: string, finishReason: string | undefine
     model,
     choices: [{ index: 0, message: { role: "assistant", content: text }, finish_reason: finishReason ?? "stop", logprobs: null }],
     ...(usage && { usage: withTotal(usage) }),
+  };
+}
+
+/** A moderation answer as OpenAI gives it: one result for a single input. */
+function moderation(model: string | undefined, step: { readonly flagged: boolean; readonly categories?: readonly string[] }) {
+  const flaggedCategories = new Set(step.categories ?? []);
+  const categories = Object.fromEntries(MODERATION_CATEGORIES.map((name) => [name, flaggedCategories.has(name)]));
+  const scores = Object.fromEntries(MODERATION_CATEGORIES.map((name) => [name, flaggedCategories.has(name) ? 0.97 : 0.0001]));
+  return {
+    id: `modr-${Math.random().toString(36).slice(2)}`,
+    model: model ?? "omni-moderation-latest",
+    results: [{ flagged: step.flagged, categories, category_scores: scores, category_applied_input_types: {} }],
   };
 }

@@ -24,6 +24,14 @@ const READ_BACK: Readonly<Record<string, (config: Config) => string>> = {
   ADDRESS_SESSIONS_PER_HOUR: (config) => String(config.limits.addressSessionsPerHour),
   REQUIRE_AUTH: (config) => String(config.requireAuth),
   LIVE_PARTIALS: (config) => String(config.livePartials),
+  REQUIRE_APP_CHECK: (config) => String(config.requireAppCheck),
+  MODERATION: (config) => String(config.moderation.enabled),
+  MODERATION_ON_OUTAGE: (config) => config.moderation.onOutage,
+  MIN_INSTANCES: (config) => String(config.deploy.minInstances),
+  MAX_INSTANCES: (config) => String(config.deploy.maxInstances),
+  CONCURRENCY: (config) => String(config.deploy.concurrency),
+  MEMORY_MIB: (config) => String(config.deploy.memoryMib),
+  TIMEOUT_SECONDS: (config) => String(config.deploy.timeoutSeconds),
 };
 
 const INT_PARAM_NAMES = DECLARED_PARAMS.filter((param) => /^\d+$/.test(param.default)).map((param) => param.name);
@@ -99,6 +107,14 @@ describe("resolveConfig overrides", () => {
       ADDRESS_SESSIONS_PER_HOUR: "0",
       REQUIRE_AUTH: "false",
       LIVE_PARTIALS: "false",
+      REQUIRE_APP_CHECK: "true",
+      MODERATION: "true",
+      MODERATION_ON_OUTAGE: "closed",
+      MIN_INSTANCES: "1",
+      MAX_INSTANCES: "40",
+      CONCURRENCY: "20",
+      MEMORY_MIB: "1024",
+      TIMEOUT_SECONDS: "120",
     });
     expect(config).toEqual({
       openai: { apiKey: "sk-test", baseUrl: "http://localhost:8080/v1", timeoutMs: 2500, maxRetries: 3, maxRetryWaitMs: 1500 },
@@ -114,6 +130,9 @@ describe("resolveConfig overrides", () => {
       sessionCacheMaxEntries: 7,
       requireAuth: false,
       livePartials: false,
+      requireAppCheck: true,
+      moderation: { enabled: true, onOutage: "closed" },
+      deploy: { minInstances: 1, maxInstances: 40, concurrency: 20, memoryMib: 1024, timeoutSeconds: 120 },
       limits: { userMessagesPerMinute: 11, userMaxActiveSessions: 3, sessionMaxExchanges: 40, userTokensPerDay: 0, serviceTokensPerDay: 5_000_000, addressSessionsPerHour: 0 },
     });
   });
@@ -157,6 +176,40 @@ describe("resolveConfig integer validation", () => {
 
   it("names the offending variable, not another one", () => {
     expect(configError({ OPENAI_TIMEOUT_MS: "1000", DB_TIMEOUT_MS: "-1" }).message).toMatch(/^DB_TIMEOUT_MS /);
+  });
+});
+
+describe("resolveConfig App Check and moderation", () => {
+  it("leaves App Check and moderation off by default, failing open", () => {
+    expect(resolveConfig({})).toMatchObject({ requireAppCheck: false, moderation: { enabled: false, onOutage: "open" } });
+  });
+
+  it.each([["open", "open"], ["closed", "closed"], [" CLOSED ", "closed"], ["Open", "open"]] as const)("reads MODERATION_ON_OUTAGE %p as %p", (raw, expected) => {
+    expect(resolveConfig({ MODERATION_ON_OUTAGE: raw }).moderation.onOutage).toBe(expected);
+  });
+
+  it.each(["fail-open", "true", "sometimes"])("refuses MODERATION_ON_OUTAGE %p, naming the choices", (raw) => {
+    expect(configError({ MODERATION_ON_OUTAGE: raw }).message).toBe(`MODERATION_ON_OUTAGE must be one of open, closed, got "${raw}"`);
+  });
+
+  it.each(["REQUIRE_APP_CHECK", "MODERATION"])("reads %s as a boolean, refusing anything else", (name) => {
+    expect(READ_BACK[name]!(resolveConfig({ [name]: "1" }))).toBe("true");
+    expect(READ_BACK[name]!(resolveConfig({ [name]: "FALSE" }))).toBe("false");
+    expect(configError({ [name]: "on" }).message).toBe(`${name} must be true or false, got "on"`);
+  });
+});
+
+describe("resolveConfig deploy knobs", () => {
+  it("defaults to what the functions were deployed with before they were params", () => {
+    expect(resolveConfig({}).deploy).toEqual({ minInstances: 0, maxInstances: 10, concurrency: 80, memoryMib: 512, timeoutSeconds: 60 });
+  });
+
+  it.each(["256", "512", "2048", "32768"])("accepts MEMORY_MIB %s, a size Cloud Run offers", (raw) => {
+    expect(resolveConfig({ MEMORY_MIB: raw }).deploy.memoryMib).toBe(Number(raw));
+  });
+
+  it.each(["300", "768", "1000", "3072"])("refuses MEMORY_MIB %s inside the range but not a size, naming the sizes", (raw) => {
+    expect(configError({ MEMORY_MIB: raw }).message).toBe(`MEMORY_MIB must be one of 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, got "${raw}"`);
   });
 });
 

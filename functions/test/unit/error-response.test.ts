@@ -1,9 +1,11 @@
+import { AppCheckInvalidError, AppCheckRequiredError, AppCheckUnavailableError } from "../../src/auth/app-check";
 import { IdentityUnavailableError, InvalidTokenError } from "../../src/auth/identity";
 import { ConfigError } from "../../src/config";
 import { errorCodeFacts } from "../../src/http/error-codes";
 import { errorBody, toErrorAnswer } from "../../src/http/error-response";
 import { HttpError } from "../../src/http/http-error";
 import { ModelError } from "../../src/llm/errors";
+import { MessageFlaggedError, ModerationAbandonedError, ModerationNotSupportedError, ModerationUnavailableError } from "../../src/llm/moderation";
 import {
   ForbiddenError,
   IdempotencyInProgressError,
@@ -52,6 +54,13 @@ const table: Row[] = [
   { name: "StoreUnavailableError", error: new StoreUnavailableError("readSessionState"), status: 503, code: "DATABASE_UNAVAILABLE", headers: { "Retry-After": "1" } },
   { name: "StoreDataError", error: new StoreDataError("/sessions/x/meta", "bad"), status: 500, code: "DATA_ERROR" },
   { name: "ConfigError", error: new ConfigError("OPENAI_BASE_URL must be an http(s) URL"), status: 500, code: "CONFIGURATION_ERROR" },
+  { name: "AppCheckRequiredError", error: new AppCheckRequiredError("none"), status: 401, code: "APP_CHECK_REQUIRED" },
+  { name: "AppCheckInvalidError", error: new AppCheckInvalidError("forged"), status: 401, code: "APP_CHECK_INVALID" },
+  { name: "AppCheckUnavailableError", error: new AppCheckUnavailableError("keys"), status: 503, code: "APP_CHECK_UNAVAILABLE", headers: { "Retry-After": "1" } },
+  { name: "MessageFlaggedError", error: new MessageFlaggedError(["harassment"]), status: 422, code: "MESSAGE_FLAGGED" },
+  { name: "ModerationUnavailableError (failing closed)", error: new ModerationUnavailableError("timeout", "slow"), status: 503, code: "MODERATION_UNAVAILABLE", headers: { "Retry-After": "1" } },
+  { name: "ModerationNotSupportedError (a 404: configuration, not outage)", error: new ModerationNotSupportedError("no /moderations"), status: 500, code: "CONFIGURATION_ERROR" },
+  { name: "ModerationAbandonedError (never meant to reach a client)", error: new ModerationAbandonedError("gone"), status: 500, code: "INTERNAL" },
   { name: "a plain Error", error: new Error("boom"), status: 500, code: "INTERNAL" },
   { name: "a TypeError", error: new TypeError("x is undefined"), status: 500, code: "INTERNAL" },
   { name: "a thrown string", error: "boom", status: 500, code: "INTERNAL" },
@@ -121,6 +130,16 @@ describe("toErrorAnswer", () => {
   it("sends Retry-After for a model error only when the provider gave one", () => {
     expect(toErrorAnswer(new ModelError("unavailable", "busy")).headers).not.toHaveProperty("Retry-After");
     expect(toErrorAnswer(new ModelError("unavailable", "busy", { retryAfterMs: 12_000 })).headers).toEqual({ "Retry-After": "12" });
+  });
+
+  it.each([
+    ["APP_CHECK_REQUIRED", new AppCheckRequiredError(`missing ${SECRET}`), "An App Check token is required (X-Firebase-AppCheck header, from the Firebase App Check SDK)"],
+    ["APP_CHECK_INVALID", new AppCheckInvalidError(`bad ${SECRET}`), "The App Check token is not valid; get a fresh one from the Firebase App Check SDK"],
+    ["APP_CHECK_UNAVAILABLE", new AppCheckUnavailableError(`down ${SECRET}`), "The App Check token could not be verified; try again shortly"],
+    ["MESSAGE_FLAGGED", new MessageFlaggedError(["self-harm/intent"]), "The message was flagged by moderation and was not sent"],
+    ["MODERATION_UNAVAILABLE", new ModerationUnavailableError("unavailable", `down ${SECRET}`, { status: 503 }), "The message could not be checked by moderation; try again shortly"],
+  ])("gives %s a fixed message: neither the token, the categories nor the provider's words", (_code, error, message) => {
+    expect(toErrorAnswer(error).message).toBe(message);
   });
 
   it("keeps a model error's own safe message", () => {

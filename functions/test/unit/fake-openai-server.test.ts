@@ -59,3 +59,59 @@ describe("the fake server's usage reports", () => {
     expect(await (await post({})).json()).not.toHaveProperty("usage");
   });
 });
+
+describe("the fake server's moderations endpoint", () => {
+  let fake: FakeOpenAiServer;
+  beforeAll(async () => {
+    fake = await FakeOpenAiServer.start();
+  });
+  afterAll(async () => fake.stop());
+  beforeEach(() => { fake.reset(); });
+
+  const moderate = (input: string) =>
+    fetch(`${fake.baseUrl}/moderations`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ model: "omni-moderation-latest", input }) });
+
+  it("answers a clean verdict when unscripted, shaped as OpenAI's (every category listed, false)", async () => {
+    const body = (await (await moderate("hello")).json()) as { model: string; results: { flagged: boolean; categories: Record<string, boolean> }[] };
+    expect(body.model).toBe("omni-moderation-latest");
+    expect(body.results).toHaveLength(1);
+    expect(body.results[0]?.flagged).toBe(false);
+    expect(Object.keys(body.results[0]?.categories ?? {})).toEqual(expect.arrayContaining(["harassment", "hate", "self-harm", "sexual", "violence"]));
+    expect(Object.values(body.results[0]?.categories ?? {}).every((flagged) => !flagged)).toBe(true);
+  });
+
+  it("answers from its own script, in order: flagged with categories, then a status", async () => {
+    fake.enqueueModeration({ kind: "verdict", flagged: true, categories: ["hate"] }, { kind: "status", status: 404 });
+    const flagged = (await (await moderate("a")).json()) as { results: { flagged: boolean; categories: Record<string, boolean> }[] };
+    expect(flagged.results[0]?.flagged).toBe(true);
+    expect(Object.entries(flagged.results[0]?.categories ?? {}).filter(([, on]) => on)).toEqual([["hate", true]]);
+    expect((await moderate("b")).status).toBe(404);
+  });
+
+  it("records moderations apart from chat completions, and does not take the chat script", async () => {
+    fake.enqueue({ kind: "reply", text: "from the chat script" });
+    await moderate("checked text");
+    expect(fake.requests).toHaveLength(0);
+    expect(fake.moderationRequests.map((request) => request.body)).toEqual([{ model: "omni-moderation-latest", input: "checked text" }]);
+    const chat = await fetch(`${fake.baseUrl}/chat/completions`, { method: "POST", body: JSON.stringify({ model: "m", messages: [] }) });
+    expect(((await chat.json()) as { choices: { message: { content: string } }[] }).choices[0]?.message.content).toBe("from the chat script");
+  });
+
+  it("hangs when told to, until released, and is waited for by count", async () => {
+    fake.enqueueModeration({ kind: "hang" });
+    const answer = moderate("slow").then(() => "answered", () => "cut");
+    await fake.awaitModerationRequests(1);
+    fake.releaseHanging();
+    expect(await answer).toBe("cut");
+    await fake.noRequestHanging();
+  });
+
+  it("forgets its script and requests on reset", async () => {
+    fake.enqueueModeration({ kind: "status", status: 500 });
+    await moderate("x");
+    fake.enqueueModeration({ kind: "status", status: 500 });
+    fake.reset();
+    expect(fake.moderationRequests).toHaveLength(0);
+    expect((await moderate("y")).status).toBe(200);
+  });
+});

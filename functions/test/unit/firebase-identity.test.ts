@@ -1,34 +1,12 @@
-import { generateKeyPairSync, randomUUID, sign, type KeyObject } from "node:crypto";
-import { createServer, type Server } from "node:http";
-import { Agent, type RequestOptions } from "node:https";
-import { connect, type AddressInfo } from "node:net";
-import type { Duplex } from "node:stream";
+import { generateKeyPairSync, randomUUID, type KeyObject } from "node:crypto";
 import { deleteApp, initializeApp, type App } from "firebase-admin/app";
 import { firebaseIdentity } from "../../src/auth/firebase-identity";
 import { IdentityUnavailableError, InvalidTokenError } from "../../src/auth/identity";
 import { toErrorAnswer } from "../../src/http/error-response";
+import { base64url, LocalGoogleAgent, signedJwt, startLocalGoogle, type LocalGoogle } from "../support/google-endpoints";
 
 const PROJECT_ID = "demo-identity";
 const KID = "test-key-1";
-
-/**
- * firebase-admin fetches Google's public keys over https with the app's `httpAgent`. This agent
- * sends every connection, whatever the host, to a local plain-HTTP server standing in for the key
- * endpoint, or to a closed port (the endpoint out of reach). No network is used either way.
- */
-class KeyEndpointAgent extends Agent {
-  /** The hosts firebase-admin tried to reach, one entry per connection. */
-  readonly attempts: string[] = [];
-
-  constructor(private readonly port: () => number) {
-    super({ keepAlive: false });
-  }
-
-  override createConnection(options: RequestOptions): Duplex {
-    this.attempts.push(options.host ?? options.hostname ?? "");
-    return connect(this.port(), "127.0.0.1");
-  }
-}
 
 /** What the stand-in key endpoint answers. */
 type KeyAnswer = { readonly status: number; readonly contentType: string; readonly body: string };
@@ -38,23 +16,10 @@ function keysAnswer(keys: Record<string, KeyObject>): KeyAnswer {
   return { status: 200, contentType: "application/json", body: JSON.stringify(pems) };
 }
 
-function listen(server: Server): Promise<number> {
-  return new Promise((resolve) => server.listen(0, "127.0.0.1", () => { resolve((server.address() as AddressInfo).port); }));
-}
-
-function close(server: Server): Promise<void> {
-  return new Promise((resolve) => server.close(() => { resolve(); }));
-}
-
-function base64url(value: unknown): string {
-  return Buffer.from(JSON.stringify(value)).toString("base64url");
-}
-
 /** An ID token as Firebase Auth issues them (RS256, kid, audience and issuer of the project), signed with `key`. */
 function idToken(key: KeyObject, options: { header?: Record<string, unknown>; claims?: Record<string, unknown> } = {}): string {
   const now = Math.floor(Date.now() / 1000);
-  const header = base64url({ alg: "RS256", kid: KID, typ: "JWT", ...options.header });
-  const payload = base64url({
+  return signedJwt(key, { alg: "RS256", kid: KID, typ: "JWT", ...options.header }, {
     iss: `https://securetoken.google.com/${PROJECT_ID}`,
     aud: PROJECT_ID,
     auth_time: now,
@@ -63,7 +28,6 @@ function idToken(key: KeyObject, options: { header?: Record<string, unknown>; cl
     exp: now + 3600,
     ...options.claims,
   });
-  return `${header}.${payload}.${sign("sha256", Buffer.from(`${header}.${payload}`), key).toString("base64url")}`;
 }
 
 async function failure(promise: Promise<unknown>): Promise<unknown> {
@@ -79,33 +43,27 @@ describe("firebaseIdentity, checking signatures against the public keys (no emul
   const signing = generateKeyPairSync("rsa", { modulusLength: 2048 });
   const other = generateKeyPairSync("rsa", { modulusLength: 2048 });
   const previousEmulator = process.env.FIREBASE_AUTH_EMULATOR_HOST;
-  let endpoint: Server;
-  let endpointPort: number;
-  let closedPort: number;
+  let google: LocalGoogle;
   let answer: KeyAnswer;
   const apps: App[] = [];
 
   beforeAll(async () => {
     // With the emulator, firebase-admin skips signatures and never fetches keys.
     delete process.env.FIREBASE_AUTH_EMULATOR_HOST;
-    endpoint = createServer((_request, response) => {
+    google = await startLocalGoogle((_request, response) => {
       response.writeHead(answer.status, { "Content-Type": answer.contentType }).end(answer.body);
     });
-    endpointPort = await listen(endpoint);
-    const closed = createServer();
-    closedPort = await listen(closed);
-    await close(closed);
   });
 
   afterAll(async () => {
     if (previousEmulator !== undefined) process.env.FIREBASE_AUTH_EMULATOR_HOST = previousEmulator;
     await Promise.all(apps.map((app) => deleteApp(app)));
-    await close(endpoint);
+    await google.close();
   });
 
   /** A fresh app each time: firebase-admin caches fetched keys per app. */
   function verifier(keys: "served" | "unreachable") {
-    const agent = new KeyEndpointAgent(() => (keys === "served" ? endpointPort : closedPort));
+    const agent = new LocalGoogleAgent(() => (keys === "served" ? google.port : google.closedPort));
     const app = initializeApp({ projectId: PROJECT_ID, httpAgent: agent }, randomUUID());
     apps.push(app);
     return { identity: firebaseIdentity(app), agent };
@@ -133,7 +91,7 @@ describe("firebaseIdentity, checking signatures against the public keys (no emul
 
   it("does not cache the outage: once the keys are back the same token is accepted", async () => {
     let reachable = false;
-    const agent = new KeyEndpointAgent(() => (reachable ? endpointPort : closedPort));
+    const agent = new LocalGoogleAgent(() => (reachable ? google.port : google.closedPort));
     const app = initializeApp({ projectId: PROJECT_ID, httpAgent: agent }, randomUUID());
     apps.push(app);
     const identity = firebaseIdentity(app);

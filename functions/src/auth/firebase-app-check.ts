@@ -1,0 +1,105 @@
+import type { App } from "firebase-admin/app";
+import { getAppCheck } from "firebase-admin/app-check";
+import type { Log } from "../log/log";
+import { AppCheckInvalidError, AppCheckUnavailableError, type AppCheckClaims, type AppCheckVerifier } from "./app-check";
+
+export interface FirebaseAppCheckOptions {
+  /** The apps of the project whose tokens are accepted; absent, any app of the project (as Firebase's own `enforceAppCheck`). */
+  readonly appIds?: readonly string[];
+  /**
+   * The longest a verification may take before it counts as an outage: firebase-admin 14.5.1
+   * fetches the keys through jwks-rsa 4.1.0 with no timeout of its own, so an endpoint that
+   * accepts the connection and never answers would hold the request until the function's timeout.
+   */
+  readonly timeoutMs?: number;
+  readonly log: Log;
+}
+
+const DEFAULT_TIMEOUT_MS = 5_000;
+
+/**
+ * `app-check/invalid-argument` is ambiguous in firebase-admin 14 (checked against 14.5.1,
+ * lib/app-check/token-verifier.js and lib/utils/jwt.js). Its verdicts on the token are built from
+ * fixed templates: "Decoding App Check token failed...", "App check token must be a non-null
+ * string.", "The provided App Check token has incorrect algorithm / incorrect "aud" (audience)
+ * claim / incorrect "iss" (issuer) claim / no "sub" / an empty string "sub" / invalid signature /
+ * "kid" claim which does not correspond to a known public key". But when the keys cannot be
+ * fetched, `mapJwtErrorToAppCheckError` falls through to the same code with the fetch's message,
+ * "Error fetching Json Web Keys: <cause>" (the cause being "connect ECONNREFUSED ...", a status
+ * text, "The JWKS endpoint did not contain any keys", a JSON parse error...), and the replay
+ * check's failures carry App Check's own codes and messages. So an argument error is a verdict
+ * only when its message is one of those templates; anything else is an outage, a 503 rather than
+ * a 401 that would tell a genuine app its attestation is bad. Should an upgrade reword the
+ * templates, bad tokens would turn into 503s (loud in the tests), never an outage into 401s.
+ * The audience, issuer and algorithm are checked before the keys are fetched: those verdicts
+ * stand during an outage too. Each template is named by a short reason for the logs, which never
+ * carry the message itself (it quotes the token's claims).
+ */
+const VERDICTS: readonly (readonly [RegExp, string])[] = [
+  [/^Decoding App Check token failed/, "malformed"],
+  [/^App check token must be a non-null string/, "malformed"],
+  [/^The provided App Check token has incorrect algorithm/, "algorithm"],
+  [/^The provided App Check token has incorrect "aud"/, "audience"],
+  [/^The provided App Check token has incorrect "iss"/, "issuer"],
+  [/^The provided App Check token has (?:no|an empty string) "sub"/, "subject"],
+  [/^The provided App Check token has invalid signature/, "signature"],
+  [/^The provided App Check token has "kid" claim which does not correspond to a known public key/, "unknown key"],
+];
+
+/**
+ * Verifies App Check tokens with firebase-admin: signature against App Check's public keys
+ * (fetched through the app's `httpAgent`, cached 6 hours once fetched, never while failing),
+ * project in the audience, issuer, expiry; optionally consumes the token (replay protection).
+ */
+export function firebaseAppCheck(app: App, options: FirebaseAppCheckOptions): AppCheckVerifier {
+  const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  const { log } = options;
+  const refuse = (reason: string, cause?: unknown): AppCheckInvalidError => {
+    log.info("app check token refused", { reason });
+    return new AppCheckInvalidError("the App Check token is not valid", { cause });
+  };
+  return {
+    async verify(token, verifyOptions = {}): Promise<AppCheckClaims> {
+      let result: Awaited<ReturnType<ReturnType<typeof getAppCheck>["verifyToken"]>>;
+      try {
+        result = await withDeadline(getAppCheck(app).verifyToken(token, { consume: verifyOptions.consume === true }), timeoutMs);
+      } catch (error) {
+        const reason = verdictOn(error);
+        if (reason !== undefined) throw refuse(reason, error);
+        log.warn("app check unavailable", { code: fieldOf(error, "code"), detail: fieldOf(error, "message")?.slice(0, 200) });
+        throw new AppCheckUnavailableError("the App Check token could not be verified", { cause: error });
+      }
+      if (result.alreadyConsumed === true) throw refuse("replayed");
+      if (options.appIds !== undefined && !options.appIds.includes(result.appId)) throw refuse("app");
+      return { appId: result.appId };
+    },
+  };
+}
+
+class VerificationTimeout extends Error {
+  override readonly name = "VerificationTimeout";
+  readonly code = "timeout";
+}
+
+function withDeadline<T>(promise: Promise<T>, timeoutMs: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_resolve, reject) => {
+    timer = setTimeout(() => { reject(new VerificationTimeout(`no verdict within ${timeoutMs} ms`)); }, timeoutMs);
+  });
+  return Promise.race([promise, deadline]).finally(() => { clearTimeout(timer); });
+}
+
+/** The reason firebase-admin refused the token, or undefined when it could not decide. */
+function verdictOn(error: unknown): string | undefined {
+  const code = fieldOf(error, "code");
+  if (code === "app-check/app-check-token-expired") return "expired";
+  if (code !== "app-check/invalid-argument") return undefined;
+  const message = fieldOf(error, "message") ?? "";
+  return VERDICTS.find(([template]) => template.test(message))?.[1];
+}
+
+function fieldOf(error: unknown, field: "code" | "message"): string | undefined {
+  if (typeof error !== "object" || error === null || !(field in error)) return undefined;
+  const value: unknown = (error as Record<string, unknown>)[field];
+  return typeof value === "string" ? value : undefined;
+}

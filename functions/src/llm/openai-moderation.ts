@@ -1,0 +1,57 @@
+import OpenAI from "openai";
+import { z } from "zod";
+import { createOpenAiClient, type OpenAiClientOptions } from "./openai-client";
+import { toModelError } from "./openai-model";
+import { ModerationAbandonedError, ModerationNotSupportedError, ModerationUnavailableError, type ModerationVerdict, type Moderator } from "./moderation";
+
+/** OpenAI's current moderation model: text and images, every category, free of charge. */
+export const MODERATION_MODEL = "omni-moderation-latest";
+
+/**
+ * Moderation through the same SDK client, base URL and key as the chat model
+ * (`POST {base}/moderations`). One attempt, no retry: a failure goes to the caller's outage
+ * choice at once, rather than holding the first delta back.
+ */
+export function createOpenAiModerator(options: OpenAiClientOptions): Moderator {
+  const client = createOpenAiClient(options);
+  return {
+    name: "openai",
+    async check(text, { signal } = {}): Promise<ModerationVerdict> {
+      let response: unknown;
+      try {
+        response = await client.moderations.create({ model: MODERATION_MODEL, input: text }, { signal });
+      } catch (error) {
+        if (signal?.aborted) throw new ModerationAbandonedError("the moderation check was abandoned", { cause: error });
+        throw toModerationError(error);
+      }
+      return readVerdict(response);
+    },
+  };
+}
+
+function toModerationError(error: unknown): ModerationNotSupportedError | ModerationUnavailableError {
+  const status = error instanceof OpenAI.APIError && typeof error.status === "number" ? error.status : undefined;
+  // OpenAI answers 404 for an unknown model too: either way this server cannot moderate.
+  if (status === 404) {
+    return new ModerationNotSupportedError(
+      `MODERATION is on but the server at OPENAI_BASE_URL has no moderations endpoint or no "${MODERATION_MODEL}" model (404): ` +
+        "point OPENAI_BASE_URL at a server that moderates, or turn MODERATION off",
+      { cause: error },
+    );
+  }
+  const modelError = toModelError(error);
+  return new ModerationUnavailableError(modelError.failure, `moderation: ${modelError.message}`, { ...(status === undefined ? {} : { status }), cause: error });
+}
+
+/** The part of a moderation answer the service uses; a compatible server may send anything. */
+const moderationSchema = z.object({
+  results: z.array(z.object({ flagged: z.boolean(), categories: z.record(z.string(), z.boolean().nullish()).optional() })).min(1),
+});
+
+function readVerdict(response: unknown): ModerationVerdict {
+  const parsed = moderationSchema.safeParse(response);
+  const result = parsed.success ? parsed.data.results[0] : undefined;
+  if (result === undefined) throw new ModerationUnavailableError("bad_response", "moderation: the server returned no verdict");
+  const categories = Object.entries(result.categories ?? {}).filter(([, flagged]) => flagged === true).map(([name]) => name);
+  return { flagged: result.flagged, categories };
+}

@@ -1,0 +1,303 @@
+import { generateKeyPairSync, randomUUID, type KeyObject } from "node:crypto";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { deleteApp, initializeApp, type App } from "firebase-admin/app";
+import { AppCheckInvalidError, AppCheckRequiredError, AppCheckUnavailableError, appCheckTokenOf } from "../../src/auth/app-check";
+import { firebaseAppCheck, type FirebaseAppCheckOptions } from "../../src/auth/firebase-app-check";
+import { errorBody, toErrorAnswer } from "../../src/http/error-response";
+import type { Log, LogFields } from "../../src/log/log";
+import { LocalGoogleAgent, signedJwt, startLocalGoogle, type LocalGoogle } from "../support/google-endpoints";
+
+const PROJECT_ID = "demo-appcheck";
+const PROJECT_NUMBER = "123456789";
+const APP_ID = "1:123456789:web:0a1b2c3d4e5f";
+const KID = "app-check-key-1";
+const APP_CHECK_HOST = "firebaseappcheck.googleapis.com";
+
+/** The JWKS App Check serves at /v1/jwks. */
+function jwks(keys: Record<string, KeyObject>): string {
+  return JSON.stringify({ keys: Object.entries(keys).map(([kid, key]) => ({ ...key.export({ format: "jwk" }), kid, alg: "RS256", use: "sig" })) });
+}
+
+/** An App Check token as App Check issues them (RS256, kid, the project's number and id in the audience), signed with `key`. */
+function appCheckToken(key: KeyObject, options: { header?: Record<string, unknown>; claims?: Record<string, unknown> } = {}): string {
+  const now = Math.floor(Date.now() / 1000);
+  return signedJwt(key, { alg: "RS256", kid: KID, typ: "JWT", ...options.header }, {
+    iss: `https://firebaseappcheck.googleapis.com/${PROJECT_NUMBER}`,
+    aud: [`projects/${PROJECT_NUMBER}`, `projects/${PROJECT_ID}`],
+    sub: APP_ID,
+    iat: now,
+    exp: now + 3600,
+    ...options.claims,
+  });
+}
+
+async function failure(promise: Promise<unknown>): Promise<unknown> {
+  try {
+    await promise;
+  } catch (error) {
+    return error;
+  }
+  throw new Error("the token was accepted");
+}
+
+interface Logged { readonly level: string; readonly message: string; readonly fields?: LogFields }
+
+function recordingLog(entries: Logged[]): Log {
+  const keep = (level: string) => (message: string, fields?: LogFields) => { entries.push({ level, message, ...(fields ? { fields } : {}) }); };
+  return { info: keep("info"), warn: keep("warn"), error: keep("error") };
+}
+
+/** How the stand-in for Google answers: the keys, and the replay check's verdict. */
+interface GoogleAnswers {
+  keys: { status: number; contentType: string; body: string } | "hang";
+  replay: { status: number; body: string };
+}
+
+describe("appCheckTokenOf", () => {
+  it.each([undefined, "", "   "])("refuses %p as a missing token: 401 APP_CHECK_REQUIRED", (header) => {
+    const error = (() => { try { return appCheckTokenOf(header); } catch (caught) { return caught; } })();
+    expect(error).toBeInstanceOf(AppCheckRequiredError);
+    expect(toErrorAnswer(error)).toMatchObject({ status: 401, code: "APP_CHECK_REQUIRED" });
+  });
+
+  it("takes the header's token, trimmed", () => {
+    expect(appCheckTokenOf(" abc.def.ghi ")).toBe("abc.def.ghi");
+  });
+});
+
+describe("firebaseAppCheck, checking App Check tokens against locally served keys", () => {
+  const signing = generateKeyPairSync("rsa", { modulusLength: 2048 });
+  const other = generateKeyPairSync("rsa", { modulusLength: 2048 });
+  let google: LocalGoogle;
+  let answers: GoogleAnswers;
+  /** The paths and bodies firebase-admin sent to the stand-in. */
+  let received: { path: string; body: string }[];
+  const apps: App[] = [];
+  let logged: Logged[];
+
+  beforeAll(async () => {
+    google = await startLocalGoogle((request: IncomingMessage, response: ServerResponse) => {
+      let body = "";
+      request.on("data", (chunk: Buffer) => { body += chunk.toString("utf8"); });
+      request.on("end", () => {
+        const path = request.url ?? "";
+        received.push({ path, body });
+        if (path === "/v1/jwks") {
+          if (answers.keys === "hang") return;
+          response.writeHead(answers.keys.status, { "Content-Type": answers.keys.contentType }).end(answers.keys.body);
+        } else if (path === `/v1beta/projects/${PROJECT_ID}:verifyAppCheckToken`) {
+          response.writeHead(answers.replay.status, { "Content-Type": "application/json" }).end(answers.replay.body);
+        } else {
+          response.writeHead(404).end();
+        }
+      });
+    });
+  });
+
+  afterAll(async () => {
+    await Promise.all(apps.map((app) => deleteApp(app)));
+    await google.close();
+  });
+
+  beforeEach(() => {
+    answers = {
+      keys: { status: 200, contentType: "application/json", body: jwks({ [KID]: signing.publicKey }) },
+      replay: { status: 200, body: JSON.stringify({ alreadyConsumed: false }) },
+    };
+    received = [];
+    logged = [];
+  });
+
+  /** A fresh app each time (firebase-admin caches fetched keys per app), with a credential for the replay check. */
+  function verifier(reach: "served" | "unreachable" | (() => boolean), options: Partial<FirebaseAppCheckOptions> = {}) {
+    const reachable = typeof reach === "function" ? reach : () => reach === "served";
+    const agent = new LocalGoogleAgent(() => (reachable() ? google.port : google.closedPort));
+    const credential = { getAccessToken: () => Promise.resolve({ access_token: "test-access-token", expires_in: 3600 }) };
+    const app = initializeApp({ projectId: PROJECT_ID, httpAgent: agent, credential }, randomUUID());
+    apps.push(app);
+    return { appCheck: firebaseAppCheck(app, { log: recordingLog(logged), ...options }), agent };
+  }
+
+  it("accepts a token signed with a served key, naming its app (the setup the other cases change one thing of)", async () => {
+    const { appCheck, agent } = verifier("served");
+    await expect(appCheck.verify(appCheckToken(signing.privateKey))).resolves.toEqual({ appId: APP_ID });
+    expect(agent.attempts).toEqual([APP_CHECK_HOST]);
+    expect(received.map((request) => request.path)).toEqual(["/v1/jwks"]);
+  });
+
+  it.each<[string, () => string, string]>([
+    ["a forged signature", () => appCheckToken(other.privateKey), "signature"],
+    ["a key id the endpoint does not list", () => appCheckToken(signing.privateKey, { header: { kid: "unknown-key" } }), "unknown key"],
+    ["an expiry in the past", () => appCheckToken(signing.privateKey, { claims: { iat: 1_000, exp: 2_000 } }), "expired"],
+    ["no kid, signed with no served key", () => appCheckToken(other.privateKey, { header: { kid: undefined } }), "signature"],
+  ])("answers 401 APP_CHECK_INVALID for %s once the keys are fetched", async (_name, make, reason) => {
+    const { appCheck, agent } = verifier("served");
+    const error = await failure(appCheck.verify(make()));
+    expect(error).toBeInstanceOf(AppCheckInvalidError);
+    expect(toErrorAnswer(error)).toMatchObject({ status: 401, code: "APP_CHECK_INVALID", headers: {} });
+    // Only App Check's host; a kid-less token fetches the keys twice in firebase-admin 14.5.1
+    // (lib/utils/jwt.js getKeyCallback reports the missing kid, then fetches all the same).
+    expect(new Set(agent.attempts)).toEqual(new Set([APP_CHECK_HOST]));
+    expect(logged).toEqual([{ level: "info", message: "app check token refused", fields: { reason } }]);
+  });
+
+  it("refuses an expired token with firebase-admin's own expiry code behind it", async () => {
+    const { appCheck } = verifier("served");
+    const error = await failure(appCheck.verify(appCheckToken(signing.privateKey, { claims: { iat: 1_000, exp: 2_000 } })));
+    expect(error).toBeInstanceOf(AppCheckInvalidError);
+    expect((error as Error).cause).toMatchObject({ code: "app-check/app-check-token-expired" });
+  });
+
+  const header = { alg: "RS256", kid: KID, typ: "JWT" };
+  it.each<[string, (key: KeyObject) => string, string]>([
+    ["another project's token", (key) => appCheckToken(key, { claims: { aud: ["projects/987654321", "projects/someone-else"] } }), "audience"],
+    ["an audience that is a string, not a list", (key) => appCheckToken(key, { claims: { aud: `projects/${PROJECT_ID}` } }), "audience"],
+    ["another issuer (an ID token, say)", (key) => appCheckToken(key, { claims: { iss: `https://securetoken.google.com/${PROJECT_ID}` } }), "issuer"],
+    ["no subject", (key) => appCheckToken(key, { claims: { sub: undefined } }), "subject"],
+    ["an empty subject", (key) => appCheckToken(key, { claims: { sub: "" } }), "subject"],
+    ["HS256", (key) => appCheckToken(key, { header: { alg: "HS256" } }), "algorithm"],
+    ["alg none", () => `${Buffer.from(JSON.stringify({ ...header, alg: "none" })).toString("base64url")}.${Buffer.from("{}").toString("base64url")}.`, "algorithm"],
+    ["not a JWT", () => "not-a-token", "malformed"],
+    ["three parts that are not JSON", () => "abc.def.ghi", "malformed"],
+  ])("answers 401 for %s even while the keys are out of reach, without fetching them", async (_name, make, reason) => {
+    const { appCheck, agent } = verifier("unreachable");
+    const error = await failure(appCheck.verify(make(signing.privateKey)));
+    expect(error).toBeInstanceOf(AppCheckInvalidError);
+    expect(toErrorAnswer(error).status).toBe(401);
+    expect(agent.attempts).toEqual([]);
+    expect(logged.map((entry) => entry.fields?.reason)).toEqual([reason]);
+  });
+
+  it("accepts another app of the same project by default, as Firebase's enforceAppCheck does, and names it", async () => {
+    const { appCheck } = verifier("served");
+    const otherApp = "1:123456789:android:ffffffffffff";
+    await expect(appCheck.verify(appCheckToken(signing.privateKey, { claims: { sub: otherApp } }))).resolves.toEqual({ appId: otherApp });
+  });
+
+  it("refuses another app of the same project when the apps are listed, and accepts a listed one", async () => {
+    const { appCheck } = verifier("served", { appIds: [APP_ID] });
+    const error = await failure(appCheck.verify(appCheckToken(signing.privateKey, { claims: { sub: "1:123456789:ios:eeeeeeeeeeee" } })));
+    expect(error).toBeInstanceOf(AppCheckInvalidError);
+    expect(logged.map((entry) => entry.fields?.reason)).toEqual(["app"]);
+    await expect(appCheck.verify(appCheckToken(signing.privateKey))).resolves.toEqual({ appId: APP_ID });
+  });
+
+  it("answers 503 APP_CHECK_UNAVAILABLE, not 401, when the key endpoint refuses the connection", async () => {
+    const { appCheck, agent } = verifier("unreachable");
+    const error = await failure(appCheck.verify(appCheckToken(signing.privateKey)));
+    expect(error).toBeInstanceOf(AppCheckUnavailableError);
+    // firebase-admin's own verdict, kept for the logs: the same code a forged token gets.
+    expect((error as Error).cause).toMatchObject({ code: "app-check/invalid-argument", message: expect.stringMatching(/^Error fetching Json Web Keys: .*ECONNREFUSED/) });
+    expect(agent.attempts).toEqual([APP_CHECK_HOST]);
+    expect(toErrorAnswer(error)).toMatchObject({ status: 503, code: "APP_CHECK_UNAVAILABLE", headers: { "Retry-After": "1" } });
+    expect(logged).toEqual([{ level: "warn", message: "app check unavailable", fields: { code: "app-check/invalid-argument", detail: expect.stringContaining("Error fetching Json Web Keys") } }]);
+  });
+
+  it("does not cache the outage: once the keys are back the same token is accepted", async () => {
+    let reachable = false;
+    const { appCheck } = verifier(() => reachable);
+    const token = appCheckToken(signing.privateKey);
+    expect(await failure(appCheck.verify(token))).toBeInstanceOf(AppCheckUnavailableError);
+    reachable = true;
+    await expect(appCheck.verify(token)).resolves.toEqual({ appId: APP_ID });
+  });
+
+  it.each<[string, GoogleAnswers["keys"]]>([
+    ["a server error", { status: 500, contentType: "text/html", body: "<h1>Internal Server Error</h1>" }],
+    ["a captive portal's page", { status: 200, contentType: "text/html", body: "<html>Sign in to the network</html>" }],
+    ["a key set without keys", { status: 200, contentType: "application/json", body: '{"keys":[]}' }],
+    ["an error object", { status: 400, contentType: "application/json", body: '{"error":"invalid_request"}' }],
+  ])("answers 503 when the key endpoint answers %s instead of keys", async (_name, keys) => {
+    answers.keys = keys;
+    const { appCheck } = verifier("served");
+    const error = await failure(appCheck.verify(appCheckToken(signing.privateKey)));
+    expect(error).toBeInstanceOf(AppCheckUnavailableError);
+    expect(toErrorAnswer(error).status).toBe(503);
+  });
+
+  it("answers 503 for an expired or keyless token too while the keys are out of reach: its signature could not be checked", async () => {
+    const { appCheck } = verifier("unreachable");
+    expect(await failure(appCheck.verify(appCheckToken(signing.privateKey, { claims: { iat: 1_000, exp: 2_000 } })))).toBeInstanceOf(AppCheckUnavailableError);
+    expect(await failure(appCheck.verify(appCheckToken(signing.privateKey, { header: { kid: undefined } })))).toBeInstanceOf(AppCheckUnavailableError);
+  });
+
+  it("answers 503 within its deadline when the key endpoint accepts the request and never answers", async () => {
+    answers.keys = "hang";
+    const { appCheck } = verifier("served", { timeoutMs: 200 });
+    const error = await failure(appCheck.verify(appCheckToken(signing.privateKey)));
+    expect(error).toBeInstanceOf(AppCheckUnavailableError);
+    expect((error as Error).cause).toMatchObject({ code: "timeout" });
+    expect(received.map((request) => request.path)).toEqual(["/v1/jwks"]);
+  });
+
+  describe("with replay protection (consume)", () => {
+    it("consumes a fresh token: App Check is asked once, with the token, and answers it was not used before", async () => {
+      const { appCheck } = verifier("served");
+      const token = appCheckToken(signing.privateKey);
+      await expect(appCheck.verify(token, { consume: true })).resolves.toEqual({ appId: APP_ID });
+      expect(received).toEqual([
+        { path: "/v1/jwks", body: "" },
+        { path: `/v1beta/projects/${PROJECT_ID}:verifyAppCheckToken`, body: JSON.stringify({ app_check_token: token }) },
+      ]);
+    });
+
+    it("refuses a token App Check says was already used: 401 APP_CHECK_INVALID", async () => {
+      answers.replay = { status: 200, body: JSON.stringify({ alreadyConsumed: true }) };
+      const { appCheck } = verifier("served");
+      const error = await failure(appCheck.verify(appCheckToken(signing.privateKey), { consume: true }));
+      expect(error).toBeInstanceOf(AppCheckInvalidError);
+      expect(logged.map((entry) => entry.fields?.reason)).toEqual(["replayed"]);
+    });
+
+    it("does not ask App Check without consume", async () => {
+      answers.replay = { status: 200, body: JSON.stringify({ alreadyConsumed: true }) };
+      const { appCheck } = verifier("served");
+      await expect(appCheck.verify(appCheckToken(signing.privateKey))).resolves.toEqual({ appId: APP_ID });
+      expect(received.map((request) => request.path)).toEqual(["/v1/jwks"]);
+    });
+
+    it.each([
+      ["a server error", { status: 500, body: JSON.stringify({ error: { status: "INTERNAL", message: "backend error" } }) }],
+      ["a refusal of our credentials", { status: 403, body: JSON.stringify({ error: { status: "PERMISSION_DENIED", message: "denied" } }) }],
+      ["an INVALID_ARGUMENT of its own", { status: 400, body: JSON.stringify({ error: { status: "INVALID_ARGUMENT", message: "bad request" } }) }],
+      ["a malformed verdict", { status: 200, body: JSON.stringify({ alreadyConsumed: "no" }) }],
+    ])("answers 503 when the replay check answers %s", async (_name, replay) => {
+      answers.replay = replay;
+      const { appCheck } = verifier("served");
+      const error = await failure(appCheck.verify(appCheckToken(signing.privateKey), { consume: true }));
+      expect(error).toBeInstanceOf(AppCheckUnavailableError);
+      expect(toErrorAnswer(error).status).toBe(503);
+    });
+  });
+
+  it("never puts a token into a log entry, an error message or an answer", async () => {
+    const tokens: string[] = [];
+    const outcomes: unknown[] = [];
+    const attempt = async (verify: (token: string) => Promise<unknown>, token: string) => {
+      tokens.push(token);
+      outcomes.push(await verify(token).catch((error: unknown) => error));
+    };
+    const served = verifier("served").appCheck;
+    const unreachable = verifier("unreachable").appCheck;
+    await attempt((token) => served.verify(token), appCheckToken(signing.privateKey));
+    await attempt((token) => served.verify(token), appCheckToken(other.privateKey));
+    await attempt((token) => served.verify(token), appCheckToken(signing.privateKey, { claims: { iat: 1_000, exp: 2_000 } }));
+    await attempt((token) => served.verify(token), appCheckToken(signing.privateKey, { claims: { aud: ["projects/1", "projects/other"] } }));
+    await attempt((token) => unreachable.verify(token), appCheckToken(signing.privateKey));
+    answers.replay = { status: 200, body: JSON.stringify({ alreadyConsumed: true }) };
+    await attempt((token) => served.verify(token, { consume: true }), appCheckToken(signing.privateKey, { claims: { jti: randomUUID() } }));
+    answers.replay = { status: 500, body: "{}" };
+    await attempt((token) => served.verify(token, { consume: true }), appCheckToken(signing.privateKey, { claims: { jti: randomUUID() } }));
+
+    expect(logged.map((entry) => entry.level)).toEqual(["info", "info", "info", "warn", "info", "warn"]);
+    const failures = outcomes.filter((outcome) => outcome instanceof Error);
+    expect(failures).toHaveLength(6);
+    const visible = JSON.stringify(logged) + failures.map((error) => `${error.message} ${JSON.stringify(errorBody(toErrorAnswer(error)))}`).join("\n");
+    for (const token of tokens) {
+      const signature = token.split(".")[2] ?? "";
+      expect(signature.length).toBeGreaterThan(100);
+      expect(visible).not.toContain(signature);
+      expect(visible).not.toContain(token);
+    }
+  });
+});

@@ -1,0 +1,156 @@
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { build } from "esbuild";
+import { resolveConfig } from "../../src/config";
+import { openaiApiKey } from "../../src/config-params";
+import { DEPLOY_PARAMS, deployParams, FUNCTION_CONCURRENCY, FUNCTION_MEMORY, FUNCTION_TIMEOUT_SECONDS, httpsOptions, MAX_INSTANCES } from "../../src/function-options";
+
+const FUNCTIONS_DIR = resolve(__dirname, "..", "..");
+const NODE_MODULES = join(FUNCTIONS_DIR, "node_modules");
+
+function node(args: string[], options: { cwd: string; env?: NodeJS.ProcessEnv }): string {
+  const run = spawnSync(process.execPath, args, { cwd: options.cwd, env: { ...process.env, ...options.env }, encoding: "utf8", timeout: 30_000 });
+  if (run.status !== 0) throw new Error(`node exited ${run.status}: ${run.stderr}`);
+  return run.stdout;
+}
+
+interface ManifestEndpoint {
+  readonly availableMemoryMb?: unknown;
+  readonly timeoutSeconds?: unknown;
+  readonly minInstances?: unknown;
+  readonly maxInstances?: unknown;
+  readonly concurrency?: unknown;
+  readonly secretEnvironmentVariables?: readonly { key: string }[];
+  readonly httpsTrigger?: unknown;
+}
+
+describe("httpsOptions", () => {
+  it("passes each knob as its param, for the CLI to resolve at deploy", () => {
+    expect(httpsOptions("session")).toEqual({
+      invoker: "public",
+      timeoutSeconds: deployParams.TIMEOUT_SECONDS,
+      memory: deployParams.MEMORY_MIB,
+      concurrency: deployParams.CONCURRENCY,
+      maxInstances: deployParams.MAX_INSTANCES,
+    });
+  });
+
+  it("gives the message function the OpenAI key and the warm instances, and the others neither", () => {
+    expect(httpsOptions("message")).toEqual({ ...httpsOptions("session"), minInstances: deployParams.MIN_INSTANCES, secrets: [openaiApiKey] });
+  });
+
+  it("keeps the constants the triggers and the time budget used, at the params' defaults", () => {
+    expect({ FUNCTION_TIMEOUT_SECONDS, FUNCTION_MEMORY, FUNCTION_CONCURRENCY, MAX_INSTANCES }).toEqual({
+      FUNCTION_TIMEOUT_SECONDS: 60,
+      FUNCTION_MEMORY: "512MiB",
+      FUNCTION_CONCURRENCY: 80,
+      MAX_INSTANCES: 10,
+    });
+    expect(DEPLOY_PARAMS.MIN_INSTANCES.default).toBe(0);
+  });
+
+  it("reads each knob at run time from the variable the deploy sets", () => {
+    const previous = process.env.TIMEOUT_SECONDS;
+    process.env.TIMEOUT_SECONDS = "90";
+    try {
+      expect(deployParams.TIMEOUT_SECONDS.value()).toBe(90);
+    } finally {
+      if (previous === undefined) delete process.env.TIMEOUT_SECONDS;
+      else process.env.TIMEOUT_SECONDS = previous;
+    }
+  });
+});
+
+/**
+ * What `firebase deploy` does with them, with the installed tools: the firebase-functions bin
+ * (discovery) reads a bundle of two triggers built with `httpsOptions`, and firebase-tools'
+ * own resolution (lib/deploy/functions/build.js `resolveBackend`, firebase-tools 15.34) turns the
+ * manifest and a project's values into the deployed settings and environment. No network: the
+ * secret, whose resolution asks Secret Manager, is left out.
+ */
+describe("httpsOptions through the Firebase CLI's discovery and deploy resolution", () => {
+  let dir: string;
+  let manifest: { endpoints: Record<string, ManifestEndpoint>; params: { name: string; default?: unknown; description?: string; input?: unknown }[] };
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), "chatify-options-"));
+    await build({
+      stdin: {
+        contents: [
+          'import { onRequest } from "firebase-functions/v2/https";',
+          'import { httpsOptions } from "./src/function-options";',
+          'export const sendMessage = onRequest(httpsOptions("message"), (_request, response) => { response.end(); });',
+          'export const createSession = onRequest(httpsOptions("session"), (_request, response) => { response.end(); });',
+        ].join("\n"),
+        resolveDir: FUNCTIONS_DIR,
+        loader: "ts",
+      },
+      bundle: true,
+      platform: "node",
+      format: "cjs",
+      target: "node24",
+      packages: "external",
+      outfile: join(dir, "entry.js"),
+      logLevel: "warning",
+    });
+    writeFileSync(join(dir, "package.json"), JSON.stringify({ main: "entry.js" }));
+    node([join(NODE_MODULES, "firebase-functions", "lib", "bin", "firebase-functions.js")], {
+      cwd: dir,
+      env: { NODE_PATH: NODE_MODULES, FUNCTIONS_MANIFEST_OUTPUT_PATH: join(dir, "manifest.json") },
+    });
+    manifest = JSON.parse(readFileSync(join(dir, "manifest.json"), "utf8")) as typeof manifest;
+  });
+
+  afterAll(() => { rmSync(dir, { recursive: true, force: true }); });
+
+  it("declares the knobs in the manifest as param expressions", () => {
+    expect(manifest.endpoints.sendMessage).toMatchObject({
+      availableMemoryMb: "{{ params.MEMORY_MIB }}",
+      timeoutSeconds: "{{ params.TIMEOUT_SECONDS }}",
+      minInstances: "{{ params.MIN_INSTANCES }}",
+      maxInstances: "{{ params.MAX_INSTANCES }}",
+      concurrency: "{{ params.CONCURRENCY }}",
+      secretEnvironmentVariables: [{ key: "OPENAI_API_KEY" }],
+      httpsTrigger: { invoker: ["public"] },
+    });
+    expect(manifest.endpoints.createSession).toMatchObject({ availableMemoryMb: "{{ params.MEMORY_MIB }}", minInstances: null });
+    expect(manifest.endpoints.createSession?.secretEnvironmentVariables).toBeUndefined();
+  });
+
+  it("declares each knob with its default and description, memory as a choice of sizes", () => {
+    const declared = new Map(manifest.params.map((param) => [param.name, param]));
+    for (const [name, spec] of Object.entries(DEPLOY_PARAMS)) {
+      expect(declared.get(name)).toMatchObject({ default: spec.default, description: spec.description });
+    }
+    expect(declared.get("MEMORY_MIB")?.input).toEqual({ select: { options: DEPLOY_PARAMS.MEMORY_MIB.choices.map((value) => ({ value })) } });
+  });
+
+  it("is resolved by the CLI to a project's values, and the instance reads the same timeout back", () => {
+    const script = `
+      const tools = ${JSON.stringify(join(NODE_MODULES, "firebase-tools", "lib", "deploy", "functions"))};
+      const { buildFromV1Alpha1 } = require(tools + "/runtimes/discovery/v1alpha1");
+      const { resolveBackend } = require(tools + "/build");
+      const manifest = JSON.parse(require("fs").readFileSync(${JSON.stringify(join(dir, "manifest.json"))}, "utf8"));
+      const wanted = buildFromV1Alpha1(manifest, "demo-chatify", "us-central1", "nodejs24");
+      wanted.params = wanted.params.filter((param) => param.type !== "secret");
+      // A project's .env: every param given (a non-interactive deploy asks for none), three knobs changed.
+      const userEnvs = Object.fromEntries(wanted.params.map((param) => [param.name, String(param.default)]));
+      Object.assign(userEnvs, { MIN_INSTANCES: "2", MEMORY_MIB: "1024", TIMEOUT_SECONDS: "90" });
+      resolveBackend({ build: wanted, firebaseConfig: { projectId: "demo-chatify" }, userEnvs, nonInteractive: true, isEmulator: false }).then(({ backend, envs }) => {
+        const endpoints = Object.fromEntries(Object.entries(backend.endpoints["us-central1"]).map(([id, endpoint]) =>
+          [id, { availableMemoryMb: endpoint.availableMemoryMb, timeoutSeconds: endpoint.timeoutSeconds, minInstances: endpoint.minInstances, maxInstances: endpoint.maxInstances, concurrency: endpoint.concurrency }]));
+        const environment = Object.fromEntries(Object.entries(envs).map(([name, value]) => [name, value.toSDK()]));
+        console.log(JSON.stringify({ endpoints, environment }));
+      });
+    `;
+    const { endpoints, environment } = JSON.parse(node(["-e", script], { cwd: dir })) as { endpoints: Record<string, unknown>; environment: Record<string, string> };
+    expect(endpoints).toEqual({
+      sendMessage: { availableMemoryMb: 1024, timeoutSeconds: 90, minInstances: 2, maxInstances: 10, concurrency: 80 },
+      createSession: { availableMemoryMb: 1024, timeoutSeconds: 90, minInstances: null, maxInstances: 10, concurrency: 80 },
+    });
+    // The resolved values become the functions' environment (lib/deploy/functions/prepare.js), which the instance reads.
+    expect(resolveConfig(environment).deploy).toEqual({ minInstances: 2, maxInstances: 10, concurrency: 80, memoryMib: 1024, timeoutSeconds: 90 });
+  });
+});
