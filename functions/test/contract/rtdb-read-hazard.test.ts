@@ -5,7 +5,7 @@ import { existsSync } from "node:fs";
 import { resolve } from "node:path";
 import { appendRule, claimRequest, type RequestClaim } from "../../src/session/session-rules";
 import type { SessionState } from "../../src/store/records";
-import { RtdbStore } from "../../src/store/rtdb-store";
+import { RtdbStore } from "../../src/store/rtdb/rtdb-store";
 import { exchange, newSession, POLICY } from "../support/fixtures";
 import { describeWithRtdb, freshNamespace, RtdbInstances } from "../support/rtdb";
 

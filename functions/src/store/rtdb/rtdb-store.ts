@@ -1,10 +1,10 @@
 import type { Database, DataSnapshot, Query, Reference } from "firebase-admin/database";
 import { z } from "zod";
-import { withDeadline } from "./deadline";
-import { StoreDataError, StoreUnavailableError } from "./errors";
+import { withDeadline } from "../deadline";
+import { StoreDataError, StoreUnavailableError } from "../errors";
 import { installFrameSafeJson } from "./frame-safe-json";
-import { assistantMessageKey, messageKey, pendingExchangeKey, seqOfPendingKey, userMessageKey } from "./message-keys";
-import { parseStored } from "./parse-stored";
+import { assistantMessageKey, messageKey, pendingExchangeKey, seqOfPendingKey, userMessageKey } from "../message-keys";
+import { parseStored } from "../parse-stored";
 import {
   chatMessageSchema,
   createKeySchema,
@@ -28,9 +28,9 @@ import {
   userUsageSchema,
   type AddressUsage,
   type ServiceUsage,
-} from "./records";
-import { ListenerHolds } from "./rtdb-listeners";
-import { assertNextCountsOneMore, type RuledWithKey, type HistoryWindow, type LedgerRule, type NewSession, type Ruled, type SessionStore, type StateRule, type UsageRule } from "./session-store";
+} from "../records";
+import { ListenerHolds } from "./listener-holds";
+import { assertNextCountsOneMore, type RuledWithKey, type HistoryWindow, type LedgerRule, type NewSession, type Ruled, type SessionStore, type StateRule, type UsageRule } from "../session-store";
 
 /** A journal entry: the exchange, and the key of the partial reply it completes (removed when it is copied). */
 const pendingSchema = z.record(z.string(), z.object({ user: chatMessageSchema, assistant: chatMessageSchema, partial: z.string().optional() }));
