@@ -59,12 +59,10 @@ const HOLD_IDLE_MS = 5 * 60_000;
 
 /**
  * Realtime Database adapter (firebase-admin): every role of the store port, composed from the
- * paths (paths.ts), the transaction engine (transactions.ts), the journal that keeps `state`
- * small (journal.ts), the reads that merge it (history-reads.ts), the listener holds
- * (listener-holds.ts) and frame-safe JSON (frame-safe-json.ts). This class does the I/O.
- *
- * Shape of `/userSessions/{id}`: fields fixed at creation at the top, the mutable `state`
- * node, `messages` keyed by sequence, and `keys`: the records of done `Idempotency-Key`s.
+ * stored shape (paths.ts), the transaction engine (transactions.ts), the journal that keeps a
+ * session's `state` small (journal.ts), the reads that merge it (history-reads.ts), the listener
+ * holds (listener-holds.ts) and frame-safe JSON (frame-safe-json.ts). The parts decide; this class
+ * does the I/O.
  *
  * A message costs two round trips when the instance listens to its session's state and its
  * user's usage (ListenerHolds): the claim and the usage admission, sent together, then the commit.
