@@ -58,7 +58,7 @@ await Promise.all([
   build({ ...common, entryPoints: { index: "src/index.ts" }, outdir: "lib", plugins: [appOnFirstUse, firebaseAdminOnlyIfUsed] }),
   // The database client (with the websocket code it inlines) calls url.parse(), which Node 24
   // warns about once per process unless the caller lives in node_modules: left there, the logs
-  // stay clean. @firebase/util stays there with it: src/store/frame-safe-json.ts replaces an
+  // stay clean. @firebase/util stays there with it: src/store/rtdb/frame-safe-json.ts replaces an
   // export of the very module object the database client reads, which a bundled copy is not.
   build({ ...common, entryPoints: { "runtime/cloud-app": "src/runtime/cloud-app.ts" }, outdir: "lib", external: ["@firebase/database-compat", "@firebase/database", "@firebase/util"] }),
   build({ ...common, entryPoints: { "local/main": "src/local/main.ts" }, outdir: "lib", packages: "external" }),

@@ -2,7 +2,7 @@ import type { Log } from "../../src/log/log";
 import { composeInstance } from "../../src/runtime/instance";
 import { MemoryStore } from "../../src/store/memory-store";
 import type { Template } from "../../src/store/records";
-import { RtdbStore } from "../../src/store/rtdb-store";
+import { RtdbStore } from "../../src/store/rtdb/rtdb-store";
 import type { SessionStore } from "../../src/store/session-store";
 import { FakeOpenAiServer, type Chaos } from "../../test/support/fake-openai-server";
 import { LocalServers } from "../../test/support/local-servers";

@@ -6,7 +6,7 @@ import { getDatabase } from "firebase-admin/database";
 import { silentLog } from "../../src/log/log";
 import { seedTemplates } from "../../src/local/project-files";
 import { composeInstance } from "../../src/runtime/instance";
-import { RtdbStore } from "../../src/store/rtdb-store";
+import { RtdbStore } from "../../src/store/rtdb/rtdb-store";
 import { FakeOpenAiServer } from "../../test/support/fake-openai-server";
 import { freshNamespace } from "../../test/support/rtdb";
 import { NO_TOKENS, serviceConfig } from "../../test/support/service-env";

@@ -4,7 +4,7 @@ import { composeInstance, sessionPolicy, type Instance } from "../../src/runtime
 import type { SessionPolicy } from "../../src/session/session-rules";
 import { MemoryStore } from "../../src/store/memory-store";
 import type { Template } from "../../src/store/records";
-import { RtdbStore } from "../../src/store/rtdb-store";
+import { RtdbStore } from "../../src/store/rtdb/rtdb-store";
 import type { SessionStore } from "../../src/store/session-store";
 import { FakeOpenAiServer } from "../../test/support/fake-openai-server";
 import { freshNamespace, RtdbInstances } from "../../test/support/rtdb";

@@ -4,7 +4,7 @@ import { resolveConfig } from "../config";
 import type { Log } from "../log/log";
 import { composeInstance, type Instance } from "../runtime/instance";
 import { MemoryStore } from "../store/memory-store";
-import { RtdbStore } from "../store/rtdb-store";
+import { RtdbStore } from "../store/rtdb/rtdb-store";
 import type { SessionStore } from "../store/session-store";
 import { databaseNamespace, seedTemplates } from "./project-files";
 

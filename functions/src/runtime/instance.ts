@@ -11,7 +11,7 @@ import type { Log } from "../log/log";
 import { runMaintenance, type MaintenanceReport } from "../session/maintenance";
 import type { SessionPolicy } from "../session/session-rules";
 import { SessionService } from "../session/session-service";
-import { RtdbStore } from "../store/rtdb-store";
+import { RtdbStore } from "../store/rtdb/rtdb-store";
 import type { SessionStore } from "../store/session-store";
 import { timeBudget, type TimeBudget } from "./time-budget";
 

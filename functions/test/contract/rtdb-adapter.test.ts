@@ -6,7 +6,7 @@ import { StoreUnavailableError } from "../../src/store/errors";
 import { pendingExchangeKey } from "../../src/store/message-keys";
 import { runMaintenance } from "../../src/session/maintenance";
 import { endRule } from "../../src/session/session-rules";
-import { RtdbStore } from "../../src/store/rtdb-store";
+import { RtdbStore } from "../../src/store/rtdb/rtdb-store";
 import { appendAt, CREATED_AT, exchange, newSession, POLICY } from "../support/fixtures";
 import { describeWithRtdb, freshNamespace, RtdbInstances } from "../support/rtdb";
 

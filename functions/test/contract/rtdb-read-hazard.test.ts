@@ -5,7 +5,7 @@ import { existsSync } from "node:fs";
 import { resolve } from "node:path";
 import { appendRule, claimRequest, type RequestClaim } from "../../src/session/session-rules";
 import type { SessionState } from "../../src/store/records";
-import { RtdbStore } from "../../src/store/rtdb-store";
+import { RtdbStore } from "../../src/store/rtdb/rtdb-store";
 import { exchange, newSession, POLICY } from "../support/fixtures";
 import { describeWithRtdb, freshNamespace, RtdbInstances } from "../support/rtdb";
 
@@ -22,9 +22,9 @@ import { describeWithRtdb, freshNamespace, RtdbInstances } from "../support/rtdb
  * The workload opens that window as the service can: an instance (A) gets a message for a session
  * it does not listen to yet, and claims a slot beside cold reads of the state and the history,
  * while another instance (B) writes the session once and then stays quiet; then A appends beside
- * more reads, and touches the state while B appends. With `get()` in `read()`, a good part of the
- * claims fail with "maxretry" in every run (both tests: the database under test, and a stand-in at
- * 5 ms a round trip); with `once()`, none.
+ * more reads, and touches the state while B appends. With `get()` in `readOnce()`
+ * (src/store/rtdb/transactions.ts), a good part of the claims fail with "maxretry" in every run
+ * (both tests: the database under test, and a stand-in at 5 ms a round trip); with `once()`, none.
  */
 
 /** Sessions per run, and how many at a time: each is one chance for the window. */

@@ -1,4 +1,4 @@
-import { RtdbStore } from "../../src/store/rtdb-store";
+import { RtdbStore } from "../../src/store/rtdb/rtdb-store";
 import { describeWithRtdb, freshNamespace, RtdbInstances } from "../support/rtdb";
 import { storeContract } from "./store-contract";
 

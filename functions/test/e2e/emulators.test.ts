@@ -2,7 +2,7 @@ import { recentMessages } from "../support/recent-messages";
 import { ERROR_CODES } from "../../src/http/error-codes";
 import { localSite, seedTemplates } from "../../src/local/project-files";
 import { pageOrigins, pagePolicy } from "../../src/page/page-policy";
-import { RtdbStore } from "../../src/store/rtdb-store";
+import { RtdbStore } from "../../src/store/rtdb/rtdb-store";
 import { bearer, signUp, type TestUser } from "../support/auth-emulator";
 import { FakeOpenAiServer } from "../support/fake-openai-server";
 import { call } from "../support/http-harness";

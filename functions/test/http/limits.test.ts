@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { FakeOpenAiServer } from "../support/fake-openai-server";
 import { call, describeEachStore, ROUTES, startHarness, type Answer, type Harness } from "../support/http-harness";
 import { describeWithRtdb, RtdbInstances } from "../support/rtdb";
-import { RtdbStore } from "../../src/store/rtdb-store";
+import { RtdbStore } from "../../src/store/rtdb/rtdb-store";
 
 const MINUTE = 60_000;
 const LIMITS = { USER_MESSAGES_PER_MINUTE: "5", USER_MAX_ACTIVE_SESSIONS: "3", SESSION_MAX_EXCHANGES: "4" };

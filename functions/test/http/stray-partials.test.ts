@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { claimRequest, type RequestClaim } from "../../src/session/session-rules";
 import { MemoryStore } from "../../src/store/memory-store";
-import { RtdbStore } from "../../src/store/rtdb-store";
+import { RtdbStore } from "../../src/store/rtdb/rtdb-store";
 import type { PartialReply } from "../../src/store/records";
 import { POLICY } from "../support/fixtures";
 import { createSession, describeEachStore, ROUTES, startHarness, type Harness } from "../support/http-harness";

@@ -6,7 +6,7 @@ import { seedTemplates } from "../../src/local/project-files";
 import { silentLog, type Log } from "../../src/log/log";
 import { composeInstance, type Instance as ServiceInstance } from "../../src/runtime/instance";
 import { MemoryStore } from "../../src/store/memory-store";
-import { RtdbStore } from "../../src/store/rtdb-store";
+import { RtdbStore } from "../../src/store/rtdb/rtdb-store";
 import type { SessionStore } from "../../src/store/session-store";
 import { FakeOpenAiServer } from "./fake-openai-server";
 import { LocalServers } from "./local-servers";

@@ -1,5 +1,5 @@
 import type { Database } from "firebase-admin/database";
-import { ListenerHolds } from "../../src/store/rtdb-listeners";
+import { ListenerHolds } from "../../src/store/rtdb/listener-holds";
 
 /** A Database that only records which paths are listened to. */
 function recordingDatabase() {

@@ -1,0 +1,90 @@
+import type { Database, DataSnapshot, Query } from "firebase-admin/database";
+import { assistantMessageKey, messageKey, userMessageKey } from "../message-keys";
+import { parseStored } from "../parse-stored";
+import { chatMessageSchema, type ChatMessage, type Exchange } from "../records";
+import type { HistoryWindow } from "../session-store";
+import { parsePending, pendingMessages } from "./journal";
+import { messagePath, messagesPath, pendingPath } from "./paths";
+import { readOnce, type TransactionEngine } from "./transactions";
+
+/** Reads of a history that showed a gap before the newest messages are given up on: see `window`. */
+const HISTORY_READ_ATTEMPTS = 3;
+
+/** A session's messages as readers see them: `messages` merged with the exchanges still in the journal. */
+export class HistoryReads {
+  constructor(
+    private readonly db: Database,
+    private readonly engine: TransactionEngine,
+  ) {}
+
+  /** The last `limit` messages, oldest first, and the exchange they reach. */
+  async window(sessionId: string, limit: number): Promise<HistoryWindow> {
+    if (limit <= 0) return { messages: [], through: 0 };
+    let keys: string[] = [];
+    let byKey = new Map<string, unknown>();
+    for (let attempt = 0; attempt < HISTORY_READ_ATTEMPTS; attempt += 1) {
+      byKey = await this.acrossJournal(sessionId, "read history", (messages) => messages.orderByKey().limitToLast(limit));
+      keys = [...byKey.keys()].sort().slice(-limit);
+      // Instances copy their exchanges to `messages` independently, so a later exchange can land
+      // there before an earlier one that was committed after the journal was read: a gap. The
+      // earlier one is in the journal or in `messages` by the time a later copy is seen; read again.
+      if (contiguousFrom(keys) === 0) break;
+    }
+    const window = keys.slice(contiguousFrom(keys));
+    const last = window.at(-1);
+    return {
+      messages: window.map((key) => parseStored(chatMessageSchema, byKey.get(key), messagePath(sessionId, key))),
+      through: last === undefined ? 0 : Math.floor(Number(last.slice(1)) / 2),
+    };
+  }
+
+  /** The messages at positions `first` to `last` (1-based, inclusive), oldest first. */
+  async messages(sessionId: string, first: number, last: number): Promise<ChatMessage[]> {
+    if (last < first || last < 1) return [];
+    const [from, to] = [messageKey(Math.max(1, first)), messageKey(last)];
+    const byKey = await this.acrossJournal(sessionId, "read messages", (messages) => messages.orderByKey().startAt(from).endAt(to));
+    return [...byKey.keys()]
+      .filter((key) => key >= from && key <= to)
+      .sort()
+      .map((key) => parseStored(chatMessageSchema, byKey.get(key), messagePath(sessionId, key)));
+  }
+
+  /** Exchange number `seq`, or null when it is not stored. */
+  async exchange(sessionId: string, seq: number): Promise<Exchange | null> {
+    if (!Number.isInteger(seq) || seq < 1) return null;
+    const [userKey, assistantKey] = [userMessageKey(seq), assistantMessageKey(seq)];
+    const byKey = await this.acrossJournal(sessionId, "read exchange", (messages) => messages.orderByKey().startAt(userKey).endAt(assistantKey));
+    const [user, assistant] = [byKey.get(userKey), byKey.get(assistantKey)];
+    if (user === undefined || assistant === undefined) return null;
+    return { user: parseStored(chatMessageSchema, user, messagePath(sessionId, userKey)), assistant: parseStored(chatMessageSchema, assistant, messagePath(sessionId, assistantKey)) };
+  }
+
+  /**
+   * Messages read with `query`, merged with the exchanges still journaled in `state/pending`.
+   * Pending is read first (both requests leave together, in this order, on one connection, and
+   * a listened `state` answers from what the server last sent): an exchange leaves `pending`
+   * only after its copy in `messages` landed, so it is seen on one side or the other, never on neither.
+   */
+  private async acrossJournal(sessionId: string, operation: string, query: (messages: Query) => Query): Promise<Map<string, unknown>> {
+    const pendingRead = readOnce(this.db.ref(pendingPath(sessionId)));
+    const [pending, stored] = await this.engine.call(operation, Promise.all([pendingRead, readOnce(query(this.db.ref(messagesPath(sessionId))))]));
+    const byKey = new Map<string, unknown>();
+    stored.forEach((child: DataSnapshot) => {
+      if (child.key !== null) byKey.set(child.key, child.val());
+    });
+    for (const [key, message] of pendingMessages(sessionId, parsePending(sessionId, pending.val()))) byKey.set(key, message);
+    return byKey;
+  }
+}
+
+/**
+ * Where the run of consecutive message keys ending at the last one starts: 0 when `keys` (sorted)
+ * has no gap. A gap left after every attempt falls out of the window, which keeps the messages
+ * after it: a shorter window, but one that is a true stretch of the conversation.
+ */
+function contiguousFrom(keys: readonly string[]): number {
+  for (let i = keys.length - 1; i > 0; i -= 1) {
+    if (Number(keys[i]?.slice(1)) !== Number(keys[i - 1]?.slice(1)) + 1) return i;
+  }
+  return 0;
+}

@@ -1,0 +1,58 @@
+/**
+ * Every path the adapter reads or writes, built here and nowhere else: the stored shape, as
+ * database.rules.json guards it (see docs/data-model.md).
+ *
+ * ```
+ * templates/{templateId}
+ * userSessions/{sessionId}/            user_id, template_id, … (fixed at creation: SESSION_FIELDS)
+ *   state                              the only node transacted on per message, with its journal (`pending`)
+ *   messages/{m…}                      the history, keyed by message position
+ *   keys/{hash}                        records of done Idempotency-Keys
+ *   partials/{key}                     replies being written
+ *   summary                            the rolling summary
+ * idempotencyKeys/createSession/{hash}
+ * userUsage/{userKey} · serviceUsage/{shard} · addressUsage/{addressKey}
+ * ```
+ */
+
+export const SESSIONS = "userSessions";
+export const CREATE_KEYS = "idempotencyKeys/createSession";
+export const SERVICE_USAGE = "serviceUsage";
+export const ADDRESS_USAGE = "addressUsage";
+
+/** The session's fields fixed at creation, read one by one (a read of the session node would download its history). */
+export const SESSION_FIELDS = ["user_id", "template_id", "template_name", "system_prompt", "settings", "created_at"] as const;
+
+/** A node the SDK opens its connection for on first reference. */
+export const CONNECTED = ".info/connected";
+
+export const templatePath = (templateId: string): string => `templates/${templateId}`;
+export const sessionPath = (sessionId: string): string => `${SESSIONS}/${sessionId}`;
+export const sessionFieldPath = (sessionId: string, field: string): string => `${sessionPath(sessionId)}/${field}`;
+export const statePath = (sessionId: string): string => `${sessionPath(sessionId)}/state`;
+export const pendingPath = (sessionId: string): string => `${statePath(sessionId)}/pending`;
+export const messagesPath = (sessionId: string): string => `${sessionPath(sessionId)}/messages`;
+export const messagePath = (sessionId: string, key: string): string => `${messagesPath(sessionId)}/${key}`;
+export const summaryPath = (sessionId: string): string => `${sessionPath(sessionId)}/summary`;
+export const keyRecordPath = (sessionId: string, hash: string): string => `${sessionPath(sessionId)}/${keyRecordChild(hash)}`;
+export const partialPath = (sessionId: string, key: string): string => `${sessionPath(sessionId)}/${partialChild(key)}`;
+export const createKeyPath = (hash: string): string => `${CREATE_KEYS}/${hash}`;
+export const userUsagePath = (userKey: string): string => `userUsage/${userKey}`;
+export const serviceShardPath = (shard: string): string => `${SERVICE_USAGE}/${shard}`;
+export const addressPath = (addressKey: string): string => `${ADDRESS_USAGE}/${addressKey}`;
+
+const STATE_PATH = new RegExp(`^${SESSIONS}/([^/]+)/state$`);
+
+/** The session whose `state` is at `path`, or undefined for any other path. */
+export function sessionOfStatePath(path: string): string | undefined {
+  return STATE_PATH.exec(path)?.[1];
+}
+
+/*
+ * Children of a session node, for its multi-path update and for the queries over all sessions.
+ */
+export const PARTIALS = "partials";
+export const messageChild = (key: string): string => `messages/${key}`;
+export const keyRecordChild = (hash: string): string => `keys/${hash}`;
+export const partialChild = (key: string): string => `${PARTIALS}/${key}`;
+export const stateField = (field: string): string => `state/${field}`;

@@ -1,0 +1,390 @@
+import type { Database, DataSnapshot } from "firebase-admin/database";
+import { z } from "zod";
+import { StoreDataError, StoreUnavailableError } from "../errors";
+import { parseStored } from "../parse-stored";
+import {
+  addressUsageSchema,
+  createKeySchema,
+  DATABASE_KEY,
+  generationSettingsSchema,
+  keyRecordSchema,
+  serviceUsageSchema,
+  sessionStateSchema,
+  sessionSummarySchema,
+  templateSchema,
+  userUsageSchema,
+  type AddressUsage,
+  type ChatMessage,
+  type CreateKey,
+  type Exchange,
+  type KeyRecord,
+  type PartialReply,
+  type ServiceUsage,
+  type SessionMeta,
+  type SessionState,
+  type SessionSummary,
+  type Template,
+} from "../records";
+import type { HistoryWindow, LedgerRule, NewSession, Ruled, RuledWithKey, SessionStore, StateRule, UsageRule } from "../session-store";
+import { installFrameSafeJson } from "./frame-safe-json";
+import { HistoryReads } from "./history-reads";
+import { CLAIMS_LAPSE, journalEntry, nodeToWrite, planCopy, remember, stateNode, UNFLUSHED, type Copied, type JournalEntry } from "./journal";
+import { ListenerHolds } from "./listener-holds";
+import {
+  ADDRESS_USAGE,
+  addressPath,
+  CONNECTED,
+  CREATE_KEYS,
+  createKeyPath,
+  keyRecordPath,
+  partialPath,
+  SERVICE_USAGE,
+  serviceShardPath,
+  SESSION_FIELDS,
+  sessionFieldPath,
+  sessionOfStatePath,
+  sessionPath,
+  SESSIONS,
+  stateField,
+  statePath,
+  summaryPath,
+  templatePath,
+  userUsagePath,
+} from "./paths";
+import { readOnce, TransactionEngine, type StateResult } from "./transactions";
+
+/** Nodes an instance listens to at once, and how long one is kept unused (see ListenerHolds). */
+const HELD_NODES = 512;
+const HOLD_IDLE_MS = 5 * 60_000;
+
+/**
+ * Realtime Database adapter (firebase-admin): every role of the store port, composed from the
+ * stored shape (paths.ts), the transaction engine (transactions.ts), the journal that keeps a
+ * session's `state` small (journal.ts), the reads that merge it (history-reads.ts), the listener
+ * holds (listener-holds.ts) and frame-safe JSON (frame-safe-json.ts). The parts decide; this class
+ * does the I/O.
+ *
+ * A message costs two round trips when the instance listens to its session's state and its
+ * user's usage (ListenerHolds): the claim and the usage admission, sent together, then the commit.
+ */
+export class RtdbStore implements SessionStore {
+  /** Clients listen to partial replies in the database. */
+  readonly partialsReadable = true;
+  private readonly engine: TransactionEngine;
+  private readonly history: HistoryReads;
+  private readonly holds: ListenerHolds;
+  /** Per session: journal entries whose copy the server acknowledged (see journal.ts). */
+  private readonly copied = new Map<string, Copied>();
+  /** Copies sent and not yet acknowledged. */
+  private readonly inFlight = new Set<Promise<void>>();
+
+  constructor(
+    private readonly db: Database,
+    timeoutMs: number,
+    options: { heldNodes?: number; holdIdleMs?: number } = {},
+  ) {
+    installFrameSafeJson();
+    // The first reference creates the SDK's connection, which then opens while the instance
+    // finishes starting, instead of on its first request.
+    db.ref(CONNECTED);
+    this.engine = new TransactionEngine(db, timeoutMs);
+    this.history = new HistoryReads(db, this.engine);
+    this.holds = new ListenerHolds(db, options.heldNodes ?? HELD_NODES, options.holdIdleMs ?? HOLD_IDLE_MS, (path) => {
+      const sessionId = sessionOfStatePath(path);
+      if (sessionId !== undefined) this.copied.delete(sessionId);
+    });
+  }
+
+  /** Resolves once every copy sent so far is acknowledged (or failed): for a clean shutdown, and tests. */
+  async copiesSettled(): Promise<void> {
+    while (this.inFlight.size > 0) await Promise.allSettled([...this.inFlight]);
+  }
+
+  /** Stops listening to everything this store listens to (for a clean shutdown). */
+  close(): void {
+    this.holds.releaseAll();
+  }
+
+  // TemplateStore
+
+  async readTemplate(templateId: string): Promise<Template | null> {
+    const path = templatePath(templateId);
+    const snapshot = await this.engine.read("read template", this.db.ref(path));
+    return snapshot.exists() ? parseStored(templateSchema, snapshot.val(), path) : null;
+  }
+
+  async seedTemplates(templates: Readonly<Record<string, Template>>): Promise<string[]> {
+    const results = await Promise.all(
+      Object.entries(templates).map(async ([id, template]) => ((await this.engine.createIfAbsent(templatePath(id), template, "seed template")) ? id : undefined)),
+    );
+    return results.filter((id): id is string => id !== undefined);
+  }
+
+  // StateStore
+
+  async createSession(session: NewSession): Promise<"created" | "exists"> {
+    const state = this.db.ref(statePath(session.id));
+    const node = { ...session.meta, state: stateNode(session.state, {}) };
+    for (let attempt = 0; ; attempt += 1) {
+      // The small `state` answers "exists?" without downloading a history; only a session that
+      // looks absent is created, in a transaction that refuses to replace one created meanwhile.
+      if ((await this.engine.read("read session state", state)).exists()) return "exists";
+      if (await this.engine.createIfAbsent(sessionPath(session.id), node, "create session")) {
+        this.holdState(session.id);
+        return "created";
+      }
+      // Refused because this instance is creating the same session in another request and it is
+      // not stored yet: look again once that write has landed, so "exists" means readable.
+      if (attempt >= 20) throw new StoreUnavailableError("create session");
+      await new Promise((wake) => setTimeout(wake, 50));
+    }
+  }
+
+  async readSessionMeta(sessionId: string): Promise<SessionMeta | null> {
+    // A message follows: its state's listener starts now, beside these reads, not after them.
+    this.holdState(sessionId);
+    // Field by field: a read of the session node itself would download the whole history.
+    const snapshots = await this.engine.call("read session", Promise.all(SESSION_FIELDS.map((field) => readOnce(this.db.ref(sessionFieldPath(sessionId, field))))));
+    const values: Record<string, unknown> = Object.fromEntries(SESSION_FIELDS.map((field, i) => [field, snapshots[i]?.val() ?? undefined]));
+    if (values.user_id === undefined) return null;
+    const field = <S extends z.ZodType>(schema: S, name: (typeof SESSION_FIELDS)[number]): z.infer<S> => parseStored(schema, values[name], sessionFieldPath(sessionId, name));
+    return {
+      user_id: field(z.string(), "user_id"),
+      template_id: field(z.string(), "template_id"),
+      template_name: field(z.string(), "template_name"),
+      system_prompt: field(z.string(), "system_prompt"),
+      settings: field(generationSettingsSchema, "settings"),
+      created_at: field(z.number(), "created_at"),
+    };
+  }
+
+  async readSessionState(sessionId: string): Promise<SessionState | null> {
+    const path = statePath(sessionId);
+    const snapshot = await this.engine.read("read session state", this.db.ref(path));
+    return snapshot.exists() ? parseStored(sessionStateSchema, snapshot.val(), path) : null;
+  }
+
+  async updateState<O>(sessionId: string, rule: StateRule<O>): Promise<Ruled<O>> {
+    this.holdState(sessionId);
+    const result = await this.transactState(sessionId, "update session state", rule);
+    await this.copyJournal(sessionId, result);
+    return result.ruled;
+  }
+
+  async updateStateReadingKey<O>(sessionId: string, rule: StateRule<O>, keyHash: string | undefined): Promise<RuledWithKey<O>> {
+    this.holdState(sessionId);
+    const transaction = this.transactState(sessionId, "claim", rule);
+    // Sent right after the transaction, on the same connection, so the server reads the record
+    // after the state it commits on (see below). Not awaited yet: both take one round trip.
+    const record = keyHash === undefined ? undefined : this.readKeyRecord(sessionId, keyHash);
+    const [result, early] = await Promise.all([transaction, record]);
+    await this.copyJournal(sessionId, result);
+    if (!result.ruled.found) return result.ruled;
+    if (keyHash === undefined) return { ...result.ruled, record: null };
+    // A key leaves the state only after its record is written. With one run, the rule's input was
+    // the state the server committed on, which it reached before it read the record: a key not in
+    // that state was in its record by then. More runs mean the state moved meanwhile: read again.
+    const settled = result.runs === 1 ? (early ?? null) : await this.readKeyRecord(sessionId, keyHash);
+    return { ...result.ruled, record: settled };
+  }
+
+  async appendExchange<O>(sessionId: string, exchange: Exchange, rule: StateRule<O>, partialKey?: string): Promise<Ruled<O>> {
+    this.holdState(sessionId);
+    const result = await this.transactState(sessionId, "append exchange", rule, journalEntry(exchange, partialKey));
+    await this.copyJournal(sessionId, result);
+    return result.ruled;
+  }
+
+  async writePartial(sessionId: string, key: string, partial: PartialReply | null): Promise<void> {
+    // The key becomes a path segment: anything but a plain key could address another node.
+    if (!DATABASE_KEY.test(key)) throw new Error("a partial's key must be a database key");
+    // A plain write beside `state`, never under it: a write there would abort this instance's transactions on it.
+    await this.engine.call("write partial reply", this.db.ref(partialPath(sessionId, key)).set(partial));
+  }
+
+  async claimCreateKey(hash: string, key: CreateKey): Promise<CreateKey> {
+    const path = createKeyPath(hash);
+    // A record already there is written back as it is, so the server confirms it: a first run
+    // may see another request's claim that the server then refuses, and trusting that would hand
+    // out a session id nobody creates, and another request would create a second session.
+    const { snapshot, committed } = await this.engine.transact(path, "claim idempotency key", (current) => ({ decided: undefined, write: current ?? key }));
+    if (!committed) throw new StoreUnavailableError("claim idempotency key");
+    return parseStored(createKeySchema, snapshot.val(), path);
+  }
+
+  // HistoryStore
+
+  readWindow(sessionId: string, limit: number): Promise<HistoryWindow> {
+    return this.history.window(sessionId, limit);
+  }
+
+  readMessages(sessionId: string, first: number, last: number): Promise<ChatMessage[]> {
+    return this.history.messages(sessionId, first, last);
+  }
+
+  readExchange(sessionId: string, seq: number): Promise<Exchange | null> {
+    return this.history.exchange(sessionId, seq);
+  }
+
+  async readSummary(sessionId: string): Promise<SessionSummary | null> {
+    const path = summaryPath(sessionId);
+    // Held: a session that keeps a summary reads it with every message, then from the listener's copy.
+    this.holds.hold(path);
+    const snapshot = await this.engine.read("read summary", this.db.ref(path));
+    return snapshot.exists() ? parseStored(sessionSummarySchema, snapshot.val(), path) : null;
+  }
+
+  async writeSummary(sessionId: string, summary: SessionSummary): Promise<boolean> {
+    const path = summaryPath(sessionId);
+    this.holds.hold(path);
+    // A transaction, so that of two instances summarising at once the one that reaches further stays.
+    const { decided, committed } = await this.engine.transact(path, "write summary", (current) => {
+      const stored = sessionSummarySchema.safeParse(current);
+      if (stored.success && stored.data.through >= summary.through) return { decided: false, write: current };
+      return { decided: true, write: { ...summary } };
+    });
+    return decided === true && committed;
+  }
+
+  // LedgerStore
+
+  prepareUsage(userKey: string): void {
+    // Listening now makes the coming transaction start from the server's value, not a blind guess.
+    this.holds.hold(userUsagePath(userKey));
+  }
+
+  async updateUsage<O>(userKey: string, rule: UsageRule<O>): Promise<O> {
+    return this.updateLedger(userUsagePath(userKey), userUsageSchema, "update usage", rule);
+  }
+
+  prepareServiceUsage(shards: readonly string[]): void {
+    for (const shard of shards) this.holds.hold(serviceShardPath(shard));
+  }
+
+  async updateServiceUsage<O>(shard: string, rule: LedgerRule<ServiceUsage, O>): Promise<O> {
+    return this.updateLedger(serviceShardPath(shard), serviceUsageSchema, "update service usage", rule);
+  }
+
+  async readServiceUsage(): Promise<Readonly<Record<string, ServiceUsage>>> {
+    const snapshot = await this.engine.read("read service usage", this.db.ref(SERVICE_USAGE));
+    const shards: Record<string, ServiceUsage> = {};
+    snapshot.forEach((child: DataSnapshot) => {
+      if (child.key !== null) shards[child.key] = parseStored(serviceUsageSchema, child.val(), serviceShardPath(child.key));
+    });
+    return shards;
+  }
+
+  async updateAddressUsage<O>(addressKey: string, rule: LedgerRule<AddressUsage, O>): Promise<O> {
+    return this.updateLedger(addressPath(addressKey), addressUsageSchema, "update address usage", rule);
+  }
+
+  // HousekeepingStore
+
+  async findIdleSessions(cutoff: number, limit: number): Promise<string[]> {
+    return this.keysOrderedBy(SESSIONS, stateField("idle_since"), cutoff, limit, "find idle sessions");
+  }
+
+  async findClosedSessions(cutoff: number, limit: number): Promise<string[]> {
+    return this.keysOrderedBy(SESSIONS, stateField("ended_at"), cutoff, limit, "find closed sessions");
+  }
+
+  async findUnflushedSessions(limit: number): Promise<string[]> {
+    return this.keysOrderedBy(SESSIONS, stateField(UNFLUSHED), Number.MAX_SAFE_INTEGER, limit, "find unflushed sessions");
+  }
+
+  async findLapsedClaims(cutoff: number, limit: number): Promise<string[]> {
+    return this.keysOrderedBy(SESSIONS, stateField(CLAIMS_LAPSE), cutoff, limit, "find lapsed claims");
+  }
+
+  async deleteSession(sessionId: string): Promise<void> {
+    await this.engine.call("delete session", this.db.ref(sessionPath(sessionId)).remove());
+  }
+
+  async deleteCreateKeys(cutoff: number, limit: number): Promise<number> {
+    return this.deleteOrderedBy(CREATE_KEYS, "created_at", cutoff, limit, "idempotency keys");
+  }
+
+  async deleteIdleAddresses(cutoff: number, limit: number): Promise<number> {
+    return this.deleteOrderedBy(ADDRESS_USAGE, "refilled_at", cutoff, limit, "idle addresses");
+  }
+
+  // The journal's I/O
+
+  /** A transaction on the session's state that writes what the journal decides, with `appended` journaled. */
+  private transactState<O>(sessionId: string, operation: string, rule: StateRule<O>, appended?: JournalEntry): Promise<StateResult<O>> {
+    return this.engine.transactState(statePath(sessionId), operation, rule, (raw, state, next) => nodeToWrite(raw, state, next, this.copied.get(sessionId), appended));
+  }
+
+  /**
+   * After a transaction: sends the copy the journal calls for (planCopy). Not awaited unless the
+   * session is closed: then no message will follow, so the copy and the journal's removal finish
+   * before this returns.
+   */
+  private async copyJournal(sessionId: string, result: StateResult<unknown>): Promise<void> {
+    const { known, copy } = planCopy(sessionId, result, this.copied.get(sessionId));
+    if (known !== undefined) this.copied.set(sessionId, known);
+    if (copy === undefined) return;
+    const sent = this.db.ref(sessionPath(sessionId)).update(copy.update).then(() => {
+      // What is known of a session no longer held is forgotten with its hold (a late
+      // acknowledgement would otherwise bring it back, for good); a closing session's is used at once.
+      if (!copy.closed && !this.holds.isHeld(statePath(sessionId))) return;
+      this.copied.set(sessionId, remember(this.copied.get(sessionId), copy.entries));
+    });
+    if (!copy.closed) {
+      // Deliberately not awaited: the exchange is committed in the journal, readers merge it, and
+      // whoever transacts next copies it again if this is lost.
+      const tracked = sent.catch(() => undefined).finally(() => this.inFlight.delete(tracked));
+      this.inFlight.add(tracked);
+      return;
+    }
+    await this.engine.call("copy exchanges to history", sent);
+    if (copy.entries.size === 0) return;
+    await this.transactState(sessionId, "clear copied exchanges", (state) => ({ outcome: undefined, next: state }));
+  }
+
+  // Shared by the roles
+
+  private holdState(sessionId: string): void {
+    this.holds.hold(statePath(sessionId));
+  }
+
+  private async readKeyRecord(sessionId: string, keyHash: string): Promise<KeyRecord | null> {
+    const path = keyRecordPath(sessionId, keyHash);
+    const snapshot = await this.engine.read("read idempotency key", this.db.ref(path));
+    return snapshot.exists() ? parseStored(keyRecordSchema, snapshot.val(), path) : null;
+  }
+
+  /** Applies `rule` in a transaction on the ledger record at `path`, listened to so the next one starts from the server's value. */
+  private async updateLedger<R, O>(path: string, schema: z.ZodType<R>, operation: string, rule: LedgerRule<R, O>): Promise<O> {
+    this.holds.hold(path);
+    const { decided } = await this.engine.transact(path, operation, (current) => {
+      // Unlike a session, a missing record is a valid start: a cold instance's null guess is
+      // corrected by the server (hash mismatch) before anything is written over real data.
+      const record = current === null ? null : schema.safeParse(current);
+      if (record !== null && !record.success) throw new StoreDataError(path, record.error.issues[0]?.message ?? "invalid");
+      const { outcome, next } = rule(record === null ? null : record.data);
+      // "No change" writes the record back as it is (or null for none): see `transact`.
+      return { decided: outcome, write: next === undefined ? current : (JSON.parse(JSON.stringify(next)) as unknown) };
+    });
+    return decided as O;
+  }
+
+  /** Children of `path` whose `child` is at most `cutoff`, oldest first (children without it are left out). */
+  private async keysOrderedBy(path: string, child: string, cutoff: number, limit: number, operation: string): Promise<string[]> {
+    if (limit <= 0) return [];
+    const snapshot = await this.engine.read(operation, this.db.ref(path).orderByChild(child).startAt(0).endAt(cutoff).limitToFirst(limit));
+    const keys: string[] = [];
+    snapshot.forEach((entry: DataSnapshot) => {
+      if (entry.key !== null) keys.push(entry.key);
+    });
+    return keys;
+  }
+
+  /** Removes the children of `path` whose `child` is at most `cutoff`, `limit` at most; returns how many. */
+  private async deleteOrderedBy(path: string, child: string, cutoff: number, limit: number, what: string): Promise<number> {
+    const keys = await this.keysOrderedBy(path, child, cutoff, limit, `find ${what}`);
+    if (keys.length === 0) return 0;
+    await this.engine.call(`delete ${what}`, this.db.ref(path).update(Object.fromEntries(keys.map((key) => [key, null]))));
+    return keys.length;
+  }
+}
