@@ -29,16 +29,25 @@ const TOKEN_GONE = "messaging/registration-token-not-registered";
 /** The token is malformed, or the payload is: only a success for another token with the same payload says which. */
 const INVALID_ARGUMENT = "messaging/invalid-argument";
 
-/** Codes that blame the service, not a token: its credential was refused or could not be obtained. */
+/**
+ * Codes that blame the service, not a token: its credential was refused or could not be obtained.
+ * Not `messaging/mismatched-credential`: firebase-admin 14.5 maps both FCM's 403 PERMISSION_DENIED
+ * (the service account may not send) and SENDER_ID_MISMATCH (this token belongs to another
+ * project) to it, and a token's fault must not fail the call; a service without the permission
+ * shows as every token failed with that code.
+ */
 const AUTH_CODES = new Set([
   "app/invalid-credential",
   "messaging/authentication-error",
-  // FCM's 401 UNAUTHENTICATED (a refused access token) maps here in firebase-admin 14.5, as do APNs credential faults.
+  // FCM's 401 UNAUTHENTICATED (a refused access token) maps here in firebase-admin 14.5, as do APNs and Web Push credential faults.
   "messaging/third-party-auth-error",
-  // 403 PERMISSION_DENIED (the service account may not send) and SENDER_ID_MISMATCH both map here.
-  "messaging/mismatched-credential",
 ]);
 const NETWORK_CODES = new Set(["app/network-error", "app/network-timeout"]);
+
+function callFailureOf(code: string): Exclude<PushFailure, "config"> | undefined {
+  if (AUTH_CODES.has(code)) return "auth";
+  return NETWORK_CODES.has(code) ? "network" : undefined;
+}
 
 interface Answer extends TokenResult {
   /** Set when the token's failure is the whole call's (auth or network), not the token's own. */
@@ -64,10 +73,11 @@ export function createFcmSender(messaging: Pick<Messaging, "sendEach">): PushSen
         const chunk = distinct.slice(start, start + FCM_MAX_TOKENS_PER_CALL);
         let responses: readonly SendResponse[];
         try {
-          // sendEach itself rejects only before sending (a bad argument, no project id); each token's fault is in its response.
+          // sendEach itself rejects only before sending (a bad argument, no project id or no way to find it); each token's fault is in its response.
           responses = (await messaging.sendEach(chunk.map((token) => fcmMessage(notification, token)))).responses;
         } catch (error) {
-          throw new PushSendError("config", errorCodeOf(error));
+          const code = errorCodeOf(error);
+          throw new PushSendError(callFailureOf(code) ?? "config", code);
         }
         answers.push(...chunk.map((token, index) => answerOf(token, responses[index])));
         const whole = wholeCallFailure(answers);
@@ -84,9 +94,8 @@ function answerOf(token: string, response: SendResponse | undefined): Answer {
   if (response?.success) return { token, outcome: "delivered" };
   const code = response?.error ? errorCodeOf(response.error) : "messaging/unknown-error";
   if (code === TOKEN_GONE) return { token, outcome: "token-gone", code };
-  if (AUTH_CODES.has(code)) return { token, outcome: "failed", code, callFailure: "auth" };
-  if (NETWORK_CODES.has(code)) return { token, outcome: "failed", code, callFailure: "network" };
-  return { token, outcome: "failed", code };
+  const callFailure = callFailureOf(code);
+  return callFailure ? { token, outcome: "failed", code, callFailure } : { token, outcome: "failed", code };
 }
 
 /**

@@ -153,6 +153,14 @@ describe("the FCM sender (firebase-admin, legacy transport, against a fake FCM)"
     expect([fake.attempts("device-503"), fake.attempts("device-cut"), fake.attempts("device-ok")]).toEqual([5, 5, 1]);
   }, 20_000);
 
+  it("a token of another project (SENDER_ID_MISMATCH) is that token's failure, even when it is the only one", async () => {
+    fake.respond = () => fcmError("SENDER_ID_MISMATCH");
+
+    expect(await sender.send(MESSAGE, ["device-other-project"])).toEqual([
+      { token: "device-other-project", outcome: "failed", code: "messaging/mismatched-credential" },
+    ]);
+  });
+
   it("other per-token errors leave the token failed, not removed", async () => {
     fake.respond = byToken({ "device-500": fcmError("INTERNAL"), "device-other-project": fcmError("SENDER_ID_MISMATCH") });
 

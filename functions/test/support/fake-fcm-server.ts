@@ -220,11 +220,12 @@ let apps = 0;
  * `credential` replaces it, to test a refused or failing one.
  */
 export function fakeFcmMessaging(fake: FakeFcmServer, options: { readonly credential?: Credential } = {}): FakeFcmMessaging {
+  // maxSockets: a few dozen connections serve a 500-message call faster on loopback than 500 would.
   const agent = new (class extends Agent {
     override createConnection() {
       return connect(fake.port, "127.0.0.1");
     }
-  })({ keepAlive: true });
+  })({ keepAlive: true, maxSockets: 32 });
   const credential: Credential = options.credential ?? { getAccessToken: async () => ({ access_token: fake.accessToken, expires_in: 3600 }) };
   apps += 1;
   const app = initializeApp({ projectId: fake.projectId, credential, httpAgent: agent }, `fake-fcm-${apps}`);
