@@ -1,9 +1,8 @@
-import { spawn, type ChildProcess } from "node:child_process";
-import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { writePageFiles } from "../../src/page/page-files";
+import { freePort, startEmulators } from "../support/child-process";
 
 const FUNCTIONS_DIR = resolve(__dirname, "..", "..");
 const PROJECT_ROOT = resolve(FUNCTIONS_DIR, "..");
@@ -64,33 +63,15 @@ export async function startEmulatorProject(options: EmulatorProjectOptions): Pro
   // As `npm run deploy` does for the project deployed to: the page's headers and API bases name its origins, its error codes are the API's.
   writePageFiles(dir, options.projectId);
 
-  const args = ["emulators:start", "--project", options.projectId, "--only", options.only.join(",")];
+  const args = ["--project", options.projectId, "--only", options.only.join(",")];
   if (options.importDir) args.push("--import", options.importDir);
-  const child = spawn(join(FUNCTIONS_DIR, "node_modules", ".bin", "firebase"), args, {
-    cwd: dir,
-    env: { ...process.env, CI: "true" },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  let output = "";
-  child.stdout.on("data", (chunk: Buffer) => (output += chunk.toString()));
-  child.stderr.on("data", (chunk: Buffer) => (output += chunk.toString()));
-
-  const stop = async () => {
-    await terminate(child);
-    rmSync(dir, { recursive: true, force: true });
-  };
-  try {
-    await waitFor(() => output.includes("All emulators ready"), () => child.exitCode !== null, 90_000);
-  } catch (error) {
-    await stop();
-    throw new Error(`emulators did not start: ${(error as Error).message}\n${output}`);
-  }
+  const emulators = await startEmulators(dir, args);
   return {
     hostingUrl: `http://127.0.0.1:${hosting}`,
     functionsUrl: `http://127.0.0.1:${functionsPort}/${options.projectId}/us-central1`,
     authHost: `127.0.0.1:${auth}`,
-    output: () => output,
-    stop,
+    output: emulators.output,
+    stop: emulators.stop,
   };
 }
 
@@ -98,34 +79,4 @@ function envFile(values: Record<string, string>): string {
   return Object.entries(values)
     .map(([key, value]) => `${key}=${value}\n`)
     .join("");
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolvePort, reject) => {
-    const server = createServer();
-    server.on("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      const port = typeof address === "object" && address ? address.port : 0;
-      server.close(() => { resolvePort(port); });
-    });
-  });
-}
-
-async function waitFor(ready: () => boolean, failed: () => boolean, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!ready()) {
-    if (failed()) throw new Error("the emulator process exited");
-    if (Date.now() > deadline) throw new Error(`not ready after ${timeoutMs} ms`);
-    await new Promise((wake) => setTimeout(wake, 200));
-  }
-}
-
-async function terminate(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null) return;
-  const exited = new Promise<void>((done) => child.once("exit", () => { done(); }));
-  child.kill("SIGINT");
-  const timer = setTimeout(() => child.kill("SIGKILL"), 15_000);
-  await exited;
-  clearTimeout(timer);
 }
