@@ -1,7 +1,7 @@
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Page } from "playwright-core";
-import { startEmulatorProject, type EmulatorProject } from "../e2e/emulator-project";
+import { startEmulatorProject, type EmulatorProject } from "../support/emulator-project";
 import { describeWithChromium, launchChromium, type LaunchedBrowser } from "../support/chromium";
 import { ROUTES, startHarness, type Harness } from "../support/http-harness";
 import { fakeUsage } from "../support/fake-openai-server";

@@ -8,6 +8,7 @@ import type { SessionState } from "../../src/store/records";
 import { RtdbStore } from "../../src/store/rtdb/rtdb-store";
 import { exchange, newSession, POLICY } from "../support/fixtures";
 import { describeWithRtdb, freshNamespace, RtdbInstances } from "../support/rtdb";
+import { describeUnless } from "../support/visible-skip";
 
 /**
  * Guards the reason `RtdbStore` reads with `once("value")` and not `get()`. In @firebase/database
@@ -89,7 +90,11 @@ async function exercise(a: RtdbStore, b: RtdbStore): Promise<Outcome> {
       readHistory("beside the claim"),
       attempt("B updateState", () => b.updateState(id, touch)),
     ]);
-    if (!claimed?.found) return;
+    if (!claimed?.found) {
+      // attempt() recorded a throw; a session it has just created, not found, is a failure too.
+      if (claimed) failures.push(`session ${index}, claim: session not found`);
+      return;
+    }
     if (claimed.outcome.kind !== "claimed") failures.push(`session ${index}, claim: ${claimed.outcome.kind}`);
     commit(claimed.state);
 
@@ -99,7 +104,10 @@ async function exercise(a: RtdbStore, b: RtdbStore): Promise<Outcome> {
       readState("beside the append"),
       readHistory("beside the append"),
     ]);
-    if (!appended?.found) return;
+    if (!appended?.found) {
+      if (appended) failures.push(`session ${index}, appendExchange: session not found`);
+      return;
+    }
     if (appended.outcome.kind !== "appended") {
       failures.push(`session ${index}, appendExchange: ${appended.outcome.kind}`);
       return;
@@ -186,11 +194,9 @@ function startStandIn(server: string, latencyMs: number): Promise<{ host: string
   });
 }
 
-const LATENCY_SUITE = "RtdbStore reads beside transactions on the same node, at 5 ms a round trip";
-const latencyReason = STAND_IN === undefined ? "the stand-in rtdb-wire (shared/rtdb-wire/server.mjs) is not here: it exists only in this workplace" : undefined;
-if (latencyReason !== undefined) console.warn(`SKIPPED "${LATENCY_SUITE}": ${latencyReason}`);
-(latencyReason === undefined ? describe : describe.skip)(
-  latencyReason === undefined ? LATENCY_SUITE : `${LATENCY_SUITE} [skipped: ${latencyReason}]`,
+describeUnless(
+  STAND_IN === undefined ? "the stand-in rtdb-wire (shared/rtdb-wire/server.mjs) is not here: it exists only in this workplace" : undefined,
+  "RtdbStore reads beside transactions on the same node, at 5 ms a round trip",
   () => {
     let standIn: { host: string; process: ChildProcess } | undefined;
     beforeAll(async () => {

@@ -7,7 +7,7 @@ import { bearer, signUp, type TestUser } from "../support/auth-emulator";
 import { FakeOpenAiServer } from "../support/fake-openai-server";
 import { call } from "../support/http-harness";
 import { describeWithRtdb, RtdbInstances } from "../support/rtdb";
-import { startEmulatorProject, type EmulatorProject } from "./emulator-project";
+import { startEmulatorProject, type EmulatorProject } from "../support/emulator-project";
 import { anyUsage } from "../support/any-usage";
 import { startSiteServer } from "../support/site-server";
 

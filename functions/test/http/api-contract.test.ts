@@ -9,12 +9,15 @@ const templates = seedTemplates();
 
 describeEachStore("the chat API", (kind) => {
   let harness: Harness;
+  /** The instances' time while a test sets it; the real time otherwise. */
+  let frozenAt: number | undefined;
 
   beforeAll(async () => {
-    harness = await startHarness({ store: kind });
+    harness = await startHarness({ store: kind, clock: () => frozenAt ?? Date.now() });
   });
   afterAll(async () => harness.close());
   beforeEach(() => { harness.fake.reset(); });
+  afterEach(() => { frozenAt = undefined; });
 
   it("creates a session with the original route and the exact response fields", async () => {
     const answer = await harness.api.call("POST", ROUTES.create, { user_id: "user_12345", template_id: "friendly-assistant" });
@@ -98,14 +101,22 @@ describeEachStore("the chat API", (kind) => {
   });
 
   it("ends a session with its stats, then refuses it with 410", async () => {
+    // Known times, so the duration is a known figure; two minutes back, so time never runs backwards once the test lets go.
+    const createdAt = Date.now() - 120_000;
+    frozenAt = createdAt;
     const id = await createSession(harness.api);
+    frozenAt += 30_000;
     await harness.api.call("POST", ROUTES.message(id), { message: "one" });
     await harness.api.call("POST", ROUTES.message(id), { message: "two" });
+    frozenAt += 60_500;
     const ended = await harness.api.call("DELETE", ROUTES.end(id));
     expect(ended.status).toBe(200);
     expect(ended.body).toMatchObject({ success: true, message: "Session ended successfully", session_id: id, message_count: 2, status: "ended" });
-    expect(typeof ended.body.duration_seconds).toBe("number");
-    expect(ended.body.duration_seconds).toBeGreaterThanOrEqual(0);
+    expect(ended.body).toMatchObject({
+      duration_seconds: 90.5,
+      created_at: new Date(createdAt).toISOString(),
+      ended_at: new Date(createdAt + 90_500).toISOString(),
+    });
 
     const late = await harness.api.call("POST", ROUTES.message(id), { message: "three" });
     expect(late.status).toBe(410);

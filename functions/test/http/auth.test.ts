@@ -1,4 +1,4 @@
-import { startEmulatorProject, type EmulatorProject } from "../e2e/emulator-project";
+import { startEmulatorProject, type EmulatorProject } from "../support/emulator-project";
 import { bearer, signUp, withClaims, type TestUser } from "../support/auth-emulator";
 import { createSession, ROUTES, startHarness, type Harness } from "../support/http-harness";
 import { keyHash } from "../../src/session/idempotency";

@@ -1,7 +1,9 @@
 import { recentMessages } from "../support/recent-messages";
 import { fingerprint, keyHash } from "../../src/session/idempotency";
-import { createSession, describeEachStore, ROUTES, startHarness, type Harness, type Instance } from "../support/http-harness";
+import { createSession, describeEachStore, ROUTES, startHarness, type Answer, type Harness, type Instance } from "../support/http-harness";
 import { anyUsage } from "../support/any-usage";
+import { describeWithRtdb } from "../support/rtdb";
+import { StoredView } from "../support/stored-view";
 
 const key = (name: string) => ({ "Idempotency-Key": `${name}-${Math.random().toString(36).slice(2)}` });
 
@@ -157,4 +159,106 @@ describeEachStore("Idempotency-Key", (kind) => {
     expect(answer.body.error?.code).toBe("INVALID_IDEMPOTENCY_KEY");
     expect(harness.fake.requests).toHaveLength(0);
   });
+});
+
+describeEachStore("one Idempotency-Key on concurrent createSession calls", (kind) => {
+  /**
+   * A race, so several rounds, each with a fresh key and user, on newly started instances (as a
+   * burst of retries meets when the platform scales out): there, today, about every other round on
+   * one instance and every round on two create more than one session.
+   */
+  const ROUNDS = 10;
+  const CALLS = 10;
+  let harness: Harness;
+  let view: StoredView;
+
+  beforeAll(async () => {
+    harness = await startHarness({ store: kind });
+    view = new StoredView(harness);
+  });
+  afterAll(async () => {
+    await view.close();
+    await harness.close();
+  });
+
+  async function round(instances: readonly Instance[], name: string, n: number) {
+    const userId = `user_${name}_${n}_${Math.random().toString(36).slice(2, 8)}`;
+    const headers = key(`create-${name}`);
+    const body = { user_id: userId, template_id: "friendly-assistant" };
+    const answers = await Promise.all(Array.from({ length: CALLS }, (_, i) => instances[i % instances.length]!.call("POST", ROUTES.create, body, headers)));
+    return {
+      statuses: answers.map((answer) => answer.status),
+      named: [...new Set(answers.map((answer) => answer.body.session_id))],
+      stored: await view.sessionsOf(userId),
+      counted: await view.countedSessions(userId),
+    };
+  }
+
+  it.each([
+    ["on one instance", 1],
+    ["split across two instances", 2],
+  ])("10 calls %s: every answer names one session, and exactly that one is stored and counted", async (_name, count) => {
+    for (let n = 0; n < ROUNDS; n += 1) {
+      const instances = await Promise.all(Array.from({ length: count }, () => harness.instance()));
+      const result = await round(instances, `${count}`, n);
+      expect(result.statuses).toEqual(Array(CALLS).fill(201));
+      const one = [result.named[0]];
+      expect({ round: n, named: result.named, stored: result.stored, counted: result.counted }).toEqual({ round: n, named: one, stored: one, counted: one });
+    }
+  });
+});
+
+describeWithRtdb("a keyed retry after an instance crashed holding the key's claim [Realtime Database]", () => {
+  /** The function's timeout is 60 s; a retry must answer well inside it, whatever the model settings. */
+  const ANSWER_WITHIN_MS = 15_000;
+  let harness: Harness;
+  /** The crashed instance, and the requests still running, brought to an end before the harness closes. */
+  let crashed: { instance: Instance; requests: Promise<unknown>[] } | undefined;
+
+  beforeAll(async () => {
+    // The default model settings (the harness shortens the timeout and drops the retry): a claim's lease is then about 53.5 s.
+    harness = await startHarness({ store: "rtdb", env: { OPENAI_TIMEOUT_MS: "15000", OPENAI_MAX_RETRIES: "1", OPENAI_MAX_RETRY_WAIT_MS: "5000" } });
+  });
+  afterAll(async () => {
+    // Let the "crashed" instance finish its request (reconnected, its model call cut and retried)
+    // while its database is still open, so nothing runs on after the harness closes.
+    if (crashed) {
+      crashed.instance.database!.goOnline();
+      harness.fake.releaseHanging();
+      await Promise.all(crashed.requests);
+    }
+    await harness.close();
+  });
+
+  it("answers the retry on another instance within 15 s with 409 IDEMPOTENCY_IN_PROGRESS and Retry-After", async () => {
+    const a = harness.api;
+    const b = await harness.instance();
+    const id = await createSession(a);
+    const headers = key("crash");
+    const body = { message: "are you there?" };
+
+    // A claims the key and calls the model, which never answers; then A dies with its claim live.
+    harness.fake.enqueue({ kind: "hang" });
+    crashed = { instance: a, requests: [a.call("POST", ROUTES.message(id), body, headers).catch(() => undefined)] };
+    await harness.fake.awaitRequests(1);
+    a.database!.goOffline();
+
+    const started = Date.now();
+    let deadline: NodeJS.Timeout | undefined;
+    const retry = b.call("POST", ROUTES.message(id), body, headers);
+    crashed.requests.push(retry.catch(() => undefined));
+    const answer = await Promise.race([
+      retry,
+      new Promise<undefined>((resolve) => { deadline = setTimeout(() => { resolve(undefined); }, ANSWER_WITHIN_MS); }),
+    ]).finally(() => { clearTimeout(deadline); });
+    const modelCalls = harness.fake.requests.length;
+    const summary = (got: Answer | undefined) =>
+      got === undefined
+        ? { answered: `no answer within ${ANSWER_WITHIN_MS / 1000} s` }
+        : { answered: "yes", status: got.status, code: got.body.error?.code, retryAfter: got.headers.get("retry-after") };
+    expect(summary(answer)).toEqual({ answered: "yes", status: 409, code: "IDEMPOTENCY_IN_PROGRESS", retryAfter: expect.stringMatching(/^[1-9]\d*$/) });
+    expect(Date.now() - started).toBeLessThan(ANSWER_WITHIN_MS);
+    // The retry did not call the model a second time while the first's claim stood.
+    expect(modelCalls).toBe(1);
+  }, 25_000);
 });

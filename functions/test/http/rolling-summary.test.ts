@@ -1,9 +1,9 @@
 import { recentMessages } from "../support/recent-messages";
 import { randomUUID } from "node:crypto";
-import { SUMMARY_INSTRUCTIONS, SUMMARY_MAX_TOKENS } from "../../src/session/prompt/rolling-summary";
+import { SUMMARY_MAX_TOKENS } from "../../src/session/prompt/rolling-summary";
 import { estimateTokens } from "../../src/session/prompt/token-estimate";
 import type { LogFields } from "../../src/log/log";
-import { summaryIn } from "../support/summary-in";
+import { isSummary, summaryIn } from "../support/summary-in";
 import type { Template } from "../../src/store/records";
 import type { RecordedRequest, Scripted } from "../support/fake-openai-server";
 import { describeEachStore, ROUTES, startHarness, type Answer, type Harness } from "../support/http-harness";
@@ -12,7 +12,6 @@ import { describeEachStore, ROUTES, startHarness, type Answer, type Harness } fr
 const SUMMARISED: Template = { name: "Summarised", personalityPrompt: "You remember the gist.", context_window: 2, summary: true };
 const TEMPLATE_ID = "summarised-test";
 
-const isSummary = (request: RecordedRequest) => request.body.messages[0]?.content === SUMMARY_INSTRUCTIONS;
 const replies = (requests: readonly RecordedRequest[]) => requests.filter((request) => !isSummary(request));
 const summaries = (requests: readonly RecordedRequest[]) => requests.filter(isSummary);
 

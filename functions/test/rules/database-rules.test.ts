@@ -1,15 +1,13 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { assertFails, assertSucceeds, initializeTestEnvironment, type RulesTestEnvironment } from "@firebase/rules-unit-testing";
+import { describeUnless } from "../support/visible-skip";
 
 /**
  * database.rules.json, with the official emulator: only the functions (admin) write; a
  * signed-in user reads their own sessions and the templates; everything else is denied.
  * A stand-in database that does not enforce rules cannot run these: they skip, saying why.
  */
-const reason = process.env.CHATIFY_RULES_SKIP_REASON || undefined;
-const suite = reason === undefined ? describe : describe.skip;
-if (reason !== undefined) console.warn(`SKIPPED "database security rules": ${reason}`);
 
 const RULES = readFileSync(join(__dirname, "..", "..", "..", "database.rules.json"), "utf8");
 const ALICE = "alice";
@@ -27,7 +25,7 @@ const session = (userId: string) => ({
   partials: { "6f1c1f0e-8a53-4a5e-9c8e-2f4f7f3b9a10": { text: "Hel", seq_after: 1, updated_at: 3 } },
 });
 
-suite(`database security rules${reason === undefined ? "" : ` [skipped: ${reason}]`}`, () => {
+describeUnless(process.env.CHATIFY_RULES_SKIP_REASON || undefined, "database security rules", () => {
   let env: RulesTestEnvironment;
 
   beforeAll(async () => {

@@ -16,6 +16,9 @@ export interface RecordedRequest {
   };
 }
 
+/** The text of a recorded request's last message: the user's new message. */
+export const lastUser = (request: RecordedRequest): string => request.body.messages.at(-1)?.content ?? "";
+
 /** Token counts as the fake reports them (OpenAI's `usage` block, less its total). */
 export interface FakeUsage {
   readonly prompt_tokens: number;
@@ -280,8 +283,8 @@ export class FakeOpenAiServer {
 
   private defaultReply(body: RecordedRequest["body"], delayMs?: number): Scripted {
     this.replies += 1;
-    const lastUser = [...body.messages].reverse().find((message) => message.role === "user");
-    return { kind: "reply", text: `reply #${this.replies} to: ${lastUser?.content ?? ""}`, ...(delayMs === undefined ? {} : { delayMs }) };
+    const userMessage = [...body.messages].reverse().find((message) => message.role === "user");
+    return { kind: "reply", text: `reply #${this.replies} to: ${userMessage?.content ?? ""}`, ...(delayMs === undefined ? {} : { delayMs }) };
   }
 }
 

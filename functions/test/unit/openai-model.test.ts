@@ -383,9 +383,20 @@ describe("createOpenAiModel against an OpenAI-compatible server", () => {
       return { error, elapsed: performance.now() - started };
     }
 
-    /** Whether the server saw the connection closed within a second: nothing is left hanging. */
-    const serverSawClose = () =>
-      Promise.race([fake.noRequestHanging().then(() => true), new Promise((wake) => setTimeout(wake, 1_000)).then(() => false)]);
+    /**
+     * Whether the server saw the connection closed within a second: nothing is left hanging. The
+     * second's timer is cleared once the race is decided: left running, it held the jest worker
+     * open after the suite ("a worker process has failed to exit gracefully").
+     */
+    const serverSawClose = async () => {
+      let timer: NodeJS.Timeout | undefined;
+      const gaveUp = new Promise<boolean>((wake) => { timer = setTimeout(() => { wake(false); }, 1_000); });
+      try {
+        return await Promise.race([fake.noRequestHanging().then(() => true), gaveUp]);
+      } finally {
+        clearTimeout(timer);
+      }
+    };
 
     it.each([
       ["a non-streamed call", (request: CompletionRequest) => model(10_000).complete(request)],

@@ -16,7 +16,7 @@ import firebaseUtil = require("@firebase/util");
  * split can fall anywhere. The SDK looks `stringify` up on @firebase/util's exports at each send,
  * so replacing that export fixes every message this process sends, with nothing changed in what
  * is stored or what clients read. firebase-admin and @firebase/util are pinned in package.json for
- * it; the regression tests (test/http/message-path-defects.test.ts, and for the deployed bundle,
+ * it; the regression tests (test/http/message-text.test.ts, and for the deployed bundle,
  * where @firebase/util must stay one shared module: test/unit/deployed-entry.test.ts) fail if an
  * upgrade stops honouring the replacement.
  */
