@@ -9,7 +9,7 @@ import { admitMessage, type TokenNeed } from "../ledger/limits";
 import type { MessageContext } from "./message-context";
 import { refusal, seconds } from "./refusals";
 import { SUMMARY_CALL_TOKENS, SUMMARY_PROMPT_TOKENS } from "../prompt/rolling-summary";
-import { claimSlot, requestClaim } from "./slot-claim";
+import { claimSlot, claimFor } from "./slot-claim";
 import { estimateMessageTokens, estimatePromptTokens, estimateRecurring, MAX_TOKENS_PER_CHAR, REPLY_PRIMING_TOKENS, TOKENS_PER_MESSAGE } from "../prompt/token-estimate";
 
 /** Reads sent beside the admission, for the steps after it. */
@@ -20,7 +20,7 @@ export interface ReadAhead {
   readonly summary?: Promise<SessionSummary | null>;
 }
 
-export type Admission =
+export type Admitted =
   | { readonly kind: "admitted"; readonly message: InFlightMessage; readonly readAhead: ReadAhead }
   /** An earlier request with the same Idempotency-Key stored exchange `seq`: its answer is replayed. */
   | { readonly kind: "replay"; readonly seq: number };
@@ -31,10 +31,10 @@ export type Admission =
  * with the reads the next steps need sent beside them. Anything taken is given back when another
  * part refuses (or fails), and a replay takes nothing.
  */
-export async function admit(context: MessageContext, session: KnownSession, text: string, idempotencyKey: string | undefined, receivedAt: number): Promise<Admission> {
+export async function admit(context: MessageContext, session: KnownSession, text: string, idempotencyKey: string | undefined, receivedAt: number): Promise<Admitted> {
   const { store, usage, policy, serviceLedger } = context;
   const need = tokenNeed(session.meta, text);
-  const claim = requestClaim(text, idempotencyKey);
+  const claim = claimFor(text, idempotencyKey);
   const readAhead: ReadAhead = {
     ...(session.tail ? {} : { history: readLater(context.known.readWindow(session)) }),
     ...(session.meta.settings.summary ? { summary: readLater(store.readSummary(session.id)) } : {}),

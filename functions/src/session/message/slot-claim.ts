@@ -16,7 +16,7 @@ export interface SlotClaimContext {
 }
 
 /** A message's claim: under its key's hash when it has an `Idempotency-Key`, else under a random id. */
-export function requestClaim(message: string, idempotencyKey: string | undefined): RequestClaim {
+export function claimFor(message: string, idempotencyKey: string | undefined): RequestClaim {
   const owner = randomUUID();
   return idempotencyKey === undefined
     ? { hash: `r-${owner}`, fingerprint: "", owner, remember: false }
