@@ -119,6 +119,21 @@ function parseCorsOrigins(raw: string): "*" | string[] {
   return origins;
 }
 
+/** The deploy knobs, each in its range, and no more warm instances than instances at all. */
+function deployKnobs(env: Env): Config["deploy"] {
+  const knobs = {
+    minInstances: intParam(env, "MIN_INSTANCES"),
+    maxInstances: intParam(env, "MAX_INSTANCES"),
+    concurrency: intParam(env, "CONCURRENCY"),
+    memoryMib: intParam(env, "MEMORY_MIB"),
+    timeoutSeconds: intParam(env, "TIMEOUT_SECONDS"),
+  };
+  if (knobs.minInstances > knobs.maxInstances) {
+    throw new ConfigError(`MIN_INSTANCES (${knobs.minInstances}) must not exceed MAX_INSTANCES (${knobs.maxInstances})`);
+  }
+  return knobs;
+}
+
 /**
  * Reads the configuration from the environment, applying the declared defaults. Fails fast.
  * `defaults` changes a default where the local server differs from a deployment.
@@ -149,13 +164,7 @@ export function resolveConfig(env: Env = process.env, defaults: { requireAuth?: 
       enabled: booleanParam(env, "MODERATION", BOOLEAN_PARAMS.MODERATION.default),
       onOutage: choiceParam(env, "MODERATION_ON_OUTAGE", STRING_PARAMS.MODERATION_ON_OUTAGE.choices),
     },
-    deploy: {
-      minInstances: intParam(env, "MIN_INSTANCES"),
-      maxInstances: intParam(env, "MAX_INSTANCES"),
-      concurrency: intParam(env, "CONCURRENCY"),
-      memoryMib: intParam(env, "MEMORY_MIB"),
-      timeoutSeconds: intParam(env, "TIMEOUT_SECONDS"),
-    },
+    deploy: deployKnobs(env),
     limits: {
       userMessagesPerMinute: intParam(env, "USER_MESSAGES_PER_MINUTE"),
       userMaxActiveSessions: intParam(env, "USER_MAX_ACTIVE_SESSIONS"),

@@ -158,8 +158,10 @@ describe("resolveConfig integer validation", () => {
   it.each(INT_PARAM_NAMES)("%s accepts its bounds and refuses one past them", (name) => {
     const { min, max } = declaredRange(name);
     expect(min).toBeLessThan(max);
+    // MIN_INSTANCES at its most needs as many instances allowed (the cross-check is tested below).
+    const besides = name === "MIN_INSTANCES" ? { MAX_INSTANCES: String(max) } : {};
     expect(READ_BACK[name]!(resolveConfig({ [name]: String(min) }))).toBe(String(min));
-    expect(READ_BACK[name]!(resolveConfig({ [name]: String(max) }))).toBe(String(max));
+    expect(READ_BACK[name]!(resolveConfig({ ...besides, [name]: String(max) }))).toBe(String(max));
     expect(configError({ [name]: String(min - 1) }).message).toContain(name);
     expect(configError({ [name]: String(max + 1) }).message).toContain(name);
   });
@@ -210,6 +212,11 @@ describe("resolveConfig deploy knobs", () => {
 
   it.each(["300", "768", "1000", "3072"])("refuses MEMORY_MIB %s inside the range but not a size, naming the sizes", (raw) => {
     expect(configError({ MEMORY_MIB: raw }).message).toBe(`MEMORY_MIB must be one of 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, got "${raw}"`);
+  });
+
+  it("refuses more warm instances than instances at all, naming both", () => {
+    expect(configError({ MIN_INSTANCES: "3", MAX_INSTANCES: "2" }).message).toBe("MIN_INSTANCES (3) must not exceed MAX_INSTANCES (2)");
+    expect(resolveConfig({ MIN_INSTANCES: "2", MAX_INSTANCES: "2" }).deploy).toMatchObject({ minInstances: 2, maxInstances: 2 });
   });
 });
 
