@@ -1,4 +1,4 @@
-import { defineBoolean, defineInt, defineSecret, defineString, select } from "firebase-functions/params";
+import { defineBoolean, defineInt, defineSecret, defineString, select, type BooleanParam } from "firebase-functions/params";
 
 /**
  * Every tunable of the service, declared once.
@@ -136,6 +136,10 @@ export const BOOLEAN_PARAMS = {
     default: false,
     description: "Check each user message with the OpenAI moderations endpoint (omni-moderation-latest, through OPENAI_BASE_URL) beside the model call: a flagged message gets 422 MESSAGE_FLAGGED and is not stored.",
   },
+  APP_CHECK_REPLAY_PROTECTION: {
+    default: false,
+    description: "With REQUIRE_APP_CHECK, each message call also consumes its App Check token at App Check (replay protection): a token used twice is refused. One more round trip to App Check per message; clients must send limited-use tokens.",
+  },
 } as const;
 
 export const STRING_PARAMS = {
@@ -168,9 +172,10 @@ for (const [name, spec] of Object.entries(INT_PARAMS)) {
 for (const [name, spec] of Object.entries(STRING_PARAMS)) {
   defineString(name, { default: spec.default, description: spec.description, ...("choices" in spec ? { input: select([...spec.choices]) } : {}) });
 }
-for (const [name, spec] of Object.entries(BOOLEAN_PARAMS)) {
-  defineBoolean(name, { default: spec.default, description: spec.description });
-}
+/** The boolean params as objects, for the trigger options that take one (`enforceAppCheck`, `consumeAppCheckToken`). */
+export const booleanParams = Object.fromEntries(
+  Object.entries(BOOLEAN_PARAMS).map(([name, spec]) => [name, defineBoolean(name, { default: spec.default, description: spec.description })]),
+) as Record<BooleanParamName, BooleanParam>;
 
 /** The service's declared params (the deploy knobs are in function-options.ts), for documentation and the tests. */
 export const DECLARED_SERVICE_PARAMS = [

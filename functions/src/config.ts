@@ -35,6 +35,8 @@ export interface Config {
   readonly livePartials: boolean;
   /** Refuse requests without a valid App Check token. */
   readonly requireAppCheck: boolean;
+  /** With requireAppCheck, message calls consume their App Check token (replay protection). */
+  readonly appCheckReplayProtection: boolean;
   readonly moderation: { readonly enabled: boolean; readonly onOutage: ModerationOnOutage };
   /** What the functions were deployed with (params the CLI resolved and set as environment variables). */
   readonly deploy: {
@@ -160,6 +162,7 @@ export function resolveConfig(env: Env = process.env, defaults: { requireAuth?: 
     requireAuth: booleanParam(env, "REQUIRE_AUTH", defaults.requireAuth ?? BOOLEAN_PARAMS.REQUIRE_AUTH.default),
     livePartials: booleanParam(env, "LIVE_PARTIALS", BOOLEAN_PARAMS.LIVE_PARTIALS.default),
     requireAppCheck: booleanParam(env, "REQUIRE_APP_CHECK", BOOLEAN_PARAMS.REQUIRE_APP_CHECK.default),
+    appCheckReplayProtection: booleanParam(env, "APP_CHECK_REPLAY_PROTECTION", BOOLEAN_PARAMS.APP_CHECK_REPLAY_PROTECTION.default),
     moderation: {
       enabled: booleanParam(env, "MODERATION", BOOLEAN_PARAMS.MODERATION.default),
       onOutage: choiceParam(env, "MODERATION_ON_OUTAGE", STRING_PARAMS.MODERATION_ON_OUTAGE.choices),

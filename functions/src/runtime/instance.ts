@@ -1,6 +1,8 @@
 import { randomUUID } from "node:crypto";
 import type { App } from "firebase-admin/app";
 import { getDatabase } from "firebase-admin/database";
+import type { AppCheckVerifier } from "../auth/app-check";
+import { firebaseAppCheck } from "../auth/firebase-app-check";
 import { firebaseIdentity } from "../auth/firebase-identity";
 import type { IdentityVerifier } from "../auth/identity";
 import type { Config } from "../config";
@@ -23,6 +25,8 @@ export interface InstanceParts {
   readonly store?: SessionStore;
   /** Default: Firebase Auth of `app`. */
   readonly identity?: IdentityVerifier;
+  /** Used only with REQUIRE_APP_CHECK. Default: App Check of `app`. */
+  readonly appCheck?: AppCheckVerifier;
   /** Default: from config; the offline responder only where `allowOffline` and no key is set. */
   readonly model?: ChatModel;
   readonly allowOffline?: boolean;
@@ -57,6 +61,7 @@ export function composeInstance(config: Config, parts: InstanceParts): Instance 
   const clock = parts.clock ?? Date.now;
   const store = parts.store ?? new RtdbStore(getDatabase(required(parts.app, "store")), config.dbTimeoutMs);
   const identity = parts.identity ?? firebaseIdentity(required(parts.app, "identity"));
+  const appCheck = config.requireAppCheck ? (parts.appCheck ?? firebaseAppCheck(required(parts.app, "appCheck"), { log: parts.log })) : undefined;
   const model = parts.model ?? modelFromConfig(config, { allowOffline: parts.allowOffline ?? false });
   const policy = sessionPolicy(config);
   const sessions = new SessionService({
@@ -95,7 +100,7 @@ export function composeInstance(config: Config, parts: InstanceParts): Instance 
       batchSize: MAINTENANCE_BATCH,
       maxBatches: MAINTENANCE_MAX_BATCHES,
     });
-  const api = createApi({ sessions, identity, log: parts.log, config, ...(parts.heartbeatMs === undefined ? {} : { heartbeatMs: parts.heartbeatMs }) });
+  const api = createApi({ sessions, identity, log: parts.log, config, ...(appCheck ? { appCheck } : {}), ...(parts.heartbeatMs === undefined ? {} : { heartbeatMs: parts.heartbeatMs }) });
   return { config, budget, sessions, api, log: parts.log, maintain };
 }
 

@@ -25,6 +25,7 @@ const READ_BACK: Readonly<Record<string, (config: Config) => string>> = {
   REQUIRE_AUTH: (config) => String(config.requireAuth),
   LIVE_PARTIALS: (config) => String(config.livePartials),
   REQUIRE_APP_CHECK: (config) => String(config.requireAppCheck),
+  APP_CHECK_REPLAY_PROTECTION: (config) => String(config.appCheckReplayProtection),
   MODERATION: (config) => String(config.moderation.enabled),
   MODERATION_ON_OUTAGE: (config) => config.moderation.onOutage,
   MIN_INSTANCES: (config) => String(config.deploy.minInstances),
@@ -108,6 +109,7 @@ describe("resolveConfig overrides", () => {
       REQUIRE_AUTH: "false",
       LIVE_PARTIALS: "false",
       REQUIRE_APP_CHECK: "true",
+      APP_CHECK_REPLAY_PROTECTION: "true",
       MODERATION: "true",
       MODERATION_ON_OUTAGE: "closed",
       MIN_INSTANCES: "1",
@@ -131,6 +133,7 @@ describe("resolveConfig overrides", () => {
       requireAuth: false,
       livePartials: false,
       requireAppCheck: true,
+      appCheckReplayProtection: true,
       moderation: { enabled: true, onOutage: "closed" },
       deploy: { minInstances: 1, maxInstances: 40, concurrency: 20, memoryMib: 1024, timeoutSeconds: 120 },
       limits: { userMessagesPerMinute: 11, userMaxActiveSessions: 3, sessionMaxExchanges: 40, userTokensPerDay: 0, serviceTokensPerDay: 5_000_000, addressSessionsPerHour: 0 },
@@ -194,7 +197,7 @@ describe("resolveConfig App Check and moderation", () => {
     expect(configError({ MODERATION_ON_OUTAGE: raw }).message).toBe(`MODERATION_ON_OUTAGE must be one of open, closed, got "${raw}"`);
   });
 
-  it.each(["REQUIRE_APP_CHECK", "MODERATION"])("reads %s as a boolean, refusing anything else", (name) => {
+  it.each(["REQUIRE_APP_CHECK", "APP_CHECK_REPLAY_PROTECTION", "MODERATION"])("reads %s as a boolean, refusing anything else", (name) => {
     expect(READ_BACK[name]!(resolveConfig({ [name]: "1" }))).toBe("true");
     expect(READ_BACK[name]!(resolveConfig({ [name]: "FALSE" }))).toBe("false");
     expect(configError({ [name]: "on" }).message).toBe(`${name} must be true or false, got "on"`);
