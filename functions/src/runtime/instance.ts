@@ -8,8 +8,10 @@ import type { IdentityVerifier } from "../auth/identity";
 import type { Config } from "../config";
 import { createApi, type Api } from "../http/api";
 import type { ChatModel } from "../llm/chat-model";
-import { modelFromConfig } from "../llm/model-from-config";
+import { modelFromConfig, moderatorFromConfig } from "../llm/model-from-config";
+import type { Moderator } from "../llm/moderation";
 import type { Log } from "../log/log";
+import { messageModeration } from "../moderation/message-moderation";
 import { runMaintenance, type MaintenanceReport } from "../session/maintenance";
 import type { SessionPolicy } from "../session/session-rules";
 import { SessionService } from "../session/session-service";
@@ -30,6 +32,8 @@ export interface InstanceParts {
   /** Default: from config; the offline responder only where `allowOffline` and no key is set. */
   readonly model?: ChatModel;
   readonly allowOffline?: boolean;
+  /** Used only with MODERATION on. Default: OpenAI's moderations through the model's base URL and key. */
+  readonly moderator?: Moderator;
   readonly log: Log;
   readonly clock?: () => number;
   readonly newSessionId?: () => string;
@@ -63,6 +67,7 @@ export function composeInstance(config: Config, parts: InstanceParts): Instance 
   const identity = parts.identity ?? firebaseIdentity(required(parts.app, "identity"));
   const appCheck = config.requireAppCheck ? (parts.appCheck ?? firebaseAppCheck(required(parts.app, "appCheck"), { log: parts.log })) : undefined;
   const model = parts.model ?? modelFromConfig(config, { allowOffline: parts.allowOffline ?? false });
+  const moderator = config.moderation.enabled ? (parts.moderator ?? moderatorFromConfig(config)) : undefined;
   const policy = sessionPolicy(config);
   const sessions = new SessionService({
     store,
@@ -84,6 +89,7 @@ export function composeInstance(config: Config, parts: InstanceParts): Instance 
     keyLeaseMs: budget.leaseMs,
     keyWaitMs: budget.keyWaitMs,
     livePartials: config.livePartials,
+    ...(moderator ? { moderation: messageModeration(moderator, config.moderation.onOutage, parts.log) } : {}),
     cache: {
       templateTtlMs: config.templateCacheTtlMs,
       sessionTtlMs: config.sessionCacheTtlMs,

@@ -64,10 +64,11 @@ export class LocalAppCheck {
   }
 
   static async start(served: KeyObject, project: AppCheckProject = APP_CHECK_PROJECT): Promise<LocalAppCheck> {
-    let local: LocalAppCheck | undefined;
-    const google = await startLocalGoogle((request, response) => { local?.answer(request, response); });
-    local = new LocalAppCheck(served, project, google);
-    return local;
+    // The server answers through the object made once it listens.
+    const made: { local?: LocalAppCheck } = {};
+    const google = await startLocalGoogle((request, response) => { made.local?.answer(request, response); });
+    made.local = new LocalAppCheck(served, project, google);
+    return made.local;
   }
 
   /** The default answers again, and nothing received. */
