@@ -1,4 +1,4 @@
-import { defineBoolean, defineInt, defineSecret, defineString, select, type BooleanParam } from "firebase-functions/params";
+import { defineBoolean, defineInt, defineSecret, defineString, select } from "firebase-functions/params";
 
 /**
  * Every tunable of the service, declared once.
@@ -172,10 +172,9 @@ for (const [name, spec] of Object.entries(INT_PARAMS)) {
 for (const [name, spec] of Object.entries(STRING_PARAMS)) {
   defineString(name, { default: spec.default, description: spec.description, ...("choices" in spec ? { input: select([...spec.choices]) } : {}) });
 }
-/** The boolean params as objects, for the trigger options that take one (`enforceAppCheck`, `consumeAppCheckToken`). */
-export const booleanParams = Object.fromEntries(
-  Object.entries(BOOLEAN_PARAMS).map(([name, spec]) => [name, defineBoolean(name, { default: spec.default, description: spec.description })]),
-) as Record<BooleanParamName, BooleanParam>;
+for (const [name, spec] of Object.entries(BOOLEAN_PARAMS)) {
+  defineBoolean(name, { default: spec.default, description: spec.description });
+}
 
 /** The service's declared params (the deploy knobs are in function-options.ts), for documentation and the tests. */
 export const DECLARED_SERVICE_PARAMS = [

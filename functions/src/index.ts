@@ -1,8 +1,10 @@
 import type { Response } from "express";
 import { onInit } from "firebase-functions/v2/core";
-import { onRequest, type Request } from "firebase-functions/v2/https";
+import { onCall, onRequest, type CallableRequest, type CallableResponse, type Request } from "firebase-functions/v2/https";
 import { setGlobalOptions } from "firebase-functions/v2/options";
 import { onSchedule } from "firebase-functions/v2/scheduler";
+import { callableOptions } from "./callable/callable-options";
+import type { CallableName } from "./callable/callable-operations";
 import { deployParams, FUNCTION_MEMORY, httpsOptions } from "./function-options";
 import type { EndpointName } from "./http/endpoints";
 
@@ -26,6 +28,17 @@ const serve = (endpoint: EndpointName) => async (request: Request, response: Res
 export const createSession = onRequest(httpsOptions("session"), serve("createSession"));
 export const sendMessage = onRequest(httpsOptions("message"), serve("sendMessage"));
 export const endSession = onRequest(httpsOptions("session"), serve("endSession"));
+const call = (name: CallableName) => async (request: CallableRequest<unknown>, response?: CallableResponse) =>
+  (await app()).callables[name](request, response);
+
+// The same operations as callable functions for the Functions client SDK, deployed as
+// chat-createSession, chat-sendMessage, chat-endSession (callable/callable-operations.ts).
+export const chat = {
+  createSession: onCall(callableOptions("session"), call("createSession")),
+  sendMessage: onCall(callableOptions("message"), call("sendMessage")),
+  endSession: onCall(callableOptions("session"), call("endSession")),
+};
+
 export const expireSessions = onSchedule({ schedule: "every 15 minutes", timeoutSeconds: 300, memory: FUNCTION_MEMORY }, async () => {
   await (await app()).maintain();
 });

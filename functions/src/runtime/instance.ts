@@ -5,6 +5,7 @@ import type { AppCheckVerifier } from "../auth/app-check";
 import { firebaseAppCheck } from "../auth/firebase-app-check";
 import { firebaseIdentity } from "../auth/firebase-identity";
 import type { IdentityVerifier } from "../auth/identity";
+import { createCallableApi, type CallableApi } from "../callable/callable-api";
 import type { Config } from "../config";
 import { createApi, type Api } from "../http/api";
 import type { ChatModel } from "../llm/chat-model";
@@ -50,6 +51,8 @@ export interface Instance {
   readonly sessions: SessionService;
   /** The three functions' HTTP boundary. */
   readonly api: Api;
+  /** The same operations as callable functions (`onCall`). */
+  readonly callables: CallableApi;
   readonly log: Log;
   /** The scheduled clean-up: expiry, retention, forgotten keys. */
   readonly maintain: (now?: number) => Promise<MaintenanceReport>;
@@ -107,7 +110,8 @@ export function composeInstance(config: Config, parts: InstanceParts): Instance 
       maxBatches: MAINTENANCE_MAX_BATCHES,
     });
   const api = createApi({ sessions, identity, log: parts.log, config, ...(appCheck ? { appCheck } : {}), ...(parts.heartbeatMs === undefined ? {} : { heartbeatMs: parts.heartbeatMs }) });
-  return { config, budget, sessions, api, log: parts.log, maintain };
+  const callables = createCallableApi({ sessions, log: parts.log, config });
+  return { config, budget, sessions, api, callables, log: parts.log, maintain };
 }
 
 /** The session rules' settings. */

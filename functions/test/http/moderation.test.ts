@@ -1,27 +1,11 @@
 import { randomUUID } from "node:crypto";
 import { keyHash } from "../../src/session/idempotency";
-import type { SessionStore } from "../../src/store/session-store";
 import { streamCall } from "../support/event-stream-client";
 import { createSession, describeEachStore, ROUTES, startHarness, type Answer, type Harness } from "../support/http-harness";
 import { recordingLog, type Logged } from "../support/recording-log";
+import { recordingPartials } from "../support/recording-partials";
 
 const FLAGGED_TEXT = "a message the moderation model flags";
-
-/** The store, with every partial reply it is asked to write recorded (null: a removal). */
-function recordingPartials(store: SessionStore, written: (string | null)[]): SessionStore {
-  return new Proxy(store, {
-    get(target, property) {
-      const value: unknown = Reflect.get(target, property, target);
-      if (property === "writePartial") {
-        return (...args: Parameters<SessionStore["writePartial"]>) => {
-          written.push(args[2]?.text ?? null);
-          return target.writePartial(...args);
-        };
-      }
-      return typeof value === "function" ? (value as (...args: unknown[]) => unknown).bind(target) : value;
-    },
-  });
-}
 
 /**
  * MODERATION=true: each user message is checked with the fake server's /v1/moderations beside its
