@@ -1,6 +1,6 @@
 import type { Response } from "express";
 import { onInit } from "firebase-functions/v2/core";
-import { onCall, onRequest, type CallableRequest, type CallableResponse, type Request } from "firebase-functions/v2/https";
+import { HttpsError, onCall, onRequest, type CallableRequest, type CallableResponse, type Request } from "firebase-functions/v2/https";
 import { setGlobalOptions } from "firebase-functions/v2/options";
 import { onSchedule } from "firebase-functions/v2/scheduler";
 import { callableOptions } from "./callable/callable-options";
@@ -28,8 +28,9 @@ const serve = (endpoint: EndpointName) => async (request: Request, response: Res
 export const createSession = onRequest(httpsOptions("session"), serve("createSession"));
 export const sendMessage = onRequest(httpsOptions("message"), serve("sendMessage"));
 export const endSession = onRequest(httpsOptions("session"), serve("endSession"));
+// The onCall wrapper here answers as errors only its own HttpsError class: the handler gets it.
 const call = (name: CallableName) => async (request: CallableRequest<unknown>, response?: CallableResponse) =>
-  (await app()).callables[name](request, response);
+  (await app()).callables[name](request, response, HttpsError);
 
 // The same operations as callable functions for the Functions client SDK, deployed as
 // chat-createSession, chat-sendMessage, chat-endSession (callable/callable-operations.ts).

@@ -7,7 +7,7 @@ import { toErrorAnswer } from "../http/error-response";
 import { HttpError } from "../http/http-error";
 import type { Log } from "../log/log";
 import type { SessionService } from "../session/session-service";
-import { callableError } from "./callable-errors";
+import { callableFailure } from "./callable-errors";
 import { CALLABLES, type CallableName } from "./callable-operations";
 import { callableRequest } from "./callable-request";
 import { CallableStream, type ChunkSink } from "./callable-stream";
@@ -26,7 +26,7 @@ export interface Call {
 
 /**
  * One instance's callables: answers a call with the body the HTTP route answers, or throws the
- * HttpsError that stands for the HTTP refusal (callable-errors.ts). Given `chunks`, a streamed
+ * CallableFailure that stands for the HTTP refusal (callable-errors.ts). Given `chunks`, a streamed
  * call (`.stream()` on the client) gets the reply's text as it is written.
  */
 export type CallableApi = (name: CallableName, call: Call, chunks?: ChunkSink) => Promise<Record<string, unknown>>;
@@ -69,7 +69,7 @@ export function createCallableApi(deps: CallableApiDeps): CallableApi {
         log.error("request failed", { endpoint: endpoint.name, via: "callable", error: error instanceof Error ? error.name : typeof error, detail: error instanceof Error ? error.message : undefined });
       }
       log.info("request", { ...logged, status: answer.status, code: answer.code, duration_ms: Date.now() - started });
-      throw callableError(answer);
+      throw callableFailure(answer);
     }
   };
 }

@@ -1,4 +1,4 @@
-import { HttpsError, type FunctionsErrorCode } from "firebase-functions/v2/https";
+import type { FunctionsErrorCode } from "firebase-functions/v2/https";
 import type { ErrorAnswer } from "../http/error-response";
 
 /**
@@ -34,16 +34,29 @@ export interface CallableErrorDetails {
 }
 
 /**
- * A refusal or failure as the error a callable answers: the code matching its status, the
- * message the HTTP answer gives, and in `details` the project's error code (error-codes.ts says
- * what its Retry-After means), the wait the HTTP answer's Retry-After gives, and the field issues.
+ * A refusal or failure as a callable answers it, before it becomes the platform's HttpsError
+ * (cloud-callable.ts): the code matching its status, the message the HTTP answer gives, and in
+ * `details` the project's error code (error-codes.ts says what its Retry-After means), the wait
+ * the HTTP answer's Retry-After gives, and the field issues.
  */
-export function callableError(answer: ErrorAnswer): HttpsError {
+export class CallableFailure extends Error {
+  override readonly name = "CallableFailure";
+
+  constructor(
+    readonly code: FunctionsErrorCode,
+    message: string,
+    readonly details: CallableErrorDetails,
+  ) {
+    super(message);
+  }
+}
+
+export function callableFailure(answer: ErrorAnswer): CallableFailure {
   const retryAfter = answer.headers["Retry-After"];
   const details: CallableErrorDetails = {
     code: answer.code,
     ...(retryAfter === undefined ? {} : { retry_after_seconds: Number(retryAfter) }),
     ...(answer.details ? { fields: answer.details } : {}),
   };
-  return new HttpsError(CODE_OF_STATUS[answer.status] ?? (answer.status >= 500 ? "internal" : "invalid-argument"), answer.message, details);
+  return new CallableFailure(CODE_OF_STATUS[answer.status] ?? (answer.status >= 500 ? "internal" : "invalid-argument"), answer.message, details);
 }

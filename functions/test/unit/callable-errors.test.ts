@@ -1,11 +1,12 @@
 import { HttpsError } from "firebase-functions/v2/https";
 import { callableOptions } from "../../src/callable/callable-options";
-import { callableError, CODE_OF_STATUS } from "../../src/callable/callable-errors";
+import { CallableFailure, callableFailure, CODE_OF_STATUS } from "../../src/callable/callable-errors";
+import { callableHandler } from "../../src/callable/cloud-callable";
 import { ERROR_CODES, type ErrorCode } from "../../src/http/error-codes";
 
 const answer = (code: ErrorCode, headers: Record<string, string> = {}) => ({ status: ERROR_CODES[code].status, code, message: `the ${code} message`, headers });
 
-describe("callableError: a refusal as the HttpsError a callable answers", () => {
+describe("callableFailure: a refusal as the error a callable answers", () => {
   it.each<[number, string]>([
     [400, "invalid-argument"],
     [401, "unauthenticated"],
@@ -23,26 +24,26 @@ describe("callableError: a refusal as the HttpsError a callable answers", () => 
   ])("maps every code answered with %i to %s", (status, expected) => {
     const codes = (Object.keys(ERROR_CODES) as ErrorCode[]).filter((code) => ERROR_CODES[code].status === status);
     expect(codes.length).toBeGreaterThan(0);
-    for (const code of codes) expect(callableError(answer(code)).code).toBe(expected);
+    for (const code of codes) expect(callableFailure(answer(code)).code).toBe(expected);
   });
 
   it("names a callable code for every status of the list (a new one falls to a catch-all otherwise)", () => {
     const statuses = new Set(Object.values(ERROR_CODES).map((facts) => facts.status));
     expect([...statuses].filter((status) => !(status in CODE_OF_STATUS))).toEqual([]);
-    for (const code of Object.keys(ERROR_CODES) as ErrorCode[]) expect(callableError(answer(code))).toBeInstanceOf(HttpsError);
+    for (const code of Object.keys(ERROR_CODES) as ErrorCode[]) expect(callableFailure(answer(code))).toBeInstanceOf(CallableFailure);
   });
 
   it("carries the project's code, the wait of Retry-After and the field issues in details, and the HTTP message", () => {
-    const limited = callableError({ ...answer("RATE_LIMITED", { "Retry-After": "42" }) });
+    const limited = callableFailure({ ...answer("RATE_LIMITED", { "Retry-After": "42" }) });
     expect({ code: limited.code, message: limited.message, details: limited.details }).toEqual({
       code: "resource-exhausted",
       message: "the RATE_LIMITED message",
       details: { code: "RATE_LIMITED", retry_after_seconds: 42 },
     });
-    const invalid = callableError({ ...answer("INVALID_REQUEST"), details: [{ field: "message", message: "is required" }] });
+    const invalid = callableFailure({ ...answer("INVALID_REQUEST"), details: [{ field: "message", message: "is required" }] });
     expect(invalid.details).toEqual({ code: "INVALID_REQUEST", fields: [{ field: "message", message: "is required" }] });
-    // Serialised as the client receives it.
-    expect(invalid.toJSON()).toEqual({ status: "INVALID_ARGUMENT", message: "the INVALID_REQUEST message", details: { code: "INVALID_REQUEST", fields: [{ field: "message", message: "is required" }] } });
+    // Serialised as the client receives it, once the handler made it the platform's HttpsError.
+    expect(new HttpsError(invalid.code, invalid.message, invalid.details).toJSON()).toEqual({ status: "INVALID_ARGUMENT", message: "the INVALID_REQUEST message", details: { code: "INVALID_REQUEST", fields: [{ field: "message", message: "is required" }] } });
   });
 });
 
@@ -62,5 +63,23 @@ describe("callableOptions", () => {
   it("keeps the deploy knobs and the key of the HTTP functions", () => {
     expect(callableOptions("message", {})).toMatchObject({ invoker: "public", minInstances: expect.anything(), secrets: [expect.anything()] });
     expect(callableOptions("session", {}).secrets).toBeUndefined();
+  });
+});
+
+describe("callableHandler", () => {
+  const request = { data: {}, acceptsStreaming: false, rawRequest: { headers: {}, socket: {} } } as unknown as Parameters<ReturnType<typeof callableHandler>>[0];
+
+  it("throws a refusal as the HttpsError class it is given: the one of the onCall wrapper running it", async () => {
+    class PlatformHttpsError extends Error {
+      constructor(readonly code: string, message: string, readonly details?: unknown) {
+        super(message);
+      }
+    }
+    const handler = callableHandler("createSession", () => Promise.reject(new Error("instance could not start")));
+    const error = await handler(request, undefined, PlatformHttpsError).catch((caught: unknown) => caught);
+    expect(error).toBeInstanceOf(PlatformHttpsError);
+    expect(error).toMatchObject({ code: "internal", message: "Internal error", details: { code: "INTERNAL" } });
+    // Without one, firebase-functions' own.
+    expect(await handler(request, undefined).catch((caught: unknown) => caught)).toBeInstanceOf(HttpsError);
   });
 });
