@@ -2,7 +2,7 @@ import { generateKeyPairSync } from "node:crypto";
 import type { Page, Request } from "playwright-core";
 import { firebaseAppCheck } from "../../src/auth/firebase-app-check";
 import { APP_CHECK_SITE_KEY_VARIABLE } from "../../src/local/project-files";
-import { describeWithChromium, launchChromium, type LaunchedBrowser } from "../support/chromium";
+import { cspViolations, describeWithChromium, launchChromium, recordCspViolations, type LaunchedBrowser } from "../support/chromium";
 import { startHarness, type Harness } from "../support/http-harness";
 import { appCheckToken, LocalAppCheck } from "../support/local-app-check";
 import { recordingLog } from "../support/recording-log";
@@ -42,10 +42,7 @@ describeWithChromium("the chat page with App Check", () => {
     process.env[APP_CHECK_SITE_KEY_VARIABLE] = SITE_KEY;
     attested = await startHarness({ ...options, appCheck: firebaseAppCheck(google.app().app, { log: recordingLog().log }) });
     browser = await launchChromium({ width: 390, height: 844 });
-    await browser.context.addInitScript(`
-      window.cspViolations = [];
-      document.addEventListener("securitypolicyviolation", (event) => window.cspViolations.push(event.effectiveDirective + " " + event.blockedURI));
-    `);
+    await recordCspViolations(browser);
   }, 60_000);
   afterAll(async () => {
     if (previousKey === undefined) delete process.env.APP_CHECK_RECAPTCHA_SITE_KEY;
@@ -68,16 +65,20 @@ describeWithChromium("the chat page with App Check", () => {
     });
   });
   afterEach(async () => {
-    expect(await page.evaluate("window.cspViolations")).toEqual([]);
+    expect(await cspViolations(page)).toEqual([]);
     await page.close();
   });
 
-  it("gets a token from its provider when the deployment names one, and sends it with every call", async () => {
-    await page.goto(`${attested.api.baseUrl}/`);
+  /** Opens the page `harness` serves and asks it for a session as `userId`. */
+  async function startSession(harness: Harness, userId: string): Promise<void> {
+    await page.goto(`${harness.api.baseUrl}/`);
     await page.waitForSelector("body[data-ready=true]");
-    // The App Check SDK from Hosting's reserved URLs, nothing from Google.
-    await page.fill("#user", "user_app_check");
+    await page.fill("#user", userId);
     await page.click("#start-button");
+  }
+
+  it("gets a token from its provider when the deployment names one, and sends it with every call", async () => {
+    await startSession(attested, "user_app_check");
     await page.waitForSelector("body[data-state=active]");
     await page.fill("#message", "Hello with a token");
     await page.press("#message", "Enter");
@@ -97,10 +98,7 @@ describeWithChromium("the chat page with App Check", () => {
   });
 
   it("names the refusal when its deployment gives it no provider and the server requires App Check", async () => {
-    await page.goto(`${unattested.api.baseUrl}/`);
-    await page.waitForSelector("body[data-ready=true]");
-    await page.fill("#user", "user_no_app_check");
-    await page.click("#start-button");
+    await startSession(unattested, "user_no_app_check");
     await page.waitForSelector("#error:not([hidden])");
     expect(await page.textContent("#error")).toBe("This site answers only its own app, and this page sent no App Check token: its deployment names no App Check provider for it.");
     expect(await page.getAttribute("body", "data-state")).toBe("idle");
