@@ -12,11 +12,23 @@ export interface CallMeta {
 const DATA_FIELD = "(data)";
 
 /** The data's fields that are not the body's: the path's, and the idempotency key. */
-function routingSchema(pathFields: readonly string[]) {
+function buildRoutingSchema(pathFields: readonly string[]) {
   return z.object({
     ...Object.fromEntries(pathFields.map((field) => [field, z.string({ error: (issue) => (issue.input === undefined ? "is required" : "must be a string") }).min(1, "must not be empty")])),
     idempotency_key: z.string({ error: "must be a string" }).optional(),
   });
+}
+
+/** Each operation's schema, built once: zod schemas are costly to build and never change. */
+const routingSchemas = new WeakMap<CallableOperation, ReturnType<typeof buildRoutingSchema>>();
+
+function routingSchema(operation: CallableOperation): ReturnType<typeof buildRoutingSchema> {
+  let schema = routingSchemas.get(operation);
+  if (!schema) {
+    schema = buildRoutingSchema(operation.pathFields);
+    routingSchemas.set(operation, schema);
+  }
+  return schema;
 }
 
 /**
@@ -30,7 +42,7 @@ export function callableRequest(operation: CallableOperation, data: unknown, met
     throw new HttpError("INVALID_REQUEST", "The call's data must be an object", {}, [{ field: DATA_FIELD, message: "must be an object" }]);
   }
   const fields = (data ?? {}) as Record<string, unknown>;
-  const routing = parseBody(routingSchema(operation.pathFields), fields) as Record<string, string | undefined>;
+  const routing = parseBody(routingSchema(operation), fields) as Record<string, string | undefined>;
   const body = Object.fromEntries(Object.entries(fields).filter(([field]) => field !== "idempotency_key" && !operation.pathFields.includes(field)));
   const path = operation.path(Object.fromEntries(operation.pathFields.map((field) => [field, encodeURIComponent(routing[field] ?? "")])));
   const key = routing.idempotency_key;

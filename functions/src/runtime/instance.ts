@@ -71,6 +71,8 @@ export function composeInstance(config: Config, parts: InstanceParts): Instance 
   const appCheck = config.requireAppCheck ? (parts.appCheck ?? firebaseAppCheck(required(parts.app, "appCheck"), { log: parts.log })) : undefined;
   const model = parts.model ?? modelFromConfig(config, { allowOffline: parts.allowOffline ?? false });
   const moderator = config.moderation.enabled ? (parts.moderator ?? moderatorFromConfig(config)) : undefined;
+  // One moderation for every path that keeps a user's text, under the same params: the sessions' messages here.
+  const moderation = moderator ? messageModeration(moderator, config.moderation.onOutage, parts.log) : undefined;
   const policy = sessionPolicy(config);
   const sessions = new SessionService({
     store,
@@ -92,7 +94,7 @@ export function composeInstance(config: Config, parts: InstanceParts): Instance 
     keyLeaseMs: budget.leaseMs,
     keyWaitMs: budget.keyWaitMs,
     livePartials: config.livePartials,
-    ...(moderator ? { moderation: messageModeration(moderator, config.moderation.onOutage, parts.log) } : {}),
+    ...(moderation ? { moderation } : {}),
     cache: {
       templateTtlMs: config.templateCacheTtlMs,
       sessionTtlMs: config.sessionCacheTtlMs,
