@@ -18,6 +18,7 @@
 // triggers the bundle declares reach it through the globals firebase-functions keeps for that.
 import { build } from "esbuild";
 import { rmSync } from "node:fs";
+import { createRequire } from "node:module";
 
 const common = {
   absWorkingDir: import.meta.dirname,
@@ -42,20 +43,31 @@ const appOnFirstUse = {
 };
 
 /**
- * firebase-functions' https module imports firebase-admin (auth, app-check) for `onCall`, which
- * the triggers never use. Kept external and marked free of side effects, those imports are
- * dropped with the code that used them instead of loading firebase-admin at every cold start.
+ * The callables (`onCall`) verify ID and App Check tokens with firebase-admin, which
+ * firebase-functions 7.4 imports at the top of its https and app modules (firebase-admin/app,
+ * /auth, /app-check). In the triggers' bundle each of those imports becomes a module whose
+ * functions require the real one on their first call: a cold start still reads one file, and
+ * firebase-admin (from node_modules, as firebase-functions uses it) loads when a callable first
+ * checks a token. Imports nothing uses (database, firestore) are dropped with their wrappers.
  */
-const firebaseAdminOnlyIfUsed = {
-  name: "firebase-admin-only-if-used",
+const FIRST_CALL = "firebase-admin-on-first-call";
+const firebaseAdminOnFirstCall = {
+  name: FIRST_CALL,
   setup(esbuild) {
-    esbuild.onResolve({ filter: /^firebase-admin(\/|$)/ }, (args) => ({ path: args.path, external: true, sideEffects: false }));
+    esbuild.onResolve({ filter: /^firebase-admin(\/|$)/ }, (args) =>
+      args.namespace === FIRST_CALL ? { path: args.path, external: true } : { path: args.path, namespace: FIRST_CALL, sideEffects: false });
+    esbuild.onLoad({ filter: /.*/, namespace: FIRST_CALL }, (args) => {
+      const real = createRequire(import.meta.url)(args.path);
+      const functions = Object.keys(real).filter((name) => typeof real[name] === "function");
+      const load = `require(${JSON.stringify(args.path)})`;
+      return { contents: functions.map((name) => `export function ${name}(...args) { return ${load}.${name}(...args); }`).join("\n"), loader: "js", resolveDir: import.meta.dirname };
+    });
   },
 };
 
 rmSync(new URL("lib", import.meta.url), { recursive: true, force: true });
 await Promise.all([
-  build({ ...common, entryPoints: { index: "src/index.ts" }, outdir: "lib", plugins: [appOnFirstUse, firebaseAdminOnlyIfUsed] }),
+  build({ ...common, entryPoints: { index: "src/index.ts" }, outdir: "lib", plugins: [appOnFirstUse, firebaseAdminOnFirstCall] }),
   // The database client (with the websocket code it inlines) calls url.parse(), which Node 24
   // warns about once per process unless the caller lives in node_modules: left there, the logs
   // stay clean. @firebase/util stays there with it: src/store/rtdb/frame-safe-json.ts replaces an

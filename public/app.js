@@ -73,6 +73,10 @@ const state = {
   ready: false,
   /** @type {{ account: { getIdToken(): Promise<string>, uid: string }, emulator: string | undefined } | undefined} the Firebase user, once the server asked for one */
   signedIn: undefined,
+  /** @type {{ provider: "none" } | { provider: "recaptcha-enterprise", siteKey: string }} how the deployment has the page attest itself to App Check */
+  appCheck: { provider: "none" },
+  /** @type {string | undefined} what the App Check tokens sent come from, once the first one was had */
+  attestedWith: undefined,
 };
 
 /** Every change of state goes through here, and is shown at once. */
@@ -102,9 +106,11 @@ function render() {
   ui.error.textContent = state.error;
   ui.error.hidden = state.error === "";
   ui.user.readOnly = signedIn !== undefined;
-  ui.identity.textContent = signedIn
-    ? `Identity: signed in anonymously with Firebase Auth as ${signedIn.account.uid}${signedIn.emulator ? ` (Auth emulator at ${signedIn.emulator})` : ""}.`
-    : "Identity: none sent (the server has not asked for one).";
+  ui.identity.textContent =
+    (signedIn
+      ? `Identity: signed in anonymously with Firebase Auth as ${signedIn.account.uid}${signedIn.emulator ? ` (Auth emulator at ${signedIn.emulator})` : ""}.`
+      : "Identity: none sent (the server has not asked for one).") +
+    (state.attestedWith ? ` App Check: a token from ${state.attestedWith} goes with each call.` : "");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -164,6 +170,16 @@ async function apiErrorCodes() {
   return new Map(listed.filter(([, facts]) => typeof facts?.status === "number" && typeof facts?.retryAfter === "string"));
 }
 
+/**
+ * How the deployment has the page attest itself to App Check (Hosting: a file written for the
+ * deployed project; `npm start`: its own): reCAPTCHA Enterprise with the web app's site key, or
+ * not at all. Unreadable: not at all (a server that requires App Check then says so).
+ */
+async function deploymentAppCheck() {
+  const body = await servedJson("/app-check.json");
+  return body?.provider === "recaptcha-enterprise" && typeof body.siteKey === "string" ? { provider: "recaptcha-enterprise", siteKey: body.siteKey } : { provider: "none" };
+}
+
 /** A base as compared: origin and path, without a trailing slash. */
 function baseKey(url) {
   return `${url.origin}${url.pathname.replace(/\/+$/, "")}`;
@@ -202,8 +218,8 @@ function useBase(raw) {
  * the base of the page's address (`?api=`) if it is allowed; the page is ready after that.
  * Until then only the page's own origin is allowed.
  */
-const deploymentRead = Promise.all([deploymentBases(), apiErrorCodes()]).then(([allowedBases, errorCodes]) => {
-  update({ allowedBases, errorCodes });
+const deploymentRead = Promise.all([deploymentBases(), apiErrorCodes(), deploymentAppCheck()]).then(([allowedBases, errorCodes, appCheck]) => {
+  update({ allowedBases, errorCodes, appCheck });
   const asked = params.get("api");
   if (asked) {
     try {
@@ -229,20 +245,34 @@ function loadScript(src) {
   });
 }
 
+/** @type {Map<string, Promise<unknown>>} the Firebase SDK's scripts, loaded or loading, by name */
+const loadedScripts = new Map();
+
+function loadOnce(name, src) {
+  if (!loadedScripts.has(name)) loadedScripts.set(name, loadScript(src));
+  return loadedScripts.get(name);
+}
+
 /**
- * Signs the visitor in anonymously with the Firebase Auth web SDK, loaded from Hosting's reserved
+ * The Firebase JS SDK's compat app and `component` ("auth", "app-check") from Hosting's reserved
  * URLs (deployed, Hosting serves the SDK and the project's config there; `npm start` serves the
- * installed SDK and a config for the Auth emulator). The emulator, locally, is the one the server
- * itself checks tokens on, as its init.js says; never one the page's address names, since the
- * stored user's ID token goes to it.
+ * installed SDK and a config of its own), the app initialised once by /__/firebase/init.js. Each
+ * script is loaded once, whichever of sign-in and App Check needs the SDK first.
+ */
+async function loadFirebase(component) {
+  const base = `/__/firebase/${FIREBASE_SDK_VERSION}`;
+  await loadOnce("app", `${base}/firebase-app-compat.js`);
+  await loadOnce(component, `${base}/firebase-${component}-compat.js`);
+  await loadOnce("init", "/__/firebase/init.js");
+}
+
+/**
+ * Signs the visitor in anonymously with the Firebase Auth web SDK. The emulator, locally, is the
+ * one the server itself checks tokens on, as its init.js says; never one the page's address
+ * names, since the stored user's ID token goes to it.
  */
 async function signIn() {
-  const base = `/__/firebase/${FIREBASE_SDK_VERSION}`;
-  if (!("firebase" in window)) {
-    await loadScript(`${base}/firebase-app-compat.js`);
-    await loadScript(`${base}/firebase-auth-compat.js`);
-    await loadScript("/__/firebase/init.js");
-  }
+  await loadFirebase("auth");
   // @ts-ignore: the compat SDK is a global
   const auth = window.firebase.auth();
   // @ts-ignore: set by the local server's init.js only
@@ -254,21 +284,65 @@ async function signIn() {
   update({ signedIn: { account: credential.user, emulator } });
 }
 
+// ---------------------------------------------------------------------------------------------
+// App Check: a token with each call when the deployment names a provider
+// ---------------------------------------------------------------------------------------------
+
+/** @type {Promise<{ getToken(): Promise<{ token: string }> }> | undefined} App Check, once activated */
+let appCheckClient;
+
 /**
- * fetch with the visitor's ID token when signed in. A 401 UNAUTHENTICATED before any sign-in
+ * Activates App Check with the deployment's provider: reCAPTCHA Enterprise and its site key.
+ * A page that embeds this one may supply a provider of its own instead, as
+ * `window.chatifyAppCheckProvider` (a function returning `{ token, expireTimeMillis }`): the
+ * browser test does, since reCAPTCHA and the debug provider both need Google. Whoever can set it
+ * can already run script in the page, so it opens nothing; the server verifies every token.
+ */
+async function activateAppCheck(siteKey) {
+  await loadFirebase("app-check");
+  // @ts-ignore: the compat SDK is a global; the hook is set by an embedding page or a test
+  const { firebase, chatifyAppCheckProvider: custom } = window;
+  const provider = typeof custom === "function"
+    ? new firebase.appCheck.CustomProvider({ getToken: () => custom() })
+    : new firebase.appCheck.ReCaptchaEnterpriseProvider(siteKey);
+  const appCheck = firebase.appCheck();
+  // Tokens are refreshed before they expire, while the page is open.
+  appCheck.activate(provider, true);
+  update({ attestedWith: typeof custom === "function" ? "the page's own provider" : "reCAPTCHA Enterprise" });
+  return appCheck;
+}
+
+/** The App Check token for the next call, or undefined when the deployment names no provider. */
+async function appCheckToken() {
+  const { appCheck } = state;
+  if (appCheck.provider === "none") return undefined;
+  appCheckClient ??= activateAppCheck(appCheck.siteKey);
+  try {
+    return (await (await appCheckClient).getToken()).token;
+  } catch (error) {
+    throw new PageError(`App Check could not attest this page: ${error instanceof Error ? error.message : String(error)}. Nothing was sent; reload the page to try again.`);
+  }
+}
+
+/**
+ * fetch with the visitor's App Check token when the deployment names a provider, and ID token
+ * when signed in. A 401 UNAUTHENTICATED before any sign-in
  * signs in, then sends the request once more (nothing was done: the server refused it first).
  * `json`, a function, makes the body at each send: signing in may change what it must say.
  */
 async function apiFetch(url, { method, headers = {}, json }) {
   const send = async () => {
     const all = new Headers(headers);
+    const attestation = await appCheckToken();
+    if (attestation) all.set("X-Firebase-AppCheck", attestation);
     if (state.signedIn) all.set("Authorization", `Bearer ${await state.signedIn.account.getIdToken()}`);
     if (!json) return fetch(url, { method, headers: all });
     all.set("Content-Type", "application/json");
     return fetch(url, { method, headers: all, body: JSON.stringify(json()) });
   };
   const response = await send();
-  if (response.status !== 401 || state.signedIn) return response;
+  // Only a refused ID token asks for a sign-in: a 401 may be App Check's too.
+  if (response.status !== 401 || state.signedIn || (await readJson(response.clone()))?.error?.code !== "UNAUTHENTICATED") return response;
   try {
     update({ status: "The server asks who you are: signing in with Firebase Auth ..." });
     await signIn();
@@ -323,6 +397,9 @@ const SAID = new Map([
   ["MODEL_TIMEOUT", () => "The model took too long to answer."],
   ["DATABASE_UNAVAILABLE", () => "The database did not answer."],
   ["UNAUTHENTICATED", (message) => `Sign-in needed: ${message}.`],
+  ["APP_CHECK_REQUIRED", () => "This site answers only its own app, and this page sent no App Check token: its deployment names no App Check provider for it."],
+  ["APP_CHECK_INVALID", () => "This site answers only its own app, and refused this page's App Check token. Reload the page to get a fresh one."],
+  ["MESSAGE_FLAGGED", () => "Your message was not sent: moderation flagged it. Nothing was stored."],
 ]);
 
 /** A Retry-After (seconds or an HTTP date) as a sentence, or undefined without a usable one. */

@@ -136,6 +136,10 @@ export const BOOLEAN_PARAMS = {
     default: false,
     description: "Check each user message with the OpenAI moderations endpoint (omni-moderation-latest, through OPENAI_BASE_URL) beside the model call: a flagged message gets 422 MESSAGE_FLAGGED and is not stored.",
   },
+  APP_CHECK_REPLAY_PROTECTION: {
+    default: false,
+    description: "With REQUIRE_APP_CHECK, each message call also consumes its App Check token at App Check (replay protection): a token used twice is refused. One more round trip to App Check per message; clients must send limited-use tokens.",
+  },
 } as const;
 
 export const STRING_PARAMS = {

@@ -35,6 +35,8 @@ export interface Config {
   readonly livePartials: boolean;
   /** Refuse requests without a valid App Check token. */
   readonly requireAppCheck: boolean;
+  /** With requireAppCheck, message calls consume their App Check token (replay protection). */
+  readonly appCheckReplayProtection: boolean;
   readonly moderation: { readonly enabled: boolean; readonly onOutage: ModerationOnOutage };
   /** What the functions were deployed with (params the CLI resolved and set as environment variables). */
   readonly deploy: {
@@ -119,6 +121,21 @@ function parseCorsOrigins(raw: string): "*" | string[] {
   return origins;
 }
 
+/** The deploy knobs, each in its range, and no more warm instances than instances at all. */
+function deployKnobs(env: Env): Config["deploy"] {
+  const knobs = {
+    minInstances: intParam(env, "MIN_INSTANCES"),
+    maxInstances: intParam(env, "MAX_INSTANCES"),
+    concurrency: intParam(env, "CONCURRENCY"),
+    memoryMib: intParam(env, "MEMORY_MIB"),
+    timeoutSeconds: intParam(env, "TIMEOUT_SECONDS"),
+  };
+  if (knobs.minInstances > knobs.maxInstances) {
+    throw new ConfigError(`MIN_INSTANCES (${knobs.minInstances}) must not exceed MAX_INSTANCES (${knobs.maxInstances})`);
+  }
+  return knobs;
+}
+
 /**
  * Reads the configuration from the environment, applying the declared defaults. Fails fast.
  * `defaults` changes a default where the local server differs from a deployment.
@@ -145,17 +162,12 @@ export function resolveConfig(env: Env = process.env, defaults: { requireAuth?: 
     requireAuth: booleanParam(env, "REQUIRE_AUTH", defaults.requireAuth ?? BOOLEAN_PARAMS.REQUIRE_AUTH.default),
     livePartials: booleanParam(env, "LIVE_PARTIALS", BOOLEAN_PARAMS.LIVE_PARTIALS.default),
     requireAppCheck: booleanParam(env, "REQUIRE_APP_CHECK", BOOLEAN_PARAMS.REQUIRE_APP_CHECK.default),
+    appCheckReplayProtection: booleanParam(env, "APP_CHECK_REPLAY_PROTECTION", BOOLEAN_PARAMS.APP_CHECK_REPLAY_PROTECTION.default),
     moderation: {
       enabled: booleanParam(env, "MODERATION", BOOLEAN_PARAMS.MODERATION.default),
       onOutage: choiceParam(env, "MODERATION_ON_OUTAGE", STRING_PARAMS.MODERATION_ON_OUTAGE.choices),
     },
-    deploy: {
-      minInstances: intParam(env, "MIN_INSTANCES"),
-      maxInstances: intParam(env, "MAX_INSTANCES"),
-      concurrency: intParam(env, "CONCURRENCY"),
-      memoryMib: intParam(env, "MEMORY_MIB"),
-      timeoutSeconds: intParam(env, "TIMEOUT_SECONDS"),
-    },
+    deploy: deployKnobs(env),
     limits: {
       userMessagesPerMinute: intParam(env, "USER_MESSAGES_PER_MINUTE"),
       userMaxActiveSessions: intParam(env, "USER_MAX_ACTIVE_SESSIONS"),

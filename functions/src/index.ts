@@ -1,17 +1,18 @@
 import type { Response } from "express";
 import { onInit } from "firebase-functions/v2/core";
-import { onRequest, type HttpsOptions, type Request } from "firebase-functions/v2/https";
+import { HttpsError, onCall, onRequest, type CallableRequest, type CallableResponse, type Request } from "firebase-functions/v2/https";
 import { setGlobalOptions } from "firebase-functions/v2/options";
 import { onSchedule } from "firebase-functions/v2/scheduler";
-import { openaiApiKey } from "./config-params";
-import { FUNCTION_CONCURRENCY, FUNCTION_MEMORY, FUNCTION_TIMEOUT_SECONDS, MAX_INSTANCES } from "./function-options";
+import { callableOptions } from "./callable/callable-options";
+import type { CallableName } from "./callable/callable-operations";
+import { deployParams, FUNCTION_MEMORY, httpsOptions } from "./function-options";
 import type { EndpointName } from "./http/endpoints";
 
 // Triggers only: module load declares them and the params (config-params), nothing else, so a
 // cold start and the CLI's discovery stay cheap. The app is imported on first use.
 const app = () => import("./runtime/cloud-app.js");
 
-setGlobalOptions({ maxInstances: MAX_INSTANCES });
+setGlobalOptions({ maxInstances: deployParams.MAX_INSTANCES });
 
 // The instance starts (config resolved and checked, adapters built) before its first request.
 onInit(async () => {
@@ -23,11 +24,22 @@ const serve = (endpoint: EndpointName) => async (request: Request, response: Res
 };
 
 // CORS is answered by the shared HTTP boundary (CORS_ORIGINS), identically here and locally.
-const options: HttpsOptions = { invoker: "public", timeoutSeconds: FUNCTION_TIMEOUT_SECONDS, memory: FUNCTION_MEMORY, concurrency: FUNCTION_CONCURRENCY };
+// The deploy knobs are params the CLI resolves at deploy (function-options.ts).
+export const createSession = onRequest(httpsOptions("session"), serve("createSession"));
+export const sendMessage = onRequest(httpsOptions("message"), serve("sendMessage"));
+export const endSession = onRequest(httpsOptions("session"), serve("endSession"));
+// The onCall wrapper here answers as errors only its own HttpsError class: the handler gets it.
+const call = (name: CallableName) => async (request: CallableRequest<unknown>, response?: CallableResponse) =>
+  (await app()).callables[name](request, response, HttpsError);
 
-export const createSession = onRequest(options, serve("createSession"));
-export const sendMessage = onRequest({ ...options, secrets: [openaiApiKey] }, serve("sendMessage"));
-export const endSession = onRequest(options, serve("endSession"));
+// The same operations as callable functions for the Functions client SDK, deployed as
+// chat-createSession, chat-sendMessage, chat-endSession (callable/callable-operations.ts).
+export const chat = {
+  createSession: onCall(callableOptions("session"), call("createSession")),
+  sendMessage: onCall(callableOptions("message"), call("sendMessage")),
+  endSession: onCall(callableOptions("session"), call("endSession")),
+};
+
 export const expireSessions = onSchedule({ schedule: "every 15 minutes", timeoutSeconds: 300, memory: FUNCTION_MEMORY }, async () => {
   await (await app()).maintain();
 });

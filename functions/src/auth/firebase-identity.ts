@@ -37,11 +37,7 @@ export function firebaseIdentity(app: App): IdentityVerifier {
   return {
     async verify(idToken: string): Promise<Identity> {
       try {
-        const decoded = await getAuth(app).verifyIdToken(idToken);
-        // Read as optional: firebase-admin 14.5 types `firebase` as always there, but a token it
-        // accepts need not carry it (one minted with another tool); such a caller is not anonymous.
-        const claims: { readonly firebase?: { readonly sign_in_provider?: string } } = decoded;
-        return claims.firebase?.sign_in_provider === "anonymous" ? { uid: decoded.uid, anonymous: true } : { uid: decoded.uid };
+        return identityOf(await getAuth(app).verifyIdToken(idToken));
       } catch (error) {
         if (isVerdictOnToken(error)) throw new InvalidTokenError("the ID token is not valid", { cause: error });
         throw new IdentityUnavailableError("the ID token could not be verified", { cause: error });
@@ -56,4 +52,13 @@ function isVerdictOnToken(error: unknown): boolean {
   if (REJECTED.has(code)) return true;
   const message = "message" in error ? String(error.message) : "";
   return code === "auth/argument-error" && VERDICT_MESSAGE.test(message);
+}
+
+/**
+ * The caller a verified ID token's claims name (firebase-admin's, or a callable's `auth.token`).
+ * `firebase` is read as optional: firebase-admin 14.5 types it as always there, but a token it
+ * accepts need not carry it (one minted with another tool); such a caller is not anonymous.
+ */
+export function identityOf(claims: { readonly uid: string; readonly firebase?: { readonly sign_in_provider?: string } }): Identity {
+  return claims.firebase?.sign_in_provider === "anonymous" ? { uid: claims.uid, anonymous: true } : { uid: claims.uid };
 }

@@ -1,7 +1,9 @@
+import type { AppCheckVerifier } from "../auth/app-check";
 import type { IdentityVerifier } from "../auth/identity";
 import type { Config } from "../config";
 import type { Log } from "../log/log";
 import type { SessionService } from "../session/session-service";
+import { appCheckGate } from "./app-check-gate";
 import { authenticator } from "./caller";
 import { corsHeaders, preflightHeaders } from "./cors";
 import { ENDPOINTS, endpointBodies, type Endpoint, type EndpointContext, type EndpointName } from "./endpoints";
@@ -15,7 +17,9 @@ export interface ApiDeps {
   readonly sessions: Pick<SessionService, "create" | "send" | "end">;
   readonly identity: IdentityVerifier;
   readonly log: Log;
-  readonly config: Pick<Config, "requireAuth" | "maxMessageChars" | "maxBodyBytes" | "corsOrigins">;
+  readonly config: Pick<Config, "requireAuth" | "maxMessageChars" | "maxBodyBytes" | "corsOrigins" | "appCheckReplayProtection">;
+  /** Present when App Check is required (REQUIRE_APP_CHECK): every request's token is verified with it. */
+  readonly appCheck?: AppCheckVerifier;
   /** The longest silence on a streamed answer (default 15 s; tests shorten it). */
   readonly heartbeatMs?: number;
 }
@@ -38,6 +42,7 @@ export function createApi(deps: ApiDeps): Api {
     authenticate: authenticator(deps.identity, config.requireAuth),
     bodies: endpointBodies(config.maxMessageChars),
   };
+  const attest = deps.appCheck ? appCheckGate(deps.appCheck, config.appCheckReplayProtection) : undefined;
   return async (name, request, sink) => {
     const endpoint = ENDPOINTS[name];
     const started = Date.now();
@@ -46,7 +51,7 @@ export function createApi(deps: ApiDeps): Api {
     let response: HttpResponse;
     let code: string | undefined;
     try {
-      response = await dispatch(endpoint, request, context, config.maxBodyBytes, cors, stream);
+      response = await dispatch(endpoint, request, context, config.maxBodyBytes, cors, stream, attest);
     } catch (error) {
       const answer = toErrorAnswer(error);
       code = answer.code;
@@ -78,6 +83,7 @@ async function dispatch(
   maxBodyBytes: number,
   cors: Record<string, string>,
   stream: EventStream | undefined,
+  attest: ((endpoint: EndpointName, request: HttpRequest) => Promise<void>) | undefined,
 ): Promise<HttpResponse> {
   const route = endpoint.match(request.path);
   if (!route) throw new HttpError("NOT_FOUND", "No such route");
@@ -92,6 +98,8 @@ async function dispatch(
   if (request.body.length > maxBodyBytes) {
     throw new HttpError("PAYLOAD_TOO_LARGE", `Request body must be at most ${maxBodyBytes} bytes`);
   }
+  // App Check before anything about the caller or the request is looked at.
+  await attest?.(endpoint.name, request);
   const result = await endpoint.handle(request, route, context, stream);
   return { status: result.status, headers: { ...cors, ...result.headers }, body: result.body };
 }

@@ -1,6 +1,6 @@
 import type { HttpRequest } from "./http-types";
 
-const ALLOWED_HEADERS = "Content-Type, Authorization, Idempotency-Key";
+const ALLOWED_HEADERS = "Content-Type, Authorization, Idempotency-Key, X-Firebase-AppCheck";
 const EXPOSED_HEADERS = "Retry-After, Idempotent-Replayed";
 
 /** CORS headers for a response to `request`, given the configured origins. */

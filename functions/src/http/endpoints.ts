@@ -3,7 +3,7 @@ import { SessionNotFoundError } from "../session/errors";
 import type { SessionService } from "../session/session-service";
 import { NO_USAGE } from "../session/ledger/token-usage";
 import type { TokenUsage } from "../store/records";
-import type { EventStream } from "./event-stream";
+import type { AnswerStream } from "./event-stream";
 import { HttpError } from "./http-error";
 import type { HttpRequest } from "./http-types";
 import { readJsonObject } from "./json-body";
@@ -42,7 +42,7 @@ export interface Endpoint {
   readonly methods: readonly string[];
   readonly match: (path: string) => RouteMatch | undefined;
   /** `stream`, when the client asked for one: the endpoint may pass it text as it is written. */
-  readonly handle: (request: HttpRequest, route: RouteMatch, context: EndpointContext, stream?: EventStream) => Promise<EndpointResult>;
+  readonly handle: (request: HttpRequest, route: RouteMatch, context: EndpointContext, stream?: AnswerStream) => Promise<EndpointResult>;
 }
 
 /** The session named in the path; an id this service could not have issued names nothing. */

@@ -29,12 +29,23 @@ export function acceptsEventStream(request: HttpRequest): boolean {
 }
 
 /**
+ * An answer streamed as it is written, whatever carries it (Server-Sent Events here, a callable's
+ * chunks in callable/callable-stream.ts): the reply's text as it comes, then the last word.
+ */
+export interface AnswerStream extends ReplySink {
+  /** Whether text was sent: the answer can no longer be a plain one. */
+  readonly started: boolean;
+  /** The last event; the stream ends with it. */
+  finish(event: "done" | "error", body: unknown): void;
+}
+
+/**
  * One answer as Server-Sent Events, opened by its first delta: until then nothing is written, so
  * every answer decided before it (a refusal, a failure, a replay) is an ordinary JSON answer.
  * Then `delta` events, and last one `done` (the JSON body a non-streamed request gets) or one
  * `error` (the JSON error body), with a comment line as heartbeat while the model is quiet.
  */
-export class EventStream implements ReplySink {
+export class EventStream implements AnswerStream {
   private heartbeat: NodeJS.Timeout | undefined;
   private opened = false;
   private ended = false;

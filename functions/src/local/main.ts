@@ -1,7 +1,7 @@
 import { functionsLog } from "../log/log";
 import { createLocalInstance } from "./local-instance";
 import { createLocalServer } from "./local-server";
-import { defaultProjectId, hostingRewrites, localSite } from "./project-files";
+import { APP_CHECK_SITE_KEY_VARIABLE, defaultProjectId, hostingRewrites, localSite } from "./project-files";
 
 const REGION = "us-central1";
 
@@ -11,7 +11,7 @@ async function main(): Promise<void> {
   const host = process.env.HOST || "127.0.0.1";
   const port = Number(process.env.PORT || 5000);
   const local = await createLocalInstance(projectId, functionsLog);
-  const site = localSite(projectId, process.env.FIREBASE_AUTH_EMULATOR_HOST);
+  const site = localSite(projectId, process.env.FIREBASE_AUTH_EMULATOR_HOST, process.env[APP_CHECK_SITE_KEY_VARIABLE]);
   const server = createLocalServer({ api: local.instance.api, maxBodyBytes: local.instance.config.maxBodyBytes, rewrites: hostingRewrites(), projectId, region: REGION, site });
   server.listen(port, host, () => {
     const address = server.address();

@@ -84,14 +84,36 @@ export function configuredAuthEmulator(root = PROJECT_ROOT): string | undefined 
   return auth === undefined ? undefined : `${auth.host}:${auth.port}`;
 }
 
+/** Where a deployment names the reCAPTCHA Enterprise site key the page attests with (not a param: the functions never read it). */
+export const APP_CHECK_SITE_KEY_VARIABLE = "APP_CHECK_RECAPTCHA_SITE_KEY";
+
+/**
+ * The reCAPTCHA Enterprise site key set for `projectId` in `functions/.env.<projectId>`, else in
+ * `functions/.env` (the files where a deployment sets its params), if any: with it the page gets
+ * App Check tokens and sends them.
+ */
+export function configuredAppCheckSiteKey(root: string, projectId: string): string | undefined {
+  for (const file of [`.env.${projectId}`, ".env"]) {
+    const path = join(root, "functions", file);
+    if (!existsSync(path)) continue;
+    for (const line of readFileSync(path, "utf8").split(/\r?\n/)) {
+      const match = new RegExp(`^\\s*${APP_CHECK_SITE_KEY_VARIABLE}\\s*=\\s*(.*?)\\s*$`).exec(line);
+      const value = match?.[1]?.replace(/^(["'])(.*)\1$/, "$2");
+      if (value) return value;
+    }
+  }
+  return undefined;
+}
+
 /**
  * The site of `firebase.json`'s Hosting (its public folder and ignore globs), as the local server
  * serves it at `/`, with the Firebase SDK's compat builds from node_modules when installed (a
  * development dependency: `npm start` alone does not install it), an init.js for `projectId`
  * whose API key the Auth emulator accepts (it accepts any), and the page's policy for
- * `projectId` with the Auth emulator the server checks tokens on.
+ * `projectId` with the Auth emulator the server checks tokens on and the App Check site key the
+ * page attests with, if any.
  */
-export function localSite(projectId: string, authEmulatorHost?: string): StaticSite {
+export function localSite(projectId: string, authEmulatorHost?: string, appCheckSiteKey?: string): StaticSite {
   const hosting = hostingConfig();
   const sdk = join(PROJECT_ROOT, "functions", "node_modules", "firebase");
   const emulator = authEmulatorHost === "" ? undefined : authEmulatorHost;
@@ -101,6 +123,6 @@ export function localSite(projectId: string, authEmulatorHost?: string): StaticS
     ...(existsSync(join(sdk, "firebase-app-compat.js")) ? { firebaseSdkDir: sdk } : {}),
     firebaseConfig: { projectId, apiKey: "fake-api-key", authDomain: `${projectId}.firebaseapp.com` },
     ...(emulator === undefined ? {} : { authEmulatorHost: emulator }),
-    policy: pagePolicy(projectId, pageOrigins(projectId, functionRegions(), emulator)),
+    policy: pagePolicy(projectId, pageOrigins(projectId, functionRegions(), emulator, appCheckSiteKey || undefined)),
   };
 }

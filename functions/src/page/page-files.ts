@@ -2,7 +2,7 @@ import { isDeepStrictEqual } from "node:util";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { z } from "zod";
-import { configuredAuthEmulator, functionRegions } from "../local/project-files";
+import { configuredAppCheckSiteKey, configuredAuthEmulator, functionRegions } from "../local/project-files";
 import { pageDataFiles } from "./page-data";
 import { pageOrigins, pagePolicy, type PagePolicy } from "./page-policy";
 
@@ -32,13 +32,13 @@ export function hostingHeaders(policy: PagePolicy): unknown {
 
 /**
  * The policy Hosting serves for `projectId` from the project at `root`: its function regions as
- * firebase.json's rewrites name them. A `demo-` project exists on the emulators only (Firebase
+ * firebase.json's rewrites name them, and the App Check site key its env files set. A `demo-` project exists on the emulators only (Firebase
  * deploys none), where the Hosting emulator's init.js connects the page to the Auth emulator
  * firebase.json names: its policy names that emulator too. A real project's never does.
  */
 export function hostingPolicy(root: string, projectId: string): PagePolicy {
   const emulator = projectId.startsWith("demo-") ? configuredAuthEmulator(root) : undefined;
-  return pagePolicy(projectId, pageOrigins(projectId, functionRegions(root), emulator));
+  return pagePolicy(projectId, pageOrigins(projectId, functionRegions(root), emulator, configuredAppCheckSiteKey(root, projectId)));
 }
 
 /** The files as a deploy of `projectId` needs them, firebase.json first, each saying whether it is already so. */

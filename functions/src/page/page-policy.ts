@@ -12,9 +12,22 @@ export interface PageOrigins {
    * exactly (scheme, host, port and path): the project's function URL folders.
    */
   readonly apiBases: readonly string[];
-  /** Other origins the page's scripts (the Firebase Auth SDK) call. */
+  /** Other origins the page's scripts (the Firebase Auth SDK, App Check's token exchange) call. */
   readonly services: readonly string[];
+  /** How the page attests itself to App Check: what it loads and frames for that comes from here. */
+  readonly appCheck: AppCheckSetup;
 }
+
+/**
+ * public/app-check.json: how the page gets App Check tokens to send (`X-Firebase-AppCheck`):
+ * none, or reCAPTCHA Enterprise with the site key registered for the web app in the console. The
+ * key is public (every visitor's browser sends it to Google); it is read from the project's
+ * `functions/.env.<project>` (APP_CHECK_RECAPTCHA_SITE_KEY) when the files are written.
+ */
+export type AppCheckSetup = { readonly provider: "none" } | { readonly provider: "recaptcha-enterprise"; readonly siteKey: string };
+
+/** Where public/app-check.json is served. */
+export const APP_CHECK_PATH = "/app-check.json";
 
 /** public/api-bases.json: what the page reads before it sends anything anywhere but its own origin. */
 export interface ApiBasesFile {
@@ -27,6 +40,7 @@ export interface PagePolicy {
   /** Every answer the site gives carries these, in this order. */
   readonly headers: Readonly<Record<string, string>>;
   readonly apiBasesFile: ApiBasesFile;
+  readonly appCheckFile: AppCheckSetup;
 }
 
 /** Where public/api-bases.json is served. */
@@ -42,6 +56,17 @@ export const DEFAULT_FUNCTION_REGION = "us-central1";
  * when that fails: firebase 12.19.0, `_shouldInitProactively`).
  */
 const FIREBASE_AUTH_ORIGINS = ["https://identitytoolkit.googleapis.com", "https://securetoken.googleapis.com"];
+
+/**
+ * What reCAPTCHA Enterprise loads and frames (Google's CSP guidance for reCAPTCHA; Enterprise's
+ * enterprise.js and anchor frames are under these paths), and where App Check's SDK exchanges a
+ * reCAPTCHA token for an App Check token (firebase 12.19.0, `exchangeRecaptchaEnterpriseToken`).
+ */
+const RECAPTCHA_SCRIPTS = ["https://www.google.com/recaptcha/", "https://www.gstatic.com/recaptcha/"];
+const RECAPTCHA_FRAMES = ["https://www.google.com/recaptcha/", "https://recaptcha.google.com/recaptcha/"];
+const APP_CHECK_EXCHANGE_ORIGIN = "https://content-firebaseappcheck.googleapis.com";
+/** A reCAPTCHA site key as the console issues them (40 characters today), nothing a file or a policy could misread. */
+const SITE_KEY = /^[A-Za-z0-9_-]{20,100}$/;
 
 /** Google Cloud's rule for project ids: 6 to 30 lowercase letters, digits, hyphens; a letter first, no hyphen last. */
 const PROJECT_ID = /^[a-z][a-z0-9-]{4,28}[a-z0-9]$/;
@@ -74,18 +99,27 @@ const PERMISSIONS = [
 /**
  * The project's origins: its function URL folder in each region firebase.json routes to, and
  * Firebase Auth; with an Auth emulator, that too (the page signs in there: the local server's
- * init.js, or the Hosting emulator's, connects it).
+ * init.js, or the Hosting emulator's, connects it); with a reCAPTCHA Enterprise site key, App
+ * Check's token exchange (and reCAPTCHA's scripts and frames, in the policy).
  */
-export function pageOrigins(projectId: string, regions: readonly string[], authEmulatorHost?: string): PageOrigins {
+export function pageOrigins(projectId: string, regions: readonly string[], authEmulatorHost?: string, appCheckSiteKey?: string): PageOrigins {
   if (!PROJECT_ID.test(projectId)) throw new Error(`not a Google Cloud project id: ${JSON.stringify(projectId)}`);
   const bad = regions.find((region) => !REGION.test(region));
   if (bad !== undefined) throw new Error(`not a Cloud Functions region: ${JSON.stringify(bad)}`);
   if (authEmulatorHost !== undefined && !HOST_PORT.test(authEmulatorHost)) {
     throw new Error(`an Auth emulator host must be host:port, not ${JSON.stringify(authEmulatorHost)}`);
   }
+  if (appCheckSiteKey !== undefined && !SITE_KEY.test(appCheckSiteKey)) {
+    throw new Error(`not a reCAPTCHA site key: ${JSON.stringify(appCheckSiteKey)}`);
+  }
   return {
     apiBases: [...new Set(regions)].sort().map((region) => `https://${region}-${projectId}.cloudfunctions.net`),
-    services: [...FIREBASE_AUTH_ORIGINS, ...(authEmulatorHost === undefined ? [] : [`http://${authEmulatorHost}`])],
+    services: [
+      ...FIREBASE_AUTH_ORIGINS,
+      ...(authEmulatorHost === undefined ? [] : [`http://${authEmulatorHost}`]),
+      ...(appCheckSiteKey === undefined ? [] : [APP_CHECK_EXCHANGE_ORIGIN]),
+    ],
+    appCheck: appCheckSiteKey === undefined ? { provider: "none" } : { provider: "recaptcha-enterprise", siteKey: appCheckSiteKey },
   };
 }
 
@@ -107,6 +141,7 @@ export function pagePolicy(projectId: string, origins: PageOrigins): PagePolicy 
       "Cross-Origin-Resource-Policy": "same-origin",
     },
     apiBasesFile: { project: projectId, apiBases: origins.apiBases },
+    appCheckFile: origins.appCheck,
   };
 }
 
@@ -117,12 +152,15 @@ export function pagePolicy(projectId: string, origins: PageOrigins): PagePolicy 
  */
 function contentSecurityPolicy(origins: PageOrigins): string {
   const connect = [...new Set([...origins.apiBases.map((base) => exactOrigin(new URL(base).origin)), ...origins.services.map(exactOrigin)])];
+  const recaptcha = origins.appCheck.provider === "recaptcha-enterprise";
   const directives: readonly (readonly [string, readonly string[]])[] = [
     ["default-src", ["'none'"]],
-    ["script-src", ["'self'"]],
+    ["script-src", ["'self'", ...(recaptcha ? RECAPTCHA_SCRIPTS.map(exactFolder) : [])]],
     ["style-src", ["'self'"]],
     ["img-src", ["'self'"]],
     ["connect-src", ["'self'", ...connect]],
+    // Only reCAPTCHA's frames, and only when the page attests with it; otherwise default-src's 'none'.
+    ...(recaptcha ? [["frame-src", RECAPTCHA_FRAMES.map(exactFolder)] as const] : []),
     ["form-action", ["'self'"]],
     ["base-uri", ["'none'"]],
     ["object-src", ["'none'"]],
@@ -142,4 +180,13 @@ function exactOrigin(origin: string): string {
   // The URL parser takes `*` in a host name: refused here, since a policy reads it as a wildcard.
   if (parsed?.origin !== origin || origin.includes("*") || !["https:", "http:", "wss:", "ws:"].includes(parsed.protocol)) throw new Error(`not an exact origin: ${JSON.stringify(origin)}`);
   return origin;
+}
+
+/** `source` if it is one https folder (scheme, host, a path ending in `/`): a policy matches it and what is under it, nothing else. */
+function exactFolder(source: string): string {
+  const url = new URL(source);
+  if (url.href !== source || url.protocol !== "https:" || !url.pathname.endsWith("/") || source.includes("*") || url.search !== "" || url.hash !== "") {
+    throw new Error(`not an exact https folder: ${JSON.stringify(source)}`);
+  }
+  return source;
 }

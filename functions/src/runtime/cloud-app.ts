@@ -1,5 +1,7 @@
 import type { Response } from "express";
 import type { Request } from "firebase-functions/v2/https";
+import { CALLABLES, type CallableName } from "../callable/callable-operations";
+import { callableHandler, type CallableHandler } from "../callable/cloud-callable";
 import { cloudHandler } from "../http/cloud-adapter";
 import type { EndpointName } from "../http/endpoints";
 import { cloudInstance } from "./cloud-instance";
@@ -19,6 +21,13 @@ export const handlers: Readonly<Record<EndpointName, (request: Request, response
   sendMessage: cloudHandler("sendMessage", api),
   endSession: cloudHandler("endSession", api),
 };
+
+const callableApi = async () => (await cloudInstance()).callables;
+
+/** The callables' handlers, one per entry of CALLABLES. */
+export const callables = Object.fromEntries(
+  Object.keys(CALLABLES).map((name) => [name, callableHandler(name as CallableName, callableApi)]),
+) as Readonly<Record<CallableName, CallableHandler>>;
 
 export async function maintain(): Promise<void> {
   await scheduledMaintenance(await cloudInstance());

@@ -1,13 +1,18 @@
 import { randomUUID } from "node:crypto";
 import type { App } from "firebase-admin/app";
 import { getDatabase } from "firebase-admin/database";
+import type { AppCheckVerifier } from "../auth/app-check";
+import { firebaseAppCheck } from "../auth/firebase-app-check";
 import { firebaseIdentity } from "../auth/firebase-identity";
 import type { IdentityVerifier } from "../auth/identity";
+import { createCallableApi, type CallableApi } from "../callable/callable-api";
 import type { Config } from "../config";
 import { createApi, type Api } from "../http/api";
 import type { ChatModel } from "../llm/chat-model";
-import { modelFromConfig } from "../llm/model-from-config";
+import { modelFromConfig, moderatorFromConfig } from "../llm/model-from-config";
+import type { Moderator } from "../llm/moderation";
 import type { Log } from "../log/log";
+import { messageModeration } from "../moderation/message-moderation";
 import { runMaintenance, type MaintenanceReport } from "../session/maintenance";
 import type { SessionPolicy } from "../session/session-rules";
 import { SessionService } from "../session/session-service";
@@ -23,9 +28,13 @@ export interface InstanceParts {
   readonly store?: SessionStore;
   /** Default: Firebase Auth of `app`. */
   readonly identity?: IdentityVerifier;
+  /** Used only with REQUIRE_APP_CHECK. Default: App Check of `app`. */
+  readonly appCheck?: AppCheckVerifier;
   /** Default: from config; the offline responder only where `allowOffline` and no key is set. */
   readonly model?: ChatModel;
   readonly allowOffline?: boolean;
+  /** Used only with MODERATION on. Default: OpenAI's moderations through the model's base URL and key. */
+  readonly moderator?: Moderator;
   readonly log: Log;
   readonly clock?: () => number;
   readonly newSessionId?: () => string;
@@ -42,6 +51,8 @@ export interface Instance {
   readonly sessions: SessionService;
   /** The three functions' HTTP boundary. */
   readonly api: Api;
+  /** The same operations as callable functions (`onCall`). */
+  readonly callables: CallableApi;
   readonly log: Log;
   /** The scheduled clean-up: expiry, retention, forgotten keys. */
   readonly maintain: (now?: number) => Promise<MaintenanceReport>;
@@ -57,7 +68,11 @@ export function composeInstance(config: Config, parts: InstanceParts): Instance 
   const clock = parts.clock ?? Date.now;
   const store = parts.store ?? new RtdbStore(getDatabase(required(parts.app, "store")), config.dbTimeoutMs);
   const identity = parts.identity ?? firebaseIdentity(required(parts.app, "identity"));
+  const appCheck = config.requireAppCheck ? (parts.appCheck ?? firebaseAppCheck(required(parts.app, "appCheck"), { log: parts.log })) : undefined;
   const model = parts.model ?? modelFromConfig(config, { allowOffline: parts.allowOffline ?? false });
+  const moderator = config.moderation.enabled ? (parts.moderator ?? moderatorFromConfig(config)) : undefined;
+  // One moderation for every path that keeps a user's text, under the same params: the sessions' messages here.
+  const moderation = moderator ? messageModeration(moderator, config.moderation.onOutage, parts.log) : undefined;
   const policy = sessionPolicy(config);
   const sessions = new SessionService({
     store,
@@ -79,6 +94,7 @@ export function composeInstance(config: Config, parts: InstanceParts): Instance 
     keyLeaseMs: budget.leaseMs,
     keyWaitMs: budget.keyWaitMs,
     livePartials: config.livePartials,
+    ...(moderation ? { moderation } : {}),
     cache: {
       templateTtlMs: config.templateCacheTtlMs,
       sessionTtlMs: config.sessionCacheTtlMs,
@@ -95,8 +111,9 @@ export function composeInstance(config: Config, parts: InstanceParts): Instance 
       batchSize: MAINTENANCE_BATCH,
       maxBatches: MAINTENANCE_MAX_BATCHES,
     });
-  const api = createApi({ sessions, identity, log: parts.log, config, ...(parts.heartbeatMs === undefined ? {} : { heartbeatMs: parts.heartbeatMs }) });
-  return { config, budget, sessions, api, log: parts.log, maintain };
+  const api = createApi({ sessions, identity, log: parts.log, config, ...(appCheck ? { appCheck } : {}), ...(parts.heartbeatMs === undefined ? {} : { heartbeatMs: parts.heartbeatMs }) });
+  const callables = createCallableApi({ sessions, log: parts.log, config });
+  return { config, budget, sessions, api, callables, log: parts.log, maintain };
 }
 
 /** The session rules' settings. */

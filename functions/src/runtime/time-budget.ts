@@ -1,5 +1,4 @@
 import { ConfigError, type Config } from "../config";
-import { FUNCTION_TIMEOUT_SECONDS } from "../function-options";
 
 /** How a message's time is shared out, derived from the params and checked at instance start. */
 export interface TimeBudget {
@@ -23,20 +22,21 @@ const DB_STEPS = 4;
 const MARGIN_MS = 1_000;
 
 /**
- * The time budget of a message, which must fit the function's timeout: a request that runs past
- * it is killed by the platform mid-way, with no answer. Throws a ConfigError naming the params.
+ * The time budget of a message, which must fit the function's timeout (by default the one it was
+ * deployed with, TIMEOUT_SECONDS): a request that runs past it is killed by the platform mid-way,
+ * with no answer. Throws a ConfigError naming the params.
  */
-export function timeBudget(config: Config, functionTimeoutMs: number = FUNCTION_TIMEOUT_SECONDS * 1000): TimeBudget {
+export function timeBudget(config: Config, functionTimeoutMs: number = config.deploy.timeoutSeconds * 1000): TimeBudget {
   const { timeoutMs, maxRetries, maxRetryWaitMs } = config.openai;
   const modelMs = (maxRetries + 1) * timeoutMs + maxRetries * maxRetryWaitMs;
   const databaseMs = DB_STEPS * config.dbTimeoutMs;
   const spare = functionTimeoutMs - MARGIN_MS - modelMs - databaseMs;
   if (spare < 0) {
     throw new ConfigError(
-      `the time budget of a message exceeds the function timeout (${functionTimeoutMs / 1000} s): ` +
+      `the time budget of a message exceeds the function timeout (${functionTimeoutMs / 1000} s, TIMEOUT_SECONDS): ` +
         `OPENAI_TIMEOUT_MS x (OPENAI_MAX_RETRIES + 1) + OPENAI_MAX_RETRY_WAIT_MS x OPENAI_MAX_RETRIES = ${modelMs} ms of model time, ` +
         `plus ${DB_STEPS} x DB_TIMEOUT_MS = ${databaseMs} ms of database time, plus ${MARGIN_MS} ms margin, is ${-spare} ms too long; ` +
-        `lower OPENAI_TIMEOUT_MS, OPENAI_MAX_RETRIES, OPENAI_MAX_RETRY_WAIT_MS or DB_TIMEOUT_MS`,
+        `lower OPENAI_TIMEOUT_MS, OPENAI_MAX_RETRIES, OPENAI_MAX_RETRY_WAIT_MS or DB_TIMEOUT_MS, or raise TIMEOUT_SECONDS`,
     );
   }
   return { modelMs, leaseMs: modelMs + 2 * config.dbTimeoutMs + MARGIN_MS, keyWaitMs: spare };

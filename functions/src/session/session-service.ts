@@ -1,6 +1,7 @@
 import type { Identity } from "../auth/identity";
 import type { ChatModel, ReplySink } from "../llm/chat-model";
 import type { Log } from "../log/log";
+import type { MessageModeration } from "../moderation/message-moderation";
 import type { SessionMeta, SessionState, Template } from "../store/records";
 import type { SessionStore } from "../store/session-store";
 import { addressKey, admitAddress, refundAddress } from "./ledger/address-limit";
@@ -51,6 +52,8 @@ export interface SessionServiceOptions {
     readonly sessionTtlMs: number;
     readonly maxSessions: number;
   };
+  /** With MODERATION on: each message is checked beside its model call, and kept only when it may go on. */
+  readonly moderation?: MessageModeration;
 }
 
 export interface CreatedSession {
@@ -102,6 +105,7 @@ export class SessionService {
       keyPollMs: options.keyPollMs ?? 200,
       livePartials: options.livePartials,
       maxMessageChars: options.maxMessageChars ?? 4_000,
+      ...(options.moderation ? { moderation: options.moderation } : {}),
     };
   }
 

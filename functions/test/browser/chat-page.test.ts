@@ -2,7 +2,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Page } from "playwright-core";
 import { startEmulatorProject, type EmulatorProject } from "../support/emulator-project";
-import { describeWithChromium, launchChromium, type LaunchedBrowser } from "../support/chromium";
+import { cspViolations, describeWithChromium, launchChromium, recordCspViolations, type LaunchedBrowser } from "../support/chromium";
 import { ROUTES, startHarness, type Harness } from "../support/http-harness";
 import { fakeUsage } from "../support/fake-openai-server";
 import { HostileSite } from "../support/hostile-site";
@@ -39,20 +39,6 @@ async function startSession(page: Page, userId: string, template = "friendly-ass
   await page.click("#start-button");
   await page.waitForSelector("body[data-state=active]");
 }
-
-/**
- * Collects the page's Content-Security-Policy violations (`securitypolicyviolation` events) in
- * `window.cspViolations`, from before any script of the page runs: the page must run under its
- * policy without one.
- */
-async function recordCspViolations(browser: LaunchedBrowser): Promise<void> {
-  await browser.context.addInitScript(`
-    window.cspViolations = [];
-    document.addEventListener("securitypolicyviolation", (event) => window.cspViolations.push(event.effectiveDirective + " " + event.blockedURI));
-  `);
-}
-
-const cspViolations = (page: Page) => page.evaluate("window.cspViolations");
 
 /** Types into the message box and presses Enter, as a keyboard user sends. */
 async function send(page: Page, text: string): Promise<void> {

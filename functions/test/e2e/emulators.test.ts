@@ -8,6 +8,7 @@ import { FakeOpenAiServer } from "../support/fake-openai-server";
 import { call } from "../support/http-harness";
 import { describeWithRtdb, RtdbInstances } from "../support/rtdb";
 import { startEmulatorProject, type EmulatorProject } from "../support/emulator-project";
+import { describeCallables } from "./callable-cases";
 import { anyUsage } from "../support/any-usage";
 import { startSiteServer } from "../support/site-server";
 
@@ -122,4 +123,6 @@ describeWithRtdb("the built project on the Firebase emulators", () => {
   it("keeps the secret out of the emulator logs", () => {
     expect(project!.output()).not.toContain("sk-e2e-secret");
   });
+
+  describeCallables(() => ({ projectId: PROJECT_ID, project: project!, fake: fake!, store }));
 });

@@ -2,7 +2,7 @@ import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { BrowserContext } from "playwright-core";
+import type { BrowserContext, Page } from "playwright-core";
 import { describeUnless } from "./visible-skip";
 
 /**
@@ -59,3 +59,18 @@ export async function launchChromium(viewport: { width: number; height: number }
     },
   };
 }
+
+/**
+ * Collects the page's Content-Security-Policy violations (`securitypolicyviolation` events) in
+ * `window.cspViolations`, from before any script of the page runs: the page must run under its
+ * policy without one.
+ */
+export async function recordCspViolations(browser: LaunchedBrowser): Promise<void> {
+  await browser.context.addInitScript(`
+    window.cspViolations = [];
+    document.addEventListener("securitypolicyviolation", (event) => window.cspViolations.push(event.effectiveDirective + " " + event.blockedURI));
+  `);
+}
+
+/** The violations `recordCspViolations` collected on `page`. */
+export const cspViolations = (page: Page): Promise<unknown> => page.evaluate("window.cspViolations");

@@ -40,7 +40,8 @@ export function fakeUsage(request: { readonly messages: readonly { readonly cont
 /**
  * How to answer one request. Without a script the server replies `reply #n to: <last user message>`.
  * A `reply` to a streaming request (`stream: true`) is streamed word by word, without pauses;
- * `stream` streams the given chunks, pausing `chunkDelayMs` before each, and with `cutAfter`
+ * `stream` streams the given chunks, pausing `chunkDelayMs` before each (`firstChunkDelayMs` before
+ * the first, when given), and with `cutAfter`
  * cuts the connection after that many chunks (no finish reason, no `[DONE]`), as a provider that
  * fails mid-reply. Usage is reported as OpenAI does: in every non-streamed reply, and in a last
  * chunk of a stream only when the request asked for it (`stream_options.include_usage`); the
@@ -52,6 +53,8 @@ export type Scripted =
       readonly kind: "stream";
       readonly chunks: readonly string[];
       readonly chunkDelayMs?: number;
+      /** The pause before the first chunk, when it differs from the others' (a model slow to start). */
+      readonly firstChunkDelayMs?: number;
       readonly finishReason?: string;
       readonly cutAfter?: number;
       readonly usage?: FakeUsage | null;
@@ -299,6 +302,7 @@ async function streamChunks(
   step: {
     readonly chunks: readonly string[];
     readonly chunkDelayMs?: number;
+    readonly firstChunkDelayMs?: number;
     readonly finishReason?: string | undefined;
     readonly cutAfter?: number;
     readonly usage: FakeUsage | null;
@@ -321,7 +325,8 @@ async function streamChunks(
   };
   for (const [index, text] of step.chunks.entries()) {
     if (step.cutAfter === index) return cut();
-    if (step.chunkDelayMs) await new Promise((wake) => setTimeout(wake, step.chunkDelayMs));
+    const pause = index === 0 ? (step.firstChunkDelayMs ?? step.chunkDelayMs) : step.chunkDelayMs;
+    if (pause) await new Promise((wake) => setTimeout(wake, pause));
     if (response.destroyed) return;
     response.write(chunk({ content: text }, null));
   }

@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { initializeApp } from "firebase-admin/app";
 import type { Database } from "firebase-admin/database";
+import type { AppCheckVerifier } from "../../src/auth/app-check";
 import { firebaseIdentity } from "../../src/auth/firebase-identity";
 import { seedTemplates } from "../../src/local/project-files";
 import { silentLog, type Log } from "../../src/log/log";
@@ -66,6 +67,8 @@ export interface HarnessOptions {
   readonly functionTimeoutMs?: number;
   /** The longest silence on a streamed answer (default: the deployed 15 s). */
   readonly heartbeatMs?: number;
+  /** The App Check verifier the instances use with REQUIRE_APP_CHECK=true (test/support/local-app-check.ts serves its keys). */
+  readonly appCheck?: AppCheckVerifier;
 }
 
 export async function startHarness(options: HarnessOptions): Promise<Harness> {
@@ -90,6 +93,7 @@ export async function startHarness(options: HarnessOptions): Promise<Harness> {
       ...(options.clock ? { clock: options.clock } : {}),
       ...(options.functionTimeoutMs === undefined ? {} : { functionTimeoutMs: options.functionTimeoutMs }),
       ...(options.heartbeatMs === undefined ? {} : { heartbeatMs: options.heartbeatMs }),
+      ...(options.appCheck ? { appCheck: options.appCheck } : {}),
     });
     const baseUrl = await servers.serve(runtime);
     return {

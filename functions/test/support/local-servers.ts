@@ -1,7 +1,7 @@
 import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { createLocalServer } from "../../src/local/local-server";
-import { hostingRewrites, localSite } from "../../src/local/project-files";
+import { APP_CHECK_SITE_KEY_VARIABLE, hostingRewrites, localSite } from "../../src/local/project-files";
 import type { Instance } from "../../src/runtime/instance";
 
 /** Local servers on loopback, one per function instance, closed together. */
@@ -10,8 +10,9 @@ export class LocalServers {
 
   /** Serves `instance` on a free port, as `npm start` does; returns its base URL. */
   async serve(instance: Instance): Promise<string> {
-    // The page too, as `npm start` serves it, telling it the Auth emulator the instance checks tokens on.
-    const site = localSite("demo-chatify", process.env.FIREBASE_AUTH_EMULATOR_HOST);
+    // The page too, as `npm start` serves it, telling it the Auth emulator the instance checks tokens on
+    // and the App Check site key it attests with, if any.
+    const site = localSite("demo-chatify", process.env.FIREBASE_AUTH_EMULATOR_HOST, process.env[APP_CHECK_SITE_KEY_VARIABLE]);
     const server = createLocalServer({ api: instance.api, maxBodyBytes: instance.config.maxBodyBytes, rewrites: hostingRewrites(), projectId: "demo-chatify", region: "us-central1", site });
     await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
     this.servers.push(server);

@@ -25,6 +25,7 @@ const READ_BACK: Readonly<Record<string, (config: Config) => string>> = {
   REQUIRE_AUTH: (config) => String(config.requireAuth),
   LIVE_PARTIALS: (config) => String(config.livePartials),
   REQUIRE_APP_CHECK: (config) => String(config.requireAppCheck),
+  APP_CHECK_REPLAY_PROTECTION: (config) => String(config.appCheckReplayProtection),
   MODERATION: (config) => String(config.moderation.enabled),
   MODERATION_ON_OUTAGE: (config) => config.moderation.onOutage,
   MIN_INSTANCES: (config) => String(config.deploy.minInstances),
@@ -108,6 +109,7 @@ describe("resolveConfig overrides", () => {
       REQUIRE_AUTH: "false",
       LIVE_PARTIALS: "false",
       REQUIRE_APP_CHECK: "true",
+      APP_CHECK_REPLAY_PROTECTION: "true",
       MODERATION: "true",
       MODERATION_ON_OUTAGE: "closed",
       MIN_INSTANCES: "1",
@@ -131,6 +133,7 @@ describe("resolveConfig overrides", () => {
       requireAuth: false,
       livePartials: false,
       requireAppCheck: true,
+      appCheckReplayProtection: true,
       moderation: { enabled: true, onOutage: "closed" },
       deploy: { minInstances: 1, maxInstances: 40, concurrency: 20, memoryMib: 1024, timeoutSeconds: 120 },
       limits: { userMessagesPerMinute: 11, userMaxActiveSessions: 3, sessionMaxExchanges: 40, userTokensPerDay: 0, serviceTokensPerDay: 5_000_000, addressSessionsPerHour: 0 },
@@ -158,8 +161,10 @@ describe("resolveConfig integer validation", () => {
   it.each(INT_PARAM_NAMES)("%s accepts its bounds and refuses one past them", (name) => {
     const { min, max } = declaredRange(name);
     expect(min).toBeLessThan(max);
+    // MIN_INSTANCES at its most needs as many instances allowed (the cross-check is tested below).
+    const besides = name === "MIN_INSTANCES" ? { MAX_INSTANCES: String(max) } : {};
     expect(READ_BACK[name]!(resolveConfig({ [name]: String(min) }))).toBe(String(min));
-    expect(READ_BACK[name]!(resolveConfig({ [name]: String(max) }))).toBe(String(max));
+    expect(READ_BACK[name]!(resolveConfig({ ...besides, [name]: String(max) }))).toBe(String(max));
     expect(configError({ [name]: String(min - 1) }).message).toContain(name);
     expect(configError({ [name]: String(max + 1) }).message).toContain(name);
   });
@@ -192,7 +197,7 @@ describe("resolveConfig App Check and moderation", () => {
     expect(configError({ MODERATION_ON_OUTAGE: raw }).message).toBe(`MODERATION_ON_OUTAGE must be one of open, closed, got "${raw}"`);
   });
 
-  it.each(["REQUIRE_APP_CHECK", "MODERATION"])("reads %s as a boolean, refusing anything else", (name) => {
+  it.each(["REQUIRE_APP_CHECK", "APP_CHECK_REPLAY_PROTECTION", "MODERATION"])("reads %s as a boolean, refusing anything else", (name) => {
     expect(READ_BACK[name]!(resolveConfig({ [name]: "1" }))).toBe("true");
     expect(READ_BACK[name]!(resolveConfig({ [name]: "FALSE" }))).toBe("false");
     expect(configError({ [name]: "on" }).message).toBe(`${name} must be true or false, got "on"`);
@@ -210,6 +215,11 @@ describe("resolveConfig deploy knobs", () => {
 
   it.each(["300", "768", "1000", "3072"])("refuses MEMORY_MIB %s inside the range but not a size, naming the sizes", (raw) => {
     expect(configError({ MEMORY_MIB: raw }).message).toBe(`MEMORY_MIB must be one of 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, got "${raw}"`);
+  });
+
+  it("refuses more warm instances than instances at all, naming both", () => {
+    expect(configError({ MIN_INSTANCES: "3", MAX_INSTANCES: "2" }).message).toBe("MIN_INSTANCES (3) must not exceed MAX_INSTANCES (2)");
+    expect(resolveConfig({ MIN_INSTANCES: "2", MAX_INSTANCES: "2" }).deploy).toMatchObject({ minInstances: 2, maxInstances: 2 });
   });
 });
 

@@ -40,14 +40,26 @@ describe("the deployed entry (package.json main)", () => {
       // What `firebase deploy` and the emulators run: the installed firebase-functions on the source directory.
       node([join(FUNCTIONS_DIR, "node_modules", "firebase-functions", "lib", "bin", "firebase-functions.js")], { ...process.env, FUNCTIONS_MANIFEST_OUTPUT_PATH: output });
       const manifest = JSON.parse(readFileSync(output, "utf8")) as {
-        endpoints: Record<string, { httpsTrigger?: { invoker?: string[] }; scheduleTrigger?: unknown; secretEnvironmentVariables?: { key: string }[]; timeoutSeconds: number; availableMemoryMb: number; concurrency: number | null }>;
+        endpoints: Record<string, { httpsTrigger?: { invoker?: string[] }; callableTrigger?: unknown; scheduleTrigger?: unknown; secretEnvironmentVariables?: { key: string }[]; timeoutSeconds: unknown; availableMemoryMb: unknown; concurrency: unknown; maxInstances?: unknown; minInstances?: unknown }>;
         params: { name: string }[];
       };
-      expect(Object.keys(manifest.endpoints).sort()).toEqual(["createSession", "endSession", "expireSessions", "sendMessage"]);
+      expect(Object.keys(manifest.endpoints).sort()).toEqual(["chat-createSession", "chat-endSession", "chat-sendMessage", "createSession", "endSession", "expireSessions", "sendMessage"]);
+      // The deploy knobs, as the params the CLI resolves at deploy (function-options.ts).
+      const knobs = { timeoutSeconds: "{{ params.TIMEOUT_SECONDS }}", availableMemoryMb: "{{ params.MEMORY_MIB }}", concurrency: "{{ params.CONCURRENCY }}", maxInstances: "{{ params.MAX_INSTANCES }}" };
       for (const name of ["createSession", "sendMessage", "endSession"]) {
-        expect(manifest.endpoints[name]).toMatchObject({ httpsTrigger: { invoker: ["public"] }, timeoutSeconds: 60, availableMemoryMb: 512, concurrency: 80 });
+        expect(manifest.endpoints[name]).toMatchObject({ httpsTrigger: { invoker: ["public"] }, ...knobs });
       }
+      // Warm instances for the message function only.
+      expect(manifest.endpoints.sendMessage?.minInstances).toBe("{{ params.MIN_INSTANCES }}");
+      expect(manifest.endpoints.createSession?.minInstances ?? null).toBeNull();
       expect(manifest.endpoints.sendMessage?.secretEnvironmentVariables).toEqual([{ key: "OPENAI_API_KEY" }]);
+      // The callables: the same knobs, the message one with the key and the warm instances.
+      for (const name of ["chat-createSession", "chat-sendMessage", "chat-endSession"]) {
+        expect(manifest.endpoints[name]).toMatchObject({ callableTrigger: {}, ...knobs });
+      }
+      expect(manifest.endpoints["chat-sendMessage"]).toMatchObject({ minInstances: "{{ params.MIN_INSTANCES }}", secretEnvironmentVariables: [{ key: "OPENAI_API_KEY" }] });
+      expect(manifest.endpoints["chat-endSession"]?.secretEnvironmentVariables).toBeUndefined();
+      expect(manifest.endpoints.expireSessions).toMatchObject({ timeoutSeconds: 300, availableMemoryMb: 512, maxInstances: "{{ params.MAX_INSTANCES }}" });
       expect(manifest.endpoints.expireSessions?.scheduleTrigger).toMatchObject({ schedule: "every 15 minutes" });
       expect(manifest.params.map((param) => param.name).sort()).toEqual([...DECLARED_PARAMS.map((param) => param.name), "OPENAI_API_KEY"].sort());
     } finally {

@@ -1,35 +1,12 @@
 import { generateKeyPairSync, randomUUID, type KeyObject } from "node:crypto";
-import type { IncomingMessage, ServerResponse } from "node:http";
-import { deleteApp, initializeApp, type App } from "firebase-admin/app";
 import { AppCheckInvalidError, AppCheckRequiredError, AppCheckUnavailableError, appCheckTokenOf } from "../../src/auth/app-check";
 import { firebaseAppCheck, type FirebaseAppCheckOptions } from "../../src/auth/firebase-app-check";
 import { errorBody, toErrorAnswer } from "../../src/http/error-response";
-import type { Log, LogFields } from "../../src/log/log";
-import { LocalGoogleAgent, signedJwt, startLocalGoogle, type LocalGoogle } from "../support/google-endpoints";
+import { APP_CHECK_HOST, APP_CHECK_KID, APP_CHECK_PROJECT, appCheckToken, LocalAppCheck, type GoogleAnswers } from "../support/local-app-check";
+import { recordingLog, type Logged } from "../support/recording-log";
 
-const PROJECT_ID = "demo-appcheck";
-const PROJECT_NUMBER = "123456789";
-const APP_ID = "1:123456789:web:0a1b2c3d4e5f";
-const KID = "app-check-key-1";
-const APP_CHECK_HOST = "firebaseappcheck.googleapis.com";
-
-/** The JWKS App Check serves at /v1/jwks. */
-function jwks(keys: Record<string, KeyObject>): string {
-  return JSON.stringify({ keys: Object.entries(keys).map(([kid, key]) => ({ ...key.export({ format: "jwk" }), kid, alg: "RS256", use: "sig" })) });
-}
-
-/** An App Check token as App Check issues them (RS256, kid, the project's number and id in the audience), signed with `key`. */
-function appCheckToken(key: KeyObject, options: { header?: Record<string, unknown>; claims?: Record<string, unknown> } = {}): string {
-  const now = Math.floor(Date.now() / 1000);
-  return signedJwt(key, { alg: "RS256", kid: KID, typ: "JWT", ...options.header }, {
-    iss: `https://firebaseappcheck.googleapis.com/${PROJECT_NUMBER}`,
-    aud: [`projects/${PROJECT_NUMBER}`, `projects/${PROJECT_ID}`],
-    sub: APP_ID,
-    iat: now,
-    exp: now + 3600,
-    ...options.claims,
-  });
-}
+const PROJECT_ID = APP_CHECK_PROJECT.id;
+const APP_ID = APP_CHECK_PROJECT.appId;
 
 async function failure(promise: Promise<unknown>): Promise<unknown> {
   try {
@@ -38,19 +15,6 @@ async function failure(promise: Promise<unknown>): Promise<unknown> {
     return error;
   }
   throw new Error("the token was accepted");
-}
-
-interface Logged { readonly level: string; readonly message: string; readonly fields?: LogFields }
-
-function recordingLog(entries: Logged[]): Log {
-  const keep = (level: string) => (message: string, fields?: LogFields) => { entries.push({ level, message, ...(fields ? { fields } : {}) }); };
-  return { info: keep("info"), warn: keep("warn"), error: keep("error") };
-}
-
-/** How the stand-in for Google answers: the keys, and the replay check's verdict. */
-interface GoogleAnswers {
-  keys: { status: number; contentType: string; body: string } | "hang";
-  replay: { status: number; body: string };
 }
 
 describe("appCheckTokenOf", () => {
@@ -68,54 +32,30 @@ describe("appCheckTokenOf", () => {
 describe("firebaseAppCheck, checking App Check tokens against locally served keys", () => {
   const signing = generateKeyPairSync("rsa", { modulusLength: 2048 });
   const other = generateKeyPairSync("rsa", { modulusLength: 2048 });
-  let google: LocalGoogle;
+  let google: LocalAppCheck;
   let answers: GoogleAnswers;
   /** The paths and bodies firebase-admin sent to the stand-in. */
   let received: { path: string; body: string }[];
-  const apps: App[] = [];
   let logged: Logged[];
 
   beforeAll(async () => {
-    google = await startLocalGoogle((request: IncomingMessage, response: ServerResponse) => {
-      let body = "";
-      request.on("data", (chunk: Buffer) => { body += chunk.toString("utf8"); });
-      request.on("end", () => {
-        const path = request.url ?? "";
-        received.push({ path, body });
-        if (path === "/v1/jwks") {
-          if (answers.keys === "hang") return;
-          response.writeHead(answers.keys.status, { "Content-Type": answers.keys.contentType }).end(answers.keys.body);
-        } else if (path === `/v1beta/projects/${PROJECT_ID}:verifyAppCheckToken`) {
-          response.writeHead(answers.replay.status, { "Content-Type": "application/json" }).end(answers.replay.body);
-        } else {
-          response.writeHead(404).end();
-        }
-      });
-    });
+    google = await LocalAppCheck.start(signing.publicKey);
   });
 
   afterAll(async () => {
-    await Promise.all(apps.map((app) => deleteApp(app)));
     await google.close();
   });
 
   beforeEach(() => {
-    answers = {
-      keys: { status: 200, contentType: "application/json", body: jwks({ [KID]: signing.publicKey }) },
-      replay: { status: 200, body: JSON.stringify({ alreadyConsumed: false }) },
-    };
-    received = [];
+    google.reset();
+    ({ answers, received } = google);
     logged = [];
   });
 
   /** A fresh app each time (firebase-admin caches fetched keys per app), with a credential for the replay check. */
   function verifier(reach: "served" | "unreachable" | (() => boolean), options: Partial<FirebaseAppCheckOptions> = {}) {
-    const reachable = typeof reach === "function" ? reach : () => reach === "served";
-    const agent = new LocalGoogleAgent(() => (reachable() ? google.port : google.closedPort));
-    const credential = { getAccessToken: () => Promise.resolve({ access_token: "test-access-token", expires_in: 3600 }) };
-    const app = initializeApp({ projectId: PROJECT_ID, httpAgent: agent, credential }, randomUUID());
-    apps.push(app);
-    return { appCheck: firebaseAppCheck(app, { log: recordingLog(logged), ...options }), agent };
+    const { app, agent } = google.app(reach);
+    return { appCheck: firebaseAppCheck(app, { log: recordingLog(logged).log, ...options }), agent };
   }
 
   it("accepts a token signed with a served key, naming its app (the setup the other cases change one thing of)", async () => {
@@ -148,7 +88,7 @@ describe("firebaseAppCheck, checking App Check tokens against locally served key
     expect((error as Error).cause).toMatchObject({ code: "app-check/app-check-token-expired" });
   });
 
-  const header = { alg: "RS256", kid: KID, typ: "JWT" };
+  const header = { alg: "RS256", kid: APP_CHECK_KID, typ: "JWT" };
   it.each<[string, (key: KeyObject) => string, string]>([
     ["another project's token", (key) => appCheckToken(key, { claims: { aud: ["projects/987654321", "projects/someone-else"] } }), "audience"],
     ["an audience that is a string, not a list", (key) => appCheckToken(key, { claims: { aud: `projects/${PROJECT_ID}` } }), "audience"],

@@ -100,6 +100,7 @@ describe("the page's files for a deploy", () => {
     cpSync(join(PROJECT_ROOT, "firebase.json"), join(dir, "firebase.json"));
     cpSync(join(PROJECT_ROOT, "public", "api-bases.json"), join(dir, "public", "api-bases.json"));
     cpSync(join(PROJECT_ROOT, "public", "error-codes.json"), join(dir, "public", "error-codes.json"));
+    cpSync(join(PROJECT_ROOT, "public", "app-check.json"), join(dir, "public", "app-check.json"));
   });
   afterEach(() => {
     rmSync(dir, { recursive: true, force: true });
@@ -136,6 +137,32 @@ describe("the page's files for a deploy", () => {
     expect(pageFiles(dir, "demo-chatify").filter((file) => !file.current).map((file) => file.path)).toEqual(["public/error-codes.json"]);
     expect(writePageFiles(dir, "demo-chatify")).toEqual(["public/error-codes.json"]);
     expect(readJson(join(dir, "public", "error-codes.json"))).toEqual({ errorCodes: ERROR_CODES });
+  });
+
+  it("have the page attest itself with reCAPTCHA Enterprise when the project's env file sets a site key, its policy naming what that loads", () => {
+    const key = "6LcAbCdEfGhIjKlMnOpQrStUvWxYz0123456789_";
+    mkdirSync(join(dir, "functions"));
+    writeFileSync(join(dir, "functions", ".env.my-project-123"), `OPENAI_TIMEOUT_MS=9000\nAPP_CHECK_RECAPTCHA_SITE_KEY="${key}"\n`);
+    expect(writePageFiles(dir, "my-project-123")).toEqual(["firebase.json", "public/api-bases.json", "public/app-check.json"]);
+    expect(readJson(join(dir, "public", "app-check.json"))).toEqual({ provider: "recaptcha-enterprise", siteKey: key });
+    const csp = directives(hostingPolicy(dir, "my-project-123").headers["Content-Security-Policy"] ?? "");
+    expect(csp.get("script-src")).toEqual(["'self'", "https://www.google.com/recaptcha/", "https://www.gstatic.com/recaptcha/"]);
+    expect(csp.get("frame-src")).toEqual(["https://www.google.com/recaptcha/", "https://recaptcha.google.com/recaptcha/"]);
+    expect(csp.get("connect-src")).toContain("https://content-firebaseappcheck.googleapis.com");
+    // Another project, without a key: no App Check, no frame, nothing of Google's beyond Auth.
+    const other = directives(hostingPolicy(dir, "other-project-1").headers["Content-Security-Policy"] ?? "");
+    expect(other.get("frame-src")).toBeUndefined();
+    expect(other.get("script-src")).toEqual(["'self'"]);
+    expect(hostingPolicy(dir, "other-project-1").appCheckFile).toEqual({ provider: "none" });
+    // functions/.env serves every project that sets none of its own.
+    writeFileSync(join(dir, "functions", ".env"), `APP_CHECK_RECAPTCHA_SITE_KEY=${key}\n`);
+    expect(hostingPolicy(dir, "other-project-1").appCheckFile).toEqual({ provider: "recaptcha-enterprise", siteKey: key });
+  });
+
+  it("refuse a site key that is not one, rather than write it into the page's files", () => {
+    mkdirSync(join(dir, "functions"));
+    writeFileSync(join(dir, "functions", ".env.my-project-123"), 'APP_CHECK_RECAPTCHA_SITE_KEY=abc"; script-src *\n');
+    expect(() => hostingPolicy(dir, "my-project-123")).toThrow(/not a reCAPTCHA site key/);
   });
 
   const cli = join(PROJECT_ROOT, "functions", "lib", "page", "page-files-cli.js");

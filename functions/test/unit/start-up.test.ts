@@ -34,6 +34,13 @@ describe("the time budget checked at instance start", () => {
     }
   });
 
+  it("fits the timeout the functions were deployed with (TIMEOUT_SECONDS), naming it when too short", () => {
+    // The defaults need 56 s: a 60 s function fits them, a 50 s one does not, a 120 s one leaves the keyed repeat more wait.
+    expect(() => timeBudget(resolveConfig({ TIMEOUT_SECONDS: "50" }))).toThrow(/function timeout \(50 s, TIMEOUT_SECONDS\).*raise TIMEOUT_SECONDS/s);
+    expect(timeBudget(resolveConfig({ TIMEOUT_SECONDS: "120" })).keyWaitMs).toBe(64_000);
+    expect(() => composeInstance(resolveConfig({ TIMEOUT_SECONDS: "50" }), { store: new MemoryStore(), identity: NO_TOKENS, log: silentLog })).toThrow(ConfigError);
+  });
+
   it("is checked by the composition root, so no instance starts with a budget that cannot hold", () => {
     const config = resolveConfig({ OPENAI_TIMEOUT_MS: "60000" });
     expect(() => composeInstance(config, { store: new MemoryStore(), identity: NO_TOKENS, log: silentLog })).toThrow(ConfigError);

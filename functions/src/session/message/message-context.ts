@@ -1,5 +1,6 @@
 import type { ChatModel } from "../../llm/chat-model";
 import type { Log } from "../../log/log";
+import type { MessageModeration } from "../../moderation/message-moderation";
 import type { HistoryStore, LedgerStore, StateStore } from "../../store/session-store";
 import type { KnownSessions } from "../known-sessions";
 import type { UsagePolicy } from "../ledger/limits";
@@ -29,4 +30,6 @@ export interface MessageContext {
   readonly livePartials: boolean;
   /** MAX_MESSAGE_CHARS: what a cold instance reserves of the deployment's cap per unseen history message. */
   readonly maxMessageChars: number;
+  /** With MODERATION on: what checks the user's message beside the model call. */
+  readonly moderation?: MessageModeration;
 }

@@ -5,6 +5,7 @@ import { nextWindowStart, planPrompt, windowMessages, type PromptPlan } from "..
 import type { InFlightMessage } from "./in-flight-message";
 import type { ReadAhead } from "./message-admission";
 import type { MessageContext } from "./message-context";
+import { moderatedReply, type ModelCall } from "./moderated-reply";
 import { backlog, SUMMARY_PROMPT_TOKENS, SummaryCall } from "../prompt/rolling-summary";
 import { calibration } from "../prompt/token-estimate";
 
@@ -27,7 +28,8 @@ export interface Generated {
  * Generates the reply of an admitted message: the history as of the count its claim saw, the
  * prompt planned from it (with the summary read ahead: one that cannot be read is left out of
  * this prompt, it never holds a message up), the summary call started beside the reply's, and
- * the model call, writing to `sink` as it goes.
+ * the model call, writing to `sink` as it goes, with the message moderated beside it when
+ * moderation is on (nothing reaches `sink` before the verdict).
  */
 export async function generate(context: MessageContext, message: InFlightMessage, text: string, readAhead: ReadAhead, caller: ReplySink | undefined): Promise<Generated> {
   const { session } = message;
@@ -35,7 +37,9 @@ export async function generate(context: MessageContext, message: InFlightMessage
   const summary = readAhead.summary ? await readAhead.summary.catch(() => null) : null;
   const plan = planReply(session.meta, window, summary, text);
   message.besides(startSummary(context, session.id, session.meta, window, plan, summary, text));
-  const completion = await context.model.complete(completionRequest(session.meta, plan), message.sink(caller));
+  const request = completionRequest(session.meta, plan);
+  const call: ModelCall = (signal, sink) => context.model.complete(signal ? { ...request, signal } : request, sink);
+  const completion = await moderatedReply(context.moderation, text, { session_id: session.id }, call, message.sink(caller));
   return { window, plan, completion };
 }
 

@@ -1,0 +1,62 @@
+import type { FunctionsErrorCode } from "firebase-functions/v2/https";
+import type { ErrorAnswer } from "../http/error-response";
+
+/**
+ * The callable code of each status the API answers: the one that means the same to a Functions
+ * client (and to gRPC, whose codes they are). 409 is a concurrent request with the same key (try
+ * again later: aborted); 410 a session over (failed-precondition); 422 a request understood and
+ * refused as it stands (invalid-argument); 502 and 503 the provider or a dependency down
+ * (unavailable); 504 the model too slow (deadline-exceeded).
+ */
+export const CODE_OF_STATUS: Readonly<Record<number, FunctionsErrorCode>> = {
+  400: "invalid-argument",
+  401: "unauthenticated",
+  403: "permission-denied",
+  404: "not-found",
+  405: "invalid-argument",
+  409: "aborted",
+  410: "failed-precondition",
+  413: "invalid-argument",
+  415: "invalid-argument",
+  422: "invalid-argument",
+  429: "resource-exhausted",
+  500: "internal",
+  502: "unavailable",
+  503: "unavailable",
+  504: "deadline-exceeded",
+};
+
+/** What a callable error's `details` carry: the API's own code, its Retry-After in seconds, and which fields were wrong. */
+export interface CallableErrorDetails {
+  readonly code: string;
+  readonly retry_after_seconds?: number;
+  readonly fields?: ErrorAnswer["details"];
+}
+
+/**
+ * A refusal or failure as a callable answers it, before it becomes the platform's HttpsError
+ * (cloud-callable.ts): the code matching its status, the message the HTTP answer gives, and in
+ * `details` the project's error code (error-codes.ts says what its Retry-After means), the wait
+ * the HTTP answer's Retry-After gives, and the field issues.
+ */
+export class CallableFailure extends Error {
+  override readonly name = "CallableFailure";
+
+  constructor(
+    readonly code: FunctionsErrorCode,
+    message: string,
+    readonly details: CallableErrorDetails,
+  ) {
+    super(message);
+  }
+}
+
+export function callableFailure(answer: ErrorAnswer): CallableFailure {
+  const retryAfter = answer.headers["Retry-After"];
+  const details: CallableErrorDetails = {
+    code: answer.code,
+    ...(retryAfter === undefined ? {} : { retry_after_seconds: Number(retryAfter) }),
+    ...(answer.details ? { fields: answer.details } : {}),
+  };
+  return new CallableFailure(CODE_OF_STATUS[answer.status] ?? (answer.status >= 500 ? "internal" : "invalid-argument"), answer.message, details);
+}

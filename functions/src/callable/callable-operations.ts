@@ -1,0 +1,34 @@
+import type { EndpointName } from "../http/endpoints";
+
+/**
+ * A callable function (`onCall`) that stands for one endpoint of the HTTP API: the same
+ * validation, rules, limits and answers, reached through the Functions client SDK. What HTTP
+ * carries in the path and in headers travels in the call's data: the path's fields by name, and
+ * the `Idempotency-Key` as `idempotency_key`; every other field of the data is the endpoint's body.
+ */
+export interface CallableOperation {
+  readonly endpoint: EndpointName;
+  readonly method: "POST" | "DELETE" | "GET";
+  /** The data's fields the path is made of: each required, a non-empty string. */
+  readonly pathFields: readonly string[];
+  /** The endpoint's path as a function URL names it (the function's name stripped), made of those fields (URI-encoded). */
+  readonly path: (fields: Readonly<Record<string, string>>) => string;
+  /** `message`: the callable that calls the model (the OpenAI key, warm instances, replay protection). */
+  readonly role: "message" | "session";
+}
+
+/**
+ * The callables, by the name they take in the `chat` group of index.ts (deployed as
+ * `chat-createSession`...). A new operation of the HTTP API becomes a callable with one entry
+ * here and one line in index.ts.
+ */
+export const CALLABLES = {
+  createSession: { endpoint: "createSession", method: "POST", pathFields: [], path: () => "/", role: "session" },
+  sendMessage: { endpoint: "sendMessage", method: "POST", pathFields: ["session_id"], path: (fields) => `/${fields.session_id ?? ""}`, role: "message" },
+  endSession: { endpoint: "endSession", method: "DELETE", pathFields: ["session_id"], path: (fields) => `/${fields.session_id ?? ""}`, role: "session" },
+} as const satisfies Readonly<Record<string, CallableOperation>>;
+
+export type CallableName = keyof typeof CALLABLES;
+
+/** The group the callables are exported in (index.ts): their deployed names are `chat-<name>`. */
+export const CALLABLE_GROUP = "chat";

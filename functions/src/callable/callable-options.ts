@@ -1,0 +1,46 @@
+import type { CallableOptions } from "firebase-functions/v2/https";
+import { resolveConfig } from "../config";
+import { httpsOptions } from "../function-options";
+import { HEARTBEAT_MS } from "../http/event-stream";
+
+/**
+ * The options of a callable: the HTTP functions' own (the deploy knobs as params; the OpenAI key
+ * and the warm instances for the message callable), App Check enforced by the platform as the
+ * HTTP routes enforce it (and the token consumed on the message callable with replay
+ * protection), CORS from CORS_ORIGINS, and a heartbeat as often as the SSE route's.
+ *
+ * The App Check and CORS settings are read from the environment when the triggers load, as the
+ * instance reads its config: deployed, the CLI has set every param there by then. Not the param
+ * objects: firebase-functions 7.4 reads `enforceAppCheck` and `consumeAppCheckToken` with
+ * `.value()` when `onCall` runs, warning at each deploy that it is "usually a mistake", and reads
+ * REQUIRE_APP_CHECK=1 as false where the instance reads true; and it takes a string param for
+ * `cors` as a single origin, not a list. Neither is in the manifest the CLI deploys.
+ */
+export function callableOptions(role: "message" | "session", env: Readonly<Record<string, string | undefined>> = process.env): CallableOptions {
+  const read = callableSettings(env);
+  return {
+    ...httpsOptions(role),
+    enforceAppCheck: read.requireAppCheck,
+    ...(role === "message" ? { consumeAppCheckToken: read.requireAppCheck && read.replayProtection } : {}),
+    cors: read.cors,
+    heartbeatSeconds: HEARTBEAT_MS / 1000,
+  };
+}
+
+/**
+ * What the callables' options take from the config. A config the instance will refuse at start
+ * allows no origin and requires App Check: every call then fails all the same (with
+ * CONFIGURATION_ERROR where it reaches the instance).
+ */
+function callableSettings(env: Readonly<Record<string, string | undefined>>): { requireAppCheck: boolean; replayProtection: boolean; cors: boolean | string[] } {
+  try {
+    const config = resolveConfig(env);
+    return {
+      requireAppCheck: config.requireAppCheck,
+      replayProtection: config.appCheckReplayProtection,
+      cors: config.corsOrigins === "*" ? true : [...config.corsOrigins],
+    };
+  } catch {
+    return { requireAppCheck: true, replayProtection: true, cors: false };
+  }
+}

@@ -1,0 +1,56 @@
+import { z } from "zod";
+import { HttpError } from "../http/http-error";
+import type { HttpRequest } from "../http/http-types";
+import { parseBody } from "../http/request-schemas";
+import type { CallableOperation } from "./callable-operations";
+
+/** What the platform knows of a call besides its data. */
+export interface CallMeta {
+  readonly clientAddress?: string;
+}
+
+const DATA_FIELD = "(data)";
+
+/** The data's fields that are not the body's: the path's, and the idempotency key. */
+function buildRoutingSchema(pathFields: readonly string[]) {
+  return z.object({
+    ...Object.fromEntries(pathFields.map((field) => [field, z.string({ error: (issue) => (issue.input === undefined ? "is required" : "must be a string") }).min(1, "must not be empty")])),
+    idempotency_key: z.string({ error: "must be a string" }).optional(),
+  });
+}
+
+/** Each operation's schema, built once: zod schemas are costly to build and never change. */
+const routingSchemas = new WeakMap<CallableOperation, ReturnType<typeof buildRoutingSchema>>();
+
+function routingSchema(operation: CallableOperation): ReturnType<typeof buildRoutingSchema> {
+  let schema = routingSchemas.get(operation);
+  if (!schema) {
+    schema = buildRoutingSchema(operation.pathFields);
+    routingSchemas.set(operation, schema);
+  }
+  return schema;
+}
+
+/**
+ * The HTTP request a call stands for, as the boundary's adapters hand requests to the endpoints:
+ * the path made of the data's path fields, the idempotency key as its header, and the rest of
+ * the data as the JSON body (the endpoint's schema reads it, dropping what it does not know).
+ * Data that is not an object, or path fields missing, are refused as a body would be (400).
+ */
+export function callableRequest(operation: CallableOperation, data: unknown, meta: CallMeta): HttpRequest {
+  if (data !== null && data !== undefined && (typeof data !== "object" || Array.isArray(data))) {
+    throw new HttpError("INVALID_REQUEST", "The call's data must be an object", {}, [{ field: DATA_FIELD, message: "must be an object" }]);
+  }
+  const fields = (data ?? {}) as Record<string, unknown>;
+  const routing = parseBody(routingSchema(operation), fields) as Record<string, string | undefined>;
+  const body = Object.fromEntries(Object.entries(fields).filter(([field]) => field !== "idempotency_key" && !operation.pathFields.includes(field)));
+  const path = operation.path(Object.fromEntries(operation.pathFields.map((field) => [field, encodeURIComponent(routing[field] ?? "")])));
+  const key = routing.idempotency_key;
+  return {
+    method: operation.method,
+    path,
+    headers: { "content-type": "application/json", ...(key === undefined ? {} : { "idempotency-key": key }) },
+    body: Buffer.from(JSON.stringify(body)),
+    ...(meta.clientAddress === undefined ? {} : { clientAddress: meta.clientAddress }),
+  };
+}

@@ -1,0 +1,55 @@
+import { HttpsError, type CallableRequest, type CallableResponse } from "firebase-functions/v2/https";
+import { identityOf } from "../auth/firebase-identity";
+import { clientAddress } from "../http/cloud-adapter";
+import { toErrorAnswer } from "../http/error-response";
+import type { CallableApi } from "./callable-api";
+import { CallableFailure, callableFailure } from "./callable-errors";
+import type { CallableName } from "./callable-operations";
+
+/**
+ * The HttpsError class of the `onCall` wrapper that runs the handler. firebase-functions 7.4
+ * answers an error as itself only when it is `instanceof` that class, and anything else as
+ * `internal`: the triggers' bundle (index.ts) and the app's bundle each hold their own copy of
+ * firebase-functions, so the trigger hands its class over.
+ */
+export type HttpsErrorClass = new (code: CallableFailure["code"], message: string, details?: unknown) => Error;
+
+/** What firebase-functions' `onCall` runs: a handler returning the result, or throwing the platform's HttpsError. */
+export type CallableHandler = (request: CallableRequest<unknown>, response: CallableResponse | undefined, platformError?: HttpsErrorClass) => Promise<Record<string, unknown>>;
+
+/**
+ * An `onCall` handler serving `name` of the instance's callables. The platform has verified the
+ * tokens (an ID token or App Check token that fails is `unauthenticated` before this runs). A
+ * client that goes away mid-stream is handled as on the SSE route: `sendChunk` then does
+ * nothing, and the message runs on to its end (stored, partial removed), its result unsent.
+ */
+export function callableHandler(name: CallableName, callables: () => Promise<CallableApi>): CallableHandler {
+  return async (request, response, platformError = HttpsError) => {
+    try {
+      // An instance that could not start (a bad param) fails here: the same error on every call.
+      const api = await callables().catch((error: unknown) => { throw callableFailure(toErrorAnswer(error)); });
+      return await api(name, callOf(request), request.acceptsStreaming && response ? chunksOf(response) : undefined);
+    } catch (error) {
+      if (error instanceof CallableFailure) throw new platformError(error.code, error.message, error.details);
+      throw error;
+    }
+  };
+}
+
+function callOf(request: CallableRequest<unknown>): Parameters<CallableApi>[1] {
+  const { rawRequest } = request;
+  const forwarded = rawRequest.headers["x-forwarded-for"];
+  const address = clientAddress(Array.isArray(forwarded) ? forwarded.join(", ") : forwarded, rawRequest.socket.remoteAddress);
+  return {
+    data: request.data,
+    ...(request.auth ? { caller: identityOf(request.auth.token) } : {}),
+    ...(request.app ? { app: { ...(request.app.alreadyConsumed === undefined ? {} : { alreadyConsumed: request.app.alreadyConsumed }) } } : {}),
+    ...(address === undefined ? {} : { clientAddress: address }),
+    bodyBytes: Buffer.isBuffer(rawRequest.rawBody) ? rawRequest.rawBody.length : 0,
+  };
+}
+
+/** The platform's `sendChunk`, which resolves false (does nothing) once the client is gone; a write error is the client's loss only. */
+function chunksOf(response: CallableResponse): { send(chunk: { readonly text: string }): void } {
+  return { send: (chunk) => void response.sendChunk(chunk).catch(() => false) };
+}

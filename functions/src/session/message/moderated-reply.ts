@@ -1,0 +1,74 @@
+import type { Completion, ReplySink } from "../../llm/chat-model";
+import type { LogFields } from "../../log/log";
+import type { MessageModeration } from "../../moderation/message-moderation";
+
+/** The reply's model call, given the signal that abandons it and the sink it writes to. */
+export type ModelCall = (signal: AbortSignal | undefined, sink: ReplySink | undefined) => Promise<Completion>;
+
+/**
+ * The reply's model call with the user's message moderated beside it: both start together, so
+ * the reply waits for the slower of the two, never for their sum. Until the verdict is in, what
+ * the model writes is held back (no delta to the caller, no partial in the database); a clean
+ * verdict (or an outage let through) passes it on at once, in one piece, and the rest as it comes.
+ * A refusal (flagged, an outage refused, a server that cannot moderate) abandons the model call
+ * and drops what was held: the caller sees nothing of the reply. A model failure first abandons
+ * the check. Without moderation (MODERATION off) it is the model call alone, unchanged.
+ */
+export async function moderatedReply(moderation: MessageModeration | undefined, text: string, fields: LogFields, call: ModelCall, sink: ReplySink | undefined): Promise<Completion> {
+  if (!moderation) return call(undefined, sink);
+  const held = sink && new HeldSink(sink);
+  const model = new AbortController();
+  const check = new AbortController();
+  const verdict = moderation.admit(text, fields, check.signal).then(
+    () => { held?.release(); },
+    (error: unknown) => {
+      held?.drop();
+      model.abort();
+      throw error;
+    },
+  );
+  const completion = call(model.signal, held).catch((error: unknown) => {
+    check.abort();
+    throw error;
+  });
+  // The first failure wins; the other call, abandoned, settles unobserved.
+  const [reply] = await Promise.all([completion, verdict]);
+  return reply;
+}
+
+/**
+ * A sink that holds what it is given until `release` (then passes it on, and everything after)
+ * or `drop` (then passes nothing on, ever). A retried model call starts its text over: what is
+ * held is forgotten; once released, the sink behind decides (it can, or cannot, take text back).
+ */
+class HeldSink implements ReplySink {
+  private held: string[] | undefined = [];
+  private dropped = false;
+  readonly restart?: () => void;
+
+  constructor(private readonly inner: ReplySink) {
+    if (inner.restart) {
+      this.restart = () => {
+        if (this.held) this.held.length = 0;
+        else inner.restart?.();
+      };
+    }
+  }
+
+  write(text: string): void {
+    if (this.dropped) return;
+    if (this.held) this.held.push(text);
+    else this.inner.write(text);
+  }
+
+  release(): void {
+    const held = this.held;
+    this.held = undefined;
+    if (!this.dropped && held && held.length > 0) this.inner.write(held.join(""));
+  }
+
+  drop(): void {
+    this.dropped = true;
+    this.held = undefined;
+  }
+}

@@ -1,0 +1,110 @@
+import { generateKeyPairSync } from "node:crypto";
+import type { Page, Request } from "playwright-core";
+import { firebaseAppCheck } from "../../src/auth/firebase-app-check";
+import { APP_CHECK_SITE_KEY_VARIABLE } from "../../src/local/project-files";
+import { cspViolations, describeWithChromium, launchChromium, recordCspViolations, type LaunchedBrowser } from "../support/chromium";
+import { startHarness, type Harness } from "../support/http-harness";
+import { appCheckToken, LocalAppCheck } from "../support/local-app-check";
+import { recordingLog } from "../support/recording-log";
+
+/** A site key as the console issues them: the page's file names it, the custom provider stands in for reCAPTCHA. */
+const SITE_KEY = "6LeTestSiteKeyForTheChatPage0000000000000";
+
+/** The App Check tokens the page sent with its API calls, in order. */
+function sentTokens(requests: readonly Request[]): (string | undefined)[] {
+  return requests.filter((request) => new URL(request.url()).pathname.startsWith("/api/")).map((request) => request.headers()["x-firebase-appcheck"]);
+}
+
+/**
+ * The chat page's App Check path in a real Chromium, against a server that requires App Check
+ * (REQUIRE_APP_CHECK) and verifies tokens with firebase-admin against locally served keys. The
+ * deployment names reCAPTCHA Enterprise (APP_CHECK_RECAPTCHA_SITE_KEY); the test gives the page a
+ * custom provider returning test-signed tokens (`window.chatifyAppCheckProvider`), since reCAPTCHA
+ * and the debug provider both need Google.
+ */
+describeWithChromium("the chat page with App Check", () => {
+  const signing = generateKeyPairSync("rsa", { modulusLength: 2048 });
+  const previousKey = process.env.APP_CHECK_RECAPTCHA_SITE_KEY;
+  let google: LocalAppCheck;
+  let attested: Harness;
+  /** The same server, its page told of no provider. */
+  let unattested: Harness;
+  let browser: LaunchedBrowser;
+  let page: Page;
+  let minted: string[];
+  let requests: Request[];
+
+  beforeAll(async () => {
+    google = await LocalAppCheck.start(signing.publicKey);
+    const options = { store: "memory" as const, env: { REQUIRE_APP_CHECK: "true" } };
+    unattested = await startHarness({ ...options, appCheck: firebaseAppCheck(google.app().app, { log: recordingLog().log }) });
+    // The local server reads the site key when it starts, as `npm start` does.
+    process.env[APP_CHECK_SITE_KEY_VARIABLE] = SITE_KEY;
+    attested = await startHarness({ ...options, appCheck: firebaseAppCheck(google.app().app, { log: recordingLog().log }) });
+    browser = await launchChromium({ width: 390, height: 844 });
+    await recordCspViolations(browser);
+  }, 60_000);
+  afterAll(async () => {
+    if (previousKey === undefined) delete process.env.APP_CHECK_RECAPTCHA_SITE_KEY;
+    else process.env.APP_CHECK_RECAPTCHA_SITE_KEY = previousKey;
+    await browser.close();
+    await attested.close();
+    await unattested.close();
+    await google.close();
+  });
+  beforeEach(async () => {
+    minted = [];
+    requests = [];
+    page = await browser.context.newPage();
+    page.on("request", (request) => requests.push(request));
+    // The page's provider: a fresh test-signed token each time App Check asks for one.
+    await page.exposeFunction("chatifyAppCheckProvider", () => {
+      const token = appCheckToken(signing.privateKey, { claims: { jti: String(minted.length) } });
+      minted.push(token);
+      return { token, expireTimeMillis: Date.now() + 3_600_000 };
+    });
+  });
+  afterEach(async () => {
+    expect(await cspViolations(page)).toEqual([]);
+    await page.close();
+  });
+
+  /** Opens the page `harness` serves and asks it for a session as `userId`. */
+  async function startSession(harness: Harness, userId: string): Promise<void> {
+    await page.goto(`${harness.api.baseUrl}/`);
+    await page.waitForSelector("body[data-ready=true]");
+    await page.fill("#user", userId);
+    await page.click("#start-button");
+  }
+
+  it("gets a token from its provider when the deployment names one, and sends it with every call", async () => {
+    await startSession(attested, "user_app_check");
+    await page.waitForSelector("body[data-state=active]");
+    await page.fill("#message", "Hello with a token");
+    await page.press("#message", "Enter");
+    await page.waitForSelector("body[data-state=active] #log .assistant:not(.streaming)");
+    expect(await page.textContent("#log .assistant .text")).toBe("reply #1 to: Hello with a token");
+    await page.click("#end-button");
+    await page.waitForSelector("body[data-state=ended]");
+
+    const sent = sentTokens(requests);
+    expect(sent).toHaveLength(3);
+    expect(minted.length).toBeGreaterThanOrEqual(1);
+    // Each call carried a token the provider minted (App Check reuses one until it nears expiry).
+    for (const token of sent) expect(minted).toContain(token);
+    expect(await page.textContent("#identity")).toContain("App Check: a token from the page's own provider goes with each call.");
+    expect(requests.map((request) => new URL(request.url()).pathname)).toContain("/__/firebase/12.19.0/firebase-app-check-compat.js");
+    expect(requests.every((request) => new URL(request.url()).hostname === "127.0.0.1")).toBe(true);
+  });
+
+  it("names the refusal when its deployment gives it no provider and the server requires App Check", async () => {
+    await startSession(unattested, "user_no_app_check");
+    await page.waitForSelector("#error:not([hidden])");
+    expect(await page.textContent("#error")).toBe("This site answers only its own app, and this page sent no App Check token: its deployment names no App Check provider for it.");
+    expect(await page.getAttribute("body", "data-state")).toBe("idle");
+    // No sign-in was tried: the 401 was App Check's, not the ID token's.
+    expect(requests.some((request) => new URL(request.url()).pathname.includes("firebase-auth-compat"))).toBe(false);
+    expect(sentTokens(requests)).toEqual([undefined]);
+    expect(minted).toEqual([]);
+  });
+});

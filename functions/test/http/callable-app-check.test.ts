@@ -1,0 +1,107 @@
+import { generateKeyPairSync } from "node:crypto";
+import { httpsCallable } from "firebase/functions";
+import { firebaseAppCheck } from "../../src/auth/firebase-app-check";
+import { callableClient, serveCallables, type CallableClient, type CallableServer } from "../support/callable-server";
+import { startHarness, type Harness } from "../support/http-harness";
+import { appCheckToken, LocalAppCheck } from "../support/local-app-check";
+import { recordingLog } from "../support/recording-log";
+
+// firebase-functions 7.4's onCall logs "Callable request verification passed" at debug level on
+// every call, through the console it captured when loaded: that one level is muted here.
+jest.mock("../../node_modules/firebase-functions/lib/logger/common.js", () => {
+  const actual = jest.requireActual<{ UNPATCHED_CONSOLE: Record<string, unknown> }>("../../node_modules/firebase-functions/lib/logger/common.js");
+  return { ...actual, UNPATCHED_CONSOLE: { ...actual.UNPATCHED_CONSOLE, debug: () => undefined, warn: () => undefined } };
+});
+
+type Body = Record<string, unknown>;
+
+/**
+ * App Check on the callables, outside the emulator (which lets any non-empty token through):
+ * firebase-functions' own onCall verifies the token with firebase-admin's default app, which
+ * reaches App Check's keys and replay check served locally through its `httpAgent`. A refusal
+ * there is `unauthenticated` before the handler runs, whatever the reason, key outage included
+ * (no 503 as on the HTTP routes); the handler holds the platform to the instance's config and
+ * refuses a replayed token itself.
+ */
+describe("App Check on the callables (REQUIRE_APP_CHECK, APP_CHECK_REPLAY_PROTECTION)", () => {
+  const signing = generateKeyPairSync("rsa", { modulusLength: 2048 });
+  const other = generateKeyPairSync("rsa", { modulusLength: 2048 });
+  const env = { REQUIRE_APP_CHECK: "true", APP_CHECK_REPLAY_PROTECTION: "true" };
+  let google: LocalAppCheck;
+  let harness: Harness;
+  let server: CallableServer;
+  /** The same instance behind callables whose platform does not enforce (a param the platform reads otherwise). */
+  let unenforced: CallableServer;
+  let reachable = false;
+  const clients: CallableClient[] = [];
+
+  beforeAll(async () => {
+    google = await LocalAppCheck.start(signing.publicKey);
+    // The default app: the one firebase-functions verifies callables' tokens with.
+    google.app(() => reachable, "[DEFAULT]");
+    harness = await startHarness({ store: "memory", env, appCheck: firebaseAppCheck(google.app().app, { log: recordingLog().log }) });
+    server = await serveCallables(harness.api.runtime, env);
+    unenforced = await serveCallables(harness.api.runtime, {});
+  });
+  afterAll(async () => {
+    await Promise.all(clients.map((client) => client.close()));
+    await unenforced.close();
+    await server.close();
+    await harness.close();
+    await google.close();
+  });
+  beforeEach(() => {
+    google.reset();
+    harness.fake.reset();
+  });
+
+  function client(token?: () => string, on: CallableServer = server): CallableClient {
+    const made = callableClient("127.0.0.1", on.port, token ? { appCheckToken: token } : {});
+    clients.push(made);
+    return made;
+  }
+  const valid = () => appCheckToken(signing.privateKey);
+  const call = (from: CallableClient, name: string, data: unknown, limitedUse = false) =>
+    httpsCallable<unknown, Body>(from.functions, `chat-${name}`, { limitedUseAppCheckTokens: limitedUse })(data).then((result) => result.data);
+  const create = { user_id: "user_attested", template_id: "friendly-assistant" };
+
+  // First: firebase-admin keeps the keys once it fetched them, as a warm instance does.
+  it("refuses with unauthenticated, not unavailable, when App Check's keys cannot be fetched: the platform decides before the handler", async () => {
+    await expect(call(client(valid), "createSession", create)).rejects.toMatchObject({ code: "functions/unauthenticated", details: undefined });
+    expect(harness.fake.requests).toHaveLength(0);
+    reachable = true;
+  });
+
+  it("serves a call whose token verifies, and refuses one without a token, forged, expired or another project's", async () => {
+    const attested = client(valid);
+    const session = await call(attested, "createSession", create);
+    expect(session).toMatchObject({ success: true, user_id: "user_attested" });
+    for (const token of [undefined, () => appCheckToken(other.privateKey), () => appCheckToken(signing.privateKey, { claims: { iat: 1_000, exp: 2_000 } }), () => appCheckToken(signing.privateKey, { project: { id: "demo-other", number: "987654321", appId: "1:987654321:web:ff" } })]) {
+      await expect(call(client(token), "sendMessage", { session_id: session.session_id, message: "hi" })).rejects.toMatchObject({ code: "functions/unauthenticated", details: undefined });
+    }
+    expect(harness.fake.requests).toHaveLength(0);
+  });
+
+  it("consumes the message callable's token (replay protection), and refuses one App Check says was used", async () => {
+    const attested = client(valid);
+    const session = await call(attested, "createSession", create);
+    // Creating consumed nothing: the keys only.
+    expect(google.received.filter((request) => request.path.endsWith(":verifyAppCheckToken"))).toEqual([]);
+    expect(await call(attested, "sendMessage", { session_id: session.session_id, message: "once" }, true)).toMatchObject({ success: true, message_count: 1 });
+    expect(google.received.filter((request) => request.path.endsWith(":verifyAppCheckToken"))).toHaveLength(1);
+
+    google.answers.replay = { status: 200, body: JSON.stringify({ alreadyConsumed: true }) };
+    await expect(call(attested, "sendMessage", { session_id: session.session_id, message: "twice" }, true)).rejects.toMatchObject({
+      code: "functions/unauthenticated",
+      details: { code: "APP_CHECK_INVALID" },
+    });
+    expect(harness.fake.requests).toHaveLength(1);
+  });
+
+  it("holds the platform to the instance's config: a call the platform let through without a token is refused by the handler", async () => {
+    await expect(call(client(undefined, unenforced), "createSession", create)).rejects.toMatchObject({
+      code: "functions/unauthenticated",
+      details: { code: "APP_CHECK_REQUIRED" },
+    });
+  });
+});

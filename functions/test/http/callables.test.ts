@@ -1,0 +1,274 @@
+import { FunctionsError, httpsCallable } from "firebase/functions";
+import { anyUsage } from "../support/any-usage";
+import { callableClient, serveCallables, type CallableClient, type CallableServer } from "../support/callable-server";
+import { eventually } from "../support/event-stream-client";
+import { describeEachStore, ROUTES, startHarness, type Harness, type HarnessOptions } from "../support/http-harness";
+import { recordingLog, type Logged } from "../support/recording-log";
+import { recordingPartials } from "../support/recording-partials";
+
+// firebase-functions 7.4's onCall logs "Callable request verification passed" at debug level on
+// every call, through the console it captured when loaded: that one level is muted here.
+jest.mock("../../node_modules/firebase-functions/lib/logger/common.js", () => {
+  const actual = jest.requireActual<{ UNPATCHED_CONSOLE: Record<string, unknown> }>("../../node_modules/firebase-functions/lib/logger/common.js");
+  return { ...actual, UNPATCHED_CONSOLE: { ...actual.UNPATCHED_CONSOLE, debug: () => undefined } };
+});
+
+type Body = Record<string, unknown>;
+
+/** What a failed call rejects with, as a Functions client sees it. */
+interface Failure {
+  readonly code: string;
+  readonly message: string;
+  readonly details: unknown;
+}
+
+async function failureOf(promise: Promise<unknown>): Promise<Failure> {
+  try {
+    await promise;
+  } catch (error) {
+    // firebase 12.19 (@firebase/functions `_errorForResponse`) appends the HTTP status to the server's message.
+    if (error instanceof FunctionsError) return { code: error.code, message: error.message.replace(/ \[\d+\]$/, ""), details: error.details };
+    throw error;
+  }
+  throw new Error("the call succeeded");
+}
+
+/** A harness, its callables served through firebase-functions' onCall, and a Functions SDK client calling them. */
+interface Callables {
+  readonly harness: Harness;
+  readonly server: CallableServer;
+  readonly client: CallableClient;
+  call(name: string, data?: unknown): Promise<Body>;
+  close(): Promise<void>;
+}
+
+async function startCallables(options: HarnessOptions): Promise<Callables> {
+  const harness = await startHarness(options);
+  const server = await serveCallables(harness.api.runtime, options.env);
+  const client = callableClient("127.0.0.1", server.port);
+  return {
+    harness,
+    server,
+    client,
+    call: async (name, data) => (await httpsCallable<unknown, Body>(client.functions, `chat-${name}`)(data)).data,
+    async close() {
+      await client.close();
+      await server.close();
+      await harness.close();
+    },
+  };
+}
+
+/**
+ * The callables (`chat-createSession`, `chat-sendMessage`, `chat-endSession`) called with the
+ * real Firebase JS SDK (`firebase/functions`, `httpsCallable`, `.stream()`), served by
+ * firebase-functions' own onCall wrapper on express as the Functions framework runs it, in
+ * front of the same instance the HTTP routes use.
+ */
+describeEachStore("callable functions through the Functions client SDK", (kind) => {
+  let main: Callables;
+  const partials: (string | null)[] = [];
+  const logged: Logged[] = [];
+
+  beforeAll(async () => {
+    main = await startCallables({ store: kind, log: recordingLog(logged).log, wrapStore: (store) => recordingPartials(store, partials) });
+  });
+  afterAll(async () => main.close());
+  beforeEach(() => {
+    main.harness.fake.reset();
+    partials.length = 0;
+    logged.length = 0;
+  });
+
+  const created = async (userId = "user_callable") => String((await main.call("createSession", { user_id: userId, template_id: "friendly-assistant" })).session_id);
+  const sendMessage = () => httpsCallable<unknown, Body, { text: string }>(main.client.functions, "chat-sendMessage");
+
+  it("creates, answers and ends a session with the bodies the HTTP routes answer, on the same session", async () => {
+    const session = await main.call("createSession", { user_id: "user_callable", template_id: "socratic-tutor" });
+    expect(session).toEqual({
+      success: true,
+      session_id: expect.stringMatching(/^[0-9a-f-]{36}$/),
+      message: "Session created successfully",
+      user_id: "user_callable",
+      template_id: "socratic-tutor",
+      template_name: "Socratic Tutor",
+      created_at: expect.any(String),
+    });
+    const id = String(session.session_id);
+    const reply = await main.call("sendMessage", { session_id: id, message: "Hi" });
+    expect(reply).toEqual({ success: true, response: "reply #1 to: Hi", session_id: id, message_count: 1, truncated: false, usage: anyUsage() });
+    // The HTTP route meets the same session, and the same answer shape.
+    const http = await main.harness.api.call("POST", ROUTES.message(id), { message: "Again" });
+    expect(Object.keys(http.body).sort()).toEqual(Object.keys(reply).sort());
+    expect(http.body).toMatchObject({ message_count: 2 });
+    const ended = await main.call("endSession", { session_id: id });
+    expect(ended).toEqual({
+      success: true,
+      message: "Session ended successfully",
+      session_id: id,
+      status: "ended",
+      message_count: 2,
+      duration_seconds: expect.any(Number),
+      created_at: session.created_at,
+      ended_at: expect.any(String),
+      usage: anyUsage(),
+    });
+  });
+
+  it("streams the reply's text as chunks while it is written, then resolves with the same body", async () => {
+    const id = await created();
+    const chunks = ["Streamed", " to", " a", " callable."];
+    main.harness.fake.enqueue({ kind: "stream", chunks, chunkDelayMs: 150 });
+    const started = performance.now();
+    const { stream, data } = await sendMessage().stream({ session_id: id, message: "Stream" });
+    const received: { text: string; at: number }[] = [];
+    for await (const chunk of stream) received.push({ text: chunk.text, at: performance.now() - started });
+    const body = await data;
+    expect(received.map((chunk) => chunk.text).join("")).toBe(chunks.join(""));
+    // As written, not at the end: a chunk per delta, spread over the model's pauses.
+    expect(received).toHaveLength(chunks.length);
+    expect(received.at(-1)!.at - received[0]!.at).toBeGreaterThanOrEqual(300);
+    expect(body).toEqual({ success: true, response: chunks.join(""), session_id: id, message_count: 1, truncated: false, usage: anyUsage() });
+    expect(logged).toContainEqual({ level: "info", message: "request", fields: expect.objectContaining({ endpoint: "sendMessage", via: "callable", streamed: true, status: 200 }) });
+  });
+
+  it("rejects both the stream and the result when the model fails mid-reply, storing nothing", async () => {
+    const id = await created();
+    main.harness.fake.enqueue({ kind: "stream", chunks: ["cut", " here", " never"], cutAfter: 2, chunkDelayMs: 20 });
+    const { stream, data } = await sendMessage().stream({ session_id: id, message: "Break" });
+    const dataFailure = failureOf(data);
+    const received: string[] = [];
+    const streamFailure = await failureOf((async () => {
+      for await (const chunk of stream) received.push(chunk.text);
+    })());
+    expect(received).toEqual(["cut", " here"]);
+    const expected = { code: "functions/unavailable", details: { code: "MODEL_UNAVAILABLE" } };
+    expect(streamFailure).toMatchObject(expected);
+    expect(await dataFailure).toMatchObject(expected);
+    expect(await main.harness.api.store.readSessionState(id)).toMatchObject({ message_count: 0 });
+  });
+
+  it("finishes and stores the exchange when the client goes away mid-stream, as the SSE route does", async () => {
+    const id = await created();
+    const chunks = ["still", " written", " after", " you", " left"];
+    main.harness.fake.enqueue({ kind: "stream", chunks, chunkDelayMs: 80 });
+    const abort = new AbortController();
+    const { stream, data } = await sendMessage().stream({ session_id: id, message: "bye" }, { signal: abort.signal });
+    void data.catch(() => undefined);
+    const received: string[] = [];
+    await failureOf((async () => {
+      for await (const chunk of stream) {
+        received.push(chunk.text);
+        abort.abort();
+      }
+    })()).catch(() => undefined);
+    expect(received).toEqual(["still"]);
+    const state = await eventually(() => main.harness.api.store.readSessionState(id), (value) => value?.message_count === 1);
+    expect(state).toMatchObject({ status: "active", message_count: 1 });
+    expect((await main.harness.api.store.readWindow(id, 2)).messages.map((message) => message.content)).toEqual(["bye", chunks.join("")]);
+    await eventually(() => Promise.resolve(logged.some((entry) => entry.message === "request" && entry.fields?.status === 200 && entry.fields.streamed === true)), Boolean);
+    // The instance is none the worse: the next message streams.
+    const next = await sendMessage().stream({ session_id: id, message: "back" });
+    for await (const chunk of next.stream) expect(typeof chunk.text).toBe("string");
+    expect(await next.data).toMatchObject({ success: true, message_count: 2 });
+  });
+
+  it("takes an idempotency key in the data: a repeat answers the first call's reply, calling the model once", async () => {
+    const id = await created();
+    const first = await main.call("sendMessage", { session_id: id, message: "once", idempotency_key: "callable-key-1" });
+    const repeat = await main.call("sendMessage", { session_id: id, message: "once", idempotency_key: "callable-key-1" });
+    expect(repeat).toEqual(first);
+    expect(main.harness.fake.requests).toHaveLength(1);
+    const reused = await failureOf(main.call("sendMessage", { session_id: id, message: "another", idempotency_key: "callable-key-1" }));
+    expect(reused).toMatchObject({ code: "functions/invalid-argument", details: { code: "IDEMPOTENCY_KEY_REUSED" } });
+  });
+
+  it.each<[string, () => Promise<[string, unknown]>, Failure | Partial<Failure>]>([
+    ["data that is not an object", () => Promise.resolve(["createSession", "a string"]), { code: "functions/invalid-argument", message: "The call's data must be an object", details: { code: "INVALID_REQUEST", fields: [{ field: "(data)", message: "must be an object" }] } }],
+    ["no template", () => Promise.resolve(["createSession", { user_id: "user_callable" }]), { code: "functions/invalid-argument", details: { code: "INVALID_REQUEST", fields: [{ field: "template_id", message: "is required" }] } }],
+    ["no user_id without an ID token", () => Promise.resolve(["createSession", { template_id: "friendly-assistant" }]), { code: "functions/invalid-argument", details: { code: "INVALID_REQUEST", fields: [{ field: "user_id", message: "is required" }] } }],
+    ["an unknown template", () => Promise.resolve(["createSession", { user_id: "u", template_id: "no-such-template" }]), { code: "functions/not-found", details: { code: "TEMPLATE_NOT_FOUND" } }],
+    ["no session_id", () => Promise.resolve(["sendMessage", { message: "hi" }]), { code: "functions/invalid-argument", details: { code: "INVALID_REQUEST", fields: [{ field: "session_id", message: "is required" }] } }],
+    ["a session_id that is a number", () => Promise.resolve(["endSession", { session_id: 7 }]), { code: "functions/invalid-argument", details: { code: "INVALID_REQUEST", fields: [{ field: "session_id", message: "must be a string" }] } }],
+    ["an id this service never issued", () => Promise.resolve(["sendMessage", { session_id: "../../templates", message: "hi" }]), { code: "functions/not-found", details: { code: "SESSION_NOT_FOUND" } }],
+    ["an unknown session", () => Promise.resolve(["endSession", { session_id: "0b4f3a52-1111-4e2e-9c1c-9a1e5c6d7e8f" }]), { code: "functions/not-found", details: { code: "SESSION_NOT_FOUND" } }],
+    ["an empty message", async () => ["sendMessage", { session_id: await created(), message: "  " }], { code: "functions/invalid-argument", details: { code: "INVALID_REQUEST", fields: [{ field: "message", message: "must not be empty" }] } }],
+    ["a malformed idempotency key", async () => ["sendMessage", { session_id: await created(), message: "hi", idempotency_key: "has spaces" }], { code: "functions/invalid-argument", details: { code: "INVALID_IDEMPOTENCY_KEY" } }],
+    ["a call larger than MAX_BODY_BYTES", async () => ["sendMessage", { session_id: await created(), message: "x".repeat(40_000) }], { code: "functions/invalid-argument", details: { code: "PAYLOAD_TOO_LARGE" } }],
+  ])("refuses %s with the matching code and the project's code in details", async (_name, make, expected) => {
+    const [name, data] = await make();
+    expect(await failureOf(main.call(name, data))).toMatchObject(expected);
+  });
+
+  it("answers an ended session with failed-precondition, and a model outage with unavailable and its wait", async () => {
+    const id = await created();
+    main.harness.fake.enqueue({ kind: "status", status: 503, headers: { "retry-after": "7" } });
+    expect(await failureOf(main.call("sendMessage", { session_id: id, message: "hi" }))).toEqual({
+      code: "functions/unavailable",
+      message: "Model error: the model provider is overloaded or rate limited",
+      details: { code: "MODEL_UNAVAILABLE", retry_after_seconds: 7 },
+    });
+    main.harness.fake.enqueue({ kind: "status", status: 504 });
+    expect(await failureOf(main.call("sendMessage", { session_id: id, message: "hi" }))).toMatchObject({ code: "functions/deadline-exceeded", details: { code: "MODEL_TIMEOUT" } });
+    await main.call("endSession", { session_id: id });
+    expect(await failureOf(main.call("sendMessage", { session_id: id, message: "late" }))).toEqual({
+      code: "functions/failed-precondition",
+      message: "Session has ended; start a new session",
+      details: { code: "SESSION_ENDED" },
+    });
+    expect(await failureOf(main.call("endSession", { session_id: id }))).toMatchObject({ code: "functions/failed-precondition", details: { code: "SESSION_ENDED" } });
+  });
+
+  describe("with limits, ID tokens required, or moderation", () => {
+    let limited: Callables;
+    let strict: Callables;
+    let moderated: Callables;
+    beforeAll(async () => {
+      [limited, strict, moderated] = await Promise.all([
+        startCallables({ store: kind, env: { USER_MESSAGES_PER_MINUTE: "1" } }),
+        startCallables({ store: kind, env: { REQUIRE_AUTH: "true" } }),
+        startCallables({ store: kind, env: { MODERATION: "true" }, wrapStore: (store) => recordingPartials(store, partials) }),
+      ]);
+    });
+    afterAll(async () => {
+      await Promise.all([limited.close(), strict.close(), moderated.close()]);
+    });
+
+    it("answers a usage limit with resource-exhausted and the wait in details", async () => {
+      const id = String((await limited.call("createSession", { user_id: "user_limited", template_id: "friendly-assistant" })).session_id);
+      await limited.call("sendMessage", { session_id: id, message: "one" });
+      const refused = await failureOf(limited.call("sendMessage", { session_id: id, message: "two" }));
+      expect(refused).toMatchObject({ code: "functions/resource-exhausted", details: { code: "RATE_LIMITED", retry_after_seconds: expect.any(Number) } });
+      expect((refused.details as { retry_after_seconds: number }).retry_after_seconds).toBeGreaterThan(0);
+    });
+
+    it("answers a call without an ID token with unauthenticated when REQUIRE_AUTH holds, user_id or not", async () => {
+      for (const data of [{ template_id: "friendly-assistant" }, { user_id: "someone", template_id: "friendly-assistant" }]) {
+        expect(await failureOf(strict.call("createSession", data))).toMatchObject({ code: "functions/unauthenticated", details: { code: "UNAUTHENTICATED" } });
+      }
+      expect(strict.harness.fake.requests).toHaveLength(0);
+    });
+
+    it("streams nothing of a flagged message: no chunk, both the stream and the result rejected, nothing stored or written as a partial", async () => {
+      const id = String((await moderated.call("createSession", { user_id: "user_moderated", template_id: "friendly-assistant" })).session_id);
+      moderated.harness.fake.enqueue({ kind: "stream", chunks: ["never", " shown", " to", " anyone"], chunkDelayMs: 10 });
+      moderated.harness.fake.enqueueModeration({ kind: "verdict", flagged: true, categories: ["harassment"], delayMs: 200 });
+      partials.length = 0;
+      const { stream, data } = await httpsCallable<unknown, Body, { text: string }>(moderated.client.functions, "chat-sendMessage").stream({ session_id: id, message: "flag me" });
+      const dataFailure = failureOf(data);
+      const received: string[] = [];
+      const streamFailure = await failureOf((async () => {
+        for await (const chunk of stream) received.push(chunk.text);
+      })());
+      expect(received).toEqual([]);
+      const expected = { code: "functions/invalid-argument", message: "The message was flagged by moderation and was not sent", details: { code: "MESSAGE_FLAGGED" } };
+      expect(streamFailure).toEqual(expected);
+      expect(await dataFailure).toEqual(expected);
+      expect(await moderated.harness.api.store.readSessionState(id)).toMatchObject({ message_count: 0 });
+      expect(partials.filter((text) => text !== null)).toEqual([]);
+      // A clean message then streams as usual.
+      const clean = await httpsCallable<unknown, Body>(moderated.client.functions, "chat-sendMessage")({ session_id: id, message: "fine" });
+      expect(clean.data).toMatchObject({ success: true, message_count: 1 });
+    });
+  });
+});

@@ -1,0 +1,163 @@
+import { randomUUID } from "node:crypto";
+import { keyHash } from "../../src/session/idempotency";
+import { streamCall } from "../support/event-stream-client";
+import { createSession, describeEachStore, ROUTES, startHarness, type Answer, type Harness } from "../support/http-harness";
+import { recordingLog, type Logged } from "../support/recording-log";
+import { recordingPartials } from "../support/recording-partials";
+
+const FLAGGED_TEXT = "a message the moderation model flags";
+
+/**
+ * MODERATION=true: each user message is checked with the fake server's /v1/moderations beside its
+ * model call. A flagged message reaches no storage, no partial and no client, whichever way it
+ * was asked for (plain JSON, Server-Sent Events).
+ */
+describeEachStore("moderation of users' messages", (kind) => {
+  let harness: Harness;
+  /** The outage choice `closed`, on the same database. */
+  let closed: Harness;
+  const partials: (string | null)[] = [];
+  const logged: Logged[] = [];
+
+  beforeAll(async () => {
+    const { log } = recordingLog(logged);
+    harness = await startHarness({ store: kind, log, env: { MODERATION: "true" }, wrapStore: (store) => recordingPartials(store, partials) });
+    closed = await startHarness({ store: kind, env: { MODERATION: "true", MODERATION_ON_OUTAGE: "closed" } });
+  });
+  afterAll(async () => {
+    await harness.close();
+    await closed.close();
+  });
+  beforeEach(() => {
+    harness.fake.reset();
+    closed.fake.reset();
+    partials.length = 0;
+    logged.length = 0;
+    user = `user-${randomUUID()}`;
+  });
+
+  /** Each test's own user: what a refusal leaves of its usage is that session's alone. */
+  let user: string;
+  const session = (of = harness) => createSession(of.api, "friendly-assistant", user);
+
+  async function nothingKept(id: string, answer: Answer | undefined, store = harness.api.store): Promise<void> {
+    expect(await store.readSessionState(id)).toMatchObject({ status: "active", message_count: 0 });
+    expect(await store.readWindow(id, 10)).toEqual({ messages: [], through: 0 });
+    expect(partials.filter((text) => text !== null)).toEqual([]);
+    // The reservation given back: a refused message costs the user no tokens.
+    const usage = await store.updateUsage(keyHash("user", user), (record) => ({ outcome: record }));
+    expect(usage?.daily?.tokens ?? 0).toBe(0);
+    expect(usage?.contexts?.[id]?.open ?? 0).toBe(0);
+    if (answer) expect(JSON.stringify(answer.body)).not.toContain("reply");
+  }
+
+  it("checks each message with omni-moderation-latest through the model's base URL and key, and answers a clean one as before", async () => {
+    const id = await session();
+    const answer = await harness.api.call("POST", ROUTES.message(id), { message: "Hello there" });
+    expect(answer.status).toBe(200);
+    expect(answer.body.response).toBe("reply #1 to: Hello there");
+    expect(harness.fake.moderationRequests).toHaveLength(1);
+    expect(harness.fake.moderationRequests[0]).toMatchObject({ path: "/v1/moderations", body: { model: "omni-moderation-latest", input: "Hello there" } });
+    expect(harness.fake.moderationRequests[0]?.headers.authorization).toBe("Bearer sk-test-key");
+  });
+
+  it("refuses a flagged message with 422 MESSAGE_FLAGGED: nothing stored, no partial, its model call abandoned, its reservation given back", async () => {
+    const id = await session();
+    // The model answers slowly and never completes: the verdict comes first and abandons it.
+    harness.fake.enqueue({ kind: "hang" });
+    harness.fake.enqueueModeration({ kind: "verdict", flagged: true, categories: ["harassment", "violence"], delayMs: 100 });
+    const answer = await harness.api.call("POST", ROUTES.message(id), { message: FLAGGED_TEXT });
+    expect(answer.status).toBe(422);
+    expect(answer.body).toEqual({ success: false, error: { code: "MESSAGE_FLAGGED", message: "The message was flagged by moderation and was not sent" } });
+    await harness.fake.noRequestHanging();
+    await nothingKept(id, answer);
+    // The slot is free again: the next message is answered at once.
+    expect((await harness.api.call("POST", ROUTES.message(id), { message: "Hello again" })).status).toBe(200);
+    // The log names the categories, never the text.
+    expect(logged).toContainEqual({ level: "info", message: "message flagged", fields: { session_id: id, moderator: "openai", categories: "harassment,violence" } });
+    expect(JSON.stringify(logged)).not.toContain(FLAGGED_TEXT);
+  });
+
+  it("streams nothing of a flagged message's reply, even when the model wrote it all before the verdict: a JSON 422, no event", async () => {
+    const id = await session();
+    harness.fake.enqueue({ kind: "stream", chunks: ["This", " reply", " is", " never", " shown."] });
+    harness.fake.enqueueModeration({ kind: "verdict", flagged: true, categories: ["hate"], delayMs: 300 });
+    const answer = await streamCall(harness.api.baseUrl, ROUTES.message(id), { message: FLAGGED_TEXT });
+    expect(answer.status).toBe(422);
+    expect(answer.events).toEqual([]);
+    expect(answer.json?.error?.code).toBe("MESSAGE_FLAGGED");
+    await nothingKept(id, undefined);
+  });
+
+  it("holds a streamed reply back until the verdict, then passes what was held in one delta and the rest as it comes", async () => {
+    const id = await session();
+    const chunks = ["One", " two", " three", " four"];
+    harness.fake.enqueue({ kind: "stream", chunks, chunkDelayMs: 300 });
+    // The verdict between the model's second chunk (at 600 ms) and its third (at 900 ms).
+    harness.fake.enqueueModeration({ kind: "verdict", flagged: false, delayMs: 750 });
+    const answer = await streamCall(harness.api.baseUrl, ROUTES.message(id), { message: "Count" });
+    const deltas = answer.events.filter((event) => event.event === "delta");
+    const texts = deltas.map((event) => (event.data as { text: string }).text);
+    expect(texts.join("")).toBe(chunks.join(""));
+    // Nothing before the verdict; then the first two chunks at once, the others as written.
+    expect(deltas[0]!.at).toBeGreaterThanOrEqual(750);
+    expect(texts[0]).toBe("One two");
+    expect(texts.slice(1)).toEqual([" three", " four"]);
+    expect(answer.events.at(-1)).toMatchObject({ event: "done", data: { success: true, response: chunks.join(""), message_count: 1 } });
+    // Partials (where clients read them) began after the verdict too, with the held text.
+    if (kind === "rtdb") expect(partials[0]).toBe("One two");
+  });
+
+  it("lets the message through when moderation is down and the choice is open (the default), and logs it", async () => {
+    const id = await session();
+    harness.fake.enqueueModeration({ kind: "status", status: 503 });
+    const answer = await harness.api.call("POST", ROUTES.message(id), { message: "Hello through an outage" });
+    expect(answer.status).toBe(200);
+    expect(await harness.api.store.readSessionState(id)).toMatchObject({ message_count: 1 });
+    const warning = logged.find((entry) => entry.message === "moderation unavailable, message let through unchecked");
+    expect(warning?.fields).toMatchObject({ session_id: id, failure: "unavailable", status: 503 });
+  });
+
+  it("refuses the message with 503 MODERATION_UNAVAILABLE when moderation is down and the choice is closed, keeping nothing", async () => {
+    const id = await session(closed);
+    closed.fake.enqueue({ kind: "stream", chunks: ["never", " shown"], chunkDelayMs: 20 });
+    closed.fake.enqueueModeration({ kind: "status", status: 500 });
+    const answer = await streamCall(closed.api.baseUrl, ROUTES.message(id), { message: "Hello" });
+    expect(answer.status).toBe(503);
+    expect(answer.events).toEqual([]);
+    expect(answer.json?.error?.code).toBe("MODERATION_UNAVAILABLE");
+    expect(answer.headers.get("retry-after")).toBe("1");
+    expect(await closed.api.store.readSessionState(id)).toMatchObject({ message_count: 0 });
+  });
+
+  it("answers a server without a moderations endpoint (404) as a configuration error, not an outage, whatever the choice", async () => {
+    const id = await session();
+    harness.fake.enqueueModeration({ kind: "status", status: 404 });
+    const answer = await harness.api.call("POST", ROUTES.message(id), { message: "Hello" });
+    expect(answer.status).toBe(500);
+    expect(answer.body.error?.code).toBe("CONFIGURATION_ERROR");
+    await nothingKept(id, answer);
+    expect(logged.find((entry) => entry.message === "request failed")?.fields?.detail).toMatch(/no moderations endpoint.*turn MODERATION off/);
+  });
+
+  it("abandons the check when the model fails first, answering the model's failure at once", async () => {
+    const id = await session();
+    harness.fake.enqueue({ kind: "status", status: 503 });
+    harness.fake.enqueueModeration({ kind: "hang" });
+    const answer = await harness.api.call("POST", ROUTES.message(id), { message: "Hello" });
+    expect(answer.body.error?.code).toBe("MODEL_UNAVAILABLE");
+    // The hanging moderation request was given up on, not left open.
+    await harness.fake.noRequestHanging();
+    await nothingKept(id, answer);
+  });
+
+  it("keeps a flagged message out of the session's history for good: a later prompt never sends it", async () => {
+    const id = await session();
+    harness.fake.enqueueModeration({ kind: "verdict", flagged: true, categories: ["harassment"] });
+    expect((await harness.api.call("POST", ROUTES.message(id), { message: FLAGGED_TEXT })).status).toBe(422);
+    expect((await harness.api.call("POST", ROUTES.message(id), { message: "And now?" })).status).toBe(200);
+    const prompt = harness.fake.requests.at(-1)?.body.messages.map((message) => message.content) ?? [];
+    expect(prompt).not.toContain(FLAGGED_TEXT);
+    expect(prompt.at(-1)).toBe("And now?");
+  });
+});
