@@ -146,6 +146,11 @@ export type SessionState = z.infer<typeof sessionStateSchema>;
 export interface Exchange {
   readonly user: ChatMessage;
   readonly assistant: ChatMessage;
+  /**
+   * The conversation's title, on an exchange that may be its first (its claim saw none stored):
+   * the user's conversation index takes it from exchange 1 (see session/conversations/title.ts).
+   */
+  readonly title?: string;
 }
 
 /** What a `createSession` with an `Idempotency-Key` left behind, under the key's hash. */
@@ -153,6 +158,8 @@ export const createKeySchema = z.object({
   fingerprint: z.string(),
   session_id: z.string(),
   created_at: z.number(),
+  /** The owner's usage key (a hash of the user id), so that an erasure finds the user's keys. */
+  user_key: z.string().optional(),
 });
 export type CreateKey = z.infer<typeof createKeySchema>;
 
@@ -172,6 +179,8 @@ export const userUsageSchema = z.object({
    * count (plus one) of a settled message.
    */
   contexts: z.record(z.string(), z.object({ tokens: z.number().min(0), open: z.number().int().min(0), landed: z.number().int().min(0), at: z.number() })).optional(),
+  /** Since when the user's data is being erased: new sessions and messages are refused until it is (see session/erasure/). */
+  erasing: z.number().optional(),
 });
 export type UserUsage = z.infer<typeof userUsageSchema>;
 

@@ -40,15 +40,18 @@ describe("the deployed entry (package.json main)", () => {
       // What `firebase deploy` and the emulators run: the installed firebase-functions on the source directory.
       node([join(FUNCTIONS_DIR, "node_modules", "firebase-functions", "lib", "bin", "firebase-functions.js")], { ...process.env, FUNCTIONS_MANIFEST_OUTPUT_PATH: output });
       const manifest = JSON.parse(readFileSync(output, "utf8")) as {
-        endpoints: Record<string, { httpsTrigger?: { invoker?: string[] }; scheduleTrigger?: unknown; secretEnvironmentVariables?: { key: string }[]; timeoutSeconds: number; availableMemoryMb: number; concurrency: number | null }>;
+        endpoints: Record<string, { httpsTrigger?: { invoker?: string[] }; scheduleTrigger?: unknown; eventTrigger?: unknown; secretEnvironmentVariables?: { key: string }[]; timeoutSeconds: number; availableMemoryMb: number; concurrency: number | null }>;
         params: { name: string }[];
       };
-      expect(Object.keys(manifest.endpoints).sort()).toEqual(["createSession", "endSession", "expireSessions", "sendMessage"]);
-      for (const name of ["createSession", "sendMessage", "endSession"]) {
+      const userData = ["listSessions", "getSession", "exportUserData", "eraseUserData"];
+      expect(Object.keys(manifest.endpoints).sort()).toEqual(["createSession", "endSession", "eraseDeletedUser", "expireSessions", "sendMessage", ...userData].sort());
+      for (const name of ["createSession", "sendMessage", "endSession", ...userData]) {
         expect(manifest.endpoints[name]).toMatchObject({ httpsTrigger: { invoker: ["public"] }, timeoutSeconds: 60, availableMemoryMb: 512, concurrency: 80 });
       }
       expect(manifest.endpoints.sendMessage?.secretEnvironmentVariables).toEqual([{ key: "OPENAI_API_KEY" }]);
       expect(manifest.endpoints.expireSessions?.scheduleTrigger).toMatchObject({ schedule: "every 15 minutes" });
+      // The 2nd gen Auth trigger (a 1st gen one could not run on nodejs24), retried until the erasure is recorded.
+      expect(manifest.endpoints.eraseDeletedUser).toMatchObject({ platform: "gcfv2", eventTrigger: { eventType: "google.firebase.auth.user.v2.deleted", retry: true } });
       expect(manifest.params.map((param) => param.name).sort()).toEqual([...DECLARED_PARAMS.map((param) => param.name), "OPENAI_API_KEY"].sort());
     } finally {
       rmSync(dir, { recursive: true, force: true });
