@@ -263,6 +263,7 @@ export class MemoryStore implements SessionStore {
   }
 
   async deleteUserSessions(userId: string, sessionIds: readonly string[]): Promise<void> {
+    // Here every session names its owner: one of another user's is never taken for the user's.
     for (const id of sessionIds) if (this.sessions.get(id)?.meta.user_id === userId) this.sessions.delete(id);
   }
 

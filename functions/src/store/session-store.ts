@@ -213,7 +213,7 @@ export interface ErasureStore {
   /** Atomically applies `rule` to the erasure record of `userKey`. */
   updateErasure<O>(userKey: string, rule: ErasureRule<O>): Promise<O>;
 
-  /** Adds session ids to the record's `sessions` (an existing record only), without a transaction: the set only grows while it lives. */
+  /** Adds session ids to the record's `sessions`; nothing when there is no record. */
   recordErasedSessions(userKey: string, sessionIds: readonly string[]): Promise<void>;
 
   /** Usage keys whose erasure record is due at or before `now`, the most overdue first. */
@@ -221,7 +221,10 @@ export interface ErasureStore {
 
   /**
    * Removes the sessions (every node under each: messages, partials, summary, keys) and their
-   * entries in `userId`'s index, in one atomic update; harmless for ids already gone.
+   * entries in `userId`'s index, in one atomic update; harmless for ids already gone. The ids are
+   * the user's (from their index, a query on `user_id`, or an erasure's record): the database
+   * adapter deletes them without reading who owns them, since a node brought back by a late write
+   * names no owner.
    */
   deleteUserSessions(userId: string, sessionIds: readonly string[]): Promise<void>;
 

@@ -15,7 +15,8 @@ export function conversationTitle(message: string, maxChars: number = TITLE_MAX_
   if (chars.length <= maxChars) return line;
   // Room for the ellipsis.
   const room = chars.slice(0, maxChars - 1).join("");
-  const boundary = room.lastIndexOf(" ");
+  // The room ends a word when a space follows it; else its last word is cut short, and goes.
+  const boundary = chars[maxChars - 1] === " " ? room.length : room.lastIndexOf(" ");
   const cut = boundary > 0 ? room.slice(0, boundary) : room;
   return `${cut.replace(/[\s,.;:!?-]+$/u, "")}…`;
 }

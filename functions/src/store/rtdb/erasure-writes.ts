@@ -32,7 +32,8 @@ export class ErasureWrites {
   async recordSessions(userKey: string, sessionIds: readonly string[]): Promise<void> {
     const ids = sessionIds.filter((id) => DATABASE_KEY.test(id));
     if (ids.length === 0) return;
-    await this.engine.call("record erased sessions", this.db.ref(`${erasurePath(userKey)}/sessions`).update(Object.fromEntries(ids.map((id) => [id, true]))));
+    // A transaction, so that ids never land under a record that is gone (they would make half a record).
+    await this.update(userKey, (record) => (record ? { outcome: undefined, next: { ...record, sessions: { ...record.sessions, ...Object.fromEntries(ids.map((id) => [id, true as const])) } } } : { outcome: undefined }));
   }
 
   async deleteSessions(userId: string, sessionIds: readonly string[]): Promise<void> {
