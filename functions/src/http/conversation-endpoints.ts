@@ -56,7 +56,7 @@ export const getSession: Endpoint = {
       status: 200,
       body: {
         success: true,
-        session: summaryBody(view.summary),
+        session: { ...summaryBody(view.summary), usage: usageBody(view.usage) },
         messages: view.messages.map(messageBody),
         partials: view.partials.map(partialBody),
         next_before: view.before === undefined ? null : await cursors.seal("messages", sessionId, { b: view.before }),

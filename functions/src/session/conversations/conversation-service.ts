@@ -1,6 +1,7 @@
 import type { Identity } from "../../auth/identity";
 import type { ConversationEntry, ConversationPosition, StoredConversation } from "../../store/conversation-records";
-import type { ChatMessage, PartialReply, SessionMeta, SessionState, SessionStatus, UserUsage } from "../../store/records";
+import type { ChatMessage, PartialReply, SessionMeta, SessionState, SessionStatus, TokenUsage, UserUsage } from "../../store/records";
+import { NO_USAGE } from "../ledger/token-usage";
 import type { ConversationStore, HistoryStore, LedgerStore, StateStore } from "../../store/session-store";
 import { ForbiddenError, SessionNotFoundError } from "../errors";
 import { userKey } from "../ledger/limits";
@@ -46,6 +47,8 @@ export interface PositionedMessage {
 /** One conversation, read by its owner: its fields, a page of its messages, the replies being written. */
 export interface ConversationView {
   readonly summary: ConversationSummary;
+  /** What the session's model calls used so far, summary calls included. */
+  readonly usage: TokenUsage;
   /** In conversation order; the newest page unless `before` was given. */
   readonly messages: readonly PositionedMessage[];
   /** Replies being written (first page only), as a client listening to the database would show them. */
@@ -103,6 +106,7 @@ export class ConversationService {
     const title = opening[0]?.role === "user" ? conversationTitle(opening[0].content) : undefined;
     return {
       summary: this.summary(sessionId, meta, state, title),
+      usage: state.usage ?? NO_USAGE,
       messages,
       partials: this.live(partials, state),
       ...(oldest !== undefined && oldest > 1 ? { before: oldest } : {}),
