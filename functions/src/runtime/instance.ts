@@ -143,10 +143,10 @@ function required(app: App | undefined, part: string): App {
 const CREATE_KEY_TTL_MS = 24 * 3_600_000;
 /**
  * An export's part: 4 MiB of JSON or 20 s (at most a third of the function's timeout), whichever
- * comes first, read 5 sessions at a time (Hosting holds a whole answer before it sends it); an
+ * comes first, read 2 sessions at a time (Hosting holds a whole answer before it sends it); an
  * erasure's first pass in a request: half the function's timeout.
  */
-const USER_DATA_LIMITS = { exportPartBytes: 4 * 1024 * 1024, exportReadPage: 5 };
+const USER_DATA_LIMITS = { exportPartBytes: 4 * 1024 * 1024, exportReadPage: 2 };
 /** Sessions an erasure reads and deletes at once (each read whole, by the query that finds them). */
 const ERASURE_BATCH = 25;
 /** Sessions per maintenance query (each downloads whole sessions) and queries per run. */

@@ -113,7 +113,7 @@ export class MemoryStore implements SessionStore {
     if (next) {
       assertNextCountsOneMore(session.state, next);
       session.messages.push(copy(exchange.user), copy(exchange.assistant));
-      if (next.message_count === 1 && exchange.title !== undefined) session.title = exchange.title;
+      if (next.message_count === 1 && exchange.head !== undefined) session.title = exchange.head.title;
       session.state = moveDoneKeys(copy(next), session.keys);
       // In the same step as the messages, as the database adapter's one update: never both, never neither.
       removePartials(session, partialKey === undefined ? strayPartials : [partialKey, ...(strayPartials ?? [])]);

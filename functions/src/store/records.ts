@@ -146,11 +146,20 @@ export type SessionState = z.infer<typeof sessionStateSchema>;
 export interface Exchange {
   readonly user: ChatMessage;
   readonly assistant: ChatMessage;
-  /**
-   * The conversation's title, on an exchange that may be its first (its claim saw none stored):
-   * the user's conversation index takes it from exchange 1 (see session/conversations/title.ts).
-   */
-  readonly title?: string;
+  /** On an exchange that may be its session's first (its claim saw none stored): what exchange 1 tells the owner's conversation index. */
+  readonly head?: ConversationHead;
+}
+
+/**
+ * What a conversation's first exchange gives its entry in the owner's index: its title (the first
+ * user message cut short, session/conversations/title.ts) and the fields fixed at creation, written
+ * again with it (so an entry whose creation was lost is whole from the first exchange on).
+ */
+export interface ConversationHead {
+  readonly title: string;
+  readonly template_id: string;
+  readonly template_name: string;
+  readonly created_at: number;
 }
 
 /** What a `createSession` with an `Idempotency-Key` left behind, under the key's hash. */

@@ -34,10 +34,10 @@ async function send(page: Page, text: string): Promise<void> {
 /** The titles of the conversations listed, once there are `count`. */
 async function listedTitles(page: Page, count: number): Promise<string[]> {
   await page.waitForSelector(`#conversation-list li:nth-child(${count}) .title`);
-  return page.$$eval("#conversation-list .title", (titles) => titles.map((title) => title.textContent ?? ""));
+  return page.locator("#conversation-list .title").allTextContents();
 }
 
-const logTexts = (page: Page) => page.$$eval("#log li .text", (texts) => texts.map((text) => text.textContent ?? ""));
+const logTexts = (page: Page) => page.locator("#log li .text").allTextContents();
 
 describeWithChromium("your conversations and data on the chat page, in Chromium", () => {
   describeEachStore("list, resume, download, erase", (kind) => {

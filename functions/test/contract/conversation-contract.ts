@@ -16,8 +16,8 @@ export interface ConversationHarness {
 
 const T = CREATED_AT;
 
-/** An exchange that names its conversation, as a first exchange's commit sends it. */
-const titled = (tag: string, at: number): Exchange => ({ ...exchange(tag, at), title: `title ${tag}` });
+/** An exchange that heads its conversation, as a first exchange's commit sends it. */
+const titled = (tag: string, at: number): Exchange => ({ ...exchange(tag, at), head: { title: `title ${tag}`, template_id: "tester", template_name: "Tester", created_at: CREATED_AT } });
 
 /** The contract of a user's conversations as a whole (the ConversationStore and ErasureStore roles), run against every adapter. */
 export function conversationContract(makeHarness: () => Promise<ConversationHarness>): void {

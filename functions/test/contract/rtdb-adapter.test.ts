@@ -113,8 +113,8 @@ describeWithRtdb("RtdbStore journal and shape", () => {
         message_count: 1,
         last_activity: session.meta.created_at + 6,
         idle_since: session.meta.created_at + 6,
-        // Where the session is listed in its owner's conversation index, with the entry's fixed fields.
-        conversation: { owner: session.meta.user_id, template_id: session.meta.template_id, template_name: session.meta.template_name, created_at: session.meta.created_at },
+        // The key of its owner's conversation index, where the session is listed.
+        conversation: session.meta.user_id,
       },
       messages: {
         m000000001: { role: "user", content: "question 1", timestamp: session.meta.created_at + 5 },

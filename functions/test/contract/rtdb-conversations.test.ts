@@ -59,7 +59,7 @@ describeWithRtdb("RtdbStore: the conversation index as stored", () => {
     const odd = "first.last@example.com/#1";
     const session = newSession({ user_id: odd });
     await store.createSession(session);
-    await store.appendExchange(session.id, { ...exchange("1", CREATED_AT + 1), title: "odd one" }, appendAt(CREATED_AT + 1));
+    await store.appendExchange(session.id, { ...exchange("1", CREATED_AT + 1), head: { title: "odd one", template_id: "tester", template_name: "Tester", created_at: CREATED_AT } }, appendAt(CREATED_AT + 1));
     await store.copiesSettled();
     expect((await store.listConversations(odd, 5)).map((listed) => [listed.sessionId, listed.entry.title])).toEqual([[session.id, "odd one"]]);
     const owners = Object.keys(((await db.ref("userConversations").once("value")).val() ?? {}) as Record<string, unknown>);

@@ -54,7 +54,7 @@ describeWithRtdb("erasure interrupted by a crash", () => {
             const exchange: Exchange = {
               user: { role: "user", content: `${word} ${start + i}`, timestamp: at },
               assistant: { role: "assistant", content: `about ${word}`, timestamp: at },
-              title: `${word} ${start + i}`,
+              head: { title: `${word} ${start + i}`, template_id: session.meta.template_id, template_name: session.meta.template_name, created_at: session.meta.created_at },
             };
             await store.appendExchange(session.id, exchange, appendAt(at));
           }),

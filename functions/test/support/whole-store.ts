@@ -22,9 +22,12 @@ export class WholeStore {
   }
 
   async text(): Promise<string> {
-    if (this.database) return JSON.stringify((await this.database.ref().once("value")).val());
+    if (this.database) {
+      const everything: unknown = (await this.database.ref().once("value")).val();
+      return JSON.stringify(everything);
+    }
     // The embedded store's state is its maps: written out whole, keys and values.
-    return JSON.stringify(this.store, (_key, value: unknown) => (value instanceof Map ? Object.fromEntries(value) : value));
+    return JSON.stringify(this.store, (_key, value: unknown): unknown => (value instanceof Map ? (Object.fromEntries(value) as unknown) : value));
   }
 
   /** The needles found anywhere in the store. */

@@ -1,3 +1,5 @@
+import type { ConversationHead, SessionMeta } from "../../store/records";
+
 const GRAPHEMES = new Intl.Segmenter("en", { granularity: "grapheme" });
 
 /** The longest title, in characters: a line of a list on a phone. */
@@ -19,4 +21,9 @@ export function conversationTitle(message: string, maxChars: number = TITLE_MAX_
   const boundary = chars[maxChars - 1] === " " ? room.length : room.lastIndexOf(" ");
   const cut = boundary > 0 ? room.slice(0, boundary) : room;
   return `${cut.replace(/[\s,.;:!?-]+$/u, "")}…`;
+}
+
+/** What a conversation's first exchange gives its entry in the owner's index: its title, and the fields fixed at creation. */
+export function conversationHead(meta: SessionMeta, firstMessage: string): ConversationHead {
+  return { title: conversationTitle(firstMessage), template_id: meta.template_id, template_name: meta.template_name, created_at: meta.created_at };
 }

@@ -1,6 +1,7 @@
 import type { Database, DataSnapshot, Query } from "firebase-admin/database";
 import { z } from "zod";
 import { conversationEntrySchema, type ConversationPosition, type ListedConversation, type StoredConversation } from "../conversation-records";
+import { StoreDataError } from "../errors";
 import { parseStored } from "../parse-stored";
 import { chatMessageSchema, generationSettingsSchema, partialReplySchema, sessionStateSchema, sessionSummarySchema, type ChatMessage, type PartialReply, type SessionMeta } from "../records";
 import { parsePending, pendingMessages } from "./journal";
@@ -77,9 +78,14 @@ export class ConversationReads {
   }
 }
 
-/** A session node read whole, as the store's records (the journal merged into the messages). */
+/**
+ * A session node read whole, as the store's records (the journal merged into the messages). An
+ * export reads thousands of messages: each is parsed with its schema, and nothing else is copied
+ * on the way (a record schema over a node copies it), which keeps the garbage, and so the peak
+ * memory of an export, low.
+ */
 function storedConversation(id: string, raw: unknown): StoredConversation {
-  const node = parseStored(z.record(z.string(), z.unknown()), raw, sessionPath(id));
+  const node = objectAt(raw, sessionPath(id));
   const field = <S extends z.ZodType>(schema: S, name: string): z.infer<S> => parseStored(schema, node[name], sessionFieldPath(id, name));
   const meta: SessionMeta = {
     user_id: field(z.string(), "user_id"),
@@ -89,10 +95,11 @@ function storedConversation(id: string, raw: unknown): StoredConversation {
     settings: field(generationSettingsSchema, "settings"),
     created_at: field(z.number(), "created_at"),
   };
-  const stateNode = parseStored(z.record(z.string(), z.unknown()), node.state, statePath(id));
-  const byKey = new Map<string, unknown>(Object.entries(parseStored(z.record(z.string(), z.unknown()), node.messages ?? {}, `${sessionPath(id)}/messages`)));
-  for (const [key, message] of pendingMessages(id, parsePending(id, stateNode.pending ?? null))) byKey.set(key, message);
-  const messages: ChatMessage[] = [...byKey.keys()].sort().map((key) => parseStored(chatMessageSchema, byKey.get(key), messagePath(id, key)));
+  const stateNode = objectAt(node.state, statePath(id));
+  const stored = objectAt(node.messages ?? {}, `${sessionPath(id)}/messages`);
+  const journaled = new Map(pendingMessages(id, parsePending(id, stateNode.pending ?? null)));
+  const keys = [...new Set([...Object.keys(stored), ...journaled.keys()])].sort();
+  const messages: ChatMessage[] = keys.map((key) => parseStored(chatMessageSchema, journaled.get(key) ?? stored[key], messagePath(id, key)));
   const partials = parseStored(z.record(z.string(), partialReplySchema), node.partials ?? {}, `${sessionPath(id)}/partials`);
   return {
     id,
@@ -102,4 +109,10 @@ function storedConversation(id: string, raw: unknown): StoredConversation {
     summary: node.summary === undefined ? null : parseStored(sessionSummarySchema, node.summary, summaryPath(id)),
     partials,
   };
+}
+
+/** `value` as a node with children, or a StoreDataError naming `path`. */
+function objectAt(value: unknown, path: string): Readonly<Record<string, unknown>> {
+  if (typeof value !== "object" || value === null || Array.isArray(value)) throw new StoreDataError(path, "expected an object");
+  return value as Readonly<Record<string, unknown>>;
 }

@@ -24,9 +24,10 @@ import { conversationPath, isOwnerKey, keyRecordChild, messageChild, partialChil
 
 /**
  * A journal entry: the exchange, the key of the partial reply it completes (removed when it is
- * copied), and the conversation's title when it may be its first (copied to the index with exchange 1).
+ * copied), and on exchange 1 the head of the conversation's index entry (copied there with it).
  */
-const pendingSchema = z.record(z.string(), z.object({ user: chatMessageSchema, assistant: chatMessageSchema, partial: z.string().optional(), title: z.string().optional() }));
+const headSchema = z.object({ title: z.string(), template_id: z.string(), template_name: z.string(), created_at: z.number() });
+const pendingSchema = z.record(z.string(), z.object({ user: chatMessageSchema, assistant: chatMessageSchema, partial: z.string().optional(), head: headSchema.optional() }));
 export type Pending = z.infer<typeof pendingSchema>;
 export type JournalEntry = Pending[string];
 
@@ -41,15 +42,12 @@ export const UNFLUSHED = "unflushed_since";
 /** The index of sessions by their first claim's lease, for the sweep of claims left by requests that died (see stateToWrite). */
 export const CLAIMS_LAPSE = "claims_lapse_at";
 /**
- * Where the session is listed in its owner's conversation index, with the entry's fixed fields
- * (see conversationBlock): written at creation and carried by every transaction, so that each
- * copy of the journal brings the entry up to date (a copy that adds an exchange is sent anyway:
- * the index costs no write of its own). Sessions created before the index have none.
+ * Where the session is listed: the key of its owner's conversation index, written at creation and
+ * carried by every transaction, so that each copy of the journal brings the entry up to date (a
+ * copy that adds an exchange is sent anyway: the index costs no write of its own). Sessions
+ * created before the index have none.
  */
 export const CONVERSATION = "conversation";
-
-const conversationBlockSchema = z.object({ owner: z.string(), template_id: z.string(), template_name: z.string(), created_at: z.number() });
-type ConversationBlock = z.infer<typeof conversationBlockSchema>;
 
 /** How a done key is named among the journal entries acknowledged as copied. */
 export function keyEntry(hash: string): string {
@@ -69,15 +67,9 @@ export function stateNode(state: SessionState, pending: unknown): Record<string,
   return withoutUndefined({ ...state, ...journal });
 }
 
-/** The block a new session's `state` carries: where its index entry is, and the entry's fixed fields. */
-export function conversationBlock(owner: string, meta: { readonly template_id: string; readonly template_name: string; readonly created_at: number }): ConversationBlock {
-  return { owner, template_id: meta.template_id, template_name: meta.template_name, created_at: meta.created_at };
-}
-
 /** A new session's index entry, as its creation writes it. */
-export function conversationEntry(block: ConversationBlock, state: SessionState): Record<string, unknown> {
-  const { owner, ...fixed } = block;
-  return { ...fixed, last_activity: state.last_activity, message_count: state.message_count, status: state.status };
+export function conversationEntry(meta: { readonly template_id: string; readonly template_name: string; readonly created_at: number }, state: SessionState): Record<string, unknown> {
+  return { template_id: meta.template_id, template_name: meta.template_name, created_at: meta.created_at, last_activity: state.last_activity, message_count: state.message_count, status: state.status };
 }
 
 /**
@@ -101,20 +93,20 @@ function nodeOfState(raw: Readonly<Record<string, unknown>>, state: SessionState
   if (appended === undefined) return stateToWrite(next, raw.pending, copied);
   assertNextCountsOneMore(state, next);
   const pending = isRecord(raw.pending) ? raw.pending : {};
-  // Only exchange 1 gives the conversation its title: later entries need not carry one.
-  const entry = next.message_count === 1 || appended.title === undefined ? appended : withoutTitle(appended);
+  // Only exchange 1 heads the conversation's index entry: later entries need not carry it.
+  const entry = next.message_count === 1 || appended.head === undefined ? appended : withoutHead(appended);
   return stateToWrite(next, { ...pending, [pendingExchangeKey(next.message_count)]: entry }, copied);
 }
 
-/** The node with the conversation block the raw node had (the state's schema does not carry it). */
+/** The node with the owner key the raw node had (the state's schema does not carry it). */
 function withConversation(raw: Readonly<Record<string, unknown>>, node: Record<string, unknown>): Record<string, unknown> {
   const block: unknown = raw[CONVERSATION];
   if (block !== undefined) node[CONVERSATION] = block;
   return node;
 }
 
-function withoutTitle(entry: JournalEntry): JournalEntry {
-  const { title, ...rest } = entry;
+function withoutHead(entry: JournalEntry): JournalEntry {
+  const { head, ...rest } = entry;
   return rest;
 }
 
@@ -199,23 +191,21 @@ export function planCopy(sessionId: string, commit: Commit, known: Copied | unde
 
 /**
  * The index entry's fields as the committed state has them, by path from the root (each field
- * on its own path: the entry keeps what no copy writes). `status` follows every copy, `closed`
- * only those of a closed session and never leaves: an earlier copy that lands late can set back
- * the count or the activity until the next copy, never reopen a closed conversation.
+ * on its own path: the entry keeps what no copy writes), and with exchange 1 its head. `status`
+ * follows every copy, `closed` only those of a closed session and never leaves: an earlier copy
+ * that lands late can set back the count or the activity until the next copy, never reopen a
+ * closed conversation.
  */
 function indexUpdate(sessionId: string, raw: Readonly<Record<string, unknown>>, pending: Pending): Record<string, unknown> | undefined {
-  const block = conversationBlockSchema.safeParse(raw[CONVERSATION]);
-  if (!block.success || !isOwnerKey(block.data.owner) || !DATABASE_KEY.test(sessionId)) return undefined;
-  const { owner, ...fixed } = block.data;
+  const owner: unknown = raw[CONVERSATION];
+  if (typeof owner !== "string" || !isOwnerKey(owner) || !DATABASE_KEY.test(sessionId)) return undefined;
   const at = (field: string) => `${conversationPath(owner, sessionId)}/${field}`;
   const update: Record<string, unknown> = {};
-  for (const [field, value] of Object.entries(fixed)) update[at(field)] = value;
+  for (const [field, value] of Object.entries(pending[pendingExchangeKey(1)]?.head ?? {})) update[at(field)] = value;
   update[at("last_activity")] = raw.last_activity;
   update[at("message_count")] = raw.message_count;
   update[at("status")] = raw.status;
   if (raw.status !== "active") update[at("closed")] = raw.status;
-  const title = pending[pendingExchangeKey(1)]?.title;
-  if (title !== undefined) update[at("title")] = title;
   return update;
 }
 

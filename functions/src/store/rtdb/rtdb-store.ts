@@ -33,7 +33,7 @@ import { installFrameSafeJson } from "./frame-safe-json";
 import { HistoryReads } from "./history-reads";
 import { ConversationReads } from "./conversation-reads";
 import { ErasureWrites } from "./erasure-writes";
-import { CLAIMS_LAPSE, CONVERSATION, conversationBlock, conversationEntry, journalEntry, nodeToWrite, planCopy, remember, stateNode, UNFLUSHED, type Copied, type JournalEntry } from "./journal";
+import { CLAIMS_LAPSE, CONVERSATION, conversationEntry, journalEntry, nodeToWrite, planCopy, remember, stateNode, UNFLUSHED, type Copied, type JournalEntry } from "./journal";
 import { ListenerHolds } from "./listener-holds";
 import {
   ADDRESS_USAGE,
@@ -140,16 +140,16 @@ export class RtdbStore implements SessionStore {
 
   async createSession(session: NewSession): Promise<"created" | "exists"> {
     const state = this.db.ref(statePath(session.id));
-    const block = conversationBlock(conversationOwnerKey(session.meta.user_id), session.meta);
-    const node = { ...session.meta, state: { ...stateNode(session.state, {}), [CONVERSATION]: block } };
+    const owner = conversationOwnerKey(session.meta.user_id);
+    const node = { ...session.meta, state: { ...stateNode(session.state, {}), [CONVERSATION]: owner } };
     for (let attempt = 0; ; attempt += 1) {
       // The small `state` answers "exists?" without downloading a history; only a session that
       // looks absent is created, in a transaction that refuses to replace one created meanwhile.
       if ((await this.engine.read("read session state", state)).exists()) return "exists";
       // Its index entry beside it, no round trip later. Field by field, so that it never takes
       // back what a copy wrote (when another request created the session first); if it is lost,
-      // the session's first copy writes the whole entry (the block carries its fixed fields).
-      const listed = this.db.ref(conversationPath(block.owner, session.id)).update(conversationEntry(block, session.state)).catch(() => undefined);
+      // the copy of the session's first exchange writes the whole entry (the exchange carries its head).
+      const listed = this.db.ref(conversationPath(owner, session.id)).update(conversationEntry(session.meta, session.state)).catch(() => undefined);
       const [created] = await Promise.all([this.engine.createIfAbsent(sessionPath(session.id), node, "create session"), listed]);
       if (created) {
         this.holdState(session.id);
@@ -326,7 +326,7 @@ export class RtdbStore implements SessionStore {
 
   async deleteSession(sessionId: string): Promise<void> {
     // With its index entry, in one update: the block in its state says where that is.
-    const owner = (await this.engine.read("read session owner", this.db.ref(`${statePath(sessionId)}/${CONVERSATION}/owner`))).val() as unknown;
+    const owner = (await this.engine.read("read session owner", this.db.ref(`${statePath(sessionId)}/${CONVERSATION}`))).val() as unknown;
     const update: Record<string, null> = { [sessionPath(sessionId)]: null };
     if (typeof owner === "string" && isOwnerKey(owner)) update[conversationPath(owner, sessionId)] = null;
     await this.engine.call("delete session", this.db.ref().update(update));
