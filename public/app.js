@@ -26,6 +26,15 @@ const ui = {
   settings: /** @type {HTMLFormElement} */ ($("settings")),
   apiBase: /** @type {HTMLInputElement} */ ($("api-base")),
   identity: $("identity"),
+  earlier: /** @type {HTMLButtonElement} */ ($("earlier")),
+  conversationList: $("conversation-list"),
+  noConversations: $("no-conversations"),
+  moreConversations: /** @type {HTMLButtonElement} */ ($("more-conversations")),
+  downloadData: /** @type {HTMLButtonElement} */ ($("download-data")),
+  eraseData: /** @type {HTMLButtonElement} */ ($("erase-data")),
+  eraseConfirm: $("erase-confirm"),
+  eraseYes: /** @type {HTMLButtonElement} */ ($("erase-yes")),
+  eraseNo: /** @type {HTMLButtonElement} */ ($("erase-no")),
 };
 
 /** A failure said to the visitor as it is (its message is the sentence to show). */
@@ -42,10 +51,12 @@ const OWN_BASE = `${location.origin}/api/v1`;
 // ---------------------------------------------------------------------------------------------
 
 /**
- * @typedef {"idle" | "starting" | "active" | "streaming" | "ending" | "ended"} Phase
+ * @typedef {"idle" | "starting" | "active" | "streaming" | "ending" | "ended" | "opening" | "watching"} Phase
  * idle: no session yet; starting: creating one; active: ready for a message; streaming: a reply
  * is being written; ending: ending it; ended: over (ended here, or found ended or expired), the
- * start form back and the last session still on view.
+ * start form back and the last session still on view; opening: reading a conversation picked
+ * from the list; watching: a reply being written by a request this page no longer holds (it was
+ * reloaded mid-reply), followed through its live partial.
  *
  * @typedef {{ id: string, templateName: string, messageCount: number, tokens: number }} SessionView
  * tokens: the session's tokens so far, as its replies report them; at the end, the total the end
@@ -77,7 +88,25 @@ const state = {
   appCheck: { provider: "none" },
   /** @type {string | undefined} what the App Check tokens sent come from, once the first one was had */
   attestedWith: undefined,
+  /** @type {ListedConversation[] | undefined} the user's conversations, newest first, as far as loaded; undefined until read */
+  conversations: undefined,
+  /** @type {string | null} the cursor of the next page of conversations */
+  conversationsNext: null,
+  /** @type {string | null} the cursor of the messages before those shown, for the conversation on view */
+  earlier: null,
+  /** Erasing was asked for and waits for its confirmation. */
+  confirmingErase: false,
+  /** @type {"" | "download" | "erase"} a data action under way */
+  busy: "",
 };
+
+/**
+ * @typedef {{ session_id: string, template_name: string, title: string | null, status: string, message_count: number, last_activity: string }} ListedConversation
+ * A conversation as the list route gives it.
+ */
+
+/** The phases in which the page is waiting on something: nothing else may start. */
+const WAITING = new Set(["starting", "streaming", "ending", "opening", "watching"]);
 
 /** Every change of state goes through here, and is shown at once. */
 function update(changes) {
@@ -87,7 +116,7 @@ function update(changes) {
 
 function render() {
   const { phase, session, signedIn } = state;
-  const open = phase === "active" || phase === "streaming" || phase === "ending";
+  const open = phase === "active" || phase === "streaming" || phase === "ending" || phase === "opening" || phase === "watching";
   // Outputs only (the browser tests select on them): never read back.
   document.body.dataset.state = phase;
   document.body.dataset.ready = String(state.ready);
@@ -111,6 +140,44 @@ function render() {
       ? `Identity: signed in anonymously with Firebase Auth as ${signedIn.account.uid}${signedIn.emulator ? ` (Auth emulator at ${signedIn.emulator})` : ""}.`
       : "Identity: none sent (the server has not asked for one).") +
     (state.attestedWith ? ` App Check: a token from ${state.attestedWith} goes with each call.` : "");
+  ui.earlier.hidden = session === undefined || state.earlier === null;
+  ui.earlier.disabled = WAITING.has(phase);
+  renderConversations();
+  ui.moreConversations.hidden = state.conversationsNext === null;
+  ui.eraseConfirm.hidden = !state.confirmingErase;
+  for (const control of [ui.downloadData, ui.eraseData, ui.eraseYes]) control.disabled = state.busy !== "" || WAITING.has(phase);
+}
+
+/** What the list was last drawn from: it is drawn again only when that changes. */
+let drawn = { conversations: /** @type {ListedConversation[] | undefined} */ (undefined), current: "" };
+
+/** The list of conversations, from state: one button per conversation, the one on view marked. */
+function renderConversations() {
+  const current = state.session?.id ?? "";
+  if (drawn.conversations !== state.conversations || drawn.current !== current) {
+    drawn = { conversations: state.conversations, current };
+    ui.conversationList.replaceChildren(
+      ...(state.conversations ?? []).map((conversation) => {
+        const item = document.createElement("li");
+        const button = document.createElement("button");
+        button.type = "button";
+        button.dataset.sessionId = conversation.session_id;
+        if (conversation.session_id === current) button.setAttribute("aria-current", "true");
+        const title = document.createElement("span");
+        title.className = "title";
+        title.textContent = conversation.title ?? "(no messages yet)";
+        const meta = document.createElement("span");
+        meta.className = "meta";
+        const count = conversation.message_count;
+        meta.textContent = `${conversation.template_name} · ${count} message${count === 1 ? "" : "s"} · ${conversation.status} · ${new Date(conversation.last_activity).toLocaleString()}`;
+        button.append(title, meta);
+        item.append(button);
+        return item;
+      }),
+    );
+  }
+  ui.noConversations.hidden = state.conversations === undefined || state.conversations.length > 0;
+  for (const button of ui.conversationList.querySelectorAll("button")) /** @type {HTMLButtonElement} */ (button).disabled = WAITING.has(state.phase);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -130,12 +197,21 @@ function apiUrls(base) {
       create: `${root}/chatbot/session`,
       message: (sessionId) => `${root}/chatbot/session/${id(sessionId)}/message`,
       end: (sessionId) => `${root}/chatbot/session/${id(sessionId)}`,
+      list: `${root}/chatbot/sessions`,
+      // The same path as ending it: GET reads it.
+      read: (sessionId) => `${root}/chatbot/session/${id(sessionId)}`,
+      export: `${root}/chatbot/me/export`,
+      erase: `${root}/chatbot/me`,
     };
   }
   return {
     create: `${root}/createSession`,
     message: (sessionId) => `${root}/sendMessage/${id(sessionId)}`,
     end: (sessionId) => `${root}/endSession/${id(sessionId)}`,
+    list: `${root}/listSessions`,
+    read: (sessionId) => `${root}/getSession/${id(sessionId)}`,
+    export: `${root}/exportUserData`,
+    erase: `${root}/eraseUserData`,
   };
 }
 
@@ -253,6 +329,9 @@ function loadOnce(name, src) {
   return loadedScripts.get(name);
 }
 
+/** @type {Promise<void> | undefined} the sign-in under way or done */
+let signingIn;
+
 /**
  * The Firebase JS SDK's compat app and `component` ("auth", "app-check") from Hosting's reserved
  * URLs (deployed, Hosting serves the SDK and the project's config there; `npm start` serves the
@@ -272,6 +351,15 @@ async function loadFirebase(component) {
  * names, since the stored user's ID token goes to it.
  */
 async function signIn() {
+  // One sign-in however many requests meet a 401 at once (the list read at start, a session started meanwhile).
+  signingIn ??= signInOnce().catch((error) => {
+    signingIn = undefined;
+    throw error;
+  });
+  return signingIn;
+}
+
+async function signInOnce() {
   await loadFirebase("auth");
   // @ts-ignore: the compat SDK is a global
   const auth = window.firebase.auth();
@@ -328,17 +416,19 @@ async function appCheckToken() {
  * fetch with the visitor's App Check token when the deployment names a provider, and ID token
  * when signed in. A 401 UNAUTHENTICATED before any sign-in
  * signs in, then sends the request once more (nothing was done: the server refused it first).
- * `json`, a function, makes the body at each send: signing in may change what it must say.
+ * `json`, a function, makes the body at each send, and `url` may be one too: signing in may
+ * change what they must say.
  */
 async function apiFetch(url, { method, headers = {}, json }) {
   const send = async () => {
     const all = new Headers(headers);
     const attestation = await appCheckToken();
     if (attestation) all.set("X-Firebase-AppCheck", attestation);
+    const target = typeof url === "function" ? url() : url;
     if (state.signedIn) all.set("Authorization", `Bearer ${await state.signedIn.account.getIdToken()}`);
-    if (!json) return fetch(url, { method, headers: all });
+    if (!json) return fetch(target, { method, headers: all });
     all.set("Content-Type", "application/json");
-    return fetch(url, { method, headers: all, body: JSON.stringify(json()) });
+    return fetch(target, { method, headers: all, body: JSON.stringify(json()) });
   };
   const response = await send();
   // Only a refused ID token asks for a sign-in: a 401 may be App Check's too.
@@ -554,9 +644,11 @@ async function startSession(event) {
       update({
         phase: "active",
         session: { id: body.session_id, templateName: body.template_name, messageCount: 0, tokens: 0 },
+        earlier: null,
         status: `Session ${body.session_id} started.`,
       });
       ui.message.focus();
+      void loadConversations();
       return;
     }
     failure = answerFailure(body, response);
@@ -642,6 +734,7 @@ async function sendMessage(event) {
       status: `Reply complete. Messages: ${finished.message_count}.`,
     });
     ui.message.focus();
+    void loadConversations();
     return;
   }
   const { failure } = outcome;
@@ -672,6 +765,7 @@ async function endSession() {
         session: { ...session, messageCount: count, tokens: body.usage ? body.usage.total_tokens : session.tokens },
         status: `Session ended: ${count} message${count === 1 ? "" : "s"} in ${Math.round(body.duration_seconds)} s.`,
       });
+      void loadConversations();
       return;
     }
     failure = answerFailure(body, response);
@@ -680,6 +774,190 @@ async function endSession() {
   }
   if (SESSION_OVER.has(failure.code)) closeSession({ error: errorText(failure), status: "The session was already over." });
   else update({ phase: "active", error: errorText(failure) });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Your conversations: the list, one read again (and a reply still being written picked up), your data
+// ---------------------------------------------------------------------------------------------
+
+/** How often a reply written by a request this page no longer holds is read again. */
+const WATCH_MS = 400;
+
+/** `url` with the user named as the server needs: by the token when signed in, else by `user_id`. */
+function asOwner(url, extra = {}) {
+  const params = new URLSearchParams(extra);
+  if (!state.signedIn) params.set("user_id", ui.user.value.trim());
+  const query = params.toString();
+  return query ? `${url}?${query}` : url;
+}
+
+/** GET `url` as the user; the JSON answer, or a failure. */
+async function getJson(url, extra = {}) {
+  try {
+    const response = await apiFetch(() => asOwner(url, extra), { method: "GET" });
+    const body = await readJson(response);
+    return response.ok && body?.success ? { body } : { failure: answerFailure(body, response) };
+  } catch (error) {
+    return { failure: pageFailure(error, "Could not reach the API") };
+  }
+}
+
+/** Reads the user's conversations again from the first page, or (`more`) the next page after those shown. */
+async function loadConversations(more = false) {
+  if (!ui.user.value.trim() && !state.signedIn) return;
+  const cursor = more ? state.conversationsNext : null;
+  const outcome = await getJson(apiUrls(state.base).list, cursor ? { cursor } : {});
+  if ("failure" in outcome) {
+    update({ error: errorText(outcome.failure) });
+    return;
+  }
+  const page = outcome.body.sessions;
+  update({ conversations: more ? [...(state.conversations ?? []), ...page] : page, conversationsNext: outcome.body.next_cursor });
+}
+
+/** A stored message shown in the log (at the end, or before `first`). */
+function showStored(message, templateName, first) {
+  const entry = addEntry(message.role, message.role === "user" ? "You" : templateName, message.content);
+  if (message.truncated) addNote(entry.item, "(cut at the personality's length limit)");
+  if (first) ui.log.insertBefore(entry.item, first);
+  return entry;
+}
+
+/** Opens a conversation from the list: its newest messages, and a reply still being written, if any. */
+async function openConversation(sessionId) {
+  if (WAITING.has(state.phase)) return;
+  const before = state.phase;
+  update({ phase: "opening", error: "", confirmingErase: false, status: "Opening the conversation ..." });
+  const outcome = await getJson(apiUrls(state.base).read(sessionId));
+  if ("failure" in outcome) {
+    update({ phase: before, error: errorText(outcome.failure), status: "The conversation could not be opened." });
+    return;
+  }
+  showConversation(outcome.body);
+}
+
+/** Shows a conversation as read: its history, then, while a reply is still being written, that reply as it grows. */
+function showConversation({ session, messages, partials, next_before }) {
+  ui.log.replaceChildren();
+  for (const message of messages) showStored(message, session.template_name);
+  const view = { id: session.session_id, templateName: session.template_name, messageCount: session.message_count, tokens: session.usage?.total_tokens ?? 0 };
+  const count = session.message_count;
+  if (session.status !== "active") {
+    update({ phase: "ended", session: view, earlier: next_before, status: `This conversation has ${session.status}: ${count} message${count === 1 ? "" : "s"}. Start a new one to keep chatting.` });
+    return;
+  }
+  const writing = partials.at(-1);
+  if (writing) {
+    const reply = addEntry("assistant", session.template_name, writing.text);
+    reply.item.classList.add("streaming");
+    update({ phase: "watching", session: view, earlier: next_before, status: `${session.template_name} is still writing the reply you asked for before ...` });
+    void watchReply(view.id, count, reply);
+    return;
+  }
+  update({ phase: "active", session: view, earlier: next_before, status: `Conversation resumed: ${count} message${count === 1 ? "" : "s"}.` });
+  ui.message.focus();
+}
+
+/**
+ * Follows a reply written by a request this page no longer holds (the page was reloaded mid-reply),
+ * through its live partial, until it is stored (or given up): then shows the conversation as stored.
+ */
+async function watchReply(sessionId, count, reply) {
+  for (;;) {
+    await new Promise((wake) => setTimeout(wake, WATCH_MS));
+    if (state.phase !== "watching" || state.session?.id !== sessionId) return;
+    const outcome = await getJson(apiUrls(state.base).read(sessionId), { limit: "2" });
+    if (state.phase !== "watching" || state.session?.id !== sessionId) return;
+    if ("failure" in outcome) {
+      reply.item.classList.remove("streaming");
+      update({ phase: "active", error: errorText(outcome.failure) });
+      return;
+    }
+    const writing = outcome.body.partials.at(-1);
+    if (writing) {
+      reply.body.textContent = writing.text;
+      continue;
+    }
+    // Stored, or its request failed: the history says which.
+    const full = await getJson(apiUrls(state.base).read(sessionId));
+    if ("failure" in full) update({ phase: "active", error: errorText(full.failure) });
+    else showConversation(full.body);
+    if (!("failure" in full) && full.body.session.message_count === count) update({ status: "The reply was not completed, and nothing of it was stored: send your message again." });
+    void loadConversations();
+    return;
+  }
+}
+
+/** Shows the messages before those on view. */
+async function loadEarlier() {
+  const { session, earlier } = state;
+  if (!session || earlier === null || WAITING.has(state.phase)) return;
+  const outcome = await getJson(apiUrls(state.base).read(session.id), { before: earlier });
+  if ("failure" in outcome) {
+    update({ error: errorText(outcome.failure) });
+    return;
+  }
+  const first = ui.log.firstElementChild ?? undefined;
+  for (const message of outcome.body.messages) showStored(message, session.templateName, first);
+  update({ earlier: outcome.body.next_before });
+}
+
+/** Gathers every part of the user's export (following its cursors) into one JSON file, and downloads it. */
+async function downloadData() {
+  if (state.busy || WAITING.has(state.phase)) return;
+  update({ busy: "download", error: "", status: "Gathering your data ..." });
+  const parts = [];
+  let cursor = null;
+  do {
+    const outcome = await getJson(apiUrls(state.base).export, cursor ? { cursor } : {});
+    const failure = "failure" in outcome ? outcome.failure : outcome.body.error ? { code: outcome.body.error.code, message: outcome.body.error.message } : undefined;
+    if (failure) {
+      update({ busy: "", error: errorText(failure), status: "Your data could not be downloaded." });
+      return;
+    }
+    parts.push(outcome.body);
+    cursor = outcome.body.next_cursor;
+  } while (cursor);
+  const [first] = parts;
+  const sessions = parts.flatMap((part) => part.sessions);
+  const file = { format: first.format, version: first.version, user_id: first.user_id, exported_at: first.exported_at, usage: first.usage, sessions };
+  const link = document.createElement("a");
+  link.href = URL.createObjectURL(new Blob([JSON.stringify(file, null, 2)], { type: "application/json" }));
+  link.download = `chatify-export-${first.user_id.replace(/[^A-Za-z0-9_-]/g, "_")}.json`;
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(link.href), 60_000);
+  update({ busy: "", status: `Downloaded your data: ${sessions.length} conversation${sessions.length === 1 ? "" : "s"}.` });
+}
+
+/** Erases everything stored under the user's id, once confirmed. */
+async function eraseData() {
+  if (state.busy || WAITING.has(state.phase)) return;
+  update({ busy: "erase", confirmingErase: false, error: "", status: "Erasing your data ..." });
+  let failure;
+  try {
+    const response = await apiFetch(() => asOwner(apiUrls(state.base).erase), { method: "DELETE" });
+    const body = await readJson(response);
+    if (response.ok && body?.success) {
+      ui.log.replaceChildren();
+      update({
+        busy: "",
+        phase: "idle",
+        session: undefined,
+        earlier: null,
+        conversations: [],
+        conversationsNext: null,
+        status: body.status === "erased" ? "Your data was erased. Your usage limits stay as they were." : "Erasing your data: it finishes within minutes.",
+      });
+      ui.startButton.focus();
+      return;
+    }
+    failure = answerFailure(body, response);
+  } catch (error) {
+    failure = pageFailure(error, "Could not reach the API");
+  }
+  update({ busy: "", error: errorText(failure), status: "Your data was not erased." });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -693,6 +971,24 @@ if (wanted && [...ui.template.options].some((option) => option.value === wanted)
 render();
 
 ui.startForm.addEventListener("submit", startSession);
+ui.conversationList.addEventListener("click", (event) => {
+  const button = /** @type {HTMLElement} */ (event.target).closest("button");
+  if (button?.dataset.sessionId) void openConversation(button.dataset.sessionId);
+});
+ui.moreConversations.addEventListener("click", () => void loadConversations(true));
+ui.earlier.addEventListener("click", () => void loadEarlier());
+ui.user.addEventListener("change", () => void loadConversations());
+ui.downloadData.addEventListener("click", () => void downloadData());
+ui.eraseData.addEventListener("click", () => {
+  update({ confirmingErase: true });
+  ui.eraseNo.focus();
+});
+ui.eraseNo.addEventListener("click", () => {
+  update({ confirmingErase: false, status: "Nothing was erased." });
+  ui.eraseData.focus();
+});
+ui.eraseYes.addEventListener("click", () => void eraseData());
+void deploymentRead.then(() => loadConversations());
 ui.composer.addEventListener("submit", sendMessage);
 ui.endButton.addEventListener("click", endSession);
 ui.message.addEventListener("keydown", (event) => {

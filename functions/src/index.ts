@@ -1,6 +1,7 @@
 import type { Response } from "express";
 import { onInit } from "firebase-functions/v2/core";
 import { HttpsError, onCall, onRequest, type CallableRequest, type CallableResponse, type Request } from "firebase-functions/v2/https";
+import { onUserDeleted } from "firebase-functions/v2/identity";
 import { setGlobalOptions } from "firebase-functions/v2/options";
 import { onSchedule } from "firebase-functions/v2/scheduler";
 import { callableOptions } from "./callable/callable-options";
@@ -33,13 +34,29 @@ const call = (name: CallableName) => async (request: CallableRequest<unknown>, r
   (await app()).callables[name](request, response, HttpsError);
 
 // The same operations as callable functions for the Functions client SDK, deployed as
-// chat-createSession, chat-sendMessage, chat-endSession (callable/callable-operations.ts).
+// chat-createSession, chat-sendMessage, ... (callable/callable-operations.ts).
 export const chat = {
   createSession: onCall(callableOptions("session"), call("createSession")),
   sendMessage: onCall(callableOptions("message"), call("sendMessage")),
   endSession: onCall(callableOptions("session"), call("endSession")),
+  listSessions: onCall(callableOptions("session"), call("listSessions")),
+  getSession: onCall(callableOptions("session"), call("getSession")),
+  exportUserData: onCall(callableOptions("session"), call("exportUserData")),
+  eraseUserData: onCall(callableOptions("session"), call("eraseUserData")),
 };
 
 export const expireSessions = onSchedule({ schedule: "every 15 minutes", timeoutSeconds: 300, memory: FUNCTION_MEMORY }, async () => {
   await (await app()).maintain();
+});
+
+// A user's conversations and data (issue 16). `getSession` is also served by `endSession` on the
+// Hosting path `/api/v1/chatbot/session/{id}` (rewrites match paths only).
+export const listSessions = onRequest(httpsOptions("session"), serve("listSessions"));
+export const getSession = onRequest(httpsOptions("session"), serve("getSession"));
+export const exportUserData = onRequest(httpsOptions("session"), serve("exportUserData"));
+export const eraseUserData = onRequest(httpsOptions("session"), serve("eraseUserData"));
+// 2nd gen, as every function here: a 1st gen `auth.user().onDelete` cannot run on nodejs24
+// (docs/conversations.md, "A deleted Auth user"). Retried: the erasure is harmless to repeat.
+export const eraseDeletedUser = onUserDeleted({ retry: true, timeoutSeconds: deployParams.TIMEOUT_SECONDS, memory: deployParams.MEMORY_MIB }, async (event) => {
+  await (await app()).eraseDeletedUser(event.data.uid);
 });

@@ -1,5 +1,6 @@
 import { performance } from "node:perf_hooks";
-import type { AddressUsage, ChatMessage, CreateKey, Exchange, PartialReply, ServiceUsage, SessionMeta, SessionState, SessionSummary, Template } from "../../src/store/records";
+import type { ConversationPosition, ErasureRule, ListedConversation, StoredConversation } from "../../src/store/conversation-records";
+import type { AddressUsage, ChatMessage, CreateKey, Exchange, PartialReply, ServiceUsage, SessionMeta, SessionState, SessionSummary, Template, UserUsage } from "../../src/store/records";
 import type { RuledWithKey, HistoryWindow, LedgerRule, NewSession, Ruled, SessionStore, StateRule, UsageRule } from "../../src/store/session-store";
 
 /** The store calls the session module makes, by name. */
@@ -147,6 +148,50 @@ export class CountingStore implements SessionStore {
 
   deleteIdleAddresses(cutoff: number, limit: number): Promise<number> {
     return this.count("deleteIdleAddresses", this.inner.deleteIdleAddresses(cutoff, limit));
+  }
+
+  readUsage(userKey: string): Promise<UserUsage | null> {
+    return this.count("readUsage", this.inner.readUsage(userKey));
+  }
+
+  listConversations(userId: string, limit: number, after?: ConversationPosition): Promise<ListedConversation[]> {
+    return this.count("listConversations", this.inner.listConversations(userId, limit, after));
+  }
+
+  readPartialReplies(sessionId: string): Promise<Record<string, PartialReply>> {
+    return this.count("readPartialReplies", this.inner.readPartialReplies(sessionId));
+  }
+
+  readUserSessions(userId: string, after: string | undefined, limit: number): Promise<StoredConversation[]> {
+    return this.count("readUserSessions", this.inner.readUserSessions(userId, after, limit));
+  }
+
+  scanConversationIndex(userId: string, after: string | undefined, limit: number): Promise<{ id: string; createdAt: number }[]> {
+    return this.count("scanConversationIndex", this.inner.scanConversationIndex(userId, after, limit));
+  }
+
+  serviceSecret(name: string): Promise<string> {
+    return this.count("serviceSecret", this.inner.serviceSecret(name));
+  }
+
+  updateErasure<O>(userKey: string, rule: ErasureRule<O>): Promise<O> {
+    return this.count("updateErasure", this.inner.updateErasure(userKey, rule));
+  }
+
+  recordErasedSessions(userKey: string, sessionIds: readonly string[]): Promise<void> {
+    return this.count("recordErasedSessions", this.inner.recordErasedSessions(userKey, sessionIds));
+  }
+
+  findDueErasures(now: number, limit: number): Promise<string[]> {
+    return this.count("findDueErasures", this.inner.findDueErasures(now, limit));
+  }
+
+  deleteUserSessions(userId: string, sessionIds: readonly string[]): Promise<void> {
+    return this.count("deleteUserSessions", this.inner.deleteUserSessions(userId, sessionIds));
+  }
+
+  deleteUserCreateKeys(userKey: string, cutoff: number): Promise<number> {
+    return this.count("deleteUserCreateKeys", this.inner.deleteUserCreateKeys(userKey, cutoff));
   }
 
   /** Counted when made, whether or not it succeeds; timed until it settles. */

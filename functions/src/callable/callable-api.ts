@@ -4,7 +4,9 @@ import type { Config } from "../config";
 import { REPLAY_PROTECTED } from "../http/app-check-gate";
 import { ENDPOINTS, endpointBodies, type EndpointContext } from "../http/endpoints";
 import { toErrorAnswer } from "../http/error-response";
+import { gatheredBody } from "../http/gathered-body";
 import { HttpError } from "../http/http-error";
+import type { UserDataContext } from "../http/user-data-context";
 import type { Log } from "../log/log";
 import type { SessionService } from "../session/session-service";
 import { callableFailure } from "./callable-errors";
@@ -34,6 +36,8 @@ export type CallableApi = (name: CallableName, call: Call, chunks?: ChunkSink) =
 export interface CallableApiDeps {
   readonly sessions: Pick<SessionService, "create" | "send" | "end">;
   readonly log: Log;
+  /** A user's conversations and data (issue 16), for the callables that stand for its routes. */
+  readonly userData: UserDataContext;
   readonly config: Pick<Config, "requireAuth" | "requireAppCheck" | "appCheckReplayProtection" | "maxMessageChars" | "maxBodyBytes">;
 }
 
@@ -58,10 +62,11 @@ export function createCallableApi(deps: CallableApiDeps): CallableApi {
       const request = callableRequest(operation, call.data, call);
       const route = endpoint.match(request.path);
       if (!route) throw new HttpError("INVALID_REQUEST", "The call's data names no route");
-      const context: EndpointContext = { sessions: deps.sessions, bodies, authenticate: () => callerOf(call, config.requireAuth) };
+      const context: EndpointContext = { sessions: deps.sessions, userData: deps.userData, bodies, authenticate: () => callerOf(call, config.requireAuth) };
       const result = await endpoint.handle(request, route, context, stream);
       log.info("request", { ...logged, status: result.status, duration_ms: Date.now() - started });
-      return result.body;
+      // A callable's answer is one message: a body produced in pieces (an export part) is gathered.
+      return "produce" in result ? await gatheredBody(result) : result.body;
     } catch (error) {
       const answer = toErrorAnswer(error);
       if (answer.status >= 500) {

@@ -15,6 +15,8 @@ export interface CallableOperation {
   readonly path: (fields: Readonly<Record<string, string>>) => string;
   /** `message`: the callable that calls the model (the OpenAI key, warm instances, replay protection). */
   readonly role: "message" | "session";
+  /** Where the data's other fields go: the JSON body, or the query string of a GET or DELETE route. */
+  readonly rest: "body" | "query";
 }
 
 /**
@@ -23,9 +25,14 @@ export interface CallableOperation {
  * here and one line in index.ts.
  */
 export const CALLABLES = {
-  createSession: { endpoint: "createSession", method: "POST", pathFields: [], path: () => "/", role: "session" },
-  sendMessage: { endpoint: "sendMessage", method: "POST", pathFields: ["session_id"], path: (fields) => `/${fields.session_id ?? ""}`, role: "message" },
-  endSession: { endpoint: "endSession", method: "DELETE", pathFields: ["session_id"], path: (fields) => `/${fields.session_id ?? ""}`, role: "session" },
+  createSession: { endpoint: "createSession", method: "POST", pathFields: [], path: () => "/", role: "session", rest: "body" },
+  sendMessage: { endpoint: "sendMessage", method: "POST", pathFields: ["session_id"], path: (fields) => `/${fields.session_id ?? ""}`, role: "message", rest: "body" },
+  endSession: { endpoint: "endSession", method: "DELETE", pathFields: ["session_id"], path: (fields) => `/${fields.session_id ?? ""}`, role: "session", rest: "body" },
+  // A user's conversations and data (issue 16): the query parameters of their routes as data fields.
+  listSessions: { endpoint: "listSessions", method: "GET", pathFields: [], path: () => "/", role: "session", rest: "query" },
+  getSession: { endpoint: "getSession", method: "GET", pathFields: ["session_id"], path: (fields) => `/${fields.session_id ?? ""}`, role: "session", rest: "query" },
+  exportUserData: { endpoint: "exportUserData", method: "GET", pathFields: [], path: () => "/", role: "session", rest: "query" },
+  eraseUserData: { endpoint: "eraseUserData", method: "DELETE", pathFields: [], path: () => "/", role: "session", rest: "query" },
 } as const satisfies Readonly<Record<string, CallableOperation>>;
 
 export type CallableName = keyof typeof CALLABLES;

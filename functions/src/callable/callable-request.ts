@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { HttpError } from "../http/http-error";
+import { HttpError, type FieldIssue } from "../http/http-error";
 import type { HttpRequest } from "../http/http-types";
 import { parseBody } from "../http/request-schemas";
 import type { CallableOperation } from "./callable-operations";
@@ -43,14 +43,33 @@ export function callableRequest(operation: CallableOperation, data: unknown, met
   }
   const fields = (data ?? {}) as Record<string, unknown>;
   const routing = parseBody(routingSchema(operation), fields) as Record<string, string | undefined>;
-  const body = Object.fromEntries(Object.entries(fields).filter(([field]) => field !== "idempotency_key" && !operation.pathFields.includes(field)));
+  const rest = Object.entries(fields).filter(([field]) => field !== "idempotency_key" && !operation.pathFields.includes(field));
   const path = operation.path(Object.fromEntries(operation.pathFields.map((field) => [field, encodeURIComponent(routing[field] ?? "")])));
   const key = routing.idempotency_key;
+  const query = operation.rest === "query" ? queryOf(rest) : undefined;
   return {
     method: operation.method,
     path,
     headers: { "content-type": "application/json", ...(key === undefined ? {} : { "idempotency-key": key }) },
-    body: Buffer.from(JSON.stringify(body)),
+    body: Buffer.from(query === undefined ? JSON.stringify(Object.fromEntries(rest)) : ""),
+    ...(query ? { query } : {}),
     ...(meta.clientAddress === undefined ? {} : { clientAddress: meta.clientAddress }),
   };
+}
+
+/**
+ * The data's fields as the query string the route reads: strings as they are, numbers in
+ * decimal (a page size), null as absent; anything else is refused here, by its field's name,
+ * since a query cannot carry it and the route's schema would name a different problem.
+ */
+function queryOf(fields: readonly (readonly [string, unknown])[]): string {
+  const params = new URLSearchParams();
+  const issues: FieldIssue[] = [];
+  for (const [field, value] of fields) {
+    if (typeof value === "string") params.append(field, value);
+    else if (typeof value === "number" && Number.isFinite(value)) params.append(field, String(value));
+    else if (value !== null && value !== undefined) issues.push({ field, message: "must be a string or a number" });
+  }
+  if (issues.length > 0) throw new HttpError("INVALID_REQUEST", "The call's data has fields of the wrong type", {}, issues);
+  return params.toString();
 }

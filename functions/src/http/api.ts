@@ -6,11 +6,14 @@ import type { SessionService } from "../session/session-service";
 import { appCheckGate } from "./app-check-gate";
 import { authenticator } from "./caller";
 import { corsHeaders, preflightHeaders } from "./cors";
-import { ENDPOINTS, endpointBodies, type Endpoint, type EndpointContext, type EndpointName } from "./endpoints";
+import { ENDPOINTS, endpointBodies, type Endpoint, type EndpointContext, type EndpointName, type StreamedResult } from "./endpoints";
 import { errorBody, toErrorAnswer } from "./error-response";
 import { acceptsEventStream, EventStream, HEARTBEAT_MS, type StreamSink } from "./event-stream";
+import { gatheredBody } from "./gathered-body";
 import { HttpError } from "./http-error";
 import type { HttpRequest, HttpResponse } from "./http-types";
+import { servedBy } from "./shared-paths";
+import type { UserDataContext } from "./user-data-context";
 
 /** What the HTTP boundary needs of an instance, and nothing more. */
 export interface ApiDeps {
@@ -22,10 +25,12 @@ export interface ApiDeps {
   readonly appCheck?: AppCheckVerifier;
   /** The longest silence on a streamed answer (default 15 s; tests shorten it). */
   readonly heartbeatMs?: number;
+  /** A user's conversations and data (issue 16). */
+  readonly userData: UserDataContext;
 }
 
 /**
- * One instance's HTTP boundary: answers a request to one of the three functions. Given a `sink`,
+ * One instance's HTTP boundary: answers a request to one of its functions. Given a `sink`,
  * a request that accepts `text/event-stream` may be answered there as a stream: then the answer
  * is `undefined` (already written and ended); otherwise it is the answer to write.
  */
@@ -41,17 +46,25 @@ export function createApi(deps: ApiDeps): Api {
     sessions: deps.sessions,
     authenticate: authenticator(deps.identity, config.requireAuth),
     bodies: endpointBodies(config.maxMessageChars),
+    userData: deps.userData,
   };
   const attest = deps.appCheck ? appCheckGate(deps.appCheck, config.appCheckReplayProtection) : undefined;
   return async (name, request, sink) => {
-    const endpoint = ENDPOINTS[name];
+    const served = servedBy(name);
+    // The endpoint that answers this method, for the log (the function's own when none does).
+    const endpoint = served.find((candidate) => candidate.methods.includes(request.method)) ?? ENDPOINTS[name];
     const started = Date.now();
     const cors = corsHeaders(request, config.corsOrigins);
     const stream = sink && acceptsEventStream(request) ? new EventStream(sink, cors, deps.heartbeatMs ?? HEARTBEAT_MS) : undefined;
     let response: HttpResponse;
     let code: string | undefined;
     try {
-      response = await dispatch(endpoint, request, context, config.maxBodyBytes, cors, stream, attest);
+      const answered = await dispatch(served, request, context, config.maxBodyBytes, cors, stream, sink, attest);
+      if (answered === STREAMED) {
+        log.info("request", { endpoint: endpoint.name, method: request.method, status: 200, streamed: true, duration_ms: Date.now() - started });
+        return undefined;
+      }
+      response = answered;
     } catch (error) {
       const answer = toErrorAnswer(error);
       code = answer.code;
@@ -76,30 +89,61 @@ export function createApi(deps: ApiDeps): Api {
   };
 }
 
+/** What `dispatch` gives back for an answer it wrote to the sink itself. */
+const STREAMED = Symbol("streamed");
+
 async function dispatch(
-  endpoint: Endpoint,
+  served: readonly Endpoint[],
   request: HttpRequest,
   context: EndpointContext,
   maxBodyBytes: number,
   cors: Record<string, string>,
   stream: EventStream | undefined,
+  sink: StreamSink | undefined,
   attest: ((endpoint: EndpointName, request: HttpRequest) => Promise<void>) | undefined,
-): Promise<HttpResponse> {
-  const route = endpoint.match(request.path);
-  if (!route) throw new HttpError("NOT_FOUND", "No such route");
+): Promise<HttpResponse | typeof STREAMED> {
+  const routed = served.flatMap((endpoint) => {
+    const route = endpoint.match(request.path);
+    return route ? [{ endpoint, route }] : [];
+  });
+  if (routed.length === 0) throw new HttpError("NOT_FOUND", "No such route");
+  const methods = routed.flatMap(({ endpoint }) => endpoint.methods);
   if (request.method === "OPTIONS") {
-    return { status: 204, headers: { ...cors, ...preflightHeaders(endpoint.methods) } };
+    return { status: 204, headers: { ...cors, ...preflightHeaders(methods) } };
   }
-  if (!endpoint.methods.includes(request.method)) {
-    throw new HttpError("METHOD_NOT_ALLOWED", `Use ${endpoint.methods.join(" or ")} for this route`, {
-      Allow: [...endpoint.methods, "OPTIONS"].join(", "),
+  const target = routed.find(({ endpoint }) => endpoint.methods.includes(request.method));
+  if (!target) {
+    throw new HttpError("METHOD_NOT_ALLOWED", `Use ${methods.join(" or ")} for this route`, {
+      Allow: [...methods, "OPTIONS"].join(", "),
     });
   }
   if (request.body.length > maxBodyBytes) {
     throw new HttpError("PAYLOAD_TOO_LARGE", `Request body must be at most ${maxBodyBytes} bytes`);
   }
   // App Check before anything about the caller or the request is looked at.
-  await attest?.(endpoint.name, request);
-  const result = await endpoint.handle(request, route, context, stream);
+  await attest?.(target.endpoint.name, request);
+  const result = await target.endpoint.handle(request, target.route, context, stream);
+  if ("produce" in result) return streamBody(result, cors, sink);
   return { status: result.status, headers: { ...cors, ...result.headers }, body: result.body };
+}
+
+/**
+ * A body produced in pieces: written to the sink as it comes, each piece waiting until the client
+ * can take it. Without a sink (an adapter that cannot stream) it is gathered and answered whole.
+ */
+async function streamBody(result: StreamedResult, cors: Record<string, string>, sink: StreamSink | undefined): Promise<HttpResponse | typeof STREAMED> {
+  const headers = { ...cors, ...result.headers, "Content-Type": "application/json; charset=utf-8" };
+  if (!sink) return { status: result.status, headers: { ...cors, ...result.headers }, body: await gatheredBody(result) };
+  sink.open(result.status, headers);
+  try {
+    await result.produce({
+      write: async (text) => {
+        sink.write(text);
+        await sink.drained?.();
+      },
+    });
+  } finally {
+    sink.end();
+  }
+  return STREAMED;
 }

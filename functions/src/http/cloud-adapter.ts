@@ -5,6 +5,7 @@ import { errorResponse } from "./error-response";
 import type { EndpointName } from "./endpoints";
 import type { StreamSink } from "./event-stream";
 import type { HttpRequest, HttpResponse } from "./http-types";
+import { drainedOf, queryOf } from "./response-flow";
 
 /** An `onRequest` handler serving `endpoint` of the instance's API; the platform has already read the body. */
 export function cloudHandler(endpoint: EndpointName, api: () => Promise<Api>): (request: Request, response: Response) => Promise<void> {
@@ -48,6 +49,7 @@ export function expressSink(response: Response): StreamSink {
     end() {
       if (!gone()) response.end();
     },
+    drained: () => drainedOf(response),
   };
 }
 
@@ -57,12 +59,14 @@ function fromExpress(request: Request): HttpRequest {
     headers[name.toLowerCase()] = Array.isArray(value) ? value.join(", ") : value;
   }
   const address = clientAddress(headers["x-forwarded-for"], request.socket.remoteAddress);
+  const query = queryOf(request.url);
   return {
     method: request.method.toUpperCase(),
     path: request.path,
     headers,
     body: Buffer.isBuffer(request.rawBody) ? request.rawBody : Buffer.alloc(0),
     ...(address === undefined ? {} : { clientAddress: address }),
+    ...(query === undefined ? {} : { query }),
   };
 }
 

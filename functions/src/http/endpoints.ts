@@ -1,14 +1,16 @@
 import type { Identity } from "../auth/identity";
-import { SessionNotFoundError } from "../session/errors";
 import type { SessionService } from "../session/session-service";
 import { NO_USAGE } from "../session/ledger/token-usage";
-import type { TokenUsage } from "../store/records";
+import { iso, sessionIdOf, usageBody } from "./endpoint-parts";
 import type { AnswerStream } from "./event-stream";
 import { HttpError } from "./http-error";
 import type { HttpRequest } from "./http-types";
 import { readJsonObject } from "./json-body";
+import { getSession, listSessions } from "./conversation-endpoints";
+import { eraseUserData, exportUserData } from "./user-data-endpoints";
+import type { UserDataContext } from "./user-data-context";
 import { createSessionBody, parseBody, sendMessageBody } from "./request-schemas";
-import { isSessionId, matchCreateSession, matchEndSession, matchSendMessage, type RouteMatch } from "./routes";
+import { matchCreateSession, matchEndSession, matchSendMessage, type RouteMatch } from "./routes";
 
 export interface EndpointResult {
   readonly status: number;
@@ -16,7 +18,20 @@ export interface EndpointResult {
   readonly headers?: Readonly<Record<string, string>>;
 }
 
-export type EndpointName = "createSession" | "sendMessage" | "endSession";
+/** An answer whose JSON body is written piece by piece as it is produced (an export), never held whole. */
+export interface StreamedResult {
+  readonly status: number;
+  readonly headers?: Readonly<Record<string, string>>;
+  /** Writes the body through `out`; must not throw once it has written (a failure becomes part of the body). */
+  readonly produce: (out: BodyWriter) => Promise<void>;
+}
+
+export interface BodyWriter {
+  /** Resolves once the client can take more: a slow reader slows the producer instead of filling memory. */
+  write(text: string): Promise<void>;
+}
+
+export type EndpointName = "createSession" | "sendMessage" | "endSession" | "listSessions" | "getSession" | "exportUserData" | "eraseUserData";
 
 /** What the endpoints need, built once per instance: nothing here is made per request. */
 export interface EndpointContext {
@@ -27,6 +42,8 @@ export interface EndpointContext {
     readonly createSession: { readonly signedIn: ReturnType<typeof createSessionBody>; readonly anonymous: ReturnType<typeof createSessionBody> };
     readonly sendMessage: ReturnType<typeof sendMessageBody>;
   };
+  /** A user's conversations and data (issue 16). */
+  readonly userData: UserDataContext;
 }
 
 /** The request schemas of an instance: zod schemas are costly to build and never change. */
@@ -42,13 +59,7 @@ export interface Endpoint {
   readonly methods: readonly string[];
   readonly match: (path: string) => RouteMatch | undefined;
   /** `stream`, when the client asked for one: the endpoint may pass it text as it is written. */
-  readonly handle: (request: HttpRequest, route: RouteMatch, context: EndpointContext, stream?: AnswerStream) => Promise<EndpointResult>;
-}
-
-/** The session named in the path; an id this service could not have issued names nothing. */
-function sessionIdOf(route: RouteMatch): string {
-  if (route.sessionId === undefined || !isSessionId(route.sessionId)) throw new SessionNotFoundError(route.sessionId ?? "");
-  return route.sessionId;
+  readonly handle: (request: HttpRequest, route: RouteMatch, context: EndpointContext, stream?: AnswerStream) => Promise<EndpointResult | StreamedResult>;
 }
 
 /** The request's `Idempotency-Key`: visible ASCII, at most 255 characters (as in the IETF draft and Stripe). */
@@ -64,21 +75,6 @@ function idempotencyKeyOf(request: HttpRequest): string | undefined {
 /** Marks an answer that repeats an earlier one for the same `Idempotency-Key`. */
 function replayHeaders(replayed: boolean): Record<string, string> {
   return replayed ? { "Idempotent-Replayed": "true" } : {};
-}
-
-/** Token usage as answers give it: the three counts, `estimated` when the provider reported none, and the cost where known. */
-function usageBody(usage: TokenUsage): Record<string, unknown> {
-  return {
-    prompt_tokens: usage.prompt_tokens,
-    completion_tokens: usage.completion_tokens,
-    total_tokens: usage.total_tokens,
-    ...(usage.estimated ? { estimated: true } : {}),
-    ...(usage.cost_usd === undefined ? {} : { cost_usd: usage.cost_usd }),
-  };
-}
-
-function iso(epochMs: number | undefined): string | null {
-  return epochMs === undefined ? null : new Date(epochMs).toISOString();
 }
 
 export const createSession: Endpoint = {
@@ -169,4 +165,4 @@ export const endSession: Endpoint = {
   },
 };
 
-export const ENDPOINTS = { createSession, sendMessage, endSession } as const;
+export const ENDPOINTS = { createSession, sendMessage, endSession, listSessions, getSession, exportUserData, eraseUserData } as const;

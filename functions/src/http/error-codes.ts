@@ -58,6 +58,9 @@ export const ERROR_CODES = {
   MODERATION_UNAVAILABLE: { status: 503, retryAfter: "wait" },
   DATABASE_UNAVAILABLE: { status: 503, retryAfter: "wait" },
   MODEL_TIMEOUT: { status: 504, retryAfter: "wait" },
+  // A user's conversations (issue 16): a cursor not issued for this request; an erasure under way.
+  INVALID_CURSOR: { status: 400, retryAfter: "none" },
+  ERASURE_IN_PROGRESS: { status: 409, retryAfter: "wait" },
 } as const satisfies Readonly<Record<string, ErrorCodeFacts>>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -14,6 +14,7 @@ import {
   TemplateNotFoundError,
   type Limit,
 } from "../session/errors";
+import { ErasureInProgressError } from "../session/erasure/erasure-errors";
 import { StoreDataError, StoreUnavailableError } from "../store/errors";
 import { ERROR_CODES, type ErrorCode } from "./error-codes";
 import { HttpError, type FieldIssue } from "./http-error";
@@ -96,6 +97,11 @@ export function toErrorAnswer(error: unknown): ErrorAnswer {
   if (error instanceof ModelError) {
     const headers: Record<string, string> = error.retryAfterSeconds === undefined ? {} : { "Retry-After": String(error.retryAfterSeconds) };
     return answer(MODEL_CODE[error.failure], `Model error: ${error.message}`, headers);
+  }
+  if (error instanceof ErasureInProgressError) {
+    return answer("ERASURE_IN_PROGRESS", "This user's data is being erased; retry after the time given in Retry-After", {
+      "Retry-After": String(error.retryAfterSeconds),
+    });
   }
   if (error instanceof StoreUnavailableError) {
     return answer("DATABASE_UNAVAILABLE", "The database is unavailable; try again shortly", { "Retry-After": "1" });

@@ -12,6 +12,12 @@ export interface StreamSink {
   /** Writes `text` and flushes it. */
   write(text: string): void;
   end(): void;
+  /**
+   * Resolves once the client has taken what was written (at once while the response's buffer has
+   * room, and once the client is gone): a body produced faster than it is read waits here
+   * instead of piling up in memory. Absent: never waits.
+   */
+  drained?(): Promise<void>;
 }
 
 /** The longest silence on an open stream: proxies and clients drop connections quiet for longer. */

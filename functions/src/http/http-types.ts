@@ -9,6 +9,8 @@ export interface HttpRequest {
   readonly body: Buffer;
   /** The caller's network address, as the adapter knows it (see cloud-adapter.ts); absent when unknown. */
   readonly clientAddress?: string;
+  /** The query string as sent, without its `?`; absent when there is none. */
+  readonly query?: string;
 }
 
 export interface HttpResponse {

@@ -21,7 +21,8 @@ function describe(value: unknown): string {
 
 const CONTROL_CHARACTERS = /\p{Cc}/u;
 
-const userIdField = stringField()
+/** A user id as a client names it: in a body, or in a query where no ID token is sent. */
+export const userIdField = stringField()
   .trim()
   .min(1, "must not be empty")
   .max(128, "must be at most 128 characters")

@@ -10,7 +10,7 @@ const SESSION_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9
 export type RouteMatch = { readonly sessionId?: string };
 
 /** The segments of a path without empty ones, so `//x/` and `/x` are the same. */
-function segments(path: string): string[] {
+export function segments(path: string): string[] {
   return path.split("/").filter((segment) => segment !== "");
 }
 

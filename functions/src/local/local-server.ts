@@ -5,6 +5,7 @@ import type { StreamSink } from "../http/event-stream";
 import { errorResponse } from "../http/error-response";
 import { HttpError } from "../http/http-error";
 import type { HttpRequest, HttpResponse } from "../http/http-types";
+import { drainedOf, queryOf } from "../http/response-flow";
 import { globToRegExp } from "./glob";
 import type { HostingRewrite } from "./project-files";
 import { staticAnswer, type StaticSite } from "./static-site";
@@ -138,12 +139,14 @@ async function serve(
   const { body, complete } = await readBody(request, options.maxBodyBytes);
   // The socket's peer: nothing stands in front of this server, so a forwarded header is the client's own word.
   const address = request.socket.remoteAddress;
+  const query = queryOf(request.url);
   const httpRequest: HttpRequest = {
     method,
     path: target.path,
     headers: flattenHeaders(request),
     body,
     ...(address === undefined ? {} : { clientAddress: address }),
+    ...(query === undefined ? {} : { query }),
   };
   // A body cut short is refused (413) before anything could stream.
   const answer = await options.api(target.endpoint.name, httpRequest, complete ? nodeSink(response) : undefined);
@@ -170,6 +173,7 @@ function nodeSink(response: ServerResponse): StreamSink {
     end() {
       if (!gone()) response.end();
     },
+    drained: () => drainedOf(response),
   };
 }
 

@@ -28,10 +28,14 @@ async function main(): Promise<void> {
       `    POST   ${base}/api/v1/chatbot/session`,
       `    POST   ${base}/api/v1/chatbot/session/{session_id}/message`,
       `    DELETE ${base}/api/v1/chatbot/session/{session_id}`,
+      `    GET    ${base}/api/v1/chatbot/sessions · GET ${base}/api/v1/chatbot/session/{session_id}`,
+      `    GET    ${base}/api/v1/chatbot/me/export · DELETE ${base}/api/v1/chatbot/me`,
       "  Function URLs:",
       `    POST   ${base}/${projectId}/${REGION}/createSession`,
       `    POST   ${base}/${projectId}/${REGION}/sendMessage/{session_id}`,
       `    DELETE ${base}/${projectId}/${REGION}/endSession/{session_id}`,
+      `    GET    ${base}/${projectId}/${REGION}/listSessions · GET .../getSession/{session_id}`,
+      `    GET    ${base}/${projectId}/${REGION}/exportUserData · DELETE .../eraseUserData`,
       "",
     ];
     process.stdout.write(`${lines.join("\n")}\n`);

@@ -20,6 +20,10 @@ export const handlers: Readonly<Record<EndpointName, (request: Request, response
   createSession: cloudHandler("createSession", api),
   sendMessage: cloudHandler("sendMessage", api),
   endSession: cloudHandler("endSession", api),
+  listSessions: cloudHandler("listSessions", api),
+  getSession: cloudHandler("getSession", api),
+  exportUserData: cloudHandler("exportUserData", api),
+  eraseUserData: cloudHandler("eraseUserData", api),
 };
 
 const callableApi = async () => (await cloudInstance()).callables;
@@ -28,6 +32,16 @@ const callableApi = async () => (await cloudInstance()).callables;
 export const callables = Object.fromEntries(
   Object.keys(CALLABLES).map((name) => [name, callableHandler(name as CallableName, callableApi)]),
 ) as Readonly<Record<CallableName, CallableHandler>>;
+
+/**
+ * A Firebase Auth user was deleted: their data goes too (the first pass within half the trigger's
+ * timeout, the rest by the sweep). A failure before the erasure is recorded is thrown, so that
+ * the platform retries the event.
+ */
+export async function eraseDeletedUser(uid: string): Promise<void> {
+  const instance = await cloudInstance();
+  await instance.erasure.erase(uid, Date.now() + (instance.config.deploy.timeoutSeconds * 1000) / 2);
+}
 
 export async function maintain(): Promise<void> {
   await scheduledMaintenance(await cloudInstance());

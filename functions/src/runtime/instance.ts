@@ -17,6 +17,11 @@ import { runMaintenance, type MaintenanceReport } from "../session/maintenance";
 import type { SessionPolicy } from "../session/session-rules";
 import { SessionService } from "../session/session-service";
 import { RtdbStore } from "../store/rtdb/rtdb-store";
+import { CursorCodec } from "../http/cursor-codec";
+import { querySchemas } from "../http/query-schemas";
+import type { UserDataContext, UserDataLimits } from "../http/user-data-context";
+import { ConversationService } from "../session/conversations/conversation-service";
+import { ErasureService } from "../session/erasure/erasure-service";
 import type { SessionStore } from "../store/session-store";
 import { timeBudget, type TimeBudget } from "./time-budget";
 
@@ -42,6 +47,8 @@ export interface InstanceParts {
   readonly functionTimeoutMs?: number;
   /** The longest silence on a streamed answer (default 15 s; tests shorten it). */
   readonly heartbeatMs?: number;
+  /** What one export part or erasure request may carry or take (tests shrink them). */
+  readonly userDataLimits?: Partial<UserDataLimits>;
 }
 
 /** One function instance: built once, when it starts, and kept for its life (its caches with it). */
@@ -54,8 +61,10 @@ export interface Instance {
   /** The same operations as callable functions (`onCall`). */
   readonly callables: CallableApi;
   readonly log: Log;
-  /** The scheduled clean-up: expiry, retention, forgotten keys. */
-  readonly maintain: (now?: number) => Promise<MaintenanceReport>;
+  /** The scheduled clean-up: expiry, retention, forgotten keys; and erasures to finish. */
+  readonly maintain: (now?: number) => Promise<MaintenanceReport & { readonly erasuresFinished: number }>;
+  /** Erasing a user's data (the `DELETE /me` route, and the Auth trigger for a deleted user). */
+  readonly erasure: ErasureService;
 }
 
 /**
@@ -101,8 +110,19 @@ export function composeInstance(config: Config, parts: InstanceParts): Instance 
       maxSessions: config.sessionCacheMaxEntries,
     },
   });
-  const maintain = (now: number = clock()) =>
-    runMaintenance({
+  const functionTimeoutMs = parts.functionTimeoutMs ?? config.deploy.timeoutSeconds * 1000;
+  const erasure = new ErasureService({
+    store,
+    clock,
+    log: parts.log,
+    messagesPerMinute: config.limits.userMessagesPerMinute,
+    takeOverAfterMs: functionTimeoutMs,
+    // A request that raced the erasure writes nothing after its claim's lease, nor a write it sent after one database deadline.
+    finalPassAfterMs: budget.leaseMs + config.dbTimeoutMs,
+    batchSize: ERASURE_BATCH,
+  });
+  const maintain = async (now: number = clock()) => {
+    const report = await runMaintenance({
       store,
       now,
       policy,
@@ -111,9 +131,19 @@ export function composeInstance(config: Config, parts: InstanceParts): Instance 
       batchSize: MAINTENANCE_BATCH,
       maxBatches: MAINTENANCE_MAX_BATCHES,
     });
-  const api = createApi({ sessions, identity, log: parts.log, config, ...(appCheck ? { appCheck } : {}), ...(parts.heartbeatMs === undefined ? {} : { heartbeatMs: parts.heartbeatMs }) });
-  const callables = createCallableApi({ sessions, log: parts.log, config });
-  return { config, budget, sessions, api, callables, log: parts.log, maintain };
+    return { ...report, erasuresFinished: await erasure.finishDue(now) };
+  };
+  const userData: UserDataContext = {
+    conversations: new ConversationService({ store, clock, policy, partialStaleMs: functionTimeoutMs }),
+    erasure,
+    cursors: new CursorCodec(() => store.serviceSecret("cursor")),
+    queries: querySchemas(),
+    clock,
+    limits: { ...USER_DATA_LIMITS, exportPartMs: Math.min(20_000, functionTimeoutMs / 3), eraseRequestMs: functionTimeoutMs / 2, ...parts.userDataLimits },
+  };
+  const api = createApi({ sessions, identity, log: parts.log, config, userData, ...(appCheck ? { appCheck } : {}), ...(parts.heartbeatMs === undefined ? {} : { heartbeatMs: parts.heartbeatMs }) });
+  const callables = createCallableApi({ sessions, userData, log: parts.log, config });
+  return { config, budget, sessions, api, callables, log: parts.log, maintain, erasure };
 }
 
 /** The session rules' settings. */
@@ -128,6 +158,14 @@ function required(app: App | undefined, part: string): App {
 
 /** How long a `createSession` Idempotency-Key is remembered. */
 const CREATE_KEY_TTL_MS = 24 * 3_600_000;
+/**
+ * An export's part: 4 MiB of JSON or 20 s (at most a third of the function's timeout), whichever
+ * comes first, read 2 sessions at a time (Hosting holds a whole answer before it sends it); an
+ * erasure's first pass in a request: half the function's timeout.
+ */
+const USER_DATA_LIMITS = { exportPartBytes: 4 * 1024 * 1024, exportReadPage: 2 };
+/** Sessions an erasure reads and deletes at once (each read whole, by the query that finds them). */
+const ERASURE_BATCH = 25;
 /** Sessions per maintenance query (each downloads whole sessions) and queries per run. */
 const MAINTENANCE_BATCH = 50;
 const MAINTENANCE_MAX_BATCHES = 40;

@@ -5,6 +5,7 @@ import type { MessageModeration } from "../moderation/message-moderation";
 import type { SessionMeta, SessionState, Template } from "../store/records";
 import type { SessionStore } from "../store/session-store";
 import { addressKey, admitAddress, refundAddress } from "./ledger/address-limit";
+import { ErasureInProgressError } from "./erasure/erasure-errors";
 import { ForbiddenError, IdempotencyKeyReusedError, LimitExceededError, SessionClosedError, SessionNotFoundError, TemplateNotFoundError } from "./errors";
 import { commit } from "./message/exchange-commit";
 import { resolveGenerationSettings } from "./prompt/generation-settings";
@@ -129,6 +130,7 @@ export class SessionService {
         fingerprint: fingerprint(input.templateId),
         session_id: sessionId,
         created_at: now,
+        user_key: userKey(userId),
       });
       if (claimed.fingerprint !== fingerprint(input.templateId)) throw new IdempotencyKeyReusedError();
       sessionId = claimed.session_id;
@@ -215,6 +217,7 @@ export class SessionService {
     if (networkAdmitted && bucket !== undefined) void store.updateAddressUsage(bucket, refundAddress(perHour)).catch(() => undefined);
     if (user.status === "rejected") throw user.reason;
     if (network.status === "rejected") throw network.reason;
+    if (!user.value.admitted && user.value.erasing) throw new ErasureInProgressError(seconds(user.value.retryAfterMs));
     if (!user.value.admitted) throw new LimitExceededError("sessions", seconds(user.value.retryAfterMs));
     if (!network.value.admitted) throw new LimitExceededError("address", seconds(network.value.retryAfterMs));
   }

@@ -1,3 +1,5 @@
+import { randomBytes } from "node:crypto";
+import type { ConversationPosition, ErasureRecord, ErasureRule, ListedConversation, StoredConversation } from "./conversation-records";
 import type { AddressUsage, ChatMessage, CreateKey, Exchange, KeyRecord, PartialReply, ServiceUsage, SessionMeta, SessionState, SessionSummary, Template, UserUsage } from "./records";
 import { assertNextCountsOneMore, type RuledWithKey, type HistoryWindow, type LedgerRule, type NewSession, type Ruled, type SessionStore, type StateRule, type UsageRule } from "./session-store";
 
@@ -10,6 +12,8 @@ interface StoredSession {
   /** Replies being written, by their request's key: what a database client would see under `partials`. */
   readonly partials: Map<string, PartialReply>;
   summary?: SessionSummary;
+  /** Exchange 1's title, for the listing (the database adapter keeps it in the user's index). */
+  title?: string;
 }
 
 /**
@@ -25,6 +29,8 @@ export class MemoryStore implements SessionStore {
   private readonly usage = new Map<string, UserUsage>();
   private readonly serviceUsage = new Map<string, ServiceUsage>();
   private readonly addressUsage = new Map<string, AddressUsage>();
+  private readonly erasures = new Map<string, ErasureRecord>();
+  private readonly secrets = new Map<string, string>();
 
   async readTemplate(templateId: string): Promise<Template | null> {
     return copy(this.templates.get(templateId) ?? null);
@@ -107,6 +113,7 @@ export class MemoryStore implements SessionStore {
     if (next) {
       assertNextCountsOneMore(session.state, next);
       session.messages.push(copy(exchange.user), copy(exchange.assistant));
+      if (next.message_count === 1 && exchange.head !== undefined) session.title = exchange.head.title;
       session.state = moveDoneKeys(copy(next), session.keys);
       // In the same step as the messages, as the database adapter's one update: never both, never neither.
       removePartials(session, partialKey === undefined ? strayPartials : [partialKey, ...(strayPartials ?? [])]);
@@ -191,10 +198,88 @@ export class MemoryStore implements SessionStore {
     return applyLedger(this.addressUsage, addressKey, rule);
   }
 
+  async readUsage(userKey: string): Promise<UserUsage | null> {
+    return copy(this.usage.get(userKey) ?? null);
+  }
+
   async deleteIdleAddresses(cutoff: number, limit: number): Promise<number> {
     const idle = [...this.addressUsage].filter(([, usage]) => usage.refilled_at <= cutoff).slice(0, limit);
     for (const [key] of idle) this.addressUsage.delete(key);
     return idle.length;
+  }
+
+  async listConversations(userId: string, limit: number, after?: ConversationPosition): Promise<ListedConversation[]> {
+    const newestFirst = (a: ListedConversation, b: ListedConversation) => b.entry.last_activity - a.entry.last_activity || (b.sessionId < a.sessionId ? -1 : b.sessionId > a.sessionId ? 1 : 0);
+    const olderThan = (entry: ListedConversation) =>
+      after === undefined || entry.entry.last_activity < after.lastActivity || (entry.entry.last_activity === after.lastActivity && entry.sessionId < after.sessionId);
+    return [...this.sessions]
+      .filter(([, session]) => session.meta.user_id === userId)
+      .map(([id, session]) => ({ sessionId: id, entry: listed(session) }))
+      .filter(olderThan)
+      .sort(newestFirst)
+      .slice(0, Math.max(0, limit));
+  }
+
+  async readPartialReplies(sessionId: string): Promise<Record<string, PartialReply>> {
+    return this.readPartials(sessionId);
+  }
+
+  async readUserSessions(userId: string, after: string | undefined, limit: number): Promise<StoredConversation[]> {
+    return this.userSessionIds(userId, after, limit).map((id) => {
+      const session = this.sessions.get(id) as StoredSession;
+      return copy({ id, meta: session.meta, state: session.state, messages: session.messages, summary: session.summary ?? null, partials: Object.fromEntries(session.partials) });
+    });
+  }
+
+  async scanConversationIndex(userId: string, after: string | undefined, limit: number): Promise<{ id: string; createdAt: number }[]> {
+    return this.userSessionIds(userId, after, limit).map((id) => ({ id, createdAt: this.sessions.get(id)?.meta.created_at ?? 0 }));
+  }
+
+  async serviceSecret(name: string): Promise<string> {
+    const secret = this.secrets.get(name) ?? randomBytes(32).toString("base64url");
+    this.secrets.set(name, secret);
+    return secret;
+  }
+
+  async updateErasure<O>(userKey: string, rule: ErasureRule<O>): Promise<O> {
+    const { outcome, next } = rule(copy(this.erasures.get(userKey) ?? null));
+    if (next === null) this.erasures.delete(userKey);
+    else if (next !== undefined) this.erasures.set(userKey, copy(next));
+    return outcome;
+  }
+
+  async recordErasedSessions(userKey: string, sessionIds: readonly string[]): Promise<void> {
+    const record = this.erasures.get(userKey);
+    if (!record) return;
+    this.erasures.set(userKey, { ...record, sessions: { ...record.sessions, ...Object.fromEntries(sessionIds.map((id) => [id, true as const])) } });
+  }
+
+  async findDueErasures(now: number, limit: number): Promise<string[]> {
+    return [...this.erasures]
+      .filter(([, record]) => record.due_at <= now)
+      .sort(([, a], [, b]) => a.due_at - b.due_at)
+      .slice(0, limit)
+      .map(([userKey]) => userKey);
+  }
+
+  async deleteUserSessions(userId: string, sessionIds: readonly string[]): Promise<void> {
+    // Here every session names its owner: one of another user's is never taken for the user's.
+    for (const id of sessionIds) if (this.sessions.get(id)?.meta.user_id === userId) this.sessions.delete(id);
+  }
+
+  async deleteUserCreateKeys(userKey: string, cutoff: number): Promise<number> {
+    const old = [...this.createKeys].filter(([, key]) => key.user_key === userKey && key.created_at <= cutoff);
+    for (const [hash] of old) this.createKeys.delete(hash);
+    return old.length;
+  }
+
+  /** The user's session ids after `after`, in id order: the listing's and the index's order here. */
+  private userSessionIds(userId: string, after: string | undefined, limit: number): string[] {
+    return [...this.sessions]
+      .filter(([id, session]) => session.meta.user_id === userId && (after === undefined || id > after))
+      .map(([id]) => id)
+      .sort()
+      .slice(0, Math.max(0, limit));
   }
 
   private oldestBy(field: (state: SessionState) => number | undefined, cutoff: number, limit: number): string[] {
@@ -205,6 +290,21 @@ export class MemoryStore implements SessionStore {
       .slice(0, limit)
       .map((entry) => entry.id);
   }
+}
+
+/** What the database adapter's index holds of a session, derived here from the session itself. */
+function listed(session: StoredSession): ListedConversation["entry"] {
+  const { meta, state } = session;
+  return {
+    template_id: meta.template_id,
+    template_name: meta.template_name,
+    created_at: meta.created_at,
+    last_activity: state.last_activity,
+    message_count: state.message_count,
+    status: state.status,
+    ...(state.status === "active" ? {} : { closed: state.status }),
+    ...(session.title === undefined ? {} : { title: session.title }),
+  };
 }
 
 function applyLedger<R, O>(records: Map<string, R>, key: string, rule: LedgerRule<R, O>): O {

@@ -146,6 +146,20 @@ export type SessionState = z.infer<typeof sessionStateSchema>;
 export interface Exchange {
   readonly user: ChatMessage;
   readonly assistant: ChatMessage;
+  /** On an exchange that may be its session's first (its claim saw none stored): what exchange 1 tells the owner's conversation index. */
+  readonly head?: ConversationHead;
+}
+
+/**
+ * What a conversation's first exchange gives its entry in the owner's index: its title (the first
+ * user message cut short, session/conversations/title.ts) and the fields fixed at creation, written
+ * again with it (so an entry whose creation was lost is whole from the first exchange on).
+ */
+export interface ConversationHead {
+  readonly title: string;
+  readonly template_id: string;
+  readonly template_name: string;
+  readonly created_at: number;
 }
 
 /** What a `createSession` with an `Idempotency-Key` left behind, under the key's hash. */
@@ -153,6 +167,8 @@ export const createKeySchema = z.object({
   fingerprint: z.string(),
   session_id: z.string(),
   created_at: z.number(),
+  /** The owner's usage key (a hash of the user id), so that an erasure finds the user's keys. */
+  user_key: z.string().optional(),
 });
 export type CreateKey = z.infer<typeof createKeySchema>;
 
@@ -172,6 +188,8 @@ export const userUsageSchema = z.object({
    * count (plus one) of a settled message.
    */
   contexts: z.record(z.string(), z.object({ tokens: z.number().min(0), open: z.number().int().min(0), landed: z.number().int().min(0), at: z.number() })).optional(),
+  /** Since when the user's data is being erased: new sessions and messages are refused until it is (see session/erasure/). */
+  erasing: z.number().optional(),
 });
 export type UserUsage = z.infer<typeof userUsageSchema>;
 

@@ -1,3 +1,4 @@
+import type { ConversationPosition, ErasureRule, ListedConversation, StoredConversation } from "./conversation-records";
 import type { AddressUsage, ChatMessage, CreateKey, Exchange, KeyRecord, PartialReply, ServiceUsage, SessionMeta, SessionState, SessionSummary, Template, UserUsage } from "./records";
 
 /**
@@ -154,6 +155,9 @@ export interface LedgerStore {
 
   /** Atomically applies `rule` to the session bucket of one network address (by its key). */
   updateAddressUsage<O>(addressKey: string, rule: LedgerRule<AddressUsage, O>): Promise<O>;
+
+  /** The usage record stored under `userKey`, read without a change (for an export); null when there is none. */
+  readUsage(userKey: string): Promise<UserUsage | null>;
 }
 
 /** What the scheduled clean-up finds and removes. */
@@ -180,8 +184,56 @@ export interface HousekeepingStore {
   deleteIdleAddresses(cutoff: number, limit: number): Promise<number>;
 }
 
+/** A user's conversations as a whole: the per-user index, and everything the user holds, for an export. */
+export interface ConversationStore {
+  /**
+   * Up to `limit` of the user's conversations from their index, newest activity first, starting
+   * after `after` (exclusive): one query of the page's size, however many the user has.
+   */
+  listConversations(userId: string, limit: number, after?: ConversationPosition): Promise<ListedConversation[]>;
+
+  /** The partial replies being written in a session, by key (none where no client can read them). */
+  readPartialReplies(sessionId: string): Promise<Record<string, PartialReply>>;
+
+  /**
+   * Up to `limit` of the sessions whose `user_id` is `userId`, indexed or not, in session id order
+   * after `after` (exclusive), each read whole: what an export writes and an erasure deletes.
+   */
+  readUserSessions(userId: string, after: string | undefined, limit: number): Promise<StoredConversation[]>;
+
+  /** Up to `limit` session ids of the user's index in id order after `after`, with when each was created (entries whose session may be gone). */
+  scanConversationIndex(userId: string, after: string | undefined, limit: number): Promise<{ readonly id: string; readonly createdAt: number }[]>;
+
+  /** A random secret of the deployment's, created on first use and the same for every instance (cursor signatures); readable by no client. */
+  serviceSecret(name: string): Promise<string>;
+}
+
+/** What erasing a user's data reads and writes besides their sessions' own nodes. */
+export interface ErasureStore {
+  /** Atomically applies `rule` to the erasure record of `userKey`. */
+  updateErasure<O>(userKey: string, rule: ErasureRule<O>): Promise<O>;
+
+  /** Adds session ids to the record's `sessions`; nothing when there is no record. */
+  recordErasedSessions(userKey: string, sessionIds: readonly string[]): Promise<void>;
+
+  /** Usage keys whose erasure record is due at or before `now`, the most overdue first. */
+  findDueErasures(now: number, limit: number): Promise<string[]>;
+
+  /**
+   * Removes the sessions (every node under each: messages, partials, summary, keys) and their
+   * entries in `userId`'s index, in one atomic update; harmless for ids already gone. The ids are
+   * the user's (from their index, a query on `user_id`, or an erasure's record): the database
+   * adapter deletes them without reading who owns them, since a node brought back by a late write
+   * names no owner.
+   */
+  deleteUserSessions(userId: string, sessionIds: readonly string[]): Promise<void>;
+
+  /** Removes `createSession` idempotency keys of `userKey` claimed at or before `cutoff`; returns how many. */
+  deleteUserCreateKeys(userKey: string, cutoff: number): Promise<number>;
+}
+
 /** Every role: what one adapter (the Realtime Database, the embedded store) implements. */
-export interface SessionStore extends TemplateStore, StateStore, HistoryStore, LedgerStore, HousekeepingStore {}
+export interface SessionStore extends TemplateStore, StateStore, HistoryStore, LedgerStore, HousekeepingStore, ConversationStore, ErasureStore {}
 
 /** The contract of `appendExchange`'s rule, checked by every adapter: one more exchange, no other count. */
 export function assertNextCountsOneMore(state: SessionState, next: SessionState): void {

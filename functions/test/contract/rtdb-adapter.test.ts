@@ -62,7 +62,10 @@ describeWithRtdb("RtdbStore journal and shape", () => {
     const ref = failing.ref.bind(failing);
     (failing as { ref: Database["ref"] }).ref = ((path?: string) => {
       const node = ref(path);
-      if (path === `userSessions/${session.id}`) node.update = () => Promise.reject(new Error("connection lost"));
+      // The copy is one update from the root (the session's messages and its index entry together).
+      const update = node.update.bind(node);
+      node.update = (values: object) =>
+        Object.keys(values).some((key) => key.startsWith(`userSessions/${session.id}/`)) ? Promise.reject(new Error("connection lost")) : update(values);
       return node;
     });
     const ender = new RtdbStore(failing, 3_000);
@@ -105,11 +108,27 @@ describeWithRtdb("RtdbStore journal and shape", () => {
     const stored: unknown = (await db.ref(`userSessions/${session.id}`).get()).val();
     expect(stored).toEqual({
       ...session.meta,
-      state: { status: "active", message_count: 1, last_activity: session.meta.created_at + 6, idle_since: session.meta.created_at + 6 },
+      state: {
+        status: "active",
+        message_count: 1,
+        last_activity: session.meta.created_at + 6,
+        idle_since: session.meta.created_at + 6,
+        // The key of its owner's conversation index, where the session is listed.
+        conversation: session.meta.user_id,
+      },
       messages: {
         m000000001: { role: "user", content: "question 1", timestamp: session.meta.created_at + 5 },
         m000000002: { role: "assistant", content: "answer 1", timestamp: session.meta.created_at + 6 },
       },
+    });
+    // Its entry in the owner's index, brought up to date by the copy (no write of its own).
+    expect((await db.ref(`userConversations/${session.meta.user_id}/${session.id}`).get()).val()).toEqual({
+      template_id: session.meta.template_id,
+      template_name: session.meta.template_name,
+      created_at: session.meta.created_at,
+      last_activity: session.meta.created_at + 6,
+      message_count: 1,
+      status: "active",
     });
   });
 

@@ -1,14 +1,12 @@
 import { recentMessages } from "../support/recent-messages";
-import { spawn, type ChildProcess } from "node:child_process";
 import { randomUUID } from "node:crypto";
-import { existsSync } from "node:fs";
-import { resolve } from "node:path";
 import { appendRule, claimRequest, type RequestClaim } from "../../src/session/session-rules";
 import type { SessionState } from "../../src/store/records";
 import { RtdbStore } from "../../src/store/rtdb/rtdb-store";
 import { exchange, newSession, POLICY } from "../support/fixtures";
 import { describeWithRtdb, freshNamespace, RtdbInstances } from "../support/rtdb";
 import { describeUnless } from "../support/visible-skip";
+import { standInSkipReason, startStandIn, type StandIn } from "../support/stand-in";
 
 /**
  * Guards the reason `RtdbStore` reads with `once("value")` and not `get()`. In @firebase/database
@@ -163,44 +161,15 @@ describeWithRtdb("RtdbStore reads beside transactions on the same node (the get(
 
 /**
  * The same at 5 ms a round trip, as on the real service, on a stand-in (rtdb-wire) this suite
- * starts: latency is a server-wide setting, so not the shared one. The stand-in exists only in
- * this workplace (found as .ci/run finds it); elsewhere this part is skipped, saying why.
+ * starts: latency is a server-wide setting, so not the shared one. Elsewhere this part is skipped, saying why.
  */
-const STAND_IN = ["../../../../shared/rtdb-wire/server.mjs", "/work/shared/rtdb-wire/server.mjs"]
-  .map((candidate) => resolve(__dirname, candidate))
-  .find((candidate) => existsSync(candidate));
-
-function startStandIn(server: string, latencyMs: number): Promise<{ host: string; process: ChildProcess }> {
-  return new Promise((started, failed) => {
-    const child = spawn(process.execPath, [server, "--port", "0", "--host", "127.0.0.1", "--latency-ms", String(latencyMs)], { stdio: ["ignore", "pipe", "pipe"] });
-    let output = "";
-    const timer = setTimeout(() => {
-      child.kill();
-      failed(new Error(`rtdb-wire did not start: ${output}`));
-    }, 10_000);
-    const onData = (chunk: Buffer) => {
-      output += chunk.toString();
-      const host = /FIREBASE_DATABASE_EMULATOR_HOST=([0-9.:]+)/.exec(output)?.[1];
-      if (host === undefined) return;
-      clearTimeout(timer);
-      started({ host, process: child });
-    };
-    child.stdout.on("data", onData);
-    child.stderr.on("data", onData);
-    child.on("error", (error) => {
-      clearTimeout(timer);
-      failed(error);
-    });
-  });
-}
-
 describeUnless(
-  STAND_IN === undefined ? "the stand-in rtdb-wire (shared/rtdb-wire/server.mjs) is not here: it exists only in this workplace" : undefined,
+  standInSkipReason,
   "RtdbStore reads beside transactions on the same node, at 5 ms a round trip",
   () => {
-    let standIn: { host: string; process: ChildProcess } | undefined;
+    let standIn: StandIn | undefined;
     beforeAll(async () => {
-      standIn = await startStandIn(STAND_IN!, 5);
+      standIn = await startStandIn(5);
     });
     afterAll(() => {
       standIn?.process.kill();

@@ -219,6 +219,45 @@ describeEachStore("callable functions through the Functions client SDK", (kind) 
     expect(await failureOf(main.call("endSession", { session_id: id }))).toMatchObject({ code: "functions/failed-precondition", details: { code: "SESSION_ENDED" } });
   });
 
+  it("lists, reads, exports and erases a user's conversations with the bodies the HTTP routes answer, the query's fields in the data", async () => {
+    const user = `user_data_${kind}`;
+    const first = await created(user);
+    await main.call("sendMessage", { session_id: first, message: "First words" });
+    const second = await created(user);
+    await main.call("sendMessage", { session_id: second, message: "Second words" });
+    const stranger = await created(`${user}_stranger`);
+    // A page of one, then the next through its cursor: newest first, as over HTTP.
+    const page = await main.call("listSessions", { user_id: user, limit: 1 });
+    const http = await main.harness.api.call("GET", `${ROUTES.list}?user_id=${user}&limit=1`);
+    expect(page).toEqual(http.body);
+    expect((page.sessions as Body[]).map((entry) => entry.session_id)).toEqual([second]);
+    const rest = await main.call("listSessions", { user_id: user, limit: 1, cursor: page.next_cursor });
+    expect((rest.sessions as Body[]).map((entry) => entry.session_id)).toEqual([first]);
+    const read = await main.call("getSession", { session_id: first, user_id: user, limit: 10 });
+    expect((read.messages as Body[]).map((message) => message.content)).toEqual(["First words", "reply #1 to: First words"]);
+    // The export, produced in parts over HTTP, is one answer here.
+    const exported = await main.call("exportUserData", { user_id: user });
+    expect(JSON.stringify(exported)).toContain("Second words");
+    expect(JSON.stringify(exported)).not.toContain(stranger);
+    const erased = await main.call("eraseUserData", { user_id: user });
+    expect(erased).toMatchObject({ success: true, user_id: user, sessions_erased: 2 });
+    expect((await main.call("listSessions", { user_id: user })).sessions).toEqual([]);
+    expect((await main.call("listSessions", { user_id: `${user}_stranger` })).sessions).toHaveLength(1);
+  });
+
+  it("refuses data a query cannot carry, and bad page sizes, naming the field, before reading anything", async () => {
+    expect(await failureOf(main.call("listSessions", { user_id: "someone", limit: { many: true } }))).toEqual({
+      code: "functions/invalid-argument",
+      message: "The call's data has fields of the wrong type",
+      details: { code: "INVALID_REQUEST", fields: [{ field: "limit", message: "must be a string or a number" }] },
+    });
+    expect(await failureOf(main.call("listSessions", { user_id: "someone", limit: 0 }))).toMatchObject({
+      code: "functions/invalid-argument",
+      details: { code: "INVALID_REQUEST", fields: [{ field: "limit" }] },
+    });
+    expect(await failureOf(main.call("getSession", { user_id: "someone" }))).toMatchObject({ code: "functions/invalid-argument", details: { fields: [{ field: "session_id", message: "is required" }] } });
+  });
+
   describe("with limits, ID tokens required, or moderation", () => {
     let limited: Callables;
     let strict: Callables;

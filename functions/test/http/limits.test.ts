@@ -1,8 +1,8 @@
 import { recentMessages } from "../support/recent-messages";
-import { spawn, type ChildProcess } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { randomUUID } from "node:crypto";
-import { join } from "node:path";
 import { FakeOpenAiServer } from "../support/fake-openai-server";
+import { startLocalProcess } from "../support/local-process";
 import { call, describeEachStore, ROUTES, startHarness, type Answer, type Harness } from "../support/http-harness";
 import { describeWithRtdb, RtdbInstances } from "../support/rtdb";
 import { RtdbStore } from "../../src/store/rtdb/rtdb-store";
@@ -122,35 +122,15 @@ describeWithRtdb("usage limits across two processes", () => {
   });
 
   async function startProcess(): Promise<string> {
-    const child = spawn(process.execPath, [join(__dirname, "..", "..", "lib", "local", "main.js")], {
-      env: {
-        ...process.env,
-        ...LIMITS,
-        PORT: "0",
-        GCLOUD_PROJECT: projectId,
-        OPENAI_API_KEY: "sk-test-key",
-        OPENAI_BASE_URL: fake.baseUrl,
-        OPENAI_MAX_RETRIES: "0",
-      },
-      stdio: ["ignore", "pipe", "pipe"],
+    const { url, child } = await startLocalProcess({
+      ...LIMITS,
+      GCLOUD_PROJECT: projectId,
+      OPENAI_API_KEY: "sk-test-key",
+      OPENAI_BASE_URL: fake.baseUrl,
+      OPENAI_MAX_RETRIES: "0",
     });
     children.push(child);
-    let output = "";
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => { reject(new Error(`no start-up line: ${output}`)); }, 30_000);
-      child.stdout.on("data", (chunk: Buffer) => {
-        output += chunk.toString();
-        const match = /API base URL (http:\/\/[\d.:]+)\/api\/v1/.exec(output);
-        if (match?.[1]) {
-          clearTimeout(timer);
-          resolve(match[1]);
-        }
-      });
-      child.stderr.on("data", (chunk: Buffer) => {
-        output += chunk.toString();
-      });
-      child.on("exit", (code) => { reject(new Error(`exited with ${code}: ${output}`)); });
-    });
+    return url;
   }
 
   /** `count` requests at once, alternating between the two processes. */

@@ -3,6 +3,7 @@ import { initializeApp } from "firebase-admin/app";
 import type { Database } from "firebase-admin/database";
 import type { AppCheckVerifier } from "../../src/auth/app-check";
 import { firebaseIdentity } from "../../src/auth/firebase-identity";
+import type { UserDataLimits } from "../../src/http/user-data-context";
 import { seedTemplates } from "../../src/local/project-files";
 import { silentLog, type Log } from "../../src/log/log";
 import { composeInstance, type Instance as ServiceInstance } from "../../src/runtime/instance";
@@ -69,6 +70,8 @@ export interface HarnessOptions {
   readonly heartbeatMs?: number;
   /** The App Check verifier the instances use with REQUIRE_APP_CHECK=true (test/support/local-app-check.ts serves its keys). */
   readonly appCheck?: AppCheckVerifier;
+  /** What an export part or an erasure request may carry or take (default: the deployed ones). */
+  readonly userDataLimits?: Partial<UserDataLimits>;
 }
 
 export async function startHarness(options: HarnessOptions): Promise<Harness> {
@@ -94,6 +97,7 @@ export async function startHarness(options: HarnessOptions): Promise<Harness> {
       ...(options.functionTimeoutMs === undefined ? {} : { functionTimeoutMs: options.functionTimeoutMs }),
       ...(options.heartbeatMs === undefined ? {} : { heartbeatMs: options.heartbeatMs }),
       ...(options.appCheck ? { appCheck: options.appCheck } : {}),
+      ...(options.userDataLimits === undefined ? {} : { userDataLimits: options.userDataLimits }),
     });
     const baseUrl = await servers.serve(runtime);
     return {
@@ -144,6 +148,15 @@ export const ROUTES = {
   directCreate: "/demo-chatify/us-central1/createSession",
   directMessage: (id: string) => `/demo-chatify/us-central1/sendMessage/${id}`,
   directEnd: (id: string) => `/demo-chatify/us-central1/endSession/${id}`,
+  // A user's conversations and data (issue 16): one conversation's Hosting path is endSession's.
+  list: "/api/v1/chatbot/sessions",
+  get: (id: string) => `/api/v1/chatbot/session/${id}`,
+  exportData: "/api/v1/chatbot/me/export",
+  erase: "/api/v1/chatbot/me",
+  directList: "/demo-chatify/us-central1/listSessions",
+  directGet: (id: string) => `/demo-chatify/us-central1/getSession/${id}`,
+  directExport: "/demo-chatify/us-central1/exportUserData",
+  directErase: "/demo-chatify/us-central1/eraseUserData",
 } as const;
 
 /** Creates a session through the API and returns its id. */

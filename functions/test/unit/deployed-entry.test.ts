@@ -40,13 +40,15 @@ describe("the deployed entry (package.json main)", () => {
       // What `firebase deploy` and the emulators run: the installed firebase-functions on the source directory.
       node([join(FUNCTIONS_DIR, "node_modules", "firebase-functions", "lib", "bin", "firebase-functions.js")], { ...process.env, FUNCTIONS_MANIFEST_OUTPUT_PATH: output });
       const manifest = JSON.parse(readFileSync(output, "utf8")) as {
-        endpoints: Record<string, { httpsTrigger?: { invoker?: string[] }; callableTrigger?: unknown; scheduleTrigger?: unknown; secretEnvironmentVariables?: { key: string }[]; timeoutSeconds: unknown; availableMemoryMb: unknown; concurrency: unknown; maxInstances?: unknown; minInstances?: unknown }>;
+        endpoints: Record<string, { httpsTrigger?: { invoker?: string[] }; callableTrigger?: unknown; scheduleTrigger?: unknown; eventTrigger?: unknown; secretEnvironmentVariables?: { key: string }[]; timeoutSeconds: unknown; availableMemoryMb: unknown; concurrency: unknown; maxInstances?: unknown; minInstances?: unknown }>;
         params: { name: string }[];
       };
-      expect(Object.keys(manifest.endpoints).sort()).toEqual(["chat-createSession", "chat-endSession", "chat-sendMessage", "createSession", "endSession", "expireSessions", "sendMessage"]);
+      const userData = ["listSessions", "getSession", "exportUserData", "eraseUserData"];
+      const callables = ["chat-createSession", "chat-endSession", "chat-sendMessage", ...userData.map((name) => `chat-${name}`)];
+      expect(Object.keys(manifest.endpoints).sort()).toEqual(["createSession", "endSession", "eraseDeletedUser", "expireSessions", "sendMessage", ...userData, ...callables].sort());
       // The deploy knobs, as the params the CLI resolves at deploy (function-options.ts).
       const knobs = { timeoutSeconds: "{{ params.TIMEOUT_SECONDS }}", availableMemoryMb: "{{ params.MEMORY_MIB }}", concurrency: "{{ params.CONCURRENCY }}", maxInstances: "{{ params.MAX_INSTANCES }}" };
-      for (const name of ["createSession", "sendMessage", "endSession"]) {
+      for (const name of ["createSession", "sendMessage", "endSession", ...userData]) {
         expect(manifest.endpoints[name]).toMatchObject({ httpsTrigger: { invoker: ["public"] }, ...knobs });
       }
       // Warm instances for the message function only.
@@ -54,13 +56,15 @@ describe("the deployed entry (package.json main)", () => {
       expect(manifest.endpoints.createSession?.minInstances ?? null).toBeNull();
       expect(manifest.endpoints.sendMessage?.secretEnvironmentVariables).toEqual([{ key: "OPENAI_API_KEY" }]);
       // The callables: the same knobs, the message one with the key and the warm instances.
-      for (const name of ["chat-createSession", "chat-sendMessage", "chat-endSession"]) {
+      for (const name of callables) {
         expect(manifest.endpoints[name]).toMatchObject({ callableTrigger: {}, ...knobs });
       }
       expect(manifest.endpoints["chat-sendMessage"]).toMatchObject({ minInstances: "{{ params.MIN_INSTANCES }}", secretEnvironmentVariables: [{ key: "OPENAI_API_KEY" }] });
       expect(manifest.endpoints["chat-endSession"]?.secretEnvironmentVariables).toBeUndefined();
       expect(manifest.endpoints.expireSessions).toMatchObject({ timeoutSeconds: 300, availableMemoryMb: 512, maxInstances: "{{ params.MAX_INSTANCES }}" });
       expect(manifest.endpoints.expireSessions?.scheduleTrigger).toMatchObject({ schedule: "every 15 minutes" });
+      // The 2nd gen Auth trigger (a 1st gen one could not run on nodejs24), retried until the erasure is recorded.
+      expect(manifest.endpoints.eraseDeletedUser).toMatchObject({ platform: "gcfv2", eventTrigger: { eventType: "google.firebase.auth.user.v2.deleted", retry: true } });
       expect(manifest.params.map((param) => param.name).sort()).toEqual([...DECLARED_PARAMS.map((param) => param.name), "OPENAI_API_KEY"].sort());
     } finally {
       rmSync(dir, { recursive: true, force: true });

@@ -24,7 +24,7 @@ export interface UsagePolicy {
   readonly addressSessionsPerHour?: number;
 }
 
-export type Admission = { readonly admitted: true } | { readonly admitted: false; readonly retryAfterMs: number };
+export type Admission = { readonly admitted: true } | { readonly admitted: false; readonly retryAfterMs: number; readonly erasing?: true };
 
 /** The model tokens a message's calls may use, reserved against the daily limit until its commit settles them. */
 export interface Reservation {
@@ -37,7 +37,7 @@ export interface Reservation {
 
 export type MessageAdmission =
   | { readonly admitted: true; readonly reservation: Reservation }
-  | { readonly admitted: false; readonly limit: "messages" | "tokens"; readonly retryAfterMs: number };
+  | { readonly admitted: false; readonly limit: "messages" | "tokens" | "erasing"; readonly retryAfterMs: number };
 
 /**
  * What a message may cost in tokens beyond the session's context bound (held in the usage
@@ -67,6 +67,8 @@ export interface Spent {
 
 const MINUTE = 60_000;
 const DAY = 86_400_000;
+/** What a request refused while the user's data is being erased is told to wait (see session/erasure/). */
+const ERASING_RETRY_MS = 5_000;
 /** Longer than any request can run: a reservation still open after it belongs to a request that died. */
 const OPEN_RESERVATION_MS = 120_000;
 
@@ -97,6 +99,7 @@ export function utcDay(now: number): string {
  */
 export function admitMessage(sessionId: string, now: number, policy: UsagePolicy, need: TokenNeed): UsageRule<MessageAdmission> {
   return (usage) => {
+    if (usage?.erasing !== undefined) return { outcome: { admitted: false, limit: "erasing", retryAfterMs: ERASING_RETRY_MS } };
     const rate = policy.messagesPerMinute / MINUTE;
     const elapsed = usage ? Math.max(0, now - usage.refilled_at) : 0;
     const tokens = usage ? Math.min(policy.messagesPerMinute, usage.tokens + elapsed * rate) : policy.messagesPerMinute;
@@ -170,6 +173,7 @@ export function refundMessage(policy: UsagePolicy, sessionId: string, reservatio
 /** Counts `sessionId` as active for the user, unless that would exceed the limit (then: when a slot frees). */
 export function admitSession(sessionId: string, now: number, policy: UsagePolicy): UsageRule<Admission> {
   return (usage) => {
+    if (usage?.erasing !== undefined) return { outcome: { admitted: false, retryAfterMs: ERASING_RETRY_MS, erasing: true } };
     const live = liveSessions(usage, now, policy);
     if (sessionId in live) return { outcome: { admitted: true } };
     const active = Object.values(live);

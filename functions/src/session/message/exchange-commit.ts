@@ -10,6 +10,7 @@ import type { Generated } from "./reply-generation";
 import { SUMMARY_MAX_TOKENS, type SummaryResult } from "../prompt/rolling-summary";
 import { appendRule } from "../session-rules";
 import { addUsage } from "../ledger/token-usage";
+import { conversationHead } from "../conversations/title";
 
 /**
  * Commits a generated reply: the exchange, with what its calls used, appended in one transaction
@@ -35,6 +36,8 @@ export async function commit(context: MessageContext, message: InFlightMessage, 
   const exchange: Exchange = {
     user: { role: "user", content: text, timestamp: receivedAt },
     assistant: { role: "assistant", content: completion.text, timestamp: answeredAt, ...(completion.truncated ? { truncated: true } : {}), usage },
+    // The claim saw no exchange: this one may be the first, which names the conversation in its owner's list.
+    ...(message.slot.exchangeCount === 0 ? { head: conversationHead(session.meta, text) } : {}),
   };
   const calls = summarised.usage ? addUsage(reply, summarised.usage) : reply;
   const sideWrites: Promise<unknown>[] = [message.settle(calls, reply.total_tokens)];

@@ -3,6 +3,7 @@ import type { SessionMeta, SessionSummary } from "../../store/records";
 import type { HistoryWindow } from "../../store/session-store";
 import { lastMessages, windowMessages } from "../prompt/context-window";
 import { LimitExceededError, PromptTooLargeError } from "../errors";
+import { ErasureInProgressError } from "../erasure/erasure-errors";
 import { InFlightMessage } from "./in-flight-message";
 import type { KnownSession } from "../known-sessions";
 import { admitMessage, type TokenNeed } from "../ledger/limits";
@@ -62,7 +63,10 @@ export async function admit(context: MessageContext, session: KnownSession, text
   message.end({ kind: "refused" });
   if (claimed.kind === "done") return { kind: "replay", seq: claimed.seq };
   if (claimed.kind !== "claimed") throw refusal(claimed, policy);
-  if (!admitted.admitted) throw new LimitExceededError(admitted.limit, seconds(admitted.retryAfterMs));
+  if (!admitted.admitted) {
+    if (admitted.limit === "erasing") throw new ErasureInProgressError(seconds(admitted.retryAfterMs));
+    throw new LimitExceededError(admitted.limit, seconds(admitted.retryAfterMs));
+  }
   throw new LimitExceededError("service", seconds(capped?.admitted === false ? capped.retryAfterMs : 0));
 }
 

@@ -4,7 +4,7 @@ import { assistantMessageKey, pendingExchangeKey, seqOfPendingKey, userMessageKe
 import { parseStored } from "../parse-stored";
 import { chatMessageSchema, DATABASE_KEY, keyRecordSchema, type ChatMessage, type Exchange, type SessionState } from "../records";
 import { assertNextCountsOneMore } from "../session-store";
-import { keyRecordChild, messageChild, partialChild, PARTIALS, pendingPath } from "./paths";
+import { conversationPath, isOwnerKey, keyRecordChild, messageChild, partialChild, PARTIALS, pendingPath } from "./paths";
 
 /*
  * The journal: how an exchange reaches `messages` without the session's `state` ever growing.
@@ -22,8 +22,12 @@ import { keyRecordChild, messageChild, partialChild, PARTIALS, pendingPath } fro
  * is copied, a rule's outcome); the adapter (rtdb-store.ts) only sends what is decided.
  */
 
-/** A journal entry: the exchange, and the key of the partial reply it completes (removed when it is copied). */
-const pendingSchema = z.record(z.string(), z.object({ user: chatMessageSchema, assistant: chatMessageSchema, partial: z.string().optional() }));
+/**
+ * A journal entry: the exchange, the key of the partial reply it completes (removed when it is
+ * copied), and on exchange 1 the head of the conversation's index entry (copied there with it).
+ */
+const headSchema = z.object({ title: z.string(), template_id: z.string(), template_name: z.string(), created_at: z.number() });
+const pendingSchema = z.record(z.string(), z.object({ user: chatMessageSchema, assistant: chatMessageSchema, partial: z.string().optional(), head: headSchema.optional() }));
 export type Pending = z.infer<typeof pendingSchema>;
 export type JournalEntry = Pending[string];
 
@@ -37,6 +41,13 @@ export type Copied = ReadonlySet<string>;
 export const UNFLUSHED = "unflushed_since";
 /** The index of sessions by their first claim's lease, for the sweep of claims left by requests that died (see stateToWrite). */
 export const CLAIMS_LAPSE = "claims_lapse_at";
+/**
+ * Where the session is listed: the key of its owner's conversation index, written at creation and
+ * carried by every transaction, so that each copy of the journal brings the entry up to date (a
+ * copy that adds an exchange is sent anyway: the index costs no write of its own). Sessions
+ * created before the index have none.
+ */
+export const CONVERSATION = "conversation";
 
 /** How a done key is named among the journal entries acknowledged as copied. */
 export function keyEntry(hash: string): string {
@@ -56,6 +67,11 @@ export function stateNode(state: SessionState, pending: unknown): Record<string,
   return withoutUndefined({ ...state, ...journal });
 }
 
+/** A new session's index entry, as its creation writes it. */
+export function conversationEntry(meta: { readonly template_id: string; readonly template_name: string; readonly created_at: number }, state: SessionState): Record<string, unknown> {
+  return { template_id: meta.template_id, template_name: meta.template_name, created_at: meta.created_at, last_activity: state.last_activity, message_count: state.message_count, status: state.status };
+}
+
 /**
  * The `state` node a transaction writes, from the raw node it read (`raw`, with its journal), the
  * state its rule read, the state the rule leaves (`next`; undefined: unchanged, which still drops
@@ -69,11 +85,29 @@ export function nodeToWrite(
   copied: Copied | undefined,
   appended?: JournalEntry,
 ): Record<string, unknown> {
+  return withConversation(raw, nodeOfState(raw, state, next, copied, appended));
+}
+
+function nodeOfState(raw: Readonly<Record<string, unknown>>, state: SessionState, next: SessionState | undefined, copied: Copied | undefined, appended: JournalEntry | undefined): Record<string, unknown> {
   if (next === undefined) return stateToWrite(state, raw.pending, copied);
   if (appended === undefined) return stateToWrite(next, raw.pending, copied);
   assertNextCountsOneMore(state, next);
   const pending = isRecord(raw.pending) ? raw.pending : {};
-  return stateToWrite(next, { ...pending, [pendingExchangeKey(next.message_count)]: appended }, copied);
+  // Only exchange 1 heads the conversation's index entry: later entries need not carry it.
+  const entry = next.message_count === 1 || appended.head === undefined ? appended : withoutHead(appended);
+  return stateToWrite(next, { ...pending, [pendingExchangeKey(next.message_count)]: entry }, copied);
+}
+
+/** The node with the owner key the raw node had (the state's schema does not carry it). */
+function withConversation(raw: Readonly<Record<string, unknown>>, node: Record<string, unknown>): Record<string, unknown> {
+  const block: unknown = raw[CONVERSATION];
+  if (block !== undefined) node[CONVERSATION] = block;
+  return node;
+}
+
+function withoutHead(entry: JournalEntry): JournalEntry {
+  const { head, ...rest } = entry;
+  return rest;
 }
 
 /**
@@ -105,10 +139,12 @@ export interface Commit {
   readonly strayPartials: readonly string[];
 }
 
-/** The copy a commit calls for: one multi-path update of the session node, atomic. */
+/** The copy a commit calls for: one multi-path update, atomic, of the session node and its index entry. */
 export interface CopyPlan {
   /** Paths relative to the session node: exchanges into `messages`, done keys into `keys`, partials removed (null). */
   readonly update: Record<string, unknown>;
+  /** Paths from the root: the session's entry in its owner's conversation index, as the commit left it (sessions that have one). */
+  readonly index?: Record<string, unknown>;
   /** The journal as committed: remembered as copied once the update is acknowledged (see `remember`). */
   readonly entries: Copied;
   /**
@@ -149,7 +185,28 @@ export function planCopy(sessionId: string, commit: Commit, known: Copied | unde
     const record = keyRecordSchema.safeParse(entry);
     if (record.success) update[keyRecordChild(hash)] = { fingerprint: record.data.fingerprint, seq: record.data.seq };
   }
-  return { known: stillKnown, copy: { update, entries, closed } };
+  const index = indexUpdate(sessionId, raw, pending);
+  return { known: stillKnown, copy: { update, ...(index ? { index } : {}), entries, closed } };
+}
+
+/**
+ * The index entry's fields as the committed state has them, by path from the root (each field
+ * on its own path: the entry keeps what no copy writes), and with exchange 1 its head. `status`
+ * follows every copy, `closed` only those of a closed session and never leaves: an earlier copy
+ * that lands late can set back the count or the activity until the next copy, never reopen a
+ * closed conversation.
+ */
+function indexUpdate(sessionId: string, raw: Readonly<Record<string, unknown>>, pending: Pending): Record<string, unknown> | undefined {
+  const owner: unknown = raw[CONVERSATION];
+  if (typeof owner !== "string" || !isOwnerKey(owner) || !DATABASE_KEY.test(sessionId)) return undefined;
+  const at = (field: string) => `${conversationPath(owner, sessionId)}/${field}`;
+  const update: Record<string, unknown> = {};
+  for (const [field, value] of Object.entries(pending[pendingExchangeKey(1)]?.head ?? {})) update[at(field)] = value;
+  update[at("last_activity")] = raw.last_activity;
+  update[at("message_count")] = raw.message_count;
+  update[at("status")] = raw.status;
+  if (raw.status !== "active") update[at("closed")] = raw.status;
+  return update;
 }
 
 /** What is known to be copied once a copy of `entries` is acknowledged. */

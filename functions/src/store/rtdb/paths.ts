@@ -1,3 +1,5 @@
+import { createHash } from "node:crypto";
+
 /**
  * Every path the adapter reads or writes, built here and nowhere else: the stored shape, as
  * database.rules.json guards it (see docs/data-model.md).
@@ -12,6 +14,9 @@
  *   summary                            the rolling summary
  * idempotencyKeys/createSession/{hash}
  * userUsage/{userKey} · serviceUsage/{shard} · addressUsage/{addressKey}
+ * userConversations/{user}/{sessionId}  a user's conversation index (see conversationOwnerKey)
+ * erasures/{userKey}                 an erasure under way
+ * serviceSecrets/{name}              the deployment's own random secrets
  * ```
  */
 
@@ -56,3 +61,33 @@ export const messageChild = (key: string): string => `messages/${key}`;
 export const keyRecordChild = (hash: string): string => `keys/${hash}`;
 export const partialChild = (key: string): string => `${PARTIALS}/${key}`;
 export const stateField = (field: string): string => `state/${field}`;
+
+/*
+ * A user's conversations (issue 16): the index, erasures, the deployment's secrets.
+ */
+export const CONVERSATIONS = "userConversations";
+export const ERASURES = "erasures";
+const SERVICE_SECRETS = "serviceSecrets";
+
+/** A Firebase Auth uid as the database's rules see it: `auth.uid` matches the key only when it is one as it is. */
+const PLAIN_USER_ID = /^[A-Za-z0-9_-]{1,128}$/;
+
+/**
+ * The key of a user's index: the user id itself when it is a plain key (every uid Firebase Auth
+ * issues is), so that rules can let `auth.uid` read `userConversations/{auth.uid}`; any other id
+ * (a `user_id` sent without a token, which may hold `.` or `/`) as `~` and a hash of it, which
+ * no plain id can equal.
+ */
+export function conversationOwnerKey(userId: string): string {
+  return PLAIN_USER_ID.test(userId) ? userId : `~${createHash("sha256").update(`owner\u0000${userId}`, "utf8").digest("hex").slice(0, 40)}`;
+}
+
+/** A key `conversationOwnerKey` could have made: one path segment, whatever a stored node says. */
+export function isOwnerKey(key: string): boolean {
+  return /^~?[A-Za-z0-9_-]{1,128}$/.test(key);
+}
+
+export const conversationsPath = (ownerKey: string): string => `${CONVERSATIONS}/${ownerKey}`;
+export const conversationPath = (ownerKey: string, sessionId: string): string => `${conversationsPath(ownerKey)}/${sessionId}`;
+export const erasurePath = (userKey: string): string => `${ERASURES}/${userKey}`;
+export const serviceSecretPath = (name: string): string => `${SERVICE_SECRETS}/${name}`;

@@ -1,5 +1,7 @@
+import { randomBytes } from "node:crypto";
 import type { Database, DataSnapshot } from "firebase-admin/database";
 import { z } from "zod";
+import type { ConversationPosition, ErasureRule, ListedConversation, StoredConversation } from "../conversation-records";
 import { StoreDataError, StoreUnavailableError } from "../errors";
 import { parseStored } from "../parse-stored";
 import {
@@ -24,21 +26,29 @@ import {
   type SessionState,
   type SessionSummary,
   type Template,
+  type UserUsage,
 } from "../records";
 import type { HistoryWindow, LedgerRule, NewSession, Ruled, RuledWithKey, SessionStore, StateRule, UsageRule } from "../session-store";
 import { installFrameSafeJson } from "./frame-safe-json";
 import { HistoryReads } from "./history-reads";
-import { CLAIMS_LAPSE, journalEntry, nodeToWrite, planCopy, remember, stateNode, UNFLUSHED, type Copied, type JournalEntry } from "./journal";
+import { ConversationReads } from "./conversation-reads";
+import { ErasureWrites } from "./erasure-writes";
+import { CLAIMS_LAPSE, CONVERSATION, conversationEntry, journalEntry, nodeToWrite, planCopy, remember, stateNode, UNFLUSHED, type Copied, type JournalEntry } from "./journal";
 import { ListenerHolds } from "./listener-holds";
 import {
   ADDRESS_USAGE,
   addressPath,
   CONNECTED,
+  conversationOwnerKey,
+  conversationPath,
   CREATE_KEYS,
   createKeyPath,
+  ERASURES,
+  isOwnerKey,
   keyRecordPath,
   partialPath,
   SERVICE_USAGE,
+  serviceSecretPath,
   serviceShardPath,
   SESSION_FIELDS,
   sessionFieldPath,
@@ -72,11 +82,15 @@ export class RtdbStore implements SessionStore {
   readonly partialsReadable = true;
   private readonly engine: TransactionEngine;
   private readonly history: HistoryReads;
+  private readonly conversations: ConversationReads;
+  private readonly erasures: ErasureWrites;
   private readonly holds: ListenerHolds;
   /** Per session: journal entries whose copy the server acknowledged (see journal.ts). */
   private readonly copied = new Map<string, Copied>();
   /** Copies sent and not yet acknowledged. */
   private readonly inFlight = new Set<Promise<void>>();
+  /** The deployment's secrets, read once. */
+  private readonly secrets = new Map<string, string>();
 
   constructor(
     private readonly db: Database,
@@ -89,6 +103,8 @@ export class RtdbStore implements SessionStore {
     db.ref(CONNECTED);
     this.engine = new TransactionEngine(db, timeoutMs);
     this.history = new HistoryReads(db, this.engine);
+    this.conversations = new ConversationReads(db, this.engine);
+    this.erasures = new ErasureWrites(db, this.engine);
     this.holds = new ListenerHolds(db, options.heldNodes ?? HELD_NODES, options.holdIdleMs ?? HOLD_IDLE_MS, (path) => {
       const sessionId = sessionOfStatePath(path);
       if (sessionId !== undefined) this.copied.delete(sessionId);
@@ -124,12 +140,18 @@ export class RtdbStore implements SessionStore {
 
   async createSession(session: NewSession): Promise<"created" | "exists"> {
     const state = this.db.ref(statePath(session.id));
-    const node = { ...session.meta, state: stateNode(session.state, {}) };
+    const owner = conversationOwnerKey(session.meta.user_id);
+    const node = { ...session.meta, state: { ...stateNode(session.state, {}), [CONVERSATION]: owner } };
     for (let attempt = 0; ; attempt += 1) {
       // The small `state` answers "exists?" without downloading a history; only a session that
       // looks absent is created, in a transaction that refuses to replace one created meanwhile.
       if ((await this.engine.read("read session state", state)).exists()) return "exists";
-      if (await this.engine.createIfAbsent(sessionPath(session.id), node, "create session")) {
+      // Its index entry beside it, no round trip later. Field by field, so that it never takes
+      // back what a copy wrote (when another request created the session first); if it is lost,
+      // the copy of the session's first exchange writes the whole entry (the exchange carries its head).
+      const listed = this.db.ref(conversationPath(owner, session.id)).update(conversationEntry(session.meta, session.state)).catch(() => undefined);
+      const [created] = await Promise.all([this.engine.createIfAbsent(sessionPath(session.id), node, "create session"), listed]);
+      if (created) {
         this.holdState(session.id);
         return "created";
       }
@@ -278,6 +300,12 @@ export class RtdbStore implements SessionStore {
     return this.updateLedger(addressPath(addressKey), addressUsageSchema, "update address usage", rule);
   }
 
+  async readUsage(userKey: string): Promise<UserUsage | null> {
+    const path = userUsagePath(userKey);
+    const snapshot = await this.engine.read("read usage", this.db.ref(path));
+    return snapshot.exists() ? parseStored(userUsageSchema, snapshot.val(), path) : null;
+  }
+
   // HousekeepingStore
 
   async findIdleSessions(cutoff: number, limit: number): Promise<string[]> {
@@ -297,7 +325,11 @@ export class RtdbStore implements SessionStore {
   }
 
   async deleteSession(sessionId: string): Promise<void> {
-    await this.engine.call("delete session", this.db.ref(sessionPath(sessionId)).remove());
+    // With its index entry, in one update: the block in its state says where that is.
+    const owner = (await this.engine.read("read session owner", this.db.ref(`${statePath(sessionId)}/${CONVERSATION}`))).val() as unknown;
+    const update: Record<string, null> = { [sessionPath(sessionId)]: null };
+    if (typeof owner === "string" && isOwnerKey(owner)) update[conversationPath(owner, sessionId)] = null;
+    await this.engine.call("delete session", this.db.ref().update(update));
   }
 
   async deleteCreateKeys(cutoff: number, limit: number): Promise<number> {
@@ -306,6 +338,57 @@ export class RtdbStore implements SessionStore {
 
   async deleteIdleAddresses(cutoff: number, limit: number): Promise<number> {
     return this.deleteOrderedBy(ADDRESS_USAGE, "refilled_at", cutoff, limit, "idle addresses");
+  }
+
+  // ConversationStore
+
+  listConversations(userId: string, limit: number, after?: ConversationPosition): Promise<ListedConversation[]> {
+    return this.conversations.list(userId, limit, after);
+  }
+
+  readPartialReplies(sessionId: string): Promise<Record<string, PartialReply>> {
+    return this.conversations.partials(sessionId);
+  }
+
+  readUserSessions(userId: string, after: string | undefined, limit: number): Promise<StoredConversation[]> {
+    return this.conversations.userSessions(userId, after, limit);
+  }
+
+  scanConversationIndex(userId: string, after: string | undefined, limit: number): Promise<{ id: string; createdAt: number }[]> {
+    return this.conversations.indexKeys(userId, after, limit);
+  }
+
+  async serviceSecret(name: string): Promise<string> {
+    const known = this.secrets.get(name);
+    if (known !== undefined) return known;
+    const path = serviceSecretPath(name);
+    // Whoever asks first creates it; everyone then reads the one that landed.
+    await this.engine.createIfAbsent(path, randomBytes(32).toString("base64url"), "create service secret");
+    const secret = parseStored(z.string().min(32), (await this.engine.read("read service secret", this.db.ref(path))).val(), path);
+    this.secrets.set(name, secret);
+    return secret;
+  }
+
+  // ErasureStore
+
+  updateErasure<O>(userKey: string, rule: ErasureRule<O>): Promise<O> {
+    return this.erasures.update(userKey, rule);
+  }
+
+  recordErasedSessions(userKey: string, sessionIds: readonly string[]): Promise<void> {
+    return this.erasures.recordSessions(userKey, sessionIds);
+  }
+
+  findDueErasures(now: number, limit: number): Promise<string[]> {
+    return this.keysOrderedBy(ERASURES, "due_at", now, limit, "find due erasures");
+  }
+
+  deleteUserSessions(userId: string, sessionIds: readonly string[]): Promise<void> {
+    return this.erasures.deleteSessions(userId, sessionIds);
+  }
+
+  deleteUserCreateKeys(userKey: string, cutoff: number): Promise<number> {
+    return this.erasures.deleteCreateKeys(userKey, cutoff);
   }
 
   // The journal's I/O
@@ -324,7 +407,10 @@ export class RtdbStore implements SessionStore {
     const { known, copy } = planCopy(sessionId, result, this.copied.get(sessionId));
     if (known !== undefined) this.copied.set(sessionId, known);
     if (copy === undefined) return;
-    const sent = this.db.ref(sessionPath(sessionId)).update(copy.update).then(() => {
+    // From the root, so that the session's index entry rides in the same update: no write of its own.
+    const update: Record<string, unknown> = { ...copy.index };
+    for (const [path, value] of Object.entries(copy.update)) update[`${sessionPath(sessionId)}/${path}`] = value;
+    const sent = this.db.ref().update(update).then(() => {
       // What is known of a session no longer held is forgotten with its hold (a late
       // acknowledgement would otherwise bring it back, for good); a closing session's is used at once.
       if (!copy.closed && !this.holds.isHeld(statePath(sessionId))) return;

@@ -1,0 +1,74 @@
+import { z } from "zod";
+import { MAX_CURSOR_CHARS } from "./cursor-codec";
+import { HttpError, type FieldIssue } from "./http-error";
+import { userIdField } from "./request-schemas";
+
+/** The most conversations or messages one page holds. */
+export const MAX_PAGE = 100;
+export const DEFAULT_LIST_PAGE = 20;
+export const DEFAULT_MESSAGES_PAGE = 50;
+
+/** A page size as a query gives it: digits only, 1 to MAX_PAGE. */
+function pageSize(fallback: number) {
+  return z
+    .string()
+    .regex(/^\d{1,3}$/, `must be a whole number from 1 to ${MAX_PAGE}`)
+    .transform(Number)
+    .refine((size) => size >= 1 && size <= MAX_PAGE, `must be a whole number from 1 to ${MAX_PAGE}`)
+    .default(fallback);
+}
+
+/** A cursor as issued (base64url and a dot); what it says is checked by the codec. */
+const cursorField = z.string().regex(new RegExp(`^[A-Za-z0-9_-]{1,${MAX_CURSOR_CHARS}}\\.[A-Za-z0-9_-]{1,64}$`), "must be a cursor this service issued");
+
+/** `user_id` names the user only without an ID token (and must then be given), as in `createSession`'s body. */
+function owner(userIdRequired: boolean) {
+  return { user_id: userIdRequired ? userIdField : userIdField.optional() };
+}
+
+export function listSessionsQuery(userIdRequired: boolean) {
+  return z.object({ ...owner(userIdRequired), limit: pageSize(DEFAULT_LIST_PAGE), cursor: cursorField.optional() });
+}
+
+export const getSessionQuery = z.object({ limit: pageSize(DEFAULT_MESSAGES_PAGE), before: cursorField.optional() });
+
+export function exportQuery(userIdRequired: boolean) {
+  return z.object({ ...owner(userIdRequired), cursor: cursorField.optional() });
+}
+
+export function eraseQuery(userIdRequired: boolean) {
+  return z.object(owner(userIdRequired));
+}
+
+/** The schemas of an instance, built once: one per identity case where `user_id` is required without a token. */
+export function querySchemas() {
+  return {
+    listSessions: { signedIn: listSessionsQuery(false), anonymous: listSessionsQuery(true) },
+    getSession: getSessionQuery,
+    exportUserData: { signedIn: exportQuery(false), anonymous: exportQuery(true) },
+    eraseUserData: { signedIn: eraseQuery(false), anonymous: eraseQuery(true) },
+  };
+}
+export type QuerySchemas = ReturnType<typeof querySchemas>;
+
+/**
+ * Parses a query string with `schema`: unknown parameters are ignored, a parameter given twice
+ * is refused (which one would count is a guess), every issue is named like a body's.
+ */
+export function parseQuery<S extends z.ZodType>(schema: S, query: string | undefined): z.infer<S> {
+  const params = new URLSearchParams(query ?? "");
+  const values: Record<string, string> = {};
+  const issues: FieldIssue[] = [];
+  for (const [name, value] of params) {
+    if (Object.hasOwn(values, name)) issues.push({ field: name, message: "must be given once" });
+    values[name] = value;
+  }
+  const parsed = schema.safeParse(values);
+  if (!parsed.success) {
+    issues.push(...parsed.error.issues.map((issue) => ({ field: issue.path.length > 0 ? issue.path.join(".") : "(query)", message: issue.message })));
+  }
+  if (issues.length > 0 || !parsed.success) {
+    throw new HttpError("INVALID_REQUEST", `Invalid query: ${issues.map((issue) => `${issue.field} ${issue.message}`).join("; ")}`, {}, issues);
+  }
+  return parsed.data;
+}

@@ -1,0 +1,78 @@
+import { z } from "zod";
+import { ErasureInProgressError } from "../session/erasure/erasure-errors";
+import { DATABASE_KEY } from "../store/records";
+import { matchErase, matchExport } from "./conversation-routes";
+import { iso } from "./endpoint-parts";
+import type { Endpoint } from "./endpoints";
+import { writeExport } from "./export-writer";
+import { parseQuery } from "./query-schemas";
+
+/** What an export cursor says: the last session written whole, and the number of the part it starts. */
+const exportPosition = z.object({ s: z.string().regex(DATABASE_KEY), p: z.number().int().min(2).max(1_000_000) });
+
+/** How long a request refused during an erasure is told to wait. */
+const ERASING_RETRY_SECONDS = 5;
+
+/**
+ * `GET /api/v1/chatbot/me/export`: everything stored about the caller, as JSON written while it
+ * is read, in parts when it is more than one answer may carry (`next_cursor`).
+ */
+export const exportUserData: Endpoint = {
+  name: "exportUserData",
+  methods: ["GET"],
+  match: matchExport,
+  async handle(request, _route, context) {
+    const caller = await context.authenticate(request);
+    const { conversations, cursors, queries, limits, clock } = context.userData;
+    const query = parseQuery(caller ? queries.exportUserData.signedIn : queries.exportUserData.anonymous, request.query);
+    const owner = conversations.owner(caller, query.user_id);
+    const from = query.cursor === undefined ? undefined : await cursors.open("export", owner, query.cursor, exportPosition);
+    // Read before the answer begins: its failure, or an erasure under way, is an ordinary JSON error.
+    const usage = await conversations.usage(owner);
+    if (usage?.erasing !== undefined) throw new ErasureInProgressError(ERASING_RETRY_SECONDS);
+    return {
+      status: 200,
+      headers: { "Cache-Control": "no-store", "Content-Disposition": 'attachment; filename="chatify-export.json"' },
+      produce: (out) =>
+        writeExport(out, {
+          userId: owner,
+          part: from?.p ?? 1,
+          usage,
+          sessions: conversations.sessions(owner, from?.s, limits.exportReadPage),
+          after: from?.s,
+          status: (state) => conversations.status(state),
+          cursorAfter: (sessionId, part) => cursors.seal("export", owner, { s: sessionId, p: part }),
+          limits,
+          clock,
+        }),
+    };
+  },
+};
+
+/**
+ * `DELETE /api/v1/chatbot/me`: erases everything that holds the caller's content. 200 once the
+ * first pass is done (a second pass follows by the sweep), 202 when the request's time ran out
+ * first (the sweep, or the same request again, finishes it). The Auth account is kept.
+ */
+export const eraseUserData: Endpoint = {
+  name: "eraseUserData",
+  methods: ["DELETE"],
+  match: matchErase,
+  async handle(request, _route, context) {
+    const caller = await context.authenticate(request);
+    const { conversations, erasure, queries, limits, clock } = context.userData;
+    const query = parseQuery(caller ? queries.eraseUserData.signedIn : queries.eraseUserData.anonymous, request.query);
+    const owner = conversations.owner(caller, query.user_id);
+    const outcome = await erasure.erase(owner, clock() + limits.eraseRequestMs);
+    return {
+      status: outcome.complete ? 200 : 202,
+      body: {
+        success: true,
+        status: outcome.complete ? "erased" : "in_progress",
+        user_id: owner,
+        sessions_erased: outcome.sessions,
+        final_pass_at: iso(outcome.finalPassAt),
+      },
+    };
+  },
+};

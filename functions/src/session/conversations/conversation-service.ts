@@ -1,0 +1,196 @@
+import type { Identity } from "../../auth/identity";
+import type { ConversationEntry, ConversationPosition, StoredConversation } from "../../store/conversation-records";
+import type { ChatMessage, PartialReply, SessionMeta, SessionState, SessionStatus, TokenUsage, UserUsage } from "../../store/records";
+import { NO_USAGE } from "../ledger/token-usage";
+import type { ConversationStore, HistoryStore, LedgerStore, StateStore } from "../../store/session-store";
+import { ForbiddenError, SessionNotFoundError } from "../errors";
+import { userKey } from "../ledger/limits";
+import { expiredIfIdle, type SessionPolicy } from "../session-rules";
+import { conversationTitle } from "./title";
+
+export interface ConversationServiceOptions {
+  readonly store: Pick<StateStore, "readSessionMeta" | "readSessionState"> &
+    Pick<HistoryStore, "readWindow" | "readMessages"> &
+    Pick<ConversationStore, "listConversations" | "readPartialReplies" | "readUserSessions"> &
+    Pick<LedgerStore, "readUsage">;
+  readonly clock: () => number;
+  readonly policy: SessionPolicy;
+  /** A partial reply not written for longer than this belongs to a request that died (the function's timeout). */
+  readonly partialStaleMs: number;
+}
+
+/** A conversation as a list shows it. */
+export interface ConversationSummary {
+  readonly sessionId: string;
+  readonly templateId: string;
+  readonly templateName: string;
+  /** As a request would find it now: an active session idle past its TTL is expired. */
+  readonly status: SessionStatus;
+  readonly createdAt: number;
+  readonly lastActivity: number;
+  readonly messageCount: number;
+  readonly title?: string;
+}
+
+export interface ConversationPage {
+  readonly conversations: readonly ConversationSummary[];
+  /** Where the next page starts; absent on the last page. */
+  readonly next?: ConversationPosition;
+}
+
+/** A stored message with its position in the conversation (1-based: exchange n is 2n-1 and 2n). */
+export interface PositionedMessage {
+  readonly position: number;
+  readonly message: ChatMessage;
+}
+
+/** One conversation, read by its owner: its fields, a page of its messages, the replies being written. */
+export interface ConversationView {
+  readonly summary: ConversationSummary;
+  /** What the session's model calls used so far, summary calls included. */
+  readonly usage: TokenUsage;
+  /** In conversation order; the newest page unless `before` was given. */
+  readonly messages: readonly PositionedMessage[];
+  /** Replies being written (first page only), as a client listening to the database would show them. */
+  readonly partials: readonly PartialReply[];
+  /** The position the next (older) page ends before; absent when this page starts at the first message. */
+  readonly before?: number;
+}
+
+/** The rules of reading a user's own conversations: the list, one conversation, everything for an export. */
+export class ConversationService {
+  constructor(private readonly options: ConversationServiceOptions) {}
+
+  /**
+   * The user these requests act for: the signed-in caller, or without a token `userId` (trusted,
+   * as every route trusts a `user_id` where no token is required). A different `userId` beside a
+   * token is refused, as `createSession` refuses it.
+   */
+  owner(caller: Identity | undefined, userId: string | undefined): string {
+    if (caller && userId !== undefined && userId !== caller.uid) throw new ForbiddenError("user_id does not match the signed-in user");
+    const owner = caller?.uid ?? userId;
+    if (owner === undefined) throw new Error("a request for a user's conversations needs a caller or a user_id");
+    return owner;
+  }
+
+  /** A page of the user's conversations, newest activity first, after `after`. */
+  async list(userId: string, limit: number, after?: ConversationPosition): Promise<ConversationPage> {
+    // One more than the page: whether a next page exists, without a query to find out.
+    const found = await this.options.store.listConversations(userId, limit + 1, after);
+    const page = found.slice(0, limit);
+    const last = page.at(-1);
+    const now = this.options.clock();
+    return {
+      conversations: page.map(({ sessionId, entry }) => this.listed(sessionId, entry, now)),
+      ...(found.length > limit && last ? { next: { lastActivity: last.entry.last_activity, sessionId: last.sessionId } } : {}),
+    };
+  }
+
+  /**
+   * One conversation of `caller`'s (or anyone's without a token, as the other routes): another
+   * user's is refused as `sendMessage` refuses it, revealing nothing more. Its messages are read
+   * across the journal, so a client never sees a gap after what `sendMessage` answered.
+   */
+  async read(sessionId: string, caller: Identity | undefined, page: { readonly limit: number; readonly before?: number }): Promise<ConversationView> {
+    const { store } = this.options;
+    const meta = await this.owned(sessionId, caller);
+    const { before, limit } = page;
+    const [state, messages, opening, partials] = await Promise.all([
+      store.readSessionState(sessionId),
+      before === undefined ? this.newest(sessionId, limit) : this.before(sessionId, before, limit),
+      store.readMessages(sessionId, 1, 1),
+      before === undefined ? store.readPartialReplies(sessionId) : Promise.resolve({}),
+    ]);
+    if (!state) throw new SessionNotFoundError(sessionId);
+    const oldest = messages[0]?.position;
+    const title = opening[0]?.role === "user" ? conversationTitle(opening[0].content) : undefined;
+    return {
+      summary: this.summary(sessionId, meta, state, title),
+      usage: state.usage ?? NO_USAGE,
+      messages,
+      partials: this.live(partials, state),
+      ...(oldest !== undefined && oldest > 1 ? { before: oldest } : {}),
+    };
+  }
+
+  /**
+   * Every session of the user, one at a time in id order after `after`, read `pageSize` at a time:
+   * an export holds one page in memory, however much the user has.
+   */
+  async *sessions(userId: string, after: string | undefined, pageSize: number): AsyncGenerator<StoredConversation> {
+    let cursor = after;
+    for (;;) {
+      const page = await this.options.store.readUserSessions(userId, cursor, pageSize);
+      for (const session of page) yield session;
+      if (page.length < pageSize) return;
+      cursor = page.at(-1)?.id;
+    }
+  }
+
+  /** The user's usage record (their counters), or null. */
+  usage(userId: string): Promise<UserUsage | null> {
+    return this.options.store.readUsage(userKey(userId));
+  }
+
+  /** A session's status as a request would find it now. */
+  status(state: SessionState): SessionStatus {
+    return expiredIfIdle(state, this.options.clock(), this.options.policy).status;
+  }
+
+  private listed(sessionId: string, entry: ConversationEntry, now: number): ConversationSummary {
+    const idle = entry.status === "active" && now - entry.last_activity > this.options.policy.idleTtlMs;
+    return {
+      sessionId,
+      templateId: entry.template_id,
+      templateName: entry.template_name,
+      // Once closed, closed for good, whatever a late copy wrote into `status`.
+      status: entry.closed ?? (idle ? "expired" : entry.status),
+      createdAt: entry.created_at,
+      lastActivity: entry.last_activity,
+      messageCount: entry.message_count,
+      ...(entry.title === undefined ? {} : { title: entry.title }),
+    };
+  }
+
+  private summary(sessionId: string, meta: SessionMeta, state: SessionState, title: string | undefined): ConversationSummary {
+    return {
+      sessionId,
+      templateId: meta.template_id,
+      templateName: meta.template_name,
+      status: this.status(state),
+      createdAt: meta.created_at,
+      lastActivity: state.last_activity,
+      messageCount: state.message_count,
+      ...(title === undefined ? {} : { title }),
+    };
+  }
+
+  private async owned(sessionId: string, caller: Identity | undefined): Promise<SessionMeta> {
+    const meta = await this.options.store.readSessionMeta(sessionId);
+    if (!meta) throw new SessionNotFoundError(sessionId);
+    if (caller && caller.uid !== meta.user_id) throw new ForbiddenError("this session belongs to another user");
+    return meta;
+  }
+
+  /** The newest `limit` messages: the window, which merges the journal and never ends in a gap. */
+  private async newest(sessionId: string, limit: number): Promise<PositionedMessage[]> {
+    const { messages, through } = await this.options.store.readWindow(sessionId, limit);
+    const start = 2 * through - messages.length + 1;
+    return messages.map((message, i) => ({ position: start + i, message }));
+  }
+
+  /** The `limit` messages before position `before`. */
+  private async before(sessionId: string, before: number, limit: number): Promise<PositionedMessage[]> {
+    const first = Math.max(1, before - limit);
+    const messages = await this.options.store.readMessages(sessionId, first, before - 1);
+    return messages.map((message, i) => ({ position: first + i, message }));
+  }
+
+  /** The partials a listening client would show (docs/api.md, live partial replies): not overtaken by stored exchanges, not left by a request that died. */
+  private live(partials: Readonly<Record<string, PartialReply>>, state: SessionState): PartialReply[] {
+    const now = this.options.clock();
+    return Object.values(partials)
+      .filter((partial) => state.message_count <= partial.seq_after && now - partial.updated_at <= this.options.partialStaleMs)
+      .sort((a, b) => a.seq_after - b.seq_after || a.updated_at - b.updated_at);
+  }
+}

@@ -1,0 +1,91 @@
+import type { ErasureRecord, ErasureRule } from "../../store/conversation-records";
+import type { UsageRule } from "../../store/session-store";
+
+/*
+ * The rules of an erasure, as pure functions of the stored records: its own record (what is
+ * being erased, how far it got) and the user's usage record (which refuses new sessions and
+ * messages while the first pass runs, and keeps its counters throughout).
+ */
+
+/**
+ * A request to erase `userId`'s data: recorded before anything is deleted. Asked again, it
+ * starts over from now (what the user created since is erased too) and keeps the sessions
+ * recorded so far for the second pass. `takeOverAfterMs`: when the sweep may finish it, should the
+ * request die (longer than a request can run).
+ */
+export function beginErasure(userId: string, now: number, takeOverAfterMs: number): ErasureRule<ErasureRecord> {
+  return (record) => {
+    const next: ErasureRecord = {
+      user_id: userId,
+      requested_at: Math.max(record?.requested_at ?? now, now),
+      phase: "erasing",
+      due_at: now + takeOverAfterMs,
+      ...(record?.sessions ? { sessions: record.sessions } : {}),
+    };
+    return { outcome: next, next };
+  };
+}
+
+/** The sweep takes over a first pass whose request died: it runs it now, and another sweep may after `takeOverAfterMs`. */
+export function takeOverErasure(now: number, takeOverAfterMs: number): ErasureRule<ErasureRecord | null> {
+  return (record) => {
+    if (!record) return { outcome: null };
+    const next: ErasureRecord = { ...record, due_at: now + takeOverAfterMs };
+    return { outcome: next, next };
+  };
+}
+
+/**
+ * The first pass of the erasure requested at `requestedAt` is over: the second one is due at
+ * `finalPassAt`. A request made since has taken the record over, and settles it itself (false).
+ */
+export function settleErasure(requestedAt: number, finalPassAt: number): ErasureRule<boolean> {
+  return (record) => {
+    if (record?.requested_at !== requestedAt) return { outcome: false };
+    return { outcome: true, next: { ...record, phase: "settling", due_at: finalPassAt } };
+  };
+}
+
+/** After the second pass: the record goes, unless a request made since needs it. */
+export function finishErasure(requestedAt: number): ErasureRule<boolean> {
+  return (record) => (record?.phase === "settling" && record.requested_at === requestedAt ? { outcome: true, next: null } : { outcome: false });
+}
+
+/** The record as stored, unchanged. */
+export const currentErasure: ErasureRule<ErasureRecord | null> = (record) => ({ outcome: record });
+
+/**
+ * Marks the user as being erased since `requestedAt` (a usage record is made if there is none,
+ * with a full message bucket): their new sessions and messages are refused until the mark is
+ * cleared. Nothing else of the record changes: erasing never resets a limit.
+ */
+export function markErasing(requestedAt: number, messagesPerMinute: number): UsageRule<undefined> {
+  return (usage) => ({ outcome: undefined, next: { ...(usage ?? { tokens: messagesPerMinute, refilled_at: requestedAt }), erasing: requestedAt } });
+}
+
+/** Clears the mark of the erasure requested at `requestedAt` (a later request's mark stays). */
+export function clearErasing(requestedAt: number): UsageRule<undefined> {
+  return (usage) => {
+    if (usage?.erasing !== requestedAt) return { outcome: undefined };
+    const { erasing, ...rest } = usage;
+    return { outcome: undefined, next: rest };
+  };
+}
+
+/**
+ * Forgets erased sessions in the usage record: they no longer count as active, and their context
+ * bounds go (the record then names none of them). The message bucket and the day's tokens stay.
+ */
+export function forgetSessions(sessionIds: readonly string[]): UsageRule<undefined> {
+  const erased = new Set(sessionIds);
+  return (usage) => {
+    if (!usage) return { outcome: undefined };
+    const keep = <T>(entries: Readonly<Record<string, T>> | undefined) => (entries ? Object.fromEntries(Object.entries(entries).filter(([id]) => !erased.has(id))) : undefined);
+    const sessions = keep(usage.sessions);
+    const contexts = keep(usage.contexts);
+    const { sessions: before, contexts: was, ...rest } = usage;
+    const changed = Object.keys(sessions ?? {}).length !== Object.keys(before ?? {}).length || Object.keys(contexts ?? {}).length !== Object.keys(was ?? {}).length;
+    if (!changed) return { outcome: undefined };
+    return { outcome: undefined, next: { ...rest, ...(sessions ? { sessions } : {}), ...(contexts ? { contexts } : {}) } };
+  };
+}

@@ -1,0 +1,138 @@
+import type { Log } from "../../log/log";
+import type { ErasureRecord } from "../../store/conversation-records";
+import type { ConversationStore, ErasureStore, LedgerStore } from "../../store/session-store";
+import { userKey } from "../ledger/limits";
+import { beginErasure, clearErasing, currentErasure, finishErasure, forgetSessions, markErasing, settleErasure, takeOverErasure } from "./erasure-rules";
+
+export interface ErasureOptions {
+  readonly store: Pick<ConversationStore, "scanConversationIndex" | "readUserSessions"> & ErasureStore & Pick<LedgerStore, "updateUsage">;
+  readonly clock: () => number;
+  readonly log: Log;
+  /** The message bucket a user without a usage record starts with (USER_MESSAGES_PER_MINUTE). */
+  readonly messagesPerMinute: number;
+  /** Longer than a request can run: then the sweep may finish a first pass whose request died. */
+  readonly takeOverAfterMs: number;
+  /**
+   * When the second pass runs after the first: the longest a request that raced the erasure can
+   * still write (a claim's lease, and one database deadline for a write already sent).
+   */
+  readonly finalPassAfterMs: number;
+  /** Sessions per query and per deletion. */
+  readonly batchSize: number;
+}
+
+export interface ErasureOutcome {
+  /** The first pass finished: nothing of the user's is left but what a racing request may still write, which the second pass removes. */
+  readonly complete: boolean;
+  /** Sessions this run deleted. */
+  readonly sessions: number;
+  /** When the second pass is due (the sweep runs it at its first run after this). */
+  readonly finalPassAt: number;
+}
+
+/**
+ * Erases every node that holds a user's content (their sessions with everything under them, their
+ * conversation index, their idempotency records) and leaves their usage counters, which hold no
+ * content and keep their limits. In two passes, both recorded first (`/erasures/{userKey}`):
+ * the first deletes everything, while the user's usage record refuses their new sessions and
+ * messages; the second, once every request that raced it has ended, deletes again whatever such
+ * a request wrote late (a live partial, a copy to `messages`, a summary), then the record. Each
+ * step is harmless to repeat, so a crash at any point is finished by a retry or by the sweep.
+ */
+export class ErasureService {
+  constructor(private readonly options: ErasureOptions) {}
+
+  /** Erases `userId`'s data: the first pass now, within `deadline` (epoch ms) if given; the second by the sweep. */
+  async erase(userId: string, deadline?: number): Promise<ErasureOutcome> {
+    const { store, clock, takeOverAfterMs } = this.options;
+    const key = userKey(userId);
+    const record = await store.updateErasure(key, beginErasure(userId, clock(), takeOverAfterMs));
+    return this.firstPass(key, record, deadline);
+  }
+
+  /** The sweep: finishes first passes whose request died and runs the second passes that are due; returns how many erasures it finished. */
+  async finishDue(now: number = this.options.clock(), limit = 20): Promise<number> {
+    const { store, takeOverAfterMs } = this.options;
+    let finished = 0;
+    for (const key of await store.findDueErasures(now, limit)) {
+      // One user's failure must not stop the others: it stays due, for the next run.
+      try {
+        const record = await store.updateErasure(key, currentErasure);
+        if (record?.phase === "erasing") {
+          const taken = await store.updateErasure(key, takeOverErasure(now, takeOverAfterMs));
+          if (taken) await this.firstPass(key, taken, undefined);
+        } else if (record) {
+          if (await this.secondPass(key, record)) finished += 1;
+        }
+      } catch (error) {
+        this.options.log.warn("erasure sweep failed for one user", { error: error instanceof Error ? error.name : typeof error });
+      }
+    }
+    return finished;
+  }
+
+  private async firstPass(key: string, record: ErasureRecord, deadline: number | undefined): Promise<ErasureOutcome> {
+    const { store, clock, log, messagesPerMinute, finalPassAfterMs } = this.options;
+    await store.updateUsage(key, markErasing(record.requested_at, messagesPerMinute));
+    const sessions = await this.deleteSessions(key, record, deadline);
+    if (sessions.stopped) {
+      log.info("erasure", { pass: 1, complete: false, sessions: sessions.count });
+      return { complete: false, sessions: sessions.count, finalPassAt: record.due_at };
+    }
+    await store.deleteUserCreateKeys(key, record.requested_at);
+    const finalPassAt = clock() + finalPassAfterMs;
+    await store.updateErasure(key, settleErasure(record.requested_at, finalPassAt));
+    await store.updateUsage(key, clearErasing(record.requested_at));
+    log.info("erasure", { pass: 1, complete: true, sessions: sessions.count });
+    return { complete: true, sessions: sessions.count, finalPassAt };
+  }
+
+  /** Deletes again what the first pass deleted, and anything created before the request since; then the record. */
+  private async secondPass(key: string, record: ErasureRecord): Promise<boolean> {
+    const { store, batchSize } = this.options;
+    const recorded = Object.keys(record.sessions ?? {});
+    for (let i = 0; i < recorded.length; i += batchSize) await this.eraseBatch(key, record.user_id, recorded.slice(i, i + batchSize), false);
+    await this.deleteSessions(key, record, undefined);
+    await store.deleteUserCreateKeys(key, record.requested_at);
+    const finished = await store.updateErasure(key, finishErasure(record.requested_at));
+    this.options.log.info("erasure", { pass: 2, complete: finished, sessions: recorded.length });
+    return finished;
+  }
+
+  /**
+   * Every session of the user created up to the request: those of their index (entries whose
+   * session is gone included), then those only a query on `user_id` finds (created before the
+   * index). Page by page, each recorded before it is deleted; `stopped` when the deadline came first.
+   */
+  private async deleteSessions(key: string, record: ErasureRecord, deadline: number | undefined): Promise<{ count: number; stopped: boolean }> {
+    const { store, clock, batchSize } = this.options;
+    const userId = record.user_id;
+    const sources = [
+      (after: string | undefined) => store.scanConversationIndex(userId, after, batchSize),
+      async (after: string | undefined) => (await store.readUserSessions(userId, after, batchSize)).map((session) => ({ id: session.id, createdAt: session.meta.created_at })),
+    ];
+    let count = 0;
+    for (const scan of sources) {
+      let after: string | undefined;
+      for (;;) {
+        if (deadline !== undefined && clock() > deadline) return { count, stopped: true };
+        const page = await scan(after);
+        after = page.at(-1)?.id;
+        // What the user created after asking is theirs to keep.
+        const ids = page.filter((session) => session.createdAt <= record.requested_at).map((session) => session.id);
+        await this.eraseBatch(key, userId, ids, true);
+        count += ids.length;
+        if (page.length < batchSize) break;
+      }
+    }
+    return { count, stopped: false };
+  }
+
+  private async eraseBatch(key: string, userId: string, ids: readonly string[], record: boolean): Promise<void> {
+    if (ids.length === 0) return;
+    const { store } = this.options;
+    if (record) await store.recordErasedSessions(key, ids);
+    await store.deleteUserSessions(userId, ids);
+    await store.updateUsage(key, forgetSessions(ids));
+  }
+}

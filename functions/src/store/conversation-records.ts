@@ -1,0 +1,72 @@
+import { z } from "zod";
+import { sessionStatusSchema, type ChatMessage, type PartialReply, type SessionMeta, type SessionState, type SessionSummary } from "./records";
+
+/**
+ * The persisted shapes of a user's conversations as a whole (issue 16): the per-user index the
+ * listing reads, and the record that carries an erasure through to its end.
+ */
+
+/**
+ * One conversation in its owner's index (`/userConversations/{user}/{sessionId}`): what a listing
+ * shows of it, so that a page of the listing is one query of its own size, however many sessions
+ * the user ever had. Written when the session is created, then by the copy of each commit
+ * (store/rtdb/journal.ts): `status` as the last copy saw it, and `closed` once the session is
+ * closed, which no later copy removes (a late copy of an earlier commit cannot reopen it).
+ */
+export const conversationEntrySchema = z.object({
+  template_id: z.string(),
+  template_name: z.string(),
+  created_at: z.number(),
+  last_activity: z.number(),
+  message_count: z.number().int().min(0),
+  status: sessionStatusSchema,
+  closed: z.enum(["ended", "expired"]).optional(),
+  /** The first user message, cut short (session/conversations/title.ts); absent until exchange 1 is stored. */
+  title: z.string().optional(),
+});
+export type ConversationEntry = z.infer<typeof conversationEntrySchema>;
+
+export interface ListedConversation {
+  readonly sessionId: string;
+  readonly entry: ConversationEntry;
+}
+
+/** A place in a listing, newest activity first: the entries after it are older, or as old with a smaller id. */
+export interface ConversationPosition {
+  readonly lastActivity: number;
+  readonly sessionId: string;
+}
+
+/** Everything stored of one session that belongs to its user, as an export or an erasure reads it. */
+export interface StoredConversation {
+  readonly id: string;
+  readonly meta: SessionMeta;
+  readonly state: SessionState;
+  /** Every stored exchange's messages (the journal's included), oldest first. */
+  readonly messages: readonly ChatMessage[];
+  readonly summary: SessionSummary | null;
+  readonly partials: Readonly<Record<string, PartialReply>>;
+}
+
+/**
+ * An erasure of one user's data, kept under their usage key (`/erasures/{userKey}`) from before
+ * the first deletion until the last pass: so that a crash never leaves a user half-erased (the
+ * sweep finishes what a request started), and so that the second pass knows what to delete
+ * again. `user_id` and `sessions` are needed by that pass and leave with the record.
+ * - `erasing`: the first pass has not finished; `due_at` is when the sweep may take it over (the
+ *   request that started it has ended by then, whatever became of it).
+ * - `settling`: everything was deleted once; at `due_at` (the longest a request that raced the
+ *   erasure can still write: a claim's lease) the second pass deletes it all again, then the record.
+ */
+export const erasureRecordSchema = z.object({
+  user_id: z.string(),
+  requested_at: z.number(),
+  phase: z.enum(["erasing", "settling"]),
+  due_at: z.number(),
+  /** The sessions deleted so far, for the second pass. */
+  sessions: z.record(z.string(), z.literal(true)).optional(),
+});
+export type ErasureRecord = z.infer<typeof erasureRecordSchema>;
+
+/** Decides an erasure record's next value (null: remove it) from the stored one; applied atomically. */
+export type ErasureRule<O> = (record: ErasureRecord | null) => { readonly outcome: O; readonly next?: ErasureRecord | null };

@@ -1,0 +1,118 @@
+import type { Database, DataSnapshot, Query } from "firebase-admin/database";
+import { z } from "zod";
+import { conversationEntrySchema, type ConversationPosition, type ListedConversation, type StoredConversation } from "../conversation-records";
+import { StoreDataError } from "../errors";
+import { parseStored } from "../parse-stored";
+import { chatMessageSchema, generationSettingsSchema, partialReplySchema, sessionStateSchema, sessionSummarySchema, type ChatMessage, type PartialReply, type SessionMeta } from "../records";
+import { parsePending, pendingMessages } from "./journal";
+import { conversationOwnerKey, conversationPath, conversationsPath, messagePath, partialPath, SESSIONS, sessionFieldPath, sessionPath, statePath, summaryPath } from "./paths";
+import type { TransactionEngine } from "./transactions";
+
+/**
+ * Reads of a user's conversations as a whole: a page of their index, and their sessions read
+ * whole (for an export or an erasure), by a query on `user_id` that finds every session the user
+ * holds, those created before the index existed included.
+ */
+export class ConversationReads {
+  constructor(
+    private readonly db: Database,
+    private readonly engine: TransactionEngine,
+  ) {}
+
+  /**
+   * A page of the index, newest activity first: one query of `limit` entries on the owner's node,
+   * ordered by `last_activity` (indexed there by database.rules.json), however many it holds.
+   */
+  async list(userId: string, limit: number, after: ConversationPosition | undefined): Promise<ListedConversation[]> {
+    if (limit <= 0) return [];
+    const owner = conversationOwnerKey(userId);
+    let query: Query = this.db.ref(conversationsPath(owner)).orderByChild("last_activity");
+    if (after) query = query.endBefore(after.lastActivity, after.sessionId);
+    const snapshot = await this.engine.read("list conversations", query.limitToLast(limit));
+    const page: ListedConversation[] = [];
+    snapshot.forEach((child: DataSnapshot) => {
+      if (child.key !== null) page.push({ sessionId: child.key, entry: parseStored(conversationEntrySchema, child.val(), conversationPath(owner, child.key)) });
+    });
+    // The query answers oldest first.
+    return page.reverse();
+  }
+
+  /** The session's partial replies, by key. */
+  async partials(sessionId: string): Promise<Record<string, PartialReply>> {
+    const snapshot = await this.engine.read("read partial replies", this.db.ref(`${sessionPath(sessionId)}/partials`));
+    const partials: Record<string, PartialReply> = {};
+    snapshot.forEach((child: DataSnapshot) => {
+      if (child.key !== null) partials[child.key] = parseStored(partialReplySchema, child.val(), partialPath(sessionId, child.key));
+    });
+    return partials;
+  }
+
+  /** Up to `limit` of the index's session ids after `after`, by id, with their creation times (0 when an entry has none). */
+  async indexKeys(userId: string, after: string | undefined, limit: number): Promise<{ id: string; createdAt: number }[]> {
+    if (limit <= 0) return [];
+    let query: Query = this.db.ref(conversationsPath(conversationOwnerKey(userId))).orderByKey();
+    if (after !== undefined) query = query.startAfter(after);
+    const snapshot = await this.engine.read("scan conversation index", query.limitToFirst(limit));
+    const keys: { id: string; createdAt: number }[] = [];
+    snapshot.forEach((child: DataSnapshot) => {
+      const createdAt: unknown = child.child("created_at").val();
+      if (child.key !== null) keys.push({ id: child.key, createdAt: typeof createdAt === "number" ? createdAt : 0 });
+    });
+    return keys;
+  }
+
+  /**
+   * Up to `limit` of the user's sessions after `after`, by id, each read whole by one query on
+   * `user_id` (indexed by database.rules.json): memory holds one page of sessions at a time.
+   */
+  async userSessions(userId: string, after: string | undefined, limit: number): Promise<StoredConversation[]> {
+    if (limit <= 0) return [];
+    const byOwner = this.db.ref(SESSIONS).orderByChild("user_id");
+    const query = after === undefined ? byOwner.equalTo(userId) : byOwner.startAfter(userId, after).endAt(userId);
+    const snapshot = await this.engine.read("read user sessions", query.limitToFirst(limit));
+    const sessions: StoredConversation[] = [];
+    snapshot.forEach((child: DataSnapshot) => {
+      if (child.key !== null) sessions.push(storedConversation(child.key, child.val()));
+    });
+    return sessions;
+  }
+}
+
+/**
+ * A session node read whole, as the store's records (the journal merged into the messages). An
+ * export reads thousands of messages: each is parsed with its schema, and nothing else is copied
+ * on the way (a record schema over a node copies it), which keeps the garbage, and so the peak
+ * memory of an export, low.
+ */
+function storedConversation(id: string, raw: unknown): StoredConversation {
+  const node = objectAt(raw, sessionPath(id));
+  const field = <S extends z.ZodType>(schema: S, name: string): z.infer<S> => parseStored(schema, node[name], sessionFieldPath(id, name));
+  const meta: SessionMeta = {
+    user_id: field(z.string(), "user_id"),
+    template_id: field(z.string(), "template_id"),
+    template_name: field(z.string(), "template_name"),
+    system_prompt: field(z.string(), "system_prompt"),
+    settings: field(generationSettingsSchema, "settings"),
+    created_at: field(z.number(), "created_at"),
+  };
+  const stateNode = objectAt(node.state, statePath(id));
+  const stored = objectAt(node.messages ?? {}, `${sessionPath(id)}/messages`);
+  const journaled = new Map(pendingMessages(id, parsePending(id, stateNode.pending ?? null)));
+  const keys = [...new Set([...Object.keys(stored), ...journaled.keys()])].sort();
+  const messages: ChatMessage[] = keys.map((key) => parseStored(chatMessageSchema, journaled.get(key) ?? stored[key], messagePath(id, key)));
+  const partials = parseStored(z.record(z.string(), partialReplySchema), node.partials ?? {}, `${sessionPath(id)}/partials`);
+  return {
+    id,
+    meta,
+    state: parseStored(sessionStateSchema, stateNode, statePath(id)),
+    messages,
+    summary: node.summary === undefined ? null : parseStored(sessionSummarySchema, node.summary, summaryPath(id)),
+    partials,
+  };
+}
+
+/** `value` as a node with children, or a StoreDataError naming `path`. */
+function objectAt(value: unknown, path: string): Readonly<Record<string, unknown>> {
+  if (typeof value !== "object" || value === null || Array.isArray(value)) throw new StoreDataError(path, "expected an object");
+  return value as Readonly<Record<string, unknown>>;
+}

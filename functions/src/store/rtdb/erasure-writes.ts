@@ -1,0 +1,77 @@
+import type { Database, DataSnapshot } from "firebase-admin/database";
+import { erasureRecordSchema, type ErasureRecord, type ErasureRule } from "../conversation-records";
+import { StoreDataError, StoreUnavailableError } from "../errors";
+import { DATABASE_KEY } from "../records";
+import { conversationOwnerKey, conversationPath, CREATE_KEYS, erasurePath, sessionPath } from "./paths";
+import type { TransactionEngine } from "./transactions";
+
+/** Create keys read per query while looking for a user's. */
+const KEYS_PER_QUERY = 100;
+
+/** The writes of an erasure beside the sessions' own: its record, and the deletions across the tree. */
+export class ErasureWrites {
+  constructor(
+    private readonly db: Database,
+    private readonly engine: TransactionEngine,
+  ) {}
+
+  /** Applies `rule` to the record in a transaction; a next of null removes it. */
+  async update<O>(userKey: string, rule: ErasureRule<O>): Promise<O> {
+    const path = erasurePath(userKey);
+    const { decided, committed } = await this.engine.transact(path, "update erasure", (current) => {
+      const record = current === null ? null : erasureRecordSchema.safeParse(current);
+      if (record !== null && !record.success) throw new StoreDataError(path, record.error.issues[0]?.message ?? "invalid");
+      const { outcome, next } = rule(record === null ? null : record.data);
+      // "No change" writes the record back as it is, so the server confirms it (see TransactionEngine.transact).
+      return { decided: outcome, write: next === undefined ? current : next === null ? null : withoutUndefined(next) };
+    });
+    if (!committed) throw new StoreUnavailableError("update erasure");
+    return decided as O;
+  }
+
+  async recordSessions(userKey: string, sessionIds: readonly string[]): Promise<void> {
+    const ids = sessionIds.filter((id) => DATABASE_KEY.test(id));
+    if (ids.length === 0) return;
+    // A transaction, so that ids never land under a record that is gone (they would make half a record).
+    await this.update(userKey, (record) => (record ? { outcome: undefined, next: { ...record, sessions: { ...record.sessions, ...Object.fromEntries(ids.map((id) => [id, true as const])) } } } : { outcome: undefined }));
+  }
+
+  async deleteSessions(userId: string, sessionIds: readonly string[]): Promise<void> {
+    const owner = conversationOwnerKey(userId);
+    const update: Record<string, null> = {};
+    for (const id of sessionIds) {
+      // Ids come from the index or a query: a key that is not one cannot name a session.
+      if (!DATABASE_KEY.test(id)) continue;
+      update[sessionPath(id)] = null;
+      update[conversationPath(owner, id)] = null;
+    }
+    if (Object.keys(update).length === 0) return;
+    await this.engine.call("delete user sessions", this.db.ref().update(update));
+  }
+
+  async deleteCreateKeys(userKey: string, cutoff: number): Promise<number> {
+    let deleted = 0;
+    let after: string | undefined;
+    for (;;) {
+      const byUser = this.db.ref(CREATE_KEYS).orderByChild("user_key");
+      const query = after === undefined ? byUser.equalTo(userKey) : byUser.startAfter(userKey, after).endAt(userKey);
+      const snapshot = await this.engine.read("find user create keys", query.limitToFirst(KEYS_PER_QUERY));
+      const old: string[] = [];
+      let count = 0;
+      snapshot.forEach((child: DataSnapshot) => {
+        count += 1;
+        if (child.key === null) return;
+        after = child.key;
+        const createdAt: unknown = child.child("created_at").val();
+        if (typeof createdAt !== "number" || createdAt <= cutoff) old.push(child.key);
+      });
+      if (old.length > 0) await this.engine.call("delete user create keys", this.db.ref(CREATE_KEYS).update(Object.fromEntries(old.map((key) => [key, null]))));
+      deleted += old.length;
+      if (count < KEYS_PER_QUERY) return deleted;
+    }
+  }
+}
+
+function withoutUndefined(record: ErasureRecord): Record<string, unknown> {
+  return JSON.parse(JSON.stringify(record)) as Record<string, unknown>;
+}

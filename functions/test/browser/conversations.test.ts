@@ -1,0 +1,160 @@
+import { readFileSync } from "node:fs";
+import { randomUUID } from "node:crypto";
+import type { Page } from "playwright-core";
+import { describeWithChromium, launchChromium, type LaunchedBrowser } from "../support/chromium";
+import { describeEachStore, ROUTES, startHarness, type Harness } from "../support/http-harness";
+import { describeWithRtdb } from "../support/rtdb";
+
+/** Violations of the page's Content-Security-Policy, collected from before its scripts run. */
+async function recordCspViolations(browser: LaunchedBrowser): Promise<void> {
+  await browser.context.addInitScript(`
+    window.cspViolations = [];
+    document.addEventListener("securitypolicyviolation", (event) => window.cspViolations.push(event.effectiveDirective + " " + event.blockedURI));
+  `);
+}
+
+async function open(page: Page, harness: Harness): Promise<void> {
+  await page.goto(`${harness.api.baseUrl}/`);
+  await page.waitForSelector("body[data-ready=true]");
+}
+
+async function startSession(page: Page, userId: string, template = "friendly-assistant"): Promise<void> {
+  await page.selectOption("#template", template);
+  await page.fill("#user", userId);
+  await page.click("#start-button");
+  await page.waitForSelector("body[data-state=active]");
+}
+
+async function send(page: Page, text: string): Promise<void> {
+  await page.fill("#message", text);
+  await page.press("#message", "Enter");
+  await page.waitForSelector("body[data-state=active] #log .assistant:last-child:not(.streaming)");
+}
+
+/** The titles of the conversations listed, once there are `count`. */
+async function listedTitles(page: Page, count: number): Promise<string[]> {
+  await page.waitForSelector(`#conversation-list li:nth-child(${count}) .title`);
+  return page.locator("#conversation-list .title").allTextContents();
+}
+
+const logTexts = (page: Page) => page.locator("#log li .text").allTextContents();
+
+describeWithChromium("your conversations and data on the chat page, in Chromium", () => {
+  describeEachStore("list, resume, download, erase", (kind) => {
+    let harness: Harness;
+    let browser: LaunchedBrowser;
+
+    beforeAll(async () => {
+      harness = await startHarness({ store: kind, env: { USER_MAX_ACTIVE_SESSIONS: "10" } });
+      browser = await launchChromium({ width: 390, height: 844 });
+      await recordCspViolations(browser);
+    }, 60_000);
+    afterAll(async () => {
+      await harness.close();
+      await browser.close();
+    });
+
+    it("lists the visitor's conversations, resumes one with its history, downloads the data, and erases it after a confirmation", async () => {
+      const userId = `user_${randomUUID().slice(0, 8)}`;
+      const page = await browser.context.newPage();
+      await open(page, harness);
+      expect((await page.textContent("#anonymous-note"))?.replace(/\s+/g, " ")).toContain("tied to this browser");
+
+      await startSession(page, userId);
+      await send(page, "Plan a trip to Lisbon");
+      expect(await listedTitles(page, 1)).toEqual(["Plan a trip to Lisbon"]);
+      await page.click("#end-button");
+      await page.waitForSelector("body[data-state=ended]");
+      await startSession(page, userId, "socratic-tutor");
+      await send(page, "Why is the sky blue?");
+      expect(await listedTitles(page, 2)).toEqual(["Why is the sky blue?", "Plan a trip to Lisbon"]);
+
+      // A reload: the list is read again for the remembered user id; the ended conversation reads as it was.
+      await page.reload();
+      await page.waitForSelector("body[data-ready=true]");
+      expect(await listedTitles(page, 2)).toEqual(["Why is the sky blue?", "Plan a trip to Lisbon"]);
+      await page.click("#conversation-list li:nth-child(2) button");
+      await page.waitForSelector("body[data-state=ended]");
+      expect(await logTexts(page)).toEqual(["Plan a trip to Lisbon", "reply #1 to: Plan a trip to Lisbon"]);
+      expect(await page.textContent("#status")).toMatch(/has ended/);
+      // The active one resumes: its history, then the talk goes on where it was.
+      await page.click("#conversation-list li:nth-child(1) button");
+      await page.waitForSelector("body[data-state=active]");
+      expect(await page.textContent("#template-name")).toBe("Socratic Tutor");
+      expect(await logTexts(page)).toEqual(["Why is the sky blue?", "reply #2 to: Why is the sky blue?"]);
+      await send(page, "Tell me more");
+      expect(await page.textContent("#count")).toBe("2");
+
+      await page.click(".settings summary");
+      const [download] = await Promise.all([page.waitForEvent("download"), page.click("#download-data")]);
+      expect(download.suggestedFilename()).toBe(`chatify-export-${userId}.json`);
+      const exported = JSON.parse(readFileSync(await download.path(), "utf8")) as { format: string; user_id: string; sessions: { messages: { content: string }[] }[] };
+      expect(exported).toMatchObject({ format: "chatify-export", user_id: userId });
+      expect(exported.sessions.flatMap((session) => session.messages.map((message) => message.content)).sort()).toEqual(
+        ["Plan a trip to Lisbon", "reply #1 to: Plan a trip to Lisbon", "Why is the sky blue?", "reply #2 to: Why is the sky blue?", "Tell me more", "reply #3 to: Tell me more"].sort(),
+      );
+
+      // Erasing asks first; cancelled, nothing goes.
+      await page.click("#erase-data");
+      expect(await page.isVisible("#erase-confirm")).toBe(true);
+      await page.click("#erase-no");
+      expect(await page.isVisible("#erase-confirm")).toBe(false);
+      expect(((await harness.api.call("GET", `${ROUTES.list}?user_id=${userId}`)).body.sessions as unknown[]).length).toBe(2);
+      await page.click("#erase-data");
+      await page.click("#erase-yes");
+      await page.waitForSelector("#status:has-text('Your data was erased')");
+      await page.waitForSelector("#no-conversations:not([hidden])");
+      expect(await page.$$("#conversation-list li")).toHaveLength(0);
+      expect(await page.getAttribute("body", "data-state")).toBe("idle");
+      expect((await harness.api.call("GET", `${ROUTES.list}?user_id=${userId}`)).body.sessions).toEqual([]);
+      expect(await page.evaluate("window.cspViolations")).toEqual([]);
+      await page.close();
+    }, 90_000);
+  });
+
+  describeWithRtdb("a reply still being written when the page is reloaded", () => {
+    let harness: Harness;
+    let browser: LaunchedBrowser;
+
+    beforeAll(async () => {
+      // The model's whole reply takes longer than the suites' usual 3 s model timeout.
+      harness = await startHarness({ store: "rtdb", env: { OPENAI_TIMEOUT_MS: "10000" } });
+      browser = await launchChromium({ width: 1024, height: 768 });
+      await recordCspViolations(browser);
+    }, 60_000);
+    afterAll(async () => {
+      await harness.close();
+      await browser.close();
+    });
+
+    it("is picked up from its live partial when the conversation is resumed, and shown whole once stored", async () => {
+      const userId = `user_${randomUUID().slice(0, 8)}`;
+      const chunks = ["A", " reply", " that", " takes", " its", " time", " to", " be", " written,", " word", " by", " word."];
+      const page = await browser.context.newPage();
+      await open(page, harness);
+      await startSession(page, userId);
+      harness.fake.enqueue({ kind: "stream", chunks, chunkDelayMs: 300 });
+      await page.fill("#message", "Take your time");
+      await page.press("#message", "Enter");
+      await page.waitForSelector("#log .assistant.streaming .text:not(:text-is(''))");
+
+      // Reloaded mid-reply: the request goes on at the server, the page starts over.
+      await page.reload();
+      await page.waitForSelector("body[data-ready=true]");
+      await page.waitForSelector("#conversation-list li button");
+      await page.click("#conversation-list li:nth-child(1) button");
+      await page.waitForSelector("body[data-state=watching]");
+      const partial = (await page.textContent("#log .assistant.streaming .text")) ?? "";
+      await page.waitForSelector("body[data-state=active]", { timeout: 20_000 });
+      const final = await logTexts(page);
+      expect(final).toEqual(["Take your time", chunks.join("")]);
+      // What was picked up was the reply as far as it was written: a part of it, before it was whole.
+      expect(partial.length).toBeGreaterThan(0);
+      expect(partial.length).toBeLessThan(chunks.join("").length);
+      expect(chunks.join("").startsWith(partial)).toBe(true);
+      expect(await page.textContent("#count")).toBe("1");
+      expect(await page.evaluate("window.cspViolations")).toEqual([]);
+      await page.close();
+    }, 90_000);
+  });
+});

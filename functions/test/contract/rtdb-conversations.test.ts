@@ -1,0 +1,77 @@
+import type { Database } from "firebase-admin/database";
+import { ConversationService } from "../../src/session/conversations/conversation-service";
+import { RtdbStore } from "../../src/store/rtdb/rtdb-store";
+import { appendAt, CREATED_AT, endAt, exchange, newSession, POLICY } from "../support/fixtures";
+import { describeWithRtdb, freshNamespace, RtdbInstances } from "../support/rtdb";
+
+/** What the Realtime Database adapter does for a user's conversations beyond the shared contract. */
+describeWithRtdb("RtdbStore: the conversation index as stored", () => {
+  const instances = new RtdbInstances(freshNamespace("rtdb-conversations"));
+  let db: Database;
+  let store: RtdbStore;
+  const service = (on: RtdbStore) => new ConversationService({ store: on, clock: () => CREATED_AT + 100, policy: POLICY, partialStaleMs: 60_000 });
+
+  beforeAll(() => {
+    db = instances.database();
+    store = new RtdbStore(instances.database(), 10_000);
+  });
+  afterAll(async () => {
+    store.close();
+    await instances.close();
+  });
+
+  it("never reopens a closed conversation when a copy of an earlier commit lands after the close", async () => {
+    const session = newSession({ user_id: "late-copy-user" });
+    await store.createSession(session);
+    await store.appendExchange(session.id, exchange("1", CREATED_AT + 1), appendAt(CREATED_AT + 1));
+    await store.updateState(session.id, endAt(CREATED_AT + 2));
+    // A copy sent by another instance before the close, delayed on its way: it writes what it knew.
+    await db.ref().update({ [`userConversations/late-copy-user/${session.id}/status`]: "active", [`userConversations/late-copy-user/${session.id}/message_count`]: 1 });
+    const [listed] = (await service(store).list("late-copy-user", 5)).conversations;
+    expect(listed).toMatchObject({ sessionId: session.id, status: "ended" });
+  });
+
+  it("shows a commit whose copy has not landed: reading a conversation merges the journal", async () => {
+    const session = newSession({ user_id: "journal-reader" });
+    await store.createSession(session);
+    // An instance whose copies are all lost (a connection that dropped after its commits).
+    const lossy = instances.database();
+    const ref = lossy.ref.bind(lossy);
+    (lossy as { ref: Database["ref"] }).ref = ((path?: string) => {
+      const node = ref(path);
+      if (path === undefined) node.update = () => Promise.reject(new Error("connection lost"));
+      return node;
+    });
+    const writer = new RtdbStore(lossy, 3_000);
+    await writer.appendExchange(session.id, exchange("1", CREATED_AT + 1), appendAt(CREATED_AT + 1));
+    await writer.copiesSettled();
+    expect((await db.ref(`userSessions/${session.id}/messages`).once("value")).exists()).toBe(false);
+    const view = await service(store).read(session.id, undefined, { limit: 10 });
+    expect(view.messages.map(({ position, message }) => [position, message.content])).toEqual([
+      [1, "question 1"],
+      [2, "answer 1"],
+    ]);
+    expect(view.summary).toMatchObject({ messageCount: 1 });
+    writer.close();
+  });
+
+  it("lists a user whose id is no database key under a hash of it, and finds sessions made before the index", async () => {
+    const odd = "first.last@example.com/#1";
+    const session = newSession({ user_id: odd });
+    await store.createSession(session);
+    await store.appendExchange(session.id, { ...exchange("1", CREATED_AT + 1), head: { title: "odd one", template_id: "tester", template_name: "Tester", created_at: CREATED_AT } }, appendAt(CREATED_AT + 1));
+    await store.copiesSettled();
+    expect((await store.listConversations(odd, 5)).map((listed) => [listed.sessionId, listed.entry.title])).toEqual([[session.id, "odd one"]]);
+    const owners = Object.keys(((await db.ref("userConversations").once("value")).val() ?? {}) as Record<string, unknown>);
+    expect(owners.filter((owner) => owner.startsWith("~"))).toHaveLength(1);
+    expect(owners.join()).not.toContain("example");
+
+    // A session stored before the index existed: no entry, no block in its state.
+    const old = newSession({ user_id: "old-timer" });
+    await store.createSession(old);
+    await db.ref().update({ [`userSessions/${old.id}/state/conversation`]: null, [`userConversations/old-timer/${old.id}`]: null });
+    expect(await store.listConversations("old-timer", 5)).toEqual([]);
+    // Export and erasure find it all the same, by its user_id.
+    expect((await store.readUserSessions("old-timer", undefined, 5)).map((found) => found.id)).toEqual([old.id]);
+  });
+});

@@ -1,0 +1,206 @@
+import { randomUUID } from "node:crypto";
+import { call, createSession, describeEachStore, ROUTES, startHarness, type Answer, type Harness } from "../support/http-harness";
+
+const MINUTE = 60_000;
+
+interface Listed {
+  readonly session_id: string;
+  readonly status: string;
+  readonly message_count: number;
+  readonly title: string | null;
+  readonly last_activity: string;
+  readonly template_id: string;
+}
+
+const listed = (answer: Answer) => answer.body.sessions as Listed[];
+const nextCursor = (answer: Answer) => answer.body.next_cursor as string | null;
+
+/** A cursor with one character of its payload changed: still well-formed, no longer signed. */
+function tampered(cursor: string): string {
+  const [body = "", mac = ""] = cursor.split(".");
+  const flipped = body.slice(0, -1) + (body.endsWith("A") ? "B" : "A");
+  return `${flipped}.${mac}`;
+}
+
+/**
+ * Listing and reading one's conversations over HTTP, on both URL forms: the Hosting paths (one
+ * conversation's is `endSession`'s, which answers GET as `getSession`) and the function URLs.
+ */
+describeEachStore("a user's conversations: list and read", (kind) => {
+  let harness: Harness;
+  let now = Date.parse("2026-03-01T10:00:00Z");
+
+  beforeAll(async () => {
+    harness = await startHarness({ store: kind, clock: () => now, env: { SESSION_IDLE_TTL_MINUTES: "30", USER_MAX_ACTIVE_SESSIONS: "50", USER_MESSAGES_PER_MINUTE: "1000" } });
+  });
+  afterAll(async () => harness.close());
+  beforeEach(() => { harness.fake.reset(); });
+
+  const list = (userId: string, query = "", path: string = ROUTES.list) => harness.api.call("GET", `${path}?user_id=${encodeURIComponent(userId)}${query}`);
+  const send = async (id: string, message: string) => {
+    const answer = await harness.api.call("POST", ROUTES.message(id), { message });
+    expect(answer.status).toBe(200);
+  };
+
+  /** `count` sessions of a new user, each a minute after the last, the first `withMessages` of them with a message. */
+  async function userWith(count: number, withMessages = 0): Promise<{ userId: string; ids: string[] }> {
+    const userId = `user-${randomUUID().slice(0, 8)}`;
+    const ids: string[] = [];
+    for (let i = 0; i < count; i += 1) {
+      now += MINUTE;
+      const id = await createSession(harness.api, "friendly-assistant", userId);
+      if (i < withMessages) await send(id, `Question number ${i}: tell me about the moons of Jupiter and how they were found`);
+      ids.push(id);
+    }
+    return { userId, ids };
+  }
+
+  it("lists the user's conversations newest activity first, with their fields and titles, on both URL forms", async () => {
+    const { userId, ids } = await userWith(3, 1);
+    const other = await userWith(1);
+    now += MINUTE;
+    await send(ids[1]!, "Hi there");
+    for (const path of [ROUTES.list, ROUTES.directList]) {
+      const answer = await list(userId, "", path);
+      expect(answer.status).toBe(200);
+      expect(answer.body).toMatchObject({ success: true, user_id: userId, next_cursor: null });
+      const sessions = listed(answer);
+      expect(sessions.map((session) => session.session_id)).toEqual([ids[1], ids[2], ids[0]]);
+      expect(sessions[0]).toEqual({
+        session_id: ids[1],
+        template_id: "friendly-assistant",
+        template_name: "Friendly Assistant",
+        status: "active",
+        created_at: expect.any(String) as string,
+        last_activity: new Date(now).toISOString(),
+        message_count: 1,
+        title: "Hi there",
+      });
+      // Cut at a word boundary, on one line.
+      expect(sessions[2]?.title).toBe("Question number 0: tell me about the moons of Jupiter and…");
+      expect(sessions[1]).toMatchObject({ message_count: 0, title: null });
+      expect(sessions.map((session) => session.session_id)).not.toContain(other.ids[0]);
+    }
+  });
+
+  it("pages through many conversations with opaque cursors: every one once, none twice, the last page says so", async () => {
+    const { userId, ids } = await userWith(7);
+    const seen: string[] = [];
+    let cursor: string | null = null;
+    let pages = 0;
+    do {
+      const answer: Answer = await list(userId, `&limit=3${cursor ? `&cursor=${cursor}` : ""}`, pages % 2 === 0 ? ROUTES.list : ROUTES.directList);
+      expect(answer.status).toBe(200);
+      seen.push(...listed(answer).map((session) => session.session_id));
+      cursor = nextCursor(answer);
+      pages += 1;
+    } while (cursor !== null && pages < 10);
+    expect(pages).toBe(3);
+    expect(seen).toEqual([...ids].reverse());
+    // Exactly one page: no next cursor; an exact multiple of the page: the last one is empty of nothing.
+    expect(nextCursor(await list(userId, "&limit=7"))).toBeNull();
+    expect(listed(await list(userId, "&limit=100"))).toHaveLength(7);
+    const none = await list(`nobody-${randomUUID()}`);
+    expect(none.body).toMatchObject({ success: true, sessions: [], next_cursor: null });
+  });
+
+  it("refuses bad sizes, repeated parameters, missing users and cursors it did not issue with clear 400s", async () => {
+    const { userId } = await userWith(3);
+    for (const query of ["&limit=0", "&limit=101", "&limit=abc", "&limit=1.5", "&limit=-1", "&limit=1&limit=2"]) {
+      const answer = await list(userId, query);
+      expect({ query, status: answer.status, code: answer.body.error?.code }).toEqual({ query, status: 400, code: "INVALID_REQUEST" });
+      expect(answer.body.error?.details).toEqual([expect.objectContaining({ field: "limit" })]);
+    }
+    const missing = await harness.api.call("GET", ROUTES.list);
+    expect(missing.status).toBe(400);
+    expect(missing.body.error?.details).toEqual([{ field: "user_id", message: "is required" }]);
+
+    const cursor = nextCursor(await list(userId, "&limit=1"));
+    expect(cursor).toEqual(expect.any(String));
+    const someoneElse = await userWith(1);
+    for (const bad of [tampered(cursor!), `${cursor!.split(".")[0]!}.AAAAAAAAAAAAAAAAAAAAAA`, "e30.e30", `${cursor!}x`.replace(/\.(.*)$/, ".$1x")]) {
+      const answer = await list(userId, `&cursor=${bad}`);
+      expect({ bad, status: answer.status, code: answer.body.error?.code }).toEqual({ bad, status: 400, code: "INVALID_CURSOR" });
+    }
+    // A cursor is the user's own: another user's request with it is refused, never answered from it.
+    const replayed = await list(someoneElse.userId, `&cursor=${cursor!}`);
+    expect(replayed.body.error?.code).toBe("INVALID_CURSOR");
+    const malformed = await list(userId, "&cursor=not-a-cursor");
+    expect(malformed.body.error?.code).toBe("INVALID_REQUEST");
+  });
+
+  it("keeps paging through sessions that end or expire between pages: each listed once, with the status it has now", async () => {
+    const { userId, ids } = await userWith(6);
+    const first = await list(userId, "&limit=2");
+    expect(listed(first).map((session) => session.session_id)).toEqual([ids[5], ids[4]]);
+    // Between pages: one on a later page ends, and time passes so that the idle ones expire.
+    now += MINUTE;
+    expect((await harness.api.call("DELETE", ROUTES.end(ids[0]!))).status).toBe(200);
+    now += 31 * MINUTE;
+    const rest: Listed[] = [];
+    let cursor = nextCursor(first);
+    while (cursor !== null) {
+      const page = await list(userId, `&limit=2&cursor=${cursor}`);
+      expect(page.status).toBe(200);
+      rest.push(...listed(page));
+      cursor = nextCursor(page);
+    }
+    // Ending is activity: the ended session moved to the front, past the cursor; the others keep their places.
+    expect(rest.map((session) => session.session_id)).toEqual([ids[3], ids[2], ids[1]]);
+    expect(rest.every((session) => session.status === "expired")).toBe(true);
+    const fresh = listed(await list(userId));
+    expect(fresh[0]).toMatchObject({ session_id: ids[0], status: "ended" });
+    expect(new Set(fresh.map((session) => session.session_id)).size).toBe(6);
+  });
+
+  it("reads one conversation with its messages newest page first, on the Hosting path and both function URLs", async () => {
+    const { ids } = await userWith(1);
+    const id = ids[0]!;
+    for (let i = 1; i <= 5; i += 1) await send(id, `message ${i}`);
+    for (const path of [ROUTES.get(id), ROUTES.directGet(id), ROUTES.directEnd(id)]) {
+      const answer = await harness.api.call("GET", `${path}?limit=4`);
+      expect(answer.status).toBe(200);
+      expect(answer.body.session).toMatchObject({ session_id: id, status: "active", message_count: 5, title: "message 1", template_name: "Friendly Assistant" });
+      expect(answer.body.messages).toEqual([
+        { position: 7, role: "user", content: "message 4", timestamp: expect.any(String) as string },
+        { position: 8, role: "assistant", content: "reply #4 to: message 4", timestamp: expect.any(String) as string, usage: expect.any(Object) as object },
+        { position: 9, role: "user", content: "message 5", timestamp: expect.any(String) as string },
+        { position: 10, role: "assistant", content: "reply #5 to: message 5", timestamp: expect.any(String) as string, usage: expect.any(Object) as object },
+      ]);
+      expect(answer.body.partials).toEqual([]);
+      harness.fake.reset();
+      for (let i = 1; i <= 5; i += 1) harness.fake.enqueue({ kind: "reply", text: `reply #${i} to: message ${i}` });
+    }
+    const positions: number[] = [];
+    let before: string | null = null;
+    do {
+      const page: Answer = await harness.api.call("GET", `${ROUTES.get(id)}?limit=3${before ? `&before=${before}` : ""}`);
+      expect(page.status).toBe(200);
+      positions.unshift(...(page.body.messages as { position: number }[]).map((message) => message.position));
+      before = page.body.next_before as string | null;
+    } while (before !== null);
+    expect(positions).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    // A messages cursor is bound to its session, and to its kind.
+    const cursor = (await harness.api.call("GET", `${ROUTES.get(id)}?limit=2`)).body.next_before as string;
+    const { ids: others } = await userWith(1);
+    await send(others[0]!, "elsewhere");
+    expect((await harness.api.call("GET", `${ROUTES.get(others[0]!)}?before=${cursor}`)).body.error?.code).toBe("INVALID_CURSOR");
+    expect((await harness.api.call("GET", `${ROUTES.get(id)}?before=${tampered(cursor)}`)).body.error?.code).toBe("INVALID_CURSOR");
+    expect((await list("anyone", `&cursor=${cursor}`)).body.error?.code).toBe("INVALID_CURSOR");
+  });
+
+  it("answers a session it does not know, or an id it could not have issued, as the other routes do", async () => {
+    for (const path of [ROUTES.get(randomUUID()), ROUTES.directGet(randomUUID()), ROUTES.get("not-a-session")]) {
+      const answer = await harness.api.call("GET", path);
+      expect({ path, status: answer.status, code: answer.body.error?.code }).toEqual({ path, status: 404, code: "SESSION_NOT_FOUND" });
+    }
+    // The function that ends a session still refuses other methods, naming both it answers.
+    const { ids } = await userWith(1);
+    const put = await harness.api.call("PUT", ROUTES.get(ids[0]!));
+    expect(put.status).toBe(405);
+    expect(put.headers.get("allow")).toBe("DELETE, GET, OPTIONS");
+    const preflight = await call(harness.api.baseUrl, "OPTIONS", ROUTES.get(ids[0]!), undefined, { Origin: "https://app.example", "Access-Control-Request-Method": "GET" });
+    expect(preflight.status).toBe(204);
+    expect(preflight.headers.get("access-control-allow-methods")).toContain("GET");
+  });
+});

@@ -1,0 +1,151 @@
+import { randomUUID } from "node:crypto";
+import { userKey } from "../../src/session/ledger/limits";
+import { createSession, describeEachStore, ROUTES, startHarness, type Harness } from "../support/http-harness";
+import { WholeStore } from "../support/whole-store";
+
+const MINUTE = 60_000;
+/** Past every erasure's second pass (a claim's lease and a database deadline) and any take-over. */
+const LATER = 10 * MINUTE;
+
+/** Words only this test writes, to look for anywhere in the store afterwards. */
+const secret = (what: string) => `${what}${randomUUID().replaceAll("-", "")}`;
+
+describeEachStore("erasing a user's data", (kind) => {
+  let harness: Harness;
+  /** A server whose erasure requests stop at once: the first pass is left to the sweep. */
+  let stopping: Harness;
+  let now = Date.parse("2026-04-01T09:00:00Z");
+  let whole: WholeStore;
+
+  beforeAll(async () => {
+    const env = { USER_MAX_ACTIVE_SESSIONS: "20", USER_MESSAGES_PER_MINUTE: "1000" };
+    harness = await startHarness({ store: kind, clock: () => now, env });
+    stopping = await startHarness({ store: kind, clock: () => now, env, userDataLimits: { eraseRequestMs: -1 } });
+    whole = new WholeStore(harness.api.store, harness.namespace);
+  });
+  afterAll(async () => {
+    await whole.close();
+    await harness.close();
+    await stopping.close();
+  });
+  beforeEach(() => {
+    harness.fake.reset();
+    stopping.fake.reset();
+  });
+
+  /** A user with sessions holding `words` in their messages, a keyed message and a keyed create, and a summary. */
+  async function userHolding(on: Harness, words: readonly string[]): Promise<{ userId: string; ids: string[] }> {
+    const userId = secret("user");
+    const ids: string[] = [];
+    const keyed = await on.api.call("POST", ROUTES.create, { user_id: userId, template_id: "friendly-assistant" }, { "Idempotency-Key": secret("create") });
+    expect(keyed.status).toBe(201);
+    ids.push(String(keyed.body.session_id));
+    ids.push(await createSession(on.api, "socratic-tutor", userId));
+    for (const [i, word] of words.entries()) {
+      now += 1_000;
+      const sent = await on.api.call("POST", ROUTES.message(ids[i % 2]!), { message: `Tell me about ${word}` }, i === 0 ? { "Idempotency-Key": secret("message") } : {});
+      expect(sent.status).toBe(200);
+    }
+    expect(await on.api.store.writeSummary(ids[0]!, { text: `They asked about ${words[0] ?? ""}`, through: 2, updated_at: now })).toBe(true);
+    expect((await on.api.call("DELETE", ROUTES.end(ids[1]!))).status).toBe(200);
+    return { userId, ids };
+  }
+
+  it("erases everything holding the user's id or words, keeps their counters and others' data, and leaves nothing after the second pass", async () => {
+    const words = [secret("alpha"), secret("beta"), secret("gamma")];
+    const { userId, ids } = await userHolding(harness, words);
+    const other = await userHolding(harness, [secret("other")]);
+    const before = await harness.api.store.readUsage(userKey(userId));
+    expect(before?.daily?.tokens).toBeGreaterThan(0);
+    expect(await whole.holding([userId, ...words])).toEqual([userId, ...words]);
+
+    const erased = await harness.api.call("DELETE", `${ROUTES.erase}?user_id=${userId}`);
+    expect(erased.status).toBe(200);
+    expect(erased.body).toMatchObject({ success: true, status: "erased", user_id: userId, sessions_erased: 2, final_pass_at: expect.any(String) as string });
+    // The counters stay (an erasure never resets a limit); the sessions they counted are forgotten.
+    const after = await harness.api.store.readUsage(userKey(userId));
+    expect(after).toMatchObject({ tokens: before?.tokens, refilled_at: before?.refilled_at, daily: before?.daily });
+    expect(after?.erasing).toBeUndefined();
+    expect(Object.keys({ ...after?.sessions, ...after?.contexts }).filter((id) => ids.includes(id))).toEqual([]);
+
+    expect((await harness.api.call("GET", `${ROUTES.list}?user_id=${userId}`)).body.sessions).toEqual([]);
+    for (const id of ids) expect((await harness.api.call("GET", ROUTES.get(id))).status).toBe(404);
+    expect((await harness.api.call("POST", ROUTES.message(ids[0]!), { message: "still there?" })).status).toBe(404);
+
+    const report = await harness.api.runtime.maintain(now + LATER);
+    expect(report.erasuresFinished).toBe(1);
+    expect(await whole.holding([userId, ...words, ...ids])).toEqual([]);
+    // Nothing of anyone else's went.
+    expect((await harness.api.call("GET", ROUTES.get(other.ids[0]!))).body.session).toMatchObject({ message_count: 1 });
+    expect(await whole.holding([other.userId])).toEqual([other.userId]);
+
+    // Again, on the function URL: nothing left to erase, the same answer; and the user can start over.
+    const again = await harness.api.call("DELETE", `${ROUTES.directErase}?user_id=${userId}`);
+    expect(again.body).toMatchObject({ status: "erased", sessions_erased: 0 });
+    expect((await harness.api.runtime.maintain(now + 2 * LATER)).erasuresFinished).toBe(1);
+    expect(await whole.holding([userId])).toEqual([]);
+    expect((await harness.api.call("POST", ROUTES.create, { user_id: userId, template_id: "friendly-assistant" })).status).toBe(201);
+  });
+
+  it("is recorded before anything is deleted: refuses the user's new sessions and messages until the sweep finishes what a request left", async () => {
+    const words = [secret("delta"), secret("epsilon")];
+    const { userId, ids } = await userHolding(stopping, words);
+    stopping.fake.reset();
+    const started = await stopping.api.call("DELETE", `${ROUTES.erase}?user_id=${userId}`);
+    expect(started.status).toBe(202);
+    expect(started.body).toMatchObject({ status: "in_progress", sessions_erased: 0 });
+
+    const message = await stopping.api.call("POST", ROUTES.message(ids[0]!), { message: "one more" });
+    expect(message.status).toBe(409);
+    expect(message.body.error?.code).toBe("ERASURE_IN_PROGRESS");
+    expect(message.headers.get("retry-after")).toBe("5");
+    expect((await stopping.api.call("POST", ROUTES.create, { user_id: userId, template_id: "friendly-assistant" })).body.error?.code).toBe("ERASURE_IN_PROGRESS");
+    expect((await stopping.api.call("GET", `${ROUTES.exportData}?user_id=${userId}`)).body.error?.code).toBe("ERASURE_IN_PROGRESS");
+    expect(stopping.fake.requests).toHaveLength(0);
+
+    // Not yet the sweep's: the request that started it could still be running.
+    expect((await stopping.api.runtime.maintain(now + 1_000)).erasuresFinished).toBe(0);
+    expect((await stopping.api.call("GET", ROUTES.get(ids[0]!))).status).toBe(200);
+    // Then the sweep takes the first pass over, and the user may start again at once.
+    expect((await stopping.api.runtime.maintain(now + 2 * MINUTE)).erasuresFinished).toBe(0);
+    for (const id of ids) expect((await stopping.api.call("GET", ROUTES.get(id))).status).toBe(404);
+    expect((await stopping.api.call("POST", ROUTES.create, { user_id: userId, template_id: "friendly-assistant" })).status).toBe(201);
+    expect((await stopping.api.runtime.maintain(now + LATER)).erasuresFinished).toBe(1);
+    const stored = new WholeStore(stopping.api.store, stopping.namespace);
+    try {
+      expect(await stored.holding([...words, ...ids])).toEqual([]);
+    } finally {
+      await stored.close();
+    }
+  });
+
+  it("refuses a message racing the erasure, and its late writes do not bring anything back", async () => {
+    const { userId, ids } = await userHolding(harness, [secret("zeta")]);
+    const late = secret("late");
+    const [id] = ids;
+    // Streamed where the store has live partials (the model then streams), else answered late whole.
+    harness.fake.enqueue(
+      kind === "rtdb" ? { kind: "stream", chunks: [late, " and", " more", " words", " still", " coming"], chunkDelayMs: 150 } : { kind: "reply", text: `${late} and more`, delayMs: 600 },
+    );
+    const racing = harness.api.call("POST", ROUTES.message(id!), { message: `Racing ${late}` });
+    await harness.fake.awaitRequests(1);
+    const erased = await harness.api.call("DELETE", `${ROUTES.erase}?user_id=${userId}`);
+    expect(erased.status).toBe(200);
+    const answer = await racing;
+    // Refused: its session was gone by its commit, so nothing of it was stored.
+    expect({ status: answer.status, code: answer.body.error?.code }).toEqual({ status: 404, code: "SESSION_NOT_FOUND" });
+    // What a request that outlived the erasure would write with nothing awaiting it (its live
+    // partial, the copy of a commit that landed just before), written late as a dead instance's would.
+    if (whole.raw) {
+      const owner = userId;
+      await whole.raw.ref().update({
+        [`userSessions/${id!}/partials/dead-request`]: { text: `${late} from a dead instance`, seq_after: 1, updated_at: now },
+        [`userSessions/${id!}/messages/m000000009`]: { role: "user", content: late, timestamp: now },
+        [`userConversations/${owner}/${id!}/title`]: late,
+      });
+      expect(await whole.holding([late, userId])).toEqual([late, userId]);
+    }
+    expect((await harness.api.runtime.maintain(now + LATER)).erasuresFinished).toBe(1);
+    expect(await whole.holding([late, userId, ...ids])).toEqual([]);
+  });
+});

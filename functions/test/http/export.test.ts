@@ -1,0 +1,143 @@
+import { randomUUID } from "node:crypto";
+import { FaultyStore } from "../support/faulty-store";
+import { createSession, describeEachStore, ROUTES, startHarness, type Answer, type Harness } from "../support/http-harness";
+
+interface ExportedSession {
+  readonly session_id: string;
+  readonly status: string;
+  readonly message_count: number;
+  readonly summary: { text: string; through: number } | null;
+  readonly messages: readonly { position: number; role: string; content: string }[];
+  readonly [field: string]: unknown;
+}
+
+const sessionsOf = (answer: Answer) => answer.body.sessions as ExportedSession[];
+
+/** Every part of an export, following its cursors from `first`. */
+async function allParts(harness: Harness, path: string, userId: string): Promise<Answer[]> {
+  const parts: Answer[] = [];
+  let cursor: string | null = null;
+  do {
+    const answer: Answer = await harness.api.call("GET", `${path}?user_id=${userId}${cursor ? `&cursor=${cursor}` : ""}`);
+    expect(answer.status).toBe(200);
+    parts.push(answer);
+    cursor = answer.body.next_cursor as string | null;
+  } while (cursor !== null && parts.length < 20);
+  return parts;
+}
+
+describeEachStore("exporting a user's data", (kind) => {
+  let harness: Harness;
+  /** One session per part: every export is several parts. */
+  let small: Harness;
+  /** Reads one session at a time, through a store a test can make fail. */
+  let faulty: Harness;
+  let faults: FaultyStore | undefined;
+
+  beforeAll(async () => {
+    const env = { USER_MAX_ACTIVE_SESSIONS: "20" };
+    harness = await startHarness({ store: kind, env });
+    small = await startHarness({ store: kind, env, userDataLimits: { exportPartBytes: 1 } });
+    faulty = await startHarness({
+      store: kind,
+      env,
+      userDataLimits: { exportReadPage: 1 },
+      wrapStore: (store) => {
+        faults = new FaultyStore(store);
+        return faults.store;
+      },
+    });
+  });
+  afterAll(async () => {
+    await harness.close();
+    await small.close();
+    await faulty.close();
+  });
+
+  /** A user with three sessions: two with messages (one ended, one with a summary), one empty. */
+  async function userWithData(on: Harness): Promise<{ userId: string; ids: string[] }> {
+    const userId = `user-${randomUUID().slice(0, 8)}`;
+    const ids = [await createSession(on.api, "friendly-assistant", userId), await createSession(on.api, "socratic-tutor", userId), await createSession(on.api, "sarcastic-critic", userId)];
+    for (const text of ["first question", "second question"]) expect((await on.api.call("POST", ROUTES.message(ids[0]!), { message: text })).status).toBe(200);
+    expect((await on.api.call("POST", ROUTES.message(ids[1]!), { message: "a tutor question" })).status).toBe(200);
+    await on.api.store.writeSummary(ids[0]!, { text: "They asked two questions", through: 2, updated_at: Date.now() });
+    expect((await on.api.call("DELETE", ROUTES.end(ids[1]!))).status).toBe(200);
+    return { userId, ids: ids.sort() };
+  }
+
+  it("writes everything stored about the user as one JSON document, on both URL forms, and nobody else's", async () => {
+    const { userId, ids } = await userWithData(harness);
+    const other = await userWithData(harness);
+    for (const path of [ROUTES.exportData, ROUTES.directExport]) {
+      const answer = await harness.api.call("GET", `${path}?user_id=${userId}`);
+      expect(answer.status).toBe(200);
+      expect(answer.headers.get("content-type")).toBe("application/json; charset=utf-8");
+      expect(answer.headers.get("content-disposition")).toBe('attachment; filename="chatify-export.json"');
+      expect(answer.body).toMatchObject({ success: true, format: "chatify-export", version: 1, user_id: userId, part: 1, session_count: 3, complete: true, next_cursor: null });
+      expect(answer.body.usage).toEqual({ daily: { day: expect.any(String) as string, tokens: expect.any(Number) as number, cost_usd: expect.any(Number) as number } });
+      const sessions = sessionsOf(answer);
+      expect(sessions.map((session) => session.session_id)).toEqual(ids);
+      const byId = new Map(sessions.map((session) => [session.session_id, session]));
+      const talked = [...byId.values()].find((session) => session.message_count === 2);
+      expect(talked?.messages.map((message) => [message.position, message.role, message.content])).toEqual([
+        [1, "user", "first question"],
+        [2, "assistant", "reply #1 to: first question"],
+        [3, "user", "second question"],
+        [4, "assistant", "reply #2 to: second question"],
+      ]);
+      expect(talked?.summary).toMatchObject({ text: "They asked two questions", through: 2 });
+      expect(talked?.usage).toMatchObject({ total_tokens: expect.any(Number) as number });
+      expect([...byId.values()].find((session) => session.template_id === "socratic-tutor")).toMatchObject({ status: "ended", message_count: 1, ended_at: expect.any(String) as string });
+      // The deployment's system prompt is not the user's data; another user's sessions are not theirs.
+      expect(answer.text).not.toContain("system_prompt");
+      expect(answer.text).not.toContain(other.userId);
+      for (const id of other.ids) expect(answer.text).not.toContain(id);
+      harness.fake.reset();
+    }
+  });
+
+  it("continues in parts with signed cursors when one answer may carry less, each session whole and once", async () => {
+    const { userId, ids } = await userWithData(small);
+    const parts = await allParts(small, ROUTES.exportData, userId);
+    expect(parts.map((part) => [part.body.part, part.body.session_count, part.body.complete])).toEqual([
+      [1, 1, false],
+      [2, 1, false],
+      [3, 1, true],
+    ]);
+    expect(parts.flatMap(sessionsOf).map((session) => session.session_id)).toEqual(ids);
+    expect(parts[0]?.body.usage).toBeDefined();
+    expect(parts[1]?.body.usage).toBeUndefined();
+
+    const cursor = parts[0]?.body.next_cursor as string;
+    const [body = "", mac = ""] = cursor.split(".");
+    const forged = `${Buffer.from(JSON.stringify({ s: ids[2], p: 2 })).toString("base64url")}.${mac}`;
+    const someoneElse = `user-${randomUUID().slice(0, 8)}`;
+    for (const [user, bad] of [[userId, forged], [userId, `${body}.${mac.slice(1)}A`], [someoneElse, cursor]] as const) {
+      const answer = await small.api.call("GET", `${ROUTES.exportData}?user_id=${user}&cursor=${bad}`);
+      expect({ status: answer.status, code: answer.body.error?.code }).toEqual({ status: 400, code: "INVALID_CURSOR" });
+    }
+  });
+
+  it("ends a part that fails mid-way as valid JSON with the error and a cursor that resumes after the last whole session", async () => {
+    const { userId, ids } = await userWithData(faulty);
+    // The first page of sessions is read, the second read fails.
+    faults!.arm("readUserSessions", "before", 1);
+    const failed = await faulty.api.call("GET", `${ROUTES.exportData}?user_id=${userId}`);
+    expect(failed.status).toBe(200);
+    expect(failed.body).toMatchObject({ complete: false, session_count: 1, error: { code: "DATABASE_UNAVAILABLE" } });
+    expect(sessionsOf(failed).map((session) => session.session_id)).toEqual([ids[0]]);
+    const resumed = await faulty.api.call("GET", `${ROUTES.exportData}?user_id=${userId}&cursor=${String(failed.body.next_cursor)}`);
+    expect(resumed.body).toMatchObject({ part: 2, complete: true, next_cursor: null });
+    expect(sessionsOf(resumed).map((session) => session.session_id)).toEqual(ids.slice(1));
+    // Failing before anything is written is an ordinary error answer.
+    faults!.arm("readUsage", "before");
+    const refused = await faulty.api.call("GET", `${ROUTES.exportData}?user_id=${userId}`);
+    expect({ status: refused.status, code: refused.body.error?.code }).toEqual({ status: 503, code: "DATABASE_UNAVAILABLE" });
+  });
+
+  it("exports an empty account as a complete document with no sessions", async () => {
+    const answer = await harness.api.call("GET", `${ROUTES.exportData}?user_id=nobody-${randomUUID()}`);
+    expect(answer.body).toMatchObject({ success: true, usage: { daily: null }, sessions: [], session_count: 0, complete: true, next_cursor: null });
+    expect((await harness.api.call("GET", ROUTES.exportData)).body.error?.details).toEqual([{ field: "user_id", message: "is required" }]);
+  });
+});

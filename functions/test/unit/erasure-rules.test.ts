@@ -1,0 +1,68 @@
+import { beginErasure, clearErasing, finishErasure, forgetSessions, markErasing, settleErasure, takeOverErasure } from "../../src/session/erasure/erasure-rules";
+import { admitMessage, admitSession, type UsagePolicy } from "../../src/session/ledger/limits";
+import type { ErasureRecord } from "../../src/store/conversation-records";
+import type { UserUsage } from "../../src/store/records";
+
+const T = 1_700_000_000_000;
+const USAGE: UserUsage = {
+  tokens: 3,
+  refilled_at: T - 10,
+  sessions: { a: T - 5, b: T - 4 },
+  daily: { day: "2023-11-14", tokens: 900, cost_usd: 0.01 },
+  contexts: { a: { tokens: 100, open: 0, landed: 2, at: T - 5 }, c: { tokens: 5, open: 0, landed: 1, at: T - 9 } },
+};
+const POLICY: UsagePolicy = { messagesPerMinute: 20, maxActiveSessions: 5, idleTtlMs: 3_600_000, tokensPerDay: 0 };
+
+describe("an erasure's record", () => {
+  it("is begun for the request, and begun again from a later one, keeping the sessions recorded so far", () => {
+    const first = beginErasure("u", T, 60_000)(null);
+    expect(first).toEqual({ outcome: { user_id: "u", requested_at: T, phase: "erasing", due_at: T + 60_000 }, next: first.next });
+    const settling: ErasureRecord = { user_id: "u", requested_at: T, phase: "settling", due_at: T + 5, sessions: { s1: true } };
+    expect(beginErasure("u", T + 100, 60_000)(settling).next).toEqual({ user_id: "u", requested_at: T + 100, phase: "erasing", due_at: T + 60_100, sessions: { s1: true } });
+  });
+
+  it("is settled and finished only for the request it belongs to: a later request keeps it", () => {
+    const record: ErasureRecord = { user_id: "u", requested_at: T, phase: "erasing", due_at: T + 60_000 };
+    expect(settleErasure(T, T + 70_000)(record)).toEqual({ outcome: true, next: { ...record, phase: "settling", due_at: T + 70_000 } });
+    expect(settleErasure(T - 1, T + 70_000)(record)).toEqual({ outcome: false });
+    expect(settleErasure(T, T + 1)(null)).toEqual({ outcome: false });
+    expect(finishErasure(T)({ ...record, phase: "settling" })).toEqual({ outcome: true, next: null });
+    expect(finishErasure(T)(record)).toEqual({ outcome: false });
+    expect(finishErasure(T)({ ...record, phase: "settling", requested_at: T + 1 })).toEqual({ outcome: false });
+  });
+
+  it("is taken over by the sweep without moving its request time", () => {
+    const record: ErasureRecord = { user_id: "u", requested_at: T, phase: "erasing", due_at: T + 60_000 };
+    expect(takeOverErasure(T + 90_000, 60_000)(record).next).toEqual({ ...record, due_at: T + 150_000 });
+    expect(takeOverErasure(T, 1)(null)).toEqual({ outcome: null });
+  });
+});
+
+describe("an erasure in the user's usage record", () => {
+  it("refuses new sessions and messages while marked, and changes no counter", () => {
+    const marked = markErasing(T, 20)(USAGE).next!;
+    expect(marked).toEqual({ ...USAGE, erasing: T });
+    expect(admitSession("new", T, POLICY)(marked)).toEqual({ outcome: { admitted: false, retryAfterMs: 5_000, erasing: true } });
+    expect(admitMessage("a", T, POLICY, { fresh: 10, firstPrompt: 10 })(marked)).toEqual({ outcome: { admitted: false, limit: "erasing", retryAfterMs: 5_000 } });
+    expect(markErasing(T, 20)(null).next).toEqual({ tokens: 20, refilled_at: T, erasing: T });
+  });
+
+  it("is cleared by the erasure that marked it only", () => {
+    const marked = { ...USAGE, erasing: T };
+    expect(clearErasing(T)(marked).next).toEqual(USAGE);
+    expect(clearErasing(T - 1)(marked)).toEqual({ outcome: undefined });
+    expect(admitSession("new", T, POLICY)(clearErasing(T)(marked).next!).outcome).toEqual({ admitted: true });
+  });
+
+  it("forgets the erased sessions and their context bounds, keeping the bucket and the day's tokens", () => {
+    expect(forgetSessions(["a", "c"])(USAGE).next).toEqual({
+      tokens: 3,
+      refilled_at: T - 10,
+      sessions: { b: T - 4 },
+      daily: USAGE.daily,
+      contexts: {},
+    });
+    expect(forgetSessions(["zzz"])(USAGE)).toEqual({ outcome: undefined });
+    expect(forgetSessions(["a"])(null)).toEqual({ outcome: undefined });
+  });
+});
