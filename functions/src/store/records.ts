@@ -172,6 +172,8 @@ export const userUsageSchema = z.object({
    * count (plus one) of a settled message.
    */
   contexts: z.record(z.string(), z.object({ tokens: z.number().min(0), open: z.number().int().min(0), landed: z.number().int().min(0), at: z.number() })).optional(),
+  /** The user's requests for connections to other users: a token bucket refilled over an hour (connections/request-limit.ts). */
+  connection_requests: z.object({ tokens: z.number(), refilled_at: z.number() }).optional(),
 });
 export type UserUsage = z.infer<typeof userUsageSchema>;
 

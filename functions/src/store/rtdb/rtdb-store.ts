@@ -1,6 +1,6 @@
 import type { Database, DataSnapshot } from "firebase-admin/database";
 import { z } from "zod";
-import { StoreDataError, StoreUnavailableError } from "../errors";
+import { StoreUnavailableError } from "../errors";
 import { parseStored } from "../parse-stored";
 import {
   addressUsageSchema,
@@ -281,19 +281,19 @@ export class RtdbStore implements SessionStore {
   // HousekeepingStore
 
   async findIdleSessions(cutoff: number, limit: number): Promise<string[]> {
-    return this.keysOrderedBy(SESSIONS, stateField("idle_since"), cutoff, limit, "find idle sessions");
+    return this.engine.keysOrderedBy(SESSIONS, stateField("idle_since"), cutoff, limit, "find idle sessions");
   }
 
   async findClosedSessions(cutoff: number, limit: number): Promise<string[]> {
-    return this.keysOrderedBy(SESSIONS, stateField("ended_at"), cutoff, limit, "find closed sessions");
+    return this.engine.keysOrderedBy(SESSIONS, stateField("ended_at"), cutoff, limit, "find closed sessions");
   }
 
   async findUnflushedSessions(limit: number): Promise<string[]> {
-    return this.keysOrderedBy(SESSIONS, stateField(UNFLUSHED), Number.MAX_SAFE_INTEGER, limit, "find unflushed sessions");
+    return this.engine.keysOrderedBy(SESSIONS, stateField(UNFLUSHED), Number.MAX_SAFE_INTEGER, limit, "find unflushed sessions");
   }
 
   async findLapsedClaims(cutoff: number, limit: number): Promise<string[]> {
-    return this.keysOrderedBy(SESSIONS, stateField(CLAIMS_LAPSE), cutoff, limit, "find lapsed claims");
+    return this.engine.keysOrderedBy(SESSIONS, stateField(CLAIMS_LAPSE), cutoff, limit, "find lapsed claims");
   }
 
   async deleteSession(sessionId: string): Promise<void> {
@@ -301,11 +301,11 @@ export class RtdbStore implements SessionStore {
   }
 
   async deleteCreateKeys(cutoff: number, limit: number): Promise<number> {
-    return this.deleteOrderedBy(CREATE_KEYS, "created_at", cutoff, limit, "idempotency keys");
+    return this.engine.deleteOrderedBy(CREATE_KEYS, "created_at", cutoff, limit, "idempotency keys");
   }
 
   async deleteIdleAddresses(cutoff: number, limit: number): Promise<number> {
-    return this.deleteOrderedBy(ADDRESS_USAGE, "refilled_at", cutoff, limit, "idle addresses");
+    return this.engine.deleteOrderedBy(ADDRESS_USAGE, "refilled_at", cutoff, limit, "idle addresses");
   }
 
   // The journal's I/O
@@ -357,34 +357,6 @@ export class RtdbStore implements SessionStore {
   /** Applies `rule` in a transaction on the ledger record at `path`, listened to so the next one starts from the server's value. */
   private async updateLedger<R, O>(path: string, schema: z.ZodType<R>, operation: string, rule: LedgerRule<R, O>): Promise<O> {
     this.holds.hold(path);
-    const { decided } = await this.engine.transact(path, operation, (current) => {
-      // Unlike a session, a missing record is a valid start: a cold instance's null guess is
-      // corrected by the server (hash mismatch) before anything is written over real data.
-      const record = current === null ? null : schema.safeParse(current);
-      if (record !== null && !record.success) throw new StoreDataError(path, record.error.issues[0]?.message ?? "invalid");
-      const { outcome, next } = rule(record === null ? null : record.data);
-      // "No change" writes the record back as it is (or null for none): see `transact`.
-      return { decided: outcome, write: next === undefined ? current : (JSON.parse(JSON.stringify(next)) as unknown) };
-    });
-    return decided as O;
-  }
-
-  /** Children of `path` whose `child` is at most `cutoff`, oldest first (children without it are left out). */
-  private async keysOrderedBy(path: string, child: string, cutoff: number, limit: number, operation: string): Promise<string[]> {
-    if (limit <= 0) return [];
-    const snapshot = await this.engine.read(operation, this.db.ref(path).orderByChild(child).startAt(0).endAt(cutoff).limitToFirst(limit));
-    const keys: string[] = [];
-    snapshot.forEach((entry: DataSnapshot) => {
-      if (entry.key !== null) keys.push(entry.key);
-    });
-    return keys;
-  }
-
-  /** Removes the children of `path` whose `child` is at most `cutoff`, `limit` at most; returns how many. */
-  private async deleteOrderedBy(path: string, child: string, cutoff: number, limit: number, what: string): Promise<number> {
-    const keys = await this.keysOrderedBy(path, child, cutoff, limit, `find ${what}`);
-    if (keys.length === 0) return 0;
-    await this.engine.call(`delete ${what}`, this.db.ref(path).update(Object.fromEntries(keys.map((key) => [key, null]))));
-    return keys.length;
+    return this.engine.transactRecord(path, schema, operation, rule);
   }
 }
