@@ -28,6 +28,14 @@ const options: HttpsOptions = { invoker: "public", timeoutSeconds: FUNCTION_TIME
 export const createSession = onRequest(options, serve("createSession"));
 export const sendMessage = onRequest({ ...options, secrets: [openaiApiKey] }, serve("sendMessage"));
 export const endSession = onRequest(options, serve("endSession"));
+// Connections between users (docs/connections.md): one function per Hosting path, serving every method of it.
+export const connections = onRequest(options, serve("connections"));
+export const connection = onRequest(options, serve("connection"));
+export const acceptConnection = onRequest(options, serve("acceptConnection"));
+export const declineConnection = onRequest(options, serve("declineConnection"));
+export const blockConnection = onRequest(options, serve("blockConnection"));
+export const connectionMessages = onRequest(options, serve("connectionMessages"));
+export const devices = onRequest(options, serve("devices"));
 export const expireSessions = onSchedule({ schedule: "every 15 minutes", timeoutSeconds: 300, memory: FUNCTION_MEMORY }, async () => {
   await (await app()).maintain();
 });

@@ -2,6 +2,8 @@ import type { IdentityVerifier } from "../auth/identity";
 import type { Config } from "../config";
 import type { Log } from "../log/log";
 import type { SessionService } from "../session/session-service";
+import type { ConnectionsContext } from "./connection-endpoints";
+import { connectionBodies } from "./connection-schemas";
 import { authenticator } from "./caller";
 import { corsHeaders, preflightHeaders } from "./cors";
 import { ENDPOINTS, endpointBodies, type Endpoint, type EndpointContext, type EndpointName } from "./endpoints";
@@ -13,6 +15,8 @@ import type { HttpRequest, HttpResponse } from "./http-types";
 /** What the HTTP boundary needs of an instance, and nothing more. */
 export interface ApiDeps {
   readonly sessions: Pick<SessionService, "create" | "send" | "end">;
+  readonly connections: ConnectionsContext["connections"];
+  readonly devices: ConnectionsContext["devices"];
   readonly identity: IdentityVerifier;
   readonly log: Log;
   readonly config: Pick<Config, "requireAuth" | "maxMessageChars" | "maxBodyBytes" | "corsOrigins">;
@@ -21,7 +25,7 @@ export interface ApiDeps {
 }
 
 /**
- * One instance's HTTP boundary: answers a request to one of the three functions. Given a `sink`,
+ * One instance's HTTP boundary: answers a request to one of its functions. Given a `sink`,
  * a request that accepts `text/event-stream` may be answered there as a stream: then the answer
  * is `undefined` (already written and ended); otherwise it is the answer to write.
  */
@@ -37,6 +41,7 @@ export function createApi(deps: ApiDeps): Api {
     sessions: deps.sessions,
     authenticate: authenticator(deps.identity, config.requireAuth),
     bodies: endpointBodies(config.maxMessageChars),
+    connections: { connections: deps.connections, devices: deps.devices, bodies: connectionBodies(config.maxMessageChars) },
   };
   return async (name, request, sink) => {
     const endpoint = ENDPOINTS[name];

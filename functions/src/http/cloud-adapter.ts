@@ -57,11 +57,14 @@ function fromExpress(request: Request): HttpRequest {
     headers[name.toLowerCase()] = Array.isArray(value) ? value.join(", ") : value;
   }
   const address = clientAddress(headers["x-forwarded-for"], request.socket.remoteAddress);
+  const mark = request.originalUrl.indexOf("?");
+  const query = mark < 0 ? undefined : request.originalUrl.slice(mark + 1);
   return {
     method: request.method.toUpperCase(),
     path: request.path,
     headers,
     body: Buffer.isBuffer(request.rawBody) ? request.rawBody : Buffer.alloc(0),
+    ...(query === undefined ? {} : { query }),
     ...(address === undefined ? {} : { clientAddress: address }),
   };
 }

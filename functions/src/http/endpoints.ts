@@ -9,6 +9,7 @@ import type { HttpRequest } from "./http-types";
 import { readJsonObject } from "./json-body";
 import { createSessionBody, parseBody, sendMessageBody } from "./request-schemas";
 import { isSessionId, matchCreateSession, matchEndSession, matchSendMessage, type RouteMatch } from "./routes";
+import { CONNECTION_ENDPOINTS, type ConnectionEndpointName, type ConnectionsContext } from "./connection-endpoints";
 
 export interface EndpointResult {
   readonly status: number;
@@ -16,7 +17,7 @@ export interface EndpointResult {
   readonly headers?: Readonly<Record<string, string>>;
 }
 
-export type EndpointName = "createSession" | "sendMessage" | "endSession";
+export type EndpointName = "createSession" | "sendMessage" | "endSession" | ConnectionEndpointName;
 
 /** What the endpoints need, built once per instance: nothing here is made per request. */
 export interface EndpointContext {
@@ -27,6 +28,8 @@ export interface EndpointContext {
     readonly createSession: { readonly signedIn: ReturnType<typeof createSessionBody>; readonly anonymous: ReturnType<typeof createSessionBody> };
     readonly sendMessage: ReturnType<typeof sendMessageBody>;
   };
+  /** The connection and device endpoints' services and bodies (connection-endpoints.ts). */
+  readonly connections: ConnectionsContext;
 }
 
 /** The request schemas of an instance: zod schemas are costly to build and never change. */
@@ -169,4 +172,9 @@ export const endSession: Endpoint = {
   },
 };
 
-export const ENDPOINTS = { createSession, sendMessage, endSession } as const;
+export const ENDPOINTS = {
+  createSession,
+  sendMessage,
+  endSession,
+  ...CONNECTION_ENDPOINTS,
+} as const;

@@ -7,6 +7,8 @@ export interface HttpRequest {
   /** Lower-case header names. */
   readonly headers: Readonly<Record<string, string | undefined>>;
   readonly body: Buffer;
+  /** The query string, without its `?` (absent or empty when there is none). */
+  readonly query?: string;
   /** The caller's network address, as the adapter knows it (see cloud-adapter.ts); absent when unknown. */
   readonly clientAddress?: string;
 }

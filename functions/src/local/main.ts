@@ -1,4 +1,5 @@
 import { functionsLog } from "../log/log";
+import { OFFLINE_PUSH_LABEL } from "../notify/offline-sender";
 import { createLocalInstance } from "./local-instance";
 import { createLocalServer } from "./local-server";
 import { defaultProjectId, hostingRewrites, localSite } from "./project-files";
@@ -20,6 +21,7 @@ async function main(): Promise<void> {
       "Chatify Functions running locally",
       `  sessions: ${local.storeLabel}${local.seeded.length > 0 ? `; seeded templates: ${local.seeded.join(", ")}` : ""}`,
       `  model:    ${local.modelLabel}`,
+      `  push:     ${OFFLINE_PUSH_LABEL} (notifications are logged, never sent)`,
       `  auth:     ${local.instance.config.requireAuth ? "ID token required (REQUIRE_AUTH=true)" : "ID token optional; without one the body's user_id is trusted (REQUIRE_AUTH=false)"}`,
       "",
       `  Chat page: ${base}/  (public/; Firebase Auth SDK at /__/firebase/: ${site.firebaseSdkDir ? "served from node_modules/firebase" : "not installed, run `npm test` once or `npm --prefix functions ci`"})`,
@@ -32,6 +34,14 @@ async function main(): Promise<void> {
       `    POST   ${base}/${projectId}/${REGION}/createSession`,
       `    POST   ${base}/${projectId}/${REGION}/sendMessage/{session_id}`,
       `    DELETE ${base}/${projectId}/${REGION}/endSession/{session_id}`,
+      "",
+      "  Connections between users (docs/connections.md), original routes; function URLs as above:",
+      `    GET, POST        ${base}/api/v1/connections                       (connections)`,
+      `    GET, DELETE      ${base}/api/v1/connections/{connection_id}       (connection)`,
+      `    POST             ${base}/api/v1/connections/{connection_id}/accept  (acceptConnection), /decline (declineConnection)`,
+      `    POST, DELETE     ${base}/api/v1/connections/{connection_id}/block   (blockConnection)`,
+      `    GET, POST        ${base}/api/v1/connections/{connection_id}/messages (connectionMessages)`,
+      `    POST, DELETE     ${base}/api/v1/devices                           (devices)`,
       "",
     ];
     process.stdout.write(`${lines.join("\n")}\n`);

@@ -18,6 +18,13 @@ export const handlers: Readonly<Record<EndpointName, (request: Request, response
   createSession: cloudHandler("createSession", api),
   sendMessage: cloudHandler("sendMessage", api),
   endSession: cloudHandler("endSession", api),
+  connections: cloudHandler("connections", api),
+  connection: cloudHandler("connection", api),
+  acceptConnection: cloudHandler("acceptConnection", api),
+  declineConnection: cloudHandler("declineConnection", api),
+  blockConnection: cloudHandler("blockConnection", api),
+  connectionMessages: cloudHandler("connectionMessages", api),
+  devices: cloudHandler("devices", api),
 };
 
 export async function maintain(): Promise<void> {

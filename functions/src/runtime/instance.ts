@@ -13,7 +13,18 @@ import type { SessionPolicy } from "../session/session-rules";
 import { SessionService } from "../session/session-service";
 import { RtdbStore } from "../store/rtdb/rtdb-store";
 import type { SessionStore } from "../store/session-store";
-import { timeBudget, type TimeBudget } from "./time-budget";
+import { checkConnectionBudget, timeBudget, type TimeBudget } from "./time-budget";
+import { getMessaging } from "firebase-admin/messaging";
+import { ConnectionService } from "../connections/connection-service";
+import { DeviceRegistry } from "../connections/device-registry";
+import { sweepDevices, type DeviceSweepReport } from "../connections/device-sweep";
+import { RecipientNotifier } from "../connections/recipient-notifier";
+import { createFcmSender } from "../notify/fcm-sender";
+import { createOfflineSender } from "../notify/offline-sender";
+import type { PushSender } from "../notify/push-sender";
+import type { ConnectionStore, DeviceStore } from "../store/connection-store";
+import { MemoryConnectionStore } from "../store/memory-connection-store";
+import { RtdbConnectionStore } from "../store/rtdb/rtdb-connection-store";
 
 /** The adapters of an instance. Each defaults to the production one, built from config and `app`. */
 export interface InstanceParts {
@@ -33,6 +44,14 @@ export interface InstanceParts {
   readonly functionTimeoutMs?: number;
   /** The longest silence on a streamed answer (default 15 s; tests shorten it). */
   readonly heartbeatMs?: number;
+  /**
+   * Connections and devices. Default: the Realtime Database of `app` when no `store` is given;
+   * beside a given `store` (tests, benches), an embedded one of this instance's own.
+   */
+  readonly connectionStore?: ConnectionStore & DeviceStore;
+  /** Default: FCM through `app` deployed; where `allowOffline`, the offline sender, which logs what it would send. */
+  readonly pushSender?: PushSender;
+  readonly newConnectionId?: () => string;
 }
 
 /** One function instance: built once, when it starts, and kept for its life (its caches with it). */
@@ -40,11 +59,15 @@ export interface Instance {
   readonly config: Config;
   readonly budget: TimeBudget;
   readonly sessions: SessionService;
-  /** The three functions' HTTP boundary. */
+  /** The functions' HTTP boundary. */
   readonly api: Api;
   readonly log: Log;
-  /** The scheduled clean-up: expiry, retention, forgotten keys. */
-  readonly maintain: (now?: number) => Promise<MaintenanceReport>;
+  /** The scheduled clean-up: expiry, retention, forgotten keys; stale device tokens. */
+  readonly maintain: (now?: number) => Promise<MaintenanceReport & DeviceSweepReport>;
+  /** Connections between users, and their devices. */
+  readonly connections: ConnectionService;
+  readonly devices: DeviceRegistry;
+  readonly pushSender: PushSender;
 }
 
 /**
@@ -85,8 +108,9 @@ export function composeInstance(config: Config, parts: InstanceParts): Instance 
       maxSessions: config.sessionCacheMaxEntries,
     },
   });
-  const maintain = (now: number = clock()) =>
-    runMaintenance({
+  const { connections, devices, connectionStore, pushSender } = composeConnections(config, parts, store, clock);
+  const maintain = async (now: number = clock()) => ({
+    ...(await runMaintenance({
       store,
       now,
       policy,
@@ -94,9 +118,44 @@ export function composeInstance(config: Config, parts: InstanceParts): Instance 
       createKeyTtlMs: CREATE_KEY_TTL_MS,
       batchSize: MAINTENANCE_BATCH,
       maxBatches: MAINTENANCE_MAX_BATCHES,
-    });
-  const api = createApi({ sessions, identity, log: parts.log, config, ...(parts.heartbeatMs === undefined ? {} : { heartbeatMs: parts.heartbeatMs }) });
-  return { config, budget, sessions, api, log: parts.log, maintain };
+    })),
+    ...(await sweepDevices({ store: connectionStore, now, batchSize: MAINTENANCE_BATCH, maxBatches: MAINTENANCE_MAX_BATCHES })),
+  });
+  const api = createApi({ sessions, connections, devices, identity, log: parts.log, config, ...(parts.heartbeatMs === undefined ? {} : { heartbeatMs: parts.heartbeatMs }) });
+  return { config, budget, sessions, api, log: parts.log, maintain, connections, devices, pushSender };
+}
+
+/**
+ * Connections between users and their devices: the store (the Realtime Database of `app`, or
+ * beside a given session store an embedded one), the push sender (FCM deployed, the offline
+ * sender where FCM cannot be reached) and the services over them.
+ */
+function composeConnections(config: Config, parts: InstanceParts, store: SessionStore, clock: () => number) {
+  checkConnectionBudget(config, parts.functionTimeoutMs);
+  const connectionStore =
+    parts.connectionStore ?? (parts.store === undefined ? new RtdbConnectionStore(getDatabase(required(parts.app, "connection store")), config.dbTimeoutMs) : new MemoryConnectionStore());
+  const pushSender = parts.pushSender ?? (parts.allowOffline === true ? createOfflineSender(parts.log) : createFcmSender(getMessaging(required(parts.app, "push sender"))));
+  const notifier = new RecipientNotifier({
+    devices: connectionStore,
+    sender: pushSender,
+    log: parts.log,
+    clock,
+    previewChars: config.notifications.previewChars,
+    deadlineMs: config.notifications.deadlineMs,
+  });
+  const connections = new ConnectionService({
+    store: connectionStore,
+    ledger: store,
+    notifier,
+    log: parts.log,
+    clock,
+    newConnectionId: parts.newConnectionId ?? randomUUID,
+    policy: { messagesPerMinute: config.connections.messagesPerMinute },
+    requestsPerHour: config.connections.requestsPerHour,
+    aiMessagesPerMinute: config.limits.userMessagesPerMinute,
+    cache: { maxEntries: config.sessionCacheMaxEntries, ttlMs: config.sessionCacheTtlMs },
+  });
+  return { connections, devices: new DeviceRegistry({ store: connectionStore, clock }), connectionStore, pushSender };
 }
 
 /** The session rules' settings. */

@@ -8,6 +8,10 @@ import { composeInstance, type Instance as ServiceInstance } from "../../src/run
 import { MemoryStore } from "../../src/store/memory-store";
 import { RtdbStore } from "../../src/store/rtdb/rtdb-store";
 import type { SessionStore } from "../../src/store/session-store";
+import type { PushSender } from "../../src/notify/push-sender";
+import { createOfflineSender } from "../../src/notify/offline-sender";
+import { MemoryConnectionStore } from "../../src/store/memory-connection-store";
+import { RtdbConnectionStore } from "../../src/store/rtdb/rtdb-connection-store";
 import { FakeOpenAiServer } from "./fake-openai-server";
 import { LocalServers } from "./local-servers";
 import { describeWithRtdb, freshNamespace, RtdbInstances } from "./rtdb";
@@ -66,6 +70,8 @@ export interface HarnessOptions {
   readonly functionTimeoutMs?: number;
   /** The longest silence on a streamed answer (default: the deployed 15 s). */
   readonly heartbeatMs?: number;
+  /** Where the instances send push notifications (default: an offline sender per instance). */
+  readonly pushSender?: PushSender;
 }
 
 export async function startHarness(options: HarnessOptions): Promise<Harness> {
@@ -75,15 +81,19 @@ export async function startHarness(options: HarnessOptions): Promise<Harness> {
   const servers = new LocalServers();
   const rtdb = options.store === "rtdb" ? new RtdbInstances(freshNamespace("http"), options.databaseHost) : undefined;
   const memory = new MemoryStore();
+  const memoryConnections = new MemoryConnectionStore();
 
   async function instance(): Promise<Instance> {
     const database = rtdb?.database();
     const base = database ? new RtdbStore(database, config.dbTimeoutMs) : memory;
+    const connectionStore = database ? new RtdbConnectionStore(database, config.dbTimeoutMs) : memoryConnections;
     await base.seedTemplates(seedTemplates());
     const store = options.wrapStore ? options.wrapStore(base) : base;
     // Assertions read the database directly, past any fault-injecting wrapper.
     const runtime = composeInstance(config, {
       store,
+      connectionStore,
+      pushSender: options.pushSender ?? createOfflineSender(options.log ?? silentLog),
       // Tokens are checked on the Auth emulator when FIREBASE_AUTH_EMULATOR_HOST is set.
       identity: firebaseIdentity(initializeApp({ projectId: options.projectId ?? "demo-chatify" }, randomUUID())),
       log: options.log ?? silentLog,

@@ -43,8 +43,9 @@ describe("the deployed entry (package.json main)", () => {
         endpoints: Record<string, { httpsTrigger?: { invoker?: string[] }; scheduleTrigger?: unknown; secretEnvironmentVariables?: { key: string }[]; timeoutSeconds: number; availableMemoryMb: number; concurrency: number | null }>;
         params: { name: string }[];
       };
-      expect(Object.keys(manifest.endpoints).sort()).toEqual(["createSession", "endSession", "expireSessions", "sendMessage"]);
-      for (const name of ["createSession", "sendMessage", "endSession"]) {
+      const connectionFunctions = ["acceptConnection", "blockConnection", "connection", "connectionMessages", "connections", "declineConnection", "devices"];
+      expect(Object.keys(manifest.endpoints).sort()).toEqual([...connectionFunctions, "createSession", "endSession", "expireSessions", "sendMessage"].sort());
+      for (const name of ["createSession", "sendMessage", "endSession", ...connectionFunctions]) {
         expect(manifest.endpoints[name]).toMatchObject({ httpsTrigger: { invoker: ["public"] }, timeoutSeconds: 60, availableMemoryMb: 512, concurrency: 80 });
       }
       expect(manifest.endpoints.sendMessage?.secretEnvironmentVariables).toEqual([{ key: "OPENAI_API_KEY" }]);
