@@ -11,6 +11,7 @@ import type { SessionStore } from "../../src/store/session-store";
 import type { PushSender } from "../../src/notify/push-sender";
 import { createOfflineSender } from "../../src/notify/offline-sender";
 import { MemoryConnectionStore } from "../../src/store/memory-connection-store";
+import type { ConnectionStore, DeviceStore } from "../../src/store/connection-store";
 import { RtdbConnectionStore } from "../../src/store/rtdb/rtdb-connection-store";
 import { FakeOpenAiServer } from "./fake-openai-server";
 import { LocalServers } from "./local-servers";
@@ -36,6 +37,8 @@ export interface Instance {
   readonly runtime: ServiceInstance;
   /** The database itself, for assertions (not the wrapped store the instance uses). */
   readonly store: SessionStore;
+  /** Its connections and devices, for assertions. */
+  readonly connectionStore: ConnectionStore & DeviceStore;
   /** This instance's own firebase-admin connection (database mode only), e.g. to cut it as a crash would. */
   readonly database?: Database;
   call(method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<Answer>;
@@ -106,6 +109,7 @@ export async function startHarness(options: HarnessOptions): Promise<Harness> {
       baseUrl,
       runtime,
       store: base,
+      connectionStore,
       ...(database ? { database } : {}),
       call: (method, path, body, headers) => call(baseUrl, method, path, body, headers),
     };
