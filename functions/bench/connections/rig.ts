@@ -45,7 +45,7 @@ export class ConnectionRig {
     const baseUrl = await servers.serve(composeInstance(config, { app, identity: NO_TOKENS, log: silentLog, pushSender: sender, ...options.extra }));
     const users = { sender: `sender-${randomUUID().slice(0, 8)}`, recipient: `recipient-${randomUUID().slice(0, 8)}` };
     const asked = await call(`${baseUrl}/api/v1/connections`, { user_id: users.sender, other_user_id: users.recipient });
-    const connectionId = String((asked.body.connection as { connection_id: string }).connection_id);
+    const connectionId = (asked.body.connection as { connection_id: string }).connection_id;
     await call(`${baseUrl}/api/v1/connections/${connectionId}/accept`, { user_id: users.recipient });
     for (let i = 0; i < options.devices; i += 1) await call(`${baseUrl}/api/v1/devices`, { user_id: users.recipient, token: `bench-token-${i}-${randomUUID()}` });
     const rig = new ConnectionRig(options.namespace, baseUrl, connectionId, users, app, servers);

@@ -39,15 +39,12 @@ export async function sessionCase(baseUrl: string, wire: RtdbWire, namespace: st
  * trips = (slow - fast) / latency. Beside it, the wire counts of the fast messages.
  */
 export async function roundTrips(wire: RtdbWire, cases: readonly RoundTripCase[], rounds: number, latencyMs: number): Promise<{ lines: string[]; trips: Map<string, number> }> {
-  const samples = new Map(cases.map((entry) => [entry.name, { fast: [] as number[], slow: [] as number[], wire: [] as WireCounts[] }]));
+  const samples = cases.map((entry) => ({ entry, fast: [] as number[], slow: [] as number[], wire: [] as WireCounts[] }));
   for (let round = 0; round < rounds; round += 1) {
-    const latencies = round % 2 === 0 ? [0, latencyMs] : [latencyMs, 0];
-    for (const latency of latencies) {
+    for (const latency of round % 2 === 0 ? [0, latencyMs] : [latencyMs, 0]) {
       await wire.setLatency(latency);
-      const order = cases.map((_, index) => cases[(index + round) % cases.length]!);
-      for (const entry of order) {
-        const measured = await entry.measure(latency);
-        const sample = samples.get(entry.name)!;
+      for (const sample of [...samples.slice(round % samples.length), ...samples.slice(0, round % samples.length)]) {
+        const measured = await sample.entry.measure(latency);
         (latency === 0 ? sample.fast : sample.slow).push(measured.ms);
         if (latency === 0) sample.wire.push(measured.wire);
       }
@@ -56,13 +53,12 @@ export async function roundTrips(wire: RtdbWire, cases: readonly RoundTripCase[]
   await wire.setLatency(0);
   const trips = new Map<string, number>();
   const rows = [["case", "ms at 0", `ms at ${latencyMs}`, "round trips", "requests", "txn attempts", "datastale", "writes", "units"]];
-  for (const entry of cases) {
-    const sample = samples.get(entry.name)!;
+  for (const sample of samples) {
     const [fast, slow] = [median(sample.fast), median(sample.slow)];
     const trip = (slow - fast) / latencyMs;
-    trips.set(entry.name, trip);
+    trips.set(sample.entry.name, trip);
     const count = (pick: (counts: WireCounts) => number) => fmt(median(sample.wire.map(pick)), 1);
-    rows.push([entry.name, fmt(fast, 1), fmt(slow, 1), fmt(trip, 2), count((c) => c.requests), count((c) => c.transactionAttempts), count((c) => c.datastale), count((c) => c.writes), count((c) => c.units)]);
+    rows.push([sample.entry.name, fmt(fast, 1), fmt(slow, 1), fmt(trip, 2), count((c) => c.requests), count((c) => c.transactionAttempts), count((c) => c.datastale), count((c) => c.writes), count((c) => c.units)]);
   }
   return { lines: table(rows), trips };
 }

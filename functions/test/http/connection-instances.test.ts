@@ -59,7 +59,7 @@ describeEachStore("connections across instances", (kind) => {
     const readings = await Promise.all([ann.read(id, "&limit=100"), ben.read(id, "&limit=100"), ann.on(second).read(id, "&limit=100"), ben.on(harness.api).read(id, "&limit=100")]);
     const orders = readings.map((reading) => (reading.body.messages as ReadMessage[]).map((message) => `${message.id} ${message.content}`));
     for (const order of orders) expect(order).toEqual(orders[0]);
-    const stored = readings[0]!.body.messages as ReadMessage[];
+    const stored = readings[0].body.messages as ReadMessage[];
     expect(stored.map((message) => message.id)).toEqual(Array.from({ length: 50 }, (_, index) => `m${String(index + 1).padStart(9, "0")}`));
     expect(stored.map((message) => message.content).sort()).toEqual(Array.from({ length: 50 }, (_, index) => `message ${index}`).sort());
     // Each message is stored as the answer to its request said.

@@ -102,7 +102,7 @@ export class ApiUser {
   async connectWith(other: ApiUser): Promise<string> {
     const asked = await this.ask(other.id);
     if (asked.status !== 201) throw new Error(`request failed: ${asked.status} ${asked.text}`);
-    const id = String((asked.body.connection as { connection_id: string }).connection_id);
+    const id = (asked.body.connection as { connection_id: string }).connection_id;
     const accepted = await other.accept(id);
     if (accepted.status !== 200) throw new Error(`accept failed: ${accepted.status} ${accepted.text}`);
     return id;
