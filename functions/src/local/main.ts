@@ -2,7 +2,7 @@ import { functionsLog } from "../log/log";
 import { OFFLINE_PUSH_LABEL } from "../notify/offline-sender";
 import { createLocalInstance } from "./local-instance";
 import { createLocalServer } from "./local-server";
-import { defaultProjectId, hostingRewrites, localSite } from "./project-files";
+import { databaseNamespace, defaultProjectId, hostingRewrites, localSite } from "./project-files";
 
 const REGION = "us-central1";
 
@@ -12,7 +12,8 @@ async function main(): Promise<void> {
   const host = process.env.HOST || "127.0.0.1";
   const port = Number(process.env.PORT || 5000);
   const local = await createLocalInstance(projectId, functionsLog);
-  const site = localSite(projectId, process.env.FIREBASE_AUTH_EMULATOR_HOST);
+  const databaseHost = process.env.FIREBASE_DATABASE_EMULATOR_HOST || undefined;
+  const site = localSite(projectId, process.env.FIREBASE_AUTH_EMULATOR_HOST, databaseHost === undefined ? undefined : { host: databaseHost, namespace: databaseNamespace(projectId) });
   const server = createLocalServer({ api: local.instance.api, maxBodyBytes: local.instance.config.maxBodyBytes, rewrites: hostingRewrites(), projectId, region: REGION, site });
   server.listen(port, host, () => {
     const address = server.address();

@@ -89,9 +89,11 @@ export function configuredAuthEmulator(root = PROJECT_ROOT): string | undefined 
  * serves it at `/`, with the Firebase SDK's compat builds from node_modules when installed (a
  * development dependency: `npm start` alone does not install it), an init.js for `projectId`
  * whose API key the Auth emulator accepts (it accepts any), and the page's policy for
- * `projectId` with the Auth emulator the server checks tokens on.
+ * `projectId` with the Auth emulator the server checks tokens on; with `database`, the database
+ * emulator the server stores in (its namespace in init.js's config), where the page listens to
+ * connections live.
  */
-export function localSite(projectId: string, authEmulatorHost?: string): StaticSite {
+export function localSite(projectId: string, authEmulatorHost?: string, database?: { readonly host: string; readonly namespace: string }): StaticSite {
   const hosting = hostingConfig();
   const sdk = join(PROJECT_ROOT, "functions", "node_modules", "firebase");
   const emulator = authEmulatorHost === "" ? undefined : authEmulatorHost;
@@ -99,8 +101,14 @@ export function localSite(projectId: string, authEmulatorHost?: string): StaticS
     publicDir: join(PROJECT_ROOT, hosting.public),
     ignore: hosting.ignore,
     ...(existsSync(join(sdk, "firebase-app-compat.js")) ? { firebaseSdkDir: sdk } : {}),
-    firebaseConfig: { projectId, apiKey: "fake-api-key", authDomain: `${projectId}.firebaseapp.com` },
+    firebaseConfig: {
+      projectId,
+      apiKey: "fake-api-key",
+      authDomain: `${projectId}.firebaseapp.com`,
+      ...(database === undefined ? {} : { databaseURL: `https://${database.namespace}.firebaseio.com` }),
+    },
     ...(emulator === undefined ? {} : { authEmulatorHost: emulator }),
-    policy: pagePolicy(projectId, pageOrigins(projectId, functionRegions(), emulator)),
+    ...(database === undefined ? {} : { databaseEmulatorHost: database.host }),
+    policy: pagePolicy(projectId, pageOrigins(projectId, functionRegions(), emulator, database?.host)),
   };
 }

@@ -74,18 +74,27 @@ const PERMISSIONS = [
 /**
  * The project's origins: its function URL folder in each region firebase.json routes to, and
  * Firebase Auth; with an Auth emulator, that too (the page signs in there: the local server's
- * init.js, or the Hosting emulator's, connects it).
+ * init.js, or the Hosting emulator's, connects it); with a database emulator, that too (the page
+ * listens to its connections there: the local server's init.js names it).
  */
-export function pageOrigins(projectId: string, regions: readonly string[], authEmulatorHost?: string): PageOrigins {
+export function pageOrigins(projectId: string, regions: readonly string[], authEmulatorHost?: string, databaseEmulatorHost?: string): PageOrigins {
   if (!PROJECT_ID.test(projectId)) throw new Error(`not a Google Cloud project id: ${JSON.stringify(projectId)}`);
   const bad = regions.find((region) => !REGION.test(region));
   if (bad !== undefined) throw new Error(`not a Cloud Functions region: ${JSON.stringify(bad)}`);
   if (authEmulatorHost !== undefined && !HOST_PORT.test(authEmulatorHost)) {
     throw new Error(`an Auth emulator host must be host:port, not ${JSON.stringify(authEmulatorHost)}`);
   }
+  if (databaseEmulatorHost !== undefined && !HOST_PORT.test(databaseEmulatorHost)) {
+    throw new Error(`a database emulator host must be host:port, not ${JSON.stringify(databaseEmulatorHost)}`);
+  }
   return {
     apiBases: [...new Set(regions)].sort().map((region) => `https://${region}-${projectId}.cloudfunctions.net`),
-    services: [...FIREBASE_AUTH_ORIGINS, ...(authEmulatorHost === undefined ? [] : [`http://${authEmulatorHost}`])],
+    services: [
+      ...FIREBASE_AUTH_ORIGINS,
+      ...(authEmulatorHost === undefined ? [] : [`http://${authEmulatorHost}`]),
+      // Local only: the page listens to connections live on the database the server uses (its WebSocket, and the SDK's long-polling fallback).
+      ...(databaseEmulatorHost === undefined ? [] : [`ws://${databaseEmulatorHost}`, `http://${databaseEmulatorHost}`]),
+    ],
   };
 }
 

@@ -104,7 +104,8 @@ export async function startHarness(options: HarnessOptions): Promise<Harness> {
       ...(options.functionTimeoutMs === undefined ? {} : { functionTimeoutMs: options.functionTimeoutMs }),
       ...(options.heartbeatMs === undefined ? {} : { heartbeatMs: options.heartbeatMs }),
     });
-    const baseUrl = await servers.serve(runtime);
+    const databaseHost = options.databaseHost ?? process.env.FIREBASE_DATABASE_EMULATOR_HOST;
+    const baseUrl = await servers.serve(runtime, rtdb && databaseHost ? { host: databaseHost, namespace: rtdb.namespace } : undefined);
     return {
       baseUrl,
       runtime,
