@@ -28,7 +28,8 @@ async function openPeople(page: Page, baseUrl: string): Promise<string> {
 /** The messages a page shows in its open conversation, in order: "key who: text". */
 async function shown(page: Page): Promise<string[]> {
   const items = await page.$$("#people-log li");
-  return Promise.all(items.map(async (item) => `${(await item.getAttribute("data-id")) ?? ""} ${(await item.$eval(".who", (who) => who.textContent)) ?? ""}: ${(await item.$eval(".text", (text) => text.textContent)) ?? ""}`));
+  const text = async (item: (typeof items)[number], selector: string) => (await (await item.$(selector))?.textContent()) ?? "";
+  return Promise.all(items.map(async (item) => `${(await item.getAttribute("data-id")) ?? ""} ${await text(item, ".who")}: ${await text(item, ".text")}`));
 }
 
 async function type(page: Page, text: string): Promise<void> {
