@@ -240,21 +240,27 @@ export function startPeople(shared) {
     };
   }
 
+  /**
+   * Sends the box's text, taken out of the box at once so that the next message can be typed (and
+   * sent) while this one is on its way; a message that fails goes back into an empty box.
+   */
   async function sendMessage(event) {
     event.preventDefault();
     const conversation = state.open;
     const text = ui.message.value;
     if (!conversation || text.trim() === "") return;
-    ui.send.disabled = true;
-    // The same key on a retry of this message, so it is never stored twice.
+    ui.message.value = "";
+    // One key per message, kept if it were sent again, so that it is never stored twice.
     const key = Array.from(crypto.getRandomValues(new Uint8Array(16)), (byte) => byte.toString(16).padStart(2, "0")).join("");
     await attempt(async () => {
-      const body = await call(urls().messages(conversation.id), "POST", { message: text }, { "Idempotency-Key": key });
-      ui.message.value = "";
-      received(conversation.id, { [body.message.id]: body.message }, undefined);
+      try {
+        const body = await call(urls().messages(conversation.id), "POST", { message: text }, { "Idempotency-Key": key });
+        received(conversation.id, { [body.message.id]: body.message }, undefined);
+      } catch (error) {
+        if (ui.message.value === "") ui.message.value = text;
+        throw error;
+      }
     });
-    ui.send.disabled = false;
-    ui.message.focus();
   }
 
   // -------------------------------------------------------------------------------------------
