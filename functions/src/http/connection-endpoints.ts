@@ -12,6 +12,7 @@ import type { ConnectionBodies } from "./connection-schemas";
 import type { Endpoint, EndpointResult } from "./endpoints";
 import { HttpError } from "./http-error";
 import type { HttpRequest } from "./http-types";
+import { idempotencyKeyOf, iso, replayHeaders } from "./common-fields";
 import { readJsonObject } from "./json-body";
 import { isSessionId, type RouteMatch } from "./routes";
 
@@ -54,18 +55,6 @@ function actorFields(request: HttpRequest): Record<string, unknown> {
 function connectionIdOf(route: RouteMatch): string {
   if (route.connectionId === undefined || !isSessionId(route.connectionId)) throw new ConnectionNotFoundError(route.connectionId ?? "");
   return route.connectionId;
-}
-
-/** The request's `Idempotency-Key`, as for sessions: visible ASCII, at most 255 characters. */
-function idempotencyKeyOf(request: HttpRequest): string | undefined {
-  const key = request.headers["idempotency-key"];
-  if (key === undefined) return undefined;
-  if (!/^[\x21-\x7e]{1,255}$/.test(key)) throw new HttpError("INVALID_IDEMPOTENCY_KEY", "Idempotency-Key must be 1 to 255 visible ASCII characters");
-  return key;
-}
-
-function iso(epochMs: number | undefined): string | null {
-  return epochMs === undefined ? null : new Date(epochMs).toISOString();
 }
 
 /** A connection as its user sees it: the other user, who asked, the status and the counts. */
@@ -207,7 +196,7 @@ export const connectionMessages = endpoint("connectionMessages", matchConnection
     return ok(
       { connection_id: connectionId, message: messageBody(sent.position, sent.message), message_count: sent.messageCount },
       201,
-      sent.replayed ? { "Idempotent-Replayed": "true" } : {},
+      replayHeaders(sent.replayed),
     );
   },
 });

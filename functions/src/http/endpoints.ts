@@ -4,8 +4,8 @@ import type { SessionService } from "../session/session-service";
 import { NO_USAGE } from "../session/ledger/token-usage";
 import type { TokenUsage } from "../store/records";
 import type { EventStream } from "./event-stream";
-import { HttpError } from "./http-error";
 import type { HttpRequest } from "./http-types";
+import { idempotencyKeyOf, iso, replayHeaders } from "./common-fields";
 import { readJsonObject } from "./json-body";
 import { createSessionBody, parseBody, sendMessageBody } from "./request-schemas";
 import { isSessionId, matchCreateSession, matchEndSession, matchSendMessage, type RouteMatch } from "./routes";
@@ -54,21 +54,6 @@ function sessionIdOf(route: RouteMatch): string {
   return route.sessionId;
 }
 
-/** The request's `Idempotency-Key`: visible ASCII, at most 255 characters (as in the IETF draft and Stripe). */
-function idempotencyKeyOf(request: HttpRequest): string | undefined {
-  const key = request.headers["idempotency-key"];
-  if (key === undefined) return undefined;
-  if (!/^[\x21-\x7e]{1,255}$/.test(key)) {
-    throw new HttpError("INVALID_IDEMPOTENCY_KEY", "Idempotency-Key must be 1 to 255 visible ASCII characters");
-  }
-  return key;
-}
-
-/** Marks an answer that repeats an earlier one for the same `Idempotency-Key`. */
-function replayHeaders(replayed: boolean): Record<string, string> {
-  return replayed ? { "Idempotent-Replayed": "true" } : {};
-}
-
 /** Token usage as answers give it: the three counts, `estimated` when the provider reported none, and the cost where known. */
 function usageBody(usage: TokenUsage): Record<string, unknown> {
   return {
@@ -78,10 +63,6 @@ function usageBody(usage: TokenUsage): Record<string, unknown> {
     ...(usage.estimated ? { estimated: true } : {}),
     ...(usage.cost_usd === undefined ? {} : { cost_usd: usage.cost_usd }),
   };
-}
-
-function iso(epochMs: number | undefined): string | null {
-  return epochMs === undefined ? null : new Date(epochMs).toISOString();
 }
 
 export const createSession: Endpoint = {

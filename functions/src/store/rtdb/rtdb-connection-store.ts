@@ -33,7 +33,7 @@ import type { LedgerRule } from "../session-store";
 import { connectionNodeToWrite, parseConnectionPending, planConnectionCopy } from "./connection-journal";
 import { contiguousFrom } from "./history-reads";
 import { installFrameSafeJson } from "./frame-safe-json";
-import { remember, type Copied } from "./journal";
+import { JournalCopies } from "./journal-copies";
 import { ListenerHolds } from "./listener-holds";
 import {
   connectionMessagePath,
@@ -70,10 +70,7 @@ const PAGE_READ_ATTEMPTS = 3;
 export class RtdbConnectionStore implements ConnectionStore, DeviceStore {
   private readonly engine: TransactionEngine;
   private readonly holds: ListenerHolds;
-  /** Per connection: journal entries whose copy the server acknowledged. */
-  private readonly copied = new Map<string, Copied>();
-  /** Copies sent and not yet acknowledged. */
-  private readonly inFlight = new Set<Promise<void>>();
+  private readonly copies = new JournalCopies();
 
   constructor(
     private readonly db: Database,
@@ -84,13 +81,13 @@ export class RtdbConnectionStore implements ConnectionStore, DeviceStore {
     this.engine = new TransactionEngine(db, timeoutMs);
     this.holds = new ListenerHolds(db, options.heldNodes ?? HELD_NODES, options.holdIdleMs ?? HOLD_IDLE_MS, (path) => {
       const connectionId = connectionOfStatePath(path);
-      if (connectionId !== undefined) this.copied.delete(connectionId);
+      if (connectionId !== undefined) this.copies.forget(connectionId);
     });
   }
 
   /** Resolves once every copy sent so far is acknowledged (or failed): for a clean shutdown, and tests. */
   async copiesSettled(): Promise<void> {
-    while (this.inFlight.size > 0) await Promise.allSettled([...this.inFlight]);
+    await this.copies.settled();
   }
 
   /** Stops listening to everything this store listens to (for a clean shutdown). */
@@ -234,7 +231,7 @@ export class RtdbConnectionStore implements ConnectionStore, DeviceStore {
     this.prepareConnection(connection.id);
     const { decided, value } = await this.engine.transactParsed(connectionStatePath(connection.id), operation, connectionStateSchema, rule, (raw, state, result) => {
       const appended = appending && result.next !== undefined ? assertAppendsOne(state, result.next, result.message) : undefined;
-      return connectionNodeToWrite(raw, state, result.next, this.copied.get(connection.id), appended);
+      return connectionNodeToWrite(raw, state, result.next, this.copies.known(connection.id), appended);
     });
     const ruled: RuledConnection<O> = decided ? { found: true, outcome: decided.result.outcome, state: decided.result.next ?? decided.state } : { found: false };
     return { ruled, value, wrote: decided?.result.next !== undefined };
@@ -249,17 +246,13 @@ export class RtdbConnectionStore implements ConnectionStore, DeviceStore {
    */
   private async copyJournal(connection: ConnectionRef, result: { value: unknown; wrote: boolean }, wait: boolean): Promise<void> {
     const { id } = connection;
-    const { known, copy } = planConnectionCopy(connection, result, this.copied.get(id));
-    if (known !== undefined) this.copied.set(id, known);
+    const { known, copy } = planConnectionCopy(connection, result, this.copies.known(id));
+    this.copies.keep(id, known);
     if (copy === undefined) return;
-    const sent = this.db.ref().update(copy.update).then(() => {
-      // What is known of a connection no longer held is forgotten with its hold; a closed one's is used at once.
-      if (!copy.closed && !this.holds.isHeld(connectionStatePath(id))) return;
-      this.copied.set(id, remember(this.copied.get(id), copy.entries));
-    });
+    // What is known of a connection no longer held is forgotten with its hold; a closed one's is used at once.
+    const sent = this.copies.sent(id, this.db.ref().update(copy.update), copy.entries, () => copy.closed || this.holds.isHeld(connectionStatePath(id)));
     if (!wait && !copy.closed) {
-      const tracked = sent.catch(() => undefined).finally(() => this.inFlight.delete(tracked));
-      this.inFlight.add(tracked);
+      this.copies.track(sent);
       return;
     }
     await this.engine.call("copy messages", sent);

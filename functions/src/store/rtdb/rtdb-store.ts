@@ -28,7 +28,8 @@ import {
 import type { HistoryWindow, LedgerRule, NewSession, Ruled, RuledWithKey, SessionStore, StateRule, UsageRule } from "../session-store";
 import { installFrameSafeJson } from "./frame-safe-json";
 import { HistoryReads } from "./history-reads";
-import { CLAIMS_LAPSE, journalEntry, nodeToWrite, planCopy, remember, stateNode, UNFLUSHED, type Copied, type JournalEntry } from "./journal";
+import { CLAIMS_LAPSE, journalEntry, nodeToWrite, planCopy, stateNode, UNFLUSHED, type JournalEntry } from "./journal";
+import { JournalCopies } from "./journal-copies";
 import { ListenerHolds } from "./listener-holds";
 import {
   ADDRESS_USAGE,
@@ -73,10 +74,7 @@ export class RtdbStore implements SessionStore {
   private readonly engine: TransactionEngine;
   private readonly history: HistoryReads;
   private readonly holds: ListenerHolds;
-  /** Per session: journal entries whose copy the server acknowledged (see journal.ts). */
-  private readonly copied = new Map<string, Copied>();
-  /** Copies sent and not yet acknowledged. */
-  private readonly inFlight = new Set<Promise<void>>();
+  private readonly copies = new JournalCopies();
 
   constructor(
     private readonly db: Database,
@@ -91,13 +89,13 @@ export class RtdbStore implements SessionStore {
     this.history = new HistoryReads(db, this.engine);
     this.holds = new ListenerHolds(db, options.heldNodes ?? HELD_NODES, options.holdIdleMs ?? HOLD_IDLE_MS, (path) => {
       const sessionId = sessionOfStatePath(path);
-      if (sessionId !== undefined) this.copied.delete(sessionId);
+      if (sessionId !== undefined) this.copies.forget(sessionId);
     });
   }
 
   /** Resolves once every copy sent so far is acknowledged (or failed): for a clean shutdown, and tests. */
   async copiesSettled(): Promise<void> {
-    while (this.inFlight.size > 0) await Promise.allSettled([...this.inFlight]);
+    await this.copies.settled();
   }
 
   /** Stops listening to everything this store listens to (for a clean shutdown). */
@@ -312,7 +310,7 @@ export class RtdbStore implements SessionStore {
 
   /** A transaction on the session's state that writes what the journal decides, with `appended` journaled. */
   private transactState<O>(sessionId: string, operation: string, rule: StateRule<O>, appended?: JournalEntry): Promise<StateResult<O>> {
-    return this.engine.transactState(statePath(sessionId), operation, rule, (raw, state, next) => nodeToWrite(raw, state, next, this.copied.get(sessionId), appended));
+    return this.engine.transactState(statePath(sessionId), operation, rule, (raw, state, next) => nodeToWrite(raw, state, next, this.copies.known(sessionId), appended));
   }
 
   /**
@@ -321,20 +319,16 @@ export class RtdbStore implements SessionStore {
    * before this returns.
    */
   private async copyJournal(sessionId: string, result: StateResult<unknown>): Promise<void> {
-    const { known, copy } = planCopy(sessionId, result, this.copied.get(sessionId));
-    if (known !== undefined) this.copied.set(sessionId, known);
+    const { known, copy } = planCopy(sessionId, result, this.copies.known(sessionId));
+    this.copies.keep(sessionId, known);
     if (copy === undefined) return;
-    const sent = this.db.ref(sessionPath(sessionId)).update(copy.update).then(() => {
-      // What is known of a session no longer held is forgotten with its hold (a late
-      // acknowledgement would otherwise bring it back, for good); a closing session's is used at once.
-      if (!copy.closed && !this.holds.isHeld(statePath(sessionId))) return;
-      this.copied.set(sessionId, remember(this.copied.get(sessionId), copy.entries));
-    });
+    // What is known of a session no longer held is forgotten with its hold (a late
+    // acknowledgement would otherwise bring it back, for good); a closing session's is used at once.
+    const sent = this.copies.sent(sessionId, this.db.ref(sessionPath(sessionId)).update(copy.update), copy.entries, () => copy.closed || this.holds.isHeld(statePath(sessionId)));
     if (!copy.closed) {
       // Deliberately not awaited: the exchange is committed in the journal, readers merge it, and
       // whoever transacts next copies it again if this is lost.
-      const tracked = sent.catch(() => undefined).finally(() => this.inFlight.delete(tracked));
-      this.inFlight.add(tracked);
+      this.copies.track(sent);
       return;
     }
     await this.engine.call("copy exchanges to history", sent);
