@@ -1,4 +1,5 @@
 // The Chatify chat page: a plain ES module, served as it is (no build step, no framework).
+import { startPeople } from "./people.js";
 // It talks to the API of README.md: create a session, send messages (read as Server-Sent
 // Events with fetch and a stream reader: EventSource cannot send a body or a token), end it.
 
@@ -114,7 +115,11 @@ function update(changes) {
   render();
 }
 
+/** @type {{ render(): void } | undefined} the People panel, shown with the rest */
+let people;
+
 function render() {
+  people?.render();
   const { phase, session, signedIn } = state;
   const open = phase === "active" || phase === "streaming" || phase === "ending" || phase === "opening" || phase === "watching";
   // Outputs only (the browser tests select on them): never read back.
@@ -436,6 +441,7 @@ async function apiFetch(url, { method, headers = {}, json }) {
   try {
     update({ status: "The server asks who you are: signing in with Firebase Auth ..." });
     await signIn();
+    update({ status: "Signed in anonymously with Firebase Auth." });
   } catch (error) {
     throw new PageError(
       `This server requires a Firebase ID token, and signing in failed: ${error instanceof Error ? error.message : String(error)}. ` +
@@ -998,6 +1004,20 @@ ui.message.addEventListener("keydown", (event) => {
     ui.composer.requestSubmit();
   }
 });
+// The People panel (people.js): connections with other users, through the same API base and identity.
+people = startPeople({
+  apiFetch,
+  base: () => state.base,
+  userId: () => (state.signedIn ? state.signedIn.account.uid : ui.user.value.trim()),
+  signedIn: () => state.signedIn !== undefined,
+  errorText,
+  answerFailure,
+  pageFailure,
+  readJson,
+  loadScript,
+  sdkVersion: FIREBASE_SDK_VERSION,
+});
+
 ui.settings.addEventListener("submit", async (event) => {
   event.preventDefault();
   await deploymentRead;

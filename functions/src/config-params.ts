@@ -117,6 +117,30 @@ export const INT_PARAMS = {
     max: 100_000,
     description: "Exchanges one session may hold (429 after that; start a new session).",
   },
+  CONNECTION_MESSAGES_PER_MINUTE: {
+    default: 30,
+    min: 1,
+    max: 100_000,
+    description: "Messages each user may send per minute in one connection with another user, across instances (429 RATE_LIMITED above).",
+  },
+  CONNECTION_REQUESTS_PER_HOUR: {
+    default: 20,
+    min: 1,
+    max: 100_000,
+    description: "Connections one user may ask for per hour, each notifying the user asked (429 CONNECTION_REQUEST_LIMIT above).",
+  },
+  NOTIFICATION_PREVIEW_CHARS: {
+    default: 100,
+    min: 0,
+    max: 200,
+    description: "Longest preview of a message in its push notification, in characters; 0 sends no preview (a user may also turn theirs off).",
+  },
+  NOTIFICATION_DEADLINE_MS: {
+    default: 1_000,
+    min: 0,
+    max: 10_000,
+    description: "Longest a message's answer waits for its push notification's send; past it the message is answered anyway (the send is not retried).",
+  },
 } as const;
 
 export const BOOLEAN_PARAMS = {

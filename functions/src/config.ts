@@ -57,6 +57,16 @@ export interface Config {
     /** 0: no per-address limit on creating sessions. */
     readonly addressSessionsPerHour: number;
   };
+  /** Connections between users (docs/connections.md). */
+  readonly connections: {
+    readonly messagesPerMinute: number;
+    readonly requestsPerHour: number;
+  };
+  readonly notifications: {
+    /** 0: no previews. */
+    readonly previewChars: number;
+    readonly deadlineMs: number;
+  };
 }
 
 export class ConfigError extends Error {
@@ -175,6 +185,14 @@ export function resolveConfig(env: Env = process.env, defaults: { requireAuth?: 
       userTokensPerDay: intParam(env, "USER_TOKENS_PER_DAY"),
       serviceTokensPerDay: intParam(env, "SERVICE_TOKENS_PER_DAY"),
       addressSessionsPerHour: intParam(env, "ADDRESS_SESSIONS_PER_HOUR"),
+    },
+    connections: {
+      messagesPerMinute: intParam(env, "CONNECTION_MESSAGES_PER_MINUTE"),
+      requestsPerHour: intParam(env, "CONNECTION_REQUESTS_PER_HOUR"),
+    },
+    notifications: {
+      previewChars: intParam(env, "NOTIFICATION_PREVIEW_CHARS"),
+      deadlineMs: intParam(env, "NOTIFICATION_DEADLINE_MS"),
     },
   };
 }

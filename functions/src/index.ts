@@ -45,6 +45,15 @@ export const chat = {
   eraseUserData: onCall(callableOptions("session"), call("eraseUserData")),
 };
 
+// Connections between users (docs/connections.md): one function per Hosting path, serving every method of it.
+export const connections = onRequest(httpsOptions("session"), serve("connections"));
+export const connection = onRequest(httpsOptions("session"), serve("connection"));
+export const acceptConnection = onRequest(httpsOptions("session"), serve("acceptConnection"));
+export const declineConnection = onRequest(httpsOptions("session"), serve("declineConnection"));
+export const blockConnection = onRequest(httpsOptions("session"), serve("blockConnection"));
+export const connectionMessages = onRequest(httpsOptions("session"), serve("connectionMessages"));
+export const devices = onRequest(httpsOptions("session"), serve("devices"));
+
 export const expireSessions = onSchedule({ schedule: "every 15 minutes", timeoutSeconds: 300, memory: FUNCTION_MEMORY }, async () => {
   await (await app()).maintain();
 });

@@ -6,6 +6,7 @@ import { ENDPOINTS, endpointBodies, type EndpointContext } from "../http/endpoin
 import { toErrorAnswer } from "../http/error-response";
 import { gatheredBody } from "../http/gathered-body";
 import { HttpError } from "../http/http-error";
+import type { ConnectionsContext } from "../http/connection-endpoints";
 import type { UserDataContext } from "../http/user-data-context";
 import type { Log } from "../log/log";
 import type { SessionService } from "../session/session-service";
@@ -38,6 +39,8 @@ export interface CallableApiDeps {
   readonly log: Log;
   /** A user's conversations and data (issue 16), for the callables that stand for its routes. */
   readonly userData: UserDataContext;
+  /** Connections between users (no callable stands for their routes yet; the context is the endpoints' own). */
+  readonly connections: ConnectionsContext;
   readonly config: Pick<Config, "requireAuth" | "requireAppCheck" | "appCheckReplayProtection" | "maxMessageChars" | "maxBodyBytes">;
 }
 
@@ -62,7 +65,7 @@ export function createCallableApi(deps: CallableApiDeps): CallableApi {
       const request = callableRequest(operation, call.data, call);
       const route = endpoint.match(request.path);
       if (!route) throw new HttpError("INVALID_REQUEST", "The call's data names no route");
-      const context: EndpointContext = { sessions: deps.sessions, userData: deps.userData, bodies, authenticate: () => callerOf(call, config.requireAuth) };
+      const context: EndpointContext = { sessions: deps.sessions, userData: deps.userData, connections: deps.connections, bodies, authenticate: () => callerOf(call, config.requireAuth) };
       const result = await endpoint.handle(request, route, context, stream);
       log.info("request", { ...logged, status: result.status, duration_ms: Date.now() - started });
       // A callable's answer is one message: a body produced in pieces (an export part) is gathered.

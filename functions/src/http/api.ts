@@ -4,6 +4,7 @@ import type { Config } from "../config";
 import type { Log } from "../log/log";
 import type { SessionService } from "../session/session-service";
 import { appCheckGate } from "./app-check-gate";
+import type { ConnectionsContext } from "./connection-endpoints";
 import { authenticator } from "./caller";
 import { corsHeaders, preflightHeaders } from "./cors";
 import { ENDPOINTS, endpointBodies, type Endpoint, type EndpointContext, type EndpointName, type StreamedResult } from "./endpoints";
@@ -18,6 +19,8 @@ import type { UserDataContext } from "./user-data-context";
 /** What the HTTP boundary needs of an instance, and nothing more. */
 export interface ApiDeps {
   readonly sessions: Pick<SessionService, "create" | "send" | "end">;
+  /** Connections between users and their devices (docs/connections.md). */
+  readonly connections: ConnectionsContext;
   readonly identity: IdentityVerifier;
   readonly log: Log;
   readonly config: Pick<Config, "requireAuth" | "maxMessageChars" | "maxBodyBytes" | "corsOrigins" | "appCheckReplayProtection">;
@@ -47,6 +50,7 @@ export function createApi(deps: ApiDeps): Api {
     authenticate: authenticator(deps.identity, config.requireAuth),
     bodies: endpointBodies(config.maxMessageChars),
     userData: deps.userData,
+    connections: deps.connections,
   };
   const attest = deps.appCheck ? appCheckGate(deps.appCheck, config.appCheckReplayProtection) : undefined;
   return async (name, request, sink) => {

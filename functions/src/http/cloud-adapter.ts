@@ -65,8 +65,8 @@ function fromExpress(request: Request): HttpRequest {
     path: request.path,
     headers,
     body: Buffer.isBuffer(request.rawBody) ? request.rawBody : Buffer.alloc(0),
-    ...(address === undefined ? {} : { clientAddress: address }),
     ...(query === undefined ? {} : { query }),
+    ...(address === undefined ? {} : { clientAddress: address }),
   };
 }
 

@@ -1,9 +1,8 @@
 import type { Identity } from "../auth/identity";
 import type { SessionService } from "../session/session-service";
 import { NO_USAGE } from "../session/ledger/token-usage";
-import { iso, sessionIdOf, usageBody } from "./endpoint-parts";
+import { idempotencyKeyOf, iso, replayHeaders, sessionIdOf, usageBody } from "./endpoint-parts";
 import type { AnswerStream } from "./event-stream";
-import { HttpError } from "./http-error";
 import type { HttpRequest } from "./http-types";
 import { readJsonObject } from "./json-body";
 import { getSession, listSessions } from "./conversation-endpoints";
@@ -11,6 +10,7 @@ import { eraseUserData, exportUserData } from "./user-data-endpoints";
 import type { UserDataContext } from "./user-data-context";
 import { createSessionBody, parseBody, sendMessageBody } from "./request-schemas";
 import { matchCreateSession, matchEndSession, matchSendMessage, type RouteMatch } from "./routes";
+import { CONNECTION_ENDPOINTS, type ConnectionEndpointName, type ConnectionsContext } from "./connection-endpoints";
 
 export interface EndpointResult {
   readonly status: number;
@@ -31,7 +31,7 @@ export interface BodyWriter {
   write(text: string): Promise<void>;
 }
 
-export type EndpointName = "createSession" | "sendMessage" | "endSession" | "listSessions" | "getSession" | "exportUserData" | "eraseUserData";
+export type EndpointName = "createSession" | "sendMessage" | "endSession" | "listSessions" | "getSession" | "exportUserData" | "eraseUserData" | ConnectionEndpointName;
 
 /** What the endpoints need, built once per instance: nothing here is made per request. */
 export interface EndpointContext {
@@ -44,6 +44,8 @@ export interface EndpointContext {
   };
   /** A user's conversations and data (issue 16). */
   readonly userData: UserDataContext;
+  /** The connection and device endpoints' services and bodies (connection-endpoints.ts). */
+  readonly connections: ConnectionsContext;
 }
 
 /** The request schemas of an instance: zod schemas are costly to build and never change. */
@@ -60,21 +62,6 @@ export interface Endpoint {
   readonly match: (path: string) => RouteMatch | undefined;
   /** `stream`, when the client asked for one: the endpoint may pass it text as it is written. */
   readonly handle: (request: HttpRequest, route: RouteMatch, context: EndpointContext, stream?: AnswerStream) => Promise<EndpointResult | StreamedResult>;
-}
-
-/** The request's `Idempotency-Key`: visible ASCII, at most 255 characters (as in the IETF draft and Stripe). */
-function idempotencyKeyOf(request: HttpRequest): string | undefined {
-  const key = request.headers["idempotency-key"];
-  if (key === undefined) return undefined;
-  if (!/^[\x21-\x7e]{1,255}$/.test(key)) {
-    throw new HttpError("INVALID_IDEMPOTENCY_KEY", "Idempotency-Key must be 1 to 255 visible ASCII characters");
-  }
-  return key;
-}
-
-/** Marks an answer that repeats an earlier one for the same `Idempotency-Key`. */
-function replayHeaders(replayed: boolean): Record<string, string> {
-  return replayed ? { "Idempotent-Replayed": "true" } : {};
 }
 
 export const createSession: Endpoint = {
@@ -165,4 +152,13 @@ export const endSession: Endpoint = {
   },
 };
 
-export const ENDPOINTS = { createSession, sendMessage, endSession, listSessions, getSession, exportUserData, eraseUserData } as const;
+export const ENDPOINTS = {
+  createSession,
+  sendMessage,
+  endSession,
+  listSessions,
+  getSession,
+  exportUserData,
+  eraseUserData,
+  ...CONNECTION_ENDPOINTS,
+} as const;

@@ -21,7 +21,7 @@ export interface ErrorCodeFacts {
   readonly retryAfter: RetryAfterMeaning;
 }
 
-/** By status, then as docs/api.md lists them. */
+/** By status, then as docs/api.md lists them; the connections' codes in a block of their own at the end. */
 export const ERROR_CODES = {
   INVALID_REQUEST: { status: 400, retryAfter: "none" },
   INVALID_JSON: { status: 400, retryAfter: "none" },
@@ -61,6 +61,14 @@ export const ERROR_CODES = {
   // A user's conversations (issue 16): a cursor not issued for this request; an erasure under way.
   INVALID_CURSOR: { status: 400, retryAfter: "none" },
   ERASURE_IN_PROGRESS: { status: 409, retryAfter: "wait" },
+  // Connections between users (docs/connections.md), by status.
+  CONNECTION_BLOCKED: { status: 403, retryAfter: "none" },
+  CONNECTION_NOT_FOUND: { status: 404, retryAfter: "none" },
+  CONNECTION_PENDING: { status: 409, retryAfter: "none" },
+  CONNECTION_NOT_PENDING: { status: 409, retryAfter: "none" },
+  CONNECTION_ENDED: { status: 410, retryAfter: "none" },
+  CONNECTION_DECLINED: { status: 410, retryAfter: "none" },
+  CONNECTION_REQUEST_LIMIT: { status: 429, retryAfter: "wait" },
 } as const satisfies Readonly<Record<string, ErrorCodeFacts>>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -16,6 +16,14 @@ import {
 } from "../session/errors";
 import { ErasureInProgressError } from "../session/erasure/erasure-errors";
 import { StoreDataError, StoreUnavailableError } from "../store/errors";
+import {
+  ConnectionBlockedError,
+  ConnectionClosedError,
+  ConnectionNotFoundError,
+  ConnectionNotPendingError,
+  ConnectionPendingError,
+  ConnectionRequestLimitError,
+} from "../connections/errors";
 import { ERROR_CODES, type ErrorCode } from "./error-codes";
 import { HttpError, type FieldIssue } from "./http-error";
 import type { HttpResponse } from "./http-types";
@@ -89,6 +97,18 @@ export function toErrorAnswer(error: unknown): ErrorAnswer {
     return answer("IDEMPOTENCY_IN_PROGRESS", "A request with this Idempotency-Key is still in progress; retry later", {
       "Retry-After": String(error.retryAfterSeconds),
     });
+  }
+  if (error instanceof ConnectionNotFoundError) return answer("CONNECTION_NOT_FOUND", "Connection not found");
+  if (error instanceof ConnectionBlockedError) return answer("CONNECTION_BLOCKED", "One of the two users blocks the other: no requests or messages between them");
+  if (error instanceof ConnectionPendingError) return answer("CONNECTION_PENDING", "The connection is not accepted yet; messages can be sent once the other user accepts it");
+  if (error instanceof ConnectionNotPendingError) return answer("CONNECTION_NOT_PENDING", "The connection is not a pending request; end it instead");
+  if (error instanceof ConnectionClosedError) {
+    return error.status === "declined"
+      ? answer("CONNECTION_DECLINED", "The connection was declined; ask again for a new one")
+      : answer("CONNECTION_ENDED", "The connection has ended; its messages stay readable; ask again for a new one");
+  }
+  if (error instanceof ConnectionRequestLimitError) {
+    return answer("CONNECTION_REQUEST_LIMIT", "Too many connection requests; retry after the time given in Retry-After", { "Retry-After": String(error.retryAfterSeconds) });
   }
   if (error instanceof MessageFlaggedError) return answer("MESSAGE_FLAGGED", "The message was flagged by moderation and was not sent");
   if (error instanceof ModerationUnavailableError) {

@@ -7,7 +7,7 @@ import { HttpError, type FieldIssue } from "./http-error";
  * (valid JSON escapes, invalid Unicode) are refused: the database SDK hashes them unlike the
  * server, which would wedge every later transaction on the node that holds one.
  */
-function stringField() {
+export function stringField() {
   return z
     .string({ error: (issue) => (issue.input === undefined ? "is required" : `must be a string, got ${describe(issue.input)}`) })
     .refine((value) => value.isWellFormed(), "must be valid Unicode text (no lone surrogates)");

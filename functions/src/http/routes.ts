@@ -7,7 +7,7 @@ export const ROUTE_PREFIX = "/api/v1/chatbot/session";
 
 const SESSION_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 
-export type RouteMatch = { readonly sessionId?: string };
+export type RouteMatch = { readonly sessionId?: string; readonly connectionId?: string };
 
 /** The segments of a path without empty ones, so `//x/` and `/x` are the same. */
 export function segments(path: string): string[] {
@@ -43,7 +43,7 @@ export function isSessionId(value: string): boolean {
   return SESSION_ID.test(value);
 }
 
-function decode(segment: string | undefined): string {
+export function decode(segment: string | undefined): string {
   try {
     return decodeURIComponent(segment ?? "");
   } catch {

@@ -6,6 +6,9 @@ import { composeInstance, type Instance } from "../runtime/instance";
 import { MemoryStore } from "../store/memory-store";
 import { RtdbStore } from "../store/rtdb/rtdb-store";
 import type { SessionStore } from "../store/session-store";
+import type { ConnectionStore, DeviceStore } from "../store/connection-store";
+import { MemoryConnectionStore } from "../store/memory-connection-store";
+import { RtdbConnectionStore } from "../store/rtdb/rtdb-connection-store";
 import { databaseNamespace, seedTemplates } from "./project-files";
 
 type Env = Readonly<Record<string, string | undefined>>;
@@ -30,15 +33,19 @@ export async function createLocalInstance(projectId: string, log: Log, env: Env 
   // One app for the database and for tokens (checked on the Auth emulator when FIREBASE_AUTH_EMULATOR_HOST is set).
   const app = initializeApp({ projectId, databaseURL: `https://${databaseNamespace(projectId)}.firebaseio.com` }, `local-${Date.now()}`);
   let store: SessionStore;
+  let connectionStore: ConnectionStore & DeviceStore;
   let storeLabel: string;
   if (emulatorHost) {
     store = new RtdbStore(getDatabase(app), config.dbTimeoutMs);
+    connectionStore = new RtdbConnectionStore(getDatabase(app), config.dbTimeoutMs);
     storeLabel = `Realtime Database at ${emulatorHost} (namespace ${databaseNamespace(projectId)})`;
   } else {
     store = new MemoryStore();
-    storeLabel = "embedded in-memory store (sessions vanish on exit)";
+    connectionStore = new MemoryConnectionStore();
+    storeLabel = "embedded in-memory store (sessions and connections vanish on exit)";
   }
-  const instance = composeInstance(config, { app, store, log, allowOffline: true });
+  // The push sender is the offline one (allowOffline): it logs what it would send, clearly labelled.
+  const instance = composeInstance(config, { app, store, connectionStore, log, allowOffline: true });
   const seeded = await store.seedTemplates(seedTemplates());
   const { apiKey, baseUrl } = config.openai;
   const modelLabel =

@@ -113,7 +113,9 @@ async function serve(
   drainLimitBytes: number,
 ): Promise<void> {
   // The raw target, not `new URL`: a target such as "//x" would be read as a host, or throw.
-  const path = (request.url ?? "/").split("?")[0] ?? "/";
+  const url = request.url ?? "/";
+  const mark = url.indexOf("?");
+  const path = mark < 0 ? url : url.slice(0, mark);
   const method = (request.method ?? "GET").toUpperCase();
   // As Hosting applies firebase.json's `headers` (source "**"): to every answer, files, API and errors alike.
   for (const [name, value] of Object.entries(options.site?.policy.headers ?? {})) response.setHeader(name, value);
@@ -145,6 +147,7 @@ async function serve(
     path: target.path,
     headers: flattenHeaders(request),
     body,
+    ...(query === undefined ? {} : { query }),
     ...(address === undefined ? {} : { clientAddress: address }),
     ...(query === undefined ? {} : { query }),
   };

@@ -1,7 +1,8 @@
 import { functionsLog } from "../log/log";
+import { OFFLINE_PUSH_LABEL } from "../notify/offline-sender";
 import { createLocalInstance } from "./local-instance";
 import { createLocalServer } from "./local-server";
-import { APP_CHECK_SITE_KEY_VARIABLE, defaultProjectId, hostingRewrites, localSite } from "./project-files";
+import { APP_CHECK_SITE_KEY_VARIABLE, databaseNamespace, defaultProjectId, hostingRewrites, localSite } from "./project-files";
 
 const REGION = "us-central1";
 
@@ -11,7 +12,11 @@ async function main(): Promise<void> {
   const host = process.env.HOST || "127.0.0.1";
   const port = Number(process.env.PORT || 5000);
   const local = await createLocalInstance(projectId, functionsLog);
-  const site = localSite(projectId, process.env.FIREBASE_AUTH_EMULATOR_HOST, process.env[APP_CHECK_SITE_KEY_VARIABLE]);
+  const databaseHost = process.env.FIREBASE_DATABASE_EMULATOR_HOST || undefined;
+  const site = localSite(projectId, process.env.FIREBASE_AUTH_EMULATOR_HOST, {
+    appCheckSiteKey: process.env[APP_CHECK_SITE_KEY_VARIABLE],
+    database: databaseHost === undefined ? undefined : { host: databaseHost, namespace: databaseNamespace(projectId) },
+  });
   const server = createLocalServer({ api: local.instance.api, maxBodyBytes: local.instance.config.maxBodyBytes, rewrites: hostingRewrites(), projectId, region: REGION, site });
   server.listen(port, host, () => {
     const address = server.address();
@@ -20,6 +25,7 @@ async function main(): Promise<void> {
       "Chatify Functions running locally",
       `  sessions: ${local.storeLabel}${local.seeded.length > 0 ? `; seeded templates: ${local.seeded.join(", ")}` : ""}`,
       `  model:    ${local.modelLabel}`,
+      `  push:     ${OFFLINE_PUSH_LABEL} (notifications are logged, never sent)`,
       `  auth:     ${local.instance.config.requireAuth ? "ID token required (REQUIRE_AUTH=true)" : "ID token optional; without one the body's user_id is trusted (REQUIRE_AUTH=false)"}`,
       "",
       `  Chat page: ${base}/  (public/; Firebase Auth SDK at /__/firebase/: ${site.firebaseSdkDir ? "served from node_modules/firebase" : "not installed, run `npm test` once or `npm --prefix functions ci`"})`,
@@ -36,6 +42,14 @@ async function main(): Promise<void> {
       `    DELETE ${base}/${projectId}/${REGION}/endSession/{session_id}`,
       `    GET    ${base}/${projectId}/${REGION}/listSessions · GET .../getSession/{session_id}`,
       `    GET    ${base}/${projectId}/${REGION}/exportUserData · DELETE .../eraseUserData`,
+      "",
+      "  Connections between users (docs/connections.md), original routes; function URLs as above:",
+      `    GET, POST        ${base}/api/v1/connections                       (connections)`,
+      `    GET, DELETE      ${base}/api/v1/connections/{connection_id}       (connection)`,
+      `    POST             ${base}/api/v1/connections/{connection_id}/accept  (acceptConnection), /decline (declineConnection)`,
+      `    POST, DELETE     ${base}/api/v1/connections/{connection_id}/block   (blockConnection)`,
+      `    GET, POST        ${base}/api/v1/connections/{connection_id}/messages (connectionMessages)`,
+      `    POST, DELETE     ${base}/api/v1/devices                           (devices)`,
       "",
     ];
     process.stdout.write(`${lines.join("\n")}\n`);

@@ -110,10 +110,16 @@ export function configuredAppCheckSiteKey(root: string, projectId: string): stri
  * serves it at `/`, with the Firebase SDK's compat builds from node_modules when installed (a
  * development dependency: `npm start` alone does not install it), an init.js for `projectId`
  * whose API key the Auth emulator accepts (it accepts any), and the page's policy for
- * `projectId` with the Auth emulator the server checks tokens on and the App Check site key the
- * page attests with, if any.
+ * `projectId` with the Auth emulator the server checks tokens on, the App Check site key the page
+ * attests with, if any, and with `database` the database emulator the server stores in (its
+ * namespace in init.js's config), where the page listens to connections live.
  */
-export function localSite(projectId: string, authEmulatorHost?: string, appCheckSiteKey?: string): StaticSite {
+export function localSite(
+  projectId: string,
+  authEmulatorHost?: string,
+  extra: { readonly appCheckSiteKey?: string | undefined; readonly database?: { readonly host: string; readonly namespace: string } | undefined } = {},
+): StaticSite {
+  const { appCheckSiteKey, database } = extra;
   const hosting = hostingConfig();
   const sdk = join(PROJECT_ROOT, "functions", "node_modules", "firebase");
   const emulator = authEmulatorHost === "" ? undefined : authEmulatorHost;
@@ -121,8 +127,14 @@ export function localSite(projectId: string, authEmulatorHost?: string, appCheck
     publicDir: join(PROJECT_ROOT, hosting.public),
     ignore: hosting.ignore,
     ...(existsSync(join(sdk, "firebase-app-compat.js")) ? { firebaseSdkDir: sdk } : {}),
-    firebaseConfig: { projectId, apiKey: "fake-api-key", authDomain: `${projectId}.firebaseapp.com` },
+    firebaseConfig: {
+      projectId,
+      apiKey: "fake-api-key",
+      authDomain: `${projectId}.firebaseapp.com`,
+      ...(database === undefined ? {} : { databaseURL: `https://${database.namespace}.firebaseio.com` }),
+    },
     ...(emulator === undefined ? {} : { authEmulatorHost: emulator }),
-    policy: pagePolicy(projectId, pageOrigins(projectId, functionRegions(), emulator, appCheckSiteKey || undefined)),
+    ...(database === undefined ? {} : { databaseEmulatorHost: database.host }),
+    policy: pagePolicy(projectId, pageOrigins(projectId, functionRegions(), { authEmulatorHost: emulator, appCheckSiteKey: appCheckSiteKey || undefined, databaseEmulatorHost: database?.host })),
   };
 }

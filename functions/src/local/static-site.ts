@@ -21,6 +21,8 @@ export interface StaticSite {
   readonly firebaseConfig: Readonly<Record<string, string>>;
   /** host:port of the Auth emulator the server itself uses, told to the page by init.js (local only). */
   readonly authEmulatorHost?: string;
+  /** host:port of the database emulator the server itself uses, told to the page by init.js (local only). */
+  readonly databaseEmulatorHost?: string;
   /**
    * The headers every answer carries (firebase.json's `hosting.headers`, for this server's
    * origins), and what the page's data files hold (page-data.ts: the API bases for this
@@ -133,6 +135,7 @@ async function reserved(site: StaticSite, method: "GET" | "HEAD", segments: read
     // Local only (Hosting has no emulator to name): the page signs in on the Auth emulator the
     // server checks tokens with. Its only source: never the page's address (a hostile link).
     if (site.authEmulatorHost !== undefined) lines.push(`self.CHATIFY_AUTH_EMULATOR = ${JSON.stringify(site.authEmulatorHost)};`);
+    if (site.databaseEmulatorHost !== undefined) lines.push(`self.CHATIFY_DATABASE_EMULATOR = ${JSON.stringify(site.databaseEmulatorHost)};`);
     return fileAnswer(method, "init.js", Buffer.from(`${lines.join("\n")}\n`), "no-cache");
   }
   const name = segments[3];

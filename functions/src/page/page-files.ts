@@ -38,7 +38,7 @@ export function hostingHeaders(policy: PagePolicy): unknown {
  */
 export function hostingPolicy(root: string, projectId: string): PagePolicy {
   const emulator = projectId.startsWith("demo-") ? configuredAuthEmulator(root) : undefined;
-  return pagePolicy(projectId, pageOrigins(projectId, functionRegions(root), emulator, configuredAppCheckSiteKey(root, projectId)));
+  return pagePolicy(projectId, pageOrigins(projectId, functionRegions(root), { authEmulatorHost: emulator, appCheckSiteKey: configuredAppCheckSiteKey(root, projectId) }));
 }
 
 /** The files as a deploy of `projectId` needs them, firebase.json first, each saying whether it is already so. */

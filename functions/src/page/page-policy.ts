@@ -96,13 +96,23 @@ const PERMISSIONS = [
   "xr-spatial-tracking",
 ];
 
+/** What a page's origins may add to the project's own: each absent when not used. */
+export interface PageOriginOptions {
+  readonly authEmulatorHost?: string | undefined;
+  readonly appCheckSiteKey?: string | undefined;
+  readonly databaseEmulatorHost?: string | undefined;
+}
+
 /**
  * The project's origins: its function URL folder in each region firebase.json routes to, and
  * Firebase Auth; with an Auth emulator, that too (the page signs in there: the local server's
  * init.js, or the Hosting emulator's, connects it); with a reCAPTCHA Enterprise site key, App
- * Check's token exchange (and reCAPTCHA's scripts and frames, in the policy).
+ * Check's token exchange (and reCAPTCHA's scripts and frames, in the policy); with a database
+ * emulator, that too (the page listens to its connections there: the local server's init.js
+ * names it).
  */
-export function pageOrigins(projectId: string, regions: readonly string[], authEmulatorHost?: string, appCheckSiteKey?: string): PageOrigins {
+export function pageOrigins(projectId: string, regions: readonly string[], extra: PageOriginOptions = {}): PageOrigins {
+  const { authEmulatorHost, appCheckSiteKey, databaseEmulatorHost } = extra;
   if (!PROJECT_ID.test(projectId)) throw new Error(`not a Google Cloud project id: ${JSON.stringify(projectId)}`);
   const bad = regions.find((region) => !REGION.test(region));
   if (bad !== undefined) throw new Error(`not a Cloud Functions region: ${JSON.stringify(bad)}`);
@@ -112,12 +122,17 @@ export function pageOrigins(projectId: string, regions: readonly string[], authE
   if (appCheckSiteKey !== undefined && !SITE_KEY.test(appCheckSiteKey)) {
     throw new Error(`not a reCAPTCHA site key: ${JSON.stringify(appCheckSiteKey)}`);
   }
+  if (databaseEmulatorHost !== undefined && !HOST_PORT.test(databaseEmulatorHost)) {
+    throw new Error(`a database emulator host must be host:port, not ${JSON.stringify(databaseEmulatorHost)}`);
+  }
   return {
     apiBases: [...new Set(regions)].sort().map((region) => `https://${region}-${projectId}.cloudfunctions.net`),
     services: [
       ...FIREBASE_AUTH_ORIGINS,
       ...(authEmulatorHost === undefined ? [] : [`http://${authEmulatorHost}`]),
       ...(appCheckSiteKey === undefined ? [] : [APP_CHECK_EXCHANGE_ORIGIN]),
+      // Local only: the page listens to connections live on the database the server uses (its WebSocket, and the SDK's long-polling fallback).
+      ...(databaseEmulatorHost === undefined ? [] : [`ws://${databaseEmulatorHost}`, `http://${databaseEmulatorHost}`]),
     ],
     appCheck: appCheckSiteKey === undefined ? { provider: "none" } : { provider: "recaptcha-enterprise", siteKey: appCheckSiteKey },
   };

@@ -24,6 +24,13 @@ export const handlers: Readonly<Record<EndpointName, (request: Request, response
   getSession: cloudHandler("getSession", api),
   exportUserData: cloudHandler("exportUserData", api),
   eraseUserData: cloudHandler("eraseUserData", api),
+  connections: cloudHandler("connections", api),
+  connection: cloudHandler("connection", api),
+  acceptConnection: cloudHandler("acceptConnection", api),
+  declineConnection: cloudHandler("declineConnection", api),
+  blockConnection: cloudHandler("blockConnection", api),
+  connectionMessages: cloudHandler("connectionMessages", api),
+  devices: cloudHandler("devices", api),
 };
 
 const callableApi = async () => (await cloudInstance()).callables;

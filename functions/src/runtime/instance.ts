@@ -8,6 +8,8 @@ import type { IdentityVerifier } from "../auth/identity";
 import { createCallableApi, type CallableApi } from "../callable/callable-api";
 import type { Config } from "../config";
 import { createApi, type Api } from "../http/api";
+import type { ConnectionsContext } from "../http/connection-endpoints";
+import { connectionBodies } from "../http/connection-schemas";
 import type { ChatModel } from "../llm/chat-model";
 import { modelFromConfig, moderatorFromConfig } from "../llm/model-from-config";
 import type { Moderator } from "../llm/moderation";
@@ -23,7 +25,18 @@ import type { UserDataContext, UserDataLimits } from "../http/user-data-context"
 import { ConversationService } from "../session/conversations/conversation-service";
 import { ErasureService } from "../session/erasure/erasure-service";
 import type { SessionStore } from "../store/session-store";
-import { timeBudget, type TimeBudget } from "./time-budget";
+import { checkConnectionBudget, timeBudget, type TimeBudget } from "./time-budget";
+import { getMessaging } from "firebase-admin/messaging";
+import { ConnectionService } from "../connections/connection-service";
+import { DeviceRegistry } from "../connections/device-registry";
+import { sweepDevices, type DeviceSweepReport } from "../connections/device-sweep";
+import { RecipientNotifier } from "../connections/recipient-notifier";
+import { createFcmSender } from "../notify/fcm-sender";
+import { createOfflineSender } from "../notify/offline-sender";
+import type { PushSender } from "../notify/push-sender";
+import type { ConnectionStore, DeviceStore } from "../store/connection-store";
+import { MemoryConnectionStore } from "../store/memory-connection-store";
+import { RtdbConnectionStore } from "../store/rtdb/rtdb-connection-store";
 
 /** The adapters of an instance. Each defaults to the production one, built from config and `app`. */
 export interface InstanceParts {
@@ -49,6 +62,14 @@ export interface InstanceParts {
   readonly heartbeatMs?: number;
   /** What one export part or erasure request may carry or take (tests shrink them). */
   readonly userDataLimits?: Partial<UserDataLimits>;
+  /**
+   * Connections and devices. Default: the Realtime Database of `app` when no `store` is given;
+   * beside a given `store` (tests, benches), an embedded one of this instance's own.
+   */
+  readonly connectionStore?: ConnectionStore & DeviceStore;
+  /** Default: FCM through `app` deployed; where `allowOffline`, the offline sender, which logs what it would send. */
+  readonly pushSender?: PushSender;
+  readonly newConnectionId?: () => string;
 }
 
 /** One function instance: built once, when it starts, and kept for its life (its caches with it). */
@@ -56,15 +77,19 @@ export interface Instance {
   readonly config: Config;
   readonly budget: TimeBudget;
   readonly sessions: SessionService;
-  /** The three functions' HTTP boundary. */
+  /** The functions' HTTP boundary. */
   readonly api: Api;
   /** The same operations as callable functions (`onCall`). */
   readonly callables: CallableApi;
   readonly log: Log;
-  /** The scheduled clean-up: expiry, retention, forgotten keys; and erasures to finish. */
-  readonly maintain: (now?: number) => Promise<MaintenanceReport & { readonly erasuresFinished: number }>;
+  /** The scheduled clean-up: expiry, retention, forgotten keys; erasures to finish; stale device tokens. */
+  readonly maintain: (now?: number) => Promise<MaintenanceReport & DeviceSweepReport & { readonly erasuresFinished: number }>;
   /** Erasing a user's data (the `DELETE /me` route, and the Auth trigger for a deleted user). */
   readonly erasure: ErasureService;
+  /** Connections between users, and their devices. */
+  readonly connections: ConnectionService;
+  readonly devices: DeviceRegistry;
+  readonly pushSender: PushSender;
 }
 
 /**
@@ -121,6 +146,7 @@ export function composeInstance(config: Config, parts: InstanceParts): Instance 
     finalPassAfterMs: budget.leaseMs + config.dbTimeoutMs,
     batchSize: ERASURE_BATCH,
   });
+  const { connections, devices, connectionStore, pushSender } = composeConnections(config, parts, store, clock);
   const maintain = async (now: number = clock()) => {
     const report = await runMaintenance({
       store,
@@ -131,7 +157,11 @@ export function composeInstance(config: Config, parts: InstanceParts): Instance 
       batchSize: MAINTENANCE_BATCH,
       maxBatches: MAINTENANCE_MAX_BATCHES,
     });
-    return { ...report, erasuresFinished: await erasure.finishDue(now) };
+    return {
+      ...report,
+      erasuresFinished: await erasure.finishDue(now),
+      ...(await sweepDevices({ store: connectionStore, now, batchSize: MAINTENANCE_BATCH, maxBatches: MAINTENANCE_MAX_BATCHES })),
+    };
   };
   const userData: UserDataContext = {
     conversations: new ConversationService({ store, clock, policy, partialStaleMs: functionTimeoutMs }),
@@ -141,9 +171,43 @@ export function composeInstance(config: Config, parts: InstanceParts): Instance 
     clock,
     limits: { ...USER_DATA_LIMITS, exportPartMs: Math.min(20_000, functionTimeoutMs / 3), eraseRequestMs: functionTimeoutMs / 2, ...parts.userDataLimits },
   };
-  const api = createApi({ sessions, identity, log: parts.log, config, userData, ...(appCheck ? { appCheck } : {}), ...(parts.heartbeatMs === undefined ? {} : { heartbeatMs: parts.heartbeatMs }) });
-  const callables = createCallableApi({ sessions, userData, log: parts.log, config });
-  return { config, budget, sessions, api, callables, log: parts.log, maintain, erasure };
+  const connectionsContext: ConnectionsContext = { connections, devices, bodies: connectionBodies(config.maxMessageChars) };
+  const api = createApi({ sessions, connections: connectionsContext, identity, log: parts.log, config, userData, ...(appCheck ? { appCheck } : {}), ...(parts.heartbeatMs === undefined ? {} : { heartbeatMs: parts.heartbeatMs }) });
+  const callables = createCallableApi({ sessions, userData, connections: connectionsContext, log: parts.log, config });
+  return { config, budget, sessions, api, callables, log: parts.log, maintain, erasure, connections, devices, pushSender };
+}
+
+/**
+ * Connections between users and their devices: the store (the Realtime Database of `app`, or
+ * beside a given session store an embedded one), the push sender (FCM deployed, the offline
+ * sender where FCM cannot be reached) and the services over them.
+ */
+function composeConnections(config: Config, parts: InstanceParts, store: SessionStore, clock: () => number) {
+  checkConnectionBudget(config, parts.functionTimeoutMs);
+  const connectionStore =
+    parts.connectionStore ?? (parts.store === undefined ? new RtdbConnectionStore(getDatabase(required(parts.app, "connection store")), config.dbTimeoutMs) : new MemoryConnectionStore());
+  const pushSender = parts.pushSender ?? (parts.allowOffline === true ? createOfflineSender(parts.log) : createFcmSender(getMessaging(required(parts.app, "push sender"))));
+  const notifier = new RecipientNotifier({
+    devices: connectionStore,
+    sender: pushSender,
+    log: parts.log,
+    clock,
+    previewChars: config.notifications.previewChars,
+    deadlineMs: config.notifications.deadlineMs,
+  });
+  const connections = new ConnectionService({
+    store: connectionStore,
+    ledger: store,
+    notifier,
+    log: parts.log,
+    clock,
+    newConnectionId: parts.newConnectionId ?? randomUUID,
+    policy: { messagesPerMinute: config.connections.messagesPerMinute },
+    requestsPerHour: config.connections.requestsPerHour,
+    aiMessagesPerMinute: config.limits.userMessagesPerMinute,
+    cache: { maxEntries: config.sessionCacheMaxEntries, ttlMs: config.sessionCacheTtlMs },
+  });
+  return { connections, devices: new DeviceRegistry({ store: connectionStore, clock }), connectionStore, pushSender };
 }
 
 /** The session rules' settings. */

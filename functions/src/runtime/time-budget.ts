@@ -41,3 +41,23 @@ export function timeBudget(config: Config, functionTimeoutMs: number = config.de
   }
   return { modelMs, leaseMs: modelMs + 2 * config.dbTimeoutMs + MARGIN_MS, keyWaitMs: spare };
 }
+
+/**
+ * Sequential database calls a user-to-user message may wait for: a cold instance's read of the
+ * connection, the transaction that stores the message, and one spare for a contended retry.
+ */
+const CONNECTION_DB_STEPS = 3;
+
+/**
+ * A user-to-user message's time: its database calls, then at most NOTIFICATION_DEADLINE_MS for its
+ * notification; it must fit the function's timeout too. Throws a ConfigError naming the params.
+ */
+export function checkConnectionBudget(config: Config, functionTimeoutMs: number = config.deploy.timeoutSeconds * 1000): void {
+  const needed = CONNECTION_DB_STEPS * config.dbTimeoutMs + config.notifications.deadlineMs + MARGIN_MS;
+  if (needed > functionTimeoutMs) {
+    throw new ConfigError(
+      `a user-to-user message's time budget exceeds the function timeout (${functionTimeoutMs / 1000} s): ${CONNECTION_DB_STEPS} x DB_TIMEOUT_MS + ` +
+        `NOTIFICATION_DEADLINE_MS + ${MARGIN_MS} ms margin = ${needed} ms; lower DB_TIMEOUT_MS or NOTIFICATION_DEADLINE_MS`,
+    );
+  }
+}

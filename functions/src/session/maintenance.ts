@@ -69,7 +69,7 @@ export async function runMaintenance(options: MaintenanceOptions): Promise<Maint
 const HOUR = 3_600_000;
 
 /** Runs `remove` (which deletes up to a batch and says how many) until a batch comes back short or the budget is spent. */
-async function deleteInBatches(options: Pick<MaintenanceOptions, "batchSize" | "maxBatches">, remove: () => Promise<number>): Promise<number> {
+export async function deleteInBatches(options: Pick<MaintenanceOptions, "batchSize" | "maxBatches">, remove: () => Promise<number>): Promise<number> {
   let total = 0;
   for (let batch = 0; batch < options.maxBatches; batch += 1) {
     const removed = await remove();
@@ -80,7 +80,7 @@ async function deleteInBatches(options: Pick<MaintenanceOptions, "batchSize" | "
 }
 
 /** Runs `handle` on what `find` returns until a batch comes back short or the budget is spent. */
-async function inBatches(
+export async function inBatches(
   options: Pick<MaintenanceOptions, "batchSize" | "maxBatches">,
   find: () => Promise<string[]>,
   handle: (ids: string[]) => Promise<number>,

@@ -307,7 +307,8 @@ function listed(session: StoredSession): ListedConversation["entry"] {
   };
 }
 
-function applyLedger<R, O>(records: Map<string, R>, key: string, rule: LedgerRule<R, O>): O {
+/** A rule applied to a record that may not exist yet, in one step (shared with memory-connection-store.ts). */
+export function applyLedger<R, O>(records: Map<string, R>, key: string, rule: LedgerRule<R, O>): O {
   const { outcome, next } = rule(copy(records.get(key) ?? null));
   if (next) records.set(key, copy(next));
   return outcome;
@@ -333,7 +334,7 @@ function moveDoneKeys(state: SessionState, records: Map<string, KeyRecord>): Ses
  * A deep copy of stored data (JSON-shaped: plain objects, arrays, strings, numbers, booleans,
  * null). Not structuredClone: it was 5% of a message's CPU here, for records of a few fields.
  */
-function copy<T>(value: T): T {
+export function copy<T>(value: T): T {
   if (typeof value !== "object" || value === null) return value;
   if (Array.isArray(value)) return value.map((item: unknown) => copy(item)) as T;
   const out: Record<string, unknown> = {};

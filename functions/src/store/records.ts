@@ -190,6 +190,8 @@ export const userUsageSchema = z.object({
   contexts: z.record(z.string(), z.object({ tokens: z.number().min(0), open: z.number().int().min(0), landed: z.number().int().min(0), at: z.number() })).optional(),
   /** Since when the user's data is being erased: new sessions and messages are refused until it is (see session/erasure/). */
   erasing: z.number().optional(),
+  /** The user's requests for connections to other users: a token bucket refilled over an hour (connections/request-limit.ts). */
+  connection_requests: z.object({ tokens: z.number(), refilled_at: z.number() }).optional(),
 });
 export type UserUsage = z.infer<typeof userUsageSchema>;
 

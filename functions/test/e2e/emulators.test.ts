@@ -99,7 +99,7 @@ describeWithRtdb("the built project on the Firebase emulators", () => {
 
   it("serves the page with the headers written for the project, as `npm start` does for it, on every answer", async () => {
     // The project's origins, and the Auth emulator this run started (a demo- project's page signs in there).
-    const expected = pagePolicy(PROJECT_ID, pageOrigins(PROJECT_ID, ["us-central1"], project!.authHost)).headers;
+    const expected = pagePolicy(PROJECT_ID, pageOrigins(PROJECT_ID, ["us-central1"], { authEmulatorHost: project!.authHost })).headers;
     const named = (answer: Response) => Object.fromEntries(Object.keys(expected).map((name) => [name, answer.headers.get(name)]));
     // `npm start` for the same project, checking tokens on the same emulator.
     const local = await startSiteServer(localSite(PROJECT_ID, project!.authHost));

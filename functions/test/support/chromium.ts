@@ -74,3 +74,18 @@ export async function recordCspViolations(browser: LaunchedBrowser): Promise<voi
 
 /** The violations `recordCspViolations` collected on `page`. */
 export const cspViolations = (page: Page): Promise<unknown> => page.evaluate("window.cspViolations");
+
+/**
+ * A headless Chromium with `count` contexts of its own (fresh, in memory, sharing nothing: no
+ * cookie, storage or signed-in user), as that many people on as many devices would be.
+ */
+export async function launchChromiumContexts(count: number, viewport: { width: number; height: number }): Promise<{ readonly contexts: readonly BrowserContext[]; close(): Promise<void> }> {
+  const { chromium } = createRequire(__filename)("playwright-core") as typeof import("playwright-core");
+  const browser = await chromium.launch({
+    executablePath: chromiumPath() ?? "",
+    headless: true,
+    args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking", "--disable-component-update", "--no-first-run"],
+  });
+  const contexts = await Promise.all(Array.from({ length: count }, () => browser.newContext({ viewport })));
+  return { contexts, close: () => browser.close() };
+}

@@ -10,6 +10,11 @@ import { composeInstance, type Instance as ServiceInstance } from "../../src/run
 import { MemoryStore } from "../../src/store/memory-store";
 import { RtdbStore } from "../../src/store/rtdb/rtdb-store";
 import type { SessionStore } from "../../src/store/session-store";
+import type { PushSender } from "../../src/notify/push-sender";
+import { createOfflineSender } from "../../src/notify/offline-sender";
+import { MemoryConnectionStore } from "../../src/store/memory-connection-store";
+import type { ConnectionStore, DeviceStore } from "../../src/store/connection-store";
+import { RtdbConnectionStore } from "../../src/store/rtdb/rtdb-connection-store";
 import { FakeOpenAiServer } from "./fake-openai-server";
 import { LocalServers } from "./local-servers";
 import { describeWithRtdb, freshNamespace, RtdbInstances } from "./rtdb";
@@ -34,6 +39,8 @@ export interface Instance {
   readonly runtime: ServiceInstance;
   /** The database itself, for assertions (not the wrapped store the instance uses). */
   readonly store: SessionStore;
+  /** Its connections and devices, for assertions. */
+  readonly connectionStore: ConnectionStore & DeviceStore;
   /** This instance's own firebase-admin connection (database mode only), e.g. to cut it as a crash would. */
   readonly database?: Database;
   call(method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<Answer>;
@@ -72,6 +79,8 @@ export interface HarnessOptions {
   readonly appCheck?: AppCheckVerifier;
   /** What an export part or an erasure request may carry or take (default: the deployed ones). */
   readonly userDataLimits?: Partial<UserDataLimits>;
+  /** Where the instances send push notifications (default: an offline sender per instance). */
+  readonly pushSender?: PushSender;
 }
 
 export async function startHarness(options: HarnessOptions): Promise<Harness> {
@@ -81,15 +90,19 @@ export async function startHarness(options: HarnessOptions): Promise<Harness> {
   const servers = new LocalServers();
   const rtdb = options.store === "rtdb" ? new RtdbInstances(freshNamespace("http"), options.databaseHost) : undefined;
   const memory = new MemoryStore();
+  const memoryConnections = new MemoryConnectionStore();
 
   async function instance(): Promise<Instance> {
     const database = rtdb?.database();
     const base = database ? new RtdbStore(database, config.dbTimeoutMs) : memory;
+    const connectionStore = database ? new RtdbConnectionStore(database, config.dbTimeoutMs) : memoryConnections;
     await base.seedTemplates(seedTemplates());
     const store = options.wrapStore ? options.wrapStore(base) : base;
     // Assertions read the database directly, past any fault-injecting wrapper.
     const runtime = composeInstance(config, {
       store,
+      connectionStore,
+      pushSender: options.pushSender ?? createOfflineSender(options.log ?? silentLog),
       // Tokens are checked on the Auth emulator when FIREBASE_AUTH_EMULATOR_HOST is set.
       identity: firebaseIdentity(initializeApp({ projectId: options.projectId ?? "demo-chatify" }, randomUUID())),
       log: options.log ?? silentLog,
@@ -99,11 +112,13 @@ export async function startHarness(options: HarnessOptions): Promise<Harness> {
       ...(options.appCheck ? { appCheck: options.appCheck } : {}),
       ...(options.userDataLimits === undefined ? {} : { userDataLimits: options.userDataLimits }),
     });
-    const baseUrl = await servers.serve(runtime);
+    const databaseHost = options.databaseHost ?? process.env.FIREBASE_DATABASE_EMULATOR_HOST;
+    const baseUrl = await servers.serve(runtime, rtdb && databaseHost ? { host: databaseHost, namespace: rtdb.namespace } : undefined);
     return {
       baseUrl,
       runtime,
       store: base,
+      connectionStore,
       ...(database ? { database } : {}),
       call: (method, path, body, headers) => call(baseUrl, method, path, body, headers),
     };

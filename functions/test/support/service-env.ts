@@ -15,6 +15,8 @@ export function serviceEnv(fakeBaseUrl: string, overrides: Readonly<Record<strin
     USER_MAX_ACTIVE_SESSIONS: "100000",
     SESSION_MAX_EXCHANGES: "100000",
     ADDRESS_SESSIONS_PER_HOUR: "100000",
+    CONNECTION_MESSAGES_PER_MINUTE: "100000",
+    CONNECTION_REQUESTS_PER_HOUR: "100000",
     ...overrides,
   };
 }

@@ -33,6 +33,10 @@ const READ_BACK: Readonly<Record<string, (config: Config) => string>> = {
   CONCURRENCY: (config) => String(config.deploy.concurrency),
   MEMORY_MIB: (config) => String(config.deploy.memoryMib),
   TIMEOUT_SECONDS: (config) => String(config.deploy.timeoutSeconds),
+  CONNECTION_MESSAGES_PER_MINUTE: (config) => String(config.connections.messagesPerMinute),
+  CONNECTION_REQUESTS_PER_HOUR: (config) => String(config.connections.requestsPerHour),
+  NOTIFICATION_PREVIEW_CHARS: (config) => String(config.notifications.previewChars),
+  NOTIFICATION_DEADLINE_MS: (config) => String(config.notifications.deadlineMs),
 };
 
 const INT_PARAM_NAMES = DECLARED_PARAMS.filter((param) => /^\d+$/.test(param.default)).map((param) => param.name);
@@ -117,6 +121,10 @@ describe("resolveConfig overrides", () => {
       CONCURRENCY: "20",
       MEMORY_MIB: "1024",
       TIMEOUT_SECONDS: "120",
+      CONNECTION_MESSAGES_PER_MINUTE: "7",
+      CONNECTION_REQUESTS_PER_HOUR: "3",
+      NOTIFICATION_PREVIEW_CHARS: "0",
+      NOTIFICATION_DEADLINE_MS: "250",
     });
     expect(config).toEqual({
       openai: { apiKey: "sk-test", baseUrl: "http://localhost:8080/v1", timeoutMs: 2500, maxRetries: 3, maxRetryWaitMs: 1500 },
@@ -137,6 +145,8 @@ describe("resolveConfig overrides", () => {
       moderation: { enabled: true, onOutage: "closed" },
       deploy: { minInstances: 1, maxInstances: 40, concurrency: 20, memoryMib: 1024, timeoutSeconds: 120 },
       limits: { userMessagesPerMinute: 11, userMaxActiveSessions: 3, sessionMaxExchanges: 40, userTokensPerDay: 0, serviceTokensPerDay: 5_000_000, addressSessionsPerHour: 0 },
+      connections: { messagesPerMinute: 7, requestsPerHour: 3 },
+      notifications: { previewChars: 0, deadlineMs: 250 },
     });
   });
 

@@ -44,11 +44,12 @@ describe("the deployed entry (package.json main)", () => {
         params: { name: string }[];
       };
       const userData = ["listSessions", "getSession", "exportUserData", "eraseUserData"];
+      const connectionFunctions = ["acceptConnection", "blockConnection", "connection", "connectionMessages", "connections", "declineConnection", "devices"];
       const callables = ["chat-createSession", "chat-endSession", "chat-sendMessage", ...userData.map((name) => `chat-${name}`)];
-      expect(Object.keys(manifest.endpoints).sort()).toEqual(["createSession", "endSession", "eraseDeletedUser", "expireSessions", "sendMessage", ...userData, ...callables].sort());
+      expect(Object.keys(manifest.endpoints).sort()).toEqual(["createSession", "endSession", "eraseDeletedUser", "expireSessions", "sendMessage", ...userData, ...connectionFunctions, ...callables].sort());
       // The deploy knobs, as the params the CLI resolves at deploy (function-options.ts).
       const knobs = { timeoutSeconds: "{{ params.TIMEOUT_SECONDS }}", availableMemoryMb: "{{ params.MEMORY_MIB }}", concurrency: "{{ params.CONCURRENCY }}", maxInstances: "{{ params.MAX_INSTANCES }}" };
-      for (const name of ["createSession", "sendMessage", "endSession", ...userData]) {
+      for (const name of ["createSession", "sendMessage", "endSession", ...userData, ...connectionFunctions]) {
         expect(manifest.endpoints[name]).toMatchObject({ httpsTrigger: { invoker: ["public"] }, ...knobs });
       }
       // Warm instances for the message function only.

@@ -84,11 +84,11 @@ describe("the page's policy", () => {
 
   it("adds an Auth emulator to the services only", () => {
     const plain = pageOrigins("demo-chatify", ["us-central1"]);
-    expect(pageOrigins("demo-chatify", ["us-central1"], "[::1]:9099")).toEqual({ ...plain, services: [...plain.services, "http://[::1]:9099"] });
+    expect(pageOrigins("demo-chatify", ["us-central1"], { authEmulatorHost: "[::1]:9099" })).toEqual({ ...plain, services: [...plain.services, "http://[::1]:9099"] });
   });
 
   it.each(["127.0.0.1:9099; script-src *", "127.0.0.1:9099 https://evil.example", "127.0.0.1", "*:9099"])("refuses the Auth emulator host %j", (host) => {
-    expect(() => pageOrigins("demo-chatify", ["us-central1"], host)).toThrow(/host:port/);
+    expect(() => pageOrigins("demo-chatify", ["us-central1"], { authEmulatorHost: host })).toThrow(/host:port/);
   });
 });
 

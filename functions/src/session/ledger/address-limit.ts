@@ -2,6 +2,7 @@ import type { AddressUsage } from "../../store/records";
 import type { LedgerRule } from "../../store/session-store";
 import type { Admission } from "./limits";
 import { keyHash } from "../idempotency";
+import { returnToken, takeToken } from "./token-bucket";
 
 /**
  * Sessions one network address may create per hour when the caller shows no ID token, or an
@@ -15,17 +16,14 @@ const HOUR = 3_600_000;
 /** Takes one session token from the address's bucket of `perHour`, refilled over an hour, or says when to retry. */
 export function admitAddress(now: number, perHour: number): LedgerRule<AddressUsage, Admission> {
   return (usage) => {
-    const rate = perHour / HOUR;
-    const elapsed = usage ? Math.max(0, now - usage.refilled_at) : 0;
-    const tokens = usage ? Math.min(perHour, usage.tokens + elapsed * rate) : perHour;
-    if (tokens < 1) return { outcome: { admitted: false, retryAfterMs: Math.ceil((1 - tokens) / rate) } };
-    return { outcome: { admitted: true }, next: { tokens: tokens - 1, refilled_at: Math.max(now, usage?.refilled_at ?? now) } };
+    const took = takeToken(usage, now, perHour, HOUR);
+    return took.admitted ? { outcome: { admitted: true }, next: took.bucket } : { outcome: took };
   };
 }
 
 /** Gives back the session token of a create refused for another reason. */
 export function refundAddress(perHour: number): LedgerRule<AddressUsage, undefined> {
-  return (usage) => (usage ? { outcome: undefined, next: { ...usage, tokens: Math.min(perHour, usage.tokens + 1) } } : { outcome: undefined });
+  return (usage) => (usage ? { outcome: undefined, next: returnToken(usage, perHour) } : { outcome: undefined });
 }
 
 /**

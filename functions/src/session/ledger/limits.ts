@@ -116,6 +116,8 @@ export function admitMessage(sessionId: string, now: number, policy: UsagePolicy
     return {
       outcome: { admitted: true, reservation: { day, tokens: reserved, fresh: Math.ceil(need.fresh) } },
       next: withoutUndefined({
+        // What other rules keep in the record (a user's connection requests) stays as it is.
+        ...usage,
         tokens: tokens - 1,
         refilled_at: Math.max(now, usage?.refilled_at ?? now),
         sessions,

@@ -80,9 +80,10 @@ export class HistoryReads {
 /**
  * Where the run of consecutive message keys ending at the last one starts: 0 when `keys` (sorted)
  * has no gap. A gap left after every attempt falls out of the window, which keeps the messages
- * after it: a shorter window, but one that is a true stretch of the conversation.
+ * after it: a shorter window, but one that is a true stretch of the conversation (a page of a
+ * connection's messages too: rtdb-connection-store.ts).
  */
-function contiguousFrom(keys: readonly string[]): number {
+export function contiguousFrom(keys: readonly string[]): number {
   for (let i = keys.length - 1; i > 0; i -= 1) {
     if (Number(keys[i]?.slice(1)) !== Number(keys[i - 1]?.slice(1)) + 1) return i;
   }

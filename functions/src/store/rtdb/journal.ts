@@ -246,7 +246,7 @@ function withoutCopiedKeys(state: SessionState, copied: Copied): SessionState {
 }
 
 /** A copy without undefined fields at any depth (RTDB refuses them); cheaper than a JSON round trip on every transaction. */
-function withoutUndefined(value: Record<string, unknown>): Record<string, unknown> {
+export function withoutUndefined(value: Record<string, unknown>): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   for (const [key, item] of Object.entries(value)) {
     if (item === undefined) continue;
@@ -255,6 +255,6 @@ function withoutUndefined(value: Record<string, unknown>): Record<string, unknow
   return out;
 }
 
-function isRecord(value: unknown): value is Record<string, unknown> {
+export function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value);
 }

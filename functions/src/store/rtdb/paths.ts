@@ -91,3 +91,43 @@ export const conversationsPath = (ownerKey: string): string => `${CONVERSATIONS}
 export const conversationPath = (ownerKey: string, sessionId: string): string => `${conversationsPath(ownerKey)}/${sessionId}`;
 export const erasurePath = (userKey: string): string => `${ERASURES}/${userKey}`;
 export const serviceSecretPath = (name: string): string => `${SERVICE_SECRETS}/${name}`;
+
+/**
+ * Connections between users, and devices (see docs/connections.md):
+ *
+ * ```
+ * connections/{connectionId}/
+ *   meta                               user_a, user_b, requested_by, created_at, pair (fixed at creation)
+ *   state                              the only node transacted on, per message and per change, with its journal (`pending`)
+ *   messages/{m…}                      sender_id, content, timestamp; keyed by position
+ * connectionPairs/{pairKey}            the pair's current connection and its blocks
+ * userConnections/{userKey}/{id}       each user's connections: the value is the last activity, the list's order
+ * userDevices/{userKey}                tokens/{tokenHash}: token, updated_at; previews; oldest_at
+ * deviceTokens/{tokenHash}             user_key, updated_at: which user a token is registered to
+ * ```
+ */
+
+export const CONNECTIONS = "connections";
+export const CONNECTION_PAIRS = "connectionPairs";
+export const USER_CONNECTIONS = "userConnections";
+export const USER_DEVICES = "userDevices";
+export const DEVICE_TOKENS = "deviceTokens";
+
+export const connectionPath = (connectionId: string): string => `${CONNECTIONS}/${connectionId}`;
+export const connectionMetaPath = (connectionId: string): string => `${connectionPath(connectionId)}/meta`;
+export const connectionStatePath = (connectionId: string): string => `${connectionPath(connectionId)}/state`;
+export const connectionPendingPath = (connectionId: string): string => `${connectionStatePath(connectionId)}/pending`;
+export const connectionMessagesPath = (connectionId: string): string => `${connectionPath(connectionId)}/messages`;
+export const connectionMessagePath = (connectionId: string, key: string): string => `${connectionMessagesPath(connectionId)}/${key}`;
+export const pairPath = (pairKey: string): string => `${CONNECTION_PAIRS}/${pairKey}`;
+export const userConnectionsPath = (userKey: string): string => `${USER_CONNECTIONS}/${userKey}`;
+export const listedConnectionPath = (userKey: string, connectionId: string): string => `${userConnectionsPath(userKey)}/${connectionId}`;
+export const userDevicesPath = (userKey: string): string => `${USER_DEVICES}/${userKey}`;
+export const tokenOwnerPath = (tokenHash: string): string => `${DEVICE_TOKENS}/${tokenHash}`;
+
+const CONNECTION_STATE_PATH = new RegExp(`^${CONNECTIONS}/([^/]+)/state$`);
+
+/** The connection whose `state` is at `path`, or undefined for any other path. */
+export function connectionOfStatePath(path: string): string | undefined {
+  return CONNECTION_STATE_PATH.exec(path)?.[1];
+}

@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import type { Database, DataSnapshot } from "firebase-admin/database";
 import { z } from "zod";
 import type { ConversationPosition, ErasureRule, ListedConversation, StoredConversation } from "../conversation-records";
-import { StoreDataError, StoreUnavailableError } from "../errors";
+import { StoreUnavailableError } from "../errors";
 import { parseStored } from "../parse-stored";
 import {
   addressUsageSchema,
@@ -33,7 +33,8 @@ import { installFrameSafeJson } from "./frame-safe-json";
 import { HistoryReads } from "./history-reads";
 import { ConversationReads } from "./conversation-reads";
 import { ErasureWrites } from "./erasure-writes";
-import { CLAIMS_LAPSE, CONVERSATION, conversationEntry, journalEntry, nodeToWrite, planCopy, remember, stateNode, UNFLUSHED, type Copied, type JournalEntry } from "./journal";
+import { CLAIMS_LAPSE, CONVERSATION, conversationEntry, journalEntry, nodeToWrite, planCopy, stateNode, UNFLUSHED, type JournalEntry } from "./journal";
+import { JournalCopies } from "./journal-copies";
 import { ListenerHolds } from "./listener-holds";
 import {
   ADDRESS_USAGE,
@@ -85,10 +86,7 @@ export class RtdbStore implements SessionStore {
   private readonly conversations: ConversationReads;
   private readonly erasures: ErasureWrites;
   private readonly holds: ListenerHolds;
-  /** Per session: journal entries whose copy the server acknowledged (see journal.ts). */
-  private readonly copied = new Map<string, Copied>();
-  /** Copies sent and not yet acknowledged. */
-  private readonly inFlight = new Set<Promise<void>>();
+  private readonly copies = new JournalCopies();
   /** The deployment's secrets, read once. */
   private readonly secrets = new Map<string, string>();
 
@@ -107,13 +105,13 @@ export class RtdbStore implements SessionStore {
     this.erasures = new ErasureWrites(db, this.engine);
     this.holds = new ListenerHolds(db, options.heldNodes ?? HELD_NODES, options.holdIdleMs ?? HOLD_IDLE_MS, (path) => {
       const sessionId = sessionOfStatePath(path);
-      if (sessionId !== undefined) this.copied.delete(sessionId);
+      if (sessionId !== undefined) this.copies.forget(sessionId);
     });
   }
 
   /** Resolves once every copy sent so far is acknowledged (or failed): for a clean shutdown, and tests. */
   async copiesSettled(): Promise<void> {
-    while (this.inFlight.size > 0) await Promise.allSettled([...this.inFlight]);
+    await this.copies.settled();
   }
 
   /** Stops listening to everything this store listens to (for a clean shutdown). */
@@ -309,19 +307,19 @@ export class RtdbStore implements SessionStore {
   // HousekeepingStore
 
   async findIdleSessions(cutoff: number, limit: number): Promise<string[]> {
-    return this.keysOrderedBy(SESSIONS, stateField("idle_since"), cutoff, limit, "find idle sessions");
+    return this.engine.keysOrderedBy(SESSIONS, stateField("idle_since"), cutoff, limit, "find idle sessions");
   }
 
   async findClosedSessions(cutoff: number, limit: number): Promise<string[]> {
-    return this.keysOrderedBy(SESSIONS, stateField("ended_at"), cutoff, limit, "find closed sessions");
+    return this.engine.keysOrderedBy(SESSIONS, stateField("ended_at"), cutoff, limit, "find closed sessions");
   }
 
   async findUnflushedSessions(limit: number): Promise<string[]> {
-    return this.keysOrderedBy(SESSIONS, stateField(UNFLUSHED), Number.MAX_SAFE_INTEGER, limit, "find unflushed sessions");
+    return this.engine.keysOrderedBy(SESSIONS, stateField(UNFLUSHED), Number.MAX_SAFE_INTEGER, limit, "find unflushed sessions");
   }
 
   async findLapsedClaims(cutoff: number, limit: number): Promise<string[]> {
-    return this.keysOrderedBy(SESSIONS, stateField(CLAIMS_LAPSE), cutoff, limit, "find lapsed claims");
+    return this.engine.keysOrderedBy(SESSIONS, stateField(CLAIMS_LAPSE), cutoff, limit, "find lapsed claims");
   }
 
   async deleteSession(sessionId: string): Promise<void> {
@@ -333,11 +331,11 @@ export class RtdbStore implements SessionStore {
   }
 
   async deleteCreateKeys(cutoff: number, limit: number): Promise<number> {
-    return this.deleteOrderedBy(CREATE_KEYS, "created_at", cutoff, limit, "idempotency keys");
+    return this.engine.deleteOrderedBy(CREATE_KEYS, "created_at", cutoff, limit, "idempotency keys");
   }
 
   async deleteIdleAddresses(cutoff: number, limit: number): Promise<number> {
-    return this.deleteOrderedBy(ADDRESS_USAGE, "refilled_at", cutoff, limit, "idle addresses");
+    return this.engine.deleteOrderedBy(ADDRESS_USAGE, "refilled_at", cutoff, limit, "idle addresses");
   }
 
   // ConversationStore
@@ -380,7 +378,7 @@ export class RtdbStore implements SessionStore {
   }
 
   findDueErasures(now: number, limit: number): Promise<string[]> {
-    return this.keysOrderedBy(ERASURES, "due_at", now, limit, "find due erasures");
+    return this.engine.keysOrderedBy(ERASURES, "due_at", now, limit, "find due erasures");
   }
 
   deleteUserSessions(userId: string, sessionIds: readonly string[]): Promise<void> {
@@ -395,7 +393,7 @@ export class RtdbStore implements SessionStore {
 
   /** A transaction on the session's state that writes what the journal decides, with `appended` journaled. */
   private transactState<O>(sessionId: string, operation: string, rule: StateRule<O>, appended?: JournalEntry): Promise<StateResult<O>> {
-    return this.engine.transactState(statePath(sessionId), operation, rule, (raw, state, next) => nodeToWrite(raw, state, next, this.copied.get(sessionId), appended));
+    return this.engine.transactState(statePath(sessionId), operation, rule, (raw, state, next) => nodeToWrite(raw, state, next, this.copies.known(sessionId), appended));
   }
 
   /**
@@ -404,23 +402,19 @@ export class RtdbStore implements SessionStore {
    * before this returns.
    */
   private async copyJournal(sessionId: string, result: StateResult<unknown>): Promise<void> {
-    const { known, copy } = planCopy(sessionId, result, this.copied.get(sessionId));
-    if (known !== undefined) this.copied.set(sessionId, known);
+    const { known, copy } = planCopy(sessionId, result, this.copies.known(sessionId));
+    this.copies.keep(sessionId, known);
     if (copy === undefined) return;
     // From the root, so that the session's index entry rides in the same update: no write of its own.
     const update: Record<string, unknown> = { ...copy.index };
     for (const [path, value] of Object.entries(copy.update)) update[`${sessionPath(sessionId)}/${path}`] = value;
-    const sent = this.db.ref().update(update).then(() => {
-      // What is known of a session no longer held is forgotten with its hold (a late
-      // acknowledgement would otherwise bring it back, for good); a closing session's is used at once.
-      if (!copy.closed && !this.holds.isHeld(statePath(sessionId))) return;
-      this.copied.set(sessionId, remember(this.copied.get(sessionId), copy.entries));
-    });
+    // What is known of a session no longer held is forgotten with its hold (a late
+    // acknowledgement would otherwise bring it back, for good); a closing session's is used at once.
+    const sent = this.copies.sent(sessionId, this.db.ref().update(update), copy.entries, () => copy.closed || this.holds.isHeld(statePath(sessionId)));
     if (!copy.closed) {
       // Deliberately not awaited: the exchange is committed in the journal, readers merge it, and
       // whoever transacts next copies it again if this is lost.
-      const tracked = sent.catch(() => undefined).finally(() => this.inFlight.delete(tracked));
-      this.inFlight.add(tracked);
+      this.copies.track(sent);
       return;
     }
     await this.engine.call("copy exchanges to history", sent);
@@ -443,34 +437,6 @@ export class RtdbStore implements SessionStore {
   /** Applies `rule` in a transaction on the ledger record at `path`, listened to so the next one starts from the server's value. */
   private async updateLedger<R, O>(path: string, schema: z.ZodType<R>, operation: string, rule: LedgerRule<R, O>): Promise<O> {
     this.holds.hold(path);
-    const { decided } = await this.engine.transact(path, operation, (current) => {
-      // Unlike a session, a missing record is a valid start: a cold instance's null guess is
-      // corrected by the server (hash mismatch) before anything is written over real data.
-      const record = current === null ? null : schema.safeParse(current);
-      if (record !== null && !record.success) throw new StoreDataError(path, record.error.issues[0]?.message ?? "invalid");
-      const { outcome, next } = rule(record === null ? null : record.data);
-      // "No change" writes the record back as it is (or null for none): see `transact`.
-      return { decided: outcome, write: next === undefined ? current : (JSON.parse(JSON.stringify(next)) as unknown) };
-    });
-    return decided as O;
-  }
-
-  /** Children of `path` whose `child` is at most `cutoff`, oldest first (children without it are left out). */
-  private async keysOrderedBy(path: string, child: string, cutoff: number, limit: number, operation: string): Promise<string[]> {
-    if (limit <= 0) return [];
-    const snapshot = await this.engine.read(operation, this.db.ref(path).orderByChild(child).startAt(0).endAt(cutoff).limitToFirst(limit));
-    const keys: string[] = [];
-    snapshot.forEach((entry: DataSnapshot) => {
-      if (entry.key !== null) keys.push(entry.key);
-    });
-    return keys;
-  }
-
-  /** Removes the children of `path` whose `child` is at most `cutoff`, `limit` at most; returns how many. */
-  private async deleteOrderedBy(path: string, child: string, cutoff: number, limit: number, what: string): Promise<number> {
-    const keys = await this.keysOrderedBy(path, child, cutoff, limit, `find ${what}`);
-    if (keys.length === 0) return 0;
-    await this.engine.call(`delete ${what}`, this.db.ref(path).update(Object.fromEntries(keys.map((key) => [key, null]))));
-    return keys.length;
+    return this.engine.transactRecord(path, schema, operation, rule);
   }
 }

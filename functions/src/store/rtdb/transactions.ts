@@ -1,9 +1,10 @@
 import type { Database, DataSnapshot, Query } from "firebase-admin/database";
+import type { z } from "zod";
 import { withDeadline } from "../deadline";
-import { StoreUnavailableError } from "../errors";
+import { StoreDataError, StoreUnavailableError } from "../errors";
 import { parseStored } from "../parse-stored";
 import { sessionStateSchema, type SessionState } from "../records";
-import type { Ruled, StateRule } from "../session-store";
+import type { LedgerRule, Ruled, StateRule } from "../session-store";
 
 /**
  * Reads once through a listener. `get()` is avoided on purpose: in @firebase/database 1.1.5
@@ -97,29 +98,81 @@ export class TransactionEngine {
    * the state the rule leaves into the node to write.
    */
   async transactState<O>(path: string, operation: string, rule: StateRule<O>, nodeOf: StateNodeOf): Promise<StateResult<O>> {
-    const notFound = { ruled: { found: false } as Ruled<O>, wrote: false, strayPartials: [] as readonly string[] };
+    const { decided, value, runs } = await this.transactParsed(path, operation, sessionStateSchema, rule, (raw, state, result) => nodeOf(raw, state, result.next));
+    if (!decided) return { ruled: { found: false }, wrote: false, strayPartials: [], value, runs };
+    const { outcome, next, strayPartials = [] } = decided.result;
+    const wrote = next !== undefined;
+    return { ruled: { found: true, outcome, state: next ?? decided.state }, wrote, strayPartials: wrote ? strayPartials : [], value, runs };
+  }
+
+  /**
+   * A transaction on a small state node at `path` (a session's, a connection's), parsed with
+   * `schema`, that must exist: `rule` decides from the parsed state, `nodeOf` gives the node to
+   * write (the state it leaves, with whatever rides beside it). Returns the last run's state and
+   * result (undefined when there is no node), the node as stored now, and how often the rule ran.
+   * A result with a `next` that the server did not commit is an unknown fate: StoreUnavailableError.
+   */
+  async transactParsed<S, R extends { readonly next?: unknown }>(
+    path: string,
+    operation: string,
+    schema: z.ZodType<S>,
+    rule: (state: S) => R,
+    nodeOf: (raw: Readonly<Record<string, unknown>>, state: S, result: R) => Record<string, unknown>,
+  ): Promise<{ decided: { state: S; result: R } | undefined; value: unknown; runs: number }> {
     let written: unknown;
     const { decided, committed, snapshot, runs } = await this.transact(path, operation, (raw) => {
       const current = raw as Readonly<Record<string, unknown>> | null;
       written = null;
       // null is also what an instance without a copy sees first: writing null back makes
       // the server answer with the real node (hash mismatch) instead of aborting on a guess.
-      if (current === null) return { decided: notFound, write: null };
-      const state = sessionStateSchema.safeParse(current);
+      if (current === null) return { decided: undefined, write: null };
+      const state = schema.safeParse(current);
       // Malformed: abort, and report it below instead of "not found".
-      if (!state.success) return { decided: notFound, write: undefined };
-      const { outcome, next, strayPartials = [] } = rule(state.data);
-      written = nodeOf(current, state.data, next);
-      const ruled: Ruled<O> = { found: true, outcome, state: next ?? state.data };
-      const wrote = next !== undefined;
-      return { decided: { ruled, wrote, strayPartials: wrote ? strayPartials : [] }, write: written };
+      if (!state.success) return { decided: undefined, write: undefined };
+      const result = rule(state.data);
+      written = nodeOf(current, state.data, result);
+      return { decided: { state: state.data, result }, write: written };
     });
     // Committed, the node is what the last run wrote, parsed by it already: no second conversion.
     const value: unknown = committed ? written : snapshot.val();
-    if (!committed && value !== null) parseStored(sessionStateSchema, value, path);
-    const last = decided ?? notFound;
-    if (last.wrote && !committed) throw new StoreUnavailableError(operation);
-    return { ...last, value: value ?? null, runs };
+    if (!committed && value !== null) parseStored(schema, value, path);
+    if (decided?.result.next !== undefined && !committed) throw new StoreUnavailableError(operation);
+    return { decided, value: value ?? null, runs };
+  }
+
+  /**
+   * Applies `rule` in a transaction on the record at `path`, which may not exist yet. Unlike a
+   * session, a missing record is a valid start: a cold instance's null guess is corrected by the
+   * server (hash mismatch) before anything is written over real data.
+   */
+  async transactRecord<R, O>(path: string, schema: z.ZodType<R>, operation: string, rule: LedgerRule<R, O>): Promise<O> {
+    const { decided } = await this.transact(path, operation, (current) => {
+      const record = current === null ? null : schema.safeParse(current);
+      if (record !== null && !record.success) throw new StoreDataError(path, record.error.issues[0]?.message ?? "invalid");
+      const { outcome, next } = rule(record === null ? null : record.data);
+      // "No change" writes the record back as it is (or null for none): see `transact`.
+      return { decided: outcome, write: next === undefined ? current : (JSON.parse(JSON.stringify(next)) as unknown) };
+    });
+    return decided as O;
+  }
+
+  /** Children of `path` whose `child` is at most `cutoff`, oldest first (children without it are left out). */
+  async keysOrderedBy(path: string, child: string, cutoff: number, limit: number, operation: string): Promise<string[]> {
+    if (limit <= 0) return [];
+    const snapshot = await this.read(operation, this.db.ref(path).orderByChild(child).startAt(0).endAt(cutoff).limitToFirst(limit));
+    const keys: string[] = [];
+    snapshot.forEach((entry: DataSnapshot) => {
+      if (entry.key !== null) keys.push(entry.key);
+    });
+    return keys;
+  }
+
+  /** Removes the children of `path` whose `child` is at most `cutoff`, `limit` at most; returns how many. */
+  async deleteOrderedBy(path: string, child: string, cutoff: number, limit: number, what: string): Promise<number> {
+    const keys = await this.keysOrderedBy(path, child, cutoff, limit, `find ${what}`);
+    if (keys.length === 0) return 0;
+    await this.call(`delete ${what}`, this.db.ref(path).update(Object.fromEntries(keys.map((key) => [key, null]))));
+    return keys.length;
   }
 
   /** Writes `value` at `path` unless something is there; true when it wrote. */

@@ -1,0 +1,216 @@
+import type { Blocks, ClosedStatus, ConnectionMessage, ConnectionState, Participant, PairRecord } from "../store/connection-records";
+import type { ConnectionRule, MessageRule } from "../store/connection-store";
+import type { LedgerRule } from "../store/session-store";
+import { takeToken } from "../session/ledger/token-bucket";
+
+/**
+ * The rules of connections between users, as pure functions of what is stored: the pair's record
+ * (one open connection per pair, and the pair's blocks) and a connection's state (consent, end,
+ * blocks, and each message's place). The store applies each inside a transaction, so every
+ * decision is made on the very value it changes.
+ */
+
+export interface ConnectionPolicy {
+  /** Messages each participant may send per minute in one connection (a bucket in its state). */
+  readonly messagesPerMinute: number;
+}
+
+/** The `Idempotency-Key`s a connection's state remembers: those of its last keyed messages. */
+export const KEYS_REMEMBERED = 64;
+
+const MINUTE = 60_000;
+
+export function otherParticipant(participant: Participant): Participant {
+  return participant === "a" ? "b" : "a";
+}
+
+function isBlocked(blocks: Blocks | undefined): boolean {
+  return blocks?.a !== undefined || blocks?.b !== undefined;
+}
+
+/** The pair's current connection, as its record names it. */
+export type CurrentConnection = NonNullable<PairRecord["current"]>;
+
+export type PairRequestOutcome =
+  | { readonly kind: "blocked" }
+  /** `created`: this request made it the pair's current connection; its node is still to be written. */
+  | { readonly kind: "current"; readonly current: CurrentConnection; readonly created: boolean };
+
+/**
+ * A request for a connection, on the pair's record: the pair's current connection answers it,
+ * unless the caller knows that one is closed (`closed`: declined and ended are final, so once seen
+ * they stay true), in which case `candidate` becomes the pair's current connection. Refused while
+ * either user blocks the other.
+ */
+export function requestOnPair(
+  users: { readonly a: string; readonly b: string },
+  requester: Participant,
+  candidate: { readonly id: string; readonly createdAt: number },
+  closed: ReadonlySet<string>,
+): LedgerRule<PairRecord, PairRequestOutcome> {
+  return (pair) => {
+    const base: PairRecord = pair ?? { user_a: users.a, user_b: users.b };
+    if (isBlocked(base.blocked)) return { outcome: { kind: "blocked" } };
+    if (base.current && !closed.has(base.current.id)) return { outcome: { kind: "current", current: base.current, created: false } };
+    const current: CurrentConnection = { id: candidate.id, requested_by: requester, created_at: candidate.createdAt };
+    return { outcome: { kind: "current", current, created: true }, next: { ...base, current } };
+  };
+}
+
+/** Sets (`at`) or lifts (undefined) `by`'s block on the pair's record; the outcome is the pair's current connection, which a block reaches too. */
+export function blockOnPair(users: { readonly a: string; readonly b: string }, by: Participant, at: number | undefined): LedgerRule<PairRecord, CurrentConnection | undefined> {
+  return (pair) => {
+    const base: PairRecord = pair ?? { user_a: users.a, user_b: users.b };
+    const blocked = withBlock(base.blocked, by, at);
+    if (sameBlocks(blocked, base.blocked) && pair !== null) return { outcome: base.current };
+    const { blocked: previous, ...rest } = base;
+    return { outcome: base.current, next: blocked === undefined ? rest : { ...rest, blocked } };
+  };
+}
+
+export type AgainOutcome =
+  | { readonly kind: "pending" }
+  /** `now`: this request accepted the other user's pending request (both asked). */
+  | { readonly kind: "accepted"; readonly now: boolean }
+  | { readonly kind: "closed"; readonly status: ClosedStatus }
+  | { readonly kind: "blocked" };
+
+/**
+ * A request that found the pair's connection: it answers as it stands, except that a request from
+ * the user who was asked accepts the pending one (two users asking each other agree).
+ */
+export function requestAgain(requester: Participant, requestedBy: Participant, now: number): ConnectionRule<AgainOutcome> {
+  return (state) => {
+    if (state.status === "declined" || state.status === "ended") return { outcome: { kind: "closed", status: state.status } };
+    if (isBlocked(state.blocked)) return { outcome: { kind: "blocked" } };
+    if (state.status === "accepted") return { outcome: { kind: "accepted", now: false } };
+    if (requester === requestedBy) return { outcome: { kind: "pending" } };
+    return { outcome: { kind: "accepted", now: true }, next: accepted(state, now) };
+  };
+}
+
+export type AnswerOutcome =
+  | { readonly kind: "changed" }
+  /** Already so: accepting an accepted connection, blocking twice. */
+  | { readonly kind: "unchanged" }
+  | { readonly kind: "closed"; readonly status: ClosedStatus }
+  /** Declining an accepted connection: it can only be ended now. */
+  | { readonly kind: "not-pending" }
+  /** Only the user who was asked accepts or declines. */
+  | { readonly kind: "not-asked" }
+  | { readonly kind: "blocked" };
+
+/** The asked user accepts a pending request; a blocked connection is accepted once unblocked. */
+export function accept(by: Participant, requestedBy: Participant, now: number): ConnectionRule<AnswerOutcome> {
+  return (state) => {
+    if (by === requestedBy) return { outcome: { kind: "not-asked" } };
+    if (state.status === "declined" || state.status === "ended") return { outcome: { kind: "closed", status: state.status } };
+    if (state.status === "accepted") return { outcome: { kind: "unchanged" } };
+    if (isBlocked(state.blocked)) return { outcome: { kind: "blocked" } };
+    return { outcome: { kind: "changed" }, next: accepted(state, now) };
+  };
+}
+
+/** The asked user declines a pending request: final, as an end is. */
+export function decline(by: Participant, requestedBy: Participant, now: number): ConnectionRule<AnswerOutcome> {
+  return (state) => {
+    if (by === requestedBy) return { outcome: { kind: "not-asked" } };
+    if (state.status === "declined" || state.status === "ended") return { outcome: { kind: "closed", status: state.status } };
+    if (state.status === "accepted") return { outcome: { kind: "not-pending" } };
+    return { outcome: { kind: "changed" }, next: closed(state, "declined", by, now) };
+  };
+}
+
+/** Either participant ends the connection, pending (a request withdrawn) or accepted: final; its history stays. */
+export function end(by: Participant, now: number): ConnectionRule<AnswerOutcome> {
+  return (state) => {
+    if (state.status === "declined" || state.status === "ended") return { outcome: { kind: "closed", status: state.status } };
+    return { outcome: { kind: "changed" }, next: closed(state, "ended", by, now) };
+  };
+}
+
+/** Sets (`at`) or lifts (undefined) `by`'s block on the connection: while either holds, no message is taken. */
+export function block(by: Participant, at: number | undefined): ConnectionRule<AnswerOutcome> {
+  return (state) => {
+    const blocked = withBlock(state.blocked, by, at);
+    if (sameBlocks(blocked, state.blocked)) return { outcome: { kind: "unchanged" } };
+    const { blocked: previous, ...rest } = state;
+    return { outcome: { kind: "changed" }, next: blocked === undefined ? rest : { ...rest, blocked } };
+  };
+}
+
+export type MessageOutcome =
+  | { readonly kind: "stored"; readonly position: number; readonly message: ConnectionMessage }
+  /** The same `Idempotency-Key` stored message `position` already. */
+  | { readonly kind: "duplicate"; readonly position: number }
+  | { readonly kind: "pending" }
+  | { readonly kind: "closed"; readonly status: ClosedStatus }
+  | { readonly kind: "blocked" }
+  | { readonly kind: "limited"; readonly retryAfterMs: number };
+
+export interface MessageInput {
+  readonly sender: Participant;
+  readonly senderId: string;
+  readonly text: string;
+  readonly now: number;
+  /** The hash of the message's `Idempotency-Key`, scoped to its sender and connection. */
+  readonly keyHash?: string;
+  readonly policy: ConnectionPolicy;
+}
+
+/**
+ * Stores a message: its key is the next count, decided here, in the transaction that stores it,
+ * so that the order of the keys is the order of the commits on every instance. A retry with the
+ * same key finds its message first (even after the connection ended). The message's timestamp
+ * never goes back from the last activity, so timestamps follow the keys' order whatever the
+ * instances' clocks.
+ */
+export function appendMessage(input: MessageInput): MessageRule<MessageOutcome> {
+  const { sender, senderId, text, now, keyHash, policy } = input;
+  return (state) => {
+    const done = keyHash === undefined ? undefined : state.recent_keys?.[keyHash];
+    if (done !== undefined) return { outcome: { kind: "duplicate", position: done } };
+    if (state.status === "declined" || state.status === "ended") return { outcome: { kind: "closed", status: state.status } };
+    if (state.status === "pending") return { outcome: { kind: "pending" } };
+    if (isBlocked(state.blocked)) return { outcome: { kind: "blocked" } };
+    const took = takeToken(state.rate?.[sender], now, policy.messagesPerMinute, MINUTE);
+    if (!took.admitted) return { outcome: { kind: "limited", retryAfterMs: took.retryAfterMs } };
+    const position = state.message_count + 1;
+    const timestamp = Math.max(now, state.last_activity);
+    const message: ConnectionMessage = { sender_id: senderId, content: text, timestamp };
+    const next: ConnectionState = {
+      ...state,
+      message_count: position,
+      last_activity: timestamp,
+      rate: { ...state.rate, [sender]: took.bucket },
+      ...(keyHash === undefined ? {} : { recent_keys: remembered(state.recent_keys, keyHash, position) }),
+    };
+    return { outcome: { kind: "stored", position, message }, next, message };
+  };
+}
+
+/** The recent keys with this one, the oldest forgotten past KEYS_REMEMBERED. */
+function remembered(keys: Readonly<Record<string, number>> | undefined, keyHash: string, position: number): Record<string, number> {
+  const entries = [...Object.entries(keys ?? {}), [keyHash, position] as const].sort(([, a], [, b]) => a - b);
+  return Object.fromEntries(entries.slice(-KEYS_REMEMBERED));
+}
+
+function accepted(state: ConnectionState, now: number): ConnectionState {
+  const at = Math.max(now, state.last_activity);
+  return { ...state, status: "accepted", accepted_at: at, last_activity: at };
+}
+
+function closed(state: ConnectionState, status: ClosedStatus, by: Participant, now: number): ConnectionState {
+  const at = Math.max(now, state.last_activity);
+  return { ...state, status, closed_at: at, closed_by: by, last_activity: at };
+}
+
+function withBlock(blocks: Blocks | undefined, by: Participant, at: number | undefined): Blocks | undefined {
+  if (at !== undefined) return blocks?.[by] !== undefined ? blocks : { ...blocks, [by]: at };
+  const { [by]: lifted, ...rest } = blocks ?? {};
+  return Object.keys(rest).length > 0 ? rest : undefined;
+}
+
+function sameBlocks(a: Blocks | undefined, b: Blocks | undefined): boolean {
+  return a?.a === b?.a && a?.b === b?.b;
+}

@@ -1,0 +1,334 @@
+import type { Log } from "../log/log";
+import { ForbiddenError, IdempotencyKeyReusedError, LimitExceededError } from "../session/errors";
+import { keyHash } from "../session/idempotency";
+import { userKey } from "../session/ledger/limits";
+import { seconds } from "../session/message/refusals";
+import type { ConnectionMessage, ConnectionMeta, ConnectionState, Participant } from "../store/connection-records";
+import type { ConnectionRule, ConnectionStore, ListCursor, StoredMessage } from "../store/connection-store";
+import { StoreDataError, StoreUnavailableError } from "../store/errors";
+import type { LedgerStore } from "../store/session-store";
+import {
+  accept,
+  appendMessage,
+  block,
+  blockOnPair,
+  decline,
+  end,
+  otherParticipant,
+  requestAgain,
+  requestOnPair,
+  type AnswerOutcome,
+  type ConnectionPolicy,
+  type CurrentConnection,
+  type MessageOutcome,
+} from "./connection-rules";
+import { ConnectionBlockedError, ConnectionClosedError, ConnectionNotFoundError, ConnectionNotPendingError, ConnectionPendingError, ConnectionRequestLimitError } from "./errors";
+import { knownFrom, KnownConnections, pairKeyOf, pairOf, participantOf, type KnownConnection, type PairUsers } from "./known-connections";
+import type { NotifyReport, RecipientNotifier } from "./recipient-notifier";
+import { returnRequest, takeRequest } from "./request-limit";
+
+export interface ConnectionServiceOptions {
+  readonly store: ConnectionStore;
+  /** The users' usage records, where the connection requests bucket is kept beside the AI side's. */
+  readonly ledger: Pick<LedgerStore, "updateUsage">;
+  readonly notifier: RecipientNotifier;
+  readonly log: Log;
+  readonly clock: () => number;
+  readonly newConnectionId: () => string;
+  readonly policy: ConnectionPolicy;
+  /** CONNECTION_REQUESTS_PER_HOUR, per requester. */
+  readonly requestsPerHour: number;
+  /** USER_MESSAGES_PER_MINUTE: the AI side's bucket, full in a usage record a request creates. */
+  readonly aiMessagesPerMinute: number;
+  readonly cache: { readonly maxEntries: number; readonly ttlMs: number };
+}
+
+/** A connection as one of its users sees it (`you`). */
+export interface ConnectionView {
+  readonly id: string;
+  readonly meta: ConnectionMeta;
+  readonly state: ConnectionState;
+  readonly you: Participant;
+}
+
+export interface RequestResult {
+  readonly connection: ConnectionView;
+  /** This request made a new connection (and notified the other user); else the pair's answered it. */
+  readonly created: boolean;
+  readonly notified?: NotifyReport;
+}
+
+export interface SentMessage {
+  readonly connectionId: string;
+  readonly position: number;
+  readonly message: ConnectionMessage;
+  /** The connection's messages with this one (exact: counted in the transaction that stored it). */
+  readonly messageCount: number;
+  /** The answer repeats the one given to an earlier request with the same `Idempotency-Key`. */
+  readonly replayed: boolean;
+  readonly notified?: NotifyReport;
+}
+
+export interface ConnectionPage {
+  readonly connections: readonly ConnectionView[];
+  /** Where the next page starts; absent on the last. */
+  readonly next?: ListCursor;
+}
+
+/** Attempts at settling a request on its pair when each finds the pair's connection closed meanwhile. */
+const REQUEST_ATTEMPTS = 5;
+
+/**
+ * Connections between users: consent (request, accept, decline), end, blocks, and the messages
+ * between them, each change one rule applied in one transaction (connection-rules.ts), and each
+ * message and request notifying the other user's devices (recipient-notifier.ts).
+ */
+export class ConnectionService {
+  private readonly known: KnownConnections;
+
+  constructor(private readonly options: ConnectionServiceOptions) {
+    this.known = new KnownConnections(options.store, options.cache, options.clock);
+  }
+
+  /**
+   * Asks `otherUserId` for a connection, or finds the one the pair has: one per pair at a time,
+   * however many requests race, from either side; the other side's request accepts it. Only a
+   * request that makes a new connection notifies, and counts against the requester's hourly limit.
+   */
+  async request(userId: string, otherUserId: string): Promise<RequestResult> {
+    if (userId === otherUserId) throw new Error("a connection needs two users");
+    const { ledger, clock, requestsPerHour, aiMessagesPerMinute } = this.options;
+    const now = clock();
+    const users = pairOf(userId, otherUserId);
+    const requester: Participant = userId === users.a ? "a" : "b";
+    const requesterKey = userKey(userId);
+    const admission = await ledger.updateUsage(requesterKey, takeRequest(now, requestsPerHour, aiMessagesPerMinute));
+    if (!admission.admitted) throw new ConnectionRequestLimitError(seconds(admission.retryAfterMs));
+    let settled: { known: KnownConnection; state: ConnectionState; created: boolean } | undefined;
+    try {
+      settled = await this.settleRequest(users, requester, now);
+    } finally {
+      // Off the answer's path: a request that made nothing new costs nothing; a lost refund only delays one.
+      if (!settled?.created) void ledger.updateUsage(requesterKey, returnRequest(requestsPerHour)).catch(() => undefined);
+    }
+    const connection = this.view(settled.known, settled.state, requester);
+    if (!settled.created) return { connection, created: false };
+    const { ref } = settled.known;
+    const notified = await this.options.notifier.notify(this.options.notifier.audience(ref.userKeys[otherParticipant(requester)], requesterKey), {
+      connectionId: ref.id,
+      kind: "request",
+    });
+    return { connection, created: true, notified };
+  }
+
+  async get(userId: string, connectionId: string): Promise<ConnectionView> {
+    const known = await this.known.get(connectionId);
+    const you = participantOf(known.meta, userId);
+    const state = await this.options.store.readConnectionState(connectionId);
+    if (!state) throw new ConnectionNotFoundError(connectionId);
+    return this.view(known, state, you);
+  }
+
+  /**
+   * A page of the user's connections, newest activity first: one read of the user's list, then
+   * each connection's fields and state beside each other, so a page costs the same however many
+   * connections the user has.
+   */
+  async list(userId: string, page: { readonly limit: number; readonly after?: ListCursor }): Promise<ConnectionPage> {
+    const { store } = this.options;
+    const entries = await store.listConnections(userKey(userId), { limit: page.limit + 1, ...(page.after ? { after: page.after } : {}) });
+    const shown = entries.slice(0, page.limit);
+    const views = await Promise.all(
+      shown.map(async (entry) => {
+        const [known, state] = await Promise.all([this.known.get(entry.id), store.readConnectionState(entry.id)]);
+        if (!state) throw new StoreDataError(`connections/${entry.id}/state`, "listed but missing");
+        return this.view(known, state, participantOf(known.meta, userId));
+      }),
+    );
+    const last = shown.at(-1);
+    return { connections: views, ...(entries.length > page.limit && last ? { next: { lastActivity: last.lastActivity, id: last.id } } : {}) };
+  }
+
+  accept(userId: string, connectionId: string): Promise<ConnectionView> {
+    return this.change(userId, connectionId, (you, meta, now) => accept(you, meta.requested_by, now));
+  }
+
+  decline(userId: string, connectionId: string): Promise<ConnectionView> {
+    return this.change(userId, connectionId, (you, meta, now) => decline(you, meta.requested_by, now));
+  }
+
+  end(userId: string, connectionId: string): Promise<ConnectionView> {
+    return this.change(userId, connectionId, (you, _meta, now) => end(you, now));
+  }
+
+  /**
+   * Blocks the other user: no request, message or notification between them until unblocked. Set
+   * on the connection named first (its messages stop at once), then on the pair (its requests), then
+   * on the pair's current connection if that is another one.
+   */
+  async block(userId: string, connectionId: string): Promise<ConnectionView> {
+    const known = await this.known.get(connectionId);
+    const you = participantOf(known.meta, userId);
+    const now = this.options.clock();
+    const named = await this.changeKnown(known, block(you, now));
+    const current = await this.options.store.updatePair(known.meta.pair, blockOnPair(usersOf(known.meta), you, now));
+    if (current && current.id !== connectionId) await this.changeKnown(await this.currentOf(known.meta, current), block(you, now));
+    return this.view(known, named, you);
+  }
+
+  /** Lifts the caller's block: on the pair first, then on the named connection and the pair's current one. */
+  async unblock(userId: string, connectionId: string): Promise<ConnectionView> {
+    const known = await this.known.get(connectionId);
+    const you = participantOf(known.meta, userId);
+    const current = await this.options.store.updatePair(known.meta.pair, blockOnPair(usersOf(known.meta), you, undefined));
+    const named = await this.changeKnown(known, block(you, undefined));
+    if (current && current.id !== connectionId) await this.changeKnown(await this.currentOf(known.meta, current), block(you, undefined));
+    return this.view(known, named, you);
+  }
+
+  /**
+   * Sends a message: one transaction on the connection's state decides and stores it (its key, the
+   * count, the sender's rate, a retry's key), with the recipient's devices read beside it; then the
+   * recipient is notified, waiting at most NOTIFICATION_DEADLINE_MS. A retry with the same
+   * `Idempotency-Key` gets the stored message back and notifies no one again.
+   */
+  async send(input: { readonly userId: string; readonly connectionId: string; readonly text: string; readonly idempotencyKey?: string }): Promise<SentMessage> {
+    const { store, notifier, clock, policy } = this.options;
+    const { userId, connectionId, text, idempotencyKey } = input;
+    const now = clock();
+    // Its state's listener starts now, beside the fields' read on a cold instance, not after it.
+    store.prepareConnection(connectionId);
+    const known = await this.known.get(connectionId);
+    const sender = participantOf(known.meta, userId);
+    const { ref } = known;
+    const audience = notifier.audience(ref.userKeys[otherParticipant(sender)], ref.userKeys[sender]);
+    const hash = idempotencyKey === undefined ? undefined : keyHash(`connectionMessage\u0000${connectionId}\u0000${userId}`, idempotencyKey);
+    const result = await store.appendMessage(ref, appendMessage({ sender, senderId: userId, text, now, policy, ...(hash === undefined ? {} : { keyHash: hash }) }));
+    if (!result.found) throw new ConnectionNotFoundError(connectionId);
+    const { outcome, state } = result;
+    if (outcome.kind === "duplicate") return this.replay(input, outcome.position, state.message_count);
+    if (outcome.kind !== "stored") throw messageRefusal(outcome);
+    const notified = await notifier.notify(audience, { connectionId, kind: "message", text });
+    return { connectionId, position: outcome.position, message: outcome.message, messageCount: state.message_count, replayed: false, notified };
+  }
+
+  /** A page of the connection's messages, newest first as pages go, oldest first within one. */
+  async messages(userId: string, connectionId: string, page: { readonly before?: number; readonly limit: number }): Promise<StoredMessage[]> {
+    const known = await this.known.get(connectionId);
+    participantOf(known.meta, userId);
+    return this.options.store.readConnectionMessages(connectionId, page);
+  }
+
+  /** A change of the connection by one of its users, refused as its rule says. */
+  private async change(userId: string, connectionId: string, rule: (you: Participant, meta: ConnectionMeta, now: number) => ConnectionRule<AnswerOutcome>): Promise<ConnectionView> {
+    this.options.store.prepareConnection(connectionId);
+    const known = await this.known.get(connectionId);
+    const you = participantOf(known.meta, userId);
+    return this.view(known, await this.changeKnown(known, rule(you, known.meta, this.options.clock())), you);
+  }
+
+  private async changeKnown(known: KnownConnection, rule: ConnectionRule<AnswerOutcome>): Promise<ConnectionState> {
+    const result = await this.options.store.updateConnection(known.ref, rule);
+    if (!result.found) throw new ConnectionNotFoundError(known.ref.id);
+    const refused = answerRefusal(result.outcome);
+    if (refused) throw refused;
+    return result.state;
+  }
+
+  /**
+   * Settles a request on the pair: its current connection, or a new one. A current connection
+   * found closed is passed over (closed is final) and the pair asked again; one its record names
+   * but nobody has written yet (its creator is writing it, or died first) is written from the record.
+   */
+  private async settleRequest(users: PairUsers, requester: Participant, now: number): Promise<{ known: KnownConnection; state: ConnectionState; created: boolean }> {
+    const { store, newConnectionId } = this.options;
+    const pair = pairKeyOf(users);
+    const closed = new Set<string>();
+    for (let attempt = 0; attempt < REQUEST_ATTEMPTS; attempt += 1) {
+      const onPair = await store.updatePair(pair, requestOnPair(users, requester, { id: newConnectionId(), createdAt: now }, closed));
+      if (onPair.kind === "blocked") throw new ConnectionBlockedError();
+      const known = knownFrom(onPair.current.id, metaOf(users, pair, onPair.current));
+      this.known.remember(known);
+      store.prepareConnection(known.ref.id);
+      if (onPair.created) {
+        const created = await store.createConnection({ ...known.ref, meta: known.meta, state: initialState(onPair.current) });
+        const state = created === "created" ? initialState(onPair.current) : await store.readConnectionState(known.ref.id);
+        if (!state) throw new StoreUnavailableError("create connection");
+        return { known, state, created: true };
+      }
+      const again = requestAgain(requester, known.meta.requested_by, now);
+      let result = await store.updateConnection(known.ref, again);
+      if (!result.found) {
+        await store.createConnection({ ...known.ref, meta: known.meta, state: initialState(onPair.current) });
+        result = await store.updateConnection(known.ref, again);
+        if (!result.found) throw new StoreUnavailableError("create connection");
+      }
+      const { outcome, state } = result;
+      if (outcome.kind === "blocked") throw new ConnectionBlockedError();
+      if (outcome.kind !== "closed") return { known, state, created: false };
+      closed.add(known.ref.id);
+    }
+    throw new StoreUnavailableError("request connection");
+  }
+
+  /** The pair's current connection, known (written from the pair's record if nobody has yet). */
+  private async currentOf(meta: ConnectionMeta, current: CurrentConnection): Promise<KnownConnection> {
+    const known = knownFrom(current.id, metaOf(usersOf(meta), meta.pair, current));
+    await this.options.store.createConnection({ ...known.ref, meta: known.meta, state: initialState(current) });
+    return known;
+  }
+
+  private async replay(input: { readonly userId: string; readonly connectionId: string; readonly text: string }, position: number, messageCount: number): Promise<SentMessage> {
+    const stored = await this.options.store.readConnectionMessage(input.connectionId, position);
+    if (!stored) throw new StoreDataError(`connections/${input.connectionId}/messages`, `message ${position} named by an idempotency key is missing`);
+    if (stored.sender_id !== input.userId || stored.content !== input.text) throw new IdempotencyKeyReusedError();
+    return { connectionId: input.connectionId, position, message: stored, messageCount, replayed: true };
+  }
+
+  private view(known: KnownConnection, state: ConnectionState, you: Participant): ConnectionView {
+    return { id: known.ref.id, meta: known.meta, state, you };
+  }
+}
+
+function usersOf(meta: ConnectionMeta): PairUsers {
+  return { a: meta.user_a, b: meta.user_b };
+}
+
+function metaOf(users: PairUsers, pair: string, current: CurrentConnection): ConnectionMeta {
+  return { user_a: users.a, user_b: users.b, requested_by: current.requested_by, created_at: current.created_at, pair };
+}
+
+function initialState(current: CurrentConnection): ConnectionState {
+  return { status: "pending", message_count: 0, last_activity: current.created_at };
+}
+
+/** The one place where a refused change becomes its error (undefined: not refused). */
+function answerRefusal(outcome: AnswerOutcome): Error | undefined {
+  switch (outcome.kind) {
+    case "changed":
+    case "unchanged":
+      return undefined;
+    case "closed":
+      return new ConnectionClosedError(outcome.status);
+    case "not-pending":
+      return new ConnectionNotPendingError();
+    case "not-asked":
+      return new ForbiddenError("only the user who was asked may accept or decline");
+    case "blocked":
+      return new ConnectionBlockedError();
+  }
+}
+
+/** The one place where a refused message becomes its error. */
+function messageRefusal(outcome: Exclude<MessageOutcome, { kind: "stored" } | { kind: "duplicate" }>): Error {
+  switch (outcome.kind) {
+    case "pending":
+      return new ConnectionPendingError();
+    case "closed":
+      return new ConnectionClosedError(outcome.status);
+    case "blocked":
+      return new ConnectionBlockedError();
+    case "limited":
+      return new LimitExceededError("messages", seconds(outcome.retryAfterMs));
+  }
+}

@@ -1,0 +1,43 @@
+import type { DeviceStore } from "../store/connection-store";
+import { userKey } from "../session/ledger/limits";
+import { claimToken, registerDevice, removeDevices, tokenHash } from "./device-rules";
+
+export interface DeviceRegistryOptions {
+  readonly store: DeviceStore;
+  readonly clock: () => number;
+}
+
+/** What a registration or an unregistration left. */
+export interface DevicesAfter {
+  /** The user's registered devices now. */
+  readonly devices: number;
+  /** Whether the token asked about was removed (unregistration only). */
+  readonly removed?: boolean;
+}
+
+/** Registers and unregisters users' devices (their FCM tokens); the rules are device-rules.ts. */
+export class DeviceRegistry {
+  constructor(private readonly options: DeviceRegistryOptions) {}
+
+  /**
+   * Registers `token` for the user (again: it stays fresh another 60 days). A token belongs to one
+   * user: registered by another, it leaves that user's devices, so that a phone that changed hands
+   * never hears of its former user's messages. `previews` sets the user's own preview setting.
+   */
+  async register(userId: string, token: string, previews: boolean | undefined): Promise<DevicesAfter> {
+    const { store, clock } = this.options;
+    const now = clock();
+    const hash = tokenHash(token);
+    const key = userKey(userId);
+    const [formerOwner, change] = await Promise.all([store.updateTokenOwner(hash, claimToken(key, now)), store.updateDevices(key, registerDevice(hash, token, now, previews))]);
+    if (formerOwner !== undefined) await store.updateDevices(formerOwner, removeDevices([hash], now));
+    return { devices: change.count };
+  }
+
+  /** Removes `token` from the user's devices; harmless to repeat. */
+  async unregister(userId: string, token: string): Promise<DevicesAfter> {
+    const { store, clock } = this.options;
+    const change = await store.updateDevices(userKey(userId), removeDevices([tokenHash(token)], clock()));
+    return { devices: change.count, removed: change.removed.includes(tokenHash(token)) };
+  }
+}

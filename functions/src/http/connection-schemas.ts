@@ -1,0 +1,46 @@
+import { z } from "zod";
+import { stringField, userIdField } from "./request-schemas";
+
+/**
+ * The bodies and query strings of the connection and device routes. `user_id` names who acts when
+ * no ID token is sent (only where REQUIRE_AUTH is off); with a token it may be left out, and must
+ * be the token's user when given.
+ */
+
+const actor = { user_id: userIdField.optional() };
+
+/** A page size from the query string: digits only, within `max`; `fallback` when absent. */
+function pageSize(fallback: number, max: number) {
+  return z
+    .string()
+    .regex(/^[0-9]{1,4}$/, "must be a whole number")
+    .transform(Number)
+    .pipe(z.number().int().min(1, "must be at least 1").max(max, `must be at most ${max}`))
+    .default(fallback);
+}
+
+/** An FCM registration token: visible ASCII, as FCM issues them (stored by its hash, sent only to FCM). */
+const deviceToken = stringField().regex(/^[\x21-\x7e]{1,4096}$/, "must be 1 to 4096 visible ASCII characters");
+
+export function connectionBodies(maxMessageChars: number) {
+  return {
+    actor: z.object(actor),
+    request: z.object({ ...actor, other_user_id: userIdField }),
+    message: z.object({
+      ...actor,
+      message: stringField()
+        .refine((value) => value.trim().length > 0, "must not be empty")
+        .refine((value) => value.length <= maxMessageChars, `must be at most ${maxMessageChars} characters`),
+    }),
+    device: z.object({ ...actor, token: deviceToken, previews: z.boolean({ error: "must be true or false" }).optional() }),
+    deviceRemoval: z.object({ ...actor, token: deviceToken }),
+    listQuery: z.object({ ...actor, limit: pageSize(20, 100), cursor: z.string().max(512).optional() }),
+    messagesQuery: z.object({
+      ...actor,
+      limit: pageSize(50, 100),
+      before: z.string().regex(/^[0-9]{1,9}$/, "must be a message position").transform(Number).pipe(z.number().int().min(1, "must be at least 1")).optional(),
+    }),
+  };
+}
+
+export type ConnectionBodies = ReturnType<typeof connectionBodies>;

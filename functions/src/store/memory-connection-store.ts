@@ -1,0 +1,139 @@
+import type { ConnectionMessage, ConnectionMeta, ConnectionState, DeviceRecord, PairRecord, TokenOwner } from "./connection-records";
+import { assertAppendsOne, type ConnectionRef, type ConnectionRule, type ConnectionStore, type DeviceStore, type ListCursor, type ListedConnection, type MessageRule, type NewConnection, type RuledConnection, type StoredMessage } from "./connection-store";
+import { applyLedger, copy } from "./memory-store";
+import type { LedgerRule } from "./session-store";
+
+interface StoredConnection {
+  readonly meta: ConnectionMeta;
+  readonly userKeys: ConnectionRef["userKeys"];
+  state: ConnectionState;
+  readonly messages: ConnectionMessage[];
+}
+
+/**
+ * The embedded store's connections and devices (`npm start` without a database), and the
+ * reference adapter of their contract. Each method completes within one turn of the event loop,
+ * which makes it atomic; values are copied in and out. Lists are kept per user, so a page costs
+ * what it holds plus a sort of that user's entries: meant for one developer's users, not production.
+ */
+export class MemoryConnectionStore implements ConnectionStore, DeviceStore {
+  private readonly pairs = new Map<string, PairRecord>();
+  private readonly connections = new Map<string, StoredConnection>();
+  /** Per user key: connection id -> last activity. */
+  private readonly lists = new Map<string, Map<string, number>>();
+  private readonly devices = new Map<string, DeviceRecord>();
+  private readonly owners = new Map<string, TokenOwner>();
+
+  async updatePair<O>(pairKey: string, rule: LedgerRule<PairRecord, O>): Promise<O> {
+    return applyLedger(this.pairs, pairKey, rule);
+  }
+
+  async createConnection(connection: NewConnection): Promise<"created" | "exists"> {
+    if (this.connections.has(connection.id)) return "exists";
+    this.connections.set(connection.id, { meta: copy(connection.meta), userKeys: { ...connection.userKeys }, state: copy(connection.state), messages: [] });
+    this.list(connection.id);
+    return "created";
+  }
+
+  async readConnectionMeta(connectionId: string): Promise<ConnectionMeta | null> {
+    return copy(this.connections.get(connectionId)?.meta ?? null);
+  }
+
+  async readConnectionState(connectionId: string): Promise<ConnectionState | null> {
+    return copy(this.connections.get(connectionId)?.state ?? null);
+  }
+
+  async updateConnection<O>(connection: ConnectionRef, rule: ConnectionRule<O>): Promise<RuledConnection<O>> {
+    const stored = this.connections.get(connection.id);
+    if (!stored) return { found: false };
+    const { outcome, next } = rule(copy(stored.state));
+    if (next) {
+      stored.state = copy(next);
+      this.list(connection.id);
+    }
+    return { found: true, outcome, state: copy(stored.state) };
+  }
+
+  async appendMessage<O>(connection: ConnectionRef, rule: MessageRule<O>): Promise<RuledConnection<O>> {
+    const stored = this.connections.get(connection.id);
+    if (!stored) return { found: false };
+    const { outcome, next, message } = rule(copy(stored.state));
+    if (next) {
+      stored.messages.push(copy(assertAppendsOne(stored.state, next, message)));
+      stored.state = copy(next);
+      this.list(connection.id);
+    }
+    return { found: true, outcome, state: copy(stored.state) };
+  }
+
+  async readConnectionMessages(connectionId: string, page: { readonly before?: number; readonly limit: number }): Promise<StoredMessage[]> {
+    const messages = this.connections.get(connectionId)?.messages ?? [];
+    const end = Math.min(messages.length, (page.before ?? messages.length + 1) - 1);
+    const start = Math.max(0, end - Math.max(0, page.limit));
+    return messages.slice(start, Math.max(start, end)).map((message, index) => ({ position: start + index + 1, message: copy(message) }));
+  }
+
+  async readConnectionMessage(connectionId: string, position: number): Promise<ConnectionMessage | null> {
+    const message = position >= 1 ? this.connections.get(connectionId)?.messages[position - 1] : undefined;
+    return copy(message ?? null);
+  }
+
+  async listConnections(userKey: string, page: { readonly limit: number; readonly after?: ListCursor }): Promise<ListedConnection[]> {
+    const { after } = page;
+    return [...(this.lists.get(userKey) ?? [])]
+      .map(([id, lastActivity]) => ({ id, lastActivity }))
+      .sort(newestFirst)
+      .filter((entry) => after === undefined || newestFirst(entry, after) > 0)
+      .slice(0, Math.max(0, page.limit));
+  }
+
+  prepareConnection(): void {
+    // Nothing to fetch: the state is in memory.
+  }
+
+  prepareDevices(): void {
+    // Nothing to fetch: the record is in memory.
+  }
+
+  async readDevices(userKey: string): Promise<DeviceRecord | null> {
+    return copy(this.devices.get(userKey) ?? null);
+  }
+
+  async updateDevices<O>(userKey: string, rule: LedgerRule<DeviceRecord, O>): Promise<O> {
+    return applyLedger(this.devices, userKey, rule);
+  }
+
+  async updateTokenOwner<O>(tokenHash: string, rule: LedgerRule<TokenOwner, O>): Promise<O> {
+    return applyLedger(this.owners, tokenHash, rule);
+  }
+
+  async findStaleDevices(cutoff: number, limit: number): Promise<string[]> {
+    return [...this.devices]
+      .filter((entry): entry is [string, DeviceRecord & { oldest_at: number }] => entry[1].oldest_at !== undefined && entry[1].oldest_at <= cutoff)
+      .sort(([, a], [, b]) => a.oldest_at - b.oldest_at)
+      .slice(0, Math.max(0, limit))
+      .map(([userKey]) => userKey);
+  }
+
+  async deleteStaleTokenOwners(cutoff: number, limit: number): Promise<number> {
+    const stale = [...this.owners].filter(([, owner]) => owner.updated_at <= cutoff).slice(0, Math.max(0, limit));
+    for (const [hash] of stale) this.owners.delete(hash);
+    return stale.length;
+  }
+
+  /** Puts the connection at its last activity in both users' lists. */
+  private list(connectionId: string): void {
+    const stored = this.connections.get(connectionId);
+    if (!stored) return;
+    for (const userKey of [stored.userKeys.a, stored.userKeys.b]) {
+      const list = this.lists.get(userKey) ?? new Map<string, number>();
+      list.set(connectionId, stored.state.last_activity);
+      this.lists.set(userKey, list);
+    }
+  }
+}
+
+/** Newest activity first; between equals, the greater id first (the database's order, read backwards). */
+function newestFirst(x: ListedConnection, y: ListedConnection): number {
+  return y.lastActivity - x.lastActivity || (x.id < y.id ? 1 : x.id > y.id ? -1 : 0);
+}

@@ -1,0 +1,280 @@
+import type { Database, DataSnapshot, Query } from "firebase-admin/database";
+import {
+  connectionMessageSchema,
+  connectionMetaSchema,
+  connectionStateSchema,
+  deviceRecordSchema,
+  pairRecordSchema,
+  tokenOwnerSchema,
+  type ConnectionMessage,
+  type ConnectionMeta,
+  type ConnectionState,
+  type DeviceRecord,
+  type PairRecord,
+  type TokenOwner,
+} from "../connection-records";
+import {
+  assertAppendsOne,
+  type ConnectionRef,
+  type ConnectionRule,
+  type ConnectionStore,
+  type DeviceStore,
+  type ListCursor,
+  type ListedConnection,
+  type MessageRule,
+  type NewConnection,
+  type RuledConnection,
+  type StoredMessage,
+} from "../connection-store";
+import { StoreUnavailableError } from "../errors";
+import { messageKey } from "../message-keys";
+import { parseStored } from "../parse-stored";
+import type { LedgerRule } from "../session-store";
+import { connectionNodeToWrite, parseConnectionPending, planConnectionCopy } from "./connection-journal";
+import { contiguousFrom } from "./history-reads";
+import { installFrameSafeJson } from "./frame-safe-json";
+import { JournalCopies } from "./journal-copies";
+import { ListenerHolds } from "./listener-holds";
+import {
+  connectionMessagePath,
+  connectionMessagesPath,
+  connectionMetaPath,
+  connectionOfStatePath,
+  connectionPendingPath,
+  connectionStatePath,
+  DEVICE_TOKENS,
+  listedConnectionPath,
+  pairPath,
+  tokenOwnerPath,
+  USER_DEVICES,
+  userConnectionsPath,
+  userDevicesPath,
+} from "./paths";
+import { readOnce, TransactionEngine } from "./transactions";
+
+/** Nodes an instance listens to at once for connections and devices, and how long one is kept unused (see ListenerHolds). */
+const HELD_NODES = 512;
+const HOLD_IDLE_MS = 5 * 60_000;
+/** Reads of a page of messages that showed a gap before the newest are given up on: see `readConnectionMessages`. */
+const PAGE_READ_ATTEMPTS = 3;
+
+/**
+ * The Realtime Database adapter of connections and devices (firebase-admin): the stored shape of
+ * paths.ts, the transaction engine, a connection's journal (connection-journal.ts), listener holds
+ * and frame-safe JSON, as RtdbStore composes them for sessions.
+ *
+ * A message costs one round trip on an instance that listens to its connection's state and to
+ * both users' devices: the transaction that stores it, with the devices' reads beside it answered
+ * from the listeners' copies.
+ */
+export class RtdbConnectionStore implements ConnectionStore, DeviceStore {
+  private readonly engine: TransactionEngine;
+  private readonly holds: ListenerHolds;
+  private readonly copies = new JournalCopies();
+
+  constructor(
+    private readonly db: Database,
+    timeoutMs: number,
+    options: { heldNodes?: number; holdIdleMs?: number } = {},
+  ) {
+    installFrameSafeJson();
+    this.engine = new TransactionEngine(db, timeoutMs);
+    this.holds = new ListenerHolds(db, options.heldNodes ?? HELD_NODES, options.holdIdleMs ?? HOLD_IDLE_MS, (path) => {
+      const connectionId = connectionOfStatePath(path);
+      if (connectionId !== undefined) this.copies.forget(connectionId);
+    });
+  }
+
+  /** Resolves once every copy sent so far is acknowledged (or failed): for a clean shutdown, and tests. */
+  async copiesSettled(): Promise<void> {
+    await this.copies.settled();
+  }
+
+  /** Stops listening to everything this store listens to (for a clean shutdown). */
+  close(): void {
+    this.holds.releaseAll();
+  }
+
+  // ConnectionStore
+
+  async updatePair<O>(pairKey: string, rule: LedgerRule<PairRecord, O>): Promise<O> {
+    return this.engine.transactRecord(pairPath(pairKey), pairRecordSchema, "update connection pair", rule);
+  }
+
+  async createConnection(connection: NewConnection): Promise<"created" | "exists"> {
+    const { id, meta, state, userKeys } = connection;
+    const statePath = connectionStatePath(id);
+    this.holds.hold(statePath);
+    // The meta is written first, on the same connection, so a state that exists always has its
+    // meta: both are sent at once, one round trip. The meta is the same whoever writes it.
+    const metaWritten = this.db.ref(connectionMetaPath(id)).set(meta);
+    const created = this.engine.createIfAbsent(statePath, JSON.parse(JSON.stringify(state)), "create connection");
+    const [, wrote] = await this.engine.call("create connection", Promise.all([metaWritten, created]));
+    if (wrote) {
+      const lists = { [listedConnectionPath(userKeys.a, id)]: state.last_activity, [listedConnectionPath(userKeys.b, id)]: state.last_activity };
+      await this.engine.call("list connection", this.db.ref().update(lists));
+    }
+    return wrote ? "created" : "exists";
+  }
+
+  async readConnectionMeta(connectionId: string): Promise<ConnectionMeta | null> {
+    const path = connectionMetaPath(connectionId);
+    const snapshot = await this.engine.read("read connection", this.db.ref(path));
+    return snapshot.exists() ? parseStored(connectionMetaSchema, snapshot.val(), path) : null;
+  }
+
+  async readConnectionState(connectionId: string): Promise<ConnectionState | null> {
+    const path = connectionStatePath(connectionId);
+    const snapshot = await this.engine.read("read connection state", this.db.ref(path));
+    return snapshot.exists() ? parseStored(connectionStateSchema, snapshot.val(), path) : null;
+  }
+
+  async updateConnection<O>(connection: ConnectionRef, rule: ConnectionRule<O>): Promise<RuledConnection<O>> {
+    const result = await this.transact(connection, "update connection", rule);
+    // Awaited: a change of status is seen in both users' lists once it is answered.
+    await this.copyJournal(connection, result, true);
+    return result.ruled;
+  }
+
+  async appendMessage<O>(connection: ConnectionRef, rule: MessageRule<O>): Promise<RuledConnection<O>> {
+    const result = await this.transact(connection, "append message", rule, true);
+    await this.copyJournal(connection, result, false);
+    return result.ruled;
+  }
+
+  async readConnectionMessages(connectionId: string, page: { readonly before?: number; readonly limit: number }): Promise<StoredMessage[]> {
+    const limit = Math.max(0, Math.floor(page.limit));
+    if (limit === 0 || (page.before !== undefined && page.before <= 1)) return [];
+    let keys: string[] = [];
+    let byKey = new Map<string, unknown>();
+    for (let attempt = 0; attempt < PAGE_READ_ATTEMPTS; attempt += 1) {
+      const upTo = page.before === undefined ? undefined : messageKey(page.before - 1);
+      byKey = await this.acrossJournal(connectionId, (messages) => (upTo === undefined ? messages.limitToLast(limit) : messages.endAt(upTo).limitToLast(limit)));
+      keys = [...byKey.keys()].filter((key) => upTo === undefined || key <= upTo).sort().slice(-limit);
+      // Instances copy independently, so a later message can reach `messages` before an earlier
+      // one committed after the journal was read: a gap, gone by the next read.
+      if (contiguousFrom(keys) === 0) break;
+    }
+    return keys.slice(contiguousFrom(keys)).map((key) => ({
+      position: Number(key.slice(1)),
+      message: parseStored(connectionMessageSchema, byKey.get(key), connectionMessagePath(connectionId, key)),
+    }));
+  }
+
+  async readConnectionMessage(connectionId: string, position: number): Promise<ConnectionMessage | null> {
+    if (!Number.isInteger(position) || position < 1) return null;
+    const key = messageKey(position);
+    const byKey = await this.acrossJournal(connectionId, (messages) => messages.startAt(key).endAt(key));
+    const message = byKey.get(key);
+    return message === undefined ? null : parseStored(connectionMessageSchema, message, connectionMessagePath(connectionId, key));
+  }
+
+  async listConnections(userKey: string, page: { readonly limit: number; readonly after?: ListCursor }): Promise<ListedConnection[]> {
+    const limit = Math.max(0, Math.floor(page.limit));
+    if (limit === 0) return [];
+    const { after } = page;
+    const ordered = this.db.ref(userConnectionsPath(userKey)).orderByValue();
+    // The cursor's own entry ends the query's range (a value and key bound includes it): one more is read, and dropped.
+    const query = after === undefined ? ordered.limitToLast(limit) : ordered.endAt(after.lastActivity, after.id).limitToLast(limit + 1);
+    const snapshot = await this.engine.read("list connections", query);
+    const entries: ListedConnection[] = [];
+    snapshot.forEach((child: DataSnapshot) => {
+      const value: unknown = child.val();
+      if (child.key !== null && typeof value === "number") entries.push({ id: child.key, lastActivity: value });
+    });
+    return entries
+      .reverse()
+      .filter((entry) => after === undefined || entry.lastActivity < after.lastActivity || (entry.lastActivity === after.lastActivity && entry.id < after.id))
+      .slice(0, limit);
+  }
+
+  prepareConnection(connectionId: string): void {
+    this.holds.hold(connectionStatePath(connectionId));
+  }
+
+  // DeviceStore
+
+  prepareDevices(userKey: string): void {
+    this.holds.hold(userDevicesPath(userKey));
+  }
+
+  async readDevices(userKey: string): Promise<DeviceRecord | null> {
+    const path = userDevicesPath(userKey);
+    // Held: a user who receives messages has their devices read with each, then from the listener's copy.
+    this.holds.hold(path);
+    const snapshot = await this.engine.read("read devices", this.db.ref(path));
+    return snapshot.exists() ? parseStored(deviceRecordSchema, snapshot.val(), path) : null;
+  }
+
+  async updateDevices<O>(userKey: string, rule: LedgerRule<DeviceRecord, O>): Promise<O> {
+    const path = userDevicesPath(userKey);
+    this.holds.hold(path);
+    return this.engine.transactRecord(path, deviceRecordSchema, "update devices", rule);
+  }
+
+  async updateTokenOwner<O>(tokenHash: string, rule: LedgerRule<TokenOwner, O>): Promise<O> {
+    return this.engine.transactRecord(tokenOwnerPath(tokenHash), tokenOwnerSchema, "update token owner", rule);
+  }
+
+  async findStaleDevices(cutoff: number, limit: number): Promise<string[]> {
+    return this.engine.keysOrderedBy(USER_DEVICES, "oldest_at", cutoff, limit, "find stale devices");
+  }
+
+  async deleteStaleTokenOwners(cutoff: number, limit: number): Promise<number> {
+    return this.engine.deleteOrderedBy(DEVICE_TOKENS, "updated_at", cutoff, limit, "stale token owners");
+  }
+
+  // The journal's I/O
+
+  /** A transaction on the connection's state writing what the journal decides, with the rule's message journaled. */
+  private async transact<O>(connection: ConnectionRef, operation: string, rule: MessageRule<O>, appending = false) {
+    this.prepareConnection(connection.id);
+    const { decided, value } = await this.engine.transactParsed(connectionStatePath(connection.id), operation, connectionStateSchema, rule, (raw, state, result) => {
+      const appended = appending && result.next !== undefined ? assertAppendsOne(state, result.next, result.message) : undefined;
+      return connectionNodeToWrite(raw, state, result.next, this.copies.known(connection.id), appended);
+    });
+    const ruled: RuledConnection<O> = decided ? { found: true, outcome: decided.result.outcome, state: decided.result.next ?? decided.state } : { found: false };
+    return { ruled, value, wrote: decided?.result.next !== undefined };
+  }
+
+  /**
+   * After a transaction: sends the copy the journal calls for. Awaited when `wait` (a change of
+   * status) or when the connection is closed (no message will follow to finish it: the copied
+   * entries are dropped from the state at once); otherwise sent and not awaited, since the message
+   * is committed in the journal, readers merge it, and whoever transacts next copies it again if
+   * this is lost.
+   */
+  private async copyJournal(connection: ConnectionRef, result: { value: unknown; wrote: boolean }, wait: boolean): Promise<void> {
+    const { id } = connection;
+    const { known, copy } = planConnectionCopy(connection, result, this.copies.known(id));
+    this.copies.keep(id, known);
+    if (copy === undefined) return;
+    // What is known of a connection no longer held is forgotten with its hold; a closed one's is used at once.
+    const sent = this.copies.sent(id, this.db.ref().update(copy.update), copy.entries, () => copy.closed || this.holds.isHeld(connectionStatePath(id)));
+    if (!wait && !copy.closed) {
+      this.copies.track(sent);
+      return;
+    }
+    await this.engine.call("copy messages", sent);
+    if (!copy.closed || copy.entries.size === 0) return;
+    const dropped = await this.transact(connection, "clear copied messages", () => ({ outcome: undefined }));
+    if (!dropped.ruled.found) throw new StoreUnavailableError("clear copied messages");
+  }
+
+  /**
+   * Messages read with `query` (ordered by key), merged with those still journaled in
+   * `state/pending`, which is read first: a message leaves `pending` only after its copy in
+   * `messages` landed, so it is seen on one side or the other, never on neither.
+   */
+  private async acrossJournal(connectionId: string, query: (messages: Query) => Query): Promise<Map<string, unknown>> {
+    const pendingRead = readOnce(this.db.ref(connectionPendingPath(connectionId)));
+    const storedRead = readOnce(query(this.db.ref(connectionMessagesPath(connectionId)).orderByKey()));
+    const [pending, stored] = await this.engine.call("read messages", Promise.all([pendingRead, storedRead]));
+    const byKey = new Map<string, unknown>();
+    stored.forEach((child: DataSnapshot) => {
+      if (child.key !== null) byKey.set(child.key, child.val());
+    });
+    for (const [key, message] of Object.entries(parseConnectionPending(connectionId, pending.val()))) byKey.set(key, message);
+    return byKey;
+  }
+}

@@ -1,0 +1,116 @@
+import { readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { BrowserContext, Page } from "playwright-core";
+import { PROJECT_ROOT } from "../../src/local/project-files";
+import { startEmulatorProject, type EmulatorProject } from "../support/emulator-project";
+import { describeWithChromium, launchChromiumContexts } from "../support/chromium";
+import { startHarness, type Harness } from "../support/http-harness";
+import { describeWithRtdb } from "../support/rtdb";
+
+/** Collects the page's Content-Security-Policy violations from before any of its scripts runs. */
+async function recordCspViolations(context: BrowserContext): Promise<void> {
+  await context.addInitScript(`
+    window.cspViolations = [];
+    document.addEventListener("securitypolicyviolation", (event) => window.cspViolations.push(event.effectiveDirective + " " + event.blockedURI));
+  `);
+}
+
+/** Opens the People panel: the page meets the 401, signs in anonymously, and lists its connections; returns the user's id. */
+async function openPeople(page: Page, baseUrl: string): Promise<string> {
+  await page.goto(`${baseUrl}/`);
+  await page.waitForSelector("body[data-ready=true]");
+  await page.click("#people summary");
+  await page.waitForSelector("#identity:has-text('signed in anonymously')", { state: "attached", timeout: 30_000 });
+  return (await page.textContent("#people-you")) ?? "";
+}
+
+/** The messages a page shows in its open conversation, in order: "key who: text". */
+async function shown(page: Page): Promise<string[]> {
+  const items = await page.$$("#people-log li");
+  const text = async (item: (typeof items)[number], selector: string) => (await (await item.$(selector))?.textContent()) ?? "";
+  return Promise.all(items.map(async (item) => `${(await item.getAttribute("data-id")) ?? ""} ${await text(item, ".who")}: ${await text(item, ".text")}`));
+}
+
+async function type(page: Page, text: string): Promise<void> {
+  await page.fill("#people-message", text);
+  await page.press("#people-message", "Enter");
+}
+
+/**
+ * Two people, each in a browser context of their own, on the chat page served by the local server
+ * with the database stand-in (rtdb-wire, its security rules loaded from database.rules.json) and
+ * ID tokens from the Auth emulator: one asks, the other accepts, and they exchange messages that
+ * each sees arrive live through the Realtime Database SDK (the page polls nothing then), under
+ * the rules that let the two of them, and only them, read the connection.
+ */
+describeWithChromium("two users chatting live on the chat page", () => {
+  describeWithRtdb("in Chromium, on the database stand-in with its rules, signed in on the Auth emulator", () => {
+    let emulator: EmulatorProject;
+    let harness: Harness;
+    let browser: Awaited<ReturnType<typeof launchChromiumContexts>>;
+    const previousHost = process.env.FIREBASE_AUTH_EMULATOR_HOST;
+
+    beforeAll(async () => {
+      emulator = await startEmulatorProject({ projectId: "demo-chatify", only: ["auth"], env: {}, secrets: {} });
+      // firebase-admin reads this when an app's Auth is first used: before the harness starts.
+      process.env.FIREBASE_AUTH_EMULATOR_HOST = emulator.authHost;
+      harness = await startHarness({ store: "rtdb", env: { REQUIRE_AUTH: "true" } });
+      // The project's rules, loaded into the harness's database: the pages read under them (the functions, as admin, are not held to them).
+      const rules = await fetch(`http://${process.env.FIREBASE_DATABASE_EMULATOR_HOST ?? ""}/.settings/rules.json?ns=${harness.namespace ?? ""}`, {
+        method: "PUT",
+        headers: { Authorization: "Bearer owner" },
+        body: readFileSync(join(PROJECT_ROOT, "database.rules.json"), "utf8"),
+      });
+      expect(rules.status).toBe(200);
+      browser = await launchChromiumContexts(2, { width: 390, height: 844 });
+      for (const context of browser.contexts) await recordCspViolations(context);
+    }, 120_000);
+    afterAll(async () => {
+      if (previousHost === undefined) delete process.env.FIREBASE_AUTH_EMULATOR_HOST;
+      else process.env.FIREBASE_AUTH_EMULATOR_HOST = previousHost;
+      await browser.close();
+      await harness.close();
+      await emulator.stop();
+    }, 30_000);
+
+    it("asks, accepts, and exchanges messages that arrive live on the other page, in one order", async () => {
+      const [ann, ben] = await Promise.all(browser.contexts.map((context) => context.newPage()));
+      const annId = await openPeople(ann!, harness.api.baseUrl);
+      const benId = await openPeople(ben!, harness.api.baseUrl);
+      expect(annId).not.toBe(benId);
+
+      await ann!.fill("#connect-user", benId);
+      await ann!.click("#connect-button");
+      await ann!.waitForSelector("#connections li[data-status=pending]");
+      await ben!.click("#connections-refresh");
+      await ben!.click("#connections li[data-status=pending] button.accept");
+      await ben!.waitForSelector("#connections li[data-status=accepted]");
+      await ben!.click("#connections li[data-status=accepted] button.open");
+      await ann!.click("#connections-refresh");
+      await ann!.click("#connections li[data-status=accepted] button.open");
+      // Both follow the conversation through the database, not the API.
+      await Promise.all([ann!.waitForSelector("#people[data-live=true]"), ben!.waitForSelector("#people[data-live=true]")]);
+
+      await type(ann!, "Hello Ben");
+      await ben!.waitForSelector("#people-log li[data-id=m000000001] .text:text-is('Hello Ben')");
+      await type(ben!, "Hi Ann!");
+      await ann!.waitForSelector("#people-log li[data-id=m000000002] .text:text-is('Hi Ann!')");
+      for (const text of ["one", "two", "three"]) await type(ann!, text);
+      await ben!.waitForSelector("#people-log li[data-id=m000000005]");
+
+      const seenByBen = await shown(ben!);
+      expect(seenByBen.slice(0, 2)).toEqual([`m000000001 ${annId}: Hello Ben`, "m000000002 You: Hi Ann!"]);
+      // Sent one after another without waiting: the keys are in the order the database committed them.
+      expect(seenByBen.slice(2).map((line) => line.slice(11)).sort()).toEqual([`${annId}: one`, `${annId}: three`, `${annId}: two`]);
+      await ann!.waitForSelector("#people-log li[data-id=m000000005]");
+      expect((await shown(ann!)).map((line) => line.replace(`${benId}:`, "them:").replace("You:", "me:"))).toEqual(seenByBen.map((line) => line.replace(`${annId}:`, "me:").replace("You:", "them:")));
+
+      const screenshot = join(tmpdir(), `chatify-people-${Date.now()}.png`);
+      await ben!.screenshot({ path: screenshot, fullPage: true });
+      console.log(`people panel screenshot: ${screenshot}`);
+      // The database's WebSocket, the SDK's scripts and the emulators ran under the page's policy.
+      for (const page of [ann!, ben!]) expect(await page.evaluate("window.cspViolations")).toEqual([]);
+    }, 90_000);
+  });
+});

@@ -1,0 +1,220 @@
+import { randomUUID } from "node:crypto";
+import { accept, end, requestOnPair } from "../../src/connections/connection-rules";
+import { claimToken, registerDevice, removeDevices, STALE_AFTER_MS } from "../../src/connections/device-rules";
+import type { ConnectionStore, DeviceStore } from "../../src/store/connection-store";
+import { CREATED_AT } from "../support/fixtures";
+import { newConnection, refOf, sendAs } from "../support/connection-fixtures";
+
+/**
+ * Several handles on one database: for the embedded store, the store itself; for the Realtime
+ * Database, separate firebase-admin apps, as separate function instances would be.
+ */
+export interface ConnectionStoreHarness {
+  instance(): ConnectionStore & DeviceStore;
+  /** A handle on a new, empty database, for queries that must not see other tests' data. */
+  empty(): ConnectionStore & DeviceStore;
+  /** Resolves once the instances' copies sent so far have landed. */
+  settled(): Promise<void>;
+  close(): Promise<void>;
+}
+
+const T = CREATED_AT;
+
+/** One contract of connections and devices, run against every adapter. */
+export function connectionStoreContract(makeHarness: () => Promise<ConnectionStoreHarness>): void {
+  let harness: ConnectionStoreHarness;
+  let store: ConnectionStore & DeviceStore;
+
+  beforeAll(async () => {
+    harness = await makeHarness();
+    store = harness.instance();
+  });
+  afterAll(async () => harness.close());
+
+  describe("connections", () => {
+    it("creates a connection once, reads back its fields and state, and lists it for both users", async () => {
+      const connection = newConnection("pending");
+      expect(await store.createConnection(connection)).toBe("created");
+      expect(await store.createConnection({ ...connection, state: { ...connection.state, message_count: 9 } })).toBe("exists");
+      expect(await store.readConnectionMeta(connection.id)).toEqual(connection.meta);
+      expect(await store.readConnectionState(connection.id)).toEqual(connection.state);
+      for (const userKey of [connection.userKeys.a, connection.userKeys.b]) {
+        expect(await store.listConnections(userKey, { limit: 10 })).toEqual([{ id: connection.id, lastActivity: T }]);
+      }
+    });
+
+    it("answers unknown ids with null and not found, and creates nothing", async () => {
+      const connection = newConnection();
+      expect(await store.readConnectionMeta(connection.id)).toBeNull();
+      expect(await store.readConnectionState(connection.id)).toBeNull();
+      expect(await store.updateConnection(refOf(connection), end("a", T))).toEqual({ found: false });
+      expect(await store.appendMessage(refOf(connection), sendAs(connection, "a", "hi", T))).toEqual({ found: false });
+      expect(await store.readConnectionMessages(connection.id, { limit: 10 })).toEqual([]);
+      expect(await store.readConnectionMessage(connection.id, 1)).toBeNull();
+      expect(await store.readConnectionState(connection.id)).toBeNull();
+    });
+
+    it("applies a change and moves the connection up both users' lists", async () => {
+      const older = newConnection("pending");
+      const newer = { ...newConnection("pending", { one: older.meta.user_a, two: `carol-${randomUUID().slice(0, 6)}` }) };
+      const fresh = harness.empty();
+      await fresh.createConnection(older);
+      await fresh.createConnection({ ...newer, state: { ...newer.state, last_activity: T + 5 } });
+      expect((await fresh.listConnections(older.userKeys.a, { limit: 10 })).map((entry) => entry.id)).toEqual([newer.id, older.id]);
+
+      const accepted = await fresh.updateConnection(refOf(older), accept("b", "a", T + 10));
+      expect(accepted).toMatchObject({ found: true, outcome: { kind: "changed" }, state: { status: "accepted", accepted_at: T + 10, last_activity: T + 10 } });
+      expect(await fresh.readConnectionState(older.id)).toMatchObject({ status: "accepted", last_activity: T + 10 });
+      expect(await fresh.listConnections(older.userKeys.a, { limit: 10 })).toEqual([
+        { id: older.id, lastActivity: T + 10 },
+        { id: newer.id, lastActivity: T + 5 },
+      ]);
+      expect(await fresh.listConnections(older.userKeys.b, { limit: 10 })).toEqual([{ id: older.id, lastActivity: T + 10 }]);
+    });
+
+    it("pages a user's list newest first, after a cursor, ties broken by id, a page never more than asked", async () => {
+      const fresh = harness.empty();
+      const user = `dave-${randomUUID().slice(0, 6)}`;
+      const made = Array.from({ length: 7 }, (_, index) => newConnection("pending", { one: user, two: `peer-${index}-${randomUUID().slice(0, 4)}` }));
+      // Two share a last activity: their order must still be total.
+      const times = [T + 1, T + 2, T + 3, T + 3, T + 4, T + 5, T + 6];
+      await Promise.all(made.map((connection, index) => fresh.createConnection({ ...connection, state: { ...connection.state, last_activity: times[index]! } })));
+      const userKey = made[0]!.meta.user_a === user ? made[0]!.userKeys.a : made[0]!.userKeys.b;
+      const all = await fresh.listConnections(userKey, { limit: 100 });
+      expect(all.map((entry) => entry.lastActivity)).toEqual([...times].sort((x, y) => y - x));
+      const seen: string[] = [];
+      let after: { lastActivity: number; id: string } | undefined;
+      for (;;) {
+        const page = await fresh.listConnections(userKey, { limit: 3, ...(after ? { after } : {}) });
+        expect(page.length).toBeLessThanOrEqual(3);
+        if (page.length === 0) break;
+        seen.push(...page.map((entry) => entry.id));
+        const last = page.at(-1)!;
+        after = { lastActivity: last.lastActivity, id: last.id };
+      }
+      expect(seen).toEqual(all.map((entry) => entry.id));
+      expect(new Set(seen).size).toBe(7);
+    });
+
+    it("keeps one current connection per pair however many requests race, from instances of their own", async () => {
+      const users = { a: `erin-${randomUUID().slice(0, 6)}`, b: `frank-${randomUUID().slice(0, 6)}` };
+      const pair = `pair-${randomUUID()}`;
+      const outcomes = await Promise.all(
+        Array.from({ length: 12 }, (_, index) =>
+          harness.instance().updatePair(pair, requestOnPair(users, index % 2 === 0 ? "a" : "b", { id: `candidate-${index}`, createdAt: T + index }, new Set())),
+        ),
+      );
+      const created = outcomes.filter((outcome) => outcome.kind === "current" && outcome.created);
+      expect(created).toHaveLength(1);
+      const ids = new Set(outcomes.map((outcome) => (outcome.kind === "current" ? outcome.current.id : "")));
+      expect(ids.size).toBe(1);
+    });
+  });
+
+  describe("messages", () => {
+    it("stores messages under consecutive keys decided by the commit, counts them exactly, and reads pages back", async () => {
+      const connection = newConnection();
+      await store.createConnection(connection);
+      for (let i = 1; i <= 5; i += 1) {
+        const result = await store.appendMessage(refOf(connection), sendAs(connection, i % 2 === 0 ? "b" : "a", `text ${i}`, T + i));
+        expect(result).toMatchObject({ found: true, outcome: { kind: "stored", position: i }, state: { message_count: i, last_activity: T + i } });
+      }
+      await harness.settled();
+      const all = await store.readConnectionMessages(connection.id, { limit: 10 });
+      expect(all.map((stored) => [stored.position, stored.message.content, stored.message.sender_id === connection.meta.user_a ? "a" : "b"])).toEqual([
+        [1, "text 1", "a"],
+        [2, "text 2", "b"],
+        [3, "text 3", "a"],
+        [4, "text 4", "b"],
+        [5, "text 5", "a"],
+      ]);
+      expect((await store.readConnectionMessages(connection.id, { limit: 2 })).map((stored) => stored.position)).toEqual([4, 5]);
+      expect((await store.readConnectionMessages(connection.id, { limit: 2, before: 4 })).map((stored) => stored.position)).toEqual([2, 3]);
+      expect((await store.readConnectionMessages(connection.id, { limit: 2, before: 2 })).map((stored) => stored.position)).toEqual([1]);
+      expect(await store.readConnectionMessages(connection.id, { limit: 2, before: 1 })).toEqual([]);
+      expect(await store.readConnectionMessage(connection.id, 3)).toEqual({ sender_id: connection.meta.user_a, content: "text 3", timestamp: T + 3 });
+      expect(await store.readConnectionMessage(connection.id, 6)).toBeNull();
+      expect((await store.listConnections(connection.userKeys.b, { limit: 5 })).find((entry) => entry.id === connection.id)?.lastActivity).toBe(T + 5);
+    });
+
+    it("keeps timestamps in key order whatever the writers' clocks", async () => {
+      const connection = newConnection();
+      await store.createConnection(connection);
+      await store.appendMessage(refOf(connection), sendAs(connection, "a", "late clock", T + 100));
+      const second = await store.appendMessage(refOf(connection), sendAs(connection, "b", "early clock", T + 50));
+      expect(second).toMatchObject({ outcome: { kind: "stored", position: 2, message: { timestamp: T + 100 } } });
+    });
+
+    it("stores nothing when the rule refuses, and answers a repeat of a key with its message's place", async () => {
+      const connection = newConnection("pending");
+      await store.createConnection(connection);
+      expect(await store.appendMessage(refOf(connection), sendAs(connection, "a", "too soon", T))).toMatchObject({ outcome: { kind: "pending" }, state: { message_count: 0 } });
+      await store.updateConnection(refOf(connection), accept("b", "a", T + 1));
+      expect(await store.appendMessage(refOf(connection), sendAs(connection, "a", "keyed", T + 2, "key-1"))).toMatchObject({ outcome: { kind: "stored", position: 1 } });
+      expect(await store.appendMessage(refOf(connection), sendAs(connection, "a", "keyed", T + 3, "key-1"))).toMatchObject({ outcome: { kind: "duplicate", position: 1 }, state: { message_count: 1 } });
+      await store.updateConnection(refOf(connection), end("b", T + 4));
+      expect(await store.appendMessage(refOf(connection), sendAs(connection, "a", "after the end", T + 5))).toMatchObject({ outcome: { kind: "closed", status: "ended" } });
+      await harness.settled();
+      expect((await store.readConnectionMessages(connection.id, { limit: 10 })).map((stored) => stored.message.content)).toEqual(["keyed"]);
+    });
+
+    it("refuses a rule that appends without counting exactly one more, or without its message", async () => {
+      const connection = newConnection();
+      await store.createConnection(connection);
+      await expect(store.appendMessage(refOf(connection), (state) => ({ outcome: 0, next: { ...state, message_count: state.message_count + 2 }, message: { sender_id: "x", content: "x", timestamp: T } }))).rejects.toThrow(/one more message/);
+      await expect(store.appendMessage(refOf(connection), (state) => ({ outcome: 0, next: { ...state, message_count: state.message_count + 1 } }))).rejects.toThrow(/the message it stores/);
+      expect(await store.readConnectionState(connection.id)).toMatchObject({ message_count: 0 });
+    });
+
+    it("loses no message and stores none twice when both participants send at once from several instances", async () => {
+      const connection = newConnection();
+      await store.createConnection(connection);
+      const writers = [harness.instance(), harness.instance(), harness.instance()];
+      const results = await Promise.all(
+        Array.from({ length: 30 }, (_, index) => writers[index % 3]!.appendMessage(refOf(connection), sendAs(connection, index % 2 === 0 ? "a" : "b", `m${index}`, T + index))),
+      );
+      const positions = results.map((result) => (result.found && result.outcome.kind === "stored" ? result.outcome.position : 0)).sort((x, y) => x - y);
+      expect(positions).toEqual(Array.from({ length: 30 }, (_, index) => index + 1));
+      await harness.settled();
+      const readers = [harness.instance(), harness.instance()];
+      const seen = await Promise.all(readers.map((reader) => reader.readConnectionMessages(connection.id, { limit: 100 })));
+      expect(seen[0]!.map((stored) => stored.message.content)).toEqual(seen[1]!.map((stored) => stored.message.content));
+      expect(new Set(seen[0]!.map((stored) => stored.message.content)).size).toBe(30);
+      expect(await store.readConnectionState(connection.id)).toMatchObject({ message_count: 30 });
+    });
+  });
+
+  describe("devices", () => {
+    it("keeps at most 20 tokens, the oldest dropped, and records the oldest's time", async () => {
+      const user = `user-${randomUUID()}`;
+      for (let i = 0; i < 22; i += 1) await store.updateDevices(user, registerDevice(`h${String(i).padStart(2, "0")}`, `token-${i}`, T + i, undefined));
+      const record = await store.readDevices(user);
+      expect(Object.keys(record?.tokens ?? {}).sort()).toEqual(Array.from({ length: 20 }, (_, index) => `h${String(index + 2).padStart(2, "0")}`));
+      expect(record?.oldest_at).toBe(T + 2);
+      const change = await store.updateDevices(user, removeDevices(["h05", "h06"], T + 30));
+      expect(change).toEqual({ count: 18, removed: ["h05", "h06"] });
+    });
+
+    it("finds users holding a stale token, and forgets a record's last token entirely", async () => {
+      const fresh = harness.empty();
+      const stale = `stale-${randomUUID()}`;
+      const live = `live-${randomUUID()}`;
+      await fresh.updateDevices(stale, registerDevice("old", "token-old", T, undefined));
+      await fresh.updateDevices(live, registerDevice("new", "token-new", T + STALE_AFTER_MS, undefined));
+      expect(await fresh.findStaleDevices(T + 1, 10)).toEqual([stale]);
+      await fresh.updateDevices(stale, removeDevices([], T + STALE_AFTER_MS + 1));
+      expect((await fresh.readDevices(stale))?.tokens).toBeUndefined();
+      expect(await fresh.findStaleDevices(T + STALE_AFTER_MS, 10)).toEqual([live]);
+    });
+
+    it("gives a token to the last user who registers it, naming the one before", async () => {
+      const fresh = harness.empty();
+      expect(await fresh.updateTokenOwner("hash-1", claimToken("user-1", T))).toBeUndefined();
+      expect(await fresh.updateTokenOwner("hash-1", claimToken("user-1", T + 1))).toBeUndefined();
+      expect(await fresh.updateTokenOwner("hash-1", claimToken("user-2", T + 2))).toBe("user-1");
+      expect(await fresh.deleteStaleTokenOwners(T + 1, 10)).toBe(0);
+      expect(await fresh.deleteStaleTokenOwners(T + 2, 10)).toBe(1);
+      expect(await fresh.updateTokenOwner("hash-1", claimToken("user-3", T + 3))).toBeUndefined();
+    });
+  });
+}

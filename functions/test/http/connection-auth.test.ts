@@ -1,0 +1,78 @@
+import { startEmulatorProject, type EmulatorProject } from "../support/emulator-project";
+import { bearer, signUp, type TestUser } from "../support/auth-emulator";
+import { HOSTING_ROUTES as ROUTES_OF_CONNECTIONS } from "../support/connection-api";
+import { ROUTES, startHarness, type Answer, type Harness } from "../support/http-harness";
+
+const PROJECT_ID = "demo-chatify";
+
+/** Connections with real ID tokens from the Auth emulator, verified by firebase-admin as deployed (REQUIRE_AUTH=true). */
+describe("connections with Firebase Auth", () => {
+  let emulator: EmulatorProject;
+  let harness: Harness;
+  let ann: TestUser;
+  let ben: TestUser;
+  let eve: TestUser;
+  const previousHost = process.env.FIREBASE_AUTH_EMULATOR_HOST;
+
+  beforeAll(async () => {
+    emulator = await startEmulatorProject({ projectId: PROJECT_ID, only: ["auth"], env: {}, secrets: {} });
+    process.env.FIREBASE_AUTH_EMULATOR_HOST = emulator.authHost;
+    [ann, ben, eve] = await Promise.all([signUp(emulator.authHost, PROJECT_ID), signUp(emulator.authHost, PROJECT_ID, true), signUp(emulator.authHost, PROJECT_ID)]);
+    harness = await startHarness({ store: "memory", env: { REQUIRE_AUTH: "true" } });
+  }, 120_000);
+  afterAll(async () => {
+    if (previousHost === undefined) delete process.env.FIREBASE_AUTH_EMULATOR_HOST;
+    else process.env.FIREBASE_AUTH_EMULATOR_HOST = previousHost;
+    await harness.close();
+    await emulator.stop();
+  }, 30_000);
+
+  const as = (user: TestUser) => ({
+    call: (method: string, path: string, body?: unknown): Promise<Answer> => harness.api.call(method, path, body, bearer(user.idToken)),
+  });
+
+  it("refuses every route without a token, with 401", async () => {
+    const id = "6f1c1f0e-8a53-4a5e-9c8e-2f4f7f3b9a10";
+    for (const [method, path, body] of [
+      ["GET", ROUTES_OF_CONNECTIONS.connections, undefined],
+      ["POST", ROUTES_OF_CONNECTIONS.connections, { user_id: ann.uid, other_user_id: ben.uid }],
+      ["GET", ROUTES_OF_CONNECTIONS.connection(id), undefined],
+      ["POST", ROUTES_OF_CONNECTIONS.accept(id), {}],
+      ["POST", ROUTES_OF_CONNECTIONS.messages(id), { message: "hi" }],
+      ["POST", ROUTES_OF_CONNECTIONS.devices, { token: "t" }],
+    ] as const) {
+      const answer = await harness.api.call(method, path, body);
+      expect([answer.status, answer.body.error?.code]).toEqual([401, "UNAUTHENTICATED"]);
+    }
+  });
+
+  it("acts for the token's user; a user_id naming anyone else is refused with 403", async () => {
+    const asked = await as(ann).call("POST", ROUTES_OF_CONNECTIONS.connections, { other_user_id: ben.uid });
+    expect(asked.status).toBe(201);
+    const id = (asked.body.connection as { connection_id: string }).connection_id;
+    expect((await as(ann).call("POST", ROUTES_OF_CONNECTIONS.accept(id), { user_id: ben.uid })).status).toBe(403);
+    expect((await as(ben).call("POST", ROUTES_OF_CONNECTIONS.accept(id), { user_id: ben.uid })).status).toBe(200);
+    const sent = await as(ben).call("POST", ROUTES_OF_CONNECTIONS.messages(id), { message: "from an anonymous user" });
+    expect(sent.body.message).toMatchObject({ sender_id: ben.uid });
+    expect((await as(eve).call("POST", ROUTES_OF_CONNECTIONS.connections, { user_id: ann.uid, other_user_id: ben.uid })).status).toBe(403);
+  });
+
+  it("answers a signed-in stranger exactly as another user's session is answered", async () => {
+    const asked = await as(ann).call("POST", ROUTES_OF_CONNECTIONS.connections, { other_user_id: ben.uid });
+    const id = (asked.body.connection as { connection_id: string }).connection_id;
+    const session = await as(ann).call("POST", ROUTES.create, { template_id: "friendly-assistant" });
+    const othersSession = await as(eve).call("POST", ROUTES.message(String(session.body.session_id)), { message: "let me in" });
+    expect(othersSession.status).toBe(403);
+    for (const answer of [
+      await as(eve).call("GET", ROUTES_OF_CONNECTIONS.connection(id)),
+      await as(eve).call("GET", ROUTES_OF_CONNECTIONS.messages(id)),
+      await as(eve).call("POST", ROUTES_OF_CONNECTIONS.messages(id), { message: "let me in" }),
+      await as(eve).call("POST", ROUTES_OF_CONNECTIONS.accept(id), {}),
+      await as(eve).call("DELETE", ROUTES_OF_CONNECTIONS.connection(id)),
+      await as(eve).call("POST", ROUTES_OF_CONNECTIONS.block(id), {}),
+    ]) {
+      expect(answer.status).toBe(othersSession.status);
+      expect(answer.body).toEqual(othersSession.body);
+    }
+  });
+});

@@ -1,0 +1,297 @@
+import { randomUUID } from "node:crypto";
+import { silentLog } from "../../src/log/log";
+import { createOfflineSender, type OfflineSender } from "../../src/notify/offline-sender";
+import { ApiUser, connectionOf, ROUTE_FORMS } from "../support/connection-api";
+import { describeEachStore, startHarness, type Harness } from "../support/http-harness";
+
+const FORBIDDEN = { success: false, error: { code: "FORBIDDEN", message: "Not allowed for the signed-in user" } };
+
+describeEachStore("connections between users over HTTP", (kind) => {
+  let harness: Harness;
+  let pushes: OfflineSender;
+
+  beforeAll(async () => {
+    pushes = createOfflineSender(silentLog);
+    harness = await startHarness({ store: kind, pushSender: pushes });
+  });
+  afterAll(async () => harness.close());
+
+  describe.each(ROUTE_FORMS)("through the $form", (routes) => {
+    let alice: ApiUser;
+    let bob: ApiUser;
+    let mallory: ApiUser;
+    beforeEach(() => {
+      const tag = randomUUID().slice(0, 8);
+      alice = new ApiUser(`alice-${tag}`, harness.api, routes);
+      bob = new ApiUser(`bob-${tag}`, harness.api, routes);
+      mallory = new ApiUser(`mallory-${tag}`, harness.api, routes);
+    });
+
+    it("asks, answers a repeat from either side with the same connection, the other side's request accepting it", async () => {
+      const asked = await alice.ask(bob.id);
+      expect(asked.status).toBe(201);
+      expect(asked.body).toMatchObject({ success: true, created: true });
+      const id = String(connectionOf(asked).connection_id);
+      expect(connectionOf(asked)).toEqual({
+        connection_id: id,
+        status: "pending",
+        other_user_id: bob.id,
+        requested_by_you: true,
+        message_count: 0,
+        created_at: expect.any(String),
+        last_activity: expect.any(String),
+        accepted_at: null,
+        closed_at: null,
+        blocked_by_you: false,
+        blocked_by_them: false,
+      });
+
+      const again = await alice.ask(bob.id);
+      expect(again.status).toBe(200);
+      expect(again.body).toMatchObject({ created: false, connection: { connection_id: id, status: "pending" } });
+      // Bob sees the request, incoming; asking Alice back accepts it.
+      expect(connectionOf(await bob.get(id))).toMatchObject({ other_user_id: alice.id, requested_by_you: false, status: "pending" });
+      const back = await bob.ask(alice.id);
+      expect(back.status).toBe(200);
+      expect(back.body).toMatchObject({ created: false, connection: { connection_id: id, status: "accepted", accepted_at: expect.any(String) } });
+    });
+
+    it("notifies the asked user of a request once, and the recipient of each message, never the sender", async () => {
+      await alice.register(`token-alice-${randomUUID()}`);
+      const bobsToken = `token-bob-${randomUUID()}`;
+      await bob.register(bobsToken);
+      const before = pushes.recorded().length;
+      const id = String(connectionOf(await alice.ask(bob.id)).connection_id);
+      await alice.ask(bob.id);
+      await bob.accept(id);
+      await alice.send(id, "Hello Bob, this is a message long enough to be cut in its preview somewhere past one hundred characters, surely.");
+      const sent = pushes.recorded().slice(before).filter((push) => push.notification.connectionId === id);
+      expect(sent.map((push) => [push.notification.kind, push.tokens])).toEqual([
+        ["request", [bobsToken]],
+        ["message", [bobsToken]],
+      ]);
+      expect(sent[0]?.notification.preview).toBeUndefined();
+      expect(sent[1]?.notification.preview).toMatch(/^Hello Bob, this is a message long enough.*…$/);
+      expect(sent[1]?.notification.preview?.length).toBeLessThanOrEqual(100);
+    });
+
+    it("refuses messages until the asked user accepts, then stores both sides' under consecutive keys, read back a page at a time", async () => {
+      const id = String(connectionOf(await alice.ask(bob.id)).connection_id);
+      const early = await alice.send(id, "hello?");
+      expect(early.status).toBe(409);
+      expect(early.body.error?.code).toBe("CONNECTION_PENDING");
+      expect((await alice.accept(id)).status).toBe(403);
+      expect((await bob.accept(id)).status).toBe(200);
+      expect(connectionOf(await bob.accept(id))).toMatchObject({ status: "accepted" });
+
+      const first = await alice.send(id, "Hi Bob");
+      expect(first.status).toBe(201);
+      expect(first.body).toEqual({
+        success: true,
+        connection_id: id,
+        message: { id: "m000000001", position: 1, sender_id: alice.id, content: "Hi Bob", timestamp: expect.any(Number) },
+        message_count: 1,
+      });
+      for (const [who, text] of [[bob, "Hi Alice"], [alice, "How are you?"], [bob, "Fine"], [alice, "Good"]] as const) expect((await who.send(id, text)).status).toBe(201);
+
+      const page = await bob.read(id, "&limit=2");
+      expect(page.status).toBe(200);
+      expect(page.body).toMatchObject({ connection_id: id, next_before: 4 });
+      expect((page.body.messages as { id: string; content: string }[]).map((message) => [message.id, message.content])).toEqual([
+        ["m000000004", "Fine"],
+        ["m000000005", "Good"],
+      ]);
+      const older = await alice.read(id, "&limit=2&before=4");
+      expect((older.body.messages as { content: string }[]).map((message) => message.content)).toEqual(["Hi Alice", "How are you?"]);
+      const oldest = await alice.read(id, "&limit=2&before=2");
+      expect(oldest.body).toMatchObject({ next_before: null, messages: [{ content: "Hi Bob", sender_id: alice.id }] });
+      // Timestamps follow the keys.
+      const all = (await alice.read(id)).body.messages as { timestamp: number }[];
+      expect(all.map((message) => message.timestamp)).toEqual([...all.map((message) => message.timestamp)].sort((x, y) => x - y));
+      expect(connectionOf(await alice.get(id))).toMatchObject({ message_count: 5 });
+    });
+
+    it("lets only the asked user decline; declined is final, and asking again makes a new connection", async () => {
+      const id = String(connectionOf(await alice.ask(bob.id)).connection_id);
+      expect((await alice.decline(id)).body).toEqual(FORBIDDEN);
+      const declined = await bob.decline(id);
+      expect(connectionOf(declined)).toMatchObject({ status: "declined", closed_at: expect.any(String) });
+      for (const answer of [await bob.decline(id), await bob.accept(id), await alice.send(id, "please")]) {
+        expect(answer.status).toBe(410);
+        expect(answer.body.error?.code).toBe("CONNECTION_DECLINED");
+      }
+      const anew = await alice.ask(bob.id);
+      expect(anew.status).toBe(201);
+      expect(connectionOf(anew).connection_id).not.toBe(id);
+    });
+
+    it("ends: 410 to messages and a second end, history kept, and a request after it makes a new connection", async () => {
+      const id = await alice.connectWith(bob);
+      await alice.send(id, "before the end");
+      const accepted = await bob.decline(id);
+      expect(accepted.status).toBe(409);
+      expect(accepted.body.error?.code).toBe("CONNECTION_NOT_PENDING");
+      const ended = await bob.end(id);
+      expect(ended.status).toBe(200);
+      expect(connectionOf(ended)).toMatchObject({ status: "ended", message_count: 1 });
+      for (const answer of [await alice.send(id, "after the end"), await alice.end(id), await bob.end(id)]) {
+        expect(answer.status).toBe(410);
+        expect(answer.body.error?.code).toBe("CONNECTION_ENDED");
+      }
+      expect((await alice.read(id)).body.messages).toEqual([expect.objectContaining({ content: "before the end" })]);
+      const anew = await bob.ask(alice.id);
+      expect(anew.status).toBe(201);
+      expect(connectionOf(anew)).toMatchObject({ status: "pending", message_count: 0 });
+      expect(connectionOf(anew).connection_id).not.toBe(id);
+    });
+
+    it("answers a stranger as another user's session is answered (403 FORBIDDEN), whatever the connection's state, and changes nothing", async () => {
+      const open = await alice.connectWith(bob);
+      await alice.send(open, "private");
+      const pending = String(connectionOf(await alice.ask(`carol-${randomUUID()}`)).connection_id);
+      const ended = await bob.connectWith(new ApiUser(`dan-${randomUUID()}`, harness.api, routes));
+      await bob.end(ended);
+      const answers = [];
+      for (const id of [open, pending, ended]) {
+        answers.push(await mallory.get(id), await mallory.read(id), await mallory.send(id, "let me in"), await mallory.accept(id), await mallory.decline(id), await mallory.end(id), await mallory.block(id), await mallory.unblock(id));
+      }
+      for (const answer of answers) {
+        expect(answer.status).toBe(403);
+        expect(answer.body).toEqual(FORBIDDEN);
+      }
+      expect(connectionOf(await alice.get(open))).toMatchObject({ status: "accepted", message_count: 1, blocked_by_you: false, blocked_by_them: false });
+      expect((await mallory.list()).body.connections).toEqual([]);
+    });
+
+    it("blocks: no messages either way, no requests, no notification; unblocking restores the connection with its history", async () => {
+      const id = await alice.connectWith(bob);
+      await alice.send(id, "one");
+      const blocked = await bob.block(id);
+      expect(connectionOf(blocked)).toMatchObject({ blocked_by_you: true, blocked_by_them: false, status: "accepted" });
+      expect(connectionOf(await alice.get(id))).toMatchObject({ blocked_by_you: false, blocked_by_them: true });
+      const before = pushes.recorded().length;
+      for (const answer of [await alice.send(id, "two"), await bob.send(id, "three"), await alice.ask(bob.id)]) {
+        expect(answer.status).toBe(403);
+        expect(answer.body.error?.code).toBe("CONNECTION_BLOCKED");
+      }
+      expect(pushes.recorded().length).toBe(before);
+      // A block survives the connection's end: a new request is refused too.
+      await alice.end(id);
+      expect((await alice.ask(bob.id)).body.error?.code).toBe("CONNECTION_BLOCKED");
+      expect((await bob.ask(alice.id)).body.error?.code).toBe("CONNECTION_BLOCKED");
+      expect(connectionOf(await bob.unblock(id))).toMatchObject({ blocked_by_you: false, status: "ended" });
+      const anew = await alice.ask(bob.id);
+      expect(anew.status).toBe(201);
+      const again = String(connectionOf(anew).connection_id);
+      await bob.accept(again);
+      expect((await alice.send(again, "hello again")).status).toBe(201);
+      expect(((await alice.read(id)).body.messages as unknown[]).length).toBe(1);
+    });
+
+    it("stores a keyed message once however often it is retried, answering each retry with it", async () => {
+      const id = await alice.connectWith(bob);
+      const key = { "Idempotency-Key": randomUUID() };
+      const first = await alice.send(id, "exactly once", key);
+      const retries = await Promise.all([alice.send(id, "exactly once", key), alice.send(id, "exactly once", key)]);
+      for (const retry of retries) {
+        expect(retry.status).toBe(201);
+        expect(retry.headers.get("idempotent-replayed")).toBe("true");
+        expect(retry.body).toEqual(first.body);
+      }
+      expect(first.headers.get("idempotent-replayed")).toBeNull();
+      // The same key from the other participant is theirs, not a retry of Alice's.
+      expect((await bob.send(id, "exactly once", key)).headers.get("idempotent-replayed")).toBeNull();
+      const reused = await alice.send(id, "another text", key);
+      expect(reused.status).toBe(422);
+      expect(reused.body.error?.code).toBe("IDEMPOTENCY_KEY_REUSED");
+      expect(connectionOf(await alice.get(id))).toMatchObject({ message_count: 2 });
+    });
+
+    it("lists the caller's connections newest activity first, a page at a time with an opaque cursor", async () => {
+      const peers = Array.from({ length: 5 }, (_, index) => new ApiUser(`peer-${index}-${randomUUID().slice(0, 6)}`, harness.api, routes));
+      const ids: string[] = [];
+      for (const peer of peers) ids.push(String(connectionOf(await alice.ask(peer.id)).connection_id));
+      await peers[1]!.accept(ids[1]!);
+      const first = await alice.list("&limit=2");
+      expect(first.status).toBe(200);
+      const firstIds = (first.body.connections as { connection_id: string }[]).map((connection) => connection.connection_id);
+      expect(firstIds).toEqual([ids[1], ids[4]]);
+      expect(typeof first.body.next_cursor).toBe("string");
+      const second = await alice.list(`&limit=2&cursor=${String(first.body.next_cursor)}`);
+      const third = await alice.list(`&limit=2&cursor=${String(second.body.next_cursor)}`);
+      expect((second.body.connections as { connection_id: string }[]).map((connection) => connection.connection_id)).toEqual([ids[3], ids[2]]);
+      expect(third.body).toMatchObject({ connections: [{ connection_id: ids[0], requested_by_you: true }], next_cursor: null });
+      expect((await peers[0]!.list()).body.connections).toEqual([expect.objectContaining({ connection_id: ids[0], other_user_id: alice.id, requested_by_you: false })]);
+    });
+
+    it("registers devices, at most 20 a user, and unregisters them", async () => {
+      for (let i = 0; i < 22; i += 1) expect((await alice.register(`device-${i}`)).body).toEqual({ success: true, devices: Math.min(20, i + 1) });
+      expect((await alice.register("device-21")).body).toEqual({ success: true, devices: 20 });
+      expect((await alice.unregister("device-21")).body).toEqual({ success: true, removed: true, devices: 19 });
+      expect((await alice.unregister("device-21")).body).toEqual({ success: true, removed: false, devices: 19 });
+    });
+
+    it("refuses bad input with a clear JSON error, never a 5xx", async () => {
+      const id = await alice.connectWith(bob);
+      const cases: [Promise<import("../support/http-harness").Answer>, number, string][] = [
+        [alice.ask(alice.id), 400, "INVALID_REQUEST"],
+        [harness.api.call("POST", routes.connections, { other_user_id: bob.id }), 400, "INVALID_REQUEST"],
+        [harness.api.call("POST", routes.connections, { user_id: alice.id, other_user_id: "\u0007bell" }), 400, "INVALID_REQUEST"],
+        [harness.api.call("POST", routes.connections, "{not json", { "content-type": "application/json" }), 400, "INVALID_JSON"],
+        [alice.send(id, "   "), 400, "INVALID_REQUEST"],
+        [alice.send(id, "x".repeat(4001)), 400, "INVALID_REQUEST"],
+        [harness.api.call("POST", routes.messages(id), `{"user_id":"${alice.id}","message":"\\ud800"}`, { "content-type": "application/json" }), 400, "INVALID_REQUEST"],
+        [alice.send(id, "hi", { "Idempotency-Key": "" }), 400, "INVALID_IDEMPOTENCY_KEY"],
+        [alice.send("not-a-connection-id", "hi"), 404, "CONNECTION_NOT_FOUND"],
+        [alice.send(randomUUID(), "hi"), 404, "CONNECTION_NOT_FOUND"],
+        [alice.read(id, "&limit=0"), 400, "INVALID_REQUEST"],
+        [alice.read(id, "&limit=101"), 400, "INVALID_REQUEST"],
+        [alice.read(id, "&before=abc"), 400, "INVALID_REQUEST"],
+        [alice.list("&cursor=bm90LWEtY3Vyc29y"), 400, "INVALID_REQUEST"],
+        [alice.list("&limit=-1"), 400, "INVALID_REQUEST"],
+        [alice.register(""), 400, "INVALID_REQUEST"],
+        [alice.register("token with spaces"), 400, "INVALID_REQUEST"],
+        [harness.api.call("POST", routes.devices, { user_id: alice.id, token: "t", previews: "no" }), 400, "INVALID_REQUEST"],
+        [harness.api.call("PUT", routes.messages(id), { user_id: alice.id, message: "hi" }), 405, "METHOD_NOT_ALLOWED"],
+        [harness.api.call("GET", routes.accept(id)), 405, "METHOD_NOT_ALLOWED"],
+      ];
+      for (const [pending, status, code] of cases) {
+        const answer = await pending;
+        expect([answer.status, answer.body.error?.code]).toEqual([status, code]);
+      }
+      expect(connectionOf(await alice.get(id))).toMatchObject({ message_count: 0 });
+    });
+  });
+});
+
+describeEachStore("connection limits", (kind) => {
+  let harness: Harness;
+  beforeAll(async () => {
+    harness = await startHarness({ store: kind, env: { CONNECTION_MESSAGES_PER_MINUTE: "3", CONNECTION_REQUESTS_PER_HOUR: "2" } });
+  });
+  afterAll(async () => harness.close());
+
+  it("limits each sender's messages per minute in a connection, with the wait in Retry-After, each side on its own", async () => {
+    const [alice, bob] = ["alice", "bob"].map((name) => new ApiUser(`${name}-${randomUUID()}`, harness.api, ROUTE_FORMS[0]));
+    const id = await alice!.connectWith(bob!);
+    for (let i = 0; i < 3; i += 1) expect((await alice!.send(id, `m${i}`)).status).toBe(201);
+    const limited = await alice!.send(id, "one too many");
+    expect(limited.status).toBe(429);
+    expect(limited.body.error?.code).toBe("RATE_LIMITED");
+    expect(Number(limited.headers.get("retry-after"))).toBeGreaterThanOrEqual(1);
+    expect((await bob!.send(id, "mine still go")).status).toBe(201);
+    expect(connectionOf(await bob!.get(id))).toMatchObject({ message_count: 4 });
+  });
+
+  it("limits a user's requests per hour; a request the pair's connection answers costs nothing", async () => {
+    const asker = new ApiUser(`asker-${randomUUID()}`, harness.api, ROUTE_FORMS[0]);
+    const first = `first-${randomUUID()}`;
+    expect((await asker.ask(first)).status).toBe(201);
+    for (let i = 0; i < 3; i += 1) expect((await asker.ask(first)).status).toBe(200);
+    expect((await asker.ask(`second-${randomUUID()}`)).status).toBe(201);
+    const limited = await asker.ask(`third-${randomUUID()}`);
+    expect(limited.status).toBe(429);
+    expect(limited.body.error?.code).toBe("CONNECTION_REQUEST_LIMIT");
+    expect(Number(limited.headers.get("retry-after"))).toBeGreaterThan(60);
+  });
+});

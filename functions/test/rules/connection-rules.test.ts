@@ -1,0 +1,102 @@
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { assertFails, assertSucceeds, initializeTestEnvironment, type RulesTestEnvironment } from "@firebase/rules-unit-testing";
+
+/**
+ * database.rules.json for connections between users and their devices: the two participants, and
+ * only they, read (and so listen to) their connection, its state with the journal and its
+ * messages; nobody reads the pairs, the lists or the devices; every write goes through the
+ * functions (admin). A database that does not enforce rules cannot run these: they skip, saying why.
+ */
+const reason = process.env.CHATIFY_RULES_SKIP_REASON || undefined;
+const suite = reason === undefined ? describe : describe.skip;
+if (reason !== undefined) console.warn(`SKIPPED "connection security rules": ${reason}`);
+
+const RULES = readFileSync(join(__dirname, "..", "..", "..", "database.rules.json"), "utf8");
+const ALICE = "alice";
+const BOB = "bob";
+const MALLORY = "mallory";
+const ID = "6f1c1f0e-8a53-4a5e-9c8e-2f4f7f3b9a10";
+const message = (sender: string, content: string, timestamp: number) => ({ sender_id: sender, content, timestamp });
+
+const connection = {
+  meta: { user_a: ALICE, user_b: BOB, requested_by: "a", created_at: 1, pair: "pairhash" },
+  state: { status: "accepted", message_count: 2, last_activity: 3, accepted_at: 2, pending: { m000000002: message(BOB, "hi Alice", 3) } },
+  messages: { m000000001: message(ALICE, "hi Bob", 2) },
+};
+
+suite(`connection security rules${reason === undefined ? "" : ` [skipped: ${reason}]`}`, () => {
+  let env: RulesTestEnvironment;
+
+  beforeAll(async () => {
+    const [host, port] = (process.env.FIREBASE_DATABASE_EMULATOR_HOST ?? "").split(":");
+    env = await initializeTestEnvironment({ projectId: "demo-chatify-connection-rules", database: { host: host ?? "127.0.0.1", port: Number(port), rules: RULES } });
+    await env.withSecurityRulesDisabled(async (context) => {
+      await context.database().ref().set({
+        connections: { [ID]: connection },
+        connectionPairs: { pairhash: { user_a: ALICE, user_b: BOB, current: { id: ID, requested_by: "a", created_at: 1 } } },
+        userConnections: { alicekey: { [ID]: 3 }, bobkey: { [ID]: 3 } },
+        userDevices: { alicekey: { tokens: { tokenhash: { token: "fcm-token-of-alice", updated_at: 1 } }, oldest_at: 1 } },
+        deviceTokens: { tokenhash: { user_key: "alicekey", updated_at: 1 } },
+      });
+    });
+  });
+  afterAll(async () => env.cleanup());
+
+  const as = (uid?: string) => (uid === undefined ? env.unauthenticatedContext() : env.authenticatedContext(uid)).database();
+
+  it.each([ALICE, BOB])("lets participant %s read the connection, its state with the journal, and its messages", async (uid) => {
+    for (const path of [`connections/${ID}`, `connections/${ID}/messages`, `connections/${ID}/messages/m000000001`, `connections/${ID}/state`, `connections/${ID}/state/pending`, `connections/${ID}/meta`]) {
+      await assertSucceeds(as(uid).ref(path).once("value"));
+    }
+  });
+
+  it("lets a participant listen to the messages live: a message added by the functions arrives", async () => {
+    const db = as(BOB);
+    const arrived = new Promise<unknown>((resolve) => {
+      db.ref(`connections/${ID}/messages/m000000003`).on("value", (snapshot) => {
+        if (snapshot.exists()) resolve(snapshot.val());
+      });
+    });
+    await env.withSecurityRulesDisabled(async (context) => {
+      await context.database().ref(`connections/${ID}/messages/m000000003`).set(message(ALICE, "live", 4));
+    });
+    expect(await arrived).toEqual(message(ALICE, "live", 4));
+    db.ref(`connections/${ID}/messages/m000000003`).off();
+  });
+
+  it("denies every read of a connection to anyone else, signed in or not", async () => {
+    for (const uid of [MALLORY, undefined]) {
+      for (const path of [`connections/${ID}`, `connections/${ID}/messages`, `connections/${ID}/state`, `connections/${ID}/state/pending`, `connections/${ID}/meta`]) {
+        await assertFails(as(uid).ref(path).once("value"));
+      }
+    }
+  });
+
+  it("denies listing connections, and reading the pairs, the lists, the devices and the token owners, to everyone", async () => {
+    for (const uid of [ALICE, BOB, MALLORY, undefined]) {
+      for (const path of ["connections", "connectionPairs", "connectionPairs/pairhash", "userConnections", "userConnections/alicekey", "userDevices", "userDevices/alicekey", "deviceTokens", "deviceTokens/tokenhash"]) {
+        await assertFails(as(uid).ref(path).once("value"));
+      }
+    }
+  });
+
+  it.each([
+    ["a message into one's own connection", `connections/${ID}/messages/m000000009`, message(ALICE, "forged", 9)],
+    ["a message under a push id", `connections/${ID}/messages/-Nabc`, message(ALICE, "forged", 9)],
+    ["one's connection's state", `connections/${ID}/state/status`, "ended"],
+    ["its message count", `connections/${ID}/state/message_count`, 0],
+    ["its journal", `connections/${ID}/state/pending/m000000009`, message(ALICE, "forged", 9)],
+    ["its fields", `connections/${ID}/meta/user_b`, MALLORY],
+    ["a new connection", "connections/new-one", connection],
+    ["a pair's record", "connectionPairs/pairhash/blocked", { b: 1 }],
+    ["a user's list", "userConnections/alicekey/other", 5],
+    ["a device token", "userDevices/alicekey/tokens/other", { token: "mine", updated_at: 2 }],
+    ["a token's owner", "deviceTokens/tokenhash", { user_key: "mallorykey", updated_at: 2 }],
+  ])("denies every client write: %s", async (_name, path, value) => {
+    for (const uid of [ALICE, BOB, MALLORY, undefined]) {
+      await assertFails(as(uid).ref(path).set(value));
+    }
+    await assertFails(as(ALICE).ref(path).remove());
+  });
+});

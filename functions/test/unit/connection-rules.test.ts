@@ -1,0 +1,134 @@
+import { accept, appendMessage, block, blockOnPair, decline, end, KEYS_REMEMBERED, requestAgain, requestOnPair } from "../../src/connections/connection-rules";
+import type { ConnectionState, PairRecord } from "../../src/store/connection-records";
+
+/** The rules of connections as tables: each decision from a stored value, applied by no store. */
+
+const T = 1_700_000_000_000;
+const USERS = { a: "ann", b: "ben" };
+const pending: ConnectionState = { status: "pending", message_count: 0, last_activity: T };
+const accepted: ConnectionState = { status: "accepted", message_count: 2, last_activity: T + 5, accepted_at: T + 1 };
+const POLICY = { messagesPerMinute: 3 };
+const send = (state: ConnectionState, at = T + 10, keyHash?: string, sender: "a" | "b" = "a") =>
+  appendMessage({ sender, senderId: sender === "a" ? "ann" : "ben", text: "hi", now: at, policy: POLICY, ...(keyHash === undefined ? {} : { keyHash }) })(state);
+
+describe("a request, on the pair's record", () => {
+  const candidate = { id: "new-id", createdAt: T };
+
+  it("makes the candidate the pair's current connection when the pair has none", () => {
+    const { outcome, next } = requestOnPair(USERS, "b", candidate, new Set())(null);
+    expect(outcome).toEqual({ kind: "current", created: true, current: { id: "new-id", requested_by: "b", created_at: T } });
+    expect(next).toEqual({ user_a: "ann", user_b: "ben", current: { id: "new-id", requested_by: "b", created_at: T } });
+  });
+
+  it("answers with the pair's current connection, changing nothing, unless the caller saw it closed", () => {
+    const pair: PairRecord = { user_a: "ann", user_b: "ben", current: { id: "old", requested_by: "a", created_at: T - 1 } };
+    expect(requestOnPair(USERS, "b", candidate, new Set())(pair)).toEqual({ outcome: { kind: "current", created: false, current: pair.current } });
+    expect(requestOnPair(USERS, "b", candidate, new Set(["old"]))(pair).outcome).toMatchObject({ created: true, current: { id: "new-id" } });
+  });
+
+  it.each([{ a: T }, { b: T }])("refuses while either user blocks the other (%j), writing nothing", (blocked) => {
+    expect(requestOnPair(USERS, "a", candidate, new Set())({ user_a: "ann", user_b: "ben", blocked })).toEqual({ outcome: { kind: "blocked" } });
+  });
+});
+
+describe("blocks on the pair's record", () => {
+  const pair: PairRecord = { user_a: "ann", user_b: "ben", current: { id: "c", requested_by: "a", created_at: T } };
+
+  it("sets one user's block once, lifts it, and names the current connection either way", () => {
+    const blocked = blockOnPair(USERS, "b", T + 1)(pair);
+    expect(blocked).toEqual({ outcome: pair.current, next: { ...pair, blocked: { b: T + 1 } } });
+    expect(blockOnPair(USERS, "b", T + 2)(blocked.next!)).toEqual({ outcome: pair.current });
+    expect(blockOnPair(USERS, "b", undefined)(blocked.next!)).toEqual({ outcome: pair.current, next: pair });
+    expect(blockOnPair(USERS, "a", undefined)(pair)).toEqual({ outcome: pair.current });
+  });
+});
+
+describe("a request that found the pair's connection", () => {
+  it.each<[string, ConnectionState, "a" | "b", unknown, boolean]>([
+    ["the requester's own pending request", pending, "a", { kind: "pending" }, false],
+    ["the other user's pending request: both asked, so it is accepted", pending, "b", { kind: "accepted", now: true }, true],
+    ["an accepted connection", accepted, "b", { kind: "accepted", now: false }, false],
+    ["a declined one (to be passed over)", { ...pending, status: "declined", closed_at: T }, "a", { kind: "closed", status: "declined" }, false],
+    ["an ended one (to be passed over)", { ...accepted, status: "ended", closed_at: T + 9 }, "b", { kind: "closed", status: "ended" }, false],
+    ["a blocked pending one", { ...pending, blocked: { b: T } }, "b", { kind: "blocked" }, false],
+  ])("answers %s", (_name, state, requester, outcome, changes) => {
+    const result = requestAgain(requester, "a", T + 3)(state);
+    expect(result.outcome).toEqual(outcome);
+    expect(result.next !== undefined).toBe(changes);
+    if (changes) expect(result.next).toMatchObject({ status: "accepted", accepted_at: T + 3, last_activity: T + 3 });
+  });
+});
+
+describe("answers to a request, and ends", () => {
+  it.each<[string, ReturnType<typeof accept>, ConnectionState, unknown]>([
+    ["the asked user accepts a pending request", accept("b", "a", T + 3), pending, { kind: "changed" }],
+    ["the requester accepts their own", accept("a", "a", T + 3), pending, { kind: "not-asked" }],
+    ["accepting an accepted one", accept("b", "a", T + 3), accepted, { kind: "unchanged" }],
+    ["accepting while blocked", accept("b", "a", T + 3), { ...pending, blocked: { a: T } }, { kind: "blocked" }],
+    ["accepting a declined one", accept("b", "a", T + 3), { ...pending, status: "declined" }, { kind: "closed", status: "declined" }],
+    ["the asked user declines", decline("b", "a", T + 3), pending, { kind: "changed" }],
+    ["the requester declines their own", decline("a", "a", T + 3), pending, { kind: "not-asked" }],
+    ["declining an accepted one", decline("b", "a", T + 3), accepted, { kind: "not-pending" }],
+    ["declining twice", decline("b", "a", T + 3), { ...pending, status: "declined" }, { kind: "closed", status: "declined" }],
+    ["the requester withdraws (ends) a pending request", end("a", T + 3), pending, { kind: "changed" }],
+    ["either user ends an accepted one", end("b", T + 3), accepted, { kind: "changed" }],
+    ["ending twice", end("b", T + 3), { ...accepted, status: "ended" }, { kind: "closed", status: "ended" }],
+  ])("%s", (_name, rule, state, outcome) => {
+    expect(rule(state).outcome).toEqual(outcome);
+  });
+
+  it("records who closed a connection and when, never moving its activity back", () => {
+    expect(end("b", T + 1)(accepted).next).toEqual({ ...accepted, status: "ended", closed_at: T + 5, closed_by: "b", last_activity: T + 5 });
+    expect(decline("b", "a", T + 7)(pending).next).toEqual({ ...pending, status: "declined", closed_at: T + 7, closed_by: "b", last_activity: T + 7 });
+  });
+
+  it("blocks and unblocks on the connection, each user's block their own", () => {
+    const blocked = block("a", T + 1)(accepted);
+    expect(blocked).toEqual({ outcome: { kind: "changed" }, next: { ...accepted, blocked: { a: T + 1 } } });
+    expect(block("a", T + 2)(blocked.next!).outcome).toEqual({ kind: "unchanged" });
+    const both = block("b", T + 2)(blocked.next!).next!;
+    expect(block("a", undefined)(both).next).toEqual({ ...accepted, blocked: { b: T + 2 } });
+    expect(block("b", undefined)(block("a", undefined)(both).next!).next).toEqual(accepted);
+  });
+});
+
+describe("a message", () => {
+  it("takes the next position, in the transaction that stores it, with the count and the sender's rate", () => {
+    const { outcome, next, message } = send(accepted);
+    expect(outcome).toEqual({ kind: "stored", position: 3, message: { sender_id: "ann", content: "hi", timestamp: T + 10 } });
+    expect(message).toEqual({ sender_id: "ann", content: "hi", timestamp: T + 10 });
+    expect(next).toMatchObject({ message_count: 3, last_activity: T + 10, rate: { a: { tokens: 2, refilled_at: T + 10 } } });
+  });
+
+  it("never timestamps a message before the last activity (an instance whose clock is behind)", () => {
+    expect(send(accepted, T).message?.timestamp).toBe(T + 5);
+  });
+
+  it.each<[string, ConnectionState, unknown]>([
+    ["to a pending connection", pending, { kind: "pending" }],
+    ["to a declined one", { ...pending, status: "declined" }, { kind: "closed", status: "declined" }],
+    ["to an ended one", { ...accepted, status: "ended" }, { kind: "closed", status: "ended" }],
+    ["while the other user blocks", { ...accepted, blocked: { b: T } }, { kind: "blocked" }],
+    ["while the sender blocks", { ...accepted, blocked: { a: T } }, { kind: "blocked" }],
+  ])("is refused %s, storing nothing", (_name, state, outcome) => {
+    expect(send(state)).toEqual({ outcome });
+  });
+
+  it("limits each sender's messages per minute, the other's on their own, with the wait", () => {
+    let state = accepted;
+    for (let i = 0; i < 3; i += 1) state = send(state).next!;
+    expect(send(state)).toEqual({ outcome: { kind: "limited", retryAfterMs: 20_000 } });
+    expect(send(state, T + 10, undefined, "b").outcome).toMatchObject({ kind: "stored", position: 6 });
+    expect(send(state, T + 10 + 20_000).outcome).toMatchObject({ kind: "stored" });
+  });
+
+  it("answers a repeat of a key with its message's position, even after the end, and remembers only the last keys", () => {
+    let state = accepted;
+    for (let i = 0; i < KEYS_REMEMBERED + 1; i += 1) state = send(state, T + 10 + i * 60_000, `key-${i}`).next!;
+    expect(Object.keys(state.recent_keys ?? {})).toHaveLength(KEYS_REMEMBERED);
+    expect(send(state, T, `key-${KEYS_REMEMBERED}`)).toEqual({ outcome: { kind: "duplicate", position: 3 + KEYS_REMEMBERED } });
+    expect(send({ ...state, status: "ended" }, T, "key-1")).toEqual({ outcome: { kind: "duplicate", position: 4 } });
+    // The first key was forgotten: a repeat of it would be a new message.
+    expect(send(state, T + 100 * 60_000, "key-0").outcome).toMatchObject({ kind: "stored" });
+  });
+});

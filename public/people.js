@@ -1,0 +1,367 @@
+// The chat page's People panel: connections between users of this site (docs/connections.md).
+// Ask another user by their user id; they accept; then both chat. Where the page may read the
+// database (locally, signed in, with the database emulator named by the server's init.js), the
+// open conversation is followed live with the Realtime Database SDK; anywhere else it is polled
+// through the API. Loaded by app.js, which hands it what the two parts share.
+
+/** How often the open panel reads the list of connections, and a polled conversation its messages. */
+const LIST_EVERY_MS = 4000;
+const POLL_EVERY_MS = 2000;
+
+const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
+
+/**
+ * @typedef {{ id: string, position: number, sender_id: string, content: string, timestamp: number }} Message
+ * @typedef {{ connection_id: string, status: string, other_user_id: string, requested_by_you: boolean,
+ *   message_count: number, blocked_by_you: boolean, blocked_by_them: boolean }} Connection
+ */
+
+/**
+ * @param {{
+ *   apiFetch: (url: string, init: { method: string, headers?: Record<string, string>, json?: () => unknown }) => Promise<Response>,
+ *   base: () => string,
+ *   userId: () => string,
+ *   signedIn: () => boolean,
+ *   errorText: (failure: any) => string,
+ *   answerFailure: (body: any, response: Response) => any,
+ *   pageFailure: (error: unknown, what: string) => any,
+ *   readJson: (response: Response) => Promise<any>,
+ *   loadScript: (src: string) => Promise<unknown>,
+ *   sdkVersion: string,
+ * }} shared
+ */
+export function startPeople(shared) {
+  const ui = {
+    panel: /** @type {HTMLDetailsElement} */ ($("people")),
+    you: $("people-you"),
+    connectForm: /** @type {HTMLFormElement} */ ($("connect")),
+    connectUser: /** @type {HTMLInputElement} */ ($("connect-user")),
+    refresh: /** @type {HTMLButtonElement} */ ($("connections-refresh")),
+    list: $("connections"),
+    conversation: $("conversation"),
+    with: $("conversation-with"),
+    status: $("conversation-status"),
+    log: $("people-log"),
+    composer: /** @type {HTMLFormElement} */ ($("people-composer")),
+    message: /** @type {HTMLTextAreaElement} */ ($("people-message")),
+    send: /** @type {HTMLButtonElement} */ ($("people-send")),
+    error: $("people-error"),
+  };
+
+  // The panel's state, kept here only and shown by render().
+  const state = {
+    /** @type {Connection[]} */
+    connections: [],
+    /** @type {{ id: string, other: string, status: string, messages: Map<string, Message>, live: boolean } | undefined} the open conversation */
+    open: undefined,
+    error: "",
+    /** The list as last drawn, to redraw only on a change (a button under the pointer stays put). */
+    drawn: "",
+  };
+  /** What stops following the open conversation (a database listener or a poll). */
+  let unfollow = () => undefined;
+  let listTimer = 0;
+
+  function update(changes) {
+    Object.assign(state, changes);
+    render();
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Where the API is: the Hosting routes under a base ending in /api/v1, else the function URLs
+  // -------------------------------------------------------------------------------------------
+
+  function urls() {
+    const root = shared.base().replace(/\/+$/, "");
+    const id = (value) => encodeURIComponent(value);
+    if (/\/api\/v1$/.test(root)) {
+      return {
+        connections: `${root}/connections`,
+        connection: (connectionId) => `${root}/connections/${id(connectionId)}`,
+        action: (connectionId, action) => `${root}/connections/${id(connectionId)}/${action}`,
+        messages: (connectionId) => `${root}/connections/${id(connectionId)}/messages`,
+      };
+    }
+    const functionOf = { accept: "acceptConnection", decline: "declineConnection", block: "blockConnection" };
+    return {
+      connections: `${root}/connections`,
+      connection: (connectionId) => `${root}/connection/${id(connectionId)}`,
+      action: (connectionId, action) => `${root}/${functionOf[action]}/${id(connectionId)}`,
+      messages: (connectionId) => `${root}/connectionMessages/${id(connectionId)}`,
+    };
+  }
+
+  /** Who acts, for requests without an ID token (a signed-in caller is named by the token). */
+  function actor() {
+    return shared.signedIn() ? {} : { user_id: shared.userId() };
+  }
+
+  function withActor(url) {
+    if (shared.signedIn()) return url;
+    return `${url}${url.includes("?") ? "&" : "?"}user_id=${encodeURIComponent(shared.userId())}`;
+  }
+
+  /** One API call; its JSON body, or throws the sentence to show. */
+  async function call(url, method, json, headers = {}) {
+    let response;
+    try {
+      response = await shared.apiFetch(url, { method, headers, ...(json ? { json: () => ({ ...actor(), ...json }) } : {}) });
+    } catch (error) {
+      throw new Error(shared.errorText(shared.pageFailure(error, "Could not reach the API")));
+    }
+    const body = await shared.readJson(response);
+    if (response.ok && body?.success) return body;
+    throw new Error(shared.errorText(shared.answerFailure(body, response)));
+  }
+
+  /** Runs `work`, saying its failure on the panel instead of throwing it. */
+  async function attempt(work) {
+    try {
+      await work();
+      if (state.error) update({ error: "" });
+    } catch (error) {
+      update({ error: error instanceof Error ? error.message : String(error) });
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // The list of connections
+  // -------------------------------------------------------------------------------------------
+
+  async function loadList() {
+    const body = await call(withActor(urls().connections), "GET");
+    update({ connections: body.connections });
+    const open = state.open && body.connections.find((connection) => connection.connection_id === state.open?.id);
+    if (open && state.open && open.status !== state.open.status) update({ open: { ...state.open, status: open.status } });
+  }
+
+  async function act(connectionId, action) {
+    if (action === "end") await call(withActor(urls().connection(connectionId)), "DELETE");
+    else if (action === "unblock") await call(withActor(urls().action(connectionId, "block")), "DELETE");
+    else await call(urls().action(connectionId, action), "POST", {});
+    await loadList();
+  }
+
+  function buttonsOf(connection) {
+    const { status, requested_by_you: mine, blocked_by_you: blocking } = connection;
+    const buttons = [];
+    if (status === "pending" && !mine) buttons.push(["accept", "Accept"], ["decline", "Decline"]);
+    if (status === "accepted" || status === "ended" || status === "declined") buttons.push(["open", "Open"]);
+    if (status === "pending" || status === "accepted") buttons.push(["end", mine && status === "pending" ? "Withdraw" : "End"]);
+    buttons.push(blocking ? ["unblock", "Unblock"] : ["block", "Block"]);
+    return buttons;
+  }
+
+  function describe(connection) {
+    const { status, requested_by_you: mine, blocked_by_you: blocking, blocked_by_them: blocked } = connection;
+    const said = status === "pending" ? (mine ? "asked, waiting for them" : "asks to connect") : status;
+    return `${said}${blocking ? ", blocked by you" : blocked ? ", blocked" : ""} · ${connection.message_count} message${connection.message_count === 1 ? "" : "s"}`;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // The open conversation: live from the database where the page may read it, else polled
+  // -------------------------------------------------------------------------------------------
+
+  async function open(connection) {
+    unfollow();
+    update({ open: { id: connection.connection_id, other: connection.other_user_id, status: connection.status, messages: new Map(), live: false } });
+    ui.log.replaceChildren();
+    const database = await liveDatabase().catch(() => undefined);
+    if (database) follow(database, connection.connection_id);
+    else poll(connection.connection_id);
+  }
+
+  /**
+   * The Realtime Database SDK, where the page may listen: signed in (the rules let the two users
+   * of a connection read it), and told a database by the server's init.js (locally, the emulator
+   * the server stores in). Deployed, the page's policy does not name the database's hosts, so it polls.
+   */
+  async function liveDatabase() {
+    // @ts-ignore: set by the local server's init.js only
+    const emulator = typeof window.CHATIFY_DATABASE_EMULATOR === "string" ? window.CHATIFY_DATABASE_EMULATOR : undefined;
+    if (!shared.signedIn() || !emulator || !("firebase" in window)) return undefined;
+    // @ts-ignore: the compat SDK is a global
+    const firebase = window.firebase;
+    if (typeof firebase.database !== "function") await shared.loadScript(`/__/firebase/${shared.sdkVersion}/firebase-database-compat.js`);
+    const database = firebase.database();
+    if (!database.__chatifyEmulator) {
+      const [host, port] = emulator.split(":");
+      database.useEmulator(host, Number(port));
+      database.__chatifyEmulator = true;
+    }
+    return database;
+  }
+
+  /** Listens to the connection's messages and to its state (its journal holds those committed and not copied yet). */
+  function follow(database, connectionId) {
+    const messages = database.ref(`connections/${connectionId}/messages`);
+    const stateRef = database.ref(`connections/${connectionId}/state`);
+    const onMessages = (snapshot) => received(connectionId, snapshot.val() ?? {}, undefined);
+    const onState = (snapshot) => {
+      const value = snapshot.val() ?? {};
+      received(connectionId, value.pending ?? {}, value.status);
+    };
+    const failed = () => {
+      unfollow();
+      poll(connectionId);
+    };
+    messages.on("value", onMessages, failed);
+    stateRef.on("value", onState, failed);
+    unfollow = () => {
+      messages.off("value", onMessages);
+      stateRef.off("value", onState);
+      unfollow = () => undefined;
+    };
+    if (state.open) update({ open: { ...state.open, live: true } });
+  }
+
+  function received(connectionId, byKey, status) {
+    if (state.open?.id !== connectionId) return;
+    const messages = new Map(state.open.messages);
+    for (const [key, message] of Object.entries(byKey)) messages.set(key, { id: key, position: Number(key.slice(1)), ...message });
+    update({ open: { ...state.open, messages, ...(status ? { status } : {}) } });
+  }
+
+  function poll(connectionId) {
+    let stopped = false;
+    const read = async () => {
+      if (stopped) return;
+      await attempt(async () => {
+        const body = await call(withActor(`${urls().messages(connectionId)}?limit=100`), "GET");
+        received(connectionId, Object.fromEntries(body.messages.map((message) => [message.id, message])), undefined);
+      });
+      if (!stopped) timer = window.setTimeout(read, POLL_EVERY_MS);
+    };
+    let timer = window.setTimeout(read, 0);
+    unfollow = () => {
+      stopped = true;
+      window.clearTimeout(timer);
+      unfollow = () => undefined;
+    };
+  }
+
+  /**
+   * Sends the box's text, taken out of the box at once so that the next message can be typed (and
+   * sent) while this one is on its way; a message that fails goes back into an empty box.
+   */
+  async function sendMessage(event) {
+    event.preventDefault();
+    const conversation = state.open;
+    const text = ui.message.value;
+    if (!conversation || text.trim() === "") return;
+    ui.message.value = "";
+    // One key per message, kept if it were sent again, so that it is never stored twice.
+    const key = Array.from(crypto.getRandomValues(new Uint8Array(16)), (byte) => byte.toString(16).padStart(2, "0")).join("");
+    await attempt(async () => {
+      try {
+        const body = await call(urls().messages(conversation.id), "POST", { message: text }, { "Idempotency-Key": key });
+        received(conversation.id, { [body.message.id]: body.message }, undefined);
+      } catch (error) {
+        if (ui.message.value === "") ui.message.value = text;
+        throw error;
+      }
+    });
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Showing it
+  // -------------------------------------------------------------------------------------------
+
+  function render() {
+    ui.you.textContent = shared.userId();
+    ui.error.textContent = state.error;
+    ui.error.hidden = state.error === "";
+    const drawn = JSON.stringify(state.connections);
+    if (drawn !== state.drawn) {
+      state.drawn = drawn;
+      ui.list.replaceChildren(...state.connections.map(listItem));
+    }
+    const conversation = state.open;
+    ui.conversation.hidden = conversation === undefined;
+    ui.panel.dataset.live = String(conversation?.live === true);
+    if (!conversation) return;
+    ui.conversation.dataset.connectionId = conversation.id;
+    ui.conversation.dataset.status = conversation.status;
+    ui.with.textContent = conversation.other;
+    ui.status.textContent = `${conversation.status}; ${conversation.live ? "live from the database" : "read through the API every few seconds"}`;
+    ui.message.disabled = conversation.status !== "accepted";
+    ui.send.disabled = conversation.status !== "accepted";
+    const shown = new Set([...ui.log.children].map((item) => /** @type {HTMLElement} */ (item).dataset.id));
+    const sorted = [...conversation.messages.values()].sort((a, b) => a.position - b.position);
+    for (const message of sorted) {
+      if (shown.has(message.id)) continue;
+      const item = document.createElement("li");
+      const mine = message.sender_id === shared.userId();
+      item.className = mine ? "user" : "assistant";
+      item.dataset.id = message.id;
+      const who = document.createElement("span");
+      who.className = "who";
+      who.textContent = mine ? "You" : conversation.other;
+      const body = document.createElement("span");
+      body.className = "text";
+      body.textContent = message.content;
+      item.append(who, body);
+      // In key order: before the first shown message with a greater key.
+      const after = [...ui.log.children].find((child) => (/** @type {HTMLElement} */ (child).dataset.id ?? "") > message.id);
+      ui.log.insertBefore(item, after ?? null);
+      item.scrollIntoView({ block: "end" });
+    }
+  }
+
+  function listItem(connection) {
+    const item = document.createElement("li");
+    item.dataset.connectionId = connection.connection_id;
+    item.dataset.status = connection.status;
+    const name = document.createElement("span");
+    name.className = "who";
+    name.textContent = connection.other_user_id;
+    const said = document.createElement("span");
+    said.className = "note";
+    said.textContent = describe(connection);
+    const actions = document.createElement("span");
+    actions.className = "actions";
+    for (const [action, label] of buttonsOf(connection)) {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = `secondary ${action}`;
+      button.textContent = label;
+      button.addEventListener("click", () => {
+        void attempt(() => (action === "open" ? open(connection) : act(connection.connection_id, action)));
+      });
+      actions.append(button);
+    }
+    item.append(name, said, actions);
+    return item;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Wiring: nothing is asked of the server until the panel is opened
+  // -------------------------------------------------------------------------------------------
+
+  ui.panel.addEventListener("toggle", () => {
+    window.clearInterval(listTimer);
+    if (!ui.panel.open) return;
+    void attempt(loadList);
+    listTimer = window.setInterval(() => void attempt(loadList), LIST_EVERY_MS);
+  });
+  ui.refresh.addEventListener("click", () => void attempt(loadList));
+  ui.connectForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const other = ui.connectUser.value.trim();
+    if (!other) return;
+    void attempt(async () => {
+      await call(urls().connections, "POST", { other_user_id: other });
+      ui.connectUser.value = "";
+      await loadList();
+    });
+  });
+  ui.composer.addEventListener("submit", sendMessage);
+  ui.message.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      ui.composer.requestSubmit();
+    }
+  });
+  render();
+  return { render };
+}
