@@ -9,6 +9,7 @@ import { call } from "../support/http-harness";
 import { describeWithRtdb, RtdbInstances } from "../support/rtdb";
 import { startEmulatorProject, type EmulatorProject } from "../support/emulator-project";
 import { describeCallables } from "./callable-cases";
+import { describeUserData } from "./user-data-cases";
 import { anyUsage } from "../support/any-usage";
 import { startSiteServer } from "../support/site-server";
 
@@ -125,4 +126,5 @@ describeWithRtdb("the built project on the Firebase emulators", () => {
   });
 
   describeCallables(() => ({ projectId: PROJECT_ID, project: project!, fake: fake!, store }));
+  describeUserData(() => ({ projectId: PROJECT_ID, project: project!, db: database.database() }));
 });
