@@ -6,6 +6,7 @@ import { cspViolations, describeWithChromium, launchChromium, recordCspViolation
 import { ROUTES, startHarness, type Harness } from "../support/http-harness";
 import { fakeUsage } from "../support/fake-openai-server";
 import { HostileSite } from "../support/hostile-site";
+import { startSession, typeAndSend } from "../support/chat-page-steps";
 
 /** What the page shows of the reply being written. */
 interface ReplyView {
@@ -32,19 +33,6 @@ async function readReply(page: Page): Promise<ReplyView> {
  * refuses (playwright-core 1.65); its selectors run in a world of their own.
  */
 const replyOtherThan = (page: Page, seen: string) => page.waitForSelector(`#log .assistant:last-child .text:not(:text-is(${JSON.stringify(seen)}))`);
-
-async function startSession(page: Page, userId: string, template = "friendly-assistant"): Promise<void> {
-  await page.selectOption("#template", template);
-  await page.fill("#user", userId);
-  await page.click("#start-button");
-  await page.waitForSelector("body[data-state=active]");
-}
-
-/** Types into the message box and presses Enter, as a keyboard user sends. */
-async function send(page: Page, text: string): Promise<void> {
-  await page.fill("#message", text);
-  await page.press("#message", "Enter");
-}
 
 /**
  * The chat page in a real Chromium, served by the local server (embedded store) and answered by
@@ -104,7 +92,7 @@ describeWithChromium("the chat page in Chromium", () => {
     // The message box has the focus: a keyboard user types at once.
     expect(await page.evaluate("document.activeElement?.id")).toBe("message");
 
-    await send(page, "Tell me a story");
+    await typeAndSend(page, "Tell me a story");
     await replyOtherThan(page, "");
     const first = await readReply(page);
     await replyOtherThan(page, first.text);
@@ -139,9 +127,9 @@ describeWithChromium("the chat page in Chromium", () => {
 
   it("shows errors plainly: a 429 with its wait, the model unavailable, an ended session", async () => {
     await startSession(page, "user_limited");
-    await send(page, "one");
+    await typeAndSend(page, "one");
     await page.waitForSelector("body[data-state=active] #log .assistant:not(.streaming)");
-    await send(page, "two");
+    await typeAndSend(page, "two");
     await page.waitForSelector("#error:not([hidden])");
     expect(await page.textContent("#error")).toMatch(/^Slow down: .+ Try again in \d+ s\.$/);
     // Nothing was stored: the text is back in the box, the count unchanged.
@@ -152,7 +140,7 @@ describeWithChromium("the chat page in Chromium", () => {
 
     await startSession(page, "user_model");
     harness.fake.enqueue({ kind: "status", status: 429, headers: { "retry-after": "7" } });
-    await send(page, "anyone there?");
+    await typeAndSend(page, "anyone there?");
     await page.waitForSelector("#error:has-text('model')");
     expect(await page.textContent("#error")).toBe("The model is unavailable right now. Try again in 7 s.");
     expect(await page.getAttribute("body", "data-state")).toBe("active");
@@ -160,7 +148,7 @@ describeWithChromium("the chat page in Chromium", () => {
     // Ended elsewhere (another tab): the next message is refused with 410, and the page says so.
     const id = await page.getAttribute("#session", "data-session-id");
     expect((await harness.api.call("DELETE", ROUTES.end(id ?? ""))).status).toBe(200);
-    await send(page, "still there?");
+    await typeAndSend(page, "still there?");
     await page.waitForSelector("body[data-state=ended]");
     expect(await page.textContent("#error")).toBe("This session has ended. Start a new one to keep chatting.");
     expect(await page.isVisible("#start")).toBe(true);
@@ -170,7 +158,7 @@ describeWithChromium("the chat page in Chromium", () => {
     await page.goto(`${limited.api.baseUrl}/`);
     await page.waitForSelector("body[data-ready=true]");
     await startSession(page, "user_tokens");
-    await send(page, "one more?");
+    await typeAndSend(page, "one more?");
     await page.waitForSelector("#error:not([hidden])");
     // Noon UTC: twelve hours to the next UTC day, when the allowance comes back.
     expect(await page.textContent("#error")).toMatch(/^Slow down: .+ Try again in 12 h\.$/);
@@ -192,7 +180,7 @@ describeWithChromium("the chat page in Chromium", () => {
     await page.goto(`${harness.api.baseUrl}/?api=${encodeURIComponent(`${harness.api.baseUrl}/demo-chatify/us-central1`)}`);
     await page.waitForSelector("body[data-ready=true]");
     await startSession(page, "user_direct");
-    await send(page, "direct");
+    await typeAndSend(page, "direct");
     await page.waitForSelector("body[data-state=active] #log .assistant:not(.streaming)");
     expect(await page.textContent("#log .assistant .text")).toBe("reply #1 to: direct");
     expect(await page.textContent("#count")).toBe("1");
@@ -212,7 +200,7 @@ describeWithChromium("the chat page in Chromium", () => {
     expect(refusal).toContain(`Refused the API base ${base}`);
     expect(refusal).toContain("Nothing was sent there");
     expect(shownBase).toBe(`${harness.api.baseUrl}/api/v1`);
-    await send(page, "still mine");
+    await typeAndSend(page, "still mine");
     await page.waitForSelector("body[data-state=active] #log .assistant:not(.streaming)");
     expect(await page.textContent("#log .assistant .text")).toBe("reply #1 to: still mine");
     expect(hostile.connections).toBe(0);
@@ -228,7 +216,7 @@ describeWithChromium("the chat page in Chromium", () => {
     await page.waitForSelector("#error:not([hidden]), #status:text-matches('^API base:')");
     const refusal = await page.textContent("#error");
 
-    await send(page, "where does this go?");
+    await typeAndSend(page, "where does this go?");
     await page.waitForSelector("body[data-state=active] #log .assistant:not(.streaming)");
     expect({ visits: hostile.visits, connections: hostile.connections }).toEqual({ visits: [], connections: 0 });
     expect(refusal).toContain(`Refused the API base ${base}`);
@@ -287,7 +275,7 @@ describeWithChromium("the chat page in Chromium, signed in on the Auth emulator"
     const id = (await page.getAttribute("#session", "data-session-id")) ?? "";
     expect(await harness.api.store.readSessionMeta(id)).toMatchObject({ user_id: uid });
 
-    await send(page, "who am I?");
+    await typeAndSend(page, "who am I?");
     await page.waitForSelector("body[data-state=active] #log .assistant:not(.streaming)");
     expect(await page.textContent("#log .assistant .text")).toBe("Signed in and streaming.");
     expect(await page.textContent("#count")).toBe("1");

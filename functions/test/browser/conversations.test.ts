@@ -4,6 +4,7 @@ import type { Page } from "playwright-core";
 import { describeWithChromium, launchChromium, type LaunchedBrowser } from "../support/chromium";
 import { describeEachStore, ROUTES, startHarness, type Harness } from "../support/http-harness";
 import { describeWithRtdb } from "../support/rtdb";
+import { startSession, typeAndSend } from "../support/chat-page-steps";
 
 /** Violations of the page's Content-Security-Policy, collected from before its scripts run. */
 async function recordCspViolations(browser: LaunchedBrowser): Promise<void> {
@@ -18,16 +19,9 @@ async function open(page: Page, harness: Harness): Promise<void> {
   await page.waitForSelector("body[data-ready=true]");
 }
 
-async function startSession(page: Page, userId: string, template = "friendly-assistant"): Promise<void> {
-  await page.selectOption("#template", template);
-  await page.fill("#user", userId);
-  await page.click("#start-button");
-  await page.waitForSelector("body[data-state=active]");
-}
-
+/** Sends `text` and waits for its reply to be written whole. */
 async function send(page: Page, text: string): Promise<void> {
-  await page.fill("#message", text);
-  await page.press("#message", "Enter");
+  await typeAndSend(page, text);
   await page.waitForSelector("body[data-state=active] #log .assistant:last-child:not(.streaming)");
 }
 

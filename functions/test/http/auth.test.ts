@@ -1,5 +1,4 @@
-import { startEmulatorProject, type EmulatorProject } from "../support/emulator-project";
-import { bearer, signUp, withClaims, type TestUser } from "../support/auth-emulator";
+import { bearer, useAuthEmulator, withClaims, type TestUser } from "../support/auth-emulator";
 import { createSession, ROUTES, startHarness, type Harness } from "../support/http-harness";
 import { keyHash } from "../../src/session/idempotency";
 
@@ -10,23 +9,13 @@ const PROJECT_ID = "demo-chatify";
  * by firebase-admin exactly as deployed, except that the emulator's tokens carry no signature.
  */
 describe("Firebase Auth", () => {
-  let emulator: EmulatorProject;
+  const authEmulator = useAuthEmulator(PROJECT_ID);
   let alice: TestUser;
   let bob: TestUser;
-  const previousHost = process.env.FIREBASE_AUTH_EMULATOR_HOST;
 
   beforeAll(async () => {
-    emulator = await startEmulatorProject({ projectId: PROJECT_ID, only: ["auth"], env: {}, secrets: {} });
-    // firebase-admin reads this when an app's Auth is first used: before any harness starts.
-    process.env.FIREBASE_AUTH_EMULATOR_HOST = emulator.authHost;
-    [alice, bob] = [await signUp(emulator.authHost, PROJECT_ID), await signUp(emulator.authHost, PROJECT_ID)];
-  }, 120_000);
-
-  afterAll(async () => {
-    if (previousHost === undefined) delete process.env.FIREBASE_AUTH_EMULATOR_HOST;
-    else process.env.FIREBASE_AUTH_EMULATOR_HOST = previousHost;
-    await emulator.stop();
-  }, 30_000);
+    [alice, bob] = [await authEmulator().signUp(), await authEmulator().signUp()];
+  });
 
   describe("with REQUIRE_AUTH=true", () => {
     let harness: Harness;
@@ -119,10 +108,10 @@ describe("Firebase Auth", () => {
 
     it("limits anonymous users, whom anyone can mint, by their address; users with a real sign-in are not", async () => {
       for (let i = 0; i < 2; i += 1) {
-        const anonymous = await signUp(emulator.authHost, PROJECT_ID, true);
+        const anonymous = await authEmulator().signUp(true);
         expect((await harness.api.call("POST", ROUTES.create, { template_id: "friendly-assistant" }, bearer(anonymous.idToken))).status).toBe(201);
       }
-      const third = await signUp(emulator.authHost, PROJECT_ID, true);
+      const third = await authEmulator().signUp(true);
       const refused = await harness.api.call("POST", ROUTES.create, { template_id: "friendly-assistant" }, bearer(third.idToken));
       expect(refused.status).toBe(429);
       expect(refused.body.error?.code).toBe("ADDRESS_RATE_LIMITED");

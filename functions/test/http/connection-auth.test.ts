@@ -1,5 +1,4 @@
-import { startEmulatorProject, type EmulatorProject } from "../support/emulator-project";
-import { bearer, signUp, type TestUser } from "../support/auth-emulator";
+import { bearer, useAuthEmulator, type TestUser } from "../support/auth-emulator";
 import { HOSTING_ROUTES as ROUTES_OF_CONNECTIONS } from "../support/connection-api";
 import { ROUTES, startHarness, type Answer, type Harness } from "../support/http-harness";
 
@@ -7,24 +6,18 @@ const PROJECT_ID = "demo-chatify";
 
 /** Connections with real ID tokens from the Auth emulator, verified by firebase-admin as deployed (REQUIRE_AUTH=true). */
 describe("connections with Firebase Auth", () => {
-  let emulator: EmulatorProject;
+  const authEmulator = useAuthEmulator(PROJECT_ID);
   let harness: Harness;
   let ann: TestUser;
   let ben: TestUser;
   let eve: TestUser;
-  const previousHost = process.env.FIREBASE_AUTH_EMULATOR_HOST;
 
   beforeAll(async () => {
-    emulator = await startEmulatorProject({ projectId: PROJECT_ID, only: ["auth"], env: {}, secrets: {} });
-    process.env.FIREBASE_AUTH_EMULATOR_HOST = emulator.authHost;
-    [ann, ben, eve] = await Promise.all([signUp(emulator.authHost, PROJECT_ID), signUp(emulator.authHost, PROJECT_ID, true), signUp(emulator.authHost, PROJECT_ID)]);
+    [ann, ben, eve] = await Promise.all([authEmulator().signUp(), authEmulator().signUp(true), authEmulator().signUp()]);
     harness = await startHarness({ store: "memory", env: { REQUIRE_AUTH: "true" } });
   }, 120_000);
   afterAll(async () => {
-    if (previousHost === undefined) delete process.env.FIREBASE_AUTH_EMULATOR_HOST;
-    else process.env.FIREBASE_AUTH_EMULATOR_HOST = previousHost;
     await harness.close();
-    await emulator.stop();
   }, 30_000);
 
   const as = (user: TestUser) => ({

@@ -1,5 +1,4 @@
-import { startEmulatorProject, type EmulatorProject } from "../support/emulator-project";
-import { bearer, signUp, type TestUser } from "../support/auth-emulator";
+import { bearer, useAuthEmulator, type TestUser } from "../support/auth-emulator";
 import { describeEachStore, ROUTES, startHarness, type Harness } from "../support/http-harness";
 
 const PROJECT_ID = "demo-chatify";
@@ -10,23 +9,13 @@ const PROJECT_ID = "demo-chatify";
  * session gets the very answer today's routes give it, revealing nothing more.
  */
 describe("a user's conversations with Firebase Auth", () => {
-  let emulator: EmulatorProject;
+  const authEmulator = useAuthEmulator(PROJECT_ID);
   let alice: TestUser;
   let bob: TestUser;
-  const previousHost = process.env.FIREBASE_AUTH_EMULATOR_HOST;
 
   beforeAll(async () => {
-    emulator = await startEmulatorProject({ projectId: PROJECT_ID, only: ["auth"], env: {}, secrets: {} });
-    // firebase-admin reads this when an app's Auth is first used: before any harness starts.
-    process.env.FIREBASE_AUTH_EMULATOR_HOST = emulator.authHost;
-    [alice, bob] = [await signUp(emulator.authHost, PROJECT_ID), await signUp(emulator.authHost, PROJECT_ID, true)];
-  }, 120_000);
-
-  afterAll(async () => {
-    if (previousHost === undefined) delete process.env.FIREBASE_AUTH_EMULATOR_HOST;
-    else process.env.FIREBASE_AUTH_EMULATOR_HOST = previousHost;
-    await emulator.stop();
-  }, 30_000);
+    [alice, bob] = [await authEmulator().signUp(), await authEmulator().signUp(true)];
+  });
 
   describeEachStore("with REQUIRE_AUTH=true", (kind) => {
     let harness: Harness;

@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import { startEmulatorProject, type EmulatorProject } from "./emulator-project";
 
 /** A user signed up on the Auth emulator, with a real ID token from it. */
 export interface TestUser {
@@ -36,3 +37,35 @@ export function withClaims(idToken: string, changes: Record<string, unknown>): s
 }
 
 export const bearer = (token: string) => ({ Authorization: `Bearer ${token}` });
+
+/** The Auth emulator a suite runs against, once its `beforeAll` has started it. */
+export interface AuthEmulator {
+  readonly host: string;
+  /** A new user with a real ID token from it (anonymous as the chat page signs in, or with an email). */
+  signUp(anonymous?: boolean): Promise<TestUser>;
+}
+
+/**
+ * Starts the Auth emulator (offline) before the suite's tests and points firebase-admin at it;
+ * after them stops it and puts FIREBASE_AUTH_EMULATOR_HOST back. Call at the top of a `describe`,
+ * before any hook that starts a harness: firebase-admin reads the variable when an app's Auth
+ * is first used.
+ */
+export function useAuthEmulator(projectId: string): () => AuthEmulator {
+  let emulator: EmulatorProject | undefined;
+  const previousHost = process.env.FIREBASE_AUTH_EMULATOR_HOST;
+  beforeAll(async () => {
+    emulator = await startEmulatorProject({ projectId, only: ["auth"], env: {}, secrets: {} });
+    process.env.FIREBASE_AUTH_EMULATOR_HOST = emulator.authHost;
+  }, 120_000);
+  afterAll(async () => {
+    if (previousHost === undefined) delete process.env.FIREBASE_AUTH_EMULATOR_HOST;
+    else process.env.FIREBASE_AUTH_EMULATOR_HOST = previousHost;
+    await emulator?.stop();
+  }, 30_000);
+  return () => {
+    if (!emulator) throw new Error("the Auth emulator has not started: use it from a test or a later hook");
+    const host = emulator.authHost;
+    return { host, signUp: (anonymous = false) => signUp(host, projectId, anonymous) };
+  };
+}
