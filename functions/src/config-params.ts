@@ -117,6 +117,12 @@ export const INT_PARAMS = {
     max: 100_000,
     description: "Exchanges one session may hold (429 after that; start a new session).",
   },
+  PARTIAL_MAX_INTERVAL_MS: {
+    default: 2_000,
+    min: 250,
+    max: 60_000,
+    description: "The write budget of a live partial reply: its first text is written at once, then the waits between writes double from 250 ms up to this. A reply streamed over 5 s then costs 5 partial writes (10 writes in all with its commit), a long one one more write per this many ms (docs/costs.md).",
+  },
 } as const;
 
 export const BOOLEAN_PARAMS = {

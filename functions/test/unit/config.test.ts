@@ -33,6 +33,7 @@ const READ_BACK: Readonly<Record<string, (config: Config) => string>> = {
   CONCURRENCY: (config) => String(config.deploy.concurrency),
   MEMORY_MIB: (config) => String(config.deploy.memoryMib),
   TIMEOUT_SECONDS: (config) => String(config.deploy.timeoutSeconds),
+  PARTIAL_MAX_INTERVAL_MS: (config) => String(config.partialMaxIntervalMs),
 };
 
 const INT_PARAM_NAMES = DECLARED_PARAMS.filter((param) => /^\d+$/.test(param.default)).map((param) => param.name);
@@ -117,6 +118,7 @@ describe("resolveConfig overrides", () => {
       CONCURRENCY: "20",
       MEMORY_MIB: "1024",
       TIMEOUT_SECONDS: "120",
+      PARTIAL_MAX_INTERVAL_MS: "1000",
     });
     expect(config).toEqual({
       openai: { apiKey: "sk-test", baseUrl: "http://localhost:8080/v1", timeoutMs: 2500, maxRetries: 3, maxRetryWaitMs: 1500 },
@@ -132,6 +134,7 @@ describe("resolveConfig overrides", () => {
       sessionCacheMaxEntries: 7,
       requireAuth: false,
       livePartials: false,
+      partialMaxIntervalMs: 1000,
       requireAppCheck: true,
       appCheckReplayProtection: true,
       moderation: { enabled: true, onOutage: "closed" },
