@@ -5,6 +5,7 @@ import { initializeApp } from "firebase-admin/app";
 import { getDatabase, type Reference } from "firebase-admin/database";
 import OpenAI from "openai";
 import { seedTemplates } from "../../src/local/project-files";
+import { serverSentEvents } from "../../src/llm/server-sent-events";
 import { PartialWriter } from "../../src/session/message/partial-writer";
 import { TEMPLATE_ID } from "../shared/http-client";
 import { reportToParent } from "./child-server";
@@ -13,7 +14,8 @@ import { reportToParent } from "./child-server";
  * The floor of database mode (issue 18), in a child process: the plain server's two routes, with
  * the database operations the service sends per message and nothing else: the session's state and
  * the user's usage record listened to, the claim and the usage admission (two transactions sent
- * together), the model streamed through the same `openai` SDK with the partial written at the
+ * together), the model streamed through the same `openai` SDK (its body read as the service reads
+ * it, src/llm/server-sent-events.ts) with the partial written at the
  * service's cadence, the commit (the exchange into the state's journal) and the settlement (two
  * transactions together), then the copy to `messages` that removes the partial (one update, not
  * awaited; the next commit drops the journal). No validation, identity, limits or idempotency:
@@ -83,10 +85,13 @@ async function handle(request: IncomingMessage, response: ServerResponse): Promi
     frequency_penalty,
     stream: true,
     stream_options: { include_usage: true },
-  });
+  }).asResponse();
   let text = "";
   let tokens = 0;
-  for await (const chunk of stream) {
+  if (!stream.body) throw new Error("the model answered without a body");
+  for await (const sse of serverSentEvents(stream.body)) {
+    if (sse.data === "[DONE]") break;
+    const chunk = JSON.parse(sse.data) as OpenAI.ChatCompletionChunk;
     const piece = chunk.choices[0]?.delta.content ?? "";
     if (piece !== "") {
       text += piece;
