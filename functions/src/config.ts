@@ -33,6 +33,8 @@ export interface Config {
   readonly requireAuth: boolean;
   /** Write replies' text so far to the database while they are generated. */
   readonly livePartials: boolean;
+  /** The longest wait between two writes of a live partial (its write budget). */
+  readonly partialMaxIntervalMs: number;
   /** Refuse requests without a valid App Check token. */
   readonly requireAppCheck: boolean;
   /** With requireAppCheck, message calls consume their App Check token (replay protection). */
@@ -171,6 +173,7 @@ export function resolveConfig(env: Env = process.env, defaults: { requireAuth?: 
     sessionCacheMaxEntries: intParam(env, "SESSION_CACHE_MAX_ENTRIES"),
     requireAuth: booleanParam(env, "REQUIRE_AUTH", defaults.requireAuth ?? BOOLEAN_PARAMS.REQUIRE_AUTH.default),
     livePartials: booleanParam(env, "LIVE_PARTIALS", BOOLEAN_PARAMS.LIVE_PARTIALS.default),
+    partialMaxIntervalMs: intParam(env, "PARTIAL_MAX_INTERVAL_MS"),
     requireAppCheck: booleanParam(env, "REQUIRE_APP_CHECK", BOOLEAN_PARAMS.REQUIRE_APP_CHECK.default),
     appCheckReplayProtection: booleanParam(env, "APP_CHECK_REPLAY_PROTECTION", BOOLEAN_PARAMS.APP_CHECK_REPLAY_PROTECTION.default),
     moderation: {

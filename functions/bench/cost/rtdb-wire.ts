@@ -74,6 +74,12 @@ export class RtdbWire {
     };
   }
 
+  /** UTF-16 units of the data messages clients sent to `ns` (what they uploaded). */
+  async unitsIn(ns: string): Promise<number> {
+    const stats = await this.call("GET", `/.wire/stats?ns=${ns}`);
+    return typeof stats.unitsIn === "number" ? stats.unitsIn : 0;
+  }
+
   /** The templates of emulator-data/ (and `extra`), written over REST as `firebase emulators:start --import` loads them. */
   async seedTemplates(ns: string, extra: Readonly<Record<string, Template>> = {}): Promise<void> {
     await this.call("PUT", `/templates.json?ns=${ns}`, { ...seedTemplates(), ...extra });

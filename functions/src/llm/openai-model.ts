@@ -3,6 +3,7 @@ import { z } from "zod";
 import type { ChatModel, Completion, CompletionRequest, ReplySink, ReportedUsage } from "./chat-model";
 import { abandonedError, ModelError } from "./errors";
 import { createOpenAiClient, type OpenAiClientOptions } from "./openai-client";
+import { serverSentEvents } from "./server-sent-events";
 
 export type OpenAiModelOptions = OpenAiClientOptions;
 
@@ -61,7 +62,9 @@ async function streamCompletion(client: OpenAI, request: CompletionRequest, time
     try {
       // Usage comes in one last chunk, and only when asked for; a server that ignores the option sends none.
       const params = { ...completionParams(request), stream: true, stream_options: { include_usage: true } } as const;
-      const { data, response } = await client.chat.completions.create(params, { signal }).withResponse();
+      // The response as the SDK hands it over once its status is a success (its retries and its
+      // errors for a refused request apply as for any call); its body is read here (sseChunks).
+      const response = await client.chat.completions.create(params, { signal }).asResponse();
       // Some OpenAI-compatible servers ignore `stream` and answer with one JSON completion; the
       // SDK would read that as an empty stream. Read it as the whole reply, passed on at once.
       if (!isEventStream(response.headers.get("content-type"))) {
@@ -69,7 +72,7 @@ async function streamCompletion(client: OpenAI, request: CompletionRequest, time
         text.add(completion.text);
         return { ...completion, text: text.finish() };
       }
-      stream = data;
+      stream = sseChunks(response);
     } catch (error) {
       if (request.signal?.aborted) throw abandonedError(error);
       if (error instanceof ModelError) throw error;
@@ -100,6 +103,30 @@ async function streamCompletion(client: OpenAI, request: CompletionRequest, time
   if (deadline.signal.aborted) throw timeoutError(undefined);
   if (finishReason === undefined) throw new ModelError("unavailable", "the model's stream ended before the reply was complete");
   return { text: text.finish(), truncated: finishReason === "length", model: model ?? request.model, ...(usage && { usage }) };
+}
+
+/**
+ * The JSON chunks of a streamed completion, as the openai SDK's stream (7.57, legacy mode) yields
+ * them: up to `[DONE]` (what follows is ignored), a `data` that is not JSON a SyntaxError, an
+ * `error` event or a chunk carrying `error` the SDK's APIError. An aborted body ends in its
+ * AbortError, which the caller reads from its signals, as it did with the SDK's quiet end.
+ */
+async function* sseChunks(response: Response): AsyncGenerator {
+  if (!response.body) return;
+  for await (const sse of serverSentEvents(response.body)) {
+    if (sse.data === "[DONE]") return;
+    let data: unknown;
+    try {
+      data = JSON.parse(sse.data);
+    } catch {
+      throw new SyntaxError("Error reading response: malformed server-sent event JSON.");
+    }
+    const carried = typeof data === "object" && data !== null && "error" in data ? data.error : undefined;
+    // The SDK's APIError takes the error body as an object (it reads its message from it).
+    if (sse.event === "error") throw new OpenAI.APIError(undefined, (carried ?? data) as object | undefined, undefined, response.headers);
+    if (carried) throw new OpenAI.APIError(undefined, carried, undefined, response.headers);
+    yield data;
+  }
 }
 
 function isEventStream(contentType: string | null): boolean {

@@ -128,6 +128,7 @@ export function composeInstance(config: Config, parts: InstanceParts): Instance 
     keyLeaseMs: budget.leaseMs,
     keyWaitMs: budget.keyWaitMs,
     livePartials: config.livePartials,
+    partialMaxIntervalMs: config.partialMaxIntervalMs,
     ...(moderation ? { moderation } : {}),
     cache: {
       templateTtlMs: config.templateCacheTtlMs,

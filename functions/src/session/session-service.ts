@@ -17,6 +17,7 @@ import type { MessageContext } from "./message/message-context";
 import { seconds } from "./message/refusals";
 import { replay, type Reply } from "./message/reply";
 import { generate } from "./message/reply-generation";
+import { PARTIAL_MAX_INTERVAL_MS } from "./message/partial-writer";
 import { ServiceLedger } from "./ledger/service-cap";
 import { endRule, type SessionPolicy } from "./session-rules";
 import { WarmCache } from "./warm-cache";
@@ -39,6 +40,8 @@ export interface SessionServiceOptions {
   readonly keyLeaseMs: number;
   /** Write replies' text so far as partials (where the store has readers for them). */
   readonly livePartials: boolean;
+  /** The longest wait between two writes of a partial (default PARTIAL_MAX_INTERVAL_MS). */
+  readonly partialMaxIntervalMs?: number;
   /** How long a keyed repeat waits for the first request's result before answering 409. */
   readonly keyWaitMs: number;
   /** How often a repeat polls for the result of the request it waits for (default 200 ms). */
@@ -105,6 +108,7 @@ export class SessionService {
       keyWaitMs: options.keyWaitMs,
       keyPollMs: options.keyPollMs ?? 200,
       livePartials: options.livePartials,
+      partialMaxIntervalMs: options.partialMaxIntervalMs ?? PARTIAL_MAX_INTERVAL_MS,
       maxMessageChars: options.maxMessageChars ?? 4_000,
       ...(options.moderation ? { moderation: options.moderation } : {}),
     };

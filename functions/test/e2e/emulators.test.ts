@@ -75,7 +75,8 @@ describeWithRtdb("the built project on the Firebase emulators", () => {
       "Again",
       "reply #2 to: Again",
     ]);
-  });
+    // Each function starts cold on the emulator at its first request: on a loaded machine, past the default 20 s.
+  }, 60_000);
 
   it("requires an ID token when deployed", async () => {
     const anonymous = await call(project!.hostingUrl, "POST", ROUTE, { user_id: "user_12345", template_id: "friendly-assistant" });

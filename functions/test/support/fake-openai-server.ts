@@ -58,6 +58,8 @@ export type Scripted =
       readonly finishReason?: string;
       readonly cutAfter?: number;
       readonly usage?: FakeUsage | null;
+      /** Called as each chunk is sent (its index): when the model's tokens left, for a test that times what follows. */
+      readonly onChunk?: (index: number) => void;
     }
   | { readonly kind: "status"; readonly status: number; readonly headers?: Record<string, string>; readonly body?: unknown }
   | { readonly kind: "raw"; readonly status: number; readonly body: string }
@@ -306,6 +308,7 @@ async function streamChunks(
     readonly finishReason?: string | undefined;
     readonly cutAfter?: number;
     readonly usage: FakeUsage | null;
+    readonly onChunk?: (index: number) => void;
   },
 ): Promise<void> {
   const id = `chatcmpl-${Math.random().toString(36).slice(2)}`;
@@ -329,6 +332,7 @@ async function streamChunks(
     if (pause) await new Promise((wake) => setTimeout(wake, pause));
     if (response.destroyed) return;
     response.write(chunk({ content: text }, null));
+    step.onChunk?.(index);
   }
   if (step.cutAfter !== undefined) return cut();
   const usageChunk = usage ? frame({ choices: [], usage: withTotal(usage) }) : "";

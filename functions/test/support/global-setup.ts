@@ -25,6 +25,15 @@ export default async function globalSetup(): Promise<void> {
   const rulesReason = reason ?? (await probeRules(host ?? ""));
   process.env.CHATIFY_RULES_SKIP_REASON = rulesReason ?? "";
   if (rulesReason !== undefined) process.stdout.write(`Security rules suites will be SKIPPED: ${rulesReason}\n`);
+  const statsReason = reason ?? (await probeWireStats(host ?? ""));
+  process.env.CHATIFY_WIRE_STATS_SKIP_REASON = statsReason ?? "";
+  if (statsReason !== undefined) process.stdout.write(`Write-count suites will be SKIPPED: ${statsReason}\n`);
+}
+
+/** Whether the database counts its writes (`/.wire/stats`: rtdb-wire, the stand-in, only). */
+async function probeWireStats(host: string): Promise<string | undefined> {
+  const stats = await fetch(`http://${host}/.wire/stats?ns=chatify-stats-probe`).catch(() => undefined);
+  return stats?.ok ? undefined : `the database at ${host} does not count writes (/.wire/stats is rtdb-wire's, the stand-in's, only)`;
 }
 
 /**

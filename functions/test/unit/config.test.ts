@@ -37,6 +37,7 @@ const READ_BACK: Readonly<Record<string, (config: Config) => string>> = {
   CONNECTION_REQUESTS_PER_HOUR: (config) => String(config.connections.requestsPerHour),
   NOTIFICATION_PREVIEW_CHARS: (config) => String(config.notifications.previewChars),
   NOTIFICATION_DEADLINE_MS: (config) => String(config.notifications.deadlineMs),
+  PARTIAL_MAX_INTERVAL_MS: (config) => String(config.partialMaxIntervalMs),
 };
 
 const INT_PARAM_NAMES = DECLARED_PARAMS.filter((param) => /^\d+$/.test(param.default)).map((param) => param.name);
@@ -125,6 +126,7 @@ describe("resolveConfig overrides", () => {
       CONNECTION_REQUESTS_PER_HOUR: "3",
       NOTIFICATION_PREVIEW_CHARS: "0",
       NOTIFICATION_DEADLINE_MS: "250",
+      PARTIAL_MAX_INTERVAL_MS: "1000",
     });
     expect(config).toEqual({
       openai: { apiKey: "sk-test", baseUrl: "http://localhost:8080/v1", timeoutMs: 2500, maxRetries: 3, maxRetryWaitMs: 1500 },
@@ -140,6 +142,7 @@ describe("resolveConfig overrides", () => {
       sessionCacheMaxEntries: 7,
       requireAuth: false,
       livePartials: false,
+      partialMaxIntervalMs: 1000,
       requireAppCheck: true,
       appCheckReplayProtection: true,
       moderation: { enabled: true, onOutage: "closed" },

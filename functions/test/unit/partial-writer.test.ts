@@ -27,6 +27,21 @@ describe("PartialWriter", () => {
     expect(writer.written).toBe(true);
   });
 
+  it("doubles the wait after each write up to its most: a 5 s reply costs 5 writes, then one per most", () => {
+    const writes: number[] = [];
+    // The fake timers' own clock, so that a timer sees the time it fires at.
+    const started = jest.now();
+    const now = () => jest.now() - started;
+    const writer = new PartialWriter(() => writes.push(now()), 0, now, 2_000, now);
+    // A piece every 50 ms for 8 s.
+    while (now() < 8_000) {
+      writer.write("x");
+      jest.advanceTimersByTime(50);
+    }
+    expect(writes.filter((at) => at < 5_000)).toEqual([0, 250, 750, 1_750, 3_750]);
+    expect(writes.filter((at) => at >= 5_000)).toEqual([5_750, 7_750]);
+  });
+
   it("writes nothing once stopped, and discards by removing what it wrote", () => {
     const { writes, time, writer } = setup();
     writer.write("a");

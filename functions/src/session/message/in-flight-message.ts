@@ -65,10 +65,10 @@ export class InFlightMessage {
    * back; a partial alone can (a retried call overwrites it).
    */
   sink(caller: ReplySink | undefined): ReplySink | undefined {
-    const { store, livePartials, clock } = this.context;
+    const { store, livePartials, clock, partialMaxIntervalMs } = this.context;
     if (!livePartials || !store.partialsReadable) return caller;
     const { id } = this.session;
-    const partial = new PartialWriter((value) => void store.writePartial(id, this.claim.owner, value).catch(() => undefined), this.slot.exchangeCount, clock);
+    const partial = new PartialWriter((value) => void store.writePartial(id, this.claim.owner, value).catch(() => undefined), this.slot.exchangeCount, clock, partialMaxIntervalMs);
     this.partial = partial;
     if (!caller) return partial;
     return {

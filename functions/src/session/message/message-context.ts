@@ -28,6 +28,8 @@ export interface MessageContext {
   readonly keyPollMs: number;
   /** Write replies' text so far as partials (where the store has readers for them). */
   readonly livePartials: boolean;
+  /** The longest wait between two writes of a partial: the budget of its writes. */
+  readonly partialMaxIntervalMs: number;
   /** MAX_MESSAGE_CHARS: what a cold instance reserves of the deployment's cap per unseen history message. */
   readonly maxMessageChars: number;
   /** With MODERATION on: what checks the user's message beside the model call. */

@@ -1,13 +1,20 @@
 import type { ReplySink } from "../../llm/chat-model";
 import type { PartialReply } from "../../store/records";
 
-/** At most one partial write per this many ms: four a second show the reply growing, at a bounded cost in writes. */
-export const PARTIAL_INTERVAL_MS = 250;
+/** The wait after the first partial write: the reply's start shows growing at once. */
+export const PARTIAL_FIRST_INTERVAL_MS = 250;
+/** The longest wait between partial writes (PARTIAL_MAX_INTERVAL_MS); see PartialWriter. */
+export const PARTIAL_MAX_INTERVAL_MS = 2_000;
 
 /**
  * The text of a reply being written, sent to the database as it grows: the first piece at once
- * (the client sees the reply start without waiting), then at most one write per `intervalMs`,
- * each carrying the whole text so far (a client that joins late, or reloads, needs no history).
+ * (the client sees the reply start without waiting), then writes further apart as the reply goes
+ * on: the waits double from `firstIntervalMs` up to `maxIntervalMs` (250, 500, 1,000, 2,000 ms by
+ * default), so a reply streamed over 5 s costs 5 partial writes (at 0, 0.25, 0.75, 1.75 and
+ * 3.75 s) instead of 20 at a steady 250 ms, and a long one one write per `maxIntervalMs`. Each
+ * write carries the whole text so far (a client that joins late, or reloads, needs no history):
+ * with the waits doubling, the text sent in all stays under about twice the reply's length (the
+ * cost bench's section f measured the form against appended deltas; docs/costs.md).
  * `send` is fire-and-forget: nothing here is ever awaited, so the reply's path does not wait
  * for the database. Once stopped, nothing more is written: a write after the commit that removes
  * the partial would leave it behind.
@@ -16,6 +23,8 @@ export class PartialWriter implements ReplySink {
   private text = "";
   private sentText: string | undefined;
   private lastWriteAt = Number.NEGATIVE_INFINITY;
+  /** The wait after the latest write: doubles with each write, up to `maxIntervalMs`. */
+  private interval: number;
   private timer: ReturnType<typeof setTimeout> | undefined;
   private stopped = false;
 
@@ -26,10 +35,13 @@ export class PartialWriter implements ReplySink {
     private readonly seqAfter: number,
     /** Epoch ms for `updated_at`, which clients compare with their clock to spot a dead request's partial. */
     private readonly clock: () => number,
-    private readonly intervalMs: number = PARTIAL_INTERVAL_MS,
+    private readonly maxIntervalMs: number = PARTIAL_MAX_INTERVAL_MS,
     /** Monotonic ms for the throttle: a test's frozen clock must not stop the writes. */
     private readonly monotonic: () => number = () => performance.now(),
-  ) {}
+    firstIntervalMs: number = PARTIAL_FIRST_INTERVAL_MS,
+  ) {
+    this.interval = Math.min(firstIntervalMs, maxIntervalMs);
+  }
 
   /** Whether a partial may be stored (so the commit or a failure must remove it). */
   get written(): boolean {
@@ -64,7 +76,7 @@ export class PartialWriter implements ReplySink {
 
   private schedule(): void {
     if (this.timer !== undefined) return;
-    const wait = this.lastWriteAt + this.intervalMs - this.monotonic();
+    const wait = this.lastWriteAt + this.interval - this.monotonic();
     if (wait <= 0) {
       this.flush();
       return;
@@ -79,6 +91,8 @@ export class PartialWriter implements ReplySink {
 
   private flush(): void {
     if (this.stopped || this.text === "" || this.text === this.sentText) return;
+    // The first write opens the ramp; each later one doubles the wait before the next.
+    if (this.lastWriteAt !== Number.NEGATIVE_INFINITY) this.interval = Math.min(this.interval * 2, this.maxIntervalMs);
     this.lastWriteAt = this.monotonic();
     this.sentText = this.text;
     this.send({ text: this.text, seq_after: this.seqAfter, updated_at: this.clock() });

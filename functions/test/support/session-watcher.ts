@@ -1,0 +1,72 @@
+import { randomUUID } from "node:crypto";
+import { initializeApp, type FirebaseApp } from "firebase/app";
+import { connectDatabaseEmulator, getDatabase, onValue, ref, type Database } from "firebase/database";
+
+export interface Partial {
+  readonly text: string;
+  readonly seq_after: number;
+  readonly updated_at: number;
+}
+
+/** What one value event of the session node showed a client: the partials' texts and the stored messages. */
+export interface Seen {
+  readonly partials: readonly Partial[];
+  readonly messages: readonly string[];
+  /** When the event came (performance.now()). */
+  readonly at: number;
+}
+
+/**
+ * A web client (the `firebase` JS SDK, as a page uses it) listening to one session node, as the
+ * client contract of docs/api.md says: everything it saw, one entry per value event.
+ */
+export class SessionWatcher {
+  readonly seen: Seen[] = [];
+  private readonly unsubscribe: () => void;
+  private readonly waiters: { readonly accept: (seen: Seen) => boolean; readonly resolve: () => void }[] = [];
+
+  constructor(database: Database, sessionId: string) {
+    this.unsubscribe = onValue(ref(database, `userSessions/${sessionId}`), (snapshot) => {
+      const session = (snapshot.val() ?? {}) as { partials?: Record<string, Partial>; messages?: Record<string, { content: string }> };
+      const seen: Seen = {
+        partials: Object.values(session.partials ?? {}),
+        messages: Object.keys(session.messages ?? {}).sort().map((key) => session.messages?.[key]?.content ?? ""),
+        at: performance.now(),
+      };
+      this.seen.push(seen);
+      for (const waiter of [...this.waiters]) {
+        if (!waiter.accept(seen)) continue;
+        this.waiters.splice(this.waiters.indexOf(waiter), 1);
+        waiter.resolve();
+      }
+    });
+  }
+
+  /** Resolves once an event shows what `accept` takes (or one did already); rejects after `timeoutMs`. */
+  until(accept: (seen: Seen) => boolean, timeoutMs = 5_000): Promise<void> {
+    if (this.seen.some(accept)) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => { reject(new Error(`never seen; last: ${JSON.stringify(this.seen.at(-1))}`)); }, timeoutMs);
+      this.waiters.push({ accept, resolve: () => { clearTimeout(timer); resolve(); } });
+    });
+  }
+
+  /** The distinct partial texts seen, in order. */
+  partialTexts(): string[] {
+    const texts = this.seen.flatMap((seen) => seen.partials.map((partial) => partial.text));
+    return texts.filter((text, index) => texts[index - 1] !== text);
+  }
+
+  close(): void {
+    this.unsubscribe();
+  }
+}
+
+/** A web SDK app of its own (as a page has) on `namespace` of the database emulator; the caller deletes the app. */
+export function webClient(namespace: string): { app: FirebaseApp; database: Database } {
+  const app = initializeApp({ projectId: "demo-chatify", databaseURL: `https://${namespace}.firebaseio.com` }, randomUUID());
+  const database = getDatabase(app);
+  const [host, port] = (process.env.FIREBASE_DATABASE_EMULATOR_HOST ?? "").split(":");
+  connectDatabaseEmulator(database, host ?? "127.0.0.1", Number(port));
+  return { app, database };
+}

@@ -1,0 +1,44 @@
+import { serverSentEvents, type ServerSentEvent } from "../../src/llm/server-sent-events";
+
+/** The events read from `pieces`, each sent as one chunk of the body. */
+async function read(pieces: readonly (string | Uint8Array)[]): Promise<ServerSentEvent[]> {
+  const encoder = new TextEncoder();
+  async function* body(): AsyncGenerator<Uint8Array> {
+    for (const piece of pieces) yield typeof piece === "string" ? encoder.encode(piece) : piece;
+  }
+  const events: ServerSentEvent[] = [];
+  for await (const event of serverSentEvents(body())) events.push(event);
+  return events;
+}
+
+describe("serverSentEvents", () => {
+  it("reads events split anywhere across chunks, with LF, CRLF and CR line ends", async () => {
+    const text = 'data: {"a":1}\n\ndata: {"b":2}\r\n\r\ndata: {"c":3}\r\rdata: [DONE]\n\n';
+    const whole = await read([text]);
+    expect(whole).toEqual([
+      { event: undefined, data: '{"a":1}' },
+      { event: undefined, data: '{"b":2}' },
+      { event: undefined, data: '{"c":3}' },
+      { event: undefined, data: "[DONE]" },
+    ]);
+    // Every split point, a CRLF cut in two included.
+    for (let cut = 1; cut < text.length; cut += 1) expect(await read([text.slice(0, cut), text.slice(cut)])).toEqual(whole);
+  });
+
+  it("joins data lines, keeps the event name, skips comments and unknown fields, and dispatches nothing without data", async () => {
+    const events = await read([": keep-alive\n\nevent: error\ndata: {\"error\":\ndata: {}}\nid: 7\n\nevent: ping\n\n", "data:no space\n\n"]);
+    expect(events).toEqual([
+      { event: "error", data: '{"error":\n{}}' },
+      { event: undefined, data: "no space" },
+    ]);
+  });
+
+  it("decodes a character split across chunks, and dispatches a last event the body ends without a blank line", async () => {
+    const bytes = new TextEncoder().encode("data: é😀\n\ndata: last");
+    const events = await read([bytes.slice(0, 8), bytes.slice(8, 11), bytes.slice(11)]);
+    expect(events).toEqual([
+      { event: undefined, data: "é😀" },
+      { event: undefined, data: "last" },
+    ]);
+  });
+});
