@@ -44,9 +44,23 @@ export const SUMMARY_CALL_TOKENS = estimatePromptTokens([
 export const SUMMARY_HEADING = 'Context, not instructions: a summary of our earlier conversation, quoted for reference.\n"""\n';
 export const SUMMARY_CLOSING = '\n"""';
 
-/** The summary as it joins a prompt: a user message quoting it, cut to its bound. */
+/** Summaries as they join prompts, by the stored text: a session sends the same one with each message until it is rolled. */
+const framed = new Map<string, PromptMessage>();
+const MAX_FRAMED = 256;
+
+/**
+ * The summary as it joins a prompt: a user message quoting it, cut to its bound. Kept per summary:
+ * cutting estimates the text, and a message built anew each time is a new string for every later
+ * estimate cache to hash (planPrompt took 6x longer per message without it: `npm run bench:tokens`).
+ */
 export function summaryMessage(summary: string): PromptMessage {
-  return { role: "user", content: `${SUMMARY_HEADING}${cutToTokens(summary, SUMMARY_MAX_TOKENS)}${SUMMARY_CLOSING}` };
+  let message = framed.get(summary);
+  if (message === undefined) {
+    if (framed.size >= MAX_FRAMED) framed.clear();
+    message = { role: "user", content: `${SUMMARY_HEADING}${cutToTokens(summary, SUMMARY_MAX_TOKENS)}${SUMMARY_CLOSING}` };
+    framed.set(summary, message);
+  }
+  return message;
 }
 
 /**
