@@ -59,7 +59,7 @@ const OWN_BASE = `${location.origin}/api/v1`;
  * from the list; watching: a reply being written by a request this page no longer holds (it was
  * reloaded mid-reply), followed through its live partial.
  *
- * @typedef {{ id: string, templateName: string, messageCount: number, tokens: number }} SessionView
+ * @typedef {{ id: string, templateName: string, messageCount: number, tokens: number, firstMessage?: string }} SessionView
  * tokens: the session's tokens so far, as its replies report them; at the end, the total the end
  * reports (summary calls included).
  *
@@ -736,7 +736,12 @@ async function sendMessage(event) {
     update({
       phase: "active",
       // The session's tokens so far, as the replies report them (the end's answer gives the full total, summaries included).
-      session: { ...session, messageCount: finished.message_count, tokens: session.tokens + (finished.usage?.total_tokens ?? 0) },
+      session: {
+        ...session,
+        messageCount: finished.message_count,
+        tokens: session.tokens + (finished.usage?.total_tokens ?? 0),
+        ...(session.messageCount === 0 && session.firstMessage === undefined ? { firstMessage: text } : {}),
+      },
       status: `Reply complete. Messages: ${finished.message_count}.`,
     });
     ui.message.focus();
@@ -817,8 +822,22 @@ async function loadConversations(more = false) {
     update({ error: errorText(outcome.failure) });
     return;
   }
-  const page = outcome.body.sessions;
+  const page = outcome.body.sessions.map(withWhatThisPageKnows);
   update({ conversations: more ? [...(state.conversations ?? []), ...page] : page, conversationsNext: outcome.body.next_cursor });
+}
+
+/**
+ * A listed conversation, brought up to what this page saw of it: the server updates the list
+ * with the write that copies an exchange to the history, after the reply is answered, so a list
+ * read at once may not show the exchange yet. The session on view is then shown as the page
+ * knows it (its count, and its first message as the title) until a later read catches up.
+ * @param {ListedConversation} listed
+ */
+function withWhatThisPageKnows(listed) {
+  const { session } = state;
+  if (!session || listed.session_id !== session.id || listed.message_count >= session.messageCount) return listed;
+  const title = listed.title ?? (session.firstMessage === undefined ? null : session.firstMessage.replace(/\s+/g, " ").trim());
+  return { ...listed, message_count: session.messageCount, title };
 }
 
 /** A stored message shown in the log (at the end, or before `first`). */
