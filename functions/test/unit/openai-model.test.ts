@@ -373,14 +373,20 @@ describe("createOpenAiModel against an OpenAI-compatible server", () => {
   describe("a caller that gives up (its signal aborts)", () => {
     const abandoned = { name: "ModelError", failure: "timeout", retryable: false, message: "the call was abandoned" };
 
-    /** The call on a hanging server, its signal aborted after 50 ms; the model's own deadline is far off. */
+    /**
+     * The call on a hanging server, its signal aborted once the server holds the request (not on a
+     * timer: on a loaded machine the request may not have left in 50 ms, and a late one took the
+     * next test's answer); the model's own deadline is far off. `elapsed`: from the abort.
+     */
     async function abandonedCall(call: (request: CompletionRequest) => Promise<unknown>) {
       fake.enqueue({ kind: "hang" });
       const caller = new AbortController();
-      setTimeout(() => { caller.abort(); }, 50);
-      const started = performance.now();
-      const error = await call({ ...request, signal: caller.signal }).then(() => undefined, (error: unknown) => error);
-      return { error, elapsed: performance.now() - started };
+      const settled = call({ ...request, signal: caller.signal }).then(() => undefined, (error: unknown) => error);
+      await fake.awaitRequests(1);
+      const aborted = performance.now();
+      caller.abort();
+      const error = await settled;
+      return { error, elapsed: performance.now() - aborted };
     }
 
     /**
