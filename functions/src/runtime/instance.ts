@@ -27,6 +27,7 @@ import { ErasureService } from "../session/erasure/erasure-service";
 import type { SessionStore } from "../store/session-store";
 import { checkConnectionBudget, timeBudget, type TimeBudget } from "./time-budget";
 import { getMessaging } from "firebase-admin/messaging";
+import { ConnectionErasure } from "../connections/connection-erasure";
 import { ConnectionService } from "../connections/connection-service";
 import { DeviceRegistry } from "../connections/device-registry";
 import { sweepDevices, type DeviceSweepReport } from "../connections/device-sweep";
@@ -34,7 +35,7 @@ import { RecipientNotifier } from "../connections/recipient-notifier";
 import { createFcmSender } from "../notify/fcm-sender";
 import { createOfflineSender } from "../notify/offline-sender";
 import type { PushSender } from "../notify/push-sender";
-import type { ConnectionStore, DeviceStore } from "../store/connection-store";
+import type { ConnectionAdapter } from "../store/connection-erasure-store";
 import { MemoryConnectionStore } from "../store/memory-connection-store";
 import { RtdbConnectionStore } from "../store/rtdb/rtdb-connection-store";
 
@@ -66,7 +67,7 @@ export interface InstanceParts {
    * Connections and devices. Default: the Realtime Database of `app` when no `store` is given;
    * beside a given `store` (tests, benches), an embedded one of this instance's own.
    */
-  readonly connectionStore?: ConnectionStore & DeviceStore;
+  readonly connectionStore?: ConnectionAdapter;
   /** Default: FCM through `app` deployed; where `allowOffline`, the offline sender, which logs what it would send. */
   readonly pushSender?: PushSender;
   readonly newConnectionId?: () => string;
@@ -136,6 +137,7 @@ export function composeInstance(config: Config, parts: InstanceParts): Instance 
     },
   });
   const functionTimeoutMs = parts.functionTimeoutMs ?? config.deploy.timeoutSeconds * 1000;
+  const { connections, devices, connectionStore, pushSender } = composeConnections(config, parts, store, clock);
   const erasure = new ErasureService({
     store,
     clock,
@@ -145,8 +147,8 @@ export function composeInstance(config: Config, parts: InstanceParts): Instance 
     // A request that raced the erasure writes nothing after its claim's lease, nor a write it sent after one database deadline.
     finalPassAfterMs: budget.leaseMs + config.dbTimeoutMs,
     batchSize: ERASURE_BATCH,
+    connections: new ConnectionErasure({ store: connectionStore, batchSize: ERASURE_BATCH }),
   });
-  const { connections, devices, connectionStore, pushSender } = composeConnections(config, parts, store, clock);
   const maintain = async (now: number = clock()) => {
     const report = await runMaintenance({
       store,
