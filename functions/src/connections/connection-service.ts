@@ -1,4 +1,5 @@
 import type { Log } from "../log/log";
+import type { MessageModeration } from "../moderation/message-moderation";
 import { ForbiddenError, IdempotencyKeyReusedError, LimitExceededError } from "../session/errors";
 import { keyHash } from "../session/idempotency";
 import { ErasureInProgressError } from "../session/erasure/erasure-errors";
@@ -42,6 +43,8 @@ export interface ConnectionServiceOptions {
   /** USER_MESSAGES_PER_MINUTE: the AI side's bucket, full in a usage record a request creates. */
   readonly aiMessagesPerMinute: number;
   readonly cache: { readonly maxEntries: number; readonly ttlMs: number };
+  /** With MODERATION on: each message is checked before it is stored, as the AI side's are. */
+  readonly moderation?: MessageModeration;
 }
 
 /** A connection as one of its users sees it (`you`). */
@@ -195,7 +198,9 @@ export class ConnectionService {
    * Sends a message: one transaction on the connection's state decides and stores it (its key, the
    * count, the sender's rate, a retry's key), with the recipient's devices read beside it; then the
    * recipient is notified, waiting at most NOTIFICATION_DEADLINE_MS. A retry with the same
-   * `Idempotency-Key` gets the stored message back and notifies no one again.
+   * `Idempotency-Key` gets the stored message back and notifies no one again. With MODERATION on,
+   * a participant's message is checked first: there is no model call to run the check beside, so
+   * its verdict comes before the transaction (a flagged one is stored nowhere, notified to no one).
    */
   async send(input: { readonly userId: string; readonly connectionId: string; readonly text: string; readonly idempotencyKey?: string }): Promise<SentMessage> {
     const { store, notifier, clock, policy } = this.options;
@@ -205,6 +210,7 @@ export class ConnectionService {
     store.prepareConnection(connectionId);
     const known = await this.known.get(connectionId);
     const sender = participantOf(known.meta, userId);
+    await this.options.moderation?.admit(text, { connection_id: connectionId });
     const { ref } = known;
     const audience = notifier.audience(ref.userKeys[otherParticipant(sender)], ref.userKeys[sender]);
     const hash = idempotencyKey === undefined ? undefined : keyHash(`connectionMessage\u0000${connectionId}\u0000${userId}`, idempotencyKey);

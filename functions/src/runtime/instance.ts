@@ -14,7 +14,7 @@ import type { ChatModel } from "../llm/chat-model";
 import { modelFromConfig, moderatorFromConfig } from "../llm/model-from-config";
 import type { Moderator } from "../llm/moderation";
 import type { Log } from "../log/log";
-import { messageModeration } from "../moderation/message-moderation";
+import { messageModeration, type MessageModeration } from "../moderation/message-moderation";
 import { runMaintenance, type MaintenanceReport } from "../session/maintenance";
 import type { SessionPolicy } from "../session/session-rules";
 import { SessionService } from "../session/session-service";
@@ -106,7 +106,7 @@ export function composeInstance(config: Config, parts: InstanceParts): Instance 
   const appCheck = config.requireAppCheck ? (parts.appCheck ?? firebaseAppCheck(required(parts.app, "appCheck"), { log: parts.log })) : undefined;
   const model = parts.model ?? modelFromConfig(config, { allowOffline: parts.allowOffline ?? false });
   const moderator = config.moderation.enabled ? (parts.moderator ?? moderatorFromConfig(config)) : undefined;
-  // One moderation for every path that keeps a user's text, under the same params: the sessions' messages here.
+  // One moderation for every path that keeps a user's text, under the same params: the sessions' messages, and users' to each other.
   const moderation = moderator ? messageModeration(moderator, config.moderation.onOutage, parts.log) : undefined;
   const policy = sessionPolicy(config);
   const sessions = new SessionService({
@@ -137,7 +137,7 @@ export function composeInstance(config: Config, parts: InstanceParts): Instance 
     },
   });
   const functionTimeoutMs = parts.functionTimeoutMs ?? config.deploy.timeoutSeconds * 1000;
-  const { connections, devices, connectionStore, pushSender } = composeConnections(config, parts, store, clock);
+  const { connections, devices, connectionStore, pushSender } = composeConnections(config, parts, store, clock, moderation);
   const erasure = new ErasureService({
     store,
     clock,
@@ -184,7 +184,7 @@ export function composeInstance(config: Config, parts: InstanceParts): Instance 
  * beside a given session store an embedded one), the push sender (FCM deployed, the offline
  * sender where FCM cannot be reached) and the services over them.
  */
-function composeConnections(config: Config, parts: InstanceParts, store: SessionStore, clock: () => number) {
+function composeConnections(config: Config, parts: InstanceParts, store: SessionStore, clock: () => number, moderation: MessageModeration | undefined) {
   checkConnectionBudget(config, parts.functionTimeoutMs);
   const connectionStore =
     parts.connectionStore ?? (parts.store === undefined ? new RtdbConnectionStore(getDatabase(required(parts.app, "connection store")), config.dbTimeoutMs) : new MemoryConnectionStore());
@@ -208,6 +208,7 @@ function composeConnections(config: Config, parts: InstanceParts, store: Session
     requestsPerHour: config.connections.requestsPerHour,
     aiMessagesPerMinute: config.limits.userMessagesPerMinute,
     cache: { maxEntries: config.sessionCacheMaxEntries, ttlMs: config.sessionCacheTtlMs },
+    ...(moderation ? { moderation } : {}),
   });
   return { connections, devices: new DeviceRegistry({ store: connectionStore, clock }), connectionStore, pushSender };
 }
