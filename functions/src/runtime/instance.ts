@@ -28,6 +28,7 @@ import type { SessionStore } from "../store/session-store";
 import { checkConnectionBudget, timeBudget, type TimeBudget } from "./time-budget";
 import { getMessaging } from "firebase-admin/messaging";
 import { ConnectionErasure } from "../connections/connection-erasure";
+import { ConnectionExport } from "../connections/connection-export";
 import { ConnectionService } from "../connections/connection-service";
 import { DeviceRegistry } from "../connections/device-registry";
 import { sweepDevices, type DeviceSweepReport } from "../connections/device-sweep";
@@ -168,6 +169,7 @@ export function composeInstance(config: Config, parts: InstanceParts): Instance 
   const userData: UserDataContext = {
     conversations: new ConversationService({ store, clock, policy, partialStaleMs: functionTimeoutMs }),
     erasure,
+    connections: new ConnectionExport(connectionStore),
     cursors: new CursorCodec(() => store.serviceSecret("cursor")),
     queries: querySchemas(),
     clock,
