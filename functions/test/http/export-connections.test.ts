@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { ApiUser, connectionOf, HOSTING_ROUTES } from "../support/connection-api";
-import { createSession, describeEachStore, ROUTES, startHarness, type Answer, type Harness } from "../support/http-harness";
+import { allParts } from "../support/export-parts";
+import { createSession, describeEachStore, ROUTES, startHarness, type Harness } from "../support/http-harness";
 
 interface ExportedConnection {
   readonly connection_id: string;
@@ -10,18 +11,6 @@ interface ExportedConnection {
   readonly messages: readonly { position: number; sender_id: string; content: string }[];
 }
 
-/** Every part of a user's export, following its cursors. */
-async function allParts(harness: Harness, userId: string): Promise<Answer[]> {
-  const parts: Answer[] = [];
-  let cursor: string | null = null;
-  do {
-    const answer: Answer = await harness.api.call("GET", `${ROUTES.exportData}?user_id=${userId}${cursor ? `&cursor=${cursor}` : ""}`);
-    expect(answer.status).toBe(200);
-    parts.push(answer);
-    cursor = answer.body.next_cursor as string | null;
-  } while (cursor !== null && parts.length < 20);
-  return parts;
-}
 
 /**
  * A user's export carries their connections with other users (as they see each, with the messages
@@ -59,7 +48,7 @@ describeEachStore("exporting a user's connections and devices", (kind) => {
 
   it("gives each connection as the user sees it, with both sides' messages, and their devices without tokens", async () => {
     const { user, counterpart, asked, session, talking, pending, theirs, token } = await userWithConnections(harness);
-    const [answer] = await allParts(harness, user.id);
+    const [answer] = await allParts(harness, ROUTES.exportData, user.id);
     const body = answer!.body;
     expect(body).toMatchObject({ complete: true, session_count: 1, connection_count: 2, next_cursor: null, devices: { registered_at: [expect.any(String)], previews: false } });
     expect((body.sessions as { session_id: string }[]).map((one) => one.session_id)).toEqual([session]);
@@ -83,7 +72,7 @@ describeEachStore("exporting a user's connections and devices", (kind) => {
 
   it("continues across parts with its cursor: every session, then every connection, each once", async () => {
     const { user, session, talking, pending } = await userWithConnections(small);
-    const parts = await allParts(small, user.id);
+    const parts = await allParts(small, ROUTES.exportData, user.id);
     expect(parts.map((part) => [part.body.session_count, part.body.connection_count, part.body.complete])).toEqual([
       [1, 0, false],
       [0, 1, false],
@@ -97,7 +86,7 @@ describeEachStore("exporting a user's connections and devices", (kind) => {
 
   it("exports a user without connections or devices with empty ones", async () => {
     const userId = `loner-${randomUUID().slice(0, 8)}`;
-    const [answer] = await allParts(harness, userId);
+    const [answer] = await allParts(harness, ROUTES.exportData, userId);
     expect(answer!.body).toMatchObject({ sessions: [], connections: [], connection_count: 0, devices: { registered_at: [], previews: null }, complete: true });
   });
 });
