@@ -43,6 +43,18 @@ export const chat = {
   getSession: onCall(callableOptions("session"), call("getSession")),
   exportUserData: onCall(callableOptions("session"), call("exportUserData")),
   eraseUserData: onCall(callableOptions("session"), call("eraseUserData")),
+  requestConnection: onCall(callableOptions("session"), call("requestConnection")),
+  listConnections: onCall(callableOptions("session"), call("listConnections")),
+  getConnection: onCall(callableOptions("session"), call("getConnection")),
+  endConnection: onCall(callableOptions("session"), call("endConnection")),
+  acceptConnection: onCall(callableOptions("session"), call("acceptConnection")),
+  declineConnection: onCall(callableOptions("session"), call("declineConnection")),
+  blockConnection: onCall(callableOptions("session"), call("blockConnection")),
+  unblockConnection: onCall(callableOptions("session"), call("unblockConnection")),
+  sendConnectionMessage: onCall(callableOptions("session"), call("sendConnectionMessage")),
+  listConnectionMessages: onCall(callableOptions("session"), call("listConnectionMessages")),
+  registerDevice: onCall(callableOptions("session"), call("registerDevice")),
+  unregisterDevice: onCall(callableOptions("session"), call("unregisterDevice")),
 };
 
 // Connections between users (docs/connections.md): one function per Hosting path, serving every method of it.

@@ -39,7 +39,7 @@ export interface CallableApiDeps {
   readonly log: Log;
   /** A user's conversations and data (issue 16), for the callables that stand for its routes. */
   readonly userData: UserDataContext;
-  /** Connections between users (no callable stands for their routes yet; the context is the endpoints' own). */
+  /** Connections between users and devices, for the callables that stand for their routes (the endpoints' own context). */
   readonly connections: ConnectionsContext;
   readonly config: Pick<Config, "requireAuth" | "requireAppCheck" | "appCheckReplayProtection" | "maxMessageChars" | "maxBodyBytes">;
 }

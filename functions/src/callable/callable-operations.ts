@@ -19,6 +19,11 @@ export interface CallableOperation {
   readonly rest: "body" | "query";
 }
 
+/** A connection's function URL path: its id (each connection function serves `/{id}`). */
+function connectionPath(fields: Readonly<Record<string, string>>): string {
+  return `/${fields.connection_id ?? ""}`;
+}
+
 /**
  * The callables, by the name they take in the `chat` group of index.ts (deployed as
  * `chat-createSession`...). A new operation of the HTTP API becomes a callable with one entry
@@ -33,6 +38,19 @@ export const CALLABLES = {
   getSession: { endpoint: "getSession", method: "GET", pathFields: ["session_id"], path: (fields) => `/${fields.session_id ?? ""}`, role: "session", rest: "query" },
   exportUserData: { endpoint: "exportUserData", method: "GET", pathFields: [], path: () => "/", role: "session", rest: "query" },
   eraseUserData: { endpoint: "eraseUserData", method: "DELETE", pathFields: [], path: () => "/", role: "session", rest: "query" },
+  // Connections between users and devices (issue 17): one callable per method of each function, named for the operation.
+  requestConnection: { endpoint: "connections", method: "POST", pathFields: [], path: () => "/", role: "session", rest: "body" },
+  listConnections: { endpoint: "connections", method: "GET", pathFields: [], path: () => "/", role: "session", rest: "query" },
+  getConnection: { endpoint: "connection", method: "GET", pathFields: ["connection_id"], path: connectionPath, role: "session", rest: "query" },
+  endConnection: { endpoint: "connection", method: "DELETE", pathFields: ["connection_id"], path: connectionPath, role: "session", rest: "body" },
+  acceptConnection: { endpoint: "acceptConnection", method: "POST", pathFields: ["connection_id"], path: connectionPath, role: "session", rest: "body" },
+  declineConnection: { endpoint: "declineConnection", method: "POST", pathFields: ["connection_id"], path: connectionPath, role: "session", rest: "body" },
+  blockConnection: { endpoint: "blockConnection", method: "POST", pathFields: ["connection_id"], path: connectionPath, role: "session", rest: "body" },
+  unblockConnection: { endpoint: "blockConnection", method: "DELETE", pathFields: ["connection_id"], path: connectionPath, role: "session", rest: "body" },
+  sendConnectionMessage: { endpoint: "connectionMessages", method: "POST", pathFields: ["connection_id"], path: connectionPath, role: "session", rest: "body" },
+  listConnectionMessages: { endpoint: "connectionMessages", method: "GET", pathFields: ["connection_id"], path: connectionPath, role: "session", rest: "query" },
+  registerDevice: { endpoint: "devices", method: "POST", pathFields: [], path: () => "/", role: "session", rest: "body" },
+  unregisterDevice: { endpoint: "devices", method: "DELETE", pathFields: [], path: () => "/", role: "session", rest: "body" },
 } as const satisfies Readonly<Record<string, CallableOperation>>;
 
 export type CallableName = keyof typeof CALLABLES;

@@ -1,7 +1,9 @@
 import type { Log } from "../log/log";
+import type { MessageModeration } from "../moderation/message-moderation";
 import { ForbiddenError, IdempotencyKeyReusedError, LimitExceededError } from "../session/errors";
 import { keyHash } from "../session/idempotency";
-import { userKey } from "../session/ledger/limits";
+import { ErasureInProgressError } from "../session/erasure/erasure-errors";
+import { ERASING_RETRY_MS, userKey } from "../session/ledger/limits";
 import { seconds } from "../session/message/refusals";
 import type { ConnectionMessage, ConnectionMeta, ConnectionState, Participant } from "../store/connection-records";
 import type { ConnectionRule, ConnectionStore, ListCursor, StoredMessage } from "../store/connection-store";
@@ -29,8 +31,8 @@ import { returnRequest, takeRequest } from "./request-limit";
 
 export interface ConnectionServiceOptions {
   readonly store: ConnectionStore;
-  /** The users' usage records, where the connection requests bucket is kept beside the AI side's. */
-  readonly ledger: Pick<LedgerStore, "updateUsage">;
+  /** The users' usage records, where the connection requests bucket is kept beside the AI side's, and erasures are marked. */
+  readonly ledger: Pick<LedgerStore, "updateUsage" | "readUsage">;
   readonly notifier: RecipientNotifier;
   readonly log: Log;
   readonly clock: () => number;
@@ -41,6 +43,8 @@ export interface ConnectionServiceOptions {
   /** USER_MESSAGES_PER_MINUTE: the AI side's bucket, full in a usage record a request creates. */
   readonly aiMessagesPerMinute: number;
   readonly cache: { readonly maxEntries: number; readonly ttlMs: number };
+  /** With MODERATION on: each message is checked before it is stored, as the AI side's are. */
+  readonly moderation?: MessageModeration;
 }
 
 /** A connection as one of its users sees it (`you`). */
@@ -94,6 +98,7 @@ export class ConnectionService {
    * Asks `otherUserId` for a connection, or finds the one the pair has: one per pair at a time,
    * however many requests race, from either side; the other side's request accepts it. Only a
    * request that makes a new connection notifies, and counts against the requester's hourly limit.
+   * Refused while either user's data is being erased: the connection would name them after it.
    */
   async request(userId: string, otherUserId: string): Promise<RequestResult> {
     if (userId === otherUserId) throw new Error("a connection needs two users");
@@ -102,10 +107,13 @@ export class ConnectionService {
     const users = pairOf(userId, otherUserId);
     const requester: Participant = userId === users.a ? "a" : "b";
     const requesterKey = userKey(userId);
-    const admission = await ledger.updateUsage(requesterKey, takeRequest(now, requestsPerHour, aiMessagesPerMinute));
-    if (!admission.admitted) throw new ConnectionRequestLimitError(seconds(admission.retryAfterMs));
+    // The other user's mark is read beside the requester's bucket: a request that read it just before
+    // it was set made a connection asked for before the erasure, which the erasure's second pass finds.
+    const [admission, other] = await Promise.all([ledger.updateUsage(requesterKey, takeRequest(now, requestsPerHour, aiMessagesPerMinute)), ledger.readUsage(userKey(otherUserId))]);
+    if (!admission.admitted) throw admission.erasing ? new ErasureInProgressError(seconds(admission.retryAfterMs)) : new ConnectionRequestLimitError(seconds(admission.retryAfterMs));
     let settled: { known: KnownConnection; state: ConnectionState; created: boolean } | undefined;
     try {
+      if (other?.erasing !== undefined) throw new ErasureInProgressError(seconds(ERASING_RETRY_MS));
       settled = await this.settleRequest(users, requester, now);
     } finally {
       // Off the answer's path: a request that made nothing new costs nothing; a lost refund only delays one.
@@ -190,7 +198,9 @@ export class ConnectionService {
    * Sends a message: one transaction on the connection's state decides and stores it (its key, the
    * count, the sender's rate, a retry's key), with the recipient's devices read beside it; then the
    * recipient is notified, waiting at most NOTIFICATION_DEADLINE_MS. A retry with the same
-   * `Idempotency-Key` gets the stored message back and notifies no one again.
+   * `Idempotency-Key` gets the stored message back and notifies no one again. With MODERATION on,
+   * a participant's message is checked first: there is no model call to run the check beside, so
+   * its verdict comes before the transaction (a flagged one is stored nowhere, notified to no one).
    */
   async send(input: { readonly userId: string; readonly connectionId: string; readonly text: string; readonly idempotencyKey?: string }): Promise<SentMessage> {
     const { store, notifier, clock, policy } = this.options;
@@ -200,6 +210,7 @@ export class ConnectionService {
     store.prepareConnection(connectionId);
     const known = await this.known.get(connectionId);
     const sender = participantOf(known.meta, userId);
+    await this.options.moderation?.admit(text, { connection_id: connectionId });
     const { ref } = known;
     const audience = notifier.audience(ref.userKeys[otherParticipant(sender)], ref.userKeys[sender]);
     const hash = idempotencyKey === undefined ? undefined : keyHash(`connectionMessage\u0000${connectionId}\u0000${userId}`, idempotencyKey);

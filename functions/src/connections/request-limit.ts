@@ -1,4 +1,5 @@
 import type { UsageRule } from "../store/session-store";
+import { ERASING_RETRY_MS } from "../session/ledger/limits";
 import { returnToken, takeToken } from "../session/ledger/token-bucket";
 
 /**
@@ -9,14 +10,16 @@ import { returnToken, takeToken } from "../session/ledger/token-bucket";
 
 const HOUR = 3_600_000;
 
-export type RequestAdmission = { readonly admitted: true } | { readonly admitted: false; readonly retryAfterMs: number };
+export type RequestAdmission = { readonly admitted: true } | { readonly admitted: false; readonly retryAfterMs: number; readonly erasing?: true };
 
 /**
  * Takes one request from the user's bucket, or says when to retry. A record made here starts with
  * the AI side's message bucket full (`messagesPerMinute`), as one made by a session's admission does.
+ * Refused while the user's data is being erased, as their new sessions are (session/erasure/).
  */
 export function takeRequest(now: number, perHour: number, messagesPerMinute: number): UsageRule<RequestAdmission> {
   return (usage) => {
+    if (usage?.erasing !== undefined) return { outcome: { admitted: false, retryAfterMs: ERASING_RETRY_MS, erasing: true } };
     const took = takeToken(usage?.connection_requests, now, perHour, HOUR);
     if (!took.admitted) return { outcome: took };
     const base = usage ?? { tokens: messagesPerMinute, refilled_at: now };

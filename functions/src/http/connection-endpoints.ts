@@ -77,7 +77,7 @@ export function connectionBody(view: ConnectionView): Record<string, unknown> {
 }
 
 /** A stored message as clients read it in the database, with its key. */
-function messageBody(position: number, message: ConnectionMessage): Record<string, unknown> {
+export function messageBody(position: number, message: ConnectionMessage): Record<string, unknown> {
   return { id: messageKey(position), position, sender_id: message.sender_id, content: message.content, timestamp: message.timestamp };
 }
 

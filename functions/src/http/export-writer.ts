@@ -1,6 +1,8 @@
+import type { ExportedConnection, ExportedDevices } from "../connections/connection-export";
 import { NO_USAGE } from "../session/ledger/token-usage";
 import type { StoredConversation } from "../store/conversation-records";
 import type { SessionState, SessionStatus, UserUsage } from "../store/records";
+import { connectionBody, messageBody as connectionMessageBody } from "./connection-endpoints";
 import { messageBody } from "./conversation-endpoints";
 import { iso, usageBody } from "./endpoint-parts";
 import type { BodyWriter } from "./endpoints";
@@ -11,29 +13,42 @@ import type { UserDataLimits } from "./user-data-context";
 export const EXPORT_FORMAT = "chatify-export";
 export const EXPORT_VERSION = 1;
 
+/**
+ * Where a part starts: after session `s`; once every session is written, after connection `c`
+ * ("" for the first). A cursor says it.
+ */
+export interface ExportPosition {
+  readonly s?: string;
+  readonly c?: string;
+}
+
 export interface ExportPart {
   readonly userId: string;
   /** 1 for the first part; each cursor names the next. */
   readonly part: number;
   /** The user's counters (first part only). */
   readonly usage: UserUsage | null;
-  /** The user's sessions from where this part starts, in id order, read a page at a time. */
+  /** The user's devices (first part only). */
+  readonly devices: ExportedDevices | null;
+  /** The user's sessions after `from.s`, in id order, read a page at a time (not read when `from.c` is set). */
   readonly sessions: AsyncIterable<StoredConversation>;
-  /** The session id this part starts after (from its cursor), where a failure before the first session resumes. */
-  readonly after: string | undefined;
+  /** The user's connections after `from.c`, in id order, each read whole, once the sessions are written. */
+  readonly connections: AsyncIterable<ExportedConnection>;
+  /** Where this part starts (from its cursor), where a failure before its first item resumes. */
+  readonly from: ExportPosition;
   readonly status: (state: SessionState) => SessionStatus;
-  /** The cursor of the part that continues after `sessionId`. */
-  readonly cursorAfter: (sessionId: string, part: number) => Promise<string>;
+  /** The cursor of the part that continues after `position`. */
+  readonly cursorAfter: (position: ExportPosition, part: number) => Promise<string>;
   readonly limits: UserDataLimits;
   readonly clock: () => number;
 }
 
 /**
- * Writes one part of an export as JSON, each session as soon as it is read (memory holds one page
- * of sessions, whatever the user has), and ends the part once it has carried `exportPartBytes`
- * or run `exportPartMs`: then `complete` is false and `next_cursor` continues. A failure after
- * the answer began cannot change its status: the part ends properly with `error` and the cursor
- * that resumes from the last session written whole.
+ * Writes one part of an export as JSON, each session, then each connection, as soon as it is read
+ * (memory holds one page of sessions or one connection, whatever the user has), and ends the part
+ * once it has carried `exportPartBytes` or run `exportPartMs`: then `complete` is false and
+ * `next_cursor` continues. A failure after the answer began cannot change its status: the part
+ * ends properly with `error` and the cursor that resumes from the last item written whole.
  */
 export async function writeExport(out: BodyWriter, part: ExportPart): Promise<void> {
   const { limits, clock } = part;
@@ -43,6 +58,7 @@ export async function writeExport(out: BodyWriter, part: ExportPart): Promise<vo
     bytes += Buffer.byteLength(text, "utf8");
     await out.write(text);
   };
+  const full = () => bytes >= limits.exportPartBytes || clock() - started >= limits.exportPartMs;
   const head = {
     success: true,
     format: EXPORT_FORMAT,
@@ -50,36 +66,54 @@ export async function writeExport(out: BodyWriter, part: ExportPart): Promise<vo
     user_id: part.userId,
     exported_at: iso(started),
     part: part.part,
-    ...(part.part === 1 ? { usage: usageExport(part.usage) } : {}),
+    ...(part.part === 1 ? { usage: usageExport(part.usage), devices: devicesExport(part.devices) } : {}),
   };
   await write(`${JSON.stringify(head).slice(0, -1)},"sessions":[`);
-  let last = part.after;
-  let count = 0;
+  let at: ExportPosition = part.from;
+  const counts = { sessions: 0, connections: 0 };
+  let inSessions = true;
   let more = false;
   try {
-    for await (const session of part.sessions) {
-      if (count > 0 && (bytes >= limits.exportPartBytes || clock() - started >= limits.exportPartMs)) {
-        more = true;
-        break;
+    if (at.c === undefined) {
+      for await (const session of part.sessions) {
+        if (counts.sessions > 0 && full()) {
+          more = true;
+          break;
+        }
+        await write(`${counts.sessions > 0 ? "," : ""}${JSON.stringify(sessionExport(session, part.status))}`);
+        at = { s: session.id };
+        counts.sessions += 1;
       }
-      await write(`${count > 0 ? "," : ""}${JSON.stringify(sessionExport(session, part.status))}`);
-      last = session.id;
-      count += 1;
     }
-    const next = more && last !== undefined ? await part.cursorAfter(last, part.part + 1) : null;
-    await write(`],"session_count":${count},"complete":${String(!more)},"next_cursor":${JSON.stringify(next)}}`);
+    await write(`],"session_count":${counts.sessions},"connections":[`);
+    inSessions = false;
+    if (!more) {
+      at = { ...at, c: at.c ?? "" };
+      for await (const connection of part.connections) {
+        if (counts.sessions + counts.connections > 0 && full()) {
+          more = true;
+          break;
+        }
+        await write(`${counts.connections > 0 ? "," : ""}${JSON.stringify(connectionExport(connection))}`);
+        at = { ...at, c: connection.view.id };
+        counts.connections += 1;
+      }
+    }
+    const next = more ? await part.cursorAfter(at, part.part + 1) : null;
+    await write(`],"connection_count":${counts.connections},"complete":${String(!more)},"next_cursor":${JSON.stringify(next)}}`);
   } catch (error) {
     const answer = toErrorAnswer(error);
-    const next = await resumeCursor(part, last);
-    await write(`],"session_count":${count},"complete":false,"error":${JSON.stringify({ code: answer.code, message: answer.message })},"next_cursor":${JSON.stringify(next)}}`);
+    const next = await resumeCursor(part, at);
+    const sessionsEnd = inSessions ? `],"session_count":${counts.sessions},"connections":[` : "";
+    await write(`${sessionsEnd}],"connection_count":${counts.connections},"complete":false,"error":${JSON.stringify({ code: answer.code, message: answer.message })},"next_cursor":${JSON.stringify(next)}}`);
   }
 }
 
-/** Where a failed part resumes: after its last whole session, or where it began; null when even that cannot be said. */
-async function resumeCursor(part: ExportPart, last: string | undefined): Promise<string | null> {
-  if (last === undefined) return null;
+/** Where a failed part resumes: after its last whole item, or where it began; null when even that cannot be said (start again). */
+async function resumeCursor(part: ExportPart, at: ExportPosition): Promise<string | null> {
+  if (at.s === undefined && at.c === undefined) return null;
   try {
-    return await part.cursorAfter(last, part.part + 1);
+    return await part.cursorAfter(at, part.part + 1);
   } catch {
     return null;
   }
@@ -107,4 +141,14 @@ function sessionExport(session: StoredConversation, status: (state: SessionState
     summary: summary ? { text: summary.text, through: summary.through, updated_at: iso(summary.updated_at) } : null,
     messages: session.messages.map((message, i) => messageBody({ position: i + 1, message })),
   };
+}
+
+/** The user's devices: when each was registered, and their preview setting; never a token. */
+function devicesExport(devices: ExportedDevices | null): Record<string, unknown> {
+  return { registered_at: (devices?.registeredAt ?? []).map((at) => iso(at)), previews: devices?.previews ?? null };
+}
+
+/** A connection as its user sees it over the API, with every message of both sides. */
+function connectionExport({ view, messages }: ExportedConnection): Record<string, unknown> {
+  return { ...connectionBody(view), messages: messages.map(({ position, message }) => connectionMessageBody(position, message)) };
 }

@@ -1,3 +1,4 @@
+import type { ConnectionExport } from "../connections/connection-export";
 import type { ConversationService } from "../session/conversations/conversation-service";
 import type { ErasureService } from "../session/erasure/erasure-service";
 import type { CursorCodec } from "./cursor-codec";
@@ -7,6 +8,8 @@ import type { QuerySchemas } from "./query-schemas";
 export interface UserDataContext {
   readonly conversations: Pick<ConversationService, "owner" | "list" | "read" | "sessions" | "usage" | "status">;
   readonly erasure: Pick<ErasureService, "erase">;
+  /** What connections hold of the user, for their export. */
+  readonly connections: Pick<ConnectionExport, "connections" | "devices">;
   readonly cursors: CursorCodec;
   readonly queries: QuerySchemas;
   readonly clock: () => number;

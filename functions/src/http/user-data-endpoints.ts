@@ -7,8 +7,15 @@ import type { Endpoint } from "./endpoints";
 import { writeExport } from "./export-writer";
 import { parseQuery } from "./query-schemas";
 
-/** What an export cursor says: the last session written whole, and the number of the part it starts. */
-const exportPosition = z.object({ s: z.string().regex(DATABASE_KEY), p: z.number().int().min(2).max(1_000_000) });
+/**
+ * What an export cursor says: the last session written whole; once they all are, the last
+ * connection ("" before the first); and the number of the part it starts.
+ */
+const exportPosition = z.object({
+  s: z.string().regex(DATABASE_KEY).optional(),
+  c: z.union([z.literal(""), z.string().regex(DATABASE_KEY)]).optional(),
+  p: z.number().int().min(2).max(1_000_000),
+});
 
 /** How long a request refused during an erasure is told to wait. */
 const ERASING_RETRY_SECONDS = 5;
@@ -23,25 +30,29 @@ export const exportUserData: Endpoint = {
   match: matchExport,
   async handle(request, _route, context) {
     const caller = await context.authenticate(request);
-    const { conversations, cursors, queries, limits, clock } = context.userData;
+    const { conversations, connections, cursors, queries, limits, clock } = context.userData;
     const query = parseQuery(caller ? queries.exportUserData.signedIn : queries.exportUserData.anonymous, request.query);
     const owner = conversations.owner(caller, query.user_id);
     const from = query.cursor === undefined ? undefined : await cursors.open("export", owner, query.cursor, exportPosition);
     // Read before the answer begins: its failure, or an erasure under way, is an ordinary JSON error.
-    const usage = await conversations.usage(owner);
+    const part = from?.p ?? 1;
+    const [usage, devices] = await Promise.all([conversations.usage(owner), part === 1 ? connections.devices(owner) : null]);
     if (usage?.erasing !== undefined) throw new ErasureInProgressError(ERASING_RETRY_SECONDS);
+    const position = { ...(from?.s === undefined ? {} : { s: from.s }), ...(from?.c === undefined ? {} : { c: from.c }) };
     return {
       status: 200,
       headers: { "Cache-Control": "no-store", "Content-Disposition": 'attachment; filename="chatify-export.json"' },
       produce: (out) =>
         writeExport(out, {
           userId: owner,
-          part: from?.p ?? 1,
+          part,
           usage,
+          devices,
           sessions: conversations.sessions(owner, from?.s, limits.exportReadPage),
-          after: from?.s,
+          connections: connections.connections(owner, from?.c || undefined, limits.exportReadPage),
+          from: position,
           status: (state) => conversations.status(state),
-          cursorAfter: (sessionId, part) => cursors.seal("export", owner, { s: sessionId, p: part }),
+          cursorAfter: (at, next) => cursors.seal("export", owner, { ...at, p: next }),
           limits,
           clock,
         }),

@@ -6,7 +6,7 @@ import { composeInstance, type Instance } from "../runtime/instance";
 import { MemoryStore } from "../store/memory-store";
 import { RtdbStore } from "../store/rtdb/rtdb-store";
 import type { SessionStore } from "../store/session-store";
-import type { ConnectionStore, DeviceStore } from "../store/connection-store";
+import type { ConnectionAdapter } from "../store/connection-erasure-store";
 import { MemoryConnectionStore } from "../store/memory-connection-store";
 import { RtdbConnectionStore } from "../store/rtdb/rtdb-connection-store";
 import { databaseNamespace, seedTemplates } from "./project-files";
@@ -33,7 +33,7 @@ export async function createLocalInstance(projectId: string, log: Log, env: Env 
   // One app for the database and for tokens (checked on the Auth emulator when FIREBASE_AUTH_EMULATOR_HOST is set).
   const app = initializeApp({ projectId, databaseURL: `https://${databaseNamespace(projectId)}.firebaseio.com` }, `local-${Date.now()}`);
   let store: SessionStore;
-  let connectionStore: ConnectionStore & DeviceStore;
+  let connectionStore: ConnectionAdapter;
   let storeLabel: string;
   if (emulatorHost) {
     store = new RtdbStore(getDatabase(app), config.dbTimeoutMs);

@@ -6,7 +6,7 @@ import type { Log, LogFields } from "../log/log";
  * What a path that keeps a user's text asks of moderation (MODERATION): whether the text may go
  * on, the outage choice applied. The one seam every such path goes through: the AI session's
  * message (session/message/moderated-reply.ts, beside the model call), and user-to-user messages
- * when they come, under the same param.
+ * (connections/connection-service.ts, before the transaction that stores one), under the same params.
  */
 export interface MessageModeration {
   /**

@@ -14,7 +14,7 @@ import type { ChatModel } from "../llm/chat-model";
 import { modelFromConfig, moderatorFromConfig } from "../llm/model-from-config";
 import type { Moderator } from "../llm/moderation";
 import type { Log } from "../log/log";
-import { messageModeration } from "../moderation/message-moderation";
+import { messageModeration, type MessageModeration } from "../moderation/message-moderation";
 import { runMaintenance, type MaintenanceReport } from "../session/maintenance";
 import type { SessionPolicy } from "../session/session-rules";
 import { SessionService } from "../session/session-service";
@@ -27,6 +27,8 @@ import { ErasureService } from "../session/erasure/erasure-service";
 import type { SessionStore } from "../store/session-store";
 import { checkConnectionBudget, timeBudget, type TimeBudget } from "./time-budget";
 import { getMessaging } from "firebase-admin/messaging";
+import { ConnectionErasure } from "../connections/connection-erasure";
+import { ConnectionExport } from "../connections/connection-export";
 import { ConnectionService } from "../connections/connection-service";
 import { DeviceRegistry } from "../connections/device-registry";
 import { sweepDevices, type DeviceSweepReport } from "../connections/device-sweep";
@@ -34,7 +36,7 @@ import { RecipientNotifier } from "../connections/recipient-notifier";
 import { createFcmSender } from "../notify/fcm-sender";
 import { createOfflineSender } from "../notify/offline-sender";
 import type { PushSender } from "../notify/push-sender";
-import type { ConnectionStore, DeviceStore } from "../store/connection-store";
+import type { ConnectionAdapter } from "../store/connection-erasure-store";
 import { MemoryConnectionStore } from "../store/memory-connection-store";
 import { RtdbConnectionStore } from "../store/rtdb/rtdb-connection-store";
 
@@ -66,7 +68,7 @@ export interface InstanceParts {
    * Connections and devices. Default: the Realtime Database of `app` when no `store` is given;
    * beside a given `store` (tests, benches), an embedded one of this instance's own.
    */
-  readonly connectionStore?: ConnectionStore & DeviceStore;
+  readonly connectionStore?: ConnectionAdapter;
   /** Default: FCM through `app` deployed; where `allowOffline`, the offline sender, which logs what it would send. */
   readonly pushSender?: PushSender;
   readonly newConnectionId?: () => string;
@@ -105,7 +107,7 @@ export function composeInstance(config: Config, parts: InstanceParts): Instance 
   const appCheck = config.requireAppCheck ? (parts.appCheck ?? firebaseAppCheck(required(parts.app, "appCheck"), { log: parts.log })) : undefined;
   const model = parts.model ?? modelFromConfig(config, { allowOffline: parts.allowOffline ?? false });
   const moderator = config.moderation.enabled ? (parts.moderator ?? moderatorFromConfig(config)) : undefined;
-  // One moderation for every path that keeps a user's text, under the same params: the sessions' messages here.
+  // One moderation for every path that keeps a user's text, under the same params: the sessions' messages, and users' to each other.
   const moderation = moderator ? messageModeration(moderator, config.moderation.onOutage, parts.log) : undefined;
   const policy = sessionPolicy(config);
   const sessions = new SessionService({
@@ -137,6 +139,7 @@ export function composeInstance(config: Config, parts: InstanceParts): Instance 
     },
   });
   const functionTimeoutMs = parts.functionTimeoutMs ?? config.deploy.timeoutSeconds * 1000;
+  const { connections, devices, connectionStore, pushSender } = composeConnections(config, parts, store, clock, moderation);
   const erasure = new ErasureService({
     store,
     clock,
@@ -146,8 +149,8 @@ export function composeInstance(config: Config, parts: InstanceParts): Instance 
     // A request that raced the erasure writes nothing after its claim's lease, nor a write it sent after one database deadline.
     finalPassAfterMs: budget.leaseMs + config.dbTimeoutMs,
     batchSize: ERASURE_BATCH,
+    connections: new ConnectionErasure({ store: connectionStore, batchSize: ERASURE_BATCH }),
   });
-  const { connections, devices, connectionStore, pushSender } = composeConnections(config, parts, store, clock);
   const maintain = async (now: number = clock()) => {
     const report = await runMaintenance({
       store,
@@ -167,6 +170,7 @@ export function composeInstance(config: Config, parts: InstanceParts): Instance 
   const userData: UserDataContext = {
     conversations: new ConversationService({ store, clock, policy, partialStaleMs: functionTimeoutMs }),
     erasure,
+    connections: new ConnectionExport(connectionStore),
     cursors: new CursorCodec(() => store.serviceSecret("cursor")),
     queries: querySchemas(),
     clock,
@@ -183,7 +187,7 @@ export function composeInstance(config: Config, parts: InstanceParts): Instance 
  * beside a given session store an embedded one), the push sender (FCM deployed, the offline
  * sender where FCM cannot be reached) and the services over them.
  */
-function composeConnections(config: Config, parts: InstanceParts, store: SessionStore, clock: () => number) {
+function composeConnections(config: Config, parts: InstanceParts, store: SessionStore, clock: () => number, moderation: MessageModeration | undefined) {
   checkConnectionBudget(config, parts.functionTimeoutMs);
   const connectionStore =
     parts.connectionStore ?? (parts.store === undefined ? new RtdbConnectionStore(getDatabase(required(parts.app, "connection store")), config.dbTimeoutMs) : new MemoryConnectionStore());
@@ -207,6 +211,7 @@ function composeConnections(config: Config, parts: InstanceParts, store: Session
     requestsPerHour: config.connections.requestsPerHour,
     aiMessagesPerMinute: config.limits.userMessagesPerMinute,
     cache: { maxEntries: config.sessionCacheMaxEntries, ttlMs: config.sessionCacheTtlMs },
+    ...(moderation ? { moderation } : {}),
   });
   return { connections, devices: new DeviceRegistry({ store: connectionStore, clock }), connectionStore, pushSender };
 }

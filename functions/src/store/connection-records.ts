@@ -80,8 +80,9 @@ export type ConnectionMessage = z.infer<typeof connectionMessageSchema>;
  * requests race.
  */
 export const pairRecordSchema = z.object({
-  user_a: z.string(),
-  user_b: z.string(),
+  /** Absent once one of them was erased: the record then keeps only the other's block (connections/erasure-rules.ts). */
+  user_a: z.string().optional(),
+  user_b: z.string().optional(),
   /** Everything its connection's node is created from: whoever finds it missing creates the very same node. */
   current: z.object({ id: z.string(), requested_by: participantSchema, created_at: z.number() }).optional(),
   blocked: blocksSchema.optional(),

@@ -52,7 +52,7 @@ export interface StoredConversation {
  * An erasure of one user's data, kept under their usage key (`/erasures/{userKey}`) from before
  * the first deletion until the last pass: so that a crash never leaves a user half-erased (the
  * sweep finishes what a request started), and so that the second pass knows what to delete
- * again. `user_id` and `sessions` are needed by that pass and leave with the record.
+ * again. `user_id`, `sessions` and `connections` are needed by that pass and leave with the record.
  * - `erasing`: the first pass has not finished; `due_at` is when the sweep may take it over (the
  *   request that started it has ended by then, whatever became of it).
  * - `settling`: everything was deleted once; at `due_at` (the longest a request that raced the
@@ -65,6 +65,8 @@ export const erasureRecordSchema = z.object({
   due_at: z.number(),
   /** The sessions deleted so far, for the second pass. */
   sessions: z.record(z.string(), z.literal(true)).optional(),
+  /** The connections deleted so far, each with the other user's key (their list names it too), for the second pass. */
+  connections: z.record(z.string(), z.string()).optional(),
 });
 export type ErasureRecord = z.infer<typeof erasureRecordSchema>;
 

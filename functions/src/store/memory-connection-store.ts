@@ -1,3 +1,4 @@
+import { ownedUpTo, type ConnectionErasureStore, type ErasingRule, type ListedForErasure } from "./connection-erasure-store";
 import type { ConnectionMessage, ConnectionMeta, ConnectionState, DeviceRecord, PairRecord, TokenOwner } from "./connection-records";
 import { assertAppendsOne, type ConnectionRef, type ConnectionRule, type ConnectionStore, type DeviceStore, type ListCursor, type ListedConnection, type MessageRule, type NewConnection, type RuledConnection, type StoredMessage } from "./connection-store";
 import { applyLedger, copy } from "./memory-store";
@@ -16,7 +17,7 @@ interface StoredConnection {
  * which makes it atomic; values are copied in and out. Lists are kept per user, so a page costs
  * what it holds plus a sort of that user's entries: meant for one developer's users, not production.
  */
-export class MemoryConnectionStore implements ConnectionStore, DeviceStore {
+export class MemoryConnectionStore implements ConnectionStore, DeviceStore, ConnectionErasureStore {
   private readonly pairs = new Map<string, PairRecord>();
   private readonly connections = new Map<string, StoredConnection>();
   /** Per user key: connection id -> last activity. */
@@ -121,6 +122,46 @@ export class MemoryConnectionStore implements ConnectionStore, DeviceStore {
     return stale.length;
   }
 
+  async scanListedConnections(userKey: string, after: string | undefined, limit: number): Promise<ListedForErasure[]> {
+    return afterInOrder([...(this.lists.get(userKey)?.keys() ?? [])], after, limit).map((id) => ({ id, meta: copy(this.connections.get(id)?.meta ?? null) }));
+  }
+
+  async readUserConnections(userId: string, after: string | undefined, limit: number): Promise<{ id: string; meta: ConnectionMeta }[]> {
+    const naming = new Map([...this.connections].filter(([, stored]) => stored.meta.user_a === userId || stored.meta.user_b === userId).map(([id, stored]) => [id, stored.meta]));
+    return afterInOrder([...naming.keys()], after, limit).flatMap((id) => {
+      const meta = naming.get(id);
+      return meta ? [{ id, meta: copy(meta) }] : [];
+    });
+  }
+
+  async deleteConnections(connections: readonly ConnectionRef[]): Promise<void> {
+    for (const { id, userKeys } of connections) {
+      this.connections.delete(id);
+      for (const userKey of [userKeys.a, userKeys.b]) {
+        this.lists.get(userKey)?.delete(id);
+        if (this.lists.get(userKey)?.size === 0) this.lists.delete(userKey);
+      }
+    }
+  }
+
+  async findUserPairs(userId: string, after: string | undefined, limit: number): Promise<string[]> {
+    return afterInOrder([...this.pairs].filter(([, pair]) => pair.user_a === userId || pair.user_b === userId).map(([key]) => key), after, limit);
+  }
+
+  async rewritePair<O>(pairKey: string, rule: ErasingRule<PairRecord, O>): Promise<O> {
+    return applyRewrite(this.pairs, pairKey, rule);
+  }
+
+  async rewriteDevices<O>(userKey: string, rule: ErasingRule<DeviceRecord, O>): Promise<O> {
+    return applyRewrite(this.devices, userKey, rule);
+  }
+
+  async deleteTokenOwners(userKey: string, cutoff: number): Promise<number> {
+    const owned = [...this.owners].filter(([, owner]) => ownedUpTo(owner, userKey, cutoff));
+    for (const [hash] of owned) this.owners.delete(hash);
+    return owned.length;
+  }
+
   /** Puts the connection at its last activity in both users' lists. */
   private list(connectionId: string): void {
     const stored = this.connections.get(connectionId);
@@ -131,6 +172,21 @@ export class MemoryConnectionStore implements ConnectionStore, DeviceStore {
       this.lists.set(userKey, list);
     }
   }
+}
+
+function applyRewrite<R, O>(records: Map<string, R>, key: string, rule: ErasingRule<R, O>): O {
+  const { outcome, next } = rule(copy(records.get(key) ?? null));
+  if (next === null) records.delete(key);
+  else if (next !== undefined) records.set(key, copy(next));
+  return outcome;
+}
+
+/** Up to `limit` of `keys` after `after`, in order. */
+function afterInOrder(keys: readonly string[], after: string | undefined, limit: number): string[] {
+  return [...keys]
+    .sort()
+    .filter((key) => after === undefined || key > after)
+    .slice(0, Math.max(0, limit));
 }
 
 /** Newest activity first; between equals, the greater id first (the database's order, read backwards). */

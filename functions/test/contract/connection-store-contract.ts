@@ -1,7 +1,8 @@
 import { randomUUID } from "node:crypto";
 import { accept, end, requestOnPair } from "../../src/connections/connection-rules";
 import { claimToken, registerDevice, removeDevices, STALE_AFTER_MS } from "../../src/connections/device-rules";
-import type { ConnectionStore, DeviceStore } from "../../src/store/connection-store";
+import { forgetDevices, forgetPairUser } from "../../src/connections/erasure-rules";
+import type { ConnectionAdapter } from "../../src/store/connection-erasure-store";
 import { CREATED_AT } from "../support/fixtures";
 import { newConnection, refOf, sendAs } from "../support/connection-fixtures";
 
@@ -10,9 +11,9 @@ import { newConnection, refOf, sendAs } from "../support/connection-fixtures";
  * Database, separate firebase-admin apps, as separate function instances would be.
  */
 export interface ConnectionStoreHarness {
-  instance(): ConnectionStore & DeviceStore;
+  instance(): ConnectionAdapter;
   /** A handle on a new, empty database, for queries that must not see other tests' data. */
-  empty(): ConnectionStore & DeviceStore;
+  empty(): ConnectionAdapter;
   /** Resolves once the instances' copies sent so far have landed. */
   settled(): Promise<void>;
   close(): Promise<void>;
@@ -23,7 +24,7 @@ const T = CREATED_AT;
 /** One contract of connections and devices, run against every adapter. */
 export function connectionStoreContract(makeHarness: () => Promise<ConnectionStoreHarness>): void {
   let harness: ConnectionStoreHarness;
-  let store: ConnectionStore & DeviceStore;
+  let store: ConnectionAdapter;
 
   beforeAll(async () => {
     harness = await makeHarness();
@@ -215,6 +216,76 @@ export function connectionStoreContract(makeHarness: () => Promise<ConnectionSto
       expect(await fresh.deleteStaleTokenOwners(T + 1, 10)).toBe(0);
       expect(await fresh.deleteStaleTokenOwners(T + 2, 10)).toBe(1);
       expect(await fresh.updateTokenOwner("hash-1", claimToken("user-3", T + 3))).toBeUndefined();
+    });
+  });
+
+  describe("erasure", () => {
+    it("finds a user's connections by their list and by their id, in id order, and deletes them with both lists' entries", async () => {
+      const fresh = harness.empty();
+      const user = `ida-${randomUUID().slice(0, 6)}`;
+      const made = Array.from({ length: 5 }, (_, index) => newConnection("accepted", { one: user, two: `peer-${index}-${randomUUID().slice(0, 4)}` }));
+      for (const connection of made) await fresh.createConnection(connection);
+      await fresh.appendMessage(refOf(made[0]!), sendAs(made[0]!, "a", "words", T + 1));
+      await harness.settled();
+      const userKey = made[0]!.meta.user_a === user ? made[0]!.userKeys.a : made[0]!.userKeys.b;
+      const ids = made.map((connection) => connection.id).sort();
+
+      const listed = [...(await fresh.scanListedConnections(userKey, undefined, 3)), ...(await fresh.scanListedConnections(userKey, ids[2], 3))];
+      expect(listed.map((entry) => entry.id)).toEqual(ids);
+      expect(listed.find((entry) => entry.id === made[1]!.id)?.meta).toEqual(made[1]!.meta);
+      const named = [...(await fresh.readUserConnections(user, undefined, 2)), ...(await fresh.readUserConnections(user, ids[1], 10))];
+      expect(named.map((entry) => entry.id)).toEqual(ids);
+
+      await fresh.deleteConnections(made.slice(0, 2).map(refOf));
+      await fresh.deleteConnections(made.slice(0, 2).map(refOf));
+      expect(await fresh.readConnectionMeta(made[0]!.id)).toBeNull();
+      expect(await fresh.readConnectionMessages(made[0]!.id, { limit: 10 })).toEqual([]);
+      expect((await fresh.listConnections(userKey, { limit: 10 })).map((entry) => entry.id).sort()).toEqual(made.slice(2).map((connection) => connection.id).sort());
+      const peerKey = made[0]!.meta.user_a === user ? made[0]!.userKeys.b : made[0]!.userKeys.a;
+      expect(await fresh.listConnections(peerKey, { limit: 10 })).toEqual([]);
+      expect((await fresh.readUserConnections(user, undefined, 10)).map((entry) => entry.id)).toEqual(made.slice(2).map((connection) => connection.id).sort());
+      expect(await fresh.scanListedConnections(peerKey, undefined, 10)).toEqual([]);
+    });
+
+    it("finds a user's pairs and rewrites or removes them atomically", async () => {
+      const fresh = harness.empty();
+      const users = { a: `jo-${randomUUID().slice(0, 6)}`, b: `ky-${randomUUID().slice(0, 6)}` };
+      await fresh.updatePair("pair-1", requestOnPair(users, "a", { id: "c1", createdAt: T }, new Set()));
+      await fresh.updatePair("pair-2", requestOnPair({ a: users.a, b: `zed-${randomUUID().slice(0, 6)}` }, "a", { id: "c2", createdAt: T }, new Set()));
+      await fresh.updatePair("pair-2", (pair) => ({ outcome: undefined, next: { ...pair!, blocked: { b: T + 1 } } }));
+      expect(await fresh.findUserPairs(users.a, undefined, 10)).toEqual(["pair-1", "pair-2"]);
+      expect(await fresh.findUserPairs(users.a, "pair-1", 10)).toEqual(["pair-2"]);
+      expect(await fresh.findUserPairs(users.b, undefined, 10)).toEqual(["pair-1"]);
+
+      expect(await fresh.rewritePair("pair-1", forgetPairUser(users.a, T))).toBe(true);
+      expect(await fresh.rewritePair("pair-2", forgetPairUser(users.a, T))).toBe(true);
+      expect(await fresh.rewritePair("pair-3", forgetPairUser(users.a, T))).toBe(false);
+      expect(await fresh.findUserPairs(users.a, undefined, 10)).toEqual([]);
+      expect(await fresh.findUserPairs(users.b, undefined, 10)).toEqual([]);
+      // The other user's block stays, with neither id: a new request on the pair is refused.
+      expect(await fresh.updatePair("pair-2", requestOnPair({ a: users.a, b: "zed" }, "a", { id: "c3", createdAt: T + 2 }, new Set()))).toEqual({ kind: "blocked" });
+      expect(await fresh.updatePair("pair-1", requestOnPair(users, "a", { id: "c4", createdAt: T + 2 }, new Set()))).toMatchObject({ kind: "current", created: true });
+    });
+
+    it("forgets a user's devices up to a time, and only the token records still theirs", async () => {
+      const fresh = harness.empty();
+      const [mine, theirs] = [`user-${randomUUID()}`, `user-${randomUUID()}`];
+      await fresh.updateDevices(mine, registerDevice("h-old", "token-old", T, false));
+      await fresh.updateDevices(mine, registerDevice("h-new", "token-new", T + 10, undefined));
+      for (const [hash, at] of [["h-old", T], ["h-new", T + 10], ["h-moved", T]] as const) await fresh.updateTokenOwner(hash, claimToken(mine, at));
+      await fresh.updateTokenOwner("h-moved", claimToken(theirs, T + 1));
+
+      expect(await fresh.rewriteDevices(mine, forgetDevices(T + 5))).toBe(1);
+      expect(await fresh.readDevices(mine)).toEqual({ tokens: { "h-new": { token: "token-new", updated_at: T + 10 } }, previews: false, oldest_at: T + 10 });
+      expect(await fresh.deleteTokenOwners(mine, T + 5)).toBe(1);
+      expect(await fresh.deleteTokenOwners(mine, T + 5)).toBe(0);
+      expect(await fresh.updateTokenOwner("h-moved", claimToken("someone", T + 20))).toBe(theirs);
+      expect(await fresh.updateTokenOwner("h-new", claimToken(mine, T + 20))).toBeUndefined();
+
+      expect(await fresh.rewriteDevices(mine, forgetDevices(T + 10))).toBe(1);
+      expect(await fresh.readDevices(mine)).toBeNull();
+      expect(await fresh.deleteTokenOwners(mine, T + 20)).toBe(1);
+      expect(await fresh.updateTokenOwner("h-new", claimToken("someone", T + 30))).toBeUndefined();
     });
   });
 }

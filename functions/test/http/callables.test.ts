@@ -1,5 +1,7 @@
 import { FunctionsError, httpsCallable } from "firebase/functions";
+import { randomUUID } from "node:crypto";
 import { anyUsage } from "../support/any-usage";
+import { HOSTING_ROUTES } from "../support/connection-api";
 import { callableClient, serveCallables, type CallableClient, type CallableServer } from "../support/callable-server";
 import { eventually } from "../support/event-stream-client";
 import { describeEachStore, ROUTES, startHarness, type Harness, type HarnessOptions } from "../support/http-harness";
@@ -308,6 +310,90 @@ describeEachStore("callable functions through the Functions client SDK", (kind) 
       // A clean message then streams as usual.
       const clean = await httpsCallable<unknown, Body>(moderated.client.functions, "chat-sendMessage")({ session_id: id, message: "fine" });
       expect(clean.data).toMatchObject({ success: true, message_count: 1 });
+    });
+  });
+
+  describe("connections and devices (issue 17)", () => {
+    let tag = 0;
+    const users = () => {
+      tag += 1;
+      return { alice: `alice_cc${tag}_${kind}`, bob: `bob_cc${tag}_${kind}`, mallory: `mallory_cc${tag}_${kind}` };
+    };
+    const routes = HOSTING_ROUTES;
+
+    it("asks, accepts, talks, pages, blocks, ends, with each callable answering the HTTP route's body", async () => {
+      const { alice, bob } = users();
+      const asked = await main.call("requestConnection", { user_id: alice, other_user_id: bob });
+      expect(asked).toMatchObject({ success: true, created: true, connection: { status: "pending", other_user_id: bob } });
+      const id = String((asked.connection as Body).connection_id);
+      expect(await main.call("acceptConnection", { connection_id: id, user_id: bob })).toMatchObject({ connection: { status: "accepted" } });
+      const sent = await main.call("sendConnectionMessage", { connection_id: id, user_id: alice, message: "Hi Bob", idempotency_key: "first-hello" });
+      expect(sent).toMatchObject({ success: true, connection_id: id, message: { position: 1, sender_id: alice, content: "Hi Bob" }, message_count: 1 });
+      // A repeat with the same key is the first call's answer, nothing stored twice.
+      expect(await main.call("sendConnectionMessage", { connection_id: id, user_id: alice, message: "Hi Bob", idempotency_key: "first-hello" })).toEqual(sent);
+      await main.call("sendConnectionMessage", { connection_id: id, user_id: bob, message: "Hi Alice" });
+      const page = await main.call("listConnectionMessages", { connection_id: id, user_id: bob, limit: 1 });
+      expect(page).toEqual((await main.harness.api.call("GET", `${routes.messages(id)}?user_id=${bob}&limit=1`)).body);
+      expect(page).toMatchObject({ messages: [{ position: 2, content: "Hi Alice" }], next_before: 2 });
+      expect((await main.call("listConnectionMessages", { connection_id: id, user_id: bob, before: 2 })).messages).toMatchObject([{ position: 1, content: "Hi Bob" }]);
+      expect(await main.call("getConnection", { connection_id: id, user_id: alice })).toEqual((await main.harness.api.call("GET", `${routes.connection(id)}?user_id=${alice}`)).body);
+      const listed = await main.call("listConnections", { user_id: bob, limit: 5 });
+      expect(listed).toEqual((await main.harness.api.call("GET", `${routes.connections}?user_id=${bob}&limit=5`)).body);
+      expect((listed.connections as Body[]).map((entry) => entry.connection_id)).toEqual([id]);
+
+      expect(await main.call("blockConnection", { connection_id: id, user_id: bob })).toMatchObject({ connection: { blocked_by_you: true } });
+      expect(await failureOf(main.call("sendConnectionMessage", { connection_id: id, user_id: alice, message: "hello?" }))).toMatchObject({ details: { code: "CONNECTION_BLOCKED" } });
+      expect(await main.call("unblockConnection", { connection_id: id, user_id: bob })).toMatchObject({ connection: { blocked_by_you: false } });
+      expect(await main.call("endConnection", { connection_id: id, user_id: alice })).toMatchObject({ connection: { status: "ended" } });
+      expect(await failureOf(main.call("sendConnectionMessage", { connection_id: id, user_id: bob, message: "late" }))).toMatchObject({ code: "functions/failed-precondition", details: { code: "CONNECTION_ENDED" } });
+
+      const again = String(((await main.call("requestConnection", { user_id: bob, other_user_id: alice })).connection as Body).connection_id);
+      expect(again).not.toBe(id);
+      expect(await main.call("declineConnection", { connection_id: again, user_id: alice })).toMatchObject({ connection: { status: "declined" } });
+    });
+
+    it("registers and unregisters a device", async () => {
+      const { alice } = users();
+      expect(await main.call("registerDevice", { user_id: alice, token: "device-token-1", previews: false })).toEqual({ success: true, devices: 1 });
+      expect(await main.call("registerDevice", { user_id: alice, token: "device-token-2" })).toEqual({ success: true, devices: 2 });
+      expect(await main.call("unregisterDevice", { user_id: alice, token: "device-token-1" })).toEqual({ success: true, removed: true, devices: 1 });
+      expect(await main.call("unregisterDevice", { user_id: alice, token: "device-token-1" })).toEqual({ success: true, removed: false, devices: 1 });
+    });
+
+    it("refuses another user's connection exactly as over HTTP, and an unknown one as not found", async () => {
+      const { alice, bob, mallory } = users();
+      const asked = await main.call("requestConnection", { user_id: alice, other_user_id: bob });
+      const id = String((asked.connection as Body).connection_id);
+      await main.call("acceptConnection", { connection_id: id, user_id: bob });
+      const http = await main.harness.api.call("GET", `${routes.connection(id)}?user_id=${mallory}`);
+      expect(http.status).toBe(403);
+      const refused = { code: "functions/permission-denied", message: http.body.error?.message, details: { code: "FORBIDDEN" } };
+      for (const [name, data] of [
+        ["getConnection", {}],
+        ["endConnection", {}],
+        ["acceptConnection", {}],
+        ["blockConnection", {}],
+        ["sendConnectionMessage", { message: "let me in" }],
+        ["listConnectionMessages", {}],
+      ] as const) {
+        expect(await failureOf(main.call(name, { connection_id: id, user_id: mallory, ...data }))).toEqual(refused);
+      }
+      expect(await failureOf(main.call("getConnection", { connection_id: randomUUID(), user_id: alice }))).toMatchObject({ code: "functions/not-found", details: { code: "CONNECTION_NOT_FOUND" } });
+      // Nothing of Mallory's reached the connection.
+      expect((await main.call("listConnectionMessages", { connection_id: id, user_id: alice })).messages).toEqual([]);
+    });
+
+    it.each([
+      ["no connection_id", "getConnection", { user_id: "someone" }, { field: "connection_id", message: "is required" }],
+      ["a connection_id that is a number", "endConnection", { user_id: "someone", connection_id: 7 }, { field: "connection_id", message: "must be a string" }],
+      ["no other user", "requestConnection", { user_id: "someone" }, { field: "other_user_id" }],
+      ["an empty message", "sendConnectionMessage", { user_id: "someone", connection_id: "8d3c4f0e-5b1a-4c2e-9f57-1a2b3c4d5e6f", message: " " }, { field: "message", message: "must not be empty" }],
+      ["a page size a query cannot carry", "listConnections", { user_id: "someone", limit: { many: true } }, { field: "limit", message: "must be a string or a number" }],
+      ["a page size past the cap", "listConnectionMessages", { user_id: "someone", connection_id: "8d3c4f0e-5b1a-4c2e-9f57-1a2b3c4d5e6f", limit: 1000 }, { field: "limit" }],
+      ["no token", "registerDevice", { user_id: "someone" }, { field: "token" }],
+      ["a token with spaces", "unregisterDevice", { user_id: "someone", token: "has spaces" }, { field: "token" }],
+    ] as const)("refuses %s with invalid-argument naming the field", async (_what, name, data, field) => {
+      expect(await failureOf(main.call(name, data))).toMatchObject({ code: "functions/invalid-argument", details: { code: "INVALID_REQUEST", fields: [field] } });
     });
   });
 });

@@ -12,7 +12,11 @@ describeEachStore("connections between users over HTTP", (kind) => {
 
   beforeAll(async () => {
     pushes = createOfflineSender(silentLog);
-    harness = await startHarness({ store: kind, pushSender: pushes });
+    // A clock that moves on at each reading: two changes in one millisecond would tie on last
+    // activity, and the list's order between them is then the ids', not the order of the test's steps.
+    let last = 0;
+    const ticking = () => (last = Math.max(Date.now(), last + 1));
+    harness = await startHarness({ store: kind, pushSender: pushes, clock: ticking });
   });
   afterAll(async () => harness.close());
 

@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import { userKey } from "../../src/session/ledger/limits";
 import type { Exchange } from "../../src/store/records";
+import { ApiUser, HOSTING_ROUTES } from "../support/connection-api";
 import { newSession, appendAt } from "../support/fixtures";
 import { call, ROUTES, startHarness, type Harness } from "../support/http-harness";
 import { startLocalProcess, type LocalProcess } from "../support/local-process";
@@ -60,7 +61,15 @@ describeWithRtdb("erasure interrupted by a crash", () => {
           }),
         );
       }
-      const whole = new WholeStore(store, harness.namespace, standIn.host);
+      // Connections with other users, a message each way, a device: erased after the sessions, so by the sweep here.
+      const user = new ApiUser(userId, harness.api, HOSTING_ROUTES);
+      for (const peer of [`peer-${randomUUID()}`, `peer-${randomUUID()}`].map((id) => new ApiUser(id, harness.api, HOSTING_ROUTES))) {
+        const connection = await user.connectWith(peer);
+        expect((await user.send(connection, `${word} to a peer`)).status).toBe(201);
+        expect((await peer.send(connection, `${word} back`)).status).toBe(201);
+      }
+      expect((await user.register(`token-${word}`)).status).toBe(200);
+      const whole = new WholeStore([store, harness.api.connectionStore], harness.namespace, standIn.host);
       try {
         expect(await whole.holding([userId, word])).toEqual([userId, word]);
         victim = await startLocalProcess({ GCLOUD_PROJECT: harness.namespace!, FIREBASE_DATABASE_EMULATOR_HOST: standIn.host });
@@ -88,6 +97,7 @@ describeWithRtdb("erasure interrupted by a crash", () => {
         expect((await whole.raw!.ref(`userConversations/${userId}`).once("value")).exists()).toBe(false);
         expect((await harness.api.runtime.maintain(Date.now() + 10 * MINUTE)).erasuresFinished).toBe(1);
         expect(await whole.holding([userId, word, ...ids])).toEqual([]);
+        expect(await whole.holdingBesideUsage([userKey(userId)])).toEqual([]);
         expect((await harness.api.call("POST", ROUTES.create, { user_id: userId, template_id: "friendly-assistant" })).status).toBe(201);
       } finally {
         await whole.close();

@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { userKey } from "../../src/session/ledger/limits";
+import { ApiUser, connectionOf, HOSTING_ROUTES } from "../support/connection-api";
 import { createSession, describeEachStore, ROUTES, startHarness, type Harness } from "../support/http-harness";
 import { WholeStore } from "../support/whole-store";
 
@@ -18,10 +19,10 @@ describeEachStore("erasing a user's data", (kind) => {
   let whole: WholeStore;
 
   beforeAll(async () => {
-    const env = { USER_MAX_ACTIVE_SESSIONS: "20", USER_MESSAGES_PER_MINUTE: "1000" };
+    const env = { USER_MAX_ACTIVE_SESSIONS: "20", USER_MESSAGES_PER_MINUTE: "1000", CONNECTION_REQUESTS_PER_HOUR: "100", CONNECTION_MESSAGES_PER_MINUTE: "1000" };
     harness = await startHarness({ store: kind, clock: () => now, env });
     stopping = await startHarness({ store: kind, clock: () => now, env, userDataLimits: { eraseRequestMs: -1 } });
-    whole = new WholeStore(harness.api.store, harness.namespace);
+    whole = new WholeStore([harness.api.store, harness.api.connectionStore], harness.namespace);
   });
   afterAll(async () => {
     await whole.close();
@@ -111,7 +112,7 @@ describeEachStore("erasing a user's data", (kind) => {
     for (const id of ids) expect((await stopping.api.call("GET", ROUTES.get(id))).status).toBe(404);
     expect((await stopping.api.call("POST", ROUTES.create, { user_id: userId, template_id: "friendly-assistant" })).status).toBe(201);
     expect((await stopping.api.runtime.maintain(now + LATER)).erasuresFinished).toBe(1);
-    const stored = new WholeStore(stopping.api.store, stopping.namespace);
+    const stored = new WholeStore([stopping.api.store, stopping.api.connectionStore], stopping.namespace);
     try {
       expect(await stored.holding([...words, ...ids])).toEqual([]);
     } finally {
@@ -147,5 +148,102 @@ describeEachStore("erasing a user's data", (kind) => {
     }
     expect((await harness.api.runtime.maintain(now + LATER)).erasuresFinished).toBe(1);
     expect(await whole.holding([late, userId, ...ids])).toEqual([]);
+  });
+
+  /**
+   * Connections between users (issue 17) hold a user's id and words too: the connections they are
+   * part of (both sides' messages), the pairs' records, both users' lists, their devices and the
+   * records of which user holds a token. Erasing the user erases all of it; the other users keep
+   * everything else, and a block one of them set on the erased user.
+   */
+  describe("connections and devices", () => {
+    const person = (on: Harness, name: string) => new ApiUser(secret(name), on.api, HOSTING_ROUTES);
+
+    /** A user connected with a counterpart (words both ways), asking a third, blocked by a fourth, with a device; the counterpart with a friend of their own. */
+    async function socialUser(on: Harness) {
+      const [user, counterpart, friend, asked, blocker] = ["user", "counterpart", "friend", "asked", "blocker"].map((name) => person(on, name)) as [ApiUser, ApiUser, ApiUser, ApiUser, ApiUser];
+      const words = { mine: secret("mine"), theirs: secret("theirs"), kept: secret("kept"), token: secret("token") };
+      const shared = await user.connectWith(counterpart);
+      now += 1_000;
+      expect((await user.send(shared, `I said ${words.mine}`)).status).toBe(201);
+      expect((await counterpart.send(shared, `They said ${words.theirs}`)).status).toBe(201);
+      const pending = String(connectionOf(await user.ask(asked.id)).connection_id);
+      const blocked = await blocker.connectWith(user);
+      expect((await blocker.block(blocked)).status).toBe(200);
+      expect((await user.register(words.token)).status).toBe(200);
+      const counterpartToken = secret("counterpart-token");
+      expect((await counterpart.register(counterpartToken)).status).toBe(200);
+      const kept = await counterpart.connectWith(friend);
+      expect((await friend.send(kept, `Between friends ${words.kept}`)).status).toBe(201);
+      return { user, counterpart, friend, asked, blocker, words, ids: { shared, pending, blocked, kept }, counterpartToken };
+    }
+
+    it("erases every connection of the user with both sides' messages, the pairs, their devices; keeps the others' data and their block", async () => {
+      const { user, counterpart, friend, asked, blocker, words, ids, counterpartToken } = await socialUser(harness);
+      expect(await whole.holding([user.id, words.mine, words.theirs, words.token])).toEqual([user.id, words.mine, words.theirs, words.token]);
+
+      const erased = await harness.api.call("DELETE", `${ROUTES.erase}?user_id=${user.id}`);
+      expect(erased.status).toBe(200);
+      // The erasure's own record names the user until its second pass.
+      expect(await whole.holding([words.mine, words.theirs, words.token])).toEqual([]);
+      expect((await harness.api.runtime.maintain(now + LATER)).erasuresFinished).toBe(1);
+      expect(await whole.holding([user.id, words.mine, words.theirs, words.token, ids.shared, ids.pending, ids.blocked])).toEqual([]);
+      // Nothing is left under the user's key either, but their usage record (their limits).
+      expect(await whole.holdingBesideUsage([userKey(user.id)])).toEqual([]);
+
+      // The others: the connections with the user are gone from their lists, and nothing else.
+      for (const other of [counterpart, asked, blocker]) {
+        expect((await other.list()).body.connections).toEqual(other === counterpart ? [expect.objectContaining({ connection_id: ids.kept })] : []);
+      }
+      expect((await counterpart.get(ids.shared)).body.error?.code).toBe("CONNECTION_NOT_FOUND");
+      expect((await friend.read(ids.kept)).body.messages).toEqual([expect.objectContaining({ content: `Between friends ${words.kept}` })]);
+      expect(await harness.api.connectionStore.readDevices(userKey(counterpart.id))).toMatchObject({ tokens: expect.any(Object) as object });
+      expect(await whole.holding([counterpart.id, friend.id, words.kept, counterpartToken])).toEqual([counterpart.id, friend.id, words.kept, counterpartToken]);
+
+      // Erasing is no way around a block: the blocker's stays, without the user's id.
+      expect((await user.ask(blocker.id)).body.error?.code).toBe("CONNECTION_BLOCKED");
+      // With anyone else, the user starts over.
+      const again = await user.ask(counterpart.id);
+      expect(again.status).toBe(201);
+      expect(connectionOf(again).connection_id).not.toBe(ids.shared);
+    });
+
+    it("refuses requests from and to the user while the erasure runs; a message racing it, and its late copy, are erased too", async () => {
+      const { user, counterpart, friend, words, ids } = await socialUser(stopping);
+      const started = await stopping.api.call("DELETE", `${ROUTES.erase}?user_id=${user.id}`);
+      expect(started.status).toBe(202);
+      for (const refused of [await user.ask(friend.id), await friend.ask(user.id)]) {
+        expect({ status: refused.status, code: refused.body.error?.code }).toEqual({ status: 409, code: "ERASURE_IN_PROGRESS" });
+      }
+      // A message in a connection not erased yet is stored, then erased with it.
+      const racing = secret("racing");
+      expect((await counterpart.send(ids.shared, `Still there? ${racing}`)).status).toBe(201);
+      // The sweep takes the first pass over.
+      expect((await stopping.api.runtime.maintain(now + 2 * MINUTE)).erasuresFinished).toBe(0);
+      const scan = new WholeStore([stopping.api.store, stopping.api.connectionStore], stopping.namespace);
+      try {
+        expect(await scan.holding([words.mine, words.token, racing])).toEqual([]);
+        expect((await counterpart.send(ids.shared, "and now?")).body.error?.code).toBe("CONNECTION_NOT_FOUND");
+        // What a request that outlived the first pass would write with nothing awaiting it: its copy
+        // of a message committed just before the deletion, and the connection's place in both lists.
+        if (scan.raw) {
+          await scan.raw.ref().update({
+            [`connections/${ids.shared}/messages/m000000003`]: { sender_id: user.id, content: racing, timestamp: now },
+            [`userConnections/${userKey(user.id)}/${ids.shared}`]: now,
+            [`userConnections/${userKey(counterpart.id)}/${ids.shared}`]: now,
+          });
+          expect(await scan.holding([user.id, racing])).toEqual([user.id, racing]);
+        }
+        expect((await stopping.api.runtime.maintain(now + LATER)).erasuresFinished).toBe(1);
+        expect(await scan.holding([user.id, words.mine, words.theirs, words.token, racing, ids.shared])).toEqual([]);
+        expect(await scan.holdingBesideUsage([userKey(user.id)])).toEqual([]);
+        // The counterpart's list names only what is theirs: it pages without a missing connection.
+        const listed = await counterpart.list();
+        expect(listed.status).toBe(200);
+        expect(listed.body.connections).toEqual([expect.objectContaining({ connection_id: ids.kept })]);
+      } finally {
+        await scan.close();
+      }
+    });
   });
 });

@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import { allParts } from "../support/export-parts";
 import { FaultyStore } from "../support/faulty-store";
 import { createSession, describeEachStore, ROUTES, startHarness, type Answer, type Harness } from "../support/http-harness";
 
@@ -13,18 +14,6 @@ interface ExportedSession {
 
 const sessionsOf = (answer: Answer) => answer.body.sessions as ExportedSession[];
 
-/** Every part of an export, following its cursors from `first`. */
-async function allParts(harness: Harness, path: string, userId: string): Promise<Answer[]> {
-  const parts: Answer[] = [];
-  let cursor: string | null = null;
-  do {
-    const answer: Answer = await harness.api.call("GET", `${path}?user_id=${userId}${cursor ? `&cursor=${cursor}` : ""}`);
-    expect(answer.status).toBe(200);
-    parts.push(answer);
-    cursor = answer.body.next_cursor as string | null;
-  } while (cursor !== null && parts.length < 20);
-  return parts;
-}
 
 describeEachStore("exporting a user's data", (kind) => {
   let harness: Harness;

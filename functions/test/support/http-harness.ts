@@ -13,7 +13,7 @@ import type { SessionStore } from "../../src/store/session-store";
 import type { PushSender } from "../../src/notify/push-sender";
 import { createOfflineSender } from "../../src/notify/offline-sender";
 import { MemoryConnectionStore } from "../../src/store/memory-connection-store";
-import type { ConnectionStore, DeviceStore } from "../../src/store/connection-store";
+import type { ConnectionAdapter } from "../../src/store/connection-erasure-store";
 import { RtdbConnectionStore } from "../../src/store/rtdb/rtdb-connection-store";
 import { FakeOpenAiServer } from "./fake-openai-server";
 import { LocalServers } from "./local-servers";
@@ -40,7 +40,7 @@ export interface Instance {
   /** The database itself, for assertions (not the wrapped store the instance uses). */
   readonly store: SessionStore;
   /** Its connections and devices, for assertions. */
-  readonly connectionStore: ConnectionStore & DeviceStore;
+  readonly connectionStore: ConnectionAdapter;
   /** This instance's own firebase-admin connection (database mode only), e.g. to cut it as a crash would. */
   readonly database?: Database;
   call(method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<Answer>;

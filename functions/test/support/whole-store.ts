@@ -1,5 +1,4 @@
 import type { Database } from "firebase-admin/database";
-import type { SessionStore } from "../../src/store/session-store";
 import { RtdbInstances } from "./rtdb";
 
 /**
@@ -11,9 +10,13 @@ export class WholeStore {
   private readonly instances: RtdbInstances | undefined;
   private readonly database: Database | undefined;
 
-  /** `host`: the database's address when it is not FIREBASE_DATABASE_EMULATOR_HOST (a stand-in of the suite's own). */
+  /**
+   * `stores`: the embedded stores of the instance (its sessions', its connections'), read when
+   * there is no database. `host`: the database's address when it is not
+   * FIREBASE_DATABASE_EMULATOR_HOST (a stand-in of the suite's own).
+   */
   constructor(
-    private readonly store: SessionStore,
+    private readonly stores: readonly object[],
     namespace: string | undefined,
     host?: string,
   ) {
@@ -21,18 +24,29 @@ export class WholeStore {
     this.database = this.instances?.database();
   }
 
-  async text(): Promise<string> {
+  /** `without`: a top-level path of the database (the embedded store's map of the same content) left out. */
+  async text(without?: { readonly path: string; readonly map: string }): Promise<string> {
     if (this.database) {
       const everything: unknown = (await this.database.ref().once("value")).val();
-      return JSON.stringify(everything);
+      const kept = without && typeof everything === "object" && everything !== null ? Object.entries(everything).filter(([path]) => path !== without.path) : everything;
+      return JSON.stringify(kept);
     }
     // The embedded store's state is its maps: written out whole, keys and values.
-    return JSON.stringify(this.store, (_key, value: unknown): unknown => (value instanceof Map ? (Object.fromEntries(value) as unknown) : value));
+    return JSON.stringify(this.stores, (key, value: unknown): unknown => (key === without?.map ? undefined : value instanceof Map ? (Object.fromEntries(value) as unknown) : value));
   }
 
   /** The needles found anywhere in the store. */
   async holding(needles: readonly string[]): Promise<string[]> {
     const text = await this.text();
+    return needles.filter((needle) => text.includes(needle));
+  }
+
+  /**
+   * The needles found anywhere but in the users' usage records, which outlive an erasure on
+   * purpose (their counters keep the user's limits): for a user's key, which only they name.
+   */
+  async holdingBesideUsage(needles: readonly string[]): Promise<string[]> {
+    const text = await this.text({ path: "userUsage", map: "usage" });
     return needles.filter((needle) => text.includes(needle));
   }
 

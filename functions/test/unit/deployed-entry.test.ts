@@ -45,7 +45,8 @@ describe("the deployed entry (package.json main)", () => {
       };
       const userData = ["listSessions", "getSession", "exportUserData", "eraseUserData"];
       const connectionFunctions = ["acceptConnection", "blockConnection", "connection", "connectionMessages", "connections", "declineConnection", "devices"];
-      const callables = ["chat-createSession", "chat-endSession", "chat-sendMessage", ...userData.map((name) => `chat-${name}`)];
+      const connectionCallables = ["requestConnection", "listConnections", "getConnection", "endConnection", "acceptConnection", "declineConnection", "blockConnection", "unblockConnection", "sendConnectionMessage", "listConnectionMessages", "registerDevice", "unregisterDevice"];
+      const callables = ["chat-createSession", "chat-endSession", "chat-sendMessage", ...[...userData, ...connectionCallables].map((name) => `chat-${name}`)];
       expect(Object.keys(manifest.endpoints).sort()).toEqual(["createSession", "endSession", "eraseDeletedUser", "expireSessions", "sendMessage", ...userData, ...connectionFunctions, ...callables].sort());
       // The deploy knobs, as the params the CLI resolves at deploy (function-options.ts).
       const knobs = { timeoutSeconds: "{{ params.TIMEOUT_SECONDS }}", availableMemoryMb: "{{ params.MEMORY_MIB }}", concurrency: "{{ params.CONCURRENCY }}", maxInstances: "{{ params.MAX_INSTANCES }}" };

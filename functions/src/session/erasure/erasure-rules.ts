@@ -9,9 +9,9 @@ import type { UsageRule } from "../../store/session-store";
 
 /**
  * A request to erase `userId`'s data: recorded before anything is deleted. Asked again, it
- * starts over from now (what the user created since is erased too) and keeps the sessions
- * recorded so far for the second pass. `takeOverAfterMs`: when the sweep may finish it, should the
- * request die (longer than a request can run).
+ * starts over from now (what the user created since is erased too) and keeps the sessions and
+ * connections recorded so far for the second pass. `takeOverAfterMs`: when the sweep may finish
+ * it, should the request die (longer than a request can run).
  */
 export function beginErasure(userId: string, now: number, takeOverAfterMs: number): ErasureRule<ErasureRecord> {
   return (record) => {
@@ -21,6 +21,7 @@ export function beginErasure(userId: string, now: number, takeOverAfterMs: numbe
       phase: "erasing",
       due_at: now + takeOverAfterMs,
       ...(record?.sessions ? { sessions: record.sessions } : {}),
+      ...(record?.connections ? { connections: record.connections } : {}),
     };
     return { outcome: next, next };
   };
@@ -49,6 +50,14 @@ export function settleErasure(requestedAt: number, finalPassAt: number): Erasure
 /** After the second pass: the record goes, unless a request made since needs it. */
 export function finishErasure(requestedAt: number): ErasureRule<boolean> {
   return (record) => (record?.phase === "settling" && record.requested_at === requestedAt ? { outcome: true, next: null } : { outcome: false });
+}
+
+/** Adds connections (by id, the other user's key) to the record, for the second pass; nothing when there is no record. */
+export function recordConnections(connections: Readonly<Record<string, string>>): ErasureRule<undefined> {
+  return (record) => {
+    if (!record || Object.keys(connections).length === 0) return { outcome: undefined };
+    return { outcome: undefined, next: { ...record, connections: { ...record.connections, ...connections } } };
+  };
 }
 
 /** The record as stored, unchanged. */

@@ -1,8 +1,9 @@
+import type { ConnectionErasure } from "../../connections/connection-erasure";
 import type { Log } from "../../log/log";
 import type { ErasureRecord } from "../../store/conversation-records";
 import type { ConversationStore, ErasureStore, LedgerStore } from "../../store/session-store";
 import { userKey } from "../ledger/limits";
-import { beginErasure, clearErasing, currentErasure, finishErasure, forgetSessions, markErasing, settleErasure, takeOverErasure } from "./erasure-rules";
+import { beginErasure, clearErasing, currentErasure, finishErasure, forgetSessions, markErasing, recordConnections, settleErasure, takeOverErasure } from "./erasure-rules";
 
 export interface ErasureOptions {
   readonly store: Pick<ConversationStore, "scanConversationIndex" | "readUserSessions"> & ErasureStore & Pick<LedgerStore, "updateUsage">;
@@ -19,6 +20,8 @@ export interface ErasureOptions {
   readonly finalPassAfterMs: number;
   /** Sessions per query and per deletion. */
   readonly batchSize: number;
+  /** What connections between users hold of the user (their connections, pairs, devices): erased in both passes, after the sessions. */
+  readonly connections?: ConnectionErasure;
 }
 
 export interface ErasureOutcome {
@@ -32,8 +35,9 @@ export interface ErasureOutcome {
 
 /**
  * Erases every node that holds a user's content (their sessions with everything under them, their
- * conversation index, their idempotency records) and leaves their usage counters, which hold no
- * content and keep their limits. In two passes, both recorded first (`/erasures/{userKey}`):
+ * conversation index, their idempotency records; their connections with other users, with the
+ * messages in them, and their devices: connections/connection-erasure.ts) and leaves their usage
+ * counters, which hold no content and keep their limits. In two passes, both recorded first (`/erasures/{userKey}`):
  * the first deletes everything, while the user's usage record refuses their new sessions and
  * messages; the second, once every request that raced it has ended, deletes again whatever such
  * a request wrote late (a live partial, a copy to `messages`, a summary), then the record. Each
@@ -75,15 +79,16 @@ export class ErasureService {
     const { store, clock, log, messagesPerMinute, finalPassAfterMs } = this.options;
     await store.updateUsage(key, markErasing(record.requested_at, messagesPerMinute));
     const sessions = await this.deleteSessions(key, record, deadline);
-    if (sessions.stopped) {
-      log.info("erasure", { pass: 1, complete: false, sessions: sessions.count });
+    const connections = sessions.stopped ? { count: 0, stopped: true } : await this.eraseConnections(key, record, deadline, true);
+    if (connections.stopped) {
+      log.info("erasure", { pass: 1, complete: false, sessions: sessions.count, connections: connections.count });
       return { complete: false, sessions: sessions.count, finalPassAt: record.due_at };
     }
     await store.deleteUserCreateKeys(key, record.requested_at);
     const finalPassAt = clock() + finalPassAfterMs;
     await store.updateErasure(key, settleErasure(record.requested_at, finalPassAt));
     await store.updateUsage(key, clearErasing(record.requested_at));
-    log.info("erasure", { pass: 1, complete: true, sessions: sessions.count });
+    log.info("erasure", { pass: 1, complete: true, sessions: sessions.count, connections: connections.count });
     return { complete: true, sessions: sessions.count, finalPassAt };
   }
 
@@ -93,6 +98,8 @@ export class ErasureService {
     const recorded = Object.keys(record.sessions ?? {});
     for (let i = 0; i < recorded.length; i += batchSize) await this.eraseBatch(key, record.user_id, recorded.slice(i, i + batchSize), false);
     await this.deleteSessions(key, record, undefined);
+    await this.options.connections?.eraseRecorded(record.user_id, record.connections ?? {});
+    await this.eraseConnections(key, record, undefined, false);
     await store.deleteUserCreateKeys(key, record.requested_at);
     const finished = await store.updateErasure(key, finishErasure(record.requested_at));
     this.options.log.info("erasure", { pass: 2, complete: finished, sessions: recorded.length });
@@ -126,6 +133,18 @@ export class ErasureService {
       }
     }
     return { count, stopped: false };
+  }
+
+  /** The user's connections and devices, up to the request; each connection recorded before it is deleted when `record`. */
+  private async eraseConnections(key: string, record: ErasureRecord, deadline: number | undefined, recording: boolean): Promise<{ count: number; stopped: boolean }> {
+    const { connections, store, clock } = this.options;
+    if (!connections) return { count: 0, stopped: false };
+    return connections.erase(record.user_id, record.requested_at, {
+      record: async (erased) => {
+        if (recording) await store.updateErasure(key, recordConnections(erased));
+      },
+      stopped: () => deadline !== undefined && clock() > deadline,
+    });
   }
 
   private async eraseBatch(key: string, userId: string, ids: readonly string[], record: boolean): Promise<void> {

@@ -68,7 +68,7 @@ export interface Spent {
 const MINUTE = 60_000;
 const DAY = 86_400_000;
 /** What a request refused while the user's data is being erased is told to wait (see session/erasure/). */
-const ERASING_RETRY_MS = 5_000;
+export const ERASING_RETRY_MS = 5_000;
 /** Longer than any request can run: a reservation still open after it belongs to a request that died. */
 const OPEN_RESERVATION_MS = 120_000;
 

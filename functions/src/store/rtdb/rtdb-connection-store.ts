@@ -26,10 +26,12 @@ import {
   type RuledConnection,
   type StoredMessage,
 } from "../connection-store";
+import type { ConnectionErasureStore, ErasingRule, ListedForErasure } from "../connection-erasure-store";
 import { StoreUnavailableError } from "../errors";
 import { messageKey } from "../message-keys";
 import { parseStored } from "../parse-stored";
 import type { LedgerRule } from "../session-store";
+import { ConnectionErasureWrites } from "./connection-erasure-writes";
 import { connectionNodeToWrite, parseConnectionPending, planConnectionCopy } from "./connection-journal";
 import { contiguousFrom } from "./history-reads";
 import { installFrameSafeJson } from "./frame-safe-json";
@@ -67,8 +69,9 @@ const PAGE_READ_ATTEMPTS = 3;
  * both users' devices: the transaction that stores it, with the devices' reads beside it answered
  * from the listeners' copies.
  */
-export class RtdbConnectionStore implements ConnectionStore, DeviceStore {
+export class RtdbConnectionStore implements ConnectionStore, DeviceStore, ConnectionErasureStore {
   private readonly engine: TransactionEngine;
+  private readonly erasure: ConnectionErasureWrites;
   private readonly holds: ListenerHolds;
   private readonly copies = new JournalCopies();
 
@@ -79,6 +82,7 @@ export class RtdbConnectionStore implements ConnectionStore, DeviceStore {
   ) {
     installFrameSafeJson();
     this.engine = new TransactionEngine(db, timeoutMs);
+    this.erasure = new ConnectionErasureWrites(db, this.engine);
     this.holds = new ListenerHolds(db, options.heldNodes ?? HELD_NODES, options.holdIdleMs ?? HOLD_IDLE_MS, (path) => {
       const connectionId = connectionOfStatePath(path);
       if (connectionId !== undefined) this.copies.forget(connectionId);
@@ -222,6 +226,36 @@ export class RtdbConnectionStore implements ConnectionStore, DeviceStore {
 
   async deleteStaleTokenOwners(cutoff: number, limit: number): Promise<number> {
     return this.engine.deleteOrderedBy(DEVICE_TOKENS, "updated_at", cutoff, limit, "stale token owners");
+  }
+
+  // ConnectionErasureStore (connection-erasure-writes.ts)
+
+  scanListedConnections(userKey: string, after: string | undefined, limit: number): Promise<ListedForErasure[]> {
+    return this.erasure.scanListed(userKey, after, limit);
+  }
+
+  readUserConnections(userId: string, after: string | undefined, limit: number): Promise<{ id: string; meta: ConnectionMeta }[]> {
+    return this.erasure.readUserConnections(userId, after, limit);
+  }
+
+  deleteConnections(connections: readonly ConnectionRef[]): Promise<void> {
+    return this.erasure.deleteConnections(connections);
+  }
+
+  findUserPairs(userId: string, after: string | undefined, limit: number): Promise<string[]> {
+    return this.erasure.findUserPairs(userId, after, limit);
+  }
+
+  rewritePair<O>(pairKey: string, rule: ErasingRule<PairRecord, O>): Promise<O> {
+    return this.erasure.rewrite(pairPath(pairKey), pairRecordSchema, "erase from pair", rule);
+  }
+
+  rewriteDevices<O>(userKey: string, rule: ErasingRule<DeviceRecord, O>): Promise<O> {
+    return this.erasure.rewrite(userDevicesPath(userKey), deviceRecordSchema, "erase devices", rule);
+  }
+
+  deleteTokenOwners(userKey: string, cutoff: number): Promise<number> {
+    return this.erasure.deleteTokenOwners(userKey, cutoff);
   }
 
   // The journal's I/O

@@ -1,0 +1,83 @@
+import { userKey } from "../session/ledger/limits";
+import type { ConnectionErasureStore } from "../store/connection-erasure-store";
+import type { ConnectionMeta } from "../store/connection-records";
+import type { ConnectionRef } from "../store/connection-store";
+import { forgetDevices, forgetPairUser } from "./erasure-rules";
+
+/** Connections an erasure deletes: by id, the key of the other user, whose list names it too. */
+export type ErasedConnections = Readonly<Record<string, string>>;
+
+/** What the erasure of a user's sessions lends this one (session/erasure/erasure-service.ts). */
+export interface ErasureHooks {
+  /** Records connections before they are deleted, so that the second pass deletes them again. */
+  readonly record: (connections: ErasedConnections) => Promise<void>;
+  /** The request's time is up: stop here, the sweep takes over. */
+  readonly stopped: () => boolean;
+}
+
+/**
+ * Erases what connections hold of a user (docs/connections.md, "Erasure"): every connection they
+ * are part of, asked for up to `cutoff`, whole (both sides' messages: the node names both users)
+ * with its entries in both users' lists; the pairs' records (the other user's block stays, without
+ * either id); their devices and the records of the tokens they hold. Each step is harmless to
+ * repeat, as the erasure of their sessions is.
+ */
+export class ConnectionErasure {
+  constructor(private readonly options: { readonly store: ConnectionErasureStore; readonly batchSize: number }) {}
+
+  async erase(userId: string, cutoff: number, hooks: ErasureHooks): Promise<{ count: number; stopped: boolean }> {
+    const { store, batchSize } = this.options;
+    const key = userKey(userId);
+    // The user's list first; then a query on their id, for a connection whose creator died before listing it.
+    const sources = [
+      (after: string | undefined) => store.scanListedConnections(key, after, batchSize),
+      (after: string | undefined) => store.readUserConnections(userId, after, batchSize),
+    ];
+    let count = 0;
+    for (const scan of sources) {
+      let after: string | undefined;
+      for (;;) {
+        if (hooks.stopped()) return { count, stopped: true };
+        const page = await scan(after);
+        after = page.at(-1)?.id;
+        // A connection asked for after the request is the user's to keep, as a session is; one listed but gone is a late write's.
+        const erased = page.filter((listed) => listed.meta === null || listed.meta.created_at <= cutoff).map((listed) => [listed.id, listed.meta ? otherKey(listed.meta, userId) : key] as const);
+        await hooks.record(Object.fromEntries(erased));
+        await store.deleteConnections(erased.map(([id, other]) => refOf(id, key, other)));
+        count += erased.length;
+        if (page.length < batchSize) break;
+      }
+    }
+    if (hooks.stopped()) return { count, stopped: true };
+    await this.forgetPairs(userId, cutoff);
+    await store.rewriteDevices(key, forgetDevices(cutoff));
+    await store.deleteTokenOwners(key, cutoff);
+    return { count, stopped: false };
+  }
+
+  /** Deletes again connections an earlier pass recorded: a copy of a journal sent before may have landed after it. */
+  async eraseRecorded(userId: string, recorded: ErasedConnections): Promise<void> {
+    const key = userKey(userId);
+    const refs = Object.entries(recorded).map(([id, other]) => refOf(id, key, other));
+    for (let i = 0; i < refs.length; i += this.options.batchSize) await this.options.store.deleteConnections(refs.slice(i, i + this.options.batchSize));
+  }
+
+  private async forgetPairs(userId: string, cutoff: number): Promise<void> {
+    const { store, batchSize } = this.options;
+    let after: string | undefined;
+    for (;;) {
+      const pairs = await store.findUserPairs(userId, after, batchSize);
+      after = pairs.at(-1);
+      await Promise.all(pairs.map((pair) => store.rewritePair(pair, forgetPairUser(userId, cutoff))));
+      if (pairs.length < batchSize) return;
+    }
+  }
+}
+
+function otherKey(meta: ConnectionMeta, userId: string): string {
+  return userKey(meta.user_a === userId ? meta.user_b : meta.user_a);
+}
+
+function refOf(id: string, key: string, other: string): ConnectionRef {
+  return { id, userKeys: { a: key, b: other } };
+}

@@ -1,0 +1,103 @@
+import { randomUUID } from "node:crypto";
+import { silentLog } from "../../src/log/log";
+import { createOfflineSender, type OfflineSender } from "../../src/notify/offline-sender";
+import { ApiUser, HOSTING_ROUTES } from "../support/connection-api";
+import { describeEachStore, startHarness, type Harness } from "../support/http-harness";
+import { recordingLog, type Logged } from "../support/recording-log";
+
+const FLAGGED_TEXT = "a message between users the moderation model flags";
+
+/**
+ * MODERATION=true reaches user-to-user messages too: each is checked with the fake server's
+ * /v1/moderations before it is stored (there is no model call to run beside). A flagged message is
+ * refused with 422 MESSAGE_FLAGGED: nothing stored, nobody notified; an outage is the AI side's
+ * choice (open: through, logged; closed: 503).
+ */
+describeEachStore("moderation of messages between users", (kind) => {
+  let harness: Harness;
+  let closed: Harness;
+  let pushes: OfflineSender;
+  const logged: Logged[] = [];
+  let alice: ApiUser;
+  let bob: ApiUser;
+  let connectionId: string;
+
+  beforeAll(async () => {
+    pushes = createOfflineSender(silentLog);
+    harness = await startHarness({ store: kind, log: recordingLog(logged).log, pushSender: pushes, env: { MODERATION: "true" } });
+    closed = await startHarness({ store: kind, env: { MODERATION: "true", MODERATION_ON_OUTAGE: "closed" } });
+  });
+  afterAll(async () => {
+    await harness.close();
+    await closed.close();
+  });
+
+  async function connected(on: Harness): Promise<void> {
+    const tag = randomUUID().slice(0, 8);
+    alice = new ApiUser(`alice-${tag}`, on.api, HOSTING_ROUTES);
+    bob = new ApiUser(`bob-${tag}`, on.api, HOSTING_ROUTES);
+    connectionId = await alice.connectWith(bob);
+    await bob.register(`token-bob-${tag}`);
+    on.fake.reset();
+    logged.length = 0;
+  }
+
+  async function nothingKept(on: Harness): Promise<void> {
+    expect(await on.api.connectionStore.readConnectionState(connectionId)).toMatchObject({ message_count: 0 });
+    expect((await bob.read(connectionId)).body.messages).toEqual([]);
+  }
+
+  it("checks a clean message with omni-moderation-latest, then stores and notifies as before", async () => {
+    await connected(harness);
+    const sent = await alice.send(connectionId, "Hello Bob");
+    expect(sent.status).toBe(201);
+    expect(harness.fake.moderationRequests).toHaveLength(1);
+    expect(harness.fake.moderationRequests[0]).toMatchObject({ path: "/v1/moderations", body: { model: "omni-moderation-latest", input: "Hello Bob" } });
+    expect(pushes.recorded().filter((push) => push.notification.connectionId === connectionId)).toHaveLength(1);
+  });
+
+  it("refuses a flagged message with 422 MESSAGE_FLAGGED: nothing stored, nobody notified, the text never logged", async () => {
+    await connected(harness);
+    const before = pushes.recorded().length;
+    harness.fake.enqueueModeration({ kind: "verdict", flagged: true, categories: ["harassment"] });
+    const answer = await alice.send(connectionId, FLAGGED_TEXT);
+    expect(answer.status).toBe(422);
+    expect(answer.body).toEqual({ success: false, error: { code: "MESSAGE_FLAGGED", message: "The message was flagged by moderation and was not sent" } });
+    await nothingKept(harness);
+    expect(pushes.recorded().slice(before)).toEqual([]);
+    expect(logged).toContainEqual({ level: "info", message: "message flagged", fields: { connection_id: connectionId, moderator: "openai", categories: "harassment" } });
+    expect(JSON.stringify(logged)).not.toContain(FLAGGED_TEXT);
+    // The next clean message takes the first place.
+    expect((await alice.send(connectionId, "Sorry")).body).toMatchObject({ message: { position: 1, content: "Sorry" } });
+  });
+
+  it("lets a message through when moderation is down and the choice is open, and logs it", async () => {
+    await connected(harness);
+    harness.fake.enqueueModeration({ kind: "status", status: 503 });
+    expect((await alice.send(connectionId, "Hello through an outage")).status).toBe(201);
+    expect(logged.find((entry) => entry.message === "moderation unavailable, message let through unchecked")?.fields).toMatchObject({ connection_id: connectionId, status: 503 });
+  });
+
+  it("refuses with 503 MODERATION_UNAVAILABLE when moderation is down and the choice is closed, keeping nothing", async () => {
+    await connected(closed);
+    closed.fake.enqueueModeration({ kind: "status", status: 500 });
+    const answer = await alice.send(connectionId, "Hello");
+    expect({ status: answer.status, code: answer.body.error?.code, retry: answer.headers.get("retry-after") }).toEqual({ status: 503, code: "MODERATION_UNAVAILABLE", retry: "1" });
+    await nothingKept(closed);
+  });
+
+  it("answers a server without a moderations endpoint as a configuration error, keeping nothing", async () => {
+    await connected(harness);
+    harness.fake.enqueueModeration({ kind: "status", status: 404 });
+    const answer = await alice.send(connectionId, "Hello");
+    expect({ status: answer.status, code: answer.body.error?.code }).toEqual({ status: 500, code: "CONFIGURATION_ERROR" });
+    await nothingKept(harness);
+  });
+
+  it("checks only a participant's message: another user's is refused as before, unchecked", async () => {
+    await connected(harness);
+    const mallory = new ApiUser(`mallory-${randomUUID().slice(0, 8)}`, harness.api, HOSTING_ROUTES);
+    expect((await mallory.send(connectionId, "let me in")).status).toBe(403);
+    expect(harness.fake.moderationRequests).toHaveLength(0);
+  });
+});

@@ -1,0 +1,38 @@
+import { forgetDevices, forgetPairUser } from "../../src/connections/erasure-rules";
+import { takeRequest } from "../../src/connections/request-limit";
+import { markErasing } from "../../src/session/erasure/erasure-rules";
+import type { DeviceRecord, PairRecord } from "../../src/store/connection-records";
+
+const T = Date.parse("2026-04-01T09:00:00Z");
+
+describe("what erasing a user does to connections' shared records", () => {
+  const pair: PairRecord = { user_a: "ann", user_b: "ben", current: { id: "c1", requested_by: "a", created_at: T } };
+
+  it("removes a pair's record, or keeps only the other user's block, without either id", () => {
+    expect(forgetPairUser("ann", T)(pair)).toEqual({ outcome: true, next: null });
+    expect(forgetPairUser("ann", T)({ ...pair, blocked: { a: T } })).toEqual({ outcome: true, next: null });
+    expect(forgetPairUser("ann", T)({ ...pair, blocked: { a: T, b: T + 1 } })).toEqual({ outcome: true, next: { blocked: { b: T + 1 } } });
+    expect(forgetPairUser("ben", T)({ ...pair, blocked: { a: T } })).toEqual({ outcome: true, next: { blocked: { a: T } } });
+  });
+
+  it("leaves a pair that names someone else, none, or whose connection was asked for after the erasure", () => {
+    expect(forgetPairUser("cat", T)(pair)).toEqual({ outcome: false });
+    expect(forgetPairUser("ann", T)(null)).toEqual({ outcome: false });
+    expect(forgetPairUser("ann", T)({ blocked: { b: T } })).toEqual({ outcome: false });
+    expect(forgetPairUser("ann", T - 1)(pair)).toEqual({ outcome: false });
+  });
+
+  it("forgets devices registered up to the erasure, and the record with the last of them", () => {
+    const record: DeviceRecord = { tokens: { old: { token: "t-old", updated_at: T }, new: { token: "t-new", updated_at: T + 5 } }, previews: false, oldest_at: T };
+    expect(forgetDevices(T)(record)).toEqual({ outcome: 1, next: { tokens: { new: { token: "t-new", updated_at: T + 5 } }, previews: false, oldest_at: T + 5 } });
+    expect(forgetDevices(T + 5)(record)).toEqual({ outcome: 2, next: null });
+    expect(forgetDevices(T - 1)(record)).toEqual({ outcome: 0 });
+    expect(forgetDevices(T)({ previews: true })).toEqual({ outcome: 0, next: null });
+    expect(forgetDevices(T)(null)).toEqual({ outcome: 0 });
+  });
+
+  it("refuses a connection request while the requester's data is being erased, taking nothing", () => {
+    const marked = markErasing(T, 20)(null).next!;
+    expect(takeRequest(T, 5, 20)(marked)).toEqual({ outcome: { admitted: false, retryAfterMs: 5_000, erasing: true } });
+  });
+});
