@@ -1,6 +1,9 @@
 import type { Database } from "firebase-admin/database";
 import type { SessionStore } from "../../src/store/session-store";
+import type { Harness } from "./http-harness";
 import { RtdbInstances } from "./rtdb";
+import type { ShardedRtdb } from "./sharded-rtdb";
+import { instancePositionOf } from "../../src/sharding/session-ids";
 
 /**
  * Everything a store holds, as one JSON text to search: on the database, the whole tree read from
@@ -10,18 +13,31 @@ import { RtdbInstances } from "./rtdb";
 export class WholeStore {
   private readonly instances: RtdbInstances | undefined;
   private readonly database: Database | undefined;
+  /** With sharding (docs/sharding.md), every database instance's tree, not only the first's. */
+  private readonly shardDatabases: readonly Database[];
 
   /** `host`: the database's address when it is not FIREBASE_DATABASE_EMULATOR_HOST (a stand-in of the suite's own). */
   constructor(
     private readonly store: SessionStore,
     namespace: string | undefined,
     host?: string,
+    shards?: ShardedRtdb,
   ) {
     this.instances = namespace === undefined ? undefined : new RtdbInstances(namespace, host);
-    this.database = this.instances?.database();
+    this.shardDatabases = shards?.databases() ?? [];
+    this.database = this.instances?.database() ?? this.shardDatabases[0];
+  }
+
+  /** Everything a harness's store holds, on every database instance. */
+  static of(harness: Pick<Harness, "api" | "namespace" | "shards">): WholeStore {
+    return new WholeStore(harness.api.store, harness.namespace, undefined, harness.shards);
   }
 
   async text(): Promise<string> {
+    if (this.shardDatabases.length > 0) {
+      const trees: unknown[] = await Promise.all(this.shardDatabases.map(async (database) => (await database.ref().once("value")).val() as unknown));
+      return JSON.stringify(trees);
+    }
     if (this.database) {
       const everything: unknown = (await this.database.ref().once("value")).val();
       return JSON.stringify(everything);
@@ -36,9 +52,14 @@ export class WholeStore {
     return needles.filter((needle) => text.includes(needle));
   }
 
-  /** For a test that writes what a late request would (database only). */
+  /** For a test that writes what a late request would (database only): the first instance, where per-user records are. */
   get raw(): Database | undefined {
     return this.database;
+  }
+
+  /** The instance holding session `id` (the first unless sharded), for a late write to its nodes. */
+  rawOf(id: string): Database | undefined {
+    return this.shardDatabases[instancePositionOf(id)] ?? this.database;
   }
 
   async close(): Promise<void> {
