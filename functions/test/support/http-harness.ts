@@ -61,7 +61,8 @@ export interface Harness {
   /** The first instance. */
   readonly api: Instance;
   /** Starts another instance on the same database. */
-  instance(): Promise<Instance>;
+  /** `env`: params of its own over the harness's (e.g. DATABASE_INSTANCES before an instance was added). */
+  instance(env?: Record<string, string>): Promise<Instance>;
   close(): Promise<void>;
 }
 
@@ -93,14 +94,16 @@ export async function startHarness(options: HarnessOptions): Promise<Harness> {
   // As the local server: a token is optional unless a suite asks otherwise.
   const layout = options.store.startsWith("rtdb-2-") ? (options.store.slice("rtdb-2-".length) as ShardedLayout) : undefined;
   const shards = layout === undefined ? undefined : await ShardedRtdb.start(2, layout);
-  const config = serviceConfig(fake.baseUrl, { OPENAI_TIMEOUT_MS: "3000", ...(shards ? { DATABASE_INSTANCES: shards.param } : {}), ...options.env });
+  const env = { OPENAI_TIMEOUT_MS: "3000", ...(shards ? { DATABASE_INSTANCES: shards.param } : {}), ...options.env };
+  const harnessConfig = serviceConfig(fake.baseUrl, env);
   const servers = new LocalServers();
   const rtdb = options.store === "rtdb" ? new RtdbInstances(freshNamespace("http"), options.databaseHost) : undefined;
   const memory = new MemoryStore();
   const memoryConnections = new MemoryConnectionStore();
 
-  async function instance(): Promise<Instance> {
-    const databases = shards?.databases();
+  async function instance(own?: Record<string, string>): Promise<Instance> {
+    const config = own === undefined ? harnessConfig : serviceConfig(fake.baseUrl, { ...env, ...own });
+    const databases = shards?.databases(config.databaseInstances);
     const database = databases?.[0] ?? rtdb?.database();
     const base = databases ? shards!.store(config.dbTimeoutMs, databases) : database ? new RtdbStore(database, config.dbTimeoutMs) : memory;
     const connectionStore = database ? new RtdbConnectionStore(database, config.dbTimeoutMs) : memoryConnections;
@@ -119,7 +122,7 @@ export async function startHarness(options: HarnessOptions): Promise<Harness> {
       ...(options.heartbeatMs === undefined ? {} : { heartbeatMs: options.heartbeatMs }),
       ...(options.appCheck ? { appCheck: options.appCheck } : {}),
       ...(options.userDataLimits === undefined ? {} : { userDataLimits: options.userDataLimits }),
-      ...(shards ? { databaseUrls: shards.urls } : rtdb ? { databaseUrls: [`https://${rtdb.namespace}.firebaseio.com`] } : {}),
+      ...(shards ? { databaseUrls: config.databaseInstances } : rtdb ? { databaseUrls: [`https://${rtdb.namespace}.firebaseio.com`] } : {}),
     });
     const databaseHost = options.databaseHost ?? process.env.FIREBASE_DATABASE_EMULATOR_HOST;
     const baseUrl = await servers.serve(runtime, rtdb && databaseHost ? { host: databaseHost, namespace: rtdb.namespace } : undefined);

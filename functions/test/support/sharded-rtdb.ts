@@ -61,11 +61,11 @@ export class ShardedRtdb {
     return this.urls.join(",");
   }
 
-  /** One function instance's databases: a firebase-admin app of its own, through the production code. */
-  databases(): Database[] {
+  /** One function instance's databases (of `urls`, default all of these): a firebase-admin app of its own, through the production code. */
+  databases(urls: readonly string[] = this.urls): Database[] {
     const app = initializeApp({ projectId: "demo-chatify" }, randomUUID());
     this.apps.push(app);
-    return instanceDatabases(app, this.urls);
+    return instanceDatabases(app, urls);
   }
 
   /** One function instance's store over every instance (over `databases`, default: a new app's), as composeInstance builds it. */
