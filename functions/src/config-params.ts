@@ -187,6 +187,10 @@ export const STRING_PARAMS = {
     choices: ["open", "closed"],
     description: "When MODERATION is on and no verdict can be had (timeout, 5xx, unreachable): open lets the message through and logs it; closed refuses it with 503 MODERATION_UNAVAILABLE.",
   },
+  DATABASE_INSTANCES: {
+    default: "",
+    description: "Comma-separated Realtime Database instance URLs that sessions are spread over, append-only (a session's id names its instance's position); empty means the default database alone. The first holds every per-user record (docs/sharding.md).",
+  },
 } as const;
 
 export type IntParamName = keyof typeof INT_PARAMS;

@@ -1,5 +1,6 @@
 import { BOOLEAN_PARAMS, DECLARED_SERVICE_PARAMS, INT_PARAMS, STRING_PARAMS, type BooleanParamName, type IntParamName, type StringParamName } from "./config-params";
 import { DEPLOY_PARAMS, type DeployParamName, type DeployParamSpec } from "./function-options";
+import { parseDatabaseInstances } from "./sharding/database-instances";
 
 /** Every declared param, the service's and the deploy knobs, for documentation and the tests. */
 export const DECLARED_PARAMS = [
@@ -69,6 +70,8 @@ export interface Config {
     readonly previewChars: number;
     readonly deadlineMs: number;
   };
+  /** DATABASE_INSTANCES, normalised; empty: the app's default database alone. The first is the home of per-user records. */
+  readonly databaseInstances: readonly string[];
 }
 
 export class ConfigError extends Error {
@@ -197,6 +200,13 @@ export function resolveConfig(env: Env = process.env, defaults: { requireAuth?: 
       previewChars: intParam(env, "NOTIFICATION_PREVIEW_CHARS"),
       deadlineMs: intParam(env, "NOTIFICATION_DEADLINE_MS"),
     },
+    databaseInstances: databaseInstancesParam(env),
   };
+}
+
+function databaseInstancesParam(env: Env): readonly string[] {
+  const parsed = parseDatabaseInstances(stringParam(env, "DATABASE_INSTANCES"));
+  if ("problem" in parsed) throw new ConfigError(`DATABASE_INSTANCES: ${parsed.problem}`);
+  return parsed.urls;
 }
 

@@ -1,4 +1,5 @@
-import type { Log } from "../../src/log/log";
+import { silentLog, type Log } from "../../src/log/log";
+import { createOfflineSender } from "../../src/notify/offline-sender";
 import { composeInstance } from "../../src/runtime/instance";
 import { MemoryStore } from "../../src/store/memory-store";
 import type { Template } from "../../src/store/records";
@@ -8,6 +9,9 @@ import { FakeOpenAiServer, type Chaos } from "../../test/support/fake-openai-ser
 import { LocalServers } from "../../test/support/local-servers";
 import { freshNamespace, RtdbInstances } from "../../test/support/rtdb";
 import { NO_TOKENS, serviceConfig } from "../../test/support/service-env";
+import { ShardedRtdb } from "../../test/support/sharded-rtdb";
+import { instanceName } from "../../src/sharding/database-instances";
+import { UsageError } from "../shared/cli";
 
 /** Three personalities whose windows differ: the whole recent history, an odd slice, none. */
 export const SOAK_TEMPLATES: Readonly<Record<string, Template>> = {
@@ -36,6 +40,8 @@ export interface ClusterOptions {
   readonly modelTimeoutMs: number;
   /** A Realtime Database emulator's host:port, or undefined for the embedded store. */
   readonly databaseHost: string | undefined;
+  /** Database instances sessions are spread over: namespaces of that emulator (docs/sharding.md). */
+  readonly databases: number;
 }
 
 /**
@@ -44,31 +50,37 @@ export interface ClusterOptions {
  * app per instance.
  */
 export async function startCluster(options: ClusterOptions): Promise<Cluster> {
+  if (options.databases > 1 && options.databaseHost === undefined) throw new UsageError("--databases above 1 needs a Realtime Database (FIREBASE_DATABASE_EMULATOR_HOST)");
   const fake = await FakeOpenAiServer.start({ chaos: options.chaos });
+  // Sessions over several database instances: namespaces of the one server (docs/sharding.md).
+  const shards = options.databases > 1 ? await ShardedRtdb.start(options.databases, "namespaces") : undefined;
   // No sign-in and no usage limits, where the service has them: the soak is about consistency.
   const config = serviceConfig(fake.baseUrl, {
     OPENAI_TIMEOUT_MS: String(options.modelTimeoutMs),
     OPENAI_MAX_RETRIES: "1",
     OPENAI_MAX_RETRY_WAIT_MS: "300",
+    ...(shards ? { DATABASE_INSTANCES: shards.param } : {}),
   });
-  const rtdb = options.databaseHost === undefined ? undefined : new RtdbInstances(freshNamespace("soak"));
+  const rtdb = options.databaseHost === undefined || shards ? undefined : new RtdbInstances(freshNamespace("soak"));
   const memory = new MemoryStore();
-  const checker: SessionStore = rtdb ? new RtdbStore(rtdb.database(), 30_000) : memory;
+  const checker: SessionStore = shards ? shards.store(30_000) : rtdb ? new RtdbStore(rtdb.database(), 30_000) : memory;
   await checker.seedTemplates(SOAK_TEMPLATES);
 
   const serverErrors: string[] = [];
   const servers = new LocalServers();
   const instances: string[] = [];
   for (let i = 0; i < options.instances; i += 1) {
-    const store = rtdb ? new RtdbStore(rtdb.database(), config.dbTimeoutMs) : memory;
-    instances.push(await servers.serve(composeInstance(config, { store, identity: NO_TOKENS, log: errorsOf(i, serverErrors) })));
+    const store = shards ? shards.store(config.dbTimeoutMs) : rtdb ? new RtdbStore(rtdb.database(), config.dbTimeoutMs) : memory;
+    instances.push(await servers.serve(composeInstance(config, { store, identity: NO_TOKENS, log: errorsOf(i, serverErrors), pushSender: createOfflineSender(silentLog), ...(shards ? { databaseUrls: shards.urls } : {}) })));
   }
 
-  const label = rtdb
-    ? `Realtime Database at ${options.databaseHost ?? ""}, namespace ${rtdb.namespace}, one firebase-admin app per instance`
-    : `embedded MemoryStore shared by the instances`;
+  const label = shards
+    ? `Realtime Database at ${options.databaseHost ?? ""}, ${options.databases} instances (namespaces ${shards.urls.map(instanceName).join(", ")}), one firebase-admin app per function instance`
+    : rtdb
+      ? `Realtime Database at ${options.databaseHost ?? ""}, namespace ${rtdb.namespace}, one firebase-admin app per instance`
+      : `embedded MemoryStore shared by the instances`;
   return {
-    mode: rtdb ? "rtdb" : "memory",
+    mode: rtdb || shards ? "rtdb" : "memory",
     label,
     fake,
     instances,
@@ -78,6 +90,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
       await servers.close();
       await fake.stop();
       await rtdb?.close();
+      await shards?.close();
     },
   };
 }

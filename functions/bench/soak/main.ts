@@ -20,7 +20,7 @@ async function main(argv: readonly string[]): Promise<number> {
   stopIfStuck("soak", options.timeLimitMs + HARD_STOP_GRACE_MS);
   const databaseHost = await databaseFromEnv(process.env, "soak-probe");
   const chaos = new ChaosMonkey(options.seed, options.failureRate, options.modelTimeoutMs);
-  const cluster = await startCluster({ instances: options.instances, chaos: chaos.decide, modelTimeoutMs: options.modelTimeoutMs, databaseHost });
+  const cluster = await startCluster({ instances: options.instances, chaos: chaos.decide, modelTimeoutMs: options.modelTimeoutMs, databaseHost, databases: options.databases });
   console.log(`Soak on ${cluster.mode === "rtdb" ? "the Realtime Database" : "the embedded store"}: ${cluster.label}; seed ${options.seed} ...`);
   try {
     const plan = makePlan(options, Object.keys(SOAK_TEMPLATES));

@@ -22,6 +22,8 @@ export interface SoakOptions {
   readonly timeLimitMs: number;
   /** Per attempt; the model may be retried once (OPENAI_MAX_RETRIES=1). */
   readonly modelTimeoutMs: number;
+  /** Database instances sessions are spread over (namespaces of the one server; docs/sharding.md). */
+  readonly databases: number;
 }
 
 interface Spec {
@@ -46,6 +48,7 @@ const SPECS: readonly Spec[] = [
   { key: "seed", flag: "seed", fallback: 1, min: 0, max: 4_294_967_295, integer: true, help: "seed of the plan and of the faults" },
   { key: "timeLimitMs", flag: "time-limit", fallback: 120, min: 1, max: 86_400, integer: false, help: "seconds after which no new task starts" },
   { key: "modelTimeoutMs", flag: "model-timeout-ms", fallback: 1_000, min: 100, max: 60_000, integer: true, help: "OPENAI_TIMEOUT_MS of the instances" },
+  { key: "databases", flag: "databases", fallback: 1, min: 1, max: 16, integer: true, help: "database instances sessions are spread over (Realtime Database only)" },
 ];
 
 export const USAGE = [
@@ -79,6 +82,7 @@ export function parseOptions(argv: readonly string[], env: Readonly<Record<strin
     seed: read("seed"),
     timeLimitMs: read("timeLimitMs") * 1000,
     modelTimeoutMs: read("modelTimeoutMs"),
+    databases: read("databases"),
   };
 }
 

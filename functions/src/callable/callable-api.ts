@@ -42,6 +42,8 @@ export interface CallableApiDeps {
   /** Connections between users and devices, for the callables that stand for their routes (the endpoints' own context). */
   readonly connections: ConnectionsContext;
   readonly config: Pick<Config, "requireAuth" | "requireAppCheck" | "appCheckReplayProtection" | "maxMessageChars" | "maxBodyBytes">;
+  /** The database a session's clients listen to (docs/sharding.md); absent: none answered. */
+  readonly databaseUrl?: (sessionId: string) => string | undefined;
 }
 
 /**
@@ -65,7 +67,14 @@ export function createCallableApi(deps: CallableApiDeps): CallableApi {
       const request = callableRequest(operation, call.data, call);
       const route = endpoint.match(request.path);
       if (!route) throw new HttpError("INVALID_REQUEST", "The call's data names no route");
-      const context: EndpointContext = { sessions: deps.sessions, userData: deps.userData, connections: deps.connections, bodies, authenticate: () => callerOf(call, config.requireAuth) };
+      const context: EndpointContext = {
+        sessions: deps.sessions,
+        userData: deps.userData,
+        connections: deps.connections,
+        bodies,
+        authenticate: () => callerOf(call, config.requireAuth),
+        ...(deps.databaseUrl ? { databaseUrl: deps.databaseUrl } : {}),
+      };
       const result = await endpoint.handle(request, route, context, stream);
       log.info("request", { ...logged, status: result.status, duration_ms: Date.now() - started });
       // A callable's answer is one message: a body produced in pieces (an export part) is gathered.

@@ -30,6 +30,8 @@ export interface ApiDeps {
   readonly heartbeatMs?: number;
   /** A user's conversations and data (issue 16). */
   readonly userData: UserDataContext;
+  /** The database a session's clients listen to (docs/sharding.md); absent: none answered. */
+  readonly databaseUrl?: (sessionId: string) => string | undefined;
 }
 
 /**
@@ -51,6 +53,7 @@ export function createApi(deps: ApiDeps): Api {
     bodies: endpointBodies(config.maxMessageChars),
     userData: deps.userData,
     connections: deps.connections,
+    ...(deps.databaseUrl ? { databaseUrl: deps.databaseUrl } : {}),
   };
   const attest = deps.appCheck ? appCheckGate(deps.appCheck, config.appCheckReplayProtection) : undefined;
   return async (name, request, sink) => {

@@ -46,6 +46,8 @@ export interface EndpointContext {
   readonly userData: UserDataContext;
   /** The connection and device endpoints' services and bodies (connection-endpoints.ts). */
   readonly connections: ConnectionsContext;
+  /** The database instance a session's clients listen to (docs/sharding.md); absent, or undefined for a session: none answered. */
+  readonly databaseUrl?: (sessionId: string) => string | undefined;
 }
 
 /** The request schemas of an instance: zod schemas are costly to build and never change. */
@@ -91,10 +93,17 @@ export const createSession: Endpoint = {
         template_id: meta.template_id,
         template_name: meta.template_name,
         created_at: iso(meta.created_at),
+        ...databaseUrlOf(context, sessionId),
       },
     };
   },
 };
+
+/** `database_url`: where the session's live partials and messages are, for a client that listens to them. */
+function databaseUrlOf(context: EndpointContext, sessionId: string): { database_url?: string } {
+  const url = context.databaseUrl?.(sessionId);
+  return url === undefined ? {} : { database_url: url };
+}
 
 export const sendMessage: Endpoint = {
   name: "sendMessage",

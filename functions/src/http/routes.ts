@@ -1,11 +1,11 @@
+import { isIssuedSessionId } from "../sharding/session-ids";
+
 /**
  * The paths each function answers. A function is reached directly (`<function url>/{id}`,
  * where the platform strips the function name) or through a Hosting rewrite, which keeps
  * the original route (`/api/v1/chatbot/session/{id}/message`).
  */
 export const ROUTE_PREFIX = "/api/v1/chatbot/session";
-
-const SESSION_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 
 export type RouteMatch = { readonly sessionId?: string; readonly connectionId?: string };
 
@@ -38,9 +38,9 @@ export function matchEndSession(path: string): RouteMatch | undefined {
   return parts.length === 1 ? { sessionId: decode(parts[0]) } : undefined;
 }
 
-/** Ids this service issues: random UUID v4, lower case. Anything else cannot name a session. */
+/** Ids this service issues: random UUID v4, or v8 naming a database instance (sharding/session-ids.ts), lower case. Anything else cannot name a session. */
 export function isSessionId(value: string): boolean {
-  return SESSION_ID.test(value);
+  return isIssuedSessionId(value);
 }
 
 export function decode(segment: string | undefined): string {

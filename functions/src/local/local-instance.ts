@@ -1,10 +1,9 @@
 import { initializeApp } from "firebase-admin/app";
-import { getDatabase } from "firebase-admin/database";
 import { resolveConfig } from "../config";
 import type { Log } from "../log/log";
 import { composeInstance, type Instance } from "../runtime/instance";
 import { MemoryStore } from "../store/memory-store";
-import { RtdbStore } from "../store/rtdb/rtdb-store";
+import { homeDatabase, instanceDatabases, rtdbSessionStore } from "../store/rtdb/instance-databases";
 import type { SessionStore } from "../store/session-store";
 import type { ConnectionAdapter } from "../store/connection-erasure-store";
 import { MemoryConnectionStore } from "../store/memory-connection-store";
@@ -36,9 +35,13 @@ export async function createLocalInstance(projectId: string, log: Log, env: Env 
   let connectionStore: ConnectionAdapter;
   let storeLabel: string;
   if (emulatorHost) {
-    store = new RtdbStore(getDatabase(app), config.dbTimeoutMs);
-    connectionStore = new RtdbConnectionStore(getDatabase(app), config.dbTimeoutMs);
-    storeLabel = `Realtime Database at ${emulatorHost} (namespace ${databaseNamespace(projectId)})`;
+    // DATABASE_INSTANCES, when set, spreads sessions over those namespaces or servers (docs/sharding.md).
+    store = rtdbSessionStore(instanceDatabases(app, config.databaseInstances), config.dbTimeoutMs);
+    connectionStore = new RtdbConnectionStore(homeDatabase(app, config.databaseInstances), config.dbTimeoutMs);
+    storeLabel =
+      config.databaseInstances.length > 0
+        ? `Realtime Database instances ${config.databaseInstances.join(", ")}`
+        : `Realtime Database at ${emulatorHost} (namespace ${databaseNamespace(projectId)})`;
   } else {
     store = new MemoryStore();
     connectionStore = new MemoryConnectionStore();

@@ -93,11 +93,16 @@ export const APP_CHECK_SITE_KEY_VARIABLE = "APP_CHECK_RECAPTCHA_SITE_KEY";
  * App Check tokens and sends them.
  */
 export function configuredAppCheckSiteKey(root: string, projectId: string): string | undefined {
+  return configuredValue(root, projectId, APP_CHECK_SITE_KEY_VARIABLE);
+}
+
+/** The value `name` is set to for `projectId` in `functions/.env.<projectId>`, else in `functions/.env`, if any. */
+export function configuredValue(root: string, projectId: string, name: string): string | undefined {
   for (const file of [`.env.${projectId}`, ".env"]) {
     const path = join(root, "functions", file);
     if (!existsSync(path)) continue;
     for (const line of readFileSync(path, "utf8").split(/\r?\n/)) {
-      const match = new RegExp(`^\\s*${APP_CHECK_SITE_KEY_VARIABLE}\\s*=\\s*(.*?)\\s*$`).exec(line);
+      const match = new RegExp(`^\\s*${name}\\s*=\\s*(.*?)\\s*$`).exec(line);
       const value = match?.[1]?.replace(/^(["'])(.*)\1$/, "$2");
       if (value) return value;
     }

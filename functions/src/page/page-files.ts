@@ -3,6 +3,7 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { z } from "zod";
 import { configuredAppCheckSiteKey, configuredAuthEmulator, functionRegions } from "../local/project-files";
+import { configuredDatabaseInstances, databaseSection } from "./deploy-databases";
 import { pageDataFiles } from "./page-data";
 import { pageOrigins, pagePolicy, type PagePolicy } from "./page-policy";
 
@@ -38,14 +39,19 @@ export function hostingHeaders(policy: PagePolicy): unknown {
  */
 export function hostingPolicy(root: string, projectId: string): PagePolicy {
   const emulator = projectId.startsWith("demo-") ? configuredAuthEmulator(root) : undefined;
-  return pagePolicy(projectId, pageOrigins(projectId, functionRegions(root), { authEmulatorHost: emulator, appCheckSiteKey: configuredAppCheckSiteKey(root, projectId) }));
+  return pagePolicy(
+    projectId,
+    pageOrigins(projectId, functionRegions(root), { authEmulatorHost: emulator, appCheckSiteKey: configuredAppCheckSiteKey(root, projectId), databaseInstances: configuredDatabaseInstances(root, projectId) }),
+  );
 }
 
 /** The files as a deploy of `projectId` needs them, firebase.json first, each saying whether it is already so. */
 export function pageFiles(root: string, projectId: string): PageFile[] {
   const policy = hostingPolicy(root, projectId);
-  const config = z.object({ hosting: z.record(z.string(), z.unknown()) }).loose().parse(readJson(root, "firebase.json"));
+  const config = z.object({ hosting: z.record(z.string(), z.unknown()), database: z.unknown() }).loose().parse(readJson(root, "firebase.json"));
   const headers = hostingHeaders(policy);
+  // Every database instance sessions are placed on gets the rules (docs/sharding.md).
+  const database = databaseSection(configuredDatabaseInstances(root, projectId));
   const dataFiles = [...pageDataFiles(policy)].map(([served, expected]): PageFile => {
     const path = join(publicDir(config.hosting), served);
     return { path, expected, text: `${JSON.stringify(expected, null, 2)}\n`, current: isDeepStrictEqual(readJsonIfAny(root, path), expected) };
@@ -53,9 +59,9 @@ export function pageFiles(root: string, projectId: string): PageFile[] {
   return [
     {
       path: "firebase.json",
-      expected: headers,
-      text: `${JSON.stringify({ ...config, hosting: { ...config.hosting, headers } }, null, 2)}\n`,
-      current: isDeepStrictEqual(config.hosting.headers, headers),
+      expected: { headers, database },
+      text: `${JSON.stringify({ ...config, database, hosting: { ...config.hosting, headers } }, null, 2)}\n`,
+      current: isDeepStrictEqual(config.hosting.headers, headers) && isDeepStrictEqual(config.database, database),
     },
     ...dataFiles,
   ];

@@ -1,3 +1,5 @@
+import { instanceOrigins } from "../sharding/database-instances";
+
 /**
  * What the chat page (public/) may talk to, and the headers it is served with: the one source of
  * the local server's answers (`npm start`) and of the files a deploy serves, firebase.json's
@@ -101,6 +103,8 @@ export interface PageOriginOptions {
   readonly authEmulatorHost?: string | undefined;
   readonly appCheckSiteKey?: string | undefined;
   readonly databaseEmulatorHost?: string | undefined;
+  /** DATABASE_INSTANCES (normalised): the database instances clients listen to sessions on (docs/sharding.md). */
+  readonly databaseInstances?: readonly string[] | undefined;
 }
 
 /**
@@ -112,7 +116,7 @@ export interface PageOriginOptions {
  * names it).
  */
 export function pageOrigins(projectId: string, regions: readonly string[], extra: PageOriginOptions = {}): PageOrigins {
-  const { authEmulatorHost, appCheckSiteKey, databaseEmulatorHost } = extra;
+  const { authEmulatorHost, appCheckSiteKey, databaseEmulatorHost, databaseInstances = [] } = extra;
   if (!PROJECT_ID.test(projectId)) throw new Error(`not a Google Cloud project id: ${JSON.stringify(projectId)}`);
   const bad = regions.find((region) => !REGION.test(region));
   if (bad !== undefined) throw new Error(`not a Cloud Functions region: ${JSON.stringify(bad)}`);
@@ -133,6 +137,8 @@ export function pageOrigins(projectId: string, regions: readonly string[], extra
       ...(appCheckSiteKey === undefined ? [] : [APP_CHECK_EXCHANGE_ORIGIN]),
       // Local only: the page listens to connections live on the database the server uses (its WebSocket, and the SDK's long-polling fallback).
       ...(databaseEmulatorHost === undefined ? [] : [`ws://${databaseEmulatorHost}`, `http://${databaseEmulatorHost}`]),
+      // Each database instance sessions are placed on (its REST origin and its WebSocket's), for a client that listens to one.
+      ...databaseInstances.flatMap(instanceOrigins),
     ],
     appCheck: appCheckSiteKey === undefined ? { provider: "none" } : { provider: "recaptcha-enterprise", siteKey: appCheckSiteKey },
   };

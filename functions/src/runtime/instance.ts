@@ -1,6 +1,5 @@
 import { randomUUID } from "node:crypto";
 import type { App } from "firebase-admin/app";
-import { getDatabase } from "firebase-admin/database";
 import type { AppCheckVerifier } from "../auth/app-check";
 import { firebaseAppCheck } from "../auth/firebase-app-check";
 import { firebaseIdentity } from "../auth/firebase-identity";
@@ -18,7 +17,8 @@ import { messageModeration, type MessageModeration } from "../moderation/message
 import { runMaintenance, type MaintenanceReport } from "../session/maintenance";
 import type { SessionPolicy } from "../session/session-rules";
 import { SessionService } from "../session/session-service";
-import { RtdbStore } from "../store/rtdb/rtdb-store";
+import { defaultDatabaseUrl, homeDatabase, instanceDatabases, rtdbSessionStore } from "../store/rtdb/instance-databases";
+import { instancePositionOf, sessionPlacement } from "../sharding/session-ids";
 import { CursorCodec } from "../http/cursor-codec";
 import { querySchemas } from "../http/query-schemas";
 import type { UserDataContext, UserDataLimits } from "../http/user-data-context";
@@ -72,6 +72,12 @@ export interface InstanceParts {
   /** Default: FCM through `app` deployed; where `allowOffline`, the offline sender, which logs what it would send. */
   readonly pushSender?: PushSender;
   readonly newConnectionId?: () => string;
+  /**
+   * The URL of each database instance sessions are placed on, in DATABASE_INSTANCES order, that
+   * `createSession` answers as `database_url`. Default: DATABASE_INSTANCES, else the app's
+   * default database; none without either (a given store's tests).
+   */
+  readonly databaseUrls?: readonly string[];
 }
 
 /** One function instance: built once, when it starts, and kept for its life (its caches with it). */
@@ -102,7 +108,8 @@ export interface Instance {
 export function composeInstance(config: Config, parts: InstanceParts): Instance {
   const budget = timeBudget(config, parts.functionTimeoutMs);
   const clock = parts.clock ?? Date.now;
-  const store = parts.store ?? new RtdbStore(getDatabase(required(parts.app, "store")), config.dbTimeoutMs);
+  const store = parts.store ?? rtdbSessionStore(instanceDatabases(required(parts.app, "store"), config.databaseInstances), config.dbTimeoutMs);
+  const placement = sessionDatabases(config, parts, store);
   const identity = parts.identity ?? firebaseIdentity(required(parts.app, "identity"));
   const appCheck = config.requireAppCheck ? (parts.appCheck ?? firebaseAppCheck(required(parts.app, "appCheck"), { log: parts.log })) : undefined;
   const model = parts.model ?? modelFromConfig(config, { allowOffline: parts.allowOffline ?? false });
@@ -115,7 +122,7 @@ export function composeInstance(config: Config, parts: InstanceParts): Instance 
     model,
     log: parts.log,
     clock,
-    newSessionId: parts.newSessionId ?? randomUUID,
+    newSessionId: parts.newSessionId ?? placement.newSessionId,
     defaultContextWindow: config.contextWindowMessages,
     policy,
     usage: {
@@ -177,8 +184,9 @@ export function composeInstance(config: Config, parts: InstanceParts): Instance 
     limits: { ...USER_DATA_LIMITS, exportPartMs: Math.min(20_000, functionTimeoutMs / 3), eraseRequestMs: functionTimeoutMs / 2, ...parts.userDataLimits },
   };
   const connectionsContext: ConnectionsContext = { connections, devices, bodies: connectionBodies(config.maxMessageChars) };
-  const api = createApi({ sessions, connections: connectionsContext, identity, log: parts.log, config, userData, ...(appCheck ? { appCheck } : {}), ...(parts.heartbeatMs === undefined ? {} : { heartbeatMs: parts.heartbeatMs }) });
-  const callables = createCallableApi({ sessions, userData, connections: connectionsContext, log: parts.log, config });
+  const { databaseUrl } = placement;
+  const api = createApi({ sessions, connections: connectionsContext, identity, log: parts.log, config, userData, databaseUrl, ...(appCheck ? { appCheck } : {}), ...(parts.heartbeatMs === undefined ? {} : { heartbeatMs: parts.heartbeatMs }) });
+  const callables = createCallableApi({ sessions, userData, connections: connectionsContext, log: parts.log, config, databaseUrl });
   return { config, budget, sessions, api, callables, log: parts.log, maintain, erasure, connections, devices, pushSender };
 }
 
@@ -190,7 +198,7 @@ export function composeInstance(config: Config, parts: InstanceParts): Instance 
 function composeConnections(config: Config, parts: InstanceParts, store: SessionStore, clock: () => number, moderation: MessageModeration | undefined) {
   checkConnectionBudget(config, parts.functionTimeoutMs);
   const connectionStore =
-    parts.connectionStore ?? (parts.store === undefined ? new RtdbConnectionStore(getDatabase(required(parts.app, "connection store")), config.dbTimeoutMs) : new MemoryConnectionStore());
+    parts.connectionStore ?? (parts.store === undefined ? new RtdbConnectionStore(homeDatabase(required(parts.app, "connection store"), config.databaseInstances), config.dbTimeoutMs) : new MemoryConnectionStore());
   const pushSender = parts.pushSender ?? (parts.allowOffline === true ? createOfflineSender(parts.log) : createFcmSender(getMessaging(required(parts.app, "push sender"))));
   const notifier = new RecipientNotifier({
     devices: connectionStore,
@@ -214,6 +222,18 @@ function composeConnections(config: Config, parts: InstanceParts, store: Session
     ...(moderation ? { moderation } : {}),
   });
   return { connections, devices: new DeviceRegistry({ store: connectionStore, clock }), connectionStore, pushSender };
+}
+
+/**
+ * Where new sessions go (round robin over the instances, sharding/session-ids.ts) and which
+ * database URL a session's clients listen to: none where no client can (the embedded store).
+ */
+function sessionDatabases(config: Config, parts: InstanceParts, store: SessionStore) {
+  const urls = parts.databaseUrls ?? (config.databaseInstances.length > 0 ? config.databaseInstances : parts.app ? [defaultDatabaseUrl(parts.app)] : []);
+  return {
+    newSessionId: sessionPlacement(Math.max(1, config.databaseInstances.length)),
+    databaseUrl: (sessionId: string): string | undefined => (store.partialsReadable ? urls[instancePositionOf(sessionId)] : undefined),
+  };
 }
 
 /** The session rules' settings. */

@@ -3,6 +3,7 @@ import { beginErasure, currentErasure, finishErasure, settleErasure } from "../.
 import type { Exchange } from "../../src/store/records";
 import type { SessionStore } from "../../src/store/session-store";
 import { appendAt, CREATED_AT, endAt, exchange, newSession } from "../support/fixtures";
+import { byInstance } from "../support/instance-order";
 
 /** Handles on one database, as the store contract's, and a way to wait for what instances sent without awaiting. */
 export interface ConversationHarness {
@@ -12,6 +13,8 @@ export interface ConversationHarness {
   /** Resolves once every copy the instances sent is acknowledged (each commit's index entry rides on one). */
   settled(): Promise<void>;
   close(): Promise<void>;
+  /** A store over several instances (docs/sharding.md): ids it places on each, and the instance an id names. */
+  readonly sharded?: { readonly newSessionId: () => string; readonly instanceOf: (id: string) => number };
 }
 
 const T = CREATED_AT;
@@ -34,7 +37,7 @@ export function conversationContract(makeHarness: () => Promise<ConversationHarn
   async function sessionsOf(userId: string, count: number, exchanges = 0): Promise<string[]> {
     const ids: string[] = [];
     for (let i = 0; i < count; i += 1) {
-      const session = newSession({ user_id: userId, created_at: T + i * 1_000 });
+      const session = newSession({ user_id: userId, created_at: T + i * 1_000 }, harness.sharded?.newSessionId());
       await store.createSession(session);
       for (let n = 1; n <= exchanges; n += 1) await store.appendExchange(session.id, titled(`${i}.${n}`, T + i * 1_000 + n), appendAt(T + i * 1_000 + n));
       ids.push(session.id);
@@ -64,7 +67,7 @@ export function conversationContract(makeHarness: () => Promise<ConversationHarn
       const bob = user();
       const ids: string[] = [];
       for (let i = 0; i < 4; i += 1) {
-        const session = newSession({ user_id: bob, created_at: T });
+        const session = newSession({ user_id: bob, created_at: T }, harness.sharded?.newSessionId());
         await store.createSession(session);
         ids.push(session.id);
       }
@@ -108,7 +111,7 @@ export function conversationContract(makeHarness: () => Promise<ConversationHarn
   describe("a user's sessions read whole", () => {
     it("reads every session of the user in id order, with messages (the journal's too), summary and state, a page at a time", async () => {
       const frank = user();
-      const ids = (await sessionsOf(frank, 3, 2)).sort();
+      const ids = byInstance((await sessionsOf(frank, 3, 2)).sort(), harness.sharded?.instanceOf);
       await sessionsOf(user(), 1, 1);
       await store.writeSummary(ids[0]!, { text: "gist", through: 2, updated_at: T });
       const first = await store.readUserSessions(frank, undefined, 2);

@@ -3,6 +3,7 @@ import type { SessionState } from "../../src/store/records";
 import type { SessionStore, StateRule } from "../../src/store/session-store";
 import { appendRule } from "../../src/session/session-rules";
 import { appendAt, CREATED_AT, endAt, exchange, newSession, POLICY, TEMPLATE } from "../support/fixtures";
+import { inTurns } from "../support/instance-order";
 
 /**
  * Several handles on one database. For the embedded store they are the store itself; for
@@ -16,6 +17,8 @@ export interface StoreHarness {
   /** The session's partial replies as a client listening to it would see them, once the instances' writes landed. */
   partials(sessionId: string): Promise<Record<string, unknown>>;
   close(): Promise<void>;
+  /** A store over several instances (docs/sharding.md): ids it places on each, and the instance an id names. */
+  readonly sharded?: { readonly newSessionId: () => string; readonly instanceOf: (id: string) => number };
 }
 
 const T = CREATED_AT;
@@ -31,8 +34,12 @@ export function storeContract(makeHarness: () => Promise<StoreHarness>): void {
   });
   afterAll(async () => harness.close());
 
+  /** A new session, placed on every instance in turn by a store over several. */
+  const fresh = (overrides: Parameters<typeof newSession>[0] = {}) => newSession(overrides, harness.sharded?.newSessionId());
+  const order = (expected: string[], limit?: number) => inTurns(expected, harness.sharded?.instanceOf, limit);
+
   async function seededSession(exchanges = 0) {
-    const session = newSession();
+    const session = fresh();
     await store.createSession(session);
     for (let i = 1; i <= exchanges; i += 1) await store.appendExchange(session.id, exchange(String(i), T + i), appendAt(T + i));
     return session;
@@ -53,7 +60,7 @@ export function storeContract(makeHarness: () => Promise<StoreHarness>): void {
 
   describe("sessions", () => {
     it("stores and reads back what creation wrote, and never creates twice", async () => {
-      const session = newSession();
+      const session = fresh();
       expect(await store.createSession(session)).toBe("created");
       expect(await store.readSessionMeta(session.id)).toEqual(session.meta);
       expect(await store.readSessionState(session.id)).toEqual(session.state);
@@ -66,7 +73,7 @@ export function storeContract(makeHarness: () => Promise<StoreHarness>): void {
     });
 
     it("answers unknown ids with null, an empty history and not found", async () => {
-      const id = newSession().id;
+      const id = fresh().id;
       expect(await store.readSessionMeta(id)).toBeNull();
       expect(await store.readSessionState(id)).toBeNull();
       expect(await recentMessages(store, id, 10)).toEqual([]);
@@ -202,7 +209,7 @@ export function storeContract(makeHarness: () => Promise<StoreHarness>): void {
       await store.updateState(late.id, claimUntil(T + 300, "c"));
       const ours = (ids: string[]) => ids.filter((id) => [early.id, late.id, none.id].includes(id));
       expect(ours(await store.findLapsedClaims(T + 99, 100))).toEqual([]);
-      expect(ours(await store.findLapsedClaims(T + 300, 100))).toEqual([early.id, late.id]);
+      expect(ours(await store.findLapsedClaims(T + 300, 100))).toEqual(order([early.id, late.id]));
       // A commit that drops the early claim moves the session's index to its next lease.
       const dropA: StateRule<undefined> = (state) => {
         const { "r-a": dropped, ...rest } = state.requests ?? {};
@@ -264,7 +271,7 @@ export function storeContract(makeHarness: () => Promise<StoreHarness>): void {
     });
 
     async function sessionAt(createdAt: number) {
-      const session = newSession({ created_at: createdAt });
+      const session = fresh({ created_at: createdAt });
       await db.createSession(session);
       return session;
     }
@@ -273,9 +280,9 @@ export function storeContract(makeHarness: () => Promise<StoreHarness>): void {
       const [a, b, c, d] = [await sessionAt(T + 30), await sessionAt(T + 10), await sessionAt(T + 20), await sessionAt(T + 40)];
       await db.updateState(c.id, endAt(T + 25));
       await db.appendExchange(d.id, exchange("1"), appendAt(T + 50));
-      expect(await db.findIdleSessions(T + 30, 10)).toEqual([b.id, a.id]);
-      expect(await db.findIdleSessions(T + 50, 1)).toEqual([b.id]);
-      expect(await db.findIdleSessions(T + 50, 10)).toEqual([b.id, a.id, d.id]);
+      expect(await db.findIdleSessions(T + 30, 10)).toEqual(order([b.id, a.id]));
+      expect(await db.findIdleSessions(T + 50, 1)).toEqual(order([b.id, a.id, d.id], 1));
+      expect(await db.findIdleSessions(T + 50, 10)).toEqual(order([b.id, a.id, d.id]));
       expect(await db.findIdleSessions(T + 9, 10)).toEqual([]);
       expect(await db.findIdleSessions(T + 30, 0)).toEqual([]);
     });
@@ -285,7 +292,7 @@ export function storeContract(makeHarness: () => Promise<StoreHarness>): void {
       await sessionAt(T);
       await db.updateState(b.id, endAt(T + 5));
       await db.updateState(a.id, endAt(T + 7));
-      expect(await db.findClosedSessions(T + 7, 100)).toEqual([b.id, a.id]);
+      expect(await db.findClosedSessions(T + 7, 100)).toEqual(order([b.id, a.id]));
       expect(await db.findClosedSessions(T + 6, 100)).toEqual([b.id]);
     });
 

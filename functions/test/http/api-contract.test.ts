@@ -3,8 +3,10 @@ import { seedTemplates } from "../../src/local/project-files";
 import { GENERATION_DEFAULTS } from "../../src/session/prompt/generation-settings";
 import { createSession, describeEachStore, ROUTES, startHarness, type Harness } from "../support/http-harness";
 import { anyUsage } from "../support/any-usage";
+import { instancePositionOf } from "../../src/sharding/session-ids";
 
 const UUID_V4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+const UUID_V8 = /^[0-9a-f]{8}-[0-9a-f]{4}-8[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 const templates = seedTemplates();
 
 describeEachStore("the chat API", (kind) => {
@@ -24,8 +26,24 @@ describeEachStore("the chat API", (kind) => {
     expect(answer.status).toBe(201);
     expect(answer.headers.get("content-type")).toMatch(/^application\/json/);
     expect(answer.body).toMatchObject({ success: true, message: "Session created successfully" });
-    expect(answer.body.session_id).toMatch(UUID_V4);
+    // One database instance: random v4 ids as always; two: v8 ids naming their instance (docs/sharding.md).
+    expect(answer.body.session_id).toMatch(harness.shards ? UUID_V8 : UUID_V4);
     expect(harness.fake.requests).toHaveLength(0);
+  });
+
+  it("answers which database the session's clients listen to, the instance its id names, for one instance too", async () => {
+    const answers = [];
+    for (let i = 0; i < 4; i += 1) answers.push(await harness.api.call("POST", ROUTES.create, { user_id: "user_12345", template_id: "friendly-assistant" }));
+    const urls = answers.map((answer) => answer.body.database_url);
+    if (kind === "memory") {
+      // The embedded store: no database any client could listen to.
+      expect(urls).toEqual([undefined, undefined, undefined, undefined]);
+      return;
+    }
+    const listed = harness.shards?.urls ?? [`https://${harness.namespace ?? ""}.firebaseio.com`];
+    expect(answers.map((answer) => listed[instancePositionOf(String(answer.body.session_id))])).toEqual(urls);
+    // Placed round robin: with two instances, four sessions in a row are on both.
+    expect(new Set(urls).size).toBe(listed.length);
   });
 
   it("answers messages, counting completed exchanges, on both URL forms", async () => {
@@ -151,4 +169,4 @@ describeEachStore("the chat API", (kind) => {
     ]);
     expect(history.every((message) => typeof message.timestamp === "number")).toBe(true);
   });
-});
+}, { sharded: true });

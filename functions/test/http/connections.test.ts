@@ -266,7 +266,7 @@ describeEachStore("connections between users over HTTP", (kind) => {
       expect(connectionOf(await alice.get(id))).toMatchObject({ message_count: 0 });
     });
   });
-});
+}, { sharded: true });
 
 describeEachStore("connection limits", (kind) => {
   let harness: Harness;

@@ -203,4 +203,4 @@ describeEachStore("a user's conversations: list and read", (kind) => {
     expect(preflight.status).toBe(204);
     expect(preflight.headers.get("access-control-allow-methods")).toContain("GET");
   });
-});
+}, { sharded: true });

@@ -22,7 +22,7 @@ describeEachStore("erasing a user's data", (kind) => {
     const env = { USER_MAX_ACTIVE_SESSIONS: "20", USER_MESSAGES_PER_MINUTE: "1000", CONNECTION_REQUESTS_PER_HOUR: "100", CONNECTION_MESSAGES_PER_MINUTE: "1000" };
     harness = await startHarness({ store: kind, clock: () => now, env });
     stopping = await startHarness({ store: kind, clock: () => now, env, userDataLimits: { eraseRequestMs: -1 } });
-    whole = new WholeStore([harness.api.store, harness.api.connectionStore], harness.namespace);
+    whole = WholeStore.of(harness);
   });
   afterAll(async () => {
     await whole.close();
@@ -112,7 +112,7 @@ describeEachStore("erasing a user's data", (kind) => {
     for (const id of ids) expect((await stopping.api.call("GET", ROUTES.get(id))).status).toBe(404);
     expect((await stopping.api.call("POST", ROUTES.create, { user_id: userId, template_id: "friendly-assistant" })).status).toBe(201);
     expect((await stopping.api.runtime.maintain(now + LATER)).erasuresFinished).toBe(1);
-    const stored = new WholeStore([stopping.api.store, stopping.api.connectionStore], stopping.namespace);
+    const stored = WholeStore.of(stopping);
     try {
       expect(await stored.holding([...words, ...ids])).toEqual([]);
     } finally {
@@ -126,7 +126,7 @@ describeEachStore("erasing a user's data", (kind) => {
     const [id] = ids;
     // Streamed where the store has live partials (the model then streams), else answered late whole.
     harness.fake.enqueue(
-      kind === "rtdb" ? { kind: "stream", chunks: [late, " and", " more", " words", " still", " coming"], chunkDelayMs: 150 } : { kind: "reply", text: `${late} and more`, delayMs: 600 },
+      kind !== "memory" ? { kind: "stream", chunks: [late, " and", " more", " words", " still", " coming"], chunkDelayMs: 150 } : { kind: "reply", text: `${late} and more`, delayMs: 600 },
     );
     const racing = harness.api.call("POST", ROUTES.message(id!), { message: `Racing ${late}` });
     await harness.fake.awaitRequests(1);
@@ -137,13 +137,15 @@ describeEachStore("erasing a user's data", (kind) => {
     expect({ status: answer.status, code: answer.body.error?.code }).toEqual({ status: 404, code: "SESSION_NOT_FOUND" });
     // What a request that outlived the erasure would write with nothing awaiting it (its live
     // partial, the copy of a commit that landed just before), written late as a dead instance's would.
-    if (whole.raw) {
+    const [home, sessions] = [whole.raw, whole.rawOf(id!)];
+    if (home && sessions) {
       const owner = userId;
-      await whole.raw.ref().update({
+      // The session's nodes on its instance, its index entry on the first (docs/sharding.md): one database unless sharded.
+      await sessions.ref().update({
         [`userSessions/${id!}/partials/dead-request`]: { text: `${late} from a dead instance`, seq_after: 1, updated_at: now },
         [`userSessions/${id!}/messages/m000000009`]: { role: "user", content: late, timestamp: now },
-        [`userConversations/${owner}/${id!}/title`]: late,
       });
+      await home.ref().update({ [`userConversations/${owner}/${id!}/title`]: late });
       expect(await whole.holding([late, userId])).toEqual([late, userId]);
     }
     expect((await harness.api.runtime.maintain(now + LATER)).erasuresFinished).toBe(1);
@@ -220,7 +222,7 @@ describeEachStore("erasing a user's data", (kind) => {
       expect((await counterpart.send(ids.shared, `Still there? ${racing}`)).status).toBe(201);
       // The sweep takes the first pass over.
       expect((await stopping.api.runtime.maintain(now + 2 * MINUTE)).erasuresFinished).toBe(0);
-      const scan = new WholeStore([stopping.api.store, stopping.api.connectionStore], stopping.namespace);
+      const scan = WholeStore.of(stopping);
       try {
         expect(await scan.holding([words.mine, words.token, racing])).toEqual([]);
         expect((await counterpart.send(ids.shared, "and now?")).body.error?.code).toBe("CONNECTION_NOT_FOUND");
@@ -246,4 +248,4 @@ describeEachStore("erasing a user's data", (kind) => {
       }
     });
   });
-});
+}, { sharded: true });

@@ -93,4 +93,4 @@ describeEachStore("expiry and retention", (kind) => {
     expect(entry?.fields).toMatchObject({ expired: expect.any(Number), deleted: expect.any(Number), keysForgotten: expect.any(Number) });
     expect(entry?.fields?.expired).toBeGreaterThanOrEqual(1);
   });
-});
+}, { sharded: true });

@@ -129,4 +129,4 @@ describeEachStore("exporting a user's data", (kind) => {
     expect(answer.body).toMatchObject({ success: true, usage: { daily: null }, sessions: [], session_count: 0, complete: true, next_cursor: null });
     expect((await harness.api.call("GET", ROUTES.exportData)).body.error?.details).toEqual([{ field: "user_id", message: "is required" }]);
   });
-});
+}, { sharded: true });

@@ -70,4 +70,4 @@ describeEachStore("several instances", (kind) => {
       "third",
     ]);
   });
-});
+}, { sharded: true });

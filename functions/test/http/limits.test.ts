@@ -98,7 +98,7 @@ describeEachStore("usage limits", (kind) => {
     for (let i = 0; i < 8; i += 1) expect((await harness.api.call("POST", ROUTES.message(id), { message: "same" }, headers)).status).toBe(200);
     expect(harness.fake.requests).toHaveLength(1);
   });
-});
+}, { sharded: true });
 
 /** Two local servers as separate OS processes, the way two function instances share nothing but the database. */
 describeWithRtdb("usage limits across two processes", () => {

@@ -191,4 +191,4 @@ describeEachStore("streamed replies (Server-Sent Events)", (kind) => {
     const next = await streamCall(harness.api.baseUrl, ROUTES.message(id), { message: "back" });
     expect(lastData(next)).toMatchObject({ success: true, message_count: 2 });
   });
-});
+}, { sharded: true });

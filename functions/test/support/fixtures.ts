@@ -26,10 +26,11 @@ export const HELLO_REQUEST: CompletionRequest = {
 /** No expiry within a test's time span, the real number of remembered keys. */
 export const POLICY: SessionPolicy = { idleTtlMs: 365 * 86_400_000, maxExchanges: 1_000_000 };
 
-export function newSession(overrides: Partial<SessionMeta> = {}): NewSession {
+/** `id`: a store over several instances places a session by its id (default: a random v4, the first instance's). */
+export function newSession(overrides: Partial<SessionMeta> = {}, id: string = randomUUID()): NewSession {
   const createdAt = overrides.created_at ?? CREATED_AT;
   return {
-    id: randomUUID(),
+    id,
     meta: {
       user_id: "user_12345",
       template_id: "tester",

@@ -17,10 +17,13 @@ import type { ConnectionAdapter } from "../../src/store/connection-erasure-store
 import { RtdbConnectionStore } from "../../src/store/rtdb/rtdb-connection-store";
 import { FakeOpenAiServer } from "./fake-openai-server";
 import { LocalServers } from "./local-servers";
-import { describeWithRtdb, freshNamespace, RtdbInstances } from "./rtdb";
+import { describeWithRtdb, freshNamespace, RtdbInstances, rtdbSkipReason } from "./rtdb";
+import { ShardedRtdb, shardedSkipReason, type ShardedLayout } from "./sharded-rtdb";
+import { describeUnless } from "./visible-skip";
 import { serviceConfig } from "./service-env";
 
-export type StoreKind = "memory" | "rtdb";
+/** `rtdb-2-…`: sessions spread over two database instances (docs/sharding.md), as namespaces of one server or on two server processes. */
+export type StoreKind = "memory" | "rtdb" | `rtdb-2-${ShardedLayout}`;
 
 export interface Answer {
   readonly status: number;
@@ -53,10 +56,13 @@ export interface Harness {
    * read it through a firebase-admin app of its own (`new RtdbInstances(namespace).database()`).
    */
   readonly namespace?: string;
+  /** The database instances sessions are spread over (`rtdb-2-…` kinds), for assertions that read them directly. */
+  readonly shards?: ShardedRtdb;
   /** The first instance. */
   readonly api: Instance;
   /** Starts another instance on the same database. */
-  instance(): Promise<Instance>;
+  /** `env`: params of its own over the harness's (e.g. DATABASE_INSTANCES before an instance was added). */
+  instance(env?: Record<string, string>): Promise<Instance>;
   close(): Promise<void>;
 }
 
@@ -86,15 +92,20 @@ export interface HarnessOptions {
 export async function startHarness(options: HarnessOptions): Promise<Harness> {
   const fake = await FakeOpenAiServer.start();
   // As the local server: a token is optional unless a suite asks otherwise.
-  const config = serviceConfig(fake.baseUrl, { OPENAI_TIMEOUT_MS: "3000", ...options.env });
+  const layout = options.store.startsWith("rtdb-2-") ? (options.store.slice("rtdb-2-".length) as ShardedLayout) : undefined;
+  const shards = layout === undefined ? undefined : await ShardedRtdb.start(2, layout);
+  const env = { OPENAI_TIMEOUT_MS: "3000", ...(shards ? { DATABASE_INSTANCES: shards.param } : {}), ...options.env };
+  const harnessConfig = serviceConfig(fake.baseUrl, env);
   const servers = new LocalServers();
   const rtdb = options.store === "rtdb" ? new RtdbInstances(freshNamespace("http"), options.databaseHost) : undefined;
   const memory = new MemoryStore();
   const memoryConnections = new MemoryConnectionStore();
 
-  async function instance(): Promise<Instance> {
-    const database = rtdb?.database();
-    const base = database ? new RtdbStore(database, config.dbTimeoutMs) : memory;
+  async function instance(own?: Record<string, string>): Promise<Instance> {
+    const config = own === undefined ? harnessConfig : serviceConfig(fake.baseUrl, { ...env, ...own });
+    const databases = shards?.databases(config.databaseInstances);
+    const database = databases?.[0] ?? rtdb?.database();
+    const base = databases ? shards!.store(config.dbTimeoutMs, databases) : database ? new RtdbStore(database, config.dbTimeoutMs) : memory;
     const connectionStore = database ? new RtdbConnectionStore(database, config.dbTimeoutMs) : memoryConnections;
     await base.seedTemplates(seedTemplates());
     const store = options.wrapStore ? options.wrapStore(base) : base;
@@ -111,6 +122,7 @@ export async function startHarness(options: HarnessOptions): Promise<Harness> {
       ...(options.heartbeatMs === undefined ? {} : { heartbeatMs: options.heartbeatMs }),
       ...(options.appCheck ? { appCheck: options.appCheck } : {}),
       ...(options.userDataLimits === undefined ? {} : { userDataLimits: options.userDataLimits }),
+      ...(shards ? { databaseUrls: config.databaseInstances } : rtdb ? { databaseUrls: [`https://${rtdb.namespace}.firebaseio.com`] } : {}),
     });
     const databaseHost = options.databaseHost ?? process.env.FIREBASE_DATABASE_EMULATOR_HOST;
     const baseUrl = await servers.serve(runtime, rtdb && databaseHost ? { host: databaseHost, namespace: rtdb.namespace } : undefined);
@@ -128,12 +140,14 @@ export async function startHarness(options: HarnessOptions): Promise<Harness> {
   return {
     fake,
     ...(rtdb ? { namespace: rtdb.namespace } : {}),
+    ...(shards ? { shards } : {}),
     api,
     instance,
     async close() {
       await servers.close();
       await fake.stop();
       await rtdb?.close();
+      await shards?.close();
     },
   };
 }
@@ -181,8 +195,16 @@ export async function createSession(api: Instance, templateId = "friendly-assist
   return answer.body.session_id;
 }
 
-/** Runs `body` once per store: the embedded store always, the Realtime Database when it answers (else a visible skip). */
-export function describeEachStore(name: string, body: (kind: StoreKind) => void): void {
+/**
+ * Runs `body` once per store: the embedded store always, the Realtime Database when it answers
+ * (else a visible skip); `sharded`: also over two database instances, as namespaces of one server
+ * and as two server processes (docs/sharding.md).
+ */
+export function describeEachStore(name: string, body: (kind: StoreKind) => void, options: { readonly sharded?: boolean } = {}): void {
   describe(`${name} [embedded store]`, () => { body("memory"); });
   describeWithRtdb(`${name} [Realtime Database]`, () => { body("rtdb"); });
+  if (options.sharded !== true) return;
+  for (const layout of ["namespaces", "processes"] as const) {
+    describeUnless(rtdbSkipReason() ?? shardedSkipReason(layout), `${name} [2 database instances: ${layout}]`, () => { body(`rtdb-2-${layout}`); });
+  }
 }

@@ -38,6 +38,7 @@ const READ_BACK: Readonly<Record<string, (config: Config) => string>> = {
   NOTIFICATION_PREVIEW_CHARS: (config) => String(config.notifications.previewChars),
   NOTIFICATION_DEADLINE_MS: (config) => String(config.notifications.deadlineMs),
   PARTIAL_MAX_INTERVAL_MS: (config) => String(config.partialMaxIntervalMs),
+  DATABASE_INSTANCES: (config) => config.databaseInstances.join(","),
 };
 
 const INT_PARAM_NAMES = DECLARED_PARAMS.filter((param) => /^\d+$/.test(param.default)).map((param) => param.name);
@@ -127,6 +128,7 @@ describe("resolveConfig overrides", () => {
       NOTIFICATION_PREVIEW_CHARS: "0",
       NOTIFICATION_DEADLINE_MS: "250",
       PARTIAL_MAX_INTERVAL_MS: "1000",
+      DATABASE_INSTANCES: " https://chatify-default-rtdb.firebaseio.com/ , https://chatify-2.europe-west1.firebasedatabase.app",
     });
     expect(config).toEqual({
       openai: { apiKey: "sk-test", baseUrl: "http://localhost:8080/v1", timeoutMs: 2500, maxRetries: 3, maxRetryWaitMs: 1500 },
@@ -150,6 +152,7 @@ describe("resolveConfig overrides", () => {
       limits: { userMessagesPerMinute: 11, userMaxActiveSessions: 3, sessionMaxExchanges: 40, userTokensPerDay: 0, serviceTokensPerDay: 5_000_000, addressSessionsPerHour: 0 },
       connections: { messagesPerMinute: 7, requestsPerHour: 3 },
       notifications: { previewChars: 0, deadlineMs: 250 },
+      databaseInstances: ["https://chatify-default-rtdb.firebaseio.com", "https://chatify-2.europe-west1.firebasedatabase.app"],
     });
   });
 

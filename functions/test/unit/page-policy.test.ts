@@ -159,6 +159,27 @@ describe("the page's files for a deploy", () => {
     expect(hostingPolicy(dir, "other-project-1").appCheckFile).toEqual({ provider: "recaptcha-enterprise", siteKey: key });
   });
 
+  it("give every database instance of DATABASE_INSTANCES the rules and its origins in the policy, and none with the default database", () => {
+    mkdirSync(join(dir, "functions"));
+    writeFileSync(join(dir, "functions", ".env.my-project-123"), "DATABASE_INSTANCES=https://my-project-123-default-rtdb.firebaseio.com,https://my-project-123-eu.europe-west1.firebasedatabase.app/\n");
+    expect(writePageFiles(dir, "my-project-123")).toEqual(["firebase.json", "public/api-bases.json"]);
+    const written = readJson(join(dir, "firebase.json")) as { database: unknown };
+    expect(written.database).toEqual([
+      { instance: "my-project-123-default-rtdb", rules: "database.rules.json" },
+      { instance: "my-project-123-eu", rules: "database.rules.json" },
+    ]);
+    const connect = directives(hostingPolicy(dir, "my-project-123").headers["Content-Security-Policy"] ?? "").get("connect-src");
+    for (const origin of ["https://my-project-123-default-rtdb.firebaseio.com", "wss://my-project-123-default-rtdb.firebaseio.com", "https://my-project-123-eu.europe-west1.firebasedatabase.app", "wss://my-project-123-eu.europe-west1.firebasedatabase.app"]) {
+      expect(connect).toContain(origin);
+    }
+    // A project without the param: the one rules entry, no database origin.
+    expect(writePageFiles(dir, "other-project-1")).toContain("firebase.json");
+    expect((readJson(join(dir, "firebase.json")) as { database: unknown }).database).toEqual({ rules: "database.rules.json" });
+    expect(hostingPolicy(dir, "other-project-1").headers["Content-Security-Policy"]).not.toContain("firebaseio.com");
+    writeFileSync(join(dir, "functions", ".env.my-project-123"), "DATABASE_INSTANCES=https://evil.example.com\n");
+    expect(() => hostingPolicy(dir, "my-project-123")).toThrow(/DATABASE_INSTANCES/);
+  });
+
   it("refuse a site key that is not one, rather than write it into the page's files", () => {
     mkdirSync(join(dir, "functions"));
     writeFileSync(join(dir, "functions", ".env.my-project-123"), 'APP_CHECK_RECAPTCHA_SITE_KEY=abc"; script-src *\n');

@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import { placedSessionId } from "../../src/sharding/session-ids";
 import { isSessionId, matchCreateSession, matchEndSession, matchSendMessage, ROUTE_PREFIX } from "../../src/http/routes";
 
 const ID = "0f8fad5b-d9cb-469f-a165-70867728950e";
@@ -78,11 +79,16 @@ describe("isSessionId", () => {
     }
   });
 
+  it("accepts the v8 ids issued for a session on any instance of a sharded deployment", () => {
+    for (const position of [0, 1, 7, 255]) expect(isSessionId(placedSessionId(position, 256))).toBe(true);
+  });
+
   it.each([
     ["upper case", ID.toUpperCase()],
     ["mixed case", ID.replace("f", "F")],
     ["UUID v1", "0f8fad5b-d9cb-169f-a165-70867728950e"],
     ["UUID v7", "0f8fad5b-d9cb-769f-a165-70867728950e"],
+    ["UUID v8 of the wrong variant", "0f8fad5b-d9cb-869f-c165-70867728950e"],
     ["wrong variant", "0f8fad5b-d9cb-469f-c165-70867728950e"],
     ["nil UUID", "00000000-0000-0000-0000-000000000000"],
     ["no dashes", ID.replaceAll("-", "")],

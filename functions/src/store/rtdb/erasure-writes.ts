@@ -3,6 +3,7 @@ import { erasureRecordSchema, type ErasureRecord, type ErasureRule } from "../co
 import { StoreDataError, StoreUnavailableError } from "../errors";
 import { DATABASE_KEY } from "../records";
 import { conversationOwnerKey, conversationPath, CREATE_KEYS, erasurePath, sessionPath } from "./paths";
+import { updateAcross } from "./home-writes";
 import type { TransactionEngine } from "./transactions";
 
 /** Create keys read per query while looking for a user's. */
@@ -13,6 +14,8 @@ export class ErasureWrites {
   constructor(
     private readonly db: Database,
     private readonly engine: TransactionEngine,
+    /** Where the conversation index is (docs/sharding.md): `db` itself unless sharded. */
+    private readonly home: Database = db,
   ) {}
 
   /** Applies `rule` to the record in a transaction; a next of null removes it. */
@@ -46,7 +49,8 @@ export class ErasureWrites {
       update[conversationPath(owner, id)] = null;
     }
     if (Object.keys(update).length === 0) return;
-    await this.engine.call("delete user sessions", this.db.ref().update(update));
+    const { here, index } = updateAcross(this.db, this.home, update);
+    await this.engine.call("delete user sessions", Promise.all([here, index]));
   }
 
   async deleteCreateKeys(userKey: string, cutoff: number): Promise<number> {

@@ -35,6 +35,7 @@ import { ConversationReads } from "./conversation-reads";
 import { ErasureWrites } from "./erasure-writes";
 import { CLAIMS_LAPSE, CONVERSATION, conversationEntry, journalEntry, nodeToWrite, planCopy, stateNode, UNFLUSHED, type JournalEntry } from "./journal";
 import { JournalCopies } from "./journal-copies";
+import { updateAcross } from "./home-writes";
 import { ListenerHolds } from "./listener-holds";
 import {
   ADDRESS_USAGE,
@@ -89,20 +90,23 @@ export class RtdbStore implements SessionStore {
   private readonly copies = new JournalCopies();
   /** The deployment's secrets, read once. */
   private readonly secrets = new Map<string, string>();
+  /** Where the conversation index is: this database, or with sharding the home instance (docs/sharding.md). */
+  private readonly home: Database;
 
   constructor(
     private readonly db: Database,
     timeoutMs: number,
-    options: { heldNodes?: number; holdIdleMs?: number } = {},
+    options: { heldNodes?: number; holdIdleMs?: number; home?: Database } = {},
   ) {
     installFrameSafeJson();
     // The first reference creates the SDK's connection, which then opens while the instance
     // finishes starting, instead of on its first request.
     db.ref(CONNECTED);
+    this.home = options.home ?? db;
     this.engine = new TransactionEngine(db, timeoutMs);
     this.history = new HistoryReads(db, this.engine);
     this.conversations = new ConversationReads(db, this.engine);
-    this.erasures = new ErasureWrites(db, this.engine);
+    this.erasures = new ErasureWrites(db, this.engine, this.home);
     this.holds = new ListenerHolds(db, options.heldNodes ?? HELD_NODES, options.holdIdleMs ?? HOLD_IDLE_MS, (path) => {
       const sessionId = sessionOfStatePath(path);
       if (sessionId !== undefined) this.copies.forget(sessionId);
@@ -147,7 +151,7 @@ export class RtdbStore implements SessionStore {
       // Its index entry beside it, no round trip later. Field by field, so that it never takes
       // back what a copy wrote (when another request created the session first); if it is lost,
       // the copy of the session's first exchange writes the whole entry (the exchange carries its head).
-      const listed = this.db.ref(conversationPath(owner, session.id)).update(conversationEntry(session.meta, session.state)).catch(() => undefined);
+      const listed = this.home.ref(conversationPath(owner, session.id)).update(conversationEntry(session.meta, session.state)).catch(() => undefined);
       const [created] = await Promise.all([this.engine.createIfAbsent(sessionPath(session.id), node, "create session"), listed]);
       if (created) {
         this.holdState(session.id);
@@ -327,7 +331,8 @@ export class RtdbStore implements SessionStore {
     const owner = (await this.engine.read("read session owner", this.db.ref(`${statePath(sessionId)}/${CONVERSATION}`))).val() as unknown;
     const update: Record<string, null> = { [sessionPath(sessionId)]: null };
     if (typeof owner === "string" && isOwnerKey(owner)) update[conversationPath(owner, sessionId)] = null;
-    await this.engine.call("delete session", this.db.ref().update(update));
+    const { here, index } = updateAcross(this.db, this.home, update);
+    await this.engine.call("delete session", Promise.all([here, index]));
   }
 
   async deleteCreateKeys(cutoff: number, limit: number): Promise<number> {
@@ -410,14 +415,17 @@ export class RtdbStore implements SessionStore {
     for (const [path, value] of Object.entries(copy.update)) update[`${sessionPath(sessionId)}/${path}`] = value;
     // What is known of a session no longer held is forgotten with its hold (a late
     // acknowledgement would otherwise bring it back, for good); a closing session's is used at once.
-    const sent = this.copies.sent(sessionId, this.db.ref().update(update), copy.entries, () => copy.closed || this.holds.isHeld(statePath(sessionId)));
+    // With sharding, the index entry goes to the home instance in an update of its own (updateAcross).
+    const { here, index } = updateAcross(this.db, this.home, update);
+    const sent = this.copies.sent(sessionId, here, copy.entries, () => copy.closed || this.holds.isHeld(statePath(sessionId)));
+    if (index) this.copies.track(index);
     if (!copy.closed) {
       // Deliberately not awaited: the exchange is committed in the journal, readers merge it, and
       // whoever transacts next copies it again if this is lost.
       this.copies.track(sent);
       return;
     }
-    await this.engine.call("copy exchanges to history", sent);
+    await this.engine.call("copy exchanges to history", Promise.all([sent, index]));
     if (copy.entries.size === 0) return;
     await this.transactState(sessionId, "clear copied exchanges", (state) => ({ outcome: undefined, next: state }));
   }

@@ -1,0 +1,56 @@
+import type { App } from "firebase-admin/app";
+import { getDatabase, getDatabaseWithUrl, type Database } from "firebase-admin/database";
+import { ShardedStore } from "../sharded-store";
+import type { SessionStore } from "../session-store";
+import { RtdbStore } from "./rtdb-store";
+
+
+/**
+ * The databases of DATABASE_INSTANCES (normalised URLs, config.ts) for `app`, in list order;
+ * none listed: the app's default database alone.
+ *
+ * An emulator's URL (`http://host:port?ns=name`) is honoured as given: with
+ * FIREBASE_DATABASE_EMULATOR_HOST set, firebase-admin 14.5.1 (@firebase/database's
+ * `repoManagerDatabaseFromApp`, when the database is created) sends every URL to that one host,
+ * so a second local server named in the list would silently be the first. The variable is set
+ * aside while such a database is created, and only then.
+ */
+export function instanceDatabases(app: App, urls: readonly string[]): Database[] {
+  if (urls.length === 0) return [getDatabase(app)];
+  return urls.map((url) => (url.startsWith("http:") ? withoutEmulatorHost(() => getDatabaseWithUrl(url, app)) : getDatabaseWithUrl(url, app)));
+}
+
+/** The session store over `databases` (the first is the home instance): the one adapter as before when there is one. */
+export function rtdbSessionStore(databases: readonly Database[], timeoutMs: number): SessionStore {
+  const instances = instanceStores(databases, timeoutMs);
+  return instances.length === 1 && instances[0] ? instances[0] : new ShardedStore(instances);
+}
+
+/** One adapter per instance, each writing its sessions' index entries to the first (the home instance). */
+export function instanceStores(databases: readonly Database[], timeoutMs: number): RtdbStore[] {
+  const [home] = databases;
+  if (home === undefined) throw new Error("no database");
+  return databases.map((db) => new RtdbStore(db, timeoutMs, { home }));
+}
+
+function withoutEmulatorHost<T>(create: () => T): T {
+  const host = process.env.FIREBASE_DATABASE_EMULATOR_HOST;
+  delete process.env.FIREBASE_DATABASE_EMULATOR_HOST;
+  try {
+    return create();
+  } finally {
+    if (host !== undefined) process.env.FIREBASE_DATABASE_EMULATOR_HOST = host;
+  }
+}
+
+/** The home instance's database: every per-user record's (connections and devices too). */
+export function homeDatabase(app: App, urls: readonly string[]): Database {
+  const [home] = instanceDatabases(app, urls.slice(0, 1));
+  if (home === undefined) throw new Error("no database");
+  return home;
+}
+
+/** The URL of the app's default database, as firebase-admin derives it when the app names none. */
+export function defaultDatabaseUrl(app: App): string {
+  return app.options.databaseURL ?? `https://${app.options.projectId ?? process.env.GCLOUD_PROJECT ?? ""}-default-rtdb.firebaseio.com`;
+}

@@ -1,0 +1,129 @@
+import { randomUUID } from "node:crypto";
+import { userKey } from "../../src/session/ledger/limits";
+import { instancePositionOf } from "../../src/sharding/session-ids";
+import { ROUTES, startHarness, type Answer, type Harness, type Instance } from "../support/http-harness";
+import { rtdbSkipReason } from "../support/rtdb";
+import { shardedSkipReason } from "../support/sharded-rtdb";
+import { describeUnless } from "../support/visible-skip";
+
+const UUID_V4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+const newUser = () => `user-${randomUUID()}`;
+
+/*
+ * Sessions over two database instances (docs/sharding.md), as namespaces of one server and as two
+ * server processes: a deployment that adds an instance keeps serving what the first holds, and one
+ * user's limits hold across conversations on both, through two function instances.
+ */
+for (const layout of ["namespaces", "processes"] as const) {
+  describeUnless(rtdbSkipReason() ?? shardedSkipReason(layout), `sharding over two database instances (${layout})`, () => {
+    let harness: Harness;
+    let now = Date.parse("2026-05-01T12:00:00Z");
+
+    beforeAll(async () => {
+      harness = await startHarness({
+        store: `rtdb-2-${layout}`,
+        clock: () => now,
+        env: { USER_MAX_ACTIVE_SESSIONS: "3", USER_MESSAGES_PER_MINUTE: "4", USER_TOKENS_PER_DAY: "1000" },
+      });
+    });
+    afterAll(async () => harness.close());
+    beforeEach(() => {
+      harness.fake.reset();
+      // A new minute for every test: the per-minute bucket starts full.
+      now += 5 * 60_000;
+    });
+
+    const create = (on: Instance, user: string) => on.call("POST", ROUTES.create, { user_id: user, template_id: "friendly-assistant" });
+    const idOf = (answer: Answer) => String(answer.body.session_id);
+    /** Whether the session's node is on the instance at `position`, read there directly. */
+    const storedOn = async (position: number, id: string) => (await harness.shards?.databases([harness.shards.urls[position] ?? ""])[0]?.ref(`userSessions/${id}/user_id`).once("value"))?.exists();
+
+    it("keeps serving the first instance's v4 sessions after a second is added, and places new ones on both", async () => {
+      const shards = harness.shards!;
+      // The deployment before: DATABASE_INSTANCES lists the first instance only.
+      const before = await harness.instance({ DATABASE_INSTANCES: shards.urls[0] ?? "", USER_MAX_ACTIVE_SESSIONS: "10" });
+      const user = newUser();
+      const old = [await create(before, user), await create(before, user)];
+      expect(old.map((answer) => [answer.status, UUID_V4.test(idOf(answer)), answer.body.database_url])).toEqual([
+        [201, true, shards.urls[0]],
+        [201, true, shards.urls[0]],
+      ]);
+      const [kept, ended] = old.map(idOf) as [string, string];
+      expect((await before.call("POST", ROUTES.message(kept), { message: "before the second instance" })).status).toBe(200);
+      expect((await before.call("DELETE", ROUTES.end(ended))).status).toBe(200);
+
+      // The deployment after: both instances. The old sessions stay where they are, and work.
+      const after = await harness.instance({ USER_MAX_ACTIVE_SESSIONS: "10" });
+      const sent = await after.call("POST", ROUTES.message(kept), { message: "after it" });
+      expect(sent.body).toMatchObject({ success: true, message_count: 2 });
+      const read = await after.call("GET", `${ROUTES.get(kept)}?user_id=${user}`);
+      expect((read.body.messages as { content: string }[]).map((message) => message.content)).toEqual(["before the second instance", "reply #1 to: before the second instance", "after it", "reply #2 to: after it"]);
+      expect((await after.call("POST", ROUTES.message(ended), { message: "still ended" })).status).toBe(410);
+      expect([await storedOn(0, kept), await storedOn(1, kept)]).toEqual([true, false]);
+
+      const fresh = [await create(after, user), await create(after, user)].map(idOf);
+      expect(new Set(fresh.map(instancePositionOf))).toEqual(new Set([0, 1]));
+      for (const id of fresh) expect(await storedOn(instancePositionOf(id), id)).toBe(true);
+      expect((await after.call("POST", ROUTES.message(fresh[1]!), { message: "on a new one" })).status).toBe(200);
+
+      // Listed, exported and erased together, wherever each is.
+      const listed = await after.call("GET", `${ROUTES.list}?user_id=${user}`);
+      expect((listed.body.sessions as { session_id: string }[]).map((session) => session.session_id).sort()).toEqual([kept, ended, ...fresh].sort());
+      const exported = await after.call("GET", `${ROUTES.exportData}?user_id=${user}`);
+      expect((exported.body.sessions as { session_id: string }[]).map((session) => session.session_id).sort()).toEqual([kept, ended, ...fresh].sort());
+      expect((await after.call("DELETE", `${ROUTES.erase}?user_id=${user}`)).status).toBe(200);
+      for (const id of [kept, ended, ...fresh]) expect([await storedOn(0, id), await storedOn(1, id)]).toEqual([false, false]);
+      expect(((await after.call("GET", `${ROUTES.list}?user_id=${user}`)).body.sessions as unknown[]).length).toBe(0);
+    });
+
+    it("holds one user's active sessions exactly across both instances and two function instances", async () => {
+      const [a, b] = [harness.api, await harness.instance()];
+      const user = newUser();
+      // Two from one function instance: round robin puts them on both database instances.
+      const ids = [await create(a, user), await create(a, user), await create(b, user)].map((answer) => {
+        expect(answer.status).toBe(201);
+        return idOf(answer);
+      });
+      expect(new Set(ids.map(instancePositionOf))).toEqual(new Set([0, 1]));
+      for (const on of [a, b, a, b]) expect((await create(on, user)).body.error?.code).toBe("TOO_MANY_ACTIVE_SESSIONS");
+      // Ending one on the second instance frees exactly one slot, seen by both function instances.
+      const second = ids.find((id) => instancePositionOf(id) === 1)!;
+      expect((await b.call("DELETE", ROUTES.end(second))).status).toBe(200);
+      expect((await a.call("POST", ROUTES.create, { user_id: user, template_id: "friendly-assistant" })).status).toBe(201);
+      expect((await b.call("POST", ROUTES.create, { user_id: user, template_id: "friendly-assistant" })).body.error?.code).toBe("TOO_MANY_ACTIVE_SESSIONS");
+    });
+
+    it("holds one user's messages per minute exactly across both instances and two function instances", async () => {
+      const [a, b] = [harness.api, await harness.instance()];
+      const user = newUser();
+      const [first, second] = [await create(a, user), await create(a, user)].map(idOf) as [string, string];
+      expect([instancePositionOf(first), instancePositionOf(second)].sort()).toEqual([0, 1]);
+      // Four a minute: two through each function instance, on sessions on each database instance.
+      const plan: [Instance, string][] = [[a, first], [b, second], [b, first], [a, second]];
+      for (const [on, id] of plan) expect((await on.call("POST", ROUTES.message(id), { message: "count me" })).status).toBe(200);
+      for (const [on, id] of plan) expect((await on.call("POST", ROUTES.message(id), { message: "one too many" })).body.error?.code).toBe("RATE_LIMITED");
+      expect(harness.fake.requests).toHaveLength(4);
+    });
+
+    it("holds one user's tokens per day across both instances and two function instances, counting every call once", async () => {
+      const [a, b] = [harness.api, await harness.instance()];
+      const user = newUser();
+      const [first, second] = [await create(a, user), await create(a, user)].map(idOf) as [string, string];
+      const plan = [[a, first], [b, second], [b, first], [a, second]] as const;
+      let spent = 0;
+      let refusedAt: number | undefined;
+      for (let i = 0; i < 60 && refusedAt === undefined; i += 1) {
+        // One message every 15 s: the per-minute bucket (4) never runs dry.
+        now += 15_000;
+        const [on, id] = plan[i % plan.length]!;
+        const answer = await on.call("POST", ROUTES.message(id), { message: `message number ${i} with a few words in it` });
+        if (answer.body.error?.code === "TOKEN_LIMIT") refusedAt = i;
+        else spent += (answer.body.usage as { total_tokens: number }).total_tokens;
+      }
+      expect(refusedAt).toBeGreaterThan(4);
+      // Over the day's 1,000: no function instance admits another message, on either instance.
+      for (const [on, id] of plan) expect((await on.call("POST", ROUTES.message(id), { message: "over the day" })).body.error?.code).toBe("TOKEN_LIMIT");
+      expect((await harness.api.store.readUsage(userKey(user)))?.daily?.tokens).toBe(spent);
+    });
+  });
+}
