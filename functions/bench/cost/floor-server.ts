@@ -1,14 +1,11 @@
 import { randomUUID } from "node:crypto";
-import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
-import type { AddressInfo } from "node:net";
 import { initializeApp } from "firebase-admin/app";
 import { getDatabase, type Reference } from "firebase-admin/database";
 import OpenAI from "openai";
-import { seedTemplates } from "../../src/local/project-files";
 import { serverSentEvents } from "../../src/llm/server-sent-events";
 import { PartialWriter } from "../../src/session/message/partial-writer";
 import { TEMPLATE_ID } from "../shared/http-client";
-import { reportToParent } from "./child-server";
+import { client, promptOf, serveBaseline, template } from "./baseline-server";
 
 /**
  * The floor of database mode (issue 18), in a child process: the plain server's two routes, with
@@ -21,14 +18,9 @@ import { reportToParent } from "./child-server";
  * awaited; the next commit drops the journal). No validation, identity, limits or idempotency:
  * what the database alone costs a message's CPU in firebase-admin.
  */
-const template = seedTemplates()[TEMPLATE_ID];
-if (!template) throw new Error(`emulator-data has no template ${TEMPLATE_ID}`);
-const { personalityPrompt, context_window: window = 10, model = "gpt-4o-mini", temperature, max_tokens, presence_penalty, frequency_penalty } = template;
-const client = new OpenAI({ apiKey: process.env.OPENAI_API_KEY, baseURL: process.env.OPENAI_BASE_URL, timeout: 30_000, maxRetries: 0 });
+const { model = "gpt-4o-mini", temperature, max_tokens, presence_penalty, frequency_penalty } = template;
 const namespace = process.env.BENCH_PROJECT_ID ?? "demo-chatify";
 const db = getDatabase(initializeApp({ projectId: "demo-chatify", databaseURL: `https://${namespace}.firebaseio.com` }));
-const histories = new Map<string, { role: "user" | "assistant"; content: string }[]>();
-const MESSAGE_ROUTE = /^\/api\/v1\/chatbot\/session\/([0-9a-f-]{36})\/message$/;
 
 interface State {
   message_count: number;
@@ -45,83 +37,60 @@ function transact<T>(ref: Reference, change: (value: T | null) => T): Promise<un
   return ref.transaction((value: T | null) => change(value));
 }
 
-async function handle(request: IncomingMessage, response: ServerResponse): Promise<void> {
-  const chunks: Buffer[] = [];
-  for await (const chunk of request) chunks.push(chunk as Buffer);
-  const body = JSON.parse(Buffer.concat(chunks).toString("utf8")) as Record<string, unknown>;
-  if (request.url === "/api/v1/chatbot/session") {
-    const id = randomUUID();
-    await db.ref(`userSessions/${id}`).set({ user_id: body.user_id, template_id: TEMPLATE_ID, state: { message_count: 0 } });
-    histories.set(id, []);
-    reply(response, 201, { success: true, session_id: id, user_id: body.user_id, template_id: TEMPLATE_ID });
-    return;
-  }
-  const sessionId = MESSAGE_ROUTE.exec(request.url ?? "")?.[1] ?? "";
-  const history = histories.get(sessionId);
-  const message = body.message;
-  if (!history || typeof message !== "string" || message.trim() === "") {
-    reply(response, history ? 400 : 404, { success: false });
-    return;
-  }
-  const session = db.ref(`userSessions/${sessionId}`);
-  const state = session.child("state");
-  const usage = db.ref(`userUsage/${sessionId}`);
-  // Held, as the service's listener holds are: each transaction starts from the server's value.
-  state.on("value", () => undefined);
-  usage.on("value", () => undefined);
-  const owner = randomUUID().replaceAll("-", "");
-  await Promise.all([
-    transact<State>(state, (value) => ({ ...(value ?? { message_count: 0 }), pending: {}, requests: { ...value?.requests, [owner]: { lease_until: Date.now() + 46_000 } } })),
-    transact<Usage>(usage, (value) => ({ tokens: value?.tokens ?? 0, reserved: (value?.reserved ?? 0) + 500 })),
-  ]);
-  const partial = new PartialWriter((value) => void session.child(`partials/${owner}`).set(value).catch(() => undefined), history.length / 2, Date.now);
-  const stream = await client.chat.completions.create({
-    model,
-    messages: [{ role: "system", content: personalityPrompt }, ...history.slice(-window), { role: "user", content: message }],
-    temperature,
-    // eslint-disable-next-line @typescript-eslint/no-deprecated
-    max_tokens,
-    presence_penalty,
-    frequency_penalty,
-    stream: true,
-    stream_options: { include_usage: true },
-  }).asResponse();
-  let text = "";
-  let tokens = 0;
-  if (!stream.body) throw new Error("the model answered without a body");
-  for await (const sse of serverSentEvents(stream.body)) {
-    if (sse.data === "[DONE]") break;
-    const chunk = JSON.parse(sse.data) as OpenAI.ChatCompletionChunk;
-    const piece = chunk.choices[0]?.delta.content ?? "";
-    if (piece !== "") {
-      text += piece;
-      partial.write(piece);
+serveBaseline({
+  async create(id, userId) {
+    await db.ref(`userSessions/${id}`).set({ user_id: userId, template_id: TEMPLATE_ID, state: { message_count: 0 } });
+  },
+  async message(sessionId, message, history) {
+    const session = db.ref(`userSessions/${sessionId}`);
+    const state = session.child("state");
+    const usage = db.ref(`userUsage/${sessionId}`);
+    // Held, as the service's listener holds are: each transaction starts from the server's value.
+    state.on("value", () => undefined);
+    usage.on("value", () => undefined);
+    const owner = randomUUID().replaceAll("-", "");
+    await Promise.all([
+      transact<State>(state, (value) => ({ ...(value ?? { message_count: 0 }), pending: {}, requests: { ...value?.requests, [owner]: { lease_until: Date.now() + 46_000 } } })),
+      transact<Usage>(usage, (value) => ({ tokens: value?.tokens ?? 0, reserved: (value?.reserved ?? 0) + 500 })),
+    ]);
+    const partial = new PartialWriter((value) => void session.child(`partials/${owner}`).set(value).catch(() => undefined), history.length / 2, Date.now);
+    const stream = await client.chat.completions.create({
+      model,
+      messages: promptOf(history, message),
+      temperature,
+      // eslint-disable-next-line @typescript-eslint/no-deprecated
+      max_tokens,
+      presence_penalty,
+      frequency_penalty,
+      stream: true,
+      stream_options: { include_usage: true },
+    }).asResponse();
+    let text = "";
+    let tokens = 0;
+    if (!stream.body) throw new Error("the model answered without a body");
+    for await (const sse of serverSentEvents(stream.body)) {
+      if (sse.data === "[DONE]") break;
+      const chunk = JSON.parse(sse.data) as OpenAI.ChatCompletionChunk;
+      const piece = chunk.choices[0]?.delta.content ?? "";
+      if (piece !== "") {
+        text += piece;
+        partial.write(piece);
+      }
+      tokens = chunk.usage?.total_tokens ?? tokens;
     }
-    tokens = chunk.usage?.total_tokens ?? tokens;
-  }
-  partial.stop();
-  const now = Date.now();
-  const exchange = { user: { role: "user", content: message, timestamp: now }, assistant: { role: "assistant", content: text, timestamp: now } };
-  let seq = 0;
-  await Promise.all([
-    transact<State>(state, (value) => {
-      const requests = Object.fromEntries(Object.entries(value?.requests ?? {}).filter(([key]) => key !== owner));
-      seq = (value?.message_count ?? 0) + 1;
-      return { message_count: seq, requests, pending: { [`e${seq}`]: { ...exchange, partial: owner } } };
-    }),
-    transact<Usage>(usage, (value) => ({ tokens: (value?.tokens ?? 0) + tokens, reserved: Math.max(0, (value?.reserved ?? 0) - 500) })),
-  ]);
-  void session.update({ [`messages/u${seq}`]: exchange.user, [`messages/a${seq}`]: exchange.assistant, [`partials/${owner}`]: null }).catch(() => undefined);
-  history.push({ role: "user", content: message }, { role: "assistant", content: text });
-  reply(response, 200, { success: true, response: text, session_id: sessionId, message_count: seq, truncated: false });
-}
-
-function reply(response: ServerResponse, status: number, body: unknown): void {
-  const payload = JSON.stringify(body);
-  response.writeHead(status, { "content-type": "application/json; charset=utf-8", "content-length": Buffer.byteLength(payload) }).end(payload);
-}
-
-const server = createServer((request, response) => {
-  handle(request, response).catch(() => { reply(response, 500, { success: false }); });
+    partial.stop();
+    const now = Date.now();
+    const exchange = { user: { role: "user", content: message, timestamp: now }, assistant: { role: "assistant", content: text, timestamp: now } };
+    let seq = 0;
+    await Promise.all([
+      transact<State>(state, (value) => {
+        const requests = Object.fromEntries(Object.entries(value?.requests ?? {}).filter(([key]) => key !== owner));
+        seq = (value?.message_count ?? 0) + 1;
+        return { message_count: seq, requests, pending: { [`e${seq}`]: { ...exchange, partial: owner } } };
+      }),
+      transact<Usage>(usage, (value) => ({ tokens: (value?.tokens ?? 0) + tokens, reserved: Math.max(0, (value?.reserved ?? 0) - 500) })),
+    ]);
+    void session.update({ [`messages/u${seq}`]: exchange.user, [`messages/a${seq}`]: exchange.assistant, [`partials/${owner}`]: null }).catch(() => undefined);
+    return { text, messageCount: seq, truncated: false };
+  },
 });
-server.listen(0, "127.0.0.1", () => { reportToParent((server.address() as AddressInfo).port); });
