@@ -42,7 +42,23 @@ describeEachStore("the deployment-wide daily token cap", (kind) => {
   it("never lets concurrent messages on two instances carry the deployment past the cap, and counts exactly what was spent", async () => {
     // Each instance sends only in sessions it created, so each reservation is the warm (tight) one.
     const sessions = await Promise.all([...Array<Instance>(12).fill(harness.api), ...Array<Instance>(12).fill(other)].map(async (api) => ({ api, id: await create(api) })));
-    const answers: Answer[] = await Promise.all(sessions.map(({ api, id }) => api.call("POST", ROUTES.message(id), { message: `hello from ${id}` })));
+    // The model holds its answers until every message is either refused or in flight: all the
+    // admitted ones hold their reservations at once, however fast the machine settles them.
+    const release = harness.fake.holdAnswers();
+    let answered = 0;
+    let someoneAnswered: () => void = () => undefined;
+    const calls = sessions.map(({ api, id }) =>
+      api.call("POST", ROUTES.message(id), { message: `hello from ${id}` }).then((answer) => {
+        answered += 1;
+        someoneAnswered();
+        return answer;
+      }),
+    );
+    while (answered + harness.fake.requests.length < sessions.length) {
+      await Promise.race([harness.fake.awaitRequests(harness.fake.requests.length + 1), new Promise<void>((resolve) => { someoneAnswered = resolve; })]);
+    }
+    release();
+    const answers: Answer[] = await Promise.all(calls);
     const passed = answers.filter((answer) => answer.status === 200);
     const refused = answers.filter((answer) => answer.status !== 200);
     expect(passed.length).toBeGreaterThan(0);

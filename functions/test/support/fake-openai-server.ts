@@ -139,30 +139,52 @@ export class FakeOpenAiServer {
         this.requests.push(recorded);
         this.wakeWaiters();
         const step = this.script.shift() ?? this.unscripted(recorded);
-        switch (step.kind) {
-          case "reply": {
-            const usage = step.usage === undefined ? fakeUsage(body, step.text) : step.usage;
-            const send = () => {
-              if (response.destroyed) return;
-              if (body.stream === true) {
-                const chunks = step.text.match(/\s*\S+/g) ?? [step.text];
-                void streamChunks(response, body, { chunks, finishReason: step.finishReason, usage });
-                return;
-              }
-              response.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify(completion(body.model, step.text, step.finishReason, usage)));
-            };
-            if (step.delayMs) setTimeout(send, step.delayMs);
-            else send();
-            return;
-          }
-          case "stream":
-            void streamChunks(response, body, { ...step, usage: step.usage === undefined ? fakeUsage(body, step.chunks.join("")) : step.usage });
-            return;
-          default:
-            this.fault(step, request, response);
-        }
+        if (this.held) void this.held.then(() => { this.answer(step, body, request, response); });
+        else this.answer(step, body, request, response);
       });
     });
+  }
+
+  /** Answers a chat completions request with its scripted step. */
+  private answer(step: Scripted, body: RecordedRequest["body"], request: IncomingMessage, response: ServerResponse): void {
+    switch (step.kind) {
+      case "reply": {
+        const usage = step.usage === undefined ? fakeUsage(body, step.text) : step.usage;
+        const send = () => {
+          if (response.destroyed) return;
+          if (body.stream === true) {
+            const chunks = step.text.match(/\s*\S+/g) ?? [step.text];
+            void streamChunks(response, body, { chunks, finishReason: step.finishReason, usage });
+            return;
+          }
+          response.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify(completion(body.model, step.text, step.finishReason, usage)));
+        };
+        if (step.delayMs) setTimeout(send, step.delayMs);
+        else send();
+        return;
+      }
+      case "stream":
+        void streamChunks(response, body, { ...step, usage: step.usage === undefined ? fakeUsage(body, step.chunks.join("")) : step.usage });
+        return;
+      default:
+        this.fault(step, request, response);
+    }
+  }
+
+  /** Set while answers are held (`holdAnswers`): every chat completion waits for it. */
+  private held: Promise<void> | undefined;
+
+  /**
+   * Holds every chat completion's answer (requests are still recorded as they come) until the
+   * returned function is called: many calls in flight at once, whatever the machine's speed.
+   */
+  holdAnswers(): () => void {
+    let release: () => void = () => undefined;
+    this.held = new Promise<void>((resolve) => { release = resolve; });
+    return () => {
+      this.held = undefined;
+      release();
+    };
   }
 
   static async start(options: FakeOpenAiOptions = {}): Promise<FakeOpenAiServer> {
