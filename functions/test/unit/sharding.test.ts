@@ -1,4 +1,7 @@
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { resolveConfig } from "../../src/config";
+import { PROJECT_ROOT } from "../../src/local/project-files";
 import { instanceName, instanceOrigins, normaliseDatabaseUrl, parseDatabaseInstances } from "../../src/sharding/database-instances";
 import { instancePositionOf, isIssuedSessionId, placedSessionId, RANDOM_BITS_PLACED, sessionPlacement } from "../../src/sharding/session-ids";
 
@@ -98,5 +101,19 @@ describe("DATABASE_INSTANCES", () => {
     expect(instanceName("http://127.0.0.1:9000?ns=shard-1")).toBe("shard-1");
     expect(instanceOrigins("https://chatify-2.firebaseio.com")).toEqual(["https://chatify-2.firebaseio.com", "wss://chatify-2.firebaseio.com"]);
     expect(instanceOrigins("http://127.0.0.1:9000?ns=shard-1")).toEqual(["http://127.0.0.1:9000", "ws://127.0.0.1:9000"]);
+  });
+});
+
+describe("the database rules on every instance", () => {
+  /**
+   * Every instance is deployed with the same database.rules.json (firebase.json lists it once per
+   * instance), and the rules suites run it on one database: that stands for every instance only
+   * while no rule reads a path beside the node it guards (`root`), whose data would sit on another
+   * instance when sharded (a user's records on the first, their sessions anywhere).
+   */
+  it("read nothing through root: each rule means the same on an instance that holds only some of the nodes", () => {
+    const rules = readFileSync(join(PROJECT_ROOT, "database.rules.json"), "utf8");
+    expect(rules).not.toMatch(/\broot\s*\./);
+    expect(rules).toMatch(/\bdata\.child\(/);
   });
 });
