@@ -1,10 +1,12 @@
 import { randomUUID } from "node:crypto";
+import { deleteApp } from "firebase/app";
 import { userKey } from "../../src/session/ledger/limits";
 import { instancePositionOf } from "../../src/sharding/session-ids";
 import { ROUTES, startHarness, type Answer, type Harness, type Instance } from "../support/http-harness";
 import { rtdbSkipReason } from "../support/rtdb";
 import { shardedSkipReason } from "../support/sharded-rtdb";
 import { describeUnless } from "../support/visible-skip";
+import { SessionWatcher, webClientAt } from "../support/session-watcher";
 
 const UUID_V4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 const newUser = () => `user-${randomUUID()}`;
@@ -37,6 +39,31 @@ for (const layout of ["namespaces", "processes"] as const) {
     const idOf = (answer: Answer) => String(answer.body.session_id);
     /** Whether the session's node is on the instance at `position`, read there directly. */
     const storedOn = async (position: number, id: string) => (await harness.shards?.databases([harness.shards.urls[position] ?? ""])[0]?.ref(`userSessions/${id}/user_id`).once("value"))?.exists();
+
+    it("answers database_url naming the session's instance, where a web SDK client sees the reply grow, then land", async () => {
+      const user = newUser();
+      const answers = [await create(harness.api, user), await create(harness.api, user)];
+      // Round robin from a random start: one on each instance.
+      expect(new Set(answers.map((answer) => instancePositionOf(idOf(answer))))).toEqual(new Set([0, 1]));
+      const chunks = ["Once", " upon", " a", " time", " on", " an", " instance."];
+      for (const answer of answers) {
+        const id = idOf(answer);
+        expect(answer.body.database_url).toBe(harness.shards?.urls[instancePositionOf(id)]);
+        const { app, database } = webClientAt(String(answer.body.database_url));
+        const watcher = new SessionWatcher(database, id);
+        try {
+          await watcher.until(() => true);
+          harness.fake.enqueue({ kind: "stream", chunks, chunkDelayMs: 60 });
+          expect((await harness.api.call("POST", ROUTES.message(id), { message: "a story" })).status).toBe(200);
+          await watcher.until((seen) => seen.messages.length === 2 && seen.partials.length === 0);
+          expect(watcher.partialTexts().length).toBeGreaterThanOrEqual(1);
+          expect(watcher.seen.at(-1)?.messages).toEqual(["a story", chunks.join("")]);
+        } finally {
+          watcher.close();
+          await deleteApp(app);
+        }
+      }
+    });
 
     it("keeps serving the first instance's v4 sessions after a second is added, and places new ones on both", async () => {
       const shards = harness.shards!;

@@ -64,9 +64,29 @@ export class SessionWatcher {
 
 /** A web SDK app of its own (as a page has) on `namespace` of the database emulator; the caller deletes the app. */
 export function webClient(namespace: string): { app: FirebaseApp; database: Database } {
-  const app = initializeApp({ projectId: "demo-chatify", databaseURL: `https://${namespace}.firebaseio.com` }, randomUUID());
-  const database = getDatabase(app);
-  const [host, port] = (process.env.FIREBASE_DATABASE_EMULATOR_HOST ?? "").split(":");
-  connectDatabaseEmulator(database, host ?? "127.0.0.1", Number(port));
-  return { app, database };
+  return webClientAt(`https://${namespace}.firebaseio.com`);
+}
+
+/**
+ * A web SDK app on the database at `url`, as a client given `database_url` opens it: a deployed
+ * style URL goes to FIREBASE_DATABASE_EMULATOR_HOST (connectDatabaseEmulator), an emulator's own
+ * (`http://HOST:PORT?ns=NAME`, a stand-in process of a suite's own) is used as it is.
+ */
+export function webClientAt(url: string): { app: FirebaseApp; database: Database } {
+  const app = initializeApp({ projectId: "demo-chatify", databaseURL: url }, randomUUID());
+  if (!url.startsWith("http://")) {
+    const database = getDatabase(app);
+    const [host, port] = (process.env.FIREBASE_DATABASE_EMULATOR_HOST ?? "").split(":");
+    connectDatabaseEmulator(database, host ?? "127.0.0.1", Number(port));
+    return { app, database };
+  }
+  // @firebase/database 1.1.5 (repoManagerDatabaseFromApp), in Node, sends every database to
+  // FIREBASE_DATABASE_EMULATOR_HOST when it is set, whatever the URL says: unset while this one is made.
+  const shared = process.env.FIREBASE_DATABASE_EMULATOR_HOST;
+  delete process.env.FIREBASE_DATABASE_EMULATOR_HOST;
+  try {
+    return { app, database: getDatabase(app) };
+  } finally {
+    if (shared !== undefined) process.env.FIREBASE_DATABASE_EMULATOR_HOST = shared;
+  }
 }
