@@ -62,12 +62,12 @@ export class MemoryStore implements SessionStore {
 
   async readWindow(sessionId: string, limit: number): Promise<HistoryWindow> {
     const messages = this.sessions.get(sessionId)?.messages ?? [];
-    return { messages: limit <= 0 ? [] : copy(messages.slice(-limit)), through: messages.length / 2 };
+    return { messages: limit <= 0 ? [] : messages.slice(-limit), through: messages.length / 2 };
   }
 
   async readMessages(sessionId: string, first: number, last: number): Promise<ChatMessage[]> {
     const messages = this.sessions.get(sessionId)?.messages ?? [];
-    return copy(messages.slice(Math.max(0, first - 1), Math.max(0, last)));
+    return messages.slice(Math.max(0, first - 1), Math.max(0, last));
   }
 
   async readSummary(sessionId: string): Promise<SessionSummary | null> {
@@ -85,7 +85,7 @@ export class MemoryStore implements SessionStore {
     const messages = this.sessions.get(sessionId)?.messages ?? [];
     const user = messages[2 * seq - 2];
     const assistant = messages[2 * seq - 1];
-    return seq >= 1 && user && assistant ? copy({ user, assistant }) : null;
+    return seq >= 1 && user && assistant ? { user, assistant } : null;
   }
 
   async updateState<O>(sessionId: string, rule: StateRule<O>): Promise<Ruled<O>> {
@@ -112,7 +112,7 @@ export class MemoryStore implements SessionStore {
     const { outcome, next, strayPartials } = rule(copy(session.state));
     if (next) {
       assertNextCountsOneMore(session.state, next);
-      session.messages.push(copy(exchange.user), copy(exchange.assistant));
+      session.messages.push(frozenCopy(exchange.user), frozenCopy(exchange.assistant));
       if (next.message_count === 1 && exchange.head !== undefined) session.title = exchange.head.title;
       session.state = moveDoneKeys(copy(next), session.keys);
       // In the same step as the messages, as the database adapter's one update: never both, never neither.
@@ -338,6 +338,21 @@ export function copy<T>(value: T): T {
   if (typeof value !== "object" || value === null) return value;
   if (Array.isArray(value)) return value.map((item: unknown) => copy(item)) as T;
   const out: Record<string, unknown> = {};
-  for (const [key, item] of Object.entries(value)) out[key] = copy(item);
+  // Object.keys, not entries: no array per property (this runs several times per message).
+  for (const key of Object.keys(value)) out[key] = copy((value as Record<string, unknown>)[key]);
   return out as T;
+}
+
+/**
+ * A stored message: copied once when stored and frozen, so that reads hand out the stored object
+ * itself (a window is read with every message) and a caller that changed one would throw, not
+ * corrupt the history, as a copy from the database could not be changed under it either.
+ */
+function frozenCopy<T extends object>(value: T): Readonly<T> {
+  return deepFreeze(copy(value));
+}
+
+function deepFreeze<T extends object>(value: T): Readonly<T> {
+  for (const item of Object.values(value)) if (typeof item === "object" && item !== null) deepFreeze(item as object);
+  return Object.freeze(value);
 }
