@@ -46,7 +46,7 @@ export function callableRequest(operation: CallableOperation, data: unknown, met
   const rest = Object.entries(fields).filter(([field]) => field !== "idempotency_key" && !operation.pathFields.includes(field));
   const path = operation.path(Object.fromEntries(operation.pathFields.map((field) => [field, encodeURIComponent(routing[field] ?? "")])));
   const key = routing.idempotency_key;
-  const query = operation.rest === "query" ? queryOf(rest) : undefined;
+  const query = operation.rest === "query" ? queryStringOf(rest) : undefined;
   return {
     method: operation.method,
     path,
@@ -62,7 +62,7 @@ export function callableRequest(operation: CallableOperation, data: unknown, met
  * decimal (a page size), null as absent; anything else is refused here, by its field's name,
  * since a query cannot carry it and the route's schema would name a different problem.
  */
-function queryOf(fields: readonly (readonly [string, unknown])[]): string {
+function queryStringOf(fields: readonly (readonly [string, unknown])[]): string {
   const params = new URLSearchParams();
   const issues: FieldIssue[] = [];
   for (const [field, value] of fields) {

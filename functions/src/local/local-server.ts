@@ -116,6 +116,7 @@ async function serve(
   const url = request.url ?? "/";
   const mark = url.indexOf("?");
   const path = mark < 0 ? url : url.slice(0, mark);
+  const query = queryOf(url);
   const method = (request.method ?? "GET").toUpperCase();
   // As Hosting applies firebase.json's `headers` (source "**"): to every answer, files, API and errors alike.
   for (const [name, value] of Object.entries(options.site?.policy.headers ?? {})) response.setHeader(name, value);
@@ -141,7 +142,6 @@ async function serve(
   const { body, complete } = await readBody(request, options.maxBodyBytes);
   // The socket's peer: nothing stands in front of this server, so a forwarded header is the client's own word.
   const address = request.socket.remoteAddress;
-  const query = queryOf(request.url);
   const httpRequest: HttpRequest = {
     method,
     path: target.path,
@@ -149,7 +149,6 @@ async function serve(
     body,
     ...(query === undefined ? {} : { query }),
     ...(address === undefined ? {} : { clientAddress: address }),
-    ...(query === undefined ? {} : { query }),
   };
   // A body cut short is refused (413) before anything could stream.
   const answer = await options.api(target.endpoint.name, httpRequest, complete ? nodeSink(response) : undefined);

@@ -9,6 +9,7 @@ import { endRule } from "../../src/session/session-rules";
 import { RtdbStore } from "../../src/store/rtdb/rtdb-store";
 import { appendAt, CREATED_AT, exchange, newSession, POLICY } from "../support/fixtures";
 import { describeWithRtdb, freshNamespace, RtdbInstances } from "../support/rtdb";
+import { withEmulatorHost } from "../../src/store/rtdb/instance-databases";
 
 /** What only the Realtime Database adapter does: the journal, the stored shape, deadlines. */
 describeWithRtdb("RtdbStore journal and shape", () => {
@@ -146,13 +147,9 @@ describeWithRtdb("RtdbStore journal and shape", () => {
 
 describe("RtdbStore without a reachable database", () => {
   it("fails each call within its deadline with StoreUnavailableError", async () => {
-    const previous = process.env.FIREBASE_DATABASE_EMULATOR_HOST;
-    // Port 9 (discard) on loopback: nothing listens, so every call waits for a connection.
-    process.env.FIREBASE_DATABASE_EMULATOR_HOST = "127.0.0.1:9";
     const app = initializeApp({ projectId: "demo-chatify", databaseURL: "https://offline-test.firebaseio.com" }, randomUUID());
-    const db = getDatabase(app);
-    if (previous === undefined) delete process.env.FIREBASE_DATABASE_EMULATOR_HOST;
-    else process.env.FIREBASE_DATABASE_EMULATOR_HOST = previous;
+    // Port 9 (discard) on loopback: nothing listens, so every call waits for a connection.
+    const db = withEmulatorHost("127.0.0.1:9", () => getDatabase(app));
     const store = new RtdbStore(db, 300);
     try {
       const started = Date.now();

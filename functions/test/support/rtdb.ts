@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import { deleteApp, initializeApp, type App } from "firebase-admin/app";
 import { getDatabase, type Database } from "firebase-admin/database";
 import { describeUnless } from "./visible-skip";
+import { withEmulatorHost } from "../../src/store/rtdb/instance-databases";
 
 /**
  * Whether a Realtime Database emulator answers, as probed once by the global setup. Suites
@@ -39,14 +40,7 @@ export class RtdbInstances {
     this.apps.push(app);
     if (this.host === undefined) return getDatabase(app);
     // firebase-admin reads the emulator address when the Database is created, and only from the environment.
-    const previous = process.env.FIREBASE_DATABASE_EMULATOR_HOST;
-    process.env.FIREBASE_DATABASE_EMULATOR_HOST = this.host;
-    try {
-      return getDatabase(app);
-    } finally {
-      if (previous === undefined) delete process.env.FIREBASE_DATABASE_EMULATOR_HOST;
-      else process.env.FIREBASE_DATABASE_EMULATOR_HOST = previous;
-    }
+    return withEmulatorHost(this.host, () => getDatabase(app));
   }
 
   async close(): Promise<void> {

@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { initializeApp, type FirebaseApp } from "firebase/app";
 import { connectDatabaseEmulator, getDatabase, onValue, ref, type Database } from "firebase/database";
+import { withEmulatorHost } from "../../src/store/rtdb/instance-databases";
 
 export interface Partial {
   readonly text: string;
@@ -82,11 +83,5 @@ export function webClientAt(url: string): { app: FirebaseApp; database: Database
   }
   // @firebase/database 1.1.5 (repoManagerDatabaseFromApp), in Node, sends every database to
   // FIREBASE_DATABASE_EMULATOR_HOST when it is set, whatever the URL says: unset while this one is made.
-  const shared = process.env.FIREBASE_DATABASE_EMULATOR_HOST;
-  delete process.env.FIREBASE_DATABASE_EMULATOR_HOST;
-  try {
-    return { app, database: getDatabase(app) };
-  } finally {
-    if (shared !== undefined) process.env.FIREBASE_DATABASE_EMULATOR_HOST = shared;
-  }
+  return { app, database: withEmulatorHost(undefined, () => getDatabase(app)) };
 }

@@ -17,7 +17,7 @@ import { RtdbStore } from "./rtdb-store";
  */
 export function instanceDatabases(app: App, urls: readonly string[]): Database[] {
   if (urls.length === 0) return [getDatabase(app)];
-  return urls.map((url) => (url.startsWith("http:") ? withoutEmulatorHost(() => getDatabaseWithUrl(url, app)) : getDatabaseWithUrl(url, app)));
+  return urls.map((url) => (url.startsWith("http:") ? withEmulatorHost(undefined, () => getDatabaseWithUrl(url, app)) : getDatabaseWithUrl(url, app)));
 }
 
 /** The session store over `databases` (the first is the home instance): the one adapter as before when there is one. */
@@ -33,13 +33,20 @@ export function instanceStores(databases: readonly Database[], timeoutMs: number
   return databases.map((db) => new RtdbStore(db, timeoutMs, { home }));
 }
 
-function withoutEmulatorHost<T>(create: () => T): T {
-  const host = process.env.FIREBASE_DATABASE_EMULATOR_HOST;
-  delete process.env.FIREBASE_DATABASE_EMULATOR_HOST;
+/**
+ * Runs `create` (which makes a Database) with FIREBASE_DATABASE_EMULATOR_HOST set to `host`, or
+ * unset for undefined, then puts the variable back: the database SDKs (firebase-admin 14.5.1, and
+ * the web SDK's @firebase/database 1.1.5 in Node) read it only when a Database is created.
+ */
+export function withEmulatorHost<T>(host: string | undefined, create: () => T): T {
+  const previous = process.env.FIREBASE_DATABASE_EMULATOR_HOST;
+  if (host === undefined) delete process.env.FIREBASE_DATABASE_EMULATOR_HOST;
+  else process.env.FIREBASE_DATABASE_EMULATOR_HOST = host;
   try {
     return create();
   } finally {
-    if (host !== undefined) process.env.FIREBASE_DATABASE_EMULATOR_HOST = host;
+    if (previous === undefined) delete process.env.FIREBASE_DATABASE_EMULATOR_HOST;
+    else process.env.FIREBASE_DATABASE_EMULATOR_HOST = previous;
   }
 }
 
