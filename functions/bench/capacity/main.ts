@@ -2,7 +2,7 @@ import { cpus, loadavg } from "node:os";
 import { performance } from "node:perf_hooks";
 import { PARTIAL_MAX_INTERVAL_MS } from "../../src/session/message/partial-writer";
 import { FakeOpenAiServer } from "../../test/support/fake-openai-server";
-import { integerOption, optionReader, runCli, SetupError, stopIfStuck } from "../shared/cli";
+import { integerOption, optionReader, runCli, stopIfStuck } from "../shared/cli";
 import { fmt, median, table } from "../shared/figures";
 import { goalTable, type Goal } from "../cost/report";
 import { RtdbWire } from "../cost/rtdb-wire";
@@ -44,10 +44,7 @@ async function main(argv: readonly string[]): Promise<number> {
   const only = raw("only");
   stopIfStuck("capacity-bench", integerOption("time-limit", raw("time-limit"), 10, 86_400) * 1000);
   const started = performance.now();
-  const wire = await RtdbWire.start(process.env);
-  if (typeof wire === "string") throw new SetupError(wire);
-  // firebase-admin sends every database URL to this host.
-  process.env.FIREBASE_DATABASE_EMULATOR_HOST = wire.host;
+  const wire = await RtdbWire.startAsTheDatabase();
   const fake = await FakeOpenAiServer.start();
   const chunkChars = Math.max(1, Math.round(chars / 100));
   const chunks = Array.from({ length: 100 }, (_, i) => `${`w${i} `.padEnd(chunkChars - 1, "x")} `.slice(0, chunkChars));

@@ -8,7 +8,7 @@ import { freshNamespace } from "../../test/support/rtdb";
 import { serviceConfig } from "../../test/support/service-env";
 import { RtdbWire } from "../cost/rtdb-wire";
 import { fmt } from "../shared/figures";
-import { integerOption, optionReader, runCli, SetupError, stopIfStuck } from "../shared/cli";
+import { integerOption, optionReader, runCli, stopIfStuck } from "../shared/cli";
 import { notificationCost, type SenderCase } from "./notify-cost";
 import { ConnectionRig, SwitchableSender } from "./rig";
 import { connectionCase, roundTrips, sessionCase } from "./round-trips";
@@ -36,9 +36,7 @@ async function main(argv: readonly string[]): Promise<number> {
   const deadlineMs = integerOption("deadline-ms", option("deadline-ms"), 0, 10_000);
   stopIfStuck("connections-bench", 20 * 60_000);
 
-  const wire = await RtdbWire.start(process.env);
-  if (typeof wire === "string") throw new SetupError(wire);
-  process.env.FIREBASE_DATABASE_EMULATOR_HOST = wire.host;
+  const wire = await RtdbWire.startAsTheDatabase();
   const openai = await FakeOpenAiServer.start();
   const config = serviceConfig(openai.baseUrl, { NOTIFICATION_DEADLINE_MS: String(deadlineMs) });
   try {

@@ -91,9 +91,7 @@ async function main(argv: readonly string[]): Promise<number> {
   const heapMb = integerOption("heap-mb", option("heap-mb"), 0, 16_384);
   stopIfStuck("conversations-bench", 900_000);
   const started = performance.now();
-  const wire = await RtdbWire.start(process.env);
-  if (typeof wire === "string") throw new SetupError(wire);
-  process.env.FIREBASE_DATABASE_EMULATOR_HOST = wire.host;
+  const wire = await RtdbWire.startAsTheDatabase();
   const ns = `conversations-bench-${randomUUID().slice(0, 8)}`;
   await wire.seedTemplates(ns);
   const app = initializeApp({ projectId: "demo-chatify", databaseURL: `https://${ns}.firebaseio.com` }, "bench");

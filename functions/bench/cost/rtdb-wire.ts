@@ -3,6 +3,7 @@ import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { PROJECT_ROOT, seedTemplates } from "../../src/local/project-files";
 import type { Template } from "../../src/store/records";
+import { SetupError } from "../shared/cli";
 import { send } from "../shared/http-client";
 
 /**
@@ -29,6 +30,18 @@ export class RtdbWire {
     readonly dir: string,
     private readonly server: ChildProcess,
   ) {}
+
+  /**
+   * For a program that needs it: starts one (`start`), or fails the run saying why, and makes it
+   * the database every firebase-admin app of this process reaches (FIREBASE_DATABASE_EMULATOR_HOST,
+   * to which firebase-admin sends every database URL).
+   */
+  static async startAsTheDatabase(): Promise<RtdbWire> {
+    const wire = await RtdbWire.start(process.env);
+    if (typeof wire === "string") throw new SetupError(wire);
+    process.env.FIREBASE_DATABASE_EMULATOR_HOST = wire.host;
+    return wire;
+  }
 
   /**
    * Starts a server on a free loopback port, in a process of its own (as a database is: its work

@@ -9,7 +9,7 @@ import { LocalServers } from "../../test/support/local-servers";
 import { NO_TOKENS, serviceConfig } from "../../test/support/service-env";
 import { ShardedRtdb } from "../../test/support/sharded-rtdb";
 import { RtdbWire, type WireCounts } from "../cost/rtdb-wire";
-import { integerOption, optionReader, runCli, SetupError, stopIfStuck } from "../shared/cli";
+import { integerOption, optionReader, runCli, stopIfStuck } from "../shared/cli";
 import { send } from "../shared/http-client";
 import { fmt, table } from "../shared/figures";
 import { Random } from "../shared/random";
@@ -42,9 +42,7 @@ async function main(argv: readonly string[]): Promise<number> {
   const random = new Random(integerOption("seed", option("seed"), 0, 2 ** 32 - 1));
   stopIfStuck("sharding-bench", 15 * 60_000);
 
-  const wire = await RtdbWire.start(process.env);
-  if (typeof wire === "string") throw new SetupError(wire);
-  process.env.FIREBASE_DATABASE_EMULATOR_HOST = wire.host;
+  const wire = await RtdbWire.startAsTheDatabase();
   const openai = await FakeOpenAiServer.start();
   const shards = await ShardedRtdb.start(databases, "namespaces");
   const names = shards.urls.map(instanceName);
