@@ -106,7 +106,8 @@ export interface Instance {
  * param's name and why, when the config does not fit the function's time budget.
  */
 export function composeInstance(config: Config, parts: InstanceParts): Instance {
-  const budget = timeBudget(config, parts.functionTimeoutMs);
+  const functionTimeoutMs = parts.functionTimeoutMs ?? config.deploy.timeoutSeconds * 1000;
+  const budget = timeBudget(config, functionTimeoutMs);
   const clock = parts.clock ?? Date.now;
   const store = parts.store ?? rtdbSessionStore(instanceDatabases(required(parts.app, "store"), config.databaseInstances), config.dbTimeoutMs);
   const placement = sessionDatabases(config, parts, store);
@@ -145,8 +146,7 @@ export function composeInstance(config: Config, parts: InstanceParts): Instance 
       maxSessions: config.sessionCacheMaxEntries,
     },
   });
-  const functionTimeoutMs = parts.functionTimeoutMs ?? config.deploy.timeoutSeconds * 1000;
-  const { connections, devices, connectionStore, pushSender } = composeConnections(config, parts, store, clock, moderation);
+  const { connections, devices, connectionStore, pushSender } = composeConnections(config, parts, store, clock, moderation, functionTimeoutMs);
   const erasure = new ErasureService({
     store,
     clock,
@@ -195,8 +195,8 @@ export function composeInstance(config: Config, parts: InstanceParts): Instance 
  * beside a given session store an embedded one), the push sender (FCM deployed, the offline
  * sender where FCM cannot be reached) and the services over them.
  */
-function composeConnections(config: Config, parts: InstanceParts, store: SessionStore, clock: () => number, moderation: MessageModeration | undefined) {
-  checkConnectionBudget(config, parts.functionTimeoutMs);
+function composeConnections(config: Config, parts: InstanceParts, store: SessionStore, clock: () => number, moderation: MessageModeration | undefined, functionTimeoutMs: number) {
+  checkConnectionBudget(config, functionTimeoutMs);
   const connectionStore =
     parts.connectionStore ?? (parts.store === undefined ? new RtdbConnectionStore(homeDatabase(required(parts.app, "connection store"), config.databaseInstances), config.dbTimeoutMs) : new MemoryConnectionStore());
   const pushSender = parts.pushSender ?? (parts.allowOffline === true ? createOfflineSender(parts.log) : createFcmSender(getMessaging(required(parts.app, "push sender"))));
