@@ -16,12 +16,19 @@ async function recordCspViolations(context: BrowserContext): Promise<void> {
   `);
 }
 
-/** Opens the People panel: the page meets the 401, signs in anonymously, and lists its connections; returns the user's id. */
+/**
+ * Opens the People panel of a new visitor's page; returns the user's id. The page first reads the
+ * visitor's conversations, meeting the 401 and signing in anonymously, and draws the (empty) list
+ * above the panel: the panel is clicked once that is drawn, since a click while the list moved the
+ * panel down could land beside it (seen once in CI: the panel stayed closed).
+ */
 async function openPeople(page: Page, baseUrl: string): Promise<string> {
   await page.goto(`${baseUrl}/`);
   await page.waitForSelector("body[data-ready=true]");
-  await page.click("#people summary");
   await page.waitForSelector("#identity:has-text('signed in anonymously')", { state: "attached", timeout: 30_000 });
+  await page.waitForSelector("#no-conversations:not([hidden])");
+  await page.click("#people summary");
+  await page.waitForSelector("#people[open]");
   return (await page.textContent("#people-you")) ?? "";
 }
 
