@@ -1,7 +1,7 @@
 import { ownedUpTo, type ConnectionErasureStore, type ErasingRule, type ListedForErasure } from "./connection-erasure-store";
 import type { ConnectionMessage, ConnectionMeta, ConnectionState, DeviceRecord, PairRecord, TokenOwner } from "./connection-records";
 import { assertAppendsOne, type ConnectionRef, type ConnectionRule, type ConnectionStore, type DeviceStore, type ListCursor, type ListedConnection, type MessageRule, type NewConnection, type RuledConnection, type StoredMessage } from "./connection-store";
-import { applyLedger, copy } from "./memory-store";
+import { applyLedger, stored as kept } from "./memory-store";
 import type { LedgerRule } from "./session-store";
 
 interface StoredConnection {
@@ -14,7 +14,7 @@ interface StoredConnection {
 /**
  * The embedded store's connections and devices (`npm start` without a database), and the
  * reference adapter of their contract. Each method completes within one turn of the event loop,
- * which makes it atomic; values are copied in and out. Lists are kept per user, so a page costs
+ * which makes it atomic; what it keeps is frozen (memory-store.ts `stored`). Lists are kept per user, so a page costs
  * what it holds plus a sort of that user's entries: meant for one developer's users, not production.
  */
 export class MemoryConnectionStore implements ConnectionStore, DeviceStore, ConnectionErasureStore {
@@ -31,52 +31,52 @@ export class MemoryConnectionStore implements ConnectionStore, DeviceStore, Conn
 
   async createConnection(connection: NewConnection): Promise<"created" | "exists"> {
     if (this.connections.has(connection.id)) return "exists";
-    this.connections.set(connection.id, { meta: copy(connection.meta), userKeys: { ...connection.userKeys }, state: copy(connection.state), messages: [] });
+    this.connections.set(connection.id, { meta: kept(connection.meta), userKeys: { ...connection.userKeys }, state: kept(connection.state), messages: [] });
     this.list(connection.id);
     return "created";
   }
 
   async readConnectionMeta(connectionId: string): Promise<ConnectionMeta | null> {
-    return copy(this.connections.get(connectionId)?.meta ?? null);
+    return kept(this.connections.get(connectionId)?.meta ?? null);
   }
 
   async readConnectionState(connectionId: string): Promise<ConnectionState | null> {
-    return copy(this.connections.get(connectionId)?.state ?? null);
+    return kept(this.connections.get(connectionId)?.state ?? null);
   }
 
   async updateConnection<O>(connection: ConnectionRef, rule: ConnectionRule<O>): Promise<RuledConnection<O>> {
     const stored = this.connections.get(connection.id);
     if (!stored) return { found: false };
-    const { outcome, next } = rule(copy(stored.state));
+    const { outcome, next } = rule(kept(stored.state));
     if (next) {
-      stored.state = copy(next);
+      stored.state = kept(next);
       this.list(connection.id);
     }
-    return { found: true, outcome, state: copy(stored.state) };
+    return { found: true, outcome, state: kept(stored.state) };
   }
 
   async appendMessage<O>(connection: ConnectionRef, rule: MessageRule<O>): Promise<RuledConnection<O>> {
     const stored = this.connections.get(connection.id);
     if (!stored) return { found: false };
-    const { outcome, next, message } = rule(copy(stored.state));
+    const { outcome, next, message } = rule(kept(stored.state));
     if (next) {
-      stored.messages.push(copy(assertAppendsOne(stored.state, next, message)));
-      stored.state = copy(next);
+      stored.messages.push(kept(assertAppendsOne(stored.state, next, message)));
+      stored.state = kept(next);
       this.list(connection.id);
     }
-    return { found: true, outcome, state: copy(stored.state) };
+    return { found: true, outcome, state: kept(stored.state) };
   }
 
   async readConnectionMessages(connectionId: string, page: { readonly before?: number; readonly limit: number }): Promise<StoredMessage[]> {
     const messages = this.connections.get(connectionId)?.messages ?? [];
     const end = Math.min(messages.length, (page.before ?? messages.length + 1) - 1);
     const start = Math.max(0, end - Math.max(0, page.limit));
-    return messages.slice(start, Math.max(start, end)).map((message, index) => ({ position: start + index + 1, message: copy(message) }));
+    return messages.slice(start, Math.max(start, end)).map((message, index) => ({ position: start + index + 1, message: kept(message) }));
   }
 
   async readConnectionMessage(connectionId: string, position: number): Promise<ConnectionMessage | null> {
     const message = position >= 1 ? this.connections.get(connectionId)?.messages[position - 1] : undefined;
-    return copy(message ?? null);
+    return kept(message ?? null);
   }
 
   async listConnections(userKey: string, page: { readonly limit: number; readonly after?: ListCursor }): Promise<ListedConnection[]> {
@@ -97,7 +97,7 @@ export class MemoryConnectionStore implements ConnectionStore, DeviceStore, Conn
   }
 
   async readDevices(userKey: string): Promise<DeviceRecord | null> {
-    return copy(this.devices.get(userKey) ?? null);
+    return kept(this.devices.get(userKey) ?? null);
   }
 
   async updateDevices<O>(userKey: string, rule: LedgerRule<DeviceRecord, O>): Promise<O> {
@@ -123,14 +123,14 @@ export class MemoryConnectionStore implements ConnectionStore, DeviceStore, Conn
   }
 
   async scanListedConnections(userKey: string, after: string | undefined, limit: number): Promise<ListedForErasure[]> {
-    return afterInOrder([...(this.lists.get(userKey)?.keys() ?? [])], after, limit).map((id) => ({ id, meta: copy(this.connections.get(id)?.meta ?? null) }));
+    return afterInOrder([...(this.lists.get(userKey)?.keys() ?? [])], after, limit).map((id) => ({ id, meta: kept(this.connections.get(id)?.meta ?? null) }));
   }
 
   async readUserConnections(userId: string, after: string | undefined, limit: number): Promise<{ id: string; meta: ConnectionMeta }[]> {
     const naming = new Map([...this.connections].filter(([, stored]) => stored.meta.user_a === userId || stored.meta.user_b === userId).map(([id, stored]) => [id, stored.meta]));
     return afterInOrder([...naming.keys()], after, limit).flatMap((id) => {
       const meta = naming.get(id);
-      return meta ? [{ id, meta: copy(meta) }] : [];
+      return meta ? [{ id, meta: kept(meta) }] : [];
     });
   }
 
@@ -175,9 +175,9 @@ export class MemoryConnectionStore implements ConnectionStore, DeviceStore, Conn
 }
 
 function applyRewrite<R, O>(records: Map<string, R>, key: string, rule: ErasingRule<R, O>): O {
-  const { outcome, next } = rule(copy(records.get(key) ?? null));
+  const { outcome, next } = rule(kept(records.get(key) ?? null));
   if (next === null) records.delete(key);
-  else if (next !== undefined) records.set(key, copy(next));
+  else if (next !== undefined) records.set(key, kept(next));
   return outcome;
 }
 

@@ -19,7 +19,8 @@ interface StoredSession {
 /**
  * The embedded store behind `npm start` without a database, and the reference adapter of
  * the store contract. Each method completes synchronously inside one turn of the event loop,
- * which is what makes it atomic; values are copied in and out so callers never share state.
+ * which is what makes it atomic; what it keeps is frozen (`stored`), so callers share it safely and
+ * never its own objects.
  * Its queries scan every session: it is meant for one developer's sessions, not for production.
  */
 export class MemoryStore implements SessionStore {
@@ -33,14 +34,14 @@ export class MemoryStore implements SessionStore {
   private readonly secrets = new Map<string, string>();
 
   async readTemplate(templateId: string): Promise<Template | null> {
-    return copy(this.templates.get(templateId) ?? null);
+    return stored(this.templates.get(templateId) ?? null);
   }
 
   async seedTemplates(templates: Readonly<Record<string, Template>>): Promise<string[]> {
     const written: string[] = [];
     for (const [id, template] of Object.entries(templates)) {
       if (this.templates.has(id)) continue;
-      this.templates.set(id, copy(template));
+      this.templates.set(id, stored(template));
       written.push(id);
     }
     return written;
@@ -48,16 +49,16 @@ export class MemoryStore implements SessionStore {
 
   async createSession(session: NewSession): Promise<"created" | "exists"> {
     if (this.sessions.has(session.id)) return "exists";
-    this.sessions.set(session.id, { meta: copy(session.meta), state: copy(session.state), messages: [], keys: new Map(), partials: new Map() });
+    this.sessions.set(session.id, { meta: stored(session.meta), state: stored(session.state), messages: [], keys: new Map(), partials: new Map() });
     return "created";
   }
 
   async readSessionMeta(sessionId: string): Promise<SessionMeta | null> {
-    return copy(this.sessions.get(sessionId)?.meta ?? null);
+    return stored(this.sessions.get(sessionId)?.meta ?? null);
   }
 
   async readSessionState(sessionId: string): Promise<SessionState | null> {
-    return copy(this.sessions.get(sessionId)?.state ?? null);
+    return stored(this.sessions.get(sessionId)?.state ?? null);
   }
 
   async readWindow(sessionId: string, limit: number): Promise<HistoryWindow> {
@@ -71,13 +72,13 @@ export class MemoryStore implements SessionStore {
   }
 
   async readSummary(sessionId: string): Promise<SessionSummary | null> {
-    return copy(this.sessions.get(sessionId)?.summary ?? null);
+    return stored(this.sessions.get(sessionId)?.summary ?? null);
   }
 
   async writeSummary(sessionId: string, summary: SessionSummary): Promise<boolean> {
     const session = this.sessions.get(sessionId);
     if (!session || (session.summary && session.summary.through >= summary.through)) return false;
-    session.summary = copy(summary);
+    session.summary = stored(summary);
     return true;
   }
 
@@ -91,34 +92,34 @@ export class MemoryStore implements SessionStore {
   async updateState<O>(sessionId: string, rule: StateRule<O>): Promise<Ruled<O>> {
     const session = this.sessions.get(sessionId);
     if (!session) return { found: false };
-    const { outcome, next, strayPartials } = rule(copy(session.state));
+    const { outcome, next, strayPartials } = rule(stored(session.state));
     if (next) {
-      session.state = copy(next);
+      session.state = stored(next);
       removePartials(session, strayPartials);
     }
-    return { found: true, outcome, state: copy(session.state) };
+    return { found: true, outcome, state: stored(session.state) };
   }
 
   async updateStateReadingKey<O>(sessionId: string, rule: StateRule<O>, keyHash: string | undefined): Promise<RuledWithKey<O>> {
     const ruled = await this.updateState(sessionId, rule);
     if (!ruled.found) return ruled;
     const record = keyHash === undefined ? undefined : this.sessions.get(sessionId)?.keys.get(keyHash);
-    return { ...ruled, record: record ? copy(record) : null };
+    return { ...ruled, record: record ? stored(record) : null };
   }
 
   async appendExchange<O>(sessionId: string, exchange: Exchange, rule: StateRule<O>, partialKey?: string): Promise<Ruled<O>> {
     const session = this.sessions.get(sessionId);
     if (!session) return { found: false };
-    const { outcome, next, strayPartials } = rule(copy(session.state));
+    const { outcome, next, strayPartials } = rule(stored(session.state));
     if (next) {
       assertNextCountsOneMore(session.state, next);
-      session.messages.push(frozenCopy(exchange.user), frozenCopy(exchange.assistant));
+      session.messages.push(stored(exchange.user), stored(exchange.assistant));
       if (next.message_count === 1 && exchange.head !== undefined) session.title = exchange.head.title;
-      session.state = moveDoneKeys(copy(next), session.keys);
+      session.state = stored(moveDoneKeys(stored(next), session.keys));
       // In the same step as the messages, as the database adapter's one update: never both, never neither.
       removePartials(session, partialKey === undefined ? strayPartials : [partialKey, ...(strayPartials ?? [])]);
     }
-    return { found: true, outcome, state: copy(session.state) };
+    return { found: true, outcome, state: stored(session.state) };
   }
 
   /** In this process's memory no client can listen to a partial reply. */
@@ -129,12 +130,12 @@ export class MemoryStore implements SessionStore {
     const partials = this.sessions.get(sessionId)?.partials;
     if (!partials) return;
     if (partial === null) partials.delete(key);
-    else partials.set(key, copy(partial));
+    else partials.set(key, stored(partial));
   }
 
   /** The partial replies of a session, as a database client listening to it would see them (embedded mode has no listeners; for tests). */
   readPartials(sessionId: string): Record<string, PartialReply> {
-    return Object.fromEntries([...(this.sessions.get(sessionId)?.partials ?? [])].map(([key, partial]) => [key, copy(partial)]));
+    return Object.fromEntries([...(this.sessions.get(sessionId)?.partials ?? [])].map(([key, partial]) => [key, stored(partial)]));
   }
 
   async findIdleSessions(cutoff: number, limit: number): Promise<string[]> {
@@ -162,10 +163,11 @@ export class MemoryStore implements SessionStore {
   }
 
   async claimCreateKey(hash: string, key: CreateKey): Promise<CreateKey> {
-    const stored = this.createKeys.get(hash);
-    if (stored) return copy(stored);
-    this.createKeys.set(hash, copy(key));
-    return copy(key);
+    const existing = this.createKeys.get(hash);
+    if (existing) return existing;
+    const claimed = stored(key);
+    this.createKeys.set(hash, claimed);
+    return claimed;
   }
 
   async deleteCreateKeys(cutoff: number, limit: number): Promise<number> {
@@ -191,7 +193,7 @@ export class MemoryStore implements SessionStore {
   }
 
   async readServiceUsage(): Promise<Readonly<Record<string, ServiceUsage>>> {
-    return Object.fromEntries([...this.serviceUsage].map(([shard, usage]) => [shard, copy(usage)]));
+    return Object.fromEntries([...this.serviceUsage].map(([shard, usage]) => [shard, stored(usage)]));
   }
 
   async updateAddressUsage<O>(addressKey: string, rule: LedgerRule<AddressUsage, O>): Promise<O> {
@@ -199,7 +201,7 @@ export class MemoryStore implements SessionStore {
   }
 
   async readUsage(userKey: string): Promise<UserUsage | null> {
-    return copy(this.usage.get(userKey) ?? null);
+    return stored(this.usage.get(userKey) ?? null);
   }
 
   async deleteIdleAddresses(cutoff: number, limit: number): Promise<number> {
@@ -227,7 +229,7 @@ export class MemoryStore implements SessionStore {
   async readUserSessions(userId: string, after: string | undefined, limit: number): Promise<StoredConversation[]> {
     return this.userSessionIds(userId, after, limit).map((id) => {
       const session = this.sessions.get(id) as StoredSession;
-      return copy({ id, meta: session.meta, state: session.state, messages: session.messages, summary: session.summary ?? null, partials: Object.fromEntries(session.partials) });
+      return stored({ id, meta: session.meta, state: session.state, messages: session.messages, summary: session.summary ?? null, partials: Object.fromEntries(session.partials) });
     });
   }
 
@@ -242,9 +244,9 @@ export class MemoryStore implements SessionStore {
   }
 
   async updateErasure<O>(userKey: string, rule: ErasureRule<O>): Promise<O> {
-    const { outcome, next } = rule(copy(this.erasures.get(userKey) ?? null));
+    const { outcome, next } = rule(stored(this.erasures.get(userKey) ?? null));
     if (next === null) this.erasures.delete(userKey);
-    else if (next !== undefined) this.erasures.set(userKey, copy(next));
+    else if (next !== undefined) this.erasures.set(userKey, stored(next));
     return outcome;
   }
 
@@ -309,8 +311,8 @@ function listed(session: StoredSession): ListedConversation["entry"] {
 
 /** A rule applied to a record that may not exist yet, in one step (shared with memory-connection-store.ts). */
 export function applyLedger<R, O>(records: Map<string, R>, key: string, rule: LedgerRule<R, O>): O {
-  const { outcome, next } = rule(copy(records.get(key) ?? null));
-  if (next) records.set(key, copy(next));
+  const { outcome, next } = rule(stored(records.get(key) ?? null));
+  if (next) records.set(key, stored(next));
   return outcome;
 }
 
@@ -331,28 +333,18 @@ function moveDoneKeys(state: SessionState, records: Map<string, KeyRecord>): Ses
 }
 
 /**
- * A deep copy of stored data (JSON-shaped: plain objects, arrays, strings, numbers, booleans,
- * null). Not structuredClone: it was 5% of a message's CPU here, for records of a few fields.
+ * Stored data as the store keeps it and hands it out: frozen, so that readers and rules share the
+ * stored objects instead of copies (a rule builds its result by spreading what it read), and a
+ * caller that tried to change one would throw instead of corrupting the store, as data read from
+ * the database could not be changed under it either. Objects frozen already are kept as they
+ * are; any other object (JSON-shaped: plain objects, arrays, strings, numbers, booleans, null)
+ * is copied, then frozen, so a caller's own objects are never frozen or shared.
  */
-export function copy<T>(value: T): T {
-  if (typeof value !== "object" || value === null) return value;
-  if (Array.isArray(value)) return value.map((item: unknown) => copy(item)) as T;
+export function stored<T>(value: T): T {
+  if (typeof value !== "object" || value === null || Object.isFrozen(value)) return value;
+  if (Array.isArray(value)) return Object.freeze(value.map((item: unknown) => stored(item))) as T;
   const out: Record<string, unknown> = {};
   // Object.keys, not entries: no array per property (this runs several times per message).
-  for (const key of Object.keys(value)) out[key] = copy((value as Record<string, unknown>)[key]);
-  return out as T;
-}
-
-/**
- * A stored message: copied once when stored and frozen, so that reads hand out the stored object
- * itself (a window is read with every message) and a caller that changed one would throw, not
- * corrupt the history, as a copy from the database could not be changed under it either.
- */
-function frozenCopy<T extends object>(value: T): Readonly<T> {
-  return deepFreeze(copy(value));
-}
-
-function deepFreeze<T extends object>(value: T): Readonly<T> {
-  for (const item of Object.values(value)) if (typeof item === "object" && item !== null) deepFreeze(item as object);
-  return Object.freeze(value);
+  for (const key of Object.keys(value)) out[key] = stored((value as Record<string, unknown>)[key]);
+  return Object.freeze(out) as T;
 }

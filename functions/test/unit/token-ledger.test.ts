@@ -160,6 +160,12 @@ describe("daily token ledger rules", () => {
     expect(utcDay(Date.parse("2026-11-26T23:59:59.999Z"))).toBe("2026-11-26");
     expect(utcDay(Date.parse("2026-11-27T00:00:00Z"))).toBe("2026-11-27");
   });
+
+  it("utcDay answers each instant on its own, whatever day it worked out last (it keeps the last one)", () => {
+    const instants = ["2026-11-27T12:00:00Z", "2026-11-27T23:59:59.999Z", "2026-11-28T00:00:00Z", "2026-11-27T00:00:00Z", "2026-11-26T23:59:59.999Z", "2025-03-01T00:00:00Z", "2026-11-27T06:00:00Z"];
+    for (const instant of instants) expect(utcDay(Date.parse(instant))).toBe(instant.slice(0, 10));
+    expect(() => utcDay(Number.NaN)).toThrow(RangeError);
+  });
 });
 
 describe("daily token ledger in a store", () => {

@@ -77,9 +77,16 @@ export function userKey(userId: string): string {
   return keyHash("user", userId);
 }
 
+/** The last day `utcDay` worked out, with its bounds: several calls per message fall on the same day. */
+let lastDay = { day: "", from: 0, until: 0 };
+
 /** The UTC day of `now`, as YYYY-MM-DD. */
 export function utcDay(now: number): string {
-  return new Date(now).toISOString().slice(0, 10);
+  if (now >= lastDay.from && now < lastDay.until) return lastDay.day;
+  const day = new Date(now).toISOString().slice(0, 10);
+  const from = Date.parse(`${day}T00:00:00Z`);
+  lastDay = { day, from, until: from + DAY };
+  return day;
 }
 
 /**

@@ -1,7 +1,7 @@
 import { modelFacts } from "../../llm/model-table";
 import type { SessionMeta, SessionSummary } from "../../store/records";
 import type { HistoryWindow } from "../../store/session-store";
-import { lastMessages, windowMessages } from "../prompt/context-window";
+import { estimateStored, lastMessages, windowMessages } from "../prompt/context-window";
 import { LimitExceededError, PromptTooLargeError } from "../errors";
 import { ErasureInProgressError } from "../erasure/erasure-errors";
 import { InFlightMessage } from "./in-flight-message";
@@ -11,7 +11,7 @@ import type { MessageContext } from "./message-context";
 import { refusal, seconds } from "./refusals";
 import { SUMMARY_CALL_TOKENS, SUMMARY_PROMPT_TOKENS } from "../prompt/rolling-summary";
 import { claimSlot, claimFor } from "./slot-claim";
-import { estimateMessageTokens, estimatePromptTokens, estimateRecurring, MAX_TOKENS_PER_CHAR, REPLY_PRIMING_TOKENS, TOKENS_PER_MESSAGE } from "../prompt/token-estimate";
+import { estimatePromptTokens, estimateRecurring, MAX_TOKENS_PER_CHAR, REPLY_PRIMING_TOKENS, TOKENS_PER_MESSAGE } from "../prompt/token-estimate";
 
 /** Reads sent beside the admission, for the steps after it. */
 export interface ReadAhead {
@@ -43,7 +43,7 @@ export async function admit(context: MessageContext, session: KnownSession, text
   const [claiming, admitting, capping] = await Promise.allSettled([
     claimSlot(context, session.id, claim, receivedAt),
     store.updateUsage(session.userKey, admitMessage(session.id, receivedAt, usage, need)),
-    serviceLedger.reserve(serviceReservation(session, need, context.maxMessageChars), receivedAt),
+    serviceLedger.capped ? serviceLedger.reserve(serviceReservation(session, need, context.maxMessageChars), receivedAt) : Promise.resolve(undefined),
   ]);
   const claimed = claiming.status === "fulfilled" ? claiming.value : undefined;
   const admitted = admitting.status === "fulfilled" ? admitting.value : undefined;
@@ -105,7 +105,7 @@ function serviceReservation(session: KnownSession, need: TokenNeed, maxMessageCh
   const { settings } = session.meta;
   const count = windowMessages(settings);
   const history = session.tail
-    ? lastMessages(session.tail.messages, count).reduce((sum, message) => sum + estimateMessageTokens(message.content), 0)
+    ? lastMessages(session.tail.messages, count).reduce((sum, message) => sum + estimateStored(message), 0)
     : count * Math.max(settings.max_tokens, MAX_TOKENS_PER_CHAR * maxMessageChars + 1 + TOKENS_PER_MESSAGE);
   return Math.ceil(need.firstPrompt + need.fresh + Math.min(history, settings.context_tokens ?? history));
 }

@@ -22,7 +22,7 @@ export function lastMessages<T>(messages: readonly T[], n: number): T[] {
  * every prompt while they stay in its window, and they never change.
  */
 const storedEstimates = new WeakMap<ChatMessage, number>();
-function estimateStored(message: ChatMessage): number {
+export function estimateStored(message: ChatMessage): number {
   let tokens = storedEstimates.get(message);
   if (tokens === undefined) {
     tokens = estimateMessageTokens(message.content);
