@@ -4,8 +4,8 @@ import { getDatabase, type Reference } from "firebase-admin/database";
 import OpenAI from "openai";
 import { serverSentEvents } from "../../src/llm/server-sent-events";
 import { PartialWriter } from "../../src/session/message/partial-writer";
-import { TEMPLATE_ID } from "../shared/http-client";
 import { client, promptOf, serveBaseline, template } from "./baseline-server";
+import { MINIMAL, SERVICE_SHAPED } from "./floor-records";
 
 /**
  * The floor of database mode (issue 18), in a child process: the plain server's two routes, with
@@ -16,21 +16,16 @@ import { client, promptOf, serveBaseline, template } from "./baseline-server";
  * service's cadence, the commit (the exchange into the state's journal) and the settlement (two
  * transactions together), then the copy to `messages` that removes the partial (one update, not
  * awaited; the next commit drops the journal). No validation, identity, limits or idempotency:
- * what the database alone costs a message's CPU in firebase-admin.
+ * what the database alone costs a message's CPU in firebase-admin. With FLOOR_RECORDS=service,
+ * the same operations write records of the service's shapes (floor-records.ts).
  */
 const { model = "gpt-4o-mini", temperature, max_tokens, presence_penalty, frequency_penalty } = template;
 const namespace = process.env.BENCH_PROJECT_ID ?? "demo-chatify";
 const db = getDatabase(initializeApp({ projectId: "demo-chatify", databaseURL: `https://${namespace}.firebaseio.com` }));
 
-interface State {
-  message_count: number;
-  requests?: Record<string, { lease_until: number }>;
-  pending?: Record<string, unknown>;
-}
-interface Usage {
-  tokens: number;
-  reserved: number;
-}
+/** Which records the floor writes: FLOOR_RECORDS=service for records of the service's shapes (floor-records.ts). */
+const records = process.env.FLOOR_RECORDS === "service" ? SERVICE_SHAPED : MINIMAL;
+type Node = Record<string, unknown>;
 
 /** A transaction that applies `change` to the node's value, from the listener's copy. */
 function transact<T>(ref: Reference, change: (value: T | null) => T): Promise<unknown> {
@@ -39,7 +34,7 @@ function transact<T>(ref: Reference, change: (value: T | null) => T): Promise<un
 
 serveBaseline({
   async create(id, userId) {
-    await db.ref(`userSessions/${id}`).set({ user_id: userId, template_id: TEMPLATE_ID, state: { message_count: 0 } });
+    await db.ref().update(records.session(id, String(userId), Date.now()));
   },
   async message(sessionId, message, history) {
     const session = db.ref(`userSessions/${sessionId}`);
@@ -49,9 +44,10 @@ serveBaseline({
     state.on("value", () => undefined);
     usage.on("value", () => undefined);
     const owner = randomUUID().replaceAll("-", "");
+    const claimedAt = Date.now();
     await Promise.all([
-      transact<State>(state, (value) => ({ ...(value ?? { message_count: 0 }), pending: {}, requests: { ...value?.requests, [owner]: { lease_until: Date.now() + 46_000 } } })),
-      transact<Usage>(usage, (value) => ({ tokens: value?.tokens ?? 0, reserved: (value?.reserved ?? 0) + 500 })),
+      transact<Node>(state, (value) => records.claim(value, owner, message, claimedAt)),
+      transact<Node | string>(usage, (value) => records.admit(value, sessionId, claimedAt)),
     ]);
     const partial = new PartialWriter((value) => void session.child(`partials/${owner}`).set(value).catch(() => undefined), history.length / 2, Date.now);
     const stream = await client.chat.completions.create({
@@ -79,18 +75,19 @@ serveBaseline({
       tokens = chunk.usage?.total_tokens ?? tokens;
     }
     partial.stop();
-    const now = Date.now();
-    const exchange = { user: { role: "user", content: message, timestamp: now }, assistant: { role: "assistant", content: text, timestamp: now } };
+    const exchange = records.exchange(message, text, Date.now());
     let seq = 0;
+    let committed: Node | null = null;
     await Promise.all([
-      transact<State>(state, (value) => {
-        const requests = Object.fromEntries(Object.entries(value?.requests ?? {}).filter(([key]) => key !== owner));
-        seq = (value?.message_count ?? 0) + 1;
-        return { message_count: seq, requests, pending: { [`e${seq}`]: { ...exchange, partial: owner } } };
+      transact<Node>(state, (value) => {
+        const commit = records.commit(value, owner, exchange, tokens);
+        seq = commit.seq;
+        committed = commit.next;
+        return commit.next;
       }),
-      transact<Usage>(usage, (value) => ({ tokens: (value?.tokens ?? 0) + tokens, reserved: Math.max(0, (value?.reserved ?? 0) - 500) })),
+      transact<Node | string>(usage, (value) => records.settle(value, sessionId, tokens, seq)),
     ]);
-    void session.update({ [`messages/u${seq}`]: exchange.user, [`messages/a${seq}`]: exchange.assistant, [`partials/${owner}`]: null }).catch(() => undefined);
+    void db.ref().update(records.copy(sessionId, seq, exchange, owner, committed)).catch(() => undefined);
     return { text, messageCount: seq, truncated: false };
   },
 });

@@ -20,6 +20,8 @@ export interface Servers {
   readonly database: ChildServer | undefined;
   /** The floor of database mode: the same database operations per message and nothing else (floor-server.ts). */
   readonly floor: ChildServer | undefined;
+  /** The same floor writing records of the service's shapes (floor-records.ts): what the records cost, apart from the service's code. */
+  readonly floorRecords: ChildServer | undefined;
   readonly capped: readonly ChildServer[];
   stop(): void;
 }
@@ -41,6 +43,7 @@ export async function startServers(modelBaseUrl: string, databaseHost: string | 
       embedded: await start("service, embedded store", "service-server.js", env),
       database: databaseHost === undefined ? undefined : await start("service, database", "service-server.js", onDatabase("cost-c")),
       floor: databaseHost === undefined ? undefined : await start("floor: its database operations", "floor-server.js", onDatabase("cost-floor")),
+      floorRecords: databaseHost === undefined ? undefined : await start("floor, the service's records", "floor-server.js", { ...onDatabase("cost-floor-records"), FLOOR_RECORDS: "service" }),
       capped:
         databaseHost === undefined
           ? []
@@ -104,7 +107,7 @@ async function throughputRun(server: ChildServer, sessionIds: readonly string[],
  */
 export async function throughput(servers: Servers, options: CostOptions, setModelDelay: (ms: number) => void, skipped: string | undefined): Promise<{ c: Section; e: Section }> {
   setModelDelay(options.modelMs);
-  const forC = options.only.includes("c") ? [servers.plain, servers.embedded, servers.floor].filter((server) => server !== undefined) : [];
+  const forC = options.only.includes("c") ? [servers.plain, servers.embedded, servers.floor, servers.floorRecords].filter((server) => server !== undefined) : [];
   const list = [...forC, servers.database, ...servers.capped].filter((server) => server !== undefined);
   const sessions = new Map<ChildServer, string[]>();
   for (const server of list) {
@@ -136,13 +139,20 @@ export async function throughput(servers: Servers, options: CostOptions, setMode
   const ratio = rate(servers.database) / rate(servers.plain);
   const cpuPerMessage = (server: ChildServer | undefined): number[] => (server && runs.get(server)?.map((run) => (run.serverCores * 1000) / run.rate)) ?? [];
   const floorRatio = median(cpuPerMessage(servers.database)) / median(cpuPerMessage(servers.floor));
+  const recordsRatio = median(cpuPerMessage(servers.floorRecords)) / median(cpuPerMessage(servers.floor));
   const c: Section = {
     lines: [
       "c. Throughput (goals: database mode >= 0.85x the plain server; its CPU per message <= 1.3x the floor's, issue 18)",
       ...table([
         ["server", "msg/s", "range", "vs plain", "CPU ms/msg", "server cores", "bench cores", "failed"],
-        ...[servers.plain, servers.embedded, servers.database, servers.floor].filter((server) => server !== undefined).map(row),
+        ...[servers.plain, servers.embedded, servers.database, servers.floor, servers.floorRecords].filter((server) => server !== undefined).map(row),
       ]),
+      ...(servers.floorRecords
+        ? [
+            `  CPU per message: the floor with the service's records ${fmt(recordsRatio, 2)}x the floor's; the service ${fmt(floorRatio / recordsRatio, 2)}x the floor with its records`,
+            "  (the same operations; what is left is the service's own code: validation, identity, limits, the journal, the HTTP answer).",
+          ]
+        : []),
       `  ${options.sessions} sessions each sending message after message for ${options.seconds} s per run, fake model answering after ${options.modelMs} ms,`,
       `  rtdb-wire at 0 ms; ${options.runs} interleaved runs per server (rotating order) after a ${Math.min(2, options.seconds)} s warm-up each; medians.`,
       "  Each server in a child process; cores: CPU time / wall time of the server's process and of the bench process (load generator,",

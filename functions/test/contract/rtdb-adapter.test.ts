@@ -2,7 +2,8 @@ import { recentMessages } from "../support/recent-messages";
 import { randomUUID } from "node:crypto";
 import { deleteApp, initializeApp } from "firebase-admin/app";
 import { getDatabase, type Database } from "firebase-admin/database";
-import { StoreUnavailableError } from "../../src/store/errors";
+import { StoreDataError, StoreUnavailableError } from "../../src/store/errors";
+import type { UserUsage } from "../../src/store/records";
 import { pendingExchangeKey } from "../../src/store/message-keys";
 import { runMaintenance } from "../../src/session/maintenance";
 import { endRule } from "../../src/session/session-rules";
@@ -142,6 +143,29 @@ describeWithRtdb("RtdbStore journal and shape", () => {
     await expect(store.readSessionState(session.id)).rejects.toThrow(/userSessions\/.*\/state/);
     await expect(store.appendExchange(session.id, exchange("x"), appendAt(1))).rejects.toThrow(/message_count/);
     expect((await db.ref(`userSessions/${session.id}/messages`).get()).exists()).toBe(false);
+  });
+
+  it("stores a user's usage record as one JSON string, reads one stored as a tree before, and refuses one that is neither", async () => {
+    const db = instances.database();
+    const store = new RtdbStore(db, 10_000);
+    const bump = (usage: UserUsage | null) => ({ outcome: usage, next: { tokens: (usage?.tokens ?? 10) - 1, refilled_at: 5, sessions: { s1: 5 } } });
+
+    await store.updateUsage("fresh-user", bump);
+    const stored: unknown = (await db.ref("userUsage/fresh-user").get()).val();
+    expect(typeof stored).toBe("string");
+    expect(JSON.parse(stored as string)).toEqual({ tokens: 9, refilled_at: 5, sessions: { s1: 5 } });
+    expect(await store.readUsage("fresh-user")).toEqual({ tokens: 9, refilled_at: 5, sessions: { s1: 5 } });
+
+    // Written by an earlier version, field by field: read as it is, then written back as one string.
+    await db.ref("userUsage/tree-user").set({ tokens: 4, refilled_at: 2, daily: { day: "2026-12-06", tokens: 7 } });
+    expect(await store.readUsage("tree-user")).toEqual({ tokens: 4, refilled_at: 2, daily: { day: "2026-12-06", tokens: 7 } });
+    expect(await store.updateUsage("tree-user", bump)).toEqual({ tokens: 4, refilled_at: 2, daily: { day: "2026-12-06", tokens: 7 } });
+    expect(JSON.parse((await db.ref("userUsage/tree-user").get()).val() as string)).toEqual({ tokens: 3, refilled_at: 5, sessions: { s1: 5 } });
+
+    await db.ref("userUsage/broken-user").set("{not json");
+    await expect(store.readUsage("broken-user")).rejects.toThrow(StoreDataError);
+    await expect(store.updateUsage("broken-user", bump)).rejects.toThrow(StoreDataError);
+    expect((await db.ref("userUsage/broken-user").get()).val()).toBe("{not json");
   });
 });
 

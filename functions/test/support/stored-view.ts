@@ -1,6 +1,7 @@
 import { recentMessages } from "./recent-messages";
 import type { Database, DataSnapshot, Reference } from "firebase-admin/database";
 import { keyHash } from "../../src/session/idempotency";
+import { fromJsonLeaf } from "../../src/store/rtdb/json-leaf";
 import type { Harness } from "./http-harness";
 import { RtdbInstances } from "./rtdb";
 
@@ -86,7 +87,9 @@ export class StoredView {
       const usage = await this.harness.api.store.updateUsage(key, (current) => ({ outcome: current }));
       return Object.keys(usage?.sessions ?? {}).sort();
     }
-    const sessions: unknown = (await this.fresh().ref(`userUsage/${key}/sessions`).once("value")).val();
+    // The record is one JSON string leaf (src/store/rtdb/json-leaf.ts), or a tree as stored before.
+    const usage = fromJsonLeaf((await this.fresh().ref(`userUsage/${key}`).once("value")).val());
+    const sessions = isRecord(usage) ? usage.sessions : undefined;
     return isRecord(sessions) ? Object.keys(sessions).sort() : [];
   }
 

@@ -37,6 +37,7 @@ import { CLAIMS_LAPSE, CONVERSATION, conversationEntry, journalEntry, nodeToWrit
 import { JournalCopies } from "./journal-copies";
 import { updateAcross } from "./home-writes";
 import { ListenerHolds } from "./listener-holds";
+import { fromJsonLeaf } from "./json-leaf";
 import {
   ADDRESS_USAGE,
   addressPath,
@@ -278,7 +279,8 @@ export class RtdbStore implements SessionStore {
   }
 
   async updateUsage<O>(userKey: string, rule: UsageRule<O>): Promise<O> {
-    return this.updateLedger(userUsagePath(userKey), userUsageSchema, "update usage", rule);
+    // One JSON string leaf: transacted twice per message, the record is cheaper to send and hash whole (json-leaf.ts).
+    return this.updateLedger(userUsagePath(userKey), userUsageSchema, "update usage", rule, "json");
   }
 
   prepareServiceUsage(shards: readonly string[]): void {
@@ -305,7 +307,7 @@ export class RtdbStore implements SessionStore {
   async readUsage(userKey: string): Promise<UserUsage | null> {
     const path = userUsagePath(userKey);
     const snapshot = await this.engine.read("read usage", this.db.ref(path));
-    return snapshot.exists() ? parseStored(userUsageSchema, snapshot.val(), path) : null;
+    return snapshot.exists() ? parseStored(userUsageSchema, fromJsonLeaf(snapshot.val()), path) : null;
   }
 
   // HousekeepingStore
@@ -443,8 +445,8 @@ export class RtdbStore implements SessionStore {
   }
 
   /** Applies `rule` in a transaction on the ledger record at `path`, listened to so the next one starts from the server's value. */
-  private async updateLedger<R, O>(path: string, schema: z.ZodType<R>, operation: string, rule: LedgerRule<R, O>): Promise<O> {
+  private async updateLedger<R, O>(path: string, schema: z.ZodType<R>, operation: string, rule: LedgerRule<R, O>, form: "tree" | "json" = "tree"): Promise<O> {
     this.holds.hold(path);
-    return this.engine.transactRecord(path, schema, operation, rule);
+    return this.engine.transactRecord(path, schema, operation, rule, form);
   }
 }
