@@ -26,6 +26,8 @@ const db = getDatabase(initializeApp({ projectId: "demo-chatify", databaseURL: `
 /** Which records the floor writes: FLOOR_RECORDS=service for records of the service's shapes (floor-records.ts). */
 const records = process.env.FLOOR_RECORDS === "service" ? SERVICE_SHAPED : MINIMAL;
 type Node = Record<string, unknown>;
+/** The sessions whose state and usage record this server listens to. */
+const held = new Set<string>();
 
 /** A transaction that applies `change` to the node's value, from the listener's copy. */
 function transact<T>(ref: Reference, change: (value: T | null) => T): Promise<unknown> {
@@ -40,9 +42,13 @@ serveBaseline({
     const session = db.ref(`userSessions/${sessionId}`);
     const state = session.child("state");
     const usage = db.ref(`userUsage/${sessionId}`);
-    // Held, as the service's listener holds are: each transaction starts from the server's value.
-    state.on("value", () => undefined);
-    usage.on("value", () => undefined);
+    // Held once per session, as the service's listener holds are: each transaction starts from the
+    // server's value. (A listener added per message would fire once more at every change.)
+    if (!held.has(sessionId)) {
+      held.add(sessionId);
+      state.on("value", () => undefined);
+      usage.on("value", () => undefined);
+    }
     const owner = randomUUID().replaceAll("-", "");
     const claimedAt = Date.now();
     await Promise.all([

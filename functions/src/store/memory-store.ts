@@ -253,7 +253,7 @@ export class MemoryStore implements SessionStore {
   async recordErasedSessions(userKey: string, sessionIds: readonly string[]): Promise<void> {
     const record = this.erasures.get(userKey);
     if (!record) return;
-    this.erasures.set(userKey, { ...record, sessions: { ...record.sessions, ...Object.fromEntries(sessionIds.map((id) => [id, true as const])) } });
+    this.erasures.set(userKey, stored({ ...record, sessions: { ...record.sessions, ...Object.fromEntries(sessionIds.map((id) => [id, true as const])) } }));
   }
 
   async findDueErasures(now: number, limit: number): Promise<string[]> {
@@ -326,25 +326,34 @@ function moveDoneKeys(state: SessionState, records: Map<string, KeyRecord>): Ses
   if (!requests) return state;
   const live = Object.entries(requests).filter(([hash, entry]) => {
     if (entry.seq === undefined) return true;
-    records.set(hash, { fingerprint: entry.fingerprint, seq: entry.seq });
+    records.set(hash, stored({ fingerprint: entry.fingerprint, seq: entry.seq }));
     return false;
   });
   return live.length > 0 ? { ...rest, requests: Object.fromEntries(live) } : rest;
 }
 
+/** The objects `stored` made: shared as they are. */
+const kept = new WeakSet<object>();
+
 /**
  * Stored data as the store keeps it and hands it out: frozen, so that readers and rules share the
  * stored objects instead of copies (a rule builds its result by spreading what it read), and a
  * caller that tried to change one would throw instead of corrupting the store, as data read from
- * the database could not be changed under it either. Objects frozen already are kept as they
- * are; any other object (JSON-shaped: plain objects, arrays, strings, numbers, booleans, null)
- * is copied, then frozen, so a caller's own objects are never frozen or shared.
+ * the database could not be changed under it either. Objects this function made are kept as they
+ * are; any other object (JSON-shaped: plain objects, arrays, strings, numbers, booleans, null),
+ * frozen by its owner or not, is copied, then frozen, so a caller's own objects are never frozen
+ * or shared.
  */
 export function stored<T>(value: T): T {
-  if (typeof value !== "object" || value === null || Object.isFrozen(value)) return value;
-  if (Array.isArray(value)) return Object.freeze(value.map((item: unknown) => stored(item))) as T;
-  const out: Record<string, unknown> = {};
-  // Object.keys, not entries: no array per property (this runs several times per message).
-  for (const key of Object.keys(value)) out[key] = stored((value as Record<string, unknown>)[key]);
-  return Object.freeze(out) as T;
+  if (typeof value !== "object" || value === null || kept.has(value)) return value;
+  let out: object;
+  if (Array.isArray(value)) out = value.map((item: unknown) => stored(item));
+  else {
+    const fields: Record<string, unknown> = {};
+    // Object.keys, not entries: no array per property (this runs several times per message).
+    for (const key of Object.keys(value)) fields[key] = stored((value as Record<string, unknown>)[key]);
+    out = fields;
+  }
+  kept.add(Object.freeze(out));
+  return out as T;
 }

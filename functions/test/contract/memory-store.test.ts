@@ -37,4 +37,13 @@ describe("MemoryStore", () => {
     expect(Object.isFrozen(ruled.state)).toBe(true);
     expect((await store.readSessionState(session.id))?.message_count).toBe(before?.message_count);
   });
+
+  it("copies a caller's object frozen by the caller, whose insides it could still change", async () => {
+    const store = new MemoryStore();
+    const session = newSession();
+    const requests = { held: { fingerprint: "f", owner: "o", lease_until: 1 } };
+    await store.createSession({ ...session, state: Object.freeze({ ...session.state, requests }) });
+    requests.held.lease_until = 99;
+    expect((await store.readSessionState(session.id))?.requests?.held?.lease_until).toBe(1);
+  });
 });

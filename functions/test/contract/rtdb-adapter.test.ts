@@ -151,7 +151,7 @@ describeWithRtdb("RtdbStore journal and shape", () => {
     const bump = (usage: UserUsage | null) => ({ outcome: usage, next: { tokens: (usage?.tokens ?? 10) - 1, refilled_at: 5, sessions: { s1: 5 } } });
 
     await store.updateUsage("fresh-user", bump);
-    const stored: unknown = (await db.ref("userUsage/fresh-user").get()).val();
+    const stored: unknown = (await db.ref("userUsage/fresh-user").once("value")).val();
     expect(typeof stored).toBe("string");
     expect(JSON.parse(stored as string)).toEqual({ tokens: 9, refilled_at: 5, sessions: { s1: 5 } });
     expect(await store.readUsage("fresh-user")).toEqual({ tokens: 9, refilled_at: 5, sessions: { s1: 5 } });
@@ -160,12 +160,12 @@ describeWithRtdb("RtdbStore journal and shape", () => {
     await db.ref("userUsage/tree-user").set({ tokens: 4, refilled_at: 2, daily: { day: "2026-12-06", tokens: 7 } });
     expect(await store.readUsage("tree-user")).toEqual({ tokens: 4, refilled_at: 2, daily: { day: "2026-12-06", tokens: 7 } });
     expect(await store.updateUsage("tree-user", bump)).toEqual({ tokens: 4, refilled_at: 2, daily: { day: "2026-12-06", tokens: 7 } });
-    expect(JSON.parse((await db.ref("userUsage/tree-user").get()).val() as string)).toEqual({ tokens: 3, refilled_at: 5, sessions: { s1: 5 } });
+    expect(JSON.parse((await db.ref("userUsage/tree-user").once("value")).val() as string)).toEqual({ tokens: 3, refilled_at: 5, sessions: { s1: 5 } });
 
     await db.ref("userUsage/broken-user").set("{not json");
     await expect(store.readUsage("broken-user")).rejects.toThrow(StoreDataError);
     await expect(store.updateUsage("broken-user", bump)).rejects.toThrow(StoreDataError);
-    expect((await db.ref("userUsage/broken-user").get()).val()).toBe("{not json");
+    expect((await db.ref("userUsage/broken-user").once("value")).val()).toBe("{not json");
   });
 });
 

@@ -9,7 +9,7 @@
  */
 
 /** What to write for `record`: its JSON (which leaves undefined fields out, as the database requires). */
-export function toJsonLeaf(record: unknown): string {
+export function toJsonLeaf(record: object): string {
   return JSON.stringify(record);
 }
 

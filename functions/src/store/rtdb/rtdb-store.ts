@@ -445,7 +445,7 @@ export class RtdbStore implements SessionStore {
   }
 
   /** Applies `rule` in a transaction on the ledger record at `path`, listened to so the next one starts from the server's value. */
-  private async updateLedger<R, O>(path: string, schema: z.ZodType<R>, operation: string, rule: LedgerRule<R, O>, form: "tree" | "json" = "tree"): Promise<O> {
+  private async updateLedger<R extends object, O>(path: string, schema: z.ZodType<R>, operation: string, rule: LedgerRule<R, O>, form: "tree" | "json" = "tree"): Promise<O> {
     this.holds.hold(path);
     return this.engine.transactRecord(path, schema, operation, rule, form);
   }

@@ -147,7 +147,7 @@ export class TransactionEngine {
    * server (hash mismatch) before anything is written over real data. `form`: how the record is
    * written, as a tree of fields or as one JSON string leaf (json-leaf.ts; either form is read).
    */
-  async transactRecord<R, O>(path: string, schema: z.ZodType<R>, operation: string, rule: LedgerRule<R, O>, form: "tree" | "json" = "tree"): Promise<O> {
+  async transactRecord<R extends object, O>(path: string, schema: z.ZodType<R>, operation: string, rule: LedgerRule<R, O>, form: "tree" | "json" = "tree"): Promise<O> {
     const { decided } = await this.transact(path, operation, (current) => {
       const record = current === null ? null : schema.safeParse(form === "json" ? fromJsonLeaf(current) : current);
       if (record !== null && !record.success) throw new StoreDataError(path, record.error.issues[0]?.message ?? "invalid");
