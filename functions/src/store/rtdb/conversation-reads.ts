@@ -3,9 +3,10 @@ import { z } from "zod";
 import { conversationEntrySchema, type ConversationPosition, type ListedConversation, type StoredConversation } from "../conversation-records";
 import { StoreDataError } from "../errors";
 import { parseStored } from "../parse-stored";
-import { chatMessageSchema, generationSettingsSchema, partialReplySchema, sessionStateSchema, sessionSummarySchema, type ChatMessage, type PartialReply, type SessionMeta } from "../records";
+import { chatMessageSchema, partialReplySchema, sessionStateSchema, sessionSummarySchema, type ChatMessage, type PartialReply } from "../records";
 import { parsePending, pendingMessages } from "./journal";
-import { conversationOwnerKey, conversationPath, conversationsPath, messagePath, partialPath, SESSIONS, sessionFieldPath, sessionPath, statePath, summaryPath } from "./paths";
+import { conversationOwnerKey, conversationPath, conversationsPath, messagePath, partialPath, SESSIONS, sessionPath, statePath, summaryPath } from "./paths";
+import { sessionMetaOf } from "./session-meta";
 import type { TransactionEngine } from "./transactions";
 
 /**
@@ -86,15 +87,7 @@ export class ConversationReads {
  */
 function storedConversation(id: string, raw: unknown): StoredConversation {
   const node = objectAt(raw, sessionPath(id));
-  const field = <S extends z.ZodType>(schema: S, name: string): z.infer<S> => parseStored(schema, node[name], sessionFieldPath(id, name));
-  const meta: SessionMeta = {
-    user_id: field(z.string(), "user_id"),
-    template_id: field(z.string(), "template_id"),
-    template_name: field(z.string(), "template_name"),
-    system_prompt: field(z.string(), "system_prompt"),
-    settings: field(generationSettingsSchema, "settings"),
-    created_at: field(z.number(), "created_at"),
-  };
+  const meta = sessionMetaOf(id, (name) => node[name]);
   const stateNode = objectAt(node.state, statePath(id));
   const stored = objectAt(node.messages ?? {}, `${sessionPath(id)}/messages`);
   const journaled = new Map(pendingMessages(id, parsePending(id, stateNode.pending ?? null)));

@@ -8,7 +8,6 @@ import {
   addressUsageSchema,
   createKeySchema,
   DATABASE_KEY,
-  generationSettingsSchema,
   keyRecordSchema,
   serviceUsageSchema,
   sessionStateSchema,
@@ -38,6 +37,7 @@ import { JournalCopies } from "./journal-copies";
 import { updateAcross } from "./home-writes";
 import { ListenerHolds } from "./listener-holds";
 import { fromJsonLeaf } from "./json-leaf";
+import { sessionMetaOf } from "./session-meta";
 import {
   ADDRESS_USAGE,
   addressPath,
@@ -172,15 +172,7 @@ export class RtdbStore implements SessionStore {
     const snapshots = await this.engine.call("read session", Promise.all(SESSION_FIELDS.map((field) => readOnce(this.db.ref(sessionFieldPath(sessionId, field))))));
     const values: Record<string, unknown> = Object.fromEntries(SESSION_FIELDS.map((field, i) => [field, snapshots[i]?.val() ?? undefined]));
     if (values.user_id === undefined) return null;
-    const field = <S extends z.ZodType>(schema: S, name: (typeof SESSION_FIELDS)[number]): z.infer<S> => parseStored(schema, values[name], sessionFieldPath(sessionId, name));
-    return {
-      user_id: field(z.string(), "user_id"),
-      template_id: field(z.string(), "template_id"),
-      template_name: field(z.string(), "template_name"),
-      system_prompt: field(z.string(), "system_prompt"),
-      settings: field(generationSettingsSchema, "settings"),
-      created_at: field(z.number(), "created_at"),
-    };
+    return sessionMetaOf(sessionId, (name) => values[name]);
   }
 
   async readSessionState(sessionId: string): Promise<SessionState | null> {
