@@ -20,9 +20,16 @@ export const client = new OpenAI({ apiKey: process.env.OPENAI_API_KEY, baseURL: 
 export type History = { role: "user" | "assistant"; content: string }[];
 
 /** The prompt a message sends: the template's, the window of history, the message. */
-export function promptOf(history: History, message: string): OpenAI.ChatCompletionMessageParam[] {
+function promptOf(history: History, message: string): OpenAI.ChatCompletionMessageParam[] {
   const { personalityPrompt, context_window: window = 10 } = template;
   return [{ role: "system", content: personalityPrompt }, ...history.slice(-window), { role: "user", content: message }];
+}
+
+/** A message's model call as the baselines send it: the prompt and the template's settings (the service's defaults where it sets none). */
+export function completionParams(history: History, message: string): OpenAI.ChatCompletionCreateParamsNonStreaming {
+  const { model = "gpt-4o-mini", temperature, max_tokens, presence_penalty, frequency_penalty } = template;
+  // eslint-disable-next-line @typescript-eslint/no-deprecated
+  return { model, messages: promptOf(history, message), temperature, max_tokens, presence_penalty, frequency_penalty };
 }
 
 export interface BaselineRoutes {

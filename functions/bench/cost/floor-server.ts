@@ -4,7 +4,7 @@ import { getDatabase, type Reference } from "firebase-admin/database";
 import OpenAI from "openai";
 import { serverSentEvents } from "../../src/llm/server-sent-events";
 import { PartialWriter } from "../../src/session/message/partial-writer";
-import { client, promptOf, serveBaseline, template } from "./baseline-server";
+import { client, completionParams, serveBaseline } from "./baseline-server";
 import { MINIMAL, SERVICE_SHAPED } from "./floor-records";
 
 /**
@@ -19,7 +19,6 @@ import { MINIMAL, SERVICE_SHAPED } from "./floor-records";
  * what the database alone costs a message's CPU in firebase-admin. With FLOOR_RECORDS=service,
  * the same operations write records of the service's shapes (floor-records.ts).
  */
-const { model = "gpt-4o-mini", temperature, max_tokens, presence_penalty, frequency_penalty } = template;
 const namespace = process.env.BENCH_PROJECT_ID ?? "demo-chatify";
 const db = getDatabase(initializeApp({ projectId: "demo-chatify", databaseURL: `https://${namespace}.firebaseio.com` }));
 
@@ -56,17 +55,7 @@ serveBaseline({
       transact<Node | string>(usage, (value) => records.admit(value, sessionId, claimedAt)),
     ]);
     const partial = new PartialWriter((value) => void session.child(`partials/${owner}`).set(value).catch(() => undefined), history.length / 2, Date.now);
-    const stream = await client.chat.completions.create({
-      model,
-      messages: promptOf(history, message),
-      temperature,
-      // eslint-disable-next-line @typescript-eslint/no-deprecated
-      max_tokens,
-      presence_penalty,
-      frequency_penalty,
-      stream: true,
-      stream_options: { include_usage: true },
-    }).asResponse();
+    const stream = await client.chat.completions.create({ ...completionParams(history, message), stream: true, stream_options: { include_usage: true } }).asResponse();
     let text = "";
     let tokens = 0;
     if (!stream.body) throw new Error("the model answered without a body");

@@ -1,4 +1,4 @@
-import { client, promptOf, serveBaseline, template } from "./baseline-server";
+import { client, completionParams, serveBaseline } from "./baseline-server";
 
 /**
  * The cost bench's baseline, in a child process: a plain node:http server keeping sessions in a
@@ -7,20 +7,10 @@ import { client, promptOf, serveBaseline, template } from "./baseline-server";
  * does, no identity, limits, idempotency or database: what is left of a message when the
  * service's guarantees are taken away.
  */
-const { model = "gpt-4o-mini", temperature, max_tokens, presence_penalty, frequency_penalty } = template;
-
 serveBaseline({
   create: () => Promise.resolve(),
   async message(_sessionId, message, history) {
-    const completion = await client.chat.completions.create({
-      model,
-      messages: promptOf(history, message),
-      temperature,
-      // eslint-disable-next-line @typescript-eslint/no-deprecated
-      max_tokens,
-      presence_penalty,
-      frequency_penalty,
-    });
+    const completion = await client.chat.completions.create(completionParams(history, message));
     const choice = completion.choices[0];
     return { text: choice?.message.content ?? "", messageCount: history.length / 2 + 1, truncated: choice?.finish_reason === "length" };
   },
