@@ -1,15 +1,11 @@
 import { randomUUID } from "node:crypto";
-import { createOpenAiModel } from "../../src/llm/openai-model";
-import type { ChatModel } from "../../src/llm/chat-model";
-import type { UsagePolicy } from "../../src/session/ledger/limits";
 import { SUMMARY_CALL_TOKENS, SUMMARY_MAX_TOKENS, summaryPrompt } from "../../src/session/prompt/rolling-summary";
 import { estimatePromptTokens } from "../../src/session/prompt/token-estimate";
 import { MemoryStore } from "../../src/store/memory-store";
 import type { Template } from "../../src/store/records";
-import { FakeOpenAiServer, lastUser } from "../support/fake-openai-server";
-import { POLICY } from "../support/fixtures";
+import { lastUser } from "../support/fake-openai-server";
 import { isSummary, summaryIn } from "../support/summary-in";
-import { tokenService } from "../support/token-service";
+import { tokenSuite, unlimitedUsage } from "../support/token-service";
 
 /** A message's id: the text before its first ":" ("m3", "reply-to-m3"). */
 const idOf = (content: string) => content.split(":")[0]!;
@@ -39,17 +35,7 @@ describe("the summary call's prompt (summaryPrompt)", () => {
  * or in the window.
  */
 describe("the rolling summary through the session service", () => {
-  let fake: FakeOpenAiServer;
-  let model: ChatModel;
-  beforeAll(async () => {
-    fake = await FakeOpenAiServer.start();
-    model = createOpenAiModel({ apiKey: "sk-test-key", baseUrl: fake.baseUrl, timeoutMs: 5_000 });
-  });
-  afterAll(async () => fake.stop());
-  beforeEach(() => { fake.reset(); });
-
-  const service = (store: MemoryStore, usage: UsagePolicy) => tokenService(store, model, usage);
-  const unlimited = (): UsagePolicy => ({ messagesPerMinute: 1_000_000, maxActiveSessions: 100, idleTtlMs: POLICY.idleTtlMs, tokensPerDay: 0 });
+  const suite = tokenSuite();
 
   /**
    * A sequential chat whose summariser answers at once (before the reply), echoing the ids of the
@@ -58,8 +44,8 @@ describe("the rolling summary through the session service", () => {
   async function gapsOfChat(template: Template, messages: readonly string[]): Promise<string[]> {
     const store = new MemoryStore();
     await store.seedTemplates({ t: template });
-    const chat = service(store, unlimited());
-    fake.chaos = (request) => {
+    const chat = suite.service(store, unlimitedUsage());
+    suite.fake.chaos = (request) => {
       if (!isSummary(request)) return { kind: "reply", text: `reply-to-${lastUser(request)}`, delayMs: 50 };
       const body = request.body.messages[1]!.content;
       const earlier = body.startsWith("Earlier summary:\n") ? body.slice("Earlier summary:\n".length, body.indexOf("\n\nNew messages:")) : "";
@@ -70,9 +56,9 @@ describe("the rolling summary through the session service", () => {
     const history: string[] = [];
     const missing: string[] = [];
     for (const [i, message] of messages.entries()) {
-      const before = fake.requests.length;
+      const before = suite.fake.requests.length;
       const answer = await chat.send({ sessionId, message });
-      const prompt = fake.requests.slice(before).find((request) => !isSummary(request))!.body.messages;
+      const prompt = suite.fake.requests.slice(before).find((request) => !isSummary(request))!.body.messages;
       const summary = summaryIn(prompt);
       const seen = new Set([...summary.split(" "), ...prompt.slice(1, -1).map((m) => idOf(m.content))]);
       for (const earlier of history) if (!seen.has(earlier)) missing.push(`message ${i + 1}'s prompt lacks ${earlier}`);
@@ -84,9 +70,9 @@ describe("the rolling summary through the session service", () => {
   it("rolling summary: with every summary call finishing before its reply, each prompt holds every earlier message, in the summary or the window (no permanent gap)", async () => {
     const store = new MemoryStore();
     await store.seedTemplates({ rolling: { name: "Rolling", personalityPrompt: "You remember the gist.", context_window: 2, summary: true } });
-    const chat = service(store, { messagesPerMinute: 1_000_000, maxActiveSessions: 100, idleTtlMs: POLICY.idleTtlMs, tokensPerDay: 0 });
+    const chat = suite.service(store, unlimitedUsage());
     // The summariser answers at once, echoing the earlier summary and the messages' words; replies take 50 ms.
-    fake.chaos = (request) => {
+    suite.fake.chaos = (request) => {
       if (!isSummary(request)) return { kind: "reply", text: `reply-to-${lastUser(request)}`, delayMs: 50 };
       const body = request.body.messages[1]!.content;
       const earlier = body.startsWith("Earlier summary:\n") ? body.slice("Earlier summary:\n".length, body.indexOf("\n\nNew messages:")) : "";
@@ -97,9 +83,9 @@ describe("the rolling summary through the session service", () => {
     const history: string[] = [];
     const missing: string[] = [];
     for (let i = 1; i <= 6; i += 1) {
-      const before = fake.requests.length;
+      const before = suite.fake.requests.length;
       const answer = await chat.send({ sessionId, message: `m${i}` });
-      const prompt = fake.requests.slice(before).find((request) => !isSummary(request))!.body.messages;
+      const prompt = suite.fake.requests.slice(before).find((request) => !isSummary(request))!.body.messages;
       const summary = summaryIn(prompt);
       const seen = new Set([...summary.split(" "), ...prompt.slice(1, -1).map((message) => message.content)]);
       for (const earlier of history) if (!seen.has(earlier)) missing.push(`message ${i}'s prompt lacks ${earlier}`);

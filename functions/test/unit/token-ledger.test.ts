@@ -1,14 +1,12 @@
 import { randomUUID } from "node:crypto";
-import type { ChatModel } from "../../src/llm/chat-model";
-import { createOpenAiModel } from "../../src/llm/openai-model";
 import { admitMessage, refundMessage, releaseSession, settleTokens, utcDay, type MessageAdmission, type TokenNeed, type UsagePolicy } from "../../src/session/ledger/limits";
 import { estimateMessageTokens, estimatePromptTokens } from "../../src/session/prompt/token-estimate";
 import { MemoryStore } from "../../src/store/memory-store";
 import type { Template, UserUsage } from "../../src/store/records";
 import type { UsageRule } from "../../src/store/session-store";
-import { FakeOpenAiServer, lastUser } from "../support/fake-openai-server";
+import { lastUser } from "../support/fake-openai-server";
 import { POLICY as SESSION_POLICY } from "../support/fixtures";
-import { tokenService, usageOf } from "../support/token-service";
+import { tokenSuite, unlimitedUsage, usageOf } from "../support/token-service";
 
 const POLICY: UsagePolicy = { messagesPerMinute: 1_000, maxActiveSessions: 10, idleTtlMs: 3_600_000, tokensPerDay: 1_000 };
 const NEED: TokenNeed = { fresh: 100, firstPrompt: 50 };
@@ -208,17 +206,7 @@ class GatedStore extends MemoryStore {
  * the limit, and no session is locked out by what failed messages reserved.
  */
 describe("the daily token ledger through the session service", () => {
-  let fake: FakeOpenAiServer;
-  let model: ChatModel;
-  beforeAll(async () => {
-    fake = await FakeOpenAiServer.start();
-    model = createOpenAiModel({ apiKey: "sk-test-key", baseUrl: fake.baseUrl, timeoutMs: 5_000 });
-  });
-  afterAll(async () => fake.stop());
-  beforeEach(() => { fake.reset(); });
-
-  const service = (store: MemoryStore, usage: UsagePolicy) => tokenService(store, model, usage);
-  const unlimited = (): UsagePolicy => ({ messagesPerMinute: 1_000_000, maxActiveSessions: 100, idleTtlMs: SESSION_POLICY.idleTtlMs, tokensPerDay: 0 });
+  const suite = tokenSuite();
 
   describe("with a template that allows long replies", () => {
     /** Room for the long reply below: a provider's reply never passes max_tokens, though the fake's would. */
@@ -230,7 +218,7 @@ describe("the daily token ledger through the session service", () => {
       await store.seedTemplates({ wide: WIDE });
       // Mutable on purpose: the limit is set, before the last message, to exactly what its reservation needs.
       const usage = { messagesPerMinute: 1_000_000, maxActiveSessions: 100, idleTtlMs: SESSION_POLICY.idleTtlMs, tokensPerDay: 0 };
-      const chat = service(store, usage);
+      const chat = suite.service(store, usage);
       const userId = `user-${randomUUID()}`;
       const { sessionId } = await chat.create({ userId, templateId: "wide" });
       await chat.send({ sessionId, message: "hello" });
@@ -238,7 +226,7 @@ describe("the daily token ledger through the session service", () => {
       // A and B, concurrent, both claim at message_count 1. A answers first with a long reply, B later:
       // the session's remembered context becomes B's call, which holds neither A's message nor A's reply.
       const longA = "Tell me everything about owls, their habits, their habitats and their diets. ".repeat(20);
-      fake.chaos = (request, reply) => {
+      suite.fake.chaos = (request, reply) => {
         const message = lastUser(request);
         if (message === longA) return { kind: "reply", text: "Owls are nocturnal birds of prey. ".repeat(60), delayMs: 20 };
         if (message === "B") return { kind: "reply", text: "short", delayMs: 300 };
@@ -255,7 +243,7 @@ describe("the daily token ledger through the session service", () => {
       const spentByC = answer.usage!.total_tokens;
       const after = (await usageOf(store, userId))!;
 
-      expect(fake.requests.at(-1)?.body.messages.map((message) => message.content)).toContain(longA);
+      expect(suite.fake.requests.at(-1)?.body.messages.map((message) => message.content)).toContain(longA);
       expect(after.daily!.tokens).toBeLessThanOrEqual(usage.tokensPerDay);
       // Why: the reservation (the session's remembered context + the new need) was meant to bound the call.
       expect(spentByC).toBeLessThanOrEqual(context + need);
@@ -267,12 +255,12 @@ describe("the daily token ledger through the session service", () => {
     const MAX_TOKENS = 20;
     await store.seedTemplates({ t: { name: "T", personalityPrompt: "You are brief.", context_window: 10, max_tokens: MAX_TOKENS } });
     // Mutable on purpose: the limit is set, before the last message, to exactly what its reservation needs.
-    const usage: { -readonly [K in keyof UsagePolicy]: UsagePolicy[K] } = unlimited();
-    const chat = service(store, usage);
+    const usage: { -readonly [K in keyof UsagePolicy]: UsagePolicy[K] } = unlimitedUsage();
+    const chat = suite.service(store, usage);
     const userId = `user-${randomUUID()}`;
     const { sessionId } = await chat.create({ userId, templateId: "t" });
     // A provider that counts as the estimate does: what is left to test is the race, not the estimate's error.
-    fake.chaos = (request) => ({ kind: "reply", text: "ok", usage: { prompt_tokens: estimatePromptTokens(request.body.messages), completion_tokens: 1 } });
+    suite.fake.chaos = (request) => ({ kind: "reply", text: "ok", usage: { prompt_tokens: estimatePromptTokens(request.body.messages), completion_tokens: 1 } });
     await chat.send({ sessionId, message: "hello" });
 
     // X claims its slot (alone: nothing else runs), its admission is slow (a retried transaction, a far instance).
@@ -292,7 +280,7 @@ describe("the daily token ledger through the session service", () => {
     const need = estimatePromptTokens([{ role: "user", content: "Z" }]) + MAX_TOKENS;
     usage.tokensPerDay = before.daily!.tokens + bound + need;
     const answer = await chat.send({ sessionId, message: "Z" });
-    expect(fake.requests.at(-1)?.body.messages.map((m) => m.content)).toContain(longY);
+    expect(suite.fake.requests.at(-1)?.body.messages.map((m) => m.content)).toContain(longY);
     // The reservation (bound + need) was meant to hold Z's call; the day's count must stay within the limit.
     expect(answer.usage!.total_tokens).toBeLessThanOrEqual(bound + need);
     expect((await usageOf(store, userId))!.daily!.tokens).toBeLessThanOrEqual(usage.tokensPerDay);
@@ -301,7 +289,7 @@ describe("the daily token ledger through the session service", () => {
     // A provider whose counts differ from the estimate by content, within the calibration's range
     // (docs/tokens.md: the estimate is 0.3x - 2.75x off by kind of text): "p:" texts count 1.5x the estimate, "d:" 0.5x.
     const weight = (content: string) => (content.startsWith("p:") ? 1.5 : content.startsWith("d:") ? 0.5 : 1);
-    fake.chaos = (request) => ({
+    suite.fake.chaos = (request) => ({
       kind: "reply",
       text: "ok",
       usage: { prompt_tokens: 3 + request.body.messages.reduce((sum, m) => sum + Math.ceil(estimateMessageTokens(m.content) * weight(m.content)), 0), completion_tokens: 1 },
@@ -309,15 +297,15 @@ describe("the daily token ledger through the session service", () => {
     const store = new MemoryStore();
     const MAX_TOKENS = 30;
     await store.seedTemplates({ t: { name: "T", personalityPrompt: "You are brief.", context_window: 20, context_tokens: 2_600, max_tokens: MAX_TOKENS } });
-    const usage = unlimited();
-    const chat = service(store, usage);
+    const usage = unlimitedUsage();
+    const chat = suite.service(store, usage);
     const userId = `user-${randomUUID()}`;
     const { sessionId } = await chat.create({ userId, templateId: "t" });
     const text = (kind: string, reps: number) => `${kind}:${"lorem ipsum dolor sit amet ".repeat(reps)}`;
     for (let i = 1; i <= 4; i += 1) await chat.send({ sessionId, message: text(`f${i}`, 10) });
     await chat.send({ sessionId, message: text("p", 60) }); // a prompt counted high: the next calibration is high
     await chat.send({ sessionId, message: text("d", 300) }); // sent with little history; its prompt counted low
-    const sixth = fake.requests.at(-1)!.body.messages.length;
+    const sixth = suite.fake.requests.at(-1)!.body.messages.length;
 
     const before = (await usageOf(store, userId))!;
     const bound = before.contexts![sessionId]!.tokens;
@@ -325,19 +313,19 @@ describe("the daily token ledger through the session service", () => {
     const answer = await chat.send({ sessionId, message: "q" });
     // The low calibration would let this window take the fillers the last prompt left out; it never
     // reaches back past where the last prompt began: the last history, its exchange, the new message.
-    expect(fake.requests.at(-1)!.body.messages.length).toBeLessThanOrEqual(sixth + 2);
+    expect(suite.fake.requests.at(-1)!.body.messages.length).toBeLessThanOrEqual(sixth + 2);
     // The bound was meant to hold the next prompt less its message: the reservation, its whole call.
     expect(answer.usage!.total_tokens).toBeLessThanOrEqual(bound + need);
   });
   it("failed messages take their need back off the context bound: a provider outage locks no session out of the daily limit", async () => {
     const store = new MemoryStore();
     await store.seedTemplates({ t: { name: "T", personalityPrompt: "You are brief.", context_window: 10, max_tokens: 1_000 } });
-    const usage = { ...unlimited(), tokensPerDay: 5_000 };
-    const chat = service(store, usage);
+    const usage = { ...unlimitedUsage(), tokensPerDay: 5_000 };
+    const chat = suite.service(store, usage);
     const userId = `user-${randomUUID()}`;
     const { sessionId } = await chat.create({ userId, templateId: "t" });
     // A provider outage: each message fails (the model is called, nothing is charged, the reservation is refunded).
-    fake.chaos = () => ({ kind: "status", status: 400, body: { error: { message: "bad request" } } });
+    suite.fake.chaos = () => ({ kind: "status", status: 400, body: { error: { message: "bad request" } } });
     // Each refund is sent off the reply's path; on the embedded store it is applied as it is sent.
     for (let i = 0; i < 5; i += 1) await expect(chat.send({ sessionId, message: `try ${i}` })).rejects.toThrow();
     const record = (await usageOf(store, userId))!;
@@ -347,7 +335,7 @@ describe("the daily token ledger through the session service", () => {
     const tomorrow = Date.parse(`${record.daily!.day}T00:00:00Z`) + 86_400_000 + 1;
     const need = { fresh: estimatePromptTokens([{ role: "user", content: "hello again" }]) + 1_000, firstPrompt: 50 };
     expect(admitMessage(sessionId, tomorrow, usage, need)(record).outcome.admitted).toBe(true);
-    fake.chaos = () => ({ kind: "reply", text: "ok" });
+    suite.fake.chaos = () => ({ kind: "reply", text: "ok" });
     // The provider is back, the user has spent nothing today, the message needs ~1,000 tokens of 5,000:
     await expect(chat.send({ sessionId, message: "hello again" })).resolves.toMatchObject({ text: "ok" });
   });
