@@ -47,3 +47,34 @@ export class RtdbInstances {
     await Promise.all(this.apps.splice(0).map((app) => deleteApp(app)));
   }
 }
+
+/**
+ * Stores of one adapter for a store contract: `instance()` opens one more on a shared fresh
+ * namespace (instances of one deployment), `empty()` one on a namespace of its own; `settled`
+ * waits for the copies they sent, `close` closes the stores and their databases.
+ */
+export function contractStores<S extends { copiesSettled(): Promise<void>; close(): void }>(prefix: string, open: (database: Database) => S) {
+  const instances = new RtdbInstances(freshNamespace(prefix));
+  const empties: RtdbInstances[] = [];
+  const stores: S[] = [];
+  const track = (store: S): S => {
+    stores.push(store);
+    return store;
+  };
+  return {
+    instances,
+    instance: () => track(open(instances.database())),
+    empty: () => {
+      const database = new RtdbInstances(freshNamespace(prefix));
+      empties.push(database);
+      return track(open(database.database()));
+    },
+    settled: async () => {
+      await Promise.all(stores.map((store) => store.copiesSettled()));
+    },
+    close: async () => {
+      for (const store of stores) store.close();
+      await Promise.all([instances, ...empties].map((database) => database.close()));
+    },
+  };
+}
