@@ -85,16 +85,17 @@ export class ServiceLedger {
     private readonly random: () => number = Math.random,
   ) {}
 
-  get capped(): boolean {
+  private get capped(): boolean {
     return this.capPerDay > 0;
   }
 
   /**
-   * Reserves `tokens` on a random shard, or, when that one is full, on the emptiest (one read and
-   * one more transaction, only near the cap). Undefined when there is no cap.
+   * Reserves `tokensOf()` on a random shard, or, when that one is full, on the emptiest (one read
+   * and one more transaction, only near the cap). Undefined, and nothing worked out, when there is no cap.
    */
-  async reserve(tokens: number, now: number): Promise<ServiceAdmission | undefined> {
+  async reserve(tokensOf: () => number, now: number): Promise<ServiceAdmission | undefined> {
     if (!this.capped) return undefined;
+    const tokens = tokensOf();
     if (!this.prepared) {
       // Every shard listened to from the first message on, so that each reservation takes one round trip.
       this.store.prepareServiceUsage(SERVICE_SHARD_KEYS);

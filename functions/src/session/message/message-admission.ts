@@ -43,7 +43,7 @@ export async function admit(context: MessageContext, session: KnownSession, text
   const [claiming, admitting, capping] = await Promise.allSettled([
     claimSlot(context, session.id, claim, receivedAt),
     store.updateUsage(session.userKey, admitMessage(session.id, receivedAt, usage, need)),
-    serviceLedger.capped ? serviceLedger.reserve(serviceReservation(session, need, context.maxMessageChars), receivedAt) : Promise.resolve(undefined),
+    serviceLedger.reserve(() => serviceReservation(session, need, context.maxMessageChars), receivedAt),
   ]);
   const claimed = claiming.status === "fulfilled" ? claiming.value : undefined;
   const admitted = admitting.status === "fulfilled" ? admitting.value : undefined;
