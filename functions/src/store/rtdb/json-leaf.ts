@@ -8,6 +8,9 @@
  * Only records that nothing queries by a field and no client reads can take this form.
  */
 
+/** How a record is written: a tree of fields, or its JSON in one string leaf (either form is read). */
+export type RecordForm = "tree" | "json";
+
 /** What to write for `record`: its JSON (which leaves undefined fields out, as the database requires). */
 export function toJsonLeaf(record: object): string {
   return JSON.stringify(record);

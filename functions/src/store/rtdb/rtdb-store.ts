@@ -36,7 +36,7 @@ import { CLAIMS_LAPSE, CONVERSATION, conversationEntry, journalEntry, nodeToWrit
 import { JournalCopies } from "./journal-copies";
 import { updateAcross } from "./home-writes";
 import { ListenerHolds } from "./listener-holds";
-import { fromJsonLeaf } from "./json-leaf";
+import { fromJsonLeaf, type RecordForm } from "./json-leaf";
 import { sessionMetaOf } from "./session-meta";
 import {
   ADDRESS_USAGE,
@@ -437,7 +437,7 @@ export class RtdbStore implements SessionStore {
   }
 
   /** Applies `rule` in a transaction on the ledger record at `path`, listened to so the next one starts from the server's value. */
-  private async updateLedger<R extends object, O>(path: string, schema: z.ZodType<R>, operation: string, rule: LedgerRule<R, O>, form: "tree" | "json" = "tree"): Promise<O> {
+  private async updateLedger<R extends object, O>(path: string, schema: z.ZodType<R>, operation: string, rule: LedgerRule<R, O>, form: RecordForm = "tree"): Promise<O> {
     this.holds.hold(path);
     return this.engine.transactRecord(path, schema, operation, rule, form);
   }

@@ -2,7 +2,7 @@ import type { Database, DataSnapshot, Query } from "firebase-admin/database";
 import type { z } from "zod";
 import { withDeadline } from "../deadline";
 import { StoreDataError, StoreUnavailableError } from "../errors";
-import { fromJsonLeaf, toJsonLeaf } from "./json-leaf";
+import { fromJsonLeaf, toJsonLeaf, type RecordForm } from "./json-leaf";
 import { parseStored } from "../parse-stored";
 import { sessionStateSchema, type SessionState } from "../records";
 import type { LedgerRule, Ruled, StateRule } from "../session-store";
@@ -145,9 +145,9 @@ export class TransactionEngine {
    * Applies `rule` in a transaction on the record at `path`, which may not exist yet. Unlike a
    * session, a missing record is a valid start: a cold instance's null guess is corrected by the
    * server (hash mismatch) before anything is written over real data. `form`: how the record is
-   * written, as a tree of fields or as one JSON string leaf (json-leaf.ts; either form is read).
+   * written (json-leaf.ts).
    */
-  async transactRecord<R extends object, O>(path: string, schema: z.ZodType<R>, operation: string, rule: LedgerRule<R, O>, form: "tree" | "json" = "tree"): Promise<O> {
+  async transactRecord<R extends object, O>(path: string, schema: z.ZodType<R>, operation: string, rule: LedgerRule<R, O>, form: RecordForm = "tree"): Promise<O> {
     const { decided } = await this.transact(path, operation, (current) => {
       const record = current === null ? null : schema.safeParse(form === "json" ? fromJsonLeaf(current) : current);
       if (record !== null && !record.success) throw new StoreDataError(path, record.error.issues[0]?.message ?? "invalid");
