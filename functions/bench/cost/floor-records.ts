@@ -1,11 +1,12 @@
 import { roundUsd } from "../../src/llm/model-table";
+import { utcDay } from "../../src/session/ledger/limits";
 import { fromJsonLeaf, toJsonLeaf } from "../../src/store/rtdb/json-leaf";
 import { TEMPLATE_ID } from "../shared/http-client";
 
 /**
  * What the floor (floor-server.ts) writes per message: the same operations either way, with one of
- * two kinds of records. `minimal`: the least each operation needs (a count, a claim, a reservation),
- * the floor the goal is measured against. `service`: records of the service's shapes and sizes (the
+ * two kinds of records. MINIMAL: the least each operation needs (a count, a claim, a reservation),
+ * the floor the goal is measured against. SERVICE_SHAPED: records of the service's shapes and sizes (the
  * session's state with its owner's index key, activity and token totals, the journal entry with the
  * reply's usage, the user's usage record with its session, context bound and day, as one JSON
  * string, the index entry in the copy), so that the service's CPU can be told apart into what its records cost
@@ -61,12 +62,16 @@ export const MINIMAL: FloorRecords = {
   }),
 };
 
-const day = (now: number): string => new Date(now).toISOString().slice(0, 10);
-
 export const SERVICE_SHAPED: FloorRecords = {
   session: (id, userId, now) => ({
     [`userSessions/${id}`]: {
-      meta: { user_id: userId, template_id: TEMPLATE_ID, template_name: "Friendly Assistant", system_prompt: "A friendly assistant.", created_at: now, settings: { model: "gpt-4o-mini", temperature: 0.9, max_tokens: 50, presence_penalty: 0.6, frequency_penalty: 0.6, context_window: 10 } },
+      // The fields fixed at creation beside the state, as the service stores them (SESSION_FIELDS).
+      user_id: userId,
+      template_id: TEMPLATE_ID,
+      template_name: "Friendly Assistant",
+      system_prompt: "A friendly assistant.",
+      created_at: now,
+      settings: { model: "gpt-4o-mini", temperature: 0.9, max_tokens: 50, presence_penalty: 0.6, frequency_penalty: 0.6, context_window: 10 },
       state: { status: "active", message_count: 0, last_activity: now, idle_since: now, conversation: userId },
     },
     [`userConversations/${userId}/${id}`]: { template_id: TEMPLATE_ID, template_name: "Friendly Assistant", created_at: now, last_activity: now, message_count: 0, status: "active" },
@@ -90,7 +95,7 @@ export const SERVICE_SHAPED: FloorRecords = {
       tokens: 99_999,
       refilled_at: now,
       sessions: { [sessionId]: now },
-      daily: { day: day(now), tokens: num(daily, "tokens") + RESERVED, cost_usd: num(daily, "cost_usd") },
+      daily: { day: utcDay(now), tokens: num(daily, "tokens") + RESERVED, cost_usd: num(daily, "cost_usd") },
       contexts: { [sessionId]: { tokens: RESERVED, open: num(context, "open") + 1, landed: num(context, "landed"), at: now } },
     });
   },
