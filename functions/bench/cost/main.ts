@@ -71,7 +71,7 @@ async function main(argv: readonly string[]): Promise<number> {
       );
     }
     if (run("c") || run("d") || run("e")) {
-      servers = await startServers(fake.baseUrl, typeof wire === "string" ? undefined : wire.host, run("e") ? options.heapMb : []);
+      servers = await startServers(fake.baseUrl, typeof wire === "string" ? undefined : wire.host, run("e") ? options.heapMb : [], run("c") ? options.burnMs : []);
       const loaded = run("c") || run("e") ? await throughput(servers, options, setModelDelay, skipped) : undefined;
       if (loaded && run("c")) print(loaded.c);
       if (run("d")) print(await perMessage(servers, options.messages, setModelDelay));

@@ -16,6 +16,8 @@ export interface CostOptions {
   readonly modelMs: number;
   readonly seconds: number;
   readonly runs: number;
+  /** c: CPU per message (ms) added to the plain server, one server each: the throughput a CPU per message allows. */
+  readonly burnMs: readonly number[];
   /** d: sequential messages per server. */
   readonly messages: number;
   /** e: the capped service's --max-old-space-size. */
@@ -40,6 +42,7 @@ const SPECS: readonly Spec[] = [
   { flag: "model-ms", fallback: "200", help: "c, e: delay of every model reply" },
   { flag: "seconds", fallback: "5", help: "c, e: seconds per throughput run" },
   { flag: "runs", fallback: "3", help: "c, e: interleaved throughput runs per server" },
+  { flag: "burn-ms", fallback: "1,2,3", help: "c: a plain server per value spinning that many ms of CPU per message: the CPU per message the throughput goal allows (0: none)" },
   { flag: "messages", fallback: "300", help: "d: sequential messages per server" },
   { flag: "heap-mb", fallback: "128,256", help: "e: --max-old-space-size of each capped service (about half of a 256 MiB and a 512 MiB instance)" },
   { flag: "time-limit", fallback: "600", help: "seconds after which the run stops itself and fails" },
@@ -71,6 +74,7 @@ export function parseOptions(argv: readonly string[], env: Readonly<Record<strin
     modelMs: integer("model-ms", 0, 10_000),
     seconds: integer("seconds", 1, 600),
     runs: integer("runs", 1, 100),
+    burnMs: integers("burn-ms", 0, 100).filter((ms) => ms > 0),
     messages: integer("messages", 1, 100_000),
     heapMb: integers("heap-mb", 16, 16_384),
     timeLimitMs: integer("time-limit", 10, 86_400) * 1000,

@@ -6,11 +6,31 @@ import { client, completionParams, serveBaseline } from "./baseline-server";
  * client), with the same window of history. No validation beyond what a careful plain server
  * does, no identity, limits, idempotency or database: what is left of a message when the
  * service's guarantees are taken away.
+ *
+ * With PLAIN_BURN_MS, each message also spins that much CPU (section c's CPU budget): what
+ * throughput a server spending so much per message can reach at all on this bench, whatever the
+ * work is. The spin is cut in four slices on four turns of the event loop, two before the model
+ * call and two after, as the service's work falls between its round trips.
  */
+const burnMs = Number(process.env.PLAIN_BURN_MS ?? 0);
+
+async function burn(): Promise<void> {
+  if (!(burnMs > 0)) return;
+  for (let slice = 0; slice < 2; slice += 1) {
+    if (slice > 0) await new Promise((resolve) => setImmediate(resolve));
+    const until = performance.now() + burnMs / 4;
+    while (performance.now() < until) {
+      // Spinning: CPU standing for a server's own work.
+    }
+  }
+}
+
 serveBaseline({
   create: () => Promise.resolve(),
   async message(_sessionId, message, history) {
+    await burn();
     const completion = await client.chat.completions.create(completionParams(history, message));
+    await burn();
     const choice = completion.choices[0];
     return { text: choice?.message.content ?? "", messageCount: history.length / 2 + 1, truncated: choice?.finish_reason === "length" };
   },
