@@ -146,6 +146,9 @@ export async function throughput(servers: Servers, options: CostOptions, setMode
   const ratio = rate(servers.database) / rate(servers.plain);
   const cpuPerMessage = (server: ChildServer | undefined): number[] => (server && runs.get(server)?.map((run) => (run.serverCores * 1000) / run.rate)) ?? [];
   const floorRatio = median(cpuPerMessage(servers.database)) / median(cpuPerMessage(servers.floor));
+  // The same ratio round by round: the floor's own CPU per message moves by a fifth between runs,
+  // and two servers measured in the same round share more of the machine's moods.
+  const floorPerRound = cpuPerMessage(servers.database).map((cpu, round) => cpu / (cpuPerMessage(servers.floor)[round] ?? Number.NaN));
   const recordsRatio = median(cpuPerMessage(servers.floorRecords)) / median(cpuPerMessage(servers.floor));
   const c: Section = {
     lines: [
@@ -169,7 +172,7 @@ export async function throughput(servers: Servers, options: CostOptions, setMode
     ],
     goals: [
       { name: "c. database-mode throughput vs plain", measured: servers.database ? `${fmt(ratio, 2)}x (${spreadOf(runs.get(servers.database)?.map((run) => run.rate) ?? [], rate(servers.plain))})` : "-", goal: `>= ${GOAL_RATIO}x`, met: servers.database ? ratio >= GOAL_RATIO : undefined, filed: "0.70x; 0.57x (issue 18)" },
-      { name: "c. database-mode CPU per message vs the floor", measured: servers.floor ? `${fmt(floorRatio, 2)}x (${fmt(median(cpuPerMessage(servers.database)), 2)} vs ${fmt(median(cpuPerMessage(servers.floor)), 2)} ms)` : "-", goal: "<= 1.3x", met: servers.floor ? floorRatio <= 1.3 : undefined, filed: "about 2x (5.5 vs 2.8 ms)" },
+      { name: "c. database-mode CPU per message vs the floor", measured: servers.floor ? `${fmt(floorRatio, 2)}x (${fmt(median(cpuPerMessage(servers.database)), 2)} vs ${fmt(median(cpuPerMessage(servers.floor)), 2)} ms; by round ${fmt(Math.min(...floorPerRound), 2)}-${fmt(Math.max(...floorPerRound), 2)}x, median ${fmt(median(floorPerRound), 2)}x)` : "-", goal: "<= 1.3x", met: servers.floor ? floorRatio <= 1.3 : undefined, filed: "about 2x (5.5 vs 2.8 ms)" },
     ],
   };
   const { database, capped } = servers;
