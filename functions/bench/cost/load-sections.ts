@@ -146,8 +146,8 @@ export async function throughput(servers: Servers, options: CostOptions, setMode
   const ratio = rate(servers.database) / rate(servers.plain);
   const cpuPerMessage = (server: ChildServer | undefined): number[] => (server && runs.get(server)?.map((run) => (run.serverCores * 1000) / run.rate)) ?? [];
   const floorRatio = median(cpuPerMessage(servers.database)) / median(cpuPerMessage(servers.floor));
-  // The same ratio round by round: the floor's own CPU per message moves by a fifth between runs,
-  // and two servers measured in the same round share more of the machine's moods.
+  // The same ratio round by round: the floor's own CPU per message moves by up to a third between
+  // runs, and two servers measured in the same round share more of the machine's state.
   const floorPerRound = cpuPerMessage(servers.database).map((cpu, round) => cpu / (cpuPerMessage(servers.floor)[round] ?? Number.NaN));
   const recordsRatio = median(cpuPerMessage(servers.floorRecords)) / median(cpuPerMessage(servers.floor));
   const c: Section = {
