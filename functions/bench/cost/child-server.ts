@@ -63,6 +63,12 @@ export class ChildServer {
   }
 }
 
+/** CPU time this process has used so far, user and system, in ms. */
+export function processCpuMs(): number {
+  const { user, system } = process.cpuUsage();
+  return (user + system) / 1000;
+}
+
 /** In the child: tells the parent where it listens, then answers its questions about usage; exits with the parent. */
 export function reportToParent(port: number): void {
   let fullGcs = 0;
@@ -73,10 +79,9 @@ export function reportToParent(port: number): void {
   // A normal exit when stopped, so a profile asked for with NODE_OPTIONS=--cpu-prof is written.
   process.on("SIGTERM", () => process.exit(0));
   process.on("message", () => {
-    const cpu = process.cpuUsage();
     send({
       usage: {
-        cpuMs: (cpu.user + cpu.system) / 1000,
+        cpuMs: processCpuMs(),
         peakRssMb: process.resourceUsage().maxRSS / 2 ** 10,
         fullGcs,
       },

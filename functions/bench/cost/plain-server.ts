@@ -1,4 +1,5 @@
 import { client, completionParams, serveBaseline } from "./baseline-server";
+import { processCpuMs } from "./child-server";
 
 /**
  * The cost bench's baseline, in a child process: a plain node:http server keeping sessions in a
@@ -15,17 +16,12 @@ import { client, completionParams, serveBaseline } from "./baseline-server";
  */
 const burnMs = Number(process.env.PLAIN_BURN_MS ?? 0);
 
-function cpuMs(): number {
-  const { user, system } = process.cpuUsage();
-  return (user + system) / 1000;
-}
-
 async function burn(): Promise<void> {
   if (!Number.isFinite(burnMs) || burnMs <= 0) return;
   for (let slice = 0; slice < 2; slice += 1) {
     if (slice > 0) await new Promise((resolve) => setImmediate(resolve));
-    const until = cpuMs() + burnMs / 4;
-    while (cpuMs() < until) {
+    const until = processCpuMs() + burnMs / 4;
+    while (processCpuMs() < until) {
       // Spinning: CPU standing for a server's own work.
     }
   }
