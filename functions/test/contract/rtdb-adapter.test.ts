@@ -64,10 +64,8 @@ describeWithRtdb("RtdbStore journal and shape", () => {
     const ref = failing.ref.bind(failing);
     (failing as { ref: Database["ref"] }).ref = ((path?: string) => {
       const node = ref(path);
-      // The copy is one update from the root (the session's messages and its index entry together).
-      const update = node.update.bind(node);
-      node.update = (values: object) =>
-        Object.keys(values).some((key) => key.startsWith(`userSessions/${session.id}/`)) ? Promise.reject(new Error("connection lost")) : update(values);
+      // The copy: an update sent from the session's node, and its index entry's from the entry.
+      if (path === `userSessions/${session.id}` || path?.startsWith("userConversations/")) node.update = () => Promise.reject(new Error("connection lost"));
       return node;
     });
     const ender = new RtdbStore(failing, 3_000);

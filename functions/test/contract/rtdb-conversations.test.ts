@@ -39,7 +39,8 @@ describeWithRtdb("RtdbStore: the conversation index as stored", () => {
     const ref = lossy.ref.bind(lossy);
     (lossy as { ref: Database["ref"] }).ref = ((path?: string) => {
       const node = ref(path);
-      if (path === undefined) node.update = () => Promise.reject(new Error("connection lost"));
+      // The copy: an update sent from the session's node, and its index entry's from the entry.
+      if (path === `userSessions/${session.id}` || path?.startsWith("userConversations/")) node.update = () => Promise.reject(new Error("connection lost"));
       return node;
     });
     const writer = new RtdbStore(lossy, 3_000);

@@ -4,7 +4,7 @@ import { createSession, ROUTES, startHarness, type Harness } from "../support/ht
 import { SessionWatcher, webClient } from "../support/session-watcher";
 import { describeWithWireStats, resetWireStats, wireStats } from "../support/wire-stats";
 
-/** How many partial writes the default schedule makes in `ms`: at 0, 250, 750, 1,750, 3,750 ms, then every 2 s. */
+/** How many partial writes the default schedule makes in `ms`: at 0, 500, 1,500, 3,500 ms, then every 2 s. */
 function partialWritesWithin(ms: number): number {
   let writes = 0;
   for (let at = 0, wait = PARTIAL_FIRST_INTERVAL_MS; at <= ms; at += wait, wait = Math.min(wait * 2, PARTIAL_MAX_INTERVAL_MS)) writes += 1;
@@ -69,11 +69,12 @@ describeWithWireStats("the write budget of a message with its live partial (issu
         if (index > 0) expect(text.length).toBeGreaterThan(texts[index - 1]!.length);
       }
       expect(watcher.seen.at(-1)?.messages).toEqual(["a long story", reply]);
-      // The budget: 4 transactions, the copy and the partial writes the schedule allows in the time
-      // the model took: 5 in 5 s (10 in all); a loaded machine that stretches the stream earns more.
+      // The budget: 4 transactions, the copy, its index entry's update and the partial writes the
+      // schedule allows in the time the model took: 4 in 5 s (10 in all); a loaded machine that
+      // stretches the stream earns more.
       const streamedMs = (lastToken ?? 0) - (firstToken ?? 0);
-      expect(stats.writes).toBeLessThanOrEqual(5 + partialWritesWithin(streamedMs));
-      if (streamedMs < 5_750) expect(stats.writes).toBeLessThanOrEqual(10);
+      expect(stats.writes).toBeLessThanOrEqual(6 + partialWritesWithin(streamedMs));
+      if (streamedMs < 5_500) expect(stats.writes).toBeLessThanOrEqual(10);
       expect(stats.unitsIn).toBeLessThanOrEqual(8_000);
     } finally {
       watcher.close();
@@ -81,7 +82,8 @@ describeWithWireStats("the write budget of a message with its live partial (issu
     }
   }, 20_000);
 
-  it("keeps a short reply at 6 writes", async () => {
+  // 7: the issue's budget, 6 before plus the index entry's update of its own (copy-roots.test.ts says why).
+  it("keeps a short reply at 7 writes", async () => {
     const namespace = harness.namespace ?? "";
     const id = await createSession(harness.api);
     await harness.api.call("POST", ROUTES.message(id), { message: "warm-up" });
@@ -91,7 +93,7 @@ describeWithWireStats("the write budget of a message with its live partial (issu
     const answer = await harness.api.call("POST", ROUTES.message(id), { message: "hello" });
     expect(answer.status).toBe(200);
     await messagesStored(id, 4);
-    expect((await wireStats(namespace)).writes).toBeLessThanOrEqual(6);
+    expect((await wireStats(namespace)).writes).toBeLessThanOrEqual(7);
   });
 
   /** Resolves once the session holds `count` messages: the copy is sent after the answer, not awaited. */

@@ -27,7 +27,7 @@ describe("PartialWriter", () => {
     expect(writer.written).toBe(true);
   });
 
-  it("doubles the wait after each write up to its most: a 5 s reply costs 5 writes, then one per most", () => {
+  it("doubles the wait after each write up to its most: a 5 s reply costs 4 writes, then one per most", () => {
     const writes: number[] = [];
     // The fake timers' own clock, so that a timer sees the time it fires at.
     const started = jest.now();
@@ -38,8 +38,8 @@ describe("PartialWriter", () => {
       writer.write("x");
       jest.advanceTimersByTime(50);
     }
-    expect(writes.filter((at) => at < 5_000)).toEqual([0, 250, 750, 1_750, 3_750]);
-    expect(writes.filter((at) => at >= 5_000)).toEqual([5_750, 7_750]);
+    expect(writes.filter((at) => at < 5_000)).toEqual([0, 500, 1_500, 3_500]);
+    expect(writes.filter((at) => at >= 5_000)).toEqual([5_500, 7_500]);
   });
 
   it("writes nothing once stopped, and discards by removing what it wrote", () => {

@@ -1,17 +1,21 @@
 import type { ReplySink } from "../../llm/chat-model";
 import type { PartialReply } from "../../store/records";
 
-/** The wait after the first partial write: the reply's start shows growing at once. */
-export const PARTIAL_FIRST_INTERVAL_MS = 250;
+/**
+ * The wait after the first partial write. 500 ms, not 250: a reply streamed over 5 s then costs
+ * 4 partial writes, not 5, which pays for its index entry's update of its own (the copy is no
+ * longer sent from the root: RtdbStore.copyJournal) within the budget of 10 writes.
+ */
+export const PARTIAL_FIRST_INTERVAL_MS = 500;
 /** The longest wait between partial writes (PARTIAL_MAX_INTERVAL_MS); see PartialWriter. */
 export const PARTIAL_MAX_INTERVAL_MS = 2_000;
 
 /**
  * The text of a reply being written, sent to the database as it grows: the first piece at once
  * (the client sees the reply start without waiting), then writes further apart as the reply goes
- * on: the waits double from `firstIntervalMs` up to `maxIntervalMs` (250, 500, 1,000, 2,000 ms by
- * default), so a reply streamed over 5 s costs 5 partial writes (at 0, 0.25, 0.75, 1.75 and
- * 3.75 s) instead of 20 at a steady 250 ms, and a long one one write per `maxIntervalMs`. Each
+ * on: the waits double from `firstIntervalMs` up to `maxIntervalMs` (500, 1,000, 2,000 ms by
+ * default), so a reply streamed over 5 s costs 4 partial writes (at 0, 0.5, 1.5 and 3.5 s)
+ * instead of 20 at a steady 250 ms, and a long one one write per `maxIntervalMs`. Each
  * write carries the whole text so far (a client that joins late, or reloads, needs no history):
  * with the waits doubling, the text sent in all stays under about twice the reply's length (the
  * cost bench's section f measured the form against appended deltas; docs/costs.md).

@@ -139,12 +139,12 @@ export interface Commit {
   readonly strayPartials: readonly string[];
 }
 
-/** The copy a commit calls for: one multi-path update, atomic, of the session node and its index entry. */
+/** The copy a commit calls for: an update of the session node, and one of its index entry beside it (see copyJournal). */
 export interface CopyPlan {
   /** Paths relative to the session node: exchanges into `messages`, done keys into `keys`, partials removed (null). */
   readonly update: Record<string, unknown>;
-  /** Paths from the root: the session's entry in its owner's conversation index, as the commit left it (sessions that have one). */
-  readonly index?: Record<string, unknown>;
+  /** The session's entry in its owner's conversation index, as the commit left it (sessions that have one): its path from the root, and its fields. */
+  readonly index?: IndexUpdate;
   /** The journal as committed: remembered as copied once the update is acknowledged (see `remember`). */
   readonly entries: Copied;
   /**
@@ -189,24 +189,27 @@ export function planCopy(sessionId: string, commit: Commit, known: Copied | unde
   return { known: stillKnown, copy: { update, ...(index ? { index } : {}), entries, closed } };
 }
 
+/** An update of one index entry: each field on its own path, so the entry keeps what no copy writes. */
+export interface IndexUpdate {
+  readonly path: string;
+  readonly fields: Record<string, unknown>;
+}
+
 /**
- * The index entry's fields as the committed state has them, by path from the root (each field
- * on its own path: the entry keeps what no copy writes), and with exchange 1 its head. `status`
+ * The index entry's fields as the committed state has them, and with exchange 1 its head. `status`
  * follows every copy, `closed` only those of a closed session and never leaves: an earlier copy
  * that lands late can set back the count or the activity until the next copy, never reopen a
  * closed conversation.
  */
-function indexUpdate(sessionId: string, raw: Readonly<Record<string, unknown>>, pending: Pending): Record<string, unknown> | undefined {
+function indexUpdate(sessionId: string, raw: Readonly<Record<string, unknown>>, pending: Pending): IndexUpdate | undefined {
   const owner: unknown = raw[CONVERSATION];
   if (typeof owner !== "string" || !isOwnerKey(owner) || !DATABASE_KEY.test(sessionId)) return undefined;
-  const at = (field: string) => `${conversationPath(owner, sessionId)}/${field}`;
-  const update: Record<string, unknown> = {};
-  for (const [field, value] of Object.entries(pending[pendingExchangeKey(1)]?.head ?? {})) update[at(field)] = value;
-  update[at("last_activity")] = raw.last_activity;
-  update[at("message_count")] = raw.message_count;
-  update[at("status")] = raw.status;
-  if (raw.status !== "active") update[at("closed")] = raw.status;
-  return update;
+  const fields: Record<string, unknown> = { ...pending[pendingExchangeKey(1)]?.head };
+  fields.last_activity = raw.last_activity;
+  fields.message_count = raw.message_count;
+  fields.status = raw.status;
+  if (raw.status !== "active") fields.closed = raw.status;
+  return { path: conversationPath(owner, sessionId), fields };
 }
 
 /** What is known to be copied once a copy of `entries` is acknowledged. */
