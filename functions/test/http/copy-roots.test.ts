@@ -1,9 +1,10 @@
 import { enableLogging } from "firebase-admin/database";
+import { ApiUser, HOSTING_ROUTES } from "../support/connection-api";
 import { createSession, ROUTES, startHarness, type Harness } from "../support/http-harness";
 import { describeWithRtdb } from "../support/rtdb";
 
 /**
- * Where a message's copy is sent from. @firebase/database 1.1.5 acknowledges an update sent from
+ * Where a message's copy is sent from, an AI message's and a user-to-user message's. @firebase/database 1.1.5 acknowledges an update sent from
  * the root by visiting every node the instance listens to, and the service listens to the state
  * and usage record of up to 512 nodes: from the root, each message cost about 2.5 ms more CPU at
  * 250 held sessions than at none (the cost bench's section f). Seen through the SDK's own log
@@ -38,9 +39,9 @@ describeWithRtdb("a message's copy, sent from the nodes it writes [Realtime Data
     return paths;
   }
 
-  /** Resolves once the session holds `count` messages: the copy is sent after the answer, not awaited. */
-  function messagesStored(id: string, count: number): Promise<void> {
-    const messages = harness.api.database?.ref(`userSessions/${id}/messages`);
+  /** Resolves once `path` holds `count` children: a copy is sent after the answer, not awaited. */
+  function childrenStored(path: string, count: number): Promise<void> {
+    const messages = harness.api.database?.ref(path);
     if (!messages) throw new Error("database mode has a database");
     return new Promise((resolve) => {
       const listener = messages.on("value", (snapshot) => {
@@ -54,14 +55,28 @@ describeWithRtdb("a message's copy, sent from the nodes it writes [Realtime Data
   it("sends the exchange from the session's node and the index entry from its own, never from the root", async () => {
     const id = await createSession(harness.api);
     await harness.api.call("POST", ROUTES.message(id), { message: "warm-up" });
-    await messagesStored(id, 2);
+    await childrenStored(`userSessions/${id}/messages`, 2);
     const paths = await updatePaths(async () => {
       const answer = await harness.api.call("POST", ROUTES.message(id), { message: "hello" });
       expect(answer.status).toBe(200);
-      await messagesStored(id, 4);
+      await childrenStored(`userSessions/${id}/messages`, 4);
     });
     expect(paths).not.toContain("/");
     expect(paths).toContain(`/userSessions/${id}`);
     expect(paths.filter((path) => path.startsWith("/userConversations/") && path.endsWith(`/${id}`))).toHaveLength(1);
+  });
+
+  it("sends a user-to-user message's copy from the connection's node and the users' lists from theirs, never from the root", async () => {
+    const alice = new ApiUser("copy-roots-alice", harness.api, HOSTING_ROUTES);
+    const bob = new ApiUser("copy-roots-bob", harness.api, HOSTING_ROUTES);
+    const id = await alice.connectWith(bob);
+    const paths = await updatePaths(async () => {
+      const sent = await alice.send(id, "hello, Bob");
+      expect(sent.status).toBe(201);
+      await childrenStored(`connections/${id}/messages`, 1);
+    });
+    expect(paths).not.toContain("/");
+    expect(paths).toContain(`/connections/${id}`);
+    expect(paths).toContain("/userConnections");
   });
 });

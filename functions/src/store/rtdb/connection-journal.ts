@@ -4,7 +4,7 @@ import type { ConnectionRef } from "../connection-store";
 import { messageKey } from "../message-keys";
 import { parseStored } from "../parse-stored";
 import { isRecord, withoutUndefined, type Copied } from "./journal";
-import { connectionMessagePath, connectionPendingPath, listedConnectionPath } from "./paths";
+import { connectionMessageChild, connectionPendingPath, listedConnectionChild } from "./paths";
 
 /*
  * A connection's journal: the sessions' protocol (journal.ts) for one message at a time. A message
@@ -39,8 +39,10 @@ export function connectionNodeToWrite(
 
 /** The copy a commit calls for: one multi-path update from the root, atomic. */
 export interface ConnectionCopy {
-  /** Paths from the root: journaled messages into `messages`, the connection's place in both users' lists. */
-  readonly update: Record<string, unknown>;
+  /** Paths from the connection's node: journaled messages into `messages`. */
+  readonly messages: Record<string, unknown>;
+  /** Paths from the users' lists (`userConnections`): the connection's place in both. */
+  readonly listed: Record<string, unknown>;
   /** The journal as committed: remembered as copied once the update is acknowledged. */
   readonly entries: Copied;
   /** The connection is closed: no message will follow to drop the copied entries, so the copy is awaited and they are dropped at once. */
@@ -65,12 +67,13 @@ export function planConnectionCopy(
   const uncopied = [...entries].filter((entry) => !stillKnown?.has(entry));
   const closed = raw.status === "declined" || raw.status === "ended";
   if (uncopied.length === 0 && !commit.wrote && !(closed && entries.size > 0)) return { known: stillKnown };
-  const update: Record<string, unknown> = {};
-  for (const key of uncopied) update[connectionMessagePath(connection.id, key)] = pending[key];
+  const messages: Record<string, unknown> = {};
+  for (const key of uncopied) messages[connectionMessageChild(key)] = pending[key];
+  const listed: Record<string, unknown> = {};
   if (commit.wrote && typeof raw.last_activity === "number") {
-    for (const userKey of [connection.userKeys.a, connection.userKeys.b]) update[listedConnectionPath(userKey, connection.id)] = raw.last_activity;
+    for (const userKey of [connection.userKeys.a, connection.userKeys.b]) listed[listedConnectionChild(userKey, connection.id)] = raw.last_activity;
   }
-  return { known: stillKnown, copy: { update, entries, closed } };
+  return { known: stillKnown, copy: { messages, listed, entries, closed } };
 }
 
 /** The journal (`state/pending`) as read; null for none. */

@@ -118,10 +118,14 @@ export const connectionMetaPath = (connectionId: string): string => `${connectio
 export const connectionStatePath = (connectionId: string): string => `${connectionPath(connectionId)}/state`;
 export const connectionPendingPath = (connectionId: string): string => `${connectionStatePath(connectionId)}/pending`;
 export const connectionMessagesPath = (connectionId: string): string => `${connectionPath(connectionId)}/messages`;
-export const connectionMessagePath = (connectionId: string, key: string): string => `${connectionMessagesPath(connectionId)}/${key}`;
+/** A message's path from its connection's node. */
+export const connectionMessageChild = (key: string): string => `messages/${key}`;
+export const connectionMessagePath = (connectionId: string, key: string): string => `${connectionPath(connectionId)}/${connectionMessageChild(key)}`;
 export const pairPath = (pairKey: string): string => `${CONNECTION_PAIRS}/${pairKey}`;
 export const userConnectionsPath = (userKey: string): string => `${USER_CONNECTIONS}/${userKey}`;
-export const listedConnectionPath = (userKey: string, connectionId: string): string => `${userConnectionsPath(userKey)}/${connectionId}`;
+/** A connection's place in a user's list, from the lists' node (`userConnections`). */
+export const listedConnectionChild = (userKey: string, connectionId: string): string => `${userKey}/${connectionId}`;
+export const listedConnectionPath = (userKey: string, connectionId: string): string => `${USER_CONNECTIONS}/${listedConnectionChild(userKey, connectionId)}`;
 export const userDevicesPath = (userKey: string): string => `${USER_DEVICES}/${userKey}`;
 export const tokenOwnerPath = (tokenHash: string): string => `${DEVICE_TOKENS}/${tokenHash}`;
 

@@ -42,12 +42,14 @@ import {
   connectionMessagesPath,
   connectionMetaPath,
   connectionOfStatePath,
+  connectionPath,
   connectionPendingPath,
   connectionStatePath,
   DEVICE_TOKENS,
-  listedConnectionPath,
+  listedConnectionChild,
   pairPath,
   tokenOwnerPath,
+  USER_CONNECTIONS,
   USER_DEVICES,
   userConnectionsPath,
   userDevicesPath,
@@ -115,8 +117,9 @@ export class RtdbConnectionStore implements ConnectionStore, DeviceStore, Connec
     const created = this.engine.createIfAbsent(statePath, JSON.parse(JSON.stringify(state)), "create connection");
     const [, wrote] = await this.engine.call("create connection", Promise.all([metaWritten, created]));
     if (wrote) {
-      const lists = { [listedConnectionPath(userKeys.a, id)]: state.last_activity, [listedConnectionPath(userKeys.b, id)]: state.last_activity };
-      await this.engine.call("list connection", this.db.ref().update(lists));
+      // From the lists' node, not the root (see copyJournal).
+      const lists = { [listedConnectionChild(userKeys.a, id)]: state.last_activity, [listedConnectionChild(userKeys.b, id)]: state.last_activity };
+      await this.engine.call("list connection", this.db.ref(USER_CONNECTIONS).update(lists));
     }
     return wrote ? "created" : "exists";
   }
@@ -283,8 +286,13 @@ export class RtdbConnectionStore implements ConnectionStore, DeviceStore, Connec
     const { known, copy } = planConnectionCopy(connection, result, this.copies.known(id));
     this.copies.keep(id, known);
     if (copy === undefined) return;
+    // Each update from the node it writes, never from the root: @firebase/database 1.1.5
+    // acknowledges an update sent from the root by visiting every node the instance listens to
+    // (RtdbStore.copyJournal). The users' lists take a write of their own.
+    const messages = Object.keys(copy.messages).length > 0 ? this.db.ref(connectionPath(id)).update(copy.messages) : undefined;
+    const listed = Object.keys(copy.listed).length > 0 ? this.db.ref(USER_CONNECTIONS).update(copy.listed) : undefined;
     // What is known of a connection no longer held is forgotten with its hold; a closed one's is used at once.
-    const sent = this.copies.sent(id, this.db.ref().update(copy.update), copy.entries, () => copy.closed || this.holds.isHeld(connectionStatePath(id)));
+    const sent = this.copies.sent(id, Promise.all([messages, listed]).then(() => undefined), copy.entries, () => copy.closed || this.holds.isHeld(connectionStatePath(id)));
     if (!wait && !copy.closed) {
       this.copies.track(sent);
       return;
