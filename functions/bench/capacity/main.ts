@@ -131,13 +131,13 @@ async function writeBudget(
       [`streamed ${replies.chunks.length} chunks over ${fmt((replies.chunkDelayMs * (replies.chunks.length - 1)) / 1000)} s`, fmt(streamedWrites), ...capacity(streamedWrites)],
       ...(beforeOf ? [["streamed, steady 250 ms (before)", fmt(median(writes(beforeOf.streamed))), ...capacity(median(writes(beforeOf.streamed)))]] : []),
     ]),
-    `  n instances carry n times as much (issue 18's sharding), less the per-user writes (2 of each message's) that stay on one instance.`,
+    `  n instances carry n times as much (issue 18's sharding), less the per-user writes (3 of each message's: the usage admission and settlement, the index entry) that stay on one instance.`,
     "",
   );
   console.log(lines.join("\n"));
   return [
     { name: "w. writes, streamed 5 s reply", measured: spread(writes(chosen.streamed)), goal: "<= 10", met: streamedWrites <= 10, filed: "25" },
-    { name: "w. writes, short reply", measured: spread(writes(chosen.short)), goal: "<= 6", met: shortWrites <= 6, filed: "6" },
+    { name: "w. writes, short reply", measured: spread(writes(chosen.short)), goal: "<= 7", met: shortWrites <= 7, filed: "6" },
     { name: "w. first partial after first token (ms)", measured: spread(first(chosen.streamed), 1), goal: "<= 300", met: Math.max(...first(chosen.streamed)) <= 300, filed: "-" },
     { name: "w. units up, streamed 1,000 chars", measured: spread(units(chosen.streamed)), goal: "<= 8,000", met: median(units(chosen.streamed)) <= 8_000, filed: "up to 19,000" },
   ];

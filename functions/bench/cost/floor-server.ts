@@ -12,12 +12,13 @@ import { MINIMAL, SERVICE_SHAPED } from "./floor-records";
  * the database operations the service sends per message and nothing else: the session's state and
  * the user's usage record listened to, the claim and the usage admission (two transactions sent
  * together), the model streamed through the same `openai` SDK (its body read as the service reads
- * it, src/llm/server-sent-events.ts) with the partial written at the
- * service's cadence, the commit (the exchange into the state's journal) and the settlement (two
- * transactions together), then the copy to `messages` that removes the partial (one update, not
- * awaited; the next commit drops the journal). No validation, identity, limits or idempotency:
- * what the database alone costs a message's CPU in firebase-admin. With FLOOR_RECORDS=service,
- * the same operations write records of the service's shapes (floor-records.ts).
+ * it, src/llm/server-sent-events.ts) with the partial written at the service's cadence, the
+ * commit (the exchange into the state's journal) and the settlement (two transactions together),
+ * then the copy to `messages` that removes the partial (one update from the session, not awaited;
+ * the next commit drops the journal; with the service's records, one more from the index entry).
+ * No validation, identity, limits or idempotency: what the database alone costs a message's CPU
+ * in firebase-admin. With FLOOR_RECORDS=service, the same operations write records of the
+ * service's shapes (floor-records.ts).
  */
 const namespace = process.env.BENCH_PROJECT_ID ?? "demo-chatify";
 const db = getDatabase(initializeApp({ projectId: "demo-chatify", databaseURL: `https://${namespace}.firebaseio.com` }));
@@ -25,6 +26,26 @@ const db = getDatabase(initializeApp({ projectId: "demo-chatify", databaseURL: `
 /** Which records the floor writes: FLOOR_RECORDS=service for records of the service's shapes (floor-records.ts). */
 const records = process.env.FLOOR_RECORDS === "service" ? SERVICE_SHAPED : MINIMAL;
 type Node = Record<string, unknown>;
+/**
+ * The copy is sent as the service sends it: one update per record it touches (the session, its
+ * index entry), each from that record. FLOOR_COPY_AT=root: as one update from the root, as the
+ * service did before; section f compares the two (the SDK's acknowledgement of an update sent from
+ * the root visits every node the instance listens to).
+ */
+const copyFromRoot = process.env.FLOOR_COPY_AT === "root";
+
+/** A multi-path update from the root, sent as one update per record (the first two path segments, three for an index entry). */
+function fromEachRecord(update: Record<string, unknown>): Promise<unknown> {
+  const byRecord = new Map<string, Record<string, unknown>>();
+  for (const [path, value] of Object.entries(update)) {
+    const parts = path.split("/");
+    const depth = parts[0] === "userConversations" ? 3 : 2;
+    const record = parts.slice(0, depth).join("/");
+    byRecord.set(record, { ...byRecord.get(record), [parts.slice(depth).join("/")]: value });
+  }
+  return Promise.all([...byRecord].map(([record, values]) => db.ref(record).update(values)));
+}
+
 /** The sessions whose state and usage record this server listens to. */
 const held = new Set<string>();
 
@@ -82,7 +103,8 @@ serveBaseline({
       }),
       transact<Node | string>(usage, (value) => records.settle(value, sessionId, tokens, seq)),
     ]);
-    void db.ref().update(records.copy(sessionId, seq, exchange, owner, committed)).catch(() => undefined);
+    const copy = records.copy(sessionId, seq, exchange, owner, committed);
+    void (copyFromRoot ? db.ref().update(copy) : fromEachRecord(copy)).catch(() => undefined);
     return { text, messageCount: seq, truncated: false };
   },
 });

@@ -3,6 +3,7 @@ import { performance } from "node:perf_hooks";
 import { FakeOpenAiServer } from "../../test/support/fake-openai-server";
 import { serviceConfig } from "../../test/support/service-env";
 import { runCli, stopIfStuck } from "../shared/cli";
+import { heldListeners } from "./held-section";
 import { perMessage, startServers, throughput, type Servers } from "./load-sections";
 import { parseOptions, USAGE } from "./options";
 import { goalTable, skippedSection, type Goal, type Section } from "./report";
@@ -24,7 +25,7 @@ async function main(argv: readonly string[]): Promise<number> {
   const run = (section: string) => options.only.includes(section);
   stopIfStuck("cost-bench", options.timeLimitMs);
   const started = performance.now();
-  const wire = run("a") || run("b") || run("c") || run("e") ? await RtdbWire.start(process.env) : "not needed";
+  const wire = run("a") || run("b") || run("c") || run("e") || run("f") ? await RtdbWire.start(process.env) : "not needed";
   const skipped = typeof wire === "string" ? wire : undefined;
   let modelDelayMs = 0;
   const fake = await FakeOpenAiServer.start({ chaos: (_request, reply) => reply(modelDelayMs > 0 ? modelDelayMs : undefined) });
@@ -40,7 +41,7 @@ async function main(argv: readonly string[]): Promise<number> {
       `  database   ${typeof wire === "string" ? `none: ${wire}` : `rtdb-wire from ${wire.dir}, in a process of its own at ${wire.host} (stand-in only: its latency and /.wire/stats)`}`,
       `  model      fake OpenAI server in this process, through the openai SDK; instant unless said`,
       "  service    instances from composeInstance behind the local server, over HTTP; REQUIRE_AUTH=false, usage limits raised;",
-      "             in this process for a and b, each server of c, d and e in a child process of its own (so is the plain server)",
+      "             in this process for a and b, each server of c to f in a child process of its own (so is the plain server)",
       `  sections   ${options.only} (--only)`,
       "",
     ].join("\n"),
@@ -76,6 +77,12 @@ async function main(argv: readonly string[]): Promise<number> {
       if (loaded && run("c")) print(loaded.c);
       if (run("d")) print(await perMessage(servers, options.messages, setModelDelay));
       if (loaded && run("e")) print(loaded.e);
+    }
+    if (run("f")) {
+      // After c to e, whose servers are stopped by now: f's six children run alone.
+      servers?.stop();
+      servers = undefined;
+      print(typeof wire === "string" ? skippedSection("f. Held listeners", wire, []) : await heldListeners(fake.baseUrl, wire.host, options.held, options.heldBatches, setModelDelay));
     }
   } finally {
     servers?.stop();

@@ -2,7 +2,7 @@ import { integerOption, optionReader, UsageError } from "../shared/cli";
 
 /** What a message-cost bench run does; every field can be set by `--name=value` (or `--name value`) or by `COST_BENCH_NAME`. */
 export interface CostOptions {
-  /** Sections to run, of "abcde". */
+  /** Sections to run, of "abcdef". */
   readonly only: string;
   /** a: interleaved rounds; each measures every case once at 0 ms and once at `latencyMs`. */
   readonly rounds: number;
@@ -22,6 +22,10 @@ export interface CostOptions {
   readonly messages: number;
   /** e: the capped service's --max-old-space-size. */
   readonly heapMb: readonly number[];
+  /** f: how many other sessions each server listens to, one server per count. */
+  readonly held: readonly number[];
+  /** f: measured batches of sequential messages per server. */
+  readonly heldBatches: number;
   /** Past this the run stops itself and fails. */
   readonly timeLimitMs: number;
 }
@@ -33,7 +37,7 @@ interface Spec {
 }
 
 const SPECS: readonly Spec[] = [
-  { flag: "only", fallback: "abcde", help: "sections to run, e.g. ab (a round trips, b wire traffic, c throughput, d per message, e memory)" },
+  { flag: "only", fallback: "abcdef", help: "sections to run, e.g. ab (a round trips, b wire traffic, c throughput, d per message, e memory, f held listeners)" },
   { flag: "rounds", fallback: "20", help: "a: interleaved rounds (each case once at 0 ms and once at --latency-ms per round)" },
   { flag: "latency-ms", fallback: "20", help: "a: rtdb-wire latency of the slow runs" },
   { flag: "history", fallback: "10,100", help: "b: history lengths (exchanges stored) at which a message's traffic is measured" },
@@ -45,6 +49,8 @@ const SPECS: readonly Spec[] = [
   { flag: "burn-ms", fallback: "1,2,3", help: "c: a plain server per value spinning that many ms of CPU per message: the CPU per message the throughput goal allows (0: none)" },
   { flag: "messages", fallback: "300", help: "d: sequential messages per server" },
   { flag: "heap-mb", fallback: "128,256", help: "e: --max-old-space-size of each capped service (about half of a 256 MiB and a 512 MiB instance)" },
+  { flag: "held", fallback: "0,250", help: "f: other sessions each server has served and listens to, one server per count" },
+  { flag: "held-batches", fallback: "6", help: "f: measured batches of 50 sequential messages per server" },
   { flag: "time-limit", fallback: "600", help: "seconds after which the run stops itself and fails" },
 ];
 
@@ -63,7 +69,7 @@ export function parseOptions(argv: readonly string[], env: Readonly<Record<strin
   const integers = (flag: string, min: number, max: number): number[] =>
     [...new Set(raw(flag).split(",").map((part) => integerOption(flag, part, min, max)))].sort((a, b) => a - b);
   const only = raw("only");
-  if (!/^[a-e]+$/.test(only)) throw new UsageError(`--only takes letters from a to e, got "${only}"`);
+  if (!/^[a-f]+$/.test(only)) throw new UsageError(`--only takes letters from a to f, got "${only}"`);
   return {
     only,
     rounds: integer("rounds", 1, 1_000),
@@ -77,6 +83,8 @@ export function parseOptions(argv: readonly string[], env: Readonly<Record<strin
     burnMs: integers("burn-ms", 0, 100).filter((ms) => ms > 0),
     messages: integer("messages", 1, 100_000),
     heapMb: integers("heap-mb", 16, 16_384),
+    held: integers("held", 0, 2_000),
+    heldBatches: integer("held-batches", 1, 100),
     timeLimitMs: integer("time-limit", 10, 86_400) * 1000,
   };
 }
