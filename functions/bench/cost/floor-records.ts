@@ -22,8 +22,8 @@ export interface FloorRecords {
   admit(usage: Stored | null, sessionId: string, now: number): Stored;
   commit(state: Node | null, owner: string, exchange: Exchange, tokens: number): { next: Node; seq: number };
   settle(usage: Stored | null, sessionId: string, tokens: number, seq: number): Stored;
-  /** The copy, from the state as committed: one multi-path update from the root. */
-  copy(sessionId: string, seq: number, exchange: Exchange, owner: string, state: Node | null): Record<string, unknown>;
+  /** The copy, from the state as committed, with the session's index entry (paths from the root; the floor sends one update per record). */
+  copy(sessionId: string, userId: string, seq: number, exchange: Exchange, owner: string, state: Node | null): Record<string, unknown>;
 }
 
 type Node = Record<string, unknown>;
@@ -55,10 +55,12 @@ export const MINIMAL: FloorRecords = {
     return { seq, next: { message_count: seq, requests, pending: { [`e${seq}`]: { ...exchange, partial: owner } } } };
   },
   settle: (usage, _sessionId, tokens) => ({ tokens: num(record(usage), "tokens") + tokens, reserved: Math.max(0, num(record(usage), "reserved") - RESERVED) }),
-  copy: (sessionId, seq, exchange, owner) => ({
+  copy: (sessionId, userId, seq, exchange, owner) => ({
     [`userSessions/${sessionId}/messages/u${seq}`]: exchange.user,
     [`userSessions/${sessionId}/messages/a${seq}`]: exchange.assistant,
     [`userSessions/${sessionId}/partials/${owner}`]: null,
+    // The index entry's least: its count (the service's own write since its copy left the root).
+    [`userConversations/${userId}/${sessionId}/message_count`]: seq,
   }),
 };
 
@@ -126,7 +128,7 @@ export const SERVICE_SHAPED: FloorRecords = {
       contexts: { [sessionId]: { ...context, open: Math.max(0, num(context, "open") - 1), tokens, landed: seq } },
     });
   },
-  copy(sessionId, seq, exchange, owner, state) {
+  copy(sessionId, _userId, seq, exchange, owner, state) {
     // The owner's index key rides in the state, as the service's does.
     const at = (field: string) => `userConversations/${String(state?.conversation)}/${sessionId}/${field}`;
     return {

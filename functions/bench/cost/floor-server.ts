@@ -15,7 +15,7 @@ import { MINIMAL, SERVICE_SHAPED } from "./floor-records";
  * it, src/llm/server-sent-events.ts) with the partial written at the service's cadence, the
  * commit (the exchange into the state's journal) and the settlement (two transactions together),
  * then the copy to `messages` that removes the partial (one update from the session, not awaited;
- * the next commit drops the journal; with the service's records, one more from the index entry).
+ * the next commit drops the journal; and one more from the index entry, as the service sends them).
  * No validation, identity, limits or idempotency: what the database alone costs a message's CPU
  * in firebase-admin. With FLOOR_RECORDS=service, the same operations write records of the
  * service's shapes (floor-records.ts).
@@ -46,6 +46,8 @@ function fromEachRecord(update: Record<string, unknown>): Promise<unknown> {
   return Promise.all([...byRecord].map(([record, values]) => db.ref(record).update(values)));
 }
 
+/** Each session's user, for its index entry. */
+const users = new Map<string, string>();
 /** The sessions whose state and usage record this server listens to. */
 const held = new Set<string>();
 
@@ -56,6 +58,7 @@ function transact<T>(ref: Reference, change: (value: T | null) => T): Promise<un
 
 serveBaseline({
   async create(id, userId) {
+    users.set(id, String(userId));
     await db.ref().update(records.session(id, String(userId), Date.now()));
   },
   async message(sessionId, message, history) {
@@ -103,7 +106,7 @@ serveBaseline({
       }),
       transact<Node | string>(usage, (value) => records.settle(value, sessionId, tokens, seq)),
     ]);
-    const copy = records.copy(sessionId, seq, exchange, owner, committed);
+    const copy = records.copy(sessionId, users.get(sessionId) ?? sessionId, seq, exchange, owner, committed);
     void (copyFromRoot ? db.ref().update(copy) : fromEachRecord(copy)).catch(() => undefined);
     return { text, messageCount: seq, truncated: false };
   },

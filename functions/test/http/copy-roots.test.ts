@@ -2,6 +2,7 @@ import { enableLogging } from "firebase-admin/database";
 import { ApiUser, HOSTING_ROUTES } from "../support/connection-api";
 import { createSession, ROUTES, startHarness, type Harness } from "../support/http-harness";
 import { describeWithRtdb } from "../support/rtdb";
+import { childrenStored } from "../support/stored-view";
 
 /**
  * Where a message's copy is sent from, an AI message's and a user-to-user message's. @firebase/database 1.1.5 acknowledges an update sent from
@@ -39,27 +40,15 @@ describeWithRtdb("a message's copy, sent from the nodes it writes [Realtime Data
     return paths;
   }
 
-  /** Resolves once `path` holds `count` children: a copy is sent after the answer, not awaited. */
-  function childrenStored(path: string, count: number): Promise<void> {
-    const messages = harness.api.database?.ref(path);
-    if (!messages) throw new Error("database mode has a database");
-    return new Promise((resolve) => {
-      const listener = messages.on("value", (snapshot) => {
-        if (snapshot.numChildren() < count) return;
-        messages.off("value", listener);
-        resolve();
-      });
-    });
-  }
 
   it("sends the exchange from the session's node and the index entry from its own, never from the root", async () => {
     const id = await createSession(harness.api);
     await harness.api.call("POST", ROUTES.message(id), { message: "warm-up" });
-    await childrenStored(`userSessions/${id}/messages`, 2);
+    await childrenStored(harness.api.database, `userSessions/${id}/messages`, 2);
     const paths = await updatePaths(async () => {
       const answer = await harness.api.call("POST", ROUTES.message(id), { message: "hello" });
       expect(answer.status).toBe(200);
-      await childrenStored(`userSessions/${id}/messages`, 4);
+      await childrenStored(harness.api.database, `userSessions/${id}/messages`, 4);
     });
     expect(paths).not.toContain("/");
     expect(paths).toContain(`/userSessions/${id}`);
@@ -73,7 +62,7 @@ describeWithRtdb("a message's copy, sent from the nodes it writes [Realtime Data
     const paths = await updatePaths(async () => {
       const sent = await alice.send(id, "hello, Bob");
       expect(sent.status).toBe(201);
-      await childrenStored(`connections/${id}/messages`, 1);
+      await childrenStored(harness.api.database, `connections/${id}/messages`, 1);
     });
     expect(paths).not.toContain("/");
     expect(paths).toContain(`/connections/${id}`);

@@ -2,6 +2,7 @@ import { deleteApp } from "firebase/app";
 import { PARTIAL_FIRST_INTERVAL_MS, PARTIAL_MAX_INTERVAL_MS } from "../../src/session/message/partial-writer";
 import { createSession, ROUTES, startHarness, type Harness } from "../support/http-harness";
 import { SessionWatcher, webClient } from "../support/session-watcher";
+import { childrenStored } from "../support/stored-view";
 import { describeWithWireStats, resetWireStats, wireStats } from "../support/wire-stats";
 
 /** How many partial writes the default schedule makes in `ms`: at 0, 500, 1,500, 3,500 ms, then every 2 s. */
@@ -96,16 +97,7 @@ describeWithWireStats("the write budget of a message with its live partial (issu
     expect((await wireStats(namespace)).writes).toBeLessThanOrEqual(7);
   });
 
-  /** Resolves once the session holds `count` messages: the copy is sent after the answer, not awaited. */
   function messagesStored(id: string, count: number): Promise<void> {
-    const messages = harness.api.database?.ref(`userSessions/${id}/messages`);
-    if (!messages) throw new Error("database mode has a database");
-    return new Promise((resolve) => {
-      const listener = messages.on("value", (snapshot) => {
-        if (snapshot.numChildren() < count) return;
-        messages.off("value", listener);
-        resolve();
-      });
-    });
+    return childrenStored(harness.api.database, `userSessions/${id}/messages`, count);
   }
 });

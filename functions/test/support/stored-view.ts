@@ -29,6 +29,19 @@ export function awaitValue(ref: Reference, settled: (value: unknown) => boolean,
   });
 }
 
+/** Resolves once the node at `path` holds `count` children: a copy is sent after the answer, not awaited. */
+export function childrenStored(database: Database | undefined, path: string, count: number): Promise<void> {
+  const node = database?.ref(path);
+  if (!node) throw new Error("database mode has a database");
+  return new Promise((resolve) => {
+    const listener = node.on("value", (snapshot) => {
+      if (snapshot.numChildren() < count) return;
+      node.off("value", listener);
+      resolve();
+    });
+  });
+}
+
 export function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value);
 }

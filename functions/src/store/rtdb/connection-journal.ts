@@ -37,7 +37,7 @@ export function connectionNodeToWrite(
   return withoutUndefined({ ...base, ...(kept.length > 0 ? { pending: Object.fromEntries(kept) } : {}) });
 }
 
-/** The copy a commit calls for: one multi-path update from the root, atomic. */
+/** The copy a commit calls for: the messages from the connection's node, the users' list entries from theirs (see RtdbConnectionStore.copyJournal). */
 export interface ConnectionCopy {
   /** Paths from the connection's node: journaled messages into `messages`. */
   readonly messages: Record<string, unknown>;
