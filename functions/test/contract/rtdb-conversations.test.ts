@@ -56,6 +56,36 @@ describeWithRtdb("RtdbStore: the conversation index as stored", () => {
     writer.close();
   });
 
+  it("sends the index entry again when its update alone was lost: the journal keeps the exchange until both updates landed", async () => {
+    const session = newSession({ user_id: "index-lost-user" });
+    await store.createSession(session);
+    // An instance whose first update of an index entry is lost (its copies of the session land):
+    // exchange 1's head, the conversation's title, is carried by the journal alone.
+    const flaky = instances.database();
+    const ref = flaky.ref.bind(flaky);
+    let lost = false;
+    (flaky as { ref: Database["ref"] }).ref = ((path?: string) => {
+      const node = ref(path);
+      if (!lost && path?.startsWith("userConversations/")) {
+        lost = true;
+        node.update = () => Promise.reject(new Error("connection lost"));
+      }
+      return node;
+    });
+    const writer = new RtdbStore(flaky, 3_000);
+    const head = { title: "the first question", template_id: "tester", template_name: "Tester", created_at: CREATED_AT };
+    await writer.appendExchange(session.id, { ...exchange("1", CREATED_AT + 1), head }, appendAt(CREATED_AT + 1));
+    await writer.copiesSettled();
+    expect(lost).toBe(true);
+    expect((await store.listConversations("index-lost-user", 5))[0]?.entry.title).toBeUndefined();
+    // The same instance's next message: its commit must not drop exchange 1 from the journal as copied.
+    await writer.appendExchange(session.id, exchange("2", CREATED_AT + 2), appendAt(CREATED_AT + 2));
+    await writer.copiesSettled();
+    const [listed] = await store.listConversations("index-lost-user", 5);
+    expect(listed?.entry).toMatchObject({ title: "the first question", message_count: 2 });
+    writer.close();
+  });
+
   it("lists a user whose id is no database key under a hash of it, and finds sessions made before the index", async () => {
     const odd = "first.last@example.com/#1";
     const session = newSession({ user_id: odd });

@@ -412,17 +412,19 @@ export class RtdbStore implements SessionStore {
     // or an activity until the next copy (indexUpdate). With sharding it is on the home instance.
     const here = this.db.ref(sessionPath(sessionId)).update(copy.update);
     const index = copy.index ? this.home.ref(copy.index.path).update(copy.index.fields) : undefined;
-    // What is known of a session no longer held is forgotten with its hold (a late
-    // acknowledgement would otherwise bring it back, for good); a closing session's is used at once.
-    const sent = this.copies.sent(sessionId, here, copy.entries, () => copy.closed || this.holds.isHeld(statePath(sessionId)));
-    if (index) this.copies.track(index);
+    // The entries count as copied once both landed: exchange 1's head reaches the index only from
+    // the journal, so a lost index update is sent again with the next copy. What is known of a
+    // session no longer held is forgotten with its hold (a late acknowledgement would otherwise
+    // bring it back, for good); a closing session's is used at once.
+    const landed = Promise.all([here, index]).then(() => undefined);
+    const sent = this.copies.sent(sessionId, landed, copy.entries, () => copy.closed || this.holds.isHeld(statePath(sessionId)));
     if (!copy.closed) {
       // Deliberately not awaited: the exchange is committed in the journal, readers merge it, and
       // whoever transacts next copies it again if this is lost.
       this.copies.track(sent);
       return;
     }
-    await this.engine.call("copy exchanges to history", Promise.all([sent, index]));
+    await this.engine.call("copy exchanges to history", sent);
     if (copy.entries.size === 0) return;
     await this.transactState(sessionId, "clear copied exchanges", (state) => ({ outcome: undefined, next: state }));
   }
