@@ -146,7 +146,7 @@ export const INT_PARAMS = {
     min: 250,
     // Well under the 60 s after which clients take a partial not updated for its request's death (docs/api.md).
     max: 30_000,
-    description: "The write budget of a live partial reply: its first text is written at once, then the waits between writes double from 500 ms up to this. A reply streamed over 5 s then costs 4 partial writes (10 writes in all with its commit and copy), a long one one more write per this many ms (docs/costs.md).",
+    description: "The write budget of a live partial reply: its first text is written at once, then the waits between writes double from 500 ms up to this (steady at this when it is under 500). A reply streamed over 5 s then costs 4 partial writes (10 writes in all with its commit and copy), a long one one more write per this many ms (docs/costs.md).",
   },
 } as const;
 

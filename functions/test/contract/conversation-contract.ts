@@ -10,7 +10,7 @@ export interface ConversationHarness {
   instance(): SessionStore;
   /** A handle on a new, empty database. */
   empty(): SessionStore;
-  /** Resolves once every copy the instances sent is acknowledged (each commit's index entry rides on one). */
+  /** Resolves once every copy the instances sent is acknowledged (each commit's index entry update with it). */
   settled(): Promise<void>;
   close(): Promise<void>;
   /** A store over several instances (docs/sharding.md): ids it places on each, and the instance an id names. */

@@ -59,7 +59,7 @@ describeWithRtdb("RtdbStore journal and shape", () => {
     const writer = new RtdbStore(instances.database(), 10_000);
     await writer.createSession(session);
     await writer.appendExchange(session.id, exchange("1", CREATED_AT + 1), appendAt(CREATED_AT + 2));
-    // Ended by an instance whose multi-path updates all fail (a lost connection): the end commits, its copy does not.
+    // Ended by an instance whose copies all fail (a lost connection): the end commits, its copy does not.
     const failing = instances.database();
     const ref = failing.ref.bind(failing);
     (failing as { ref: Database["ref"] }).ref = ((path?: string) => {
@@ -121,7 +121,7 @@ describeWithRtdb("RtdbStore journal and shape", () => {
         m000000002: { role: "assistant", content: "answer 1", timestamp: session.meta.created_at + 6 },
       },
     });
-    // Its entry in the owner's index, brought up to date by the copy (no write of its own).
+    // Its entry in the owner's index, brought up to date beside the copy.
     expect((await db.ref(`userConversations/${session.meta.user_id}/${session.id}`).get()).val()).toEqual({
       template_id: session.meta.template_id,
       template_name: session.meta.template_name,

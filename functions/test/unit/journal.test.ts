@@ -157,6 +157,18 @@ describe("the copy a commit sends", () => {
     expect(planCopy(ID, committed(null, [], false), new Set(["e000000001"]))).toEqual({ known: new Set(["e000000001"]) });
   });
 
+  it("updates the owner's index entry apart, from the entry's own path: its count, activity and status, and with exchange 1 its head", () => {
+    const head = { title: "first words", template_id: "tester", template_name: "Tester", created_at: T - 5 };
+    const state = active({ message_count: 1 });
+    const node = { ...raw(state, { e000000001: { ...journalEntry(exchange("1"), "owner-a"), head } }), conversation: "alice" };
+    const { copy } = planCopy(ID, committed(node), undefined);
+    expect(copy?.index).toEqual({ path: `userConversations/alice/${ID}`, fields: { ...head, last_activity: T, message_count: 1, status: "active" } });
+    // The session's part names no index path: each update goes from the node it writes.
+    expect(Object.keys(copy?.update ?? {}).filter((path) => path.includes("userConversations"))).toEqual([]);
+    const ended: SessionState = { status: "ended", message_count: 1, last_activity: T, ended_at: T };
+    expect(planCopy(ID, committed({ ...raw(ended), conversation: "alice" }), undefined).copy?.index?.fields).toEqual({ last_activity: T, message_count: 1, status: "ended", closed: "ended" });
+  });
+
   it("remembers a copy's entries beside what was known", () => {
     expect(remember(new Set(["e000000001"]), new Set(["e000000002", "k:h1"]))).toEqual(new Set(["e000000001", "e000000002", "k:h1"]));
     expect(remember(undefined, new Set(["k:h1"]))).toEqual(new Set(["k:h1"]));

@@ -9,9 +9,9 @@ import { connectionMessageChild, connectionPendingPath, listedConnectionChild } 
 /*
  * A connection's journal: the sessions' protocol (journal.ts) for one message at a time. A message
  * commits into `state/pending/{m…}` together with the new `message_count`, in the one transaction
- * that decides its key; right after, without waiting, it is copied to `messages/{m…}` in one
- * multi-path update that also moves the connection to its last activity in both users' lists;
- * once that is acknowledged, the next transaction on the state drops it from `pending`. Readers
+ * that decides its key; right after, without waiting, it is copied to `messages/{m…}` and, in a
+ * second update, the connection moves to its last activity in both users' lists; once both are
+ * acknowledged, the next transaction on the state drops it from `pending`. Readers
  * merge `pending` and `messages`, so an instance dying between the steps loses nothing: the next
  * transaction on the connection copies what is left.
  */

@@ -43,9 +43,9 @@ export const UNFLUSHED = "unflushed_since";
 export const CLAIMS_LAPSE = "claims_lapse_at";
 /**
  * Where the session is listed: the key of its owner's conversation index, written at creation and
- * carried by every transaction, so that each copy of the journal brings the entry up to date (a
- * copy that adds an exchange is sent anyway: the index costs no write of its own). Sessions
- * created before the index have none.
+ * carried by every transaction, so that each copy of the journal brings the entry up to date (in
+ * an update of its own beside the copy: RtdbStore.copyJournal). Sessions created before the index
+ * have none.
  */
 export const CONVERSATION = "conversation";
 
