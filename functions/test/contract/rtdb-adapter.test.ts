@@ -1,7 +1,7 @@
 import { recentMessages } from "../support/recent-messages";
 import { randomUUID } from "node:crypto";
 import { deleteApp, initializeApp } from "firebase-admin/app";
-import { getDatabase, type Database } from "firebase-admin/database";
+import { getDatabase } from "firebase-admin/database";
 import { StoreDataError, StoreUnavailableError } from "../../src/store/errors";
 import type { UserUsage } from "../../src/store/records";
 import { pendingExchangeKey } from "../../src/store/message-keys";
@@ -9,7 +9,7 @@ import { runMaintenance } from "../../src/session/maintenance";
 import { endRule } from "../../src/session/session-rules";
 import { RtdbStore } from "../../src/store/rtdb/rtdb-store";
 import { appendAt, CREATED_AT, exchange, newSession, POLICY } from "../support/fixtures";
-import { describeWithRtdb, freshNamespace, RtdbInstances } from "../support/rtdb";
+import { copyOf, describeWithRtdb, freshNamespace, losingUpdates, RtdbInstances } from "../support/rtdb";
 import { withEmulatorHost } from "../../src/store/rtdb/instance-databases";
 
 /** What only the Realtime Database adapter does: the journal, the stored shape, deadlines. */
@@ -60,15 +60,7 @@ describeWithRtdb("RtdbStore journal and shape", () => {
     await writer.createSession(session);
     await writer.appendExchange(session.id, exchange("1", CREATED_AT + 1), appendAt(CREATED_AT + 2));
     // Ended by an instance whose copies all fail (a lost connection): the end commits, its copy does not.
-    const failing = instances.database();
-    const ref = failing.ref.bind(failing);
-    (failing as { ref: Database["ref"] }).ref = ((path?: string) => {
-      const node = ref(path);
-      // The copy: an update sent from the session's node, and its index entry's from the entry.
-      if (path === `userSessions/${session.id}` || path?.startsWith("userConversations/")) node.update = () => Promise.reject(new Error("connection lost"));
-      return node;
-    });
-    const ender = new RtdbStore(failing, 3_000);
+    const ender = new RtdbStore(losingUpdates(instances.database(), copyOf(session.id)), 3_000);
     await expect(ender.updateState(session.id, endRule(CREATED_AT + 3, POLICY))).rejects.toThrow(/copy exchanges to history/);
     const db = instances.database();
     expect(((await db.ref(`userSessions/${session.id}/state`).get()).val() as { pending?: unknown }).pending).toBeDefined();

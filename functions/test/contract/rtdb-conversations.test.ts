@@ -2,7 +2,7 @@ import type { Database } from "firebase-admin/database";
 import { ConversationService } from "../../src/session/conversations/conversation-service";
 import { RtdbStore } from "../../src/store/rtdb/rtdb-store";
 import { appendAt, CREATED_AT, endAt, exchange, newSession, POLICY } from "../support/fixtures";
-import { describeWithRtdb, freshNamespace, RtdbInstances } from "../support/rtdb";
+import { copyOf, describeWithRtdb, freshNamespace, losingUpdates, RtdbInstances } from "../support/rtdb";
 
 /** What the Realtime Database adapter does for a user's conversations beyond the shared contract. */
 describeWithRtdb("RtdbStore: the conversation index as stored", () => {
@@ -35,15 +35,7 @@ describeWithRtdb("RtdbStore: the conversation index as stored", () => {
     const session = newSession({ user_id: "journal-reader" });
     await store.createSession(session);
     // An instance whose copies are all lost (a connection that dropped after its commits).
-    const lossy = instances.database();
-    const ref = lossy.ref.bind(lossy);
-    (lossy as { ref: Database["ref"] }).ref = ((path?: string) => {
-      const node = ref(path);
-      // The copy: an update sent from the session's node, and its index entry's from the entry.
-      if (path === `userSessions/${session.id}` || path?.startsWith("userConversations/")) node.update = () => Promise.reject(new Error("connection lost"));
-      return node;
-    });
-    const writer = new RtdbStore(lossy, 3_000);
+    const writer = new RtdbStore(losingUpdates(instances.database(), copyOf(session.id)), 3_000);
     await writer.appendExchange(session.id, exchange("1", CREATED_AT + 1), appendAt(CREATED_AT + 1));
     await writer.copiesSettled();
     expect((await db.ref(`userSessions/${session.id}/messages`).once("value")).exists()).toBe(false);
@@ -61,16 +53,11 @@ describeWithRtdb("RtdbStore: the conversation index as stored", () => {
     await store.createSession(session);
     // An instance whose first update of an index entry is lost (its copies of the session land):
     // exchange 1's head, the conversation's title, is carried by the journal alone.
-    const flaky = instances.database();
-    const ref = flaky.ref.bind(flaky);
     let lost = false;
-    (flaky as { ref: Database["ref"] }).ref = ((path?: string) => {
-      const node = ref(path);
-      if (!lost && path?.startsWith("userConversations/")) {
-        lost = true;
-        node.update = () => Promise.reject(new Error("connection lost"));
-      }
-      return node;
+    const flaky = losingUpdates(instances.database(), (path) => {
+      if (lost || !path?.startsWith("userConversations/")) return false;
+      lost = true;
+      return true;
     });
     const writer = new RtdbStore(flaky, 3_000);
     const head = { title: "the first question", template_id: "tester", template_name: "Tester", created_at: CREATED_AT };

@@ -49,6 +49,23 @@ export class RtdbInstances {
 }
 
 /**
+ * `database` as a connection that dropped would be for some of its writes: every update sent from
+ * a node `lost` names is refused. `lost` is asked at each `ref(path)`, so it may lose only the first.
+ */
+export function losingUpdates(database: Database, lost: (path: string | undefined) => boolean): Database {
+  const ref = database.ref.bind(database);
+  (database as { ref: Database["ref"] }).ref = (path?: string) => {
+    const node = ref(path);
+    if (lost(path)) node.update = () => Promise.reject(new Error("connection lost"));
+    return node;
+  };
+  return database;
+}
+
+/** The nodes a session's copy is sent from (RtdbStore.copyJournal): the session's, and its index entry's. */
+export const copyOf = (sessionId: string) => (path: string | undefined) => path === `userSessions/${sessionId}` || path?.startsWith("userConversations/") === true;
+
+/**
  * Stores of one adapter for a store contract: `instance()` opens one more on a shared fresh
  * namespace (instances of one deployment), `empty()` one on a namespace of its own; `settled`
  * waits for the copies they sent, `close` closes the stores and their databases.
