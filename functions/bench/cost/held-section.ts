@@ -1,8 +1,8 @@
 import { freshNamespace } from "../../test/support/rtdb";
-import { serviceEnv } from "../../test/support/service-env";
 import { createSession, sendMessage } from "../shared/http-client";
 import { fmt, median, table } from "../shared/figures";
 import { ChildServer } from "./child-server";
+import { childEnv } from "./load-sections";
 import type { Section } from "./report";
 
 /** Messages per batch: one batch per server in turn, the CPU per message of each batch is one sample. */
@@ -33,20 +33,20 @@ const KINDS: readonly Kind[] = [
  */
 export async function heldListeners(modelBaseUrl: string, databaseHost: string, held: readonly number[], batches: number, setModelDelay: (ms: number) => void): Promise<Section> {
   setModelDelay(0);
-  const { FIREBASE_DATABASE_EMULATOR_HOST: _host, PLAIN_BURN_MS: _burn, ...inherited } = process.env;
-  const env = { ...inherited, ...serviceEnv(modelBaseUrl), FIREBASE_DATABASE_EMULATOR_HOST: databaseHost };
+  const env = { ...childEnv(modelBaseUrl), FIREBASE_DATABASE_EMULATOR_HOST: databaseHost };
   const servers: { kind: Kind; held: number; server: ChildServer; sessionId: string; cpu: number[] }[] = [];
   try {
     for (const kind of KINDS) {
       for (const count of held) {
         const server = await ChildServer.start(`${kind.name}, ${count} held`, kind.script, { ...env, ...kind.env, BENCH_PROJECT_ID: freshNamespace("cost-f") });
-        servers.push({ kind, held: count, server, sessionId: "", cpu: [] });
+        // Listed at once, so that it is stopped if what follows fails.
+        const entry = { kind, held: count, server, sessionId: "", cpu: [] as number[] };
+        servers.push(entry);
         const others = await Promise.all(Array.from({ length: count }, (_, i) => createSession(server.baseUrl, `held-${i}`)));
         for (let i = 0; i < others.length; i += SETUP_CONCURRENCY) {
           await Promise.all(others.slice(i, i + SETUP_CONCURRENCY).map((id) => sendMessage(server.baseUrl, id, "Hello there.")));
         }
-        const entry = servers.at(-1);
-        if (entry) entry.sessionId = await createSession(server.baseUrl, "held-measured");
+        entry.sessionId = await createSession(server.baseUrl, "held-measured");
       }
     }
     // Batch 0 warms each server up and is not counted.

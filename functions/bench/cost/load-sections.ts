@@ -8,6 +8,16 @@ import { fmt, median, table } from "../shared/figures";
 import { skippedSection, type Section } from "./report";
 import type { CostOptions } from "./options";
 
+/**
+ * The environment of a server under test: this process's, with the service's params for the fake
+ * model. Neither the database host nor PLAIN_BURN_MS is the child's unless its caller gives it: a
+ * shell's PLAIN_BURN_MS would slow the baseline itself.
+ */
+export function childEnv(modelBaseUrl: string): Record<string, string | undefined> {
+  const { FIREBASE_DATABASE_EMULATOR_HOST: _host, PLAIN_BURN_MS: _burn, ...inherited } = process.env;
+  return { ...inherited, ...serviceEnv(modelBaseUrl) };
+}
+
 /** Issue 18's goals for section c: database-mode throughput at least this share of the plain server's, CPU per message at most this many times the floor's. */
 const THROUGHPUT_GOAL = 0.85;
 const CPU_GOAL = 1.3;
@@ -38,9 +48,7 @@ export interface Servers {
  * that many ms of CPU per message.
  */
 export async function startServers(modelBaseUrl: string, databaseHost: string | undefined, heapMb: readonly number[], burnMs: readonly number[]): Promise<Servers> {
-  // Neither is the children's unless given here: a shell's PLAIN_BURN_MS would slow the baseline itself.
-  const { FIREBASE_DATABASE_EMULATOR_HOST: _host, PLAIN_BURN_MS: _burn, ...inherited } = process.env;
-  const env = { ...inherited, ...serviceEnv(modelBaseUrl) };
+  const env = childEnv(modelBaseUrl);
   const onDatabase = (prefix: string) => ({ ...env, FIREBASE_DATABASE_EMULATOR_HOST: databaseHost, BENCH_PROJECT_ID: freshNamespace(prefix) });
   const started: ChildServer[] = [];
   const start = async (name: string, script: string, childEnv: typeof env, execArgv: string[] = []) => {
