@@ -47,11 +47,19 @@ describe("an erasure in the user's usage record", () => {
     expect(markErasing(T, 20)(null).next).toEqual({ tokens: 20, refilled_at: T, erasing: T });
   });
 
-  it("is cleared by the erasure that marked it only", () => {
+  it("is cleared by the erasure that marked it, or by a later one, never by an earlier one", () => {
     const marked = { ...USAGE, erasing: T };
     expect(clearErasing(T)(marked).next).toEqual(USAGE);
     expect(clearErasing(T - 1)(marked)).toEqual({ outcome: undefined });
     expect(admitSession("new", T, POLICY)(clearErasing(T)(marked).next!).outcome).toEqual({ admitted: true });
+    // An earlier request's mark that landed late: the later request's passes clear it.
+    expect(clearErasing(T + 1)(marked).next).toEqual(USAGE);
+    expect(clearErasing(T)(USAGE)).toEqual({ outcome: undefined });
+  });
+
+  it("keeps a later request's mark when an earlier request's mark lands after it", () => {
+    expect(markErasing(T - 1, 20)({ ...USAGE, erasing: T }).next).toEqual({ ...USAGE, erasing: T });
+    expect(markErasing(T + 1, 20)({ ...USAGE, erasing: T }).next).toEqual({ ...USAGE, erasing: T + 1 });
   });
 
   it("forgets the erased sessions and their context bounds, keeping the bucket and the day's tokens", () => {

@@ -66,16 +66,23 @@ export const currentErasure: ErasureRule<ErasureRecord | null> = (record) => ({ 
 /**
  * Marks the user as being erased since `requestedAt` (a usage record is made if there is none,
  * with a full message bucket): their new sessions and messages are refused until the mark is
- * cleared. Nothing else of the record changes: erasing never resets a limit.
+ * cleared. Nothing else of the record changes: erasing never resets a limit. A later request's
+ * mark stays: an earlier request's mark that lands late never replaces it.
  */
 export function markErasing(requestedAt: number, messagesPerMinute: number): UsageRule<undefined> {
-  return (usage) => ({ outcome: undefined, next: { ...(usage ?? { tokens: messagesPerMinute, refilled_at: requestedAt }), erasing: requestedAt } });
+  return (usage) => ({ outcome: undefined, next: { ...(usage ?? { tokens: messagesPerMinute, refilled_at: requestedAt }), erasing: Math.max(usage?.erasing ?? requestedAt, requestedAt) } });
 }
 
-/** Clears the mark of the erasure requested at `requestedAt` (a later request's mark stays). */
+/**
+ * Clears the mark of the erasure requested at `requestedAt`, and that of any request before it (a
+ * later request's mark stays). An earlier request's mark can land after this one cleared its own
+ * (its transaction was slow, then its request died or ran out of time): the erasure record now
+ * carries this request's time, so no pass of that earlier request will clear it, and this one's
+ * second pass must (ErasureService), or the user would stay refused for good.
+ */
 export function clearErasing(requestedAt: number): UsageRule<undefined> {
   return (usage) => {
-    if (usage?.erasing !== requestedAt) return { outcome: undefined };
+    if (usage?.erasing === undefined || usage.erasing > requestedAt) return { outcome: undefined };
     const { erasing, ...rest } = usage;
     return { outcome: undefined, next: rest };
   };

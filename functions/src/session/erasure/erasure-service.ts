@@ -101,6 +101,9 @@ export class ErasureService {
     await this.options.connections?.eraseRecorded(record.user_id, record.connections ?? {});
     await this.eraseConnections(key, record, undefined, false);
     await store.deleteUserCreateKeys(key, record.requested_at);
+    // The first pass cleared its own mark; an earlier request's that landed since goes now, while
+    // the record that lets the sweep come back still exists (see clearErasing).
+    await store.updateUsage(key, clearErasing(record.requested_at));
     const finished = await store.updateErasure(key, finishErasure(record.requested_at));
     this.options.log.info("erasure", { pass: 2, complete: finished, sessions: recorded.length });
     return finished;

@@ -1,0 +1,66 @@
+import { ErasureService } from "../../src/session/erasure/erasure-service";
+import { admitSession, userKey, type UsagePolicy } from "../../src/session/ledger/limits";
+import { silentLog } from "../../src/log/log";
+import { MemoryStore } from "../../src/store/memory-store";
+import type { UsageRule } from "../../src/store/session-store";
+
+const T = Date.parse("2026-04-01T09:00:00Z");
+const POLICY: UsagePolicy = { messagesPerMinute: 20, maxActiveSessions: 5, idleTtlMs: 3_600_000, tokensPerDay: 0 };
+
+/** `store`, whose first usage write is held until `release`: `reached` resolves when it is asked for. */
+function holdingFirstUsageWrite(store: MemoryStore): { store: MemoryStore; reached: Promise<void>; release: () => void } {
+  let release!: () => void;
+  let reach!: () => void;
+  const released = new Promise<void>((resolve) => { release = resolve; });
+  const reached = new Promise<void>((resolve) => { reach = resolve; });
+  let writes = 0;
+  const held = new Proxy(store, {
+    get(target, name, receiver) {
+      if (name === "updateUsage") {
+        return async <O>(key: string, rule: UsageRule<O>) => {
+          writes += 1;
+          if (writes === 1) {
+            reach();
+            await released;
+          }
+          return target.updateUsage(key, rule);
+        };
+      }
+      const value = Reflect.get(target, name, receiver) as unknown;
+      return typeof value === "function" ? (value as (...args: unknown[]) => unknown).bind(target) : value;
+    },
+  });
+  return { store: held, reached, release };
+}
+
+describe("two erasure requests of one user at once", () => {
+  it("leave the user unmarked once the sweep has finished, though the earlier one's mark landed last", async () => {
+    const store = new MemoryStore();
+    let now = T;
+    const options = { clock: () => now, log: silentLog, messagesPerMinute: 20, takeOverAfterMs: 60_000, finalPassAfterMs: 51_000, batchSize: 50 };
+    const slow = holdingFirstUsageWrite(store);
+    const a = new ErasureService({ ...options, store: slow.store });
+    const b = new ErasureService({ ...options, store });
+    const user = "erased-twice";
+    await store.updateUsage(userKey(user), admitSession("s1", T - 1_000, POLICY));
+
+    // A (say DELETE /me) has recorded its request; its mark is slow to land.
+    const first = a.erase(user, T + 30_000);
+    await slow.reached;
+    // B (the Auth trigger, or a retry) runs its whole first pass meanwhile, and clears its mark.
+    now = T + 5;
+    expect((await b.erase(user, now + 30_000)).complete).toBe(true);
+    // A's mark lands after A's time ran out: it answers 202 and leaves the rest to the sweep.
+    now = T + 31_000;
+    slow.release();
+    expect((await first).complete).toBe(false);
+    expect((await store.readUsage(userKey(user)))?.erasing).toBe(T);
+
+    // The sweep, once everything is due: the record goes, and the mark with it.
+    now = T + 3_600_000;
+    await b.finishDue(now);
+    expect(await store.findDueErasures(Number.MAX_SAFE_INTEGER, 10)).toEqual([]);
+    expect((await store.readUsage(userKey(user)))?.erasing).toBeUndefined();
+    expect(await store.updateUsage(userKey(user), admitSession("s2", now, POLICY))).toEqual({ admitted: true });
+  });
+});
