@@ -75,6 +75,25 @@ describeEachStore("usage limits", (kind) => {
     expect((await create(user)).status).toBe(201);
   });
 
+  it("counts an ended session as active again neither for a message sent to it nor for a replay of one of its messages", async () => {
+    const user = newUser();
+    const ids = [];
+    for (let i = 0; i < 3; i += 1) ids.push(String((await create(user)).body.session_id));
+    const [ended, replayed] = [ids[0]!, ids[1]!];
+    const key = { "Idempotency-Key": randomUUID() };
+    expect((await harness.api.call("POST", ROUTES.message(replayed), { message: "hello" }, key)).status).toBe(200);
+    for (const id of [ended, replayed]) expect((await harness.api.call("DELETE", ROUTES.end(id))).status).toBe(200);
+    // A message to an ended session is refused; a client's retry of a completed one is replayed.
+    expect((await harness.api.call("POST", ROUTES.message(ended), { message: "still there?" })).status).toBe(410);
+    const replay = await harness.api.call("POST", ROUTES.message(replayed), { message: "hello" }, key);
+    expect(replay.status).toBe(200);
+    expect(replay.headers.get("idempotent-replayed")).toBe("true");
+    // One session is active of three allowed: two more may start.
+    expect((await create(user)).status).toBe(201);
+    expect((await create(user)).status).toBe(201);
+    expectRefused(await create(user), "TOO_MANY_ACTIVE_SESSIONS");
+  });
+
   it("limits the exchanges of a session, storing nothing past it", async () => {
     const user = newUser();
     const id = String((await create(user)).body.session_id);

@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { admitMessage, refundMessage, releaseSession, settleTokens, utcDay, type MessageAdmission, type TokenNeed, type UsagePolicy } from "../../src/session/ledger/limits";
+import { admitMessage, admitSession, refundMessage, releaseSession, settleTokens, utcDay, type MessageAdmission, type TokenNeed, type UsagePolicy } from "../../src/session/ledger/limits";
 import { estimateMessageTokens, estimatePromptTokens } from "../../src/session/prompt/token-estimate";
 import { MemoryStore } from "../../src/store/memory-store";
 import type { Template, UserUsage } from "../../src/store/records";
@@ -30,7 +30,7 @@ describe("daily token ledger rules", () => {
 
   it("reserves a first message's system prompt and need, counted on the UTC day", () => {
     const { outcome, next } = admitMessage("s1", NOON, POLICY, NEED)(null);
-    expect(admitted(outcome)).toEqual({ day: "2026-11-26", tokens: 150, fresh: 100 });
+    expect(admitted(outcome)).toEqual({ day: "2026-11-26", tokens: 150, fresh: 100, countedAt: NOON });
     expect(next?.daily).toEqual({ day: "2026-11-26", tokens: 150 });
   });
 
@@ -133,6 +133,27 @@ describe("daily token ledger rules", () => {
     const reservation = admitted(admitMessage("s1", NOON, POLICY, NEED)(null).outcome);
     expect(apply(usage, refundMessage(POLICY, "s1", reservation, false))).toMatchObject({ tokens: 999, daily: { tokens: 0 }, contexts: { s1: { open: 0 } } });
     expect(apply(usage, refundMessage(POLICY, "s1", reservation, true))).toMatchObject({ tokens: 1_000, daily: { tokens: 0 } });
+  });
+
+  it("a refused message leaves the session counted as active as it was before its admission", () => {
+    const counted = apply(null, admitSession("s1", NOON - 60_000, POLICY), admitSession("s2", NOON - 30_000, POLICY));
+    // Its session counted since its creation: counted since then again, not since the refused message.
+    const onActive = admitted(admitMessage("s1", NOON, POLICY, NEED)(counted).outcome);
+    expect(onActive).toMatchObject({ countedAt: NOON, countedBefore: NOON - 60_000 });
+    expect(apply(counted, admitMessage("s1", NOON, POLICY, NEED), refundMessage(POLICY, "s1", onActive, true))?.sessions).toEqual({ s1: NOON - 60_000, s2: NOON - 30_000 });
+    // Its session ended (released): not counted again, and no context bound left for it.
+    const ended = apply(counted, releaseSession("s1"));
+    const onEnded = admitted(admitMessage("s1", NOON, POLICY, NEED)(ended).outcome);
+    expect(onEnded.countedBefore).toBeUndefined();
+    const refunded = apply(ended, admitMessage("s1", NOON, POLICY, NEED), refundMessage(POLICY, "s1", onEnded, true));
+    expect(refunded?.sessions).toEqual({ s2: NOON - 30_000 });
+    expect(refunded?.contexts?.s1).toBeUndefined();
+    expect(refunded).toMatchObject({ tokens: 1_000, daily: { tokens: 0 } });
+    // A later admission of the session since: its count stays.
+    const later = apply(ended, admitMessage("s1", NOON, POLICY, NEED), admitMessage("s1", NOON + 5_000, POLICY, NEED), refundMessage(POLICY, "s1", onEnded, true));
+    expect(later?.sessions?.s1).toBe(NOON + 5_000);
+    // A failed model call is no refusal: the session was in use, and stays counted.
+    expect(apply(ended, admitMessage("s1", NOON, POLICY, NEED), refundMessage(POLICY, "s1", onEnded, false))?.sessions?.s1).toBe(NOON);
   });
 
   it("a settlement after midnight leaves the reservation on its day and counts the spent tokens on the day the record holds", () => {

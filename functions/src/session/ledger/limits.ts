@@ -33,6 +33,9 @@ export interface Reservation {
   readonly tokens: number;
   /** What it added to the session's context bound, taken back when its exchange cannot have landed. */
   readonly fresh: number;
+  /** When it counted the session as active (`sessions`), and the session's count before it (absent: not counted). */
+  readonly countedAt: number;
+  readonly countedBefore?: number;
 }
 
 export type MessageAdmission =
@@ -119,9 +122,11 @@ export function admitMessage(sessionId: string, now: number, policy: UsagePolicy
       return { outcome: { admitted: false, limit: "tokens", retryAfterMs: Date.parse(`${day}T00:00:00Z`) + DAY - now } };
     }
     const open = context && now - context.at <= OPEN_RESERVATION_MS ? context.open : 0;
-    const sessions = { ...liveSessions(usage, now, policy), [sessionId]: now };
+    const live = liveSessions(usage, now, policy);
+    const before = live[sessionId];
+    const sessions = { ...live, [sessionId]: now };
     return {
-      outcome: { admitted: true, reservation: { day, tokens: reserved, fresh: Math.ceil(need.fresh) } },
+      outcome: { admitted: true, reservation: { day, tokens: reserved, fresh: Math.ceil(need.fresh), countedAt: now, ...(before === undefined ? {} : { countedBefore: before }) } },
       next: withoutUndefined({
         // What other rules keep in the record (a user's connection requests) stays as it is.
         ...usage,
@@ -167,16 +172,30 @@ export function settleTokens(sessionId: string, reservation: Reservation, spent:
 }
 
 /**
- * Gives back what a message took and did not use: its message token when it was refused before
- * the model (`token`), and its token reservation (the model was not called, or failed).
+ * Gives back what a message took and did not use: its token reservation (the model was not called,
+ * or failed), and when it was `refused` before the model, its message token and the session's
+ * count as it was before. The admission counts the session as active before its claim's answer is
+ * known (both are sent at once): a message refused because its session has ended, or is gone, or
+ * a replay, must not count an ended session as active again for the idle TTL (against
+ * USER_MAX_ACTIVE_SESSIONS), nor put an erased session back in the record. A later admission of
+ * the session (a newer count) is left as it is.
  */
-export function refundMessage(policy: UsagePolicy, sessionId: string, reservation: Reservation, token: boolean): UsageRule<undefined> {
+export function refundMessage(policy: UsagePolicy, sessionId: string, reservation: Reservation, refused: boolean): UsageRule<undefined> {
   const settle = settleTokens(sessionId, reservation, { tokens: 0 });
   return (usage) => {
     const settled = settle(usage).next;
     if (!settled) return { outcome: undefined };
-    return { outcome: undefined, next: token ? { ...settled, tokens: Math.min(policy.messagesPerMinute, settled.tokens + 1) } : settled };
+    if (!refused) return { outcome: undefined, next: settled };
+    const refunded = { ...settled, tokens: Math.min(policy.messagesPerMinute, settled.tokens + 1) };
+    return { outcome: undefined, next: settled.sessions?.[sessionId] === reservation.countedAt ? countedAsBefore(refunded, sessionId, reservation.countedBefore) : refunded };
   };
+}
+
+/** The record with `sessionId` counted since `before` again, or, for none, not counted (its context bound going with it). */
+function countedAsBefore(usage: UserUsage, sessionId: string, before: number | undefined): UserUsage {
+  if (before !== undefined) return { ...usage, sessions: { ...usage.sessions, [sessionId]: before } };
+  const { [sessionId]: uncounted, ...sessions } = usage.sessions ?? {};
+  return withoutUndefined({ ...usage, sessions, contexts: liveContexts(usage, sessions) });
 }
 
 /** Counts `sessionId` as active for the user, unless that would exceed the limit (then: when a slot frees). */

@@ -135,12 +135,16 @@ export class InFlightMessage {
     void this.context.serviceLedger.settle(this.taken.service, spentOf(spent));
   }
 
-  /** Gives back the user's reservation (and with `token` the message token); if that is lost, the bucket refills anyway and the day's count keeps it. */
-  private refundUser(token: boolean): void {
+  /**
+   * Gives back the user's reservation (and for a `refused` message its token and the session's
+   * count, see refundMessage); if that is lost, the bucket refills anyway, the day's count keeps
+   * the reservation, and the count lapses with the idle TTL.
+   */
+  private refundUser(refused: boolean): void {
     const { reservation } = this.taken;
     if (!reservation) return;
     const { store, usage } = this.context;
-    void store.updateUsage(this.session.userKey, refundMessage(usage, this.session.id, reservation, token)).catch(() => undefined);
+    void store.updateUsage(this.session.userKey, refundMessage(usage, this.session.id, reservation, refused)).catch(() => undefined);
   }
 
   private settleUser(spent: TokenUsage, exchange: Spent["exchange"]): Promise<void> {
