@@ -140,21 +140,28 @@ export class ConnectionService {
   /**
    * A page of the user's connections, newest activity first: one read of the user's list, then
    * each connection's fields and state beside each other, so a page costs the same however many
-   * connections the user has.
+   * connections the user has. An entry whose connection is gone is left out of the page (which
+   * then holds fewer than `limit`) and removed from the list.
    */
   async list(userId: string, page: { readonly limit: number; readonly after?: ListCursor }): Promise<ConnectionPage> {
     const { store } = this.options;
-    const entries = await store.listConnections(userKey(userId), { limit: page.limit + 1, ...(page.after ? { after: page.after } : {}) });
+    const key = userKey(userId);
+    const entries = await store.listConnections(key, { limit: page.limit + 1, ...(page.after ? { after: page.after } : {}) });
     const shown = entries.slice(0, page.limit);
     const views = await Promise.all(
       shown.map(async (entry) => {
-        const [known, state] = await Promise.all([this.known.get(entry.id), store.readConnectionState(entry.id)]);
-        if (!state) throw new StoreDataError(`connections/${entry.id}/state`, "listed but missing");
-        return this.view(known, state, participantOf(known.meta, userId));
+        const [known, state] = await Promise.all([this.known.get(entry.id).catch(undefinedIfNotFound), store.readConnectionState(entry.id)]);
+        if (known && state) return [this.view(known, state, participantOf(known.meta, userId))];
+        // Erased with the other user, then listed again by a message's copy that landed after the
+        // deletion (the erasure's second pass would drop it, up to a sweep later): no route can
+        // serve it, so neither can the list. Its removal is awaited (an instance gets no CPU after
+        // answering) but may fail: the page is right without it, and the next one tries again.
+        await store.unlistConnection(key, entry.id).catch(() => undefined);
+        return [];
       }),
     );
     const last = shown.at(-1);
-    return { connections: views, ...(entries.length > page.limit && last ? { next: { lastActivity: last.lastActivity, id: last.id } } : {}) };
+    return { connections: views.flat(), ...(entries.length > page.limit && last ? { next: { lastActivity: last.lastActivity, id: last.id } } : {}) };
   }
 
   accept(userId: string, connectionId: string): Promise<ConnectionView> {
@@ -299,6 +306,12 @@ export class ConnectionService {
   private view(known: KnownConnection, state: ConnectionState, you: Participant): ConnectionView {
     return { id: known.ref.id, meta: known.meta, state, you };
   }
+}
+
+/** To a reader of a list, a connection whose fields are not found is gone, as one without a state is. */
+function undefinedIfNotFound(error: unknown): undefined {
+  if (error instanceof ConnectionNotFoundError) return undefined;
+  throw error;
 }
 
 function usersOf(meta: ConnectionMeta): PairUsers {

@@ -1,6 +1,6 @@
 import type { DeviceStore } from "../store/connection-store";
 import { userKey } from "../session/ledger/limits";
-import { claimToken, registerDevice, removeDevices, tokenHash } from "./device-rules";
+import { claimToken, registerDevice, removeDevices, tokenHash, type DeviceChange } from "./device-rules";
 
 export interface DeviceRegistryOptions {
   readonly store: DeviceStore;
@@ -30,8 +30,23 @@ export class DeviceRegistry {
     const hash = tokenHash(token);
     const key = userKey(userId);
     const [formerOwner, change] = await Promise.all([store.updateTokenOwner(hash, claimToken(key, now)), store.updateDevices(key, registerDevice(hash, token, now, previews))]);
-    if (formerOwner !== undefined) await store.updateDevices(formerOwner, removeDevices([hash], now));
-    return { devices: change.count };
+    const [, dropped] = await Promise.all([formerOwner === undefined ? undefined : store.updateDevices(formerOwner, removeDevices([hash], now)), this.dropUnlessOwned(key, hash, now)]);
+    return { devices: (dropped ?? change).count };
+  }
+
+  /**
+   * Takes the token back out of the user's devices when another user holds it by now. The claim
+   * and the add go side by side, so another user's claim, and its removal of the token from this
+   * user's devices, can both land before the add (the removal then finds nothing): this read, after
+   * the add, sees that claim. A claim after this read names this user as the former owner and
+   * removes the token after the add. Either way the token ends with its last owner only. Checked
+   * here, one read a registration, not by the notifier: that would read each token's owner with
+   * every push, and leave the token in the former owner's devices all the same.
+   */
+  private async dropUnlessOwned(key: string, hash: string, now: number): Promise<DeviceChange | undefined> {
+    const { store } = this.options;
+    const owner = await store.readTokenOwner(hash);
+    return owner?.user_key === key ? undefined : store.updateDevices(key, removeDevices([hash], now));
   }
 
   /** Removes `token` from the user's devices; harmless to repeat. */

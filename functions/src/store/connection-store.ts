@@ -93,6 +93,12 @@ export interface ConnectionStore {
   /** A page of the user's connections, newest activity first, after `cursor` when given: `limit` at most, whatever the user's total. */
   listConnections(userKey: string, page: { readonly limit: number; readonly after?: ListCursor }): Promise<ListedConnection[]>;
 
+  /**
+   * Removes the connection from the user's list only; harmless to repeat. For an entry whose
+   * connection is gone: a message's copy that lands after an erasure deleted it writes its entry back.
+   */
+  unlistConnection(userKey: string, connectionId: string): Promise<void>;
+
   /** A hint that the connection's state is about to be transacted on: an adapter may start following it now. */
   prepareConnection(connectionId: string): void;
 }
@@ -110,6 +116,9 @@ export interface DeviceStore {
 
   /** Atomically applies `rule` to the record of which user holds a token, by the token's hash. */
   updateTokenOwner<O>(tokenHash: string, rule: LedgerRule<TokenOwner, O>): Promise<O>;
+
+  /** Which user holds a token (null for none), as the database has it now: never an instance's copy. */
+  readTokenOwner(tokenHash: string): Promise<TokenOwner | null>;
 
   /** Users holding a token last registered at or before `cutoff` (stale), oldest first. */
   findStaleDevices(cutoff: number, limit: number): Promise<string[]>;

@@ -88,6 +88,11 @@ export class MemoryConnectionStore implements ConnectionStore, DeviceStore, Conn
       .slice(0, Math.max(0, page.limit));
   }
 
+  async unlistConnection(userKey: string, connectionId: string): Promise<void> {
+    this.lists.get(userKey)?.delete(connectionId);
+    if (this.lists.get(userKey)?.size === 0) this.lists.delete(userKey);
+  }
+
   prepareConnection(): void {
     // Nothing to fetch: the state is in memory.
   }
@@ -106,6 +111,10 @@ export class MemoryConnectionStore implements ConnectionStore, DeviceStore, Conn
 
   async updateTokenOwner<O>(tokenHash: string, rule: LedgerRule<TokenOwner, O>): Promise<O> {
     return applyLedger(this.owners, tokenHash, rule);
+  }
+
+  async readTokenOwner(tokenHash: string): Promise<TokenOwner | null> {
+    return kept(this.owners.get(tokenHash) ?? null);
   }
 
   async findStaleDevices(cutoff: number, limit: number): Promise<string[]> {

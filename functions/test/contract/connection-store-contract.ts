@@ -97,6 +97,16 @@ export function connectionStoreContract(makeHarness: () => Promise<ConnectionSto
       expect(new Set(seen).size).toBe(7);
     });
 
+    it("removes a connection from one user's list only, harmlessly again", async () => {
+      const connection = newConnection();
+      await store.createConnection(connection);
+      await store.unlistConnection(connection.userKeys.a, connection.id);
+      await harness.instance().unlistConnection(connection.userKeys.a, connection.id);
+      expect(await store.listConnections(connection.userKeys.a, { limit: 10 })).toEqual([]);
+      expect(await store.listConnections(connection.userKeys.b, { limit: 10 })).toEqual([{ id: connection.id, lastActivity: T }]);
+      expect(await store.readConnectionState(connection.id)).toEqual(connection.state);
+    });
+
     it("keeps one current connection per pair however many requests race, from instances of their own", async () => {
       const users = { a: `erin-${randomUUID().slice(0, 6)}`, b: `frank-${randomUUID().slice(0, 6)}` };
       const pair = `pair-${randomUUID()}`;
@@ -216,6 +226,16 @@ export function connectionStoreContract(makeHarness: () => Promise<ConnectionSto
       expect(await fresh.deleteStaleTokenOwners(T + 1, 10)).toBe(0);
       expect(await fresh.deleteStaleTokenOwners(T + 2, 10)).toBe(1);
       expect(await fresh.updateTokenOwner("hash-1", claimToken("user-3", T + 3))).toBeUndefined();
+    });
+
+    it("reads which user holds a token as another instance last claimed it", async () => {
+      const hash = `hash-${randomUUID()}`;
+      const other = harness.instance();
+      expect(await store.readTokenOwner(hash)).toBeNull();
+      await store.updateTokenOwner(hash, claimToken("user-1", T));
+      expect(await store.readTokenOwner(hash)).toEqual({ user_key: "user-1", updated_at: T });
+      await other.updateTokenOwner(hash, claimToken("user-2", T + 1));
+      expect(await store.readTokenOwner(hash)).toEqual({ user_key: "user-2", updated_at: T + 1 });
     });
   });
 

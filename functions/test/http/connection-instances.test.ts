@@ -1,6 +1,10 @@
 import { randomUUID } from "node:crypto";
+import type { Database } from "firebase-admin/database";
+import { userKey } from "../../src/session/ledger/limits";
+import { RtdbConnectionStore } from "../../src/store/rtdb/rtdb-connection-store";
 import { ApiUser, connectionOf, FUNCTION_ROUTES, HOSTING_ROUTES } from "../support/connection-api";
-import { describeEachStore, startHarness, type Harness, type Instance } from "../support/http-harness";
+import { describeEachStore, ROUTES, startHarness, type Answer, type Harness, type Instance } from "../support/http-harness";
+import { describeWithRtdb } from "../support/rtdb";
 
 interface ReadMessage {
   readonly id: string;
@@ -68,5 +72,71 @@ describeEachStore("connections across instances", (kind) => {
       expect(stored[message.position - 1]).toMatchObject({ content: message.content, sender_id: message.sender_id });
     }
     expect(connectionOf(await ben.get(id))).toMatchObject({ message_count: 50 });
+  });
+});
+
+/**
+ * `database` as a slow link would be for some of its writes: every update sent from a node `held`
+ * names waits until the returned release is called, then goes.
+ */
+function holdingUpdates(database: Database, held: (path: string | undefined) => boolean): () => void {
+  let release!: () => void;
+  const gate = new Promise<void>((resolve) => (release = resolve));
+  const ref = database.ref.bind(database);
+  (database as { ref: Database["ref"] }).ref = (path?: string) => {
+    const node = ref(path);
+    if (held(path)) {
+      const update = node.update.bind(node);
+      node.update = (values: object) => gate.then(() => update(values));
+    }
+    return node;
+  };
+  return release;
+}
+
+/** What a list's answer shows: its status, its error's code if any, the connections' ids. */
+function listing(answer: Answer) {
+  return { status: answer.status, code: answer.body.error?.code, ids: (answer.body.connections as { connection_id: string }[] | undefined)?.map((connection) => connection.connection_id) };
+}
+
+/** Only the database has copies that land after the request that sent them. */
+describeWithRtdb("connections across instances: a message's copy landing after the other user's erasure", () => {
+  let harness: Harness;
+  let second: Instance;
+
+  beforeAll(async () => {
+    harness = await startHarness({ store: "rtdb" });
+    second = await harness.instance();
+  });
+  afterAll(async () => harness.close());
+
+  it("leaves the gone connection out of the remaining user's list, on every instance, and drops its entry", async () => {
+    const tag = randomUUID().slice(0, 8);
+    const ann = new ApiUser(`ann-${tag}`, harness.api, HOSTING_ROUTES);
+    const ben = new ApiUser(`ben-${tag}`, harness.api, HOSTING_ROUTES);
+    const kept = await ben.connectWith(new ApiUser(`cat-${tag}`, harness.api, HOSTING_ROUTES));
+    const id = await ann.connectWith(ben);
+    const database = harness.api.database!;
+    const store = harness.api.connectionStore;
+    if (!(store instanceof RtdbConnectionStore)) throw new Error("the harness's database instance stores connections elsewhere");
+    // Ann's message commits; its copy (the message, both users' list entries) is slow to land.
+    const release = holdingUpdates(database, (path) => path === `connections/${id}` || path === "userConnections");
+    expect((await ann.send(id, "bye")).status).toBe(201);
+    // Meanwhile Ann erases her data through another instance: the connection goes, with both entries.
+    expect((await second.call("DELETE", `${ROUTES.erase}?user_id=${ann.id}`)).status).toBe(200);
+    release();
+    await store.copiesSettled();
+    const entry = second.database!.ref(`userConnections/${userKey(ben.id)}/${id}`);
+    const listedAt: unknown = (await entry.once("value")).val();
+    expect(listedAt).toEqual(expect.any(Number));
+
+    // The first instance knows the gone connection's fields from before.
+    expect(listing(await ben.list())).toEqual({ status: 200, ids: [kept] });
+    expect((await entry.once("value")).exists()).toBe(false);
+    // Another late copy lists it again; the second instance never knew its fields.
+    await entry.set(listedAt);
+    expect(listing(await ben.on(second).list())).toEqual({ status: 200, ids: [kept] });
+    expect((await entry.once("value")).exists()).toBe(false);
+    expect((await ben.get(id)).body.error?.code).toBe("CONNECTION_NOT_FOUND");
   });
 });

@@ -47,6 +47,7 @@ import {
   connectionStatePath,
   DEVICE_TOKENS,
   listedConnectionChild,
+  listedConnectionPath,
   pairPath,
   tokenOwnerPath,
   USER_CONNECTIONS,
@@ -195,6 +196,10 @@ export class RtdbConnectionStore implements ConnectionStore, DeviceStore, Connec
       .slice(0, limit);
   }
 
+  async unlistConnection(userKey: string, connectionId: string): Promise<void> {
+    await this.engine.call("unlist connection", this.db.ref(listedConnectionPath(userKey, connectionId)).remove());
+  }
+
   prepareConnection(connectionId: string): void {
     this.holds.hold(connectionStatePath(connectionId));
   }
@@ -221,6 +226,13 @@ export class RtdbConnectionStore implements ConnectionStore, DeviceStore, Connec
 
   async updateTokenOwner<O>(tokenHash: string, rule: LedgerRule<TokenOwner, O>): Promise<O> {
     return this.engine.transactRecord(tokenOwnerPath(tokenHash), tokenOwnerSchema, "update token owner", rule);
+  }
+
+  async readTokenOwner(tokenHash: string): Promise<TokenOwner | null> {
+    // Never held: a read of a node nobody here listens to is answered by the server.
+    const path = tokenOwnerPath(tokenHash);
+    const snapshot = await this.engine.read("read token owner", this.db.ref(path));
+    return snapshot.exists() ? parseStored(tokenOwnerSchema, snapshot.val(), path) : null;
   }
 
   async findStaleDevices(cutoff: number, limit: number): Promise<string[]> {
