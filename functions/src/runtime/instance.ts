@@ -133,6 +133,7 @@ export function composeInstance(config: Config, parts: InstanceParts): Instance 
       tokensPerDay: config.limits.userTokensPerDay,
       serviceTokensPerDay: config.limits.serviceTokensPerDay,
       addressSessionsPerHour: config.limits.addressSessionsPerHour,
+      requestTimeoutMs: functionTimeoutMs,
     },
     maxMessageChars: config.maxMessageChars,
     keyLeaseMs: budget.leaseMs,

@@ -94,6 +94,15 @@ describe("daily token ledger rules", () => {
     expect(apply(stuck, admitMessage("s1", NOON + 121_000, POLICY, NEED))?.contexts?.s1?.open).toBe(1);
   });
 
+  it("counts a reservation open as long as a request may run, when the function's timeout is longer than the default", () => {
+    const long = { ...POLICY, requestTimeoutMs: 600_000 };
+    const stuck = apply(null, admitMessage("s1", NOON, long, NEED));
+    expect(apply(stuck, admitMessage("s1", NOON + 300_000, long, NEED))?.contexts?.s1?.open).toBe(2);
+    expect(apply(stuck, admitMessage("s1", NOON + 601_000, long, NEED))?.contexts?.s1?.open).toBe(1);
+    // A shorter timeout never shortens the default window.
+    expect(apply(stuck, admitMessage("s1", NOON + 100_000, { ...POLICY, requestTimeoutMs: 60_000 }, NEED))?.contexts?.s1?.open).toBe(2);
+  });
+
   it("refuses a message whose reservation would pass the limit, until the next UTC day, and takes nothing", () => {
     const first = admitted(admitMessage("s1", NOON, POLICY, NEED)(null).outcome);
     const nearly = apply(null, admitMessage("s1", NOON, POLICY, NEED), settleTokens("s1", first, landed(860, 0)));

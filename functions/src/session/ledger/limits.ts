@@ -22,6 +22,8 @@ export interface UsagePolicy {
   readonly serviceTokensPerDay?: number;
   /** Sessions a network address may create per hour without a non-anonymous ID token; 0 or absent: no limit. See address-limit.ts. */
   readonly addressSessionsPerHour?: number;
+  /** The longest a request may run (the function's timeout): a reservation counts as open at least this long. */
+  readonly requestTimeoutMs?: number;
 }
 
 export type Admission = { readonly admitted: true } | { readonly admitted: false; readonly retryAfterMs: number; readonly erasing?: true };
@@ -72,7 +74,12 @@ const MINUTE = 60_000;
 const DAY = 86_400_000;
 /** What a request refused while the user's data is being erased is told to wait (see session/erasure/). */
 export const ERASING_RETRY_MS = 5_000;
-/** Longer than any request can run: a reservation still open after it belongs to a request that died. */
+/**
+ * Longer than any request can run with the default timeout: a reservation still open after it (or
+ * after the function's timeout, when that is longer) belongs to a request that died. Counted
+ * closed while its request still runs, it would let another message's settlement lower the
+ * session's bound past what that request's exchange adds: the next reservation too small.
+ */
 const OPEN_RESERVATION_MS = 120_000;
 
 /** Where a user's usage is kept: a hash, so that any user id makes a valid database key. */
@@ -121,7 +128,7 @@ export function admitMessage(sessionId: string, now: number, policy: UsagePolicy
     if (policy.tokensPerDay > 0 && used.tokens + reserved > policy.tokensPerDay) {
       return { outcome: { admitted: false, limit: "tokens", retryAfterMs: Date.parse(`${day}T00:00:00Z`) + DAY - now } };
     }
-    const open = context && now - context.at <= OPEN_RESERVATION_MS ? context.open : 0;
+    const open = context && now - context.at <= Math.max(OPEN_RESERVATION_MS, policy.requestTimeoutMs ?? 0) ? context.open : 0;
     const live = liveSessions(usage, now, policy);
     const before = live[sessionId];
     const sessions = { ...live, [sessionId]: now };
