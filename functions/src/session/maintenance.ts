@@ -56,8 +56,9 @@ export async function runMaintenance(options: MaintenanceOptions): Promise<Maint
   const deleted =
     options.retentionMs > 0
       ? await inBatches(options, () => store.findClosedSessions(now - options.retentionMs, batchSize), async (ids) => {
-          await Promise.all(ids.map((id) => store.deleteSession(id)));
-          return ids.length;
+          // Settled, as above: a failed delete is found again by the next run.
+          const results = await Promise.allSettled(ids.map((id) => store.deleteSession(id)));
+          return results.filter((result) => result.status === "fulfilled").length;
         })
       : 0;
   const keysForgotten = await deleteInBatches(options, () => store.deleteCreateKeys(now - options.createKeyTtlMs, batchSize));

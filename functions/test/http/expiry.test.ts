@@ -1,6 +1,7 @@
 import { recentMessages } from "../support/recent-messages";
 import type { Log, LogFields } from "../../src/log/log";
 import { scheduledMaintenance } from "../../src/runtime/scheduled-maintenance";
+import { FaultyStore } from "../support/faulty-store";
 import { createSession, describeEachStore, ROUTES, startHarness, type Harness } from "../support/http-harness";
 
 const MINUTE = 60_000;
@@ -94,3 +95,35 @@ describeEachStore("expiry and retention", (kind) => {
     expect(entry?.fields?.expired).toBeGreaterThanOrEqual(1);
   });
 }, { sharded: true });
+
+describeEachStore("retention with a failing delete", (kind) => {
+  let harness: Harness;
+  let faulty: FaultyStore | undefined;
+  let now = Date.parse("2026-01-01T00:00:00Z");
+  beforeAll(async () => {
+    harness = await startHarness({
+      store: kind,
+      clock: () => now,
+      env: { SESSION_RETENTION_DAYS: "1" },
+      wrapStore: (store) => (faulty ??= new FaultyStore(store)).store,
+    });
+  });
+  afterAll(async () => harness.close());
+
+  it("goes on with the rest of the run when one old session's delete fails, and deletes it on the next", async () => {
+    const old = [await createSession(harness.api, "friendly-assistant", "keep_user"), await createSession(harness.api, "friendly-assistant", "keep_user")];
+    for (const id of old) await harness.api.call("DELETE", ROUTES.end(id));
+    // A user erases their data: the second pass comes with the next run.
+    const gone = await createSession(harness.api, "friendly-assistant", "gone_user");
+    await harness.api.call("POST", ROUTES.message(gone), { message: "secret words" });
+    expect((await harness.api.call("DELETE", `${ROUTES.erase}?user_id=gone_user`)).status).toBe(200);
+    now += 2 * DAY;
+    // One delete fails (a database deadline, say): the other session, the erasure and the rest still run.
+    faulty?.arm("deleteSession", "before");
+    expect(await harness.api.runtime.maintain(now)).toMatchObject({ deleted: 1, erasuresFinished: 1 });
+    const left = await Promise.all(old.map((id) => harness.api.store.readSessionState(id)));
+    expect(left.filter((state) => state !== null)).toHaveLength(1);
+    expect(await harness.api.runtime.maintain(now)).toMatchObject({ deleted: 1 });
+    expect(await Promise.all(old.map((id) => harness.api.store.readSessionState(id)))).toEqual([null, null]);
+  });
+});
