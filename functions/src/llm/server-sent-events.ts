@@ -5,23 +5,38 @@ export interface ServerSentEvent {
 }
 
 /**
+ * The longest line, and the most data one event may gather, in UTF-16 units: far above any chunk a
+ * model streams (a few hundred), so that a provider sending a line that never ends is refused at
+ * once instead of buffered until the deadline (then retried), with the instance's memory and CPU.
+ */
+export const MAX_EVENT_CHARS = 1 << 20;
+
+/**
  * The events of a `text/event-stream` body, as the SSE format defines them (lines ended by CRLF,
  * LF or CR; `data` lines joined with LF; comments and unknown fields skipped; an event without
- * data dispatches nothing). The openai SDK's own reader (openai 7.57 `Stream.fromSSEResponse`)
- * runs each chunk through its line and event decoders and a chain of async generators: measured by
- * the cost bench, that is most of what a streamed reply costs the service's CPU. This reads the
- * body once, in one loop; the caller keeps the SDK's meaning of the events (see openai-model.ts).
+ * data dispatches nothing), with one leniency: the body's end also ends its last event, where the
+ * format would drop an event not followed by a blank line (a provider that closes its stream
+ * after the last line's break, or before it, has sent the whole reply). A line or an event past
+ * MAX_EVENT_CHARS is a SyntaxError, as malformed data is. The openai SDK's own reader (openai
+ * 7.57 `Stream.fromSSEResponse`) runs each chunk through its line and event decoders and a chain
+ * of async generators: measured by the cost bench, that is most of what a streamed reply costs
+ * the service's CPU. This reads the body once, in one loop; the caller keeps the SDK's meaning of
+ * the events (see openai-model.ts).
  */
 export async function* serverSentEvents(body: AsyncIterable<Uint8Array>): AsyncGenerator<ServerSentEvent> {
   const decoder = new TextDecoder();
   let buffer = "";
+  /** How much of `buffer`'s start is known to hold no line break: each character is scanned once, however long the line. */
+  let scanned = 0;
   let data: string[] = [];
+  let gathered = 0;
   let event: string | undefined;
   /** Takes one line; returns the event it completes, if any. */
   const line = (text: string): ServerSentEvent | undefined => {
     if (text === "") {
       const done = data.length > 0 ? { event, data: data.join("\n") } : undefined;
       data = [];
+      gathered = 0;
       event = undefined;
       return done;
     }
@@ -30,29 +45,44 @@ export async function* serverSentEvents(body: AsyncIterable<Uint8Array>): AsyncG
     const field = colon < 0 ? text : text.slice(0, colon);
     let value = colon < 0 ? "" : text.slice(colon + 1);
     if (value.startsWith(" ")) value = value.slice(1);
-    if (field === "data") data.push(value);
-    else if (field === "event") event = value;
+    if (field === "data") {
+      gathered += value.length + 1;
+      if (gathered > MAX_EVENT_CHARS) throw tooLong();
+      data.push(value);
+    } else if (field === "event") event = value;
     return undefined;
   };
   for await (const bytes of body) {
     buffer += decoder.decode(bytes, { stream: true });
     let start = 0;
     for (;;) {
-      const end = nextBreak(buffer, start);
-      if (end < 0) break;
+      const end = nextBreak(buffer, Math.max(start, scanned));
+      if (end < 0) {
+        scanned = buffer.length;
+        break;
+      }
       // A CR at the very end may be the first half of a CRLF: wait for the next chunk.
-      if (buffer.charCodeAt(end) === CR && end === buffer.length - 1) break;
+      if (buffer.charCodeAt(end) === CR && end === buffer.length - 1) {
+        scanned = end;
+        break;
+      }
       const completed = line(buffer.slice(start, end));
       start = end + (buffer.charCodeAt(end) === CR && buffer.charCodeAt(end + 1) === LF ? 2 : 1);
       if (completed) yield completed;
     }
     buffer = buffer.slice(start);
+    scanned -= start;
+    if (buffer.length > MAX_EVENT_CHARS) throw tooLong();
   }
   buffer += decoder.decode();
-  for (const rest of buffer === "" ? [] : [...buffer.split(/\r\n|\r|\n/), ""]) {
+  for (const rest of [...(buffer === "" ? [] : buffer.split(/\r\n|\r|\n/)), ""]) {
     const completed = line(rest);
     if (completed) yield completed;
   }
+}
+
+function tooLong(): SyntaxError {
+  return new SyntaxError(`a server-sent event or line longer than ${MAX_EVENT_CHARS} characters`);
 }
 
 const CR = 13;

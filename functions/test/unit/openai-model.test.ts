@@ -1,3 +1,5 @@
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import OpenAI from "openai";
 import type { CompletionRequest } from "../../src/llm/chat-model";
 import { ModelError } from "../../src/llm/errors";
@@ -447,5 +449,73 @@ describe("createOpenAiModel against an OpenAI-compatible server", () => {
       expect(fake.requests).toHaveLength(1);
       expect(waits).toEqual([]);
     });
+  });
+});
+
+/**
+ * A provider that writes `body` (one piece per write, waiting for the client to read each), then
+ * closes the stream: for bodies the fake server does not script. `sent` counts what it wrote.
+ */
+async function rawStreamServer(body: (write: (piece: string) => Promise<boolean>) => Promise<void>) {
+  let sent = 0;
+  const server = createServer((request, response) => {
+    request.resume();
+    request.on("end", () => {
+      response.writeHead(200, { "content-type": "text/event-stream" });
+      const write = (piece: string) =>
+        new Promise<boolean>((resolve) => {
+          if (response.destroyed) {
+            resolve(false);
+            return;
+          }
+          sent += piece.length;
+          if (response.write(piece)) {
+            resolve(true);
+            return;
+          }
+          const done = () => { response.off("drain", done); response.off("close", done); resolve(!response.destroyed); };
+          response.on("drain", done);
+          response.on("close", done);
+        });
+      void body(write).then(() => response.end());
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const baseUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`;
+  return {
+    model: (timeoutMs: number) => createOpenAiModel({ apiKey: "sk-test-key", baseUrl, timeoutMs }),
+    sent: () => sent,
+    stop: () => new Promise<void>((resolve) => { server.closeAllConnections(); server.close(() => { resolve(); }); }),
+  };
+}
+
+describe("createOpenAiModel against a provider's broken stream", () => {
+  it("takes a reply whose stream ends after the last line's break, without the blank line", async () => {
+    const chunk = (fields: object) => `data: ${JSON.stringify({ model: "gpt-test", choices: [fields] })}\n`;
+    const server = await rawStreamServer(async (write) => {
+      await write(`${chunk({ delta: { content: "Hello" }, finish_reason: null })}\n`);
+      await write(chunk({ delta: {}, finish_reason: "stop" }));
+    });
+    try {
+      const texts: string[] = [];
+      await expect(server.model(2_000).complete(HELLO_REQUEST, { write: (text) => texts.push(text) })).resolves.toMatchObject({ text: "Hello", truncated: false });
+      expect(texts).toEqual(["Hello"]);
+    } finally {
+      await server.stop();
+    }
+  });
+
+  it("refuses a line that never ends as a malformed reply, not retried, before reading more than a few megabytes", async () => {
+    const piece = "x".repeat(65_536);
+    const server = await rawStreamServer(async (write) => {
+      if (!(await write('data: {"choices":[{"delta":{"content":"'))) return;
+      for (let i = 0; i < 4_096; i += 1) if (!(await write(piece))) return;
+    });
+    try {
+      await expect(server.model(30_000).complete(HELLO_REQUEST, { write: () => undefined })).rejects.toMatchObject({ failure: "bad_response", retryable: false });
+      expect(server.sent()).toBeLessThan(16 * 2 ** 20);
+    } finally {
+      await server.stop();
+    }
   });
 });

@@ -1,4 +1,4 @@
-import { serverSentEvents, type ServerSentEvent } from "../../src/llm/server-sent-events";
+import { MAX_EVENT_CHARS, serverSentEvents, type ServerSentEvent } from "../../src/llm/server-sent-events";
 
 /** The events read from `pieces`, each sent as one chunk of the body. */
 async function read(pieces: readonly (string | Uint8Array)[]): Promise<ServerSentEvent[]> {
@@ -40,5 +40,18 @@ describe("serverSentEvents", () => {
       { event: undefined, data: "é😀" },
       { event: undefined, data: "last" },
     ]);
+  });
+  it("dispatches a last event whatever ends the body after it: no line break, CR, LF or CRLF", async () => {
+    for (const end of ["", "\r", "\n", "\r\n"]) expect(await read([`data: one\n\ndata: last${end}`])).toEqual([{ event: undefined, data: "one" }, { event: undefined, data: "last" }]);
+  });
+
+  it("refuses a line past MAX_EVENT_CHARS, and an event gathering more data than that, as malformed", async () => {
+    const piece = "x".repeat(65_536);
+    const endless = ["data: ", ...Array<string>(MAX_EVENT_CHARS / piece.length + 1).fill(piece)];
+    await expect(read(endless)).rejects.toBeInstanceOf(SyntaxError);
+    const lines = Array<string>(MAX_EVENT_CHARS / piece.length + 1).fill(`data: ${piece}\n`);
+    await expect(read(lines)).rejects.toBeInstanceOf(SyntaxError);
+    // Just under: read whole.
+    expect(await read([`data: ${"y".repeat(MAX_EVENT_CHARS - 10)}\n\n`])).toEqual([{ event: undefined, data: "y".repeat(MAX_EVENT_CHARS - 10) }]);
   });
 });
