@@ -2,7 +2,7 @@ import { functionsLog } from "../log/log";
 import { OFFLINE_PUSH_LABEL } from "../notify/offline-sender";
 import { createLocalInstance } from "./local-instance";
 import { createLocalServer } from "./local-server";
-import { APP_CHECK_SITE_KEY_VARIABLE, databaseNamespace, defaultProjectId, hostingRewrites, localSite } from "./project-files";
+import { APP_CHECK_SITE_KEY_VARIABLE, defaultProjectId, hostingRewrites, localDatabase, localSite } from "./project-files";
 
 const REGION = "us-central1";
 
@@ -12,10 +12,10 @@ async function main(): Promise<void> {
   const host = process.env.HOST || "127.0.0.1";
   const port = Number(process.env.PORT || 5000);
   const local = await createLocalInstance(projectId, functionsLog);
-  const databaseHost = process.env.FIREBASE_DATABASE_EMULATOR_HOST || undefined;
   const site = localSite(projectId, process.env.FIREBASE_AUTH_EMULATOR_HOST, {
     appCheckSiteKey: process.env[APP_CHECK_SITE_KEY_VARIABLE],
-    database: databaseHost === undefined ? undefined : { host: databaseHost, namespace: databaseNamespace(projectId) },
+    // The instances as the store was built from them (config.ts normalised them), so the page listens where connections are written.
+    database: localDatabase(projectId, process.env.FIREBASE_DATABASE_EMULATOR_HOST, local.instance.config.databaseInstances),
   });
   const server = createLocalServer({ api: local.instance.api, maxBodyBytes: local.instance.config.maxBodyBytes, rewrites: hostingRewrites(), projectId, region: REGION, site });
   server.listen(port, host, () => {

@@ -2,6 +2,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { z } from "zod";
 import { DEFAULT_FUNCTION_REGION, pageOrigins, pagePolicy } from "../page/page-policy";
+import { instanceName } from "../sharding/database-instances";
 import { templateSchema, type Template } from "../store/records";
 import type { StaticSite } from "./static-site";
 
@@ -110,19 +111,57 @@ export function configuredValue(root: string, projectId: string, name: string): 
   return undefined;
 }
 
+/** The database the local server stores in, as the page is told it (init.js) and allowed to reach it (its policy). */
+export interface LocalDatabase {
+  /** host:port of the server the home instance is on: the page's SDK connects there. */
+  readonly host: string;
+  /** The home instance's namespace: init.js's databaseURL names it. */
+  readonly namespace: string;
+  /** Every instance of DATABASE_INSTANCES, as the emulator URL the server reaches it at; absent: the one above alone. */
+  readonly instances?: readonly string[];
+}
+
+/**
+ * Where the local server's page finds its database: none with the embedded store (no
+ * `emulatorHost`); the project's namespace on `emulatorHost` without `instances` (normalised
+ * DATABASE_INSTANCES); else the home instance, the list's first, because every per-user record
+ * (connections, which the People panel listens to) is kept there, and any instance may hold a
+ * session, so the policy names them all.
+ */
+export function localDatabase(projectId: string, emulatorHost: string | undefined, instances: readonly string[]): LocalDatabase | undefined {
+  if (!emulatorHost) return undefined;
+  const served = instances.map((url) => servedUrl(url, emulatorHost));
+  const home = served[0];
+  if (home === undefined) return { host: emulatorHost, namespace: databaseNamespace(projectId) };
+  const parsed = new URL(home);
+  // A normalised URL drops the default port; the page's SDK (useEmulator) needs one.
+  return { host: `${parsed.hostname}:${parsed.port || "80"}`, namespace: instanceName(home), instances: served };
+}
+
+/**
+ * Where the local server reaches the instance `url`: an emulator's URL as given (instanceDatabases
+ * honours it), a deployed instance's name as a namespace of `emulatorHost`, where firebase-admin
+ * sends every other URL while FIREBASE_DATABASE_EMULATOR_HOST is set.
+ */
+function servedUrl(url: string, emulatorHost: string): string {
+  return url.startsWith("http:") ? url : `http://${emulatorHost}?ns=${instanceName(url)}`;
+}
+
 /**
  * The site of `firebase.json`'s Hosting (its public folder and ignore globs), as the local server
  * serves it at `/`, with the Firebase SDK's compat builds from node_modules when installed (a
  * development dependency: `npm start` alone does not install it), an init.js for `projectId`
  * whose API key the Auth emulator accepts (it accepts any), and the page's policy for
  * `projectId` with the Auth emulator the server checks tokens on, the App Check site key the page
- * attests with, if any, and with `database` the database emulator the server stores in (its
- * namespace in init.js's config), where the page listens to connections live.
+ * attests with, if any, and with `database` the database the server stores in (localDatabase:
+ * the home instance's namespace in init.js's config, on the server init.js names), where the page
+ * listens to connections live, and in the policy every instance's server, as a deployment's names
+ * every instance.
  */
 export function localSite(
   projectId: string,
   authEmulatorHost?: string,
-  extra: { readonly appCheckSiteKey?: string | undefined; readonly database?: { readonly host: string; readonly namespace: string } | undefined } = {},
+  extra: { readonly appCheckSiteKey?: string | undefined; readonly database?: LocalDatabase | undefined } = {},
 ): StaticSite {
   const { appCheckSiteKey, database } = extra;
   const hosting = hostingConfig();
@@ -140,6 +179,6 @@ export function localSite(
     },
     ...(emulator === undefined ? {} : { authEmulatorHost: emulator }),
     ...(database === undefined ? {} : { databaseEmulatorHost: database.host }),
-    policy: pagePolicy(projectId, pageOrigins(projectId, functionRegions(), { authEmulatorHost: emulator, appCheckSiteKey: appCheckSiteKey || undefined, databaseEmulatorHost: database?.host })),
+    policy: pagePolicy(projectId, pageOrigins(projectId, functionRegions(), { authEmulatorHost: emulator, appCheckSiteKey: appCheckSiteKey || undefined, databaseEmulatorHost: database?.host, databaseInstances: database?.instances })),
   };
 }
