@@ -103,3 +103,21 @@ describe("model retries", () => {
     expect(harness.fake.requests).toHaveLength(2);
   });
 });
+
+describeEachStore("a provider that ignores max_tokens", (kind) => {
+  let harness: Harness;
+  beforeAll(async () => {
+    harness = await startHarness({ store: kind, env: { USER_TOKENS_PER_DAY: "20000" } });
+  });
+  afterAll(async () => harness.close());
+
+  it("charges its reply at most max_tokens, so one reply cannot lock the user out for the day", async () => {
+    const id = await createSession(harness.api);
+    // About 100 KB of words (some 25,000 tokens) for a template whose max_tokens is 50, no usage reported.
+    harness.fake.enqueue({ kind: "reply", text: "lorem ipsum dolor sit amet ".repeat(4_000), usage: null });
+    const answer = await harness.api.call("POST", ROUTES.message(id), { message: "hello" });
+    expect(answer.status).toBe(200);
+    expect(answer.body.usage).toMatchObject({ completion_tokens: 50, estimated: true });
+    expect((await harness.api.call("POST", ROUTES.message(id), { message: "and again" })).status).toBe(200);
+  });
+});

@@ -18,6 +18,12 @@ describe("a call's usage", () => {
     expect(usage.total_tokens).toBe(42 + usage.completion_tokens);
   });
 
+  it("estimates a reply longer than max_tokens (a provider that ignores it) at max_tokens, reported or not", () => {
+    const text = "lorem ipsum dolor sit amet ".repeat(40_000);
+    expect(callUsage({ text, truncated: false, model: "gpt-4o-mini" }, bounds(42)).usage).toMatchObject({ prompt_tokens: 42, completion_tokens: 50, total_tokens: 92, estimated: true });
+    expect(callUsage({ text, truncated: false, model: "gpt-4o-mini", usage: { prompt_tokens: 40, completion_tokens: 189_000 } }, bounds(42)).usage).toMatchObject({ completion_tokens: 50, estimated: true });
+  });
+
   it("gives no price for a model that answered under a name not listed (the offline responder, a compatible server's own model)", () => {
     expect(callUsage({ text: "hi", truncated: false, model: "offline" }, bounds(10)).usage.cost_usd).toBeUndefined();
     expect(callUsage({ text: "hi", truncated: false, model: "llama3", usage: { prompt_tokens: 5, completion_tokens: 1 } }, bounds(10, "llama3")).usage.cost_usd).toBeUndefined();

@@ -40,7 +40,7 @@ export function promptTokenBound(model: string, promptEstimate: number): number 
  * A model call's usage as the ledger keeps it: as the provider reported it when the report is
  * within what the call could have used (the completion within `max_tokens`, the prompt within
  * `promptTokenBound`), else, like a call that reported none, estimated from the prompt's estimate
- * and the reply's text and marked so. A provider's number is believed only where it could be
+ * and the reply's text (the completion at most `max_tokens`) and marked so. A provider's number is believed only where it could be
  * true: a broken or hostile one must not charge a user for a day's tokens, nor push a stored sum
  * out of the safe integer range. Priced where the model that answered is listed
  * (`Completion.model`: the name the provider answered with, the one asked for when it named
@@ -49,7 +49,9 @@ export function promptTokenBound(model: string, promptEstimate: number): number 
  */
 export function callUsage(completion: Completion, bounds: CallBounds): CallUsage {
   const reported = completion.usage;
-  const estimate = (): TokenUsage => priced(withTotal(bounds.promptEstimate, estimateTokens(completion.text), true), completion.model);
+  // At most `max_tokens`, as a report is: a provider that ignores it (a reply of a megabyte) must
+  // not charge the user for what the call could not have used, nor lock them out for the day.
+  const estimate = (): TokenUsage => priced(withTotal(bounds.promptEstimate, Math.min(estimateTokens(completion.text), bounds.maxTokens), true), completion.model);
   if (!reported) return { usage: estimate() };
   const promptBound = promptTokenBound(bounds.model, bounds.promptEstimate);
   if (reported.prompt_tokens <= promptBound && reported.completion_tokens <= bounds.maxTokens) {
