@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import { recentMessages } from "../support/recent-messages";
 import type { Log, LogFields } from "../../src/log/log";
 import type { Scripted } from "../support/fake-openai-server";
@@ -112,12 +113,19 @@ describeEachStore("a provider that ignores max_tokens", (kind) => {
   afterAll(async () => harness.close());
 
   it("charges its reply at most max_tokens, so one reply cannot lock the user out for the day", async () => {
-    const id = await createSession(harness.api);
+    const user = `user-${randomUUID()}`;
+    const id = await createSession(harness.api, "friendly-assistant", user);
     // About 100 KB of words (some 25,000 tokens) for a template whose max_tokens is 50, no usage reported.
     harness.fake.enqueue({ kind: "reply", text: "lorem ipsum dolor sit amet ".repeat(4_000), usage: null });
     const answer = await harness.api.call("POST", ROUTES.message(id), { message: "hello" });
     expect(answer.status).toBe(200);
     expect(answer.body.usage).toMatchObject({ completion_tokens: 50, estimated: true });
-    expect((await harness.api.call("POST", ROUTES.message(id), { message: "and again" })).status).toBe(200);
+    // That session's next prompt would carry the reply: more than the day allows, so it is refused...
+    const next = await harness.api.call("POST", ROUTES.message(id), { message: "and again" });
+    expect(next.status).toBe(429);
+    expect(next.body.error?.code).toBe("TOKEN_LIMIT");
+    // ...but the user's day is not spent: another conversation goes on.
+    const other = await createSession(harness.api, "friendly-assistant", user);
+    expect((await harness.api.call("POST", ROUTES.message(other), { message: "hello" })).status).toBe(200);
   });
 });

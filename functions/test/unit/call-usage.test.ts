@@ -1,6 +1,7 @@
 import { costUsd } from "../../src/llm/model-table";
 import { callUsage, promptTokenBound, PROMPT_BOUND_FACTOR, PROMPT_BOUND_SLACK, type CallBounds } from "../../src/session/ledger/call-usage";
 import { modelFacts } from "../../src/llm/model-table";
+import { estimateTokens } from "../../src/session/prompt/token-estimate";
 
 /** What a call's report is held against: its prompt's estimate, 50 max_tokens, the model asked for. */
 const bounds = (promptEstimate: number, model = "gpt-4o-mini"): CallBounds => ({ promptEstimate, maxTokens: 50, model });
@@ -22,6 +23,9 @@ describe("a call's usage", () => {
     const text = "lorem ipsum dolor sit amet ".repeat(40_000);
     expect(callUsage({ text, truncated: false, model: "gpt-4o-mini" }, bounds(42)).usage).toMatchObject({ prompt_tokens: 42, completion_tokens: 50, total_tokens: 92, estimated: true });
     expect(callUsage({ text, truncated: false, model: "gpt-4o-mini", usage: { prompt_tokens: 40, completion_tokens: 189_000 } }, bounds(42)).usage).toMatchObject({ completion_tokens: 50, estimated: true });
+    // What its session's next prompts will carry is the whole text, charged or not.
+    expect(callUsage({ text, truncated: false, model: "gpt-4o-mini" }, bounds(42)).carried).toBe(estimateTokens(text));
+    expect(callUsage({ text: "hi", truncated: false, model: "gpt-4o-mini", usage: { prompt_tokens: 31, completion_tokens: 9 } }, bounds(99)).carried).toBe(9);
   });
 
   it("gives no price for a model that answered under a name not listed (the offline responder, a compatible server's own model)", () => {

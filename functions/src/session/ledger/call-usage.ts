@@ -26,6 +26,12 @@ export interface CallBounds {
 /** A call's usage as the ledger keeps it, and, when the provider's report was not believed, why. */
 export interface CallUsage {
   readonly usage: TokenUsage;
+  /**
+   * What the reply can add to the prompts that carry it later: its completion tokens, or, for a
+   * reply past `max_tokens` (a provider that ignores it), its text's estimate. The user is charged
+   * `max_tokens` at most, but the session's context bound must hold what its next prompt sends.
+   */
+  readonly carried: number;
   readonly refused?: { readonly prompt_tokens: number; readonly completion_tokens: number; readonly prompt_bound: number; readonly completion_bound: number };
 }
 
@@ -49,15 +55,22 @@ export function promptTokenBound(model: string, promptEstimate: number): number 
  */
 export function callUsage(completion: Completion, bounds: CallBounds): CallUsage {
   const reported = completion.usage;
+  const text = estimateTokens(completion.text);
+  const carried = (usage: TokenUsage) => (text > bounds.maxTokens ? Math.max(usage.completion_tokens, text) : usage.completion_tokens);
   // At most `max_tokens`, as a report is: a provider that ignores it (a reply of a megabyte) must
   // not charge the user for what the call could not have used, nor lock them out for the day.
-  const estimate = (): TokenUsage => priced(withTotal(bounds.promptEstimate, Math.min(estimateTokens(completion.text), bounds.maxTokens), true), completion.model);
-  if (!reported) return { usage: estimate() };
+  const estimate = (): TokenUsage => priced(withTotal(bounds.promptEstimate, Math.min(text, bounds.maxTokens), true), completion.model);
+  if (!reported) {
+    const usage = estimate();
+    return { usage, carried: carried(usage) };
+  }
   const promptBound = promptTokenBound(bounds.model, bounds.promptEstimate);
   if (reported.prompt_tokens <= promptBound && reported.completion_tokens <= bounds.maxTokens) {
-    return { usage: priced(withTotal(reported.prompt_tokens, reported.completion_tokens, false), completion.model) };
+    const usage = priced(withTotal(reported.prompt_tokens, reported.completion_tokens, false), completion.model);
+    return { usage, carried: carried(usage) };
   }
-  return { usage: estimate(), refused: { ...reported, prompt_bound: promptBound, completion_bound: bounds.maxTokens } };
+  const usage = estimate();
+  return { usage, carried: carried(usage), refused: { ...reported, prompt_bound: promptBound, completion_bound: bounds.maxTokens } };
 }
 
 /** A usage of `prompt` and `completion` tokens, marked as an estimate when it is one. */

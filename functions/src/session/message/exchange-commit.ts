@@ -24,7 +24,7 @@ export async function commit(context: MessageContext, message: InFlightMessage, 
   const { settings } = session.meta;
   const { window, plan, completion } = generated;
   const summarised = message.replyComplete();
-  const { usage: reply, refused } = callUsage(completion, { promptEstimate: plan.promptEstimate, maxTokens: settings.max_tokens, model: settings.model });
+  const { usage: reply, refused, carried } = callUsage(completion, { promptEstimate: plan.promptEstimate, maxTokens: settings.max_tokens, model: settings.model });
   logBounds(context, session.id, refused, summarised);
   const usage: ReplyUsage = {
     ...reply,
@@ -40,7 +40,7 @@ export async function commit(context: MessageContext, message: InFlightMessage, 
     ...(message.slot.exchangeCount === 0 ? { head: conversationHead(session.meta, text) } : {}),
   };
   const calls = summarised.usage ? addUsage(reply, summarised.usage) : reply;
-  const sideWrites: Promise<unknown>[] = [message.settle(calls, reply.total_tokens)];
+  const sideWrites: Promise<unknown>[] = [message.settle(calls, reply.prompt_tokens + carried)];
   if (summarised.summary) sideWrites.push(store.writeSummary(session.id, summarised.summary).catch(() => false));
   let result;
   try {
