@@ -8,13 +8,16 @@ import type { HistoryWindow, LedgerRule, NewSession, Ruled, RuledWithKey, Sessio
  * store of its own: a session's own calls go to the instance its id names (no lookup); per-user
  * and deployment-wide records (usage, the conversation index, erasures, create keys, address
  * buckets, secrets, templates) to the first, the home instance, whatever the count, so that a
- * user's limits hold across every instance and adding one moves nothing; the clean-up's queries,
- * and the search of a user's sessions by `user_id`, to every instance. Each instance's store
- * writes a session's index entry to the home instance itself (RtdbStore's `home`).
+ * user's limits hold across every instance and adding one moves nothing; the clean-up's queries
+ * (instance after instance, one batch in all) and the search of a user's sessions by `user_id`
+ * to every instance. Each instance's store writes a session's index entry to the home instance
+ * itself (RtdbStore's `home`).
  */
 export class ShardedStore implements SessionStore {
   readonly partialsReadable: boolean;
   private readonly home: SessionStore;
+  /** The instance asked first for the next clean-up batch (see `everywhere`). */
+  private lead = 0;
 
   constructor(private readonly instances: readonly SessionStore[]) {
     const [home] = instances;
@@ -130,19 +133,19 @@ export class ShardedStore implements SessionStore {
   // HousekeepingStore: sessions on every instance; create keys and address buckets on the home instance.
 
   findIdleSessions(cutoff: number, limit: number): Promise<string[]> {
-    return this.everywhere(limit, (instance) => instance.findIdleSessions(cutoff, limit));
+    return this.everywhere(limit, (instance, wanted) => instance.findIdleSessions(cutoff, wanted));
   }
 
   findClosedSessions(cutoff: number, limit: number): Promise<string[]> {
-    return this.everywhere(limit, (instance) => instance.findClosedSessions(cutoff, limit));
+    return this.everywhere(limit, (instance, wanted) => instance.findClosedSessions(cutoff, wanted));
   }
 
   findUnflushedSessions(limit: number): Promise<string[]> {
-    return this.everywhere(limit, (instance) => instance.findUnflushedSessions(limit));
+    return this.everywhere(limit, (instance, wanted) => instance.findUnflushedSessions(wanted));
   }
 
   findLapsedClaims(cutoff: number, limit: number): Promise<string[]> {
-    return this.everywhere(limit, (instance) => instance.findLapsedClaims(cutoff, limit));
+    return this.everywhere(limit, (instance, wanted) => instance.findLapsedClaims(cutoff, wanted));
   }
 
   deleteSession(sessionId: string): Promise<void> {
@@ -220,17 +223,36 @@ export class ShardedStore implements SessionStore {
   }
 
   /**
-   * A clean-up query asked of every instance at once, up to `limit` ids in all, taken in turns
-   * from each instance's answer (each oldest first), so a backlog on one instance does not starve
-   * the others. The caller handles them and asks again until an answer comes back short.
+   * A clean-up query over every instance, `limit` ids at most, and no more downloaded: each answer
+   * holds whole session nodes, history included, so asking every instance for `limit` and keeping
+   * `limit` would download up to one batch per instance, to throw all but one away (and download
+   * them again for the next batch). The instances are asked one after another, each for what the
+   * batch still lacks, from the one whose turn it is to lead. The batch comes back short only when
+   * every instance answered short, which is what tells the caller that the work is done. A full
+   * batch (the caller asks again) hands the lead to the next instance, so work that stays on one
+   * instance (sessions whose change keeps failing) cannot fill every batch of a run and keep the
+   * others' work waiting. The ids go back in turns, each instance's oldest first, in list order.
    */
-  private async everywhere(limit: number, find: (instance: SessionStore) => Promise<string[]>): Promise<string[]> {
-    const answers = await Promise.all(this.instances.map(find));
+  private async everywhere(limit: number, find: (instance: SessionStore, wanted: number) => Promise<string[]>): Promise<string[]> {
+    if (limit <= 0) return [];
+    const count = this.instances.length;
+    const lead = this.lead % count;
+    const answers: string[][] = this.instances.map(() => []);
+    let found = 0;
+    for (let step = 0; step < count && found < limit; step += 1) {
+      const position = (lead + step) % count;
+      const instance = this.instances[position];
+      if (instance === undefined) continue;
+      const answer = (await find(instance, limit - found)).slice(0, limit - found);
+      answers[position] = answer;
+      found += answer.length;
+    }
+    if (found === limit) this.lead = (lead + 1) % count;
     const ids: string[] = [];
-    for (let turn = 0; ids.length < limit && answers.some((answer) => turn < answer.length); turn += 1) {
+    for (let turn = 0; ids.length < found; turn += 1) {
       for (const answer of answers) {
         const id = answer[turn];
-        if (id !== undefined && ids.length < limit) ids.push(id);
+        if (id !== undefined) ids.push(id);
       }
     }
     return ids;

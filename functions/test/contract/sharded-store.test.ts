@@ -1,6 +1,11 @@
+import { runMaintenance } from "../../src/session/maintenance";
+import { placedSessionId } from "../../src/sharding/session-ids";
+import type { SessionStore } from "../../src/store/session-store";
+import { appendAt, CREATED_AT, endAt, exchange, newSession } from "../support/fixtures";
 import { describeUnless } from "../support/visible-skip";
 import { rtdbSkipReason } from "../support/rtdb";
 import { ShardedRtdb, shardedSkipReason, type ShardedLayout } from "../support/sharded-rtdb";
+import { describeWithWireStats, resetWireStats, wireStats } from "../support/wire-stats";
 import { conversationContract } from "./conversation-contract";
 import { storeContract } from "./store-contract";
 
@@ -41,5 +46,113 @@ for (const layout of ["namespaces", "processes"] as const satisfies readonly Sha
         };
       });
     });
+
+    describe("the clean-up over instances with unequal work", () => {
+      let shards: ShardedRtdb;
+      beforeAll(async () => {
+        shards = await ShardedRtdb.start(2, layout);
+      });
+      afterAll(async () => shards.close());
+
+      it("finishes every instance's work in one run, in batches, when one instance holds most of it", async () => {
+        const store = shards.store();
+        const sessionsOn = (position: number, count: number, state: (id: string, i: number) => Promise<unknown>) =>
+          Promise.all(
+            Array.from({ length: count }, async (_, i) => {
+              const session = newSession({ created_at: NOW - RETENTION - DAY }, placedSessionId(position, 2));
+              await store.createSession(session);
+              await state(session.id, i);
+              return session.id;
+            }),
+          );
+        const idleFor = (minutes: number) => (id: string) =>
+          store.updateState(id, (state) => ({ outcome: undefined, next: { ...state, last_activity: NOW - minutes * MINUTE, idle_since: NOW - minutes * MINUTE } }));
+        const closedAt = (at: number) => (id: string, i: number) => store.updateState(id, endAt(at - i));
+        // Idle past the TTL: 2 on the first instance, 13 on the second; closed past retention: 7 and 1.
+        const idle = [...(await sessionsOn(0, 2, idleFor(IDLE_MINUTES + 5))), ...(await sessionsOn(1, 13, idleFor(IDLE_MINUTES + 5)))];
+        const old = [...(await sessionsOn(0, 7, closedAt(NOW - RETENTION - 1))), ...(await sessionsOn(1, 1, closedAt(NOW - RETENTION - 1)))];
+        const kept = [
+          ...(await sessionsOn(0, 1, idleFor(IDLE_MINUTES - 5))),
+          ...(await sessionsOn(1, 1, idleFor(IDLE_MINUTES - 5))),
+          ...(await sessionsOn(0, 1, closedAt(NOW - RETENTION + MINUTE))),
+          ...(await sessionsOn(1, 1, closedAt(NOW - RETENTION + MINUTE))),
+        ];
+        const before = await Promise.all(kept.map((id) => store.readSessionState(id)));
+
+        const report = await runMaintenance({
+          store,
+          now: NOW,
+          policy: { idleTtlMs: IDLE_MINUTES * MINUTE, maxExchanges: 1_000_000 },
+          retentionMs: RETENTION,
+          createKeyTtlMs: DAY,
+          // Far less than the second instance's work: a batch shared evenly would come back short once the first ran out.
+          batchSize: 4,
+          maxBatches: 10,
+        });
+
+        expect(report).toMatchObject({ expired: 15, deleted: 8 });
+        const reader = shards.store();
+        expect(await Promise.all(idle.map(async (id) => (await reader.readSessionState(id))?.status))).toEqual(Array(15).fill("expired"));
+        expect(await Promise.all(old.map((id) => reader.readSessionState(id)))).toEqual(Array(8).fill(null));
+        expect(await Promise.all(kept.map((id) => reader.readSessionState(id)))).toEqual(before);
+      });
+    });
   });
 }
+
+const MINUTE = 60_000;
+const DAY = 86_400_000;
+const IDLE_MINUTES = 30;
+const RETENTION = 7 * DAY;
+const NOW = CREATED_AT + 30 * DAY;
+
+/** Characters of the one message each session of the download test holds: far more than the rest of its node. */
+const TEXT = 10_000;
+const BATCH = 10;
+
+describeWithWireStats("ShardedStore's clean-up queries over four instances", () => {
+  let shards: ShardedRtdb;
+  beforeAll(async () => {
+    shards = await ShardedRtdb.start(4, "namespaces");
+  });
+  afterAll(async () => shards.close());
+
+  /** `count` idle sessions on the instance at `position`, each with one long message. */
+  async function idleWithHistory(store: SessionStore, position: number, count: number): Promise<void> {
+    await Promise.all(
+      Array.from({ length: count }, async (_, i) => {
+        const session = newSession({}, placedSessionId(position, 4));
+        await store.createSession(session);
+        const long = exchange(String(i));
+        await store.appendExchange(session.id, { ...long, user: { ...long.user, content: "x".repeat(TEXT) } }, appendAt(CREATED_AT + 1 + i));
+      }),
+    );
+  }
+
+  it("has the instances send one batch of whole sessions in all, however many hold more than a batch", async () => {
+    const seeding = shards.store();
+    for (let position = 0; position < 4; position += 1) await idleWithHistory(seeding, position, BATCH + 2);
+    await shards.settled();
+    const namespaces = shards.urls.map((url) => new URL(url).hostname.split(".")[0] ?? "");
+    /** UTF-16 units the instances sent for `query`, asked by a function instance of its own (nothing of these sessions in its cache) over `urls`. */
+    const unitsSent = async (query: (store: SessionStore) => Promise<string[]>, urls = shards.urls): Promise<{ readonly ids: string[]; readonly units: number }> => {
+      const store = shards.store(10_000, shards.databases(urls));
+      await Promise.all(namespaces.map((namespace) => resetWireStats(namespace)));
+      const ids = await query(store);
+      const units = (await Promise.all(namespaces.map(async (namespace) => (await wireStats(namespace)).unitsOut))).reduce((sum, sent) => sum + sent, 0);
+      return { ids, units };
+    };
+
+    const batch = await unitsSent((store) => store.findIdleSessions(CREATED_AT + 1_000, BATCH));
+    // One whole session, as the first instance alone sends it.
+    const one = await unitsSent((store) => store.findIdleSessions(CREATED_AT + 1_000, 1), shards.urls.slice(0, 1));
+
+    expect(batch.ids).toHaveLength(BATCH);
+    expect(one.ids).toHaveLength(1);
+    // A session comes whole, history included ...
+    expect(one.units).toBeGreaterThan(TEXT);
+    // ... and a batch is a batch of sessions in all, where one asked of each instance sent four.
+    expect(batch.units).toBeGreaterThan((BATCH - 1) * one.units);
+    expect(batch.units).toBeLessThan((BATCH + 1) * one.units);
+  }, 60_000);
+});

@@ -6,7 +6,11 @@
 
 type InstanceOf = ((id: string) => number) | undefined;
 
-/** `expected` (oldest first) as a clean-up query answers it: each instance's oldest first, the instances taken in turns, `limit` in all. */
+/**
+ * `expected` (oldest first) as a clean-up query answers it: each instance's oldest first, the
+ * instances taken in turns, `limit` in all. Where `limit` cuts the answers short, the ids come
+ * from the instance asked first (ShardedStore's `everywhere`): the first, for a store's first batch.
+ */
 export function inTurns(expected: readonly string[], instanceOf: InstanceOf, limit = expected.length): string[] {
   if (instanceOf === undefined) return expected.slice(0, limit);
   const queues = new Map<number, string[]>();
