@@ -1,10 +1,9 @@
 import { randomUUID } from "node:crypto";
-import type { Database } from "firebase-admin/database";
 import { userKey } from "../../src/session/ledger/limits";
 import { RtdbConnectionStore } from "../../src/store/rtdb/rtdb-connection-store";
 import { ApiUser, connectionOf, FUNCTION_ROUTES, HOSTING_ROUTES } from "../support/connection-api";
 import { describeEachStore, ROUTES, startHarness, type Answer, type Harness, type Instance } from "../support/http-harness";
-import { describeWithRtdb } from "../support/rtdb";
+import { describeWithRtdb, holdingUpdates } from "../support/rtdb";
 
 interface ReadMessage {
   readonly id: string;
@@ -74,25 +73,6 @@ describeEachStore("connections across instances", (kind) => {
     expect(connectionOf(await ben.get(id))).toMatchObject({ message_count: 50 });
   });
 });
-
-/**
- * `database` as a slow link would be for some of its writes: every update sent from a node `held`
- * names waits until the returned release is called, then goes.
- */
-function holdingUpdates(database: Database, held: (path: string | undefined) => boolean): () => void {
-  let release!: () => void;
-  const gate = new Promise<void>((resolve) => (release = resolve));
-  const ref = database.ref.bind(database);
-  (database as { ref: Database["ref"] }).ref = (path?: string) => {
-    const node = ref(path);
-    if (held(path)) {
-      const update = node.update.bind(node);
-      node.update = (values: object) => gate.then(() => update(values));
-    }
-    return node;
-  };
-  return release;
-}
 
 /** What a list's answer shows: its status, its error's code if any, the connections' ids. */
 function listing(answer: Answer) {

@@ -1,7 +1,9 @@
 import { randomUUID } from "node:crypto";
 import { userKey } from "../../src/session/ledger/limits";
 import { ApiUser, connectionOf, HOSTING_ROUTES } from "../support/connection-api";
-import { createSession, describeEachStore, ROUTES, startHarness, type Harness } from "../support/http-harness";
+import { conversationOwnerKey, conversationPath } from "../../src/store/rtdb/paths";
+import { createSession, describeEachStore, ROUTES, startHarness, type Harness, type Instance } from "../support/http-harness";
+import { describeWithRtdb, holdingUpdates } from "../support/rtdb";
 import { WholeStore } from "../support/whole-store";
 
 const MINUTE = 60_000;
@@ -249,3 +251,56 @@ describeEachStore("erasing a user's data", (kind) => {
     });
   });
 }, { sharded: true });
+
+/** Only the database has copies that land after the request that sent them. */
+describeWithRtdb("erasure: a message's copy landing after the first pass", () => {
+  let harness: Harness;
+  let second: Instance;
+  beforeAll(async () => {
+    harness = await startHarness({ store: "rtdb" });
+    second = await harness.instance();
+  });
+  afterAll(async () => harness.close());
+
+  it("leaves the user's list answering, without the erased conversation, on every instance", async () => {
+    const user = `user-${randomUUID()}`;
+    const id = await createSession(harness.api, "friendly-assistant", user);
+    expect((await harness.api.call("POST", ROUTES.message(id), { message: "first" })).status).toBe(200);
+    // The second message's copy to the user's index (the entry's count and activity) is slow to land.
+    const release = holdingUpdates(harness.api.database!, (path) => path === conversationPath(conversationOwnerKey(user), id));
+    expect((await harness.api.call("POST", ROUTES.message(id), { message: "second" })).status).toBe(200);
+    // Meanwhile the user's data is erased through another instance; then the copy lands.
+    expect((await second.call("DELETE", `${ROUTES.erase}?user_id=${user}`)).status).toBe(200);
+    const entry = second.database!.ref(conversationPath(conversationOwnerKey(user), id));
+    const landed = new Promise<void>((resolve) => {
+      const listener = entry.on("value", (snapshot) => {
+        if (!snapshot.exists()) return;
+        entry.off("value", listener);
+        resolve();
+      });
+    });
+    release();
+    await landed;
+    // The entry it wrote back names no session: left out of the list, which still answers.
+    for (const api of [harness.api, second]) {
+      const listed = await api.call("GET", `${ROUTES.list}?user_id=${user}`);
+      expect(listed.status).toBe(200);
+      expect(listed.body.sessions).toEqual([]);
+    }
+    // With the user's new conversations, the stray entry newest of all: a page of one skips it and shows the next.
+    const [older, newer] = [await createSession(harness.api, "friendly-assistant", user), await createSession(harness.api, "friendly-assistant", user)];
+    await entry.update({ last_activity: Date.now() + 60_000 });
+    const pages = [];
+    let cursor = "";
+    for (let page = 0; page < 3; page += 1) {
+      const listed = await second.call("GET", `${ROUTES.list}?user_id=${user}&limit=1${cursor}`);
+      expect(listed.status).toBe(200);
+      pages.push((listed.body.sessions as { session_id: string }[]).map((session) => session.session_id));
+      if (typeof listed.body.next_cursor !== "string") break;
+      cursor = `&cursor=${listed.body.next_cursor}`;
+    }
+    // One a page (the entry skipped, the query going on past it), each conversation once.
+    expect(pages.map((page) => page.length)).toEqual([1, 1]);
+    expect(pages.flat().sort()).toEqual([newer, older].sort());
+  });
+});

@@ -49,6 +49,25 @@ export class RtdbInstances {
 }
 
 /**
+ * `database` as a slow link would be for some of its writes: every update sent from a node `held`
+ * names waits until the returned release is called, then goes.
+ */
+export function holdingUpdates(database: Database, held: (path: string | undefined) => boolean): () => void {
+  let release!: () => void;
+  const gate = new Promise<void>((resolve) => (release = resolve));
+  const ref = database.ref.bind(database);
+  (database as { ref: Database["ref"] }).ref = (path?: string) => {
+    const node = ref(path);
+    if (held(path)) {
+      const update = node.update.bind(node);
+      node.update = (values: object) => gate.then(() => update(values));
+    }
+    return node;
+  };
+  return release;
+}
+
+/**
  * `database` as a connection that dropped would be for some of its writes: every update sent from
  * a node `lost` names is refused. `lost` is asked at each `ref(path)`, so it may lose only the first.
  */

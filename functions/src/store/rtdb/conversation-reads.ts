@@ -4,7 +4,7 @@ import { conversationEntrySchema, type ConversationPosition, type ListedConversa
 import { StoreDataError } from "../errors";
 import { parseStored } from "../parse-stored";
 import { chatMessageSchema, partialReplySchema, sessionStateSchema, sessionSummarySchema, type ChatMessage, type PartialReply } from "../records";
-import { parsePending, pendingMessages } from "./journal";
+import { isRecord, parsePending, pendingMessages } from "./journal";
 import { conversationOwnerKey, conversationPath, conversationsPath, messagePath, partialPath, SESSIONS, sessionPath, statePath, summaryPath } from "./paths";
 import { sessionMetaOf } from "./session-meta";
 import type { TransactionEngine } from "./transactions";
@@ -23,19 +23,37 @@ export class ConversationReads {
   /**
    * A page of the index, newest activity first: one query of `limit` entries on the owner's node,
    * ordered by `last_activity` (indexed there by database.rules.json), however many it holds.
+   *
+   * An entry without the fields its session's creation writes (`template_id`) is one a copy's
+   * update wrote back after the entry was deleted (the copy of a message that raced an erasure,
+   * landing after its first pass: the second pass deletes it): it names no session, and is left
+   * out, the query going on past it so that the page still holds `limit` entries where there are.
    */
   async list(userId: string, limit: number, after: ConversationPosition | undefined): Promise<ListedConversation[]> {
-    if (limit <= 0) return [];
     const owner = conversationOwnerKey(userId);
-    let query: Query = this.db.ref(conversationsPath(owner)).orderByChild("last_activity");
-    if (after) query = query.endBefore(after.lastActivity, after.sessionId);
-    const snapshot = await this.engine.read("list conversations", query.limitToLast(limit));
     const page: ListedConversation[] = [];
-    snapshot.forEach((child: DataSnapshot) => {
-      if (child.key !== null) page.push({ sessionId: child.key, entry: parseStored(conversationEntrySchema, child.val(), conversationPath(owner, child.key)) });
-    });
-    // The query answers oldest first.
-    return page.reverse();
+    let from = after;
+    while (page.length < limit) {
+      const wanted = limit - page.length;
+      let query: Query = this.db.ref(conversationsPath(owner)).orderByChild("last_activity");
+      if (from) query = query.endBefore(from.lastActivity, from.sessionId);
+      const snapshot = await this.engine.read("list conversations", query.limitToLast(wanted));
+      const found: { sessionId: string; value: unknown }[] = [];
+      snapshot.forEach((child: DataSnapshot) => {
+        if (child.key !== null) found.push({ sessionId: child.key, value: child.val() });
+      });
+      // The query answers oldest first.
+      found.reverse();
+      for (const { sessionId, value } of found) {
+        if (!isStrayEntry(value)) page.push({ sessionId, entry: parseStored(conversationEntrySchema, value, conversationPath(owner, sessionId)) });
+      }
+      const oldest = found.at(-1);
+      const lastActivity: unknown = isRecord(oldest?.value) ? oldest.value.last_activity : undefined;
+      // Fewer than asked: the index holds no more. An entry without activity sorts oldest of all.
+      if (found.length < wanted || !oldest || typeof lastActivity !== "number") break;
+      from = { lastActivity, sessionId: oldest.sessionId };
+    }
+    return page;
   }
 
   /** The session's partial replies, by key. */
@@ -108,4 +126,9 @@ function storedConversation(id: string, raw: unknown): StoredConversation {
 function objectAt(value: unknown, path: string): Readonly<Record<string, unknown>> {
   if (typeof value !== "object" || value === null || Array.isArray(value)) throw new StoreDataError(path, "expected an object");
   return value as Readonly<Record<string, unknown>>;
+}
+
+/** An index entry a copy's update wrote back after the entry was deleted (see ConversationReads.list). */
+function isStrayEntry(value: unknown): boolean {
+  return isRecord(value) && value.template_id === undefined;
 }
