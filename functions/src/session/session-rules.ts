@@ -30,9 +30,14 @@ export interface RequestClaim {
   readonly remember: boolean;
 }
 
-/** The state as it stands at `now`: an active session idle past the TTL is expired. */
+/**
+ * The state as it stands at `now`: an active session idle past the TTL is expired. A message
+ * still running (a claim within its lease) is activity: it arrived while the session was active,
+ * and its commit judges expiry as of its arrival, so neither the sweep nor another message may
+ * expire the session under it (the model's reply, billed, would be refused at the commit).
+ */
 export function expiredIfIdle(state: SessionState, now: number, policy: SessionPolicy): SessionState {
-  if (state.status !== "active" || now - state.last_activity <= policy.idleTtlMs) return state;
+  if (state.status !== "active" || now - state.last_activity <= policy.idleTtlMs || liveClaims(state, now) > 0) return state;
   return closedState(state, "expired", state.last_activity + policy.idleTtlMs);
 }
 
@@ -86,7 +91,7 @@ export function releaseClaim(claim: RequestClaim): StateRule<undefined> {
 }
 
 /** Claims of requests still running at `now`, other than `except`. */
-function liveClaims(state: SessionState, now: number, except: string): number {
+function liveClaims(state: SessionState, now: number, except?: string): number {
   return Object.entries(state.requests ?? {}).filter(
     ([hash, entry]) => hash !== except && entry.seq === undefined && (entry.lease_until ?? 0) > now,
   ).length;

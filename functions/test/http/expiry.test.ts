@@ -66,6 +66,29 @@ describeEachStore("expiry and retention", (kind) => {
     expect((await harness.api.call("POST", ROUTES.message(active), { message: "hi" })).status).toBe(200);
   });
 
+  it("expires no session under a message it received in time: neither the sweep nor another message during the model call", async () => {
+    const id = await createSession(harness.api);
+    harness.fake.reset();
+    // The message arrives a second before the TTL runs out; its model call takes longer.
+    now += 30 * MINUTE - 1_000;
+    const release = harness.fake.holdAnswers();
+    const sending = harness.api.call("POST", ROUTES.message(id), { message: "just in time" });
+    await harness.fake.awaitRequests(1);
+    now += 5_000;
+    await harness.api.runtime.maintain(now);
+    expect(await state(id)).toMatchObject({ status: "active" });
+    // Another message now: taken beside it, the session being in use.
+    const second = harness.api.call("POST", ROUTES.message(id), { message: "and another" });
+    await harness.fake.awaitRequests(2);
+    release();
+    expect((await sending).body).toMatchObject({ success: true, message_count: 1 });
+    expect((await second).body).toMatchObject({ success: true, message_count: 2 });
+    // Stored, they count as activity: the session lives on a TTL from their answers.
+    now += 30 * MINUTE - 1_000;
+    await harness.api.runtime.maintain(now);
+    expect(await state(id)).toMatchObject({ status: "active", message_count: 2 });
+  });
+
   it("deletes closed sessions after the retention period, and only those", async () => {
     const old = await createSession(harness.api);
     await harness.api.call("DELETE", ROUTES.end(old));

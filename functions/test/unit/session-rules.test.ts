@@ -93,6 +93,14 @@ describe("expiredIfIdle", () => {
     expect(state).toStrictEqual(active({ message_count: 4, requests: { h9: OTHER_KEY } }));
   });
 
+  it("keeps a session idle past the TTL active while a message of it runs (a claim within its lease), and expires it once the claim lapsed", () => {
+    const running = active({ requests: { h1: { fingerprint: "fp1", owner: "someone", lease_until: T + TTL + LEASE } } });
+    expect(expiredIfIdle(running, T + TTL + 1, POLICY)).toBe(running);
+    expect(expiredIfIdle(running, T + TTL + LEASE, POLICY)).toMatchObject({ status: "expired", ended_at: T + TTL });
+    // A done key is no message running.
+    expect(expiredIfIdle(active({ requests: { h9: OTHER_KEY } }), T + TTL + 1, POLICY)).toMatchObject({ status: "expired" });
+  });
+
   it.each([ended(), { ...ended(), status: "expired" as const }])("leaves a $status session as it is, however late", (state) => {
     expect(expiredIfIdle(state, T + 100 * TTL, POLICY)).toBe(state);
   });
@@ -425,6 +433,12 @@ describe("expireRule", () => {
     { name: "leaves a session idle exactly the TTL", state: active(), rule: expireRule(T + 1_000, policy), outcome: false },
     { name: "leaves a session active since", state: active({ last_activity: T + 2, idle_since: T + 2 }), rule: expireRule(T + 1_001, policy), outcome: false },
     { name: "leaves an ended session", state: ended(), rule: expireRule(T + 5_000, policy), outcome: false },
+    {
+      name: "leaves a session whose message, received in time, is still running",
+      state: active({ requests: { h1: { fingerprint: "fp1", owner: "someone", lease_until: T + 1_500 } } }),
+      rule: expireRule(T + 1_001, policy),
+      outcome: false,
+    },
     { name: "leaves an expired session (so it is counted once)", state: ended({ status: "expired" }), rule: expireRule(T + 5_000, policy), outcome: false },
   ]);
 });
