@@ -25,10 +25,10 @@ const ELLIPSIS = "…";
 /** C0/C1 controls, line and paragraph separators: a preview is one line. */
 const LINE_BREAKING = /[\p{Cc}\u2028\u2029]+/gu;
 /**
- * Bidirectional embeddings, overrides and isolates: in a system notification they can make a
+ * Bidirectional embeddings, overrides, isolates and marks (Unicode's Bidi_Control set): in a system notification they can make a
  * preview read as something else (a reversed link, a fake "from" line).
  */
-const BIDI_CONTROLS = /[\u202a-\u202e\u2066-\u2069]/g;
+const BIDI_CONTROLS = /[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
 const SPACES = /\s+/g;
 const graphemes = new Intl.Segmenter(undefined, { granularity: "grapheme" });
 

@@ -18,6 +18,8 @@ describe("notificationPreview", () => {
 
   it("removes bidirectional controls, which could make a preview read as something else", () => {
     expect(notificationPreview("pay \u202egnp.exe\u202c now \u2066x\u2069", 50)).toBe("pay gnp.exe now x");
+    // Unicode's Bidi_Control set whole: the marks ALM, LRM and RLM too.
+    expect(notificationPreview("pay \u200fexe.gnp\u200e now \u061c", 50)).toBe("pay exe.gnp now");
   });
 
   it("cuts a long text at the bound, the ellipsis included", () => {
@@ -45,7 +47,7 @@ describe("notificationPreview", () => {
     const tricky = fc.constantFrom("a", "b", " ", "\n", "\t", "\u0000", "é", "e\u0301", "👨‍👩‍👧‍👦", "🇫🇷", "\u202e", "\u2066", "…");
     const texts = fc.oneof(fc.string({ unit: "grapheme", maxLength: 120 }), fc.string({ unit: codePoint, maxLength: 60 }), fc.string({ unit: tricky, maxLength: 300 }));
     // What a preview may drop or change: white space, controls, bidi controls.
-    const significant = (value: string) => value.replace(/[\s\p{Cc}\u202a-\u202e\u2066-\u2069]/gu, "");
+    const significant = (value: string) => value.replace(/[\s\p{Cc}\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/gu, "");
     fc.assert(
       fc.property(texts, fc.integer({ min: -5, max: 400 }), (text, maxChars) => {
         const preview = notificationPreview(text, maxChars);
