@@ -125,20 +125,23 @@ export class SessionService {
     }
     const userId = input.caller?.uid ?? input.userId;
     if (userId === undefined) throw new Error("a session needs a user: a caller or a user_id");
-    const template = await this.template(input.templateId);
     const now = clock();
     let sessionId = newSessionId();
+    let template: Template;
+    try {
+      template = await this.template(input.templateId);
+    } catch (error) {
+      // A keyed repeat of a create whose template was deleted since: the session it made stands on its own.
+      if (error instanceof TemplateNotFoundError && input.idempotencyKey !== undefined) {
+        const keyed = await this.keyedCreate(userId, input.templateId, input.idempotencyKey, sessionId, now);
+        if (keyed.replayed) return keyed;
+      }
+      throw error;
+    }
     if (input.idempotencyKey !== undefined) {
-      // The key fixes the session id: whichever request gets there first creates that session.
-      const claimed = await store.claimCreateKey(keyHash(`createSession\u0000${userId}`, input.idempotencyKey), {
-        fingerprint: fingerprint(input.templateId),
-        session_id: sessionId,
-        created_at: now,
-        user_key: userKey(userId),
-      });
-      if (claimed.fingerprint !== fingerprint(input.templateId)) throw new IdempotencyKeyReusedError();
-      sessionId = claimed.session_id;
-      if (await store.readSessionState(sessionId)) return { sessionId, meta: (await this.known.owned(sessionId, undefined)).meta, replayed: true };
+      const keyed = await this.keyedCreate(userId, input.templateId, input.idempotencyKey, sessionId, now);
+      if (keyed.replayed) return keyed;
+      sessionId = keyed.sessionId;
     }
     await this.admitSession(userId, sessionId, now, input.caller, input.address);
 
@@ -224,6 +227,23 @@ export class SessionService {
     if (!user.value.admitted && user.value.erasing) throw new ErasureInProgressError(seconds(user.value.retryAfterMs));
     if (!user.value.admitted) throw new LimitExceededError("sessions", seconds(user.value.retryAfterMs));
     if (!network.value.admitted) throw new LimitExceededError("address", seconds(network.value.retryAfterMs));
+  }
+
+  /**
+   * The session a create with `idempotencyKey` names: the key fixes the session id, so whichever
+   * request gets there first creates that session, and a repeat replays it once it exists.
+   */
+  private async keyedCreate(userId: string, templateId: string, idempotencyKey: string, sessionId: string, now: number): Promise<CreatedSession | { readonly replayed: false; readonly sessionId: string }> {
+    const { store } = this.options;
+    const claimed = await store.claimCreateKey(keyHash(`createSession\u0000${userId}`, idempotencyKey), {
+      fingerprint: fingerprint(templateId),
+      session_id: sessionId,
+      created_at: now,
+      user_key: userKey(userId),
+    });
+    if (claimed.fingerprint !== fingerprint(templateId)) throw new IdempotencyKeyReusedError();
+    if (!(await store.readSessionState(claimed.session_id))) return { replayed: false, sessionId: claimed.session_id };
+    return { sessionId: claimed.session_id, meta: (await this.known.owned(claimed.session_id, undefined)).meta, replayed: true };
   }
 
   private async template(templateId: string): Promise<Template> {

@@ -31,9 +31,14 @@ class CountingStore extends MemoryStore {
   /** Reads of message ranges (a summary's backlog). */
   rangeReads = 0;
   private readonly edited = new Map<string, Template>();
+  private readonly deleted = new Set<string>();
 
   editTemplate(templateId: string, template: Template): void {
     this.edited.set(templateId, structuredClone(template));
+  }
+
+  deleteTemplate(templateId: string): void {
+    this.deleted.add(templateId);
   }
 
   resetCounts(): void {
@@ -46,6 +51,7 @@ class CountingStore extends MemoryStore {
 
   override async readTemplate(templateId: string): Promise<Template | null> {
     this.reads.template += 1;
+    if (this.deleted.has(templateId)) return null;
     const edited = this.edited.get(templateId);
     return edited ? structuredClone(edited) : super.readTemplate(templateId);
   }
@@ -449,6 +455,15 @@ describe("SessionService", () => {
       const otherKey = await service.create({ userId: "u", templateId: "tester", idempotencyKey: "k2" });
       expect(new Set([first.sessionId, otherUser.sessionId, otherKey.sessionId]).size).toBe(3);
       expect([otherUser.replayed, otherKey.replayed]).toEqual([false, false]);
+    });
+
+    it("replays a keyed repeat once its template was deleted, and still refuses a create without a session behind its key", async () => {
+      const first = await instance().create({ userId: "u", templateId: "tester", idempotencyKey: "k1" });
+      store.deleteTemplate("tester");
+      // A fresh instance: no template cached.
+      expect(await instance().create({ userId: "u", templateId: "tester", idempotencyKey: "k1" })).toEqual({ sessionId: first.sessionId, meta: first.meta, replayed: true });
+      await expect(instance().create({ userId: "u", templateId: "tester", idempotencyKey: "k2" })).rejects.toBeInstanceOf(TemplateNotFoundError);
+      await expect(instance().create({ userId: "u", templateId: "tester" })).rejects.toBeInstanceOf(TemplateNotFoundError);
     });
 
     it("refuses a key reused for another template", async () => {
