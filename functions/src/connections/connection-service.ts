@@ -151,7 +151,13 @@ export class ConnectionService {
     const views = await Promise.all(
       shown.map(async (entry) => {
         const [known, state] = await Promise.all([this.known.get(entry.id).catch(undefinedIfNotFound), store.readConnectionState(entry.id)]);
-        if (known && state) return [this.view(known, state, participantOf(known.meta, userId))];
+        if (known && state) {
+          // A copy that landed after a newer one (sent by another instance) set the entry back; no
+          // later change may come (an ended connection): the entry catches up with the state it
+          // shows, for the next read's order. Awaited as the removal below is, and may fail alike.
+          if (entry.lastActivity < state.last_activity) await store.relistConnection(key, entry.id, state.last_activity).catch(() => undefined);
+          return [this.view(known, state, participantOf(known.meta, userId))];
+        }
         // Erased with the other user, then listed again by a message's copy that landed after the
         // deletion (the erasure's second pass would drop it, up to a sweep later): no route can
         // serve it, so neither can the list. Its removal is awaited (an instance gets no CPU after

@@ -99,6 +99,12 @@ export interface ConnectionStore {
    */
   unlistConnection(userKey: string, connectionId: string): Promise<void>;
 
+  /**
+   * Moves the connection's entry in the user's list up to `lastActivity`, never back, and only if
+   * the entry is there: for an entry a late copy set back (its copies are not ordered across instances).
+   */
+  relistConnection(userKey: string, connectionId: string, lastActivity: number): Promise<void>;
+
   /** A hint that the connection's state is about to be transacted on: an adapter may start following it now. */
   prepareConnection(connectionId: string): void;
 }

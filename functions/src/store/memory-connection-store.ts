@@ -93,6 +93,12 @@ export class MemoryConnectionStore implements ConnectionStore, DeviceStore, Conn
     if (this.lists.get(userKey)?.size === 0) this.lists.delete(userKey);
   }
 
+  async relistConnection(userKey: string, connectionId: string, lastActivity: number): Promise<void> {
+    const list = this.lists.get(userKey);
+    const listed = list?.get(connectionId);
+    if (list && listed !== undefined && listed < lastActivity) list.set(connectionId, lastActivity);
+  }
+
   prepareConnection(): void {
     // Nothing to fetch: the state is in memory.
   }

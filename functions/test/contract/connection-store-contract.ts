@@ -107,6 +107,18 @@ export function connectionStoreContract(makeHarness: () => Promise<ConnectionSto
       expect(await store.readConnectionState(connection.id)).toEqual(connection.state);
     });
 
+    it("moves a list entry up to a later activity, never back, and never writes back a removed one", async () => {
+      const connection = newConnection();
+      await store.createConnection(connection);
+      await store.relistConnection(connection.userKeys.a, connection.id, T + 50);
+      await harness.instance().relistConnection(connection.userKeys.a, connection.id, T + 20);
+      expect(await store.listConnections(connection.userKeys.a, { limit: 10 })).toEqual([{ id: connection.id, lastActivity: T + 50 }]);
+      expect(await store.listConnections(connection.userKeys.b, { limit: 10 })).toEqual([{ id: connection.id, lastActivity: T }]);
+      await store.unlistConnection(connection.userKeys.b, connection.id);
+      await store.relistConnection(connection.userKeys.b, connection.id, T + 90);
+      expect(await store.listConnections(connection.userKeys.b, { limit: 10 })).toEqual([]);
+    });
+
     it("keeps one current connection per pair however many requests race, from instances of their own", async () => {
       const users = { a: `erin-${randomUUID().slice(0, 6)}`, b: `frank-${randomUUID().slice(0, 6)}` };
       const pair = `pair-${randomUUID()}`;

@@ -120,3 +120,52 @@ describeWithRtdb("connections across instances: a message's copy landing after t
     expect((await ben.get(id)).body.error?.code).toBe("CONNECTION_NOT_FOUND");
   });
 });
+
+/** Only the database has copies from two instances that land out of order. */
+describeWithRtdb("connections across instances: a list copy landing after a newer one", () => {
+  let harness: Harness;
+  let second: Instance;
+  let now = Date.parse("2026-05-01T00:00:00Z");
+
+  beforeAll(async () => {
+    harness = await startHarness({ store: "rtdb", clock: () => now });
+    second = await harness.instance();
+  });
+  afterAll(async () => harness.close());
+
+  it("puts the entry it set back in order at the next list, and never writes an older time over it", async () => {
+    const tag = randomUUID().slice(0, 8);
+    const ann = new ApiUser(`ann-${tag}`, harness.api, HOSTING_ROUTES);
+    const ben = new ApiUser(`ben-${tag}`, second, HOSTING_ROUTES);
+    const cat = new ApiUser(`cat-${tag}`, second, HOSTING_ROUTES);
+    const withBen = await ann.connectWith(ben);
+    now += 1_000;
+    const withCat = await ann.on(second).connectWith(cat);
+    now += 1_000;
+    // Ann's message to Ben goes through the first instance, whose list copies are slow to land.
+    const release = holdingUpdates(harness.api.database!, (path) => path === "userConnections");
+    const sentToBen = now;
+    expect((await ann.send(withBen, "hi Ben")).status).toBe(201);
+    now += 1_000;
+    // Meanwhile, through the second instance: Ann writes to Cat, then Ben ends their connection.
+    expect((await ann.on(second).send(withCat, "hi Cat")).status).toBe(201);
+    now += 1_000;
+    const endedAt = now;
+    expect((await ben.end(withBen)).status).toBe(200);
+    const entry = second.database!.ref(`userConnections/${userKey(ann.id)}/${withBen}`);
+    const setBack = new Promise<void>((resolve) => {
+      const listener = entry.on("value", (snapshot) => {
+        if (snapshot.val() !== sentToBen) return;
+        entry.off("value", listener);
+        resolve();
+      });
+    });
+    release();
+    await setBack;
+    const ids = (answer: Answer) => (answer.body.connections as { connection_id: string }[]).map((connection) => connection.connection_id);
+    // The list that finds the entry behind its state shows it as it is ordered, and moves it up.
+    expect((await ann.on(second).list()).status).toBe(200);
+    expect((await entry.once("value")).val()).toBe(endedAt);
+    for (const api of [harness.api, second]) expect(ids(await ann.on(api).list())).toEqual([withBen, withCat]);
+  });
+});

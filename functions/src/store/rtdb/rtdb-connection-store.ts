@@ -200,6 +200,14 @@ export class RtdbConnectionStore implements ConnectionStore, DeviceStore, Connec
     await this.engine.call("unlist connection", this.db.ref(listedConnectionPath(userKey, connectionId)).remove());
   }
 
+  async relistConnection(userKey: string, connectionId: string, lastActivity: number): Promise<void> {
+    // A transaction: a newer copy landing meanwhile is kept, and an entry removed meanwhile (an erasure) is not written back.
+    await this.engine.transact(listedConnectionPath(userKey, connectionId), "relist connection", (current) => ({
+      decided: undefined,
+      write: typeof current === "number" && current < lastActivity ? lastActivity : current,
+    }));
+  }
+
   prepareConnection(connectionId: string): void {
     this.holds.hold(connectionStatePath(connectionId));
   }
