@@ -15,11 +15,14 @@ export const EXPORT_VERSION = 1;
 
 /**
  * Where a part starts: after session `s`; once every session is written, after connection `c`
- * ("" for the first). A cursor says it.
+ * ("" for the first), or when connection `x` (the next after `c`) was split, in it after its
+ * message at position `m`. A cursor says it.
  */
 export interface ExportPosition {
   readonly s?: string;
   readonly c?: string;
+  readonly x?: string;
+  readonly m?: number;
 }
 
 export interface ExportPart {
@@ -32,7 +35,7 @@ export interface ExportPart {
   readonly devices: ExportedDevices | null;
   /** The user's sessions after `from.s`, in id order, read a page at a time (not read when `from.c` is set). */
   readonly sessions: AsyncIterable<StoredConversation>;
-  /** The user's connections after `from.c`, in id order, each read whole, once the sessions are written. */
+  /** The user's connections after `from.c` (or in `from.x` after `from.m`), in id order, their messages read as they are written, once the sessions are written. */
   readonly connections: AsyncIterable<ExportedConnection>;
   /** Where this part starts (from its cursor), where a failure before its first item resumes. */
   readonly from: ExportPosition;
@@ -44,11 +47,14 @@ export interface ExportPart {
 }
 
 /**
- * Writes one part of an export as JSON, each session, then each connection, as soon as it is read
- * (memory holds one page of sessions or one connection, whatever the user has), and ends the part
- * once it has carried `exportPartBytes` or run `exportPartMs`: then `complete` is false and
- * `next_cursor` continues. A failure after the answer began cannot change its status: the part
- * ends properly with `error` and the cursor that resumes from the last item written whole.
+ * Writes one part of an export as JSON, each session, then each connection and its messages, as
+ * soon as it is read (memory holds one page of sessions or one page of a connection's messages),
+ * and ends the part once it has carried `exportPartBytes` or run `exportPartMs`: then `complete`
+ * is false and `next_cursor` continues. A connection is checked between its messages too, since
+ * the other user decides how many it holds: one that does not fit is split, and the next part
+ * carries on with it (`continued`). A failure after the answer began cannot change its status:
+ * the part ends properly with `error` and the cursor that resumes from the last session,
+ * connection or message written whole.
  */
 export async function writeExport(out: BodyWriter, part: ExportPart): Promise<void> {
   const { limits, clock } = part;
@@ -72,6 +78,7 @@ export async function writeExport(out: BodyWriter, part: ExportPart): Promise<vo
   let at: ExportPosition = part.from;
   const counts = { sessions: 0, connections: 0 };
   let inSessions = true;
+  let inConnection = false;
   let more = false;
   try {
     if (at.c === undefined) {
@@ -89,14 +96,33 @@ export async function writeExport(out: BodyWriter, part: ExportPart): Promise<vo
     inSessions = false;
     if (!more) {
       at = { ...at, c: at.c ?? "" };
-      for await (const connection of part.connections) {
+      const sessionAt = at.s === undefined ? {} : { s: at.s };
+      connections: for await (const connection of part.connections) {
         if (counts.sessions + counts.connections > 0 && full()) {
           more = true;
           break;
         }
-        await write(`${counts.connections > 0 ? "," : ""}${JSON.stringify(connectionExport(connection))}`);
-        at = { ...at, c: connection.view.id };
+        const { id } = connection.view;
+        const before = at.c ?? "";
+        await write(`${counts.connections > 0 ? "," : ""}${connectionHead(connection)}`);
+        inConnection = true;
         counts.connections += 1;
+        let written = 0;
+        for await (const { position, message } of connection.messages) {
+          // One message at least per connection begun, so that every part moves the cursor on.
+          if (written > 0 && full()) {
+            await write("]}");
+            inConnection = false;
+            more = true;
+            break connections;
+          }
+          await write(`${written > 0 ? "," : ""}${JSON.stringify(connectionMessageBody(position, message))}`);
+          at = { ...sessionAt, c: before, x: id, m: position };
+          written += 1;
+        }
+        await write("]}");
+        inConnection = false;
+        at = { ...sessionAt, c: id };
       }
     }
     const next = more ? await part.cursorAfter(at, part.part + 1) : null;
@@ -105,7 +131,8 @@ export async function writeExport(out: BodyWriter, part: ExportPart): Promise<vo
     const answer = toErrorAnswer(error);
     const next = await resumeCursor(part, at);
     const sessionsEnd = inSessions ? `],"session_count":${counts.sessions},"connections":[` : "";
-    await write(`${sessionsEnd}],"connection_count":${counts.connections},"complete":false,"error":${JSON.stringify({ code: answer.code, message: answer.message })},"next_cursor":${JSON.stringify(next)}}`);
+    const connectionEnd = inConnection ? "]}" : "";
+    await write(`${connectionEnd}${sessionsEnd}],"connection_count":${counts.connections},"complete":false,"error":${JSON.stringify({ code: answer.code, message: answer.message })},"next_cursor":${JSON.stringify(next)}}`);
   }
 }
 
@@ -148,7 +175,12 @@ function devicesExport(devices: ExportedDevices | null): Record<string, unknown>
   return { registered_at: (devices?.registeredAt ?? []).map((at) => iso(at)), previews: devices?.previews ?? null };
 }
 
-/** A connection as its user sees it over the API, with every message of both sides. */
-function connectionExport({ view, messages }: ExportedConnection): Record<string, unknown> {
-  return { ...connectionBody(view), messages: messages.map(({ position, message }) => connectionMessageBody(position, message)) };
+/**
+ * A connection as its user sees it over the API, up to the opening of its messages (both sides'),
+ * which follow one at a time; `continued` when an earlier part gave its messages through `after`.
+ */
+function connectionHead({ view, after }: ExportedConnection): string {
+  const json = JSON.stringify({ ...connectionBody(view), ...(after > 0 ? { continued: true } : {}), messages: [] });
+  return json.slice(0, -"]}".length);
 }
+

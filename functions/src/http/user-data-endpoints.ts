@@ -9,13 +9,18 @@ import { parseQuery } from "./query-schemas";
 
 /**
  * What an export cursor says: the last session written whole; once they all are, the last
- * connection ("" before the first); and the number of the part it starts.
+ * connection ("" before the first), and when the next one was split, its id and the position of
+ * its last message written; and the number of the part it starts.
  */
-const exportPosition = z.object({
-  s: z.string().regex(DATABASE_KEY).optional(),
-  c: z.union([z.literal(""), z.string().regex(DATABASE_KEY)]).optional(),
-  p: z.number().int().min(2).max(1_000_000),
-});
+const exportPosition = z
+  .object({
+    s: z.string().regex(DATABASE_KEY).optional(),
+    c: z.union([z.literal(""), z.string().regex(DATABASE_KEY)]).optional(),
+    x: z.string().regex(DATABASE_KEY).optional(),
+    m: z.number().int().min(1).max(Number.MAX_SAFE_INTEGER).optional(),
+    p: z.number().int().min(2).max(1_000_000),
+  })
+  .refine((at) => (at.x === undefined) === (at.m === undefined) && (at.x === undefined || at.c !== undefined));
 
 /** How long a request refused during an erasure is told to wait. */
 const ERASING_RETRY_SECONDS = 5;
@@ -38,7 +43,12 @@ export const exportUserData: Endpoint = {
     const part = from?.p ?? 1;
     const [usage, devices] = await Promise.all([conversations.usage(owner), part === 1 ? connections.devices(owner) : null]);
     if (usage?.erasing !== undefined) throw new ErasureInProgressError(ERASING_RETRY_SECONDS);
-    const position = { ...(from?.s === undefined ? {} : { s: from.s }), ...(from?.c === undefined ? {} : { c: from.c }) };
+    const split = from?.x === undefined || from.m === undefined ? undefined : { id: from.x, position: from.m };
+    const position = {
+      ...(from?.s === undefined ? {} : { s: from.s }),
+      ...(from?.c === undefined ? {} : { c: from.c }),
+      ...(split === undefined ? {} : { x: split.id, m: split.position }),
+    };
     return {
       status: 200,
       headers: { "Cache-Control": "no-store", "Content-Disposition": 'attachment; filename="chatify-export.json"' },
@@ -49,7 +59,7 @@ export const exportUserData: Endpoint = {
           usage,
           devices,
           sessions: conversations.sessions(owner, from?.s, limits.exportReadPage),
-          connections: connections.connections(owner, from?.c || undefined, limits.exportReadPage),
+          connections: connections.connections(owner, { after: from?.c || undefined, ...(split === undefined ? {} : { within: split }) }, limits.exportReadPage),
           from: position,
           status: (state) => conversations.status(state),
           cursorAfter: (at, next) => cursors.seal("export", owner, { ...at, p: next }),
