@@ -945,7 +945,15 @@ async function downloadData() {
   } while (cursor);
   const [first] = parts;
   const sessions = parts.flatMap((part) => part.sessions);
-  const file = { format: first.format, version: first.version, user_id: first.user_id, exported_at: first.exported_at, usage: first.usage, sessions };
+  // A connection split between two parts comes again in the next, `continued`: its messages join the entry before.
+  const connections = [];
+  for (const entry of parts.flatMap((part) => part.connections ?? [])) {
+    const previous = connections.at(-1);
+    const { continued, ...whole } = entry;
+    if (continued && previous?.connection_id === entry.connection_id) previous.messages.push(...entry.messages);
+    else connections.push(whole);
+  }
+  const file = { format: first.format, version: first.version, user_id: first.user_id, exported_at: first.exported_at, usage: first.usage, devices: first.devices, sessions, connections };
   const link = document.createElement("a");
   link.href = URL.createObjectURL(new Blob([JSON.stringify(file, null, 2)], { type: "application/json" }));
   link.download = `chatify-export-${first.user_id.replace(/[^A-Za-z0-9_-]/g, "_")}.json`;
@@ -953,7 +961,8 @@ async function downloadData() {
   link.click();
   link.remove();
   setTimeout(() => URL.revokeObjectURL(link.href), 60_000);
-  update({ busy: "", status: `Downloaded your data: ${sessions.length} conversation${sessions.length === 1 ? "" : "s"}.` });
+  const counted = (count, noun) => `${count} ${noun}${count === 1 ? "" : "s"}`;
+  update({ busy: "", status: `Downloaded your data: ${counted(sessions.length, "conversation")}, ${counted(connections.length, "connection")}.` });
 }
 
 /** Erases everything stored under the user's id, once confirmed. */

@@ -5,6 +5,7 @@ import { describeWithChromium, launchChromium, type LaunchedBrowser } from "../s
 import { describeEachStore, ROUTES, startHarness, type Harness } from "../support/http-harness";
 import { describeWithRtdb } from "../support/rtdb";
 import { startSession, typeAndSend } from "../support/chat-page-steps";
+import { ApiUser, HOSTING_ROUTES } from "../support/connection-api";
 
 /** Violations of the page's Content-Security-Policy, collected from before its scripts run. */
 async function recordCspViolations(browser: LaunchedBrowser): Promise<void> {
@@ -39,7 +40,8 @@ describeWithChromium("your conversations and data on the chat page, in Chromium"
     let browser: LaunchedBrowser;
 
     beforeAll(async () => {
-      harness = await startHarness({ store: kind, env: { USER_MAX_ACTIVE_SESSIONS: "10" } });
+      // Small export parts: the download gathers several, one connection split across two.
+      harness = await startHarness({ store: kind, env: { USER_MAX_ACTIVE_SESSIONS: "10" }, userDataLimits: { exportPartBytes: 2_048 } });
       browser = await launchChromium({ width: 390, height: 844 });
       await recordCspViolations(browser);
     }, 60_000);
@@ -79,11 +81,27 @@ describeWithChromium("your conversations and data on the chat page, in Chromium"
       await send(page, "Tell me more");
       expect(await page.textContent("#count")).toBe("2");
 
+      // Another user connects and writes to this one: the download carries the connection whole.
+      const other = new ApiUser(`ben_${randomUUID().slice(0, 8)}`, harness.api, HOSTING_ROUTES);
+      const connectionId = await other.connectWith(new ApiUser(userId, harness.api, HOSTING_ROUTES));
+      const notes = Array.from({ length: 6 }, (_, index) => `note ${index} ${"x".repeat(600)}`);
+      for (const note of notes) expect((await other.send(connectionId, note)).status).toBe(201);
+
       await page.click(".settings summary");
       const [download] = await Promise.all([page.waitForEvent("download"), page.click("#download-data")]);
       expect(download.suggestedFilename()).toBe(`chatify-export-${userId}.json`);
-      const exported = JSON.parse(readFileSync(await download.path(), "utf8")) as { format: string; user_id: string; sessions: { messages: { content: string }[] }[] };
+      const exported = JSON.parse(readFileSync(await download.path(), "utf8")) as {
+        format: string;
+        user_id: string;
+        sessions: { messages: { content: string }[] }[];
+        connections: { connection_id: string; continued?: boolean; messages: { position: number; content: string }[] }[];
+      };
       expect(exported).toMatchObject({ format: "chatify-export", user_id: userId });
+      expect(exported.connections).toHaveLength(1);
+      expect(exported.connections[0]).toMatchObject({ connection_id: connectionId });
+      expect(exported.connections[0]).not.toHaveProperty("continued");
+      expect(exported.connections[0]?.messages.map((message) => [message.position, message.content])).toEqual(notes.map((note, index) => [index + 1, note]));
+      expect(await page.textContent("#status")).toMatch(/1 connection\b/);
       expect(exported.sessions.flatMap((session) => session.messages.map((message) => message.content)).sort()).toEqual(
         ["Plan a trip to Lisbon", "reply #1 to: Plan a trip to Lisbon", "Why is the sky blue?", "reply #2 to: Why is the sky blue?", "Tell me more", "reply #3 to: Tell me more"].sort(),
       );
