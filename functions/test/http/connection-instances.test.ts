@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import { userKey } from "../../src/session/ledger/limits";
 import { RtdbConnectionStore } from "../../src/store/rtdb/rtdb-connection-store";
 import { ApiUser, connectionOf, FUNCTION_ROUTES, HOSTING_ROUTES } from "../support/connection-api";
-import { describeEachStore, ROUTES, startHarness, type Answer, type Harness, type Instance } from "../support/http-harness";
+import { describeEachStore, ROUTES, twoInstances, type Answer } from "../support/http-harness";
 import { describeWithRtdb, holdingUpdates } from "../support/rtdb";
 
 interface ReadMessage {
@@ -14,16 +14,10 @@ interface ReadMessage {
 
 /** Two function instances on one database (the rate limits lifted, as serviceEnv does), racing. */
 describeEachStore("connections across instances", (kind) => {
-  let harness: Harness;
-  let second: Instance;
-
-  beforeAll(async () => {
-    harness = await startHarness({ store: kind });
-    second = await harness.instance();
-  });
-  afterAll(async () => harness.close());
+  const instances = twoInstances({ store: kind });
 
   it("makes one connection of 20 concurrent requests for one pair from both sides on two instances", async () => {
+    const { harness, second } = instances;
     const tag = randomUUID().slice(0, 8);
     const users = [`ann-${tag}`, `ben-${tag}`];
     // Each side through both instances and both URL forms.
@@ -48,6 +42,7 @@ describeEachStore("connections across instances", (kind) => {
   });
 
   it("stores 50 concurrent messages from both participants on two instances once each, in one order for both readers, counted exactly", async () => {
+    const { harness, second } = instances;
     const tag = randomUUID().slice(0, 8);
     const ann = new ApiUser(`ann-${tag}`, harness.api, HOSTING_ROUTES);
     const ben = new ApiUser(`ben-${tag}`, second, FUNCTION_ROUTES);
@@ -81,16 +76,10 @@ function listing(answer: Answer) {
 
 /** Only the database has copies that land after the request that sent them. */
 describeWithRtdb("connections across instances: a message's copy landing after the other user's erasure", () => {
-  let harness: Harness;
-  let second: Instance;
-
-  beforeAll(async () => {
-    harness = await startHarness({ store: "rtdb" });
-    second = await harness.instance();
-  });
-  afterAll(async () => harness.close());
+  const instances = twoInstances({ store: "rtdb" });
 
   it("leaves the gone connection out of the remaining user's list, on every instance, and drops its entry", async () => {
+    const { harness, second } = instances;
     const tag = randomUUID().slice(0, 8);
     const ann = new ApiUser(`ann-${tag}`, harness.api, HOSTING_ROUTES);
     const ben = new ApiUser(`ben-${tag}`, harness.api, HOSTING_ROUTES);
@@ -123,17 +112,11 @@ describeWithRtdb("connections across instances: a message's copy landing after t
 
 /** Only the database has copies from two instances that land out of order. */
 describeWithRtdb("connections across instances: a list copy landing after a newer one", () => {
-  let harness: Harness;
-  let second: Instance;
   let now = Date.parse("2026-05-01T00:00:00Z");
-
-  beforeAll(async () => {
-    harness = await startHarness({ store: "rtdb", clock: () => now });
-    second = await harness.instance();
-  });
-  afterAll(async () => harness.close());
+  const instances = twoInstances({ store: "rtdb", clock: () => now });
 
   it("puts the entry it set back in order at the next list, and never writes an older time over it", async () => {
+    const { harness, second } = instances;
     const tag = randomUUID().slice(0, 8);
     const ann = new ApiUser(`ann-${tag}`, harness.api, HOSTING_ROUTES);
     const ben = new ApiUser(`ben-${tag}`, second, HOSTING_ROUTES);

@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import { userKey } from "../../src/session/ledger/limits";
 import { ApiUser, connectionOf, HOSTING_ROUTES } from "../support/connection-api";
 import { conversationOwnerKey, conversationPath } from "../../src/store/rtdb/paths";
-import { createSession, describeEachStore, ROUTES, startHarness, type Harness, type Instance } from "../support/http-harness";
+import { createSession, describeEachStore, ROUTES, startHarness, twoInstances, type Harness } from "../support/http-harness";
 import { describeWithRtdb, holdingUpdates } from "../support/rtdb";
 import { WholeStore } from "../support/whole-store";
 
@@ -254,15 +254,10 @@ describeEachStore("erasing a user's data", (kind) => {
 
 /** Only the database has copies that land after the request that sent them. */
 describeWithRtdb("erasure: a message's copy landing after the first pass", () => {
-  let harness: Harness;
-  let second: Instance;
-  beforeAll(async () => {
-    harness = await startHarness({ store: "rtdb" });
-    second = await harness.instance();
-  });
-  afterAll(async () => harness.close());
+  const instances = twoInstances({ store: "rtdb" });
 
   it("leaves the user's list answering, without the erased conversation, on every instance", async () => {
+    const { harness, second } = instances;
     const user = `user-${randomUUID()}`;
     const id = await createSession(harness.api, "friendly-assistant", user);
     expect((await harness.api.call("POST", ROUTES.message(id), { message: "first" })).status).toBe(200);

@@ -152,6 +152,32 @@ export async function startHarness(options: HarnessOptions): Promise<Harness> {
   };
 }
 
+/**
+ * For the suite it is called in: a harness started with `options` before its tests, with a second
+ * function instance on the same store (caches and connection of its own), both closed after. Its
+ * fields are read in the tests.
+ */
+export function twoInstances(options: HarnessOptions): { readonly harness: Harness; readonly second: Instance } {
+  let started: { readonly harness: Harness; readonly second: Instance } | undefined;
+  beforeAll(async () => {
+    const harness = await startHarness(options);
+    started = { harness, second: await harness.instance() };
+  });
+  afterAll(async () => started?.harness.close());
+  const get = () => {
+    if (!started) throw new Error("the two instances are read in the suite's tests, once started");
+    return started;
+  };
+  return {
+    get harness() {
+      return get().harness;
+    },
+    get second() {
+      return get().second;
+    },
+  };
+}
+
 /** `body` is sent as JSON unless it is a string or bytes (sent as they are, for malformed input). */
 export async function call(baseUrl: string, method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<Answer> {
   const init: RequestInit = { method, headers: { ...headers } };
