@@ -16,9 +16,11 @@ export function configuredDatabaseInstances(root: string, projectId: string): re
 }
 
 /**
- * firebase.json's `database`: the rules for the default database, or with several instances the
- * same rules for each, by instance name, so that `firebase deploy` guards every one alike.
+ * firebase.json's `database`: the rules for the default database, or with DATABASE_INSTANCES the
+ * same rules for each instance it lists, by name, so that `firebase deploy` guards every one
+ * alike. One listed instance is named too: it need not be the default database, which a bare
+ * `{rules}` would deploy to instead, leaving the sessions' instance without these rules.
  */
 export function databaseSection(urls: readonly string[]): unknown {
-  return urls.length <= 1 ? { rules: RULES } : urls.map((url) => ({ instance: instanceName(url), rules: RULES }));
+  return urls.length === 0 ? { rules: RULES } : urls.map((url) => ({ instance: instanceName(url), rules: RULES }));
 }

@@ -176,6 +176,10 @@ describe("the page's files for a deploy", () => {
     expect(writePageFiles(dir, "other-project-1")).toContain("firebase.json");
     expect((readJson(join(dir, "firebase.json")) as { database: unknown }).database).toEqual({ rules: "database.rules.json" });
     expect(hostingPolicy(dir, "other-project-1").headers["Content-Security-Policy"]).not.toContain("firebaseio.com");
+    // One instance listed, not the default database: named, so that the deploy guards it and not the default one.
+    writeFileSync(join(dir, "functions", ".env.my-project-123"), "DATABASE_INSTANCES=https://my-project-123-eu.europe-west1.firebasedatabase.app\n");
+    writePageFiles(dir, "my-project-123");
+    expect((readJson(join(dir, "firebase.json")) as { database: unknown }).database).toEqual([{ instance: "my-project-123-eu", rules: "database.rules.json" }]);
     writeFileSync(join(dir, "functions", ".env.my-project-123"), "DATABASE_INSTANCES=https://evil.example.com\n");
     expect(() => hostingPolicy(dir, "my-project-123")).toThrow(/DATABASE_INSTANCES/);
   });
