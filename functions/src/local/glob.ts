@@ -1,4 +1,8 @@
-/** A Hosting `source` glob as a regular expression: `**` spans segments, `*` stays within one. */
+/**
+ * A Hosting `source` glob as a regular expression: `**` spans segments, `*` stays within one and
+ * matches at least one character, as Hosting's matcher (superstatic's minimatch) does: a
+ * trailing slash, as in `/api/v1/chatbot/session/`, is no empty segment for `session/*` to take.
+ */
 export function globToRegExp(glob: string): RegExp {
   let pattern = "";
   for (let i = 0; i < glob.length; i += 1) {
@@ -7,7 +11,7 @@ export function globToRegExp(glob: string): RegExp {
       pattern += ".*";
       i += 1;
     } else if (char === "*") {
-      pattern += "[^/]*";
+      pattern += "[^/]+";
     } else {
       pattern += char.replace(/[.+?^${}()|[\]\\]/g, "\\$&");
     }

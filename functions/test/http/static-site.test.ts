@@ -97,6 +97,15 @@ describe("the local server's static site (public/)", () => {
     }
   });
 
+  it("routes a path with a trailing slash as Hosting does: `*` takes no empty segment", async () => {
+    const created = await harness.api.call("POST", `${ROUTES.create}/`, { user_id: "slash-user", template_id: "friendly-assistant" });
+    expect(created.status).toBe(201);
+    expect((await harness.api.call("GET", "/api/v1/connections/?user_id=slash-user")).status).toBe(200);
+    // A session's own routes still take its id, with a slash after it or not.
+    const id = String(created.body.session_id);
+    expect((await harness.api.call("POST", `${ROUTES.message(id)}/`, { message: "hi" })).status).toBe(200);
+  });
+
   it("serves Hosting's reserved /__/firebase/init.js, initialising the SDK for the project", async () => {
     const answer = await fetch(`${harness.api.baseUrl}/__/firebase/init.js`);
     expect(answer.status).toBe(200);
