@@ -2,6 +2,7 @@ import { execFile } from "node:child_process";
 import { request as httpRequest, type Server } from "node:http";
 import { connect, type AddressInfo, type Socket } from "node:net";
 import { promisify } from "node:util";
+import { brotliCompressSync, deflateSync, gzipSync } from "node:zlib";
 import { CONNECTION_LIMITS, createLocalServer, type ConnectionLimits } from "../../src/local/local-server";
 import { hostingRewrites, localSite } from "../../src/local/project-files";
 import { call, createSession, ROUTES, startHarness, type Harness } from "../support/http-harness";
@@ -277,6 +278,34 @@ describe("local server limits", () => {
       });
       expect(status).toBe(405);
       expect(Date.now() - started).toBeLessThan(2_000);
+    });
+  });
+  describe("an encoded body", () => {
+    const session = JSON.stringify({ user_id: "encoded-user", template_id: "friendly-assistant" });
+    const post = (body: Uint8Array, encoding: string) =>
+      fetch(`${harness.api.baseUrl}${ROUTES.create}`, { method: "POST", headers: { "content-type": "application/json", "content-encoding": encoding }, body });
+
+    it("is decoded as the platform's body parser decodes it: gzip, deflate and br", async () => {
+      for (const [encoding, encode] of [["gzip", gzipSync], ["deflate", deflateSync], ["br", brotliCompressSync]] as const) {
+        const answer = await post(encode(session), encoding);
+        expect([encoding, answer.status]).toEqual([encoding, 201]);
+      }
+    });
+
+    it("is refused 415 in another encoding, 400 when it does not decode, 413 when it inflates past the limit, and the next request is served", async () => {
+      const unsupported = await post(Buffer.from(session), "compress");
+      expect(unsupported.status).toBe(415);
+      expect(await unsupported.json()).toMatchObject({ success: false, error: { code: "UNSUPPORTED_MEDIA_TYPE" } });
+      const broken = await post(Buffer.from("not gzip at all"), "gzip");
+      expect(broken.status).toBe(400);
+      expect(await broken.json()).toMatchObject({ success: false, error: { code: "INVALID_REQUEST" } });
+      // Under the limit on the wire, 3 MiB inflated: read only as far as the limit.
+      const bomb = gzipSync(Buffer.alloc(3 * MiB, 0x20));
+      expect(bomb.length).toBeLessThan(MAX_BODY_BYTES);
+      const tooLarge = await post(bomb, "gzip");
+      expect(tooLarge.status).toBe(413);
+      expect(await tooLarge.json()).toMatchObject({ success: false, error: { code: "PAYLOAD_TOO_LARGE" } });
+      expect((await post(gzipSync(session), "gzip")).status).toBe(201);
     });
   });
 });
