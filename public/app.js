@@ -425,19 +425,23 @@ async function appCheckToken() {
  * change what they must say.
  */
 async function apiFetch(url, { method, headers = {}, json }) {
+  /** Whether the last send carried an ID token: a 401 to one sent without asks for the sign-in, even one another request finished meanwhile. */
+  let sentWithToken = false;
   const send = async () => {
     const all = new Headers(headers);
     const attestation = await appCheckToken();
     if (attestation) all.set("X-Firebase-AppCheck", attestation);
     const target = typeof url === "function" ? url() : url;
+    sentWithToken = Boolean(state.signedIn);
     if (state.signedIn) all.set("Authorization", `Bearer ${await state.signedIn.account.getIdToken()}`);
     if (!json) return fetch(target, { method, headers: all });
     all.set("Content-Type", "application/json");
     return fetch(target, { method, headers: all, body: JSON.stringify(json()) });
   };
   const response = await send();
-  // Only a refused ID token asks for a sign-in: a 401 may be App Check's too.
-  if (response.status !== 401 || state.signedIn || (await readJson(response.clone()))?.error?.code !== "UNAUTHENTICATED") return response;
+  // Only a missing ID token asks for a sign-in (a 401 may be App Check's too). A request sent before
+  // another one's sign-in finished (the list read at start, a session started meanwhile) is sent again with the token.
+  if (response.status !== 401 || sentWithToken || (await readJson(response.clone()))?.error?.code !== "UNAUTHENTICATED") return response;
   try {
     update({ status: "The server asks who you are: signing in with Firebase Auth ..." });
     await signIn();
