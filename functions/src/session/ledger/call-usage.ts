@@ -54,23 +54,24 @@ export function promptTokenBound(model: string, promptEstimate: number): number 
  * responder) gets no price: the one asked for would be a guess.
  */
 export function callUsage(completion: Completion, bounds: CallBounds): CallUsage {
-  const reported = completion.usage;
   const text = estimateTokens(completion.text);
-  const carried = (usage: TokenUsage) => (text > bounds.maxTokens ? Math.max(usage.completion_tokens, text) : usage.completion_tokens);
+  const judged = judgedUsage(completion, bounds, text);
+  const completionTokens = judged.usage.completion_tokens;
+  return { ...judged, carried: text > bounds.maxTokens ? Math.max(completionTokens, text) : completionTokens };
+}
+
+/** The usage callUsage keeps, and why a report was refused; `text`: the reply's estimate. */
+function judgedUsage(completion: Completion, bounds: CallBounds, text: number): Omit<CallUsage, "carried"> {
+  const reported = completion.usage;
   // At most `max_tokens`, as a report is: a provider that ignores it (a reply of a megabyte) must
   // not charge the user for what the call could not have used, nor lock them out for the day.
   const estimate = (): TokenUsage => priced(withTotal(bounds.promptEstimate, Math.min(text, bounds.maxTokens), true), completion.model);
-  if (!reported) {
-    const usage = estimate();
-    return { usage, carried: carried(usage) };
-  }
+  if (!reported) return { usage: estimate() };
   const promptBound = promptTokenBound(bounds.model, bounds.promptEstimate);
   if (reported.prompt_tokens <= promptBound && reported.completion_tokens <= bounds.maxTokens) {
-    const usage = priced(withTotal(reported.prompt_tokens, reported.completion_tokens, false), completion.model);
-    return { usage, carried: carried(usage) };
+    return { usage: priced(withTotal(reported.prompt_tokens, reported.completion_tokens, false), completion.model) };
   }
-  const usage = estimate();
-  return { usage, carried: carried(usage), refused: { ...reported, prompt_bound: promptBound, completion_bound: bounds.maxTokens } };
+  return { usage: estimate(), refused: { ...reported, prompt_bound: promptBound, completion_bound: bounds.maxTokens } };
 }
 
 /** A usage of `prompt` and `completion` tokens, marked as an estimate when it is one. */

@@ -198,11 +198,10 @@ export function refundMessage(policy: UsagePolicy, sessionId: string, reservatio
   };
 }
 
-/** The record with `sessionId` counted since `before` again, or, for none, not counted (its context bound going with it). */
+/** The record with `sessionId` counted since `before` again, or, for none, not counted (released: its context bound going with it). */
 function countedAsBefore(usage: UserUsage, sessionId: string, before: number | undefined): UserUsage {
   if (before !== undefined) return { ...usage, sessions: { ...usage.sessions, [sessionId]: before } };
-  const { [sessionId]: uncounted, ...sessions } = usage.sessions ?? {};
-  return withoutUndefined({ ...usage, sessions, contexts: liveContexts(usage, sessions) });
+  return releaseSession(sessionId)(usage).next ?? usage;
 }
 
 /** Counts `sessionId` as active for the user, unless that would exceed the limit (then: when a slot frees). */
