@@ -11,7 +11,9 @@ interface ModelFacts {
   readonly outputUsdPerMillion: number;
 }
 
-const MODELS: Readonly<Record<string, ModelFacts>> = {
+// A Map, not an object: the name looked up is the provider's (`Completion.model`), and on an object
+// "constructor" or "__proto__" would find Object.prototype's members, with no prices.
+const MODELS: ReadonlyMap<string, ModelFacts> = new Map(Object.entries({
   "gpt-4o-mini": { contextTokens: 128_000, inputUsdPerMillion: 0.15, outputUsdPerMillion: 0.6 },
   "gpt-4o": { contextTokens: 128_000, inputUsdPerMillion: 2.5, outputUsdPerMillion: 10 },
   "gpt-4.1": { contextTokens: 1_047_576, inputUsdPerMillion: 2, outputUsdPerMillion: 8 },
@@ -19,20 +21,20 @@ const MODELS: Readonly<Record<string, ModelFacts>> = {
   "gpt-4.1-nano": { contextTokens: 1_047_576, inputUsdPerMillion: 0.1, outputUsdPerMillion: 0.4 },
   "gpt-4-turbo": { contextTokens: 128_000, inputUsdPerMillion: 10, outputUsdPerMillion: 30 },
   "gpt-3.5-turbo": { contextTokens: 16_385, inputUsdPerMillion: 0.5, outputUsdPerMillion: 1.5 },
-};
+}));
 
 /**
  * The facts of `model`, also under a dated snapshot name as the provider reports it
  * ("gpt-4o-mini-2024-07-18" is gpt-4o-mini; the longest listed name wins, so not gpt-4o).
  */
 export function modelFacts(model: string): ModelFacts | undefined {
-  const exact = MODELS[model];
+  const exact = MODELS.get(model);
   if (exact) return exact;
   let best: string | undefined;
-  for (const name of Object.keys(MODELS)) {
+  for (const name of MODELS.keys()) {
     if (model.startsWith(`${name}-`) && /^\d{4}-\d{2}-\d{2}$/.test(model.slice(name.length + 1)) && (best === undefined || name.length > best.length)) best = name;
   }
-  return best === undefined ? undefined : MODELS[best];
+  return best === undefined ? undefined : MODELS.get(best);
 }
 
 /** The list price of a call's tokens, rounded to a millionth of a dollar; undefined for an unlisted model. */

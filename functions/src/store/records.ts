@@ -181,7 +181,10 @@ export const userUsageSchema = z.object({
   refilled_at: z.number(),
   sessions: z.record(z.string(), z.number()).optional(),
   /** Model tokens used or reserved on `day` (UTC, YYYY-MM-DD), and their cost where known. */
-  daily: z.object({ day: z.string(), tokens: z.number().min(0), cost_usd: z.number().min(0).optional() }).optional(),
+  // A cost that is not a number reads as none: a record a version before 2026-12-07 wrote with a NaN
+  // cost (a model named "constructor" priced from Object.prototype) holds `null`, and the user's
+  // limits must still be read; the day's cost only informs.
+  daily: z.object({ day: z.string(), tokens: z.number().min(0), cost_usd: z.number().min(0).optional().catch(undefined) }).optional(),
   /**
    * Per live session, what bounds its next prompt when its tokens are reserved (see session/ledger/limits.ts):
    * the bound, the reservations open (admitted, not settled) as of `at`, and the highest claim

@@ -152,6 +152,10 @@ describeWithRtdb("RtdbStore journal and shape", () => {
     expect(await store.updateUsage("tree-user", bump)).toEqual({ tokens: 4, refilled_at: 2, daily: { day: "2026-12-06", tokens: 7 } });
     expect(JSON.parse((await db.ref("userUsage/tree-user").once("value")).val() as string)).toEqual({ tokens: 3, refilled_at: 5, sessions: { s1: 5 } });
 
+    // A day's cost stored as null (a NaN written by a version before 2026-12-07) reads as none: the limits still hold.
+    await db.ref("userUsage/null-cost-user").set(JSON.stringify({ tokens: 4, refilled_at: 2, daily: { day: "2026-12-06", tokens: 7, cost_usd: null } }));
+    expect(await store.readUsage("null-cost-user")).toEqual({ tokens: 4, refilled_at: 2, daily: { day: "2026-12-06", tokens: 7 } });
+
     await db.ref("userUsage/broken-user").set("{not json");
     await expect(store.readUsage("broken-user")).rejects.toThrow(StoreDataError);
     await expect(store.updateUsage("broken-user", bump)).rejects.toThrow(StoreDataError);

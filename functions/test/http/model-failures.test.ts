@@ -129,3 +129,32 @@ describeEachStore("a provider that ignores max_tokens", (kind) => {
     expect((await harness.api.call("POST", ROUTES.message(other), { message: "hello" })).status).toBe(200);
   });
 });
+
+const completionNamed = (model: string, text: string) =>
+  JSON.stringify({ id: "x", object: "chat.completion", created: 1, model, choices: [{ index: 0, message: { role: "assistant", content: text }, finish_reason: "stop" }], usage: { prompt_tokens: 20, completion_tokens: 3, total_tokens: 23 } });
+
+describeEachStore("a provider answering under a model name Object.prototype holds", (kind) => {
+  let harness: Harness;
+  beforeAll(async () => {
+    harness = await startHarness({ store: kind });
+  });
+  afterAll(async () => harness.close());
+  beforeEach(() => { harness.fake.reset(); });
+
+  it.each(["constructor", "toString", "__proto__"])("a reply from a model named %s is stored with tokens and no cost, and the user's next message works", async (model) => {
+    const user = `user-${randomUUID()}`;
+    const id = await createSession(harness.api, "friendly-assistant", user);
+    harness.fake.enqueue({ kind: "raw", status: 200, body: completionNamed(model, "Hello from an unlisted model.") });
+    const first = await harness.api.call("POST", ROUTES.message(id), { message: "Hi" });
+    // The provider is back to normal: the same session, and a new one of the same user.
+    const second = await harness.api.call("POST", ROUTES.message(id), { message: "And again" });
+    const created = await harness.api.call("POST", ROUTES.create, { user_id: user, template_id: "friendly-assistant" });
+    const third = created.status === 201 ? await harness.api.call("POST", ROUTES.message(String(created.body.session_id)), { message: "Another session" }) : created;
+    const seen = (answer: typeof first) => ({ status: answer.status, code: (answer.body.error as { code?: string } | undefined)?.code, cost: (answer.body.usage as { cost_usd?: unknown } | undefined)?.cost_usd });
+    expect({ first: seen(first), second: seen(second), third: seen(third) }).toEqual({
+      first: { status: 200, code: undefined, cost: undefined },
+      second: { status: 200, code: undefined, cost: expect.any(Number) },
+      third: { status: 200, code: undefined, cost: expect.any(Number) },
+    });
+  });
+});

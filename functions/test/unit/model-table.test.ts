@@ -21,4 +21,11 @@ describe("model table", () => {
     expect(costUsd("gpt-4o-mini", 31, 9)).toBe(0.00001);
     expect(costUsd("gpt-4o-mini", 1, 0)).toBe(0);
   });
+
+  it("knows nothing of a name Object.prototype holds, which a provider may answer with", () => {
+    for (const name of ["constructor", "toString", "__proto__", "hasOwnProperty"]) {
+      expect(modelFacts(name)).toBeUndefined();
+      expect(costUsd(name, 1_000, 1_000)).toBeUndefined();
+    }
+  });
 });
