@@ -64,6 +64,17 @@ describe("daily token ledger rules", () => {
     expect(usage?.contexts?.s1).toMatchObject({ tokens: 200, open: 0, landed: 3 });
   });
 
+  it("adds to the bound of concurrent messages what a reply carries past max_tokens, which their needs counted at max_tokens", () => {
+    const a = admitMessage("s1", NOON, POLICY, NEED);
+    let usage = apply(null, a);
+    const ra = admitted(a(null).outcome);
+    const rb = admitted(admitMessage("s1", NOON, POLICY, NEED)(usage).outcome);
+    usage = apply(usage, admitMessage("s1", NOON, POLICY, NEED));
+    // A's reply ignored max_tokens and carries 400 tokens more; B settles beside it, not alone.
+    usage = apply(usage, settleTokens("s1", ra, { tokens: 60, exchange: { context: 60, claimedCount: 0, alone: true, overrun: 400 } }), settleTokens("s1", rb, landed(70, 0, false)));
+    expect(usage?.contexts?.s1).toMatchObject({ tokens: 650, open: 0, landed: 1 });
+  });
+
   it("does not lower the bound for a call whose claim saw fewer exchanges than a message already settled", () => {
     // X claimed alone at count 1, then Y claimed beside it, ran and settled before X was even admitted.
     const base = apply(null, admitMessage("s1", NOON, POLICY, NEED), settleTokens("s1", admitted(admitMessage("s1", NOON, POLICY, NEED)(null).outcome), landed(90, 0)));
@@ -368,5 +379,40 @@ describe("the daily token ledger through the session service", () => {
     suite.fake.chaos = () => ({ kind: "reply", text: "ok" });
     // The provider is back, the user has spent nothing today, the message needs ~1,000 tokens of 5,000:
     await expect(chat.send({ sessionId, message: "hello again" })).resolves.toMatchObject({ text: "ok" });
+  });
+
+  it("the message after two concurrent ones, one of whose replies ignored max_tokens, reserves what its prompt carries", async () => {
+    const MAX_TOKENS = 50;
+    const store = new MemoryStore();
+    await store.seedTemplates({ t: { name: "T", personalityPrompt: "You are brief.", context_window: 10, max_tokens: MAX_TOKENS } });
+    const usage = { messagesPerMinute: 1_000_000, maxActiveSessions: 100, idleTtlMs: SESSION_POLICY.idleTtlMs, tokensPerDay: 0 };
+    const chat = suite.service(store, usage);
+    const userId = `user-${randomUUID()}`;
+    const { sessionId } = await chat.create({ userId, templateId: "t" });
+    await chat.send({ sessionId, message: "hello" });
+
+    // A and B at once; A's reply ignores max_tokens (about 20 KB), B answers later.
+    const long = "Owls are nocturnal birds of prey. ".repeat(600);
+    suite.fake.chaos = (request, reply) => {
+      const message = lastUser(request);
+      if (message === "A") return { kind: "reply", text: long, delayMs: 20 };
+      if (message === "B") return { kind: "reply", text: "short", delayMs: 300 };
+      return reply();
+    };
+    await Promise.all([chat.send({ sessionId, message: "A" }), chat.send({ sessionId, message: "B" })]);
+
+    const before = (await usageOf(store, userId))!;
+    const bound = before.contexts?.[sessionId]?.tokens ?? 0;
+    const need = estimatePromptTokens([{ role: "user", content: "C" }]) + MAX_TOKENS;
+    // Exactly C's reservation: C is admitted; the limit must hold once it settles.
+    usage.tokensPerDay = before.daily!.tokens + bound + need;
+    suite.fake.chaos = () => ({ kind: "reply", text: "ok" });
+    const answer = await chat.send({ sessionId, message: "C" });
+    const after = (await usageOf(store, userId))!;
+
+    expect(suite.fake.requests.at(-1)?.body.messages.map((m) => m.content)).toContain(long);
+    expect({ spentByC: answer.usage!.total_tokens, estimated: answer.usage!.estimated ?? false }).toEqual({ spentByC: expect.any(Number), estimated: false });
+    expect(answer.usage!.total_tokens).toBeLessThanOrEqual(bound + need);
+    expect(after.daily!.tokens).toBeLessThanOrEqual(usage.tokensPerDay);
   });
 });

@@ -67,6 +67,11 @@ export interface Spent {
     readonly claimedCount: number;
     /** Its claim found no other message of the session running. */
     readonly alone: boolean;
+    /**
+     * What its reply carries into later prompts past `max_tokens` (a provider that ignored it), which
+     * its admission's need did not count: absent or 0 for a reply within it.
+     */
+    readonly overrun?: number;
   };
 }
 
@@ -172,7 +177,10 @@ export function settleTokens(sessionId: string, reservation: Reservation, spent:
       settled = { ...context, open, tokens: Math.max(0, context.tokens - reservation.fresh) };
     } else {
       const alone = exchange.alone && open === 0 && context.landed <= exchange.claimedCount;
-      settled = { ...context, open, tokens: alone ? exchange.context : context.tokens, landed: Math.max(context.landed, exchange.claimedCount + 1) };
+      // Not alone, the bound keeps each admission's need, which counted this reply at `max_tokens`:
+      // a longer one adds the rest, or the next reservation would leave it out of a prompt that sends it.
+      const tokens = alone ? exchange.context : addCounts(context.tokens, exchange.overrun ?? 0);
+      settled = { ...context, open, tokens, landed: Math.max(context.landed, exchange.claimedCount + 1) };
     }
     return { outcome: undefined, next: { ...usage, daily, contexts: { ...usage.contexts, [sessionId]: settled } } };
   };

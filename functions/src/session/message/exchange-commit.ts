@@ -40,7 +40,7 @@ export async function commit(context: MessageContext, message: InFlightMessage, 
     ...(message.slot.exchangeCount === 0 ? { head: conversationHead(session.meta, text) } : {}),
   };
   const calls = summarised.usage ? addUsage(reply, summarised.usage) : reply;
-  const sideWrites: Promise<unknown>[] = [message.settle(calls, reply.prompt_tokens + carried)];
+  const sideWrites: Promise<unknown>[] = [message.settle(calls, reply.prompt_tokens + carried, Math.max(0, carried - settings.max_tokens))];
   if (summarised.summary) sideWrites.push(store.writeSummary(session.id, summarised.summary).catch(() => false));
   let result;
   try {

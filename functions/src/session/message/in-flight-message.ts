@@ -103,11 +103,11 @@ export class InFlightMessage {
    * round trip), whatever the commit's fate: the provider charged the calls either way. A lost
    * settlement leaves the reservation counted: never too low.
    */
-  settle(calls: TokenUsage, replyContext: number): Promise<unknown> {
+  settle(calls: TokenUsage, replyContext: number, overrun: number): Promise<unknown> {
     this.settled = true;
     const { exchangeCount, alone } = this.slot;
     return Promise.all([
-      this.settleUser(calls, { context: replyContext, claimedCount: exchangeCount, alone }),
+      this.settleUser(calls, { context: replyContext, claimedCount: exchangeCount, alone, overrun }),
       this.context.serviceLedger.settle(this.taken.service, spentOf(calls)),
     ]);
   }
