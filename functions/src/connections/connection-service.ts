@@ -223,10 +223,18 @@ export class ConnectionService {
     store.prepareConnection(connectionId);
     const known = await this.known.get(connectionId);
     const sender = participantOf(known.meta, userId);
-    await this.options.moderation?.admit(text, { connection_id: connectionId });
+    const hash = idempotencyKey === undefined ? undefined : keyHash(`connectionMessage\u0000${connectionId}\u0000${userId}`, idempotencyKey);
+    try {
+      await this.options.moderation?.admit(text, { connection_id: connectionId });
+    } catch (error) {
+      // A retry of a message already stored gets it back whatever the check says now (an outage
+      // with MODERATION_ON_OUTAGE=closed): its first send passed it. Read only on a refusal.
+      const repeat = hash === undefined ? undefined : await this.storedRepeat(input, hash);
+      if (repeat) return repeat;
+      throw error;
+    }
     const { ref } = known;
     const audience = notifier.audience(ref.userKeys[otherParticipant(sender)], ref.userKeys[sender]);
-    const hash = idempotencyKey === undefined ? undefined : keyHash(`connectionMessage\u0000${connectionId}\u0000${userId}`, idempotencyKey);
     const result = await store.appendMessage(ref, appendMessage({ sender, senderId: userId, text, now, policy, ...(hash === undefined ? {} : { keyHash: hash }) }));
     if (!result.found) throw new ConnectionNotFoundError(connectionId);
     const { outcome, state } = result;
@@ -300,6 +308,13 @@ export class ConnectionService {
     const known = knownFrom(current.id, metaOf(usersOf(meta), meta.pair, current));
     await this.options.store.createConnection({ ...known.ref, meta: known.meta, state: initialState(current) });
     return known;
+  }
+
+  /** The message a key already stored, given back as a replay; undefined when the key stored none. */
+  private async storedRepeat(input: { readonly userId: string; readonly connectionId: string; readonly text: string }, hash: string): Promise<SentMessage | undefined> {
+    const state = await this.options.store.readConnectionState(input.connectionId);
+    const position = state?.recent_keys?.[hash];
+    return state && position !== undefined ? this.replay(input, position, state.message_count) : undefined;
   }
 
   private async replay(input: { readonly userId: string; readonly connectionId: string; readonly text: string }, position: number, messageCount: number): Promise<SentMessage> {

@@ -86,6 +86,19 @@ describeEachStore("moderation of messages between users", (kind) => {
     await nothingKept(closed);
   });
 
+  it("gives a keyed repeat of a stored message back when moderation is down and the choice is closed: its first send passed the check", async () => {
+    await connected(closed);
+    const headers = { "Idempotency-Key": `key-${randomUUID()}` };
+    const first = await alice.send(connectionId, "Hello once", headers);
+    expect(first.status).toBe(201);
+    closed.fake.enqueueModeration({ kind: "status", status: 500 });
+    const again = await alice.send(connectionId, "Hello once", headers);
+    expect({ status: again.status, body: again.body, replayed: again.headers.get("idempotent-replayed") }).toEqual({ status: 201, body: first.body, replayed: "true" });
+    // A new message in the same outage is still refused.
+    closed.fake.enqueueModeration({ kind: "status", status: 500 });
+    expect((await alice.send(connectionId, "Hello twice", { "Idempotency-Key": `key-${randomUUID()}` })).status).toBe(503);
+  });
+
   it("answers a server without a moderations endpoint as a configuration error, keeping nothing", async () => {
     await connected(harness);
     harness.fake.enqueueModeration({ kind: "status", status: 404 });
