@@ -11,19 +11,31 @@ import { addCounts } from "./token-usage";
  * The count is split over SERVICE_SHARDS records, each allowed an equal share of the cap, so that
  * no single record takes every message's write (one database node serialises its transactions):
  * a message reserves on a random shard, and the sum of the shards never passes the cap, however
- * many instances count at once. A shard that is full sends the message to the emptiest one (read
- * once, only then): the cap is used up before anything is refused, not a share of it.
+ * many instances count at once, since every write that adds to a shard is a transaction bounded
+ * by its share. A shard that cannot hold the whole reservation sends the message to the others
+ * (read once, only then): the reservation is spread over the shards with room, emptiest first,
+ * each part taking what its shard holds, and given back whole if the parts together fall short.
+ * So a reservation larger than one share, or than any one shard has left, is admitted while the
+ * shards together hold it: the cap is used up before anything is refused, not a share of it.
  */
 export const SERVICE_SHARDS = 8;
 
 /** The shard names: `s0` .. `s7`. */
 export const SERVICE_SHARD_KEYS: readonly string[] = Array.from({ length: SERVICE_SHARDS }, (_, i) => `s${i}`);
 
-/** What a message holds of the deployment's day: settled or refunded once its calls are done. */
-export interface ServiceReservation {
+/** The tokens one shard holds of a reservation. */
+export interface ServicePart {
   readonly shard: string;
-  readonly day: string;
   readonly tokens: number;
+}
+
+/**
+ * What a message holds of the deployment's day: settled or refunded once its calls are done. One
+ * part, unless no single shard could hold it; then several, each on its own shard.
+ */
+export interface ServiceReservation {
+  readonly day: string;
+  readonly parts: readonly ServicePart[];
 }
 
 export type ServiceAdmission =
@@ -33,45 +45,81 @@ export type ServiceAdmission =
 const DAY = 86_400_000;
 
 /** A shard's count as of `day`: a count of an earlier day starts over. */
-function today(usage: ServiceUsage | null, day: string): ServiceUsage {
+function today(usage: ServiceUsage | null | undefined, day: string): ServiceUsage {
   return usage?.day === day ? usage : { day, tokens: 0 };
 }
 
-/** Reserves `tokens` of the day on `shard` if its share of `capPerDay` holds them, else says when the day ends. */
+/** Whole tokens a shard may still take today under its share (never below 0: a settlement above the estimate can pass it). */
+function roomOf(usage: ServiceUsage | null | undefined, day: string, capPerDay: number): number {
+  return Math.max(0, Math.floor(capPerDay / SERVICE_SHARDS - today(usage, day).tokens));
+}
+
+/** The refusal of a reservation made at `now`: retry when its UTC day ends. */
+function refusalAt(now: number): ServiceAdmission {
+  return { admitted: false, retryAfterMs: Date.parse(`${utcDay(now)}T00:00:00Z`) + DAY - now };
+}
+
+/** Reserves `tokens` of the day on `shard` if its share of `capPerDay` holds them all, else says when the day ends. */
 export function reserveServiceTokens(shard: string, now: number, tokens: number, capPerDay: number): LedgerRule<ServiceUsage, ServiceAdmission> {
   return (usage) => {
     const day = utcDay(now);
     const counted = today(usage, day);
-    if (counted.tokens + tokens > capPerDay / SERVICE_SHARDS) {
-      return { outcome: { admitted: false, retryAfterMs: Date.parse(`${day}T00:00:00Z`) + DAY - now } };
-    }
-    return { outcome: { admitted: true, reservation: { shard, day, tokens } }, next: { ...counted, tokens: addCounts(counted.tokens, tokens) } };
+    if (counted.tokens + tokens > capPerDay / SERVICE_SHARDS) return { outcome: refusalAt(now) };
+    return { outcome: { admitted: true, reservation: { day, parts: [{ shard, tokens }] } }, next: { ...counted, tokens: addCounts(counted.tokens, tokens) } };
   };
 }
 
 /**
- * Replaces a reservation by what the message's calls spent (nothing, for a refund), on the day it
- * was made: a reservation of a day that has ended stays in that day's count, never in the next.
+ * Takes up to `tokens` of the day from one shard, what its share of `capPerDay` has left: one part
+ * of a spread reservation. The outcome is what was taken (0, and nothing written, when the shard is full).
  */
-export function settleServiceTokens(reservation: ServiceReservation, spent: { readonly tokens: number; readonly costUsd?: number }): LedgerRule<ServiceUsage, undefined> {
+export function takeServiceTokens(now: number, tokens: number, capPerDay: number): LedgerRule<ServiceUsage, number> {
   return (usage) => {
-    if (usage?.day !== reservation.day) return { outcome: undefined };
-    const tokens = Math.max(0, addCounts(usage.tokens, spent.tokens) - reservation.tokens);
+    const counted = today(usage, utcDay(now));
+    const taken = Math.min(tokens, roomOf(counted, counted.day, capPerDay));
+    if (taken <= 0) return { outcome: 0 };
+    return { outcome: taken, next: { ...counted, tokens: addCounts(counted.tokens, taken) } };
+  };
+}
+
+/**
+ * Replaces one part of a reservation (`reserved` tokens of `day`) by what the calls spent of it
+ * (nothing, for a refund), on the day it was made: a reservation of a day that has ended stays in
+ * that day's count, never in the next.
+ */
+export function settleServiceTokens(day: string, reserved: number, spent: { readonly tokens: number; readonly costUsd?: number }): LedgerRule<ServiceUsage, undefined> {
+  return (usage) => {
+    if (usage?.day !== day) return { outcome: undefined };
+    const tokens = Math.max(0, addCounts(usage.tokens, spent.tokens) - reserved);
     const cost = spent.costUsd === undefined ? usage.cost_usd : roundUsd((usage.cost_usd ?? 0) + spent.costUsd);
     return { outcome: undefined, next: { day: usage.day, tokens, ...(cost === undefined ? {} : { cost_usd: cost }) } };
   };
 }
 
-/** The shard with the most room left today, of the counts read (a shard never written counts as empty). */
-export function emptiestShard(shards: Readonly<Record<string, ServiceUsage>>, now: number): string {
+/**
+ * What each part of a reservation settles to, so that the parts together count `spent` once: the
+ * spent tokens fill the parts in order, each up to what it reserved (no shard ends above what it
+ * held, so none passes its share), anything spent beyond the whole reservation and the cost go on
+ * the first part, and a part the calls did not reach is refunded.
+ */
+export function splitSpent(parts: readonly ServicePart[], spent: { readonly tokens: number; readonly costUsd?: number }): { readonly tokens: number; readonly costUsd?: number }[] {
+  let left = spent.tokens;
+  const shares = parts.map((part) => {
+    const tokens = Math.min(part.tokens, Math.max(0, left));
+    left -= tokens;
+    return tokens;
+  });
+  return shares.map((tokens, index) =>
+    index === 0 ? { tokens: tokens + Math.max(0, left), ...(spent.costUsd === undefined ? {} : { costUsd: spent.costUsd }) } : { tokens },
+  );
+}
+
+/** The shards with room left today, of the counts read, most room first (a shard never written counts as empty). */
+export function emptiestFirst(shards: Readonly<Record<string, ServiceUsage>>, now: number, capPerDay: number): { readonly shard: string; readonly room: number }[] {
   const day = utcDay(now);
-  let best = SERVICE_SHARD_KEYS[0] ?? "s0";
-  let least = Number.POSITIVE_INFINITY;
-  for (const key of SERVICE_SHARD_KEYS) {
-    const used = today(shards[key] ?? null, day).tokens;
-    if (used < least) [best, least] = [key, used];
-  }
-  return best;
+  return SERVICE_SHARD_KEYS.map((shard) => ({ shard, room: roomOf(shards[shard], day, capPerDay) }))
+    .filter(({ room }) => room > 0)
+    .sort((a, b) => b.room - a.room);
 }
 
 /** The deployment's day of model tokens, as the session module reserves and settles it. */
@@ -90,8 +138,9 @@ export class ServiceLedger {
   }
 
   /**
-   * Reserves `tokensOf()` on a random shard, or, when that one is full, on the emptiest (one read
-   * and one more transaction, only near the cap). Undefined, and nothing worked out, when there is no cap.
+   * Reserves `tokensOf()` on a random shard (one transaction), or, when that one cannot hold it
+   * all, spread over the shards with room (a read, then a transaction per part, only near a
+   * shard's share or for a reservation larger than one). Undefined, and nothing worked out, when there is no cap.
    */
   async reserve(tokensOf: () => number, now: number): Promise<ServiceAdmission | undefined> {
     if (!this.capped) return undefined;
@@ -104,14 +153,59 @@ export class ServiceLedger {
     const first = SERVICE_SHARD_KEYS[Math.floor(this.random() * SERVICE_SHARDS)] ?? "s0";
     const admission = await this.store.updateServiceUsage(first, reserveServiceTokens(first, now, tokens, this.capPerDay));
     if (admission.admitted) return admission;
-    const emptiest = emptiestShard(await this.store.readServiceUsage(), now);
-    if (emptiest === first) return admission;
-    return this.store.updateServiceUsage(emptiest, reserveServiceTokens(emptiest, now, tokens, this.capPerDay));
+    return this.spread(tokens, now, admission);
   }
 
-  /** Settles a reservation with what was spent; a lost settlement leaves the reservation counted (never too low). */
-  settle(reservation: ServiceReservation | undefined, spent: { readonly tokens: number; readonly costUsd?: number }): Promise<void> {
-    if (!reservation) return Promise.resolve();
-    return this.store.updateServiceUsage(reservation.shard, settleServiceTokens(reservation, spent)).catch(() => undefined);
+  /**
+   * Reserves `tokens` in parts over the shards with room, emptiest first (as read once), each part
+   * a transaction taking what its shard holds of what is still missing: others may fill a shard
+   * between the read and the part, and the next shard then takes the rest. Parts are taken one
+   * after the other, since each needs to know what the last one took. When the read shows too
+   * little room, or the parts fall short, what was taken goes back and the message is `refused`.
+   */
+  private async spread(tokens: number, now: number, refused: ServiceAdmission): Promise<ServiceAdmission> {
+    const rooms = emptiestFirst(await this.store.readServiceUsage(), now, this.capPerDay);
+    if (rooms.reduce((sum, { room }) => sum + room, 0) < tokens) return refused;
+    const day = utcDay(now);
+    const parts: ServicePart[] = [];
+    let missing = tokens;
+    try {
+      for (const { shard } of rooms) {
+        if (missing <= 0) break;
+        const taken = await this.store.updateServiceUsage(shard, takeServiceTokens(now, missing, this.capPerDay));
+        if (taken > 0) {
+          parts.push({ shard, tokens: taken });
+          missing -= taken;
+        }
+      }
+    } catch (error) {
+      // The database failed: the message is refused by the failure, and holds nothing.
+      await this.giveBack(day, parts);
+      throw error;
+    }
+    if (missing > 0) {
+      await this.giveBack(day, parts);
+      return refused;
+    }
+    return { admitted: true, reservation: { day, parts } };
+  }
+
+  /** Returns the parts of a reservation that was not made whole; awaited, so that a refusal holds nothing once it is answered. */
+  private giveBack(day: string, parts: readonly ServicePart[]): Promise<unknown> {
+    return Promise.all(parts.map((part) => this.store.updateServiceUsage(part.shard, settleServiceTokens(day, part.tokens, { tokens: 0 })).catch(() => undefined)));
+  }
+
+  /**
+   * Settles a reservation with what was spent, every part at once (see splitSpent); a lost
+   * settlement of a part leaves that part counted as reserved, never less than was spent of it (never too low).
+   */
+  async settle(reservation: ServiceReservation | undefined, spent: { readonly tokens: number; readonly costUsd?: number }): Promise<void> {
+    if (!reservation) return;
+    const shares = splitSpent(reservation.parts, spent);
+    await Promise.all(
+      reservation.parts.map((part, index) =>
+        this.store.updateServiceUsage(part.shard, settleServiceTokens(reservation.day, part.tokens, shares[index] ?? { tokens: 0 })).catch(() => undefined),
+      ),
+    );
   }
 }
