@@ -76,19 +76,29 @@ export const FUNCTION_CONCURRENCY = DEPLOY_PARAMS.CONCURRENCY.default;
 export const MAX_INSTANCES = DEPLOY_PARAMS.MAX_INSTANCES.default;
 
 /**
+ * What a function does with OpenAI, which decides its options: `message` calls the model (and,
+ * with MODERATION on, moderates the user's message beside it); `moderated` calls no model but
+ * moderates a user's message to another user (with MODERATION on); `session` never reaches OpenAI.
+ */
+export type FunctionRole = "message" | "moderated" | "session";
+
+/**
  * The options of an HTTPS or callable function, each knob the param itself (firebase-functions 7
  * takes an `Expression` for each: the manifest carries `{{ params.NAME }}` and the CLI resolves it
- * at deploy). `message`: the function that calls the model gets the OpenAI key and the warm
- * instances (MIN_INSTANCES); the others keep none, their cold start costing a user one wait at
- * most per session.
+ * at deploy). The OpenAI key goes to the functions that may call OpenAI (`message`, `moderated`)
+ * and to no other: Cloud Functions mounts a secret only on the functions that declare it, so one
+ * that moderates without it answers every message 500 CONFIGURATION_ERROR, and one that never
+ * calls OpenAI has no use for it. The warm instances (MIN_INSTANCES) go to `message` alone; the
+ * others keep none, their cold start costing a user one wait at most per session.
  */
-export function httpsOptions(role: "message" | "session"): HttpsOptions {
+export function httpsOptions(role: FunctionRole): HttpsOptions {
   return {
     invoker: "public",
     timeoutSeconds: deployParams.TIMEOUT_SECONDS,
     memory: deployParams.MEMORY_MIB,
     concurrency: deployParams.CONCURRENCY,
     maxInstances: deployParams.MAX_INSTANCES,
-    ...(role === "message" ? { minInstances: deployParams.MIN_INSTANCES, secrets: [openaiApiKey] } : {}),
+    ...(role === "message" ? { minInstances: deployParams.MIN_INSTANCES } : {}),
+    ...(role === "session" ? {} : { secrets: [openaiApiKey] }),
   };
 }

@@ -51,7 +51,7 @@ export const chat = {
   declineConnection: onCall(callableOptions("session"), call("declineConnection")),
   blockConnection: onCall(callableOptions("session"), call("blockConnection")),
   unblockConnection: onCall(callableOptions("session"), call("unblockConnection")),
-  sendConnectionMessage: onCall(callableOptions("session"), call("sendConnectionMessage")),
+  sendConnectionMessage: onCall(callableOptions("moderated"), call("sendConnectionMessage")),
   listConnectionMessages: onCall(callableOptions("session"), call("listConnectionMessages")),
   registerDevice: onCall(callableOptions("session"), call("registerDevice")),
   unregisterDevice: onCall(callableOptions("session"), call("unregisterDevice")),
@@ -63,7 +63,8 @@ export const connection = onRequest(httpsOptions("session"), serve("connection")
 export const acceptConnection = onRequest(httpsOptions("session"), serve("acceptConnection"));
 export const declineConnection = onRequest(httpsOptions("session"), serve("declineConnection"));
 export const blockConnection = onRequest(httpsOptions("session"), serve("blockConnection"));
-export const connectionMessages = onRequest(httpsOptions("session"), serve("connectionMessages"));
+// Its POST moderates the message (MODERATION): the OpenAI key, as for chat-sendConnectionMessage.
+export const connectionMessages = onRequest(httpsOptions("moderated"), serve("connectionMessages"));
 export const devices = onRequest(httpsOptions("session"), serve("devices"));
 
 export const expireSessions = onSchedule({ schedule: "every 15 minutes", timeoutSeconds: 300, memory: FUNCTION_MEMORY }, async () => {

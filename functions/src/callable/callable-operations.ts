@@ -1,3 +1,4 @@
+import type { FunctionRole } from "../function-options";
 import type { EndpointName } from "../http/endpoints";
 
 /**
@@ -13,8 +14,11 @@ export interface CallableOperation {
   readonly pathFields: readonly string[];
   /** The endpoint's path as a function URL names it (the function's name stripped), made of those fields (URI-encoded). */
   readonly path: (fields: Readonly<Record<string, string>>) => string;
-  /** `message`: the callable that calls the model (the OpenAI key, warm instances, replay protection). */
-  readonly role: "message" | "session";
+  /**
+   * `message`: the callable that calls the model (the OpenAI key, warm instances, replay
+   * protection); `moderated`: one that moderates a user's text without a model call (the key).
+   */
+  readonly role: FunctionRole;
   /** Where the data's other fields go: the JSON body, or the query string of a GET or DELETE route. */
   readonly rest: "body" | "query";
 }
@@ -47,7 +51,7 @@ export const CALLABLES = {
   declineConnection: { endpoint: "declineConnection", method: "POST", pathFields: ["connection_id"], path: connectionPath, role: "session", rest: "body" },
   blockConnection: { endpoint: "blockConnection", method: "POST", pathFields: ["connection_id"], path: connectionPath, role: "session", rest: "body" },
   unblockConnection: { endpoint: "blockConnection", method: "DELETE", pathFields: ["connection_id"], path: connectionPath, role: "session", rest: "body" },
-  sendConnectionMessage: { endpoint: "connectionMessages", method: "POST", pathFields: ["connection_id"], path: connectionPath, role: "session", rest: "body" },
+  sendConnectionMessage: { endpoint: "connectionMessages", method: "POST", pathFields: ["connection_id"], path: connectionPath, role: "moderated", rest: "body" },
   listConnectionMessages: { endpoint: "connectionMessages", method: "GET", pathFields: ["connection_id"], path: connectionPath, role: "session", rest: "query" },
   registerDevice: { endpoint: "devices", method: "POST", pathFields: [], path: () => "/", role: "session", rest: "body" },
   unregisterDevice: { endpoint: "devices", method: "DELETE", pathFields: [], path: () => "/", role: "session", rest: "body" },

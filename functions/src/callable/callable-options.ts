@@ -1,13 +1,14 @@
 import type { CallableOptions } from "firebase-functions/v2/https";
 import { resolveConfig } from "../config";
-import { httpsOptions } from "../function-options";
+import { httpsOptions, type FunctionRole } from "../function-options";
 import { HEARTBEAT_MS } from "../http/event-stream";
 
 /**
  * The options of a callable: the HTTP functions' own (the deploy knobs as params; the OpenAI key
- * and the warm instances for the message callable), App Check enforced by the platform as the
- * HTTP routes enforce it (and the token consumed on the message callable with replay
- * protection), CORS from CORS_ORIGINS, and a heartbeat as often as the SSE route's.
+ * for the callables that may call OpenAI, the warm instances for the message callable), App
+ * Check enforced by the platform as the HTTP routes enforce it (and the token consumed on the
+ * message callable with replay protection), CORS from CORS_ORIGINS, and a heartbeat as often as
+ * the SSE route's.
  *
  * The App Check and CORS settings are read from the environment when the triggers load, as the
  * instance reads its config: deployed, the CLI has set every param there by then. Not the param
@@ -16,7 +17,7 @@ import { HEARTBEAT_MS } from "../http/event-stream";
  * REQUIRE_APP_CHECK=1 as false where the instance reads true; and it takes a string param for
  * `cors` as a single origin, not a list. Neither is in the manifest the CLI deploys.
  */
-export function callableOptions(role: "message" | "session", env: Readonly<Record<string, string | undefined>> = process.env): CallableOptions {
+export function callableOptions(role: FunctionRole, env: Readonly<Record<string, string | undefined>> = process.env): CallableOptions {
   const read = callableSettings(env);
   return {
     ...httpsOptions(role),

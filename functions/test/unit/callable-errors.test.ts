@@ -63,6 +63,9 @@ describe("callableOptions", () => {
   it("keeps the deploy knobs and the key of the HTTP functions", () => {
     expect(callableOptions("message", {})).toMatchObject({ invoker: "public", minInstances: expect.anything(), secrets: [expect.anything()] });
     expect(callableOptions("session", {}).secrets).toBeUndefined();
+    const moderated = callableOptions("moderated", { REQUIRE_APP_CHECK: "true", APP_CHECK_REPLAY_PROTECTION: "true" });
+    expect(moderated).toMatchObject({ invoker: "public", secrets: [expect.anything()], enforceAppCheck: true });
+    expect({ minInstances: moderated.minInstances, consumeAppCheckToken: moderated.consumeAppCheckToken }).toEqual({ minInstances: undefined, consumeAppCheckToken: undefined });
   });
 });
 

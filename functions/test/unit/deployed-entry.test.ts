@@ -63,6 +63,15 @@ describe("the deployed entry (package.json main)", () => {
       }
       expect(manifest.endpoints["chat-sendMessage"]).toMatchObject({ minInstances: "{{ params.MIN_INSTANCES }}", secretEnvironmentVariables: [{ key: "OPENAI_API_KEY" }] });
       expect(manifest.endpoints["chat-endSession"]?.secretEnvironmentVariables).toBeUndefined();
+      // The key on the functions that may call OpenAI (the model, or moderation of a message to another user), on no other.
+      const withKey = Object.entries(manifest.endpoints).filter(([, endpoint]) => endpoint.secretEnvironmentVariables !== undefined);
+      expect(Object.fromEntries(withKey.map(([name, endpoint]) => [name, endpoint.secretEnvironmentVariables]))).toEqual({
+        sendMessage: [{ key: "OPENAI_API_KEY" }],
+        "chat-sendMessage": [{ key: "OPENAI_API_KEY" }],
+        connectionMessages: [{ key: "OPENAI_API_KEY" }],
+        "chat-sendConnectionMessage": [{ key: "OPENAI_API_KEY" }],
+      });
+      expect(manifest.endpoints.connectionMessages?.minInstances ?? null).toBeNull();
       expect(manifest.endpoints.expireSessions).toMatchObject({ timeoutSeconds: 300, availableMemoryMb: 512, maxInstances: "{{ params.MAX_INSTANCES }}" });
       expect(manifest.endpoints.expireSessions?.scheduleTrigger).toMatchObject({ schedule: "every 15 minutes" });
       // The 2nd gen Auth trigger (a 1st gen one could not run on nodejs24), retried until the erasure is recorded.

@@ -5,6 +5,7 @@ import { join, resolve } from "node:path";
 import { build } from "esbuild";
 import { resolveConfig } from "../../src/config";
 import { openaiApiKey } from "../../src/config-params";
+import * as triggers from "../../src/index";
 import { DEPLOY_PARAMS, deployParams, FUNCTION_CONCURRENCY, FUNCTION_MEMORY, FUNCTION_TIMEOUT_SECONDS, httpsOptions, MAX_INSTANCES } from "../../src/function-options";
 
 const FUNCTIONS_DIR = resolve(__dirname, "..", "..");
@@ -37,8 +38,12 @@ describe("httpsOptions", () => {
     });
   });
 
-  it("gives the message function the OpenAI key and the warm instances, and the others neither", () => {
+  it("gives the message function the OpenAI key and the warm instances, and the session functions neither", () => {
     expect(httpsOptions("message")).toEqual({ ...httpsOptions("session"), minInstances: deployParams.MIN_INSTANCES, secrets: [openaiApiKey] });
+  });
+
+  it("gives a function that moderates users' messages the OpenAI key alone, with the session functions' other options", () => {
+    expect(httpsOptions("moderated")).toEqual({ ...httpsOptions("session"), secrets: [openaiApiKey] });
   });
 
   it("keeps the constants the triggers and the time budget used, at the params' defaults", () => {
@@ -60,6 +65,28 @@ describe("httpsOptions", () => {
       if (previous === undefined) delete process.env.TIMEOUT_SECONDS;
       else process.env.TIMEOUT_SECONDS = previous;
     }
+  });
+});
+
+/**
+ * Which deployed functions get OPENAI_API_KEY: Cloud Functions (and the Functions emulator) mount
+ * a secret only on the functions that declare it. Those that may call OpenAI declare it: the
+ * message functions (the model, and with MODERATION the check beside it) and the functions that
+ * send a message to another user (with MODERATION, checked before it is stored); no other does.
+ */
+describe("the triggers' options (index.ts)", () => {
+  type Endpoint = { __endpoint: { secretEnvironmentVariables?: readonly { key: string }[] } };
+  const withKey = (triggers: Readonly<Record<string, unknown>>, prefix = ""): string[] =>
+    Object.entries(triggers).flatMap(([name, trigger]) => {
+      if (typeof trigger === "function" && "__endpoint" in trigger) {
+        const secrets = (trigger as unknown as Endpoint).__endpoint.secretEnvironmentVariables ?? [];
+        return secrets.some((secret) => secret.key === "OPENAI_API_KEY") ? [`${prefix}${name}`] : [];
+      }
+      return typeof trigger === "object" && trigger !== null ? withKey(trigger as Record<string, unknown>, `${prefix}${name}-`) : [];
+    });
+
+  it("declares OPENAI_API_KEY on the functions that call the model or moderate a message to another user, and on no other", () => {
+    expect(withKey(triggers as unknown as Record<string, unknown>).sort()).toEqual(["chat-sendConnectionMessage", "chat-sendMessage", "connectionMessages", "sendMessage"]);
   });
 });
 
