@@ -41,7 +41,7 @@ export function callableRequest(operation: CallableOperation, data: unknown, met
   if (data !== null && data !== undefined && (typeof data !== "object" || Array.isArray(data))) {
     throw new HttpError("INVALID_REQUEST", "The call's data must be an object", {}, [{ field: DATA_FIELD, message: "must be an object" }]);
   }
-  const fields = (data ?? {}) as Record<string, unknown>;
+  const fields = presentFields(data);
   const routing = parseBody(routingSchema(operation), fields) as Record<string, string | undefined>;
   const rest = Object.entries(fields).filter(([field]) => field !== "idempotency_key" && !operation.pathFields.includes(field));
   const path = operation.path(Object.fromEntries(operation.pathFields.map((field) => [field, encodeURIComponent(routing[field] ?? "")])));
@@ -58,9 +58,20 @@ export function callableRequest(operation: CallableOperation, data: unknown, met
 }
 
 /**
+ * The data's fields, those set to null left out: the Functions client SDK sends a field left
+ * `undefined` as null (@firebase/functions 0.14, firebase 12.19: `encode` maps `data == null` to
+ * null), where `JSON.stringify` drops it on the way to the HTTP route. So an optional field is
+ * absent either way, and a required one null is missing, refused as an absent one is. Top-level
+ * only: that is where the callables' optional fields are.
+ */
+function presentFields(data: object | null | undefined): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(data ?? {}).filter(([, value]) => value !== null));
+}
+
+/**
  * The data's fields as the query string the route reads: strings as they are, numbers in
- * decimal (a page size), null as absent; anything else is refused here, by its field's name,
- * since a query cannot carry it and the route's schema would name a different problem.
+ * decimal (a page size); anything else is refused here, by its field's name, since a query
+ * cannot carry it and the route's schema would name a different problem.
  */
 function queryStringOf(fields: readonly (readonly [string, unknown])[]): string {
   const params = new URLSearchParams();
@@ -68,7 +79,7 @@ function queryStringOf(fields: readonly (readonly [string, unknown])[]): string 
   for (const [field, value] of fields) {
     if (typeof value === "string") params.append(field, value);
     else if (typeof value === "number" && Number.isFinite(value)) params.append(field, String(value));
-    else if (value !== null && value !== undefined) issues.push({ field, message: "must be a string or a number" });
+    else if (value !== undefined) issues.push({ field, message: "must be a string or a number" });
   }
   if (issues.length > 0) throw new HttpError("INVALID_REQUEST", "The call's data has fields of the wrong type", {}, issues);
   return params.toString();

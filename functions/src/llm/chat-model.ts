@@ -43,11 +43,13 @@ export interface ReplySink {
   /** The next piece of the text, in order. */
   write(text: string): void;
   /**
-   * Present when the sink can take back what it was given (a partial reply in the database is
-   * simply overwritten; text sent down an HTTP stream is not): a retry after some text calls it,
-   * and the pieces start over.
+   * Takes back what the sink was given, if it still can, so that a retried call's pieces start
+   * over: true when it did (a partial reply in the database is simply overwritten; text still held
+   * back for moderation's verdict is forgotten, nobody having seen it), false when some of it is
+   * past recall (sent down an HTTP stream), and then nothing changed. A retry after some text calls
+   * it, and gives up when it answers false. Absent: the sink can never take text back.
    */
-  restart?(): void;
+  restart?(): boolean;
 }
 
 export interface ChatModel {

@@ -18,8 +18,9 @@ export interface RetryPolicy {
  * backoff, honouring the provider's Retry-After up to `maxWaitMs`. The total time stays
  * bounded: attempts x timeout + retries x maxWaitMs. A streamed call is retried only until its
  * first delta: past it the caller has shown text that another attempt would not continue, unless
- * its sink can take the text back (`restart`), which is then called before the retry. Once the
- * request's `signal` aborts, nothing is retried: the caller no longer waits for the answer.
+ * its sink can still take the text back (`restart` answers true), which it is asked before the
+ * wait. Once the request's `signal` aborts, nothing is retried: the caller no longer waits for the
+ * answer.
  */
 export function withRetries(model: ChatModel, policy: RetryPolicy): ChatModel {
   const sleep = policy.sleep ?? abortableSleep;
@@ -28,10 +29,13 @@ export function withRetries(model: ChatModel, policy: RetryPolicy): ChatModel {
   return {
     name: model.name,
     async complete(request: CompletionRequest, sink?: ReplySink): Promise<Completion> {
-      const progress = { delivered: false };
+      // Whether this attempt wrote to the sink: whether that text reached anyone for good only
+      // the sink knows (held back for moderation it has not; sent down a stream it has), so
+      // `restart` asks it.
+      const progress = { written: false };
       const relay: ReplySink | undefined = sink && {
         write: (text) => {
-          progress.delivered = true;
+          progress.written = true;
           sink.write(text);
         },
       };
@@ -40,15 +44,16 @@ export function withRetries(model: ChatModel, policy: RetryPolicy): ChatModel {
           return await model.complete(request, relay);
         } catch (error) {
           if (request.signal?.aborted) throw error;
-          if (progress.delivered && !sink?.restart) throw error;
           if (!(error instanceof ModelError) || !error.retryable || attempt >= policy.maxRetries) throw error;
           if (error.retryAfterMs !== undefined && error.retryAfterMs > policy.maxWaitMs) throw error;
+          // Taken back before the wait, not after it: text held back for a verdict would
+          // otherwise be passed on to the client during the wait, past recall.
+          if (progress.written) {
+            if (!sink?.restart?.()) throw error;
+            progress.written = false;
+          }
           await sleep(error.retryAfterMs ?? Math.min(base * 2 ** attempt * (0.5 + random()), policy.maxWaitMs), request.signal);
           if (request.signal?.aborted) throw abandonedError(error);
-          if (progress.delivered) {
-            progress.delivered = false;
-            sink?.restart?.();
-          }
         }
       }
     },

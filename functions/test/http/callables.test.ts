@@ -187,12 +187,27 @@ describeEachStore("callable functions through the Functions client SDK", (kind) 
     expect(reused).toMatchObject({ code: "functions/invalid-argument", details: { code: "IDEMPOTENCY_KEY_REUSED" } });
   });
 
+  it("reads an optional field a Functions client left undefined (the SDK sends null) as absent, as JSON.stringify drops it over HTTP", async () => {
+    const maybeKey: string | undefined = undefined;
+    const session = await main.call("createSession", { user_id: "user_callable_undefined", template_id: "friendly-assistant", idempotency_key: maybeKey });
+    expect(session).toMatchObject({ success: true });
+    const reply = await main.call("sendMessage", { session_id: session.session_id, message: "Hi", idempotency_key: maybeKey });
+    expect(reply).toMatchObject({ success: true, message_count: 1 });
+    const previews: boolean | undefined = undefined;
+    expect(await main.call("registerDevice", { user_id: "user_callable_undefined", token: `device-token-${kind}-undefined`, previews })).toEqual({ success: true, devices: 1 });
+    // The query routes too.
+    expect(await main.call("listSessions", { user_id: "user_callable_undefined", cursor: undefined })).toMatchObject({ sessions: [{ session_id: session.session_id }] });
+  });
+
   it.each<[string, () => Promise<[string, unknown]>, Failure | Partial<Failure>]>([
     ["data that is not an object", () => Promise.resolve(["createSession", "a string"]), { code: "functions/invalid-argument", message: "The call's data must be an object", details: { code: "INVALID_REQUEST", fields: [{ field: "(data)", message: "must be an object" }] } }],
     ["no template", () => Promise.resolve(["createSession", { user_id: "user_callable" }]), { code: "functions/invalid-argument", details: { code: "INVALID_REQUEST", fields: [{ field: "template_id", message: "is required" }] } }],
     ["no user_id without an ID token", () => Promise.resolve(["createSession", { template_id: "friendly-assistant" }]), { code: "functions/invalid-argument", details: { code: "INVALID_REQUEST", fields: [{ field: "user_id", message: "is required" }] } }],
     ["an unknown template", () => Promise.resolve(["createSession", { user_id: "u", template_id: "no-such-template" }]), { code: "functions/not-found", details: { code: "TEMPLATE_NOT_FOUND" } }],
     ["no session_id", () => Promise.resolve(["sendMessage", { message: "hi" }]), { code: "functions/invalid-argument", details: { code: "INVALID_REQUEST", fields: [{ field: "session_id", message: "is required" }] } }],
+    // The SDK sends a field left undefined as null: a required one is then missing, as when absent.
+    ["a session_id left undefined", () => Promise.resolve(["sendMessage", { session_id: undefined, message: "hi" }]), { code: "functions/invalid-argument", details: { code: "INVALID_REQUEST", fields: [{ field: "session_id", message: "is required" }] } }],
+    ["a message left undefined", async () => ["sendMessage", { session_id: await created(), message: undefined }], { code: "functions/invalid-argument", details: { code: "INVALID_REQUEST", fields: [{ field: "message", message: "is required" }] } }],
     ["a session_id that is a number", () => Promise.resolve(["endSession", { session_id: 7 }]), { code: "functions/invalid-argument", details: { code: "INVALID_REQUEST", fields: [{ field: "session_id", message: "must be a string" }] } }],
     ["an id this service never issued", () => Promise.resolve(["sendMessage", { session_id: "../../templates", message: "hi" }]), { code: "functions/not-found", details: { code: "SESSION_NOT_FOUND" } }],
     ["an unknown session", () => Promise.resolve(["endSession", { session_id: "0b4f3a52-1111-4e2e-9c1c-9a1e5c6d7e8f" }]), { code: "functions/not-found", details: { code: "SESSION_NOT_FOUND" } }],
@@ -270,7 +285,8 @@ describeEachStore("callable functions through the Functions client SDK", (kind) 
       [limited, strict, moderated] = await Promise.all([
         startCallables({ store: kind, env: { USER_MESSAGES_PER_MINUTE: "1" } }),
         startCallables({ store: kind, env: { REQUIRE_AUTH: "true" } }),
-        startCallables({ store: kind, env: { MODERATION: "true" }, wrapStore: (store) => recordingPartials(store, partials) }),
+        // One model retry allowed: a call that fails while moderation still holds its text is retried.
+        startCallables({ store: kind, env: { MODERATION: "true", OPENAI_MAX_RETRIES: "1" }, wrapStore: (store) => recordingPartials(store, partials) }),
       ]);
     });
     afterAll(async () => {
@@ -312,6 +328,25 @@ describeEachStore("callable functions through the Functions client SDK", (kind) 
       // A clean message then streams as usual.
       const clean = await httpsCallable<unknown, Body>(moderated.client.functions, "chat-sendMessage")({ session_id: id, message: "fine" });
       expect(clean.data).toMatchObject({ success: true, message_count: 1 });
+    });
+
+    it("retries a model call that broke off while moderation held its text: the stream gets the retry's text alone, and the result its reply", async () => {
+      const id = String((await moderated.call("createSession", { user_id: "user_moderated_retry", template_id: "friendly-assistant" })).session_id);
+      moderated.harness.fake.reset();
+      // The first attempt writes a chunk and breaks off while the verdict is still 600 ms away; the retry answers.
+      moderated.harness.fake.enqueue({ kind: "stream", chunks: ["lost", " words"], cutAfter: 1, chunkDelayMs: 10 });
+      moderated.harness.fake.enqueue({ kind: "stream", chunks: ["Second", " try"], chunkDelayMs: 10 });
+      moderated.harness.fake.enqueueModeration({ kind: "verdict", flagged: false, delayMs: 600 });
+      const { stream, data } = await httpsCallable<unknown, Body, { text: string }>(moderated.client.functions, "chat-sendMessage").stream({ session_id: id, message: "hi" });
+      const result = data.catch((error: unknown) => ({ failed: String(error) }));
+      const chunks: string[] = [];
+      const streamed = (async () => {
+        for await (const chunk of stream) chunks.push(chunk.text);
+      })().catch((error: unknown) => String(error));
+      expect(await result).toMatchObject({ success: true, response: "Second try", message_count: 1 });
+      expect(await streamed).toBeUndefined();
+      expect(chunks.join("")).toBe("Second try");
+      expect(moderated.harness.fake.requests).toHaveLength(2);
     });
   });
 

@@ -160,4 +160,55 @@ describeEachStore("moderation of users' messages", (kind) => {
     expect(prompt).not.toContain(FLAGGED_TEXT);
     expect(prompt.at(-1)).toBe("And now?");
   });
+
+  /**
+   * Until the verdict, the model's text is held back: nothing of it has reached the client or the
+   * partial, so a model call that fails meanwhile failed before the first delta, and is retried
+   * whatever the client reads (docs/api.md: retries "happen only before the first delta").
+   */
+  describe("with model retries (OPENAI_MAX_RETRIES=2)", () => {
+    let retrying: Harness;
+    const retried: (string | null)[] = [];
+    beforeAll(async () => {
+      retrying = await startHarness({ store: kind, env: { MODERATION: "true", OPENAI_MAX_RETRIES: "2" }, wrapStore: (store) => recordingPartials(store, retried) });
+    });
+    afterAll(async () => retrying.close());
+    beforeEach(() => {
+      retrying.fake.reset();
+      retried.length = 0;
+    });
+
+    /** The first attempt writes a chunk and breaks off while the verdict is still 600 ms away; the retry answers. */
+    const breaksOffWhileHeld = () => {
+      retrying.fake.enqueue({ kind: "stream", chunks: ["lost", " words"], cutAfter: 1, chunkDelayMs: 10 });
+      retrying.fake.enqueue({ kind: "stream", chunks: ["Second", " try"], chunkDelayMs: 10 });
+      retrying.fake.enqueueModeration({ kind: "verdict", flagged: false, delayMs: 600 });
+    };
+
+    it("retries a model call that broke off while its text was held: a streamed request gets the retry's reply alone", async () => {
+      const id = await session(retrying);
+      breaksOffWhileHeld();
+      const answer = await streamCall(retrying.api.baseUrl, ROUTES.message(id), { message: "hi" });
+      expect({ status: answer.status, json: answer.json, events: answer.events.map((event) => event.event) }).toEqual({ status: 200, json: undefined, events: ["delta", "done"] });
+      expect(answer.events[0]?.data).toEqual({ text: "Second try" });
+      expect(answer.events.at(-1)?.data).toMatchObject({ success: true, response: "Second try", message_count: 1 });
+      expect(retrying.fake.requests).toHaveLength(2);
+      // Partials (where clients read them) never held the first attempt's text either.
+      if (kind === "rtdb") expect(retried.filter((text) => text !== null)).toEqual(["Second try"]);
+    });
+
+    it("does not retry a call that broke off once the verdict had passed its text on to a streamed client: the stream ends with an error event", async () => {
+      const id = await session(retrying);
+      retrying.fake.enqueue({ kind: "stream", chunks: ["Shown", " then lost"], cutAfter: 1, firstChunkDelayMs: 300, chunkDelayMs: 10 });
+      retrying.fake.enqueue({ kind: "stream", chunks: ["never", " asked"] });
+      retrying.fake.enqueueModeration({ kind: "verdict", flagged: false });
+      const answer = await streamCall(retrying.api.baseUrl, ROUTES.message(id), { message: "hi" });
+      expect(answer.events.map((event) => [event.event, event.data])).toEqual([
+        ["delta", { text: "Shown" }],
+        ["error", { success: false, error: { code: "MODEL_UNAVAILABLE", message: expect.any(String) as unknown } }],
+      ]);
+      expect(retrying.fake.requests).toHaveLength(1);
+      expect(await retrying.api.store.readSessionState(id)).toMatchObject({ message_count: 0 });
+    });
+  });
 });

@@ -105,6 +105,26 @@ describeWithRtdb("live partial replies in the Realtime Database, seen by a web S
     }
   });
 
+  it("writes no partial of a JSON request's model call that broke off while moderation held its text: the retry's text alone", async () => {
+    const moderated = await startHarness({ store: "rtdb", env: { MODERATION: "true", OPENAI_MAX_RETRIES: "1", OPENAI_MAX_RETRY_WAIT_MS: "300" } });
+    try {
+      const id = await createSession(moderated.api);
+      const watcher = new SessionWatcher(page(moderated), id);
+      // The first attempt breaks off while the verdict is still 600 ms away; the retry answers.
+      moderated.fake.enqueue({ kind: "stream", chunks: ["Lost", " words"], chunkDelayMs: 10, cutAfter: 1 }, { kind: "stream", chunks, chunkDelayMs: 10 });
+      moderated.fake.enqueueModeration({ kind: "verdict", flagged: false, delayMs: 600 });
+      const answer = await moderated.api.call("POST", ROUTES.message(id), { message: "a story" });
+      expect({ status: answer.status, response: answer.body.response }).toEqual({ status: 200, response: reply });
+      expect(moderated.fake.requests).toHaveLength(2);
+      await watcher.until((seen) => seen.messages.length === 2 && seen.partials.length === 0);
+      watcher.close();
+      expect(watcher.partialTexts().every((text) => reply.startsWith(text))).toBe(true);
+      expect(watcher.seen.at(-1)?.messages).toEqual(["a story", reply]);
+    } finally {
+      await moderated.close();
+    }
+  });
+
   it("writes no partial and calls the model without streaming when LIVE_PARTIALS is false", async () => {
     const quiet = await startHarness({ store: "rtdb", env: { LIVE_PARTIALS: "false" } });
     try {

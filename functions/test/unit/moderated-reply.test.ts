@@ -48,7 +48,7 @@ function recordingSink(restartable: boolean): { sink: ReplySink; written: string
   const written: string[] = [];
   const restarts: number[] = [];
   const sink: ReplySink = { write: (text) => { written.push(text); } };
-  return { sink: restartable ? { ...sink, restart: () => { restarts.push(written.length); } } : sink, written, restarts };
+  return { sink: restartable ? { ...sink, restart: () => { restarts.push(written.length); return true; } } : sink, written, restarts };
 }
 
 /** Lets every settled promise's callbacks run. */
@@ -129,25 +129,45 @@ describe("moderatedReply: the model call with the message moderated beside it", 
     const { sink, written, restarts } = recordingSink(true);
     const reply = moderatedReply(check.moderation, "hi", {}, model.call, sink);
     model.seen.sink?.write("First attempt");
-    model.seen.sink?.restart?.();
+    expect(model.seen.sink?.restart?.()).toBe(true);
     model.seen.sink?.write("Second");
     check.verdict.resolve(undefined);
     await settle();
     expect({ written, restarts }).toEqual({ written: ["Second"], restarts: [] });
-    model.seen.sink?.restart?.();
+    expect(model.seen.sink?.restart?.()).toBe(true);
     expect(restarts).toEqual([1]);
     model.result.resolve(COMPLETION);
     await reply;
   });
 
-  it("cannot take text back once released into a sink that cannot (a client's stream): no restart offered", async () => {
+  it("takes held text back in front of a sink that cannot (a client's stream), since none of it reached the sink", async () => {
     const model = drivenCall();
     const check = drivenModeration();
-    void moderatedReply(check.moderation, "hi", {}, model.call, recordingSink(false).sink).catch(() => undefined);
-    expect(Reflect.get(model.seen.sink ?? {}, "restart")).toBeUndefined();
-    model.result.resolve(COMPLETION);
+    const { sink, written } = recordingSink(false);
+    const reply = moderatedReply(check.moderation, "hi", {}, model.call, sink);
+    model.seen.sink?.write("lost");
+    expect(model.seen.sink?.restart?.()).toBe(true);
+    model.seen.sink?.write("Second try");
     check.verdict.resolve(undefined);
     await settle();
+    expect(written).toEqual(["Second try"]);
+    model.result.resolve(COMPLETION);
+    await reply;
+  });
+
+  it("cannot take text back once released into a sink that cannot (a client's stream): restart answers false, passing nothing again", async () => {
+    const model = drivenCall();
+    const check = drivenModeration();
+    const { sink, written } = recordingSink(false);
+    const reply = moderatedReply(check.moderation, "hi", {}, model.call, sink);
+    model.seen.sink?.write("Shown");
+    check.verdict.resolve(undefined);
+    await settle();
+    expect(model.seen.sink?.restart?.()).toBe(false);
+    model.seen.sink?.write(" on");
+    expect(written).toEqual(["Shown", " on"]);
+    model.result.resolve(COMPLETION);
+    await reply;
   });
 });
 

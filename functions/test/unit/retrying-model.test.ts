@@ -248,20 +248,38 @@ describe("withRetries", () => {
       expect(inner.requests).toHaveLength(2);
     });
 
-    it("retries past a delta when the sink can take the text back: restart, then the deltas start over", async () => {
-      const { inner, model, waits } = setup([{ deltas: ["half", " a"], then: unavailable() }, { deltas: ["h", "i"], then: ANSWER }]);
+    it("retries past a delta when the sink can take the text back: restart before the wait, then the deltas start over", async () => {
       const seen: string[] = [];
-      await expect(model.complete(REQUEST, { write: (text) => seen.push(text), restart: () => seen.push("<restart>") })).resolves.toBe(ANSWER);
+      const { inner, model } = setup([{ deltas: ["half", " a"], then: unavailable() }, { deltas: ["h", "i"], then: ANSWER }], {
+        sleep: async (ms) => {
+          seen.push(`<wait ${ms}>`);
+        },
+      });
+      await expect(model.complete(REQUEST, { write: (text) => seen.push(text), restart: () => { seen.push("<restart>"); return true; } })).resolves.toBe(ANSWER);
       expect(inner.requests).toHaveLength(2);
-      expect(waits).toEqual([100]);
-      expect(seen).toEqual(["half", " a", "<restart>", "h", "i"]);
+      expect(seen).toEqual(["half", " a", "<restart>", "<wait 100>", "h", "i"]);
+    });
+
+    it("retries past a delta no more when the sink answers that the text is past recall", async () => {
+      const broke = unavailable();
+      const restarts: number[] = [];
+      const { inner, model, waits } = setup([{ deltas: ["half a"], then: broke }, ANSWER]);
+      await expect(model.complete(REQUEST, { write: () => undefined, restart: () => { restarts.push(1); return false; } })).rejects.toBe(broke);
+      expect({ requests: inner.requests.length, waits, restarts }).toEqual({ requests: 1, waits: [], restarts: [1] });
+    });
+
+    it("asks the sink again after each attempt that wrote, and not after one that did not", async () => {
+      const restarts: number[] = [];
+      const { inner, model } = setup([{ deltas: ["a"], then: timeout() }, timeout(), { deltas: ["b"], then: unavailable() }, ANSWER]);
+      await expect(model.complete(REQUEST, { write: () => undefined, restart: () => { restarts.push(inner.requests.length); return true; } })).resolves.toBe(ANSWER);
+      expect(restarts).toEqual([1, 3]);
     });
 
     it("calls restart only when text was passed on, and keeps the retry budget", async () => {
       const broke = unavailable();
       const restarts: number[] = [];
       const { model } = setup([timeout(), { deltas: ["x"], then: broke }, ANSWER], { maxRetries: 1 });
-      await expect(model.complete(REQUEST, { write: () => undefined, restart: () => restarts.push(1) })).rejects.toBe(broke);
+      await expect(model.complete(REQUEST, { write: () => undefined, restart: () => { restarts.push(1); return true; } })).rejects.toBe(broke);
       // One retry allowed: the second failure is final, with or without text.
       expect(restarts).toEqual([]);
     });

@@ -10,6 +10,8 @@ export type ModelCall = (signal: AbortSignal | undefined, sink: ReplySink | unde
  * the reply waits for the slower of the two, never for their sum. Until the verdict is in, what
  * the model writes is held back (no delta to the caller, no partial in the database); a clean
  * verdict (or an outage let through) passes it on at once, in one piece, and the rest as it comes.
+ * A model call that fails while its text is still held failed before the caller's first delta,
+ * so it may be retried (OPENAI_MAX_RETRIES) whatever the caller reads: the retry starts over unseen.
  * A refusal (flagged, an outage refused, a server that cannot moderate) abandons the model call
  * and drops what was held: the caller sees nothing of the reply. A model failure first abandons
  * the check. Without moderation (MODERATION off) it is the model call alone, unchanged.
@@ -38,27 +40,28 @@ export async function moderatedReply(moderation: MessageModeration | undefined, 
 
 /**
  * A sink that holds what it is given until `release` (then passes it on, and everything after)
- * or `drop` (then passes nothing on, ever). A retried model call starts its text over: what is
- * held is forgotten; once released, the sink behind decides (it can, or cannot, take text back).
+ * or `drop` (then passes nothing on, ever). A retried model call starts its text over: while the
+ * text is held, nothing of it has reached the sink behind (neither the client's stream nor the
+ * live partial), so forgetting it takes it all back, whatever that sink is; once released, the
+ * sink behind decides (a partial alone can take text back, a client's stream cannot).
  */
 class HeldSink implements ReplySink {
   private held: string[] | undefined = [];
   private dropped = false;
-  readonly restart?: () => void;
 
-  constructor(private readonly inner: ReplySink) {
-    if (inner.restart) {
-      this.restart = () => {
-        if (this.held) this.held.length = 0;
-        else inner.restart?.();
-      };
-    }
-  }
+  constructor(private readonly inner: ReplySink) {}
 
   write(text: string): void {
     if (this.dropped) return;
     if (this.held) this.held.push(text);
     else this.inner.write(text);
+  }
+
+  restart(): boolean {
+    if (this.held === undefined && !this.dropped) return this.inner.restart?.() ?? false;
+    // Still held, or dropped (nothing is ever passed on): nobody has seen any of it.
+    this.held?.splice(0);
+    return true;
   }
 
   release(): void {

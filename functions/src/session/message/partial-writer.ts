@@ -58,10 +58,13 @@ export class PartialWriter implements ReplySink {
     this.schedule();
   }
 
-  /** A retried model call starts its text over: the next write replaces the partial with the new text. */
-  restart(): void {
-    if (this.stopped) return;
-    this.text = "";
+  /**
+   * A retried model call starts its text over: the next write replaces the partial with the new
+   * text, so the partial can always be taken back (once stopped, nothing more is written at all).
+   */
+  restart(): boolean {
+    if (!this.stopped) this.text = "";
+    return true;
   }
 
   /** No more writes: the reply is complete and its commit removes what was written. */
