@@ -36,7 +36,7 @@ export async function createLocalInstance(projectId: string, log: Log, env: Env 
   let storeLabel: string;
   if (emulatorHost) {
     // DATABASE_INSTANCES, when set, spreads sessions over those namespaces or servers (docs/sharding.md).
-    store = rtdbSessionStore(instanceDatabases(app, config.databaseInstances), config.dbTimeoutMs);
+    store = rtdbSessionStore(instanceDatabases(app, config.databaseInstances), config.dbTimeoutMs, log);
     connectionStore = new RtdbConnectionStore(homeDatabase(app, config.databaseInstances), config.dbTimeoutMs);
     storeLabel =
       config.databaseInstances.length > 0

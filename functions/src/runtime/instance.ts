@@ -14,7 +14,7 @@ import { modelFromConfig, moderatorFromConfig } from "../llm/model-from-config";
 import type { Moderator } from "../llm/moderation";
 import type { Log } from "../log/log";
 import { messageModeration, type MessageModeration } from "../moderation/message-moderation";
-import { runMaintenance, type MaintenanceReport } from "../session/maintenance";
+import { MaintenanceSteps, runMaintenance, type MaintenanceReport } from "../session/maintenance";
 import type { SessionPolicy } from "../session/session-rules";
 import { SessionService } from "../session/session-service";
 import { defaultDatabaseUrl, homeDatabase, instanceDatabases, rtdbSessionStore } from "../store/rtdb/instance-databases";
@@ -109,7 +109,7 @@ export function composeInstance(config: Config, parts: InstanceParts): Instance 
   const functionTimeoutMs = parts.functionTimeoutMs ?? config.deploy.timeoutSeconds * 1000;
   const budget = timeBudget(config, functionTimeoutMs);
   const clock = parts.clock ?? Date.now;
-  const store = parts.store ?? rtdbSessionStore(instanceDatabases(required(parts.app, "store"), config.databaseInstances), config.dbTimeoutMs);
+  const store = parts.store ?? rtdbSessionStore(instanceDatabases(required(parts.app, "store"), config.databaseInstances), config.dbTimeoutMs, parts.log);
   const placement = sessionDatabases(config, parts, store);
   const identity = parts.identity ?? firebaseIdentity(required(parts.app, "identity"));
   const appCheck = config.requireAppCheck ? (parts.appCheck ?? firebaseAppCheck(required(parts.app, "appCheck"), { log: parts.log })) : undefined;
@@ -168,12 +168,16 @@ export function composeInstance(config: Config, parts: InstanceParts): Instance 
       createKeyTtlMs: CREATE_KEY_TTL_MS,
       batchSize: MAINTENANCE_BATCH,
       maxBatches: MAINTENANCE_MAX_BATCHES,
+      log: parts.log,
     });
-    return {
-      ...report,
-      erasuresFinished: await erasure.finishDue(now),
-      ...(await sweepDevices({ store: connectionStore, now, batchSize: MAINTENANCE_BATCH, maxBatches: MAINTENANCE_MAX_BATCHES })),
-    };
+    // Settled each on its own, as the sessions' steps are: a failure of one (the home instance's
+    // query for due erasures, say) must not hold back the others until it is mended.
+    const steps = new MaintenanceSteps(parts.log, report.failed);
+    const erasuresFinished = await steps.run("erasuresFinished", 0, () => erasure.finishDue(now));
+    const devices = await steps.run("staleDevices", { staleDevices: 0, staleTokenOwners: 0 }, () =>
+      sweepDevices({ store: connectionStore, now, batchSize: MAINTENANCE_BATCH, maxBatches: MAINTENANCE_MAX_BATCHES }),
+    );
+    return { ...report, erasuresFinished, ...devices, ...steps.failures() };
   };
   const userData: UserDataContext = {
     conversations: new ConversationService({ store, clock, policy, partialStaleMs: functionTimeoutMs }),

@@ -1,3 +1,4 @@
+import type { Log } from "../log/log";
 import type { SessionStore } from "../store/session-store";
 import { expireRule, sweepLapsedClaims, type SessionPolicy } from "./session-rules";
 
@@ -14,6 +15,8 @@ export interface MaintenanceOptions {
   readonly batchSize: number;
   /** Batches per kind of work in one run; the next run continues where this one stopped. */
   readonly maxBatches: number;
+  /** Where a step that failed is reported (see `MaintenanceSteps`). */
+  readonly log: Log;
 }
 
 export interface MaintenanceReport {
@@ -26,6 +29,8 @@ export interface MaintenanceReport {
   readonly lapsedClaims: number;
   /** Network addresses' session buckets unused for an hour (full again), removed. */
   readonly addressesForgotten: number;
+  /** The steps that failed, by their figure's name, comma-separated (absent when none): each counts 0, and was logged. */
+  readonly failed?: string;
 }
 
 /**
@@ -36,38 +41,77 @@ export interface MaintenanceReport {
  */
 export async function runMaintenance(options: MaintenanceOptions): Promise<MaintenanceReport> {
   const { store, now, batchSize } = options;
+  const steps = new MaintenanceSteps(options.log);
   // Idle *longer* than the TTL, as the request path judges it: activity at exactly the TTL keeps a session.
   const cutoff = now - options.policy.idleTtlMs - 1;
-  const expired = await inBatches(options, () => store.findIdleSessions(cutoff, batchSize), async (ids) => {
+  const expired = await steps.run("expired", 0, () => inBatches(options, () => store.findIdleSessions(cutoff, batchSize), async (ids) => {
     // Settled, not all: one session the database fails on must not stop the rest of the run.
     const results = await Promise.allSettled(ids.map((id) => store.updateState(id, expireRule(now, options.policy))));
     return results.filter((result) => result.status === "fulfilled" && result.value.found && result.value.outcome).length;
-  });
+  }));
   // A transaction that changes nothing still makes the store finish a closed session's copy.
-  const flushed = await inBatches(options, () => store.findUnflushedSessions(batchSize), async (ids) => {
+  const flushed = await steps.run("flushed", 0, () => inBatches(options, () => store.findUnflushedSessions(batchSize), async (ids) => {
     const results = await Promise.allSettled(ids.map((id) => store.updateState(id, () => ({ outcome: undefined }))));
     return results.filter((result) => result.status === "fulfilled").length;
-  });
+  }));
   // A request that died mid-reply left its claim and partial; a later message of its session drops them, else this.
-  const lapsedClaims = await inBatches(options, () => store.findLapsedClaims(now, batchSize), async (ids) => {
+  const lapsedClaims = await steps.run("lapsedClaims", 0, () => inBatches(options, () => store.findLapsedClaims(now, batchSize), async (ids) => {
     const results = await Promise.allSettled(ids.map((id) => store.updateState(id, sweepLapsedClaims(now))));
     return results.reduce((sum, result) => sum + (result.status === "fulfilled" && result.value.found ? result.value.outcome : 0), 0);
-  });
+  }));
   const deleted =
     options.retentionMs > 0
-      ? await inBatches(options, () => store.findClosedSessions(now - options.retentionMs, batchSize), async (ids) => {
+      ? await steps.run("deleted", 0, () => inBatches(options, () => store.findClosedSessions(now - options.retentionMs, batchSize), async (ids) => {
           // Settled, as above: a failed delete is found again by the next run.
           const results = await Promise.allSettled(ids.map((id) => store.deleteSession(id)));
           return results.filter((result) => result.status === "fulfilled").length;
-        })
+        }))
       : 0;
-  const keysForgotten = await deleteInBatches(options, () => store.deleteCreateKeys(now - options.createKeyTtlMs, batchSize));
+  const keysForgotten = await steps.run("keysForgotten", 0, () => deleteInBatches(options, () => store.deleteCreateKeys(now - options.createKeyTtlMs, batchSize)));
   // A bucket untouched for an hour has refilled: removing it changes no limit.
-  const addressesForgotten = await deleteInBatches(options, () => store.deleteIdleAddresses(now - HOUR, batchSize));
-  return { expired, flushed, deleted, keysForgotten, lapsedClaims, addressesForgotten };
+  const addressesForgotten = await steps.run("addressesForgotten", 0, () => deleteInBatches(options, () => store.deleteIdleAddresses(now - HOUR, batchSize)));
+  return { expired, flushed, deleted, keysForgotten, lapsedClaims, addressesForgotten, ...steps.failures() };
 }
 
 const HOUR = 3_600_000;
+
+/**
+ * The steps of one clean-up run, each settled on its own: a step that fails (a database deadline
+ * on a query, say) is logged and counts 0, and the steps after it still run, so that one failing
+ * part (an instance, the create keys, an erasure) never holds back the rest run after run. What
+ * failed is named in the run's report as well (`failed`), beside the figures it logs.
+ */
+export class MaintenanceSteps {
+  private readonly failed: string[] = [];
+
+  constructor(
+    private readonly log: Log,
+    /** Steps of the same run that already failed (a run made of several parts reports them once). */
+    before?: string,
+  ) {
+    if (before !== undefined) this.failed.push(...before.split(","));
+  }
+
+  /** `work`'s result, or `fallback` when it failed (logged, and named in `failures`). */
+  async run<T>(step: string, fallback: T, work: () => Promise<T>): Promise<T> {
+    try {
+      return await work();
+    } catch (error) {
+      this.failed.push(step);
+      this.log.error("maintenance step failed; the run goes on", {
+        step,
+        error: error instanceof Error ? error.name : typeof error,
+        detail: error instanceof Error ? error.message : undefined,
+      });
+      return fallback;
+    }
+  }
+
+  /** The report's `failed`: the failed steps, or nothing when every step ran. */
+  failures(): { readonly failed?: string } {
+    return this.failed.length === 0 ? {} : { failed: this.failed.join(",") };
+  }
+}
 
 /** Runs `remove` (which deletes up to a batch and says how many) until a batch comes back short or the budget is spent. */
 export async function deleteInBatches(options: Pick<MaintenanceOptions, "batchSize" | "maxBatches">, remove: () => Promise<number>): Promise<number> {

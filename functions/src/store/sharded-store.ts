@@ -1,6 +1,8 @@
+import type { Log } from "../log/log";
 import { instancePositionOf } from "../sharding/session-ids";
 import type { ConversationPosition, ErasureRule, ListedConversation, StoredConversation } from "./conversation-records";
 import type { AddressUsage, ChatMessage, CreateKey, Exchange, PartialReply, ServiceUsage, SessionMeta, SessionState, SessionSummary, Template, UserUsage } from "./records";
+import { StoreUnavailableError } from "./errors";
 import type { HistoryWindow, LedgerRule, NewSession, Ruled, RuledWithKey, SessionStore, StateRule, UsageRule } from "./session-store";
 
 /**
@@ -11,7 +13,8 @@ import type { HistoryWindow, LedgerRule, NewSession, Ruled, RuledWithKey, Sessio
  * user's limits hold across every instance and adding one moves nothing; the clean-up's queries
  * (instance after instance, one batch in all) and the search of a user's sessions by `user_id`
  * to every instance. Each instance's store writes a session's index entry to the home instance
- * itself (RtdbStore's `home`).
+ * itself (RtdbStore's `home`). A session id naming a position past the list reads as not found
+ * and is refused for writes (`on`).
  */
 export class ShardedStore implements SessionStore {
   readonly partialsReadable: boolean;
@@ -19,7 +22,11 @@ export class ShardedStore implements SessionStore {
   /** The instance asked first for the next clean-up batch (see `everywhere`). */
   private lead = 0;
 
-  constructor(private readonly instances: readonly SessionStore[]) {
+  /** `log`: where a clean-up query that failed on one instance is reported (the others go on, see `everywhere`). */
+  constructor(
+    private readonly instances: readonly SessionStore[],
+    private readonly log: Log,
+  ) {
     const [home] = instances;
     if (home === undefined) throw new Error("a sharded store needs at least one instance");
     this.home = home;
@@ -27,11 +34,27 @@ export class ShardedStore implements SessionStore {
   }
 
   /**
-   * The instance holding `sessionId`. An id naming a position past the list (forged, or from a
-   * list that lost an entry, which it must not) goes to the home instance, which does not hold it.
+   * The instance to read `sessionId` from. An id naming a position past the list (forged, or
+   * issued by a function instance that already has an appended entry while this one still has the
+   * old list, during that deploy's rollout) is read from the home instance, which does not hold
+   * it: not found, as for any unknown id.
    */
   private of(sessionId: string): SessionStore {
     return this.instances[instancePositionOf(sessionId)] ?? this.home;
+  }
+
+  /**
+   * `write` on the instance holding `sessionId`. An id naming a position past the list is refused
+   * as the database being unavailable (503, which the client retries), never written elsewhere:
+   * during the rollout that appends an instance, such an id comes from an updated function
+   * instance (a keyed create's repeat, say), and a session stored on the home instance would be
+   * where no updated instance looks for it. A retry reaches an updated instance, which writes it
+   * where its id says.
+   */
+  private on<T>(sessionId: string, operation: string, write: (instance: SessionStore) => Promise<T>): Promise<T> {
+    const instance = this.instances[instancePositionOf(sessionId)];
+    // Rejected, not thrown: callers settle these promises (the clean-up's allSettled, `.catch`).
+    return instance === undefined ? Promise.reject(new StoreUnavailableError(`${operation} (its instance is past this list)`)) : write(instance);
   }
 
   // TemplateStore: on the home instance.
@@ -47,7 +70,7 @@ export class ShardedStore implements SessionStore {
   // StateStore: the session's instance, but create keys on the home instance.
 
   createSession(session: NewSession): Promise<"created" | "exists"> {
-    return this.of(session.id).createSession(session);
+    return this.on(session.id, "create session", (instance) => instance.createSession(session));
   }
 
   readSessionMeta(sessionId: string): Promise<SessionMeta | null> {
@@ -59,19 +82,19 @@ export class ShardedStore implements SessionStore {
   }
 
   updateState<O>(sessionId: string, rule: StateRule<O>): Promise<Ruled<O>> {
-    return this.of(sessionId).updateState(sessionId, rule);
+    return this.on(sessionId, "update session state", (instance) => instance.updateState(sessionId, rule));
   }
 
   updateStateReadingKey<O>(sessionId: string, rule: StateRule<O>, keyHash: string | undefined): Promise<RuledWithKey<O>> {
-    return this.of(sessionId).updateStateReadingKey(sessionId, rule, keyHash);
+    return this.on(sessionId, "claim", (instance) => instance.updateStateReadingKey(sessionId, rule, keyHash));
   }
 
   appendExchange<O>(sessionId: string, exchange: Exchange, rule: StateRule<O>, partialKey?: string): Promise<Ruled<O>> {
-    return this.of(sessionId).appendExchange(sessionId, exchange, rule, partialKey);
+    return this.on(sessionId, "commit exchange", (instance) => instance.appendExchange(sessionId, exchange, rule, partialKey));
   }
 
   writePartial(sessionId: string, key: string, partial: PartialReply | null): Promise<void> {
-    return this.of(sessionId).writePartial(sessionId, key, partial);
+    return this.on(sessionId, "write partial", (instance) => instance.writePartial(sessionId, key, partial));
   }
 
   claimCreateKey(hash: string, key: CreateKey): Promise<CreateKey> {
@@ -97,7 +120,7 @@ export class ShardedStore implements SessionStore {
   }
 
   writeSummary(sessionId: string, summary: SessionSummary): Promise<boolean> {
-    return this.of(sessionId).writeSummary(sessionId, summary);
+    return this.on(sessionId, "write summary", (instance) => instance.writeSummary(sessionId, summary));
   }
 
   // LedgerStore: the home instance.
@@ -133,23 +156,23 @@ export class ShardedStore implements SessionStore {
   // HousekeepingStore: sessions on every instance; create keys and address buckets on the home instance.
 
   findIdleSessions(cutoff: number, limit: number): Promise<string[]> {
-    return this.everywhere(limit, (instance, wanted) => instance.findIdleSessions(cutoff, wanted));
+    return this.everywhere("find idle sessions", limit, (instance, wanted) => instance.findIdleSessions(cutoff, wanted));
   }
 
   findClosedSessions(cutoff: number, limit: number): Promise<string[]> {
-    return this.everywhere(limit, (instance, wanted) => instance.findClosedSessions(cutoff, wanted));
+    return this.everywhere("find closed sessions", limit, (instance, wanted) => instance.findClosedSessions(cutoff, wanted));
   }
 
   findUnflushedSessions(limit: number): Promise<string[]> {
-    return this.everywhere(limit, (instance, wanted) => instance.findUnflushedSessions(wanted));
+    return this.everywhere("find unflushed sessions", limit, (instance, wanted) => instance.findUnflushedSessions(wanted));
   }
 
   findLapsedClaims(cutoff: number, limit: number): Promise<string[]> {
-    return this.everywhere(limit, (instance, wanted) => instance.findLapsedClaims(cutoff, wanted));
+    return this.everywhere("find lapsed claims", limit, (instance, wanted) => instance.findLapsedClaims(cutoff, wanted));
   }
 
   deleteSession(sessionId: string): Promise<void> {
-    return this.of(sessionId).deleteSession(sessionId);
+    return this.on(sessionId, "delete session", (instance) => instance.deleteSession(sessionId));
   }
 
   deleteCreateKeys(cutoff: number, limit: number): Promise<number> {
@@ -208,14 +231,21 @@ export class ShardedStore implements SessionStore {
     return this.home.findDueErasures(now, limit);
   }
 
-  /** Each instance deletes its own sessions, and their index entries on the home instance. */
+  /**
+   * Each instance deletes its own sessions, and their index entries on the home instance. An id
+   * naming an instance past this list is refused, once the others are deleted (see `on`): its
+   * session and index entry stay, and the erasure, still due, finds them on a later run.
+   */
   async deleteUserSessions(userId: string, sessionIds: readonly string[]): Promise<void> {
     const byInstance = new Map<SessionStore, string[]>();
+    let beyond = 0;
     for (const id of sessionIds) {
-      const instance = this.of(id);
-      byInstance.set(instance, [...(byInstance.get(instance) ?? []), id]);
+      const instance = this.instances[instancePositionOf(id)];
+      if (instance === undefined) beyond += 1;
+      else byInstance.set(instance, [...(byInstance.get(instance) ?? []), id]);
     }
     await Promise.all([...byInstance].map(([instance, ids]) => instance.deleteUserSessions(userId, ids)));
+    if (beyond > 0) throw new StoreUnavailableError(`delete user sessions (${beyond} on an instance past this list)`);
   }
 
   deleteUserCreateKeys(userKey: string, cutoff: number): Promise<number> {
@@ -232,8 +262,12 @@ export class ShardedStore implements SessionStore {
    * batch (the caller asks again) hands the lead to the next instance, so work that stays on one
    * instance (sessions whose change keeps failing) cannot fill every batch of a run and keep the
    * others' work waiting. The ids go back in turns, each instance's oldest first, in list order.
+   *
+   * An instance whose query fails is logged and counts as having answered short (nothing found):
+   * thrown, one unreachable instance would stop the clean-up on every instance, run after run.
+   * The others fill the batch; its own work waits for a run that reaches it.
    */
-  private async everywhere(limit: number, find: (instance: SessionStore, wanted: number) => Promise<string[]>): Promise<string[]> {
+  private async everywhere(query: string, limit: number, find: (instance: SessionStore, wanted: number) => Promise<string[]>): Promise<string[]> {
     if (limit <= 0) return [];
     const count = this.instances.length;
     const lead = this.lead % count;
@@ -243,7 +277,7 @@ export class ShardedStore implements SessionStore {
       const position = (lead + step) % count;
       const instance = this.instances[position];
       if (instance === undefined) continue;
-      const answer = (await find(instance, limit - found)).slice(0, limit - found);
+      const answer = (await this.answerOf(query, position, () => find(instance, limit - found))).slice(0, limit - found);
       answers[position] = answer;
       found += answer.length;
     }
@@ -256,5 +290,20 @@ export class ShardedStore implements SessionStore {
       }
     }
     return ids;
+  }
+
+  /** What the instance at `position` answered to `query`; nothing, logged, when it failed (see `everywhere`). */
+  private async answerOf(query: string, position: number, ask: () => Promise<string[]>): Promise<string[]> {
+    try {
+      return await ask();
+    } catch (error) {
+      this.log.warn("clean-up query failed on one database instance; the others go on", {
+        query,
+        instance: position,
+        error: error instanceof Error ? error.name : typeof error,
+        detail: error instanceof Error ? error.message : undefined,
+      });
+      return [];
+    }
   }
 }

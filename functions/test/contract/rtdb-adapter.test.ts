@@ -5,6 +5,7 @@ import { getDatabase } from "firebase-admin/database";
 import { StoreDataError, StoreUnavailableError } from "../../src/store/errors";
 import type { UserUsage } from "../../src/store/records";
 import { pendingExchangeKey } from "../../src/store/message-keys";
+import { silentLog } from "../../src/log/log";
 import { runMaintenance } from "../../src/session/maintenance";
 import { endRule } from "../../src/session/session-rules";
 import { RtdbStore } from "../../src/store/rtdb/rtdb-store";
@@ -66,7 +67,7 @@ describeWithRtdb("RtdbStore journal and shape", () => {
     expect(((await db.ref(`userSessions/${session.id}/state`).get()).val() as { pending?: unknown }).pending).toBeDefined();
 
     const sweeper = new RtdbStore(instances.database(), 10_000);
-    const report = await runMaintenance({ store: sweeper, now: CREATED_AT + 4, policy: POLICY, retentionMs: 0, createKeyTtlMs: 1e12, batchSize: 10, maxBatches: 2 });
+    const report = await runMaintenance({ store: sweeper, now: CREATED_AT + 4, policy: POLICY, retentionMs: 0, createKeyTtlMs: 1e12, batchSize: 10, maxBatches: 2, log: silentLog });
     expect(report.flushed).toBeGreaterThanOrEqual(1);
     const stored = (await db.ref(`userSessions/${session.id}`).get()).val() as { state: Record<string, unknown>; messages?: Record<string, { content: string }> };
     expect(stored.state.pending).toBeUndefined();

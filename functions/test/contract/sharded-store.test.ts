@@ -1,9 +1,10 @@
+import { silentLog } from "../../src/log/log";
 import { runMaintenance } from "../../src/session/maintenance";
 import { placedSessionId } from "../../src/sharding/session-ids";
 import type { SessionStore } from "../../src/store/session-store";
-import { appendAt, CREATED_AT, endAt, exchange, newSession } from "../support/fixtures";
+import { appendAt, CREATED_AT, endAt, exchange, newSession, POLICY } from "../support/fixtures";
 import { describeUnless } from "../support/visible-skip";
-import { rtdbSkipReason } from "../support/rtdb";
+import { losingUpdates, rtdbSkipReason } from "../support/rtdb";
 import { ShardedRtdb, shardedSkipReason, type ShardedLayout } from "../support/sharded-rtdb";
 import { describeWithWireStats, resetWireStats, wireStats } from "../support/wire-stats";
 import { conversationContract } from "./conversation-contract";
@@ -88,6 +89,7 @@ for (const layout of ["namespaces", "processes"] as const satisfies readonly Sha
           // Far less than the second instance's work: a batch shared evenly would come back short once the first ran out.
           batchSize: 4,
           maxBatches: 10,
+          log: silentLog,
         });
 
         expect(report).toMatchObject({ expired: 15, deleted: 8 });
@@ -95,6 +97,43 @@ for (const layout of ["namespaces", "processes"] as const satisfies readonly Sha
         expect(await Promise.all(idle.map(async (id) => (await reader.readSessionState(id))?.status))).toEqual(Array(15).fill("expired"));
         expect(await Promise.all(old.map((id) => reader.readSessionState(id)))).toEqual(Array(8).fill(null));
         expect(await Promise.all(kept.map((id) => reader.readSessionState(id)))).toEqual(before);
+      });
+    });
+
+    describe("retention of a session off the home instance", () => {
+      let shards: ShardedRtdb;
+      beforeAll(async () => {
+        shards = await ShardedRtdb.start(2, layout);
+      });
+      afterAll(async () => shards.close());
+
+      it("deletes its index entry on the home instance first: a lost delete leaves the session for the next run, which removes both", async () => {
+        const databases = shards.databases();
+        const store = shards.store(10_000, databases);
+        const session = newSession({ user_id: "retained-user" }, placedSessionId(1, 2));
+        expect(await store.createSession(session)).toBe("created");
+        await store.updateState(session.id, endAt(CREATED_AT + 100));
+        await shards.settled();
+        const listed = async () => (await store.listConversations("retained-user", 10)).map((entry) => entry.sessionId);
+        expect(await listed()).toEqual([session.id]);
+
+        // The home instance's connection drops for the first update sent from its root: the index entry's delete.
+        let lose = true;
+        losingUpdates(databases[0]!, (path) => {
+          const lost = lose && (path === undefined || path === "");
+          if (lost) lose = false;
+          return lost;
+        });
+        const options = { store, policy: POLICY, retentionMs: 1_000, createKeyTtlMs: 86_400_000, batchSize: 50, maxBatches: 40, log: silentLog };
+        expect(await runMaintenance({ ...options, now: CREATED_AT + 10_000 })).toMatchObject({ deleted: 0 });
+        expect(lose).toBe(false);
+        // The session stays, with its entry, so the next run finds it again.
+        expect(await store.readSessionMeta(session.id)).not.toBeNull();
+        expect(await listed()).toEqual([session.id]);
+
+        expect(await runMaintenance({ ...options, now: CREATED_AT + 20_000 })).toMatchObject({ deleted: 1 });
+        expect(await store.readSessionMeta(session.id)).toBeNull();
+        expect(await listed()).toEqual([]);
       });
     });
   });

@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { deleteApp, initializeApp, type App } from "firebase-admin/app";
 import type { Database } from "firebase-admin/database";
+import { silentLog } from "../../src/log/log";
 import { instanceDatabases, instanceStores } from "../../src/store/rtdb/instance-databases";
 import type { RtdbStore } from "../../src/store/rtdb/rtdb-store";
 import { ShardedStore } from "../../src/store/sharded-store";
@@ -72,7 +73,7 @@ export class ShardedRtdb {
   store(timeoutMs = 10_000, databases: readonly Database[] = this.databases()): ShardedStore {
     const adapters = instanceStores(databases, timeoutMs);
     this.adapters.push(...adapters);
-    return new ShardedStore(adapters);
+    return new ShardedStore(adapters, silentLog);
   }
 
   /** Ids spread over the instances as a function instance places them. */

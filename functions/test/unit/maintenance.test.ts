@@ -1,8 +1,20 @@
 import { recentMessages } from "../support/recent-messages";
+import { claimToken, registerDevice, STALE_AFTER_MS } from "../../src/connections/device-rules";
+import { resolveConfig } from "../../src/config";
+import { silentLog } from "../../src/log/log";
+import { createOfflineSender } from "../../src/notify/offline-sender";
+import { composeInstance } from "../../src/runtime/instance";
 import { runMaintenance, type MaintenanceOptions, type MaintenanceReport } from "../../src/session/maintenance";
+import { placedSessionId } from "../../src/sharding/session-ids";
+import { MemoryConnectionStore } from "../../src/store/memory-connection-store";
 import { MemoryStore } from "../../src/store/memory-store";
 import type { SessionState } from "../../src/store/records";
+import type { SessionStore } from "../../src/store/session-store";
+import { ShardedStore } from "../../src/store/sharded-store";
+import { FaultyStore } from "../support/faulty-store";
 import { appendAt, CREATED_AT, exchange, newSession } from "../support/fixtures";
+import { recordingLog } from "../support/recording-log";
+import { NO_TOKENS } from "../support/service-env";
 
 const MINUTE = 60_000;
 const DAY = 86_400_000;
@@ -46,6 +58,7 @@ describe("runMaintenance", () => {
       batchSize: 50,
       maxBatches: 10,
       ...options,
+      log: options.log ?? silentLog,
     });
   }
 
@@ -188,5 +201,92 @@ describe("runMaintenance", () => {
       await expect(run({ batchSize: 2, maxBatches: 2 })).resolves.toMatchObject({ keysForgotten: 4, lapsedClaims: 0, addressesForgotten: 0 });
       await expect(run({ batchSize: 2, maxBatches: 10 })).resolves.toMatchObject({ keysForgotten: 1, lapsedClaims: 0, addressesForgotten: 0 });
     });
+  });
+
+  describe("a step that fails", () => {
+    it("runs the steps after it all the same, names it in the report as failed and logs it", async () => {
+      const faulty = new FaultyStore(store);
+      const { log, entries } = recordingLog();
+      const idle = await addIdle(1);
+      const old = await add(closed("ended", NOW - RETENTION - DAY));
+      await store.claimCreateKey("old", { fingerprint: "fp", session_id: "session-old", created_at: NOW - 2 * KEY_TTL });
+      // The query for idle sessions fails (a database deadline, say).
+      faulty.arm("findIdleSessions", "before");
+
+      await expect(run({ store: faulty.store, log })).resolves.toEqual({ expired: 0, flushed: 0, deleted: 1, keysForgotten: 1, lapsedClaims: 0, addressesForgotten: 0, failed: "expired" });
+      expect(await stateOf(old)).toBeNull();
+      expect(entries).toEqual([
+        {
+          level: "error",
+          message: "maintenance step failed; the run goes on",
+          fields: { step: "expired", error: "StoreUnavailableError", detail: "database unavailable during findIdleSessions (injected before)" },
+        },
+      ]);
+      // The next run does what this one could not.
+      await expect(run({ store: faulty.store })).resolves.toMatchObject({ expired: 1 });
+      expect(await Promise.all(idle.map(statusOf))).toEqual(["expired"]);
+    });
+  });
+});
+
+/** An instance's scheduled clean-up (`Instance.maintain`): the sessions' steps, the erasures' second passes, the device sweep. */
+describe("the scheduled clean-up of an instance", () => {
+  const URLS = ["https://one.firebaseio.com", "https://two.firebaseio.com"];
+  const SWEPT_AT = CREATED_AT + STALE_AFTER_MS + 1;
+
+  /** An instance over `store`, whose connection store holds one device gone stale by SWEPT_AT. */
+  async function instanceOver(store: SessionStore, log = silentLog) {
+    const connectionStore = new MemoryConnectionStore();
+    await connectionStore.updateDevices("stale-user", registerDevice("old", "token-old", CREATED_AT, undefined));
+    await connectionStore.updateTokenOwner("old", claimToken("stale-user", CREATED_AT));
+    return composeInstance(resolveConfig({ DATABASE_INSTANCES: URLS.join(",") }), {
+      store,
+      connectionStore,
+      identity: NO_TOKENS,
+      log,
+      clock: () => CREATED_AT,
+      pushSender: createOfflineSender(silentLog),
+      databaseUrls: URLS,
+    });
+  }
+
+  it("expires the idle sessions of the instances that answer and sweeps stale devices while another database instance's queries fail, logging each failure", async () => {
+    const home = new MemoryStore();
+    const other = new FaultyStore(new MemoryStore());
+    const { log, entries } = recordingLog();
+    const instance = await instanceOver(new ShardedStore([home, other.store], log));
+    const session = newSession({ created_at: CREATED_AT }, placedSessionId(0, 2));
+    await home.createSession(session);
+    // The second instance is unreachable for this run: each of its clean-up queries fails (no retention is set: no query for closed sessions).
+    for (const query of ["findIdleSessions", "findUnflushedSessions", "findLapsedClaims"] as const) other.arm(query, "before");
+
+    const report = await instance.maintain(SWEPT_AT);
+
+    expect(report).toMatchObject({ expired: 1, staleDevices: 1, staleTokenOwners: 1 });
+    // Each instance's failure is logged where it happens; the steps themselves went through.
+    expect(report.failed).toBeUndefined();
+    expect((await home.readSessionState(session.id))?.status).toBe("expired");
+    expect(entries.map((entry) => [entry.level, entry.fields?.query, entry.fields?.instance])).toEqual([
+      ["warn", "find idle sessions", 1],
+      ["warn", "find unflushed sessions", 1],
+      ["warn", "find lapsed claims", 1],
+    ]);
+  });
+
+  it("runs the erasures' second passes and the device sweep when a step before them fails, naming each failed step in its report", async () => {
+    const faulty = new FaultyStore(new MemoryStore());
+    const { log, entries } = recordingLog();
+    const instance = await instanceOver(faulty.store, log);
+    expect(await instance.erasure.erase("gone-user")).toMatchObject({ complete: true });
+    faulty.arm("findIdleSessions", "before");
+    faulty.arm("deleteCreateKeys", "before");
+
+    expect(await instance.maintain(SWEPT_AT)).toMatchObject({ erasuresFinished: 1, staleDevices: 1, staleTokenOwners: 1, failed: "expired,keysForgotten" });
+
+    // The erasures' step fails in turn: the device sweep still runs.
+    const again = await instanceOver(faulty.store, log);
+    faulty.arm("findDueErasures", "before");
+    expect(await again.maintain(SWEPT_AT)).toMatchObject({ erasuresFinished: 0, staleDevices: 1, failed: "erasuresFinished" });
+    expect(entries.filter((entry) => entry.level === "error").map((entry) => entry.fields?.step)).toEqual(["expired", "keysForgotten", "erasuresFinished"]);
   });
 });

@@ -1,7 +1,16 @@
-import { placedSessionId } from "../../src/sharding/session-ids";
+import { resolveConfig } from "../../src/config";
+import { silentLog } from "../../src/log/log";
+import { createOfflineSender } from "../../src/notify/offline-sender";
+import { composeInstance } from "../../src/runtime/instance";
+import { instancePositionOf, placedSessionId } from "../../src/sharding/session-ids";
+import { StoreUnavailableError } from "../../src/store/errors";
+import { MemoryConnectionStore } from "../../src/store/memory-connection-store";
 import { MemoryStore } from "../../src/store/memory-store";
 import { ShardedStore } from "../../src/store/sharded-store";
-import { CREATED_AT, endAt, newSession } from "../support/fixtures";
+import { FaultyStore } from "../support/faulty-store";
+import { appendAt, CREATED_AT, endAt, exchange, newSession, TEMPLATE } from "../support/fixtures";
+import { recordingLog } from "../support/recording-log";
+import { NO_TOKENS } from "../support/service-env";
 
 /**
  * An instance that counts the ids its clean-up queries answer: on a database each is a whole
@@ -29,7 +38,7 @@ const CUTOFF = CREATED_AT + 1_000;
 /** `count` instances and a store over them. */
 function instances(count: number): { readonly all: CountingInstance[]; readonly sharded: ShardedStore } {
   const all = Array.from({ length: count }, () => new CountingInstance());
-  return { all, sharded: new ShardedStore(all) };
+  return { all, sharded: new ShardedStore(all, silentLog) };
 }
 
 /** `count` sessions on the instance at `position`, idle since before the cutoff, oldest first. */
@@ -97,5 +106,98 @@ describe("ShardedStore's clean-up queries", () => {
     const batches = [await sharded.findIdleSessions(CUTOFF, 3), await sharded.findIdleSessions(CUTOFF, 3)];
     expect(batches.map((batch) => batch.length)).toEqual([3, 3]);
     expect(batches.flat()).toContain(waiting);
+  });
+
+  it("answer a batch from the other instances when one instance's query fails, logging the failure", async () => {
+    const all = [new CountingInstance(), new CountingInstance()];
+    const failing = new FaultyStore(all[0]!);
+    const { log, entries } = recordingLog();
+    const sharded = new ShardedStore([failing.store, all[1]!], log);
+    await idleOn(all, 0, 2);
+    const second = await idleOn(all, 1, 4);
+    failing.arm("findIdleSessions", "before");
+
+    expect(await sharded.findIdleSessions(CUTOFF, 3)).toEqual(second.slice(0, 3));
+    expect(entries).toEqual([
+      {
+        level: "warn",
+        message: "clean-up query failed on one database instance; the others go on",
+        fields: { query: "find idle sessions", instance: 0, error: "StoreUnavailableError", detail: "database unavailable during findIdleSessions (injected before)" },
+      },
+    ]);
+    // Once it answers again, its work comes back with the rest.
+    expect(await sharded.findIdleSessions(CUTOFF, 10)).toHaveLength(6);
+  });
+});
+
+const URLS = ["https://one.firebaseio.com", "https://two.firebaseio.com", "https://three.firebaseio.com"];
+
+/**
+ * A third instance appended to DATABASE_INSTANCES: while the deploy rolls out (each function, and
+ * each of its instances, moves to the new list at its own time), function instances with the old
+ * list and with the new one serve the same databases, and an updated one issues ids naming the
+ * third instance.
+ */
+describe("ShardedStore during the deploy that appends an instance", () => {
+  it("refuses a keyed create's repeat as unavailable on a function instance still on the old list, so that an updated one creates the session where its id names", async () => {
+    const [home, second, third] = [new MemoryStore(), new MemoryStore(), new FaultyStore(new MemoryStore())];
+    await home.seedTemplates({ tester: TEMPLATE });
+    const parts = { connectionStore: new MemoryConnectionStore(), identity: NO_TOKENS, log: silentLog, allowOffline: true, pushSender: createOfflineSender(silentLog) };
+    const newStore = new ShardedStore([home, second, third.store], silentLog);
+    const updated = composeInstance(resolveConfig({ DATABASE_INSTANCES: URLS.join(",") }, { requireAuth: false }), {
+      ...parts,
+      store: newStore,
+      databaseUrls: URLS,
+      newSessionId: () => placedSessionId(2, 3),
+    });
+    const previous = composeInstance(resolveConfig({ DATABASE_INSTANCES: URLS.slice(0, 2).join(",") }, { requireAuth: false }), {
+      ...parts,
+      store: new ShardedStore([home, second], silentLog),
+      databaseUrls: URLS.slice(0, 2),
+    });
+    const create = { userId: "rolling-user", templateId: "tester", idempotencyKey: "create-1" };
+
+    // The updated function instance claims the key for an id on the new instance; its write there fails.
+    third.arm("createSession", "before");
+    await expect(updated.sessions.create(create)).rejects.toThrow(StoreUnavailableError);
+    // The client's retry reaches a function instance still on the old list: refused (503), nothing stored.
+    await expect(previous.sessions.create(create)).rejects.toThrow(StoreUnavailableError);
+    expect(await home.findIdleSessions(Number.MAX_SAFE_INTEGER, 10)).toEqual([]);
+    expect(await second.findIdleSessions(Number.MAX_SAFE_INTEGER, 10)).toEqual([]);
+    // The next retry reaches an updated one, which creates it on the instance its id names.
+    const created = await updated.sessions.create(create);
+    expect(created.replayed).toBe(false);
+    expect(instancePositionOf(created.sessionId)).toBe(2);
+    expect(await third.store.readSessionMeta(created.sessionId)).toMatchObject({ user_id: "rolling-user" });
+    expect(await home.readSessionMeta(created.sessionId)).toBeNull();
+  });
+
+  it("answers not found for reads of a session whose id names an instance past its list, and refuses every write to it", async () => {
+    const [home, second] = [new MemoryStore(), new MemoryStore()];
+    const old = new ShardedStore([home, second], silentLog);
+    const session = newSession({ user_id: "rolling-user" }, placedSessionId(2, 3));
+    const kept = newSession({ user_id: "rolling-user" }, placedSessionId(1, 3));
+    await old.createSession(kept);
+
+    expect(await old.readSessionMeta(session.id)).toBeNull();
+    expect(await old.readSessionState(session.id)).toBeNull();
+    expect(await old.readExchange(session.id, 1)).toBeNull();
+    expect(await old.readSummary(session.id)).toBeNull();
+    expect(await old.readPartialReplies(session.id)).toEqual({});
+
+    const writes: [string, () => Promise<unknown>][] = [
+      ["createSession", () => old.createSession(session)],
+      ["updateState", () => old.updateState(session.id, endAt(CREATED_AT + 1))],
+      ["updateStateReadingKey", () => old.updateStateReadingKey(session.id, endAt(CREATED_AT + 1), "key")],
+      ["appendExchange", () => old.appendExchange(session.id, exchange("1"), appendAt(CREATED_AT + 1))],
+      ["writePartial", () => old.writePartial(session.id, "partial", { text: "x", seq_after: 0, updated_at: CREATED_AT })],
+      ["writeSummary", () => old.writeSummary(session.id, { text: "x", through: 2, updated_at: CREATED_AT })],
+      ["deleteSession", () => old.deleteSession(session.id)],
+      ["deleteUserSessions", () => old.deleteUserSessions("rolling-user", [kept.id, session.id])],
+    ];
+    for (const [name, write] of writes) await expect(write().then(() => `${name} went through`)).rejects.toThrow(StoreUnavailableError);
+    // Nothing landed on the home instance in its place; the session of an instance on the list was erased all the same.
+    expect(await home.readSessionState(session.id)).toBeNull();
+    expect(await second.readSessionState(kept.id)).toBeNull();
   });
 });

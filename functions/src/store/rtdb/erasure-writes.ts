@@ -49,6 +49,9 @@ export class ErasureWrites {
       update[conversationPath(owner, id)] = null;
     }
     if (Object.keys(update).length === 0) return;
+    // Both halves at once, unlike retention's deleteAcross: a failure of either fails the erasure's
+    // step, which stays due, and its next pass finds what is left (the index, entries whose session
+    // is gone included, and the ids it recorded), so no half is left for good.
     const { here, index } = updateAcross(this.db, this.home, update);
     await this.engine.call("delete user sessions", Promise.all([here, index]));
   }

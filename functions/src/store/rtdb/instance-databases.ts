@@ -1,5 +1,6 @@
 import type { App } from "firebase-admin/app";
 import { getDatabase, getDatabaseWithUrl, type Database } from "firebase-admin/database";
+import type { Log } from "../../log/log";
 import { ShardedStore } from "../sharded-store";
 import type { SessionStore } from "../session-store";
 import { RtdbStore } from "./rtdb-store";
@@ -20,10 +21,13 @@ export function instanceDatabases(app: App, urls: readonly string[]): Database[]
   return urls.map((url) => (url.startsWith("http:") ? withEmulatorHost(undefined, () => getDatabaseWithUrl(url, app)) : getDatabaseWithUrl(url, app)));
 }
 
-/** The session store over `databases` (the first is the home instance): the one adapter as before when there is one. */
-export function rtdbSessionStore(databases: readonly Database[], timeoutMs: number): SessionStore {
+/**
+ * The session store over `databases` (the first is the home instance): the one adapter as before
+ * when there is one. `log` gets what the sharded store reports (a clean-up query failing on one instance).
+ */
+export function rtdbSessionStore(databases: readonly Database[], timeoutMs: number, log: Log): SessionStore {
   const instances = instanceStores(databases, timeoutMs);
-  return instances.length === 1 && instances[0] ? instances[0] : new ShardedStore(instances);
+  return instances.length === 1 && instances[0] ? instances[0] : new ShardedStore(instances, log);
 }
 
 /** One adapter per instance, each writing its sessions' index entries to the first (the home instance). */

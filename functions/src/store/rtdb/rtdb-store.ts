@@ -34,7 +34,7 @@ import { ConversationReads } from "./conversation-reads";
 import { ErasureWrites } from "./erasure-writes";
 import { CLAIMS_LAPSE, CONVERSATION, conversationEntry, journalEntry, nodeToWrite, planCopy, stateNode, UNFLUSHED, type JournalEntry } from "./journal";
 import { JournalCopies } from "./journal-copies";
-import { updateAcross } from "./home-writes";
+import { deleteAcross } from "./home-writes";
 import { ListenerHolds } from "./listener-holds";
 import { fromJsonLeaf, type RecordForm } from "./json-leaf";
 import { sessionMetaOf } from "./session-meta";
@@ -321,12 +321,13 @@ export class RtdbStore implements SessionStore {
   }
 
   async deleteSession(sessionId: string): Promise<void> {
-    // With its index entry, in one update: the block in its state says where that is.
+    // With its index entry (the block in its state says where that is): one update on one
+    // instance; with sharding the entry first (deleteAcross), so that a failure between the two
+    // leaves the session for the next run, not an entry that nothing finds again.
     const owner = (await this.engine.read("read session owner", this.db.ref(`${statePath(sessionId)}/${CONVERSATION}`))).val() as unknown;
     const update: Record<string, null> = { [sessionPath(sessionId)]: null };
     if (typeof owner === "string" && isOwnerKey(owner)) update[conversationPath(owner, sessionId)] = null;
-    const { here, index } = updateAcross(this.db, this.home, update);
-    await this.engine.call("delete session", Promise.all([here, index]));
+    await deleteAcross(this.db, this.home, this.engine, "delete session", update);
   }
 
   async deleteCreateKeys(cutoff: number, limit: number): Promise<number> {
