@@ -4,7 +4,9 @@ import { placedSessionId } from "../../src/sharding/session-ids";
 import type { SessionStore } from "../../src/store/session-store";
 import { appendAt, CREATED_AT, endAt, exchange, newSession, POLICY } from "../support/fixtures";
 import { describeUnless } from "../support/visible-skip";
-import { losingUpdates, rtdbSkipReason } from "../support/rtdb";
+import { rtdbSessionStore } from "../../src/store/rtdb/instance-databases";
+import { StoreUnavailableError } from "../../src/store/errors";
+import { freshNamespace, losingUpdates, RtdbInstances, rtdbSkipReason } from "../support/rtdb";
 import { ShardedRtdb, shardedSkipReason, type ShardedLayout } from "../support/sharded-rtdb";
 import { describeWithWireStats, resetWireStats, wireStats } from "../support/wire-stats";
 import { conversationContract } from "./conversation-contract";
@@ -194,4 +196,25 @@ describeWithWireStats("ShardedStore's clean-up queries over four instances", () 
     expect(batch.units).toBeGreaterThan((BATCH - 1) * one.units);
     expect(batch.units).toBeLessThan((BATCH + 1) * one.units);
   }, 60_000);
+});
+
+describeUnless(rtdbSkipReason(), "the session store of a deployment with one database instance", () => {
+  let instances: RtdbInstances;
+  beforeAll(() => {
+    instances = new RtdbInstances(freshNamespace("one-instance"));
+  });
+  afterAll(async () => instances.close());
+
+  it("refuses every write for an id naming a second instance, issued by a function instance already on the appended list", async () => {
+    const database = instances.database();
+    const store = rtdbSessionStore([database], 10_000, silentLog);
+    const session = newSession({ user_id: "rolling-user" }, placedSessionId(1, 2));
+    await expect(store.createSession(session)).rejects.toThrow(StoreUnavailableError);
+    await expect(store.appendExchange(session.id, exchange("1"), appendAt(CREATED_AT + 1))).rejects.toThrow(StoreUnavailableError);
+    expect(await store.readSessionMeta(session.id)).toBeNull();
+    expect((await database.ref(`userSessions/${session.id}`).once("value")).exists()).toBe(false);
+    // Its own ids, v4 as before sharding, are written as ever.
+    const own = newSession({ user_id: "rolling-user" }, placedSessionId(0, 1));
+    expect(await store.createSession(own)).toBe("created");
+  });
 });

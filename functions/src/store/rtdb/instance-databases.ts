@@ -22,12 +22,14 @@ export function instanceDatabases(app: App, urls: readonly string[]): Database[]
 }
 
 /**
- * The session store over `databases` (the first is the home instance): the one adapter as before
- * when there is one. `log` gets what the sharded store reports (a clean-up query failing on one instance).
+ * The session store over `databases` (the first is the home instance), a ShardedStore even over
+ * one: during the deploy that appends the second instance, a function instance still on the list
+ * of one must refuse a write for an id an updated one issued for the second (a keyed create's
+ * repeat), not store it on the only instance it knows, where no updated instance looks for it.
+ * `log` gets what the sharded store reports (a clean-up query failing on one instance).
  */
 export function rtdbSessionStore(databases: readonly Database[], timeoutMs: number, log: Log): SessionStore {
-  const instances = instanceStores(databases, timeoutMs);
-  return instances.length === 1 && instances[0] ? instances[0] : new ShardedStore(instances, log);
+  return new ShardedStore(instanceStores(databases, timeoutMs), log);
 }
 
 /** One adapter per instance, each writing its sessions' index entries to the first (the home instance). */
