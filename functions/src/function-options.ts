@@ -55,7 +55,8 @@ export const DEPLOY_PARAMS = {
     default: 60,
     min: 1,
     max: 3_600,
-    description: "Timeout of the HTTPS functions, in seconds. An instance refuses to start when a message's time budget (model attempts, retries, database calls) does not fit in it.",
+    description:
+      "Timeout of the HTTPS and callable functions, in seconds (the Auth trigger gets at most 540, an event trigger's limit). An instance refuses to start when a message's time budget (model attempts, retries, database calls) does not fit in it.",
   },
 } as const satisfies Record<string, DeployParamSpec>;
 
@@ -74,6 +75,32 @@ export const FUNCTION_TIMEOUT_SECONDS = DEPLOY_PARAMS.TIMEOUT_SECONDS.default;
 export const FUNCTION_MEMORY = `${DEPLOY_PARAMS.MEMORY_MIB.default}MiB` as const;
 export const FUNCTION_CONCURRENCY = DEPLOY_PARAMS.CONCURRENCY.default;
 export const MAX_INSTANCES = DEPLOY_PARAMS.MAX_INSTANCES.default;
+
+/**
+ * The longest timeout Cloud Functions gives an event-triggered function (2nd gen), below the
+ * 3600 s that TIMEOUT_SECONDS may give the HTTPS functions: firebase-tools 15.34 refuses the whole
+ * deploy when one trigger's timeout is above its type's limit (lib/deploy/functions/validate.js
+ * validateTimeoutConfig, MAX_V2_EVENTS_TIMEOUT_SECONDS).
+ */
+export const EVENT_TIMEOUT_MAX_SECONDS = 540;
+
+/**
+ * An event trigger's timeout: TIMEOUT_SECONDS up to EVENT_TIMEOUT_MAX_SECONDS, as an expression
+ * the CLI resolves at deploy (`{{ params.TIMEOUT_SECONDS <= 540 ? params.TIMEOUT_SECONDS : 540 }}`),
+ * so that every TIMEOUT_SECONDS the param accepts deploys.
+ */
+export const eventTimeoutSeconds = deployParams.TIMEOUT_SECONDS.lessThanOrEqualTo(EVENT_TIMEOUT_MAX_SECONDS).thenElse(
+  deployParams.TIMEOUT_SECONDS,
+  EVENT_TIMEOUT_MAX_SECONDS,
+);
+
+/**
+ * The timeout an event trigger really runs with, from the TIMEOUT_SECONDS its instance read (the
+ * deploy sets the param, not the capped value, in the environment): what its deadlines must fit.
+ */
+export function eventTriggerTimeoutSeconds(timeoutSeconds: number): number {
+  return Math.min(timeoutSeconds, EVENT_TIMEOUT_MAX_SECONDS);
+}
 
 /**
  * What a function does with OpenAI, which decides its options: `message` calls the model (and,

@@ -6,7 +6,7 @@ import { setGlobalOptions } from "firebase-functions/v2/options";
 import { onSchedule } from "firebase-functions/v2/scheduler";
 import { callableOptions } from "./callable/callable-options";
 import type { CallableName } from "./callable/callable-operations";
-import { deployParams, FUNCTION_MEMORY, httpsOptions } from "./function-options";
+import { deployParams, eventTimeoutSeconds, FUNCTION_MEMORY, httpsOptions } from "./function-options";
 import type { EndpointName } from "./http/endpoints";
 
 // Triggers only: module load declares them and the params (config-params), nothing else, so a
@@ -67,6 +67,8 @@ export const blockConnection = onRequest(httpsOptions("session"), serve("blockCo
 export const connectionMessages = onRequest(httpsOptions("moderated"), serve("connectionMessages"));
 export const devices = onRequest(httpsOptions("session"), serve("devices"));
 
+// A fixed 300 s, within a scheduled function's 1800 s limit (firebase-tools 15.34 validate.js), which
+// the CLI also makes Cloud Scheduler's attempt deadline (lib/gcp/cloudscheduler.js: 180 to 1800 s).
 export const expireSessions = onSchedule({ schedule: "every 15 minutes", timeoutSeconds: 300, memory: FUNCTION_MEMORY }, async () => {
   await (await app()).maintain();
 });
@@ -79,6 +81,7 @@ export const exportUserData = onRequest(httpsOptions("session"), serve("exportUs
 export const eraseUserData = onRequest(httpsOptions("session"), serve("eraseUserData"));
 // 2nd gen, as every function here: a 1st gen `auth.user().onDelete` cannot run on nodejs24
 // (docs/conversations.md, "A deleted Auth user"). Retried: the erasure is harmless to repeat.
-export const eraseDeletedUser = onUserDeleted({ retry: true, timeoutSeconds: deployParams.TIMEOUT_SECONDS, memory: deployParams.MEMORY_MIB }, async (event) => {
+// An event trigger: TIMEOUT_SECONDS capped at the 540 s such a function may have (function-options.ts).
+export const eraseDeletedUser = onUserDeleted({ retry: true, timeoutSeconds: eventTimeoutSeconds, memory: deployParams.MEMORY_MIB }, async (event) => {
   await (await app()).eraseDeletedUser(event.data.uid);
 });

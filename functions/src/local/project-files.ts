@@ -4,6 +4,7 @@ import { z } from "zod";
 import { DEFAULT_FUNCTION_REGION, pageOrigins, pagePolicy } from "../page/page-policy";
 import { instanceName } from "../sharding/database-instances";
 import { templateSchema, type Template } from "../store/records";
+import { deployedEnv } from "./functions-env";
 import type { StaticSite } from "./static-site";
 
 /** The repository root: the nearest folder above this file that holds firebase.json. */
@@ -89,26 +90,24 @@ export function configuredAuthEmulator(root = PROJECT_ROOT): string | undefined 
 export const APP_CHECK_SITE_KEY_VARIABLE = "APP_CHECK_RECAPTCHA_SITE_KEY";
 
 /**
- * The reCAPTCHA Enterprise site key set for `projectId` in `functions/.env.<projectId>`, else in
- * `functions/.env` (the files where a deployment sets its params), if any: with it the page gets
- * App Check tokens and sends them.
+ * The reCAPTCHA Enterprise site key set for `projectId` in `functions/.env` and
+ * `functions/.env.<projectId>` (the files where a deployment sets its params), if any: with it
+ * the page gets App Check tokens and sends them.
  */
 export function configuredAppCheckSiteKey(root: string, projectId: string): string | undefined {
   return configuredValue(root, projectId, APP_CHECK_SITE_KEY_VARIABLE);
 }
 
-/** The value `name` is set to for `projectId` in `functions/.env.<projectId>`, else in `functions/.env`, if any. */
+/**
+ * The value `name` is set to for a deploy of `projectId` by the env files of `root`'s functions,
+ * read as the Firebase CLI reads them (functions-env.ts: `.env.<projectId>` over `.env`), so that
+ * a deploy's files follow the values its functions get; undefined when none sets it, or the last
+ * to set it left it empty.
+ */
 export function configuredValue(root: string, projectId: string, name: string): string | undefined {
-  for (const file of [`.env.${projectId}`, ".env"]) {
-    const path = join(root, "functions", file);
-    if (!existsSync(path)) continue;
-    for (const line of readFileSync(path, "utf8").split(/\r?\n/)) {
-      const match = new RegExp(`^\\s*${name}\\s*=\\s*(.*?)\\s*$`).exec(line);
-      const value = match?.[1]?.replace(/^(["'])(.*)\1$/, "$2");
-      if (value) return value;
-    }
-  }
-  return undefined;
+  const env = deployedEnv(join(root, "functions"), projectId);
+  const value = Object.hasOwn(env, name) ? env[name] : undefined;
+  return value === "" ? undefined : value;
 }
 
 /** The database the local server stores in, as the page is told it (init.js) and allowed to reach it (its policy). */

@@ -3,6 +3,7 @@ import type { Request } from "firebase-functions/v2/https";
 import { CALLABLES, type CallableName } from "../callable/callable-operations";
 import { callableHandler, type CallableHandler } from "../callable/cloud-callable";
 import { cloudHandler } from "../http/cloud-adapter";
+import { eventTriggerTimeoutSeconds } from "../function-options";
 import type { EndpointName } from "../http/endpoints";
 import { cloudInstance } from "./cloud-instance";
 import { scheduledMaintenance } from "./scheduled-maintenance";
@@ -42,12 +43,18 @@ export const callables = Object.fromEntries(
 
 /**
  * A Firebase Auth user was deleted: their data goes too (the first pass within half the trigger's
- * timeout, the rest by the sweep). A failure before the erasure is recorded is thrown, so that
+ * timeout, the rest by the sweep). The trigger's timeout is TIMEOUT_SECONDS capped for an event
+ * trigger, not TIMEOUT_SECONDS itself. A failure before the erasure is recorded is thrown, so that
  * the platform retries the event.
  */
 export async function eraseDeletedUser(uid: string): Promise<void> {
   const instance = await cloudInstance();
-  await instance.erasure.erase(uid, Date.now() + (instance.config.deploy.timeoutSeconds * 1000) / 2);
+  await instance.erasure.erase(uid, erasureDeadline(Date.now(), instance.config.deploy.timeoutSeconds));
+}
+
+/** When the deleted user's first erasure pass stops: half of the timeout the trigger really runs with. */
+export function erasureDeadline(now: number, timeoutSeconds: number): number {
+  return now + (eventTriggerTimeoutSeconds(timeoutSeconds) * 1000) / 2;
 }
 
 export async function maintain(): Promise<void> {

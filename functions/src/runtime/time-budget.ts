@@ -24,13 +24,16 @@ const MARGIN_MS = 1_000;
 /**
  * The time budget of a message, which must fit the function's timeout (by default the one it was
  * deployed with, TIMEOUT_SECONDS): a request that runs past it is killed by the platform mid-way,
- * with no answer. Throws a ConfigError naming the params.
+ * with no answer. Throws a ConfigError naming the params. With MODERATION on, the check runs beside
+ * the model call, started with it (session/message/moderated-reply.ts), and is one attempt of at
+ * most OPENAI_TIMEOUT_MS (llm/openai-moderation.ts): never longer than the model time, which has
+ * at least that attempt, so it adds nothing here.
  */
 export function timeBudget(config: Config, functionTimeoutMs: number = config.deploy.timeoutSeconds * 1000): TimeBudget {
   const { timeoutMs, maxRetries, maxRetryWaitMs } = config.openai;
   const modelMs = (maxRetries + 1) * timeoutMs + maxRetries * maxRetryWaitMs;
   const databaseMs = DB_STEPS * config.dbTimeoutMs;
-  const spare = functionTimeoutMs - MARGIN_MS - modelMs - databaseMs;
+  const spare = functionTimeoutMs - MARGIN_MS - Math.max(modelMs, moderationMs(config)) - databaseMs;
   if (spare < 0) {
     throw new ConfigError(
       `the time budget of a message exceeds the function timeout (${functionTimeoutMs / 1000} s, TIMEOUT_SECONDS): ` +
@@ -49,15 +52,29 @@ export function timeBudget(config: Config, functionTimeoutMs: number = config.de
 const CONNECTION_DB_STEPS = 3;
 
 /**
- * A user-to-user message's time: its database calls, then at most NOTIFICATION_DEADLINE_MS for its
- * notification; it must fit the function's timeout too. Throws a ConfigError naming the params.
+ * The longest a moderation check may take (0 with MODERATION off): one attempt, no retry
+ * (llm/openai-moderation.ts), bounded by the SDK's timeout of OPENAI_TIMEOUT_MS.
+ */
+function moderationMs(config: Config): number {
+  return config.moderation.enabled ? config.openai.timeoutMs : 0;
+}
+
+/**
+ * A user-to-user message's time: its database calls, with MODERATION on the check that comes
+ * before its transaction (there is no model call to run it beside: connections/connection-service.ts),
+ * then at most NOTIFICATION_DEADLINE_MS for its notification; it must fit the function's timeout
+ * too, or the platform kills a message after storing it, with no answer. Throws a ConfigError
+ * naming the params.
  */
 export function checkConnectionBudget(config: Config, functionTimeoutMs: number = config.deploy.timeoutSeconds * 1000): void {
-  const needed = CONNECTION_DB_STEPS * config.dbTimeoutMs + config.notifications.deadlineMs + MARGIN_MS;
+  const moderation = moderationMs(config);
+  const needed = CONNECTION_DB_STEPS * config.dbTimeoutMs + moderation + config.notifications.deadlineMs + MARGIN_MS;
   if (needed > functionTimeoutMs) {
+    const checked = moderation > 0;
     throw new ConfigError(
-      `a user-to-user message's time budget exceeds the function timeout (${functionTimeoutMs / 1000} s): ${CONNECTION_DB_STEPS} x DB_TIMEOUT_MS + ` +
-        `NOTIFICATION_DEADLINE_MS + ${MARGIN_MS} ms margin = ${needed} ms; lower DB_TIMEOUT_MS or NOTIFICATION_DEADLINE_MS`,
+      `a user-to-user message's time budget exceeds the function timeout (${functionTimeoutMs / 1000} s, TIMEOUT_SECONDS): ${CONNECTION_DB_STEPS} x DB_TIMEOUT_MS + ` +
+        `${checked ? "OPENAI_TIMEOUT_MS (its moderation check, MODERATION on) + " : ""}NOTIFICATION_DEADLINE_MS + ${MARGIN_MS} ms margin = ${needed} ms; ` +
+        `lower DB_TIMEOUT_MS${checked ? ", OPENAI_TIMEOUT_MS" : ""} or NOTIFICATION_DEADLINE_MS, or raise TIMEOUT_SECONDS`,
     );
   }
 }

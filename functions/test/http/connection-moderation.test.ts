@@ -1,6 +1,9 @@
 import { randomUUID } from "node:crypto";
+import { resolveConfig } from "../../src/config";
 import { silentLog } from "../../src/log/log";
 import { createOfflineSender, type OfflineSender } from "../../src/notify/offline-sender";
+import type { PushSender } from "../../src/notify/push-sender";
+import { checkConnectionBudget } from "../../src/runtime/time-budget";
 import { ApiUser, HOSTING_ROUTES } from "../support/connection-api";
 import { describeEachStore, startHarness, type Harness } from "../support/http-harness";
 import { recordingLog, type Logged } from "../support/recording-log";
@@ -113,4 +116,46 @@ describeEachStore("moderation of messages between users", (kind) => {
     expect((await mallory.send(connectionId, "let me in")).status).toBe(403);
     expect(harness.fake.moderationRequests).toHaveLength(0);
   });
+});
+
+/**
+ * With MODERATION on, a user-to-user message waits for its check (up to OPENAI_TIMEOUT_MS) before
+ * its transaction, then up to NOTIFICATION_DEADLINE_MS for its push: an instance starts only when
+ * both fit the function's timeout beside its database calls, so a message never outlives the
+ * function (killed after it is stored, with no answer). Scaled to a 3 s timeout, on the embedded
+ * store (the database calls take their 100 ms deadlines at most).
+ */
+describe("a user-to-user message with MODERATION on, within the function timeout", () => {
+  // 3 x 100 ms of database + 1000 ms for the check + 600 ms for the push + 1 s margin = 2.9 s of 3 s.
+  const ENV = { MODERATION: "true", TIMEOUT_SECONDS: "3", OPENAI_TIMEOUT_MS: "1000", OPENAI_MAX_RETRIES: "0", DB_TIMEOUT_MS: "100", NOTIFICATION_DEADLINE_MS: "600" };
+  let harness: Harness;
+  // A push service slower than the notification's deadline (FCM retrying a 503): the answer waits the whole deadline.
+  const slowPush: PushSender = { name: "slow", send: () => new Promise(() => undefined) };
+
+  beforeAll(async () => {
+    harness = await startHarness({ store: "memory", env: ENV, pushSender: slowPush });
+  });
+  afterAll(async () => { await harness.close(); });
+
+  it("refuses to start when the check and the notification's deadline together outlive the function", () => {
+    expect(() => { checkConnectionBudget(resolveConfig({ ...ENV, OPENAI_TIMEOUT_MS: "1500", NOTIFICATION_DEADLINE_MS: "1700" })); }).toThrow(/= 4500 ms; lower DB_TIMEOUT_MS, OPENAI_TIMEOUT_MS or NOTIFICATION_DEADLINE_MS/);
+  });
+
+  it("answers a message whose check takes most of OPENAI_TIMEOUT_MS and whose push waits its whole deadline before the 3 s timeout", async () => {
+    const tag = randomUUID().slice(0, 8);
+    const alice = new ApiUser(`alice-${tag}`, harness.api, HOSTING_ROUTES);
+    const bob = new ApiUser(`bob-${tag}`, harness.api, HOSTING_ROUTES);
+    const id = await alice.connectWith(bob);
+    expect((await bob.register(`bob-device-${tag}`)).status).toBeLessThan(300);
+    harness.fake.reset();
+    harness.fake.enqueueModeration({ kind: "verdict", flagged: false, delayMs: 900 });
+    const started = Date.now();
+    const sent = await alice.send(id, "hello Bob");
+    const elapsed = Date.now() - started;
+    expect(sent.status).toBe(201);
+    expect(harness.fake.moderationRequests).toHaveLength(1);
+    // It did wait for both: the check's 900 ms, then the push's 600 ms deadline (a timer may fire a millisecond early).
+    expect(elapsed).toBeGreaterThanOrEqual(1_490);
+    expect(elapsed).toBeLessThan(3_000);
+  }, 20_000);
 });

@@ -76,6 +76,8 @@ describe("the deployed entry (package.json main)", () => {
       expect(manifest.endpoints.expireSessions?.scheduleTrigger).toMatchObject({ schedule: "every 15 minutes" });
       // The 2nd gen Auth trigger (a 1st gen one could not run on nodejs24), retried until the erasure is recorded.
       expect(manifest.endpoints.eraseDeletedUser).toMatchObject({ platform: "gcfv2", eventTrigger: { eventType: "google.firebase.auth.user.v2.deleted", retry: true } });
+      // An event trigger may have 540 s at most: TIMEOUT_SECONDS (up to 3600) capped, as the CLI resolves it.
+      expect(manifest.endpoints.eraseDeletedUser?.timeoutSeconds).toBe("{{ params.TIMEOUT_SECONDS <= 540 ? params.TIMEOUT_SECONDS : 540 }}");
       expect(manifest.params.map((param) => param.name).sort()).toEqual([...DECLARED_PARAMS.map((param) => param.name), "OPENAI_API_KEY"].sort());
     } finally {
       rmSync(dir, { recursive: true, force: true });

@@ -6,7 +6,18 @@ import { build } from "esbuild";
 import { resolveConfig } from "../../src/config";
 import { openaiApiKey } from "../../src/config-params";
 import * as triggers from "../../src/index";
-import { DEPLOY_PARAMS, deployParams, FUNCTION_CONCURRENCY, FUNCTION_MEMORY, FUNCTION_TIMEOUT_SECONDS, httpsOptions, MAX_INSTANCES } from "../../src/function-options";
+import {
+  DEPLOY_PARAMS,
+  deployParams,
+  EVENT_TIMEOUT_MAX_SECONDS,
+  eventTriggerTimeoutSeconds,
+  FUNCTION_CONCURRENCY,
+  FUNCTION_MEMORY,
+  FUNCTION_TIMEOUT_SECONDS,
+  httpsOptions,
+  MAX_INSTANCES,
+} from "../../src/function-options";
+import { erasureDeadline } from "../../src/runtime/cloud-app";
 
 const FUNCTIONS_DIR = resolve(__dirname, "..", "..");
 const NODE_MODULES = join(FUNCTIONS_DIR, "node_modules");
@@ -179,5 +190,81 @@ describe("httpsOptions through the Firebase CLI's discovery and deploy resolutio
     });
     // The resolved values become the functions' environment (lib/deploy/functions/prepare.js), which the instance reads.
     expect(resolveConfig(environment).deploy).toEqual({ minInstances: 2, maxInstances: 10, concurrency: 80, memoryMib: 1024, timeoutSeconds: 90 });
+  });
+});
+
+/**
+ * Every TIMEOUT_SECONDS the param accepts (1 to 3600) deploys. The Firebase CLI refuses the whole
+ * deploy when one function's timeout is above the limit of its trigger type (firebase-tools 15.34
+ * lib/deploy/functions/validate.js validateTimeoutConfig: 3600 s for HTTPS and callables, 1800 s
+ * for a scheduled function, 540 s for an event trigger). The real triggers (index.ts), through the
+ * CLI's discovery, its resolution of the params and that check.
+ */
+describe("the triggers (index.ts) through the Firebase CLI's timeout validation", () => {
+  const TIMEOUTS = [1, 60, 540, 541, 600, 1_800, 3_600];
+  let results: Record<string, { valid: { ok: boolean; message?: string }; timeouts: Record<string, number> }>;
+
+  beforeAll(async () => {
+    const dir = mkdtempSync(join(tmpdir(), "chatify-triggers-"));
+    try {
+      await build({
+        entryPoints: [join(FUNCTIONS_DIR, "src", "index.ts")],
+        bundle: true,
+        platform: "node",
+        format: "cjs",
+        target: "node24",
+        packages: "external",
+        outfile: join(dir, "entry.js"),
+        logLevel: "error",
+      });
+      writeFileSync(join(dir, "package.json"), JSON.stringify({ main: "entry.js" }));
+      node([join(NODE_MODULES, "firebase-functions", "lib", "bin", "firebase-functions.js")], {
+        cwd: dir,
+        env: { NODE_PATH: NODE_MODULES, FUNCTIONS_MANIFEST_OUTPUT_PATH: join(dir, "manifest.json") },
+      });
+      const script = `
+        const tools = ${JSON.stringify(join(NODE_MODULES, "firebase-tools", "lib", "deploy", "functions"))};
+        const { buildFromV1Alpha1 } = require(tools + "/runtimes/discovery/v1alpha1");
+        const { resolveBackend } = require(tools + "/build");
+        const { allEndpoints } = require(tools + "/backend");
+        const validate = require(tools + "/validate");
+        const manifest = JSON.parse(require("fs").readFileSync(${JSON.stringify(join(dir, "manifest.json"))}, "utf8"));
+        const resolveWith = async (timeoutSeconds) => {
+          const wanted = buildFromV1Alpha1(manifest, "demo-chatify", "us-central1", "nodejs24");
+          wanted.params = wanted.params.filter((param) => param.type !== "secret");
+          const userEnvs = Object.fromEntries(wanted.params.map((param) => [param.name, String(param.default)]));
+          userEnvs.TIMEOUT_SECONDS = String(timeoutSeconds);
+          const { backend } = await resolveBackend({ build: wanted, firebaseConfig: { projectId: "demo-chatify" }, userEnvs, nonInteractive: true, isEmulator: false });
+          const endpoints = allEndpoints(backend);
+          let valid = { ok: true };
+          try { validate.validateTimeoutConfig(endpoints); } catch (error) { valid = { ok: false, message: String(error.message) }; }
+          return [timeoutSeconds, { valid, timeouts: Object.fromEntries(endpoints.map((endpoint) => [endpoint.id, endpoint.timeoutSeconds])) }];
+        };
+        Promise.all(${JSON.stringify(TIMEOUTS)}.map(resolveWith)).then((entries) => console.log(JSON.stringify(Object.fromEntries(entries))));
+      `;
+      results = JSON.parse(node(["-e", script], { cwd: dir })) as typeof results;
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
+
+  it.each(TIMEOUTS)("deploys with TIMEOUT_SECONDS=%i: the HTTPS functions get it, the Auth trigger at most 540 s", (timeoutSeconds) => {
+    expect(resolveConfig({ TIMEOUT_SECONDS: String(timeoutSeconds) }).deploy.timeoutSeconds).toBe(timeoutSeconds);
+    const result = results[String(timeoutSeconds)];
+    expect(result?.valid).toEqual({ ok: true });
+    expect(result?.timeouts).toMatchObject({
+      sendMessage: timeoutSeconds,
+      connectionMessages: timeoutSeconds,
+      "chat-sendMessage": timeoutSeconds,
+      expireSessions: 300,
+      eraseDeletedUser: Math.min(timeoutSeconds, 540),
+    });
+  });
+
+  it("ends the deleted user's first erasure pass within half the timeout its trigger really gets", () => {
+    expect(EVENT_TIMEOUT_MAX_SECONDS).toBe(540);
+    expect([60, 540, 600, 3_600].map(eventTriggerTimeoutSeconds)).toEqual([60, 540, 540, 540]);
+    expect(erasureDeadline(1_000, 3_600)).toBe(1_000 + 270_000);
+    expect(erasureDeadline(1_000, 60)).toBe(1_000 + 30_000);
   });
 });

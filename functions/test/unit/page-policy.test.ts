@@ -4,8 +4,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ERROR_CODES } from "../../src/http/error-codes";
 import { defaultProjectId, PROJECT_ROOT } from "../../src/local/project-files";
+import { databaseSection } from "../../src/page/deploy-databases";
 import { hostingPolicy, pageFiles, writePageFiles } from "../../src/page/page-files";
 import { pageOrigins } from "../../src/page/page-policy";
+import { parseDatabaseInstances } from "../../src/sharding/database-instances";
 
 /** A policy's directives, each with its sources. */
 function directives(policy: string): Map<string, string[]> {
@@ -221,5 +223,46 @@ describe("the page's files for a deploy", () => {
       `deploy --only functions,database,hosting --project ${defaultProjectId()} --force`,
       `deploy --project ${defaultProjectId()} --only hosting`,
     ]);
+  });
+});
+
+/**
+ * firebase.json's `database` (the instances the rules are deployed to) and the page's policy name
+ * DATABASE_INSTANCES as the Firebase CLI gives it to the functions of the same deploy, from the
+ * same env files (firebase-tools 15.34 lib/functions/env.js `loadUserEnvs`, a development
+ * dependency): otherwise the functions place sessions on instances the deploy leaves without the
+ * rules, or put the rules on instances they do not use.
+ */
+describe("the database rules of a deploy, for the DATABASE_INSTANCES its functions get", () => {
+  const PROJECT = "chatify-prod-123";
+  const TWO = "https://chatify-prod-123-default-rtdb.firebaseio.com,https://chatify-prod-123-sessions-2.firebaseio.com";
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- the CLI's own reading, for comparison; it has no types of its own to import
+  const cliEnv = require("firebase-tools/lib/functions/env") as {
+    loadUserEnvs(opts: { functionsSource: string; projectId: string; projectDir: string; isEmulator?: boolean }): Record<string, string>;
+  };
+  let dir: string;
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), "chatify-deploy-env-"));
+    mkdirSync(join(dir, "public"));
+    mkdirSync(join(dir, "functions"));
+    cpSync(join(PROJECT_ROOT, "firebase.json"), join(dir, "firebase.json"));
+  });
+  afterEach(() => { rmSync(dir, { recursive: true, force: true }); });
+
+  it.each([
+    ["with `export` before the name", { ".env": "", [`.env.${PROJECT}`]: `export DATABASE_INSTANCES=${TWO}\n` }],
+    ["with a comment after the value", { ".env": "", [`.env.${PROJECT}`]: `DATABASE_INSTANCES=${TWO} # two instances\n` }],
+    ["when the project's file empties the shared value", { ".env": `DATABASE_INSTANCES=${TWO}\n`, [`.env.${PROJECT}`]: "DATABASE_INSTANCES=\n" }],
+    ["when the project's file sets it over the shared one", { ".env": "DATABASE_INSTANCES=https://chatify-prod-123-default-rtdb.firebaseio.com\n", [`.env.${PROJECT}`]: `DATABASE_INSTANCES="${TWO}"\n` }],
+    ["when a name is given twice (the last wins)", { ".env": "", [`.env.${PROJECT}`]: `DATABASE_INSTANCES=https://old-instance.firebaseio.com\nDATABASE_INSTANCES=${TWO}\n` }],
+    ["and not from .env.local, the Functions emulator's alone", { ".env": `DATABASE_INSTANCES=${TWO}\n`, ".env.local": "DATABASE_INSTANCES=\n" }],
+  ])("names the instances the functions get %s", (_case, files: Record<string, string>) => {
+    for (const [name, text] of Object.entries(files)) writeFileSync(join(dir, "functions", name), text);
+    const functions = parseDatabaseInstances(cliEnv.loadUserEnvs({ functionsSource: join(dir, "functions"), projectId: PROJECT, projectDir: dir }).DATABASE_INSTANCES ?? "");
+    if ("problem" in functions) throw new Error(functions.problem);
+    const firebaseJson = pageFiles(dir, PROJECT).find((file) => file.path === "firebase.json");
+    expect((firebaseJson?.expected as { database: unknown } | undefined)?.database).toEqual(databaseSection(functions.urls));
+    const connect = directives(hostingPolicy(dir, PROJECT).headers["Content-Security-Policy"] ?? "").get("connect-src") ?? [];
+    expect(connect.filter((origin) => origin.includes("firebaseio.com"))).toEqual(functions.urls.flatMap((url) => [url, url.replace("https:", "wss:")]));
   });
 });

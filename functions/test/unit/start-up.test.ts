@@ -6,7 +6,7 @@ import { ConfigError, resolveConfig } from "../../src/config";
 import { cloudHandler } from "../../src/http/cloud-adapter";
 import { silentLog } from "../../src/log/log";
 import { composeInstance } from "../../src/runtime/instance";
-import { timeBudget } from "../../src/runtime/time-budget";
+import { checkConnectionBudget, timeBudget } from "../../src/runtime/time-budget";
 import { MemoryStore } from "../../src/store/memory-store";
 import { NO_TOKENS } from "../support/service-env";
 
@@ -44,6 +44,39 @@ describe("the time budget checked at instance start", () => {
   it("is checked by the composition root, so no instance starts with a budget that cannot hold", () => {
     const config = resolveConfig({ OPENAI_TIMEOUT_MS: "60000" });
     expect(() => composeInstance(config, { store: new MemoryStore(), identity: NO_TOKENS, log: silentLog })).toThrow(ConfigError);
+  });
+});
+
+/**
+ * A user-to-user message waits for its database calls, with MODERATION on for its moderation check
+ * (one attempt of up to OPENAI_TIMEOUT_MS, before its transaction: there is no model call to run it
+ * beside), then up to NOTIFICATION_DEADLINE_MS for its push; all of it within the function timeout.
+ */
+describe("the time budget of a user-to-user message, checked at instance start", () => {
+  // 60 s deployed: 3 x 7 s of database, 10 s for the push, 1 s margin (32 s); with the check, 30 s more (62 s).
+  const deployed = { TIMEOUT_SECONDS: "60", OPENAI_TIMEOUT_MS: "30000", OPENAI_MAX_RETRIES: "0", DB_TIMEOUT_MS: "7000", NOTIFICATION_DEADLINE_MS: "10000" };
+
+  it("fits the database calls and the notification's deadline with MODERATION off", () => {
+    expect(() => { checkConnectionBudget(resolveConfig(deployed)); }).not.toThrow();
+  });
+
+  it("counts the moderation check's OPENAI_TIMEOUT_MS with MODERATION on, naming the params when it does not fit", () => {
+    const config = resolveConfig({ ...deployed, MODERATION: "true" });
+    expect(() => { checkConnectionBudget(config); }).toThrow(ConfigError);
+    expect(() => { checkConnectionBudget(config); }).toThrow(
+      /function timeout \(60 s, TIMEOUT_SECONDS\): 3 x DB_TIMEOUT_MS \+ OPENAI_TIMEOUT_MS \(its moderation check, MODERATION on\) \+ NOTIFICATION_DEADLINE_MS \+ 1000 ms margin = 62000 ms; lower DB_TIMEOUT_MS, OPENAI_TIMEOUT_MS or NOTIFICATION_DEADLINE_MS, or raise TIMEOUT_SECONDS/,
+    );
+    expect(() => { checkConnectionBudget(resolveConfig({ ...deployed, MODERATION: "true", OPENAI_TIMEOUT_MS: "28000" })); }).not.toThrow();
+    expect(() => { checkConnectionBudget(resolveConfig({ ...deployed, MODERATION: "true", OPENAI_TIMEOUT_MS: "28001" })); }).toThrow(ConfigError);
+  });
+
+  it("is checked by the composition root, so no instance with MODERATION on starts with a message that could outlive it", () => {
+    expect(() => composeInstance(resolveConfig({ ...deployed, MODERATION: "true" }), { store: new MemoryStore(), identity: NO_TOKENS, log: silentLog })).toThrow(/OPENAI_TIMEOUT_MS \(its moderation check/);
+  });
+
+  it("leaves a session message's budget as it is with MODERATION on: the check runs beside the model call, within its first attempt", () => {
+    const env = { OPENAI_TIMEOUT_MS: "20000", OPENAI_MAX_RETRIES: "1", OPENAI_MAX_RETRY_WAIT_MS: "5000", DB_TIMEOUT_MS: "3000" };
+    expect(timeBudget(resolveConfig({ ...env, MODERATION: "true" }))).toEqual(timeBudget(resolveConfig(env)));
   });
 });
 
