@@ -136,19 +136,25 @@ export async function startHarness(options: HarnessOptions): Promise<Harness> {
     };
   }
 
-  const api = await instance();
+  async function close(): Promise<void> {
+    await servers.close();
+    await fake.stop();
+    await rtdb?.close();
+    await shards?.close();
+  }
+  // A config the instance refuses at start (a time budget that does not fit) fails the suite's
+  // setup: what was started is closed, or the fake server keeps jest from exiting.
+  const api = await instance().catch(async (error: unknown) => {
+    await close();
+    throw error;
+  });
   return {
     fake,
     ...(rtdb ? { namespace: rtdb.namespace } : {}),
     ...(shards ? { shards } : {}),
     api,
     instance,
-    async close() {
-      await servers.close();
-      await fake.stop();
-      await rtdb?.close();
-      await shards?.close();
-    },
+    close,
   };
 }
 
