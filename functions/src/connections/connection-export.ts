@@ -77,6 +77,8 @@ export class ConnectionExport {
     let last = after;
     while (last < through) {
       const page = await this.store.readConnectionMessages(connectionId, { before: Math.min(last + MESSAGE_PAGE, through) + 1, limit: MESSAGE_PAGE });
+      // Erased since its state was read (with the other user): nothing more of it to give.
+      if (page === null) return;
       const start = last;
       for (const message of page) {
         if (message.position !== last + 1) continue;

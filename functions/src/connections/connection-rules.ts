@@ -57,14 +57,20 @@ export function requestOnPair(
   };
 }
 
-/** Sets (`at`) or lifts (undefined) `by`'s block on the pair's record; the outcome is the pair's current connection, which a block reaches too. */
+/**
+ * Sets (`at`) or lifts (undefined) `by`'s block on the pair's record; the outcome is the pair's
+ * current connection, which a block reaches too. Only a record that names both users changes: a
+ * request made every live pair's record, so one missing was removed by an erasure (rebuilding it
+ * would write the erased user's id back), and one naming neither user is the block an erasure kept
+ * from the other user, which stands for good (docs/connections.md, "Erasure").
+ */
 export function blockOnPair(users: { readonly a: string; readonly b: string }, by: Participant, at: number | undefined): LedgerRule<PairRecord, CurrentConnection | undefined> {
   return (pair) => {
-    const base: PairRecord = pair ?? { user_a: users.a, user_b: users.b };
-    const blocked = withBlock(base.blocked, by, at);
-    if (sameBlocks(blocked, base.blocked) && pair !== null) return { outcome: base.current };
-    const { blocked: previous, ...rest } = base;
-    return { outcome: base.current, next: blocked === undefined ? rest : { ...rest, blocked } };
+    if (pair === null || pair.user_a !== users.a || pair.user_b !== users.b) return { outcome: undefined };
+    const blocked = withBlock(pair.blocked, by, at);
+    if (sameBlocks(blocked, pair.blocked)) return { outcome: pair.current };
+    const { blocked: previous, ...rest } = pair;
+    return { outcome: pair.current, next: blocked === undefined ? rest : { ...rest, blocked } };
   };
 }
 

@@ -133,7 +133,7 @@ export class ConnectionService {
     const known = await this.known.get(connectionId);
     const you = participantOf(known.meta, userId);
     const state = await this.options.store.readConnectionState(connectionId);
-    if (!state) throw new ConnectionNotFoundError(connectionId);
+    if (!state) throw this.gone(connectionId);
     return this.view(known, state, you);
   }
 
@@ -162,6 +162,7 @@ export class ConnectionService {
         // deletion (the erasure's second pass would drop it, up to a sweep later): no route can
         // serve it, so neither can the list. Its removal is awaited (an instance gets no CPU after
         // answering) but may fail: the page is right without it, and the next one tries again.
+        this.known.forget(entry.id);
         await store.unlistConnection(key, entry.id).catch(() => undefined);
         return [];
       }),
@@ -197,12 +198,18 @@ export class ConnectionService {
     return this.view(known, named, you);
   }
 
-  /** Lifts the caller's block: on the pair first, then on the named connection and the pair's current one. */
+  /**
+   * Lifts the caller's block the way it was set: on the connection named first, then on the pair,
+   * then on the pair's current connection. The named one's transaction comes before anything is
+   * written: an instance that knows the connection's fields warm learns there that it is gone (its
+   * user erased: 404, nothing written), and a lifted block must not rebuild a pair's record the
+   * erasure removed, nor lift the block it kept (the two stay apart for good).
+   */
   async unblock(userId: string, connectionId: string): Promise<ConnectionView> {
     const known = await this.known.get(connectionId);
     const you = participantOf(known.meta, userId);
-    const current = await this.options.store.updatePair(known.meta.pair, blockOnPair(usersOf(known.meta), you, undefined));
     const named = await this.changeKnown(known, block(you, undefined));
+    const current = await this.options.store.updatePair(known.meta.pair, blockOnPair(usersOf(known.meta), you, undefined));
     if (current && current.id !== connectionId) await this.changeKnown(await this.currentOf(known.meta, current), block(you, undefined));
     return this.view(known, named, you);
   }
@@ -227,16 +234,20 @@ export class ConnectionService {
     try {
       await this.options.moderation?.admit(text, { connection_id: connectionId });
     } catch (error) {
-      // A retry of a message already stored gets it back whatever the check says now (an outage
-      // with MODERATION_ON_OUTAGE=closed): its first send passed it. Read only on a refusal.
-      const repeat = hash === undefined ? undefined : await this.storedRepeat(input, hash);
-      if (repeat) return repeat;
+      // Read only on a refusal. A connection gone is 404 on any instance, as a cold one learns from
+      // the fields' read (a warm one knows them still); a retry of a message already stored gets it
+      // back whatever the check says now (an outage with MODERATION_ON_OUTAGE=closed): its first
+      // send passed it.
+      const state = await store.readConnectionState(connectionId);
+      if (!state) throw this.gone(connectionId);
+      const position = hash === undefined ? undefined : state.recent_keys?.[hash];
+      if (position !== undefined) return this.replay(input, position, state.message_count);
       throw error;
     }
     const { ref } = known;
     const audience = notifier.audience(ref.userKeys[otherParticipant(sender)], ref.userKeys[sender]);
     const result = await store.appendMessage(ref, appendMessage({ sender, senderId: userId, text, now, policy, ...(hash === undefined ? {} : { keyHash: hash }) }));
-    if (!result.found) throw new ConnectionNotFoundError(connectionId);
+    if (!result.found) throw this.gone(connectionId);
     const { outcome, state } = result;
     if (outcome.kind === "duplicate") return this.replay(input, outcome.position, state.message_count);
     if (outcome.kind !== "stored") throw messageRefusal(outcome);
@@ -244,11 +255,18 @@ export class ConnectionService {
     return { connectionId, position: outcome.position, message: outcome.message, messageCount: state.message_count, replayed: false, notified };
   }
 
-  /** A page of the connection's messages, newest first as pages go, oldest first within one. */
+  /**
+   * A page of the connection's messages, newest first as pages go, oldest first within one. The
+   * read tells whether the connection still exists: the fields may come from this instance's
+   * memory, and a gone connection's messages can outlive it for a while (a copy that landed after
+   * its erasure), so without it a warm instance would answer what a cold one refuses.
+   */
   async messages(userId: string, connectionId: string, page: { readonly before?: number; readonly limit: number }): Promise<StoredMessage[]> {
     const known = await this.known.get(connectionId);
     participantOf(known.meta, userId);
-    return this.options.store.readConnectionMessages(connectionId, page);
+    const messages = await this.options.store.readConnectionMessages(connectionId, page);
+    if (messages === null) throw this.gone(connectionId);
+    return messages;
   }
 
   /** A change of the connection by one of its users, refused as its rule says. */
@@ -261,7 +279,7 @@ export class ConnectionService {
 
   private async changeKnown(known: KnownConnection, rule: ConnectionRule<AnswerOutcome>): Promise<ConnectionState> {
     const result = await this.options.store.updateConnection(known.ref, rule);
-    if (!result.found) throw new ConnectionNotFoundError(known.ref.id);
+    if (!result.found) throw this.gone(known.ref.id);
     const refused = answerRefusal(result.outcome);
     if (refused) throw refused;
     return result.state;
@@ -310,18 +328,20 @@ export class ConnectionService {
     return known;
   }
 
-  /** The message a key already stored, given back as a replay; undefined when the key stored none. */
-  private async storedRepeat(input: { readonly userId: string; readonly connectionId: string; readonly text: string }, hash: string): Promise<SentMessage | undefined> {
-    const state = await this.options.store.readConnectionState(input.connectionId);
-    const position = state?.recent_keys?.[hash];
-    return state && position !== undefined ? this.replay(input, position, state.message_count) : undefined;
-  }
-
   private async replay(input: { readonly userId: string; readonly connectionId: string; readonly text: string }, position: number, messageCount: number): Promise<SentMessage> {
     const stored = await this.options.store.readConnectionMessage(input.connectionId, position);
     if (!stored) throw new StoreDataError(`connections/${input.connectionId}/messages`, `message ${position} named by an idempotency key is missing`);
     if (stored.sender_id !== input.userId || stored.content !== input.text) throw new IdempotencyKeyReusedError();
     return { connectionId: input.connectionId, position, message: stored, messageCount, replayed: true };
+  }
+
+  /**
+   * The connection is gone (its state is not found: erased): the error every route answers, and
+   * this instance forgets its fields, which would otherwise keep answering for it until they expire.
+   */
+  private gone(connectionId: string): ConnectionNotFoundError {
+    this.known.forget(connectionId);
+    return new ConnectionNotFoundError(connectionId);
   }
 
   private view(known: KnownConnection, state: ConnectionState, you: Participant): ConnectionView {

@@ -71,4 +71,9 @@ export class KnownConnections {
   remember(known: KnownConnection): void {
     this.cache.set(known.ref.id, known);
   }
+
+  /** For a connection found gone (erased): its fields never change, but they no longer stand for anything. */
+  forget(connectionId: string): void {
+    this.cache.delete(connectionId);
+  }
 }

@@ -83,9 +83,12 @@ export interface ConnectionStore {
 
   /**
    * The last `limit` messages before position `before` (all when absent), oldest first: a run of
-   * consecutive positions, so a reader paging back never skips one.
+   * consecutive positions, so a reader paging back never skips one. Null when the connection has no
+   * state (never created, or erased), told in the same read: an instance that knows the connection's
+   * fixed fields has no other way to learn it is gone, and a message's copy landing after an erasure
+   * leaves messages without a connection.
    */
-  readConnectionMessages(connectionId: string, page: { readonly before?: number; readonly limit: number }): Promise<StoredMessage[]>;
+  readConnectionMessages(connectionId: string, page: { readonly before?: number; readonly limit: number }): Promise<StoredMessage[] | null>;
 
   /** The message at `position`, or null when none is stored there. */
   readConnectionMessage(connectionId: string, position: number): Promise<ConnectionMessage | null>;

@@ -67,8 +67,11 @@ export class MemoryConnectionStore implements ConnectionStore, DeviceStore, Conn
     return { found: true, outcome, state: kept(stored.state) };
   }
 
-  async readConnectionMessages(connectionId: string, page: { readonly before?: number; readonly limit: number }): Promise<StoredMessage[]> {
-    const messages = this.connections.get(connectionId)?.messages ?? [];
+  async readConnectionMessages(connectionId: string, page: { readonly before?: number; readonly limit: number }): Promise<StoredMessage[] | null> {
+    const stored = this.connections.get(connectionId);
+    // Gone (or never made): told apart from a connection with no messages, as the port asks.
+    if (!stored) return null;
+    const { messages } = stored;
     const end = Math.min(messages.length, (page.before ?? messages.length + 1) - 1);
     const start = Math.max(0, end - Math.max(0, page.limit));
     return messages.slice(start, Math.max(start, end)).map((message, index) => ({ position: start + index + 1, message: kept(message) }));

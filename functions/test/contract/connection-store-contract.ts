@@ -39,18 +39,22 @@ export function connectionStoreContract(makeHarness: () => Promise<ConnectionSto
       expect(await store.createConnection({ ...connection, state: { ...connection.state, message_count: 9 } })).toBe("exists");
       expect(await store.readConnectionMeta(connection.id)).toEqual(connection.meta);
       expect(await store.readConnectionState(connection.id)).toEqual(connection.state);
+      // No messages yet, which is not the same answer as no connection (below).
+      expect(await store.readConnectionMessages(connection.id, { limit: 10 })).toEqual([]);
+      expect(await store.readConnectionMessages(connection.id, { limit: 10, before: 1 })).toEqual([]);
       for (const userKey of [connection.userKeys.a, connection.userKeys.b]) {
         expect(await store.listConnections(userKey, { limit: 10 })).toEqual([{ id: connection.id, lastActivity: T }]);
       }
     });
 
-    it("answers unknown ids with null and not found, and creates nothing", async () => {
+    it("answers unknown ids with null and not found, their messages included, and creates nothing", async () => {
       const connection = newConnection();
       expect(await store.readConnectionMeta(connection.id)).toBeNull();
       expect(await store.readConnectionState(connection.id)).toBeNull();
       expect(await store.updateConnection(refOf(connection), end("a", T))).toEqual({ found: false });
       expect(await store.appendMessage(refOf(connection), sendAs(connection, "a", "hi", T))).toEqual({ found: false });
-      expect(await store.readConnectionMessages(connection.id, { limit: 10 })).toEqual([]);
+      expect(await store.readConnectionMessages(connection.id, { limit: 10 })).toBeNull();
+      expect(await store.readConnectionMessages(connection.id, { limit: 10, before: 1 })).toBeNull();
       expect(await store.readConnectionMessage(connection.id, 1)).toBeNull();
       expect(await store.readConnectionState(connection.id)).toBeNull();
     });
@@ -144,16 +148,16 @@ export function connectionStoreContract(makeHarness: () => Promise<ConnectionSto
       }
       await harness.settled();
       const all = await store.readConnectionMessages(connection.id, { limit: 10 });
-      expect(all.map((stored) => [stored.position, stored.message.content, stored.message.sender_id === connection.meta.user_a ? "a" : "b"])).toEqual([
+      expect(all?.map((stored) => [stored.position, stored.message.content, stored.message.sender_id === connection.meta.user_a ? "a" : "b"])).toEqual([
         [1, "text 1", "a"],
         [2, "text 2", "b"],
         [3, "text 3", "a"],
         [4, "text 4", "b"],
         [5, "text 5", "a"],
       ]);
-      expect((await store.readConnectionMessages(connection.id, { limit: 2 })).map((stored) => stored.position)).toEqual([4, 5]);
-      expect((await store.readConnectionMessages(connection.id, { limit: 2, before: 4 })).map((stored) => stored.position)).toEqual([2, 3]);
-      expect((await store.readConnectionMessages(connection.id, { limit: 2, before: 2 })).map((stored) => stored.position)).toEqual([1]);
+      expect((await store.readConnectionMessages(connection.id, { limit: 2 }))?.map((stored) => stored.position)).toEqual([4, 5]);
+      expect((await store.readConnectionMessages(connection.id, { limit: 2, before: 4 }))?.map((stored) => stored.position)).toEqual([2, 3]);
+      expect((await store.readConnectionMessages(connection.id, { limit: 2, before: 2 }))?.map((stored) => stored.position)).toEqual([1]);
       expect(await store.readConnectionMessages(connection.id, { limit: 2, before: 1 })).toEqual([]);
       expect(await store.readConnectionMessage(connection.id, 3)).toEqual({ sender_id: connection.meta.user_a, content: "text 3", timestamp: T + 3 });
       expect(await store.readConnectionMessage(connection.id, 6)).toBeNull();
@@ -178,7 +182,7 @@ export function connectionStoreContract(makeHarness: () => Promise<ConnectionSto
       await store.updateConnection(refOf(connection), end("b", T + 4));
       expect(await store.appendMessage(refOf(connection), sendAs(connection, "a", "after the end", T + 5))).toMatchObject({ outcome: { kind: "closed", status: "ended" } });
       await harness.settled();
-      expect((await store.readConnectionMessages(connection.id, { limit: 10 })).map((stored) => stored.message.content)).toEqual(["keyed"]);
+      expect((await store.readConnectionMessages(connection.id, { limit: 10 }))?.map((stored) => stored.message.content)).toEqual(["keyed"]);
     });
 
     it("refuses a rule that appends without counting exactly one more, or without its message", async () => {
@@ -271,7 +275,7 @@ export function connectionStoreContract(makeHarness: () => Promise<ConnectionSto
       await fresh.deleteConnections(made.slice(0, 2).map(refOf));
       await fresh.deleteConnections(made.slice(0, 2).map(refOf));
       expect(await fresh.readConnectionMeta(made[0]!.id)).toBeNull();
-      expect(await fresh.readConnectionMessages(made[0]!.id, { limit: 10 })).toEqual([]);
+      expect(await fresh.readConnectionMessages(made[0]!.id, { limit: 10 })).toBeNull();
       expect((await fresh.listConnections(userKey, { limit: 10 })).map((entry) => entry.id).sort()).toEqual(made.slice(2).map((connection) => connection.id).sort());
       const peerKey = made[0]!.meta.user_a === user ? made[0]!.userKeys.b : made[0]!.userKeys.a;
       expect(await fresh.listConnections(peerKey, { limit: 10 })).toEqual([]);

@@ -45,7 +45,7 @@ describeWithRtdb("RtdbConnectionStore: stored shape and journal", () => {
     await db.ref(`connections/${connection.id}/state`).update({ message_count: 2, last_activity: T + 2, "pending/m000000002": { sender_id: connection.meta.user_b, content: "journaled", timestamp: T + 2 } });
 
     const cold = new RtdbConnectionStore(instances.database(), 10_000);
-    expect((await cold.readConnectionMessages(connection.id, { limit: 10 })).map((stored) => stored.message.content)).toEqual(["copied", "journaled"]);
+    expect((await cold.readConnectionMessages(connection.id, { limit: 10 }))?.map((stored) => stored.message.content)).toEqual(["copied", "journaled"]);
     expect(await cold.readConnectionMessage(connection.id, 2)).toMatchObject({ content: "journaled" });
     expect(await cold.appendMessage(refOf(connection), sendAs(connection, "a", "third", T + 3))).toMatchObject({ outcome: { kind: "stored", position: 3 } });
     await cold.copiesSettled();
@@ -71,5 +71,31 @@ describeWithRtdb("RtdbConnectionStore: stored shape and journal", () => {
     expect(state.pending).toBeUndefined();
     expect((await db.ref(`connections/${connection.id}/messages/m000000001/content`).once("value")).val()).toBe("last words");
     store.close();
+  });
+
+  it("reads the messages of a connection whose state is gone as gone, though a late copy wrote some back, on a reader that listens to it and one that does not", async () => {
+    const db = instances.database();
+    const store = new RtdbConnectionStore(db, 10_000);
+    const connection = newConnection();
+    await store.createConnection(connection);
+    await store.appendMessage(refOf(connection), sendAs(connection, "a", "before the erasure", T + 1));
+    await store.copiesSettled();
+    const listeningDb = instances.database();
+    const listening = new RtdbConnectionStore(listeningDb, 10_000);
+    listening.prepareConnection(connection.id);
+    expect((await listening.readConnectionMessages(connection.id, { limit: 10 }))?.map((stored) => stored.message.content)).toEqual(["before the erasure"]);
+    // An erasure deletes the node (through the listening instance, which then knows it at once); a copy sent before it lands after it.
+    await listeningDb.ref(`connections/${connection.id}`).remove();
+    await db.ref(`connections/${connection.id}/messages`).update({ m000000002: { sender_id: connection.meta.user_b, content: "late copy", timestamp: T + 2 } });
+
+    const cold = new RtdbConnectionStore(instances.database(), 10_000);
+    for (const reader of [cold, listening]) {
+      expect(await reader.readConnectionMessages(connection.id, { limit: 10 })).toBeNull();
+      expect(await reader.readConnectionMessages(connection.id, { limit: 10, before: 1 })).toBeNull();
+      expect(await reader.readConnectionMessage(connection.id, 2)).toBeNull();
+    }
+    store.close();
+    listening.close();
+    cold.close();
   });
 });

@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import { userKey } from "../../src/session/ledger/limits";
 import { ApiUser, connectionOf, HOSTING_ROUTES } from "../support/connection-api";
 import { conversationOwnerKey, conversationPath } from "../../src/store/rtdb/paths";
-import { createSession, describeEachStore, ROUTES, startHarness, twoInstances, type Harness } from "../support/http-harness";
+import { createSession, describeEachStore, ROUTES, startHarness, twoInstances, type Answer, type Harness } from "../support/http-harness";
 import { describeWithRtdb, holdingUpdates } from "../support/rtdb";
 import { WholeStore } from "../support/whole-store";
 
@@ -297,5 +297,102 @@ describeWithRtdb("erasure: a message's copy landing after the first pass", () =>
     // One a page (the entry skipped, the query going on past it), each conversation once.
     expect(pages.map((page) => page.length)).toEqual([1, 1]);
     expect(pages.flat().sort()).toEqual([newer, older].sort());
+  });
+});
+
+/**
+ * An instance that served a connection keeps its fixed fields warm (up to SESSION_CACHE_TTL_MS);
+ * its user erased through another instance, second pass included, it answers as the database says,
+ * as a cold instance does: the connection is gone (404), nothing of the erased user is written
+ * back, and a block the other user kept stands for good.
+ */
+describeEachStore("erasure: a connection another instance holds warm", (kind) => {
+  const now = Date.parse("2026-04-01T09:00:00Z");
+  const env = { USER_MAX_ACTIVE_SESSIONS: "20", USER_MESSAGES_PER_MINUTE: "1000", CONNECTION_REQUESTS_PER_HOUR: "100", CONNECTION_MESSAGES_PER_MINUTE: "1000", MODERATION: "true" };
+  const instances = twoInstances({ store: kind, clock: () => now, env });
+  const person = (name: string) => new ApiUser(secret(name), instances.harness.api, HOSTING_ROUTES);
+
+  /** Erases the user through the second instance, both passes: nothing will remove what comes back after. */
+  async function erase(userId: string): Promise<void> {
+    const { second } = instances;
+    expect((await second.call("DELETE", `${ROUTES.erase}?user_id=${userId}`)).status).toBe(200);
+    expect((await second.runtime.maintain(now + LATER)).erasuresFinished).toBeGreaterThanOrEqual(1);
+  }
+
+  it("answers each route of the gone connection 404 CONNECTION_NOT_FOUND on the warm instance, as on the cold one, writing nothing back", async () => {
+    const { harness, second } = instances;
+    const user = person("user");
+    // One counterpart a route: a warm instance forgets the connection's fields once it found it gone.
+    const routes: Record<string, (counterpart: ApiUser, id: string) => Promise<Answer>> = {
+      "read its messages": (counterpart, id) => counterpart.read(id),
+      "read it": (counterpart, id) => counterpart.get(id),
+      "send a message": (counterpart, id) => counterpart.send(id, "still there?"),
+      "send a message moderation refuses": (counterpart, id) => {
+        harness.fake.enqueueModeration({ kind: "verdict", flagged: true, categories: ["harassment"] });
+        return counterpart.send(id, "flagged words");
+      },
+      accept: (counterpart, id) => counterpart.accept(id),
+      decline: (counterpart, id) => counterpart.decline(id),
+      end: (counterpart, id) => counterpart.end(id),
+      block: (counterpart, id) => counterpart.block(id),
+      unblock: (counterpart, id) => counterpart.unblock(id),
+    };
+    const connected = [];
+    for (const route of Object.keys(routes)) {
+      const counterpart = person("counterpart");
+      const id = await user.connectWith(counterpart);
+      expect((await user.send(id, "hello")).status).toBe(201);
+      connected.push({ route, counterpart, id });
+    }
+    await erase(user.id);
+    const cold = await connected[0]!.counterpart.on(second).read(connected[0]!.id);
+    expect({ status: cold.status, code: cold.body.error?.code }).toEqual({ status: 404, code: "CONNECTION_NOT_FOUND" });
+
+    const answers = [];
+    for (const { route, counterpart, id } of connected) {
+      const answer = await routes[route]!(counterpart, id);
+      answers.push({ route, status: answer.status, code: answer.body.error?.code });
+    }
+    expect(answers).toEqual(Object.keys(routes).map((route) => ({ route, status: 404, code: "CONNECTION_NOT_FOUND" })));
+    const whole = WholeStore.of(harness);
+    try {
+      expect(await whole.holding([user.id])).toEqual([]);
+    } finally {
+      await whole.close();
+    }
+  });
+
+  it("an unblock through the gone connection on the warm instance writes nothing of the erased user back into the database", async () => {
+    const { harness } = instances;
+    const user = person("user");
+    const counterpart = person("counterpart");
+    const shared = await user.connectWith(counterpart);
+    await erase(user.id);
+    const whole = WholeStore.of(harness);
+    try {
+      expect(await whole.holding([user.id])).toEqual([]);
+      // The counterpart lifts a block nobody set, through the connection the warm instance still knows.
+      const unblocked = await counterpart.unblock(shared);
+      expect({ status: unblocked.status, code: unblocked.body.error?.code }).toEqual({ status: 404, code: "CONNECTION_NOT_FOUND" });
+      expect(await whole.holding([user.id])).toEqual([]);
+    } finally {
+      await whole.close();
+    }
+  });
+
+  it("keeps the block another user set on the erased user for good, even when lifted through the gone connection on the warm instance", async () => {
+    const { second } = instances;
+    const user = person("user");
+    const blocker = person("blocker");
+    const blocked = await blocker.connectWith(user);
+    expect((await blocker.block(blocked)).status).toBe(200);
+    await erase(user.id);
+    const cold = await blocker.on(second).unblock(blocked);
+    expect(cold.status).toBe(404);
+    const warm = await blocker.unblock(blocked);
+    expect(warm.status).toBe(404);
+    for (const asked of [await user.on(second).ask(blocker.id), await blocker.ask(user.id)]) {
+      expect({ status: asked.status, code: asked.body.error?.code }).toEqual({ status: 403, code: "CONNECTION_BLOCKED" });
+    }
   });
 });

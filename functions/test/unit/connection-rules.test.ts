@@ -41,6 +41,17 @@ describe("blocks on the pair's record", () => {
     expect(blockOnPair(USERS, "b", undefined)(blocked.next!)).toEqual({ outcome: pair.current, next: pair });
     expect(blockOnPair(USERS, "a", undefined)(pair)).toEqual({ outcome: pair.current });
   });
+
+  it.each<[string, PairRecord | null]>([
+    ["no record (an erasure removed it): none is rebuilt with both ids", null],
+    ["the block an erasure kept, naming neither user", { blocked: { b: T } }],
+    ["a record naming only one of the two", { user_a: "ann", blocked: { b: T } }],
+  ])("changes nothing on %s, blocking or unblocking, and reaches no connection", (_name, record) => {
+    for (const by of ["a", "b"] as const) {
+      expect(blockOnPair(USERS, by, undefined)(record)).toEqual({ outcome: undefined });
+      expect(blockOnPair(USERS, by, T + 1)(record)).toEqual({ outcome: undefined });
+    }
+  });
 });
 
 describe("a request that found the pair's connection", () => {

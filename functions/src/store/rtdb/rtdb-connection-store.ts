@@ -43,7 +43,6 @@ import {
   connectionMetaPath,
   connectionOfStatePath,
   connectionPath,
-  connectionPendingPath,
   connectionStatePath,
   DEVICE_TOKENS,
   listedConnectionChild,
@@ -62,6 +61,9 @@ const HELD_NODES = 512;
 const HOLD_IDLE_MS = 5 * 60_000;
 /** Reads of a page of messages that showed a gap before the newest are given up on: see `readConnectionMessages`. */
 const PAGE_READ_ATTEMPTS = 3;
+/** The field of a connection's state that tells it exists (every stored state holds it), and the journal's: see `journalAndCount`. */
+const EXISTS_FIELD = "message_count";
+const JOURNAL_FIELD = "pending";
 
 /**
  * The Realtime Database adapter of connections and devices (firebase-admin): the stored shape of
@@ -150,14 +152,16 @@ export class RtdbConnectionStore implements ConnectionStore, DeviceStore, Connec
     return result.ruled;
   }
 
-  async readConnectionMessages(connectionId: string, page: { readonly before?: number; readonly limit: number }): Promise<StoredMessage[]> {
+  async readConnectionMessages(connectionId: string, page: { readonly before?: number; readonly limit: number }): Promise<StoredMessage[] | null> {
     const limit = Math.max(0, Math.floor(page.limit));
-    if (limit === 0 || (page.before !== undefined && page.before <= 1)) return [];
+    if (limit === 0 || (page.before !== undefined && page.before <= 1)) return (await this.connectionExists(connectionId)) ? [] : null;
     let keys: string[] = [];
     let byKey = new Map<string, unknown>();
     for (let attempt = 0; attempt < PAGE_READ_ATTEMPTS; attempt += 1) {
       const upTo = page.before === undefined ? undefined : messageKey(page.before - 1);
-      byKey = await this.acrossJournal(connectionId, (messages) => (upTo === undefined ? messages.limitToLast(limit) : messages.endAt(upTo).limitToLast(limit)));
+      const read = await this.acrossJournal(connectionId, (messages) => (upTo === undefined ? messages.limitToLast(limit) : messages.endAt(upTo).limitToLast(limit)));
+      if (read === null) return null;
+      byKey = read;
       keys = [...byKey.keys()].filter((key) => upTo === undefined || key <= upTo).sort().slice(-limit);
       // Instances copy independently, so a later message can reach `messages` before an earlier
       // one committed after the journal was read: a gap, gone by the next read.
@@ -173,7 +177,7 @@ export class RtdbConnectionStore implements ConnectionStore, DeviceStore, Connec
     if (!Number.isInteger(position) || position < 1) return null;
     const key = messageKey(position);
     const byKey = await this.acrossJournal(connectionId, (messages) => messages.startAt(key).endAt(key));
-    const message = byKey.get(key);
+    const message = byKey?.get(key);
     return message === undefined ? null : parseStored(connectionMessageSchema, message, connectionMessagePath(connectionId, key));
   }
 
@@ -326,17 +330,36 @@ export class RtdbConnectionStore implements ConnectionStore, DeviceStore, Connec
   /**
    * Messages read with `query` (ordered by key), merged with those still journaled in
    * `state/pending`, which is read first: a message leaves `pending` only after its copy in
-   * `messages` landed, so it is seen on one side or the other, never on neither.
+   * `messages` landed, so it is seen on one side or the other, never on neither. Null when the
+   * connection has no state: gone, whatever `messages` holds (a copy that landed after an erasure).
    */
-  private async acrossJournal(connectionId: string, query: (messages: Query) => Query): Promise<Map<string, unknown>> {
-    const pendingRead = readOnce(this.db.ref(connectionPendingPath(connectionId)));
+  private async acrossJournal(connectionId: string, query: (messages: Query) => Query): Promise<Map<string, unknown> | null> {
+    const journalRead = readOnce(this.journalAndCount(connectionId));
     const storedRead = readOnce(query(this.db.ref(connectionMessagesPath(connectionId)).orderByKey()));
-    const [pending, stored] = await this.engine.call("read messages", Promise.all([pendingRead, storedRead]));
+    const [journal, stored] = await this.engine.call("read messages", Promise.all([journalRead, storedRead]));
+    if (!journal.child(EXISTS_FIELD).exists()) return null;
+    const pending = journal.child(JOURNAL_FIELD);
     const byKey = new Map<string, unknown>();
     stored.forEach((child: DataSnapshot) => {
       if (child.key !== null) byKey.set(child.key, child.val());
     });
     for (const [key, message] of Object.entries(parseConnectionPending(connectionId, pending.val()))) byKey.set(key, message);
     return byKey;
+  }
+
+  /** Whether the connection has a state, with the read `acrossJournal` makes (for a page that asks for no message). */
+  private async connectionExists(connectionId: string): Promise<boolean> {
+    const journal = await this.engine.read("read messages", this.journalAndCount(connectionId));
+    return journal.child(EXISTS_FIELD).exists();
+  }
+
+  /**
+   * The state's journal (`pending`) and its `message_count`, which every stored state holds, in one
+   * query: the count tells whether the connection still exists, in the request the journal takes
+   * anyway, where the whole state would bring its rate buckets and its recent keys (up to 64) besides.
+   * The key range holds just these two: no field of the state sorts between them.
+   */
+  private journalAndCount(connectionId: string): Query {
+    return this.db.ref(connectionStatePath(connectionId)).orderByKey().startAt(EXISTS_FIELD).endAt(JOURNAL_FIELD);
   }
 }
