@@ -880,7 +880,7 @@ function showConversation({ session, messages, partials, next_before }) {
     const reply = addEntry("assistant", session.template_name, writing.text);
     reply.item.classList.add("streaming");
     update({ phase: "watching", session: view, earlier: next_before, status: `${session.template_name} is still writing the reply you asked for before ...` });
-    void watchReply(view.id, count, reply);
+    void watchReply(view.id, count, reply, writing.key);
     return;
   }
   update({ phase: "active", session: view, earlier: next_before, status: `Conversation resumed: ${count} message${count === 1 ? "" : "s"}.` });
@@ -889,9 +889,11 @@ function showConversation({ session, messages, partials, next_before }) {
 
 /**
  * Follows a reply written by a request this page no longer holds (the page was reloaded mid-reply),
- * through its live partial, until it is stored (or given up): then shows the conversation as stored.
+ * through its live partial (by its key: another message's reply may land first, or be written
+ * beside it), until it is stored (or given up): then shows the conversation as stored, and
+ * follows the next reply still being written, if any.
  */
-async function watchReply(sessionId, count, reply) {
+async function watchReply(sessionId, count, reply, key) {
   for (;;) {
     await new Promise((wake) => setTimeout(wake, WATCH_MS));
     if (state.phase !== "watching" || state.session?.id !== sessionId) return;
@@ -902,7 +904,7 @@ async function watchReply(sessionId, count, reply) {
       update({ phase: "active", error: errorText(outcome.failure) });
       return;
     }
-    const writing = outcome.body.partials.at(-1);
+    const writing = outcome.body.partials.find((partial) => partial.key === key);
     if (writing) {
       reply.body.textContent = writing.text;
       continue;

@@ -1,6 +1,5 @@
 import { z } from "zod";
-import type { ConversationSummary, PositionedMessage } from "../session/conversations/conversation-service";
-import type { PartialReply } from "../store/records";
+import type { ConversationSummary, LivePartial, PositionedMessage } from "../session/conversations/conversation-service";
 import { DATABASE_KEY } from "../store/records";
 import { matchGetSession, matchListSessions } from "./conversation-routes";
 import { iso, sessionIdOf, usageBody } from "./endpoint-parts";
@@ -91,6 +90,6 @@ export function messageBody({ position, message }: PositionedMessage): Record<st
   };
 }
 
-function partialBody(partial: PartialReply): Record<string, unknown> {
-  return { text: partial.text, after_message_count: partial.seq_after, updated_at: iso(partial.updated_at) };
+function partialBody(partial: LivePartial): Record<string, unknown> {
+  return { key: partial.key, text: partial.text, after_message_count: partial.seq_after, updated_at: iso(partial.updated_at) };
 }

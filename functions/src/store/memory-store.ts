@@ -113,7 +113,8 @@ export class MemoryStore implements SessionStore {
     const { outcome, next, strayPartials } = rule(stored(session.state));
     if (next) {
       assertNextCountsOneMore(session.state, next);
-      session.messages.push(stored(exchange.user), stored(exchange.assistant));
+      // The reply names the partial it completes, as the database adapter's copy does.
+      session.messages.push(stored(exchange.user), stored(partialKey === undefined ? exchange.assistant : { ...exchange.assistant, partial: partialKey }));
       if (next.message_count === 1 && exchange.head !== undefined) session.title = exchange.head.title;
       session.state = stored(moveDoneKeys(stored(next), session.keys));
       // In the same step as the messages, as the database adapter's one update: never both, never neither.

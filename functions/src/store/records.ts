@@ -39,12 +39,12 @@ export type TokenUsage = z.infer<typeof tokenUsageSchema>;
 /**
  * A reply's model call, kept with the exchange: its usage, the service's own estimate of the
  * prompt it sent (`prompt_estimate`, which calibrates the next estimates of the session), where
- * a token window began (`window_from`: the next one never reaches back past it), and the summary
+ * the prompt's history began (`window_from`: the next one never reaches back past it), and the summary
  * call that ran beside it, if one was kept or abandoned.
  */
 export const replyUsageSchema = tokenUsageSchema.extend({
   prompt_estimate: tokenCount.optional(),
-  /** With a token budget: the position of the first history message the prompt sent (the new message's when none). */
+  /** With a token budget or a summary: the position of the first history message the prompt sent (the new message's when none). */
   window_from: z.number().int().min(1).optional(),
   summary: tokenUsageSchema.optional(),
 });
@@ -58,6 +58,12 @@ export const chatMessageSchema = z.object({
   truncated: z.literal(true).optional(),
   /** On a reply: what its model call (and a summary call beside it) used. */
   usage: replyUsageSchema.optional(),
+  /**
+   * On a reply written as a live partial: that partial's key (its request's random claim owner),
+   * stored with the exchange that completes it, so that a client hides the partial once the reply
+   * that completes it is stored, whatever other exchanges landed first (docs/api.md, live partial replies).
+   */
+  partial: z.string().optional(),
 });
 export type ChatMessage = z.infer<typeof chatMessageSchema>;
 
@@ -216,7 +222,8 @@ export type AddressUsage = z.infer<typeof addressUsageSchema>;
  * A reply being written, kept beside the session (`/userSessions/{id}/partials/{key}`, the key
  * being the writing request's random claim owner) so that a client listening to the session sees
  * it grow. `seq_after`: the `message_count` its request's claim saw, so the exchange it becomes is
- * numbered later (a client drops the partial once the stored count passes it). `updated_at`: when
+ * numbered later (a client drops the partial once a stored reply carries its key, or, for replies
+ * stored before they carried keys, once one without a key is stored past it). `updated_at`: when
  * the text was last written (epoch ms, the instance's clock): a partial not updated for longer
  * than a claim's lease belongs to a request that died and never completes.
  */

@@ -83,7 +83,9 @@ export interface StateStore {
    * are serialised, none is lost. Done keys (`requests` entries with `seq`) are moved to their
    * records once their exchange is in `messages`. `partialKey` names the partial reply this
    * exchange completes: it is removed together with the exchange's arrival in `messages` (in the
-   * same atomic update), so a listening client never sees both, nor neither.
+   * same atomic update), so a listening client never sees both, nor neither; and the stored reply
+   * carries it (`partial`), so a client that reads the exchange before the partial is gone (a
+   * journaled exchange, a listener that sees `messages` first) knows which partial it completes.
    */
   appendExchange<O>(sessionId: string, exchange: Exchange, rule: StateRule<O>, partialKey?: string): Promise<Ruled<O>>;
 

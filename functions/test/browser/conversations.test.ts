@@ -1,9 +1,12 @@
 import { readFileSync } from "node:fs";
 import { randomUUID } from "node:crypto";
+import { deleteApp } from "firebase/app";
 import type { Page } from "playwright-core";
 import { describeWithChromium, launchChromium, type LaunchedBrowser } from "../support/chromium";
+import { lastUser } from "../support/fake-openai-server";
 import { describeEachStore, ROUTES, startHarness, type Harness } from "../support/http-harness";
 import { describeWithRtdb } from "../support/rtdb";
+import { SessionWatcher, webClient } from "../support/session-watcher";
 import { startSession, typeAndSend } from "../support/chat-page-steps";
 import { ApiUser, HOSTING_ROUTES } from "../support/connection-api";
 
@@ -165,6 +168,46 @@ describeWithChromium("your conversations and data on the chat page, in Chromium"
       expect(partial.length).toBeLessThan(chunks.join("").length);
       expect(chunks.join("").startsWith(partial)).toBe(true);
       expect(await page.textContent("#count")).toBe("1");
+      expect(await page.evaluate("window.cspViolations")).toEqual([]);
+      await page.close();
+    }, 90_000);
+
+    it("follows the reply it picked up, by its key, while another message's exchange lands first, until its own is stored", async () => {
+      const userId = `user_${randomUUID().slice(0, 8)}`;
+      // About 7.5 s, within the suite's 10 s model timeout: partial writes 2 s apart at most, several after the quick one lands.
+      const slowChunks = Array.from({ length: 26 }, (_, i) => (i === 0 ? "Slow" : ` word${i}`));
+      const page = await browser.context.newPage();
+      await open(page, harness);
+      await startSession(page, userId);
+      const listed = await harness.api.call("GET", `${ROUTES.list}?user_id=${userId}`);
+      const id = String((listed.body.sessions as { session_id: string }[])[0]?.session_id);
+      harness.fake.chaos = (request) =>
+        lastUser(request) === "quick" ? { kind: "stream", chunks: ["Quick", " answer."], chunkDelayMs: 20 } : { kind: "stream", chunks: slowChunks, chunkDelayMs: 300 };
+      // Two messages of the session at once, sent by another tab: the slow one first.
+      const { app, database } = webClient(harness.namespace ?? "");
+      const watcher = new SessionWatcher(database, id);
+      const slow = harness.api.call("POST", ROUTES.message(id), { message: "slow" });
+      try {
+        await watcher.until((seen) => seen.partials.length === 1);
+      } finally {
+        watcher.close();
+        await deleteApp(app);
+      }
+      await page.reload();
+      await page.waitForSelector("body[data-ready=true]");
+      await page.waitForSelector("#conversation-list li button");
+      await page.click("#conversation-list li:nth-child(1) button");
+      await page.waitForSelector("body[data-state=watching]");
+      // The quick one is sent, answered and stored while the page watches the slow one.
+      expect((await harness.api.call("POST", ROUTES.message(id), { message: "quick" })).status).toBe(200);
+      const before = (await page.textContent("#log .assistant.streaming .text")) ?? "";
+      // Still watching, and the slow reply still grows on the page (selectors: the page's policy refuses waitForFunction's eval).
+      await page.waitForSelector(`body[data-state=watching] #log .assistant.streaming .text:not(:text-is(${JSON.stringify(before)}))`, { timeout: 5_000 });
+      expect(slowChunks.join("").startsWith((await page.textContent("#log .assistant.streaming .text")) ?? "-")).toBe(true);
+      expect((await slow).status).toBe(200);
+      await page.waitForSelector("body[data-state=active]", { timeout: 20_000 });
+      // The quick exchange landed first: it is exchange 1.
+      expect(await logTexts(page)).toEqual(["quick", "Quick answer.", "slow", slowChunks.join("")]);
       expect(await page.evaluate("window.cspViolations")).toEqual([]);
       await page.close();
     }, 90_000);

@@ -94,8 +94,15 @@ describeWithRtdb("RtdbStore journal and shape", () => {
     const store = new RtdbStore(db, 10_000);
     const session = newSession();
     await store.createSession(session);
-    await store.appendExchange(session.id, exchange("1", session.meta.created_at + 5), appendAt(session.meta.created_at + 6));
+    // The reply was written as a live partial: the exchange completes it.
+    const claim = randomUUID();
+    await store.writePartial(session.id, claim, { text: "answ", seq_after: 0, updated_at: session.meta.created_at + 5 });
+    await store.appendExchange(session.id, exchange("1", session.meta.created_at + 5), appendAt(session.meta.created_at + 6), claim);
     await store.copiesSettled();
+    // Journaled until the next transaction: the entry names the partial once, beside the exchange.
+    expect((await db.ref(`userSessions/${session.id}/state/pending`).get()).val()).toEqual({
+      [pendingExchangeKey(1)]: { ...exchange("1", session.meta.created_at + 5), partial: claim },
+    });
     // The next transaction on the state drops the copied journal.
     await store.updateState(session.id, (state) => ({ outcome: undefined, next: state }));
     const stored: unknown = (await db.ref(`userSessions/${session.id}`).get()).val();
@@ -111,7 +118,8 @@ describeWithRtdb("RtdbStore journal and shape", () => {
       },
       messages: {
         m000000001: { role: "user", content: "question 1", timestamp: session.meta.created_at + 5 },
-        m000000002: { role: "assistant", content: "answer 1", timestamp: session.meta.created_at + 6 },
+        // The reply names the partial it completed, which left as it arrived.
+        m000000002: { role: "assistant", content: "answer 1", timestamp: session.meta.created_at + 6, partial: claim },
       },
     });
     // Its entry in the owner's index, brought up to date beside the copy.

@@ -183,6 +183,23 @@ export function storeContract(makeHarness: () => Promise<StoreHarness>): void {
       expect((await recentMessages(store, session.id, 10)).map((message) => message.content)).toEqual(["question 1", "answer 1", "question 2", "answer 2"]);
     });
 
+    it("stores with a reply the key of the partial it completes, read wherever the reply is, and none for an exchange that completed none", async () => {
+      const session = await seededSession(1);
+      await store.writePartial(session.id, "owner-a", partial("answer", 1));
+      await store.appendExchange(session.id, exchange("2"), appendAt(T + 2), "owner-a");
+      // Read at once (on the database, from the journal) and once copied.
+      const reads = async () => [
+        (await store.readExchange(session.id, 2))?.assistant,
+        (await store.readMessages(session.id, 4, 4))[0],
+        (await store.readWindow(session.id, 2)).messages[1],
+      ];
+      for (const reply of await reads()) expect(reply).toEqual({ ...exchange("2").assistant, partial: "owner-a" });
+      await harness.partials(session.id);
+      for (const reply of await reads()) expect(reply).toEqual({ ...exchange("2").assistant, partial: "owner-a" });
+      expect((await store.readExchange(session.id, 1))?.assistant).toEqual(exchange("1", T + 1).assistant);
+      expect((await store.readExchange(session.id, 2))?.user).toEqual(exchange("2").user);
+    });
+
     it("removes the partials a committed rule names as stray, and none when the rule changes nothing", async () => {
       const session = await seededSession(1);
       await store.writePartial(session.id, "dead-a", partial("left behind", 1));

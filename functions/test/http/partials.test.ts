@@ -1,10 +1,13 @@
 import { recentMessages } from "../support/recent-messages";
+import { randomUUID } from "node:crypto";
 import { deleteApp, type FirebaseApp } from "firebase/app";
 import type { Database } from "firebase/database";
 import { streamCall } from "../support/event-stream-client";
+import { lastUser, type RecordedRequest, type Scripted } from "../support/fake-openai-server";
+import { appendAt, exchange } from "../support/fixtures";
 import { createSession, ROUTES, startHarness, type Harness } from "../support/http-harness";
 import { describeWithRtdb } from "../support/rtdb";
-import { SessionWatcher, webClient } from "../support/session-watcher";
+import { SessionWatcher, webClient, type Seen } from "../support/session-watcher";
 
 describeWithRtdb("live partial replies in the Realtime Database, seen by a web SDK client", () => {
   let harness: Harness;
@@ -78,6 +81,97 @@ describeWithRtdb("live partial replies in the Realtime Database, seen by a web S
     expect((await sending).status).toBe(200);
     await reloaded.until((seen) => seen.messages.length === 2 && seen.partials.length === 0);
     reloaded.close();
+  });
+
+  /** What the documented client shows: render() of docs/api.md (the clock check left out: everything here is fresh). */
+  const shown = (seen: Seen) => {
+    const completed = new Set(seen.stored.map((message) => message.partial));
+    return seen.partials
+      .filter((partial) => !completed.has(partial.key) && seen.stored.slice(2 * partial.seq_after).every((message) => message.role === "user" || message.partial !== undefined))
+      .map((partial) => partial.text);
+  };
+  const slowReply = ["The", " slow", " reply", " keeps", " growing", " for", " a", " while", " longer", " still."];
+  /** "quick" answers at once; anything else is the slow reply, a word every 250 ms. */
+  const quickAndSlow = (request: RecordedRequest): Scripted =>
+    lastUser(request) === "quick" ? { kind: "stream", chunks: ["Quick", " answer."], chunkDelayMs: 50 } : { kind: "stream", chunks: slowReply, chunkDelayMs: 250 };
+  /** A session of a user of its own (the suite's sessions would pass one user's active sessions). */
+  const ownSession = () => createSession(harness.api, "friendly-assistant", `user_${randomUUID().slice(0, 8)}`);
+
+  it("keeps showing the slower of two replies growing after the quicker one's exchange landed, and names in each stored reply the partial it completed", async () => {
+    const id = await ownSession();
+    const watcher = new SessionWatcher(page(), id);
+    await watcher.until(() => true);
+    harness.fake.chaos = quickAndSlow;
+    const slow = harness.api.call("POST", ROUTES.message(id), { message: "slow" });
+    // The slow one is writing its partial before the quick one is sent: both claims see no exchange.
+    await watcher.until((seen) => seen.partials.length === 1);
+    const quick = await harness.api.call("POST", ROUTES.message(id), { message: "quick" });
+    expect(quick.status).toBe(200);
+    expect((await slow).status).toBe(200);
+    await watcher.until((seen) => seen.messages.length === 4 && seen.partials.length === 0);
+    watcher.close();
+
+    const quickLanded = watcher.seen.findIndex((seen) => seen.messages.length === 2);
+    const after = watcher.seen.slice(quickLanded, watcher.seen.findIndex((seen) => seen.messages.length === 4));
+    // The slow reply's partial is in the database, and grows, after the quick exchange landed...
+    const stored = after.flatMap((seen) => seen.partials.map((partial) => partial.text));
+    expect(new Set(stored).size).toBeGreaterThanOrEqual(2);
+    // ...and the documented client shows it.
+    expect(after.map(shown)).toEqual(after.map((seen) => seen.partials.map((partial) => partial.text)));
+    // Each reply names the partial it completed (the slow one's key, seen while it grew, on the slow reply).
+    const slowKey = after[0]?.partials[0]?.key;
+    const replies = watcher.seen.at(-1)!.stored.filter((message) => message.role === "assistant");
+    expect(replies.map((reply) => [reply.content, reply.partial === slowKey])).toEqual([["Quick answer.", false], [slowReply.join(""), true]]);
+    expect(replies.every((reply) => typeof reply.partial === "string")).toBe(true);
+  });
+
+  it("answers GET /session/{id} with the slower reply still being written after the quicker one's exchange landed", async () => {
+    const id = await ownSession();
+    const watcher = new SessionWatcher(page(), id);
+    await watcher.until(() => true);
+    harness.fake.chaos = quickAndSlow;
+    const slow = harness.api.call("POST", ROUTES.message(id), { message: "slow" });
+    await watcher.until((seen) => seen.partials.length === 1);
+    expect((await harness.api.call("POST", ROUTES.message(id), { message: "quick" })).status).toBe(200);
+    // The quick exchange is stored; the slow reply is still being written (its partial is in the database).
+    await watcher.until((seen) => seen.messages.length === 2 && seen.partials.length === 1);
+    const read = await harness.api.call("GET", ROUTES.get(id));
+    const inDatabase = watcher.seen.at(-1)!.partials.map((partial) => ({ key: partial.key, text: partial.text }));
+    const answered = (read.body.partials as { key: string; text: string }[]).map((partial) => ({ key: partial.key, text: partial.text }));
+    expect((await slow).status).toBe(200);
+    watcher.close();
+    const session = read.body.session as { message_count: number };
+    // The partial is answered as the database held it: by its key, its text as far as it was written.
+    expect({ message_count: session.message_count, writing: answered.map(({ key }) => key) }).toEqual({ message_count: 1, writing: inDatabase.map(({ key }) => key) });
+    expect(slowReply.join("").startsWith(answered[0]?.text ?? "-")).toBe(true);
+  });
+
+  it("answers GET /session/{id} without a partial whose reply is stored, found before the page when needed, and with one only other replies came after", async () => {
+    const id = await ownSession();
+    const store = harness.api.store;
+    const partial = (text: string) => ({ text, seq_after: 0, updated_at: Date.now() });
+    // Exchange 1 completed partial "done-1"; exchanges 2 and 3 others'. Both partials claimed at 0.
+    await store.appendExchange(id, exchange("1"), appendAt(Date.now()), "done-1");
+    await store.appendExchange(id, exchange("2"), appendAt(Date.now()), "other-2");
+    await store.appendExchange(id, exchange("3"), appendAt(Date.now()), "other-3");
+    // Read as a listener could, between a reply's commit and its copy: its partial is still there.
+    await store.writePartial(id, "done-1", partial("answer"));
+    await store.writePartial(id, "writing", partial("still wri"));
+    expect(Object.keys(await store.readPartialReplies(id)).sort()).toEqual(["done-1", "writing"]);
+    const keys = async (query: string) => ((await harness.api.call("GET", `${ROUTES.get(id)}${query}`)).body.partials as { key: string }[]).map((entry) => entry.key);
+    expect(await keys("")).toEqual(["writing"]);
+    // A page of exchange 3 alone: the replies before it are read to find the one "done-1" completed.
+    expect(await keys("?limit=2")).toEqual(["writing"]);
+  });
+
+  it("answers GET /session/{id} without a partial that a reply stored without a key came after: the count rule for replies stored before keys", async () => {
+    const id = await ownSession();
+    const store = harness.api.store;
+    await store.writePartial(id, "writing", { text: "still wri", seq_after: 0, updated_at: Date.now() });
+    await store.writePartial(id, "later", { text: "after it", seq_after: 1, updated_at: Date.now() });
+    await store.appendExchange(id, exchange("1"), appendAt(Date.now()));
+    const keys = ((await harness.api.call("GET", ROUTES.get(id))).body.partials as { key: string }[]).map((entry) => entry.key);
+    expect(keys).toEqual(["later"]);
   });
 
   it("removes the partial and stores nothing when the model fails mid-reply", async () => {

@@ -87,6 +87,32 @@ describeEachStore("rolling summary", (kind) => {
     expect(await recentMessages(harness.api.store, id, 100)).toHaveLength(8);
   });
 
+  it("leaves no earlier message out of both the summary and the window of the prompt after two messages sent at once", async () => {
+    const id = await session();
+    // Summaries answer at once; replies take 400 ms, so the two messages sent at once overlap and both summaries keep up.
+    let n = 0;
+    harness.fake.chaos = summariseWith(() => ({ kind: "reply", text: `SUMMARY ${(n += 1)}` }), 400);
+    await send(id, "ONE: my name is Ada");
+    // Both claims see one exchange: each summary call folds in what a window moved by its own exchange alone drops.
+    await Promise.all([send(id, "TWO: I like owls"), send(id, "THREE: I live in Rome")]);
+    expect(summaries(harness.fake.requests)).toHaveLength(2);
+    for (const seq of [2, 3]) expect((await harness.api.store.readExchange(id, seq))?.assistant.usage?.summary?.estimated).toBeUndefined();
+    await send(id, "FOUR: what do you know?");
+    const prompt = replies(harness.fake.requests).at(-1)!.body.messages;
+    const sent = prompt.map((message) => message.content);
+    // The summary the prompt quotes, and the messages the summary call that made it was given.
+    const quoted = summaryIn(prompt);
+    const maker = summaries(harness.fake.requests).find((_, i) => `SUMMARY ${i + 1}` === quoted);
+    const summarised = maker?.body.messages[1]?.content ?? "";
+    const earlier = ["ONE: my name is Ada", "TWO: I like owls", "THREE: I live in Rome"];
+    const missing = earlier.filter((message) => !sent.includes(message) && !summarised.includes(message));
+    expect({ quoted, missing }).toEqual({ quoted: "SUMMARY 1", missing: [] });
+    // The summary covers exchange 1; both exchanges that landed at once are sent whole (in the order they landed).
+    const history = prompt.slice(2, -1);
+    expect({ roles: history.map((message) => message.role), asked: history.filter((message) => message.role === "user").map((message) => message.content).sort() })
+      .toEqual({ roles: ["user", "assistant", "user", "assistant"], asked: ["THREE: I live in Rome", "TWO: I like owls"] });
+  });
+
   it.each<[string, Scripted]>([
     ["fails", { kind: "status", status: 500 }],
     ["returns nothing", { kind: "reply", text: "   " }],

@@ -4,15 +4,27 @@ import { connectDatabaseEmulator, getDatabase, onValue, ref, type Database } fro
 import { withEmulatorHost } from "../../src/store/rtdb/instance-databases";
 
 export interface Partial {
+  /** Its key under `partials` (the writing request's claim id). */
+  readonly key: string;
   readonly text: string;
   readonly seq_after: number;
   readonly updated_at: number;
 }
 
-/** What one value event of the session node showed a client: the partials' texts and the stored messages. */
+/** A stored message as a client reads it: a reply names the partial it completed (`partial`). */
+export interface StoredMessage {
+  readonly role: string;
+  readonly content: string;
+  readonly partial?: string;
+}
+
+/** What one value event of the session node showed a client: the partials and the stored messages. */
 export interface Seen {
   readonly partials: readonly Partial[];
+  /** The stored messages' texts, in conversation order. */
   readonly messages: readonly string[];
+  /** The stored messages whole, in conversation order. */
+  readonly stored: readonly StoredMessage[];
   /** When the event came (performance.now()). */
   readonly at: number;
 }
@@ -28,10 +40,12 @@ export class SessionWatcher {
 
   constructor(database: Database, sessionId: string) {
     this.unsubscribe = onValue(ref(database, `userSessions/${sessionId}`), (snapshot) => {
-      const session = (snapshot.val() ?? {}) as { partials?: Record<string, Partial>; messages?: Record<string, { content: string }> };
+      const session = (snapshot.val() ?? {}) as { partials?: Record<string, Omit<Partial, "key">>; messages?: Record<string, StoredMessage> };
+      const stored = Object.keys(session.messages ?? {}).sort().flatMap((key) => session.messages?.[key] ?? []);
       const seen: Seen = {
-        partials: Object.values(session.partials ?? {}),
-        messages: Object.keys(session.messages ?? {}).sort().map((key) => session.messages?.[key]?.content ?? ""),
+        partials: Object.entries(session.partials ?? {}).map(([key, partial]) => ({ key, ...partial })),
+        messages: stored.map((message) => message.content),
+        stored,
         at: performance.now(),
       };
       this.seen.push(seen);

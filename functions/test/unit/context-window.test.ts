@@ -1,5 +1,5 @@
-import { planPrompt, type PromptInput } from "../../src/session/prompt/context-window";
-import { summaryMessage } from "../../src/session/prompt/rolling-summary";
+import { catchUpCount, planPrompt, type PromptInput } from "../../src/session/prompt/context-window";
+import { SUMMARY_BATCH_MESSAGES, SUMMARY_INPUT_TOKENS, summaryMessage } from "../../src/session/prompt/rolling-summary";
 import { calibration, estimateMessageTokens, estimatePromptTokens, REPLY_PRIMING_TOKENS } from "../../src/session/prompt/token-estimate";
 import type { ChatMessage } from "../../src/store/records";
 
@@ -227,5 +227,24 @@ describe("planPrompt", () => {
     const before = structuredClone(source);
     plan({ history: source, contextTokens: budgetFor(source, 2), summary: "s" });
     expect(source).toEqual(before);
+  });
+});
+
+describe("catchUpCount: what a prompt sends besides its window while the summary lags", () => {
+  it("takes the whole of a short gap", () => {
+    expect(catchUpCount(history(6))).toBe(6);
+    expect(catchUpCount([])).toBe(0);
+  });
+
+  it("takes at most one summary batch of messages, the newest", () => {
+    expect(catchUpCount(history(3 * SUMMARY_BATCH_MESSAGES))).toBe(SUMMARY_BATCH_MESSAGES);
+  });
+
+  it("takes the newest messages within one summary call's input tokens, the first that does not fit ending the run", () => {
+    const big = { role: "user" as const, content: "word ".repeat(4_000), timestamp: 1 };
+    expect(estimateMessageTokens(big.content)).toBeGreaterThan(SUMMARY_INPUT_TOKENS);
+    // The big one ends the run, though the short ones before it would fit: no hole in what is sent.
+    expect(catchUpCount([...history(4), big, ...history(2)])).toBe(2);
+    expect(catchUpCount([...history(2), big])).toBe(0);
   });
 });

@@ -20,8 +20,11 @@ const raw = (state: SessionState, pending?: Record<string, JournalEntry>) => (pe
 
 const committed = (value: unknown, strayPartials: readonly string[] = [], wrote = true): Commit => ({ value, wrote, strayPartials });
 
-/** The update's entries that copy exchange `tag` to its two keys in `messages`. */
-const copyOf = (tag: string, userKey: string, assistantKey: string) => ({ [`messages/${userKey}`]: exchange(tag).user, [`messages/${assistantKey}`]: exchange(tag).assistant });
+/** The update's entries that copy exchange `tag` to its two keys in `messages`; the reply names the partial it completed, if any. */
+const copyOf = (tag: string, userKey: string, assistantKey: string, partial?: string) => ({
+  [`messages/${userKey}`]: exchange(tag).user,
+  [`messages/${assistantKey}`]: partial === undefined ? exchange(tag).assistant : { ...exchange(tag).assistant, partial },
+});
 
 describe("the state node a transaction writes", () => {
   const pending = { e000000001: exchange("1"), e000000002: journalEntry(exchange("2"), "owner-b") };
@@ -110,12 +113,12 @@ describe("the indexes the sweep queries", () => {
 describe("the copy a commit sends", () => {
   const journal = { e000000001: journalEntry(exchange("1"), "owner-a"), e000000002: exchange("2") };
 
-  it("copies journaled exchanges to messages and done keys to their records, removing the partials they complete", () => {
+  it("copies journaled exchanges to messages and done keys to their records, removing the partials they complete and naming each on its reply", () => {
     const node = nodeToWrite(raw(active(), journal), active(), active({ requests: { h1: { fingerprint: "f1", seq: 1 }, c: { fingerprint: "f", owner: "o", lease_until: T } } }), undefined);
     const { known, copy } = planCopy(ID, committed(node), undefined);
     expect(known).toBeUndefined();
     expect(copy).toEqual({
-      update: { ...copyOf("1", "m000000001", "m000000002"), ...copyOf("2", "m000000003", "m000000004"), "partials/owner-a": null, "keys/h1": { fingerprint: "f1", seq: 1 } },
+      update: { ...copyOf("1", "m000000001", "m000000002", "owner-a"), ...copyOf("2", "m000000003", "m000000004"), "partials/owner-a": null, "keys/h1": { fingerprint: "f1", seq: 1 } },
       entries: new Set(["e000000001", "e000000002", "k:h1"]),
       closed: false,
     });
@@ -130,7 +133,7 @@ describe("the copy a commit sends", () => {
 
   it("copies the whole journal again when part of it is not known copied (the same keys: idempotent)", () => {
     const { copy } = planCopy(ID, committed(raw(active(), journal)), new Set(["e000000001"]));
-    expect(copy?.update).toEqual({ ...copyOf("1", "m000000001", "m000000002"), ...copyOf("2", "m000000003", "m000000004"), "partials/owner-a": null });
+    expect(copy?.update).toEqual({ ...copyOf("1", "m000000001", "m000000002", "owner-a"), ...copyOf("2", "m000000003", "m000000004"), "partials/owner-a": null });
   });
 
   it("removes the stray partials a committed rule names, with nothing else to copy, and no key that is not a database key", () => {
@@ -148,7 +151,7 @@ describe("the copy a commit sends", () => {
   it("finishes a closed session's copy even when it is known copied, without removing other partials", () => {
     const closed: SessionState = { status: "ended", message_count: 2, last_activity: T, ended_at: T };
     const { copy } = planCopy(ID, committed(raw(closed, journal), [], false), new Set(["e000000001", "e000000002"]));
-    expect(copy).toEqual({ update: { ...copyOf("1", "m000000001", "m000000002"), ...copyOf("2", "m000000003", "m000000004"), "partials/owner-a": null }, entries: new Set(["e000000001", "e000000002"]), closed: true });
+    expect(copy).toEqual({ update: { ...copyOf("1", "m000000001", "m000000002", "owner-a"), ...copyOf("2", "m000000003", "m000000004"), "partials/owner-a": null }, entries: new Set(["e000000001", "e000000002"]), closed: true });
   });
 
   it("sends none for a closed session with nothing journaled that the commit did not close, nor for a state that is gone", () => {
@@ -176,13 +179,13 @@ describe("the copy a commit sends", () => {
 });
 
 describe("the journal as read", () => {
-  it("gives the journaled exchanges' messages under the keys they take in messages", () => {
+  it("gives the journaled exchanges' messages under the keys they take in messages, a reply with the partial it completes", () => {
     const pending = parsePending(ID, { e000000002: exchange("2"), e000000010: journalEntry(exchange("10"), "p") });
     expect([...pendingMessages(ID, pending)]).toEqual([
       ["m000000003", exchange("2").user],
       ["m000000004", exchange("2").assistant],
       ["m000000019", exchange("10").user],
-      ["m000000020", exchange("10").assistant],
+      ["m000000020", { ...exchange("10").assistant, partial: "p" }],
     ]);
     expect(parsePending(ID, null)).toEqual({});
   });

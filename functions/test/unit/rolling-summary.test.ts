@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
-import { SUMMARY_CALL_TOKENS, SUMMARY_MAX_TOKENS, summaryPrompt } from "../../src/session/prompt/rolling-summary";
-import { estimatePromptTokens } from "../../src/session/prompt/token-estimate";
+import { SUMMARY_BATCH_MESSAGES, SUMMARY_CALL_TOKENS, SUMMARY_INPUT_TOKENS, SUMMARY_MAX_TOKENS, summaryPrompt } from "../../src/session/prompt/rolling-summary";
+import { estimateMessageTokens, estimatePromptTokens } from "../../src/session/prompt/token-estimate";
 import { MemoryStore } from "../../src/store/memory-store";
 import type { Template } from "../../src/store/records";
 import { lastUser } from "../support/fake-openai-server";
@@ -115,5 +115,81 @@ describe("the rolling summary through the session service", () => {
     // backlog() predicts the next window's start from the COUNT window only: the token window moves on
     // by whatever the new exchange's tokens push out, and those messages are in neither.
     expect(missing).toEqual([]);
+  });
+
+  /** A summariser that answers at once, echoing the ids of the earlier summary and of the new messages; replies take `replyDelayMs`. */
+  const echoing = (replyDelayMs: number) => (request: Parameters<NonNullable<typeof suite.fake.chaos>>[0]) => {
+    if (!isSummary(request)) return { kind: "reply" as const, text: `reply-to-${lastUser(request)}`, delayMs: replyDelayMs };
+    const body = request.body.messages[1]!.content;
+    const earlier = body.startsWith("Earlier summary:\n") ? body.slice("Earlier summary:\n".length, body.indexOf("\n\nNew messages:")) : "";
+    const lines = body.slice(body.indexOf("New messages:\n") + "New messages:\n".length).split("\n").map((line) => idOf(line.replace(/^(User|Assistant): /, "")));
+    return { kind: "reply" as const, text: [earlier, ...lines].filter(Boolean).join(" ") };
+  };
+
+  it("rolling summary: after three messages sent at once, the next prompt holds every earlier message, those the summary lags behind read and sent", async () => {
+    const store = new MemoryStore();
+    await store.seedTemplates({ t: { name: "Rolling", personalityPrompt: "You remember the gist.", context_window: 2, summary: true } });
+    const chat = suite.service(store, unlimitedUsage());
+    suite.fake.chaos = echoing(100);
+    const { sessionId } = await chat.create({ userId: `user-${randomUUID()}`, templateId: "t" });
+    await chat.send({ sessionId, message: "m1" });
+    // All three claims see one exchange: each summary call folds in exchange 1 alone.
+    await Promise.all(["m2", "m3", "m4"].map((message) => chat.send({ sessionId, message })));
+    expect(await store.readSummary(sessionId)).toMatchObject({ through: 2 });
+    const before = suite.fake.requests.length;
+    await chat.send({ sessionId, message: "m5" });
+    const prompt = suite.fake.requests.slice(before).find((request) => !isSummary(request))!.body.messages;
+    const seen = new Set([...summaryIn(prompt).split(" "), ...prompt.slice(1, -1).map((m) => idOf(m.content))]);
+    const earlier = ["m1", "reply-to-m1", "m2", "reply-to-m2", "m3", "reply-to-m3", "m4", "reply-to-m4"];
+    expect(earlier.filter((id) => !seen.has(id))).toEqual([]);
+    // Three exchanges behind the summary: two past the messages an instance holds, read for this prompt.
+    expect(prompt.slice(2, -1)).toHaveLength(6);
+    // Its summary call folds them in: the prompt after it sends the window alone again.
+    await chat.send({ sessionId, message: "m6" });
+    expect(await store.readSummary(sessionId)).toMatchObject({ through: 10 });
+    const next = suite.fake.requests.filter((request) => !isSummary(request)).at(-1)!.body.messages;
+    expect(next.slice(2, -1).map((m) => m.content)).toEqual(["m5", "reply-to-m5"]);
+  });
+
+  it("rolling summary: while every summary call fails, each prompt sends what the summary lacks, at most one batch of messages besides its window", async () => {
+    const store = new MemoryStore();
+    await store.seedTemplates({ t: { name: "Rolling", personalityPrompt: "You remember the gist.", context_window: 2, summary: true } });
+    const chat = suite.service(store, unlimitedUsage());
+    suite.fake.chaos = (request) => (isSummary(request) ? { kind: "status", status: 500 } : { kind: "reply", text: `reply-to-${lastUser(request)}` });
+    const { sessionId } = await chat.create({ userId: `user-${randomUUID()}`, templateId: "t" });
+    const sent: number[] = [];
+    for (let i = 1; i <= 15; i += 1) {
+      const before = suite.fake.requests.length;
+      await chat.send({ sessionId, message: `m${i}` });
+      const prompt = suite.fake.requests.slice(before).find((request) => !isSummary(request))!.body.messages;
+      expect(summaryIn(prompt)).toBe("");
+      // The newest history, a stretch with no hole, ending with the exchange before this message.
+      const history = prompt.slice(1, -1).map((m) => m.content);
+      const from = i - history.length / 2;
+      expect(history).toEqual(Array.from({ length: i - from }, (_, k) => [`m${from + k}`, `reply-to-m${from + k}`]).flat());
+      sent.push(history.length);
+    }
+    // Everything until the gap passes one batch (20 messages besides the window of 2), then that much.
+    const whole = (i: number) => Math.min(2 * (i - 1), 2 + SUMMARY_BATCH_MESSAGES);
+    expect(sent).toEqual(Array.from({ length: 15 }, (_, i) => whole(i + 1)));
+  });
+
+  it("rolling summary: what a prompt sends besides its window to catch up stays within one summary call's input tokens", async () => {
+    const store = new MemoryStore();
+    await store.seedTemplates({ t: { name: "Rolling", personalityPrompt: "You remember the gist.", context_window: 2, summary: true } });
+    const chat = suite.service(store, unlimitedUsage());
+    suite.fake.chaos = (request) => (isSummary(request) ? { kind: "status", status: 500 } : { kind: "reply", text: `reply-to-${idOf(lastUser(request))}` });
+    const { sessionId } = await chat.create({ userId: `user-${randomUUID()}`, templateId: "t" });
+    // About 700 estimated tokens each: four of them fit the catch-up, five do not.
+    const long = (i: number) => `m${i}:${" lorem ipsum dolor sit amet".repeat(120)}`;
+    expect(estimateMessageTokens(long(1)) * 5).toBeGreaterThan(SUMMARY_INPUT_TOKENS);
+    for (let i = 1; i <= 8; i += 1) await chat.send({ sessionId, message: long(i) });
+    const prompt = suite.fake.requests.filter((request) => !isSummary(request)).at(-1)!.body.messages;
+    const catchUp = prompt.slice(1, -3);
+    expect(catchUp.length).toBeGreaterThan(0);
+    expect(catchUp.reduce((sum, m) => sum + estimateMessageTokens(m.content), 0)).toBeLessThanOrEqual(SUMMARY_INPUT_TOKENS);
+    // The newest it could send: adding the message before them would pass the bound.
+    const before = (await store.readMessages(sessionId, 1, 14)).at(-(catchUp.length + 3))!;
+    expect(catchUp.reduce((sum, m) => sum + estimateMessageTokens(m.content), estimateMessageTokens(before.content))).toBeGreaterThan(SUMMARY_INPUT_TOKENS);
   });
 });

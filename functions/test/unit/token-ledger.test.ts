@@ -1,6 +1,8 @@
 import { randomUUID } from "node:crypto";
 import { admitMessage, admitSession, refundMessage, releaseSession, settleTokens, utcDay, type MessageAdmission, type TokenNeed, type UsagePolicy } from "../../src/session/ledger/limits";
 import { estimateMessageTokens, estimatePromptTokens } from "../../src/session/prompt/token-estimate";
+import { SUMMARY_CALL_TOKENS, SUMMARY_PROMPT_TOKENS } from "../../src/session/prompt/rolling-summary";
+import { isSummary } from "../support/summary-in";
 import { MemoryStore } from "../../src/store/memory-store";
 import type { Template, UserUsage } from "../../src/store/records";
 import type { UsageRule } from "../../src/store/session-store";
@@ -414,5 +416,66 @@ describe("the daily token ledger through the session service", () => {
     expect({ spentByC: answer.usage!.total_tokens, estimated: answer.usage!.estimated ?? false }).toEqual({ spentByC: expect.any(Number), estimated: false });
     expect(answer.usage!.total_tokens).toBeLessThanOrEqual(bound + need);
     expect(after.daily!.tokens).toBeLessThanOrEqual(usage.tokensPerDay);
+  });
+
+  describe("with a rolling summary whose prompts catch up with it", () => {
+    const MAX_TOKENS = 40;
+    const SUMMARISED: Template = { name: "S", personalityPrompt: "You remember the gist.", context_window: 2, summary: true, max_tokens: MAX_TOKENS };
+    /** About 300 estimated tokens: a prompt that sent one more than its bound holds would show. */
+    const long = (id: string) => `${id}: ${"Please remember this paragraph about owls. ".repeat(40)}`;
+
+    /** Sends `message` with the daily limit at exactly its reservation; returns its reply call's prompt tokens and the bound's share of the prompt. */
+    async function sendAtTheLimit(store: MemoryStore, usage: { tokensPerDay: number }, chat: ReturnType<typeof suite.service>, userId: string, sessionId: string, message: string) {
+      const before = (await usageOf(store, userId))!;
+      const bound = before.contexts![sessionId]!.tokens;
+      const added = estimatePromptTokens([{ role: "user", content: message }]);
+      usage.tokensPerDay = before.daily!.tokens + bound + added + MAX_TOKENS + SUMMARY_PROMPT_TOKENS + SUMMARY_CALL_TOKENS;
+      const answer = await chat.send({ sessionId, message });
+      expect((await usageOf(store, userId))!.daily!.tokens).toBeLessThanOrEqual(usage.tokensPerDay);
+      // The bound was meant to hold the prompt less its message and the summary it may quote.
+      return { prompt: answer.usage!.prompt_tokens, room: bound + added + SUMMARY_PROMPT_TOKENS };
+    }
+
+    it("the context bound holds the exchanges a prompt sends besides its window, after three messages at once", async () => {
+      const store = new MemoryStore();
+      await store.seedTemplates({ t: SUMMARISED });
+      const usage = unlimitedUsage();
+      const chat = suite.service(store, usage);
+      const userId = `user-${randomUUID()}`;
+      const { sessionId } = await chat.create({ userId, templateId: "t" });
+      // A provider that counts as the estimate does; summaries at once, replies after 100 ms so the three overlap.
+      suite.fake.chaos = (request) => ({
+        kind: "reply",
+        text: isSummary(request) ? "the gist" : "ok",
+        usage: { prompt_tokens: estimatePromptTokens(request.body.messages), completion_tokens: 2 },
+        ...(isSummary(request) ? {} : { delayMs: 100 }),
+      });
+      await chat.send({ sessionId, message: long("A") });
+      await Promise.all(["B", "C", "D"].map((id) => chat.send({ sessionId, message: long(id) })));
+      const { prompt, room } = await sendAtTheLimit(store, usage, chat, userId, sessionId, "E");
+      const sent = suite.fake.requests.filter((request) => !isSummary(request)).at(-1)!.body.messages.map((m) => m.content);
+      expect(["B", "C", "D"].every((id) => sent.includes(long(id)))).toBe(true);
+      expect(prompt).toBeLessThanOrEqual(room);
+    });
+
+    it("the context bound holds the exchanges a prompt sends besides its window, while every summary call fails", async () => {
+      const store = new MemoryStore();
+      await store.seedTemplates({ t: SUMMARISED });
+      const usage = unlimitedUsage();
+      const chat = suite.service(store, usage);
+      const userId = `user-${randomUUID()}`;
+      const { sessionId } = await chat.create({ userId, templateId: "t" });
+      suite.fake.chaos = (request) => (isSummary(request)
+        ? { kind: "status", status: 500 }
+        : { kind: "reply", text: "ok", usage: { prompt_tokens: estimatePromptTokens(request.body.messages), completion_tokens: 2 } });
+      await chat.send({ sessionId, message: long("A") });
+      // Each message runs alone: each settlement brings the bound down to its call's real prompt and reply.
+      for (const id of ["B", "C", "D", "E"]) {
+        const { prompt, room } = await sendAtTheLimit(store, usage, chat, userId, sessionId, long(id));
+        expect(prompt).toBeLessThanOrEqual(room);
+      }
+      // The last prompt sent every earlier exchange: four, where the window holds one.
+      expect(suite.fake.requests.filter((request) => !isSummary(request)).at(-1)!.body.messages).toHaveLength(1 + 8 + 1);
+    });
   });
 });

@@ -8,6 +8,9 @@ import { userKey } from "../ledger/limits";
 import { expiredIfIdle, type SessionPolicy } from "../session-rules";
 import { conversationTitle } from "./title";
 
+/** The most stored messages a read looks back before its page for the replies that complete live partials (see `live`). */
+const LOOKBACK_MESSAGES = 200;
+
 export interface ConversationServiceOptions {
   readonly store: Pick<StateStore, "readSessionMeta" | "readSessionState"> &
     Pick<HistoryStore, "readWindow" | "readMessages"> &
@@ -44,6 +47,14 @@ export interface PositionedMessage {
   readonly message: ChatMessage;
 }
 
+/**
+ * A reply being written, with its key (its request's random claim owner, revealing nothing): what
+ * ties it to the reply that completes it, so that a client follows one reply while others land.
+ */
+export interface LivePartial extends PartialReply {
+  readonly key: string;
+}
+
 /** One conversation, read by its owner: its fields, a page of its messages, the replies being written. */
 export interface ConversationView {
   readonly summary: ConversationSummary;
@@ -51,8 +62,8 @@ export interface ConversationView {
   readonly usage: TokenUsage;
   /** In conversation order; the newest page unless `before` was given. */
   readonly messages: readonly PositionedMessage[];
-  /** Replies being written (first page only), as a client listening to the database would show them. */
-  readonly partials: readonly PartialReply[];
+  /** Replies being written (first page only), as a client listening to the database would show them, with their keys. */
+  readonly partials: readonly LivePartial[];
   /** The position the next (older) page ends before; absent when this page starts at the first message. */
   readonly before?: number;
 }
@@ -108,7 +119,7 @@ export class ConversationService {
       summary: this.summary(sessionId, meta, state, title),
       usage: state.usage ?? NO_USAGE,
       messages,
-      partials: this.live(partials, state),
+      partials: await this.live(sessionId, partials, state, messages),
       ...(oldest !== undefined && oldest > 1 ? { before: oldest } : {}),
     };
   }
@@ -186,11 +197,34 @@ export class ConversationService {
     return messages.map((message, i) => ({ position: first + i, message }));
   }
 
-  /** The partials a listening client would show (docs/api.md, live partial replies): not overtaken by stored exchanges, not left by a request that died. */
-  private live(partials: Readonly<Record<string, PartialReply>>, state: SessionState): PartialReply[] {
+  /**
+   * The partials a listening client would show (docs/api.md, live partial replies): not completed
+   * by a stored reply (which carries the partial's key), not left by a request that died. A reply
+   * stored without a key (before replies carried them) hides every partial it comes after, as the
+   * count rule did: it may be theirs. The replies after the earliest live partial's `seq_after`
+   * are the page's (read across the journal, so a reply committed and not yet copied counts),
+   * and those before the page read when it does not reach back so far (at most
+   * LOOKBACK_MESSAGES: a partial older than that is taken as overtaken, as the count rule took it).
+   */
+  private async live(sessionId: string, partials: Readonly<Record<string, PartialReply>>, state: SessionState, page: readonly PositionedMessage[]): Promise<LivePartial[]> {
     const now = this.options.clock();
-    return Object.values(partials)
-      .filter((partial) => state.message_count <= partial.seq_after && now - partial.updated_at <= this.options.partialStaleMs)
-      .sort((a, b) => a.seq_after - b.seq_after || a.updated_at - b.updated_at);
+    const fresh = Object.entries(partials).filter(([, partial]) => now - partial.updated_at <= this.options.partialStaleMs);
+    if (fresh.length === 0) return [];
+    const pageFrom = page[0]?.position ?? 2 * state.message_count + 1;
+    const wanted = Math.max(1, 2 * Math.min(...fresh.map(([, partial]) => partial.seq_after)) + 1, pageFrom - LOOKBACK_MESSAGES);
+    const earlier = wanted < pageFrom ? await this.options.store.readMessages(sessionId, wanted, pageFrom - 1) : [];
+    // A hole in what was read (a copy not landed yet) leaves the replies after it known, not those before.
+    const known = earlier.length === pageFrom - wanted ? wanted : pageFrom;
+    const replies = [...earlier.map((message, i) => ({ position: wanted + i, message })), ...page].filter(({ position, message }) => position >= known && message.role === "assistant");
+    return fresh
+      .filter(([key, partial]) => {
+        // The count rule where the replies after it are not all known.
+        if (2 * partial.seq_after + 1 < known) return state.message_count <= partial.seq_after;
+        return !replies.some(({ position, message }) => position > 2 * partial.seq_after && (message.partial === undefined || message.partial === key));
+      })
+      .map(([key, partial]) => ({ key, ...partial }))
+      // A stable order while they grow (a key never changes, `updated_at` does): a client that
+      // takes the last one keeps the same one.
+      .sort((a, b) => a.seq_after - b.seq_after || (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
   }
 }

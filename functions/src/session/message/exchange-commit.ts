@@ -29,7 +29,8 @@ export async function commit(context: MessageContext, message: InFlightMessage, 
   const usage: ReplyUsage = {
     ...reply,
     prompt_estimate: plan.promptEstimate,
-    ...(settings.context_tokens === undefined ? {} : { window_from: plan.firstSent }),
+    // Where the next prompt's history may start at the earliest (reply-generation.ts planReply): only a token window or a summary's catch-up could otherwise reach back further.
+    ...(settings.context_tokens === undefined && settings.summary !== true ? {} : { window_from: plan.firstSent }),
     ...(summarised.usage ? { summary: summarised.usage } : {}),
   };
   const answeredAt = Math.max(clock(), receivedAt);

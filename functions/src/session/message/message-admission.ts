@@ -9,7 +9,7 @@ import type { KnownSession } from "../known-sessions";
 import { admitMessage, type TokenNeed } from "../ledger/limits";
 import type { MessageContext } from "./message-context";
 import { refusal, seconds } from "./refusals";
-import { SUMMARY_CALL_TOKENS, SUMMARY_PROMPT_TOKENS } from "../prompt/rolling-summary";
+import { SUMMARY_CALL_TOKENS, SUMMARY_INPUT_TOKENS, SUMMARY_PROMPT_TOKENS } from "../prompt/rolling-summary";
 import { claimSlot, claimFor } from "./slot-claim";
 import { estimatePromptTokens, estimateRecurring, MAX_TOKENS_PER_CHAR, REPLY_PRIMING_TOKENS, TOKENS_PER_MESSAGE } from "../prompt/token-estimate";
 
@@ -97,7 +97,8 @@ function tokenNeed(meta: SessionMeta, message: string): TokenNeed {
  * What a message reserves of the deployment's daily cap: an upper bound of its calls, with the
  * history it will send estimated from the instance's warm window (the estimate never counts low),
  * or, on a cold instance, as the window at its longest: each message a user message of
- * `maxMessageChars` at the estimate's highest price or a reply of `max_tokens`, whichever is more.
+ * `maxMessageChars` at the estimate's highest price or a reply of `max_tokens`, whichever is more;
+ * with a summary, plus the most a catch-up sends besides the window (context-window.ts catchUpCount).
  * The settlement, beside the commit, brings it down to what was spent; near the cap, in-flight
  * reservations are refused early, never late.
  */
@@ -107,5 +108,6 @@ function serviceReservation(session: KnownSession, need: TokenNeed, maxMessageCh
   const history = session.tail
     ? lastMessages(session.tail.messages, count).reduce((sum, message) => sum + estimateStored(message), 0)
     : count * Math.max(settings.max_tokens, MAX_TOKENS_PER_CHAR * maxMessageChars + 1 + TOKENS_PER_MESSAGE);
-  return Math.ceil(need.firstPrompt + need.fresh + Math.min(history, settings.context_tokens ?? history));
+  const sent = history + (settings.summary ? SUMMARY_INPUT_TOKENS : 0);
+  return Math.ceil(need.firstPrompt + need.fresh + Math.min(sent, settings.context_tokens ?? sent));
 }

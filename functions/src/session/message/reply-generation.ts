@@ -1,12 +1,13 @@
 import type { Completion, CompletionRequest, ReplySink } from "../../llm/chat-model";
 import type { ChatMessage, SessionMeta, SessionSummary } from "../../store/records";
 import type { HistoryWindow } from "../../store/session-store";
-import { nextWindowStart, planPrompt, windowMessages, type PromptPlan } from "../prompt/context-window";
+import { catchUpCount, nextWindowStart, planPrompt, windowMessages, type PromptPlan } from "../prompt/context-window";
+import type { KnownSession } from "../known-sessions";
 import type { InFlightMessage } from "./in-flight-message";
 import type { ReadAhead } from "./message-admission";
 import type { MessageContext } from "./message-context";
 import { moderatedReply, type ModelCall } from "./moderated-reply";
-import { backlog, SUMMARY_PROMPT_TOKENS, SummaryCall } from "../prompt/rolling-summary";
+import { backlog, SUMMARY_BATCH_MESSAGES, SUMMARY_PROMPT_TOKENS, SummaryCall } from "../prompt/rolling-summary";
 import { calibration } from "../prompt/token-estimate";
 
 /** A prompt as planned, with what the rolling summary needs of it. */
@@ -33,8 +34,9 @@ export interface Generated {
  */
 export async function generate(context: MessageContext, message: InFlightMessage, text: string, readAhead: ReadAhead, caller: ReplySink | undefined): Promise<Generated> {
   const { session } = message;
-  const window = await context.known.windowAsOf(session, message.slot.exchangeCount, readAhead.history);
+  const held = await context.known.windowAsOf(session, message.slot.exchangeCount, readAhead.history);
   const summary = readAhead.summary ? await readAhead.summary.catch(() => null) : null;
+  const window = await withCatchUp(context, session, held, summary);
   const plan = planReply(session.meta, window, summary, text);
   message.besides(startSummary(context, session.id, session.meta, window, plan, summary, text));
   const request = completionRequest(session.meta, plan);
@@ -45,27 +47,53 @@ export async function generate(context: MessageContext, message: InFlightMessage
 
 /**
  * The prompt: the template's, the summary (messages it covers are not sent again), the window
- * that fits the session's token budget, and the new message. A token window never reaches back
- * past where the session's last prompt began: so each prompt holds at most the last one, its
- * reply and what landed since, which is what the daily limit's reservation counts on.
+ * that fits the session's token budget, and the new message; with a summary, also the messages
+ * between the summary's end and the window, when it lags (catchUpCount). The history never
+ * reaches back past where the session's last prompt began (`window_from`, stored with token
+ * windows and with a summary): so each prompt holds at most the last one, its reply and what
+ * landed since, which is what the daily limit's reservation counts on (ledger/limits.ts).
  */
 function planReply(meta: SessionMeta, window: HistoryWindow, summary: SessionSummary | null, message: string): Planned {
   const { settings } = meta;
   const first = firstPosition(window);
-  const lastFrom = settings.context_tokens === undefined ? undefined : window.messages.at(-1)?.usage?.window_from;
-  const skip = Math.max(0, Math.max(summary?.through ?? 0, (lastFrom ?? 0) - 1) - first + 1);
-  const history = window.messages.slice(skip);
+  const count = windowMessages(settings);
+  const lastFrom = window.messages.at(-1)?.usage?.window_from;
+  const from = Math.max(first, (summary?.through ?? 0) + 1, lastFrom ?? 1);
+  const history = window.messages.slice(from - first);
+  // Without where the last prompt began (an exchange stored before it was kept for a count
+  // window), the catch-up could reach past what the reservation bounds: the count window alone.
+  const gap = 2 * window.through - count + 1 - from;
+  const catchUp = settings.summary && lastFrom !== undefined && gap > 0 ? catchUpCount(history.slice(0, gap)) : 0;
   const factor = calibration(lastReported(window.messages));
   const plan = planPrompt({
     systemPrompt: meta.system_prompt,
     ...(summary ? { summary: summary.text } : {}),
     history,
-    maxMessages: windowMessages(settings),
+    maxMessages: count + catchUp,
     ...(settings.context_tokens === undefined ? {} : { contextTokens: settings.context_tokens }),
     calibration: factor,
     userMessage: message,
   });
   return { ...plan, sentMessages: history.slice(history.length - plan.sent), firstSent: 2 * window.through - plan.sent + 1, calibration: factor };
+}
+
+/**
+ * The window with the older messages a catch-up may send (see planReply) when they reach past
+ * those held (the window and one exchange before it): read before the reply's call, which only
+ * happens when the summary lags by more than one exchange (three or more messages of the session
+ * at once, or summary calls late twice running). Messages that cannot be read, or read with a
+ * hole (a copy not landed yet), are left out of this one prompt, as a summary that cannot be read is.
+ */
+async function withCatchUp(context: MessageContext, session: KnownSession, window: HistoryWindow, summary: SessionSummary | null): Promise<HistoryWindow> {
+  const { settings } = session.meta;
+  const lastFrom = window.messages.at(-1)?.usage?.window_from;
+  if (!settings.summary || lastFrom === undefined) return window;
+  const first = firstPosition(window);
+  const start = Math.max(1, lastFrom, (summary?.through ?? 0) + 1, 2 * window.through - windowMessages(settings) + 1 - SUMMARY_BATCH_MESSAGES);
+  if (start >= first) return window;
+  const read = await context.store.readMessages(session.id, start, first - 1).catch(() => []);
+  if (read.length !== first - start) return window;
+  return { messages: [...read, ...window.messages], through: window.through };
 }
 
 /**

@@ -1,6 +1,6 @@
 import type { PromptMessage } from "../../llm/chat-model";
 import type { ChatMessage, GenerationSettings } from "../../store/records";
-import { summaryMessage } from "./rolling-summary";
+import { SUMMARY_BATCH_MESSAGES, SUMMARY_INPUT_TOKENS, summaryMessage } from "./rolling-summary";
 import { estimateMessageTokens, estimateRecurring, REPLY_PRIMING_TOKENS, TOKENS_PER_MESSAGE } from "./token-estimate";
 
 /**
@@ -29,6 +29,30 @@ export function estimateStored(message: ChatMessage): number {
     storedEstimates.set(message, tokens);
   }
   return tokens;
+}
+
+/**
+ * How many of `gap` (oldest first: the messages after the summary's end and before the count
+ * window, not before where the session's last prompt began) a prompt sends besides its window:
+ * the newest of them, at most one summary batch (SUMMARY_BATCH_MESSAGES messages and
+ * SUMMARY_INPUT_TOKENS estimated tokens), the first that does not fit ending the run so that
+ * the history sent stays a stretch of the conversation with no hole. They are what the summary
+ * does not hold yet: exchanges that landed at once (each concurrent message's summary call folded
+ * in what a window moved by its own exchange alone drops), or a summary call that came too late.
+ * One batch is what the next summary call can fold in; a longer gap's older part is in neither
+ * until the summary catches up, and the prompt stays within one batch of its window.
+ */
+export function catchUpCount(gap: readonly ChatMessage[]): number {
+  let tokens = 0;
+  let taken = 0;
+  while (taken < Math.min(gap.length, SUMMARY_BATCH_MESSAGES)) {
+    const message = gap[gap.length - 1 - taken];
+    if (message === undefined) break;
+    tokens += estimateStored(message);
+    if (tokens > SUMMARY_INPUT_TOKENS) break;
+    taken += 1;
+  }
+  return taken;
 }
 
 export interface PromptPlan {

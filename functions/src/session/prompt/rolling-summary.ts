@@ -23,10 +23,14 @@ import { callUsage, priced, withTotal, type CallUsage } from "../ledger/call-usa
  * and a summary stored before the bound was enforced may be longer): it goes with every later message.
  */
 export const SUMMARY_MAX_TOKENS = 200;
-/** The most message tokens (estimated) folded into the summary by one call; the rest wait for the next. */
-const SUMMARY_INPUT_TOKENS = 3_000;
-/** The most messages one call folds in. */
-const SUMMARY_BATCH_MESSAGES = 20;
+/**
+ * The most message tokens (estimated) folded into the summary by one call; the rest wait for the
+ * next. Also the most a prompt sends besides its window to catch up with a summary that lags
+ * (context-window.ts `catchUpCount`).
+ */
+export const SUMMARY_INPUT_TOKENS = 3_000;
+/** The most messages one call folds in; and the most a prompt sends besides its window to catch up. */
+export const SUMMARY_BATCH_MESSAGES = 20;
 
 export const SUMMARY_INSTRUCTIONS =
   "You maintain the running summary of a conversation between a user and an assistant. " +

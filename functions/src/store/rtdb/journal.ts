@@ -24,7 +24,8 @@ import { conversationPath, isOwnerKey, keyRecordChild, messageChild, partialChil
 
 /**
  * A journal entry: the exchange, the key of the partial reply it completes (removed when it is
- * copied), and on exchange 1 the head of the conversation's index entry (copied there with it).
+ * copied, and written onto the reply in `messages`: pendingMessages), and on exchange 1 the head
+ * of the conversation's index entry (copied there with it).
  */
 const headSchema = z.object({ title: z.string(), template_id: z.string(), template_name: z.string(), created_at: z.number() });
 const pendingSchema = z.record(z.string(), z.object({ user: chatMessageSchema, assistant: chatMessageSchema, partial: z.string().optional(), head: headSchema.optional() }));
@@ -222,13 +223,17 @@ export function parsePending(sessionId: string, raw: unknown): Pending {
   return raw === null ? {} : parseStored(pendingSchema, raw, pendingPath(sessionId));
 }
 
-/** The messages of the journaled exchanges, by the keys they take in `messages`. */
+/**
+ * The messages of the journaled exchanges, by the keys they take in `messages`: the reply with the
+ * key of the partial it completes, which the entry carries once (a reader of the journal and the
+ * copy in `messages` both show it on the reply, where a client looks for it).
+ */
 export function* pendingMessages(sessionId: string, pending: Pending): Iterable<[string, ChatMessage]> {
   for (const [key, exchange] of Object.entries(pending)) {
     const seq = seqOfPendingKey(key);
     if (seq === undefined) throw new StoreDataError(`${pendingPath(sessionId)}/${key}`, "not an exchange key");
     yield [userMessageKey(seq), exchange.user];
-    yield [assistantMessageKey(seq), exchange.assistant];
+    yield [assistantMessageKey(seq), exchange.partial === undefined ? exchange.assistant : { ...exchange.assistant, partial: exchange.partial }];
   }
 }
 
