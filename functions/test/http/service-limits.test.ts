@@ -3,7 +3,7 @@ import { keyHash } from "../../src/session/idempotency";
 import { SERVICE_SHARD_KEYS } from "../../src/session/ledger/service-cap";
 import type { ServiceUsage } from "../../src/store/records";
 import type { SessionStore } from "../../src/store/session-store";
-import { describeEachStore, ROUTES, startHarness, type Answer, type Harness, type Instance } from "../support/http-harness";
+import { describeEachStore, ROUTES, startHarness, twoInstances, type Answer, type Harness, type Instance } from "../support/http-harness";
 
 const NOON = Date.parse("2026-12-06T12:00:00Z");
 const MIDNIGHT = Date.parse("2026-12-07T00:00:00Z");
@@ -105,6 +105,59 @@ describeEachStore("the deployment-wide daily token cap", (kind) => {
     const usage = await harness.api.store.updateUsage(keyHash("user", user), (record) => ({ outcome: record }));
     expect(usage?.daily?.tokens ?? 0).toBe(0);
     expect(usage?.contexts?.[id]?.open ?? 0).toBe(0);
+  });
+});
+
+/** `store` counting its transactions on the deployment's shards (each reservation's and settlement's). */
+function countingServiceUsage(store: SessionStore, counted: { transactions: number }): SessionStore {
+  return new Proxy(store, {
+    get(target, property, receiver) {
+      const value: unknown = Reflect.get(target, property, receiver);
+      if (typeof value !== "function") return value;
+      const method = value as (...args: unknown[]) => unknown;
+      if (property !== "updateServiceUsage") return method.bind(target);
+      return (...args: unknown[]) => {
+        counted.transactions += 1;
+        return method.apply(target, args);
+      };
+    },
+  });
+}
+
+describeEachStore("the deployment-wide cap, reserved from a window another instance has moved on", (kind) => {
+  const CAP = 8 * 20_000;
+  const SHARE = CAP / SERVICE_SHARD_KEYS.length;
+  const counted = { transactions: 0 };
+  const instances = twoInstances({ store: kind, clock: () => NOON, wrapStore: (store) => countingServiceUsage(store, counted), env: { SERVICE_TOKENS_PER_DAY: String(CAP), USER_TOKENS_PER_DAY: "0" } });
+
+  it("reserves once a message while its instance's window is current: no top-up, no round trip more", async () => {
+    const id = await create(instances.harness.api);
+    expect((await instances.harness.api.call("POST", ROUTES.message(id), { message: "hi" })).status).toBe(200);
+    counted.transactions = 0;
+    for (const message of ["and again", "once more"]) expect((await instances.harness.api.call("POST", ROUTES.message(id), { message })).status).toBe(200);
+    // Each message: its reservation and its settlement.
+    expect(counted.transactions).toBe(4);
+  });
+
+  it("reserves the rest before the model call when the prompt carries exchanges another instance added, so the shards' sum never passes the cap", async () => {
+    const { harness, second } = instances;
+    const id = await create(harness.api);
+    // Instance A holds the session's window warm as of exchange 1.
+    expect((await harness.api.call("POST", ROUTES.message(id), { message: "hi" })).status).toBe(200);
+    // Instance B adds a long exchange (its own reservation cold: the window at its longest).
+    const long = "Here is the whole essay I wrote for class, please keep it in mind. ".repeat(30);
+    expect((await second.call("POST", ROUTES.message(id), { message: long })).status).toBe(200);
+    // The day is nearly spent: seven shards full, 300 tokens left on the eighth.
+    for (const [index, shard] of SERVICE_SHARD_KEYS.entries()) {
+      const tokens = index === 0 ? SHARE - 300 : SHARE;
+      await harness.api.store.updateServiceUsage(shard, () => ({ outcome: undefined, next: { day: "2026-12-06", tokens } }));
+    }
+    // A short message through A: its admission counts A's warm window (two short messages), its prompt carries the long one.
+    const requests = harness.fake.requests.length;
+    const answer = await harness.api.call("POST", ROUTES.message(id), { message: "and now?" });
+    expect({ status: answer.status, code: answer.body.error?.code }).toEqual({ status: 429, code: "SERVICE_TOKEN_LIMIT" });
+    expect(harness.fake.requests.length).toBe(requests);
+    expect(await serviceTotal(harness.api.store)).toBe(CAP - 300);
   });
 });
 

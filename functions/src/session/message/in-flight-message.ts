@@ -40,6 +40,8 @@ export type MessageEnd =
 export class InFlightMessage {
   private partial: PartialWriter | undefined;
   private summaryCall: SummaryCall | undefined;
+  /** The deployment's reservation: what the admission took, and what `holdServiceTokens` added. */
+  private service: ServiceReservation | undefined;
   /** The reservations are settled with what the calls spent (sent beside the commit). */
   private settled = false;
   private ended = false;
@@ -49,7 +51,9 @@ export class InFlightMessage {
     readonly session: KnownSession,
     readonly claim: RequestClaim,
     private readonly taken: Taken,
-  ) {}
+  ) {
+    this.service = taken.service;
+  }
 
   /** The slot the claim holds (an admitted message always has one). */
   get slot(): { readonly exchangeCount: number; readonly alone: boolean } {
@@ -77,6 +81,26 @@ export class InFlightMessage {
         caller.write(text);
       },
     };
+  }
+
+  /**
+   * Makes the deployment's reservation hold `tokens` (the planned calls' bound) before the model
+   * is called: the admission estimated the history from the window this instance held, and when
+   * another instance has added exchanges since, the prompt carries more than it reserved, and the
+   * settlement would carry the deployment past its cap. Reserves the rest (one more transaction,
+   * only then); undefined when it holds them, else when to retry (the cap cannot). Parts reserved
+   * after midnight stay counted on their day, the settlement leaving them as reserved: never low.
+   */
+  async holdServiceTokens(tokens: number, now: number): Promise<number | undefined> {
+    const service = this.service;
+    if (!service) return undefined;
+    const held = service.parts.reduce((sum, part) => sum + part.tokens, 0);
+    if (tokens <= held) return undefined;
+    const more = await this.context.serviceLedger.reserve(() => Math.ceil(tokens - held), now);
+    if (!more) return undefined;
+    if (!more.admitted) return more.retryAfterMs;
+    this.service = { day: service.day, parts: [...service.parts, ...more.reservation.parts] };
+    return undefined;
   }
 
   /** The summary call that runs beside the reply's, kept or abandoned when the reply is ready. */
@@ -108,7 +132,7 @@ export class InFlightMessage {
     const { exchangeCount, alone } = this.slot;
     return Promise.all([
       this.settleUser(calls, { context: replyContext, claimedCount: exchangeCount, alone, overrun }),
-      this.context.serviceLedger.settle(this.taken.service, spentOf(calls)),
+      this.context.serviceLedger.settle(this.service, spentOf(calls)),
     ]);
   }
 
@@ -125,14 +149,14 @@ export class InFlightMessage {
     if (how.kind === "refused") {
       // A replay or a refusal costs the user nothing: the message token and the reservations go back.
       this.refundUser(true);
-      void this.context.serviceLedger.settle(this.taken.service, { tokens: 0 });
+      void this.context.serviceLedger.settle(this.service, { tokens: 0 });
       return;
     }
     // The model call failed: of the reservations, only what a summary call may have used stays counted.
     const spent = this.summaryCall?.finish().usage;
     if (spent) void this.settleUser(spent, undefined);
     else this.refundUser(false);
-    void this.context.serviceLedger.settle(this.taken.service, spentOf(spent));
+    void this.context.serviceLedger.settle(this.service, spentOf(spent));
   }
 
   /**

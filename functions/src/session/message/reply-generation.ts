@@ -7,7 +7,9 @@ import type { InFlightMessage } from "./in-flight-message";
 import type { ReadAhead } from "./message-admission";
 import type { MessageContext } from "./message-context";
 import { moderatedReply, type ModelCall } from "./moderated-reply";
-import { backlog, SUMMARY_BATCH_MESSAGES, SUMMARY_PROMPT_TOKENS, SummaryCall } from "../prompt/rolling-summary";
+import { backlog, SUMMARY_BATCH_MESSAGES, SUMMARY_CALL_TOKENS, SUMMARY_PROMPT_TOKENS, SummaryCall } from "../prompt/rolling-summary";
+import { LimitExceededError } from "../errors";
+import { seconds } from "./refusals";
 import { calibration } from "../prompt/token-estimate";
 
 /** A prompt as planned, with what the rolling summary needs of it. */
@@ -38,11 +40,27 @@ export async function generate(context: MessageContext, message: InFlightMessage
   const summary = readAhead.summary ? await readAhead.summary.catch(() => null) : null;
   const window = await withCatchUp(context, session, held, summary);
   const plan = planReply(session.meta, window, summary, text);
+  await holdPlannedCalls(context, message, plan);
   message.besides(startSummary(context, session.id, session.meta, window, plan, summary, text));
   const request = completionRequest(session.meta, plan);
   const call: ModelCall = (signal, sink) => context.model.complete(signal ? { ...request, signal } : request, sink);
   const completion = await moderatedReply(context.moderation, text, { session_id: session.id }, call, message.sink(caller));
   return { window, plan, completion };
+}
+
+/**
+ * Refuses the message, before its model call, when the deployment's cap cannot hold what its calls
+ * may use as planned (the prompt, the reply's max_tokens, a summary call): the admission's
+ * reservation, made from this instance's window, may fall short of a prompt that another
+ * instance's exchanges made longer (InFlightMessage.holdServiceTokens).
+ */
+async function holdPlannedCalls(context: MessageContext, message: InFlightMessage, plan: Planned): Promise<void> {
+  const { settings } = message.session.meta;
+  const calls = plan.promptEstimate + settings.max_tokens + (settings.summary ? SUMMARY_CALL_TOKENS : 0);
+  const retryAfterMs = await message.holdServiceTokens(calls, context.clock());
+  if (retryAfterMs === undefined) return;
+  message.end({ kind: "refused" });
+  throw new LimitExceededError("service", seconds(retryAfterMs));
 }
 
 /**
