@@ -1,6 +1,6 @@
 import type { DeviceStore } from "../store/connection-store";
 import { userKey } from "../session/ledger/limits";
-import { claimToken, registerDevice, removeDevices, tokenHash, type DeviceChange } from "./device-rules";
+import { claimToken, confirmReleases, registerDevice, releaseDevice, removeDevices, tokenHash, type DeviceChange, type TokenReleases } from "./device-rules";
 
 export interface DeviceRegistryOptions {
   readonly store: DeviceStore;
@@ -23,14 +23,18 @@ export class DeviceRegistry {
    * Registers `token` for the user (again: it stays fresh another 60 days). A token belongs to one
    * user: registered by another, it leaves that user's devices, so that a phone that changed hands
    * never hears of its former user's messages. `previews` sets the user's own preview setting.
+   *
+   * Two round trips when the token stays with its owner (the claim beside the add, then the read of
+   * `dropUnlessOwned`); a third only when the claim names users the token is to leave (it moved, or
+   * an earlier removal is still unconfirmed): see `releaseToken`.
    */
   async register(userId: string, token: string, previews: boolean | undefined): Promise<DevicesAfter> {
     const { store, clock } = this.options;
     const now = clock();
     const hash = tokenHash(token);
     const key = userKey(userId);
-    const [formerOwner, change] = await Promise.all([store.updateTokenOwner(hash, claimToken(key, now)), store.updateDevices(key, registerDevice(hash, token, now, previews))]);
-    const [, dropped] = await Promise.all([formerOwner === undefined ? undefined : store.updateDevices(formerOwner, removeDevices([hash], now)), this.dropUnlessOwned(key, hash, now)]);
+    const [releases, change] = await Promise.all([store.updateTokenOwner(hash, claimToken(key, now)), store.updateDevices(key, registerDevice(hash, token, now, previews))]);
+    const [, dropped] = await Promise.all([releaseToken(store, hash, releases, now), this.dropUnlessOwned(key, hash, now)]);
     return { devices: (dropped ?? change).count };
   }
 
@@ -41,12 +45,13 @@ export class DeviceRegistry {
    * the add, sees that claim. A claim after this read names this user as the former owner and
    * removes the token after the add. Either way the token ends with its last owner only. Checked
    * here, one read a registration, not by the notifier: that would read each token's owner with
-   * every push, and leave the token in the former owner's devices all the same.
+   * every push, and leave the token in the former owner's devices all the same. The removal keeps
+   * a registration of the user newer than this one (it took the token back, and may land first).
    */
   private async dropUnlessOwned(key: string, hash: string, now: number): Promise<DeviceChange | undefined> {
     const { store } = this.options;
     const owner = await store.readTokenOwner(hash);
-    return owner?.user_key === key ? undefined : store.updateDevices(key, removeDevices([hash], now));
+    return owner?.user_key === key ? undefined : store.updateDevices(key, releaseDevice(hash, now, now));
   }
 
   /** Removes `token` from the user's devices; harmless to repeat. */
@@ -55,4 +60,20 @@ export class DeviceRegistry {
     const change = await store.updateDevices(userKey(userId), removeDevices([tokenHash(token)], clock()));
     return { devices: change.count, removed: change.removed.includes(tokenHash(token)) };
   }
+}
+
+/**
+ * Takes the token out of the devices of each user in `releases` (their registrations up to the
+ * claim that took it from them: a newer one of theirs stays, however late this lands), then, once
+ * all are done, forgets them in the owner record. Until then the record names them, so a removal
+ * that failed (the request answered 503, or died) is done again by the owner's next registration
+ * or by the sweep: a token never stays in a former owner's devices because one write failed.
+ * Harmless to repeat; nothing to do, and no round trip, without releases. True when it did some.
+ */
+export async function releaseToken(store: DeviceStore, hash: string, releases: TokenReleases, now: number): Promise<boolean> {
+  const former = Object.entries(releases);
+  if (former.length === 0) return false;
+  await Promise.all(former.map(([key, claimedAt]) => store.updateDevices(key, releaseDevice(hash, claimedAt, now))));
+  await store.updateTokenOwner(hash, confirmReleases(releases));
+  return true;
 }

@@ -55,9 +55,60 @@ export function liveTokens(record: DeviceRecord | null, now: number): string[] {
   return [...freshTokens(record, now).values()].map((device) => device.token);
 }
 
-/** Takes a token for `userKey`; the outcome is the user it was registered to before, when another. */
-export function claimToken(userKey: string, now: number): LedgerRule<TokenOwner, string | undefined> {
-  return (owner) => ({ outcome: owner && owner.user_key !== userKey ? owner.user_key : undefined, next: { user_key: userKey, updated_at: now } });
+/**
+ * Removes the token of `hash` only while its entry was registered at or before `upTo` (and any
+ * stale token): a removal decided earlier (a claim that took the token, a registration that found
+ * another owner) must not take away a registration made since, which may land before it.
+ */
+export function releaseDevice(hash: string, upTo: number, now: number): LedgerRule<DeviceRecord, DeviceChange> {
+  return (record) => {
+    const device = record?.tokens?.[hash];
+    return removeDevices(device !== undefined && device.updated_at <= upTo ? [hash] : [], now)(record);
+  };
+}
+
+/**
+ * Users a token is to leave, by user key, each with the time of the claim that took it from them:
+ * their registrations of it up to that time go (`releaseDevice`), a later one of theirs stays.
+ */
+export type TokenReleases = Readonly<Record<string, number>>;
+
+/**
+ * Takes a token for `userKey`. The outcome is every user the token is to leave: the former owner
+ * when another, and those a claim before named and whose removal is not confirmed yet (it failed,
+ * or its request died), so that any registration of the owner does it again. The record keeps them
+ * until `confirmReleases`; the claimer is never among them (their own registration is the newest).
+ * The former owner is released as of the later of this claim and their own last claim: with the
+ * instances' clocks a little apart, a registration of theirs that came before this claim still goes.
+ */
+export function claimToken(userKey: string, now: number): LedgerRule<TokenOwner, TokenReleases> {
+  return (owner) => {
+    const pending = Object.entries(owner?.released_from ?? {}).filter(([key]) => key !== userKey);
+    const former: [string, number][] = owner && owner.user_key !== userKey ? [[owner.user_key, Math.max(now, owner.updated_at)]] : [];
+    const releases = Object.fromEntries([...pending, ...former]);
+    return { outcome: releases, next: withReleases({ user_key: userKey, updated_at: now }, releases) };
+  };
+}
+
+/** Forgets the releases of `done` once their removals are confirmed; one a later claim made again (a newer time) stays. */
+export function confirmReleases(done: TokenReleases): LedgerRule<TokenOwner, void> {
+  return (owner) => {
+    const pending = Object.entries(owner?.released_from ?? {});
+    const left = pending.filter(([key, at]) => {
+      const confirmed = done[key];
+      return confirmed === undefined || at > confirmed;
+    });
+    // A record gone meanwhile (swept, erased) is not written back.
+    if (!owner || left.length === pending.length) return { outcome: undefined };
+    return { outcome: undefined, next: withReleases({ user_key: owner.user_key, updated_at: owner.updated_at }, Object.fromEntries(left)) };
+  };
+}
+
+/** The owner record with `releases` pending, and the earliest one's time for the sweep (both absent with none). */
+function withReleases(owner: TokenOwner, releases: TokenReleases): TokenOwner {
+  const times = Object.values(releases);
+  if (times.length === 0) return owner;
+  return { ...owner, released_from: { ...releases }, releasing_since: Math.min(...times) };
 }
 
 function freshTokens(record: DeviceRecord | null, now: number): Map<string, Device> {

@@ -31,7 +31,7 @@ import { ConnectionErasure } from "../connections/connection-erasure";
 import { ConnectionExport } from "../connections/connection-export";
 import { ConnectionService } from "../connections/connection-service";
 import { DeviceRegistry } from "../connections/device-registry";
-import { sweepDevices, type DeviceSweepReport } from "../connections/device-sweep";
+import { NO_DEVICE_SWEEP, sweepDevices, type DeviceSweepReport } from "../connections/device-sweep";
 import { RecipientNotifier } from "../connections/recipient-notifier";
 import { createFcmSender } from "../notify/fcm-sender";
 import { createOfflineSender } from "../notify/offline-sender";
@@ -174,7 +174,7 @@ export function composeInstance(config: Config, parts: InstanceParts): Instance 
     // query for due erasures, say) must not hold back the others until it is mended.
     const steps = new MaintenanceSteps(parts.log, report.failed);
     const erasuresFinished = await steps.run("erasuresFinished", 0, () => erasure.finishDue(now));
-    const devices = await steps.run("staleDevices", { staleDevices: 0, staleTokenOwners: 0 }, () =>
+    const devices = await steps.run("staleDevices", NO_DEVICE_SWEEP, () =>
       sweepDevices({ store: connectionStore, now, batchSize: MAINTENANCE_BATCH, maxBatches: MAINTENANCE_MAX_BATCHES }),
     );
     return { ...report, erasuresFinished, ...devices, ...steps.failures() };

@@ -105,6 +105,18 @@ export const deviceRecordSchema = z.object({
 });
 export type DeviceRecord = z.infer<typeof deviceRecordSchema>;
 
-/** Which user a token is registered to (`deviceTokens/{tokenHash}`): a token moves to the last user who registers it. */
-export const tokenOwnerSchema = z.object({ user_key: z.string(), updated_at: z.number() });
+/**
+ * Which user a token is registered to (`deviceTokens/{tokenHash}`): a token moves to the last user
+ * who registers it. The claim that moves it commits here before the token leaves the former
+ * owner's devices (another record, another transaction), so the record keeps each user the token
+ * is still to leave, with the time of the claim that took it from them (`released_from`), until
+ * that removal is confirmed: a retry, a later registration or the sweep finds it here and does it
+ * again. `releasing_since`, the earliest of those times, is what the sweep queries (indexed).
+ */
+export const tokenOwnerSchema = z.object({
+  user_key: z.string(),
+  updated_at: z.number(),
+  released_from: z.record(z.string(), z.number()).optional(),
+  releasing_since: z.number().optional(),
+});
 export type TokenOwner = z.infer<typeof tokenOwnerSchema>;

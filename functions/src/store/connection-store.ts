@@ -132,8 +132,15 @@ export interface DeviceStore {
   /** Users holding a token last registered at or before `cutoff` (stale), oldest first. */
   findStaleDevices(cutoff: number, limit: number): Promise<string[]>;
 
-  /** Removes owner records of tokens last registered at or before `cutoff`; returns how many. */
+  /**
+   * Removes owner records of tokens last registered at or before `cutoff`; returns how many. Each
+   * only while it is still that old: a registration landing between the search and the removal
+   * keeps its record (without it, the token's next owner would not know whom to take it from).
+   */
   deleteStaleTokenOwners(cutoff: number, limit: number): Promise<number>;
+
+  /** Tokens whose owner record names users it is still to leave (`released_from`), claimed at or before `upTo`, oldest first. */
+  findPendingReleases(upTo: number, limit: number): Promise<string[]>;
 }
 
 /** The contract of `appendMessage`'s rule, checked by every adapter: one more message, and the message with it. */

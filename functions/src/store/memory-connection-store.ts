@@ -134,7 +134,16 @@ export class MemoryConnectionStore implements ConnectionStore, DeviceStore, Conn
       .map(([userKey]) => userKey);
   }
 
+  async findPendingReleases(upTo: number, limit: number): Promise<string[]> {
+    return [...this.owners]
+      .filter((entry): entry is [string, TokenOwner & { releasing_since: number }] => entry[1].releasing_since !== undefined && entry[1].releasing_since <= upTo)
+      .sort(([, a], [, b]) => a.releasing_since - b.releasing_since)
+      .slice(0, Math.max(0, limit))
+      .map(([hash]) => hash);
+  }
+
   async deleteStaleTokenOwners(cutoff: number, limit: number): Promise<number> {
+    // Found and removed in one turn of the event loop: no registration lands in between.
     const stale = [...this.owners].filter(([, owner]) => owner.updated_at <= cutoff).slice(0, Math.max(0, limit));
     for (const [hash] of stale) this.owners.delete(hash);
     return stale.length;

@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { accept, end, requestOnPair } from "../../src/connections/connection-rules";
-import { claimToken, registerDevice, removeDevices, STALE_AFTER_MS } from "../../src/connections/device-rules";
+import { claimToken, confirmReleases, registerDevice, releaseDevice, removeDevices, STALE_AFTER_MS } from "../../src/connections/device-rules";
 import { forgetDevices, forgetPairUser } from "../../src/connections/erasure-rules";
 import type { ConnectionAdapter } from "../../src/store/connection-erasure-store";
 import { CREATED_AT } from "../support/fixtures";
@@ -234,14 +234,35 @@ export function connectionStoreContract(makeHarness: () => Promise<ConnectionSto
       expect(await fresh.findStaleDevices(T + STALE_AFTER_MS, 10)).toEqual([live]);
     });
 
-    it("gives a token to the last user who registers it, naming the one before", async () => {
+    it("gives a token to the last user who registers it, naming the one before until its removal is confirmed", async () => {
       const fresh = harness.empty();
-      expect(await fresh.updateTokenOwner("hash-1", claimToken("user-1", T))).toBeUndefined();
-      expect(await fresh.updateTokenOwner("hash-1", claimToken("user-1", T + 1))).toBeUndefined();
-      expect(await fresh.updateTokenOwner("hash-1", claimToken("user-2", T + 2))).toBe("user-1");
-      expect(await fresh.deleteStaleTokenOwners(T + 1, 10)).toBe(0);
-      expect(await fresh.deleteStaleTokenOwners(T + 2, 10)).toBe(1);
-      expect(await fresh.updateTokenOwner("hash-1", claimToken("user-3", T + 3))).toBeUndefined();
+      expect(await fresh.updateTokenOwner("hash-1", claimToken("user-1", T))).toEqual({});
+      expect(await fresh.updateTokenOwner("hash-1", claimToken("user-1", T + 1))).toEqual({});
+      expect(await fresh.updateTokenOwner("hash-1", claimToken("user-2", T + 2))).toEqual({ "user-1": T + 2 });
+      // Unconfirmed, the release is named again by the next claim, whoever makes it.
+      expect(await fresh.updateTokenOwner("hash-1", claimToken("user-2", T + 3))).toEqual({ "user-1": T + 2 });
+      expect(await fresh.findPendingReleases(T + 1, 10)).toEqual([]);
+      expect(await fresh.findPendingReleases(T + 2, 10)).toEqual(["hash-1"]);
+      await fresh.updateTokenOwner("hash-1", confirmReleases({ "user-1": T + 2 }));
+      expect(await fresh.readTokenOwner("hash-1")).toEqual({ user_key: "user-2", updated_at: T + 3 });
+      expect(await fresh.findPendingReleases(T + 10, 10)).toEqual([]);
+      expect(await fresh.deleteStaleTokenOwners(T + 2, 10)).toBe(0);
+      expect(await fresh.deleteStaleTokenOwners(T + 3, 10)).toBe(1);
+      expect(await fresh.updateTokenOwner("hash-1", claimToken("user-3", T + 4))).toEqual({});
+    });
+
+    it("keeps a release a later claim made again when an earlier one's removal is confirmed", async () => {
+      const fresh = harness.empty();
+      await fresh.updateTokenOwner("hash-2", claimToken("ann", T));
+      expect(await fresh.updateTokenOwner("hash-2", claimToken("ben", T + 1))).toEqual({ ann: T + 1 });
+      // Ann takes it back (she is no longer to lose it), then Cal takes it from her: both still to be released.
+      expect(await fresh.updateTokenOwner("hash-2", claimToken("ann", T + 2))).toEqual({ ben: T + 2 });
+      expect(await fresh.updateTokenOwner("hash-2", claimToken("cal", T + 3))).toEqual({ ben: T + 2, ann: T + 3 });
+      await fresh.updateTokenOwner("hash-2", confirmReleases({ ann: T + 1, ben: T + 2 }));
+      expect(await fresh.readTokenOwner("hash-2")).toEqual({ user_key: "cal", updated_at: T + 3, released_from: { ann: T + 3 }, releasing_since: T + 3 });
+      // A record gone meanwhile is not written back by a confirmation.
+      await fresh.updateTokenOwner("hash-gone", confirmReleases({ ann: T }));
+      expect(await fresh.readTokenOwner("hash-gone")).toBeNull();
     });
 
     it("reads which user holds a token as another instance last claimed it", async () => {
@@ -251,7 +272,14 @@ export function connectionStoreContract(makeHarness: () => Promise<ConnectionSto
       await store.updateTokenOwner(hash, claimToken("user-1", T));
       expect(await store.readTokenOwner(hash)).toEqual({ user_key: "user-1", updated_at: T });
       await other.updateTokenOwner(hash, claimToken("user-2", T + 1));
-      expect(await store.readTokenOwner(hash)).toEqual({ user_key: "user-2", updated_at: T + 1 });
+      expect(await store.readTokenOwner(hash)).toEqual({ user_key: "user-2", updated_at: T + 1, released_from: { "user-1": T + 1 }, releasing_since: T + 1 });
+    });
+
+    it("takes a token from a user only while their entry is no newer than the claim that released it", async () => {
+      const user = `user-${randomUUID()}`;
+      await store.updateDevices(user, registerDevice("h-1", "token-1", T + 5, undefined));
+      expect(await store.updateDevices(user, releaseDevice("h-1", T + 4, T + 6))).toEqual({ count: 1, removed: [] });
+      expect(await store.updateDevices(user, releaseDevice("h-1", T + 5, T + 6))).toEqual({ count: 0, removed: ["h-1"] });
     });
   });
 
@@ -315,13 +343,14 @@ export function connectionStoreContract(makeHarness: () => Promise<ConnectionSto
       expect(await fresh.readDevices(mine)).toEqual({ tokens: { "h-new": { token: "token-new", updated_at: T + 10 } }, previews: false, oldest_at: T + 10 });
       expect(await fresh.deleteTokenOwners(mine, T + 5)).toBe(1);
       expect(await fresh.deleteTokenOwners(mine, T + 5)).toBe(0);
-      expect(await fresh.updateTokenOwner("h-moved", claimToken("someone", T + 20))).toBe(theirs);
-      expect(await fresh.updateTokenOwner("h-new", claimToken(mine, T + 20))).toBeUndefined();
+      // The token moved from them was never taken from their devices here: it is still to be released.
+      expect(await fresh.updateTokenOwner("h-moved", claimToken("someone", T + 20))).toEqual({ [mine]: T + 1, [theirs]: T + 20 });
+      expect(await fresh.updateTokenOwner("h-new", claimToken(mine, T + 20))).toEqual({});
 
       expect(await fresh.rewriteDevices(mine, forgetDevices(T + 10))).toBe(1);
       expect(await fresh.readDevices(mine)).toBeNull();
       expect(await fresh.deleteTokenOwners(mine, T + 20)).toBe(1);
-      expect(await fresh.updateTokenOwner("h-new", claimToken("someone", T + 30))).toBeUndefined();
+      expect(await fresh.updateTokenOwner("h-new", claimToken("someone", T + 30))).toEqual({});
     });
   });
 }

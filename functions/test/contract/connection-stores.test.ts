@@ -1,6 +1,10 @@
+import { DeviceRegistry } from "../../src/connections/device-registry";
+import { liveTokens, STALE_AFTER_MS, tokenHash } from "../../src/connections/device-rules";
+import { sweepDevices } from "../../src/connections/device-sweep";
+import { userKey } from "../../src/session/ledger/limits";
 import { MemoryConnectionStore } from "../../src/store/memory-connection-store";
 import { RtdbConnectionStore } from "../../src/store/rtdb/rtdb-connection-store";
-import { contractStores, describeWithRtdb } from "../support/rtdb";
+import { contractStores, describeWithRtdb, freshNamespace, RtdbInstances } from "../support/rtdb";
 import { connectionStoreContract } from "./connection-store-contract";
 
 describe("MemoryConnectionStore", () => {
@@ -12,4 +16,62 @@ describe("MemoryConnectionStore", () => {
 
 describeWithRtdb("RtdbConnectionStore (firebase-admin on the database emulator)", () => {
   connectionStoreContract(async () => contractStores("connections", (database) => new RtdbConnectionStore(database, 10_000)));
+
+  /**
+   * The sweep finds stale records by a query, then removes them: on the database, a registration
+   * of the same token (the app opened again after 60 days) can land in between. The embedded store
+   * does both in one turn of the event loop, so only this adapter is tested for it.
+   */
+  describe("the device sweep beside a registration landing after its query", () => {
+    const T0 = 1_800_000_000_000;
+    const NOW = T0 + STALE_AFTER_MS + 86_400_000;
+    const TOKEN = "fcm-token-of-the-phone";
+    const instances: RtdbInstances[] = [];
+    const stores: RtdbConnectionStore[] = [];
+    afterAll(async () => {
+      for (const store of stores) store.close();
+      await Promise.all(instances.map((database) => database.close()));
+    });
+
+    /** A store on a new database, whose queries over `path` are followed by `meanwhile` (another instance's registration) before they answer. */
+    function racedAfterQueriesOf(path: string, meanwhile: (store: RtdbConnectionStore) => Promise<unknown>): RtdbConnectionStore {
+      const database = new RtdbInstances(freshNamespace("devicesweep"));
+      instances.push(database);
+      const store = new RtdbConnectionStore(database.database(), 10_000);
+      stores.push(store);
+      const engine = (store as unknown as { engine: { keysOrderedBy: (path: string, ...rest: unknown[]) => Promise<string[]> } }).engine;
+      const query = engine.keysOrderedBy.bind(engine);
+      let raced = false;
+      engine.keysOrderedBy = async (queried: string, ...rest: unknown[]) => {
+        const keys = await query(queried, ...rest);
+        if (queried === path && keys.length > 0 && !raced) {
+          raced = true;
+          await meanwhile(store);
+        }
+        return keys;
+      };
+      return store;
+    }
+
+    it("keeps a token's owner record registered again while the sweep ran, so the token's next owner takes it from that user", async () => {
+      const store = racedAfterQueriesOf("deviceTokens", (raced) => new DeviceRegistry({ store: raced, clock: () => NOW }).register("ann", TOKEN, undefined));
+      await new DeviceRegistry({ store, clock: () => T0 }).register("ann", TOKEN, undefined);
+      expect(await sweepDevices({ store, now: NOW, batchSize: 10, maxBatches: 2 })).toMatchObject({ staleTokenOwners: 0 });
+      expect(await store.readTokenOwner(tokenHash(TOKEN))).toEqual({ user_key: userKey("ann"), updated_at: NOW });
+
+      // The phone changes hands: Ben registers it. Ann's messages must no longer reach it.
+      await new DeviceRegistry({ store, clock: () => NOW + 1_000 }).register("ben", TOKEN, undefined);
+      const annLive = liveTokens(await store.readDevices(userKey("ann")), NOW + 2_000);
+      const benLive = liveTokens(await store.readDevices(userKey("ben")), NOW + 2_000);
+      expect({ annLive, benLive }).toEqual({ annLive: [], benLive: [TOKEN] });
+    });
+
+    it("keeps a user's token registered again while the sweep ran", async () => {
+      const store = racedAfterQueriesOf("userDevices", (raced) => new DeviceRegistry({ store: raced, clock: () => NOW }).register("ann", TOKEN, undefined));
+      await new DeviceRegistry({ store, clock: () => T0 }).register("ann", TOKEN, undefined);
+      expect(await sweepDevices({ store, now: NOW, batchSize: 10, maxBatches: 2 })).toMatchObject({ staleDevices: 0 });
+      expect(liveTokens(await store.readDevices(userKey("ann")), NOW)).toEqual([TOKEN]);
+      expect(await store.readTokenOwner(tokenHash(TOKEN))).toEqual({ user_key: userKey("ann"), updated_at: NOW });
+    });
+  });
 });

@@ -1,7 +1,8 @@
 import { DeviceRegistry } from "../../src/connections/device-registry";
-import { tokenHash } from "../../src/connections/device-rules";
+import { liveTokens, tokenHash } from "../../src/connections/device-rules";
 import { userKey } from "../../src/session/ledger/limits";
 import type { DeviceStore } from "../../src/store/connection-store";
+import { StoreUnavailableError } from "../../src/store/errors";
 import { MemoryConnectionStore } from "../../src/store/memory-connection-store";
 import { RtdbConnectionStore } from "../../src/store/rtdb/rtdb-connection-store";
 import { describeWithRtdb, freshNamespace, RtdbInstances } from "../support/rtdb";
@@ -9,26 +10,50 @@ import { describeWithRtdb, freshNamespace, RtdbInstances } from "../support/rtdb
 const T = 1_800_000_000_000;
 const TOKEN = "fcm-token-of-the-phone";
 
-/** `store` with the first write to `slowKey`'s devices held until the returned release is called. */
-function slowDevicesOf(store: DeviceStore, slowKey: string): { store: DeviceStore; release: () => void } {
-  let release!: () => void;
-  const gate = new Promise<void>((resolve) => (release = resolve));
-  let held = true;
-  const updateDevices: DeviceStore["updateDevices"] = async (key, rule) => {
-    if (held && key === slowKey) {
-      held = false;
-      await gate;
-    }
-    return store.updateDevices(key, rule);
-  };
-  const slow = new Proxy(store, {
+/** `store` with its writes to users' devices going through `updateDevices`; everything else as it is. */
+function withUpdateDevices(store: DeviceStore, updateDevices: DeviceStore["updateDevices"]): DeviceStore {
+  return new Proxy(store, {
     get(target, name, receiver) {
       if (name === "updateDevices") return updateDevices;
       const value: unknown = Reflect.get(target, name, receiver);
       return typeof value === "function" ? (value as (...args: unknown[]) => unknown).bind(target) : value;
     },
   });
-  return { store: slow, release };
+}
+
+/**
+ * `store` whose next write to `slowKey`'s devices, while armed (from the start unless `armed` is
+ * false), waits until `release` is called: a slow link, a retried transaction. `reached` resolves
+ * once that write is asked for.
+ */
+function slowDevicesOf(store: DeviceStore, slowKey: string, armed = true): { store: DeviceStore; arm: () => void; reached: Promise<void>; release: () => void } {
+  let release!: () => void;
+  const gate = new Promise<void>((resolve) => (release = resolve));
+  let reach!: () => void;
+  const reached = new Promise<void>((resolve) => (reach = resolve));
+  let holding = armed;
+  const slow = withUpdateDevices(store, async (key, rule) => {
+    if (holding && key === slowKey) {
+      holding = false;
+      reach();
+      await gate;
+    }
+    return store.updateDevices(key, rule);
+  });
+  return { store: slow, arm: () => (holding = true), reached, release };
+}
+
+/** `store` whose next write to `failingKey`'s devices, once armed, fails as on a database deadline. */
+function failingDevicesOf(store: DeviceStore, failingKey: string): { store: DeviceStore; arm: () => void } {
+  let armed = false;
+  const failing = withUpdateDevices(store, async (key, rule) => {
+    if (armed && key === failingKey) {
+      armed = false;
+      throw new StoreUnavailableError("update devices");
+    }
+    return store.updateDevices(key, rule);
+  });
+  return { store: failing, arm: () => (armed = true) };
 }
 
 const tokensOf = async (store: DeviceStore, userId: string) => Object.keys((await store.readDevices(userKey(userId)))?.tokens ?? {});
@@ -58,6 +83,47 @@ function deviceRegistryBehaviour(open: () => DeviceStore) {
     expect(await tokensOf(base, "ann")).toEqual([]);
     expect(await tokensOf(base, "ben")).toEqual([tokenHash(TOKEN)]);
     expect(answered).toEqual({ devices: 0 });
+  });
+
+  it("takes the token from the former owner on the retry of a handover whose removal from them failed", async () => {
+    const base = open();
+    const { store, arm } = failingDevicesOf(base, userKey("ann"));
+    const registry = new DeviceRegistry({ store, clock: () => T });
+    await registry.register("ann", TOKEN, undefined);
+
+    arm();
+    // The claim commits, the removal from Ann's devices fails: Ben gets a 503, and retries.
+    await expect(registry.register("ben", TOKEN, undefined)).rejects.toBeInstanceOf(StoreUnavailableError);
+    expect(await base.readTokenOwner(tokenHash(TOKEN))).toEqual({ user_key: userKey("ben"), updated_at: T, released_from: { [userKey("ann")]: T }, releasing_since: T });
+    expect(await registry.register("ben", TOKEN, undefined)).toEqual({ devices: 1 });
+
+    // Ann's messages must not be pushed to the phone Ben uses now; the record no longer names her.
+    expect(await tokensOf(base, "ann")).toEqual([]);
+    expect(await tokensOf(base, "ben")).toEqual([tokenHash(TOKEN)]);
+    expect(await base.readTokenOwner(tokenHash(TOKEN))).toEqual({ user_key: userKey("ben"), updated_at: T });
+  });
+
+  it("keeps the token with the former owner who took it back before the handover's removal from them landed", async () => {
+    const base = open();
+    const { store, arm, reached, release } = slowDevicesOf(base, userKey("ann"), false);
+    let now = T;
+    const registry = new DeviceRegistry({ store, clock: () => now });
+    await registry.register("ann", TOKEN, undefined);
+
+    // The phone goes to Ben, and straight back to Ann (an app switching accounts).
+    now = T + 1_000;
+    arm();
+    const ben = registry.register("ben", TOKEN, undefined);
+    await reached; // Ben's removal of the token from Ann's devices is on its way.
+    now = T + 2_000;
+    await registry.register("ann", TOKEN, undefined);
+    release();
+    await ben;
+
+    const owner = (await base.readTokenOwner(tokenHash(TOKEN)))?.user_key;
+    const annLive = liveTokens(await base.readDevices(userKey("ann")), T + 3_000);
+    const benLive = liveTokens(await base.readDevices(userKey("ben")), T + 3_000);
+    expect({ owner, annLive, benLive }).toEqual({ owner: userKey("ann"), annLive: [TOKEN], benLive: [] });
   });
 }
 

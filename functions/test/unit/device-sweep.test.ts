@@ -1,15 +1,17 @@
-import { claimToken, registerDevice, STALE_AFTER_MS } from "../../src/connections/device-rules";
+import { DeviceRegistry } from "../../src/connections/device-registry";
+import { claimToken, registerDevice, STALE_AFTER_MS, tokenHash } from "../../src/connections/device-rules";
 import { resolveConfig } from "../../src/config";
 import { silentLog } from "../../src/log/log";
 import { createOfflineSender } from "../../src/notify/offline-sender";
 import { composeInstance } from "../../src/runtime/instance";
+import { userKey } from "../../src/session/ledger/limits";
 import { MemoryConnectionStore } from "../../src/store/memory-connection-store";
 import { MemoryStore } from "../../src/store/memory-store";
 import { NO_TOKENS } from "../support/service-env";
 
 const T = 1_700_000_000_000;
 
-describe("the scheduled sweep of stale device tokens", () => {
+describe("the scheduled sweep of device tokens", () => {
   it("removes tokens not registered again for 60 days, and their owner records, in the instance's clean-up", async () => {
     const connectionStore = new MemoryConnectionStore();
     const instance = composeInstance(resolveConfig({}), { store: new MemoryStore(), connectionStore, identity: NO_TOKENS, log: silentLog, pushSender: createOfflineSender(silentLog) });
@@ -25,5 +27,22 @@ describe("the scheduled sweep of stale device tokens", () => {
     // A second run finds nothing more until the rest go stale.
     expect(await instance.maintain(T + STALE_AFTER_MS)).toMatchObject({ staleDevices: 0 });
     expect(await instance.maintain(T + 10 + STALE_AFTER_MS)).toMatchObject({ staleDevices: 2 });
+  });
+
+  it("takes a token from its former owner when the registration that moved it died before doing so", async () => {
+    const connectionStore = new MemoryConnectionStore();
+    const instance = composeInstance(resolveConfig({}), { store: new MemoryStore(), connectionStore, identity: NO_TOKENS, log: silentLog, pushSender: createOfflineSender(silentLog) });
+    const token = "token-of-the-phone";
+    const [ann, ben] = [userKey("ann"), userKey("ben")];
+    await new DeviceRegistry({ store: connectionStore, clock: () => T }).register("ann", token, undefined);
+    // Ben's registration: its claim and its add commit, then its instance dies; nobody registers the token again.
+    await connectionStore.updateTokenOwner(tokenHash(token), claimToken(ben, T + 1));
+    await connectionStore.updateDevices(ben, registerDevice(tokenHash(token), token, T + 1, undefined));
+
+    expect(await instance.maintain(T + 2)).toMatchObject({ releasedTokens: 1, staleDevices: 0, staleTokenOwners: 0 });
+    expect(Object.keys((await connectionStore.readDevices(ann))?.tokens ?? {})).toEqual([]);
+    expect(Object.keys((await connectionStore.readDevices(ben))?.tokens ?? {})).toEqual([tokenHash(token)]);
+    expect(await connectionStore.readTokenOwner(tokenHash(token))).toEqual({ user_key: ben, updated_at: T + 1 });
+    expect(await instance.maintain(T + 3)).toMatchObject({ releasedTokens: 0 });
   });
 });

@@ -1,6 +1,11 @@
+import { ConnectionErasure } from "../../src/connections/connection-erasure";
+import { DeviceRegistry } from "../../src/connections/device-registry";
+import { tokenHash } from "../../src/connections/device-rules";
 import { ErasureService } from "../../src/session/erasure/erasure-service";
 import { admitSession, userKey, type UsagePolicy } from "../../src/session/ledger/limits";
 import { silentLog } from "../../src/log/log";
+import type { DeviceStore } from "../../src/store/connection-store";
+import { MemoryConnectionStore } from "../../src/store/memory-connection-store";
 import { MemoryStore } from "../../src/store/memory-store";
 import type { UsageRule } from "../../src/store/session-store";
 
@@ -64,3 +69,61 @@ describe("two erasure requests of one user at once", () => {
     expect(await store.updateUsage(userKey(user), admitSession("s2", now, POLICY))).toEqual({ admitted: true });
   });
 });
+
+/** `store` whose device and token-owner writes wait until `release`: `reached` resolves once both of a registration's first writes are asked for. */
+function holdingDeviceWrites(store: DeviceStore): { store: DeviceStore; reached: Promise<void>; release: () => void } {
+  let release!: () => void;
+  let reach!: () => void;
+  const released = new Promise<void>((resolve) => (release = resolve));
+  const reached = new Promise<void>((resolve) => (reach = resolve));
+  let asked = 0;
+  const held = new Proxy(store, {
+    get(target, name, receiver) {
+      const value: unknown = Reflect.get(target, name, receiver);
+      if (typeof value !== "function") return value;
+      const bound = (value as (...args: unknown[]) => unknown).bind(target);
+      if (name !== "updateDevices" && name !== "updateTokenOwner") return bound;
+      return async (...args: unknown[]) => {
+        asked += 1;
+        if (asked === 2) reach();
+        await released;
+        return bound(...args);
+      };
+    },
+  });
+  return { store: held, reached, release };
+}
+
+describe("a device registration racing the erasure of its user", () => {
+  it("is erased by the second pass when it began before the request and landed after the first", async () => {
+    const connectionStore = new MemoryConnectionStore();
+    let now = T;
+    const erasure = new ErasureService({
+      store: new MemoryStore(),
+      clock: () => now,
+      log: silentLog,
+      messagesPerMinute: 20,
+      takeOverAfterMs: 60_000,
+      finalPassAfterMs: 51_000,
+      batchSize: 50,
+      connections: new ConnectionErasure({ store: connectionStore, batchSize: 50 }),
+    });
+    const user = "erased-while-registering";
+    // The registration read its clock before the request, and its writes are slow to land.
+    const slow = holdingDeviceWrites(connectionStore);
+    const registering = new DeviceRegistry({ store: slow.store, clock: () => T - 10 }).register(user, "racing-token", undefined);
+    await slow.reached;
+    const first = await erasure.erase(user);
+    expect(first.complete).toBe(true);
+    slow.release();
+    await registering;
+    expect(await connectionStore.readDevices(userKey(user))).not.toBeNull();
+    expect(await connectionStore.readTokenOwner(tokenHash("racing-token"))).not.toBeNull();
+
+    now = first.finalPassAt + 1;
+    expect(await erasure.finishDue(now)).toBe(1);
+    expect(await connectionStore.readDevices(userKey(user))).toBeNull();
+    expect(await connectionStore.readTokenOwner(tokenHash("racing-token"))).toBeNull();
+  });
+});
+

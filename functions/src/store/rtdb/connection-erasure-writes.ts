@@ -1,7 +1,7 @@
 import type { Database, DataSnapshot } from "firebase-admin/database";
 import type { z } from "zod";
 import { ownedUpTo, type ErasingRule, type ListedForErasure } from "../connection-erasure-store";
-import { connectionMetaSchema, tokenOwnerSchema, type ConnectionMeta } from "../connection-records";
+import { connectionMetaSchema, tokenOwnerSchema, type ConnectionMeta, type TokenOwner } from "../connection-records";
 import type { ConnectionRef } from "../connection-store";
 import { StoreDataError, StoreUnavailableError } from "../errors";
 import { parseStored } from "../parse-stored";
@@ -80,14 +80,22 @@ export class ConnectionErasureWrites {
       const snapshot = await this.engine.read("find user token owners", query.limitToFirst(OWNERS_PER_QUERY));
       const hashes = keysOf(snapshot);
       after = hashes.at(-1) ?? after;
-      const removed = await Promise.all(
-        hashes.map((hash) =>
-          this.rewrite(tokenOwnerPath(hash), tokenOwnerSchema, "release token owner", (owner) => (ownedUpTo(owner, userKey, cutoff) ? { outcome: 1, next: null } : { outcome: 0 })),
-        ),
-      );
-      deleted += removed.reduce((sum, one) => sum + one, 0);
+      deleted += await this.deleteTokenOwnersWhile(hashes, (owner) => ownedUpTo(owner, userKey, cutoff));
       if (hashes.length < OWNERS_PER_QUERY) return deleted;
     }
+  }
+
+  /**
+   * Removes the owner records of `hashes`, found by a query, each in a transaction of its own and
+   * only while `still` holds for it: a registration may have claimed the token again since the
+   * query (the user's own, or another user's). Returns how many went. The erasure and the sweep of
+   * stale records both delete this way.
+   */
+  async deleteTokenOwnersWhile(hashes: readonly string[], still: (owner: TokenOwner) => boolean): Promise<number> {
+    const removed = await Promise.all(
+      hashes.map((hash) => this.rewrite(tokenOwnerPath(hash), tokenOwnerSchema, "release token owner", (owner) => (owner !== null && still(owner) ? { outcome: 1, next: null } : { outcome: 0 }))),
+    );
+    return removed.reduce((sum, one) => sum + one, 0);
   }
 
   /**

@@ -252,7 +252,14 @@ export class RtdbConnectionStore implements ConnectionStore, DeviceStore, Connec
   }
 
   async deleteStaleTokenOwners(cutoff: number, limit: number): Promise<number> {
-    return this.engine.deleteOrderedBy(DEVICE_TOKENS, "updated_at", cutoff, limit, "stale token owners");
+    // Not the query and one multi-path delete of deleteOrderedBy: a registration landing between
+    // the two would lose its fresh record. Each goes in a transaction that checks its time again.
+    const hashes = await this.engine.keysOrderedBy(DEVICE_TOKENS, "updated_at", cutoff, limit, "find stale token owners");
+    return this.erasure.deleteTokenOwnersWhile(hashes, (owner) => owner.updated_at <= cutoff);
+  }
+
+  async findPendingReleases(upTo: number, limit: number): Promise<string[]> {
+    return this.engine.keysOrderedBy(DEVICE_TOKENS, "releasing_since", upTo, limit, "find pending token releases");
   }
 
   // ConnectionErasureStore (connection-erasure-writes.ts)
