@@ -99,6 +99,19 @@ const state = {
   confirmingErase: false,
   /** @type {"" | "download" | "erase"} a data action under way */
   busy: "",
+  /**
+   * @type {{ owner: string, templateId: string, key: string } | undefined} the Idempotency-Key of a
+   * start that failed, sent again when the same user starts the same personality: a create whose
+   * answer was lost may have made the session, and its keyed repeat gets that session back.
+   */
+  startKey: undefined,
+  /**
+   * @type {{ sessionId: string, text: string, key: string } | undefined} the Idempotency-Key of the
+   * message given back after a failure, sent again with that text in that session: a message whose
+   * answer was lost may have been stored, and its keyed repeat gets the stored reply back instead of
+   * a second model call and a second exchange. Dropped once a send succeeds or the text changes.
+   */
+  unsent: undefined,
 };
 
 /**
@@ -316,12 +329,16 @@ const deploymentRead = Promise.all([deploymentBases(), apiErrorCodes(), deployme
 // Identity: none until the server answers 401, then Firebase Auth, anonymous sign-in
 // ---------------------------------------------------------------------------------------------
 
+/** Loads a script; one that fails to load leaves no element behind, so a later attempt adds a fresh one. */
 function loadScript(src) {
   return new Promise((resolve, reject) => {
     const script = document.createElement("script");
     script.src = src;
     script.onload = () => resolve(undefined);
-    script.onerror = () => reject(new Error(`could not load ${src}`));
+    script.onerror = () => {
+      script.remove();
+      reject(new Error(`could not load ${src}`));
+    };
     document.head.append(script);
   });
 }
@@ -329,9 +346,21 @@ function loadScript(src) {
 /** @type {Map<string, Promise<unknown>>} the Firebase SDK's scripts, loaded or loading, by name */
 const loadedScripts = new Map();
 
+/**
+ * Loads the script `name` once, however many callers need it. A load that failed is forgotten:
+ * it was a network's hiccup or a deploy under way as often as not, and kept it would fail every
+ * later sign-in until the page is reloaded; the next caller loads it again.
+ */
 function loadOnce(name, src) {
-  if (!loadedScripts.has(name)) loadedScripts.set(name, loadScript(src));
-  return loadedScripts.get(name);
+  let loading = loadedScripts.get(name);
+  if (!loading) {
+    loading = loadScript(src).catch((error) => {
+      loadedScripts.delete(name);
+      throw error;
+    });
+    loadedScripts.set(name, loading);
+  }
+  return loading;
 }
 
 /** @type {Promise<void> | undefined} the sign-in under way or done */
@@ -409,11 +438,16 @@ async function activateAppCheck(siteKey) {
 async function appCheckToken() {
   const { appCheck } = state;
   if (appCheck.provider === "none") return undefined;
-  appCheckClient ??= activateAppCheck(appCheck.siteKey);
+  // An activation that failed (its SDK script did not load) is forgotten, as a failed load is: the next call activates again.
+  appCheckClient ??= activateAppCheck(appCheck.siteKey).catch((error) => {
+    appCheckClient = undefined;
+    throw error;
+  });
   try {
     return (await (await appCheckClient).getToken()).token;
   } catch (error) {
-    throw new PageError(`App Check could not attest this page: ${error instanceof Error ? error.message : String(error)}. Nothing was sent; reload the page to try again.`);
+    // No full stop: errorText ends the sentence.
+    throw new PageError(`App Check could not attest this page: ${error instanceof Error ? error.message : String(error)}. Nothing was sent; try again in a moment`);
   }
 }
 
@@ -449,7 +483,8 @@ async function apiFetch(url, { method, headers = {}, json }) {
   } catch (error) {
     throw new PageError(
       `This server requires a Firebase ID token, and signing in failed: ${error instanceof Error ? error.message : String(error)}. ` +
-        "Locally, run the Auth emulator and start the server with FIREBASE_AUTH_EMULATOR_HOST set to it (see the README).",
+        // No full stop: errorText ends the sentence.
+        "Locally, run the Auth emulator and start the server with FIREBASE_AUTH_EMULATOR_HOST set to it (see the README)",
     );
   }
   return send();
@@ -483,6 +518,23 @@ function pageFailure(error, what) {
 
 /** The codes after which the session is over: the page goes back to its start form. */
 const SESSION_OVER = new Set(["SESSION_ENDED", "SESSION_EXPIRED"]);
+
+/**
+ * The codes after which what a call asked for may have been done all the same (docs/api.md): the
+ * database did not answer (a write queued meanwhile may land), or the first request with the same
+ * Idempotency-Key is still running.
+ */
+const FATE_UNKNOWN = new Set(["DATABASE_UNAVAILABLE", "IDEMPOTENCY_IN_PROGRESS"]);
+
+/**
+ * Whether a start or a message that failed so may have been stored all the same: no API answer
+ * said otherwise (the request was lost on the way back, or something between answered for the
+ * API), or its code says so. Sent again with its key, it is then answered with what was stored.
+ */
+function mayBeStored(failure) {
+  if (failure.code === "") return failure.status === undefined || failure.status >= 500;
+  return FATE_UNKNOWN.has(failure.code);
+}
 
 /**
  * The page's own words for the errors a visitor acts on, by code. Any other code is said with
@@ -611,6 +663,11 @@ function newUserId() {
   return `user_${Array.from(bytes, (byte) => byte.toString(16).padStart(2, "0")).join("")}`;
 }
 
+/** A fresh Idempotency-Key: 128 random bits in hex (getRandomValues, as for the user id: randomUUID needs a secure context). */
+function newIdempotencyKey() {
+  return Array.from(crypto.getRandomValues(new Uint8Array(16)), (byte) => byte.toString(16).padStart(2, "0")).join("");
+}
+
 function rememberedUserId() {
   try {
     const saved = localStorage.getItem("chatify.user_id");
@@ -635,13 +692,20 @@ async function startSession(event) {
   const before = state.phase;
   update({ phase: "starting", error: "", status: "Starting a session ..." });
   const urls = apiUrls(state.base);
+  const templateId = ui.template.value;
+  // Signed in, the token names the user: the body's user_id must be the same (or absent).
+  const owner = () => (state.signedIn ? state.signedIn.account.uid : userId);
+  // The server scopes a create's key to its user, and holds it to the personality: the kept key
+  // goes only with the same user and personality.
+  const kept = state.startKey;
+  const key = kept && kept.owner === owner() && kept.templateId === templateId ? kept.key : newIdempotencyKey();
   let failure;
+  let unsure;
   try {
-    const templateId = ui.template.value;
     const response = await apiFetch(urls.create, {
       method: "POST",
-      // Signed in, the token names the user: the body's user_id must be the same (or absent).
-      json: () => ({ user_id: state.signedIn ? state.signedIn.account.uid : userId, template_id: templateId }),
+      headers: { "Idempotency-Key": key },
+      json: () => ({ user_id: owner(), template_id: templateId }),
     });
     const body = await readJson(response);
     if (response.ok && body?.success) {
@@ -655,6 +719,7 @@ async function startSession(event) {
         phase: "active",
         session: { id: body.session_id, templateName: body.template_name, messageCount: 0, tokens: 0 },
         earlier: null,
+        startKey: undefined,
         status: `Session ${body.session_id} started.`,
       });
       ui.message.focus();
@@ -662,10 +727,20 @@ async function startSession(event) {
       return;
     }
     failure = answerFailure(body, response);
+    unsure = mayBeStored(failure);
   } catch (error) {
     failure = pageFailure(error, `Could not reach the API at ${urls.create}`);
+    // Refused by the page before anything was sent (App Check, signing in), or lost on the way: sent, maybe done.
+    unsure = !(error instanceof PageError);
   }
-  update({ phase: before, error: errorText(failure), status: "No session." });
+  // Kept for the next start (signing in may have changed the owner meanwhile), unless the server refused the key itself.
+  const startKey = failure.code === "IDEMPOTENCY_KEY_REUSED" ? undefined : { owner: owner(), templateId, key };
+  update({
+    phase: before,
+    startKey,
+    error: unsure ? `${errorText(failure)} The session may have been made all the same: starting again is safe, it gets that session back.` : errorText(failure),
+    status: "No session.",
+  });
 }
 
 /** The session is over (ended here, or found ended or expired): back to the start form. */
@@ -675,22 +750,25 @@ function closeSession(changes) {
 }
 
 /**
- * Sends `text` and reads the answer: the reply's deltas into `onText` as they come, then the
- * finished reply (the `done` event, or a whole JSON answer), or a failure.
- * @returns {Promise<{ finished: any } | { failure: Failure }>}
+ * Sends `text` with its Idempotency-Key and reads the answer: the reply's deltas into `onText` as
+ * they come, then the finished reply (the `done` event, or a whole JSON answer: `replayed` when
+ * it is the answer an earlier send with the key got), or a failure, `unsure` when the message
+ * may have been stored all the same (the server does not stop when the client stops listening).
+ * @returns {Promise<{ finished: any, replayed: boolean } | { failure: Failure, unsure: boolean }>}
  */
-async function exchange(sessionId, text, onText) {
+async function exchange(sessionId, text, key, onText) {
+  const failed = (failure) => ({ failure, unsure: mayBeStored(failure) });
   try {
     const response = await apiFetch(apiUrls(state.base).message(sessionId), {
       method: "POST",
-      headers: { Accept: "text/event-stream" },
+      headers: { Accept: "text/event-stream", "Idempotency-Key": key },
       json: () => ({ message: text }),
     });
     if (!(response.headers.get("Content-Type") ?? "").startsWith("text/event-stream")) {
-      // A JSON answer: an error decided before the reply began, a replay, or a server (or a
-      // Hosting route) that answered without a stream.
+      // A JSON answer: an error decided before the reply began, a replay (always JSON, streamed
+      // or not), or a server (or a Hosting route) that answered without a stream.
       const body = await readJson(response);
-      return response.ok && body?.success ? { finished: body } : { failure: answerFailure(body, response) };
+      return response.ok && body?.success ? { finished: body, replayed: response.headers.get("Idempotent-Replayed") === "true" } : failed(answerFailure(body, response));
     }
     let received = "";
     let outcome;
@@ -699,14 +777,16 @@ async function exchange(sessionId, text, onText) {
         received += data.text;
         onText(received);
       } else if (name === "done") {
-        outcome = { finished: data };
+        outcome = { finished: data, replayed: false };
       } else if (name === "error") {
-        outcome = { failure: { code: String(data?.error?.code ?? ""), message: String(data?.error?.message ?? "The reply failed") } };
+        outcome = failed({ code: String(data?.error?.code ?? ""), message: String(data?.error?.message ?? "The reply failed") });
       }
     });
-    return outcome ?? { failure: { code: "", message: "The connection closed before the reply was complete; nothing was stored, send it again" } };
+    // Cut before its last event: the server writes the reply to its end and stores it all the same.
+    return outcome ?? failed({ code: "", message: "The connection closed before the reply was complete" });
   } catch (error) {
-    return { failure: pageFailure(error, "Could not reach the API") };
+    // Refused by the page before anything was sent (App Check, signing in), or lost on the way: sent, maybe stored.
+    return { failure: pageFailure(error, "Could not reach the API"), unsure: !(error instanceof PageError) };
   }
 }
 
@@ -719,14 +799,18 @@ async function sendMessage(event) {
     ui.message.focus();
     return;
   }
+  // The text given back after a failure, sent again unchanged, goes with its key: if the first send
+  // was stored, this one gets its reply back. Any other text is a new message, with a new key.
+  const kept = state.unsent;
+  const key = kept && kept.sessionId === session.id && kept.text === text ? kept.key : newIdempotencyKey();
   addEntry("user", "You", text);
   ui.message.value = "";
   const reply = addEntry("assistant", session.templateName, "");
   reply.item.classList.add("streaming");
-  update({ phase: "streaming", error: "", status: `${session.templateName} is writing ...` });
+  update({ phase: "streaming", unsent: undefined, error: "", status: `${session.templateName} is writing ...` });
 
   let shown = "";
-  const outcome = await exchange(session.id, text, (received) => {
+  const outcome = await exchange(session.id, text, key, (received) => {
     shown = received;
     reply.body.textContent = received;
     reply.item.scrollIntoView({ block: "end" });
@@ -746,23 +830,32 @@ async function sendMessage(event) {
         tokens: session.tokens + (finished.usage?.total_tokens ?? 0),
         ...(session.messageCount === 0 && session.firstMessage === undefined ? { firstMessage: text } : {}),
       },
-      status: `Reply complete. Messages: ${finished.message_count}.`,
+      // A replay is the reply stored for an earlier send of this text, shown as any reply is.
+      status: `${outcome.replayed ? "Reply complete: the one stored when you first sent this message." : "Reply complete."} Messages: ${finished.message_count}.`,
     });
     ui.message.focus();
     void loadConversations();
     return;
   }
-  const { failure } = outcome;
+  const { failure, unsure } = outcome;
   reply.item.classList.add("failed");
   if (shown === "") reply.body.textContent = "(no reply)";
-  addNote(reply.item, "(not stored)");
+  addNote(reply.item, unsure ? "(the reply may have been stored: send the message again to get it)" : "(not stored)");
   if (SESSION_OVER.has(failure.code)) {
     closeSession({ error: errorText(failure), status: failure.code === "SESSION_EXPIRED" ? "The session expired." : "The session has ended." });
     return;
   }
-  // The message was not stored: give its text back so it can be sent again.
+  // Its text goes back, with its key (unless the server refused the key itself): sent again, the
+  // message is stored once, whether or not this send was.
   ui.message.value = text;
-  update({ phase: "active", error: errorText(failure), status: "The reply failed." });
+  update({
+    phase: "active",
+    unsent: failure.code === "IDEMPOTENCY_KEY_REUSED" ? undefined : { sessionId: session.id, text, key },
+    error: unsure
+      ? `${errorText(failure)} Your message may have been stored all the same: sending it again is safe, it gets the stored reply back rather than a second one.`
+      : errorText(failure),
+    status: unsure ? "The reply did not arrive." : "The reply failed.",
+  });
   ui.message.focus();
 }
 
@@ -1048,8 +1141,9 @@ people = startPeople({
   answerFailure,
   pageFailure,
   readJson,
-  loadScript,
+  loadOnce,
   sdkVersion: FIREBASE_SDK_VERSION,
+  newIdempotencyKey,
 });
 
 ui.settings.addEventListener("submit", async (event) => {

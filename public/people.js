@@ -26,8 +26,9 @@ const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
  *   answerFailure: (body: any, response: Response) => any,
  *   pageFailure: (error: unknown, what: string) => any,
  *   readJson: (response: Response) => Promise<any>,
- *   loadScript: (src: string) => Promise<unknown>,
+ *   loadOnce: (name: string, src: string) => Promise<unknown>,
  *   sdkVersion: string,
+ *   newIdempotencyKey: () => string,
  * }} shared
  */
 export function startPeople(shared) {
@@ -57,6 +58,13 @@ export function startPeople(shared) {
     error: "",
     /** The list as last drawn, to redraw only on a change (a button under the pointer stays put). */
     drawn: "",
+    /**
+     * @type {Map<string, { text: string, key: string }>} by connection, the message given back after
+     * a failure and its Idempotency-Key: its answer may have been lost after it was stored, and sent
+     * again with the same key it is stored (and notified) once. Dropped when that text is sent and
+     * stored, or when another text is sent instead.
+     */
+    givenBack: new Map(),
   };
   /** What stops following the open conversation (a database listener or a poll). */
   let unfollow = () => undefined;
@@ -182,7 +190,8 @@ export function startPeople(shared) {
     if (!shared.signedIn() || !emulator || !("firebase" in window)) return undefined;
     // @ts-ignore: the compat SDK is a global
     const firebase = window.firebase;
-    if (typeof firebase.database !== "function") await shared.loadScript(`/__/firebase/${shared.sdkVersion}/firebase-database-compat.js`);
+    // Loaded once for every conversation opened; a load that failed is tried again at the next one.
+    await shared.loadOnce("database", `/__/firebase/${shared.sdkVersion}/firebase-database-compat.js`);
     const database = firebase.database();
     if (!database.__chatifyEmulator) {
       const [host, port] = emulator.split(":");
@@ -242,7 +251,8 @@ export function startPeople(shared) {
 
   /**
    * Sends the box's text, taken out of the box at once so that the next message can be typed (and
-   * sent) while this one is on its way; a message that fails goes back into an empty box.
+   * sent) while this one is on its way; a message that fails goes back into an empty box, with its
+   * key, so that sending it again never stores it twice.
    */
   async function sendMessage(event) {
     event.preventDefault();
@@ -250,14 +260,21 @@ export function startPeople(shared) {
     const text = ui.message.value;
     if (!conversation || text.trim() === "") return;
     ui.message.value = "";
-    // One key per message, kept if it were sent again, so that it is never stored twice.
-    const key = Array.from(crypto.getRandomValues(new Uint8Array(16)), (byte) => byte.toString(16).padStart(2, "0")).join("");
+    // The text given back, sent again unchanged, keeps its key: if the first send was stored (its
+    // answer lost on the way back), this one gets that message back. Another text is a new message.
+    const kept = state.givenBack.get(conversation.id);
+    const key = kept?.text === text ? kept.key : shared.newIdempotencyKey();
+    state.givenBack.delete(conversation.id);
     await attempt(async () => {
       try {
         const body = await call(urls().messages(conversation.id), "POST", { message: text }, { "Idempotency-Key": key });
         received(conversation.id, { [body.message.id]: body.message }, undefined);
       } catch (error) {
-        if (ui.message.value === "") ui.message.value = text;
+        // Given back only into an empty box: the next message, typed meanwhile, is not overwritten.
+        if (ui.message.value === "") {
+          ui.message.value = text;
+          state.givenBack.set(conversation.id, { text, key });
+        }
         throw error;
       }
     });

@@ -100,6 +100,35 @@ describeWithChromium("the chat page with App Check", () => {
     expect(requests.every((request) => new URL(request.url()).hostname === "127.0.0.1")).toBe(true);
   });
 
+  it("activates App Check again at the next call when its SDK script failed to load once", async () => {
+    // The App Check script fails once (a phone between networks, a deploy under way), then is served again.
+    let requested = 0;
+    await page.route("**/__/firebase/*/firebase-app-check-compat.js", async (route) => {
+      requested++;
+      if (requested === 1) await route.abort("connectionreset");
+      else await route.continue();
+    });
+    await page.goto(`${attested.api.baseUrl}/`);
+    await page.waitForSelector("body[data-ready=true]");
+    // The list read at start finds no token to send, and sends nothing.
+    await page.waitForSelector("#error:not([hidden])");
+    expect(await page.textContent("#error")).toBe(
+      "App Check could not attest this page: could not load /__/firebase/12.19.0/firebase-app-check-compat.js. Nothing was sent; try again in a moment.",
+    );
+    expect(sentTokens(requests)).toEqual([]);
+
+    // The visitor starts a session: App Check loads its script again, and the call carries a token.
+    await page.fill("#user", "user_app_check_again");
+    await page.click("#start-button");
+    await page.waitForSelector("body[data-state=active], body[data-state=idle] #error:not([hidden])");
+    expect({ state: await page.getAttribute("body", "data-state"), error: await page.textContent("#error"), requested }).toEqual({ state: "active", error: "", requested: 2 });
+    // Every call carried a token (App Check may reuse one it stored for the browser earlier), and the server took it.
+    const sent = sentTokens(requests);
+    expect(sent.length).toBeGreaterThanOrEqual(1);
+    for (const token of sent) expect(token).toEqual(expect.any(String));
+    expect(await page.locator('script[src$="/firebase-app-check-compat.js"]').count()).toBe(1);
+  });
+
   it("names the refusal when its deployment gives it no provider and the server requires App Check", async () => {
     await startSession(unattested, "user_no_app_check");
     await page.waitForSelector("#error:not([hidden])");

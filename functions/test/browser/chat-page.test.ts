@@ -176,6 +176,90 @@ describeWithChromium("the chat page in Chromium", () => {
     expect(await page.isVisible("#start")).toBe(true);
   }, 60_000);
 
+  it("sends a message given back after its reply stream was cut again with its key: the stored reply comes back, no second model call, no second exchange", async () => {
+    const userId = "user_cut_stream";
+    await startSession(page, userId);
+    const sessionId = (await page.getAttribute("#session", "data-session-id"))!;
+    const keys: (string | undefined)[] = [];
+    page.on("request", (request) => {
+      if (request.method() === "POST" && request.url().endsWith("/message")) keys.push(request.headers()["idempotency-key"]);
+    });
+
+    // The first send: the server streams and commits the whole reply, but the browser's stream
+    // ends before the `done` event (cut on the way: a phone switching networks, a proxy timing out).
+    let cut = 0;
+    await page.route("**/chatbot/session/*/message", async (route) => {
+      if (cut > 0) return route.continue();
+      cut++;
+      const response = await route.fetch();
+      const text = await response.text();
+      const at = text.indexOf("event: done");
+      await route.fulfill({ status: response.status(), headers: response.headers(), body: at > 0 ? text.slice(0, at) : text });
+    });
+    harness.fake.enqueue({ kind: "stream", chunks: ["A reply", " the server", " stored."] });
+    await typeAndSend(page, "Tell me a story");
+    await page.waitForSelector("#error:not([hidden])");
+    // The page says the message may have been stored, and gives the text back to send again.
+    expect(await page.textContent("#error")).toBe(
+      "The connection closed before the reply was complete. Your message may have been stored all the same: sending it again is safe, it gets the stored reply back rather than a second one.",
+    );
+    expect(await page.inputValue("#message")).toBe("Tell me a story");
+    expect(await page.textContent("#log .assistant >> nth=0 >> .note")).toBe("(the reply may have been stored: send the message again to get it)");
+    // It was: the server wrote the reply to its end and committed it.
+    const stored = await harness.api.call("GET", `${ROUTES.get(sessionId)}?user_id=${userId}`);
+    expect(stored.body.session).toMatchObject({ message_count: 1 });
+
+    // Sent again as it was given back: the same key, so the stored reply is replayed and shown as any reply.
+    harness.fake.enqueue({ kind: "stream", chunks: ["A second", " reply."] });
+    await page.click("#send-button");
+    await page.waitForSelector("body[data-state=active] #log .assistant:not(.streaming) >> nth=1");
+    expect(await page.textContent(LAST_REPLY)).toBe("A reply the server stored.");
+    expect(await page.textContent("#count")).toBe("1");
+    expect(await page.textContent("#status")).toBe("Reply complete: the one stored when you first sent this message. Messages: 1.");
+    expect(keys).toHaveLength(2);
+    expect(keys[0]).toMatch(/^[0-9a-f]{32}$/);
+    expect(keys[1]).toBe(keys[0]);
+
+    const after = await harness.api.call("GET", `${ROUTES.get(sessionId)}?user_id=${userId}`);
+    const users = (after.body.messages as { role: string; content: string }[]).filter((message) => message.role === "user").map((message) => message.content);
+    expect({ users, modelCalls: harness.fake.requests.length }).toEqual({ users: ["Tell me a story"], modelCalls: 1 });
+  }, 60_000);
+
+  it("starts again with the key of a start whose answer was lost: the session that start made, not a second one", async () => {
+    const userId = "user_lost_start";
+    const keys: (string | undefined)[] = [];
+    // The first start reaches the server, which makes the session; its answer is lost on the way back.
+    let lost = 0;
+    await page.route("**/chatbot/session", async (route) => {
+      if (route.request().method() !== "POST") return route.continue();
+      keys.push(route.request().headers()["idempotency-key"]);
+      if (lost > 0) return route.continue();
+      lost++;
+      await route.fetch();
+      await route.abort("connectionreset");
+    });
+    await page.selectOption("#template", "socratic-tutor");
+    await page.fill("#user", userId);
+    await page.click("#start-button");
+    await page.waitForSelector("#error:not([hidden])");
+    expect(await page.textContent("#error")).toMatch(/The session may have been made all the same: starting again is safe, it gets that session back\.$/);
+    expect(await page.getAttribute("body", "data-state")).toBe("idle");
+    // The server made the session all the same.
+    const made = ((await harness.api.call("GET", `${ROUTES.list}?user_id=${userId}`)).body.sessions as { session_id: string }[]).map((session) => session.session_id);
+    expect(made).toHaveLength(1);
+    const madeId = made[0]!;
+
+    // Started again as it was asked: the same key, so the answer is the session already made.
+    await page.click("#start-button");
+    await page.waitForSelector("body[data-state=active]");
+    expect(await page.getAttribute("#session", "data-session-id")).toBe(madeId);
+    expect(keys).toHaveLength(2);
+    expect(keys[0]).toMatch(/^[0-9a-f]{32}$/);
+    expect(keys[1]).toBe(keys[0]);
+    const after = await harness.api.call("GET", `${ROUTES.list}?user_id=${userId}`);
+    expect((after.body.sessions as { session_id: string }[]).map((session) => session.session_id)).toEqual([madeId]);
+  }, 60_000);
+
   it("talks to function URLs when the API base says so (?api=)", async () => {
     await page.goto(`${harness.api.baseUrl}/?api=${encodeURIComponent(`${harness.api.baseUrl}/demo-chatify/us-central1`)}`);
     await page.waitForSelector("body[data-ready=true]");
@@ -287,6 +371,37 @@ describeWithChromium("the chat page in Chromium, signed in on the Auth emulator"
     expect(await cspViolations(page)).toEqual([]);
     await page.close();
   }, 60_000);
+
+  it("loads the SDK again at the next sign-in when one of its scripts failed to load once", async () => {
+    const page = await browser.context.newPage();
+    // The SDK's first script fails once (a phone between networks, a deploy under way), then is served again.
+    let requested = 0;
+    await page.route("**/__/firebase/*/firebase-app-compat.js", async (route) => {
+      requested++;
+      if (requested === 1) await route.abort("connectionreset");
+      else await route.continue();
+    });
+    await page.goto(`${harness.api.baseUrl}/`);
+    await page.waitForSelector("body[data-ready=true]");
+    // The list read at start meets the 401; its sign-in cannot load the script.
+    await page.waitForSelector("#error:not([hidden])", { timeout: 30_000 });
+    expect(await page.textContent("#error")).toContain("signing in failed: could not load /__/firebase/12.19.0/firebase-app-compat.js");
+    expect(requested).toBe(1);
+
+    // The visitor starts a session: the sign-in loads the script again, and succeeds.
+    await page.click("#start-button");
+    await page.waitForSelector("body[data-state=active], body[data-state=idle] #error:not([hidden])", { timeout: 30_000 });
+    expect({
+      state: await page.getAttribute("body", "data-state"),
+      error: await page.textContent("#error"),
+      requested,
+      // The script that failed left no element behind: one, the one that loaded.
+      scripts: await page.locator('script[src$="/firebase-app-compat.js"]').count(),
+    }).toEqual({ state: "active", error: "", requested: 2, scripts: 1 });
+    expect(await page.textContent("#identity")).toContain("signed in anonymously with Firebase Auth");
+    expect(await cspViolations(page)).toEqual([]);
+    await page.close();
+  }, 90_000);
 
   it("takes no Auth emulator from the page's address: a hostile ?authEmulator= gets nothing", async () => {
     hostile.reset();

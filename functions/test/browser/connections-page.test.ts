@@ -4,7 +4,8 @@ import { join } from "node:path";
 import type { BrowserContext, Page } from "playwright-core";
 import { PROJECT_ROOT } from "../../src/local/project-files";
 import { startEmulatorProject, type EmulatorProject } from "../support/emulator-project";
-import { describeWithChromium, launchChromiumContexts } from "../support/chromium";
+import { describeWithChromium, launchChromium, launchChromiumContexts, type LaunchedBrowser } from "../support/chromium";
+import { ApiUser, HOSTING_ROUTES } from "../support/connection-api";
 import { startHarness, type Harness } from "../support/http-harness";
 import { describeWithRtdb } from "../support/rtdb";
 
@@ -120,4 +121,85 @@ describeWithChromium("two users chatting live on the chat page", () => {
       for (const page of [ann!, ben!]) expect(await page.evaluate("window.cspViolations")).toEqual([]);
     }, 90_000);
   });
+});
+
+/**
+ * The People panel polling through the API (embedded store, no sign-in): a message whose answer
+ * is lost on its way back (the connection reset after the server stored it) is given back, and
+ * sent again with the key it was first sent with, so the server answers with the message it
+ * stored (docs/connections.md, Retries) instead of storing and notifying it twice.
+ */
+describeWithChromium("the People panel, polled through the API", () => {
+  let harness: Harness;
+  let browser: LaunchedBrowser;
+  let page: Page;
+
+  beforeAll(async () => {
+    harness = await startHarness({ store: "memory" });
+    browser = await launchChromium({ width: 1000, height: 900 });
+  }, 60_000);
+  afterAll(async () => {
+    await browser.close();
+    await harness.close();
+  });
+  beforeEach(async () => {
+    page = await browser.context.newPage();
+  });
+  afterEach(async () => {
+    await page.close();
+  });
+
+  it("sends a message given back after its answer was lost again with its key: stored and shown once", async () => {
+    const ann = new ApiUser(`ann-${Date.now()}`, harness.api, HOSTING_ROUTES);
+    const ben = new ApiUser(`ben-${Date.now()}`, harness.api, HOSTING_ROUTES);
+    const id = await ann.connectWith(ben);
+
+    await page.goto(`${harness.api.baseUrl}/`);
+    await page.waitForSelector("body[data-ready=true]");
+    await page.fill("#user", ann.id);
+    await page.click("#people summary");
+    await page.waitForSelector("#people[open]");
+    await page.click("#connections-refresh");
+    await page.click("#connections li[data-status=accepted] button.open");
+    await page.waitForSelector("#conversation:not([hidden])");
+
+    const keys: (string | undefined)[] = [];
+    // The first send reaches the server, which stores it; its answer is lost on the way back.
+    let lost = 0;
+    await page.route("**/connections/*/messages", async (route) => {
+      if (route.request().method() !== "POST") return route.continue();
+      keys.push(route.request().headers()["idempotency-key"]);
+      if (lost > 0) return route.continue();
+      lost++;
+      await route.fetch();
+      await route.abort("connectionreset");
+    });
+    await type(page, "Hello Ben");
+    await page.waitForSelector("#people-error:not([hidden])");
+    // The text is given back to send again, though the server stored it.
+    expect(await page.inputValue("#people-message")).toBe("Hello Ben");
+    expect((await ben.read(id)).body.messages).toHaveLength(1);
+
+    // Sent again as it was given back: the same key, so the server answers with the stored message.
+    const answer = page.waitForResponse((response) => response.request().method() === "POST" && new URL(response.url()).pathname.endsWith("/messages"));
+    await page.press("#people-message", "Enter");
+    expect({ status: (await answer).status(), replayed: (await answer).headers()["idempotent-replayed"] }).toEqual({ status: 201, replayed: "true" });
+    await page.waitForSelector("#people-error", { state: "hidden" });
+    await page.waitForSelector("#people-log li[data-id=m000000001]");
+    expect(await page.inputValue("#people-message")).toBe("");
+
+    const stored = (await ben.read(id)).body.messages as { content: string }[];
+    expect(stored.map((message) => message.content)).toEqual(["Hello Ben"]);
+    expect(keys).toHaveLength(2);
+    expect(keys[0]).toMatch(/^[0-9a-f]{32}$/);
+    expect(keys[1]).toBe(keys[0]);
+    expect((await shown(page)).map((line) => line.slice(11))).toEqual(["You: Hello Ben"]);
+
+    // Another text is another message, with a key of its own.
+    await type(page, "And again");
+    await page.waitForSelector("#people-log li[data-id=m000000002]");
+    expect(keys).toHaveLength(3);
+    expect(keys[2]).not.toBe(keys[0]);
+    expect(((await ben.read(id)).body.messages as { content: string }[]).map((message) => message.content)).toEqual(["Hello Ben", "And again"]);
+  }, 60_000);
 });
