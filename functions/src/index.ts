@@ -83,5 +83,5 @@ export const eraseUserData = onRequest(httpsOptions("session"), serve("eraseUser
 // (docs/conversations.md, "A deleted Auth user"). Retried: the erasure is harmless to repeat.
 // An event trigger: TIMEOUT_SECONDS capped at the 540 s such a function may have (function-options.ts).
 export const eraseDeletedUser = onUserDeleted({ retry: true, timeoutSeconds: eventTimeoutSeconds, memory: deployParams.MEMORY_MIB }, async (event) => {
-  await (await app()).eraseDeletedUser(event.data.uid);
+  await (await app()).eraseDeletedUser(event.data.uid, event.time);
 });

@@ -122,6 +122,10 @@ export class CountingStore implements SessionStore {
     return this.count("claimCreateKey", this.inner.claimCreateKey(hash, key));
   }
 
+  releaseCreateKey(hash: string, key: CreateKey): Promise<boolean> {
+    return this.count("releaseCreateKey", this.inner.releaseCreateKey(hash, key));
+  }
+
   deleteCreateKeys(cutoff: number, limit: number): Promise<number> {
     return this.count("deleteCreateKeys", this.inner.deleteCreateKeys(cutoff, limit));
   }

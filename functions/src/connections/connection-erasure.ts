@@ -1,7 +1,8 @@
 import { userKey } from "../session/ledger/limits";
 import type { ConnectionErasureStore } from "../store/connection-erasure-store";
 import type { ConnectionMeta } from "../store/connection-records";
-import type { ConnectionRef } from "../store/connection-store";
+import type { ConnectionRef, DeviceStore } from "../store/connection-store";
+import { releaseToken } from "./device-registry";
 import { forgetDevices, forgetPairUser } from "./erasure-rules";
 
 /** Connections an erasure deletes: by id, the key of the other user, whose list names it too. */
@@ -23,7 +24,7 @@ export interface ErasureHooks {
  * repeat, as the erasure of their sessions is.
  */
 export class ConnectionErasure {
-  constructor(private readonly options: { readonly store: ConnectionErasureStore; readonly batchSize: number }) {}
+  constructor(private readonly options: { readonly store: ConnectionErasureStore & DeviceStore; readonly batchSize: number; readonly clock: () => number }) {}
 
   async erase(userId: string, cutoff: number, hooks: ErasureHooks): Promise<{ count: number; stopped: boolean }> {
     const { store, batchSize } = this.options;
@@ -51,8 +52,24 @@ export class ConnectionErasure {
     if (hooks.stopped()) return { count, stopped: true };
     await this.forgetPairs(userId, cutoff);
     await store.rewriteDevices(key, forgetDevices(cutoff));
+    await this.releaseHeldTokens(key, cutoff);
     await store.deleteTokenOwners(key, cutoff);
     return { count, stopped: false };
+  }
+
+  /**
+   * Runs the removals still pending on the tokens the user took from others (a handover whose
+   * removal from the former owner failed, or whose request died), as the user's next registration
+   * or the sweep would (releaseToken). Their owner record is the only trace of such a removal, and
+   * it names the user: it cannot outlive the erasure, nor go before the removal, or the former
+   * owner's notifications would reach the phone this user holds until their token went stale.
+   * A removal that fails throws, as every step here does: the record stays (ownedUpTo), and the
+   * retry or the sweep's pass does both again.
+   */
+  private async releaseHeldTokens(key: string, cutoff: number): Promise<void> {
+    const { store, clock } = this.options;
+    const held = await store.findTokenOwners(key, cutoff);
+    await Promise.all(held.map(({ hash, owner }) => releaseToken(store, hash, owner.released_from ?? {}, clock())));
   }
 
   /** Deletes again connections an earlier pass recorded: a copy of a journal sent before may have landed after it. */

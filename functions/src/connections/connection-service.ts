@@ -59,6 +59,7 @@ export interface RequestResult {
   readonly connection: ConnectionView;
   /** This request made a new connection (and notified the other user); else the pair's answered it. */
   readonly created: boolean;
+  /** Present when this request notified the asked user: one that made the connection, or the repeat of one that failed before it could. */
   readonly notified?: NotifyReport;
 }
 
@@ -79,6 +80,16 @@ export interface ConnectionPage {
   readonly next?: ListCursor;
 }
 
+/** How a request settled on its pair. */
+interface SettledRequest {
+  readonly known: KnownConnection;
+  readonly state: ConnectionState;
+  /** This request made the connection. */
+  readonly created: boolean;
+  /** A repeat of the request that made it, which finds the asked user never heard of it: it notifies them. */
+  readonly unannounced: boolean;
+}
+
 /** Attempts at settling a request on its pair when each finds the pair's connection closed meanwhile. */
 const REQUEST_ATTEMPTS = 5;
 
@@ -97,7 +108,8 @@ export class ConnectionService {
   /**
    * Asks `otherUserId` for a connection, or finds the one the pair has: one per pair at a time,
    * however many requests race, from either side; the other side's request accepts it. Only a
-   * request that makes a new connection notifies, and counts against the requester's hourly limit.
+   * request that makes a new connection counts against the requester's hourly limit, and notifies
+   * (or, when it failed before that, its repeat: see `settleRequest`).
    * Refused while either user's data is being erased: the connection would name them after it.
    */
   async request(userId: string, otherUserId: string): Promise<RequestResult> {
@@ -111,22 +123,28 @@ export class ConnectionService {
     // it was set made a connection asked for before the erasure, which the erasure's second pass finds.
     const [admission, other] = await Promise.all([ledger.updateUsage(requesterKey, takeRequest(now, requestsPerHour, aiMessagesPerMinute)), ledger.readUsage(userKey(otherUserId))]);
     if (!admission.admitted) throw admission.erasing ? new ErasureInProgressError(seconds(admission.retryAfterMs)) : new ConnectionRequestLimitError(seconds(admission.retryAfterMs));
-    let settled: { known: KnownConnection; state: ConnectionState; created: boolean } | undefined;
+    let settled: SettledRequest | undefined;
+    // Set once the pair's record names a connection this request made: it counts against the
+    // requester's limit from then on, even when writing or listing it fails after (the request's
+    // retry then answers with that connection, and gives its own token back).
+    const taken = { made: false };
     try {
       if (other?.erasing !== undefined) throw new ErasureInProgressError(seconds(ERASING_RETRY_MS));
-      settled = await this.settleRequest(users, requester, now);
+      settled = await this.settleRequest(users, requester, now, () => {
+        taken.made = true;
+      });
     } finally {
       // Off the answer's path: a request that made nothing new costs nothing; a lost refund only delays one.
-      if (!settled?.created) void ledger.updateUsage(requesterKey, returnRequest(requestsPerHour)).catch(() => undefined);
+      if (!taken.made) void ledger.updateUsage(requesterKey, returnRequest(requestsPerHour)).catch(() => undefined);
     }
     const connection = this.view(settled.known, settled.state, requester);
-    if (!settled.created) return { connection, created: false };
+    if (!settled.created && !settled.unannounced) return { connection, created: false };
     const { ref } = settled.known;
     const notified = await this.options.notifier.notify(this.options.notifier.audience(ref.userKeys[otherParticipant(requester)], requesterKey), {
       connectionId: ref.id,
       kind: "request",
     });
-    return { connection, created: true, notified };
+    return { connection, created: settled.created, notified };
   }
 
   async get(userId: string, connectionId: string): Promise<ConnectionView> {
@@ -290,7 +308,7 @@ export class ConnectionService {
    * found closed is passed over (closed is final) and the pair asked again; one its record names
    * but nobody has written yet (its creator is writing it, or died first) is written from the record.
    */
-  private async settleRequest(users: PairUsers, requester: Participant, now: number): Promise<{ known: KnownConnection; state: ConnectionState; created: boolean }> {
+  private async settleRequest(users: PairUsers, requester: Participant, now: number, made: () => void): Promise<SettledRequest> {
     const { store, newConnectionId } = this.options;
     const pair = pairKeyOf(users);
     const closed = new Set<string>();
@@ -301,24 +319,50 @@ export class ConnectionService {
       this.known.remember(known);
       store.prepareConnection(known.ref.id);
       if (onPair.created) {
+        made();
         const created = await store.createConnection({ ...known.ref, meta: known.meta, state: initialState(onPair.current) });
         const state = created === "created" ? initialState(onPair.current) : await store.readConnectionState(known.ref.id);
         if (!state) throw new StoreUnavailableError("create connection");
-        return { known, state, created: true };
+        return { known, state, created: true, unannounced: false };
       }
       const again = requestAgain(requester, known.meta.requested_by, now);
+      // The requester asking again may be retrying a request that failed after writing the
+      // connection, before both users' lists took it (a separate update) and before the asked
+      // user was notified. Whether the lists hold it is read beside the transaction: no round
+      // trip added to a repeat whose first request went through.
+      const listed = requester === known.meta.requested_by ? store.readListed(known.ref).catch(() => undefined) : undefined;
       let result = await store.updateConnection(known.ref, again);
+      let wrote = false;
       if (!result.found) {
-        await store.createConnection({ ...known.ref, meta: known.meta, state: initialState(onPair.current) });
+        wrote = (await store.createConnection({ ...known.ref, meta: known.meta, state: initialState(onPair.current) })) === "created";
         result = await store.updateConnection(known.ref, again);
         if (!result.found) throw new StoreUnavailableError("create connection");
       }
       const { outcome, state } = result;
       if (outcome.kind === "blocked") throw new ConnectionBlockedError();
-      if (outcome.kind !== "closed") return { known, state, created: false };
+      if (outcome.kind === "pending") {
+        // The asked user has not heard of it when this repeat wrote the connection itself (its
+        // first request died first) or listed it where it was missing (the first failed or died
+        // before its notification, which comes after both lists).
+        const relisted = await this.relistLost(known, state, listed);
+        return { known, state, created: false, unannounced: wrote || relisted };
+      }
+      if (outcome.kind !== "closed") return { known, state, created: false, unannounced: false };
       closed.add(known.ref.id);
     }
     throw new StoreUnavailableError("request connection");
+  }
+
+  /**
+   * Lists a pending connection in both users' lists where it is missing (`listed`: what was read
+   * beside the transaction that found it; undefined when unknown); true when an entry was missing.
+   * The pair's record and the connection's state were both just found: an erasure did not remove
+   * it, so an entry written now is no erased one come back (a later erasure's passes remove it).
+   */
+  private async relistLost(known: KnownConnection, state: ConnectionState, listed: Promise<{ readonly a: boolean; readonly b: boolean } | undefined> | undefined): Promise<boolean> {
+    const seen = await listed;
+    if (seen?.a === true && seen.b) return false;
+    return this.options.store.listConnection(known.ref, state.last_activity);
   }
 
   /** The pair's current connection, known (written from the pair's record if nobody has yet). */

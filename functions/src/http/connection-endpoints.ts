@@ -1,3 +1,4 @@
+import { z } from "zod";
 import type { Identity } from "../auth/identity";
 import type { ConnectionService, ConnectionView } from "../connections/connection-service";
 import { ConnectionNotFoundError } from "../connections/errors";
@@ -9,6 +10,7 @@ import type { ConnectionMessage } from "../store/connection-records";
 import { matchConnection, matchConnectionAction, matchConnections, matchDevices } from "./connection-routes";
 import { parseBody } from "./request-schemas";
 import type { ConnectionBodies } from "./connection-schemas";
+import type { CursorCodec } from "./cursor-codec";
 import type { Endpoint, EndpointResult } from "./endpoints";
 import { HttpError } from "./http-error";
 import type { HttpRequest } from "./http-types";
@@ -46,9 +48,22 @@ function queryOf(request: HttpRequest): Record<string, string> {
   return query;
 }
 
-/** The fields a change names: from a JSON body when one is sent, else from the query string (a DELETE or GET has none). */
+/**
+ * The fields a change names: its JSON body's, and `user_id` from the query string of a GET or
+ * DELETE (docs/connections.md, "Who acts"), also when it sends a body for its other fields
+ * (DELETE /devices sends its token), or of a request without a body. Only `user_id` comes from
+ * the query: a device token there would end up in access logs. Named in both places, they must be
+ * the same user, refused 403 as a `user_id` other than the token's user is: answering for either
+ * would guess which one the client meant.
+ */
 function actorFields(request: HttpRequest): Record<string, unknown> {
-  return request.body.length > 0 ? readJsonObject(request) : queryOf(request);
+  const fields = request.body.length > 0 ? readJsonObject(request) : {};
+  const named = request.method === "GET" || request.method === "DELETE" || request.body.length === 0 ? queryOf(request).user_id : undefined;
+  if (named === undefined) return fields;
+  if (fields.user_id === undefined) return { ...fields, user_id: named };
+  // A body's user_id that is not a string is left to the schema, which names the field.
+  if (typeof fields.user_id === "string" && fields.user_id !== named) throw new ForbiddenError("user_id in the query string and in the body name different users");
+  return fields;
 }
 
 /** The connection named in the path; an id this service could not have issued names nothing. */
@@ -81,34 +96,39 @@ export function messageBody(position: number, message: ConnectionMessage): Recor
   return { id: messageKey(position), position, sender_id: message.sender_id, content: message.content, timestamp: message.timestamp };
 }
 
-/** An opaque cursor: where the next page of a user's list starts (base64url JSON of the last entry shown). */
-function encodeCursor(cursor: ListCursor): string {
-  return Buffer.from(JSON.stringify([cursor.lastActivity, cursor.id])).toString("base64url");
+/** What a list cursor says: the last connection shown (its activity, its id). */
+const listPosition = z.object({ a: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER), c: z.string().refine(isSessionId) });
+
+/**
+ * Where the next page of a user's list starts, sealed as the conversation list's cursors are
+ * (cursor-codec.ts): a kind of its own and the user as its scope, so that a cursor changed, cut,
+ * made up, another user's or another list's is 400 INVALID_CURSOR, not a page read from it.
+ */
+function sealCursor(cursors: CursorCodec, userId: string, cursor: ListCursor): Promise<string> {
+  return cursors.seal("connections", userId, { a: cursor.lastActivity, c: cursor.id });
 }
 
-function decodeCursor(raw: string | undefined): ListCursor | undefined {
+async function openCursor(cursors: CursorCodec, userId: string, raw: string | undefined): Promise<ListCursor | undefined> {
   if (raw === undefined) return undefined;
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(Buffer.from(raw, "base64url").toString("utf8"));
-  } catch {
-    parsed = undefined;
-  }
-  if (Array.isArray(parsed) && parsed.length === 2 && Number.isSafeInteger(parsed[0]) && typeof parsed[1] === "string" && isSessionId(parsed[1])) {
-    return { lastActivity: parsed[0] as number, id: parsed[1] };
-  }
-  throw new HttpError("INVALID_REQUEST", "Invalid request: cursor is not one this API gave", {}, [{ field: "cursor", message: "must be a next_cursor from an earlier page" }]);
+  const { a, c } = await cursors.open("connections", userId, raw, listPosition);
+  return { lastActivity: a, id: c };
 }
 
 function ok(body: Record<string, unknown>, status = 200, headers: Readonly<Record<string, string>> = {}): EndpointResult {
   return { status, headers, body: { success: true, ...body } };
 }
 
+/**
+ * What a handler is given: the connection services, and the instance's cursor codec, which the
+ * user-data endpoints hold: one codec and one secret for every list's cursors.
+ */
+type HandlerContext = ConnectionsContext & { readonly cursors: CursorCodec };
+
 /** An endpoint of several methods on one path: each method's handler, and the path's match. */
 function endpoint(
   name: ConnectionEndpointName,
   match: (path: string) => RouteMatch | undefined,
-  handlers: Readonly<Record<string, (request: HttpRequest, route: RouteMatch, context: ConnectionsContext, caller: Identity | undefined) => Promise<EndpointResult>>>,
+  handlers: Readonly<Record<string, (request: HttpRequest, route: RouteMatch, context: HandlerContext, caller: Identity | undefined) => Promise<EndpointResult>>>,
 ): Endpoint {
   return {
     name,
@@ -118,7 +138,7 @@ function endpoint(
       const caller = await context.authenticate(request);
       const handler = handlers[request.method];
       if (!handler) throw new HttpError("METHOD_NOT_ALLOWED", `Use ${Object.keys(handlers).join(" or ")} for this route`);
-      return handler(request, route, context.connections, caller);
+      return handler(request, route, { ...context.connections, cursors: context.userData.cursors }, caller);
     },
   };
 }
@@ -135,9 +155,10 @@ function change(action: (context: ConnectionsContext, userId: string, connection
 export const connections = endpoint("connections", matchConnections, {
   async GET(request, _route, context, caller) {
     const query = parseBody(context.bodies.listQuery, queryOf(request));
-    const after = decodeCursor(query.cursor);
-    const page = await context.connections.list(actingUser(caller, query.user_id), { limit: query.limit, ...(after ? { after } : {}) });
-    return ok({ connections: page.connections.map(connectionBody), next_cursor: page.next ? encodeCursor(page.next) : null });
+    const userId = actingUser(caller, query.user_id);
+    const after = await openCursor(context.cursors, userId, query.cursor);
+    const page = await context.connections.list(userId, { limit: query.limit, ...(after ? { after } : {}) });
+    return ok({ connections: page.connections.map(connectionBody), next_cursor: page.next ? await sealCursor(context.cursors, userId, page.next) : null });
   },
   async POST(request, _route, context, caller) {
     const body = parseBody(context.bodies.request, readJsonObject(request));
@@ -208,7 +229,7 @@ export const devices = endpoint("devices", matchDevices, {
     return ok({ devices: after.devices });
   },
   async DELETE(request, _route, context, caller) {
-    const body = parseBody(context.bodies.deviceRemoval, readJsonObject(request));
+    const body = parseBody(context.bodies.deviceRemoval, actorFields(request));
     const after = await context.devices.unregister(actingUser(caller, body.user_id), body.token);
     return ok({ removed: after.removed === true, devices: after.devices });
   },

@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { MAX_CURSOR_CHARS } from "./cursor-codec";
 import { stringField, userIdField } from "./request-schemas";
 
 /**
@@ -34,7 +35,9 @@ export function connectionBodies(maxMessageChars: number) {
     }),
     device: z.object({ ...actor, token: deviceToken, previews: z.boolean({ error: "must be true or false" }).optional() }),
     deviceRemoval: z.object({ ...actor, token: deviceToken }),
-    listQuery: z.object({ ...actor, limit: pageSize(20, 100), cursor: z.string().max(512).optional() }),
+    // Any string short enough: whether it is a cursor this service issued, cut or not, is the
+    // codec's to say (400 INVALID_CURSOR, as docs/api.md lists it), not a field's format.
+    listQuery: z.object({ ...actor, limit: pageSize(20, 100), cursor: z.string().max(MAX_CURSOR_CHARS).optional() }),
     messagesQuery: z.object({
       ...actor,
       limit: pageSize(50, 100),

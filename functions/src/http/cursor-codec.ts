@@ -2,8 +2,8 @@ import { createHmac, timingSafeEqual } from "node:crypto";
 import type { z } from "zod";
 import { HttpError } from "./http-error";
 
-/** What a cursor continues: a listing, a conversation's messages, an export. */
-export type CursorKind = "list" | "messages" | "export";
+/** What a cursor continues: a listing of conversations, a conversation's messages, an export, a listing of connections. */
+export type CursorKind = "list" | "messages" | "export" | "connections";
 
 /** Bytes of the signature kept: 128 bits, far past guessing. */
 const MAC_BYTES = 16;

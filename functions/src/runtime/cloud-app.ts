@@ -42,14 +42,22 @@ export const callables = Object.fromEntries(
 ) as Readonly<Record<CallableName, CallableHandler>>;
 
 /**
- * A Firebase Auth user was deleted: their data goes too (the first pass within half the trigger's
- * timeout, the rest by the sweep). The trigger's timeout is TIMEOUT_SECONDS capped for an event
- * trigger, not TIMEOUT_SECONDS itself. A failure before the erasure is recorded is thrown, so that
- * the platform retries the event.
+ * A Firebase Auth user was deleted at `eventTime` (the event's `time`): their data goes too (the
+ * first pass within half the trigger's timeout, the rest by the sweep), and what the ID tokens they
+ * still hold write until those expire (ErasureService.eraseDeletedUser). The trigger's timeout is
+ * TIMEOUT_SECONDS capped for an event trigger, not TIMEOUT_SECONDS itself. A failure before the
+ * erasure is recorded is thrown, so that the platform retries the event.
  */
-export async function eraseDeletedUser(uid: string): Promise<void> {
+export async function eraseDeletedUser(uid: string, eventTime: string | undefined): Promise<void> {
   const instance = await cloudInstance();
-  await instance.erasure.erase(uid, erasureDeadline(Date.now(), instance.config.deploy.timeoutSeconds));
+  const now = Date.now();
+  await instance.erasure.eraseDeletedUser(uid, deletionTime(eventTime, now), erasureDeadline(now, instance.config.deploy.timeoutSeconds));
+}
+
+/** When the user was deleted: the event's time (the same on each retry), or `now` for an event without a readable one. */
+export function deletionTime(eventTime: string | undefined, now: number): number {
+  const parsed = eventTime === undefined ? Number.NaN : Date.parse(eventTime);
+  return Number.isFinite(parsed) ? parsed : now;
 }
 
 /** When the deleted user's first erasure pass stops: half of the timeout the trigger really runs with. */

@@ -157,7 +157,7 @@ export function composeInstance(config: Config, parts: InstanceParts): Instance 
     // A request that raced the erasure writes nothing after its claim's lease, nor a write it sent after one database deadline.
     finalPassAfterMs: budget.leaseMs + config.dbTimeoutMs,
     batchSize: ERASURE_BATCH,
-    connections: new ConnectionErasure({ store: connectionStore, batchSize: ERASURE_BATCH }),
+    connections: new ConnectionErasure({ store: connectionStore, batchSize: ERASURE_BATCH, clock }),
   });
   const maintain = async (now: number = clock()) => {
     const report = await runMaintenance({

@@ -161,10 +161,18 @@ function strays(owners: readonly string[]): { strayPartials?: readonly string[] 
 
 export type EndOutcome = { readonly kind: "ended" } | { readonly kind: "closed"; readonly status: Closed };
 
+/**
+ * Ends an active session. One already closed is refused, and written back as it is: a change the
+ * store then follows with the closing copy again, which mends an index entry whose closing fields
+ * an earlier copy lost (it costs only this refusal's path).
+ */
 export function endRule(now: number, policy: SessionPolicy): StateRule<EndOutcome> {
   return (state) => {
     const current = expiredIfIdle(state, now, policy);
-    if (current.status !== "active") return closing(state, current);
+    if (current.status !== "active") {
+      const refused = closing(state, current);
+      return refused.next === undefined ? { ...refused, next: state } : refused;
+    }
     return { outcome: { kind: "ended" }, next: { ...closedState(current, "ended", now), last_activity: Math.max(current.last_activity, now) } };
   };
 }

@@ -2,7 +2,7 @@ import type { Identity } from "../auth/identity";
 import type { ChatModel, ReplySink } from "../llm/chat-model";
 import type { Log } from "../log/log";
 import type { MessageModeration } from "../moderation/message-moderation";
-import type { SessionMeta, SessionState, Template } from "../store/records";
+import type { CreateKey, SessionMeta, SessionState, Template } from "../store/records";
 import type { SessionStore } from "../store/session-store";
 import { addressKey, admitAddress, refundAddress } from "./ledger/address-limit";
 import { ErasureInProgressError } from "./erasure/erasure-errors";
@@ -82,6 +82,12 @@ export interface MessageInput {
   readonly stream?: ReplySink;
 }
 
+/** A `createSession` key this request claimed itself (its own session id and time): see `releaseClaim`. */
+interface CreateClaim {
+  readonly hash: string;
+  readonly key: CreateKey;
+}
+
 /** Templates are few; this only bounds an instance's memory if ids are many. */
 const MAX_CACHED_TEMPLATES = 256;
 
@@ -135,15 +141,25 @@ export class SessionService {
       if (error instanceof TemplateNotFoundError && input.idempotencyKey !== undefined) {
         const keyed = await this.keyedCreate(userId, input.templateId, input.idempotencyKey, sessionId, now);
         if (keyed.replayed) return keyed;
+        await this.releaseClaim(keyed.claim);
       }
       throw error;
     }
+    let claim: CreateClaim | undefined;
     if (input.idempotencyKey !== undefined) {
       const keyed = await this.keyedCreate(userId, input.templateId, input.idempotencyKey, sessionId, now);
       if (keyed.replayed) return keyed;
       sessionId = keyed.sessionId;
+      claim = keyed.claim;
     }
-    await this.admitSession(userId, sessionId, now, input.caller, input.address);
+    try {
+      await this.admitSession(userId, sessionId, now, input.caller, input.address);
+    } catch (error) {
+      // Refused: no session comes of this claim. Not on a database failure, whose admission may
+      // have counted the session: a retry with the key then creates that same session.
+      if (error instanceof ErasureInProgressError || error instanceof LimitExceededError) await this.releaseClaim(claim);
+      throw error;
+    }
 
     const meta: SessionMeta = {
       user_id: userId,
@@ -233,17 +249,39 @@ export class SessionService {
    * The session a create with `idempotencyKey` names: the key fixes the session id, so whichever
    * request gets there first creates that session, and a repeat replays it once it exists.
    */
-  private async keyedCreate(userId: string, templateId: string, idempotencyKey: string, sessionId: string, now: number): Promise<CreatedSession | { readonly replayed: false; readonly sessionId: string }> {
+  private async keyedCreate(
+    userId: string,
+    templateId: string,
+    idempotencyKey: string,
+    sessionId: string,
+    now: number,
+  ): Promise<(CreatedSession & { readonly replayed: true }) | { readonly replayed: false; readonly sessionId: string; readonly claim?: CreateClaim }> {
     const { store } = this.options;
-    const claimed = await store.claimCreateKey(keyHash(`createSession\u0000${userId}`, idempotencyKey), {
-      fingerprint: fingerprint(templateId),
-      session_id: sessionId,
-      created_at: now,
-      user_key: userKey(userId),
-    });
+    const hash = keyHash(`createSession\u0000${userId}`, idempotencyKey);
+    const key: CreateKey = { fingerprint: fingerprint(templateId), session_id: sessionId, created_at: now, user_key: userKey(userId) };
+    const claimed = await store.claimCreateKey(hash, key);
     if (claimed.fingerprint !== fingerprint(templateId)) throw new IdempotencyKeyReusedError();
-    if (!(await store.readSessionState(claimed.session_id))) return { replayed: false, sessionId: claimed.session_id };
+    if (!(await store.readSessionState(claimed.session_id))) {
+      // The session id is this request's own, fresh: the stored key is this claim, not an earlier request's.
+      return { replayed: false, sessionId: claimed.session_id, ...(claimed.session_id === sessionId ? { claim: { hash, key } } : {}) };
+    }
     return { sessionId: claimed.session_id, meta: (await this.known.owned(claimed.session_id, undefined)).meta, replayed: true };
+  }
+
+  /**
+   * Deletes the create key this request claimed for a session it was then refused (its user being
+   * erased, a limit, its template gone). Left, it would name the user and a session never made until
+   * its 24 h TTL: past both passes of the erasure that refused it, whose cutoff its claim time is
+   * after. Only while the key is still this claim, in a transaction: a request that claimed it since
+   * keeps it. A retry with the key then claims it anew, as a first request would. Awaited (a
+   * deployed instance gets no CPU once it has answered); a failure leaves the refusal the answer,
+   * and the key to its TTL.
+   */
+  private async releaseClaim(claim: CreateClaim | undefined): Promise<void> {
+    if (!claim) return;
+    await this.options.store.releaseCreateKey(claim.hash, claim.key).catch((error: unknown) => {
+      this.options.log.warn("create key release failed", { error: error instanceof Error ? error.name : typeof error });
+    });
   }
 
   private async template(templateId: string): Promise<Template> {

@@ -48,16 +48,30 @@ export interface ConnectionErasureStore {
   rewriteDevices<O>(userKey: string, rule: ErasingRule<DeviceRecord, O>): Promise<O>;
 
   /**
+   * The records naming `userKey` as a token's holder that were last registered at or before
+   * `cutoff`, by the token's hash: those whose former owners the token is still to leave
+   * (`released_from`) have those removals run before `deleteTokenOwners` may remove them.
+   */
+  findTokenOwners(userKey: string, cutoff: number): Promise<{ readonly hash: string; readonly owner: TokenOwner }[]>;
+
+  /**
    * Removes the records naming `userKey` as a token's holder that were last registered at or
-   * before `cutoff`, each only while it still names them (a token another user took is theirs);
-   * returns how many.
+   * before `cutoff`, each only while it still names them (a token another user took is theirs)
+   * and names no former owner the token is still to leave; returns how many.
    */
   deleteTokenOwners(userKey: string, cutoff: number): Promise<number>;
 }
 
-/** The check both adapters apply when removing a token's owner record. */
+/**
+ * The check both adapters apply when an erasure removes a token's owner record. A record that
+ * still names former owners (`released_from`: a handover whose removal from their devices is not
+ * confirmed) stays: it is how the owner's next registration and the sweep find that removal, and
+ * without it the former owner's notifications would reach the phone until their token went stale.
+ * The erasure runs those removals first (connection-erasure.ts); a record that still names one
+ * here stays for the erasure's next pass, which runs them again and then removes it.
+ */
 export function ownedUpTo(owner: TokenOwner | null, userKey: string, cutoff: number): boolean {
-  return owner?.user_key === userKey && owner.updated_at <= cutoff;
+  return owner?.user_key === userKey && owner.updated_at <= cutoff && Object.keys(owner.released_from ?? {}).length === 0;
 }
 
 /** Every role of connections and devices: what one adapter (the database, the embedded store) implements. */

@@ -108,6 +108,20 @@ export interface ConnectionStore {
    */
   relistConnection(userKey: string, connectionId: string, lastActivity: number): Promise<void>;
 
+  /**
+   * Whether each user's list holds the connection (`a` for user a's, `b` for user b's): read beside
+   * a requester's repeated request, which lists it again where its creation's list update was lost.
+   */
+  readListed(connection: ConnectionRef): Promise<{ readonly a: boolean; readonly b: boolean }>;
+
+  /**
+   * Writes the connection's entry, at `lastActivity`, into each user's list that lacks it (an entry
+   * behind it moves up; none is set back); true when this call wrote a missing one. Only for a
+   * connection whose state and pair's record the caller has just found: what an erasure removed is
+   * known gone by those, and must not be listed again.
+   */
+  listConnection(connection: ConnectionRef, lastActivity: number): Promise<boolean>;
+
   /** A hint that the connection's state is about to be transacted on: an adapter may start following it now. */
   prepareConnection(connectionId: string): void;
 }

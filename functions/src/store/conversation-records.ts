@@ -53,6 +53,8 @@ export interface StoredConversation {
  * the first deletion until the last pass: so that a crash never leaves a user half-erased (the
  * sweep finishes what a request started), and so that the second pass knows what to delete
  * again. `user_id`, `sessions` and `connections` are needed by that pass and leave with the record.
+ * `requested_at` is the cutoff: what the user created up to it is erased (for a user deleted from
+ * Auth, when the last ID token they were issued expires, so it can lie ahead: erasure-service.ts).
  * - `erasing`: the first pass has not finished; `due_at` is when the sweep may take it over (the
  *   request that started it has ended by then, whatever became of it).
  * - `settling`: everything was deleted once; at `due_at` (the longest a request that raced the

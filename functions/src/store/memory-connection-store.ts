@@ -102,6 +102,22 @@ export class MemoryConnectionStore implements ConnectionStore, DeviceStore, Conn
     if (list && listed !== undefined && listed < lastActivity) list.set(connectionId, lastActivity);
   }
 
+  async readListed(connection: ConnectionRef): Promise<{ readonly a: boolean; readonly b: boolean }> {
+    return { a: this.lists.get(connection.userKeys.a)?.has(connection.id) === true, b: this.lists.get(connection.userKeys.b)?.has(connection.id) === true };
+  }
+
+  async listConnection(connection: ConnectionRef, lastActivity: number): Promise<boolean> {
+    let wrote = false;
+    for (const userKey of [connection.userKeys.a, connection.userKeys.b]) {
+      const list = this.lists.get(userKey) ?? new Map<string, number>();
+      const listed = list.get(connection.id);
+      wrote ||= listed === undefined;
+      if (listed === undefined || listed < lastActivity) list.set(connection.id, lastActivity);
+      this.lists.set(userKey, list);
+    }
+    return wrote;
+  }
+
   prepareConnection(): void {
     // Nothing to fetch: the state is in memory.
   }
@@ -181,6 +197,10 @@ export class MemoryConnectionStore implements ConnectionStore, DeviceStore, Conn
 
   async rewriteDevices<O>(userKey: string, rule: ErasingRule<DeviceRecord, O>): Promise<O> {
     return applyRewrite(this.devices, userKey, rule);
+  }
+
+  async findTokenOwners(userKey: string, cutoff: number): Promise<{ hash: string; owner: TokenOwner }[]> {
+    return [...this.owners].filter(([, owner]) => owner.user_key === userKey && owner.updated_at <= cutoff).map(([hash, owner]) => ({ hash, owner: kept(owner) }));
   }
 
   async deleteTokenOwners(userKey: string, cutoff: number): Promise<number> {

@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import type { ConversationPosition, ErasureRecord, ErasureRule, ListedConversation, StoredConversation } from "./conversation-records";
 import type { AddressUsage, ChatMessage, CreateKey, Exchange, KeyRecord, PartialReply, ServiceUsage, SessionMeta, SessionState, SessionSummary, Template, UserUsage } from "./records";
-import { assertNextCountsOneMore, type RuledWithKey, type HistoryWindow, type LedgerRule, type NewSession, type Ruled, type SessionStore, type StateRule, type UsageRule } from "./session-store";
+import { assertNextCountsOneMore, isSameClaim, type RuledWithKey, type HistoryWindow, type LedgerRule, type NewSession, type Ruled, type SessionStore, type StateRule, type UsageRule } from "./session-store";
 
 interface StoredSession {
   readonly meta: SessionMeta;
@@ -169,6 +169,12 @@ export class MemoryStore implements SessionStore {
     const claimed = stored(key);
     this.createKeys.set(hash, claimed);
     return claimed;
+  }
+
+  async releaseCreateKey(hash: string, key: CreateKey): Promise<boolean> {
+    const mine = isSameClaim(this.createKeys.get(hash) ?? null, key);
+    if (mine) this.createKeys.delete(hash);
+    return mine;
   }
 
   async deleteCreateKeys(cutoff: number, limit: number): Promise<number> {

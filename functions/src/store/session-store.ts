@@ -106,6 +106,18 @@ export interface StateStore {
 
   /** Stores `key` under `hash` unless a record is there already; returns the stored record. */
   claimCreateKey(hash: string, key: CreateKey): Promise<CreateKey>;
+
+  /**
+   * Removes the record under `hash` while it is still the claim `key` (`isSameClaim`), atomically:
+   * a request's own claim for a session it was then refused. A claim another request made once
+   * this one went stays. True when it went.
+   */
+  releaseCreateKey(hash: string, key: CreateKey): Promise<boolean>;
+}
+
+/** Whether a stored create key is the claim `key`: the same session id, claimed at the same time (both adapters' check). */
+export function isSameClaim(stored: CreateKey | null, key: CreateKey): boolean {
+  return stored !== null && stored.session_id === key.session_id && stored.created_at === key.created_at;
 }
 
 /** A session's conversation: its messages, read across the journal, and its rolling summary. */

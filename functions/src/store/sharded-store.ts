@@ -101,6 +101,10 @@ export class ShardedStore implements SessionStore {
     return this.home.claimCreateKey(hash, key);
   }
 
+  releaseCreateKey(hash: string, key: CreateKey): Promise<boolean> {
+    return this.home.releaseCreateKey(hash, key);
+  }
+
   // HistoryStore: the session's instance.
 
   readWindow(sessionId: string, limit: number): Promise<HistoryWindow> {

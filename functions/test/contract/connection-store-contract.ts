@@ -123,6 +123,20 @@ export function connectionStoreContract(makeHarness: () => Promise<ConnectionSto
       expect(await store.listConnections(connection.userKeys.b, { limit: 10 })).toEqual([]);
     });
 
+    it("tells which list holds a connection, fills a missing entry, and never sets one back", async () => {
+      const connection = newConnection();
+      await store.createConnection(connection);
+      expect(await store.readListed(connection)).toEqual({ a: true, b: true });
+      expect(await store.listConnection(connection, T)).toBe(false);
+      await store.relistConnection(connection.userKeys.a, connection.id, T + 50);
+      await store.unlistConnection(connection.userKeys.b, connection.id);
+      expect(await harness.instance().readListed(connection)).toEqual({ a: true, b: false });
+      expect(await harness.instance().listConnection(connection, T)).toBe(true);
+      expect(await store.listConnections(connection.userKeys.a, { limit: 10 })).toEqual([{ id: connection.id, lastActivity: T + 50 }]);
+      expect(await store.listConnections(connection.userKeys.b, { limit: 10 })).toEqual([{ id: connection.id, lastActivity: T }]);
+      expect(await store.readListed(connection)).toEqual({ a: true, b: true });
+    });
+
     it("keeps one current connection per pair however many requests race, from instances of their own", async () => {
       const users = { a: `erin-${randomUUID().slice(0, 6)}`, b: `frank-${randomUUID().slice(0, 6)}` };
       const pair = `pair-${randomUUID()}`;
@@ -351,6 +365,26 @@ export function connectionStoreContract(makeHarness: () => Promise<ConnectionSto
       expect(await fresh.readDevices(mine)).toBeNull();
       expect(await fresh.deleteTokenOwners(mine, T + 20)).toBe(1);
       expect(await fresh.updateTokenOwner("h-new", claimToken("someone", T + 30))).toEqual({});
+    });
+
+    it("finds a user's token records up to a time, and keeps one still to leave a former owner until that is confirmed", async () => {
+      const fresh = harness.empty();
+      const [mine, former] = [`user-${randomUUID()}`, `user-${randomUUID()}`];
+      await fresh.updateTokenOwner("h-taken", claimToken(former, T));
+      await fresh.updateTokenOwner("h-taken", claimToken(mine, T + 1));
+      await fresh.updateTokenOwner("h-own", claimToken(mine, T + 2));
+      await fresh.updateTokenOwner("h-later", claimToken(mine, T + 10));
+      const found = await fresh.findTokenOwners(mine, T + 5);
+      expect(found.sort((x, y) => (x.hash < y.hash ? -1 : 1))).toEqual([
+        { hash: "h-own", owner: { user_key: mine, updated_at: T + 2 } },
+        { hash: "h-taken", owner: { user_key: mine, updated_at: T + 1, released_from: { [former]: T + 1 }, releasing_since: T + 1 } },
+      ]);
+      expect(await fresh.deleteTokenOwners(mine, T + 5)).toBe(1);
+      expect(await fresh.readTokenOwner("h-taken")).toMatchObject({ user_key: mine });
+      await fresh.updateTokenOwner("h-taken", confirmReleases({ [former]: T + 1 }));
+      expect(await fresh.deleteTokenOwners(mine, T + 5)).toBe(1);
+      expect(await fresh.findTokenOwners(mine, T + 5)).toEqual([]);
+      expect(await fresh.readTokenOwner("h-later")).toEqual({ user_key: mine, updated_at: T + 10 });
     });
   });
 }

@@ -324,6 +324,21 @@ export function storeContract(makeHarness: () => Promise<StoreHarness>): void {
       expect(await db.claimCreateKey("h1", fresh)).toEqual(fresh);
       expect(await db.claimCreateKey("h2", fresh)).toEqual({ ...first, created_at: T + 10 });
     });
+
+    it("gives a create key back only while it is still the claim that asks", async () => {
+      const mine = { fingerprint: "f1", session_id: "s-mine", created_at: T };
+      await db.claimCreateKey("h-release", mine);
+      // Another claim's id or time: not this one, kept.
+      expect(await db.releaseCreateKey("h-release", { ...mine, session_id: "s-other" })).toBe(false);
+      expect(await db.releaseCreateKey("h-release", { ...mine, created_at: T + 1 })).toBe(false);
+      expect(await db.releaseCreateKey("h-release", mine)).toBe(true);
+      expect(await db.releaseCreateKey("h-release", mine)).toBe(false);
+      // Claimed again since by another request: that claim stays.
+      const theirs = { fingerprint: "f1", session_id: "s-theirs", created_at: T + 2 };
+      expect(await db.claimCreateKey("h-release", theirs)).toEqual(theirs);
+      expect(await db.releaseCreateKey("h-release", mine)).toBe(false);
+      expect(await db.claimCreateKey("h-release", mine)).toEqual(theirs);
+    });
   });
 
   describe("several instances", () => {

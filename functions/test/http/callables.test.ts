@@ -387,6 +387,12 @@ describeEachStore("callable functions through the Functions client SDK", (kind) 
       const again = String(((await main.call("requestConnection", { user_id: bob, other_user_id: alice })).connection as Body).connection_id);
       expect(again).not.toBe(id);
       expect(await main.call("declineConnection", { connection_id: again, user_id: alice })).toMatchObject({ connection: { status: "declined" } });
+      // Paged by the cursor it answers, which is the caller's own, as over HTTP.
+      const first = await main.call("listConnections", { user_id: bob, limit: 1 });
+      const rest = await main.call("listConnections", { user_id: bob, limit: 1, cursor: first.next_cursor });
+      expect([...(first.connections as Body[]), ...(rest.connections as Body[])].map((entry) => entry.connection_id).sort()).toEqual([id, again].sort());
+      expect(rest.next_cursor).toBeNull();
+      expect(await failureOf(main.call("listConnections", { user_id: alice, limit: 1, cursor: first.next_cursor }))).toMatchObject({ details: { code: "INVALID_CURSOR" } });
     });
 
     it("registers and unregisters a device", async () => {

@@ -50,6 +50,15 @@ describe("connections with Firebase Auth", () => {
     expect((await as(eve).call("POST", ROUTES_OF_CONNECTIONS.connections, { user_id: ann.uid, other_user_id: ben.uid })).status).toBe(403);
   });
 
+  it("checks a user_id in the query string of a DELETE that sends a body against the token's user", async () => {
+    const token = `device-${ann.uid}`;
+    expect((await as(ann).call("POST", ROUTES_OF_CONNECTIONS.devices, { token })).status).toBe(200);
+    const others = await as(ann).call("DELETE", `${ROUTES_OF_CONNECTIONS.devices}?user_id=${ben.uid}`, { token });
+    expect([others.status, others.body.error?.code]).toEqual([403, "FORBIDDEN"]);
+    const own = await as(ann).call("DELETE", `${ROUTES_OF_CONNECTIONS.devices}?user_id=${ann.uid}`, { token });
+    expect(own.body).toEqual({ success: true, removed: true, devices: 0 });
+  });
+
   it("answers a signed-in stranger exactly as another user's session is answered", async () => {
     const asked = await as(ann).call("POST", ROUTES_OF_CONNECTIONS.connections, { other_user_id: ben.uid });
     const id = (asked.body.connection as { connection_id: string }).connection_id;

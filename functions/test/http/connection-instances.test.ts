@@ -1,9 +1,11 @@
 import { randomUUID } from "node:crypto";
+import { silentLog } from "../../src/log/log";
+import { createOfflineSender } from "../../src/notify/offline-sender";
 import { userKey } from "../../src/session/ledger/limits";
 import { RtdbConnectionStore } from "../../src/store/rtdb/rtdb-connection-store";
 import { ApiUser, connectionOf, FUNCTION_ROUTES, HOSTING_ROUTES } from "../support/connection-api";
 import { describeEachStore, ROUTES, twoInstances, type Answer } from "../support/http-harness";
-import { describeWithRtdb, holdingUpdates } from "../support/rtdb";
+import { describeWithRtdb, holdingUpdates, losingUpdates } from "../support/rtdb";
 
 interface ReadMessage {
   readonly id: string;
@@ -150,5 +152,48 @@ describeWithRtdb("connections across instances: a list copy landing after a newe
     expect((await ann.on(second).list()).status).toBe(200);
     expect((await entry.once("value")).val()).toBe(endedAt);
     for (const api of [harness.api, second]) expect(ids(await ann.on(api).list())).toEqual([withBen, withCat]);
+  });
+});
+
+/**
+ * Only the database can lose the update that lists a new connection in both users' lists once its
+ * state is written (the link dropped, or the instance died, between the two writes).
+ */
+describeWithRtdb("connections across instances: a request whose list update is lost", () => {
+  const pushes = createOfflineSender(silentLog);
+  const instances = twoInstances({ store: "rtdb", pushSender: pushes, env: { CONNECTION_REQUESTS_PER_HOUR: "2" } });
+
+  it("lists the connection for both users at the request's repeat, which notifies the asked user once and costs no second request", async () => {
+    const { harness, second } = instances;
+    const tag = randomUUID().slice(0, 8);
+    const ann = new ApiUser(`ann-${tag}`, harness.api, HOSTING_ROUTES);
+    const ben = new ApiUser(`ben-${tag}`, second, HOSTING_ROUTES);
+    const bensToken = `token-ben-${randomUUID()}`;
+    expect((await ben.register(bensToken)).status).toBe(200);
+    const before = pushes.recorded().length;
+    let lose = true;
+    losingUpdates(harness.api.database!, (path) => {
+      if (path !== "userConnections" || !lose) return false;
+      lose = false;
+      return true;
+    });
+    const first = await ann.ask(ben.id);
+    // The request failed after the connection was written (5xx): Ann repeats it, on any instance.
+    expect(first.status).toBeGreaterThanOrEqual(500);
+    const again = await ann.on(second).ask(ben.id);
+    expect(again.status).toBe(200);
+    const id = String(connectionOf(again).connection_id);
+    expect(connectionOf(again).status).toBe("pending");
+    // A further repeat finds it listed and announced: it notifies no one again.
+    expect((await ann.ask(ben.id)).status).toBe(200);
+    await harness.api.runtime.maintain(Date.now() + 20 * 60_000);
+    const ids = (answer: Answer) => (answer.body.connections as { connection_id: string }[]).map((connection) => connection.connection_id);
+    // Ben was asked: he must see the request to accept or decline it; Ann sees what she asked.
+    expect({ ben: ids(await ben.list()), ann: ids(await ann.list()) }).toEqual({ ben: [id], ann: [id] });
+    const sent = pushes.recorded().slice(before).filter((push) => push.notification.connectionId === id);
+    expect(sent.map((push) => [push.notification.kind, push.tokens])).toEqual([["request", [bensToken]]]);
+    // The request that made the connection counted against Ann's 2 an hour, its repeats did not.
+    expect((await ann.ask(`cat-${tag}`)).status).toBe(201);
+    expect((await ann.ask(`dan-${tag}`)).status).toBe(429);
   });
 });

@@ -228,6 +228,45 @@ describeEachStore("connections between users over HTTP", (kind) => {
       expect((await peers[0]!.list()).body.connections).toEqual([expect.objectContaining({ connection_id: ids[0], other_user_id: alice.id, requested_by_you: false })]);
     });
 
+    it("refuses with 400 INVALID_CURSOR a list cursor it did not issue to the caller: another user's, made up, changed, cut, or unsigned", async () => {
+      for (const peer of [bob, mallory]) expect((await alice.ask(peer.id)).status).toBe(201);
+      const cursor = String((await alice.list("&limit=1")).body.next_cursor);
+      expect((await alice.list(`&limit=1&cursor=${cursor}`)).body.connections).toEqual([expect.objectContaining({ other_user_id: bob.id })]);
+      const [, mac = ""] = cursor.split(".");
+      const madeUp = Buffer.from(JSON.stringify({ a: Date.now() + 86_400_000, c: randomUUID() })).toString("base64url");
+      const unsigned = Buffer.from(JSON.stringify([Date.now() + 86_400_000, randomUUID()])).toString("base64url");
+      const answers = [
+        await bob.list(`&limit=1&cursor=${cursor}`),
+        await alice.list(`&limit=1&cursor=${madeUp}.${mac}`),
+        await alice.list(`&limit=1&cursor=${unsigned}`),
+        await alice.list(`&limit=1&cursor=${cursor.slice(0, 10)}`),
+        await alice.list(`&limit=1&cursor=${cursor.slice(0, -2)}`),
+      ];
+      expect(answers.map((answer) => `${answer.status} ${answer.body.error?.code ?? ""}`)).toEqual(Array.from({ length: 5 }, () => "400 INVALID_CURSOR"));
+    });
+
+    it("takes the acting user from the query string of a DELETE that sends a body, and refuses a query and a body naming different users", async () => {
+      const token = `token-${randomUUID()}`;
+      await alice.register(token);
+      const id = await alice.connectWith(bob);
+      expect(connectionOf(await alice.block(id))).toMatchObject({ blocked_by_you: true });
+      const asAlice = (path: string) => `${path}?user_id=${encodeURIComponent(alice.id)}`;
+      // Named in both places, differently: refused as a user_id other than the token's user is, and nothing changes.
+      for (const [path, body] of [
+        [routes.devices, { user_id: bob.id, token }],
+        [routes.connection(id), { user_id: bob.id }],
+        [routes.block(id), { user_id: bob.id }],
+      ] as const) {
+        const answer = await harness.api.call("DELETE", asAlice(path), body);
+        expect({ path, status: answer.status, body: answer.body }).toEqual({ path, status: 403, body: FORBIDDEN });
+      }
+      expect(connectionOf(await alice.get(id))).toMatchObject({ status: "accepted", blocked_by_you: true });
+      // Named in the query alone, or the same in both: that user acts.
+      expect(connectionOf(await harness.api.call("DELETE", asAlice(routes.block(id)), {}))).toMatchObject({ blocked_by_you: false });
+      expect((await harness.api.call("DELETE", asAlice(routes.devices), { token })).body).toEqual({ success: true, removed: true, devices: 0 });
+      expect(connectionOf(await harness.api.call("DELETE", asAlice(routes.connection(id)), { user_id: alice.id }))).toMatchObject({ status: "ended" });
+    });
+
     it("registers devices, at most 20 a user, and unregisters them", async () => {
       for (let i = 0; i < 22; i += 1) expect((await alice.register(`device-${i}`)).body).toEqual({ success: true, devices: Math.min(20, i + 1) });
       expect((await alice.register("device-21")).body).toEqual({ success: true, devices: 20 });
@@ -251,7 +290,7 @@ describeEachStore("connections between users over HTTP", (kind) => {
         [alice.read(id, "&limit=0"), 400, "INVALID_REQUEST"],
         [alice.read(id, "&limit=101"), 400, "INVALID_REQUEST"],
         [alice.read(id, "&before=abc"), 400, "INVALID_REQUEST"],
-        [alice.list("&cursor=bm90LWEtY3Vyc29y"), 400, "INVALID_REQUEST"],
+        [alice.list("&cursor=bm90LWEtY3Vyc29y"), 400, "INVALID_CURSOR"],
         [alice.list("&limit=-1"), 400, "INVALID_REQUEST"],
         [alice.register(""), 400, "INVALID_REQUEST"],
         [alice.register("token with spaces"), 400, "INVALID_REQUEST"],

@@ -1,5 +1,8 @@
+import type { Database } from "firebase-admin/database";
 import { randomUUID } from "node:crypto";
-import { call, createSession, describeEachStore, ROUTES, startHarness, type Answer, type Harness } from "../support/http-harness";
+import { eventually } from "../support/event-stream-client";
+import { call, createSession, describeEachStore, ROUTES, startHarness, twoInstances, type Answer, type Harness, type Instance } from "../support/http-harness";
+import { describeWithRtdb } from "../support/rtdb";
 
 const MINUTE = 60_000;
 
@@ -204,3 +207,103 @@ describeEachStore("a user's conversations: list and read", (kind) => {
     expect(preflight.headers.get("access-control-allow-methods")).toContain("GET");
   });
 }, { sharded: true });
+
+/**
+ * Deleting the cursor secret (docs/conversations.md, Cursors) on a database two instances share,
+ * each of which has used the secret before: neither may keep it.
+ */
+describeWithRtdb("a user's conversations: cursors once the cursor secret is deleted", () => {
+  const both = twoInstances({ store: "rtdb" });
+  const SECRET = "serviceSecrets/cursor";
+  const page = (api: Instance, userId: string, cursor?: string) => api.call("GET", `${ROUTES.list}?user_id=${userId}&limit=1${cursor === undefined ? "" : `&cursor=${cursor}`}`);
+  const outcome = (answer: Answer) => ({ status: answer.status, code: answer.body.error?.code, sessions: (answer.body.sessions as Listed[] | undefined)?.map((session) => session.session_id) });
+
+  /** A user with three sessions, the one a second page of one shows, and a second-page cursor issued by each instance. */
+  async function cursorsOfBoth(): Promise<{ userId: string; second: string; cursors: string[] }> {
+    const userId = `user-${randomUUID().slice(0, 8)}`;
+    for (let i = 0; i < 3; i += 1) await createSession(both.harness.api, "friendly-assistant", userId);
+    const all = await both.harness.api.call("GET", `${ROUTES.list}?user_id=${userId}&limit=3`);
+    const second = listed(all)[1]!.session_id;
+    return { userId, second, cursors: await firstPages(userId) };
+  }
+
+  /** The next cursor of a first page asked of each instance at the same moment. */
+  async function firstPages(userId: string): Promise<string[]> {
+    const cursors = (await Promise.all([both.harness.api, both.second].map((api) => page(api, userId)))).map((answer) => nextCursor(answer));
+    expect(cursors).toEqual([expect.any(String), expect.any(String)]);
+    return cursors as string[];
+  }
+
+  /** Deletes the secret through the second instance's connection; resolves once both instances' connections have it gone. */
+  async function deleteSecret(): Promise<void> {
+    await both.second.database!.ref(SECRET).remove();
+    for (const api of [both.harness.api, both.second]) await eventually(async () => (await api.database!.ref(SECRET).once("value")).val() as unknown, (value) => value === null);
+  }
+
+  it("refuses, on every instance, the cursors issued before the secret was deleted", async () => {
+    const { userId, second, cursors } = await cursorsOfBoth();
+    // Before the deletion, a cursor is good on either instance.
+    expect(outcome(await page(both.harness.api, userId, cursors[1]))).toEqual({ status: 200, code: undefined, sessions: [second] });
+    await deleteSecret();
+    for (const api of [both.harness.api, both.second]) {
+      for (const cursor of cursors) expect(outcome(await page(api, userId, cursor))).toEqual({ status: 400, code: "INVALID_CURSOR", sessions: undefined });
+    }
+  });
+
+  it("accepts, on every instance, the cursors issued after the deletion, by one that used the old secret and one started since, making the new one at once", async () => {
+    const { userId, second } = await cursorsOfBoth();
+    await deleteSecret();
+    const fresh = await both.harness.instance();
+    // The instance that used the old secret and the new one find no secret at the same moment and both make one: one lands, for both.
+    const cursors = (await Promise.all([both.harness.api, fresh].map((api) => page(api, userId)))).map((answer) => nextCursor(answer));
+    expect(cursors).toEqual([expect.any(String), expect.any(String)]);
+    for (const api of [both.harness.api, both.second, fresh]) {
+      for (const cursor of cursors) expect(outcome(await page(api, userId, cursor!))).toEqual({ status: 200, code: undefined, sessions: [second] });
+    }
+  });
+});
+
+/**
+ * `database` as a link that dropped for one transaction: the first transaction on a node `lost`
+ * names is refused (never reaches the server), as losingUpdates does for updates. With sharding,
+ * the session's node is on its shard and its index entry on the home instance: the shard can be
+ * unreachable while the home instance takes the entry.
+ */
+function losingFirstTransaction(database: Database, lost: (path: string | undefined) => boolean): void {
+  let done = false;
+  const ref = database.ref.bind(database);
+  (database as { ref: Database["ref"] }).ref = (path?: string) => {
+    const node = ref(path);
+    if (!done && lost(path)) {
+      node.transaction = () => {
+        done = true;
+        return Promise.reject(new Error("connection lost"));
+      };
+    }
+    return node;
+  };
+}
+
+describeWithRtdb("a user's conversations: a create whose session write is lost after its index entry landed", () => {
+  let harness: Harness;
+  beforeAll(async () => {
+    harness = await startHarness({ store: "rtdb", env: { USER_MAX_ACTIVE_SESSIONS: "1" } });
+  });
+  afterAll(async () => harness.close());
+
+  it("never lists a conversation that does not exist, after the sweep either", async () => {
+    const user = `u-${randomUUID().slice(0, 8)}`;
+    losingFirstTransaction(harness.api.database!, (path) => /^userSessions\/[^/]+$/.test(path ?? ""));
+    const created = await harness.api.call("POST", ROUTES.create, { user_id: user, template_id: "friendly-assistant" });
+    // The create failed: the client was told nothing was made.
+    expect(created.status).toBeGreaterThanOrEqual(500);
+    await harness.api.runtime.maintain(Date.now() + 24 * 60 * 60_000);
+    const answer = await harness.api.call("GET", `${ROUTES.list}?user_id=${user}`);
+    expect(answer.status).toBe(200);
+    const reads = await Promise.all(listed(answer).map(async (session) => ({ ...session, read: (await harness.api.call("GET", `${ROUTES.get(session.session_id)}?user_id=${user}`)).status })));
+    expect(reads).toEqual([]);
+    // Nothing is left of it in the index either, nor in the user's one active session.
+    expect((await harness.api.database!.ref(`userConversations/${user}`).once("value")).exists()).toBe(false);
+    expect((await harness.api.call("POST", ROUTES.create, { user_id: user, template_id: "friendly-assistant" })).status).toBe(201);
+  });
+});

@@ -122,6 +122,26 @@ describeEachStore("erasing a user's data", (kind) => {
     }
   });
 
+  it("leaves no create key of the user once both passes are done, though a keyed create was refused while they were marked", async () => {
+    const userId = secret("user");
+    await createSession(stopping.api, "friendly-assistant", userId);
+    expect((await stopping.api.call("DELETE", `${ROUTES.erase}?user_id=${userId}`)).status).toBe(202);
+    now += 1_000;
+    // Its key is claimed after the erasure's cutoff, before the admission refuses it.
+    const refused = await stopping.api.call("POST", ROUTES.create, { user_id: userId, template_id: "friendly-assistant" }, { "Idempotency-Key": secret("create") });
+    expect(refused.body.error?.code).toBe("ERASURE_IN_PROGRESS");
+
+    // The sweep takes the first pass over, then runs the second.
+    await stopping.api.runtime.maintain(now + 2 * MINUTE);
+    expect((await stopping.api.runtime.maintain(now + LATER)).erasuresFinished).toBe(1);
+    const stored = WholeStore.of(stopping);
+    try {
+      expect(await stored.holdingBesideUsage([userId, userKey(userId)])).toEqual([]);
+    } finally {
+      await stored.close();
+    }
+  });
+
   it("refuses a message racing the erasure, and its late writes do not bring anything back", async () => {
     const { userId, ids } = await userHolding(harness, [secret("zeta")]);
     const late = secret("late");

@@ -6,6 +6,8 @@ import { startLocalProcess } from "../support/local-process";
 import { call, describeEachStore, ROUTES, startHarness, type Answer, type Harness } from "../support/http-harness";
 import { describeWithRtdb, RtdbInstances } from "../support/rtdb";
 import { RtdbStore } from "../../src/store/rtdb/rtdb-store";
+import { userKey } from "../../src/session/ledger/limits";
+import { WholeStore } from "../support/whole-store";
 
 const MINUTE = 60_000;
 const LIMITS = { USER_MESSAGES_PER_MINUTE: "5", USER_MAX_ACTIVE_SESSIONS: "3", SESSION_MAX_EXCHANGES: "4" };
@@ -73,6 +75,30 @@ describeEachStore("usage limits", (kind) => {
     // Sessions idle past the TTL (default 60 min) are expired: they no longer count.
     now += 61 * MINUTE;
     expect((await create(user)).status).toBe(201);
+  });
+
+  it("keeps no create key for a keyed create refused for the user's active sessions; its retry once a slot is free creates the session", async () => {
+    const user = newUser();
+    const ids = [];
+    for (let i = 0; i < 3; i += 1) ids.push(String((await create(user)).body.session_id));
+    const headers = { "Idempotency-Key": `create-${randomUUID()}` };
+    const body = { user_id: user, template_id: "friendly-assistant" };
+    expectRefused(await harness.api.call("POST", ROUTES.create, body, headers), "TOO_MANY_ACTIVE_SESSIONS");
+    // The only record naming the user's key would be that create key (the usage record aside).
+    const whole = WholeStore.of(harness);
+    try {
+      expect(await whole.holdingBesideUsage([userKey(user)])).toEqual([]);
+    } finally {
+      await whole.close();
+    }
+
+    await harness.api.call("DELETE", ROUTES.end(ids[0]!));
+    const retried = await harness.api.call("POST", ROUTES.create, body, headers);
+    expect(retried.status).toBe(201);
+    expect(retried.headers.get("idempotent-replayed")).toBeNull();
+    const again = await harness.api.call("POST", ROUTES.create, body, headers);
+    expect(again.headers.get("idempotent-replayed")).toBe("true");
+    expect(again.body.session_id).toBe(retried.body.session_id);
   });
 
   it("counts an ended session as active again neither for a message sent to it nor for a replay of one of its messages", async () => {

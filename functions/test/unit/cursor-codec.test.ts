@@ -37,6 +37,7 @@ describe("cursors", () => {
     ];
     for (const bad of cases) expect(await refusal(codec.open("list", "alice", bad, position))).toBe("400 INVALID_CURSOR");
     expect(await refusal(codec.open("export", "alice", cursor, position))).toBe("400 INVALID_CURSOR");
+    expect(await refusal(codec.open("connections", "alice", cursor, position))).toBe("400 INVALID_CURSOR");
     expect(await refusal(codec.open("list", "bob", cursor, position))).toBe("400 INVALID_CURSOR");
     expect(await refusal(new CursorCodec(async () => "another-deployment-s-secret-of-32-chars").open("list", "alice", cursor, position))).toBe("400 INVALID_CURSOR");
   });

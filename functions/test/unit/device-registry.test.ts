@@ -1,6 +1,9 @@
+import { ConnectionErasure } from "../../src/connections/connection-erasure";
 import { DeviceRegistry } from "../../src/connections/device-registry";
 import { liveTokens, tokenHash } from "../../src/connections/device-rules";
+import { sweepDevices } from "../../src/connections/device-sweep";
 import { userKey } from "../../src/session/ledger/limits";
+import type { ConnectionErasureStore } from "../../src/store/connection-erasure-store";
 import type { DeviceStore } from "../../src/store/connection-store";
 import { StoreUnavailableError } from "../../src/store/errors";
 import { MemoryConnectionStore } from "../../src/store/memory-connection-store";
@@ -11,7 +14,7 @@ const T = 1_800_000_000_000;
 const TOKEN = "fcm-token-of-the-phone";
 
 /** `store` with its writes to users' devices going through `updateDevices`; everything else as it is. */
-function withUpdateDevices(store: DeviceStore, updateDevices: DeviceStore["updateDevices"]): DeviceStore {
+function withUpdateDevices<S extends DeviceStore>(store: S, updateDevices: DeviceStore["updateDevices"]): S {
   return new Proxy(store, {
     get(target, name, receiver) {
       if (name === "updateDevices") return updateDevices;
@@ -44,7 +47,7 @@ function slowDevicesOf(store: DeviceStore, slowKey: string, armed = true): { sto
 }
 
 /** `store` whose next write to `failingKey`'s devices, once armed, fails as on a database deadline. */
-function failingDevicesOf(store: DeviceStore, failingKey: string): { store: DeviceStore; arm: () => void } {
+function failingDevicesOf<S extends DeviceStore>(store: S, failingKey: string): { store: S; arm: () => void } {
   let armed = false;
   const failing = withUpdateDevices(store, async (key, rule) => {
     if (armed && key === failingKey) {
@@ -58,7 +61,11 @@ function failingDevicesOf(store: DeviceStore, failingKey: string): { store: Devi
 
 const tokensOf = async (store: DeviceStore, userId: string) => Object.keys((await store.readDevices(userKey(userId)))?.tokens ?? {});
 
-function deviceRegistryBehaviour(open: () => DeviceStore) {
+/** An erasure's pass over what connections hold of the user, as ErasureService runs each of its two. */
+const erasurePass = (store: DeviceStore & ConnectionErasureStore, userId: string, cutoff: number, now: number) =>
+  new ConnectionErasure({ store, batchSize: 50, clock: () => now }).erase(userId, cutoff, { record: async () => undefined, stopped: () => false });
+
+function deviceRegistryBehaviour(open: () => DeviceStore & ConnectionErasureStore) {
   it("gives a token to the last user who registers it, leaving the one before", async () => {
     const store = open();
     const registry = new DeviceRegistry({ store, clock: () => T });
@@ -124,6 +131,45 @@ function deviceRegistryBehaviour(open: () => DeviceStore) {
     const annLive = liveTokens(await base.readDevices(userKey("ann")), T + 3_000);
     const benLive = liveTokens(await base.readDevices(userKey("ben")), T + 3_000);
     expect({ owner, annLive, benLive }).toEqual({ owner: userKey("ann"), annLive: [TOKEN], benLive: [] });
+  });
+
+  it("takes the token from the former owner when its new owner is erased before the handover's removal from them was confirmed", async () => {
+    const base = open();
+    const { store, arm } = failingDevicesOf(base, userKey("ann"));
+    const registry = new DeviceRegistry({ store, clock: () => T });
+    await registry.register("ann", TOKEN, true);
+    arm();
+    // The phone goes to Ben; the removal from Ann's devices fails (a database deadline): Ben gets a 503.
+    await expect(registry.register("ben", TOKEN, undefined)).rejects.toBeInstanceOf(StoreUnavailableError);
+    expect(await base.readTokenOwner(tokenHash(TOKEN))).toMatchObject({ user_key: userKey("ben"), released_from: { [userKey("ann")]: T } });
+
+    // Ben erases his data (or is deleted from Auth) before registering again: both passes, then the sweep.
+    await erasurePass(base, "ben", T + 1_000, T + 1_000);
+    await erasurePass(base, "ben", T + 1_000, T + 60_000);
+    await sweepDevices({ store: base, now: T + 120_000, batchSize: 50, maxBatches: 10 });
+
+    // Ann's messages (with previews) must not be pushed to the phone Ben holds, and nothing names Ben.
+    expect(liveTokens(await base.readDevices(userKey("ann")), T + 180_000)).toEqual([]);
+    expect(await base.readTokenOwner(tokenHash(TOKEN))).toBeNull();
+  });
+
+  it("keeps the new owner's record while the erasure's removal from the former owner fails, and removes both on the next pass", async () => {
+    const base = open();
+    const { store, arm } = failingDevicesOf(base, userKey("ann"));
+    const registry = new DeviceRegistry({ store, clock: () => T });
+    await registry.register("ann", TOKEN, true);
+    arm();
+    await expect(registry.register("ben", TOKEN, undefined)).rejects.toBeInstanceOf(StoreUnavailableError);
+
+    // The erasure's own removal from Ann's devices fails too: its pass fails, the record stays for the next.
+    arm();
+    await expect(erasurePass(store, "ben", T + 1_000, T + 1_000)).rejects.toBeInstanceOf(StoreUnavailableError);
+    expect(await base.readTokenOwner(tokenHash(TOKEN))).toMatchObject({ user_key: userKey("ben"), released_from: { [userKey("ann")]: T } });
+    expect(await tokensOf(base, "ann")).toEqual([tokenHash(TOKEN)]);
+
+    await erasurePass(store, "ben", T + 1_000, T + 60_000);
+    expect(await tokensOf(base, "ann")).toEqual([]);
+    expect(await base.readTokenOwner(tokenHash(TOKEN))).toBeNull();
   });
 }
 

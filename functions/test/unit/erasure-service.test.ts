@@ -1,7 +1,7 @@
 import { ConnectionErasure } from "../../src/connections/connection-erasure";
 import { DeviceRegistry } from "../../src/connections/device-registry";
 import { tokenHash } from "../../src/connections/device-rules";
-import { ErasureService } from "../../src/session/erasure/erasure-service";
+import { ErasureService, ID_TOKEN_LIFETIME_MS } from "../../src/session/erasure/erasure-service";
 import { admitSession, userKey, type UsagePolicy } from "../../src/session/ledger/limits";
 import { silentLog } from "../../src/log/log";
 import type { DeviceStore } from "../../src/store/connection-store";
@@ -106,7 +106,7 @@ describe("a device registration racing the erasure of its user", () => {
       takeOverAfterMs: 60_000,
       finalPassAfterMs: 51_000,
       batchSize: 50,
-      connections: new ConnectionErasure({ store: connectionStore, batchSize: 50 }),
+      connections: new ConnectionErasure({ store: connectionStore, batchSize: 50, clock: () => now }),
     });
     const user = "erased-while-registering";
     // The registration read its clock before the request, and its writes are slow to land.
@@ -127,3 +127,71 @@ describe("a device registration racing the erasure of its user", () => {
   });
 });
 
+
+describe("the erasure of a user deleted from Firebase Auth", () => {
+  const FINAL_PASS_AFTER_MS = 51_000;
+  function erasureAt(clock: () => number) {
+    const store = new MemoryStore();
+    const connectionStore = new MemoryConnectionStore();
+    const erasure = new ErasureService({
+      store,
+      clock,
+      log: silentLog,
+      messagesPerMinute: 20,
+      takeOverAfterMs: 60_000,
+      finalPassAfterMs: FINAL_PASS_AFTER_MS,
+      batchSize: 50,
+      connections: new ConnectionErasure({ store: connectionStore, batchSize: 50, clock }),
+    });
+    return { store, connectionStore, erasure };
+  }
+
+  it("keeps them refused until a second pass after their last ID token expired, which erases what that token wrote meanwhile", async () => {
+    let now = T + 2_000;
+    const { store, connectionStore, erasure } = erasureAt(() => now);
+    const user = "deleted-from-auth";
+    await store.updateUsage(userKey(user), admitSession("s1", T - 60_000, POLICY));
+
+    // Deleted at T; the event is handled two seconds later.
+    const first = await erasure.eraseDeletedUser(user, T);
+    expect(first).toMatchObject({ complete: true, finalPassAt: T + ID_TOKEN_LIFETIME_MS + FINAL_PASS_AFTER_MS });
+
+    // Half an hour on, the app still open sends the ID token issued before the deletion: a new
+    // session is refused, a device registration (which reads no mark) is stored.
+    now = T + 30 * 60_000;
+    expect(await store.updateUsage(userKey(user), admitSession("s2", now, POLICY))).toMatchObject({ admitted: false, erasing: true });
+    await new DeviceRegistry({ store: connectionStore, clock: () => now }).register(user, "token-after-deletion", undefined);
+    expect(await erasure.finishDue(now)).toBe(0);
+
+    // Once the token has expired and the second pass is due, the sweep runs it: the device goes, then the mark.
+    now = first.finalPassAt;
+    expect(await erasure.finishDue(now)).toBe(1);
+    expect(await connectionStore.readDevices(userKey(user))).toBeNull();
+    expect(await connectionStore.readTokenOwner(tokenHash("token-after-deletion"))).toBeNull();
+    expect(await store.findDueErasures(Number.MAX_SAFE_INTEGER, 10)).toEqual([]);
+    expect((await store.readUsage(userKey(user)))?.erasing).toBeUndefined();
+  });
+
+  it("takes the hour from the deletion, not from a late retry of its event, and keeps a DELETE /me of theirs meanwhile from moving it back", async () => {
+    let now = T + 10 * 60_000;
+    const { store, erasure } = erasureAt(() => now);
+    const user = "deleted-then-erased-again";
+    expect((await erasure.eraseDeletedUser(user, T)).finalPassAt).toBe(T + ID_TOKEN_LIFETIME_MS + FINAL_PASS_AFTER_MS);
+    // Their still valid token asks DELETE /me: the mark stays, the second pass as late as before.
+    now = T + 20 * 60_000;
+    expect((await erasure.erase(user)).finalPassAt).toBe(T + ID_TOKEN_LIFETIME_MS + FINAL_PASS_AFTER_MS);
+    expect((await store.readUsage(userKey(user)))?.erasing).toBe(T + ID_TOKEN_LIFETIME_MS);
+    // An event retried after the tokens expired erases up to then, and clears the mark after its first pass.
+    now = T + 2 * ID_TOKEN_LIFETIME_MS;
+    expect((await erasure.eraseDeletedUser(user, T)).finalPassAt).toBe(now + FINAL_PASS_AFTER_MS);
+    expect((await store.readUsage(userKey(user)))?.erasing).toBeUndefined();
+  });
+
+  it("leaves DELETE /me as it was: the mark cleared after the first pass, the second one a lease later", async () => {
+    const now = T;
+    const { store, erasure } = erasureAt(() => now);
+    const user = "erases-own-data";
+    expect(await erasure.erase(user)).toMatchObject({ complete: true, finalPassAt: T + FINAL_PASS_AFTER_MS });
+    expect((await store.readUsage(userKey(user)))?.erasing).toBeUndefined();
+  });
+});

@@ -79,6 +79,20 @@ describe("firebaseIdentity, checking signatures against the public keys (no emul
     expect(agent.attempts).toEqual(["www.googleapis.com"]);
   });
 
+  it("accepts the token of a user deleted since until it expires, without asking Auth (no round trip a request): eraseDeletedUser keeps that user refused meanwhile", async () => {
+    const agent = new LocalGoogleAgent(() => google.port);
+    // A credential of its own, offline: the lookup a revocation check makes would need one.
+    const credential = { getAccessToken: async () => ({ access_token: "local", expires_in: 3600 }) };
+    const app = initializeApp({ projectId: PROJECT_ID, httpAgent: agent, credential }, randomUUID());
+    apps.push(app);
+    const now = Math.floor(Date.now() / 1000);
+    // Issued ten minutes before its user was deleted: still within its hour.
+    const token = idToken(signing.privateKey, { claims: { sub: "deleted-user", iat: now - 600, auth_time: now - 600, exp: now + 3000 } });
+    await expect(firebaseIdentity(app).verify(token)).resolves.toEqual({ uid: "deleted-user" });
+    // Only the public keys were fetched: never identitytoolkit.googleapis.com's accounts:lookup.
+    expect(agent.attempts).toEqual(["www.googleapis.com"]);
+  });
+
   it("answers 503 AUTH_UNAVAILABLE, not 401, when the key endpoint refuses the connection", async () => {
     const { identity, agent } = verifier("unreachable");
     const error = await failure(identity.verify(idToken(signing.privateKey)));

@@ -17,7 +17,7 @@ import {
   httpsOptions,
   MAX_INSTANCES,
 } from "../../src/function-options";
-import { erasureDeadline } from "../../src/runtime/cloud-app";
+import { deletionTime, erasureDeadline } from "../../src/runtime/cloud-app";
 
 const FUNCTIONS_DIR = resolve(__dirname, "..", "..");
 const NODE_MODULES = join(FUNCTIONS_DIR, "node_modules");
@@ -266,5 +266,11 @@ describe("the triggers (index.ts) through the Firebase CLI's timeout validation"
     expect([60, 540, 600, 3_600].map(eventTriggerTimeoutSeconds)).toEqual([60, 540, 540, 540]);
     expect(erasureDeadline(1_000, 3_600)).toBe(1_000 + 270_000);
     expect(erasureDeadline(1_000, 60)).toBe(1_000 + 30_000);
+  });
+
+  it("erases a deleted user's data up to the hour after the deletion event's time, the same on each retry of the event", () => {
+    expect(deletionTime("2026-04-01T09:00:00.000Z", 5)).toBe(Date.parse("2026-04-01T09:00:00Z"));
+    expect(deletionTime(undefined, 5)).toBe(5);
+    expect(deletionTime("not a time", 5)).toBe(5);
   });
 });

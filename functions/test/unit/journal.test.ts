@@ -1,7 +1,7 @@
 import { appendRule, claimRequest, endRule, type RequestClaim } from "../../src/session/session-rules";
 import { StoreDataError } from "../../src/store/errors";
 import type { SessionState } from "../../src/store/records";
-import { journalEntry, nodeToWrite, parsePending, pendingMessages, planCopy, remember, type Commit, type JournalEntry } from "../../src/store/rtdb/journal";
+import { CLOSED_INDEX_ENTRY, journalEntry, markedUnflushed, nodeToWrite, parsePending, pendingMessages, planCopy, remember, type Commit, type JournalEntry } from "../../src/store/rtdb/journal";
 import { exchange, POLICY } from "../support/fixtures";
 
 /*
@@ -94,6 +94,21 @@ describe("the indexes the sweep queries", () => {
     expect(nodeToWrite(raw(closed, journal), closed, undefined, undefined).unflushed_since).toBe(T + 7);
   });
 
+  it("keeps a closed session marked (unflushed_since) for its index entry alone until a copy of its closing fields is known landed", () => {
+    const ended: SessionState = { status: "ended", message_count: 2, last_activity: T + 3, ended_at: T + 3 };
+    // A closing copy that failed with nothing journaled: the mark is set by when it ended.
+    const marked = markedUnflushed(nodeToWrite(raw(ended), ended, undefined, undefined));
+    expect(marked.unflushed_since).toBe(T + 3);
+    expect(markedUnflushed({ ...marked, unflushed_since: T + 9 }).unflushed_since).toBe(T + 9);
+    expect(markedUnflushed(nodeToWrite(raw(active()), active(), undefined, undefined))).not.toHaveProperty("unflushed_since");
+    // Carried by every transaction until the copy is acknowledged, whatever the instance knew of the journal.
+    expect(nodeToWrite(marked, ended, undefined, undefined).unflushed_since).toBe(T + 3);
+    expect(nodeToWrite(marked, ended, ended, new Set(["e000000001"])).unflushed_since).toBe(T + 3);
+    expect(nodeToWrite(marked, ended, undefined, new Set([CLOSED_INDEX_ENTRY]))).not.toHaveProperty("unflushed_since");
+    // A journal left still marks it, by its own rule.
+    expect(nodeToWrite({ ...marked, pending: { e000000002: exchange("2") } }, ended, undefined, new Set([CLOSED_INDEX_ENTRY])).unflushed_since).toBe(T + 3);
+  });
+
   it("indexes the first lease among the claims (claims_lapse_at), moving as claims go, none once none is held", () => {
     const claim = (owner: string): RequestClaim => ({ hash: `r-${owner}`, fingerprint: owner, owner, remember: false });
     const state = active({ requests: { done: { fingerprint: "d", seq: 1 } } });
@@ -145,13 +160,21 @@ describe("the copy a commit sends", () => {
     const state = active();
     const ended = nodeToWrite(raw(state, { e000000002: exchange("2") }), state, endRule(T + 3, POLICY)(state).next, undefined);
     const { copy } = planCopy(ID, committed(ended), undefined);
-    expect(copy).toEqual({ update: { ...copyOf("2", "m000000003", "m000000004"), partials: null }, entries: new Set(["e000000002"]), closed: true });
+    // Marked for the sweep while its journal is left: the index entry's closing fields count with it.
+    expect(copy).toEqual({ update: { ...copyOf("2", "m000000003", "m000000004"), partials: null }, entries: new Set(["e000000002", CLOSED_INDEX_ENTRY]), closed: true });
   });
 
   it("finishes a closed session's copy even when it is known copied, without removing other partials", () => {
     const closed: SessionState = { status: "ended", message_count: 2, last_activity: T, ended_at: T };
     const { copy } = planCopy(ID, committed(raw(closed, journal), [], false), new Set(["e000000001", "e000000002"]));
     expect(copy).toEqual({ update: { ...copyOf("1", "m000000001", "m000000002", "owner-a"), ...copyOf("2", "m000000003", "m000000004"), "partials/owner-a": null }, entries: new Set(["e000000001", "e000000002"]), closed: true });
+  });
+
+  it("sends the closing index fields again for a session marked with nothing journaled, naming them among the entries", () => {
+    const ended: SessionState = { status: "ended", message_count: 1, last_activity: T, ended_at: T };
+    const marked = markedUnflushed({ ...raw(ended), conversation: "alice" });
+    const { copy } = planCopy(ID, committed(marked, [], false), undefined);
+    expect(copy).toEqual({ update: {}, index: { path: `userConversations/alice/${ID}`, fields: { last_activity: T, message_count: 1, status: "ended", closed: "ended" } }, entries: new Set([CLOSED_INDEX_ENTRY]), closed: true });
   });
 
   it("sends none for a closed session with nothing journaled that the commit did not close, nor for a state that is gone", () => {

@@ -402,12 +402,19 @@ describe("endRule", () => {
       outcome: { kind: "ended" },
       next: { status: "ended", message_count: 2, last_activity: T + 300, ended_at: T + 300, requests: { h9: OTHER_KEY } },
     },
-    { name: "refuses an ended session, writing nothing", state: ended(), rule: endRule(T + 300, POLICY), outcome: { kind: "closed", status: "ended" } },
     {
-      name: "refuses an expired session, writing nothing",
+      name: "refuses an ended session, writing it back as it is (the store sends its closing copy again)",
+      state: ended(),
+      rule: endRule(T + 300, POLICY),
+      outcome: { kind: "closed", status: "ended" },
+      next: ended(),
+    },
+    {
+      name: "refuses an expired session, writing it back as it is",
       state: ended({ status: "expired" }),
       rule: endRule(T + 300, POLICY),
       outcome: { kind: "closed", status: "expired" },
+      next: ended({ status: "expired" }),
     },
     {
       name: "refuses a session idle past its TTL, recording the expiry",

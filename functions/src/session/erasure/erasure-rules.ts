@@ -11,13 +11,15 @@ import type { UsageRule } from "../../store/session-store";
  * A request to erase `userId`'s data: recorded before anything is deleted. Asked again, it
  * starts over from now (what the user created since is erased too) and keeps the sessions and
  * connections recorded so far for the second pass. `takeOverAfterMs`: when the sweep may finish
- * it, should the request die (longer than a request can run).
+ * it, should the request die (longer than a request can run). `cutoff` (now unless given): what
+ * was created up to it is erased, `requested_at` in the record; a later one (a deleted Auth user's:
+ * ErasureService.eraseDeletedUser) is in the future, and a request made meanwhile never moves it back.
  */
-export function beginErasure(userId: string, now: number, takeOverAfterMs: number): ErasureRule<ErasureRecord> {
+export function beginErasure(userId: string, now: number, takeOverAfterMs: number, cutoff: number = now): ErasureRule<ErasureRecord> {
   return (record) => {
     const next: ErasureRecord = {
       user_id: userId,
-      requested_at: Math.max(record?.requested_at ?? now, now),
+      requested_at: Math.max(record?.requested_at ?? cutoff, cutoff),
       phase: "erasing",
       due_at: now + takeOverAfterMs,
       ...(record?.sessions ? { sessions: record.sessions } : {}),

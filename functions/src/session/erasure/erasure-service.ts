@@ -34,6 +34,15 @@ export interface ErasureOutcome {
 }
 
 /**
+ * How long Firebase Auth's ID tokens are accepted after they are issued: "Firebase ID tokens are
+ * short lived and last for an hour" (https://firebase.google.com/docs/auth/admin/manage-sessions).
+ * A token issued before its user was deleted is still verified until then: requests do not ask Auth
+ * whether their user still exists (verifyIdToken's checkRevoked), which would add a round trip to
+ * every message.
+ */
+export const ID_TOKEN_LIFETIME_MS = 60 * 60 * 1000;
+
+/**
  * Erases every node that holds a user's content (their sessions with everything under them, their
  * conversation index, their idempotency records; their connections with other users, with the
  * messages in them, and their devices: connections/connection-erasure.ts) and leaves their usage
@@ -51,6 +60,23 @@ export class ErasureService {
     const { store, clock, takeOverAfterMs } = this.options;
     const key = userKey(userId);
     const record = await store.updateErasure(key, beginErasure(userId, clock(), takeOverAfterMs));
+    return this.firstPass(key, record, deadline);
+  }
+
+  /**
+   * Erases the data of a user deleted from Firebase Auth at `deletedAt` (the event's time), within
+   * `deadline` as `erase` does. No later event comes for them, but the ID tokens they were issued
+   * before stay valid for up to ID_TOKEN_LIFETIME_MS, and an app still open keeps sending them. So
+   * the cutoff is when the last of those expires (or now, when that has passed): the user stays
+   * marked (their sessions, messages and connection requests refused) until the second pass, which
+   * runs after the cutoff and erases what such a token wrote meanwhile (a write admitted before the
+   * mark landed, a device). A retried event gives the same cutoff.
+   */
+  async eraseDeletedUser(userId: string, deletedAt: number, deadline?: number): Promise<ErasureOutcome> {
+    const { store, clock, takeOverAfterMs } = this.options;
+    const now = clock();
+    const key = userKey(userId);
+    const record = await store.updateErasure(key, beginErasure(userId, now, takeOverAfterMs, Math.max(now, deletedAt + ID_TOKEN_LIFETIME_MS)));
     return this.firstPass(key, record, deadline);
   }
 
@@ -85,9 +111,13 @@ export class ErasureService {
       return { complete: false, sessions: sessions.count, finalPassAt: record.due_at };
     }
     await store.deleteUserCreateKeys(key, record.requested_at);
-    const finalPassAt = clock() + finalPassAfterMs;
+    // The second pass comes once no request admitted up to the cutoff can still write. A cutoff
+    // still ahead (a deleted Auth user's, see eraseDeletedUser) keeps the user refused until then:
+    // that pass clears the mark.
+    const now = clock();
+    const finalPassAt = Math.max(now, record.requested_at) + finalPassAfterMs;
     await store.updateErasure(key, settleErasure(record.requested_at, finalPassAt));
-    await store.updateUsage(key, clearErasing(record.requested_at));
+    if (record.requested_at <= now) await store.updateUsage(key, clearErasing(record.requested_at));
     log.info("erasure", { pass: 1, complete: true, sessions: sessions.count, connections: connections.count });
     return { complete: true, sessions: sessions.count, finalPassAt };
   }

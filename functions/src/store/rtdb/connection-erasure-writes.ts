@@ -71,8 +71,28 @@ export class ConnectionErasureWrites {
     return decided as O;
   }
 
+  async findTokenOwners(userKey: string, cutoff: number): Promise<{ hash: string; owner: TokenOwner }[]> {
+    const found: { hash: string; owner: TokenOwner }[] = [];
+    await this.eachOwnedPage(userKey, async (snapshot) => {
+      snapshot.forEach((child: DataSnapshot) => {
+        if (child.key === null) return;
+        const owner = parseStored(tokenOwnerSchema, child.val(), tokenOwnerPath(child.key));
+        if (owner.updated_at <= cutoff) found.push({ hash: child.key, owner });
+      });
+    });
+    return found;
+  }
+
   async deleteTokenOwners(userKey: string, cutoff: number): Promise<number> {
     let deleted = 0;
+    await this.eachOwnedPage(userKey, async (snapshot) => {
+      deleted += await this.deleteTokenOwnersWhile(keysOf(snapshot), (owner) => ownedUpTo(owner, userKey, cutoff));
+    });
+    return deleted;
+  }
+
+  /** Each page of the owner records naming `userKey` (the indexed query on `user_key`), in key order, handed to `visit` before the next is read. */
+  private async eachOwnedPage(userKey: string, visit: (page: DataSnapshot) => Promise<void>): Promise<void> {
     let after: string | undefined;
     for (;;) {
       const byUser = this.db.ref(DEVICE_TOKENS).orderByChild("user_key");
@@ -80,8 +100,8 @@ export class ConnectionErasureWrites {
       const snapshot = await this.engine.read("find user token owners", query.limitToFirst(OWNERS_PER_QUERY));
       const hashes = keysOf(snapshot);
       after = hashes.at(-1) ?? after;
-      deleted += await this.deleteTokenOwnersWhile(hashes, (owner) => ownedUpTo(owner, userKey, cutoff));
-      if (hashes.length < OWNERS_PER_QUERY) return deleted;
+      await visit(snapshot);
+      if (hashes.length < OWNERS_PER_QUERY) return;
     }
   }
 

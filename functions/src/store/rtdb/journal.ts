@@ -38,8 +38,17 @@ export type JournalEntry = Pending[string];
  */
 export type Copied = ReadonlySet<string>;
 
-/** The index of closed sessions whose journal is not copied yet (see stateToWrite). */
+/**
+ * The index of closed sessions whose copy is not known to have landed (see stateToWrite): a journal
+ * left in the state, or, with none, the index entry's closing fields (see `markedUnflushed`).
+ */
 export const UNFLUSHED = "unflushed_since";
+/**
+ * How a marked closed session's index entry is named among the journal entries acknowledged as
+ * copied: once a copy carrying the closing fields (every copy of a closed session does) is
+ * acknowledged, the next transaction drops the mark.
+ */
+export const CLOSED_INDEX_ENTRY = "i:closed";
 /** The index of sessions by their first claim's lease, for the sweep of claims left by requests that died (see stateToWrite). */
 export const CLAIMS_LAPSE = "claims_lapse_at";
 /**
@@ -86,7 +95,34 @@ export function nodeToWrite(
   copied: Copied | undefined,
   appended?: JournalEntry,
 ): Record<string, unknown> {
-  return withConversation(raw, nodeOfState(raw, state, next, copied, appended));
+  return withUnflushedKept(raw, withConversation(raw, nodeOfState(raw, state, next, copied, appended)), copied);
+}
+
+/**
+ * The node with the sweep's mark (`UNFLUSHED`) the raw node had, while the session is closed and
+ * no copy of its closing index fields is known to have landed: a mark set for them alone (an empty
+ * journal) is not recomputed from the journal as stateToWrite does, so it is carried, until then.
+ */
+function withUnflushedKept(raw: Readonly<Record<string, unknown>>, node: Record<string, unknown>, copied: Copied | undefined): Record<string, unknown> {
+  const mark: unknown = raw[UNFLUSHED];
+  if (node[UNFLUSHED] === undefined && typeof mark === "number" && node.status !== "active" && !copied?.has(CLOSED_INDEX_ENTRY)) node[UNFLUSHED] = mark;
+  return node;
+}
+
+/**
+ * The node to write when a closed session's copy failed: marked for the sweep (findUnflushedSessions),
+ * which sends the copy again, index entry included, and drops the mark once it landed. A journal left
+ * in the state marks it already; with none, the closing index fields would otherwise never be sent again.
+ */
+export function markedUnflushed(node: Record<string, unknown>): Record<string, unknown> {
+  if (node.status === "active" || node[UNFLUSHED] !== undefined) return node;
+  const at: unknown = node.ended_at ?? node.last_activity;
+  return typeof at === "number" ? { ...node, [UNFLUSHED]: at } : node;
+}
+
+/** Whether the state node as stored is marked for the sweep's flush. */
+export function isMarkedUnflushed(value: unknown): boolean {
+  return isRecord(value) && value[UNFLUSHED] !== undefined;
 }
 
 function nodeOfState(raw: Readonly<Record<string, unknown>>, state: SessionState, next: SessionState | undefined, copied: Copied | undefined, appended: JournalEntry | undefined): Record<string, unknown> {
@@ -165,10 +201,13 @@ export function planCopy(sessionId: string, commit: Commit, known: Copied | unde
   if (!isRecord(commit.value)) return { known };
   const raw = commit.value;
   const doneKeys = Object.entries(isRecord(raw.requests) ? raw.requests : {}).filter(([, entry]) => isRecord(entry) && typeof entry.seq === "number");
-  const entries = new Set([...Object.keys(isRecord(raw.pending) ? raw.pending : {}), ...doneKeys.map(([hash]) => keyEntry(hash))]);
+  const closed = raw.status !== "active";
+  // A marked closed session's index entry counts as a journal entry: its copy is sent (every copy of
+  // a closed session carries the closing fields) until acknowledged, then the mark is dropped.
+  const marked = closed && raw[UNFLUSHED] !== undefined ? [CLOSED_INDEX_ENTRY] : [];
+  const entries = new Set([...Object.keys(isRecord(raw.pending) ? raw.pending : {}), ...doneKeys.map(([hash]) => keyEntry(hash)), ...marked]);
   const stillKnown = known === undefined ? undefined : new Set([...known].filter((entry) => entries.has(entry)));
   const uncopied = [...entries].filter((entry) => !stillKnown?.has(entry));
-  const closed = raw.status !== "active";
   // This transaction closed the session: partials left by requests that died before their commit go too.
   const closing = closed && commit.wrote;
   if (uncopied.length === 0 && !(closed && entries.size > 0) && !closing && commit.strayPartials.length === 0) return { known: stillKnown };

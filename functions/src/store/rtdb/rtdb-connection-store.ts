@@ -212,6 +212,27 @@ export class RtdbConnectionStore implements ConnectionStore, DeviceStore, Connec
     }));
   }
 
+  async readListed(connection: ConnectionRef): Promise<{ readonly a: boolean; readonly b: boolean }> {
+    const { id, userKeys } = connection;
+    const [a, b] = await this.engine.call("read listed connection", Promise.all([readOnce(this.db.ref(listedConnectionPath(userKeys.a, id))), readOnce(this.db.ref(listedConnectionPath(userKeys.b, id)))]));
+    return { a: a.exists(), b: b.exists() };
+  }
+
+  async listConnection(connection: ConnectionRef, lastActivity: number): Promise<boolean> {
+    const { id, userKeys } = connection;
+    // A transaction per entry, both sent at once: an absent entry is filled, one behind moves up,
+    // and one a newer copy wrote meanwhile is kept (an update could set it back).
+    const results = await Promise.all(
+      [userKeys.a, userKeys.b].map((userKey) =>
+        this.engine.transact(listedConnectionPath(userKey, id), "list connection", (current) => ({
+          decided: current === null,
+          write: typeof current === "number" && current >= lastActivity ? current : lastActivity,
+        })),
+      ),
+    );
+    return results.some((result) => result.committed && result.decided === true);
+  }
+
   prepareConnection(connectionId: string): void {
     this.holds.hold(connectionStatePath(connectionId));
   }
@@ -286,6 +307,10 @@ export class RtdbConnectionStore implements ConnectionStore, DeviceStore, Connec
 
   rewriteDevices<O>(userKey: string, rule: ErasingRule<DeviceRecord, O>): Promise<O> {
     return this.erasure.rewrite(userDevicesPath(userKey), deviceRecordSchema, "erase devices", rule);
+  }
+
+  findTokenOwners(userKey: string, cutoff: number): Promise<{ hash: string; owner: TokenOwner }[]> {
+    return this.erasure.findTokenOwners(userKey, cutoff);
   }
 
   deleteTokenOwners(userKey: string, cutoff: number): Promise<number> {

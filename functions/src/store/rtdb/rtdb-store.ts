@@ -1,4 +1,3 @@
-import { randomBytes } from "node:crypto";
 import type { Database, DataSnapshot } from "firebase-admin/database";
 import { z } from "zod";
 import type { ConversationPosition, ErasureRule, ListedConversation, StoredConversation } from "../conversation-records";
@@ -28,14 +27,16 @@ import {
   type UserUsage,
 } from "../records";
 import type { HistoryWindow, LedgerRule, NewSession, Ruled, RuledWithKey, SessionStore, StateRule, UsageRule } from "../session-store";
+import { isSameClaim } from "../session-store";
 import { installFrameSafeJson } from "./frame-safe-json";
 import { HistoryReads } from "./history-reads";
 import { ConversationReads } from "./conversation-reads";
 import { ErasureWrites } from "./erasure-writes";
-import { CLAIMS_LAPSE, CONVERSATION, conversationEntry, journalEntry, nodeToWrite, planCopy, stateNode, UNFLUSHED, type JournalEntry } from "./journal";
+import { CLAIMS_LAPSE, CONVERSATION, conversationEntry, isMarkedUnflushed, journalEntry, markedUnflushed, nodeToWrite, planCopy, stateNode, UNFLUSHED, type JournalEntry } from "./journal";
 import { JournalCopies } from "./journal-copies";
 import { deleteAcross } from "./home-writes";
 import { ListenerHolds } from "./listener-holds";
+import { ServiceSecrets } from "./service-secrets";
 import { fromJsonLeaf, type RecordForm } from "./json-leaf";
 import { sessionMetaOf } from "./session-meta";
 import {
@@ -51,7 +52,6 @@ import {
   keyRecordPath,
   partialPath,
   SERVICE_USAGE,
-  serviceSecretPath,
   serviceShardPath,
   SESSION_FIELDS,
   sessionFieldPath,
@@ -89,8 +89,8 @@ export class RtdbStore implements SessionStore {
   private readonly erasures: ErasureWrites;
   private readonly holds: ListenerHolds;
   private readonly copies = new JournalCopies();
-  /** The deployment's secrets, read once. */
-  private readonly secrets = new Map<string, string>();
+  /** The deployment's secrets, kept current by a listener (service-secrets.ts). */
+  private readonly secrets: ServiceSecrets;
   /** Where the conversation index is: this database, or with sharding the home instance (docs/sharding.md). */
   private readonly home: Database;
 
@@ -108,6 +108,7 @@ export class RtdbStore implements SessionStore {
     this.history = new HistoryReads(db, this.engine);
     this.conversations = new ConversationReads(db, this.engine);
     this.erasures = new ErasureWrites(db, this.engine, this.home);
+    this.secrets = new ServiceSecrets(db, this.engine);
     this.holds = new ListenerHolds(db, options.heldNodes ?? HELD_NODES, options.holdIdleMs ?? HOLD_IDLE_MS, (path) => {
       const sessionId = sessionOfStatePath(path);
       if (sessionId !== undefined) this.copies.forget(sessionId);
@@ -122,6 +123,7 @@ export class RtdbStore implements SessionStore {
   /** Stops listening to everything this store listens to (for a clean shutdown). */
   close(): void {
     this.holds.releaseAll();
+    this.secrets.close();
   }
 
   // TemplateStore
@@ -152,8 +154,24 @@ export class RtdbStore implements SessionStore {
       // Its index entry beside it, no round trip later. Field by field, so that it never takes
       // back what a copy wrote (when another request created the session first); if it is lost,
       // the copy of the session's first exchange writes the whole entry (the exchange carries its head).
-      const listed = this.home.ref(conversationPath(owner, session.id)).update(conversationEntry(session.meta, session.state)).catch(() => undefined);
-      const [created] = await Promise.all([this.engine.createIfAbsent(sessionPath(session.id), node, "create session"), listed]);
+      const entry = this.home.ref(conversationPath(owner, session.id));
+      const listed = entry.update(conversationEntry(session.meta, session.state)).catch(() => undefined);
+      let created: boolean;
+      try {
+        [created] = await Promise.all([this.engine.createIfAbsent(sessionPath(session.id), node, "create session"), listed]);
+      } catch (error) {
+        // The entry may have landed without its session (with sharding, the session's instance can
+        // be out of reach while the home instance takes the entry): listed for good, it would answer
+        // 404, since the sweep finds sessions, not entries. It is taken back before the error is
+        // answered, unless the session is found after all (its transaction committed, the answer
+        // lost). Not found in time counts as absent: a session whose late commit lands after the
+        // removal is unlisted, not broken (the client was told nothing was made; the sweep expires
+        // and deletes it). The removal follows the entry's update on the same connection, so it
+        // lands after it, whenever that lands.
+        const found = await this.engine.read("read session state", state).then((snapshot) => snapshot.exists(), () => false);
+        if (!found) await this.engine.call("unlist session not created", entry.remove()).catch(() => undefined);
+        throw error;
+      }
       if (created) {
         this.holdState(session.id);
         return "created";
@@ -227,6 +245,18 @@ export class RtdbStore implements SessionStore {
     const { snapshot, committed } = await this.engine.transact(path, "claim idempotency key", (current) => ({ decided: undefined, write: current ?? key }));
     if (!committed) throw new StoreUnavailableError("claim idempotency key");
     return parseStored(createKeySchema, snapshot.val(), path);
+  }
+
+  async releaseCreateKey(hash: string, key: CreateKey): Promise<boolean> {
+    const path = createKeyPath(hash);
+    // Decided in the transaction: once this claim went, another request may claim the key again,
+    // and a delete that did not look would take that claim away. Kept, the record is written back.
+    const { decided, committed } = await this.engine.transact(path, "release idempotency key", (current) => {
+      const mine = current !== null && isSameClaim(parseStored(createKeySchema, current, path), key);
+      return { decided: mine, write: mine ? null : current };
+    });
+    if (!committed) throw new StoreUnavailableError("release idempotency key");
+    return decided === true;
   }
 
   // HistoryStore
@@ -356,15 +386,8 @@ export class RtdbStore implements SessionStore {
     return this.conversations.indexKeys(userId, after, limit);
   }
 
-  async serviceSecret(name: string): Promise<string> {
-    const known = this.secrets.get(name);
-    if (known !== undefined) return known;
-    const path = serviceSecretPath(name);
-    // Whoever asks first creates it; everyone then reads the one that landed.
-    await this.engine.createIfAbsent(path, randomBytes(32).toString("base64url"), "create service secret");
-    const secret = parseStored(z.string().min(32), (await this.engine.read("read service secret", this.db.ref(path))).val(), path);
-    this.secrets.set(name, secret);
-    return secret;
+  serviceSecret(name: string): Promise<string> {
+    return this.secrets.get(name);
   }
 
   // ErasureStore
@@ -399,7 +422,7 @@ export class RtdbStore implements SessionStore {
   /**
    * After a transaction: sends the copy the journal calls for (planCopy). Not awaited unless the
    * session is closed: then no message will follow, so the copy and the journal's removal finish
-   * before this returns.
+   * before this returns; a copy that fails then is left to the sweep, never the change's error.
    */
   private async copyJournal(sessionId: string, result: StateResult<unknown>): Promise<void> {
     const { known, copy } = planCopy(sessionId, result, this.copies.known(sessionId));
@@ -425,9 +448,23 @@ export class RtdbStore implements SessionStore {
       this.copies.track(sent);
       return;
     }
-    await this.engine.call("copy exchanges to history", sent);
+    try {
+      await this.engine.call("copy exchanges to history", sent);
+    } catch {
+      // The change committed (an end, an expiry): it is answered as done, whatever befell its copy.
+      // What did not land (the history, the index entry's closing fields) is the sweep's to send
+      // again (findUnflushedSessions): a journal left in the state marks the session already; an
+      // empty one is marked now, best effort (a repeated end sends the copy again too).
+      if (!isMarkedUnflushed(result.value)) {
+        await this.engine
+          .transactState(statePath(sessionId), "mark unflushed", () => ({ outcome: undefined }), (raw, state, next) => markedUnflushed(nodeToWrite(raw, state, next, this.copies.known(sessionId))))
+          .catch(() => undefined);
+      }
+      return;
+    }
     if (copy.entries.size === 0) return;
-    await this.transactState(sessionId, "clear copied exchanges", (state) => ({ outcome: undefined, next: state }));
+    // Lost, it leaves the mark for the sweep, which drops it: the copy itself landed.
+    await this.transactState(sessionId, "clear copied exchanges", (state) => ({ outcome: undefined, next: state })).catch(() => undefined);
   }
 
   // Shared by the roles
