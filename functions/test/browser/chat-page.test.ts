@@ -2,7 +2,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Page } from "playwright-core";
 import { startEmulatorProject, type EmulatorProject } from "../support/emulator-project";
-import { cspViolations, describeWithChromium, launchChromium, recordCspViolations, type LaunchedBrowser } from "../support/chromium";
+import { cspViolations, describeWithChromium, launchChromium, loseFirstPostAnswer, recordCspViolations, type LaunchedBrowser } from "../support/chromium";
 import { ROUTES, startHarness, type Harness } from "../support/http-harness";
 import { fakeUsage } from "../support/fake-openai-server";
 import { HostileSite } from "../support/hostile-site";
@@ -227,17 +227,8 @@ describeWithChromium("the chat page in Chromium", () => {
 
   it("starts again with the key of a start whose answer was lost: the session that start made, not a second one", async () => {
     const userId = "user_lost_start";
-    const keys: (string | undefined)[] = [];
     // The first start reaches the server, which makes the session; its answer is lost on the way back.
-    let lost = 0;
-    await page.route("**/chatbot/session", async (route) => {
-      if (route.request().method() !== "POST") return route.continue();
-      keys.push(route.request().headers()["idempotency-key"]);
-      if (lost > 0) return route.continue();
-      lost++;
-      await route.fetch();
-      await route.abort("connectionreset");
-    });
+    const keys = await loseFirstPostAnswer(page, "**/chatbot/session");
     await page.selectOption("#template", "socratic-tutor");
     await page.fill("#user", userId);
     await page.click("#start-button");

@@ -4,7 +4,7 @@ import { join } from "node:path";
 import type { BrowserContext, Page } from "playwright-core";
 import { PROJECT_ROOT } from "../../src/local/project-files";
 import { startEmulatorProject, type EmulatorProject } from "../support/emulator-project";
-import { describeWithChromium, launchChromium, launchChromiumContexts, type LaunchedBrowser } from "../support/chromium";
+import { describeWithChromium, launchChromium, launchChromiumContexts, loseFirstPostAnswer, type LaunchedBrowser } from "../support/chromium";
 import { ApiUser, HOSTING_ROUTES } from "../support/connection-api";
 import { startHarness, type Harness } from "../support/http-harness";
 import { describeWithRtdb } from "../support/rtdb";
@@ -163,17 +163,8 @@ describeWithChromium("the People panel, polled through the API", () => {
     await page.click("#connections li[data-status=accepted] button.open");
     await page.waitForSelector("#conversation:not([hidden])");
 
-    const keys: (string | undefined)[] = [];
     // The first send reaches the server, which stores it; its answer is lost on the way back.
-    let lost = 0;
-    await page.route("**/connections/*/messages", async (route) => {
-      if (route.request().method() !== "POST") return route.continue();
-      keys.push(route.request().headers()["idempotency-key"]);
-      if (lost > 0) return route.continue();
-      lost++;
-      await route.fetch();
-      await route.abort("connectionreset");
-    });
+    const keys = await loseFirstPostAnswer(page, "**/connections/*/messages");
     await type(page, "Hello Ben");
     await page.waitForSelector("#people-error:not([hidden])");
     // The text is given back to send again, though the server stored it.

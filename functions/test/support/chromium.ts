@@ -89,3 +89,23 @@ export async function launchChromiumContexts(count: number, viewport: { width: n
   const contexts = await Promise.all(Array.from({ length: count }, () => browser.newContext({ viewport })));
   return { contexts, close: () => browser.close() };
 }
+
+/**
+ * Lets the first POST to `pattern` reach the server and then loses its answer (the connection
+ * reset on the way back), as a dropped link does after the server acted; later POSTs go through.
+ * The Idempotency-Key of every POST is pushed to the returned list, in order.
+ */
+export async function loseFirstPostAnswer(page: Page, pattern: string): Promise<(string | undefined)[]> {
+  const keys: (string | undefined)[] = [];
+  let lost = false;
+  await page.route(pattern, async (route) => {
+    if (route.request().method() !== "POST") return route.continue();
+    keys.push(route.request().headers()["idempotency-key"]);
+    if (lost) return route.continue();
+    lost = true;
+    await route.fetch();
+    await route.abort("connectionreset");
+  });
+  return keys;
+}
+

@@ -59,6 +59,20 @@ function failingDevicesOf<S extends DeviceStore>(store: S, failingKey: string): 
   return { store: failing, arm: () => (armed = true) };
 }
 
+/**
+ * Ann's token handed over to Ben on `base`, the removal from Ann's devices failing (a database
+ * deadline): Ben's registration commits its claim and answers 503. `store` fails Ann's next device
+ * write again once `arm` is called.
+ */
+async function handedOverWithRemovalFailed<S extends DeviceStore>(base: S, previews: boolean | undefined) {
+  const { store, arm } = failingDevicesOf(base, userKey("ann"));
+  const registry = new DeviceRegistry({ store, clock: () => T });
+  await registry.register("ann", TOKEN, previews);
+  arm();
+  await expect(registry.register("ben", TOKEN, undefined)).rejects.toBeInstanceOf(StoreUnavailableError);
+  return { base, store, arm, registry };
+}
+
 const tokensOf = async (store: DeviceStore, userId: string) => Object.keys((await store.readDevices(userKey(userId)))?.tokens ?? {});
 
 /** An erasure's pass over what connections hold of the user, as ErasureService runs each of its two. */
@@ -93,14 +107,7 @@ function deviceRegistryBehaviour(open: () => DeviceStore & ConnectionErasureStor
   });
 
   it("takes the token from the former owner on the retry of a handover whose removal from them failed", async () => {
-    const base = open();
-    const { store, arm } = failingDevicesOf(base, userKey("ann"));
-    const registry = new DeviceRegistry({ store, clock: () => T });
-    await registry.register("ann", TOKEN, undefined);
-
-    arm();
-    // The claim commits, the removal from Ann's devices fails: Ben gets a 503, and retries.
-    await expect(registry.register("ben", TOKEN, undefined)).rejects.toBeInstanceOf(StoreUnavailableError);
+    const { base, registry } = await handedOverWithRemovalFailed(open(), undefined);
     expect(await base.readTokenOwner(tokenHash(TOKEN))).toEqual({ user_key: userKey("ben"), updated_at: T, released_from: { [userKey("ann")]: T }, releasing_since: T });
     expect(await registry.register("ben", TOKEN, undefined)).toEqual({ devices: 1 });
 
@@ -134,13 +141,7 @@ function deviceRegistryBehaviour(open: () => DeviceStore & ConnectionErasureStor
   });
 
   it("takes the token from the former owner when its new owner is erased before the handover's removal from them was confirmed", async () => {
-    const base = open();
-    const { store, arm } = failingDevicesOf(base, userKey("ann"));
-    const registry = new DeviceRegistry({ store, clock: () => T });
-    await registry.register("ann", TOKEN, true);
-    arm();
-    // The phone goes to Ben; the removal from Ann's devices fails (a database deadline): Ben gets a 503.
-    await expect(registry.register("ben", TOKEN, undefined)).rejects.toBeInstanceOf(StoreUnavailableError);
+    const { base } = await handedOverWithRemovalFailed(open(), true);
     expect(await base.readTokenOwner(tokenHash(TOKEN))).toMatchObject({ user_key: userKey("ben"), released_from: { [userKey("ann")]: T } });
 
     // Ben erases his data (or is deleted from Auth) before registering again: both passes, then the sweep.
@@ -154,12 +155,7 @@ function deviceRegistryBehaviour(open: () => DeviceStore & ConnectionErasureStor
   });
 
   it("keeps the new owner's record while the erasure's removal from the former owner fails, and removes both on the next pass", async () => {
-    const base = open();
-    const { store, arm } = failingDevicesOf(base, userKey("ann"));
-    const registry = new DeviceRegistry({ store, clock: () => T });
-    await registry.register("ann", TOKEN, true);
-    arm();
-    await expect(registry.register("ben", TOKEN, undefined)).rejects.toBeInstanceOf(StoreUnavailableError);
+    const { base, store, arm } = await handedOverWithRemovalFailed(open(), true);
 
     // The erasure's own removal from Ann's devices fails too: its pass fails, the record stays for the next.
     arm();

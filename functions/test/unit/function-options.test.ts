@@ -2,7 +2,7 @@ import { spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { build } from "esbuild";
+import { build, type BuildOptions } from "esbuild";
 import { resolveConfig } from "../../src/config";
 import { openaiApiKey } from "../../src/config-params";
 import * as triggers from "../../src/index";
@@ -102,6 +102,20 @@ describe("the triggers' options (index.ts)", () => {
 });
 
 /**
+ * Bundles `entry` (esbuild options naming what to bundle) into `dir` as a functions package and
+ * runs the firebase-functions bin on it, as `firebase deploy` discovers triggers: the manifest
+ * lands in `dir`/manifest.json.
+ */
+async function discoverManifest(dir: string, entry: Pick<BuildOptions, "stdin" | "entryPoints">): Promise<void> {
+  await build({ ...entry, bundle: true, platform: "node", format: "cjs", target: "node24", packages: "external", outfile: join(dir, "entry.js"), logLevel: "error" });
+  writeFileSync(join(dir, "package.json"), JSON.stringify({ main: "entry.js" }));
+  node([join(NODE_MODULES, "firebase-functions", "lib", "bin", "firebase-functions.js")], {
+    cwd: dir,
+    env: { NODE_PATH: NODE_MODULES, FUNCTIONS_MANIFEST_OUTPUT_PATH: join(dir, "manifest.json") },
+  });
+}
+
+/**
  * What `firebase deploy` does with them, with the installed tools: the firebase-functions bin
  * (discovery) reads a bundle of two triggers built with `httpsOptions`, and firebase-tools'
  * own resolution (lib/deploy/functions/build.js `resolveBackend`, firebase-tools 15.34) turns the
@@ -114,7 +128,7 @@ describe("httpsOptions through the Firebase CLI's discovery and deploy resolutio
 
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), "chatify-options-"));
-    await build({
+    await discoverManifest(dir, {
       stdin: {
         contents: [
           'import { onRequest } from "firebase-functions/v2/https";',
@@ -125,18 +139,6 @@ describe("httpsOptions through the Firebase CLI's discovery and deploy resolutio
         resolveDir: FUNCTIONS_DIR,
         loader: "ts",
       },
-      bundle: true,
-      platform: "node",
-      format: "cjs",
-      target: "node24",
-      packages: "external",
-      outfile: join(dir, "entry.js"),
-      logLevel: "warning",
-    });
-    writeFileSync(join(dir, "package.json"), JSON.stringify({ main: "entry.js" }));
-    node([join(NODE_MODULES, "firebase-functions", "lib", "bin", "firebase-functions.js")], {
-      cwd: dir,
-      env: { NODE_PATH: NODE_MODULES, FUNCTIONS_MANIFEST_OUTPUT_PATH: join(dir, "manifest.json") },
     });
     manifest = JSON.parse(readFileSync(join(dir, "manifest.json"), "utf8")) as typeof manifest;
   });
@@ -207,21 +209,7 @@ describe("the triggers (index.ts) through the Firebase CLI's timeout validation"
   beforeAll(async () => {
     const dir = mkdtempSync(join(tmpdir(), "chatify-triggers-"));
     try {
-      await build({
-        entryPoints: [join(FUNCTIONS_DIR, "src", "index.ts")],
-        bundle: true,
-        platform: "node",
-        format: "cjs",
-        target: "node24",
-        packages: "external",
-        outfile: join(dir, "entry.js"),
-        logLevel: "error",
-      });
-      writeFileSync(join(dir, "package.json"), JSON.stringify({ main: "entry.js" }));
-      node([join(NODE_MODULES, "firebase-functions", "lib", "bin", "firebase-functions.js")], {
-        cwd: dir,
-        env: { NODE_PATH: NODE_MODULES, FUNCTIONS_MANIFEST_OUTPUT_PATH: join(dir, "manifest.json") },
-      });
+      await discoverManifest(dir, { entryPoints: [join(FUNCTIONS_DIR, "src", "index.ts")] });
       const script = `
         const tools = ${JSON.stringify(join(NODE_MODULES, "firebase-tools", "lib", "deploy", "functions"))};
         const { buildFromV1Alpha1 } = require(tools + "/runtimes/discovery/v1alpha1");

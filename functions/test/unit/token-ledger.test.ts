@@ -251,20 +251,26 @@ class GatedStore extends MemoryStore {
 describe("the daily token ledger through the session service", () => {
   const suite = tokenSuite();
 
+  /** A session of `template` with one exchange, its user's limits open but counted (`usage` may be changed). */
+  async function sessionAfterHello(template: Template) {
+    const store = new MemoryStore();
+    await store.seedTemplates({ t: template });
+    const usage = { messagesPerMinute: 1_000_000, maxActiveSessions: 100, idleTtlMs: SESSION_POLICY.idleTtlMs, tokensPerDay: 0 };
+    const chat = suite.service(store, usage);
+    const userId = `user-${randomUUID()}`;
+    const { sessionId } = await chat.create({ userId, templateId: "t" });
+    await chat.send({ sessionId, message: "hello" });
+    return { store, usage, chat, userId, sessionId };
+  }
+
   describe("with a template that allows long replies", () => {
     /** Room for the long reply below: a provider's reply never passes max_tokens, though the fake's would. */
     const MAX_TOKENS = 1_000;
     const WIDE: Template = { name: "Wide", personalityPrompt: "You are wide.", context_window: 10, max_tokens: MAX_TOKENS };
 
     it("a message after two concurrent messages of one session reserves at least what it spends: the day's count never passes the limit", async () => {
-      const store = new MemoryStore();
-      await store.seedTemplates({ wide: WIDE });
-      // Mutable on purpose: the limit is set, before the last message, to exactly what its reservation needs.
-      const usage = { messagesPerMinute: 1_000_000, maxActiveSessions: 100, idleTtlMs: SESSION_POLICY.idleTtlMs, tokensPerDay: 0 };
-      const chat = suite.service(store, usage);
-      const userId = `user-${randomUUID()}`;
-      const { sessionId } = await chat.create({ userId, templateId: "wide" });
-      await chat.send({ sessionId, message: "hello" });
+      // Its usage is mutable on purpose: the limit is set, before the last message, to exactly what its reservation needs.
+      const { store, usage, chat, userId, sessionId } = await sessionAfterHello(WIDE);
 
       // A and B, concurrent, both claim at message_count 1. A answers first with a long reply, B later:
       // the session's remembered context becomes B's call, which holds neither A's message nor A's reply.
@@ -385,13 +391,7 @@ describe("the daily token ledger through the session service", () => {
 
   it("the message after two concurrent ones, one of whose replies ignored max_tokens, reserves what its prompt carries", async () => {
     const MAX_TOKENS = 50;
-    const store = new MemoryStore();
-    await store.seedTemplates({ t: { name: "T", personalityPrompt: "You are brief.", context_window: 10, max_tokens: MAX_TOKENS } });
-    const usage = { messagesPerMinute: 1_000_000, maxActiveSessions: 100, idleTtlMs: SESSION_POLICY.idleTtlMs, tokensPerDay: 0 };
-    const chat = suite.service(store, usage);
-    const userId = `user-${randomUUID()}`;
-    const { sessionId } = await chat.create({ userId, templateId: "t" });
-    await chat.send({ sessionId, message: "hello" });
+    const { store, usage, chat, userId, sessionId } = await sessionAfterHello({ name: "T", personalityPrompt: "You are brief.", context_window: 10, max_tokens: MAX_TOKENS });
 
     // A and B at once; A's reply ignores max_tokens (about 20 KB), B answers later.
     const long = "Owls are nocturnal birds of prey. ".repeat(600);
