@@ -48,7 +48,12 @@ describeEachStore("notifications of user-to-user messages, through firebase-admi
         return messaging.sendEach(messages);
       },
     });
-    harness = await startHarness({ store: kind, pushSender: sender, log, env: { NOTIFICATION_DEADLINE_MS: String(DEADLINE_MS), NOTIFICATION_PREVIEW_CHARS: "40" } });
+    // A clock that moves on at every reading: registrations one after another get times in their
+    // order, so "the oldest" a full device list drops is the first registered (the embedded store
+    // answers within the same millisecond, where the list breaks ties by the token's hash).
+    let last = 0;
+    const clock = () => (last = Math.max(Date.now(), last + 1));
+    harness = await startHarness({ store: kind, pushSender: sender, log, clock, env: { NOTIFICATION_DEADLINE_MS: String(DEADLINE_MS), NOTIFICATION_PREVIEW_CHARS: "40" } });
   });
   afterEach(() => {
     fake.reset();
