@@ -128,8 +128,10 @@ describeEachStore("a user's conversations: list and read", (kind) => {
     // A cursor is the user's own: another user's request with it is refused, never answered from it.
     const replayed = await list(someoneElse.userId, `&cursor=${cursor!}`);
     expect(replayed.body.error?.code).toBe("INVALID_CURSOR");
-    const malformed = await list(userId, "&cursor=not-a-cursor");
-    expect(malformed.body.error?.code).toBe("INVALID_REQUEST");
+    // Made up, or cut before its dot: not one this service issued, as docs/api.md says.
+    for (const made of ["not-a-cursor", cursor!.slice(0, cursor!.indexOf("."))]) {
+      expect((await list(userId, `&cursor=${made}`)).body.error?.code).toBe("INVALID_CURSOR");
+    }
   });
 
   it("keeps paging through sessions that end or expire between pages: each listed once, with the status it has now", async () => {
