@@ -160,6 +160,10 @@ export function composeInstance(config: Config, parts: InstanceParts): Instance 
     connections: new ConnectionErasure({ store: connectionStore, batchSize: ERASURE_BATCH, clock }),
   });
   const maintain = async (now: number = clock()) => {
+    // One set of steps for the whole run, the sessions' and those below, each settled on its own:
+    // a failure of one (the home instance's query for due erasures, say) must not hold back the
+    // others until it is mended.
+    const steps = new MaintenanceSteps(parts.log);
     const report = await runMaintenance({
       store,
       now,
@@ -169,10 +173,7 @@ export function composeInstance(config: Config, parts: InstanceParts): Instance 
       batchSize: MAINTENANCE_BATCH,
       maxBatches: MAINTENANCE_MAX_BATCHES,
       log: parts.log,
-    });
-    // Settled each on its own, as the sessions' steps are: a failure of one (the home instance's
-    // query for due erasures, say) must not hold back the others until it is mended.
-    const steps = new MaintenanceSteps(parts.log, report.failed);
+    }, steps);
     const erasuresFinished = await steps.run("erasuresFinished", 0, () => erasure.finishDue(now));
     const devices = await steps.run("staleDevices", NO_DEVICE_SWEEP, () =>
       sweepDevices({ store: connectionStore, now, batchSize: MAINTENANCE_BATCH, maxBatches: MAINTENANCE_MAX_BATCHES }),

@@ -37,11 +37,10 @@ export interface MaintenanceReport {
  * The scheduled clean-up: expires idle sessions, drops the claims and partial replies of requests
  * that died, deletes closed ones past retention, forgets old idempotency keys. Each change is a transaction or a delete that is harmless to repeat,
  * so two runs at once, or a run racing a user, do no harm: a session that became active again
- * is left alone.
+ * is left alone. `steps`: those of a larger run this is part of, whose report names every failure.
  */
-export async function runMaintenance(options: MaintenanceOptions): Promise<MaintenanceReport> {
+export async function runMaintenance(options: MaintenanceOptions, steps: MaintenanceSteps = new MaintenanceSteps(options.log)): Promise<MaintenanceReport> {
   const { store, now, batchSize } = options;
-  const steps = new MaintenanceSteps(options.log);
   // Idle *longer* than the TTL, as the request path judges it: activity at exactly the TTL keeps a session.
   const cutoff = now - options.policy.idleTtlMs - 1;
   const expired = await steps.run("expired", 0, () => inBatches(options, () => store.findIdleSessions(cutoff, batchSize), async (ids) => {
@@ -84,13 +83,7 @@ const HOUR = 3_600_000;
 export class MaintenanceSteps {
   private readonly failed: string[] = [];
 
-  constructor(
-    private readonly log: Log,
-    /** Steps of the same run that already failed (a run made of several parts reports them once). */
-    before?: string,
-  ) {
-    if (before !== undefined) this.failed.push(...before.split(","));
-  }
+  constructor(private readonly log: Log) {}
 
   /** `work`'s result, or `fallback` when it failed (logged, and named in `failures`). */
   async run<T>(step: string, fallback: T, work: () => Promise<T>): Promise<T> {
