@@ -179,20 +179,16 @@ export class ServiceLedger {
         }
       }
     } catch (error) {
-      // The database failed: the message is refused by the failure, and holds nothing.
-      await this.giveBack(day, parts);
+      // The database failed: the message is refused by the failure. What was taken goes back
+      // (settled as nothing spent), awaited: a refusal holds nothing once it is answered.
+      await this.settle({ day, parts }, { tokens: 0 });
       throw error;
     }
     if (missing > 0) {
-      await this.giveBack(day, parts);
+      await this.settle({ day, parts }, { tokens: 0 });
       return refused;
     }
     return { admitted: true, reservation: { day, parts } };
-  }
-
-  /** Returns the parts of a reservation that was not made whole; awaited, so that a refusal holds nothing once it is answered. */
-  private giveBack(day: string, parts: readonly ServicePart[]): Promise<unknown> {
-    return Promise.all(parts.map((part) => this.store.updateServiceUsage(part.shard, settleServiceTokens(day, part.tokens, { tokens: 0 })).catch(() => undefined)));
   }
 
   /**
