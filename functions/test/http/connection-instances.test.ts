@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import type { Database } from "firebase-admin/database";
 import { silentLog } from "../../src/log/log";
 import { createOfflineSender } from "../../src/notify/offline-sender";
 import { userKey } from "../../src/session/ledger/limits";
@@ -195,5 +196,50 @@ describeWithRtdb("connections across instances: a request whose list update is l
     // The request that made the connection counted against Ann's 2 an hour, its repeats did not.
     expect((await ann.ask(`cat-${tag}`)).status).toBe(201);
     expect((await ann.ask(`dan-${tag}`)).status).toBe(429);
+  });
+});
+
+/**
+ * Only the database can lose the update that moves a connection in both users' lists after an
+ * answer (accept, decline, end) committed: the link dropped between the two writes. The change is
+ * made; its answer must say so, not 503 (a repeated end would then answer 410).
+ */
+describeWithRtdb("connections across instances: an answer whose list update is lost", () => {
+  const instances = twoInstances({ store: "rtdb" });
+
+  /** The next update of the users' lists on `api`'s database is lost. */
+  function loseNextListUpdate(database: Database): void {
+    let lose = true;
+    losingUpdates(database, (path) => {
+      if (path !== "userConnections" || !lose) return false;
+      lose = false;
+      return true;
+    });
+  }
+
+  it("answers an accept, then an end, 200 as committed; both users read and list them as they are", async () => {
+    const { harness, second } = instances;
+    const tag = randomUUID().slice(0, 8);
+    const ann = new ApiUser(`ann-${tag}`, harness.api, HOSTING_ROUTES);
+    const ben = new ApiUser(`ben-${tag}`, second, HOSTING_ROUTES);
+    const asked = await ann.ask(ben.id);
+    expect(asked.status).toBe(201);
+    const id = String(connectionOf(asked).connection_id);
+    loseNextListUpdate(second.database!);
+    const accepted = await ben.accept(id);
+    expect(accepted.status).toBe(200);
+    expect(connectionOf(accepted).status).toBe("accepted");
+    expect((await ann.send(id, "hello")).status).toBe(201);
+    loseNextListUpdate(harness.api.database!);
+    const ended = await ann.end(id);
+    expect(ended.status).toBe(200);
+    expect(connectionOf(ended).status).toBe("ended");
+    expect((await ann.end(id)).body.error?.code).toBe("CONNECTION_ENDED");
+    const statuses = (answer: Answer) => (answer.body.connections as { connection_id: string; status: string }[]).map((connection) => [connection.connection_id, connection.status]);
+    for (const user of [ann, ben]) {
+      expect(connectionOf(await user.get(id)).status).toBe("ended");
+      expect(statuses(await user.list())).toEqual([[id, "ended"]]);
+      expect(((await user.read(id)).body.messages as ReadMessage[]).map((message) => message.content)).toEqual(["hello"]);
+    }
   });
 });
