@@ -1140,6 +1140,8 @@ people = startPeople({
   errorText,
   answerFailure,
   pageFailure,
+  mayBeStored,
+  isPageError: (error) => error instanceof PageError,
   readJson,
   loadOnce,
   sdkVersion: FIREBASE_SDK_VERSION,

@@ -25,6 +25,8 @@ const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
  *   errorText: (failure: any) => string,
  *   answerFailure: (body: any, response: Response) => any,
  *   pageFailure: (error: unknown, what: string) => any,
+ *   mayBeStored: (failure: any) => boolean,
+ *   isPageError: (error: unknown) => boolean,
  *   readJson: (response: Response) => Promise<any>,
  *   loadOnce: (name: string, src: string) => Promise<unknown>,
  *   sdkVersion: string,
@@ -109,17 +111,27 @@ export function startPeople(shared) {
     return `${url}${url.includes("?") ? "&" : "?"}user_id=${encodeURIComponent(shared.userId())}`;
   }
 
-  /** One API call; its JSON body, or throws the sentence to show. */
+  /** A call's failure: the sentence to show, and whether what it asked for may have been done all the same. */
+  class CallFailure extends Error {
+    constructor(failure, unsure) {
+      super(shared.errorText(failure));
+      this.unsure = unsure;
+    }
+  }
+
+  /** One API call; its JSON body, or throws its CallFailure. */
   async function call(url, method, json, headers = {}) {
     let response;
     try {
       response = await shared.apiFetch(url, { method, headers, ...(json ? { json: () => ({ ...actor(), ...json }) } : {}) });
     } catch (error) {
-      throw new Error(shared.errorText(shared.pageFailure(error, "Could not reach the API")));
+      // Thrown by the page before sending (a PageError), nothing was sent; otherwise the request may have arrived.
+      throw new CallFailure(shared.pageFailure(error, "Could not reach the API"), !shared.isPageError(error));
     }
     const body = await shared.readJson(response);
     if (response.ok && body?.success) return body;
-    throw new Error(shared.errorText(shared.answerFailure(body, response)));
+    const failure = shared.answerFailure(body, response);
+    throw new CallFailure(failure, shared.mayBeStored(failure));
   }
 
   /** Runs `work`, saying its failure on the panel instead of throwing it. */
@@ -274,6 +286,9 @@ export function startPeople(shared) {
         if (ui.message.value === "") {
           ui.message.value = text;
           state.givenBack.set(conversation.id, { text, key });
+        }
+        if (error instanceof CallFailure && error.unsure) {
+          throw new Error(`${error.message} Your message may have been sent all the same: sending it again unchanged is safe, it is not sent twice.`);
         }
         throw error;
       }

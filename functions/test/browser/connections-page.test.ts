@@ -167,8 +167,9 @@ describeWithChromium("the People panel, polled through the API", () => {
     const keys = await loseFirstPostAnswer(page, "**/connections/*/messages");
     await type(page, "Hello Ben");
     await page.waitForSelector("#people-error:not([hidden])");
-    // The text is given back to send again, though the server stored it.
+    // The text is given back to send again, though the server stored it; the panel says it may be.
     expect(await page.inputValue("#people-message")).toBe("Hello Ben");
+    expect(await page.textContent("#people-error")).toContain("may have been sent all the same: sending it again unchanged is safe");
     expect((await ben.read(id)).body.messages).toHaveLength(1);
 
     // Sent again as it was given back: the same key, so the server answers with the stored message.
@@ -192,5 +193,12 @@ describeWithChromium("the People panel, polled through the API", () => {
     expect(keys).toHaveLength(3);
     expect(keys[2]).not.toBe(keys[0]);
     expect(((await ben.read(id)).body.messages as { content: string }[]).map((message) => message.content)).toEqual(["Hello Ben", "And again"]);
+
+    // A refusal is an answer that nothing was stored: the text is given back, with no such doubt.
+    expect((await ben.block(id)).status).toBe(200);
+    await type(page, "Still there?");
+    await page.waitForSelector("#people-error:not([hidden])");
+    expect(await page.inputValue("#people-message")).toBe("Still there?");
+    expect(await page.textContent("#people-error")).not.toContain("may have been sent");
   }, 60_000);
 });
