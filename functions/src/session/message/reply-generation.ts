@@ -74,20 +74,19 @@ async function holdPlannedCalls(context: MessageContext, message: InFlightMessag
 function planReply(meta: SessionMeta, window: HistoryWindow, summary: SessionSummary | null, message: string): Planned {
   const { settings } = meta;
   const first = firstPosition(window);
-  const count = windowMessages(settings);
-  const lastFrom = window.messages.at(-1)?.usage?.window_from;
-  const from = Math.max(first, (summary?.through ?? 0) + 1, lastFrom ?? 1);
+  const bounds = historyBounds(meta, window, summary);
+  const from = Math.max(first, bounds.earliest);
   const history = window.messages.slice(from - first);
   // Without where the last prompt began (an exchange stored before it was kept for a count
   // window), the catch-up could reach past what the reservation bounds: the count window alone.
-  const gap = 2 * window.through - count + 1 - from;
-  const catchUp = settings.summary && lastFrom !== undefined && gap > 0 ? catchUpCount(history.slice(0, gap)) : 0;
+  const gap = bounds.countFrom - from;
+  const catchUp = settings.summary && bounds.lastFrom !== undefined && gap > 0 ? catchUpCount(history.slice(0, gap)) : 0;
   const factor = calibration(lastReported(window.messages));
   const plan = planPrompt({
     systemPrompt: meta.system_prompt,
     ...(summary ? { summary: summary.text } : {}),
     history,
-    maxMessages: count + catchUp,
+    maxMessages: windowMessages(settings) + catchUp,
     ...(settings.context_tokens === undefined ? {} : { contextTokens: settings.context_tokens }),
     calibration: factor,
     userMessage: message,
@@ -103,11 +102,10 @@ function planReply(meta: SessionMeta, window: HistoryWindow, summary: SessionSum
  * hole (a copy not landed yet), are left out of this one prompt, as a summary that cannot be read is.
  */
 async function withCatchUp(context: MessageContext, session: KnownSession, window: HistoryWindow, summary: SessionSummary | null): Promise<HistoryWindow> {
-  const { settings } = session.meta;
-  const lastFrom = window.messages.at(-1)?.usage?.window_from;
-  if (!settings.summary || lastFrom === undefined) return window;
+  const bounds = historyBounds(session.meta, window, summary);
+  if (!session.meta.settings.summary || bounds.lastFrom === undefined) return window;
   const first = firstPosition(window);
-  const start = Math.max(1, lastFrom, (summary?.through ?? 0) + 1, 2 * window.through - windowMessages(settings) + 1 - SUMMARY_BATCH_MESSAGES);
+  const start = Math.max(bounds.earliest, bounds.countFrom - SUMMARY_BATCH_MESSAGES);
   if (start >= first) return window;
   const read = await context.store.readMessages(session.id, start, first - 1).catch(() => []);
   if (read.length !== first - start) return window;
@@ -158,6 +156,16 @@ function completionRequest(meta: SessionMeta, plan: PromptPlan): CompletionReque
     presence_penalty: settings.presence_penalty,
     frequency_penalty: settings.frequency_penalty,
   };
+}
+
+/**
+ * Where the next prompt's history may start (planReply): not before the last prompt began
+ * (`lastFrom`, its `window_from`, when stored) nor inside the summary (`earliest`); and where the
+ * count window alone would start (`countFrom`).
+ */
+function historyBounds(meta: SessionMeta, window: HistoryWindow, summary: SessionSummary | null): { readonly lastFrom: number | undefined; readonly earliest: number; readonly countFrom: number } {
+  const lastFrom = window.messages.at(-1)?.usage?.window_from;
+  return { lastFrom, earliest: Math.max(1, lastFrom ?? 1, (summary?.through ?? 0) + 1), countFrom: 2 * window.through - windowMessages(meta.settings) + 1 };
 }
 
 /** The position of a window's first message (exchange n's messages are 2n-1 and 2n). */
