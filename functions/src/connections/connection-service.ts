@@ -259,7 +259,7 @@ export class ConnectionService {
       const state = await store.readConnectionState(connectionId);
       if (!state) throw this.gone(connectionId);
       const position = hash === undefined ? undefined : state.recent_keys?.[hash];
-      if (position !== undefined) return this.replay(input, position, state.message_count);
+      if (position !== undefined) return this.replay(input, position);
       throw error;
     }
     const { ref } = known;
@@ -267,7 +267,7 @@ export class ConnectionService {
     const result = await store.appendMessage(ref, appendMessage({ sender, senderId: userId, text, now, policy, ...(hash === undefined ? {} : { keyHash: hash }) }));
     if (!result.found) throw this.gone(connectionId);
     const { outcome, state } = result;
-    if (outcome.kind === "duplicate") return this.replay(input, outcome.position, state.message_count);
+    if (outcome.kind === "duplicate") return this.replay(input, outcome.position);
     if (outcome.kind !== "stored") throw messageRefusal(outcome);
     const notified = await notifier.notify(audience, { connectionId, kind: "message", text });
     return { connectionId, position: outcome.position, message: outcome.message, messageCount: state.message_count, replayed: false, notified };
@@ -372,11 +372,12 @@ export class ConnectionService {
     return known;
   }
 
-  private async replay(input: { readonly userId: string; readonly connectionId: string; readonly text: string }, position: number, messageCount: number): Promise<SentMessage> {
+  /** The first answer again: a message's position is the connection's count once it was stored, whatever came after. */
+  private async replay(input: { readonly userId: string; readonly connectionId: string; readonly text: string }, position: number): Promise<SentMessage> {
     const stored = await this.options.store.readConnectionMessage(input.connectionId, position);
     if (!stored) throw new StoreDataError(`connections/${input.connectionId}/messages`, `message ${position} named by an idempotency key is missing`);
     if (stored.sender_id !== input.userId || stored.content !== input.text) throw new IdempotencyKeyReusedError();
-    return { connectionId: input.connectionId, position, message: stored, messageCount, replayed: true };
+    return { connectionId: input.connectionId, position, message: stored, messageCount: position, replayed: true };
   }
 
   /**

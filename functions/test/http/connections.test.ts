@@ -205,6 +205,8 @@ describeEachStore("connections between users over HTTP", (kind) => {
       expect(first.headers.get("idempotent-replayed")).toBeNull();
       // The same key from the other participant is theirs, not a retry of Alice's.
       expect((await bob.send(id, "exactly once", key)).headers.get("idempotent-replayed")).toBeNull();
+      // A retry after the connection moved on is still the first answer, its count included.
+      expect((await alice.send(id, "exactly once", key)).body).toEqual(first.body);
       const reused = await alice.send(id, "another text", key);
       expect(reused.status).toBe(422);
       expect(reused.body.error?.code).toBe("IDEMPOTENCY_KEY_REUSED");
