@@ -182,6 +182,10 @@ export class CountingStore implements SessionStore {
     return this.count("updateErasure", this.inner.updateErasure(userKey, rule));
   }
 
+  readErasedSessions(userKey: string): Promise<ReadonlySet<string>> {
+    return this.count("readErasedSessions", this.inner.readErasedSessions(userKey));
+  }
+
   recordErasedSessions(userKey: string, sessionIds: readonly string[]): Promise<void> {
     return this.count("recordErasedSessions", this.inner.recordErasedSessions(userKey, sessionIds));
   }

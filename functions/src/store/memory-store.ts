@@ -257,6 +257,10 @@ export class MemoryStore implements SessionStore {
     return outcome;
   }
 
+  async readErasedSessions(userKey: string): Promise<ReadonlySet<string>> {
+    return new Set(Object.keys(this.erasures.get(userKey)?.sessions ?? {}));
+  }
+
   async recordErasedSessions(userKey: string, sessionIds: readonly string[]): Promise<void> {
     const record = this.erasures.get(userKey);
     if (!record) return;

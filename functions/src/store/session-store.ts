@@ -227,6 +227,12 @@ export interface ErasureStore {
   /** Atomically applies `rule` to the erasure record of `userKey`. */
   updateErasure<O>(userKey: string, rule: ErasureRule<O>): Promise<O>;
 
+  /**
+   * The sessions the user's erasure under way has deleted so far (its record's `sessions`); none
+   * when no erasure is under way.
+   */
+  readErasedSessions(userKey: string): Promise<ReadonlySet<string>>;
+
   /** Adds session ids to the record's `sessions`; nothing when there is no record. */
   recordErasedSessions(userKey: string, sessionIds: readonly string[]): Promise<void>;
 

@@ -227,6 +227,10 @@ export class ShardedStore implements SessionStore {
     return this.home.updateErasure(userKey, rule);
   }
 
+  readErasedSessions(userKey: string): Promise<ReadonlySet<string>> {
+    return this.home.readErasedSessions(userKey);
+  }
+
   recordErasedSessions(userKey: string, sessionIds: readonly string[]): Promise<void> {
     return this.home.recordErasedSessions(userKey, sessionIds);
   }

@@ -318,6 +318,31 @@ describeWithRtdb("erasure: a message's copy landing after the first pass", () =>
     expect(pages.map((page) => page.length)).toEqual([1, 1]);
     expect(pages.flat().sort()).toEqual([newer, older].sort());
   });
+
+  it("leaves out an entry the first message's copy wrote back whole (its head: title, template), on every instance", async () => {
+    const { harness, second } = instances;
+    const user = `user-${randomUUID()}`;
+    const id = await createSession(harness.api, "friendly-assistant", user);
+    const release = holdingUpdates(harness.api.database!, (path) => path === conversationPath(conversationOwnerKey(user), id));
+    expect((await harness.api.call("POST", ROUTES.message(id), { message: "Tell me about my secret" })).status).toBe(200);
+    expect((await second.call("DELETE", `${ROUTES.erase}?user_id=${user}`)).status).toBe(200);
+    const entry = second.database!.ref(conversationPath(conversationOwnerKey(user), id));
+    const landed = new Promise<void>((resolve) => {
+      const listener = entry.on("value", (snapshot) => {
+        if (!snapshot.exists()) return;
+        entry.off("value", listener);
+        resolve();
+      });
+    });
+    release();
+    await landed;
+    expect((await second.call("GET", ROUTES.get(id))).status).toBe(404);
+    for (const api of [harness.api, second]) {
+      const listed = await api.call("GET", `${ROUTES.list}?user_id=${user}`);
+      expect(listed.status).toBe(200);
+      expect(listed.body.sessions).toEqual([]);
+    }
+  });
 });
 
 /**

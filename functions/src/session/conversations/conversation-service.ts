@@ -2,7 +2,7 @@ import type { Identity } from "../../auth/identity";
 import type { ConversationEntry, ConversationPosition, StoredConversation } from "../../store/conversation-records";
 import type { ChatMessage, PartialReply, SessionMeta, SessionState, SessionStatus, TokenUsage, UserUsage } from "../../store/records";
 import { NO_USAGE } from "../ledger/token-usage";
-import type { ConversationStore, HistoryStore, LedgerStore, StateStore } from "../../store/session-store";
+import type { ConversationStore, ErasureStore, HistoryStore, LedgerStore, StateStore } from "../../store/session-store";
 import { ForbiddenError, SessionNotFoundError } from "../errors";
 import { userKey } from "../ledger/limits";
 import { expiredIfIdle, type SessionPolicy } from "../session-rules";
@@ -15,6 +15,7 @@ export interface ConversationServiceOptions {
   readonly store: Pick<StateStore, "readSessionMeta" | "readSessionState"> &
     Pick<HistoryStore, "readWindow" | "readMessages"> &
     Pick<ConversationStore, "listConversations" | "readPartialReplies" | "readUserSessions"> &
+    Pick<ErasureStore, "readErasedSessions"> &
     Pick<LedgerStore, "readUsage">;
   readonly clock: () => number;
   readonly policy: SessionPolicy;
@@ -84,15 +85,21 @@ export class ConversationService {
     return owner;
   }
 
-  /** A page of the user's conversations, newest activity first, after `after`. */
+  /**
+   * A page of the user's conversations, newest activity first, after `after`. Read beside it, the
+   * sessions an erasure under way has deleted are left out: a message's copy that lands after the
+   * erasure's first pass writes their entry back, whole when it is exchange 1's (which carries the
+   * entry's head), until the second pass deletes it again. The page then holds fewer.
+   */
   async list(userId: string, limit: number, after?: ConversationPosition): Promise<ConversationPage> {
+    const { store } = this.options;
     // One more than the page: whether a next page exists, without a query to find out.
-    const found = await this.options.store.listConversations(userId, limit + 1, after);
+    const [found, erased] = await Promise.all([store.listConversations(userId, limit + 1, after), store.readErasedSessions(userKey(userId))]);
     const page = found.slice(0, limit);
     const last = page.at(-1);
     const now = this.options.clock();
     return {
-      conversations: page.map(({ sessionId, entry }) => this.listed(sessionId, entry, now)),
+      conversations: page.filter(({ sessionId }) => !erased.has(sessionId)).map(({ sessionId, entry }) => this.listed(sessionId, entry, now)),
       ...(found.length > limit && last ? { next: { lastActivity: last.entry.last_activity, sessionId: last.sessionId } } : {}),
     };
   }

@@ -32,6 +32,15 @@ export class ErasureWrites {
     return decided as O;
   }
 
+  async readSessions(userKey: string): Promise<ReadonlySet<string>> {
+    const snapshot = await this.engine.read("read erased sessions", this.db.ref(`${erasurePath(userKey)}/sessions`));
+    const sessions = new Set<string>();
+    snapshot.forEach((child: DataSnapshot) => {
+      if (child.key !== null) sessions.add(child.key);
+    });
+    return sessions;
+  }
+
   async recordSessions(userKey: string, sessionIds: readonly string[]): Promise<void> {
     const ids = sessionIds.filter((id) => DATABASE_KEY.test(id));
     if (ids.length === 0) return;

@@ -396,6 +396,10 @@ export class RtdbStore implements SessionStore {
     return this.erasures.update(userKey, rule);
   }
 
+  readErasedSessions(userKey: string): Promise<ReadonlySet<string>> {
+    return this.erasures.readSessions(userKey);
+  }
+
   recordErasedSessions(userKey: string, sessionIds: readonly string[]): Promise<void> {
     return this.erasures.recordSessions(userKey, sessionIds);
   }
