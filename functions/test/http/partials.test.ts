@@ -13,7 +13,11 @@ describeWithRtdb("live partial replies in the Realtime Database, seen by a web S
   let harness: Harness;
   const apps: FirebaseApp[] = [];
 
-  /** A page: a web SDK app of its own on the harness's database (no rules here: the stand-in enforces none). */
+  /**
+   * A page: a web SDK app of its own on the harness's database, signed out: no rules are loaded into
+   * this namespace, so it reads everything. The contract under database.rules.json (the owner, signed
+   * in, sees it; another user is denied) is held in test/rules/live-partials-rules.test.ts.
+   */
   function page(on: Harness = harness): Database {
     const { app, database } = webClient(on.namespace ?? "");
     apps.push(app);

@@ -21,7 +21,15 @@ const message = (sender: string, content: string, timestamp: number) => ({ sende
 
 const connection = {
   meta: { user_a: ALICE, user_b: BOB, requested_by: "a", created_at: 1, pair: "pairhash" },
-  state: { status: "accepted", message_count: 2, last_activity: 3, accepted_at: 2, pending: { m000000002: message(BOB, "hi Alice", 3) } },
+  state: {
+    status: "accepted",
+    message_count: 2,
+    last_activity: 3,
+    accepted_at: 2,
+    rate: { a: { tokens: 29, refilled_at: 2 }, b: { tokens: 29, refilled_at: 3 } },
+    recent_keys: { "9c1185a5c5e9fc54612808977ee8f548b2258d31": 2 },
+    pending: { m000000002: message(BOB, "hi Alice", 3) },
+  },
   messages: { m000000001: message(ALICE, "hi Bob", 2) },
 };
 
@@ -36,8 +44,9 @@ suite(`connection security rules${reason === undefined ? "" : ` [skipped: ${reas
         connections: { [ID]: connection },
         connectionPairs: { pairhash: { user_a: ALICE, user_b: BOB, current: { id: ID, requested_by: "a", created_at: 1 } } },
         userConnections: { alicekey: { [ID]: 3 }, bobkey: { [ID]: 3 } },
-        userDevices: { alicekey: { tokens: { tokenhash: { token: "fcm-token-of-alice", updated_at: 1 } }, oldest_at: 1 } },
-        deviceTokens: { tokenhash: { user_key: "alicekey", updated_at: 1 } },
+        userDevices: { alicekey: { tokens: { tokenhash: { token: "fcm-token-of-alice", updated_at: 1 } }, previews: false, oldest_at: 1 } },
+        // Registered by Bob before Alice: the token is still to leave Bob's devices.
+        deviceTokens: { tokenhash: { user_key: "alicekey", updated_at: 1, released_from: { bobkey: 1 }, releasing_since: 1 } },
       });
     });
   });
@@ -88,11 +97,20 @@ suite(`connection security rules${reason === undefined ? "" : ` [skipped: ${reas
     ["its message count", `connections/${ID}/state/message_count`, 0],
     ["its journal", `connections/${ID}/state/pending/m000000009`, message(ALICE, "forged", 9)],
     ["its fields", `connections/${ID}/meta/user_b`, MALLORY],
+    ["its blocks", `connections/${ID}/state/blocked`, { a: 9 }],
+    ["its message rate buckets", `connections/${ID}/state/rate`, { a: { tokens: 1000, refilled_at: 9 } }],
+    ["its recent keys", `connections/${ID}/state/recent_keys`, { "0000000000000000000000000000000000000000": 1 }],
+    ["who closed it", `connections/${ID}/state/closed_by`, "b"],
     ["a new connection", "connections/new-one", connection],
     ["a pair's record", "connectionPairs/pairhash/blocked", { b: 1 }],
+    ["a pair's current connection", "connectionPairs/pairhash/current", { id: "new-one", requested_by: "b", created_at: 9 }],
     ["a user's list", "userConnections/alicekey/other", 5],
     ["a device token", "userDevices/alicekey/tokens/other", { token: "mine", updated_at: 2 }],
+    ["a user's preview setting", "userDevices/alicekey/previews", true],
+    ["the oldest registration of a user's devices", "userDevices/alicekey/oldest_at", 9_999_999_999_999],
     ["a token's owner", "deviceTokens/tokenhash", { user_key: "mallorykey", updated_at: 2 }],
+    ["the users a token is still to leave", "deviceTokens/tokenhash/released_from", { mallorykey: 2 }],
+    ["since when a token is being released", "deviceTokens/tokenhash/releasing_since", 9_999_999_999_999],
   ])("denies every client write: %s", async (_name, path, value) => {
     for (const uid of [ALICE, BOB, MALLORY, undefined]) {
       await assertFails(as(uid).ref(path).set(value));
