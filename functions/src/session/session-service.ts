@@ -11,7 +11,7 @@ import { commit } from "./message/exchange-commit";
 import { resolveGenerationSettings } from "./prompt/generation-settings";
 import { fingerprint, keyHash } from "./idempotency";
 import { KnownSessions } from "./known-sessions";
-import { admitSession, releaseSession, userKey, type UsagePolicy } from "./ledger/limits";
+import { admitSession, releaseSession, userKey, type Admission, type UsagePolicy } from "./ledger/limits";
 import { admit } from "./message/message-admission";
 import type { MessageContext } from "./message/message-context";
 import { seconds } from "./message/refusals";
@@ -152,8 +152,9 @@ export class SessionService {
       sessionId = keyed.sessionId;
       claim = keyed.claim;
     }
+    let counted: boolean;
     try {
-      await this.admitSession(userId, sessionId, now, input.caller, input.address);
+      counted = await this.admitSession(userId, sessionId, now, input.caller, input.address, input.idempotencyKey !== undefined);
     } catch (error) {
       // Refused: no session comes of this claim. Not on a database failure, whose admission may
       // have counted the session: a retry with the key then creates that same session.
@@ -174,7 +175,9 @@ export class SessionService {
     try {
       created = await store.createSession({ id: sessionId, meta, state });
     } catch (error) {
-      await store.updateUsage(userKey(userId), releaseSession(sessionId)).catch(() => undefined);
+      // Only a count this request made: a keyed repeat's failed write leaves the session counted
+      // for the first request, which may be writing it still.
+      if (counted) await store.updateUsage(userKey(userId), releaseSession(sessionId)).catch(() => undefined);
       throw error;
     }
     if (created === "exists") return { sessionId, meta: (await this.known.owned(sessionId, undefined)).meta, replayed: true };
@@ -222,27 +225,35 @@ export class SessionService {
   /**
    * Counts the new session against its user's active sessions and, for a caller anyone could be
    * (no ID token, or an anonymous one), against its network address's sessions per hour: both
-   * at once, each giving back what it took when the other refuses.
+   * at once, each giving back what it took when the other refuses. A `keyed` create's session is
+   * admitted again by its repeats (the first still writing it, or failed with its fate unknown),
+   * each admitted as the first would be, but counted once: a repeat finding it counted takes
+   * nothing, and gives back nothing of what the first took. True when this request counted it
+   * for the user.
    */
-  private async admitSession(userId: string, sessionId: string, now: number, caller: Identity | undefined, address: string | undefined): Promise<void> {
+  private async admitSession(userId: string, sessionId: string, now: number, caller: Identity | undefined, address: string | undefined, keyed: boolean): Promise<boolean> {
     const { store, usage } = this.options;
     const perHour = usage.addressSessionsPerHour ?? 0;
     const bucket = perHour > 0 && address !== undefined && (!caller || caller.anonymous === true) ? addressKey(address) : undefined;
+    // Noted by a hash: an address's bucket is no user's, so no erasure comes for it, and must not name their session.
+    const paidFor = keyed ? keyHash("address session", sessionId) : undefined;
     const [user, network] = await Promise.allSettled([
       store.updateUsage(userKey(userId), admitSession(sessionId, now, usage)),
-      bucket === undefined ? Promise.resolve({ admitted: true } as const) : store.updateAddressUsage(bucket, admitAddress(now, perHour)),
+      bucket === undefined ? Promise.resolve({ admitted: true } as const) : store.updateAddressUsage(bucket, admitAddress(now, perHour, paidFor)),
     ]);
     const userAdmitted = user.status === "fulfilled" && user.value.admitted;
     const networkAdmitted = network.status === "fulfilled" && network.value.admitted;
-    if (userAdmitted && networkAdmitted) return;
-    // Off the reply's path: a lost give-back only delays a slot (the session stops counting at its idle TTL, the bucket refills).
-    if (userAdmitted) void store.updateUsage(userKey(userId), releaseSession(sessionId)).catch(() => undefined);
-    if (networkAdmitted && bucket !== undefined) void store.updateAddressUsage(bucket, refundAddress(perHour)).catch(() => undefined);
+    if (!userAdmitted || !networkAdmitted) {
+      // Off the reply's path: a lost give-back only delays a slot (the session stops counting at its idle TTL, the bucket refills).
+      if (took(user)) void store.updateUsage(userKey(userId), releaseSession(sessionId)).catch(() => undefined);
+      if (took(network) && bucket !== undefined) void store.updateAddressUsage(bucket, refundAddress(perHour, paidFor)).catch(() => undefined);
+    }
     if (user.status === "rejected") throw user.reason;
     if (network.status === "rejected") throw network.reason;
     if (!user.value.admitted && user.value.erasing) throw new ErasureInProgressError(seconds(user.value.retryAfterMs));
     if (!user.value.admitted) throw new LimitExceededError("sessions", seconds(user.value.retryAfterMs));
     if (!network.value.admitted) throw new LimitExceededError("address", seconds(network.value.retryAfterMs));
+    return took(user);
   }
 
   /**
@@ -292,4 +303,9 @@ export class SessionService {
     this.templates.set(templateId, template);
     return template;
   }
+}
+
+/** Whether an admission took a slot, and so has one to give back: admitted, and not as counted already. */
+function took(settled: PromiseSettledResult<Admission>): boolean {
+  return settled.status === "fulfilled" && settled.value.admitted && settled.value.already === undefined;
 }

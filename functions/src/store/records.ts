@@ -212,10 +212,11 @@ export const serviceUsageSchema = z.object({ day: z.string(), tokens: z.number()
 export type ServiceUsage = z.infer<typeof serviceUsageSchema>;
 
 /**
- * The sessions a network address may still create: a token bucket, refilled over an hour
- * (`/addressUsage/{hash}`; see session/ledger/address-limit.ts).
+ * The sessions a network address may still create: a token bucket, refilled over an hour, and
+ * the keyed sessions it paid for within the hour, by a hash of their id, with when (`/addressUsage/{hash}`; see
+ * session/ledger/address-limit.ts).
  */
-export const addressUsageSchema = z.object({ tokens: z.number(), refilled_at: z.number() });
+export const addressUsageSchema = z.object({ tokens: z.number(), refilled_at: z.number(), sessions: z.record(z.string(), z.number()).optional() });
 export type AddressUsage = z.infer<typeof addressUsageSchema>;
 
 /**

@@ -4,6 +4,8 @@ import { createSession, describeEachStore, ROUTES, startHarness, type Answer, ty
 import { anyUsage } from "../support/any-usage";
 import { describeWithRtdb } from "../support/rtdb";
 import { StoredView } from "../support/stored-view";
+import { FaultyStore } from "../support/faulty-store";
+import type { SessionStore } from "../../src/store/session-store";
 
 const key = (name: string) => ({ "Idempotency-Key": `${name}-${Math.random().toString(36).slice(2)}` });
 
@@ -205,6 +207,122 @@ describeEachStore("one Idempotency-Key on concurrent createSession calls", (kind
       const one = [result.named[0]];
       expect({ round: n, named: result.named, stored: result.stored, counted: result.counted }).toEqual({ round: n, named: one, stored: one, counted: one });
     }
+  });
+});
+
+describeEachStore("a keyed createSession repeated before its session is stored", (kind) => {
+  /**
+   * Callers without an ID token, from one address (127.0.0.1) allowed two sessions an hour: each
+   * test starts two hours on, its bucket full again, with a user of its own.
+   */
+  let now = Date.parse("2031-03-14T12:00:00Z");
+  let harness: Harness;
+  let b: Instance;
+  let view: StoredView;
+  /** Each instance's faults, in the order the instances started. */
+  const faults: FaultyStore[] = [];
+  /** The store call stopped next, on any instance: see `holdNext`. */
+  let held: { readonly method: keyof SessionStore; readonly reached: () => void; readonly opened: Promise<void> } | undefined;
+
+  const holding = (store: SessionStore): SessionStore =>
+    new Proxy(store, {
+      get(target, property, receiver) {
+        const value: unknown = Reflect.get(target, property, receiver);
+        if (typeof value !== "function" || property !== held?.method) return value;
+        return async (...args: unknown[]) => {
+          const stop = held;
+          held = undefined;
+          if (stop) {
+            stop.reached();
+            await stop.opened;
+          }
+          return Reflect.apply(value, target, args) as unknown;
+        };
+      },
+    });
+
+  /** Stops the next call of `method` until `open`: the first request is then still in that step when its repeat comes. */
+  async function holdNext(method: keyof SessionStore, start: () => Promise<Answer>): Promise<{ readonly first: Promise<Answer>; open(): void }> {
+    let open!: () => void;
+    let reached!: () => void;
+    const opened = new Promise<void>((resolve) => { open = resolve; });
+    const arrived = new Promise<void>((resolve) => { reached = resolve; });
+    held = { method, reached, opened };
+    const first = start();
+    let deadline: NodeJS.Timeout | undefined;
+    const came = await Promise.race([arrived.then(() => true), new Promise<false>((resolve) => { deadline = setTimeout(() => { resolve(false); }, 5_000); })]).finally(() => { clearTimeout(deadline); });
+    if (!came) throw new Error(`the first request did not reach ${method} within 5 s`);
+    return { first, open };
+  }
+
+  beforeAll(async () => {
+    harness = await startHarness({
+      store: kind,
+      clock: () => now,
+      wrapStore: (store) => holding((faults[faults.length] = new FaultyStore(store)).store),
+      env: { ADDRESS_SESSIONS_PER_HOUR: "2" },
+    });
+    b = await harness.instance();
+    view = new StoredView(harness);
+  });
+  afterAll(async () => {
+    await view.close();
+    await harness.close();
+  });
+  beforeEach(() => { now += 2 * 3_600_000; });
+
+  const create = (instance: Instance, userId: string, headers?: Record<string, string>) =>
+    instance.call("POST", ROUTES.create, { user_id: userId, template_id: "friendly-assistant" }, headers);
+  const outcome = (answer: Answer) => ({ status: answer.status, code: answer.body.error?.code });
+  const newUser = () => `user_${Math.random().toString(36).slice(2, 10)}`;
+
+  it("answers a repeat with the first's session, counted once, when the first took the address's last session", async () => {
+    expect((await create(harness.api, newUser())).status).toBe(201);
+    const user = newUser();
+    const headers = key("create-held");
+    const held = await holdNext("createSession", () => create(harness.api, user, headers));
+    const repeat = await create(b, user, headers);
+    held.open();
+    const first = await held.first;
+    expect(outcome(first)).toEqual({ status: 201, code: undefined });
+    expect({ ...outcome(repeat), session: repeat.body.session_id }).toEqual({ status: 201, code: undefined, session: first.body.session_id });
+    expect({ stored: await view.sessionsOf(user), counted: await view.countedSessions(user) }).toEqual({ stored: [first.body.session_id], counted: [first.body.session_id] });
+  });
+
+  it("keeps the first's session counted for its user when a repeat's own write fails", async () => {
+    const user = newUser();
+    const headers = key("create-failed-repeat");
+    const held = await holdNext("createSession", () => create(harness.api, user, headers));
+    faults[1]!.arm("createSession", "before");
+    const repeat = await create(b, user, headers);
+    held.open();
+    const first = await held.first;
+    expect({ first: outcome(first), repeat: outcome(repeat) }).toEqual({ first: { status: 201, code: undefined }, repeat: { status: 503, code: "DATABASE_UNAVAILABLE" } });
+    expect(await view.countedSessions(user)).toEqual([first.body.session_id]);
+  });
+
+  it("creates the session on a retry after its write failed, the address having paid for it once", async () => {
+    expect((await create(harness.api, newUser())).status).toBe(201);
+    const user = newUser();
+    const headers = key("create-retried");
+    faults[0]!.arm("createSession", "before");
+    expect(outcome(await create(harness.api, user, headers))).toEqual({ status: 503, code: "DATABASE_UNAVAILABLE" });
+    expect(outcome(await create(harness.api, user, headers))).toEqual({ status: 201, code: undefined });
+  });
+
+  it("refuses a repeat of a create the address refused, and stores no session", async () => {
+    for (let n = 0; n < 2; n += 1) expect((await create(harness.api, newUser())).status).toBe(201);
+    const user = newUser();
+    const headers = key("create-refused");
+    // The first has claimed the key; its admission waits.
+    const held = await holdNext("updateAddressUsage", () => create(harness.api, user, headers));
+    const repeat = await create(b, user, headers);
+    held.open();
+    expect({ first: outcome(await held.first), repeat: outcome(repeat) }).toEqual({
+      first: { status: 429, code: "ADDRESS_RATE_LIMITED" },
+      repeat: { status: 429, code: "ADDRESS_RATE_LIMITED" },
+    });
+    expect(await view.sessionsOf(user)).toEqual([]);
   });
 });
 

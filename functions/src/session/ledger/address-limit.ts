@@ -13,17 +13,38 @@ import { returnToken, takeToken } from "./token-bucket";
 
 const HOUR = 3_600_000;
 
-/** Takes one session token from the address's bucket of `perHour`, refilled over an hour, or says when to retry. */
-export function admitAddress(now: number, perHour: number): LedgerRule<AddressUsage, Admission> {
+/**
+ * Takes one session token from the address's bucket of `perHour`, refilled over an hour, or says
+ * when to retry. `keyedSession`: the session a keyed create names (by a hash of its id), which its repeats and retries
+ * admit again (the first may still be writing it, or have failed with its fate unknown): the
+ * address pays for it once, and a later admission of it takes nothing (`already`): taking it
+ * again would refuse the repeat once the bucket is empty, though the first answers 201. Noted for
+ * an hour, as long as the sweep keeps an idle bucket: at most twice `perHour` notes at a time.
+ */
+export function admitAddress(now: number, perHour: number, keyedSession?: string): LedgerRule<AddressUsage, Admission> {
   return (usage) => {
+    const paid = paidWithin(usage, now);
+    if (keyedSession !== undefined && keyedSession in paid) return { outcome: { admitted: true, already: true } };
     const took = takeToken(usage, now, perHour, HOUR);
-    return took.admitted ? { outcome: { admitted: true }, next: took.bucket } : { outcome: took };
+    if (!took.admitted) return { outcome: took };
+    const sessions = keyedSession === undefined ? paid : { ...paid, [keyedSession]: now };
+    return { outcome: { admitted: true }, next: { ...took.bucket, ...(Object.keys(sessions).length > 0 ? { sessions } : {}) } };
   };
 }
 
-/** Gives back the session token of a create refused for another reason. */
-export function refundAddress(perHour: number): LedgerRule<AddressUsage, undefined> {
-  return (usage) => (usage ? { outcome: undefined, next: returnToken(usage, perHour) } : { outcome: undefined });
+/** Gives back the session token of a create refused for another reason (and, for a keyed one, its note). */
+export function refundAddress(perHour: number, keyedSession?: string): LedgerRule<AddressUsage, undefined> {
+  return (usage) => {
+    if (!usage) return { outcome: undefined };
+    const { sessions, ...bucket } = usage;
+    const others = Object.fromEntries(Object.entries(sessions ?? {}).filter(([sessionId]) => sessionId !== keyedSession));
+    return { outcome: undefined, next: { ...returnToken(bucket, perHour), ...(Object.keys(others).length > 0 ? { sessions: others } : {}) } };
+  };
+}
+
+/** The keyed sessions the address paid for within the last hour: older ones its bucket has given back since. */
+function paidWithin(usage: AddressUsage | null, now: number): Record<string, number> {
+  return Object.fromEntries(Object.entries(usage?.sessions ?? {}).filter(([, at]) => now - at < HOUR));
 }
 
 /**

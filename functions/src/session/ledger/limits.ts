@@ -26,7 +26,8 @@ export interface UsagePolicy {
   readonly requestTimeoutMs?: number;
 }
 
-export type Admission = { readonly admitted: true } | { readonly admitted: false; readonly retryAfterMs: number; readonly erasing?: true };
+/** `already`: what was asked for was counted before (a keyed create's repeat); this admission took nothing, so it has nothing to give back. */
+export type Admission = { readonly admitted: true; readonly already?: true } | { readonly admitted: false; readonly retryAfterMs: number; readonly erasing?: true };
 
 /** The model tokens a message's calls may use, reserved against the daily limit until its commit settles them. */
 export interface Reservation {
@@ -217,7 +218,7 @@ export function admitSession(sessionId: string, now: number, policy: UsagePolicy
   return (usage) => {
     if (usage?.erasing !== undefined) return { outcome: { admitted: false, retryAfterMs: ERASING_RETRY_MS, erasing: true } };
     const live = liveSessions(usage, now, policy);
-    if (sessionId in live) return { outcome: { admitted: true } };
+    if (sessionId in live) return { outcome: { admitted: true, already: true } };
     const active = Object.values(live);
     if (active.length >= policy.maxActiveSessions) {
       const nextExpiry = Math.min(...active) + policy.idleTtlMs;
