@@ -6,9 +6,17 @@
  */
 export type ModelFailure = "timeout" | "unavailable" | "bad_response";
 
+/**
+ * The longest wait a model failure passes on: a day, as long as a `TOKEN_LIMIT` wait (until the
+ * next UTC day) can be. A provider may ask for longer (a quota reset next month) or for nonsense
+ * (24 digits, read as 1e24 or Infinity, which no `Retry-After` of whole seconds can carry: RFC 9110
+ * 10.2.3); past a day the client is told a day, and may ask again then.
+ */
+export const MAX_RETRY_AFTER_MS = 86_400_000;
+
 export class ModelError extends Error {
   override readonly name = "ModelError";
-  /** Milliseconds the provider asked us to wait, when it said. */
+  /** Milliseconds the provider asked us to wait, when it said: at most MAX_RETRY_AFTER_MS. */
   readonly retryAfterMs: number | undefined;
   /** Whether the same call may succeed if tried again. */
   readonly retryable: boolean;
@@ -19,7 +27,8 @@ export class ModelError extends Error {
     options: { retryAfterMs?: number; retryable?: boolean; cause?: unknown } = {},
   ) {
     super(message, { cause: options.cause });
-    this.retryAfterMs = options.retryAfterMs;
+    const wait = options.retryAfterMs;
+    this.retryAfterMs = wait === undefined || Number.isNaN(wait) ? undefined : Math.min(Math.max(0, wait), MAX_RETRY_AFTER_MS);
     this.retryable = options.retryable ?? failure !== "bad_response";
   }
 

@@ -87,7 +87,7 @@ async function streamCompletion(client: OpenAI, request: CompletionRequest, time
         // Servers that count as they go send a running total in each chunk: the last one is the whole.
         usage = parsed.data.usage ?? usage;
         // A chunk may carry no choice at all (the usage summary, after the finish reason).
-        const choice = parsed.data.choices[0];
+        const choice = replyChoice(parsed.data.choices);
         if (choice?.delta?.content) text.add(choice.delta.content);
         if (choice?.finish_reason) finishReason = choice.finish_reason;
       }
@@ -157,12 +157,26 @@ const usageSchema = z
   // Only the two counts, whatever else the server sent (total_tokens, details).
   .transform((usage): ReportedUsage | undefined => usage ? { prompt_tokens: usage.prompt_tokens, completion_tokens: usage.completion_tokens } : undefined);
 
+/** A choice's position among the completion's choices; a server that sends one may leave it out. */
+const choiceIndex = z.number().int().nullish();
+
+/**
+ * The reply among a completion's choices: choice 0 (or one without an index). A server may send
+ * several though one was asked for (as OpenAI does for n > 1: a stream then interleaves them, one
+ * choice a chunk, each named by its `index`); the others are not the reply and must not mix into it.
+ */
+function replyChoice<Choice extends { readonly index?: number | null }>(choices: readonly Choice[] | null | undefined): Choice | undefined {
+  return choices?.find((choice) => (choice.index ?? 0) === 0);
+}
+
 /** The part of a streamed chunk the service uses; a compatible server may send anything. */
 const chunkSchema = z.object({
   model: z.string().optional(),
   // OpenAI sends `usage: null` in every chunk but the last when asked to include it.
   usage: usageSchema,
-  choices: z.array(z.object({ delta: z.object({ content: z.string().nullish() }).nullish(), finish_reason: z.string().nullish() })),
+  // The usage summary's chunk has `choices: []` from OpenAI, none at all from DeepInfra or
+  // Fireworks, `choices: null` from MiniMax.
+  choices: z.array(z.object({ index: choiceIndex, delta: z.object({ content: z.string().nullish() }).nullish(), finish_reason: z.string().nullish() })).nullish(),
 });
 
 const isHighSurrogate = (code: number) => code >= 0xd800 && code <= 0xdbff;
@@ -210,14 +224,14 @@ class StreamedText {
 const completionSchema = z.object({
   model: z.string().optional(),
   choices: z
-    .array(z.object({ message: z.object({ content: z.string().nullish() }), finish_reason: z.string().nullish() }))
+    .array(z.object({ index: choiceIndex, message: z.object({ content: z.string().nullish() }), finish_reason: z.string().nullish() }))
     .min(1),
   usage: usageSchema,
 });
 
 function readCompletion(response: unknown, requestedModel: string): Completion {
   const parsed = completionSchema.safeParse(response);
-  const choice = parsed.success ? parsed.data.choices[0] : undefined;
+  const choice = parsed.success ? replyChoice(parsed.data.choices) : undefined;
   const content = choice?.message.content;
   if (!parsed.success || typeof content !== "string" || content.trim() === "") {
     throw new ModelError("bad_response", "the model returned an empty or malformed reply", { retryable: false });
@@ -261,7 +275,10 @@ function fromStatus(status: number, retryAfterMs: number | undefined, cause: unk
 
 const HTTP_DATE = /^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d{2} (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) \d{4} \d{2}:\d{2}:\d{2} GMT$/;
 
-/** How long the provider asked us to wait, in milliseconds (`retry-after-ms`, or `Retry-After` as seconds or HTTP date). */
+/**
+ * How long the provider asked us to wait, in milliseconds (`retry-after-ms`, or `Retry-After` as
+ * seconds or HTTP date), as it said: ModelError bounds it (MAX_RETRY_AFTER_MS).
+ */
 export function retryAfter(headers: Headers | undefined, now: number = Date.now()): number | undefined {
   const ms = headers?.get("retry-after-ms")?.trim();
   if (ms !== undefined && /^\d+(\.\d+)?$/.test(ms)) return Math.ceil(Number(ms));
@@ -270,5 +287,7 @@ export function retryAfter(headers: Headers | undefined, now: number = Date.now(
   if (/^\d+$/.test(value)) return Number(value) * 1000;
   // Only an HTTP date (IMF-fixdate): Date.parse alone reads nonsense such as "1.5" as a date.
   if (!HTTP_DATE.test(value)) return undefined;
-  return Math.max(0, Date.parse(value) - now);
+  // The pattern lets through a day or an hour out of range ("99:99:99"), which Date.parse reads as NaN.
+  const at = Date.parse(value);
+  return Number.isNaN(at) ? undefined : Math.max(0, at - now);
 }

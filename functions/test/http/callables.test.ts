@@ -227,6 +227,8 @@ describeEachStore("callable functions through the Functions client SDK", (kind) 
       message: "Model error: the model provider is overloaded or rate limited",
       details: { code: "MODEL_UNAVAILABLE", retry_after_seconds: 7 },
     });
+    main.harness.fake.enqueue({ kind: "status", status: 503, headers: { "retry-after": "9".repeat(24) } });
+    expect(await failureOf(main.call("sendMessage", { session_id: id, message: "hi" }))).toMatchObject({ details: { code: "MODEL_UNAVAILABLE", retry_after_seconds: 86_400 } });
     main.harness.fake.enqueue({ kind: "status", status: 504 });
     expect(await failureOf(main.call("sendMessage", { session_id: id, message: "hi" }))).toMatchObject({ code: "functions/deadline-exceeded", details: { code: "MODEL_TIMEOUT" } });
     await main.call("endSession", { session_id: id });

@@ -16,6 +16,9 @@ const failures: Failure[] = [
   { name: "a 500", step: { kind: "status", status: 500 }, status: 502, code: "MODEL_ERROR" },
   { name: "a 401 (bad key)", step: { kind: "status", status: 401 }, status: 502, code: "MODEL_ERROR" },
   { name: "a 429 with Retry-After", step: { kind: "status", status: 429, headers: { "retry-after": "7" } }, status: 503, code: "MODEL_UNAVAILABLE", retryAfter: "7" },
+  // At most a day, in whole seconds, whatever the provider asked for (1e+24, Infinity as numbers).
+  { name: "a 429 with a Retry-After of 24 digits", step: { kind: "status", status: 429, headers: { "retry-after": "9".repeat(24) } }, status: 503, code: "MODEL_UNAVAILABLE", retryAfter: "86400" },
+  { name: "a 429 with a Retry-After of 400 digits", step: { kind: "status", status: 429, headers: { "retry-after": "9".repeat(400) } }, status: 503, code: "MODEL_UNAVAILABLE", retryAfter: "86400" },
   { name: "a 503", step: { kind: "status", status: 503 }, status: 503, code: "MODEL_UNAVAILABLE" },
   { name: "no answer in time", step: { kind: "hang" }, status: 504, code: "MODEL_TIMEOUT" },
   { name: "a dropped connection", step: { kind: "drop" }, status: 503, code: "MODEL_UNAVAILABLE" },

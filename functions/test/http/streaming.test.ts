@@ -161,6 +161,9 @@ describeEachStore("streamed replies (Server-Sent Events)", (kind) => {
     expect(busy.status).toBe(503);
     expect(busy.headers.get("retry-after")).toBe("7");
     expect(busy.json).toMatchObject({ error: { code: "MODEL_UNAVAILABLE" } });
+    // A provider's absurd wait reaches the client as at most a day, in whole seconds.
+    harness.fake.enqueue({ kind: "status", status: 429, headers: { "retry-after": "9".repeat(400) } });
+    expect((await streamCall(harness.api.baseUrl, ROUTES.message(id), { message: "busy" })).headers.get("retry-after")).toBe("86400");
 
     // A reply that is blank fails before anything is shown.
     harness.fake.enqueue({ kind: "stream", chunks: [" ", " "] });

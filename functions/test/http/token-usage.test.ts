@@ -313,6 +313,21 @@ describeEachStore("a provider's absurd usage reports", (kind) => {
     expect((next.body.usage as Usage).estimated).toBeUndefined();
   });
 
+  it("counts a call a provider reports as zero tokens, so the user's day still counts it", async () => {
+    const user = `user-${randomUUID()}`;
+    const id = await session(user);
+    reportEvery({ prompt_tokens: 0, completion_tokens: 0 });
+    const answer = await harness.api.call("POST", ROUTES.message(id), { message: "hello there" });
+    expect(answer.status).toBe(200);
+    const usage = answer.body.usage as Usage;
+    expect(usage.estimated).toBe(true);
+    expect(usage.prompt_tokens).toBeGreaterThan(0);
+    expect(usage.completion_tokens).toBeGreaterThan(0);
+    expect((await usageOf(harness.api.store, user))?.daily?.tokens).toBe(usage.total_tokens);
+    const logged = warnings.filter((warning) => warning.message === "provider usage out of bounds, estimated instead");
+    expect(logged[0]?.fields).toMatchObject({ call: "reply", prompt_tokens: 0, completion_tokens: 0, prompt_floor: expect.any(Number) as number });
+  });
+
   it("believes a report within the call's bounds", async () => {
     const id = await session(`user-${randomUUID()}`);
     reportEvery({ prompt_tokens: 40, completion_tokens: 50 });

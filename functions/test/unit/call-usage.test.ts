@@ -1,5 +1,5 @@
 import { costUsd } from "../../src/llm/model-table";
-import { callUsage, promptTokenBound, PROMPT_BOUND_FACTOR, PROMPT_BOUND_SLACK, type CallBounds } from "../../src/session/ledger/call-usage";
+import { callUsage, promptTokenBound, PROMPT_BOUND_FACTOR, PROMPT_BOUND_SLACK, tokenFloor, type CallBounds } from "../../src/session/ledger/call-usage";
 import { modelFacts } from "../../src/llm/model-table";
 import { estimateTokens } from "../../src/session/prompt/token-estimate";
 
@@ -51,17 +51,45 @@ describe("a provider's usage report is believed only where it could be true", ()
     expect(usage.estimated).toBeUndefined();
   });
 
+  it("keeps a report at its floors: a quarter of the estimate, at least one token", () => {
+    expect(tokenFloor(100)).toBe(100 / PROMPT_BOUND_FACTOR);
+    expect(tokenFloor(2)).toBe(1);
+    expect(tokenFloor(0)).toBe(0);
+    const { usage, refused } = callUsage(completion({ prompt_tokens: tokenFloor(100), completion_tokens: 1 }), bounds(100));
+    expect(refused).toBeUndefined();
+    expect(usage).toMatchObject({ prompt_tokens: 25, completion_tokens: 1 });
+    expect(usage.estimated).toBeUndefined();
+  });
+
   it.each([
     ["a completion longer than max_tokens", { prompt_tokens: 20, completion_tokens: 51 }],
     ["a prompt past the estimate's spread", { prompt_tokens: PROMPT_BOUND_FACTOR * 100 + PROMPT_BOUND_SLACK + 1, completion_tokens: 5 }],
     ["counts near 2^53", { prompt_tokens: Number.MAX_SAFE_INTEGER, completion_tokens: Number.MAX_SAFE_INTEGER }],
     ["a trillion tokens", { prompt_tokens: 1e12, completion_tokens: 1e12 }],
+    ["zero tokens (no prompt of a system prompt and a message is)", { prompt_tokens: 0, completion_tokens: 0 }],
+    ["a prompt under a quarter of its estimate", { prompt_tokens: tokenFloor(100) - 1, completion_tokens: 3 }],
+    ["no completion for a reply with text", { prompt_tokens: 80, completion_tokens: 0 }],
   ])("replaces %s by the estimate, marked estimated, and says what was refused", (_, reported) => {
     const { usage, refused } = callUsage(completion(reported), bounds(100));
     expect(usage.estimated).toBe(true);
     expect(usage.prompt_tokens).toBe(100);
+    expect(usage.completion_tokens).toBeGreaterThan(0);
     expect(usage.completion_tokens).toBeLessThanOrEqual(10);
     expect(usage.cost_usd).toBeLessThan(0.001);
-    expect(refused).toEqual({ ...reported, prompt_bound: promptTokenBound("gpt-4o-mini", 100), completion_bound: 50 });
+    expect(refused).toEqual({
+      ...reported,
+      prompt_floor: tokenFloor(100),
+      prompt_bound: promptTokenBound("gpt-4o-mini", 100),
+      completion_floor: tokenFloor(estimateTokens("a short reply")),
+      completion_bound: 50,
+    });
+  });
+
+  it("floors a reply's completion at max_tokens at most, so a report at max_tokens of a reply past it is kept", () => {
+    const text = "lorem ipsum dolor sit amet ".repeat(100);
+    expect(tokenFloor(estimateTokens(text))).toBeGreaterThan(50);
+    const { usage, refused } = callUsage({ text, truncated: true, model: "gpt-4o-mini", usage: { prompt_tokens: 100, completion_tokens: 50 } }, bounds(100));
+    expect(refused).toBeUndefined();
+    expect(usage).toMatchObject({ prompt_tokens: 100, completion_tokens: 50 });
   });
 });

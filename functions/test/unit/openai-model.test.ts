@@ -2,7 +2,7 @@ import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import OpenAI from "openai";
 import type { CompletionRequest } from "../../src/llm/chat-model";
-import { ModelError } from "../../src/llm/errors";
+import { MAX_RETRY_AFTER_MS, ModelError } from "../../src/llm/errors";
 import { createOpenAiModel, retryAfter, toModelError } from "../../src/llm/openai-model";
 import { withRetries } from "../../src/llm/retrying-model";
 import { fakeUsage, FakeOpenAiServer } from "../support/fake-openai-server";
@@ -49,6 +49,10 @@ describe("retryAfter", () => {
     expect(retryAfter(undefined, NOW)).toBeUndefined();
     expect(retryAfter(headers({}), NOW)).toBeUndefined();
     expect(retryAfter(headers({ "x-request-id": "abc" }), NOW)).toBeUndefined();
+  });
+
+  it("answers undefined for an IMF-fixdate out of range, which Date.parse reads as NaN", () => {
+    expect(retryAfter(headers({ "retry-after": "Wed, 01 Jan 2025 99:99:99 GMT" }), NOW)).toBeUndefined();
   });
 
   it.each(["soon", "12abc", "in 5 minutes", "", "1.5"])("answers undefined for the garbage %p", (value) => {
@@ -116,6 +120,15 @@ describe("toModelError", () => {
     expect(toModelError(apiError(500, { "retry-after": "2" }))).toMatchObject({ retryAfterMs: 2_000, retryable: true });
     expect(toModelError(apiError(400, { "retry-after": "2" }))).toMatchObject({ retryAfterMs: 2_000, retryable: false });
     expect(toModelError(apiError(429)).retryAfterMs).toBeUndefined();
+  });
+
+  it.each([
+    ["a Retry-After of 24 digits", { "retry-after": "9".repeat(24) }],
+    ["a Retry-After of 400 digits (Infinity as a number)", { "retry-after": "9".repeat(400) }],
+    ["a retry-after-ms of 400 digits", { "retry-after-ms": "9".repeat(400) }],
+    ["a Retry-After date in the year 9999", { "retry-after": "Fri, 31 Dec 9999 23:59:59 GMT" }],
+  ])("carries at most a day's wait, in whole seconds, for %s", (_name, extra) => {
+    expect(toModelError(apiError(429, extra))).toMatchObject({ retryAfterMs: MAX_RETRY_AFTER_MS, retryAfterSeconds: 86_400 });
   });
 
   it("keeps the SDK error as the cause but never its text in the message", () => {
@@ -202,6 +215,15 @@ describe("createOpenAiModel against an OpenAI-compatible server", () => {
     fake.enqueue({ kind: "raw", status: 200, body: JSON.stringify(body) });
     const completion = await model().complete(request);
     expect(completion).toStrictEqual({ text: "fine", truncated: false, model: "gpt-test" });
+  });
+
+  it("takes choice 0 for the reply when the provider sends several, in any order", async () => {
+    const choices = [
+      { index: 1, message: { content: "another answer, cut" }, finish_reason: "length" },
+      { index: 0, message: { content: "the answer" }, finish_reason: "stop" },
+    ];
+    fake.enqueue({ kind: "raw", status: 200, body: JSON.stringify({ model: "gpt-test", choices }) });
+    await expect(model().complete(request)).resolves.toStrictEqual({ text: "the answer", truncated: false, model: "gpt-test" });
   });
 
   it("never sends the caller's signal to the provider", async () => {
@@ -489,7 +511,7 @@ async function rawStreamServer(body: (write: (piece: string) => Promise<boolean>
   };
 }
 
-describe("createOpenAiModel against a provider's broken stream", () => {
+describe("createOpenAiModel against a provider's broken or unusual stream", () => {
   it("takes a reply whose stream ends after the last line's break, without the blank line", async () => {
     const chunk = (fields: object) => `data: ${JSON.stringify({ model: "gpt-test", choices: [fields] })}\n`;
     const server = await rawStreamServer(async (write) => {
@@ -500,6 +522,43 @@ describe("createOpenAiModel against a provider's broken stream", () => {
       const texts: string[] = [];
       await expect(server.model(2_000).complete(HELLO_REQUEST, { write: (text) => texts.push(text) })).resolves.toMatchObject({ text: "Hello", truncated: false });
       expect(texts).toEqual(["Hello"]);
+    } finally {
+      await server.stop();
+    }
+  });
+
+  const frame = (fields: object) => `data: ${JSON.stringify({ model: "gpt-test", ...fields })}\n\n`;
+  const delta = (index: number, content: string | undefined, finish: string | null = null) =>
+    frame({ choices: [{ index, delta: content === undefined ? {} : { content }, finish_reason: finish }] });
+
+  it.each([
+    ["no choices field (DeepInfra, Fireworks)", {}],
+    ["choices: null (MiniMax)", { choices: null }],
+  ])("takes the reply and the usage of a last usage chunk with %s", async (_name, fields) => {
+    const server = await rawStreamServer(async (write) => {
+      await write(`${delta(0, "Hello")}${delta(0, " there.", "stop")}${frame({ ...fields, usage: { prompt_tokens: 30, completion_tokens: 3, total_tokens: 33 } })}data: [DONE]\n\n`);
+    });
+    try {
+      await expect(server.model(2_000).complete(HELLO_REQUEST, { write: () => undefined })).resolves.toStrictEqual({
+        text: "Hello there.",
+        truncated: false,
+        model: "gpt-test",
+        usage: { prompt_tokens: 30, completion_tokens: 3 },
+      });
+    } finally {
+      await server.stop();
+    }
+  });
+
+  it("streams choice 0 alone, with its own finish reason, from a stream interleaving several (as for n=2)", async () => {
+    const server = await rawStreamServer(async (write) => {
+      await write(`${delta(0, "The first")}${delta(1, "A second")}${delta(0, " answer.")}${delta(1, " answer, cut")}`);
+      await write(`${delta(0, undefined, "stop")}${delta(1, undefined, "length")}data: [DONE]\n\n`);
+    });
+    try {
+      const texts: string[] = [];
+      await expect(server.model(2_000).complete(HELLO_REQUEST, { write: (text) => texts.push(text) })).resolves.toMatchObject({ text: "The first answer.", truncated: false });
+      expect(texts).toEqual(["The first", " answer."]);
     } finally {
       await server.stop();
     }

@@ -4,11 +4,12 @@ import type { TokenUsage } from "../../store/records";
 import { estimateTokens } from "../prompt/token-estimate";
 
 /**
- * How far above the service's own estimate of a prompt a reported prompt count is still believed.
- * The estimate never counts low on the o200k corpus (at most 2.75x the true count, median 1.29x:
- * docs/tokens.md), so a true o200k count stays under 1x; 4x leaves room for other tokenizers
- * (a compatible server's model with a smaller vocabulary) and `PROMPT_BOUND_SLACK` for framing
- * that a server may count and the estimate does not.
+ * How far above the service's own estimate of a prompt a reported prompt count is still believed,
+ * and how far below it. The estimate never counts low on the o200k corpus (at most 2.75x the true
+ * count, median 1.29x: docs/tokens.md), so a true o200k count stays between 1/2.75x and 1x; 4x
+ * either way leaves room for other tokenizers (a compatible server's model with a smaller or a
+ * larger vocabulary) and `PROMPT_BOUND_SLACK` for framing that a server may count and the
+ * estimate does not.
  */
 export const PROMPT_BOUND_FACTOR = 4;
 export const PROMPT_BOUND_SLACK = 256;
@@ -32,7 +33,14 @@ export interface CallUsage {
    * `max_tokens` at most, but the session's context bound must hold what its next prompt sends.
    */
   readonly carried: number;
-  readonly refused?: { readonly prompt_tokens: number; readonly completion_tokens: number; readonly prompt_bound: number; readonly completion_bound: number };
+  readonly refused?: {
+    readonly prompt_tokens: number;
+    readonly completion_tokens: number;
+    readonly prompt_floor: number;
+    readonly prompt_bound: number;
+    readonly completion_floor: number;
+    readonly completion_bound: number;
+  };
 }
 
 /** The most prompt tokens a true count of a prompt estimated at `promptEstimate` can reach. */
@@ -43,12 +51,23 @@ export function promptTokenBound(model: string, promptEstimate: number): number 
 }
 
 /**
+ * The fewest tokens a true count of a text estimated at `estimate` can be: none for nothing, else
+ * at least one, and at least the estimate over PROMPT_BOUND_FACTOR.
+ */
+export function tokenFloor(estimate: number): number {
+  return estimate <= 0 ? 0 : Math.max(1, Math.floor(estimate / PROMPT_BOUND_FACTOR));
+}
+
+/**
  * A model call's usage as the ledger keeps it: as the provider reported it when the report is
  * within what the call could have used (the completion within `max_tokens`, the prompt within
- * `promptTokenBound`), else, like a call that reported none, estimated from the prompt's estimate
- * and the reply's text (the completion at most `max_tokens`) and marked so. A provider's number is believed only where it could be
- * true: a broken or hostile one must not charge a user for a day's tokens, nor push a stored sum
- * out of the safe integer range. Priced where the model that answered is listed
+ * `promptTokenBound`) and what it must have used (each count at least `tokenFloor` of its
+ * estimate), else, like a call that reported none, estimated from the prompt's estimate and the
+ * reply's text (the completion at most `max_tokens`) and marked so. A provider's number is
+ * believed only where it could be true: a broken or hostile one must not charge a user for a
+ * day's tokens, nor push a stored sum out of the safe integer range, nor charge next to nothing (a
+ * report of 0 tokens would let the daily limits count nothing, a tiny one would drop the session's
+ * calibration to its floor). Priced where the model that answered is listed
  * (`Completion.model`: the name the provider answered with, the one asked for when it named
  * none); a model answering under a name not listed (a compatible server's own model, the offline
  * responder) gets no price: the one asked for would be a guess.
@@ -68,10 +87,16 @@ function judgedUsage(completion: Completion, bounds: CallBounds, text: number): 
   const estimate = (): TokenUsage => priced(withTotal(bounds.promptEstimate, Math.min(text, bounds.maxTokens), true), completion.model);
   if (!reported) return { usage: estimate() };
   const promptBound = promptTokenBound(bounds.model, bounds.promptEstimate);
-  if (reported.prompt_tokens <= promptBound && reported.completion_tokens <= bounds.maxTokens) {
-    return { usage: priced(withTotal(reported.prompt_tokens, reported.completion_tokens, false), completion.model) };
+  const promptFloor = tokenFloor(bounds.promptEstimate);
+  // A reply estimated far past max_tokens (a provider that ignores it) would have a floor above the
+  // bound, and no report could pass: held at the bound, a report of max_tokens is still believed.
+  const completionFloor = Math.min(tokenFloor(text), bounds.maxTokens);
+  const { prompt_tokens: prompt, completion_tokens: reply } = reported;
+  if (prompt >= promptFloor && prompt <= promptBound && reply >= completionFloor && reply <= bounds.maxTokens) {
+    return { usage: priced(withTotal(prompt, reply, false), completion.model) };
   }
-  return { usage: estimate(), refused: { ...reported, prompt_bound: promptBound, completion_bound: bounds.maxTokens } };
+  const refused = { ...reported, prompt_floor: promptFloor, prompt_bound: promptBound, completion_floor: completionFloor, completion_bound: bounds.maxTokens };
+  return { usage: estimate(), refused };
 }
 
 /** A usage of `prompt` and `completion` tokens, marked as an estimate when it is one. */
