@@ -47,7 +47,7 @@ const record = (value: unknown): Node => (typeof value === "object" && value !==
 export const MINIMAL: FloorRecords = {
   session: (id, userId) => ({ [`userSessions/${id}`]: { user_id: userId, template_id: TEMPLATE_ID, state: { message_count: 0 } } }),
   exchange: (message, reply, now) => ({ user: { role: "user", content: message, timestamp: now }, assistant: { role: "assistant", content: reply, timestamp: now } }),
-  claim: (state, owner, _text, now) => ({ ...(state ?? { message_count: 0 }), pending: {}, requests: { ...record(state?.requests), [owner]: { lease_until: now + 46_000 } } }),
+  claim: (state, owner, _text, now) => ({ ...(state ?? { message_count: 0 }), pending: {}, requests: { ...record(state?.requests), [owner]: { lease_until: now + 60_000 } } }),
   admit: (usage) => ({ tokens: num(record(usage), "tokens"), reserved: num(record(usage), "reserved") + RESERVED }),
   commit(state, owner, exchange) {
     const requests = Object.fromEntries(Object.entries(record(state?.requests)).filter(([key]) => key !== owner));
@@ -84,7 +84,7 @@ export const SERVICE_SHAPED: FloorRecords = {
   }),
   claim(state, owner, _text, now) {
     // A message without an Idempotency-Key, as the bench sends them: its claim is keyed by its owner.
-    const lease = now + 46_000;
+    const lease = now + 60_000;
     // The journal's last exchange is copied by now: the claim drops it, as the service's does.
     const { pending: _copied, ...rest } = state ?? {};
     return { ...rest, requests: { ...record(state?.requests), [`r-${owner}`]: { fingerprint: "", owner, lease_until: lease } }, claims_lapse_at: lease };

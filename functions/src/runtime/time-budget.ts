@@ -5,8 +5,11 @@ export interface TimeBudget {
   /** The longest a model call can take: every attempt timing out, every retry waiting its most. */
   readonly modelMs: number;
   /**
-   * How long a message's claim holds its slot: longer than the model call and the commit after it,
-   * so a live request is never overtaken; a request that died is overtaken once it lapses.
+   * How long a message's claim holds its slot, from the clock reading it is taken with: the
+   * function timeout. That reading comes after its request began, so the claim outlasts the
+   * request however many database calls follow it (DB_STEPS lists them; near the deployment's cap
+   * there are more), and a live request is never overtaken, by a keyed repeat or by the sweep; a
+   * request that died is overtaken when the platform would have ended it.
    */
   readonly leaseMs: number;
   /** How long a keyed repeat waits for the first request's result before answering 409. */
@@ -14,8 +17,13 @@ export interface TimeBudget {
 }
 
 /**
- * Sequential database calls a message may wait for, each up to DB_TIMEOUT_MS: the reads of a
- * cold instance, the claim, the commit, and one spare for a contended retry.
+ * Sequential database calls a message is given time for, each up to DB_TIMEOUT_MS: the claim and
+ * the commit, which every message makes, and two of those some make: a cold instance's read of the
+ * session before the claim; after it, the window read when the instance's copy is behind the claim's
+ * count (known-sessions.ts windowAsOf), the older messages a lagging summary's catch-up reads, and
+ * the deployment cap's top-up (reply-generation.ts withCatchUp, holdPlannedCalls). All six would
+ * need 66 s with the defaults, past the deployed 60 s, so the budget counts four (a warm instance
+ * behind the session: claim, window, top-up, commit); the lease does not depend on the count.
  */
 const DB_STEPS = 4;
 /** Kept free of any step, for the response itself and the platform's own work. */
@@ -42,7 +50,7 @@ export function timeBudget(config: Config, functionTimeoutMs: number = config.de
         `lower OPENAI_TIMEOUT_MS, OPENAI_MAX_RETRIES, OPENAI_MAX_RETRY_WAIT_MS or DB_TIMEOUT_MS, or raise TIMEOUT_SECONDS`,
     );
   }
-  return { modelMs, leaseMs: modelMs + 2 * config.dbTimeoutMs + MARGIN_MS, keyWaitMs: spare };
+  return { modelMs, leaseMs: functionTimeoutMs, keyWaitMs: spare };
 }
 
 /**

@@ -1,8 +1,10 @@
 import { recentMessages } from "../support/recent-messages";
 import { FaultyStore } from "../support/faulty-store";
+import type { SessionStore } from "../../src/store/session-store";
 import { createSession, describeEachStore, ROUTES, startHarness, type Harness, type Instance } from "../support/http-harness";
 import { describeWithRtdb } from "../support/rtdb";
 import { TcpProxy } from "../support/tcp-proxy";
+import { usageOf } from "../support/token-service";
 
 /** The stored session, in the terms the consistency check needs. */
 async function stored(instance: Instance, id: string) {
@@ -119,22 +121,61 @@ describeEachStore("database faults at each step of a request", (kind) => {
     expect(retried.headers.get("idempotent-replayed")).toBeNull();
   });
 
+  it("claiming the key (applied, answer lost): 503, no model call; the claim is given back, so a keyed retry runs at once", async () => {
+    // A 4 s function: a keyed repeat waits 600 ms for the key (4 s - 1 s - 400 ms - 4 x 500 ms), less than the lease.
+    const short = await harness.instance({ TIMEOUT_SECONDS: "4" });
+    const user = "user_claim_lost";
+    const id = await createSession(short, "friendly-assistant", user);
+    const key = keyed("claim-lost");
+    wrappers.at(-1)!.arm("updateStateReadingKey", "after");
+    expect((await short.call("POST", ROUTES.message(id), { message: "are you there?" }, key)).status).toBe(503);
+    expect(harness.fake.requests).toHaveLength(0);
+
+    // Kept, the claim would answer this 409 IDEMPOTENCY_IN_PROGRESS until its lease ran out.
+    const retried = await short.call("POST", ROUTES.message(id), { message: "are you there?" }, key);
+    expect({ status: retried.status, code: retried.body.error?.code }).toEqual({ status: 200, code: undefined });
+    expect(retried.headers.get("idempotent-replayed")).toBeNull();
+    // The lost message's reservation went back, once: the day's count is what the retry spent.
+    expect((await usageOf(short.store, user))?.daily?.tokens).toBe((retried.body.usage as { total_tokens: number }).total_tokens);
+  });
+
+  it("claiming the slot (applied, answer lost) at the session's last exchange: the next message takes it", async () => {
+    const limited = await harness.instance({ SESSION_MAX_EXCHANGES: "2" });
+    const id = await createSession(limited);
+    expect((await limited.call("POST", ROUTES.message(id), { message: "first" })).status).toBe(200);
+    wrappers.at(-1)!.arm("updateStateReadingKey", "after");
+    expect((await limited.call("POST", ROUTES.message(id), { message: "lost" })).status).toBe(503);
+    const next = await limited.call("POST", ROUTES.message(id), { message: "next" });
+    expect({ status: next.status, code: next.body.error?.code }).toEqual({ status: 200, code: undefined });
+  });
+
   it("a claim whose release was lost lapses after its lease, and a retry then runs", async () => {
-    const id = await withOneExchange();
+    // A 4 s function: the lease is the function timeout (4 s), and a keyed repeat waits what the
+    // budget leaves (4 s - 1 s - 400 ms of model time - 4 x 500 ms of database time = 600 ms).
+    const short = await harness.instance({ TIMEOUT_SECONDS: "4" });
+    const shortFaults = wrappers.at(-1)!;
+    const id = await createSession(short);
+    expect((await short.call("POST", ROUTES.message(id), { message: "first" })).status).toBe(200);
     const key = keyed("release");
     harness.fake.enqueue({ kind: "status", status: 503 });
     // The claim passes; the release that follows the model failure is lost.
-    faults.arm("updateState", "before");
-    expect((await api.call("POST", ROUTES.message(id), { message: "later" }, key)).status).toBe(503);
-    expect(Object.values((await stored(api, id)).state?.requests ?? {})).toHaveLength(1);
+    shortFaults.arm("updateState", "before");
+    const claimedBefore = Date.now();
+    expect((await short.call("POST", ROUTES.message(id), { message: "later" }, key)).status).toBe(503);
+    expect(Object.values((await stored(short, id)).state?.requests ?? {})).toHaveLength(1);
 
-    const started = Date.now();
-    const retried = await api.call("POST", ROUTES.message(id), { message: "later" }, key);
+    // Each repeat waits its 600 ms and answers 409 while the claim stands; the first after its lease takes it over.
+    const statuses: number[] = [];
+    let retried;
+    do {
+      retried = await short.call("POST", ROUTES.message(id), { message: "later" }, key);
+      statuses.push(retried.status);
+    } while (retried.status === 409 && statuses.length < 20);
+    expect(statuses.at(0)).toBe(409);
     expect(retried.status).toBe(200);
-    // It waited out the lease (400 ms of model time + 2 x 500 ms of database time + 1 s), then took the claim over.
-    expect(Date.now() - started).toBeGreaterThan(2_000);
+    expect(Date.now() - claimedBefore).toBeGreaterThanOrEqual(4_000);
     expect(retried.body.message_count).toBe(2);
-    await expectConsistent(api, id);
+    await expectConsistent(short, id);
   });
 
   it("ending: the end applied and its answer lost is an ended session; the retry says so", async () => {
@@ -154,6 +195,77 @@ describeEachStore("database faults at each step of a request", (kind) => {
     expect(retried.status).toBe(201);
     expect(retried.headers.get("idempotent-replayed")).toBe("true");
     expect(await api.store.readSessionState(String(retried.body.session_id))).toMatchObject({ status: "active", message_count: 0 });
+  });
+});
+
+/**
+ * A database slow on every call, each within DB_TIMEOUT_MS: a claim must outlast its request
+ * however many calls follow it. A warm instance whose window is behind the session (another
+ * instance stored the last exchange) reads it after its claim, before the model.
+ */
+describeEachStore("a slow database, every call within its deadline", (kind) => {
+  let harness: Harness;
+  let other: Instance;
+  let now = Date.parse("2026-01-01T00:00:00Z");
+  // While set: the claim, the window read and the commit each take 4.9 s of the 5 s deadline.
+  let slow = false;
+  let beforeCommit: (() => Promise<void>) | undefined;
+
+  function slowStore(store: SessionStore): SessionStore {
+    return new Proxy(store, {
+      get(target, property, receiver) {
+        const value: unknown = Reflect.get(target, property, receiver);
+        if (typeof value !== "function") return value;
+        return async (...args: unknown[]) => {
+          if (slow && (property === "updateStateReadingKey" || property === "readWindow" || property === "appendExchange")) {
+            now += 4_900;
+            if (property === "appendExchange" && beforeCommit) await beforeCommit();
+          }
+          return Reflect.apply(value, target, args) as unknown;
+        };
+      },
+    });
+  }
+
+  beforeAll(async () => {
+    harness = await startHarness({
+      store: kind,
+      clock: () => now,
+      wrapStore: slowStore,
+      // The deployed defaults: model time 2 x 15 s + 5 s = 35 s, database calls of 5 s, a 60 s function.
+      env: { OPENAI_TIMEOUT_MS: "15000", OPENAI_MAX_RETRIES: "1", OPENAI_MAX_RETRY_WAIT_MS: "5000", DB_TIMEOUT_MS: "5000" },
+    });
+    other = await harness.instance();
+  });
+  afterAll(async () => harness.close());
+
+  it("stores a keyed message whose claim, window read, model call and commit took 49.6 s, though the sweep ran during its commit", async () => {
+    const id = await createSession(harness.api);
+    now += 1_000;
+    expect((await other.call("POST", ROUTES.message(id), { message: "first" })).status).toBe(200);
+
+    now += 1_000;
+    harness.fake.reset();
+    const release = harness.fake.holdAnswers();
+    slow = true;
+    beforeCommit = async () => {
+      beforeCommit = undefined;
+      await other.runtime.maintain(now);
+    };
+    const sending = harness.api.call("POST", ROUTES.message(id), { message: "second" }, { "Idempotency-Key": "key-second" });
+    await harness.fake.awaitRequests(1);
+    // The model answers within its time (34.9 s of its 35 s).
+    now += 34_900;
+    release();
+    const answer = await sending;
+    slow = false;
+    // 4.9 s + 4.9 s + 34.9 s + 4.9 s: within the 60 s function, so the claim still stood at the commit.
+    expect({ status: answer.status, code: answer.body.error?.code }).toEqual({ status: 200, code: undefined });
+    expect(await harness.api.store.readSessionState(id)).toMatchObject({ status: "active", message_count: 2 });
+    // The keyed retry is a replay: the model is not called (billed) again.
+    const retried = await harness.api.call("POST", ROUTES.message(id), { message: "second" }, { "Idempotency-Key": "key-second" });
+    expect(retried.status).toBe(200);
+    expect(harness.fake.requests).toHaveLength(1);
   });
 });
 

@@ -15,7 +15,7 @@ describeEachStore("Idempotency-Key", (kind) => {
   let b: Instance;
 
   beforeAll(async () => {
-    // A 400 ms model timeout keeps claims (lease = 1.5 x budget + 1 s) short enough to test.
+    // A 24 s function with a 400 ms model timeout: a repeat waits 2.6 s for a live claim, whose lease is the 24 s.
     harness = await startHarness({ store: kind, env: { OPENAI_TIMEOUT_MS: "400" }, functionTimeoutMs: 24_000 });
     a = harness.api;
     b = await harness.instance();
@@ -334,7 +334,7 @@ describeWithRtdb("a keyed retry after an instance crashed holding the key's clai
   let crashed: { instance: Instance; requests: Promise<unknown>[] } | undefined;
 
   beforeAll(async () => {
-    // The default model settings (the harness shortens the timeout and drops the retry): a claim's lease is then about 53.5 s.
+    // The default model settings in the default 60 s function: a claim's lease is the 60 s, a repeat waits 4 s for it.
     harness = await startHarness({ store: "rtdb", env: { OPENAI_TIMEOUT_MS: "15000", OPENAI_MAX_RETRIES: "1", OPENAI_MAX_RETRY_WAIT_MS: "5000" } });
   });
   afterAll(async () => {

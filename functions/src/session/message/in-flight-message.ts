@@ -13,6 +13,15 @@ import { releaseQuietly } from "./slot-claim";
 export interface Taken {
   /** The slot its claim holds: the exchange count the claim saw, and whether no other message of the session was running. */
   readonly slot?: { readonly exchangeCount: number; readonly alone: boolean };
+  /**
+   * The claim's transaction failed without an answer (a database deadline): it may have landed, and
+   * kept it would hold its key "in progress" and a slot of the exchange limit for its whole lease
+   * with nothing running, so `end` releases it as it would a slot it knows of (releaseClaim removes
+   * only this owner's unfinished entry: nothing, if the claim never landed). Not awaited by the 503
+   * either: the SDK runs an instance's transactions on a node in order, so a retry on this instance
+   * claims after the release, and a keyed retry elsewhere that comes first waits for the key.
+   */
+  readonly claimUnanswered?: true;
   /** The user's message token and token reservation. */
   readonly reservation?: Reservation;
   /** Its share of the deployment's daily cap, when there is one. */
@@ -144,7 +153,7 @@ export class InFlightMessage {
     // The exchange's copy removes a stored one's partial, in the update that adds it to `messages`.
     if (how.kind !== "stored") this.partial?.discard();
     const releases = how.kind === "refused" || how.kind === "failed" || (how.kind === "not-stored" && how.release);
-    if (releases && this.taken.slot) releaseQuietly(store, this.session.id, this.claim);
+    if (releases && (this.taken.slot || this.taken.claimUnanswered)) releaseQuietly(store, this.session.id, this.claim);
     if (this.settled) return;
     if (how.kind === "refused") {
       // A replay or a refusal costs the user nothing: the message token and the reservations go back.

@@ -30,7 +30,7 @@ export type Admitted =
  * Admits a message, in one round trip on a warm instance: its claim on a slot of the session,
  * the user's limits (which reserve the message's tokens) and the deployment's cap, sent together,
  * with the reads the next steps need sent beside them. Anything taken is given back when another
- * part refuses (or fails), and a replay takes nothing.
+ * part refuses (or fails), a claim whose answer was lost too, and a replay takes nothing.
  */
 export async function admit(context: MessageContext, session: KnownSession, text: string, idempotencyKey: string | undefined, receivedAt: number): Promise<Admitted> {
   const { store, usage, policy, serviceLedger } = context;
@@ -50,6 +50,7 @@ export async function admit(context: MessageContext, session: KnownSession, text
   const capped = capping.status === "fulfilled" ? capping.value : undefined;
   const message = new InFlightMessage(context, session, claim, {
     ...(claimed?.kind === "claimed" ? { slot: { exchangeCount: claimed.exchangeCount, alone: claimed.alone } } : {}),
+    ...(claiming.status === "rejected" ? { claimUnanswered: true as const } : {}),
     ...(admitted?.admitted ? { reservation: admitted.reservation } : {}),
     ...(capped?.admitted ? { service: capped.reservation } : {}),
   });

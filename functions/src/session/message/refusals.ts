@@ -23,8 +23,9 @@ export function refusal(outcome: Refused, policy: SessionPolicy): Error {
     case "in-progress":
       return new IdempotencyInProgressError(seconds(outcome.retryAfterMs));
     case "lost":
-      // The claim lapsed before the commit (the request outran its lease): the client's retry
-      // with the key finds whichever request stored the exchange.
+      // The claim lapsed before the commit: its lease is the function timeout, so the request ran
+      // past it (answered by the platform meanwhile) or the instances' clocks disagree. The
+      // client's retry with the key finds whichever request stored the exchange.
       return new IdempotencyInProgressError(1);
   }
 }
