@@ -57,20 +57,45 @@ export function requestOnPair(
   };
 }
 
+/** The pair's blocks after a block or an unblock, as of `version`, and its current connection, which they reach too. */
+export interface PairBlocks {
+  readonly current?: CurrentConnection;
+  readonly blocked?: Blocks;
+  readonly version: number;
+}
+
 /**
- * Sets (`at`) or lifts (undefined) `by`'s block on the pair's record; the outcome is the pair's
- * current connection, which a block reaches too. Only a record that names both users changes: a
- * request made every live pair's record, so one missing was removed by an erasure (rebuilding it
- * would write the erased user's id back), and one naming neither user is the block an erasure kept
- * from the other user, which stands for good (docs/connections.md, "Erasure").
+ * Sets (`at`) or lifts (undefined) `by`'s block on the pair's record, the blocks' source of truth:
+ * each change counts one more `block_version`, which the connections' copies carry (`followPair`).
+ * Only a record that names both users changes (undefined otherwise): a request made every live
+ * pair's record, so one missing was removed by an erasure (rebuilding it would write the erased
+ * user's id back), and one naming neither user is the block an erasure kept from the other user,
+ * which stands for good (docs/connections.md, "Erasure").
  */
-export function blockOnPair(users: { readonly a: string; readonly b: string }, by: Participant, at: number | undefined): LedgerRule<PairRecord, CurrentConnection | undefined> {
+export function blockOnPair(users: { readonly a: string; readonly b: string }, by: Participant, at: number | undefined): LedgerRule<PairRecord, PairBlocks | undefined> {
   return (pair) => {
     if (pair === null || pair.user_a !== users.a || pair.user_b !== users.b) return { outcome: undefined };
     const blocked = withBlock(pair.blocked, by, at);
-    if (sameBlocks(blocked, pair.blocked)) return { outcome: pair.current };
+    const version = pair.block_version ?? 0;
+    if (sameBlocks(blocked, pair.blocked)) return { outcome: { current: pair.current, blocked, version } };
     const { blocked: previous, ...rest } = pair;
-    return { outcome: pair.current, next: blocked === undefined ? rest : { ...rest, blocked } };
+    const next: PairRecord = { ...rest, ...(blocked === undefined ? {} : { blocked }), block_version: version + 1 };
+    return { outcome: { current: pair.current, blocked, version: version + 1 }, next };
+  };
+}
+
+/**
+ * A connection takes the pair's blocks, unless it holds a newer copy already: two blocks and
+ * unblocks racing (two devices) each copy what the pair had after their own change, and the copy
+ * of the last one to change the pair is the one that stays, whatever order the copies land in.
+ */
+export function followPair(blocks: PairBlocks): ConnectionRule<AnswerOutcome> {
+  return (state) => {
+    // Absent on both sides until the pair's first change: version 0.
+    const held = state.block_version ?? 0;
+    if (held > blocks.version || (held === blocks.version && sameBlocks(state.blocked, blocks.blocked))) return { outcome: { kind: "unchanged" } };
+    const { blocked: previous, ...rest } = state;
+    return { outcome: { kind: "changed" }, next: { ...rest, ...(blocks.blocked === undefined ? {} : { blocked: blocks.blocked }), block_version: blocks.version } };
   };
 }
 
@@ -135,7 +160,10 @@ export function end(by: Participant, now: number): ConnectionRule<AnswerOutcome>
   };
 }
 
-/** Sets (`at`) or lifts (undefined) `by`'s block on the connection: while either holds, no message is taken. */
+/**
+ * Sets (`at`) or lifts (undefined) `by`'s block on the connection: while either holds, no message
+ * is taken. Ahead of the pair's change, which then overrides it (`followPair`).
+ */
 export function block(by: Participant, at: number | undefined): ConnectionRule<AnswerOutcome> {
   return (state) => {
     const blocked = withBlock(state.blocked, by, at);

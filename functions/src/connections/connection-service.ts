@@ -16,6 +16,7 @@ import {
   blockOnPair,
   decline,
   end,
+  followPair,
   otherParticipant,
   requestAgain,
   requestOnPair,
@@ -57,7 +58,7 @@ export interface ConnectionView {
 
 export interface RequestResult {
   readonly connection: ConnectionView;
-  /** This request made a new connection (and notified the other user); else the pair's answered it. */
+  /** This request made a new connection (and notified the other user, unless they answered it first); else the pair's answered it. */
   readonly created: boolean;
   /** Present when this request notified the asked user: one that made the connection, or the repeat of one that failed before it could. */
   readonly notified?: NotifyReport;
@@ -86,7 +87,10 @@ interface SettledRequest {
   readonly state: ConnectionState;
   /** This request made the connection. */
   readonly created: boolean;
-  /** A repeat of the request that made it, which finds the asked user never heard of it: it notifies them. */
+  /**
+   * The asked user is to hear of the request: it made the connection, still pending as stored; or
+   * it repeats the request that made it, and finds the asked user never heard of it.
+   */
   readonly unannounced: boolean;
 }
 
@@ -138,7 +142,7 @@ export class ConnectionService {
       if (!taken.made) void ledger.updateUsage(requesterKey, returnRequest(requestsPerHour)).catch(() => undefined);
     }
     const connection = this.view(settled.known, settled.state, requester);
-    if (!settled.created && !settled.unannounced) return { connection, created: false };
+    if (!settled.unannounced) return { connection, created: settled.created };
     const { ref } = settled.known;
     const notified = await this.options.notifier.notify(this.options.notifier.audience(ref.userKeys[otherParticipant(requester)], requesterKey), {
       connectionId: ref.id,
@@ -201,35 +205,42 @@ export class ConnectionService {
     return this.change(userId, connectionId, (you, _meta, now) => end(you, now));
   }
 
-  /**
-   * Blocks the other user: no request, message or notification between them until unblocked. Set
-   * on the connection named first (its messages stop at once), then on the pair (its requests), then
-   * on the pair's current connection if that is another one.
-   */
-  async block(userId: string, connectionId: string): Promise<ConnectionView> {
-    const known = await this.known.get(connectionId);
-    const you = participantOf(known.meta, userId);
-    const now = this.options.clock();
-    const named = await this.changeKnown(known, block(you, now));
-    const current = await this.options.store.updatePair(known.meta.pair, blockOnPair(usersOf(known.meta), you, now));
-    if (current && current.id !== connectionId) await this.changeKnown(await this.currentOf(known.meta, current), block(you, now));
-    return this.view(known, named, you);
+  /** Blocks the other user: no request, message or notification between them until unblocked (see `setBlock`). */
+  block(userId: string, connectionId: string): Promise<ConnectionView> {
+    return this.setBlock(userId, connectionId, this.options.clock());
+  }
+
+  /** Lifts the caller's block the way it was set (see `setBlock`). */
+  unblock(userId: string, connectionId: string): Promise<ConnectionView> {
+    return this.setBlock(userId, connectionId, undefined);
   }
 
   /**
-   * Lifts the caller's block the way it was set: on the connection named first, then on the pair,
-   * then on the pair's current connection. The named one's transaction comes before anything is
-   * written: an instance that knows the connection's fields warm learns there that it is gone (its
-   * user erased: 404, nothing written), and a lifted block must not rebuild a pair's record the
-   * erasure removed, nor lift the block it kept (the two stay apart for good).
+   * Sets (`at`) or lifts (undefined) the caller's block: on the connection named first, then on the
+   * pair, whose blocks are the source of truth, then the pair's blocks as they stand after this
+   * change are copied, with their version, to the connection named and to the pair's current one.
+   * - The named one's transaction comes before anything else is written: its messages stop at once,
+   *   and an instance that knows the connection's fields warm learns there that it is gone (its
+   *   user erased: 404, nothing written). The pair's rule then changes only a record that names
+   *   both users: a lifted block must not rebuild a pair's record the erasure removed, nor lift the
+   *   block it kept (the two stay apart for good).
+   * - The copies: a block and an unblock by the same user racing (two devices) each write the
+   *   connection before the pair, so the first write alone could leave the connection lifted and
+   *   the pair blocked. Each copy carries the pair's version and none is taken over a newer one, so
+   *   the connections end as the pair's last change left it, whatever order the writes land in.
    */
-  async unblock(userId: string, connectionId: string): Promise<ConnectionView> {
+  private async setBlock(userId: string, connectionId: string, at: number | undefined): Promise<ConnectionView> {
     const known = await this.known.get(connectionId);
     const you = participantOf(known.meta, userId);
-    const named = await this.changeKnown(known, block(you, undefined));
-    const current = await this.options.store.updatePair(known.meta.pair, blockOnPair(usersOf(known.meta), you, undefined));
-    if (current && current.id !== connectionId) await this.changeKnown(await this.currentOf(known.meta, current), block(you, undefined));
-    return this.view(known, named, you);
+    const named = await this.changeKnown(known, block(you, at));
+    const blocks = await this.options.store.updatePair(known.meta.pair, blockOnPair(usersOf(known.meta), you, at));
+    if (!blocks) return this.view(known, named, you);
+    const { current } = blocks;
+    const [followed] = await Promise.all([
+      this.changeKnown(known, followPair(blocks)),
+      current && current.id !== connectionId ? this.currentOf(known.meta, current).then((other) => this.changeKnown(other, followPair(blocks))) : undefined,
+    ]);
+    return this.view(known, followed, you);
   }
 
   /**
@@ -320,10 +331,20 @@ export class ConnectionService {
       store.prepareConnection(known.ref.id);
       if (onPair.created) {
         made();
-        const created = await store.createConnection({ ...known.ref, meta: known.meta, state: initialState(onPair.current) });
-        const state = created === "created" ? initialState(onPair.current) : await store.readConnectionState(known.ref.id);
+        await store.createConnection({ ...known.ref, meta: known.meta, state: initialState(onPair.current) });
+        // The state as stored, whoever wrote it: since the pair's transaction, the other user may
+        // have found the connection and answered it (their request accepts it, and they may end
+        // it), or blocked them (a block reaches the pair's current connection, writing it from the
+        // pair's record if nobody has yet), and a request they blocked is notified to no one. Read
+        // from the listener held since prepareConnection: no round trip added.
+        const state = await store.readConnectionState(known.ref.id);
         if (!state) throw new StoreUnavailableError("create connection");
-        return { known, state, created: true, unannounced: false };
+        // Answered as this request's repeat would be (its own request: nothing to accept).
+        const found = requestAgain(requester, requester, now)(state).outcome;
+        if (found.kind === "blocked") throw new ConnectionBlockedError();
+        if (found.kind !== "closed") return { known, state, created: true, unannounced: found.kind === "pending" };
+        closed.add(known.ref.id);
+        continue;
       }
       const again = requestAgain(requester, known.meta.requested_by, now);
       // The requester asking again may be retrying a request that failed after writing the

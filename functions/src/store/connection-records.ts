@@ -55,6 +55,8 @@ export const connectionStateSchema = z.object({
   closed_by: participantSchema.optional(),
   /** While either participant blocks the other, no message is taken from either. */
   blocked: blocksSchema.optional(),
+  /** The pair's `block_version` whose blocks `blocked` copies: an older copy is never taken over a newer one. */
+  block_version: z.number().int().min(0).optional(),
   /** Each participant's messages-per-minute bucket in this connection. */
   rate: z.object({ a: bucketSchema.optional(), b: bucketSchema.optional() }).optional(),
   /**
@@ -85,7 +87,10 @@ export const pairRecordSchema = z.object({
   user_b: z.string().optional(),
   /** Everything its connection's node is created from: whoever finds it missing creates the very same node. */
   current: z.object({ id: z.string(), requested_by: participantSchema, created_at: z.number() }).optional(),
+  /** The blocks that hold between the two: the source of truth their connections copy. */
   blocked: blocksSchema.optional(),
+  /** Counts the changes of `blocked` (absent: none yet), so that a connection tells a newer copy of them from an older one. */
+  block_version: z.number().int().min(0).optional(),
 });
 export type PairRecord = z.infer<typeof pairRecordSchema>;
 

@@ -72,6 +72,132 @@ describeEachStore("connections across instances", (kind) => {
   });
 });
 
+/**
+ * Requests and blocks racing other changes of the pair on two instances (a store call held in
+ * between, as a slow link would): docs/connections.md, "Block" (no request between the two while
+ * a block holds, so no notification either; a block holds everywhere or is lifted everywhere) and
+ * "One connection per pair at a time" (a closed one is passed over).
+ */
+describeEachStore("connections across instances: changes racing on the pair", (kind) => {
+  const pushes = createOfflineSender(silentLog);
+  const instances = twoInstances({ store: kind, pushSender: pushes });
+
+  it("refuses a request whose connection the other user's block reached before it was written, notifying no one", async () => {
+    const { harness, second } = instances;
+    const tag = randomUUID().slice(0, 8);
+    const ann = new ApiUser(`ann-${tag}`, harness.api, HOSTING_ROUTES);
+    const ben = new ApiUser(`ben-${tag}`, second, HOSTING_ROUTES);
+    const bensToken = `token-ben-${randomUUID()}`;
+    expect((await ben.register(bensToken)).status).toBe(200);
+    const old = String(connectionOf(await ann.ask(ben.id)).connection_id);
+    expect((await ben.decline(old)).status).toBe(200);
+    // Ann asks again: the pair names her new connection, whose write is held.
+    const store = harness.api.connectionStore;
+    const create = store.createConnection.bind(store);
+    const held = holdOnce();
+    store.createConnection = async (connection) => {
+      await held.pass();
+      return create(connection);
+    };
+    try {
+      const asking = ann.ask(ben.id);
+      await held.reached;
+      // Ben blocks Ann through the old one: the block reaches the pair's current connection, writing it.
+      expect((await ben.block(old)).status).toBe(200);
+      const before = pushes.recorded().length;
+      held.open();
+      const asked = await asking;
+      const pushedToBen = pushes.recorded().slice(before).filter((push) => push.tokens.includes(bensToken)).map((push) => push.notification.kind);
+      expect({ status: asked.status, code: asked.body.error?.code, pushedToBen }).toEqual({ status: 403, code: "CONNECTION_BLOCKED", pushedToBen: [] });
+    } finally {
+      store.createConnection = create;
+    }
+  });
+
+  it("makes a new connection for a request whose connection the other user accepted and ended before it was written", async () => {
+    const { harness, second } = instances;
+    const tag = randomUUID().slice(0, 8);
+    const ann = new ApiUser(`ann-${tag}`, harness.api, HOSTING_ROUTES);
+    const ben = new ApiUser(`ben-${tag}`, second, HOSTING_ROUTES);
+    const bensToken = `token-ben-${randomUUID()}`;
+    expect((await ben.register(bensToken)).status).toBe(200);
+    const store = harness.api.connectionStore;
+    const create = store.createConnection.bind(store);
+    const held = holdOnce();
+    store.createConnection = async (connection) => {
+      await held.pass();
+      return create(connection);
+    };
+    try {
+      const asking = ann.ask(ben.id);
+      await held.reached;
+      // Ben asks Ann too (accepting her request, which he writes from the pair's record), then ends it.
+      const answered = await ben.ask(ann.id);
+      const ended = String(connectionOf(answered).connection_id);
+      expect((await ben.end(ended)).status).toBe(200);
+      const before = pushes.recorded().length;
+      held.open();
+      const asked = await asking;
+      const made = connectionOf(asked);
+      const pushedToBen = pushes.recorded().slice(before).filter((push) => push.tokens.includes(bensToken)).map((push) => [push.notification.kind, push.notification.connectionId]);
+      expect({ status: asked.status, ended: made.connection_id === ended, state: made.status, pushedToBen }).toEqual({ status: 201, ended: false, state: "pending", pushedToBen: [["request", made.connection_id]] });
+    } finally {
+      store.createConnection = create;
+    }
+  });
+
+  it("leaves a block and an unblock by one user, racing on two instances, agreeing on the connection and the pair", async () => {
+    const { harness, second } = instances;
+    const tag = randomUUID().slice(0, 8);
+    const ann = new ApiUser(`ann-${tag}`, harness.api, HOSTING_ROUTES);
+    const ben = new ApiUser(`ben-${tag}`, second, HOSTING_ROUTES);
+    const id = await ann.connectWith(ben);
+    // Ann's block (first instance) has set the connection's block; its change of the pair is held.
+    const store = harness.api.connectionStore;
+    const updatePair = store.updatePair.bind(store);
+    const held = holdOnce();
+    store.updatePair = async (pairKey, rule) => {
+      await held.pass();
+      return updatePair(pairKey, rule);
+    };
+    try {
+      const blocking = ann.block(id);
+      await held.reached;
+      // Meanwhile her unblock (second instance) runs through; then the block changes the pair last.
+      expect((await ann.on(second).unblock(id)).status).toBe(200);
+      held.open();
+      const blocked = await blocking;
+      expect({ status: blocked.status, blocked_by_you: connectionOf(blocked).blocked_by_you }).toEqual({ status: 200, blocked_by_you: true });
+    } finally {
+      store.updatePair = updatePair;
+    }
+    // The block holds everywhere: on the connection (messages) as on the pair (requests).
+    const outcome = { stored: connectionOf(await ann.get(id)).blocked_by_you, message: (await ben.send(id, "still here?")).status, request: (await ben.ask(ann.id)).status };
+    expect(outcome).toEqual({ stored: true, message: 403, request: 403 });
+  });
+});
+
+/** The first call that passes it waits until `open()`; `reached` resolves when it arrives. Later calls go straight through. */
+function holdOnce(): { readonly reached: Promise<void>; readonly open: () => void; readonly pass: () => Promise<void> } {
+  let arrive!: () => void;
+  let open!: () => void;
+  const reached = new Promise<void>((resolve) => (arrive = resolve));
+  const opened = new Promise<void>((resolve) => (open = resolve));
+  let first = true;
+  return {
+    reached,
+    open: () => {
+      open();
+    },
+    pass: async () => {
+      if (!first) return;
+      first = false;
+      arrive();
+      await opened;
+    },
+  };
+}
+
 /** What a list's answer shows: its status, its error's code if any, the connections' ids. */
 function listing(answer: Answer) {
   return { status: answer.status, code: answer.body.error?.code, ids: (answer.body.connections as { connection_id: string }[] | undefined)?.map((connection) => connection.connection_id) };

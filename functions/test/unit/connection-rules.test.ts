@@ -1,4 +1,4 @@
-import { accept, appendMessage, block, blockOnPair, decline, end, KEYS_REMEMBERED, requestAgain, requestOnPair } from "../../src/connections/connection-rules";
+import { accept, appendMessage, block, blockOnPair, decline, end, followPair, KEYS_REMEMBERED, requestAgain, requestOnPair } from "../../src/connections/connection-rules";
 import type { ConnectionState, PairRecord } from "../../src/store/connection-records";
 
 /** The rules of connections as tables: each decision from a stored value, applied by no store. */
@@ -34,12 +34,12 @@ describe("a request, on the pair's record", () => {
 describe("blocks on the pair's record", () => {
   const pair: PairRecord = { user_a: "ann", user_b: "ben", current: { id: "c", requested_by: "a", created_at: T } };
 
-  it("sets one user's block once, lifts it, and names the current connection either way", () => {
+  it("sets one user's block once, lifts it, each change one more version, and names the blocks and the current connection either way", () => {
     const blocked = blockOnPair(USERS, "b", T + 1)(pair);
-    expect(blocked).toEqual({ outcome: pair.current, next: { ...pair, blocked: { b: T + 1 } } });
-    expect(blockOnPair(USERS, "b", T + 2)(blocked.next!)).toEqual({ outcome: pair.current });
-    expect(blockOnPair(USERS, "b", undefined)(blocked.next!)).toEqual({ outcome: pair.current, next: pair });
-    expect(blockOnPair(USERS, "a", undefined)(pair)).toEqual({ outcome: pair.current });
+    expect(blocked).toEqual({ outcome: { current: pair.current, blocked: { b: T + 1 }, version: 1 }, next: { ...pair, blocked: { b: T + 1 }, block_version: 1 } });
+    expect(blockOnPair(USERS, "b", T + 2)(blocked.next!)).toEqual({ outcome: { current: pair.current, blocked: { b: T + 1 }, version: 1 } });
+    expect(blockOnPair(USERS, "b", undefined)(blocked.next!)).toEqual({ outcome: { current: pair.current, version: 2 }, next: { ...pair, block_version: 2 } });
+    expect(blockOnPair(USERS, "a", undefined)(pair)).toEqual({ outcome: { current: pair.current, version: 0 } });
   });
 
   it.each<[string, PairRecord | null]>([
@@ -51,6 +51,26 @@ describe("blocks on the pair's record", () => {
       expect(blockOnPair(USERS, by, undefined)(record)).toEqual({ outcome: undefined });
       expect(blockOnPair(USERS, by, T + 1)(record)).toEqual({ outcome: undefined });
     }
+  });
+});
+
+describe("a connection following the pair's blocks", () => {
+  const current = { id: "c", requested_by: "a" as const, created_at: T };
+
+  it("takes the pair's blocks with their version, both users' (the pair is their source of truth)", () => {
+    expect(followPair({ current, blocked: { a: T + 1, b: T }, version: 3 })(accepted)).toEqual({ outcome: { kind: "changed" }, next: { ...accepted, blocked: { a: T + 1, b: T }, block_version: 3 } });
+    expect(followPair({ current, version: 4 })({ ...accepted, blocked: { a: T + 1 }, block_version: 3 })).toEqual({ outcome: { kind: "changed" }, next: { ...accepted, block_version: 4 } });
+  });
+
+  it("never takes an older copy over a newer one: a block and an unblock racing end as the pair's last change left them", () => {
+    const lifted: ConnectionState = { ...accepted, block_version: 5 };
+    expect(followPair({ current, blocked: { a: T }, version: 4 })(lifted)).toEqual({ outcome: { kind: "unchanged" } });
+    expect(followPair({ current, version: 5 })(lifted)).toEqual({ outcome: { kind: "unchanged" } });
+  });
+
+  it("puts the pair's blocks back over a block or an unblock written ahead of the pair's change, at the same version", () => {
+    const ahead = block("a", T + 9)({ ...accepted, block_version: 5 }).next!;
+    expect(followPair({ current, version: 5 })(ahead)).toEqual({ outcome: { kind: "changed" }, next: { ...accepted, block_version: 5 } });
   });
 });
 
