@@ -7,6 +7,7 @@ import { call, describeEachStore, ROUTES, startHarness, type Answer, type Harnes
 import { describeWithRtdb, RtdbInstances } from "../support/rtdb";
 import { RtdbStore } from "../../src/store/rtdb/rtdb-store";
 import { userKey } from "../../src/session/ledger/limits";
+import type { SessionStore } from "../../src/store/session-store";
 import { WholeStore } from "../support/whole-store";
 
 const MINUTE = 60_000;
@@ -144,6 +145,79 @@ describeEachStore("usage limits", (kind) => {
     expect(harness.fake.requests).toHaveLength(1);
   });
 }, { sharded: true });
+
+describeEachStore("the active-session limit at one session", (kind) => {
+  let harness: Harness;
+  let now = Date.parse("2026-03-01T00:00:00Z");
+  /** While set, the next usage transaction waits for `opened` (one contended for a few round trips), and `claimed` is called once a claim has answered. */
+  let held: { readonly opened: Promise<void>; readonly claimed: () => void } | undefined;
+
+  const holding = (store: SessionStore): SessionStore =>
+    new Proxy(store, {
+      get(target, property, receiver) {
+        const value: unknown = Reflect.get(target, property, receiver);
+        const stop = held;
+        if (typeof value !== "function" || !stop || (property !== "updateUsage" && property !== "updateStateReadingKey")) return value;
+        return async (...args: unknown[]) => {
+          if (property === "updateStateReadingKey") {
+            const answer = (await Reflect.apply(value, target, args)) as unknown;
+            stop.claimed();
+            return answer;
+          }
+          held = undefined;
+          await stop.opened;
+          return Reflect.apply(value, target, args) as unknown;
+        };
+      },
+    });
+
+  beforeAll(async () => {
+    harness = await startHarness({ store: kind, clock: () => now, wrapStore: holding, env: { USER_MAX_ACTIVE_SESSIONS: "1" } });
+  });
+  afterAll(async () => harness.close());
+  beforeEach(() => { harness.fake.reset(); });
+
+  const create = (user: string): Promise<Answer> => harness.api.call("POST", ROUTES.create, { user_id: user, template_id: "friendly-assistant" });
+
+  it("counts a session until the idle TTL after its last answer: a create is refused while it is active, though its message arrived longer ago", async () => {
+    const user = newUser();
+    const id = String((await create(user)).body.session_id);
+    // The model answers 20 s after the message arrived: the session is active until the TTL (60 min) after that.
+    const release = harness.fake.holdAnswers();
+    const sending = harness.api.call("POST", ROUTES.message(id), { message: "a long answer please" });
+    await harness.fake.awaitRequests(1);
+    now += 20_000;
+    release();
+    expect((await sending).status).toBe(200);
+    now += 60 * MINUTE - 19_000;
+    const refused = await create(user);
+    expectRefused(refused, "TOO_MANY_ACTIVE_SESSIONS");
+    expect(Number(refused.headers.get("retry-after"))).toBe(19);
+    expect((await harness.api.call("POST", ROUTES.message(id), { message: "still here" })).status).toBe(200);
+  });
+
+  it("frees the slot of a session ended while a message to it was being admitted, once the message is refused at its commit", async () => {
+    const user = newUser();
+    const id = String((await create(user)).body.session_id);
+    let open!: () => void;
+    let claimed!: () => void;
+    const answered = new Promise<void>((resolve) => { claimed = resolve; });
+    held = { opened: new Promise<void>((resolve) => { open = resolve; }), claimed };
+    now += 1_000;
+    // The message's claim lands; its usage transaction is still on its way when the session ends, and counts it after.
+    const sending = harness.api.call("POST", ROUTES.message(id), { message: "hello" });
+    let deadline: NodeJS.Timeout | undefined;
+    const came = await Promise.race([answered.then(() => true), new Promise<false>((resolve) => { deadline = setTimeout(() => { resolve(false); }, 5_000); })]).finally(() => { clearTimeout(deadline); });
+    if (!came) throw new Error("the message's claim did not answer within 5 s");
+    now += 1_000;
+    expect((await harness.api.call("DELETE", ROUTES.end(id))).status).toBe(200);
+    open();
+    expect((await sending).status).toBe(410);
+    now += 1_000;
+    const next = await create(user);
+    expect({ status: next.status, code: next.body.error?.code }).toEqual({ status: 201, code: undefined });
+  });
+});
 
 /** Two local servers as separate OS processes, the way two function instances share nothing but the database. */
 describeWithRtdb("usage limits across two processes", () => {

@@ -27,8 +27,8 @@ function admitted(outcome: MessageAdmission) {
 }
 
 describe("daily token ledger rules", () => {
-  /** What a settlement says of an exchange whose commit was sent: its call's size, the count its claim saw, whether it ran alone. */
-  const landed = (context: number, claimedCount: number, alone = true) => ({ tokens: context, exchange: { context, claimedCount, alone } });
+  /** What a settlement says of an exchange whose commit was sent: its call's size, the count its claim saw, whether it ran alone, when it was answered. */
+  const landed = (context: number, claimedCount: number, alone = true, answeredAt = NOON) => ({ tokens: context, exchange: { context, claimedCount, alone, answeredAt } });
 
   it("reserves a first message's system prompt and need, counted on the UTC day", () => {
     const { outcome, next } = admitMessage("s1", NOON, POLICY, NEED)(null);
@@ -73,7 +73,7 @@ describe("daily token ledger rules", () => {
     const rb = admitted(admitMessage("s1", NOON, POLICY, NEED)(usage).outcome);
     usage = apply(usage, admitMessage("s1", NOON, POLICY, NEED));
     // A's reply ignored max_tokens and carries 400 tokens more; B settles beside it, not alone.
-    usage = apply(usage, settleTokens("s1", ra, { tokens: 60, exchange: { context: 60, claimedCount: 0, alone: true, overrun: 400 } }), settleTokens("s1", rb, landed(70, 0, false)));
+    usage = apply(usage, settleTokens("s1", ra, { tokens: 60, exchange: { context: 60, claimedCount: 0, alone: true, overrun: 400, answeredAt: NOON } }), settleTokens("s1", rb, landed(70, 0, false)));
     expect(usage?.contexts?.s1).toMatchObject({ tokens: 650, open: 0, landed: 1 });
   });
 
@@ -176,6 +176,33 @@ describe("daily token ledger rules", () => {
     expect(later?.sessions?.s1).toBe(NOON + 5_000);
     // A failed model call is no refusal: the session was in use, and stays counted.
     expect(apply(ended, admitMessage("s1", NOON, POLICY, NEED), refundMessage(POLICY, "s1", onEnded, false))?.sessions?.s1).toBe(NOON);
+  });
+
+  it("counts a session from its message's answer once settled, as long as the session stays active: no create takes its slot, and its context bound stays", () => {
+    const one = { ...POLICY, maxActiveSessions: 1, idleTtlMs: 30 * 60_000 };
+    const created = apply(null, admitSession("a", NOON - 60_000, one));
+    const reservation = admitted(admitMessage("a", NOON, one, NEED)(created).outcome);
+    // The model answered 20 s after the message arrived: the session is active until 30 min after that.
+    const settled = apply(created, admitMessage("a", NOON, one, NEED), settleTokens("a", reservation, landed(90, 0, true, NOON + 20_000)));
+    expect(settled?.sessions).toEqual({ a: NOON + 20_000 });
+    const later = NOON + 30 * 60_000 + 1_000;
+    expect(admitSession("b", later, one)(settled).outcome).toEqual({ admitted: false, retryAfterMs: 19_000 });
+    expect(apply(settled, admitMessage("b", later, one, NEED))?.contexts?.a).toMatchObject({ tokens: 90 });
+    // A settlement moves the count only forwards, and never counts a session released meanwhile.
+    expect(apply(settled, settleTokens("a", reservation, landed(90, 0, true, NOON + 5_000)))?.sessions).toEqual({ a: NOON + 20_000 });
+    expect(apply(created, admitMessage("a", NOON, one, NEED), releaseSession("a"), settleTokens("a", reservation, landed(90, 0, true, NOON + 20_000)))?.sessions).toEqual({});
+  });
+
+  it("counts a session no longer counted again only within the user's limit of active sessions", () => {
+    const one = { ...POLICY, maxActiveSessions: 1, idleTtlMs: 30 * 60_000 };
+    // Session a's count lapsed (its settlement was lost) and b was created in its slot.
+    const lapsed = apply(null, admitSession("a", NOON - 32 * 60_000, one), admitSession("b", NOON - 60_000, one));
+    const { outcome, next } = admitMessage("a", NOON, one, NEED)(lapsed);
+    expect(outcome).toEqual({ admitted: false, limit: "sessions", retryAfterMs: 29 * 60_000 });
+    expect(next).toBeUndefined();
+    // A session still counted, or one re-counted within the limit, is admitted.
+    expect(admitMessage("b", NOON, one, NEED)(lapsed).outcome.admitted).toBe(true);
+    expect(admitMessage("a", NOON, { ...one, maxActiveSessions: 2 }, NEED)(lapsed).outcome.admitted).toBe(true);
   });
 
   it("a settlement after midnight leaves the reservation on its day and counts the spent tokens on the day the record holds", () => {

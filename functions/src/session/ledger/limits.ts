@@ -43,7 +43,7 @@ export interface Reservation {
 
 export type MessageAdmission =
   | { readonly admitted: true; readonly reservation: Reservation }
-  | { readonly admitted: false; readonly limit: "messages" | "tokens" | "erasing"; readonly retryAfterMs: number };
+  | { readonly admitted: false; readonly limit: "messages" | "sessions" | "tokens" | "erasing"; readonly retryAfterMs: number };
 
 /**
  * What a message may cost in tokens beyond the session's context bound (held in the usage
@@ -73,6 +73,8 @@ export interface Spent {
      * its admission's need did not count: absent or 0 for a reply within it.
      */
     readonly overrun?: number;
+    /** When its reply was answered: the session's last activity if the exchange lands (session-rules.ts appendRule), from which its idle TTL runs. */
+    readonly answeredAt: number;
   };
 }
 
@@ -119,6 +121,10 @@ export function utcDay(now: number): string {
  * a settlement brings the bound down to its call's real size only when no other exchange can land
  * outside that call's prompt: no other message open, none settled that claimed at or after its
  * count, and none running when it claimed.
+ *
+ * The session counts as active from now (see liveSessions). One no longer counted (its count
+ * lapsed, or was given back) is counted again only within the user's limit of active sessions: the
+ * record never counts more sessions than it allows, whatever a lost settlement left behind.
  */
 export function admitMessage(sessionId: string, now: number, policy: UsagePolicy, need: TokenNeed): UsageRule<MessageAdmission> {
   return (usage) => {
@@ -129,14 +135,18 @@ export function admitMessage(sessionId: string, now: number, policy: UsagePolicy
     if (tokens < 1) return { outcome: { admitted: false, limit: "messages", retryAfterMs: Math.ceil((1 - tokens) / rate) } };
     const day = utcDay(now);
     const used = usage?.daily?.day === day ? usage.daily : { day, tokens: 0 };
+    const live = liveSessions(usage, now, policy);
+    const before = live[sessionId];
+    const active = Object.values(live);
+    if (before === undefined && active.length >= policy.maxActiveSessions) {
+      return { outcome: { admitted: false, limit: "sessions", retryAfterMs: untilSlotFrees(active, now, policy) } };
+    }
     const context = usage?.contexts?.[sessionId];
     const reserved = Math.ceil(addCounts(context?.tokens ?? need.firstPrompt, need.fresh));
     if (policy.tokensPerDay > 0 && used.tokens + reserved > policy.tokensPerDay) {
       return { outcome: { admitted: false, limit: "tokens", retryAfterMs: Date.parse(`${day}T00:00:00Z`) + DAY - now } };
     }
     const open = context && now - context.at <= Math.max(OPEN_RESERVATION_MS, policy.requestTimeoutMs ?? 0) ? context.open : 0;
-    const live = liveSessions(usage, now, policy);
-    const before = live[sessionId];
     const sessions = { ...live, [sessionId]: now };
     return {
       outcome: { admitted: true, reservation: { day, tokens: reserved, fresh: Math.ceil(need.fresh), countedAt: now, ...(before === undefined ? {} : { countedBefore: before }) } },
@@ -158,6 +168,12 @@ export function admitMessage(sessionId: string, now: number, policy: UsagePolicy
  * provider charged them): the day's count moves from the reservation to the tokens spent (on the
  * day the record counts: a reservation from a day that has ended stays in that day's count), and
  * the session's context bound follows what the message's exchange can add (see admitMessage).
+ *
+ * An exchange that may have landed moves the session's count to its answer, as its commit moves
+ * the session's last activity: counted from the message's arrival, the session would stop counting
+ * (and its context bound be dropped) up to a model call's length before it expires, letting a
+ * create past USER_MAX_ACTIVE_SESSIONS meanwhile. Only a count still there moves: a session
+ * released (ended) or forgotten (erased) since is not counted again.
  */
 export function settleTokens(sessionId: string, reservation: Reservation, spent: Spent): UsageRule<undefined> {
   return (usage) => {
@@ -167,10 +183,12 @@ export function settleTokens(sessionId: string, reservation: Reservation, spent:
     const tokens = Math.max(0, addCounts(counted.tokens, spent.tokens) - reserved);
     const cost = spent.costUsd === undefined ? counted.cost_usd : roundUsd((counted.cost_usd ?? 0) + spent.costUsd);
     const daily = { day: counted.day, tokens, ...(cost === undefined ? {} : { cost_usd: cost }) };
-    const context = usage.contexts?.[sessionId];
-    if (!context) return { outcome: undefined, next: { ...usage, daily } };
-    const open = Math.max(0, context.open - 1);
     const { exchange } = spent;
+    const since = usage.sessions?.[sessionId];
+    const sessions = exchange && since !== undefined && since < exchange.answeredAt ? { ...usage.sessions, [sessionId]: exchange.answeredAt } : usage.sessions;
+    const context = usage.contexts?.[sessionId];
+    if (!context) return { outcome: undefined, next: withoutUndefined({ ...usage, daily, sessions }) };
+    const open = Math.max(0, context.open - 1);
     let settled: typeof context;
     if (!exchange) {
       // Nothing of this message can reach a prompt: its need comes off the bound (no bound was
@@ -183,7 +201,7 @@ export function settleTokens(sessionId: string, reservation: Reservation, spent:
       const tokens = alone ? exchange.context : addCounts(context.tokens, exchange.overrun ?? 0);
       settled = { ...context, open, tokens, landed: Math.max(context.landed, exchange.claimedCount + 1) };
     }
-    return { outcome: undefined, next: { ...usage, daily, contexts: { ...usage.contexts, [sessionId]: settled } } };
+    return { outcome: undefined, next: withoutUndefined({ ...usage, daily, sessions, contexts: { ...usage.contexts, [sessionId]: settled } }) };
   };
 }
 
@@ -220,13 +238,15 @@ export function admitSession(sessionId: string, now: number, policy: UsagePolicy
     const live = liveSessions(usage, now, policy);
     if (sessionId in live) return { outcome: { admitted: true, already: true } };
     const active = Object.values(live);
-    if (active.length >= policy.maxActiveSessions) {
-      const nextExpiry = Math.min(...active) + policy.idleTtlMs;
-      return { outcome: { admitted: false, retryAfterMs: Math.max(1_000, nextExpiry - now) } };
-    }
+    if (active.length >= policy.maxActiveSessions) return { outcome: { admitted: false, retryAfterMs: untilSlotFrees(active, now, policy) } };
     const base = usage ?? { tokens: policy.messagesPerMinute, refilled_at: now };
     return { outcome: { admitted: true }, next: { ...base, sessions: { ...live, [sessionId]: now } } };
   };
+}
+
+/** How long until the first of the `active` counts lapses (at least a second). */
+function untilSlotFrees(active: readonly number[], now: number, policy: UsagePolicy): number {
+  return Math.max(1_000, Math.min(...active) + policy.idleTtlMs - now);
 }
 
 /** Stops counting a session that ended. */
@@ -239,9 +259,11 @@ export function releaseSession(sessionId: string): UsageRule<undefined> {
 }
 
 /**
- * The sessions still counted: those used within the idle TTL. A session idle longer is expired
- * by definition, whether or not the sweep has marked it yet; an end whose release was lost
- * stops counting once the TTL has passed.
+ * The sessions still counted: those used within the idle TTL, each counted from its creation, its
+ * latest message's arrival, or that message's answer once settled (settleTokens), whichever is
+ * last: the session's own last activity (session-rules.ts). A session idle longer is expired by
+ * definition, whether or not the sweep has marked it yet; an end whose release was lost stops
+ * counting once the TTL has passed.
  */
 function liveSessions(usage: UserUsage | null, now: number, policy: UsagePolicy): Record<string, number> {
   return Object.fromEntries(Object.entries(usage?.sessions ?? {}).filter(([, lastActivity]) => now - lastActivity <= policy.idleTtlMs));

@@ -41,7 +41,7 @@ export async function commit(context: MessageContext, message: InFlightMessage, 
     ...(message.slot.exchangeCount === 0 ? { head: conversationHead(session.meta, text) } : {}),
   };
   const calls = summarised.usage ? addUsage(reply, summarised.usage) : reply;
-  const sideWrites: Promise<unknown>[] = [message.settle(calls, reply.prompt_tokens + carried, Math.max(0, carried - settings.max_tokens))];
+  const sideWrites: Promise<unknown>[] = [message.settle(calls, reply.prompt_tokens + carried, Math.max(0, carried - settings.max_tokens), answeredAt)];
   if (summarised.summary) sideWrites.push(store.writeSummary(session.id, summarised.summary).catch(() => false));
   let result;
   try {
@@ -62,7 +62,7 @@ export async function commit(context: MessageContext, message: InFlightMessage, 
   }
   if (outcome.kind !== "appended") {
     // Refused at the commit: the slot frees at once, so a repeat waiting on this key learns.
-    message.end({ kind: "not-stored", release: true });
+    message.end(outcome.kind === "closed" ? { kind: "closed" } : { kind: "not-stored", release: true });
     throw refusal(outcome, policy);
   }
   message.end({ kind: "stored" });

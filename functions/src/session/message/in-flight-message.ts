@@ -1,7 +1,7 @@
 import type { ReplySink } from "../../llm/chat-model";
 import type { TokenUsage } from "../../store/records";
 import type { KnownSession } from "../known-sessions";
-import { refundMessage, settleTokens, type Reservation, type Spent } from "../ledger/limits";
+import { refundMessage, releaseSession, settleTokens, type Reservation, type Spent } from "../ledger/limits";
 import type { MessageContext } from "./message-context";
 import { PartialWriter } from "./partial-writer";
 import type { SummaryCall, SummaryResult } from "../prompt/rolling-summary";
@@ -38,6 +38,8 @@ export type MessageEnd =
   | { readonly kind: "unknown" }
   /** The commit answered without storing the exchange; `release`: free the slot at once (a repeat waiting on the key learns). */
   | { readonly kind: "not-stored"; readonly release: boolean }
+  /** The commit found the session closed (ended or expired): nothing stored, the slot freed, and the session counts no more. */
+  | { readonly kind: "closed" }
   /** The exchange is stored. */
   | { readonly kind: "stored" };
 
@@ -136,11 +138,11 @@ export class InFlightMessage {
    * round trip), whatever the commit's fate: the provider charged the calls either way. A lost
    * settlement leaves the reservation counted: never too low.
    */
-  settle(calls: TokenUsage, replyContext: number, overrun: number): Promise<unknown> {
+  settle(calls: TokenUsage, replyContext: number, overrun: number, answeredAt: number): Promise<unknown> {
     this.settled = true;
     const { exchangeCount, alone } = this.slot;
     return Promise.all([
-      this.settleUser(calls, { context: replyContext, claimedCount: exchangeCount, alone, overrun }),
+      this.settleUser(calls, { context: replyContext, claimedCount: exchangeCount, alone, overrun, answeredAt }),
       this.context.serviceLedger.settle(this.service, spentOf(calls)),
     ]);
   }
@@ -152,8 +154,13 @@ export class InFlightMessage {
     const { store } = this.context;
     // The exchange's copy removes a stored one's partial, in the update that adds it to `messages`.
     if (how.kind !== "stored") this.partial?.discard();
-    const releases = how.kind === "refused" || how.kind === "failed" || (how.kind === "not-stored" && how.release);
+    const releases = how.kind === "refused" || how.kind === "failed" || how.kind === "closed" || (how.kind === "not-stored" && how.release);
     if (releases && (this.taken.slot || this.taken.claimUnanswered)) releaseQuietly(store, this.session.id, this.claim);
+    // Its admission counted the session as active, and may have landed after an end had released
+    // it: kept, a closed session would hold a slot of USER_MAX_ACTIVE_SESSIONS for the idle TTL.
+    // A closed session never takes a message again, so no later count of it is lost; a lost
+    // release lapses with the TTL.
+    if (how.kind === "closed" && this.taken.reservation) void store.updateUsage(this.session.userKey, releaseSession(this.session.id)).catch(() => undefined);
     if (this.settled) return;
     if (how.kind === "refused") {
       // A replay or a refusal costs the user nothing: the message token and the reservations go back.
