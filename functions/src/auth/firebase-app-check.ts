@@ -2,20 +2,15 @@ import type { App } from "firebase-admin/app";
 import { getAppCheck } from "firebase-admin/app-check";
 import type { Log } from "../log/log";
 import { AppCheckInvalidError, AppCheckUnavailableError, type AppCheckClaims, type AppCheckVerifier } from "./app-check";
+import { jwtParts, VERIFICATION_TIMEOUT_MS, withDeadline } from "./token-checks";
 
 export interface FirebaseAppCheckOptions {
   /** The apps of the project whose tokens are accepted; absent, any app of the project (as Firebase's own `enforceAppCheck`). */
   readonly appIds?: readonly string[];
-  /**
-   * The longest a verification may take before it counts as an outage: firebase-admin 14.5.1
-   * fetches the keys through jwks-rsa 4.1.0 with no timeout of its own, so an endpoint that
-   * accepts the connection and never answers would hold the request until the function's timeout.
-   */
+  /** The longest a verification may take before it counts as an outage (default VERIFICATION_TIMEOUT_MS, token-checks.ts). */
   readonly timeoutMs?: number;
   readonly log: Log;
 }
-
-const DEFAULT_TIMEOUT_MS = 5_000;
 
 /**
  * `app-check/invalid-argument` is ambiguous in firebase-admin 14 (checked against 14.5.1,
@@ -52,7 +47,7 @@ const VERDICTS: readonly (readonly [RegExp, string])[] = [
  * project in the audience, issuer, expiry; optionally consumes the token (replay protection).
  */
 export function firebaseAppCheck(app: App, options: FirebaseAppCheckOptions): AppCheckVerifier {
-  const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  const timeoutMs = options.timeoutMs ?? VERIFICATION_TIMEOUT_MS;
   const { log } = options;
   const refuse = (reason: string, cause?: unknown): AppCheckInvalidError => {
     log.info("app check token refused", { reason });
@@ -60,6 +55,8 @@ export function firebaseAppCheck(app: App, options: FirebaseAppCheckOptions): Ap
   };
   return {
     async verify(token, verifyOptions = {}): Promise<AppCheckClaims> {
+      // Not handed to firebase-admin, which would fail on it with no code, read as an outage (token-checks.ts).
+      if (jwtParts(token) === undefined) throw refuse("malformed");
       let result: Awaited<ReturnType<ReturnType<typeof getAppCheck>["verifyToken"]>>;
       try {
         result = await withDeadline(getAppCheck(app).verifyToken(token, { consume: verifyOptions.consume === true }), timeoutMs);
@@ -74,19 +71,6 @@ export function firebaseAppCheck(app: App, options: FirebaseAppCheckOptions): Ap
       return { appId: result.appId };
     },
   };
-}
-
-class VerificationTimeout extends Error {
-  override readonly name = "VerificationTimeout";
-  readonly code = "timeout";
-}
-
-function withDeadline<T>(promise: Promise<T>, timeoutMs: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const deadline = new Promise<never>((_resolve, reject) => {
-    timer = setTimeout(() => { reject(new VerificationTimeout(`no verdict within ${timeoutMs} ms`)); }, timeoutMs);
-  });
-  return Promise.race([promise, deadline]).finally(() => { clearTimeout(timer); });
 }
 
 /** The reason firebase-admin refused the token, or undefined when it could not decide. */

@@ -1,6 +1,7 @@
 import type { App } from "firebase-admin/app";
 import { getAuth } from "firebase-admin/auth";
 import { IdentityUnavailableError, InvalidTokenError, type Identity, type IdentityVerifier } from "./identity";
+import { jwtParts, VERIFICATION_TIMEOUT_MS, withDeadline, type JwtParts } from "./token-checks";
 
 /** firebase-admin's verdicts that mean "this token is not acceptable", whatever their message. */
 const REJECTED = new Set([
@@ -28,22 +29,41 @@ const REJECTED = new Set([
  */
 const VERDICT_MESSAGE = /^(?:Decoding |First argument to )?(?:Firebase ID token|verifyIdToken\(\))/;
 
+export interface FirebaseIdentityOptions {
+  /** The longest a verification may take before it counts as an outage (default VERIFICATION_TIMEOUT_MS, token-checks.ts). */
+  readonly timeoutMs?: number;
+}
+
 /**
  * Verifies Firebase ID tokens with firebase-admin: signature (skipped by the Auth emulator,
  * whose tokens are unsigned), project, issuer, expiry. `FIREBASE_AUTH_EMULATOR_HOST` is read
  * when the app's Auth is first used.
  */
-export function firebaseIdentity(app: App): IdentityVerifier {
+export function firebaseIdentity(app: App, options: FirebaseIdentityOptions = {}): IdentityVerifier {
+  const timeoutMs = options.timeoutMs ?? VERIFICATION_TIMEOUT_MS;
   return {
     async verify(idToken: string): Promise<Identity> {
+      // Not handed to firebase-admin, which would fail on it with no code, read as an outage (token-checks.ts).
+      const parts = jwtParts(idToken);
+      if (parts === undefined || failsLegacyCheck(parts)) throw new InvalidTokenError("the ID token is not valid");
       try {
-        return identityOf(await getAuth(app).verifyIdToken(idToken));
+        return identityOf(await withDeadline(getAuth(app).verifyIdToken(idToken), timeoutMs));
       } catch (error) {
         if (isVerdictOnToken(error)) throw new InvalidTokenError("the ID token is not valid", { cause: error });
         throw new IdentityUnavailableError("the ID token could not be verified", { cause: error });
       }
     },
   };
+}
+
+/**
+ * firebase-admin 14.5.1 (lib/auth/token-verifier.js `verifyContent`) takes a kid-less HS256 token
+ * with `v: 0` and a `d` claim for a legacy custom token by testing `'uid' in payload.d`, a
+ * TypeError with no code when `d` is not an object. Refused: an ID token has a kid, and the Auth
+ * emulator's, which have none, are `alg: "none"`.
+ */
+function failsLegacyCheck({ header, payload }: JwtParts): boolean {
+  return header.kid === undefined && header.alg === "HS256" && payload.v === 0 && "d" in payload && (typeof payload.d !== "object" || payload.d === null);
 }
 
 function isVerdictOnToken(error: unknown): boolean {

@@ -35,7 +35,10 @@ const MARGIN_MS = 1_000;
  * with no answer. Throws a ConfigError naming the params. With MODERATION on, the check runs beside
  * the model call, started with it (session/message/moderated-reply.ts), and is one attempt of at
  * most OPENAI_TIMEOUT_MS (llm/openai-moderation.ts): never longer than the model time, which has
- * at least that attempt, so it adds nothing here.
+ * at least that attempt, so it adds nothing here. The token checks before a message (App Check, the
+ * ID token: auth/token-checks.ts, up to 5 s each) are not counted: one that reaches its deadline
+ * ends the request, and one that succeeds near it is a slow Google endpoint, a tail like the database
+ * calls past DB_STEPS (docs/time-budget.md); both at 5 s would not fit the deployed defaults.
  */
 export function timeBudget(config: Config, functionTimeoutMs: number = config.deploy.timeoutSeconds * 1000): TimeBudget {
   const { timeoutMs, maxRetries, maxRetryWaitMs } = config.openai;

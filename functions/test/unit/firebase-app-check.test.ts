@@ -99,6 +99,10 @@ describe("firebaseAppCheck, checking App Check tokens against locally served key
     ["alg none", () => `${Buffer.from(JSON.stringify({ ...header, alg: "none" })).toString("base64url")}.${Buffer.from("{}").toString("base64url")}.`, "algorithm"],
     ["not a JWT", () => "not-a-token", "malformed"],
     ["three parts that are not JSON", () => "abc.def.ghi", "malformed"],
+    // With typ JWT, jws 4.0.1 parses the payload: firebase-admin 14.5.1 then throws a TypeError
+    // (null) or jws's SyntaxError (not JSON), with no code, before fetching any key.
+    ["a payload that is null", () => `${Buffer.from(JSON.stringify(header)).toString("base64url")}.${Buffer.from("null").toString("base64url")}.c2ln`, "malformed"],
+    ["a payload that is not JSON", () => `${Buffer.from(JSON.stringify(header)).toString("base64url")}.${Buffer.from("not json").toString("base64url")}.c2ln`, "malformed"],
   ])("answers 401 for %s even while the keys are out of reach, without fetching them", async (_name, make, reason) => {
     const { appCheck, agent } = verifier("unreachable");
     const error = await failure(appCheck.verify(make(signing.privateKey)));

@@ -8,8 +8,8 @@ import { base64url, LocalGoogleAgent, signedJwt, startLocalGoogle, type LocalGoo
 const PROJECT_ID = "demo-identity";
 const KID = "test-key-1";
 
-/** What the stand-in key endpoint answers. */
-type KeyAnswer = { readonly status: number; readonly contentType: string; readonly body: string };
+/** What the stand-in key endpoint answers; "hang": it accepts the request and never answers. */
+type KeyAnswer = { readonly status: number; readonly contentType: string; readonly body: string } | "hang";
 
 function keysAnswer(keys: Record<string, KeyObject>): KeyAnswer {
   const pems = Object.fromEntries(Object.entries(keys).map(([kid, key]) => [kid, key.export({ type: "spki", format: "pem" }).toString()]));
@@ -51,7 +51,7 @@ describe("firebaseIdentity, checking signatures against the public keys (no emul
     // With the emulator, firebase-admin skips signatures and never fetches keys.
     delete process.env.FIREBASE_AUTH_EMULATOR_HOST;
     google = await startLocalGoogle((_request, response) => {
-      response.writeHead(answer.status, { "Content-Type": answer.contentType }).end(answer.body);
+      if (answer !== "hang") response.writeHead(answer.status, { "Content-Type": answer.contentType }).end(answer.body);
     });
   });
 
@@ -62,11 +62,11 @@ describe("firebaseIdentity, checking signatures against the public keys (no emul
   });
 
   /** A fresh app each time: firebase-admin caches fetched keys per app. */
-  function verifier(keys: "served" | "unreachable") {
+  function verifier(keys: "served" | "unreachable", timeoutMs?: number) {
     const agent = new LocalGoogleAgent(() => (keys === "served" ? google.port : google.closedPort));
     const app = initializeApp({ projectId: PROJECT_ID, httpAgent: agent }, randomUUID());
     apps.push(app);
-    return { identity: firebaseIdentity(app), agent };
+    return { identity: firebaseIdentity(app, timeoutMs === undefined ? {} : { timeoutMs }), agent };
   }
 
   beforeEach(() => {
@@ -103,6 +103,16 @@ describe("firebaseIdentity, checking signatures against the public keys (no emul
     expect(toErrorAnswer(error)).toMatchObject({ status: 503, code: "AUTH_UNAVAILABLE", headers: { "Retry-After": "1" } });
   });
 
+  it("answers 503 AUTH_UNAVAILABLE within its deadline when the key endpoint accepts the request and never answers", async () => {
+    answer = "hang";
+    const { identity, agent } = verifier("served", 200);
+    const error = await failure(identity.verify(idToken(signing.privateKey)));
+    expect(error).toBeInstanceOf(IdentityUnavailableError);
+    expect((error as Error).cause).toMatchObject({ code: "timeout" });
+    expect(agent.attempts).toEqual(["www.googleapis.com"]);
+    expect(toErrorAnswer(error)).toMatchObject({ status: 503, code: "AUTH_UNAVAILABLE", headers: { "Retry-After": "1" } });
+  });
+
   it("does not cache the outage: once the keys are back the same token is accepted", async () => {
     let reachable = false;
     const agent = new LocalGoogleAgent(() => (reachable ? google.port : google.closedPort));
@@ -134,10 +144,26 @@ describe("firebaseIdentity, checking signatures against the public keys (no emul
   });
 
   const header = base64url({ alg: "RS256", kid: KID, typ: "JWT" });
+  const signature = Buffer.from("signature").toString("base64url");
+  it.each<[string, string]>([
+    ["not a JWT", "not-a-token"],
+    ["three parts that are not JSON", "abc.def.ghi"],
+    ["a header only", `${header}..`],
+    // With typ JWT, jws 4.0.1 parses the payload: firebase-admin 14.5.1 then throws a TypeError
+    // (null) or jws's SyntaxError (not JSON), with no code, before fetching any key.
+    ["a payload that is null", `${header}.${base64url(null)}.${signature}`],
+    ["a payload that is not JSON", `${header}.${Buffer.from("not json").toString("base64url")}.${signature}`],
+    // firebase-admin 14.5.1 tests such a token for a legacy custom token with `'uid' in payload.d`: a TypeError.
+    ["a kid-less HS256 token whose d claim is null", `${base64url({ alg: "HS256", typ: "JWT" })}.${base64url({ v: 0, d: null })}.${signature}`],
+  ])("answers 401 for %s, a token firebase-admin is not given, even while the keys are out of reach", async (_name, token) => {
+    const { identity, agent } = verifier("unreachable");
+    const error = await failure(identity.verify(token));
+    expect(error).toBeInstanceOf(InvalidTokenError);
+    expect(toErrorAnswer(error)).toMatchObject({ status: 401, code: "UNAUTHENTICATED" });
+    expect(agent.attempts).toEqual([]);
+  });
+
   it.each<[string, (key: KeyObject) => string]>([
-    ["not a JWT", () => "not-a-token"],
-    ["three parts that are not JSON", () => "abc.def.ghi"],
-    ["a header only", () => `${header}..`],
     ["no kid", (key) => idToken(key, { header: { kid: undefined } })],
     ["HS256", (key) => idToken(key, { header: { alg: "HS256" } })],
     ["another project's audience", (key) => idToken(key, { claims: { aud: "someone-else" } })],
