@@ -1,6 +1,6 @@
 import type { DeviceStore } from "../store/connection-store";
 import { userKey } from "../session/ledger/limits";
-import { claimToken, confirmReleases, registerDevice, releaseDevice, removeDevices, tokenHash, type DeviceChange, type TokenReleases } from "./device-rules";
+import { claimToken, confirmReleases, leaveToken, registerDevice, releaseDevice, removeDevices, tokenHash, type DeviceChange, type TokenReleases } from "./device-rules";
 
 export interface DeviceRegistryOptions {
   readonly store: DeviceStore;
@@ -24,34 +24,53 @@ export class DeviceRegistry {
    * user: registered by another, it leaves that user's devices, so that a phone that changed hands
    * never hears of its former user's messages. `previews` sets the user's own preview setting.
    *
-   * Two round trips when the token stays with its owner (the claim beside the add, then the read of
-   * `dropUnlessOwned`); a third only when the claim names users the token is to leave (it moved, or
-   * an earlier removal is still unconfirmed): see `releaseToken`.
+   * The claim commits before the add is sent. Sent side by side, an add could land beside a claim
+   * that failed: the token then sat in this user's devices while the owner record still named the
+   * former owner, and nothing recorded it to take it out again (both users' notifications reached
+   * the phone until it went stale). A claim that failed leaves the devices as they were; one that
+   * committed names the users the token is to leave, whatever becomes of the rest.
+   *
+   * Three round trips when the token stays with its owner (the claim, the add, then the read of
+   * `dropUnlessOwned`); the removals of `releaseToken`, when the claim names users the token is to
+   * leave (it moved, or an earlier removal is still unconfirmed), go beside the add and the read.
    */
   async register(userId: string, token: string, previews: boolean | undefined): Promise<DevicesAfter> {
     const { store, clock } = this.options;
     const now = clock();
     const hash = tokenHash(token);
     const key = userKey(userId);
-    const [releases, change] = await Promise.all([store.updateTokenOwner(hash, claimToken(key, now)), store.updateDevices(key, registerDevice(hash, token, now, previews))]);
-    const [, dropped] = await Promise.all([releaseToken(store, hash, releases, now), this.dropUnlessOwned(key, hash, now)]);
-    return { devices: (dropped ?? change).count };
+    const releases = await store.updateTokenOwner(hash, claimToken(key, now));
+    const [, after] = await Promise.all([releaseToken(store, hash, releases, now), this.addUnlessTaken(key, hash, token, now, previews)]);
+    return { devices: after.count };
+  }
+
+  private async addUnlessTaken(key: string, hash: string, token: string, now: number, previews: boolean | undefined): Promise<DeviceChange> {
+    const added = await this.options.store.updateDevices(key, registerDevice(hash, token, now, previews));
+    return (await this.dropUnlessOwned(key, hash, now)) ?? added;
   }
 
   /**
-   * Takes the token back out of the user's devices when another user holds it by now. The claim
-   * and the add go side by side, so another user's claim, and its removal of the token from this
-   * user's devices, can both land before the add (the removal then finds nothing): this read, after
-   * the add, sees that claim. A claim after this read names this user as the former owner and
-   * removes the token after the add. Either way the token ends with its last owner only. Checked
-   * here, one read a registration, not by the notifier: that would read each token's owner with
-   * every push, and leave the token in the former owner's devices all the same. The removal keeps
-   * a registration of the user newer than this one (it took the token back, and may land first).
+   * Takes the token back out of the user's devices when another user holds it by now. Another
+   * user's claim, and its removal of the token from this user's devices, can both land between this
+   * registration's claim and its add (the removal then finds nothing): this read, after the add,
+   * sees that claim. A claim after this read names this user as the former owner and removes the
+   * token after the add. Either way the token ends with its last owner only. The removal is first
+   * recorded in the owner record (`leaveToken`), as a claim's is, so that one that fails is done
+   * again by the owner's next registration or the sweep. Checked here, one read a registration, not
+   * by the notifier: that would read each token's owner with every push, and leave the token in the
+   * former owner's devices all the same. The removal keeps a registration of the user newer than
+   * this one (it took the token back, and may land first).
    */
   private async dropUnlessOwned(key: string, hash: string, now: number): Promise<DeviceChange | undefined> {
     const { store } = this.options;
     const owner = await store.readTokenOwner(hash);
-    return owner?.user_key === key ? undefined : store.updateDevices(key, releaseDevice(hash, now, now));
+    if (owner?.user_key === key) return undefined;
+    const releases = await store.updateTokenOwner(hash, leaveToken(key, now));
+    const upTo = releases[key];
+    if (upTo === undefined) return undefined;
+    const change = await store.updateDevices(key, releaseDevice(hash, upTo, now));
+    await store.updateTokenOwner(hash, confirmReleases(releases));
+    return change;
   }
 
   /** Removes `token` from the user's devices; harmless to repeat. */

@@ -25,13 +25,16 @@ export interface DeviceChange {
 }
 
 /**
- * Registers `token` (again: its time moves on), drops stale tokens, then the oldest past
- * MAX_DEVICES; sets the user's preview setting when `previews` is given.
+ * Registers `token` (again: its time moves on, never back), drops stale tokens, then the oldest past
+ * MAX_DEVICES; sets the user's preview setting when `previews` is given. An older registration of
+ * the user landing after a newer one keeps the newer time: a removal meant for the older one (up to
+ * a claim between the two, `releaseDevice`) must not take the newer one, and the token's staleness
+ * and its place under the cap go by the user's last registration.
  */
 export function registerDevice(hash: string, token: string, now: number, previews: boolean | undefined): LedgerRule<DeviceRecord, DeviceChange> {
   return (record) => {
     const fresh = freshTokens(record, now);
-    fresh.set(hash, { token, updated_at: now });
+    fresh.set(hash, { token, updated_at: Math.max(now, fresh.get(hash)?.updated_at ?? now) });
     const kept = [...fresh].sort(([hashA, a], [hashB, b]) => b.updated_at - a.updated_at || (hashA < hashB ? -1 : 1)).slice(0, MAX_DEVICES);
     const removed = Object.keys(record?.tokens ?? {}).filter((known) => !kept.some(([keptHash]) => keptHash === known)).sort();
     const next = withTokens(record, new Map(kept));
@@ -80,13 +83,34 @@ export type TokenReleases = Readonly<Record<string, number>>;
  * until `confirmReleases`; the claimer is never among them (their own registration is the newest).
  * The former owner is released as of the later of this claim and their own last claim: with the
  * instances' clocks a little apart, a registration of theirs that came before this claim still goes.
+ * So the owner's time never moves back: an older claim of theirs landing after a newer one keeps the
+ * newer time, or the next owner's claim would release them only up to the older one.
  */
 export function claimToken(userKey: string, now: number): LedgerRule<TokenOwner, TokenReleases> {
   return (owner) => {
     const pending = Object.entries(owner?.released_from ?? {}).filter(([key]) => key !== userKey);
     const former: [string, number][] = owner && owner.user_key !== userKey ? [[owner.user_key, Math.max(now, owner.updated_at)]] : [];
     const releases = Object.fromEntries([...pending, ...former]);
-    return { outcome: releases, next: withReleases({ user_key: userKey, updated_at: now }, releases) };
+    const updatedAt = owner?.user_key === userKey ? Math.max(now, owner.updated_at) : now;
+    return { outcome: releases, next: withReleases({ user_key: userKey, updated_at: updatedAt }, releases) };
+  };
+}
+
+/**
+ * Names `userKey` among the users the token is to leave, as of `now`, when another user holds it:
+ * a registration whose add landed after another user's claim takes the token back out, and until
+ * that removal is confirmed (`confirmReleases`) the record keeps it for the owner's next
+ * registration or the sweep, as a claim does. The outcome is the release to do: none when the user
+ * holds the token again by now. A record gone (an erasure) cannot keep it: the release is done once.
+ */
+export function leaveToken(userKey: string, now: number): LedgerRule<TokenOwner, TokenReleases> {
+  return (owner) => {
+    if (!owner) return { outcome: { [userKey]: now } };
+    if (owner.user_key === userKey) return { outcome: {} };
+    // A claim may have named the user already, as of a later time: that stays, and is done here.
+    const at = Math.max(now, owner.released_from?.[userKey] ?? now);
+    const releases = { ...owner.released_from, [userKey]: at };
+    return { outcome: { [userKey]: at }, next: withReleases({ user_key: owner.user_key, updated_at: owner.updated_at }, releases) };
   };
 }
 

@@ -13,15 +13,33 @@ import { describeWithRtdb, freshNamespace, RtdbInstances } from "../support/rtdb
 const T = 1_800_000_000_000;
 const TOKEN = "fcm-token-of-the-phone";
 
-/** `store` with its writes to users' devices going through `updateDevices`; everything else as it is. */
-function withUpdateDevices<S extends DeviceStore>(store: S, updateDevices: DeviceStore["updateDevices"]): S {
+/** `store` with the methods of `overrides` in place of its own; everything else as it is. */
+function overriding<S extends DeviceStore>(store: S, overrides: Partial<DeviceStore>): S {
   return new Proxy(store, {
     get(target, name, receiver) {
-      if (name === "updateDevices") return updateDevices;
+      if (typeof name === "string" && name in overrides) return overrides[name as keyof DeviceStore];
       const value: unknown = Reflect.get(target, name, receiver);
       return typeof value === "function" ? (value as (...args: unknown[]) => unknown).bind(target) : value;
     },
   });
+}
+
+/** `store` with its writes to users' devices going through `updateDevices`; everything else as it is. */
+const withUpdateDevices = <S extends DeviceStore>(store: S, updateDevices: DeviceStore["updateDevices"]): S => overriding(store, { updateDevices });
+
+/** `store` whose next claim on a token's owner record, once armed, fails as on a database deadline (nothing committed). */
+function failingClaimOf(store: DeviceStore): { store: DeviceStore; arm: () => void } {
+  let armed = false;
+  const failing = overriding(store, {
+    updateTokenOwner: async (hash, rule) => {
+      if (armed) {
+        armed = false;
+        throw new StoreUnavailableError("update token owner");
+      }
+      return store.updateTokenOwner(hash, rule);
+    },
+  });
+  return { store: failing, arm: () => (armed = true) };
 }
 
 /**
@@ -71,6 +89,53 @@ async function handedOverWithRemovalFailed<S extends DeviceStore>(base: S, previ
   arm();
   await expect(registry.register("ben", TOKEN, undefined)).rejects.toBeInstanceOf(StoreUnavailableError);
   return { base, store, arm, registry };
+}
+
+type HeldCall = "updateTokenOwner" | "updateDevices" | "readTokenOwner";
+const HELD_CALLS: readonly string[] = ["updateTokenOwner", "updateDevices", "readTokenOwner"] satisfies HeldCall[];
+
+/**
+ * Registrations of TOKEN on `base` whose database calls each wait until the test lets them through,
+ * by registration and call, so that the order in which they land (across instances, retried
+ * transactions, slow links) is the test's to choose.
+ */
+class Interleaving {
+  private readonly waiting: { who: string; call: string; key: unknown; go: () => Promise<void> }[] = [];
+  constructor(private readonly base: DeviceStore) {}
+
+  register(who: string, userId: string, at: number): Promise<unknown> {
+    const store = new Proxy(this.base, {
+      get: (target, name, receiver) => {
+        const value: unknown = Reflect.get(target, name, receiver);
+        if (typeof value !== "function") return value;
+        const method = (value as (...args: unknown[]) => Promise<unknown>).bind(target);
+        if (typeof name !== "string" || !HELD_CALLS.includes(name)) return method;
+        return (...args: unknown[]) => new Promise((resolve, reject) => this.waiting.push({ who, call: name, key: args[0], go: () => method(...args).then(resolve, reject) }));
+      },
+    });
+    return new DeviceRegistry({ store, clock: () => at }).register(userId, TOKEN, true);
+  }
+
+  /** Lets `who`'s next `call` (on `key`'s record, when given) through and waits until it has landed. */
+  async land(who: string, call: HeldCall, key?: string): Promise<void> {
+    const matches = (held: { who: string; call: string; key: unknown }) => held.who === who && held.call === call && (key === undefined || held.key === key);
+    for (let tick = 0; tick < 100 && !this.waiting.some(matches); tick += 1) await new Promise((resolve) => setImmediate(resolve));
+    const index = this.waiting.findIndex(matches);
+    if (index < 0) throw new Error(`${who} is not waiting on ${call}: ${this.waiting.map((held) => `${held.who} ${held.call}`).join(", ")}`);
+    const [held] = this.waiting.splice(index, 1);
+    await held!.go();
+  }
+
+  /** Lets every call through until all registrations have settled. */
+  async drain(registrations: Promise<unknown>[]): Promise<void> {
+    let settled = false;
+    void Promise.allSettled(registrations).then(() => (settled = true));
+    while (!settled) {
+      await new Promise((resolve) => setImmediate(resolve));
+      await Promise.all(this.waiting.splice(0).map((held) => held.go()));
+    }
+    await Promise.all(registrations);
+  }
 }
 
 const tokensOf = async (store: DeviceStore, userId: string) => Object.keys((await store.readDevices(userKey(userId)))?.tokens ?? {});
@@ -138,6 +203,92 @@ function deviceRegistryBehaviour(open: () => DeviceStore & ConnectionErasureStor
     const annLive = liveTokens(await base.readDevices(userKey("ann")), T + 3_000);
     const benLive = liveTokens(await base.readDevices(userKey("ben")), T + 3_000);
     expect({ owner, annLive, benLive }).toEqual({ owner: userKey("ann"), annLive: [TOKEN], benLive: [] });
+  });
+
+  it("leaves the token with the user the owner record names only when a handover's claim fails", async () => {
+    const base = open();
+    const { store, arm } = failingClaimOf(base);
+    const registry = new DeviceRegistry({ store, clock: () => T });
+    await registry.register("ann", TOKEN, true);
+
+    // The phone goes to Ben; his claim fails (a database deadline): 503. The clean-up runs before his retry.
+    arm();
+    await expect(registry.register("ben", TOKEN, undefined)).rejects.toBeInstanceOf(StoreUnavailableError);
+    await sweepDevices({ store: base, now: T + 60_000, batchSize: 50, maxBatches: 10 });
+    // Nothing names Ben, so nothing would take the token out of his devices: it must not be there.
+    expect({ owner: (await base.readTokenOwner(tokenHash(TOKEN)))?.user_key, ann: await tokensOf(base, "ann"), ben: await tokensOf(base, "ben") }).toEqual({ owner: userKey("ann"), ann: [tokenHash(TOKEN)], ben: [] });
+
+    // His retry moves it, and Ann's messages (previews on) no longer reach the phone.
+    await registry.register("ben", TOKEN, undefined);
+    expect({ ann: await tokensOf(base, "ann"), ben: await tokensOf(base, "ben") }).toEqual({ ann: [], ben: [tokenHash(TOKEN)] });
+  });
+
+  it("takes the token from a registration that found another owner and failed to take it back, once the clean-up has run", async () => {
+    const base = open();
+    // Ben's add is slow; once armed, his next device write fails (a database deadline).
+    const slow = slowDevicesOf(base, userKey("ben"));
+    const { store, arm } = failingDevicesOf(slow.store, userKey("ben"));
+    const registry = new DeviceRegistry({ store, clock: () => T });
+    const ben = registry.register("ben", TOKEN, true);
+    await slow.reached;
+    // The phone goes to Carl, whose registration completes (its removal from Ben finds nothing yet).
+    await registry.register("carl", TOKEN, undefined);
+    arm();
+    slow.release();
+    // Ben's add lands; his read finds Carl the owner, and taking the token back fails: 503.
+    await expect(ben).rejects.toBeInstanceOf(StoreUnavailableError);
+    expect(await base.readTokenOwner(tokenHash(TOKEN))).toMatchObject({ user_key: userKey("carl"), released_from: { [userKey("ben")]: T } });
+
+    // Nobody registers the token as Ben again; the clean-up runs. Ben's messages must not reach Carl's phone.
+    await sweepDevices({ store: base, now: T + 60_000, batchSize: 50, maxBatches: 10 });
+    expect({ ben: await tokensOf(base, "ben"), carl: await tokensOf(base, "carl") }).toEqual({ ben: [], carl: [tokenHash(TOKEN)] });
+    expect(await base.readTokenOwner(tokenHash(TOKEN))).toEqual({ user_key: userKey("carl"), updated_at: T });
+  });
+
+  it("releases the former owner up to their newest registration when their older claim lands after it", async () => {
+    const base = open();
+    const run = new Interleaving(base);
+    // Ann's app registers the phone twice (times 1 and 3, on a token refresh); Ben signs in on it at
+    // time 2. Ann's later claim lands before her earlier one; Ben's claim lands last: the phone is Ben's.
+    const ann1 = run.register("ann@1", "ann", T + 1);
+    const ben2 = run.register("ben@2", "ben", T + 2);
+    const ann3 = run.register("ann@3", "ann", T + 3);
+    await run.land("ann@3", "updateTokenOwner");
+    await run.land("ann@1", "updateTokenOwner");
+    await run.land("ann@1", "updateDevices");
+    await run.land("ann@3", "updateDevices");
+    await run.land("ann@3", "readTokenOwner");
+    await run.land("ann@1", "readTokenOwner");
+    await run.land("ben@2", "updateTokenOwner");
+    await run.drain([ann1, ben2, ann3]);
+    await sweepDevices({ store: base, now: T + 60_000, batchSize: 50, maxBatches: 10 });
+
+    // Ann's messages must not reach the phone Ben holds.
+    const owner = (await base.readTokenOwner(tokenHash(TOKEN)))?.user_key;
+    expect({ owner, ann: await tokensOf(base, "ann"), ben: await tokensOf(base, "ben") }).toEqual({ owner: userKey("ben"), ann: [], ben: [tokenHash(TOKEN)] });
+  });
+
+  it("keeps the owner's newest registration when their older add lands after it and a removal meant for the older one follows", async () => {
+    const base = open();
+    const run = new Interleaving(base);
+    // Ann registers the phone (time 1, a slow request); Ben signs in on it (time 2) and Ann takes it
+    // straight back (time 3). Ann's earlier add lands after her later one; then Ben's removal of the
+    // token from Ann (up to his claim, time 2) lands.
+    const ann1 = run.register("ann@1", "ann", T + 1);
+    const ben2 = run.register("ben@2", "ben", T + 2);
+    const ann3 = run.register("ann@3", "ann", T + 3);
+    await run.land("ann@1", "updateTokenOwner");
+    await run.land("ben@2", "updateTokenOwner");
+    await run.land("ann@3", "updateTokenOwner");
+    await run.land("ann@3", "updateDevices", userKey("ann"));
+    await run.land("ann@1", "updateDevices", userKey("ann"));
+    await run.land("ben@2", "updateDevices", userKey("ann"));
+    await run.drain([ann1, ben2, ann3]);
+    await sweepDevices({ store: base, now: T + 60_000, batchSize: 50, maxBatches: 10 });
+
+    // The phone is Ann's (her claim landed last): it must go on getting her notifications.
+    const owner = (await base.readTokenOwner(tokenHash(TOKEN)))?.user_key;
+    expect({ owner, ann: liveTokens(await base.readDevices(userKey("ann")), T + 120_000), ben: await tokensOf(base, "ben") }).toEqual({ owner: userKey("ann"), ann: [TOKEN], ben: [] });
   });
 
   it("takes the token from the former owner when its new owner is erased before the handover's removal from them was confirmed", async () => {

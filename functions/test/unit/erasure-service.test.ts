@@ -70,7 +70,7 @@ describe("two erasure requests of one user at once", () => {
   });
 });
 
-/** `store` whose device and token-owner writes wait until `release`: `reached` resolves once both of a registration's first writes are asked for. */
+/** `store` whose device and token-owner writes wait until `release`: `reached` resolves once a registration's first write (its claim) is asked for. */
 function holdingDeviceWrites(store: DeviceStore): { store: DeviceStore; reached: Promise<void>; release: () => void } {
   let release!: () => void;
   let reach!: () => void;
@@ -85,7 +85,7 @@ function holdingDeviceWrites(store: DeviceStore): { store: DeviceStore; reached:
       if (name !== "updateDevices" && name !== "updateTokenOwner") return bound;
       return async (...args: unknown[]) => {
         asked += 1;
-        if (asked === 2) reach();
+        if (asked === 1) reach();
         await released;
         return bound(...args);
       };
