@@ -174,6 +174,10 @@ export class CountingStore implements SessionStore {
     return this.count("scanConversationIndex", this.inner.scanConversationIndex(userId, after, limit));
   }
 
+  reaches(sessionId: string): boolean {
+    return this.inner.reaches(sessionId);
+  }
+
   serviceSecret(name: string): Promise<string> {
     return this.count("serviceSecret", this.inner.serviceSecret(name));
   }

@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { ErasureInProgressError } from "../session/erasure/erasure-errors";
+import { StoreUnavailableError } from "../store/errors";
 import { DATABASE_KEY } from "../store/records";
 import { matchErase, matchExport } from "./conversation-routes";
 import { iso } from "./endpoint-parts";
@@ -39,10 +40,18 @@ export const exportUserData: Endpoint = {
     const query = parseQuery(caller ? queries.exportUserData.signedIn : queries.exportUserData.anonymous, request.query);
     const owner = conversations.owner(caller, query.user_id);
     const from = query.cursor === undefined ? undefined : await cursors.open("export", owner, query.cursor, exportPosition);
-    // Read before the answer begins: its failure, or an erasure under way, is an ordinary JSON error.
+    // Read before the answer begins: its failure, an erasure under way, or sessions this function
+    // instance cannot read (on a database instance past its list) is an ordinary JSON error. The
+    // last is refused as unavailable (503, retried), as the erasure refuses it: a retry reaches a
+    // function instance with the whole list. Sessions are not read once a cursor is past them (`c`).
     const part = from?.p ?? 1;
-    const [usage, devices] = await Promise.all([conversations.usage(owner), part === 1 ? connections.devices(owner) : null]);
+    const [usage, devices, complete] = await Promise.all([
+      conversations.usage(owner),
+      part === 1 ? connections.devices(owner) : null,
+      from?.c === undefined ? conversations.completes(owner, from?.s) : true,
+    ]);
     if (usage?.erasing !== undefined) throw new ErasureInProgressError(ERASING_RETRY_SECONDS);
+    if (!complete) throw new StoreUnavailableError("export (a session on a database instance past this list)");
     const split = from?.x === undefined || from.m === undefined ? undefined : { id: from.x, position: from.m };
     const position = {
       ...(from?.s === undefined ? {} : { s: from.s }),

@@ -5,8 +5,9 @@ import { join } from "node:path";
  * The functions' env files as the Firebase CLI reads them for a deploy, which sets what it reads
  * on the functions as their environment (the params among it): a deploy's other files (the
  * database rules' instances, the page's policy) must read the same values. The rules are
- * firebase-tools 15.34's (lib/functions/env.js `parse`, `loadUserEnvs`), reimplemented: that
- * module is the CLI's internal API, and firebase-tools a development dependency only.
+ * firebase-tools 15.34's (lib/functions/env.js `parse`, `findEnvfiles`, `loadUserEnvs`),
+ * reimplemented: that module is the CLI's internal API, and firebase-tools a development
+ * dependency only.
  * test/unit/functions-env.test.ts holds this reading to the CLI's own on the same files.
  */
 
@@ -46,17 +47,25 @@ export function parseEnvFile(text: string): { readonly values: Readonly<Record<s
 
 /**
  * What a deploy of `projectId` sets from `functionsDir`'s env files: `.env`, then
- * `.env.<projectId>` over it, name by name, an empty value included (so the project's file can
- * empty a shared value). `.env.local` is the Functions emulator's alone: a deploy never reads it.
- * Throws, naming the file and the lines, where the CLI refuses the deploy for a line it cannot
- * read. (The CLI also refuses names it reserves, FIREBASE_CONFIG say: that fails the deploy
- * itself, with the CLI's message, and changes no value read here.)
+ * `.env.<projectId>` and, for a deploy given the project by a .firebaserc alias (`--project prod`,
+ * project-files.ts `selectedProject`), `.env.<projectAlias>` over it, name by name, an empty value
+ * included (so the project's file can empty a shared value). `.env.local` is the Functions
+ * emulator's alone: a deploy never reads it. Throws where the CLI refuses the deploy: when both
+ * the id's and the alias's files exist (one file, when the alias is the id itself), and for a line
+ * it cannot read, naming the file and the lines. (The CLI also refuses names it reserves,
+ * FIREBASE_CONFIG say: that fails the deploy itself, with the CLI's message, and changes no value
+ * read here.)
  */
-export function deployedEnv(functionsDir: string, projectId: string): Readonly<Record<string, string>> {
+export function deployedEnv(functionsDir: string, projectId: string, projectAlias?: string): Readonly<Record<string, string>> {
+  const files = [".env", `.env.${projectId}`, ...(projectAlias ? [`.env.${projectAlias}`] : [])].filter((file) => existsSync(join(functionsDir, file)));
+  if (projectAlias && files.includes(`.env.${projectId}`) && files.includes(`.env.${projectAlias}`)) {
+    throw new Error(
+      `${functionsDir}: the Firebase CLI refuses to deploy ${projectId} by its alias ${projectAlias} while both .env.${projectId} and .env.${projectAlias} exist: keep one`,
+    );
+  }
   let values: Record<string, string> = {};
-  for (const file of [".env", `.env.${projectId}`]) {
+  for (const file of files) {
     const path = join(functionsDir, file);
-    if (!existsSync(path)) continue;
     const parsed = parseEnvFile(readFileSync(path, "utf8"));
     if (parsed.unreadLines.length > 0) {
       throw new Error(`${path}: the Firebase CLI cannot read these lines, and would refuse the deploy: ${parsed.unreadLines.join(", ")}`);

@@ -27,6 +27,41 @@ export function defaultProjectId(root = PROJECT_ROOT): string {
   return rc.projects.default;
 }
 
+/** .firebaserc's project aliases (`projects`: alias to project id); none without the file. */
+export function projectAliases(root = PROJECT_ROOT): Readonly<Record<string, string>> {
+  if (!existsSync(join(root, ".firebaserc"))) return {};
+  return z.object({ projects: z.record(z.string(), z.string()).default({}) }).parse(readJson(".firebaserc", root)).projects;
+}
+
+/**
+ * A project a deploy goes to, as the Firebase CLI names it: its id, and the .firebaserc alias the
+ * deploy was given for it, whose `functions/.env.<alias>` the functions get too (functions-env.ts).
+ */
+export interface DeployProject {
+  readonly projectId: string;
+  readonly projectAlias?: string | undefined;
+}
+
+/**
+ * The project the Firebase CLI selects for `name` (a --project, or the active project of `firebase
+ * use`), as firebase-tools 15.34 lib/command.js `applyRC` does: a name that is an alias in
+ * .firebaserc stands for the id it names, and is the deploy's alias; any other name is an id, with
+ * no alias. Without a name: .firebaserc's only alias, else its `default`.
+ */
+export function selectedProject(name: string | undefined, root = PROJECT_ROOT): DeployProject {
+  const aliases = projectAliases(root);
+  const named = (alias: string): string | undefined => (Object.hasOwn(aliases, alias) && aliases[alias] ? aliases[alias] : undefined);
+  if (name) {
+    const projectId = named(name);
+    return projectId === undefined ? { projectId: name } : { projectId, projectAlias: name };
+  }
+  const keys = Object.keys(aliases);
+  const alias = keys.length === 1 ? keys[0] : named("default") === undefined ? undefined : "default";
+  const projectId = alias === undefined ? undefined : named(alias);
+  if (alias === undefined || projectId === undefined) throw new Error(`no project named, and ${join(root, ".firebaserc")} names none by default: name one (an id, or an alias of .firebaserc)`);
+  return { projectId, projectAlias: alias };
+}
+
 /**
  * The database namespace the Functions emulator gives a `demo-` project's functions
  * (databaseURL `https://{projectId}.firebaseio.com`): the local server uses the same one,
@@ -90,22 +125,22 @@ export function configuredAuthEmulator(root = PROJECT_ROOT): string | undefined 
 export const APP_CHECK_SITE_KEY_VARIABLE = "APP_CHECK_RECAPTCHA_SITE_KEY";
 
 /**
- * The reCAPTCHA Enterprise site key set for `projectId` in `functions/.env` and
- * `functions/.env.<projectId>` (the files where a deployment sets its params), if any: with it
- * the page gets App Check tokens and sends them.
+ * The reCAPTCHA Enterprise site key set for `projectId` in `functions/.env`,
+ * `functions/.env.<projectId>` or, deployed by an alias, `functions/.env.<projectAlias>` (the files
+ * where a deployment sets its params), if any: with it the page gets App Check tokens and sends them.
  */
-export function configuredAppCheckSiteKey(root: string, projectId: string): string | undefined {
-  return configuredValue(root, projectId, APP_CHECK_SITE_KEY_VARIABLE);
+export function configuredAppCheckSiteKey(root: string, projectId: string, projectAlias?: string): string | undefined {
+  return configuredValue(root, projectId, APP_CHECK_SITE_KEY_VARIABLE, projectAlias);
 }
 
 /**
- * The value `name` is set to for a deploy of `projectId` by the env files of `root`'s functions,
- * read as the Firebase CLI reads them (functions-env.ts: `.env.<projectId>` over `.env`), so that
- * a deploy's files follow the values its functions get; undefined when none sets it, or the last
- * to set it left it empty.
+ * The value `name` is set to for a deploy of `projectId` (by `projectAlias`, if given) by the env
+ * files of `root`'s functions, read as the Firebase CLI reads them (functions-env.ts: the id's or
+ * the alias's file over `.env`), so that a deploy's files follow the values its functions get;
+ * undefined when none sets it, or the last to set it left it empty.
  */
-export function configuredValue(root: string, projectId: string, name: string): string | undefined {
-  const env = deployedEnv(join(root, "functions"), projectId);
+export function configuredValue(root: string, projectId: string, name: string, projectAlias?: string): string | undefined {
+  const env = deployedEnv(join(root, "functions"), projectId, projectAlias);
   const value = Object.hasOwn(env, name) ? env[name] : undefined;
   return value === "" ? undefined : value;
 }

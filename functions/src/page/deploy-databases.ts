@@ -5,13 +5,13 @@ import { instanceName, parseDatabaseInstances } from "../sharding/database-insta
 const RULES = "database.rules.json";
 
 /**
- * DATABASE_INSTANCES as the project's env files set it for `projectId`, read as the Firebase CLI
- * reads them for the functions (the param the functions read, docs/sharding.md): what a deploy's
- * files name besides the functions (the page's policy, firebase.json's rules). Empty: the default
- * database alone.
+ * DATABASE_INSTANCES as the project's env files set it for `projectId` (deployed by
+ * `projectAlias`, if given), read as the Firebase CLI reads them for the functions (the param the
+ * functions read, docs/sharding.md): what a deploy's files name besides the functions (the page's
+ * policy, firebase.json's rules). Empty: the default database alone.
  */
-export function configuredDatabaseInstances(root: string, projectId: string): readonly string[] {
-  const parsed = parseDatabaseInstances(configuredValue(root, projectId, "DATABASE_INSTANCES") ?? "");
+export function configuredDatabaseInstances(root: string, projectId: string, projectAlias?: string): readonly string[] {
+  const parsed = parseDatabaseInstances(configuredValue(root, projectId, "DATABASE_INSTANCES", projectAlias) ?? "");
   if ("problem" in parsed) throw new Error(`DATABASE_INSTANCES for ${projectId}: ${parsed.problem}`);
   return parsed.urls;
 }

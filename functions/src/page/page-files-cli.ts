@@ -1,29 +1,36 @@
 import { spawnSync } from "node:child_process";
 import { z } from "zod";
-import { defaultProjectId, PROJECT_ROOT } from "../local/project-files";
+import { PROJECT_ROOT, selectedProject, type DeployProject } from "../local/project-files";
+import { DEPLOY_ALIAS_VARIABLE, deployCommand, predeployProject } from "./deploy-project";
 import { pageFiles, writePageFiles } from "./page-files";
 
 /**
  * The files Hosting serves for the page (firebase.json's `hosting.headers`, public/api-bases.json,
- * public/error-codes.json) for a project:
+ * public/error-codes.json) for a project. A PROJECT is named as the Firebase CLI names one: an
+ * alias of .firebaserc stands for its id, and the functions then get the alias's env file too.
  *
  *   deploy [firebase deploy options]  `npm run deploy`: writes them for the project the deploy
  *                                     goes to (its --project, else the Firebase CLI's active
  *                                     project), then runs `firebase deploy` for that project
+ *                                     (deploy-project.ts `deployCommand`)
  *   check [PROJECT]                   Hosting's predeploy: fails when they are for another project
- *                                     (PROJECT, else the GCLOUD_PROJECT the Firebase CLI sets)
- *   write [PROJECT]                   writes them (PROJECT, else .firebaserc's default)
+ *                                     (PROJECT, else the GCLOUD_PROJECT the Firebase CLI sets, by
+ *                                     the alias `npm run deploy` hands down, else .firebaserc's)
+ *   write [PROJECT]                   writes them (PROJECT, else .firebaserc's only alias, else
+ *                                     its default)
  */
 function main(argv: readonly string[]): number {
   const [command, ...rest] = argv;
   switch (command) {
     case "deploy":
       return deploy(rest);
-    case "check":
-      return check(rest[0] ?? process.env.GCLOUD_PROJECT ?? defaultProjectId());
+    case "check": {
+      const hookProject = process.env.GCLOUD_PROJECT;
+      return check(rest[0] === undefined && hookProject ? predeployProject(PROJECT_ROOT, hookProject, process.env[DEPLOY_ALIAS_VARIABLE]) : selectedProject(rest[0]));
+    }
     case "write": {
-      const projectId = rest[0] ?? defaultProjectId();
-      report(projectId, writePageFiles(PROJECT_ROOT, projectId));
+      const project = selectedProject(rest[0]);
+      report(project, writePageFiles(PROJECT_ROOT, project.projectId, project.projectAlias));
       return 0;
     }
     default:
@@ -32,46 +39,36 @@ function main(argv: readonly string[]): number {
   }
 }
 
-function check(projectId: string): number {
-  const stale = pageFiles(PROJECT_ROOT, projectId).filter((file) => !file.current);
+function check(project: DeployProject): number {
+  const stale = pageFiles(PROJECT_ROOT, project.projectId, project.projectAlias).filter((file) => !file.current);
   if (stale.length === 0) return 0;
+  const name = project.projectAlias ?? project.projectId;
   process.stderr.write(
-    `${stale.map((file) => file.path).join(" and ")} ${stale.length === 1 ? "is" : "are"} not written for ${projectId}: the page's Content-Security-Policy ` +
-      `and API bases would name another project's origins, or its error codes differ from the API's. Deploy with \`npm run deploy -- --project ${projectId}\`, ` +
-      `or write them first: \`npm --prefix functions run page-files -- write ${projectId}\`.\n`,
+    `${stale.map((file) => file.path).join(" and ")} ${stale.length === 1 ? "is" : "are"} not written for ${described(project)}: the page's Content-Security-Policy ` +
+      `and API bases would name another project's origins, or its error codes differ from the API's. Deploy with \`npm run deploy -- --project ${name}\`, ` +
+      `or write them first: \`npm --prefix functions run page-files -- write ${name}\`.\n`,
   );
   return 1;
 }
 
 function deploy(options: readonly string[]): number {
-  const projectId = projectOption(options) ?? activeProject();
-  report(projectId, writePageFiles(PROJECT_ROOT, projectId));
-  const rest = withoutProjectOption(options);
-  const only = rest.some((option) => option === "--only" || option.startsWith("--only=")) ? [] : ["--only", "functions,database,hosting"];
-  const result = spawnSync("firebase", ["deploy", ...only, "--project", projectId, ...rest], { cwd: PROJECT_ROOT, stdio: "inherit", shell: process.platform === "win32" });
+  const { project, args, env } = deployCommand(PROJECT_ROOT, options, activeProjectId);
+  report(project, writePageFiles(PROJECT_ROOT, project.projectId, project.projectAlias));
+  const result = spawnSync("firebase", ["deploy", ...args], { cwd: PROJECT_ROOT, env: { ...process.env, ...env }, stdio: "inherit", shell: process.platform === "win32" });
   if (result.error) throw result.error;
   return result.status ?? 1;
 }
 
-function report(projectId: string, written: readonly string[]): void {
-  process.stdout.write(written.length === 0 ? `The page's files are written for ${projectId}.\n` : `Wrote ${written.join(" and ")} for ${projectId}.\n`);
+function report(project: DeployProject, written: readonly string[]): void {
+  process.stdout.write(written.length === 0 ? `The page's files are written for ${described(project)}.\n` : `Wrote ${written.join(" and ")} for ${described(project)}.\n`);
 }
 
-/** `--project ID`, `--project=ID`, `-P ID`, as the Firebase CLI reads them. */
-function projectOption(options: readonly string[]): string | undefined {
-  for (const [index, option] of options.entries()) {
-    if (option === "--project" || option === "-P") return options[index + 1];
-    if (option.startsWith("--project=")) return option.slice("--project=".length);
-  }
-  return undefined;
+function described(project: DeployProject): string {
+  return project.projectAlias === undefined ? project.projectId : `${project.projectId} (alias ${project.projectAlias})`;
 }
 
-function withoutProjectOption(options: readonly string[]): string[] {
-  return options.filter((option, index) => !(option === "--project" || option === "-P" || option.startsWith("--project=") || options[index - 1] === "--project" || options[index - 1] === "-P"));
-}
-
-/** The project `firebase deploy` would pick without --project: the one `firebase use` names (an alias resolved, else .firebaserc's default). */
-function activeProject(): string {
+/** The id of the project `firebase deploy` would pick without --project: the one `firebase use` names (an alias resolved, else .firebaserc's default). */
+function activeProjectId(): string {
   const answer = spawnSync("firebase", ["use", "--json"], { cwd: PROJECT_ROOT, encoding: "utf8", shell: process.platform === "win32" });
   if (answer.error) throw answer.error;
   const parsed = z.object({ status: z.literal("success"), result: z.string().min(1) }).safeParse(parseJson(answer.stdout));

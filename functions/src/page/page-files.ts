@@ -33,25 +33,27 @@ export function hostingHeaders(policy: PagePolicy): unknown {
 
 /**
  * The policy Hosting serves for `projectId` from the project at `root`: its function regions as
- * firebase.json's rewrites name them, and the App Check site key its env files set. A `demo-` project exists on the emulators only (Firebase
- * deploys none), where the Hosting emulator's init.js connects the page to the Auth emulator
- * firebase.json names: its policy names that emulator too. A real project's never does.
+ * firebase.json's rewrites name them, and the App Check site key its env files set for a deploy of
+ * it (by `projectAlias`, if the deploy names it by a .firebaserc alias: that alias's file counts
+ * too). A `demo-` project exists on the emulators only (Firebase deploys none), where the Hosting
+ * emulator's init.js connects the page to the Auth emulator firebase.json names: its policy names
+ * that emulator too. A real project's never does.
  */
-export function hostingPolicy(root: string, projectId: string): PagePolicy {
+export function hostingPolicy(root: string, projectId: string, projectAlias?: string): PagePolicy {
   const emulator = projectId.startsWith("demo-") ? configuredAuthEmulator(root) : undefined;
   return pagePolicy(
     projectId,
-    pageOrigins(projectId, functionRegions(root), { authEmulatorHost: emulator, appCheckSiteKey: configuredAppCheckSiteKey(root, projectId), databaseInstances: configuredDatabaseInstances(root, projectId) }),
+    pageOrigins(projectId, functionRegions(root), { authEmulatorHost: emulator, appCheckSiteKey: configuredAppCheckSiteKey(root, projectId, projectAlias), databaseInstances: configuredDatabaseInstances(root, projectId, projectAlias) }),
   );
 }
 
-/** The files as a deploy of `projectId` needs them, firebase.json first, each saying whether it is already so. */
-export function pageFiles(root: string, projectId: string): PageFile[] {
-  const policy = hostingPolicy(root, projectId);
+/** The files as a deploy of `projectId` (by `projectAlias`, if given) needs them, firebase.json first, each saying whether it is already so. */
+export function pageFiles(root: string, projectId: string, projectAlias?: string): PageFile[] {
+  const policy = hostingPolicy(root, projectId, projectAlias);
   const config = z.object({ hosting: z.record(z.string(), z.unknown()), database: z.unknown() }).loose().parse(readJson(root, "firebase.json"));
   const headers = hostingHeaders(policy);
   // Every database instance sessions are placed on gets the rules (docs/sharding.md).
-  const database = databaseSection(configuredDatabaseInstances(root, projectId));
+  const database = databaseSection(configuredDatabaseInstances(root, projectId, projectAlias));
   const dataFiles = [...pageDataFiles(policy)].map(([served, expected]): PageFile => {
     const path = join(publicDir(config.hosting), served);
     return { path, expected, text: `${JSON.stringify(expected, null, 2)}\n`, current: isDeepStrictEqual(readJsonIfAny(root, path), expected) };
@@ -67,9 +69,9 @@ export function pageFiles(root: string, projectId: string): PageFile[] {
   ];
 }
 
-/** Writes the files that are not yet as a deploy of `projectId` needs them; returns their paths. */
-export function writePageFiles(root: string, projectId: string): string[] {
-  const stale = pageFiles(root, projectId).filter((file) => !file.current);
+/** Writes the files that are not yet as a deploy of `projectId` (by `projectAlias`, if given) needs them; returns their paths. */
+export function writePageFiles(root: string, projectId: string, projectAlias?: string): string[] {
+  const stale = pageFiles(root, projectId, projectAlias).filter((file) => !file.current);
   for (const file of stale) writeFileSync(join(root, file.path), file.text);
   return stale.map((file) => file.path);
 }

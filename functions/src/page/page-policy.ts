@@ -1,4 +1,4 @@
-import { instanceOrigins } from "../sharding/database-instances";
+import { defaultDatabaseUrl, instanceOrigins, instanceServerSources } from "../sharding/database-instances";
 
 /**
  * What the chat page (public/) may talk to, and the headers it is served with: the one source of
@@ -7,7 +7,10 @@ import { instanceOrigins } from "../sharding/database-instances";
  * (page-files.ts). docs/web-page-security.md explains each choice.
  */
 
-/** The origins a page's policy names besides its own, exact (no wildcard: `*.cloudfunctions.net` would admit anyone's function). */
+/**
+ * The origins a page's policy names besides its own, exact (no wildcard: `*.cloudfunctions.net`
+ * would admit anyone's function), but for the database servers' WebSocket hosts, which cannot be.
+ */
 export interface PageOrigins {
   /**
    * API bases the page may send an ID token and messages to besides its own origin, compared
@@ -16,6 +19,13 @@ export interface PageOrigins {
   readonly apiBases: readonly string[];
   /** Other origins the page's scripts (the Firebase Auth SDK, App Check's token exchange) call. */
   readonly services: readonly string[];
+  /**
+   * The WebSocket hosts the database instances' servers may move a client to, one wildcard source
+   * per domain (`wss://*.firebaseio.com`, `wss://*.REGION.firebasedatabase.app`): the Realtime
+   * Database SDK reconnects to the host its handshake names (instanceServerSources). The only
+   * wildcards in the policy, each checked to be one of those two forms.
+   */
+  readonly databaseServers: readonly string[];
   /** How the page attests itself to App Check: what it loads and frames for that comes from here. */
   readonly appCheck: AppCheckSetup;
 }
@@ -70,6 +80,9 @@ const APP_CHECK_EXCHANGE_ORIGIN = "https://content-firebaseappcheck.googleapis.c
 /** A reCAPTCHA site key as the console issues them (40 characters today), nothing a file or a policy could misread. */
 const SITE_KEY = /^[A-Za-z0-9_-]{20,100}$/;
 
+/** A database server source instanceServerSources gives: every host of Firebase's Realtime Database domain, or of one region's. */
+const DATABASE_SERVERS = /^wss:\/\/\*\.(?:firebaseio\.com|[a-z]+-[a-z]+[0-9]+\.firebasedatabase\.app)$/;
+
 /** Google Cloud's rule for project ids: 6 to 30 lowercase letters, digits, hyphens; a letter first, no hyphen last. */
 const PROJECT_ID = /^[a-z][a-z0-9-]{4,28}[a-z0-9]$/;
 const REGION = /^[a-z]+-[a-z]+[0-9]+$/;
@@ -103,7 +116,12 @@ export interface PageOriginOptions {
   readonly authEmulatorHost?: string | undefined;
   readonly appCheckSiteKey?: string | undefined;
   readonly databaseEmulatorHost?: string | undefined;
-  /** DATABASE_INSTANCES (normalised): the database instances clients listen to sessions on (docs/sharding.md). */
+  /**
+   * DATABASE_INSTANCES (normalised): the database instances clients listen to sessions on
+   * (docs/sharding.md). None, without a database emulator: the project's default database, which
+   * createSession names then (as firebase-admin derives it: one outside us-central1 is named by
+   * listing it in DATABASE_INSTANCES).
+   */
   readonly databaseInstances?: readonly string[] | undefined;
 }
 
@@ -129,17 +147,19 @@ export function pageOrigins(projectId: string, regions: readonly string[], extra
   if (databaseEmulatorHost !== undefined && !HOST_PORT.test(databaseEmulatorHost)) {
     throw new Error(`a database emulator host must be host:port, not ${JSON.stringify(databaseEmulatorHost)}`);
   }
+  const databases = databaseInstances.length > 0 || databaseEmulatorHost !== undefined ? databaseInstances : [defaultDatabaseUrl(projectId)];
   return {
     apiBases: [...new Set(regions)].sort().map((region) => `https://${region}-${projectId}.cloudfunctions.net`),
     services: [
       ...FIREBASE_AUTH_ORIGINS,
-      ...(authEmulatorHost === undefined ? [] : [`http://${authEmulatorHost}`]),
-      ...(appCheckSiteKey === undefined ? [] : [APP_CHECK_EXCHANGE_ORIGIN]),
       // Local only: the page listens to connections live on the database the server uses (its WebSocket, and the SDK's long-polling fallback).
       ...(databaseEmulatorHost === undefined ? [] : [`ws://${databaseEmulatorHost}`, `http://${databaseEmulatorHost}`]),
       // Each database instance sessions are placed on (its REST origin and its WebSocket's), for a client that listens to one.
-      ...databaseInstances.flatMap(instanceOrigins),
+      ...databases.flatMap(instanceOrigins),
+      ...(authEmulatorHost === undefined ? [] : [`http://${authEmulatorHost}`]),
+      ...(appCheckSiteKey === undefined ? [] : [APP_CHECK_EXCHANGE_ORIGIN]),
     ],
+    databaseServers: [...new Set(databases.flatMap(instanceServerSources))],
     appCheck: appCheckSiteKey === undefined ? { provider: "none" } : { provider: "recaptcha-enterprise", siteKey: appCheckSiteKey },
   };
 }
@@ -172,7 +192,7 @@ export function pagePolicy(projectId: string, origins: PageOrigins): PagePolicy 
  * neither the page nor the Firebase compat SDK uses.
  */
 function contentSecurityPolicy(origins: PageOrigins): string {
-  const connect = [...new Set([...origins.apiBases.map((base) => exactOrigin(new URL(base).origin)), ...origins.services.map(exactOrigin)])];
+  const connect = [...new Set([...origins.apiBases.map((base) => exactOrigin(new URL(base).origin)), ...origins.databaseServers.map(databaseServers), ...origins.services.map(exactOrigin)])];
   const recaptcha = origins.appCheck.provider === "recaptcha-enterprise";
   const directives: readonly (readonly [string, readonly string[]])[] = [
     ["default-src", ["'none'"]],
@@ -201,6 +221,12 @@ function exactOrigin(origin: string): string {
   // The URL parser takes `*` in a host name: refused here, since a policy reads it as a wildcard.
   if (parsed?.origin !== origin || origin.includes("*") || !["https:", "http:", "wss:", "ws:"].includes(parsed.protocol)) throw new Error(`not an exact origin: ${JSON.stringify(origin)}`);
   return origin;
+}
+
+/** `source` if it is one of the two wildcard forms of database servers (DATABASE_SERVERS), nothing wider. */
+function databaseServers(source: string): string {
+  if (!DATABASE_SERVERS.test(source)) throw new Error(`not a Realtime Database server source: ${JSON.stringify(source)}`);
+  return source;
 }
 
 /** `source` if it is one https folder (scheme, host, a path ending in `/`): a policy matches it and what is under it, nothing else. */

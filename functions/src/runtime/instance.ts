@@ -123,7 +123,7 @@ export function composeInstance(config: Config, parts: InstanceParts): Instance 
     model,
     log: parts.log,
     clock,
-    newSessionId: parts.newSessionId ?? placement.newSessionId,
+    ...(parts.newSessionId ? { newSessionId: parts.newSessionId } : { newSessionId: placement.ids.next, giveBackSessionId: placement.ids.giveBack }),
     defaultContextWindow: config.contextWindowMessages,
     policy,
     usage: {
@@ -237,7 +237,7 @@ function composeConnections(config: Config, parts: InstanceParts, store: Session
 function sessionDatabases(config: Config, parts: InstanceParts, store: SessionStore) {
   const urls = parts.databaseUrls ?? (config.databaseInstances.length > 0 ? config.databaseInstances : parts.app ? [defaultDatabaseUrl(parts.app)] : []);
   return {
-    newSessionId: sessionPlacement(Math.max(1, config.databaseInstances.length)),
+    ids: sessionPlacement(Math.max(1, config.databaseInstances.length)),
     databaseUrl: (sessionId: string): string | undefined => (store.partialsReadable ? urls[instancePositionOf(sessionId)] : undefined),
   };
 }

@@ -30,7 +30,13 @@ export interface SessionServiceOptions {
   /** Structured figures only: never a message's text. */
   readonly log: Log;
   readonly clock: () => number;
+  /** A new session's id; with several database instances, the id names its instance (sharding/session-ids.ts). */
   readonly newSessionId: () => string;
+  /**
+   * Gives back an id from `newSessionId` that no session will have (its create refused, or a keyed
+   * repeat taking the first request's id), so that such creates do not steer where sessions go.
+   */
+  readonly giveBackSessionId?: (id: string) => void;
   /** History messages sent to the model when the template sets none. */
   readonly defaultContextWindow: number;
   readonly policy: SessionPolicy;
@@ -132,22 +138,27 @@ export class SessionService {
     const userId = input.caller?.uid ?? input.userId;
     if (userId === undefined) throw new Error("a session needs a user: a caller or a user_id");
     const now = clock();
-    let sessionId = newSessionId();
     let template: Template;
     try {
       template = await this.template(input.templateId);
     } catch (error) {
       // A keyed repeat of a create whose template was deleted since: the session it made stands on its own.
       if (error instanceof TemplateNotFoundError && input.idempotencyKey !== undefined) {
-        const keyed = await this.keyedCreate(userId, input.templateId, input.idempotencyKey, sessionId, now);
+        // The claim needs an id; no session gets it, whatever the claim finds (keyedCreate gives back another's).
+        const candidate = newSessionId();
+        const keyed = await this.keyedCreate(userId, input.templateId, input.idempotencyKey, candidate, now);
         if (keyed.replayed) return keyed;
         await this.releaseClaim(keyed.claim);
+        if (keyed.claim) this.giveBack(candidate);
       }
       throw error;
     }
+    // Drawn once the template is known: a create refused before it takes no turn of placement.
+    const candidate = newSessionId();
+    let sessionId = candidate;
     let claim: CreateClaim | undefined;
     if (input.idempotencyKey !== undefined) {
-      const keyed = await this.keyedCreate(userId, input.templateId, input.idempotencyKey, sessionId, now);
+      const keyed = await this.keyedCreate(userId, input.templateId, input.idempotencyKey, candidate, now);
       if (keyed.replayed) return keyed;
       sessionId = keyed.sessionId;
       claim = keyed.claim;
@@ -158,7 +169,11 @@ export class SessionService {
     } catch (error) {
       // Refused: no session comes of this claim. Not on a database failure, whose admission may
       // have counted the session: a retry with the key then creates that same session.
-      if (error instanceof ErasureInProgressError || error instanceof LimitExceededError) await this.releaseClaim(claim);
+      if (error instanceof ErasureInProgressError || error instanceof LimitExceededError) {
+        await this.releaseClaim(claim);
+        // This request's own id only: another request's claimed id is that request's session.
+        if (sessionId === candidate) this.giveBack(candidate);
+      }
       throw error;
     }
 
@@ -271,6 +286,8 @@ export class SessionService {
     const hash = keyHash(`createSession\u0000${userId}`, idempotencyKey);
     const key: CreateKey = { fingerprint: fingerprint(templateId), session_id: sessionId, created_at: now, user_key: userKey(userId) };
     const claimed = await store.claimCreateKey(hash, key);
+    // Another request's claim (a repeat, or a reused key): it names its own session, never this id.
+    if (claimed.session_id !== sessionId) this.giveBack(sessionId);
     if (claimed.fingerprint !== fingerprint(templateId)) throw new IdempotencyKeyReusedError();
     if (!(await store.readSessionState(claimed.session_id))) {
       // The session id is this request's own, fresh: the stored key is this claim, not an earlier request's.
@@ -293,6 +310,11 @@ export class SessionService {
     await this.options.store.releaseCreateKey(claim.hash, claim.key).catch((error: unknown) => {
       this.options.log.warn("create key release failed", { error: error instanceof Error ? error.name : typeof error });
     });
+  }
+
+  /** Gives back the placement turn of `sessionId`, drawn by this request and had by no session. */
+  private giveBack(sessionId: string): void {
+    this.options.giveBackSessionId?.(sessionId);
   }
 
   private async template(templateId: string): Promise<Template> {

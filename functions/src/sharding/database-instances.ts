@@ -31,18 +31,29 @@ export function normaliseDatabaseUrl(raw: string): { readonly url: string } | { 
   return { problem: "expected https://NAME.firebaseio.com, https://NAME.REGION.firebasedatabase.app, or an emulator's http://HOST:PORT?ns=NAME" };
 }
 
-/** The list a DATABASE_INSTANCES value names, normalised; a reason when it names none, one twice, a bad URL or too many. */
+/**
+ * The list a DATABASE_INSTANCES value names, normalised; a reason when it names none, one twice, a
+ * bad URL or too many. Twice is by instance name, not URL: one instance has several accepted forms
+ * (`https://x.firebaseio.com`, `https://x.REGION.firebasedatabase.app`, and locally the emulator's
+ * `?ns=x` standing for it), and two positions for it would write it twice into firebase.json's
+ * rules and, on the emulators, make firebase-admin throw "initialized multiple times".
+ */
 export function parseDatabaseInstances(raw: string): { readonly urls: readonly string[] } | { readonly problem: string } {
   const entries = raw.split(",").map((entry) => entry.trim()).filter((entry) => entry !== "");
   const urls: string[] = [];
   for (const entry of entries) {
     const normal = normaliseDatabaseUrl(entry);
     if ("problem" in normal) return { problem: `"${entry}": ${normal.problem}` };
-    if (urls.includes(normal.url)) return { problem: `"${entry}" is listed twice` };
+    if (urls.some((url) => instanceName(url) === instanceName(normal.url))) return { problem: `"${entry}" is listed twice` };
     urls.push(normal.url);
   }
   if (urls.length > MAX_INSTANCES) return { problem: `at most ${MAX_INSTANCES} instances, got ${urls.length}` };
   return { urls };
+}
+
+/** The URL of `projectId`'s default database as firebase-admin derives it when the app's config names none. */
+export function defaultDatabaseUrl(projectId: string): string {
+  return `https://${projectId}-default-rtdb.firebaseio.com`;
 }
 
 /** The instance's name, as firebase.json's `database[].instance` and the Firebase CLI know it. */
@@ -55,4 +66,18 @@ export function instanceName(url: string): string {
 export function instanceOrigins(url: string): readonly string[] {
   const parsed = new URL(url);
   return parsed.protocol === "https:" ? [`https://${parsed.host}`, `wss://${parsed.host}`] : [`http://${parsed.host}`, `ws://${parsed.host}`];
+}
+
+/**
+ * The WebSocket hosts a browser's client of a deployed instance may be moved to, as a policy
+ * source: the web SDK (@firebase/database 1.1.5, `Connection.onHandshake_`) reconnects to the
+ * server host the handshake names (`s-usc1c-nss-237.firebaseio.com`, under a regional instance's
+ * region: `s-euw1b-nss-209.europe-west1.firebasedatabase.app`), and keeps it in localStorage for
+ * the next visit; no one knows it in advance. None for an emulator, whose handshake host the SDK
+ * ignores (it keeps the host `useEmulator` gave).
+ */
+export function instanceServerSources(url: string): readonly string[] {
+  const parsed = new URL(url);
+  if (parsed.protocol !== "https:") return [];
+  return [`wss://*.${parsed.hostname.slice(parsed.hostname.indexOf(".") + 1)}`];
 }

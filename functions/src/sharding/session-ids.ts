@@ -40,17 +40,38 @@ export function placedSessionId(position: number, instances: number): string {
   return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
 }
 
+/** Ids for new sessions, each taking its instance's turn; a turn given back is taken again first. */
+export interface SessionPlacement {
+  /** An id on the instance whose turn it is. */
+  readonly next: () => string;
+  /** Gives back the turn of an id from `next` that no session will have. */
+  readonly giveBack: (id: string) => void;
+}
+
 /**
  * Where this function instance places new sessions: round robin over the instances, from a
  * random start, so that each function instance spreads its own sessions evenly (exactly, over
  * any multiple of the count) and function instances started together do not all begin on the
- * same database. No shared counter: placing costs no round trip.
+ * same database. No shared counter: placing costs no round trip. A create draws its id before it
+ * knows whether a session will have it (a keyed create's claim needs one): a discarded id's turn
+ * is given back, or creates that are refused or repeated would steer where the sessions go (each
+ * keyed create sent twice put every session on one of two instances). Given-back turns are taken
+ * again first, in the order given back, so the ids in use stay even while creates run concurrently.
  */
-export function sessionPlacement(instances: number, start: number = randomBytes(1)[0] ?? 0): () => string {
+export function sessionPlacement(instances: number, start: number = randomBytes(1)[0] ?? 0): SessionPlacement {
   let next = start % instances;
-  return () => {
-    const position = next;
-    next = (next + 1) % instances;
-    return placedSessionId(position, instances);
+  const givenBack: number[] = [];
+  return {
+    next: () => {
+      const returned = givenBack.shift();
+      if (returned !== undefined) return placedSessionId(returned, instances);
+      const position = next;
+      next = (next + 1) % instances;
+      return placedSessionId(position, instances);
+    },
+    giveBack: (id) => {
+      const position = instancePositionOf(id);
+      if (position < instances) givenBack.push(position);
+    },
   };
 }

@@ -218,6 +218,13 @@ export interface ConversationStore {
   /** Up to `limit` session ids of the user's index in id order after `after`, with when each was created (entries whose session may be gone). */
   scanConversationIndex(userId: string, after: string | undefined, limit: number): Promise<{ readonly id: string; readonly createdAt: number }[]>;
 
+  /**
+   * Whether this store reaches the database instance session `sessionId` is on: false only for an
+   * id naming an instance past its list (docs/sharding.md), whose session `readUserSessions` cannot
+   * see, as during the rollout that appends an instance.
+   */
+  reaches(sessionId: string): boolean;
+
   /** A random secret of the deployment's, created on first use and the same for every instance (cursor signatures); readable by no client. */
   serviceSecret(name: string): Promise<string>;
 }

@@ -201,8 +201,12 @@ export class ShardedStore implements SessionStore {
    * The user's sessions instance by instance, in list order, each instance's in id order: `after`
    * names its own instance, so the page goes on from there, and no session is read twice or read
    * and dropped (a merge by id across instances would read up to a page from each, for one page).
+   * An `after` past this list (an export cursor of a function instance with a longer list, during
+   * the rollout that appends one) is refused as unavailable: an empty page would end the read as
+   * if the sessions after it were none.
    */
   async readUserSessions(userId: string, after: string | undefined, limit: number): Promise<StoredConversation[]> {
+    if (after !== undefined && !this.reaches(after)) throw new StoreUnavailableError("read user sessions (after an instance past this list)");
     const page: StoredConversation[] = [];
     const from = after === undefined ? 0 : instancePositionOf(after);
     for (let position = from; position < this.instances.length && page.length < limit; position += 1) {
@@ -215,6 +219,10 @@ export class ShardedStore implements SessionStore {
 
   scanConversationIndex(userId: string, after: string | undefined, limit: number): Promise<{ readonly id: string; readonly createdAt: number }[]> {
     return this.home.scanConversationIndex(userId, after, limit);
+  }
+
+  reaches(sessionId: string): boolean {
+    return instancePositionOf(sessionId) < this.instances.length;
   }
 
   serviceSecret(name: string): Promise<string> {

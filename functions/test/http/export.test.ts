@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { allParts } from "../support/export-parts";
 import { FaultyStore } from "../support/faulty-store";
+import { instancePositionOf } from "../../src/sharding/session-ids";
 import { createSession, describeEachStore, ROUTES, startHarness, type Answer, type Harness } from "../support/http-harness";
 
 interface ExportedSession {
@@ -123,6 +124,30 @@ describeEachStore("exporting a user's data", (kind) => {
     const refused = await faulty.api.call("GET", `${ROUTES.exportData}?user_id=${userId}`);
     expect({ status: refused.status, code: refused.body.error?.code }).toEqual({ status: 503, code: "DATABASE_UNAVAILABLE" });
   });
+
+  if (kind.startsWith("rtdb-2-")) {
+    // During the deploy that appends a database instance (docs/sharding.md), a function instance
+    // still on the old list reads none of the new instance's sessions: a part it answered as
+    // complete would leave them out. The erasure refuses the same state as unavailable; so does this.
+    it("refuses, as unavailable, an export or a cursor on a function instance still on the list before an instance was appended", async () => {
+      const userId = `user-${randomUUID().slice(0, 8)}`;
+      const ids: string[] = [];
+      for (let i = 0; i < 4; i += 1) ids.push(await createSession(small.api, "friendly-assistant", userId));
+      // Round robin: two on each instance; an export reads the first instance's, then the second's, one a part.
+      expect(ids.map(instancePositionOf).sort()).toEqual([0, 0, 1, 1]);
+      const parts = await allParts(small, ROUTES.exportData, userId);
+      expect(parts.flatMap(sessionsOf).map((session) => session.session_id)).toEqual(ids.sort());
+
+      const old = await small.instance({ DATABASE_INSTANCES: small.shards?.urls[0] ?? "" });
+      const refusal = (answer: Answer) => ({ status: answer.status, code: answer.body.error?.code, retryAfter: answer.headers.get("retry-after") });
+      const unavailable = { status: 503, code: "DATABASE_UNAVAILABLE", retryAfter: "1" };
+      expect(refusal(await old.call("GET", `${ROUTES.exportData}?user_id=${userId}`))).toEqual(unavailable);
+      // Cursors of the updated function instance: after the first instance's sessions, and in the second's.
+      for (const part of parts.slice(1, 3)) {
+        expect(refusal(await old.call("GET", `${ROUTES.exportData}?user_id=${userId}&cursor=${String(part.body.next_cursor)}`))).toEqual(unavailable);
+      }
+    });
+  }
 
   it("exports an empty account as a complete document with no sessions", async () => {
     const answer = await harness.api.call("GET", `${ROUTES.exportData}?user_id=nobody-${randomUUID()}`);

@@ -103,6 +103,37 @@ for (const layout of ["namespaces", "processes"] as const) {
       expect(((await after.call("GET", `${ROUTES.list}?user_id=${user}`)).body.sessions as unknown[]).length).toBe(0);
     });
 
+    /** How many of `ids` each instance holds. */
+    const spread = (ids: readonly string[]) => [0, 1].map((position) => ids.filter((id) => instancePositionOf(id) === position).length);
+
+    it("spreads the sessions of keyed creates evenly when each create comes twice", async () => {
+      const ids: string[] = [];
+      for (let i = 0; i < 8; i += 1) {
+        const user = newUser();
+        const key = { "Idempotency-Key": `create-${randomUUID()}` };
+        const [first, repeat] = [await harness.api.call("POST", ROUTES.create, { user_id: user, template_id: "friendly-assistant" }, key), await harness.api.call("POST", ROUTES.create, { user_id: user, template_id: "friendly-assistant" }, key)];
+        expect([first.status, repeat.status, idOf(repeat)]).toEqual([201, 201, idOf(first)]);
+        ids.push(idOf(first));
+      }
+      // 8 sessions from one function instance: 4 on each, whatever the repeats drew.
+      expect(spread(ids)).toEqual([4, 4]);
+    });
+
+    it("spreads the sessions created evenly when refused creates come between them", async () => {
+      const full = newUser();
+      for (let i = 0; i < 3; i += 1) expect((await create(harness.api, full)).status).toBe(201);
+      const ids: string[] = [];
+      for (let i = 0; i < 8; i += 1) {
+        const made = await create(harness.api, newUser());
+        expect(made.status).toBe(201);
+        ids.push(idOf(made));
+        // A template that does not exist, a user at their limit: no session, no turn taken.
+        const refused = i % 2 === 0 ? await harness.api.call("POST", ROUTES.create, { user_id: newUser(), template_id: "no-such-template" }) : await create(harness.api, full);
+        expect(refused.status).toBe(i % 2 === 0 ? 404 : 429);
+      }
+      expect(spread(ids)).toEqual([4, 4]);
+    });
+
     it("holds one user's active sessions exactly across both instances and two function instances", async () => {
       const [a, b] = [harness.api, await harness.instance()];
       const user = newUser();

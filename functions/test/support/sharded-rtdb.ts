@@ -78,7 +78,7 @@ export class ShardedRtdb {
 
   /** Ids spread over the instances as a function instance places them. */
   newSessionId(): () => string {
-    return sessionPlacement(this.urls.length, 0);
+    return sessionPlacement(this.urls.length, 0).next;
   }
 
   /** The position of the instance a session id names. */

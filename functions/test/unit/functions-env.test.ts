@@ -11,7 +11,7 @@ import { deployedEnv, parseEnvFile } from "../../src/local/functions-env";
 // eslint-disable-next-line @typescript-eslint/no-require-imports -- the CLI's own reading, for comparison; it has no types of its own to import
 const cliEnv = require("firebase-tools/lib/functions/env") as {
   parse(data: string): { envs: Record<string, string>; errors: string[] };
-  loadUserEnvs(opts: { functionsSource: string; projectId: string; projectDir: string; isEmulator?: boolean }): Record<string, string>;
+  loadUserEnvs(opts: { functionsSource: string; projectId: string; projectAlias?: string; projectDir: string; isEmulator?: boolean }): Record<string, string>;
 };
 
 const PROJECT = "chatify-prod-123";
@@ -63,6 +63,26 @@ describe("deployedEnv", () => {
   ])("reads as a deploy does: %s", (_case, files: Record<string, string>) => {
     write(files);
     expect(deployedEnv(dir, PROJECT)).toEqual(cli());
+  });
+
+  // `firebase deploy --project prod`, .firebaserc naming PROJECT `prod` (project-files.ts `selectedProject`).
+  const cliByAlias = (alias: string) => () => cliEnv.loadUserEnvs({ functionsSource: dir, projectId: PROJECT, projectAlias: alias, projectDir: dir });
+
+  it.each([
+    ["the alias's file over .env", { ".env": "A=1\nB=2\n", ".env.prod": "B=3\nC=4\n" }],
+    ["the alias's file, not another alias's", { ".env.prod": "A=1\n", ".env.staging": "A=2\n" }],
+  ])("reads as a deploy given the project by an alias does: %s", (_case, files: Record<string, string>) => {
+    write(files);
+    expect(deployedEnv(dir, PROJECT, "prod")).toEqual(cliByAlias("prod")());
+  });
+
+  it.each([
+    ["the id's file and the alias's", "prod", { [`.env.${PROJECT}`]: "A=1\n", ".env.prod": "A=2\n" }],
+    ["the id's file, by an alias that is the id itself", PROJECT, { [`.env.${PROJECT}`]: "A=1\n" }],
+  ])("refuses where the CLI refuses a deploy by an alias: %s", (_case, alias, files: Record<string, string>) => {
+    write(files);
+    expect(cliByAlias(alias)).toThrow(/Can't have both dotenv files/);
+    expect(() => deployedEnv(dir, PROJECT, alias)).toThrow(`refuses to deploy ${PROJECT} by its alias ${alias} while both .env.${PROJECT} and .env.${alias} exist`);
   });
 
   it("refuses, naming the file and the lines, a file whose lines the CLI cannot read (the CLI refuses the deploy)", () => {

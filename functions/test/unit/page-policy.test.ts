@@ -3,11 +3,12 @@ import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rm
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ERROR_CODES } from "../../src/http/error-codes";
-import { defaultProjectId, PROJECT_ROOT } from "../../src/local/project-files";
+import { defaultProjectId, PROJECT_ROOT, selectedProject } from "../../src/local/project-files";
 import { databaseSection } from "../../src/page/deploy-databases";
+import { deployCommand, predeployProject } from "../../src/page/deploy-project";
 import { hostingPolicy, pageFiles, writePageFiles } from "../../src/page/page-files";
 import { pageOrigins } from "../../src/page/page-policy";
-import { parseDatabaseInstances } from "../../src/sharding/database-instances";
+import { defaultDatabaseUrl, parseDatabaseInstances } from "../../src/sharding/database-instances";
 
 /** A policy's directives, each with its sources. */
 function directives(policy: string): Map<string, string[]> {
@@ -30,7 +31,7 @@ describe("the page's policy", () => {
   const policy = hostingPolicy(PROJECT_ROOT, "my-project-123");
   const csp = directives(policy.headers["Content-Security-Policy"] ?? "");
 
-  it("is a strict Content-Security-Policy: nothing by default, no inline script or eval, no wildcard, never framed", () => {
+  it("is a strict Content-Security-Policy: nothing by default, no inline script or eval, no wildcard but the database servers' WebSocket hosts, never framed", () => {
     expect(csp.get("default-src")).toEqual(["'none'"]);
     expect(csp.get("script-src")).toEqual(["'self'"]);
     expect(csp.get("object-src")).toEqual(["'none'"]);
@@ -38,17 +39,24 @@ describe("the page's policy", () => {
     expect(csp.get("frame-ancestors")).toEqual(["'none'"]);
     for (const [name, sources] of csp) {
       for (const source of sources) {
-        expect({ name, source, wildcard: source.includes("*"), unsafe: source.startsWith("'unsafe-"), scheme: /^[a-z]+:$/.test(source) }).toMatchObject({ wildcard: false, unsafe: false, scheme: false });
+        const wildcard = source.includes("*") && !(name === "connect-src" && source === "wss://*.firebaseio.com");
+        expect({ name, source, wildcard, unsafe: source.startsWith("'unsafe-"), scheme: /^[a-z]+:$/.test(source) }).toMatchObject({ wildcard: false, unsafe: false, scheme: false });
       }
     }
   });
 
-  it("connects to its own origin, the project's function URLs and Firebase Auth, named exactly", () => {
+  it("connects to its own origin, the project's function URLs, Firebase Auth and its default database, named exactly, and to that database's servers", () => {
     expect(csp.get("connect-src")).toEqual([
       "'self'",
       "https://us-central1-my-project-123.cloudfunctions.net",
+      // The Realtime Database SDK moves its WebSocket to the server its handshake names
+      // (wss://s-dal5-nss-27.firebaseio.com in FirebaseExtended/emberfire#175).
+      "wss://*.firebaseio.com",
       "https://identitytoolkit.googleapis.com",
       "https://securetoken.googleapis.com",
+      // Without DATABASE_INSTANCES, sessions are on the default database, which createSession names.
+      "https://my-project-123-default-rtdb.firebaseio.com",
+      "wss://my-project-123-default-rtdb.firebaseio.com",
     ]);
     expect(policy.apiBasesFile).toEqual({ project: "my-project-123", apiBases: ["https://us-central1-my-project-123.cloudfunctions.net"] });
   });
@@ -161,7 +169,7 @@ describe("the page's files for a deploy", () => {
     expect(hostingPolicy(dir, "other-project-1").appCheckFile).toEqual({ provider: "recaptcha-enterprise", siteKey: key });
   });
 
-  it("give every database instance of DATABASE_INSTANCES the rules and its origins in the policy, and none with the default database", () => {
+  it("give every database instance of DATABASE_INSTANCES the rules and its origins and servers in the policy, and the default database's without", () => {
     mkdirSync(join(dir, "functions"));
     writeFileSync(join(dir, "functions", ".env.my-project-123"), "DATABASE_INSTANCES=https://my-project-123-default-rtdb.firebaseio.com,https://my-project-123-eu.europe-west1.firebasedatabase.app/\n");
     expect(writePageFiles(dir, "my-project-123")).toEqual(["firebase.json", "public/api-bases.json"]);
@@ -171,13 +179,23 @@ describe("the page's files for a deploy", () => {
       { instance: "my-project-123-eu", rules: "database.rules.json" },
     ]);
     const connect = directives(hostingPolicy(dir, "my-project-123").headers["Content-Security-Policy"] ?? "").get("connect-src");
-    for (const origin of ["https://my-project-123-default-rtdb.firebaseio.com", "wss://my-project-123-default-rtdb.firebaseio.com", "https://my-project-123-eu.europe-west1.firebasedatabase.app", "wss://my-project-123-eu.europe-west1.firebasedatabase.app"]) {
-      expect(connect).toContain(origin);
-    }
-    // A project without the param: the one rules entry, no database origin.
+    expect(connect?.filter((source) => /firebaseio|firebasedatabase/.test(source))).toEqual([
+      // The servers the SDK's handshake may move the WebSocket to: every firebaseio.com host, and the region's hosts.
+      "wss://*.firebaseio.com",
+      "wss://*.europe-west1.firebasedatabase.app",
+      "https://my-project-123-default-rtdb.firebaseio.com",
+      "wss://my-project-123-default-rtdb.firebaseio.com",
+      "https://my-project-123-eu.europe-west1.firebasedatabase.app",
+      "wss://my-project-123-eu.europe-west1.firebasedatabase.app",
+    ]);
+    // A project without the param: the one rules entry, and its default database, where createSession places sessions.
     expect(writePageFiles(dir, "other-project-1")).toContain("firebase.json");
     expect((readJson(join(dir, "firebase.json")) as { database: unknown }).database).toEqual({ rules: "database.rules.json" });
-    expect(hostingPolicy(dir, "other-project-1").headers["Content-Security-Policy"]).not.toContain("firebaseio.com");
+    expect(directives(hostingPolicy(dir, "other-project-1").headers["Content-Security-Policy"] ?? "").get("connect-src")?.filter((source) => source.includes("firebaseio.com"))).toEqual([
+      "wss://*.firebaseio.com",
+      "https://other-project-1-default-rtdb.firebaseio.com",
+      "wss://other-project-1-default-rtdb.firebaseio.com",
+    ]);
     // One instance listed, not the default database: named, so that the deploy guards it and not the default one.
     writeFileSync(join(dir, "functions", ".env.my-project-123"), "DATABASE_INSTANCES=https://my-project-123-eu.europe-west1.firebasedatabase.app\n");
     writePageFiles(dir, "my-project-123");
@@ -193,7 +211,8 @@ describe("the page's files for a deploy", () => {
   });
 
   const cli = join(PROJECT_ROOT, "functions", "lib", "page", "page-files-cli.js");
-  const check = (project: string) => spawnSync(process.execPath, [cli, "check"], { env: { ...process.env, GCLOUD_PROJECT: project }, encoding: "utf8" });
+  const check = (project: string, alias?: string) =>
+    spawnSync(process.execPath, [cli, "check"], { env: { ...process.env, GCLOUD_PROJECT: project, ...(alias === undefined ? {} : { CHATIFY_DEPLOY_ALIAS: alias }) }, encoding: "utf8" });
 
   it("are checked by Hosting's predeploy against the project the Firebase CLI deploys to (GCLOUD_PROJECT)", () => {
     expect(existsSync(cli)).toBe(true); // built by `npm run build`, which `npm test` runs first
@@ -202,6 +221,9 @@ describe("the page's files for a deploy", () => {
     expect(refused.stderr).toContain("not written for my-project-123");
     expect(refused.stderr).toContain("npm run deploy -- --project my-project-123");
     expect(check(defaultProjectId()).status).toBe(0);
+    // By the alias `npm run deploy` hands down (.firebaserc's `default` names demo-chatify).
+    expect(check(defaultProjectId(), "default").status).toBe(0);
+    expect(check(defaultProjectId(), "prod").stderr).toContain(`CHATIFY_DEPLOY_ALIAS=prod is not an alias of ${defaultProjectId()}`);
   });
 
   it("are written by `npm run deploy` for the project it deploys to, then `firebase deploy` runs for that project", () => {
@@ -210,19 +232,85 @@ describe("the page's files for a deploy", () => {
     const bin = join(dir, "bin");
     mkdirSync(bin);
     const log = join(dir, "firebase-calls.log");
-    writeFileSync(join(bin, "firebase"), `#!/bin/sh\necho "$@" >> "${log}"\nif [ "$1" = use ]; then echo '{"status":"success","result":"${defaultProjectId()}"}'; fi\n`);
+    writeFileSync(join(bin, "firebase"), `#!/bin/sh\necho "$@" "alias=$CHATIFY_DEPLOY_ALIAS" >> "${log}"\nif [ "$1" = use ]; then echo '{"status":"success","result":"${defaultProjectId()}"}'; fi\n`);
     chmodSync(join(bin, "firebase"), 0o755);
     const deploy = (...args: string[]) => spawnSync(process.execPath, [cli, "deploy", ...args], { env: { ...process.env, PATH: `${bin}:${process.env.PATH ?? ""}` }, encoding: "utf8" });
 
     expect(deploy().status).toBe(0);
     expect(deploy("--project", defaultProjectId(), "--force").status).toBe(0);
     expect(deploy("--only", "hosting", `--project=${defaultProjectId()}`).stdout).toContain(`written for ${defaultProjectId()}`);
+    // By .firebaserc's alias: written for the id it names, the CLI given the alias, and the hooks told it.
+    expect(deploy("--project", "default").stdout).toContain(`written for ${defaultProjectId()} (alias default)`);
     expect(readFileSync(log, "utf8").trim().split("\n")).toEqual([
-      "use --json",
-      `deploy --only functions,database,hosting --project ${defaultProjectId()}`,
-      `deploy --only functions,database,hosting --project ${defaultProjectId()} --force`,
-      `deploy --project ${defaultProjectId()} --only hosting`,
+      "use --json alias=",
+      `deploy --only functions,database,hosting --project ${defaultProjectId()} alias=`,
+      `deploy --only functions,database,hosting --project ${defaultProjectId()} --force alias=`,
+      `deploy --project ${defaultProjectId()} --only hosting alias=`,
+      "deploy --only functions,database,hosting --project default alias=default",
     ]);
+  });
+});
+
+/**
+ * A deploy's project named as the Firebase CLI names it (firebase-tools 15.34 lib/command.js
+ * `applyRC`): a .firebaserc alias stands for the id it names, and the functions get
+ * `functions/.env.<alias>` too; the page's files are written and checked for that id, from that file.
+ */
+describe("the project of a deploy, named by a .firebaserc alias", () => {
+  const PROD = "my-prod-123";
+  const INSTANCES = "DATABASE_INSTANCES=https://my-prod-123-default-rtdb.firebaseio.com,https://my-prod-123-eu.europe-west1.firebasedatabase.app\n";
+  let dir: string;
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), "chatify-deploy-alias-"));
+    mkdirSync(join(dir, "public"));
+    mkdirSync(join(dir, "functions"));
+    cpSync(join(PROJECT_ROOT, "firebase.json"), join(dir, "firebase.json"));
+    writeFileSync(join(dir, ".firebaserc"), JSON.stringify({ projects: { default: "demo-chatify", prod: PROD } }));
+  });
+  afterEach(() => { rmSync(dir, { recursive: true, force: true }); });
+  const notAsked = (): string => { throw new Error("`firebase use` asked, though the deploy names its project"); };
+
+  it("is the id the alias names, given to the CLI as it came; the page's files are written for that id from the alias's file", () => {
+    writeFileSync(join(dir, "functions", ".env.prod"), INSTANCES);
+    const command = deployCommand(dir, ["--project", "prod", "--force"], notAsked);
+    expect(command).toEqual({ project: { projectId: PROD, projectAlias: "prod" }, args: ["--only", "functions,database,hosting", "--project", "prod", "--force"], env: { CHATIFY_DEPLOY_ALIAS: "prod" } });
+    writePageFiles(dir, command.project.projectId, command.project.projectAlias);
+    expect(readJson(join(dir, "public", "api-bases.json"))).toEqual({ project: PROD, apiBases: [`https://us-central1-${PROD}.cloudfunctions.net`] });
+    expect((readJson(join(dir, "firebase.json")) as { database: unknown }).database).toEqual([
+      { instance: "my-prod-123-default-rtdb", rules: "database.rules.json" },
+      { instance: "my-prod-123-eu", rules: "database.rules.json" },
+    ]);
+    // By its id, the deploy has no alias, and the CLI reads no alias's file.
+    expect(deployCommand(dir, [`--project=${PROD}`], notAsked)).toEqual({ project: { projectId: PROD }, args: ["--only", "functions,database,hosting", "--project", PROD], env: { CHATIFY_DEPLOY_ALIAS: "" } });
+  });
+
+  it("without --project, is the active project by the alias naming it that has an env file, named so to the CLI; several are refused", () => {
+    expect(deployCommand(dir, [], () => PROD).args).toEqual(["--only", "functions,database,hosting", "--project", PROD]);
+    writeFileSync(join(dir, "functions", ".env.prod"), INSTANCES);
+    expect(deployCommand(dir, [], () => PROD)).toEqual({ project: { projectId: PROD, projectAlias: "prod" }, args: ["--only", "functions,database,hosting", "--project", "prod"], env: { CHATIFY_DEPLOY_ALIAS: "prod" } });
+    writeFileSync(join(dir, ".firebaserc"), JSON.stringify({ projects: { prod: PROD, live: PROD } }));
+    writeFileSync(join(dir, "functions", ".env.live"), INSTANCES);
+    expect(() => deployCommand(dir, [], () => PROD)).toThrow(`.firebaserc names ${PROD} by prod and live, each with a functions/.env.<alias>`);
+  });
+
+  it("without a name, is .firebaserc's only alias, else its default, as the CLI's", () => {
+    expect(selectedProject(undefined, dir)).toEqual({ projectId: "demo-chatify", projectAlias: "default" });
+    writeFileSync(join(dir, ".firebaserc"), JSON.stringify({ projects: { prod: PROD } }));
+    expect(selectedProject(undefined, dir)).toEqual({ projectId: PROD, projectAlias: "prod" });
+    writeFileSync(join(dir, ".firebaserc"), JSON.stringify({ projects: { prod: PROD, staging: "my-staging-123" } }));
+    expect(() => selectedProject(undefined, dir)).toThrow(/no project named/);
+  });
+
+  it("is checked by Hosting's predeploy by the alias `npm run deploy` hands down, else by the alias with an env file", () => {
+    writeFileSync(join(dir, "functions", ".env.prod"), INSTANCES);
+    writePageFiles(dir, PROD, "prod");
+    expect(predeployProject(dir, PROD, "prod")).toEqual({ projectId: PROD, projectAlias: "prod" });
+    expect(predeployProject(dir, PROD, undefined)).toEqual({ projectId: PROD, projectAlias: "prod" });
+    expect(pageFiles(dir, PROD, "prod").every((file) => file.current)).toBe(true);
+    // Deployed by the id, the functions get no DATABASE_INSTANCES: the files written by the alias are not for it.
+    expect(predeployProject(dir, PROD, "")).toEqual({ projectId: PROD });
+    expect(pageFiles(dir, PROD).filter((file) => !file.current).map((file) => file.path)).toEqual(["firebase.json"]);
+    expect(() => predeployProject(dir, PROD, "default")).toThrow(`CHATIFY_DEPLOY_ALIAS=default is not an alias of ${PROD}`);
   });
 });
 
@@ -238,7 +326,7 @@ describe("the database rules of a deploy, for the DATABASE_INSTANCES its functio
   const TWO = "https://chatify-prod-123-default-rtdb.firebaseio.com,https://chatify-prod-123-sessions-2.firebaseio.com";
   // eslint-disable-next-line @typescript-eslint/no-require-imports -- the CLI's own reading, for comparison; it has no types of its own to import
   const cliEnv = require("firebase-tools/lib/functions/env") as {
-    loadUserEnvs(opts: { functionsSource: string; projectId: string; projectDir: string; isEmulator?: boolean }): Record<string, string>;
+    loadUserEnvs(opts: { functionsSource: string; projectId: string; projectAlias?: string; projectDir: string; isEmulator?: boolean }): Record<string, string>;
   };
   let dir: string;
   beforeEach(() => {
@@ -263,6 +351,21 @@ describe("the database rules of a deploy, for the DATABASE_INSTANCES its functio
     const firebaseJson = pageFiles(dir, PROJECT).find((file) => file.path === "firebase.json");
     expect((firebaseJson?.expected as { database: unknown } | undefined)?.database).toEqual(databaseSection(functions.urls));
     const connect = directives(hostingPolicy(dir, PROJECT).headers["Content-Security-Policy"] ?? "").get("connect-src") ?? [];
-    expect(connect.filter((origin) => origin.includes("firebaseio.com"))).toEqual(functions.urls.flatMap((url) => [url, url.replace("https:", "wss:")]));
+    // None listed: the default database, which the functions then use; then the hosts its servers may move a client to.
+    const listened = functions.urls.length > 0 ? functions.urls : [defaultDatabaseUrl(PROJECT)];
+    expect(connect.filter((origin) => origin.includes("firebaseio.com"))).toEqual(["wss://*.firebaseio.com", ...listened.flatMap((url) => [url, url.replace("https:", "wss:")])]);
+  });
+
+  it("names the instances the functions get from the alias's file, the deploy naming the project by its .firebaserc alias", () => {
+    writeFileSync(join(dir, ".firebaserc"), JSON.stringify({ projects: { prod: PROJECT } }));
+    writeFileSync(join(dir, "functions", ".env.prod"), `DATABASE_INSTANCES=${TWO}\n`);
+    const { projectId, projectAlias = "" } = selectedProject("prod", dir);
+    const functions = parseDatabaseInstances(cliEnv.loadUserEnvs({ functionsSource: join(dir, "functions"), projectId, projectAlias, projectDir: dir }).DATABASE_INSTANCES ?? "");
+    if ("problem" in functions) throw new Error(functions.problem);
+    expect(functions.urls).toHaveLength(2);
+    const firebaseJson = pageFiles(dir, projectId, projectAlias).find((file) => file.path === "firebase.json");
+    expect((firebaseJson?.expected as { database: unknown } | undefined)?.database).toEqual(databaseSection(functions.urls));
+    const connect = directives(hostingPolicy(dir, projectId, projectAlias).headers["Content-Security-Policy"] ?? "").get("connect-src") ?? [];
+    expect(connect.filter((origin) => origin.includes("firebaseio.com") && !origin.includes("*"))).toEqual(functions.urls.flatMap((url) => [url, url.replace("https:", "wss:")]));
   });
 });

@@ -5,12 +5,18 @@ import { pageOrigins } from "../../src/page/page-policy";
 /**
  * Where the chat page's People panel may listen to connections live: locally, the database
  * emulator the server stores in, named by the server only (its init.js and its policy), never by
- * the page's address. Deployed, the policy names no database: the panel polls the API.
+ * the page's address. Deployed, the panel polls the API (the policy names the deployment's
+ * database instances, for a client of the sessions' database_url).
  */
 describe("the page's database origin, for the People panel", () => {
-  it("adds the database emulator's WebSocket and HTTP origins to the services, and nothing else", () => {
+  it("adds the database emulator's WebSocket and HTTP origins to the services, in place of the project's default database", () => {
     const plain = pageOrigins("demo-chatify", ["us-central1"]);
-    expect(pageOrigins("demo-chatify", ["us-central1"], { databaseEmulatorHost: "127.0.0.1:9000" })).toEqual({ ...plain, services: [...plain.services, "ws://127.0.0.1:9000", "http://127.0.0.1:9000"] });
+    const deployed = ["https://demo-chatify-default-rtdb.firebaseio.com", "wss://demo-chatify-default-rtdb.firebaseio.com"];
+    expect(pageOrigins("demo-chatify", ["us-central1"], { databaseEmulatorHost: "127.0.0.1:9000" })).toEqual({
+      ...plain,
+      services: [...plain.services.filter((origin) => !deployed.includes(origin)), "ws://127.0.0.1:9000", "http://127.0.0.1:9000"],
+      databaseServers: [],
+    });
   });
 
   it.each(["127.0.0.1:9000; script-src *", "127.0.0.1", "evil.example:9000/x", "*:9000"])("refuses %j as a database emulator host", (host) => {

@@ -200,4 +200,12 @@ describe("ShardedStore during the deploy that appends an instance", () => {
     expect(await home.readSessionState(session.id)).toBeNull();
     expect(await second.readSessionState(kept.id)).toBeNull();
   });
+
+  it("refuses to read a user's sessions after an id past its list (an updated instance's export cursor), rather than answer none are left", async () => {
+    const old = new ShardedStore([new MemoryStore(), new MemoryStore()], silentLog);
+    const [beyond, on] = [placedSessionId(2, 3), placedSessionId(1, 3)];
+    expect([old.reaches(on), old.reaches(beyond)]).toEqual([true, false]);
+    expect(await old.readUserSessions("rolling-user", on, 10)).toEqual([]);
+    await expect(old.readUserSessions("rolling-user", beyond, 10)).rejects.toThrow(StoreUnavailableError);
+  });
 });

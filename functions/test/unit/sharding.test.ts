@@ -50,9 +50,24 @@ describe("session ids that name their database instance", () => {
 
   it("places a function instance's sessions round robin from its start: exactly even over a multiple of the count", () => {
     const place = sessionPlacement(4, 3);
-    const positions = Array.from({ length: 4_000 }, () => instancePositionOf(place()));
+    const positions = Array.from({ length: 4_000 }, () => instancePositionOf(place.next()));
     expect(positions.slice(0, 5)).toEqual([3, 0, 1, 2, 3]);
     for (const position of [0, 1, 2, 3]) expect(positions.filter((p) => p === position)).toHaveLength(1_000);
+  });
+
+  it("takes a turn given back again first, so that ids drawn and discarded do not steer the sessions", () => {
+    const place = sessionPlacement(2, 0);
+    // Every other id discarded (a keyed create's repeat, a refused create): the kept ones still alternate.
+    const kept = Array.from({ length: 8 }, () => {
+      place.giveBack(place.next());
+      return instancePositionOf(place.next());
+    });
+    expect(kept).toEqual([0, 1, 0, 1, 0, 1, 0, 1]);
+    // Turns given back while others are out are taken again in the order given.
+    const [a, b, c] = [place.next(), place.next(), place.next()];
+    place.giveBack(b);
+    place.giveBack(a);
+    expect([c, place.next(), place.next(), place.next()].map(instancePositionOf)).toEqual([0, 1, 0, 1]);
   });
 });
 
@@ -89,6 +104,15 @@ describe("DATABASE_INSTANCES", () => {
     expect(parseDatabaseInstances("")).toEqual({ urls: [] });
     expect(parseDatabaseInstances("https://a1.firebaseio.com, https://b2.firebaseio.com,")).toEqual({ urls: ["https://a1.firebaseio.com", "https://b2.firebaseio.com"] });
     expect(parseDatabaseInstances("https://a1.firebaseio.com,https://a1.firebaseio.com/")).toEqual({ problem: expect.stringContaining("twice") as unknown });
+  });
+
+  // One instance in two accepted forms: both would be {instance: "chatify-eu"} in firebase.json, and
+  // on the emulators firebase-admin throws "Database initialized multiple times".
+  it.each([
+    ["https://chatify-eu.firebaseio.com", "https://chatify-eu.europe-west1.firebasedatabase.app"],
+    ["https://chatify-eu.firebaseio.com", "http://127.0.0.1:9000?ns=chatify-eu"],
+  ])("refuses %s beside %s as one instance listed twice", (a, b) => {
+    expect(parseDatabaseInstances(`https://chatify-home.firebaseio.com,${a},${b}`)).toEqual({ problem: `"${b}" is listed twice` });
   });
 
   it("fails the config at start, naming the param", () => {

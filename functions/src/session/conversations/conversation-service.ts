@@ -11,10 +11,13 @@ import { conversationTitle } from "./title";
 /** The most stored messages a read looks back before its page for the replies that complete live partials (see `live`). */
 const LOOKBACK_MESSAGES = 200;
 
+/** Index entries read at once by `completes` (small records, unlike the sessions an export reads). */
+const INDEX_SCAN_PAGE = 100;
+
 export interface ConversationServiceOptions {
   readonly store: Pick<StateStore, "readSessionMeta" | "readSessionState"> &
     Pick<HistoryStore, "readWindow" | "readMessages"> &
-    Pick<ConversationStore, "listConversations" | "readPartialReplies" | "readUserSessions"> &
+    Pick<ConversationStore, "listConversations" | "readPartialReplies" | "readUserSessions" | "scanConversationIndex" | "reaches"> &
     Pick<ErasureStore, "readErasedSessions"> &
     Pick<LedgerStore, "readUsage">;
   readonly clock: () => number;
@@ -142,6 +145,25 @@ export class ConversationService {
       for (const session of page) yield session;
       if (page.length < pageSize) return;
       cursor = page.at(-1)?.id;
+    }
+  }
+
+  /**
+   * Whether `sessions(userId, after, ...)` reads every session of the user this function instance
+   * is asked for. Not when the cursor (`after`) or the user's index names a session on a database
+   * instance past this instance's list: during the rollout that appends an instance
+   * (docs/sharding.md), a function instance still on the old list reads none of the new instance's
+   * sessions, and the export would end without them as if complete. The index is read whole, a
+   * page at a time, as the erasure reads it to find the same sessions.
+   */
+  async completes(userId: string, after: string | undefined): Promise<boolean> {
+    const { store } = this.options;
+    if (after !== undefined && !store.reaches(after)) return false;
+    for (let from: string | undefined; ; ) {
+      const page = await store.scanConversationIndex(userId, from, INDEX_SCAN_PAGE);
+      if (page.some(({ id }) => !store.reaches(id))) return false;
+      if (page.length < INDEX_SCAN_PAGE) return true;
+      from = page.at(-1)?.id;
     }
   }
 

@@ -1,6 +1,7 @@
 import type { App } from "firebase-admin/app";
 import { getDatabase, getDatabaseWithUrl, type Database } from "firebase-admin/database";
 import type { Log } from "../../log/log";
+import { defaultDatabaseUrl as projectDefaultDatabaseUrl } from "../../sharding/database-instances";
 import { ShardedStore } from "../sharded-store";
 import type { SessionStore } from "../session-store";
 import { RtdbStore } from "./rtdb-store";
@@ -65,5 +66,5 @@ export function homeDatabase(app: App, urls: readonly string[]): Database {
 
 /** The URL of the app's default database, as firebase-admin derives it when the app names none. */
 export function defaultDatabaseUrl(app: App): string {
-  return app.options.databaseURL ?? `https://${app.options.projectId ?? process.env.GCLOUD_PROJECT ?? ""}-default-rtdb.firebaseio.com`;
+  return app.options.databaseURL ?? projectDefaultDatabaseUrl(app.options.projectId ?? process.env.GCLOUD_PROJECT ?? "");
 }

@@ -386,6 +386,11 @@ export class RtdbStore implements SessionStore {
     return this.conversations.indexKeys(userId, after, limit);
   }
 
+  /** One instance's store, asked only for its own sessions (ShardedStore knows which). */
+  reaches(): boolean {
+    return true;
+  }
+
   serviceSecret(name: string): Promise<string> {
     return this.secrets.get(name);
   }
