@@ -92,13 +92,7 @@ describeEachStore("connections across instances: changes racing on the pair", (k
     const old = String(connectionOf(await ann.ask(ben.id)).connection_id);
     expect((await ben.decline(old)).status).toBe(200);
     // Ann asks again: the pair names her new connection, whose write is held.
-    const store = harness.api.connectionStore;
-    const create = store.createConnection.bind(store);
-    const held = holdOnce();
-    store.createConnection = async (connection) => {
-      await held.pass();
-      return create(connection);
-    };
+    const held = holdFirstCall(harness.api.connectionStore, "createConnection");
     try {
       const asking = ann.ask(ben.id);
       await held.reached;
@@ -110,7 +104,7 @@ describeEachStore("connections across instances: changes racing on the pair", (k
       const pushedToBen = pushes.recorded().slice(before).filter((push) => push.tokens.includes(bensToken)).map((push) => push.notification.kind);
       expect({ status: asked.status, code: asked.body.error?.code, pushedToBen }).toEqual({ status: 403, code: "CONNECTION_BLOCKED", pushedToBen: [] });
     } finally {
-      store.createConnection = create;
+      held.restore();
     }
   });
 
@@ -121,13 +115,7 @@ describeEachStore("connections across instances: changes racing on the pair", (k
     const ben = new ApiUser(`ben-${tag}`, second, HOSTING_ROUTES);
     const bensToken = `token-ben-${randomUUID()}`;
     expect((await ben.register(bensToken)).status).toBe(200);
-    const store = harness.api.connectionStore;
-    const create = store.createConnection.bind(store);
-    const held = holdOnce();
-    store.createConnection = async (connection) => {
-      await held.pass();
-      return create(connection);
-    };
+    const held = holdFirstCall(harness.api.connectionStore, "createConnection");
     try {
       const asking = ann.ask(ben.id);
       await held.reached;
@@ -142,7 +130,7 @@ describeEachStore("connections across instances: changes racing on the pair", (k
       const pushedToBen = pushes.recorded().slice(before).filter((push) => push.tokens.includes(bensToken)).map((push) => [push.notification.kind, push.notification.connectionId]);
       expect({ status: asked.status, ended: made.connection_id === ended, state: made.status, pushedToBen }).toEqual({ status: 201, ended: false, state: "pending", pushedToBen: [["request", made.connection_id]] });
     } finally {
-      store.createConnection = create;
+      held.restore();
     }
   });
 
@@ -153,13 +141,7 @@ describeEachStore("connections across instances: changes racing on the pair", (k
     const ben = new ApiUser(`ben-${tag}`, second, HOSTING_ROUTES);
     const id = await ann.connectWith(ben);
     // Ann's block (first instance) has set the connection's block; its change of the pair is held.
-    const store = harness.api.connectionStore;
-    const updatePair = store.updatePair.bind(store);
-    const held = holdOnce();
-    store.updatePair = async (pairKey, rule) => {
-      await held.pass();
-      return updatePair(pairKey, rule);
-    };
+    const held = holdFirstCall(harness.api.connectionStore, "updatePair");
     try {
       const blocking = ann.block(id);
       await held.reached;
@@ -169,7 +151,7 @@ describeEachStore("connections across instances: changes racing on the pair", (k
       const blocked = await blocking;
       expect({ status: blocked.status, blocked_by_you: connectionOf(blocked).blocked_by_you }).toEqual({ status: 200, blocked_by_you: true });
     } finally {
-      store.updatePair = updatePair;
+      held.restore();
     }
     // The block holds everywhere: on the connection (messages) as on the pair (requests).
     const outcome = { stored: connectionOf(await ann.get(id)).blocked_by_you, message: (await ben.send(id, "still here?")).status, request: (await ben.ask(ann.id)).status };
@@ -177,25 +159,26 @@ describeEachStore("connections across instances: changes racing on the pair", (k
   });
 });
 
-/** The first call that passes it waits until `open()`; `reached` resolves when it arrives. Later calls go straight through. */
-function holdOnce(): { readonly reached: Promise<void>; readonly open: () => void; readonly pass: () => Promise<void> } {
+/**
+ * Holds the first call of `store[method]` until `open()` (`reached` resolves when it arrives); later calls
+ * go straight through. `restore()` drops the stand-in, leaving the class's own method.
+ */
+function holdFirstCall<S extends object>(store: S, method: keyof S & string): { readonly reached: Promise<void>; readonly open: () => void; readonly restore: () => void } {
   let arrive!: () => void;
   let open!: () => void;
   const reached = new Promise<void>((resolve) => (arrive = resolve));
   const opened = new Promise<void>((resolve) => (open = resolve));
+  const original = Reflect.get(store, method) as (...args: unknown[]) => Promise<unknown>;
   let first = true;
-  return {
-    reached,
-    open: () => {
-      open();
-    },
-    pass: async () => {
-      if (!first) return;
+  Reflect.set(store, method, async (...args: unknown[]) => {
+    if (first) {
       first = false;
       arrive();
       await opened;
-    },
-  };
+    }
+    return Reflect.apply(original, store, args) as unknown;
+  });
+  return { reached, open: () => { open(); }, restore: () => Reflect.deleteProperty(store, method) };
 }
 
 /** What a list's answer shows: its status, its error's code if any, the connections' ids. */

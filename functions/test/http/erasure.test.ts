@@ -276,15 +276,20 @@ describeEachStore("erasing a user's data", (kind) => {
 describeWithRtdb("erasure: a message's copy landing after the first pass", () => {
   const instances = twoInstances({ store: "rtdb" });
 
-  it("leaves the user's list answering, without the erased conversation, on every instance", async () => {
+  /**
+   * A user's session whose last message's copy to the user's index is slow to land: meanwhile the
+   * user's data is erased through another instance; then the copy lands, writing the entry back.
+   */
+  async function copyLandingAfterErasure(messages: readonly string[]) {
     const { harness, second } = instances;
     const user = `user-${randomUUID()}`;
     const id = await createSession(harness.api, "friendly-assistant", user);
-    expect((await harness.api.call("POST", ROUTES.message(id), { message: "first" })).status).toBe(200);
-    // The second message's copy to the user's index (the entry's count and activity) is slow to land.
-    const release = holdingUpdates(harness.api.database!, (path) => path === conversationPath(conversationOwnerKey(user), id));
-    expect((await harness.api.call("POST", ROUTES.message(id), { message: "second" })).status).toBe(200);
-    // Meanwhile the user's data is erased through another instance; then the copy lands.
+    const last = messages.length - 1;
+    let release = () => {};
+    for (const [index, message] of messages.entries()) {
+      if (index === last) release = holdingUpdates(harness.api.database!, (path) => path === conversationPath(conversationOwnerKey(user), id));
+      expect((await harness.api.call("POST", ROUTES.message(id), { message })).status).toBe(200);
+    }
     expect((await second.call("DELETE", `${ROUTES.erase}?user_id=${user}`)).status).toBe(200);
     const entry = second.database!.ref(conversationPath(conversationOwnerKey(user), id));
     const landed = new Promise<void>((resolve) => {
@@ -296,6 +301,12 @@ describeWithRtdb("erasure: a message's copy landing after the first pass", () =>
     });
     release();
     await landed;
+    return { harness, second, user, id, entry };
+  }
+
+  it("leaves the user's list answering, without the erased conversation, on every instance", async () => {
+    // The second message's copy carries the entry's count and activity, no session's fields.
+    const { harness, second, user, entry } = await copyLandingAfterErasure(["first", "second"]);
     // The entry it wrote back names no session: left out of the list, which still answers.
     for (const api of [harness.api, second]) {
       const listed = await api.call("GET", `${ROUTES.list}?user_id=${user}`);
@@ -320,22 +331,7 @@ describeWithRtdb("erasure: a message's copy landing after the first pass", () =>
   });
 
   it("leaves out an entry the first message's copy wrote back whole (its head: title, template), on every instance", async () => {
-    const { harness, second } = instances;
-    const user = `user-${randomUUID()}`;
-    const id = await createSession(harness.api, "friendly-assistant", user);
-    const release = holdingUpdates(harness.api.database!, (path) => path === conversationPath(conversationOwnerKey(user), id));
-    expect((await harness.api.call("POST", ROUTES.message(id), { message: "Tell me about my secret" })).status).toBe(200);
-    expect((await second.call("DELETE", `${ROUTES.erase}?user_id=${user}`)).status).toBe(200);
-    const entry = second.database!.ref(conversationPath(conversationOwnerKey(user), id));
-    const landed = new Promise<void>((resolve) => {
-      const listener = entry.on("value", (snapshot) => {
-        if (!snapshot.exists()) return;
-        entry.off("value", listener);
-        resolve();
-      });
-    });
-    release();
-    await landed;
+    const { harness, second, user, id } = await copyLandingAfterErasure(["Tell me about my secret"]);
     expect((await second.call("GET", ROUTES.get(id))).status).toBe(404);
     for (const api of [harness.api, second]) {
       const listed = await api.call("GET", `${ROUTES.list}?user_id=${user}`);
