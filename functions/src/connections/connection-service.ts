@@ -250,6 +250,8 @@ export class ConnectionService {
    * `Idempotency-Key` gets the stored message back and notifies no one again. With MODERATION on,
    * a participant's message is checked first: there is no model call to run the check beside, so
    * its verdict comes before the transaction (a flagged one is stored nowhere, notified to no one).
+   * A refused check gives way to the answer the connection's state gives anyway (gone, a stored
+   * retry, or the transaction's own refusal).
    */
   async send(input: { readonly userId: string; readonly connectionId: string; readonly text: string; readonly idempotencyKey?: string }): Promise<SentMessage> {
     const { store, notifier, clock, policy } = this.options;
@@ -260,22 +262,27 @@ export class ConnectionService {
     const known = await this.known.get(connectionId);
     const sender = participantOf(known.meta, userId);
     const hash = idempotencyKey === undefined ? undefined : keyHash(`connectionMessage\u0000${connectionId}\u0000${userId}`, idempotencyKey);
+    const rule = appendMessage({ sender, senderId: userId, text, now, policy, ...(hash === undefined ? {} : { keyHash: hash }) });
     try {
       await this.options.moderation?.admit(text, { connection_id: connectionId });
     } catch (error) {
-      // Read only on a refusal. A connection gone is 404 on any instance, as a cold one learns from
-      // the fields' read (a warm one knows them still); a retry of a message already stored gets it
-      // back whatever the check says now (an outage with MODERATION_ON_OUTAGE=closed): its first
-      // send passed it.
+      // Read only on a refusal, and answered as the message's own transaction would answer it
+      // whatever the check says: a connection gone is 404 on any instance (a cold one learns it
+      // from the fields' read, a warm one knows them still); a retry of a message already stored
+      // gets it back (its first send passed the check); a message the connection refuses anyway
+      // (ended, declined, pending, blocked, past the sender's rate) gets that refusal, so that an
+      // outage with MODERATION_ON_OUTAGE=closed never asks a client to retry what no retry stores.
+      // The rule is pure: applied to the state as read, it decides without writing.
       const state = await store.readConnectionState(connectionId);
       if (!state) throw this.gone(connectionId);
-      const position = hash === undefined ? undefined : state.recent_keys?.[hash];
-      if (position !== undefined) return this.replay(input, position);
+      const { outcome } = rule(state);
+      if (outcome.kind === "duplicate") return this.replay(input, outcome.position);
+      if (outcome.kind !== "stored") throw messageRefusal(outcome);
       throw error;
     }
     const { ref } = known;
     const audience = notifier.audience(ref.userKeys[otherParticipant(sender)], ref.userKeys[sender]);
-    const result = await store.appendMessage(ref, appendMessage({ sender, senderId: userId, text, now, policy, ...(hash === undefined ? {} : { keyHash: hash }) }));
+    const result = await store.appendMessage(ref, rule);
     if (!result.found) throw this.gone(connectionId);
     const { outcome, state } = result;
     if (outcome.kind === "duplicate") return this.replay(input, outcome.position);

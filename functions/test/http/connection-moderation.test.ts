@@ -14,7 +14,8 @@ const FLAGGED_TEXT = "a message between users the moderation model flags";
  * MODERATION=true reaches user-to-user messages too: each is checked with the fake server's
  * /v1/moderations before it is stored (there is no model call to run beside). A flagged message is
  * refused with 422 MESSAGE_FLAGGED: nothing stored, nobody notified; an outage is the AI side's
- * choice (open: through, logged; closed: 503).
+ * choice (open: through, logged; closed: 503). A message the connection refuses anyway (ended,
+ * blocked) gets that refusal whatever the check says.
  */
 describeEachStore("moderation of messages between users", (kind) => {
   let harness: Harness;
@@ -100,6 +101,25 @@ describeEachStore("moderation of messages between users", (kind) => {
     // A new message in the same outage is still refused.
     closed.fake.enqueueModeration({ kind: "status", status: 500 });
     expect((await alice.send(connectionId, "Hello twice", { "Idempotency-Key": `key-${randomUUID()}` })).status).toBe(503);
+  });
+
+  it("answers a message to an ended connection 410 CONNECTION_ENDED, not the outage's 503 nor the flag's 422: no retry can store it", async () => {
+    await connected(closed);
+    expect((await bob.end(connectionId)).status).toBe(200);
+    closed.fake.enqueueModeration({ kind: "status", status: 503 });
+    const outage = await alice.send(connectionId, "Still there?");
+    expect({ status: outage.status, code: outage.body.error?.code, retry: outage.headers.get("retry-after") }).toEqual({ status: 410, code: "CONNECTION_ENDED", retry: null });
+    closed.fake.enqueueModeration({ kind: "verdict", flagged: true, categories: ["harassment"] });
+    const flagged = await alice.send(connectionId, FLAGGED_TEXT);
+    expect({ status: flagged.status, code: flagged.body.error?.code }).toEqual({ status: 410, code: "CONNECTION_ENDED" });
+  });
+
+  it("answers a message to a blocked connection 403 CONNECTION_BLOCKED during an outage, as its transaction would", async () => {
+    await connected(closed);
+    expect((await bob.block(connectionId)).status).toBe(200);
+    closed.fake.enqueueModeration({ kind: "status", status: 503 });
+    const outage = await alice.send(connectionId, "Hello?");
+    expect({ status: outage.status, code: outage.body.error?.code }).toEqual({ status: 403, code: "CONNECTION_BLOCKED" });
   });
 
   it("answers a server without a moderations endpoint as a configuration error, keeping nothing", async () => {
