@@ -11,7 +11,7 @@ import { commit } from "./message/exchange-commit";
 import { resolveGenerationSettings } from "./prompt/generation-settings";
 import { fingerprint, keyHash } from "./idempotency";
 import { KnownSessions } from "./known-sessions";
-import { admitSession, releaseSession, userKey, type Admission, type UsagePolicy } from "./ledger/limits";
+import { admitSession, releaseEnded, releaseSession, userKey, type Admission, type UsagePolicy } from "./ledger/limits";
 import { admit } from "./message/message-admission";
 import type { MessageContext } from "./message/message-context";
 import { seconds } from "./message/refusals";
@@ -163,9 +163,8 @@ export class SessionService {
       sessionId = keyed.sessionId;
       claim = keyed.claim;
     }
-    let counted: boolean;
     try {
-      counted = await this.admitSession(userId, sessionId, now, input.caller, input.address, input.idempotencyKey !== undefined);
+      await this.admitSession(userId, sessionId, now, input.caller, input.address, input.idempotencyKey !== undefined);
     } catch (error) {
       // Refused: no session comes of this claim. Not on a database failure, whose admission may
       // have counted the session: a retry with the key then creates that same session.
@@ -190,9 +189,13 @@ export class SessionService {
     try {
       created = await store.createSession({ id: sessionId, meta, state });
     } catch (error) {
-      // Only a count this request made: a keyed repeat's failed write leaves the session counted
-      // for the first request, which may be writing it still.
-      if (counted) await store.updateUsage(userKey(userId), releaseSession(sessionId)).catch(() => undefined);
+      // A keyed create's count stays, whichever request took it: its session may exist all the same
+      // (this write landed with its answer lost, or a repeat stored it meanwhile), and the key keeps
+      // its id for the retry, which finds it counted and takes nothing. One that never lands lapses
+      // at the idle TTL: high, never low. An unkeyed create's id reaches no retry: its count goes
+      // back (should the write have landed after all, the session, listed but never answered with,
+      // is counted again by its first message only within the limit).
+      if (input.idempotencyKey === undefined) await store.updateUsage(userKey(userId), releaseSession(sessionId)).catch(() => undefined);
       throw error;
     }
     if (created === "exists") return { sessionId, meta: (await this.known.owned(sessionId, undefined)).meta, replayed: true };
@@ -227,13 +230,14 @@ export class SessionService {
   }
 
   async end(sessionId: string, caller?: Identity): Promise<EndedSession> {
-    const { store, clock, policy } = this.options;
+    const { store, clock, policy, usage } = this.options;
     const { meta, userKey: owner } = await this.known.owned(sessionId, caller);
-    const result = await store.updateState(sessionId, endRule(clock(), policy));
+    const now = clock();
+    const result = await store.updateState(sessionId, endRule(now, policy));
     if (!result.found) throw new SessionNotFoundError(sessionId);
     if (result.outcome.kind === "closed") throw new SessionClosedError(result.outcome.status);
     // A lost release only delays the slot: an unused session stops counting after the idle TTL.
-    await store.updateUsage(owner, releaseSession(sessionId)).catch(() => undefined);
+    await store.updateUsage(owner, releaseEnded(sessionId, now, usage)).catch(() => undefined);
     return { sessionId, meta, state: result.state };
   }
 
@@ -243,10 +247,9 @@ export class SessionService {
    * at once, each giving back what it took when the other refuses. A `keyed` create's session is
    * admitted again by its repeats (the first still writing it, or failed with its fate unknown),
    * each admitted as the first would be, but counted once: a repeat finding it counted takes
-   * nothing, and gives back nothing of what the first took. True when this request counted it
-   * for the user.
+   * nothing, and gives back nothing of what the first took.
    */
-  private async admitSession(userId: string, sessionId: string, now: number, caller: Identity | undefined, address: string | undefined, keyed: boolean): Promise<boolean> {
+  private async admitSession(userId: string, sessionId: string, now: number, caller: Identity | undefined, address: string | undefined, keyed: boolean): Promise<void> {
     const { store, usage } = this.options;
     const perHour = usage.addressSessionsPerHour ?? 0;
     const bucket = perHour > 0 && address !== undefined && (!caller || caller.anonymous === true) ? addressKey(address) : undefined;
@@ -268,7 +271,6 @@ export class SessionService {
     if (!user.value.admitted && user.value.erasing) throw new ErasureInProgressError(seconds(user.value.retryAfterMs));
     if (!user.value.admitted) throw new LimitExceededError("sessions", seconds(user.value.retryAfterMs));
     if (!network.value.admitted) throw new LimitExceededError("address", seconds(network.value.retryAfterMs));
-    return took(user);
   }
 
   /**

@@ -301,6 +301,27 @@ describeEachStore("a keyed createSession repeated before its session is stored",
     expect(await view.countedSessions(user)).toEqual([first.body.session_id]);
   });
 
+  it("keeps the session counted for its user when the first's own write fails after its repeat stored it", async () => {
+    const user = newUser();
+    const headers = key("create-failed-first");
+    const held = await holdNext("createSession", () => create(harness.api, user, headers));
+    faults[0]!.arm("createSession", "before");
+    const repeat = await create(b, user, headers);
+    held.open();
+    expect({ first: outcome(await held.first), repeat: outcome(repeat) }).toEqual({ first: { status: 503, code: "DATABASE_UNAVAILABLE" }, repeat: { status: 201, code: undefined } });
+    expect({ stored: await view.sessionsOf(user), counted: await view.countedSessions(user) }).toEqual({ stored: [repeat.body.session_id], counted: [repeat.body.session_id] });
+  });
+
+  it("keeps the session counted for its user when its write landed and only the answer was lost, for the retry that replays it", async () => {
+    const user = newUser();
+    const headers = key("create-answer-lost");
+    faults[0]!.arm("createSession", "after");
+    expect(outcome(await create(harness.api, user, headers))).toEqual({ status: 503, code: "DATABASE_UNAVAILABLE" });
+    const retried = await create(harness.api, user, headers);
+    expect(outcome(retried)).toEqual({ status: 201, code: undefined });
+    expect({ stored: await view.sessionsOf(user), counted: await view.countedSessions(user) }).toEqual({ stored: [retried.body.session_id], counted: [retried.body.session_id] });
+  });
+
   it("creates the session on a retry after its write failed, the address having paid for it once", async () => {
     expect((await create(harness.api, newUser())).status).toBe(201);
     const user = newUser();

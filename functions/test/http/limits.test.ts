@@ -179,6 +179,25 @@ describeEachStore("the active-session limit at one session", (kind) => {
 
   const create = (user: string): Promise<Answer> => harness.api.call("POST", ROUTES.create, { user_id: user, template_id: "friendly-assistant" });
 
+  /** Sends a message to `id` whose claim lands and whose usage transaction is still on its way when the session ends, and lands after the end's release: the message's answer. */
+  async function sendAcrossEnd(id: string): Promise<Answer> {
+    let open!: () => void;
+    let claimed!: () => void;
+    const answered = new Promise<void>((resolve) => { claimed = resolve; });
+    held = { opened: new Promise<void>((resolve) => { open = resolve; }), claimed };
+    now += 1_000;
+    const sending = harness.api.call("POST", ROUTES.message(id), { message: "hello" });
+    let deadline: NodeJS.Timeout | undefined;
+    const came = await Promise.race([answered.then(() => true), new Promise<false>((resolve) => { deadline = setTimeout(() => { resolve(false); }, 5_000); })]).finally(() => { clearTimeout(deadline); });
+    if (!came) throw new Error("the message's claim did not answer within 5 s");
+    now += 1_000;
+    expect((await harness.api.call("DELETE", ROUTES.end(id))).status).toBe(200);
+    open();
+    const answer = await sending;
+    now += 1_000;
+    return answer;
+  }
+
   it("counts a session until the idle TTL after its last answer: a create is refused while it is active, though its message arrived longer ago", async () => {
     const user = newUser();
     const id = String((await create(user)).body.session_id);
@@ -199,21 +218,16 @@ describeEachStore("the active-session limit at one session", (kind) => {
   it("frees the slot of a session ended while a message to it was being admitted, once the message is refused at its commit", async () => {
     const user = newUser();
     const id = String((await create(user)).body.session_id);
-    let open!: () => void;
-    let claimed!: () => void;
-    const answered = new Promise<void>((resolve) => { claimed = resolve; });
-    held = { opened: new Promise<void>((resolve) => { open = resolve; }), claimed };
-    now += 1_000;
-    // The message's claim lands; its usage transaction is still on its way when the session ends, and counts it after.
-    const sending = harness.api.call("POST", ROUTES.message(id), { message: "hello" });
-    let deadline: NodeJS.Timeout | undefined;
-    const came = await Promise.race([answered.then(() => true), new Promise<false>((resolve) => { deadline = setTimeout(() => { resolve(false); }, 5_000); })]).finally(() => { clearTimeout(deadline); });
-    if (!came) throw new Error("the message's claim did not answer within 5 s");
-    now += 1_000;
-    expect((await harness.api.call("DELETE", ROUTES.end(id))).status).toBe(200);
-    open();
-    expect((await sending).status).toBe(410);
-    now += 1_000;
+    expect((await sendAcrossEnd(id)).status).toBe(410);
+    const next = await create(user);
+    expect({ status: next.status, code: next.body.error?.code }).toEqual({ status: 201, code: undefined });
+  });
+
+  it("frees the slot of a session ended while a message to it was being admitted, when the message's model call then fails", async () => {
+    const user = newUser();
+    const id = String((await create(user)).body.session_id);
+    harness.fake.enqueue({ kind: "status", status: 400, body: { error: { message: "bad request" } } });
+    expect((await sendAcrossEnd(id)).status).toBe(502);
     const next = await create(user);
     expect({ status: next.status, code: next.body.error?.code }).toEqual({ status: 201, code: undefined });
   });

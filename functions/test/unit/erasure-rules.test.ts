@@ -62,7 +62,7 @@ describe("an erasure in the user's usage record", () => {
     expect(markErasing(T + 1, 20)({ ...USAGE, erasing: T }).next).toEqual({ ...USAGE, erasing: T + 1 });
   });
 
-  it("forgets the erased sessions and their context bounds, keeping the bucket and the day's tokens", () => {
+  it("forgets the erased sessions, their context bounds and end marks, keeping the bucket and the day's tokens", () => {
     expect(forgetSessions(["a", "c"])(USAGE).next).toEqual({
       tokens: 3,
       refilled_at: T - 10,
@@ -70,6 +70,7 @@ describe("an erasure in the user's usage record", () => {
       daily: USAGE.daily,
       contexts: {},
     });
+    expect(forgetSessions(["d"])({ ...USAGE, ended: { d: T, e: T } }).next).toEqual({ ...USAGE, ended: { e: T } });
     expect(forgetSessions(["zzz"])(USAGE)).toEqual({ outcome: undefined });
     expect(forgetSessions(["a"])(null)).toEqual({ outcome: undefined });
   });

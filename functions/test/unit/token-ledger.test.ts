@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { admitMessage, admitSession, refundMessage, releaseSession, settleTokens, utcDay, type MessageAdmission, type TokenNeed, type UsagePolicy } from "../../src/session/ledger/limits";
+import { admitMessage, admitSession, refundMessage, releaseEnded, releaseSession, settleTokens, utcDay, type MessageAdmission, type TokenNeed, type UsagePolicy } from "../../src/session/ledger/limits";
 import { estimateMessageTokens, estimatePromptTokens } from "../../src/session/prompt/token-estimate";
 import { SUMMARY_CALL_TOKENS, SUMMARY_PROMPT_TOKENS } from "../../src/session/prompt/rolling-summary";
 import { isSummary } from "../support/summary-in";
@@ -176,6 +176,22 @@ describe("daily token ledger rules", () => {
     expect(later?.sessions?.s1).toBe(NOON + 5_000);
     // A failed model call is no refusal: the session was in use, and stays counted.
     expect(apply(ended, admitMessage("s1", NOON, POLICY, NEED), refundMessage(POLICY, "s1", onEnded, false))?.sessions?.s1).toBe(NOON);
+  });
+
+  it("never counts again a session ended while a message to it was being admitted, however that message ends", () => {
+    const one = { ...POLICY, maxActiveSessions: 1 };
+    const ended = apply(null, admitSession("s1", NOON - 60_000, one), releaseEnded("s1", NOON + 1_000, one), admitSession("s2", NOON + 2_000, one));
+    // Sent before the end, landed after its release: admitted (its claim or commit refuses it as closed), at the limit too, and counts nothing.
+    const late = admitted(admitMessage("s1", NOON, one, NEED)(ended).outcome);
+    expect(late.countedAt).toBeUndefined();
+    const admittedLate = apply(ended, admitMessage("s1", NOON, one, NEED));
+    expect({ sessions: admittedLate?.sessions, bound: admittedLate?.contexts?.s1 }).toEqual({ sessions: { s2: NOON + 2_000 }, bound: undefined });
+    // Refused, its model call failed, or its commit sent (its answer lost, or its instance gone after).
+    const ends = [refundMessage(one, "s1", late, true), refundMessage(one, "s1", late, false), settleTokens("s1", late, landed(90, 0, true, NOON + 20_000))];
+    for (const end of ends) expect(apply(admittedLate, end)?.sessions).toEqual({ s2: NOON + 2_000 });
+    // The mark lasts as long as a request may run: 2 minutes here.
+    expect(apply(ended, admitMessage("s2", NOON + 121_000, one, NEED))?.ended).toEqual({ s1: NOON + 1_000 });
+    expect(apply(ended, admitMessage("s2", NOON + 121_001, one, NEED))?.ended).toBeUndefined();
   });
 
   it("counts a session from its message's answer once settled, as long as the session stays active: no create takes its slot, and its context bound stays", () => {

@@ -92,7 +92,8 @@ export function clearErasing(requestedAt: number): UsageRule<undefined> {
 
 /**
  * Forgets erased sessions in the usage record: they no longer count as active, and their context
- * bounds go (the record then names none of them). The message bucket and the day's tokens stay.
+ * bounds and end marks go (the record then names none of them). The message bucket and the day's
+ * tokens stay.
  */
 export function forgetSessions(sessionIds: readonly string[]): UsageRule<undefined> {
   const erased = new Set(sessionIds);
@@ -101,9 +102,11 @@ export function forgetSessions(sessionIds: readonly string[]): UsageRule<undefin
     const keep = <T>(entries: Readonly<Record<string, T>> | undefined) => (entries ? Object.fromEntries(Object.entries(entries).filter(([id]) => !erased.has(id))) : undefined);
     const sessions = keep(usage.sessions);
     const contexts = keep(usage.contexts);
-    const { sessions: before, contexts: was, ...rest } = usage;
-    const changed = Object.keys(sessions ?? {}).length !== Object.keys(before ?? {}).length || Object.keys(contexts ?? {}).length !== Object.keys(was ?? {}).length;
+    const ended = keep(usage.ended);
+    const { sessions: before, contexts: was, ended: marked, ...rest } = usage;
+    const size = (entries: object | undefined) => Object.keys(entries ?? {}).length;
+    const changed = size(sessions) !== size(before) || size(contexts) !== size(was) || size(ended) !== size(marked);
     if (!changed) return { outcome: undefined };
-    return { outcome: undefined, next: { ...rest, ...(sessions ? { sessions } : {}), ...(contexts ? { contexts } : {}) } };
+    return { outcome: undefined, next: { ...rest, ...(sessions ? { sessions } : {}), ...(contexts ? { contexts } : {}), ...(ended ? { ended } : {}) } };
   };
 }

@@ -36,8 +36,11 @@ export interface Reservation {
   readonly tokens: number;
   /** What it added to the session's context bound, taken back when its exchange cannot have landed. */
   readonly fresh: number;
-  /** When it counted the session as active (`sessions`), and the session's count before it (absent: not counted). */
-  readonly countedAt: number;
+  /**
+   * When it counted the session as active (`sessions`; absent: it counted nothing, the session
+   * having ended: see releaseEnded), and the session's count before it (absent: not counted).
+   */
+  readonly countedAt?: number;
   readonly countedBefore?: number;
 }
 
@@ -124,7 +127,9 @@ export function utcDay(now: number): string {
  *
  * The session counts as active from now (see liveSessions). One no longer counted (its count
  * lapsed, or was given back) is counted again only within the user's limit of active sessions: the
- * record never counts more sessions than it allows, whatever a lost settlement left behind.
+ * record never counts more sessions than it allows, whatever a lost settlement left behind. One
+ * whose end released it (marked in `ended`: this admission was sent before the end, and landed
+ * after) is not counted at all, nor given a context bound: whatever becomes of its message.
  */
 export function admitMessage(sessionId: string, now: number, policy: UsagePolicy, need: TokenNeed): UsageRule<MessageAdmission> {
   return (usage) => {
@@ -135,10 +140,12 @@ export function admitMessage(sessionId: string, now: number, policy: UsagePolicy
     if (tokens < 1) return { outcome: { admitted: false, limit: "messages", retryAfterMs: Math.ceil((1 - tokens) / rate) } };
     const day = utcDay(now);
     const used = usage?.daily?.day === day ? usage.daily : { day, tokens: 0 };
+    const ended = recentEnds(usage, now, policy);
+    const counts = ended?.[sessionId] === undefined;
     const live = liveSessions(usage, now, policy);
     const before = live[sessionId];
     const active = Object.values(live);
-    if (before === undefined && active.length >= policy.maxActiveSessions) {
+    if (counts && before === undefined && active.length >= policy.maxActiveSessions) {
       return { outcome: { admitted: false, limit: "sessions", retryAfterMs: untilSlotFrees(active, now, policy) } };
     }
     const context = usage?.contexts?.[sessionId];
@@ -147,9 +154,11 @@ export function admitMessage(sessionId: string, now: number, policy: UsagePolicy
       return { outcome: { admitted: false, limit: "tokens", retryAfterMs: Date.parse(`${day}T00:00:00Z`) + DAY - now } };
     }
     const open = context && now - context.at <= Math.max(OPEN_RESERVATION_MS, policy.requestTimeoutMs ?? 0) ? context.open : 0;
-    const sessions = { ...live, [sessionId]: now };
+    const sessions = counts ? { ...live, [sessionId]: now } : live;
+    const counted = counts ? { countedAt: now, ...(before === undefined ? {} : { countedBefore: before }) } : {};
+    const bound = { tokens: reserved, open: open + 1, landed: context?.landed ?? 0, at: now };
     return {
-      outcome: { admitted: true, reservation: { day, tokens: reserved, fresh: Math.ceil(need.fresh), countedAt: now, ...(before === undefined ? {} : { countedBefore: before }) } },
+      outcome: { admitted: true, reservation: { day, tokens: reserved, fresh: Math.ceil(need.fresh), ...counted } },
       next: withoutUndefined({
         // What other rules keep in the record (a user's connection requests) stays as it is.
         ...usage,
@@ -157,7 +166,8 @@ export function admitMessage(sessionId: string, now: number, policy: UsagePolicy
         refilled_at: Math.max(now, usage?.refilled_at ?? now),
         sessions,
         daily: { ...used, tokens: addCounts(used.tokens, reserved) },
-        contexts: { ...liveContexts(usage, sessions), [sessionId]: { tokens: reserved, open: open + 1, landed: context?.landed ?? 0, at: now } },
+        contexts: counts ? { ...liveContexts(usage, sessions), [sessionId]: bound } : liveContexts(usage, sessions),
+        ended,
       }),
     };
   };
@@ -221,7 +231,8 @@ export function refundMessage(policy: UsagePolicy, sessionId: string, reservatio
     if (!settled) return { outcome: undefined };
     if (!refused) return { outcome: undefined, next: settled };
     const refunded = { ...settled, tokens: Math.min(policy.messagesPerMinute, settled.tokens + 1) };
-    return { outcome: undefined, next: settled.sessions?.[sessionId] === reservation.countedAt ? countedAsBefore(refunded, sessionId, reservation.countedBefore) : refunded };
+    const countedHere = reservation.countedAt !== undefined && settled.sessions?.[sessionId] === reservation.countedAt;
+    return { outcome: undefined, next: countedHere ? countedAsBefore(refunded, sessionId, reservation.countedBefore) : refunded };
   };
 }
 
@@ -249,13 +260,38 @@ function untilSlotFrees(active: readonly number[], now: number, policy: UsagePol
   return Math.max(1_000, Math.min(...active) + policy.idleTtlMs - now);
 }
 
-/** Stops counting a session that ended. */
+/** Stops counting a session (one not created after all, or no longer active). */
 export function releaseSession(sessionId: string): UsageRule<undefined> {
   return (usage) => {
     if (!usage?.sessions || !(sessionId in usage.sessions)) return { outcome: undefined };
     const { [sessionId]: released, ...others } = usage.sessions;
     return { outcome: undefined, next: withoutUndefined({ ...usage, sessions: others, contexts: liveContexts(usage, others) }) };
   };
+}
+
+/**
+ * Stops counting a session that ended, for good: a message admitted before the end may have its
+ * usage transaction (sent beside its claim) land after this one, and would count the ended session
+ * again, and whatever became of that message next (refused at its commit, its model call failed,
+ * its commit's answer lost, its instance gone) it would hold a slot of USER_MAX_ACTIVE_SESSIONS
+ * for the idle TTL. So the session is noted in `ended` for as long as a request may run, which
+ * admitMessage respects; an ended session never takes a message again, so nothing is lost.
+ */
+export function releaseEnded(sessionId: string, now: number, policy: UsagePolicy): UsageRule<undefined> {
+  return (usage) => {
+    if (!usage) return { outcome: undefined };
+    const released = releaseSession(sessionId)(usage).next ?? usage;
+    return { outcome: undefined, next: { ...released, ended: { ...recentEnds(usage, now, policy), [sessionId]: now } } };
+  };
+}
+
+/**
+ * The sessions ended (releaseEnded) within as long as a request may run: an admission sent before
+ * an end lands by then. Older marks are dropped, so the record holds only a few minutes' ends.
+ */
+function recentEnds(usage: UserUsage | null, now: number, policy: UsagePolicy): UserUsage["ended"] {
+  const kept = Object.entries(usage?.ended ?? {}).filter(([, at]) => now - at <= Math.max(OPEN_RESERVATION_MS, policy.requestTimeoutMs ?? 0));
+  return kept.length > 0 ? Object.fromEntries(kept) : undefined;
 }
 
 /**

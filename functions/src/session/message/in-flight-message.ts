@@ -156,10 +156,10 @@ export class InFlightMessage {
     if (how.kind !== "stored") this.partial?.discard();
     const releases = how.kind === "refused" || how.kind === "failed" || how.kind === "closed" || (how.kind === "not-stored" && how.release);
     if (releases && (this.taken.slot || this.taken.claimUnanswered)) releaseQuietly(store, this.session.id, this.claim);
-    // Its admission counted the session as active, and may have landed after an end had released
-    // it: kept, a closed session would hold a slot of USER_MAX_ACTIVE_SESSIONS for the idle TTL.
-    // A closed session never takes a message again, so no later count of it is lost; a lost
-    // release lapses with the TTL.
+    // Its admission counted the session as active, unless it landed after the end's release
+    // (limits.ts releaseEnded); an end whose release was lost left it counted for the idle TTL. A
+    // closed session never takes a message again, so no later count of it is lost; a lost release
+    // here lapses with the TTL too.
     if (how.kind === "closed" && this.taken.reservation) void store.updateUsage(this.session.userKey, releaseSession(this.session.id)).catch(() => undefined);
     if (this.settled) return;
     if (how.kind === "refused") {
