@@ -11,10 +11,18 @@ export interface CallMeta {
 
 const DATA_FIELD = "(data)";
 
-/** The data's fields that are not the body's: the path's, and the idempotency key. */
+/**
+ * The data's fields that are not the body's: the path's, and the idempotency key. A path field
+ * must be well-formed text: encodeURIComponent throws on a lone surrogate (which the Functions SDK
+ * sends as a JSON escape), and that would answer `internal`.
+ */
 function buildRoutingSchema(pathFields: readonly string[]) {
+  const pathField = z
+    .string({ error: (issue) => (issue.input === undefined ? "is required" : "must be a string") })
+    .min(1, "must not be empty")
+    .refine((value) => value.isWellFormed(), "must be valid Unicode text (no lone surrogates)");
   return z.object({
-    ...Object.fromEntries(pathFields.map((field) => [field, z.string({ error: (issue) => (issue.input === undefined ? "is required" : "must be a string") }).min(1, "must not be empty")])),
+    ...Object.fromEntries(pathFields.map((field) => [field, pathField])),
     idempotency_key: z.string({ error: "must be a string" }).optional(),
   });
 }

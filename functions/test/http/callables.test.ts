@@ -209,6 +209,7 @@ describeEachStore("callable functions through the Functions client SDK", (kind) 
     ["a session_id left undefined", () => Promise.resolve(["sendMessage", { session_id: undefined, message: "hi" }]), { code: "functions/invalid-argument", details: { code: "INVALID_REQUEST", fields: [{ field: "session_id", message: "is required" }] } }],
     ["a message left undefined", async () => ["sendMessage", { session_id: await created(), message: undefined }], { code: "functions/invalid-argument", details: { code: "INVALID_REQUEST", fields: [{ field: "message", message: "is required" }] } }],
     ["a session_id that is a number", () => Promise.resolve(["endSession", { session_id: 7 }]), { code: "functions/invalid-argument", details: { code: "INVALID_REQUEST", fields: [{ field: "session_id", message: "must be a string" }] } }],
+    ["a session_id holding a lone surrogate", () => Promise.resolve(["sendMessage", { session_id: "\ud800", message: "hi" }]), { code: "functions/invalid-argument", details: { code: "INVALID_REQUEST", fields: [{ field: "session_id", message: "must be valid Unicode text (no lone surrogates)" }] } }],
     ["an id this service never issued", () => Promise.resolve(["sendMessage", { session_id: "../../templates", message: "hi" }]), { code: "functions/not-found", details: { code: "SESSION_NOT_FOUND" } }],
     ["an unknown session", () => Promise.resolve(["endSession", { session_id: "0b4f3a52-1111-4e2e-9c1c-9a1e5c6d7e8f" }]), { code: "functions/not-found", details: { code: "SESSION_NOT_FOUND" } }],
     ["an empty message", async () => ["sendMessage", { session_id: await created(), message: "  " }], { code: "functions/invalid-argument", details: { code: "INVALID_REQUEST", fields: [{ field: "message", message: "must not be empty" }] } }],
@@ -431,6 +432,7 @@ describeEachStore("callable functions through the Functions client SDK", (kind) 
     it.each([
       ["no connection_id", "getConnection", { user_id: "someone" }, { field: "connection_id", message: "is required" }],
       ["a connection_id that is a number", "endConnection", { user_id: "someone", connection_id: 7 }, { field: "connection_id", message: "must be a string" }],
+      ["a connection_id holding a lone surrogate", "getConnection", { user_id: "someone", connection_id: "\udfff" }, { field: "connection_id", message: "must be valid Unicode text (no lone surrogates)" }],
       ["no other user", "requestConnection", { user_id: "someone" }, { field: "other_user_id" }],
       ["an empty message", "sendConnectionMessage", { user_id: "someone", connection_id: "8d3c4f0e-5b1a-4c2e-9f57-1a2b3c4d5e6f", message: " " }, { field: "message", message: "must not be empty" }],
       ["a page size a query cannot carry", "listConnections", { user_id: "someone", limit: { many: true } }, { field: "limit", message: "must be a string or a number" }],
