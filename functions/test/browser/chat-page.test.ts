@@ -78,7 +78,7 @@ describeWithChromium("the chat page in Chromium", () => {
     // Served under a strict policy: it connects to its own origin; the one wildcard is the database
     // servers' a WebSocket moves to after its handshake (docs/web-page-security.md).
     expect(policy).toContain("connect-src 'self'");
-    expect(policy.split(/[ ;]+/).filter((source) => source.includes("*"))).toEqual(["wss://*.firebaseio.com"]);
+    expect((policy ?? "").split(/[ ;]+/).filter((source) => source.includes("*"))).toEqual(["wss://*.firebaseio.com"]);
     expect(await page.evaluate("[...document.querySelectorAll('#template option')].map((option) => option.value)")).toEqual([
       "friendly-assistant",
       "sarcastic-critic",
