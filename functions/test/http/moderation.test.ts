@@ -1,6 +1,10 @@
 import { randomUUID } from "node:crypto";
 import { keyHash } from "../../src/session/idempotency";
-import { streamCall } from "../support/event-stream-client";
+import { estimatePromptTokens } from "../../src/session/prompt/token-estimate";
+import type { ServiceUsage } from "../../src/store/records";
+import type { SessionStore } from "../../src/store/session-store";
+import { eventually, streamCall } from "../support/event-stream-client";
+import { fakeUsage, type RecordedRequest } from "../support/fake-openai-server";
 import { createSession, describeEachStore, ROUTES, startHarness, type Answer, type Harness } from "../support/http-harness";
 import { recordingLog, type Logged } from "../support/recording-log";
 import { recordingPartials } from "../support/recording-partials";
@@ -8,9 +12,32 @@ import { recordingPartials } from "../support/recording-partials";
 const FLAGGED_TEXT = "a message the moderation model flags";
 
 /**
+ * What the first reply call of session `id`, abandoned mid-call, counts (docs/tokens.md): its
+ * prompt's estimate (the system prompt and `message`) and all of its max_tokens; whether the
+ * request reached the provider before the abort or not, nothing says.
+ */
+async function abandonedBound(store: SessionStore, id: string, message: string): Promise<number> {
+  const meta = await store.readSessionMeta(id);
+  if (!meta) throw new Error(`session ${id} has no meta`);
+  return estimatePromptTokens([{ role: "system", content: meta.system_prompt }, { role: "user", content: message }]) + meta.settings.max_tokens;
+}
+
+/** What the fake provider billed for a call it finished with `reply`. */
+function billed(request: RecordedRequest, reply: string): number {
+  const usage = fakeUsage(request.body, reply);
+  return usage.prompt_tokens + usage.completion_tokens;
+}
+
+async function serviceTotal(store: SessionStore): Promise<number> {
+  const shards: Readonly<Record<string, ServiceUsage>> = await store.readServiceUsage();
+  return Object.values(shards).reduce((sum, shard) => sum + shard.tokens, 0);
+}
+
+/**
  * MODERATION=true: each user message is checked with the fake server's /v1/moderations beside its
  * model call. A flagged message reaches no storage, no partial and no client, whichever way it
- * was asked for (plain JSON, Server-Sent Events).
+ * was asked for (plain JSON, Server-Sent Events); its model call, which the provider bills, is
+ * counted all the same.
  */
 describeEachStore("moderation of users' messages", (kind) => {
   let harness: Harness;
@@ -40,13 +67,14 @@ describeEachStore("moderation of users' messages", (kind) => {
   let user: string;
   const session = (of = harness) => createSession(of.api, "friendly-assistant", user);
 
-  async function nothingKept(id: string, answer: Answer | undefined, store = harness.api.store): Promise<void> {
+  /** Nothing of the message kept; its reservation settled with what its model call `counted` (0: a failed call). */
+  async function nothingKept(id: string, answer: Answer | undefined, counted: number, store = harness.api.store): Promise<void> {
     expect(await store.readSessionState(id)).toMatchObject({ status: "active", message_count: 0 });
     expect(await store.readWindow(id, 10)).toEqual({ messages: [], through: 0 });
     expect(partials.filter((text) => text !== null)).toEqual([]);
-    // The reservation given back: a refused message costs the user no tokens.
+    // The provider bills a call that finished or was abandoned: the user's day counts it, the rest of the reservation goes back.
     const usage = await store.updateUsage(keyHash("user", user), (record) => ({ outcome: record }));
-    expect(usage?.daily?.tokens ?? 0).toBe(0);
+    expect(usage?.daily?.tokens ?? 0).toBe(counted);
     expect(usage?.contexts?.[id]?.open ?? 0).toBe(0);
     if (answer) expect(JSON.stringify(answer.body)).not.toContain("reply");
   }
@@ -61,7 +89,7 @@ describeEachStore("moderation of users' messages", (kind) => {
     expect(harness.fake.moderationRequests[0]?.headers.authorization).toBe("Bearer sk-test-key");
   });
 
-  it("refuses a flagged message with 422 MESSAGE_FLAGGED: nothing stored, no partial, its model call abandoned, its reservation given back", async () => {
+  it("refuses a flagged message with 422 MESSAGE_FLAGGED: nothing stored, no partial, its model call abandoned and counted at its bound", async () => {
     const id = await session();
     // The model answers slowly and never completes: the verdict comes first and abandons it.
     harness.fake.enqueue({ kind: "hang" });
@@ -70,7 +98,7 @@ describeEachStore("moderation of users' messages", (kind) => {
     expect(answer.status).toBe(422);
     expect(answer.body).toEqual({ success: false, error: { code: "MESSAGE_FLAGGED", message: "The message was flagged by moderation and was not sent" } });
     await harness.fake.noRequestHanging();
-    await nothingKept(id, answer);
+    await nothingKept(id, answer, await abandonedBound(harness.api.store, id, FLAGGED_TEXT));
     // The slot is free again: the next message is answered at once.
     expect((await harness.api.call("POST", ROUTES.message(id), { message: "Hello again" })).status).toBe(200);
     // The log names the categories, never the text.
@@ -78,15 +106,16 @@ describeEachStore("moderation of users' messages", (kind) => {
     expect(JSON.stringify(logged)).not.toContain(FLAGGED_TEXT);
   });
 
-  it("streams nothing of a flagged message's reply, even when the model wrote it all before the verdict: a JSON 422, no event", async () => {
+  it("streams nothing of a flagged message's reply, even when the model wrote it all before the verdict: a JSON 422, no event, the call counted as billed", async () => {
     const id = await session();
-    harness.fake.enqueue({ kind: "stream", chunks: ["This", " reply", " is", " never", " shown."] });
+    const chunks = ["This", " reply", " is", " never", " shown."];
+    harness.fake.enqueue({ kind: "stream", chunks });
     harness.fake.enqueueModeration({ kind: "verdict", flagged: true, categories: ["hate"], delayMs: 300 });
     const answer = await streamCall(harness.api.baseUrl, ROUTES.message(id), { message: FLAGGED_TEXT });
     expect(answer.status).toBe(422);
     expect(answer.events).toEqual([]);
     expect(answer.json?.error?.code).toBe("MESSAGE_FLAGGED");
-    await nothingKept(id, undefined);
+    await nothingKept(id, undefined, billed(harness.fake.requests[0]!, chunks.join("")));
   });
 
   it("holds a streamed reply back until the verdict, then passes what was held in one delta and the rest as it comes", async () => {
@@ -132,11 +161,13 @@ describeEachStore("moderation of users' messages", (kind) => {
 
   it("answers a server without a moderations endpoint (404) as a configuration error, not an outage, whatever the choice", async () => {
     const id = await session();
+    harness.fake.enqueue({ kind: "hang" });
     harness.fake.enqueueModeration({ kind: "status", status: 404 });
     const answer = await harness.api.call("POST", ROUTES.message(id), { message: "Hello" });
     expect(answer.status).toBe(500);
     expect(answer.body.error?.code).toBe("CONFIGURATION_ERROR");
-    await nothingKept(id, answer);
+    await harness.fake.noRequestHanging();
+    await nothingKept(id, answer, await abandonedBound(harness.api.store, id, "Hello"));
     expect(logged.find((entry) => entry.message === "request failed")?.fields?.detail).toMatch(/no moderations endpoint.*turn MODERATION off/);
   });
 
@@ -148,7 +179,8 @@ describeEachStore("moderation of users' messages", (kind) => {
     expect(answer.body.error?.code).toBe("MODEL_UNAVAILABLE");
     // The hanging moderation request was given up on, not left open.
     await harness.fake.noRequestHanging();
-    await nothingKept(id, answer);
+    // A failed call counts as nothing.
+    await nothingKept(id, answer, 0);
   });
 
   it("keeps a flagged message out of the session's history for good: a later prompt never sends it", async () => {
@@ -210,5 +242,52 @@ describeEachStore("moderation of users' messages", (kind) => {
       expect(retrying.fake.requests).toHaveLength(1);
       expect(await retrying.api.store.readSessionState(id)).toMatchObject({ message_count: 0 });
     });
+  });
+
+  /**
+   * SERVICE_TOKENS_PER_DAY counts the model tokens the deployment uses: a flagged message's reply
+   * call is billed by the provider whether it finished before the verdict or was abandoned, so it
+   * counts, and messages that get flagged cannot carry the deployment past its cap.
+   */
+  describe("with the deployment's daily cap (SERVICE_TOKENS_PER_DAY)", () => {
+    const CAP = 8 * 400;
+    let capped: Harness;
+    beforeAll(async () => {
+      capped = await startHarness({ store: kind, clock: () => Date.parse("2026-12-06T12:00:00Z"), env: { MODERATION: "true", SERVICE_TOKENS_PER_DAY: String(CAP), USER_TOKENS_PER_DAY: "0" } });
+    });
+    afterAll(async () => capped.close());
+    beforeEach(() => { capped.fake.reset(); });
+
+    const flaggedMessage = async (): Promise<{ id: string; answer: Answer }> => {
+      const id = await createSession(capped.api, "friendly-assistant", `user-${randomUUID()}`);
+      capped.fake.enqueueModeration({ kind: "verdict", flagged: true, categories: ["harassment"], delayMs: 150 });
+      return { id, answer: await capped.api.call("POST", ROUTES.message(id), { message: FLAGGED_TEXT }) };
+    };
+
+    it("counts a flagged message's reply call abandoned mid-reply at its bound", async () => {
+      const before = await serviceTotal(capped.api.store);
+      capped.fake.enqueue({ kind: "hang" });
+      const { id, answer } = await flaggedMessage();
+      expect(answer.status).toBe(422);
+      await capped.fake.noRequestHanging();
+      const bound = await abandonedBound(capped.api.store, id, FLAGGED_TEXT);
+      await eventually(() => serviceTotal(capped.api.store), (total) => total === before + bound);
+    });
+
+    it("counts a flagged message's reply call the model finished before the verdict, until flagged messages alone reach its 429", async () => {
+      // Within the call's bounds (max_tokens 50), so the ledger believes it.
+      const call = { prompt_tokens: 200, completion_tokens: 50 };
+      const before = await serviceTotal(capped.api.store);
+      let flagged = 0;
+      let refused: Answer | undefined;
+      for (let i = 0; i < 40 && !refused; i += 1) {
+        capped.fake.enqueue({ kind: "reply", text: "a whole reply the provider billed", usage: call });
+        const { answer } = await flaggedMessage();
+        if (answer.status === 422) flagged += 1;
+        else refused = answer;
+      }
+      expect({ status: refused?.status, code: refused?.body.error?.code }).toEqual({ status: 429, code: "SERVICE_TOKEN_LIMIT" });
+      await eventually(() => serviceTotal(capped.api.store), (total) => total === before + flagged * (call.prompt_tokens + call.completion_tokens));
+    }, 30_000);
   });
 });

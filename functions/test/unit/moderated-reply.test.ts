@@ -2,7 +2,7 @@ import type { Completion, ReplySink } from "../../src/llm/chat-model";
 import { ModelError } from "../../src/llm/errors";
 import { MessageFlaggedError, ModerationAbandonedError, ModerationNotSupportedError, ModerationUnavailableError, type Moderator } from "../../src/llm/moderation";
 import { messageModeration, type MessageModeration } from "../../src/moderation/message-moderation";
-import { moderatedReply, type ModelCall } from "../../src/session/message/moderated-reply";
+import { moderatedReply, RefusedReply, type ModelCall } from "../../src/session/message/moderated-reply";
 import { recordingLog } from "../support/recording-log";
 
 const COMPLETION: Completion = { text: "Hello there", truncated: false, model: "gpt-test" };
@@ -100,16 +100,35 @@ describe("moderatedReply: the model call with the message moderated beside it", 
     expect(written).toEqual(["Hello there"]);
   });
 
-  it("abandons the model call on a refusal, and drops what it held and anything it writes after", async () => {
+  it("abandons the model call on a refusal, drops what it held and anything it writes after, and says the call was abandoned", async () => {
     const model = drivenCall();
     const check = drivenModeration();
     const { sink, written } = recordingSink(true);
     const reply = moderatedReply(check.moderation, "hi", {}, model.call, sink);
     model.seen.sink?.write("Never shown");
-    check.verdict.reject(new MessageFlaggedError(["hate"]));
-    await expect(reply).rejects.toBeInstanceOf(MessageFlaggedError);
+    const flagged = new MessageFlaggedError(["hate"]);
+    check.verdict.reject(flagged);
+    const refused = await reply.catch((error: unknown) => error);
+    expect(refused).toBeInstanceOf(RefusedReply);
+    expect(refused).toMatchObject({ refusal: flagged, call: "abandoned" });
     expect(model.seen.signal?.aborted).toBe(true);
     model.seen.sink?.write(" nor this");
+    expect(written).toEqual([]);
+  });
+
+  it("hands over the completion of a model call that finished before the refusal: the provider billed it", async () => {
+    const model = drivenCall();
+    const check = drivenModeration();
+    const { sink, written } = recordingSink(false);
+    const reply = moderatedReply(check.moderation, "hi", {}, model.call, sink);
+    model.seen.sink?.write("Hello there");
+    model.result.resolve(COMPLETION);
+    await settle();
+    const outage = new ModerationUnavailableError("timeout", "moderation: no verdict in time");
+    check.verdict.reject(outage);
+    const refused = await reply.catch((error: unknown) => error);
+    expect(refused).toBeInstanceOf(RefusedReply);
+    expect(refused).toMatchObject({ refusal: outage, call: { completion: COMPLETION } });
     expect(written).toEqual([]);
   });
 

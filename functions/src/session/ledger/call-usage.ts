@@ -99,6 +99,15 @@ function judgedUsage(completion: Completion, bounds: CallBounds, text: number): 
   return { usage: estimate(), refused };
 }
 
+/**
+ * What a call given up on before its answer is counted: its bound (the prompt's estimate and all
+ * of `max_tokens`), marked estimated. The provider bills the prompt and what was written before
+ * the abort, or the whole reply when it finishes the call anyway, and no report comes to say which.
+ */
+export function abandonedUsage(bounds: CallBounds): TokenUsage {
+  return priced(withTotal(bounds.promptEstimate, bounds.maxTokens, true), bounds.model);
+}
+
 /** A usage of `prompt` and `completion` tokens, marked as an estimate when it is one. */
 export function withTotal(prompt: number, completion: number, estimated: boolean): TokenUsage {
   return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion, ...(estimated ? { estimated: true } : {}) };

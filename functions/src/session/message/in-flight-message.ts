@@ -8,6 +8,7 @@ import type { SummaryCall, SummaryResult } from "../prompt/rolling-summary";
 import type { ServiceReservation } from "../ledger/service-cap";
 import type { RequestClaim } from "../session-rules";
 import { releaseQuietly } from "./slot-claim";
+import { addUsage } from "../ledger/token-usage";
 
 /** What a message took at its admission: each part present when it was granted. */
 export interface Taken {
@@ -32,8 +33,12 @@ export interface Taken {
 export type MessageEnd =
   /** Before the model: refused at its admission, or a replay. */
   | { readonly kind: "refused" }
-  /** The model call (or what prepared it) failed. */
-  | { readonly kind: "failed" }
+  /**
+   * The model call (or what prepared it) failed, or moderation refused the message. `reply`: what
+   * the reply's call counts when the provider bills it all the same (refused by moderation once the
+   * call had started); absent, a failed call counts as nothing.
+   */
+  | { readonly kind: "failed"; readonly reply?: TokenUsage }
   /** The commit was sent and its fate is unknown: it may have landed. */
   | { readonly kind: "unknown" }
   /** The commit answered without storing the exchange; `release`: free the slot at once (a repeat waiting on the key learns). */
@@ -168,8 +173,11 @@ export class InFlightMessage {
       void this.context.serviceLedger.settle(this.service, { tokens: 0 });
       return;
     }
-    // The model call failed: of the reservations, only what a summary call may have used stays counted.
-    const spent = this.summaryCall?.finish().usage;
+    // The model call failed, or was refused: of the reservations, only what the reply's call was
+    // billed (a refused one) and what a summary call may have used stay counted.
+    const summary = this.summaryCall?.finish().usage;
+    const reply = how.kind === "failed" ? how.reply : undefined;
+    const spent = reply && summary ? addUsage(reply, summary) : (reply ?? summary);
     if (spent) void this.settleUser(spent, undefined);
     else this.refundUser(false);
     void this.context.serviceLedger.settle(this.service, spentOf(spent));

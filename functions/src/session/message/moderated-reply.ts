@@ -13,29 +13,62 @@ export type ModelCall = (signal: AbortSignal | undefined, sink: ReplySink | unde
  * A model call that fails while its text is still held failed before the caller's first delta,
  * so it may be retried (OPENAI_MAX_RETRIES) whatever the caller reads: the retry starts over unseen.
  * A refusal (flagged, an outage refused, a server that cannot moderate) abandons the model call
- * and drops what was held: the caller sees nothing of the reply. A model failure first abandons
- * the check. Without moderation (MODERATION off) it is the model call alone, unchanged.
+ * and drops what was held: the caller sees nothing of the reply, and a RefusedReply says what
+ * became of the call, which the provider bills all the same. A model failure first abandons the
+ * check. Without moderation (MODERATION off) it is the model call alone, unchanged.
  */
 export async function moderatedReply(moderation: MessageModeration | undefined, text: string, fields: LogFields, call: ModelCall, sink: ReplySink | undefined): Promise<Completion> {
   if (!moderation) return call(undefined, sink);
   const held = sink && new HeldSink(sink);
   const model = new AbortController();
   const check = new AbortController();
+  let refusal: { readonly error: unknown } | undefined;
+  let finished: Completion | undefined;
   const verdict = moderation.admit(text, fields, check.signal).then(
     () => { held?.release(); },
     (error: unknown) => {
+      refusal = { error };
       held?.drop();
       model.abort();
       throw error;
     },
   );
-  const completion = call(model.signal, held).catch((error: unknown) => {
-    check.abort();
-    throw error;
-  });
-  // The first failure wins; the other call, abandoned, settles unobserved.
-  const [reply] = await Promise.all([completion, verdict]);
-  return reply;
+  const completion = call(model.signal, held).then(
+    (reply) => {
+      finished = reply;
+      return reply;
+    },
+    (error: unknown) => {
+      check.abort();
+      throw error;
+    },
+  );
+  try {
+    // The first failure wins; the other call, abandoned, settles unobserved.
+    const [reply] = await Promise.all([completion, verdict]);
+    return reply;
+  } catch (error) {
+    if (!refusal || refusal.error !== error) throw error;
+    throw new RefusedReply(error, finished ? { completion: finished } : "abandoned");
+  }
+}
+
+/**
+ * Moderation refused the message once its model call had started. `refusal` is the verdict's
+ * error, what the caller is answered; `call` is what became of the model call, which the provider
+ * bills whatever becomes of the message: its completion when it had finished, else "abandoned"
+ * (aborted mid-call: its prompt and what it had written are billed, or all of it when the provider
+ * finishes it anyway).
+ */
+export class RefusedReply extends Error {
+  override readonly name = "RefusedReply";
+
+  constructor(
+    readonly refusal: unknown,
+    readonly call: { readonly completion: Completion } | "abandoned",
+  ) {
+    super("moderation refused the message after its model call started", { cause: refusal });
+  }
 }
 
 /**

@@ -1,12 +1,13 @@
 import type { Completion, CompletionRequest, ReplySink } from "../../llm/chat-model";
-import type { ChatMessage, SessionMeta, SessionSummary } from "../../store/records";
+import type { ChatMessage, SessionMeta, SessionSummary, TokenUsage } from "../../store/records";
 import type { HistoryWindow } from "../../store/session-store";
 import { catchUpCount, nextWindowStart, planPrompt, windowMessages, type PromptPlan } from "../prompt/context-window";
 import type { KnownSession } from "../known-sessions";
 import type { InFlightMessage } from "./in-flight-message";
 import type { ReadAhead } from "./message-admission";
 import type { MessageContext } from "./message-context";
-import { moderatedReply, type ModelCall } from "./moderated-reply";
+import { moderatedReply, RefusedReply, type ModelCall } from "./moderated-reply";
+import { abandonedUsage, callUsage } from "../ledger/call-usage";
 import { backlog, SUMMARY_BATCH_MESSAGES, SUMMARY_CALL_TOKENS, SUMMARY_PROMPT_TOKENS, SummaryCall } from "../prompt/rolling-summary";
 import { LimitExceededError } from "../errors";
 import { seconds } from "./refusals";
@@ -32,7 +33,8 @@ export interface Generated {
  * prompt planned from it (with the summary read ahead: one that cannot be read is left out of
  * this prompt, it never holds a message up), the summary call started beside the reply's, and
  * the model call, writing to `sink` as it goes, with the message moderated beside it when
- * moderation is on (nothing reaches `sink` before the verdict).
+ * moderation is on (nothing reaches `sink` before the verdict). A message moderation refuses
+ * ends here, its model call counted as the provider bills it.
  */
 export async function generate(context: MessageContext, message: InFlightMessage, text: string, readAhead: ReadAhead, caller: ReplySink | undefined): Promise<Generated> {
   const { session } = message;
@@ -44,8 +46,29 @@ export async function generate(context: MessageContext, message: InFlightMessage
   message.besides(startSummary(context, session.id, session.meta, window, plan, summary, text));
   const request = completionRequest(session.meta, plan);
   const call: ModelCall = (signal, sink) => context.model.complete(signal ? { ...request, signal } : request, sink);
-  const completion = await moderatedReply(context.moderation, text, { session_id: session.id }, call, message.sink(caller));
+  let completion: Completion;
+  try {
+    completion = await moderatedReply(context.moderation, text, { session_id: session.id }, call, message.sink(caller));
+  } catch (error) {
+    if (!(error instanceof RefusedReply)) throw error;
+    // Refused, yet the provider bills the call it started: counted as a settled call is, never given back.
+    message.end({ kind: "failed", reply: refusedCallUsage(context, session, plan, error.call) });
+    throw error.refusal;
+  }
   return { window, plan, completion };
+}
+
+/**
+ * What a reply call that moderation refused counts: a finished one as its commit would count it
+ * (callUsage), one abandoned mid-call at its bound, as an abandoned summary call is.
+ */
+function refusedCallUsage(context: MessageContext, session: KnownSession, plan: Planned, call: RefusedReply["call"]): TokenUsage {
+  const { settings } = session.meta;
+  const bounds = { promptEstimate: plan.promptEstimate, maxTokens: settings.max_tokens, model: settings.model };
+  if (call === "abandoned") return abandonedUsage(bounds);
+  const { usage, refused } = callUsage(call.completion, bounds);
+  if (refused) context.log.warn("provider usage out of bounds, estimated instead", { session_id: session.id, call: "reply", ...refused });
+  return usage;
 }
 
 /**

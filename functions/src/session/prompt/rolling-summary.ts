@@ -1,7 +1,7 @@
 import type { ChatModel, Completion, PromptMessage } from "../../llm/chat-model";
 import type { ChatMessage, GenerationSettings, SessionSummary, TokenUsage } from "../../store/records";
 import { cutToTokens, estimatePromptTokens, estimateTokens } from "./token-estimate";
-import { callUsage, priced, withTotal, type CallUsage } from "../ledger/call-usage";
+import { abandonedUsage, callUsage, type CallUsage } from "../ledger/call-usage";
 
 /**
  * A session's rolling summary (templates with `summary: true`): the gist of the messages that
@@ -205,6 +205,6 @@ export class SummaryCall {
     // Sent and not answered in time: the provider may finish it anyway, so its bound is counted.
     // A call that failed is counted as nothing (a provider charges no refused request).
     if (state !== "running" || !sent) return {};
-    return { usage: priced(withTotal(sent.estimate, SUMMARY_MAX_TOKENS, true), this.settings.model) };
+    return { usage: abandonedUsage({ promptEstimate: sent.estimate, maxTokens: SUMMARY_MAX_TOKENS, model: this.settings.model }) };
   }
 }
