@@ -233,18 +233,30 @@ export class SessionService {
     const { store, clock, policy, usage } = this.options;
     const { meta, userKey: owner } = await this.known.owned(sessionId, caller);
     const now = clock();
+    // An end whose transaction fails (503, its fate unknown) releases nothing: it may not have
+    // landed, and uncounting a session still active would let its user create past the limit. The
+    // client's retry of the end finds it ended and releases it below; without one, the ended
+    // session counts until the idle TTL.
     const result = await store.updateState(sessionId, endRule(now, policy));
     if (!result.found) throw new SessionNotFoundError(sessionId);
-    if (result.outcome.kind === "closed") throw new SessionClosedError(result.outcome.status);
+    const { outcome } = result;
     // A lost release only delays the slot: an unused session stops counting after the idle TTL.
-    await store.updateUsage(owner, releaseEnded(sessionId, now, usage)).catch(() => undefined);
+    const release = () => store.updateUsage(owner, releaseEnded(sessionId, now, usage)).catch(() => undefined);
+    if (outcome.kind === "closed") {
+      // A repeat of an end whose answer (or release) was lost: the session ended, so releasing it
+      // is sure and idempotent. An expired one's count lapses with the idle TTL that expired it.
+      if (outcome.status === "ended") await release();
+      throw new SessionClosedError(outcome.status);
+    }
+    await release();
     return { sessionId, meta, state: result.state };
   }
 
   /**
    * Counts the new session against its user's active sessions and, for a caller anyone could be
    * (no ID token, or an anonymous one), against its network address's sessions per hour: both
-   * at once, each giving back what it took when the other refuses. A `keyed` create's session is
+   * at once, each giving back what it took when the other refuses (or fails), and an unkeyed
+   * create the count its user's admission may have made unanswered. A `keyed` create's session is
    * admitted again by its repeats (the first still writing it, or failed with its fate unknown),
    * each admitted as the first would be, but counted once: a repeat finding it counted takes
    * nothing, and gives back nothing of what the first took.
@@ -266,6 +278,15 @@ export class SessionService {
       if (took(user)) void store.updateUsage(userKey(userId), releaseSession(sessionId)).catch(() => undefined);
       if (took(network) && bucket !== undefined) void store.updateAddressUsage(bucket, refundAddress(perHour, paidFor)).catch(() => undefined);
     }
+    // The user's admission failed with its fate unknown: it may have counted the session. An
+    // unkeyed create's id is its own, fresh, and reaches no retry, and create() writes no session
+    // after this failure: kept, the count would hold a slot for the idle TTL for a session that
+    // never exists. Released in a transaction sent after the admission's on the same record, so it
+    // cannot overtake one still on its way (the memory store applies each call as it is made, the
+    // SDK an instance's transactions on a node in order). A keyed create keeps it: its retry
+    // creates that session and finds it counted. The address bucket's own unknown fate gives
+    // nothing back: a refund of a take that never landed would count the address low.
+    if (user.status === "rejected" && !keyed) void store.updateUsage(userKey(userId), releaseSession(sessionId)).catch(() => undefined);
     if (user.status === "rejected") throw user.reason;
     if (network.status === "rejected") throw network.reason;
     if (!user.value.admitted && user.value.erasing) throw new ErasureInProgressError(seconds(user.value.retryAfterMs));

@@ -139,11 +139,26 @@ describeEachStore("database faults at each step of a request", (kind) => {
     expect((await usageOf(short.store, user))?.daily?.tokens).toBe((retried.body.usage as { total_tokens: number }).total_tokens);
   });
 
-  it("claiming the slot (applied, answer lost) at the session's last exchange: the next message takes it", async () => {
+  it("committing (never sent): 503, nothing stored; the claim is given back, so a keyed retry runs at once", async () => {
+    const short = await harness.instance({ TIMEOUT_SECONDS: "4" });
+    const id = await createSession(short);
+    const key = keyed("commit-lost");
+    wrappers.at(-1)!.arm("appendExchange", "before");
+    expect((await short.call("POST", ROUTES.message(id), { message: "are you there?" }, key)).status).toBe(503);
+
+    // Kept, the claim would answer this 409 IDEMPOTENCY_IN_PROGRESS until its lease ran out.
+    const retried = await short.call("POST", ROUTES.message(id), { message: "are you there?" }, key);
+    expect({ status: retried.status, code: retried.body.error?.code, count: retried.body.message_count }).toEqual({ status: 200, code: undefined, count: 1 });
+  });
+
+  it.each([
+    ["claiming the slot (applied, answer lost)", "updateStateReadingKey", "after"],
+    ["committing (never sent)", "appendExchange", "before"],
+  ] as const)("%s at the session's last exchange: the next message takes it", async (_step, method, fault) => {
     const limited = await harness.instance({ SESSION_MAX_EXCHANGES: "2" });
     const id = await createSession(limited);
     expect((await limited.call("POST", ROUTES.message(id), { message: "first" })).status).toBe(200);
-    wrappers.at(-1)!.arm("updateStateReadingKey", "after");
+    wrappers.at(-1)!.arm(method, fault);
     expect((await limited.call("POST", ROUTES.message(id), { message: "lost" })).status).toBe(503);
     const next = await limited.call("POST", ROUTES.message(id), { message: "next" });
     expect({ status: next.status, code: next.body.error?.code }).toEqual({ status: 200, code: undefined });
@@ -178,12 +193,17 @@ describeEachStore("database faults at each step of a request", (kind) => {
     await expectConsistent(short, id);
   });
 
-  it("ending: the end applied and its answer lost is an ended session; the retry says so", async () => {
-    const id = await withOneExchange();
+  it("ending: the end applied and its answer lost is an ended session; the retry says so, and releases its count", async () => {
+    const user = "user_end_lost";
+    const id = await createSession(api, "friendly-assistant", user);
+    expect((await api.call("POST", ROUTES.message(id), { message: "first" })).status).toBe(200);
     faults.arm("updateState", "after");
     expect((await api.call("DELETE", ROUTES.end(id))).status).toBe(503);
     expect((await stored(api, id)).state?.status).toBe("ended");
-    expect((await api.call("DELETE", ROUTES.end(id))).status).toBe(410);
+    expect((await usageOf(api.store, user))?.sessions).toHaveProperty([id]);
+    expect((await api.call("DELETE", ROUTES.end(id))).body.error?.code).toBe("SESSION_ENDED");
+    // Kept, it would count against USER_MAX_ACTIVE_SESSIONS for the idle TTL.
+    expect((await usageOf(api.store, user))?.sessions).not.toHaveProperty([id]);
   });
 
   it("creating with a key: the session written and its answer lost, a retry returns that session", async () => {
@@ -318,5 +338,24 @@ describeWithRtdb("an unreachable Realtime Database", () => {
     // The keyed message is stored once at most, and exactly once when the retry succeeded.
     expect(history.filter((text) => text === "during")).toHaveLength(retried.status === 200 ? 1 : state!.message_count - 1);
     if (retried.status === 410) expect(state?.status).toBe("ended");
+  });
+
+  it("a keyed commit cut off: 503; the claim's release, sent after it, lands after it: the exchange is stored once and a retry replays it", async () => {
+    const api = harness.api;
+    const id = await createSession(api);
+    const key = keyed("commit-stall");
+    harness.fake.reset();
+    const answer = harness.fake.holdAnswers();
+    const sending = api.call("POST", ROUTES.message(id), { message: "cut off" }, key);
+    await harness.fake.awaitRequests(1);
+    proxy.stall();
+    answer();
+    expect((await sending).status).toBe(503);
+    // The release found the commit's own result as the SDK's latest state (its seq: nothing to
+    // release), and waits behind it. Had it overtaken it, the commit would be refused as lost.
+    proxy.resume();
+    const retried = await api.call("POST", ROUTES.message(id), { message: "cut off" }, key);
+    expect({ status: retried.status, replayed: retried.headers.get("idempotent-replayed"), count: retried.body.message_count }).toEqual({ status: 200, replayed: "true", count: 1 });
+    expect(harness.fake.requests).toHaveLength(1);
   });
 });

@@ -6,6 +6,7 @@ import { describeWithRtdb } from "../support/rtdb";
 import { StoredView } from "../support/stored-view";
 import { FaultyStore } from "../support/faulty-store";
 import type { SessionStore } from "../../src/store/session-store";
+import { usageOf } from "../support/token-service";
 
 const key = (name: string) => ({ "Idempotency-Key": `${name}-${Math.random().toString(36).slice(2)}` });
 
@@ -320,6 +321,24 @@ describeEachStore("a keyed createSession repeated before its session is stored",
     const retried = await create(harness.api, user, headers);
     expect(outcome(retried)).toEqual({ status: 201, code: undefined });
     expect({ stored: await view.sessionsOf(user), counted: await view.countedSessions(user) }).toEqual({ stored: [retried.body.session_id], counted: [retried.body.session_id] });
+  });
+
+  it("counts nothing for an unkeyed create whose admission landed with its answer lost; a keyed one keeps its count, for the retry that creates it", async () => {
+    const user = newUser();
+    // Read on the instance's own connection: after the give-back, which is sent off the reply's path.
+    const counted = async () => Object.keys((await usageOf(harness.api.store, user))?.sessions ?? {});
+    faults[0]!.arm("updateUsage", "after");
+    expect(outcome(await create(harness.api, user))).toEqual({ status: 503, code: "DATABASE_UNAVAILABLE" });
+    // Its id reaches no retry and no session is written under it: kept, its count would hold a slot for the idle TTL.
+    expect({ stored: await view.sessionsOf(user), counted: await counted() }).toEqual({ stored: [], counted: [] });
+
+    const headers = key("create-admission-lost");
+    faults[0]!.arm("updateUsage", "after");
+    expect(outcome(await create(harness.api, user, headers))).toEqual({ status: 503, code: "DATABASE_UNAVAILABLE" });
+    expect(await counted()).toHaveLength(1);
+    const retried = await create(harness.api, user, headers);
+    expect(outcome(retried)).toEqual({ status: 201, code: undefined });
+    expect({ stored: await view.sessionsOf(user), counted: await counted() }).toEqual({ stored: [retried.body.session_id], counted: [retried.body.session_id] });
   });
 
   it("creates the session on a retry after its write failed, the address having paid for it once", async () => {

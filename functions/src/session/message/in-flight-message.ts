@@ -39,7 +39,16 @@ export type MessageEnd =
    * call had started); absent, a failed call counts as nothing.
    */
   | { readonly kind: "failed"; readonly reply?: TokenUsage }
-  /** The commit was sent and its fate is unknown: it may have landed. */
+  /**
+   * The commit was sent and its fate is unknown: it may have landed. Its claim is released all the
+   * same: kept, it would hold its key "in progress" and a slot of the exchange limit for its whole
+   * lease with nothing running. releaseClaim removes only this owner's unfinished entry, and a
+   * commit that lands leaves none (a keyed one's has its seq, an unkeyed one's is gone), so it
+   * does nothing once the commit landed; nor can it overtake a commit still on its way: the
+   * memory store applies each call as it is made, and the SDK runs an instance's transactions on
+   * a node in order, each from the state the earlier ones leave (see `claimUnanswered`). The
+   * reservations were settled beside the commit, and stay so.
+   */
   | { readonly kind: "unknown" }
   /** The commit answered without storing the exchange; `release`: free the slot at once (a repeat waiting on the key learns). */
   | { readonly kind: "not-stored"; readonly release: boolean }
@@ -159,7 +168,7 @@ export class InFlightMessage {
     const { store } = this.context;
     // The exchange's copy removes a stored one's partial, in the update that adds it to `messages`.
     if (how.kind !== "stored") this.partial?.discard();
-    const releases = how.kind === "refused" || how.kind === "failed" || how.kind === "closed" || (how.kind === "not-stored" && how.release);
+    const releases = how.kind === "refused" || how.kind === "failed" || how.kind === "unknown" || how.kind === "closed" || (how.kind === "not-stored" && how.release);
     if (releases && (this.taken.slot || this.taken.claimUnanswered)) releaseQuietly(store, this.session.id, this.claim);
     // Its admission counted the session as active, unless it landed after the end's release
     // (limits.ts releaseEnded); an end whose release was lost left it counted for the idle TTL. A
