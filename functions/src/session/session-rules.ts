@@ -81,12 +81,20 @@ export function claimRequest(claim: RequestClaim, now: number, leaseMs: number, 
   };
 }
 
-/** Gives up a claim whose request failed before storing anything, so its slot frees at once. */
-export function releaseClaim(claim: RequestClaim): StateRule<undefined> {
+/**
+ * Gives up a claim whose request failed before storing anything, so its slot frees at once. With
+ * `partial` (the request may have written a partial reply), names it for the copy to remove: the
+ * request's own removal is sent on its own and may be lost, and once the claim is gone nothing
+ * else leads to the partial (the sweep and the commits find partials through lapsed claims), so it
+ * would be shown as a live reply for as long as the session is active. Partials are keyed by their
+ * claim's owner, so only this request's can go. Without one, nothing is named: the copy it would
+ * call for costs writes (the session node and its index entry) for nothing.
+ */
+export function releaseClaim(claim: RequestClaim, partial = false): StateRule<undefined> {
   return (state) => {
     const entry = state.requests?.[claim.hash];
     if (entry?.owner !== claim.owner || entry.seq !== undefined) return { outcome: undefined };
-    return { outcome: undefined, next: withoutRequest(state, claim.hash) };
+    return { outcome: undefined, next: withoutRequest(state, claim.hash), ...strays(partial ? [entry.owner] : []) };
   };
 }
 

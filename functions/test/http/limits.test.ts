@@ -9,6 +9,7 @@ import { RtdbStore } from "../../src/store/rtdb/rtdb-store";
 import { userKey } from "../../src/session/ledger/limits";
 import type { SessionStore } from "../../src/store/session-store";
 import { WholeStore } from "../support/whole-store";
+import { FaultyStore } from "../support/faulty-store";
 
 const MINUTE = 60_000;
 const LIMITS = { USER_MESSAGES_PER_MINUTE: "5", USER_MAX_ACTIVE_SESSIONS: "3", SESSION_MAX_EXCHANGES: "4" };
@@ -171,8 +172,19 @@ describeEachStore("the active-session limit at one session", (kind) => {
       },
     });
 
+  /** Inside `holding`: a usage transaction armed here lands with its answer lost. */
+  const faults: FaultyStore[] = [];
+
   beforeAll(async () => {
-    harness = await startHarness({ store: kind, clock: () => now, wrapStore: holding, env: { USER_MAX_ACTIVE_SESSIONS: "1" } });
+    harness = await startHarness({
+      store: kind,
+      clock: () => now,
+      wrapStore: (store) => {
+        faults.push(new FaultyStore(store));
+        return holding(faults.at(-1)!.store);
+      },
+      env: { USER_MAX_ACTIVE_SESSIONS: "1" },
+    });
   });
   afterAll(async () => harness.close());
   beforeEach(() => { harness.fake.reset(); });
@@ -228,6 +240,27 @@ describeEachStore("the active-session limit at one session", (kind) => {
     const id = String((await create(user)).body.session_id);
     harness.fake.enqueue({ kind: "status", status: 400, body: { error: { message: "bad request" } } });
     expect((await sendAcrossEnd(id)).status).toBe(502);
+    const next = await create(user);
+    expect({ status: next.status, code: next.body.error?.code }).toEqual({ status: 201, code: undefined });
+  });
+
+  it.each([
+    ["expired", "SESSION_EXPIRED"],
+    ["ended", "SESSION_ENDED"],
+  ] as const)("counts no %s session for a message to it whose admission landed with its answer lost, nor for the retry", async (closing, code) => {
+    const user = newUser();
+    const id = String((await create(user)).body.session_id);
+    expect((await harness.api.call("POST", ROUTES.message(id), { message: "hello" })).status).toBe(200);
+    if (closing === "ended") expect((await harness.api.call("DELETE", ROUTES.end(id))).status).toBe(200);
+    // Past the idle TTL (the sweep records the expiry), and the end's mark in the usage record.
+    now += 61 * MINUTE;
+    await harness.api.runtime.maintain(now);
+    // The user comes back to the conversation: the admission counts the session again, its answer lost.
+    faults[0]!.arm("updateUsage", "after");
+    expect((await harness.api.call("POST", ROUTES.message(id), { message: "still there?" })).status).toBe(503);
+    expect((await harness.api.call("POST", ROUTES.message(id), { message: "still there?" })).body.error?.code).toBe(code);
+    // Kept, the count would refuse creates 429 TOO_MANY_ACTIVE_SESSIONS for the idle TTL.
+    now += MINUTE;
     const next = await create(user);
     expect({ status: next.status, code: next.body.error?.code }).toEqual({ status: 201, code: undefined });
   });

@@ -7,6 +7,7 @@ import { lastUser, type RecordedRequest, type Scripted } from "../support/fake-o
 import { appendAt, exchange } from "../support/fixtures";
 import { createSession, ROUTES, startHarness, type Harness } from "../support/http-harness";
 import { describeWithRtdb } from "../support/rtdb";
+import { FaultyStore } from "../support/faulty-store";
 import { SessionWatcher, webClient, type Seen } from "../support/session-watcher";
 
 describeWithRtdb("live partial replies in the Realtime Database, seen by a web SDK client", () => {
@@ -192,6 +193,26 @@ describeWithRtdb("live partial replies in the Realtime Database, seen by a web S
     expect(watcher.seen.every((seen) => seen.messages.length === 0)).toBe(true);
     expect(await harness.api.store.readSessionState(id)).toMatchObject({ message_count: 0 });
     expect(await recentMessages(harness.api.store, id, 10)).toEqual([]);
+  });
+
+  it("removes a failed message's partial when its own removal is lost: the claim's release removes it too", async () => {
+    const faults: FaultyStore[] = [];
+    const faulty = await startHarness({ store: "rtdb", wrapStore: (store) => { faults.push(new FaultyStore(store)); return faults.at(-1)!.store; } });
+    try {
+      const id = await createSession(faulty.api);
+      faulty.fake.enqueue({ kind: "stream", chunks, chunkDelayMs: 30, cutAfter: 2 });
+      // The first write lands; the removal, when the model breaks off, never reaches the database (the instance going away).
+      faults[0]!.arm("writePartial", "before", 1);
+      expect((await faulty.api.call("POST", ROUTES.message(id), { message: "a story" })).status).toBe(503);
+      expect(faults[0]!.failed).toEqual(["writePartial"]);
+      // Kept, no claim would name it (the release dropped it), so no commit nor the sweep would
+      // remove it, and it would be shown as a live reply beside the next exchange.
+      expect((await faulty.api.call("POST", ROUTES.message(id), { message: "next" })).status).toBe(200);
+      const view = await faulty.api.call("GET", ROUTES.get(id));
+      expect({ messages: (view.body.messages as unknown[]).length, partials: view.body.partials }).toEqual({ messages: 2, partials: [] });
+    } finally {
+      await faulty.close();
+    }
   });
 
   it("starts the partial over when a JSON request's model call is retried after some text", async () => {

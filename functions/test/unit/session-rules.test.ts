@@ -227,6 +227,14 @@ describe("releaseClaim", () => {
       next: active({ requests: { h9: OTHER_KEY } }),
     },
     {
+      name: "names its partial reply for removal, when it may have written one: its own removal may be lost",
+      state: withKey({ fingerprint: "fp1", owner: "me", lease_until: T + LEASE }),
+      rule: releaseClaim(CLAIM, true),
+      outcome: undefined,
+      next: active({ requests: { h9: OTHER_KEY } }),
+      strayPartials: ["me"],
+    },
+    {
       name: "drops its own claim even once the lease ran out",
       state: withKey({ fingerprint: "fp1", owner: "me", lease_until: 0 }),
       rule: releaseClaim(CLAIM),
@@ -234,15 +242,15 @@ describe("releaseClaim", () => {
       next: active({ requests: { h9: OTHER_KEY } }),
     },
     {
-      name: "leaves another owner's claim",
+      name: "leaves another owner's claim, and its partial",
       state: withKey({ fingerprint: "fp1", owner: "other", lease_until: T + LEASE }),
-      rule: releaseClaim(CLAIM),
+      rule: releaseClaim(CLAIM, true),
       outcome: undefined,
     },
     {
-      name: "leaves a key that produced an exchange",
+      name: "leaves a key that produced an exchange (its commit removed the partial)",
       state: withKey({ fingerprint: "fp1", seq: 2 }),
-      rule: releaseClaim(CLAIM),
+      rule: releaseClaim(CLAIM, true),
       outcome: undefined,
     },
     {

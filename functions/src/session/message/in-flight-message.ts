@@ -31,8 +31,12 @@ export interface Taken {
 
 /** How a message ended, which decides what it gives back. */
 export type MessageEnd =
-  /** Before the model: refused at its admission, or a replay. */
-  | { readonly kind: "refused" }
+  /**
+   * Before the model: refused at its admission, or a replay. `gone`: its claim found the session
+   * closed (ended or expired) or missing, so it counts as active no more, whatever the admission
+   * answered (see `end`).
+   */
+  | { readonly kind: "refused"; readonly gone?: true }
   /**
    * The model call (or what prepared it) failed, or moderation refused the message. `reply`: what
    * the reply's call counts when the provider bills it all the same (refused by moderation once the
@@ -167,14 +171,22 @@ export class InFlightMessage {
     this.ended = true;
     const { store } = this.context;
     // The exchange's copy removes a stored one's partial, in the update that adds it to `messages`.
+    // Otherwise discard's removal, sent on its own, may be lost (the instance going away): the
+    // claim's release names the partial too, for its own copy to remove.
+    const partial = this.partial?.written === true;
     if (how.kind !== "stored") this.partial?.discard();
     const releases = how.kind === "refused" || how.kind === "failed" || how.kind === "unknown" || how.kind === "closed" || (how.kind === "not-stored" && how.release);
-    if (releases && (this.taken.slot || this.taken.claimUnanswered)) releaseQuietly(store, this.session.id, this.claim);
+    if (releases && (this.taken.slot || this.taken.claimUnanswered)) releaseQuietly(store, this.session.id, this.claim, partial);
     // Its admission counted the session as active, unless it landed after the end's release
     // (limits.ts releaseEnded); an end whose release was lost left it counted for the idle TTL. A
     // closed session never takes a message again, so no later count of it is lost; a lost release
-    // here lapses with the TTL too.
-    if (how.kind === "closed" && this.taken.reservation) void store.updateUsage(this.session.userKey, releaseSession(this.session.id)).catch(() => undefined);
+    // here lapses with the TTL too. Refused at its claim as closed or missing, the admission's answer
+    // may have been lost (no reservation known) and it counted the session all the same: released
+    // whatever it answered, in a transaction sent after the admission's on the same record (the
+    // memory store applies each call as it is made, the SDK an instance's transactions on a node
+    // in order), and before the refund below, which then finds no count of its own to put back.
+    const gone = how.kind === "closed" ? this.taken.reservation !== undefined : how.kind === "refused" && how.gone === true;
+    if (gone) void store.updateUsage(this.session.userKey, releaseSession(this.session.id)).catch(() => undefined);
     if (this.settled) return;
     if (how.kind === "refused") {
       // A replay or a refusal costs the user nothing: the message token and the reservations go back.

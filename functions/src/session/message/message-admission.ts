@@ -2,7 +2,7 @@ import { modelFacts } from "../../llm/model-table";
 import type { SessionMeta, SessionSummary } from "../../store/records";
 import type { HistoryWindow } from "../../store/session-store";
 import { estimateStored, lastMessages, windowMessages } from "../prompt/context-window";
-import { LimitExceededError, PromptTooLargeError } from "../errors";
+import { LimitExceededError, PromptTooLargeError, SessionNotFoundError } from "../errors";
 import { ErasureInProgressError } from "../erasure/erasure-errors";
 import { InFlightMessage } from "./in-flight-message";
 import type { KnownSession } from "../known-sessions";
@@ -30,7 +30,8 @@ export type Admitted =
  * Admits a message, in one round trip on a warm instance: its claim on a slot of the session,
  * the user's limits (which reserve the message's tokens) and the deployment's cap, sent together,
  * with the reads the next steps need sent beside them. Anything taken is given back when another
- * part refuses (or fails), a claim whose answer was lost too, and a replay takes nothing.
+ * part refuses (or fails), a claim whose answer was lost too, and a replay takes nothing; a
+ * session its claim finds closed or missing stops counting as active.
  */
 export async function admit(context: MessageContext, session: KnownSession, text: string, idempotencyKey: string | undefined, receivedAt: number): Promise<Admitted> {
   const { store, usage, policy, serviceLedger } = context;
@@ -54,14 +55,18 @@ export async function admit(context: MessageContext, session: KnownSession, text
     ...(admitted?.admitted ? { reservation: admitted.reservation } : {}),
     ...(capped?.admitted ? { service: capped.reservation } : {}),
   });
+  // A session closed or gone never takes a message again: it stops counting as active, whatever the
+  // admission answered (its answer lost, it may have counted the session: in-flight-message.ts end).
+  const gone = claimed?.kind === "closed" || (claiming.status === "rejected" && claiming.reason instanceof SessionNotFoundError);
+  const refused = gone ? ({ kind: "refused", gone: true } as const) : ({ kind: "refused" } as const);
   // One step failed (the database): what the others took goes back, then the failure.
   const failed = [claiming, admitting, capping].find((step): step is PromiseRejectedResult => step.status === "rejected");
   if (failed || !claimed || !admitted) {
-    message.end({ kind: "refused" });
+    message.end(refused);
     throw failed?.reason;
   }
   if (claimed.kind === "claimed" && admitted.admitted && capped?.admitted !== false) return { kind: "admitted", message, readAhead };
-  message.end({ kind: "refused" });
+  message.end(refused);
   if (claimed.kind === "done") return { kind: "replay", seq: claimed.seq };
   if (claimed.kind !== "claimed") throw refusal(claimed, policy);
   if (!admitted.admitted) {

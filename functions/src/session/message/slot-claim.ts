@@ -51,9 +51,12 @@ export async function claimSlot(context: SlotClaimContext, sessionId: string, cl
   }
 }
 
-/** Gives up a claim, off the reply's path; if that is lost too, the claim lapses with its lease. */
-export function releaseQuietly(store: Pick<StateStore, "updateState">, sessionId: string, claim: RequestClaim): void {
-  void store.updateState(sessionId, releaseClaim(claim)).catch(() => undefined);
+/**
+ * Gives up a claim, off the reply's path, with the partial reply it may have written (`partial`,
+ * see releaseClaim); if that is lost too, the claim lapses with its lease, and the sweep removes both.
+ */
+export function releaseQuietly(store: Pick<StateStore, "updateState">, sessionId: string, claim: RequestClaim, partial = false): void {
+  void store.updateState(sessionId, releaseClaim(claim, partial)).catch(() => undefined);
 }
 
 /** Polls the session until the key's claim is gone (done, released or lapsed) or `until` passes. */
