@@ -197,7 +197,7 @@ export const userUsageSchema = z.object({
    * count (plus one) of a settled message.
    */
   contexts: z.record(z.string(), z.object({ tokens: z.number().min(0), open: z.number().int().min(0), landed: z.number().int().min(0), at: z.number() })).optional(),
-  /** Sessions ended within the last few minutes, with when: a message admitted before the end does not count them again (session/ledger/limits.ts releaseEnded). */
+  /** Sessions ended within the last few minutes, with when: a message admitted after the end is refused, a keyed create's repeat counts nothing (session/ledger/limits.ts releaseEnded). */
   ended: z.record(z.string(), z.number()).optional(),
   /** Since when the user's data is being erased: new sessions and messages are refused until it is (see session/erasure/). */
   erasing: z.number().optional(),

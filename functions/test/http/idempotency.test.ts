@@ -341,6 +341,24 @@ describeEachStore("a keyed createSession repeated before its session is stored",
     expect({ stored: await view.sessionsOf(user), counted: await counted() }).toEqual({ stored: [retried.body.session_id], counted: [retried.body.session_id] });
   });
 
+  it("counts nothing for a repeat whose admission lands after the first created the session and the client ended it", async () => {
+    const user = newUser();
+    const headers = key("create-then-end");
+    const held = await holdNext("createSession", () => create(harness.api, user, headers));
+    // The repeat finds the key and no session yet; its admission waits until after the end.
+    const repeat = await holdNext("updateUsage", () => create(b, user, headers));
+    held.open();
+    const first = await held.first;
+    expect(outcome(first)).toEqual({ status: 201, code: undefined });
+    now += 1_000;
+    expect((await harness.api.call("DELETE", ROUTES.end(String(first.body.session_id)))).status).toBe(200);
+    repeat.open();
+    const replayed = await repeat.first;
+    expect({ ...outcome(replayed), session: replayed.body.session_id }).toEqual({ status: 201, code: undefined, session: first.body.session_id });
+    // Counted again, the ended session would hold a slot for the idle TTL.
+    expect(await view.countedSessions(user)).toEqual([]);
+  });
+
   it("creates the session on a retry after its write failed, the address having paid for it once", async () => {
     expect((await create(harness.api, newUser())).status).toBe(201);
     const user = newUser();

@@ -3,13 +3,14 @@ import type { ChildProcess } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { FakeOpenAiServer } from "../support/fake-openai-server";
 import { startLocalProcess } from "../support/local-process";
-import { call, describeEachStore, ROUTES, startHarness, type Answer, type Harness } from "../support/http-harness";
+import { call, describeEachStore, ROUTES, startHarness, type Answer, type Harness, type Instance } from "../support/http-harness";
 import { describeWithRtdb, RtdbInstances } from "../support/rtdb";
 import { RtdbStore } from "../../src/store/rtdb/rtdb-store";
 import { userKey } from "../../src/session/ledger/limits";
 import type { SessionStore } from "../../src/store/session-store";
 import { WholeStore } from "../support/whole-store";
 import { FaultyStore } from "../support/faulty-store";
+import { usageOf } from "../support/token-service";
 
 const MINUTE = 60_000;
 const LIMITS = { USER_MESSAGES_PER_MINUTE: "5", USER_MAX_ACTIVE_SESSIONS: "3", SESSION_MAX_EXCHANGES: "4" };
@@ -192,13 +193,13 @@ describeEachStore("the active-session limit at one session", (kind) => {
   const create = (user: string): Promise<Answer> => harness.api.call("POST", ROUTES.create, { user_id: user, template_id: "friendly-assistant" });
 
   /** Sends a message to `id` whose claim lands and whose usage transaction is still on its way when the session ends, and lands after the end's release: the message's answer. */
-  async function sendAcrossEnd(id: string): Promise<Answer> {
+  async function sendAcrossEnd(id: string, api: Instance = harness.api): Promise<Answer> {
     let open!: () => void;
     let claimed!: () => void;
     const answered = new Promise<void>((resolve) => { claimed = resolve; });
     held = { opened: new Promise<void>((resolve) => { open = resolve; }), claimed };
     now += 1_000;
-    const sending = harness.api.call("POST", ROUTES.message(id), { message: "hello" });
+    const sending = api.call("POST", ROUTES.message(id), { message: "hello" });
     let deadline: NodeJS.Timeout | undefined;
     const came = await Promise.race([answered.then(() => true), new Promise<false>((resolve) => { deadline = setTimeout(() => { resolve(false); }, 5_000); })]).finally(() => { clearTimeout(deadline); });
     if (!came) throw new Error("the message's claim did not answer within 5 s");
@@ -227,21 +228,39 @@ describeEachStore("the active-session limit at one session", (kind) => {
     expect((await harness.api.call("POST", ROUTES.message(id), { message: "still here" })).status).toBe(200);
   });
 
-  it("frees the slot of a session ended while a message to it was being admitted, once the message is refused at its commit", async () => {
+  it("refuses a message whose session ended while it was being admitted, before the model, and frees the session's slot", async () => {
     const user = newUser();
     const id = String((await create(user)).body.session_id);
-    expect((await sendAcrossEnd(id)).status).toBe(410);
+    const sent = await sendAcrossEnd(id);
+    expect({ status: sent.status, code: sent.body.error?.code, modelCalls: harness.fake.requests.length }).toEqual({ status: 410, code: "SESSION_ENDED", modelCalls: 0 });
     const next = await create(user);
     expect({ status: next.status, code: next.body.error?.code }).toEqual({ status: 201, code: undefined });
   });
 
-  it("frees the slot of a session ended while a message to it was being admitted, when the message's model call then fails", async () => {
+  it("keeps the day's count within USER_TOKENS_PER_DAY for a message whose session ended while it was being admitted", async () => {
     const user = newUser();
     const id = String((await create(user)).body.session_id);
-    harness.fake.enqueue({ kind: "status", status: 400, body: { error: { message: "bad request" } } });
-    expect((await sendAcrossEnd(id)).status).toBe(502);
-    const next = await create(user);
-    expect({ status: next.status, code: next.body.error?.code }).toEqual({ status: 201, code: undefined });
+    for (let i = 0; i < 6; i += 1) {
+      now += 1_000;
+      expect((await harness.api.call("POST", ROUTES.message(id), { message: `${i} ${"lorem ipsum dolor sit amet ".repeat(140)}` })).status).toBe(200);
+    }
+    const before = await usageOf(harness.api.store, user);
+    // The session's next prompt may carry its context bound: a limit of half of it above what was used refuses its next message.
+    const limit = (before?.daily?.tokens ?? 0) + Math.floor((before?.contexts?.[id]?.tokens ?? 0) / 2);
+    const limited = await harness.instance({ USER_TOKENS_PER_DAY: String(limit) });
+    now += 1_000;
+    expect((await limited.call("POST", ROUTES.message(id), { message: "hello" })).body.error?.code).toBe("TOKEN_LIMIT");
+    const calls = harness.fake.requests.length;
+    // The end's release drops the session's context bound: admitted after it, the message would
+    // reserve its first prompt's bound only, and be sent with the whole history.
+    const sent = await sendAcrossEnd(id, limited);
+    const after = await usageOf(harness.api.store, user);
+    expect({
+      status: sent.status,
+      code: sent.body.error?.code,
+      modelCalled: harness.fake.requests.length > calls,
+      overLimitBy: Math.max(0, (after?.daily?.tokens ?? 0) - limit),
+    }).toEqual({ status: 410, code: "SESSION_ENDED", modelCalled: false, overLimitBy: 0 });
   });
 
   it.each([

@@ -178,17 +178,14 @@ describe("daily token ledger rules", () => {
     expect(apply(ended, admitMessage("s1", NOON, POLICY, NEED), refundMessage(POLICY, "s1", onEnded, false))?.sessions?.s1).toBe(NOON);
   });
 
-  it("never counts again a session ended while a message to it was being admitted, however that message ends", () => {
+  it("refuses a message to a session ended while it was being admitted, taking nothing, and never counts that session again", () => {
     const one = { ...POLICY, maxActiveSessions: 1 };
     const ended = apply(null, admitSession("s1", NOON - 60_000, one), releaseEnded("s1", NOON + 1_000, one), admitSession("s2", NOON + 2_000, one));
-    // Sent before the end, landed after its release: admitted (its claim or commit refuses it as closed), at the limit too, and counts nothing.
-    const late = admitted(admitMessage("s1", NOON, one, NEED)(ended).outcome);
-    expect(late.countedAt).toBeUndefined();
-    const admittedLate = apply(ended, admitMessage("s1", NOON, one, NEED));
-    expect({ sessions: admittedLate?.sessions, bound: admittedLate?.contexts?.s1 }).toEqual({ sessions: { s2: NOON + 2_000 }, bound: undefined });
-    // Refused, its model call failed, or its commit sent (its answer lost, or its instance gone after).
-    const ends = [refundMessage(one, "s1", late, true), refundMessage(one, "s1", late, false), settleTokens("s1", late, landed(90, 0, true, NOON + 20_000))];
-    for (const end of ends) expect(apply(admittedLate, end)?.sessions).toEqual({ s2: NOON + 2_000 });
+    // Sent before the end, landed after its release (which dropped the session's context bound): refused, and the record is left as it is.
+    const late = admitMessage("s1", NOON, one, NEED)(ended);
+    expect(late).toEqual({ outcome: { admitted: false, limit: "ended" } });
+    // A keyed create's repeat admitted after the session it replays was ended: counted already, it counts nothing.
+    expect(admitSession("s1", NOON + 3_000, one)(ended)).toEqual({ outcome: { admitted: true, already: true } });
     // The mark lasts as long as a request may run: 2 minutes here.
     expect(apply(ended, admitMessage("s2", NOON + 121_000, one, NEED))?.ended).toEqual({ s1: NOON + 1_000 });
     expect(apply(ended, admitMessage("s2", NOON + 121_001, one, NEED))?.ended).toBeUndefined();

@@ -36,17 +36,16 @@ export interface Reservation {
   readonly tokens: number;
   /** What it added to the session's context bound, taken back when its exchange cannot have landed. */
   readonly fresh: number;
-  /**
-   * When it counted the session as active (`sessions`; absent: it counted nothing, the session
-   * having ended: see releaseEnded), and the session's count before it (absent: not counted).
-   */
-  readonly countedAt?: number;
+  /** When it counted the session as active (`sessions`), and the session's count before it (absent: not counted). */
+  readonly countedAt: number;
   readonly countedBefore?: number;
 }
 
 export type MessageAdmission =
   | { readonly admitted: true; readonly reservation: Reservation }
-  | { readonly admitted: false; readonly limit: "messages" | "sessions" | "tokens" | "erasing"; readonly retryAfterMs: number };
+  | { readonly admitted: false; readonly limit: "messages" | "sessions" | "tokens" | "erasing"; readonly retryAfterMs: number }
+  /** The session's end released it (releaseEnded): the message is refused as its closed claim would be, taking nothing. */
+  | { readonly admitted: false; readonly limit: "ended" };
 
 /**
  * What a message may cost in tokens beyond the session's context bound (held in the usage
@@ -128,24 +127,27 @@ export function utcDay(now: number): string {
  * The session counts as active from now (see liveSessions). One no longer counted (its count
  * lapsed, or was given back) is counted again only within the user's limit of active sessions: the
  * record never counts more sessions than it allows, whatever a lost settlement left behind. One
- * whose end released it (marked in `ended`: this admission was sent before the end, and landed
- * after) is not counted at all, nor given a context bound: whatever becomes of its message.
+ * whose end released it (marked in `ended`: this admission was sent before the end, its claim
+ * landing before it too, and it landed after) is refused, taking nothing: counted, it would hold a
+ * slot for the idle TTL whatever became of its message, and the release dropped its context bound,
+ * so a reservation from the first prompt's would not cover the history its model call would send.
+ * The session never stores another exchange, so nothing is lost.
  */
 export function admitMessage(sessionId: string, now: number, policy: UsagePolicy, need: TokenNeed): UsageRule<MessageAdmission> {
   return (usage) => {
     if (usage?.erasing !== undefined) return { outcome: { admitted: false, limit: "erasing", retryAfterMs: ERASING_RETRY_MS } };
+    const ended = recentEnds(usage, now, policy);
+    if (ended?.[sessionId] !== undefined) return { outcome: { admitted: false, limit: "ended" } };
     const rate = policy.messagesPerMinute / MINUTE;
     const elapsed = usage ? Math.max(0, now - usage.refilled_at) : 0;
     const tokens = usage ? Math.min(policy.messagesPerMinute, usage.tokens + elapsed * rate) : policy.messagesPerMinute;
     if (tokens < 1) return { outcome: { admitted: false, limit: "messages", retryAfterMs: Math.ceil((1 - tokens) / rate) } };
     const day = utcDay(now);
     const used = usage?.daily?.day === day ? usage.daily : { day, tokens: 0 };
-    const ended = recentEnds(usage, now, policy);
-    const counts = ended?.[sessionId] === undefined;
     const live = liveSessions(usage, now, policy);
     const before = live[sessionId];
     const active = Object.values(live);
-    if (counts && before === undefined && active.length >= policy.maxActiveSessions) {
+    if (before === undefined && active.length >= policy.maxActiveSessions) {
       return { outcome: { admitted: false, limit: "sessions", retryAfterMs: untilSlotFrees(active, now, policy) } };
     }
     const context = usage?.contexts?.[sessionId];
@@ -154,11 +156,9 @@ export function admitMessage(sessionId: string, now: number, policy: UsagePolicy
       return { outcome: { admitted: false, limit: "tokens", retryAfterMs: Date.parse(`${day}T00:00:00Z`) + DAY - now } };
     }
     const open = context && now - context.at <= Math.max(OPEN_RESERVATION_MS, policy.requestTimeoutMs ?? 0) ? context.open : 0;
-    const sessions = counts ? { ...live, [sessionId]: now } : live;
-    const counted = counts ? { countedAt: now, ...(before === undefined ? {} : { countedBefore: before }) } : {};
-    const bound = { tokens: reserved, open: open + 1, landed: context?.landed ?? 0, at: now };
+    const sessions = { ...live, [sessionId]: now };
     return {
-      outcome: { admitted: true, reservation: { day, tokens: reserved, fresh: Math.ceil(need.fresh), ...counted } },
+      outcome: { admitted: true, reservation: { day, tokens: reserved, fresh: Math.ceil(need.fresh), countedAt: now, ...(before === undefined ? {} : { countedBefore: before }) } },
       next: withoutUndefined({
         // What other rules keep in the record (a user's connection requests) stays as it is.
         ...usage,
@@ -166,7 +166,7 @@ export function admitMessage(sessionId: string, now: number, policy: UsagePolicy
         refilled_at: Math.max(now, usage?.refilled_at ?? now),
         sessions,
         daily: { ...used, tokens: addCounts(used.tokens, reserved) },
-        contexts: counts ? { ...liveContexts(usage, sessions), [sessionId]: bound } : liveContexts(usage, sessions),
+        contexts: { ...liveContexts(usage, sessions), [sessionId]: { tokens: reserved, open: open + 1, landed: context?.landed ?? 0, at: now } },
         ended,
       }),
     };
@@ -231,8 +231,7 @@ export function refundMessage(policy: UsagePolicy, sessionId: string, reservatio
     if (!settled) return { outcome: undefined };
     if (!refused) return { outcome: undefined, next: settled };
     const refunded = { ...settled, tokens: Math.min(policy.messagesPerMinute, settled.tokens + 1) };
-    const countedHere = reservation.countedAt !== undefined && settled.sessions?.[sessionId] === reservation.countedAt;
-    return { outcome: undefined, next: countedHere ? countedAsBefore(refunded, sessionId, reservation.countedBefore) : refunded };
+    return { outcome: undefined, next: settled.sessions?.[sessionId] === reservation.countedAt ? countedAsBefore(refunded, sessionId, reservation.countedBefore) : refunded };
   };
 }
 
@@ -242,12 +241,17 @@ function countedAsBefore(usage: UserUsage, sessionId: string, before: number | u
   return releaseSession(sessionId)(usage).next ?? usage;
 }
 
-/** Counts `sessionId` as active for the user, unless that would exceed the limit (then: when a slot frees). */
+/**
+ * Counts `sessionId` as active for the user, unless that would exceed the limit (then: when a slot
+ * frees). One counted already, or ended (releaseEnded: a keyed create's repeat whose admission
+ * landed after the first request created the session and the client ended it), takes nothing: the
+ * repeat replays the session, and counted again the ended session would hold a slot for the idle TTL.
+ */
 export function admitSession(sessionId: string, now: number, policy: UsagePolicy): UsageRule<Admission> {
   return (usage) => {
     if (usage?.erasing !== undefined) return { outcome: { admitted: false, retryAfterMs: ERASING_RETRY_MS, erasing: true } };
     const live = liveSessions(usage, now, policy);
-    if (sessionId in live) return { outcome: { admitted: true, already: true } };
+    if (sessionId in live || recentEnds(usage, now, policy)?.[sessionId] !== undefined) return { outcome: { admitted: true, already: true } };
     const active = Object.values(live);
     if (active.length >= policy.maxActiveSessions) return { outcome: { admitted: false, retryAfterMs: untilSlotFrees(active, now, policy) } };
     const base = usage ?? { tokens: policy.messagesPerMinute, refilled_at: now };
@@ -275,7 +279,8 @@ export function releaseSession(sessionId: string): UsageRule<undefined> {
  * again, and whatever became of that message next (refused at its commit, its model call failed,
  * its commit's answer lost, its instance gone) it would hold a slot of USER_MAX_ACTIVE_SESSIONS
  * for the idle TTL. So the session is noted in `ended` for as long as a request may run, which
- * admitMessage respects; an ended session never takes a message again, so nothing is lost.
+ * admitMessage (refusing the message) and admitSession (a keyed create's repeat, counting nothing)
+ * respect; an ended session never takes a message again, so nothing is lost.
  */
 export function releaseEnded(sessionId: string, now: number, policy: UsagePolicy): UsageRule<undefined> {
   return (usage) => {

@@ -177,8 +177,8 @@ export class InFlightMessage {
     if (how.kind !== "stored") this.partial?.discard();
     const releases = how.kind === "refused" || how.kind === "failed" || how.kind === "unknown" || how.kind === "closed" || (how.kind === "not-stored" && how.release);
     if (releases && (this.taken.slot || this.taken.claimUnanswered)) releaseQuietly(store, this.session.id, this.claim, partial);
-    // Its admission counted the session as active, unless it landed after the end's release
-    // (limits.ts releaseEnded); an end whose release was lost left it counted for the idle TTL. A
+    // Its admission counted the session as active (one landing after the end's release refuses the
+    // message instead: limits.ts admitMessage); an end whose release was lost left it counted. A
     // closed session never takes a message again, so no later count of it is lost; a lost release
     // here lapses with the TTL too. Refused at its claim as closed or missing, the admission's answer
     // may have been lost (no reservation known) and it counted the session all the same: released

@@ -2,7 +2,7 @@ import { modelFacts } from "../../llm/model-table";
 import type { SessionMeta, SessionSummary } from "../../store/records";
 import type { HistoryWindow } from "../../store/session-store";
 import { estimateStored, lastMessages, windowMessages } from "../prompt/context-window";
-import { LimitExceededError, PromptTooLargeError, SessionNotFoundError } from "../errors";
+import { LimitExceededError, PromptTooLargeError, SessionClosedError, SessionNotFoundError } from "../errors";
 import { ErasureInProgressError } from "../erasure/erasure-errors";
 import { InFlightMessage } from "./in-flight-message";
 import type { KnownSession } from "../known-sessions";
@@ -30,8 +30,9 @@ export type Admitted =
  * Admits a message, in one round trip on a warm instance: its claim on a slot of the session,
  * the user's limits (which reserve the message's tokens) and the deployment's cap, sent together,
  * with the reads the next steps need sent beside them. Anything taken is given back when another
- * part refuses (or fails), a claim whose answer was lost too, and a replay takes nothing; a
- * session its claim finds closed or missing stops counting as active.
+ * part refuses (or fails), a claim whose answer was lost too, and a replay takes nothing (checked
+ * first: a keyed message stored before its session ended still replays); a session its claim finds
+ * closed or missing stops counting as active, and one its admission finds ended is refused too.
  */
 export async function admit(context: MessageContext, session: KnownSession, text: string, idempotencyKey: string | undefined, receivedAt: number): Promise<Admitted> {
   const { store, usage, policy, serviceLedger } = context;
@@ -70,6 +71,9 @@ export async function admit(context: MessageContext, session: KnownSession, text
   if (claimed.kind === "done") return { kind: "replay", seq: claimed.seq };
   if (claimed.kind !== "claimed") throw refusal(claimed, policy);
   if (!admitted.admitted) {
+    // Claimed before the end, admitted after its release: the session can never store this
+    // exchange, so it gets the closed claim's answer, and no model call (limits.ts admitMessage).
+    if (admitted.limit === "ended") throw new SessionClosedError("ended");
     if (admitted.limit === "erasing") throw new ErasureInProgressError(seconds(admitted.retryAfterMs));
     throw new LimitExceededError(admitted.limit, seconds(admitted.retryAfterMs));
   }
