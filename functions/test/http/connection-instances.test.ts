@@ -82,6 +82,25 @@ describeEachStore("connections across instances: changes racing on the pair", (k
   const pushes = createOfflineSender(silentLog);
   const instances = twoInstances({ store: kind, pushSender: pushes });
 
+  /**
+   * Ann asks Ben (his phone registered as `bensToken`) with her new connection's write held on her
+   * instance while `meanwhile` runs; her answer, and what Ben's phone was sent after `meanwhile`.
+   */
+  async function askWhileHeld(ann: ApiUser, ben: ApiUser, bensToken: string, meanwhile: () => Promise<void>) {
+    const held = holdFirstCall(instances.harness.api.connectionStore, "createConnection");
+    try {
+      const asking = ann.ask(ben.id);
+      await held.reached;
+      await meanwhile();
+      const before = pushes.recorded().length;
+      held.open();
+      const asked = await asking;
+      return { asked, pushed: pushes.recorded().slice(before).filter((push) => push.tokens.includes(bensToken)) };
+    } finally {
+      held.restore();
+    }
+  }
+
   it("refuses a request whose connection the other user's block reached before it was written, notifying no one", async () => {
     const { harness, second } = instances;
     const tag = randomUUID().slice(0, 8);
@@ -91,21 +110,13 @@ describeEachStore("connections across instances: changes racing on the pair", (k
     expect((await ben.register(bensToken)).status).toBe(200);
     const old = String(connectionOf(await ann.ask(ben.id)).connection_id);
     expect((await ben.decline(old)).status).toBe(200);
-    // Ann asks again: the pair names her new connection, whose write is held.
-    const held = holdFirstCall(harness.api.connectionStore, "createConnection");
-    try {
-      const asking = ann.ask(ben.id);
-      await held.reached;
-      // Ben blocks Ann through the old one: the block reaches the pair's current connection, writing it.
+    // Ann asks again: the pair names her new connection, whose write is held. Meanwhile Ben blocks
+    // Ann through the old one: the block reaches the pair's current connection, writing it.
+    const { asked, pushed } = await askWhileHeld(ann, ben, bensToken, async () => {
       expect((await ben.block(old)).status).toBe(200);
-      const before = pushes.recorded().length;
-      held.open();
-      const asked = await asking;
-      const pushedToBen = pushes.recorded().slice(before).filter((push) => push.tokens.includes(bensToken)).map((push) => push.notification.kind);
-      expect({ status: asked.status, code: asked.body.error?.code, pushedToBen }).toEqual({ status: 403, code: "CONNECTION_BLOCKED", pushedToBen: [] });
-    } finally {
-      held.restore();
-    }
+    });
+    const pushedToBen = pushed.map((push) => push.notification.kind);
+    expect({ status: asked.status, code: asked.body.error?.code, pushedToBen }).toEqual({ status: 403, code: "CONNECTION_BLOCKED", pushedToBen: [] });
   });
 
   it("makes a new connection for a request whose connection the other user accepted and ended before it was written", async () => {
@@ -115,23 +126,15 @@ describeEachStore("connections across instances: changes racing on the pair", (k
     const ben = new ApiUser(`ben-${tag}`, second, HOSTING_ROUTES);
     const bensToken = `token-ben-${randomUUID()}`;
     expect((await ben.register(bensToken)).status).toBe(200);
-    const held = holdFirstCall(harness.api.connectionStore, "createConnection");
-    try {
-      const asking = ann.ask(ben.id);
-      await held.reached;
-      // Ben asks Ann too (accepting her request, which he writes from the pair's record), then ends it.
-      const answered = await ben.ask(ann.id);
-      const ended = String(connectionOf(answered).connection_id);
+    // Meanwhile Ben asks Ann too (accepting her request, which he writes from the pair's record), then ends it.
+    let ended = "";
+    const { asked, pushed } = await askWhileHeld(ann, ben, bensToken, async () => {
+      ended = String(connectionOf(await ben.ask(ann.id)).connection_id);
       expect((await ben.end(ended)).status).toBe(200);
-      const before = pushes.recorded().length;
-      held.open();
-      const asked = await asking;
-      const made = connectionOf(asked);
-      const pushedToBen = pushes.recorded().slice(before).filter((push) => push.tokens.includes(bensToken)).map((push) => [push.notification.kind, push.notification.connectionId]);
-      expect({ status: asked.status, ended: made.connection_id === ended, state: made.status, pushedToBen }).toEqual({ status: 201, ended: false, state: "pending", pushedToBen: [["request", made.connection_id]] });
-    } finally {
-      held.restore();
-    }
+    });
+    const made = connectionOf(asked);
+    const pushedToBen = pushed.map((push) => [push.notification.kind, push.notification.connectionId]);
+    expect({ status: asked.status, ended: made.connection_id === ended, state: made.status, pushedToBen }).toEqual({ status: 201, ended: false, state: "pending", pushedToBen: [["request", made.connection_id]] });
   });
 
   it("leaves a block and an unblock by one user, racing on two instances, agreeing on the connection and the pair", async () => {
