@@ -243,9 +243,11 @@ export class SessionService {
     // A lost release only delays the slot: an unused session stops counting after the idle TTL.
     const release = () => store.updateUsage(owner, releaseEnded(sessionId, now, usage)).catch(() => undefined);
     if (outcome.kind === "closed") {
-      // A repeat of an end whose answer (or release) was lost: the session ended, so releasing it
-      // is sure and idempotent. An expired one's count lapses with the idle TTL that expired it.
-      if (outcome.status === "ended") await release();
+      // A repeat of an end whose answer (or release) was lost, or an end of a session that expired:
+      // it is closed for good, so releasing it is sure and idempotent. An expired session's count
+      // may outlive its expiry (a message that failed near the TTL counted it from its arrival, and
+      // its give-back may be lost): the user's end frees the slot at once.
+      await release();
       throw new SessionClosedError(outcome.status);
     }
     await release();

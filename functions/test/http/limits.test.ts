@@ -286,6 +286,53 @@ describeEachStore("the active-session limit at one session", (kind) => {
 });
 
 /** Two local servers as separate OS processes, the way two function instances share nothing but the database. */
+/**
+ * A session counts against USER_MAX_ACTIVE_SESSIONS as long as it can be active
+ * (docs/sessions-over-time.md). A message whose model call fails stores nothing, so the session's
+ * idle TTL still runs from its last exchange: its count must too, and the session's end after it
+ * expired must free the slot.
+ */
+describeEachStore("the active-session limit after a failed message near the idle TTL", (kind) => {
+  const MINUTE = 60_000;
+  let harness: Harness;
+  let now = Date.parse("2026-03-01T00:00:00Z");
+
+  beforeAll(async () => {
+    harness = await startHarness({ store: kind, clock: () => now, env: { USER_MAX_ACTIVE_SESSIONS: "1" } });
+  });
+  afterAll(async () => harness.close());
+  beforeEach(() => {
+    harness.fake.reset();
+  });
+
+  const create = (user: string): Promise<Answer> => harness.api.call("POST", ROUTES.create, { user_id: user, template_id: "friendly-assistant" });
+
+  /** A user's session with one exchange, and 59 minutes later a message whose model call fails (a 401: not retried); then past the TTL. */
+  async function expiredAfterFailure(): Promise<{ user: string; id: string }> {
+    const user = `user-${randomUUID()}`;
+    const id = String((await create(user)).body.session_id);
+    expect((await harness.api.call("POST", ROUTES.message(id), { message: "hello" })).status).toBe(200);
+    now += 59 * MINUTE;
+    harness.fake.enqueue({ kind: "status", status: 401 }, { kind: "status", status: 401 }, { kind: "status", status: 401 });
+    expect((await harness.api.call("POST", ROUTES.message(id), { message: "are you there" })).status).toBe(502);
+    now += 2 * MINUTE;
+    return { user, id };
+  }
+
+  it.each([
+    ["left alone", false],
+    ["ended (410 SESSION_EXPIRED)", true],
+  ])("frees the slot of a session that expired after its last message's model call failed, %s", async (_case, ending) => {
+    const { user, id } = await expiredAfterFailure();
+    if (ending) {
+      const ended = await harness.api.call("DELETE", ROUTES.end(id));
+      expect({ status: ended.status, code: ended.body.error?.code }).toEqual({ status: 410, code: "SESSION_EXPIRED" });
+    }
+    const next = await create(user);
+    expect({ status: next.status, code: next.body.error?.code, retryAfter: next.headers.get("retry-after") }).toEqual({ status: 201, code: undefined, retryAfter: null });
+  });
+});
+
 describeWithRtdb("usage limits across two processes", () => {
   const children: ChildProcess[] = [];
   const urls: string[] = [];

@@ -153,11 +153,11 @@ describe("daily token ledger rules", () => {
   it("a refund gives back the reservation, and the message token only when asked", () => {
     const usage = apply(null, admitMessage("s1", NOON, POLICY, NEED));
     const reservation = admitted(admitMessage("s1", NOON, POLICY, NEED)(null).outcome);
-    expect(apply(usage, refundMessage(POLICY, "s1", reservation, false))).toMatchObject({ tokens: 999, daily: { tokens: 0 }, contexts: { s1: { open: 0 } } });
+    expect(apply(usage, refundMessage(POLICY, "s1", reservation, false))).toMatchObject({ tokens: 999, daily: { tokens: 0 } });
     expect(apply(usage, refundMessage(POLICY, "s1", reservation, true))).toMatchObject({ tokens: 1_000, daily: { tokens: 0 } });
   });
 
-  it("a refused message leaves the session counted as active as it was before its admission", () => {
+  it("a refused or failed message leaves the session counted as active as it was before its admission", () => {
     const counted = apply(null, admitSession("s1", NOON - 60_000, POLICY), admitSession("s2", NOON - 30_000, POLICY));
     // Its session counted since its creation: counted since then again, not since the refused message.
     const onActive = admitted(admitMessage("s1", NOON, POLICY, NEED)(counted).outcome);
@@ -174,8 +174,10 @@ describe("daily token ledger rules", () => {
     // A later admission of the session since: its count stays.
     const later = apply(ended, admitMessage("s1", NOON, POLICY, NEED), admitMessage("s1", NOON + 5_000, POLICY, NEED), refundMessage(POLICY, "s1", onEnded, true));
     expect(later?.sessions?.s1).toBe(NOON + 5_000);
-    // A failed model call is no refusal: the session was in use, and stays counted.
-    expect(apply(ended, admitMessage("s1", NOON, POLICY, NEED), refundMessage(POLICY, "s1", onEnded, false))?.sessions?.s1).toBe(NOON);
+    // A failed model call stored nothing either: the session's idle TTL still runs from its last
+    // exchange, and so does its count (its message token stays spent).
+    expect(apply(counted, admitMessage("s1", NOON, POLICY, NEED), refundMessage(POLICY, "s1", onActive, false))).toMatchObject({ sessions: { s1: NOON - 60_000, s2: NOON - 30_000 }, tokens: 999 });
+    expect(apply(ended, admitMessage("s1", NOON, POLICY, NEED), refundMessage(POLICY, "s1", onEnded, false))?.sessions).toEqual({ s2: NOON - 30_000 });
   });
 
   it("refuses a message to a session ended while it was being admitted, taking nothing, and never counts that session again", () => {

@@ -217,10 +217,12 @@ export function settleTokens(sessionId: string, reservation: Reservation, spent:
 
 /**
  * Gives back what a message took and did not use: its token reservation (the model was not called,
- * or failed), and when it was `refused` before the model, its message token and the session's
- * count as it was before. The admission counts the session as active before its claim's answer is
- * known (both are sent at once): a message refused because its session has ended, or is gone, or
- * a replay, must not count an ended session as active again for the idle TTL (against
+ * or failed), the session's count as it was before (nothing was stored, so the session's idle TTL
+ * still runs from its last exchange, and so must its count: a failed message near the TTL would
+ * otherwise hold the expired session's slot for another TTL), and when it was `refused` before the
+ * model, its message token. The admission counts the session as active before its claim's answer
+ * is known (both are sent at once): a message refused because its session has ended, or is gone,
+ * or a replay, must not count an ended session as active again for the idle TTL (against
  * USER_MAX_ACTIVE_SESSIONS), nor put an erased session back in the record. A later admission of
  * the session (a newer count) is left as it is.
  */
@@ -229,8 +231,7 @@ export function refundMessage(policy: UsagePolicy, sessionId: string, reservatio
   return (usage) => {
     const settled = settle(usage).next;
     if (!settled) return { outcome: undefined };
-    if (!refused) return { outcome: undefined, next: settled };
-    const refunded = { ...settled, tokens: Math.min(policy.messagesPerMinute, settled.tokens + 1) };
+    const refunded = refused ? { ...settled, tokens: Math.min(policy.messagesPerMinute, settled.tokens + 1) } : settled;
     return { outcome: undefined, next: settled.sessions?.[sessionId] === reservation.countedAt ? countedAsBefore(refunded, sessionId, reservation.countedBefore) : refunded };
   };
 }
