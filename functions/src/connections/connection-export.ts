@@ -6,11 +6,14 @@ import { participantOf } from "./known-connections";
 
 /**
  * One of the user's connections as an export gives it: as they see it, with its messages after
- * `after` (0 unless an earlier part already gave those), oldest first, read as they are written.
+ * `after` (0 unless an earlier part already gave those), oldest first, read as they are written;
+ * `continued` when an earlier part began it (its entry there to be joined), however many of its
+ * messages it gave (none, when that part failed right after the connection's fields).
  */
 export interface ExportedConnection {
   readonly view: ConnectionView;
   readonly after: number;
+  readonly continued: boolean;
   readonly messages: AsyncIterable<StoredMessage>;
 }
 
@@ -49,8 +52,9 @@ export class ConnectionExport {
         if (from.within !== undefined && id < from.within.id) continue;
         const state = meta ? await this.store.readConnectionState(id) : null;
         if (!meta || !state) continue;
-        const after = from.within?.id === id ? Math.min(from.within.position, state.message_count) : 0;
-        yield { view: { id, meta, state, you: participantOf(meta, userId) }, after, messages: this.messages(id, after, state.message_count) };
+        const continued = from.within?.id === id;
+        const after = from.within && continued ? Math.min(from.within.position, state.message_count) : 0;
+        yield { view: { id, meta, state, you: participantOf(meta, userId) }, after, continued, messages: this.messages(id, after, state.message_count) };
       }
       if (page.length < pageSize) return;
       cursor = page.at(-1)?.id;

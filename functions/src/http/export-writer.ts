@@ -107,6 +107,10 @@ export async function writeExport(out: BodyWriter, part: ExportPart): Promise<vo
         await write(`${counts.connections > 0 ? "," : ""}${connectionHead(connection)}`);
         inConnection = true;
         counts.connections += 1;
+        // Its entry is begun: a part that fails before its first message resumes inside it (after
+        // message 0, or where an earlier part left it), so the next part's entry is `continued`
+        // and joined to this one, never a second entry of the same connection.
+        at = { ...sessionAt, c: before, x: id, m: connection.after };
         let written = 0;
         for await (const { position, message } of connection.messages) {
           // One message at least per connection begun, so that every part moves the cursor on.
@@ -177,10 +181,10 @@ function devicesExport(devices: ExportedDevices | null): Record<string, unknown>
 
 /**
  * A connection as its user sees it over the API, up to the opening of its messages (both sides'),
- * which follow one at a time; `continued` when an earlier part gave its messages through `after`.
+ * which follow one at a time; `continued` when an earlier part began it.
  */
-function connectionHead({ view, after }: ExportedConnection): string {
-  const json = JSON.stringify({ ...connectionBody(view), ...(after > 0 ? { continued: true } : {}), messages: [] });
+function connectionHead({ view, continued }: ExportedConnection): string {
+  const json = JSON.stringify({ ...connectionBody(view), ...(continued ? { continued: true } : {}), messages: [] });
   return json.slice(0, -"]}".length);
 }
 

@@ -18,7 +18,7 @@ const exportPosition = z
     s: z.string().regex(DATABASE_KEY).optional(),
     c: z.union([z.literal(""), z.string().regex(DATABASE_KEY)]).optional(),
     x: z.string().regex(DATABASE_KEY).optional(),
-    m: z.number().int().min(1).max(Number.MAX_SAFE_INTEGER).optional(),
+    m: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).optional(),
     p: z.number().int().min(2).max(1_000_000),
   })
   .refine((at) => (at.x === undefined) === (at.m === undefined) && (at.x === undefined || at.c !== undefined));

@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import { ApiUser, connectionOf, HOSTING_ROUTES } from "../support/connection-api";
 import { allParts } from "../support/export-parts";
 import { createSession, describeEachStore, ROUTES, startHarness, type Harness } from "../support/http-harness";
-import type { ExportedConnection as ReadConnection } from "../../src/connections/connection-export";
+import { ConnectionExport, type ExportedConnection as ReadConnection } from "../../src/connections/connection-export";
 import { writeExport, type ExportPosition } from "../../src/http/export-writer";
 import { StoreUnavailableError } from "../../src/store/errors";
 import type { StoredMessage } from "../../src/store/connection-store";
@@ -184,15 +184,36 @@ describe("an export failing within a connection", () => {
   }
 
   it("closes the connection and the part, and its cursor points after the last message given", async () => {
-    const { body, cursor } = await exportOnce({ c: "" }, { view, after: 0, messages: failingAfter(0, 2) });
+    const { body, cursor } = await exportOnce({ c: "" }, { view, after: 0, continued: false, messages: failingAfter(0, 2) });
     expect(body).toMatchObject({ complete: false, connection_count: 1, error: { code: "DATABASE_UNAVAILABLE" }, next_cursor: "next" });
     expect((body.connections as ExportedConnection[])[0]?.messages.map((message) => message.position)).toEqual([1, 2]);
     expect(cursor).toEqual({ c: "", x: "conn-1", m: 2 });
   });
 
   it("resumes where its own part began when it fails before a message", async () => {
-    const { body, cursor } = await exportOnce({ c: "", x: "conn-1", m: 2 }, { view, after: 2, messages: failingAfter(2, 0) });
+    const { body, cursor } = await exportOnce({ c: "", x: "conn-1", m: 2 }, { view, after: 2, continued: true, messages: failingAfter(2, 0) });
     expect(body).toMatchObject({ complete: false, connections: [{ connection_id: "conn-1", continued: true, messages: [] }] });
     expect(cursor).toEqual({ c: "", x: "conn-1", m: 2 });
+  });
+
+  it("resumes inside a connection whose first message it could not read, so the next part continues its entry", async () => {
+    const { body, cursor } = await exportOnce({ c: "" }, { view, after: 0, continued: false, messages: failingAfter(0, 0) });
+    expect(body).toMatchObject({ complete: false, connections: [{ connection_id: "conn-1", messages: [] }] });
+    expect(cursor).toEqual({ c: "", x: "conn-1", m: 0 });
+    // The next part, from that cursor, gives the connection as a continued entry, all its messages.
+    const store: ConstructorParameters<typeof ConnectionExport>[0] = {
+      scanListedConnections: async (_user, after) => (after === undefined || after < view.id ? [{ id: view.id, meta: view.meta }] : []),
+      readConnectionState: async () => view.state,
+      readConnectionMessages: async (_id, page) =>
+        Array.from({ length: view.state.message_count }, (_, i) => i + 1)
+          .filter((position) => page.before === undefined || position < page.before)
+          .slice(-page.limit)
+          .map((position) => ({ position, message: { sender_id: "ben", content: `m${position}`, timestamp: position } })),
+      readDevices: async () => null,
+    };
+    const resumed = new ConnectionExport(store).connections("ann", { after: undefined, within: { id: view.id, position: 0 } }, 10);
+    const next = await exportOnce(cursor!, (await resumed.next()).value as ReadConnection);
+    expect(next.body).toMatchObject({ complete: true, connections: [{ connection_id: "conn-1", continued: true }] });
+    expect(((next.body.connections as ExportedConnection[])[0]?.messages ?? []).map((message) => message.position)).toEqual([1, 2, 3, 4, 5]);
   });
 });
