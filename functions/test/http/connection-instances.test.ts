@@ -5,7 +5,7 @@ import { createOfflineSender } from "../../src/notify/offline-sender";
 import { userKey } from "../../src/session/ledger/limits";
 import { RtdbConnectionStore } from "../../src/store/rtdb/rtdb-connection-store";
 import { ApiUser, connectionOf, FUNCTION_ROUTES, HOSTING_ROUTES } from "../support/connection-api";
-import { describeEachStore, ROUTES, twoInstances, type Answer } from "../support/http-harness";
+import { describeEachStore, ROUTES, twoInstances, type Answer, type Harness, type Instance } from "../support/http-harness";
 import { describeWithRtdb, holdingUpdates, losingUpdates } from "../support/rtdb";
 
 interface ReadMessage {
@@ -102,12 +102,7 @@ describeEachStore("connections across instances: changes racing on the pair", (k
   }
 
   it("refuses a request whose connection the other user's block reached before it was written, notifying no one", async () => {
-    const { harness, second } = instances;
-    const tag = randomUUID().slice(0, 8);
-    const ann = new ApiUser(`ann-${tag}`, harness.api, HOSTING_ROUTES);
-    const ben = new ApiUser(`ben-${tag}`, second, HOSTING_ROUTES);
-    const bensToken = `token-ben-${randomUUID()}`;
-    expect((await ben.register(bensToken)).status).toBe(200);
+    const { ann, ben, bensToken } = await annAndBensPhone(instances);
     const old = String(connectionOf(await ann.ask(ben.id)).connection_id);
     expect((await ben.decline(old)).status).toBe(200);
     // Ann asks again: the pair names her new connection, whose write is held. Meanwhile Ben blocks
@@ -120,12 +115,7 @@ describeEachStore("connections across instances: changes racing on the pair", (k
   });
 
   it("makes a new connection for a request whose connection the other user accepted and ended before it was written", async () => {
-    const { harness, second } = instances;
-    const tag = randomUUID().slice(0, 8);
-    const ann = new ApiUser(`ann-${tag}`, harness.api, HOSTING_ROUTES);
-    const ben = new ApiUser(`ben-${tag}`, second, HOSTING_ROUTES);
-    const bensToken = `token-ben-${randomUUID()}`;
-    expect((await ben.register(bensToken)).status).toBe(200);
+    const { ann, ben, bensToken } = await annAndBensPhone(instances);
     // Meanwhile Ben asks Ann too (accepting her request, which he writes from the pair's record), then ends it.
     let ended = "";
     const { asked, pushed } = await askWhileHeld(ann, ben, bensToken, async () => {
@@ -161,6 +151,16 @@ describeEachStore("connections across instances: changes racing on the pair", (k
     expect(outcome).toEqual({ stored: true, message: 403, request: 403 });
   });
 });
+
+/** Ann on the first of two instances, Ben on the second, his phone registered. */
+async function annAndBensPhone({ harness, second }: { readonly harness: Harness; readonly second: Instance }): Promise<{ ann: ApiUser; ben: ApiUser; bensToken: string }> {
+  const tag = randomUUID().slice(0, 8);
+  const ann = new ApiUser(`ann-${tag}`, harness.api, HOSTING_ROUTES);
+  const ben = new ApiUser(`ben-${tag}`, second, HOSTING_ROUTES);
+  const bensToken = `token-ben-${randomUUID()}`;
+  expect((await ben.register(bensToken)).status).toBe(200);
+  return { ann, ben, bensToken };
+}
 
 /**
  * Holds the first call of `store[method]` until `open()` (`reached` resolves when it arrives); later calls
@@ -278,11 +278,7 @@ describeWithRtdb("connections across instances: a request whose list update is l
 
   it("lists the connection for both users at the request's repeat, which notifies the asked user once and costs no second request", async () => {
     const { harness, second } = instances;
-    const tag = randomUUID().slice(0, 8);
-    const ann = new ApiUser(`ann-${tag}`, harness.api, HOSTING_ROUTES);
-    const ben = new ApiUser(`ben-${tag}`, second, HOSTING_ROUTES);
-    const bensToken = `token-ben-${randomUUID()}`;
-    expect((await ben.register(bensToken)).status).toBe(200);
+    const { ann, ben, bensToken } = await annAndBensPhone(instances);
     const before = pushes.recorded().length;
     let lose = true;
     losingUpdates(harness.api.database!, (path) => {
@@ -306,8 +302,8 @@ describeWithRtdb("connections across instances: a request whose list update is l
     const sent = pushes.recorded().slice(before).filter((push) => push.notification.connectionId === id);
     expect(sent.map((push) => [push.notification.kind, push.tokens])).toEqual([["request", [bensToken]]]);
     // The request that made the connection counted against Ann's 2 an hour, its repeats did not.
-    expect((await ann.ask(`cat-${tag}`)).status).toBe(201);
-    expect((await ann.ask(`dan-${tag}`)).status).toBe(429);
+    expect((await ann.ask(`cat-${randomUUID().slice(0, 8)}`)).status).toBe(201);
+    expect((await ann.ask(`dan-${randomUUID().slice(0, 8)}`)).status).toBe(429);
   });
 });
 
