@@ -240,17 +240,13 @@ export class SessionService {
     const result = await store.updateState(sessionId, endRule(now, policy));
     if (!result.found) throw new SessionNotFoundError(sessionId);
     const { outcome } = result;
-    // A lost release only delays the slot: an unused session stops counting after the idle TTL.
-    const release = () => store.updateUsage(owner, releaseEnded(sessionId, now, usage)).catch(() => undefined);
-    if (outcome.kind === "closed") {
-      // A repeat of an end whose answer (or release) was lost, or an end of a session that expired:
-      // it is closed for good, so releasing it is sure and idempotent. An expired session's count
-      // may outlive its expiry (a message that failed near the TTL counted it from its arrival, and
-      // its give-back may be lost): the user's end frees the slot at once.
-      await release();
-      throw new SessionClosedError(outcome.status);
-    }
-    await release();
+    // Ended now, or closed already: a repeat of an end whose answer (or release) was lost, or an end
+    // of a session that expired. Either way it is closed for good, so releasing it is sure and
+    // idempotent. An expired session's count may outlive its expiry (a message that failed near the
+    // TTL counted it from its arrival, and its give-back may be lost): the user's end frees the slot
+    // at once. A lost release only delays the slot: an unused session stops counting after the idle TTL.
+    await store.updateUsage(owner, releaseEnded(sessionId, now, usage)).catch(() => undefined);
+    if (outcome.kind === "closed") throw new SessionClosedError(outcome.status);
     return { sessionId, meta, state: result.state };
   }
 

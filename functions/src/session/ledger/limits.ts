@@ -92,6 +92,11 @@ export const ERASING_RETRY_MS = 5_000;
  */
 const OPEN_RESERVATION_MS = 120_000;
 
+/** The longest a request may still be running: what an open reservation and an end's mark wait out. */
+function requestLifetimeMs(policy: UsagePolicy): number {
+  return Math.max(OPEN_RESERVATION_MS, policy.requestTimeoutMs ?? 0);
+}
+
 /** Where a user's usage is kept: a hash, so that any user id makes a valid database key. */
 export function userKey(userId: string): string {
   return keyHash("user", userId);
@@ -155,7 +160,7 @@ export function admitMessage(sessionId: string, now: number, policy: UsagePolicy
     if (policy.tokensPerDay > 0 && used.tokens + reserved > policy.tokensPerDay) {
       return { outcome: { admitted: false, limit: "tokens", retryAfterMs: Date.parse(`${day}T00:00:00Z`) + DAY - now } };
     }
-    const open = context && now - context.at <= Math.max(OPEN_RESERVATION_MS, policy.requestTimeoutMs ?? 0) ? context.open : 0;
+    const open = context && now - context.at <= requestLifetimeMs(policy) ? context.open : 0;
     const sessions = { ...live, [sessionId]: now };
     return {
       outcome: { admitted: true, reservation: { day, tokens: reserved, fresh: Math.ceil(need.fresh), countedAt: now, ...(before === undefined ? {} : { countedBefore: before }) } },
@@ -296,7 +301,7 @@ export function releaseEnded(sessionId: string, now: number, policy: UsagePolicy
  * an end lands by then. Older marks are dropped, so the record holds only a few minutes' ends.
  */
 function recentEnds(usage: UserUsage | null, now: number, policy: UsagePolicy): UserUsage["ended"] {
-  const kept = Object.entries(usage?.ended ?? {}).filter(([, at]) => now - at <= Math.max(OPEN_RESERVATION_MS, policy.requestTimeoutMs ?? 0));
+  const kept = Object.entries(usage?.ended ?? {}).filter(([, at]) => now - at <= requestLifetimeMs(policy));
   return kept.length > 0 ? Object.fromEntries(kept) : undefined;
 }
 

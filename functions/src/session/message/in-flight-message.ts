@@ -175,7 +175,8 @@ export class InFlightMessage {
     // claim's release names the partial too, for its own copy to remove.
     const partial = this.partial?.written === true;
     if (how.kind !== "stored") this.partial?.discard();
-    const releases = how.kind === "refused" || how.kind === "failed" || how.kind === "unknown" || how.kind === "closed" || (how.kind === "not-stored" && how.release);
+    // Every end but a stored exchange frees the claim's slot; a commit that stored nothing, only when asked.
+    const releases = how.kind === "not-stored" ? how.release : how.kind !== "stored";
     if (releases && (this.taken.slot || this.taken.claimUnanswered)) releaseQuietly(store, this.session.id, this.claim, partial);
     // Its admission counted the session as active (one landing after the end's release refuses the
     // message instead: limits.ts admitMessage); an end whose release was lost left it counted. A
