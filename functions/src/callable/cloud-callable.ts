@@ -25,6 +25,7 @@ export type CallableHandler = (request: CallableRequest<unknown>, response: Call
  */
 export function callableHandler(name: CallableName, callables: () => Promise<CallableApi>): CallableHandler {
   return async (request, response, platformError = HttpsError) => {
+    if (request.acceptsStreaming) escapeLineSeparators(request.rawRequest.res);
     try {
       // An instance that could not start (a bad param) fails here: the same error on every call.
       const api = await callables().catch((error: unknown) => { throw callableFailure(toErrorAnswer(error)); });
@@ -53,3 +54,23 @@ function callOf(request: CallableRequest<unknown>): Parameters<CallableApi>[1] {
 function chunksOf(response: CallableResponse): { send(chunk: { readonly text: string }): void } {
   return { send: (chunk) => void response.sendChunk(chunk).catch(() => false) };
 }
+
+type RawResponse = NonNullable<CallableRequest["rawRequest"]["res"]>;
+
+/**
+ * Writes U+2028 and U+2029 to a streamed call's response as the JSON escapes `\u2028` and
+ * `\u2029`. firebase-functions 7.4's `onCall` writes each event (the chunks, then the result or
+ * error) as `data: ${JSON.stringify(value)}` (encodeSSE), which leaves both characters raw; the
+ * `firebase/functions` client (firebase 12.19, @firebase/functions 0.14) reads each event with
+ * /^data: (.*?)(?:\n|$)/, whose `.` stops at them, and drops the line: the chunk is lost, and a
+ * result so dropped never settles `data`. In JSON they can stand only inside a string, where the
+ * escape is the same value. The plain call's one JSON body is read with JSON.parse: left as it is.
+ */
+function escapeLineSeparators(response: RawResponse | undefined): void {
+  if (!response) return;
+  const write = response.write.bind(response) as (chunk: unknown, ...rest: unknown[]) => boolean;
+  const escaped = (chunk: unknown, ...rest: unknown[]) => write(typeof chunk === "string" ? chunk.replace(/[\u2028\u2029]/g, escapeOf) : chunk, ...rest);
+  response.write = escaped as RawResponse["write"];
+}
+
+const escapeOf = (separator: string) => `\\u${separator.charCodeAt(0).toString(16)}`;

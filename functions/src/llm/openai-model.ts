@@ -93,7 +93,10 @@ async function streamCompletion(client: OpenAI, request: CompletionRequest, time
       }
     } catch (error) {
       if (request.signal?.aborted) throw abandonedError(error);
-      throw streamError(error, deadline.signal.aborted);
+      const timedOut = deadline.signal.aborted;
+      // A connection cut after the finish reason (before the usage or `[DONE]`) loses nothing of
+      // the reply, and the provider bills it: it is complete, its usage estimated if it never came.
+      if (finishReason === undefined || timedOut || !isConnectionCut(error)) throw streamError(error, timedOut);
     }
   } finally {
     clearTimeout(timer);
@@ -144,6 +147,11 @@ function streamError(error: unknown, timedOut: boolean): ModelError {
   if (error instanceof SyntaxError) return new ModelError("bad_response", "the model streamed malformed data", { retryable: false, cause: error });
   // What is left is the connection failing under the body (undici's "terminated"): worth another try.
   return new ModelError("unavailable", "the model's stream broke off", { cause: error });
+}
+
+/** Whether a failure while reading the body (neither the deadline nor the caller) is the connection failing, not what the provider said. */
+function isConnectionCut(error: unknown): boolean {
+  return !(error instanceof ModelError || error instanceof OpenAI.APIError || error instanceof SyntaxError);
 }
 
 /**

@@ -5,6 +5,7 @@ import { HOSTING_ROUTES } from "../support/connection-api";
 import { callableClient, serveCallables, type CallableClient, type CallableServer } from "../support/callable-server";
 import { eventually } from "../support/event-stream-client";
 import { describeEachStore, ROUTES, startHarness, type Harness, type HarnessOptions } from "../support/http-harness";
+import { recentMessages } from "../support/recent-messages";
 import { recordingLog, type Logged } from "../support/recording-log";
 import { recordingPartials } from "../support/recording-partials";
 
@@ -33,6 +34,13 @@ async function failureOf(promise: Promise<unknown>): Promise<Failure> {
     throw error;
   }
   throw new Error("the call succeeded");
+}
+
+/** `promise`, or a rejection saying what did not come within `ms`. */
+function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_resolve, reject) => { timer = setTimeout(() => { reject(new Error(`${what} did not come within ${ms} ms`)); }, ms); });
+  return Promise.race([promise, late]).finally(() => { clearTimeout(timer); });
 }
 
 /** A harness, its callables served through firebase-functions' onCall, and a Functions SDK client calling them. */
@@ -134,6 +142,31 @@ describeEachStore("callable functions through the Functions client SDK", (kind) 
     expect(received.at(-1)!.at - received[0]!.at).toBeGreaterThanOrEqual(300);
     expect(body).toEqual({ success: true, response: chunks.join(""), session_id: id, message_count: 1, truncated: false, usage: anyUsage() });
     expect(logged).toContainEqual({ level: "info", message: "request", fields: expect.objectContaining({ endpoint: "sendMessage", via: "callable", streamed: true, status: 200 }) });
+  });
+
+  // U+2028 / U+2029 (a model may write them; a user can ask it to repeat them): the client reads
+  // each streamed event with a pattern whose `.` stops at them.
+  it("streams every chunk of a reply holding U+2028 and U+2029, and resolves the result, the text as stored", async () => {
+    const id = await created();
+    const chunks = ["First line", "\u2028second line", " and\u2029a paragraph."];
+    main.harness.fake.enqueue({ kind: "stream", chunks, chunkDelayMs: 20 });
+    const { stream, data } = await sendMessage().stream({ session_id: id, message: "Repeat with separators" });
+    const result = data.then((body) => ({ body }), (error: unknown) => ({ error }));
+    const received: string[] = [];
+    for await (const chunk of stream) received.push(chunk.text);
+    const settled = await within(result, 3_000, "the call's result").catch((error: unknown) => String(error));
+    expect({ chunks: received.join(""), settled }).toEqual({
+      chunks: chunks.join(""),
+      settled: { body: expect.objectContaining({ success: true, response: chunks.join(""), message_count: 1 }) },
+    });
+    expect((await recentMessages(main.harness.api.store, id, 10)).map((message) => message.content)).toEqual(["Repeat with separators", chunks.join("")]);
+  });
+
+  it("answers a plain call whose reply holds U+2028 and U+2029 with the same text", async () => {
+    const id = await created();
+    const text = "One\u2028two\u2029three.";
+    main.harness.fake.enqueue({ kind: "reply", text });
+    await expect(within(main.call("sendMessage", { session_id: id, message: "Separators" }), 3_000, "the plain call's result")).resolves.toMatchObject({ success: true, response: text });
   });
 
   it("rejects both the stream and the result when the model fails mid-reply, storing nothing", async () => {

@@ -1,8 +1,12 @@
 import { randomUUID } from "node:crypto";
+import { createServer, type Server, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
 import { recentMessages } from "../support/recent-messages";
 import type { Log, LogFields } from "../../src/log/log";
+import { streamCall, type StreamedAnswer } from "../support/event-stream-client";
 import type { Scripted } from "../support/fake-openai-server";
-import { createSession, describeEachStore, ROUTES, startHarness, type Harness } from "../support/http-harness";
+import { createSession, describeEachStore, ROUTES, startHarness, type Harness, type StoreKind } from "../support/http-harness";
+import { describeWithRtdb } from "../support/rtdb";
 
 interface Failure {
   readonly name: string;
@@ -159,5 +163,73 @@ describeEachStore("a provider answering under a model name Object.prototype hold
       second: { status: 200, code: undefined, cost: expect.any(Number) },
       third: { status: 200, code: undefined, cost: expect.any(Number) },
     });
+  });
+});
+
+/**
+ * A provider (or a proxy in front of it) that sends the whole reply, its finish reason and its
+ * usage, then drops the connection before `data: [DONE]` (the chunked body cut without its last
+ * chunk: undici's "terminated"). Nothing of the reply is missing, and the provider bills it.
+ */
+function completeThenReset(response: ServerResponse): void {
+  const frame = (fields: Record<string, unknown>) => `data: ${JSON.stringify({ id: "chatcmpl-1", object: "chat.completion.chunk", model: "gpt-4o-mini", ...fields })}\n\n`;
+  response.writeHead(200, { "content-type": "text/event-stream" });
+  response.write(frame({ choices: [{ index: 0, delta: { role: "assistant", content: "Hello" }, finish_reason: null }] }));
+  response.write(frame({ choices: [{ index: 0, delta: { content: " world" }, finish_reason: null }] }));
+  response.write(frame({ choices: [{ index: 0, delta: {}, finish_reason: "stop" }] }));
+  // The usage chunk has left: the connection is then cut, [DONE] never comes.
+  response.write(frame({ choices: [], usage: { prompt_tokens: 30, completion_tokens: 2, total_tokens: 32 } }), () => response.destroy());
+}
+
+const deltaText = (answer: StreamedAnswer) => answer.events.filter((event) => event.event === "delta").map((event) => (event.data as { text: string }).text).join("");
+
+/** A harness on `kind` whose provider is `completeThenReset`, with one retry allowed; `calls` counts the model calls. */
+function withCuttingProvider(kind: StoreKind): { harness: () => Harness; calls: () => number } {
+  let harness: Harness;
+  let provider: Server;
+  let calls = 0;
+  beforeAll(async () => {
+    provider = createServer((request, response) => {
+      request.resume();
+      request.on("end", () => {
+        calls += 1;
+        completeThenReset(response);
+      });
+    });
+    await new Promise<void>((resolve) => provider.listen(0, "127.0.0.1", resolve));
+    const url = `http://127.0.0.1:${(provider.address() as AddressInfo).port}/v1`;
+    harness = await startHarness({ store: kind, env: { OPENAI_BASE_URL: url, OPENAI_MAX_RETRIES: "1", OPENAI_MAX_RETRY_WAIT_MS: "100" } });
+  });
+  afterAll(async () => {
+    await harness.close();
+    provider.closeAllConnections();
+    await new Promise((resolve) => provider.close(resolve));
+  });
+  beforeEach(() => { calls = 0; });
+  return { harness: () => harness, calls: () => calls };
+}
+
+describeEachStore("a provider stream cut after its finish reason and usage, before [DONE]", (kind) => {
+  const { harness, calls } = withCuttingProvider(kind);
+
+  it("a streamed reply whose finish reason arrived is stored and ends with done, after the whole text", async () => {
+    const id = await createSession(harness().api);
+    const answer = await streamCall(harness().api.baseUrl, ROUTES.message(id), { message: "hi" });
+    expect(deltaText(answer)).toBe("Hello world");
+    expect(answer.events.at(-1)).toMatchObject({ event: "done", data: { success: true, response: "Hello world", message_count: 1 } });
+    expect(calls()).toBe(1);
+    expect((await recentMessages(harness().api.store, id, 10)).map((message) => message.content)).toEqual(["hi", "Hello world"]);
+  });
+});
+
+// On a database the model is streamed for the live partial even when the client asked for JSON.
+describeWithRtdb("a provider stream cut after its finish reason and usage, before [DONE], under a JSON request [Realtime Database]", () => {
+  const { harness, calls } = withCuttingProvider("rtdb");
+
+  it("takes the complete reply once, without a second, billed, model call", async () => {
+    const id = await createSession(harness().api);
+    const answer = await harness().api.call("POST", ROUTES.message(id), { message: "hi" });
+    expect({ status: answer.status, calls: calls() }).toEqual({ status: 200, calls: 1 });
+    expect(answer.body).toMatchObject({ success: true, response: "Hello world", message_count: 1 });
   });
 });

@@ -476,9 +476,10 @@ describe("createOpenAiModel against an OpenAI-compatible server", () => {
 
 /**
  * A provider that writes `body` (one piece per write, waiting for the client to read each), then
- * closes the stream: for bodies the fake server does not script. `sent` counts what it wrote.
+ * closes the stream: for bodies the fake server does not script. `sent` counts what it wrote;
+ * `cut` drops the connection once what was written has left (the body never ends).
  */
-async function rawStreamServer(body: (write: (piece: string) => Promise<boolean>) => Promise<void>) {
+async function rawStreamServer(body: (write: (piece: string) => Promise<boolean>, cut: () => Promise<void>) => Promise<void>) {
   let sent = 0;
   const server = createServer((request, response) => {
     request.resume();
@@ -499,7 +500,11 @@ async function rawStreamServer(body: (write: (piece: string) => Promise<boolean>
           response.on("drain", done);
           response.on("close", done);
         });
-      void body(write).then(() => response.end());
+      const cut = async () => {
+        await new Promise((flushed) => response.write("", flushed));
+        response.destroy();
+      };
+      void body(write, cut).then(() => { if (!response.destroyed) response.end(); });
     });
   });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
@@ -546,6 +551,64 @@ describe("createOpenAiModel against a provider's broken or unusual stream", () =
         usage: { prompt_tokens: 30, completion_tokens: 3 },
       });
     } finally {
+      await server.stop();
+    }
+  });
+
+  it("takes a reply whose connection breaks off after its finish reason and usage, before [DONE]", async () => {
+    const server = await rawStreamServer(async (write, cut) => {
+      await write(`${delta(0, "Hello")}${delta(0, " there.", "stop")}${frame({ choices: [], usage: { prompt_tokens: 30, completion_tokens: 3, total_tokens: 33 } })}`);
+      await cut();
+    });
+    try {
+      const texts: string[] = [];
+      await expect(server.model(2_000).complete(HELLO_REQUEST, { write: (text) => texts.push(text) })).resolves.toStrictEqual({
+        text: "Hello there.",
+        truncated: false,
+        model: "gpt-test",
+        usage: { prompt_tokens: 30, completion_tokens: 3 },
+      });
+      expect(texts).toEqual(["Hello", " there."]);
+    } finally {
+      await server.stop();
+    }
+  });
+
+  it("takes a reply whose connection breaks off right after its finish reason, without usage (the caller estimates it)", async () => {
+    const server = await rawStreamServer(async (write, cut) => {
+      await write(`${delta(0, "Cut at the limit")}${delta(0, undefined, "length")}`);
+      await cut();
+    });
+    try {
+      await expect(server.model(2_000).complete(HELLO_REQUEST, { write: () => undefined })).resolves.toStrictEqual({ text: "Cut at the limit", truncated: true, model: "gpt-test" });
+    } finally {
+      await server.stop();
+    }
+  });
+
+  it("answers unavailable (retryable) to a connection that breaks off before the finish reason, after the whole text", async () => {
+    const server = await rawStreamServer(async (write, cut) => {
+      await write(delta(0, "Hello there."));
+      await cut();
+    });
+    try {
+      await expect(server.model(2_000).complete(HELLO_REQUEST, { write: () => undefined })).rejects.toMatchObject({ failure: "unavailable", retryable: true });
+    } finally {
+      await server.stop();
+    }
+  });
+
+  it("answers timeout to a stream that stays open past the deadline after its finish reason", async () => {
+    let release: () => void = () => undefined;
+    const held = new Promise<void>((resolve) => { release = resolve; });
+    const server = await rawStreamServer(async (write) => {
+      await write(`${delta(0, "Hello")}${delta(0, undefined, "stop")}`);
+      await held;
+    });
+    try {
+      await expect(server.model(200).complete(HELLO_REQUEST, { write: () => undefined })).rejects.toMatchObject({ failure: "timeout" });
+    } finally {
+      release();
       await server.stop();
     }
   });
