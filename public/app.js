@@ -54,7 +54,7 @@ const OWN_BASE = `${location.origin}/api/v1`;
 /**
  * @typedef {"idle" | "starting" | "active" | "streaming" | "ending" | "ended" | "opening" | "watching"} Phase
  * idle: no session yet; starting: creating one; active: ready for a message; streaming: a reply
- * is being written; ending: ending it; ended: over (ended here, or found ended or expired), the
+ * is being written; ending: ending it; ended: over (ended here, or found ended, expired or gone), the
  * start form back and the last session still on view; opening: reading a conversation picked
  * from the list; watching: a reply being written by a request this page no longer holds (it was
  * reloaded mid-reply), followed through its live partial.
@@ -501,11 +501,16 @@ async function apiFetch(url, { method, headers = {}, json }) {
  * neither: its status is the one the API lists for the code).
  */
 
-/** A failure from an API answer's JSON error body (`{success: false, error: {code, message}}`). */
+/**
+ * A failure from an API answer's JSON error body (`{success: false, error: {code, message}}`).
+ * Without one (code ""), the body was cut on the way back or came from something between: a 2xx
+ * so says that the server did what was asked, and its body was lost.
+ */
 function answerFailure(body, response) {
+  const fallback = response.ok ? `The answer (HTTP ${response.status}) did not arrive whole` : `HTTP ${response.status}`;
   return {
     code: typeof body?.error?.code === "string" ? body.error.code : "",
-    message: typeof body?.error?.message === "string" ? body.error.message : `HTTP ${response.status}`,
+    message: typeof body?.error?.message === "string" ? body.error.message : fallback,
     status: response.status,
     retryAfter: response.headers.get("Retry-After"),
   };
@@ -516,8 +521,17 @@ function pageFailure(error, what) {
   return { code: "", message: error instanceof PageError ? error.message : `${what}: ${error instanceof Error ? error.message : String(error)}` };
 }
 
-/** The codes after which the session is over: the page goes back to its start form. */
-const SESSION_OVER = new Set(["SESSION_ENDED", "SESSION_EXPIRED"]);
+/**
+ * The codes after which the session is over, with the status line that says so: the page goes
+ * back to its start form. SESSION_NOT_FOUND, answered to a message or an end, is a session that
+ * no longer exists (its user's data erased, from another tab or device; or deleted once kept its
+ * SESSION_RETENTION_DAYS): nothing more can be done in it.
+ */
+const SESSION_OVER = new Map([
+  ["SESSION_ENDED", "The session has ended."],
+  ["SESSION_EXPIRED", "The session expired."],
+  ["SESSION_NOT_FOUND", "The session no longer exists."],
+]);
 
 /**
  * The codes after which what a call asked for may have been done all the same (docs/api.md): the
@@ -527,12 +541,15 @@ const SESSION_OVER = new Set(["SESSION_ENDED", "SESSION_EXPIRED"]);
 const FATE_UNKNOWN = new Set(["DATABASE_UNAVAILABLE", "IDEMPOTENCY_IN_PROGRESS"]);
 
 /**
- * Whether a start or a message that failed so may have been stored all the same: no API answer
- * said otherwise (the request was lost on the way back, or something between answered for the
- * API), or its code says so. Sent again with its key, it is then answered with what was stored.
+ * Whether a call that failed so may have been done all the same (a start or a message stored, a
+ * connection's message sent, an erasure run): no API error body said otherwise, or its code says
+ * so. Only the API's own error (its JSON body, with a code) is a refusal the server decided; any
+ * other failure (no answer, an answer whose body was cut on the way back, even after a 2xx status
+ * line arrived, or an answer from something between) says nothing of what the server did. Sent
+ * again with its key, the call is then answered with what was stored.
  */
 function mayBeStored(failure) {
-  if (failure.code === "") return failure.status === undefined || failure.status >= 500;
+  if (failure.code === "") return true;
   return FATE_UNKNOWN.has(failure.code);
 }
 
@@ -544,6 +561,7 @@ function mayBeStored(failure) {
 const SAID = new Map([
   ["SESSION_ENDED", () => "This session has ended. Start a new one to keep chatting."],
   ["SESSION_EXPIRED", () => "This session expired after being idle. Start a new one to keep chatting."],
+  ["SESSION_NOT_FOUND", () => "This session no longer exists (its data was erased, or it was deleted after its retention period). Start a new one to keep chatting."],
   ["SESSION_EXCHANGE_LIMIT", () => "This session holds all the messages it may. Start a new one to keep chatting."],
   ["MODEL_UNAVAILABLE", () => "The model is unavailable right now."],
   ["MODEL_TIMEOUT", () => "The model took too long to answer."],
@@ -554,12 +572,18 @@ const SAID = new Map([
   ["MESSAGE_FLAGGED", () => "Your message was not sent: moderation flagged it. Nothing was stored."],
 ]);
 
-/** A Retry-After (seconds or an HTTP date) as a sentence, or undefined without a usable one. */
-function waitText(retryAfter) {
+/** A Retry-After (seconds or an HTTP date) in seconds from now, or undefined without a usable one. */
+function retryAfterSeconds(retryAfter) {
   if (!retryAfter) return undefined;
   let seconds = Number(retryAfter);
   if (!Number.isFinite(seconds)) seconds = Math.max(0, Math.round((Date.parse(retryAfter) - Date.now()) / 1000));
-  if (!Number.isFinite(seconds)) return undefined;
+  return Number.isFinite(seconds) ? seconds : undefined;
+}
+
+/** A Retry-After (seconds or an HTTP date) as a sentence, or undefined without a usable one. */
+function waitText(retryAfter) {
+  const seconds = retryAfterSeconds(retryAfter);
+  if (seconds === undefined) return undefined;
   if (seconds < 90) return `Try again in ${seconds} s.`;
   if (seconds < 90 * 60) return `Try again in ${Math.ceil(seconds / 60)} min.`;
   return `Try again in ${Math.ceil(seconds / 3600)} h.`;
@@ -596,7 +620,9 @@ async function readJson(response) {
 /**
  * Reads a `text/event-stream` body, calling `onEvent(name, data)` per event with its `data:`
  * parsed as JSON. Comment lines (`: keep-alive` heartbeats) and other fields are ignored, as the
- * SSE format says. Returns when the stream ends.
+ * SSE format says. Returns when the stream ends, or as soon as `onEvent` returns true (the last
+ * event the caller needs): the rest is not read, so a connection cut after that event (before the
+ * body's end came) fails nothing.
  */
 async function readEvents(response, onEvent) {
   const reader = response.body.getReader();
@@ -613,7 +639,7 @@ async function readEvents(response, onEvent) {
       if (field === "event") name = value;
       else if (field === "data") data.push(value);
     }
-    if (data.length > 0) onEvent(name, JSON.parse(data.join("\n")));
+    return data.length > 0 && onEvent(name, JSON.parse(data.join("\n"))) === true;
   };
   for (;;) {
     const { value, done } = await reader.read();
@@ -622,8 +648,13 @@ async function readEvents(response, onEvent) {
     // An event ends at a blank line.
     let match;
     while ((match = /\r\n\r\n|\n\n|\r\r/.exec(buffered))) {
-      dispatch(buffered.slice(0, match.index));
+      const last = dispatch(buffered.slice(0, match.index));
       buffered = buffered.slice(match.index + match[0].length);
+      if (last) {
+        // Nothing more is wanted: let the connection go, whatever becomes of it.
+        reader.cancel().catch(() => undefined);
+        return;
+      }
     }
   }
   buffered += decoder.decode();
@@ -743,7 +774,7 @@ async function startSession(event) {
   });
 }
 
-/** The session is over (ended here, or found ended or expired): back to the start form. */
+/** The session is over (ended here, or found ended, expired or gone): back to the start form. */
 function closeSession(changes) {
   update({ phase: "ended", ...changes });
   ui.startButton.focus();
@@ -781,6 +812,8 @@ async function exchange(sessionId, text, key, onText) {
       } else if (name === "error") {
         outcome = failed({ code: String(data?.error?.code ?? ""), message: String(data?.error?.message ?? "The reply failed") });
       }
+      // The reply's last event: the answer is decided, whatever the connection does after it.
+      return outcome !== undefined;
     });
     // Cut before its last event: the server writes the reply to its end and stores it all the same.
     return outcome ?? failed({ code: "", message: "The connection closed before the reply was complete" });
@@ -841,8 +874,11 @@ async function sendMessage(event) {
   reply.item.classList.add("failed");
   if (shown === "") reply.body.textContent = "(no reply)";
   addNote(reply.item, unsure ? "(the reply may have been stored: send the message again to get it)" : "(not stored)");
-  if (SESSION_OVER.has(failure.code)) {
-    closeSession({ error: errorText(failure), status: failure.code === "SESSION_EXPIRED" ? "The session expired." : "The session has ended." });
+  const over = SESSION_OVER.get(failure.code);
+  if (over) {
+    closeSession({ error: errorText(failure), status: over });
+    // The list says it too (ended, expired, or no longer there).
+    void loadConversations();
     return;
   }
   // Its text goes back, with its key (unless the server refused the key itself): sent again, the
@@ -880,8 +916,14 @@ async function endSession() {
   } catch (error) {
     failure = pageFailure(error, "Could not reach the API");
   }
-  if (SESSION_OVER.has(failure.code)) closeSession({ error: errorText(failure), status: "The session was already over." });
-  else update({ phase: "active", error: errorText(failure) });
+  const over = SESSION_OVER.get(failure.code);
+  if (!over) {
+    update({ phase: "active", error: errorText(failure) });
+    return;
+  }
+  // Ended or expired meanwhile (another tab, the idle timeout): already over; not found: gone.
+  closeSession({ error: errorText(failure), status: failure.code === "SESSION_NOT_FOUND" ? over : "The session was already over." });
+  void loadConversations();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -890,6 +932,20 @@ async function endSession() {
 
 /** How often a reply written by a request this page no longer holds is read again. */
 const WATCH_MS = 400;
+
+/**
+ * How many reads in a row following such a reply may fail for a moment (a 5xx, such as the
+ * database's 503 with its Retry-After, or no answer) before the page gives up following it.
+ */
+const WATCH_RETRIES = 5;
+
+/** The longest Retry-After the following waits out; a longer wait gives up at once. */
+const WATCH_LONGEST_WAIT_MS = 10_000;
+
+/** A failure that may pass if the read is made again: no answer, or a 5xx (the database or the model slow for a moment). */
+function isTransient(failure) {
+  return failure.status === undefined || failure.status >= 500;
+}
 
 /** `url` with the user named as the server needs: by the token when signed in, else by `user_id`. */
 function asOwner(url, extra = {}) {
@@ -987,14 +1043,36 @@ function showConversation({ session, messages, partials, next_before }) {
  * follows the next reply still being written, if any.
  */
 async function watchReply(sessionId, count, reply, key) {
+  const watched = () => state.phase === "watching" && state.session?.id === sessionId;
+  /**
+   * The session read again (`extra`: its query), after `WATCH_MS`; a read that fails for a moment
+   * is made again (after its Retry-After, when it gives one), up to WATCH_RETRIES times in a row.
+   * Undefined once the page no longer follows this reply (another conversation opened meanwhile).
+   */
+  const read = async (extra) => {
+    let wait = WATCH_MS;
+    for (let failed = 0; ; failed++) {
+      await new Promise((wake) => setTimeout(wake, wait));
+      if (!watched()) return undefined;
+      const outcome = await getJson(apiUrls(state.base).read(sessionId), extra);
+      if (!watched()) return undefined;
+      if (!("failure" in outcome) || !isTransient(outcome.failure) || failed >= WATCH_RETRIES) return outcome;
+      wait = Math.max(WATCH_MS * 2 ** failed, 1000 * (retryAfterSeconds(outcome.failure.retryAfter) ?? 0));
+      if (wait > WATCH_LONGEST_WAIT_MS) return outcome;
+    }
+  };
+  /** Given up: what is shown is the reply as far as it was read, not the reply; said so on it. */
+  const giveUp = (failure) => {
+    reply.item.classList.remove("streaming");
+    reply.item.classList.add("failed");
+    addNote(reply.item, "(incomplete: the rest could not be read; open the conversation again to see the reply as stored)");
+    update({ phase: "active", error: errorText(failure), status: "The reply could not be followed to its end." });
+  };
   for (;;) {
-    await new Promise((wake) => setTimeout(wake, WATCH_MS));
-    if (state.phase !== "watching" || state.session?.id !== sessionId) return;
-    const outcome = await getJson(apiUrls(state.base).read(sessionId), { limit: "2" });
-    if (state.phase !== "watching" || state.session?.id !== sessionId) return;
+    const outcome = await read({ limit: "2" });
+    if (outcome === undefined) return;
     if ("failure" in outcome) {
-      reply.item.classList.remove("streaming");
-      update({ phase: "active", error: errorText(outcome.failure) });
+      giveUp(outcome.failure);
       return;
     }
     const writing = outcome.body.partials.find((partial) => partial.key === key);
@@ -1003,8 +1081,9 @@ async function watchReply(sessionId, count, reply, key) {
       continue;
     }
     // Stored, or its request failed: the history says which.
-    const full = await getJson(apiUrls(state.base).read(sessionId));
-    if ("failure" in full) update({ phase: "active", error: errorText(full.failure) });
+    const full = await read({});
+    if (full === undefined) return;
+    if ("failure" in full) giveUp(full.failure);
     else showConversation(full.body);
     if (!("failure" in full) && full.body.session.message_count === count) update({ status: "The reply was not completed, and nothing of it was stored: send your message again." });
     void loadConversations();
@@ -1017,6 +1096,9 @@ async function loadEarlier() {
   const { session, earlier } = state;
   if (!session || earlier === null || WAITING.has(state.phase)) return;
   const outcome = await getJson(apiUrls(state.base).read(session.id), { before: earlier });
+  // Answered late: another conversation opened (or a session started) meanwhile, or these
+  // messages already shown by an earlier click; they are not the ones before those on view.
+  if (state.session?.id !== session.id || state.earlier !== earlier) return;
   if ("failure" in outcome) {
     update({ error: errorText(outcome.failure) });
     return;
@@ -1069,6 +1151,7 @@ async function eraseData() {
   if (state.busy || WAITING.has(state.phase)) return;
   update({ busy: "erase", confirmingErase: false, error: "", status: "Erasing your data ..." });
   let failure;
+  let unsure;
   try {
     const response = await apiFetch(() => asOwner(apiUrls(state.base).erase), { method: "DELETE" });
     const body = await readJson(response);
@@ -1087,10 +1170,25 @@ async function eraseData() {
       return;
     }
     failure = answerFailure(body, response);
+    // A 5xx may come after some of the erasure ran (it deletes page by page).
+    unsure = mayBeStored(failure) || (failure.status ?? 0) >= 500;
   } catch (error) {
     failure = pageFailure(error, "Could not reach the API");
+    // Refused by the page before anything was sent (App Check, signing in), or lost on the way: sent, maybe done.
+    unsure = !(error instanceof PageError);
   }
-  update({ busy: "", error: errorText(failure), status: "Your data was not erased." });
+  if (!unsure) {
+    update({ busy: "", error: errorText(failure), status: "Your data was not erased." });
+    return;
+  }
+  // The request may have reached the server and erased the data, its answer lost on the way back:
+  // the list, read again, shows what is left.
+  update({
+    busy: "",
+    error: `${errorText(failure)} Your data may have been erased all the same: erasing again is safe, it erases whatever is left.`,
+    status: "The erasure's outcome is unknown: the list shows what is left.",
+  });
+  void loadConversations();
 }
 
 // ---------------------------------------------------------------------------------------------

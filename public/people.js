@@ -57,16 +57,29 @@ export function startPeople(shared) {
     connections: [],
     /** @type {{ id: string, other: string, status: string, messages: Map<string, Message>, live: boolean } | undefined} the open conversation */
     open: undefined,
+    /**
+     * What the visitor's last action met: kept on view until they act again (send, open, ask,
+     * accept ...), so that a background read never wipes what it says of a message given back.
+     */
     error: "",
+    /** What the last background read met (the list's, or a polled conversation's): the next one that succeeds clears it. */
+    readError: "",
     /** The list as last drawn, to redraw only on a change (a button under the pointer stays put). */
     drawn: "",
     /**
-     * @type {Map<string, { text: string, key: string }>} by connection, the message given back after
+     * @type {Map<string, { text: string, key: string, said: string }>} by connection, the message given back after
      * a failure and its Idempotency-Key: its answer may have been lost after it was stored, and sent
      * again with the same key it is stored (and notified) once. Dropped when that text is sent and
-     * stored, or when another text is sent instead.
+     * stored, or when another text is sent instead. `said` is what the panel said of its failure,
+     * said again when its conversation is opened again with that text in the box.
      */
     givenBack: new Map(),
+    /**
+     * @type {Map<string, string>} by connection, the text of the message box of each conversation
+     * not on view: the box is one, and what was typed in (or given back to) one conversation is
+     * never sent to another.
+     */
+    drafts: new Map(),
   };
   /** What stops following the open conversation (a database listener or a poll). */
   let unfollow = () => undefined;
@@ -134,13 +147,26 @@ export function startPeople(shared) {
     throw new CallFailure(failure, shared.mayBeStored(failure));
   }
 
-  /** Runs `work`, saying its failure on the panel instead of throwing it. */
+  /**
+   * Runs what the visitor asked for, saying its failure on the panel instead of throwing it. What
+   * was said before goes when the visitor acts again, not when a background read succeeds.
+   */
   async function attempt(work) {
+    if (state.error) update({ error: "" });
     try {
       await work();
-      if (state.error) update({ error: "" });
     } catch (error) {
       update({ error: error instanceof Error ? error.message : String(error) });
+    }
+  }
+
+  /** Runs a background read (the list's, a polled conversation's): its failure is said until the next one succeeds. */
+  async function read(work) {
+    try {
+      await work();
+      if (state.readError) update({ readError: "" });
+    } catch (error) {
+      update({ readError: error instanceof Error ? error.message : String(error) });
     }
   }
 
@@ -184,7 +210,17 @@ export function startPeople(shared) {
 
   async function open(connection) {
     unfollow();
-    update({ open: { id: connection.connection_id, other: connection.other_user_id, status: connection.status, messages: new Map(), live: false } });
+    const id = connection.connection_id;
+    const leaving = state.open;
+    if (leaving?.id !== id) {
+      // The box goes with its conversation: kept for the one left, that of the one opened put back.
+      if (leaving && ui.message.value !== "") state.drafts.set(leaving.id, ui.message.value);
+      ui.message.value = state.drafts.get(id) ?? "";
+      state.drafts.delete(id);
+      const kept = state.givenBack.get(id);
+      if (kept && kept.text === ui.message.value) update({ error: kept.said });
+    }
+    update({ open: { id, other: connection.other_user_id, status: connection.status, messages: new Map(), live: false } });
     ui.log.replaceChildren();
     const database = await liveDatabase().catch(() => undefined);
     if (database) follow(database, connection.connection_id);
@@ -245,15 +281,15 @@ export function startPeople(shared) {
 
   function poll(connectionId) {
     let stopped = false;
-    const read = async () => {
+    const next = async () => {
       if (stopped) return;
-      await attempt(async () => {
+      await read(async () => {
         const body = await call(withActor(`${urls().messages(connectionId)}?limit=100`), "GET");
         received(connectionId, Object.fromEntries(body.messages.map((message) => [message.id, message])), undefined);
       });
-      if (!stopped) timer = window.setTimeout(read, POLL_EVERY_MS);
+      if (!stopped) timer = window.setTimeout(next, POLL_EVERY_MS);
     };
-    let timer = window.setTimeout(read, 0);
+    let timer = window.setTimeout(next, 0);
     unfollow = () => {
       stopped = true;
       window.clearTimeout(timer);
@@ -263,8 +299,9 @@ export function startPeople(shared) {
 
   /**
    * Sends the box's text, taken out of the box at once so that the next message can be typed (and
-   * sent) while this one is on its way; a message that fails goes back into an empty box, with its
-   * key, so that sending it again never stores it twice.
+   * sent) while this one is on its way; a message that fails goes back into its conversation's box
+   * if empty (on view, or kept for when that conversation is opened again), with its key, so that
+   * sending it again never stores it twice, and never to another person.
    */
   async function sendMessage(event) {
     event.preventDefault();
@@ -282,15 +319,24 @@ export function startPeople(shared) {
         const body = await call(urls().messages(conversation.id), "POST", { message: text }, { "Idempotency-Key": key });
         received(conversation.id, { [body.message.id]: body.message }, undefined);
       } catch (error) {
+        const said =
+          error instanceof CallFailure && error.unsure
+            ? `${error.message} Your message may have been sent all the same: sending it again unchanged is safe, it is not sent twice.`
+            : error instanceof Error
+              ? error.message
+              : String(error);
         // Given back only into an empty box: the next message, typed meanwhile, is not overwritten.
-        if (ui.message.value === "") {
-          ui.message.value = text;
-          state.givenBack.set(conversation.id, { text, key });
+        // Another conversation may be on view by now: then it waits in its own conversation's box.
+        const onView = state.open?.id === conversation.id;
+        const box = onView ? ui.message.value : (state.drafts.get(conversation.id) ?? "");
+        if (box === "") {
+          if (onView) ui.message.value = text;
+          else state.drafts.set(conversation.id, text);
+          state.givenBack.set(conversation.id, { text, key, said });
         }
-        if (error instanceof CallFailure && error.unsure) {
-          throw new Error(`${error.message} Your message may have been sent all the same: sending it again unchanged is safe, it is not sent twice.`);
-        }
-        throw error;
+        if (onView) throw new Error(said);
+        const where = box === "" ? ` It is back in your conversation with ${conversation.other}.` : "";
+        throw new Error(`To ${conversation.other}: ${said}${where}`);
       }
     });
   }
@@ -301,8 +347,9 @@ export function startPeople(shared) {
 
   function render() {
     ui.you.textContent = shared.userId();
-    ui.error.textContent = state.error;
-    ui.error.hidden = state.error === "";
+    const said = [state.error, state.readError].filter((text) => text !== "").join(" ");
+    ui.error.textContent = said;
+    ui.error.hidden = said === "";
     const drawn = JSON.stringify(state.connections);
     if (drawn !== state.drawn) {
       state.drawn = drawn;
@@ -374,7 +421,7 @@ export function startPeople(shared) {
     window.clearInterval(listTimer);
     if (!ui.panel.open) return;
     void attempt(loadList);
-    listTimer = window.setInterval(() => void attempt(loadList), LIST_EVERY_MS);
+    listTimer = window.setInterval(() => void read(loadList), LIST_EVERY_MS);
   });
   ui.refresh.addEventListener("click", () => void attempt(loadList));
   ui.connectForm.addEventListener("submit", (event) => {

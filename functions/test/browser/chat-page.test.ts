@@ -7,6 +7,7 @@ import { ROUTES, startHarness, type Harness } from "../support/http-harness";
 import { fakeUsage } from "../support/fake-openai-server";
 import { HostileSite } from "../support/hostile-site";
 import { startSession, typeAndSend } from "../support/chat-page-steps";
+import { CuttingProxy, firstHalf } from "../support/cutting-proxy";
 
 /** What the page shows of the reply being written. */
 interface ReplyView {
@@ -155,6 +156,41 @@ describeWithChromium("the chat page in Chromium", () => {
     expect(await page.isVisible("#start")).toBe(true);
   }, 60_000);
 
+  it("gives the start form back when a message or an end meets a session that no longer exists (404 SESSION_NOT_FOUND)", async () => {
+    const gone = "This session no longer exists (its data was erased, or it was deleted after its retention period). Start a new one to keep chatting.";
+    // A message: the user's data was erased meanwhile, from another tab.
+    const messaged = `user_gone_message_${Date.now()}`;
+    await startSession(page, messaged);
+    expect((await harness.api.call("DELETE", `${ROUTES.erase}?user_id=${messaged}`)).status).toBe(200);
+    await typeAndSend(page, "still there?");
+    await page.waitForSelector("#error:not([hidden])");
+    expect({
+      state: await page.getAttribute("body", "data-state"),
+      error: await page.textContent("#error"),
+      status: await page.textContent("#status"),
+      note: await page.textContent("#log .assistant .note"),
+      startForm: await page.isVisible("#start"),
+    }).toEqual({ state: "ended", error: gone, status: "The session no longer exists.", note: "(not stored)", startForm: true });
+
+    // End session, likewise.
+    const ended = `user_gone_end_${Date.now()}`;
+    await startSession(page, ended);
+    expect((await harness.api.call("DELETE", `${ROUTES.erase}?user_id=${ended}`)).status).toBe(200);
+    await page.click("#end-button");
+    await page.waitForSelector("body:not([data-state=ending]) #error:not([hidden])");
+    expect({
+      state: await page.getAttribute("body", "data-state"),
+      error: await page.textContent("#error"),
+      status: await page.textContent("#status"),
+      startForm: await page.isVisible("#start"),
+    }).toEqual({
+      state: "ended",
+      error: gone,
+      status: "The session no longer exists.",
+      startForm: true,
+    });
+  }, 60_000);
+
   it("shows the Retry-After wait of a daily token limit (429 TOKEN_LIMIT) and of a network's session limit (429 ADDRESS_RATE_LIMITED)", async () => {
     await page.goto(`${limited.api.baseUrl}/`);
     await page.waitForSelector("body[data-ready=true]");
@@ -301,6 +337,106 @@ describeWithChromium("the chat page in Chromium", () => {
     await page.click("#end-button");
     await page.waitForSelector("body[data-state=ended]");
     expect(hostile.connections).toBe(0);
+  }, 60_000);
+});
+
+/**
+ * The chat page behind a network that cuts an answer once it began (`CuttingProxy`): the server
+ * acted and answered whole, the browser got the status line and part of the body, then the
+ * connection dropped. Such an answer says nothing of what the server stored, except where its
+ * last event arrived whole.
+ */
+describeWithChromium("the chat page in Chromium, when an answer is cut on the way back", () => {
+  let harness: Harness;
+  let proxy: CuttingProxy;
+  let browser: LaunchedBrowser;
+  let page: Page;
+
+  beforeAll(async () => {
+    harness = await startHarness({ store: "memory", env: { USER_MAX_ACTIVE_SESSIONS: "10" } });
+    proxy = await CuttingProxy.start(harness.api.baseUrl);
+    browser = await launchChromium({ width: 390, height: 844 });
+    await recordCspViolations(browser);
+  }, 60_000);
+  afterAll(async () => {
+    await browser.close();
+    await proxy.stop();
+    await harness.close();
+  });
+  beforeEach(async () => {
+    harness.fake.reset();
+    page = await browser.context.newPage();
+    await page.goto(`${proxy.origin}/`);
+    await page.waitForSelector("body[data-ready=true]");
+  });
+  afterEach(async () => {
+    expect(await cspViolations(page)).toEqual([]);
+    await page.close();
+  });
+
+  it("says the session may have been made when a start's 201 arrives without its whole body", async () => {
+    const userId = `user_cut_start_${Date.now()}`;
+    proxy.cutNext("POST", /\/chatbot\/session$/, firstHalf);
+    await page.fill("#user", userId);
+    await page.click("#start-button");
+    await page.waitForSelector("#error:not([hidden])");
+    expect(proxy.cutDone).toContainEqual(expect.stringMatching(/^POST \/api\/v1\/chatbot\/session 201$/));
+    // The server made the session.
+    const made = (await harness.api.call("GET", `${ROUTES.list}?user_id=${userId}`)).body.sessions as unknown[];
+    expect(made).toHaveLength(1);
+    expect(await page.textContent("#error")).toBe(
+      "The answer (HTTP 201) did not arrive whole. The session may have been made all the same: starting again is safe, it gets that session back.",
+    );
+    expect(await page.getAttribute("body", "data-state")).toBe("idle");
+  }, 60_000);
+
+  it("says a message may have been stored when the replay of its stored reply (JSON 200) arrives without its whole body", async () => {
+    const userId = `user_cut_replay_${Date.now()}`;
+    await startSession(page, userId);
+    const sessionId = (await page.getAttribute("#session", "data-session-id"))!;
+    // First send: the stream is cut before its `done` event.
+    proxy.cutNext("POST", /\/message$/, (body) => body.slice(0, Math.max(0, body.indexOf("event: done"))));
+    harness.fake.enqueue({ kind: "stream", chunks: ["A reply", " the server", " stored."] });
+    await typeAndSend(page, "Tell me a story");
+    await page.waitForSelector("#error:not([hidden])");
+    expect(await page.textContent("#log .assistant >> nth=0 >> .note")).toBe("(the reply may have been stored: send the message again to get it)");
+
+    // Sent again with its key: the server answers the stored reply as JSON 200 (a replay), and that answer is cut too.
+    proxy.cutNext("POST", /\/message$/, firstHalf);
+    await page.click("#send-button");
+    await page.waitForSelector("body[data-state=active] #log .assistant.failed >> nth=1");
+    expect(proxy.cutDone.at(-1)).toMatch(/ 200$/);
+    const stored = await harness.api.call("GET", `${ROUTES.get(sessionId)}?user_id=${userId}`);
+    expect(stored.body.session).toMatchObject({ message_count: 1 });
+    expect({
+      note: await page.textContent("#log .assistant >> nth=1 >> .note"),
+      error: await page.textContent("#error"),
+      box: await page.inputValue("#message"),
+    }).toEqual({
+      note: "(the reply may have been stored: send the message again to get it)",
+      error:
+        "The answer (HTTP 200) did not arrive whole. Your message may have been stored all the same: sending it again is safe, it gets the stored reply back rather than a second one.",
+      box: "Tell me a story",
+    });
+  }, 60_000);
+
+  it("shows a streamed reply whose `done` event arrived as complete, though the connection dropped before the stream's end", async () => {
+    await startSession(page, `user_cut_after_done_${Date.now()}`);
+    // Everything up to and including the last event arrives; then the connection drops before the
+    // chunked body's terminator (a phone switching networks a moment too late).
+    proxy.cutNext("POST", /\/message$/, (body) => body);
+    harness.fake.enqueue({ kind: "stream", chunks: ["Whole", " reply."] });
+    await typeAndSend(page, "Hello");
+    await page.waitForSelector("body[data-state=active] #log .assistant:not(.streaming)");
+    expect(proxy.cutDone.at(-1)).toMatch(/ 200$/);
+    expect({
+      text: await page.textContent("#log .assistant .text"),
+      notes: await page.locator("#log .assistant .note").allTextContents(),
+      count: await page.textContent("#count"),
+      box: await page.inputValue("#message"),
+      status: await page.textContent("#status"),
+      error: await page.textContent("#error"),
+    }).toEqual({ text: "Whole reply.", notes: [], count: "1", box: "", status: "Reply complete. Messages: 1.", error: "" });
   }, 60_000);
 });
 

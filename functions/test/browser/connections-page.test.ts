@@ -8,6 +8,7 @@ import { describeWithChromium, launchChromium, launchChromiumContexts, loseFirst
 import { ApiUser, HOSTING_ROUTES } from "../support/connection-api";
 import { startHarness, type Harness } from "../support/http-harness";
 import { describeWithRtdb } from "../support/rtdb";
+import { CuttingProxy, firstHalf } from "../support/cutting-proxy";
 
 /** Collects the page's Content-Security-Policy violations from before any of its scripts runs. */
 async function recordCspViolations(context: BrowserContext): Promise<void> {
@@ -44,6 +45,52 @@ async function type(page: Page, text: string): Promise<void> {
   await page.fill("#people-message", text);
   await page.press("#people-message", "Enter");
 }
+
+/**
+ * The People panel behind a network that cuts an answer once it began (`CuttingProxy`): the
+ * server sent the message and answered 201, the browser got the status line and part of the body.
+ */
+describeWithChromium("the People panel, when a send's answer is cut on the way back", () => {
+  let harness: Harness;
+  let proxy: CuttingProxy;
+  let browser: LaunchedBrowser;
+
+  beforeAll(async () => {
+    harness = await startHarness({ store: "memory" });
+    proxy = await CuttingProxy.start(harness.api.baseUrl);
+    browser = await launchChromium({ width: 390, height: 844 });
+  }, 60_000);
+  afterAll(async () => {
+    await browser.close();
+    await proxy.stop();
+    await harness.close();
+  });
+
+  it("gives a message whose 201 arrived without its whole body back, saying it may have been sent", async () => {
+    const ann = new ApiUser(`ann-${String(Date.now())}`, harness.api, HOSTING_ROUTES);
+    const ben = new ApiUser(`ben-${String(Date.now())}`, harness.api, HOSTING_ROUTES);
+    const id = await ann.connectWith(ben);
+    const page = await browser.context.newPage();
+    await page.goto(`${proxy.origin}/`);
+    await page.waitForSelector("body[data-ready=true]");
+    await page.fill("#user", ann.id);
+    await page.click("#people summary");
+    await page.waitForSelector("#people[open]");
+    await page.click("#connections-refresh");
+    await page.click("#connections li[data-status=accepted] button.open");
+    await page.waitForSelector("#conversation:not([hidden])");
+
+    proxy.cutNext("POST", /\/connections\/[^/]+\/messages$/, firstHalf);
+    await type(page, "Hello Ben");
+    await page.waitForSelector("#people-error:not([hidden])");
+    expect(proxy.cutDone.at(-1)).toMatch(/ 201$/);
+    // Sent: Ben has it.
+    expect(((await ben.read(id)).body.messages as { content: string }[]).map((message) => message.content)).toEqual(["Hello Ben"]);
+    expect(await page.inputValue("#people-message")).toBe("Hello Ben");
+    expect(await page.textContent("#people-error")).toContain("may have been sent all the same: sending it again unchanged is safe");
+    await page.close();
+  }, 60_000);
+});
 
 /**
  * Two people, each in a browser context of their own, on the chat page served by the local server
@@ -200,5 +247,136 @@ describeWithChromium("the People panel, polled through the API", () => {
     await page.waitForSelector("#people-error:not([hidden])");
     expect(await page.inputValue("#people-message")).toBe("Still there?");
     expect(await page.textContent("#people-error")).not.toContain("may have been sent");
+  }, 60_000);
+});
+
+/**
+ * The People panel's one message box, shared by every conversation it opens, and what it says of a
+ * failed message: the box's text stays with the conversation it was typed in or given back to, so
+ * a message meant for one person is never sent to another; and what the panel said of a failure
+ * stays until the visitor acts, whatever the background reads (the list every 4 s, a polled
+ * conversation every 2 s) meet meanwhile.
+ */
+describeWithChromium("the People panel's message box across conversations, polled through the API", () => {
+  let harness: Harness;
+  let browser: LaunchedBrowser;
+  let page: Page;
+
+  beforeAll(async () => {
+    harness = await startHarness({ store: "memory" });
+    browser = await launchChromium({ width: 1000, height: 900 });
+  }, 60_000);
+  afterAll(async () => {
+    await browser.close();
+    await harness.close();
+  });
+  beforeEach(async () => {
+    page = await browser.context.newPage();
+  });
+  afterEach(async () => {
+    await page.close();
+  });
+
+  /** Opens the People panel as `user` (named, not signed in) and its conversation `id`. */
+  async function openAs(user: ApiUser, id: string): Promise<void> {
+    await page.goto(`${harness.api.baseUrl}/`);
+    await page.waitForSelector("body[data-ready=true]");
+    await page.fill("#user", user.id);
+    await page.click("#people summary");
+    await page.waitForSelector("#people[open]");
+    await page.click("#connections-refresh");
+    await openConversation(id);
+  }
+
+  async function openConversation(id: string): Promise<void> {
+    await page.click(`#connections li[data-connection-id="${id}"] button.open`);
+    await page.waitForSelector(`#conversation[data-connection-id="${id}"]`);
+  }
+
+  const contents = async (reader: ApiUser, id: string) => ((await reader.read(id)).body.messages as { content: string }[]).map((message) => message.content);
+
+  it("never puts a message meant for one person into another person's conversation", async () => {
+    const stamp = Date.now();
+    const ann = new ApiUser(`ann-${stamp}`, harness.api, HOSTING_ROUTES);
+    const ben = new ApiUser(`ben-${stamp}`, harness.api, HOSTING_ROUTES);
+    const cat = new ApiUser(`cat-${stamp}`, harness.api, HOSTING_ROUTES);
+    const withBen = await ann.connectWith(ben);
+    const withCat = await ann.connectWith(cat);
+    await openAs(ann, withBen);
+
+    // The message to Ben is on a slow link, and its connection drops before it reaches the server;
+    // a later send goes through.
+    let release = (): void => undefined;
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const keys: (string | undefined)[] = [];
+    await page.route(`**/connections/${withBen}/messages`, async (route) => {
+      if (route.request().method() !== "POST") return route.continue();
+      keys.push(route.request().headers()["idempotency-key"]);
+      if (keys.length > 1) return route.continue();
+      await held;
+      return route.abort("connectionreset");
+    });
+    const forBen = "For Ben only: my new address is 12 Hidden Lane";
+    await type(page, forBen);
+    // Meanwhile Ann opens her conversation with Cat; then the send to Ben fails.
+    await openConversation(withCat);
+    release();
+    await page.waitForSelector("#people-error:not([hidden])");
+    // Not given back into Cat's box: the panel says where it is.
+    expect(await page.inputValue("#people-message")).toBe("");
+    const said = (await page.textContent("#people-error")) ?? "";
+    expect(said).toContain(`To ${ben.id}:`);
+    expect(said).toContain("may have been sent all the same");
+    expect(said).toContain(`It is back in your conversation with ${ben.id}.`);
+
+    // What Ann sends to Cat is what she typed for Cat, and what she types without sending stays Cat's.
+    await type(page, "Hi Cat");
+    await page.waitForSelector("#people-log li[data-id=m000000001] .text:text-is('Hi Cat')");
+    await page.fill("#people-message", "A draft for Cat");
+
+    // Ben's conversation, opened again, has the message back in its box, with what was said of it.
+    await openConversation(withBen);
+    expect(await page.inputValue("#people-message")).toBe(forBen);
+    expect(await page.textContent("#people-error")).toContain("may have been sent all the same: sending it again unchanged is safe");
+    await page.press("#people-message", "Enter");
+    await page.waitForSelector(`#people-log li[data-id=m000000001] .text:text-is('${forBen}')`);
+    await page.waitForSelector("#people-error", { state: "hidden" });
+    expect(keys).toHaveLength(2);
+    expect(keys[1]).toBe(keys[0]);
+
+    // Cat's draft is back in Cat's box.
+    await openConversation(withCat);
+    expect(await page.inputValue("#people-message")).toBe("A draft for Cat");
+    expect({ ben: await contents(ben, withBen), cat: await contents(cat, withCat) }).toEqual({ ben: [forBen], cat: ["Hi Cat"] });
+  }, 60_000);
+
+  it("keeps saying a message may have been sent while background reads succeed, until the visitor acts", async () => {
+    const stamp = Date.now();
+    const ann = new ApiUser(`ann-${stamp}`, harness.api, HOSTING_ROUTES);
+    const ben = new ApiUser(`ben-${stamp}`, harness.api, HOSTING_ROUTES);
+    const id = await ann.connectWith(ben);
+    await openAs(ann, id);
+
+    await loseFirstPostAnswer(page, "**/connections/*/messages");
+    await type(page, "Hello Ben");
+    await page.waitForSelector("#people-error:not([hidden])");
+
+    // Ben answers: both background reads succeed and show it, the conversation's poll and the list's.
+    expect((await ben.send(id, "Are you there?")).status).toBe(201);
+    await page.waitForSelector("#people-log li[data-id=m000000002] .text:text-is('Are you there?')");
+    await page.waitForSelector(`#connections li[data-connection-id="${id}"] .note:has-text("2 messages")`);
+    expect({ box: await page.inputValue("#people-message"), said: await page.textContent("#people-error"), hidden: await page.getAttribute("#people-error", "hidden") }).toEqual({
+      box: "Hello Ben",
+      said: expect.stringContaining("may have been sent all the same") as unknown,
+      hidden: null,
+    });
+
+    // Ann sends it again: the sentence goes, and the message is there once.
+    await page.press("#people-message", "Enter");
+    await page.waitForSelector("#people-error", { state: "hidden" });
+    await page.waitForSelector("#people-log li[data-id=m000000001] .text:text-is('Hello Ben')");
+    expect(await contents(ben, id)).toEqual(["Hello Ben", "Are you there?"]);
   }, 60_000);
 });

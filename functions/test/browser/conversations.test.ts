@@ -1,10 +1,10 @@
 import { readFileSync } from "node:fs";
 import { randomUUID } from "node:crypto";
 import { deleteApp } from "firebase/app";
-import type { Page } from "playwright-core";
+import type { Page, Route } from "playwright-core";
 import { describeWithChromium, launchChromium, type LaunchedBrowser } from "../support/chromium";
 import { lastUser } from "../support/fake-openai-server";
-import { describeEachStore, ROUTES, startHarness, type Harness } from "../support/http-harness";
+import { createSession, describeEachStore, ROUTES, startHarness, type Harness } from "../support/http-harness";
 import { describeWithRtdb } from "../support/rtdb";
 import { SessionWatcher, webClient } from "../support/session-watcher";
 import { startSession, typeAndSend } from "../support/chat-page-steps";
@@ -36,6 +36,9 @@ async function listedTitles(page: Page, count: number): Promise<string[]> {
 }
 
 const logTexts = (page: Page) => page.locator("#log li .text").allTextContents();
+
+/** A reply the fake model writes slowly (about 3.6 s at 300 ms a chunk): a reload lands while it is written. */
+const SLOW_REPLY = ["A", " reply", " that", " takes", " its", " time", " to", " be", " written,", " word", " by", " word."];
 
 describeWithChromium("your conversations and data on the chat page, in Chromium", () => {
   describeEachStore("list, resume, download, erase", (kind) => {
@@ -125,6 +128,94 @@ describeWithChromium("your conversations and data on the chat page, in Chromium"
       expect(await page.evaluate("window.cspViolations")).toEqual([]);
       await page.close();
     }, 90_000);
+
+    it("says an erasure whose answer was lost may have run, and reads the list again", async () => {
+      const userId = `user_${randomUUID().slice(0, 8)}`;
+      const page = await browser.context.newPage();
+      await open(page, harness);
+      await startSession(page, userId);
+      await send(page, "Something private");
+      expect(await listedTitles(page, 1)).toEqual(["Something private"]);
+
+      // The erasure reaches the server, which erases; its answer is lost on the way back.
+      await page.route("**/chatbot/me?*", async (route) => {
+        if (route.request().method() !== "DELETE") return route.continue();
+        await route.fetch();
+        await route.abort("connectionreset");
+      });
+      await page.click(".settings summary");
+      await page.click("#erase-data");
+      await page.click("#erase-yes");
+      await page.waitForSelector("#status:not(:text-is('Erasing your data ...'))");
+      expect((await harness.api.call("GET", `${ROUTES.list}?user_id=${userId}`)).body.sessions).toEqual([]);
+      expect({ status: await page.textContent("#status"), error: await page.textContent("#error") }).toEqual({
+        status: "The erasure's outcome is unknown: the list shows what is left.",
+        error: expect.stringMatching(/ Your data may have been erased all the same: erasing again is safe, it erases whatever is left\.$/),
+      });
+      // The list, read again, shows what is left: nothing.
+      await page.waitForSelector("#no-conversations:not([hidden])");
+      expect(await page.$$("#conversation-list li")).toHaveLength(0);
+      expect(await page.evaluate("window.cspViolations")).toEqual([]);
+      await page.close();
+    }, 60_000);
+  });
+
+  describe("earlier messages, on the embedded store", () => {
+    let harness: Harness;
+    let browser: LaunchedBrowser;
+
+    beforeAll(async () => {
+      harness = await startHarness({ store: "memory", env: { USER_MESSAGES_PER_MINUTE: "1000" } });
+      browser = await launchChromium({ width: 1000, height: 900 });
+      await recordCspViolations(browser);
+    }, 60_000);
+    afterAll(async () => {
+      await harness.close();
+      await browser.close();
+    });
+
+    it("drops earlier messages that arrive after another conversation was opened: the one on view shows only its own", async () => {
+      const userId = `user_${randomUUID().slice(0, 8)}`;
+      // A long conversation (52 messages: two pages), then a short one, the newest.
+      const long = await createSession(harness.api, "friendly-assistant", userId);
+      for (let i = 1; i <= 26; i++) expect((await harness.api.call("POST", ROUTES.message(long), { message: `long ${String(i)}` })).status).toBe(200);
+      const short = await createSession(harness.api, "socratic-tutor", userId);
+      expect((await harness.api.call("POST", ROUTES.message(short), { message: "short one" })).status).toBe(200);
+
+      const page = await browser.context.newPage();
+      await page.addInitScript(`localStorage.setItem("chatify.user_id", ${JSON.stringify(userId)})`);
+      await open(page, harness);
+      await page.waitForSelector("#conversation-list li:nth-child(2) button");
+      await page.click(`#conversation-list button[data-session-id="${long}"]`);
+      await page.waitForSelector("body[data-state=active]");
+      await page.waitForSelector("#earlier:not([hidden])");
+
+      // The earlier page takes a moment to come (a slow network); meanwhile the visitor picks the short one.
+      let release = (): void => undefined;
+      const held = new Promise<void>((resolve) => {
+        release = resolve;
+      });
+      await page.route("**/chatbot/session/*?*before=*", async (route) => {
+        await held;
+        await route.continue();
+      });
+      await page.click("#earlier");
+      await page.click(`#conversation-list button[data-session-id="${short}"]`);
+      await page.waitForSelector("#template-name:text-is('Socratic Tutor')");
+      expect(await logTexts(page)).toEqual(["short one", "reply #27 to: short one"]);
+      // The late answer, then a message sent and answered: the page has handled the answer by then.
+      const earlierAnswer = page.waitForResponse((response) => response.url().includes("before="));
+      release();
+      await earlierAnswer;
+      await send(page, "and another");
+      expect({ session: await page.getAttribute("#session", "data-session-id"), log: await logTexts(page), earlier: await page.isVisible("#earlier") }).toEqual({
+        session: short,
+        log: ["short one", "reply #27 to: short one", "and another", "reply #28 to: and another"],
+        earlier: false,
+      });
+      expect(await page.evaluate("window.cspViolations")).toEqual([]);
+      await page.close();
+    }, 90_000);
   });
 
   describeWithRtdb("a reply still being written when the page is reloaded", () => {
@@ -169,6 +260,80 @@ describeWithChromium("your conversations and data on the chat page, in Chromium"
       expect(chunks.join("").startsWith(partial)).toBe(true);
       expect(await page.textContent("#count")).toBe("1");
       expect(await page.evaluate("window.cspViolations")).toEqual([]);
+      await page.close();
+    }, 90_000);
+
+    /** Starts a session whose reply is written slowly, reloads mid-reply, and routes the watch's reads (limit=2) through `answer`. */
+    async function reloadMidReply(page: Page, userId: string, answer: (route: Route) => Promise<void>): Promise<string> {
+      await open(page, harness);
+      await startSession(page, userId);
+      harness.fake.enqueue({ kind: "stream", chunks: SLOW_REPLY, chunkDelayMs: 300 });
+      await page.fill("#message", "Take your time");
+      await page.press("#message", "Enter");
+      await page.waitForSelector("#log .assistant.streaming .text:not(:text-is(''))");
+      await page.reload();
+      await page.waitForSelector("body[data-ready=true]");
+      await page.waitForSelector("#conversation-list li button");
+      await page.route("**/chatbot/session/*?*limit=2*", answer);
+      await page.click("#conversation-list li:nth-child(1) button");
+      await page.waitForSelector("body[data-state=watching]");
+      return (await page.getAttribute("#session", "data-session-id")) ?? "";
+    }
+
+    /** The database's 503 for a read it did not answer in time, with its Retry-After. */
+    const unavailable = (retryAfter: string) => ({
+      status: 503,
+      headers: { "Content-Type": "application/json", "Retry-After": retryAfter },
+      body: JSON.stringify({ success: false, error: { code: "DATABASE_UNAVAILABLE", message: "The database did not answer in time" } }),
+    });
+
+    it("keeps following the reply it picked up when a read fails for a moment (503 with Retry-After), and shows it whole once stored", async () => {
+      harness.fake.reset();
+      const page = await browser.context.newPage();
+      let failed = 0;
+      await reloadMidReply(page, `user_${randomUUID().slice(0, 8)}`, async (route) => {
+        if (failed > 0) return route.continue();
+        failed++;
+        await route.fulfill(unavailable("1"));
+      });
+      await page.waitForSelector("body[data-state=active]", { timeout: 20_000 });
+      expect({ failed, shown: await logTexts(page), streaming: await page.locator("#log .streaming").count(), notes: await page.locator("#log .note").count() }).toEqual({
+        failed: 1,
+        shown: ["Take your time", SLOW_REPLY.join("")],
+        streaming: 0,
+        notes: 0,
+      });
+      expect(await page.textContent("#count")).toBe("1");
+      expect(await page.evaluate("window.cspViolations")).toEqual([]);
+      await page.close();
+    }, 90_000);
+
+    it("marks the reply it picked up as incomplete when it gives up following it (a wait longer than it waits out)", async () => {
+      harness.fake.reset();
+      const page = await browser.context.newPage();
+      let failed = 0;
+      await reloadMidReply(page, `user_${randomUUID().slice(0, 8)}`, async (route) => {
+        failed++;
+        await route.fulfill(unavailable("60"));
+      });
+      await page.waitForSelector("body[data-state=active]", { timeout: 20_000 });
+      expect({
+        failed,
+        notes: await page.locator("#log .assistant .note").allTextContents(),
+        failedReply: await page.locator("#log .assistant.failed").count(),
+        status: await page.textContent("#status"),
+        error: await page.textContent("#error"),
+      }).toEqual({
+        failed: 1,
+        notes: ["(incomplete: the rest could not be read; open the conversation again to see the reply as stored)"],
+        failedReply: 1,
+        status: "The reply could not be followed to its end.",
+        error: "The database did not answer. Try again in 60 s.",
+      });
+      // What is shown is a part of the reply, as far as it was read.
+      const partial = (await page.textContent("#log .assistant .text")) ?? "";
+      expect(partial.length).toBeLessThan(SLOW_REPLY.join("").length);
+      expect(SLOW_REPLY.join("").startsWith(partial)).toBe(true);
       await page.close();
     }, 90_000);
 
