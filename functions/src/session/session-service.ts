@@ -3,6 +3,7 @@ import type { ChatModel, ReplySink } from "../llm/chat-model";
 import type { Log } from "../log/log";
 import type { MessageModeration } from "../moderation/message-moderation";
 import type { CreateKey, SessionMeta, SessionState, Template } from "../store/records";
+import { StoreDataError } from "../store/errors";
 import type { SessionStore } from "../store/session-store";
 import { addressKey, admitAddress, refundAddress } from "./ledger/address-limit";
 import { ErasureInProgressError } from "./erasure/erasure-errors";
@@ -142,8 +143,10 @@ export class SessionService {
     try {
       template = await this.template(input.templateId);
     } catch (error) {
-      // A keyed repeat of a create whose template was deleted since: the session it made stands on its own.
-      if (error instanceof TemplateNotFoundError && input.idempotencyKey !== undefined) {
+      // A keyed repeat of a create whose template was deleted since, or whose stored values went bad
+      // (an operator's edit): the session it made stands on its own, its settings frozen in its meta.
+      // A new keyed create still gets the error, once its claim is given back.
+      if ((error instanceof TemplateNotFoundError || error instanceof StoreDataError) && input.idempotencyKey !== undefined) {
         // The claim needs an id; no session gets it, whatever the claim finds (keyedCreate gives back another's).
         const candidate = newSessionId();
         const keyed = await this.keyedCreate(userId, input.templateId, input.idempotencyKey, candidate, now);

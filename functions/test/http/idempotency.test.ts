@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import { recentMessages } from "../support/recent-messages";
 import { fingerprint, keyHash } from "../../src/session/idempotency";
 import { createSession, describeEachStore, ROUTES, startHarness, type Answer, type Harness, type Instance } from "../support/http-harness";
@@ -437,4 +438,40 @@ describeWithRtdb("a keyed retry after an instance crashed holding the key's clai
     // The retry did not call the model a second time while the first's claim stood.
     expect(modelCalls).toBe(1);
   }, 25_000);
+});
+
+/**
+ * docs/api.md, Retries: a repeat with the same key and body, on any instance, gets the first
+ * result. Its session holds the settings it was created with, so a repeat needs no template: one
+ * deleted since, or whose stored values went bad (an operator's edit, a string where a number
+ * belongs), still replays. Set on the database directly: the embedded store takes only valid templates.
+ */
+describeWithRtdb("a keyed createSession repeat after its template's stored values went bad [Realtime Database]", () => {
+  let harness: Harness;
+  beforeAll(async () => {
+    harness = await startHarness({ store: "rtdb" });
+  });
+  afterAll(async () => harness.close());
+
+  it("replays the session its first request created, on a fresh instance, though the template now fails to parse; a new create answers 500 DATA_ERROR", async () => {
+    const templateId = `tpl-${randomUUID().slice(0, 8)}`;
+    await harness.api.store.seedTemplates({ [templateId]: { name: "Edited later", personalityPrompt: "You help.", max_tokens: 60 } });
+    const body = { user_id: `user-${randomUUID()}`, template_id: templateId };
+    const headers = key("bad-template");
+    const first = await harness.api.call("POST", ROUTES.create, body, headers);
+    expect(first.status).toBe(201);
+
+    // The operator edits the template: max_tokens becomes a string.
+    await harness.api.database!.ref(`templates/${templateId}/max_tokens`).set("sixty");
+    // A new create with that template is the service's fault (500 DATA_ERROR, docs/api.md), keyed or not...
+    const fresh = await harness.instance();
+    const unkeyed = await fresh.call("POST", ROUTES.create, body);
+    expect({ status: unkeyed.status, code: unkeyed.body.error?.code }).toEqual({ status: 500, code: "DATA_ERROR" });
+    const newKey = await fresh.call("POST", ROUTES.create, body, key("bad-template"));
+    expect({ status: newKey.status, code: newKey.body.error?.code }).toEqual({ status: 500, code: "DATA_ERROR" });
+    // ...but the repeat of the keyed create needs no template: its session exists.
+    const again = await fresh.call("POST", ROUTES.create, body, headers);
+    expect({ status: again.status, session_id: again.body.session_id, replayed: again.headers.get("idempotent-replayed") })
+      .toEqual({ status: 201, session_id: first.body.session_id, replayed: "true" });
+  });
 });

@@ -1,9 +1,9 @@
 import { randomUUID } from "node:crypto";
 import { SUMMARY_BATCH_MESSAGES, SUMMARY_CALL_TOKENS, SUMMARY_INPUT_TOKENS, SUMMARY_MAX_TOKENS, summaryPrompt } from "../../src/session/prompt/rolling-summary";
-import { estimateMessageTokens, estimatePromptTokens } from "../../src/session/prompt/token-estimate";
+import { estimateMessageTokens, estimatePromptTokens, estimateTokens } from "../../src/session/prompt/token-estimate";
 import { MemoryStore } from "../../src/store/memory-store";
 import type { Template } from "../../src/store/records";
-import { lastUser } from "../support/fake-openai-server";
+import { lastUser, type RecordedRequest, type Scripted } from "../support/fake-openai-server";
 import { isSummary, summaryIn } from "../support/summary-in";
 import { tokenSuite, unlimitedUsage } from "../support/token-service";
 
@@ -191,5 +191,64 @@ describe("the rolling summary through the session service", () => {
     // The newest it could send: adding the message before them would pass the bound.
     const before = (await store.readMessages(sessionId, 1, 14)).at(-(catchUp.length + 3))!;
     expect(catchUp.reduce((sum, m) => sum + estimateMessageTokens(m.content), estimateMessageTokens(before.content))).toBeGreaterThan(SUMMARY_INPUT_TOKENS);
+  });
+});
+
+/**
+ * docs/tokens.md, the rolling summary with `context_tokens`: the next window is predicted with a
+ * reply of `max_tokens`, priced at the most such a reply is estimated at. The estimate counts high
+ * by design (English prose about 1.25x), so a reply within `max_tokens` true tokens is estimated
+ * over `max_tokens`; priced at `max_tokens` itself, every prompt from the sixth on lacked a whole
+ * earlier exchange.
+ */
+describe("the rolling summary with a token budget, replies near max_tokens", () => {
+  // A budget of 2,300 tokens (the window's room left over is what decides; 3,900 shows it too, and
+  // with max_tokens 600 no budget from 1,500 to 4,400 does: the reply's estimate then fits its prediction).
+  const suite = tokenSuite();
+
+  // English prose: 471 o200k tokens (gpt-tokenizer 4.0.0), under the template's max_tokens of 500.
+  const SENTENCE = "The owl sat quietly on the old oak branch, watching the field below as the evening light faded and the first stars appeared over the hills beyond the river. ";
+  const REPLY_BODY = SENTENCE.repeat(15);
+  const REPLY_TRUE_TOKENS = 471;
+  const MAX_TOKENS = 500;
+
+  /** Replies of REPLY_BODY, reported as a provider would (the prompt at 0.8 of the estimate, as o200k counts English prose). */
+  function reply(request: RecordedRequest): Scripted {
+    const text = `reply-to-${idOf(lastUser(request))}: ${REPLY_BODY}`;
+    return { kind: "reply", text, usage: { prompt_tokens: Math.round(0.8 * estimatePromptTokens(request.body.messages)), completion_tokens: REPLY_TRUE_TOKENS } };
+  }
+
+  /** A summariser in time, keeping to its instructions (at most 120 words): the ids it was given, then a gist. */
+  function summarise(request: RecordedRequest): Scripted {
+    const body = request.body.messages[1]!.content;
+    const earlier = body.startsWith("Earlier summary:\n") ? body.slice("Earlier summary:\n".length, body.indexOf("\n\nNew messages:")).split(" |")[0]! : "";
+    const lines = body.slice(body.indexOf("New messages:\n") + "New messages:\n".length).split("\n").map((line) => idOf(line.replace(/^(User|Assistant): /, "")));
+    const ids = [earlier, ...lines].filter(Boolean).join(" ");
+    const gist = "the user asks what the owl sees and the assistant describes the evening field the river and the hills".split(" ");
+    const words = ids.split(" ").length;
+    return { kind: "reply", text: `${ids} | ${gist.join(" ")} ${"and the stars ".repeat(Math.max(0, Math.floor((120 - words - gist.length - 1) / 3))).trim()}`.split(" ").slice(0, 121).join(" ") };
+  }
+
+  it("rolling summary with context_tokens: with every summary call in time, every message as long as the last and every reply within max_tokens (estimated over it), each prompt holds every earlier message, in the summary or the window", async () => {
+    expect(estimateTokens(`reply-to-m1: ${REPLY_BODY}`)).toBeGreaterThan(MAX_TOKENS);
+    const store = new MemoryStore();
+    await store.seedTemplates({ t: { name: "Budget", personalityPrompt: "You remember the gist.", context_window: 40, context_tokens: 2_300, max_tokens: MAX_TOKENS, summary: true } });
+    const chat = suite.service(store, unlimitedUsage());
+    suite.fake.chaos = (request) => (isSummary(request) ? summarise(request) : { ...reply(request), delayMs: 200 } as Scripted);
+    const { sessionId } = await chat.create({ userId: `user-${randomUUID()}`, templateId: "t" });
+    const history: string[] = [];
+    const missing: string[] = [];
+    for (let i = 1; i <= 10; i += 1) {
+      const before = suite.fake.requests.length;
+      const answer = await chat.send({ sessionId, message: `m${i}: What does the owl see now?` });
+      const prompt = suite.fake.requests.slice(before).find((request) => !isSummary(request))!.body.messages;
+      const seen = new Set([...summaryIn(prompt).split(" |")[0]!.split(" "), ...prompt.slice(1, -1).map((message) => idOf(message.content))]);
+      for (const earlier of history) if (!seen.has(earlier)) missing.push(`message ${i}'s prompt lacks ${earlier}`);
+      history.push(`m${i}`, idOf(answer.text));
+    }
+    // Every summary call was in time (none abandoned), as the docs' promise requires.
+    const stored = await Promise.all(Array.from({ length: 10 }, (_, i) => store.readExchange(sessionId, i + 1)));
+    expect(stored.filter((exchange) => exchange?.assistant.usage?.summary?.estimated)).toEqual([]);
+    expect(missing).toEqual([]);
   });
 });

@@ -5,9 +5,11 @@ import {
   CALIBRATION_MARGIN,
   CALIBRATION_RANGE,
   ESTIMATE_MARGIN,
+  estimateBound,
   estimateMessageTokens,
   estimatePromptTokens,
   estimateTokens,
+  MAX_OVERCOUNT,
   MAX_TOKENS_PER_CHAR,
   REPLY_PRIMING_TOKENS,
   TOKENS_PER_MESSAGE,
@@ -162,5 +164,31 @@ describe("calibration", () => {
     const factor = calibration({ prompt_tokens: 90, prompt_estimate: 120 });
     expect(120 * factor).toBeGreaterThanOrEqual(90);
     expect(120 * factor).toBeLessThan(120);
+  });
+});
+
+describe("estimateBound: the most a text of so many true tokens is estimated at", () => {
+  it("without a report, the estimate's own bound: no corpus text is estimated over MAX_OVERCOUNT times its true count", () => {
+    for (const { text, tokens } of entries) expect(estimateTokens(text)).toBeLessThanOrEqual(estimateBound(tokens, undefined));
+    expect(estimateBound(500, undefined)).toBe(Math.ceil(500 * MAX_OVERCOUNT));
+  });
+
+  it("with a report, the true count over the session's ratio, with the calibration's margin", () => {
+    expect(estimateBound(500, { prompt_tokens: 80, prompt_estimate: 100 })).toBe(Math.ceil((500 * CALIBRATION_MARGIN) / 0.8));
+  });
+
+  it("in a session of English prose, bounds the estimate of every prose text of the corpus but the line of very long words", () => {
+    const prose = entries.filter((entry) => entry.kind === "prose");
+    // The session's previous prompt: all of that prose, reported at its true count.
+    const previous = { prompt_tokens: prose.reduce((sum, { tokens }) => sum + tokens, 0), prompt_estimate: prose.reduce((sum, { text }) => sum + estimateTokens(text), 0) };
+    const over = prose.filter(({ text, tokens }) => estimateTokens(text) > estimateBound(tokens, previous));
+    expect(over.map(({ text, tokens }) => estimateTokens(text) / tokens)).toEqual([expect.any(Number)]);
+    expect(estimateTokens(over[0]!.text) / over[0]!.tokens).toBeGreaterThan(1.9);
+  });
+
+  it("clamps the ratio as calibration does, and ignores a report with nothing usable", () => {
+    expect(estimateBound(100, { prompt_tokens: 10, prompt_estimate: 100 })).toBe(Math.ceil((100 * CALIBRATION_MARGIN) / CALIBRATION_RANGE.min));
+    expect(estimateBound(100, { prompt_tokens: 1000, prompt_estimate: 100 })).toBe(Math.ceil((100 * CALIBRATION_MARGIN) / CALIBRATION_RANGE.max));
+    expect(estimateBound(100, { prompt_tokens: 0, prompt_estimate: 100 })).toBe(estimateBound(100, undefined));
   });
 });

@@ -11,7 +11,7 @@ import { abandonedUsage, callUsage } from "../ledger/call-usage";
 import { backlog, SUMMARY_BATCH_MESSAGES, SUMMARY_CALL_TOKENS, SUMMARY_PROMPT_TOKENS, SummaryCall } from "../prompt/rolling-summary";
 import { LimitExceededError } from "../errors";
 import { seconds } from "./refusals";
-import { calibration } from "../prompt/token-estimate";
+import { calibration, estimateBound } from "../prompt/token-estimate";
 
 /** A prompt as planned, with what the rolling summary needs of it. */
 export interface Planned extends PromptPlan {
@@ -19,6 +19,8 @@ export interface Planned extends PromptPlan {
   readonly sentMessages: readonly ChatMessage[];
   readonly firstSent: number;
   readonly calibration: number;
+  /** The most a reply of the session's `max_tokens` is estimated at (`estimateBound`), with the same calibration. */
+  readonly replyEstimate: number;
 }
 
 /** The reply as the model wrote it, and what its commit needs: the window it was written from, and the prompt. */
@@ -104,7 +106,8 @@ function planReply(meta: SessionMeta, window: HistoryWindow, summary: SessionSum
   // window), the catch-up could reach past what the reservation bounds: the count window alone.
   const gap = bounds.countFrom - from;
   const catchUp = settings.summary && bounds.lastFrom !== undefined && gap > 0 ? catchUpCount(history.slice(0, gap)) : 0;
-  const factor = calibration(lastReported(window.messages));
+  const previous = lastReported(window.messages);
+  const factor = calibration(previous);
   const plan = planPrompt({
     systemPrompt: meta.system_prompt,
     ...(summary ? { summary: summary.text } : {}),
@@ -114,7 +117,7 @@ function planReply(meta: SessionMeta, window: HistoryWindow, summary: SessionSum
     calibration: factor,
     userMessage: message,
   });
-  return { ...plan, sentMessages: history.slice(history.length - plan.sent), firstSent: 2 * window.through - plan.sent + 1, calibration: factor };
+  return { ...plan, sentMessages: history.slice(history.length - plan.sent), firstSent: 2 * window.through - plan.sent + 1, calibration: factor, replyEstimate: estimateBound(settings.max_tokens, previous) };
 }
 
 /**
@@ -151,7 +154,7 @@ function startSummary(context: MessageContext, sessionId: string, meta: SessionM
         sent: plan.sentMessages,
         firstSent: plan.firstSent,
         userMessage: message,
-        replyTokens: settings.max_tokens,
+        replyEstimate: plan.replyEstimate,
         contextTokens: settings.context_tokens,
         calibration: plan.calibration,
       });

@@ -122,10 +122,10 @@ export function planPrompt(input: PromptInput): PromptPlan {
 /**
  * Where the next prompt's token window is expected to start (a message position), so that a
  * rolling summary can fold in, ahead, what that prompt will drop: the history sent now, then this
- * message and a reply of `replyTokens`, under the same budget and calibration, with room for a
- * summary of `summaryTokens` and a next message as long as this one. Past the new exchange
- * (`firstSent + sent.length + 2`) when not even it would fit. An estimate: a longer next message
- * drops more, and what it drops is folded in beside its own reply.
+ * message and a reply estimated at `replyEstimate`, under the same budget and calibration, with
+ * room for a summary of `summaryTokens` and a next message as long as this one. Past the new
+ * exchange (`firstSent + sent.length + 2`) when not even it would fit. An estimate: a longer next
+ * message drops more, and what it drops is folded in beside its own reply.
  */
 export function nextWindowStart(input: {
   readonly systemPrompt: string;
@@ -133,14 +133,21 @@ export function nextWindowStart(input: {
   readonly sent: readonly ChatMessage[];
   readonly firstSent: number;
   readonly userMessage: string;
-  readonly replyTokens: number;
+  /**
+   * The most the coming reply can be estimated at (`estimateBound` of its `max_tokens`), not its
+   * true tokens: the next window is fitted with the reply's estimate, and one priced lower than
+   * it can be predicts a window that holds more than the next one will, leaving its first
+   * messages in neither the summary nor the window. Priced higher, the summary folds in a little
+   * early, which loses nothing.
+   */
+  readonly replyEstimate: number;
   readonly contextTokens: number;
   readonly calibration: number;
 }): number {
   const { sent, firstSent, calibration, contextTokens } = input;
   const message = estimateMessageTokens(input.userMessage);
   const fixed = REPLY_PRIMING_TOKENS + estimateRecurring(input.systemPrompt) + TOKENS_PER_MESSAGE + input.summaryTokens + message;
-  const costs = [...sent.map(estimateStored), message, TOKENS_PER_MESSAGE + input.replyTokens];
+  const costs = [...sent.map(estimateStored), message, TOKENS_PER_MESSAGE + input.replyEstimate];
   const { fitted } = fitNewest(costs.length, (back) => costs[costs.length - 1 - back] ?? 0, fixed, contextTokens, calibration);
   return firstSent + costs.length - fitted;
 }

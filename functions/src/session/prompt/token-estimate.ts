@@ -20,6 +20,8 @@
 
 /** On the calibration corpus, true tokens <= estimate * ESTIMATE_MARGIN for every text. */
 export const ESTIMATE_MARGIN = 1;
+/** On the calibration corpus, estimate <= true tokens * MAX_OVERCOUNT for every text (long runs of one repeated mark). */
+export const MAX_OVERCOUNT = 2.75;
 
 /** OpenAI's chat format: <|im_start|>, the role, <|im_sep|> and <|im_end|> around each message. */
 export const TOKENS_PER_MESSAGE = 4;
@@ -329,9 +331,29 @@ export interface PreviousCall {
  * with one that reported nothing usable) the estimate alone, which is an upper bound by design.
  */
 export function calibration(previous: PreviousCall | undefined): number {
-  if (previous === undefined) return ESTIMATE_MARGIN;
+  const ratio = reportedRatio(previous);
+  return ratio === undefined ? ESTIMATE_MARGIN : ratio * CALIBRATION_MARGIN;
+}
+
+/**
+ * The most a text of `tokens` true tokens is estimated at, in a session whose previous call is
+ * `previous`: the other way round from `calibration`. The session's text estimates at 1/ratio of
+ * its true count (the previous prompt's ratio, clamped as the calibration clamps it), and
+ * CALIBRATION_MARGIN allows a text unlike the last prompt by as much as the calibration allows the
+ * next prompt: `tokens` x margin / ratio. Without a usable report, the estimate's own bound on the
+ * corpus (MAX_OVERCOUNT). The estimate counts high by design (median 1.29x): a reply of
+ * `max_tokens` true tokens is mostly estimated over `max_tokens`, and it is the estimate a window
+ * is fitted with.
+ */
+export function estimateBound(tokens: number, previous: PreviousCall | undefined): number {
+  const ratio = reportedRatio(previous);
+  return Math.ceil(tokens * (ratio === undefined ? MAX_OVERCOUNT : CALIBRATION_MARGIN / ratio));
+}
+
+/** The provider's count over our estimate for `previous`, clamped to CALIBRATION_RANGE; undefined when it reported nothing usable. */
+function reportedRatio(previous: PreviousCall | undefined): number | undefined {
+  if (previous === undefined) return undefined;
   const { prompt_tokens: reported, prompt_estimate: estimated } = previous;
-  if (!Number.isFinite(reported) || !Number.isFinite(estimated) || reported <= 0 || estimated <= 0) return ESTIMATE_MARGIN;
-  const ratio = Math.min(CALIBRATION_RANGE.max, Math.max(CALIBRATION_RANGE.min, reported / estimated));
-  return ratio * CALIBRATION_MARGIN;
+  if (!Number.isFinite(reported) || !Number.isFinite(estimated) || reported <= 0 || estimated <= 0) return undefined;
+  return Math.min(CALIBRATION_RANGE.max, Math.max(CALIBRATION_RANGE.min, reported / estimated));
 }
