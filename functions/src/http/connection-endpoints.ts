@@ -15,7 +15,7 @@ import type { Endpoint, EndpointResult } from "./endpoints";
 import { HttpError } from "./http-error";
 import type { HttpRequest } from "./http-types";
 import { idempotencyKeyOf, iso, replayHeaders } from "./endpoint-parts";
-import { readJsonObject } from "./json-body";
+import { readJsonObject, sentBody } from "./json-body";
 import { isSessionId, type RouteMatch } from "./routes";
 
 /** What the connection and device endpoints need of an instance (built once, like EndpointContext's). */
@@ -57,7 +57,8 @@ function queryOf(request: HttpRequest): Record<string, string> {
  * would guess which one the client meant.
  */
 function actorFields(request: HttpRequest): Record<string, unknown> {
-  const fields = request.body.length > 0 ? readJsonObject(request) : {};
+  // A body sent is read even when none arrived: deployed, one under no Content-Type never does.
+  const fields = sentBody(request) ? readJsonObject(request) : {};
   const named = request.method === "GET" || request.method === "DELETE" || request.body.length === 0 ? queryOf(request).user_id : undefined;
   if (named === undefined) return fields;
   if (fields.user_id === undefined) return { ...fields, user_id: named };

@@ -1,6 +1,7 @@
 import type { HttpRequest } from "./http-types";
 
-const ALLOWED_HEADERS = "Content-Type, Authorization, Idempotency-Key, X-Firebase-AppCheck";
+// Content-Encoding is no CORS-safelisted request header: a compressed body from another origin is sent only if the preflight allows it.
+const ALLOWED_HEADERS = "Content-Type, Content-Encoding, Authorization, Idempotency-Key, X-Firebase-AppCheck";
 const EXPOSED_HEADERS = "Retry-After, Idempotent-Replayed";
 
 /** CORS headers for a response to `request`, given the configured origins. */

@@ -141,7 +141,8 @@ async function serve(
     answerBeforeBody(request, response, errorResponse(new HttpError("NOT_FOUND", "No such route")), drainLimitBytes);
     return;
   }
-  const decoder = bodyDecoder(request.headers["content-encoding"]);
+  // As body-parser: a request without a body (type-is's hasBody) is never decoded, whatever it names.
+  const decoder = hasBody(request) ? bodyDecoder(request.headers["content-encoding"]) : "identity";
   if (decoder === undefined) {
     answerBeforeBody(request, response, errorResponse(new HttpError("UNSUPPORTED_MEDIA_TYPE", "Content-Encoding must be gzip, deflate, br or none")), drainLimitBytes);
     return;
@@ -207,6 +208,16 @@ function bodyDecoder(header: string | undefined): "identity" | (() => Transform)
   if (encoding === "deflate") return createInflate;
   if (encoding === "br") return createBrotliDecompress;
   return undefined;
+}
+
+/**
+ * Whether the request has a body to decode: chunks, or a length over 0. type-is 1.6.18's
+ * hasBody, which body-parser 1.20.9 asks, counts `Content-Length: 0` too, and a parser that
+ * takes its Content-Type then fails to inflate nothing (400); here an empty body is left as it
+ * is. Only a request naming a Content-Type and a Content-Encoding for no body differs.
+ */
+function hasBody(request: IncomingMessage): boolean {
+  return request.headers["transfer-encoding"] !== undefined || Number(request.headers["content-length"]) > 0;
 }
 
 /**

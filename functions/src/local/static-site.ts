@@ -72,13 +72,15 @@ export async function staticAnswer(site: StaticSite, method: "GET" | "HEAD", raw
   const data = pageDataFiles(site.policy).get(served);
   if (data !== undefined && !rawPath.endsWith("/")) return fileAnswer(method, served, Buffer.from(`${JSON.stringify(data)}\n`), "no-cache");
 
-  const relative = segments.join("/");
-  if (site.ignore.some((glob) => matches(glob, relative))) return undefined;
+  if (ignored(site, segments)) return undefined;
   const root = await realpath(site.publicDir).catch(() => undefined);
   if (root === undefined) return undefined;
   let file = join(root, ...segments);
   const info = await stat(file).catch(() => undefined);
   if (info?.isDirectory()) {
+    // The file a folder's URL serves is its index.html: never deployed when the globs name it,
+    // whatever the folder's own path, so Hosting has nothing there to serve or redirect to.
+    if (ignored(site, [...segments, "index.html"])) return undefined;
     // Hosting's default: a folder without its trailing slash is redirected to it, so that the
     // page's relative URLs (app.js) resolve inside the folder.
     if (!rawPath.endsWith("/")) return redirect(method, `${rawPath}/`);
@@ -115,10 +117,16 @@ function decodeSegments(rawPath: string): string[] | undefined {
   return segments;
 }
 
-/** Hosting's `ignore` globs: `**` may match no folder at all, so `**\/.*` covers `.env` at the top too. */
-function matches(glob: string, relative: string): boolean {
-  const pattern = globToRegExp(glob);
-  return pattern.test(relative) || pattern.test(`/${relative}`);
+/**
+ * Whether the ignore globs keep the file at `segments` out of a deploy. `**` may match no folder
+ * at all, so `**\/.*` covers `.env` at the top too.
+ */
+function ignored(site: StaticSite, segments: readonly string[]): boolean {
+  const relative = segments.join("/");
+  return site.ignore.some((glob) => {
+    const pattern = globToRegExp(glob);
+    return pattern.test(relative) || pattern.test(`/${relative}`);
+  });
 }
 
 /**

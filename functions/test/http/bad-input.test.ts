@@ -1,4 +1,9 @@
 import { randomUUID } from "node:crypto";
+import { request as httpRequest, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { createRequire } from "node:module";
+import type { AddressInfo } from "node:net";
+import type { Request } from "firebase-functions/v2/https";
+import { cloudHandler } from "../../src/http/cloud-adapter";
 import { createSession, ROUTES, startHarness, type Answer, type Harness } from "../support/http-harness";
 
 const MAX_BODY_BYTES = 4096;
@@ -130,6 +135,17 @@ describe("bad input", () => {
     const refused = await harness.api.call("GET", ROUTES.create, undefined, { origin: "https://app.example.com" });
     expect(refused.headers.get("access-control-allow-origin")).toBe("*");
   });
+
+  it("allows Content-Encoding in a preflight, as a compressed body from another origin needs", async () => {
+    const preflight = await harness.api.call("OPTIONS", ROUTES.create, undefined, {
+      origin: "https://app.example.com",
+      "access-control-request-method": "POST",
+      "access-control-request-headers": "content-encoding,content-type",
+    });
+    expect(preflight.status).toBe(204);
+    const allowed = (preflight.headers.get("access-control-allow-headers") ?? "").split(",").map((name) => name.trim().toLowerCase());
+    expect(allowed).toEqual(expect.arrayContaining(["content-type", "content-encoding"]));
+  });
 });
 
 describe("CORS with an allow-list", () => {
@@ -146,5 +162,144 @@ describe("CORS with an allow-list", () => {
     expect(listed.headers.get("vary")).toBe("Origin");
     const other = await harness.api.call("POST", ROUTES.create, body, { origin: "https://evil.example.com" });
     expect(other.headers.get("access-control-allow-origin")).toBeNull();
+  });
+});
+
+interface RawAnswer {
+  readonly status: number;
+  readonly text: string;
+}
+
+/** Sends the request as written (no body when `body` is undefined: no Content-Length, no chunks). */
+function send(baseUrl: string, method: string, path: string, headers: Record<string, string>, body?: string): Promise<RawAnswer> {
+  const { hostname, port } = new URL(baseUrl);
+  return new Promise((resolve, reject) => {
+    const request = httpRequest({ hostname, port, method, path, agent: false, headers, signal: AbortSignal.timeout(5_000) }, (response) => {
+      const chunks: Buffer[] = [];
+      response.on("data", (chunk: Buffer) => chunks.push(chunk));
+      response.on("end", () => { resolve({ status: response.statusCode ?? 0, text: Buffer.concat(chunks).toString("utf8") }); });
+    });
+    request.on("error", reject);
+    request.end(body);
+  });
+}
+
+const codeOf = (answer: RawAnswer) => (JSON.parse(answer.text) as { error?: { code?: string } }).error?.code;
+
+/**
+ * The deployed path as the Functions runtime serves it: the emulator's own express app and body
+ * parsers (firebase-tools lib/emulator/functionsEmulatorRuntime.js, the modules it requires, set
+ * up as it sets them up, as the Functions framework does: json, text, urlencoded, then raw for
+ * any type, each saving `rawBody`), with the function's `onRequest` handler (cloudHandler) behind.
+ */
+async function startRuntimeLikeServer(harness: Harness): Promise<{ readonly baseUrl: string; close(): Promise<void> }> {
+  const runtime = createRequire(require.resolve("firebase-tools/lib/emulator/functionsEmulatorRuntime.js"));
+  const express = runtime("express") as typeof import("express");
+  const bodyParser = runtime("body-parser") as typeof import("body-parser");
+  const rawBodySaver = (request: IncomingMessage, _response: ServerResponse, buffer: Buffer) => {
+    (request as IncomingMessage & { rawBody?: Buffer }).rawBody = buffer;
+  };
+  const app = express();
+  app.use(bodyParser.json({ limit: "32mb", verify: rawBodySaver }));
+  app.use(bodyParser.text({ limit: "32mb", verify: rawBodySaver }));
+  app.use(bodyParser.urlencoded({ extended: true, limit: "32mb", verify: rawBodySaver }));
+  app.use(bodyParser.raw({ type: "*/*", limit: "32mb", verify: rawBodySaver }));
+  const api = () => Promise.resolve(harness.api.runtime.api);
+  for (const name of ["createSession", "listSessions", "devices"] as const) {
+    const handler = cloudHandler(name, api);
+    // Mounted at the function's name, which express strips from the path, as the platform does.
+    app.use(`/${name}`, (request, response) => { void handler(request as unknown as Request, response); });
+  }
+  const server: Server = app.listen(0, "127.0.0.1");
+  await new Promise((resolve) => server.once("listening", resolve));
+  return {
+    baseUrl: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    async close() {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    },
+  };
+}
+
+/**
+ * `npm start`'s local server is where a client is written and tried before it is deployed: the
+ * same request must get the same status there as on the Functions runtime.
+ */
+describe("the local server reads request bodies as the Functions runtime does", () => {
+  let harness: Harness;
+  let deployed: { readonly baseUrl: string; close(): Promise<void> };
+
+  beforeAll(async () => {
+    harness = await startHarness({ store: "memory" });
+    deployed = await startRuntimeLikeServer(harness);
+  });
+  afterAll(async () => {
+    await deployed.close();
+    await harness.close();
+  });
+
+  const session = JSON.stringify({ user_id: "charset-user", template_id: "friendly-assistant" });
+
+  it.each(["utf8", "iso-8859-1", "windows-1252", "no-such-charset"])(
+    "refuses a JSON body declared in charset %s with 415 UNSUPPORTED_MEDIA_TYPE, as the runtime's JSON parser does",
+    async (charset) => {
+      const headers = { "content-type": `application/json; charset=${charset}` };
+      const onRuntime = await send(deployed.baseUrl, "POST", "/createSession", headers, session);
+      const local = await send(harness.api.baseUrl, "POST", ROUTES.create, headers, session);
+      expect({ charset, local: local.status }).toEqual({ charset, local: onRuntime.status });
+      expect(JSON.parse(local.text)).toMatchObject({ success: false, error: { code: "UNSUPPORTED_MEDIA_TYPE" } });
+    },
+  );
+
+  it("takes a JSON body declared in charset utf-8, quoted or not, on both", async () => {
+    for (const charset of ["utf-8", '"UTF-8"']) {
+      const headers = { "content-type": `application/json; charset=${charset}` };
+      const onRuntime = await send(deployed.baseUrl, "POST", "/createSession", headers, session);
+      const local = await send(harness.api.baseUrl, "POST", ROUTES.create, headers, session);
+      expect({ charset, local: local.status, deployed: onRuntime.status }).toEqual({ charset, local: 201, deployed: 201 });
+    }
+  });
+
+  it.each([
+    ["without a Content-Type", {}],
+    ["under a Content-Type the runtime cannot parse", { "content-type": "application/json; charset" }],
+  ])("refuses a JSON body sent %s with 415 UNSUPPORTED_MEDIA_TYPE on both, as the runtime would read it as empty", async (_name, headers: Record<string, string>) => {
+    // fetch sends no Content-Type for a body of bytes (a Uint8Array, an ArrayBuffer), nor does node:http unless told.
+    const local = await send(harness.api.baseUrl, "POST", ROUTES.create, headers, session);
+    const onRuntime = await send(deployed.baseUrl, "POST", "/createSession", headers, session);
+    expect({ local: [local.status, codeOf(local)], deployed: [onRuntime.status, codeOf(onRuntime)] }).toEqual({
+      local: [415, "UNSUPPORTED_MEDIA_TYPE"],
+      deployed: [415, "UNSUPPORTED_MEDIA_TYPE"],
+    });
+  });
+
+  it("refuses a device's removal sent without a Content-Type with 415 on both, and takes one without a body", async () => {
+    const path = "?user_id=device-user";
+    const body = JSON.stringify({ token: "device-token" });
+    // node:http sends a DELETE's body unframed unless told its length.
+    const length = { "content-length": String(Buffer.byteLength(body)) };
+    const local = await send(harness.api.baseUrl, "DELETE", `/api/v1/devices${path}`, length, body);
+    const onRuntime = await send(deployed.baseUrl, "DELETE", `/devices${path}`, length, body);
+    expect({ local: [local.status, codeOf(local)], deployed: [onRuntime.status, codeOf(onRuntime)] }).toEqual({
+      local: [415, "UNSUPPORTED_MEDIA_TYPE"],
+      deployed: [415, "UNSUPPORTED_MEDIA_TYPE"],
+    });
+    // No body, no Content-Type: the fields are the query's, and the schema names the missing token.
+    const bodiless = await send(harness.api.baseUrl, "DELETE", `/api/v1/devices${path}`, {});
+    const bodilessOnRuntime = await send(deployed.baseUrl, "DELETE", `/devices${path}`, {});
+    expect({ local: [bodiless.status, codeOf(bodiless)], deployed: [bodilessOnRuntime.status, codeOf(bodilessOnRuntime)] }).toEqual({
+      local: [400, "INVALID_REQUEST"],
+      deployed: [400, "INVALID_REQUEST"],
+    });
+  });
+
+  it("answers a GET that names a Content-Encoding but has no body as the runtime does (200), not 400 for a body that is not there", async () => {
+    for (const encoding of ["gzip", "compress"]) {
+      const headers = { "content-encoding": encoding };
+      const onRuntime = await send(deployed.baseUrl, "GET", "/listSessions?user_id=gzip-user", headers);
+      const local = await send(harness.api.baseUrl, "GET", `${ROUTES.list}?user_id=gzip-user`, headers);
+      expect({ encoding, status: onRuntime.status }).toEqual({ encoding, status: 200 });
+      expect({ encoding, status: local.status, text: local.text }).toEqual({ encoding, status: 200, text: onRuntime.text });
+    }
   });
 });

@@ -135,24 +135,29 @@ describe("a static site's edges", () => {
   let server: SiteServer;
   let base: string;
   let dir: string;
+  let root: string;
+  const ignore = ["firebase.json", "**/.*", "**/node_modules/**"];
 
   beforeAll(async () => {
     harness = await startHarness({ store: "memory" });
     dir = mkdtempSync(join(tmpdir(), "chatify-site-"));
-    const root = join(dir, "public");
+    root = join(dir, "public");
     mkdirSync(join(root, "guide"), { recursive: true });
     mkdirSync(join(root, "node_modules", "x"), { recursive: true });
+    mkdirSync(join(root, "docs", "node_modules"), { recursive: true });
     writeFileSync(join(root, "index.html"), "<p>home</p>");
     writeFileSync(join(root, "guide", "index.html"), "<p>guide</p>");
     writeFileSync(join(root, ".env"), "SECRET=1");
     writeFileSync(join(root, "firebase.json"), "{}");
     writeFileSync(join(root, "node_modules", "x", "a.js"), "1");
+    writeFileSync(join(root, "node_modules", "index.html"), "<p>never deployed</p>");
+    writeFileSync(join(root, "docs", "node_modules", "index.html"), "<p>never deployed either</p>");
     writeFileSync(join(root, "data.bin"), "bytes");
     writeFileSync(join(dir, "outside.txt"), "outside");
     symlinkSync(join(dir, "outside.txt"), join(root, "link.txt"));
     const site: StaticSite = {
       publicDir: root,
-      ignore: ["firebase.json", "**/.*", "**/node_modules/**"],
+      ignore,
       firebaseConfig: { projectId: "demo-chatify" },
       policy: pagePolicy("demo-chatify", pageOrigins("demo-chatify", ["us-central1"])),
     };
@@ -170,6 +175,21 @@ describe("a static site's edges", () => {
     expect(answer.status).toBe(404);
     expect(answer.text).not.toMatch(/SECRET|outside/);
   });
+
+  it("leaves out of a deploy the index.html of a folder the ignore globs name (firebase-tools' listFiles)", () => {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const { listFiles } = require("firebase-tools/lib/listFiles") as { listFiles: (cwd: string, ignore: string[]) => string[] };
+    expect(listFiles(root, ignore).filter((file) => file.endsWith("index.html")).sort()).toEqual(["guide/index.html", "index.html"]);
+  });
+
+  it.each(["/node_modules", "/node_modules/", "/node_modules/index.html", "/docs/node_modules/"])(
+    "does not serve at %s the index.html a deploy leaves out, nor redirect to it (404, as Hosting)",
+    async (path) => {
+      const answer = await raw(base, "GET", path);
+      expect({ path, status: answer.status }).toEqual({ path, status: 404 });
+      expect(answer.text).not.toContain("never deployed");
+    },
+  );
 
   it("redirects a folder to its trailing slash, then serves its index.html", async () => {
     const redirect = await raw(base, "GET", "/guide");

@@ -3,11 +3,11 @@ import type { HttpRequest } from "../../src/http/http-types";
 import { readJsonObject } from "../../src/http/json-body";
 
 /** A POST with `body`; a `contentType` of null sends no Content-Type header. */
-function request(body: string | Uint8Array, contentType: string | null = "application/json"): HttpRequest {
+function request(body: string | Uint8Array, contentType: string | null = "application/json", headers: Record<string, string> = {}): HttpRequest {
   return {
     method: "POST",
     path: "/",
-    headers: contentType === null ? {} : { "content-type": contentType },
+    headers: { ...headers, ...(contentType === null ? {} : { "content-type": contentType }) },
     body: Buffer.from(body),
   };
 }
@@ -44,13 +44,34 @@ describe("readJsonObject", () => {
     "  application/json  ",
     "application/vnd.api+json",
     "application/merge-patch+json; charset=utf-8",
+    'application/json; charset="UTF-8"',
+    "application/json ; charset=utf-8",
+    "application/json; foo=bar",
   ])("accepts the content type %p", (contentType) => {
     expect(readJsonObject(request('{"a":1}', contentType))).toEqual({ a: 1 });
   });
 
-  it("parses a body sent without a content type", () => {
-    expect(readJsonObject(request('{"a":1}', null))).toEqual({ a: 1 });
+  it("answers 415 to a body sent without a content type, which the platform leaves unread", () => {
+    expect(refusal(request('{"a":1}', null)).code).toBe("UNSUPPORTED_MEDIA_TYPE");
+    // Deployed, such a body never reaches rawBody: its headers alone say it was sent.
+    expect(refusal(request("", null, { "content-length": "7" })).code).toBe("UNSUPPORTED_MEDIA_TYPE");
+    expect(refusal(request("", null, { "transfer-encoding": "chunked" })).code).toBe("UNSUPPORTED_MEDIA_TYPE");
   });
+
+  it("reads no body as {} without a content type, Content-Length: 0 included", () => {
+    expect(readJsonObject(request("", null, { "content-length": "0" }))).toEqual({});
+  });
+
+  it.each(["utf8", "iso-8859-1", "latin1", "windows-1252", "utf-16", "utf-7", "no-such-charset", ""])("answers 415 to a JSON body in the charset %p", (charset) => {
+    expect(refusal(request('{"a":1}', `application/json; charset=${charset}`)).code).toBe("UNSUPPORTED_MEDIA_TYPE");
+  });
+
+  it.each(["application/json;", "application/json; charset", "application/json; foo", 'application/json; foo="bar', "application/json;;", "application/+json", "application/a+b+json", ""])(
+    "answers 415 to the content type %p, which the platform's parsers cannot read",
+    (contentType) => {
+      expect(refusal(request('{"a":1}', contentType)).code).toBe("UNSUPPORTED_MEDIA_TYPE");
+    },
+  );
 
   it.each(["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "application/jsonp", "text/json", "application/xml"])(
     "answers 415 to the content type %p",
