@@ -77,6 +77,14 @@ export const FUNCTION_CONCURRENCY = DEPLOY_PARAMS.CONCURRENCY.default;
 export const MAX_INSTANCES = DEPLOY_PARAMS.MAX_INSTANCES.default;
 
 /**
+ * The scheduled clean-up's timeout (`expireSessions`): a fixed 300 s, within a scheduled function's
+ * 1800 s limit (firebase-tools 15.34 validate.js), which the CLI also makes Cloud Scheduler's
+ * attempt deadline (lib/gcp/cloudscheduler.js: 180 to 1800 s). The run shares it out among its
+ * steps (runtime/time-budget.ts maintenanceRunMs).
+ */
+export const MAINTENANCE_TIMEOUT_SECONDS = 300;
+
+/**
  * The longest timeout Cloud Functions gives an event-triggered function (2nd gen), below the
  * 3600 s that TIMEOUT_SECONDS may give the HTTPS functions: firebase-tools 15.34 refuses the whole
  * deploy when one trigger's timeout is above its type's limit (lib/deploy/functions/validate.js

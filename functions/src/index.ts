@@ -6,7 +6,7 @@ import { setGlobalOptions } from "firebase-functions/v2/options";
 import { onSchedule } from "firebase-functions/v2/scheduler";
 import { callableOptions } from "./callable/callable-options";
 import type { CallableName } from "./callable/callable-operations";
-import { deployParams, eventTimeoutSeconds, FUNCTION_MEMORY, httpsOptions } from "./function-options";
+import { deployParams, eventTimeoutSeconds, FUNCTION_MEMORY, httpsOptions, MAINTENANCE_TIMEOUT_SECONDS } from "./function-options";
 import type { EndpointName } from "./http/endpoints";
 
 // Triggers only: module load declares them and the params (config-params), nothing else, so a
@@ -67,9 +67,8 @@ export const blockConnection = onRequest(httpsOptions("session"), serve("blockCo
 export const connectionMessages = onRequest(httpsOptions("moderated"), serve("connectionMessages"));
 export const devices = onRequest(httpsOptions("session"), serve("devices"));
 
-// A fixed 300 s, within a scheduled function's 1800 s limit (firebase-tools 15.34 validate.js), which
-// the CLI also makes Cloud Scheduler's attempt deadline (lib/gcp/cloudscheduler.js: 180 to 1800 s).
-export const expireSessions = onSchedule({ schedule: "every 15 minutes", timeoutSeconds: 300, memory: FUNCTION_MEMORY }, async () => {
+// A fixed timeout (function-options.ts), which the run shares out among its steps.
+export const expireSessions = onSchedule({ schedule: "every 15 minutes", timeoutSeconds: MAINTENANCE_TIMEOUT_SECONDS, memory: FUNCTION_MEMORY }, async () => {
   await (await app()).maintain();
 });
 

@@ -25,6 +25,10 @@ export class CountingStore implements SessionStore {
     return this.inner.partialsReadable;
   }
 
+  get databaseInstances(): number {
+    return this.inner.databaseInstances;
+  }
+
   constructor(private readonly inner: SessionStore) {}
 
   /** A copy of the counts so far; subtract two with `countsSince`. */

@@ -14,7 +14,7 @@ import { modelFromConfig, moderatorFromConfig } from "../llm/model-from-config";
 import type { Moderator } from "../llm/moderation";
 import type { Log } from "../log/log";
 import { messageModeration, type MessageModeration } from "../moderation/message-moderation";
-import { MaintenanceSteps, runMaintenance, type MaintenanceReport } from "../session/maintenance";
+import { MAINTENANCE_STEPS, MaintenanceSteps, runMaintenance, type MaintenanceReport } from "../session/maintenance";
 import type { SessionPolicy } from "../session/session-rules";
 import { SessionService } from "../session/session-service";
 import { defaultDatabaseUrl, homeDatabase, instanceDatabases, rtdbSessionStore } from "../store/rtdb/instance-databases";
@@ -90,8 +90,12 @@ export interface Instance {
   /** The same operations as callable functions (`onCall`). */
   readonly callables: CallableApi;
   readonly log: Log;
-  /** The scheduled clean-up: expiry, retention, forgotten keys; erasures to finish; stale device tokens. */
-  readonly maintain: (now?: number) => Promise<MaintenanceReport & DeviceSweepReport & { readonly erasuresFinished: number }>;
+  /**
+   * The scheduled clean-up: expiry, retention, forgotten keys; erasures to finish; stale device
+   * tokens. `runMs`: how long it may go on starting batches (the scheduled function's time:
+   * time-budget.ts maintenanceRunMs); absent, only the batch budgets bound it.
+   */
+  readonly maintain: (now?: number, runMs?: number) => Promise<MaintenanceReport & DeviceSweepReport & { readonly erasuresFinished: number }>;
   /** Erasing a user's data (the `DELETE /me` route, and the Auth trigger for a deleted user). */
   readonly erasure: ErasureService;
   /** Connections between users, and their devices. */
@@ -159,11 +163,11 @@ export function composeInstance(config: Config, parts: InstanceParts): Instance 
     batchSize: ERASURE_BATCH,
     connections: new ConnectionErasure({ store: connectionStore, batchSize: ERASURE_BATCH, clock }),
   });
-  const maintain = async (now: number = clock()) => {
+  const maintain = async (now: number = clock(), runMs?: number) => {
     // One set of steps for the whole run, the sessions' and those below, each settled on its own:
     // a failure of one (the home instance's query for due erasures, say) must not hold back the
-    // others until it is mended.
-    const steps = new MaintenanceSteps(parts.log);
+    // others until it is mended; each with its share of the run's time.
+    const steps = new MaintenanceSteps(parts.log, runMs === undefined ? undefined : { clock, deadline: clock() + runMs, steps: RUN_STEPS });
     const report = await runMaintenance({
       store,
       now,
@@ -174,7 +178,7 @@ export function composeInstance(config: Config, parts: InstanceParts): Instance 
       maxBatches: MAINTENANCE_MAX_BATCHES,
       log: parts.log,
     }, steps);
-    const erasuresFinished = await steps.run("erasuresFinished", 0, () => erasure.finishDue(now));
+    const erasuresFinished = await steps.run("erasuresFinished", 0, (stopped) => erasure.finishDue(now, { maxBatches: MAINTENANCE_MAX_BATCHES, stopped }));
     const devices = await steps.run("staleDevices", NO_DEVICE_SWEEP, () =>
       sweepDevices({ store: connectionStore, now, batchSize: MAINTENANCE_BATCH, maxBatches: MAINTENANCE_MAX_BATCHES }),
     );
@@ -262,6 +266,8 @@ const CREATE_KEY_TTL_MS = 24 * 3_600_000;
 const USER_DATA_LIMITS = { exportPartBytes: 4 * 1024 * 1024, exportReadPage: 2 };
 /** Sessions an erasure reads and deletes at once (each read whole, by the query that finds them). */
 const ERASURE_BATCH = 25;
-/** Sessions per maintenance query (each downloads whole sessions) and queries per run. */
+/** Sessions per maintenance query (each downloads whole sessions) and queries per kind of work in a run (per database instance, for the sessions'). */
 const MAINTENANCE_BATCH = 50;
 const MAINTENANCE_MAX_BATCHES = 40;
+/** The steps of `maintain`, each given its share of the run's time: the sessions' (runMaintenance), the erasures', the device sweep. */
+const RUN_STEPS = MAINTENANCE_STEPS + 2;

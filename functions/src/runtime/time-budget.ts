@@ -1,4 +1,5 @@
 import { ConfigError, type Config } from "../config";
+import { MAINTENANCE_TIMEOUT_SECONDS } from "../function-options";
 
 /** How a message's time is shared out, derived from the params and checked at instance start. */
 export interface TimeBudget {
@@ -88,4 +89,23 @@ export function checkConnectionBudget(config: Config, functionTimeoutMs: number 
         `lower DB_TIMEOUT_MS${checked ? ", OPENAI_TIMEOUT_MS" : ""} or NOTIFICATION_DEADLINE_MS, or raise TIMEOUT_SECONDS`,
     );
   }
+}
+
+/**
+ * What the scheduled clean-up keeps free at the end of its timeout: no batch starts in it, so the
+ * one under way can end. A batch is a query, then the changes it found sent at once, each within
+ * DB_TIMEOUT_MS; an erasure's pass is a few such calls one after another. At least a minute, at
+ * least CLEAN_UP_TAIL_DB_STEPS database deadlines.
+ */
+const CLEAN_UP_TAIL_MS = 60_000;
+const CLEAN_UP_TAIL_DB_STEPS = 4;
+
+/**
+ * How long the scheduled clean-up may go on starting batches (session/maintenance.ts shares it out
+ * among the run's steps): its timeout less the tail above. Its batch budgets grow with the database
+ * instances (a run gives each the batches one would get), and this keeps the run within its
+ * timeout however many there are: the platform would end it mid-batch, and its report unlogged.
+ */
+export function maintenanceRunMs(config: Config, timeoutSeconds: number = MAINTENANCE_TIMEOUT_SECONDS): number {
+  return Math.max(0, timeoutSeconds * 1000 - Math.max(CLEAN_UP_TAIL_MS, CLEAN_UP_TAIL_DB_STEPS * config.dbTimeoutMs));
 }

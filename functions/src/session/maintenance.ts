@@ -13,11 +13,32 @@ export interface MaintenanceOptions {
   readonly createKeyTtlMs: number;
   /** Sessions handled per query; each query downloads whole session nodes, so keep it modest. */
   readonly batchSize: number;
-  /** Batches per kind of work in one run; the next run continues where this one stopped. */
+  /**
+   * Batches per kind of work in one run, per database instance the sessions' queries span
+   * (`store.databaseInstances`); the next run continues where this one stopped.
+   */
   readonly maxBatches: number;
   /** Where a step that failed is reported (see `MaintenanceSteps`). */
   readonly log: Log;
 }
+
+/** How far one step of a run may go: batches of `batchSize`, at most `maxBatches`, none started once `stopped` says so. */
+export interface BatchBudget {
+  readonly batchSize: number;
+  readonly maxBatches: number;
+  /** The step's time is up (its share of the run's: `MaintenanceSteps`); absent, the batch count alone bounds it. */
+  readonly stopped?: () => boolean;
+}
+
+/** The time of a run: when it must stop starting batches, by `clock`, shared out among its `steps` (see `MaintenanceSteps`). */
+export interface RunTime {
+  readonly clock: () => number;
+  readonly deadline: number;
+  readonly steps: number;
+}
+
+/** The steps `runMaintenance` runs, each given its share of a run's time (a larger run adds its own: `RunTime.steps`). */
+export const MAINTENANCE_STEPS = 6;
 
 export interface MaintenanceReport {
   readonly expired: number;
@@ -41,34 +62,41 @@ export interface MaintenanceReport {
  */
 export async function runMaintenance(options: MaintenanceOptions, steps: MaintenanceSteps = new MaintenanceSteps(options.log)): Promise<MaintenanceReport> {
   const { store, now, batchSize } = options;
+  // The sessions' queries span every database instance (store/sharded-store.ts), one batch over
+  // all of them at a time: each instance gets the batches one alone would, or a run would leave
+  // more behind with every instance added. The home instance's steps (keys, addresses) keep one share.
+  const everywhere = (stopped: () => boolean): BatchBudget => ({ batchSize, maxBatches: options.maxBatches * Math.max(1, store.databaseInstances), stopped });
+  const home = (stopped: () => boolean): BatchBudget => ({ batchSize, maxBatches: options.maxBatches, stopped });
   // Idle *longer* than the TTL, as the request path judges it: activity at exactly the TTL keeps a session.
   const cutoff = now - options.policy.idleTtlMs - 1;
-  const expired = await steps.run("expired", 0, () => inBatches(options, () => store.findIdleSessions(cutoff, batchSize), async (ids) => {
+  const expired = await steps.run("expired", 0, (stopped) => inBatches(everywhere(stopped), () => store.findIdleSessions(cutoff, batchSize), async (ids) => {
     // Settled, not all: one session the database fails on must not stop the rest of the run.
     const results = await Promise.allSettled(ids.map((id) => store.updateState(id, expireRule(now, options.policy))));
     return results.filter((result) => result.status === "fulfilled" && result.value.found && result.value.outcome).length;
   }));
   // A transaction that changes nothing still makes the store finish a closed session's copy.
-  const flushed = await steps.run("flushed", 0, () => inBatches(options, () => store.findUnflushedSessions(batchSize), async (ids) => {
+  const flushed = await steps.run("flushed", 0, (stopped) => inBatches(everywhere(stopped), () => store.findUnflushedSessions(batchSize), async (ids) => {
     const results = await Promise.allSettled(ids.map((id) => store.updateState(id, () => ({ outcome: undefined }))));
     return results.filter((result) => result.status === "fulfilled").length;
   }));
   // A request that died mid-reply left its claim and partial; a later message of its session drops them, else this.
-  const lapsedClaims = await steps.run("lapsedClaims", 0, () => inBatches(options, () => store.findLapsedClaims(now, batchSize), async (ids) => {
+  const lapsedClaims = await steps.run("lapsedClaims", 0, (stopped) => inBatches(everywhere(stopped), () => store.findLapsedClaims(now, batchSize), async (ids) => {
     const results = await Promise.allSettled(ids.map((id) => store.updateState(id, sweepLapsedClaims(now))));
     return results.reduce((sum, result) => sum + (result.status === "fulfilled" && result.value.found ? result.value.outcome : 0), 0);
   }));
-  const deleted =
+  // A step even with no retention: the steps after it keep their share of the run's time.
+  const deleted = await steps.run("deleted", 0, async (stopped) =>
     options.retentionMs > 0
-      ? await steps.run("deleted", 0, () => inBatches(options, () => store.findClosedSessions(now - options.retentionMs, batchSize), async (ids) => {
+      ? inBatches(everywhere(stopped), () => store.findClosedSessions(now - options.retentionMs, batchSize), async (ids) => {
           // Settled, as above: a failed delete is found again by the next run.
           const results = await Promise.allSettled(ids.map((id) => store.deleteSession(id)));
           return results.filter((result) => result.status === "fulfilled").length;
-        }))
-      : 0;
-  const keysForgotten = await steps.run("keysForgotten", 0, () => deleteInBatches(options, () => store.deleteCreateKeys(now - options.createKeyTtlMs, batchSize)));
+        })
+      : 0,
+  );
+  const keysForgotten = await steps.run("keysForgotten", 0, (stopped) => deleteInBatches(home(stopped), () => store.deleteCreateKeys(now - options.createKeyTtlMs, batchSize)));
   // A bucket untouched for an hour has refilled: removing it changes no limit.
-  const addressesForgotten = await steps.run("addressesForgotten", 0, () => deleteInBatches(options, () => store.deleteIdleAddresses(now - HOUR, batchSize)));
+  const addressesForgotten = await steps.run("addressesForgotten", 0, (stopped) => deleteInBatches(home(stopped), () => store.deleteIdleAddresses(now - HOUR, batchSize)));
   return { expired, flushed, deleted, keysForgotten, lapsedClaims, addressesForgotten, ...steps.failures() };
 }
 
@@ -79,16 +107,25 @@ const HOUR = 3_600_000;
  * on a query, say) is logged and counts 0, and the steps after it still run, so that one failing
  * part (an instance, the create keys, an erasure) never holds back the rest run after run. What
  * failed is named in the run's report as well (`failed`), beside the figures it logs.
+ *
+ * With a `time`, each step starts no batch past its share of the time left: that time divided by
+ * the steps left, so a step with a large backlog (expiry over many instances) cannot take the time
+ * of those after it (the erasures), and what a step leaves goes to the steps after it.
  */
 export class MaintenanceSteps {
   private readonly failed: string[] = [];
+  private started = 0;
 
-  constructor(private readonly log: Log) {}
+  constructor(
+    private readonly log: Log,
+    private readonly time?: RunTime,
+  ) {}
 
-  /** `work`'s result, or `fallback` when it failed (logged, and named in `failures`). */
-  async run<T>(step: string, fallback: T, work: () => Promise<T>): Promise<T> {
+  /** `work`'s result, or `fallback` when it failed (logged, and named in `failures`); `stopped` says when the step's time is up. */
+  async run<T>(step: string, fallback: T, work: (stopped: () => boolean) => Promise<T>): Promise<T> {
+    const stopped = this.share();
     try {
-      return await work();
+      return await work(stopped);
     } catch (error) {
       this.failed.push(step);
       this.log.error("maintenance step failed; the run goes on", {
@@ -100,6 +137,16 @@ export class MaintenanceSteps {
     }
   }
 
+  /** The time of the step that starts now: whether it is up. */
+  private share(): () => boolean {
+    const { time } = this;
+    this.started += 1;
+    if (!time) return () => false;
+    const now = time.clock();
+    const until = now + Math.max(0, time.deadline - now) / Math.max(1, time.steps - this.started + 1);
+    return () => time.clock() >= until;
+  }
+
   /** The report's `failed`: the failed steps, or nothing when every step ran. */
   failures(): { readonly failed?: string } {
     return this.failed.length === 0 ? {} : { failed: this.failed.join(",") };
@@ -107,9 +154,9 @@ export class MaintenanceSteps {
 }
 
 /** Runs `remove` (which deletes up to a batch and says how many) until a batch comes back short or the budget is spent. */
-export async function deleteInBatches(options: Pick<MaintenanceOptions, "batchSize" | "maxBatches">, remove: () => Promise<number>): Promise<number> {
+export async function deleteInBatches(options: BatchBudget, remove: () => Promise<number>): Promise<number> {
   let total = 0;
-  for (let batch = 0; batch < options.maxBatches; batch += 1) {
+  for (let batch = 0; batch < options.maxBatches && options.stopped?.() !== true; batch += 1) {
     const removed = await remove();
     total += removed;
     if (removed < options.batchSize) break;
@@ -117,16 +164,22 @@ export async function deleteInBatches(options: Pick<MaintenanceOptions, "batchSi
   return total;
 }
 
-/** Runs `handle` on what `find` returns until a batch comes back short or the budget is spent. */
-export async function inBatches(
-  options: Pick<MaintenanceOptions, "batchSize" | "maxBatches">,
-  find: () => Promise<string[]>,
-  handle: (ids: string[]) => Promise<number>,
-): Promise<number> {
+/**
+ * Runs `handle` on what `find` returns until a batch comes back short, the budget is spent, or a
+ * batch brings nothing this step has not handled already. `find` answers what is still to do,
+ * oldest first, so what `handle` failed on (a change the database keeps refusing) comes back at
+ * the head of the next batch: only the ids new to the step are handled, and a batch of none but
+ * those ends the step, instead of handling them again batch after batch until the budget is spent.
+ */
+export async function inBatches(options: BatchBudget, find: () => Promise<string[]>, handle: (ids: string[]) => Promise<number>): Promise<number> {
   let total = 0;
-  for (let batch = 0; batch < options.maxBatches; batch += 1) {
+  const handled = new Set<string>();
+  for (let batch = 0; batch < options.maxBatches && options.stopped?.() !== true; batch += 1) {
     const ids = await find();
-    total += await handle(ids);
+    const fresh = ids.filter((id) => !handled.has(id));
+    if (ids.length > 0 && fresh.length === 0) break;
+    for (const id of fresh) handled.add(id);
+    total += await handle(fresh);
     if (ids.length < options.batchSize) break;
   }
   return total;

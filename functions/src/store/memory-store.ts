@@ -125,6 +125,8 @@ export class MemoryStore implements SessionStore {
 
   /** In this process's memory no client can listen to a partial reply. */
   readonly partialsReadable = false;
+  /** The embedded store is one database. */
+  readonly databaseInstances = 1;
 
   async writePartial(sessionId: string, key: string, partial: PartialReply | null): Promise<void> {
     // Only under a session that exists: a late write must not bring back a deleted one.

@@ -176,6 +176,12 @@ export interface LedgerStore {
 
 /** What the scheduled clean-up finds and removes. */
 export interface HousekeepingStore {
+  /**
+   * The database instances the session queries below span (each its own backlog and throughput):
+   * the clean-up gives each the batches one instance alone would get.
+   */
+  readonly databaseInstances: number;
+
   /** Active sessions whose `idle_since` is at or before `cutoff`, oldest first. */
   findIdleSessions(cutoff: number, limit: number): Promise<string[]>;
 

@@ -11,13 +11,16 @@ import type { HistoryWindow, LedgerRule, NewSession, Ruled, RuledWithKey, Sessio
  * and deployment-wide records (usage, the conversation index, erasures, create keys, address
  * buckets, secrets, templates) to the first, the home instance, whatever the count, so that a
  * user's limits hold across every instance and adding one moves nothing; the clean-up's queries
- * (instance after instance, one batch in all) and the search of a user's sessions by `user_id`
- * to every instance. Each instance's store writes a session's index entry to the home instance
- * itself (RtdbStore's `home`). A session id naming a position past the list reads as not found
- * and is refused for writes (`on`).
+ * (instance after instance, one batch in all; a run asks for as many batches as one instance would
+ * get, times the count) and the search of a user's sessions by `user_id` to every instance. Each
+ * instance's store writes a session's index entry to the home instance itself (RtdbStore's
+ * `home`). A session id naming a position past the list reads as not found and is refused for
+ * writes (`on`).
  */
 export class ShardedStore implements SessionStore {
   readonly partialsReadable: boolean;
+  /** Each instance's clean-up work comes one batch over all of them at a time (`everywhere`): a run gives each the batches one would get. */
+  readonly databaseInstances: number;
   private readonly home: SessionStore;
   /** The instance asked first for the next clean-up batch (see `everywhere`). */
   private lead = 0;
@@ -31,6 +34,7 @@ export class ShardedStore implements SessionStore {
     if (home === undefined) throw new Error("a sharded store needs at least one instance");
     this.home = home;
     this.partialsReadable = instances.every((instance) => instance.partialsReadable);
+    this.databaseInstances = instances.length;
   }
 
   /**

@@ -437,3 +437,62 @@ describeEachStore("erasure: a connection another instance holds warm", (kind) =>
     }
   });
 });
+
+/**
+ * The sweep's erasures (docs/conversations.md): every second pass that is due, and every first
+ * pass a request left, in one run, batch after batch (20 records a query), as the other steps of
+ * the clean-up go on until they find no more work.
+ */
+describeEachStore("the sweep's erasures", (kind) => {
+  let harness: Harness;
+  /** A server whose erasure requests stop at once (their time ran out): the first pass is left to the sweep. */
+  let stopping: Harness;
+  let now = Date.parse("2026-05-01T09:00:00Z");
+
+  beforeAll(async () => {
+    harness = await startHarness({ store: kind, clock: () => now });
+    stopping = await startHarness({ store: kind, clock: () => now, userDataLimits: { eraseRequestMs: -1 } });
+  });
+  afterAll(async () => {
+    await harness.close();
+    await stopping.close();
+  });
+
+  it("runs every second pass that is due in one run, past the first query's 20", async () => {
+    const users = Array.from({ length: 21 }, () => `erased-${randomUUID()}`);
+    for (const user of users) {
+      await createSession(harness.api, "friendly-assistant", user);
+      now += 1_000;
+      const erased = await harness.api.call("DELETE", `${ROUTES.erase}?user_id=${user}`);
+      expect(erased.status).toBe(200);
+    }
+    const at = now + LATER;
+    expect(await harness.api.store.findDueErasures(at, 100)).toHaveLength(21);
+
+    const report = await harness.api.runtime.maintain(at);
+
+    // Every erasure was due before the run began: its record (the user's id, the ids it deleted) goes with its second pass.
+    expect({ finished: report.erasuresFinished, stillDue: (await harness.api.store.findDueErasures(at, 100)).length }).toEqual({ finished: 21, stillDue: 0 });
+  });
+
+  it("takes over every first pass that requests left when their time ran out, in one run: each of those users is served again at once", async () => {
+    const users = Array.from({ length: 21 }, () => `left-${randomUUID()}`);
+    for (const user of users) {
+      await createSession(stopping.api, "friendly-assistant", user);
+      now += 1_000;
+      const started = await stopping.api.call("DELETE", `${ROUTES.erase}?user_id=${user}`);
+      expect(started.status).toBe(202);
+    }
+    // Past each request's time (the function's timeout): the sweep may take the first passes over.
+    now += 2 * MINUTE;
+    await stopping.api.runtime.maintain(now);
+
+    // Their first passes done, the marks are cleared: no user is refused 409 ERASURE_IN_PROGRESS until the next run.
+    const refused: string[] = [];
+    for (const user of users) {
+      const created = await stopping.api.call("POST", ROUTES.create, { user_id: user, template_id: "friendly-assistant" });
+      if (created.status !== 201) refused.push(`${created.status} ${String(created.body.error?.code)}`);
+    }
+    expect(refused).toEqual([]);
+  });
+});

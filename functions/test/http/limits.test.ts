@@ -211,6 +211,23 @@ describeEachStore("the active-session limit at one session", (kind) => {
     return answer;
   }
 
+  it("admits the create that waits exactly the Retry-After it was given: the slot frees a millisecond past the TTL, as a session idle exactly the TTL still counts", async () => {
+    const user = newUser();
+    expect((await create(user)).status).toBe(201);
+    now += 10 * MINUTE;
+    const refusedAt = now;
+    const refused = await create(user);
+    expectRefused(refused, "TOO_MANY_ACTIVE_SESSIONS");
+    const wait = Number(refused.headers.get("retry-after"));
+    expect(wait).toBe(50 * 60 + 1);
+    // At the TTL itself the session is still active, and counted.
+    now = refusedAt + 50 * MINUTE;
+    expectRefused(await create(user), "TOO_MANY_ACTIVE_SESSIONS");
+    now = refusedAt + wait * 1_000;
+    const again = await create(user);
+    expect({ status: again.status, code: again.body.error?.code }).toEqual({ status: 201, code: undefined });
+  });
+
   it("counts a session until the idle TTL after its last answer: a create is refused while it is active, though its message arrived longer ago", async () => {
     const user = newUser();
     const id = String((await create(user)).body.session_id);
@@ -224,7 +241,8 @@ describeEachStore("the active-session limit at one session", (kind) => {
     now += 60 * MINUTE - 19_000;
     const refused = await create(user);
     expectRefused(refused, "TOO_MANY_ACTIVE_SESSIONS");
-    expect(Number(refused.headers.get("retry-after"))).toBe(19);
+    // Its slot frees a millisecond past the TTL, 19.001 s on: at 19 s it is idle exactly the TTL, still active.
+    expect(Number(refused.headers.get("retry-after"))).toBe(20);
     expect((await harness.api.call("POST", ROUTES.message(id), { message: "still here" })).status).toBe(200);
   });
 

@@ -215,3 +215,28 @@ describeEachStore("sessions per network address", (kind) => {
     expect((await harness.api.call("POST", ROUTES.create, { user_id: `user-${randomUUID()}`, template_id: "friendly-assistant" })).status).toBe(201);
   });
 });
+
+/**
+ * One session an hour: an empty bucket refills to a whole token at the hour as 3,600,000 x
+ * (1 / 3,600,000), which comes to 0.9999999999999999 in doubles. The wait told must reach past it.
+ */
+describeEachStore("sessions per network address, one an hour", (kind) => {
+  let now = NOON;
+  let harness: Harness;
+
+  beforeAll(async () => {
+    harness = await startHarness({ store: kind, clock: () => now, env: { ADDRESS_SESSIONS_PER_HOUR: "1" } });
+  });
+  afterAll(async () => harness.close());
+
+  it("admits the create that waits exactly the Retry-After it was given", async () => {
+    const create = () => harness.api.call("POST", ROUTES.create, { user_id: `user-${randomUUID()}`, template_id: "friendly-assistant" });
+    expect((await create()).status).toBe(201);
+    now += 1_000;
+    const refused = await create();
+    expect({ status: refused.status, code: refused.body.error?.code, retryAfter: refused.headers.get("retry-after") }).toEqual({ status: 429, code: "ADDRESS_RATE_LIMITED", retryAfter: "3600" });
+    now += 3_600 * 1_000;
+    const again = await create();
+    expect({ status: again.status, code: again.body.error?.code }).toEqual({ status: 201, code: undefined });
+  });
+});

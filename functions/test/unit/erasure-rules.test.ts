@@ -31,10 +31,16 @@ describe("an erasure's record", () => {
     expect(finishErasure(T)({ ...record, phase: "settling", requested_at: T + 1 })).toEqual({ outcome: false });
   });
 
-  it("is taken over by the sweep without moving its request time", () => {
+  it("is taken over by the sweep once due, first pass or second, without moving its request time", () => {
     const record: ErasureRecord = { user_id: "u", requested_at: T, phase: "erasing", due_at: T + 60_000 };
     expect(takeOverErasure(T + 90_000, 60_000)(record).next).toEqual({ ...record, due_at: T + 150_000 });
+    expect(takeOverErasure(T + 60_000, 60_000)({ ...record, phase: "settling" })).toEqual({ outcome: { ...record, phase: "settling", due_at: T + 120_000 }, next: { ...record, phase: "settling", due_at: T + 120_000 } });
     expect(takeOverErasure(T, 1)(null)).toEqual({ outcome: null });
+  });
+
+  it("is left alone by the sweep when no longer due: a request began it again, or another sweep took it over", () => {
+    const record: ErasureRecord = { user_id: "u", requested_at: T, phase: "erasing", due_at: T + 60_000 };
+    expect(takeOverErasure(T + 59_999, 60_000)(record)).toEqual({ outcome: null });
   });
 });
 

@@ -195,3 +195,60 @@ describe("the erasure of a user deleted from Firebase Auth", () => {
     expect((await store.readUsage(userKey(user)))?.erasing).toBeUndefined();
   });
 });
+
+/** `store`, whose deletes of the create keys of the users in `failing` fail: their erasure's pass fails at that step. */
+class FailingCreateKeys extends MemoryStore {
+  readonly failing = new Set<string>();
+  readonly failed: string[] = [];
+  calls = 0;
+
+  override async deleteUserCreateKeys(key: string, cutoff: number): Promise<number> {
+    this.calls += 1;
+    if (this.failing.has(key)) {
+      this.failed.push(key);
+      throw new Error("delete create keys (refused)");
+    }
+    return super.deleteUserCreateKeys(key, cutoff);
+  }
+}
+
+describe("the sweep's erasures", () => {
+  const TAKE_OVER_AFTER_MS = 60_000;
+
+  it("finishes the erasures due behind 20 whose second pass keeps failing, trying each of those once a run, and those when next due", async () => {
+    const store = new FailingCreateKeys();
+    let now = T;
+    const erasure = new ErasureService({ store, clock: () => now, log: silentLog, messagesPerMinute: 20, takeOverAfterMs: TAKE_OVER_AFTER_MS, finalPassAfterMs: 51_000, batchSize: 50 });
+    const users = Array.from({ length: 25 }, (_, i) => `erased-${i}`);
+    for (const user of users) {
+      now += 1;
+      expect((await erasure.erase(user)).complete).toBe(true);
+    }
+    // The 20 erased first, due first: the head of every query for due erasures.
+    const stuck = users.slice(0, 20).map(userKey);
+    for (const key of stuck) store.failing.add(key);
+    now = T + 3_600_000;
+
+    expect(await erasure.finishDue(now, { maxBatches: 40 })).toBe(5);
+    expect(store.failed.sort()).toEqual([...stuck].sort());
+    expect((await store.findDueErasures(now, 100)).sort()).toEqual([]);
+
+    // Due again once their take-over lapses: then the sweep tries them again.
+    store.failing.clear();
+    expect(await erasure.finishDue(now + TAKE_OVER_AFTER_MS, { maxBatches: 40 })).toBe(20);
+    expect(await store.findDueErasures(Number.MAX_SAFE_INTEGER, 100)).toEqual([]);
+  });
+
+  it("starts no pass once its time is up: the erasures it did not reach stay due", async () => {
+    const store = new FailingCreateKeys();
+    let now = T;
+    const erasure = new ErasureService({ store, clock: () => now, log: silentLog, messagesPerMinute: 20, takeOverAfterMs: TAKE_OVER_AFTER_MS, finalPassAfterMs: 51_000, batchSize: 50 });
+    for (const user of ["first", "second", "third"]) expect((await erasure.erase(user)).complete).toBe(true);
+    now = T + 3_600_000;
+    const before = store.calls;
+
+    // Up once a pass has run (it deletes the user's create keys).
+    expect(await erasure.finishDue(now, { maxBatches: 40, stopped: () => store.calls > before })).toBe(1);
+    expect(await store.findDueErasures(now, 100)).toHaveLength(2);
+  });
+});

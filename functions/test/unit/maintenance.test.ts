@@ -4,13 +4,15 @@ import { resolveConfig } from "../../src/config";
 import { silentLog } from "../../src/log/log";
 import { createOfflineSender } from "../../src/notify/offline-sender";
 import { composeInstance } from "../../src/runtime/instance";
-import { runMaintenance, type MaintenanceOptions, type MaintenanceReport } from "../../src/session/maintenance";
+import { MaintenanceSteps, runMaintenance, type MaintenanceOptions, type MaintenanceReport } from "../../src/session/maintenance";
 import { placedSessionId } from "../../src/sharding/session-ids";
 import { MemoryConnectionStore } from "../../src/store/memory-connection-store";
 import { MemoryStore } from "../../src/store/memory-store";
 import type { SessionState } from "../../src/store/records";
 import type { SessionStore } from "../../src/store/session-store";
 import { ShardedStore } from "../../src/store/sharded-store";
+import { StoreUnavailableError } from "../../src/store/errors";
+import type { Ruled, StateRule } from "../../src/store/session-store";
 import { FaultyStore } from "../support/faulty-store";
 import { appendAt, CREATED_AT, exchange, newSession } from "../support/fixtures";
 import { recordingLog } from "../support/recording-log";
@@ -203,6 +205,65 @@ describe("runMaintenance", () => {
     });
   });
 
+  describe("a batch that brings nothing new", () => {
+    /** A store whose changes of some sessions always fail, counting the queries for idle sessions. */
+    class RefusingStore extends MemoryStore {
+      readonly refused = new Set<string>();
+      queries = 0;
+
+      override async findIdleSessions(cutoff: number, limit: number): Promise<string[]> {
+        this.queries += 1;
+        return super.findIdleSessions(cutoff, limit);
+      }
+
+      override async updateState<O>(sessionId: string, rule: StateRule<O>): Promise<Ruled<O>> {
+        if (this.refused.has(sessionId)) throw new StoreUnavailableError("update session state (refused)");
+        return super.updateState(sessionId, rule);
+      }
+    }
+
+    it("ends the step: sessions whose change keeps failing are tried once a run, not once a batch until the budget is spent", async () => {
+      const refusing = new RefusingStore();
+      store = refusing;
+      const idle = await addIdle(3);
+      // The two longest idle, which every query answers first.
+      for (const id of idle.slice(1)) refusing.refused.add(id);
+
+      const report = await run({ batchSize: 2, maxBatches: 10 });
+
+      expect({ expired: report.expired, queries: refusing.queries }).toEqual({ expired: 0, queries: 2 });
+    });
+  });
+
+  describe("with a time for the run", () => {
+    const QUERY_MS = 100;
+    let clock = 0;
+    /** A store whose queries for idle sessions take QUERY_MS of `clock`. */
+    class SlowIdleQueries extends MemoryStore {
+      override async findIdleSessions(cutoff: number, limit: number): Promise<string[]> {
+        clock += QUERY_MS;
+        return super.findIdleSessions(cutoff, limit);
+      }
+    }
+
+    it("starts no batch of a step past its share of the time left, and leaves the steps after it theirs", async () => {
+      clock = 0;
+      store = new SlowIdleQueries();
+      const idle = await addIdle(7);
+      for (let i = 0; i < 5; i += 1) await add(closed("ended", NOW - RETENTION - (i + 1) * DAY));
+      // Six steps in 600 ms: expiry may start batches for the first 100 ms, the time of one query.
+      const steps = new MaintenanceSteps(silentLog, { clock: () => clock, deadline: 6 * QUERY_MS, steps: 6 });
+
+      const report = await runMaintenance({ store, now: NOW, policy: { idleTtlMs: IDLE_TTL, maxExchanges: 1_000_000 }, retentionMs: RETENTION, createKeyTtlMs: KEY_TTL, batchSize: 2, maxBatches: 10, log: silentLog }, steps);
+
+      // One batch of expiry; retention, later, deletes all it finds.
+      expect(report).toMatchObject({ expired: 2, deleted: 5 });
+      expect(await Promise.all(idle.map(statusOf))).toEqual([...Array(5).fill("active"), "expired", "expired"]);
+      // Without a time, the batch budget alone bounds the run: the next run expires the rest.
+      await expect(run({ batchSize: 2, maxBatches: 10 })).resolves.toMatchObject({ expired: 5 });
+    });
+  });
+
   describe("a step that fails", () => {
     it("runs the steps after it all the same, names it in the report as failed and logs it", async () => {
       const faulty = new FaultyStore(store);
@@ -271,6 +332,21 @@ describe("the scheduled clean-up of an instance", () => {
       ["warn", "find unflushed sessions", 1],
       ["warn", "find lapsed claims", 1],
     ]);
+  });
+
+  it("expires the idle sessions of each database instance within the batches one instance's run would have", async () => {
+    // More than a run's budget of one instance (40 batches of 50) on the two together, less on each.
+    const PER_INSTANCE = 1_050;
+    const instances = [new MemoryStore(), new MemoryStore()];
+    for (const [position, store] of instances.entries()) {
+      for (let i = 0; i < PER_INSTANCE; i += 1) await store.createSession(newSession({ created_at: CREATED_AT }, placedSessionId(position, 2)));
+    }
+    const instance = await instanceOver(new ShardedStore(instances, silentLog));
+
+    const report = await instance.maintain(SWEPT_AT);
+
+    const stillIdle = await Promise.all(instances.map(async (store) => (await store.findIdleSessions(CREATED_AT, 10_000)).length));
+    expect({ expired: report.expired, stillIdle }).toEqual({ expired: 2 * PER_INSTANCE, stillIdle: [0, 0] });
   });
 
   it("runs the erasures' second passes and the device sweep when a step before them fails, naming each failed step in its report", async () => {

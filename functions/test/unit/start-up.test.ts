@@ -6,7 +6,7 @@ import { ConfigError, resolveConfig } from "../../src/config";
 import { cloudHandler } from "../../src/http/cloud-adapter";
 import { silentLog } from "../../src/log/log";
 import { composeInstance } from "../../src/runtime/instance";
-import { checkConnectionBudget, timeBudget } from "../../src/runtime/time-budget";
+import { checkConnectionBudget, maintenanceRunMs, timeBudget } from "../../src/runtime/time-budget";
 import { MemoryStore } from "../../src/store/memory-store";
 import { NO_TOKENS } from "../support/service-env";
 
@@ -78,6 +78,13 @@ describe("the time budget of a user-to-user message, checked at instance start",
   it("leaves a session message's budget as it is with MODERATION on: the check runs beside the model call, within its first attempt", () => {
     const env = { OPENAI_TIMEOUT_MS: "20000", OPENAI_MAX_RETRIES: "1", OPENAI_MAX_RETRY_WAIT_MS: "5000", DB_TIMEOUT_MS: "3000" };
     expect(timeBudget(resolveConfig({ ...env, MODERATION: "true" }))).toEqual(timeBudget(resolveConfig(env)));
+  });
+});
+
+describe("the time of the scheduled clean-up", () => {
+  it("starts batches for its 300 s less a minute, or less four database deadlines when those are longer", () => {
+    expect(maintenanceRunMs(resolveConfig({}))).toBe(240_000);
+    expect(maintenanceRunMs(resolveConfig({ DB_TIMEOUT_MS: "30000" }))).toBe(180_000);
   });
 });
 

@@ -201,7 +201,10 @@ describe("daily token ledger rules", () => {
     const settled = apply(created, admitMessage("a", NOON, one, NEED), settleTokens("a", reservation, landed(90, 0, true, NOON + 20_000)));
     expect(settled?.sessions).toEqual({ a: NOON + 20_000 });
     const later = NOON + 30 * 60_000 + 1_000;
-    expect(admitSession("b", later, one)(settled).outcome).toEqual({ admitted: false, retryAfterMs: 19_000 });
+    // Until a millisecond past the TTL: idle exactly the TTL, the session still counts.
+    expect(admitSession("b", later, one)(settled).outcome).toEqual({ admitted: false, retryAfterMs: 19_001 });
+    expect(admitSession("b", later + 19_000, one)(settled).outcome).toMatchObject({ admitted: false });
+    expect(admitSession("b", later + 19_001, one)(settled).outcome).toEqual({ admitted: true });
     expect(apply(settled, admitMessage("b", later, one, NEED))?.contexts?.a).toMatchObject({ tokens: 90 });
     // A settlement moves the count only forwards, and never counts a session released meanwhile.
     expect(apply(settled, settleTokens("a", reservation, landed(90, 0, true, NOON + 5_000)))?.sessions).toEqual({ a: NOON + 20_000 });
@@ -213,7 +216,7 @@ describe("daily token ledger rules", () => {
     // Session a's count lapsed (its settlement was lost) and b was created in its slot.
     const lapsed = apply(null, admitSession("a", NOON - 32 * 60_000, one), admitSession("b", NOON - 60_000, one));
     const { outcome, next } = admitMessage("a", NOON, one, NEED)(lapsed);
-    expect(outcome).toEqual({ admitted: false, limit: "sessions", retryAfterMs: 29 * 60_000 });
+    expect(outcome).toEqual({ admitted: false, limit: "sessions", retryAfterMs: 29 * 60_000 + 1 });
     expect(next).toBeUndefined();
     // A session still counted, or one re-counted within the limit, is admitted.
     expect(admitMessage("b", NOON, one, NEED)(lapsed).outcome.admitted).toBe(true);

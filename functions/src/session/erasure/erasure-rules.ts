@@ -29,10 +29,15 @@ export function beginErasure(userId: string, now: number, takeOverAfterMs: numbe
   };
 }
 
-/** The sweep takes over a first pass whose request died: it runs it now, and another sweep may after `takeOverAfterMs`. */
+/**
+ * The sweep takes over an erasure that is due at `now` (a first pass whose request died, or the
+ * second pass): it runs the pass now, and another sweep may after `takeOverAfterMs`, should this
+ * one fail or die; meanwhile the erasures due after it come first. One no longer due (a request
+ * began it again, another sweep took it over) or gone is left alone (null).
+ */
 export function takeOverErasure(now: number, takeOverAfterMs: number): ErasureRule<ErasureRecord | null> {
   return (record) => {
-    if (!record) return { outcome: null };
+    if (!record || record.due_at > now) return { outcome: null };
     const next: ErasureRecord = { ...record, due_at: now + takeOverAfterMs };
     return { outcome: next, next };
   };

@@ -3,7 +3,8 @@ import type { Log } from "../../log/log";
 import type { ErasureRecord } from "../../store/conversation-records";
 import type { ConversationStore, ErasureStore, LedgerStore } from "../../store/session-store";
 import { userKey } from "../ledger/limits";
-import { beginErasure, clearErasing, currentErasure, finishErasure, forgetSessions, markErasing, recordConnections, settleErasure, takeOverErasure } from "./erasure-rules";
+import { inBatches, type BatchBudget } from "../maintenance";
+import { beginErasure, clearErasing, finishErasure, forgetSessions, markErasing, recordConnections, settleErasure, takeOverErasure } from "./erasure-rules";
 
 export interface ErasureOptions {
   readonly store: Pick<ConversationStore, "scanConversationIndex" | "readUserSessions"> & ErasureStore & Pick<LedgerStore, "updateUsage">;
@@ -41,6 +42,9 @@ export interface ErasureOutcome {
  * every message.
  */
 export const ID_TOKEN_LIFETIME_MS = 60 * 60 * 1000;
+
+/** Due erasures per query of the sweep: each record is downloaded whole, with the ids of the sessions it deleted. */
+const DUE_PER_QUERY = 20;
 
 /**
  * Erases every node that holds a user's content (their sessions with everything under them, their
@@ -80,25 +84,38 @@ export class ErasureService {
     return this.firstPass(key, record, deadline);
   }
 
-  /** The sweep: finishes first passes whose request died and runs the second passes that are due; returns how many erasures it finished. */
-  async finishDue(now: number = this.options.clock(), limit = 20): Promise<number> {
-    const { store, takeOverAfterMs } = this.options;
-    let finished = 0;
-    for (const key of await store.findDueErasures(now, limit)) {
-      // One user's failure must not stop the others: it stays due, for the next run.
-      try {
-        const record = await store.updateErasure(key, currentErasure);
-        if (record?.phase === "erasing") {
-          const taken = await store.updateErasure(key, takeOverErasure(now, takeOverAfterMs));
-          if (taken) await this.firstPass(key, taken, undefined);
-        } else if (record) {
-          if (await this.secondPass(key, record)) finished += 1;
-        }
-      } catch (error) {
-        this.options.log.warn("erasure sweep failed for one user", { error: error instanceof Error ? error.name : typeof error });
+  /**
+   * The sweep: finishes first passes whose request died and runs the second passes that are due,
+   * batch after batch until none is left or `budget` is spent (by default, until none is left);
+   * returns how many erasures it finished. A due erasure is taken over before its pass runs (see
+   * takeOverErasure), so one that fails is due again only after the others: it cannot come back at
+   * the head of every batch, run after run, while those behind it wait.
+   */
+  async finishDue(now: number = this.options.clock(), budget: Omit<BatchBudget, "batchSize"> = { maxBatches: Number.POSITIVE_INFINITY }): Promise<number> {
+    const { store } = this.options;
+    return inBatches({ ...budget, batchSize: DUE_PER_QUERY }, () => store.findDueErasures(now, DUE_PER_QUERY), async (keys) => {
+      let finished = 0;
+      for (const key of keys) {
+        // A pass may take many database calls: once the step's time is up, the rest stay due for the next run.
+        if (budget.stopped?.() === true) break;
+        if (await this.finishOne(key, now)) finished += 1;
       }
+      return finished;
+    });
+  }
+
+  /** The pass of `key`'s erasure that is due at `now`: whether it finished the erasure. */
+  private async finishOne(key: string, now: number): Promise<boolean> {
+    const { store, takeOverAfterMs } = this.options;
+    // One user's failure must not stop the others: it is due again once its takeover lapses, for a later run.
+    try {
+      const taken = await store.updateErasure(key, takeOverErasure(now, takeOverAfterMs));
+      if (taken?.phase === "erasing") await this.firstPass(key, taken, undefined);
+      else if (taken) return await this.secondPass(key, taken);
+    } catch (error) {
+      this.options.log.warn("erasure sweep failed for one user", { error: error instanceof Error ? error.name : typeof error });
     }
-    return finished;
+    return false;
   }
 
   private async firstPass(key: string, record: ErasureRecord, deadline: number | undefined): Promise<ErasureOutcome> {

@@ -3,6 +3,7 @@ import type { UserUsage } from "../../store/records";
 import type { UsageRule } from "../../store/session-store";
 import { addCounts } from "./token-usage";
 import { keyHash } from "../idempotency";
+import { takeToken } from "./token-bucket";
 
 /**
  * Per-user limits, as pure rules over the user's usage record, which the store applies in a
@@ -143,10 +144,8 @@ export function admitMessage(sessionId: string, now: number, policy: UsagePolicy
     if (usage?.erasing !== undefined) return { outcome: { admitted: false, limit: "erasing", retryAfterMs: ERASING_RETRY_MS } };
     const ended = recentEnds(usage, now, policy);
     if (ended?.[sessionId] !== undefined) return { outcome: { admitted: false, limit: "ended" } };
-    const rate = policy.messagesPerMinute / MINUTE;
-    const elapsed = usage ? Math.max(0, now - usage.refilled_at) : 0;
-    const tokens = usage ? Math.min(policy.messagesPerMinute, usage.tokens + elapsed * rate) : policy.messagesPerMinute;
-    if (tokens < 1) return { outcome: { admitted: false, limit: "messages", retryAfterMs: Math.ceil((1 - tokens) / rate) } };
+    const took = takeToken(usage, now, policy.messagesPerMinute, MINUTE);
+    if (!took.admitted) return { outcome: { admitted: false, limit: "messages", retryAfterMs: took.retryAfterMs } };
     const day = utcDay(now);
     const used = usage?.daily?.day === day ? usage.daily : { day, tokens: 0 };
     const live = liveSessions(usage, now, policy);
@@ -167,8 +166,7 @@ export function admitMessage(sessionId: string, now: number, policy: UsagePolicy
       next: withoutUndefined({
         // What other rules keep in the record (a user's connection requests) stays as it is.
         ...usage,
-        tokens: tokens - 1,
-        refilled_at: Math.max(now, usage?.refilled_at ?? now),
+        ...took.bucket,
         sessions,
         daily: { ...used, tokens: addCounts(used.tokens, reserved) },
         contexts: { ...liveContexts(usage, sessions), [sessionId]: { tokens: reserved, open: open + 1, landed: context?.landed ?? 0, at: now } },
@@ -265,9 +263,13 @@ export function admitSession(sessionId: string, now: number, policy: UsagePolicy
   };
 }
 
-/** How long until the first of the `active` counts lapses (at least a second). */
+/**
+ * How long until the first of the `active` counts lapses (at least a second): a millisecond past
+ * the TTL, since a session idle exactly the TTL still counts (liveSessions), and a create that
+ * waited until then, as a whole number of seconds in Retry-After can say, would be refused again.
+ */
 function untilSlotFrees(active: readonly number[], now: number, policy: UsagePolicy): number {
-  return Math.max(1_000, Math.min(...active) + policy.idleTtlMs - now);
+  return Math.max(1_000, Math.min(...active) + policy.idleTtlMs + 1 - now);
 }
 
 /** Stops counting a session (one not created after all, or no longer active). */

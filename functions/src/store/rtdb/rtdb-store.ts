@@ -83,6 +83,8 @@ const HOLD_IDLE_MS = 5 * 60_000;
 export class RtdbStore implements SessionStore {
   /** Clients listen to partial replies in the database. */
   readonly partialsReadable = true;
+  /** One: a sharded deployment has an RtdbStore per instance, under a ShardedStore. */
+  readonly databaseInstances = 1;
   private readonly engine: TransactionEngine;
   private readonly history: HistoryReads;
   private readonly conversations: ConversationReads;
