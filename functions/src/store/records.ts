@@ -193,10 +193,23 @@ export const userUsageSchema = z.object({
   daily: z.object({ day: z.string(), tokens: z.number().min(0), cost_usd: z.number().min(0).optional().catch(undefined) }).optional(),
   /**
    * Per live session, what bounds its next prompt when its tokens are reserved (see session/ledger/limits.ts):
-   * the bound, the reservations open (admitted, not settled) as of `at`, and the highest claim
-   * count (plus one) of a settled message.
+   * the bound, the reservations open (admitted, not settled) as of `at` (its last admission), and
+   * the highest claim count (plus one) of a settled message. `held`: each open reservation, with
+   * when it was admitted and its tokens, so that each lapses on its own; a record an older version wrote has none, its `open`
+   * reservations all counted as admitted at `at`.
    */
-  contexts: z.record(z.string(), z.object({ tokens: z.number().min(0), open: z.number().int().min(0), landed: z.number().int().min(0), at: z.number() })).optional(),
+  contexts: z
+    .record(
+      z.string(),
+      z.object({
+        tokens: z.number().min(0),
+        open: z.number().int().min(0),
+        landed: z.number().int().min(0),
+        at: z.number(),
+        held: z.record(z.string(), z.object({ at: z.number(), tokens: z.number().min(0) })).optional(),
+      }),
+    )
+    .optional(),
   /** Sessions ended within the last few minutes, with when: a message admitted after the end is refused, a keyed create's repeat counts nothing (session/ledger/limits.ts releaseEnded). */
   ended: z.record(z.string(), z.number()).optional(),
   /** Since when the user's data is being erased: new sessions and messages are refused until it is (see session/erasure/). */
@@ -210,7 +223,17 @@ export type UserUsage = z.infer<typeof userUsageSchema>;
  * One shard of the deployment's model tokens counted on `day` (UTC, YYYY-MM-DD), and their cost
  * where known (`/serviceUsage/{shard}`; see session/ledger/service-cap.ts).
  */
-export const serviceUsageSchema = z.object({ day: z.string(), tokens: z.number().min(0), cost_usd: z.number().min(0).optional() });
+export const serviceUsageSchema = z.object({
+  day: z.string(),
+  tokens: z.number().min(0),
+  cost_usd: z.number().min(0).optional(),
+  /**
+   * Of `tokens`, what reservations not yet settled hold, and when the last of them lapses (a request
+   * cannot run longer): what makes a refusal's Retry-After short. Absent (an older version's shard): none.
+   */
+  held: z.number().min(0).optional(),
+  held_until: z.number().optional(),
+});
 export type ServiceUsage = z.infer<typeof serviceUsageSchema>;
 
 /**

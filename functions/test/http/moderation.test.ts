@@ -275,19 +275,19 @@ describeEachStore("moderation of users' messages", (kind) => {
     });
 
     it("counts a flagged message's reply call the model finished before the verdict, until flagged messages alone reach its 429", async () => {
-      // Within the call's bounds (max_tokens 50), so the ledger believes it.
-      const call = { prompt_tokens: 200, completion_tokens: 50 };
+      // Each call billed at its bound, the service's estimate of its prompt and max_tokens: what its
+      // message reserved (the ledger counts a report past that at the reservation).
+      capped.fake.chaos = (request) => ({ kind: "reply", text: "a whole reply the provider billed", usage: { prompt_tokens: estimatePromptTokens(request.body.messages), completion_tokens: 50 } });
       const before = await serviceTotal(capped.api.store);
-      let flagged = 0;
+      let bounds = 0;
       let refused: Answer | undefined;
       for (let i = 0; i < 40 && !refused; i += 1) {
-        capped.fake.enqueue({ kind: "reply", text: "a whole reply the provider billed", usage: call });
-        const { answer } = await flaggedMessage();
-        if (answer.status === 422) flagged += 1;
+        const { id, answer } = await flaggedMessage();
+        if (answer.status === 422) bounds += await abandonedBound(capped.api.store, id, FLAGGED_TEXT);
         else refused = answer;
       }
       expect({ status: refused?.status, code: refused?.body.error?.code }).toEqual({ status: 429, code: "SERVICE_TOKEN_LIMIT" });
-      await eventually(() => serviceTotal(capped.api.store), (total) => total === before + flagged * (call.prompt_tokens + call.completion_tokens));
+      await eventually(() => serviceTotal(capped.api.store), (total) => total === before + bounds);
     }, 30_000);
   });
 });

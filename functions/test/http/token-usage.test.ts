@@ -2,8 +2,13 @@ import { randomUUID } from "node:crypto";
 import { keyHash } from "../../src/session/idempotency";
 import { costUsd } from "../../src/llm/model-table";
 import type { LogFields } from "../../src/log/log";
-import type { UserUsage } from "../../src/store/records";
+import { seedTemplates } from "../../src/local/project-files";
+import { promptTokenBound } from "../../src/session/ledger/call-usage";
+import { estimatePromptTokens } from "../../src/session/prompt/token-estimate";
+import { instancePositionOf } from "../../src/sharding/session-ids";
+import type { ServiceUsage, UserUsage } from "../../src/store/records";
 import type { SessionStore } from "../../src/store/session-store";
+import { FaultyStore } from "../support/faulty-store";
 import { fakeUsage, type FakeUsage, type RecordedRequest } from "../support/fake-openai-server";
 import { describeEachStore, ROUTES, startHarness, type Answer, type Harness, type Instance } from "../support/http-harness";
 import { describeWithRtdb } from "../support/rtdb";
@@ -337,3 +342,228 @@ describeEachStore("a provider's absurd usage reports", (kind) => {
     expect(warnings).toEqual([]);
   });
 });
+
+/** The service's estimate of a first message's prompt in the friendly assistant's session: what its reservations are built from. */
+function firstPromptEstimate(text: string): number {
+  const template = seedTemplates()["friendly-assistant"];
+  if (!template) throw new Error("no friendly-assistant template");
+  return estimatePromptTokens([{ role: "system", content: template.personalityPrompt }, { role: "user", content: text }]);
+}
+
+/** Sends every message at once, holds the model's answers until each is in flight or refused, then lets them go. */
+async function burst(harness: Harness, sends: (() => Promise<Answer>)[]): Promise<Answer[]> {
+  const release = harness.fake.holdAnswers();
+  let answered = 0;
+  let someoneAnswered: () => void = () => undefined;
+  const calls = sends.map((send) =>
+    send().then((answer) => {
+      answered += 1;
+      someoneAnswered();
+      return answer;
+    }),
+  );
+  while (answered + harness.fake.requests.length < sends.length) {
+    await Promise.race([harness.fake.awaitRequests(harness.fake.requests.length + 1), new Promise<void>((resolve) => { someoneAnswered = resolve; })]);
+  }
+  release();
+  return Promise.all(calls);
+}
+
+/**
+ * A provider whose report the service believes (within 4x its estimate of the prompt plus 256:
+ * call-usage.ts) though it is larger than the estimates the reservations were built from: each
+ * message counts against the daily limits at most what it reserved, so the messages admitted at
+ * the edge together never carry a day past its limit; the cost keeps what was reported.
+ */
+describeEachStore("a provider's believed report above the reservation, at the edge of the daily limits", (kind) => {
+  const MAX_TOKENS = 50;
+  /** Same length for every message, so that each call's believed report is the same. */
+  const textOf = (i: number) => `message number ${String(i).padStart(2, "0")}`;
+  /** The largest report call-usage.ts believes for a first message of `text`: the prompt at its bound, the completion at max_tokens. */
+  const believedMaximum = (text: string) => ({ prompt_tokens: promptTokenBound("gpt-4o-mini", firstPromptEstimate(text)), completion_tokens: MAX_TOKENS });
+
+  const started: Harness[] = [];
+  afterEach(async () => { await Promise.all(started.splice(0).map((running) => running.close())); });
+
+  it.each([
+    ["at the bound call-usage.ts believes (4x the estimate plus 256)", (text: string) => believedMaximum(text)],
+    ["at 1.5x the estimate (a tokenizer with a smaller vocabulary than o200k)", (text: string) => ({ prompt_tokens: Math.ceil(1.5 * firstPromptEstimate(text)), completion_tokens: MAX_TOKENS })],
+  ])("keeps one user's day within USER_TOKENS_PER_DAY across sessions on both database instances and two function instances, reports %s", async (_, report) => {
+    const LIMIT = 1000;
+    const warnings: { message: string; fields?: LogFields }[] = [];
+    const log = { info: () => undefined, error: () => undefined, warn: (message: string, fields?: LogFields) => { warnings.push({ message, ...(fields ? { fields } : {}) }); } };
+    const harness = await startHarness({ store: kind, clock: () => NOON, log, env: { USER_TOKENS_PER_DAY: String(LIMIT), USER_MAX_ACTIVE_SESSIONS: "12", USER_MESSAGES_PER_MINUTE: "100" } });
+    started.push(harness);
+    const other = await harness.instance();
+    const user = newUser();
+    const sessions: { on: Instance; id: string }[] = [];
+    for (let i = 0; i < 12; i += 1) {
+      const on = i % 2 === 0 ? harness.api : other;
+      sessions.push({ on, id: await create(on, user) });
+    }
+    if (kind.startsWith("rtdb-2-")) expect(new Set(sessions.map(({ id }) => instancePositionOf(id)))).toEqual(new Set([0, 1]));
+    const usage = report(textOf(0));
+    harness.fake.enqueue(...sessions.map(() => ({ kind: "reply" as const, text: "ok", usage })));
+    const answers = await burst(harness, sessions.map(({ on, id }, i) => () => on.call("POST", ROUTES.message(id), { message: textOf(i) })));
+    const passed = answers.filter((answer) => answer.status === 200);
+    expect(passed.length).toBeGreaterThan(0);
+    // Each answer's usage is the provider's report, believed.
+    for (const answer of passed) expect((answer.body.usage as Usage).estimated).toBeUndefined();
+    const daily = (await usageOf(harness.api.store, user))?.daily;
+    expect({ admitted: passed.length, dayCount: daily?.tokens, withinLimit: (daily?.tokens ?? 0) <= LIMIT }).toEqual({ admitted: passed.length, dayCount: daily?.tokens, withinLimit: true });
+    // The day's cost is what the provider reported, every call of it; what passed a reservation is logged.
+    const reportedCost = passed.reduce((sum, answer) => sum + ((answer.body.usage as Usage).cost_usd ?? 0), 0);
+    expect(daily?.cost_usd).toBeCloseTo(reportedCost, 6);
+    expect(warnings.filter((warning) => warning.message === "usage above its reservation, counted at the reservation")).toHaveLength(passed.length);
+  });
+
+  it("keeps the deployment's shards within SERVICE_TOKENS_PER_DAY across two function instances", async () => {
+    const CAP = 8 * 400;
+    const harness = await startHarness({ store: kind, clock: () => NOON, env: { SERVICE_TOKENS_PER_DAY: String(CAP), USER_TOKENS_PER_DAY: "0" } });
+    started.push(harness);
+    const other = await harness.instance();
+    const sessions: { on: Instance; id: string }[] = [];
+    for (let i = 0; i < 24; i += 1) {
+      const on = i % 2 === 0 ? harness.api : other;
+      sessions.push({ on, id: await create(on, newUser()) });
+    }
+    const usage = believedMaximum(textOf(0));
+    harness.fake.enqueue(...sessions.map(() => ({ kind: "reply" as const, text: "ok", usage })));
+    const answers = await burst(harness, sessions.map(({ on, id }, i) => () => on.call("POST", ROUTES.message(id), { message: textOf(i) })));
+    const passed = answers.filter((answer) => answer.status === 200);
+    expect(passed.length).toBeGreaterThan(0);
+    for (const answer of passed) expect((answer.body.usage as Usage).estimated).toBeUndefined();
+    const shards: Readonly<Record<string, ServiceUsage>> = await harness.api.store.readServiceUsage();
+    const total = Object.values(shards).reduce((sum, shard) => sum + shard.tokens, 0);
+    expect({ admitted: passed.length, total, withinCap: total <= CAP }).toEqual({ admitted: passed.length, total, withinCap: true });
+  });
+}, { sharded: true });
+
+/**
+ * TOKEN_LIMIT refused only because another message of the user is in flight (its open reservation,
+ * an upper bound, sits in the day's count until it settles): the same message fits once that one
+ * settles, seconds later, so Retry-After says so, not the next UTC day.
+ */
+describeEachStore("the daily token limit while another message of the user is in flight", (kind) => {
+  const started: Harness[] = [];
+  afterEach(async () => { await Promise.all(started.splice(0).map((running) => running.close())); });
+
+  it("answers TOKEN_LIMIT with a Retry-After no longer than the in-flight message can hold its reservation, not until midnight", async () => {
+    const harness = await startHarness({ store: kind, clock: () => NOON, env: { USER_TOKENS_PER_DAY: "200" } });
+    started.push(harness);
+    const other = await harness.instance();
+    const user = newUser();
+    const [first, second] = [await create(harness.api, user), await create(other, user)];
+
+    const release = harness.fake.holdAnswers();
+    const inFlight = harness.api.call("POST", ROUTES.message(first), { message: "message number 00" });
+    await harness.fake.awaitRequests(1);
+    const refused = await other.call("POST", ROUTES.message(second), { message: "message number 01" });
+    release();
+    const settled = await inFlight;
+    expect(settled.status).toBe(200);
+    expect((await usageOf(harness.api.store, user))?.daily?.tokens).toBe(usageIn(settled).total_tokens);
+
+    // The same message again, the same instant: admitted (the day had room all along).
+    const retried = await other.call("POST", ROUTES.message(second), { message: "message number 01" });
+    const retryAfter = Number(refused.headers.get("retry-after"));
+    expect({ code: refused.body.error?.code, retryStatus: retried.status, retryAfter, retryAfterWithinTwoMinutes: retryAfter <= 120 }).toEqual({
+      code: "TOKEN_LIMIT",
+      retryStatus: 200,
+      retryAfter,
+      retryAfterWithinTwoMinutes: true,
+    });
+  });
+}, { sharded: true });
+
+/**
+ * A request that died with its reservation open (its usage admission landed with its answer lost,
+ * or its settlement was lost) leaves the session's context one reservation too many. It lapses two
+ * minutes after its own admission, whatever later messages the session takes meanwhile: then
+ * settlements run alone again and bring the session's bound down to its real prompt.
+ */
+describeEachStore("a reservation left open by a request that died, while the conversation goes on", (kind) => {
+  const START = Date.parse("2026-12-06T09:00:00Z");
+  const MESSAGES = 30;
+  let harness: Harness;
+  let now = START;
+  const faults: FaultyStore[] = [];
+
+  const started: Harness[] = [];
+  afterEach(async () => {
+    faults.length = 0;
+    await Promise.all(started.splice(0).map((running) => running.close()));
+  });
+
+  async function start(env: Record<string, string>): Promise<void> {
+    now = START;
+    harness = await startHarness({
+      store: kind,
+      clock: () => now,
+      wrapStore: (store: SessionStore) => {
+        const faulty = new FaultyStore(store);
+        faults.push(faulty);
+        return faulty.store;
+      },
+      env: { USER_MESSAGES_PER_MINUTE: "100", SESSION_MAX_EXCHANGES: "1000", ...env },
+    });
+    started.push(harness);
+  }
+
+  it.each([
+    ["its admission's answer lost (503)", "after" as const, 0, 503],
+    ["its settlement lost", "before" as const, 1, 200],
+  ])("brings the session's bound down to its call once the dead reservation is 2 minutes old, though messages keep coming: %s", async (_, fault, passing, status) => {
+    await start({ USER_TOKENS_PER_DAY: "0" });
+    const user = newUser();
+    const id = await create(harness.api, user);
+    expect((await harness.api.call("POST", ROUTES.message(id), { message: "first words" })).status).toBe(200);
+    // The next message's admission lands with its answer lost, or its settlement is lost: its reservation stays open.
+    now += 30_000;
+    faults[0]?.arm("updateUsage", fault, passing);
+    expect((await harness.api.call("POST", ROUTES.message(id), { message: "lost in the database" })).status).toBe(status);
+    // Ten more messages, one every 30 s, each alone: five minutes after the dead request.
+    let last: Answer | undefined;
+    for (let i = 0; i < 10; i += 1) {
+      now += 30_000;
+      last = await harness.api.call("POST", ROUTES.message(id), { message: `message number ${i}` });
+      expect(last.status).toBe(200);
+    }
+    const usage = usageIn(last!);
+    const context = (await usageOf(harness.api.store, user))?.contexts?.[id];
+    // Alone, the last settlement brings the bound to its call's prompt and reply (limits.ts settleTokens).
+    expect({ open: context?.open, bound: context?.tokens }).toEqual({ open: 0, bound: usage.prompt_tokens + usage.completion_tokens });
+  });
+
+  it("admits a conversation that lost one admission answer as it admits the same conversation without it", async () => {
+    // Room for the control's 30 messages (its day ends near 4,900 with the last reservation in it).
+    await start({ USER_TOKENS_PER_DAY: "5000" });
+    const [control, leaked] = [newUser(), newUser()];
+    const [controlId, leakedId] = [await create(harness.api, control), await create(harness.api, leaked)];
+    for (const id of [controlId, leakedId]) expect((await harness.api.call("POST", ROUTES.message(id), { message: "first words" })).status).toBe(200);
+    now += 30_000;
+    // The same message to both: the control's goes through, the other's admission answer is lost.
+    expect((await harness.api.call("POST", ROUTES.message(controlId), { message: "lost in the database" })).status).toBe(200);
+    faults[0]?.arm("updateUsage", "after");
+    expect((await harness.api.call("POST", ROUTES.message(leakedId), { message: "lost in the database" })).status).toBe(503);
+    const outcomes: { i: number; control: string; leaked: string; controlDay: number; leakedDay: number; leakedBound: number }[] = [];
+    for (let i = 0; i < MESSAGES; i += 1) {
+      now += 30_000;
+      const message = `message number ${i}`;
+      const [a, b] = [await harness.api.call("POST", ROUTES.message(controlId), { message }), await harness.api.call("POST", ROUTES.message(leakedId), { message })];
+      const [controlUsage, leakedUsage] = [await usageOf(harness.api.store, control), await usageOf(harness.api.store, leaked)];
+      outcomes.push({
+        i,
+        control: a.body.error?.code ?? String(a.status),
+        leaked: b.body.error?.code ?? String(b.status),
+        controlDay: controlUsage?.daily?.tokens ?? 0,
+        leakedDay: leakedUsage?.daily?.tokens ?? 0,
+        leakedBound: leakedUsage?.contexts?.[leakedId]?.tokens ?? 0,
+      });
+      if (a.status !== 200) break;
+    }
+    // Every message the control got through, the identical conversation got through too.
+    expect(outcomes).toHaveLength(MESSAGES);
+    expect(outcomes.filter((outcome) => outcome.control !== outcome.leaked)).toEqual([]);
+  });
+}, { sharded: true });

@@ -61,9 +61,12 @@ async function total(store: MemoryStore): Promise<number> {
   return Object.values(await shardTokens(store)).reduce((sum, tokens) => sum + tokens, 0);
 }
 
-/** Fills shards to the given counts, each with a reservation of its own. */
+/** Fills shards to the given counts, each with a reservation of its own, spent in full (settled: nothing of it open). */
 async function fill(store: MemoryStore, counts: Readonly<Record<string, number>>): Promise<void> {
-  for (const [shard, tokens] of Object.entries(counts)) reservationOf(await ledgerOn(store, shard).reserve(() => tokens, NOON));
+  for (const [shard, tokens] of Object.entries(counts)) {
+    const ledger = ledgerOn(store, shard);
+    await ledger.settle(reservationOf(await ledger.reserve(() => tokens, NOON)), { tokens });
+  }
 }
 
 /** A deterministic draw in [0, 1), for tests that need many different but repeatable values. */
@@ -103,7 +106,10 @@ describe("the deployment cap's shards", () => {
     const reservation = reservationOf(await ledgerOn(store, "s6").reserve(() => CAP - 8 * 700, NOON));
     expect(reservation.parts.map((part) => part.tokens)).toEqual([300, 300, 300, 300, 300, 300, 300, 300]);
     expect(await total(store)).toBe(CAP);
-    // Now full: the next token is refused until midnight.
+    // Full while that reservation is open: the next token is refused until it settles, or lapses at the latest.
+    expect(await ledgerOn(store, "s1").reserve(() => 1, NOON + 1_000)).toEqual({ admitted: false, retryAfterMs: 119_000 });
+    // Spent in full: refused until midnight.
+    await ledgerOn(store, "s6").settle(reservation, { tokens: CAP - 8 * 700 });
     expect(await ledgerOn(store, "s1").reserve(() => 1, NOON)).toEqual({ admitted: false, retryAfterMs: MIDNIGHT - NOON });
   });
 
@@ -115,6 +121,22 @@ describe("the deployment cap's shards", () => {
     expect(await ledgerOn(store, "s7").reserve(() => 1_500, NOON)).toEqual({ admitted: false, retryAfterMs: MIDNIGHT - NOON });
     expect(store.updates).toEqual(["s7"]);
     expect(await shardTokens(store.store)).toEqual(before);
+  });
+
+  it("treats a shard's open reservations as spent once the last has lapsed, and a shard an older version wrote as holding none", async () => {
+    const store = new MemoryStore();
+    for (const shard of SERVICE_SHARD_KEYS) reservationOf(await ledgerOn(store, shard).reserve(() => SHARE, NOON));
+    expect(await ledgerOn(store, "s0").reserve(() => 1, NOON + 60_000)).toEqual({ admitted: false, retryAfterMs: 60_000 });
+    expect(await ledgerOn(store, "s0").reserve(() => 1, NOON + 121_000)).toEqual({ admitted: false, retryAfterMs: MIDNIGHT - NOON - 121_000 });
+    const older = new MemoryStore();
+    for (const shard of SERVICE_SHARD_KEYS) await older.updateServiceUsage(shard, () => ({ outcome: undefined, next: { day: DAY, tokens: SHARE } }));
+    expect(await ledgerOn(older, "s0").reserve(() => 1, NOON)).toEqual({ admitted: false, retryAfterMs: MIDNIGHT - NOON });
+  });
+
+  it("holds a reservation open as long as a request may run, when the function's timeout is longer than the default", async () => {
+    const store = new MemoryStore();
+    for (const shard of SERVICE_SHARD_KEYS) reservationOf(await ledgerOn(store, shard).reserve(() => SHARE, NOON, { requestTimeoutMs: 540_000 }));
+    expect(await ledgerOn(store, "s0").reserve(() => 1, NOON + 300_000)).toEqual({ admitted: false, retryAfterMs: 240_000 });
   });
 
   it("gives back the parts it took, and refuses, when another instance fills a shard between the read and the parts", async () => {
@@ -172,11 +194,11 @@ describe("the deployment cap's shards", () => {
 });
 
 describe("the deployment cap's settlement", () => {
-  it("splits what was spent over a reservation's parts in order, each up to what it reserved, the excess and the cost on the first", () => {
+  it("splits what was spent over a reservation's parts in order, each up to what it reserved, the cost on the first, nothing past the whole reservation", () => {
     const parts = [{ shard: "s3", tokens: 1_000 }, { shard: "s4", tokens: 1_000 }, { shard: "s5", tokens: 500 }];
     expect(splitSpent(parts, { tokens: 1_200, costUsd: 0.25 })).toEqual([{ tokens: 1_000, costUsd: 0.25 }, { tokens: 200 }, { tokens: 0 }]);
     expect(splitSpent(parts, { tokens: 0 })).toEqual([{ tokens: 0 }, { tokens: 0 }, { tokens: 0 }]);
-    expect(splitSpent(parts, { tokens: 3_000 })).toEqual([{ tokens: 1_500 }, { tokens: 1_000 }, { tokens: 500 }]);
+    expect(splitSpent(parts, { tokens: 3_000, costUsd: 0.5 })).toEqual([{ tokens: 1_000, costUsd: 0.5 }, { tokens: 1_000 }, { tokens: 500 }]);
     expect(splitSpent([{ shard: "s1", tokens: 800 }], { tokens: 300, costUsd: 0.1 })).toEqual([{ tokens: 300, costUsd: 0.1 }]);
   });
 
@@ -194,6 +216,14 @@ describe("the deployment cap's settlement", () => {
       expect(shard.tokens).toBeGreaterThanOrEqual(0);
       expect(shard.tokens).toBeLessThanOrEqual(SHARE);
     }
+  });
+
+  it("counts a settlement past the whole reservation at the reservation, and its cost in full", async () => {
+    const store = new MemoryStore();
+    const ledger = ledgerOn(store, "s0");
+    await ledger.settle(reservationOf(await ledger.reserve(() => 500, NOON)), { tokens: 800, costUsd: 0.1 });
+    expect(await total(store)).toBe(500);
+    expect((await store.readServiceUsage()).s0?.cost_usd).toBe(0.1);
   });
 
   it("gives a refunded multi-part reservation back whole, every shard as before it", async () => {

@@ -4,7 +4,7 @@ import { estimateMessageTokens, estimatePromptTokens } from "../../src/session/p
 import { SUMMARY_CALL_TOKENS, SUMMARY_PROMPT_TOKENS } from "../../src/session/prompt/rolling-summary";
 import { isSummary } from "../support/summary-in";
 import { MemoryStore } from "../../src/store/memory-store";
-import type { Template, UserUsage } from "../../src/store/records";
+import { userUsageSchema, type Template, type UserUsage } from "../../src/store/records";
 import type { UsageRule } from "../../src/store/session-store";
 import { lastUser } from "../support/fake-openai-server";
 import { POLICY as SESSION_POLICY } from "../support/fixtures";
@@ -116,9 +116,63 @@ describe("daily token ledger rules", () => {
     expect(apply(stuck, admitMessage("s1", NOON + 100_000, { ...POLICY, requestTimeoutMs: 60_000 }, NEED))?.contexts?.s1?.open).toBe(2);
   });
 
+  it("forgets a reservation left open by a request that died two minutes after its own admission, though the session's messages keep coming", () => {
+    const unlimited = { ...POLICY, tokensPerDay: 0 };
+    // A dead request's reservation at NOON, then a message every 30 s, each settled alone.
+    let usage = apply(null, admitMessage("s1", NOON, unlimited, NEED));
+    const bounds: number[] = [];
+    for (let i = 1; i <= 5; i += 1) {
+      const rule = admitMessage("s1", NOON + i * 30_000, unlimited, NEED);
+      const reservation = admitted(rule(usage).outcome);
+      usage = apply(usage, rule, settleTokens("s1", reservation, landed(90, i, true, NOON + i * 30_000)));
+      bounds.push(usage?.contexts?.s1?.tokens ?? -1);
+    }
+    // Within two minutes of it, no settlement is alone and the bound keeps each need; the first
+    // admission after them forgets it, and its settlement brings the bound down to its call.
+    expect(bounds).toEqual([250, 350, 450, 550, 90]);
+    expect(usage?.contexts?.s1).toMatchObject({ open: 0, tokens: 90 });
+  });
+
+  it("reads a context an older version wrote (open reservations counted, not listed) as admitted at its last admission, each lapsing from there", () => {
+    const unlimited = { ...POLICY, tokensPerDay: 0 };
+    const older = userUsageSchema.parse({ tokens: 1_000, refilled_at: NOON, sessions: { s1: NOON }, contexts: { s1: { tokens: 90, open: 1, landed: 1, at: NOON } } });
+    const rule = admitMessage("s1", NOON + 60_000, unlimited, NEED);
+    const reservation = admitted(rule(older).outcome);
+    let usage = apply(older, rule);
+    expect(usage?.contexts?.s1?.open).toBe(2);
+    usage = apply(usage, settleTokens("s1", reservation, landed(120, 1, false, NOON + 60_000)));
+    expect(usage?.contexts?.s1?.open).toBe(1);
+    // Two minutes after the older version's last admission its reservation has lapsed, though the session took one since.
+    expect(apply(usage, admitMessage("s1", NOON + 121_000, unlimited, NEED))?.contexts?.s1?.open).toBe(1);
+  });
+
+  it("refuses a message that only the user's open reservations keep out until they settle or lapse at the latest, not until midnight", () => {
+    const large = { fresh: 800, firstPrompt: 50 };
+    const rule = admitMessage("s1", NOON, POLICY, large);
+    const open = admitted(rule(null).outcome);
+    const usage = apply(null, rule);
+    const need = { fresh: 200, firstPrompt: 50 };
+    expect(admitMessage("s2", NOON + 10_000, POLICY, need)(usage).outcome).toEqual({ admitted: false, limit: "tokens", retryAfterMs: 110_000 });
+    // Settled, the same message fits.
+    const settled = apply(usage, settleTokens("s1", open, landed(100, 0, true, NOON + 10_000)));
+    expect(admitMessage("s2", NOON + 10_000, POLICY, need)(settled).outcome.admitted).toBe(true);
+    // One that would not fit without them either waits for the next day.
+    expect(admitMessage("s2", NOON + 10_000, POLICY, { fresh: 1_000, firstPrompt: 50 })(usage).outcome).toMatchObject({ retryAfterMs: 12 * 3_600_000 - 10_000 });
+    // Lapsed (its request died), a reservation no longer shortens the wait: what it held counts as spent.
+    expect(admitMessage("s2", NOON + 121_000, POLICY, need)(usage).outcome).toMatchObject({ retryAfterMs: 12 * 3_600_000 - 121_000 });
+  });
+
+  it("counts a settlement against the limit at most what the message reserved, and its cost in full", () => {
+    const rule = admitMessage("s1", NOON, POLICY, NEED);
+    const reservation = admitted(rule(null).outcome);
+    const usage = apply(null, rule, settleTokens("s1", reservation, { tokens: 900, costUsd: 0.5 }));
+    expect(usage?.daily).toEqual({ day: "2026-11-26", tokens: 150, cost_usd: 0.5 });
+  });
+
   it("refuses a message whose reservation would pass the limit, until the next UTC day, and takes nothing", () => {
-    const first = admitted(admitMessage("s1", NOON, POLICY, NEED)(null).outcome);
-    const nearly = apply(null, admitMessage("s1", NOON, POLICY, NEED), settleTokens("s1", first, landed(860, 0)));
+    const large = { fresh: 900, firstPrompt: 50 };
+    const first = admitted(admitMessage("s1", NOON, POLICY, large)(null).outcome);
+    const nearly = apply(null, admitMessage("s1", NOON, POLICY, large), settleTokens("s1", first, landed(860, 0)));
     expect(nearly?.daily?.tokens).toBe(860);
     const { outcome, next } = admitMessage("s2", NOON, POLICY, NEED)(nearly);
     expect(outcome).toEqual({ admitted: false, limit: "tokens", retryAfterMs: 12 * 3_600_000 });

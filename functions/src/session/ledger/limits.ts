@@ -94,7 +94,7 @@ export const ERASING_RETRY_MS = 5_000;
 const OPEN_RESERVATION_MS = 120_000;
 
 /** The longest a request may still be running: what an open reservation and an end's mark wait out. */
-function requestLifetimeMs(policy: UsagePolicy): number {
+export function requestLifetimeMs(policy: Pick<UsagePolicy, "requestTimeoutMs">): number {
   return Math.max(OPEN_RESERVATION_MS, policy.requestTimeoutMs ?? 0);
 }
 
@@ -157,9 +157,9 @@ export function admitMessage(sessionId: string, now: number, policy: UsagePolicy
     const context = usage?.contexts?.[sessionId];
     const reserved = Math.ceil(addCounts(context?.tokens ?? need.firstPrompt, need.fresh));
     if (policy.tokensPerDay > 0 && used.tokens + reserved > policy.tokensPerDay) {
-      return { outcome: { admitted: false, limit: "tokens", retryAfterMs: Date.parse(`${day}T00:00:00Z`) + DAY - now } };
+      return { outcome: { admitted: false, limit: "tokens", retryAfterMs: untilTokensFree(usage, used, reserved, now, policy) } };
     }
-    const open = context && now - context.at <= requestLifetimeMs(policy) ? context.open : 0;
+    const held = { ...openReservations(context, now, policy), [heldKey(context, now)]: { at: now, tokens: reserved } };
     const sessions = { ...live, [sessionId]: now };
     return {
       outcome: { admitted: true, reservation: { day, tokens: reserved, fresh: Math.ceil(need.fresh), countedAt: now, ...(before === undefined ? {} : { countedBefore: before }) } },
@@ -169,7 +169,7 @@ export function admitMessage(sessionId: string, now: number, policy: UsagePolicy
         ...took.bucket,
         sessions,
         daily: { ...used, tokens: addCounts(used.tokens, reserved) },
-        contexts: { ...liveContexts(usage, sessions), [sessionId]: { tokens: reserved, open: open + 1, landed: context?.landed ?? 0, at: now } },
+        contexts: { ...liveContexts(usage, sessions), [sessionId]: { tokens: reserved, open: Object.keys(held).length, landed: context?.landed ?? 0, at: now, held } },
         ended,
       }),
     };
@@ -193,30 +193,106 @@ export function settleTokens(sessionId: string, reservation: Reservation, spent:
     if (!usage) return { outcome: undefined };
     const counted = usage.daily ?? { day: reservation.day, tokens: 0 };
     const reserved = counted.day === reservation.day ? reservation.tokens : 0;
-    const tokens = Math.max(0, addCounts(counted.tokens, spent.tokens) - reserved);
+    // Against the limit a message counts at most what it reserved, so that the reservations that
+    // fit under it bound the day (the cost keeps what the provider reported; see countedTokens).
+    const tokens = Math.max(0, addCounts(counted.tokens, countedTokens(reservation, spent)) - reserved);
     const cost = spent.costUsd === undefined ? counted.cost_usd : roundUsd((counted.cost_usd ?? 0) + spent.costUsd);
     const daily = { day: counted.day, tokens, ...(cost === undefined ? {} : { cost_usd: cost }) };
     const { exchange } = spent;
     const since = usage.sessions?.[sessionId];
     const sessions = exchange && since !== undefined && since < exchange.answeredAt ? { ...usage.sessions, [sessionId]: exchange.answeredAt } : usage.sessions;
-    const context = usage.contexts?.[sessionId];
-    if (!context) return { outcome: undefined, next: withoutUndefined({ ...usage, daily, sessions }) };
-    const open = Math.max(0, context.open - 1);
+    const found = usage.contexts?.[sessionId];
+    if (!found) return { outcome: undefined, next: withoutUndefined({ ...usage, daily, sessions }) };
+    const context = closed(found, reservation);
+    const { open } = context;
     let settled: typeof context;
     if (!exchange) {
       // Nothing of this message can reach a prompt: its need comes off the bound (no bound was
       // lowered since it was admitted, as it was open all along).
-      settled = { ...context, open, tokens: Math.max(0, context.tokens - reservation.fresh) };
+      settled = { ...context, tokens: Math.max(0, context.tokens - reservation.fresh) };
     } else {
       const alone = exchange.alone && open === 0 && context.landed <= exchange.claimedCount;
       // Not alone, the bound keeps each admission's need, which counted this reply at `max_tokens`:
       // a longer one adds the rest, or the next reservation would leave it out of a prompt that sends it.
       const tokens = alone ? exchange.context : addCounts(context.tokens, exchange.overrun ?? 0);
-      settled = { ...context, open, tokens, landed: Math.max(context.landed, exchange.claimedCount + 1) };
+      settled = { ...context, tokens, landed: Math.max(context.landed, exchange.claimedCount + 1) };
     }
     return { outcome: undefined, next: withoutUndefined({ ...usage, daily, sessions, contexts: { ...usage.contexts, [sessionId]: settled } }) };
   };
 }
+
+/**
+ * What a settlement counts against the daily limit: what the calls spent, but never more than the
+ * message reserved. A report the service believes (call-usage.ts) can pass the reservation, which
+ * is built from the service's estimates and the session's last reported calls; counted in full,
+ * concurrent messages admitted at the edge would carry the day past the limit together. What was
+ * spent beyond it is still the user's cost, and is logged (in-flight-message.ts).
+ */
+export function countedTokens(reservation: Pick<Reservation, "tokens">, spent: Pick<Spent, "tokens">): number {
+  return Math.min(spent.tokens, reservation.tokens);
+}
+
+/**
+ * A context's open reservations, each with when it was admitted and what it holds, without those
+ * older than a request can run: a reservation still open then belongs to a request that died (its
+ * admission's answer or its settlement was lost), and kept, it would leave every later settlement
+ * of the session short of "alone" and the bound growing by each message's need. Each lapses from
+ * its own admission: a session's later admissions never keep a dead one alive. A record an older
+ * version wrote counts its open reservations in `open` alone: each taken as admitted at `at` (its
+ * last admission, so never before its own) and holding nothing known. So a context lists at most
+ * the session's admissions of a request's lifetime, which the per-minute bucket bounds.
+ */
+function openReservations(context: SessionContext | undefined, now: number, policy: UsagePolicy): Held {
+  if (!context) return {};
+  const lifetime = requestLifetimeMs(policy);
+  const known = context.held ?? {};
+  const kept = Object.entries(known).filter(([, entry]) => now - entry.at <= lifetime);
+  const untracked = context.open - Object.keys(known).length;
+  if (now - context.at <= lifetime) for (let i = 0; i < untracked; i += 1) kept.push([`old${i}`, { at: context.at, tokens: 0 }]);
+  return Object.fromEntries(kept);
+}
+
+/** A key for a reservation admitted at `now` that no open one of the context holds. */
+function heldKey(context: SessionContext | undefined, now: number): string {
+  const base = now.toString(36);
+  let key = base;
+  for (let i = 1; context?.held?.[key] !== undefined; i += 1) key = `${base}-${i}`;
+  return key;
+}
+
+/**
+ * The context with `reservation` no longer open: one entry admitted when it was, holding what it
+ * holds, removed (entries alike are interchangeable). One not found was forgotten already (it
+ * lapsed), or was admitted by an older version, which settles it itself: nothing else is closed.
+ */
+function closed(context: SessionContext, reservation: Reservation): SessionContext {
+  const entries = Object.entries(context.held ?? {});
+  const index = entries.findIndex(([, entry]) => entry.at === reservation.countedAt && entry.tokens === reservation.tokens);
+  if (index < 0) return context;
+  const held = Object.fromEntries(entries.filter((_, i) => i !== index));
+  const { held: _closed, ...rest } = context;
+  return { ...rest, open: Math.max(0, context.open - 1), ...(entries.length > 1 ? { held } : {}) };
+}
+
+/**
+ * When to retry a message the daily limit refused: when the day ends, unless what the user's open
+ * reservations hold (today's, of messages still running: each settles at most to what it reserved)
+ * is what keeps it out; then once the last of them has settled or lapsed, at the latest. The day's
+ * count holds them at their upper bound until their settlements, seconds later most often: the
+ * same message may then fit.
+ */
+function untilTokensFree(usage: UserUsage | null, used: { readonly day: string; readonly tokens: number }, reserved: number, now: number, policy: UsagePolicy): number {
+  const midnight = Date.parse(`${used.day}T00:00:00Z`) + DAY - now;
+  const open = Object.values(usage?.contexts ?? {})
+    .flatMap((context) => Object.values(openReservations(context, now, policy)))
+    .filter((entry) => entry.tokens > 0 && utcDay(entry.at) === used.day);
+  const holding = open.reduce((sum, entry) => sum + entry.tokens, 0);
+  if (open.length === 0 || used.tokens - holding + reserved > policy.tokensPerDay) return midnight;
+  return Math.min(midnight, Math.max(...open.map((entry) => entry.at)) + requestLifetimeMs(policy) - now);
+}
+
+type SessionContext = NonNullable<UserUsage["contexts"]>[string];
+type Held = NonNullable<SessionContext["held"]>;
 
 /**
  * Gives back what a message took and did not use: its token reservation (the model was not called,

@@ -1,7 +1,7 @@
 import { roundUsd } from "../../llm/model-table";
 import type { ServiceUsage } from "../../store/records";
 import type { LedgerRule, SessionStore } from "../../store/session-store";
-import { utcDay } from "./limits";
+import { requestLifetimeMs, utcDay, type UsagePolicy } from "./limits";
 import { addCounts } from "./token-usage";
 
 /**
@@ -49,23 +49,57 @@ function today(usage: ServiceUsage | null | undefined, day: string): ServiceUsag
   return usage?.day === day ? usage : { day, tokens: 0 };
 }
 
-/** Whole tokens a shard may still take today under its share (never below 0: a settlement above the estimate can pass it). */
-function roomOf(usage: ServiceUsage | null | undefined, day: string, capPerDay: number): number {
-  return Math.max(0, Math.floor(capPerDay / SERVICE_SHARDS - today(usage, day).tokens));
+/** Whole tokens a shard may still take today under its share; with `now`, as if its open reservations had settled to nothing. */
+function roomOf(usage: ServiceUsage | null | undefined, day: string, capPerDay: number, now?: number): number {
+  const counted = today(usage, day);
+  const held = now === undefined ? 0 : heldOf(counted, now);
+  return Math.max(0, Math.floor(capPerDay / SERVICE_SHARDS - (counted.tokens - held)));
 }
 
-/** The refusal of a reservation made at `now`: retry when its UTC day ends. */
-function refusalAt(now: number): ServiceAdmission {
-  return { admitted: false, retryAfterMs: Date.parse(`${utcDay(now)}T00:00:00Z`) + DAY - now };
+/** What a shard's open reservations hold at `now`: none once the last of them has lapsed (what is left, settlements lost, is spent as far as anyone knows). */
+function heldOf(counted: ServiceUsage, now: number): number {
+  return counted.held !== undefined && counted.held_until !== undefined && now <= counted.held_until ? Math.min(counted.held, counted.tokens) : 0;
 }
 
-/** Reserves `tokens` of the day on `shard` if its share of `capPerDay` holds them all, else says when the day ends. */
-export function reserveServiceTokens(shard: string, now: number, tokens: number, capPerDay: number): LedgerRule<ServiceUsage, ServiceAdmission> {
+/** `counted` with `tokens` more reserved at `now`, held open for as long as a request may run (`lifetimeMs`). */
+function withReserved(counted: ServiceUsage, tokens: number, now: number, lifetimeMs: number): ServiceUsage {
+  const held = heldOf(counted, now);
+  const until = held > 0 ? Math.max(counted.held_until ?? 0, now + lifetimeMs) : now + lifetimeMs;
+  return { ...counted, tokens: addCounts(counted.tokens, tokens), held: addCounts(held, tokens), held_until: until };
+}
+
+/** When the UTC day of `now` ends. */
+function untilMidnight(now: number): number {
+  return Date.parse(`${utcDay(now)}T00:00:00Z`) + DAY - now;
+}
+
+/**
+ * The refusal of `tokens`, the shards read as `shards`: retry when the day ends, unless the open
+ * reservations are what keeps them out (the shards' room, theirs given back, would hold them);
+ * then once the last of those has settled or lapsed, at the latest (each settles at most to what
+ * it reserved). A shard's held tokens lost their settlement at worst, and lapse with it.
+ */
+function serviceRefusal(shards: Readonly<Record<string, ServiceUsage>>, tokens: number, now: number, capPerDay: number): ServiceAdmission {
+  const day = utcDay(now);
+  const midnight = untilMidnight(now);
+  const counted = SERVICE_SHARD_KEYS.map((shard) => today(shards[shard], day));
+  const holding = counted.filter((shard) => heldOf(shard, now) > 0);
+  const room = counted.reduce((sum, shard) => sum + roomOf(shard, day, capPerDay, now), 0);
+  if (holding.length === 0 || room < tokens) return { admitted: false, retryAfterMs: midnight };
+  return { admitted: false, retryAfterMs: Math.min(midnight, Math.max(...holding.map((shard) => shard.held_until ?? now)) - now) };
+}
+
+/**
+ * Reserves `tokens` of the day on `shard` if its share of `capPerDay` holds them all, else says when
+ * the day ends (the ledger, reading every shard, may then spread it or answer sooner). Held open
+ * `lifetimeMs` at most.
+ */
+export function reserveServiceTokens(shard: string, now: number, tokens: number, capPerDay: number, lifetimeMs = requestLifetimeMs({})): LedgerRule<ServiceUsage, ServiceAdmission> {
   return (usage) => {
     const day = utcDay(now);
     const counted = today(usage, day);
-    if (counted.tokens + tokens > capPerDay / SERVICE_SHARDS) return { outcome: refusalAt(now) };
-    return { outcome: { admitted: true, reservation: { day, parts: [{ shard, tokens }] } }, next: { ...counted, tokens: addCounts(counted.tokens, tokens) } };
+    if (counted.tokens + tokens > capPerDay / SERVICE_SHARDS) return { outcome: { admitted: false, retryAfterMs: untilMidnight(now) } };
+    return { outcome: { admitted: true, reservation: { day, parts: [{ shard, tokens }] } }, next: withReserved(counted, tokens, now, lifetimeMs) };
   };
 }
 
@@ -73,34 +107,38 @@ export function reserveServiceTokens(shard: string, now: number, tokens: number,
  * Takes up to `tokens` of the day from one shard, what its share of `capPerDay` has left: one part
  * of a spread reservation. The outcome is what was taken (0, and nothing written, when the shard is full).
  */
-export function takeServiceTokens(now: number, tokens: number, capPerDay: number): LedgerRule<ServiceUsage, number> {
+export function takeServiceTokens(now: number, tokens: number, capPerDay: number, lifetimeMs = requestLifetimeMs({})): LedgerRule<ServiceUsage, number> {
   return (usage) => {
     const counted = today(usage, utcDay(now));
     const taken = Math.min(tokens, roomOf(counted, counted.day, capPerDay));
     if (taken <= 0) return { outcome: 0 };
-    return { outcome: taken, next: { ...counted, tokens: addCounts(counted.tokens, taken) } };
+    return { outcome: taken, next: withReserved(counted, taken, now, lifetimeMs) };
   };
 }
 
 /**
  * Replaces one part of a reservation (`reserved` tokens of `day`) by what the calls spent of it
  * (nothing, for a refund), on the day it was made: a reservation of a day that has ended stays in
- * that day's count, never in the next.
+ * that day's count, never in the next. A part counts at most what it reserved (splitSpent): the
+ * shards' sum never passes the cap.
  */
 export function settleServiceTokens(day: string, reserved: number, spent: { readonly tokens: number; readonly costUsd?: number }): LedgerRule<ServiceUsage, undefined> {
   return (usage) => {
     if (usage?.day !== day) return { outcome: undefined };
-    const tokens = Math.max(0, addCounts(usage.tokens, spent.tokens) - reserved);
+    const tokens = Math.max(0, addCounts(usage.tokens, Math.min(spent.tokens, reserved)) - reserved);
     const cost = spent.costUsd === undefined ? usage.cost_usd : roundUsd((usage.cost_usd ?? 0) + spent.costUsd);
-    return { outcome: undefined, next: { day: usage.day, tokens, ...(cost === undefined ? {} : { cost_usd: cost }) } };
+    const held = usage.held === undefined ? {} : { held: Math.max(0, usage.held - reserved), ...(usage.held_until === undefined ? {} : { held_until: usage.held_until }) };
+    return { outcome: undefined, next: { day: usage.day, tokens, ...(cost === undefined ? {} : { cost_usd: cost }), ...held } };
   };
 }
 
 /**
- * What each part of a reservation settles to, so that the parts together count `spent` once: the
- * spent tokens fill the parts in order, each up to what it reserved (no shard ends above what it
- * held, so none passes its share), anything spent beyond the whole reservation and the cost go on
- * the first part, and a part the calls did not reach is refunded.
+ * What each part of a reservation settles to, so that the parts together count `spent` once, up to
+ * the whole reservation: the spent tokens fill the parts in order, each up to what it reserved (no
+ * shard ends above what it held, so none passes its share), a part the calls did not reach is
+ * refunded, and the cost goes on the first part. What was spent beyond the whole reservation (a
+ * report the service believes can pass the estimates it reserved) is not counted against the cap,
+ * which bounds counted tokens; its cost is, and it is logged (in-flight-message.ts).
  */
 export function splitSpent(parts: readonly ServicePart[], spent: { readonly tokens: number; readonly costUsd?: number }): { readonly tokens: number; readonly costUsd?: number }[] {
   let left = spent.tokens;
@@ -109,9 +147,7 @@ export function splitSpent(parts: readonly ServicePart[], spent: { readonly toke
     left -= tokens;
     return tokens;
   });
-  return shares.map((tokens, index) =>
-    index === 0 ? { tokens: tokens + Math.max(0, left), ...(spent.costUsd === undefined ? {} : { costUsd: spent.costUsd }) } : { tokens },
-  );
+  return shares.map((tokens, index) => (index === 0 && spent.costUsd !== undefined ? { tokens, costUsd: spent.costUsd } : { tokens }));
 }
 
 /** The shards with room left today, of the counts read, most room first (a shard never written counts as empty). */
@@ -141,19 +177,22 @@ export class ServiceLedger {
    * Reserves `tokensOf()` on a random shard (one transaction), or, when that one cannot hold it
    * all, spread over the shards with room (a read, then a transaction per part, only near a
    * shard's share or for a reservation larger than one). Undefined, and nothing worked out, when there is no cap.
+   * `policy`: the function's timeout, past which the reservation no longer counts as open (held).
    */
-  async reserve(tokensOf: () => number, now: number): Promise<ServiceAdmission | undefined> {
+  async reserve(tokensOf: () => number, now: number, policy: Pick<UsagePolicy, "requestTimeoutMs"> = {}): Promise<ServiceAdmission | undefined> {
     if (!this.capped) return undefined;
     const tokens = tokensOf();
+    // How long the reservation counts as open at most: the longest a request may run.
+    const lifetimeMs = requestLifetimeMs(policy);
     if (!this.prepared) {
       // Every shard listened to from the first message on, so that each reservation takes one round trip.
       this.store.prepareServiceUsage(SERVICE_SHARD_KEYS);
       this.prepared = true;
     }
     const first = SERVICE_SHARD_KEYS[Math.floor(this.random() * SERVICE_SHARDS)] ?? "s0";
-    const admission = await this.store.updateServiceUsage(first, reserveServiceTokens(first, now, tokens, this.capPerDay));
+    const admission = await this.store.updateServiceUsage(first, reserveServiceTokens(first, now, tokens, this.capPerDay, lifetimeMs));
     if (admission.admitted) return admission;
-    return this.spread(tokens, now, admission);
+    return this.spread(tokens, now, lifetimeMs);
   }
 
   /**
@@ -161,10 +200,13 @@ export class ServiceLedger {
    * a transaction taking what its shard holds of what is still missing: others may fill a shard
    * between the read and the part, and the next shard then takes the rest. Parts are taken one
    * after the other, since each needs to know what the last one took. When the read shows too
-   * little room, or the parts fall short, what was taken goes back and the message is `refused`.
+   * little room, or the parts fall short, what was taken goes back and the message is refused
+   * (serviceRefusal says when to retry, from the read).
    */
-  private async spread(tokens: number, now: number, refused: ServiceAdmission): Promise<ServiceAdmission> {
-    const rooms = emptiestFirst(await this.store.readServiceUsage(), now, this.capPerDay);
+  private async spread(tokens: number, now: number, lifetimeMs: number): Promise<ServiceAdmission> {
+    const shards = await this.store.readServiceUsage();
+    const refused = serviceRefusal(shards, tokens, now, this.capPerDay);
+    const rooms = emptiestFirst(shards, now, this.capPerDay);
     if (rooms.reduce((sum, { room }) => sum + room, 0) < tokens) return refused;
     const day = utcDay(now);
     const parts: ServicePart[] = [];
@@ -172,7 +214,7 @@ export class ServiceLedger {
     try {
       for (const { shard } of rooms) {
         if (missing <= 0) break;
-        const taken = await this.store.updateServiceUsage(shard, takeServiceTokens(now, missing, this.capPerDay));
+        const taken = await this.store.updateServiceUsage(shard, takeServiceTokens(now, missing, this.capPerDay, lifetimeMs));
         if (taken > 0) {
           parts.push({ shard, tokens: taken });
           missing -= taken;

@@ -125,7 +125,7 @@ export class InFlightMessage {
     if (!service) return undefined;
     const held = service.parts.reduce((sum, part) => sum + part.tokens, 0);
     if (tokens <= held) return undefined;
-    const more = await this.context.serviceLedger.reserve(() => Math.ceil(tokens - held), now);
+    const more = await this.context.serviceLedger.reserve(() => Math.ceil(tokens - held), now, this.context.usage);
     if (!more) return undefined;
     if (!more.admitted) return more.retryAfterMs;
     this.service = { day: service.day, parts: [...service.parts, ...more.reservation.parts] };
@@ -159,10 +159,29 @@ export class InFlightMessage {
   settle(calls: TokenUsage, replyContext: number, overrun: number, answeredAt: number): Promise<unknown> {
     this.settled = true;
     const { exchangeCount, alone } = this.slot;
+    this.noteUncounted(calls);
     return Promise.all([
       this.settleUser(calls, { context: replyContext, claimedCount: exchangeCount, alone, overrun, answeredAt }),
       this.context.serviceLedger.settle(this.service, spentOf(calls)),
     ]);
+  }
+
+  /**
+   * Logs calls that spent more than a reservation holds: the limits count a message at most what it
+   * reserved (limits.ts countedTokens, service-cap.ts splitSpent), so what passed it is in the
+   * session's usage and the day's cost, not in the count the limits hold.
+   */
+  private noteUncounted(spent: TokenUsage): void {
+    const user = this.taken.reservation?.tokens;
+    const service = this.service?.parts.reduce((sum, part) => sum + part.tokens, 0);
+    const over = (reserved: number | undefined) => reserved !== undefined && spent.total_tokens > reserved;
+    if (!over(user) && !over(service)) return;
+    this.context.log.warn("usage above its reservation, counted at the reservation", {
+      session_id: this.session.id,
+      spent_tokens: spent.total_tokens,
+      user_reserved: user,
+      service_reserved: service,
+    });
   }
 
   /** Gives back whatever the message still holds, as the way it ended requires. Off the reply's path; once. */
@@ -200,8 +219,10 @@ export class InFlightMessage {
     const summary = this.summaryCall?.finish().usage;
     const reply = how.kind === "failed" ? how.reply : undefined;
     const spent = reply && summary ? addUsage(reply, summary) : (reply ?? summary);
-    if (spent) void this.settleUser(spent, undefined);
-    else this.refundUser(false);
+    if (spent) {
+      this.noteUncounted(spent);
+      void this.settleUser(spent, undefined);
+    } else this.refundUser(false);
     void this.context.serviceLedger.settle(this.service, spentOf(spent));
   }
 

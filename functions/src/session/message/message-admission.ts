@@ -45,7 +45,7 @@ export async function admit(context: MessageContext, session: KnownSession, text
   const [claiming, admitting, capping] = await Promise.allSettled([
     claimSlot(context, session.id, claim, receivedAt),
     store.updateUsage(session.userKey, admitMessage(session.id, receivedAt, usage, need)),
-    serviceLedger.reserve(() => serviceReservation(session, need, context.maxMessageChars), receivedAt),
+    serviceLedger.reserve(() => serviceReservation(session, need, context.maxMessageChars), receivedAt, usage),
   ]);
   const claimed = claiming.status === "fulfilled" ? claiming.value : undefined;
   const admitted = admitting.status === "fulfilled" ? admitting.value : undefined;
