@@ -174,7 +174,11 @@ describeWithChromium("two users chatting live on the chat page", () => {
  * The People panel polling through the API (embedded store, no sign-in): a message whose answer
  * is lost on its way back (the connection reset after the server stored it) is given back, and
  * sent again with the key it was first sent with, so the server answers with the message it
- * stored (docs/connections.md, Retries) instead of storing and notifying it twice.
+ * stored (docs/connections.md, Retries) instead of storing and notifying it twice. Its one message
+ * box, shared by every conversation it opens: the text stays with the conversation it was typed in
+ * or given back to, so a message meant for one person is never sent to another; and what the panel
+ * said of a failure stays until the visitor acts, whatever the background reads (the list every
+ * 4 s, a polled conversation every 2 s) meet meanwhile.
  */
 describeWithChromium("the People panel, polled through the API", () => {
   let harness: Harness;
@@ -248,34 +252,6 @@ describeWithChromium("the People panel, polled through the API", () => {
     expect(await page.inputValue("#people-message")).toBe("Still there?");
     expect(await page.textContent("#people-error")).not.toContain("may have been sent");
   }, 60_000);
-});
-
-/**
- * The People panel's one message box, shared by every conversation it opens, and what it says of a
- * failed message: the box's text stays with the conversation it was typed in or given back to, so
- * a message meant for one person is never sent to another; and what the panel said of a failure
- * stays until the visitor acts, whatever the background reads (the list every 4 s, a polled
- * conversation every 2 s) meet meanwhile.
- */
-describeWithChromium("the People panel's message box across conversations, polled through the API", () => {
-  let harness: Harness;
-  let browser: LaunchedBrowser;
-  let page: Page;
-
-  beforeAll(async () => {
-    harness = await startHarness({ store: "memory" });
-    browser = await launchChromium({ width: 1000, height: 900 });
-  }, 60_000);
-  afterAll(async () => {
-    await browser.close();
-    await harness.close();
-  });
-  beforeEach(async () => {
-    page = await browser.context.newPage();
-  });
-  afterEach(async () => {
-    await page.close();
-  });
 
   /** Opens the People panel as `user` (named, not signed in) and its conversation `id`. */
   async function openAs(user: ApiUser, id: string): Promise<void> {
