@@ -176,11 +176,11 @@ export const BOOLEAN_PARAMS = {
 export const STRING_PARAMS = {
   OPENAI_BASE_URL: {
     default: "",
-    description: "Base URL of an OpenAI-compatible API; empty means api.openai.com.",
+    description: "Base URL of an OpenAI-compatible API; empty means api.openai.com. No user name or password in it (refused at start): the API key goes in OPENAI_API_KEY.",
   },
   CORS_ORIGINS: {
     default: "*",
-    description: "Comma-separated origins allowed by CORS, or * for any.",
+    description: "Comma-separated origins allowed by CORS (scheme://host[:port]), or * for any. Each is read as the origin a browser sends: scheme and host in lower case, an internationalised host in punycode, a default port (:443, :80) dropped; https://Chat.Example.com:443 allows https://chat.example.com.",
   },
   MODERATION_ON_OUTAGE: {
     default: "open",
@@ -189,7 +189,7 @@ export const STRING_PARAMS = {
   },
   DATABASE_INSTANCES: {
     default: "",
-    description: "Comma-separated Realtime Database instance URLs that sessions are spread over, append-only (a session's id names its instance's position); empty means the default database alone. The first holds every per-user record (docs/sharding.md).",
+    description: "Comma-separated Realtime Database instance URLs that sessions are spread over, append-only (a session's id names its instance's position); empty means the default database alone. The first holds every per-user record. An emulator's http://HOST:PORT?ns=NAME only on the emulators and npm start: refused deployed, and in the deploy files of a project that is not demo- (docs/sharding.md).",
   },
 } as const;
 

@@ -1,6 +1,7 @@
 import { BOOLEAN_PARAMS, DECLARED_SERVICE_PARAMS, INT_PARAMS, STRING_PARAMS, type BooleanParamName, type IntParamName, type StringParamName } from "./config-params";
 import { DEPLOY_PARAMS, type DeployParamName, type DeployParamSpec } from "./function-options";
 import { parseDatabaseInstances } from "./sharding/database-instances";
+import { hasCredentials, withoutCredentials } from "./url-credentials";
 
 /** Every declared param, the service's and the deploy knobs, for documentation and the tests. */
 export const DECLARED_PARAMS = [
@@ -119,21 +120,38 @@ function booleanParam(env: Env, name: BooleanParamName, fallback: boolean): bool
 
 function parseBaseUrl(raw: string): string | undefined {
   if (raw === "") return undefined;
-  if (!URL.canParse(raw) || !/^https?:$/.test(new URL(raw).protocol)) {
-    throw new ConfigError(`OPENAI_BASE_URL must be an http(s) URL, got "${raw}"`);
+  const url = URL.canParse(raw) ? new URL(raw) : undefined;
+  if (url === undefined || !/^https?:$/.test(url.protocol)) {
+    throw new ConfigError(`OPENAI_BASE_URL must be an http(s) URL, got "${withoutCredentials(raw)}"`);
+  }
+  // Node's fetch (undici, Node 24), which the openai SDK calls, refuses every URL holding credentials
+  // ("Request cannot be constructed from a URL that includes credentials"): each model call would fail as an outage.
+  if (hasCredentials(url)) {
+    throw new ConfigError("OPENAI_BASE_URL must not hold a user name or password: credentials in the URL are not supported (an API key goes in OPENAI_API_KEY)");
   }
   return raw;
 }
 
+/** An origin as written in CORS_ORIGINS: scheme://host[:port], no path, query, fragment or credentials. */
+const ORIGIN_ENTRY = /^https?:\/\/[^/\\\s?#@]+$/i;
+
+/**
+ * The origins of CORS_ORIGINS, each as a browser's Origin header states it (the WHATWG URL
+ * serialisation: scheme and host in lower case, an internationalised host in punycode, the
+ * scheme's default port left out), since the header is compared with them exactly: written
+ * `https://Chat.Example.com:443`, an entry allows `https://chat.example.com`, which it means,
+ * instead of matching no browser at all.
+ */
 function parseCorsOrigins(raw: string): "*" | string[] {
-  const origins = raw.split(",").map((origin) => origin.trim()).filter(Boolean);
-  if (origins.includes("*")) return "*";
-  for (const origin of origins) {
-    if (!/^https?:\/\/[^/\s]+$/.test(origin)) {
-      throw new ConfigError(`CORS_ORIGINS entries must look like https://host[:port], got "${origin}"`);
+  const entries = raw.split(",").map((entry) => entry.trim()).filter(Boolean);
+  if (entries.includes("*")) return "*";
+  const origins = entries.map((entry) => {
+    if (!ORIGIN_ENTRY.test(entry) || !URL.canParse(entry)) {
+      throw new ConfigError(`CORS_ORIGINS entries must look like https://host[:port], got "${withoutCredentials(entry)}"`);
     }
-  }
-  return origins;
+    return new URL(entry).origin;
+  });
+  return [...new Set(origins)];
 }
 
 /** The deploy knobs, each in its range, and no more warm instances than instances at all. */

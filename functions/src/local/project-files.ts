@@ -1,4 +1,4 @@
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { z } from "zod";
 import { DEFAULT_FUNCTION_REGION, pageOrigins, pagePolicy } from "../page/page-policy";
@@ -21,7 +21,10 @@ function readJson(relativePath: string, root = PROJECT_ROOT): unknown {
   return JSON.parse(readFileSync(join(root, relativePath), "utf8"));
 }
 
-/** The default project of `.firebaserc`: a `demo-` id, so nothing ever reaches a real project. */
+/**
+ * The default project of `.firebaserc`: `demo-chatify` as committed, a `demo-` id, so nothing
+ * reaches a real project (`firebase use --add` with the alias `default` names a real one instead).
+ */
 export function defaultProjectId(root = PROJECT_ROOT): string {
   const rc = z.object({ projects: z.object({ default: z.string().min(1) }) }).parse(readJson(".firebaserc", root));
   return rc.projects.default;
@@ -71,13 +74,23 @@ export function databaseNamespace(projectId: string): string {
   return projectId;
 }
 
+/** Where the emulator export keeps each database namespace's data, as `{namespace}.json`. */
+const DATABASE_EXPORT = join("emulator-data", "database_export");
+
 /**
- * The templates of the emulator export that `firebase emulators:start --import` loads too (the
- * `.firebaserc` project's database); a local server run for another project seeds the same ones.
+ * The templates of the emulator export that `firebase emulators:start --import` loads too: the
+ * namespace the export holds (`demo-chatify.json`), whatever project is active, since `firebase
+ * use --add` may make a real project .firebaserc's `default`, and the export names none but its
+ * own. An export of several namespaces: that of .firebaserc's default project.
  */
-export function seedTemplates(): Record<string, Template> {
-  const path = join("emulator-data", "database_export", `${databaseNamespace(defaultProjectId())}.json`);
-  const data = z.object({ templates: z.record(z.string(), templateSchema) }).parse(readJson(path));
+export function seedTemplates(root = PROJECT_ROOT): Record<string, Template> {
+  const dir = join(root, DATABASE_EXPORT);
+  const files = readdirSync(dir).filter((name) => name.endsWith(".json")).sort();
+  const file = files.length === 1 ? files[0] : files.find((name) => name === `${databaseNamespace(defaultProjectId(root))}.json`);
+  if (file === undefined) {
+    throw new Error(`${dir} holds ${files.length === 0 ? "no namespace" : `${files.join(", ")}, none of .firebaserc's default project`}: the templates are seeded from one namespace's file`);
+  }
+  const data = z.object({ templates: z.record(z.string(), templateSchema) }).parse(readJson(join(DATABASE_EXPORT, file), root));
   return data.templates;
 }
 

@@ -1,6 +1,7 @@
 import { getApps, initializeApp } from "firebase-admin/app";
-import { resolveConfig } from "../config";
+import { ConfigError, resolveConfig, type Config } from "../config";
 import { functionsLog } from "../log/log";
+import { emulatorUrlProblem } from "../sharding/database-instances";
 import { composeInstance, type Instance } from "./instance";
 
 let started: Promise<Instance> | undefined;
@@ -17,13 +18,24 @@ export function cloudInstance(): Promise<Instance> {
 
 async function start(): Promise<Instance> {
   try {
-    const config = resolveConfig();
+    const onEmulator = process.env.FUNCTIONS_EMULATOR === "true";
+    const config = deployedConfig(resolveConfig(), onEmulator);
     // The platform supplies project and database URL (FIREBASE_CONFIG); the emulator its own host.
     const app = getApps()[0] ?? initializeApp();
-    return composeInstance(config, { app, log: functionsLog, allowOffline: process.env.FUNCTIONS_EMULATOR === "true" });
+    return composeInstance(config, { app, log: functionsLog, allowOffline: onEmulator });
   } catch (error) {
     functionsLog.error("instance could not start", { error: error instanceof Error ? error.name : typeof error, detail: error instanceof Error ? error.message : String(error) });
     throw error;
   }
 }
 
+/**
+ * `config` as a function instance may run with it: on the Functions emulator (`onEmulator`) any,
+ * deployed none whose DATABASE_INSTANCES names an emulator, whose server the deployed function
+ * would call for every database read and write.
+ */
+export function deployedConfig(config: Config, onEmulator: boolean): Config {
+  const problem = onEmulator ? undefined : emulatorUrlProblem(config.databaseInstances);
+  if (problem !== undefined) throw new ConfigError(`DATABASE_INSTANCES: ${problem}`);
+  return config;
+}

@@ -1,3 +1,4 @@
+import { withoutCredentials } from "../url-credentials";
 import { MAX_INSTANCES } from "./session-ids";
 
 /*
@@ -43,12 +44,22 @@ export function parseDatabaseInstances(raw: string): { readonly urls: readonly s
   const urls: string[] = [];
   for (const entry of entries) {
     const normal = normaliseDatabaseUrl(entry);
-    if ("problem" in normal) return { problem: `"${entry}": ${normal.problem}` };
+    if ("problem" in normal) return { problem: `"${withoutCredentials(entry)}": ${normal.problem}` };
     if (urls.some((url) => instanceName(url) === instanceName(normal.url))) return { problem: `"${entry}" is listed twice` };
     urls.push(normal.url);
   }
   if (urls.length > MAX_INSTANCES) return { problem: `at most ${MAX_INSTANCES} instances, got ${urls.length}` };
   return { urls };
+}
+
+/**
+ * Why `urls` (normalised) cannot be a deployed project's instances, if they cannot: an emulator's
+ * URL names a server on the machine that runs the emulators (a loopback address, mostly), which a
+ * deployed function, or a deployed page, would call for every database read and write in vain.
+ */
+export function emulatorUrlProblem(urls: readonly string[]): string | undefined {
+  const emulated = urls.find((url) => new URL(url).protocol === "http:");
+  return emulated === undefined ? undefined : `"${emulated}" is an emulator's URL, for the emulators and npm start only: list the deployed instances (https://NAME.firebaseio.com)`;
 }
 
 /** The URL of `projectId`'s default database as firebase-admin derives it when the app's config names none. */

@@ -1,4 +1,5 @@
 import { ConfigError, DECLARED_PARAMS, resolveConfig, type Config } from "../../src/config";
+import { corsHeaders } from "../../src/http/cors";
 
 /** Where each declared param lands in the resolved config, written back as the declared string form. */
 const READ_BACK: Readonly<Record<string, (config: Config) => string>> = {
@@ -263,6 +264,28 @@ describe("resolveConfig CORS_ORIGINS", () => {
   it("quotes the bad entry, not the whole list", () => {
     expect(configError({ CORS_ORIGINS: "https://ok.example.com, nope" }).message).toContain('got "nope"');
   });
+
+  it.each(["https://a.example.com?x=1", "https://a.example.com#x", "https://user@a.example.com", "https://a.example.com:99999"])("refuses %p, which no browser's Origin states", (raw) => {
+    expect(configError({ CORS_ORIGINS: raw }).message).toMatch(/^CORS_ORIGINS /);
+  });
+
+  // Browsers send the serialised origin (WHATWG URL): scheme and host in lower case, an IDN in punycode, the default port left out.
+  it.each([
+    ["an upper-case host", "https://Chat.Example.com", "https://chat.example.com"],
+    ["https with its default port", "https://chat.example.com:443", "https://chat.example.com"],
+    ["http with its default port", "http://localhost:80", "http://localhost"],
+    ["an upper-case scheme", "HTTPS://chat.example.com", "https://chat.example.com"],
+    ["an internationalised host", "https://bücher.example", "https://xn--bcher-kva.example"],
+  ])("reads %s (%s) as the origin a browser sends, %s, and allows it", (_case, configured, browserOrigin) => {
+    const origins = resolveConfig({ CORS_ORIGINS: configured }).corsOrigins;
+    expect(origins).toEqual([browserOrigin]);
+    const headers = corsHeaders({ method: "POST", path: "/", headers: { origin: browserOrigin }, body: Buffer.alloc(0) }, origins);
+    expect(headers["Access-Control-Allow-Origin"]).toBe(browserOrigin);
+  });
+
+  it("keeps a non-default port, and one origin written two ways once", () => {
+    expect(resolveConfig({ CORS_ORIGINS: "https://A.example.com:8443,https://a.example.com:443,https://a.example.com" }).corsOrigins).toEqual(["https://a.example.com:8443", "https://a.example.com"]);
+  });
 });
 
 describe("resolveConfig OPENAI_BASE_URL", () => {
@@ -276,5 +299,29 @@ describe("resolveConfig OPENAI_BASE_URL", () => {
 
   it.each(["not a url", "ftp://files.example.com", "javascript:alert(1)", "http://", "api.example.com/v1"])("refuses %p, naming the variable", (raw) => {
     expect(configError({ OPENAI_BASE_URL: raw }).message).toBe(`OPENAI_BASE_URL must be an http(s) URL, got "${raw}"`);
+  });
+
+  // Node's fetch, which the openai SDK calls, refuses a URL holding credentials: every model call would fail as an outage.
+  it.each(["https://proxy-user:s3cret-pass@proxy.example/v1", "http://s3cret-pass@127.0.0.1:8080/v1", "https://:s3cret-pass@proxy.example/v1"])(
+    "refuses %p, a URL with a user name or password, without showing them",
+    (raw) => {
+      const { message } = configError({ OPENAI_API_KEY: "sk-test-key", OPENAI_BASE_URL: raw });
+      expect(message).toBe("OPENAI_BASE_URL must not hold a user name or password: credentials in the URL are not supported (an API key goes in OPENAI_API_KEY)");
+    },
+  );
+});
+
+describe("resolveConfig errors about URL params", () => {
+  it.each([
+    ["OPENAI_BASE_URL", "ftp://proxy-user:s3cret-pass@files.example.com"],
+    ["OPENAI_BASE_URL", "http://proxy-user:s3cret-pass@"],
+    ["CORS_ORIGINS", "https://proxy-user:s3cret-pass@a.example.com"],
+    ["CORS_ORIGINS", "https://ok.example.com,https://proxy-user:s3cret-pass@a.example.com/path"],
+    ["DATABASE_INSTANCES", "https://proxy-user:s3cret-pass@chatify.firebaseio.com"],
+  ])("name %s without showing the password of %p", (name, raw) => {
+    const { message } = configError({ [name]: raw });
+    expect(message.startsWith(name)).toBe(true);
+    expect(message).not.toContain("s3cret-pass");
+    expect(message).not.toContain("proxy-user");
   });
 });

@@ -368,4 +368,21 @@ describe("the database rules of a deploy, for the DATABASE_INSTANCES its functio
     const connect = directives(hostingPolicy(dir, projectId, projectAlias).headers["Content-Security-Policy"] ?? "").get("connect-src") ?? [];
     expect(connect.filter((origin) => origin.includes("firebaseio.com") && !origin.includes("*"))).toEqual(functions.urls.flatMap((url) => [url, url.replace("https:", "wss:")]));
   });
+
+  // An emulator's URL is for the emulators and npm start: deployed, the functions would send every database call there, and the page's policy would name it.
+  it.each([
+    ["the emulator alone", `http://127.0.0.1:9000?ns=${PROJECT}-default-rtdb`],
+    ["an emulator beside a deployed instance", `https://${PROJECT}-default-rtdb.firebaseio.com,http://localhost:9000?ns=${PROJECT}-sessions-2`],
+  ])("are refused for a real project whose DATABASE_INSTANCES names an emulator, naming the param: %s", (_case, value) => {
+    writeFileSync(join(dir, "functions", ".env"), `DATABASE_INSTANCES=${value}\n`);
+    expect(() => pageFiles(dir, PROJECT)).toThrow(new RegExp(`^DATABASE_INSTANCES for ${PROJECT}: "http://[^"]+" is an emulator's URL`));
+    expect(() => writePageFiles(dir, PROJECT)).toThrow(/DATABASE_INSTANCES/);
+    expect(readJson(join(dir, "firebase.json"))).toEqual(readJson(join(PROJECT_ROOT, "firebase.json")));
+  });
+
+  it("name an emulator of DATABASE_INSTANCES for a demo- project, which runs on the emulators alone", () => {
+    writeFileSync(join(dir, "functions", ".env"), "DATABASE_INSTANCES=http://127.0.0.1:9000?ns=demo-chatify,http://127.0.0.1:9000?ns=demo-chatify-2\n");
+    const connect = directives(hostingPolicy(dir, "demo-chatify").headers["Content-Security-Policy"] ?? "").get("connect-src") ?? [];
+    expect(connect).toEqual(expect.arrayContaining(["http://127.0.0.1:9000", "ws://127.0.0.1:9000"]));
+  });
 });

@@ -1,9 +1,13 @@
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
+import { cpSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { createServer, type Server } from "node:net";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Request } from "firebase-functions/v2/https";
 import type { Response } from "express";
 import { ConfigError, resolveConfig } from "../../src/config";
 import { cloudHandler } from "../../src/http/cloud-adapter";
+import { PROJECT_ROOT } from "../../src/local/project-files";
 import { silentLog } from "../../src/log/log";
 import { composeInstance } from "../../src/runtime/instance";
 import { checkConnectionBudget, maintenanceRunMs, timeBudget } from "../../src/runtime/time-budget";
@@ -107,14 +111,133 @@ describe("a function instance whose start failed", () => {
   });
 });
 
+/** The built local server, what `npm start` runs. */
+const LOCAL_MAIN = join(__dirname, "..", "..", "lib", "local", "main.js");
+
 describe("npm start with a bad param", () => {
   it("fails at start with the param's name and why, before listening", () => {
-    const main = join(__dirname, "..", "..", "lib", "local", "main.js");
     const env: NodeJS.ProcessEnv = { ...process.env, PORT: "0", OPENAI_MAX_RETRIES: "many" };
     delete env.FIREBASE_DATABASE_EMULATOR_HOST;
-    const run = spawnSync(process.execPath, [main], { env, encoding: "utf8", timeout: 15_000 });
+    const run = spawnSync(process.execPath, [LOCAL_MAIN], { env, encoding: "utf8", timeout: 15_000 });
     expect(run.status).toBe(1);
     expect(run.stderr).toContain('OPENAI_MAX_RETRIES must be an integer from 0 to 5, got "many"');
     expect(run.stdout).not.toContain("running locally");
+  });
+
+  it("refuses an OPENAI_BASE_URL holding a user name and password, showing neither", () => {
+    const env: NodeJS.ProcessEnv = { ...process.env, PORT: "0", OPENAI_API_KEY: "sk-test-key", OPENAI_BASE_URL: "http://proxy-user:s3cret-pass@127.0.0.1:9/v1" };
+    delete env.FIREBASE_DATABASE_EMULATOR_HOST;
+    const run = spawnSync(process.execPath, [LOCAL_MAIN], { env, encoding: "utf8", timeout: 15_000 });
+    expect(run.status).toBe(1);
+    expect(run.stderr.trim()).toBe("Could not start: OPENAI_BASE_URL must not hold a user name or password: credentials in the URL are not supported (an API key goes in OPENAI_API_KEY)");
+    expect(`${run.stdout}${run.stderr}`).not.toMatch(/s3cret-pass|proxy-user/);
+  });
+});
+
+describe("npm start when PORT is taken", () => {
+  let blocker: Server;
+  let port = 0;
+  beforeAll(async () => {
+    blocker = createServer();
+    await new Promise<void>((listening) => blocker.listen(0, "127.0.0.1", listening));
+    const address = blocker.address();
+    port = typeof address === "object" && address ? address.port : 0;
+  });
+  afterAll(async () => { await new Promise((closed) => blocker.close(closed)); });
+
+  it("says the port is in use and which setting changes it, and exits 1, without an unhandled error", () => {
+    const env: NodeJS.ProcessEnv = { ...process.env, PORT: String(port), HOST: "127.0.0.1" };
+    delete env.FIREBASE_DATABASE_EMULATOR_HOST;
+    // The port is taken in the kernel: the blocker need not run its event loop while this waits.
+    const run = spawnSync(process.execPath, [LOCAL_MAIN], { env, encoding: "utf8", timeout: 15_000 });
+    expect(run.status).toBe(1);
+    expect(run.stderr.trim()).toBe(`Could not start: port ${port} is in use (set PORT)`);
+    expect(run.stdout).not.toContain("running locally");
+  });
+});
+
+/**
+ * `firebase use --add` with the alias `default` (the README's Deploy section) makes a real project
+ * .firebaserc's default, which `npm start` runs as; the emulator export holds demo-chatify.json
+ * alone. The built server in a copy of the project, nothing in the checkout changed.
+ */
+describe("npm start once .firebaserc's default names a real project", () => {
+  let dir: string;
+  beforeAll(() => {
+    dir = mkdtempSync(join(tmpdir(), "chatify-start-real-default-"));
+    for (const part of ["firebase.json", "emulator-data", "public"]) cpSync(join(PROJECT_ROOT, part), join(dir, part), { recursive: true });
+    mkdirSync(join(dir, "functions"));
+    cpSync(join(PROJECT_ROOT, "functions", "lib"), join(dir, "functions", "lib"), { recursive: true });
+    cpSync(join(PROJECT_ROOT, "functions", "package.json"), join(dir, "functions", "package.json"));
+    symlinkSync(join(PROJECT_ROOT, "functions", "node_modules"), join(dir, "functions", "node_modules"));
+    writeFileSync(join(dir, ".firebaserc"), JSON.stringify({ projects: { default: "chatify-prod-123" } }, null, 2));
+  });
+  afterAll(() => { rmSync(dir, { recursive: true, force: true }); });
+
+  it("starts, seeded with the templates of the export's own namespace", async () => {
+    const env: NodeJS.ProcessEnv = { ...process.env, PORT: "0" };
+    delete env.GCLOUD_PROJECT;
+    delete env.FIREBASE_DATABASE_EMULATOR_HOST;
+    delete env.FIREBASE_AUTH_EMULATOR_HOST;
+    const child = spawn(process.execPath, [join(dir, "functions", "lib", "local", "main.js")], { cwd: join(dir, "functions"), env, stdio: ["ignore", "pipe", "pipe"] });
+    let output = "";
+    const result = await new Promise<string>((resolve) => {
+      const timer = setTimeout(() => { resolve(`no start-up line within 15 s: ${output}`); }, 15_000);
+      const take = (chunk: Buffer) => {
+        output += chunk.toString();
+        if (/API base URL http:\/\//.test(output)) {
+          clearTimeout(timer);
+          resolve("started");
+        }
+      };
+      child.stdout.on("data", take);
+      child.stderr.on("data", take);
+      child.on("exit", (code) => {
+        clearTimeout(timer);
+        resolve(`exited with ${code}: ${output.trim()}`);
+      });
+    });
+    if (child.exitCode === null) {
+      const exited = new Promise((done) => child.once("exit", done));
+      child.kill("SIGTERM");
+      await exited;
+    }
+    expect(result).toBe("started");
+    expect(output).toMatch(/seeded templates: .*friendly-assistant/);
+    expect(output).toContain("/chatify-prod-123/us-central1/createSession");
+  });
+});
+
+/**
+ * A deployed function with an emulator's URL in DATABASE_INSTANCES (say copied from a local
+ * functions/.env) would send every database call to that loopback address; on the Functions
+ * emulator the same value is what a local run of several instances is made of. The built app, as
+ * deployed.
+ */
+describe("a function instance with an emulator's URL in DATABASE_INSTANCES", () => {
+  const INSTANCES = "https://chatify-prod-123-default-rtdb.firebaseio.com,http://127.0.0.1:9000?ns=chatify-prod-123-sessions-2";
+  function start(extra: NodeJS.ProcessEnv): string {
+    const app = join(__dirname, "..", "..", "lib", "runtime", "cloud-app.js");
+    const env: NodeJS.ProcessEnv = {
+      ...process.env,
+      GCLOUD_PROJECT: "chatify-prod-123",
+      FIREBASE_CONFIG: JSON.stringify({ projectId: "chatify-prod-123", databaseURL: "https://chatify-prod-123-default-rtdb.firebaseio.com" }),
+      DATABASE_INSTANCES: INSTANCES,
+      ...extra,
+    };
+    delete env.FIREBASE_DATABASE_EMULATOR_HOST;
+    if (extra.FUNCTIONS_EMULATOR === undefined) delete env.FUNCTIONS_EMULATOR;
+    const script = `require(${JSON.stringify(app)}).cloudInstance().then(() => console.log("started"), (error) => console.log(\`refused: \${error.name}: \${error.message}\`)).then(() => process.exit(0))`;
+    const run = spawnSync(process.execPath, ["-e", script], { env, encoding: "utf8", timeout: 15_000 });
+    if (run.status !== 0) throw new Error(`node exited ${run.status}: ${run.stderr}`);
+    return run.stdout;
+  }
+
+  it("refuses to start deployed, naming DATABASE_INSTANCES and the emulator's URL", () => {
+    expect(start({ OPENAI_API_KEY: "sk-test-key" })).toContain('refused: ConfigError: DATABASE_INSTANCES: "http://127.0.0.1:9000?ns=chatify-prod-123-sessions-2" is an emulator\'s URL');
+  });
+
+  it("starts on the Functions emulator", () => {
+    expect(start({ FUNCTIONS_EMULATOR: "true" })).toContain("started");
   });
 });
