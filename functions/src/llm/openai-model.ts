@@ -122,6 +122,7 @@ async function* sseChunks(response: Response): AsyncGenerator {
     try {
       data = JSON.parse(sse.data);
     } catch {
+      if (sse.unterminated) throw new UnterminatedEventError("Error reading response: server-sent event JSON cut short by the body's end.");
       throw new SyntaxError("Error reading response: malformed server-sent event JSON.");
     }
     const carried = typeof data === "object" && data !== null && "error" in data ? data.error : undefined;
@@ -149,8 +150,16 @@ function streamError(error: unknown, timedOut: boolean): ModelError {
   return new ModelError("unavailable", "the model's stream broke off", { cause: error });
 }
 
+/**
+ * Malformed JSON in the last event, which the body's end completed rather than a blank line: with
+ * a close-delimited body (HTTP/1.1 without a length or chunks) a connection cut mid-event reads
+ * as a clean end, so this may be the cut, not what the provider said.
+ */
+class UnterminatedEventError extends SyntaxError {}
+
 /** Whether a failure while reading the body (neither the deadline nor the caller) is the connection failing, not what the provider said. */
 function isConnectionCut(error: unknown): boolean {
+  if (error instanceof UnterminatedEventError) return true;
   return !(error instanceof ModelError || error instanceof OpenAI.APIError || error instanceof SyntaxError);
 }
 

@@ -1,7 +1,12 @@
-/** One server-sent event: its `event` field (undefined when none) and its `data` lines joined. */
+/**
+ * One server-sent event: its `event` field (undefined when none) and its `data` lines joined.
+ * `unterminated` is set when the body's end, not a blank line, ended it: its last line may have
+ * been cut short by a connection that closed mid-event.
+ */
 export interface ServerSentEvent {
   readonly event: string | undefined;
   readonly data: string;
+  readonly unterminated?: true;
 }
 
 /**
@@ -16,12 +21,13 @@ export const MAX_EVENT_CHARS = 1 << 20;
  * LF or CR; `data` lines joined with LF; comments and unknown fields skipped; an event without
  * data dispatches nothing), with one leniency: the body's end also ends its last event, where the
  * format would drop an event not followed by a blank line (a provider that closes its stream
- * after the last line's break, or before it, has sent the whole reply). A line or an event past
- * MAX_EVENT_CHARS is a SyntaxError, as malformed data is. The openai SDK's own reader (openai
- * 7.57 `Stream.fromSSEResponse`) runs each chunk through its line and event decoders and a chain
- * of async generators: measured by the cost bench, that is most of what a streamed reply costs
- * the service's CPU. This reads the body once, in one loop; the caller keeps the SDK's meaning of
- * the events (see openai-model.ts).
+ * after the last line's break, or before it, has sent the whole reply); such an event is marked
+ * `unterminated`, since a close-delimited body (HTTP/1.1 without a length or chunks) cut mid-line
+ * ends the same way. A line or an event past MAX_EVENT_CHARS is a SyntaxError, as malformed data
+ * is. The openai SDK's own reader (openai 7.57 `Stream.fromSSEResponse`) runs each chunk through
+ * its line and event decoders and a chain of async generators: measured by the cost bench, that is
+ * most of what a streamed reply costs the service's CPU. This reads the body once, in one loop;
+ * the caller keeps the SDK's meaning of the events (see openai-model.ts).
  */
 export async function* serverSentEvents(body: AsyncIterable<Uint8Array>): AsyncGenerator<ServerSentEvent> {
   const decoder = new TextDecoder();
@@ -32,9 +38,9 @@ export async function* serverSentEvents(body: AsyncIterable<Uint8Array>): AsyncG
   let gathered = 0;
   let event: string | undefined;
   /** Takes one line; returns the event it completes, if any. */
-  const line = (text: string): ServerSentEvent | undefined => {
+  const line = (text: string, unterminated = false): ServerSentEvent | undefined => {
     if (text === "") {
-      const done = data.length > 0 ? { event, data: data.join("\n") } : undefined;
+      const done = data.length > 0 ? { event, data: data.join("\n"), ...(unterminated && { unterminated: true as const }) } : undefined;
       data = [];
       gathered = 0;
       event = undefined;
@@ -75,10 +81,17 @@ export async function* serverSentEvents(body: AsyncIterable<Uint8Array>): AsyncG
     if (buffer.length > MAX_EVENT_CHARS) throw tooLong();
   }
   buffer += decoder.decode();
-  for (const rest of [...(buffer === "" ? [] : buffer.split(/\r\n|\r|\n/)), ""]) {
+  // What is left: lines whose break came last (a CR held back), then the part after the last break.
+  const lines = buffer.split(/\r\n|\r|\n/);
+  const remainder = lines.pop() ?? "";
+  for (const rest of lines) {
     const completed = line(rest);
     if (completed) yield completed;
   }
+  // A blank line would have ended the event already: what the body's end completes is unterminated.
+  if (remainder !== "") line(remainder);
+  const last = line("", true);
+  if (last) yield last;
 }
 
 function tooLong(): SyntaxError {

@@ -586,6 +586,36 @@ describe("createOpenAiModel against a provider's broken or unusual stream", () =
     }
   });
 
+  // A close-delimited body (HTTP/1.1 with `Connection: close` and neither a length nor chunks) cut
+  // mid-event reads as a clean end of the body: as this server's body ending there does.
+  it("takes a reply whose body ends partway into the usage chunk after its finish reason (a close-delimited body cut there)", async () => {
+    const usage = frame({ choices: [], usage: { prompt_tokens: 30, completion_tokens: 3, total_tokens: 33 } });
+    const server = await rawStreamServer(async (write) => {
+      await write(`${delta(0, "Hello")}${delta(0, " there.", "stop")}${usage.slice(0, 20)}`);
+    });
+    try {
+      const texts: string[] = [];
+      await expect(server.model(2_000).complete(HELLO_REQUEST, { write: (text) => texts.push(text) })).resolves.toStrictEqual({ text: "Hello there.", truncated: false, model: "gpt-test" });
+      expect(texts).toEqual(["Hello", " there."]);
+    } finally {
+      await server.stop();
+    }
+  });
+
+  it.each([
+    ["after the finish reason, ended by a blank line", `${delta(0, "Hello", "stop")}data: {"model":"gpt-\n\n`],
+    ["before the finish reason, ended by the body's end", `${delta(0, "Hello")}data: {"model":"gpt-`],
+  ])("answers bad_response (not retried) to a malformed event %s", async (_name, body) => {
+    const server = await rawStreamServer(async (write) => {
+      await write(body);
+    });
+    try {
+      await expect(server.model(2_000).complete(HELLO_REQUEST, { write: () => undefined })).rejects.toMatchObject({ failure: "bad_response", retryable: false });
+    } finally {
+      await server.stop();
+    }
+  });
+
   it("answers unavailable (retryable) to a connection that breaks off before the finish reason, after the whole text", async () => {
     const server = await rawStreamServer(async (write, cut) => {
       await write(delta(0, "Hello there."));

@@ -38,11 +38,15 @@ describe("serverSentEvents", () => {
     const events = await read([bytes.slice(0, 8), bytes.slice(8, 11), bytes.slice(11)]);
     expect(events).toEqual([
       { event: undefined, data: "é😀" },
-      { event: undefined, data: "last" },
+      { event: undefined, data: "last", unterminated: true },
     ]);
   });
-  it("dispatches a last event whatever ends the body after it: no line break, CR, LF or CRLF", async () => {
-    for (const end of ["", "\r", "\n", "\r\n"]) expect(await read([`data: one\n\ndata: last${end}`])).toEqual([{ event: undefined, data: "one" }, { event: undefined, data: "last" }]);
+  it("dispatches a last event whatever ends the body after it: no line break, CR, LF or CRLF, marked unterminated", async () => {
+    for (const end of ["", "\r", "\n", "\r\n"]) expect(await read([`data: one\n\ndata: last${end}`])).toStrictEqual([{ event: undefined, data: "one" }, { event: undefined, data: "last", unterminated: true }]);
+  });
+
+  it("does not mark a last event unterminated when a blank line ends it, the body ending on its break", async () => {
+    for (const end of ["\n\n", "\r\r", "\r\n\r\n", "\n\r"]) expect(await read([`data: last${end}`])).toStrictEqual([{ event: undefined, data: "last" }]);
   });
 
   it("refuses a line past MAX_EVENT_CHARS, and an event gathering more data than that, as malformed", async () => {
