@@ -1,5 +1,5 @@
 import type { DeviceStore } from "../store/connection-store";
-import { deleteInBatches, inBatches } from "../session/maintenance";
+import { deleteInBatches, inBatches, type BatchBudget } from "../session/maintenance";
 import { releaseToken } from "./device-registry";
 import { removeDevices, STALE_AFTER_MS } from "./device-rules";
 
@@ -22,8 +22,9 @@ export const NO_DEVICE_SWEEP: DeviceSweepReport = { releasedTokens: 0, staleDevi
  * phone. Then the stale tokens: users are found by their oldest token's time (`oldest_at`), and each
  * record's stale tokens removed in a transaction that also recomputes it; owner records likewise,
  * each in a transaction that checks its time again. So a sweep racing a registration does no harm.
+ * Each of the three starts no batch once `stopped` says the step's share of the run is up.
  */
-export async function sweepDevices(options: { readonly store: DeviceStore; readonly now: number; readonly batchSize: number; readonly maxBatches: number }): Promise<DeviceSweepReport> {
+export async function sweepDevices(options: BatchBudget & { readonly store: DeviceStore; readonly now: number }): Promise<DeviceSweepReport> {
   const { store, now, batchSize } = options;
   const releasedTokens = await inBatches(options, () => store.findPendingReleases(now, batchSize), async (hashes) => {
     // Settled: one token the database fails on must not stop the others; it is found again next run.

@@ -28,6 +28,11 @@ export interface BatchBudget {
   readonly maxBatches: number;
   /** The step's time is up (its share of the run's: `MaintenanceSteps`); absent, the batch count alone bounds it. */
   readonly stopped?: () => boolean;
+  /**
+   * The database instances the step's query spans (`store.databaseInstances`; 1 when absent): as
+   * many batches in a row bringing nothing new end the step (see `inBatches`).
+   */
+  readonly instances?: number;
 }
 
 /** The time of a run: when it must stop starting batches, by `clock`, shared out among its `steps` (see `MaintenanceSteps`). */
@@ -65,7 +70,8 @@ export async function runMaintenance(options: MaintenanceOptions, steps: Mainten
   // The sessions' queries span every database instance (store/sharded-store.ts), one batch over
   // all of them at a time: each instance gets the batches one alone would, or a run would leave
   // more behind with every instance added. The home instance's steps (keys, addresses) keep one share.
-  const everywhere = (stopped: () => boolean): BatchBudget => ({ batchSize, maxBatches: options.maxBatches * Math.max(1, store.databaseInstances), stopped });
+  const instances = Math.max(1, store.databaseInstances);
+  const everywhere = (stopped: () => boolean): BatchBudget => ({ batchSize, maxBatches: options.maxBatches * instances, stopped, instances });
   const home = (stopped: () => boolean): BatchBudget => ({ batchSize, maxBatches: options.maxBatches, stopped });
   // Idle *longer* than the TTL, as the request path judges it: activity at exactly the TTL keeps a session.
   const cutoff = now - options.policy.idleTtlMs - 1;
@@ -101,6 +107,8 @@ export async function runMaintenance(options: MaintenanceOptions, steps: Mainten
 }
 
 const HOUR = 3_600_000;
+/** The share of a run's time kept for each step (see `MaintenanceSteps`): with 8 steps, 7 later ones keep 35% from the first. */
+const STEP_RESERVE = 1 / 20;
 
 /**
  * The steps of one clean-up run, each settled on its own: a step that fails (a database deadline
@@ -108,18 +116,23 @@ const HOUR = 3_600_000;
  * part (an instance, the create keys, an erasure) never holds back the rest run after run. What
  * failed is named in the run's report as well (`failed`), beside the figures it logs.
  *
- * With a `time`, each step starts no batch past its share of the time left: that time divided by
- * the steps left, so a step with a large backlog (expiry over many instances) cannot take the time
- * of those after it (the erasures), and what a step leaves goes to the steps after it.
+ * With a `time`, each step starts no batch once only the reserves of the steps after it are left
+ * (a twentieth of the run each: STEP_RESERVE), and has at least its own reserve while the run's
+ * time lasts. So a step with a large backlog (expiry over many instances) takes what the steps
+ * after it leave unused, yet cannot take their time (the erasures, the device sweep).
  */
 export class MaintenanceSteps {
   private readonly failed: string[] = [];
   private started = 0;
+  /** Each step's reserve of the run's time. */
+  private readonly reserve: number;
 
   constructor(
     private readonly log: Log,
     private readonly time?: RunTime,
-  ) {}
+  ) {
+    this.reserve = time ? Math.max(0, time.deadline - time.clock()) * STEP_RESERVE : 0;
+  }
 
   /** `work`'s result, or `fallback` when it failed (logged, and named in `failures`); `stopped` says when the step's time is up. */
   async run<T>(step: string, fallback: T, work: (stopped: () => boolean) => Promise<T>): Promise<T> {
@@ -142,8 +155,8 @@ export class MaintenanceSteps {
     const { time } = this;
     this.started += 1;
     if (!time) return () => false;
-    const now = time.clock();
-    const until = now + Math.max(0, time.deadline - now) / Math.max(1, time.steps - this.started + 1);
+    const later = Math.max(0, time.steps - this.started);
+    const until = Math.min(time.deadline, Math.max(time.clock() + this.reserve, time.deadline - later * this.reserve));
     return () => time.clock() >= until;
   }
 
@@ -165,19 +178,24 @@ export async function deleteInBatches(options: BatchBudget, remove: () => Promis
 }
 
 /**
- * Runs `handle` on what `find` returns until a batch comes back short, the budget is spent, or a
- * batch brings nothing this step has not handled already. `find` answers what is still to do,
+ * Runs `handle` on what `find` returns until a batch comes back short, the budget is spent, or
+ * batches bring nothing this step has not handled already. `find` answers what is still to do,
  * oldest first, so what `handle` failed on (a change the database keeps refusing) comes back at
- * the head of the next batch: only the ids new to the step are handled, and a batch of none but
- * those ends the step, instead of handling them again batch after batch until the budget is spent.
+ * the head of the next batch: only the ids new to the step are handled. A query over several
+ * instances lets each lead a batch in turn (ShardedStore.everywhere), so one instance's failures
+ * fill only its own turns: the step ends after as many batches in a row of none but those as there
+ * are instances (`instances`), instead of one failing instance ending it for all, or handling them
+ * again batch after batch until the budget is spent.
  */
 export async function inBatches(options: BatchBudget, find: () => Promise<string[]>, handle: (ids: string[]) => Promise<number>): Promise<number> {
   let total = 0;
   const handled = new Set<string>();
+  let stale = 0;
   for (let batch = 0; batch < options.maxBatches && options.stopped?.() !== true; batch += 1) {
     const ids = await find();
     const fresh = ids.filter((id) => !handled.has(id));
-    if (ids.length > 0 && fresh.length === 0) break;
+    stale = ids.length > 0 && fresh.length === 0 ? stale + 1 : 0;
+    if (stale >= Math.max(1, options.instances ?? 1)) break;
     for (const id of fresh) handled.add(id);
     total += await handle(fresh);
     if (ids.length < options.batchSize) break;

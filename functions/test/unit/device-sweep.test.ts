@@ -7,6 +7,7 @@ import { composeInstance } from "../../src/runtime/instance";
 import { userKey } from "../../src/session/ledger/limits";
 import { MemoryConnectionStore } from "../../src/store/memory-connection-store";
 import { MemoryStore } from "../../src/store/memory-store";
+import { CREATED_AT, newSession } from "../support/fixtures";
 import { NO_TOKENS } from "../support/service-env";
 
 const T = 1_700_000_000_000;
@@ -44,5 +45,46 @@ describe("the scheduled sweep of device tokens", () => {
     expect(Object.keys((await connectionStore.readDevices(ben))?.tokens ?? {})).toEqual([tokenHash(token)]);
     expect(await connectionStore.readTokenOwner(tokenHash(token))).toEqual({ user_key: ben, updated_at: T + 1 });
     expect(await instance.maintain(T + 3)).toMatchObject({ releasedTokens: 0 });
+  });
+
+  it("starts none of its batches once the clean-up run's time is up", async () => {
+    const RUN_MS = 240_000;
+    let clock = CREATED_AT;
+    /** Expiry's first query takes the whole run's time (a database deadline, or a huge backlog). */
+    class SlowStore extends MemoryStore {
+      override async findIdleSessions(cutoff: number, limit: number): Promise<string[]> {
+        clock += RUN_MS + 1;
+        return super.findIdleSessions(cutoff, limit);
+      }
+    }
+    /** Notes when each of the sweep's queries started. */
+    class TimedDevices extends MemoryConnectionStore {
+      readonly queriedAt: number[] = [];
+      override async findPendingReleases(upTo: number, limit: number): Promise<string[]> {
+        this.queriedAt.push(clock);
+        return super.findPendingReleases(upTo, limit);
+      }
+      override async findStaleDevices(cutoff: number, limit: number): Promise<string[]> {
+        this.queriedAt.push(clock);
+        return super.findStaleDevices(cutoff, limit);
+      }
+      override async deleteStaleTokenOwners(cutoff: number, limit: number): Promise<number> {
+        this.queriedAt.push(clock);
+        return super.deleteStaleTokenOwners(cutoff, limit);
+      }
+    }
+    const store = new SlowStore();
+    await store.createSession(newSession({ created_at: CREATED_AT }));
+    const devices = new TimedDevices();
+    await devices.updateDevices("stale-user", registerDevice("old", "token-old", CREATED_AT, undefined));
+    await devices.updateTokenOwner("old", claimToken("stale-user", CREATED_AT));
+    const instance = composeInstance(resolveConfig({}), { store, connectionStore: devices, identity: NO_TOKENS, log: silentLog, clock: () => clock, pushSender: createOfflineSender(silentLog) });
+
+    const report = await instance.maintain(CREATED_AT + STALE_AFTER_MS + 1, RUN_MS);
+
+    expect(report).toMatchObject({ erasuresFinished: 0, releasedTokens: 0, staleDevices: 0, staleTokenOwners: 0 });
+    expect(devices.queriedAt).toEqual([]);
+    // The next run, with time, sweeps what this one left.
+    expect(await instance.maintain(CREATED_AT + STALE_AFTER_MS + 1)).toMatchObject({ staleDevices: 1, staleTokenOwners: 1 });
   });
 });

@@ -4,6 +4,7 @@ import { resolveConfig } from "../../src/config";
 import { silentLog } from "../../src/log/log";
 import { createOfflineSender } from "../../src/notify/offline-sender";
 import { composeInstance } from "../../src/runtime/instance";
+import { maintenanceRunMs } from "../../src/runtime/time-budget";
 import { MaintenanceSteps, runMaintenance, type MaintenanceOptions, type MaintenanceReport } from "../../src/session/maintenance";
 import { placedSessionId } from "../../src/sharding/session-ids";
 import { MemoryConnectionStore } from "../../src/store/memory-connection-store";
@@ -246,21 +247,22 @@ describe("runMaintenance", () => {
       }
     }
 
-    it("starts no batch of a step past its share of the time left, and leaves the steps after it theirs", async () => {
+    it("starts no batch of a step once only the reserves of the steps after it are left, and leaves those steps their reserve", async () => {
       clock = 0;
       store = new SlowIdleQueries();
-      const idle = await addIdle(7);
+      const idle = await addIdle(12);
       for (let i = 0; i < 5; i += 1) await add(closed("ended", NOW - RETENTION - (i + 1) * DAY));
-      // Six steps in 600 ms: expiry may start batches for the first 100 ms, the time of one query.
+      // Six steps in 600 ms, each keeping a twentieth (30 ms) for itself: expiry may start batches until 450 ms
+      // (five queries of 100 ms, not the six its backlog needs), the five steps after it keep 150 ms.
       const steps = new MaintenanceSteps(silentLog, { clock: () => clock, deadline: 6 * QUERY_MS, steps: 6 });
 
       const report = await runMaintenance({ store, now: NOW, policy: { idleTtlMs: IDLE_TTL, maxExchanges: 1_000_000 }, retentionMs: RETENTION, createKeyTtlMs: KEY_TTL, batchSize: 2, maxBatches: 10, log: silentLog }, steps);
 
-      // One batch of expiry; retention, later, deletes all it finds.
-      expect(report).toMatchObject({ expired: 2, deleted: 5 });
-      expect(await Promise.all(idle.map(statusOf))).toEqual([...Array(5).fill("active"), "expired", "expired"]);
+      // Five batches of expiry; retention, later, deletes all it finds.
+      expect(report).toMatchObject({ expired: 10, deleted: 5 });
+      expect(await Promise.all(idle.map(statusOf))).toEqual([...Array(2).fill("active"), ...Array(10).fill("expired")]);
       // Without a time, the batch budget alone bounds the run: the next run expires the rest.
-      await expect(run({ batchSize: 2, maxBatches: 10 })).resolves.toMatchObject({ expired: 5 });
+      await expect(run({ batchSize: 2, maxBatches: 10 })).resolves.toMatchObject({ expired: 2 });
     });
   });
 
@@ -296,7 +298,7 @@ describe("the scheduled clean-up of an instance", () => {
   const SWEPT_AT = CREATED_AT + STALE_AFTER_MS + 1;
 
   /** An instance over `store`, whose connection store holds one device gone stale by SWEPT_AT. */
-  async function instanceOver(store: SessionStore, log = silentLog) {
+  async function instanceOver(store: SessionStore, log = silentLog, clock = () => CREATED_AT) {
     const connectionStore = new MemoryConnectionStore();
     await connectionStore.updateDevices("stale-user", registerDevice("old", "token-old", CREATED_AT, undefined));
     await connectionStore.updateTokenOwner("old", claimToken("stale-user", CREATED_AT));
@@ -305,7 +307,7 @@ describe("the scheduled clean-up of an instance", () => {
       connectionStore,
       identity: NO_TOKENS,
       log,
-      clock: () => CREATED_AT,
+      clock,
       pushSender: createOfflineSender(silentLog),
       databaseUrls: URLS,
     });
@@ -347,6 +349,53 @@ describe("the scheduled clean-up of an instance", () => {
 
     const stillIdle = await Promise.all(instances.map(async (store) => (await store.findIdleSessions(CREATED_AT, 10_000)).length));
     expect({ expired: report.expired, stillIdle }).toEqual({ expired: 2 * PER_INSTANCE, stillIdle: [0, 0] });
+  });
+
+  it("expires a healthy database instance's idle sessions within its own batches while another instance's transactions all fail", async () => {
+    /** An instance whose queries answer but whose transactions fail (overloaded, or refusing writes for a while). */
+    class WriteFailingStore extends MemoryStore {
+      failing = false;
+      override async updateState<O>(sessionId: string, rule: StateRule<O>): Promise<Ruled<O>> {
+        if (this.failing) throw new StoreUnavailableError("update session state (instance failing)");
+        return super.updateState(sessionId, rule);
+      }
+    }
+    const failing = new WriteFailingStore();
+    const healthy = new MemoryStore();
+    // The failing instance holds the longest idle sessions, a whole batch (50), which every batch it leads brings again.
+    for (let i = 0; i < 50; i += 1) await failing.createSession(newSession({ created_at: CREATED_AT }, placedSessionId(0, 2)));
+    for (let i = 0; i < 500; i += 1) await healthy.createSession(newSession({ created_at: CREATED_AT + 1 }, placedSessionId(1, 2)));
+    failing.failing = true;
+    const instance = await instanceOver(new ShardedStore([failing, healthy], silentLog));
+
+    const report = await instance.maintain(SWEPT_AT);
+
+    const stillIdleOnHealthy = (await healthy.findIdleSessions(SWEPT_AT, 10_000)).length;
+    expect({ expired: report.expired, stillIdleOnHealthy }).toEqual({ expired: 500, stillIdleOnHealthy: 0 });
+  });
+
+  it("lets expiry use the scheduled run's time the steps after it leave unused: two instances' 2,100 idle sessions, batches of a second, in one run", async () => {
+    let clock = CREATED_AT;
+    /** Each expiry batch takes a second of the clock (a query downloading 50 whole sessions, then 50 transactions). */
+    class TimedStore extends MemoryStore {
+      override async findIdleSessions(cutoff: number, limit: number): Promise<string[]> {
+        clock += 1_000;
+        return super.findIdleSessions(cutoff, limit);
+      }
+    }
+    const PER_INSTANCE = 1_050;
+    const instances = [new TimedStore(), new TimedStore()];
+    for (const [position, store] of instances.entries()) {
+      for (let i = 0; i < PER_INSTANCE; i += 1) await store.createSession(newSession({ created_at: CREATED_AT }, placedSessionId(position, 2)));
+    }
+    const instance = await instanceOver(new ShardedStore(instances, silentLog), silentLog, () => clock);
+    const runMs = maintenanceRunMs(instance.config);
+
+    // Some 43 batches, 43 s of the 240 s run: more than an eighth of it, less than what the seven idle steps after it leave.
+    const report = await instance.maintain(SWEPT_AT, runMs);
+
+    expect(clock - CREATED_AT).toBeLessThan(runMs / 2);
+    expect(report.expired).toBe(2 * PER_INSTANCE);
   });
 
   it("runs the erasures' second passes and the device sweep when a step before them fails, naming each failed step in its report", async () => {
