@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import { userKey } from "../../src/session/ledger/limits";
 import { ApiUser, connectionOf, HOSTING_ROUTES } from "../support/connection-api";
 import { conversationOwnerKey, conversationPath } from "../../src/store/rtdb/paths";
+import { FaultyStore } from "../support/faulty-store";
 import { createSession, describeEachStore, ROUTES, startHarness, twoInstances, type Answer, type Harness } from "../support/http-harness";
 import { describeWithRtdb, holdingUpdates } from "../support/rtdb";
 import { WholeStore } from "../support/whole-store";
@@ -494,5 +495,49 @@ describeEachStore("the sweep's erasures", (kind) => {
       if (created.status !== 201) refused.push(`${created.status} ${String(created.body.error?.code)}`);
     }
     expect(refused).toEqual([]);
+  });
+});
+
+/**
+ * A first pass deletes a page of sessions, then forgets them in the usage record: when the
+ * deletion lands and its answer is lost, a retry of DELETE /me (or the sweep taking the pass over)
+ * finds none of them left to scan. The erasure record names them, so the retry forgets them.
+ */
+describeEachStore("erasure: a first pass whose deletion's answer was lost", (kind) => {
+  let harness: Harness;
+  let faults: FaultyStore | undefined;
+  const now = Date.parse("2026-06-01T09:00:00Z");
+
+  beforeAll(async () => {
+    harness = await startHarness({
+      store: kind,
+      clock: () => now,
+      env: { USER_MAX_ACTIVE_SESSIONS: "2" },
+      wrapStore: (store) => (faults ??= new FaultyStore(store)).store,
+    });
+  });
+  afterAll(async () => {
+    await harness.close();
+  });
+
+  it("no longer counts the erased sessions against the user's active sessions once a retried DELETE /me answers erased", async () => {
+    const userId = `user-${randomUUID()}`;
+    const ids = [await createSession(harness.api, "friendly-assistant", userId), await createSession(harness.api, "socratic-tutor", userId)];
+    // The deletion lands, its answer is lost.
+    faults?.arm("deleteUserSessions", "after");
+    const first = await harness.api.call("DELETE", `${ROUTES.erase}?user_id=${userId}`);
+    for (const id of ids) expect((await harness.api.call("GET", ROUTES.get(id))).status).toBe(404);
+
+    const retried = await harness.api.call("DELETE", `${ROUTES.erase}?user_id=${userId}`);
+    const usage = await harness.api.store.readUsage(userKey(userId));
+    const stillNamed = Object.keys({ ...usage?.sessions, ...usage?.contexts, ...usage?.ended }).filter((id) => ids.includes(id));
+    const created = await harness.api.call("POST", ROUTES.create, { user_id: userId, template_id: "friendly-assistant" });
+    expect({ first: first.status, retried: retried.body.status, stillNamed, created: created.status, retryAfter: created.headers.get("retry-after") }).toEqual({
+      first: 503,
+      retried: "erased",
+      stillNamed: [],
+      created: 201,
+      retryAfter: null,
+    });
   });
 });

@@ -68,6 +68,11 @@ describe("an erasure in the user's usage record", () => {
     expect(markErasing(T + 1, 20)({ ...USAGE, erasing: T }).next).toEqual({ ...USAGE, erasing: T + 1 });
   });
 
+  it("forgets with the mark the sessions an earlier attempt of the pass deleted, which no scan finds again", () => {
+    expect(markErasing(T, 20, ["a"])(USAGE).next).toEqual({ ...USAGE, sessions: { b: T - 4 }, contexts: { c: USAGE.contexts?.c }, erasing: T });
+    expect(markErasing(T, 20, ["gone"])(USAGE).next).toEqual({ ...USAGE, erasing: T });
+  });
+
   it("forgets the erased sessions, their context bounds and end marks, keeping the bucket and the day's tokens", () => {
     expect(forgetSessions(["a", "c"])(USAGE).next).toEqual({
       tokens: 3,

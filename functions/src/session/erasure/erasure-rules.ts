@@ -73,11 +73,18 @@ export const currentErasure: ErasureRule<ErasureRecord | null> = (record) => ({ 
 /**
  * Marks the user as being erased since `requestedAt` (a usage record is made if there is none,
  * with a full message bucket): their new sessions and messages are refused until the mark is
- * cleared. Nothing else of the record changes: erasing never resets a limit. A later request's
- * mark stays: an earlier request's mark that lands late never replaces it.
+ * cleared. A later request's mark stays: an earlier request's mark that lands late never replaces
+ * it. Erasing never resets a limit; what else changes is `deleted` forgotten (forgetSessions): the
+ * sessions an earlier attempt of this erasure deleted already (a first pass retried, or taken over
+ * by the sweep), which no scan finds again once gone, so that they leave the active count now
+ * rather than at the second pass.
  */
-export function markErasing(requestedAt: number, messagesPerMinute: number): UsageRule<undefined> {
-  return (usage) => ({ outcome: undefined, next: { ...(usage ?? { tokens: messagesPerMinute, refilled_at: requestedAt }), erasing: Math.max(usage?.erasing ?? requestedAt, requestedAt) } });
+export function markErasing(requestedAt: number, messagesPerMinute: number, deleted: readonly string[] = []): UsageRule<undefined> {
+  const forget = forgetSessions(deleted);
+  return (usage) => {
+    const marked = { ...(usage ?? { tokens: messagesPerMinute, refilled_at: requestedAt }), erasing: Math.max(usage?.erasing ?? requestedAt, requestedAt) };
+    return { outcome: undefined, next: forget(marked).next ?? marked };
+  };
 }
 
 /**

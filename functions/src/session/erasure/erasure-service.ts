@@ -120,7 +120,9 @@ export class ErasureService {
 
   private async firstPass(key: string, record: ErasureRecord, deadline: number | undefined): Promise<ErasureOutcome> {
     const { store, clock, log, messagesPerMinute, finalPassAfterMs } = this.options;
-    await store.updateUsage(key, markErasing(record.requested_at, messagesPerMinute));
+    // What an earlier attempt of this pass deleted (recorded before it was) is forgotten with the
+    // mark: its deletion may have landed with its usage change lost, and no scan here finds it again.
+    await store.updateUsage(key, markErasing(record.requested_at, messagesPerMinute, Object.keys(record.sessions ?? {})));
     const sessions = await this.deleteSessions(key, record, deadline);
     const connections = sessions.stopped ? { count: 0, stopped: true } : await this.eraseConnections(key, record, deadline, true);
     if (connections.stopped) {
