@@ -1,5 +1,7 @@
+import { randomUUID } from "node:crypto";
 import { recentMessages } from "../support/recent-messages";
 import { createSession, describeEachStore, ROUTES, startHarness, type Harness, type Instance } from "../support/http-harness";
+import { describeWithWireStats, resetWireStats } from "../support/wire-stats";
 
 /** Several function instances (own runtime, cache and database connection) on one database. */
 describeEachStore("several instances", (kind) => {
@@ -71,3 +73,43 @@ describeEachStore("several instances", (kind) => {
     ]);
   });
 }, { sharded: true });
+
+/** rtdb-wire's counts (its README: /.wire/stats): first attempts refused for a stale hash, and listens started. */
+async function listenStats(namespace: string): Promise<{ datastale: number; listens: number }> {
+  const answer = await fetch(`http://${process.env.FIREBASE_DATABASE_EMULATOR_HOST ?? ""}/.wire/stats?ns=${namespace}`);
+  const counted = (await answer.json()) as { datastale?: number; listens?: number };
+  return { datastale: counted.datastale ?? 0, listens: counted.listens ?? 0 };
+}
+
+/**
+ * An instance listens to the `state` of the sessions it serves and their users' usage records (at
+ * most 512 nodes, docs/correctness.md), so that a warm message takes 2 round trips
+ * (docs/costs.md). A request names its session before the instance knows that it exists: one for
+ * a session that does not (404, no sign-in needed) must leave no listener behind, nor push out
+ * those of the sessions served.
+ */
+describeWithWireStats("an instance's listeners, under requests for sessions that do not exist [Realtime Database]", () => {
+  let harness: Harness;
+  beforeAll(async () => { harness = await startHarness({ store: "rtdb" }); });
+  afterAll(async () => harness.close());
+
+  it("keeps listening to the sessions it serves: their next message still starts its transactions from the server's value", async () => {
+    const namespace = harness.namespace!;
+    const id = await createSession(harness.api);
+    expect((await harness.api.call("POST", ROUTES.message(id), { message: "one" })).status).toBe(200);
+    await resetWireStats(namespace);
+    expect((await harness.api.call("POST", ROUTES.message(id), { message: "two" })).status).toBe(200);
+    expect((await listenStats(namespace)).datastale).toBe(0);
+
+    // 600 requests for session ids nobody created: each answered 404.
+    for (let batch = 0; batch < 12; batch += 1) {
+      const answers = await Promise.all(Array.from({ length: 50 }, () => harness.api.call("POST", ROUTES.message(randomUUID()), { message: "hello?" })));
+      expect(answers.map((answer) => answer.status)).toEqual(Array(50).fill(404));
+    }
+
+    await resetWireStats(namespace);
+    expect((await harness.api.call("POST", ROUTES.message(id), { message: "three" })).status).toBe(200);
+    // The session's state and its user's usage record are still listened to: no first attempt refused as stale.
+    expect(await listenStats(namespace)).toMatchObject({ datastale: 0, listens: 0 });
+  });
+});

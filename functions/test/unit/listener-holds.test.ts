@@ -44,4 +44,39 @@ describe("ListenerHolds", () => {
     expect(listened.has("quiet")).toBe(false);
     expect(holds.isHeld("quiet")).toBe(false);
   });
+
+  it("pushes no node out for a guess, and drops the guess when it is withdrawn", () => {
+    const { listened, db } = recordingDatabase();
+    const released: string[] = [];
+    const holds = new ListenerHolds(db, 2, 60_000, (path) => released.push(path), () => 0);
+    holds.hold("a");
+    holds.hold("b");
+    const withdraw = holds.guess("absent");
+    expect([...listened].sort()).toEqual(["a", "absent", "b"]);
+    withdraw();
+    expect([...listened].sort()).toEqual(["a", "b"]);
+    expect(released).toEqual(["absent"]);
+  });
+
+  it("keeps a guess that another use confirmed meanwhile, counted from then on like any hold", () => {
+    const { listened, db } = recordingDatabase();
+    const holds = new ListenerHolds(db, 2, 60_000, () => undefined, () => 0);
+    holds.hold("a");
+    holds.hold("b");
+    const withdraw = holds.guess("c");
+    expect(holds.hold("c")).toBe(true); // another request found it
+    withdraw();
+    // Confirmed, c is the most recently used of 3 nodes for 2 places: a, the least, went.
+    expect([...listened].sort()).toEqual(["b", "c"]);
+  });
+
+  it("drops a guess neither confirmed nor withdrawn once it is idle", () => {
+    let now = 0;
+    const { listened, db } = recordingDatabase();
+    const holds = new ListenerHolds(db, 2, 5_000, () => undefined, () => now);
+    holds.guess("forgotten");
+    now = 6_000;
+    holds.hold("a");
+    expect([...listened]).toEqual(["a"]);
+  });
 });

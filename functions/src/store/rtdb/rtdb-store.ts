@@ -186,8 +186,22 @@ export class RtdbStore implements SessionStore {
   }
 
   async readSessionMeta(sessionId: string): Promise<SessionMeta | null> {
-    // A message follows: its state's listener starts now, beside these reads, not after them.
-    this.holdState(sessionId);
+    // A message follows: its state's listener starts now, beside these reads, not after them. On
+    // a guess, since the id is the request's: held for a session that does not exist, it would
+    // push out those of the sessions this instance serves (ListenerHolds.guess).
+    const withdraw = this.holds.guess(statePath(sessionId));
+    try {
+      const meta = await this.readMeta(sessionId);
+      if (meta) this.holdState(sessionId);
+      else withdraw();
+      return meta;
+    } catch (error) {
+      withdraw();
+      throw error;
+    }
+  }
+
+  private async readMeta(sessionId: string): Promise<SessionMeta | null> {
     // Field by field: a read of the session node itself would download the whole history.
     const snapshots = await this.engine.call("read session", Promise.all(SESSION_FIELDS.map((field) => readOnce(this.db.ref(sessionFieldPath(sessionId, field))))));
     const values: Record<string, unknown> = Object.fromEntries(SESSION_FIELDS.map((field, i) => [field, snapshots[i]?.val() ?? undefined]));
