@@ -43,9 +43,14 @@ function toModerationError(error: unknown): ModerationNotSupportedError | Modera
   return new ModerationUnavailableError(modelError.failure, `moderation: ${modelError.message}`, { ...(status === undefined ? {} : { status }), cause: error });
 }
 
-/** The part of a moderation answer the service uses; a compatible server may send anything. */
+/**
+ * The part of a moderation answer the service uses; a compatible server may send anything. The
+ * verdict is `flagged`; the categories are for the logs only, so categories of another shape
+ * (null, an array, "true" for true) read as none instead of overturning the verdict: an outage
+ * would let a flagged message through with MODERATION_ON_OUTAGE=open, and refuse a clean one with closed.
+ */
 const moderationSchema = z.object({
-  results: z.array(z.object({ flagged: z.boolean(), categories: z.record(z.string(), z.boolean().nullish()).optional() })).min(1),
+  results: z.array(z.object({ flagged: z.boolean(), categories: z.record(z.string(), z.unknown()).optional().catch(undefined) })).min(1),
 });
 
 function readVerdict(response: unknown): ModerationVerdict {

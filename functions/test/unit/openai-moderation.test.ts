@@ -44,6 +44,17 @@ describe("createOpenAiModerator against an OpenAI-compatible server", () => {
     await expect(moderator().check("borderline")).resolves.toEqual({ flagged: false, categories: ["hate"] });
   });
 
+  it.each([
+    ["null", null],
+    ["an array", ["harassment"]],
+    ['"true" for true', { harassment: "true", hate: true }],
+  ])("takes the verdict's flag whatever shape its categories have: %s", async (_shape, categories) => {
+    const flagged = categories !== null;
+    fake.enqueueModeration({ kind: "raw", status: 200, body: JSON.stringify({ results: [{ flagged, categories }] }) });
+    const expected = Array.isArray(categories) || categories === null ? [] : ["hate"];
+    await expect(moderator().check("something")).resolves.toEqual({ flagged, categories: expected });
+  });
+
   it("calls a server without a moderations endpoint (404) a configuration error, not an outage", async () => {
     fake.enqueueModeration({ kind: "status", status: 404, body: { error: { message: "Not Found" } } });
     const error = await failure(moderator().check("hello"));
