@@ -3,7 +3,8 @@ import { keyHash } from "../../src/session/idempotency";
 import { SERVICE_SHARD_KEYS } from "../../src/session/ledger/service-cap";
 import type { ServiceUsage } from "../../src/store/records";
 import type { SessionStore } from "../../src/store/session-store";
-import { describeEachStore, ROUTES, startHarness, twoInstances, type Answer, type Harness, type Instance } from "../support/http-harness";
+import { createSession, describeEachStore, ROUTES, startHarness, twoInstances, type Answer, type Harness, type Instance } from "../support/http-harness";
+import { describeWithWireStats, resetWireStats } from "../support/wire-stats";
 
 const NOON = Date.parse("2026-12-06T12:00:00Z");
 const MIDNIGHT = Date.parse("2026-12-07T00:00:00Z");
@@ -282,5 +283,63 @@ describeEachStore("sessions per network address, one an hour", (kind) => {
     now += 3_600 * 1_000;
     const again = await create();
     expect({ status: again.status, code: again.body.error?.code }).toEqual({ status: 201, code: undefined });
+  });
+});
+
+/** Transaction attempts rtdb-wire refused for a stale guess (its README: /.wire/stats), each a round trip more. */
+async function staleAttempts(namespace: string): Promise<number> {
+  const answer = await fetch(`http://${process.env.FIREBASE_DATABASE_EMULATOR_HOST ?? ""}/.wire/stats?ns=${namespace}`);
+  const counted = (await answer.json()) as { datastale?: number };
+  return counted.datastale ?? 0;
+}
+
+/**
+ * With the cap on, a warm message takes 2 sequential round trips: its reservation travels beside
+ * its claim, which holds only while the instance listens to the shard it draws (a transaction on a
+ * node not listened to starts from a blind guess, which the server refuses: a round trip more). The
+ * store drops a listener left unused for 5 minutes, so every reservation keeps all the shards
+ * listened to, not only the instance's first.
+ */
+describeWithWireStats("a warm message with the deployment cap on, on a quiet instance [Realtime Database]", () => {
+  const MINUTE = 60_000;
+  let harness: Harness;
+  let offset = 0;
+  let draw = 0;
+  const realNow = Date.now.bind(Date);
+
+  beforeAll(async () => {
+    // Time as the instance sees it (its clock and its listener holds' clock), moved on by the test.
+    jest.spyOn(Date, "now").mockImplementation(() => realNow() + offset);
+    // Which shard a reservation draws (ServiceLedger picks one at random).
+    jest.spyOn(Math, "random").mockImplementation(() => draw);
+    harness = await startHarness({ store: "rtdb", env: { SERVICE_TOKENS_PER_DAY: "100000000" } });
+  });
+  afterAll(async () => {
+    await harness.close();
+    jest.restoreAllMocks();
+  });
+
+  it("reserves on its shard in the round trip of its claim, though that shard was last used more than 5 minutes ago", async () => {
+    const namespace = harness.namespace!;
+    const id = await createSession(harness.api);
+    // Minute 0: the first message; it reserves on s4.
+    draw = 0.5;
+    expect((await harness.api.call("POST", ROUTES.message(id), { message: "one" })).status).toBe(200);
+    // Minute 4: the session goes on, on s0: its state and its user's usage stay held.
+    offset = 4 * MINUTE;
+    draw = 0;
+    await resetWireStats(namespace);
+    expect((await harness.api.call("POST", ROUTES.message(id), { message: "two" })).status).toBe(200);
+    expect(await staleAttempts(namespace)).toBe(0);
+    // Minute 8: a message that draws s0 (used at minute 4) takes every transaction's first attempt...
+    offset = 8 * MINUTE;
+    await resetWireStats(namespace);
+    expect((await harness.api.call("POST", ROUTES.message(id), { message: "two and a half" })).status).toBe(200);
+    expect(await staleAttempts(namespace)).toBe(0);
+    // ...and so does one that draws s4, a shard it last reserved on at minute 0.
+    draw = 0.5;
+    await resetWireStats(namespace);
+    expect((await harness.api.call("POST", ROUTES.message(id), { message: "three" })).status).toBe(200);
+    expect(await staleAttempts(namespace)).toBe(0);
   });
 });

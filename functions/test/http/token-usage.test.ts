@@ -4,7 +4,7 @@ import { costUsd } from "../../src/llm/model-table";
 import type { LogFields } from "../../src/log/log";
 import { seedTemplates } from "../../src/local/project-files";
 import { promptTokenBound } from "../../src/session/ledger/call-usage";
-import { estimatePromptTokens } from "../../src/session/prompt/token-estimate";
+import { estimatePromptTokens, TOKENS_PER_MESSAGE } from "../../src/session/prompt/token-estimate";
 import { instancePositionOf } from "../../src/sharding/session-ids";
 import type { ServiceUsage, UserUsage } from "../../src/store/records";
 import type { SessionStore } from "../../src/store/session-store";
@@ -531,8 +531,9 @@ describeEachStore("a reservation left open by a request that died, while the con
     }
     const usage = usageIn(last!);
     const context = (await usageOf(harness.api.store, user))?.contexts?.[id];
-    // Alone, the last settlement brings the bound to its call's prompt and reply (limits.ts settleTokens).
-    expect({ open: context?.open, bound: context?.tokens }).toEqual({ open: 0, bound: usage.prompt_tokens + usage.completion_tokens });
+    // Alone, the last settlement brings the bound to its call's prompt and reply, the reply framed
+    // as the message the next prompt carries it in (limits.ts settleTokens).
+    expect({ open: context?.open, bound: context?.tokens }).toEqual({ open: 0, bound: usage.prompt_tokens + usage.completion_tokens + TOKENS_PER_MESSAGE });
   });
 
   it("admits a conversation that lost one admission answer as it admits the same conversation without it", async () => {
@@ -565,5 +566,137 @@ describeEachStore("a reservation left open by a request that died, while the con
     // Every message the control got through, the identical conversation got through too.
     expect(outcomes).toHaveLength(MESSAGES);
     expect(outcomes.filter((outcome) => outcome.control !== outcome.leaked)).toEqual([]);
+  });
+}, { sharded: true });
+
+/**
+ * With OpenAI-framed reports (4 tokens around every message), a reply that used all of max_tokens
+ * is carried into the next prompt as an assistant message, its framing included: the session's
+ * bound counts it, so the next message's reservation holds what it spends, and nothing is left uncounted.
+ */
+describeEachStore("OpenAI-framed reports after a reply that used all of max_tokens", (kind) => {
+  let harness: Harness | undefined;
+  afterEach(async () => { await harness?.close(); harness = undefined; });
+
+  it("counts against the user's day every token the next message spends, its reservation holding the reply with its framing", async () => {
+    const warnings: { message: string; fields?: LogFields }[] = [];
+    const log = { info: () => undefined, error: () => undefined, warn: (message: string, fields?: LogFields) => { warnings.push({ message, ...(fields ? { fields } : {}) }); } };
+    harness = await startHarness({ store: kind, clock: () => NOON, log, env: { USER_TOKENS_PER_DAY: "0" } });
+    const user = newUser();
+    const id = await create(harness.api, user);
+    // 200 characters: the fake reports ceil(200 / 4) = 50 completion tokens, all of max_tokens (friendly-assistant: 50).
+    const full = "word ".repeat(40);
+    harness.fake.enqueue({ kind: "reply", text: full, finishReason: "length" }, { kind: "reply", text: full, finishReason: "length" });
+    const first = usageIn(await harness.api.call("POST", ROUTES.message(id), { message: "hi" }));
+    const second = usageIn(await harness.api.call("POST", ROUTES.message(id), { message: "ok" }));
+    expect([first.estimated, second.estimated]).toEqual([undefined, undefined]);
+    const daily = (await usageOf(harness.api.store, user))?.daily;
+    expect({ counted: daily?.tokens, uncountedWarnings: warnings.filter((warning) => warning.message.startsWith("usage above its reservation")) }).toEqual({
+      counted: first.total_tokens + second.total_tokens,
+      uncountedWarnings: [],
+    });
+  });
+}, { sharded: true });
+
+/**
+ * A message whose settlement was lost keeps its reservation open until it lapses, 2 minutes after
+ * its admission, and then counts as spent. TOKEN_LIMIT's short Retry-After points past that
+ * instant: a client that waits exactly what it said gets the day's answer, not another short wait.
+ */
+describeEachStore("the daily token limit's short Retry-After, obeyed to the second", (kind) => {
+  const MIDNIGHT = Date.parse("2026-11-27T00:00:00Z");
+  let harness: Harness | undefined;
+  let now = NOON;
+  const faults: FaultyStore[] = [];
+  afterEach(async () => { faults.length = 0; await harness?.close(); harness = undefined; });
+
+  it("answers a retry made when Retry-After said, the open reservation lapsed, with the day's refusal until midnight", async () => {
+    now = NOON;
+    harness = await startHarness({
+      store: kind,
+      clock: () => now,
+      wrapStore: (store: SessionStore) => {
+        const faulty = new FaultyStore(store);
+        faults.push(faulty);
+        return faulty.store;
+      },
+      env: { USER_TOKENS_PER_DAY: "180", USER_MESSAGES_PER_MINUTE: "100" },
+    });
+    const user = newUser();
+    const [first, second] = [await create(harness.api, user), await create(harness.api, user)];
+    // The first message is answered, its settlement lost: its reservation (~100 tokens) stays open.
+    faults[0]?.arm("updateUsage", "before", 1);
+    expect((await harness.api.call("POST", ROUTES.message(first), { message: "hi" })).status).toBe(200);
+    now += 30_000;
+    const refused = await harness.api.call("POST", ROUTES.message(second), { message: "hi" });
+    const wait = Number(refused.headers.get("retry-after"));
+    expect({ code: refused.body.error?.code, shortWait: wait <= 120 }).toEqual({ code: "TOKEN_LIMIT", shortWait: true });
+    // Retried exactly when told.
+    now += wait * 1000;
+    const retried = await harness.api.call("POST", ROUTES.message(second), { message: "hi" });
+    expect({ status: retried.status, code: retried.body.error?.code, retryAfter: Number(retried.headers.get("retry-after")) }).toEqual({
+      status: 429,
+      code: "TOKEN_LIMIT",
+      retryAfter: Math.ceil((MIDNIGHT - now) / 1000),
+    });
+  });
+}, { sharded: true });
+
+/**
+ * One lost settlement (the exchange committed, the usage transaction not) leaves a session counted
+ * from its message's arrival instead of its answer, so its count lapses up to a model call's length
+ * before the session expires; another session's admission meanwhile drops its context bound
+ * (limits.ts liveContexts), and its next message reserves from the system prompt alone while
+ * sending the whole history. Within the service's estimate of the calls made, what the
+ * reservation missed is counted in full.
+ */
+describeEachStore("a session whose count lapsed before it expired, its context dropped", (kind) => {
+  const START = Date.parse("2026-11-26T09:00:00Z");
+  const REPLY = "noted, thank you";
+  let harness: Harness | undefined;
+  let now = START;
+  const faults: FaultyStore[] = [];
+  afterEach(async () => { faults.length = 0; await harness?.close(); harness = undefined; });
+
+  it.each([
+    ["at the service's estimate of each prompt (the most an o200k count reaches)", (request: RecordedRequest) => ({ prompt_tokens: estimatePromptTokens(request.body.messages), completion_tokens: 4 })],
+    ["framed as the fake frames them (above the estimate on this text, as the session's earlier reports were)", (request: RecordedRequest) => fakeUsage(request.body, REPLY)],
+  ])("counts the history its next message sends against the user's day, reports %s", async (_, report) => {
+    now = START;
+    harness = await startHarness({
+      store: kind,
+      clock: () => now,
+      wrapStore: (store: SessionStore) => {
+        const faulty = new FaultyStore(store);
+        faults.push(faulty);
+        return faulty.store;
+      },
+      env: { USER_TOKENS_PER_DAY: "0", SESSION_IDLE_TTL_MINUTES: "5", USER_MESSAGES_PER_MINUTE: "100", MAX_MESSAGE_CHARS: "4000" },
+    });
+    harness.fake.chaos = (request) => ({ kind: "reply", text: REPLY, usage: report(request) });
+    const user = newUser();
+    const chat = await create(harness.api, user);
+    const long = (label: string) => `${label}: ${"a long line of conversation about many things ".repeat(60)}`;
+    expect((await harness.api.call("POST", ROUTES.message(chat), { message: long("one") })).status).toBe(200);
+    // The second message: the model takes a minute, and its settlement is lost (its commit lands).
+    now += 10_000;
+    const release = harness.fake.holdAnswers();
+    faults[0]?.arm("updateUsage", "before", 1);
+    const second = harness.api.call("POST", ROUTES.message(chat), { message: long("two") });
+    await harness.fake.awaitRequests(2);
+    now += 60_000;
+    release();
+    expect((await second).status).toBe(200);
+    // Past the count's TTL (from the second message's arrival), within the session's (from its answer).
+    now += 5 * 60_000 - 30_000;
+    // Another session of the user takes a message meanwhile: the first one's context bound goes.
+    const other = await create(harness.api, user);
+    expect((await harness.api.call("POST", ROUTES.message(other), { message: "hello" })).status).toBe(200);
+    expect((await usageOf(harness.api.store, user))?.contexts?.[chat]).toBeUndefined();
+    const before = (await usageOf(harness.api.store, user))?.daily?.tokens ?? 0;
+    const spent = usageIn(await harness.api.call("POST", ROUTES.message(chat), { message: "and now?" }));
+    expect(spent.estimated).toBeUndefined();
+    const after = (await usageOf(harness.api.store, user))?.daily?.tokens ?? 0;
+    expect({ counted: after - before, historySent: spent.prompt_tokens > 1000 }).toEqual({ counted: spent.total_tokens, historySent: true });
   });
 }, { sharded: true });

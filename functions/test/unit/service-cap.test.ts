@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { utcDay } from "../../src/session/ledger/limits";
 import { SERVICE_SHARD_KEYS, ServiceLedger, splitSpent, type ServiceAdmission, type ServiceReservation } from "../../src/session/ledger/service-cap";
+import { seconds } from "../../src/session/message/refusals";
 import { MemoryStore } from "../../src/store/memory-store";
 import type { ServiceUsage } from "../../src/store/records";
 import type { LedgerRule, SessionStore } from "../../src/store/session-store";
@@ -20,11 +21,13 @@ type ServicePort = Pick<SessionStore, "prepareServiceUsage" | "updateServiceUsag
 class CountingStore implements ServicePort {
   updates: string[] = [];
   reads = 0;
+  prepared: (readonly string[])[] = [];
   afterRead: () => Promise<void> = async () => undefined;
 
   constructor(readonly store: MemoryStore = new MemoryStore()) {}
 
-  prepareServiceUsage(): void {
+  prepareServiceUsage(shards: readonly string[]): void {
+    this.prepared.push(shards);
     this.store.prepareServiceUsage();
   }
 
@@ -44,6 +47,11 @@ class CountingStore implements ServicePort {
 /** A ledger whose first shard is always `shard` (its random draw fixed). */
 function ledgerOn(store: ServicePort, shard: string, cap = CAP): ServiceLedger {
   return new ServiceLedger(store, cap, () => SERVICE_SHARD_KEYS.indexOf(shard) / SERVICE_SHARD_KEYS.length);
+}
+
+function refusedAfter(admission: ServiceAdmission | undefined): number {
+  if (admission === undefined || admission.admitted) throw new Error(`expected a refusal, got ${JSON.stringify(admission)}`);
+  return admission.retryAfterMs;
 }
 
 function reservationOf(admission: ServiceAdmission | undefined): ServiceReservation {
@@ -86,6 +94,13 @@ describe("the deployment cap's shards", () => {
     expect(store.updates).toEqual(["s3"]);
     expect(store.reads).toBe(0);
     expect(await shardTokens(store.store)).toMatchObject({ s3: 600, s0: 0 });
+  });
+
+  it("asks the store to hold every shard at each reservation, not only the first: a store drops a listener left unused", async () => {
+    const store = new CountingStore();
+    const ledger = ledgerOn(store, "s3");
+    for (let i = 0; i < 3; i += 1) reservationOf(await ledger.reserve(() => 10, NOON + i * 6 * 60_000));
+    expect(store.prepared).toEqual([SERVICE_SHARD_KEYS, SERVICE_SHARD_KEYS, SERVICE_SHARD_KEYS]);
   });
 
   it("admits a reservation larger than one shard's share, spread over the shards with room, emptiest first", async () => {
@@ -137,6 +152,18 @@ describe("the deployment cap's shards", () => {
     const store = new MemoryStore();
     for (const shard of SERVICE_SHARD_KEYS) reservationOf(await ledgerOn(store, shard).reserve(() => SHARE, NOON, { requestTimeoutMs: 540_000 }));
     expect(await ledgerOn(store, "s0").reserve(() => 1, NOON + 300_000)).toEqual({ admitted: false, retryAfterMs: 240_000 });
+  });
+
+  it("answers a retry made when a short Retry-After said, the reservations' settlements lost, with the day's refusal until midnight", async () => {
+    const store = new MemoryStore();
+    // Every shard full with a reservation whose settlement never comes.
+    for (const shard of SERVICE_SHARD_KEYS) reservationOf(await ledgerOn(store, shard).reserve(() => SHARE, NOON));
+    const firstAt = NOON + 60_000;
+    const wait = seconds(refusedAfter(await ledgerOn(store, "s0").reserve(() => 1, firstAt)));
+    expect(wait).toBeLessThanOrEqual(120);
+    // Retried as Retry-After's whole seconds say.
+    const retryAt = firstAt + wait * 1000;
+    expect(seconds(refusedAfter(await ledgerOn(store, "s0").reserve(() => 1, retryAt)))).toBe(Math.ceil((MIDNIGHT - retryAt) / 1000));
   });
 
   it("gives back the parts it took, and refuses, when another instance fills a shard between the read and the parts", async () => {

@@ -128,8 +128,9 @@ describe("daily token ledger rules", () => {
       bounds.push(usage?.contexts?.s1?.tokens ?? -1);
     }
     // Within two minutes of it, no settlement is alone and the bound keeps each need; the first
-    // admission after them forgets it, and its settlement brings the bound down to its call.
-    expect(bounds).toEqual([250, 350, 450, 550, 90]);
+    // admission from its lapse on (two minutes after it, to the millisecond) forgets it, and its
+    // settlement brings the bound down to its call.
+    expect(bounds).toEqual([250, 350, 450, 90, 90]);
     expect(usage?.contexts?.s1).toMatchObject({ open: 0, tokens: 90 });
   });
 
@@ -153,6 +154,8 @@ describe("daily token ledger rules", () => {
     const usage = apply(null, rule);
     const need = { fresh: 200, firstPrompt: 50 };
     expect(admitMessage("s2", NOON + 10_000, POLICY, need)(usage).outcome).toEqual({ admitted: false, limit: "tokens", retryAfterMs: 110_000 });
+    // A retry at that instant, to the millisecond, finds the reservation lapsed: the day's own answer.
+    expect(admitMessage("s2", NOON + 120_000, POLICY, need)(usage).outcome).toMatchObject({ retryAfterMs: 12 * 3_600_000 - 120_000 });
     // Settled, the same message fits.
     const settled = apply(usage, settleTokens("s1", open, landed(100, 0, true, NOON + 10_000)));
     expect(admitMessage("s2", NOON + 10_000, POLICY, need)(settled).outcome.admitted).toBe(true);
@@ -167,6 +170,19 @@ describe("daily token ledger rules", () => {
     const reservation = admitted(rule(null).outcome);
     const usage = apply(null, rule, settleTokens("s1", reservation, { tokens: 900, costUsd: 0.5 }));
     expect(usage?.daily).toEqual({ day: "2026-11-26", tokens: 150, cost_usd: 0.5 });
+  });
+
+  it("counts what a reservation missed up to the service's estimate of the calls made, and only a report above both at the larger", () => {
+    const rule = admitMessage("s1", NOON, POLICY, NEED);
+    const reservation = admitted(rule(null).outcome);
+    const countedOf = (spent: { tokens: number; bound?: number }) => apply(null, rule, settleTokens("s1", reservation, spent))?.daily?.tokens;
+    // The calls sent history the reservation (150) did not hold: within their estimate, counted in full.
+    expect(countedOf({ tokens: 900, bound: 1_000 })).toBe(900);
+    // A report above the estimate too (another tokenizer): counted at the estimate.
+    expect(countedOf({ tokens: 900, bound: 600 })).toBe(600);
+    // Above a reservation that held the estimate: at the reservation.
+    expect(countedOf({ tokens: 900, bound: 120 })).toBe(150);
+    expect(countedOf({ tokens: 100, bound: 120 })).toBe(100);
   });
 
   it("refuses a message whose reservation would pass the limit, until the next UTC day, and takes nothing", () => {

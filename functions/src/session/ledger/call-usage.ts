@@ -2,6 +2,7 @@ import type { Completion } from "../../llm/chat-model";
 import { costUsd, modelFacts } from "../../llm/model-table";
 import type { TokenUsage } from "../../store/records";
 import { estimateTokens } from "../prompt/token-estimate";
+import { addCounts, addUsage } from "./token-usage";
 
 /**
  * How far above the service's own estimate of a prompt a reported prompt count is still believed,
@@ -22,6 +23,11 @@ export interface CallBounds {
   readonly maxTokens: number;
   /** The model asked for: its context window bounds the prompt where the model table lists it. */
   readonly model: string;
+  /**
+   * The factor the session's estimates were calibrated with for this call (token-estimate.ts
+   * `calibration`: its provider's counts over the estimate), for callBound; absent: 1.
+   */
+  readonly calibration?: number;
 }
 
 /** A call's usage as the ledger keeps it, and, when the provider's report was not believed, why. */
@@ -33,6 +39,8 @@ export interface CallUsage {
    * `max_tokens` at most, but the session's context bound must hold what its next prompt sends.
    */
   readonly carried: number;
+  /** What the call can have used as the service's own estimate counts it (callBound). */
+  readonly bound: number;
   readonly refused?: {
     readonly prompt_tokens: number;
     readonly completion_tokens: number;
@@ -48,6 +56,30 @@ export function promptTokenBound(model: string, promptEstimate: number): number 
   const spread = PROMPT_BOUND_FACTOR * promptEstimate + PROMPT_BOUND_SLACK;
   const context = modelFacts(model)?.contextTokens;
   return context === undefined ? spread : Math.min(context, spread);
+}
+
+/**
+ * The most tokens a call can have used as the service's own estimate counts them: its prompt's
+ * estimate, raised by the session's calibration where its provider counts more than the estimate
+ * (never lowered: a true o200k count never passes the raw estimate, docs/tokens.md), and all of
+ * `max_tokens`. A report past it (a tokenizer that counts more than o200k and more than the session's
+ * calls did: believed up to promptTokenBound) is what the daily limits count at most at the
+ * message's reservation (limits.ts countedTokens).
+ */
+export function callBound(bounds: CallBounds): number {
+  const prompt = Math.ceil(bounds.promptEstimate * Math.max(1, bounds.calibration ?? 1));
+  return addCounts(prompt, bounds.maxTokens);
+}
+
+/** Calls' usage, with what they can have used as the service's own estimate counts them (callBound, summed). */
+export interface BoundedUsage {
+  readonly usage: TokenUsage;
+  readonly bound: number;
+}
+
+/** Two calls' usages and bounds added up. */
+export function addBounded(a: BoundedUsage, b: BoundedUsage): BoundedUsage {
+  return { usage: addUsage(a.usage, b.usage), bound: addCounts(a.bound, b.bound) };
 }
 
 /**
@@ -76,11 +108,11 @@ export function callUsage(completion: Completion, bounds: CallBounds): CallUsage
   const text = estimateTokens(completion.text);
   const judged = judgedUsage(completion, bounds, text);
   const completionTokens = judged.usage.completion_tokens;
-  return { ...judged, carried: text > bounds.maxTokens ? Math.max(completionTokens, text) : completionTokens };
+  return { ...judged, carried: text > bounds.maxTokens ? Math.max(completionTokens, text) : completionTokens, bound: callBound(bounds) };
 }
 
 /** The usage callUsage keeps, and why a report was refused; `text`: the reply's estimate. */
-function judgedUsage(completion: Completion, bounds: CallBounds, text: number): Omit<CallUsage, "carried"> {
+function judgedUsage(completion: Completion, bounds: CallBounds, text: number): Omit<CallUsage, "carried" | "bound"> {
   const reported = completion.usage;
   // At most `max_tokens`, as a report is: a provider that ignores it (a reply of a megabyte) must
   // not charge the user for what the call could not have used, nor lock them out for the day.

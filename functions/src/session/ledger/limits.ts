@@ -63,9 +63,15 @@ export interface TokenNeed {
 export interface Spent {
   readonly tokens: number;
   readonly costUsd?: number;
+  /**
+   * The most the calls can have used as the service's own estimates count them (call-usage.ts
+   * callBound: each prompt's estimate and its max_tokens). Absent: the reservation alone bounds
+   * what is counted (see countedTokens).
+   */
+  readonly bound?: number;
   /** Present when the message's exchange may have been stored (its commit was sent). */
   readonly exchange?: {
-    /** The reply call's prompt and completion tokens. */
+    /** What the next prompt sends of the reply call: its prompt, and its reply as a message (its completion tokens and the message's framing). */
     readonly context: number;
     /** The `message_count` its claim saw: its prompt holds the exchanges up to that one. */
     readonly claimedCount: number;
@@ -193,8 +199,9 @@ export function settleTokens(sessionId: string, reservation: Reservation, spent:
     if (!usage) return { outcome: undefined };
     const counted = usage.daily ?? { day: reservation.day, tokens: 0 };
     const reserved = counted.day === reservation.day ? reservation.tokens : 0;
-    // Against the limit a message counts at most what it reserved, so that the reservations that
-    // fit under it bound the day (the cost keeps what the provider reported; see countedTokens).
+    // Against the limit a message counts no report above both what it reserved and the service's
+    // estimate of its calls, so that reservations that fit under it bound the day (the cost keeps
+    // what the provider reported; see countedTokens).
     const tokens = Math.max(0, addCounts(counted.tokens, countedTokens(reservation, spent)) - reserved);
     const cost = spent.costUsd === undefined ? counted.cost_usd : roundUsd((counted.cost_usd ?? 0) + spent.costUsd);
     const daily = { day: counted.day, tokens, ...(cost === undefined ? {} : { cost_usd: cost }) };
@@ -222,14 +229,19 @@ export function settleTokens(sessionId: string, reservation: Reservation, spent:
 }
 
 /**
- * What a settlement counts against the daily limit: what the calls spent, but never more than the
- * message reserved. A report the service believes (call-usage.ts) can pass the reservation, which
- * is built from the service's estimates and the session's last reported calls; counted in full,
- * concurrent messages admitted at the edge would carry the day past the limit together. What was
- * spent beyond it is still the user's cost, and is logged (in-flight-message.ts).
+ * What a settlement counts against the daily limit: what the calls spent, less only what a report
+ * claims above both the message's reservation and the service's own estimate of the calls made
+ * (`spent.bound`). A report the service believes (call-usage.ts: up to 4x its estimate of the
+ * prompt plus 256, for a tokenizer that counts more than o200k) can pass the reservation, which is
+ * built from those estimates and the session's last reported calls; counted in full, concurrent
+ * messages admitted at the edge would carry the day past the limit together. What the reservation
+ * itself missed is counted: a session whose context bound was dropped (its count lapsed, see
+ * liveContexts) reserves from its system prompt and sends its history, which its estimate bounds.
+ * OpenAI's reports (o200k counts, which the estimate never passes) are never cut. What was spent
+ * beyond is still the user's cost, and is logged (in-flight-message.ts).
  */
-export function countedTokens(reservation: Pick<Reservation, "tokens">, spent: Pick<Spent, "tokens">): number {
-  return Math.min(spent.tokens, reservation.tokens);
+export function countedTokens(reservation: Pick<Reservation, "tokens">, spent: Pick<Spent, "tokens" | "bound">): number {
+  return Math.min(spent.tokens, Math.max(reservation.tokens, spent.bound ?? reservation.tokens));
 }
 
 /**
@@ -246,9 +258,10 @@ function openReservations(context: SessionContext | undefined, now: number, poli
   if (!context) return {};
   const lifetime = requestLifetimeMs(policy);
   const known = context.held ?? {};
-  const kept = Object.entries(known).filter(([, entry]) => now - entry.at <= lifetime);
+  // Lapsed from the instant its lifetime ends, which is when untilTokensFree tells a refused message to retry.
+  const kept = Object.entries(known).filter(([, entry]) => now - entry.at < lifetime);
   const untracked = context.open - Object.keys(known).length;
-  if (now - context.at <= lifetime) for (let i = 0; i < untracked; i += 1) kept.push([`old${i}`, { at: context.at, tokens: 0 }]);
+  if (now - context.at < lifetime) for (let i = 0; i < untracked; i += 1) kept.push([`old${i}`, { at: context.at, tokens: 0 }]);
   return Object.fromEntries(kept);
 }
 
@@ -276,8 +289,8 @@ function closed(context: SessionContext, reservation: Reservation): SessionConte
 
 /**
  * When to retry a message the daily limit refused: when the day ends, unless what the user's open
- * reservations hold (today's, of messages still running: each settles at most to what it reserved)
- * is what keeps it out; then once the last of them has settled or lapsed, at the latest. The day's
+ * reservations hold (today's, of messages still running: each settles to at most what it reserved,
+ * unless its reservation missed history: countedTokens) is what keeps it out; then once the last of them has settled or lapsed, at the latest. The day's
  * count holds them at their upper bound until their settlements, seconds later most often: the
  * same message may then fit.
  */
@@ -288,6 +301,8 @@ function untilTokensFree(usage: UserUsage | null, used: { readonly day: string; 
     .filter((entry) => entry.tokens > 0 && utcDay(entry.at) === used.day);
   const holding = open.reduce((sum, entry) => sum + entry.tokens, 0);
   if (open.length === 0 || used.tokens - holding + reserved > policy.tokensPerDay) return midnight;
+  // When the last one lapses: from that instant on it no longer counts as open (openReservations),
+  // so a retry then, as Retry-After's whole seconds round it up, gets the day's own answer.
   return Math.min(midnight, Math.max(...open.map((entry) => entry.at)) + requestLifetimeMs(policy) - now);
 }
 

@@ -56,9 +56,13 @@ function roomOf(usage: ServiceUsage | null | undefined, day: string, capPerDay: 
   return Math.max(0, Math.floor(capPerDay / SERVICE_SHARDS - (counted.tokens - held)));
 }
 
-/** What a shard's open reservations hold at `now`: none once the last of them has lapsed (what is left, settlements lost, is spent as far as anyone knows). */
+/**
+ * What a shard's open reservations hold at `now`: none from the instant the last of them lapses
+ * (what is left, settlements lost, is spent as far as anyone knows), which is when serviceRefusal
+ * tells a refused message to retry: a retry then gets the day's own answer.
+ */
 function heldOf(counted: ServiceUsage, now: number): number {
-  return counted.held !== undefined && counted.held_until !== undefined && now <= counted.held_until ? Math.min(counted.held, counted.tokens) : 0;
+  return counted.held !== undefined && counted.held_until !== undefined && now < counted.held_until ? Math.min(counted.held, counted.tokens) : 0;
 }
 
 /** `counted` with `tokens` more reserved at `now`, held open for as long as a request may run (`lifetimeMs`). */
@@ -160,8 +164,6 @@ export function emptiestFirst(shards: Readonly<Record<string, ServiceUsage>>, no
 
 /** The deployment's day of model tokens, as the session module reserves and settles it. */
 export class ServiceLedger {
-  private prepared = false;
-
   constructor(
     private readonly store: Pick<SessionStore, "prepareServiceUsage" | "updateServiceUsage" | "readServiceUsage">,
     /** SERVICE_TOKENS_PER_DAY; 0: no cap, nothing counted. */
@@ -184,11 +186,11 @@ export class ServiceLedger {
     const tokens = tokensOf();
     // How long the reservation counts as open at most: the longest a request may run.
     const lifetimeMs = requestLifetimeMs(policy);
-    if (!this.prepared) {
-      // Every shard listened to from the first message on, so that each reservation takes one round trip.
-      this.store.prepareServiceUsage(SERVICE_SHARD_KEYS);
-      this.prepared = true;
-    }
+    // Every shard listened to, and kept so by every reservation (the store drops a listener left
+    // unused: the Realtime Database's after 5 minutes), so that whichever shard this one draws,
+    // its transaction starts from the shard's value and takes one round trip. A hold already there
+    // is only refreshed: no message to the database.
+    this.store.prepareServiceUsage(SERVICE_SHARD_KEYS);
     const first = SERVICE_SHARD_KEYS[Math.floor(this.random() * SERVICE_SHARDS)] ?? "s0";
     const admission = await this.store.updateServiceUsage(first, reserveServiceTokens(first, now, tokens, this.capPerDay, lifetimeMs));
     if (admission.admitted) return admission;

@@ -1,5 +1,5 @@
 import type { CallUsage } from "../ledger/call-usage";
-import { callUsage } from "../ledger/call-usage";
+import { addBounded, callUsage } from "../ledger/call-usage";
 import type { Exchange, ReplyUsage } from "../../store/records";
 import { SessionNotFoundError } from "../errors";
 import type { InFlightMessage } from "./in-flight-message";
@@ -9,7 +9,7 @@ import { replay, type Reply } from "./reply";
 import type { Generated } from "./reply-generation";
 import { SUMMARY_MAX_TOKENS, type SummaryResult } from "../prompt/rolling-summary";
 import { appendRule } from "../session-rules";
-import { addUsage } from "../ledger/token-usage";
+import { TOKENS_PER_MESSAGE } from "../prompt/token-estimate";
 import { conversationHead } from "../conversations/title";
 
 /**
@@ -24,7 +24,7 @@ export async function commit(context: MessageContext, message: InFlightMessage, 
   const { settings } = session.meta;
   const { window, plan, completion } = generated;
   const summarised = message.replyComplete();
-  const { usage: reply, refused, carried } = callUsage(completion, { promptEstimate: plan.promptEstimate, maxTokens: settings.max_tokens, model: settings.model });
+  const { usage: reply, refused, carried, bound } = callUsage(completion, { promptEstimate: plan.promptEstimate, maxTokens: settings.max_tokens, model: settings.model, calibration: plan.calibration });
   logBounds(context, session.id, refused, summarised);
   const usage: ReplyUsage = {
     ...reply,
@@ -40,12 +40,16 @@ export async function commit(context: MessageContext, message: InFlightMessage, 
     // The claim saw no exchange: this one may be the first, which names the conversation in its owner's list.
     ...(message.slot.exchangeCount === 0 ? { head: conversationHead(session.meta, text) } : {}),
   };
-  const calls = summarised.usage ? addUsage(reply, summarised.usage) : reply;
-  const sideWrites: Promise<unknown>[] = [message.settle(calls, reply.prompt_tokens + carried, Math.max(0, carried - settings.max_tokens), answeredAt)];
+  const replyCall = { usage: reply, bound };
+  const calls = summarised.usage ? addBounded(replyCall, { usage: summarised.usage, bound: summarised.bound ?? summarised.usage.total_tokens }) : replyCall;
+  // What the next prompt sends of this call: its prompt, and its reply as an assistant message,
+  // with the framing OpenAI counts around every message (which the completion's count leaves out).
+  const replyContext = reply.prompt_tokens + carried + TOKENS_PER_MESSAGE;
+  const sideWrites: Promise<unknown>[] = [message.settle(calls, replyContext, Math.max(0, carried - settings.max_tokens), answeredAt)];
   if (summarised.summary) sideWrites.push(store.writeSummary(session.id, summarised.summary).catch(() => false));
   let result;
   try {
-    result = await store.appendExchange(session.id, exchange, appendRule({ receivedAt, answeredAt, policy, claim, usage: calls }), message.partialKey);
+    result = await store.appendExchange(session.id, exchange, appendRule({ receivedAt, answeredAt, policy, claim, usage: calls.usage }), message.partialKey);
   } catch (error) {
     message.end({ kind: "unknown" });
     throw error;

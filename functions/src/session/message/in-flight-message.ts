@@ -1,14 +1,14 @@
 import type { ReplySink } from "../../llm/chat-model";
 import type { TokenUsage } from "../../store/records";
 import type { KnownSession } from "../known-sessions";
-import { refundMessage, releaseSession, settleTokens, type Reservation, type Spent } from "../ledger/limits";
+import { countedTokens, refundMessage, releaseSession, settleTokens, type Reservation, type Spent } from "../ledger/limits";
+import { addBounded, type BoundedUsage } from "../ledger/call-usage";
 import type { MessageContext } from "./message-context";
 import { PartialWriter } from "./partial-writer";
 import type { SummaryCall, SummaryResult } from "../prompt/rolling-summary";
 import type { ServiceReservation } from "../ledger/service-cap";
 import type { RequestClaim } from "../session-rules";
 import { releaseQuietly } from "./slot-claim";
-import { addUsage } from "../ledger/token-usage";
 
 /** What a message took at its admission: each part present when it was granted. */
 export interface Taken {
@@ -40,9 +40,9 @@ export type MessageEnd =
   /**
    * The model call (or what prepared it) failed, or moderation refused the message. `reply`: what
    * the reply's call counts when the provider bills it all the same (refused by moderation once the
-   * call had started); absent, a failed call counts as nothing.
+   * call had started), with its bound as the service estimates it; absent, a failed call counts as nothing.
    */
-  | { readonly kind: "failed"; readonly reply?: TokenUsage }
+  | { readonly kind: "failed"; readonly reply?: BoundedUsage }
   /**
    * The commit was sent and its fate is unknown: it may have landed. Its claim is released all the
    * same: kept, it would hold its key "in progress" and a slot of the exchange limit for its whole
@@ -156,29 +156,34 @@ export class InFlightMessage {
    * round trip), whatever the commit's fate: the provider charged the calls either way. A lost
    * settlement leaves the reservation counted: never too low.
    */
-  settle(calls: TokenUsage, replyContext: number, overrun: number, answeredAt: number): Promise<unknown> {
+  settle(calls: BoundedUsage, replyContext: number, overrun: number, answeredAt: number): Promise<unknown> {
     this.settled = true;
     const { exchangeCount, alone } = this.slot;
     this.noteUncounted(calls);
     return Promise.all([
       this.settleUser(calls, { context: replyContext, claimedCount: exchangeCount, alone, overrun, answeredAt }),
-      this.context.serviceLedger.settle(this.service, spentOf(calls)),
+      this.context.serviceLedger.settle(this.service, spentOf(calls.usage)),
     ]);
   }
 
   /**
-   * Logs calls that spent more than a reservation holds: the limits count a message at most what it
-   * reserved (limits.ts countedTokens, service-cap.ts splitSpent), so what passed it is in the
-   * session's usage and the day's cost, not in the count the limits hold.
+   * Logs calls that spent more than the limits count: a reservation holds a message's calls as the
+   * service estimates them (the deployment's always, topped up before the call: holdServiceTokens;
+   * the user's unless it missed history), and a report above both (a tokenizer that counts more
+   * than o200k) is counted at most at the larger (limits.ts countedTokens, service-cap.ts
+   * splitSpent): the rest is in the session's usage and the day's cost, not in the limits' counts.
    */
-  private noteUncounted(spent: TokenUsage): void {
-    const user = this.taken.reservation?.tokens;
+  private noteUncounted(calls: BoundedUsage): void {
+    const spent = calls.usage.total_tokens;
+    const { reservation } = this.taken;
+    const user = reservation?.tokens;
     const service = this.service?.parts.reduce((sum, part) => sum + part.tokens, 0);
-    const over = (reserved: number | undefined) => reserved !== undefined && spent.total_tokens > reserved;
-    if (!over(user) && !over(service)) return;
+    const userShort = reservation !== undefined && countedTokens(reservation, { tokens: spent, bound: calls.bound }) < spent;
+    if (!userShort && (service === undefined || spent <= service)) return;
     this.context.log.warn("usage above its reservation, counted at the reservation", {
       session_id: this.session.id,
-      spent_tokens: spent.total_tokens,
+      spent_tokens: spent,
+      estimate_bound: calls.bound,
       user_reserved: user,
       service_reserved: service,
     });
@@ -216,14 +221,15 @@ export class InFlightMessage {
     }
     // The model call failed, or was refused: of the reservations, only what the reply's call was
     // billed (a refused one) and what a summary call may have used stay counted.
-    const summary = this.summaryCall?.finish().usage;
+    const finished = this.summaryCall?.finish();
+    const summary = finished?.usage ? { usage: finished.usage, bound: finished.bound ?? finished.usage.total_tokens } : undefined;
     const reply = how.kind === "failed" ? how.reply : undefined;
-    const spent = reply && summary ? addUsage(reply, summary) : (reply ?? summary);
+    const spent = reply && summary ? addBounded(reply, summary) : (reply ?? summary);
     if (spent) {
       this.noteUncounted(spent);
       void this.settleUser(spent, undefined);
     } else this.refundUser(false);
-    void this.context.serviceLedger.settle(this.service, spentOf(spent));
+    void this.context.serviceLedger.settle(this.service, spentOf(spent?.usage));
   }
 
   /**
@@ -238,10 +244,10 @@ export class InFlightMessage {
     void store.updateUsage(this.session.userKey, refundMessage(usage, this.session.id, reservation, refused)).catch(() => undefined);
   }
 
-  private settleUser(spent: TokenUsage, exchange: Spent["exchange"]): Promise<void> {
+  private settleUser(calls: BoundedUsage, exchange: Spent["exchange"]): Promise<void> {
     const { reservation } = this.taken;
     if (!reservation) return Promise.resolve();
-    const rule = settleTokens(this.session.id, reservation, { ...spentOf(spent), ...(exchange === undefined ? {} : { exchange }) });
+    const rule = settleTokens(this.session.id, reservation, { ...spentOf(calls.usage), bound: calls.bound, ...(exchange === undefined ? {} : { exchange }) });
     return this.context.store.updateUsage(this.session.userKey, rule).catch(() => undefined);
   }
 }

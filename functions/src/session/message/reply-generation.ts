@@ -1,5 +1,5 @@
 import type { Completion, CompletionRequest, ReplySink } from "../../llm/chat-model";
-import type { ChatMessage, SessionMeta, SessionSummary, TokenUsage } from "../../store/records";
+import type { ChatMessage, SessionMeta, SessionSummary } from "../../store/records";
 import type { HistoryWindow } from "../../store/session-store";
 import { catchUpCount, nextWindowStart, planPrompt, windowMessages, type PromptPlan } from "../prompt/context-window";
 import type { KnownSession } from "../known-sessions";
@@ -7,7 +7,7 @@ import type { InFlightMessage } from "./in-flight-message";
 import type { ReadAhead } from "./message-admission";
 import type { MessageContext } from "./message-context";
 import { moderatedReply, RefusedReply, type ModelCall } from "./moderated-reply";
-import { abandonedUsage, callUsage } from "../ledger/call-usage";
+import { abandonedUsage, callBound, callUsage, type BoundedUsage } from "../ledger/call-usage";
 import { backlog, SUMMARY_BATCH_MESSAGES, SUMMARY_CALL_TOKENS, SUMMARY_PROMPT_TOKENS, SummaryCall } from "../prompt/rolling-summary";
 import { LimitExceededError } from "../errors";
 import { seconds } from "./refusals";
@@ -64,13 +64,13 @@ export async function generate(context: MessageContext, message: InFlightMessage
  * What a reply call that moderation refused counts: a finished one as its commit would count it
  * (callUsage), one abandoned mid-call at its bound, as an abandoned summary call is.
  */
-function refusedCallUsage(context: MessageContext, session: KnownSession, plan: Planned, call: RefusedReply["call"]): TokenUsage {
+function refusedCallUsage(context: MessageContext, session: KnownSession, plan: Planned, call: RefusedReply["call"]): BoundedUsage {
   const { settings } = session.meta;
-  const bounds = { promptEstimate: plan.promptEstimate, maxTokens: settings.max_tokens, model: settings.model };
-  if (call === "abandoned") return abandonedUsage(bounds);
-  const { usage, refused } = callUsage(call.completion, bounds);
+  const bounds = { promptEstimate: plan.promptEstimate, maxTokens: settings.max_tokens, model: settings.model, calibration: plan.calibration };
+  if (call === "abandoned") return { usage: abandonedUsage(bounds), bound: callBound(bounds) };
+  const { usage, refused, bound } = callUsage(call.completion, bounds);
   if (refused) context.log.warn("provider usage out of bounds, estimated instead", { session_id: session.id, call: "reply", ...refused });
-  return usage;
+  return { usage, bound };
 }
 
 /**

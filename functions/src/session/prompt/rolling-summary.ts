@@ -1,7 +1,7 @@
 import type { ChatModel, Completion, PromptMessage } from "../../llm/chat-model";
 import type { ChatMessage, GenerationSettings, SessionSummary, TokenUsage } from "../../store/records";
 import { cutToTokens, estimatePromptTokens, estimateTokens } from "./token-estimate";
-import { abandonedUsage, callUsage, type CallUsage } from "../ledger/call-usage";
+import { abandonedUsage, callBound, callUsage, type CallUsage } from "../ledger/call-usage";
 
 /**
  * A session's rolling summary (templates with `summary: true`): the gist of the messages that
@@ -139,6 +139,8 @@ export interface SummaryResult {
   readonly summary?: SessionSummary;
   /** What the call used or may have used (an abandoned call: its bound, marked estimated); absent when no call was made. */
   readonly usage?: TokenUsage;
+  /** With `usage`: what the call can have used as the service's estimate counts it (call-usage.ts callBound). */
+  readonly bound?: number;
   /** The estimated tokens of a summary that came back over its bound and was cut to it (for the log). */
   readonly cutFrom?: number;
   /** The provider's usage report, when it was not believed (for the log). */
@@ -191,12 +193,13 @@ export class SummaryCall {
     const { state, sent } = this;
     if (typeof state === "object" && sent) {
       const { completion } = state;
-      const { usage, refused } = callUsage(completion, { promptEstimate: sent.estimate, maxTokens: SUMMARY_MAX_TOKENS, model: this.settings.model });
+      const { usage, refused, bound } = callUsage(completion, { promptEstimate: sent.estimate, maxTokens: SUMMARY_MAX_TOKENS, model: this.settings.model });
       // Stored cut to its bound: it is sent with every later message, and a provider may ignore `max_tokens`.
       const text = cutToTokens(completion.text, SUMMARY_MAX_TOKENS);
       return {
         summary: { text, through: this.first + sent.folded - 1, updated_at: this.clock() },
         usage,
+        bound,
         ...(text === completion.text ? {} : { cutFrom: estimateTokens(completion.text) }),
         ...(refused ? { refusedUsage: refused } : {}),
       };
@@ -205,6 +208,7 @@ export class SummaryCall {
     // Sent and not answered in time: the provider may finish it anyway, so its bound is counted.
     // A call that failed is counted as nothing (a provider charges no refused request).
     if (state !== "running" || !sent) return {};
-    return { usage: abandonedUsage({ promptEstimate: sent.estimate, maxTokens: SUMMARY_MAX_TOKENS, model: this.settings.model }) };
+    const bounds = { promptEstimate: sent.estimate, maxTokens: SUMMARY_MAX_TOKENS, model: this.settings.model };
+    return { usage: abandonedUsage(bounds), bound: callBound(bounds) };
   }
 }
