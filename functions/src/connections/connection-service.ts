@@ -281,13 +281,19 @@ export class ConnectionService {
       throw error;
     }
     const { ref } = known;
-    const audience = notifier.audience(ref.userKeys[otherParticipant(sender)], ref.userKeys[sender]);
+    const recipientKey = ref.userKeys[otherParticipant(sender)];
+    const senderKey = ref.userKeys[sender];
+    // The devices' listeners start beside the commit, and the audience is read once it has landed:
+    // the database answers in order, so the copy then holds every device change made before the
+    // message (a phone that changed hands, a device unregistered), at no round trip more. Read
+    // before the commit, a warm instance's copy could trail them without bound.
+    notifier.prepare(recipientKey, senderKey);
     const result = await store.appendMessage(ref, rule);
     if (!result.found) throw this.gone(connectionId);
     const { outcome, state } = result;
     if (outcome.kind === "duplicate") return this.replay(input, outcome.position);
     if (outcome.kind !== "stored") throw messageRefusal(outcome);
-    const notified = await notifier.notify(audience, { connectionId, kind: "message", text });
+    const notified = await notifier.notify(notifier.audience(recipientKey, senderKey), { connectionId, kind: "message", text });
     return { connectionId, position: outcome.position, message: outcome.message, messageCount: state.message_count, replayed: false, notified };
   }
 

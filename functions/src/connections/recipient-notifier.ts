@@ -5,7 +5,7 @@ import type { DeviceStore } from "../store/connection-store";
 import { liveTokens, removeDevices, tokenHash } from "./device-rules";
 
 export interface NotifierOptions {
-  readonly devices: Pick<DeviceStore, "readDevices" | "updateDevices">;
+  readonly devices: Pick<DeviceStore, "prepareDevices" | "readDevices" | "updateDevices">;
   readonly sender: PushSender;
   /** Counts, codes and the connection id only: never a token or a text. */
   readonly log: Log;
@@ -49,9 +49,15 @@ export interface NotificationRequest {
 export class RecipientNotifier {
   constructor(private readonly options: NotifierOptions) {}
 
+  /** Starts listening to the devices `audience` will read (beside a commit, so that the read after it costs no round trip). */
+  prepare(recipientKey: string, senderKey: string): void {
+    this.options.devices.prepareDevices(recipientKey);
+    this.options.devices.prepareDevices(senderKey);
+  }
+
   /**
    * Starts reading who would be notified: the recipient's devices, less any token the sender also
-   * holds (a device never hears of its own user's message). Sent beside the message's commit;
+   * holds (a device never hears of its own user's message). Read once the message (or request) has landed;
    * resolves undefined when the devices cannot be read (logged).
    */
   audience(recipientKey: string, senderKey: string): Promise<Audience | undefined> {

@@ -1,11 +1,16 @@
 import { randomUUID } from "node:crypto";
 import type { Message, Messaging } from "firebase-admin/messaging";
-import type { Log, LogFields } from "../../src/log/log";
+import { silentLog, type Log, type LogFields } from "../../src/log/log";
 import { createFcmSender } from "../../src/notify/fcm-sender";
 import { ApiUser, HOSTING_ROUTES } from "../support/connection-api";
 import { ACCEPT, fakeFcmMessaging, FakeFcmServer, fcmError, type FakeFcmMessaging, type FcmAnswer } from "../support/fake-fcm-server";
-import { describeEachStore, startHarness, type Harness } from "../support/http-harness";
+import { describeEachStore, type Harness, startHarness } from "../support/http-harness";
 import { userKey } from "../../src/session/ledger/limits";
+import { DeviceRegistry } from "../../src/connections/device-registry";
+import { createOfflineSender } from "../../src/notify/offline-sender";
+import { RtdbConnectionStore } from "../../src/store/rtdb/rtdb-connection-store";
+import { describeWithRtdb, RtdbInstances } from "../support/rtdb";
+import { parseHost, TcpProxy } from "../support/tcp-proxy";
 
 /** Every log entry an instance wrote, to check what a failure logs and what it never does. */
 class RecordingLog implements Log {
@@ -199,5 +204,99 @@ describeEachStore("notifications of user-to-user messages, through firebase-admi
     await bob.register(tokens(1, "bob")[0]!);
     await alice.send(id, "x".repeat(500));
     expect(fake.requests[0]?.message.notification?.body).toBe(`${"x".repeat(39)}…`);
+  });
+});
+
+/**
+ * A message's audience comes from the instance's listener copy of the recipient's devices, which
+ * may trail the database (the instance's link is slow): read once the message's commit has
+ * landed, the copy holds every device change made before it, so a message stored after a phone
+ * changed hands, or after a device was removed, never reaches that phone.
+ */
+describeWithRtdb("a message's audience, on an instance whose copy of the devices trails the database", () => {
+  let proxy: TcpProxy;
+  let harness: Harness;
+  let other: RtdbInstances;
+  const pushes = createOfflineSender(silentLog);
+
+  beforeAll(async () => {
+    proxy = await TcpProxy.start(parseHost(process.env.FIREBASE_DATABASE_EMULATOR_HOST ?? ""));
+    harness = await startHarness({ store: "rtdb", databaseHost: proxy.address, pushSender: pushes });
+    other = new RtdbInstances(harness.namespace!);
+  });
+  afterAll(async () => {
+    proxy.resume();
+    await harness.close();
+    await other.close();
+    await proxy.stop();
+  });
+
+  /** Carol and Alice connected on the (proxied) instance, Alice's phone registered and notified once, so the instance holds her devices. */
+  async function setUp() {
+    const tag = randomUUID().slice(0, 8);
+    const carol = new ApiUser(`carol-${tag}`, harness.api, HOSTING_ROUTES);
+    const alice = new ApiUser(`alice-${tag}`, harness.api, HOSTING_ROUTES);
+    const phone = `phone-${randomUUID()}`;
+    const id = await carol.connectWith(alice);
+    expect((await alice.register(phone)).status).toBe(200);
+    expect((await carol.send(id, "first")).status).toBe(201);
+    expect(pushes.recorded().at(-1)?.tokens).toEqual([phone]);
+    return { carol, alice, phone, id, tag };
+  }
+
+  /**
+   * Sends Carol's message while the instance's link is stalled, resuming it once the message's
+   * commit is on its way: what the instance holds of the devices until then is its stale copy.
+   */
+  async function sendWhileStalled(carol: ApiUser, id: string, text: string) {
+    const store = harness.api.connectionStore;
+    if (!(store instanceof RtdbConnectionStore)) throw new Error("the harness's connection store is not the database's");
+    const original = store.appendMessage.bind(store);
+    let committing!: () => void;
+    const commitSent = new Promise<void>((resolve) => (committing = resolve));
+    store.appendMessage = (...args: Parameters<typeof original>) => {
+      const result = original(...args);
+      committing();
+      return result;
+    };
+    try {
+      const before = pushes.recorded().length;
+      const sending = carol.send(id, text);
+      await commitSent;
+      proxy.resume();
+      const sent = await sending;
+      return { status: sent.status, pushed: pushes.recorded().slice(before) };
+    } finally {
+      Reflect.deleteProperty(store, "appendMessage");
+    }
+  }
+
+  it("never pushes a message stored after the phone changed hands to the phone's new user", async () => {
+    const { carol, alice, phone, id, tag } = await setUp();
+    proxy.stall();
+    // Another instance (its own link): Bob signs in on Alice's former phone. Answered: the token is Bob's alone.
+    const elsewhere = new RtdbConnectionStore(other.database(), 5_000);
+    await new DeviceRegistry({ store: elsewhere, clock: Date.now }).register(`bob-${tag}`, phone, undefined);
+    const alicesDevices = await elsewhere.readDevices(userKey(alice.id));
+    expect(Object.values(alicesDevices?.tokens ?? {}).map((device) => device.token)).not.toContain(phone);
+
+    // Only now does Carol write to Alice: her message is stored after the handover.
+    const { status, pushed } = await sendWhileStalled(carol, id, "for Alice's eyes only");
+    expect(status).toBe(201);
+    const toPhone = pushed.filter((push) => push.tokens.includes(phone)).map((push) => push.notification.preview);
+    expect(toPhone).toEqual([]);
+  });
+
+  it("never pushes a message stored after a device was unregistered to that device", async () => {
+    const { carol, alice, phone, id } = await setUp();
+    proxy.stall();
+    // Alice signs out on her phone, through another instance: answered, the token is gone from her devices.
+    const elsewhere = new RtdbConnectionStore(other.database(), 5_000);
+    const after = await new DeviceRegistry({ store: elsewhere, clock: Date.now }).unregister(alice.id, phone);
+    expect(after.removed).toBe(true);
+
+    const { status, pushed } = await sendWhileStalled(carol, id, "after sign-out");
+    expect(status).toBe(201);
+    expect(pushed.filter((push) => push.tokens.includes(phone))).toEqual([]);
   });
 });

@@ -120,7 +120,7 @@ describe("the notifier", () => {
     await store.updateDevices("sender", registerDevice(tokenHash("shared"), "shared", T, undefined));
     const log = new RecordingLog();
     expect(await notifier(fakeSender(delivered), log, { store }).audience("recipient", "sender")).toEqual({ recipientKey: "recipient", tokens: ["mine"], previews: false });
-    const failing = new RecipientNotifier({ devices: { readDevices: () => Promise.reject(new Error("token-in-message")), updateDevices: () => Promise.reject(new Error("x")) }, sender: fakeSender(delivered), log, clock: () => T, previewChars: 0, deadlineMs: 0 });
+    const failing = new RecipientNotifier({ devices: { prepareDevices: () => undefined, readDevices: () => Promise.reject(new Error("token-in-message")), updateDevices: () => Promise.reject(new Error("x")) }, sender: fakeSender(delivered), log, clock: () => T, previewChars: 0, deadlineMs: 0 });
     expect(await failing.audience("recipient", "sender")).toBeUndefined();
     expect(JSON.stringify(log.entries)).not.toContain("token-in-message");
   });
