@@ -254,11 +254,12 @@ describeWithRtdb("a message's audience, on an instance whose copy of the devices
     const original = store.appendMessage.bind(store);
     let committing!: () => void;
     const commitSent = new Promise<void>((resolve) => (committing = resolve));
-    store.appendMessage = (...args: Parameters<typeof original>) => {
-      const result = original(...args);
+    const wrapped: typeof original = (connection, rule) => {
+      const result = original(connection, rule);
       committing();
       return result;
     };
+    store.appendMessage = wrapped;
     try {
       const before = pushes.recorded().length;
       const sending = carol.send(id, text);

@@ -291,3 +291,48 @@ describeEachStore("moderation of users' messages", (kind) => {
     }, 30_000);
   });
 });
+
+/**
+ * A session counts against USER_MAX_ACTIVE_SESSIONS exactly as long as it can be active
+ * (docs/sessions-over-time.md): a flagged message stored nothing, so the session expires at its TTL
+ * from its last exchange, and its slot is free then, whatever its model call was billed.
+ */
+describeEachStore("the active-session limit after a flagged message near the idle TTL", (kind) => {
+  const MINUTE = 60_000;
+  let harness: Harness;
+  let now = Date.parse("2026-03-01T00:00:00Z");
+
+  beforeAll(async () => {
+    harness = await startHarness({ store: kind, clock: () => now, env: { USER_MAX_ACTIVE_SESSIONS: "1", MODERATION: "true" } });
+  });
+  afterAll(async () => harness.close());
+  beforeEach(() => {
+    harness.fake.reset();
+  });
+
+  const create = (user: string): Promise<Answer> => harness.api.call("POST", ROUTES.create, { user_id: user, template_id: "friendly-assistant" });
+
+  it.each([
+    ["the model call finished before the verdict", false],
+    ["the model call abandoned mid-reply", true],
+  ])("frees the slot of a session that expired after its last message was flagged (%s)", async (_case, hang) => {
+    const user = `user-${randomUUID()}`;
+    const id = String((await create(user)).body.session_id);
+    expect((await harness.api.call("POST", ROUTES.message(id), { message: "hello" })).status).toBe(200);
+    now += 59 * MINUTE;
+    if (hang) harness.fake.enqueue({ kind: "hang" });
+    harness.fake.enqueueModeration({ kind: "verdict", flagged: true, categories: ["harassment"], delayMs: 100 });
+    const flagged = await harness.api.call("POST", ROUTES.message(id), { message: "a message the moderation model flags" });
+    expect({ status: flagged.status, code: flagged.body.error?.code }).toEqual({ status: 422, code: "MESSAGE_FLAGGED" });
+    await harness.fake.noRequestHanging();
+    // Past the idle TTL counted from the last exchange (60 min by default): the session expired.
+    now += 2 * MINUTE;
+    // The give-back (sent off the reply's path) has landed: the message's reservation is settled.
+    await eventually(
+      () => harness.api.store.updateUsage(keyHash("user", user), (record) => ({ outcome: record })),
+      (usage) => (usage?.daily?.tokens ?? 0) > 0 && (usage?.contexts?.[id]?.open ?? 0) === 0,
+    );
+    const next = await create(user);
+    expect({ status: next.status, code: next.body.error?.code, retryAfter: next.headers.get("retry-after") }).toEqual({ status: 201, code: undefined, retryAfter: null });
+  });
+});

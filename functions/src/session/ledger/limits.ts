@@ -311,7 +311,9 @@ type Held = NonNullable<SessionContext["held"]>;
 
 /**
  * Gives back what a message took and did not use: its token reservation (the model was not called,
- * or failed), the session's count as it was before (nothing was stored, so the session's idle TTL
+ * or failed; of it, what its calls were billed stays counted: `spent`, as settleTokens counts it,
+ * a reply refused by moderation or a summary call), the session's count as it was before (nothing
+ * was stored, so the session's idle TTL
  * still runs from its last exchange, and so must its count: a failed message near the TTL would
  * otherwise hold the expired session's slot for another TTL), and when it was `refused` before the
  * model, its message token. The admission counts the session as active before its claim's answer
@@ -320,8 +322,8 @@ type Held = NonNullable<SessionContext["held"]>;
  * USER_MAX_ACTIVE_SESSIONS), nor put an erased session back in the record. A later admission of
  * the session (a newer count) is left as it is.
  */
-export function refundMessage(policy: UsagePolicy, sessionId: string, reservation: Reservation, refused: boolean): UsageRule<undefined> {
-  const settle = settleTokens(sessionId, reservation, { tokens: 0 });
+export function refundMessage(policy: UsagePolicy, sessionId: string, reservation: Reservation, refused: boolean, spent: Omit<Spent, "exchange"> = { tokens: 0 }): UsageRule<undefined> {
+  const settle = settleTokens(sessionId, reservation, spent);
   return (usage) => {
     const settled = settle(usage).next;
     if (!settled) return { outcome: undefined };

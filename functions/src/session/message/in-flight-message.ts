@@ -225,23 +225,24 @@ export class InFlightMessage {
     const summary = finished?.usage ? { usage: finished.usage, bound: finished.bound ?? finished.usage.total_tokens } : undefined;
     const reply = how.kind === "failed" ? how.reply : undefined;
     const spent = reply && summary ? addBounded(reply, summary) : (reply ?? summary);
-    if (spent) {
-      this.noteUncounted(spent);
-      void this.settleUser(spent, undefined);
-    } else this.refundUser(false);
+    if (spent) this.noteUncounted(spent);
+    // Nothing stored: the session's count goes back as it was, whatever the calls were billed.
+    this.refundUser(false, spent);
     void this.context.serviceLedger.settle(this.service, spentOf(spent?.usage));
   }
 
   /**
-   * Gives back the user's reservation (and for a `refused` message its token and the session's
-   * count, see refundMessage); if that is lost, the bucket refills anyway, the day's count keeps
-   * the reservation, and the count lapses with the idle TTL.
+   * Gives back the user's reservation, less what `spent` calls were billed (and for a `refused`
+   * message its token), and the session's count as it was before (see refundMessage); if that is
+   * lost, the bucket refills anyway, the day's count keeps the reservation, and the count lapses
+   * with the idle TTL.
    */
-  private refundUser(refused: boolean): void {
+  private refundUser(refused: boolean, spent?: BoundedUsage): void {
     const { reservation } = this.taken;
     if (!reservation) return;
     const { store, usage } = this.context;
-    void store.updateUsage(this.session.userKey, refundMessage(usage, this.session.id, reservation, refused)).catch(() => undefined);
+    const billed = spent === undefined ? undefined : { ...spentOf(spent.usage), bound: spent.bound };
+    void store.updateUsage(this.session.userKey, refundMessage(usage, this.session.id, reservation, refused, billed)).catch(() => undefined);
   }
 
   private settleUser(calls: BoundedUsage, exchange: Spent["exchange"]): Promise<void> {
