@@ -966,16 +966,48 @@ async function getJson(url, extra = {}) {
   }
 }
 
-/** Reads the user's conversations again from the first page, or (`more`) the next page after those shown. */
+/**
+ * The list's generation: bumped by each read from the first page, by an erasure and by a change of
+ * user id. An answer read under an older one says what was, or whose it was: it is dropped.
+ */
+let listGeneration = 0;
+/** @type {string | null} the cursor of the older page being read, while one is: a second click asks nothing more */
+let readingOlder = null;
+
+/** @type {string | undefined} the user id the list shown was read for */
+let listedFor;
+
+/** Whose list is read: the field's user id (the signed-in user's uid once signed in). */
+const listOwner = () => ui.user.value.trim();
+
+/** Drops any read of the list under way: the data was erased, or the user id changed. */
+function dropListReads() {
+  listGeneration++;
+  readingOlder = null;
+}
+
+/**
+ * Reads the user's conversations again from the first page, or (`more`) the next page after those
+ * shown. An answer is shown only while it is still the list's: a read from the first page made
+ * since, an erasure or another user id drops it, and an older page lands only while its cursor is
+ * still the one the list ends with (a double click, or two pages of one cursor, add nothing twice).
+ */
 async function loadConversations(more = false) {
   if (!ui.user.value.trim() && !state.signedIn) return;
   const cursor = more ? state.conversationsNext : null;
+  // An older page of another user's list is not asked for: the new user's first page is on its way.
+  if (more && (cursor === null || readingOlder === cursor || listedFor !== listOwner())) return;
+  const generation = more ? listGeneration : ++listGeneration;
+  if (more) readingOlder = cursor;
   const outcome = await getJson(apiUrls(state.base).list, cursor ? { cursor } : {});
+  if (more && readingOlder === cursor) readingOlder = null;
+  if (generation !== listGeneration || (more && state.conversationsNext !== cursor)) return;
   if ("failure" in outcome) {
     update({ error: errorText(outcome.failure) });
     return;
   }
   const page = outcome.body.sessions.map(withWhatThisPageKnows);
+  listedFor = listOwner();
   update({ conversations: more ? [...(state.conversations ?? []), ...page] : page, conversationsNext: outcome.body.next_cursor });
 }
 
@@ -1157,6 +1189,8 @@ async function eraseData() {
     const body = await readJson(response);
     if (response.ok && body?.success) {
       ui.log.replaceChildren();
+      // A read of the list sent before the erasure and answered after it would list the erased conversations again.
+      dropListReads();
       update({
         busy: "",
         phase: "idle",
@@ -1208,7 +1242,12 @@ ui.conversationList.addEventListener("click", (event) => {
 });
 ui.moreConversations.addEventListener("click", () => void loadConversations(true));
 ui.earlier.addEventListener("click", () => void loadEarlier());
-ui.user.addEventListener("change", () => void loadConversations());
+ui.user.addEventListener("change", () => {
+  // Any read of the list under way is the previous id's. The list on view stays until the new one
+  // comes: emptied at once, the panels below would move under a pointer leaving the field for them.
+  dropListReads();
+  void loadConversations();
+});
 ui.downloadData.addEventListener("click", () => void downloadData());
 ui.eraseData.addEventListener("click", () => {
   update({ confirmingErase: true });

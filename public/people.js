@@ -41,9 +41,11 @@ export function startPeople(shared) {
     connectUser: /** @type {HTMLInputElement} */ ($("connect-user")),
     refresh: /** @type {HTMLButtonElement} */ ($("connections-refresh")),
     list: $("connections"),
+    more: /** @type {HTMLButtonElement} */ ($("connections-more")),
     conversation: $("conversation"),
     with: $("conversation-with"),
     status: $("conversation-status"),
+    earlier: /** @type {HTMLButtonElement} */ ($("people-earlier")),
     log: $("people-log"),
     composer: /** @type {HTMLFormElement} */ ($("people-composer")),
     message: /** @type {HTMLTextAreaElement} */ ($("people-message")),
@@ -53,9 +55,29 @@ export function startPeople(shared) {
 
   // The panel's state, kept here only and shown by render().
   const state = {
-    /** @type {Connection[]} */
+    /** @type {Connection[]} newest activity first, as far as shown */
     connections: [],
-    /** @type {{ id: string, other: string, status: string, messages: Map<string, Message>, live: boolean } | undefined} the open conversation */
+    /** Whose the list shown is (the user id it was read for): another's answer is never shown under it. */
+    listOwner: "",
+    /** @type {string | null} the cursor of the connections after those shown */
+    connectionsNext: null,
+    /**
+     * Whether the visitor asked for older connections: the list then keeps them, each read of the
+     * first page updating what it holds and adding what moved to the front (any change of a
+     * connection moves it there), and keeps the cursor that goes on after them.
+     */
+    olderShown: false,
+    /**
+     * @type {Set<string>} the connections with an action of the visitor's under way (until the list
+     * read after it is shown): their buttons do nothing meanwhile, so that a double click on End ends
+     * once instead of ending, then being told the connection has ended.
+     */
+    acting: new Set(),
+    /**
+     * @type {{ id: string, other: string, status: string, messages: Map<string, Message>, live: boolean, earlier?: number | null } | undefined}
+     * the open conversation; `earlier`: the cursor of the messages before those shown (null: none,
+     * or followed live, whole; undefined until its first read through the API)
+     */
     open: undefined,
     /**
      * What the visitor's last action met: kept on view until they act again (send, open, ask,
@@ -84,6 +106,16 @@ export function startPeople(shared) {
   /** What stops following the open conversation (a database listener or a poll). */
   let unfollow = () => undefined;
   let listTimer = 0;
+  /**
+   * The list's reads of its first page, numbered as sent (the background reads, the visitor's, the
+   * one after each action overlap): an answer is shown only when newer than the last shown, and
+   * never when sent before the last action finished (it may say how things were before it).
+   */
+  const listReads = { sent: 0, shown: 0, floor: 0 };
+  /** @type {string | null} the cursor being followed, while an older page of the list is read */
+  let readingOlder = null;
+  /** @type {number | null} the cursor being followed, while earlier messages are read */
+  let readingEarlier = null;
 
   function update(changes) {
     Object.assign(state, changes);
@@ -174,18 +206,78 @@ export function startPeople(shared) {
   // The list of connections
   // -------------------------------------------------------------------------------------------
 
+  /** Reads the first page of the list, and shows it if it is still the freshest word on it. */
   async function loadList() {
+    const number = ++listReads.sent;
+    const owner = shared.userId();
     const body = await call(withActor(urls().connections), "GET");
-    update({ connections: body.connections });
+    if (number <= listReads.shown || number <= listReads.floor || owner !== shared.userId()) return;
+    listReads.shown = number;
+    if (owner !== state.listOwner || !state.olderShown) {
+      update({ connections: body.connections, connectionsNext: body.next_cursor, listOwner: owner, olderShown: false });
+    } else {
+      // Older connections shown: the fresh first page, then those shown that it does not hold.
+      const fresh = new Set(body.connections.map((connection) => connection.connection_id));
+      update({ connections: [...body.connections, ...state.connections.filter((connection) => !fresh.has(connection.connection_id))] });
+    }
     const open = state.open && body.connections.find((connection) => connection.connection_id === state.open?.id);
     if (open && state.open && open.status !== state.open.status) update({ open: { ...state.open, status: open.status } });
   }
 
+  /** Shows the connections after those shown ("Show older connections"), following the list's cursor. */
+  async function loadOlder() {
+    const cursor = state.connectionsNext;
+    const owner = state.listOwner;
+    if (cursor === null || readingOlder === cursor) return;
+    readingOlder = cursor;
+    update({ olderShown: true });
+    try {
+      const body = await call(withActor(`${urls().connections}?cursor=${encodeURIComponent(cursor)}`), "GET");
+      // Answered late: another user's list on view, or this page already added by an earlier click.
+      if (owner !== state.listOwner || owner !== shared.userId() || state.connectionsNext !== cursor) return;
+      const shown = new Set(state.connections.map((connection) => connection.connection_id));
+      const older = body.connections.filter((connection) => !shown.has(connection.connection_id));
+      update({ connections: [...state.connections, ...older], connectionsNext: body.next_cursor });
+    } finally {
+      if (readingOlder === cursor) readingOlder = null;
+    }
+  }
+
+  /** `connection` as an action's answer gives it, in place of the one shown. */
+  function showChanged(connection) {
+    const id = connection.connection_id;
+    update({ connections: state.connections.map((shown) => (shown.connection_id === id ? connection : shown)) });
+    if (state.open?.id === id && state.open.status !== connection.status) update({ open: { ...state.open, status: connection.status } });
+  }
+
+  /** A list read sent before now may have been answered before what was just done: none of them is shown. */
+  function afterAction() {
+    listReads.floor = listReads.sent;
+  }
+
   async function act(connectionId, action) {
-    if (action === "end") await call(withActor(urls().connection(connectionId)), "DELETE");
-    else if (action === "unblock") await call(withActor(urls().action(connectionId, "block")), "DELETE");
-    else await call(urls().action(connectionId, action), "POST", {});
-    await loadList();
+    if (state.acting.has(connectionId)) return;
+    state.acting.add(connectionId);
+    render();
+    const owner = shared.userId();
+    try {
+      try {
+        let body;
+        if (action === "end") body = await call(withActor(urls().connection(connectionId)), "DELETE");
+        else if (action === "unblock") body = await call(withActor(urls().action(connectionId, "block")), "DELETE");
+        else body = await call(urls().action(connectionId, action), "POST", {});
+        // Answered with the connection as it now stands: shown at once, wherever it is in the list (a
+        // block or an unblock does not move it to the first page, which the read below refreshes).
+        if (owner === state.listOwner && owner === shared.userId()) showChanged(body.connection);
+      } finally {
+        // Done, failed or unknown (an answer lost): either way a read sent before may be out of date.
+        afterAction();
+      }
+      await loadList();
+    } finally {
+      state.acting.delete(connectionId);
+      render();
+    }
   }
 
   function buttonsOf(connection) {
@@ -220,7 +312,7 @@ export function startPeople(shared) {
       const kept = state.givenBack.get(id);
       if (kept && kept.text === ui.message.value) update({ error: kept.said });
     }
-    update({ open: { id, other: connection.other_user_id, status: connection.status, messages: new Map(), live: false } });
+    update({ open: { id, other: connection.other_user_id, status: connection.status, messages: new Map(), live: false, earlier: undefined } });
     ui.log.replaceChildren();
     const database = await liveDatabase().catch(() => undefined);
     if (database) follow(database, connection.connection_id);
@@ -269,7 +361,8 @@ export function startPeople(shared) {
       stateRef.off("value", onState);
       unfollow = () => undefined;
     };
-    if (state.open) update({ open: { ...state.open, live: true } });
+    // The listener reads the conversation whole: nothing earlier to ask for.
+    if (state.open) update({ open: { ...state.open, live: true, earlier: null } });
   }
 
   function received(connectionId, byKey, status) {
@@ -286,6 +379,8 @@ export function startPeople(shared) {
       await read(async () => {
         const body = await call(withActor(`${urls().messages(connectionId)}?limit=100`), "GET");
         received(connectionId, Object.fromEntries(body.messages.map((message) => [message.id, message])), undefined);
+        // The first read says where the messages before it start; later ones only add the newest.
+        if (state.open?.id === connectionId && state.open.earlier === undefined) update({ open: { ...state.open, earlier: body.next_before } });
       });
       if (!stopped) timer = window.setTimeout(next, POLL_EVERY_MS);
     };
@@ -295,6 +390,23 @@ export function startPeople(shared) {
       window.clearTimeout(timer);
       unfollow = () => undefined;
     };
+  }
+
+  /** Shows the messages before those shown ("Show earlier messages"), a page of 100, following `next_before`. */
+  async function loadEarlier() {
+    const conversation = state.open;
+    const cursor = conversation?.earlier;
+    if (!conversation || cursor === null || cursor === undefined || readingEarlier === cursor) return;
+    readingEarlier = cursor;
+    try {
+      const body = await call(withActor(`${urls().messages(conversation.id)}?limit=100&before=${String(cursor)}`), "GET");
+      // Answered late: another conversation opened meanwhile, or these messages already shown by an earlier click.
+      if (state.open?.id !== conversation.id || state.open.earlier !== cursor) return;
+      received(conversation.id, Object.fromEntries(body.messages.map((message) => [message.id, message])), undefined);
+      if (state.open?.id === conversation.id) update({ open: { ...state.open, earlier: body.next_before } });
+    } finally {
+      if (readingEarlier === cursor) readingEarlier = null;
+    }
   }
 
   /**
@@ -355,6 +467,11 @@ export function startPeople(shared) {
       state.drawn = drawn;
       ui.list.replaceChildren(...state.connections.map(listItem));
     }
+    for (const item of ui.list.children) {
+      const busy = state.acting.has(/** @type {HTMLElement} */ (item).dataset.connectionId ?? "");
+      for (const button of item.querySelectorAll("button:not(.open)")) /** @type {HTMLButtonElement} */ (button).disabled = busy;
+    }
+    ui.more.hidden = state.connectionsNext === null;
     const conversation = state.open;
     ui.conversation.hidden = conversation === undefined;
     ui.panel.dataset.live = String(conversation?.live === true);
@@ -365,6 +482,7 @@ export function startPeople(shared) {
     ui.status.textContent = `${conversation.status}; ${conversation.live ? "live from the database" : "read through the API every few seconds"}`;
     ui.message.disabled = conversation.status !== "accepted";
     ui.send.disabled = conversation.status !== "accepted";
+    ui.earlier.hidden = conversation.earlier === null || conversation.earlier === undefined;
     const shown = new Set([...ui.log.children].map((item) => /** @type {HTMLElement} */ (item).dataset.id));
     const sorted = [...conversation.messages.values()].sort((a, b) => a.position - b.position);
     for (const message of sorted) {
@@ -383,7 +501,8 @@ export function startPeople(shared) {
       // In key order: before the first shown message with a greater key.
       const after = [...ui.log.children].find((child) => (/** @type {HTMLElement} */ (child).dataset.id ?? "") > message.id);
       ui.log.insertBefore(item, after ?? null);
-      item.scrollIntoView({ block: "end" });
+      // Only a message added at the end is scrolled to: earlier ones go above, out of the way.
+      if (!after) item.scrollIntoView({ block: "end" });
     }
   }
 
@@ -405,6 +524,8 @@ export function startPeople(shared) {
       button.className = `secondary ${action}`;
       button.textContent = label;
       button.addEventListener("click", () => {
+        // Ignored while an action on this connection is under way (its buttons are disabled then too).
+        if (action !== "open" && state.acting.has(connection.connection_id)) return;
         void attempt(() => (action === "open" ? open(connection) : act(connection.connection_id, action)));
       });
       actions.append(button);
@@ -424,12 +545,18 @@ export function startPeople(shared) {
     listTimer = window.setInterval(() => void read(loadList), LIST_EVERY_MS);
   });
   ui.refresh.addEventListener("click", () => void attempt(loadList));
+  ui.more.addEventListener("click", () => void attempt(loadOlder));
+  ui.earlier.addEventListener("click", () => void attempt(loadEarlier));
   ui.connectForm.addEventListener("submit", (event) => {
     event.preventDefault();
     const other = ui.connectUser.value.trim();
     if (!other) return;
     void attempt(async () => {
-      await call(urls().connections, "POST", { other_user_id: other });
+      try {
+        await call(urls().connections, "POST", { other_user_id: other });
+      } finally {
+        afterAction();
+      }
       ui.connectUser.value = "";
       await loadList();
     });

@@ -41,6 +41,15 @@ async function shown(page: Page): Promise<string[]> {
   return Promise.all(items.map(async (item) => `${(await item.getAttribute("data-id")) ?? ""} ${await text(item, ".who")}: ${await text(item, ".text")}`));
 }
 
+/** Waits (bounded) for `check`, saying `what` did not come. */
+async function until(check: () => boolean, what: string, ms = 10_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > end) throw new Error(`not within ${ms} ms: ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
 async function type(page: Page, text: string): Promise<void> {
   await page.fill("#people-message", text);
   await page.press("#people-message", "Enter");
@@ -178,7 +187,9 @@ describeWithChromium("two users chatting live on the chat page", () => {
  * box, shared by every conversation it opens: the text stays with the conversation it was typed in
  * or given back to, so a message meant for one person is never sent to another; and what the panel
  * said of a failure stays until the visitor acts, whatever the background reads (the list every
- * 4 s, a polled conversation every 2 s) meet meanwhile.
+ * 4 s, a polled conversation every 2 s) meet meanwhile. An action runs once however often its
+ * button is clicked, and a background read answered late never undoes it. The list and a
+ * conversation are shown whole, page by page (Show older connections, Show earlier messages).
  */
 describeWithChromium("the People panel, polled through the API", () => {
   let harness: Harness;
@@ -186,7 +197,7 @@ describeWithChromium("the People panel, polled through the API", () => {
   let page: Page;
 
   beforeAll(async () => {
-    harness = await startHarness({ store: "memory" });
+    harness = await startHarness({ store: "memory", env: { CONNECTION_REQUESTS_PER_HOUR: "1000", CONNECTION_MESSAGES_PER_MINUTE: "1000" } });
     browser = await launchChromium({ width: 1000, height: 900 });
   }, 60_000);
   afterAll(async () => {
@@ -355,4 +366,129 @@ describeWithChromium("the People panel, polled through the API", () => {
     await page.waitForSelector("#people-log li[data-id=m000000001] .text:text-is('Hello Ben')");
     expect(await contents(ben, id)).toEqual(["Hello Ben", "Are you there?"]);
   }, 60_000);
+  /** Opens the People panel as `user` (named, not signed in), its list read. */
+  async function openPanelAs(user: ApiUser): Promise<void> {
+    await page.goto(`${harness.api.baseUrl}/`);
+    await page.waitForSelector("body[data-ready=true]");
+    await page.fill("#user", user.id);
+    await page.click("#people summary");
+    await page.waitForSelector("#people[open]");
+    await page.click("#connections-refresh");
+  }
+
+  it("ends a connection once on a double click on End, saying no failure", async () => {
+    const stamp = Date.now();
+    const ann = new ApiUser(`ann-${stamp}`, harness.api, HOSTING_ROUTES);
+    const ben = new ApiUser(`ben-${stamp}`, harness.api, HOSTING_ROUTES);
+    const id = await ann.connectWith(ben);
+    await openPanelAs(ann);
+    await page.waitForSelector(`#connections li[data-connection-id="${id}"][data-status=accepted] button.end`);
+
+    let sent = 0;
+    const ends: number[] = [];
+    page.on("request", (request) => {
+      if (request.method() === "DELETE" && request.url().includes(`/connections/${id}`)) sent++;
+    });
+    page.on("response", (response) => {
+      if (response.request().method() === "DELETE" && response.url().includes(`/connections/${id}`)) ends.push(response.status());
+    });
+    await page.dblclick(`#connections li[data-connection-id="${id}"] button.end`);
+    await page.waitForSelector(`#connections li[data-connection-id="${id}"][data-status=ended]`);
+    // Every end the double click sent has been answered, and the panel has acted on the answers (the list read again after each).
+    await until(() => ends.length >= sent, `${String(sent)} ends sent, ${String(ends.length)} answered`);
+    await page.evaluate("new Promise((resolve) => setTimeout(resolve, 300))");
+    expect((await ben.get(id)).body.connection).toMatchObject({ status: "ended" });
+    expect({ ends, error: await page.textContent("#people-error"), shown: await page.isVisible("#people-error") }).toEqual({ ends: [200], error: "", shown: false });
+  }, 60_000);
+
+  it("keeps a connection the visitor ended ended, its message box disabled, when an older background read answers late", async () => {
+    const stamp = Date.now();
+    const ann = new ApiUser(`ann-${stamp}`, harness.api, HOSTING_ROUTES);
+    const ben = new ApiUser(`ben-${stamp}`, harness.api, HOSTING_ROUTES);
+    const id = await ann.connectWith(ben);
+    await openAs(ann, id);
+    await page.waitForSelector(`#conversation[data-connection-id="${id}"][data-status=accepted]`);
+
+    // The next background read of the list reaches the server at once, and its answer is slow to come back.
+    let holding = true;
+    let held: { fulfil: () => Promise<void> } | undefined;
+    await page.route("**/api/v1/connections?*", async (route) => {
+      if (route.request().method() !== "GET" || !holding) return route.continue();
+      holding = false;
+      const response = await route.fetch();
+      await new Promise<void>((resolve) => {
+        held = {
+          fulfil: async () => {
+            await route.fulfill({ response });
+            resolve();
+          },
+        };
+      });
+    });
+    await until(() => held !== undefined, "a background read of the list (every 4 s)");
+
+    // Ann ends the connection: the panel reads the list again and says it ended.
+    await page.click(`#connections li[data-connection-id="${id}"] button.end`);
+    await page.waitForSelector(`#conversation[data-connection-id="${id}"][data-status=ended]`);
+    expect(await page.isDisabled("#people-message")).toBe(true);
+
+    // The older read's answer arrives.
+    const late = page.waitForEvent("requestfinished", { predicate: (request) => request.url().includes("/api/v1/connections?") });
+    await held!.fulfil();
+    await late;
+    await page.evaluate("new Promise((resolve) => setTimeout(resolve, 200))");
+    expect((await ben.get(id)).body.connection).toMatchObject({ status: "ended" });
+    expect({
+      conversation: await page.getAttribute("#conversation", "data-status"),
+      listed: await page.getAttribute(`#connections li[data-connection-id="${id}"]`, "data-status"),
+      boxDisabled: await page.isDisabled("#people-message"),
+    }).toEqual({ conversation: "ended", listed: "ended", boxDisabled: true });
+  }, 60_000);
+
+  it("shows the older connections on Show older connections: one blocked long ago can be unblocked, and stays while the list is read again", async () => {
+    const stamp = Date.now();
+    const ann = new ApiUser(`ann-${stamp}`, harness.api, HOSTING_ROUTES);
+    const ben = new ApiUser(`ben-${stamp}`, harness.api, HOSTING_ROUTES);
+    // Ann blocked Ben once; since then she has talked with 20 other people.
+    const withBen = await ann.connectWith(ben);
+    expect((await ann.block(withBen)).status).toBe(200);
+    for (let i = 0; i < 20; i++) await ann.connectWith(new ApiUser(`friend${String(i)}-${stamp}`, harness.api, HOSTING_ROUTES));
+    expect((await ann.list("&limit=100")).body.connections).toHaveLength(21);
+    // Asking Ben again is refused while her block holds: unblocking is the only way back.
+    expect((await ann.ask(ben.id)).status).toBe(403);
+
+    await openPanelAs(ann);
+    await page.waitForSelector("#connections li:nth-child(20)");
+    expect(await page.locator(`#connections li[data-connection-id="${withBen}"]`).count()).toBe(0);
+    await page.click("#connections-more");
+    await page.waitForSelector(`#connections li[data-connection-id="${withBen}"] button.unblock`);
+    await page.waitForSelector("#connections-more", { state: "hidden" });
+    // A background read of the first page (every 4 s) keeps the older one on view.
+    const reread = page.waitForResponse((response) => response.url().includes("/api/v1/connections?") && !response.url().includes("cursor="));
+    await reread;
+    await page.evaluate("new Promise((resolve) => setTimeout(resolve, 200))");
+    expect(await page.locator("#connections li").count()).toBe(21);
+
+    await page.click(`#connections li[data-connection-id="${withBen}"] button.unblock`);
+    await page.waitForSelector(`#connections li[data-connection-id="${withBen}"] button.block`);
+    expect((await ann.get(withBen)).body.connection).toMatchObject({ blocked_by_you: false });
+    expect(await page.locator("#connections li").count()).toBe(21);
+  }, 90_000);
+
+  it("shows the earliest messages of a conversation read through the API on Show earlier messages, every message once and in order", async () => {
+    const stamp = Date.now();
+    const ann = new ApiUser(`ann-${stamp}`, harness.api, HOSTING_ROUTES);
+    const ben = new ApiUser(`ben-${stamp}`, harness.api, HOSTING_ROUTES);
+    const id = await ann.connectWith(ben);
+    for (let i = 1; i <= 105; i++) expect((await (i % 2 ? ben : ann).send(id, `message ${String(i)}`)).status).toBe(201);
+
+    await openAs(ann, id);
+    await page.waitForSelector("#people-log li[data-id=m000000105]");
+    expect(await page.locator("#people-log li").count()).toBe(100);
+    await page.click("#people-earlier");
+    await page.waitForSelector("#people-log li[data-id=m000000001]");
+    await page.waitForSelector("#people-earlier", { state: "hidden" });
+    const texts = await page.locator("#people-log li .text").allTextContents();
+    expect(texts).toEqual(Array.from({ length: 105 }, (_, index) => `message ${String(index + 1)}`));
+  }, 90_000);
 });

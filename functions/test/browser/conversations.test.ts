@@ -160,12 +160,12 @@ describeWithChromium("your conversations and data on the chat page, in Chromium"
     }, 60_000);
   });
 
-  describe("earlier messages, on the embedded store", () => {
+  describe("pages of the list and of a conversation, answered late, on the embedded store", () => {
     let harness: Harness;
     let browser: LaunchedBrowser;
 
     beforeAll(async () => {
-      harness = await startHarness({ store: "memory", env: { USER_MESSAGES_PER_MINUTE: "1000" } });
+      harness = await startHarness({ store: "memory", env: { USER_MESSAGES_PER_MINUTE: "1000", USER_MAX_ACTIVE_SESSIONS: "100", ADDRESS_SESSIONS_PER_HOUR: "1000" } });
       browser = await launchChromium({ width: 1000, height: 900 });
       await recordCspViolations(browser);
     }, 60_000);
@@ -216,6 +216,118 @@ describeWithChromium("your conversations and data on the chat page, in Chromium"
       expect(await page.evaluate("window.cspViolations")).toEqual([]);
       await page.close();
     }, 90_000);
+    const listedIds = async (page: Page) => Promise.all((await page.$$("#conversation-list button")).map((button) => button.getAttribute("data-session-id")));
+
+    it("lists each conversation once when Show older conversations is clicked again while the older page is on its way", async () => {
+      const userId = `user_${randomUUID().slice(0, 8)}`;
+      for (let i = 0; i < 23; i++) await createSession(harness.api, "friendly-assistant", userId);
+      const page = await browser.context.newPage();
+      await page.addInitScript(`localStorage.setItem("chatify.user_id", ${JSON.stringify(userId)})`);
+      await open(page, harness);
+      await page.waitForSelector("#conversation-list li:nth-child(20) button");
+      await page.waitForSelector("#more-conversations:not([hidden])");
+
+      // The older page takes a moment (a slow network): the visitor clicks again meanwhile.
+      let asked = 0;
+      let answered = 0;
+      await page.route("**/chatbot/sessions?*cursor=*", async (route) => {
+        asked++;
+        await new Promise((resolve) => setTimeout(resolve, 500));
+        await route.continue();
+      });
+      page.on("requestfinished", (request) => {
+        if (request.url().includes("cursor=")) answered++;
+      });
+      await page.click("#more-conversations");
+      await page.click("#more-conversations");
+      await page.waitForSelector("#conversation-list li:nth-child(23) button");
+      // Every older page asked for has been answered (one, or one per click) ...
+      for (const end = Date.now() + 10_000; answered < asked; await new Promise((resolve) => setTimeout(resolve, 20))) {
+        if (Date.now() > end) throw new Error(`${String(asked)} older pages asked for, ${String(answered)} answered`);
+      }
+      // ... and the page has acted on it (its body read, the list drawn at once).
+      await page.evaluate("new Promise((resolve) => setTimeout(resolve, 200))");
+
+      const ids = await listedIds(page);
+      expect({ asked, count: ids.length, distinct: new Set(ids).size }).toEqual({ asked: 1, count: 23, distinct: 23 });
+      const listed = (await harness.api.call("GET", `${ROUTES.list}?user_id=${userId}&limit=100`)).body.sessions as { session_id: string }[];
+      expect(ids).toEqual(listed.map((session) => session.session_id));
+      await page.close();
+    }, 90_000);
+
+    it("never lists the conversations of the user id the field held before: a late answer for it is dropped", async () => {
+      const ann = `ann_${randomUUID().slice(0, 8)}`;
+      const ben = `ben_${randomUUID().slice(0, 8)}`;
+      for (const template of ["friendly-assistant", "socratic-tutor"]) await createSession(harness.api, template, ann);
+      const benSession = await createSession(harness.api, "sarcastic-critic", ben);
+
+      const page = await browser.context.newPage();
+      await page.addInitScript(`localStorage.setItem("chatify.user_id", ${JSON.stringify(ann)})`);
+      // Ann's list, read as the page opens, is slow to come (a slow network) ...
+      let release = (): void => undefined;
+      const gate = new Promise<void>((resolve) => {
+        release = resolve;
+      });
+      let held = 0;
+      await page.route("**/chatbot/sessions?*", async (route) => {
+        if (new URL(route.request().url()).searchParams.get("user_id") !== ann) return route.continue();
+        held++;
+        await gate;
+        await route.continue();
+      });
+      const annAnswered = page.waitForEvent("requestfinished", { predicate: (request) => request.url().includes(`user_id=${ann}`), timeout: 20_000 });
+      await open(page, harness);
+      // ... meanwhile the visitor puts Ben's id in the field: Ben's list is read and shown.
+      await page.fill("#user", ben);
+      await page.dispatchEvent("#user", "change");
+      await page.waitForSelector(`#conversation-list button[data-session-id="${benSession}"]`);
+      expect(held).toBe(1);
+      // Ann's answer comes at last; the page has read its body by then, and a moment lets it act on it (a list is drawn at once).
+      release();
+      await annAnswered;
+      await page.evaluate("new Promise((resolve) => setTimeout(resolve, 200))");
+      expect({ field: await page.inputValue("#user"), listed: await listedIds(page) }).toEqual({ field: ben, listed: [benSession] });
+      await page.close();
+    }, 60_000);
+
+    it("keeps the list empty after Erase my data: an older page read before the erasure and answered after it is dropped", async () => {
+      const ann = `ann_${randomUUID().slice(0, 8)}`;
+      for (let i = 0; i < 22; i++) await createSession(harness.api, "friendly-assistant", ann);
+      const page = await browser.context.newPage();
+      await page.addInitScript(`localStorage.setItem("chatify.user_id", ${JSON.stringify(ann)})`);
+      await open(page, harness);
+      await page.waitForSelector("#conversation-list li:nth-child(20) button");
+
+      // The older page reaches the server at once; its answer is slow to come back (a slow network).
+      let holding: (answer: () => Promise<void>) => void = () => undefined;
+      const held = new Promise<() => Promise<void>>((resolve) => {
+        holding = resolve;
+      });
+      await page.route("**/chatbot/sessions?*cursor=*", async (route) => {
+        const response = await route.fetch();
+        await new Promise<void>((resolve) => {
+          holding(async () => {
+            await route.fulfill({ response });
+            resolve();
+          });
+        });
+      });
+      await page.click("#more-conversations");
+      const answer = await held;
+      // Meanwhile the visitor erases their data: the list is emptied.
+      await page.click(".settings summary");
+      await page.click("#erase-data");
+      await page.click("#erase-yes");
+      await page.waitForSelector("#status:has-text('Your data was erased')");
+      await page.waitForSelector("#no-conversations:not([hidden])");
+      const late = page.waitForEvent("requestfinished", { predicate: (request) => request.url().includes("cursor=") });
+      await answer();
+      await late;
+      await page.evaluate("new Promise((resolve) => setTimeout(resolve, 200))");
+      expect((await harness.api.call("GET", `${ROUTES.list}?user_id=${ann}`)).body.sessions).toEqual([]);
+      expect({ listed: (await listedIds(page)).length, none: await page.isVisible("#no-conversations") }).toEqual({ listed: 0, none: true });
+      await page.close();
+    }, 60_000);
   });
 
   describeWithRtdb("a reply still being written when the page is reloaded", () => {
