@@ -34,24 +34,28 @@ export type CurrentConnection = NonNullable<PairRecord["current"]>;
 export type PairRequestOutcome =
   | { readonly kind: "blocked" }
   /** `created`: this request made it the pair's current connection; its node is still to be written. */
-  | { readonly kind: "current"; readonly current: CurrentConnection; readonly created: boolean };
+  | { readonly kind: "current"; readonly current: CurrentConnection; readonly created: boolean }
+  /** The pair has no open connection, and the request had no candidate to make one: nothing written. */
+  | { readonly kind: "none" };
 
 /**
  * A request for a connection, on the pair's record: the pair's current connection answers it,
  * unless the caller knows that one is closed (`closed`: declined and ended are final, so once seen
- * they stay true), in which case `candidate` becomes the pair's current connection. Refused while
- * either user blocks the other.
+ * they stay true), in which case `candidate` becomes the pair's current connection. Without a
+ * candidate (a requester past their hourly limit) the request makes nothing: it is answered by the
+ * pair's open connection or by none. Refused while either user blocks the other.
  */
 export function requestOnPair(
   users: { readonly a: string; readonly b: string },
   requester: Participant,
-  candidate: { readonly id: string; readonly createdAt: number },
+  candidate: { readonly id: string; readonly createdAt: number } | undefined,
   closed: ReadonlySet<string>,
 ): LedgerRule<PairRecord, PairRequestOutcome> {
   return (pair) => {
     const base: PairRecord = pair ?? { user_a: users.a, user_b: users.b };
     if (isBlocked(base.blocked)) return { outcome: { kind: "blocked" } };
     if (base.current && !closed.has(base.current.id)) return { outcome: { kind: "current", current: base.current, created: false } };
+    if (candidate === undefined) return { outcome: { kind: "none" } };
     const current: CurrentConnection = { id: candidate.id, requested_by: requester, created_at: candidate.createdAt };
     return { outcome: { kind: "current", current, created: true }, next: { ...base, current } };
   };

@@ -113,7 +113,9 @@ export class ConnectionService {
    * Asks `otherUserId` for a connection, or finds the one the pair has: one per pair at a time,
    * however many requests race, from either side; the other side's request accepts it. Only a
    * request that makes a new connection counts against the requester's hourly limit, and notifies
-   * (or, when it failed before that, its repeat: see `settleRequest`).
+   * (or, when it failed before that, its repeat: see `settleRequest`): one the pair's open
+   * connection answers is answered past the limit too, and only one that would make a connection
+   * is refused there (429).
    * Refused while either user's data is being erased: the connection would name them after it.
    */
   async request(userId: string, otherUserId: string): Promise<RequestResult> {
@@ -125,21 +127,30 @@ export class ConnectionService {
     const requesterKey = userKey(userId);
     // The other user's mark is read beside the requester's bucket: a request that read it just before
     // it was set made a connection asked for before the erasure, which the erasure's second pass finds.
-    const [admission, other] = await Promise.all([ledger.updateUsage(requesterKey, takeRequest(now, requestsPerHour, aiMessagesPerMinute)), ledger.readUsage(userKey(otherUserId))]);
-    if (!admission.admitted) throw admission.erasing ? new ErasureInProgressError(seconds(admission.retryAfterMs)) : new ConnectionRequestLimitError(seconds(admission.retryAfterMs));
+    // Settled apart: a token taken must be given back when the read fails (the request made nothing).
+    const [taking, marking] = await Promise.allSettled([ledger.updateUsage(requesterKey, takeRequest(now, requestsPerHour, aiMessagesPerMinute)), ledger.readUsage(userKey(otherUserId))]);
+    // A take that failed may have committed or not: nothing is given back (a token lost only delays one request).
+    if (taking.status === "rejected") throw taking.reason;
+    const admission = taking.value;
+    if (!admission.admitted && admission.erasing) throw new ErasureInProgressError(seconds(admission.retryAfterMs));
+    // Past the limit, the request is still settled on the pair, with a rule that makes nothing:
+    // refused only when a new connection would be needed.
+    const limited = admission.admitted ? undefined : new ConnectionRequestLimitError(seconds(admission.retryAfterMs));
     let settled: SettledRequest | undefined;
     // Set once the pair's record names a connection this request made: it counts against the
     // requester's limit from then on, even when writing or listing it fails after (the request's
     // retry then answers with that connection, and gives its own token back).
     const taken = { made: false };
     try {
-      if (other?.erasing !== undefined) throw new ErasureInProgressError(seconds(ERASING_RETRY_MS));
-      settled = await this.settleRequest(users, requester, now, () => {
+      if (marking.status === "rejected") throw marking.reason;
+      if (marking.value?.erasing !== undefined) throw new ErasureInProgressError(seconds(ERASING_RETRY_MS));
+      settled = await this.settleRequest(users, requester, now, limited ? undefined : () => {
         taken.made = true;
       });
+      if (!settled) throw limited ?? new Error("a request with a token settles on a connection");
     } finally {
       // Off the answer's path: a request that made nothing new costs nothing; a lost refund only delays one.
-      if (!taken.made) void ledger.updateUsage(requesterKey, returnRequest(requestsPerHour)).catch(() => undefined);
+      if (!limited && !taken.made) void ledger.updateUsage(requesterKey, returnRequest(requestsPerHour)).catch(() => undefined);
     }
     const connection = this.view(settled.known, settled.state, requester);
     if (!settled.unannounced) return { connection, created: settled.created };
@@ -257,10 +268,7 @@ export class ConnectionService {
     const { store, notifier, clock, policy } = this.options;
     const { userId, connectionId, text, idempotencyKey } = input;
     const now = clock();
-    // Its state's listener starts now, beside the fields' read on a cold instance, not after it.
-    store.prepareConnection(connectionId);
-    const known = await this.known.get(connectionId);
-    const sender = participantOf(known.meta, userId);
+    const { known, you: sender } = await this.participant(userId, connectionId);
     const hash = idempotencyKey === undefined ? undefined : keyHash(`connectionMessage\u0000${connectionId}\u0000${userId}`, idempotencyKey);
     const rule = appendMessage({ sender, senderId: userId, text, now, policy, ...(hash === undefined ? {} : { keyHash: hash }) });
     try {
@@ -313,10 +321,29 @@ export class ConnectionService {
 
   /** A change of the connection by one of its users, refused as its rule says. */
   private async change(userId: string, connectionId: string, rule: (you: Participant, meta: ConnectionMeta, now: number) => ConnectionRule<AnswerOutcome>): Promise<ConnectionView> {
-    this.options.store.prepareConnection(connectionId);
-    const known = await this.known.get(connectionId);
-    const you = participantOf(known.meta, userId);
+    const { known, you } = await this.participant(userId, connectionId);
     return this.view(known, await this.changeKnown(known, rule(you, known.meta, this.options.clock())), you);
+  }
+
+  /**
+   * The connection a request names, and which of its users the caller is, for a request that
+   * transacts on its state: the state's listener starts now, beside the fields' read on a cold
+   * instance, not after it. On a guess, confirmed once the caller is found to be one of its users
+   * and withdrawn otherwise: requests naming connections that do not exist (404), or that belong
+   * to others (403), would push out the listeners of the connections this instance serves.
+   */
+  private async participant(userId: string, connectionId: string): Promise<{ readonly known: KnownConnection; readonly you: Participant }> {
+    const { store } = this.options;
+    const withdraw = store.guessConnection(connectionId);
+    try {
+      const known = await this.known.get(connectionId);
+      const you = participantOf(known.meta, userId);
+      store.prepareConnection(connectionId);
+      return { known, you };
+    } catch (error) {
+      withdraw();
+      throw error;
+    }
   }
 
   private async changeKnown(known: KnownConnection, rule: ConnectionRule<AnswerOutcome>): Promise<ConnectionState> {
@@ -331,18 +358,20 @@ export class ConnectionService {
    * Settles a request on the pair: its current connection, or a new one. A current connection
    * found closed is passed over (closed is final) and the pair asked again; one its record names
    * but nobody has written yet (its creator is writing it, or died first) is written from the record.
+   * Without `made` (the requester has no token) no connection is made: undefined when one would be.
    */
-  private async settleRequest(users: PairUsers, requester: Participant, now: number, made: () => void): Promise<SettledRequest> {
+  private async settleRequest(users: PairUsers, requester: Participant, now: number, made: (() => void) | undefined): Promise<SettledRequest | undefined> {
     const { store, newConnectionId } = this.options;
     const pair = pairKeyOf(users);
     const closed = new Set<string>();
     for (let attempt = 0; attempt < REQUEST_ATTEMPTS; attempt += 1) {
-      const onPair = await store.updatePair(pair, requestOnPair(users, requester, { id: newConnectionId(), createdAt: now }, closed));
+      const onPair = await store.updatePair(pair, requestOnPair(users, requester, made ? { id: newConnectionId(), createdAt: now } : undefined, closed));
       if (onPair.kind === "blocked") throw new ConnectionBlockedError();
+      if (onPair.kind === "none") return undefined;
       const known = knownFrom(onPair.current.id, metaOf(users, pair, onPair.current));
       this.known.remember(known);
       store.prepareConnection(known.ref.id);
-      if (onPair.created) {
+      if (onPair.created && made) {
         made();
         await store.createConnection({ ...known.ref, meta: known.meta, state: initialState(onPair.current) });
         // The state as stored, whoever wrote it: since the pair's transaction, the other user may

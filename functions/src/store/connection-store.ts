@@ -124,6 +124,14 @@ export interface ConnectionStore {
 
   /** A hint that the connection's state is about to be transacted on: an adapter may start following it now. */
   prepareConnection(connectionId: string): void;
+
+  /**
+   * `prepareConnection` for a connection a request names before it is known to exist, or the
+   * caller to be one of its users: the returned function withdraws the hint (call it on a 404 or a
+   * 403), and a `prepareConnection` confirms it. An adapter's early follow must not make requests
+   * for connections that do not exist, or that belong to others, cost the ones it serves.
+   */
+  guessConnection(connectionId: string): () => void;
 }
 
 /** The devices of users: their FCM registration tokens, and which user each token belongs to. */

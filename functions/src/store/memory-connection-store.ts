@@ -122,6 +122,11 @@ export class MemoryConnectionStore implements ConnectionStore, DeviceStore, Conn
     // Nothing to fetch: the state is in memory.
   }
 
+  guessConnection(): () => void {
+    // Nothing to fetch, so nothing to withdraw.
+    return () => undefined;
+  }
+
   prepareDevices(): void {
     // Nothing to fetch: the record is in memory.
   }

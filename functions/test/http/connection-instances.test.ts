@@ -7,6 +7,7 @@ import { RtdbConnectionStore } from "../../src/store/rtdb/rtdb-connection-store"
 import { ApiUser, connectionOf, FUNCTION_ROUTES, HOSTING_ROUTES } from "../support/connection-api";
 import { describeEachStore, ROUTES, twoInstances, type Answer, type Harness, type Instance } from "../support/http-harness";
 import { describeWithRtdb, holdingUpdates, losingUpdates } from "../support/rtdb";
+import { describeWithWireStats, resetWireStats } from "../support/wire-stats";
 
 interface ReadMessage {
   readonly id: string;
@@ -350,4 +351,69 @@ describeWithRtdb("connections across instances: an answer whose list update is l
       expect(((await user.read(id)).body.messages as ReadMessage[]).map((message) => message.content)).toEqual(["hello"]);
     }
   });
+});
+
+/** rtdb-wire's counts (its README: /.wire/stats): first attempts refused for a stale hash, and listens started. */
+async function listenStats(namespace: string): Promise<{ datastale: number; listens: number }> {
+  const answer = await fetch(`http://${process.env.FIREBASE_DATABASE_EMULATOR_HOST ?? ""}/.wire/stats?ns=${namespace}`);
+  const counted = (await answer.json()) as { datastale?: number; listens?: number };
+  return { datastale: counted.datastale ?? 0, listens: counted.listens ?? 0 };
+}
+
+/**
+ * docs/connections.md (Figures a): a warm message costs one round trip because the instance
+ * listens to the connection's state and both users' devices (at most 512 nodes). Requests that
+ * name connections which do not exist (404), or which belong to others (403), must not push those
+ * listeners out: 600 of either, more than the bound.
+ */
+describeWithWireStats("connections across instances: an instance's listeners under requests it refuses [Realtime Database]", () => {
+  const instances = twoInstances({ store: "rtdb" });
+
+  /** Ann's connection with Ben, served warm by the first instance: its next message starts its transaction from the server's value. */
+  async function warmConnection(tag: string): Promise<{ ann: ApiUser; id: string; namespace: string }> {
+    const { harness } = instances;
+    const namespace = harness.namespace!;
+    const ann = new ApiUser(`ann-${tag}`, harness.api, HOSTING_ROUTES);
+    const id = await ann.connectWith(new ApiUser(`ben-${tag}`, harness.api, HOSTING_ROUTES));
+    expect((await ann.send(id, "one")).status).toBe(201);
+    expect((await ann.send(id, "two")).status).toBe(201);
+    await resetWireStats(namespace);
+    expect((await ann.send(id, "three")).status).toBe(201);
+    expect(await listenStats(namespace)).toMatchObject({ datastale: 0, listens: 0 });
+    return { ann, id, namespace };
+  }
+
+  it("keeps listening to the connections it serves through messages to connection ids nobody made (404)", async () => {
+    const tag = randomUUID().slice(0, 8);
+    const { ann, id, namespace } = await warmConnection(tag);
+    const mallory = new ApiUser(`mallory-${tag}`, instances.harness.api, HOSTING_ROUTES);
+    for (let batch = 0; batch < 12; batch += 1) {
+      const answers = await Promise.all(Array.from({ length: 50 }, () => mallory.send(randomUUID(), "hello?")));
+      expect(answers.map((answer) => answer.status)).toEqual(Array(50).fill(404));
+    }
+    await resetWireStats(namespace);
+    expect((await ann.send(id, "four")).status).toBe(201);
+    // The connection's state and both users' devices are still listened to: no first attempt refused as stale, no listen started again.
+    expect(await listenStats(namespace)).toMatchObject({ datastale: 0, listens: 0 });
+  });
+
+  it("keeps listening to the connections it serves through a stranger's messages and accepts on other users' connections (403)", async () => {
+    const { harness, second } = instances;
+    const tag = randomUUID().slice(0, 8);
+    const { ann, id, namespace } = await warmConnection(tag);
+    // 600 real connections, made through the second instance: the first has never served them.
+    const others: string[] = [];
+    for (let batch = 0; batch < 12; batch += 1) {
+      const asked = await Promise.all(Array.from({ length: 50 }, (_, index) => new ApiUser(`x${batch}-${index}-${tag}`, second, HOSTING_ROUTES).ask(`y${batch}-${index}-${tag}`)));
+      others.push(...asked.map((answer) => String(connectionOf(answer).connection_id)));
+    }
+    const mallory = new ApiUser(`mallory-${tag}`, harness.api, HOSTING_ROUTES);
+    for (let batch = 0; batch < 12; batch += 1) {
+      const answers = await Promise.all(others.slice(batch * 50, batch * 50 + 50).map((other, index) => (index % 2 === 0 ? mallory.send(other, "hello?") : mallory.accept(other))));
+      expect(answers.map((answer) => answer.status)).toEqual(Array(50).fill(403));
+    }
+    await resetWireStats(namespace);
+    expect((await ann.send(id, "four")).status).toBe(201);
+    expect(await listenStats(namespace)).toMatchObject({ datastale: 0, listens: 0 });
+  }, 60_000);
 });

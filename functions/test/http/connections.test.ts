@@ -1,7 +1,8 @@
 import { randomUUID } from "node:crypto";
 import { silentLog } from "../../src/log/log";
 import { createOfflineSender, type OfflineSender } from "../../src/notify/offline-sender";
-import { ApiUser, connectionOf, ROUTE_FORMS } from "../support/connection-api";
+import { ApiUser, connectionOf, HOSTING_ROUTES, ROUTE_FORMS } from "../support/connection-api";
+import { FaultyStore } from "../support/faulty-store";
 import { describeEachStore, startHarness, type Harness } from "../support/http-harness";
 
 const FORBIDDEN = { success: false, error: { code: "FORBIDDEN", message: "Not allowed for the signed-in user" } };
@@ -338,5 +339,78 @@ describeEachStore("connection limits", (kind) => {
     expect(limited.status).toBe(429);
     expect(limited.body.error?.code).toBe("CONNECTION_REQUEST_LIMIT");
     expect(Number(limited.headers.get("retry-after"))).toBeGreaterThan(60);
+  });
+});
+
+/**
+ * docs/connections.md (Limits): CONNECTION_REQUESTS_PER_HOUR counts only the requests that make a
+ * connection. One that made nothing costs nothing, and one the pair's open connection answers
+ * (the other user's pending request accepted, the requester's repeat) is answered whatever is left
+ * in the requester's bucket.
+ */
+describeEachStore("connection limits: one request an hour", (kind) => {
+  let harness: Harness;
+  let faults: FaultyStore | undefined;
+  beforeAll(async () => {
+    // A clock that stands still: no token comes back by refill.
+    harness = await startHarness({
+      store: kind,
+      env: { CONNECTION_REQUESTS_PER_HOUR: "1" },
+      clock: () => 1_800_000_000_000,
+      wrapStore: (store) => (faults ??= new FaultyStore(store)).store,
+    });
+  });
+  afterAll(async () => harness.close());
+
+  it("costs nothing when it fails before making anything: the hour's one request is still there for the next", async () => {
+    const tag = randomUUID().slice(0, 8);
+    const ann = new ApiUser(`ann-${tag}`, harness.api, HOSTING_ROUTES);
+    // The read of the asked user's usage record (their erasure mark), beside the requester's bucket, fails.
+    faults!.reset();
+    faults!.arm("readUsage", "before");
+    const failed = await ann.ask(`ben-${tag}`);
+    expect(failed.status).toBe(503);
+    expect(faults!.failed).toEqual(["readUsage"]);
+    const next = await ann.ask(`carl-${tag}`);
+    expect([next.status, next.body.error?.code]).toEqual([201, undefined]);
+  });
+
+  it("accepts the other user's pending request when the asked user, past their limit, asks back", async () => {
+    const tag = randomUUID().slice(0, 8);
+    const ann = new ApiUser(`ann-${tag}`, harness.api, HOSTING_ROUTES);
+    const ben = new ApiUser(`ben-${tag}`, harness.api, HOSTING_ROUTES);
+    // Ben spent his one request on Carl.
+    expect((await ben.ask(`carl-${tag}`)).status).toBe(201);
+    const asked = await ann.ask(ben.id);
+    expect(asked.status).toBe(201);
+    const back = await ben.ask(ann.id);
+    expect([back.status, back.body.error?.code]).toEqual([200, undefined]);
+    expect(connectionOf(back)).toMatchObject({ connection_id: connectionOf(asked).connection_id, status: "accepted" });
+    // A request that would make a connection is still refused, with the bucket's wait.
+    const limited = await ben.ask(`dan-${tag}`);
+    expect([limited.status, limited.body.error?.code]).toEqual([429, "CONNECTION_REQUEST_LIMIT"]);
+    expect(Number(limited.headers.get("retry-after"))).toBeGreaterThan(60);
+  });
+
+  it("answers the requester's repeat, past their limit, with the pending connection it made", async () => {
+    const tag = randomUUID().slice(0, 8);
+    const ann = new ApiUser(`ann-${tag}`, harness.api, HOSTING_ROUTES);
+    const asked = await ann.ask(`ben-${tag}`);
+    expect(asked.status).toBe(201);
+    // The repeat a client sends when the first answer was lost (or was a 503 after the connection was made).
+    const again = await ann.ask(`ben-${tag}`);
+    expect([again.status, again.body.error?.code]).toEqual([200, undefined]);
+    expect(again.body).toMatchObject({ created: false, connection: { connection_id: connectionOf(asked).connection_id, status: "pending" } });
+  });
+
+  it("makes no connection past the limit for a pair whose connection is closed", async () => {
+    const tag = randomUUID().slice(0, 8);
+    const ann = new ApiUser(`ann-${tag}`, harness.api, HOSTING_ROUTES);
+    const ben = new ApiUser(`ben-${tag}`, harness.api, HOSTING_ROUTES);
+    const id = String(connectionOf(await ann.ask(ben.id)).connection_id);
+    expect((await ben.decline(id)).status).toBe(200);
+    const again = await ann.ask(ben.id);
+    expect([again.status, again.body.error?.code]).toEqual([429, "CONNECTION_REQUEST_LIMIT"]);
+    expect(connectionOf(await ann.get(id))).toMatchObject({ status: "declined" });
   });
 });

@@ -29,6 +29,14 @@ describe("a request, on the pair's record", () => {
   it.each([{ a: T }, { b: T }])("refuses while either user blocks the other (%j), writing nothing", (blocked) => {
     expect(requestOnPair(USERS, "a", candidate, new Set())({ user_a: "ann", user_b: "ben", blocked })).toEqual({ outcome: { kind: "blocked" } });
   });
+
+  it("without a candidate (the requester past their limit) answers with the pair's open connection, and makes none", () => {
+    const pair: PairRecord = { user_a: "ann", user_b: "ben", current: { id: "old", requested_by: "a", created_at: T - 1 } };
+    expect(requestOnPair(USERS, "b", undefined, new Set())(pair)).toEqual({ outcome: { kind: "current", created: false, current: pair.current } });
+    expect(requestOnPair(USERS, "b", undefined, new Set(["old"]))(pair)).toEqual({ outcome: { kind: "none" } });
+    expect(requestOnPair(USERS, "b", undefined, new Set())(null)).toEqual({ outcome: { kind: "none" } });
+    expect(requestOnPair(USERS, "b", undefined, new Set())({ ...pair, blocked: { a: T } })).toEqual({ outcome: { kind: "blocked" } });
+  });
 });
 
 describe("blocks on the pair's record", () => {

@@ -240,6 +240,12 @@ export class RtdbConnectionStore implements ConnectionStore, DeviceStore, Connec
     this.holds.hold(connectionStatePath(connectionId));
   }
 
+  guessConnection(connectionId: string): () => void {
+    // A guess (ListenerHolds.guess): counted against HELD_NODES, and pushing out the holds of the
+    // connections served, only once `prepareConnection` or a transaction confirms it.
+    return this.holds.guess(connectionStatePath(connectionId));
+  }
+
   // DeviceStore
 
   prepareDevices(userKey: string): void {
