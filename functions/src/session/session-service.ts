@@ -297,7 +297,9 @@ export class SessionService {
 
   /**
    * The session a create with `idempotencyKey` names: the key fixes the session id, so whichever
-   * request gets there first creates that session, and a repeat replays it once it exists.
+   * request gets there first creates that session, and a repeat replays it once it exists. A repeat
+   * that finds another request's claim takes it over in the claim's transaction (`adoptedClaim`):
+   * it may create the session where the first was refused, so the first's give-back must leave it.
    */
   private async keyedCreate(
     userId: string,
@@ -324,8 +326,10 @@ export class SessionService {
    * Deletes the create key this request claimed for a session it was then refused (its user being
    * erased, a limit, its template gone). Left, it would name the user and a session never made until
    * its 24 h TTL: past both passes of the erasure that refused it, whose cutoff its claim time is
-   * after. Only while the key is still this claim, in a transaction: a request that claimed it since
-   * keeps it. A retry with the key then claims it anew, as a first request would. Awaited (a
+   * after. Only while the key is still this claim and no repeat took it over, in a transaction: a
+   * request that claimed it since keeps it, and a repeat that found it may have created its session
+   * meanwhile (the key then stays to its TTL, a retry taking it over again). Otherwise a retry with
+   * the key claims it anew, as a first request would. Awaited (a
    * deployed instance gets no CPU once it has answered); a failure leaves the refusal the answer,
    * and the key to its TTL.
    */

@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import type { ConversationPosition, ErasureRecord, ErasureRule, ListedConversation, StoredConversation } from "./conversation-records";
 import type { AddressUsage, ChatMessage, CreateKey, Exchange, KeyRecord, PartialReply, ServiceUsage, SessionMeta, SessionState, SessionSummary, Template, UserUsage } from "./records";
-import { assertNextCountsOneMore, isSameClaim, type RuledWithKey, type HistoryWindow, type LedgerRule, type NewSession, type Ruled, type SessionStore, type StateRule, type UsageRule } from "./session-store";
+import { adoptedClaim, assertNextCountsOneMore, isReleasable, type RuledWithKey, type HistoryWindow, type LedgerRule, type NewSession, type Ruled, type SessionStore, type StateRule, type UsageRule } from "./session-store";
 
 interface StoredSession {
   readonly meta: SessionMeta;
@@ -167,14 +167,18 @@ export class MemoryStore implements SessionStore {
 
   async claimCreateKey(hash: string, key: CreateKey): Promise<CreateKey> {
     const existing = this.createKeys.get(hash);
-    if (existing) return existing;
+    if (existing) {
+      const adopted = adoptedClaim(existing, key);
+      this.createKeys.set(hash, adopted);
+      return adopted;
+    }
     const claimed = stored(key);
     this.createKeys.set(hash, claimed);
     return claimed;
   }
 
   async releaseCreateKey(hash: string, key: CreateKey): Promise<boolean> {
-    const mine = isSameClaim(this.createKeys.get(hash) ?? null, key);
+    const mine = isReleasable(this.createKeys.get(hash) ?? null, key);
     if (mine) this.createKeys.delete(hash);
     return mine;
   }

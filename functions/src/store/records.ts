@@ -175,6 +175,11 @@ export const createKeySchema = z.object({
   created_at: z.number(),
   /** The owner's usage key (a hash of the user id), so that an erasure finds the user's keys. */
   user_key: z.string().optional(),
+  /**
+   * A repeat took the claim over (found it, its session not there yet, and went on to create that
+   * session): the request that claimed it no longer gives it back. Absent in records of older versions.
+   */
+  adopted: z.literal(true).optional(),
 });
 export type CreateKey = z.infer<typeof createKeySchema>;
 

@@ -104,13 +104,17 @@ export interface StateStore {
    */
   readonly partialsReadable: boolean;
 
-  /** Stores `key` under `hash` unless a record is there already; returns the stored record. */
+  /**
+   * Stores `key` under `hash` unless a record is there already; returns the stored record. A record
+   * there with `key`'s fingerprint that is another request's claim is taken over (`adoptedClaim`),
+   * in the same transaction, and returned so.
+   */
   claimCreateKey(hash: string, key: CreateKey): Promise<CreateKey>;
 
   /**
-   * Removes the record under `hash` while it is still the claim `key` (`isSameClaim`), atomically:
-   * a request's own claim for a session it was then refused. A claim another request made once
-   * this one went stays. True when it went.
+   * Removes the record under `hash` while it is still the claim `key` and no repeat took it over
+   * (`isReleasable`), atomically: a request's own claim for a session it was then refused. A claim
+   * another request made once this one went, or took over, stays. True when it went.
    */
   releaseCreateKey(hash: string, key: CreateKey): Promise<boolean>;
 }
@@ -118,6 +122,22 @@ export interface StateStore {
 /** Whether a stored create key is the claim `key`: the same session id, claimed at the same time (both adapters' check). */
 export function isSameClaim(stored: CreateKey | null, key: CreateKey): boolean {
   return stored !== null && stored.session_id === key.session_id && stored.created_at === key.created_at;
+}
+
+/**
+ * What `claimCreateKey` stores when it finds `stored` and `key` is claimed (both adapters' rule):
+ * a repeat (the same fingerprint, another claim) marks the record taken over, so that the first
+ * request, refused meanwhile, does not delete the key of a session its repeat goes on to create.
+ * Anything else (the same claim again, a reused key refused for its fingerprint) leaves it as it is.
+ */
+export function adoptedClaim(stored: CreateKey, key: CreateKey): CreateKey {
+  if (stored.adopted === true || stored.fingerprint !== key.fingerprint || isSameClaim(stored, key)) return stored;
+  return { ...stored, adopted: true };
+}
+
+/** Whether `releaseCreateKey` of the claim `key` removes `stored`: it is that claim, and no repeat took it over. */
+export function isReleasable(stored: CreateKey | null, key: CreateKey): boolean {
+  return isSameClaim(stored, key) && stored?.adopted !== true;
 }
 
 /** A session's conversation: its messages, read across the journal, and its rolling summary. */

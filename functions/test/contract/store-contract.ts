@@ -337,7 +337,25 @@ export function storeContract(makeHarness: () => Promise<StoreHarness>): void {
       const theirs = { fingerprint: "f1", session_id: "s-theirs", created_at: T + 2 };
       expect(await db.claimCreateKey("h-release", theirs)).toEqual(theirs);
       expect(await db.releaseCreateKey("h-release", mine)).toBe(false);
-      expect(await db.claimCreateKey("h-release", mine)).toEqual(theirs);
+      // A repeat of theirs (the same fingerprint) takes it over.
+      expect(await db.claimCreateKey("h-release", mine)).toEqual({ ...theirs, adopted: true });
+    });
+
+    it("keeps a create key a repeat took over, which its first request then cannot give back", async () => {
+      const first = { fingerprint: "f1", session_id: "s-first", created_at: T, user_key: "u1" };
+      expect(await db.claimCreateKey("h-adopt", first)).toEqual(first);
+      // The same claim again, and a reused key (another fingerprint), take nothing over.
+      expect(await db.claimCreateKey("h-adopt", first)).toEqual(first);
+      expect(await db.claimCreateKey("h-adopt", { fingerprint: "f2", session_id: "s-reused", created_at: T + 1 })).toEqual(first);
+      // A repeat (the same fingerprint, its own id and time) finds it and takes it over, once.
+      const repeat = { fingerprint: "f1", session_id: "s-repeat", created_at: T + 2, user_key: "u1" };
+      expect(await db.claimCreateKey("h-adopt", repeat)).toEqual({ ...first, adopted: true });
+      expect(await db.claimCreateKey("h-adopt", repeat)).toEqual({ ...first, adopted: true });
+      expect(await db.releaseCreateKey("h-adopt", first)).toBe(false);
+      expect(await db.claimCreateKey("h-adopt", { fingerprint: "f3", session_id: "s-late", created_at: T + 3 })).toEqual({ ...first, adopted: true });
+      // Taken over, it still goes with its TTL.
+      expect(await db.deleteCreateKeys(T, 10)).toBeGreaterThanOrEqual(1);
+      expect(await db.claimCreateKey("h-adopt", repeat)).toEqual(repeat);
     });
   });
 

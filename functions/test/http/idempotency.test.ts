@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { recentMessages } from "../support/recent-messages";
 import { fingerprint, keyHash } from "../../src/session/idempotency";
+import { appendRule } from "../../src/session/session-rules";
 import { createSession, describeEachStore, ROUTES, startHarness, type Answer, type Harness, type Instance } from "../support/http-harness";
 import { anyUsage } from "../support/any-usage";
 import { describeWithRtdb } from "../support/rtdb";
@@ -473,5 +474,180 @@ describeWithRtdb("a keyed createSession repeat after its template's stored value
     const again = await fresh.call("POST", ROUTES.create, body, headers);
     expect({ status: again.status, session_id: again.body.session_id, replayed: again.headers.get("idempotent-replayed") })
       .toEqual({ status: 201, session_id: first.body.session_id, replayed: "true" });
+  });
+});
+
+/**
+ * docs/api.md, Retries: "A repeat with the same key and body, on any instance, even while the first
+ * is still running, gets the first result"; a createSession refused outright "keeps no key: a retry
+ * with it is a first request". A concurrent repeat on another instance that finds the first's claim
+ * takes it over and, admitted where the first was refused (a slot freed meanwhile; or, for anonymous
+ * callers, another network address), creates that session: the first's give-back of the key must
+ * then leave it, or the next retry with the key would be a "first request" (a second session, or
+ * 429 with the first session now counting) instead of a replay.
+ */
+describeEachStore("a keyed createSession refused while its repeat on another instance creates the session", (kind) => {
+  let harness: Harness;
+  let b: Instance;
+  let view: StoredView;
+  /** The store call stopped next (on any instance), until opened. */
+  let held: { readonly method: keyof SessionStore; readonly reached: () => void; readonly opened: Promise<void> } | undefined;
+
+  const holding = (store: SessionStore): SessionStore =>
+    new Proxy(store, {
+      get(target, property, receiver) {
+        const value: unknown = Reflect.get(target, property, receiver);
+        if (typeof value !== "function" || property !== held?.method) return value;
+        return async (...args: unknown[]) => {
+          const stop = held;
+          held = undefined;
+          if (stop) {
+            stop.reached();
+            await stop.opened;
+          }
+          return Reflect.apply(value, target, args) as unknown;
+        };
+      },
+    });
+
+  async function holdNext(method: keyof SessionStore, start: () => Promise<Answer>): Promise<{ readonly first: Promise<Answer>; open(): void }> {
+    let open!: () => void;
+    let reached!: () => void;
+    const opened = new Promise<void>((resolve) => { open = resolve; });
+    const arrived = new Promise<void>((resolve) => { reached = resolve; });
+    held = { method, reached, opened };
+    const first = start();
+    let deadline: NodeJS.Timeout | undefined;
+    const came = await Promise.race([arrived.then(() => true), new Promise<false>((resolve) => { deadline = setTimeout(() => { resolve(false); }, 5_000); })]).finally(() => { clearTimeout(deadline); });
+    if (!came) throw new Error(`the first request did not reach ${method} within 5 s`);
+    return { first, open };
+  }
+
+  beforeAll(async () => {
+    harness = await startHarness({ store: kind, wrapStore: holding, env: { USER_MAX_ACTIVE_SESSIONS: "1" } });
+    b = await harness.instance();
+    view = new StoredView(harness);
+  });
+  afterAll(async () => {
+    await view.close();
+    await harness.close();
+  });
+
+  it("keeps the key for the repeat's session: a later retry replays it, and the key made that one session", async () => {
+    const userId = `user_${randomUUID()}`;
+    const body = { user_id: userId, template_id: "friendly-assistant" };
+    const headers = { "Idempotency-Key": `create-${randomUUID()}` };
+    // The user holds their one active session.
+    const old = await harness.api.call("POST", ROUTES.create, body);
+    expect(old.status).toBe(201);
+
+    // The first request claims the key, is refused (429: the user's limit), and is giving its key back...
+    const first = await holdNext("releaseCreateKey", () => harness.api.call("POST", ROUTES.create, body, headers));
+    // ...when the user ends their old session, and the client's repeat reaches another instance.
+    expect((await b.call("DELETE", ROUTES.end(String(old.body.session_id)))).status).toBe(200);
+    const repeat = await b.call("POST", ROUTES.create, body, headers);
+    expect(repeat.status).toBe(201);
+    const created = String(repeat.body.session_id);
+    first.open();
+    expect((await first.first).status).toBe(429);
+
+    // A later retry with the same key and body gets that session, as any repeat does.
+    const retry = await b.call("POST", ROUTES.create, body, headers);
+    expect({ status: retry.status, code: retry.body.error?.code, session_id: retry.body.session_id, replayed: retry.headers.get("idempotent-replayed") })
+      .toEqual({ status: 201, code: undefined, session_id: created, replayed: "true" });
+    // (The embedded store's view lists active sessions only, so the ended one is set aside.)
+    expect((await view.sessionsOf(userId)).filter((id) => id !== String(old.body.session_id))).toEqual([created]);
+  });
+});
+
+/**
+ * docs/api.md, Retries: a repeat that arrives while the first request still runs "waits for its
+ * result as long as the function's time budget allows ..., then gets 409 IDEMPOTENCY_IN_PROGRESS
+ * with Retry-After"; the error table: 409 is for "the first request with this key is still running
+ * after the wait allowed". The repeat polls the session (slot-claim.ts awaitKey); its last poll
+ * comes at the end of the wait, and what it finds decides: the first's exchange stored is a replay,
+ * though the clock has passed the wait.
+ */
+describeEachStore("a keyed repeat whose last poll, at the end of its wait, finds the first request's exchange stored", (kind) => {
+  let harness: Harness;
+  let now = Date.parse("2031-06-01T10:00:00Z");
+  /** Stops the next call of `method` (once the repeat has claimed) until opened. */
+  let held: { readonly method: keyof SessionStore; readonly reached: () => void; readonly opened: Promise<void> } | undefined;
+  let wrapping = false;
+  /** The repeat's claim was sent: its next read of the session is a poll of the key. */
+  let claimed = false;
+
+  const holding = (store: SessionStore): SessionStore =>
+    new Proxy(store, {
+      get(target, property, receiver) {
+        const value: unknown = Reflect.get(target, property, receiver);
+        if (wrapping && property === "updateStateReadingKey") claimed = true;
+        if (!wrapping || !claimed || typeof value !== "function" || property !== held?.method) return value;
+        return async (...args: unknown[]) => {
+          const stop = held;
+          held = undefined;
+          if (stop) {
+            stop.reached();
+            await stop.opened;
+          }
+          return Reflect.apply(value, target, args) as unknown;
+        };
+      },
+    });
+
+  beforeAll(async () => {
+    // A 24 s function with a 400 ms model timeout: a repeat waits 2.6 s for a live claim, whose lease is the 24 s.
+    harness = await startHarness({ store: kind, clock: () => now, wrapStore: holding, env: { OPENAI_TIMEOUT_MS: "400" }, functionTimeoutMs: 24_000 });
+  });
+  afterAll(async () => harness.close());
+
+  it("replays that exchange (200, Idempotent-Replayed) without a model call", async () => {
+    const { api } = harness;
+    const id = await createSession(api);
+    const idempotencyKey = `slow-${randomUUID()}`;
+    const hash = keyHash("sendMessage", idempotencyKey);
+    const claim = { hash, fingerprint: fingerprint("slow"), owner: "first-request", remember: true } as const;
+    // The first request (on another instance) holds the key's claim, its model call running.
+    await api.store.updateState(id, (state) => ({
+      outcome: undefined,
+      next: { ...state, requests: { [hash]: { fingerprint: claim.fingerprint, owner: claim.owner, lease_until: now + 24_000 } } },
+    }));
+
+    // The repeat waits; its next poll of the session is held.
+    wrapping = true;
+    let reached!: () => void;
+    let open!: () => void;
+    const arrived = new Promise<void>((resolve) => { reached = resolve; });
+    held = { method: "readSessionState", reached, opened: new Promise<void>((resolve) => { open = resolve; }) };
+    const repeat: Promise<Answer> = api.call("POST", ROUTES.message(id), { message: "slow" }, { "Idempotency-Key": idempotencyKey });
+    let timer: NodeJS.Timeout | undefined;
+    const came = await Promise.race([arrived.then(() => true), new Promise<false>((resolve) => { timer = setTimeout(() => { resolve(false); }, 5_000); })]).finally(() => { clearTimeout(timer); });
+    expect(came).toBe(true);
+
+    // Meanwhile the first request stores its exchange, just as the repeat's wait runs out.
+    const policy = { idleTtlMs: 30 * 60_000, maxExchanges: 100 };
+    const stored = await api.store.appendExchange(
+      id,
+      {
+        user: { role: "user", content: "slow", timestamp: now },
+        assistant: { role: "assistant", content: "the first's reply", timestamp: now + 1 },
+      },
+      appendRule({ receivedAt: now, answeredAt: now + 1, policy, claim }),
+    );
+    expect(stored).toMatchObject({ found: true, outcome: { kind: "appended", seq: 1 } });
+    // The repeat's wait (2.6 s) is over; the first's lease (24 s) is not.
+    now += 3_000;
+    open();
+    wrapping = false;
+
+    const answer = await repeat;
+    expect({
+      status: answer.status,
+      code: answer.body.error?.code,
+      retryAfter: answer.headers.get("retry-after"),
+      response: answer.body.response,
+      replayed: answer.headers.get("idempotent-replayed"),
+    }).toEqual({ status: 200, code: undefined, retryAfter: null, response: "the first's reply", replayed: "true" });
+    expect(harness.fake.requests).toHaveLength(0);
   });
 });

@@ -1,9 +1,9 @@
 import { randomUUID } from "node:crypto";
-import type { StateStore } from "../../store/session-store";
+import type { StateRule, StateStore } from "../../store/session-store";
 import { SessionNotFoundError } from "../errors";
 import { fingerprint, keyHash } from "../idempotency";
 import type { SlotOutcome } from "./refusals";
-import { claimRequest, releaseClaim, type RequestClaim, type SessionPolicy } from "../session-rules";
+import { claimRequest, releaseClaim, type ClaimOutcome, type RequestClaim, type SessionPolicy } from "../session-rules";
 
 /** What claiming a slot needs of the instance. */
 export interface SlotClaimContext {
@@ -32,8 +32,15 @@ export async function claimSlot(context: SlotClaimContext, sessionId: string, cl
   const { store, clock, policy, keyLeaseMs, keyWaitMs } = context;
   // Bounded by the time budget, not the lease: waiting out a dead request's lease would outlive the function.
   const giveUpAt = receivedAt + keyWaitMs;
+  let waited = false;
   for (;;) {
-    const result = await store.updateStateReadingKey(sessionId, claimRequest(claim, clock(), keyLeaseMs, policy), claim.remember ? claim.hash : undefined);
+    // Once a wait ran out, what ended it is still looked at (the key's exchange stored at its last
+    // poll is a replay), but the key is not claimed: a model call started at the end of the wait
+    // would outlast the function's time.
+    const late = waited && clock() >= giveUpAt;
+    const claiming = claimRequest(claim, clock(), keyLeaseMs, policy);
+    const rule: StateRule<Looked> = late ? withoutClaiming(claiming) : claiming;
+    const result = await store.updateStateReadingKey(sessionId, rule, claim.remember ? claim.hash : undefined);
     if (!result.found) throw new SessionNotFoundError(sessionId);
     const { outcome, record, state } = result;
     if (record && outcome.kind !== "done") {
@@ -42,13 +49,25 @@ export async function claimSlot(context: SlotClaimContext, sessionId: string, cl
       return record.fingerprint === claim.fingerprint ? { kind: "done", seq: record.seq } : { kind: "reused" };
     }
     if (outcome.kind === "claimed") return { kind: "claimed", exchangeCount: state.message_count, alone: outcome.alone };
+    // Free past the wait (the first request gave up, or its lease lapsed): a retry may claim it at once.
+    if (outcome.kind === "free") return { kind: "in-progress", retryAfterMs: 1_000 };
     if (outcome.kind !== "busy") return outcome;
-    // Give up on a claim found live past the wait allowed; after waiting, claim again, but only
-    // within the wait: a claim at its end would start a model call the function's time cannot hold.
-    if (clock() >= giveUpAt) return { kind: "in-progress", retryAfterMs: outcome.leaseUntil - clock() };
+    if (late || clock() >= giveUpAt) return { kind: "in-progress", retryAfterMs: outcome.leaseUntil - clock() };
     await awaitKey(context, sessionId, claim, Math.min(outcome.leaseUntil, giveUpAt));
-    if (clock() >= giveUpAt) return { kind: "in-progress", retryAfterMs: outcome.leaseUntil - clock() };
+    waited = true;
   }
+}
+
+/** A claim's outcome, or, for a look that claims nothing, the key found free to claim. */
+type Looked = ClaimOutcome | { readonly kind: "free" };
+
+/** `rule` as a look only: where it would claim the key, it writes nothing and finds the key free. */
+function withoutClaiming(rule: StateRule<ClaimOutcome>): StateRule<Looked> {
+  return (state) => {
+    const ruled = rule(state);
+    const { outcome } = ruled;
+    return outcome.kind === "claimed" ? { outcome: { kind: "free" } } : { ...ruled, outcome };
+  };
 }
 
 /**

@@ -27,7 +27,7 @@ import {
   type UserUsage,
 } from "../records";
 import type { HistoryWindow, LedgerRule, NewSession, Ruled, RuledWithKey, SessionStore, StateRule, UsageRule } from "../session-store";
-import { isSameClaim } from "../session-store";
+import { adoptedClaim, isReleasable } from "../session-store";
 import { installFrameSafeJson } from "./frame-safe-json";
 import { HistoryReads } from "./history-reads";
 import { ConversationReads } from "./conversation-reads";
@@ -255,10 +255,16 @@ export class RtdbStore implements SessionStore {
 
   async claimCreateKey(hash: string, key: CreateKey): Promise<CreateKey> {
     const path = createKeyPath(hash);
-    // A record already there is written back as it is, so the server confirms it: a first run
-    // may see another request's claim that the server then refuses, and trusting that would hand
-    // out a session id nobody creates, and another request would create a second session.
-    const { snapshot, committed } = await this.engine.transact(path, "claim idempotency key", (current) => ({ decided: undefined, write: current ?? key }));
+    // A record already there is written back (taken over, when this is a repeat), so the server
+    // confirms it: a first run may see another request's claim that the server then refuses, and
+    // trusting that would hand out a session id nobody creates, and another request would create a
+    // second session.
+    const { snapshot, committed } = await this.engine.transact(path, "claim idempotency key", (current) => {
+      if (current === null) return { decided: undefined, write: key };
+      const stored = parseStored(createKeySchema, current, path);
+      // Only the mark is added: the record is written back as stored, fields this version does not know included.
+      return { decided: undefined, write: adoptedClaim(stored, key) === stored ? current : { ...(current as Record<string, unknown>), adopted: true } };
+    });
     if (!committed) throw new StoreUnavailableError("claim idempotency key");
     return parseStored(createKeySchema, snapshot.val(), path);
   }
@@ -268,7 +274,7 @@ export class RtdbStore implements SessionStore {
     // Decided in the transaction: once this claim went, another request may claim the key again,
     // and a delete that did not look would take that claim away. Kept, the record is written back.
     const { decided, committed } = await this.engine.transact(path, "release idempotency key", (current) => {
-      const mine = current !== null && isSameClaim(parseStored(createKeySchema, current, path), key);
+      const mine = current !== null && isReleasable(parseStored(createKeySchema, current, path), key);
       return { decided: mine, write: mine ? null : current };
     });
     if (!committed) throw new StoreUnavailableError("release idempotency key");
