@@ -201,7 +201,10 @@ export const userUsageSchema = z.object({
    * the bound, the reservations open (admitted, not settled) as of `at` (its last admission), and
    * the highest claim count (plus one) of a settled message. `held`: each open reservation, with
    * when it was admitted and its tokens, so that each lapses on its own; a record an older version wrote has none, its `open`
-   * reservations all counted as admitted at `at`.
+   * reservations all counted as admitted at `at`. `unanchored`: the bound was started from the
+   * session's first prompt and no settlement has set it to a real call's since (it may miss
+   * history). `answered`: the latest answer of the session's settled messages, which a refund puts
+   * the session's count back to at the earliest. Both absent in records of older versions.
    */
   contexts: z
     .record(
@@ -212,6 +215,8 @@ export const userUsageSchema = z.object({
         landed: z.number().int().min(0),
         at: z.number(),
         held: z.record(z.string(), z.object({ at: z.number(), tokens: z.number().min(0) })).optional(),
+        unanchored: z.literal(true).optional(),
+        answered: z.number().optional(),
       }),
     )
     .optional(),

@@ -336,3 +336,107 @@ describeEachStore("the active-session limit after a flagged message near the idl
     expect({ status: next.status, code: next.body.error?.code, retryAfter: next.headers.get("retry-after") }).toEqual({ status: 201, code: undefined, retryAfter: null });
   });
 });
+
+/**
+ * A store whose next `updateUsage` call, once armed, waits until the test lets it through: a
+ * settlement sent beside its commit that reaches the database after another message's admission,
+ * as happens whenever two instances write the same usage record.
+ */
+class GatedUsage {
+  private gate: { held: () => void; release: Promise<void> } | undefined;
+  readonly store: SessionStore;
+
+  constructor(inner: SessionStore) {
+    this.store = new Proxy(inner, {
+      get: (target, property, receiver) => {
+        const value: unknown = Reflect.get(target, property, receiver);
+        if (property !== "updateUsage" || typeof value !== "function") return value;
+        return async (...args: unknown[]) => {
+          const gate = this.gate;
+          this.gate = undefined;
+          if (gate) {
+            gate.held();
+            await gate.release;
+          }
+          return Reflect.apply(value, target, args) as unknown;
+        };
+      },
+    });
+  }
+
+  /** Holds the next updateUsage: `held` resolves once it is waiting; `release` lets it go. */
+  arm(): { held: Promise<void>; release: () => void } {
+    let held!: () => void;
+    let release!: () => void;
+    const heldPromise = new Promise<void>((resolve) => (held = resolve));
+    this.gate = { held, release: new Promise<void>((resolve) => (release = resolve)) };
+    return { held: heldPromise, release };
+  }
+}
+
+/**
+ * A session counts against USER_MAX_ACTIVE_SESSIONS from its last answer as long as it can be
+ * active (docs/sessions-over-time.md). A message's settlement that lands after another message of
+ * the session was admitted leaves that admission's newer count in place; when that other message is
+ * then flagged, its give-back puts the count back no earlier than the settled answer, not to the
+ * first message's arrival, a model call's length before the session can expire.
+ */
+describeEachStore("the active-session limit after a flagged message admitted before another message's settlement", (kind) => {
+  const MINUTE = 60_000;
+  let harness: Harness;
+  let now = Date.parse("2026-03-01T00:00:00Z");
+  const gates: GatedUsage[] = [];
+
+  beforeAll(async () => {
+    harness = await startHarness({
+      store: kind,
+      clock: () => now,
+      env: { USER_MAX_ACTIVE_SESSIONS: "1", MODERATION: "true" },
+      wrapStore: (store) => {
+        const gated = new GatedUsage(store);
+        gates.push(gated);
+        return gated.store;
+      },
+    });
+  });
+  afterAll(async () => harness.close());
+
+  const create = (user: string): Promise<Answer> => harness.api.call("POST", ROUTES.create, { user_id: user, template_id: "friendly-assistant" });
+  const usageOf = (user: string) => harness.api.store.updateUsage(keyHash("user", user), (record) => ({ outcome: record }));
+
+  it("keeps the session counted until it can expire, so a create past USER_MAX_ACTIVE_SESSIONS is refused meanwhile", async () => {
+    const user = `user-${randomUUID()}`;
+    const id = String((await create(user)).body.session_id);
+    // A message whose model call takes a minute: answered at `answeredAt`, its settlement held.
+    const releaseModel = harness.fake.holdAnswers();
+    const slow = harness.api.call("POST", ROUTES.message(id), { message: "a question that takes a while" });
+    await harness.fake.awaitRequests(1);
+    now += MINUTE;
+    const answeredAt = now;
+    const settlement = gates[0]!.arm();
+    releaseModel();
+    await settlement.held;
+    // A second later, another message of the session: admitted (it reads the count as the first
+    // message's arrival), then flagged mid-reply.
+    now += 1_000;
+    harness.fake.enqueue({ kind: "hang" });
+    harness.fake.enqueueModeration({ kind: "verdict", flagged: true, categories: ["harassment"], delayMs: 1_500 });
+    const flagged = harness.api.call("POST", ROUTES.message(id), { message: FLAGGED_TEXT });
+    await harness.fake.awaitRequests(2);
+    // The first message's settlement lands now, after that admission and before the verdict.
+    settlement.release();
+    expect((await slow).status).toBe(200);
+    const refused = await flagged;
+    expect({ status: refused.status, code: refused.body.error?.code }).toEqual({ status: 422, code: "MESSAGE_FLAGGED" });
+    await harness.fake.noRequestHanging();
+    // The flagged message's give-back (off the reply's path) has landed.
+    await eventually(() => usageOf(user), (usage) => (usage?.contexts?.[id]?.open ?? 0) === 0);
+    // 59.5 minutes after the answer the session is still active (its idle TTL, 60 minutes, runs from its last exchange)...
+    now = answeredAt + 59.5 * MINUTE;
+    const state = await harness.api.store.readSessionState(id);
+    expect({ status: state?.status, lastActivity: state?.last_activity }).toEqual({ status: "active", lastActivity: answeredAt });
+    // ... so a second session is over USER_MAX_ACTIVE_SESSIONS=1.
+    const other = await create(user);
+    expect({ status: other.status, retryAfter: other.headers.get("retry-after") }).toEqual({ status: 429, retryAfter: expect.any(String) });
+  });
+});

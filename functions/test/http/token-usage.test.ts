@@ -4,7 +4,7 @@ import { costUsd } from "../../src/llm/model-table";
 import type { LogFields } from "../../src/log/log";
 import { seedTemplates } from "../../src/local/project-files";
 import { promptTokenBound } from "../../src/session/ledger/call-usage";
-import { estimatePromptTokens, TOKENS_PER_MESSAGE } from "../../src/session/prompt/token-estimate";
+import { estimatePromptTokens, estimateTokens, TOKENS_PER_MESSAGE } from "../../src/session/prompt/token-estimate";
 import { instancePositionOf } from "../../src/sharding/session-ids";
 import type { ServiceUsage, UserUsage } from "../../src/store/records";
 import type { SessionStore } from "../../src/store/session-store";
@@ -700,3 +700,120 @@ describeEachStore("a session whose count lapsed before it expired, its context d
     expect({ counted: after - before, historySent: spent.prompt_tokens > 1000 }).toEqual({ counted: spent.total_tokens, historySent: true });
   });
 }, { sharded: true });
+
+/**
+ * A provider whose tokenizer counts 1.5x o200k: believed (up to 4x the estimate plus 256), and
+ * learnt by the session's calibration, so each report is within the service's calibrated estimate
+ * of its call (call-usage.ts callBound), and above the raw estimate the reservation counts the new
+ * message at. A session whose bound is intact misses no history: its message counts at most what it
+ * reserved, so one admitted exactly at the limit leaves the day at it.
+ */
+describeEachStore("a believed report within the calibrated estimate, above the reservation, at the edge of the day", (kind) => {
+  const REPLY = "noted, thank you";
+  const FIRST = "hello there";
+  const SECOND = `two: ${"a long line of conversation about many things ".repeat(60)}`;
+  const highCounter = (request: RecordedRequest) => ({
+    kind: "reply" as const,
+    text: REPLY,
+    usage: { prompt_tokens: Math.ceil(1.5 * estimatePromptTokens(request.body.messages)), completion_tokens: 4 },
+  });
+  let harness: Harness | undefined;
+  afterEach(async () => { await harness?.close(); harness = undefined; });
+
+  /** Two messages of one new session under `limit`: the day's count after the first, what the second reserves, the final count. */
+  async function run(limit: number): Promise<{ afterFirst: number; reserved: number; final: number; second: Answer }> {
+    harness = await startHarness({ store: kind, clock: () => NOON, env: { USER_TOKENS_PER_DAY: String(limit), USER_MESSAGES_PER_MINUTE: "100" } });
+    harness.fake.chaos = (request) => highCounter(request);
+    const user = newUser();
+    const chat = await create(harness.api, user);
+    expect((await harness.api.call("POST", ROUTES.message(chat), { message: FIRST })).status).toBe(200);
+    const afterFirst = (await usageOf(harness.api.store, user))?.daily?.tokens ?? 0;
+    // The second message's model call held: its reservation is in the day's count meanwhile.
+    const release = harness.fake.holdAnswers();
+    const pending = harness.api.call("POST", ROUTES.message(chat), { message: SECOND });
+    await harness.fake.awaitRequests(2);
+    const reserved = ((await usageOf(harness.api.store, user))?.daily?.tokens ?? 0) - afterFirst;
+    release();
+    const second = await pending;
+    const final = (await usageOf(harness.api.store, user))?.daily?.tokens ?? 0;
+    await harness.close();
+    harness = undefined;
+    return { afterFirst, reserved, final, second };
+  }
+
+  it("never counts the day past USER_TOKENS_PER_DAY for a message admitted exactly at the limit, its session's bound intact", async () => {
+    // Measured without a limit: what the first message counts and what the second reserves.
+    const measured = await run(0);
+    expect(measured.second.status).toBe(200);
+    const limit = measured.afterFirst + measured.reserved;
+    const atEdge = await run(limit);
+    expect(atEdge.afterFirst).toBe(measured.afterFirst);
+    const spent = usageIn(atEdge.second);
+    // The report was believed, and spent more than the reservation held.
+    expect({ estimated: spent.estimated, aboveReservation: spent.total_tokens > atEdge.reserved }).toEqual({ estimated: undefined, aboveReservation: true });
+    expect({ limit, overBy: Math.max(0, atEdge.final - limit) }).toEqual({ limit, overBy: 0 });
+  });
+}, { sharded: false });
+
+/**
+ * With o200k-like reports (at the service's own estimate of each prompt) and messages of a session
+ * running at once, no settlement is alone: the session's bound keeps each admission's need, which
+ * holds its reply as the next prompts carry it, at max_tokens with the 4 tokens that frame it as a
+ * message. socratic-tutor (max_tokens 80, a window of 20 messages) sends all 9 replies in the next
+ * prompt: its reservation holds what it spends, counted in full, and the day stays within the limit.
+ */
+describeEachStore("concurrent replies that use all of max_tokens, then one more message at the edge of the day", (kind) => {
+  const TEMPLATE = "socratic-tutor";
+  const MAX_TOKENS = 80;
+  const LIMIT = 100_000;
+  const TOGETHER = 9;
+  /** A reply that uses all of the template's max_tokens, estimated at exactly that too. */
+  const full = (() => {
+    for (let n = 1; n < 200; n += 1) {
+      const text = "word ".repeat(n).trim();
+      if (estimateTokens(text) === MAX_TOKENS) return text;
+    }
+    throw new Error(`no reply text estimated at ${MAX_TOKENS}`);
+  })();
+  let harness: Harness;
+  beforeAll(async () => {
+    harness = await startHarness({ store: kind, clock: () => NOON, env: { USER_TOKENS_PER_DAY: String(LIMIT), USER_MESSAGES_PER_MINUTE: "100" } });
+  });
+  afterAll(async () => harness.close());
+
+  /** One user's conversation: a message, TOGETHER at once, then the last one, the day's count set to `dayBefore` first when given. */
+  async function run(dayBefore?: number): Promise<{ before: number; reserved: number; final: number; last: Answer }> {
+    harness.fake.reset();
+    harness.fake.chaos = (request) => ({ kind: "reply", text: full, finishReason: "length", usage: { prompt_tokens: estimatePromptTokens(request.body.messages), completion_tokens: MAX_TOKENS } });
+    const user = newUser();
+    const chat = await create(harness.api, user, TEMPLATE);
+    expect((await harness.api.call("POST", ROUTES.message(chat), { message: "first" })).status).toBe(200);
+    let release = harness.fake.holdAnswers();
+    const together = Array.from({ length: TOGETHER }, (_, i) => harness.api.call("POST", ROUTES.message(chat), { message: `together ${i}` }));
+    await harness.fake.awaitRequests(TOGETHER + 1);
+    release();
+    expect((await Promise.all(together)).map((answer) => answer.status)).toEqual(Array(TOGETHER).fill(200));
+    if (dayBefore !== undefined) {
+      // What the user spent today elsewhere: the day's count this many tokens short of the limit.
+      await harness.api.store.updateUsage(keyHash("user", user), (usage) => ({ outcome: undefined, next: { ...usage!, daily: { ...usage!.daily!, tokens: dayBefore } } }));
+    }
+    const before = (await usageOf(harness.api.store, user))?.daily?.tokens ?? 0;
+    release = harness.fake.holdAnswers();
+    const pending = harness.api.call("POST", ROUTES.message(chat), { message: "and the last one" });
+    await harness.fake.awaitRequests(TOGETHER + 2);
+    const reserved = ((await usageOf(harness.api.store, user))?.daily?.tokens ?? 0) - before;
+    release();
+    const last = await pending;
+    const final = (await usageOf(harness.api.store, user))?.daily?.tokens ?? 0;
+    return { before, reserved, final, last };
+  }
+
+  it("counts every token the next message spends and never the day past USER_TOKENS_PER_DAY: its reservation holds the replies with their framing", async () => {
+    const measured = await run();
+    // Another user, the same conversation: the last message's reservation fits the day exactly.
+    const atEdge = await run(LIMIT - measured.reserved);
+    expect({ reserved: atEdge.reserved, status: atEdge.last.status }).toEqual({ reserved: measured.reserved, status: 200 });
+    const spent = usageIn(atEdge.last);
+    expect({ estimated: spent.estimated, counted: atEdge.final - atEdge.before, overBy: Math.max(0, atEdge.final - LIMIT) }).toEqual({ estimated: undefined, counted: spent.total_tokens, overBy: 0 });
+  });
+}, { sharded: false });

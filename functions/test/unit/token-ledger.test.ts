@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { admitMessage, admitSession, refundMessage, releaseEnded, releaseSession, settleTokens, utcDay, type MessageAdmission, type TokenNeed, type UsagePolicy } from "../../src/session/ledger/limits";
-import { estimateMessageTokens, estimatePromptTokens } from "../../src/session/prompt/token-estimate";
+import { estimateMessageTokens, estimatePromptTokens, TOKENS_PER_MESSAGE } from "../../src/session/prompt/token-estimate";
 import { SUMMARY_CALL_TOKENS, SUMMARY_PROMPT_TOKENS } from "../../src/session/prompt/rolling-summary";
 import { isSummary } from "../support/summary-in";
 import { MemoryStore } from "../../src/store/memory-store";
@@ -28,11 +28,11 @@ function admitted(outcome: MessageAdmission) {
 
 describe("daily token ledger rules", () => {
   /** What a settlement says of an exchange whose commit was sent: its call's size, the count its claim saw, whether it ran alone, when it was answered. */
-  const landed = (context: number, claimedCount: number, alone = true, answeredAt = NOON) => ({ tokens: context, exchange: { context, claimedCount, alone, answeredAt } });
+  const landed = (context: number, claimedCount: number, alone = true, answeredAt = NOON) => ({ tokens: context, claimedCount, exchange: { context, alone, answeredAt } });
 
   it("reserves a first message's system prompt and need, counted on the UTC day", () => {
     const { outcome, next } = admitMessage("s1", NOON, POLICY, NEED)(null);
-    expect(admitted(outcome)).toEqual({ day: "2026-11-26", tokens: 150, fresh: 100, countedAt: NOON });
+    expect(admitted(outcome)).toEqual({ day: "2026-11-26", tokens: 150, fresh: 100, countedAt: NOON, unanchored: true });
     expect(next?.daily).toEqual({ day: "2026-11-26", tokens: 150 });
   });
 
@@ -73,7 +73,7 @@ describe("daily token ledger rules", () => {
     const rb = admitted(admitMessage("s1", NOON, POLICY, NEED)(usage).outcome);
     usage = apply(usage, admitMessage("s1", NOON, POLICY, NEED));
     // A's reply ignored max_tokens and carries 400 tokens more; B settles beside it, not alone.
-    usage = apply(usage, settleTokens("s1", ra, { tokens: 60, exchange: { context: 60, claimedCount: 0, alone: true, overrun: 400, answeredAt: NOON } }), settleTokens("s1", rb, landed(70, 0, false)));
+    usage = apply(usage, settleTokens("s1", ra, { tokens: 60, claimedCount: 0, exchange: { context: 60, alone: true, overrun: 400, answeredAt: NOON } }), settleTokens("s1", rb, landed(70, 0, false)));
     expect(usage?.contexts?.s1).toMatchObject({ tokens: 650, open: 0, landed: 1 });
   });
 
@@ -173,9 +173,10 @@ describe("daily token ledger rules", () => {
   });
 
   it("counts what a reservation missed up to the service's estimate of the calls made, and only a report above both at the larger", () => {
+    // No bound kept for the session (dropped while it lived): reserved from its first prompt, while its claim saw exchanges.
     const rule = admitMessage("s1", NOON, POLICY, NEED);
     const reservation = admitted(rule(null).outcome);
-    const countedOf = (spent: { tokens: number; bound?: number }) => apply(null, rule, settleTokens("s1", reservation, spent))?.daily?.tokens;
+    const countedOf = (spent: { tokens: number; bound?: number }) => apply(null, rule, settleTokens("s1", reservation, { ...spent, claimedCount: 3 }))?.daily?.tokens;
     // The calls sent history the reservation (150) did not hold: within their estimate, counted in full.
     expect(countedOf({ tokens: 900, bound: 1_000 })).toBe(900);
     // A report above the estimate too (another tokenizer): counted at the estimate.
@@ -183,6 +184,35 @@ describe("daily token ledger rules", () => {
     // Above a reservation that held the estimate: at the reservation.
     expect(countedOf({ tokens: 900, bound: 120 })).toBe(150);
     expect(countedOf({ tokens: 100, bound: 120 })).toBe(100);
+    // The session's first message (its claim saw no exchange): nothing of its history can be missed.
+    expect(apply(null, rule, settleTokens("s1", reservation, { tokens: 900, bound: 1_000, claimedCount: 0 }))?.daily?.tokens).toBe(150);
+  });
+
+  it("counts a message reserved on a bound a settled call set at most at its reservation, whatever the estimate of its calls", () => {
+    const first = admitted(admitMessage("s1", NOON, POLICY, NEED)(null).outcome);
+    const anchored = apply(null, admitMessage("s1", NOON, POLICY, NEED), settleTokens("s1", first, landed(120, 0)));
+    expect(anchored?.contexts?.s1?.unanchored).toBeUndefined();
+    const rule = admitMessage("s1", NOON + 1, POLICY, NEED);
+    const reservation = admitted(rule(anchored).outcome);
+    expect(reservation).toMatchObject({ tokens: 220 });
+    expect(reservation.unanchored).toBeUndefined();
+    // A believed report above the raw estimate of the new message, within its calibrated one: the reservation holds the day.
+    expect(apply(anchored, rule, settleTokens("s1", reservation, { tokens: 290, bound: 320, claimedCount: 1 }))?.daily?.tokens).toBe(120 + 220);
+  });
+
+  it("keeps a bound started from the first prompt unanchored until a settlement alone sets it to a real call's", () => {
+    const a = admitMessage("s1", NOON, POLICY, NEED);
+    const ra = admitted(a(null).outcome);
+    let usage = apply(null, a);
+    // A second message of the session beside it: its reservation builds on the unanchored bound.
+    const b = admitMessage("s1", NOON + 1, POLICY, NEED);
+    const rb = admitted(b(usage).outcome);
+    expect(rb).toMatchObject({ tokens: 250, unanchored: true });
+    usage = apply(usage, b, settleTokens("s1", ra, landed(90, 3)));
+    expect(usage?.contexts?.s1?.unanchored).toBe(true);
+    usage = apply(usage, settleTokens("s1", rb, landed(120, 4)));
+    expect(usage?.contexts?.s1).toMatchObject({ tokens: 120 });
+    expect(usage?.contexts?.s1?.unanchored).toBeUndefined();
   });
 
   it("refuses a message whose reservation would pass the limit, until the next UTC day, and takes nothing", () => {
@@ -248,6 +278,26 @@ describe("daily token ledger rules", () => {
     // exchange, and so does its count (its message token stays spent).
     expect(apply(counted, admitMessage("s1", NOON, POLICY, NEED), refundMessage(POLICY, "s1", onActive, false))).toMatchObject({ sessions: { s1: NOON - 60_000, s2: NOON - 30_000 }, tokens: 999 });
     expect(apply(ended, admitMessage("s1", NOON, POLICY, NEED), refundMessage(POLICY, "s1", onEnded, false))?.sessions).toEqual({ s2: NOON - 30_000 });
+  });
+
+  it("a refused or failed message puts its session's count back to no earlier than an answer settled after its admission", () => {
+    const created = apply(null, admitSession("s1", NOON - 60_000, POLICY));
+    // A arrives, is answered a minute later; B is admitted before A's settlement lands.
+    const ra = admitted(admitMessage("s1", NOON, POLICY, NEED)(created).outcome);
+    const afterA = apply(created, admitMessage("s1", NOON, POLICY, NEED));
+    const rb = admitted(admitMessage("s1", NOON + 61_000, POLICY, NEED)(afterA).outcome);
+    expect(rb).toMatchObject({ countedAt: NOON + 61_000, countedBefore: NOON });
+    const settled = apply(afterA, admitMessage("s1", NOON + 61_000, POLICY, NEED), settleTokens("s1", ra, landed(90, 0, true, NOON + 60_000)));
+    // A's answer leaves B's newer count in place, and is kept.
+    expect(settled?.sessions?.s1).toBe(NOON + 61_000);
+    expect(settled?.contexts?.s1?.answered).toBe(NOON + 60_000);
+    // B fails (nothing billed), is refused by moderation once billed, or before its model call: the count goes back to A's answer, not its arrival.
+    expect(apply(settled, refundMessage(POLICY, "s1", rb, false))?.sessions?.s1).toBe(NOON + 60_000);
+    expect(apply(settled, refundMessage(POLICY, "s1", rb, false, { tokens: 40, bound: 300, claimedCount: 1 }))?.sessions?.s1).toBe(NOON + 60_000);
+    expect(apply(settled, refundMessage(POLICY, "s1", rb, true))?.sessions?.s1).toBe(NOON + 60_000);
+    // An answer older than what B's admission read moves nothing back.
+    const early = apply(afterA, admitMessage("s1", NOON + 61_000, POLICY, NEED), settleTokens("s1", ra, landed(90, 0, true, NOON - 1_000)));
+    expect(apply(early, refundMessage(POLICY, "s1", rb, false))?.sessions?.s1).toBe(NOON);
   });
 
   it("refuses a message to a session ended while it was being admitted, taking nothing, and never counts that session again", () => {
@@ -400,7 +450,7 @@ describe("the daily token ledger through the session service", () => {
 
       const before = (await usageOf(store, userId))!;
       const context = before.contexts?.[sessionId]?.tokens ?? 0;
-      const need = estimatePromptTokens([{ role: "user", content: "C" }]) + MAX_TOKENS;
+      const need = estimatePromptTokens([{ role: "user", content: "C" }]) + MAX_TOKENS + TOKENS_PER_MESSAGE;
       // Exactly the reservation C makes: C is admitted, and the limit must hold after it settles.
       usage.tokensPerDay = before.daily!.tokens + context + need;
       const answer = await chat.send({ sessionId, message: "C" });
@@ -441,7 +491,7 @@ describe("the daily token ledger through the session service", () => {
 
     const before = (await usageOf(store, userId))!;
     const bound = before.contexts![sessionId]!.tokens;
-    const need = estimatePromptTokens([{ role: "user", content: "Z" }]) + MAX_TOKENS;
+    const need = estimatePromptTokens([{ role: "user", content: "Z" }]) + MAX_TOKENS + TOKENS_PER_MESSAGE;
     usage.tokensPerDay = before.daily!.tokens + bound + need;
     const answer = await chat.send({ sessionId, message: "Z" });
     expect(suite.fake.requests.at(-1)?.body.messages.map((m) => m.content)).toContain(longY);
@@ -473,7 +523,7 @@ describe("the daily token ledger through the session service", () => {
 
     const before = (await usageOf(store, userId))!;
     const bound = before.contexts![sessionId]!.tokens;
-    const need = estimatePromptTokens([{ role: "user", content: "q" }]) + MAX_TOKENS;
+    const need = estimatePromptTokens([{ role: "user", content: "q" }]) + MAX_TOKENS + TOKENS_PER_MESSAGE;
     const answer = await chat.send({ sessionId, message: "q" });
     // The low calibration would let this window take the fillers the last prompt left out; it never
     // reaches back past where the last prompt began: the last history, its exchange, the new message.
@@ -520,7 +570,7 @@ describe("the daily token ledger through the session service", () => {
 
     const before = (await usageOf(store, userId))!;
     const bound = before.contexts?.[sessionId]?.tokens ?? 0;
-    const need = estimatePromptTokens([{ role: "user", content: "C" }]) + MAX_TOKENS;
+    const need = estimatePromptTokens([{ role: "user", content: "C" }]) + MAX_TOKENS + TOKENS_PER_MESSAGE;
     // Exactly C's reservation: C is admitted; the limit must hold once it settles.
     usage.tokensPerDay = before.daily!.tokens + bound + need;
     suite.fake.chaos = () => ({ kind: "reply", text: "ok" });
@@ -544,7 +594,7 @@ describe("the daily token ledger through the session service", () => {
       const before = (await usageOf(store, userId))!;
       const bound = before.contexts![sessionId]!.tokens;
       const added = estimatePromptTokens([{ role: "user", content: message }]);
-      usage.tokensPerDay = before.daily!.tokens + bound + added + MAX_TOKENS + SUMMARY_PROMPT_TOKENS + SUMMARY_CALL_TOKENS;
+      usage.tokensPerDay = before.daily!.tokens + bound + added + MAX_TOKENS + TOKENS_PER_MESSAGE + SUMMARY_PROMPT_TOKENS + SUMMARY_CALL_TOKENS;
       const answer = await chat.send({ sessionId, message });
       expect((await usageOf(store, userId))!.daily!.tokens).toBeLessThanOrEqual(usage.tokensPerDay);
       // The bound was meant to hold the prompt less its message and the summary it may quote.

@@ -40,6 +40,12 @@ export interface Reservation {
   /** When it counted the session as active (`sessions`), and the session's count before it (absent: not counted). */
   readonly countedAt: number;
   readonly countedBefore?: number;
+  /**
+   * Its admission found the session's context bound built from no settled call (none kept: the
+   * session's first message, or a bound dropped while the session lived, see liveContexts; or one
+   * built on such a bound since): it may miss history the prompt sends (see countedTokens).
+   */
+  readonly unanchored?: true;
 }
 
 export type MessageAdmission =
@@ -51,8 +57,8 @@ export type MessageAdmission =
 /**
  * What a message may cost in tokens beyond the session's context bound (held in the usage
  * record): `fresh` covers what its exchange can add to the session's next prompts (the new
- * message, the reply's `max_tokens`, a summary) and a summary call beside it; `firstPrompt`
- * bounds the prompt of a session's first call (its system prompt).
+ * message, the reply's `max_tokens` and the framing it pays as a message, a summary) and a summary
+ * call beside it; `firstPrompt` bounds the prompt of a session's first call (its system prompt).
  */
 export interface TokenNeed {
   readonly fresh: number;
@@ -69,12 +75,12 @@ export interface Spent {
    * what is counted (see countedTokens).
    */
   readonly bound?: number;
+  /** The `message_count` its claim saw: its prompt holds the exchanges up to that one (absent: none). */
+  readonly claimedCount?: number;
   /** Present when the message's exchange may have been stored (its commit was sent). */
   readonly exchange?: {
     /** What the next prompt sends of the reply call: its prompt, and its reply as a message (its completion tokens and the message's framing). */
     readonly context: number;
-    /** The `message_count` its claim saw: its prompt holds the exchanges up to that one. */
-    readonly claimedCount: number;
     /** Its claim found no other message of the session running. */
     readonly alone: boolean;
     /**
@@ -162,20 +168,29 @@ export function admitMessage(sessionId: string, now: number, policy: UsagePolicy
     }
     const context = usage?.contexts?.[sessionId];
     const reserved = Math.ceil(addCounts(context?.tokens ?? need.firstPrompt, need.fresh));
+    // A bound started here, from the first prompt, holds what the session's messages add from now
+    // on, not what it sent before: until a settlement sets it to a real call's, it is unanchored.
+    const unanchored = context === undefined || context.unanchored === true;
     if (policy.tokensPerDay > 0 && used.tokens + reserved > policy.tokensPerDay) {
       return { outcome: { admitted: false, limit: "tokens", retryAfterMs: untilTokensFree(usage, used, reserved, now, policy) } };
     }
     const held = { ...openReservations(context, now, policy), [heldKey(context, now)]: { at: now, tokens: reserved } };
     const sessions = { ...live, [sessionId]: now };
     return {
-      outcome: { admitted: true, reservation: { day, tokens: reserved, fresh: Math.ceil(need.fresh), countedAt: now, ...(before === undefined ? {} : { countedBefore: before }) } },
+      outcome: {
+        admitted: true,
+        reservation: { day, tokens: reserved, fresh: Math.ceil(need.fresh), countedAt: now, ...(before === undefined ? {} : { countedBefore: before }), ...(unanchored ? { unanchored } : {}) },
+      },
       next: withoutUndefined({
         // What other rules keep in the record (a user's connection requests) stays as it is.
         ...usage,
         ...took.bucket,
         sessions,
         daily: { ...used, tokens: addCounts(used.tokens, reserved) },
-        contexts: { ...liveContexts(usage, sessions), [sessionId]: { tokens: reserved, open: Object.keys(held).length, landed: context?.landed ?? 0, at: now, held } },
+        contexts: {
+          ...liveContexts(usage, sessions),
+          [sessionId]: { ...context, tokens: reserved, open: Object.keys(held).length, landed: context?.landed ?? 0, at: now, held, ...(unanchored ? { unanchored } : {}) },
+        },
         ended,
       }),
     };
@@ -192,7 +207,9 @@ export function admitMessage(sessionId: string, now: number, policy: UsagePolicy
  * the session's last activity: counted from the message's arrival, the session would stop counting
  * (and its context bound be dropped) up to a model call's length before it expires, letting a
  * create past USER_MAX_ACTIVE_SESSIONS meanwhile. Only a count still there moves: a session
- * released (ended) or forgotten (erased) since is not counted again.
+ * released (ended) or forgotten (erased) since is not counted again. A count newer than the answer
+ * (another message admitted since) stays; the answer is kept in the session's context
+ * (`answered`), for that message's refund to put the count back to (refundMessage).
  */
 export function settleTokens(sessionId: string, reservation: Reservation, spent: Spent): UsageRule<undefined> {
   return (usage) => {
@@ -206,11 +223,13 @@ export function settleTokens(sessionId: string, reservation: Reservation, spent:
     const cost = spent.costUsd === undefined ? counted.cost_usd : roundUsd((counted.cost_usd ?? 0) + spent.costUsd);
     const daily = { day: counted.day, tokens, ...(cost === undefined ? {} : { cost_usd: cost }) };
     const { exchange } = spent;
+    const claimedCount = spent.claimedCount ?? 0;
     const since = usage.sessions?.[sessionId];
     const sessions = exchange && since !== undefined && since < exchange.answeredAt ? { ...usage.sessions, [sessionId]: exchange.answeredAt } : usage.sessions;
     const found = usage.contexts?.[sessionId];
     if (!found) return { outcome: undefined, next: withoutUndefined({ ...usage, daily, sessions }) };
-    const context = closed(found, reservation);
+    const kept = closed(found, reservation);
+    const context = exchange ? { ...kept, answered: Math.max(kept.answered ?? exchange.answeredAt, exchange.answeredAt) } : kept;
     const { open } = context;
     let settled: typeof context;
     if (!exchange) {
@@ -218,30 +237,41 @@ export function settleTokens(sessionId: string, reservation: Reservation, spent:
       // lowered since it was admitted, as it was open all along).
       settled = { ...context, tokens: Math.max(0, context.tokens - reservation.fresh) };
     } else {
-      const alone = exchange.alone && open === 0 && context.landed <= exchange.claimedCount;
-      // Not alone, the bound keeps each admission's need, which counted this reply at `max_tokens`:
-      // a longer one adds the rest, or the next reservation would leave it out of a prompt that sends it.
-      const tokens = alone ? exchange.context : addCounts(context.tokens, exchange.overrun ?? 0);
-      settled = { ...context, tokens, landed: Math.max(context.landed, exchange.claimedCount + 1) };
+      const alone = exchange.alone && open === 0 && context.landed <= claimedCount;
+      const landed = Math.max(context.landed, claimedCount + 1);
+      if (alone) {
+        // The bound is now the real call's: anchored.
+        const { unanchored: _anchored, ...rest } = context;
+        settled = { ...rest, tokens: exchange.context, landed };
+      } else {
+        // Not alone, the bound keeps each admission's need, which counted this reply at `max_tokens`
+        // (with its framing as a message): a longer one adds the rest, or the next reservation would
+        // leave it out of a prompt that sends it.
+        settled = { ...context, tokens: addCounts(context.tokens, exchange.overrun ?? 0), landed };
+      }
     }
     return { outcome: undefined, next: withoutUndefined({ ...usage, daily, sessions, contexts: { ...usage.contexts, [sessionId]: settled } }) };
   };
 }
 
 /**
- * What a settlement counts against the daily limit: what the calls spent, less only what a report
- * claims above both the message's reservation and the service's own estimate of the calls made
- * (`spent.bound`). A report the service believes (call-usage.ts: up to 4x its estimate of the
- * prompt plus 256, for a tokenizer that counts more than o200k) can pass the reservation, which is
- * built from those estimates and the session's last reported calls; counted in full, concurrent
- * messages admitted at the edge would carry the day past the limit together. What the reservation
- * itself missed is counted: a session whose context bound was dropped (its count lapsed, see
- * liveContexts) reserves from its system prompt and sends its history, which its estimate bounds.
- * OpenAI's reports (o200k counts, which the estimate never passes) are never cut. What was spent
- * beyond is still the user's cost, and is logged (in-flight-message.ts).
+ * What a settlement counts against the daily limit: what the calls spent, at most what the message
+ * reserved. A report the service believes (call-usage.ts: up to 4x its estimate of the prompt plus
+ * 256, for a tokenizer that counts more than o200k) can pass the reservation, which is built from
+ * the session's last reported call and the service's raw estimates of what is new; counted in
+ * full, concurrent messages admitted at the edge would carry the day past the limit together.
+ * Only a reservation that may have missed history counts more, up to the service's own estimate of
+ * the calls made (`spent.bound`, the prompts' estimates raised by the session's calibration): one
+ * built on an unanchored bound (a bound dropped while the session lived, see liveContexts, reserves
+ * from the system prompt) whose claim saw exchanges, which its prompt sends. Any other reservation
+ * holds the history: counted up to that estimate, a report above the raw estimate of the new
+ * message (within its calibrated one) would pass the limit by its excess. OpenAI's reports (o200k
+ * counts, which the estimate never passes) are never cut: the reservation holds them. What was
+ * spent beyond is still the user's cost, and is logged (in-flight-message.ts).
  */
-export function countedTokens(reservation: Pick<Reservation, "tokens">, spent: Pick<Spent, "tokens" | "bound">): number {
-  return Math.min(spent.tokens, Math.max(reservation.tokens, spent.bound ?? reservation.tokens));
+export function countedTokens(reservation: Pick<Reservation, "tokens" | "unanchored">, spent: Pick<Spent, "tokens" | "bound" | "claimedCount">): number {
+  const missed = reservation.unanchored === true && (spent.claimedCount ?? 0) > 0;
+  return Math.min(spent.tokens, missed ? Math.max(reservation.tokens, spent.bound ?? reservation.tokens) : reservation.tokens);
 }
 
 /**
@@ -316,7 +346,11 @@ type Held = NonNullable<SessionContext["held"]>;
  * was stored, so the session's idle TTL
  * still runs from its last exchange, and so must its count: a failed message near the TTL would
  * otherwise hold the expired session's slot for another TTL), and when it was `refused` before the
- * model, its message token. The admission counts the session as active before its claim's answer
+ * model, its message token. The count goes back to the later of what the admission read and the
+ * latest answer of the session settled meanwhile (its context's `answered`): another message's
+ * settlement that landed after this admission left this admission's count in place, and restored
+ * to what it read (that message's arrival) the session would stop counting a model call's length
+ * before it expires. The admission counts the session as active before its claim's answer
  * is known (both are sent at once): a message refused because its session has ended, or is gone,
  * or a replay, must not count an ended session as active again for the idle TTL (against
  * USER_MAX_ACTIVE_SESSIONS), nor put an erased session back in the record. A later admission of
@@ -328,7 +362,11 @@ export function refundMessage(policy: UsagePolicy, sessionId: string, reservatio
     const settled = settle(usage).next;
     if (!settled) return { outcome: undefined };
     const refunded = refused ? { ...settled, tokens: Math.min(policy.messagesPerMinute, settled.tokens + 1) } : settled;
-    return { outcome: undefined, next: settled.sessions?.[sessionId] === reservation.countedAt ? countedAsBefore(refunded, sessionId, reservation.countedBefore) : refunded };
+    if (settled.sessions?.[sessionId] !== reservation.countedAt) return { outcome: undefined, next: refunded };
+    const answered = settled.contexts?.[sessionId]?.answered;
+    // Not counted before this admission (its count lapsed, or was released), it is not counted again.
+    const before = reservation.countedBefore === undefined ? undefined : Math.max(reservation.countedBefore, answered ?? reservation.countedBefore);
+    return { outcome: undefined, next: countedAsBefore(refunded, sessionId, before) };
   };
 }
 

@@ -161,7 +161,7 @@ export class InFlightMessage {
     const { exchangeCount, alone } = this.slot;
     this.noteUncounted(calls);
     return Promise.all([
-      this.settleUser(calls, { context: replyContext, claimedCount: exchangeCount, alone, overrun, answeredAt }),
+      this.settleUser(calls, exchangeCount, { context: replyContext, alone, overrun, answeredAt }),
       this.context.serviceLedger.settle(this.service, spentOf(calls.usage)),
     ]);
   }
@@ -169,16 +169,18 @@ export class InFlightMessage {
   /**
    * Logs calls that spent more than the limits count: a reservation holds a message's calls as the
    * service estimates them (the deployment's always, topped up before the call: holdServiceTokens;
-   * the user's unless it missed history), and a report above both (a tokenizer that counts more
-   * than o200k) is counted at most at the larger (limits.ts countedTokens, service-cap.ts
-   * splitSpent): the rest is in the session's usage and the day's cost, not in the limits' counts.
+   * the user's with the session's last reported call and raw estimates of the rest, unless it
+   * missed history), and a report above it (a tokenizer that counts more than o200k) is counted at
+   * most at the reservation, or for one that missed history at the service's estimate of the calls
+   * (limits.ts countedTokens, service-cap.ts splitSpent): the rest is in the session's usage and
+   * the day's cost, not in the limits' counts.
    */
   private noteUncounted(calls: BoundedUsage): void {
     const spent = calls.usage.total_tokens;
     const { reservation } = this.taken;
     const user = reservation?.tokens;
     const service = this.service?.parts.reduce((sum, part) => sum + part.tokens, 0);
-    const userShort = reservation !== undefined && countedTokens(reservation, { tokens: spent, bound: calls.bound }) < spent;
+    const userShort = reservation !== undefined && countedTokens(reservation, { tokens: spent, bound: calls.bound, ...this.claimed() }) < spent;
     if (!userShort && (service === undefined || spent <= service)) return;
     this.context.log.warn("usage above its reservation, counted at the reservation", {
       session_id: this.session.id,
@@ -241,15 +243,20 @@ export class InFlightMessage {
     const { reservation } = this.taken;
     if (!reservation) return;
     const { store, usage } = this.context;
-    const billed = spent === undefined ? undefined : { ...spentOf(spent.usage), bound: spent.bound };
+    const billed = spent === undefined ? undefined : { ...spentOf(spent.usage), bound: spent.bound, ...this.claimed() };
     void store.updateUsage(this.session.userKey, refundMessage(usage, this.session.id, reservation, refused, billed)).catch(() => undefined);
   }
 
-  private settleUser(calls: BoundedUsage, exchange: Spent["exchange"]): Promise<void> {
+  private settleUser(calls: BoundedUsage, claimedCount: number, exchange: Spent["exchange"]): Promise<void> {
     const { reservation } = this.taken;
     if (!reservation) return Promise.resolve();
-    const rule = settleTokens(this.session.id, reservation, { ...spentOf(calls.usage), bound: calls.bound, ...(exchange === undefined ? {} : { exchange }) });
+    const rule = settleTokens(this.session.id, reservation, { ...spentOf(calls.usage), bound: calls.bound, claimedCount, ...(exchange === undefined ? {} : { exchange }) });
     return this.context.store.updateUsage(this.session.userKey, rule).catch(() => undefined);
+  }
+
+  /** The exchange count the claim saw, when it is known: what the calls' prompts held (limits.ts countedTokens). */
+  private claimed(): { claimedCount?: number } {
+    return this.taken.slot ? { claimedCount: this.taken.slot.exchangeCount } : {};
   }
 }
 

@@ -98,9 +98,11 @@ function tokenNeed(meta: SessionMeta, message: string): TokenNeed {
   if (model && system + added + settings.max_tokens > model.contextTokens) {
     throw new PromptTooLargeError(system + added + settings.max_tokens, model.contextTokens);
   }
-  // A summary may join the prompt, and its call runs beside the reply's.
+  // A summary may join the prompt, and its call runs beside the reply's. The reply joins the next
+  // prompts as a message, with the framing every message pays (as a settlement alone counts it:
+  // exchange-commit.ts), which a settlement among others keeps from this need.
   const summary = settings.summary ? SUMMARY_PROMPT_TOKENS + SUMMARY_CALL_TOKENS : 0;
-  return { fresh: added + settings.max_tokens + summary, firstPrompt: system };
+  return { fresh: added + settings.max_tokens + TOKENS_PER_MESSAGE + summary, firstPrompt: system };
 }
 
 /**
