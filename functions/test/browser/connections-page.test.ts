@@ -264,6 +264,16 @@ describeWithChromium("the People panel, polled through the API", () => {
     expect(await page.textContent("#people-error")).not.toContain("may have been sent");
   }, 60_000);
 
+  /** Ann and Ben (named, not signed in, one stamp), connected, Ann's panel open on their conversation. */
+  async function annWithBen(): Promise<{ readonly ann: ApiUser; readonly ben: ApiUser; readonly id: string; readonly stamp: number }> {
+    const stamp = Date.now();
+    const ann = new ApiUser(`ann-${stamp}`, harness.api, HOSTING_ROUTES);
+    const ben = new ApiUser(`ben-${stamp}`, harness.api, HOSTING_ROUTES);
+    const id = await ann.connectWith(ben);
+    await openAs(ann, id);
+    return { ann, ben, id, stamp };
+  }
+
   /** Opens the People panel as `user` (named, not signed in) and its conversation `id`. */
   async function openAs(user: ApiUser, id: string): Promise<void> {
     await page.goto(`${harness.api.baseUrl}/`);
@@ -340,11 +350,7 @@ describeWithChromium("the People panel, polled through the API", () => {
   }, 60_000);
 
   it("keeps saying a message may have been sent while background reads succeed, until the visitor acts", async () => {
-    const stamp = Date.now();
-    const ann = new ApiUser(`ann-${stamp}`, harness.api, HOSTING_ROUTES);
-    const ben = new ApiUser(`ben-${stamp}`, harness.api, HOSTING_ROUTES);
-    const id = await ann.connectWith(ben);
-    await openAs(ann, id);
+    const { ben, id } = await annWithBen();
 
     await loseFirstPostAnswer(page, "**/connections/*/messages");
     await type(page, "Hello Ben");
@@ -402,11 +408,7 @@ describeWithChromium("the People panel, polled through the API", () => {
   }, 60_000);
 
   it("keeps a connection the visitor ended ended, its message box disabled, when an older background read answers late", async () => {
-    const stamp = Date.now();
-    const ann = new ApiUser(`ann-${stamp}`, harness.api, HOSTING_ROUTES);
-    const ben = new ApiUser(`ben-${stamp}`, harness.api, HOSTING_ROUTES);
-    const id = await ann.connectWith(ben);
-    await openAs(ann, id);
+    const { ben, id } = await annWithBen();
     await page.waitForSelector(`#conversation[data-connection-id="${id}"][data-status=accepted]`);
 
     // The next background read of the list reaches the server at once, and its answer is slow to come back.

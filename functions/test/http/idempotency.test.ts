@@ -224,39 +224,7 @@ describeEachStore("a keyed createSession repeated before its session is stored",
   let view: StoredView;
   /** Each instance's faults, in the order the instances started. */
   const faults: FaultyStore[] = [];
-  /** The store call stopped next, on any instance: see `holdNext`. */
-  let held: { readonly method: keyof SessionStore; readonly reached: () => void; readonly opened: Promise<void> } | undefined;
-
-  const holding = (store: SessionStore): SessionStore =>
-    new Proxy(store, {
-      get(target, property, receiver) {
-        const value: unknown = Reflect.get(target, property, receiver);
-        if (typeof value !== "function" || property !== held?.method) return value;
-        return async (...args: unknown[]) => {
-          const stop = held;
-          held = undefined;
-          if (stop) {
-            stop.reached();
-            await stop.opened;
-          }
-          return Reflect.apply(value, target, args) as unknown;
-        };
-      },
-    });
-
-  /** Stops the next call of `method` until `open`: the first request is then still in that step when its repeat comes. */
-  async function holdNext(method: keyof SessionStore, start: () => Promise<Answer>): Promise<{ readonly first: Promise<Answer>; open(): void }> {
-    let open!: () => void;
-    let reached!: () => void;
-    const opened = new Promise<void>((resolve) => { open = resolve; });
-    const arrived = new Promise<void>((resolve) => { reached = resolve; });
-    held = { method, reached, opened };
-    const first = start();
-    let deadline: NodeJS.Timeout | undefined;
-    const came = await Promise.race([arrived.then(() => true), new Promise<false>((resolve) => { deadline = setTimeout(() => { resolve(false); }, 5_000); })]).finally(() => { clearTimeout(deadline); });
-    if (!came) throw new Error(`the first request did not reach ${method} within 5 s`);
-    return { first, open };
-  }
+  const { holding, holdNext } = storeGate();
 
   beforeAll(async () => {
     harness = await startHarness({
@@ -490,38 +458,7 @@ describeEachStore("a keyed createSession refused while its repeat on another ins
   let harness: Harness;
   let b: Instance;
   let view: StoredView;
-  /** The store call stopped next (on any instance), until opened. */
-  let held: { readonly method: keyof SessionStore; readonly reached: () => void; readonly opened: Promise<void> } | undefined;
-
-  const holding = (store: SessionStore): SessionStore =>
-    new Proxy(store, {
-      get(target, property, receiver) {
-        const value: unknown = Reflect.get(target, property, receiver);
-        if (typeof value !== "function" || property !== held?.method) return value;
-        return async (...args: unknown[]) => {
-          const stop = held;
-          held = undefined;
-          if (stop) {
-            stop.reached();
-            await stop.opened;
-          }
-          return Reflect.apply(value, target, args) as unknown;
-        };
-      },
-    });
-
-  async function holdNext(method: keyof SessionStore, start: () => Promise<Answer>): Promise<{ readonly first: Promise<Answer>; open(): void }> {
-    let open!: () => void;
-    let reached!: () => void;
-    const opened = new Promise<void>((resolve) => { open = resolve; });
-    const arrived = new Promise<void>((resolve) => { reached = resolve; });
-    held = { method, reached, opened };
-    const first = start();
-    let deadline: NodeJS.Timeout | undefined;
-    const came = await Promise.race([arrived.then(() => true), new Promise<false>((resolve) => { deadline = setTimeout(() => { resolve(false); }, 5_000); })]).finally(() => { clearTimeout(deadline); });
-    if (!came) throw new Error(`the first request did not reach ${method} within 5 s`);
-    return { first, open };
-  }
+  const { holding, holdNext } = storeGate();
 
   beforeAll(async () => {
     harness = await startHarness({ store: kind, wrapStore: holding, env: { USER_MAX_ACTIVE_SESSIONS: "1" } });
@@ -651,3 +588,41 @@ describeEachStore("a keyed repeat whose last poll, at the end of its wait, finds
     expect(harness.fake.requests).toHaveLength(0);
   });
 });
+
+/**
+ * A gate on the store calls of the instances whose stores `holding` wraps: `holdNext(method, start)`
+ * starts a request and stops the next call of `method` (on any of them) until `open`, so that the
+ * first request is still in that step when its repeat comes.
+ */
+function storeGate() {
+  let held: { readonly method: keyof SessionStore; readonly reached: () => void; readonly opened: Promise<void> } | undefined;
+  const holding = (store: SessionStore): SessionStore =>
+    new Proxy(store, {
+      get(target, property, receiver) {
+        const value: unknown = Reflect.get(target, property, receiver);
+        if (typeof value !== "function" || property !== held?.method) return value;
+        return async (...args: unknown[]) => {
+          const stop = held;
+          held = undefined;
+          if (stop) {
+            stop.reached();
+            await stop.opened;
+          }
+          return Reflect.apply(value, target, args) as unknown;
+        };
+      },
+    });
+  async function holdNext(method: keyof SessionStore, start: () => Promise<Answer>): Promise<{ readonly first: Promise<Answer>; open(): void }> {
+    let open!: () => void;
+    let reached!: () => void;
+    const opened = new Promise<void>((resolve) => { open = resolve; });
+    const arrived = new Promise<void>((resolve) => { reached = resolve; });
+    held = { method, reached, opened };
+    const first = start();
+    let deadline: NodeJS.Timeout | undefined;
+    const came = await Promise.race([arrived.then(() => true), new Promise<false>((resolve) => { deadline = setTimeout(() => { resolve(false); }, 5_000); })]).finally(() => { clearTimeout(deadline); });
+    if (!came) throw new Error(`the first request did not reach ${method} within 5 s`);
+    return { first, open };
+  }
+  return { holding, holdNext };
+}
