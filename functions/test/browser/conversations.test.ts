@@ -30,8 +30,13 @@ async function send(page: Page, text: string): Promise<void> {
 }
 
 /** The titles of the conversations listed, once there are `count`. */
-async function listedTitles(page: Page, count: number): Promise<string[]> {
-  await page.waitForSelector(`#conversation-list li:nth-child(${count}) .title`);
+/**
+ * The titles the list shows once it shows `expected`, each at its place: the list is read again
+ * after each start and reply, and the read after a reply may answer after the reply is shown (a
+ * list that never shows them fails on the wait).
+ */
+async function listedTitles(page: Page, expected: readonly string[]): Promise<string[]> {
+  for (const [index, title] of expected.entries()) await page.waitForSelector(`#conversation-list li:nth-child(${String(index + 1)}) .title:text-is(${JSON.stringify(title)})`);
   return page.locator("#conversation-list .title").allTextContents();
 }
 
@@ -64,17 +69,17 @@ describeWithChromium("your conversations and data on the chat page, in Chromium"
 
       await startSession(page, userId);
       await send(page, "Plan a trip to Lisbon");
-      expect(await listedTitles(page, 1)).toEqual(["Plan a trip to Lisbon"]);
+      expect(await listedTitles(page, ["Plan a trip to Lisbon"])).toEqual(["Plan a trip to Lisbon"]);
       await page.click("#end-button");
       await page.waitForSelector("body[data-state=ended]");
       await startSession(page, userId, "socratic-tutor");
       await send(page, "Why is the sky blue?");
-      expect(await listedTitles(page, 2)).toEqual(["Why is the sky blue?", "Plan a trip to Lisbon"]);
+      expect(await listedTitles(page, ["Why is the sky blue?", "Plan a trip to Lisbon"])).toEqual(["Why is the sky blue?", "Plan a trip to Lisbon"]);
 
       // A reload: the list is read again for the remembered user id; the ended conversation reads as it was.
       await page.reload();
       await page.waitForSelector("body[data-ready=true]");
-      expect(await listedTitles(page, 2)).toEqual(["Why is the sky blue?", "Plan a trip to Lisbon"]);
+      expect(await listedTitles(page, ["Why is the sky blue?", "Plan a trip to Lisbon"])).toEqual(["Why is the sky blue?", "Plan a trip to Lisbon"]);
       await page.click("#conversation-list li:nth-child(2) button");
       await page.waitForSelector("body[data-state=ended]");
       expect(await logTexts(page)).toEqual(["Plan a trip to Lisbon", "reply #1 to: Plan a trip to Lisbon"]);
@@ -135,7 +140,7 @@ describeWithChromium("your conversations and data on the chat page, in Chromium"
       await open(page, harness);
       await startSession(page, userId);
       await send(page, "Something private");
-      expect(await listedTitles(page, 1)).toEqual(["Something private"]);
+      expect(await listedTitles(page, ["Something private"])).toEqual(["Something private"]);
 
       // The erasure reaches the server, which erases; its answer is lost on the way back.
       await page.route("**/chatbot/me?*", async (route) => {
