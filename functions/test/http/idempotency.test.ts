@@ -508,29 +508,14 @@ describeEachStore("a keyed createSession refused while its repeat on another ins
 describeEachStore("a keyed repeat whose last poll, at the end of its wait, finds the first request's exchange stored", (kind) => {
   let harness: Harness;
   let now = Date.parse("2031-06-01T10:00:00Z");
-  /** Stops the next call of `method` (once the repeat has claimed) until opened. */
-  let held: { readonly method: keyof SessionStore; readonly reached: () => void; readonly opened: Promise<void> } | undefined;
   let wrapping = false;
   /** The repeat's claim was sent: its next read of the session is a poll of the key. */
   let claimed = false;
-
-  const holding = (store: SessionStore): SessionStore =>
-    new Proxy(store, {
-      get(target, property, receiver) {
-        const value: unknown = Reflect.get(target, property, receiver);
-        if (wrapping && property === "updateStateReadingKey") claimed = true;
-        if (!wrapping || !claimed || typeof value !== "function" || property !== held?.method) return value;
-        return async (...args: unknown[]) => {
-          const stop = held;
-          held = undefined;
-          if (stop) {
-            stop.reached();
-            await stop.opened;
-          }
-          return Reflect.apply(value, target, args) as unknown;
-        };
-      },
-    });
+  // Only once the repeat has claimed: the call held is then a poll of the key.
+  const { holding, holdNext } = storeGate((property) => {
+    if (wrapping && property === "updateStateReadingKey") claimed = true;
+    return wrapping && claimed;
+  });
 
   beforeAll(async () => {
     // A 24 s function with a 400 ms model timeout: a repeat waits 2.6 s for a live claim, whose lease is the 24 s.
@@ -552,14 +537,8 @@ describeEachStore("a keyed repeat whose last poll, at the end of its wait, finds
 
     // The repeat waits; its next poll of the session is held.
     wrapping = true;
-    let reached!: () => void;
-    let open!: () => void;
-    const arrived = new Promise<void>((resolve) => { reached = resolve; });
-    held = { method: "readSessionState", reached, opened: new Promise<void>((resolve) => { open = resolve; }) };
-    const repeat: Promise<Answer> = api.call("POST", ROUTES.message(id), { message: "slow" }, { "Idempotency-Key": idempotencyKey });
-    let timer: NodeJS.Timeout | undefined;
-    const came = await Promise.race([arrived.then(() => true), new Promise<false>((resolve) => { timer = setTimeout(() => { resolve(false); }, 5_000); })]).finally(() => { clearTimeout(timer); });
-    expect(came).toBe(true);
+    const polled = await holdNext("readSessionState", () => api.call("POST", ROUTES.message(id), { message: "slow" }, { "Idempotency-Key": idempotencyKey }));
+    const repeat = polled.first;
 
     // Meanwhile the first request stores its exchange, just as the repeat's wait runs out.
     const policy = { idleTtlMs: 30 * 60_000, maxExchanges: 100 };
@@ -574,7 +553,7 @@ describeEachStore("a keyed repeat whose last poll, at the end of its wait, finds
     expect(stored).toMatchObject({ found: true, outcome: { kind: "appended", seq: 1 } });
     // The repeat's wait (2.6 s) is over; the first's lease (24 s) is not.
     now += 3_000;
-    open();
+    polled.open();
     wrapping = false;
 
     const answer = await repeat;
@@ -592,15 +571,16 @@ describeEachStore("a keyed repeat whose last poll, at the end of its wait, finds
 /**
  * A gate on the store calls of the instances whose stores `holding` wraps: `holdNext(method, start)`
  * starts a request and stops the next call of `method` (on any of them) until `open`, so that the
- * first request is still in that step when its repeat comes.
+ * first request is still in that step when its repeat comes. `armed` is asked at each access to the
+ * store: a call is held only while it says so.
  */
-function storeGate() {
+function storeGate(armed: (property: PropertyKey) => boolean = () => true) {
   let held: { readonly method: keyof SessionStore; readonly reached: () => void; readonly opened: Promise<void> } | undefined;
   const holding = (store: SessionStore): SessionStore =>
     new Proxy(store, {
       get(target, property, receiver) {
         const value: unknown = Reflect.get(target, property, receiver);
-        if (typeof value !== "function" || property !== held?.method) return value;
+        if (!armed(property) || typeof value !== "function" || property !== held?.method) return value;
         return async (...args: unknown[]) => {
           const stop = held;
           held = undefined;

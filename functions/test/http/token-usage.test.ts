@@ -500,11 +500,7 @@ describeEachStore("a reservation left open by a request that died, while the con
     harness = await startHarness({
       store: kind,
       clock: () => now,
-      wrapStore: (store: SessionStore) => {
-        const faulty = new FaultyStore(store);
-        faults.push(faulty);
-        return faulty.store;
-      },
+      wrapStore: faultsInto(faults),
       env: { USER_MESSAGES_PER_MINUTE: "100", SESSION_MAX_EXCHANGES: "1000", ...env },
     });
     started.push(harness);
@@ -615,11 +611,7 @@ describeEachStore("the daily token limit's short Retry-After, obeyed to the seco
     harness = await startHarness({
       store: kind,
       clock: () => now,
-      wrapStore: (store: SessionStore) => {
-        const faulty = new FaultyStore(store);
-        faults.push(faulty);
-        return faulty.store;
-      },
+      wrapStore: faultsInto(faults),
       env: { USER_TOKENS_PER_DAY: "180", USER_MESSAGES_PER_MINUTE: "100" },
     });
     const user = newUser();
@@ -666,11 +658,7 @@ describeEachStore("a session whose count lapsed before it expired, its context d
     harness = await startHarness({
       store: kind,
       clock: () => now,
-      wrapStore: (store: SessionStore) => {
-        const faulty = new FaultyStore(store);
-        faults.push(faulty);
-        return faulty.store;
-      },
+      wrapStore: faultsInto(faults),
       env: { USER_TOKENS_PER_DAY: "0", SESSION_IDLE_TTL_MINUTES: "5", USER_MESSAGES_PER_MINUTE: "100", MAX_MESSAGE_CHARS: "4000" },
     });
     harness.fake.chaos = (request) => ({ kind: "reply", text: REPLY, usage: report(request) });
@@ -817,3 +805,12 @@ describeEachStore("concurrent replies that use all of max_tokens, then one more 
     expect({ estimated: spent.estimated, counted: atEdge.final - atEdge.before, overBy: Math.max(0, atEdge.final - LIMIT) }).toEqual({ estimated: undefined, counted: spent.total_tokens, overBy: 0 });
   });
 }, { sharded: false });
+
+/** A wrapStore that wraps each instance's store in a FaultyStore, kept in `faults` in the order the instances start. */
+function faultsInto(faults: FaultyStore[]): (store: SessionStore) => SessionStore {
+  return (store) => {
+    const faulty = new FaultyStore(store);
+    faults.push(faulty);
+    return faulty.store;
+  };
+}
