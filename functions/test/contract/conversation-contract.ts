@@ -1,9 +1,13 @@
 import { randomUUID } from "node:crypto";
-import { beginErasure, currentErasure, finishErasure, settleErasure } from "../../src/session/erasure/erasure-rules";
+import { beginErasure, finishErasure, settleErasure } from "../../src/session/erasure/erasure-rules";
+import type { ErasureRecord, ErasureRule } from "../../src/store/conversation-records";
 import type { Exchange } from "../../src/store/records";
 import type { SessionStore } from "../../src/store/session-store";
 import { appendAt, CREATED_AT, endAt, exchange, newSession } from "../support/fixtures";
 import { byInstance } from "../support/instance-order";
+
+/** An erasure record as stored, read through the rule path (unchanged). */
+const currentErasure: ErasureRule<ErasureRecord | null> = (record) => ({ outcome: record });
 
 /** Handles on one database, as the store contract's, and a way to wait for what instances sent without awaiting. */
 export interface ConversationHarness {

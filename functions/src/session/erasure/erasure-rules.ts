@@ -67,9 +67,6 @@ export function recordConnections(connections: Readonly<Record<string, string>>)
   };
 }
 
-/** The record as stored, unchanged. */
-export const currentErasure: ErasureRule<ErasureRecord | null> = (record) => ({ outcome: record });
-
 /**
  * Marks the user as being erased since `requestedAt` (a usage record is made if there is none,
  * with a full message bucket): their new sessions and messages are refused until the mark is
