@@ -977,6 +977,12 @@ let readingOlder = null;
 /** @type {string | undefined} the user id the list shown was read for */
 let listedFor;
 
+/**
+ * The reads of the list under way, also on `<body data-list-reads>`: at 0, every answer asked for
+ * has been acted on (shown or dropped), which a watcher can wait for.
+ */
+let listReadsPending = 0;
+
 /** Whose list is read: the field's user id (the signed-in user's uid once signed in). */
 const listOwner = () => ui.user.value.trim();
 
@@ -999,16 +1005,21 @@ async function loadConversations(more = false) {
   if (more && (cursor === null || readingOlder === cursor || listedFor !== listOwner())) return;
   const generation = more ? listGeneration : ++listGeneration;
   if (more) readingOlder = cursor;
-  const outcome = await getJson(apiUrls(state.base).list, cursor ? { cursor } : {});
-  if (more && readingOlder === cursor) readingOlder = null;
-  if (generation !== listGeneration || (more && state.conversationsNext !== cursor)) return;
-  if ("failure" in outcome) {
-    update({ error: errorText(outcome.failure) });
-    return;
+  document.body.dataset.listReads = String(++listReadsPending);
+  try {
+    const outcome = await getJson(apiUrls(state.base).list, cursor ? { cursor } : {});
+    if (more && readingOlder === cursor) readingOlder = null;
+    if (generation !== listGeneration || (more && state.conversationsNext !== cursor)) return;
+    if ("failure" in outcome) {
+      update({ error: errorText(outcome.failure) });
+      return;
+    }
+    const page = outcome.body.sessions.map(withWhatThisPageKnows);
+    listedFor = listOwner();
+    update({ conversations: more ? [...(state.conversations ?? []), ...page] : page, conversationsNext: outcome.body.next_cursor });
+  } finally {
+    document.body.dataset.listReads = String(--listReadsPending);
   }
-  const page = outcome.body.sessions.map(withWhatThisPageKnows);
-  listedFor = listOwner();
-  update({ conversations: more ? [...(state.conversations ?? []), ...page] : page, conversationsNext: outcome.body.next_cursor });
 }
 
 /**

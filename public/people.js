@@ -185,20 +185,38 @@ export function startPeople(shared) {
    */
   async function attempt(work) {
     if (state.error) update({ error: "" });
-    try {
-      await work();
-    } catch (error) {
-      update({ error: error instanceof Error ? error.message : String(error) });
-    }
+    await counted(async () => {
+      try {
+        await work();
+      } catch (error) {
+        update({ error: error instanceof Error ? error.message : String(error) });
+      }
+    });
   }
 
   /** Runs a background read (the list's, a polled conversation's): its failure is said until the next one succeeds. */
   async function read(work) {
+    await counted(async () => {
+      try {
+        await work();
+        if (state.readError) update({ readError: "" });
+      } catch (error) {
+        update({ readError: error instanceof Error ? error.message : String(error) });
+      }
+    });
+  }
+
+  /**
+   * Runs `work`, the panel's `data-pending` counting it until it is done: at 0, every answer the
+   * panel asked for has been acted on (shown or dropped), which a watcher can wait for.
+   */
+  let pending = 0;
+  async function counted(work) {
+    ui.panel.dataset.pending = String(++pending);
     try {
       await work();
-      if (state.readError) update({ readError: "" });
-    } catch (error) {
-      update({ readError: error instanceof Error ? error.message : String(error) });
+    } finally {
+      ui.panel.dataset.pending = String(--pending);
     }
   }
 

@@ -50,6 +50,11 @@ async function until(check: () => boolean, what: string, ms = 10_000): Promise<v
   }
 }
 
+/** Waits until the panel has acted on every answer it asked for (`data-pending`, counted by people.js). */
+async function settled(page: Page): Promise<void> {
+  await page.waitForSelector("#people[data-pending='0']", { state: "attached" });
+}
+
 async function type(page: Page, text: string): Promise<void> {
   await page.fill("#people-message", text);
   await page.press("#people-message", "Enter");
@@ -402,7 +407,7 @@ describeWithChromium("the People panel, polled through the API", () => {
     await page.waitForSelector(`#connections li[data-connection-id="${id}"][data-status=ended]`);
     // Every end the double click sent has been answered, and the panel has acted on the answers (the list read again after each).
     await until(() => ends.length >= sent, `${String(sent)} ends sent, ${String(ends.length)} answered`);
-    await page.evaluate("new Promise((resolve) => setTimeout(resolve, 300))");
+    await settled(page);
     expect((await ben.get(id)).body.connection).toMatchObject({ status: "ended" });
     expect({ ends, error: await page.textContent("#people-error"), shown: await page.isVisible("#people-error") }).toEqual({ ends: [200], error: "", shown: false });
   }, 60_000);
@@ -438,7 +443,7 @@ describeWithChromium("the People panel, polled through the API", () => {
     const late = page.waitForEvent("requestfinished", { predicate: (request) => request.url().includes("/api/v1/connections?") });
     await held!.fulfil();
     await late;
-    await page.evaluate("new Promise((resolve) => setTimeout(resolve, 200))");
+    await settled(page);
     expect((await ben.get(id)).body.connection).toMatchObject({ status: "ended" });
     expect({
       conversation: await page.getAttribute("#conversation", "data-status"),
@@ -468,7 +473,7 @@ describeWithChromium("the People panel, polled through the API", () => {
     // A background read of the first page (every 4 s) keeps the older one on view.
     const reread = page.waitForResponse((response) => response.url().includes("/api/v1/connections?") && !response.url().includes("cursor="));
     await reread;
-    await page.evaluate("new Promise((resolve) => setTimeout(resolve, 200))");
+    await settled(page);
     expect(await page.locator("#connections li").count()).toBe(21);
 
     await page.click(`#connections li[data-connection-id="${withBen}"] button.unblock`);

@@ -221,6 +221,8 @@ describeWithChromium("your conversations and data on the chat page, in Chromium"
       expect(await page.evaluate("window.cspViolations")).toEqual([]);
       await page.close();
     }, 90_000);
+    /** Waits until the page has acted on every answer of the list it asked for (`data-list-reads`, counted by app.js). */
+    const listSettled = async (page: Page) => page.waitForSelector("body[data-list-reads='0']", { state: "attached" });
     const listedIds = async (page: Page) => Promise.all((await page.$$("#conversation-list button")).map((button) => button.getAttribute("data-session-id")));
 
     it("lists each conversation once when Show older conversations is clicked again while the older page is on its way", async () => {
@@ -232,26 +234,23 @@ describeWithChromium("your conversations and data on the chat page, in Chromium"
       await page.waitForSelector("#conversation-list li:nth-child(20) button");
       await page.waitForSelector("#more-conversations:not([hidden])");
 
-      // The older page takes a moment (a slow network): the visitor clicks again meanwhile.
+      // The older page is held on its way (a slow network) until the visitor has clicked again.
       let asked = 0;
-      let answered = 0;
+      let release = (): void => undefined;
+      const gate = new Promise<void>((resolve) => {
+        release = resolve;
+      });
       await page.route("**/chatbot/sessions?*cursor=*", async (route) => {
         asked++;
-        await new Promise((resolve) => setTimeout(resolve, 500));
+        await gate;
         await route.continue();
       });
-      page.on("requestfinished", (request) => {
-        if (request.url().includes("cursor=")) answered++;
-      });
       await page.click("#more-conversations");
       await page.click("#more-conversations");
+      release();
       await page.waitForSelector("#conversation-list li:nth-child(23) button");
-      // Every older page asked for has been answered (one, or one per click) ...
-      for (const end = Date.now() + 10_000; answered < asked; await new Promise((resolve) => setTimeout(resolve, 20))) {
-        if (Date.now() > end) throw new Error(`${String(asked)} older pages asked for, ${String(answered)} answered`);
-      }
-      // ... and the page has acted on it (its body read, the list drawn at once).
-      await page.evaluate("new Promise((resolve) => setTimeout(resolve, 200))");
+      // Every older page asked for (one, or one per click) has been answered and acted on.
+      await listSettled(page);
 
       const ids = await listedIds(page);
       expect({ asked, count: ids.length, distinct: new Set(ids).size }).toEqual({ asked: 1, count: 23, distinct: 23 });
@@ -287,10 +286,10 @@ describeWithChromium("your conversations and data on the chat page, in Chromium"
       await page.dispatchEvent("#user", "change");
       await page.waitForSelector(`#conversation-list button[data-session-id="${benSession}"]`);
       expect(held).toBe(1);
-      // Ann's answer comes at last; the page has read its body by then, and a moment lets it act on it (a list is drawn at once).
+      // Ann's answer comes at last, and the page acts on it.
       release();
       await annAnswered;
-      await page.evaluate("new Promise((resolve) => setTimeout(resolve, 200))");
+      await listSettled(page);
       expect({ field: await page.inputValue("#user"), listed: await listedIds(page) }).toEqual({ field: ben, listed: [benSession] });
       await page.close();
     }, 60_000);
@@ -328,7 +327,7 @@ describeWithChromium("your conversations and data on the chat page, in Chromium"
       const late = page.waitForEvent("requestfinished", { predicate: (request) => request.url().includes("cursor=") });
       await answer();
       await late;
-      await page.evaluate("new Promise((resolve) => setTimeout(resolve, 200))");
+      await listSettled(page);
       expect((await harness.api.call("GET", `${ROUTES.list}?user_id=${ann}`)).body.sessions).toEqual([]);
       expect({ listed: (await listedIds(page)).length, none: await page.isVisible("#no-conversations") }).toEqual({ listed: 0, none: true });
       await page.close();
