@@ -986,10 +986,14 @@ let listReadsPending = 0;
 /** Whose list is read: the field's user id (the signed-in user's uid once signed in). */
 const listOwner = () => ui.user.value.trim();
 
+/** Whether the list shows older pages ("Show older conversations") of the user it was read for. */
+let olderShown = false;
+
 /** Drops any read of the list under way: the data was erased, or the user id changed. */
 function dropListReads() {
   listGeneration++;
   readingOlder = null;
+  olderShown = false;
 }
 
 /**
@@ -1015,8 +1019,22 @@ async function loadConversations(more = false) {
       return;
     }
     const page = outcome.body.sessions.map(withWhatThisPageKnows);
-    listedFor = listOwner();
-    update({ conversations: more ? [...(state.conversations ?? []), ...page] : page, conversationsNext: outcome.body.next_cursor });
+    const owner = listOwner();
+    if (more) {
+      olderShown = true;
+      const shown = new Set((state.conversations ?? []).map((conversation) => conversation.session_id));
+      update({ conversations: [...(state.conversations ?? []), ...page.filter((conversation) => !shown.has(conversation.session_id))], conversationsNext: outcome.body.next_cursor });
+    } else if (olderShown && listedFor === owner) {
+      // Older pages on view stay (read again after each start, reply and end, the list would drop
+      // them): the fresh first page, then those shown that it does not hold; the cursor still
+      // follows the last page shown.
+      const fresh = new Set(page.map((conversation) => conversation.session_id));
+      update({ conversations: [...page, ...(state.conversations ?? []).filter((conversation) => !fresh.has(conversation.session_id))] });
+    } else {
+      olderShown = false;
+      update({ conversations: page, conversationsNext: outcome.body.next_cursor });
+    }
+    listedFor = owner;
   } finally {
     document.body.dataset.listReads = String(--listReadsPending);
   }

@@ -259,6 +259,34 @@ describeWithChromium("your conversations and data on the chat page, in Chromium"
       await page.close();
     }, 90_000);
 
+    it("keeps the older conversations on view when the list is read again after a reply: each listed once, the one answered first", async () => {
+      const userId = `user_${randomUUID().slice(0, 8)}`;
+      const created: string[] = [];
+      for (let i = 0; i < 23; i++) created.push(await createSession(harness.api, "friendly-assistant", userId));
+      const page = await browser.context.newPage();
+      await page.addInitScript(`localStorage.setItem("chatify.user_id", ${JSON.stringify(userId)})`);
+      await open(page, harness);
+      await page.waitForSelector("#conversation-list li:nth-child(20) button");
+      await page.click("#more-conversations");
+      await page.waitForSelector("#conversation-list li:nth-child(23) button");
+
+      // The oldest conversation, on the older page, is resumed and answered: the list is read again from its first page.
+      const oldest = created[0]!;
+      await page.click(`#conversation-list button[data-session-id="${oldest}"]`);
+      await page.waitForSelector(`body[data-state=active] #session[data-session-id="${oldest}"]`);
+      await send(page, "back to the first one");
+      await page.waitForSelector(`#conversation-list li:nth-child(1) button[data-session-id="${oldest}"]`);
+      await listSettled(page);
+
+      const listed = (await harness.api.call("GET", `${ROUTES.list}?user_id=${userId}&limit=100`)).body.sessions as { session_id: string }[];
+      expect(listed.map((session) => session.session_id)[0]).toBe(oldest);
+      expect({ shown: await listedIds(page), more: await page.isVisible("#more-conversations") }).toEqual({
+        shown: listed.map((session) => session.session_id),
+        more: false,
+      });
+      await page.close();
+    }, 90_000);
+
     it("never lists the conversations of the user id the field held before: a late answer for it is dropped", async () => {
       const ann = `ann_${randomUUID().slice(0, 8)}`;
       const ben = `ben_${randomUUID().slice(0, 8)}`;
