@@ -10,10 +10,11 @@ export interface JwtParts {
 }
 
 /**
- * The token's header and payload when both decode (base64url JSON) to objects, else undefined: a
- * malformed token, refused before firebase-admin sees it. With `typ: "JWT"` in the header, jws
- * 4.0.1 (under jsonwebtoken 9.0.3's `decode`) parses the payload itself: a payload of `null`
- * reaches firebase-admin 14.5.1's content checks (lib/auth/token-verifier.js and
+ * The token's header and payload when both decode (base64url JSON) to objects whose claims
+ * firebase-admin turns into text are text (`hasTextClaims`), else undefined: a malformed token,
+ * refused before firebase-admin sees it. With `typ: "JWT"` in the header, jws 4.0.1 (under
+ * jsonwebtoken 9.0.3's `decode`) parses the payload itself: a payload of `null` reaches
+ * firebase-admin 14.5.1's content checks (lib/auth/token-verifier.js and
  * lib/app-check/token-verifier.js `verifyContent`), which read `payload.aud` and throw a
  * TypeError, and one that is not JSON throws jws's SyntaxError past firebase-admin's decoding
  * check. Both carry no code and come before any key fetch, yet would read as an outage: a 503
@@ -21,7 +22,24 @@ export interface JwtParts {
  */
 export function jwtParts(token: string): JwtParts | undefined {
   const [header, payload] = token.split(".", 2).map(jsonObject);
-  return header !== undefined && payload !== undefined ? { header, payload } : undefined;
+  return header !== undefined && payload !== undefined && hasTextClaims(header, payload) ? { header, payload } : undefined;
+}
+
+/**
+ * Whether the claims firebase-admin 14.5.1 turns into text are absent or strings (`aud`: or a list
+ * of strings), as every token Firebase issues has them. Its `verifyContent` builds its refusals by
+ * concatenation before the signature is checked: `'... but got "' + header.alg + '"'` (both
+ * verifiers), `payload.aud` (both) and `payload.iss` (ID tokens); and once the keys are fetched,
+ * lib/utils/jwt.js `getKeyCallback` looks `header.kid` up in them with `hasOwnProperty`, which
+ * turns it into a string. A claim that is a deeply nested list (3,500 levels fit in a header well under
+ * Node's 16 KB) overflows the stack there, and an object with a `toString` claim that is not a
+ * function cannot be made text: a RangeError or TypeError with no code, read as an outage.
+ */
+function hasTextClaims(header: Readonly<Record<string, unknown>>, payload: Readonly<Record<string, unknown>>): boolean {
+  const text = (value: unknown) => value === undefined || typeof value === "string";
+  const { aud } = payload;
+  return text(header.alg) && text(header.kid) && text(payload.iss)
+    && (text(aud) || (Array.isArray(aud) && aud.every((entry: unknown) => typeof entry === "string")));
 }
 
 function jsonObject(part: string): Record<string, unknown> | undefined {

@@ -1,6 +1,7 @@
 import { generateKeyPairSync } from "node:crypto";
 import { firebaseAppCheck } from "../../src/auth/firebase-app-check";
 import { streamCall } from "../support/event-stream-client";
+import { deeplyNested } from "../support/google-endpoints";
 import { describeEachStore, ROUTES, startHarness, type Answer, type Harness } from "../support/http-harness";
 import { appCheckToken, LocalAppCheck } from "../support/local-app-check";
 import { recordingLog, type Logged } from "../support/recording-log";
@@ -150,6 +151,23 @@ describeEachStore("App Check on the HTTP routes", (kind) => {
     // Cached keys verify through an outage.
     reachable = false;
     expect((await harness.api.call("DELETE", ROUTES.end(id), undefined, attested())).status).toBe(200);
+  });
+
+  it("answers 401 APP_CHECK_INVALID, logging no outage, to a forged token whose audience or algorithm is a list nested 3,500 deep, as to one naming another project", async () => {
+    const deep = deeplyNested(3_500);
+    const forged = [
+      appCheckToken(other.privateKey, { claims: { aud: ["projects/someone-else"] } }),
+      appCheckToken(other.privateKey, { claims: { aud: deep } }),
+      appCheckToken(other.privateKey, { header: { alg: deep } }),
+    ].map(remember);
+    logged.length = 0;
+    for (const token of forged) {
+      // Well under Node's 16 KB header limit: any client can send it.
+      expect(token.length).toBeLessThan(10_000);
+      const answer = await harness.api.call("POST", ROUTES.create, { user_id: "user_app", template_id: "friendly-assistant" }, attested(token));
+      expect(refusal(answer)).toEqual({ status: 401, code: "APP_CHECK_INVALID", retryAfter: null });
+    }
+    expect(logged.filter((entry) => entry.level === "warn" || entry.level === "error")).toEqual([]);
   });
 
   it("answers a preflight without a token, allowing the App Check header", async () => {

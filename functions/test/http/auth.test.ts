@@ -1,4 +1,5 @@
 import { bearer, useAuthEmulator, withClaims, type TestUser } from "../support/auth-emulator";
+import { deeplyNested } from "../support/google-endpoints";
 import { createSession, ROUTES, startHarness, type Harness } from "../support/http-harness";
 import { keyHash } from "../../src/session/idempotency";
 
@@ -80,6 +81,9 @@ describe("Firebase Auth", () => {
       ["an expired token", () => withClaims(alice.idToken, { iat: 1_600_000_000, exp: 1_600_003_600, auth_time: 1_600_000_000 })],
       ["a token for a forged user", () => withClaims(alice.idToken, { sub: "", user_id: "" })],
       ["a malformed token", () => "not.a.jwt"],
+      // firebase-admin 14.5.1 prints the audience and issuer it refuses: these overflowed the stack, a 503.
+      ["a forged token whose audience is a list nested 3,500 deep", () => withClaims(alice.idToken, { aud: deeplyNested(3_500) })],
+      ["a forged token whose issuer is a list nested 3,500 deep", () => withClaims(alice.idToken, { iss: deeplyNested(3_500) })],
       ["random text", () => "hello"],
     ])("refuses %s with 401, and the token never appears in the answer", async (_name, token) => {
       const forged = token();

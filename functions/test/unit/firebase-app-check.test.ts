@@ -3,6 +3,7 @@ import { AppCheckInvalidError, AppCheckRequiredError, AppCheckUnavailableError, 
 import { firebaseAppCheck, type FirebaseAppCheckOptions } from "../../src/auth/firebase-app-check";
 import { errorBody, toErrorAnswer } from "../../src/http/error-response";
 import { APP_CHECK_HOST, APP_CHECK_KID, APP_CHECK_PROJECT, appCheckToken, LocalAppCheck, type GoogleAnswers } from "../support/local-app-check";
+import { deeplyNested } from "../support/google-endpoints";
 import { recordingLog, type Logged } from "../support/recording-log";
 
 const PROJECT_ID = APP_CHECK_PROJECT.id;
@@ -103,6 +104,11 @@ describe("firebaseAppCheck, checking App Check tokens against locally served key
     // (null) or jws's SyntaxError (not JSON), with no code, before fetching any key.
     ["a payload that is null", () => `${Buffer.from(JSON.stringify(header)).toString("base64url")}.${Buffer.from("null").toString("base64url")}.c2ln`, "malformed"],
     ["a payload that is not JSON", () => `${Buffer.from(JSON.stringify(header)).toString("base64url")}.${Buffer.from("not json").toString("base64url")}.c2ln`, "malformed"],
+    // firebase-admin 14.5.1 prints the algorithm and audience it refuses: a RangeError (stack) or TypeError, with no code.
+    ["an audience that is a list nested 3,500 deep", (key) => appCheckToken(key, { claims: { aud: deeplyNested(3_500) } }), "malformed"],
+    ["an algorithm that is a list nested 3,500 deep", (key) => appCheckToken(key, { header: { alg: deeplyNested(3_500) } }), "malformed"],
+    ["an audience listing an object that cannot be made text", (key) => appCheckToken(key, { claims: { aud: [{ toString: 1 }] } }), "malformed"],
+    ["a key id that is a list nested 3,500 deep", (key) => appCheckToken(key, { header: { kid: deeplyNested(3_500) } }), "malformed"],
   ])("answers 401 for %s even while the keys are out of reach, without fetching them", async (_name, make, reason) => {
     const { appCheck, agent } = verifier("unreachable");
     const error = await failure(appCheck.verify(make(signing.privateKey)));
@@ -110,6 +116,14 @@ describe("firebaseAppCheck, checking App Check tokens against locally served key
     expect(toErrorAnswer(error).status).toBe(401);
     expect(agent.attempts).toEqual([]);
     expect(logged.map((entry) => entry.fields?.reason)).toEqual([reason]);
+  });
+
+  it("refuses a token whose key id is a list nested 3,500 deep as malformed while the keys are served, rather than as an outage", async () => {
+    // firebase-admin 14.5.1 (lib/utils/jwt.js getKeyCallback) looks the kid up in the fetched keys: String() overflows the stack.
+    const { appCheck } = verifier("served");
+    const error = await failure(appCheck.verify(appCheckToken(signing.privateKey, { header: { kid: deeplyNested(3_500) } })));
+    expect(error).toBeInstanceOf(AppCheckInvalidError);
+    expect(logged).toEqual([{ level: "info", message: "app check token refused", fields: { reason: "malformed" } }]);
   });
 
   it("accepts another app of the same project by default, as Firebase's enforceAppCheck does, and names it", async () => {

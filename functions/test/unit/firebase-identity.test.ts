@@ -3,7 +3,7 @@ import { deleteApp, initializeApp, type App } from "firebase-admin/app";
 import { firebaseIdentity } from "../../src/auth/firebase-identity";
 import { IdentityUnavailableError, InvalidTokenError } from "../../src/auth/identity";
 import { toErrorAnswer } from "../../src/http/error-response";
-import { base64url, LocalGoogleAgent, signedJwt, startLocalGoogle, type LocalGoogle } from "../support/google-endpoints";
+import { base64url, deeplyNested, LocalGoogleAgent, signedJwt, startLocalGoogle, type LocalGoogle } from "../support/google-endpoints";
 
 const PROJECT_ID = "demo-identity";
 const KID = "test-key-1";
@@ -155,6 +155,12 @@ describe("firebaseIdentity, checking signatures against the public keys (no emul
     ["a payload that is not JSON", `${header}.${Buffer.from("not json").toString("base64url")}.${signature}`],
     // firebase-admin 14.5.1 tests such a token for a legacy custom token with `'uid' in payload.d`: a TypeError.
     ["a kid-less HS256 token whose d claim is null", `${base64url({ alg: "HS256", typ: "JWT" })}.${base64url({ v: 0, d: null })}.${signature}`],
+    // firebase-admin 14.5.1 prints the algorithm, audience and issuer it refuses: a RangeError (stack) or TypeError, with no code.
+    ["an algorithm that is a list nested 3,500 deep", `${base64url({ alg: deeplyNested(3_500), kid: KID, typ: "JWT" })}.${base64url({ sub: "user-1" })}.${signature}`],
+    ["an audience that is a list nested 3,500 deep", idToken(other.privateKey, { claims: { aud: deeplyNested(3_500) } })],
+    ["an issuer that is a list nested 3,500 deep", idToken(other.privateKey, { claims: { iss: deeplyNested(3_500) } })],
+    ["an audience that is an object that cannot be made text", idToken(other.privateKey, { claims: { aud: { toString: 1 } } })],
+    ["a key id that is a list nested 3,500 deep", idToken(other.privateKey, { header: { kid: deeplyNested(3_500) } })],
   ])("answers 401 for %s, a token firebase-admin is not given, even while the keys are out of reach", async (_name, token) => {
     const { identity, agent } = verifier("unreachable");
     const error = await failure(identity.verify(token));
@@ -180,6 +186,14 @@ describe("firebaseIdentity, checking signatures against the public keys (no emul
     expect((error as Error).cause).toMatchObject({ code: "auth/argument-error" });
     expect(toErrorAnswer(error)).toMatchObject({ status: 401, code: "UNAUTHENTICATED" });
     expect(agent.attempts).toEqual([]);
+  });
+
+  it("refuses a token whose key id is a list nested 3,500 deep while the keys are served, rather than as an outage", async () => {
+    // firebase-admin 14.5.1 (lib/utils/jwt.js getKeyCallback) looks the kid up in the fetched keys: String() overflows the stack.
+    const { identity } = verifier("served");
+    const error = await failure(identity.verify(idToken(signing.privateKey, { header: { kid: deeplyNested(3_500) } })));
+    expect(error).toBeInstanceOf(InvalidTokenError);
+    expect(toErrorAnswer(error)).toMatchObject({ status: 401, code: "UNAUTHENTICATED" });
   });
 
   it.each<[string, () => string]>([
