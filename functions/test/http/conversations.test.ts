@@ -158,6 +158,25 @@ describeEachStore("a user's conversations: list and read", (kind) => {
     expect(new Set(fresh.map((session) => session.session_id)).size).toBe(6);
   });
 
+  it("lists a session idle past the TTL with a message still being answered as active, as getSession and sendMessage find it", async () => {
+    const userId = `user-${randomUUID().slice(0, 8)}`;
+    const id = await createSession(harness.api, "friendly-assistant", userId);
+    // A message 29.5 minutes into the 30-minute idle TTL; its reply takes 42 s (within its 60 s lease).
+    now += 29.5 * MINUTE;
+    const release = harness.fake.holdAnswers();
+    const first = harness.api.call("POST", ROUTES.message(id), { message: "hello" });
+    await harness.fake.awaitRequests(1);
+    now += 0.7 * MINUTE;
+    const status = listed(await list(userId)).find((session) => session.session_id === id)?.status;
+    const read = ((await harness.api.call("GET", ROUTES.get(id))).body.session as { status: string }).status;
+    // A request made now finds the session active: a second message is admitted.
+    const second = harness.api.call("POST", ROUTES.message(id), { message: "still there?" });
+    await harness.fake.awaitRequests(2);
+    release();
+    const answers = [(await first).status, (await second).status];
+    expect({ status, read, answers }).toEqual({ status: "active", read: "active", answers: [200, 200] });
+  });
+
   it("reads one conversation with its messages newest page first, on the Hosting path and both function URLs", async () => {
     const { ids } = await userWith(1);
     const id = ids[0]!;

@@ -1,5 +1,5 @@
 import type { Identity } from "../../auth/identity";
-import type { ConversationEntry, ConversationPosition, StoredConversation } from "../../store/conversation-records";
+import type { ConversationEntry, ConversationPosition, ListedConversation, StoredConversation } from "../../store/conversation-records";
 import type { ChatMessage, PartialReply, SessionMeta, SessionState, SessionStatus, TokenUsage, UserUsage } from "../../store/records";
 import { NO_USAGE } from "../ledger/token-usage";
 import type { ConversationStore, ErasureStore, HistoryStore, LedgerStore, StateStore } from "../../store/session-store";
@@ -101,8 +101,10 @@ export class ConversationService {
     const page = found.slice(0, limit);
     const last = page.at(-1);
     const now = this.options.clock();
+    const shown = page.filter(({ sessionId }) => !erased.has(sessionId));
+    const judged = await this.judgeIdle(shown, now);
     return {
-      conversations: page.filter(({ sessionId }) => !erased.has(sessionId)).map(({ sessionId, entry }) => this.listed(sessionId, entry, now)),
+      conversations: shown.map(({ sessionId, entry }) => this.listed(sessionId, entry, judged.get(sessionId) ?? this.indexStatus(entry, now))),
       ...(found.length > limit && last ? { next: { lastActivity: last.entry.last_activity, sessionId: last.sessionId } } : {}),
     };
   }
@@ -177,14 +179,37 @@ export class ConversationService {
     return expiredIfIdle(state, this.options.clock(), this.options.policy).status;
   }
 
-  private listed(sessionId: string, entry: ConversationEntry, now: number): ConversationSummary {
-    const idle = entry.status === "active" && now - entry.last_activity > this.options.policy.idleTtlMs;
+  /**
+   * The status of the entries that look idle past the TTL while their index says active, as a
+   * request would find it: by the session's own rule on its state, which an index entry cannot
+   * apply (it carries no claims; a message that arrived before the TTL and is still answered keeps
+   * the session active). The sweep records expiry, so such entries are few: one read each, all at
+   * once, and none (no round trip more) when the page has none. A session gone meanwhile (erased,
+   * or a create that never stored it) keeps the status its entry gives, as every other entry shows.
+   */
+  private async judgeIdle(page: readonly ListedConversation[], now: number): Promise<ReadonlyMap<string, SessionStatus>> {
+    const idle = page.filter(({ entry }) => entry.closed === undefined && entry.status === "active" && this.indexStatus(entry, now) === "expired");
+    if (idle.length === 0) return new Map();
+    const states = await Promise.all(idle.map(({ sessionId }) => this.options.store.readSessionState(sessionId)));
+    return new Map(idle.flatMap(({ sessionId }, i) => {
+      const state = states[i];
+      return state ? [[sessionId, expiredIfIdle(state, now, this.options.policy).status] as const] : [];
+    }));
+  }
+
+  /** The status an index entry gives at `now`: an active session idle past the TTL is expired. */
+  private indexStatus(entry: ConversationEntry, now: number): SessionStatus {
+    // Once closed, closed for good, whatever a late copy wrote into `status`.
+    if (entry.closed !== undefined) return entry.closed;
+    return entry.status === "active" && now - entry.last_activity > this.options.policy.idleTtlMs ? "expired" : entry.status;
+  }
+
+  private listed(sessionId: string, entry: ConversationEntry, status: SessionStatus): ConversationSummary {
     return {
       sessionId,
       templateId: entry.template_id,
       templateName: entry.template_name,
-      // Once closed, closed for good, whatever a late copy wrote into `status`.
-      status: entry.closed ?? (idle ? "expired" : entry.status),
+      status,
       createdAt: entry.created_at,
       lastActivity: entry.last_activity,
       messageCount: entry.message_count,

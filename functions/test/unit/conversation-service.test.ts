@@ -1,0 +1,74 @@
+import { ConversationService } from "../../src/session/conversations/conversation-service";
+import { claimRequest, endRule, type SessionPolicy } from "../../src/session/session-rules";
+import { MemoryStore } from "../../src/store/memory-store";
+import type { SessionState } from "../../src/store/records";
+import { CREATED_AT, newSession } from "../support/fixtures";
+
+const MINUTE = 60_000;
+const POLICY: SessionPolicy = { idleTtlMs: 30 * MINUTE, maxExchanges: 100 };
+const LEASE_MS = MINUTE;
+const USER = "user_12345";
+
+/** The embedded store, counting the session-state reads a list makes, and how many run at once. */
+class CountingStore extends MemoryStore {
+  readonly stateReads: string[] = [];
+  maxInFlight = 0;
+  /** Sessions whose state reads as gone (deleted between the index read and this one). */
+  readonly gone = new Set<string>();
+  private inFlight = 0;
+
+  override async readSessionState(sessionId: string): Promise<SessionState | null> {
+    this.stateReads.push(sessionId);
+    this.inFlight += 1;
+    this.maxInFlight = Math.max(this.maxInFlight, this.inFlight);
+    // One turn of the event loop, so that reads issued together overlap.
+    await new Promise((resolve) => setImmediate(resolve));
+    this.inFlight -= 1;
+    return this.gone.has(sessionId) ? null : super.readSessionState(sessionId);
+  }
+}
+
+/** A session of USER with its last activity at `at`, created in `store`. */
+async function sessionAt(store: MemoryStore, at: number, id: string): Promise<string> {
+  await store.createSession(newSession({ user_id: USER, created_at: at }, id));
+  return id;
+}
+
+describe("ConversationService.list: the status of entries idle past the TTL", () => {
+  // Past the 30-minute TTL of a session created at CREATED_AT, within the lease of a claim taken 29.5 minutes in.
+  const now = CREATED_AT + 30.2 * MINUTE;
+  let store: CountingStore;
+  let service: ConversationService;
+
+  beforeEach(() => {
+    store = new CountingStore();
+    service = new ConversationService({ store, clock: () => now, policy: POLICY, partialStaleMs: 9 * MINUTE });
+  });
+
+  const statuses = async () => Object.fromEntries((await service.list(USER, 20)).conversations.map(({ sessionId, status }) => [sessionId, status]));
+
+  it("judges them by the session's own rule: active while a message that arrived before the TTL is answered, read all at once and only them", async () => {
+    const idle = await sessionAt(store, CREATED_AT, "00000000-0000-4000-8000-000000000001");
+    const answering = await sessionAt(store, CREATED_AT, "00000000-0000-4000-8000-000000000002");
+    const gone = await sessionAt(store, CREATED_AT, "00000000-0000-4000-8000-000000000003");
+    const recent = await sessionAt(store, CREATED_AT + 20 * MINUTE, "00000000-0000-4000-8000-000000000004");
+    const ended = await sessionAt(store, CREATED_AT, "00000000-0000-4000-8000-000000000005");
+    const claim = { hash: "h", fingerprint: "f", owner: "o", remember: false };
+    const claimed = await store.updateState(answering, claimRequest(claim, CREATED_AT + 29.5 * MINUTE, LEASE_MS, POLICY));
+    expect(claimed.found && claimed.outcome).toEqual({ kind: "claimed", alone: true });
+    await store.updateState(ended, endRule(CREATED_AT, POLICY));
+    store.gone.add(gone);
+
+    expect(await statuses()).toEqual({ [idle]: "expired", [answering]: "active", [gone]: "expired", [recent]: "active", [ended]: "ended" });
+    expect({ reads: [...store.stateReads].sort(), atOnce: store.maxInFlight }).toEqual({ reads: [idle, answering, gone].sort(), atOnce: 3 });
+  });
+
+  it("reads no session state when no entry on the page is idle past the TTL", async () => {
+    await sessionAt(store, CREATED_AT + 10 * MINUTE, "00000000-0000-4000-8000-000000000006");
+    const ended = await sessionAt(store, CREATED_AT, "00000000-0000-4000-8000-000000000007");
+    await store.updateState(ended, endRule(CREATED_AT, POLICY));
+
+    expect(Object.values(await statuses())).toEqual(["active", "ended"]);
+    expect(store.stateReads).toEqual([]);
+  });
+});
