@@ -72,3 +72,22 @@ describe("ConversationService.list: the status of entries idle past the TTL", ()
     expect(store.stateReads).toEqual([]);
   });
 });
+
+describe("ConversationService.read: the replies being written", () => {
+  const now = CREATED_AT + 5 * MINUTE;
+  const partial = { text: "Sure, here", seq_after: 0, updated_at: now - 1_000 };
+
+  it("lists a fresh partial of an active session, and none once the session is ended, though a late write left one", async () => {
+    const store = new MemoryStore();
+    const service = new ConversationService({ store, clock: () => now, policy: POLICY, partialStaleMs: 9 * MINUTE });
+    const id = await sessionAt(store, CREATED_AT, "00000000-0000-4000-8000-000000000008");
+    await store.writePartial(id, "p1", partial);
+    expect((await service.read(id, undefined, { limit: 20 })).partials).toEqual([{ key: "p1", ...partial }]);
+
+    await store.updateState(id, endRule(now - 500, POLICY));
+    // The message cut off by the end runs on elsewhere, and writes its partial once more.
+    await store.writePartial(id, "p1", { ...partial, text: "Sure, here is more" });
+    const view = await service.read(id, undefined, { limit: 20 });
+    expect({ status: view.summary.status, partials: view.partials }).toEqual({ status: "ended", partials: [] });
+  });
+});

@@ -252,8 +252,8 @@ export class ConversationService {
   }
 
   /**
-   * The partials a listening client would show (docs/api.md, live partial replies): not completed
-   * by a stored reply (which carries the partial's key), not left by a request that died. A reply
+   * The partials a listening client would show (docs/api.md, live partial replies), none once the
+   * session is closed: not completed by a stored reply (which carries the partial's key), not left by a request that died. A reply
    * stored without a key (before replies carried them) hides every partial it comes after, as the
    * count rule did: it may be theirs. The replies after the earliest live partial's `seq_after`
    * are the page's (read across the journal, so a reply committed and not yet copied counts),
@@ -262,6 +262,9 @@ export class ConversationService {
    */
   private async live(sessionId: string, partials: Readonly<Record<string, PartialReply>>, state: SessionState, page: readonly PositionedMessage[]): Promise<LivePartial[]> {
     const now = this.options.clock();
+    // A closed session is answering nothing: a partial written after its closing copy removed
+    // them (a message cut off by an end on another instance, still running) is never stored.
+    if (expiredIfIdle(state, now, this.options.policy).status !== "active") return [];
     const fresh = Object.entries(partials).filter(([, partial]) => now - partial.updated_at <= this.options.partialStaleMs);
     if (fresh.length === 0) return [];
     const pageFrom = page[0]?.position ?? 2 * state.message_count + 1;
