@@ -30,8 +30,11 @@ export class CursorCodec {
   /** The payload of `token`, checked against its signature then `schema`; INVALID_CURSOR otherwise. */
   async open<S extends z.ZodType>(kind: CursorKind, scope: string, token: string, schema: S): Promise<z.infer<S>> {
     const [body = "", mac = "", ...rest] = token.split(".");
-    const given = Buffer.from(mac, "base64url");
-    const expected = await this.mac(kind, scope, body);
+    // Compared as written, not decoded: Node's base64url decoding skips characters outside its
+    // alphabet and ignores the last character's unused bits, so other texts decode to the same
+    // signature, and a cursor this service did not issue would continue.
+    const given = Buffer.from(mac, "utf8");
+    const expected = Buffer.from((await this.mac(kind, scope, body)).toString("base64url"), "utf8");
     if (rest.length > 0 || body === "" || given.length !== expected.length || !timingSafeEqual(given, expected)) throw invalid();
     let payload: unknown;
     try {
