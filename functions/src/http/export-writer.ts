@@ -33,7 +33,7 @@ export interface ExportPart {
   readonly usage: UserUsage | null;
   /** The user's devices (first part only). */
   readonly devices: ExportedDevices | null;
-  /** The user's sessions after `from.s`, in id order, read a page at a time (not read when `from.c` is set). */
+  /** The user's sessions after `from.s`, in id order (instance by instance when sharded), read a page at a time (not read when `from.c` is set). */
   readonly sessions: AsyncIterable<StoredConversation>;
   /** The user's connections after `from.c` (or in `from.x` after `from.m`), in id order, their messages read as they are written, once the sessions are written. */
   readonly connections: AsyncIterable<ExportedConnection>;

@@ -97,7 +97,9 @@ for (const layout of ["namespaces", "processes"] as const) {
       const listed = await after.call("GET", `${ROUTES.list}?user_id=${user}`);
       expect((listed.body.sessions as { session_id: string }[]).map((session) => session.session_id).sort()).toEqual([kept, ended, ...fresh].sort());
       const exported = await after.call("GET", `${ROUTES.exportData}?user_id=${user}`);
-      expect((exported.body.sessions as { session_id: string }[]).map((session) => session.session_id).sort()).toEqual([kept, ended, ...fresh].sort());
+      // Instance by instance in the list's order, each in id order (a v4 id, on the first, may sort after the second's).
+      const inExportOrder = (a: string, b: string) => instancePositionOf(a) - instancePositionOf(b) || (a < b ? -1 : 1);
+      expect((exported.body.sessions as { session_id: string }[]).map((session) => session.session_id)).toEqual([kept, ended, ...fresh].sort(inExportOrder));
       expect((await after.call("DELETE", `${ROUTES.erase}?user_id=${user}`)).status).toBe(200);
       for (const id of [kept, ended, ...fresh]) expect([await storedOn(0, id), await storedOn(1, id)]).toEqual([false, false]);
       expect(((await after.call("GET", `${ROUTES.list}?user_id=${user}`)).body.sessions as unknown[]).length).toBe(0);

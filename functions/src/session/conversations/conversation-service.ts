@@ -137,7 +137,8 @@ export class ConversationService {
   }
 
   /**
-   * Every session of the user, one at a time in id order after `after`, read `pageSize` at a time:
+   * Every session of the user, one at a time in id order after `after` (instance by instance
+   * when sharded: the store's order), read `pageSize` at a time:
    * an export holds one page in memory, however much the user has.
    */
   async *sessions(userId: string, after: string | undefined, pageSize: number): AsyncGenerator<StoredConversation> {
