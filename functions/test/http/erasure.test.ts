@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import { userKey } from "../../src/session/ledger/limits";
 import { ApiUser, connectionOf, HOSTING_ROUTES } from "../support/connection-api";
 import { conversationOwnerKey, conversationPath } from "../../src/store/rtdb/paths";
+import type { SessionStore } from "../../src/store/session-store";
 import { FaultyStore } from "../support/faulty-store";
 import { createSession, describeEachStore, ROUTES, startHarness, twoInstances, type Answer, type Harness } from "../support/http-harness";
 import { describeWithRtdb, holdingUpdates } from "../support/rtdb";
@@ -495,6 +496,91 @@ describeEachStore("the sweep's erasures", (kind) => {
       if (created.status !== 201) refused.push(`${created.status} ${String(created.body.error?.code)}`);
     }
     expect(refused).toEqual([]);
+  });
+});
+
+/**
+ * A user with more sessions than one run of the clean-up can erase (docs/sessions-over-time.md: a
+ * run stays within its function's timeout, and starts no batch once its time is up): each pass
+ * stops page by page when the run's time is up, and the next run goes on where it stopped, though
+ * the takeover would last longer (the function's timeout: an hour here, TIMEOUT_SECONDS' most).
+ */
+describeEachStore("the sweep's erasure of a user with more sessions than a run can delete", (kind) => {
+  /** The scheduled clean-up's timeout (function-options.ts MAINTENANCE_TIMEOUT_SECONDS) and its run's time (time-budget.ts maintenanceRunMs), the defaults. */
+  const TIMEOUT_MS = 300_000;
+  const RUN_MS = 240_000;
+  /** How long one page of deletion takes here: a slow database, or one page standing for many. */
+  const PAGE_MS = 30_000;
+  /** 12 pages of 25 (the erasure's batch) in each pass; also the user's limit of active sessions. */
+  const SESSIONS = 300;
+  const HOUR = 60 * MINUTE;
+  let harness: Harness;
+  let now = Date.parse("2026-07-01T09:00:00Z");
+  let ticking = false;
+  /** When each page's deletion started, while a run ticks. */
+  const pages: number[] = [];
+  const slowPages = (store: SessionStore): SessionStore =>
+    new Proxy(store, {
+      get(target, property, receiver) {
+        const value: unknown = Reflect.get(target, property, receiver);
+        if (property !== "deleteUserSessions" || typeof value !== "function") return value;
+        return async (...args: unknown[]) => {
+          if (ticking) {
+            pages.push(now);
+            now += PAGE_MS;
+          }
+          return Reflect.apply(value, target, args) as unknown;
+        };
+      },
+    });
+
+  beforeAll(async () => {
+    const env = { USER_MAX_ACTIVE_SESSIONS: String(SESSIONS), USER_MESSAGES_PER_MINUTE: "1000" };
+    harness = await startHarness({ store: kind, clock: () => now, env, wrapStore: slowPages, functionTimeoutMs: HOUR, userDataLimits: { eraseRequestMs: -1 } });
+  });
+  afterAll(async () => harness.close());
+
+  it("stops starting pages when the run's time is up, ends within the function's timeout, and the next runs go on where it stopped", async () => {
+    const userId = `user_${randomUUID()}`;
+    for (let i = 0; i < SESSIONS; i += 10) {
+      const created = await Promise.all(Array.from({ length: 10 }, () => harness.api.call("POST", ROUTES.create, { user_id: userId, template_id: "friendly-assistant" })));
+      expect(created.map((answer) => answer.status)).toEqual(Array(10).fill(201));
+    }
+    // The request's own time runs out at once: its first pass is left to the sweep, once the request's takeover lapses.
+    expect((await harness.api.call("DELETE", `${ROUTES.erase}?user_id=${userId}`)).status).toBe(202);
+    now += HOUR + MINUTE;
+    const phase = async () => harness.api.store.updateErasure(userKey(userId), (record) => ({ outcome: record?.phase ?? "gone" }));
+    // Scheduled runs (every 15 minutes): the first pass's two in a row; the second pass's from the
+    // first run after it is due, a claim's lease (the function's timeout: an hour here) after the first.
+    const first = now;
+    const runs: { pages: number[]; withinTimeout: boolean; after: string }[] = [];
+    for (const minutes of [0, 15, 90, 105]) {
+      now = first + minutes * MINUTE;
+      const started = now;
+      pages.length = 0;
+      ticking = true;
+      try {
+        await harness.api.runtime.maintain(now, RUN_MS);
+      } finally {
+        ticking = false;
+      }
+      runs.push({ pages: pages.map((at) => (at - started) / 1000), withinTimeout: now - started <= TIMEOUT_MS, after: await phase() });
+    }
+
+    // The erasures' step has the run's 240 s less the device sweep's reserve (12 s): no page starts
+    // at 228 s or later. Each pass's 12 pages are deleted once: the first pass's 8, then its last 4
+    // and the user served again; the second pass's recorded pages the same, then the record gone.
+    const pass = [0, 30, 60, 90, 120, 150, 180, 210];
+    expect(runs).toEqual([
+      { pages: pass, withinTimeout: true, after: "erasing" },
+      { pages: pass.slice(0, 4), withinTimeout: true, after: "settling" },
+      { pages: pass, withinTimeout: true, after: "settling" },
+      { pages: pass.slice(0, 4), withinTimeout: true, after: "gone" },
+    ]);
+    // Nothing left, and no erased session still counts against the user's limit.
+    const listed = await harness.api.call("GET", `${ROUTES.list}?user_id=${userId}`);
+    const created = await harness.api.call("POST", ROUTES.create, { user_id: userId, template_id: "friendly-assistant" });
+    expect({ listed: listed.body.sessions, created: created.status }).toEqual({ listed: [], created: 201 });
   });
 });
 

@@ -1,4 +1,4 @@
-import { beginErasure, clearErasing, finishErasure, forgetSessions, markErasing, settleErasure, takeOverErasure } from "../../src/session/erasure/erasure-rules";
+import { beginErasure, clearErasing, finishErasure, forgetSessions, markErasing, pauseErasure, settleErasure, takeOverErasure } from "../../src/session/erasure/erasure-rules";
 import { admitMessage, admitSession, type UsagePolicy } from "../../src/session/ledger/limits";
 import type { ErasureRecord } from "../../src/store/conversation-records";
 import type { UserUsage } from "../../src/store/records";
@@ -41,6 +41,21 @@ describe("an erasure's record", () => {
   it("is left alone by the sweep when no longer due: a request began it again, or another sweep took it over", () => {
     const record: ErasureRecord = { user_id: "u", requested_at: T, phase: "erasing", due_at: T + 60_000 };
     expect(takeOverErasure(T + 59_999, 60_000)(record)).toEqual({ outcome: null });
+  });
+
+  it("is due again when the pass the sweep took over stopped, without what a second pass deleted again; left alone once no longer that pass's", () => {
+    const taken: ErasureRecord = { user_id: "u", requested_at: T, phase: "settling", due_at: T + 3_600_000, sessions: { s1: true, s2: true }, connections: { c1: "k1", c2: "k2" } };
+    expect(pauseErasure(taken, T + 240_000, { sessions: ["s1"], connections: ["c1", "c2"] })(taken)).toEqual({
+      outcome: true,
+      next: { user_id: "u", requested_at: T, phase: "settling", due_at: T + 240_000, sessions: { s2: true } },
+    });
+    // A first pass keeps all it deleted, for the second.
+    const first: ErasureRecord = { ...taken, phase: "erasing" };
+    expect(pauseErasure(first, T + 240_000)(first).next).toEqual({ ...first, due_at: T + 240_000 });
+    // A request began it again, or another sweep took it over: theirs now.
+    expect(pauseErasure(taken, T + 240_000)({ ...taken, phase: "erasing", requested_at: T + 5, due_at: T + 3_600_005 })).toEqual({ outcome: false });
+    expect(pauseErasure(taken, T + 240_000)({ ...taken, due_at: T + 3_900_000 })).toEqual({ outcome: false });
+    expect(pauseErasure(taken, T + 240_000)(null)).toEqual({ outcome: false });
   });
 });
 

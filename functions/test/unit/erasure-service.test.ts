@@ -212,6 +212,26 @@ class FailingCreateKeys extends MemoryStore {
   }
 }
 
+/** A store counting its deletions of sessions: pages of an erasure. */
+class CountingDeletes extends MemoryStore {
+  pages = 0;
+
+  override async deleteUserSessions(userId: string, sessionIds: readonly string[]): Promise<void> {
+    this.pages += 1;
+    return super.deleteUserSessions(userId, sessionIds);
+  }
+}
+
+/** A connection store counting its deletions of connections (not those of none, a scan's empty page): pages of an erasure. */
+class CountingConnectionDeletes extends MemoryConnectionStore {
+  pages = 0;
+
+  override async deleteConnections(connections: Parameters<MemoryConnectionStore["deleteConnections"]>[0]): Promise<void> {
+    if (connections.length > 0) this.pages += 1;
+    return super.deleteConnections(connections);
+  }
+}
+
 describe("the sweep's erasures", () => {
   const TAKE_OVER_AFTER_MS = 60_000;
 
@@ -237,6 +257,40 @@ describe("the sweep's erasures", () => {
     store.failing.clear();
     expect(await erasure.finishDue(now + TAKE_OVER_AFTER_MS, { maxBatches: 40 })).toBe(20);
     expect(await store.findDueErasures(Number.MAX_SAFE_INTEGER, 100)).toEqual([]);
+  });
+
+  it("stops a pass page by page once its time is up, and goes on with it at the next run though its takeover lasts longer", async () => {
+    const HOUR = 3_600_000;
+    const store = new CountingDeletes();
+    const connectionStore = new CountingConnectionDeletes();
+    let now = T;
+    const erasure = new ErasureService({
+      store,
+      clock: () => now,
+      log: silentLog,
+      messagesPerMinute: 20,
+      takeOverAfterMs: HOUR,
+      finalPassAfterMs: 51_000,
+      batchSize: 10,
+      connections: new ConnectionErasure({ store: connectionStore, batchSize: 10, clock: () => now }),
+    });
+    const key = userKey("many");
+    // A second pass due over 25 recorded sessions and 15 recorded connections: 3 pages, then 2.
+    const sessions = Object.fromEntries(Array.from({ length: 25 }, (_, i) => [`s${String(i).padStart(2, "0")}`, true as const]));
+    const connections = Object.fromEntries(Array.from({ length: 15 }, (_, i) => [`c${String(i).padStart(2, "0")}`, "other"]));
+    await store.updateErasure(key, () => ({ outcome: undefined, next: { user_id: "many", requested_at: T, phase: "settling", due_at: T + 1, sessions, connections } }));
+
+    // The step's time is up after 4 pages: the sessions' 3, and the connections' first.
+    now = T + 15 * 60_000;
+    const pages = () => store.pages + connectionStore.pages;
+    expect(await erasure.finishDue(now, { maxBatches: 40, stopped: () => pages() >= 4 })).toBe(0);
+    const paused = await store.updateErasure(key, (record) => ({ outcome: record }));
+    expect({ due: paused?.due_at, sessions: Object.keys(paused?.sessions ?? {}).length, connections: Object.keys(paused?.connections ?? {}).length }).toEqual({ due: now, sessions: 0, connections: 5 });
+
+    // The next run, 15 minutes on (the takeover would have held it an hour): only the last page is left.
+    now += 15 * 60_000;
+    expect(await erasure.finishDue(now, { maxBatches: 40 })).toBe(1);
+    expect({ sessionPages: store.pages, connectionPages: connectionStore.pages, left: await store.findDueErasures(Number.MAX_SAFE_INTEGER, 10) }).toEqual({ sessionPages: 3, connectionPages: 2, left: [] });
   });
 
   it("starts no pass once its time is up: the erasures it did not reach stay due", async () => {

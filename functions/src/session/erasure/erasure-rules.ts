@@ -43,6 +43,43 @@ export function takeOverErasure(now: number, takeOverAfterMs: number): ErasureRu
   };
 }
 
+/** What a second pass deleted again before it stopped (see pauseErasure): session ids, connection ids. */
+export interface ErasedAgain {
+  readonly sessions: readonly string[];
+  readonly connections: readonly string[];
+}
+
+/**
+ * A pass the sweep took over (`taken`, the record as its takeover left it) stopped when the run's
+ * time was up: it runs no more, so its takeover ends at `at` (when it stopped) instead of when it
+ * lapses (the function's timeout, up to an hour): the next run takes the pass over again, behind
+ * the erasures due before `at`. What a second pass deleted again (`erased`) leaves the record, so
+ * the next run goes on from there instead of starting over (else a user with more than a run can
+ * delete would never be finished); the first pass's record keeps all it deleted, for the second.
+ * A record no longer the one taken over (a request began it again, another sweep took it) is left alone.
+ */
+export function pauseErasure(taken: ErasureRecord, at: number, erased: ErasedAgain = { sessions: [], connections: [] }): ErasureRule<boolean> {
+  return (record) => {
+    if (!record || record.phase !== taken.phase || record.requested_at !== taken.requested_at || record.due_at !== taken.due_at) return { outcome: false };
+    const next: ErasureRecord = { ...record, due_at: Math.min(record.due_at, at) };
+    const sessions = without(record.sessions, erased.sessions);
+    const connections = without(record.connections, erased.connections);
+    if (sessions) next.sessions = sessions;
+    else delete next.sessions;
+    if (connections) next.connections = connections;
+    else delete next.connections;
+    return { outcome: true, next };
+  };
+}
+
+/** `entries` without the keys `ids`; undefined when none is left. */
+function without<T>(entries: Readonly<Record<string, T>> | undefined, ids: readonly string[]): Record<string, T> | undefined {
+  if (!entries) return undefined;
+  const gone = new Set(ids);
+  const kept = Object.entries(entries).filter(([id]) => !gone.has(id));
+  return kept.length === 0 ? undefined : Object.fromEntries(kept);
+}
+
 /**
  * The first pass of the erasure requested at `requestedAt` is over: the second one is due at
  * `finalPassAt`. A request made since has taken the record over, and settles it itself (false).

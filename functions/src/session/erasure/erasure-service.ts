@@ -4,7 +4,7 @@ import type { ErasureRecord } from "../../store/conversation-records";
 import type { ConversationStore, ErasureStore, LedgerStore } from "../../store/session-store";
 import { userKey } from "../ledger/limits";
 import { inBatches, type BatchBudget } from "../maintenance";
-import { beginErasure, clearErasing, finishErasure, forgetSessions, markErasing, recordConnections, settleErasure, takeOverErasure } from "./erasure-rules";
+import { beginErasure, clearErasing, finishErasure, forgetSessions, markErasing, pauseErasure, recordConnections, settleErasure, takeOverErasure, type ErasedAgain } from "./erasure-rules";
 
 export interface ErasureOptions {
   readonly store: Pick<ConversationStore, "scanConversationIndex" | "readUserSessions"> & ErasureStore & Pick<LedgerStore, "updateUsage">;
@@ -43,6 +43,9 @@ export interface ErasureOutcome {
  */
 export const ID_TOKEN_LIFETIME_MS = 60 * 60 * 1000;
 
+/** Whether the time of a pass is up: checked before each page, so that a pass ends within its request's or run's time. */
+type Stopped = () => boolean;
+
 /** Due erasures per query of the sweep: each record is downloaded whole, with the ids of the sessions it deleted. */
 const DUE_PER_QUERY = 20;
 
@@ -64,7 +67,7 @@ export class ErasureService {
     const { store, clock, takeOverAfterMs } = this.options;
     const key = userKey(userId);
     const record = await store.updateErasure(key, beginErasure(userId, clock(), takeOverAfterMs));
-    return this.firstPass(key, record, deadline);
+    return this.firstPass(key, record, this.until(deadline));
   }
 
   /**
@@ -81,7 +84,7 @@ export class ErasureService {
     const now = clock();
     const key = userKey(userId);
     const record = await store.updateErasure(key, beginErasure(userId, now, takeOverAfterMs, Math.max(now, deletedAt + ID_TOKEN_LIFETIME_MS)));
-    return this.firstPass(key, record, deadline);
+    return this.firstPass(key, record, this.until(deadline));
   }
 
   /**
@@ -89,42 +92,52 @@ export class ErasureService {
    * batch after batch until none is left or `budget` is spent (by default, until none is left);
    * returns how many erasures it finished. A due erasure is taken over before its pass runs (see
    * takeOverErasure), so one that fails is due again only after the others: it cannot come back at
-   * the head of every batch, run after run, while those behind it wait.
+   * the head of every batch, run after run, while those behind it wait. A pass stops page by page
+   * once `budget.stopped` says so (a user with thousands of sessions outlasts a run), and the next
+   * run goes on with it (pauseErasure).
    */
   async finishDue(now: number = this.options.clock(), budget: Omit<BatchBudget, "batchSize"> = { maxBatches: Number.POSITIVE_INFINITY }): Promise<number> {
     const { store } = this.options;
+    const stopped: Stopped = budget.stopped ?? (() => false);
     return inBatches({ ...budget, batchSize: DUE_PER_QUERY }, () => store.findDueErasures(now, DUE_PER_QUERY), async (keys) => {
       let finished = 0;
       for (const key of keys) {
-        // A pass may take many database calls: once the step's time is up, the rest stay due for the next run.
-        if (budget.stopped?.() === true) break;
-        if (await this.finishOne(key, now)) finished += 1;
+        // Once the step's time is up, the rest stay due for the next run.
+        if (stopped()) break;
+        if (await this.finishOne(key, now, stopped)) finished += 1;
       }
       return finished;
     });
   }
 
   /** The pass of `key`'s erasure that is due at `now`: whether it finished the erasure. */
-  private async finishOne(key: string, now: number): Promise<boolean> {
-    const { store, takeOverAfterMs } = this.options;
+  private async finishOne(key: string, now: number, stopped: Stopped): Promise<boolean> {
+    const { store, clock, takeOverAfterMs } = this.options;
     // One user's failure must not stop the others: it is due again once its takeover lapses, for a later run.
     try {
       const taken = await store.updateErasure(key, takeOverErasure(now, takeOverAfterMs));
-      if (taken?.phase === "erasing") await this.firstPass(key, taken, undefined);
-      else if (taken) return await this.secondPass(key, taken);
+      if (taken?.phase === "settling") return await this.secondPass(key, taken, stopped);
+      // A first pass stopped stays `erasing`, the user marked: the next run scans again what is left.
+      if (taken && !(await this.firstPass(key, taken, stopped)).complete) await store.updateErasure(key, pauseErasure(taken, clock()));
     } catch (error) {
       this.options.log.warn("erasure sweep failed for one user", { error: error instanceof Error ? error.name : typeof error });
     }
     return false;
   }
 
-  private async firstPass(key: string, record: ErasureRecord, deadline: number | undefined): Promise<ErasureOutcome> {
+  /** A request's time: up once `deadline` (epoch ms) has passed; never without one. */
+  private until(deadline: number | undefined): Stopped {
+    const { clock } = this.options;
+    return deadline === undefined ? () => false : () => clock() > deadline;
+  }
+
+  private async firstPass(key: string, record: ErasureRecord, stopped: Stopped): Promise<ErasureOutcome> {
     const { store, clock, log, messagesPerMinute, finalPassAfterMs } = this.options;
     // What an earlier attempt of this pass deleted (recorded before it was) is forgotten with the
     // mark: its deletion may have landed with its usage change lost, and no scan here finds it again.
     await store.updateUsage(key, markErasing(record.requested_at, messagesPerMinute, Object.keys(record.sessions ?? {})));
-    const sessions = await this.deleteSessions(key, record, deadline);
-    const connections = sessions.stopped ? { count: 0, stopped: true } : await this.eraseConnections(key, record, deadline, true);
+    const sessions = await this.deleteSessions(key, record, stopped);
+    const connections = sessions.stopped ? { count: 0, stopped: true } : await this.eraseConnections(key, record, stopped, true);
     if (connections.stopped) {
       log.info("erasure", { pass: 1, complete: false, sessions: sessions.count, connections: connections.count });
       return { complete: false, sessions: sessions.count, finalPassAt: record.due_at };
@@ -141,30 +154,51 @@ export class ErasureService {
     return { complete: true, sessions: sessions.count, finalPassAt };
   }
 
-  /** Deletes again what the first pass deleted, and anything created before the request since; then the record. */
-  private async secondPass(key: string, record: ErasureRecord): Promise<boolean> {
-    const { store, batchSize } = this.options;
+  /**
+   * Deletes again what the first pass deleted, and anything created before the request since; then
+   * the record. Page by page until `stopped`: then what it deleted again leaves the record, and the
+   * next run goes on with the rest (pauseErasure).
+   */
+  private async secondPass(key: string, record: ErasureRecord, stopped: Stopped): Promise<boolean> {
+    const { store, clock, batchSize, connections, log } = this.options;
+    const again: { sessions: string[]; connections: string[] } = { sessions: [], connections: [] };
+    const pause = async (erased: ErasedAgain) => {
+      await store.updateErasure(key, pauseErasure(record, clock(), erased));
+      log.info("erasure", { pass: 2, complete: false, sessions: erased.sessions.length });
+      return false;
+    };
     const recorded = Object.keys(record.sessions ?? {});
-    for (let i = 0; i < recorded.length; i += batchSize) await this.eraseBatch(key, record.user_id, recorded.slice(i, i + batchSize), false);
-    await this.deleteSessions(key, record, undefined);
-    await this.options.connections?.eraseRecorded(record.user_id, record.connections ?? {});
-    await this.eraseConnections(key, record, undefined, false);
+    for (let i = 0; i < recorded.length; i += batchSize) {
+      if (stopped()) return pause(again);
+      const page = recorded.slice(i, i + batchSize);
+      await this.eraseBatch(key, record.user_id, page, false);
+      again.sessions.push(...page);
+    }
+    if ((await this.deleteSessions(key, record, stopped)).stopped) return pause(again);
+    const recordedConnections = connections ? Object.entries(record.connections ?? {}) : [];
+    for (let i = 0; i < recordedConnections.length; i += batchSize) {
+      if (stopped()) return pause(again);
+      const page = recordedConnections.slice(i, i + batchSize);
+      await connections?.eraseRecorded(record.user_id, Object.fromEntries(page));
+      again.connections.push(...page.map(([id]) => id));
+    }
+    if ((await this.eraseConnections(key, record, stopped, false)).stopped) return pause(again);
     await store.deleteUserCreateKeys(key, record.requested_at);
     // The first pass cleared its own mark; an earlier request's that landed since goes now, while
     // the record that lets the sweep come back still exists (see clearErasing).
     await store.updateUsage(key, clearErasing(record.requested_at));
     const finished = await store.updateErasure(key, finishErasure(record.requested_at));
-    this.options.log.info("erasure", { pass: 2, complete: finished, sessions: recorded.length });
+    log.info("erasure", { pass: 2, complete: finished, sessions: recorded.length });
     return finished;
   }
 
   /**
    * Every session of the user created up to the request: those of their index (entries whose
    * session is gone included), then those only a query on `user_id` finds (created before the
-   * index). Page by page, each recorded before it is deleted; `stopped` when the deadline came first.
+   * index). Page by page, each recorded before it is deleted; `stopped` when the pass's time was up first.
    */
-  private async deleteSessions(key: string, record: ErasureRecord, deadline: number | undefined): Promise<{ count: number; stopped: boolean }> {
-    const { store, clock, batchSize } = this.options;
+  private async deleteSessions(key: string, record: ErasureRecord, stopped: Stopped): Promise<{ count: number; stopped: boolean }> {
+    const { store, batchSize } = this.options;
     const userId = record.user_id;
     const sources = [
       (after: string | undefined) => store.scanConversationIndex(userId, after, batchSize),
@@ -174,7 +208,7 @@ export class ErasureService {
     for (const scan of sources) {
       let after: string | undefined;
       for (;;) {
-        if (deadline !== undefined && clock() > deadline) return { count, stopped: true };
+        if (stopped()) return { count, stopped: true };
         const page = await scan(after);
         after = page.at(-1)?.id;
         // What the user created after asking is theirs to keep.
@@ -188,14 +222,14 @@ export class ErasureService {
   }
 
   /** The user's connections and devices, up to the request; each connection recorded before it is deleted when `record`. */
-  private async eraseConnections(key: string, record: ErasureRecord, deadline: number | undefined, recording: boolean): Promise<{ count: number; stopped: boolean }> {
-    const { connections, store, clock } = this.options;
+  private async eraseConnections(key: string, record: ErasureRecord, stopped: Stopped, recording: boolean): Promise<{ count: number; stopped: boolean }> {
+    const { connections, store } = this.options;
     if (!connections) return { count: 0, stopped: false };
     return connections.erase(record.user_id, record.requested_at, {
       record: async (erased) => {
         if (recording) await store.updateErasure(key, recordConnections(erased));
       },
-      stopped: () => deadline !== undefined && clock() > deadline,
+      stopped,
     });
   }
 
