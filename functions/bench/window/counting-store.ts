@@ -102,6 +102,11 @@ export class CountingStore implements SessionStore {
     return this.count("writePartial", this.inner.writePartial(sessionId, key, partial));
   }
 
+  /** Not counted: it sends nothing (the store answers from what it listens to). */
+  onClosed(sessionId: string, closed: () => void, until: AbortSignal): void {
+    this.inner.onClosed(sessionId, closed, until);
+  }
+
   findIdleSessions(cutoff: number, limit: number): Promise<string[]> {
     return this.count("findIdleSessions", this.inner.findIdleSessions(cutoff, limit));
   }

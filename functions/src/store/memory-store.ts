@@ -32,6 +32,8 @@ export class MemoryStore implements SessionStore {
   private readonly addressUsage = new Map<string, AddressUsage>();
   private readonly erasures = new Map<string, ErasureRecord>();
   private readonly secrets = new Map<string, string>();
+  /** Who waits to learn that a session is closed or gone (`onClosed`), by session id. */
+  private readonly closeWatchers = new Map<string, Set<() => void>>();
 
   async readTemplate(templateId: string): Promise<Template | null> {
     return stored(this.templates.get(templateId) ?? null);
@@ -96,6 +98,7 @@ export class MemoryStore implements SessionStore {
     if (next) {
       session.state = stored(next);
       removePartials(session, strayPartials);
+      this.tellIfClosed(sessionId);
     }
     return { found: true, outcome, state: stored(session.state) };
   }
@@ -136,6 +139,34 @@ export class MemoryStore implements SessionStore {
     else partials.set(key, stored(partial));
   }
 
+  /** Knows every session's state: tells as the state closes (or the session goes), at once if it is so already. */
+  onClosed(sessionId: string, closed: () => void, until: AbortSignal): void {
+    if (until.aborted) return;
+    if (this.sessions.get(sessionId)?.state.status !== "active") {
+      closed();
+      return;
+    }
+    const watchers = this.closeWatchers.get(sessionId) ?? new Set();
+    const watcher = (): void => {
+      until.removeEventListener("abort", forget);
+      closed();
+    };
+    const forget = (): void => {
+      watchers.delete(watcher);
+      if (watchers.size === 0 && this.closeWatchers.get(sessionId) === watchers) this.closeWatchers.delete(sessionId);
+    };
+    watchers.add(watcher);
+    this.closeWatchers.set(sessionId, watchers);
+    until.addEventListener("abort", forget, { once: true });
+  }
+
+  private tellIfClosed(sessionId: string): void {
+    const watchers = this.closeWatchers.get(sessionId);
+    if (!watchers || this.sessions.get(sessionId)?.state.status === "active") return;
+    this.closeWatchers.delete(sessionId);
+    for (const watcher of watchers) watcher();
+  }
+
   /** The partial replies of a session, as a database client listening to it would see them (embedded mode has no listeners; for tests). */
   readPartials(sessionId: string): Record<string, PartialReply> {
     return Object.fromEntries([...(this.sessions.get(sessionId)?.partials ?? [])].map(([key, partial]) => [key, stored(partial)]));
@@ -163,6 +194,7 @@ export class MemoryStore implements SessionStore {
 
   async deleteSession(sessionId: string): Promise<void> {
     this.sessions.delete(sessionId);
+    this.tellIfClosed(sessionId);
   }
 
   async claimCreateKey(hash: string, key: CreateKey): Promise<CreateKey> {
@@ -288,7 +320,11 @@ export class MemoryStore implements SessionStore {
 
   async deleteUserSessions(userId: string, sessionIds: readonly string[]): Promise<void> {
     // Here every session names its owner: one of another user's is never taken for the user's.
-    for (const id of sessionIds) if (this.sessions.get(id)?.meta.user_id === userId) this.sessions.delete(id);
+    for (const id of sessionIds) {
+      if (this.sessions.get(id)?.meta.user_id !== userId) continue;
+      this.sessions.delete(id);
+      this.tellIfClosed(id);
+    }
   }
 
   async deleteUserCreateKeys(userKey: string, cutoff: number): Promise<number> {

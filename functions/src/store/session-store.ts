@@ -98,6 +98,16 @@ export interface StateStore {
   writePartial(sessionId: string, key: string, partial: PartialReply | null): Promise<void>;
 
   /**
+   * Calls `closed`, once, when this instance learns that the session is closed (ended, expired)
+   * or gone, at once when it knows so already; nothing once `until` is aborted. From what the
+   * instance knows of the session anyway, never at the cost of a read or a round trip: an adapter
+   * that listens to the state of the sessions it serves tells from that listener, and tells
+   * nothing of a session it does not listen to. For a partial's writer, whose session another
+   * instance may close while its reply is still being written.
+   */
+  onClosed(sessionId: string, closed: () => void, until: AbortSignal): void;
+
+  /**
    * Whether anyone but this service reads partial replies (a database clients listen to). When
    * not, and no HTTP stream asks for deltas, the model is called without streaming, which costs
    * less CPU per message.

@@ -101,6 +101,11 @@ export class ShardedStore implements SessionStore {
     return this.on(sessionId, "write partial", (instance) => instance.writePartial(sessionId, key, partial));
   }
 
+  onClosed(sessionId: string, closed: () => void, until: AbortSignal): void {
+    // An id past the list names no session this instance can serve: nothing is known of it.
+    this.instances[instancePositionOf(sessionId)]?.onClosed(sessionId, closed, until);
+  }
+
   claimCreateKey(hash: string, key: CreateKey): Promise<CreateKey> {
     return this.home.claimCreateKey(hash, key);
   }

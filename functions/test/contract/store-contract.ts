@@ -423,6 +423,35 @@ export function storeContract(makeHarness: () => Promise<StoreHarness>): void {
       expect(results.filter((result) => result.found && result.outcome.kind === "closed")).toHaveLength(2);
     });
 
+    it("tells an instance serving a session once another instance closed it, at once when it knows already, and nothing once it stopped asking", async () => {
+      const [session, other] = [await seededSession(), await seededSession()];
+      // This instance serves both: it transacted on their state, as a message's claim does.
+      const touch: StateRule<undefined> = (state) => ({ outcome: undefined, next: { ...state, last_activity: state.last_activity + 1 } });
+      for (const { id } of [session, other]) await store.updateState(id, touch);
+      const told: string[] = [];
+      const stopped = new AbortController();
+      store.onClosed(other.id, () => told.push(other.id), stopped.signal);
+      const closed = toldClosed(session.id, told);
+      expect(told).toEqual([]);
+      stopped.abort();
+      // Ended elsewhere, the one it stopped asking about first: its news would come first, too.
+      const elsewhere = harness.instance();
+      await elsewhere.updateState(other.id, endAt(T + 10));
+      await elsewhere.updateState(session.id, endAt(T + 10));
+      await closed;
+      expect(told).toEqual([session.id]);
+      await toldClosed(session.id, told);
+      expect(told).toEqual([session.id, session.id]);
+    });
+
+    /** Resolves once `store` tells that `sessionId` is closed, noting it in `told`; rejects after 5 s. */
+    function toldClosed(sessionId: string, told: string[]): Promise<void> {
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => { reject(new Error(`never told that ${sessionId} closed`)); }, 5_000);
+        store.onClosed(sessionId, () => { clearTimeout(timer); told.push(sessionId); resolve(); }, new AbortController().signal);
+      });
+    }
+
     it("keeps count and history equal when an end races with messages", async () => {
       const session = await seededSession();
       const other = harness.instance();

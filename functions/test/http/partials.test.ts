@@ -5,7 +5,8 @@ import type { Database } from "firebase/database";
 import { streamCall } from "../support/event-stream-client";
 import { lastUser, type RecordedRequest, type Scripted } from "../support/fake-openai-server";
 import { appendAt, exchange } from "../support/fixtures";
-import { createSession, ROUTES, startHarness, type Harness } from "../support/http-harness";
+import type { SessionStore } from "../../src/store/session-store";
+import { createSession, ROUTES, startHarness, type Harness, type Instance } from "../support/http-harness";
 import { describeWithRtdb } from "../support/rtdb";
 import { FaultyStore } from "../support/faulty-store";
 import { SessionWatcher, webClient, type Seen } from "../support/session-watcher";
@@ -275,4 +276,127 @@ describeWithRtdb("live partial replies in the Realtime Database, seen by a web S
     expect(reply.startsWith(texts.at(-1) ?? "-")).toBe(true);
     expect(watcher.seen.at(-1)?.messages).toEqual(["a story", reply]);
   }
+});
+
+describeWithRtdb("live partial replies of a session another instance ends while the reply is being written", () => {
+  let harness: Harness;
+  let elsewhere: Instance;
+  /** The first instance's partial writes, held back while set: sent, not landed yet; `sent` is told of each. */
+  let held: { readonly sends: (() => void)[]; readonly sent: () => void } | undefined;
+  const apps: FirebaseApp[] = [];
+
+  /** Its store's calls not answered yet: what a message still does after its answer (the claim's release). */
+  const running = new Set<Promise<unknown>>();
+
+  /**
+   * The first instance's store: its partial writes are held in order while `held` is set (a
+   * removal after a write then comes after it, as on one connection), and its calls in flight are in `running`.
+   */
+  function watchedStore(store: SessionStore): SessionStore {
+    const track = <T>(call: Promise<T>): Promise<T> => {
+      running.add(call);
+      return call.finally(() => running.delete(call));
+    };
+    return new Proxy(store, {
+      get(target, property) {
+        const value: unknown = Reflect.get(target, property, target);
+        if (typeof value !== "function") return value;
+        if (property !== "writePartial") {
+          return (...args: unknown[]) => {
+            const result: unknown = Reflect.apply(value, target, args);
+            return result instanceof Promise ? track(result) : result;
+          };
+        }
+        return (...args: Parameters<SessionStore["writePartial"]>) =>
+          track(
+            new Promise<void>((resolve, reject) => {
+              const send = () => { target.writePartial(...args).then(resolve, reject); };
+              if (!held) {
+                send();
+                return;
+              }
+              held.sends.push(send);
+              held.sent();
+            }),
+          );
+      },
+    });
+  }
+
+  /** Once the message answered: what it still does (its claim's release, and that copy) is done before the next test or the close. */
+  async function messageDone(): Promise<void> {
+    while (running.size > 0) await Promise.allSettled([...running]);
+  }
+
+  beforeAll(async () => {
+    // The first instance started is `harness.api`: only its writes are held.
+    let instances = 0;
+    // A model call as long as the slow reply's, and more: the harness's own 3 s would cut it off.
+    harness = await startHarness({ store: "rtdb", env: { OPENAI_TIMEOUT_MS: "8000" }, wrapStore: (store) => (++instances === 1 ? watchedStore(store) : store) });
+    elsewhere = await harness.instance();
+  });
+  afterAll(async () => {
+    await Promise.all(apps.map((app) => deleteApp(app)));
+    await harness.close();
+  });
+
+  function watch(id: string): SessionWatcher {
+    const { app, database } = webClient(harness.namespace ?? "");
+    apps.push(app);
+    return new SessionWatcher(database, id);
+  }
+  /** The index of the first event at or after `from` that `accept` takes, once there is one. */
+  async function after(watcher: SessionWatcher, from: number, accept: (seen: Seen) => boolean): Promise<number> {
+    const taken = (seen: Seen, index: number) => index >= from && accept(seen);
+    await watcher.until((seen) => taken(seen, watcher.seen.indexOf(seen)));
+    return watcher.seen.findIndex(taken);
+  }
+  const partialTexts = (seen: readonly Seen[]) => seen.flatMap((event) => event.partials.map((partial) => partial.text));
+  /** A reply the model writes over ~3 s, a word every 400 ms: partial writes at about 0.4, 0.9 and 1.9 s, each text longer. */
+  const slowStory = () => { harness.fake.enqueue({ kind: "stream", chunks: Array.from({ length: 8 }, (_, i) => `word${i} `), chunkDelayMs: 400 }); };
+
+  it("shows no reply being written once the session is ended, while the cut-off message runs on to its model call's end", async () => {
+    const id = await createSession(harness.api, "friendly-assistant", `user-${randomUUID()}`);
+    const watcher = watch(id);
+    slowStory();
+    const sending = harness.api.call("POST", ROUTES.message(id), { message: "a long story" });
+    const written = await after(watcher, 0, (seen) => seen.partials.length === 1);
+    // Ended on the other instance, whose closing copy removes the partial.
+    expect((await elsewhere.call("DELETE", ROUTES.end(id))).status).toBe(200);
+    const removed = await after(watcher, written, (seen) => seen.partials.length === 0);
+    // The message goes on until the model is done, then finds the session closed: nothing stored.
+    expect((await sending).status).toBe(410);
+    await messageDone();
+    const read = await elsewhere.call("GET", ROUTES.get(id));
+    watcher.close();
+    expect(read.body.session).toMatchObject({ status: "ended" });
+    expect({ shown: partialTexts(watcher.seen.slice(removed)), listed: read.body.partials }).toEqual({ shown: [], listed: [] });
+  });
+
+  it("removes a partial write that lands after the session was ended, as soon as the instance learns of the end", async () => {
+    const id = await createSession(harness.api, "friendly-assistant", `user-${randomUUID()}`);
+    const watcher = watch(id);
+    slowStory();
+    let settled = false;
+    const sending = harness.api.call("POST", ROUTES.message(id), { message: "a long story" }).finally(() => { settled = true; });
+    const written = await after(watcher, 0, (seen) => seen.partials.length === 1);
+    // The next write is sent before the end, and lands only after it (and after the closing copy's removal).
+    const sends: (() => void)[] = [];
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => { reject(new Error("no partial write was sent after the first")); }, 5_000);
+      held = { sends, sent: () => { clearTimeout(timer); resolve(); } };
+    });
+    expect((await elsewhere.call("DELETE", ROUTES.end(id))).status).toBe(200);
+    const removed = await after(watcher, written, (seen) => seen.partials.length === 0);
+    held = undefined;
+    for (const send of sends) send();
+    const back = await after(watcher, removed, (seen) => seen.partials.length === 1);
+    // Back in the ended session, and gone again before another write, while the message still runs: not left to its end.
+    const gone = await after(watcher, back, (seen) => seen.partials.length === 0);
+    expect({ shown: new Set(partialTexts(watcher.seen.slice(back, gone))).size, settled }).toEqual({ shown: 1, settled: false });
+    expect((await sending).status).toBe(410);
+    await messageDone();
+    watcher.close();
+    expect(partialTexts(watcher.seen.slice(gone))).toEqual([]);
+  });
 });

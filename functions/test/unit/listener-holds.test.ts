@@ -1,4 +1,4 @@
-import type { Database } from "firebase-admin/database";
+import type { DataSnapshot, Database } from "firebase-admin/database";
 import { ListenerHolds } from "../../src/store/rtdb/listener-holds";
 
 /** A Database that only records which paths are listened to. */
@@ -11,6 +11,21 @@ function recordingDatabase() {
     }),
   };
   return { listened, db: db as unknown as Database };
+}
+
+/** A Database whose listeners a test calls itself (`emit`), each registration kept apart. */
+function emittingDatabase() {
+  const listeners = new Map<string, ((snapshot: DataSnapshot) => void)[]>();
+  const db = {
+    ref: (path: string) => ({
+      on: (_event: string, listener: (snapshot: DataSnapshot) => void) => { listeners.set(path, [...(listeners.get(path) ?? []), listener]); },
+      off: (_event: string, listener: (snapshot: DataSnapshot) => void) => { listeners.set(path, (listeners.get(path) ?? []).filter((kept) => kept !== listener)); },
+    }),
+  };
+  const emit = (path: string, value: unknown) => {
+    for (const listener of listeners.get(path) ?? []) listener({ val: () => value } as unknown as DataSnapshot);
+  };
+  return { db: db as unknown as Database, emit, count: (path: string) => listeners.get(path)?.length ?? 0 };
 }
 
 describe("ListenerHolds", () => {
@@ -68,6 +83,26 @@ describe("ListenerHolds", () => {
     withdraw();
     // Confirmed, c is the most recently used of 3 nodes for 2 places: a, the least, went.
     expect([...listened].sort()).toEqual(["b", "c"]);
+  });
+
+  it("tells once when a held node takes a value, from a listener of its own that goes then or when asked, and nothing of a node not held", () => {
+    const { db, emit, count } = emittingDatabase();
+    const holds = new ListenerHolds(db, 10, 60_000, () => undefined, () => 0);
+    holds.hold("state");
+    const told: string[] = [];
+    const closed = (snapshot: DataSnapshot) => snapshot.val() === "ended";
+    holds.whenValue("state", closed, () => told.push("first"), new AbortController().signal);
+    const stopped = new AbortController();
+    holds.whenValue("state", closed, () => told.push("stopped"), stopped.signal);
+    holds.whenValue("other", closed, () => told.push("not held"), new AbortController().signal);
+    expect({ state: count("state"), other: count("other") }).toEqual({ state: 3, other: 0 });
+    stopped.abort();
+    emit("state", "active");
+    emit("state", "ended");
+    emit("state", "ended");
+    expect(told).toEqual(["first"]);
+    // The hold's own listener is all that is left.
+    expect(count("state")).toBe(1);
   });
 
   it("drops a guess neither confirmed nor withdrawn once it is idle", () => {

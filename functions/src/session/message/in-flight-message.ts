@@ -74,6 +74,8 @@ export class InFlightMessage {
   /** The reservations are settled with what the calls spent (sent beside the commit). */
   private settled = false;
   private ended = false;
+  /** Aborted when the reply is complete (its commit or its end removes the partial then): no more watching for the session's close. */
+  private readonly watching = new AbortController();
 
   constructor(
     private readonly context: MessageContext,
@@ -103,6 +105,12 @@ export class InFlightMessage {
     const { id } = this.session;
     const partial = new PartialWriter((value) => void store.writePartial(id, this.claim.owner, value).catch(() => undefined), this.slot.exchangeCount, clock, partialMaxIntervalMs);
     this.partial = partial;
+    // Another instance may close the session while the reply is still being written: its close
+    // removes the partials once, and each write after it would bring this one back, in a
+    // conversation that takes no reply, until the message ends. Once the session is known closed
+    // the writer stops, and removes what it wrote as a failure does: the removal goes after any
+    // write still on its way (one connection, in order), so a write landing after the close goes too.
+    store.onClosed(id, () => { partial.discard(); }, this.watching.signal);
     if (!caller) return partial;
     return {
       write: (text) => {
@@ -143,6 +151,7 @@ export class InFlightMessage {
    */
   replyComplete(): SummaryResult {
     this.partial?.stop();
+    this.watching.abort();
     return this.summaryCall?.finish() ?? {};
   }
 
@@ -195,6 +204,7 @@ export class InFlightMessage {
   end(how: MessageEnd): void {
     if (this.ended) return;
     this.ended = true;
+    this.watching.abort();
     const { store } = this.context;
     // The exchange's copy removes a stored one's partial, in the update that adds it to `messages`.
     // Otherwise discard's removal, sent on its own, may be lost (the instance going away): the

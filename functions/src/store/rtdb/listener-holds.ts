@@ -1,4 +1,4 @@
-import type { Database } from "firebase-admin/database";
+import type { DataSnapshot, Database } from "firebase-admin/database";
 
 /**
  * The nodes an instance keeps listening to: the `state` of the sessions it serves and the usage
@@ -42,6 +42,30 @@ export class ListenerHolds {
     return () => {
       if (this.held.get(path)?.guessed) this.release(path);
     };
+  }
+
+  /**
+   * Calls `then`, once, when `path` holds a value that `matches` (at once when the value held
+   * does), while `until` is not aborted; nothing when `path` is not held. Answered from the listen
+   * the hold keeps: the SDK sends no listen of its own for a second listener of a node it listens
+   * to. That listener keeps the listen open past a release of the hold, until it is answered or
+   * `until` is aborted.
+   */
+  whenValue(path: string, matches: (snapshot: DataSnapshot) => boolean, then: () => void, until: AbortSignal): void {
+    if (until.aborted || !this.held.has(path)) return;
+    const ref = this.db.ref(path);
+    const stop = (): void => {
+      ref.off("value", onValue);
+      until.removeEventListener("abort", stop);
+    };
+    const onValue = (snapshot: DataSnapshot): void => {
+      if (!matches(snapshot)) return;
+      stop();
+      then();
+    };
+    until.addEventListener("abort", stop, { once: true });
+    // A cancelled listen (rules, a deleted app) tells nothing more.
+    ref.on("value", onValue, stop);
   }
 
   isHeld(path: string): boolean {

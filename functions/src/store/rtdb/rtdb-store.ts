@@ -253,6 +253,12 @@ export class RtdbStore implements SessionStore {
     await this.engine.call("write partial reply", this.db.ref(partialPath(sessionId, key)).set(partial));
   }
 
+  onClosed(sessionId: string, closed: () => void, until: AbortSignal): void {
+    // From the state's listener alone (the instance holds those of the sessions it serves): a
+    // transaction here never applies locally, so each value is the server's. `status` only, not the whole state parsed.
+    this.holds.whenValue(statePath(sessionId), (state) => state.child("status").val() !== "active", closed, until);
+  }
+
   async claimCreateKey(hash: string, key: CreateKey): Promise<CreateKey> {
     const path = createKeyPath(hash);
     // A record already there is written back (taken over, when this is a repeat), so the server
