@@ -64,7 +64,7 @@ describeEachStore("rolling summary", (kind) => {
     // this reply folds it in, so that the next prompt has it in one form or the other.
     await send(id, "I like owls.");
     const [first] = summaries(harness.fake.requests);
-    expect(first?.body.messages[1]?.content).toContain("User: My name is Ada.");
+    expect(first?.body.messages[1]?.content).toContain('User: "My name is Ada."');
     expect(first?.body.messages[1]?.content).not.toContain("I like owls.");
     expect(await harness.api.store.readSummary(id)).toMatchObject({ text: "SUMMARY 1", through: 2 });
 
@@ -79,7 +79,7 @@ describeEachStore("rolling summary", (kind) => {
     // The second summary rolls the first forward with the next exchange.
     const second = summaries(harness.fake.requests)[1]!;
     expect(second.body.messages[1]?.content).toContain("SUMMARY 1");
-    expect(second.body.messages[1]?.content).toContain("User: I like owls.");
+    expect(second.body.messages[1]?.content).toContain('User: "I like owls."');
     expect(await harness.api.store.readSummary(id)).toMatchObject({ text: "SUMMARY 2", through: 4 });
     await send(id, "And what do I like?");
     expect(summaryIn(replies(harness.fake.requests).at(-1)!.body.messages)).toBe("SUMMARY 2");

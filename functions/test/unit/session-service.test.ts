@@ -295,7 +295,7 @@ describe("SessionService", () => {
       await instance().send({ sessionId, message: "five, cold" });
       const summaryCalls = fake.requests.filter((request) => isSummary(request.body.messages));
       // From the second message on, each pushes the exchange before it out of the next window: each call had it at hand.
-      expect(summaryCalls.map((request) => request.body.messages[1]?.content.match(/New messages:\nUser: (\w+)/)?.[1])).toEqual(["one", "two", "three", "four"]);
+      expect(summaryCalls.map((request) => request.body.messages[1]?.content.match(/New messages:\nUser: "(\w+)/)?.[1])).toEqual(["one", "two", "three", "four"]);
       expect(store.rangeReads).toBe(0);
       expect(await store.readSummary(sessionId)).toMatchObject({ text: "the gist", through: 8 });
     });

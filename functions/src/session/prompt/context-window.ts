@@ -39,8 +39,9 @@ export function estimateStored(message: ChatMessage): number {
  * the history sent stays a stretch of the conversation with no hole. They are what the summary
  * does not hold yet: exchanges that landed at once (each concurrent message's summary call folded
  * in what a window moved by its own exchange alone drops), or a summary call that came too late.
- * One batch is what the next summary call can fold in; a longer gap's older part is in neither
- * until the summary catches up, and the prompt stays within one batch of its window.
+ * The next summary call folds in a batch of messages (cut to its input tokens when they are
+ * over); a longer gap's older part is in neither until the summary catches up, and the prompt
+ * stays within one batch of its window.
  */
 export function catchUpCount(gap: readonly ChatMessage[]): number {
   let tokens = 0;
