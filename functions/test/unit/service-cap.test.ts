@@ -1,6 +1,10 @@
 import { randomUUID } from "node:crypto";
 import { utcDay } from "../../src/session/ledger/limits";
 import { SERVICE_SHARD_KEYS, ServiceLedger, splitSpent, type ServiceAdmission, type ServiceReservation } from "../../src/session/ledger/service-cap";
+import { InFlightMessage } from "../../src/session/message/in-flight-message";
+import type { MessageContext } from "../../src/session/message/message-context";
+import type { KnownSession } from "../../src/session/known-sessions";
+import type { RequestClaim } from "../../src/session/session-rules";
 import { seconds } from "../../src/session/message/refusals";
 import { MemoryStore } from "../../src/store/memory-store";
 import type { ServiceUsage } from "../../src/store/records";
@@ -173,10 +177,28 @@ describe("the deployment cap's shards", () => {
     store.afterRead = async () => {
       reservationOf(await ledgerOn(store.store, "s7").reserve(() => 500, NOON));
     };
-    expect(await ledgerOn(store, "s0").reserve(() => 1_800, NOON)).toEqual({ admitted: false, retryAfterMs: MIDNIGHT - NOON });
+    // What keeps it out is the other message's open reservation (the shards would hold 1,800 with
+    // it given back): retry once it has settled, or lapsed (2 minutes) at the latest, not at midnight.
+    expect(await ledgerOn(store, "s0").reserve(() => 1_800, NOON)).toEqual({ admitted: false, retryAfterMs: 120_000 });
     // s6 took 1,000 and s7 500 (what it had left): 300 short, both given back.
     expect(store.updates).toEqual(["s0", "s6", "s7", "s6", "s7"]);
     expect(await shardTokens(store.store)).toEqual({ s0: 1_000, s1: 1_000, s2: 1_000, s3: 1_000, s4: 1_000, s5: 1_000, s6: 0, s7: 500 });
+  });
+
+  it("says to retry once another instance's open reservation, taken between the read and the parts, has settled or lapsed, not at midnight", async () => {
+    const store = new CountingStore();
+    await fill(store.store, { s0: 1_000, s1: 1_000, s2: 1_000, s3: 1_000, s4: 1_000, s5: 1_000 });
+    // Another instance's message reserves 500 on s7 after this one read the shards: still running.
+    let other: ServiceReservation | undefined;
+    store.afterRead = async () => {
+      store.afterRead = async () => undefined;
+      other = reservationOf(await ledgerOn(store.store, "s7").reserve(() => 500, NOON));
+    };
+    // The read showed 2,000 left; the parts found 1,500: what the parts' transactions found says when to retry.
+    expect(await ledgerOn(store, "s0").reserve(() => 1_800, NOON)).toEqual({ admitted: false, retryAfterMs: 120_000 });
+    // That message settles having spent 100, and the same reservation fits, well before midnight.
+    await ledgerOn(store.store, "s7").settle(other, { tokens: 100 });
+    expect((await ledgerOn(store, "s0").reserve(() => 1_800, NOON + 1_000))?.admitted).toBe(true);
   });
 
   it("gives back the parts it took when the database fails on a later part, and fails", async () => {
@@ -286,6 +308,45 @@ describe("the deployment cap's settlement", () => {
  * (context_window up to 200 messages of MAX_MESSAGE_CHARS each), 200 x 8,005 tokens = 1.6M, more
  * than one shard's eighth of a 10M cap.
  */
+describe("the deployment cap's top-up before the model call", () => {
+  /** A message holding `service` from its admission; holdServiceTokens reads only the context's ledger and usage policy. */
+  function messageHolding(serviceLedger: ServiceLedger, service: ServiceReservation): InFlightMessage {
+    const context: Pick<MessageContext, "serviceLedger" | "usage"> = { serviceLedger, usage: { messagesPerMinute: 20, maxActiveSessions: 5, idleTtlMs: 3_600_000, tokensPerDay: 0 } };
+    return new InFlightMessage(context as MessageContext, {} as KnownSession, {} as RequestClaim, { service });
+  }
+
+  it("says to retry at midnight when only the message's own admission reservation is in flight: that one is given back with the refusal, not settled later", async () => {
+    const store = new MemoryStore();
+    // Seven shards spent in full (settled, nothing open): 1,000 tokens of the day left, all on s7.
+    await fill(store, { s0: 1_000, s1: 1_000, s2: 1_000, s3: 1_000, s4: 1_000, s5: 1_000, s6: 1_000 });
+    // The admission reserved 600 from a warm window behind the session; the planned calls need
+    // 1,400: 800 more, which the 400 left cannot hold.
+    const serviceLedger = ledgerOn(store, "s7");
+    const admitted = reservationOf(await serviceLedger.reserve(() => 600, NOON));
+    const refusedAt = NOON + 1_000;
+    expect(await messageHolding(serviceLedger, admitted).holdServiceTokens(1_400, refusedAt)).toBe(MIDNIGHT - refusedAt);
+    // Refused, the message gives its 600 back (reply-generation ends it refused); nothing else is
+    // open, and once its reservation would have lapsed the same 1,400 is still refused: only the
+    // day's end lets it in.
+    await serviceLedger.settle(admitted, { tokens: 0 });
+    expect((await ledgerOn(store, "s7").reserve(() => 1_400, NOON + 121_000))?.admitted).toBe(false);
+  });
+
+  it("says to retry once another message's open reservation has settled, when the room with it given back holds the message's whole need", async () => {
+    const store = new MemoryStore();
+    await fill(store, { s0: 1_000, s1: 1_000, s2: 1_000, s3: 1_000, s4: 1_000, s5: 1_000 });
+    // Another message holds 700 of s6 (running); this one's admission holds 600 of s7.
+    const other = reservationOf(await ledgerOn(store, "s6").reserve(() => 700, NOON));
+    const serviceLedger = ledgerOn(store, "s7");
+    const admitted = reservationOf(await serviceLedger.reserve(() => 600, NOON + 1_000));
+    // It needs 1,400 in all: 800 more, refused (700 free); with the other's 700 and its own 600 back, 2,000.
+    expect(await messageHolding(serviceLedger, admitted).holdServiceTokens(1_400, NOON + 2_000)).toBe(120_000 - 2_000);
+    await serviceLedger.settle(admitted, { tokens: 0 });
+    await ledgerOn(store, "s6").settle(other, { tokens: 200 });
+    expect((await ledgerOn(store, "s7").reserve(() => 1_400, NOON + 3_000))?.admitted).toBe(true);
+  });
+});
+
 describe("the deployment cap through the session service", () => {
   const suite = tokenSuite();
 

@@ -49,11 +49,9 @@ function today(usage: ServiceUsage | null | undefined, day: string): ServiceUsag
   return usage?.day === day ? usage : { day, tokens: 0 };
 }
 
-/** Whole tokens a shard may still take today under its share; with `now`, as if its open reservations had settled to nothing. */
-function roomOf(usage: ServiceUsage | null | undefined, day: string, capPerDay: number, now?: number): number {
-  const counted = today(usage, day);
-  const held = now === undefined ? 0 : heldOf(counted, now);
-  return Math.max(0, Math.floor(capPerDay / SERVICE_SHARDS - (counted.tokens - held)));
+/** Whole tokens a shard may still take today under its share. */
+function roomOf(usage: ServiceUsage | null | undefined, day: string, capPerDay: number): number {
+  return Math.max(0, Math.floor(capPerDay / SERVICE_SHARDS - today(usage, day).tokens));
 }
 
 /**
@@ -82,15 +80,30 @@ function untilMidnight(now: number): number {
  * reservations are what keeps them out (the shards' room, theirs given back, would hold them);
  * then once the last of those has settled or lapsed, at the latest (each settles at most to what
  * it reserved). A shard's held tokens lost their settlement at worst, and lapse with it.
+ *
+ * `own`: what the refused message itself already holds (a top-up's admission reservation). The
+ * message gives it back with the refusal, so it is no reservation to wait for, and a retry needs
+ * it again on top of `tokens`: the room, with it and the others' open reservations given back,
+ * must hold both, and only the others' open reservations make the wait short. A shard's `held`
+ * does not say whose each token is: the message's own part comes off it first (were it lapsed
+ * already, the others' on that shard count as spent: a later Retry-After, never an earlier one).
  */
-function serviceRefusal(shards: Readonly<Record<string, ServiceUsage>>, tokens: number, now: number, capPerDay: number): ServiceAdmission {
+function serviceRefusal(shards: Readonly<Record<string, ServiceUsage>>, tokens: number, now: number, capPerDay: number, own?: ServiceReservation): ServiceAdmission {
   const day = utcDay(now);
   const midnight = untilMidnight(now);
-  const counted = SERVICE_SHARD_KEYS.map((shard) => today(shards[shard], day));
-  const holding = counted.filter((shard) => heldOf(shard, now) > 0);
-  const room = counted.reduce((sum, shard) => sum + roomOf(shard, day, capPerDay, now), 0);
-  if (holding.length === 0 || room < tokens) return { admitted: false, retryAfterMs: midnight };
-  return { admitted: false, retryAfterMs: Math.min(midnight, Math.max(...holding.map((shard) => shard.held_until ?? now)) - now) };
+  const mine = (shard: string): number => (own?.day === day ? own.parts.filter((part) => part.shard === shard).reduce((sum, part) => sum + part.tokens, 0) : 0);
+  const counted = SERVICE_SHARD_KEYS.map((shard) => {
+    const usage = today(shards[shard], day);
+    const ownTokens = Math.min(mine(shard), usage.tokens);
+    const othersHeld = Math.max(0, heldOf(usage, now) - ownTokens);
+    const room = Math.max(0, Math.floor(capPerDay / SERVICE_SHARDS - (usage.tokens - ownTokens - othersHeld)));
+    return { usage, othersHeld, room };
+  });
+  const holding = counted.filter(({ othersHeld }) => othersHeld > 0);
+  const room = counted.reduce((sum, shard) => sum + shard.room, 0);
+  const whole = tokens + (own?.parts.reduce((sum, part) => sum + part.tokens, 0) ?? 0);
+  if (holding.length === 0 || room < whole) return { admitted: false, retryAfterMs: midnight };
+  return { admitted: false, retryAfterMs: Math.min(midnight, Math.max(...holding.map(({ usage }) => usage.held_until ?? now)) - now) };
 }
 
 /**
@@ -107,16 +120,24 @@ export function reserveServiceTokens(shard: string, now: number, tokens: number,
   };
 }
 
+/** One part of a spread reservation: what it took, and its shard as the part's transaction found it, before the part. */
+export interface TakenPart {
+  readonly taken: number;
+  readonly found: ServiceUsage | null;
+}
+
 /**
  * Takes up to `tokens` of the day from one shard, what its share of `capPerDay` has left: one part
- * of a spread reservation. The outcome is what was taken (0, and nothing written, when the shard is full).
+ * of a spread reservation. The outcome is what was taken (0, and nothing written, when the shard is
+ * full), with the shard as found: when the parts fall short, what others did since the read is
+ * what tells when to retry.
  */
-export function takeServiceTokens(now: number, tokens: number, capPerDay: number, lifetimeMs = requestLifetimeMs({})): LedgerRule<ServiceUsage, number> {
+export function takeServiceTokens(now: number, tokens: number, capPerDay: number, lifetimeMs = requestLifetimeMs({})): LedgerRule<ServiceUsage, TakenPart> {
   return (usage) => {
     const counted = today(usage, utcDay(now));
     const taken = Math.min(tokens, roomOf(counted, counted.day, capPerDay));
-    if (taken <= 0) return { outcome: 0 };
-    return { outcome: taken, next: withReserved(counted, taken, now, lifetimeMs) };
+    if (taken <= 0) return { outcome: { taken: 0, found: usage } };
+    return { outcome: { taken, found: usage }, next: withReserved(counted, taken, now, lifetimeMs) };
   };
 }
 
@@ -180,8 +201,10 @@ export class ServiceLedger {
    * all, spread over the shards with room (a read, then a transaction per part, only near a
    * shard's share or for a reservation larger than one). Undefined, and nothing worked out, when there is no cap.
    * `policy`: the function's timeout, past which the reservation no longer counts as open (held).
+   * `own`: what the message already holds, for a top-up (see serviceRefusal): a refusal's
+   * Retry-After then counts on the message's whole need, its own reservation given back.
    */
-  async reserve(tokensOf: () => number, now: number, policy: Pick<UsagePolicy, "requestTimeoutMs"> = {}): Promise<ServiceAdmission | undefined> {
+  async reserve(tokensOf: () => number, now: number, policy: Pick<UsagePolicy, "requestTimeoutMs"> = {}, own?: ServiceReservation): Promise<ServiceAdmission | undefined> {
     if (!this.capped) return undefined;
     const tokens = tokensOf();
     // How long the reservation counts as open at most: the longest a request may run.
@@ -194,7 +217,7 @@ export class ServiceLedger {
     const first = SERVICE_SHARD_KEYS[Math.floor(this.random() * SERVICE_SHARDS)] ?? "s0";
     const admission = await this.store.updateServiceUsage(first, reserveServiceTokens(first, now, tokens, this.capPerDay, lifetimeMs));
     if (admission.admitted) return admission;
-    return this.spread(tokens, now, lifetimeMs);
+    return this.spread(tokens, now, lifetimeMs, own);
   }
 
   /**
@@ -203,23 +226,26 @@ export class ServiceLedger {
    * between the read and the part, and the next shard then takes the rest. Parts are taken one
    * after the other, since each needs to know what the last one took. When the read shows too
    * little room, or the parts fall short, what was taken goes back and the message is refused
-   * (serviceRefusal says when to retry, from the read).
+   * (serviceRefusal says when to retry: from the read, or, the parts short, from the shards as
+   * the parts' transactions found them, since what others reserved after the read is what kept
+   * the message out; no read more).
    */
-  private async spread(tokens: number, now: number, lifetimeMs: number): Promise<ServiceAdmission> {
+  private async spread(tokens: number, now: number, lifetimeMs: number, own: ServiceReservation | undefined): Promise<ServiceAdmission> {
     const shards = await this.store.readServiceUsage();
-    const refused = serviceRefusal(shards, tokens, now, this.capPerDay);
     const rooms = emptiestFirst(shards, now, this.capPerDay);
-    if (rooms.reduce((sum, { room }) => sum + room, 0) < tokens) return refused;
+    if (rooms.reduce((sum, { room }) => sum + room, 0) < tokens) return serviceRefusal(shards, tokens, now, this.capPerDay, own);
     const day = utcDay(now);
     const parts: ServicePart[] = [];
+    const found: Record<string, ServiceUsage> = { ...shards };
     let missing = tokens;
     try {
       for (const { shard } of rooms) {
         if (missing <= 0) break;
-        const taken = await this.store.updateServiceUsage(shard, takeServiceTokens(now, missing, this.capPerDay, lifetimeMs));
-        if (taken > 0) {
-          parts.push({ shard, tokens: taken });
-          missing -= taken;
+        const part = await this.store.updateServiceUsage(shard, takeServiceTokens(now, missing, this.capPerDay, lifetimeMs));
+        found[shard] = part.found ?? { day, tokens: 0 };
+        if (part.taken > 0) {
+          parts.push({ shard, tokens: part.taken });
+          missing -= part.taken;
         }
       }
     } catch (error) {
@@ -230,7 +256,7 @@ export class ServiceLedger {
     }
     if (missing > 0) {
       await this.settle({ day, parts }, { tokens: 0 });
-      return refused;
+      return serviceRefusal(found, tokens, now, this.capPerDay, own);
     }
     return { admitted: true, reservation: { day, parts } };
   }

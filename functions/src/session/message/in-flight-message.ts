@@ -127,13 +127,15 @@ export class InFlightMessage {
    * settlement would carry the deployment past its cap. Reserves the rest (one more transaction,
    * only then); undefined when it holds them, else when to retry (the cap cannot). Parts reserved
    * after midnight stay counted on their day, the settlement leaving them as reserved: never low.
+   * The refusal's Retry-After counts on all `tokens`, what the message holds given back with the
+   * refusal (not an open reservation that will settle), so a retry then fits; else 00:00 UTC.
    */
   async holdServiceTokens(tokens: number, now: number): Promise<number | undefined> {
     const service = this.service;
     if (!service) return undefined;
     const held = service.parts.reduce((sum, part) => sum + part.tokens, 0);
     if (tokens <= held) return undefined;
-    const more = await this.context.serviceLedger.reserve(() => Math.ceil(tokens - held), now, this.context.usage);
+    const more = await this.context.serviceLedger.reserve(() => Math.ceil(tokens - held), now, this.context.usage, service);
     if (!more) return undefined;
     if (!more.admitted) return more.retryAfterMs;
     this.service = { day: service.day, parts: [...service.parts, ...more.reservation.parts] };
