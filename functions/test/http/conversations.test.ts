@@ -1,6 +1,7 @@
 import type { Database } from "firebase-admin/database";
 import { randomUUID } from "node:crypto";
 import { eventually } from "../support/event-stream-client";
+import { FaultyStore } from "../support/faulty-store";
 import { call, createSession, describeEachStore, ROUTES, startHarness, twoInstances, type Answer, type Harness, type Instance } from "../support/http-harness";
 import { describeWithRtdb } from "../support/rtdb";
 
@@ -326,5 +327,35 @@ describeWithRtdb("a user's conversations: a create whose session write is lost a
     // Nothing is left of it in the index either, nor in the user's one active session.
     expect((await harness.api.database!.ref(`userConversations/${user}`).once("value")).exists()).toBe(false);
     expect((await harness.api.call("POST", ROUTES.create, { user_id: user, template_id: "friendly-assistant" })).status).toBe(201);
+  });
+});
+
+describeEachStore("a user's conversations: the list when an idle session's state cannot be read", (kind) => {
+  let harness: Harness;
+  let faults: FaultyStore | undefined;
+  let now = Date.parse("2026-03-01T10:00:00Z");
+
+  beforeAll(async () => {
+    harness = await startHarness({
+      store: kind,
+      clock: () => now,
+      wrapStore: (store) => (faults ??= new FaultyStore(store)).store,
+      env: { SESSION_IDLE_TTL_MINUTES: "30", USER_MAX_ACTIVE_SESSIONS: "50", USER_MESSAGES_PER_MINUTE: "1000" },
+    });
+  });
+  afterAll(async () => harness.close());
+
+  it("lists every conversation, one whose state read fails with the status its entry gives, as for a session gone", async () => {
+    const userId = `user-${randomUUID().slice(0, 8)}`;
+    const idle = await createSession(harness.api, "friendly-assistant", userId);
+    now += 10 * MINUTE;
+    const recent = await createSession(harness.api, "friendly-assistant", userId);
+    // The first session is now idle past the 30-minute TTL (not swept yet), and its instance out of reach; the second is recent.
+    now += 25 * MINUTE;
+    faults!.reset();
+    faults!.arm("readSessionState", "before");
+    const answer = await harness.api.call("GET", `${ROUTES.list}?user_id=${encodeURIComponent(userId)}`);
+    const statuses = Object.fromEntries(((answer.body.sessions ?? []) as Listed[]).map((session) => [session.session_id, session.status]));
+    expect({ status: answer.status, code: answer.body.error?.code, statuses }).toEqual({ status: 200, code: undefined, statuses: { [idle]: "expired", [recent]: "active" } });
   });
 });

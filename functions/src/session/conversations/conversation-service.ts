@@ -186,12 +186,14 @@ export class ConversationService {
    * apply (it carries no claims; a message that arrived before the TTL and is still answered keeps
    * the session active). The sweep records expiry, so such entries are few: one read each, all at
    * once, and none (no round trip more) when the page has none. A session gone meanwhile (erased,
-   * or a create that never stored it) keeps the status its entry gives, as every other entry shows.
+   * or a create that never stored it), or whose state cannot be read, keeps the status its entry gives.
    */
   private async judgeIdle(page: readonly ListedConversation[], now: number): Promise<ReadonlyMap<string, SessionStatus>> {
     const idle = page.filter(({ entry }) => entry.closed === undefined && entry.status === "active" && this.indexStatus(entry, now) === "expired");
     if (idle.length === 0) return new Map();
-    const states = await Promise.all(idle.map(({ sessionId }) => this.options.store.readSessionState(sessionId)));
+    // A read that fails (the session's instance out of reach) leaves its entry's status, as a
+    // session gone does: the list is the home instance's read, and one instance down must not fail it.
+    const states = await Promise.all(idle.map(({ sessionId }) => this.options.store.readSessionState(sessionId).catch(() => null)));
     return new Map(idle.flatMap(({ sessionId }, i) => {
       const state = states[i];
       return state ? [[sessionId, expiredIfIdle(state, now, this.options.policy).status] as const] : [];
