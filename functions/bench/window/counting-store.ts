@@ -1,7 +1,7 @@
 import { performance } from "node:perf_hooks";
 import type { ConversationPosition, ErasureRule, ListedConversation, StoredConversation } from "../../src/store/conversation-records";
 import type { AddressUsage, ChatMessage, CreateKey, Exchange, PartialReply, ServiceUsage, SessionMeta, SessionState, SessionSummary, Template, UserUsage } from "../../src/store/records";
-import type { RuledWithKey, HistoryWindow, LedgerRule, NewSession, Ruled, SessionStore, StateRule, UsageRule } from "../../src/store/session-store";
+import type { RuledWithKey, HistoryWindow, LedgerRule, NewSession, Ruled, SessionStore, StateRule, StoredCreateKey, UsageRule } from "../../src/store/session-store";
 
 /** The store calls the session module makes, by name. */
 export type StoreCall = keyof SessionStore;
@@ -213,6 +213,14 @@ export class CountingStore implements SessionStore {
 
   deleteUserCreateKeys(userKey: string, cutoff: number): Promise<number> {
     return this.count("deleteUserCreateKeys", this.inner.deleteUserCreateKeys(userKey, cutoff));
+  }
+
+  readUserCreateKeys(userKey: string, after: string | undefined, limit: number): Promise<StoredCreateKey[]> {
+    return this.count("readUserCreateKeys", this.inner.readUserCreateKeys(userKey, after, limit));
+  }
+
+  deleteUnchangedCreateKey(hash: string, read: CreateKey): Promise<boolean> {
+    return this.count("deleteUnchangedCreateKey", this.inner.deleteUnchangedCreateKey(hash, read));
   }
 
   /** Counted when made, whether or not it succeeds; timed until it settles. */

@@ -328,7 +328,8 @@ export class SessionService {
    * its 24 h TTL: past both passes of the erasure that refused it, whose cutoff its claim time is
    * after. Only while the key is still this claim and no repeat took it over, in a transaction: a
    * request that claimed it since keeps it, and a repeat that found it may have created its session
-   * meanwhile (the key then stays to its TTL, a retry taking it over again). Otherwise a retry with
+   * meanwhile (the key then stays to its TTL, a retry taking it over again; or, refused for an
+   * erasure, until its second pass finds no session came of it: ErasureService). Otherwise a retry with
    * the key claims it anew, as a first request would. Awaited (a
    * deployed instance gets no CPU once it has answered); a failure leaves the refusal the answer,
    * and the key to its TTL.

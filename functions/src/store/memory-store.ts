@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import type { ConversationPosition, ErasureRecord, ErasureRule, ListedConversation, StoredConversation } from "./conversation-records";
 import type { AddressUsage, ChatMessage, CreateKey, Exchange, KeyRecord, PartialReply, ServiceUsage, SessionMeta, SessionState, SessionSummary, Template, UserUsage } from "./records";
-import { adoptedClaim, assertNextCountsOneMore, isReleasable, type RuledWithKey, type HistoryWindow, type LedgerRule, type NewSession, type Ruled, type SessionStore, type StateRule, type UsageRule } from "./session-store";
+import { adoptedClaim, assertNextCountsOneMore, isReleasable, isUnchangedCreateKey, type RuledWithKey, type StoredCreateKey, type HistoryWindow, type LedgerRule, type NewSession, type Ruled, type SessionStore, type StateRule, type UsageRule } from "./session-store";
 
 interface StoredSession {
   readonly meta: SessionMeta;
@@ -331,6 +331,20 @@ export class MemoryStore implements SessionStore {
     const old = [...this.createKeys].filter(([, key]) => key.user_key === userKey && key.created_at <= cutoff);
     for (const [hash] of old) this.createKeys.delete(hash);
     return old.length;
+  }
+
+  async readUserCreateKeys(userKey: string, after: string | undefined, limit: number): Promise<StoredCreateKey[]> {
+    return [...this.createKeys]
+      .filter(([hash, key]) => key.user_key === userKey && (after === undefined || hash > after))
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+      .slice(0, Math.max(0, limit))
+      .map(([hash, key]) => ({ hash, key: stored(key) }));
+  }
+
+  async deleteUnchangedCreateKey(hash: string, read: CreateKey): Promise<boolean> {
+    const unchanged = isUnchangedCreateKey(this.createKeys.get(hash) ?? null, read);
+    if (unchanged) this.createKeys.delete(hash);
+    return unchanged;
   }
 
   /** The user's session ids after `after`, in id order: the listing's and the index's order here. */

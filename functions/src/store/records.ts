@@ -180,6 +180,13 @@ export const createKeySchema = z.object({
    * session): the request that claimed it no longer gives it back. Absent in records of older versions.
    */
   adopted: z.literal(true).optional(),
+  /**
+   * When a repeat last took the claim over (that request's time), written by every take-over: the
+   * record changes with each, so that the erasure's conditional delete of a key it found dead
+   * (`isUnchangedCreateKey`) leaves one a repeat took over since, whose create may be running.
+   * Absent in records of older versions.
+   */
+  adopted_at: z.number().optional(),
 });
 export type CreateKey = z.infer<typeof createKeySchema>;
 

@@ -137,12 +137,38 @@ export function isSameClaim(stored: CreateKey | null, key: CreateKey): boolean {
 /**
  * What `claimCreateKey` stores when it finds `stored` and `key` is claimed (both adapters' rule):
  * a repeat (the same fingerprint, another claim) marks the record taken over, so that the first
- * request, refused meanwhile, does not delete the key of a session its repeat goes on to create.
- * Anything else (the same claim again, a reused key refused for its fingerprint) leaves it as it is.
+ * request, refused meanwhile, does not delete the key of a session its repeat goes on to create,
+ * and stamps it with its time (`adopted_at`), every repeat again, so that an erasure's delete of
+ * the key, decided on the record as it was, leaves it (`isUnchangedCreateKey`). Anything else (the
+ * same claim again, a reused key refused for its fingerprint) leaves it as it is.
  */
 export function adoptedClaim(stored: CreateKey, key: CreateKey): CreateKey {
-  if (stored.adopted === true || stored.fingerprint !== key.fingerprint || isSameClaim(stored, key)) return stored;
-  return { ...stored, adopted: true };
+  if (stored.fingerprint !== key.fingerprint || isSameClaim(stored, key)) return stored;
+  if (stored.adopted === true && stored.adopted_at === key.created_at) return stored;
+  return { ...stored, adopted: true, adopted_at: key.created_at };
+}
+
+/**
+ * Whether `stored` is still the record `read` (both adapters' check for `deleteUnchangedCreateKey`):
+ * every field alike, `adopted_at` included. Not the claim alone (session id and time): a repeat
+ * taking a key over keeps those, and its create of that session may be running.
+ */
+export function isUnchangedCreateKey(stored: CreateKey | null, read: CreateKey): boolean {
+  return (
+    stored !== null &&
+    stored.fingerprint === read.fingerprint &&
+    stored.session_id === read.session_id &&
+    stored.created_at === read.created_at &&
+    stored.user_key === read.user_key &&
+    stored.adopted === read.adopted &&
+    stored.adopted_at === read.adopted_at
+  );
+}
+
+/** A `createSession` key's record with the hash it is stored under. */
+export interface StoredCreateKey {
+  readonly hash: string;
+  readonly key: CreateKey;
 }
 
 /** Whether `releaseCreateKey` of the claim `key` removes `stored`: it is that claim, and no repeat took it over. */
@@ -293,6 +319,19 @@ export interface ErasureStore {
 
   /** Removes `createSession` idempotency keys of `userKey` claimed at or before `cutoff`; returns how many. */
   deleteUserCreateKeys(userKey: string, cutoff: number): Promise<number>;
+
+  /**
+   * Up to `limit` of `userKey`'s `createSession` idempotency keys, in hash order after `after`
+   * (exclusive): what the second pass of their erasure looks through for keys no session came of.
+   */
+  readUserCreateKeys(userKey: string, after: string | undefined, limit: number): Promise<StoredCreateKey[]>;
+
+  /**
+   * Removes the record under `hash` while it is still `read` (`isUnchangedCreateKey`),
+   * atomically: a key the erasure found had no session and no request left, which a repeat
+   * taking it over since keeps. True when it went.
+   */
+  deleteUnchangedCreateKey(hash: string, read: CreateKey): Promise<boolean>;
 }
 
 /** Every role: what one adapter (the Realtime Database, the embedded store) implements. */

@@ -3,7 +3,7 @@ import { instancePositionOf } from "../sharding/session-ids";
 import type { ConversationPosition, ErasureRule, ListedConversation, StoredConversation } from "./conversation-records";
 import type { AddressUsage, ChatMessage, CreateKey, Exchange, PartialReply, ServiceUsage, SessionMeta, SessionState, SessionSummary, Template, UserUsage } from "./records";
 import { StoreUnavailableError } from "./errors";
-import type { HistoryWindow, LedgerRule, NewSession, Ruled, RuledWithKey, SessionStore, StateRule, UsageRule } from "./session-store";
+import type { HistoryWindow, LedgerRule, NewSession, Ruled, RuledWithKey, SessionStore, StateRule, StoredCreateKey, UsageRule } from "./session-store";
 
 /**
  * Every role of the store port over several database instances (docs/sharding.md), each one
@@ -275,6 +275,14 @@ export class ShardedStore implements SessionStore {
 
   deleteUserCreateKeys(userKey: string, cutoff: number): Promise<number> {
     return this.home.deleteUserCreateKeys(userKey, cutoff);
+  }
+
+  readUserCreateKeys(userKey: string, after: string | undefined, limit: number): Promise<StoredCreateKey[]> {
+    return this.home.readUserCreateKeys(userKey, after, limit);
+  }
+
+  deleteUnchangedCreateKey(hash: string, read: CreateKey): Promise<boolean> {
+    return this.home.deleteUnchangedCreateKey(hash, read);
   }
 
   /**

@@ -338,7 +338,7 @@ export function storeContract(makeHarness: () => Promise<StoreHarness>): void {
       expect(await db.claimCreateKey("h-release", theirs)).toEqual(theirs);
       expect(await db.releaseCreateKey("h-release", mine)).toBe(false);
       // A repeat of theirs (the same fingerprint) takes it over.
-      expect(await db.claimCreateKey("h-release", mine)).toEqual({ ...theirs, adopted: true });
+      expect(await db.claimCreateKey("h-release", mine)).toEqual({ ...theirs, adopted: true, adopted_at: T });
     });
 
     it("keeps a create key a repeat took over, which its first request then cannot give back", async () => {
@@ -347,15 +347,47 @@ export function storeContract(makeHarness: () => Promise<StoreHarness>): void {
       // The same claim again, and a reused key (another fingerprint), take nothing over.
       expect(await db.claimCreateKey("h-adopt", first)).toEqual(first);
       expect(await db.claimCreateKey("h-adopt", { fingerprint: "f2", session_id: "s-reused", created_at: T + 1 })).toEqual(first);
-      // A repeat (the same fingerprint, its own id and time) finds it and takes it over, once.
+      // A repeat (the same fingerprint, its own id and time) finds it and takes it over, at its time.
       const repeat = { fingerprint: "f1", session_id: "s-repeat", created_at: T + 2, user_key: "u1" };
-      expect(await db.claimCreateKey("h-adopt", repeat)).toEqual({ ...first, adopted: true });
-      expect(await db.claimCreateKey("h-adopt", repeat)).toEqual({ ...first, adopted: true });
+      const taken = { ...first, adopted: true, adopted_at: T + 2 };
+      expect(await db.claimCreateKey("h-adopt", repeat)).toEqual(taken);
+      expect(await db.claimCreateKey("h-adopt", repeat)).toEqual(taken);
       expect(await db.releaseCreateKey("h-adopt", first)).toBe(false);
-      expect(await db.claimCreateKey("h-adopt", { fingerprint: "f3", session_id: "s-late", created_at: T + 3 })).toEqual({ ...first, adopted: true });
+      expect(await db.claimCreateKey("h-adopt", { fingerprint: "f3", session_id: "s-late", created_at: T + 3 })).toEqual(taken);
+      // Each later repeat takes it over again, at its own time.
+      expect(await db.claimCreateKey("h-adopt", { ...repeat, session_id: "s-again", created_at: T + 4 })).toEqual({ ...taken, adopted_at: T + 4 });
       // Taken over, it still goes with its TTL.
       expect(await db.deleteCreateKeys(T, 10)).toBeGreaterThanOrEqual(1);
       expect(await db.claimCreateKey("h-adopt", repeat)).toEqual(repeat);
+    });
+
+    it("reads a user's create keys page by page in hash order, and deletes one only while it is still the record read", async () => {
+      const user = "u-keys";
+      const key = (session: string) => ({ fingerprint: "f", session_id: session, created_at: T, user_key: user });
+      for (const hash of ["k3", "k1", "k2"]) await db.claimCreateKey(hash, key(`s-${hash}`));
+      await db.claimCreateKey("k0", { ...key("s-theirs"), user_key: "u-other" });
+      await db.claimCreateKey("k4", { fingerprint: "f", session_id: "s-unowned", created_at: T });
+      expect(await db.readUserCreateKeys(user, undefined, 2)).toEqual([{ hash: "k1", key: key("s-k1") }, { hash: "k2", key: key("s-k2") }]);
+      expect(await db.readUserCreateKeys(user, "k2", 2)).toEqual([{ hash: "k3", key: key("s-k3") }]);
+      expect(await db.readUserCreateKeys(user, "k3", 2)).toEqual([]);
+
+      // Taken over by a repeat since it was read (its session id and claim time as they were): it stays.
+      const read = key("s-k1");
+      const taken = await db.claimCreateKey("k1", key("s-repeat"));
+      expect(taken).toEqual({ ...read, adopted: true, adopted_at: T });
+      expect(await db.deleteUnchangedCreateKey("k1", read)).toBe(false);
+      // Taken over again, by a repeat as old: the record is no longer the one read.
+      await db.claimCreateKey("k1", { ...key("s-later"), created_at: T + 1 });
+      expect(await db.deleteUnchangedCreateKey("k1", taken)).toBe(false);
+      // As read, it goes, once.
+      const again = { ...read, adopted: true as const, adopted_at: T + 1 };
+      expect(await db.deleteUnchangedCreateKey("k1", again)).toBe(true);
+      expect(await db.deleteUnchangedCreateKey("k1", again)).toBe(false);
+      // Claimed anew once gone: another record, kept.
+      await db.claimCreateKey("k1", key("s-new"));
+      expect(await db.deleteUnchangedCreateKey("k1", again)).toBe(false);
+      expect((await db.readUserCreateKeys(user, undefined, 10)).map(({ hash, key: stored }) => [hash, stored.session_id])).toEqual([["k1", "s-new"], ["k2", "s-k2"], ["k3", "s-k3"]]);
+      expect(await db.readUserCreateKeys("u-other", undefined, 10)).toEqual([{ hash: "k0", key: { ...key("s-theirs"), user_key: "u-other" } }]);
     });
   });
 

@@ -9,6 +9,8 @@ import { StoredView } from "../support/stored-view";
 import { FaultyStore } from "../support/faulty-store";
 import type { SessionStore } from "../../src/store/session-store";
 import { usageOf } from "../support/token-service";
+import { userKey } from "../../src/session/ledger/limits";
+import { WholeStore } from "../support/whole-store";
 
 const key = (name: string) => ({ "Idempotency-Key": `${name}-${Math.random().toString(36).slice(2)}` });
 
@@ -496,6 +498,135 @@ describeEachStore("a keyed createSession refused while its repeat on another ins
     expect((await view.sessionsOf(userId)).filter((id) => id !== String(old.body.session_id))).toEqual([created]);
   });
 });
+
+const MINUTE = 60_000;
+/** Past every erasure's second pass (a claim's lease and a database deadline) and any take-over. */
+const LATER = 10 * MINUTE;
+
+/**
+ * docs/conversations.md, Writes racing an erasure: nothing of the user's outlives the erasure but
+ * their usage record. A keyed createSession refused while its user is marked claimed its key after
+ * the erasure's cutoff; when the client's repeat on another instance took that claim over and was
+ * refused too, neither gives the key back (the first may no longer, and the repeat holds no claim
+ * of its own), so the second pass deletes it: a create key whose session does not exist, claimed
+ * (and last taken over) long enough before that pass that no request of it can still run.
+ */
+describeEachStore("a keyed createSession and its repeat on another instance, both refused while the user is being erased", (kind) => {
+  let harness: Harness;
+  let b: Instance;
+  let now = Date.parse("2026-04-01T09:00:00Z");
+  const { holding, holdNext } = storeGate();
+
+  beforeAll(async () => {
+    // Erasure requests stop at once: the user stays marked until the sweep takes the first pass over.
+    harness = await startHarness({ store: kind, clock: () => now, wrapStore: holding, userDataLimits: { eraseRequestMs: -1 } });
+    b = await harness.instance();
+  });
+  afterAll(async () => harness.close());
+
+  /** Both passes done: nothing but the usage record holds the user's id or key (a create key holds the key). */
+  async function leftOf(userId: string): Promise<string[]> {
+    await harness.api.runtime.maintain(now + 2 * MINUTE);
+    expect((await harness.api.runtime.maintain(now + LATER)).erasuresFinished).toBe(1);
+    now += LATER;
+    const stored = WholeStore.of(harness);
+    try {
+      return await stored.holdingBesideUsage([userId, userKey(userId)]);
+    } finally {
+      await stored.close();
+    }
+  }
+
+  it("leaves no create key of the user once both passes are done, the first giving its key back after its repeat was refused", async () => {
+    const { userId, body, headers } = await userBeingErased(harness, () => (now += 1_000));
+    // The first claims the key, is refused, and is giving its key back...
+    const first = await holdNext("releaseCreateKey", () => harness.api.call("POST", ROUTES.create, body, headers));
+    // ...when the client's repeat (a timeout retry) reaches another instance, takes the claim over, and is refused too.
+    const repeat = await b.call("POST", ROUTES.create, body, headers);
+    expect(repeat.body.error?.code).toBe("ERASURE_IN_PROGRESS");
+    first.open();
+    expect((await first.first).body.error?.code).toBe("ERASURE_IN_PROGRESS");
+    expect(await leftOf(userId)).toEqual([]);
+  });
+
+  it("leaves no create key of the user once both passes are done, the first refused after its repeat took its claim over", async () => {
+    const { userId, body, headers } = await userBeingErased(harness, () => (now += 1_000));
+    // The first has claimed the key; its admission waits...
+    const first = await holdNext("updateUsage", () => harness.api.call("POST", ROUTES.create, body, headers));
+    // ...while the repeat takes the claim over and is refused.
+    const repeat = await b.call("POST", ROUTES.create, body, headers);
+    expect(repeat.body.error?.code).toBe("ERASURE_IN_PROGRESS");
+    first.open();
+    expect((await first.first).body.error?.code).toBe("ERASURE_IN_PROGRESS");
+    expect(await leftOf(userId)).toEqual([]);
+  });
+});
+
+/**
+ * docs/conversations.md, Writes racing an erasure: the second pass deletes only the create keys
+ * that no request can still use. A key whose session exists (created after the cutoff: the user
+ * keeps it) stays, and so does one claimed within a lease and a database deadline of that pass,
+ * whose create may still be running: a retry with either gets its one session.
+ */
+describeEachStore("a user's keyed createSession through the second pass of their erasure", (kind) => {
+  let harness: Harness;
+  let now = Date.parse("2026-05-01T09:00:00Z");
+  const { holding, holdNext } = storeGate();
+
+  beforeAll(async () => {
+    harness = await startHarness({ store: kind, clock: () => now, wrapStore: holding, userDataLimits: { eraseRequestMs: -1 } });
+  });
+  afterAll(async () => harness.close());
+
+  /** The erasure's first pass, by the sweep, at the clock's time: the user is served again; its second pass is due a lease and a database deadline on. */
+  async function firstPassDone(): Promise<number> {
+    const { budget, config } = harness.api.runtime;
+    const secondPassAt = now + budget.leaseMs + config.dbTimeoutMs;
+    expect((await harness.api.runtime.maintain(now + 2 * MINUTE)).erasuresFinished).toBe(0);
+    return secondPassAt;
+  }
+
+  /** What a retry with the key gets: its status, the session it names, and whether it was replayed. */
+  async function retried(body: object, headers: Record<string, string>) {
+    const retry = await harness.api.call("POST", ROUTES.create, body, headers);
+    return { status: retry.status, session_id: retry.body.session_id, replayed: retry.headers.get("idempotent-replayed") };
+  }
+
+  it("keeps the key of a session created after the cutoff: a retry after the second pass replays it", async () => {
+    const { body, headers } = await userBeingErased(harness, () => (now += 1_000));
+    await firstPassDone();
+    now += 1_000;
+    const created = await harness.api.call("POST", ROUTES.create, body, headers);
+    expect(created.status).toBe(201);
+    expect((await harness.api.runtime.maintain(now + LATER)).erasuresFinished).toBe(1);
+    now += LATER;
+    expect(await retried(body, headers)).toEqual({ status: 201, session_id: created.body.session_id, replayed: "true" });
+  });
+
+  it("keeps the key a create claimed within a lease and a database deadline before the second pass, its session not stored yet: a retry replays the one session it made", async () => {
+    const { body, headers } = await userBeingErased(harness, () => (now += 1_000));
+    const secondPassAt = await firstPassDone();
+    now += 5_000;
+    // The create has claimed its key and been admitted; its session's write is on its way...
+    const first = await holdNext("createSession", () => harness.api.call("POST", ROUTES.create, body, headers));
+    // ...when the second pass runs, as soon as it is due.
+    expect((await harness.api.runtime.maintain(secondPassAt + 1_000)).erasuresFinished).toBe(1);
+    first.open();
+    const created = await first.first;
+    expect(created.status).toBe(201);
+    now = secondPassAt + 2_000;
+    expect(await retried(body, headers)).toEqual({ status: 201, session_id: created.body.session_id, replayed: "true" });
+  });
+});
+
+/** A user of `on` being erased (its request stopped at once: marked until the sweep), and the body and key of their create; `tick` moves the clock past the erasure's cutoff. */
+async function userBeingErased(on: Harness, tick: () => void) {
+  const userId = `user_${randomUUID()}`;
+  await createSession(on.api, "friendly-assistant", userId);
+  expect((await on.api.call("DELETE", `${ROUTES.erase}?user_id=${userId}`)).status).toBe(202);
+  tick();
+  return { userId, body: { user_id: userId, template_id: "friendly-assistant" }, headers: { "Idempotency-Key": `create-${randomUUID()}` } };
+}
 
 /**
  * docs/api.md, Retries: a repeat that arrives while the first request still runs "waits for its

@@ -7,7 +7,8 @@ import { silentLog } from "../../src/log/log";
 import type { DeviceStore } from "../../src/store/connection-store";
 import { MemoryConnectionStore } from "../../src/store/memory-connection-store";
 import { MemoryStore } from "../../src/store/memory-store";
-import type { UsageRule } from "../../src/store/session-store";
+import type { CreateKey, SessionState } from "../../src/store/records";
+import type { StoredCreateKey, UsageRule } from "../../src/store/session-store";
 
 const T = Date.parse("2026-04-01T09:00:00Z");
 const POLICY: UsagePolicy = { messagesPerMinute: 20, maxActiveSessions: 5, idleTtlMs: 3_600_000, tokensPerDay: 0 };
@@ -304,5 +305,82 @@ describe("the sweep's erasures", () => {
     // Up once a pass has run (it deletes the user's create keys).
     expect(await erasure.finishDue(now, { maxBatches: 40, stopped: () => store.calls > before })).toBe(1);
     expect(await store.findDueErasures(now, 100)).toHaveLength(2);
+  });
+});
+
+/**
+ * A store on which a repeat takes `racing`'s create key over (its own claim `repeat`) while the
+ * erasure reads that key's session, i.e. between the erasure's read of the key and its delete.
+ */
+class TakenOverMeanwhile extends MemoryStore {
+  racing: { readonly hash: string; readonly sessionId: string; readonly repeat: CreateKey } | undefined;
+  pages = 0;
+
+  override async readSessionState(sessionId: string): Promise<SessionState | null> {
+    const racing = this.racing;
+    if (racing?.sessionId === sessionId) {
+      this.racing = undefined;
+      await this.claimCreateKey(racing.hash, racing.repeat);
+    }
+    return super.readSessionState(sessionId);
+  }
+
+  override async readUserCreateKeys(userKey: string, after: string | undefined, limit: number): Promise<StoredCreateKey[]> {
+    this.pages += 1;
+    return super.readUserCreateKeys(userKey, after, limit);
+  }
+}
+
+describe("the second pass and the user's create keys no session came of", () => {
+  /** A lease and a database deadline: no request claimed before it, nor taking over before it, still runs. */
+  const FINAL_PASS_AFTER_MS = 65_000;
+  const user = "refused-keyed-creates";
+  const claim = (session: string, at: number, more: Partial<CreateKey> = {}): CreateKey => ({ fingerprint: "f", session_id: session, created_at: at, user_key: userKey(user), ...more });
+
+  function erasureOn(store: MemoryStore, clock: () => number, batchSize = 50) {
+    return new ErasureService({ store, clock, log: silentLog, messagesPerMinute: 20, takeOverAfterMs: 60_000, finalPassAfterMs: FINAL_PASS_AFTER_MS, batchSize });
+  }
+
+  it("deletes those whose claim and last take-over are a lease and a database deadline old; keeps one taken over since, or meanwhile, or by an older version", async () => {
+    const store = new TakenOverMeanwhile();
+    let now = T;
+    const erasure = erasureOn(store, () => now);
+    expect((await erasure.erase(user)).complete).toBe(true);
+    const passAt = T + FINAL_PASS_AFTER_MS + 60_000;
+    // Claimed after the cutoff, each refused; the first's repeat refused too.
+    await store.claimCreateKey("h-refused", claim("s-refused", T + 1));
+    await store.claimCreateKey("h-refused-twice", claim("s-refused-twice", T + 1));
+    await store.claimCreateKey("h-refused-twice", claim("s-repeat-1", T + 2));
+    // Taken over by a repeat a moment before the pass: its create may be storing the session.
+    await store.claimCreateKey("h-taken-lately", claim("s-taken-lately", T + 1));
+    await store.claimCreateKey("h-taken-lately", claim("s-repeat-2", passAt - 1_000));
+    // Taken over long ago, and again while the pass reads its session: the record the pass read is no longer there.
+    await store.claimCreateKey("h-taken-meanwhile", claim("s-taken-meanwhile", T + 1));
+    await store.claimCreateKey("h-taken-meanwhile", claim("s-repeat-0", T + 2));
+    store.racing = { hash: "h-taken-meanwhile", sessionId: "s-taken-meanwhile", repeat: claim("s-repeat-3", passAt) };
+    // Taken over by an older version, which wrote no time.
+    await store.claimCreateKey("h-older", claim("s-older", T + 1, { adopted: true }));
+
+    now = passAt;
+    expect(await erasure.finishDue(passAt)).toBe(1);
+    expect((await store.readUserCreateKeys(userKey(user), undefined, 10)).map(({ hash }) => hash)).toEqual(["h-older", "h-taken-lately", "h-taken-meanwhile"]);
+  });
+
+  it("stops among the keys once its time is up, and the next run deletes the rest", async () => {
+    const store = new TakenOverMeanwhile();
+    let now = T;
+    const erasure = erasureOn(store, () => now, 2);
+    expect((await erasure.erase(user)).complete).toBe(true);
+    for (let i = 0; i < 5; i += 1) await store.claimCreateKey(`h${i}`, claim(`s${i}`, T + 1));
+
+    now = T + FINAL_PASS_AFTER_MS + 60_000;
+    // Up after the first page of keys: 2 deleted, the erasure due again.
+    expect(await erasure.finishDue(now, { maxBatches: 40, stopped: () => store.pages >= 1 })).toBe(0);
+    expect((await store.readUserCreateKeys(userKey(user), undefined, 10)).map(({ hash }) => hash)).toEqual(["h2", "h3", "h4"]);
+    expect(await store.findDueErasures(now, 10)).toEqual([userKey(user)]);
+
+    now += 60_000;
+    expect(await erasure.finishDue(now)).toBe(1);
+    expect(await store.readUserCreateKeys(userKey(user), undefined, 10)).toEqual([]);
   });
 });

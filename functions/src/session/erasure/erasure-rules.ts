@@ -1,4 +1,5 @@
 import type { ErasureRecord, ErasureRule } from "../../store/conversation-records";
+import type { CreateKey } from "../../store/records";
 import type { UsageRule } from "../../store/session-store";
 
 /*
@@ -155,4 +156,17 @@ export function forgetSessions(sessionIds: readonly string[]): UsageRule<undefin
     if (!changed) return { outcome: undefined };
     return { outcome: undefined, next: { ...rest, ...(sessions ? { sessions } : {}), ...(contexts ? { contexts } : {}), ...(ended ? { ended } : {}) } };
   };
+}
+
+/**
+ * Whether the second pass may delete the create key `claim` of the user once its session is found
+ * not to exist: claimed after the cutoff (those up to it go whatever their session), and claimed,
+ * and last taken over, at or before `over` (the pass's time less a lease and a database deadline),
+ * so that no request of it still runs: a create that has not stored its session by then never
+ * will, and the key would only name the user until its TTL. One that a repeat took over with no
+ * time recorded (an older version's) may be running: it stays.
+ */
+export function isAbandonedCreateKey(claim: CreateKey, cutoff: number, over: number): boolean {
+  if (claim.created_at <= cutoff || claim.created_at > over) return false;
+  return claim.adopted !== true || (claim.adopted_at !== undefined && claim.adopted_at <= over);
 }

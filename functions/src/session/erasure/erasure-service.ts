@@ -1,13 +1,13 @@
 import type { ConnectionErasure } from "../../connections/connection-erasure";
 import type { Log } from "../../log/log";
 import type { ErasureRecord } from "../../store/conversation-records";
-import type { ConversationStore, ErasureStore, LedgerStore } from "../../store/session-store";
+import type { ConversationStore, ErasureStore, LedgerStore, StateStore } from "../../store/session-store";
 import { userKey } from "../ledger/limits";
 import { inBatches, type BatchBudget } from "../maintenance";
-import { beginErasure, clearErasing, finishErasure, forgetSessions, markErasing, pauseErasure, recordConnections, settleErasure, takeOverErasure, type ErasedAgain } from "./erasure-rules";
+import { beginErasure, clearErasing, finishErasure, forgetSessions, isAbandonedCreateKey, markErasing, pauseErasure, recordConnections, settleErasure, takeOverErasure, type ErasedAgain } from "./erasure-rules";
 
 export interface ErasureOptions {
-  readonly store: Pick<ConversationStore, "scanConversationIndex" | "readUserSessions"> & ErasureStore & Pick<LedgerStore, "updateUsage">;
+  readonly store: Pick<ConversationStore, "scanConversationIndex" | "readUserSessions" | "reaches"> & ErasureStore & Pick<LedgerStore, "updateUsage"> & Pick<StateStore, "readSessionState">;
   readonly clock: () => number;
   readonly log: Log;
   /** The message bucket a user without a usage record starts with (USER_MESSAGES_PER_MINUTE). */
@@ -116,7 +116,7 @@ export class ErasureService {
     // One user's failure must not stop the others: it is due again once its takeover lapses, for a later run.
     try {
       const taken = await store.updateErasure(key, takeOverErasure(now, takeOverAfterMs));
-      if (taken?.phase === "settling") return await this.secondPass(key, taken, stopped);
+      if (taken?.phase === "settling") return await this.secondPass(key, taken, now, stopped);
       // A first pass stopped stays `erasing`, the user marked: the next run scans again what is left.
       if (taken && !(await this.firstPass(key, taken, stopped)).complete) await store.updateErasure(key, pauseErasure(taken, clock()));
     } catch (error) {
@@ -155,11 +155,12 @@ export class ErasureService {
   }
 
   /**
-   * Deletes again what the first pass deleted, and anything created before the request since; then
-   * the record. Page by page until `stopped`: then what it deleted again leaves the record, and the
-   * next run goes on with the rest (pauseErasure).
+   * Deletes again what the first pass deleted, and anything created before the request since, and
+   * the user's create keys that no session came of (deleteAbandonedCreateKeys); then the record.
+   * Page by page until `stopped`: then what it deleted again leaves the record, and the next run
+   * goes on with the rest (pauseErasure). `now`: the run's time.
    */
-  private async secondPass(key: string, record: ErasureRecord, stopped: Stopped): Promise<boolean> {
+  private async secondPass(key: string, record: ErasureRecord, now: number, stopped: Stopped): Promise<boolean> {
     const { store, clock, batchSize, connections, log } = this.options;
     const again: { sessions: string[]; connections: string[] } = { sessions: [], connections: [] };
     const pause = async (erased: ErasedAgain) => {
@@ -183,6 +184,7 @@ export class ErasureService {
       again.connections.push(...page.map(([id]) => id));
     }
     if ((await this.eraseConnections(key, record, stopped, false)).stopped) return pause(again);
+    if (await this.deleteAbandonedCreateKeys(key, record, now, stopped)) return pause(again);
     await store.deleteUserCreateKeys(key, record.requested_at);
     // The first pass cleared its own mark; an earlier request's that landed since goes now, while
     // the record that lets the sweep come back still exists (see clearErasing).
@@ -219,6 +221,36 @@ export class ErasureService {
       }
     }
     return { count, stopped: false };
+  }
+
+  /**
+   * The user's create keys claimed after the cutoff whose session does not exist, and whose requests
+   * are all over (isAbandonedCreateKey): a create refused for the erasure whose claim the client's
+   * repeat took over, refused too, is given back by neither (the first no longer may: the repeat
+   * could have been admitted where it was not; the repeat holds no claim of its own). A key whose
+   * session exists is a session the user keeps. Each read on the session's own database instance
+   * (create keys are on the home one); a session on one this store does not reach may exist, and
+   * its key stays. Each deleted only while unchanged (deleteUnchangedCreateKey): a repeat taking
+   * the key over between the read and the delete writes its time into it, and may be creating its
+   * session. Page by page; true when `stopped` first (the pass starts them over next run: what it
+   * deleted is gone).
+   */
+  private async deleteAbandonedCreateKeys(key: string, record: ErasureRecord, now: number, stopped: Stopped): Promise<boolean> {
+    const { store, batchSize, finalPassAfterMs } = this.options;
+    const over = now - finalPassAfterMs;
+    let after: string | undefined;
+    for (;;) {
+      if (stopped()) return true;
+      const page = await store.readUserCreateKeys(key, after, batchSize);
+      after = page.at(-1)?.hash;
+      const candidates = page.filter(({ key: claim }) => isAbandonedCreateKey(claim, record.requested_at, over) && store.reaches(claim.session_id));
+      await Promise.all(
+        candidates.map(async ({ hash, key: claim }) => {
+          if (!(await store.readSessionState(claim.session_id))) await store.deleteUnchangedCreateKey(hash, claim);
+        }),
+      );
+      if (page.length < batchSize) return false;
+    }
   }
 
   /** The user's connections and devices, up to the request; each connection recorded before it is deleted when `record`. */

@@ -1,8 +1,10 @@
 import type { Database, DataSnapshot } from "firebase-admin/database";
 import { erasureRecordSchema, type ErasureRecord, type ErasureRule } from "../conversation-records";
 import { StoreDataError, StoreUnavailableError } from "../errors";
-import { DATABASE_KEY } from "../records";
-import { conversationOwnerKey, conversationPath, CREATE_KEYS, erasurePath, sessionPath } from "./paths";
+import { parseStored } from "../parse-stored";
+import { createKeySchema, DATABASE_KEY, type CreateKey } from "../records";
+import { isUnchangedCreateKey, type StoredCreateKey } from "../session-store";
+import { conversationOwnerKey, conversationPath, CREATE_KEYS, createKeyPath, erasurePath, sessionPath } from "./paths";
 import { updateAcross } from "./home-writes";
 import type { TransactionEngine } from "./transactions";
 
@@ -85,6 +87,30 @@ export class ErasureWrites {
       deleted += old.length;
       if (count < KEYS_PER_QUERY) return deleted;
     }
+  }
+
+  /** The user's create keys after `after`, by the indexed query on `user_key` (in key order among equal values). */
+  async readCreateKeys(userKey: string, after: string | undefined, limit: number): Promise<StoredCreateKey[]> {
+    if (limit <= 0) return [];
+    const byUser = this.db.ref(CREATE_KEYS).orderByChild("user_key");
+    const query = after === undefined ? byUser.equalTo(userKey) : byUser.startAfter(userKey, after).endAt(userKey);
+    const snapshot = await this.engine.read("read user create keys", query.limitToFirst(limit));
+    const keys: StoredCreateKey[] = [];
+    snapshot.forEach((child: DataSnapshot) => {
+      if (child.key !== null) keys.push({ hash: child.key, key: parseStored(createKeySchema, child.val(), createKeyPath(child.key)) });
+    });
+    return keys;
+  }
+
+  async deleteUnchangedCreateKey(hash: string, read: CreateKey): Promise<boolean> {
+    const path = createKeyPath(hash);
+    // Decided in the transaction, on the server's record: a repeat's take-over landing since changes it, and it stays. Kept, it is written back as it is.
+    const { decided, committed } = await this.engine.transact(path, "delete unchanged create key", (current) => {
+      const unchanged = current !== null && isUnchangedCreateKey(parseStored(createKeySchema, current, path), read);
+      return { decided: unchanged, write: unchanged ? null : current };
+    });
+    if (!committed) throw new StoreUnavailableError("delete unchanged create key");
+    return decided === true;
   }
 }
 

@@ -26,7 +26,7 @@ import {
   type Template,
   type UserUsage,
 } from "../records";
-import type { HistoryWindow, LedgerRule, NewSession, Ruled, RuledWithKey, SessionStore, StateRule, UsageRule } from "../session-store";
+import type { HistoryWindow, LedgerRule, NewSession, Ruled, RuledWithKey, SessionStore, StateRule, StoredCreateKey, UsageRule } from "../session-store";
 import { adoptedClaim, isReleasable } from "../session-store";
 import { installFrameSafeJson } from "./frame-safe-json";
 import { HistoryReads } from "./history-reads";
@@ -269,7 +269,8 @@ export class RtdbStore implements SessionStore {
       if (current === null) return { decided: undefined, write: key };
       const stored = parseStored(createKeySchema, current, path);
       // Only the mark is added: the record is written back as stored, fields this version does not know included.
-      return { decided: undefined, write: adoptedClaim(stored, key) === stored ? current : { ...(current as Record<string, unknown>), adopted: true } };
+      const taken = adoptedClaim(stored, key);
+      return { decided: undefined, write: taken === stored ? current : { ...(current as Record<string, unknown>), adopted: true, adopted_at: taken.adopted_at } };
     });
     if (!committed) throw new StoreUnavailableError("claim idempotency key");
     return parseStored(createKeySchema, snapshot.val(), path);
@@ -447,6 +448,14 @@ export class RtdbStore implements SessionStore {
 
   deleteUserCreateKeys(userKey: string, cutoff: number): Promise<number> {
     return this.erasures.deleteCreateKeys(userKey, cutoff);
+  }
+
+  readUserCreateKeys(userKey: string, after: string | undefined, limit: number): Promise<StoredCreateKey[]> {
+    return this.erasures.readCreateKeys(userKey, after, limit);
+  }
+
+  deleteUnchangedCreateKey(hash: string, read: CreateKey): Promise<boolean> {
+    return this.erasures.deleteUnchangedCreateKey(hash, read);
   }
 
   // The journal's I/O
