@@ -40,3 +40,30 @@ async function fetchWithLocalAbortErrors(input: string | URL | Request, init?: R
     throw error;
   }
 }
+
+/** A call's own deadline, joined to the caller's signal (see callDeadline). */
+export interface CallDeadline {
+  /** Aborts once the deadline passes or the caller gives up: the signal to make the call with. */
+  readonly signal: AbortSignal;
+  /** Whether the deadline itself passed (not the caller). */
+  readonly expired: boolean;
+  /** Stops the timer; call it once the call settled. */
+  clear(): void;
+}
+
+/**
+ * A deadline over a whole call, body included. The SDK's own timeout (openai 7.57) ends when the
+ * headers arrive, and its body timeout applies only to the bodies it parses itself: a streamed
+ * body, or a JSON one read from `.asResponse()` (as json-answer.ts does), has none but this.
+ */
+export function callDeadline(timeoutMs: number, caller: AbortSignal | undefined): CallDeadline {
+  const deadline = new AbortController();
+  const timer = setTimeout(() => { deadline.abort(); }, timeoutMs);
+  return {
+    signal: caller ? AbortSignal.any([deadline.signal, caller]) : deadline.signal,
+    get expired() {
+      return deadline.signal.aborted;
+    },
+    clear: () => { clearTimeout(timer); },
+  };
+}

@@ -2,8 +2,9 @@ import OpenAI from "openai";
 import { z } from "zod";
 import type { ChatModel, Completion, CompletionRequest, ReplySink, ReportedUsage } from "./chat-model";
 import { abandonedError, ModelError } from "./errors";
-import { createOpenAiClient, type OpenAiClientOptions } from "./openai-client";
-import { serverSentEvents } from "./server-sent-events";
+import { readJsonAnswer } from "./json-answer";
+import { callDeadline, createOpenAiClient, type OpenAiClientOptions } from "./openai-client";
+import { MAX_EVENT_CHARS, serverSentEvents } from "./server-sent-events";
 
 export type OpenAiModelOptions = OpenAiClientOptions;
 
@@ -14,11 +15,16 @@ export function createOpenAiModel(options: OpenAiModelOptions): ChatModel {
     name: "openai",
     async complete(request: CompletionRequest, sink?: ReplySink): Promise<Completion> {
       if (sink) return streamCompletion(client, request, options.timeoutMs, sink);
+      // The raw response, its body read here with a bound (json-answer.ts), under the call's deadline.
+      const deadline = callDeadline(options.timeoutMs, request.signal);
       let response: unknown;
       try {
-        response = await client.chat.completions.create(completionParams(request), { signal: request.signal });
+        response = await readJsonAnswer(await client.chat.completions.create(completionParams(request), { signal: deadline.signal }).asResponse());
       } catch (error) {
-        throw request.signal?.aborted ? abandonedError(error) : toModelError(error);
+        if (request.signal?.aborted) throw abandonedError(error);
+        throw deadline.expired ? timeoutError(error) : toModelError(error);
+      } finally {
+        deadline.clear();
       }
       return readCompletion(response, request.model);
     },
@@ -50,10 +56,10 @@ function completionParams(request: CompletionRequest) {
  */
 async function streamCompletion(client: OpenAI, request: CompletionRequest, timeoutMs: number, sink: ReplySink): Promise<Completion> {
   // Only this deadline and the caller abort the call: an aborted signal means one of them did.
-  const deadline = new AbortController();
-  const timer = setTimeout(() => { deadline.abort(); }, timeoutMs);
-  const signal = request.signal ? AbortSignal.any([deadline.signal, request.signal]) : deadline.signal;
-  const text = new StreamedText(sink);
+  const deadline = callDeadline(timeoutMs, request.signal);
+  const signal = deadline.signal;
+  const text = new StreamedText(sink, maxReplyChars(request.max_tokens));
+  const ending: StreamEnding = { done: false };
   let finishReason: string | undefined;
   let model: string | undefined;
   let usage: ReportedUsage | undefined;
@@ -68,22 +74,23 @@ async function streamCompletion(client: OpenAI, request: CompletionRequest, time
       // Some OpenAI-compatible servers ignore `stream` and answer with one JSON completion; the
       // SDK would read that as an empty stream. Read it as the whole reply, passed on at once.
       if (!isEventStream(response.headers.get("content-type"))) {
-        const completion = readCompletion(await response.json(), request.model);
+        const completion = readCompletion(await readJsonAnswer(response), request.model);
         text.add(completion.text);
         return { ...completion, text: text.finish() };
       }
-      stream = sseChunks(response);
+      stream = sseChunks(response, ending);
     } catch (error) {
       if (request.signal?.aborted) throw abandonedError(error);
       if (error instanceof ModelError) throw error;
       if (error instanceof SyntaxError) throw new ModelError("bad_response", "the model returned an empty or malformed reply", { retryable: false, cause: error });
-      throw deadline.signal.aborted ? timeoutError(error) : toModelError(error);
+      throw deadline.expired ? timeoutError(error) : toModelError(error);
     }
     try {
       for await (const chunk of stream) {
         const parsed = chunkSchema.safeParse(chunk);
         if (!parsed.success) throw new ModelError("bad_response", "the model streamed a malformed chunk", { retryable: false });
-        model ??= parsed.data.model;
+        // Azure OpenAI opens with a prompt-filter chunk whose model is "": the model is the first one named.
+        if (model === undefined && isNamed(parsed.data.model)) model = parsed.data.model;
         // Servers that count as they go send a running total in each chunk: the last one is the whole.
         usage = parsed.data.usage ?? usage;
         // A chunk may carry no choice at all (the usage summary, after the finish reason).
@@ -93,31 +100,42 @@ async function streamCompletion(client: OpenAI, request: CompletionRequest, time
       }
     } catch (error) {
       if (request.signal?.aborted) throw abandonedError(error);
-      const timedOut = deadline.signal.aborted;
+      const timedOut = deadline.expired;
       // A connection cut after the finish reason (before the usage or `[DONE]`) loses nothing of
       // the reply, and the provider bills it: it is complete, its usage estimated if it never came.
       if (finishReason === undefined || timedOut || !isConnectionCut(error)) throw streamError(error, timedOut);
     }
   } finally {
-    clearTimeout(timer);
+    deadline.clear();
   }
-  // The SDK ends an aborted stream quietly, as if it were complete: only the finish reason tells.
+  // The SDK ends an aborted stream quietly, as if it were complete: only the finish reason or `[DONE]` tells.
   if (request.signal?.aborted) throw abandonedError(undefined);
-  if (deadline.signal.aborted) throw timeoutError(undefined);
-  if (finishReason === undefined) throw new ModelError("unavailable", "the model's stream ended before the reply was complete");
+  if (deadline.expired) throw timeoutError(undefined);
+  // `[DONE]` ends a whole reply even without a finish reason (Gemini proxies, LocalAI and some
+  // gateways send none, as a non-streamed reply may not); with neither, the stream was cut.
+  if (finishReason === undefined && !ending.done) throw new ModelError("unavailable", "the model's stream ended before the reply was complete");
   return { text: text.finish(), truncated: finishReason === "length", model: model ?? request.model, ...(usage && { usage }) };
+}
+
+/** How a stream of chunks ended: `done` once it reached `[DONE]`, the provider's end of a whole reply. */
+interface StreamEnding {
+  done: boolean;
 }
 
 /**
  * The JSON chunks of a streamed completion, as the openai SDK's stream (7.57, legacy mode) yields
- * them: up to `[DONE]` (what follows is ignored), a `data` that is not JSON a SyntaxError, an
- * `error` event or a chunk carrying `error` the SDK's APIError. An aborted body ends in its
- * AbortError, which the caller reads from its signals, as it did with the SDK's quiet end.
+ * them: up to `[DONE]` (what follows is ignored; `ending.done` tells it came), a `data` that is
+ * not JSON a SyntaxError, an `error` event or a chunk carrying `error` the SDK's APIError. An
+ * aborted body ends in its AbortError, which the caller reads from its signals, as it did with
+ * the SDK's quiet end.
  */
-async function* sseChunks(response: Response): AsyncGenerator {
+async function* sseChunks(response: Response, ending: StreamEnding): AsyncGenerator {
   if (!response.body) return;
   for await (const sse of serverSentEvents(response.body)) {
-    if (sse.data === "[DONE]") return;
+    if (sse.data === "[DONE]") {
+      ending.done = true;
+      return;
+    }
     let data: unknown;
     try {
       data = JSON.parse(sse.data);
@@ -196,21 +214,47 @@ const chunkSchema = z.object({
   choices: z.array(z.object({ index: choiceIndex, delta: z.object({ content: z.string().nullish() }).nullish(), finish_reason: z.string().nullish() })).nullish(),
 });
 
+/** Whether a provider named a model: a blank name (Azure's first chunk has "") names none. */
+function isNamed(model: string | undefined): model is string {
+  return model !== undefined && model.trim() !== "";
+}
+
+/** Characters a streamed reply may have per token of its `max_tokens`: four times what a token of English averages. */
+const REPLY_CHARS_PER_TOKEN = 16;
+
+/**
+ * The longest streamed reply, in UTF-16 units: REPLY_CHARS_PER_TOKEN per token of `max_tokens`,
+ * and never under MAX_EVENT_CHARS (what one event may carry), so that a provider that ignores
+ * `max_tokens` still gets a long reply through. Past it the stream is refused at once (a
+ * bad_response, not retried) instead of gathered until the deadline, then retried, with the
+ * instance's memory: each event is bounded (server-sent-events.ts), but not how many come.
+ */
+export function maxReplyChars(maxTokens: number): number {
+  return Math.max(MAX_EVENT_CHARS, REPLY_CHARS_PER_TOKEN * maxTokens);
+}
+
 const isHighSurrogate = (code: number) => code >= 0xd800 && code <= 0xdbff;
 
 /**
  * A streamed reply's text, passed on as deltas. Leading blank text is held back, so a blank reply
  * fails before anything is shown, as a non-streamed one does. A trailing high surrogate is held
  * until its pair arrives (a server may split a pair across chunks): each delta is well-formed on
- * its own, and the deltas concatenate to the stored text exactly.
+ * its own, and the deltas concatenate to the stored text exactly. Longer than `maxChars`, it is
+ * refused (see maxReplyChars), judged from the lengths it holds: a comparison a chunk, no more.
  */
 class StreamedText {
   private sent = "";
   private pending = "";
 
-  constructor(private readonly sink: ReplySink) {}
+  constructor(
+    private readonly sink: ReplySink,
+    private readonly maxChars: number,
+  ) {}
 
   add(content: string): void {
+    if (this.sent.length + this.pending.length + content.length > this.maxChars) {
+      throw new ModelError("bad_response", `the model's reply is longer than ${this.maxChars} characters`, { retryable: false });
+    }
     this.pending += content;
     if (this.sent === "" && this.pending.trim() === "") return;
     const cut = isHighSurrogate(this.pending.charCodeAt(this.pending.length - 1)) ? this.pending.length - 1 : this.pending.length;
@@ -255,7 +299,8 @@ function readCompletion(response: unknown, requestedModel: string): Completion {
   }
   // A compatible server may send lone surrogates; stored as they are they would wedge the database node.
   const usage = parsed.data.usage;
-  return { text: content.toWellFormed(), truncated: choice?.finish_reason === "length", model: parsed.data.model ?? requestedModel, ...(usage && { usage }) };
+  const model = isNamed(parsed.data.model) ? parsed.data.model : requestedModel;
+  return { text: content.toWellFormed(), truncated: choice?.finish_reason === "length", model, ...(usage && { usage }) };
 }
 
 /** Maps SDK errors by class; the provider's own message is kept out of client responses. */

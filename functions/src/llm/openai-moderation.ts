@@ -1,6 +1,7 @@
 import OpenAI from "openai";
 import { z } from "zod";
-import { createOpenAiClient, type OpenAiClientOptions } from "./openai-client";
+import { readJsonAnswer } from "./json-answer";
+import { callDeadline, createOpenAiClient, type OpenAiClientOptions } from "./openai-client";
 import { toModelError } from "./openai-model";
 import { ModerationAbandonedError, ModerationNotSupportedError, ModerationUnavailableError, type ModerationVerdict, type Moderator } from "./moderation";
 
@@ -17,12 +18,17 @@ export function createOpenAiModerator(options: OpenAiClientOptions): Moderator {
   return {
     name: "openai",
     async check(text, { signal } = {}): Promise<ModerationVerdict> {
+      // The raw response, its body read here with a bound (json-answer.ts), under the call's deadline.
+      const deadline = callDeadline(options.timeoutMs, signal);
       let response: unknown;
       try {
-        response = await client.moderations.create({ model: MODERATION_MODEL, input: text }, { signal });
+        response = await readJsonAnswer(await client.moderations.create({ model: MODERATION_MODEL, input: text }, { signal: deadline.signal }).asResponse());
       } catch (error) {
         if (signal?.aborted) throw new ModerationAbandonedError("the moderation check was abandoned", { cause: error });
+        if (deadline.expired) throw new ModerationUnavailableError("timeout", "moderation: the model did not answer in time", { cause: error });
         throw toModerationError(error);
+      } finally {
+        deadline.clear();
       }
       return readVerdict(response);
     },

@@ -6,6 +6,7 @@ import type { Log, LogFields } from "../../src/log/log";
 import { streamCall, type StreamedAnswer } from "../support/event-stream-client";
 import type { Scripted } from "../support/fake-openai-server";
 import { createSession, describeEachStore, ROUTES, startHarness, type Harness, type StoreKind } from "../support/http-harness";
+import { flood, FLOOD_PIECE, rawProvider, type RawBody } from "../support/raw-provider";
 import { describeWithRtdb } from "../support/rtdb";
 
 interface Failure {
@@ -231,5 +232,93 @@ describeWithRtdb("a provider stream cut after its finish reason and usage, befor
     const answer = await harness().api.call("POST", ROUTES.message(id), { message: "hi" });
     expect({ status: answer.status, calls: calls() }).toEqual({ status: 200, calls: 1 });
     expect(answer.body).toMatchObject({ success: true, response: "Hello world", message_count: 1 });
+  });
+});
+
+const chunk = (fields: object) => `data: ${JSON.stringify(fields)}\n\n`;
+const SNAPSHOT = "gpt-4o-mini-2024-07-18";
+const GREETING = "Hello! How can I help today?";
+
+/** Azure OpenAI's stream: a prompt-filter chunk with `model: ""` first, then the reply under its dated snapshot name. */
+const azureStream =
+  chunk({ id: "", object: "", created: 0, model: "", choices: [], prompt_filter_results: [{ prompt_index: 0, content_filter_results: {} }] }) +
+  chunk({ id: "c1", object: "chat.completion.chunk", created: 1, model: SNAPSHOT, choices: [{ index: 0, delta: { role: "assistant", content: "" }, finish_reason: null }] }) +
+  chunk({ id: "c1", object: "chat.completion.chunk", created: 1, model: SNAPSHOT, choices: [{ index: 0, delta: { content: GREETING }, finish_reason: null }] }) +
+  chunk({ id: "c1", object: "chat.completion.chunk", created: 1, model: SNAPSHOT, choices: [{ index: 0, delta: {}, finish_reason: "stop" }] }) +
+  "data: [DONE]\n\n";
+
+/** A stream whose choice never names a finish reason, ended by `[DONE]` (Gemini proxies, LocalAI, some gateways). */
+const noFinishStream =
+  chunk({ model: "gpt-4o-mini", choices: [{ index: 0, delta: { role: "assistant", content: "" } }] }) +
+  chunk({ model: "gpt-4o-mini", choices: [{ index: 0, delta: { content: GREETING } }] }) +
+  "data: [DONE]\n\n";
+
+describeEachStore("a provider whose answers are unusual, or never end", (kind) => {
+  let harness: Harness;
+  let provider: Awaited<ReturnType<typeof rawProvider>>;
+  /** What the provider writes to the next calls, and as which content type. */
+  let answer: RawBody = async (write) => { await write(azureStream); };
+  let contentType = "text/event-stream";
+  let calls = 0;
+
+  beforeAll(async () => {
+    provider = await rawProvider((...args) => {
+      calls += 1;
+      return answer(...args);
+    }, () => contentType);
+    harness = await startHarness({ store: kind, env: { OPENAI_BASE_URL: provider.baseUrl, USER_TOKENS_PER_DAY: "0", OPENAI_MAX_RETRIES: "1", OPENAI_MAX_RETRY_WAIT_MS: "100" } });
+  });
+  afterAll(async () => {
+    await harness.close();
+    await provider.stop();
+  });
+  beforeEach(() => {
+    calls = 0;
+    contentType = "text/event-stream";
+  });
+
+  const session = () => createSession(harness.api, "friendly-assistant", `user-${randomUUID()}`);
+
+  it("prices an Azure reply, whose stream opens with a blank model name, as the model its later chunks name: cost_usd in the done event and the stored exchange", async () => {
+    answer = async (write) => { await write(azureStream); };
+    const id = await session();
+    const { events } = await streamCall(harness.api.baseUrl, ROUTES.message(id), { message: "Stream it" });
+    const done = events.find((event) => event.event === "done");
+    const usage = (done?.data as { usage?: { cost_usd?: number } } | undefined)?.usage;
+    const stored = await harness.api.store.readExchange(id, 1);
+    expect({ answered: typeof usage?.cost_usd, stored: typeof stored?.assistant.usage?.cost_usd }).toEqual({ answered: "number", stored: "number" });
+  });
+
+  it("stores a reply whose stream ended with [DONE] and no finish reason, and ends the stream with done, after one model call", async () => {
+    answer = async (write) => { await write(noFinishStream); };
+    const id = await session();
+    const { events } = await streamCall(harness.api.baseUrl, ROUTES.message(id), { message: "Stream it" });
+    expect(events.map((event) => event.event).filter((name) => name !== "delta")).toEqual(["done"]);
+    expect(calls).toBe(1);
+    expect((await harness.api.store.readExchange(id, 1))?.assistant.content).toBe(GREETING);
+  });
+
+  it("ends a streamed reply that never ends with an error event MODEL_ERROR, after one model call, and stores nothing", async () => {
+    const event = chunk({ model: "gpt-4o-mini", choices: [{ index: 0, delta: { content: FLOOD_PIECE }, finish_reason: null }] });
+    answer = (write, _cut, gone) => flood(write, gone, event);
+    const id = await session();
+    const before = provider.sent();
+    const { events } = await streamCall(harness.api.baseUrl, ROUTES.message(id), { message: "Stream it" });
+    expect(events.at(-1)).toMatchObject({ event: "error", data: { success: false, error: { code: "MODEL_ERROR" } } });
+    expect(calls).toBe(1);
+    expect(provider.sent() - before).toBeLessThan(16 * 2 ** 20);
+    expect(await harness.api.store.readExchange(id, 1)).toBeNull();
+  });
+
+  it("answers 502 MODEL_ERROR to a message whose provider's JSON answer never ends, after one model call", async () => {
+    contentType = "application/json";
+    answer = async (write, _cut, gone) => {
+      if (await write('{"model":"gpt-4o-mini","choices":[{"index":0,"finish_reason":"stop","message":{"role":"assistant","content":"')) await flood(write, gone);
+    };
+    const id = await session();
+    const before = provider.sent();
+    const answered = await harness.api.call("POST", ROUTES.message(id), { message: "hello" });
+    expect({ status: answered.status, code: answered.body.error?.code, calls }).toEqual({ status: 502, code: "MODEL_ERROR", calls: 1 });
+    expect(provider.sent() - before).toBeLessThan(16 * 2 ** 20);
   });
 });

@@ -1,12 +1,12 @@
-import { createServer } from "node:http";
-import type { AddressInfo } from "node:net";
 import OpenAI from "openai";
 import type { CompletionRequest } from "../../src/llm/chat-model";
 import { MAX_RETRY_AFTER_MS, ModelError } from "../../src/llm/errors";
-import { createOpenAiModel, retryAfter, toModelError } from "../../src/llm/openai-model";
+import { createOpenAiModel, maxReplyChars, retryAfter, toModelError } from "../../src/llm/openai-model";
 import { withRetries } from "../../src/llm/retrying-model";
+import { MAX_EVENT_CHARS } from "../../src/llm/server-sent-events";
 import { fakeUsage, FakeOpenAiServer } from "../support/fake-openai-server";
 import { HELLO_REQUEST } from "../support/fixtures";
+import { flood, FLOOD_PIECE, rawProvider, type RawBody } from "../support/raw-provider";
 
 const NOW = Date.parse("2025-01-01T00:00:00Z");
 const SECRET = "sk-secret-0123456789";
@@ -215,6 +215,12 @@ describe("createOpenAiModel against an OpenAI-compatible server", () => {
     fake.enqueue({ kind: "raw", status: 200, body: JSON.stringify(body) });
     const completion = await model().complete(request);
     expect(completion).toStrictEqual({ text: "fine", truncated: false, model: "gpt-test" });
+  });
+
+  it("answers as the model asked for when the provider names its model blank", async () => {
+    const body = { model: "", choices: [{ message: { content: "fine" }, finish_reason: "stop" }] };
+    fake.enqueue({ kind: "raw", status: 200, body: JSON.stringify(body) });
+    await expect(model().complete({ ...request, model: "gpt-4o-mini" })).resolves.toStrictEqual({ text: "fine", truncated: false, model: "gpt-4o-mini" });
   });
 
   it("takes choice 0 for the reply when the provider sends several, in any order", async () => {
@@ -474,46 +480,10 @@ describe("createOpenAiModel against an OpenAI-compatible server", () => {
   });
 });
 
-/**
- * A provider that writes `body` (one piece per write, waiting for the client to read each), then
- * closes the stream: for bodies the fake server does not script. `sent` counts what it wrote;
- * `cut` drops the connection once what was written has left (the body never ends).
- */
-async function rawStreamServer(body: (write: (piece: string) => Promise<boolean>, cut: () => Promise<void>) => Promise<void>) {
-  let sent = 0;
-  const server = createServer((request, response) => {
-    request.resume();
-    request.on("end", () => {
-      response.writeHead(200, { "content-type": "text/event-stream" });
-      const write = (piece: string) =>
-        new Promise<boolean>((resolve) => {
-          if (response.destroyed) {
-            resolve(false);
-            return;
-          }
-          sent += piece.length;
-          if (response.write(piece)) {
-            resolve(true);
-            return;
-          }
-          const done = () => { response.off("drain", done); response.off("close", done); resolve(!response.destroyed); };
-          response.on("drain", done);
-          response.on("close", done);
-        });
-      const cut = async () => {
-        await new Promise((flushed) => response.write("", flushed));
-        response.destroy();
-      };
-      void body(write, cut).then(() => { if (!response.destroyed) response.end(); });
-    });
-  });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const baseUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`;
-  return {
-    model: (timeoutMs: number) => createOpenAiModel({ apiKey: "sk-test-key", baseUrl, timeoutMs }),
-    sent: () => sent,
-    stop: () => new Promise<void>((resolve) => { server.closeAllConnections(); server.close(() => { resolve(); }); }),
-  };
+/** A provider of ours (support/raw-provider.ts) and the model that calls it. */
+async function rawStreamServer(body: RawBody, contentType?: string) {
+  const server = await rawProvider(body, contentType);
+  return { ...server, model: (timeoutMs: number) => createOpenAiModel({ apiKey: "sk-test-key", baseUrl: server.baseUrl, timeoutMs }) };
 }
 
 describe("createOpenAiModel against a provider's broken or unusual stream", () => {
@@ -666,6 +636,98 @@ describe("createOpenAiModel against a provider's broken or unusual stream", () =
     try {
       await expect(server.model(30_000).complete(HELLO_REQUEST, { write: () => undefined })).rejects.toMatchObject({ failure: "bad_response", retryable: false });
       expect(server.sent()).toBeLessThan(16 * 2 ** 20);
+    } finally {
+      await server.stop();
+    }
+  });
+
+  it("answers as the model the later chunks name, for a stream opening with a chunk whose model is blank (Azure's prompt filter)", async () => {
+    const snapshot = "gpt-4o-mini-2024-07-18";
+    const server = await rawStreamServer(async (write) => {
+      await write(frame({ id: "", model: "", choices: [], prompt_filter_results: [{ prompt_index: 0, content_filter_results: {} }] }));
+      await write(`${frame({ model: snapshot, choices: [{ index: 0, delta: { content: "Hi there." }, finish_reason: null }] })}${frame({ model: snapshot, choices: [{ index: 0, delta: {}, finish_reason: "stop" }] })}data: [DONE]\n\n`);
+    });
+    try {
+      await expect(server.model(2_000).complete({ ...HELLO_REQUEST, model: "gpt-4o-mini" }, { write: () => undefined })).resolves.toStrictEqual({ text: "Hi there.", truncated: false, model: snapshot });
+    } finally {
+      await server.stop();
+    }
+  });
+
+  it("answers as the model asked for when every chunk names its model blank", async () => {
+    const server = await rawStreamServer(async (write) => {
+      await write(`${frame({ model: "", choices: [{ index: 0, delta: { content: "Hi." }, finish_reason: null }] })}${frame({ model: " ", choices: [{ index: 0, delta: {}, finish_reason: "stop" }] })}data: [DONE]\n\n`);
+    });
+    try {
+      await expect(server.model(2_000).complete({ ...HELLO_REQUEST, model: "gpt-4o-mini" }, { write: () => undefined })).resolves.toMatchObject({ text: "Hi.", model: "gpt-4o-mini" });
+    } finally {
+      await server.stop();
+    }
+  });
+
+  it.each([
+    ["no finish_reason field", {}],
+    ["finish_reason null throughout", { finish_reason: null }],
+  ])("takes a stream ended by [DONE] without a finish reason (%s) as a complete reply, in one call", async (_name, finish) => {
+    let calls = 0;
+    const server = await rawStreamServer(async (write) => {
+      calls += 1;
+      await write(`${frame({ choices: [{ index: 0, delta: { content: "Hi" }, ...finish }] })}${frame({ choices: [{ index: 0, delta: { content: " there." }, ...finish }] })}data: [DONE]\n\n`);
+    });
+    try {
+      const retrying = withRetries(server.model(2_000), { maxRetries: 2, maxWaitMs: 10, sleep: () => Promise.resolve() });
+      await expect(retrying.complete(HELLO_REQUEST, { write: () => undefined, restart: () => true })).resolves.toStrictEqual({ text: "Hi there.", truncated: false, model: "gpt-test" });
+      expect(calls).toBe(1);
+    } finally {
+      await server.stop();
+    }
+  });
+});
+
+describe("createOpenAiModel against a provider whose answer never ends", () => {
+  const content = '{"model":"gpt-test","choices":[{"index":0,"finish_reason":"stop","message":{"role":"assistant","content":"';
+
+  it.each([
+    ["a non-streamed call", undefined],
+    ["a streamed call the provider answers with one JSON completion", { write: () => undefined }],
+  ])("refuses a JSON completion that never ends as a malformed reply, not retried, before reading more than a few megabytes: %s", async (_name, sink) => {
+    const server = await rawStreamServer(async (write, _cut, gone) => {
+      if (await write(content)) await flood(write, gone);
+    }, "application/json");
+    try {
+      await expect(server.model(10_000).complete(HELLO_REQUEST, sink)).rejects.toMatchObject({ failure: "bad_response", retryable: false });
+      expect(server.sent()).toBeLessThan(16 * 2 ** 20);
+    } finally {
+      await server.stop();
+    }
+  });
+
+  it("refuses a stream of well-formed events that never ends as a malformed reply, not retried, past the reply's bound", async () => {
+    const event = `data: ${JSON.stringify({ model: "gpt-test", choices: [{ index: 0, delta: { content: FLOOD_PIECE }, finish_reason: null }] })}\n\n`;
+    const server = await rawStreamServer(async (write, _cut, gone) => flood(write, gone, event));
+    try {
+      let passedOn = 0;
+      const call = server.model(10_000).complete(HELLO_REQUEST, { write: (text) => { passedOn += text.length; } });
+      await expect(call).rejects.toMatchObject({ failure: "bad_response", retryable: false });
+      expect(passedOn).toBeLessThanOrEqual(maxReplyChars(HELLO_REQUEST.max_tokens));
+      expect(server.sent()).toBeLessThan(16 * 2 ** 20);
+    } finally {
+      await server.stop();
+    }
+  });
+
+  it("takes a streamed reply longer than one event may be when its max_tokens allows it", async () => {
+    const request = { ...HELLO_REQUEST, max_tokens: 100_000 };
+    const pieces = Math.ceil((MAX_EVENT_CHARS + 1) / FLOOD_PIECE.length);
+    expect(pieces * FLOOD_PIECE.length).toBeLessThanOrEqual(maxReplyChars(request.max_tokens));
+    const event = (fields: object) => `data: ${JSON.stringify({ model: "gpt-test", choices: [{ index: 0, ...fields }] })}\n\n`;
+    const server = await rawStreamServer(async (write) => {
+      for (let i = 0; i < pieces; i += 1) if (!(await write(event({ delta: { content: FLOOD_PIECE }, finish_reason: null })))) return;
+      await write(`${event({ delta: {}, finish_reason: "stop" })}data: [DONE]\n\n`);
+    });
+    try {
+      const completion = await server.model(10_000).complete(request, { write: () => undefined });
+      expect(completion.text).toHaveLength(pieces * FLOOD_PIECE.length);
     } finally {
       await server.stop();
     }

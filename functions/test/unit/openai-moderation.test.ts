@@ -6,6 +6,7 @@ import { moderatorFromConfig } from "../../src/llm/model-from-config";
 import { ModerationAbandonedError, ModerationNotSupportedError, ModerationUnavailableError } from "../../src/llm/moderation";
 import { createOpenAiModerator, MODERATION_MODEL } from "../../src/llm/openai-moderation";
 import { FakeOpenAiServer } from "../support/fake-openai-server";
+import { flood, rawProvider } from "../support/raw-provider";
 
 async function failure(promise: Promise<unknown>): Promise<unknown> {
   try {
@@ -108,6 +109,18 @@ describe("createOpenAiModerator against an OpenAI-compatible server", () => {
   ])("calls an answer with %s an outage (no verdict)", async (_name, body) => {
     fake.enqueueModeration({ kind: "raw", status: 200, body });
     expect(await failure(moderator().check("hello"))).toMatchObject({ name: "ModerationUnavailableError", failure: "bad_response" });
+  });
+
+  it("calls an answer that never ends an outage (no verdict), having read no more than a few megabytes", async () => {
+    const server = await rawProvider(async (write, _cut, gone) => {
+      if (await write('{"id":"modr-1","model":"omni-moderation-latest","results":[{"flagged":false,"categories":{"')) await flood(write, gone);
+    }, "application/json");
+    try {
+      expect(await failure(moderator(10_000, server.baseUrl).check("hello"))).toMatchObject({ name: "ModerationUnavailableError", failure: "bad_response" });
+      expect(server.sent()).toBeLessThan(16 * 2 ** 20);
+    } finally {
+      await server.stop();
+    }
   });
 
   it("is abandoned when the caller aborts: the request is cut and no outage is reported", async () => {

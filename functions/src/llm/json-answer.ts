@@ -1,0 +1,36 @@
+import { ModelError } from "./errors";
+
+/**
+ * The most a provider's JSON answer (a chat completion, a moderation verdict) may hold, in bytes
+ * as read, after fetch has decompressed it (a gzip bomb counts at its inflated size): far above any
+ * honest answer (a reply of 100,000 tokens, the most a template may ask for, is some 400 KB of
+ * English, about 1 MB of a script a server writes as `\uXXXX` escapes), so that a body that never
+ * ends is refused at once instead of read until the deadline (then retried), with the instance's memory.
+ */
+export const MAX_JSON_ANSWER_BYTES = 4 * 2 ** 20;
+
+/**
+ * A JSON answer's body as the openai SDK (7.57, `defaultParseResponse`) would read it: nothing for
+ * a 204 or an empty body, the parsed JSON for a JSON media type (a SyntaxError when malformed), the
+ * text otherwise. The SDK reads the whole body first (`response.text()`), however long; here a body
+ * past `maxBytes` is a bad_response, not retried (the same provider would send it again), and the
+ * rest of it is not read (the connection is cancelled).
+ */
+export async function readJsonAnswer(response: Response, maxBytes = MAX_JSON_ANSWER_BYTES): Promise<unknown> {
+  if (response.status === 204) return null;
+  const chunks: Uint8Array[] = [];
+  let length = 0;
+  const body: AsyncIterable<Uint8Array> | null = response.body;
+  if (body) {
+    for await (const chunk of body) {
+      length += chunk.byteLength;
+      // Leaving the loop cancels the body: nothing more is read.
+      if (length > maxBytes) throw new ModelError("bad_response", `the model's answer is longer than ${maxBytes} bytes`, { retryable: false });
+      chunks.push(chunk);
+    }
+  }
+  const text = new TextDecoder().decode(Buffer.concat(chunks, length));
+  const mediaType = response.headers.get("content-type")?.split(";")[0]?.trim().toLowerCase();
+  if (!(mediaType?.includes("application/json") || mediaType?.endsWith("+json"))) return text;
+  return text === "" ? undefined : (JSON.parse(text) as unknown);
+}
