@@ -1,10 +1,10 @@
-import { setTimeout as sleep } from "node:timers/promises";
 import type { Database } from "firebase-admin/database";
 import { userKey } from "../../src/session/ledger/limits";
 import { erasurePath } from "../../src/store/rtdb/paths";
 import { bearer, signUp, type TestUser } from "../support/auth-emulator";
 import type { EmulatorProject } from "../support/emulator-project";
 import { call } from "../support/http-harness";
+import { valueWhere } from "../support/rtdb";
 
 const API = "/api/v1/chatbot";
 
@@ -71,13 +71,12 @@ export function describeUserData(emulated: () => EmulatedData): void {
         body: JSON.stringify({ idToken: doomed.idToken }),
       });
       expect(deleted.status).toBe(200);
-      const deadline = Date.now() + 60_000;
-      while ((await sessionsLeft()) > 0 && Date.now() < deadline) await sleep(250);
+      await Promise.all(ids.map((id) => valueWhere(db.ref(`userSessions/${id}/state`), (state) => state === null, `session ${id} erased`, 60_000)));
       expect(await sessionsLeft()).toBe(0);
       expect((await db.ref(`userConversations/${doomed.uid}`).once("value")).exists()).toBe(false);
       // The erasure is kept, and the user refused, until a second pass after the hour their ID tokens may still be used.
       const erasure = async () => (await db.ref(erasurePath(userKey(doomed.uid))).once("value")).val() as { phase?: string; due_at?: number } | null;
-      while ((await erasure())?.phase !== "settling" && Date.now() < deadline) await sleep(250);
+      await valueWhere(db.ref(erasurePath(userKey(doomed.uid))), (record) => (record as { phase?: string } | null)?.phase === "settling", "the erasure's first pass over", 60_000);
       expect((await erasure())?.due_at).toBeGreaterThan(Date.now() + 55 * 60_000);
       // The other user's conversation is untouched.
       expect((await call(project.hostingUrl, "GET", `${API}/sessions`, undefined, bearer((await reader()).idToken))).body.sessions).toHaveLength(1);

@@ -1,12 +1,11 @@
 import { randomUUID } from "node:crypto";
-import { setTimeout as sleep } from "node:timers/promises";
 import { userKey } from "../../src/session/ledger/limits";
 import type { Exchange } from "../../src/store/records";
 import { ApiUser, HOSTING_ROUTES } from "../support/connection-api";
 import { newSession, appendAt } from "../support/fixtures";
 import { call, ROUTES, startHarness, type Harness } from "../support/http-harness";
 import { startLocalProcess, type LocalProcess } from "../support/local-process";
-import { describeWithRtdb } from "../support/rtdb";
+import { describeWithRtdb, valueWhere } from "../support/rtdb";
 import { standInSkipReason, startStandIn, type StandIn } from "../support/stand-in";
 import { describeUnless } from "../support/visible-skip";
 import { WholeStore } from "../support/whole-store";
@@ -76,10 +75,7 @@ describeWithRtdb("erasure interrupted by a crash", () => {
         const erasing = call(victim.url, "DELETE", `${ROUTES.erase}?user_id=${userId}`).catch((error: unknown) => error);
         // Killed once its first batch is deleted, with most of the user's data left.
         const index = whole.raw!.ref(`userConversations/${userId}`);
-        for (let tries = 0; tries < 1_000; tries += 1) {
-          if ((await index.once("value")).numChildren() < SESSIONS) break;
-          await sleep(5);
-        }
+        await valueWhere(index, (entries) => Object.keys(entries ?? {}).length < SESSIONS, "the first batch of the user's index deleted");
         victim.child.kill("SIGKILL");
         await erasing;
         victim = undefined;

@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { deleteApp, initializeApp, type App } from "firebase-admin/app";
-import { getDatabase, type Database } from "firebase-admin/database";
+import { getDatabase, type Database, type DataSnapshot, type Reference } from "firebase-admin/database";
 import { describeUnless } from "./visible-skip";
 import { withEmulatorHost } from "../../src/store/rtdb/instance-databases";
 
@@ -113,4 +113,31 @@ export function contractStores<S extends { copiesSettled(): Promise<void>; close
       await Promise.all([instances, ...empties].map((database) => database.close()));
     },
   };
+}
+
+/**
+ * Resolves once the node at `ref` holds a value `accept` takes (at once if it does already), from
+ * a listener: the database tells of each change, so a test waits for it instead of polling. Fails
+ * after `timeoutMs`, saying `what` did not come.
+ */
+export function valueWhere(ref: Reference, accept: (value: unknown) => boolean, what: string, timeoutMs = 30_000): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const stop = (): void => {
+      clearTimeout(timer);
+      ref.off("value", onValue);
+    };
+    const timer = setTimeout(() => {
+      stop();
+      reject(new Error(`not within ${String(timeoutMs)} ms: ${what}`));
+    }, timeoutMs);
+    const onValue = (snapshot: DataSnapshot): void => {
+      if (!accept(snapshot.val())) return;
+      stop();
+      resolve();
+    };
+    ref.on("value", onValue, (error: Error) => {
+      stop();
+      reject(error);
+    });
+  });
 }
