@@ -102,14 +102,23 @@ export class ErasureWrites {
     return keys;
   }
 
-  async deleteUnchangedCreateKey(hash: string, read: CreateKey): Promise<boolean> {
+  /** A repeat's take-over landing since the read changes the record (`adopted_at`), and it stays. */
+  deleteUnchangedCreateKey(hash: string, read: CreateKey): Promise<boolean> {
+    return this.deleteCreateKeyWhile(hash, "delete unchanged create key", (stored) => isUnchangedCreateKey(stored, read));
+  }
+
+  /**
+   * Removes the record under `hash` while `removable` says so of it, decided in a transaction on
+   * the server's record: a delete that did not look could take away a claim or a take-over made
+   * since. Kept, the record is written back as it is. True when it went.
+   */
+  async deleteCreateKeyWhile(hash: string, operation: string, removable: (stored: CreateKey) => boolean): Promise<boolean> {
     const path = createKeyPath(hash);
-    // Decided in the transaction, on the server's record: a repeat's take-over landing since changes it, and it stays. Kept, it is written back as it is.
-    const { decided, committed } = await this.engine.transact(path, "delete unchanged create key", (current) => {
-      const unchanged = current !== null && isUnchangedCreateKey(parseStored(createKeySchema, current, path), read);
-      return { decided: unchanged, write: unchanged ? null : current };
+    const { decided, committed } = await this.engine.transact(path, operation, (current) => {
+      const gone = current !== null && removable(parseStored(createKeySchema, current, path));
+      return { decided: gone, write: gone ? null : current };
     });
-    if (!committed) throw new StoreUnavailableError("delete unchanged create key");
+    if (!committed) throw new StoreUnavailableError(operation);
     return decided === true;
   }
 }

@@ -276,16 +276,9 @@ export class RtdbStore implements SessionStore {
     return parseStored(createKeySchema, snapshot.val(), path);
   }
 
-  async releaseCreateKey(hash: string, key: CreateKey): Promise<boolean> {
-    const path = createKeyPath(hash);
-    // Decided in the transaction: once this claim went, another request may claim the key again,
-    // and a delete that did not look would take that claim away. Kept, the record is written back.
-    const { decided, committed } = await this.engine.transact(path, "release idempotency key", (current) => {
-      const mine = current !== null && isReleasable(parseStored(createKeySchema, current, path), key);
-      return { decided: mine, write: mine ? null : current };
-    });
-    if (!committed) throw new StoreUnavailableError("release idempotency key");
-    return decided === true;
+  releaseCreateKey(hash: string, key: CreateKey): Promise<boolean> {
+    // Once this claim went, another request may claim the key again: it stays.
+    return this.erasures.deleteCreateKeyWhile(hash, "release idempotency key", (stored) => isReleasable(stored, key));
   }
 
   // HistoryStore
