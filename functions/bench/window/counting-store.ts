@@ -103,8 +103,8 @@ export class CountingStore implements SessionStore {
   }
 
   /** Not counted: it sends nothing (the store answers from what it listens to). */
-  onClosed(sessionId: string, closed: () => void, until: AbortSignal): void {
-    this.inner.onClosed(sessionId, closed, until);
+  onClosed(sessionId: string, closed: () => void): () => void {
+    return this.inner.onClosed(sessionId, closed);
   }
 
   findIdleSessions(cutoff: number, limit: number): Promise<string[]> {

@@ -140,24 +140,19 @@ export class MemoryStore implements SessionStore {
   }
 
   /** Knows every session's state: tells as the state closes (or the session goes), at once if it is so already. */
-  onClosed(sessionId: string, closed: () => void, until: AbortSignal): void {
-    if (until.aborted) return;
+  onClosed(sessionId: string, closed: () => void): () => void {
     if (this.sessions.get(sessionId)?.state.status !== "active") {
       closed();
-      return;
+      return () => undefined;
     }
     const watchers = this.closeWatchers.get(sessionId) ?? new Set();
-    const watcher = (): void => {
-      until.removeEventListener("abort", forget);
-      closed();
-    };
-    const forget = (): void => {
+    const watcher = (): void => { closed(); };
+    watchers.add(watcher);
+    this.closeWatchers.set(sessionId, watchers);
+    return () => {
       watchers.delete(watcher);
       if (watchers.size === 0 && this.closeWatchers.get(sessionId) === watchers) this.closeWatchers.delete(sessionId);
     };
-    watchers.add(watcher);
-    this.closeWatchers.set(sessionId, watchers);
-    until.addEventListener("abort", forget, { once: true });
   }
 
   private tellIfClosed(sessionId: string): void {

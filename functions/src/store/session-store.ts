@@ -99,13 +99,13 @@ export interface StateStore {
 
   /**
    * Calls `closed`, once, when this instance learns that the session is closed (ended, expired)
-   * or gone, at once when it knows so already; nothing once `until` is aborted. From what the
+   * or gone, at once when it knows so already; nothing once the returned stop is called. From what the
    * instance knows of the session anyway, never at the cost of a read or a round trip: an adapter
    * that listens to the state of the sessions it serves tells from that listener, and tells
    * nothing of a session it does not listen to. For a partial's writer, whose session another
    * instance may close while its reply is still being written.
    */
-  onClosed(sessionId: string, closed: () => void, until: AbortSignal): void;
+  onClosed(sessionId: string, closed: () => void): () => void;
 
   /**
    * Whether anyone but this service reads partial replies (a database clients listen to). When

@@ -101,9 +101,9 @@ export class ShardedStore implements SessionStore {
     return this.on(sessionId, "write partial", (instance) => instance.writePartial(sessionId, key, partial));
   }
 
-  onClosed(sessionId: string, closed: () => void, until: AbortSignal): void {
+  onClosed(sessionId: string, closed: () => void): () => void {
     // An id past the list names no session this instance can serve: nothing is known of it.
-    this.instances[instancePositionOf(sessionId)]?.onClosed(sessionId, closed, until);
+    return this.instances[instancePositionOf(sessionId)]?.onClosed(sessionId, closed) ?? (() => undefined);
   }
 
   claimCreateKey(hash: string, key: CreateKey): Promise<CreateKey> {

@@ -10,6 +10,9 @@ export type Fault = "before" | "after";
 
 type Method = keyof SessionStore;
 
+/** The port's calls that answer at once (no database call to fail): passed through as they are, not made async. */
+const SYNCHRONOUS: ReadonlySet<string> = new Set<Method>(["onClosed", "prepareUsage", "prepareServiceUsage", "reaches"]);
+
 /**
  * A store that delegates every call to a real adapter, except the calls a test arms to fail,
  * once each. It stands between the service and a real database, so a test can make a chosen
@@ -26,6 +29,7 @@ export class FaultyStore {
       get: (target, property, receiver) => {
         const value: unknown = Reflect.get(target, property, receiver);
         if (typeof value !== "function" || typeof property !== "string") return value;
+        if (SYNCHRONOUS.has(property)) return (...args: unknown[]) => Reflect.apply(value, target, args) as unknown;
         const method = property as Method;
         return async (...args: unknown[]) => {
           const fault = this.armed.get(method)?.shift();

@@ -91,12 +91,11 @@ describe("ListenerHolds", () => {
     holds.hold("state");
     const told: string[] = [];
     const closed = (snapshot: DataSnapshot) => snapshot.val() === "ended";
-    holds.whenValue("state", closed, () => told.push("first"), new AbortController().signal);
-    const stopped = new AbortController();
-    holds.whenValue("state", closed, () => told.push("stopped"), stopped.signal);
-    holds.whenValue("other", closed, () => told.push("not held"), new AbortController().signal);
+    holds.whenValue("state", closed, () => told.push("first"));
+    const stop = holds.whenValue("state", closed, () => told.push("stopped"));
+    holds.whenValue("other", closed, () => told.push("not held"));
     expect({ state: count("state"), other: count("other") }).toEqual({ state: 3, other: 0 });
-    stopped.abort();
+    stop();
     emit("state", "active");
     emit("state", "ended");
     emit("state", "ended");

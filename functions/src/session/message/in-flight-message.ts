@@ -74,8 +74,8 @@ export class InFlightMessage {
   /** The reservations are settled with what the calls spent (sent beside the commit). */
   private settled = false;
   private ended = false;
-  /** Aborted when the reply is complete (its commit or its end removes the partial then): no more watching for the session's close. */
-  private readonly watching = new AbortController();
+  /** Stops watching for the session's close, once the reply is complete (its commit or its end removes the partial then). */
+  private stopWatching: (() => void) | undefined;
 
   constructor(
     private readonly context: MessageContext,
@@ -110,7 +110,7 @@ export class InFlightMessage {
     // conversation that takes no reply, until the message ends. Once the session is known closed
     // the writer stops, and removes what it wrote as a failure does: the removal goes after any
     // write still on its way (one connection, in order), so a write landing after the close goes too.
-    store.onClosed(id, () => { partial.discard(); }, this.watching.signal);
+    this.stopWatching = store.onClosed(id, () => { partial.discard(); });
     if (!caller) return partial;
     return {
       write: (text) => {
@@ -153,7 +153,7 @@ export class InFlightMessage {
    */
   replyComplete(): SummaryResult {
     this.partial?.stop();
-    this.watching.abort();
+    this.stopWatching?.();
     return this.summaryCall?.finish() ?? {};
   }
 
@@ -206,7 +206,7 @@ export class InFlightMessage {
   end(how: MessageEnd): void {
     if (this.ended) return;
     this.ended = true;
-    this.watching.abort();
+    this.stopWatching?.();
     const { store } = this.context;
     // The exchange's copy removes a stored one's partial, in the update that adds it to `messages`.
     // Otherwise discard's removal, sent on its own, may be lost (the instance going away): the

@@ -46,26 +46,29 @@ export class ListenerHolds {
 
   /**
    * Calls `then`, once, when `path` holds a value that `matches` (at once when the value held
-   * does), while `until` is not aborted; nothing when `path` is not held. Answered from the listen
-   * the hold keeps: the SDK sends no listen of its own for a second listener of a node it listens
-   * to. That listener keeps the listen open past a release of the hold, until it is answered or
-   * `until` is aborted.
+   * does), until the returned stop is called; nothing when `path` is not held. Answered from the
+   * listen the hold keeps: the SDK sends no listen of its own for a second listener of a node it
+   * listens to. That listener keeps the listen open past a release of the hold, until it is
+   * answered or stopped. (A function to stop, not an AbortSignal: each message asks, and an
+   * AbortController's abort makes a DOMException with its stack, a cost the cost bench showed.)
    */
-  whenValue(path: string, matches: (snapshot: DataSnapshot) => boolean, then: () => void, until: AbortSignal): void {
-    if (until.aborted || !this.held.has(path)) return;
+  whenValue(path: string, matches: (snapshot: DataSnapshot) => boolean, then: () => void): () => void {
+    if (!this.held.has(path)) return () => undefined;
     const ref = this.db.ref(path);
+    let listening = true;
     const stop = (): void => {
+      if (!listening) return;
+      listening = false;
       ref.off("value", onValue);
-      until.removeEventListener("abort", stop);
     };
     const onValue = (snapshot: DataSnapshot): void => {
       if (!matches(snapshot)) return;
       stop();
       then();
     };
-    until.addEventListener("abort", stop, { once: true });
     // A cancelled listen (rules, a deleted app) tells nothing more.
     ref.on("value", onValue, stop);
+    return stop;
   }
 
   isHeld(path: string): boolean {

@@ -253,10 +253,10 @@ export class RtdbStore implements SessionStore {
     await this.engine.call("write partial reply", this.db.ref(partialPath(sessionId, key)).set(partial));
   }
 
-  onClosed(sessionId: string, closed: () => void, until: AbortSignal): void {
+  onClosed(sessionId: string, closed: () => void): () => void {
     // From the state's listener alone (the instance holds those of the sessions it serves): a
     // transaction here never applies locally, so each value is the server's. `status` only, not the whole state parsed.
-    this.holds.whenValue(statePath(sessionId), (state) => state.child("status").val() !== "active", closed, until);
+    return this.holds.whenValue(statePath(sessionId), (state) => state.child("status").val() !== "active", closed);
   }
 
   async claimCreateKey(hash: string, key: CreateKey): Promise<CreateKey> {
