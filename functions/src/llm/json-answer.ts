@@ -9,6 +9,17 @@ import { ModelError } from "./errors";
  */
 export const MAX_JSON_ANSWER_BYTES = 4 * 2 ** 20;
 
+/** How readJsonAnswer reads a body: how much of it, and whether its media type decides it is JSON. */
+export interface JsonAnswerOptions {
+  /** The most the body may hold, in bytes as read (MAX_JSON_ANSWER_BYTES unless told). */
+  readonly maxBytes?: number;
+  /**
+   * Parse the body as JSON whatever its media type, as `response.json()` does: for a server that
+   * ignores `stream` and answers one JSON completion under any label (text/plain included).
+   */
+  readonly anyMediaType?: boolean;
+}
+
 /**
  * A JSON answer's body as the openai SDK (7.57, `defaultParseResponse`) would read it: nothing for
  * a 204 or an empty body, the parsed JSON for a JSON media type (a SyntaxError when malformed), the
@@ -16,8 +27,19 @@ export const MAX_JSON_ANSWER_BYTES = 4 * 2 ** 20;
  * past `maxBytes` is a bad_response, not retried (the same provider would send it again), and the
  * rest of it is not read (the connection is cancelled).
  */
-export async function readJsonAnswer(response: Response, maxBytes = MAX_JSON_ANSWER_BYTES): Promise<unknown> {
+export async function readJsonAnswer(response: Response, options: JsonAnswerOptions = {}): Promise<unknown> {
   if (response.status === 204) return null;
+  const text = await readBoundedText(response, options.maxBytes);
+  const mediaType = response.headers.get("content-type")?.split(";")[0]?.trim().toLowerCase();
+  if (!options.anyMediaType && !(mediaType?.includes("application/json") || mediaType?.endsWith("+json"))) return text;
+  return text === "" ? undefined : (JSON.parse(text) as unknown);
+}
+
+/**
+ * A response's body as text, read up to `maxBytes`: past it a bad_response, not retried, and the
+ * rest is not read (the connection is cancelled).
+ */
+export async function readBoundedText(response: Response, maxBytes = MAX_JSON_ANSWER_BYTES): Promise<string> {
   const chunks: Uint8Array[] = [];
   let length = 0;
   const body: AsyncIterable<Uint8Array> | null = response.body;
@@ -29,8 +51,5 @@ export async function readJsonAnswer(response: Response, maxBytes = MAX_JSON_ANS
       chunks.push(chunk);
     }
   }
-  const text = new TextDecoder().decode(Buffer.concat(chunks, length));
-  const mediaType = response.headers.get("content-type")?.split(";")[0]?.trim().toLowerCase();
-  if (!(mediaType?.includes("application/json") || mediaType?.endsWith("+json"))) return text;
-  return text === "" ? undefined : (JSON.parse(text) as unknown);
+  return new TextDecoder().decode(Buffer.concat(chunks, length));
 }

@@ -1,4 +1,5 @@
 import OpenAI from "openai";
+import { readBoundedText } from "./json-answer";
 
 export interface OpenAiClientOptions {
   readonly apiKey: string;
@@ -23,14 +24,15 @@ export function createOpenAiClient(options: OpenAiClientOptions): OpenAI {
 }
 
 /**
- * `fetch` whose aborts are errors of this realm. The SDK tells a timeout from other
- * connection failures by the error's name, and it rebuilds errors that fail `instanceof
- * Error` without their name: an abort raised in another realm (a test VM, a polyfill) would
- * then read as "connection error" instead of "timed out".
+ * `fetch` whose aborts are errors of this realm, and whose error answers are read with a bound.
+ * The SDK tells a timeout from other connection failures by the error's name, and it rebuilds
+ * errors that fail `instanceof Error` without their name: an abort raised in another realm (a
+ * test VM, a polyfill) would then read as "connection error" instead of "timed out".
  */
 async function fetchWithLocalAbortErrors(input: string | URL | Request, init?: RequestInit): Promise<Response> {
   try {
-    return await fetch(input, init);
+    const response = await fetch(input, init);
+    return response.ok ? response : await boundedErrorAnswer(response);
   } catch (error) {
     if (typeof error === "object" && error !== null && "name" in error && error.name === "AbortError" && !(error instanceof Error)) {
       const local = new Error("The operation was aborted", { cause: error });
@@ -39,6 +41,19 @@ async function fetchWithLocalAbortErrors(input: string | URL | Request, init?: R
     }
     throw error;
   }
+}
+
+/**
+ * An error answer (not 2xx) with its body read here, up to MAX_JSON_ANSWER_BYTES. The SDK (openai
+ * 7.57, `makeRequest`) reads an error answer's body whole (`response.text()`) before it throws, and
+ * takes a failed read as the error's message: a provider whose error answer never ends was read
+ * until the deadline, then retried as a timeout. Past the bound this throws a bad_response, not
+ * retried, which the SDK wraps as an APIConnectionError (its cause, see toModelError); within it,
+ * the SDK gets the same status and headers (Retry-After) with the text read.
+ */
+async function boundedErrorAnswer(response: Response): Promise<Response> {
+  const text = await readBoundedText(response);
+  return new Response(text === "" ? null : text, { status: response.status, statusText: response.statusText, headers: response.headers });
 }
 
 /** A call's own deadline, joined to the caller's signal (see callDeadline). */

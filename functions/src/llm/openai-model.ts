@@ -74,7 +74,7 @@ async function streamCompletion(client: OpenAI, request: CompletionRequest, time
       // Some OpenAI-compatible servers ignore `stream` and answer with one JSON completion; the
       // SDK would read that as an empty stream. Read it as the whole reply, passed on at once.
       if (!isEventStream(response.headers.get("content-type"))) {
-        const completion = readCompletion(await readJsonAnswer(response), request.model);
+        const completion = readCompletion(await readJsonAnswer(response, { anyMediaType: true }), request.model);
         text.add(completion.text);
         return { ...completion, text: text.finish() };
       }
@@ -310,6 +310,8 @@ export function toModelError(error: unknown): ModelError {
     return new ModelError("timeout", "the model did not answer in time", { cause: error });
   }
   if (error instanceof OpenAI.APIConnectionError) {
+    // What our fetch refused (an error answer past its bound, openai-client.ts) the SDK wraps as a connection error.
+    if (error.cause instanceof ModelError) return error.cause;
     return new ModelError("unavailable", "the model provider could not be reached", { cause: error });
   }
   if (error instanceof OpenAI.APIError) {

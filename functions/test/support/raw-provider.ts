@@ -8,17 +8,17 @@ import type { AddressInfo } from "node:net";
 export type RawBody = (write: (piece: string) => Promise<boolean>, cut: () => Promise<void>, gone: Promise<void>) => Promise<void>;
 
 /**
- * A provider that answers every request 200 with `contentType` (a function: asked at each request)
- * and writes `body` (one piece per write, waiting for the client to read each), then ends the
- * body: for bodies the fake OpenAI server does not script (a stream cut mid-event, a body that
- * never ends). `sent` counts the characters it wrote.
+ * A provider that answers every request `status` (200 unless told) with `contentType` (a function:
+ * asked at each request) and writes `body` (one piece per write, waiting for the client to read
+ * each), then ends the body: for bodies the fake OpenAI server does not script (a stream cut
+ * mid-event, a body that never ends). `sent` counts the characters it wrote.
  */
-export async function rawProvider(body: RawBody, contentType: string | (() => string) = "text/event-stream") {
+export async function rawProvider(body: RawBody, contentType: string | (() => string) = "text/event-stream", status = 200) {
   let sent = 0;
   const server = createServer((request, response) => {
     request.resume();
     request.on("end", () => {
-      response.writeHead(200, { "content-type": typeof contentType === "string" ? contentType : contentType() });
+      response.writeHead(status, { "content-type": typeof contentType === "string" ? contentType : contentType() });
       const write = (piece: string) =>
         new Promise<boolean>((resolve) => {
           if (response.destroyed) {

@@ -481,8 +481,8 @@ describe("createOpenAiModel against an OpenAI-compatible server", () => {
 });
 
 /** A provider of ours (support/raw-provider.ts) and the model that calls it. */
-async function rawStreamServer(body: RawBody, contentType?: string) {
-  const server = await rawProvider(body, contentType);
+async function rawStreamServer(body: RawBody, contentType?: string, status?: number) {
+  const server = await rawProvider(body, contentType, status);
   return { ...server, model: (timeoutMs: number) => createOpenAiModel({ apiKey: "sk-test-key", baseUrl: server.baseUrl, timeoutMs }) };
 }
 
@@ -641,6 +641,16 @@ describe("createOpenAiModel against a provider's broken or unusual stream", () =
     }
   });
 
+  it("reads a whole JSON completion labelled text/plain, from a server that ignores stream: true, as response.json() took any media type", async () => {
+    const body = JSON.stringify({ model: "gpt-test", choices: [{ index: 0, message: { role: "assistant", content: "Hi there." }, finish_reason: "stop" }] });
+    const server = await rawStreamServer(async (write) => { await write(body); }, "text/plain; charset=utf-8");
+    try {
+      await expect(server.model(5_000).complete(HELLO_REQUEST, { write: () => undefined })).resolves.toStrictEqual({ text: "Hi there.", truncated: false, model: "gpt-test" });
+    } finally {
+      await server.stop();
+    }
+  });
+
   it("answers as the model the later chunks name, for a stream opening with a chunk whose model is blank (Azure's prompt filter)", async () => {
     const snapshot = "gpt-4o-mini-2024-07-18";
     const server = await rawStreamServer(async (write) => {
@@ -701,6 +711,23 @@ describe("createOpenAiModel against a provider whose answer never ends", () => {
       await server.stop();
     }
   });
+
+  it.each([
+    ["a non-streamed call", undefined],
+    ["a streamed call", { write: () => undefined }],
+  ])("refuses an error answer (500) that never ends as a malformed reply, not retried, before reading more than a few megabytes or waiting for the deadline: %s", async (_name, sink) => {
+    const server = await rawStreamServer(async (write, _cut, gone) => {
+      if (await write('{"error":{"message":"')) await flood(write, gone);
+    }, "application/json", 500);
+    try {
+      const started = Date.now();
+      await expect(server.model(10_000).complete(HELLO_REQUEST, sink)).rejects.toMatchObject({ failure: "bad_response", retryable: false });
+      expect(Date.now() - started).toBeLessThan(9_500);
+      expect(server.sent()).toBeLessThan(16 * 2 ** 20);
+    } finally {
+      await server.stop();
+    }
+  }, 30_000);
 
   it("refuses a stream of well-formed events that never ends as a malformed reply, not retried, past the reply's bound", async () => {
     const event = `data: ${JSON.stringify({ model: "gpt-test", choices: [{ index: 0, delta: { content: FLOOD_PIECE }, finish_reason: null }] })}\n\n`;

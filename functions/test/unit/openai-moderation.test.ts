@@ -123,6 +123,20 @@ describe("createOpenAiModerator against an OpenAI-compatible server", () => {
     }
   });
 
+  it("calls an error answer (500) that never ends an outage (no verdict), having read no more than a few megabytes, before the deadline", async () => {
+    const server = await rawProvider(async (write, _cut, gone) => {
+      if (await write('{"error":{"message":"')) await flood(write, gone);
+    }, "application/json", 500);
+    try {
+      const started = Date.now();
+      expect(await failure(moderator(10_000, server.baseUrl).check("hello"))).toMatchObject({ name: "ModerationUnavailableError", failure: "bad_response" });
+      expect(Date.now() - started).toBeLessThan(9_500);
+      expect(server.sent()).toBeLessThan(16 * 2 ** 20);
+    } finally {
+      await server.stop();
+    }
+  }, 30_000);
+
   it("is abandoned when the caller aborts: the request is cut and no outage is reported", async () => {
     fake.enqueueModeration({ kind: "hang" });
     const caller = new AbortController();
