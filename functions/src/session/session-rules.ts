@@ -1,4 +1,4 @@
-import type { RequestEntry, SessionState, SessionStatus, TokenUsage } from "../store/records";
+import { isDoneKey, type RequestEntry, type SessionState, type SessionStatus, type TokenUsage } from "../store/records";
 import { addUsage, NO_USAGE } from "./ledger/token-usage";
 import type { StateRule } from "../store/session-store";
 
@@ -51,6 +51,8 @@ export type ClaimOutcome =
   | { readonly kind: "claimed"; readonly alone: boolean }
   | { readonly kind: "limit" }
   | { readonly kind: "done"; readonly seq: number }
+  /** The key's first request was flagged by moderation: a repeat gets the same refusal. */
+  | { readonly kind: "flagged" }
   | { readonly kind: "busy"; readonly leaseUntil: number }
   | { readonly kind: "reused" }
   | { readonly kind: "closed"; readonly status: Closed };
@@ -68,6 +70,7 @@ export function claimRequest(claim: RequestClaim, now: number, leaseMs: number, 
     const entry = current.requests?.[claim.hash];
     if (entry && entry.fingerprint !== claim.fingerprint) return { outcome: { kind: "reused" } };
     if (entry?.seq !== undefined) return { outcome: { kind: "done", seq: entry.seq } };
+    if (entry?.flagged === true) return { outcome: { kind: "flagged" } };
     if (current.status !== "active") return closing(state, current);
     if (entry?.lease_until !== undefined && entry.lease_until > now && entry.owner !== claim.owner) {
       return { outcome: { kind: "busy", leaseUntil: entry.lease_until } };
@@ -93,15 +96,31 @@ export function claimRequest(claim: RequestClaim, now: number, leaseMs: number, 
 export function releaseClaim(claim: RequestClaim, partial = false): StateRule<undefined> {
   return (state) => {
     const entry = state.requests?.[claim.hash];
-    if (entry?.owner !== claim.owner || entry.seq !== undefined) return { outcome: undefined };
+    if (entry?.owner !== claim.owner || isDoneKey(entry)) return { outcome: undefined };
     return { outcome: undefined, next: withoutRequest(state, claim.hash), ...strays(partial ? [entry.owner] : []) };
+  };
+}
+
+/**
+ * Ends a keyed claim whose message moderation flagged: the key is kept as flagged, as a stored
+ * exchange's is, so a repeat of it (waiting on the claim, or later, on any instance) gets the
+ * same 422 without a model call, and its slot frees at once. Anything else is released as
+ * releaseClaim does: an unkeyed claim, or one this request no longer holds.
+ */
+export function flagClaim(claim: RequestClaim, partial = false): StateRule<undefined> {
+  if (!claim.remember) return releaseClaim(claim, partial);
+  return (state) => {
+    const entry = state.requests?.[claim.hash];
+    if (entry?.owner !== claim.owner || isDoneKey(entry)) return { outcome: undefined };
+    const flagged: RequestEntry = { fingerprint: claim.fingerprint, flagged: true };
+    return { outcome: undefined, next: withRequest(state, claim.hash, flagged), ...strays(partial ? [entry.owner] : []) };
   };
 }
 
 /** Claims of requests still running at `now`, other than `except`. */
 function liveClaims(state: SessionState, now: number, except?: string): number {
   return Object.entries(state.requests ?? {}).filter(
-    ([hash, entry]) => hash !== except && entry.seq === undefined && (entry.lease_until ?? 0) > now,
+    ([hash, entry]) => hash !== except && !isDoneKey(entry) && (entry.lease_until ?? 0) > now,
   ).length;
 }
 
@@ -216,13 +235,13 @@ function withRequests(state: SessionState, requests: Record<string, RequestEntry
 
 /**
  * Drops claims whose lease ran out, and names their owners (the keys of the partial replies their
- * requests may have left). Done keys stay: the store moves each to its record beside the session
+ * requests may have left). Done keys (stored or flagged) stay: the store moves each to its record beside the session
  * once its exchange is copied, which keeps the state small however many keys a session remembers.
  */
 function dropLapsedClaims(state: SessionState, now: number): { state: SessionState; owners: string[] } {
   if (!state.requests) return { state, owners: [] };
   const entries = Object.entries(state.requests);
-  const lapsed = (entry: RequestEntry) => entry.seq === undefined && (entry.lease_until ?? 0) <= now;
+  const lapsed = (entry: RequestEntry) => !isDoneKey(entry) && (entry.lease_until ?? 0) <= now;
   if (!entries.some(([, entry]) => lapsed(entry))) return { state, owners: [] };
   const owners = entries.flatMap(([, entry]) => (lapsed(entry) && entry.owner !== undefined ? [entry.owner] : []));
   return { state: withRequests(state, Object.fromEntries(entries.filter(([, entry]) => !lapsed(entry)))), owners };

@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import type { ConversationPosition, ErasureRecord, ErasureRule, ListedConversation, StoredConversation } from "./conversation-records";
-import type { AddressUsage, ChatMessage, CreateKey, Exchange, KeyRecord, PartialReply, ServiceUsage, SessionMeta, SessionState, SessionSummary, Template, UserUsage } from "./records";
+import { keyRecordOf, type AddressUsage, type ChatMessage, type CreateKey, type Exchange, type KeyRecord, type PartialReply, type ServiceUsage, type SessionMeta, type SessionState, type SessionSummary, type Template, type UserUsage } from "./records";
 import { adoptedClaim, assertNextCountsOneMore, isReleasable, isUnchangedCreateKey, type RuledWithKey, type StoredCreateKey, type HistoryWindow, type LedgerRule, type NewSession, type Ruled, type SessionStore, type StateRule, type UsageRule } from "./session-store";
 
 interface StoredSession {
@@ -392,8 +392,9 @@ function moveDoneKeys(state: SessionState, records: Map<string, KeyRecord>): Ses
   const { requests, ...rest } = state;
   if (!requests) return state;
   const live = Object.entries(requests).filter(([hash, entry]) => {
-    if (entry.seq === undefined) return true;
-    records.set(hash, stored({ fingerprint: entry.fingerprint, seq: entry.seq }));
+    const record = keyRecordOf(entry);
+    if (!record) return true;
+    records.set(hash, stored(record));
     return false;
   });
   return live.length > 0 ? { ...rest, requests: Object.fromEntries(live) } : rest;

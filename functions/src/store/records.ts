@@ -117,22 +117,40 @@ export type SessionStatus = z.infer<typeof sessionStatusSchema>;
 /**
  * A message request a session knows of: one that holds a slot while its model call runs (a claim:
  * `owner` until `lease_until`), or, for a request with an `Idempotency-Key` (stored under the key's
- * hash), the exchange it produced (`seq`), kept for replays. `fingerprint` identifies the body.
+ * hash), what it came to, kept for replays: the exchange it produced (`seq`), or `flagged` when
+ * moderation refused it (a repeat gets the same refusal, without a model call). `fingerprint`
+ * identifies the body.
  */
 export const requestEntrySchema = z.object({
   fingerprint: z.string(),
   seq: z.number().int().min(1).optional(),
+  flagged: z.literal(true).optional(),
   owner: z.string().optional(),
   lease_until: z.number().optional(),
 });
 export type RequestEntry = z.infer<typeof requestEntrySchema>;
 
+/** A key whose request is over and answered for good (an exchange stored, or flagged): kept for replays, never a claim. */
+export function isDoneKey(entry: RequestEntry): boolean {
+  return entry.seq !== undefined || entry.flagged === true;
+}
+
 /**
  * A done `Idempotency-Key` moved out of the state, beside the session
- * (`/userSessions/{id}/keys/{hash}`): the exchange it produced, kept for replays.
+ * (`/userSessions/{id}/keys/{hash}`): the exchange it produced, or that moderation flagged its
+ * message, kept for replays.
  */
-export const keyRecordSchema = z.object({ fingerprint: z.string(), seq: z.number().int().min(1) });
+export const keyRecordSchema = z.union([
+  z.object({ fingerprint: z.string(), seq: z.number().int().min(1) }),
+  z.object({ fingerprint: z.string(), flagged: z.literal(true) }),
+]);
 export type KeyRecord = z.infer<typeof keyRecordSchema>;
+
+/** The record a done key's state entry moves to; undefined for an entry still a claim. */
+export function keyRecordOf(entry: RequestEntry): KeyRecord | undefined {
+  if (entry.seq !== undefined) return { fingerprint: entry.fingerprint, seq: entry.seq };
+  return entry.flagged === true ? { fingerprint: entry.fingerprint, flagged: true } : undefined;
+}
 
 /** The small mutable part of a session: the only node that is ever transacted on. */
 export const sessionStateSchema = z.object({

@@ -193,6 +193,57 @@ describeEachStore("moderation of users' messages", (kind) => {
     expect(prompt.at(-1)).toBe("And now?");
   });
 
+  it("answers a keyed repeat sent while the flagged first still runs with the first's 422, without a second model call", async () => {
+    const id = await session();
+    harness.fake.enqueue({ kind: "hang" }, { kind: "hang" });
+    harness.fake.enqueueModeration(
+      { kind: "verdict", flagged: true, categories: ["harassment"], delayMs: 600 },
+      { kind: "verdict", flagged: true, categories: ["harassment"], delayMs: 600 },
+    );
+    const headers = { "Idempotency-Key": `key-${randomUUID()}` };
+    const first = harness.api.call("POST", ROUTES.message(id), { message: FLAGGED_TEXT }, headers);
+    await harness.fake.awaitModerationRequests(1);
+    const repeat = harness.api.call("POST", ROUTES.message(id), { message: FLAGGED_TEXT }, headers);
+    const [a, b] = await Promise.all([first, repeat]);
+    expect([a.status, a.body.error?.code]).toEqual([422, "MESSAGE_FLAGGED"]);
+    expect([b.status, b.body.error?.code]).toEqual([422, "MESSAGE_FLAGGED"]);
+    await harness.fake.noRequestHanging();
+    expect(harness.fake.requests).toHaveLength(1);
+    expect(harness.fake.moderationRequests).toHaveLength(1);
+    // The user's day charged for the one call only.
+    await nothingKept(id, b, await abandonedBound(harness.api.store, id, FLAGGED_TEXT));
+  });
+
+  it("answers a keyed repeat of a flagged message sent after its answer with 422 too, without a model call, and a new body with the key as reused", async () => {
+    const id = await session();
+    harness.fake.enqueue({ kind: "hang" });
+    harness.fake.enqueueModeration({ kind: "verdict", flagged: true, categories: ["harassment"], delayMs: 100 });
+    const headers = { "Idempotency-Key": `key-${randomUUID()}` };
+    const first = await harness.api.call("POST", ROUTES.message(id), { message: FLAGGED_TEXT }, headers);
+    expect([first.status, first.body.error?.code]).toEqual([422, "MESSAGE_FLAGGED"]);
+    await harness.fake.noRequestHanging();
+    for (let time = 0; time < 2; time += 1) {
+      const repeat = await harness.api.call("POST", ROUTES.message(id), { message: FLAGGED_TEXT }, headers);
+      expect([repeat.status, repeat.body.error?.code]).toEqual([422, "MESSAGE_FLAGGED"]);
+    }
+    const other = await harness.api.call("POST", ROUTES.message(id), { message: "Something else" }, headers);
+    expect([other.status, other.body.error?.code]).toEqual([422, "IDEMPOTENCY_KEY_REUSED"]);
+    expect(harness.fake.requests).toHaveLength(1);
+    expect(harness.fake.moderationRequests).toHaveLength(1);
+    await nothingKept(id, undefined, await abandonedBound(harness.api.store, id, FLAGGED_TEXT));
+  });
+
+  it("lets a keyed message refused by a moderation outage run again on a retry with its key", async () => {
+    const id = await session(closed);
+    closed.fake.enqueueModeration({ kind: "status", status: 500 });
+    const headers = { "Idempotency-Key": `key-${randomUUID()}` };
+    const refused = await closed.api.call("POST", ROUTES.message(id), { message: "Hello" }, headers);
+    expect([refused.status, refused.body.error?.code]).toEqual([503, "MODERATION_UNAVAILABLE"]);
+    await eventually(() => closed.api.store.readSessionState(id), (state) => state?.requests === undefined);
+    const retried = await closed.api.call("POST", ROUTES.message(id), { message: "Hello" }, headers);
+    expect(retried.status).toBe(200);
+  });
+
   /**
    * Until the verdict, the model's text is held back: nothing of it has reached the client or the
    * partial, so a model call that fails meanwhile failed before the first delta, and is retried

@@ -7,7 +7,7 @@ import type { MessageContext } from "./message-context";
 import { PartialWriter } from "./partial-writer";
 import type { SummaryCall, SummaryResult } from "../prompt/rolling-summary";
 import type { ServiceReservation } from "../ledger/service-cap";
-import type { RequestClaim } from "../session-rules";
+import { flagClaim, type RequestClaim } from "../session-rules";
 import { releaseQuietly } from "./slot-claim";
 
 /** What a message took at its admission: each part present when it was granted. */
@@ -41,8 +41,10 @@ export type MessageEnd =
    * The model call (or what prepared it) failed, or moderation refused the message. `reply`: what
    * the reply's call counts when the provider bills it all the same (refused by moderation once the
    * call had started), with its bound as the service estimates it; absent, a failed call counts as nothing.
+   * `flagged`: moderation flagged the message, an answer for good: a keyed claim is kept as its
+   * key's flagged record instead of released (session-rules.ts flagClaim), for a repeat to get it.
    */
-  | { readonly kind: "failed"; readonly reply?: BoundedUsage }
+  | { readonly kind: "failed"; readonly reply?: BoundedUsage; readonly flagged?: true }
   /**
    * The commit was sent and its fate is unknown: it may have landed. Its claim is released all the
    * same: kept, it would hold its key "in progress" and a slot of the exchange limit for its whole
@@ -214,8 +216,11 @@ export class InFlightMessage {
     const partial = this.partial?.written === true;
     if (how.kind !== "stored") this.partial?.discard();
     // Every end but a stored exchange frees the claim's slot; a commit that stored nothing, only when asked.
+    // A flagged message frees it too, its key kept as flagged; if that write is lost, the claim
+    // lapses with its lease and a repeat after it runs again (as after a lost release).
     const releases = how.kind === "not-stored" ? how.release : how.kind !== "stored";
-    if (releases && (this.taken.slot || this.taken.claimUnanswered)) releaseQuietly(store, this.session.id, this.claim, partial);
+    if (how.kind === "failed" && how.flagged && this.taken.slot) void store.updateState(this.session.id, flagClaim(this.claim, partial)).catch(() => undefined);
+    else if (releases && (this.taken.slot || this.taken.claimUnanswered)) releaseQuietly(store, this.session.id, this.claim, partial);
     // Its admission counted the session as active (one landing after the end's release refuses the
     // message instead: limits.ts admitMessage); an end whose release was lost left it counted. A
     // closed session never takes a message again, so no later count of it is lost; a lost release

@@ -1,3 +1,4 @@
+import { MessageFlaggedError } from "../../llm/moderation";
 import { IdempotencyInProgressError, IdempotencyKeyReusedError, LimitExceededError, SessionClosedError } from "../errors";
 import type { AppendOutcome, ClaimOutcome, SessionPolicy } from "../session-rules";
 
@@ -20,6 +21,9 @@ export function refusal(outcome: Refused, policy: SessionPolicy): Error {
       return exchangeLimit(policy);
     case "reused":
       return new IdempotencyKeyReusedError();
+    case "flagged":
+      // A repeat of a keyed message moderation flagged: the first's answer, without its categories (not kept).
+      return new MessageFlaggedError([]);
     case "in-progress":
       return new IdempotencyInProgressError(seconds(outcome.retryAfterMs));
     case "lost":

@@ -10,6 +10,7 @@ import { moderatedReply, RefusedReply, type ModelCall } from "./moderated-reply"
 import { abandonedUsage, callBound, callUsage, type BoundedUsage } from "../ledger/call-usage";
 import { backlog, SUMMARY_BATCH_MESSAGES, SUMMARY_CALL_TOKENS, SUMMARY_PROMPT_TOKENS, SummaryCall } from "../prompt/rolling-summary";
 import { LimitExceededError } from "../errors";
+import { MessageFlaggedError } from "../../llm/moderation";
 import { seconds } from "./refusals";
 import { calibration, estimateBound } from "../prompt/token-estimate";
 
@@ -54,7 +55,9 @@ export async function generate(context: MessageContext, message: InFlightMessage
   } catch (error) {
     if (!(error instanceof RefusedReply)) throw error;
     // Refused, yet the provider bills the call it started: counted as a settled call is, never given back.
-    message.end({ kind: "failed", reply: refusedCallUsage(context, session, plan, error.call) });
+    // Flagged is an answer for good (a keyed repeat gets it too); an outage refused may pass on a retry.
+    const flagged = error.refusal instanceof MessageFlaggedError ? { flagged: true as const } : {};
+    message.end({ kind: "failed", reply: refusedCallUsage(context, session, plan, error.call), ...flagged });
     throw error.refusal;
   }
   return { window, plan, completion };

@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import { isDoneKey } from "../../store/records";
 import type { StateRule, StateStore } from "../../store/session-store";
 import { SessionNotFoundError } from "../errors";
 import { fingerprint, keyHash } from "../idempotency";
@@ -43,10 +44,11 @@ export async function claimSlot(context: SlotClaimContext, sessionId: string, cl
     const result = await store.updateStateReadingKey(sessionId, rule, claim.remember ? claim.hash : undefined);
     if (!result.found) throw new SessionNotFoundError(sessionId);
     const { outcome, record, state } = result;
-    if (record && outcome.kind !== "done") {
-      // The key's exchange is done and its record moved out of the state: a repeat.
+    if (record && outcome.kind !== "done" && outcome.kind !== "flagged") {
+      // The key is done (its exchange stored, or its message flagged) and its record moved out of the state: a repeat.
       if (outcome.kind === "claimed") releaseQuietly(store, sessionId, claim);
-      return record.fingerprint === claim.fingerprint ? { kind: "done", seq: record.seq } : { kind: "reused" };
+      if (record.fingerprint !== claim.fingerprint) return { kind: "reused" };
+      return "seq" in record ? { kind: "done", seq: record.seq } : { kind: "flagged" };
     }
     if (outcome.kind === "claimed") return { kind: "claimed", exchangeCount: state.message_count, alone: outcome.alone };
     // Free past the wait (the first request gave up, or its lease lapsed): a retry may claim it at once.
@@ -78,7 +80,7 @@ export function releaseQuietly(store: Pick<StateStore, "updateState">, sessionId
   void store.updateState(sessionId, releaseClaim(claim, partial)).catch(() => undefined);
 }
 
-/** Polls the session until the key's claim is gone (done, released or lapsed) or `until` passes. */
+/** Polls the session until the key's claim is gone (done, flagged, released or lapsed) or `until` passes. */
 async function awaitKey(context: SlotClaimContext, sessionId: string, claim: RequestClaim, until: number): Promise<void> {
   const { store, clock, keyPollMs } = context;
   while (clock() < until) {
@@ -86,6 +88,6 @@ async function awaitKey(context: SlotClaimContext, sessionId: string, claim: Req
     // On the database, a read of the listened state costs no round trip.
     const state = await store.readSessionState(sessionId);
     const entry = state?.requests?.[claim.hash];
-    if (!entry || entry.seq !== undefined || state.status !== "active") return;
+    if (!entry || isDoneKey(entry) || state.status !== "active") return;
   }
 }

@@ -2,7 +2,7 @@ import { z } from "zod";
 import { StoreDataError } from "../errors";
 import { assistantMessageKey, pendingExchangeKey, seqOfPendingKey, userMessageKey } from "../message-keys";
 import { parseStored } from "../parse-stored";
-import { chatMessageSchema, DATABASE_KEY, keyRecordSchema, type ChatMessage, type Exchange, type SessionState } from "../records";
+import { chatMessageSchema, DATABASE_KEY, isDoneKey, keyRecordOf, requestEntrySchema, type ChatMessage, type Exchange, type SessionState } from "../records";
 import { assertNextCountsOneMore } from "../session-store";
 import { conversationPath, isOwnerKey, keyRecordChild, messageChild, partialChild, PARTIALS, pendingPath } from "./paths";
 
@@ -200,7 +200,7 @@ export interface CopyPlan {
 export function planCopy(sessionId: string, commit: Commit, known: Copied | undefined): { known: Copied | undefined; copy?: CopyPlan } {
   if (!isRecord(commit.value)) return { known };
   const raw = commit.value;
-  const doneKeys = Object.entries(isRecord(raw.requests) ? raw.requests : {}).filter(([, entry]) => isRecord(entry) && typeof entry.seq === "number");
+  const doneKeys = Object.entries(isRecord(raw.requests) ? raw.requests : {}).filter(([, entry]) => isRecord(entry) && (typeof entry.seq === "number" || entry.flagged === true));
   const closed = raw.status !== "active";
   // A marked closed session's index entry counts as a journal entry: its copy is sent (every copy of
   // a closed session carries the closing fields) until acknowledged, then the mark is dropped.
@@ -222,8 +222,9 @@ export function planCopy(sessionId: string, commit: Commit, known: Copied | unde
     for (const key of [...completed, ...commit.strayPartials]) if (DATABASE_KEY.test(key)) update[partialChild(key)] = null;
   }
   for (const [hash, entry] of doneKeys) {
-    const record = keyRecordSchema.safeParse(entry);
-    if (record.success) update[keyRecordChild(hash)] = { fingerprint: record.data.fingerprint, seq: record.data.seq };
+    const record = requestEntrySchema.safeParse(entry);
+    const kept = record.success ? keyRecordOf(record.data) : undefined;
+    if (kept) update[keyRecordChild(hash)] = kept;
   }
   const index = indexUpdate(sessionId, raw, pending);
   return { known: stillKnown, copy: { update, ...(index ? { index } : {}), entries, closed } };
@@ -287,7 +288,7 @@ function firstLease(state: SessionState): number | undefined {
 
 /** The state without the done keys this instance knows are copied to their records. */
 function withoutCopiedKeys(state: SessionState, copied: Copied): SessionState {
-  const requests = Object.entries(state.requests ?? {}).filter(([hash, entry]) => entry.seq === undefined || !copied.has(keyEntry(hash)));
+  const requests = Object.entries(state.requests ?? {}).filter(([hash, entry]) => !isDoneKey(entry) || !copied.has(keyEntry(hash)));
   const { requests: all, ...rest } = state;
   return requests.length > 0 ? { ...rest, requests: Object.fromEntries(requests) } : rest;
 }
