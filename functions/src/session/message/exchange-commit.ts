@@ -7,7 +7,7 @@ import type { MessageContext } from "./message-context";
 import { refusal } from "./refusals";
 import { replay, type Reply } from "./reply";
 import type { Generated } from "./reply-generation";
-import { SUMMARY_MAX_TOKENS, type SummaryResult } from "../prompt/rolling-summary";
+import { SUMMARY_MAX_TOKENS, summaryCallUsage, type SummaryResult } from "../prompt/rolling-summary";
 import { appendRule } from "../session-rules";
 import { TOKENS_PER_MESSAGE } from "../prompt/token-estimate";
 import { conversationHead } from "../conversations/title";
@@ -41,7 +41,8 @@ export async function commit(context: MessageContext, message: InFlightMessage, 
     ...(message.slot.exchangeCount === 0 ? { head: conversationHead(session.meta, text) } : {}),
   };
   const replyCall = { usage: reply, bound };
-  const calls = summarised.usage ? addBounded(replyCall, { usage: summarised.usage, bound: summarised.bound ?? summarised.usage.total_tokens }) : replyCall;
+  const summaryCall = summaryCallUsage(summarised);
+  const calls = summaryCall ? addBounded(replyCall, summaryCall) : replyCall;
   // What the next prompt sends of this call: its prompt, and its reply as an assistant message,
   // with the framing OpenAI counts around every message (which the completion's count leaves out).
   const replyContext = reply.prompt_tokens + carried + TOKENS_PER_MESSAGE;

@@ -5,9 +5,9 @@ import { countedTokens, refundMessage, releaseSession, settleTokens, type Reserv
 import { addBounded, type BoundedUsage } from "../ledger/call-usage";
 import type { MessageContext } from "./message-context";
 import { PartialWriter } from "./partial-writer";
-import type { SummaryCall, SummaryResult } from "../prompt/rolling-summary";
+import { summaryCallUsage, type SummaryCall, type SummaryResult } from "../prompt/rolling-summary";
 import type { ServiceReservation } from "../ledger/service-cap";
-import { flagClaim, type RequestClaim } from "../session-rules";
+import type { RequestClaim } from "../session-rules";
 import { releaseQuietly } from "./slot-claim";
 
 /** What a message took at its admission: each part present when it was granted. */
@@ -219,8 +219,8 @@ export class InFlightMessage {
     // A flagged message frees it too, its key kept as flagged; if that write is lost, the claim
     // lapses with its lease and a repeat after it runs again (as after a lost release).
     const releases = how.kind === "not-stored" ? how.release : how.kind !== "stored";
-    if (how.kind === "failed" && how.flagged && this.taken.slot) void store.updateState(this.session.id, flagClaim(this.claim, partial)).catch(() => undefined);
-    else if (releases && (this.taken.slot || this.taken.claimUnanswered)) releaseQuietly(store, this.session.id, this.claim, partial);
+    const flagged = how.kind === "failed" && how.flagged === true;
+    if (releases && (this.taken.slot || this.taken.claimUnanswered)) releaseQuietly(store, this.session.id, this.claim, partial, flagged);
     // Its admission counted the session as active (one landing after the end's release refuses the
     // message instead: limits.ts admitMessage); an end whose release was lost left it counted. A
     // closed session never takes a message again, so no later count of it is lost; a lost release
@@ -241,7 +241,7 @@ export class InFlightMessage {
     // The model call failed, or was refused: of the reservations, only what the reply's call was
     // billed (a refused one) and what a summary call may have used stay counted.
     const finished = this.summaryCall?.finish();
-    const summary = finished?.usage ? { usage: finished.usage, bound: finished.bound ?? finished.usage.total_tokens } : undefined;
+    const summary = finished && summaryCallUsage(finished);
     const reply = how.kind === "failed" ? how.reply : undefined;
     const spent = reply && summary ? addBounded(reply, summary) : (reply ?? summary);
     if (spent) this.noteUncounted(spent);

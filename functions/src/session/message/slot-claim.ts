@@ -4,7 +4,7 @@ import type { StateRule, StateStore } from "../../store/session-store";
 import { SessionNotFoundError } from "../errors";
 import { fingerprint, keyHash } from "../idempotency";
 import type { SlotOutcome } from "./refusals";
-import { claimRequest, releaseClaim, type ClaimOutcome, type RequestClaim, type SessionPolicy } from "../session-rules";
+import { claimRequest, flagClaim, releaseClaim, type ClaimOutcome, type RequestClaim, type SessionPolicy } from "../session-rules";
 
 /** What claiming a slot needs of the instance. */
 export interface SlotClaimContext {
@@ -75,9 +75,10 @@ function withoutClaiming(rule: StateRule<ClaimOutcome>): StateRule<Looked> {
 /**
  * Gives up a claim, off the reply's path, with the partial reply it may have written (`partial`,
  * see releaseClaim); if that is lost too, the claim lapses with its lease, and the sweep removes both.
+ * `flagged`: moderation flagged the message, and a keyed claim stays as its key's answer (flagClaim).
  */
-export function releaseQuietly(store: Pick<StateStore, "updateState">, sessionId: string, claim: RequestClaim, partial = false): void {
-  void store.updateState(sessionId, releaseClaim(claim, partial)).catch(() => undefined);
+export function releaseQuietly(store: Pick<StateStore, "updateState">, sessionId: string, claim: RequestClaim, partial = false, flagged = false): void {
+  void store.updateState(sessionId, (flagged ? flagClaim : releaseClaim)(claim, partial)).catch(() => undefined);
 }
 
 /** Polls the session until the key's claim is gone (done, flagged, released or lapsed) or `until` passes. */

@@ -1,7 +1,7 @@
 import type { ChatModel, Completion, PromptMessage } from "../../llm/chat-model";
 import type { ChatMessage, GenerationSettings, SessionSummary, TokenUsage } from "../../store/records";
 import { cutToTokens, estimatePromptTokens, estimateTokens } from "./token-estimate";
-import { abandonedUsage, callBound, callUsage, type CallUsage } from "../ledger/call-usage";
+import { abandonedUsage, callBound, callUsage, type BoundedUsage, type CallUsage } from "../ledger/call-usage";
 
 /**
  * A session's rolling summary (templates with `summary: true`): the gist of the messages that
@@ -205,6 +205,11 @@ export interface SummaryResult {
   readonly cutFrom?: number;
   /** The provider's usage report, when it was not believed (for the log). */
   readonly refusedUsage?: CallUsage["refused"];
+}
+
+/** What a summary call counts against the limits, with its bound (its usage, when it has none); undefined when no call was made. */
+export function summaryCallUsage(result: SummaryResult): BoundedUsage | undefined {
+  return result.usage ? { usage: result.usage, bound: result.bound ?? result.usage.total_tokens } : undefined;
 }
 
 /**
