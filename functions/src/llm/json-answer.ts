@@ -9,10 +9,8 @@ import { ModelError } from "./errors";
  */
 export const MAX_JSON_ANSWER_BYTES = 4 * 2 ** 20;
 
-/** How readJsonAnswer reads a body: how much of it, and whether its media type decides it is JSON. */
+/** How readJsonAnswer reads a body (at most MAX_JSON_ANSWER_BYTES of it): whether its media type decides it is JSON. */
 export interface JsonAnswerOptions {
-  /** The most the body may hold, in bytes as read (MAX_JSON_ANSWER_BYTES unless told). */
-  readonly maxBytes?: number;
   /**
    * Parse the body as JSON whatever its media type, as `response.json()` does: for a server that
    * ignores `stream` and answers one JSON completion under any label (text/plain included).
@@ -24,22 +22,22 @@ export interface JsonAnswerOptions {
  * A JSON answer's body as the openai SDK (7.57, `defaultParseResponse`) would read it: nothing for
  * a 204 or an empty body, the parsed JSON for a JSON media type (a SyntaxError when malformed), the
  * text otherwise. The SDK reads the whole body first (`response.text()`), however long; here a body
- * past `maxBytes` is a bad_response, not retried (the same provider would send it again), and the
+ * past MAX_JSON_ANSWER_BYTES is a bad_response, not retried (the same provider would send it again), and the
  * rest of it is not read (the connection is cancelled).
  */
 export async function readJsonAnswer(response: Response, options: JsonAnswerOptions = {}): Promise<unknown> {
   if (response.status === 204) return null;
-  const text = await readBoundedText(response, options.maxBytes);
+  const text = await readBoundedText(response);
   const mediaType = response.headers.get("content-type")?.split(";")[0]?.trim().toLowerCase();
   if (!options.anyMediaType && !(mediaType?.includes("application/json") || mediaType?.endsWith("+json"))) return text;
   return text === "" ? undefined : (JSON.parse(text) as unknown);
 }
 
 /**
- * A response's body as text, read up to `maxBytes`: past it a bad_response, not retried, and the
+ * A response's body as text, read up to MAX_JSON_ANSWER_BYTES: past it a bad_response, not retried, and the
  * rest is not read (the connection is cancelled).
  */
-export async function readBoundedText(response: Response, maxBytes = MAX_JSON_ANSWER_BYTES): Promise<string> {
+export async function readBoundedText(response: Response): Promise<string> {
   const chunks: Uint8Array[] = [];
   let length = 0;
   const body: AsyncIterable<Uint8Array> | null = response.body;
@@ -47,7 +45,7 @@ export async function readBoundedText(response: Response, maxBytes = MAX_JSON_AN
     for await (const chunk of body) {
       length += chunk.byteLength;
       // Leaving the loop cancels the body: nothing more is read.
-      if (length > maxBytes) throw new ModelError("bad_response", `the model's answer is longer than ${maxBytes} bytes`, { retryable: false });
+      if (length > MAX_JSON_ANSWER_BYTES) throw new ModelError("bad_response", `the model's answer is longer than ${MAX_JSON_ANSWER_BYTES} bytes`, { retryable: false });
       chunks.push(chunk);
     }
   }
