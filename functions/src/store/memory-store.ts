@@ -195,7 +195,7 @@ export class MemoryStore implements SessionStore {
   async claimCreateKey(hash: string, key: CreateKey): Promise<CreateKey> {
     const existing = this.createKeys.get(hash);
     if (existing) {
-      const adopted = adoptedClaim(existing, key);
+      const adopted = stored(adoptedClaim(existing, key));
       this.createKeys.set(hash, adopted);
       return adopted;
     }
@@ -205,9 +205,7 @@ export class MemoryStore implements SessionStore {
   }
 
   async releaseCreateKey(hash: string, key: CreateKey): Promise<boolean> {
-    const mine = isReleasable(this.createKeys.get(hash) ?? null, key);
-    if (mine) this.createKeys.delete(hash);
-    return mine;
+    return this.deleteCreateKeyWhile(hash, (stored) => isReleasable(stored, key));
   }
 
   async deleteCreateKeys(cutoff: number, limit: number): Promise<number> {
@@ -337,9 +335,14 @@ export class MemoryStore implements SessionStore {
   }
 
   async deleteUnchangedCreateKey(hash: string, read: CreateKey): Promise<boolean> {
-    const unchanged = isUnchangedCreateKey(this.createKeys.get(hash) ?? null, read);
-    if (unchanged) this.createKeys.delete(hash);
-    return unchanged;
+    return this.deleteCreateKeyWhile(hash, (stored) => isUnchangedCreateKey(stored, read));
+  }
+
+  /** Removes the record under `hash` while `removable` says so of it (the database adapter decides it in a transaction). */
+  private deleteCreateKeyWhile(hash: string, removable: (stored: CreateKey | null) => boolean): boolean {
+    const gone = removable(this.createKeys.get(hash) ?? null);
+    if (gone) this.createKeys.delete(hash);
+    return gone;
   }
 
   /** The user's session ids after `after`, in id order: the listing's and the index's order here. */
