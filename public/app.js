@@ -986,6 +986,24 @@ let listReadsPending = 0;
 /** Whose list is read: the field's user id (the signed-in user's uid once signed in). */
 const listOwner = () => ui.user.value.trim();
 
+/**
+ * `first`, then the entries of `rest` it does not hold (by `idOf`): a first page read again with
+ * the older pages shown kept after it, or an older page added without what is listed already.
+ * (Shared with the People panel.)
+ * @template T
+ * @param {T[]} first
+ * @param {T[]} rest
+ * @param {(entry: T) => string} idOf
+ * @returns {T[]}
+ */
+function mergedById(first, rest, idOf) {
+  const held = new Set(first.map(idOf));
+  return [...first, ...rest.filter((entry) => !held.has(idOf(entry)))];
+}
+
+/** @param {ListedConversation} conversation */
+const sessionIdOf = (conversation) => conversation.session_id;
+
 /** Whether the list shows older pages ("Show older conversations") of the user it was read for. */
 let olderShown = false;
 
@@ -1022,14 +1040,12 @@ async function loadConversations(more = false) {
     const owner = listOwner();
     if (more) {
       olderShown = true;
-      const shown = new Set((state.conversations ?? []).map((conversation) => conversation.session_id));
-      update({ conversations: [...(state.conversations ?? []), ...page.filter((conversation) => !shown.has(conversation.session_id))], conversationsNext: outcome.body.next_cursor });
+      update({ conversations: mergedById(state.conversations ?? [], page, sessionIdOf), conversationsNext: outcome.body.next_cursor });
     } else if (olderShown && listedFor === owner) {
       // Older pages on view stay (read again after each start, reply and end, the list would drop
       // them): the fresh first page, then those shown that it does not hold; the cursor still
       // follows the last page shown.
-      const fresh = new Set(page.map((conversation) => conversation.session_id));
-      update({ conversations: [...page, ...(state.conversations ?? []).filter((conversation) => !fresh.has(conversation.session_id))] });
+      update({ conversations: mergedById(page, state.conversations ?? [], sessionIdOf) });
     } else {
       olderShown = false;
       update({ conversations: page, conversationsNext: outcome.body.next_cursor });
@@ -1312,6 +1328,7 @@ people = startPeople({
   loadOnce,
   sdkVersion: FIREBASE_SDK_VERSION,
   newIdempotencyKey,
+  mergedById,
 });
 
 ui.settings.addEventListener("submit", async (event) => {

@@ -10,6 +10,9 @@ const POLL_EVERY_MS = 2000;
 
 const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
 
+/** @param {{ connection_id: string }} connection */
+const connectionIdOf = (connection) => connection.connection_id;
+
 /**
  * @typedef {{ id: string, position: number, sender_id: string, content: string, timestamp: number }} Message
  * @typedef {{ connection_id: string, status: string, other_user_id: string, requested_by_you: boolean,
@@ -31,6 +34,7 @@ const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
  *   loadOnce: (name: string, src: string) => Promise<unknown>,
  *   sdkVersion: string,
  *   newIdempotencyKey: () => string,
+ *   mergedById: <T>(first: T[], rest: T[], idOf: (entry: T) => string) => T[],
  * }} shared
  */
 export function startPeople(shared) {
@@ -235,8 +239,7 @@ export function startPeople(shared) {
       update({ connections: body.connections, connectionsNext: body.next_cursor, listOwner: owner, olderShown: false });
     } else {
       // Older connections shown: the fresh first page, then those shown that it does not hold.
-      const fresh = new Set(body.connections.map((connection) => connection.connection_id));
-      update({ connections: [...body.connections, ...state.connections.filter((connection) => !fresh.has(connection.connection_id))] });
+      update({ connections: shared.mergedById(body.connections, state.connections, connectionIdOf) });
     }
     const open = state.open && body.connections.find((connection) => connection.connection_id === state.open?.id);
     if (open && state.open && open.status !== state.open.status) update({ open: { ...state.open, status: open.status } });
@@ -253,9 +256,7 @@ export function startPeople(shared) {
       const body = await call(withActor(`${urls().connections}?cursor=${encodeURIComponent(cursor)}`), "GET");
       // Answered late: another user's list on view, or this page already added by an earlier click.
       if (owner !== state.listOwner || owner !== shared.userId() || state.connectionsNext !== cursor) return;
-      const shown = new Set(state.connections.map((connection) => connection.connection_id));
-      const older = body.connections.filter((connection) => !shown.has(connection.connection_id));
-      update({ connections: [...state.connections, ...older], connectionsNext: body.next_cursor });
+      update({ connections: shared.mergedById(state.connections, body.connections, connectionIdOf), connectionsNext: body.next_cursor });
     } finally {
       if (readingOlder === cursor) readingOlder = null;
     }
