@@ -269,14 +269,18 @@ describeWithChromium("the People panel, polled through the API", () => {
     expect(await page.textContent("#people-error")).not.toContain("may have been sent");
   }, 60_000);
 
-  /** Ann and Ben (named, not signed in, one stamp), connected, Ann's panel open on their conversation. */
-  async function annWithBen(): Promise<{ readonly ann: ApiUser; readonly ben: ApiUser; readonly id: string; readonly stamp: number }> {
+  /** A test's users (named, not signed in), each `name-<stamp>` with one stamp for all of them. */
+  function usersOf<const Names extends readonly string[]>(...names: Names): { readonly [K in keyof Names]: ApiUser } {
     const stamp = Date.now();
-    const ann = new ApiUser(`ann-${stamp}`, harness.api, HOSTING_ROUTES);
-    const ben = new ApiUser(`ben-${stamp}`, harness.api, HOSTING_ROUTES);
+    return names.map((name) => new ApiUser(`${name}-${stamp}`, harness.api, HOSTING_ROUTES)) as { readonly [K in keyof Names]: ApiUser };
+  }
+
+  /** Ann and Ben, connected, Ann's panel open on their conversation. */
+  async function annWithBen(): Promise<{ readonly ann: ApiUser; readonly ben: ApiUser; readonly id: string }> {
+    const [ann, ben] = usersOf("ann", "ben");
     const id = await ann.connectWith(ben);
     await openAs(ann, id);
-    return { ann, ben, id, stamp };
+    return { ann, ben, id };
   }
 
   /** Opens the People panel as `user` (named, not signed in) and its conversation `id`. */
@@ -298,10 +302,7 @@ describeWithChromium("the People panel, polled through the API", () => {
   const contents = async (reader: ApiUser, id: string) => ((await reader.read(id)).body.messages as { content: string }[]).map((message) => message.content);
 
   it("never puts a message meant for one person into another person's conversation", async () => {
-    const stamp = Date.now();
-    const ann = new ApiUser(`ann-${stamp}`, harness.api, HOSTING_ROUTES);
-    const ben = new ApiUser(`ben-${stamp}`, harness.api, HOSTING_ROUTES);
-    const cat = new ApiUser(`cat-${stamp}`, harness.api, HOSTING_ROUTES);
+    const [ann, ben, cat] = usersOf("ann", "ben", "cat");
     const withBen = await ann.connectWith(ben);
     const withCat = await ann.connectWith(cat);
     await openAs(ann, withBen);
@@ -388,9 +389,7 @@ describeWithChromium("the People panel, polled through the API", () => {
   }
 
   it("ends a connection once on a double click on End, saying no failure", async () => {
-    const stamp = Date.now();
-    const ann = new ApiUser(`ann-${stamp}`, harness.api, HOSTING_ROUTES);
-    const ben = new ApiUser(`ben-${stamp}`, harness.api, HOSTING_ROUTES);
+    const [ann, ben] = usersOf("ann", "ben");
     const id = await ann.connectWith(ben);
     await openPanelAs(ann);
     await page.waitForSelector(`#connections li[data-connection-id="${id}"][data-status=accepted] button.end`);
@@ -453,13 +452,11 @@ describeWithChromium("the People panel, polled through the API", () => {
   }, 60_000);
 
   it("shows the older connections on Show older connections: one blocked long ago can be unblocked, and stays while the list is read again", async () => {
-    const stamp = Date.now();
-    const ann = new ApiUser(`ann-${stamp}`, harness.api, HOSTING_ROUTES);
-    const ben = new ApiUser(`ben-${stamp}`, harness.api, HOSTING_ROUTES);
+    const [ann, ben, ...friends] = usersOf("ann", "ben", ...Array.from({ length: 20 }, (_, i) => `friend${String(i)}`));
     // Ann blocked Ben once; since then she has talked with 20 other people.
     const withBen = await ann.connectWith(ben);
     expect((await ann.block(withBen)).status).toBe(200);
-    for (let i = 0; i < 20; i++) await ann.connectWith(new ApiUser(`friend${String(i)}-${stamp}`, harness.api, HOSTING_ROUTES));
+    for (const friend of friends) await ann.connectWith(friend);
     expect((await ann.list("&limit=100")).body.connections).toHaveLength(21);
     // Asking Ben again is refused while her block holds: unblocking is the only way back.
     expect((await ann.ask(ben.id)).status).toBe(403);
@@ -483,9 +480,7 @@ describeWithChromium("the People panel, polled through the API", () => {
   }, 90_000);
 
   it("shows the earliest messages of a conversation read through the API on Show earlier messages, every message once and in order", async () => {
-    const stamp = Date.now();
-    const ann = new ApiUser(`ann-${stamp}`, harness.api, HOSTING_ROUTES);
-    const ben = new ApiUser(`ben-${stamp}`, harness.api, HOSTING_ROUTES);
+    const [ann, ben] = usersOf("ann", "ben");
     const id = await ann.connectWith(ben);
     for (let i = 1; i <= 105; i++) expect((await (i % 2 ? ben : ann).send(id, `message ${String(i)}`)).status).toBe(201);
 

@@ -223,15 +223,21 @@ describeWithChromium("your conversations and data on the chat page, in Chromium"
     }, 90_000);
     /** Waits until the page has acted on every answer of the list it asked for (`data-list-reads`, counted by app.js). */
     const listSettled = async (page: Page) => page.waitForSelector("body[data-list-reads='0']", { state: "attached" });
-    const listedIds = async (page: Page) => Promise.all((await page.$$("#conversation-list button")).map((button) => button.getAttribute("data-session-id")));
-
-    it("lists each conversation once when Show older conversations is clicked again while the older page is on its way", async () => {
+    /** A user with `count` conversations (the first made first), and a page open on their list, its first page of 20 shown. */
+    async function openOnConversations(count: number): Promise<{ readonly userId: string; readonly created: string[]; readonly page: Page }> {
       const userId = `user_${randomUUID().slice(0, 8)}`;
-      for (let i = 0; i < 23; i++) await createSession(harness.api, "friendly-assistant", userId);
+      const created: string[] = [];
+      for (let i = 0; i < count; i++) created.push(await createSession(harness.api, "friendly-assistant", userId));
       const page = await browser.context.newPage();
       await page.addInitScript(`localStorage.setItem("chatify.user_id", ${JSON.stringify(userId)})`);
       await open(page, harness);
       await page.waitForSelector("#conversation-list li:nth-child(20) button");
+      return { userId, created, page };
+    }
+    const listedIds = async (page: Page) => Promise.all((await page.$$("#conversation-list button")).map((button) => button.getAttribute("data-session-id")));
+
+    it("lists each conversation once when Show older conversations is clicked again while the older page is on its way", async () => {
+      const { userId, page } = await openOnConversations(23);
       await page.waitForSelector("#more-conversations:not([hidden])");
 
       // The older page is held on its way (a slow network) until the visitor has clicked again.
@@ -260,13 +266,7 @@ describeWithChromium("your conversations and data on the chat page, in Chromium"
     }, 90_000);
 
     it("keeps the older conversations on view when the list is read again after a reply: each listed once, the one answered first", async () => {
-      const userId = `user_${randomUUID().slice(0, 8)}`;
-      const created: string[] = [];
-      for (let i = 0; i < 23; i++) created.push(await createSession(harness.api, "friendly-assistant", userId));
-      const page = await browser.context.newPage();
-      await page.addInitScript(`localStorage.setItem("chatify.user_id", ${JSON.stringify(userId)})`);
-      await open(page, harness);
-      await page.waitForSelector("#conversation-list li:nth-child(20) button");
+      const { userId, created, page } = await openOnConversations(23);
       await page.click("#more-conversations");
       await page.waitForSelector("#conversation-list li:nth-child(23) button");
 
@@ -323,12 +323,7 @@ describeWithChromium("your conversations and data on the chat page, in Chromium"
     }, 60_000);
 
     it("keeps the list empty after Erase my data: an older page read before the erasure and answered after it is dropped", async () => {
-      const ann = `ann_${randomUUID().slice(0, 8)}`;
-      for (let i = 0; i < 22; i++) await createSession(harness.api, "friendly-assistant", ann);
-      const page = await browser.context.newPage();
-      await page.addInitScript(`localStorage.setItem("chatify.user_id", ${JSON.stringify(ann)})`);
-      await open(page, harness);
-      await page.waitForSelector("#conversation-list li:nth-child(20) button");
+      const { userId: ann, page } = await openOnConversations(22);
 
       // The older page reaches the server at once; its answer is slow to come back (a slow network).
       let holding: (answer: () => Promise<void>) => void = () => undefined;
