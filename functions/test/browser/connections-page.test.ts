@@ -217,16 +217,10 @@ describeWithChromium("the People panel, polled through the API", () => {
   });
 
   it("sends a message given back after its answer was lost again with its key: stored and shown once", async () => {
-    const ann = new ApiUser(`ann-${Date.now()}`, harness.api, HOSTING_ROUTES);
-    const ben = new ApiUser(`ben-${Date.now()}`, harness.api, HOSTING_ROUTES);
+    const [ann, ben] = usersOf("ann", "ben");
     const id = await ann.connectWith(ben);
 
-    await page.goto(`${harness.api.baseUrl}/`);
-    await page.waitForSelector("body[data-ready=true]");
-    await page.fill("#user", ann.id);
-    await page.click("#people summary");
-    await page.waitForSelector("#people[open]");
-    await page.click("#connections-refresh");
+    await openPanelAs(ann);
     await page.click("#connections li[data-status=accepted] button.open");
     await page.waitForSelector("#conversation:not([hidden])");
 
@@ -285,12 +279,7 @@ describeWithChromium("the People panel, polled through the API", () => {
 
   /** Opens the People panel as `user` (named, not signed in) and its conversation `id`. */
   async function openAs(user: ApiUser, id: string): Promise<void> {
-    await page.goto(`${harness.api.baseUrl}/`);
-    await page.waitForSelector("body[data-ready=true]");
-    await page.fill("#user", user.id);
-    await page.click("#people summary");
-    await page.waitForSelector("#people[open]");
-    await page.click("#connections-refresh");
+    await openPanelAs(user);
     await openConversation(id);
   }
 
