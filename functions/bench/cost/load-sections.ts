@@ -11,11 +11,13 @@ import type { CostOptions } from "./options";
 /**
  * The environment of a server under test: this process's, with the service's params for the fake
  * model. Neither the database host nor PLAIN_BURN_MS is the child's unless its caller gives it: a
- * shell's PLAIN_BURN_MS would slow the baseline itself.
+ * shell's PLAIN_BURN_MS would slow the baseline itself. A user's day of tokens is raised too:
+ * section d's one session spends the default 200,000 in about 350 messages, so `--messages 800`
+ * stopped at 429 TOKEN_LIMIT.
  */
 export function childEnv(modelBaseUrl: string): Record<string, string | undefined> {
   const { FIREBASE_DATABASE_EMULATOR_HOST: _host, PLAIN_BURN_MS: _burn, ...inherited } = process.env;
-  return { ...inherited, ...serviceEnv(modelBaseUrl) };
+  return { ...inherited, ...serviceEnv(modelBaseUrl, { USER_TOKENS_PER_DAY: "1000000000" }) };
 }
 
 /** Issue 18's goals for section c: database-mode throughput at least this share of the plain server's, CPU per message at most this many times the floor's. */
