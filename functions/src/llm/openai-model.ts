@@ -4,7 +4,7 @@ import type { ChatModel, Completion, CompletionRequest, ReplySink, ReportedUsage
 import { abandonedError, ModelError } from "./errors";
 import { readJsonAnswer } from "./json-answer";
 import { callDeadline, createOpenAiClient, type OpenAiClientOptions } from "./openai-client";
-import { MAX_EVENT_CHARS, serverSentEvents } from "./server-sent-events";
+import { MAX_EVENT_CHARS, serverSentEvents, StreamTooLongError } from "./server-sent-events";
 
 export type OpenAiModelOptions = OpenAiClientOptions;
 
@@ -78,7 +78,7 @@ async function streamCompletion(client: OpenAI, request: CompletionRequest, time
         text.add(completion.text);
         return { ...completion, text: text.finish() };
       }
-      stream = sseChunks(response, ending);
+      stream = sseChunks(response, ending, maxStreamChars(request.max_tokens));
     } catch (error) {
       if (request.signal?.aborted) throw abandonedError(error);
       if (error instanceof ModelError) throw error;
@@ -127,11 +127,11 @@ interface StreamEnding {
  * them: up to `[DONE]` (what follows is ignored; `ending.done` tells it came), a `data` that is
  * not JSON a SyntaxError, an `error` event or a chunk carrying `error` the SDK's APIError. An
  * aborted body ends in its AbortError, which the caller reads from its signals, as it did with
- * the SDK's quiet end.
+ * the SDK's quiet end. A body past `maxChars` ends in a StreamTooLongError (see maxStreamChars).
  */
-async function* sseChunks(response: Response, ending: StreamEnding): AsyncGenerator {
+async function* sseChunks(response: Response, ending: StreamEnding, maxChars: number): AsyncGenerator {
   if (!response.body) return;
-  for await (const sse of serverSentEvents(response.body)) {
+  for await (const sse of serverSentEvents(response.body, maxChars)) {
     if (sse.data === "[DONE]") {
       ending.done = true;
       return;
@@ -159,10 +159,13 @@ function timeoutError(cause: unknown): ModelError {
   return new ModelError("timeout", "the model did not answer in time", { cause });
 }
 
-/** A failure while reading the stream: the deadline, a provider's error event, bad JSON, or a connection cut. */
+/** A failure while reading the stream: the deadline, a provider's error event, bad JSON, a stream past its bound, or a connection cut. */
 function streamError(error: unknown, timedOut: boolean): ModelError {
   if (timedOut) return timeoutError(error);
   if (error instanceof ModelError || error instanceof OpenAI.APIError) return toModelError(error);
+  if (error instanceof StreamTooLongError) {
+    return new ModelError("bad_response", `the model's stream is longer than ${error.maxChars} characters`, { retryable: false, cause: error });
+  }
   if (error instanceof SyntaxError) return new ModelError("bad_response", "the model streamed malformed data", { retryable: false, cause: error });
   // What is left is the connection failing under the body (undici's "terminated"): worth another try.
   return new ModelError("unavailable", "the model's stream broke off", { cause: error });
@@ -178,7 +181,7 @@ class UnterminatedEventError extends SyntaxError {}
 /** Whether a failure while reading the body (neither the deadline nor the caller) is the connection failing, not what the provider said. */
 function isConnectionCut(error: unknown): boolean {
   if (error instanceof UnterminatedEventError) return true;
-  return !(error instanceof ModelError || error instanceof OpenAI.APIError || error instanceof SyntaxError);
+  return !(error instanceof ModelError || error instanceof OpenAI.APIError || error instanceof SyntaxError || error instanceof StreamTooLongError);
 }
 
 /**
@@ -231,6 +234,31 @@ const REPLY_CHARS_PER_TOKEN = 16;
  */
 export function maxReplyChars(maxTokens: number): number {
   return Math.max(MAX_EVENT_CHARS, REPLY_CHARS_PER_TOKEN * maxTokens);
+}
+
+/**
+ * Characters of a stream per token of `max_tokens`: several times what an honest provider sends.
+ * OpenAI streams about a token a chunk, each 150 to 300 characters of JSON (id, created, model,
+ * system_fingerprint, `usage: null`, its `obfuscation` padding); Azure adds content filter results
+ * to each (some 250 more); a reasoning model streams its reasoning (`reasoning_content`) in chunks
+ * of the same kind, and `max_tokens` counts those tokens too; a role chunk, a prompt-filter chunk,
+ * a usage chunk and keep-alive comments come once or now and then.
+ */
+const STREAM_CHARS_PER_TOKEN = 1024;
+
+/**
+ * The most read of a streamed reply's body, in UTF-16 units (events, comments, all): what the
+ * reply's own bound (maxReplyChars) misses, as chunks of another choice or of no choice, padding
+ * or comments, all read and dropped. STREAM_CHARS_PER_TOKEN per token of `max_tokens` (about 100
+ * Mi characters at the 100,000 a template may ask), and never under four times MAX_EVENT_CHARS
+ * (4 Mi), so that a short reply's stream has room: a provider that ignores a small `max_tokens`
+ * still gets some 16,000 chunks through, and the bound is never under the reply's. Past it, as
+ * past the reply's, the stream is refused at once (a bad_response, not retried) instead of read
+ * until the deadline, then retried. What is read is parsed and dropped (memory is held by the
+ * bounds of an event and of the reply), so this bounds the time a provider's bytes can take.
+ */
+export function maxStreamChars(maxTokens: number): number {
+  return Math.max(4 * MAX_EVENT_CHARS, STREAM_CHARS_PER_TOKEN * maxTokens);
 }
 
 const isHighSurrogate = (code: number) => code >= 0xd800 && code <= 0xdbff;

@@ -28,9 +28,15 @@ export const MAX_EVENT_CHARS = 1 << 20;
  * its line and event decoders and a chain of async generators: measured by the cost bench, that is
  * most of what a streamed reply costs the service's CPU. This reads the body once, in one loop;
  * the caller keeps the SDK's meaning of the events (see openai-model.ts).
+ *
+ * `maxChars` bounds the whole body, in UTF-16 units once decoded (events, comments, blank lines and
+ * all): past it, a StreamTooLongError. Each event is bounded by itself, but not how many come, nor
+ * how many comments, which dispatch nothing: only a count of all that is read stops a body that
+ * never ends, whatever it carries.
  */
-export async function* serverSentEvents(body: AsyncIterable<Uint8Array>): AsyncGenerator<ServerSentEvent> {
+export async function* serverSentEvents(body: AsyncIterable<Uint8Array>, maxChars = Number.POSITIVE_INFINITY): AsyncGenerator<ServerSentEvent> {
   const decoder = new TextDecoder();
+  let read = 0;
   let buffer = "";
   /** How much of `buffer`'s start is known to hold no line break: each character is scanned once, however long the line. */
   let scanned = 0;
@@ -59,7 +65,10 @@ export async function* serverSentEvents(body: AsyncIterable<Uint8Array>): AsyncG
     return undefined;
   };
   for await (const bytes of body) {
-    buffer += decoder.decode(bytes, { stream: true });
+    const text = decoder.decode(bytes, { stream: true });
+    read += text.length;
+    if (read > maxChars) throw new StreamTooLongError(maxChars);
+    buffer += text;
     let start = 0;
     for (;;) {
       const end = nextBreak(buffer, Math.max(start, scanned));
@@ -92,6 +101,13 @@ export async function* serverSentEvents(body: AsyncIterable<Uint8Array>): AsyncG
   if (remainder !== "") line(remainder);
   const last = line("", true);
   if (last) yield last;
+}
+
+/** A body longer than the reader's `maxChars`: not malformed, only more than the caller will read. */
+export class StreamTooLongError extends Error {
+  constructor(readonly maxChars: number) {
+    super(`a server-sent event stream longer than ${maxChars} characters`);
+  }
 }
 
 function tooLong(): SyntaxError {

@@ -1,7 +1,7 @@
 import OpenAI from "openai";
 import type { CompletionRequest } from "../../src/llm/chat-model";
 import { MAX_RETRY_AFTER_MS, ModelError } from "../../src/llm/errors";
-import { createOpenAiModel, maxReplyChars, retryAfter, toModelError } from "../../src/llm/openai-model";
+import { createOpenAiModel, maxReplyChars, maxStreamChars, retryAfter, toModelError } from "../../src/llm/openai-model";
 import { withRetries } from "../../src/llm/retrying-model";
 import { MAX_EVENT_CHARS } from "../../src/llm/server-sent-events";
 import { fakeUsage, FakeOpenAiServer } from "../support/fake-openai-server";
@@ -738,6 +738,53 @@ describe("createOpenAiModel against a provider whose answer never ends", () => {
       await expect(call).rejects.toMatchObject({ failure: "bad_response", retryable: false });
       expect(passedOn).toBeLessThanOrEqual(maxReplyChars(HELLO_REQUEST.max_tokens));
       expect(server.sent()).toBeLessThan(16 * 2 ** 20);
+    } finally {
+      await server.stop();
+    }
+  });
+
+  it.each([
+    ["another choice's text (index 1)", `data: ${JSON.stringify({ model: "gpt-test", choices: [{ index: 1, delta: { content: FLOOD_PIECE }, finish_reason: null }] })}\n\n`],
+    ["chunks with no choice", `data: ${JSON.stringify({ model: "gpt-test", choices: [], pad: FLOOD_PIECE })}\n\n`],
+    ["comments", `: ${FLOOD_PIECE}\n`],
+  ])("refuses a stream of %s that never ends as a malformed reply, not retried, before reading more than a few megabytes or waiting for the deadline", async (_name, event) => {
+    const server = await rawStreamServer(async (write, _cut, gone) => flood(write, gone, event));
+    try {
+      const started = Date.now();
+      const outcome = await server.model(8_000).complete(HELLO_REQUEST, { write: () => undefined }).then(
+        () => ({ failure: "none", retryable: undefined }),
+        (error: unknown) => ({ failure: (error as { failure?: string }).failure, retryable: (error as { retryable?: boolean }).retryable }),
+      );
+      const read = server.sent();
+      expect({ ...outcome, readUnder16MiB: read < 16 * 2 ** 20, beforeDeadline: Date.now() - started < 7_500 }).toEqual({
+        failure: "bad_response",
+        retryable: false,
+        readUnder16MiB: true,
+        beforeDeadline: true,
+      });
+    } finally {
+      await server.stop();
+    }
+  }, 30_000);
+
+  it("takes a stream of one small chunk a token up to max_tokens, each padded to several times what OpenAI sends, past the bound's floor", async () => {
+    const request = { ...HELLO_REQUEST, max_tokens: 8_192 };
+    // 900 characters a chunk: OpenAI's fields, Azure's filter results and reasoning fields, with room to spare.
+    const chunk = (fields: object) => `data: ${JSON.stringify({ model: "gpt-test", choices: [{ index: 0, ...fields }] })}`;
+    const token = chunk({ delta: { content: "ab" }, finish_reason: null });
+    const event = `${token.slice(0, -1)},"pad":"${"p".repeat(900 - token.length - 9)}"}\n\n`;
+    expect(event.length).toBe(902);
+    const streamed = request.max_tokens * event.length;
+    expect(streamed).toBeGreaterThan(maxStreamChars(HELLO_REQUEST.max_tokens));
+    expect(streamed).toBeLessThanOrEqual(maxStreamChars(request.max_tokens));
+    const server = await rawStreamServer(async (write) => {
+      // Written 256 events at a time: the reader sees them as the network groups them anyway.
+      for (let sent = 0; sent < request.max_tokens; sent += 256) if (!(await write(event.repeat(256)))) return;
+      await write(`${chunk({ delta: {}, finish_reason: "stop" })}\n\ndata: [DONE]\n\n`);
+    });
+    try {
+      const completion = await server.model(10_000).complete(request, { write: () => undefined });
+      expect(completion.text).toBe("ab".repeat(request.max_tokens));
     } finally {
       await server.stop();
     }

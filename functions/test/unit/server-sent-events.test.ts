@@ -1,13 +1,13 @@
-import { MAX_EVENT_CHARS, serverSentEvents, type ServerSentEvent } from "../../src/llm/server-sent-events";
+import { MAX_EVENT_CHARS, serverSentEvents, StreamTooLongError, type ServerSentEvent } from "../../src/llm/server-sent-events";
 
-/** The events read from `pieces`, each sent as one chunk of the body. */
-async function read(pieces: readonly (string | Uint8Array)[]): Promise<ServerSentEvent[]> {
+/** The events read from `pieces`, each sent as one chunk of the body, up to `maxChars` of it. */
+async function read(pieces: readonly (string | Uint8Array)[], maxChars?: number): Promise<ServerSentEvent[]> {
   const encoder = new TextEncoder();
   async function* body(): AsyncGenerator<Uint8Array> {
     for (const piece of pieces) yield typeof piece === "string" ? encoder.encode(piece) : piece;
   }
   const events: ServerSentEvent[] = [];
-  for await (const event of serverSentEvents(body())) events.push(event);
+  for await (const event of serverSentEvents(body(), maxChars)) events.push(event);
   return events;
 }
 
@@ -57,5 +57,14 @@ describe("serverSentEvents", () => {
     await expect(read(lines)).rejects.toBeInstanceOf(SyntaxError);
     // Just under: read whole.
     expect(await read([`data: ${"y".repeat(MAX_EVENT_CHARS - 10)}\n\n`])).toEqual([{ event: undefined, data: "y".repeat(MAX_EVENT_CHARS - 10) }]);
+  });
+
+  it("refuses a body past maxChars, counting all it reads (comments, blank lines, the events' fields), not only the events' data", async () => {
+    const body = ["data: 1\n\n", ": a comment\n", "\n\n", "event: x\ndata: 2\n\n"];
+    const length = body.join("").length;
+    expect(await read(body, length)).toEqual([{ event: undefined, data: "1" }, { event: "x", data: "2" }]);
+    const refused = read(body, length - 1);
+    await expect(refused).rejects.toBeInstanceOf(StreamTooLongError);
+    await expect(refused).rejects.toMatchObject({ maxChars: length - 1 });
   });
 });
