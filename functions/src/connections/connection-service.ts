@@ -234,7 +234,12 @@ export class ConnectionService {
    *   and an instance that knows the connection's fields warm learns there that it is gone (its
    *   user erased: 404, nothing written). The pair's rule then changes only a record that names
    *   both users: a lifted block must not rebuild a pair's record the erasure removed, nor lift the
-   *   block it kept (the two stay apart for good).
+   *   block it kept (the two stay apart for good). Such a record, found after the named one's
+   *   transaction, says an erasure ran in between: it deleted that connection before the record,
+   *   so the change holds nowhere and is answered 404, as a moment later (answered 200, a block
+   *   would promise what nothing holds: the erased user, who may go on using the service, asks
+   *   again unrefused). No block is made from it as the erasure keeps one set before it: the
+   *   record does not tell which user was erased, and a user's own blocks go with their data.
    * - The copies: a block and an unblock by the same user racing (two devices) each write the
    *   connection before the pair, so the first write alone could leave the connection lifted and
    *   the pair blocked. Each copy carries the pair's version and none is taken over a newer one, so
@@ -243,9 +248,9 @@ export class ConnectionService {
   private async setBlock(userId: string, connectionId: string, at: number | undefined): Promise<ConnectionView> {
     const known = await this.known.get(connectionId);
     const you = participantOf(known.meta, userId);
-    const named = await this.changeKnown(known, block(you, at));
+    await this.changeKnown(known, block(you, at));
     const blocks = await this.options.store.updatePair(known.meta.pair, blockOnPair(usersOf(known.meta), you, at));
-    if (!blocks) return this.view(known, named, you);
+    if (!blocks) throw this.gone(connectionId);
     const { current } = blocks;
     const [followed] = await Promise.all([
       this.changeKnown(known, followPair(blocks)),

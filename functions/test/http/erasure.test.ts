@@ -441,6 +441,65 @@ describeEachStore("erasure: a connection another instance holds warm", (kind) =>
 });
 
 /**
+ * A block whose write on the connection lands before the other user's erasure deletes it, and whose
+ * write on the pair comes after the erasure removed the pair's record (docs/connections.md,
+ * "Erasure"): it holds nowhere, so it is answered as one a moment later, 404, and promises nothing;
+ * nothing of the erased user is written back, and the erased user, going on using the service,
+ * asks again as anyone new.
+ */
+describeEachStore("erasure: a block whose write on the pair comes after it", (kind) => {
+  let harness: Harness;
+  let now = Date.parse("2026-04-01T09:00:00Z");
+
+  beforeAll(async () => {
+    harness = await startHarness({ store: kind, clock: () => now, env: { CONNECTION_REQUESTS_PER_HOUR: "100" } });
+  });
+  afterAll(async () => harness.close());
+
+  it("answers the block 404 CONNECTION_NOT_FOUND, writes nothing of the erased user back, and lets them ask again", async () => {
+    const user = new ApiUser(secret("user"), harness.api, HOSTING_ROUTES);
+    const blocker = new ApiUser(secret("blocker"), harness.api, HOSTING_ROUTES);
+    const id = await blocker.connectWith(user);
+
+    // The block's write on the pair (its second step) waits until the erasure is over.
+    const store = harness.api.connectionStore;
+    const original = store.updatePair.bind(store);
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    let reached!: () => void;
+    const atPair = new Promise<void>((resolve) => (reached = resolve));
+    store.updatePair = async (key, rule) => {
+      reached();
+      await gate;
+      return original(key, rule);
+    };
+    let blocked: Answer;
+    try {
+      const blocking = blocker.block(id);
+      await atPair;
+      store.updatePair = original;
+      expect((await harness.api.call("DELETE", `${ROUTES.erase}?user_id=${encodeURIComponent(user.id)}`)).status).toBe(200);
+      expect((await harness.api.runtime.maintain(now + LATER)).erasuresFinished).toBe(1);
+      now += LATER + MINUTE;
+      release();
+      blocked = await blocking;
+    } finally {
+      store.updatePair = original;
+      release();
+    }
+    expect({ status: blocked.status, code: blocked.body.error?.code }).toEqual({ status: 404, code: "CONNECTION_NOT_FOUND" });
+    const whole = WholeStore.of(harness);
+    try {
+      expect(await whole.holding([user.id])).toEqual([]);
+    } finally {
+      await whole.close();
+    }
+    const asked = await user.ask(blocker.id);
+    expect({ status: asked.status, code: asked.body.error?.code }).toEqual({ status: 201, code: undefined });
+  });
+});
+
+/**
  * The sweep's erasures (docs/conversations.md): every second pass that is due, and every first
  * pass a request left, in one run, batch after batch (20 records a query), as the other steps of
  * the clean-up go on until they find no more work.
