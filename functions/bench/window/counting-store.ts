@@ -135,6 +135,10 @@ export class CountingStore implements SessionStore {
     return this.count("releaseCreateKey", this.inner.releaseCreateKey(hash, key));
   }
 
+  refuseCreateKey(hash: string, read: CreateKey): Promise<boolean> {
+    return this.count("refuseCreateKey", this.inner.refuseCreateKey(hash, read));
+  }
+
   deleteCreateKeys(cutoff: number, limit: number): Promise<number> {
     return this.count("deleteCreateKeys", this.inner.deleteCreateKeys(cutoff, limit));
   }

@@ -89,7 +89,10 @@ export interface MessageInput {
   readonly stream?: ReplySink;
 }
 
-/** A `createSession` key this request claimed itself (its own session id and time): see `releaseClaim`. */
+/**
+ * A `createSession` key with its record: one this request claimed itself (its own session id and
+ * time: see `releaseClaim`), or another request's claim it took over (see `refuseTakeOver`).
+ */
 interface CreateClaim {
   readonly hash: string;
   readonly key: CreateKey;
@@ -160,11 +163,13 @@ export class SessionService {
     const candidate = newSessionId();
     let sessionId = candidate;
     let claim: CreateClaim | undefined;
+    let takenOver: CreateClaim | undefined;
     if (input.idempotencyKey !== undefined) {
       const keyed = await this.keyedCreate(userId, input.templateId, input.idempotencyKey, candidate, now);
       if (keyed.replayed) return keyed;
       sessionId = keyed.sessionId;
       claim = keyed.claim;
+      takenOver = keyed.takenOver;
     }
     try {
       await this.admitSession(userId, sessionId, now, input.caller, input.address, input.idempotencyKey !== undefined);
@@ -173,6 +178,7 @@ export class SessionService {
       // have counted the session: a retry with the key then creates that same session.
       if (error instanceof ErasureInProgressError || error instanceof LimitExceededError) {
         await this.releaseClaim(claim);
+        if (error instanceof ErasureInProgressError) await this.refuseTakeOver(takenOver);
         // This request's own id only: another request's claimed id is that request's session.
         if (sessionId === candidate) this.giveBack(candidate);
       }
@@ -307,7 +313,7 @@ export class SessionService {
     idempotencyKey: string,
     sessionId: string,
     now: number,
-  ): Promise<(CreatedSession & { readonly replayed: true }) | { readonly replayed: false; readonly sessionId: string; readonly claim?: CreateClaim }> {
+  ): Promise<(CreatedSession & { readonly replayed: true }) | { readonly replayed: false; readonly sessionId: string; readonly claim?: CreateClaim; readonly takenOver?: CreateClaim }> {
     const { store } = this.options;
     const hash = keyHash(`createSession\u0000${userId}`, idempotencyKey);
     const key: CreateKey = { fingerprint: fingerprint(templateId), session_id: sessionId, created_at: now, user_key: userKey(userId) };
@@ -316,8 +322,9 @@ export class SessionService {
     if (claimed.session_id !== sessionId) this.giveBack(sessionId);
     if (claimed.fingerprint !== fingerprint(templateId)) throw new IdempotencyKeyReusedError();
     if (!(await store.readSessionState(claimed.session_id))) {
-      // The session id is this request's own, fresh: the stored key is this claim, not an earlier request's.
-      return { replayed: false, sessionId: claimed.session_id, ...(claimed.session_id === sessionId ? { claim: { hash, key } } : {}) };
+      // The session id is this request's own, fresh: the stored key is this claim, not an earlier
+      // request's. Else it is another request's claim, which this one took over: the record as it left it.
+      return { replayed: false, sessionId: claimed.session_id, ...(claimed.session_id === sessionId ? { claim: { hash, key } } : { takenOver: { hash, key: claimed } }) };
     }
     return { sessionId: claimed.session_id, meta: (await this.known.owned(claimed.session_id, undefined)).meta, replayed: true };
   }
@@ -328,8 +335,8 @@ export class SessionService {
    * its 24 h TTL: past both passes of the erasure that refused it, whose cutoff its claim time is
    * after. Only while the key is still this claim and no repeat took it over, in a transaction: a
    * request that claimed it since keeps it, and a repeat that found it may have created its session
-   * meanwhile (the key then stays to its TTL, a retry taking it over again; or, refused for an
-   * erasure, until its second pass finds no session came of it: ErasureService). Otherwise a retry with
+   * meanwhile (the key then stays to its TTL, a retry taking it over again; or, that repeat refused
+   * for an erasure too, until its second pass finds no session came of it: refuseTakeOver). Otherwise a retry with
    * the key claims it anew, as a first request would. Awaited (a
    * deployed instance gets no CPU once it has answered); a failure leaves the refusal the answer,
    * and the key to its TTL.
@@ -338,6 +345,23 @@ export class SessionService {
     if (!claim) return;
     await this.options.store.releaseCreateKey(claim.hash, claim.key).catch((error: unknown) => {
       this.options.log.warn("create key release failed", { error: error instanceof Error ? error.name : typeof error });
+    });
+  }
+
+  /**
+   * Marks the key this request took over (another request's claim, its session not stored) as
+   * refused for the user's erasure: neither request gives it back (the one that claimed it no
+   * longer may, this one having perhaps been admitted where it was not; this one holds no claim of
+   * its own), and the erasure's second pass deletes the keys so marked, once no session came of
+   * them, and no others: a key with no session may be a create whose fate is unknown (`503`), which
+   * its retry needs (ErasureService). Only while the record is still the one this take-over left,
+   * in a transaction: a repeat that took it over since may be creating its session. Awaited; a
+   * failure leaves the refusal the answer, and the key to its TTL.
+   */
+  private async refuseTakeOver(takenOver: CreateClaim | undefined): Promise<void> {
+    if (!takenOver) return;
+    await this.options.store.refuseCreateKey(takenOver.hash, takenOver.key).catch((error: unknown) => {
+      this.options.log.warn("create key refusal mark failed", { error: error instanceof Error ? error.name : typeof error });
     });
   }
 

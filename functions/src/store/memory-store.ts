@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import type { ConversationPosition, ErasureRecord, ErasureRule, ListedConversation, StoredConversation } from "./conversation-records";
 import { keyRecordOf, type AddressUsage, type ChatMessage, type CreateKey, type Exchange, type KeyRecord, type PartialReply, type ServiceUsage, type SessionMeta, type SessionState, type SessionSummary, type Template, type UserUsage } from "./records";
-import { adoptedClaim, assertNextCountsOneMore, isReleasable, isUnchangedCreateKey, type RuledWithKey, type StoredCreateKey, type HistoryWindow, type LedgerRule, type NewSession, type Ruled, type SessionStore, type StateRule, type UsageRule } from "./session-store";
+import { adoptedClaim, assertNextCountsOneMore, isReleasable, isUnchangedCreateKey, refusedClaim, type RuledWithKey, type StoredCreateKey, type HistoryWindow, type LedgerRule, type NewSession, type Ruled, type SessionStore, type StateRule, type UsageRule } from "./session-store";
 
 interface StoredSession {
   readonly meta: SessionMeta;
@@ -206,6 +206,12 @@ export class MemoryStore implements SessionStore {
 
   async releaseCreateKey(hash: string, key: CreateKey): Promise<boolean> {
     return this.deleteCreateKeyWhile(hash, (stored) => isReleasable(stored, key));
+  }
+
+  async refuseCreateKey(hash: string, read: CreateKey): Promise<boolean> {
+    const unchanged = isUnchangedCreateKey(this.createKeys.get(hash) ?? null, read);
+    if (unchanged) this.createKeys.set(hash, stored(refusedClaim(read)));
+    return unchanged;
   }
 
   async deleteCreateKeys(cutoff: number, limit: number): Promise<number> {

@@ -205,6 +205,14 @@ export const createKeySchema = z.object({
    * Absent in records of older versions.
    */
   adopted_at: z.number().optional(),
+  /**
+   * The claim or take-over (its time: `adopted_at`, else `created_at`) that was refused for its
+   * user's erasure (`409 ERASURE_IN_PROGRESS`), written by that request once refused. Only such a
+   * key, still as its refused request left it (`isRefusedCreateKey`), is one the erasure's second
+   * pass may delete: any other key with no session may be a create whose fate is unknown, which its
+   * retry needs. A later take-over moves `adopted_at` past it. Absent in records of older versions.
+   */
+  refused_at: z.number().optional(),
 });
 export type CreateKey = z.infer<typeof createKeySchema>;
 

@@ -127,6 +127,14 @@ export interface StateStore {
    * another request made once this one went, or took over, stays. True when it went.
    */
   releaseCreateKey(hash: string, key: CreateKey): Promise<boolean>;
+
+  /**
+   * Marks the record under `hash` refused for its user's erasure (`refusedClaim`) while it is still
+   * `read` (`isUnchangedCreateKey`), atomically: what a repeat that took the key over leaves once
+   * refused `409 ERASURE_IN_PROGRESS`. A record changed since (taken over again, claimed anew,
+   * gone) is left as it is. True when marked.
+   */
+  refuseCreateKey(hash: string, read: CreateKey): Promise<boolean>;
 }
 
 /** Whether a stored create key is the claim `key`: the same session id, claimed at the same time (both adapters' check). */
@@ -139,8 +147,9 @@ export function isSameClaim(stored: CreateKey | null, key: CreateKey): boolean {
  * a repeat (the same fingerprint, another claim) marks the record taken over, so that the first
  * request, refused meanwhile, does not delete the key of a session its repeat goes on to create,
  * and stamps it with its time (`adopted_at`), every repeat again, so that an erasure's delete of
- * the key, decided on the record as it was, leaves it (`isUnchangedCreateKey`). Anything else (the
- * same claim again, a reused key refused for its fingerprint) leaves it as it is.
+ * the key, decided on the record as it was, leaves it (`isUnchangedCreateKey`), and a refusal's
+ * mark (`refused_at`), kept as it is, names an earlier claim (`isRefusedCreateKey`). Anything else
+ * (the same claim again, a reused key refused for its fingerprint) leaves it as it is.
  */
 export function adoptedClaim(stored: CreateKey, key: CreateKey): CreateKey {
   if (stored.fingerprint !== key.fingerprint || isSameClaim(stored, key)) return stored;
@@ -149,9 +158,10 @@ export function adoptedClaim(stored: CreateKey, key: CreateKey): CreateKey {
 }
 
 /**
- * Whether `stored` is still the record `read` (both adapters' check for `deleteUnchangedCreateKey`):
- * every field alike, `adopted_at` included. Not the claim alone (session id and time): a repeat
- * taking a key over keeps those, and its create of that session may be running.
+ * Whether `stored` is still the record `read` (both adapters' check for `deleteUnchangedCreateKey`
+ * and `refuseCreateKey`): every field alike, `adopted_at` and `refused_at` included. Not the claim
+ * alone (session id and time): a repeat taking a key over keeps those, and its create of that
+ * session may be running.
  */
 export function isUnchangedCreateKey(stored: CreateKey | null, read: CreateKey): boolean {
   return (
@@ -161,8 +171,30 @@ export function isUnchangedCreateKey(stored: CreateKey | null, read: CreateKey):
     stored.created_at === read.created_at &&
     stored.user_key === read.user_key &&
     stored.adopted === read.adopted &&
-    stored.adopted_at === read.adopted_at
+    stored.adopted_at === read.adopted_at &&
+    stored.refused_at === read.refused_at
   );
+}
+
+/** The time of `key`'s last claim: its last take-over's, else its own. */
+export function lastClaimedAt(key: CreateKey): number {
+  return key.adopted_at ?? key.created_at;
+}
+
+/** What `refuseCreateKey` stores (both adapters' rule): `read`, its last claim marked refused. */
+export function refusedClaim(read: CreateKey): CreateKey {
+  return { ...read, refused_at: lastClaimedAt(read) };
+}
+
+/**
+ * Whether `key`'s last claim or take-over is the one refused for an erasure: marked, and taken
+ * over by none since (a take-over, an older version's too, keeps the mark as it is and moves
+ * `adopted_at` past it). One taken over with no time (a version from before `adopted_at`) may have
+ * been taken over after the mark: not refused.
+ */
+export function isRefusedCreateKey(key: CreateKey): boolean {
+  if (key.adopted === true && key.adopted_at === undefined) return false;
+  return key.refused_at !== undefined && key.refused_at === lastClaimedAt(key);
 }
 
 /** A `createSession` key's record with the hash it is stored under. */

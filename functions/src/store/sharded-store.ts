@@ -114,6 +114,10 @@ export class ShardedStore implements SessionStore {
     return this.home.releaseCreateKey(hash, key);
   }
 
+  refuseCreateKey(hash: string, read: CreateKey): Promise<boolean> {
+    return this.home.refuseCreateKey(hash, read);
+  }
+
   // HistoryStore: the session's instance.
 
   readWindow(sessionId: string, limit: number): Promise<HistoryWindow> {

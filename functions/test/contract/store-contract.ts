@@ -389,6 +389,29 @@ export function storeContract(makeHarness: () => Promise<StoreHarness>): void {
       expect((await db.readUserCreateKeys(user, undefined, 10)).map(({ hash, key: stored }) => [hash, stored.session_id])).toEqual([["k1", "s-new"], ["k2", "s-k2"], ["k3", "s-k3"]]);
       expect(await db.readUserCreateKeys("u-other", undefined, 10)).toEqual([{ hash: "k0", key: { ...key("s-theirs"), user_key: "u-other" } }]);
     });
+
+    it("marks a create key refused at its last claim's time only while it is still the record read, and a take-over keeps that mark behind its own time", async () => {
+      const first = { fingerprint: "f", session_id: "s-first", created_at: T, user_key: "u-refuse" };
+      await db.claimCreateKey("h-refuse", first);
+      const taken = await db.claimCreateKey("h-refuse", { ...first, session_id: "s-repeat", created_at: T + 1 });
+      expect(taken).toEqual({ ...first, adopted: true, adopted_at: T + 1 });
+      // The claim as it was before the take-over is no longer the record.
+      expect(await db.refuseCreateKey("h-refuse", first)).toBe(false);
+      expect(await db.refuseCreateKey("h-refuse", taken)).toBe(true);
+      const marked = { ...taken, refused_at: T + 1 };
+      expect(await db.readUserCreateKeys("u-refuse", undefined, 10)).toEqual([{ hash: "h-refuse", key: marked }]);
+      // Nor is the take-over as read before its mark.
+      expect(await db.refuseCreateKey("h-refuse", taken)).toBe(false);
+      // A later take-over keeps the mark as it is, its own time past it; the delete of the record as marked then leaves it.
+      const again = await db.claimCreateKey("h-refuse", { ...first, session_id: "s-again", created_at: T + 2 });
+      expect(again).toEqual({ ...marked, adopted_at: T + 2 });
+      expect(await db.deleteUnchangedCreateKey("h-refuse", marked)).toBe(false);
+      expect(await db.refuseCreateKey("h-refuse", again)).toBe(true);
+      expect(await db.deleteUnchangedCreateKey("h-refuse", { ...again, refused_at: T + 2 })).toBe(true);
+      // Gone: nothing to mark, and nothing written.
+      expect(await db.refuseCreateKey("h-refuse", again)).toBe(false);
+      expect(await db.readUserCreateKeys("u-refuse", undefined, 10)).toEqual([]);
+    });
   });
 
   describe("several instances", () => {

@@ -508,8 +508,9 @@ const LATER = 10 * MINUTE;
  * their usage record. A keyed createSession refused while its user is marked claimed its key after
  * the erasure's cutoff; when the client's repeat on another instance took that claim over and was
  * refused too, neither gives the key back (the first may no longer, and the repeat holds no claim
- * of its own), so the second pass deletes it: a create key whose session does not exist, claimed
- * (and last taken over) long enough before that pass that no request of it can still run.
+ * of its own): the repeat marks it refused, and the second pass deletes it, a create key so marked
+ * whose session does not exist, claimed (and last taken over) long enough before that pass that no
+ * request of it can still run.
  */
 describeEachStore("a keyed createSession and its repeat on another instance, both refused while the user is being erased", (kind) => {
   let harness: Harness;
@@ -564,17 +565,27 @@ describeEachStore("a keyed createSession and its repeat on another instance, bot
 
 /**
  * docs/conversations.md, Writes racing an erasure: the second pass deletes only the create keys
- * that no request can still use. A key whose session exists (created after the cutoff: the user
- * keeps it) stays, and so does one claimed within a lease and a database deadline of that pass,
- * whose create may still be running: a retry with either gets its one session.
+ * refused for the erasure, which no request can still use. A key whose session exists (created
+ * after the cutoff: the user keeps it) stays, and so does one claimed within a lease and a database
+ * deadline of that pass, whose create may still be running, and one whose create failed with its
+ * fate unknown (docs/api.md: "One whose fate is unknown (503) keeps its key, so its retry gets that
+ * session"): a retry with any of them gets its one session. The user may hold one active session,
+ * so a retry taken for a first request would be refused 429.
  */
 describeEachStore("a user's keyed createSession through the second pass of their erasure", (kind) => {
   let harness: Harness;
+  let faulty: FaultyStore | undefined;
   let now = Date.parse("2026-05-01T09:00:00Z");
   const { holding, holdNext } = storeGate();
 
   beforeAll(async () => {
-    harness = await startHarness({ store: kind, clock: () => now, wrapStore: holding, userDataLimits: { eraseRequestMs: -1 } });
+    harness = await startHarness({
+      store: kind,
+      clock: () => now,
+      env: { USER_MAX_ACTIVE_SESSIONS: "1" },
+      wrapStore: (store) => holding((faulty = new FaultyStore(store)).store),
+      userDataLimits: { eraseRequestMs: -1 },
+    });
   });
   afterAll(async () => harness.close());
 
@@ -616,6 +627,23 @@ describeEachStore("a user's keyed createSession through the second pass of their
     expect(created.status).toBe(201);
     now = secondPassAt + 2_000;
     expect(await retried(body, headers)).toEqual({ status: 201, session_id: created.body.session_id, replayed: "true" });
+  });
+
+  it("keeps the key of a create admitted after the first pass whose write failed (503, its fate unknown): its retry after the second pass creates that session", async () => {
+    const { userId, body, headers } = await userBeingErased(harness, () => (now += 1_000));
+    await firstPassDone();
+    now += 5_000;
+    // Admitted (its session counted: the user's one), then the session's write fails.
+    faulty!.arm("createSession", "before");
+    const failed = await harness.api.call("POST", ROUTES.create, body, headers);
+    expect({ status: failed.status, code: failed.body.error?.code }).toEqual({ status: 503, code: "DATABASE_UNAVAILABLE" });
+    const keys = await harness.api.store.readUserCreateKeys(userKey(userId), undefined, 10);
+    expect(keys).toHaveLength(1);
+    expect((await harness.api.runtime.maintain(now + LATER)).erasuresFinished).toBe(1);
+    now += LATER;
+    expect(await harness.api.store.readUserCreateKeys(userKey(userId), undefined, 10)).toEqual(keys);
+    const retry = await harness.api.call("POST", ROUTES.create, body, headers);
+    expect({ status: retry.status, code: retry.body.error?.code, session_id: retry.body.session_id }).toEqual({ status: 201, code: undefined, session_id: keys[0]?.key.session_id });
   });
 });
 

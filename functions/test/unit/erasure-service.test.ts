@@ -331,7 +331,7 @@ class TakenOverMeanwhile extends MemoryStore {
   }
 }
 
-describe("the second pass and the user's create keys no session came of", () => {
+describe("the second pass and the user's create keys refused for the erasure that no session came of", () => {
   /** A lease and a database deadline: no request claimed before it, nor taking over before it, still runs. */
   const FINAL_PASS_AFTER_MS = 65_000;
   const user = "refused-keyed-creates";
@@ -341,29 +341,42 @@ describe("the second pass and the user's create keys no session came of", () => 
     return new ErasureService({ store, clock, log: silentLog, messagesPerMinute: 20, takeOverAfterMs: 60_000, finalPassAfterMs: FINAL_PASS_AFTER_MS, batchSize });
   }
 
-  it("deletes those whose claim and last take-over are a lease and a database deadline old; keeps one taken over since, or meanwhile, or by an older version", async () => {
+  /** `key` claimed under `hash` (taking over what is there), then marked refused for the erasure as that claim or take-over left it. */
+  async function refused(store: MemoryStore, hash: string, key: CreateKey): Promise<void> {
+    expect(await store.refuseCreateKey(hash, await store.claimCreateKey(hash, key))).toBe(true);
+  }
+
+  it("deletes those whose last claim or take-over was refused for the erasure, a lease and a database deadline ago; keeps one unrefused, taken over since, or meanwhile, or by an older version", async () => {
     const store = new TakenOverMeanwhile();
     let now = T;
     const erasure = erasureOn(store, () => now);
     expect((await erasure.erase(user)).complete).toBe(true);
     const passAt = T + FINAL_PASS_AFTER_MS + 60_000;
-    // Claimed after the cutoff, each refused; the first's repeat refused too.
-    await store.claimCreateKey("h-refused", claim("s-refused", T + 1));
+    // Claimed after the cutoff, refused; its repeat took it over and was refused too.
     await store.claimCreateKey("h-refused-twice", claim("s-refused-twice", T + 1));
-    await store.claimCreateKey("h-refused-twice", claim("s-repeat-1", T + 2));
-    // Taken over by a repeat a moment before the pass: its create may be storing the session.
+    await refused(store, "h-refused-twice", claim("s-repeat-1", T + 2));
+    // Claimed after the first pass and admitted, its session's write failed (its fate unknown): the retry needs it.
+    await store.claimCreateKey("h-unknown", claim("s-unknown", T + 1));
+    // Taken over by a repeat that was admitted, its write failed likewise.
+    await store.claimCreateKey("h-taken-unknown", claim("s-taken-unknown", T + 1));
+    await store.claimCreateKey("h-taken-unknown", claim("s-repeat-4", T + 2));
+    // Refused, then taken over by a repeat not refused: the mark names the earlier take-over.
+    await store.claimCreateKey("h-taken-after", claim("s-taken-after", T + 1));
+    await refused(store, "h-taken-after", claim("s-repeat-5", T + 2));
+    await store.claimCreateKey("h-taken-after", claim("s-repeat-6", T + 3));
+    // Taken over and refused a moment before the pass: a request of it may still be running.
     await store.claimCreateKey("h-taken-lately", claim("s-taken-lately", T + 1));
-    await store.claimCreateKey("h-taken-lately", claim("s-repeat-2", passAt - 1_000));
-    // Taken over long ago, and again while the pass reads its session: the record the pass read is no longer there.
+    await refused(store, "h-taken-lately", claim("s-repeat-2", passAt - 1_000));
+    // Taken over and refused long ago, and taken over again while the pass reads its session: the record the pass read is no longer there.
     await store.claimCreateKey("h-taken-meanwhile", claim("s-taken-meanwhile", T + 1));
-    await store.claimCreateKey("h-taken-meanwhile", claim("s-repeat-0", T + 2));
+    await refused(store, "h-taken-meanwhile", claim("s-repeat-0", T + 2));
     store.racing = { hash: "h-taken-meanwhile", sessionId: "s-taken-meanwhile", repeat: claim("s-repeat-3", passAt) };
-    // Taken over by an older version, which wrote no time.
-    await store.claimCreateKey("h-older", claim("s-older", T + 1, { adopted: true }));
+    // Marked, then taken over by an older version, which wrote no time.
+    await store.claimCreateKey("h-older", claim("s-older", T + 1, { adopted: true, refused_at: T + 1 }));
 
     now = passAt;
     expect(await erasure.finishDue(passAt)).toBe(1);
-    expect((await store.readUserCreateKeys(userKey(user), undefined, 10)).map(({ hash }) => hash)).toEqual(["h-older", "h-taken-lately", "h-taken-meanwhile"]);
+    expect((await store.readUserCreateKeys(userKey(user), undefined, 10)).map(({ hash }) => hash)).toEqual(["h-older", "h-taken-after", "h-taken-lately", "h-taken-meanwhile", "h-taken-unknown", "h-unknown"]);
   });
 
   it("stops among the keys once its time is up, and the next run deletes the rest", async () => {
@@ -371,7 +384,10 @@ describe("the second pass and the user's create keys no session came of", () => 
     let now = T;
     const erasure = erasureOn(store, () => now, 2);
     expect((await erasure.erase(user)).complete).toBe(true);
-    for (let i = 0; i < 5; i += 1) await store.claimCreateKey(`h${i}`, claim(`s${i}`, T + 1));
+    for (let i = 0; i < 5; i += 1) {
+      await store.claimCreateKey(`h${i}`, claim(`s${i}`, T + 1));
+      await refused(store, `h${i}`, claim(`s-repeat-${i}`, T + 2));
+    }
 
     now = T + FINAL_PASS_AFTER_MS + 60_000;
     // Up after the first page of keys: 2 deleted, the erasure due again.

@@ -1,6 +1,6 @@
 import type { ErasureRecord, ErasureRule } from "../../store/conversation-records";
 import type { CreateKey } from "../../store/records";
-import type { UsageRule } from "../../store/session-store";
+import { isRefusedCreateKey, lastClaimedAt, type UsageRule } from "../../store/session-store";
 
 /*
  * The rules of an erasure, as pure functions of the stored records: its own record (what is
@@ -160,13 +160,16 @@ export function forgetSessions(sessionIds: readonly string[]): UsageRule<undefin
 
 /**
  * Whether the second pass may delete the create key `claim` of the user once its session is found
- * not to exist: claimed after the cutoff (those up to it go whatever their session), and claimed,
- * and last taken over, at or before `over` (the pass's time less a lease and a database deadline),
- * so that no request of it still runs: a create that has not stored its session by then never
- * will, and the key would only name the user until its TTL. One that a repeat took over with no
- * time recorded (an older version's) may be running: it stays.
+ * not to exist: claimed after the cutoff (those up to it go whatever their session), its last
+ * claim or take-over refused for the erasure (`isRefusedCreateKey`: a create refused so whose
+ * claim a repeat took over, refused too, which neither gives back), and claimed, and last taken
+ * over, at or before `over` (the pass's time less a lease and a database deadline), so that no
+ * request of it still runs (the one whose claim was taken over may have been admitted before the
+ * user was marked). Any other key with no session stays: a create admitted after the first pass
+ * whose write failed (`503`, its fate unknown) keeps its key for its retry. One that a repeat took
+ * over with no time recorded (an older version's) may be running: it stays.
  */
 export function isAbandonedCreateKey(claim: CreateKey, cutoff: number, over: number): boolean {
   if (claim.created_at <= cutoff || claim.created_at > over) return false;
-  return claim.adopted !== true || (claim.adopted_at !== undefined && claim.adopted_at <= over);
+  return isRefusedCreateKey(claim) && lastClaimedAt(claim) <= over;
 }

@@ -156,9 +156,10 @@ export class ErasureService {
 
   /**
    * Deletes again what the first pass deleted, and anything created before the request since, and
-   * the user's create keys that no session came of (deleteAbandonedCreateKeys); then the record.
-   * Page by page until `stopped`: then what it deleted again leaves the record, and the next run
-   * goes on with the rest (pauseErasure). `now`: the run's time.
+   * the user's create keys refused for the erasure that no session came of
+   * (deleteAbandonedCreateKeys); then the record. Page by page until `stopped`: then what it
+   * deleted again leaves the record, and the next run goes on with the rest (pauseErasure). `now`:
+   * the run's time.
    */
   private async secondPass(key: string, record: ErasureRecord, now: number, stopped: Stopped): Promise<boolean> {
     const { store, clock, batchSize, connections, log } = this.options;
@@ -224,11 +225,13 @@ export class ErasureService {
   }
 
   /**
-   * The user's create keys claimed after the cutoff whose session does not exist, and whose requests
-   * are all over (isAbandonedCreateKey): a create refused for the erasure whose claim the client's
-   * repeat took over, refused too, is given back by neither (the first no longer may: the repeat
-   * could have been admitted where it was not; the repeat holds no claim of its own). A key whose
-   * session exists is a session the user keeps. Each read on the session's own database instance
+   * The user's create keys claimed after the cutoff, marked refused for the erasure, whose session
+   * does not exist, and whose requests are all over (isAbandonedCreateKey): a create refused for
+   * the erasure whose claim the client's repeat took over, refused too, is given back by neither
+   * (the first no longer may: the repeat could have been admitted where it was not; the repeat
+   * holds no claim of its own), so the repeat marks it (SessionService). An unmarked key with no
+   * session stays: a create whose write failed with its fate unknown keeps it for its retry. A key
+   * whose session exists is a session the user keeps. Each read on the session's own database instance
    * (create keys are on the home one); a session on one this store does not reach may exist, and
    * its key stays. Each deleted only while unchanged (deleteUnchangedCreateKey): a repeat taking
    * the key over between the read and the delete writes its time into it, and may be creating its

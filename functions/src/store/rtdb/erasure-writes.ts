@@ -3,7 +3,7 @@ import { erasureRecordSchema, type ErasureRecord, type ErasureRule } from "../co
 import { StoreDataError, StoreUnavailableError } from "../errors";
 import { parseStored } from "../parse-stored";
 import { createKeySchema, DATABASE_KEY, type CreateKey } from "../records";
-import { isUnchangedCreateKey, type StoredCreateKey } from "../session-store";
+import { isUnchangedCreateKey, refusedClaim, type StoredCreateKey } from "../session-store";
 import { conversationOwnerKey, conversationPath, CREATE_KEYS, createKeyPath, erasurePath, sessionPath } from "./paths";
 import { updateAcross } from "./home-writes";
 import type { TransactionEngine } from "./transactions";
@@ -105,6 +105,17 @@ export class ErasureWrites {
   /** A repeat's take-over landing since the read changes the record (`adopted_at`), and it stays. */
   deleteUnchangedCreateKey(hash: string, read: CreateKey): Promise<boolean> {
     return this.deleteCreateKeyWhile(hash, "delete unchanged create key", (stored) => isUnchangedCreateKey(stored, read));
+  }
+
+  /** Decided in a transaction, on the server's record; only the mark is added, fields this version does not know kept. */
+  async refuseCreateKey(hash: string, read: CreateKey): Promise<boolean> {
+    const path = createKeyPath(hash);
+    const { decided, committed } = await this.engine.transact(path, "refuse create key", (current) => {
+      const unchanged = current !== null && isUnchangedCreateKey(parseStored(createKeySchema, current, path), read);
+      return { decided: unchanged, write: unchanged ? { ...(current as Record<string, unknown>), refused_at: refusedClaim(read).refused_at } : current };
+    });
+    if (!committed) throw new StoreUnavailableError("refuse create key");
+    return decided === true;
   }
 
   /**

@@ -281,6 +281,10 @@ export class RtdbStore implements SessionStore {
     return this.erasures.deleteCreateKeyWhile(hash, "release idempotency key", (stored) => isReleasable(stored, key));
   }
 
+  refuseCreateKey(hash: string, read: CreateKey): Promise<boolean> {
+    return this.erasures.refuseCreateKey(hash, read);
+  }
+
   // HistoryStore
 
   readWindow(sessionId: string, limit: number): Promise<HistoryWindow> {
