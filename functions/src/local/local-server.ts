@@ -1,5 +1,5 @@
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
-import type { Readable, Transform } from "node:stream";
+import { createServer, STATUS_CODES, validateHeaderName, validateHeaderValue, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { Duplex, Readable, Transform } from "node:stream";
 import { createBrotliDecompress, createGunzip, createInflate } from "node:zlib";
 import type { Api } from "../http/api";
 import { ENDPOINTS, type Endpoint } from "../http/endpoints";
@@ -89,7 +89,11 @@ export function createLocalServer(options: LocalServerOptions): Server {
   }
 
   const limits = { ...CONNECTION_LIMITS, ...options.limits };
-  return createServer(
+  // As Hosting applies firebase.json's `headers` (source "**"): to every answer, files, API and
+  // errors alike, the ones Node writes itself included (below).
+  const policy = options.site?.policy.headers ?? {};
+  const answers = new AnswersUnderWay();
+  const server = createServer(
     {
       headersTimeout: limits.headersTimeoutMs,
       requestTimeout: limits.requestTimeoutMs,
@@ -99,12 +103,79 @@ export function createLocalServer(options: LocalServerOptions): Server {
       connectionsCheckingInterval: Math.min(1_000, Math.ceil(limits.headersTimeoutMs / 4)),
     },
     (request, response) => {
+      answers.add(request.socket, response);
+      for (const [name, value] of Object.entries(policy)) response.setHeader(name, value);
       void serve(request, response, route, options, limits.drainLimitBytes).catch(() => {
         if (!response.headersSent) write(response, errorResponse(new Error("unexpected")));
         else response.destroy();
       });
     },
   );
+  // Node 24 (lib/_http_server.js) answers an `Expect` other than 100-continue with a bare 417
+  // unless this event has a listener: the same 417, with the policy's headers.
+  server.on("checkExpectation", (request: IncomingMessage, response: ServerResponse) => {
+    answers.add(request.socket, response);
+    for (const [name, value] of Object.entries(policy)) response.setHeader(name, value);
+    response.writeHead(417).end();
+  });
+  server.on("clientError", clientErrorAnswer(policy, answers));
+  return server;
+}
+
+/**
+ * The answers of each connection not yet finished: Node writes its own error reply on a
+ * connection only while the answer attached to it has not sent its head, and tells no one which
+ * answer that is (its `socket._httpMessage`, not public). The attached one is the answer whose
+ * `socket` is the connection: Node sets it when it attaches an answer and clears it when the
+ * answer finishes, while a pipelined answer waiting its turn has none.
+ */
+class AnswersUnderWay {
+  private readonly byConnection = new WeakMap<Duplex, Set<ServerResponse>>();
+
+  add(connection: Duplex, response: ServerResponse): void {
+    const answers = this.byConnection.get(connection) ?? new Set<ServerResponse>();
+    this.byConnection.set(connection, answers);
+    answers.add(response);
+    response.once("close", () => answers.delete(response));
+  }
+
+  /** Whether the answer attached to `connection` has begun: an error reply would land inside it. */
+  begun(connection: Duplex): boolean {
+    return [...(this.byConnection.get(connection) ?? [])].some((response) => response.socket === connection && response.headersSent);
+  }
+}
+
+/**
+ * Node's own handling of a connection that breaks HTTP (a malformed request, headers over 16 KiB,
+ * a timeout), with the policy's headers: without a `clientError` listener, Node 24
+ * (lib/_http_server.js, socketOnError) writes a fixed reply with none of them (431 for
+ * HPE_HEADER_OVERFLOW, 413 for HPE_CHUNK_EXTENSIONS_OVERFLOW, 408 for ERR_HTTP_REQUEST_TIMEOUT,
+ * 400 for anything else, each with `Connection: close` alone), only when the socket is writable
+ * and the attached answer has not sent its head, then destroys the socket. The same here, and a
+ * reset (ECONNRESET) only destroys it: the client is gone. A link with a 20 KiB query is enough
+ * for the 431, so the page's headers must hold on these too.
+ */
+function clientErrorAnswer(policy: Readonly<Record<string, string>>, answers: AnswersUnderWay): (error: Error, socket: Duplex) => void {
+  const lines = Object.entries(policy).map(([name, value]) => {
+    // Written to the socket as they are, so checked as setHeader checks them (it throws on CR or LF).
+    validateHeaderName(name);
+    validateHeaderValue(name, value);
+    return `${name}: ${value}\r\n`;
+  });
+  const reply = (status: number) => Buffer.from(`HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ""}\r\n${lines.join("")}Connection: close\r\n\r\n`, "latin1");
+  const replies = { 400: reply(400), 408: reply(408), 413: reply(413), 431: reply(431) };
+  return (error, socket) => {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code !== "ECONNRESET" && socket.writable && !answers.begun(socket)) {
+      socket.write(
+        code === "HPE_HEADER_OVERFLOW" ? replies[431]
+        : code === "HPE_CHUNK_EXTENSIONS_OVERFLOW" ? replies[413]
+        : code === "ERR_HTTP_REQUEST_TIMEOUT" ? replies[408]
+        : replies[400],
+      );
+    }
+    socket.destroy(error);
+  };
 }
 
 async function serve(
@@ -120,8 +191,6 @@ async function serve(
   const path = mark < 0 ? url : url.slice(0, mark);
   const query = queryOf(url);
   const method = (request.method ?? "GET").toUpperCase();
-  // As Hosting applies firebase.json's `headers` (source "**"): to every answer, files, API and errors alike.
-  for (const [name, value] of Object.entries(options.site?.policy.headers ?? {})) response.setHeader(name, value);
   // As Hosting: a file of the public folder wins over a rewrite; other methods never get files.
   if (options.site && path.startsWith("/") && (method === "GET" || method === "HEAD")) {
     const file = await staticAnswer(options.site, method, path);
@@ -131,8 +200,7 @@ async function serve(
     }
     if (file) {
       response.writeHead(file.status, file.headers);
-      response.write(file.body);
-      endAfterBody(request, response, drainLimitBytes);
+      sendBeforeBody(request, response, file.body, drainLimitBytes);
       return;
     }
   }
@@ -272,11 +340,15 @@ async function readDecoded(request: IncomingMessage, decoder: Transform, maxByte
  * upload and hangs up; clients that read the early answer (fetch) have stopped long before.
  */
 function answerBeforeBody(request: IncomingMessage, response: ServerResponse, answer: HttpResponse, limit: number): void {
-  const payload = writeHead(response, answer);
+  sendBeforeBody(request, response, writeHead(response, answer), limit);
+}
+
+/** answerBeforeBody once the head is written: every answer sent before the request's body is in, a file's too. */
+function sendBeforeBody(request: IncomingMessage, response: ServerResponse, payload: string | Buffer | undefined, limit: number): void {
   if (request.method === "HEAD") {
     // A HEAD answer has no body to hold back, and draining first left such requests hanging
-    // until the client gave up (found by the fuzz suite, with the public/ site in front): ended
-    // at once, the rest of the body read and discarded.
+    // until the client gave up, their head unsent (Node sends it with the first byte of body or
+    // at the end): ended at once, the rest of the body read and discarded.
     response.end();
     request.on("error", () => undefined);
     request.resume();

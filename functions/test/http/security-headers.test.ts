@@ -1,8 +1,12 @@
 import { readFileSync } from "node:fs";
+import type { Server } from "node:http";
+import { connect, type AddressInfo } from "node:net";
 import { join } from "node:path";
 import { z } from "zod";
+import type { Api } from "../../src/http/api";
 import { ERROR_CODES } from "../../src/http/error-codes";
-import { localSite, PROJECT_ROOT } from "../../src/local/project-files";
+import { createLocalServer } from "../../src/local/local-server";
+import { hostingRewrites, localSite, PROJECT_ROOT } from "../../src/local/project-files";
 import { ROUTES, startHarness, type Harness } from "../support/http-harness";
 import { startSiteServer, type SiteServer } from "../support/site-server";
 
@@ -124,3 +128,89 @@ describe("the page's security headers from the local server", () => {
     expect(() => localSite("demo-chatify", "127.0.0.1:9099 https://evil.example")).toThrow(/host:port/);
   });
 });
+
+/** Sends `request` (a slice every 40 ms after the first, if more) on a fresh connection; resolves with all received once the server hangs up. */
+function exchange(port: number, request: string, ...later: string[]): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(port, "127.0.0.1");
+    let text = "";
+    const trickle = setInterval(() => {
+      const next = later.shift();
+      if (next !== undefined) socket.write(next);
+    }, 40);
+    const timer = setTimeout(() => {
+      clearInterval(trickle);
+      socket.destroy();
+      reject(new Error(`no hang-up within 5 s; received: ${JSON.stringify(text)}`));
+    }, 5_000);
+    socket.on("data", (chunk: Buffer) => { text += chunk.toString("latin1"); });
+    socket.on("close", () => {
+      clearInterval(trickle);
+      clearTimeout(timer);
+      resolve(text);
+    });
+    // A reset after the server's answer (it hangs up with the request unread) loses nothing received.
+    socket.on("error", () => undefined);
+    socket.write(request);
+  });
+}
+
+/** A raw answer's status line and headers, names in lower case. */
+function parsed(answer: string): { statusLine: string; headers: Record<string, string> } {
+  const [statusLine = "", ...lines] = answer.split("\r\n\r\n")[0]!.split("\r\n");
+  return { statusLine, headers: Object.fromEntries(lines.map((line) => [line.slice(0, line.indexOf(":")).toLowerCase(), line.slice(line.indexOf(":") + 1).trim()])) };
+}
+
+/**
+ * The answers Node's HTTP server would write itself, with none of the page's headers: its replies
+ * to a connection that breaks HTTP, and its 417. A link with a long query is enough for one.
+ */
+describe("the page's security headers on the answers Node writes for the local server", () => {
+  let server: Server;
+  let port: number;
+  const expected = Object.fromEntries(Object.entries(hostingHeaders()).map(([name, value]) => [name.toLowerCase(), withoutEmulator(value)]));
+  const files: Api = () => Promise.reject(new Error("files only"));
+  const SHORT = { headersTimeoutMs: 300, requestTimeoutMs: 600, idleTimeoutMs: 300 };
+
+  beforeAll(async () => {
+    server = createLocalServer({ api: files, maxBodyBytes: 1024, rewrites: hostingRewrites(), projectId: "demo-chatify", region: "us-central1", site: localSite("demo-chatify"), limits: SHORT });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    port = (server.address() as AddressInfo).port;
+  });
+  afterAll(async () => {
+    server.closeAllConnections();
+    await new Promise((resolve) => server.close(resolve));
+  });
+
+  it("a file carries them (the same server's ordinary answer)", async () => {
+    const answer = parsed(await exchange(port, "GET /app.css HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"));
+    expect(answer.statusLine).toBe("HTTP/1.1 200 OK");
+    expect(answer.headers).toMatchObject(expected);
+  });
+
+  it.each([
+    ["a link whose query is over Node's 16 KiB of headers", "HTTP/1.1 431 Request Header Fields Too Large", `GET /?q=${"a".repeat(20_000)} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`],
+    ["a malformed request (two Content-Lengths)", "HTTP/1.1 400 Bad Request", "POST /api/v1/chatbot/session HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}"],
+    ["a chunk extension over Node's 16 KiB", "HTTP/1.1 413 Payload Too Large", `POST /api/v1/chatbot/session HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n1;${"a".repeat(20_000)}\r\n`],
+    ["headers never finished (the headers timeout)", "HTTP/1.1 408 Request Timeout", "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n"],
+  ])("%s is answered %s, carrying them, and the connection closed", async (_what, statusLine, request) => {
+    const answer = parsed(await exchange(port, request));
+    expect(answer.statusLine).toBe(statusLine);
+    expect(answer.headers).toMatchObject({ ...expected, connection: "close" });
+  });
+
+  it("an Expect other than 100-continue is answered 417, carrying them", async () => {
+    const answer = parsed(await exchange(port, "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nExpect: something-else\r\nConnection: close\r\n\r\n"));
+    expect(answer.statusLine).toBe("HTTP/1.1 417 Expectation Failed");
+    expect(answer.headers).toMatchObject(expected);
+  });
+
+  it("a request timeout once a file's answer has begun only closes the connection: nothing lands inside the answer", async () => {
+    // The file is answered at once; its body, which the client trickles, holds the answer's end back until the request timeout.
+    const text = await exchange(port, "GET /app.css HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000\r\n\r\n", ...Array.from({ length: 100 }, () => " "));
+    expect(parsed(text).statusLine).toBe("HTTP/1.1 200 OK");
+    expect(text.slice(text.indexOf("\r\n\r\n") + 4)).toBe(publicCss());
+  });
+});
+
+const publicCss = () => readFileSync(join(PROJECT_ROOT, "public", "app.css"), "latin1");

@@ -1,5 +1,6 @@
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { request as httpRequest, type IncomingHttpHeaders } from "node:http";
+import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { localSite, PROJECT_ROOT } from "../../src/local/project-files";
@@ -25,6 +26,33 @@ function raw(baseUrl: string, method: string, path: string): Promise<RawAnswer> 
     });
     request.on("error", reject);
     request.end();
+  });
+}
+
+/**
+ * Sends `request` as written on a fresh connection and resolves with what came back within
+ * `withinMs`, up to the end of the head (all a HEAD answer has), so that silence shows as "".
+ */
+function head(baseUrl: string, request: string, withinMs: number): Promise<string> {
+  const { hostname, port } = new URL(baseUrl);
+  return new Promise((resolve, reject) => {
+    const socket = connect(Number(port), hostname);
+    let text = "";
+    const done = () => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(text);
+    };
+    const timer = setTimeout(done, withinMs);
+    socket.on("data", (chunk: Buffer) => {
+      text += chunk.toString("latin1");
+      if (text.includes("\r\n\r\n")) done();
+    });
+    socket.on("error", (error) => {
+      clearTimeout(timer);
+      reject(error);
+    });
+    socket.write(request);
   });
 }
 
@@ -57,6 +85,19 @@ describe("the local server's static site (public/)", () => {
     expect(answer.headers["content-type"]).toBe("text/html; charset=utf-8");
     expect(Number(answer.headers["content-length"])).toBe(Buffer.byteLength(publicFile("index.html")));
     expect(answer.text).toBe("");
+  });
+
+  it.each([
+    ["/", "a body it declares (Content-Length: 5)", "Content-Length: 5\r\n\r\n"],
+    ["/app.js", "a body it declares (Content-Length: 5)", "Content-Length: 5\r\n\r\n"],
+    ["/__/firebase/init.js", "a body it declares (Content-Length: 5)", "Content-Length: 5\r\n\r\n"],
+    ["/index.html", "a chunked body's last chunk", "Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n"],
+    ["/api-bases.json", "a chunked body's last chunk", "Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n"],
+  ])("answers HEAD %s at once, with its headers, without waiting for %s", async (path, _what, rest) => {
+    // The request timeout (30 s) is far off: only an answer that does not wait arrives in time.
+    const answer = await head(harness.api.baseUrl, `HEAD ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\n${rest}`, 2_000);
+    expect({ path, statusLine: answer.split("\r\n")[0] }).toEqual({ path, statusLine: "HTTP/1.1 200 OK" });
+    expect(answer).toMatch(/\r\nContent-Security-Policy: default-src 'none'/i);
   });
 
   it.each([
