@@ -33,8 +33,11 @@ export type CurrentConnection = NonNullable<PairRecord["current"]>;
 
 export type PairRequestOutcome =
   | { readonly kind: "blocked" }
-  /** `created`: this request made it the pair's current connection; its node is still to be written. */
-  | { readonly kind: "current"; readonly current: CurrentConnection; readonly created: boolean }
+  /**
+   * `created`: this request made it the pair's current connection; its node is still to be written.
+   * `blockVersion`: the pair's, which held no block as of it (see `requestAgain`).
+   */
+  | { readonly kind: "current"; readonly current: CurrentConnection; readonly created: boolean; readonly blockVersion: number }
   /** The pair has no open connection, and the request had no candidate to make one: nothing written. */
   | { readonly kind: "none" };
 
@@ -54,10 +57,11 @@ export function requestOnPair(
   return (pair) => {
     const base: PairRecord = pair ?? { user_a: users.a, user_b: users.b };
     if (isBlocked(base.blocked)) return { outcome: { kind: "blocked" } };
-    if (base.current && !closed.has(base.current.id)) return { outcome: { kind: "current", current: base.current, created: false } };
+    const blockVersion = base.block_version ?? 0;
+    if (base.current && !closed.has(base.current.id)) return { outcome: { kind: "current", current: base.current, created: false, blockVersion } };
     if (candidate === undefined) return { outcome: { kind: "none" } };
     const current: CurrentConnection = { id: candidate.id, requested_by: requester, created_at: candidate.createdAt };
-    return { outcome: { kind: "current", current, created: true }, next: { ...base, current } };
+    return { outcome: { kind: "current", current, created: true, blockVersion }, next: { ...base, current } };
   };
 }
 
@@ -92,15 +96,24 @@ export function blockOnPair(users: { readonly a: string; readonly b: string }, b
  * A connection takes the pair's blocks, unless it holds a newer copy already: two blocks and
  * unblocks racing (two devices) each copy what the pair had after their own change, and the copy
  * of the last one to change the pair is the one that stays, whatever order the copies land in.
+ * A block or an unblock changes the pair first, so a connection's blocks are only such copies and
+ * never lead the pair's; one an older version wrote ahead of the pair, at the pair's version, gives
+ * way to the pair's blocks.
  */
 export function followPair(blocks: PairBlocks): ConnectionRule<AnswerOutcome> {
   return (state) => {
-    // Absent on both sides until the pair's first change: version 0.
-    const held = state.block_version ?? 0;
-    if (held > blocks.version || (held === blocks.version && sameBlocks(state.blocked, blocks.blocked))) return { outcome: { kind: "unchanged" } };
-    const { blocked: previous, ...rest } = state;
-    return { outcome: { kind: "changed" }, next: { ...rest, ...(blocks.blocked === undefined ? {} : { blocked: blocks.blocked }), block_version: blocks.version } };
+    const next = following(state, blocks);
+    return next ? { outcome: { kind: "changed" }, next } : { outcome: { kind: "unchanged" } };
   };
+}
+
+/** The state with the pair's blocks, or undefined when it holds them, or a newer copy, already. */
+function following(state: ConnectionState, blocks: PairBlocks): ConnectionState | undefined {
+  // Absent on both sides until the pair's first change: version 0.
+  const held = state.block_version ?? 0;
+  if (held > blocks.version || (held === blocks.version && sameBlocks(state.blocked, blocks.blocked))) return undefined;
+  const { blocked: previous, ...rest } = state;
+  return { ...rest, ...(blocks.blocked === undefined ? {} : { blocked: blocks.blocked }), block_version: blocks.version };
 }
 
 export type AgainOutcome =
@@ -113,15 +126,27 @@ export type AgainOutcome =
 /**
  * A request that found the pair's connection: it answers as it stands, except that a request from
  * the user who was asked accepts the pending one (two users asking each other agree).
+ * `unblockedAt`: the pair's `block_version`, the pair holding no block as of it (`requestOnPair`
+ * let the request through). A block the connection holds from that version or an older one is a
+ * copy the pair's later change did not reach (an unblock whose copy failed): it is lifted first,
+ * in this same transaction, and the request answered as the pair's blocks say. A newer copy (a
+ * block since) stays.
  */
-export function requestAgain(requester: Participant, requestedBy: Participant, now: number): ConnectionRule<AgainOutcome> {
-  return (state) => {
-    if (state.status === "declined" || state.status === "ended") return { outcome: { kind: "closed", status: state.status } };
-    if (isBlocked(state.blocked)) return { outcome: { kind: "blocked" } };
-    if (state.status === "accepted") return { outcome: { kind: "accepted", now: false } };
-    if (requester === requestedBy) return { outcome: { kind: "pending" } };
-    return { outcome: { kind: "accepted", now: true }, next: accepted(state, now) };
+export function requestAgain(requester: Participant, requestedBy: Participant, now: number, unblockedAt?: number): ConnectionRule<AgainOutcome> {
+  return (stored) => {
+    const caughtUp = unblockedAt !== undefined && isBlocked(stored.blocked) ? following(stored, { version: unblockedAt }) : undefined;
+    const state = caughtUp ?? stored;
+    const answer = answerAgain(requester, requestedBy, now, state);
+    return answer.next !== undefined || caughtUp === undefined ? answer : { outcome: answer.outcome, next: caughtUp };
   };
+}
+
+function answerAgain(requester: Participant, requestedBy: Participant, now: number, state: ConnectionState): ReturnType<ConnectionRule<AgainOutcome>> {
+  if (state.status === "declined" || state.status === "ended") return { outcome: { kind: "closed", status: state.status } };
+  if (isBlocked(state.blocked)) return { outcome: { kind: "blocked" } };
+  if (state.status === "accepted") return { outcome: { kind: "accepted", now: false } };
+  if (requester === requestedBy) return { outcome: { kind: "pending" } };
+  return { outcome: { kind: "accepted", now: true }, next: accepted(state, now) };
 }
 
 export type AnswerOutcome =
@@ -161,19 +186,6 @@ export function end(by: Participant, now: number): ConnectionRule<AnswerOutcome>
   return (state) => {
     if (state.status === "declined" || state.status === "ended") return { outcome: { kind: "closed", status: state.status } };
     return { outcome: { kind: "changed" }, next: closed(state, "ended", by, now) };
-  };
-}
-
-/**
- * Sets (`at`) or lifts (undefined) `by`'s block on the connection: while either holds, no message
- * is taken. Ahead of the pair's change, which then overrides it (`followPair`).
- */
-export function block(by: Participant, at: number | undefined): ConnectionRule<AnswerOutcome> {
-  return (state) => {
-    const blocked = withBlock(state.blocked, by, at);
-    if (sameBlocks(blocked, state.blocked)) return { outcome: { kind: "unchanged" } };
-    const { blocked: previous, ...rest } = state;
-    return { outcome: { kind: "changed" }, next: blocked === undefined ? rest : { ...rest, blocked } };
   };
 }
 

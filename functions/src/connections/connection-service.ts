@@ -12,7 +12,6 @@ import type { LedgerStore } from "../store/session-store";
 import {
   accept,
   appendMessage,
-  block,
   blockOnPair,
   decline,
   end,
@@ -137,9 +136,10 @@ export class ConnectionService {
     // refused only when a new connection would be needed.
     const limited = admission.admitted ? undefined : new ConnectionRequestLimitError(seconds(admission.retryAfterMs));
     let settled: SettledRequest | undefined;
-    // Set once the pair's record names a connection this request made: it counts against the
-    // requester's limit from then on, even when writing or listing it fails after (the request's
-    // retry then answers with that connection, and gives its own token back).
+    // Set once the pair's record names a connection this request made, or may (its transaction
+    // offering one failed): it counts against the requester's limit from then on, even when writing
+    // or listing it fails after (the request's retry then answers with that connection, and gives
+    // its own token back).
     const taken = { made: false };
     try {
       if (marking.status === "rejected") throw marking.reason;
@@ -227,29 +227,40 @@ export class ConnectionService {
   }
 
   /**
-   * Sets (`at`) or lifts (undefined) the caller's block: on the connection named first, then on the
-   * pair, whose blocks are the source of truth, then the pair's blocks as they stand after this
-   * change are copied, with their version, to the connection named and to the pair's current one.
-   * - The named one's transaction comes before anything else is written: its messages stop at once,
-   *   and an instance that knows the connection's fields warm learns there that it is gone (its
-   *   user erased: 404, nothing written). The pair's rule then changes only a record that names
-   *   both users: a lifted block must not rebuild a pair's record the erasure removed, nor lift the
-   *   block it kept (the two stay apart for good). Such a record, found after the named one's
-   *   transaction, says an erasure ran in between: it deleted that connection before the record,
-   *   so the change holds nowhere and is answered 404, as a moment later (answered 200, a block
-   *   would promise what nothing holds: the erased user, who may go on using the service, asks
-   *   again unrefused). No block is made from it as the erasure keeps one set before it: the
-   *   record does not tell which user was erased, and a user's own blocks go with their data.
-   * - The copies: a block and an unblock by the same user racing (two devices) each write the
-   *   connection before the pair, so the first write alone could leave the connection lifted and
-   *   the pair blocked. Each copy carries the pair's version and none is taken over a newer one, so
-   *   the connections end as the pair's last change left it, whatever order the writes land in.
+   * Sets (`at`) or lifts (undefined) the caller's block: on the pair's record first, whose blocks
+   * are the source of truth (it governs requests), then the pair's blocks as this change left them
+   * are copied, with their version, to the connection named and to the pair's current one (their
+   * messages stop or pass from then on, before the answer). So a connection, and what its users
+   * are shown of it, is never ahead of the pair.
+   * - A change whose write on the pair, or whose copy, fails (503) leaves the connections as they
+   *   were, or behind the pair: each shows what it holds, so the user is offered the same action
+   *   again (Block or Unblock), whose repeat finds the pair changed and copies it. Written the other
+   *   way round, a failed write on the pair left the connection showing a block the pair did not
+   *   hold, offered Unblock, and nothing repaired it. Meanwhile a block not copied refuses requests
+   *   (the pair's), not yet the connection's messages; an unblock not copied lets requests through
+   *   once the connection closed, and a request through it lifts its block (`requestAgain`).
+   * - The named connection's state is read first (from the listener `participant` starts beside
+   *   its fields' read: no round trip on a warm instance that holds it): an instance that knows its
+   *   fields warm learns there that it is gone (its user erased: 404, nothing written), as a cold
+   *   one does from the fields. The pair's rule then changes only a record that names both users: a
+   *   lifted block must not rebuild a pair's record the erasure removed, nor lift the block it kept
+   *   (the two stay apart). Such a record, found after that read, says an erasure ran in
+   *   between: the change holds nowhere and is answered 404, as a moment later (answered 200, a
+   *   block would promise what nothing holds). No block is made from it as the erasure keeps one
+   *   set before it: the record does not tell which user was erased, and a user's own blocks go
+   *   with their data. An erasure that deletes the connection after the read and reaches the pairs
+   *   after this write finds the change there, as any made before it (the other user's block kept,
+   *   the erased user's gone); the copy finds the connection gone: 404.
+   * - The copies: a block and an unblock by the same user racing (two devices) each copy what the
+   *   pair had after their own change. Each copy carries the pair's version and none is taken over
+   *   a newer one, so the connections end as the pair's last change left them, whatever order the
+   *   copies land in.
    */
   private async setBlock(userId: string, connectionId: string, at: number | undefined): Promise<ConnectionView> {
-    const known = await this.known.get(connectionId);
-    const you = participantOf(known.meta, userId);
-    await this.changeKnown(known, block(you, at));
-    const blocks = await this.options.store.updatePair(known.meta.pair, blockOnPair(usersOf(known.meta), you, at));
+    const { store } = this.options;
+    const { known, you } = await this.participant(userId, connectionId);
+    if (!(await store.readConnectionState(connectionId))) throw this.gone(connectionId);
+    const blocks = await store.updatePair(known.meta.pair, blockOnPair(usersOf(known.meta), you, at));
     if (!blocks) throw this.gone(connectionId);
     const { current } = blocks;
     const [followed] = await Promise.all([
@@ -370,7 +381,13 @@ export class ConnectionService {
     const pair = pairKeyOf(users);
     const closed = new Set<string>();
     for (let attempt = 0; attempt < REQUEST_ATTEMPTS; attempt += 1) {
-      const onPair = await store.updatePair(pair, requestOnPair(users, requester, made ? { id: newConnectionId(), createdAt: now } : undefined, closed));
+      const onPair = await store.updatePair(pair, requestOnPair(users, requester, made ? { id: newConnectionId(), createdAt: now } : undefined, closed)).catch((error: unknown) => {
+        // Its outcome unknown (an answer lost after the commit), the candidate offered may be the
+        // pair's connection now: the request counts, as a take that failed does (its repeat answers
+        // with that connection, and gives its own token back). A token lost only delays one request.
+        made?.();
+        throw error;
+      });
       if (onPair.kind === "blocked") throw new ConnectionBlockedError();
       if (onPair.kind === "none") return undefined;
       const known = knownFrom(onPair.current.id, metaOf(users, pair, onPair.current));
@@ -393,7 +410,8 @@ export class ConnectionService {
         closed.add(known.ref.id);
         continue;
       }
-      const again = requestAgain(requester, known.meta.requested_by, now);
+      // A block the connection holds that the pair, letting the request through, no longer does is lifted with it.
+      const again = requestAgain(requester, known.meta.requested_by, now, onPair.blockVersion);
       // The requester asking again may be retrying a request that failed after writing the
       // connection, before both users' lists took it (a separate update) and before the asked
       // user was notified. Whether the lists hold it is read beside the transaction: no round

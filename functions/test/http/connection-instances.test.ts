@@ -134,7 +134,7 @@ describeEachStore("connections across instances: changes racing on the pair", (k
     const ann = new ApiUser(`ann-${tag}`, harness.api, HOSTING_ROUTES);
     const ben = new ApiUser(`ben-${tag}`, second, HOSTING_ROUTES);
     const id = await ann.connectWith(ben);
-    // Ann's block (first instance) has set the connection's block; its change of the pair is held.
+    // Ann's block (first instance) has found the connection; its change of the pair is held.
     const held = holdFirstCall(harness.api.connectionStore, "updatePair");
     try {
       const blocking = ann.block(id);

@@ -2,8 +2,10 @@ import { randomUUID } from "node:crypto";
 import { silentLog } from "../../src/log/log";
 import { createOfflineSender, type OfflineSender } from "../../src/notify/offline-sender";
 import { ApiUser, connectionOf, HOSTING_ROUTES, ROUTE_FORMS } from "../support/connection-api";
-import { FaultyStore } from "../support/faulty-store";
-import { describeEachStore, startHarness, type Harness } from "../support/http-harness";
+import { StoreUnavailableError } from "../../src/store/errors";
+import type { ConnectionAdapter } from "../../src/store/connection-erasure-store";
+import { FaultyStore, type Fault } from "../support/faulty-store";
+import { describeEachStore, startHarness, type Answer, type Harness } from "../support/http-harness";
 
 const FORBIDDEN = { success: false, error: { code: "FORBIDDEN", message: "Not allowed for the signed-in user" } };
 
@@ -343,6 +345,98 @@ describeEachStore("connection limits", (kind) => {
 });
 
 /**
+ * docs/connections.md (Block): a block or an unblock changes the pair's record first, then copies it
+ * to the connections. One whose write on the pair fails (503) leaves every connection as it was, or
+ * behind the pair: what a user is shown of a connection never claims a block the pair does not hold
+ * or has lifted, so the People panel offers the same action again, and its repeat holds everywhere.
+ */
+describeEachStore("connection blocks whose write on the pair fails", (kind) => {
+  let harness: Harness;
+  let pushes: OfflineSender;
+  let ann: ApiUser;
+  let ben: ApiUser;
+
+  beforeAll(async () => {
+    pushes = createOfflineSender(silentLog);
+    harness = await startHarness({ store: kind, pushSender: pushes });
+  });
+  afterAll(async () => harness.close());
+  beforeEach(() => {
+    const tag = randomUUID().slice(0, 8);
+    ann = new ApiUser(`ann-${tag}`, harness.api, HOSTING_ROUTES);
+    ben = new ApiUser(`ben-${tag}`, harness.api, HOSTING_ROUTES);
+  });
+
+  it("shows no block after a block whose write on the pair never reached it, and the repeated block then refuses messages and requests, notifying no one", async () => {
+    expect((await ben.register(`token-ben-${randomUUID()}`)).status).toBe(200);
+    const id = await ann.connectWith(ben);
+    failNextPairWrite(harness.api.connectionStore, "before");
+    expect((await ben.block(id)).status).toBe(503);
+    // What each user's People panel shows (and so offers Ben: Block again) is what holds: no block.
+    expect({ ben: blocksSeen(await ben.get(id)), ann: blocksSeen(await ann.get(id)) }).toEqual({ ben: [false, false], ann: [false, false] });
+    expect((await ann.send(id, "still there?")).status).toBe(201);
+
+    expect(connectionOf(await ben.block(id))).toMatchObject({ blocked_by_you: true });
+    const before = pushes.recorded().length;
+    expect((await ann.send(id, "hello?")).body.error?.code).toBe("CONNECTION_BLOCKED");
+    expect((await ann.end(id)).status).toBe(200);
+    const again = await ann.ask(ben.id);
+    expect({ status: again.status, code: again.body.error?.code, pushed: pushes.recorded().length - before }).toEqual({ status: 403, code: "CONNECTION_BLOCKED", pushed: 0 });
+  });
+
+  it("shows the block still held after an unblock whose write on the pair never reached it, and the repeated unblock then lets the two ask each other again", async () => {
+    const id = await ann.connectWith(ben);
+    expect((await ben.block(id)).status).toBe(200);
+    failNextPairWrite(harness.api.connectionStore, "before");
+    expect((await ben.unblock(id)).status).toBe(503);
+    // The panel still shows Ben's block (and offers Unblock again), as the pair still holds it.
+    expect({ ben: blocksSeen(await ben.get(id)), ann: blocksSeen(await ann.get(id)) }).toEqual({ ben: [true, false], ann: [false, true] });
+    expect((await ann.send(id, "hi again")).body.error?.code).toBe("CONNECTION_BLOCKED");
+    expect((await ann.end(id)).status).toBe(200);
+    expect((await ben.ask(ann.id)).body.error?.code).toBe("CONNECTION_BLOCKED");
+
+    expect(connectionOf(await ben.unblock(id))).toMatchObject({ blocked_by_you: false, status: "ended" });
+    const again = await ben.ask(ann.id);
+    expect({ status: again.status, state: connectionOf(again).status }).toEqual({ status: 201, state: "pending" });
+  });
+
+  it("lifts, at the next request, the block of a connection an unblock did not reach after its write on the pair landed (its answer lost)", async () => {
+    const id = await ann.connectWith(ben);
+    expect((await ben.block(id)).status).toBe(200);
+    failNextPairWrite(harness.api.connectionStore, "after");
+    expect((await ben.unblock(id)).status).toBe(503);
+    // The pair lifted it, the connection was not told: its messages stay refused, as its users are shown.
+    expect(blocksSeen(await ben.get(id))).toEqual([true, false]);
+    expect((await ann.send(id, "hi again")).body.error?.code).toBe("CONNECTION_BLOCKED");
+    // Ann's request passes the pair and finds the connection: it takes the pair's blocks with it.
+    const asked = await ann.ask(ben.id);
+    expect({ status: asked.status, connection: connectionOf(asked).connection_id, blocked: blocksSeen(asked) }).toEqual({ status: 200, connection: id, blocked: [false, false] });
+    expect(blocksSeen(await ben.get(id))).toEqual([false, false]);
+    expect((await ann.send(id, "hi again")).status).toBe(201);
+  });
+});
+
+/** [blocked_by_you, blocked_by_them] of the connection an answer holds. */
+function blocksSeen(answer: Answer): [unknown, unknown] {
+  const connection = connectionOf(answer);
+  return [connection.blocked_by_you, connection.blocked_by_them];
+}
+
+/**
+ * The next call of the store's `updatePair` (a write of a pair's record) fails as `fault`
+ * (support/faulty-store.ts): `before`, it never reaches the database; `after`, it lands and its
+ * answer is lost. Later calls go through.
+ */
+function failNextPairWrite(store: ConnectionAdapter, fault: Fault): void {
+  const original = store.updatePair.bind(store);
+  store.updatePair = async (key, rule) => {
+    Reflect.deleteProperty(store, "updatePair");
+    if (fault === "after") await original(key, rule);
+    throw new StoreUnavailableError(`updatePair (injected ${fault})`);
+  };
+}
+
+/**
  * docs/connections.md (Limits): CONNECTION_REQUESTS_PER_HOUR counts only the requests that make a
  * connection. One that made nothing costs nothing, and one the pair's open connection answers
  * (the other user's pending request accepted, the requester's repeat) is answered whatever is left
@@ -401,6 +495,17 @@ describeEachStore("connection limits: one request an hour", (kind) => {
     const again = await ann.ask(`ben-${tag}`);
     expect([again.status, again.body.error?.code]).toEqual([200, undefined]);
     expect(again.body).toMatchObject({ created: false, connection: { connection_id: connectionOf(asked).connection_id, status: "pending" } });
+  });
+
+  it("counts a request whose write on the pair landed with its answer lost: its repeat gets the connection, and the hour's request is spent", async () => {
+    const tag = randomUUID().slice(0, 8);
+    const ann = new ApiUser(`ann-${tag}`, harness.api, HOSTING_ROUTES);
+    failNextPairWrite(harness.api.connectionStore, "after");
+    expect((await ann.ask(`ben-${tag}`)).status).toBe(503);
+    const again = await ann.ask(`ben-${tag}`);
+    expect([again.status, connectionOf(again).status]).toEqual([200, "pending"]);
+    const other = await ann.ask(`carl-${tag}`);
+    expect([other.status, other.body.error?.code]).toEqual([429, "CONNECTION_REQUEST_LIMIT"]);
   });
 
   it("makes no connection past the limit for a pair whose connection is closed", async () => {

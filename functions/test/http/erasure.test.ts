@@ -441,7 +441,7 @@ describeEachStore("erasure: a connection another instance holds warm", (kind) =>
 });
 
 /**
- * A block whose write on the connection lands before the other user's erasure deletes it, and whose
+ * A block whose read of the connection comes before the other user's erasure deletes it, and whose
  * write on the pair comes after the erasure removed the pair's record (docs/connections.md,
  * "Erasure"): it holds nowhere, so it is answered as one a moment later, 404, and promises nothing;
  * nothing of the erased user is written back, and the erased user, going on using the service,

@@ -1,4 +1,4 @@
-import { accept, appendMessage, block, blockOnPair, decline, end, followPair, KEYS_REMEMBERED, requestAgain, requestOnPair } from "../../src/connections/connection-rules";
+import { accept, appendMessage, blockOnPair, decline, end, followPair, KEYS_REMEMBERED, requestAgain, requestOnPair } from "../../src/connections/connection-rules";
 import type { ConnectionState, PairRecord } from "../../src/store/connection-records";
 
 /** The rules of connections as tables: each decision from a stored value, applied by no store. */
@@ -16,14 +16,20 @@ describe("a request, on the pair's record", () => {
 
   it("makes the candidate the pair's current connection when the pair has none", () => {
     const { outcome, next } = requestOnPair(USERS, "b", candidate, new Set())(null);
-    expect(outcome).toEqual({ kind: "current", created: true, current: { id: "new-id", requested_by: "b", created_at: T } });
+    expect(outcome).toEqual({ kind: "current", created: true, current: { id: "new-id", requested_by: "b", created_at: T }, blockVersion: 0 });
     expect(next).toEqual({ user_a: "ann", user_b: "ben", current: { id: "new-id", requested_by: "b", created_at: T } });
   });
 
   it("answers with the pair's current connection, changing nothing, unless the caller saw it closed", () => {
     const pair: PairRecord = { user_a: "ann", user_b: "ben", current: { id: "old", requested_by: "a", created_at: T - 1 } };
-    expect(requestOnPair(USERS, "b", candidate, new Set())(pair)).toEqual({ outcome: { kind: "current", created: false, current: pair.current } });
+    expect(requestOnPair(USERS, "b", candidate, new Set())(pair)).toEqual({ outcome: { kind: "current", created: false, current: pair.current, blockVersion: 0 } });
     expect(requestOnPair(USERS, "b", candidate, new Set(["old"]))(pair).outcome).toMatchObject({ created: true, current: { id: "new-id" } });
+  });
+
+  it("names the pair's block version, a block lifted since counting, with the connection it answers or makes", () => {
+    const pair: PairRecord = { user_a: "ann", user_b: "ben", current: { id: "old", requested_by: "a", created_at: T - 1 }, block_version: 2 };
+    expect(requestOnPair(USERS, "b", candidate, new Set())(pair).outcome).toMatchObject({ created: false, current: { id: "old" }, blockVersion: 2 });
+    expect(requestOnPair(USERS, "b", candidate, new Set(["old"]))(pair).outcome).toMatchObject({ created: true, current: { id: "new-id" }, blockVersion: 2 });
   });
 
   it.each([{ a: T }, { b: T }])("refuses while either user blocks the other (%j), writing nothing", (blocked) => {
@@ -32,7 +38,7 @@ describe("a request, on the pair's record", () => {
 
   it("without a candidate (the requester past their limit) answers with the pair's open connection, and makes none", () => {
     const pair: PairRecord = { user_a: "ann", user_b: "ben", current: { id: "old", requested_by: "a", created_at: T - 1 } };
-    expect(requestOnPair(USERS, "b", undefined, new Set())(pair)).toEqual({ outcome: { kind: "current", created: false, current: pair.current } });
+    expect(requestOnPair(USERS, "b", undefined, new Set())(pair)).toEqual({ outcome: { kind: "current", created: false, current: pair.current, blockVersion: 0 } });
     expect(requestOnPair(USERS, "b", undefined, new Set(["old"]))(pair)).toEqual({ outcome: { kind: "none" } });
     expect(requestOnPair(USERS, "b", undefined, new Set())(null)).toEqual({ outcome: { kind: "none" } });
     expect(requestOnPair(USERS, "b", undefined, new Set())({ ...pair, blocked: { a: T } })).toEqual({ outcome: { kind: "blocked" } });
@@ -48,6 +54,13 @@ describe("blocks on the pair's record", () => {
     expect(blockOnPair(USERS, "b", T + 2)(blocked.next!)).toEqual({ outcome: { current: pair.current, blocked: { b: T + 1 }, version: 1 } });
     expect(blockOnPair(USERS, "b", undefined)(blocked.next!)).toEqual({ outcome: { current: pair.current, version: 2 }, next: { ...pair, block_version: 2 } });
     expect(blockOnPair(USERS, "a", undefined)(pair)).toEqual({ outcome: { current: pair.current, version: 0 } });
+  });
+
+  it("keeps each user's block their own: one lifted leaves the other's", () => {
+    const both = blockOnPair(USERS, "b", T + 2)(blockOnPair(USERS, "a", T + 1)(pair).next!).next!;
+    expect(both).toEqual({ ...pair, blocked: { a: T + 1, b: T + 2 }, block_version: 2 });
+    const lifted = blockOnPair(USERS, "a", undefined)(both);
+    expect(lifted).toEqual({ outcome: { current: pair.current, blocked: { b: T + 2 }, version: 3 }, next: { ...pair, blocked: { b: T + 2 }, block_version: 3 } });
   });
 
   it.each<[string, PairRecord | null]>([
@@ -76,8 +89,8 @@ describe("a connection following the pair's blocks", () => {
     expect(followPair({ current, version: 5 })(lifted)).toEqual({ outcome: { kind: "unchanged" } });
   });
 
-  it("puts the pair's blocks back over a block or an unblock written ahead of the pair's change, at the same version", () => {
-    const ahead = block("a", T + 9)({ ...accepted, block_version: 5 }).next!;
+  it("puts the pair's blocks back over a block an older version wrote on the connection ahead of the pair, at the same version", () => {
+    const ahead: ConnectionState = { ...accepted, blocked: { a: T + 9 }, block_version: 5 };
     expect(followPair({ current, version: 5 })(ahead)).toEqual({ outcome: { kind: "changed" }, next: { ...accepted, block_version: 5 } });
   });
 });
@@ -95,6 +108,34 @@ describe("a request that found the pair's connection", () => {
     expect(result.outcome).toEqual(outcome);
     expect(result.next !== undefined).toBe(changes);
     if (changes) expect(result.next).toMatchObject({ status: "accepted", accepted_at: T + 3, last_activity: T + 3 });
+  });
+
+  it.each<[string, ConnectionState, unknown, ConnectionState]>([
+    [
+      "a pending one whose unblock the pair took and the connection did not: lifted, then accepted (both asked)",
+      { ...pending, blocked: { b: T }, block_version: 1 },
+      { kind: "accepted", now: true },
+      { ...pending, status: "accepted", accepted_at: T + 3, last_activity: T + 3, block_version: 2 },
+    ],
+    [
+      "an accepted one blocked at the pair's version (an older version's block, written ahead of the pair)",
+      { ...accepted, blocked: { a: T }, block_version: 2 },
+      { kind: "accepted", now: false },
+      { ...accepted, block_version: 2 },
+    ],
+    [
+      "an ended one: lifted, and passed over",
+      { ...accepted, status: "ended", closed_at: T + 9, blocked: { b: T }, block_version: 1 },
+      { kind: "closed", status: "ended" },
+      { ...accepted, status: "ended", closed_at: T + 9, block_version: 2 },
+    ],
+  ])("lifts the block of %s, in the same transaction, the pair holding none as of its version", (_name, state, outcome, next) => {
+    expect(requestAgain("b", "a", T + 3, 2)(state)).toEqual({ outcome, next });
+  });
+
+  it("keeps a block copied from a newer version of the pair than the one the request passed (a block since), and writes nothing unblocked", () => {
+    expect(requestAgain("b", "a", T + 3, 2)({ ...accepted, blocked: { a: T }, block_version: 3 })).toEqual({ outcome: { kind: "blocked" } });
+    expect(requestAgain("b", "a", T + 3, 2)({ ...accepted, block_version: 1 })).toEqual({ outcome: { kind: "accepted", now: false } });
   });
 });
 
@@ -119,15 +160,6 @@ describe("answers to a request, and ends", () => {
   it("records who closed a connection and when, never moving its activity back", () => {
     expect(end("b", T + 1)(accepted).next).toEqual({ ...accepted, status: "ended", closed_at: T + 5, closed_by: "b", last_activity: T + 5 });
     expect(decline("b", "a", T + 7)(pending).next).toEqual({ ...pending, status: "declined", closed_at: T + 7, closed_by: "b", last_activity: T + 7 });
-  });
-
-  it("blocks and unblocks on the connection, each user's block their own", () => {
-    const blocked = block("a", T + 1)(accepted);
-    expect(blocked).toEqual({ outcome: { kind: "changed" }, next: { ...accepted, blocked: { a: T + 1 } } });
-    expect(block("a", T + 2)(blocked.next!).outcome).toEqual({ kind: "unchanged" });
-    const both = block("b", T + 2)(blocked.next!).next!;
-    expect(block("a", undefined)(both).next).toEqual({ ...accepted, blocked: { b: T + 2 } });
-    expect(block("b", undefined)(block("a", undefined)(both).next!).next).toEqual(accepted);
   });
 });
 
