@@ -19,7 +19,7 @@ export interface StreamedAnswer {
 
 export interface StreamOptions {
   readonly headers?: Record<string, string>;
-  /** Hangs up (aborts the request) once this returns true for an event received. */
+  /** Hangs up (aborts the request) once this returns true for an event received: the events after it are not taken. */
   readonly hangUpAfter?: (event: ReceivedEvent) => boolean;
 }
 
@@ -66,7 +66,13 @@ export async function streamCall(baseUrl: string, path: string, body: unknown, o
       if (data.length === 0) continue;
       const received: ReceivedEvent = { event, data: JSON.parse(data.join("\n")) as unknown, at };
       events.push(received);
-      if (options.hangUpAfter?.(received)) hangUp = true;
+      if (options.hangUpAfter?.(received)) {
+        // What came in the same read after it is dropped unseen: a loaded machine delivers events
+        // sent 50 ms apart in one chunk, and a client hanging up here has not taken them.
+        hangUp = true;
+        buffered = "";
+        break;
+      }
     }
     if (hangUp) {
       controller.abort();
