@@ -123,7 +123,11 @@ export class CountingStore implements SessionStore {
     return this.count("findClosedSessions", this.inner.findClosedSessions(cutoff, limit));
   }
 
-  deleteSession(sessionId: string): Promise<void> {
+  flushSession(sessionId: string): Promise<boolean> {
+    return this.count("flushSession", this.inner.flushSession(sessionId));
+  }
+
+  deleteSession(sessionId: string): Promise<boolean> {
     return this.count("deleteSession", this.inner.deleteSession(sessionId));
   }
 

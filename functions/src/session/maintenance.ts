@@ -47,7 +47,12 @@ export const MAINTENANCE_STEPS = 6;
 
 export interface MaintenanceReport {
   readonly expired: number;
-  /** Closed sessions whose journal was copied to `messages` now (their copy failed as they closed). */
+  /**
+   * Closed sessions whose journal this run copied to `messages` (their copy failed as they closed),
+   * and which it took out of the flush's query. The figures of the sessions (expired, flushed,
+   * lapsedClaims, deleted) count each change once between runs at once; those of the keys and
+   * addresses do not (docs/sessions-over-time.md).
+   */
   readonly flushed: number;
   readonly deleted: number;
   readonly keysForgotten: number;
@@ -80,10 +85,10 @@ export async function runMaintenance(options: MaintenanceOptions, steps: Mainten
     const results = await Promise.allSettled(ids.map((id) => store.updateState(id, expireRule(now, options.policy))));
     return results.filter((result) => result.status === "fulfilled" && result.value.found && result.value.outcome).length;
   }));
-  // A transaction that changes nothing still makes the store finish a closed session's copy.
+  // Counted when this run finished the copy: not when it failed again, nor when another run did.
   const flushed = await steps.run("flushed", 0, (stopped) => inBatches(everywhere(stopped), () => store.findUnflushedSessions(batchSize), async (ids) => {
-    const results = await Promise.allSettled(ids.map((id) => store.updateState(id, () => ({ outcome: undefined }))));
-    return results.filter((result) => result.status === "fulfilled").length;
+    const results = await Promise.allSettled(ids.map((id) => store.flushSession(id)));
+    return results.filter((result) => result.status === "fulfilled" && result.value).length;
   }));
   // A request that died mid-reply left its claim and partial; a later message of its session drops them, else this.
   const lapsedClaims = await steps.run("lapsedClaims", 0, (stopped) => inBatches(everywhere(stopped), () => store.findLapsedClaims(now, batchSize), async (ids) => {
@@ -94,9 +99,10 @@ export async function runMaintenance(options: MaintenanceOptions, steps: Mainten
   const deleted = await steps.run("deleted", 0, async (stopped) =>
     options.retentionMs > 0
       ? inBatches(everywhere(stopped), () => store.findClosedSessions(now - options.retentionMs, batchSize), async (ids) => {
-          // Settled, as above: a failed delete is found again by the next run.
+          // Settled, as above: a failed delete is found again by the next run. Counted when this
+          // run removed the session, not when another run (or an erasure) had already.
           const results = await Promise.allSettled(ids.map((id) => store.deleteSession(id)));
-          return results.filter((result) => result.status === "fulfilled").length;
+          return results.filter((result) => result.status === "fulfilled" && result.value).length;
         })
       : 0,
   );

@@ -187,9 +187,15 @@ export class MemoryStore implements SessionStore {
     return this.oldestBy((state) => state.ended_at, cutoff, limit);
   }
 
-  async deleteSession(sessionId: string): Promise<void> {
-    this.sessions.delete(sessionId);
+  async flushSession(): Promise<boolean> {
+    // Nothing is ever left to flush (findUnflushedSessions).
+    return false;
+  }
+
+  async deleteSession(sessionId: string): Promise<boolean> {
+    const removed = this.sessions.delete(sessionId);
     this.tellIfClosed(sessionId);
+    return removed;
   }
 
   async claimCreateKey(hash: string, key: CreateKey): Promise<CreateKey> {

@@ -152,7 +152,10 @@ export function keyRecordOf(entry: RequestEntry): KeyRecord | undefined {
   return entry.flagged === true ? { fingerprint: entry.fingerprint, flagged: true } : undefined;
 }
 
-/** The small mutable part of a session: the only node that is ever transacted on. */
+/**
+ * The small mutable part of a session: the only node transacted on while the session lasts (its
+ * deletion ends with a transaction on the session's node, by then holding little more than this).
+ */
 export const sessionStateSchema = z.object({
   status: sessionStatusSchema,
   message_count: z.number().int().min(0),

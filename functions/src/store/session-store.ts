@@ -279,11 +279,22 @@ export interface HousekeepingStore {
   /** Closed sessions whose exchanges are not all in `messages` yet (a copy that failed as they closed). */
   findUnflushedSessions(limit: number): Promise<string[]>;
 
+  /**
+   * Sends again the copy of a session `findUnflushedSessions` found. True when this call finished
+   * it: its copy landed and its transaction took the session out of that query. False when the
+   * copy failed again (the session stays there for the next run), when another call finished it
+   * first, or when the session is gone.
+   */
+  flushSession(sessionId: string): Promise<boolean>;
+
   /** Sessions holding a claim whose lease ended at or before `cutoff` (a request that died), oldest first. */
   findLapsedClaims(cutoff: number, limit: number): Promise<string[]>;
 
-  /** Removes a session and its history. */
-  deleteSession(sessionId: string): Promise<void>;
+  /**
+   * Removes a session and its history. True when this call removed it; false when it was gone
+   * already (another run's deletion, an erasure's), so that two runs at once count it once.
+   */
+  deleteSession(sessionId: string): Promise<boolean>;
 
   /** Removes create keys claimed at or before `cutoff`; returns how many. */
   deleteCreateKeys(cutoff: number, limit: number): Promise<number>;

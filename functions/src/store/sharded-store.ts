@@ -188,7 +188,11 @@ export class ShardedStore implements SessionStore {
     return this.everywhere("find lapsed claims", limit, (instance, wanted) => instance.findLapsedClaims(cutoff, wanted));
   }
 
-  deleteSession(sessionId: string): Promise<void> {
+  flushSession(sessionId: string): Promise<boolean> {
+    return this.on(sessionId, "flush session", (instance) => instance.flushSession(sessionId));
+  }
+
+  deleteSession(sessionId: string): Promise<boolean> {
     return this.on(sessionId, "delete session", (instance) => instance.deleteSession(sessionId));
   }
 

@@ -69,7 +69,7 @@ describeWithRtdb("RtdbStore journal and shape", () => {
 
     const sweeper = new RtdbStore(instances.database(), 10_000);
     const report = await runMaintenance({ store: sweeper, now: CREATED_AT + 4, policy: POLICY, retentionMs: 0, createKeyTtlMs: 1e12, batchSize: 10, maxBatches: 2, log: silentLog });
-    expect(report.flushed).toBeGreaterThanOrEqual(1);
+    expect(report.flushed).toBe(1);
     const stored = (await db.ref(`userSessions/${session.id}`).get()).val() as { state: Record<string, unknown>; messages?: Record<string, { content: string }> };
     expect(stored.state.pending).toBeUndefined();
     expect(stored.state.unflushed_since).toBeUndefined();
@@ -77,6 +77,109 @@ describeWithRtdb("RtdbStore journal and shape", () => {
     writer.close();
     ender.close();
     sweeper.close();
+  });
+
+  it("deletes a session's whole node, with its index entry and a child it does not know of", async () => {
+    const db = instances.database();
+    const store = new RtdbStore(db, 10_000);
+    const session = newSession();
+    await store.createSession(session);
+    await store.appendExchange(session.id, exchange("1", CREATED_AT + 1), appendAt(CREATED_AT + 2));
+    await store.copiesSettled();
+    await db.ref(`userSessions/${session.id}/legacy`).set({ left: "by an older version" });
+
+    expect(await store.deleteSession(session.id)).toBe(true);
+
+    expect((await db.ref(`userSessions/${session.id}`).get()).exists()).toBe(false);
+    expect((await db.ref(`userConversations/${session.meta.user_id}/${session.id}`).get()).exists()).toBe(false);
+    store.close();
+  });
+
+  it("leaves a session whose deletion failed before its state to the next run, which counts it", async () => {
+    // A namespace of its own: the run deletes every closed session of its database.
+    const own = new RtdbInstances(freshNamespace("deletion"));
+    const db = own.database();
+    const store = new RtdbStore(db, 10_000);
+    // An instance whose last step, the transaction on the session's node, never reaches the database.
+    const session = newSession();
+    const failing = own.database();
+    const ref = failing.ref.bind(failing);
+    (failing as { ref: typeof failing.ref }).ref = (path?: string) => {
+      const node = ref(path);
+      if (path === `userSessions/${session.id}`) node.transaction = () => Promise.reject(new Error("connection lost"));
+      return node;
+    };
+    const broken = new RtdbStore(failing, 3_000);
+    try {
+      await store.createSession(session);
+      await store.appendExchange(session.id, exchange("1", CREATED_AT + 1), appendAt(CREATED_AT + 2));
+      await store.updateState(session.id, endRule(CREATED_AT + 3, POLICY));
+
+      await expect(broken.deleteSession(session.id)).rejects.toThrow(StoreUnavailableError);
+      // Its history and index entry are gone; its state is still found by retention's query.
+      expect((await db.ref(`userSessions/${session.id}/messages`).get()).exists()).toBe(false);
+      expect((await db.ref(`userConversations/${session.meta.user_id}/${session.id}`).get()).exists()).toBe(false);
+      expect(await store.findClosedSessions(CREATED_AT + 3, 1_000)).toEqual([session.id]);
+
+      const report = await runMaintenance({ store, now: CREATED_AT + 4, policy: POLICY, retentionMs: 1, createKeyTtlMs: 1e12, batchSize: 1_000, maxBatches: 1, log: silentLog });
+
+      expect(report.deleted).toBe(1);
+      expect((await db.ref(`userSessions/${session.id}`).get()).exists()).toBe(false);
+    } finally {
+      store.close();
+      broken.close();
+      await own.close();
+    }
+  });
+
+  describe("the flush's count", () => {
+    // A namespace per test: the sweep finds every marked session of its database.
+    let own: RtdbInstances;
+    beforeEach(() => {
+      own = new RtdbInstances(freshNamespace("flushcount"));
+    });
+    afterEach(() => own.close());
+
+    /** A session whose copy failed as it closed (ended by an instance whose copies are lost): marked for the sweep. */
+    async function closedUnflushed(): Promise<{ marked: () => Promise<boolean>; stores: RtdbStore[] }> {
+      const session = newSession();
+      const writer = new RtdbStore(own.database(), 10_000);
+      await writer.createSession(session);
+      await writer.appendExchange(session.id, exchange("1", CREATED_AT + 1), appendAt(CREATED_AT + 2));
+      const ender = new RtdbStore(losingUpdates(own.database(), copyOf(session.id)), 3_000);
+      await ender.updateState(session.id, endRule(CREATED_AT + 3, POLICY));
+      const db = own.database();
+      const marked = async () => ((await db.ref(`userSessions/${session.id}/state/unflushed_since`).once("value")).val() as unknown) !== null;
+      expect(await marked()).toBe(true);
+      // The sweep's copies are lost too.
+      const losing = new RtdbStore(losingUpdates(own.database(), copyOf(session.id)), 3_000);
+      return { marked, stores: [writer, ender, losing] };
+    }
+
+    const sweep = (store: RtdbStore) => runMaintenance({ store, now: CREATED_AT + 4, policy: POLICY, retentionMs: 0, createKeyTtlMs: 1e12, batchSize: 10, maxBatches: 2, log: silentLog });
+
+    it("counts no session whose copy fails again in the run, and leaves it marked for the next run", async () => {
+      const session = await closedUnflushed();
+      try {
+        const report = await sweep(session.stores[2]!);
+        expect(await session.marked()).toBe(true);
+        expect(report.flushed).toBe(0);
+      } finally {
+        for (const store of session.stores) store.close();
+      }
+    });
+
+    it("counts a session two runs at once flush in one of their reports", async () => {
+      const session = await closedUnflushed();
+      const sweepers = [new RtdbStore(own.database(), 10_000), new RtdbStore(own.database(), 10_000)];
+      try {
+        const reports = await Promise.all(sweepers.map(sweep));
+        expect(await session.marked()).toBe(false);
+        expect(reports.map((report) => report.flushed).sort()).toEqual([0, 1]);
+      } finally {
+        for (const store of [...session.stores, ...sweepers]) store.close();
+      }
+    });
   });
 
   it("removes, as a session closes, the partial reply of a request that died before its commit", async () => {

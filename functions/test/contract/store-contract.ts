@@ -157,6 +157,14 @@ export function storeContract(makeHarness: () => Promise<StoreHarness>): void {
       expect(await store.readSessionMeta(session.id)).toBeNull();
       expect(await recentMessages(store, session.id, 10)).toEqual([]);
     });
+
+    it("says whether a deletion removed the session: of two at once one only, and none once it is gone", async () => {
+      const session = await seededSession(2);
+      const removed = await Promise.all([store.deleteSession(session.id), harness.instance().deleteSession(session.id)]);
+      expect(removed.sort()).toEqual([false, true]);
+      expect(await store.readSessionState(session.id)).toBeNull();
+      expect(await store.deleteSession(session.id)).toBe(false);
+    });
   });
 
   describe("partial replies", () => {

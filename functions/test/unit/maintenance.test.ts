@@ -180,6 +180,16 @@ describe("runMaintenance", () => {
       await expect(run({ batchSize: 2, maxBatches: 2 })).resolves.toMatchObject({ deleted: 4 });
       await expect(run({ batchSize: 2, maxBatches: 2 })).resolves.toMatchObject({ deleted: 1 });
     });
+
+    it("deletes each session once when two runs race: their counts add up to the sessions deleted", async () => {
+      const old: string[] = [];
+      for (let i = 0; i < 5; i += 1) old.push(await add(closed("ended", NOW - RETENTION - (i + 1) * DAY)));
+
+      const reports = await Promise.all([run(), run({ now: NOW + 1 })]);
+
+      for (const id of old) expect(await stateOf(id)).toBeNull();
+      expect(reports[0].deleted + reports[1].deleted).toBe(old.length);
+    });
   });
 
   describe("create keys", () => {

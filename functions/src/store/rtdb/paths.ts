@@ -61,6 +61,8 @@ export const messageChild = (key: string): string => `messages/${key}`;
 export const keyRecordChild = (hash: string): string => `keys/${hash}`;
 export const partialChild = (key: string): string => `${PARTIALS}/${key}`;
 export const stateField = (field: string): string => `state/${field}`;
+/** A session's children beside its `state`, as the shape above lists them (see RtdbStore.deleteSession). */
+export const SESSION_CHILDREN = [...SESSION_FIELDS, "messages", "keys", PARTIALS, "summary"] as const;
 
 /*
  * A user's conversations (issue 16): the index, erasures, the deployment's secrets.

@@ -32,7 +32,7 @@ import { installFrameSafeJson } from "./frame-safe-json";
 import { HistoryReads } from "./history-reads";
 import { ConversationReads } from "./conversation-reads";
 import { ErasureWrites } from "./erasure-writes";
-import { CLAIMS_LAPSE, CONVERSATION, conversationEntry, isMarkedUnflushed, journalEntry, markedUnflushed, nodeToWrite, planCopy, stateNode, UNFLUSHED, type JournalEntry } from "./journal";
+import { CLAIMS_LAPSE, CONVERSATION, conversationEntry, isMarkedUnflushed, isRecord, journalEntry, markedUnflushed, nodeToWrite, planCopy, stateNode, UNFLUSHED, type JournalEntry } from "./journal";
 import { JournalCopies } from "./journal-copies";
 import { deleteAcross } from "./home-writes";
 import { ListenerHolds } from "./listener-holds";
@@ -56,6 +56,7 @@ import {
   SESSION_FIELDS,
   sessionFieldPath,
   sessionOfStatePath,
+  SESSION_CHILDREN,
   sessionPath,
   SESSIONS,
   stateField,
@@ -376,14 +377,31 @@ export class RtdbStore implements SessionStore {
     return this.engine.keysOrderedBy(SESSIONS, stateField(CLAIMS_LAPSE), cutoff, limit, "find lapsed claims");
   }
 
-  async deleteSession(sessionId: string): Promise<void> {
-    // With its index entry (the block in its state says where that is): one update on one
-    // instance; with sharding the entry first (deleteAcross), so that a failure between the two
-    // leaves the session for the next run, not an entry that nothing finds again.
+  async flushSession(sessionId: string): Promise<boolean> {
+    this.holdState(sessionId);
+    // A transaction that changes nothing still makes copyJournal send a closed session's copy
+    // again; it drops the mark itself when this instance already knows the copy landed.
+    const { result, unmarked } = await this.transactUnmarking(sessionId, "flush session", () => ({ outcome: undefined }));
+    return (await this.copyJournal(sessionId, result)) || unmarked;
+  }
+
+  async deleteSession(sessionId: string): Promise<boolean> {
+    // Everything but the state first, with its index entry (the block in its state says where that
+    // is): one update on one instance; with sharding the entry first (deleteAcross). The state
+    // goes last, so a failure before leaves it for the next run's query (retention's, by
+    // `state/ended_at`), never an entry or a history that nothing finds again.
     const owner = (await this.engine.read("read session owner", this.db.ref(`${statePath(sessionId)}/${CONVERSATION}`))).val() as unknown;
-    const update: Record<string, null> = { [sessionPath(sessionId)]: null };
+    const update: Record<string, null> = Object.fromEntries(SESSION_CHILDREN.map((child) => [`${sessionPath(sessionId)}/${child}`, null]));
     if (typeof owner === "string" && isOwnerKey(owner)) update[conversationPath(owner, sessionId)] = null;
     await deleteAcross(this.db, this.home, this.engine, "delete session", update);
+    // Then the node, in a transaction: only one of two runs at once finds the state there, and
+    // only that one says it removed the session. The history is gone by now, so the node read is
+    // small: the state, and whatever else is left (a child older versions wrote, a late copy).
+    const { decided, committed } = await this.engine.transact(sessionPath(sessionId), "delete session node", (current) => ({
+      decided: isRecord(current) && current.state !== undefined,
+      write: null,
+    }));
+    return decided === true && committed;
   }
 
   async deleteCreateKeys(cutoff: number, limit: number): Promise<number> {
@@ -466,11 +484,13 @@ export class RtdbStore implements SessionStore {
    * After a transaction: sends the copy the journal calls for (planCopy). Not awaited unless the
    * session is closed: then no message will follow, so the copy and the journal's removal finish
    * before this returns; a copy that fails then is left to the sweep, never the change's error.
+   * True when this call took the session out of the sweep's flush (see transactUnmarking): its
+   * copy landed and the transaction after it dropped the mark. Nothing more is sent for that.
    */
-  private async copyJournal(sessionId: string, result: StateResult<unknown>): Promise<void> {
+  private async copyJournal(sessionId: string, result: StateResult<unknown>): Promise<boolean> {
     const { known, copy } = planCopy(sessionId, result, this.copies.known(sessionId));
     this.copies.keep(sessionId, known);
-    if (copy === undefined) return;
+    if (copy === undefined) return false;
     // Two updates, each sent from the node it writes, never one from the root: @firebase/database
     // 1.1.5 acknowledges an update sent from the root by visiting every node the instance listens
     // to (AckUserWrite.operationForChild descends where the update wrote nothing), which cost
@@ -489,7 +509,7 @@ export class RtdbStore implements SessionStore {
       // Deliberately not awaited: the exchange is committed in the journal, readers merge it, and
       // whoever transacts next copies it again if this is lost.
       this.copies.track(sent);
-      return;
+      return false;
     }
     try {
       await this.engine.call("copy exchanges to history", sent);
@@ -503,11 +523,31 @@ export class RtdbStore implements SessionStore {
           .transactState(statePath(sessionId), "mark unflushed", () => ({ outcome: undefined }), (raw, state, next) => markedUnflushed(nodeToWrite(raw, state, next, this.copies.known(sessionId))))
           .catch(() => undefined);
       }
-      return;
+      return false;
     }
-    if (copy.entries.size === 0) return;
+    // No entries: the session was not marked (a marked one's index entry counts as one: planCopy).
+    if (copy.entries.size === 0) return false;
     // Lost, it leaves the mark for the sweep, which drops it: the copy itself landed.
-    await this.transactState(sessionId, "clear copied exchanges", (state) => ({ outcome: undefined, next: state })).catch(() => undefined);
+    return this.transactUnmarking(sessionId, "clear copied exchanges", (state) => ({ outcome: undefined, next: state })).then(
+      ({ unmarked }) => unmarked,
+      () => false,
+    );
+  }
+
+  /**
+   * A transaction on the session's state, and whether it took the session out of the flush's
+   * query: the run that committed found the node marked (UNFLUSHED) and left it unmarked. The
+   * server commits the transactions on a node one after another, so of several calls (two sweeps
+   * at once, a close and a sweep) one only can say so.
+   */
+  private async transactUnmarking<O>(sessionId: string, operation: string, rule: StateRule<O>): Promise<{ result: StateResult<O>; unmarked: boolean }> {
+    // Set by each run of the handler: the last one is the run that committed.
+    const run = { marked: false };
+    const result = await this.engine.transactState(statePath(sessionId), operation, rule, (raw, state, next) => {
+      run.marked = isMarkedUnflushed(raw);
+      return nodeToWrite(raw, state, next, this.copies.known(sessionId));
+    });
+    return { result, unmarked: result.ruled.found && run.marked && !isMarkedUnflushed(result.value) };
   }
 
   // Shared by the roles
