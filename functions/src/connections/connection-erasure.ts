@@ -20,8 +20,9 @@ export interface ErasureHooks {
  * Erases what connections hold of a user (docs/connections.md, "Erasure"): every connection they
  * are part of, asked for up to `cutoff`, whole (both sides' messages: the node names both users)
  * with its entries in both users' lists; the pairs' records (the other user's block stays, without
- * either id); their devices and the records of the tokens they hold. Each step is harmless to
- * repeat, as the erasure of their sessions is.
+ * either id, until the other's own erasure); their devices and the records of the tokens they hold.
+ * Each step is harmless to repeat, as the erasure of their sessions is, and each paged one stops
+ * between pages once `hooks.stopped` says so (`stopped: true`: the next run starts it again).
  */
 export class ConnectionErasure {
   constructor(private readonly options: { readonly store: ConnectionErasureStore & DeviceStore; readonly batchSize: number; readonly clock: () => number }) {}
@@ -49,27 +50,38 @@ export class ConnectionErasure {
         if (page.length < batchSize) break;
       }
     }
-    if (hooks.stopped()) return { count, stopped: true };
-    await this.forgetPairs(userId, cutoff);
+    if ((await this.forgetPairs(userId, key, cutoff, hooks.stopped)) === "stopped") return { count, stopped: true };
     await store.rewriteDevices(key, forgetDevices(cutoff));
-    await this.releaseHeldTokens(key, cutoff);
-    await store.deleteTokenOwners(key, cutoff);
+    if ((await this.forgetTokenOwners(key, cutoff, hooks.stopped)) === "stopped") return { count, stopped: true };
     return { count, stopped: false };
   }
 
   /**
-   * Runs the removals still pending on the tokens the user took from others (a handover whose
-   * removal from the former owner failed, or whose request died), as the user's next registration
-   * or the sweep would (releaseToken). Their owner record is the only trace of such a removal, and
-   * it names the user: it cannot outlive the erasure, nor go before the removal, or the former
-   * owner's notifications would reach the phone this user holds until their token went stale.
-   * A removal that fails throws, as every step here does: the record stays (ownedUpTo), and the
-   * retry or the sweep's pass does both again.
+   * Removes the records of the tokens the user holds, registered up to `cutoff`, a page at a time
+   * until `stopped`: a user may have registered any number of tokens (each leaves a record until
+   * it moves to another user or goes stale, though their devices keep only the newest), and the
+   * pass must not keep a run past its time. A pass that stops here is carried on by the next run, from the first
+   * record left. Before its page's records go, it runs the removals still pending on the tokens
+   * the user took from others (a handover whose removal from the former owner failed, or whose
+   * request died), as the user's next registration or the sweep would (releaseToken). Their owner
+   * record is the only trace of such a removal, and it names the user: it cannot outlive the
+   * erasure, nor go before the removal, or the former owner's notifications would reach the phone
+   * this user holds until their token went stale. A removal that fails throws, as every step here
+   * does: the record stays (ownedUpTo), and the retry or the sweep's pass does both again.
    */
-  private async releaseHeldTokens(key: string, cutoff: number): Promise<void> {
-    const { store, clock } = this.options;
-    const held = await store.findTokenOwners(key, cutoff);
-    await Promise.all(held.map(({ hash, owner }) => releaseToken(store, hash, owner.released_from ?? {}, clock())));
+  private async forgetTokenOwners(key: string, cutoff: number, stopped: () => boolean): Promise<"done" | "stopped"> {
+    const { store, clock, batchSize } = this.options;
+    let after: string | undefined;
+    for (;;) {
+      if (stopped()) return "stopped";
+      const page = await store.findTokenOwners(key, after, batchSize);
+      after = page.at(-1)?.hash;
+      // One registered after the request is the user's to keep, as their devices are.
+      const held = page.filter(({ owner }) => owner.updated_at <= cutoff);
+      await Promise.all(held.map(({ hash, owner }) => releaseToken(store, hash, owner.released_from ?? {}, clock())));
+      await store.deleteTokenOwners(key, cutoff, held.map(({ hash }) => hash));
+      if (page.length < batchSize) return "done";
+    }
   }
 
   /** Deletes again connections an earlier pass recorded: a copy of a journal sent before may have landed after it. */
@@ -79,14 +91,16 @@ export class ConnectionErasure {
     for (let i = 0; i < refs.length; i += this.options.batchSize) await this.options.store.deleteConnections(refs.slice(i, i + this.options.batchSize));
   }
 
-  private async forgetPairs(userId: string, cutoff: number): Promise<void> {
+  /** The pairs' records naming the user, or keeping their block (forgetPairUser), a page at a time until `stopped`. */
+  private async forgetPairs(userId: string, key: string, cutoff: number, stopped: () => boolean): Promise<"done" | "stopped"> {
     const { store, batchSize } = this.options;
     let after: string | undefined;
     for (;;) {
-      const pairs = await store.findUserPairs(userId, after, batchSize);
+      if (stopped()) return "stopped";
+      const pairs = await store.findUserPairs(userId, key, after, batchSize);
       after = pairs.at(-1);
       await Promise.all(pairs.map((pair) => store.rewritePair(pair, forgetPairUser(userId, cutoff))));
-      if (pairs.length < batchSize) return;
+      if (pairs.length < batchSize) return "done";
     }
   }
 }

@@ -38,8 +38,11 @@ export interface ConnectionErasureStore {
    */
   deleteConnections(connections: readonly ConnectionRef[]): Promise<void>;
 
-  /** Up to `limit` pair keys whose record names `userId` on either side, in key order after `after` (exclusive). */
-  findUserPairs(userId: string, after: string | undefined, limit: number): Promise<string[]>;
+  /**
+   * Up to `limit` pair keys whose record names `userId` on either side, or `userKey` as the user
+   * whose block it keeps once the other was erased (`blocker_key`), in key order after `after` (exclusive).
+   */
+  findUserPairs(userId: string, userKey: string, after: string | undefined, limit: number): Promise<string[]>;
 
   /** Atomically applies `rule` to the pair's record; a next of null removes it. */
   rewritePair<O>(pairKey: string, rule: ErasingRule<PairRecord, O>): Promise<O>;
@@ -48,18 +51,20 @@ export interface ConnectionErasureStore {
   rewriteDevices<O>(userKey: string, rule: ErasingRule<DeviceRecord, O>): Promise<O>;
 
   /**
-   * The records naming `userKey` as a token's holder that were last registered at or before
-   * `cutoff`, by the token's hash: those whose former owners the token is still to leave
-   * (`released_from`) have those removals run before `deleteTokenOwners` may remove them.
+   * Up to `limit` of the records naming `userKey` as a token's holder, whenever registered, by the
+   * token's hash, in hash order after `after` (exclusive): a page at a time, so that a user holding
+   * any number of them is erased page by page, within the pass's time. Those whose former owners
+   * the token is still to leave (`released_from`) have those removals run before
+   * `deleteTokenOwners` may remove them.
    */
-  findTokenOwners(userKey: string, cutoff: number): Promise<{ readonly hash: string; readonly owner: TokenOwner }[]>;
+  findTokenOwners(userKey: string, after: string | undefined, limit: number): Promise<{ readonly hash: string; readonly owner: TokenOwner }[]>;
 
   /**
-   * Removes the records naming `userKey` as a token's holder that were last registered at or
-   * before `cutoff`, each only while it still names them (a token another user took is theirs)
-   * and names no former owner the token is still to leave; returns how many.
+   * Removes the records of `hashes` that name `userKey` as a token's holder and were last
+   * registered at or before `cutoff`, each only while it still does (a token another user took is
+   * theirs) and names no former owner the token is still to leave; returns how many.
    */
-  deleteTokenOwners(userKey: string, cutoff: number): Promise<number>;
+  deleteTokenOwners(userKey: string, cutoff: number, hashes: readonly string[]): Promise<number>;
 }
 
 /**

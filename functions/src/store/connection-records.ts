@@ -85,6 +85,11 @@ export const pairRecordSchema = z.object({
   /** Absent once one of them was erased: the record then keeps only the other's block (connections/erasure-rules.ts). */
   user_a: z.string().optional(),
   user_b: z.string().optional(),
+  /**
+   * In a record kept that way only: the user key of the one whose block it keeps, by which their
+   * own erasure finds it (indexed) and removes it. Absent in a record an older version kept.
+   */
+  blocker_key: z.string().optional(),
   /** Everything its connection's node is created from: whoever finds it missing creates the very same node. */
   current: z.object({ id: z.string(), requested_by: participantSchema, created_at: z.number() }).optional(),
   /** The blocks that hold between the two: the source of truth their connections copy. */

@@ -192,8 +192,9 @@ export class MemoryConnectionStore implements ConnectionStore, DeviceStore, Conn
     }
   }
 
-  async findUserPairs(userId: string, after: string | undefined, limit: number): Promise<string[]> {
-    return afterInOrder([...this.pairs].filter(([, pair]) => pair.user_a === userId || pair.user_b === userId).map(([key]) => key), after, limit);
+  async findUserPairs(userId: string, userKey: string, after: string | undefined, limit: number): Promise<string[]> {
+    const naming = [...this.pairs].filter(([, pair]) => pair.user_a === userId || pair.user_b === userId || pair.blocker_key === userKey);
+    return afterInOrder(naming.map(([key]) => key), after, limit);
   }
 
   async rewritePair<O>(pairKey: string, rule: ErasingRule<PairRecord, O>): Promise<O> {
@@ -204,13 +205,17 @@ export class MemoryConnectionStore implements ConnectionStore, DeviceStore, Conn
     return applyRewrite(this.devices, userKey, rule);
   }
 
-  async findTokenOwners(userKey: string, cutoff: number): Promise<{ hash: string; owner: TokenOwner }[]> {
-    return [...this.owners].filter(([, owner]) => owner.user_key === userKey && owner.updated_at <= cutoff).map(([hash, owner]) => ({ hash, owner: kept(owner) }));
+  async findTokenOwners(userKey: string, after: string | undefined, limit: number): Promise<{ hash: string; owner: TokenOwner }[]> {
+    const held = [...this.owners].filter(([, owner]) => owner.user_key === userKey).map(([hash]) => hash);
+    return afterInOrder(held, after, limit).flatMap((hash) => {
+      const owner = this.owners.get(hash);
+      return owner ? [{ hash, owner: kept(owner) }] : [];
+    });
   }
 
-  async deleteTokenOwners(userKey: string, cutoff: number): Promise<number> {
-    const owned = [...this.owners].filter(([, owner]) => ownedUpTo(owner, userKey, cutoff));
-    for (const [hash] of owned) this.owners.delete(hash);
+  async deleteTokenOwners(userKey: string, cutoff: number, hashes: readonly string[]): Promise<number> {
+    const owned = [...new Set(hashes)].filter((hash) => ownedUpTo(this.owners.get(hash) ?? null, userKey, cutoff));
+    for (const hash of owned) this.owners.delete(hash);
     return owned.length;
   }
 

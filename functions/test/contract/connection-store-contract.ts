@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import { accept, end, requestOnPair } from "../../src/connections/connection-rules";
 import { claimToken, confirmReleases, registerDevice, releaseDevice, removeDevices, STALE_AFTER_MS } from "../../src/connections/device-rules";
 import { forgetDevices, forgetPairUser } from "../../src/connections/erasure-rules";
+import { userKey } from "../../src/session/ledger/limits";
 import type { ConnectionAdapter } from "../../src/store/connection-erasure-store";
 import { CREATED_AT } from "../support/fixtures";
 import { newConnection, refOf, sendAs } from "../support/connection-fixtures";
@@ -328,26 +329,36 @@ export function connectionStoreContract(makeHarness: () => Promise<ConnectionSto
     it("finds a user's pairs and rewrites or removes them atomically", async () => {
       const fresh = harness.empty();
       const users = { a: `jo-${randomUUID().slice(0, 6)}`, b: `ky-${randomUUID().slice(0, 6)}` };
+      const zed = `zed-${randomUUID().slice(0, 6)}`;
       await fresh.updatePair("pair-1", requestOnPair(users, "a", { id: "c1", createdAt: T }, new Set()));
-      await fresh.updatePair("pair-2", requestOnPair({ a: users.a, b: `zed-${randomUUID().slice(0, 6)}` }, "a", { id: "c2", createdAt: T }, new Set()));
+      await fresh.updatePair("pair-2", requestOnPair({ a: users.a, b: zed }, "a", { id: "c2", createdAt: T }, new Set()));
       await fresh.updatePair("pair-2", (pair) => ({ outcome: undefined, next: { ...pair!, blocked: { b: T + 1 } } }));
-      expect(await fresh.findUserPairs(users.a, undefined, 10)).toEqual(["pair-1", "pair-2"]);
-      expect(await fresh.findUserPairs(users.a, "pair-1", 10)).toEqual(["pair-2"]);
-      expect(await fresh.findUserPairs(users.b, undefined, 10)).toEqual(["pair-1"]);
+      expect(await fresh.findUserPairs(users.a, userKey(users.a), undefined, 10)).toEqual(["pair-1", "pair-2"]);
+      expect(await fresh.findUserPairs(users.a, userKey(users.a), "pair-1", 10)).toEqual(["pair-2"]);
+      expect(await fresh.findUserPairs(users.b, userKey(users.b), undefined, 10)).toEqual(["pair-1"]);
 
       expect(await fresh.rewritePair("pair-1", forgetPairUser(users.a, T))).toBe(true);
       expect(await fresh.rewritePair("pair-2", forgetPairUser(users.a, T))).toBe(true);
       expect(await fresh.rewritePair("pair-3", forgetPairUser(users.a, T))).toBe(false);
-      expect(await fresh.findUserPairs(users.a, undefined, 10)).toEqual([]);
-      expect(await fresh.findUserPairs(users.b, undefined, 10)).toEqual([]);
+      expect(await fresh.findUserPairs(users.a, userKey(users.a), undefined, 10)).toEqual([]);
+      expect(await fresh.findUserPairs(users.b, userKey(users.b), undefined, 10)).toEqual([]);
       // The other user's block stays, with neither id: a new request on the pair is refused.
-      expect(await fresh.updatePair("pair-2", requestOnPair({ a: users.a, b: "zed" }, "a", { id: "c3", createdAt: T + 2 }, new Set()))).toEqual({ kind: "blocked" });
+      expect(await fresh.updatePair("pair-2", requestOnPair({ a: users.a, b: zed }, "a", { id: "c3", createdAt: T + 2 }, new Set()))).toEqual({ kind: "blocked" });
       expect(await fresh.updatePair("pair-1", requestOnPair(users, "a", { id: "c4", createdAt: T + 2 }, new Set()))).toMatchObject({ kind: "current", created: true });
+
+      // Until the blocker's own erasure, which finds the record by their key and removes it.
+      expect(await fresh.findUserPairs(zed, userKey(zed), undefined, 10)).toEqual(["pair-2"]);
+      expect(await fresh.findUserPairs(zed, userKey(zed), "pair-2", 10)).toEqual([]);
+      expect(await fresh.rewritePair("pair-2", forgetPairUser(users.a, T + 5))).toBe(false);
+      expect(await fresh.rewritePair("pair-2", forgetPairUser(zed, T + 5))).toBe(true);
+      expect(await fresh.findUserPairs(zed, userKey(zed), undefined, 10)).toEqual([]);
+      expect(await fresh.updatePair("pair-2", requestOnPair({ a: users.a, b: zed }, "b", { id: "c5", createdAt: T + 6 }, new Set()))).toMatchObject({ kind: "current", created: true });
     });
 
     it("forgets a user's devices up to a time, and only the token records still theirs", async () => {
       const fresh = harness.empty();
       const [mine, theirs] = [`user-${randomUUID()}`, `user-${randomUUID()}`];
+      const hashes = ["h-old", "h-new", "h-moved", "h-none"];
       await fresh.updateDevices(mine, registerDevice("h-old", "token-old", T, false));
       await fresh.updateDevices(mine, registerDevice("h-new", "token-new", T + 10, undefined));
       for (const [hash, at] of [["h-old", T], ["h-new", T + 10], ["h-moved", T]] as const) await fresh.updateTokenOwner(hash, claimToken(mine, at));
@@ -355,36 +366,40 @@ export function connectionStoreContract(makeHarness: () => Promise<ConnectionSto
 
       expect(await fresh.rewriteDevices(mine, forgetDevices(T + 5))).toBe(1);
       expect(await fresh.readDevices(mine)).toEqual({ tokens: { "h-new": { token: "token-new", updated_at: T + 10 } }, previews: false, oldest_at: T + 10 });
-      expect(await fresh.deleteTokenOwners(mine, T + 5)).toBe(1);
-      expect(await fresh.deleteTokenOwners(mine, T + 5)).toBe(0);
+      expect(await fresh.deleteTokenOwners(mine, T + 5, hashes)).toBe(1);
+      expect(await fresh.deleteTokenOwners(mine, T + 5, hashes)).toBe(0);
       // The token moved from them was never taken from their devices here: it is still to be released.
       expect(await fresh.updateTokenOwner("h-moved", claimToken("someone", T + 20))).toEqual({ [mine]: T + 1, [theirs]: T + 20 });
       expect(await fresh.updateTokenOwner("h-new", claimToken(mine, T + 20))).toEqual({});
 
       expect(await fresh.rewriteDevices(mine, forgetDevices(T + 10))).toBe(1);
       expect(await fresh.readDevices(mine)).toBeNull();
-      expect(await fresh.deleteTokenOwners(mine, T + 20)).toBe(1);
+      expect(await fresh.deleteTokenOwners(mine, T + 20, ["h-old"])).toBe(0);
+      expect(await fresh.deleteTokenOwners(mine, T + 20, hashes)).toBe(1);
       expect(await fresh.updateTokenOwner("h-new", claimToken("someone", T + 30))).toEqual({});
     });
 
-    it("finds a user's token records up to a time, and keeps one still to leave a former owner until that is confirmed", async () => {
+    it("pages a user's token records in hash order, and keeps one still to leave a former owner until that is confirmed", async () => {
       const fresh = harness.empty();
       const [mine, former] = [`user-${randomUUID()}`, `user-${randomUUID()}`];
       await fresh.updateTokenOwner("h-taken", claimToken(former, T));
       await fresh.updateTokenOwner("h-taken", claimToken(mine, T + 1));
       await fresh.updateTokenOwner("h-own", claimToken(mine, T + 2));
       await fresh.updateTokenOwner("h-later", claimToken(mine, T + 10));
-      const found = await fresh.findTokenOwners(mine, T + 5);
-      expect(found.sort((x, y) => (x.hash < y.hash ? -1 : 1))).toEqual([
-        { hash: "h-own", owner: { user_key: mine, updated_at: T + 2 } },
-        { hash: "h-taken", owner: { user_key: mine, updated_at: T + 1, released_from: { [former]: T + 1 }, releasing_since: T + 1 } },
-      ]);
-      expect(await fresh.deleteTokenOwners(mine, T + 5)).toBe(1);
+      await fresh.updateTokenOwner("h-other", claimToken(former, T + 3));
+      const taken = { hash: "h-taken", owner: { user_key: mine, updated_at: T + 1, released_from: { [former]: T + 1 }, releasing_since: T + 1 } };
+      expect(await fresh.findTokenOwners(mine, undefined, 10)).toEqual([{ hash: "h-later", owner: { user_key: mine, updated_at: T + 10 } }, { hash: "h-own", owner: { user_key: mine, updated_at: T + 2 } }, taken]);
+      expect(await fresh.findTokenOwners(mine, undefined, 2)).toHaveLength(2);
+      expect(await fresh.findTokenOwners(mine, "h-own", 2)).toEqual([taken]);
+      expect(await fresh.findTokenOwners(mine, "h-taken", 2)).toEqual([]);
+
+      const hashes = ["h-later", "h-own", "h-taken", "h-other"];
+      expect(await fresh.deleteTokenOwners(mine, T + 5, hashes)).toBe(1);
       expect(await fresh.readTokenOwner("h-taken")).toMatchObject({ user_key: mine });
       await fresh.updateTokenOwner("h-taken", confirmReleases({ [former]: T + 1 }));
-      expect(await fresh.deleteTokenOwners(mine, T + 5)).toBe(1);
-      expect(await fresh.findTokenOwners(mine, T + 5)).toEqual([]);
-      expect(await fresh.readTokenOwner("h-later")).toEqual({ user_key: mine, updated_at: T + 10 });
+      expect(await fresh.deleteTokenOwners(mine, T + 5, hashes)).toBe(1);
+      expect(await fresh.findTokenOwners(mine, undefined, 10)).toEqual([{ hash: "h-later", owner: { user_key: mine, updated_at: T + 10 } }]);
+      expect(await fresh.readTokenOwner("h-other")).toEqual({ user_key: former, updated_at: T + 3 });
     });
   });
 }

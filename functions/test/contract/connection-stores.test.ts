@@ -1,3 +1,4 @@
+import { ConnectionErasure } from "../../src/connections/connection-erasure";
 import { DeviceRegistry } from "../../src/connections/device-registry";
 import { liveTokens, STALE_AFTER_MS, tokenHash } from "../../src/connections/device-rules";
 import { sweepDevices } from "../../src/connections/device-sweep";
@@ -16,6 +17,53 @@ describe("MemoryConnectionStore", () => {
 
 describeWithRtdb("RtdbConnectionStore (firebase-admin on the database emulator)", () => {
   connectionStoreContract(async () => contractStores("connections", (database) => new RtdbConnectionStore(database, 10_000)));
+
+  /**
+   * docs/conversations.md: a pass starts no page once the run's time for the erasures is up. A user
+   * may hold any number of token records (each distinct token registered leaves one, while the user
+   * keeps 20 devices): the erasure queries them a page at a time, never all at once.
+   */
+  describe("the erasure of a user holding many token records", () => {
+    const database = new RtdbInstances(freshNamespace("tokenerasure"));
+    const store = new RtdbConnectionStore(database.database(), 10_000);
+    afterAll(async () => {
+      store.close();
+      await database.close();
+    });
+
+    it("starts no page of the user's token records once the pass's time is up, says it stopped, and the next run removes them all", async () => {
+      const user = "token-hoarder";
+      const registry = new DeviceRegistry({ store, clock: () => 1_800_000_000_000 });
+      // 250 registrations of distinct tokens: 250 owner records (the user keeps 20 devices).
+      for (let start = 0; start < 250; start += 25) {
+        await Promise.all(Array.from({ length: 25 }, (_, i) => registry.register(user, `token-${start + i}`, undefined)));
+      }
+
+      // The pass's time runs out as it reaches the token records (the sweep's or the request's deadline).
+      let timeUp = false;
+      const find = store.findTokenOwners.bind(store);
+      store.findTokenOwners = (key, after, limit) => {
+        timeUp = true;
+        return find(key, after, limit);
+      };
+      const engine = (store as unknown as { engine: { read: (operation: string, ...rest: unknown[]) => Promise<unknown> } }).engine;
+      const read = engine.read.bind(engine);
+      let pagesAfterTimeUp = 0;
+      engine.read = (operation: string, ...rest: unknown[]) => {
+        if (timeUp && operation === "find user token owners") pagesAfterTimeUp += 1;
+        return read(operation, ...rest);
+      };
+
+      const erasure = new ConnectionErasure({ store, batchSize: 20, clock: () => 1_800_000_100_000 });
+      const hooks = { record: async () => undefined, stopped: () => timeUp };
+      const result = await erasure.erase(user, 1_800_000_050_000, hooks);
+      // At most the page under way when the time ran out; then the pass says it stopped, and the next run goes on.
+      expect({ stopped: result.stopped, pagesAfterTimeUp }).toEqual({ stopped: true, pagesAfterTimeUp: Math.min(pagesAfterTimeUp, 1) });
+
+      const next = await erasure.erase(user, 1_800_000_050_000, { ...hooks, stopped: () => false });
+      expect({ stopped: next.stopped, left: await find(userKey(user), undefined, 300) }).toEqual({ stopped: false, left: [] });
+    });
+  });
 
   /**
    * The sweep finds stale records by a query, then removes them: on the database, a registration

@@ -271,6 +271,28 @@ describeEachStore("erasing a user's data", (kind) => {
         await scan.close();
       }
     });
+
+    it("takes away a block kept on a user erased before, once its blocker erases their own data: the two may ask each other again", async () => {
+      const [user, blocker] = [person(harness, "user"), person(harness, "blocker")];
+      const blocked = await blocker.connectWith(user);
+      expect((await blocker.block(blocked)).status).toBe(200);
+      const erase = async (userId: string) => {
+        expect((await harness.api.call("DELETE", `${ROUTES.erase}?user_id=${encodeURIComponent(userId)}`)).status).toBe(200);
+        expect((await harness.api.runtime.maintain(now + LATER)).erasuresFinished).toBeGreaterThanOrEqual(1);
+        now += LATER + MINUTE;
+      };
+
+      await erase(user.id);
+      // The blocker keeps their data, and their block: the erased user, back, is refused.
+      expect((await user.ask(blocker.id)).body.error?.code).toBe("CONNECTION_BLOCKED");
+
+      await erase(blocker.id);
+      // Their block was their data: nothing names them now, by id or by key, but their usage record.
+      expect(await whole.holding([blocker.id])).toEqual([]);
+      expect(await whole.holdingBesideUsage([userKey(blocker.id)])).toEqual([]);
+      const asked = await blocker.ask(user.id);
+      expect({ status: asked.status, code: asked.body.error?.code }).toEqual({ status: 201, code: undefined });
+    });
   });
 }, { sharded: true });
 

@@ -42,7 +42,8 @@ suite(`connection security rules${reason === undefined ? "" : ` [skipped: ${reas
     await env.withSecurityRulesDisabled(async (context) => {
       await context.database().ref().set({
         connections: { [ID]: connection },
-        connectionPairs: { pairhash: { user_a: ALICE, user_b: BOB, current: { id: ID, requested_by: "a", created_at: 1 } } },
+        // The second record: a block Bob set on a user since erased, kept under Bob's key.
+        connectionPairs: { pairhash: { user_a: ALICE, user_b: BOB, current: { id: ID, requested_by: "a", created_at: 1 } }, keptpair: { blocked: { b: 1 }, blocker_key: "bobkey" } },
         userConnections: { alicekey: { [ID]: 3 }, bobkey: { [ID]: 3 } },
         userDevices: { alicekey: { tokens: { tokenhash: { token: "fcm-token-of-alice", updated_at: 1 } }, previews: false, oldest_at: 1 } },
         // Registered by Bob before Alice: the token is still to leave Bob's devices.
@@ -84,9 +85,11 @@ suite(`connection security rules${reason === undefined ? "" : ` [skipped: ${reas
 
   it("denies listing connections, and reading the pairs, the lists, the devices and the token owners, to everyone", async () => {
     for (const uid of [ALICE, BOB, MALLORY, undefined]) {
-      for (const path of ["connections", "connectionPairs", "connectionPairs/pairhash", "userConnections", "userConnections/alicekey", "userDevices", "userDevices/alicekey", "deviceTokens", "deviceTokens/tokenhash"]) {
+      for (const path of ["connections", "connectionPairs", "connectionPairs/pairhash", "connectionPairs/keptpair", "connectionPairs/keptpair/blocker_key", "userConnections", "userConnections/alicekey", "userDevices", "userDevices/alicekey", "deviceTokens", "deviceTokens/tokenhash"]) {
         await assertFails(as(uid).ref(path).once("value"));
       }
+      // Nor by the key an erasure finds a kept block by, one's own included.
+      await assertFails(as(uid).ref("connectionPairs").orderByChild("blocker_key").equalTo("bobkey").once("value"));
     }
   });
 
@@ -104,6 +107,8 @@ suite(`connection security rules${reason === undefined ? "" : ` [skipped: ${reas
     ["a new connection", "connections/new-one", connection],
     ["a pair's record", "connectionPairs/pairhash/blocked", { b: 1 }],
     ["a pair's current connection", "connectionPairs/pairhash/current", { id: "new-one", requested_by: "b", created_at: 9 }],
+    ["whose block a pair's record keeps", "connectionPairs/keptpair/blocker_key", "mallorykey"],
+    ["a block kept after an erasure", "connectionPairs/keptpair/blocked", { b: 9 }],
     ["a user's list", "userConnections/alicekey/other", 5],
     ["a device token", "userDevices/alicekey/tokens/other", { token: "mine", updated_at: 2 }],
     ["a user's preview setting", "userDevices/alicekey/previews", true],

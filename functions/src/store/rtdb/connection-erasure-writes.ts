@@ -9,13 +9,11 @@ import { DATABASE_KEY } from "../records";
 import { CONNECTION_PAIRS, CONNECTIONS, connectionMetaPath, connectionPath, DEVICE_TOKENS, listedConnectionPath, tokenOwnerPath, userConnectionsPath } from "./paths";
 import type { TransactionEngine } from "./transactions";
 
-/** Owner records of tokens read per query while looking for a user's. */
-const OWNERS_PER_QUERY = 100;
-
 /**
  * The Realtime Database's side of erasing a user's connections and devices (the port is
  * connection-erasure-store.ts): queries on the user's id over `connections` and `connectionPairs`
- * and on their key over `deviceTokens` (each indexed in database.rules.json), and deletions in
+ * and on their key over `connectionPairs` (`blocker_key`) and `deviceTokens` (each indexed in
+ * database.rules.json), and deletions in
  * multi-path updates or, where another user may be writing the same record, transactions.
  */
 export class ConnectionErasureWrites {
@@ -40,7 +38,7 @@ export class ConnectionErasureWrites {
   }
 
   async readUserConnections(userId: string, after: string | undefined, limit: number): Promise<{ id: string; meta: ConnectionMeta }[]> {
-    const found = await this.naming(CONNECTIONS, ["meta/user_a", "meta/user_b"], userId, after, limit, "find user connections");
+    const found = await this.naming(CONNECTIONS, [["meta/user_a", userId], ["meta/user_b", userId]], after, limit, "find user connections");
     return found.map((child) => ({ id: child.key, meta: parseStored(connectionMetaSchema, child.val.meta, connectionMetaPath(child.key)) }));
   }
 
@@ -55,8 +53,9 @@ export class ConnectionErasureWrites {
     if (Object.keys(update).length > 0) await this.engine.call("delete user connections", this.db.ref().update(update));
   }
 
-  async findUserPairs(userId: string, after: string | undefined, limit: number): Promise<string[]> {
-    return (await this.naming(CONNECTION_PAIRS, ["user_a", "user_b"], userId, after, limit, "find user pairs")).map((child) => child.key);
+  async findUserPairs(userId: string, userKey: string, after: string | undefined, limit: number): Promise<string[]> {
+    const fields = [["user_a", userId], ["user_b", userId], ["blocker_key", userKey]] as const;
+    return (await this.naming(CONNECTION_PAIRS, fields, after, limit, "find user pairs")).map((child) => child.key);
   }
 
   /** Applies `rule` to the record at `path` in a transaction; a next of null removes it. */
@@ -71,38 +70,19 @@ export class ConnectionErasureWrites {
     return decided as O;
   }
 
-  async findTokenOwners(userKey: string, cutoff: number): Promise<{ hash: string; owner: TokenOwner }[]> {
+  async findTokenOwners(userKey: string, after: string | undefined, limit: number): Promise<{ hash: string; owner: TokenOwner }[]> {
+    const byUser = this.db.ref(DEVICE_TOKENS).orderByChild("user_key");
+    const query = after === undefined ? byUser.equalTo(userKey) : byUser.startAfter(userKey, after).endAt(userKey);
+    const snapshot = await this.engine.read("find user token owners", query.limitToFirst(limit));
     const found: { hash: string; owner: TokenOwner }[] = [];
-    await this.eachOwnedPage(userKey, async (snapshot) => {
-      snapshot.forEach((child: DataSnapshot) => {
-        if (child.key === null) return;
-        const owner = parseStored(tokenOwnerSchema, child.val(), tokenOwnerPath(child.key));
-        if (owner.updated_at <= cutoff) found.push({ hash: child.key, owner });
-      });
+    snapshot.forEach((child: DataSnapshot) => {
+      if (child.key !== null) found.push({ hash: child.key, owner: parseStored(tokenOwnerSchema, child.val(), tokenOwnerPath(child.key)) });
     });
     return found;
   }
 
-  async deleteTokenOwners(userKey: string, cutoff: number): Promise<number> {
-    let deleted = 0;
-    await this.eachOwnedPage(userKey, async (snapshot) => {
-      deleted += await this.deleteTokenOwnersWhile(keysOf(snapshot), (owner) => ownedUpTo(owner, userKey, cutoff));
-    });
-    return deleted;
-  }
-
-  /** Each page of the owner records naming `userKey` (the indexed query on `user_key`), in key order, handed to `visit` before the next is read. */
-  private async eachOwnedPage(userKey: string, visit: (page: DataSnapshot) => Promise<void>): Promise<void> {
-    let after: string | undefined;
-    for (;;) {
-      const byUser = this.db.ref(DEVICE_TOKENS).orderByChild("user_key");
-      const query = after === undefined ? byUser.equalTo(userKey) : byUser.startAfter(userKey, after).endAt(userKey);
-      const snapshot = await this.engine.read("find user token owners", query.limitToFirst(OWNERS_PER_QUERY));
-      const hashes = keysOf(snapshot);
-      after = hashes.at(-1) ?? after;
-      await visit(snapshot);
-      if (hashes.length < OWNERS_PER_QUERY) return;
-    }
+  async deleteTokenOwners(userKey: string, cutoff: number, hashes: readonly string[]): Promise<number> {
+    return this.deleteTokenOwnersWhile(hashes, (owner) => ownedUpTo(owner, userKey, cutoff));
   }
 
   /**
@@ -119,12 +99,12 @@ export class ConnectionErasureWrites {
   }
 
   /**
-   * Up to `limit` children of `path` whose `fields` (any of them) equal `value`, in key order
-   * after `after`: one query per field, beside each other, merged.
+   * Up to `limit` children of `path` of which any of `fields` equals its value, in key order after
+   * `after`: one query per field, beside each other, merged.
    */
-  private async naming(path: string, fields: readonly string[], value: string, after: string | undefined, limit: number, operation: string) {
+  private async naming(path: string, fields: readonly (readonly [field: string, value: string])[], after: string | undefined, limit: number, operation: string) {
     const snapshots = await Promise.all(
-      fields.map((field) => {
+      fields.map(([field, value]) => {
         const ordered = this.db.ref(path).orderByChild(field);
         return this.engine.read(operation, (after === undefined ? ordered.equalTo(value) : ordered.startAfter(value, after).endAt(value)).limitToFirst(limit));
       }),

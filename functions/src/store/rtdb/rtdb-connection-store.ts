@@ -306,8 +306,8 @@ export class RtdbConnectionStore implements ConnectionStore, DeviceStore, Connec
     return this.erasure.deleteConnections(connections);
   }
 
-  findUserPairs(userId: string, after: string | undefined, limit: number): Promise<string[]> {
-    return this.erasure.findUserPairs(userId, after, limit);
+  findUserPairs(userId: string, userKey: string, after: string | undefined, limit: number): Promise<string[]> {
+    return this.erasure.findUserPairs(userId, userKey, after, limit);
   }
 
   rewritePair<O>(pairKey: string, rule: ErasingRule<PairRecord, O>): Promise<O> {
@@ -318,12 +318,12 @@ export class RtdbConnectionStore implements ConnectionStore, DeviceStore, Connec
     return this.erasure.rewrite(userDevicesPath(userKey), deviceRecordSchema, "erase devices", rule);
   }
 
-  findTokenOwners(userKey: string, cutoff: number): Promise<{ hash: string; owner: TokenOwner }[]> {
-    return this.erasure.findTokenOwners(userKey, cutoff);
+  findTokenOwners(userKey: string, after: string | undefined, limit: number): Promise<{ hash: string; owner: TokenOwner }[]> {
+    return this.erasure.findTokenOwners(userKey, after, limit);
   }
 
-  deleteTokenOwners(userKey: string, cutoff: number): Promise<number> {
-    return this.erasure.deleteTokenOwners(userKey, cutoff);
+  deleteTokenOwners(userKey: string, cutoff: number, hashes: readonly string[]): Promise<number> {
+    return this.erasure.deleteTokenOwners(userKey, cutoff, hashes);
   }
 
   // The journal's I/O
