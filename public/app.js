@@ -85,7 +85,7 @@ const state = {
   ready: false,
   /** @type {{ account: { getIdToken(): Promise<string>, uid: string }, emulator: string | undefined } | undefined} the Firebase user, once the server asked for one */
   signedIn: undefined,
-  /** @type {{ provider: "none" } | { provider: "recaptcha-enterprise", siteKey: string }} how the deployment has the page attest itself to App Check */
+  /** @type {{ provider: "none" } | { provider: "recaptcha-enterprise", siteKey: string, replayProtection: boolean }} how the deployment has the page attest itself to App Check */
   appCheck: { provider: "none" },
   /** @type {string | undefined} what the App Check tokens sent come from, once the first one was had */
   attestedWith: undefined,
@@ -267,11 +267,15 @@ async function apiErrorCodes() {
 /**
  * How the deployment has the page attest itself to App Check (Hosting: a file written for the
  * deployed project; `npm start`: its own): reCAPTCHA Enterprise with the web app's site key, or
- * not at all. Unreadable: not at all (a server that requires App Check then says so).
+ * not at all. Unreadable: not at all (a server that requires App Check then says so). With
+ * `replayProtection` the server consumes each message's token: the page sends each message a
+ * limited-use token of its own.
  */
 async function deploymentAppCheck() {
   const body = await servedJson("/app-check.json");
-  return body?.provider === "recaptcha-enterprise" && typeof body.siteKey === "string" ? { provider: "recaptcha-enterprise", siteKey: body.siteKey } : { provider: "none" };
+  return body?.provider === "recaptcha-enterprise" && typeof body.siteKey === "string"
+    ? { provider: "recaptcha-enterprise", siteKey: body.siteKey, replayProtection: body.replayProtection === true }
+    : { provider: "none" };
 }
 
 /** A base as compared: origin and path, without a trailing slash. */
@@ -410,7 +414,11 @@ async function signInOnce() {
 // App Check: a token with each call when the deployment names a provider
 // ---------------------------------------------------------------------------------------------
 
-/** @type {Promise<{ getToken(): Promise<{ token: string }> }> | undefined} App Check, once activated */
+/**
+ * @typedef {{ getToken(limitedUse?: boolean): Promise<{ token: string }> }} AppCheckProvider
+ * @type {Promise<{ appCheck: { getToken(): Promise<{ token: string }> }, provider: AppCheckProvider }> | undefined}
+ * App Check once activated, and the provider it was activated with
+ */
 let appCheckClient;
 
 /**
@@ -431,11 +439,20 @@ async function activateAppCheck(siteKey) {
   // Tokens are refreshed before they expire, while the page is open.
   appCheck.activate(provider, true);
   update({ attestedWith: typeof custom === "function" ? "the page's own provider" : "reCAPTCHA Enterprise" });
-  return appCheck;
+  return { appCheck, provider };
 }
 
-/** The App Check token for the next call, or undefined when the deployment names no provider. */
-async function appCheckToken() {
+/**
+ * The App Check token for the next call, or undefined when the deployment names no provider:
+ * the one App Check keeps (and refreshes) for every call, or with `limitedUse` a limited-use token
+ * of its own, for a call the server consumes the token of (a message, with replay protection),
+ * which would refuse the kept one from its second use on, for the rest of its hour.
+ * The compat SDK the page loads (firebase 12.19.0, @firebase/app-check-compat 0.4.7) has no
+ * getLimitedUseToken; the modular one (@firebase/app-check 0.13.1 `getLimitedUseToken`) is,
+ * outside debug mode (which the page never uses), the activated provider's `getToken(true)`: an
+ * attestation and exchange marked `limited_use`, kept nowhere. So the page calls that itself.
+ */
+async function appCheckToken(limitedUse = false) {
   const { appCheck } = state;
   if (appCheck.provider === "none") return undefined;
   // An activation that failed (its SDK script did not load) is forgotten, as a failed load is: the next call activates again.
@@ -444,7 +461,8 @@ async function appCheckToken() {
     throw error;
   });
   try {
-    return (await (await appCheckClient).getToken()).token;
+    const { appCheck: client, provider } = await appCheckClient;
+    return (await (limitedUse ? provider.getToken(true) : client.getToken())).token;
   } catch (error) {
     // No full stop: errorText ends the sentence.
     throw new PageError(`App Check could not attest this page: ${error instanceof Error ? error.message : String(error)}. Nothing was sent; try again in a moment`);
@@ -456,14 +474,15 @@ async function appCheckToken() {
  * when signed in. A 401 UNAUTHENTICATED before any sign-in
  * signs in, then sends the request once more (nothing was done: the server refused it first).
  * `json`, a function, makes the body at each send, and `url` may be one too: signing in may
- * change what they must say.
+ * change what they must say. `limitedUseToken`: each send gets a limited-use App Check token of
+ * its own (appCheckToken), for a call whose token the server consumes.
  */
-async function apiFetch(url, { method, headers = {}, json }) {
+async function apiFetch(url, { method, headers = {}, json, limitedUseToken = false }) {
   /** Whether the last send carried an ID token: a 401 to one sent without asks for the sign-in, even one another request finished meanwhile. */
   let sentWithToken = false;
   const send = async () => {
     const all = new Headers(headers);
-    const attestation = await appCheckToken();
+    const attestation = await appCheckToken(limitedUseToken);
     if (attestation) all.set("X-Firebase-AppCheck", attestation);
     const target = typeof url === "function" ? url() : url;
     sentWithToken = Boolean(state.signedIn);
@@ -568,7 +587,10 @@ const SAID = new Map([
   ["DATABASE_UNAVAILABLE", () => "The database did not answer."],
   ["UNAUTHENTICATED", (message) => `Sign-in needed: ${message}.`],
   ["APP_CHECK_REQUIRED", () => "This site answers only its own app, and this page sent no App Check token: its deployment names no App Check provider for it."],
-  ["APP_CHECK_INVALID", () => "This site answers only its own app, and refused this page's App Check token. Reload the page to get a fresh one."],
+  // Not "reload": App Check brings back the token it stored for the browser until it nears expiry. With
+  // the page and the server set up alike no token is refused (a message's is limited-use, fresh each time):
+  // the site's owner can fix it, the visitor cannot.
+  ["APP_CHECK_INVALID", () => "This site answers only its own app, and refused the App Check token this page sent, so nothing was done. Reloading will not help: the site's App Check setup does not match this page. Let the site's owner know."],
   ["MESSAGE_FLAGGED", () => "Your message was not sent: moderation flagged it. Nothing was stored."],
 ]);
 
@@ -794,6 +816,8 @@ async function exchange(sessionId, text, key, onText) {
       method: "POST",
       headers: { Accept: "text/event-stream", "Idempotency-Key": key },
       json: () => ({ message: text }),
+      // With replay protection the server consumes a message's token (and only a message's: src/http/app-check-gate.ts).
+      limitedUseToken: state.appCheck.provider === "recaptcha-enterprise" && state.appCheck.replayProtection,
     });
     if (!(response.headers.get("Content-Type") ?? "").startsWith("text/event-stream")) {
       // A JSON answer: an error decided before the reply began, a replay (always JSON, streamed

@@ -110,6 +110,16 @@ function choiceParam<T extends string>(env: Env, name: StringParamName, choices:
   return choice;
 }
 
+/**
+ * Whether message calls consume their App Check token (APP_CHECK_REPLAY_PROTECTION, which counts
+ * only with REQUIRE_APP_CHECK), as an instance reads the two params from `env`: for the files a
+ * deploy writes beside the functions (the page's App Check file, page-files.ts), whose page must
+ * then send each message a limited-use token.
+ */
+export function messageTokensConsumed(env: Env): boolean {
+  return booleanParam(env, "REQUIRE_APP_CHECK", BOOLEAN_PARAMS.REQUIRE_APP_CHECK.default) && booleanParam(env, "APP_CHECK_REPLAY_PROTECTION", BOOLEAN_PARAMS.APP_CHECK_REPLAY_PROTECTION.default);
+}
+
 function booleanParam(env: Env, name: BooleanParamName, fallback: boolean): boolean {
   const raw = env[name]?.trim().toLowerCase();
   if (raw === undefined || raw === "") return fallback;

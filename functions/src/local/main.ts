@@ -15,6 +15,8 @@ async function main(): Promise<void> {
   const local = await createLocalInstance(projectId, functionsLog);
   const site = localSite(projectId, process.env.FIREBASE_AUTH_EMULATOR_HOST, {
     appCheckSiteKey: process.env[APP_CHECK_SITE_KEY_VARIABLE],
+    // As the instance consumes the message calls' tokens: the page then sends each message a limited-use one.
+    appCheckReplayProtection: local.instance.config.requireAppCheck && local.instance.config.appCheckReplayProtection,
     // The instances as the store was built from them (config.ts normalised them), so the page listens where connections are written.
     database: localDatabase(projectId, process.env.FIREBASE_DATABASE_EMULATOR_HOST, local.instance.config.databaseInstances),
   });

@@ -1,6 +1,7 @@
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { z } from "zod";
+import { messageTokensConsumed } from "../config";
 import { DEFAULT_FUNCTION_REGION, pageOrigins, pagePolicy } from "../page/page-policy";
 import { instanceName } from "../sharding/database-instances";
 import { templateSchema, type Template } from "../store/records";
@@ -147,6 +148,15 @@ export function configuredAppCheckSiteKey(root: string, projectId: string, proje
 }
 
 /**
+ * Whether a deploy of `projectId` (by `projectAlias`, if given) has its message calls consume
+ * their App Check token, as its env files set REQUIRE_APP_CHECK and APP_CHECK_REPLAY_PROTECTION
+ * (read as its instances read them): its page must then send each message a limited-use token.
+ */
+export function configuredReplayProtection(root: string, projectId: string, projectAlias?: string): boolean {
+  return messageTokensConsumed(deployedEnv(join(root, "functions"), projectId, projectAlias));
+}
+
+/**
  * The value `name` is set to for a deploy of `projectId` (by `projectAlias`, if given) by the env
  * files of `root`'s functions, read as the Firebase CLI reads them (functions-env.ts: the id's or
  * the alias's file over `.env`), so that a deploy's files follow the values its functions get;
@@ -200,17 +210,17 @@ function servedUrl(url: string, emulatorHost: string): string {
  * development dependency: `npm start` alone does not install it), an init.js for `projectId`
  * whose API key the Auth emulator accepts (it accepts any), and the page's policy for
  * `projectId` with the Auth emulator the server checks tokens on, the App Check site key the page
- * attests with, if any, and with `database` the database the server stores in (localDatabase:
- * the home instance's namespace in init.js's config, on the server init.js names), where the page
- * listens to connections live, and in the policy every instance's server, as a deployment's names
- * every instance.
+ * attests with, if any (and whether the server consumes the message calls' tokens), and with
+ * `database` the database the server stores in (localDatabase: the home instance's namespace in
+ * init.js's config, on the server init.js names), where the page listens to connections live, and
+ * in the policy every instance's server, as a deployment's names every instance.
  */
 export function localSite(
   projectId: string,
   authEmulatorHost?: string,
-  extra: { readonly appCheckSiteKey?: string | undefined; readonly database?: LocalDatabase | undefined } = {},
+  extra: { readonly appCheckSiteKey?: string | undefined; readonly appCheckReplayProtection?: boolean | undefined; readonly database?: LocalDatabase | undefined } = {},
 ): StaticSite {
-  const { appCheckSiteKey, database } = extra;
+  const { appCheckSiteKey, appCheckReplayProtection, database } = extra;
   const hosting = hostingConfig();
   const sdk = join(PROJECT_ROOT, "functions", "node_modules", "firebase");
   const emulator = authEmulatorHost === "" ? undefined : authEmulatorHost;
@@ -226,6 +236,6 @@ export function localSite(
     },
     ...(emulator === undefined ? {} : { authEmulatorHost: emulator }),
     ...(database === undefined ? {} : { databaseEmulatorHost: database.host }),
-    policy: pagePolicy(projectId, pageOrigins(projectId, functionRegions(), { authEmulatorHost: emulator, appCheckSiteKey: appCheckSiteKey || undefined, databaseEmulatorHost: database?.host, databaseInstances: database?.instances })),
+    policy: pagePolicy(projectId, pageOrigins(projectId, functionRegions(), { authEmulatorHost: emulator, appCheckSiteKey: appCheckSiteKey || undefined, appCheckReplayProtection, databaseEmulatorHost: database?.host, databaseInstances: database?.instances })),
   };
 }

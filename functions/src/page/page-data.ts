@@ -9,7 +9,8 @@ export const ERROR_CODES_PATH = "/error-codes.json";
  * API bases its deployment allows (the policy's project) and every API error code with its
  * status and what its Retry-After means (http/error-codes.ts), so that the page words an error
  * from the server's own list instead of a copy, and how the page gets App Check tokens (none, or
- * reCAPTCHA Enterprise with the deployment's site key). The local server answers them from here; Hosting
+ * reCAPTCHA Enterprise with the deployment's site key, and a limited-use token for each message
+ * when the deployment consumes them). The local server answers them from here; Hosting
  * serves them from public/, where page-files.ts writes them.
  */
 export function pageDataFiles(policy: PagePolicy): ReadonlyMap<string, unknown> {

@@ -6,7 +6,7 @@ import { pageFiles, writePageFiles } from "./page-files";
 
 /**
  * The files Hosting serves for the page (firebase.json's `hosting.headers`, public/api-bases.json,
- * public/error-codes.json) for a project. A PROJECT is named as the Firebase CLI names one: an
+ * public/error-codes.json, public/app-check.json) for a project. A PROJECT is named as the Firebase CLI names one: an
  * alias of .firebaserc stands for its id, and the functions then get the alias's env file too.
  *
  *   deploy [firebase deploy options]  `npm run deploy`: writes them for the project the deploy
@@ -45,7 +45,7 @@ function check(project: DeployProject): number {
   const name = project.projectAlias ?? project.projectId;
   process.stderr.write(
     `${stale.map((file) => file.path).join(" and ")} ${stale.length === 1 ? "is" : "are"} not written for ${described(project)}: the page's Content-Security-Policy ` +
-      `and API bases would name another project's origins, or its error codes differ from the API's. Deploy with \`npm run deploy -- --project ${name}\`, ` +
+      `and API bases would name another project's origins, its App Check setup (site key, replay protection) another deployment's, or its error codes differ from the API's. Deploy with \`npm run deploy -- --project ${name}\`, ` +
       `or write them first: \`npm --prefix functions run page-files -- write ${name}\`.\n`,
   );
   return 1;

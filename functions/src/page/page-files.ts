@@ -2,7 +2,7 @@ import { isDeepStrictEqual } from "node:util";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { z } from "zod";
-import { configuredAppCheckSiteKey, configuredAuthEmulator, functionRegions } from "../local/project-files";
+import { configuredAppCheckSiteKey, configuredAuthEmulator, configuredReplayProtection, functionRegions } from "../local/project-files";
 import { configuredDatabaseInstances, databaseSection } from "./deploy-databases";
 import { pageDataFiles } from "./page-data";
 import { pageOrigins, pagePolicy, type PagePolicy } from "./page-policy";
@@ -10,7 +10,7 @@ import { pageOrigins, pagePolicy, type PagePolicy } from "./page-policy";
 /**
  * The files that carry what the server computes for the page to Hosting, which serves files and
  * firebase.json's `headers` but nothing computed: the policy's headers in firebase.json, and the
- * page's data files in public/ (page-data.ts: the API bases, the error codes). What they must
+ * page's data files in public/ (page-data.ts: the API bases, the error codes, App Check). What they must
  * hold for a deploy to a project, a comparison with what they hold, and a writer. The origins
  * depend on the project, so they are written for the project selected at deploy (`npm run
  * deploy`) and checked again by Hosting's predeploy.
@@ -33,9 +33,9 @@ export function hostingHeaders(policy: PagePolicy): unknown {
 
 /**
  * The policy Hosting serves for `projectId` from the project at `root`: its function regions as
- * firebase.json's rewrites name them, and the App Check site key its env files set for a deploy of
- * it (by `projectAlias`, if the deploy names it by a .firebaserc alias: that alias's file counts
- * too). A `demo-` project exists on the emulators only (Firebase deploys none), where the Hosting
+ * firebase.json's rewrites name them, and the App Check site key (and whether the message calls
+ * consume their App Check token) its env files set for a deploy of it (by `projectAlias`, if the
+ * deploy names it by a .firebaserc alias: that alias's file counts too). A `demo-` project exists on the emulators only (Firebase deploys none), where the Hosting
  * emulator's init.js connects the page to the Auth emulator firebase.json names: its policy names
  * that emulator too. A real project's never does.
  */
@@ -43,7 +43,12 @@ export function hostingPolicy(root: string, projectId: string, projectAlias?: st
   const emulator = projectId.startsWith("demo-") ? configuredAuthEmulator(root) : undefined;
   return pagePolicy(
     projectId,
-    pageOrigins(projectId, functionRegions(root), { authEmulatorHost: emulator, appCheckSiteKey: configuredAppCheckSiteKey(root, projectId, projectAlias), databaseInstances: configuredDatabaseInstances(root, projectId, projectAlias) }),
+    pageOrigins(projectId, functionRegions(root), {
+      authEmulatorHost: emulator,
+      appCheckSiteKey: configuredAppCheckSiteKey(root, projectId, projectAlias),
+      appCheckReplayProtection: configuredReplayProtection(root, projectId, projectAlias),
+      databaseInstances: configuredDatabaseInstances(root, projectId, projectAlias),
+    }),
   );
 }
 

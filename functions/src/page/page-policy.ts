@@ -35,8 +35,14 @@ export interface PageOrigins {
  * none, or reCAPTCHA Enterprise with the site key registered for the web app in the console. The
  * key is public (every visitor's browser sends it to Google); it is read from the project's
  * `functions/.env.<project>` (APP_CHECK_RECAPTCHA_SITE_KEY) when the files are written.
+ * `replayProtection`, present only when true: the deployment's message calls consume their token
+ * (REQUIRE_APP_CHECK and APP_CHECK_REPLAY_PROTECTION, from the same files), so the page sends each
+ * message a limited-use token of its own; the standard token it keeps for an hour would be
+ * refused from the second message on.
  */
-export type AppCheckSetup = { readonly provider: "none" } | { readonly provider: "recaptcha-enterprise"; readonly siteKey: string };
+export type AppCheckSetup =
+  | { readonly provider: "none" }
+  | { readonly provider: "recaptcha-enterprise"; readonly siteKey: string; readonly replayProtection?: true };
 
 /** Where public/app-check.json is served. */
 export const APP_CHECK_PATH = "/app-check.json";
@@ -115,6 +121,8 @@ const PERMISSIONS = [
 export interface PageOriginOptions {
   readonly authEmulatorHost?: string | undefined;
   readonly appCheckSiteKey?: string | undefined;
+  /** Whether the message calls consume their App Check token (counts only with a site key: the page sends no token otherwise). */
+  readonly appCheckReplayProtection?: boolean | undefined;
   readonly databaseEmulatorHost?: string | undefined;
   /**
    * DATABASE_INSTANCES (normalised): the database instances clients listen to sessions on
@@ -134,7 +142,7 @@ export interface PageOriginOptions {
  * names it).
  */
 export function pageOrigins(projectId: string, regions: readonly string[], extra: PageOriginOptions = {}): PageOrigins {
-  const { authEmulatorHost, appCheckSiteKey, databaseEmulatorHost, databaseInstances = [] } = extra;
+  const { authEmulatorHost, appCheckSiteKey, appCheckReplayProtection, databaseEmulatorHost, databaseInstances = [] } = extra;
   if (!PROJECT_ID.test(projectId)) throw new Error(`not a Google Cloud project id: ${JSON.stringify(projectId)}`);
   const bad = regions.find((region) => !REGION.test(region));
   if (bad !== undefined) throw new Error(`not a Cloud Functions region: ${JSON.stringify(bad)}`);
@@ -160,7 +168,9 @@ export function pageOrigins(projectId: string, regions: readonly string[], extra
       ...(appCheckSiteKey === undefined ? [] : [APP_CHECK_EXCHANGE_ORIGIN]),
     ],
     databaseServers: [...new Set(databases.flatMap(instanceServerSources))],
-    appCheck: appCheckSiteKey === undefined ? { provider: "none" } : { provider: "recaptcha-enterprise", siteKey: appCheckSiteKey },
+    appCheck: appCheckSiteKey === undefined
+      ? { provider: "none" }
+      : { provider: "recaptcha-enterprise", siteKey: appCheckSiteKey, ...(appCheckReplayProtection === true ? { replayProtection: true as const } : {}) },
   };
 }
 

@@ -2,6 +2,7 @@ import { generateKeyPairSync } from "node:crypto";
 import type { Page, Request } from "playwright-core";
 import { firebaseAppCheck } from "../../src/auth/firebase-app-check";
 import { APP_CHECK_SITE_KEY_VARIABLE } from "../../src/local/project-files";
+import { typeAndSend } from "../support/chat-page-steps";
 import { cspViolations, describeWithChromium, launchChromium, recordCspViolations, type LaunchedBrowser } from "../support/chromium";
 import { startHarness, type Harness } from "../support/http-harness";
 import { appCheckToken, LocalAppCheck } from "../support/local-app-check";
@@ -14,6 +15,9 @@ const SITE_KEY = "6LeTestSiteKeyForTheChatPage0000000000000";
 function sentTokens(requests: readonly Request[]): (string | undefined)[] {
   return requests.filter((request) => new URL(request.url()).pathname.startsWith("/api/")).map((request) => request.headers()["x-firebase-appcheck"]);
 }
+
+/** Whether `request` sends a message (the one call whose token the server consumes with replay protection). */
+const isMessage = (request: Request): boolean => request.method() === "POST" && /^\/api\/v1\/chatbot\/session\/[^/]+\/message$/.test(new URL(request.url()).pathname);
 
 /**
  * The chat page's App Check path in a real Chromium, against a server that requires App Check
@@ -29,6 +33,8 @@ describeWithChromium("the chat page with App Check", () => {
   let attested: Harness;
   /** The same server, its page told of no provider. */
   let unattested: Harness;
+  /** A server consuming each message's token (APP_CHECK_REPLAY_PROTECTION), its page told so. */
+  let replayProtected: Harness;
   let browser: LaunchedBrowser;
   let page: Page;
   let minted: string[];
@@ -41,6 +47,7 @@ describeWithChromium("the chat page with App Check", () => {
     // The local server reads the site key when it starts, as `npm start` does.
     process.env[APP_CHECK_SITE_KEY_VARIABLE] = SITE_KEY;
     attested = await startHarness({ ...options, appCheck: firebaseAppCheck(google.app().app, { log: recordingLog().log }) });
+    replayProtected = await startHarness({ store: "memory", env: { ...options.env, APP_CHECK_REPLAY_PROTECTION: "true" }, appCheck: firebaseAppCheck(google.app().app, { log: recordingLog().log }) });
     browser = await launchChromium({ width: 390, height: 844 });
     await recordCspViolations(browser);
   }, 60_000);
@@ -50,9 +57,11 @@ describeWithChromium("the chat page with App Check", () => {
     await browser.close();
     await attested.close();
     await unattested.close();
+    await replayProtected.close();
     await google.close();
   });
   beforeEach(async () => {
+    google.reset();
     minted = [];
     requests = [];
     page = await browser.context.newPage();
@@ -98,6 +107,48 @@ describeWithChromium("the chat page with App Check", () => {
     expect(await page.textContent("#identity")).toContain("App Check: a token from the page's own provider goes with each call.");
     expect(requests.map((request) => new URL(request.url()).pathname)).toContain("/__/firebase/12.19.0/firebase-app-check-compat.js");
     expect(requests.every((request) => new URL(request.url()).hostname === "127.0.0.1")).toBe(true);
+  });
+
+  it("sends each message a limited-use token of its own when the server consumes them (replay protection): every message is answered, not only the first", async () => {
+    // Each token consumed once, as App Check does: the token App Check keeps for an hour would pass once.
+    google.consumeOnce();
+    await startSession(replayProtected, "user_replay_protected");
+    await page.waitForSelector("body[data-state=active]");
+    await typeAndSend(page, "First message");
+    await page.waitForSelector("#log .assistant:not(.streaming)");
+    await typeAndSend(page, "Second message");
+    // The second reply, or the page's error: whichever comes first.
+    await page.waitForSelector(":nth-match(#log .assistant:not(.streaming), 2), #error:not([hidden])", { timeout: 10_000 });
+    const replies = await page.locator("#log .assistant .text").allTextContents();
+    const error = (await page.locator("#error").isVisible()) ? await page.textContent("#error") : "";
+    expect({ replies, error }).toEqual({ replies: ["reply #1 to: First message", "reply #2 to: Second message"], error: "" });
+
+    // Each message went with a token of its own, minted for it, which no other call carried.
+    const messageTokens = requests.filter(isMessage).map((request) => request.headers()["x-firebase-appcheck"]);
+    const otherTokens = sentTokens(requests.filter((request) => !isMessage(request)));
+    expect(messageTokens).toHaveLength(2);
+    expect(new Set(messageTokens).size).toBe(2);
+    for (const token of messageTokens) {
+      expect(minted).toContain(token);
+      expect(otherTokens).not.toContain(token);
+    }
+    // The server consumed those two, and nothing else.
+    const consumed = google.received.filter((request) => request.path.endsWith(":verifyAppCheckToken")).map((request) => (JSON.parse(request.body) as { app_check_token: string }).app_check_token);
+    expect(consumed).toEqual(messageTokens);
+  });
+
+  it("says, when the server refuses its token (APP_CHECK_INVALID), that nothing was done and that reloading will not help, since App Check keeps the token it stored", async () => {
+    // App Check says every message's token was used before.
+    google.answers.replay = { status: 200, body: JSON.stringify({ alreadyConsumed: true }) };
+    await startSession(replayProtected, "user_token_refused");
+    await page.waitForSelector("body[data-state=active]");
+    const modelCalls = replayProtected.fake.requests.length;
+    await typeAndSend(page, "Refused");
+    await page.waitForSelector("#error:not([hidden])");
+    expect(await page.textContent("#error")).toBe(
+      "This site answers only its own app, and refused the App Check token this page sent, so nothing was done. Reloading will not help: the site's App Check setup does not match this page. Let the site's owner know.",
+    );
+    expect(replayProtected.fake.requests).toHaveLength(modelCalls);
   });
 
   it("activates App Check again at the next call when its SDK script failed to load once", async () => {

@@ -1,5 +1,5 @@
 import { generateKeyPairSync } from "node:crypto";
-import { httpsCallable } from "firebase/functions";
+import { FunctionsError, httpsCallable, type HttpsCallableStreamResult } from "firebase/functions";
 import { firebaseAppCheck } from "../../src/auth/firebase-app-check";
 import { callableClient, serveCallables, type CallableClient, type CallableServer } from "../support/callable-server";
 import { startHarness, type Harness } from "../support/http-harness";
@@ -14,6 +14,18 @@ jest.mock("../../node_modules/firebase-functions/lib/logger/common.js", () => {
 });
 
 type Body = Record<string, unknown>;
+
+/** A streamed call's result, or its failure's code and details, once its stream was read to the end (each chunk a text). */
+async function streamedOutcome(call: Promise<HttpsCallableStreamResult<Body, { text: string }>>): Promise<unknown> {
+  const { stream, data } = await call;
+  const settled = data.then((body) => ({ response: body.response }), (error: unknown) => ({ failed: error instanceof FunctionsError ? { code: error.code, details: error.details } : String(error) }));
+  try {
+    for await (const chunk of stream) expect(typeof chunk.text).toBe("string");
+  } catch {
+    // The same failure as the result's.
+  }
+  return settled;
+}
 
 /**
  * App Check on the callables, outside the emulator (which lets any non-empty token through):
@@ -96,6 +108,23 @@ describe("App Check on the callables (REQUIRE_APP_CHECK, APP_CHECK_REPLAY_PROTEC
       details: { code: "APP_CHECK_INVALID" },
     });
     expect(harness.fake.requests).toHaveLength(1);
+  });
+
+  it("streams every message of a session with replay protection when .stream() is given limitedUseAppCheckTokens: each call sends a token of its own", async () => {
+    // Each token consumed once, as App Check does: a second message with the first one's token would be refused.
+    google.consumeOnce();
+    let minted = 0;
+    const attested = client(() => appCheckToken(signing.privateKey, { claims: { jti: `token-${(minted += 1)}` } }));
+    const session = await call(attested, "createSession", { ...create, user_id: "user_replay_stream" });
+    const send = httpsCallable<unknown, Body, { text: string }>(attested.functions, "chat-sendMessage", { limitedUseAppCheckTokens: true });
+    // The option again on .stream(), as docs/app-check-and-moderation.md says: @firebase/functions 0.14.0's
+    // `callable.stream = (data, options) => stream(...)` ignores the options given to httpsCallable.
+    const streamed = (message: string) => streamedOutcome(send.stream({ session_id: session.session_id, message }, { limitedUseAppCheckTokens: true }));
+    const first = await streamed("first");
+    const second = await streamed("second");
+    expect({ first, second }).toEqual({ first: { response: "reply #1 to: first" }, second: { response: "reply #2 to: second" } });
+    const checked = google.received.filter((request) => request.path.endsWith(":verifyAppCheckToken")).map((request) => (JSON.parse(request.body) as { app_check_token: string }).app_check_token);
+    expect({ checks: checked.length, tokens: new Set(checked).size }).toEqual({ checks: 2, tokens: 2 });
   });
 
   it("holds the platform to the instance's config: a call the platform let through without a token is refused by the handler", async () => {

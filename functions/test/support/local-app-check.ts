@@ -54,6 +54,8 @@ export class LocalAppCheck {
   /** The paths and bodies firebase-admin sent, since the last `reset`. */
   readonly received: { path: string; body: string }[] = [];
   private readonly apps: App[] = [];
+  /** The tokens the replay check has seen, while it answers as App Check does (`consumeOnce`). */
+  private consumed: Set<string> | undefined;
 
   private constructor(
     private readonly served: KeyObject,
@@ -75,6 +77,17 @@ export class LocalAppCheck {
   reset(): void {
     this.answers = this.defaults();
     this.received.length = 0;
+    this.consumed = undefined;
+  }
+
+  /**
+   * Until the next `reset`, the replay check answers as App Check does, over `answers.replay`: a
+   * token is `alreadyConsumed` at every check after its first, whatever kind of token it is
+   * (firebase-admin 14.5.1's VerifyAppCheckTokenResponse: the token is "marked as
+   * `already_consumed` for all future invocations").
+   */
+  consumeOnce(): void {
+    this.consumed = new Set();
   }
 
   /**
@@ -113,10 +126,28 @@ export class LocalAppCheck {
         if (this.answers.keys === "hang") return;
         response.writeHead(this.answers.keys.status, { "Content-Type": this.answers.keys.contentType }).end(this.answers.keys.body);
       } else if (path === `/v1beta/projects/${this.project.id}:verifyAppCheckToken`) {
-        response.writeHead(this.answers.replay.status, { "Content-Type": "application/json" }).end(this.answers.replay.body);
+        const replay = this.consumed === undefined ? this.answers.replay : replayVerdict(this.consumed, body);
+        response.writeHead(replay.status, { "Content-Type": "application/json" }).end(replay.body);
       } else {
         response.writeHead(404).end();
       }
     });
   }
+}
+
+/**
+ * App Check's verdict on a replay check's request (firebase-admin sends `{ app_check_token }`):
+ * whether the token is in `consumed`, which holds it from now on; a request without one is refused.
+ */
+function replayVerdict(consumed: Set<string>, body: string): { status: number; body: string } {
+  let token: unknown;
+  try {
+    token = (JSON.parse(body) as { app_check_token?: unknown }).app_check_token;
+  } catch {
+    token = undefined;
+  }
+  if (typeof token !== "string") return { status: 400, body: JSON.stringify({ error: { code: 400, message: "no app_check_token", status: "INVALID_ARGUMENT" } }) };
+  const alreadyConsumed = consumed.has(token);
+  consumed.add(token);
+  return { status: 200, body: JSON.stringify({ alreadyConsumed }) };
 }

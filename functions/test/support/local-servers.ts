@@ -11,8 +11,12 @@ export class LocalServers {
   /** Serves `instance` on a free port, as `npm start` does; returns its base URL. `database`: where its connections are, for the page to listen to. */
   async serve(instance: Instance, database?: { readonly host: string; readonly namespace: string }): Promise<string> {
     // The page too, as `npm start` serves it, telling it the Auth emulator the instance checks tokens on
-    // and the App Check site key it attests with, if any.
-    const site = localSite("demo-chatify", process.env.FIREBASE_AUTH_EMULATOR_HOST, { appCheckSiteKey: process.env[APP_CHECK_SITE_KEY_VARIABLE], database });
+    // and the App Check site key it attests with, if any, and whether the instance consumes the message calls' tokens.
+    const site = localSite("demo-chatify", process.env.FIREBASE_AUTH_EMULATOR_HOST, {
+      appCheckSiteKey: process.env[APP_CHECK_SITE_KEY_VARIABLE],
+      appCheckReplayProtection: instance.config.requireAppCheck && instance.config.appCheckReplayProtection,
+      database,
+    });
     const server = createLocalServer({ api: instance.api, maxBodyBytes: instance.config.maxBodyBytes, rewrites: hostingRewrites(), projectId: "demo-chatify", region: "us-central1", site });
     await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
     this.servers.push(server);

@@ -1,6 +1,6 @@
 import { HttpsError } from "firebase-functions/v2/https";
 import { callableOptions } from "../../src/callable/callable-options";
-import { CallableFailure, callableFailure, CODE_OF_STATUS } from "../../src/callable/callable-errors";
+import { CallableFailure, callableFailure, CODE_OF_ERROR, CODE_OF_STATUS } from "../../src/callable/callable-errors";
 import { callableHandler } from "../../src/callable/cloud-callable";
 import { ERROR_CODES, type ErrorCode } from "../../src/http/error-codes";
 
@@ -21,10 +21,22 @@ describe("callableFailure: a refusal as the error a callable answers", () => {
     [502, "unavailable"],
     [503, "unavailable"],
     [504, "deadline-exceeded"],
-  ])("maps every code answered with %i to %s", (status, expected) => {
-    const codes = (Object.keys(ERROR_CODES) as ErrorCode[]).filter((code) => ERROR_CODES[code].status === status);
+  ])("maps every code answered with %i to %s, but those with a callable code of their own", (status, expected) => {
+    const codes = (Object.keys(ERROR_CODES) as ErrorCode[]).filter((code) => ERROR_CODES[code].status === status && !(code in CODE_OF_ERROR));
     expect(codes.length).toBeGreaterThan(0);
     for (const code of codes) expect(callableFailure(answer(code)).code).toBe(expected);
+  });
+
+  it.each<[ErrorCode, string]>([
+    // 409 as aborted: the same request is running, and a retry with the same key passes once it ends.
+    ["IDEMPOTENCY_IN_PROGRESS", "aborted"],
+    ["ERASURE_IN_PROGRESS", "aborted"],
+    // 409 as failed-precondition: the connection is not in the state the call needs, and no retry passes until someone changes it.
+    ["CONNECTION_PENDING", "failed-precondition"],
+    ["CONNECTION_NOT_PENDING", "failed-precondition"],
+  ])("answers %s, a 409, with %s", (code, expected) => {
+    expect(ERROR_CODES[code].status).toBe(409);
+    expect(callableFailure(answer(code)).code).toBe(expected);
   });
 
   it("names a callable code for every status of the list (a new one falls to a catch-all otherwise)", () => {

@@ -204,6 +204,31 @@ describe("the page's files for a deploy", () => {
     expect(() => hostingPolicy(dir, "my-project-123")).toThrow(/DATABASE_INSTANCES/);
   });
 
+  it("tell the page to send each message a limited-use token when the project's functions consume the message calls' App Check tokens", () => {
+    const key = "6LcAbCdEfGhIjKlMnOpQrStUvWxYz0123456789_";
+    mkdirSync(join(dir, "functions"));
+    const deployedWith = (params: string) => {
+      writeFileSync(join(dir, "functions", ".env.my-project-123"), `APP_CHECK_RECAPTCHA_SITE_KEY=${key}\n${params}`);
+    };
+    const appCheckFile = () => hostingPolicy(dir, "my-project-123").appCheckFile;
+    deployedWith("REQUIRE_APP_CHECK=true\nAPP_CHECK_REPLAY_PROTECTION=true\n");
+    expect(writePageFiles(dir, "my-project-123")).toContain("public/app-check.json");
+    expect(readJson(join(dir, "public", "app-check.json"))).toEqual({ provider: "recaptcha-enterprise", siteKey: key, replayProtection: true });
+    // Read as the instances read the params: 1 is true.
+    deployedWith("REQUIRE_APP_CHECK=1\nAPP_CHECK_REPLAY_PROTECTION= TRUE\n");
+    expect(appCheckFile()).toEqual({ provider: "recaptcha-enterprise", siteKey: key, replayProtection: true });
+    // Replay protection off, or without App Check required (nothing consumed then): a standard token for every call.
+    for (const params of ["REQUIRE_APP_CHECK=true\n", "REQUIRE_APP_CHECK=true\nAPP_CHECK_REPLAY_PROTECTION=false\n", "APP_CHECK_REPLAY_PROTECTION=true\n"]) {
+      deployedWith(params);
+      expect(appCheckFile()).toEqual({ provider: "recaptcha-enterprise", siteKey: key });
+    }
+    // The file written for replay protection is stale once the functions no longer consume, and the other way round.
+    expect(pageFiles(dir, "my-project-123").filter((file) => !file.current).map((file) => file.path)).toEqual(["public/app-check.json"]);
+    // A value the functions would refuse at start is refused here too.
+    deployedWith("REQUIRE_APP_CHECK=true\nAPP_CHECK_REPLAY_PROTECTION=yes\n");
+    expect(() => appCheckFile()).toThrow(/APP_CHECK_REPLAY_PROTECTION must be true or false/);
+  });
+
   it("refuse a site key that is not one, rather than write it into the page's files", () => {
     mkdirSync(join(dir, "functions"));
     writeFileSync(join(dir, "functions", ".env.my-project-123"), 'APP_CHECK_RECAPTCHA_SITE_KEY=abc"; script-src *\n');
