@@ -1,6 +1,6 @@
 import type { DeviceStore } from "../store/connection-store";
 import { userKey } from "../session/ledger/limits";
-import { claimToken, confirmReleases, leaveToken, registerDevice, releaseDevice, removeDevices, tokenHash, type DeviceChange, type TokenReleases } from "./device-rules";
+import { claimToken, confirmReleases, registerDevice, releaseDevice, removeDevices, tokenHash, type TokenReleases } from "./device-rules";
 
 export interface DeviceRegistryOptions {
   readonly store: DeviceStore;
@@ -30,9 +30,17 @@ export class DeviceRegistry {
    * the phone until it went stale). A claim that failed leaves the devices as they were; one that
    * committed names the users the token is to leave, whatever becomes of the rest.
    *
-   * Three round trips when the token stays with its owner (the claim, the add, then the read of
-   * `dropUnlessOwned`); the removals of `releaseToken`, when the claim names users the token is to
-   * leave (it moved, or an earlier removal is still unconfirmed), go beside the add and the read.
+   * Another user's claim may land between this claim and this add, and its removal of the token
+   * from this user's devices before the add. That removal is kept in this user's devices
+   * (`releaseDevice`), and the add, landing after it, adds nothing (`registerDevice`); landing
+   * before it, the add is taken by it. Either way the token ends with its last owner only, with no
+   * further step here that could fail or never run: the claim that took the token names this user
+   * in the owner record until its removal is done, by that registration, the owner's next one or
+   * the sweep.
+   *
+   * Two round trips: the claim, then the add, with the removals of `releaseToken` beside the add
+   * when the claim names users the token is to leave (it moved, or an earlier removal is still
+   * unconfirmed), and their confirmation after them.
    */
   async register(userId: string, token: string, previews: boolean | undefined): Promise<DevicesAfter> {
     const { store, clock } = this.options;
@@ -40,37 +48,8 @@ export class DeviceRegistry {
     const hash = tokenHash(token);
     const key = userKey(userId);
     const releases = await store.updateTokenOwner(hash, claimToken(key, now));
-    const [, after] = await Promise.all([releaseToken(store, hash, releases, now), this.addUnlessTaken(key, hash, token, now, previews)]);
+    const [, after] = await Promise.all([releaseToken(store, hash, releases, now), store.updateDevices(key, registerDevice(hash, token, now, previews))]);
     return { devices: after.count };
-  }
-
-  private async addUnlessTaken(key: string, hash: string, token: string, now: number, previews: boolean | undefined): Promise<DeviceChange> {
-    const added = await this.options.store.updateDevices(key, registerDevice(hash, token, now, previews));
-    return (await this.dropUnlessOwned(key, hash, now)) ?? added;
-  }
-
-  /**
-   * Takes the token back out of the user's devices when another user holds it by now. Another
-   * user's claim, and its removal of the token from this user's devices, can both land between this
-   * registration's claim and its add (the removal then finds nothing): this read, after the add,
-   * sees that claim. A claim after this read names this user as the former owner and removes the
-   * token after the add. Either way the token ends with its last owner only. The removal is first
-   * recorded in the owner record (`leaveToken`), as a claim's is, so that one that fails is done
-   * again by the owner's next registration or the sweep. Checked here, one read a registration, not
-   * by the notifier: that would read each token's owner with every push, and leave the token in the
-   * former owner's devices all the same. The removal keeps a registration of the user newer than
-   * this one (it took the token back, and may land first).
-   */
-  private async dropUnlessOwned(key: string, hash: string, now: number): Promise<DeviceChange | undefined> {
-    const { store } = this.options;
-    const owner = await store.readTokenOwner(hash);
-    if (owner?.user_key === key) return undefined;
-    const releases = await store.updateTokenOwner(hash, leaveToken(key, now));
-    const upTo = releases[key];
-    if (upTo === undefined) return undefined;
-    const change = await store.updateDevices(key, releaseDevice(hash, upTo, now));
-    await store.updateTokenOwner(hash, confirmReleases(releases));
-    return change;
   }
 
   /** Removes `token` from the user's devices; harmless to repeat. */
@@ -83,10 +62,11 @@ export class DeviceRegistry {
 
 /**
  * Takes the token out of the devices of each user in `releases` (their registrations up to the
- * claim that took it from them: a newer one of theirs stays, however late this lands), then, once
- * all are done, forgets them in the owner record. Until then the record names them, so a removal
- * that failed (the request answered 503, or died) is done again by the owner's next registration
- * or by the sweep: a token never stays in a former owner's devices because one write failed.
+ * claim that took it from them: a newer one of theirs stays, however late this lands, and an older
+ * one landing after this adds nothing), then, once all are done, forgets them in the owner record.
+ * Until then the record names them, so a removal that failed (the request answered 503, or died)
+ * is done again by the owner's next registration or by the sweep: a token never stays in a former
+ * owner's devices because one write failed.
  * Harmless to repeat; nothing to do, and no round trip, without releases. True when it did some.
  */
 export async function releaseToken(store: DeviceStore, hash: string, releases: TokenReleases, now: number): Promise<boolean> {

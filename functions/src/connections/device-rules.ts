@@ -6,7 +6,9 @@ import { keyHash } from "../session/idempotency";
  * The rules of a user's registered devices, as pure functions of the stored record: at most
  * MAX_DEVICES tokens (a new one drops the oldest), a token not registered again for
  * STALE_AFTER_MS is stale (dropped by any change of the record, skipped by a send, swept on
- * schedule), and `oldest_at` names the oldest token so that the sweep finds the users it concerns.
+ * schedule), a token released from the user stays released for their registrations up to the
+ * release (`released`, kept as long as such a registration could still be fresh), and `oldest_at`
+ * names the oldest time of either so that the sweep finds the users it concerns.
  */
 
 export const MAX_DEVICES = 20;
@@ -30,26 +32,29 @@ export interface DeviceChange {
  * the user landing after a newer one keeps the newer time: a removal meant for the older one (up to
  * a claim between the two, `releaseDevice`) must not take the newer one, and the token's staleness
  * and its place under the cap go by the user's last registration.
+ *
+ * A registration no later than a release of the token from the user (`released`: another user's
+ * claim took it) adds nothing: its add lands after that release, which found nothing to remove, and
+ * the token is another user's. The preview setting is still set: it is the user's, not the token's.
  */
 export function registerDevice(hash: string, token: string, now: number, previews: boolean | undefined): LedgerRule<DeviceRecord, DeviceChange> {
   return (record) => {
     const fresh = freshTokens(record, now);
-    fresh.set(hash, { token, updated_at: Math.max(now, fresh.get(hash)?.updated_at ?? now) });
+    const released = freshReleases(record, now);
+    if (!releasedSince(released, hash, now)) fresh.set(hash, { token, updated_at: Math.max(now, fresh.get(hash)?.updated_at ?? now) });
     const kept = [...fresh].sort(([hashA, a], [hashB, b]) => b.updated_at - a.updated_at || (hashA < hashB ? -1 : 1)).slice(0, MAX_DEVICES);
     const removed = Object.keys(record?.tokens ?? {}).filter((known) => !kept.some(([keptHash]) => keptHash === known)).sort();
-    const next = withTokens(record, new Map(kept));
+    const next = withTokens(record, new Map(kept), released);
     return { outcome: { count: kept.length, removed }, next: previews === undefined ? next : { ...next, previews } };
   };
 }
 
-/** Removes the tokens of `hashes`, and any stale one. */
+/** Removes the tokens of `hashes`, and any stale token or release. */
 export function removeDevices(hashes: readonly string[], now: number): LedgerRule<DeviceRecord, DeviceChange> {
   return (record) => {
     const fresh = freshTokens(record, now);
     for (const hash of hashes) fresh.delete(hash);
-    const removed = Object.keys(record?.tokens ?? {}).filter((known) => !fresh.has(known)).sort();
-    if (!record || removed.length === 0) return { outcome: { count: fresh.size, removed } };
-    return { outcome: { count: fresh.size, removed }, next: withTokens(record, fresh) };
+    return changed(record, fresh, freshReleases(record, now));
   };
 }
 
@@ -59,14 +64,24 @@ export function liveTokens(record: DeviceRecord | null, now: number): string[] {
 }
 
 /**
- * Removes the token of `hash` only while its entry was registered at or before `upTo` (and any
- * stale token): a removal decided earlier (a claim that took the token, a registration that found
- * another owner) must not take away a registration made since, which may land before it.
+ * Releases the token of `hash` from the user up to `upTo`, the time of the claim that took it from
+ * them: their entry goes only while it was registered at or before then (a removal decided earlier
+ * must not take away a registration made since, which may land before it), and the release is kept
+ * (`released`) so that an add of theirs up to then landing after it adds nothing. Their add may land
+ * on either side of this release (it is sent once their claim commits, however long after), and
+ * nothing else would take the token back out should it land after: the read of the owner record
+ * that used to follow each add could fail or never run (a deadline, the instance dying). A release
+ * is kept until a registration up to it would be stale anyway (STALE_AFTER_MS), the later of two
+ * for one token. Also drops any stale token or release.
  */
 export function releaseDevice(hash: string, upTo: number, now: number): LedgerRule<DeviceRecord, DeviceChange> {
   return (record) => {
-    const device = record?.tokens?.[hash];
-    return removeDevices(device !== undefined && device.updated_at <= upTo ? [hash] : [], now)(record);
+    const fresh = freshTokens(record, now);
+    const device = fresh.get(hash);
+    if (device !== undefined && device.updated_at <= upTo) fresh.delete(hash);
+    const released = freshReleases(record, now);
+    if (now - upTo < STALE_AFTER_MS && !releasedSince(released, hash, upTo)) released.set(hash, upTo);
+    return changed(record, fresh, released);
   };
 }
 
@@ -96,24 +111,6 @@ export function claimToken(userKey: string, now: number): LedgerRule<TokenOwner,
   };
 }
 
-/**
- * Names `userKey` among the users the token is to leave, as of `now`, when another user holds it:
- * a registration whose add landed after another user's claim takes the token back out, and until
- * that removal is confirmed (`confirmReleases`) the record keeps it for the owner's next
- * registration or the sweep, as a claim does. The outcome is the release to do: none when the user
- * holds the token again by now. A record gone (an erasure) cannot keep it: the release is done once.
- */
-export function leaveToken(userKey: string, now: number): LedgerRule<TokenOwner, TokenReleases> {
-  return (owner) => {
-    if (!owner) return { outcome: { [userKey]: now } };
-    if (owner.user_key === userKey) return { outcome: {} };
-    // A claim may have named the user already, as of a later time: that stays, and is done here.
-    const at = Math.max(now, owner.released_from?.[userKey] ?? now);
-    const releases = { ...owner.released_from, [userKey]: at };
-    return { outcome: { [userKey]: at }, next: withReleases({ user_key: owner.user_key, updated_at: owner.updated_at }, releases) };
-  };
-}
-
 /** Forgets the releases of `done` once their removals are confirmed; one a later claim made again (a newer time) stays. */
 export function confirmReleases(done: TokenReleases): LedgerRule<TokenOwner, void> {
   return (owner) => {
@@ -139,9 +136,37 @@ function freshTokens(record: DeviceRecord | null, now: number): Map<string, Devi
   return new Map(Object.entries(record?.tokens ?? {}).filter(([, device]) => now - device.updated_at < STALE_AFTER_MS));
 }
 
-/** The record with these tokens, and the oldest one's time (absent with none, so the sweep no longer finds it). */
-function withTokens(record: DeviceRecord | null, tokens: ReadonlyMap<string, Device>): DeviceRecord {
-  const { tokens: previous, oldest_at, ...rest } = record ?? {};
-  if (tokens.size === 0) return rest;
-  return { ...rest, tokens: Object.fromEntries(tokens), oldest_at: Math.min(...[...tokens.values()].map((device) => device.updated_at)) };
+/** The record's releases that a registration they cover could still be fresh after. */
+function freshReleases(record: DeviceRecord | null, now: number): Map<string, number> {
+  return new Map(Object.entries(record?.released ?? {}).filter(([, upTo]) => now - upTo < STALE_AFTER_MS));
+}
+
+/** Whether the token of `hash` was released from the user as of `at` or later. */
+function releasedSince(released: ReadonlyMap<string, number>, hash: string, at: number): boolean {
+  const upTo = released.get(hash);
+  return upTo !== undefined && upTo >= at;
+}
+
+/** The change from `record` to these tokens and releases: written only when either differs. */
+function changed(record: DeviceRecord | null, tokens: ReadonlyMap<string, Device>, released: ReadonlyMap<string, number>): { outcome: DeviceChange; next?: DeviceRecord } {
+  const removed = Object.keys(record?.tokens ?? {}).filter((known) => !tokens.has(known)).sort();
+  const before = Object.entries(record?.released ?? {});
+  const same = removed.length === 0 && before.length === released.size && before.every(([hash, upTo]) => released.get(hash) === upTo);
+  const outcome = { count: tokens.size, removed };
+  return same ? { outcome } : { outcome, next: withTokens(record, tokens, released) };
+}
+
+/**
+ * The record with these tokens and releases, and the oldest time among them (absent with none, so
+ * the sweep no longer finds it): the sweep drops stale releases as it drops stale tokens.
+ */
+function withTokens(record: DeviceRecord | null, tokens: ReadonlyMap<string, Device>, released: ReadonlyMap<string, number>): DeviceRecord {
+  const { tokens: previous, released: previouslyReleased, oldest_at, ...rest } = record ?? {};
+  const times = [...[...tokens.values()].map((device) => device.updated_at), ...released.values()];
+  return {
+    ...rest,
+    ...(tokens.size === 0 ? {} : { tokens: Object.fromEntries(tokens) }),
+    ...(released.size === 0 ? {} : { released: Object.fromEntries(released) }),
+    ...(times.length === 0 ? {} : { oldest_at: Math.min(...times) }),
+  };
 }

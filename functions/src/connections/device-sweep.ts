@@ -19,9 +19,10 @@ export const NO_DEVICE_SWEEP: DeviceSweepReport = { releasedTokens: 0, staleDevi
  * The scheduled sweep of device tokens, beside the sessions' clean-up. First, the removals of
  * tokens from their former owners that a registration left unconfirmed: the owner might never
  * register the token again to do them, and until then the former owner's messages reach the
- * phone. Then the stale tokens: users are found by their oldest token's time (`oldest_at`), and each
- * record's stale tokens removed in a transaction that also recomputes it; owner records likewise,
- * each in a transaction that checks its time again. So a sweep racing a registration does no harm.
+ * phone. Then the stale tokens: users are found by the oldest time of their tokens and releases
+ * (`oldest_at`), and each record's stale ones removed in a transaction that also recomputes it;
+ * owner records likewise, each in a transaction that checks its time again. So a sweep racing a
+ * registration does no harm.
  * Each of the three starts no batch once `stopped` says the step's share of the run is up.
  */
 export async function sweepDevices(options: BatchBudget & { readonly store: DeviceStore; readonly now: number }): Promise<DeviceSweepReport> {

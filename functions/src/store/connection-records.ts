@@ -105,12 +105,14 @@ export type Device = z.infer<typeof deviceSchema>;
 
 /**
  * A user's devices (`userDevices/{userKey}`): their tokens by the token's hash, at most
- * MAX_DEVICES, the recipient's own preview setting, and the oldest `updated_at` among the tokens,
- * which the sweep of stale tokens queries.
+ * MAX_DEVICES, the recipient's own preview setting, the tokens released from them (`released`, by
+ * hash: the time of the claim that took each, up to which an add of theirs landing late adds
+ * nothing), and the oldest time among the tokens and releases, which the sweep of stale ones queries.
  */
 export const deviceRecordSchema = z.object({
   tokens: z.record(z.string(), deviceSchema).optional(),
   previews: z.boolean().optional(),
+  released: z.record(z.string(), z.number()).optional(),
   oldest_at: z.number().optional(),
 });
 export type DeviceRecord = z.infer<typeof deviceRecordSchema>;
@@ -119,10 +121,9 @@ export type DeviceRecord = z.infer<typeof deviceRecordSchema>;
  * Which user a token is registered to (`deviceTokens/{tokenHash}`): a token moves to the last user
  * who registers it. The claim that moves it commits here before the token leaves the former
  * owner's devices (another record, another transaction), so the record keeps each user the token
- * is still to leave, with the time of the claim that took it from them (or of their registration
- * that found it taken: `released_from`), until that removal is confirmed: a retry, a later
- * registration or the sweep finds it here and does it again. `releasing_since`, the earliest of
- * those times, is what the sweep queries (indexed).
+ * is still to leave, with the time of the claim that took it from them (`released_from`), until
+ * that removal is confirmed: a retry, a later registration or the sweep finds it here and does it
+ * again. `releasing_since`, the earliest of those times, is what the sweep queries (indexed).
  */
 export const tokenOwnerSchema = z.object({
   user_key: z.string(),

@@ -296,6 +296,29 @@ export function connectionStoreContract(makeHarness: () => Promise<ConnectionSto
       expect(await store.updateDevices(user, releaseDevice("h-1", T + 4, T + 6))).toEqual({ count: 1, removed: [] });
       expect(await store.updateDevices(user, releaseDevice("h-1", T + 5, T + 6))).toEqual({ count: 0, removed: ["h-1"] });
     });
+
+    it("keeps a token's release from a user, so that an add of theirs up to it landing after adds nothing, until such an add would be stale", async () => {
+      const fresh = harness.empty();
+      const user = `user-${randomUUID()}`;
+      // The release lands before the user's add (they have no devices yet): it is kept, and a lower one does not lower it.
+      expect(await fresh.updateDevices(user, releaseDevice("h-1", T + 5, T + 6))).toEqual({ count: 0, removed: [] });
+      expect(await fresh.updateDevices(user, releaseDevice("h-1", T + 3, T + 6))).toEqual({ count: 0, removed: [] });
+      expect(await fresh.readDevices(user)).toEqual({ released: { "h-1": T + 5 }, oldest_at: T + 5 });
+      // Their add registered up to the claim that released it adds nothing; their preview setting is set all the same.
+      expect(await fresh.updateDevices(user, registerDevice("h-1", "token-1", T + 5, false))).toEqual({ count: 0, removed: [] });
+      // A registration after it (they took the token back) is added.
+      expect(await fresh.updateDevices(user, registerDevice("h-1", "token-1", T + 7, undefined))).toEqual({ count: 1, removed: [] });
+      expect(await fresh.readDevices(user)).toEqual({ tokens: { "h-1": { token: "token-1", updated_at: T + 7 } }, previews: false, released: { "h-1": T + 5 }, oldest_at: T + 5 });
+
+      // Once a registration up to it would be stale, the sweep finds the record by it and drops it.
+      expect(await fresh.findStaleDevices(T + 4, 10)).toEqual([]);
+      expect(await fresh.findStaleDevices(T + 5, 10)).toEqual([user]);
+      expect(await fresh.updateDevices(user, removeDevices([], T + 5 + STALE_AFTER_MS))).toEqual({ count: 1, removed: [] });
+      expect(await fresh.readDevices(user)).toEqual({ tokens: { "h-1": { token: "token-1", updated_at: T + 7 } }, previews: false, oldest_at: T + 7 });
+      // A release whose registrations are stale already is not kept.
+      expect(await fresh.updateDevices(user, releaseDevice("h-2", T + 6, T + 6 + STALE_AFTER_MS))).toEqual({ count: 1, removed: [] });
+      expect((await fresh.readDevices(user))?.released).toBeUndefined();
+    });
   });
 
   describe("erasure", () => {

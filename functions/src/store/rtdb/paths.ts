@@ -104,7 +104,7 @@ export const serviceSecretPath = (name: string): string => `${SERVICE_SECRETS}/$
  *   messages/{m…}                      sender_id, content, timestamp; keyed by position
  * connectionPairs/{pairKey}            the pair's current connection and its blocks
  * userConnections/{userKey}/{id}       each user's connections: the value is the last activity, the list's order
- * userDevices/{userKey}                tokens/{tokenHash}: token, updated_at; previews; oldest_at
+ * userDevices/{userKey}                tokens/{tokenHash}: token, updated_at; previews; released/{tokenHash}: time; oldest_at
  * deviceTokens/{tokenHash}             user_key, updated_at: which user a token is registered to
  * ```
  */
