@@ -33,14 +33,16 @@ const SPACES = /\s+/g;
 const graphemes = new Intl.Segmenter(undefined, { granularity: "grapheme" });
 
 /**
- * The preview of `text` for a notification, or undefined when `maxChars` is 0 (previews off) or
+ * The preview of `text` for a notification, or undefined when `maxChars` is 0 or NaN (previews off) or
  * nothing printable is left. One line (controls and runs of white space become one space), at
  * most `maxChars` UTF-16 units (clamped to PREVIEW_MAX_CHARS) with the ellipsis when cut, and cut
  * between graphemes, so that no emoji, flag or accented letter is split into a broken glyph.
  * Segments only as far as the bound: a long message costs a preview's worth of it.
  */
 export function notificationPreview(text: string, maxChars: number): Preview | undefined {
-  const limit = Math.min(Math.max(0, Math.floor(maxChars)), PREVIEW_MAX_CHARS);
+  // NaN (or what floors to it) would pass the clamp and make every comparison below false: nothing cut. Read as off.
+  const floored = Math.floor(maxChars);
+  const limit = Number.isNaN(floored) ? 0 : Math.min(Math.max(0, floored), PREVIEW_MAX_CHARS);
   if (limit === 0) return undefined;
   const line = text.replace(BIDI_CONTROLS, "").replace(LINE_BREAKING, " ").replace(SPACES, " ").trim();
   if (line === "") return undefined;

@@ -40,6 +40,10 @@ describe("notificationPreview", () => {
     expect(notificationPreview("x".repeat(5000), 10_000)).toBe(`${"x".repeat(PREVIEW_MAX_CHARS - 1)}…`);
   });
 
+  it("is off for a bound that is not a number (NaN, as a parse of a missing value gives), which no comparison would hold to", () => {
+    expect(notificationPreview("x".repeat(4_000), Number.NaN)).toBeUndefined();
+  });
+
   it("any text, any bound: within the bound, one line, well-formed, the text's own characters from its start", () => {
     // Any code points; and long texts of what a preview must handle with care, to reach the cut.
     // fast-check's "binary" unit costs 2 s to set up; any scalar value, as a string, is the same.
