@@ -180,7 +180,7 @@ export function composeInstance(config: Config, parts: InstanceParts): Instance 
     }, steps);
     const erasuresFinished = await steps.run("erasuresFinished", 0, (stopped) => erasure.finishDue(now, { maxBatches: MAINTENANCE_MAX_BATCHES, stopped }));
     const devices = await steps.run("staleDevices", NO_DEVICE_SWEEP, (stopped) =>
-      sweepDevices({ store: connectionStore, now, batchSize: MAINTENANCE_BATCH, maxBatches: MAINTENANCE_MAX_BATCHES, stopped }),
+      sweepDevices({ store: connectionStore, now, batchSize: MAINTENANCE_BATCH, maxBatches: MAINTENANCE_MAX_BATCHES, stopped, log: parts.log }),
     );
     return { ...report, erasuresFinished, ...devices, ...steps.failures() };
   };

@@ -134,6 +134,12 @@ export interface ConnectionStore {
   guessConnection(connectionId: string): () => void;
 }
 
+/** A stale token's owner record, as the sweep finds it: the token's hash and when it was last registered. */
+export interface StaleTokenOwner {
+  readonly hash: string;
+  readonly updated_at: number;
+}
+
 /** The devices of users: their FCM registration tokens, and which user each token belongs to. */
 export interface DeviceStore {
   /** A hint that the user's devices will be read: an adapter may start following them now, beside other reads. */
@@ -155,11 +161,20 @@ export interface DeviceStore {
   findStaleDevices(cutoff: number, limit: number): Promise<string[]>;
 
   /**
-   * Removes owner records of tokens last registered at or before `cutoff`; returns how many. Each
-   * only while it is still that old: a registration landing between the search and the removal
-   * keeps its record (without it, the token's next owner would not know whom to take it from).
+   * Owner records of tokens last registered at or before `cutoff`, oldest first (by `updated_at`,
+   * then hash), after `after` (exclusive): the sweep pages on from where a page ended, so a record
+   * it cannot remove (malformed, or a write the database keeps failing) is passed, not met again
+   * at the head of each page.
    */
-  deleteStaleTokenOwners(cutoff: number, limit: number): Promise<number>;
+  findStaleTokenOwners(cutoff: number, after: StaleTokenOwner | undefined, limit: number): Promise<StaleTokenOwner[]>;
+
+  /**
+   * Removes the token's owner record while it was last registered at or before `cutoff`; true when
+   * this call removed it. A registration landing between the search and the removal keeps its
+   * record (without it, the token's next owner would not know whom to take it from). A record it
+   * cannot read stays (StoreDataError).
+   */
+  deleteStaleTokenOwner(tokenHash: string, cutoff: number): Promise<boolean>;
 
   /** Tokens whose owner record names users it is still to leave (`released_from`), claimed at or before `upTo`, oldest first. */
   findPendingReleases(upTo: number, limit: number): Promise<string[]>;

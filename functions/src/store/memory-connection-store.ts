@@ -1,6 +1,6 @@
 import { ownedUpTo, type ConnectionErasureStore, type ErasingRule, type ListedForErasure } from "./connection-erasure-store";
 import type { ConnectionMessage, ConnectionMeta, ConnectionState, DeviceRecord, PairRecord, TokenOwner } from "./connection-records";
-import { assertAppendsOne, type ConnectionRef, type ConnectionRule, type ConnectionStore, type DeviceStore, type ListCursor, type ListedConnection, type MessageRule, type NewConnection, type RuledConnection, type StoredMessage } from "./connection-store";
+import { assertAppendsOne, type ConnectionRef, type ConnectionRule, type ConnectionStore, type DeviceStore, type ListCursor, type ListedConnection, type MessageRule, type NewConnection, type RuledConnection, type StaleTokenOwner, type StoredMessage } from "./connection-store";
 import { applyLedger, stored as kept } from "./memory-store";
 import type { LedgerRule } from "./session-store";
 
@@ -163,11 +163,17 @@ export class MemoryConnectionStore implements ConnectionStore, DeviceStore, Conn
       .map(([hash]) => hash);
   }
 
-  async deleteStaleTokenOwners(cutoff: number, limit: number): Promise<number> {
-    // Found and removed in one turn of the event loop: no registration lands in between.
-    const stale = [...this.owners].filter(([, owner]) => owner.updated_at <= cutoff).slice(0, Math.max(0, limit));
-    for (const [hash] of stale) this.owners.delete(hash);
-    return stale.length;
+  async findStaleTokenOwners(cutoff: number, after: StaleTokenOwner | undefined, limit: number): Promise<StaleTokenOwner[]> {
+    return [...this.owners]
+      .map(([hash, owner]) => ({ hash, updated_at: owner.updated_at }))
+      .filter((found) => found.updated_at <= cutoff && (after === undefined || compareStale(found, after) > 0))
+      .sort(compareStale)
+      .slice(0, Math.max(0, limit));
+  }
+
+  async deleteStaleTokenOwner(tokenHash: string, cutoff: number): Promise<boolean> {
+    const owner = this.owners.get(tokenHash);
+    return owner !== undefined && owner.updated_at <= cutoff && this.owners.delete(tokenHash);
   }
 
   async scanListedConnections(userKey: string, after: string | undefined, limit: number): Promise<ListedForErasure[]> {
@@ -249,4 +255,9 @@ function afterInOrder(keys: readonly string[], after: string | undefined, limit:
 /** Newest activity first; between equals, the greater id first (the database's order, read backwards). */
 function newestFirst(x: ListedConnection, y: ListedConnection): number {
   return y.lastActivity - x.lastActivity || (x.id < y.id ? 1 : x.id > y.id ? -1 : 0);
+}
+
+/** Oldest first; between equals, by hash (the database's order of a query on `updated_at`). */
+function compareStale(x: StaleTokenOwner, y: StaleTokenOwner): number {
+  return x.updated_at - y.updated_at || (x.hash < y.hash ? -1 : x.hash > y.hash ? 1 : 0);
 }

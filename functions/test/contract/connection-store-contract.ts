@@ -261,9 +261,23 @@ export function connectionStoreContract(makeHarness: () => Promise<ConnectionSto
       await fresh.updateTokenOwner("hash-1", confirmReleases({ "user-1": T + 2 }));
       expect(await fresh.readTokenOwner("hash-1")).toEqual({ user_key: "user-2", updated_at: T + 3 });
       expect(await fresh.findPendingReleases(T + 10, 10)).toEqual([]);
-      expect(await fresh.deleteStaleTokenOwners(T + 2, 10)).toBe(0);
-      expect(await fresh.deleteStaleTokenOwners(T + 3, 10)).toBe(1);
+      expect(await fresh.findStaleTokenOwners(T + 2, undefined, 10)).toEqual([]);
+      expect(await fresh.deleteStaleTokenOwner("hash-1", T + 2)).toBe(false);
+      expect(await fresh.deleteStaleTokenOwner("hash-1", T + 3)).toBe(true);
+      expect(await fresh.deleteStaleTokenOwner("hash-1", T + 3)).toBe(false);
       expect(await fresh.updateTokenOwner("hash-1", claimToken("user-3", T + 4))).toEqual({});
+    });
+
+    it("finds stale token owner records oldest first, ties by hash, a page after the one before", async () => {
+      const fresh = harness.empty();
+      for (const [hash, at] of [["hash-c", T + 1], ["hash-b", T + 1], ["hash-a", T + 2], ["hash-d", T], ["hash-live", T + 10]] as const) {
+        await fresh.updateTokenOwner(hash, claimToken("user-1", at));
+      }
+      const first = await fresh.findStaleTokenOwners(T + 2, undefined, 2);
+      expect(first).toEqual([{ hash: "hash-d", updated_at: T }, { hash: "hash-b", updated_at: T + 1 }]);
+      // The records a page ended on are passed whether or not they are still there.
+      expect(await fresh.findStaleTokenOwners(T + 2, first[1], 2)).toEqual([{ hash: "hash-c", updated_at: T + 1 }, { hash: "hash-a", updated_at: T + 2 }]);
+      expect(await fresh.findStaleTokenOwners(T + 2, { hash: "hash-a", updated_at: T + 2 }, 2)).toEqual([]);
     });
 
     it("keeps a release a later claim made again when an earlier one's removal is confirmed", async () => {

@@ -2,6 +2,7 @@ import { ConnectionErasure } from "../../src/connections/connection-erasure";
 import { DeviceRegistry } from "../../src/connections/device-registry";
 import { liveTokens, STALE_AFTER_MS, tokenHash } from "../../src/connections/device-rules";
 import { sweepDevices } from "../../src/connections/device-sweep";
+import { silentLog, type Log, type LogFields } from "../../src/log/log";
 import { userKey } from "../../src/session/ledger/limits";
 import { MemoryConnectionStore } from "../../src/store/memory-connection-store";
 import { RtdbConnectionStore } from "../../src/store/rtdb/rtdb-connection-store";
@@ -87,10 +88,10 @@ describeWithRtdb("RtdbConnectionStore (firebase-admin on the database emulator)"
       instances.push(database);
       const store = new RtdbConnectionStore(database.database(), 10_000);
       stores.push(store);
-      const engine = (store as unknown as { engine: { keysOrderedBy: (path: string, ...rest: unknown[]) => Promise<string[]> } }).engine;
-      const query = engine.keysOrderedBy.bind(engine);
+      const engine = (store as unknown as { engine: { orderedBy: (path: string, ...rest: unknown[]) => Promise<unknown[]> } }).engine;
+      const query = engine.orderedBy.bind(engine);
       let raced = false;
-      engine.keysOrderedBy = async (queried: string, ...rest: unknown[]) => {
+      engine.orderedBy = async (queried: string, ...rest: unknown[]) => {
         const keys = await query(queried, ...rest);
         if (queried === path && keys.length > 0 && !raced) {
           raced = true;
@@ -104,7 +105,7 @@ describeWithRtdb("RtdbConnectionStore (firebase-admin on the database emulator)"
     it("keeps a token's owner record registered again while the sweep ran, so the token's next owner takes it from that user", async () => {
       const store = racedAfterQueriesOf("deviceTokens", (raced) => new DeviceRegistry({ store: raced, clock: () => NOW }).register("ann", TOKEN, undefined));
       await new DeviceRegistry({ store, clock: () => T0 }).register("ann", TOKEN, undefined);
-      expect(await sweepDevices({ store, now: NOW, batchSize: 10, maxBatches: 2 })).toMatchObject({ staleTokenOwners: 0 });
+      expect(await sweepDevices({ store, now: NOW, batchSize: 10, maxBatches: 2, log: silentLog })).toMatchObject({ staleTokenOwners: 0 });
       expect(await store.readTokenOwner(tokenHash(TOKEN))).toEqual({ user_key: userKey("ann"), updated_at: NOW });
 
       // The phone changes hands: Ben registers it. Ann's messages must no longer reach it.
@@ -117,9 +118,60 @@ describeWithRtdb("RtdbConnectionStore (firebase-admin on the database emulator)"
     it("keeps a user's token registered again while the sweep ran", async () => {
       const store = racedAfterQueriesOf("userDevices", (raced) => new DeviceRegistry({ store: raced, clock: () => NOW }).register("ann", TOKEN, undefined));
       await new DeviceRegistry({ store, clock: () => T0 }).register("ann", TOKEN, undefined);
-      expect(await sweepDevices({ store, now: NOW, batchSize: 10, maxBatches: 2 })).toMatchObject({ staleDevices: 0 });
+      expect(await sweepDevices({ store, now: NOW, batchSize: 10, maxBatches: 2, log: silentLog })).toMatchObject({ staleDevices: 0 });
       expect(liveTokens(await store.readDevices(userKey("ann")), NOW)).toEqual([TOKEN]);
       expect(await store.readTokenOwner(tokenHash(TOKEN))).toEqual({ user_key: userKey("ann"), updated_at: NOW });
+    });
+  });
+
+  /**
+   * The sweep's query answers the oldest stale owner records first: one it cannot read (written by
+   * hand, by an older version, half restored from a backup) stays there, run after run. It is
+   * logged and passed, as the sweep's other changes that fail are: the records after it go.
+   */
+  describe("the device sweep beside token owner records it cannot read", () => {
+    const T0 = 1_800_000_000_000;
+    const NOW = T0 + STALE_AFTER_MS + 86_400_000;
+    const database = new RtdbInstances(freshNamespace("sweepunreadable"));
+    const db = database.database();
+    const store = new RtdbConnectionStore(db, 10_000);
+    afterAll(async () => {
+      store.close();
+      await database.close();
+    });
+
+    it("removes the stale records after a page of ones it cannot read, logging each of those once a run, in every run", async () => {
+      // Ann and Ben registered a phone each 61 days ago and never again: their owner records and devices are stale.
+      await new DeviceRegistry({ store, clock: () => T0 }).register("ann", "ann-phone-token", undefined);
+      await new DeviceRegistry({ store, clock: () => T0 + 1 }).register("ben", "ben-phone-token", undefined);
+      // Two records the service cannot parse, older still: the first page the query answers.
+      await db.ref("deviceTokens/unreadable-a").set({ updated_at: T0 - 2_000 });
+      await db.ref("deviceTokens/unreadable-b").set({ user_key: 7, updated_at: T0 - 1_000 });
+      const warned: LogFields[] = [];
+      const log: Log = {
+        ...silentLog,
+        warn: (_message, fields) => {
+          warned.push(fields ?? {});
+        },
+      };
+      const skipped = () => warned.splice(0).map((fields) => [fields.change, fields.tokenHash, fields.error]);
+
+      const first = await sweepDevices({ store, now: NOW, batchSize: 2, maxBatches: 3, log }).catch((error: unknown) => (error instanceof Error ? `${error.name}: ${error.message}` : String(error)));
+      expect(first).toEqual({ releasedTokens: 0, staleDevices: 2, staleTokenOwners: 2 });
+      expect(skipped()).toEqual([
+        ["stale token owner", "unreadable-a", "StoreDataError"],
+        ["stale token owner", "unreadable-b", "StoreDataError"],
+      ]);
+      expect({ ann: await store.readTokenOwner(tokenHash("ann-phone-token")), ben: await store.readTokenOwner(tokenHash("ben-phone-token")) }).toEqual({ ann: null, ben: null });
+      expect({ ann: (await store.readDevices(userKey("ann")))?.tokens, ben: (await store.readDevices(userKey("ben")))?.tokens }).toEqual({ ann: undefined, ben: undefined });
+
+      // The next run is not failed by them either, and logs them again; they stay for an operator.
+      await expect(sweepDevices({ store, now: NOW + 1, batchSize: 2, maxBatches: 3, log })).resolves.toEqual({ releasedTokens: 0, staleDevices: 0, staleTokenOwners: 0 });
+      expect(skipped()).toEqual([
+        ["stale token owner", "unreadable-a", "StoreDataError"],
+        ["stale token owner", "unreadable-b", "StoreDataError"],
+      ]);
+      expect(Object.keys((await db.ref("deviceTokens").once("value")).val() as object).sort()).toEqual(["unreadable-a", "unreadable-b"]);
     });
   });
 });

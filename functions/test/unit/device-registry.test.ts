@@ -245,7 +245,7 @@ function deviceRegistryBehaviour(open: () => DeviceStore & ConnectionErasureStor
     // The phone goes to Ben; his claim fails (a database deadline): 503. The clean-up runs before his retry.
     arm();
     await expect(registry.register("ben", TOKEN, undefined)).rejects.toBeInstanceOf(StoreUnavailableError);
-    await sweepDevices({ store: base, now: T + 60_000, batchSize: 50, maxBatches: 10 });
+    await sweepDevices({ store: base, now: T + 60_000, batchSize: 50, maxBatches: 10, log: silentLog });
     // Nothing names Ben, so nothing would take the token out of his devices: it must not be there.
     expect({ owner: (await base.readTokenOwner(tokenHash(TOKEN)))?.user_key, ann: await tokensOf(base, "ann"), ben: await tokensOf(base, "ben") }).toEqual({ owner: userKey("ann"), ann: [tokenHash(TOKEN)], ben: [] });
 
@@ -340,7 +340,7 @@ function deviceRegistryBehaviour(open: () => DeviceStore & ConnectionErasureStor
   it.each(HANDOVERS)("leaves the token with its last owner only, once the clean-up has run, when $name", async ({ steps, carlDies }) => {
     const base = open();
     const run = new Interleaving(base);
-    const sweep = () => sweepDevices({ store: base, now: T + 60_000, batchSize: 50, maxBatches: 10 });
+    const sweep = () => sweepDevices({ store: base, now: T + 60_000, batchSize: 50, maxBatches: 10, log: silentLog });
     void run.register("ben", "ben", T);
     // Carl's answer (a 503 when a write of his failed) is not what this is about; his request settles either way.
     const carl = run.register("carl", "carl", T + 1).catch(() => undefined);
@@ -385,7 +385,7 @@ function deviceRegistryBehaviour(open: () => DeviceStore & ConnectionErasureStor
     await run.land("ann@3", "updateDevices");
     await run.land("ben@2", "updateTokenOwner");
     await run.drain([ann1, ben2, ann3]);
-    await sweepDevices({ store: base, now: T + 60_000, batchSize: 50, maxBatches: 10 });
+    await sweepDevices({ store: base, now: T + 60_000, batchSize: 50, maxBatches: 10, log: silentLog });
 
     // Ann's messages must not reach the phone Ben holds.
     const owner = (await base.readTokenOwner(tokenHash(TOKEN)))?.user_key;
@@ -408,7 +408,7 @@ function deviceRegistryBehaviour(open: () => DeviceStore & ConnectionErasureStor
     await run.land("ann@1", "updateDevices", userKey("ann"));
     await run.land("ben@2", "updateDevices", userKey("ann"));
     await run.drain([ann1, ben2, ann3]);
-    await sweepDevices({ store: base, now: T + 60_000, batchSize: 50, maxBatches: 10 });
+    await sweepDevices({ store: base, now: T + 60_000, batchSize: 50, maxBatches: 10, log: silentLog });
 
     // The phone is Ann's (her claim landed last): it must go on getting her notifications.
     const owner = (await base.readTokenOwner(tokenHash(TOKEN)))?.user_key;
@@ -422,7 +422,7 @@ function deviceRegistryBehaviour(open: () => DeviceStore & ConnectionErasureStor
     // Ben erases his data (or is deleted from Auth) before registering again: both passes, then the sweep.
     await erasurePass(base, "ben", T + 1_000, T + 1_000);
     await erasurePass(base, "ben", T + 1_000, T + 60_000);
-    await sweepDevices({ store: base, now: T + 120_000, batchSize: 50, maxBatches: 10 });
+    await sweepDevices({ store: base, now: T + 120_000, batchSize: 50, maxBatches: 10, log: silentLog });
 
     // Ann's messages (with previews) must not be pushed to the phone Ben holds, and nothing names Ben.
     expect(liveTokens(await base.readDevices(userKey("ann")), T + 180_000)).toEqual([]);

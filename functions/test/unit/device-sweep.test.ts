@@ -1,12 +1,17 @@
 import { DeviceRegistry } from "../../src/connections/device-registry";
 import { claimToken, registerDevice, STALE_AFTER_MS, tokenHash } from "../../src/connections/device-rules";
+import { sweepDevices } from "../../src/connections/device-sweep";
 import { resolveConfig } from "../../src/config";
-import { silentLog } from "../../src/log/log";
+import { silentLog, type Log, type LogFields } from "../../src/log/log";
 import { createOfflineSender } from "../../src/notify/offline-sender";
 import { composeInstance } from "../../src/runtime/instance";
 import { userKey } from "../../src/session/ledger/limits";
+import type { DeviceRecord } from "../../src/store/connection-records";
+import type { StaleTokenOwner } from "../../src/store/connection-store";
+import { StoreUnavailableError } from "../../src/store/errors";
 import { MemoryConnectionStore } from "../../src/store/memory-connection-store";
 import { MemoryStore } from "../../src/store/memory-store";
+import type { LedgerRule } from "../../src/store/session-store";
 import { CREATED_AT, newSession } from "../support/fixtures";
 import { NO_TOKENS } from "../support/service-env";
 
@@ -68,9 +73,9 @@ describe("the scheduled sweep of device tokens", () => {
         this.queriedAt.push(clock);
         return super.findStaleDevices(cutoff, limit);
       }
-      override async deleteStaleTokenOwners(cutoff: number, limit: number): Promise<number> {
+      override async findStaleTokenOwners(cutoff: number, after: StaleTokenOwner | undefined, limit: number): Promise<StaleTokenOwner[]> {
         this.queriedAt.push(clock);
-        return super.deleteStaleTokenOwners(cutoff, limit);
+        return super.findStaleTokenOwners(cutoff, after, limit);
       }
     }
     const store = new SlowStore();
@@ -86,5 +91,45 @@ describe("the scheduled sweep of device tokens", () => {
     expect(devices.queriedAt).toEqual([]);
     // The next run, with time, sweeps what this one left.
     expect(await instance.maintain(CREATED_AT + STALE_AFTER_MS + 1)).toMatchObject({ staleDevices: 1, staleTokenOwners: 1 });
+  });
+
+  it("counts only the changes that landed, logs each one the database failed on by hash or user key, and goes on with the others", async () => {
+    /** The database fails (a deadline) on one user's devices and one owner record, while `failing`. */
+    class FailingOn extends MemoryConnectionStore {
+      failing = false;
+      override async updateDevices<O>(key: string, rule: LedgerRule<DeviceRecord, O>): Promise<O> {
+        if (this.failing && key === "failing-user") throw new StoreUnavailableError("update devices");
+        return super.updateDevices(key, rule);
+      }
+      override async deleteStaleTokenOwner(hash: string, cutoff: number): Promise<boolean> {
+        if (this.failing && hash === "failing-hash") throw new StoreUnavailableError("delete stale token owner");
+        return super.deleteStaleTokenOwner(hash, cutoff);
+      }
+    }
+    const store = new FailingOn();
+    for (const user of ["failing-user", "other-user"]) await store.updateDevices(user, registerDevice(`${user}-hash`, `${user}-token`, T, undefined));
+    await store.updateTokenOwner("failing-hash", claimToken("failing-user", T));
+    await store.updateTokenOwner("other-hash", claimToken("other-user", T + 1));
+    const warned: LogFields[] = [];
+    const log: Log = {
+      ...silentLog,
+      warn: (_message, fields) => {
+        warned.push(fields ?? {});
+      },
+    };
+    const sweep = () => sweepDevices({ store, now: T + 1 + STALE_AFTER_MS, batchSize: 10, maxBatches: 2, log });
+
+    store.failing = true;
+    expect(await sweep()).toEqual({ releasedTokens: 0, staleDevices: 1, staleTokenOwners: 1 });
+    expect(warned).toEqual([
+      { change: "stale devices", userKey: "failing-user", error: "StoreUnavailableError", detail: "database unavailable during update devices" },
+      { change: "stale token owner", tokenHash: "failing-hash", error: "StoreUnavailableError", detail: "database unavailable during delete stale token owner" },
+    ]);
+    expect([await store.readTokenOwner("failing-hash"), await store.readTokenOwner("other-hash")]).toEqual([{ user_key: "failing-user", updated_at: T }, null]);
+
+    // The next run, the database answering again, does what this one could not.
+    store.failing = false;
+    expect(await sweep()).toEqual({ releasedTokens: 0, staleDevices: 1, staleTokenOwners: 1 });
+    expect(await store.readTokenOwner("failing-hash")).toBeNull();
   });
 });

@@ -81,19 +81,16 @@ export class ConnectionErasureWrites {
     return found;
   }
 
-  async deleteTokenOwners(userKey: string, cutoff: number, hashes: readonly string[]): Promise<number> {
-    return this.deleteTokenOwnersWhile(hashes, (owner) => ownedUpTo(owner, userKey, cutoff));
-  }
-
   /**
    * Removes the owner records of `hashes`, found by a query, each in a transaction of its own and
-   * only while `still` holds for it: a registration may have claimed the token again since the
-   * query (the user's own, or another user's). Returns how many went. The erasure and the sweep of
-   * stale records both delete this way.
+   * only while the user still holds it (ownedUpTo): a registration may have claimed the token again
+   * since the query (the user's own, or another user's). Returns how many went. One failure fails
+   * them all, unlike the sweep's removals (deleteStaleTokenOwner): an erasure must not go on as if
+   * a record of the user were gone while it stays.
    */
-  async deleteTokenOwnersWhile(hashes: readonly string[], still: (owner: TokenOwner) => boolean): Promise<number> {
+  async deleteTokenOwners(userKey: string, cutoff: number, hashes: readonly string[]): Promise<number> {
     const removed = await Promise.all(
-      hashes.map((hash) => this.rewrite(tokenOwnerPath(hash), tokenOwnerSchema, "release token owner", (owner) => (owner !== null && still(owner) ? { outcome: 1, next: null } : { outcome: 0 }))),
+      hashes.map((hash) => this.rewrite(tokenOwnerPath(hash), tokenOwnerSchema, "release token owner", (owner) => (ownedUpTo(owner, userKey, cutoff) ? { outcome: 1, next: null } : { outcome: 0 }))),
     );
     return removed.reduce((sum, one) => sum + one, 0);
   }

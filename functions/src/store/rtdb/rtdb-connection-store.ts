@@ -24,6 +24,7 @@ import {
   type MessageRule,
   type NewConnection,
   type RuledConnection,
+  type StaleTokenOwner,
   type StoredMessage,
 } from "../connection-store";
 import type { ConnectionErasureStore, ErasingRule, ListedForErasure } from "../connection-erasure-store";
@@ -281,11 +282,18 @@ export class RtdbConnectionStore implements ConnectionStore, DeviceStore, Connec
     return this.engine.keysOrderedBy(USER_DEVICES, "oldest_at", cutoff, limit, "find stale devices");
   }
 
-  async deleteStaleTokenOwners(cutoff: number, limit: number): Promise<number> {
-    // Not the query and one multi-path delete of deleteOrderedBy: a registration landing between
-    // the two would lose its fresh record. Each goes in a transaction that checks its time again.
-    const hashes = await this.engine.keysOrderedBy(DEVICE_TOKENS, "updated_at", cutoff, limit, "find stale token owners");
-    return this.erasure.deleteTokenOwnersWhile(hashes, (owner) => owner.updated_at <= cutoff);
+  async findStaleTokenOwners(cutoff: number, after: StaleTokenOwner | undefined, limit: number): Promise<StaleTokenOwner[]> {
+    const from = after === undefined ? undefined : { key: after.hash, value: after.updated_at };
+    const found = await this.engine.orderedBy(DEVICE_TOKENS, "updated_at", cutoff, limit, "find stale token owners", from);
+    return found.map(({ key, value }) => ({ hash: key, updated_at: value }));
+  }
+
+  async deleteStaleTokenOwner(tokenHash: string, cutoff: number): Promise<boolean> {
+    // Not one multi-path delete of the query's keys (deleteOrderedBy): a registration landing in
+    // between would lose its fresh record. A transaction that checks its time again.
+    return this.erasure.rewrite(tokenOwnerPath(tokenHash), tokenOwnerSchema, "delete stale token owner", (owner: TokenOwner | null) =>
+      owner !== null && owner.updated_at <= cutoff ? { outcome: true, next: null } : { outcome: false },
+    );
   }
 
   async findPendingReleases(upTo: number, limit: number): Promise<string[]> {

@@ -37,6 +37,12 @@ export interface StateResult<O> {
  */
 export type StateNodeOf = (raw: Readonly<Record<string, unknown>>, state: SessionState, next: SessionState | undefined) => Record<string, unknown>;
 
+/** A child found by `orderedBy`: its key and the value it was ordered by. */
+export interface OrderedEntry {
+  readonly key: string;
+  readonly value: number;
+}
+
 /** Database calls with a deadline each, and the transactions every write here goes through. */
 export class TransactionEngine {
   constructor(
@@ -161,13 +167,24 @@ export class TransactionEngine {
 
   /** Children of `path` whose `child` is at most `cutoff`, oldest first (children without it are left out). */
   async keysOrderedBy(path: string, child: string, cutoff: number, limit: number, operation: string): Promise<string[]> {
+    return (await this.orderedBy(path, child, cutoff, limit, operation)).map((entry) => entry.key);
+  }
+
+  /**
+   * As `keysOrderedBy`, each with its `child`, and after `after` (exclusive: the entry a page
+   * ended on), so that a caller can page past children it could not handle.
+   */
+  async orderedBy(path: string, child: string, cutoff: number, limit: number, operation: string, after?: OrderedEntry): Promise<OrderedEntry[]> {
     if (limit <= 0) return [];
-    const snapshot = await this.read(operation, this.db.ref(path).orderByChild(child).startAt(0).endAt(cutoff).limitToFirst(limit));
-    const keys: string[] = [];
+    const ordered = this.db.ref(path).orderByChild(child);
+    const snapshot = await this.read(operation, (after === undefined ? ordered.startAt(0) : ordered.startAfter(after.value, after.key)).endAt(cutoff).limitToFirst(limit));
+    const entries: OrderedEntry[] = [];
     snapshot.forEach((entry: DataSnapshot) => {
-      if (entry.key !== null) keys.push(entry.key);
+      const value: unknown = entry.child(child).val();
+      // The query's bounds are numbers, which a value of any other type sorts outside of.
+      if (entry.key !== null && typeof value === "number") entries.push({ key: entry.key, value });
     });
-    return keys;
+    return entries;
   }
 
   /** Removes the children of `path` whose `child` is at most `cutoff`, `limit` at most; returns how many. */
