@@ -1,6 +1,7 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { assertFails, assertSucceeds, initializeTestEnvironment, type RulesTestEnvironment } from "@firebase/rules-unit-testing";
+import { describeUnless } from "../support/visible-skip";
 
 /**
  * database.rules.json for connections between users and their devices: the two participants, and
@@ -8,9 +9,6 @@ import { assertFails, assertSucceeds, initializeTestEnvironment, type RulesTestE
  * messages; nobody reads the pairs, the lists or the devices; every write goes through the
  * functions (admin). A database that does not enforce rules cannot run these: they skip, saying why.
  */
-const reason = process.env.CHATIFY_RULES_SKIP_REASON || undefined;
-const suite = reason === undefined ? describe : describe.skip;
-if (reason !== undefined) console.warn(`SKIPPED "connection security rules": ${reason}`);
 
 const RULES = readFileSync(join(__dirname, "..", "..", "..", "database.rules.json"), "utf8");
 const ALICE = "alice";
@@ -33,7 +31,7 @@ const connection = {
   messages: { m000000001: message(ALICE, "hi Bob", 2) },
 };
 
-suite(`connection security rules${reason === undefined ? "" : ` [skipped: ${reason}]`}`, () => {
+describeUnless(process.env.CHATIFY_RULES_SKIP_REASON || undefined, "connection security rules", () => {
   let env: RulesTestEnvironment;
 
   beforeAll(async () => {

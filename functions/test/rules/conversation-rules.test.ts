@@ -1,15 +1,13 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { assertFails, assertSucceeds, initializeTestEnvironment, type RulesTestEnvironment } from "@firebase/rules-unit-testing";
+import { describeUnless } from "../support/visible-skip";
 
 /**
  * database.rules.json for the nodes of a user's conversations (issue 16): a signed-in user reads
  * their own conversation index and nothing else of anyone's; erasure records and the
  * deployment's secrets are read by no client; only the functions (admin) write any of them.
  */
-const reason = process.env.CHATIFY_RULES_SKIP_REASON || undefined;
-const suite = reason === undefined ? describe : describe.skip;
-if (reason !== undefined) console.warn(`SKIPPED "conversation index rules": ${reason}`);
 
 const RULES = readFileSync(join(__dirname, "..", "..", "..", "database.rules.json"), "utf8");
 const ALICE = "alice";
@@ -17,7 +15,7 @@ const BOB = "bob";
 
 const entry = (lastActivity: number) => ({ template_id: "friendly-assistant", template_name: "Friendly Assistant", created_at: 1, last_activity: lastActivity, message_count: 1, status: "active", title: "hi" });
 
-suite(`conversation index rules${reason === undefined ? "" : ` [skipped: ${reason}]`}`, () => {
+describeUnless(process.env.CHATIFY_RULES_SKIP_REASON || undefined, "conversation index rules", () => {
   let env: RulesTestEnvironment;
 
   beforeAll(async () => {

@@ -7,7 +7,8 @@ import { describeUnless } from "../support/visible-skip";
 
 /**
  * database.rules.json, with the official emulator: only the functions (admin) write; a
- * signed-in user reads their own sessions and the templates; everything else is denied.
+ * signed-in user reads their own sessions (each by its id) and the templates; everything else is
+ * denied, the list of sessions by any query included.
  * A stand-in database that does not enforce rules cannot run these: they skip, saying why.
  */
 
@@ -62,6 +63,39 @@ const endedSession = (userId: string) => {
   const { partials: _writing, ...closed } = session(userId);
   return { ...closed, state: { status: "ended", message_count: 1, last_activity: 5, ended_at: 5, unflushed_since: 5, usage: closed.state.usage, conversation: userId, pending: closed.state.pending } };
 };
+
+/** Bob's session and the children of it that only Bob reads: [what, path]. */
+const BOBS_SESSION: readonly (readonly [string, string])[] = [
+  ["Bob's session", "userSessions/s-bob"],
+  ["Bob's history", "userSessions/s-bob/messages"],
+  ["Bob's live partials", "userSessions/s-bob/partials"],
+  ["Bob's key records", "userSessions/s-bob/keys"],
+  ["Bob's state with its claims", "userSessions/s-bob/state"],
+];
+
+/** How long a listen may take to be granted or cancelled before the test says neither came. */
+const LISTEN_ANSWER_MS = 5_000;
+
+/** A query of the compat SDK (what `RulesTestContext.database()` gives), as far as a listen needs it. */
+interface Listenable {
+  on(event: "value", callback: () => void, cancel: (error: Error) => void): unknown;
+  off(): void;
+}
+
+/**
+ * Listens to `query` and says how the database answered: "granted" at its first value, "denied: …"
+ * when it cancelled the listen (a rule refused it), or that neither came in LISTEN_ANSWER_MS.
+ */
+async function listenOutcome(query: Listenable): Promise<string> {
+  let timer: NodeJS.Timeout | undefined;
+  const outcome = await new Promise<string>((resolve) => {
+    timer = setTimeout(() => { resolve(`neither a value nor a cancel within ${LISTEN_ANSWER_MS} ms`); }, LISTEN_ANSWER_MS);
+    query.on("value", () => { resolve("granted"); }, (error) => { resolve(`denied: ${error.message}`); });
+  });
+  clearTimeout(timer);
+  query.off();
+  return outcome;
+}
 
 /** The deployment's token count shards other than `s0` (s1 .. s7), denied as it is. */
 const OTHER_SHARDS = SERVICE_SHARD_KEYS.filter((shard) => shard !== "s0");
@@ -135,11 +169,29 @@ describeUnless(process.env.CHATIFY_RULES_SKIP_REASON || undefined, "database sec
     await assertFails(as().ref(`userSessions/${id}/${child}`).once("value"));
   });
 
-  it("lets a user list their own sessions by query, and no one list all", async () => {
-    await assertSucceeds(as(ALICE).ref("userSessions").orderByChild("user_id").equalTo(ALICE).once("value"));
+  // No read rule on `userSessions` itself: one that granted a query there (the list of one's own
+  // sessions by `user_id`) would grant every read below it that carries the same query, another
+  // user's session included. A client lists its sessions through the API or its own index.
+  it("denies listing sessions by query, one's own included, and listing them all", async () => {
+    await assertFails(as(ALICE).ref("userSessions").orderByChild("user_id").equalTo(ALICE).once("value"));
     await assertFails(as(ALICE).ref("userSessions").orderByChild("user_id").equalTo(BOB).once("value"));
     await assertFails(as(ALICE).ref("userSessions").once("value"));
     await assertFails(as().ref("userSessions").orderByChild("user_id").equalTo(ALICE).once("value"));
+    expect(await listenOutcome(as(ALICE).ref("userSessions").orderByChild("user_id").equalTo(ALICE))).toMatch(/^denied/);
+  });
+
+  it.each(BOBS_SESSION)("denies another user a read of %s, even one ordered by user_id equal to their own uid (%s)", async (_what, path) => {
+    await assertFails(as(ALICE).ref(path).orderByChild("user_id").equalTo(ALICE).once("value"));
+  });
+
+  it.each(BOBS_SESSION)("denies another user a live listen on %s, even one ordered by user_id equal to their own uid (%s)", async (_what, path) => {
+    expect(await listenOutcome(as(ALICE).ref(path).orderByChild("user_id").equalTo(ALICE))).toMatch(/^denied/);
+  });
+
+  it("lets the owner listen to their own session, its history and its live partials", async () => {
+    for (const child of ["", "/messages", "/partials"]) {
+      expect(await listenOutcome(as(ALICE).ref(`userSessions/s-alice${child}`))).toBe("granted");
+    }
   });
 
   it("lets signed-in users read templates, not signed-out ones", async () => {
