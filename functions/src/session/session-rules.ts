@@ -49,7 +49,7 @@ function closedState(state: SessionState, status: Closed, at: number): SessionSt
 export type ClaimOutcome =
   /** `alone`: no other message of the session was running. */
   | { readonly kind: "claimed"; readonly alone: boolean }
-  | { readonly kind: "limit" }
+  | ExchangeLimit
   | { readonly kind: "done"; readonly seq: number }
   /** The key's first request was flagged by moderation: a repeat gets the same refusal. */
   | { readonly kind: "flagged" }
@@ -76,7 +76,7 @@ export function claimRequest(claim: RequestClaim, now: number, leaseMs: number, 
       return { outcome: { kind: "busy", leaseUntil: entry.lease_until } };
     }
     const others = liveClaims(current, now, claim.hash);
-    if (current.message_count + others >= policy.maxExchanges) return { outcome: { kind: "limit" } };
+    if (current.message_count + others >= policy.maxExchanges) return { outcome: exchangeLimit(current, now, policy) };
     const claimed: RequestEntry = { fingerprint: claim.fingerprint, owner: claim.owner, lease_until: now + leaseMs };
     // Taking over a lapsed claim of this key: the request that held it died, and its partial with it.
     const overtaken = entry?.owner !== undefined && entry.owner !== claim.owner ? [entry.owner] : [];
@@ -117,6 +117,23 @@ export function flagClaim(claim: RequestClaim, partial = false): StateRule<undef
   };
 }
 
+/**
+ * The session holds all the exchanges it may (stored, or claimed by requests still running): no
+ * wait helps, and the client learns when the session expires and stops counting against the
+ * user's active sessions (`retryAfterMs` from `now`). A refused message is no activity: that is a
+ * TTL after its last activity, a millisecond past it (expiredIfIdle), or, while other messages run,
+ * a TTL after the last of their leases at the latest (each commits by its lease, and is activity).
+ */
+export interface ExchangeLimit {
+  readonly kind: "limit";
+  readonly retryAfterMs: number;
+}
+
+function exchangeLimit(state: SessionState, now: number, policy: SessionPolicy): ExchangeLimit {
+  const leases = Object.values(state.requests ?? {}).flatMap((entry) => (!isDoneKey(entry) && (entry.lease_until ?? 0) > now ? [entry.lease_until ?? 0] : []));
+  return { kind: "limit", retryAfterMs: Math.max(state.last_activity, ...leases) + policy.idleTtlMs + 1 - now };
+}
+
 /** Claims of requests still running at `now`, other than `except`. */
 function liveClaims(state: SessionState, now: number, except?: string): number {
   return Object.entries(state.requests ?? {}).filter(
@@ -126,7 +143,7 @@ function liveClaims(state: SessionState, now: number, except?: string): number {
 
 export type AppendOutcome =
   | { readonly kind: "appended"; readonly seq: number }
-  | { readonly kind: "limit" }
+  | ExchangeLimit
   | { readonly kind: "duplicate"; readonly seq: number }
   | { readonly kind: "reused" }
   | { readonly kind: "lost" }
@@ -159,7 +176,7 @@ export function appendRule(options: {
     // that took this lapsed claim over (it commits, this one is lost), or one that only passed
     // through to replay a key already done and moved to its record, where this rule cannot see it.
     if (claim?.remember && entry?.owner !== claim.owner) return { outcome: { kind: "lost" } };
-    if (current.message_count >= policy.maxExchanges) return { outcome: { kind: "limit" } };
+    if (current.message_count >= policy.maxExchanges) return { outcome: exchangeLimit(current, answeredAt, policy) };
     const seq = current.message_count + 1;
     const lastActivity = Math.max(current.last_activity, answeredAt);
     let next: SessionState = { ...current, message_count: seq, last_activity: lastActivity, idle_since: lastActivity };

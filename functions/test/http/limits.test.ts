@@ -138,6 +138,21 @@ describeEachStore("usage limits", (kind) => {
     expect(await recentMessages(harness.api.store, id, 100)).toHaveLength(8);
   });
 
+  it("says in SESSION_EXCHANGE_LIMIT's Retry-After when the full session expires: a TTL (60 min) after its last exchange, not after the refusal", async () => {
+    const user = newUser();
+    const id = String((await create(user)).body.session_id);
+    for (let i = 0; i < 4; i += 1) expect((await harness.api.call("POST", ROUTES.message(id), { message: `m${i}` })).status).toBe(200);
+    const lastActivity = now;
+    now = lastActivity + 50 * MINUTE;
+    const refused = await harness.api.call("POST", ROUTES.message(id), { message: "one too many" });
+    expectRefused(refused, "SESSION_EXCHANGE_LIMIT");
+    // Ten minutes and a millisecond, in whole seconds rounded up.
+    expect(Number(refused.headers.get("retry-after"))).toBe(10 * 60 + 1);
+    // And then it has expired, as said: a message gets 410, and the session counts no more.
+    now = lastActivity + 60 * MINUTE + 1;
+    expect((await harness.api.call("POST", ROUTES.message(id), { message: "after expiry" })).body.error?.code).toBe("SESSION_EXPIRED");
+  });
+
   it("does not charge a replay of a completed message", async () => {
     const user = newUser();
     const id = String((await create(user)).body.session_id);

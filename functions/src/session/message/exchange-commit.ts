@@ -68,7 +68,7 @@ export async function commit(context: MessageContext, message: InFlightMessage, 
   if (outcome.kind !== "appended") {
     // Refused at the commit: the slot frees at once, so a repeat waiting on this key learns.
     message.end(outcome.kind === "closed" ? { kind: "closed" } : { kind: "not-stored", release: true });
-    throw refusal(outcome, policy);
+    throw refusal(outcome);
   }
   message.end({ kind: "stored" });
   // The new tail is known only when no other exchange landed between the claim and the commit.

@@ -35,7 +35,7 @@ export type Admitted =
  * closed or missing stops counting as active, and one its admission finds ended is refused too.
  */
 export async function admit(context: MessageContext, session: KnownSession, text: string, idempotencyKey: string | undefined, receivedAt: number): Promise<Admitted> {
-  const { store, usage, policy, serviceLedger } = context;
+  const { store, usage, serviceLedger } = context;
   const need = tokenNeed(session.meta, text);
   const claim = claimFor(text, idempotencyKey);
   const readAhead: ReadAhead = {
@@ -69,7 +69,7 @@ export async function admit(context: MessageContext, session: KnownSession, text
   if (claimed.kind === "claimed" && admitted.admitted && capped?.admitted !== false) return { kind: "admitted", message, readAhead };
   message.end(refused);
   if (claimed.kind === "done") return { kind: "replay", seq: claimed.seq };
-  if (claimed.kind !== "claimed") throw refusal(claimed, policy);
+  if (claimed.kind !== "claimed") throw refusal(claimed);
   if (!admitted.admitted) {
     // Claimed before the end, admitted after its release: the session can never store this
     // exchange, so it gets the closed claim's answer, and no model call (limits.ts admitMessage).

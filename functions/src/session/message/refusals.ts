@@ -1,6 +1,6 @@
 import { MessageFlaggedError } from "../../llm/moderation";
 import { IdempotencyInProgressError, IdempotencyKeyReusedError, LimitExceededError, SessionClosedError } from "../errors";
-import type { AppendOutcome, ClaimOutcome, SessionPolicy } from "../session-rules";
+import type { AppendOutcome, ClaimOutcome } from "../session-rules";
 
 /** What a message's claim came to, before the model call. */
 export type SlotOutcome =
@@ -13,12 +13,13 @@ export type SlotOutcome =
 export type Refused = Exclude<SlotOutcome | AppendOutcome, { kind: "claimed" } | { kind: "done" } | { kind: "appended" } | { kind: "duplicate" }>;
 
 /** The one place where a refused claim or commit becomes its error. */
-export function refusal(outcome: Refused, policy: SessionPolicy): Error {
+export function refusal(outcome: Refused): Error {
   switch (outcome.kind) {
     case "closed":
       return new SessionClosedError(outcome.status);
     case "limit":
-      return exchangeLimit(policy);
+      // Retry-After: when the full session expires (session-rules.ts exchangeLimit).
+      return new LimitExceededError("exchanges", seconds(outcome.retryAfterMs));
     case "reused":
       return new IdempotencyKeyReusedError();
     case "flagged":
@@ -32,14 +33,6 @@ export function refusal(outcome: Refused, policy: SessionPolicy): Error {
       // client's retry with the key finds whichever request stored the exchange.
       return new IdempotencyInProgressError(1);
   }
-}
-
-/**
- * The session holds all the exchanges it may: no wait helps, so Retry-After is the idle TTL,
- * after which the session expires and stops counting against the user's active sessions.
- */
-function exchangeLimit(policy: SessionPolicy): LimitExceededError {
-  return new LimitExceededError("exchanges", seconds(policy.idleTtlMs));
 }
 
 /** Whole seconds for a Retry-After header, at least one. */
