@@ -25,7 +25,15 @@ export interface ErasureHooks {
  * between pages once `hooks.stopped` says so (`stopped: true`: the next run starts it again).
  */
 export class ConnectionErasure {
-  constructor(private readonly options: { readonly store: ConnectionErasureStore & DeviceStore; readonly batchSize: number; readonly clock: () => number }) {}
+  constructor(
+    private readonly options: {
+      readonly store: ConnectionErasureStore & DeviceStore;
+      readonly batchSize: number;
+      readonly clock: () => number;
+      /** How long a registration's add can land after its claim (DeviceRegistryOptions), for the releases it does. */
+      readonly addLandsWithinMs: number;
+    },
+  ) {}
 
   async erase(userId: string, cutoff: number, hooks: ErasureHooks): Promise<{ count: number; stopped: boolean }> {
     const { store, batchSize } = this.options;
@@ -70,7 +78,7 @@ export class ConnectionErasure {
    * does: the record stays (ownedUpTo), and the retry or the sweep's pass does both again.
    */
   private async forgetTokenOwners(key: string, cutoff: number, stopped: () => boolean): Promise<"done" | "stopped"> {
-    const { store, clock, batchSize } = this.options;
+    const { store, clock, batchSize, addLandsWithinMs } = this.options;
     let after: string | undefined;
     for (;;) {
       if (stopped()) return "stopped";
@@ -78,7 +86,7 @@ export class ConnectionErasure {
       after = page.at(-1)?.hash;
       // One registered after the request is the user's to keep, as their devices are.
       const held = page.filter(({ owner }) => owner.updated_at <= cutoff);
-      await Promise.all(held.map(({ hash, owner }) => releaseToken(store, hash, owner.released_from ?? {}, clock())));
+      await Promise.all(held.map(({ hash, owner }) => releaseToken(store, hash, owner.released_from ?? {}, clock(), addLandsWithinMs)));
       await store.deleteTokenOwners(key, cutoff, held.map(({ hash }) => hash));
       if (page.length < batchSize) return "done";
     }

@@ -1,10 +1,16 @@
 import type { DeviceStore } from "../store/connection-store";
 import { userKey } from "../session/ledger/limits";
-import { claimToken, confirmReleases, registerDevice, releaseDevice, removeDevices, tokenHash, type TokenReleases } from "./device-rules";
+import { claimToken, confirmReleases, leaveToken, registerDevice, releaseDevice, removeDevices, tokenHash, type DeviceChange, type TokenReleases } from "./device-rules";
 
 export interface DeviceRegistryOptions {
   readonly store: DeviceStore;
   readonly clock: () => number;
+  /**
+   * The longest a registration's add can land after its claim: a request's lifetime (the
+   * function's timeout) and one database deadline for a write already sent. A release keeps itself
+   * in a user's missing devices record only that long (`releaseDevice`).
+   */
+  readonly addLandsWithinMs: number;
 }
 
 /** What a registration or an unregistration left. */
@@ -34,22 +40,56 @@ export class DeviceRegistry {
    * from this user's devices before the add. That removal is kept in this user's devices
    * (`releaseDevice`), and the add, landing after it, adds nothing (`registerDevice`); landing
    * before it, the add is taken by it. Either way the token ends with its last owner only, with no
-   * further step here that could fail or never run: the claim that took the token names this user
-   * in the owner record until its removal is done, by that registration, the owner's next one or
-   * the sweep.
+   * further step here that must succeed: the claim that took the token names this user in the
+   * owner record until its removal is done, by that registration, the owner's next one or the
+   * sweep. The add registers the claim's time, not this clock's: claims are ordered as they landed
+   * (`claimToken`), so an add whose claim landed last is never refused by an earlier claim's release.
    *
-   * Two round trips: the claim, then the add, with the removals of `releaseToken` beside the add
-   * when the claim names users the token is to leave (it moved, or an earlier removal is still
-   * unconfirmed), and their confirmation after them.
+   * The read of the owner record after the add (`dropUnlessOwned`) is a second line, kept for
+   * deploys: an instance of a version before releases were kept in users' devices writes none, and
+   * drops those it finds when it rewrites a user's devices, so while both versions serve, this read
+   * is what takes back an add landing after such an instance's handover. It can go once no instance
+   * of such a version serves registrations (docs/connections.md).
+   *
+   * Three round trips when the token stays with its owner (the claim, the add, then the read); the
+   * removals of `releaseToken`, when the claim names users the token is to leave (it moved, or an
+   * earlier removal is still unconfirmed), go beside the add and the read, and their confirmation
+   * after them.
    */
   async register(userId: string, token: string, previews: boolean | undefined): Promise<DevicesAfter> {
-    const { store, clock } = this.options;
+    const { store, clock, addLandsWithinMs } = this.options;
     const now = clock();
     const hash = tokenHash(token);
     const key = userKey(userId);
-    const releases = await store.updateTokenOwner(hash, claimToken(key, now));
-    const [, after] = await Promise.all([releaseToken(store, hash, releases, now), store.updateDevices(key, registerDevice(hash, token, now, previews))]);
+    const { at, releases } = await store.updateTokenOwner(hash, claimToken(key, now));
+    const [, after] = await Promise.all([releaseToken(store, hash, releases, now, addLandsWithinMs), this.addUnlessTaken(key, hash, token, at, previews)]);
     return { devices: after.count };
+  }
+
+  private async addUnlessTaken(key: string, hash: string, token: string, at: number, previews: boolean | undefined): Promise<DeviceChange> {
+    const added = await this.options.store.updateDevices(key, registerDevice(hash, token, at, previews));
+    return (await this.dropUnlessOwned(key, hash, at)) ?? added;
+  }
+
+  /**
+   * Takes the token back out of the user's devices, up to their claim at `at`, when another user
+   * holds it by now: that user's claim, and its removal from these devices, may have landed
+   * between this claim and this add, and the removal kept here may be gone (an older instance
+   * rewrote the record without it) or never written (an older instance made the removal). The
+   * removal is first recorded in the owner record (`leaveToken`), as a claim's is, so that one that
+   * fails is done again by the owner's next registration or the sweep. A registration of the user
+   * newer than this one (they took the token back) stays.
+   */
+  private async dropUnlessOwned(key: string, hash: string, at: number): Promise<DeviceChange | undefined> {
+    const { store, clock, addLandsWithinMs } = this.options;
+    const owner = await store.readTokenOwner(hash);
+    if (owner?.user_key === key) return undefined;
+    const releases = await store.updateTokenOwner(hash, leaveToken(key, at));
+    const upTo = releases[key];
+    if (upTo === undefined) return undefined;
+    const change = await store.updateDevices(key, releaseDevice(hash, upTo, clock(), addLandsWithinMs));
+    await store.updateTokenOwner(hash, confirmReleases(releases));
+    return change;
   }
 
   /** Removes `token` from the user's devices; harmless to repeat. */
@@ -69,10 +109,10 @@ export class DeviceRegistry {
  * owner's devices because one write failed.
  * Harmless to repeat; nothing to do, and no round trip, without releases. True when it did some.
  */
-export async function releaseToken(store: DeviceStore, hash: string, releases: TokenReleases, now: number): Promise<boolean> {
+export async function releaseToken(store: DeviceStore, hash: string, releases: TokenReleases, now: number, addLandsWithinMs: number): Promise<boolean> {
   const former = Object.entries(releases);
   if (former.length === 0) return false;
-  await Promise.all(former.map(([key, claimedAt]) => store.updateDevices(key, releaseDevice(hash, claimedAt, now))));
+  await Promise.all(former.map(([key, claimedAt]) => store.updateDevices(key, releaseDevice(hash, claimedAt, now, addLandsWithinMs))));
   await store.updateTokenOwner(hash, confirmReleases(releases));
   return true;
 }

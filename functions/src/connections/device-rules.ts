@@ -8,7 +8,8 @@ import { keyHash } from "../session/idempotency";
  * STALE_AFTER_MS is stale (dropped by any change of the record, skipped by a send, swept on
  * schedule), a token released from the user stays released for their registrations up to the
  * release (`released`, kept as long as such a registration could still be fresh), and `oldest_at`
- * names the oldest time of either so that the sweep finds the users it concerns.
+ * names the oldest time of either so that the sweep finds the users it concerns. A registration
+ * goes by the time of its claim (`claimToken`), which orders the claims on one token.
  */
 
 export const MAX_DEVICES = 20;
@@ -36,6 +37,8 @@ export interface DeviceChange {
  * A registration no later than a release of the token from the user (`released`: another user's
  * claim took it) adds nothing: its add lands after that release, which found nothing to remove, and
  * the token is another user's. The preview setting is still set: it is the user's, not the token's.
+ * `now` is the time of the registration's claim (`TokenClaim.at`), not a clock reading: a claim
+ * that landed after the one that released the user is later than it, whatever the clocks said.
  */
 export function registerDevice(hash: string, token: string, now: number, previews: boolean | undefined): LedgerRule<DeviceRecord, DeviceChange> {
   return (record) => {
@@ -69,13 +72,21 @@ export function liveTokens(record: DeviceRecord | null, now: number): string[] {
  * must not take away a registration made since, which may land before it), and the release is kept
  * (`released`) so that an add of theirs up to then landing after it adds nothing. Their add may land
  * on either side of this release (it is sent once their claim commits, however long after), and
- * nothing else would take the token back out should it land after: the read of the owner record
- * that used to follow each add could fail or never run (a deadline, the instance dying). A release
- * is kept until a registration up to it would be stale anyway (STALE_AFTER_MS), the later of two
- * for one token. Also drops any stale token or release.
+ * nothing else is sure to take the token back out should it land after: the read of the owner
+ * record after each add (kept for deploys) can fail or never run (a deadline, the instance dying).
+ * A release is kept until a registration up to it would be stale anyway (STALE_AFTER_MS), the later
+ * of two for one token. Also drops any stale token or release.
+ *
+ * A user with no record gets one for the release only while an add of theirs may still be on its
+ * way: within `addLandsWithinMs` of `upTo` (every claim of theirs it releases is no later than
+ * `upTo`, and its add lands within a request's lifetime of it). A later release (the sweep's, a
+ * retry's) writes nothing: a user without a record may be one whose erasure has deleted it, and a
+ * record made then would outlive the erasure. One made within that time is deleted again by the
+ * erasure's second pass, which waits as long.
  */
-export function releaseDevice(hash: string, upTo: number, now: number): LedgerRule<DeviceRecord, DeviceChange> {
+export function releaseDevice(hash: string, upTo: number, now: number, addLandsWithinMs: number): LedgerRule<DeviceRecord, DeviceChange> {
   return (record) => {
+    if (!record && now - upTo >= addLandsWithinMs) return { outcome: { count: 0, removed: [] } };
     const fresh = freshTokens(record, now);
     const device = fresh.get(hash);
     if (device !== undefined && device.updated_at <= upTo) fresh.delete(hash);
@@ -91,23 +102,55 @@ export function releaseDevice(hash: string, upTo: number, now: number): LedgerRu
  */
 export type TokenReleases = Readonly<Record<string, number>>;
 
+/** A claim on a token: the users it is to leave, and the claim's time, which the claimer's add registers. */
+export interface TokenClaim {
+  readonly at: number;
+  readonly releases: TokenReleases;
+}
+
 /**
- * Takes a token for `userKey`. The outcome is every user the token is to leave: the former owner
+ * Takes a token for `userKey`. `releases` is every user the token is to leave: the former owner
  * when another, and those a claim before named and whose removal is not confirmed yet (it failed,
  * or its request died), so that any registration of the owner does it again. The record keeps them
  * until `confirmReleases`; the claimer is never among them (their own registration is the newest).
- * The former owner is released as of the later of this claim and their own last claim: with the
- * instances' clocks a little apart, a registration of theirs that came before this claim still goes.
- * So the owner's time never moves back: an older claim of theirs landing after a newer one keeps the
- * newer time, or the next owner's claim would release them only up to the older one.
+ *
+ * The claim's time (`at`, the owner record's `updated_at`) never moves back, and a claim over
+ * another user's is later than theirs (at least their `updated_at` + 1), whatever the instances'
+ * clocks say: the claims on a token are ordered as they landed. The former owner is released up to
+ * it, and the claimer's add registers it, so the add is always later than any release of the
+ * claimer that a claim before this one made (`registerDevice` refuses an add at or before one):
+ * with clock times, a claim that landed last but read an earlier clock (a registration that began
+ * first) had its add refused by the release the claim before it made, while the owner record named
+ * it: the token was then nobody's. An older claim of the owner's own landing after a newer one
+ * keeps the newer time, or the next owner's claim would release them only up to the older one.
  */
-export function claimToken(userKey: string, now: number): LedgerRule<TokenOwner, TokenReleases> {
+export function claimToken(userKey: string, now: number): LedgerRule<TokenOwner, TokenClaim> {
   return (owner) => {
     const pending = Object.entries(owner?.released_from ?? {}).filter(([key]) => key !== userKey);
-    const former: [string, number][] = owner && owner.user_key !== userKey ? [[owner.user_key, Math.max(now, owner.updated_at)]] : [];
+    const taken = owner !== null && owner.user_key !== userKey;
+    const at = owner === null ? now : Math.max(now, taken ? owner.updated_at + 1 : owner.updated_at);
+    const former: [string, number][] = taken ? [[owner.user_key, at]] : [];
     const releases = Object.fromEntries([...pending, ...former]);
-    const updatedAt = owner?.user_key === userKey ? Math.max(now, owner.updated_at) : now;
-    return { outcome: releases, next: withReleases({ user_key: userKey, updated_at: updatedAt }, releases) };
+    return { outcome: { at, releases }, next: withReleases({ user_key: userKey, updated_at: at }, releases) };
+  };
+}
+
+/**
+ * Names `userKey` among the users the token is to leave, as of `at` (the time of their claim),
+ * when another user holds it: a registration that finds another owner after its add takes the token
+ * back out (see DeviceRegistry.register), and until that removal is confirmed (`confirmReleases`)
+ * the record keeps it for the owner's next registration or the sweep, as a claim does. The outcome
+ * is the release to do: none when the user holds the token again by now. A record gone (an
+ * erasure) cannot keep it: the release is done once.
+ */
+export function leaveToken(userKey: string, at: number): LedgerRule<TokenOwner, TokenReleases> {
+  return (owner) => {
+    if (!owner) return { outcome: { [userKey]: at } };
+    if (owner.user_key === userKey) return { outcome: {} };
+    // A claim may have named the user already, as of a later time: that stays, and is done here.
+    const upTo = Math.max(at, owner.released_from?.[userKey] ?? at);
+    const releases = { ...owner.released_from, [userKey]: upTo };
+    return { outcome: { [userKey]: upTo }, next: withReleases({ user_key: owner.user_key, updated_at: owner.updated_at }, releases) };
   };
 }
 

@@ -16,7 +16,13 @@ export interface DeviceSweepReport {
 /** The report of a sweep that did nothing (or failed as a whole). */
 export const NO_DEVICE_SWEEP: DeviceSweepReport = { releasedTokens: 0, staleDevices: 0, staleTokenOwners: 0 };
 
-type SweepOptions = BatchBudget & { readonly store: DeviceStore; readonly now: number; readonly log: Log };
+type SweepOptions = BatchBudget & {
+  readonly store: DeviceStore;
+  readonly now: number;
+  readonly log: Log;
+  /** How long a registration's add can land after its claim (DeviceRegistryOptions): a release older than that makes no record. */
+  readonly addLandsWithinMs: number;
+};
 
 /**
  * The scheduled sweep of device tokens, beside the sessions' clean-up. First, the removals of
@@ -35,7 +41,7 @@ export async function sweepDevices(options: SweepOptions): Promise<DeviceSweepRe
   const { store, now, batchSize } = options;
   const releasedTokens = await inBatches(options, () => store.findPendingReleases(now, batchSize), async (hashes) => {
     const results = await Promise.allSettled(
-      hashes.map(async (hash) => releaseToken(store, hash, (await store.readTokenOwner(hash))?.released_from ?? {}, now)),
+      hashes.map(async (hash) => releaseToken(store, hash, (await store.readTokenOwner(hash))?.released_from ?? {}, now, options.addLandsWithinMs)),
     );
     return counted(options.log, "release", results, (index) => ({ tokenHash: hashes[index] }), (released) => released);
   });

@@ -151,17 +151,19 @@ export function composeInstance(config: Config, parts: InstanceParts): Instance 
       maxSessions: config.sessionCacheMaxEntries,
     },
   });
-  const { connections, devices, connectionStore, pushSender } = composeConnections(config, parts, store, clock, moderation, functionTimeoutMs);
+  // A request writes nothing after its claim's lease (its timeout), nor a write it sent after one database deadline.
+  const lateWritesMs = budget.leaseMs + config.dbTimeoutMs;
+  const { connections, devices, connectionStore, pushSender } = composeConnections(config, parts, store, clock, moderation, functionTimeoutMs, lateWritesMs);
   const erasure = new ErasureService({
     store,
     clock,
     log: parts.log,
     messagesPerMinute: config.limits.userMessagesPerMinute,
     takeOverAfterMs: functionTimeoutMs,
-    // A request that raced the erasure writes nothing after its claim's lease, nor a write it sent after one database deadline.
-    finalPassAfterMs: budget.leaseMs + config.dbTimeoutMs,
+    // Once no request that raced the erasure can still write.
+    finalPassAfterMs: lateWritesMs,
     batchSize: ERASURE_BATCH,
-    connections: new ConnectionErasure({ store: connectionStore, batchSize: ERASURE_BATCH, clock }),
+    connections: new ConnectionErasure({ store: connectionStore, batchSize: ERASURE_BATCH, clock, addLandsWithinMs: lateWritesMs }),
   });
   const maintain = async (now: number = clock(), runMs?: number) => {
     // One set of steps for the whole run, the sessions' and those below, each settled on its own:
@@ -180,7 +182,7 @@ export function composeInstance(config: Config, parts: InstanceParts): Instance 
     }, steps);
     const erasuresFinished = await steps.run("erasuresFinished", 0, (stopped) => erasure.finishDue(now, { maxBatches: MAINTENANCE_MAX_BATCHES, stopped }));
     const devices = await steps.run("staleDevices", NO_DEVICE_SWEEP, (stopped) =>
-      sweepDevices({ store: connectionStore, now, batchSize: MAINTENANCE_BATCH, maxBatches: MAINTENANCE_MAX_BATCHES, stopped, log: parts.log }),
+      sweepDevices({ store: connectionStore, now, batchSize: MAINTENANCE_BATCH, maxBatches: MAINTENANCE_MAX_BATCHES, stopped, log: parts.log, addLandsWithinMs: lateWritesMs }),
     );
     return { ...report, erasuresFinished, ...devices, ...steps.failures() };
   };
@@ -205,7 +207,7 @@ export function composeInstance(config: Config, parts: InstanceParts): Instance 
  * beside a given session store an embedded one), the push sender (FCM deployed, the offline
  * sender where FCM cannot be reached) and the services over them.
  */
-function composeConnections(config: Config, parts: InstanceParts, store: SessionStore, clock: () => number, moderation: MessageModeration | undefined, functionTimeoutMs: number) {
+function composeConnections(config: Config, parts: InstanceParts, store: SessionStore, clock: () => number, moderation: MessageModeration | undefined, functionTimeoutMs: number, lateWritesMs: number) {
   checkConnectionBudget(config, functionTimeoutMs);
   const connectionStore =
     parts.connectionStore ?? (parts.store === undefined ? new RtdbConnectionStore(homeDatabase(required(parts.app, "connection store"), config.databaseInstances), config.dbTimeoutMs) : new MemoryConnectionStore());
@@ -231,7 +233,7 @@ function composeConnections(config: Config, parts: InstanceParts, store: Session
     cache: { maxEntries: config.sessionCacheMaxEntries, ttlMs: config.sessionCacheTtlMs },
     ...(moderation ? { moderation } : {}),
   });
-  return { connections, devices: new DeviceRegistry({ store: connectionStore, clock }), connectionStore, pushSender };
+  return { connections, devices: new DeviceRegistry({ store: connectionStore, clock, addLandsWithinMs: lateWritesMs }), connectionStore, pushSender };
 }
 
 /**

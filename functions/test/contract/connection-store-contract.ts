@@ -5,7 +5,7 @@ import { forgetDevices, forgetPairUser } from "../../src/connections/erasure-rul
 import { userKey } from "../../src/session/ledger/limits";
 import type { ConnectionAdapter } from "../../src/store/connection-erasure-store";
 import { CREATED_AT } from "../support/fixtures";
-import { newConnection, refOf, sendAs } from "../support/connection-fixtures";
+import { ADD_LANDS_WITHIN_MS, newConnection, refOf, sendAs } from "../support/connection-fixtures";
 
 /**
  * Several handles on one database: for the embedded store, the store itself; for the Realtime
@@ -251,11 +251,11 @@ export function connectionStoreContract(makeHarness: () => Promise<ConnectionSto
 
     it("gives a token to the last user who registers it, naming the one before until its removal is confirmed", async () => {
       const fresh = harness.empty();
-      expect(await fresh.updateTokenOwner("hash-1", claimToken("user-1", T))).toEqual({});
-      expect(await fresh.updateTokenOwner("hash-1", claimToken("user-1", T + 1))).toEqual({});
-      expect(await fresh.updateTokenOwner("hash-1", claimToken("user-2", T + 2))).toEqual({ "user-1": T + 2 });
+      expect(await fresh.updateTokenOwner("hash-1", claimToken("user-1", T))).toEqual({ at: T, releases: {} });
+      expect(await fresh.updateTokenOwner("hash-1", claimToken("user-1", T + 1))).toEqual({ at: T + 1, releases: {} });
+      expect(await fresh.updateTokenOwner("hash-1", claimToken("user-2", T + 2))).toEqual({ at: T + 2, releases: { "user-1": T + 2 } });
       // Unconfirmed, the release is named again by the next claim, whoever makes it.
-      expect(await fresh.updateTokenOwner("hash-1", claimToken("user-2", T + 3))).toEqual({ "user-1": T + 2 });
+      expect(await fresh.updateTokenOwner("hash-1", claimToken("user-2", T + 3))).toEqual({ at: T + 3, releases: { "user-1": T + 2 } });
       expect(await fresh.findPendingReleases(T + 1, 10)).toEqual([]);
       expect(await fresh.findPendingReleases(T + 2, 10)).toEqual(["hash-1"]);
       await fresh.updateTokenOwner("hash-1", confirmReleases({ "user-1": T + 2 }));
@@ -265,7 +265,19 @@ export function connectionStoreContract(makeHarness: () => Promise<ConnectionSto
       expect(await fresh.deleteStaleTokenOwner("hash-1", T + 2)).toBe(false);
       expect(await fresh.deleteStaleTokenOwner("hash-1", T + 3)).toBe(true);
       expect(await fresh.deleteStaleTokenOwner("hash-1", T + 3)).toBe(false);
-      expect(await fresh.updateTokenOwner("hash-1", claimToken("user-3", T + 4))).toEqual({});
+      expect(await fresh.updateTokenOwner("hash-1", claimToken("user-3", T + 4))).toEqual({ at: T + 4, releases: {} });
+    });
+
+    it("times a claim over another user's after theirs whatever its clock read, and an owner's older claim at their newer time", async () => {
+      const fresh = harness.empty();
+      await fresh.updateTokenOwner("hash-3", claimToken("carl", T + 5));
+      // Ben's registration read its clock first (time 3), but his claim lands after Carl's: it is timed after it, and Carl is released up to it.
+      expect(await fresh.updateTokenOwner("hash-3", claimToken("ben", T + 3))).toEqual({ at: T + 6, releases: { carl: T + 6 } });
+      // An older claim of Ben's landing now keeps his time.
+      expect(await fresh.updateTokenOwner("hash-3", claimToken("ben", T + 2))).toEqual({ at: T + 6, releases: { carl: T + 6 } });
+      expect(await fresh.readTokenOwner("hash-3")).toEqual({ user_key: "ben", updated_at: T + 6, released_from: { carl: T + 6 }, releasing_since: T + 6 });
+      // A claim whose clock is further on keeps its own time; Carl, the claimer, is no longer to be released.
+      expect(await fresh.updateTokenOwner("hash-3", claimToken("carl", T + 20))).toEqual({ at: T + 20, releases: { ben: T + 20 } });
     });
 
     it("finds stale token owner records oldest first, ties by hash, a page after the one before", async () => {
@@ -283,10 +295,10 @@ export function connectionStoreContract(makeHarness: () => Promise<ConnectionSto
     it("keeps a release a later claim made again when an earlier one's removal is confirmed", async () => {
       const fresh = harness.empty();
       await fresh.updateTokenOwner("hash-2", claimToken("ann", T));
-      expect(await fresh.updateTokenOwner("hash-2", claimToken("ben", T + 1))).toEqual({ ann: T + 1 });
+      expect(await fresh.updateTokenOwner("hash-2", claimToken("ben", T + 1))).toEqual({ at: T + 1, releases: { ann: T + 1 } });
       // Ann takes it back (she is no longer to lose it), then Cal takes it from her: both still to be released.
-      expect(await fresh.updateTokenOwner("hash-2", claimToken("ann", T + 2))).toEqual({ ben: T + 2 });
-      expect(await fresh.updateTokenOwner("hash-2", claimToken("cal", T + 3))).toEqual({ ben: T + 2, ann: T + 3 });
+      expect(await fresh.updateTokenOwner("hash-2", claimToken("ann", T + 2))).toEqual({ at: T + 2, releases: { ben: T + 2 } });
+      expect(await fresh.updateTokenOwner("hash-2", claimToken("cal", T + 3))).toEqual({ at: T + 3, releases: { ben: T + 2, ann: T + 3 } });
       await fresh.updateTokenOwner("hash-2", confirmReleases({ ann: T + 1, ben: T + 2 }));
       expect(await fresh.readTokenOwner("hash-2")).toEqual({ user_key: "cal", updated_at: T + 3, released_from: { ann: T + 3 }, releasing_since: T + 3 });
       // A record gone meanwhile is not written back by a confirmation.
@@ -307,16 +319,16 @@ export function connectionStoreContract(makeHarness: () => Promise<ConnectionSto
     it("takes a token from a user only while their entry is no newer than the claim that released it", async () => {
       const user = `user-${randomUUID()}`;
       await store.updateDevices(user, registerDevice("h-1", "token-1", T + 5, undefined));
-      expect(await store.updateDevices(user, releaseDevice("h-1", T + 4, T + 6))).toEqual({ count: 1, removed: [] });
-      expect(await store.updateDevices(user, releaseDevice("h-1", T + 5, T + 6))).toEqual({ count: 0, removed: ["h-1"] });
+      expect(await store.updateDevices(user, releaseDevice("h-1", T + 4, T + 6, ADD_LANDS_WITHIN_MS))).toEqual({ count: 1, removed: [] });
+      expect(await store.updateDevices(user, releaseDevice("h-1", T + 5, T + 6, ADD_LANDS_WITHIN_MS))).toEqual({ count: 0, removed: ["h-1"] });
     });
 
     it("keeps a token's release from a user, so that an add of theirs up to it landing after adds nothing, until such an add would be stale", async () => {
       const fresh = harness.empty();
       const user = `user-${randomUUID()}`;
       // The release lands before the user's add (they have no devices yet): it is kept, and a lower one does not lower it.
-      expect(await fresh.updateDevices(user, releaseDevice("h-1", T + 5, T + 6))).toEqual({ count: 0, removed: [] });
-      expect(await fresh.updateDevices(user, releaseDevice("h-1", T + 3, T + 6))).toEqual({ count: 0, removed: [] });
+      expect(await fresh.updateDevices(user, releaseDevice("h-1", T + 5, T + 6, ADD_LANDS_WITHIN_MS))).toEqual({ count: 0, removed: [] });
+      expect(await fresh.updateDevices(user, releaseDevice("h-1", T + 3, T + 6, ADD_LANDS_WITHIN_MS))).toEqual({ count: 0, removed: [] });
       expect(await fresh.readDevices(user)).toEqual({ released: { "h-1": T + 5 }, oldest_at: T + 5 });
       // Their add registered up to the claim that released it adds nothing; their preview setting is set all the same.
       expect(await fresh.updateDevices(user, registerDevice("h-1", "token-1", T + 5, false))).toEqual({ count: 0, removed: [] });
@@ -330,8 +342,23 @@ export function connectionStoreContract(makeHarness: () => Promise<ConnectionSto
       expect(await fresh.updateDevices(user, removeDevices([], T + 5 + STALE_AFTER_MS))).toEqual({ count: 1, removed: [] });
       expect(await fresh.readDevices(user)).toEqual({ tokens: { "h-1": { token: "token-1", updated_at: T + 7 } }, previews: false, oldest_at: T + 7 });
       // A release whose registrations are stale already is not kept.
-      expect(await fresh.updateDevices(user, releaseDevice("h-2", T + 6, T + 6 + STALE_AFTER_MS))).toEqual({ count: 1, removed: [] });
+      expect(await fresh.updateDevices(user, releaseDevice("h-2", T + 6, T + 6 + STALE_AFTER_MS, ADD_LANDS_WITHIN_MS))).toEqual({ count: 1, removed: [] });
       expect((await fresh.readDevices(user))?.released).toBeUndefined();
+    });
+
+    it("makes no devices record for a user without one once no add of theirs up to the release can still land", async () => {
+      const fresh = harness.empty();
+      const [gone, late, kept] = [`user-${randomUUID()}`, `user-${randomUUID()}`, `user-${randomUUID()}`];
+      // A request's lifetime after the claim it releases them up to, their add has landed if it ever will: nothing to keep.
+      expect(await fresh.updateDevices(gone, releaseDevice("h-1", T, T + ADD_LANDS_WITHIN_MS, ADD_LANDS_WITHIN_MS))).toEqual({ count: 0, removed: [] });
+      expect(await fresh.readDevices(gone)).toBeNull();
+      // Within it, the release is kept: their add may still land after it.
+      expect(await fresh.updateDevices(late, releaseDevice("h-1", T, T + ADD_LANDS_WITHIN_MS - 1, ADD_LANDS_WITHIN_MS))).toEqual({ count: 0, removed: [] });
+      expect(await fresh.readDevices(late)).toEqual({ released: { "h-1": T }, oldest_at: T });
+      // A user with a record keeps a later release all the same (it is theirs, and goes with the record).
+      await fresh.updateDevices(kept, registerDevice("h-2", "token-2", T, undefined));
+      expect(await fresh.updateDevices(kept, releaseDevice("h-1", T, T + ADD_LANDS_WITHIN_MS, ADD_LANDS_WITHIN_MS))).toEqual({ count: 1, removed: [] });
+      expect((await fresh.readDevices(kept))?.released).toEqual({ "h-1": T });
     });
   });
 
@@ -406,14 +433,14 @@ export function connectionStoreContract(makeHarness: () => Promise<ConnectionSto
       expect(await fresh.deleteTokenOwners(mine, T + 5, hashes)).toBe(1);
       expect(await fresh.deleteTokenOwners(mine, T + 5, hashes)).toBe(0);
       // The token moved from them was never taken from their devices here: it is still to be released.
-      expect(await fresh.updateTokenOwner("h-moved", claimToken("someone", T + 20))).toEqual({ [mine]: T + 1, [theirs]: T + 20 });
-      expect(await fresh.updateTokenOwner("h-new", claimToken(mine, T + 20))).toEqual({});
+      expect(await fresh.updateTokenOwner("h-moved", claimToken("someone", T + 20))).toEqual({ at: T + 20, releases: { [mine]: T + 1, [theirs]: T + 20 } });
+      expect(await fresh.updateTokenOwner("h-new", claimToken(mine, T + 20))).toEqual({ at: T + 20, releases: {} });
 
       expect(await fresh.rewriteDevices(mine, forgetDevices(T + 10))).toBe(1);
       expect(await fresh.readDevices(mine)).toBeNull();
       expect(await fresh.deleteTokenOwners(mine, T + 20, ["h-old"])).toBe(0);
       expect(await fresh.deleteTokenOwners(mine, T + 20, hashes)).toBe(1);
-      expect(await fresh.updateTokenOwner("h-new", claimToken("someone", T + 30))).toEqual({});
+      expect(await fresh.updateTokenOwner("h-new", claimToken("someone", T + 30))).toEqual({ at: T + 30, releases: {} });
     });
 
     it("pages a user's token records in hash order, and keeps one still to leave a former owner until that is confirmed", async () => {

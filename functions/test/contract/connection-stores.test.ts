@@ -8,6 +8,7 @@ import { MemoryConnectionStore } from "../../src/store/memory-connection-store";
 import { RtdbConnectionStore } from "../../src/store/rtdb/rtdb-connection-store";
 import { contractStores, describeWithRtdb, freshNamespace, RtdbInstances } from "../support/rtdb";
 import { connectionStoreContract } from "./connection-store-contract";
+import { ADD_LANDS_WITHIN_MS } from "../support/connection-fixtures";
 
 describe("MemoryConnectionStore", () => {
   connectionStoreContract(async () => {
@@ -34,7 +35,7 @@ describeWithRtdb("RtdbConnectionStore (firebase-admin on the database emulator)"
 
     it("starts no page of the user's token records once the pass's time is up, says it stopped, and the next run removes them all", async () => {
       const user = "token-hoarder";
-      const registry = new DeviceRegistry({ store, clock: () => 1_800_000_000_000 });
+      const registry = new DeviceRegistry({ store, clock: () => 1_800_000_000_000, addLandsWithinMs: ADD_LANDS_WITHIN_MS });
       // 250 registrations of distinct tokens: 250 owner records (the user keeps 20 devices).
       for (let start = 0; start < 250; start += 25) {
         await Promise.all(Array.from({ length: 25 }, (_, i) => registry.register(user, `token-${start + i}`, undefined)));
@@ -55,7 +56,7 @@ describeWithRtdb("RtdbConnectionStore (firebase-admin on the database emulator)"
         return read(operation, ...rest);
       };
 
-      const erasure = new ConnectionErasure({ store, batchSize: 20, clock: () => 1_800_000_100_000 });
+      const erasure = new ConnectionErasure({ store, batchSize: 20, clock: () => 1_800_000_100_000, addLandsWithinMs: ADD_LANDS_WITHIN_MS });
       const hooks = { record: async () => undefined, stopped: () => timeUp };
       const result = await erasure.erase(user, 1_800_000_050_000, hooks);
       // At most the page under way when the time ran out; then the pass says it stopped, and the next run goes on.
@@ -103,22 +104,22 @@ describeWithRtdb("RtdbConnectionStore (firebase-admin on the database emulator)"
     }
 
     it("keeps a token's owner record registered again while the sweep ran, so the token's next owner takes it from that user", async () => {
-      const store = racedAfterQueriesOf("deviceTokens", (raced) => new DeviceRegistry({ store: raced, clock: () => NOW }).register("ann", TOKEN, undefined));
-      await new DeviceRegistry({ store, clock: () => T0 }).register("ann", TOKEN, undefined);
-      expect(await sweepDevices({ store, now: NOW, batchSize: 10, maxBatches: 2, log: silentLog })).toMatchObject({ staleTokenOwners: 0 });
+      const store = racedAfterQueriesOf("deviceTokens", (raced) => new DeviceRegistry({ store: raced, clock: () => NOW, addLandsWithinMs: ADD_LANDS_WITHIN_MS }).register("ann", TOKEN, undefined));
+      await new DeviceRegistry({ store, clock: () => T0, addLandsWithinMs: ADD_LANDS_WITHIN_MS }).register("ann", TOKEN, undefined);
+      expect(await sweepDevices({ store, now: NOW, batchSize: 10, maxBatches: 2, log: silentLog, addLandsWithinMs: ADD_LANDS_WITHIN_MS })).toMatchObject({ staleTokenOwners: 0 });
       expect(await store.readTokenOwner(tokenHash(TOKEN))).toEqual({ user_key: userKey("ann"), updated_at: NOW });
 
       // The phone changes hands: Ben registers it. Ann's messages must no longer reach it.
-      await new DeviceRegistry({ store, clock: () => NOW + 1_000 }).register("ben", TOKEN, undefined);
+      await new DeviceRegistry({ store, clock: () => NOW + 1_000, addLandsWithinMs: ADD_LANDS_WITHIN_MS }).register("ben", TOKEN, undefined);
       const annLive = liveTokens(await store.readDevices(userKey("ann")), NOW + 2_000);
       const benLive = liveTokens(await store.readDevices(userKey("ben")), NOW + 2_000);
       expect({ annLive, benLive }).toEqual({ annLive: [], benLive: [TOKEN] });
     });
 
     it("keeps a user's token registered again while the sweep ran", async () => {
-      const store = racedAfterQueriesOf("userDevices", (raced) => new DeviceRegistry({ store: raced, clock: () => NOW }).register("ann", TOKEN, undefined));
-      await new DeviceRegistry({ store, clock: () => T0 }).register("ann", TOKEN, undefined);
-      expect(await sweepDevices({ store, now: NOW, batchSize: 10, maxBatches: 2, log: silentLog })).toMatchObject({ staleDevices: 0 });
+      const store = racedAfterQueriesOf("userDevices", (raced) => new DeviceRegistry({ store: raced, clock: () => NOW, addLandsWithinMs: ADD_LANDS_WITHIN_MS }).register("ann", TOKEN, undefined));
+      await new DeviceRegistry({ store, clock: () => T0, addLandsWithinMs: ADD_LANDS_WITHIN_MS }).register("ann", TOKEN, undefined);
+      expect(await sweepDevices({ store, now: NOW, batchSize: 10, maxBatches: 2, log: silentLog, addLandsWithinMs: ADD_LANDS_WITHIN_MS })).toMatchObject({ staleDevices: 0 });
       expect(liveTokens(await store.readDevices(userKey("ann")), NOW)).toEqual([TOKEN]);
       expect(await store.readTokenOwner(tokenHash(TOKEN))).toEqual({ user_key: userKey("ann"), updated_at: NOW });
     });
@@ -142,8 +143,8 @@ describeWithRtdb("RtdbConnectionStore (firebase-admin on the database emulator)"
 
     it("removes the stale records after a page of ones it cannot read, logging each of those once a run, in every run", async () => {
       // Ann and Ben registered a phone each 61 days ago and never again: their owner records and devices are stale.
-      await new DeviceRegistry({ store, clock: () => T0 }).register("ann", "ann-phone-token", undefined);
-      await new DeviceRegistry({ store, clock: () => T0 + 1 }).register("ben", "ben-phone-token", undefined);
+      await new DeviceRegistry({ store, clock: () => T0, addLandsWithinMs: ADD_LANDS_WITHIN_MS }).register("ann", "ann-phone-token", undefined);
+      await new DeviceRegistry({ store, clock: () => T0 + 1, addLandsWithinMs: ADD_LANDS_WITHIN_MS }).register("ben", "ben-phone-token", undefined);
       // Two records the service cannot parse, older still: the first page the query answers.
       await db.ref("deviceTokens/unreadable-a").set({ updated_at: T0 - 2_000 });
       await db.ref("deviceTokens/unreadable-b").set({ user_key: 7, updated_at: T0 - 1_000 });
@@ -156,7 +157,7 @@ describeWithRtdb("RtdbConnectionStore (firebase-admin on the database emulator)"
       };
       const skipped = () => warned.splice(0).map((fields) => [fields.change, fields.tokenHash, fields.error]);
 
-      const first = await sweepDevices({ store, now: NOW, batchSize: 2, maxBatches: 3, log }).catch((error: unknown) => (error instanceof Error ? `${error.name}: ${error.message}` : String(error)));
+      const first = await sweepDevices({ store, now: NOW, batchSize: 2, maxBatches: 3, log, addLandsWithinMs: ADD_LANDS_WITHIN_MS }).catch((error: unknown) => (error instanceof Error ? `${error.name}: ${error.message}` : String(error)));
       expect(first).toEqual({ releasedTokens: 0, staleDevices: 2, staleTokenOwners: 2 });
       expect(skipped()).toEqual([
         ["stale token owner", "unreadable-a", "StoreDataError"],
@@ -166,7 +167,7 @@ describeWithRtdb("RtdbConnectionStore (firebase-admin on the database emulator)"
       expect({ ann: (await store.readDevices(userKey("ann")))?.tokens, ben: (await store.readDevices(userKey("ben")))?.tokens }).toEqual({ ann: undefined, ben: undefined });
 
       // The next run is not failed by them either, and logs them again; they stay for an operator.
-      await expect(sweepDevices({ store, now: NOW + 1, batchSize: 2, maxBatches: 3, log })).resolves.toEqual({ releasedTokens: 0, staleDevices: 0, staleTokenOwners: 0 });
+      await expect(sweepDevices({ store, now: NOW + 1, batchSize: 2, maxBatches: 3, log, addLandsWithinMs: ADD_LANDS_WITHIN_MS })).resolves.toEqual({ releasedTokens: 0, staleDevices: 0, staleTokenOwners: 0 });
       expect(skipped()).toEqual([
         ["stale token owner", "unreadable-a", "StoreDataError"],
         ["stale token owner", "unreadable-b", "StoreDataError"],

@@ -11,6 +11,7 @@ import { createOfflineSender } from "../../src/notify/offline-sender";
 import { RtdbConnectionStore } from "../../src/store/rtdb/rtdb-connection-store";
 import { describeWithRtdb, RtdbInstances } from "../support/rtdb";
 import { parseHost, TcpProxy } from "../support/tcp-proxy";
+import { ADD_LANDS_WITHIN_MS } from "../support/connection-fixtures";
 
 /** Every log entry an instance wrote, to check what a failure logs and what it never does. */
 class RecordingLog implements Log {
@@ -277,7 +278,7 @@ describeWithRtdb("a message's audience, on an instance whose copy of the devices
     proxy.stall();
     // Another instance (its own link): Bob signs in on Alice's former phone. Answered: the token is Bob's alone.
     const elsewhere = new RtdbConnectionStore(other.database(), 5_000);
-    await new DeviceRegistry({ store: elsewhere, clock: Date.now }).register(`bob-${tag}`, phone, undefined);
+    await new DeviceRegistry({ store: elsewhere, clock: Date.now, addLandsWithinMs: ADD_LANDS_WITHIN_MS }).register(`bob-${tag}`, phone, undefined);
     const alicesDevices = await elsewhere.readDevices(userKey(alice.id));
     expect(Object.values(alicesDevices?.tokens ?? {}).map((device) => device.token)).not.toContain(phone);
 
@@ -293,7 +294,7 @@ describeWithRtdb("a message's audience, on an instance whose copy of the devices
     proxy.stall();
     // Alice signs out on her phone, through another instance: answered, the token is gone from her devices.
     const elsewhere = new RtdbConnectionStore(other.database(), 5_000);
-    const after = await new DeviceRegistry({ store: elsewhere, clock: Date.now }).unregister(alice.id, phone);
+    const after = await new DeviceRegistry({ store: elsewhere, clock: Date.now, addLandsWithinMs: ADD_LANDS_WITHIN_MS }).unregister(alice.id, phone);
     expect(after.removed).toBe(true);
 
     const { status, pushed } = await sendWhileStalled(carol, id, "after sign-out");

@@ -5,6 +5,12 @@ import type { Participant } from "../../src/store/connection-records";
 import type { ConnectionRef, NewConnection } from "../../src/store/connection-store";
 import { CREATED_AT } from "./fixtures";
 
+/**
+ * How long a registration's add may land after its claim, as an instance with the defaults has it
+ * (runtime/instance.ts: a 60 s function timeout and one 5 s database deadline).
+ */
+export const ADD_LANDS_WITHIN_MS = 65_000;
+
 /** No rate limit within a test's span. */
 export const OPEN_POLICY: ConnectionPolicy = { messagesPerMinute: 1_000_000 };
 

@@ -4,6 +4,7 @@ import { claimToken } from "../../src/connections/device-rules";
 import { pairOf } from "../../src/connections/known-connections";
 import { userKey } from "../../src/session/ledger/limits";
 import { MemoryConnectionStore } from "../../src/store/memory-connection-store";
+import { ADD_LANDS_WITHIN_MS } from "../support/connection-fixtures";
 
 const T = Date.parse("2026-04-01T09:00:00Z");
 
@@ -30,7 +31,7 @@ describe("the erasure of a user's connections and devices", () => {
       await store.updatePair(`pair-${i}`, requestOnPair(pairOf(user, `peer-${i}`), "a", { id: `c${i}`, createdAt: T }, new Set()));
       await store.updateTokenOwner(`h-${i}`, claimToken(userKey(user), T));
     }
-    const erasure = new ConnectionErasure({ store, batchSize: 2, clock: () => T + 10 });
+    const erasure = new ConnectionErasure({ store, batchSize: 2, clock: () => T + 10, addLandsWithinMs: ADD_LANDS_WITHIN_MS });
 
     // Each run has the time for two pages: 3 of pairs (2, 2, 1) and 3 of token records, each run starting over on what is left.
     const runs: { stopped: boolean; pages: number }[] = [];

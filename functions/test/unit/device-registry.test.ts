@@ -1,17 +1,20 @@
 import { ConnectionErasure } from "../../src/connections/connection-erasure";
 import { DeviceRegistry, type DevicesAfter } from "../../src/connections/device-registry";
-import { liveTokens, tokenHash } from "../../src/connections/device-rules";
+import { claimToken, confirmReleases, liveTokens, registerDevice, removeDevices, tokenHash } from "../../src/connections/device-rules";
 import { sweepDevices } from "../../src/connections/device-sweep";
 import { RecipientNotifier } from "../../src/connections/recipient-notifier";
 import { silentLog } from "../../src/log/log";
 import { createOfflineSender } from "../../src/notify/offline-sender";
 import { userKey } from "../../src/session/ledger/limits";
 import type { ConnectionErasureStore } from "../../src/store/connection-erasure-store";
+import type { DeviceRecord } from "../../src/store/connection-records";
 import type { DeviceStore } from "../../src/store/connection-store";
 import { StoreUnavailableError } from "../../src/store/errors";
 import { MemoryConnectionStore } from "../../src/store/memory-connection-store";
 import { RtdbConnectionStore } from "../../src/store/rtdb/rtdb-connection-store";
+import type { LedgerRule } from "../../src/store/session-store";
 import { describeWithRtdb, freshNamespace, RtdbInstances } from "../support/rtdb";
+import { ADD_LANDS_WITHIN_MS } from "../support/connection-fixtures";
 
 const T = 1_800_000_000_000;
 const TOKEN = "fcm-token-of-the-phone";
@@ -82,12 +85,13 @@ function failingDevicesOf<S extends DeviceStore>(store: S, failingKey: string): 
 
 /**
  * Ann's token handed over to Ben on `base`, the removal from Ann's devices failing (a database
- * deadline): Ben's registration commits its claim and answers 503. `store` fails Ann's next device
- * write again once `arm` is called.
+ * deadline): Ben's registration commits its claim and answers 503. Both read the clock at T, and
+ * Ben's claim, over Ann's, is timed just after hers (T + 1). `store` fails Ann's next device write
+ * again once `arm` is called.
  */
 async function handedOverWithRemovalFailed<S extends DeviceStore>(base: S, previews: boolean | undefined) {
   const { store, arm } = failingDevicesOf(base, userKey("ann"));
-  const registry = new DeviceRegistry({ store, clock: () => T });
+  const registry = new DeviceRegistry({ store, clock: () => T, addLandsWithinMs: ADD_LANDS_WITHIN_MS });
   await registry.register("ann", TOKEN, previews);
   arm();
   await expect(registry.register("ben", TOKEN, undefined)).rejects.toBeInstanceOf(StoreUnavailableError);
@@ -125,7 +129,7 @@ class Interleaving {
           });
       },
     });
-    return new DeviceRegistry({ store, clock: () => at }).register(userId, TOKEN, true);
+    return new DeviceRegistry({ store, clock: () => at, addLandsWithinMs: ADD_LANDS_WITHIN_MS }).register(userId, TOKEN, true);
   }
 
   /** Lets `who`'s next `call` (on `key`'s record, when given) through and waits until it has landed. */
@@ -169,16 +173,29 @@ class Interleaving {
   }
 }
 
+/**
+ * `rule` applied as an instance of the version before removals were kept in users' devices
+ * applies its own: its schema has no `released`, so it reads the record without it, and writes it
+ * back so.
+ */
+function asOlderVersion<O>(rule: LedgerRule<DeviceRecord, O>): LedgerRule<DeviceRecord, O> {
+  return (record) => {
+    if (record === null) return rule(null);
+    const { released, ...read } = record;
+    return rule(read);
+  };
+}
+
 const tokensOf = async (store: DeviceStore, userId: string) => Object.keys((await store.readDevices(userKey(userId)))?.tokens ?? {});
 
 /** An erasure's pass over what connections hold of the user, as ErasureService runs each of its two. */
 const erasurePass = (store: DeviceStore & ConnectionErasureStore, userId: string, cutoff: number, now: number) =>
-  new ConnectionErasure({ store, batchSize: 50, clock: () => now }).erase(userId, cutoff, { record: async () => undefined, stopped: () => false });
+  new ConnectionErasure({ store, batchSize: 50, clock: () => now, addLandsWithinMs: ADD_LANDS_WITHIN_MS }).erase(userId, cutoff, { record: async () => undefined, stopped: () => false });
 
 function deviceRegistryBehaviour(open: () => DeviceStore & ConnectionErasureStore) {
   it("gives a token to the last user who registers it, leaving the one before", async () => {
     const store = open();
-    const registry = new DeviceRegistry({ store, clock: () => T });
+    const registry = new DeviceRegistry({ store, clock: () => T, addLandsWithinMs: ADD_LANDS_WITHIN_MS });
     expect(await registry.register("ann", TOKEN, undefined)).toEqual({ devices: 1 });
     expect(await registry.register("ann", TOKEN, undefined)).toEqual({ devices: 1 });
     expect(await registry.register("ben", TOKEN, undefined)).toEqual({ devices: 1 });
@@ -190,7 +207,7 @@ function deviceRegistryBehaviour(open: () => DeviceStore & ConnectionErasureStor
     const base = open();
     // Ann's write to her own devices is slow (a retried transaction, a slow link); nothing else is.
     const { store, release } = slowDevicesOf(base, userKey("ann"));
-    const registry = new DeviceRegistry({ store, clock: () => T });
+    const registry = new DeviceRegistry({ store, clock: () => T, addLandsWithinMs: ADD_LANDS_WITHIN_MS });
     const ann = registry.register("ann", TOKEN, undefined);
     await registry.register("ben", TOKEN, undefined);
     release();
@@ -204,20 +221,20 @@ function deviceRegistryBehaviour(open: () => DeviceStore & ConnectionErasureStor
 
   it("takes the token from the former owner on the retry of a handover whose removal from them failed", async () => {
     const { base, registry } = await handedOverWithRemovalFailed(open(), undefined);
-    expect(await base.readTokenOwner(tokenHash(TOKEN))).toEqual({ user_key: userKey("ben"), updated_at: T, released_from: { [userKey("ann")]: T }, releasing_since: T });
+    expect(await base.readTokenOwner(tokenHash(TOKEN))).toEqual({ user_key: userKey("ben"), updated_at: T + 1, released_from: { [userKey("ann")]: T + 1 }, releasing_since: T + 1 });
     expect(await registry.register("ben", TOKEN, undefined)).toEqual({ devices: 1 });
 
     // Ann's messages must not be pushed to the phone Ben uses now; the record no longer names her.
     expect(await tokensOf(base, "ann")).toEqual([]);
     expect(await tokensOf(base, "ben")).toEqual([tokenHash(TOKEN)]);
-    expect(await base.readTokenOwner(tokenHash(TOKEN))).toEqual({ user_key: userKey("ben"), updated_at: T });
+    expect(await base.readTokenOwner(tokenHash(TOKEN))).toEqual({ user_key: userKey("ben"), updated_at: T + 1 });
   });
 
   it("keeps the token with the former owner who took it back before the handover's removal from them landed", async () => {
     const base = open();
     const { store, arm, reached, release } = slowDevicesOf(base, userKey("ann"), false);
     let now = T;
-    const registry = new DeviceRegistry({ store, clock: () => now });
+    const registry = new DeviceRegistry({ store, clock: () => now, addLandsWithinMs: ADD_LANDS_WITHIN_MS });
     await registry.register("ann", TOKEN, undefined);
 
     // The phone goes to Ben, and straight back to Ann (an app switching accounts).
@@ -239,13 +256,13 @@ function deviceRegistryBehaviour(open: () => DeviceStore & ConnectionErasureStor
   it("leaves the token with the user the owner record names only when a handover's claim fails", async () => {
     const base = open();
     const { store, arm } = failingClaimOf(base);
-    const registry = new DeviceRegistry({ store, clock: () => T });
+    const registry = new DeviceRegistry({ store, clock: () => T, addLandsWithinMs: ADD_LANDS_WITHIN_MS });
     await registry.register("ann", TOKEN, true);
 
     // The phone goes to Ben; his claim fails (a database deadline): 503. The clean-up runs before his retry.
     arm();
     await expect(registry.register("ben", TOKEN, undefined)).rejects.toBeInstanceOf(StoreUnavailableError);
-    await sweepDevices({ store: base, now: T + 60_000, batchSize: 50, maxBatches: 10, log: silentLog });
+    await sweepDevices({ store: base, now: T + 60_000, batchSize: 50, maxBatches: 10, log: silentLog, addLandsWithinMs: ADD_LANDS_WITHIN_MS });
     // Nothing names Ben, so nothing would take the token out of his devices: it must not be there.
     expect({ owner: (await base.readTokenOwner(tokenHash(TOKEN)))?.user_key, ann: await tokensOf(base, "ann"), ben: await tokensOf(base, "ben") }).toEqual({ owner: userKey("ann"), ann: [tokenHash(TOKEN)], ben: [] });
 
@@ -340,7 +357,7 @@ function deviceRegistryBehaviour(open: () => DeviceStore & ConnectionErasureStor
   it.each(HANDOVERS)("leaves the token with its last owner only, once the clean-up has run, when $name", async ({ steps, carlDies }) => {
     const base = open();
     const run = new Interleaving(base);
-    const sweep = () => sweepDevices({ store: base, now: T + 60_000, batchSize: 50, maxBatches: 10, log: silentLog });
+    const sweep = () => sweepDevices({ store: base, now: T + 60_000, batchSize: 50, maxBatches: 10, log: silentLog, addLandsWithinMs: ADD_LANDS_WITHIN_MS });
     void run.register("ben", "ben", T);
     // Carl's answer (a 503 when a write of his failed) is not what this is about; his request settles either way.
     const carl = run.register("carl", "carl", T + 1).catch(() => undefined);
@@ -385,7 +402,7 @@ function deviceRegistryBehaviour(open: () => DeviceStore & ConnectionErasureStor
     await run.land("ann@3", "updateDevices");
     await run.land("ben@2", "updateTokenOwner");
     await run.drain([ann1, ben2, ann3]);
-    await sweepDevices({ store: base, now: T + 60_000, batchSize: 50, maxBatches: 10, log: silentLog });
+    await sweepDevices({ store: base, now: T + 60_000, batchSize: 50, maxBatches: 10, log: silentLog, addLandsWithinMs: ADD_LANDS_WITHIN_MS });
 
     // Ann's messages must not reach the phone Ben holds.
     const owner = (await base.readTokenOwner(tokenHash(TOKEN)))?.user_key;
@@ -408,21 +425,92 @@ function deviceRegistryBehaviour(open: () => DeviceStore & ConnectionErasureStor
     await run.land("ann@1", "updateDevices", userKey("ann"));
     await run.land("ben@2", "updateDevices", userKey("ann"));
     await run.drain([ann1, ben2, ann3]);
-    await sweepDevices({ store: base, now: T + 60_000, batchSize: 50, maxBatches: 10, log: silentLog });
+    await sweepDevices({ store: base, now: T + 60_000, batchSize: 50, maxBatches: 10, log: silentLog, addLandsWithinMs: ADD_LANDS_WITHIN_MS });
 
     // The phone is Ann's (her claim landed last): it must go on getting her notifications.
     const owner = (await base.readTokenOwner(tokenHash(TOKEN)))?.user_key;
     expect({ owner, ann: liveTokens(await base.readDevices(userKey("ann")), T + 120_000), ben: await tokensOf(base, "ben") }).toEqual({ owner: userKey("ann"), ann: [TOKEN], ben: [] });
   });
 
+  it("leaves the token with the user whose claim landed last when the other's claim and removal from them landed first, though their registration began first", async () => {
+    const base = open();
+    const ben = userKey("ben");
+    await new DeviceRegistry({ store: base, clock: () => T, addLandsWithinMs: ADD_LANDS_WITHIN_MS }).register("ben", TOKEN, true);
+    const run = new Interleaving(base);
+    // Ben's app registers again (a token refresh, its clock at time 3) while Carl signs in on the
+    // phone (time 5): Carl's claim and his removal of the token from Ben land first, then Ben's claim.
+    const ben3 = run.register("ben@3", "ben", T + 3);
+    const carl5 = run.register("carl@5", "carl", T + 5);
+    await run.land("carl@5", "updateTokenOwner");
+    await run.land("carl@5", "updateDevices", ben);
+    await run.land("ben@3", "updateTokenOwner");
+    await run.drain([ben3, carl5]);
+    await sweepDevices({ store: base, now: T + 60_000, batchSize: 50, maxBatches: 10, log: silentLog, addLandsWithinMs: ADD_LANDS_WITHIN_MS });
+
+    // The owner record names Ben (his claim landed last, timed after Carl's): his devices hold the token, Carl's do not.
+    expect({
+      owner: await base.readTokenOwner(tokenHash(TOKEN)),
+      benLive: liveTokens(await base.readDevices(ben), T + 120_000),
+      carlLive: liveTokens(await base.readDevices(userKey("carl")), T + 120_000),
+      answered: await ben3,
+    }).toEqual({ owner: { user_key: ben, updated_at: T + 6 }, benLive: [TOKEN], carlLive: [], answered: { devices: 1 } });
+  });
+
+  /*
+   * During a deploy, instances of the version before removals were kept in users' devices serve
+   * beside this one: they keep none when they take a token from a user, and their schema has no
+   * `released`, so a record they rewrite loses it. Ben registers the phone on an instance of this
+   * version (time 3): his claim lands, his add is slow. Carl signs in on it (time 5), and his
+   * registration completes before Ben's add lands.
+   */
+  const OLDER_VERSION_STEPS: { name: string; steps: (base: DeviceStore) => Promise<void> }[] = [
+    {
+      name: "made the handover",
+      steps: async (base) => {
+        const [hash, ben, carl] = [tokenHash(TOKEN), userKey("ben"), userKey("carl")];
+        // Its steps: the claim, the removal from Ben (its rule: his entry up to the claim goes, nothing is kept), Carl's add, the confirmation.
+        const { releases } = await base.updateTokenOwner(hash, claimToken(carl, T + 5));
+        expect(releases).toEqual({ [ben]: T + 5 });
+        await base.updateDevices(ben, asOlderVersion((record) => removeDevices((record?.tokens?.[hash]?.updated_at ?? Infinity) <= T + 5 ? [hash] : [], T + 5)(record)));
+        await base.updateDevices(carl, asOlderVersion(registerDevice(hash, TOKEN, T + 5, true)));
+        await base.updateTokenOwner(hash, confirmReleases(releases));
+      },
+    },
+    {
+      name: "rewrote the former owner's devices after the handover",
+      steps: async (base) => {
+        await new DeviceRegistry({ store: base, clock: () => T + 5, addLandsWithinMs: ADD_LANDS_WITHIN_MS }).register("carl", TOKEN, true);
+        // Ben registers his tablet on an older instance: his devices are written back without the removal kept there.
+        await base.updateDevices(userKey("ben"), asOlderVersion(registerDevice(tokenHash("ben-tablet"), "ben-tablet", T + 6, undefined)));
+      },
+    },
+  ];
+
+  it.each(OLDER_VERSION_STEPS)("leaves the token with its last owner only when an instance of the version before kept removals $name", async ({ steps }) => {
+    const base = open();
+    const run = new Interleaving(base);
+    const ben3 = run.register("ben@3", "ben", T + 3);
+    await run.land("ben@3", "updateTokenOwner");
+    await steps(base);
+    await run.drain([ben3]);
+    await sweepDevices({ store: base, now: T + 60_000, batchSize: 50, maxBatches: 10, log: silentLog, addLandsWithinMs: ADD_LANDS_WITHIN_MS });
+
+    // Ben's messages (previews on) must not reach the phone Carl holds now.
+    expect({
+      owner: (await base.readTokenOwner(tokenHash(TOKEN)))?.user_key,
+      benLive: liveTokens(await base.readDevices(userKey("ben")), T + 120_000).filter((token) => token === TOKEN),
+      carlLive: liveTokens(await base.readDevices(userKey("carl")), T + 120_000),
+    }).toEqual({ owner: userKey("carl"), benLive: [], carlLive: [TOKEN] });
+  });
+
   it("takes the token from the former owner when its new owner is erased before the handover's removal from them was confirmed", async () => {
     const { base } = await handedOverWithRemovalFailed(open(), true);
-    expect(await base.readTokenOwner(tokenHash(TOKEN))).toMatchObject({ user_key: userKey("ben"), released_from: { [userKey("ann")]: T } });
+    expect(await base.readTokenOwner(tokenHash(TOKEN))).toMatchObject({ user_key: userKey("ben"), released_from: { [userKey("ann")]: T + 1 } });
 
     // Ben erases his data (or is deleted from Auth) before registering again: both passes, then the sweep.
     await erasurePass(base, "ben", T + 1_000, T + 1_000);
     await erasurePass(base, "ben", T + 1_000, T + 60_000);
-    await sweepDevices({ store: base, now: T + 120_000, batchSize: 50, maxBatches: 10, log: silentLog });
+    await sweepDevices({ store: base, now: T + 120_000, batchSize: 50, maxBatches: 10, log: silentLog, addLandsWithinMs: ADD_LANDS_WITHIN_MS });
 
     // Ann's messages (with previews) must not be pushed to the phone Ben holds, and nothing names Ben.
     expect(liveTokens(await base.readDevices(userKey("ann")), T + 180_000)).toEqual([]);
@@ -435,12 +523,58 @@ function deviceRegistryBehaviour(open: () => DeviceStore & ConnectionErasureStor
     // The erasure's own removal from Ann's devices fails too: its pass fails, the record stays for the next.
     arm();
     await expect(erasurePass(store, "ben", T + 1_000, T + 1_000)).rejects.toBeInstanceOf(StoreUnavailableError);
-    expect(await base.readTokenOwner(tokenHash(TOKEN))).toMatchObject({ user_key: userKey("ben"), released_from: { [userKey("ann")]: T } });
+    expect(await base.readTokenOwner(tokenHash(TOKEN))).toMatchObject({ user_key: userKey("ben"), released_from: { [userKey("ann")]: T + 1 } });
     expect(await tokensOf(base, "ann")).toEqual([tokenHash(TOKEN)]);
 
     await erasurePass(store, "ben", T + 1_000, T + 60_000);
     expect(await tokensOf(base, "ann")).toEqual([]);
     expect(await base.readTokenOwner(tokenHash(TOKEN))).toBeNull();
+  });
+
+  /*
+   * Ann's token goes to Ben, and his removal of it from her devices fails (503): the owner record
+   * names her until it is done. Then Ann erases her data: both passes, the second a request's
+   * lifetime after the first (ADD_LANDS_WITHIN_MS with the defaults, as ErasureService waits), and
+   * the removal still pending is done after the first, in one order or another.
+   */
+  const firstPass = T + 1_000;
+  const secondPass = firstPass + ADD_LANDS_WITHIN_MS;
+  const sweepAt = (store: DeviceStore, now: number) => sweepDevices({ store, now, batchSize: 50, maxBatches: 10, log: silentLog, addLandsWithinMs: ADD_LANDS_WITHIN_MS });
+  const ERASED_FORMER_OWNER: { name: string; steps: (base: DeviceStore & ConnectionErasureStore) => Promise<void> }[] = [
+    {
+      name: "the clean-up does it after the second pass",
+      steps: async (base) => {
+        await erasurePass(base, "ann", firstPass, firstPass);
+        await erasurePass(base, "ann", firstPass, secondPass);
+        // The clean-up's next run, in the order runtime/instance.ts runs its steps: erasures, then devices.
+        await sweepAt(base, T + 900_000);
+      },
+    },
+    {
+      name: "the clean-up does it between the passes",
+      steps: async (base) => {
+        await erasurePass(base, "ann", firstPass, firstPass);
+        await sweepAt(base, firstPass + 30_000);
+        await erasurePass(base, "ann", firstPass, secondPass);
+      },
+    },
+    {
+      name: "Ben's next registration of the token does it after the second pass",
+      steps: async (base) => {
+        await erasurePass(base, "ann", firstPass, firstPass);
+        await erasurePass(base, "ann", firstPass, secondPass);
+        await new DeviceRegistry({ store: base, clock: () => T + 900_000, addLandsWithinMs: ADD_LANDS_WITHIN_MS }).register("ben", TOKEN, undefined);
+      },
+    },
+  ];
+
+  it.each(ERASED_FORMER_OWNER)("leaves no devices record of an erased former owner when a removal from them pending before the erasure is done after it: $name", async ({ steps }) => {
+    const { base } = await handedOverWithRemovalFailed(open(), true);
+    await steps(base);
+
+    // Nothing of Ann's outlives her erasure (docs/conversations.md, "Writes racing an erasure"); the phone is Ben's alone, nothing pending.
+    expect({ ann: await base.readDevices(userKey("ann")), ben: await tokensOf(base, "ben") }).toEqual({ ann: null, ben: [tokenHash(TOKEN)] });
+    expect((await base.readTokenOwner(tokenHash(TOKEN)))?.released_from).toBeUndefined();
   });
 }
 

@@ -14,6 +14,7 @@ import { MemoryStore } from "../../src/store/memory-store";
 import type { LedgerRule } from "../../src/store/session-store";
 import { CREATED_AT, newSession } from "../support/fixtures";
 import { NO_TOKENS } from "../support/service-env";
+import { ADD_LANDS_WITHIN_MS } from "../support/connection-fixtures";
 
 const T = 1_700_000_000_000;
 
@@ -40,7 +41,7 @@ describe("the scheduled sweep of device tokens", () => {
     const instance = composeInstance(resolveConfig({}), { store: new MemoryStore(), connectionStore, identity: NO_TOKENS, log: silentLog, pushSender: createOfflineSender(silentLog) });
     const token = "token-of-the-phone";
     const [ann, ben] = [userKey("ann"), userKey("ben")];
-    await new DeviceRegistry({ store: connectionStore, clock: () => T }).register("ann", token, undefined);
+    await new DeviceRegistry({ store: connectionStore, clock: () => T, addLandsWithinMs: ADD_LANDS_WITHIN_MS }).register("ann", token, undefined);
     // Ben's registration: its claim and its add commit, then its instance dies; nobody registers the token again.
     await connectionStore.updateTokenOwner(tokenHash(token), claimToken(ben, T + 1));
     await connectionStore.updateDevices(ben, registerDevice(tokenHash(token), token, T + 1, undefined));
@@ -50,6 +51,27 @@ describe("the scheduled sweep of device tokens", () => {
     expect(Object.keys((await connectionStore.readDevices(ben))?.tokens ?? {})).toEqual([tokenHash(token)]);
     expect(await connectionStore.readTokenOwner(tokenHash(token))).toEqual({ user_key: ben, updated_at: T + 1 });
     expect(await instance.maintain(T + 3)).toMatchObject({ releasedTokens: 0 });
+  });
+
+  it("leaves nothing of an erased user when it does a removal from them that was pending before their erasure", async () => {
+    const connectionStore = new MemoryConnectionStore();
+    let now = T;
+    const instance = composeInstance(resolveConfig({}), { store: new MemoryStore(), connectionStore, identity: NO_TOKENS, log: silentLog, pushSender: createOfflineSender(silentLog), clock: () => now });
+    const token = "token-of-the-phone";
+    const [ann, ben] = [userKey("ann"), userKey("ben")];
+    await instance.devices.register("ann", token, true);
+    // Ben's registration: its claim and its add commit, then its instance dies before the removal from Ann's devices.
+    await connectionStore.updateTokenOwner(tokenHash(token), claimToken(ben, T + 1));
+    await connectionStore.updateDevices(ben, registerDevice(tokenHash(token), token, T + 1, undefined));
+    // Ann erases her data; the clean-up's next run does the second pass, then the pending removal.
+    now = T + 1_000;
+    expect(await instance.erasure.erase("ann")).toMatchObject({ complete: true });
+    now = T + 900_000;
+    expect(await instance.maintain(now)).toMatchObject({ erasuresFinished: 1, releasedTokens: 1 });
+
+    // Nothing of Ann's outlives her erasure: no devices record comes back for the removal.
+    expect(await connectionStore.readDevices(ann)).toBeNull();
+    expect(await connectionStore.readTokenOwner(tokenHash(token))).toEqual({ user_key: ben, updated_at: T + 1 });
   });
 
   it("starts none of its batches once the clean-up run's time is up", async () => {
@@ -117,7 +139,7 @@ describe("the scheduled sweep of device tokens", () => {
         warned.push(fields ?? {});
       },
     };
-    const sweep = () => sweepDevices({ store, now: T + 1 + STALE_AFTER_MS, batchSize: 10, maxBatches: 2, log });
+    const sweep = () => sweepDevices({ store, now: T + 1 + STALE_AFTER_MS, batchSize: 10, maxBatches: 2, log, addLandsWithinMs: ADD_LANDS_WITHIN_MS });
 
     store.failing = true;
     expect(await sweep()).toEqual({ releasedTokens: 0, staleDevices: 1, staleTokenOwners: 1 });

@@ -9,6 +9,7 @@ import { MemoryConnectionStore } from "../../src/store/memory-connection-store";
 import { MemoryStore } from "../../src/store/memory-store";
 import type { CreateKey, SessionState } from "../../src/store/records";
 import type { StoredCreateKey, UsageRule } from "../../src/store/session-store";
+import { ADD_LANDS_WITHIN_MS } from "../support/connection-fixtures";
 
 const T = Date.parse("2026-04-01T09:00:00Z");
 const POLICY: UsagePolicy = { messagesPerMinute: 20, maxActiveSessions: 5, idleTtlMs: 3_600_000, tokensPerDay: 0 };
@@ -107,12 +108,12 @@ describe("a device registration racing the erasure of its user", () => {
       takeOverAfterMs: 60_000,
       finalPassAfterMs: 51_000,
       batchSize: 50,
-      connections: new ConnectionErasure({ store: connectionStore, batchSize: 50, clock: () => now }),
+      connections: new ConnectionErasure({ store: connectionStore, batchSize: 50, clock: () => now, addLandsWithinMs: ADD_LANDS_WITHIN_MS }),
     });
     const user = "erased-while-registering";
     // The registration read its clock before the request, and its writes are slow to land.
     const slow = holdingDeviceWrites(connectionStore);
-    const registering = new DeviceRegistry({ store: slow.store, clock: () => T - 10 }).register(user, "racing-token", undefined);
+    const registering = new DeviceRegistry({ store: slow.store, clock: () => T - 10, addLandsWithinMs: ADD_LANDS_WITHIN_MS }).register(user, "racing-token", undefined);
     await slow.reached;
     const first = await erasure.erase(user);
     expect(first.complete).toBe(true);
@@ -142,7 +143,7 @@ describe("the erasure of a user deleted from Firebase Auth", () => {
       takeOverAfterMs: 60_000,
       finalPassAfterMs: FINAL_PASS_AFTER_MS,
       batchSize: 50,
-      connections: new ConnectionErasure({ store: connectionStore, batchSize: 50, clock }),
+      connections: new ConnectionErasure({ store: connectionStore, batchSize: 50, clock, addLandsWithinMs: ADD_LANDS_WITHIN_MS }),
     });
     return { store, connectionStore, erasure };
   }
@@ -161,7 +162,7 @@ describe("the erasure of a user deleted from Firebase Auth", () => {
     // session is refused, a device registration (which reads no mark) is stored.
     now = T + 30 * 60_000;
     expect(await store.updateUsage(userKey(user), admitSession("s2", now, POLICY))).toMatchObject({ admitted: false, erasing: true });
-    await new DeviceRegistry({ store: connectionStore, clock: () => now }).register(user, "token-after-deletion", undefined);
+    await new DeviceRegistry({ store: connectionStore, clock: () => now, addLandsWithinMs: ADD_LANDS_WITHIN_MS }).register(user, "token-after-deletion", undefined);
     expect(await erasure.finishDue(now)).toBe(0);
 
     // Once the token has expired and the second pass is due, the sweep runs it: the device goes, then the mark.
@@ -273,7 +274,7 @@ describe("the sweep's erasures", () => {
       takeOverAfterMs: HOUR,
       finalPassAfterMs: 51_000,
       batchSize: 10,
-      connections: new ConnectionErasure({ store: connectionStore, batchSize: 10, clock: () => now }),
+      connections: new ConnectionErasure({ store: connectionStore, batchSize: 10, clock: () => now, addLandsWithinMs: ADD_LANDS_WITHIN_MS }),
     });
     const key = userKey("many");
     // A second pass due over 25 recorded sessions and 15 recorded connections: 3 pages, then 2.
