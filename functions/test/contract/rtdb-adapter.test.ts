@@ -10,7 +10,8 @@ import { runMaintenance } from "../../src/session/maintenance";
 import { endRule } from "../../src/session/session-rules";
 import { RtdbStore } from "../../src/store/rtdb/rtdb-store";
 import { appendAt, CREATED_AT, exchange, newSession, POLICY } from "../support/fixtures";
-import { copyOf, describeWithRtdb, freshNamespace, losingUpdates, RtdbInstances } from "../support/rtdb";
+import { copyOf, describeWithRtdb, freshNamespace, holdingUpdates, losingUpdates, RtdbInstances } from "../support/rtdb";
+import { parseHost, TcpProxy } from "../support/tcp-proxy";
 import { withEmulatorHost } from "../../src/store/rtdb/instance-databases";
 
 /** What only the Realtime Database adapter does: the journal, the stored shape, deadlines. */
@@ -274,6 +275,64 @@ describeWithRtdb("RtdbStore journal and shape", () => {
     await expect(store.updateUsage("broken-user", bump)).rejects.toThrow(StoreDataError);
     expect((await db.ref("userUsage/broken-user").once("value")).val()).toBe("{not json");
   });
+});
+
+/**
+ * A page of a conversation before a position the reader was shown (docs/api.md: `before` leads to
+ * the page before) is read across the journal: an instance holding the session's state listener
+ * reads `pending` from its copy, which trails the database as far as its link is slow, and
+ * `messages` from the server; an exchange committed after that copy and not copied yet is in
+ * neither read unless the read makes sure of the count.
+ */
+describeWithRtdb("RtdbStore: messages read by an instance whose copy of the state trails the database", () => {
+  let proxy: TcpProxy;
+  let direct: RtdbInstances;
+  let slow: RtdbInstances;
+  const stores: RtdbStore[] = [];
+
+  beforeAll(async () => {
+    proxy = await TcpProxy.start(parseHost(process.env.FIREBASE_DATABASE_EMULATOR_HOST ?? ""));
+    const namespace = freshNamespace("adapter-trailing");
+    direct = new RtdbInstances(namespace);
+    slow = new RtdbInstances(namespace, proxy.address);
+  });
+  afterAll(async () => {
+    proxy.resume();
+    for (const store of stores) store.close();
+    await direct.close();
+    await slow.close();
+    await proxy.stop();
+  });
+
+  it("reads every message the database holds in the positions asked for, those committed after the copy and not copied yet included", async () => {
+    const writerDb = direct.database();
+    const writer = new RtdbStore(writerDb, 10_000);
+    const trailing = new RtdbStore(slow.database(), 10_000);
+    stores.push(writer, trailing);
+    const session = newSession();
+    await writer.createSession(session);
+    for (let i = 1; i <= 2; i += 1) await writer.appendExchange(session.id, exchange(String(i)), appendAt(CREATED_AT + i));
+    await writer.copiesSettled();
+    // The trailing instance served the session: it holds its state's listener.
+    expect(await trailing.readSessionMeta(session.id)).not.toBeNull();
+    expect(await trailing.readMessages(session.id, 1, 4)).toHaveLength(4);
+    // Its link slows down while another instance stores exchanges 3 and 4, whose copies are on their way.
+    proxy.stall();
+    const release = holdingUpdates(writerDb, copyOf(session.id));
+    for (let i = 3; i <= 4; i += 1) await writer.appendExchange(session.id, exchange(String(i)), appendAt(CREATED_AT + i));
+
+    // Another instance's newest page showed exchange 4 (positions 7 and 8): the page before position 7, through the trailing instance.
+    const reading = trailing.readMessages(session.id, 1, 6);
+    const pastTheEnd = trailing.readMessages(session.id, 5, 20);
+    proxy.resume();
+    const [read, newest] = await Promise.all([reading, pastTheEnd]);
+    release();
+    await writer.copiesSettled();
+
+    expect(read.map((message) => message.content)).toEqual(["question 1", "answer 1", "question 2", "answer 2", "question 3", "answer 3"]);
+    // Positions past the end are none; those before them, all the database holds.
+    expect(newest.map((message) => message.content)).toEqual(["question 3", "answer 3", "question 4", "answer 4"]);
+  }, 30_000);
 });
 
 describe("RtdbStore without a reachable database", () => {

@@ -2,7 +2,8 @@ import { end } from "../../src/connections/connection-rules";
 import { RtdbConnectionStore } from "../../src/store/rtdb/rtdb-connection-store";
 import { CREATED_AT } from "../support/fixtures";
 import { newConnection, refOf, sendAs } from "../support/connection-fixtures";
-import { describeWithRtdb, freshNamespace, RtdbInstances } from "../support/rtdb";
+import { describeWithRtdb, freshNamespace, holdingUpdates, RtdbInstances } from "../support/rtdb";
+import { parseHost, TcpProxy } from "../support/tcp-proxy";
 
 const T = CREATED_AT;
 
@@ -98,4 +99,82 @@ describeWithRtdb("RtdbConnectionStore: stored shape and journal", () => {
     listening.close();
     cold.close();
   });
+});
+
+/**
+ * docs/connections.md (Messages): "A page of messages is always a run of consecutive positions",
+ * and the store port's "a reader paging back never skips one". An instance holding a connection's
+ * state listener reads the journal from its copy, which trails the database as far as its link is
+ * slow, and `messages` from the server: a message committed after that copy and not copied yet is
+ * in neither read.
+ */
+describeWithRtdb("RtdbConnectionStore: a page read by an instance whose copy of the state trails the database", () => {
+  let proxy: TcpProxy;
+  let direct: RtdbInstances;
+  let slow: RtdbInstances;
+  const stores: RtdbConnectionStore[] = [];
+
+  beforeAll(async () => {
+    proxy = await TcpProxy.start(parseHost(process.env.FIREBASE_DATABASE_EMULATOR_HOST ?? ""));
+    const namespace = freshNamespace("connection-trailing-page");
+    direct = new RtdbInstances(namespace);
+    slow = new RtdbInstances(namespace, proxy.address);
+  });
+  afterAll(async () => {
+    proxy.resume();
+    for (const store of stores) store.close();
+    await direct.close();
+    await slow.close();
+    await proxy.stop();
+  });
+
+  /**
+   * Messages 1 to 3 read by `trailing`, which then listens to the state; its link stalls while
+   * another instance stores messages 4 and 5, whose copies to `messages` are held. Returns the
+   * stores and what lets the copies go.
+   */
+  async function trailingByTwo() {
+    const writerDb = direct.database();
+    const writer = new RtdbConnectionStore(writerDb, 10_000);
+    const fresh = new RtdbConnectionStore(direct.database(), 10_000);
+    const trailing = new RtdbConnectionStore(slow.database(), 10_000);
+    stores.push(writer, fresh, trailing);
+    const connection = newConnection();
+    await writer.createConnection(connection);
+    for (let i = 1; i <= 3; i += 1) await writer.appendMessage(refOf(connection), sendAs(connection, "a", `text ${i}`, T + i));
+    await writer.copiesSettled();
+    // The trailing instance served the connection: it holds its state's listener.
+    trailing.prepareConnection(connection.id);
+    expect((await trailing.readConnectionMessages(connection.id, { limit: 10 }))?.map((m) => m.position)).toEqual([1, 2, 3]);
+    proxy.stall();
+    const release = holdingUpdates(writerDb, (path) => path === `connections/${connection.id}`);
+    for (let i = 4; i <= 5; i += 1) await writer.appendMessage(refOf(connection), sendAs(connection, "b", `text ${i}`, T + i));
+    const copied = async () => {
+      release();
+      await writer.copiesSettled();
+    };
+    return { connection, fresh, trailing, copied };
+  }
+
+  it("ends the page before position 5 at message 4, which the reader's newest page came after", async () => {
+    const { connection, fresh, trailing, copied } = await trailingByTwo();
+    // The reader's newest page (one message) comes from an instance that is up to date: message 5, next_before 5.
+    expect((await fresh.readConnectionMessages(connection.id, { limit: 1 }))?.map((m) => m.position)).toEqual([5]);
+    const reading = trailing.readConnectionMessages(connection.id, { before: 5, limit: 10 });
+    proxy.resume();
+    const page = await reading;
+    await copied();
+    expect(page?.map((m) => m.position)).toEqual([1, 2, 3, 4]);
+  }, 30_000);
+
+  it("answers a before past the end with the newest messages the database holds, not those of the trailing copy", async () => {
+    const { connection, trailing, copied } = await trailingByTwo();
+    const reading = trailing.readConnectionMessages(connection.id, { before: 999_999_999, limit: 10 });
+    proxy.resume();
+    const page = await reading;
+    await copied();
+    expect(page?.map((m) => m.position)).toEqual([1, 2, 3, 4, 5]);
+    // Up to date now, the same page, past the end of every position (no wait for positions that are not there).
+    expect((await trailing.readConnectionMessages(connection.id, { before: 999_999_999, limit: 2 }))?.map((m) => m.position)).toEqual([4, 5]);
+  }, 30_000);
 });

@@ -1,12 +1,15 @@
 import { randomUUID } from "node:crypto";
 import type { Database } from "firebase-admin/database";
+import { appendMessage } from "../../src/connections/connection-rules";
+import { knownFrom } from "../../src/connections/known-connections";
 import { silentLog } from "../../src/log/log";
 import { createOfflineSender } from "../../src/notify/offline-sender";
 import { userKey } from "../../src/session/ledger/limits";
 import { RtdbConnectionStore } from "../../src/store/rtdb/rtdb-connection-store";
 import { ApiUser, connectionOf, FUNCTION_ROUTES, HOSTING_ROUTES } from "../support/connection-api";
-import { describeEachStore, ROUTES, twoInstances, type Answer, type Harness, type Instance } from "../support/http-harness";
-import { describeWithRtdb, holdingUpdates, losingUpdates } from "../support/rtdb";
+import { describeEachStore, ROUTES, startHarness, twoInstances, type Answer, type Harness, type Instance } from "../support/http-harness";
+import { describeWithRtdb, holdingUpdates, losingUpdates, RtdbInstances } from "../support/rtdb";
+import { parseHost, TcpProxy } from "../support/tcp-proxy";
 import { describeWithWireStats, resetWireStats } from "../support/wire-stats";
 
 interface ReadMessage {
@@ -351,6 +354,84 @@ describeWithRtdb("connections across instances: an answer whose list update is l
       expect(((await user.read(id)).body.messages as ReadMessage[]).map((message) => message.content)).toEqual(["hello"]);
     }
   });
+});
+
+/** Resolves at the next `database.ref(path)` for `path`: the moment a read of it is sent. */
+function nextRefTo(database: Database, path: string): Promise<void> {
+  const ref = database.ref.bind(database);
+  return new Promise<void>((resolve) => {
+    (database as { ref: Database["ref"] }).ref = (asked?: string) => {
+      if (asked === path) resolve();
+      return ref(asked);
+    };
+  });
+}
+
+/**
+ * docs/connections.md (Messages): "A page of messages is always a run of consecutive positions",
+ * and `next_before` leads to the page before it. An instance that served a connection's messages
+ * holds its state's listener, whose copy trails the database while its link is slow; the page it
+ * answers for the reader's `next_before` still ends just before it.
+ */
+describeWithRtdb("connections across instances: paging back through an instance whose copy of the state trails", () => {
+  let proxy: TcpProxy;
+  let harness: Harness;
+  let direct: RtdbInstances;
+  let writer: RtdbConnectionStore | undefined;
+
+  beforeAll(async () => {
+    proxy = await TcpProxy.start(parseHost(process.env.FIREBASE_DATABASE_EMULATOR_HOST ?? ""));
+    // The API's instance reaches the database through the proxy; another instance, direct.
+    harness = await startHarness({ store: "rtdb", databaseHost: proxy.address, env: { CONNECTION_MESSAGES_PER_MINUTE: "100000" } });
+    direct = new RtdbInstances(harness.namespace!);
+  });
+  afterAll(async () => {
+    proxy.resume();
+    writer?.close();
+    await harness.close();
+    await direct.close();
+    await proxy.stop();
+  });
+
+  it("leads the reader from the newest page back to message 4, never past it", async () => {
+    const tag = randomUUID().slice(0, 8);
+    const ann = new ApiUser(`ann-${tag}`, harness.api, HOSTING_ROUTES);
+    const ben = new ApiUser(`ben-${tag}`, harness.api, HOSTING_ROUTES);
+    const id = await ann.connectWith(ben);
+    for (let i = 1; i <= 3; i += 1) expect((await ann.send(id, `text ${i}`)).status).toBe(201);
+    expect(((await ben.read(id)).body.messages as unknown[]).length).toBe(3);
+
+    // Ben sends two more through another instance (direct link), whose copies are still on their
+    // way, while the API instance's link is slow.
+    const writerDb = direct.database();
+    writer = new RtdbConnectionStore(writerDb, 10_000);
+    const meta = await writer.readConnectionMeta(id);
+    if (!meta) throw new Error(`connection ${id} has no meta`);
+    const { ref } = knownFrom(id, meta);
+    proxy.stall();
+    const release = holdingUpdates(writerDb, (path) => path === `connections/${id}`);
+    for (let i = 4; i <= 5; i += 1) {
+      const sent = await writer.appendMessage(ref, appendMessage({ sender: meta.user_a === ben.id ? "a" : "b", senderId: ben.id, text: `text ${i}`, now: Date.now(), policy: { messagesPerMinute: 100_000 } }));
+      expect(sent).toMatchObject({ found: true, outcome: { kind: "stored", position: i } });
+    }
+    // Ann's newest page, from an up-to-date instance: message 5, and next_before 5 (as the API gives it).
+    const fresh = new RtdbConnectionStore(direct.database(), 10_000);
+    expect((await fresh.readConnectionMessages(id, { limit: 1 }))?.map((m) => m.position)).toEqual([5]);
+    fresh.close();
+
+    // Ann pages back with next_before=5 through the API's (trailing) instance.
+    const sending = nextRefTo(harness.api.database!, `connections/${id}/messages`);
+    const page = ann.read(id, "&before=5&limit=50");
+    await sending;
+    proxy.resume();
+    const answer = await page;
+    release();
+    await writer.copiesSettled();
+
+    expect(answer.status).toBe(200);
+    expect((answer.body.messages as ReadMessage[]).map((m) => m.position)).toEqual([1, 2, 3, 4]);
+    expect(answer.body.next_before).toBeNull();
+  }, 30_000);
 });
 
 /** rtdb-wire's counts (its README: /.wire/stats): first attempts refused for a stale hash, and listens started. */

@@ -1,10 +1,11 @@
 import type { Database, DataSnapshot, Query } from "firebase-admin/database";
+import { StoreUnavailableError } from "../errors";
 import { assistantMessageKey, messageKey, userMessageKey } from "../message-keys";
 import { parseStored } from "../parse-stored";
 import { chatMessageSchema, type ChatMessage, type Exchange } from "../records";
 import type { HistoryWindow } from "../session-store";
 import { parsePending, pendingMessages } from "./journal";
-import { messagePath, messagesPath, pendingPath } from "./paths";
+import { messagePath, messagesPath, pendingPath, statePath } from "./paths";
 import { readOnce, type TransactionEngine } from "./transactions";
 
 /** Reads of a history that showed a gap before the newest messages are given up on: see `window`. */
@@ -38,15 +39,38 @@ export class HistoryReads {
     };
   }
 
-  /** The messages at positions `first` to `last` (1-based, inclusive), oldest first. */
+  /**
+   * The messages at positions `first` to `last` (1-based, inclusive), oldest first: every one of
+   * them the database holds (a caller numbers them from `first`), however far this instance's copy
+   * of the state trails it.
+   */
   async messages(sessionId: string, first: number, last: number): Promise<ChatMessage[]> {
     if (last < first || last < 1) return [];
-    const [from, to] = [messageKey(Math.max(1, first)), messageKey(last)];
-    const byKey = await this.acrossJournal(sessionId, "read messages", (messages) => messages.orderByKey().startAt(from).endAt(to));
-    return [...byKey.keys()]
-      .filter((key) => key >= from && key <= to)
-      .sort()
-      .map((key) => parseStored(chatMessageSchema, byKey.get(key), messagePath(sessionId, key)));
+    const start = Math.max(1, first);
+    const [from, to] = [messageKey(start), messageKey(last)];
+    const read = async () => {
+      const byKey = await this.acrossJournal(sessionId, "read messages", (messages) => messages.orderByKey().startAt(from).endAt(to));
+      return { byKey, keys: [...byKey.keys()].filter((key) => key >= from && key <= to).sort() };
+    };
+    let { byKey, keys } = await read();
+    /** Whether `keys` hold every position from `start` through `upTo`. */
+    const reaches = (held: readonly string[], upTo: number) => held.filter((key) => Number(key.slice(1)) <= upTo).length >= upTo - start + 1;
+    if (!reaches(keys, last)) {
+      // Positions past the session's end, or a copy that trails: an instance holding the state's
+      // listener reads `pending` from its copy, which trails the database as far as its link is
+      // slow, and `messages` from the server, so an exchange committed after that copy and not
+      // copied yet is in neither read (a page before a position the reader was shown would stop
+      // short of it, and the reader skip it). Once the read of `messages` is answered, the copy
+      // holds every change the database made before answering it (it sends an instance's
+      // answers and pushes in order), so the count read now says which positions exist; a read
+      // again takes its journal from a copy at least this new.
+      const reach = Math.min(last, 2 * (await this.exchangeCount(sessionId)));
+      if (!reaches(keys, reach)) {
+        ({ byKey, keys } = await read());
+        if (!reaches(keys, reach)) throw new StoreUnavailableError("read messages (this instance's copy of the session trails the database)");
+      }
+    }
+    return keys.map((key) => parseStored(chatMessageSchema, byKey.get(key), messagePath(sessionId, key)));
   }
 
   /** Exchange number `seq`, or null when it is not stored. */
@@ -57,6 +81,13 @@ export class HistoryReads {
     const [user, assistant] = [byKey.get(userKey), byKey.get(assistantKey)];
     if (user === undefined || assistant === undefined) return null;
     return { user: parseStored(chatMessageSchema, user, messagePath(sessionId, userKey)), assistant: parseStored(chatMessageSchema, assistant, messagePath(sessionId, assistantKey)) };
+  }
+
+  /** The session's `message_count` (0 for none), read as the journal is: from the listener's copy where one is held. */
+  private async exchangeCount(sessionId: string): Promise<number> {
+    const snapshot = await this.engine.read("read messages", this.db.ref(`${statePath(sessionId)}/message_count`));
+    const count: unknown = snapshot.val();
+    return typeof count === "number" ? count : 0;
   }
 
   /**

@@ -28,7 +28,7 @@ import {
   type StoredMessage,
 } from "../connection-store";
 import type { ConnectionErasureStore, ErasingRule, ListedForErasure } from "../connection-erasure-store";
-import { StoreUnavailableError } from "../errors";
+import { StoreDataError, StoreUnavailableError } from "../errors";
 import { messageKey } from "../message-keys";
 import { parseStored } from "../parse-stored";
 import type { LedgerRule } from "../session-store";
@@ -60,7 +60,7 @@ import { readOnce, TransactionEngine } from "./transactions";
 /** Nodes an instance listens to at once for connections and devices, and how long one is kept unused (see ListenerHolds). */
 const HELD_NODES = 512;
 const HOLD_IDLE_MS = 5 * 60_000;
-/** Reads of a page of messages that showed a gap before the newest are given up on: see `readConnectionMessages`. */
+/** Reads of a page of messages that showed a gap before the newest, or a journal that trailed, are given up on: see `readConnectionMessages`. */
 const PAGE_READ_ATTEMPTS = 3;
 /** The field of a connection's state that tells it exists (every stored state holds it), and the journal's: see `journalAndCount`. */
 const EXISTS_FIELD = "message_count";
@@ -159,18 +159,40 @@ export class RtdbConnectionStore implements ConnectionStore, DeviceStore, Connec
   async readConnectionMessages(connectionId: string, page: { readonly before?: number; readonly limit: number }): Promise<StoredMessage[] | null> {
     const limit = Math.max(0, Math.floor(page.limit));
     if (limit === 0 || (page.before !== undefined && page.before <= 1)) return (await this.connectionExists(connectionId)) ? [] : null;
+    const upTo = page.before === undefined ? undefined : messageKey(page.before - 1);
+    // The position the page must end at: the one just before `before`, which the caller was shown
+    // (`next_before` is the first of a page), unless `before` lies past the end (see below).
+    let reach = page.before === undefined ? 0 : page.before - 1;
+    let trailing = false;
     let keys: string[] = [];
     let byKey = new Map<string, unknown>();
     for (let attempt = 0; attempt < PAGE_READ_ATTEMPTS; attempt += 1) {
-      const upTo = page.before === undefined ? undefined : messageKey(page.before - 1);
       const read = await this.acrossJournal(connectionId, (messages) => (upTo === undefined ? messages.limitToLast(limit) : messages.endAt(upTo).limitToLast(limit)));
       if (read === null) return null;
-      byKey = read;
+      // An instance holding the state's listener reads the journal from its copy, which trails the
+      // database as far as its link is slow, and `messages` from the server: a message committed
+      // after the copy and not copied yet is in neither read. A journal short of `reach` is such a
+      // copy, or a `before` past the end. Once the read of `messages` is answered, the copy holds
+      // every change made before the answer (the database sends an instance's answers and pushes
+      // in order, as the devices' read after a message relies on: ConnectionService.send), so the
+      // count read now tells them apart: positions past it are none the caller was shown; a count
+      // that reaches further means the copy trailed, and a journal read again is at least that new.
+      trailing = read.count < reach;
+      if (trailing) {
+        const count = await this.messageCount(connectionId);
+        if (count === null) return null;
+        reach = Math.min(reach, count);
+        trailing = read.count < reach;
+        if (trailing) continue;
+      }
+      byKey = read.byKey;
       keys = [...byKey.keys()].filter((key) => upTo === undefined || key <= upTo).sort().slice(-limit);
       // Instances copy independently, so a later message can reach `messages` before an earlier
       // one committed after the journal was read: a gap, gone by the next read.
       if (contiguousFrom(keys) === 0) break;
     }
+    // Never a page that stops short of a position the caller was shown: the reader would skip what lies between.
+    if (trailing) throw new StoreUnavailableError("read messages (this instance's copy of the connection trails the database)");
     return keys.slice(contiguousFrom(keys)).map((key) => ({
       position: Number(key.slice(1)),
       message: parseStored(connectionMessageSchema, byKey.get(key), connectionMessagePath(connectionId, key)),
@@ -180,8 +202,8 @@ export class RtdbConnectionStore implements ConnectionStore, DeviceStore, Connec
   async readConnectionMessage(connectionId: string, position: number): Promise<ConnectionMessage | null> {
     if (!Number.isInteger(position) || position < 1) return null;
     const key = messageKey(position);
-    const byKey = await this.acrossJournal(connectionId, (messages) => messages.startAt(key).endAt(key));
-    const message = byKey?.get(key);
+    const read = await this.acrossJournal(connectionId, (messages) => messages.startAt(key).endAt(key));
+    const message = read?.byKey.get(key);
     return message === undefined ? null : parseStored(connectionMessageSchema, message, connectionMessagePath(connectionId, key));
   }
 
@@ -379,27 +401,40 @@ export class RtdbConnectionStore implements ConnectionStore, DeviceStore, Connec
   /**
    * Messages read with `query` (ordered by key), merged with those still journaled in
    * `state/pending`, which is read first: a message leaves `pending` only after its copy in
-   * `messages` landed, so it is seen on one side or the other, never on neither. Null when the
-   * connection has no state: gone, whatever `messages` holds (a copy that landed after an erasure).
+   * `messages` landed, so it is seen on one side or the other, never on neither, up to the
+   * `count` read with the journal. Null when the connection has no state: gone, whatever
+   * `messages` holds (a copy that landed after an erasure).
    */
-  private async acrossJournal(connectionId: string, query: (messages: Query) => Query): Promise<Map<string, unknown> | null> {
+  private async acrossJournal(connectionId: string, query: (messages: Query) => Query): Promise<{ byKey: Map<string, unknown>; count: number } | null> {
     const journalRead = readOnce(this.journalAndCount(connectionId));
     const storedRead = readOnce(query(this.db.ref(connectionMessagesPath(connectionId)).orderByKey()));
     const [journal, stored] = await this.engine.call("read messages", Promise.all([journalRead, storedRead]));
-    if (!journal.child(EXISTS_FIELD).exists()) return null;
+    const count = this.countIn(connectionId, journal);
+    if (count === null) return null;
     const pending = journal.child(JOURNAL_FIELD);
     const byKey = new Map<string, unknown>();
     stored.forEach((child: DataSnapshot) => {
       if (child.key !== null) byKey.set(child.key, child.val());
     });
     for (const [key, message] of Object.entries(parseConnectionPending(connectionId, pending.val()))) byKey.set(key, message);
-    return byKey;
+    return { byKey, count };
   }
 
   /** Whether the connection has a state, with the read `acrossJournal` makes (for a page that asks for no message). */
   private async connectionExists(connectionId: string): Promise<boolean> {
-    const journal = await this.engine.read("read messages", this.journalAndCount(connectionId));
-    return journal.child(EXISTS_FIELD).exists();
+    return (await this.messageCount(connectionId)) !== null;
+  }
+
+  /** The connection's `message_count` (null when it has no state), with the read `acrossJournal` makes. */
+  private async messageCount(connectionId: string): Promise<number | null> {
+    return this.countIn(connectionId, await this.engine.read("read messages", this.journalAndCount(connectionId)));
+  }
+
+  private countIn(connectionId: string, journal: DataSnapshot): number | null {
+    const count: unknown = journal.child(EXISTS_FIELD).val();
+    if (count === null) return null;
+    if (typeof count !== "number") throw new StoreDataError(`${connectionStatePath(connectionId)}/${EXISTS_FIELD}`, "not a number");
+    return count;
   }
 
   /**
