@@ -142,6 +142,7 @@ export function composeInstance(config: Config, parts: InstanceParts): Instance 
     maxMessageChars: config.maxMessageChars,
     keyLeaseMs: budget.leaseMs,
     keyWaitMs: budget.keyWaitMs,
+    claimWaitMs: budget.claimWaitMs,
     livePartials: config.livePartials,
     partialMaxIntervalMs: config.partialMaxIntervalMs,
     ...(moderation ? { moderation } : {}),

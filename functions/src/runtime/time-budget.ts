@@ -15,6 +15,15 @@ export interface TimeBudget {
   readonly leaseMs: number;
   /** How long a keyed repeat waits for the first request's result before answering 409. */
   readonly keyWaitMs: number;
+  /**
+   * How long a message whose claim running claims alone keep out of the session's last exchanges
+   * waits for them (session/message/slot-claim.ts claimSlot): the time left, as for a keyed repeat,
+   * and at most one database deadline. The wait is for a claim given back a round trip after it
+   * was taken (a keyed repeat that turned out a replay), or by a message that failed; one whose
+   * model call runs keeps its slot for seconds, and a longer function timeout would only hold the
+   * refused request, and its rate limit token, longer.
+   */
+  readonly claimWaitMs: number;
 }
 
 /**
@@ -54,7 +63,7 @@ export function timeBudget(config: Config, functionTimeoutMs: number = config.de
         `lower OPENAI_TIMEOUT_MS, OPENAI_MAX_RETRIES, OPENAI_MAX_RETRY_WAIT_MS or DB_TIMEOUT_MS, or raise TIMEOUT_SECONDS`,
     );
   }
-  return { modelMs, leaseMs: functionTimeoutMs, keyWaitMs: spare };
+  return { modelMs, leaseMs: functionTimeoutMs, keyWaitMs: spare, claimWaitMs: Math.min(spare, config.dbTimeoutMs) };
 }
 
 /**

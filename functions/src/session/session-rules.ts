@@ -60,9 +60,9 @@ export type ClaimOutcome =
 /**
  * Claims a slot before the model is called. The session's exchange limit counts stored exchanges
  * and live claims together, so concurrent requests can never carry it past the limit, nor call the
- * model for a message that cannot be stored. With a key, a repeat of the request waits for this
- * one instead of calling the model again. A claim lapses at its lease: if its request died, the
- * slot frees and a repeat takes over.
+ * model for a message that cannot be stored; a refusal that live claims alone make says so
+ * (`running`). With a key, a repeat of the request waits for this one instead of calling the model
+ * again. A claim lapses at its lease: if its request died, the slot frees and a repeat takes over.
  */
 export function claimRequest(claim: RequestClaim, now: number, leaseMs: number, policy: SessionPolicy): StateRule<ClaimOutcome> {
   return (state) => {
@@ -76,7 +76,10 @@ export function claimRequest(claim: RequestClaim, now: number, leaseMs: number, 
       return { outcome: { kind: "busy", leaseUntil: entry.lease_until } };
     }
     const others = liveClaims(current, now, claim.hash);
-    if (current.message_count + others >= policy.maxExchanges) return { outcome: exchangeLimit(current, now, policy) };
+    if (current.message_count + others >= policy.maxExchanges) {
+      const refused = exchangeLimit(current, now, policy);
+      return { outcome: current.message_count < policy.maxExchanges ? { ...refused, running: true } : refused };
+    }
     const claimed: RequestEntry = { fingerprint: claim.fingerprint, owner: claim.owner, lease_until: now + leaseMs };
     // Taking over a lapsed claim of this key: the request that held it died, and its partial with it.
     const overtaken = entry?.owner !== undefined && entry.owner !== claim.owner ? [entry.owner] : [];
@@ -127,6 +130,13 @@ export function flagClaim(claim: RequestClaim, partial = false): StateRule<undef
 export interface ExchangeLimit {
   readonly kind: "limit";
   readonly retryAfterMs: number;
+  /**
+   * A claim's refusal with fewer exchanges stored than the limit: claims of requests still running
+   * hold the rest, and any of them may yet give its slot back (a keyed repeat that turns out a
+   * replay of a key moved to its record, a message that fails), so the claimant may wait for them
+   * (message/slot-claim.ts).
+   */
+  readonly running?: true;
 }
 
 function exchangeLimit(state: SessionState, now: number, policy: SessionPolicy): ExchangeLimit {

@@ -51,6 +51,11 @@ export interface SessionServiceOptions {
   readonly partialMaxIntervalMs?: number;
   /** How long a keyed repeat waits for the first request's result before answering 409. */
   readonly keyWaitMs: number;
+  /**
+   * How long a message kept out of the session's last exchanges by running claims alone waits for
+   * them (runtime/time-budget.ts); default `keyWaitMs`.
+   */
+  readonly claimWaitMs?: number;
   /** How often a repeat polls for the result of the request it waits for (default 200 ms). */
   readonly keyPollMs?: number;
   /**
@@ -122,6 +127,7 @@ export class SessionService {
       known: this.known,
       keyLeaseMs: options.keyLeaseMs,
       keyWaitMs: options.keyWaitMs,
+      claimWaitMs: options.claimWaitMs ?? options.keyWaitMs,
       keyPollMs: options.keyPollMs ?? 200,
       livePartials: options.livePartials,
       partialMaxIntervalMs: options.partialMaxIntervalMs ?? PARTIAL_MAX_INTERVAL_MS,

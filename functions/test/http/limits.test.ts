@@ -3,8 +3,9 @@ import type { ChildProcess } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { FakeOpenAiServer } from "../support/fake-openai-server";
 import { startLocalProcess } from "../support/local-process";
-import { call, describeEachStore, ROUTES, startHarness, type Answer, type Harness, type Instance } from "../support/http-harness";
-import { describeWithRtdb, RtdbInstances } from "../support/rtdb";
+import { call, createSession, describeEachStore, ROUTES, startHarness, type Answer, type Harness, type Instance } from "../support/http-harness";
+import { describeWithRtdb, RtdbInstances, valueWhere } from "../support/rtdb";
+import { isRecord } from "../support/stored-view";
 import { RtdbStore } from "../../src/store/rtdb/rtdb-store";
 import { userKey } from "../../src/session/ledger/limits";
 import type { SessionStore } from "../../src/store/session-store";
@@ -363,6 +364,120 @@ describeEachStore("the active-session limit after a failed message near the idle
     }
     const next = await create(user);
     expect({ status: next.status, code: next.body.error?.code, retryAfter: next.headers.get("retry-after") }).toEqual({ status: 201, code: undefined, retryAfter: null });
+  });
+});
+
+/**
+ * A session of two exchanges on two instances of one database. A claim holds one of the session's
+ * exchanges while its request runs, and the exchange limit counts it: here, claims whose outcome
+ * comes while a new message is refused for them (`refusedForLimit` says when an instance's claim
+ * answers SESSION_EXCHANGE_LIMIT).
+ */
+describeWithRtdb("the session's last exchange, on two instances [Realtime Database]", () => {
+  let harness: Harness;
+  let a: Instance;
+  let b: Instance;
+  let readers: RtdbInstances;
+  /** Index of the instance whose `updateState` calls (a claim's release) wait for `gate`. */
+  let slowed: number | undefined;
+  let gate: Promise<void> = Promise.resolve();
+  let openGate: () => void = () => undefined;
+  /** Called when a claim, on any instance, answers the exchange limit. */
+  let refusedForLimit: () => void = () => undefined;
+  let wrapped = 0;
+
+  const watched = (store: SessionStore): SessionStore => {
+    const index = wrapped;
+    wrapped += 1;
+    return new Proxy(store, {
+      get(target, property, receiver) {
+        const value: unknown = Reflect.get(target, property, receiver);
+        if (typeof value !== "function") return value;
+        if (property === "updateState") {
+          return async (...args: unknown[]) => {
+            // A slow database: the release takes its time, well within its deadline.
+            if (slowed === index) await gate;
+            return Reflect.apply(value, target, args) as unknown;
+          };
+        }
+        if (property === "updateStateReadingKey") {
+          return async (...args: unknown[]) => {
+            const answer = (await Reflect.apply(value, target, args)) as Awaited<ReturnType<SessionStore["updateStateReadingKey"]>>;
+            if (answer.found && isRecord(answer.outcome) && answer.outcome.kind === "limit") refusedForLimit();
+            return answer;
+          };
+        }
+        return value;
+      },
+    });
+  };
+
+  beforeAll(async () => {
+    harness = await startHarness({ store: "rtdb", env: { SESSION_MAX_EXCHANGES: "2" }, wrapStore: watched });
+    a = harness.api;
+    b = await harness.instance();
+    readers = new RtdbInstances(harness.namespace!);
+  });
+  afterAll(async () => {
+    openGate();
+    await readers.close();
+    await harness.close();
+  });
+  beforeEach(() => {
+    harness.fake.reset();
+    slowed = undefined;
+    refusedForLimit = () => undefined;
+  });
+
+  it("gives the last exchange to a new message that comes while a replay of a completed message on another instance gives back the claim it passed through", async () => {
+    const id = await createSession(a);
+    const key = { "Idempotency-Key": "first-message" };
+    expect((await a.call("POST", ROUTES.message(id), { message: "first" }, key)).body).toMatchObject({ message_count: 1 });
+    // The key moves out of `state` to its record once its copy landed: A's next transaction (here
+    // a replay on A, answered from the state) drops it.
+    const store = a.store;
+    if (!(store instanceof RtdbStore)) throw new Error("the instances run on the Realtime Database");
+    await store.copiesSettled();
+    expect((await a.call("POST", ROUTES.message(id), { message: "first" }, key)).headers.get("idempotent-replayed")).toBe("true");
+    await valueWhere(readers.database().ref(`userSessions/${id}/state`), (state) => isRecord(state) && state.requests === undefined, "the key moved out of state");
+
+    // The client's repeat reaches B, which learns it is a replay only after its claim landed; the
+    // release of that claim is slow, and lands once the new message below was refused a first time.
+    gate = new Promise((resolve) => { openGate = resolve; });
+    slowed = 1;
+    harness.fake.reset();
+    const replay = await b.call("POST", ROUTES.message(id), { message: "first" }, key);
+    expect(replay.status).toBe(200);
+    expect(replay.headers.get("idempotent-replayed")).toBe("true");
+    expect(harness.fake.requests).toHaveLength(0);
+
+    // The session holds one exchange of two, and the replay stores nothing.
+    refusedForLimit = openGate;
+    const second = await a.call("POST", ROUTES.message(id), { message: "second" });
+    expect({ status: second.status, code: second.body.error?.code, count: second.body.message_count }).toEqual({ status: 200, code: undefined, count: 2 });
+    expect(harness.fake.requests).toHaveLength(1);
+  });
+
+  it("gives the last exchange to one of two new keyed messages racing for it, on two instances, and refuses the other before its model call once that exchange is stored", async () => {
+    const id = await createSession(a);
+    expect((await a.call("POST", ROUTES.message(id), { message: "first" })).body).toMatchObject({ message_count: 1 });
+    harness.fake.reset();
+    // The winner's model call answers only once the other message's claim was refused for it.
+    refusedForLimit = harness.fake.holdAnswers();
+    const answers = await Promise.all([
+      a.call("POST", ROUTES.message(id), { message: "from A" }, { "Idempotency-Key": "race-a" }),
+      b.call("POST", ROUTES.message(id), { message: "from B" }, { "Idempotency-Key": "race-b" }),
+    ]);
+    const [won, lost] = answers[0].status === 200 ? answers : [answers[1], answers[0]];
+    expect({ status: won.status, count: won.body.message_count }).toEqual({ status: 200, count: 2 });
+    expect({ status: lost.status, code: lost.body.error?.code }).toEqual({ status: 429, code: "SESSION_EXCHANGE_LIMIT" });
+    // One model call, the winner's. The refusal came with the stored exchange, so its Retry-After
+    // is the full session's expiry, a TTL (60 min) after that exchange, not after the winner's lease (a minute more).
+    expect(harness.fake.requests).toHaveLength(1);
+    expect(Number(lost.headers.get("retry-after"))).toBeGreaterThanOrEqual(3_595);
+    expect(Number(lost.headers.get("retry-after"))).toBeLessThanOrEqual(3_601);
+    expect(await a.store.readSessionState(id)).toMatchObject({ message_count: 2 });
+    expect(await recentMessages(a.store, id, 100)).toHaveLength(4);
   });
 });
 

@@ -213,6 +213,39 @@ describe("claimRequest", () => {
       outcome: { kind: "reused" },
     },
   ]);
+
+  describe("at the exchange limit (3 exchanges)", () => {
+    const limited = (at = now) => claimRequest(CLAIM, at, LEASE, { ...POLICY, maxExchanges: 3 });
+    const running: RequestEntry = { fingerprint: "", owner: "other", lease_until: now + 200 };
+
+    ruleTable<ClaimOutcome>([
+      {
+        name: "refuses with the limit's exchanges stored, until the session expires a TTL after its last activity",
+        state: active({ message_count: 3 }),
+        rule: limited(),
+        outcome: { kind: "limit", retryAfterMs: T + TTL + 1 - now },
+      },
+      {
+        name: "refuses with the limit's exchanges stored, whatever claims run beside them",
+        state: active({ message_count: 3, requests: { h7: running } }),
+        rule: limited(),
+        outcome: { kind: "limit", retryAfterMs: now + 200 + TTL + 1 - now },
+      },
+      {
+        name: "refuses, saying so (running), when live claims alone fill the exchanges left: they may yet give their slots back",
+        state: active({ requests: { h7: running } }),
+        rule: limited(),
+        outcome: { kind: "limit", retryAfterMs: now + 200 + TTL + 1 - now, running: true },
+      },
+      {
+        name: "claims the last exchange beside done keys and a lapsed claim, which hold no slot (the next commit drops the lapsed one)",
+        state: active({ requests: { h9: OTHER_KEY, h7: { ...running, lease_until: now } } }),
+        rule: limited(),
+        outcome: { kind: "claimed", alone: true },
+        next: active({ requests: { h9: OTHER_KEY, h7: { ...running, lease_until: now }, h1: claimedAt(now) } }),
+      },
+    ]);
+  });
 });
 
 describe("releaseClaim", () => {

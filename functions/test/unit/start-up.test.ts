@@ -17,7 +17,14 @@ import { NO_TOKENS } from "../support/service-env";
 describe("the time budget checked at instance start", () => {
   it("shares the deployed 60 s between the model, the database and a keyed repeat's wait", () => {
     // Defaults: 2 attempts x 15 s + 1 wait x 5 s of model time, 4 x 5 s of database time, 1 s margin; a claim leased for the 60 s.
-    expect(timeBudget(resolveConfig({}))).toEqual({ modelMs: 35_000, leaseMs: 60_000, keyWaitMs: 4_000 });
+    expect(timeBudget(resolveConfig({}))).toEqual({ modelMs: 35_000, leaseMs: 60_000, keyWaitMs: 4_000, claimWaitMs: 4_000 });
+  });
+
+  it("lets a message kept out of the session's last exchanges by running claims wait the time left, one database deadline at most", () => {
+    expect(timeBudget(resolveConfig({ TIMEOUT_SECONDS: "120" })).claimWaitMs).toBe(5_000);
+    expect(timeBudget(resolveConfig({ TIMEOUT_SECONDS: "120", DB_TIMEOUT_MS: "8000" })).claimWaitMs).toBe(8_000);
+    // 8 s left (16 s of database time), one 4 s deadline of it.
+    expect(timeBudget(resolveConfig({ DB_TIMEOUT_MS: "4000" })).claimWaitMs).toBe(4_000);
   });
 
   it("refuses a model budget that outlives the function, naming the params and the overrun", () => {

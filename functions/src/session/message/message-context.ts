@@ -24,6 +24,8 @@ export interface MessageContext {
   readonly keyLeaseMs: number;
   /** How long a keyed repeat waits for the first request's result before answering 409. */
   readonly keyWaitMs: number;
+  /** How long a message kept out of the session's last exchanges by running claims alone waits for them. */
+  readonly claimWaitMs: number;
   /** How often a repeat polls for the result of the request it waits for. */
   readonly keyPollMs: number;
   /** Write replies' text so far as partials (where the store has readers for them). */
