@@ -11,7 +11,7 @@ import { endRule } from "../../src/session/session-rules";
 import { RtdbStore } from "../../src/store/rtdb/rtdb-store";
 import { appendAt, CREATED_AT, exchange, newSession, POLICY } from "../support/fixtures";
 import { copyOf, describeWithRtdb, freshNamespace, holdingUpdates, losingUpdates, RtdbInstances } from "../support/rtdb";
-import { parseHost, TcpProxy } from "../support/tcp-proxy";
+import { TrailingLink } from "../support/trailing-link";
 import { withEmulatorHost } from "../../src/store/rtdb/instance-databases";
 
 /** What only the Realtime Database adapter does: the journal, the stored shape, deadlines. */
@@ -285,30 +285,17 @@ describeWithRtdb("RtdbStore journal and shape", () => {
  * neither read unless the read makes sure of the count.
  */
 describeWithRtdb("RtdbStore: messages read by an instance whose copy of the state trails the database", () => {
-  let proxy: TcpProxy;
-  let direct: RtdbInstances;
-  let slow: RtdbInstances;
-  const stores: RtdbStore[] = [];
-
+  let link: TrailingLink;
   beforeAll(async () => {
-    proxy = await TcpProxy.start(parseHost(process.env.FIREBASE_DATABASE_EMULATOR_HOST ?? ""));
-    const namespace = freshNamespace("adapter-trailing");
-    direct = new RtdbInstances(namespace);
-    slow = new RtdbInstances(namespace, proxy.address);
+    link = await TrailingLink.start("adapter-trailing");
   });
-  afterAll(async () => {
-    proxy.resume();
-    for (const store of stores) store.close();
-    await direct.close();
-    await slow.close();
-    await proxy.stop();
-  });
+  afterAll(async () => link.close());
 
   it("reads every message the database holds in the positions asked for, those committed after the copy and not copied yet included", async () => {
-    const writerDb = direct.database();
+    const writerDb = link.direct.database();
     const writer = new RtdbStore(writerDb, 10_000);
-    const trailing = new RtdbStore(slow.database(), 10_000);
-    stores.push(writer, trailing);
+    const trailing = new RtdbStore(link.slow.database(), 10_000);
+    link.track(writer, trailing);
     const session = newSession();
     await writer.createSession(session);
     for (let i = 1; i <= 2; i += 1) await writer.appendExchange(session.id, exchange(String(i)), appendAt(CREATED_AT + i));
@@ -317,14 +304,14 @@ describeWithRtdb("RtdbStore: messages read by an instance whose copy of the stat
     expect(await trailing.readSessionMeta(session.id)).not.toBeNull();
     expect(await trailing.readMessages(session.id, 1, 4)).toHaveLength(4);
     // Its link slows down while another instance stores exchanges 3 and 4, whose copies are on their way.
-    proxy.stall();
+    link.proxy.stall();
     const release = holdingUpdates(writerDb, copyOf(session.id));
     for (let i = 3; i <= 4; i += 1) await writer.appendExchange(session.id, exchange(String(i)), appendAt(CREATED_AT + i));
 
     // Another instance's newest page showed exchange 4 (positions 7 and 8): the page before position 7, through the trailing instance.
     const reading = trailing.readMessages(session.id, 1, 6);
     const pastTheEnd = trailing.readMessages(session.id, 5, 20);
-    proxy.resume();
+    link.proxy.resume();
     const [read, newest] = await Promise.all([reading, pastTheEnd]);
     release();
     await writer.copiesSettled();

@@ -3,7 +3,7 @@ import { RtdbConnectionStore } from "../../src/store/rtdb/rtdb-connection-store"
 import { CREATED_AT } from "../support/fixtures";
 import { newConnection, refOf, sendAs } from "../support/connection-fixtures";
 import { describeWithRtdb, freshNamespace, holdingUpdates, RtdbInstances } from "../support/rtdb";
-import { parseHost, TcpProxy } from "../support/tcp-proxy";
+import { TrailingLink } from "../support/trailing-link";
 
 const T = CREATED_AT;
 
@@ -109,24 +109,11 @@ describeWithRtdb("RtdbConnectionStore: stored shape and journal", () => {
  * in neither read.
  */
 describeWithRtdb("RtdbConnectionStore: a page read by an instance whose copy of the state trails the database", () => {
-  let proxy: TcpProxy;
-  let direct: RtdbInstances;
-  let slow: RtdbInstances;
-  const stores: RtdbConnectionStore[] = [];
-
+  let link: TrailingLink;
   beforeAll(async () => {
-    proxy = await TcpProxy.start(parseHost(process.env.FIREBASE_DATABASE_EMULATOR_HOST ?? ""));
-    const namespace = freshNamespace("connection-trailing-page");
-    direct = new RtdbInstances(namespace);
-    slow = new RtdbInstances(namespace, proxy.address);
+    link = await TrailingLink.start("connection-trailing-page");
   });
-  afterAll(async () => {
-    proxy.resume();
-    for (const store of stores) store.close();
-    await direct.close();
-    await slow.close();
-    await proxy.stop();
-  });
+  afterAll(async () => link.close());
 
   /**
    * Messages 1 to 3 read by `trailing`, which then listens to the state; its link stalls while
@@ -134,11 +121,11 @@ describeWithRtdb("RtdbConnectionStore: a page read by an instance whose copy of 
    * stores and what lets the copies go.
    */
   async function trailingByTwo() {
-    const writerDb = direct.database();
+    const writerDb = link.direct.database();
     const writer = new RtdbConnectionStore(writerDb, 10_000);
-    const fresh = new RtdbConnectionStore(direct.database(), 10_000);
-    const trailing = new RtdbConnectionStore(slow.database(), 10_000);
-    stores.push(writer, fresh, trailing);
+    const fresh = new RtdbConnectionStore(link.direct.database(), 10_000);
+    const trailing = new RtdbConnectionStore(link.slow.database(), 10_000);
+    link.track(writer, fresh, trailing);
     const connection = newConnection();
     await writer.createConnection(connection);
     for (let i = 1; i <= 3; i += 1) await writer.appendMessage(refOf(connection), sendAs(connection, "a", `text ${i}`, T + i));
@@ -146,7 +133,7 @@ describeWithRtdb("RtdbConnectionStore: a page read by an instance whose copy of 
     // The trailing instance served the connection: it holds its state's listener.
     trailing.prepareConnection(connection.id);
     expect((await trailing.readConnectionMessages(connection.id, { limit: 10 }))?.map((m) => m.position)).toEqual([1, 2, 3]);
-    proxy.stall();
+    link.proxy.stall();
     const release = holdingUpdates(writerDb, (path) => path === `connections/${connection.id}`);
     for (let i = 4; i <= 5; i += 1) await writer.appendMessage(refOf(connection), sendAs(connection, "b", `text ${i}`, T + i));
     const copied = async () => {
@@ -161,7 +148,7 @@ describeWithRtdb("RtdbConnectionStore: a page read by an instance whose copy of 
     // The reader's newest page (one message) comes from an instance that is up to date: message 5, next_before 5.
     expect((await fresh.readConnectionMessages(connection.id, { limit: 1 }))?.map((m) => m.position)).toEqual([5]);
     const reading = trailing.readConnectionMessages(connection.id, { before: 5, limit: 10 });
-    proxy.resume();
+    link.proxy.resume();
     const page = await reading;
     await copied();
     expect(page?.map((m) => m.position)).toEqual([1, 2, 3, 4]);
@@ -170,7 +157,7 @@ describeWithRtdb("RtdbConnectionStore: a page read by an instance whose copy of 
   it("answers a before past the end with the newest messages the database holds, not those of the trailing copy", async () => {
     const { connection, trailing, copied } = await trailingByTwo();
     const reading = trailing.readConnectionMessages(connection.id, { before: 999_999_999, limit: 10 });
-    proxy.resume();
+    link.proxy.resume();
     const page = await reading;
     await copied();
     expect(page?.map((m) => m.position)).toEqual([1, 2, 3, 4, 5]);
