@@ -21,4 +21,18 @@ describe("a conversation's title", () => {
     expect(title).toBe(`${"👍🏽".repeat(9)}…`);
     expect(title.isWellFormed()).toBe(true);
   });
+
+  it.each([
+    ["a letter with 3,999 combining marks (one character as a reader counts it)", `a${"\u0301".repeat(3_999)}`],
+    ["4,000 Hangul leading jamo (one character too)", "\u1100".repeat(4_000)],
+    ["60 words of a letter and 60 combining marks each", Array.from({ length: 60 }, () => `x${"\u0300".repeat(60)}`).join(" ")],
+  ])("stays a short line, well-formed, for %s: at most 16 UTF-16 units a character", (_case, message) => {
+    const title = conversationTitle(message);
+    expect(title.length).toBeLessThanOrEqual(16 * TITLE_MAX_CHARS);
+    expect(title.isWellFormed()).toBe(true);
+  });
+
+  it("keeps 60 emoji sequences whole, a family (11 units) or a couple with skin tones (15): within the units a title may take", () => {
+    for (const emoji of ["👨‍👩‍👧‍👦", "👩🏽‍❤️‍💋‍👨🏿"]) expect(conversationTitle(emoji.repeat(TITLE_MAX_CHARS))).toBe(emoji.repeat(TITLE_MAX_CHARS));
+  });
 });

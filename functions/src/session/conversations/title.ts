@@ -6,21 +6,46 @@ const GRAPHEMES = new Intl.Segmenter("en", { granularity: "grapheme" });
 export const TITLE_MAX_CHARS = 60;
 
 /**
+ * The longest a character of a title may be, in UTF-16 units: more than any emoji sequence takes
+ * (a family with skin tones, a subdivision flag: 15 or so), far less than one grapheme may hold.
+ * A letter followed by thousands of combining marks, or a run of Hangul leading jamo, is one
+ * character as a reader counts it: kept whole, one such first message (4,000 units) was a title.
+ */
+const CHAR_MAX_UNITS = 32;
+
+/**
  * A conversation's title: its first user message on one line, cut at the last word boundary that
- * fits (with an ellipsis), or at the limit when one word is longer. No model call: the listing
- * must cost nothing on the message path but the text it already has.
+ * fits (with an ellipsis), or at the limit when one word is longer. It fits in `maxChars`
+ * characters as a reader counts them and in 16 UTF-16 units a character (960 for 60: 60 emoji
+ * sequences of a family or a couple with skin tones, 11 to 15 units each, stay whole), each
+ * character cut to CHAR_MAX_UNITS: the index entry and every list page carry it. No model call:
+ * the listing must cost nothing on the message path but the text it already has.
  */
 export function conversationTitle(message: string, maxChars: number = TITLE_MAX_CHARS): string {
+  const maxUnits = 16 * maxChars;
   const line = message.replace(/\s+/gu, " ").trim();
   // Characters as a reader counts them: an emoji or an accented letter is never cut in two.
-  const chars = Array.from(GRAPHEMES.segment(line), (part) => part.segment);
-  if (chars.length <= maxChars) return line;
+  const chars = Array.from(GRAPHEMES.segment(line), (part) => bounded(part.segment));
+  let fit = 0;
+  for (let units = 0; fit < chars.length && fit < maxChars && units + (chars[fit]?.length ?? 0) <= maxUnits; fit += 1) units += chars[fit]?.length ?? 0;
+  if (fit === chars.length) return chars.join("");
   // Room for the ellipsis.
-  const room = chars.slice(0, maxChars - 1).join("");
+  const room = chars.slice(0, Math.max(0, fit - 1)).join("");
   // The room ends a word when a space follows it; else its last word is cut short, and goes.
-  const boundary = chars[maxChars - 1] === " " ? room.length : room.lastIndexOf(" ");
+  const boundary = chars[fit - 1] === " " ? room.length : room.lastIndexOf(" ");
   const cut = boundary > 0 ? room.slice(0, boundary) : room;
   return `${cut.replace(/[\s,.;:!?-]+$/u, "")}…`;
+}
+
+/** `char` cut to CHAR_MAX_UNITS, between code points: its base and first marks. */
+function bounded(char: string): string {
+  if (char.length <= CHAR_MAX_UNITS) return char;
+  let kept = "";
+  for (const point of char) {
+    if (kept.length + point.length > CHAR_MAX_UNITS) break;
+    kept += point;
+  }
+  return kept;
 }
 
 /** What a conversation's first exchange gives its entry in the owner's index: its title, and the fields fixed at creation. */
