@@ -173,7 +173,7 @@ export class MaintenanceSteps {
 }
 
 /** Runs `remove` (which deletes up to a batch and says how many) until a batch comes back short or the budget is spent. */
-export async function deleteInBatches(options: BatchBudget, remove: () => Promise<number>): Promise<number> {
+async function deleteInBatches(options: BatchBudget, remove: () => Promise<number>): Promise<number> {
   let total = 0;
   for (let batch = 0; batch < options.maxBatches && options.stopped?.() !== true; batch += 1) {
     const removed = await remove();
