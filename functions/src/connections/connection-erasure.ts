@@ -45,18 +45,14 @@ export class ConnectionErasure {
     ];
     let count = 0;
     for (const scan of sources) {
-      let after: string | undefined;
-      for (;;) {
-        if (hooks.stopped()) return { count, stopped: true };
-        const page = await scan(after);
-        after = page.at(-1)?.id;
+      const ran = await eachPage(batchSize, hooks.stopped, scan, (listed) => listed.id, async (page) => {
         // A connection asked for after the request is the user's to keep, as a session is; one listed but gone is a late write's.
         const erased = page.filter((listed) => listed.meta === null || listed.meta.created_at <= cutoff).map((listed) => [listed.id, listed.meta ? otherKey(listed.meta, userId) : key] as const);
         await hooks.record(Object.fromEntries(erased));
         await store.deleteConnections(erased.map(([id, other]) => refOf(id, key, other)));
         count += erased.length;
-        if (page.length < batchSize) break;
-      }
+      });
+      if (ran === "stopped") return { count, stopped: true };
     }
     if ((await this.forgetPairs(userId, key, cutoff, hooks.stopped)) === "stopped") return { count, stopped: true };
     await store.rewriteDevices(key, forgetDevices(cutoff));
@@ -79,17 +75,12 @@ export class ConnectionErasure {
    */
   private async forgetTokenOwners(key: string, cutoff: number, stopped: () => boolean): Promise<"done" | "stopped"> {
     const { store, clock, batchSize, addLandsWithinMs } = this.options;
-    let after: string | undefined;
-    for (;;) {
-      if (stopped()) return "stopped";
-      const page = await store.findTokenOwners(key, after, batchSize);
-      after = page.at(-1)?.hash;
+    return eachPage(batchSize, stopped, (after) => store.findTokenOwners(key, after, batchSize), (found) => found.hash, async (page) => {
       // One registered after the request is the user's to keep, as their devices are.
       const held = page.filter(({ owner }) => owner.updated_at <= cutoff);
       await Promise.all(held.map(({ hash, owner }) => releaseToken(store, hash, owner.released_from ?? {}, clock(), addLandsWithinMs)));
       await store.deleteTokenOwners(key, cutoff, held.map(({ hash }) => hash));
-      if (page.length < batchSize) return "done";
-    }
+    });
   }
 
   /** Deletes again connections an earlier pass recorded: a copy of a journal sent before may have landed after it. */
@@ -102,14 +93,32 @@ export class ConnectionErasure {
   /** The pairs' records naming the user, or keeping their block (forgetPairUser), a page at a time until `stopped`. */
   private async forgetPairs(userId: string, key: string, cutoff: number, stopped: () => boolean): Promise<"done" | "stopped"> {
     const { store, batchSize } = this.options;
-    let after: string | undefined;
-    for (;;) {
-      if (stopped()) return "stopped";
-      const pairs = await store.findUserPairs(userId, key, after, batchSize);
-      after = pairs.at(-1);
+    return eachPage(batchSize, stopped, (after) => store.findUserPairs(userId, key, after, batchSize), (pair) => pair, async (pairs) => {
       await Promise.all(pairs.map((pair) => store.rewritePair(pair, forgetPairUser(userId, cutoff))));
-      if (pairs.length < batchSize) return "done";
-    }
+    });
+  }
+}
+
+/**
+ * Reads with `read` a page at a time, each after the last one's `cursor`, and hands each page to
+ * `visit` before reading the next, until a page comes back short ("done") or, before a page,
+ * `stopped` says the pass's time is up ("stopped": the next run goes on from the first item left).
+ */
+async function eachPage<T>(
+  batchSize: number,
+  stopped: () => boolean,
+  read: (after: string | undefined) => Promise<readonly T[]>,
+  cursor: (item: T) => string,
+  visit: (page: readonly T[]) => Promise<void>,
+): Promise<"done" | "stopped"> {
+  let after: string | undefined;
+  for (;;) {
+    if (stopped()) return "stopped";
+    const page = await read(after);
+    const last = page.at(-1);
+    after = last === undefined ? undefined : cursor(last);
+    await visit(page);
+    if (page.length < batchSize) return "done";
   }
 }
 
