@@ -110,14 +110,21 @@ function choiceParam<T extends string>(env: Env, name: StringParamName, choices:
   return choice;
 }
 
+/** The App Check params, as an instance reads them from `env` (resolveConfig, and the files a deploy writes beside the functions: page-files.ts). */
+export function appCheckParams(env: Env): Pick<Config, "requireAppCheck" | "appCheckReplayProtection"> {
+  return {
+    requireAppCheck: booleanParam(env, "REQUIRE_APP_CHECK", BOOLEAN_PARAMS.REQUIRE_APP_CHECK.default),
+    appCheckReplayProtection: booleanParam(env, "APP_CHECK_REPLAY_PROTECTION", BOOLEAN_PARAMS.APP_CHECK_REPLAY_PROTECTION.default),
+  };
+}
+
 /**
- * Whether message calls consume their App Check token (APP_CHECK_REPLAY_PROTECTION, which counts
- * only with REQUIRE_APP_CHECK), as an instance reads the two params from `env`: for the files a
- * deploy writes beside the functions (the page's App Check file, page-files.ts), whose page must
- * then send each message a limited-use token.
+ * Whether message calls consume their App Check token: APP_CHECK_REPLAY_PROTECTION, which counts
+ * only with REQUIRE_APP_CHECK. The page must then send each message a limited-use token (its App
+ * Check file, written by a deploy from the params, or served by the local server from its instance).
  */
-export function messageTokensConsumed(env: Env): boolean {
-  return booleanParam(env, "REQUIRE_APP_CHECK", BOOLEAN_PARAMS.REQUIRE_APP_CHECK.default) && booleanParam(env, "APP_CHECK_REPLAY_PROTECTION", BOOLEAN_PARAMS.APP_CHECK_REPLAY_PROTECTION.default);
+export function messageTokensConsumed(config: Pick<Config, "requireAppCheck" | "appCheckReplayProtection">): boolean {
+  return config.requireAppCheck && config.appCheckReplayProtection;
 }
 
 function booleanParam(env: Env, name: BooleanParamName, fallback: boolean): boolean {
@@ -205,8 +212,7 @@ export function resolveConfig(env: Env = process.env, defaults: { requireAuth?: 
     requireAuth: booleanParam(env, "REQUIRE_AUTH", defaults.requireAuth ?? BOOLEAN_PARAMS.REQUIRE_AUTH.default),
     livePartials: booleanParam(env, "LIVE_PARTIALS", BOOLEAN_PARAMS.LIVE_PARTIALS.default),
     partialMaxIntervalMs: intParam(env, "PARTIAL_MAX_INTERVAL_MS"),
-    requireAppCheck: booleanParam(env, "REQUIRE_APP_CHECK", BOOLEAN_PARAMS.REQUIRE_APP_CHECK.default),
-    appCheckReplayProtection: booleanParam(env, "APP_CHECK_REPLAY_PROTECTION", BOOLEAN_PARAMS.APP_CHECK_REPLAY_PROTECTION.default),
+    ...appCheckParams(env),
     moderation: {
       enabled: booleanParam(env, "MODERATION", BOOLEAN_PARAMS.MODERATION.default),
       onOutage: choiceParam(env, "MODERATION_ON_OUTAGE", STRING_PARAMS.MODERATION_ON_OUTAGE.choices),

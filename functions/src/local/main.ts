@@ -1,4 +1,5 @@
 import type { Server } from "node:http";
+import { messageTokensConsumed } from "../config";
 import { functionsLog } from "../log/log";
 import { OFFLINE_PUSH_LABEL } from "../notify/offline-sender";
 import { createLocalInstance } from "./local-instance";
@@ -16,7 +17,7 @@ async function main(): Promise<void> {
   const site = localSite(projectId, process.env.FIREBASE_AUTH_EMULATOR_HOST, {
     appCheckSiteKey: process.env[APP_CHECK_SITE_KEY_VARIABLE],
     // As the instance consumes the message calls' tokens: the page then sends each message a limited-use one.
-    appCheckReplayProtection: local.instance.config.requireAppCheck && local.instance.config.appCheckReplayProtection,
+    appCheckReplayProtection: messageTokensConsumed(local.instance.config),
     // The instances as the store was built from them (config.ts normalised them), so the page listens where connections are written.
     database: localDatabase(projectId, process.env.FIREBASE_DATABASE_EMULATOR_HOST, local.instance.config.databaseInstances),
   });

@@ -1,7 +1,7 @@
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { z } from "zod";
-import { messageTokensConsumed } from "../config";
+import { appCheckParams, messageTokensConsumed } from "../config";
 import { DEFAULT_FUNCTION_REGION, pageOrigins, pagePolicy } from "../page/page-policy";
 import { instanceName } from "../sharding/database-instances";
 import { templateSchema, type Template } from "../store/records";
@@ -153,7 +153,7 @@ export function configuredAppCheckSiteKey(root: string, projectId: string, proje
  * (read as its instances read them): its page must then send each message a limited-use token.
  */
 export function configuredReplayProtection(root: string, projectId: string, projectAlias?: string): boolean {
-  return messageTokensConsumed(deployedEnv(join(root, "functions"), projectId, projectAlias));
+  return messageTokensConsumed(appCheckParams(deployedEnv(join(root, "functions"), projectId, projectAlias)));
 }
 
 /**

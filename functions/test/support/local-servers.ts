@@ -1,5 +1,6 @@
 import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
+import { messageTokensConsumed } from "../../src/config";
 import { createLocalServer } from "../../src/local/local-server";
 import { APP_CHECK_SITE_KEY_VARIABLE, hostingRewrites, localSite } from "../../src/local/project-files";
 import type { Instance } from "../../src/runtime/instance";
@@ -14,7 +15,7 @@ export class LocalServers {
     // and the App Check site key it attests with, if any, and whether the instance consumes the message calls' tokens.
     const site = localSite("demo-chatify", process.env.FIREBASE_AUTH_EMULATOR_HOST, {
       appCheckSiteKey: process.env[APP_CHECK_SITE_KEY_VARIABLE],
-      appCheckReplayProtection: instance.config.requireAppCheck && instance.config.appCheckReplayProtection,
+      appCheckReplayProtection: messageTokensConsumed(instance.config),
       database,
     });
     const server = createLocalServer({ api: instance.api, maxBodyBytes: instance.config.maxBodyBytes, rewrites: hostingRewrites(), projectId: "demo-chatify", region: "us-central1", site });
