@@ -140,15 +140,17 @@ export interface ExchangeLimit {
 }
 
 function exchangeLimit(state: SessionState, now: number, policy: SessionPolicy): ExchangeLimit {
-  const leases = Object.values(state.requests ?? {}).flatMap((entry) => (!isDoneKey(entry) && (entry.lease_until ?? 0) > now ? [entry.lease_until ?? 0] : []));
-  return { kind: "limit", retryAfterMs: Math.max(state.last_activity, ...leases) + policy.idleTtlMs + 1 - now };
+  return { kind: "limit", retryAfterMs: Math.max(state.last_activity, ...liveLeases(state, now)) + policy.idleTtlMs + 1 - now };
 }
 
 /** Claims of requests still running at `now`, other than `except`. */
 function liveClaims(state: SessionState, now: number, except?: string): number {
-  return Object.entries(state.requests ?? {}).filter(
-    ([hash, entry]) => hash !== except && !isDoneKey(entry) && (entry.lease_until ?? 0) > now,
-  ).length;
+  return liveLeases(state, now, except).length;
+}
+
+/** The leases of the claims of requests still running at `now`, other than `except`. */
+function liveLeases(state: SessionState, now: number, except?: string): number[] {
+  return Object.entries(state.requests ?? {}).flatMap(([hash, entry]) => (hash !== except && !isDoneKey(entry) && (entry.lease_until ?? 0) > now ? [entry.lease_until ?? 0] : []));
 }
 
 export type AppendOutcome =
