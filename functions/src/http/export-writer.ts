@@ -1,7 +1,7 @@
 import type { ExportedConnection, ExportedDevices } from "../connections/connection-export";
 import { NO_USAGE } from "../session/ledger/token-usage";
 import type { StoredConversation } from "../store/conversation-records";
-import type { SessionState, SessionStatus, UserUsage } from "../store/records";
+import type { SessionState, UserUsage } from "../store/records";
 import { connectionBody, messageBody as connectionMessageBody } from "./connection-endpoints";
 import { messageBody } from "./conversation-endpoints";
 import { iso, usageBody } from "./endpoint-parts";
@@ -39,7 +39,8 @@ export interface ExportPart {
   readonly connections: AsyncIterable<ExportedConnection>;
   /** Where this part starts (from its cursor), where a failure before its first item resumes. */
   readonly from: ExportPosition;
-  readonly status: (state: SessionState) => SessionStatus;
+  /** A session's state as a request would find it now (expired once idle past the TTL, unswept or not). */
+  readonly asNow: (state: SessionState) => SessionState;
   /** The cursor of the part that continues after `position`. */
   readonly cursorAfter: (position: ExportPosition, part: number) => Promise<string>;
   readonly limits: UserDataLimits;
@@ -87,7 +88,7 @@ export async function writeExport(out: BodyWriter, part: ExportPart): Promise<vo
           more = true;
           break;
         }
-        await write(`${counts.sessions > 0 ? "," : ""}${JSON.stringify(sessionExport(session, part.status))}`);
+        await write(`${counts.sessions > 0 ? "," : ""}${JSON.stringify(sessionExport(session, part.asNow))}`);
         at = { s: session.id };
         counts.sessions += 1;
       }
@@ -156,14 +157,16 @@ function usageExport(usage: UserUsage | null): Record<string, unknown> {
 }
 
 /** A session as the export gives it: what the user can see of it (not the system prompt, which is the deployment's). */
-function sessionExport(session: StoredConversation, status: (state: SessionState) => SessionStatus): Record<string, unknown> {
-  const { meta, state, summary } = session;
+function sessionExport(session: StoredConversation, asNow: (state: SessionState) => SessionState): Record<string, unknown> {
+  const { meta, summary } = session;
+  // Status and end from one reading, so that a session called expired has the end its expiry records.
+  const state = asNow(session.state);
   return {
     session_id: session.id,
     template_id: meta.template_id,
     template_name: meta.template_name,
     settings: meta.settings,
-    status: status(state),
+    status: state.status,
     created_at: iso(meta.created_at),
     last_activity: iso(state.last_activity),
     ended_at: iso(state.ended_at),

@@ -6,7 +6,7 @@ import type { QuerySchemas } from "./query-schemas";
 
 /** What the endpoints of a user's conversations and data need, built once per instance. */
 export interface UserDataContext {
-  readonly conversations: Pick<ConversationService, "owner" | "list" | "read" | "sessions" | "completes" | "usage" | "status">;
+  readonly conversations: Pick<ConversationService, "owner" | "list" | "read" | "sessions" | "completes" | "usage" | "asNow">;
   readonly erasure: Pick<ErasureService, "erase">;
   /** What connections hold of the user, for their export. */
   readonly connections: Pick<ConnectionExport, "connections" | "devices">;

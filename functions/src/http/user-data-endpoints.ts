@@ -70,7 +70,7 @@ export const exportUserData: Endpoint = {
           sessions: conversations.sessions(owner, from?.s, limits.exportReadPage),
           connections: connections.connections(owner, { after: from?.c || undefined, ...(split === undefined ? {} : { within: split }) }, limits.exportReadPage),
           from: position,
-          status: (state) => conversations.status(state),
+          asNow: (state) => conversations.asNow(state),
           cursorAfter: (at, next) => cursors.seal("export", owner, { ...at, p: next }),
           limits,
           clock,

@@ -171,7 +171,7 @@ describe("an export failing within a connection", () => {
         sessions: none(),
         connections: one(),
         from,
-        status: () => "active",
+        asNow: (state) => state,
         cursorAfter: async (at) => {
           cursor = at;
           return "next";

@@ -155,3 +155,27 @@ describeEachStore("exporting a user's data", (kind) => {
     expect((await harness.api.call("GET", ROUTES.exportData)).body.error?.details).toEqual([{ field: "user_id", message: "is required" }]);
   });
 }, { sharded: true });
+
+describeEachStore("exporting a session idle past the TTL that no sweep has expired yet", (kind) => {
+  const MINUTE = 60_000;
+  let harness: Harness;
+  let now = Date.parse("2026-03-01T10:00:00Z");
+
+  beforeAll(async () => {
+    harness = await startHarness({ store: kind, clock: () => now, env: { SESSION_IDLE_TTL_MINUTES: "30" } });
+  });
+  afterAll(async () => harness.close());
+
+  it("calls it expired with the end its expiry records (its last activity and the TTL), as a request would find it", async () => {
+    const userId = `user-${randomUUID().slice(0, 8)}`;
+    const id = await createSession(harness.api, "friendly-assistant", userId);
+    expect((await harness.api.call("POST", ROUTES.message(id), { message: "hello" })).status).toBe(200);
+    const lastActivity = now;
+    now += 31 * MINUTE;
+
+    const exported = await harness.api.call("GET", `${ROUTES.exportData}?user_id=${userId}`);
+    expect(exported.status).toBe(200);
+    const session = sessionsOf(exported).find((candidate) => candidate.session_id === id);
+    expect({ status: session?.status, ended_at: session?.ended_at }).toEqual({ status: "expired", ended_at: new Date(lastActivity + 30 * MINUTE).toISOString() });
+  });
+});

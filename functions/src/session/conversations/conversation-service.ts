@@ -175,9 +175,12 @@ export class ConversationService {
     return this.options.store.readUsage(userKey(userId));
   }
 
-  /** A session's status as a request would find it now. */
-  status(state: SessionState): SessionStatus {
-    return expiredIfIdle(state, this.options.clock(), this.options.policy).status;
+  /**
+   * A session's state as a request would find it now: one idle past the TTL is expired, with the
+   * end its expiry records, though the sweep has not recorded it yet.
+   */
+  asNow(state: SessionState): SessionState {
+    return expiredIfIdle(state, this.options.clock(), this.options.policy);
   }
 
   /**
@@ -225,7 +228,7 @@ export class ConversationService {
       sessionId,
       templateId: meta.template_id,
       templateName: meta.template_name,
-      status: this.status(state),
+      status: this.asNow(state).status,
       createdAt: meta.created_at,
       lastActivity: state.last_activity,
       messageCount: state.message_count,
