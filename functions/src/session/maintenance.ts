@@ -49,9 +49,8 @@ export interface MaintenanceReport {
   readonly expired: number;
   /**
    * Closed sessions whose journal this run copied to `messages` (their copy failed as they closed),
-   * and which it took out of the flush's query. The figures of the sessions (expired, flushed,
-   * lapsedClaims, deleted) count each change once between runs at once; those of the keys and
-   * addresses do not (docs/sessions-over-time.md).
+   * and which it took out of the flush's query. Every figure counts each change once between runs
+   * at once: the run whose transaction made it (docs/sessions-over-time.md).
    */
   readonly flushed: number;
   readonly deleted: number;
@@ -107,7 +106,8 @@ export async function runMaintenance(options: MaintenanceOptions, steps: Mainten
       : 0,
   );
   const keysForgotten = await steps.run("keysForgotten", 0, (stopped) => deleteInBatches(home(stopped), () => store.deleteCreateKeys(now - options.createKeyTtlMs, batchSize)));
-  // A bucket untouched for an hour has refilled: removing it changes no limit.
+  // A bucket untouched for an hour has refilled: removing it changes no limit. The store checks
+  // each again as it goes, so one a create took from since the query stays.
   const addressesForgotten = await steps.run("addressesForgotten", 0, (stopped) => deleteInBatches(home(stopped), () => store.deleteIdleAddresses(now - HOUR, batchSize)));
   return { expired, flushed, deleted, keysForgotten, lapsedClaims, addressesForgotten, ...steps.failures() };
 }

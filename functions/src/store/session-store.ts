@@ -296,10 +296,17 @@ export interface HousekeepingStore {
    */
   deleteSession(sessionId: string): Promise<boolean>;
 
-  /** Removes create keys claimed at or before `cutoff`; returns how many. */
+  /**
+   * Removes create keys claimed at or before `cutoff`, each only while it still is (a key claimed
+   * anew since stays); returns how many this call removed, so two runs at once count each once.
+   */
   deleteCreateKeys(cutoff: number, limit: number): Promise<number>;
 
-  /** Removes address buckets last refilled at or before `cutoff` (full again by then); returns how many. */
+  /**
+   * Removes address buckets last refilled at or before `cutoff` (full again by then), each only
+   * while it still is (one a create took from since stays, with its count and notes); returns how
+   * many this call removed, so two runs at once count each once.
+   */
   deleteIdleAddresses(cutoff: number, limit: number): Promise<number>;
 }
 

@@ -2,6 +2,7 @@ import { recentMessages } from "../support/recent-messages";
 import type { SessionState } from "../../src/store/records";
 import type { SessionStore, StateRule } from "../../src/store/session-store";
 import { appendRule } from "../../src/session/session-rules";
+import { admitAddress } from "../../src/session/ledger/address-limit";
 import { appendAt, CREATED_AT, endAt, exchange, newSession, POLICY, TEMPLATE } from "../support/fixtures";
 import { inTurns } from "../support/instance-order";
 
@@ -419,6 +420,19 @@ export function storeContract(makeHarness: () => Promise<StoreHarness>): void {
       // Gone: nothing to mark, and nothing written.
       expect(await db.refuseCreateKey("h-refuse", again)).toBe(false);
       expect(await db.readUserCreateKeys("u-refuse", undefined, 10)).toEqual([]);
+    });
+
+    it("forgets the address buckets last refilled at or before the cutoff, counting those it removed, and a forgotten address starts full", async () => {
+      const take = (key: string, at: number) => db.updateAddressUsage(key, admitAddress(at, 1));
+      await expect(take("a-old", T)).resolves.toEqual({ admitted: true });
+      await expect(take("a-edge", T + 5)).resolves.toEqual({ admitted: true });
+      await expect(take("a-new", T + 6)).resolves.toEqual({ admitted: true });
+      expect(await db.deleteIdleAddresses(T - 1, 10)).toBe(0);
+      expect(await db.deleteIdleAddresses(T + 5, 10)).toBe(2);
+      expect(await db.deleteIdleAddresses(T + 5, 10)).toBe(0);
+      // Forgotten: full again. Kept: its one token an hour is still taken.
+      await expect(take("a-old", T + 7)).resolves.toEqual({ admitted: true });
+      await expect(take("a-new", T + 7)).resolves.toMatchObject({ admitted: false });
     });
   });
 

@@ -187,12 +187,29 @@ export class TransactionEngine {
     return entries;
   }
 
-  /** Removes the children of `path` whose `child` is at most `cutoff`, `limit` at most; returns how many. */
+  /**
+   * Removes the children of `path` whose `child` is at most `cutoff`, `limit` at most (found by
+   * `keysOrderedBy`); returns how many this call removed. Each in a transaction that checks the
+   * child again (`orderedUpTo`), not one multi-path delete of what the query found: a write
+   * landing in between (a take from an address's bucket, a key claimed anew) moves the child past
+   * the cutoff, and stays. Two calls at once count each child once. All settled, the first
+   * failure is rethrown: the others are not left running.
+   */
   async deleteOrderedBy(path: string, child: string, cutoff: number, limit: number, what: string): Promise<number> {
     const keys = await this.keysOrderedBy(path, child, cutoff, limit, `find ${what}`);
-    if (keys.length === 0) return 0;
-    await this.call(`delete ${what}`, this.db.ref(path).update(Object.fromEntries(keys.map((key) => [key, null]))));
-    return keys.length;
+    const results = await Promise.allSettled(
+      keys.map(async (key) => {
+        // Kept, the node is written back as it is, so the server confirms it (see `transact`).
+        const { decided, committed } = await this.transact(`${path}/${key}`, `delete ${what}`, (current) => {
+          const gone = orderedUpTo(current, child, cutoff);
+          return { decided: gone, write: gone ? null : current };
+        });
+        return decided === true && committed;
+      }),
+    );
+    const failed = results.find((result) => result.status === "rejected");
+    if (failed !== undefined) throw failed.reason instanceof Error ? failed.reason : new StoreUnavailableError(`delete ${what}`);
+    return results.filter((result) => result.status === "fulfilled" && result.value).length;
   }
 
   /** Writes `value` at `path` unless something is there; true when it wrote. */
@@ -201,4 +218,15 @@ export class TransactionEngine {
     const result = await this.call(operation, this.db.ref(path).transaction((current: unknown) => (current === null ? value : undefined), undefined, false));
     return result.committed;
   }
+}
+
+/**
+ * Whether `node`'s `child` is a number at most `cutoff`: what the queries of `orderedBy` find
+ * (their bounds are numbers, which a value of any other type sorts outside of), and what
+ * `deleteOrderedBy` checks again before it removes a node.
+ */
+function orderedUpTo(node: unknown, child: string, cutoff: number): boolean {
+  if (typeof node !== "object" || node === null) return false;
+  const value: unknown = (node as Record<string, unknown>)[child];
+  return typeof value === "number" && value <= cutoff;
 }
