@@ -2,6 +2,7 @@ import { performance } from "node:perf_hooks";
 import type { ConversationPosition, ErasureRule, ListedConversation, StoredConversation } from "../../src/store/conversation-records";
 import type { AddressUsage, ChatMessage, CreateKey, Exchange, PartialReply, ServiceUsage, SessionMeta, SessionState, SessionSummary, Template, UserUsage } from "../../src/store/records";
 import type { RuledWithKey, HistoryWindow, LedgerRule, NewSession, Ruled, SessionStore, StateRule, StoredCreateKey, UsageRule } from "../../src/store/session-store";
+import type { SweepCursor, SweepPage } from "../../src/store/sweep-page";
 
 /** The store calls the session module makes, by name. */
 export type StoreCall = keyof SessionStore;
@@ -107,20 +108,20 @@ export class CountingStore implements SessionStore {
     return this.inner.onClosed(sessionId, closed);
   }
 
-  findIdleSessions(cutoff: number, limit: number): Promise<string[]> {
-    return this.count("findIdleSessions", this.inner.findIdleSessions(cutoff, limit));
+  findIdleSessions(cutoff: number, after: SweepCursor | undefined, limit: number): Promise<SweepPage> {
+    return this.count("findIdleSessions", this.inner.findIdleSessions(cutoff, after, limit));
   }
 
-  findUnflushedSessions(limit: number): Promise<string[]> {
-    return this.count("findUnflushedSessions", this.inner.findUnflushedSessions(limit));
+  findUnflushedSessions(after: SweepCursor | undefined, limit: number): Promise<SweepPage> {
+    return this.count("findUnflushedSessions", this.inner.findUnflushedSessions(after, limit));
   }
 
-  findLapsedClaims(cutoff: number, limit: number): Promise<string[]> {
-    return this.count("findLapsedClaims", this.inner.findLapsedClaims(cutoff, limit));
+  findLapsedClaims(cutoff: number, after: SweepCursor | undefined, limit: number): Promise<SweepPage> {
+    return this.count("findLapsedClaims", this.inner.findLapsedClaims(cutoff, after, limit));
   }
 
-  findClosedSessions(cutoff: number, limit: number): Promise<string[]> {
-    return this.count("findClosedSessions", this.inner.findClosedSessions(cutoff, limit));
+  findClosedSessions(cutoff: number, after: SweepCursor | undefined, limit: number): Promise<SweepPage> {
+    return this.count("findClosedSessions", this.inner.findClosedSessions(cutoff, after, limit));
   }
 
   flushSession(sessionId: string): Promise<boolean> {
@@ -211,8 +212,8 @@ export class CountingStore implements SessionStore {
     return this.count("recordErasedSessions", this.inner.recordErasedSessions(userKey, sessionIds));
   }
 
-  findDueErasures(now: number, limit: number): Promise<string[]> {
-    return this.count("findDueErasures", this.inner.findDueErasures(now, limit));
+  findDueErasures(now: number, after: SweepCursor | undefined, limit: number): Promise<SweepPage> {
+    return this.count("findDueErasures", this.inner.findDueErasures(now, after, limit));
   }
 
   deleteUserSessions(userId: string, sessionIds: readonly string[]): Promise<void> {

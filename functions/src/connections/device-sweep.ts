@@ -1,5 +1,5 @@
 import type { Log } from "../log/log";
-import type { DeviceStore, StaleTokenOwner } from "../store/connection-store";
+import type { DeviceStore } from "../store/connection-store";
 import { inBatches, type BatchBudget } from "../session/maintenance";
 import { releaseToken } from "./device-registry";
 import { removeDevices, STALE_AFTER_MS } from "./device-rules";
@@ -32,46 +32,30 @@ type SweepOptions = BatchBudget & {
  * (`oldest_at`), and each record's stale ones removed in a transaction that also recomputes it;
  * owner records likewise, each in a transaction that checks its time again. So a sweep racing a
  * registration does no harm.
- * Each of the three starts no batch once `stopped` says the step's share of the run is up. Each
- * change is settled on its own: one the database fails on, or a record it cannot read, is logged
- * (by hash or user key, never a token) and counts nothing, and the others go on; the next run
- * meets it again.
+ * Each of the three starts no batch once `stopped` says the step's share of the run is up, and
+ * pages on from where its last page ended (`inBatches`). Each change is settled on its own: one the
+ * database fails on, or a record it cannot read, is logged (by hash or user key, never a token) and
+ * counts nothing, and the others go on, those after it in the query included; the next run meets
+ * it again.
  */
 export async function sweepDevices(options: SweepOptions): Promise<DeviceSweepReport> {
   const { store, now, batchSize } = options;
-  const releasedTokens = await inBatches(options, () => store.findPendingReleases(now, batchSize), async (hashes) => {
+  const releasedTokens = await inBatches(options, (after) => store.findPendingReleases(now, after, batchSize), async (hashes) => {
     const results = await Promise.allSettled(
       hashes.map(async (hash) => releaseToken(store, hash, (await store.readTokenOwner(hash))?.released_from ?? {}, now, options.addLandsWithinMs)),
     );
     return counted(options.log, "release", results, (index) => ({ tokenHash: hashes[index] }), (released) => released);
   });
   const cutoff = now - STALE_AFTER_MS;
-  const staleDevices = await inBatches(options, () => store.findStaleDevices(cutoff, batchSize), async (userKeys) => {
+  const staleDevices = await inBatches(options, (after) => store.findStaleDevices(cutoff, after, batchSize), async (userKeys) => {
     const results = await Promise.allSettled(userKeys.map((key) => store.updateDevices(key, removeDevices([], now))));
     return counted(options.log, "stale devices", results, (index) => ({ userKey: userKeys[index] }), (result) => result.removed.length > 0);
   });
-  const staleTokenOwners = await sweepStaleOwners(options, cutoff);
+  const staleTokenOwners = await inBatches(options, (after) => store.findStaleTokenOwners(cutoff, after, batchSize), async (hashes) => {
+    const results = await Promise.allSettled(hashes.map((hash) => store.deleteStaleTokenOwner(hash, cutoff)));
+    return counted(options.log, "stale token owner", results, (index) => ({ tokenHash: hashes[index] }), (gone) => gone);
+  });
   return { releasedTokens, staleDevices, staleTokenOwners };
-}
-
-/**
- * The owner records of stale tokens, a page at a time, each page after where the last one ended,
- * not from the query's head again as `inBatches` does: a record that stays (one it cannot read
- * stays for good) keeps its place among the oldest, and a page's worth of them at the head would
- * otherwise be all that every run reaches.
- */
-async function sweepStaleOwners(options: SweepOptions, cutoff: number): Promise<number> {
-  const { store, batchSize } = options;
-  let removed = 0;
-  let after: StaleTokenOwner | undefined;
-  for (let batch = 0; batch < options.maxBatches && options.stopped?.() !== true; batch += 1) {
-    const page = await store.findStaleTokenOwners(cutoff, after, batchSize);
-    const results = await Promise.allSettled(page.map(({ hash }) => store.deleteStaleTokenOwner(hash, cutoff)));
-    removed += counted(options.log, "stale token owner", results, (index) => ({ tokenHash: page[index]?.hash }), (gone) => gone);
-    after = page.at(-1);
-    if (page.length < batchSize) break;
-  }
-  return removed;
 }
 
 /** How many of `results` were done (`done`); each failure logged with what it was about (`about`). */

@@ -1,5 +1,6 @@
 import type { Log } from "../log/log";
 import type { SessionStore } from "../store/session-store";
+import type { SweepCursor, SweepPage } from "../store/sweep-page";
 import { expireRule, sweepLapsedClaims, type SessionPolicy } from "./session-rules";
 
 export interface MaintenanceOptions {
@@ -28,11 +29,6 @@ export interface BatchBudget {
   readonly maxBatches: number;
   /** The step's time is up (its share of the run's: `MaintenanceSteps`); absent, the batch count alone bounds it. */
   readonly stopped?: () => boolean;
-  /**
-   * The database instances the step's query spans (`store.databaseInstances`; 1 when absent): as
-   * many batches in a row bringing nothing new end the step (see `inBatches`).
-   */
-  readonly instances?: number;
 }
 
 /** The time of a run: when it must stop starting batches, by `clock`, shared out among its `steps` (see `MaintenanceSteps`). */
@@ -75,29 +71,29 @@ export async function runMaintenance(options: MaintenanceOptions, steps: Mainten
   // all of them at a time: each instance gets the batches one alone would, or a run would leave
   // more behind with every instance added. The home instance's steps (keys, addresses) keep one share.
   const instances = Math.max(1, store.databaseInstances);
-  const everywhere = (stopped: () => boolean): BatchBudget => ({ batchSize, maxBatches: options.maxBatches * instances, stopped, instances });
+  const everywhere = (stopped: () => boolean): BatchBudget => ({ batchSize, maxBatches: options.maxBatches * instances, stopped });
   const home = (stopped: () => boolean): BatchBudget => ({ batchSize, maxBatches: options.maxBatches, stopped });
   // Idle *longer* than the TTL, as the request path judges it: activity at exactly the TTL keeps a session.
   const cutoff = now - options.policy.idleTtlMs - 1;
-  const expired = await steps.run("expired", 0, (stopped) => inBatches(everywhere(stopped), () => store.findIdleSessions(cutoff, batchSize), async (ids) => {
+  const expired = await steps.run("expired", 0, (stopped) => inBatches(everywhere(stopped), (after) => store.findIdleSessions(cutoff, after, batchSize), async (ids) => {
     // Settled, not all: one session the database fails on must not stop the rest of the run.
     const results = await Promise.allSettled(ids.map((id) => store.updateState(id, expireRule(now, options.policy))));
     return results.filter((result) => result.status === "fulfilled" && result.value.found && result.value.outcome).length;
   }));
   // Counted when this run finished the copy: not when it failed again, nor when another run did.
-  const flushed = await steps.run("flushed", 0, (stopped) => inBatches(everywhere(stopped), () => store.findUnflushedSessions(batchSize), async (ids) => {
+  const flushed = await steps.run("flushed", 0, (stopped) => inBatches(everywhere(stopped), (after) => store.findUnflushedSessions(after, batchSize), async (ids) => {
     const results = await Promise.allSettled(ids.map((id) => store.flushSession(id)));
     return results.filter((result) => result.status === "fulfilled" && result.value).length;
   }));
   // A request that died mid-reply left its claim and partial; a later message of its session drops them, else this.
-  const lapsedClaims = await steps.run("lapsedClaims", 0, (stopped) => inBatches(everywhere(stopped), () => store.findLapsedClaims(now, batchSize), async (ids) => {
+  const lapsedClaims = await steps.run("lapsedClaims", 0, (stopped) => inBatches(everywhere(stopped), (after) => store.findLapsedClaims(now, after, batchSize), async (ids) => {
     const results = await Promise.allSettled(ids.map((id) => store.updateState(id, sweepLapsedClaims(now))));
     return results.reduce((sum, result) => sum + (result.status === "fulfilled" && result.value.found ? result.value.outcome : 0), 0);
   }));
   // A step even with no retention: the steps after it keep their share of the run's time.
   const deleted = await steps.run("deleted", 0, async (stopped) =>
     options.retentionMs > 0
-      ? inBatches(everywhere(stopped), () => store.findClosedSessions(now - options.retentionMs, batchSize), async (ids) => {
+      ? inBatches(everywhere(stopped), (after) => store.findClosedSessions(now - options.retentionMs, after, batchSize), async (ids) => {
           // Settled, as above: a failed delete is found again by the next run. Counted when this
           // run removed the session, not when another run (or an erasure) had already.
           const results = await Promise.allSettled(ids.map((id) => store.deleteSession(id)));
@@ -184,27 +180,21 @@ async function deleteInBatches(options: BatchBudget, remove: () => Promise<numbe
 }
 
 /**
- * Runs `handle` on what `find` returns until a batch comes back short, the budget is spent, or
- * batches bring nothing this step has not handled already. `find` answers what is still to do,
- * oldest first, so what `handle` failed on (a change the database keeps refusing) comes back at
- * the head of the next batch: only the ids new to the step are handled. A query over several
- * instances lets each lead a batch in turn (ShardedStore.everywhere), so one instance's failures
- * fill only its own turns: the step ends after as many batches in a row of none but those as there
- * are instances (`instances`), instead of one failing instance ending it for all, or handling them
- * again batch after batch until the budget is spent.
+ * Runs `handle` on the keys of each page `find` answers, until a page comes back short or the
+ * budget is spent. Each page starts after where the last one ended (`after`: its `next`), not from
+ * the query's head again: what `handle` failed on (a change the database keeps refusing, a record
+ * it cannot read) stays in the query among the oldest, and is passed here, tried once a run, while
+ * the records behind it are reached; the next run meets it again. `find` answers from the oldest
+ * when `after` is undefined.
  */
-export async function inBatches(options: BatchBudget, find: () => Promise<string[]>, handle: (ids: string[]) => Promise<number>): Promise<number> {
+export async function inBatches(options: BatchBudget, find: (after: SweepCursor | undefined) => Promise<SweepPage>, handle: (keys: readonly string[]) => Promise<number>): Promise<number> {
   let total = 0;
-  const handled = new Set<string>();
-  let stale = 0;
+  let after: SweepCursor | undefined;
   for (let batch = 0; batch < options.maxBatches && options.stopped?.() !== true; batch += 1) {
-    const ids = await find();
-    const fresh = ids.filter((id) => !handled.has(id));
-    stale = ids.length > 0 && fresh.length === 0 ? stale + 1 : 0;
-    if (stale >= Math.max(1, options.instances ?? 1)) break;
-    for (const id of fresh) handled.add(id);
-    total += await handle(fresh);
-    if (ids.length < options.batchSize) break;
+    const page = await find(after);
+    total += await handle(page.keys);
+    if (page.keys.length < options.batchSize) break;
+    after = page.next;
   }
   return total;
 }

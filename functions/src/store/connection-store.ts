@@ -1,5 +1,6 @@
 import type { ConnectionMessage, ConnectionMeta, ConnectionState, DeviceRecord, PairRecord, TokenOwner } from "./connection-records";
 import type { LedgerRule } from "./session-store";
+import type { SweepCursor, SweepPage } from "./sweep-page";
 
 /*
  * The ports through which the connections module reaches its database, by role, as the session
@@ -134,12 +135,6 @@ export interface ConnectionStore {
   guessConnection(connectionId: string): () => void;
 }
 
-/** A stale token's owner record, as the sweep finds it: the token's hash and when it was last registered. */
-export interface StaleTokenOwner {
-  readonly hash: string;
-  readonly updated_at: number;
-}
-
 /** The devices of users: their FCM registration tokens, and which user each token belongs to. */
 export interface DeviceStore {
   /** A hint that the user's devices will be read: an adapter may start following them now, beside other reads. */
@@ -157,16 +152,16 @@ export interface DeviceStore {
   /** Which user holds a token (null for none), as the database has it now: never an instance's copy. */
   readTokenOwner(tokenHash: string): Promise<TokenOwner | null>;
 
-  /** Users holding a token last registered at or before `cutoff` (stale), oldest first. */
-  findStaleDevices(cutoff: number, limit: number): Promise<string[]>;
-
   /**
-   * Owner records of tokens last registered at or before `cutoff`, oldest first (by `updated_at`,
-   * then hash), after `after` (exclusive): the sweep pages on from where a page ended, so a record
-   * it cannot remove (malformed, or a write the database keeps failing) is passed, not met again
-   * at the head of each page.
+   * Users holding a token last registered at or before `cutoff` (stale), oldest first, a page after
+   * `after` (sweep-page.ts): the sweep pages on from where a page ended, so a record it cannot
+   * change (unreadable, or a write the database keeps failing) is passed, not met again at the head
+   * of each page.
    */
-  findStaleTokenOwners(cutoff: number, after: StaleTokenOwner | undefined, limit: number): Promise<StaleTokenOwner[]>;
+  findStaleDevices(cutoff: number, after: SweepCursor | undefined, limit: number): Promise<SweepPage>;
+
+  /** Hashes of tokens whose owner record was last registered at or before `cutoff`, oldest first (by `updated_at`, then hash), a page after `after`. */
+  findStaleTokenOwners(cutoff: number, after: SweepCursor | undefined, limit: number): Promise<SweepPage>;
 
   /**
    * Removes the token's owner record while it was last registered at or before `cutoff`; true when
@@ -176,8 +171,8 @@ export interface DeviceStore {
    */
   deleteStaleTokenOwner(tokenHash: string, cutoff: number): Promise<boolean>;
 
-  /** Tokens whose owner record names users it is still to leave (`released_from`), claimed at or before `upTo`, oldest first. */
-  findPendingReleases(upTo: number, limit: number): Promise<string[]>;
+  /** Tokens whose owner record names users it is still to leave (`released_from`), claimed at or before `upTo`, oldest first, a page after `after`. */
+  findPendingReleases(upTo: number, after: SweepCursor | undefined, limit: number): Promise<SweepPage>;
 }
 
 /** The contract of `appendMessage`'s rule, checked by every adapter: one more message, and the message with it. */

@@ -1,8 +1,9 @@
 import { ownedUpTo, type ConnectionErasureStore, type ErasingRule, type ListedForErasure } from "./connection-erasure-store";
 import type { ConnectionMessage, ConnectionMeta, ConnectionState, DeviceRecord, PairRecord, TokenOwner } from "./connection-records";
-import { assertAppendsOne, type ConnectionRef, type ConnectionRule, type ConnectionStore, type DeviceStore, type ListCursor, type ListedConnection, type MessageRule, type NewConnection, type RuledConnection, type StaleTokenOwner, type StoredMessage } from "./connection-store";
+import { assertAppendsOne, type ConnectionRef, type ConnectionRule, type ConnectionStore, type DeviceStore, type ListCursor, type ListedConnection, type MessageRule, type NewConnection, type RuledConnection, type StoredMessage } from "./connection-store";
 import { applyLedger, stored as kept } from "./memory-store";
 import type { LedgerRule } from "./session-store";
+import { pageOfRecords, type SweepCursor, type SweepPage } from "./sweep-page";
 
 interface StoredConnection {
   readonly meta: ConnectionMeta;
@@ -147,28 +148,16 @@ export class MemoryConnectionStore implements ConnectionStore, DeviceStore, Conn
     return kept(this.owners.get(tokenHash) ?? null);
   }
 
-  async findStaleDevices(cutoff: number, limit: number): Promise<string[]> {
-    return [...this.devices]
-      .filter((entry): entry is [string, DeviceRecord & { oldest_at: number }] => entry[1].oldest_at !== undefined && entry[1].oldest_at <= cutoff)
-      .sort(([, a], [, b]) => a.oldest_at - b.oldest_at)
-      .slice(0, Math.max(0, limit))
-      .map(([userKey]) => userKey);
+  async findStaleDevices(cutoff: number, after: SweepCursor | undefined, limit: number): Promise<SweepPage> {
+    return pageOfRecords(this.devices, (record) => record.oldest_at, cutoff, after, limit);
   }
 
-  async findPendingReleases(upTo: number, limit: number): Promise<string[]> {
-    return [...this.owners]
-      .filter((entry): entry is [string, TokenOwner & { releasing_since: number }] => entry[1].releasing_since !== undefined && entry[1].releasing_since <= upTo)
-      .sort(([, a], [, b]) => a.releasing_since - b.releasing_since)
-      .slice(0, Math.max(0, limit))
-      .map(([hash]) => hash);
+  async findPendingReleases(upTo: number, after: SweepCursor | undefined, limit: number): Promise<SweepPage> {
+    return pageOfRecords(this.owners, (owner) => owner.releasing_since, upTo, after, limit);
   }
 
-  async findStaleTokenOwners(cutoff: number, after: StaleTokenOwner | undefined, limit: number): Promise<StaleTokenOwner[]> {
-    return [...this.owners]
-      .map(([hash, owner]) => ({ hash, updated_at: owner.updated_at }))
-      .filter((found) => found.updated_at <= cutoff && (after === undefined || compareStale(found, after) > 0))
-      .sort(compareStale)
-      .slice(0, Math.max(0, limit));
+  async findStaleTokenOwners(cutoff: number, after: SweepCursor | undefined, limit: number): Promise<SweepPage> {
+    return pageOfRecords(this.owners, (owner) => owner.updated_at, cutoff, after, limit);
   }
 
   async deleteStaleTokenOwner(tokenHash: string, cutoff: number): Promise<boolean> {
@@ -255,9 +244,4 @@ function afterInOrder(keys: readonly string[], after: string | undefined, limit:
 /** Newest activity first; between equals, the greater id first (the database's order, read backwards). */
 function newestFirst(x: ListedConnection, y: ListedConnection): number {
   return y.lastActivity - x.lastActivity || (x.id < y.id ? 1 : x.id > y.id ? -1 : 0);
-}
-
-/** Oldest first; between equals, by hash (the database's order of a query on `updated_at`). */
-function compareStale(x: StaleTokenOwner, y: StaleTokenOwner): number {
-  return x.updated_at - y.updated_at || (x.hash < y.hash ? -1 : x.hash > y.hash ? 1 : 0);
 }

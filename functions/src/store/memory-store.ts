@@ -2,6 +2,7 @@ import { randomBytes } from "node:crypto";
 import type { ConversationPosition, ErasureRecord, ErasureRule, ListedConversation, StoredConversation } from "./conversation-records";
 import { keyRecordOf, type AddressUsage, type ChatMessage, type CreateKey, type Exchange, type KeyRecord, type PartialReply, type ServiceUsage, type SessionMeta, type SessionState, type SessionSummary, type Template, type UserUsage } from "./records";
 import { adoptedClaim, assertNextCountsOneMore, isReleasable, isUnchangedCreateKey, refusedClaim, type RuledWithKey, type StoredCreateKey, type HistoryWindow, type LedgerRule, type NewSession, type Ruled, type SessionStore, type StateRule, type UsageRule } from "./session-store";
+import { pageOfRecords, pageOnOneInstance, type SweepCursor, type SweepPage } from "./sweep-page";
 
 interface StoredSession {
   readonly meta: SessionMeta;
@@ -167,24 +168,24 @@ export class MemoryStore implements SessionStore {
     return Object.fromEntries([...(this.sessions.get(sessionId)?.partials ?? [])].map(([key, partial]) => [key, stored(partial)]));
   }
 
-  async findIdleSessions(cutoff: number, limit: number): Promise<string[]> {
-    return this.oldestBy((state) => (state.status === "active" ? state.idle_since : undefined), cutoff, limit);
+  async findIdleSessions(cutoff: number, after: SweepCursor | undefined, limit: number): Promise<SweepPage> {
+    return this.oldestBy((state) => (state.status === "active" ? state.idle_since : undefined), cutoff, after, limit);
   }
 
-  async findUnflushedSessions(): Promise<string[]> {
+  async findUnflushedSessions(after: SweepCursor | undefined, limit: number): Promise<SweepPage> {
     // Every write here is whole: no session is ever left with a journal to copy.
-    return [];
+    return pageOnOneInstance(after, limit, async () => []);
   }
 
-  async findLapsedClaims(cutoff: number, limit: number): Promise<string[]> {
+  async findLapsedClaims(cutoff: number, after: SweepCursor | undefined, limit: number): Promise<SweepPage> {
     return this.oldestBy((state) => {
       const leases = Object.values(state.requests ?? {}).flatMap((entry) => (entry.seq === undefined && entry.lease_until !== undefined ? [entry.lease_until] : []));
       return leases.length > 0 ? Math.min(...leases) : undefined;
-    }, cutoff, limit);
+    }, cutoff, after, limit);
   }
 
-  async findClosedSessions(cutoff: number, limit: number): Promise<string[]> {
-    return this.oldestBy((state) => state.ended_at, cutoff, limit);
+  async findClosedSessions(cutoff: number, after: SweepCursor | undefined, limit: number): Promise<SweepPage> {
+    return this.oldestBy((state) => state.ended_at, cutoff, after, limit);
   }
 
   async flushSession(): Promise<boolean> {
@@ -315,12 +316,8 @@ export class MemoryStore implements SessionStore {
     this.erasures.set(userKey, stored({ ...record, sessions: { ...record.sessions, ...Object.fromEntries(sessionIds.map((id) => [id, true as const])) } }));
   }
 
-  async findDueErasures(now: number, limit: number): Promise<string[]> {
-    return [...this.erasures]
-      .filter(([, record]) => record.due_at <= now)
-      .sort(([, a], [, b]) => a.due_at - b.due_at)
-      .slice(0, limit)
-      .map(([userKey]) => userKey);
+  async findDueErasures(now: number, after: SweepCursor | undefined, limit: number): Promise<SweepPage> {
+    return pageOfRecords(this.erasures, (record) => record.due_at, now, after, limit);
   }
 
   async deleteUserSessions(userId: string, sessionIds: readonly string[]): Promise<void> {
@@ -366,13 +363,8 @@ export class MemoryStore implements SessionStore {
       .slice(0, Math.max(0, limit));
   }
 
-  private oldestBy(field: (state: SessionState) => number | undefined, cutoff: number, limit: number): string[] {
-    return [...this.sessions]
-      .map(([id, session]) => ({ id, at: field(session.state) }))
-      .filter((entry): entry is { id: string; at: number } => entry.at !== undefined && entry.at <= cutoff)
-      .sort((a, b) => a.at - b.at)
-      .slice(0, limit)
-      .map((entry) => entry.id);
+  private oldestBy(field: (state: SessionState) => number | undefined, cutoff: number, after: SweepCursor | undefined, limit: number): Promise<SweepPage> {
+    return pageOfRecords(this.sessions, (session) => field(session.state), cutoff, after, limit);
   }
 }
 

@@ -1,5 +1,6 @@
 import type { ConversationPosition, ErasureRule, ListedConversation, StoredConversation } from "./conversation-records";
 import type { AddressUsage, ChatMessage, CreateKey, Exchange, KeyRecord, PartialReply, ServiceUsage, SessionMeta, SessionState, SessionSummary, Template, UserUsage } from "./records";
+import type { SweepCursor, SweepPage } from "./sweep-page";
 
 /**
  * A rule deciding, from the current stored state, what happens: an outcome for the caller and,
@@ -270,14 +271,19 @@ export interface HousekeepingStore {
    */
   readonly databaseInstances: number;
 
-  /** Active sessions whose `idle_since` is at or before `cutoff`, oldest first. */
-  findIdleSessions(cutoff: number, limit: number): Promise<string[]>;
+  /**
+   * Active sessions whose `idle_since` is at or before `cutoff`, oldest first, a page after `after`
+   * (from the oldest when undefined). Each of these queries pages on from where the last page
+   * ended (sweep-page.ts), so a session whose change keeps failing is passed, not met again at the
+   * head of every page.
+   */
+  findIdleSessions(cutoff: number, after: SweepCursor | undefined, limit: number): Promise<SweepPage>;
 
-  /** Ended or expired sessions whose `ended_at` is at or before `cutoff`, oldest first. */
-  findClosedSessions(cutoff: number, limit: number): Promise<string[]>;
+  /** Ended or expired sessions whose `ended_at` is at or before `cutoff`, oldest first, a page after `after`. */
+  findClosedSessions(cutoff: number, after: SweepCursor | undefined, limit: number): Promise<SweepPage>;
 
-  /** Closed sessions whose exchanges are not all in `messages` yet (a copy that failed as they closed). */
-  findUnflushedSessions(limit: number): Promise<string[]>;
+  /** Closed sessions whose exchanges are not all in `messages` yet (a copy that failed as they closed), a page after `after`. */
+  findUnflushedSessions(after: SweepCursor | undefined, limit: number): Promise<SweepPage>;
 
   /**
    * Sends again the copy of a session `findUnflushedSessions` found. True when this call finished
@@ -287,8 +293,8 @@ export interface HousekeepingStore {
    */
   flushSession(sessionId: string): Promise<boolean>;
 
-  /** Sessions holding a claim whose lease ended at or before `cutoff` (a request that died), oldest first. */
-  findLapsedClaims(cutoff: number, limit: number): Promise<string[]>;
+  /** Sessions holding a claim whose lease ended at or before `cutoff` (a request that died), oldest first, a page after `after`. */
+  findLapsedClaims(cutoff: number, after: SweepCursor | undefined, limit: number): Promise<SweepPage>;
 
   /**
    * Removes a session and its history. True when this call removed it; false when it was gone
@@ -355,8 +361,8 @@ export interface ErasureStore {
   /** Adds session ids to the record's `sessions`; nothing when there is no record. */
   recordErasedSessions(userKey: string, sessionIds: readonly string[]): Promise<void>;
 
-  /** Usage keys whose erasure record is due at or before `now`, the most overdue first. */
-  findDueErasures(now: number, limit: number): Promise<string[]>;
+  /** Usage keys whose erasure record is due at or before `now`, the most overdue first, a page after `after`. */
+  findDueErasures(now: number, after: SweepCursor | undefined, limit: number): Promise<SweepPage>;
 
   /**
    * Removes the sessions (every node under each: messages, partials, summary, keys) and their

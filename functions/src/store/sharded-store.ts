@@ -4,6 +4,7 @@ import type { ConversationPosition, ErasureRule, ListedConversation, StoredConve
 import type { AddressUsage, ChatMessage, CreateKey, Exchange, PartialReply, ServiceUsage, SessionMeta, SessionState, SessionSummary, Template, UserUsage } from "./records";
 import { StoreUnavailableError } from "./errors";
 import type { HistoryWindow, LedgerRule, NewSession, Ruled, RuledWithKey, SessionStore, StateRule, StoredCreateKey, UsageRule } from "./session-store";
+import type { SweepCursor, SweepPage } from "./sweep-page";
 
 /**
  * Every role of the store port over several database instances (docs/sharding.md), each one
@@ -172,20 +173,20 @@ export class ShardedStore implements SessionStore {
 
   // HousekeepingStore: sessions on every instance; create keys and address buckets on the home instance.
 
-  findIdleSessions(cutoff: number, limit: number): Promise<string[]> {
-    return this.everywhere("find idle sessions", limit, (instance, wanted) => instance.findIdleSessions(cutoff, wanted));
+  findIdleSessions(cutoff: number, after: SweepCursor | undefined, limit: number): Promise<SweepPage> {
+    return this.everywhere("find idle sessions", after, limit, (instance, from, wanted) => instance.findIdleSessions(cutoff, from, wanted));
   }
 
-  findClosedSessions(cutoff: number, limit: number): Promise<string[]> {
-    return this.everywhere("find closed sessions", limit, (instance, wanted) => instance.findClosedSessions(cutoff, wanted));
+  findClosedSessions(cutoff: number, after: SweepCursor | undefined, limit: number): Promise<SweepPage> {
+    return this.everywhere("find closed sessions", after, limit, (instance, from, wanted) => instance.findClosedSessions(cutoff, from, wanted));
   }
 
-  findUnflushedSessions(limit: number): Promise<string[]> {
-    return this.everywhere("find unflushed sessions", limit, (instance, wanted) => instance.findUnflushedSessions(wanted));
+  findUnflushedSessions(after: SweepCursor | undefined, limit: number): Promise<SweepPage> {
+    return this.everywhere("find unflushed sessions", after, limit, (instance, from, wanted) => instance.findUnflushedSessions(from, wanted));
   }
 
-  findLapsedClaims(cutoff: number, limit: number): Promise<string[]> {
-    return this.everywhere("find lapsed claims", limit, (instance, wanted) => instance.findLapsedClaims(cutoff, wanted));
+  findLapsedClaims(cutoff: number, after: SweepCursor | undefined, limit: number): Promise<SweepPage> {
+    return this.everywhere("find lapsed claims", after, limit, (instance, from, wanted) => instance.findLapsedClaims(cutoff, from, wanted));
   }
 
   flushSession(sessionId: string): Promise<boolean> {
@@ -260,8 +261,8 @@ export class ShardedStore implements SessionStore {
     return this.home.recordErasedSessions(userKey, sessionIds);
   }
 
-  findDueErasures(now: number, limit: number): Promise<string[]> {
-    return this.home.findDueErasures(now, limit);
+  findDueErasures(now: number, after: SweepCursor | undefined, limit: number): Promise<SweepPage> {
+    return this.home.findDueErasures(now, after, limit);
   }
 
   /**
@@ -296,45 +297,56 @@ export class ShardedStore implements SessionStore {
   /**
    * A clean-up query over every instance, `limit` ids at most, and no more downloaded: each answer
    * holds whole session nodes, history included, so asking every instance for `limit` and keeping
-   * `limit` would download up to one batch per instance, to throw all but one away (and download
-   * them again for the next batch). The instances are asked one after another, each for what the
-   * batch still lacks, from the one whose turn it is to lead. The batch comes back short only when
-   * every instance answered short, which is what tells the caller that the work is done. A full
-   * batch (the caller asks again) hands the lead to the next instance, so work that stays on one
-   * instance (sessions whose change keeps failing) cannot fill every batch of a run and keep the
+   * `limit` would download up to one batch per instance, to throw all but one away. The instances
+   * are asked one after another, each for what the batch still lacks, from the one whose turn it is
+   * to lead, each after where its own last page ended (`after` holds a position per instance, see
+   * SweepCursor); one that answered a page short has nothing more for this pass and is not asked
+   * again. The batch comes back short only when every instance answered short, which is what tells
+   * the caller that the work is done. A full batch (the caller asks again) hands the lead to the
+   * next instance, so a backlog on one instance cannot fill every batch of a run and keep the
    * others' work waiting. The ids go back in turns, each instance's oldest first, in list order.
    *
-   * An instance whose query fails is logged and counts as having answered short (nothing found):
-   * thrown, one unreachable instance would stop the clean-up on every instance, run after run.
-   * The others fill the batch; its own work waits for a run that reaches it.
+   * An instance whose query fails is logged and counts as having answered short (nothing found),
+   * its position kept, so the next batch asks it again: thrown, one unreachable instance would
+   * stop the clean-up on every instance, run after run. The others fill the batch; its own work
+   * waits for a batch or a run that reaches it.
    */
-  private async everywhere(query: string, limit: number, find: (instance: SessionStore, wanted: number) => Promise<string[]>): Promise<string[]> {
-    if (limit <= 0) return [];
+  private async everywhere(
+    query: string,
+    after: SweepCursor | undefined,
+    limit: number,
+    find: (instance: SessionStore, from: SweepCursor, wanted: number) => Promise<SweepPage>,
+  ): Promise<SweepPage> {
+    const next = this.instances.map((_, position) => after?.[position]);
+    if (limit <= 0) return { keys: [], next };
     const count = this.instances.length;
     const lead = this.lead % count;
-    const answers: string[][] = this.instances.map(() => []);
+    const answers: (readonly string[])[] = this.instances.map(() => []);
     let found = 0;
     for (let step = 0; step < count && found < limit; step += 1) {
       const position = (lead + step) % count;
       const instance = this.instances[position];
-      if (instance === undefined) continue;
-      const answer = (await this.answerOf(query, position, () => find(instance, limit - found))).slice(0, limit - found);
-      answers[position] = answer;
-      found += answer.length;
+      const from = next[position];
+      if (instance === undefined || from === "end") continue;
+      const page = await this.answerOf(query, position, () => find(instance, [from], limit - found));
+      if (page === undefined) continue;
+      answers[position] = page.keys;
+      next[position] = page.next[0];
+      found += page.keys.length;
     }
-    if (found === limit) this.lead = (lead + 1) % count;
-    const ids: string[] = [];
-    for (let turn = 0; ids.length < found; turn += 1) {
+    if (found >= limit) this.lead = (lead + 1) % count;
+    const keys: string[] = [];
+    for (let turn = 0; keys.length < found; turn += 1) {
       for (const answer of answers) {
-        const id = answer[turn];
-        if (id !== undefined) ids.push(id);
+        const key = answer[turn];
+        if (key !== undefined) keys.push(key);
       }
     }
-    return ids;
+    return { keys, next };
   }
 
-  /** What the instance at `position` answered to `query`; nothing, logged, when it failed (see `everywhere`). */
-  private async answerOf(query: string, position: number, ask: () => Promise<string[]>): Promise<string[]> {
+  /** What the instance at `position` answered to `query`; undefined, logged, when it failed (see `everywhere`). */
+  private async answerOf(query: string, position: number, ask: () => Promise<SweepPage>): Promise<SweepPage | undefined> {
     try {
       return await ask();
     } catch (error) {
@@ -344,7 +356,7 @@ export class ShardedStore implements SessionStore {
         error: error instanceof Error ? error.name : typeof error,
         detail: error instanceof Error ? error.message : undefined,
       });
-      return [];
+      return undefined;
     }
   }
 }

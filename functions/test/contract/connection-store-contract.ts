@@ -243,10 +243,10 @@ export function connectionStoreContract(makeHarness: () => Promise<ConnectionSto
       const live = `live-${randomUUID()}`;
       await fresh.updateDevices(stale, registerDevice("old", "token-old", T, undefined));
       await fresh.updateDevices(live, registerDevice("new", "token-new", T + STALE_AFTER_MS, undefined));
-      expect(await fresh.findStaleDevices(T + 1, 10)).toEqual([stale]);
+      expect((await fresh.findStaleDevices(T + 1, undefined, 10)).keys).toEqual([stale]);
       await fresh.updateDevices(stale, removeDevices([], T + STALE_AFTER_MS + 1));
       expect((await fresh.readDevices(stale))?.tokens).toBeUndefined();
-      expect(await fresh.findStaleDevices(T + STALE_AFTER_MS, 10)).toEqual([live]);
+      expect((await fresh.findStaleDevices(T + STALE_AFTER_MS, undefined, 10)).keys).toEqual([live]);
     });
 
     it("gives a token to the last user who registers it, naming the one before until its removal is confirmed", async () => {
@@ -256,12 +256,12 @@ export function connectionStoreContract(makeHarness: () => Promise<ConnectionSto
       expect(await fresh.updateTokenOwner("hash-1", claimToken("user-2", T + 2))).toEqual({ at: T + 2, releases: { "user-1": T + 2 } });
       // Unconfirmed, the release is named again by the next claim, whoever makes it.
       expect(await fresh.updateTokenOwner("hash-1", claimToken("user-2", T + 3))).toEqual({ at: T + 3, releases: { "user-1": T + 2 } });
-      expect(await fresh.findPendingReleases(T + 1, 10)).toEqual([]);
-      expect(await fresh.findPendingReleases(T + 2, 10)).toEqual(["hash-1"]);
+      expect((await fresh.findPendingReleases(T + 1, undefined, 10)).keys).toEqual([]);
+      expect((await fresh.findPendingReleases(T + 2, undefined, 10)).keys).toEqual(["hash-1"]);
       await fresh.updateTokenOwner("hash-1", confirmReleases({ "user-1": T + 2 }));
       expect(await fresh.readTokenOwner("hash-1")).toEqual({ user_key: "user-2", updated_at: T + 3 });
-      expect(await fresh.findPendingReleases(T + 10, 10)).toEqual([]);
-      expect(await fresh.findStaleTokenOwners(T + 2, undefined, 10)).toEqual([]);
+      expect((await fresh.findPendingReleases(T + 10, undefined, 10)).keys).toEqual([]);
+      expect((await fresh.findStaleTokenOwners(T + 2, undefined, 10)).keys).toEqual([]);
       expect(await fresh.deleteStaleTokenOwner("hash-1", T + 2)).toBe(false);
       expect(await fresh.deleteStaleTokenOwner("hash-1", T + 3)).toBe(true);
       expect(await fresh.deleteStaleTokenOwner("hash-1", T + 3)).toBe(false);
@@ -286,10 +286,10 @@ export function connectionStoreContract(makeHarness: () => Promise<ConnectionSto
         await fresh.updateTokenOwner(hash, claimToken("user-1", at));
       }
       const first = await fresh.findStaleTokenOwners(T + 2, undefined, 2);
-      expect(first).toEqual([{ hash: "hash-d", updated_at: T }, { hash: "hash-b", updated_at: T + 1 }]);
+      expect(first).toEqual({ keys: ["hash-d", "hash-b"], next: [{ key: "hash-b", value: T + 1 }] });
       // The records a page ended on are passed whether or not they are still there.
-      expect(await fresh.findStaleTokenOwners(T + 2, first[1], 2)).toEqual([{ hash: "hash-c", updated_at: T + 1 }, { hash: "hash-a", updated_at: T + 2 }]);
-      expect(await fresh.findStaleTokenOwners(T + 2, { hash: "hash-a", updated_at: T + 2 }, 2)).toEqual([]);
+      expect(await fresh.findStaleTokenOwners(T + 2, first.next, 2)).toEqual({ keys: ["hash-c", "hash-a"], next: [{ key: "hash-a", value: T + 2 }] });
+      expect(await fresh.findStaleTokenOwners(T + 2, [{ key: "hash-a", value: T + 2 }], 2)).toEqual({ keys: [], next: ["end"] });
     });
 
     it("keeps a release a later claim made again when an earlier one's removal is confirmed", async () => {
@@ -337,8 +337,8 @@ export function connectionStoreContract(makeHarness: () => Promise<ConnectionSto
       expect(await fresh.readDevices(user)).toEqual({ tokens: { "h-1": { token: "token-1", updated_at: T + 7 } }, previews: false, released: { "h-1": T + 5 }, oldest_at: T + 5 });
 
       // Once a registration up to it would be stale, the sweep finds the record by it and drops it.
-      expect(await fresh.findStaleDevices(T + 4, 10)).toEqual([]);
-      expect(await fresh.findStaleDevices(T + 5, 10)).toEqual([user]);
+      expect((await fresh.findStaleDevices(T + 4, undefined, 10)).keys).toEqual([]);
+      expect((await fresh.findStaleDevices(T + 5, undefined, 10)).keys).toEqual([user]);
       expect(await fresh.updateDevices(user, removeDevices([], T + 5 + STALE_AFTER_MS))).toEqual({ count: 1, removed: [] });
       expect(await fresh.readDevices(user)).toEqual({ tokens: { "h-1": { token: "token-1", updated_at: T + 7 } }, previews: false, oldest_at: T + 7 });
       // A release whose registrations are stale already is not kept.

@@ -175,4 +175,47 @@ describeWithRtdb("RtdbConnectionStore (firebase-admin on the database emulator)"
       expect(Object.keys((await db.ref("deviceTokens").once("value")).val() as object).sort()).toEqual(["unreadable-a", "unreadable-b"]);
     });
   });
+  /**
+   * Stale devices are found by the oldest time of each user's tokens: a record the sweep cannot read
+   * stays among the oldest, run after run. It is logged and passed: the users after it are swept.
+   */
+  describe("the device sweep beside users' devices records it cannot read", () => {
+    const T0 = 1_800_000_000_000;
+    const NOW = T0 + STALE_AFTER_MS + 86_400_000;
+    const database = new RtdbInstances(freshNamespace("sweepunreadabledevices"));
+    const db = database.database();
+    const store = new RtdbConnectionStore(db, 10_000);
+    afterAll(async () => {
+      store.close();
+      await database.close();
+    });
+
+    it("removes a user's stale token behind a page of devices records it cannot read, logging each of those once a run, in every run", async () => {
+      // Ann registered a phone 61 days ago and never again: her token is stale.
+      await new DeviceRegistry({ store, clock: () => T0, addLandsWithinMs: ADD_LANDS_WITHIN_MS }).register("ann", "ann-phone-token", undefined);
+      // Two devices records the service cannot parse, older still: the first page of the stale devices' query.
+      await db.ref("userDevices/unreadable-a").set({ oldest_at: T0 - 2_000, tokens: "not a map" });
+      await db.ref("userDevices/unreadable-b").set({ oldest_at: T0 - 1_000, tokens: { x: { token: 7, updated_at: "then" } } });
+      const warned: LogFields[] = [];
+      const log: Log = {
+        ...silentLog,
+        warn: (_message, fields) => {
+          warned.push(fields ?? {});
+        },
+      };
+      const sweep = (now: number) => sweepDevices({ store, now, batchSize: 2, maxBatches: 40, log, addLandsWithinMs: ADD_LANDS_WITHIN_MS });
+      const skipped = () => warned.splice(0).map((fields) => [fields.change, fields.userKey, fields.error]);
+      const unreadable = [
+        ["stale devices", "unreadable-a", "StoreDataError"],
+        ["stale devices", "unreadable-b", "StoreDataError"],
+      ];
+
+      expect(await sweep(NOW)).toMatchObject({ staleDevices: 1 });
+      expect(skipped()).toEqual(unreadable);
+      expect((await store.readDevices(userKey("ann")))?.tokens).toBeUndefined();
+
+      expect(await sweep(NOW + 15 * 60_000)).toMatchObject({ staleDevices: 0 });
+      expect(skipped()).toEqual(unreadable);
+    });
+  });
 });

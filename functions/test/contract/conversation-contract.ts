@@ -162,11 +162,11 @@ export function conversationContract(makeHarness: () => Promise<ConversationHarn
       expect(begun).toEqual({ user_id: "user-x", requested_at: T, phase: "erasing", due_at: T + 60_000 });
       await store.recordErasedSessions(key, ["s1", "s2"]);
       await store.recordErasedSessions(key, ["s2", "s3"]);
-      expect(await harness.empty().findDueErasures(T, 5)).toEqual([]);
-      expect(await store.findDueErasures(T + 60_000, 100)).toContain(key);
+      expect((await harness.empty().findDueErasures(T, undefined, 5)).keys).toEqual([]);
+      expect((await store.findDueErasures(T + 60_000, undefined, 100)).keys).toContain(key);
       expect(await store.updateErasure(key, settleErasure(T, T + 120_000))).toBe(true);
       expect(await store.updateErasure(key, currentErasure)).toEqual({ user_id: "user-x", requested_at: T, phase: "settling", due_at: T + 120_000, sessions: { s1: true, s2: true, s3: true } });
-      expect(await store.findDueErasures(T + 60_000, 100)).not.toContain(key);
+      expect((await store.findDueErasures(T + 60_000, undefined, 100)).keys).not.toContain(key);
       expect(await store.updateErasure(key, finishErasure(T))).toBe(true);
       expect(await store.updateErasure(key, currentErasure)).toBeNull();
       // An id list for a record that is gone creates nothing.

@@ -120,7 +120,7 @@ describeWithRtdb("RtdbStore journal and shape", () => {
       // Its history and index entry are gone; its state is still found by retention's query.
       expect((await db.ref(`userSessions/${session.id}/messages`).get()).exists()).toBe(false);
       expect((await db.ref(`userConversations/${session.meta.user_id}/${session.id}`).get()).exists()).toBe(false);
-      expect(await store.findClosedSessions(CREATED_AT + 3, 1_000)).toEqual([session.id]);
+      expect((await store.findClosedSessions(CREATED_AT + 3, undefined, 1_000)).keys).toEqual([session.id]);
 
       const report = await runMaintenance({ store, now: CREATED_AT + 4, policy: POLICY, retentionMs: 1, createKeyTtlMs: 1e12, batchSize: 1_000, maxBatches: 1, log: silentLog });
 
@@ -247,6 +247,35 @@ describeWithRtdb("RtdbStore journal and shape", () => {
     await expect(store.readSessionState(session.id)).rejects.toThrow(/userSessions\/.*\/state/);
     await expect(store.appendExchange(session.id, exchange("x"), appendAt(1))).rejects.toThrow(/message_count/);
     expect((await db.ref(`userSessions/${session.id}/messages`).get()).exists()).toBe(false);
+  });
+
+  it("expires, in the sweep, the idle sessions behind a page of session states it cannot parse, and passes those in every run", async () => {
+    // A namespace of its own: the run expires every idle session of its database.
+    const own = new RtdbInstances(freshNamespace("sweepunparsed"));
+    const db = own.database();
+    const store = new RtdbStore(db, 10_000);
+    const sweep = (now: number) => runMaintenance({ store, now, policy: { idleTtlMs: 30 * 60_000, maxExchanges: 1_000 }, retentionMs: 0, createKeyTtlMs: 1e12, batchSize: 2, maxBatches: 40, log: silentLog });
+    try {
+      // Two sessions whose state the service cannot parse (written by hand, by an older version), idle longest: the first page of expiry's query.
+      const unparsed = ["unparsed-a", "unparsed-b"];
+      for (const [i, id] of unparsed.entries()) {
+        await store.createSession(newSession({}, id));
+        await db.ref(`userSessions/${id}/state`).update({ message_count: "three", idle_since: CREATED_AT + i, last_activity: CREATED_AT + i });
+      }
+      // A session idle for days behind them.
+      const idle = newSession({ created_at: CREATED_AT + 10 });
+      await store.createSession(idle);
+
+      const runs = [await sweep(CREATED_AT + 10 * 86_400_000), await sweep(CREATED_AT + 10 * 86_400_000 + 15 * 60_000)];
+
+      expect({ expired: runs.map((run) => run.expired), status: (await store.readSessionState(idle.id))?.status }).toEqual({ expired: [1, 0], status: "expired" });
+      // They stay for an operator, found by the query, and fail no run.
+      expect((await store.findIdleSessions(Number.MAX_SAFE_INTEGER, undefined, 10)).keys).toEqual(unparsed);
+      expect(runs.map((run) => run.failed)).toEqual([undefined, undefined]);
+    } finally {
+      store.close();
+      await own.close();
+    }
   });
 
   it("stores a user's usage record as one JSON string, reads one stored as a tree before, and refuses one that is neither", async () => {

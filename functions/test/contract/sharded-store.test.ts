@@ -176,7 +176,7 @@ describeWithWireStats("ShardedStore's clean-up queries over four instances", () 
     await shards.settled();
     const namespaces = shards.urls.map((url) => new URL(url).hostname.split(".")[0] ?? "");
     /** UTF-16 units the instances sent for `query`, asked by a function instance of its own (nothing of these sessions in its cache) over `urls`. */
-    const unitsSent = async (query: (store: SessionStore) => Promise<string[]>, urls = shards.urls): Promise<{ readonly ids: string[]; readonly units: number }> => {
+    const unitsSent = async (query: (store: SessionStore) => Promise<readonly string[]>, urls = shards.urls): Promise<{ readonly ids: readonly string[]; readonly units: number }> => {
       const store = shards.store(10_000, shards.databases(urls));
       await Promise.all(namespaces.map((namespace) => resetWireStats(namespace)));
       const ids = await query(store);
@@ -184,9 +184,9 @@ describeWithWireStats("ShardedStore's clean-up queries over four instances", () 
       return { ids, units };
     };
 
-    const batch = await unitsSent((store) => store.findIdleSessions(CREATED_AT + 1_000, BATCH));
+    const batch = await unitsSent(async (store) => (await store.findIdleSessions(CREATED_AT + 1_000, undefined, BATCH)).keys);
     // One whole session, as the first instance alone sends it.
-    const one = await unitsSent((store) => store.findIdleSessions(CREATED_AT + 1_000, 1), shards.urls.slice(0, 1));
+    const one = await unitsSent(async (store) => (await store.findIdleSessions(CREATED_AT + 1_000, undefined, 1)).keys, shards.urls.slice(0, 1));
 
     expect(batch.ids).toHaveLength(BATCH);
     expect(one.ids).toHaveLength(1);

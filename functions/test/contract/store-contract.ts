@@ -233,16 +233,16 @@ export function storeContract(makeHarness: () => Promise<StoreHarness>): void {
       await store.updateState(early.id, claimUntil(T + 100, "a"));
       await store.updateState(early.id, claimUntil(T + 500, "b"));
       await store.updateState(late.id, claimUntil(T + 300, "c"));
-      const ours = (ids: string[]) => ids.filter((id) => [early.id, late.id, none.id].includes(id));
-      expect(ours(await store.findLapsedClaims(T + 99, 100))).toEqual([]);
-      expect(ours(await store.findLapsedClaims(T + 300, 100))).toEqual(order([early.id, late.id]));
+      const ours = (ids: readonly string[]) => ids.filter((id) => [early.id, late.id, none.id].includes(id));
+      expect(ours((await store.findLapsedClaims(T + 99, undefined, 100)).keys)).toEqual([]);
+      expect(ours((await store.findLapsedClaims(T + 300, undefined, 100)).keys)).toEqual(order([early.id, late.id]));
       // A commit that drops the early claim moves the session's index to its next lease.
       const dropA: StateRule<undefined> = (state) => {
         const { "r-a": dropped, ...rest } = state.requests ?? {};
         return { outcome: undefined, next: { ...state, requests: rest } };
       };
       await store.updateState(early.id, dropA);
-      expect(ours(await store.findLapsedClaims(T + 300, 100))).toEqual([late.id]);
+      expect(ours((await store.findLapsedClaims(T + 300, undefined, 100)).keys)).toEqual([late.id]);
     });
 
     it("keeps the partial when the append is refused", async () => {
@@ -306,11 +306,24 @@ export function storeContract(makeHarness: () => Promise<StoreHarness>): void {
       const [a, b, c, d] = [await sessionAt(T + 30), await sessionAt(T + 10), await sessionAt(T + 20), await sessionAt(T + 40)];
       await db.updateState(c.id, endAt(T + 25));
       await db.appendExchange(d.id, exchange("1"), appendAt(T + 50));
-      expect(await db.findIdleSessions(T + 30, 10)).toEqual(order([b.id, a.id]));
-      expect(await db.findIdleSessions(T + 50, 1)).toEqual(order([b.id, a.id, d.id], 1));
-      expect(await db.findIdleSessions(T + 50, 10)).toEqual(order([b.id, a.id, d.id]));
-      expect(await db.findIdleSessions(T + 9, 10)).toEqual([]);
-      expect(await db.findIdleSessions(T + 30, 0)).toEqual([]);
+      const idle = async (cutoff: number, limit: number) => (await db.findIdleSessions(cutoff, undefined, limit)).keys;
+      expect(await idle(T + 30, 10)).toEqual(order([b.id, a.id]));
+      expect(await idle(T + 50, 1)).toEqual(order([b.id, a.id, d.id], 1));
+      expect(await idle(T + 50, 10)).toEqual(order([b.id, a.id, d.id]));
+      expect(await idle(T + 9, 10)).toEqual([]);
+      expect(await idle(T + 30, 0)).toEqual([]);
+    });
+
+    it("pages on from where a page ended, never from the oldest again, whether what the page held changed or stayed", async () => {
+      const ids = [];
+      for (let i = 1; i <= 5; i += 1) ids.push((await sessionAt(T + 10 * i)).id);
+      const first = await db.findIdleSessions(T + 50, undefined, 2);
+      // The sweep expired the first session the page held; its change of the second failed, which stays idle.
+      await db.updateState(first.keys[0] ?? "", endAt(T + 60));
+      const second = await db.findIdleSessions(T + 50, first.next, 2);
+      const third = await db.findIdleSessions(T + 50, second.next, 2);
+      expect([first, second, third].map((page) => page.keys.length)).toEqual([2, 2, 1]);
+      expect([...first.keys, ...second.keys, ...third.keys].sort()).toEqual(ids.sort());
     });
 
     it("finds closed sessions by the time they closed", async () => {
@@ -318,8 +331,8 @@ export function storeContract(makeHarness: () => Promise<StoreHarness>): void {
       await sessionAt(T);
       await db.updateState(b.id, endAt(T + 5));
       await db.updateState(a.id, endAt(T + 7));
-      expect(await db.findClosedSessions(T + 7, 100)).toEqual(order([b.id, a.id]));
-      expect(await db.findClosedSessions(T + 6, 100)).toEqual([b.id]);
+      expect((await db.findClosedSessions(T + 7, undefined, 100)).keys).toEqual(order([b.id, a.id]));
+      expect((await db.findClosedSessions(T + 6, undefined, 100)).keys).toEqual([b.id]);
     });
 
     it("claims a create key once and forgets old keys", async () => {

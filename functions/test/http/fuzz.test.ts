@@ -339,8 +339,8 @@ describeEachStore("fuzzed requests", (kind) => {
       state: await store.readSessionState(id),
       history: await recentMessages(store, id, 1000),
     });
-    const [known, ended, active] = await Promise.all([read(sessions.known), read(sessions.ended), store.findIdleSessions(Number.MAX_SAFE_INTEGER, 10_000)]);
-    return { sessions: [known, ended], activeSessions: active.sort() };
+    const [known, ended, active] = await Promise.all([read(sessions.known), read(sessions.ended), store.findIdleSessions(Number.MAX_SAFE_INTEGER, undefined, 10_000)]);
+    return { sessions: [known, ended], activeSessions: [...active.keys].sort() };
   }
 
   beforeAll(async () => {

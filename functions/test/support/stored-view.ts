@@ -81,7 +81,7 @@ export class StoredView {
   async sessionsOf(userId: string): Promise<string[]> {
     if (!this.readers) {
       const store = this.harness.api.store;
-      const all = await store.findIdleSessions(Number.MAX_SAFE_INTEGER, 100_000);
+      const { keys: all } = await store.findIdleSessions(Number.MAX_SAFE_INTEGER, undefined, 100_000);
       const metas = await Promise.all(all.map(async (id) => ({ id, meta: await store.readSessionMeta(id) })));
       return metas.filter(({ meta }) => meta?.user_id === userId).map(({ id }) => id).sort();
     }

@@ -7,11 +7,11 @@ import { createOfflineSender } from "../../src/notify/offline-sender";
 import { composeInstance } from "../../src/runtime/instance";
 import { userKey } from "../../src/session/ledger/limits";
 import type { DeviceRecord } from "../../src/store/connection-records";
-import type { StaleTokenOwner } from "../../src/store/connection-store";
 import { StoreUnavailableError } from "../../src/store/errors";
 import { MemoryConnectionStore } from "../../src/store/memory-connection-store";
 import { MemoryStore } from "../../src/store/memory-store";
 import type { LedgerRule } from "../../src/store/session-store";
+import type { SweepCursor, SweepPage } from "../../src/store/sweep-page";
 import { CREATED_AT, newSession } from "../support/fixtures";
 import { NO_TOKENS } from "../support/service-env";
 import { ADD_LANDS_WITHIN_MS } from "../support/connection-fixtures";
@@ -79,23 +79,23 @@ describe("the scheduled sweep of device tokens", () => {
     let clock = CREATED_AT;
     /** Expiry's first query takes the whole run's time (a database deadline, or a huge backlog). */
     class SlowStore extends MemoryStore {
-      override async findIdleSessions(cutoff: number, limit: number): Promise<string[]> {
+      override async findIdleSessions(cutoff: number, after: SweepCursor | undefined, limit: number): Promise<SweepPage> {
         clock += RUN_MS + 1;
-        return super.findIdleSessions(cutoff, limit);
+        return super.findIdleSessions(cutoff, after, limit);
       }
     }
     /** Notes when each of the sweep's queries started. */
     class TimedDevices extends MemoryConnectionStore {
       readonly queriedAt: number[] = [];
-      override async findPendingReleases(upTo: number, limit: number): Promise<string[]> {
+      override async findPendingReleases(upTo: number, after: SweepCursor | undefined, limit: number): Promise<SweepPage> {
         this.queriedAt.push(clock);
-        return super.findPendingReleases(upTo, limit);
+        return super.findPendingReleases(upTo, after, limit);
       }
-      override async findStaleDevices(cutoff: number, limit: number): Promise<string[]> {
+      override async findStaleDevices(cutoff: number, after: SweepCursor | undefined, limit: number): Promise<SweepPage> {
         this.queriedAt.push(clock);
-        return super.findStaleDevices(cutoff, limit);
+        return super.findStaleDevices(cutoff, after, limit);
       }
-      override async findStaleTokenOwners(cutoff: number, after: StaleTokenOwner | undefined, limit: number): Promise<StaleTokenOwner[]> {
+      override async findStaleTokenOwners(cutoff: number, after: SweepCursor | undefined, limit: number): Promise<SweepPage> {
         this.queriedAt.push(clock);
         return super.findStaleTokenOwners(cutoff, after, limit);
       }

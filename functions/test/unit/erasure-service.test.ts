@@ -8,6 +8,8 @@ import type { DeviceStore } from "../../src/store/connection-store";
 import { MemoryConnectionStore } from "../../src/store/memory-connection-store";
 import { MemoryStore } from "../../src/store/memory-store";
 import type { CreateKey, SessionState } from "../../src/store/records";
+import type { ErasureRule } from "../../src/store/conversation-records";
+import { StoreDataError } from "../../src/store/errors";
 import type { StoredCreateKey, UsageRule } from "../../src/store/session-store";
 import { ADD_LANDS_WITHIN_MS } from "../support/connection-fixtures";
 
@@ -66,7 +68,7 @@ describe("two erasure requests of one user at once", () => {
     // The sweep, once everything is due: the record goes, and the mark with it.
     now = T + 3_600_000;
     await b.finishDue(now);
-    expect(await store.findDueErasures(Number.MAX_SAFE_INTEGER, 10)).toEqual([]);
+    expect((await store.findDueErasures(Number.MAX_SAFE_INTEGER, undefined, 10)).keys).toEqual([]);
     expect((await store.readUsage(userKey(user)))?.erasing).toBeUndefined();
     expect(await store.updateUsage(userKey(user), admitSession("s2", now, POLICY))).toEqual({ admitted: true });
   });
@@ -170,7 +172,7 @@ describe("the erasure of a user deleted from Firebase Auth", () => {
     expect(await erasure.finishDue(now)).toBe(1);
     expect(await connectionStore.readDevices(userKey(user))).toBeNull();
     expect(await connectionStore.readTokenOwner(tokenHash("token-after-deletion"))).toBeNull();
-    expect(await store.findDueErasures(Number.MAX_SAFE_INTEGER, 10)).toEqual([]);
+    expect((await store.findDueErasures(Number.MAX_SAFE_INTEGER, undefined, 10)).keys).toEqual([]);
     expect((await store.readUsage(userKey(user)))?.erasing).toBeUndefined();
   });
 
@@ -253,12 +255,43 @@ describe("the sweep's erasures", () => {
 
     expect(await erasure.finishDue(now, { maxBatches: 40 })).toBe(5);
     expect(store.failed.sort()).toEqual([...stuck].sort());
-    expect((await store.findDueErasures(now, 100)).sort()).toEqual([]);
+    expect((await store.findDueErasures(now, undefined, 100)).keys).toEqual([]);
 
     // Due again once their take-over lapses: then the sweep tries them again.
     store.failing.clear();
     expect(await erasure.finishDue(now + TAKE_OVER_AFTER_MS, { maxBatches: 40 })).toBe(20);
-    expect(await store.findDueErasures(Number.MAX_SAFE_INTEGER, 100)).toEqual([]);
+    expect((await store.findDueErasures(Number.MAX_SAFE_INTEGER, undefined, 100)).keys).toEqual([]);
+  });
+
+  it("finishes the erasures due behind 20 whose records it cannot read, trying each of those once a run", async () => {
+    /** A store that cannot read the erasure records of `unreadable` (half restored from a backup, say): their takeover fails every time. */
+    class UnreadableErasures extends MemoryStore {
+      readonly unreadable = new Set<string>();
+      readonly tried: string[] = [];
+      override async updateErasure<O>(key: string, rule: ErasureRule<O>): Promise<O> {
+        if (!this.unreadable.has(key)) return super.updateErasure(key, rule);
+        this.tried.push(key);
+        throw new StoreDataError(`userErasures/${key}`, "invalid");
+      }
+    }
+    const store = new UnreadableErasures();
+    let now = T;
+    const erasure = new ErasureService({ store, clock: () => now, log: silentLog, messagesPerMinute: 20, takeOverAfterMs: TAKE_OVER_AFTER_MS, finalPassAfterMs: 51_000, batchSize: 50 });
+    const users = Array.from({ length: 25 }, (_, i) => `unreadable-${i}`);
+    for (const user of users) {
+      now += 1;
+      expect((await erasure.erase(user)).complete).toBe(true);
+    }
+    // The 20 erased first, due first: a whole page at the head of every query for due erasures, due for good.
+    const unreadable = users.slice(0, 20).map(userKey);
+    for (const key of unreadable) store.unreadable.add(key);
+
+    for (const run of [1, 2]) {
+      now = T + run * 3_600_000;
+      expect(await erasure.finishDue(now, { maxBatches: 40 })).toBe(run === 1 ? 5 : 0);
+      expect(store.tried.splice(0).sort()).toEqual([...unreadable].sort());
+    }
+    expect((await store.findDueErasures(now, undefined, 100)).keys.length).toBe(20);
   });
 
   it("stops a pass page by page once its time is up, and goes on with it at the next run though its takeover lasts longer", async () => {
@@ -292,7 +325,7 @@ describe("the sweep's erasures", () => {
     // The next run, 15 minutes on (the takeover would have held it an hour): only the last page is left.
     now += 15 * 60_000;
     expect(await erasure.finishDue(now, { maxBatches: 40 })).toBe(1);
-    expect({ sessionPages: store.pages, connectionPages: connectionStore.pages, left: await store.findDueErasures(Number.MAX_SAFE_INTEGER, 10) }).toEqual({ sessionPages: 3, connectionPages: 2, left: [] });
+    expect({ sessionPages: store.pages, connectionPages: connectionStore.pages, left: (await store.findDueErasures(Number.MAX_SAFE_INTEGER, undefined, 10)).keys }).toEqual({ sessionPages: 3, connectionPages: 2, left: [] });
   });
 
   it("starts no pass once its time is up: the erasures it did not reach stay due", async () => {
@@ -305,7 +338,7 @@ describe("the sweep's erasures", () => {
 
     // Up once a pass has run (it deletes the user's create keys).
     expect(await erasure.finishDue(now, { maxBatches: 40, stopped: () => store.calls > before })).toBe(1);
-    expect(await store.findDueErasures(now, 100)).toHaveLength(2);
+    expect((await store.findDueErasures(now, undefined, 100)).keys).toHaveLength(2);
   });
 });
 
@@ -394,7 +427,7 @@ describe("the second pass and the user's create keys refused for the erasure tha
     // Up after the first page of keys: 2 deleted, the erasure due again.
     expect(await erasure.finishDue(now, { maxBatches: 40, stopped: () => store.pages >= 1 })).toBe(0);
     expect((await store.readUserCreateKeys(userKey(user), undefined, 10)).map(({ hash }) => hash)).toEqual(["h2", "h3", "h4"]);
-    expect(await store.findDueErasures(now, 10)).toEqual([userKey(user)]);
+    expect((await store.findDueErasures(now, undefined, 10)).keys).toEqual([userKey(user)]);
 
     now += 60_000;
     expect(await erasure.finishDue(now)).toBe(1);

@@ -14,6 +14,7 @@ import type { SessionStore } from "../../src/store/session-store";
 import { ShardedStore } from "../../src/store/sharded-store";
 import { StoreUnavailableError } from "../../src/store/errors";
 import type { Ruled, StateRule } from "../../src/store/session-store";
+import type { SweepCursor, SweepPage } from "../../src/store/sweep-page";
 import { FaultyStore } from "../support/faulty-store";
 import { appendAt, CREATED_AT, exchange, newSession } from "../support/fixtures";
 import { recordingLog } from "../support/recording-log";
@@ -216,15 +217,15 @@ describe("runMaintenance", () => {
     });
   });
 
-  describe("a batch that brings nothing new", () => {
+  describe("sessions whose change keeps failing", () => {
     /** A store whose changes of some sessions always fail, counting the queries for idle sessions. */
     class RefusingStore extends MemoryStore {
       readonly refused = new Set<string>();
       queries = 0;
 
-      override async findIdleSessions(cutoff: number, limit: number): Promise<string[]> {
+      override async findIdleSessions(cutoff: number, after: SweepCursor | undefined, limit: number): Promise<SweepPage> {
         this.queries += 1;
-        return super.findIdleSessions(cutoff, limit);
+        return super.findIdleSessions(cutoff, after, limit);
       }
 
       override async updateState<O>(sessionId: string, rule: StateRule<O>): Promise<Ruled<O>> {
@@ -233,16 +234,17 @@ describe("runMaintenance", () => {
       }
     }
 
-    it("ends the step: sessions whose change keeps failing are tried once a run, not once a batch until the budget is spent", async () => {
+    it("tries each once a run, not once a batch until the budget is spent, and expires the sessions behind them", async () => {
       const refusing = new RefusingStore();
       store = refusing;
       const idle = await addIdle(3);
-      // The two longest idle, which every query answers first.
+      // The two longest idle, a whole batch, which a query from the oldest answers first in every run.
       for (const id of idle.slice(1)) refusing.refused.add(id);
 
       const report = await run({ batchSize: 2, maxBatches: 10 });
 
-      expect({ expired: report.expired, queries: refusing.queries }).toEqual({ expired: 0, queries: 2 });
+      expect({ expired: report.expired, queries: refusing.queries }).toEqual({ expired: 1, queries: 2 });
+      expect(await Promise.all(idle.map(statusOf))).toEqual(["expired", "active", "active"]);
     });
   });
 
@@ -251,9 +253,9 @@ describe("runMaintenance", () => {
     let clock = 0;
     /** A store whose queries for idle sessions take QUERY_MS of `clock`. */
     class SlowIdleQueries extends MemoryStore {
-      override async findIdleSessions(cutoff: number, limit: number): Promise<string[]> {
+      override async findIdleSessions(cutoff: number, after: SweepCursor | undefined, limit: number): Promise<SweepPage> {
         clock += QUERY_MS;
-        return super.findIdleSessions(cutoff, limit);
+        return super.findIdleSessions(cutoff, after, limit);
       }
     }
 
@@ -357,7 +359,7 @@ describe("the scheduled clean-up of an instance", () => {
 
     const report = await instance.maintain(SWEPT_AT);
 
-    const stillIdle = await Promise.all(instances.map(async (store) => (await store.findIdleSessions(CREATED_AT, 10_000)).length));
+    const stillIdle = await Promise.all(instances.map(async (store) => (await store.findIdleSessions(CREATED_AT, undefined, 10_000)).keys.length));
     expect({ expired: report.expired, stillIdle }).toEqual({ expired: 2 * PER_INSTANCE, stillIdle: [0, 0] });
   });
 
@@ -380,7 +382,7 @@ describe("the scheduled clean-up of an instance", () => {
 
     const report = await instance.maintain(SWEPT_AT);
 
-    const stillIdleOnHealthy = (await healthy.findIdleSessions(SWEPT_AT, 10_000)).length;
+    const stillIdleOnHealthy = (await healthy.findIdleSessions(SWEPT_AT, undefined, 10_000)).keys.length;
     expect({ expired: report.expired, stillIdleOnHealthy }).toEqual({ expired: 500, stillIdleOnHealthy: 0 });
   });
 
@@ -388,9 +390,9 @@ describe("the scheduled clean-up of an instance", () => {
     let clock = CREATED_AT;
     /** Each expiry batch takes a second of the clock (a query downloading 50 whole sessions, then 50 transactions). */
     class TimedStore extends MemoryStore {
-      override async findIdleSessions(cutoff: number, limit: number): Promise<string[]> {
+      override async findIdleSessions(cutoff: number, after: SweepCursor | undefined, limit: number): Promise<SweepPage> {
         clock += 1_000;
-        return super.findIdleSessions(cutoff, limit);
+        return super.findIdleSessions(cutoff, after, limit);
       }
     }
     const PER_INSTANCE = 1_050;

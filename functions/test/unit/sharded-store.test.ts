@@ -6,7 +6,9 @@ import { instancePositionOf, placedSessionId } from "../../src/sharding/session-
 import { StoreUnavailableError } from "../../src/store/errors";
 import { MemoryConnectionStore } from "../../src/store/memory-connection-store";
 import { MemoryStore } from "../../src/store/memory-store";
+import type { SessionStore } from "../../src/store/session-store";
 import { ShardedStore } from "../../src/store/sharded-store";
+import type { SweepCursor, SweepPage } from "../../src/store/sweep-page";
 import { FaultyStore } from "../support/faulty-store";
 import { appendAt, CREATED_AT, endAt, exchange, newSession, TEMPLATE } from "../support/fixtures";
 import { recordingLog } from "../support/recording-log";
@@ -18,20 +20,25 @@ import { NO_TOKENS } from "../support/service-env";
  */
 class CountingInstance extends MemoryStore {
   answered = 0;
+  queries = 0;
 
-  override async findIdleSessions(cutoff: number, limit: number): Promise<string[]> {
-    return this.counted(await super.findIdleSessions(cutoff, limit));
+  override async findIdleSessions(cutoff: number, after: SweepCursor | undefined, limit: number): Promise<SweepPage> {
+    return this.counted(await super.findIdleSessions(cutoff, after, limit));
   }
 
-  override async findClosedSessions(cutoff: number, limit: number): Promise<string[]> {
-    return this.counted(await super.findClosedSessions(cutoff, limit));
+  override async findClosedSessions(cutoff: number, after: SweepCursor | undefined, limit: number): Promise<SweepPage> {
+    return this.counted(await super.findClosedSessions(cutoff, after, limit));
   }
 
-  private counted(ids: string[]): string[] {
-    this.answered += ids.length;
-    return ids;
+  private counted(page: SweepPage): SweepPage {
+    this.queries += 1;
+    this.answered += page.keys.length;
+    return page;
   }
 }
+
+/** The ids of the page of idle sessions after `after`. */
+const idleIds = async (store: SessionStore, limit: number, after?: SweepCursor) => (await store.findIdleSessions(CUTOFF, after, limit)).keys;
 
 const CUTOFF = CREATED_AT + 1_000;
 
@@ -66,7 +73,7 @@ describe("ShardedStore's clean-up queries", () => {
     const { all, sharded } = instances(count);
     for (let position = 0; position < count; position += 1) await idleOn(all, position, 8);
 
-    expect(await sharded.findIdleSessions(CUTOFF, 5)).toHaveLength(5);
+    expect(await idleIds(sharded, 5)).toHaveLength(5);
     expect(answeredInAll(all)).toBe(5);
   });
 
@@ -74,7 +81,7 @@ describe("ShardedStore's clean-up queries", () => {
     const { all, sharded } = instances(4);
     for (let position = 0; position < 4; position += 1) await closedOn(all, position, 6);
 
-    expect(await sharded.findClosedSessions(CUTOFF, 5)).toHaveLength(5);
+    expect((await sharded.findClosedSessions(CUTOFF, undefined, 5)).keys).toHaveLength(5);
     expect(answeredInAll(all)).toBe(5);
   });
 
@@ -83,9 +90,9 @@ describe("ShardedStore's clean-up queries", () => {
     const first = await idleOn(all, 0, 2);
     const third = await idleOn(all, 2, 4);
 
-    const batch = await sharded.findIdleSessions(CUTOFF, 5);
+    const batch = await idleIds(sharded, 5);
     expect(new Set(batch)).toEqual(new Set([...first, ...third.slice(0, 3)]));
-    expect(await sharded.findIdleSessions(CUTOFF, 7)).toHaveLength(6);
+    expect(await idleIds(sharded, 7)).toHaveLength(6);
     expect(answeredInAll(all)).toBe(5 + 6);
   });
 
@@ -94,7 +101,7 @@ describe("ShardedStore's clean-up queries", () => {
     const [a0, a1] = await idleOn(all, 0, 2);
     const [b0, b1, b2] = await idleOn(all, 1, 3);
 
-    expect(await sharded.findIdleSessions(CUTOFF, 10)).toEqual([a0, b0, a1, b1, b2]);
+    expect(await idleIds(sharded, 10)).toEqual([a0, b0, a1, b1, b2]);
   });
 
   it("let a backlog that stays on one instance (its changes keep failing) fill no more than every other batch of two instances", async () => {
@@ -103,7 +110,7 @@ describe("ShardedStore's clean-up queries", () => {
     const [waiting] = await idleOn(all, 1, 1);
 
     // Nothing found is handled, as when every change fails: each batch comes back full.
-    const batches = [await sharded.findIdleSessions(CUTOFF, 3), await sharded.findIdleSessions(CUTOFF, 3)];
+    const batches = [await idleIds(sharded, 3), await idleIds(sharded, 3)];
     expect(batches.map((batch) => batch.length)).toEqual([3, 3]);
     expect(batches.flat()).toContain(waiting);
   });
@@ -113,11 +120,12 @@ describe("ShardedStore's clean-up queries", () => {
     const failing = new FaultyStore(all[0]!);
     const { log, entries } = recordingLog();
     const sharded = new ShardedStore([failing.store, all[1]!], log);
-    await idleOn(all, 0, 2);
+    const first = await idleOn(all, 0, 2);
     const second = await idleOn(all, 1, 4);
     failing.arm("findIdleSessions", "before");
 
-    expect(await sharded.findIdleSessions(CUTOFF, 3)).toEqual(second.slice(0, 3));
+    const page = await sharded.findIdleSessions(CUTOFF, undefined, 3);
+    expect(page.keys).toEqual(second.slice(0, 3));
     expect(entries).toEqual([
       {
         level: "warn",
@@ -125,8 +133,22 @@ describe("ShardedStore's clean-up queries", () => {
         fields: { query: "find idle sessions", instance: 0, error: "StoreUnavailableError", detail: "database unavailable during findIdleSessions (injected before)" },
       },
     ]);
-    // Once it answers again, its work comes back with the rest.
-    expect(await sharded.findIdleSessions(CUTOFF, 10)).toHaveLength(6);
+    // Once it answers again, its work comes back with the rest: the next page asks it from where it stood.
+    expect(await idleIds(sharded, 10, page.next)).toEqual([first[0], second[3], first[1]]);
+    expect(await idleIds(sharded, 10)).toHaveLength(6);
+  });
+
+  it("page each instance on from where its own last page ended, and ask none again once it answered a page short", async () => {
+    const { all, sharded } = instances(2);
+    const [a0, a1, a2] = await idleOn(all, 0, 3);
+    const [b0] = await idleOn(all, 1, 1);
+
+    // Nothing found is handled, as when every change fails: the sessions stay idle, and no page brings one again.
+    const first = await sharded.findIdleSessions(CUTOFF, undefined, 2);
+    const second = await sharded.findIdleSessions(CUTOFF, first.next, 2);
+    const third = await sharded.findIdleSessions(CUTOFF, second.next, 2);
+    expect([first.keys, second.keys, third.keys]).toEqual([[a0, a1], [a2, b0], []]);
+    expect({ answered: all.map((instance) => instance.answered), queries: all.map((instance) => instance.queries) }).toEqual({ answered: [3, 1], queries: [3, 1] });
   });
 });
 
@@ -162,8 +184,8 @@ describe("ShardedStore during the deploy that appends an instance", () => {
     await expect(updated.sessions.create(create)).rejects.toThrow(StoreUnavailableError);
     // The client's retry reaches a function instance still on the old list: refused (503), nothing stored.
     await expect(previous.sessions.create(create)).rejects.toThrow(StoreUnavailableError);
-    expect(await home.findIdleSessions(Number.MAX_SAFE_INTEGER, 10)).toEqual([]);
-    expect(await second.findIdleSessions(Number.MAX_SAFE_INTEGER, 10)).toEqual([]);
+    expect((await home.findIdleSessions(Number.MAX_SAFE_INTEGER, undefined, 10)).keys).toEqual([]);
+    expect((await second.findIdleSessions(Number.MAX_SAFE_INTEGER, undefined, 10)).keys).toEqual([]);
     // The next retry reaches an updated one, which creates it on the instance its id names.
     const created = await updated.sessions.create(create);
     expect(created.replayed).toBe(false);

@@ -99,7 +99,7 @@ export class ErasureService {
   async finishDue(now: number = this.options.clock(), budget: Omit<BatchBudget, "batchSize"> = { maxBatches: Number.POSITIVE_INFINITY }): Promise<number> {
     const { store } = this.options;
     const stopped: Stopped = budget.stopped ?? (() => false);
-    return inBatches({ ...budget, batchSize: DUE_PER_QUERY }, () => store.findDueErasures(now, DUE_PER_QUERY), async (keys) => {
+    return inBatches({ ...budget, batchSize: DUE_PER_QUERY }, (after) => store.findDueErasures(now, after, DUE_PER_QUERY), async (keys) => {
       let finished = 0;
       for (const key of keys) {
         // Once the step's time is up, the rest stay due for the next run.

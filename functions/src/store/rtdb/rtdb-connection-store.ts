@@ -24,7 +24,6 @@ import {
   type MessageRule,
   type NewConnection,
   type RuledConnection,
-  type StaleTokenOwner,
   type StoredMessage,
 } from "../connection-store";
 import type { ConnectionErasureStore, ErasingRule, ListedForErasure } from "../connection-erasure-store";
@@ -32,6 +31,7 @@ import { StoreDataError, StoreUnavailableError } from "../errors";
 import { messageKey } from "../message-keys";
 import { parseStored } from "../parse-stored";
 import type { LedgerRule } from "../session-store";
+import { pageOnOneInstance, type SweepCursor, type SweepPage } from "../sweep-page";
 import { ConnectionErasureWrites } from "./connection-erasure-writes";
 import { connectionNodeToWrite, parseConnectionPending, planConnectionCopy } from "./connection-journal";
 import { contiguousFrom } from "./history-reads";
@@ -300,14 +300,12 @@ export class RtdbConnectionStore implements ConnectionStore, DeviceStore, Connec
     return snapshot.exists() ? parseStored(tokenOwnerSchema, snapshot.val(), path) : null;
   }
 
-  async findStaleDevices(cutoff: number, limit: number): Promise<string[]> {
-    return this.engine.keysOrderedBy(USER_DEVICES, "oldest_at", cutoff, limit, "find stale devices");
+  async findStaleDevices(cutoff: number, after: SweepCursor | undefined, limit: number): Promise<SweepPage> {
+    return pageOnOneInstance(after, limit, (from, wanted) => this.engine.orderedBy(USER_DEVICES, "oldest_at", cutoff, wanted, "find stale devices", from));
   }
 
-  async findStaleTokenOwners(cutoff: number, after: StaleTokenOwner | undefined, limit: number): Promise<StaleTokenOwner[]> {
-    const from = after === undefined ? undefined : { key: after.hash, value: after.updated_at };
-    const found = await this.engine.orderedBy(DEVICE_TOKENS, "updated_at", cutoff, limit, "find stale token owners", from);
-    return found.map(({ key, value }) => ({ hash: key, updated_at: value }));
+  async findStaleTokenOwners(cutoff: number, after: SweepCursor | undefined, limit: number): Promise<SweepPage> {
+    return pageOnOneInstance(after, limit, (from, wanted) => this.engine.orderedBy(DEVICE_TOKENS, "updated_at", cutoff, wanted, "find stale token owners", from));
   }
 
   async deleteStaleTokenOwner(tokenHash: string, cutoff: number): Promise<boolean> {
@@ -318,8 +316,8 @@ export class RtdbConnectionStore implements ConnectionStore, DeviceStore, Connec
     );
   }
 
-  async findPendingReleases(upTo: number, limit: number): Promise<string[]> {
-    return this.engine.keysOrderedBy(DEVICE_TOKENS, "releasing_since", upTo, limit, "find pending token releases");
+  async findPendingReleases(upTo: number, after: SweepCursor | undefined, limit: number): Promise<SweepPage> {
+    return pageOnOneInstance(after, limit, (from, wanted) => this.engine.orderedBy(DEVICE_TOKENS, "releasing_since", upTo, wanted, "find pending token releases", from));
   }
 
   // ConnectionErasureStore (connection-erasure-writes.ts)

@@ -28,6 +28,7 @@ import {
 } from "../records";
 import type { HistoryWindow, LedgerRule, NewSession, Ruled, RuledWithKey, SessionStore, StateRule, StoredCreateKey, UsageRule } from "../session-store";
 import { adoptedClaim, isReleasable } from "../session-store";
+import { pageOnOneInstance, type SweepCursor, type SweepPage } from "../sweep-page";
 import { installFrameSafeJson } from "./frame-safe-json";
 import { HistoryReads } from "./history-reads";
 import { ConversationReads } from "./conversation-reads";
@@ -361,20 +362,25 @@ export class RtdbStore implements SessionStore {
 
   // HousekeepingStore
 
-  async findIdleSessions(cutoff: number, limit: number): Promise<string[]> {
-    return this.engine.keysOrderedBy(SESSIONS, stateField("idle_since"), cutoff, limit, "find idle sessions");
+  async findIdleSessions(cutoff: number, after: SweepCursor | undefined, limit: number): Promise<SweepPage> {
+    return this.sessionsBy(stateField("idle_since"), cutoff, after, limit, "find idle sessions");
   }
 
-  async findClosedSessions(cutoff: number, limit: number): Promise<string[]> {
-    return this.engine.keysOrderedBy(SESSIONS, stateField("ended_at"), cutoff, limit, "find closed sessions");
+  async findClosedSessions(cutoff: number, after: SweepCursor | undefined, limit: number): Promise<SweepPage> {
+    return this.sessionsBy(stateField("ended_at"), cutoff, after, limit, "find closed sessions");
   }
 
-  async findUnflushedSessions(limit: number): Promise<string[]> {
-    return this.engine.keysOrderedBy(SESSIONS, stateField(UNFLUSHED), Number.MAX_SAFE_INTEGER, limit, "find unflushed sessions");
+  async findUnflushedSessions(after: SweepCursor | undefined, limit: number): Promise<SweepPage> {
+    return this.sessionsBy(stateField(UNFLUSHED), Number.MAX_SAFE_INTEGER, after, limit, "find unflushed sessions");
   }
 
-  async findLapsedClaims(cutoff: number, limit: number): Promise<string[]> {
-    return this.engine.keysOrderedBy(SESSIONS, stateField(CLAIMS_LAPSE), cutoff, limit, "find lapsed claims");
+  async findLapsedClaims(cutoff: number, after: SweepCursor | undefined, limit: number): Promise<SweepPage> {
+    return this.sessionsBy(stateField(CLAIMS_LAPSE), cutoff, after, limit, "find lapsed claims");
+  }
+
+  /** The page after `after` of the sessions whose `field` is at most `cutoff`. */
+  private sessionsBy(field: string, cutoff: number, after: SweepCursor | undefined, limit: number, operation: string): Promise<SweepPage> {
+    return pageOnOneInstance(after, limit, (from, wanted) => this.engine.orderedBy(SESSIONS, field, cutoff, wanted, operation, from));
   }
 
   async flushSession(sessionId: string): Promise<boolean> {
@@ -453,8 +459,8 @@ export class RtdbStore implements SessionStore {
     return this.erasures.recordSessions(userKey, sessionIds);
   }
 
-  findDueErasures(now: number, limit: number): Promise<string[]> {
-    return this.engine.keysOrderedBy(ERASURES, "due_at", now, limit, "find due erasures");
+  findDueErasures(now: number, after: SweepCursor | undefined, limit: number): Promise<SweepPage> {
+    return pageOnOneInstance(after, limit, (from, wanted) => this.engine.orderedBy(ERASURES, "due_at", now, wanted, "find due erasures", from));
   }
 
   deleteUserSessions(userId: string, sessionIds: readonly string[]): Promise<void> {
