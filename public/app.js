@@ -128,7 +128,7 @@ function update(changes) {
   render();
 }
 
-/** @type {{ render(): void } | undefined} the People panel, shown with the rest */
+/** @type {{ render(): void, erased(): void } | undefined} the People panel, shown with the rest */
 let people;
 
 function render() {
@@ -1162,10 +1162,20 @@ async function watchReply(sessionId, count, reply, key) {
       if (wait > WATCH_LONGEST_WAIT_MS) return outcome;
     }
   };
-  /** Given up: what is shown is the reply as far as it was read, not the reply; said so on it. */
+  /**
+   * Given up: what is shown is the reply as far as it was read, not the reply; said so on it. A
+   * session over meanwhile (gone: its user's data erased from another tab or device) is closed,
+   * the start form back, as after a message or an end that meets the same code.
+   */
   const giveUp = (failure) => {
     reply.item.classList.remove("streaming");
     reply.item.classList.add("failed");
+    const over = SESSION_OVER.get(failure.code);
+    if (over) {
+      addNote(reply.item, "(incomplete: the session is over)");
+      closeSession({ error: errorText(failure), status: over });
+      return;
+    }
     addNote(reply.item, "(incomplete: the rest could not be read; open the conversation again to see the reply as stored)");
     update({ phase: "active", error: errorText(failure), status: "The reply could not be followed to its end." });
   };
@@ -1174,6 +1184,8 @@ async function watchReply(sessionId, count, reply, key) {
     if (outcome === undefined) return;
     if ("failure" in outcome) {
       giveUp(outcome.failure);
+      // The list says it too (ended, expired, or no longer there).
+      if (SESSION_OVER.has(outcome.failure.code)) void loadConversations();
       return;
     }
     const writing = outcome.body.partials.find((partial) => partial.key === key);
@@ -1260,6 +1272,8 @@ async function eraseData() {
       ui.log.replaceChildren();
       // A read of the list sent before the erasure and answered after it would list the erased conversations again.
       dropListReads();
+      // The erasure took every connection of the user's, with their messages: the People panel lets go of them.
+      people?.erased();
       update({
         busy: "",
         phase: "idle",

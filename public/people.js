@@ -164,9 +164,19 @@ export function startPeople(shared) {
   class CallFailure extends Error {
     constructor(failure, unsure) {
       super(shared.errorText(failure));
+      this.code = failure.code;
       this.unsure = unsure;
     }
   }
+
+  /** Whether a call met a connection that no longer exists: erased, with its messages, by either of its users. */
+  const isGone = (error) => error instanceof CallFailure && error.code === "CONNECTION_NOT_FOUND";
+
+  /** A read's catch: a conversation that no longer exists is closed, its failure said as any other. */
+  const closedIfGone = (connectionId) => (error) => {
+    if (isGone(error)) closeConversation(connectionId);
+    throw error;
+  };
 
   /** One API call; its JSON body, or throws its CallFailure. */
   async function call(url, method, json, headers = {}) {
@@ -243,6 +253,8 @@ export function startPeople(shared) {
     }
     const open = state.open && body.connections.find((connection) => connection.connection_id === state.open?.id);
     if (open && state.open && open.status !== state.open.status) update({ open: { ...state.open, status: open.status } });
+    // A whole list (one page) without the open conversation: it was erased, by either user.
+    else if (state.open && !open && body.next_cursor === null) closeConversation(state.open.id);
   }
 
   /** Shows the connections after those shown ("Show older connections"), following the list's cursor. */
@@ -352,12 +364,43 @@ export function startPeople(shared) {
     // Loaded once for every conversation opened; a load that failed is tried again at the next one.
     await shared.loadOnce("database", `/__/firebase/${shared.sdkVersion}/firebase-database-compat.js`);
     const database = firebase.database();
-    if (!database.__chatifyEmulator) {
+    if (!database.__chatifySetUp) {
+      // Before the first ref (the SDK warns after it). The Realtime Database SDK (firebase 12.19.0,
+      // @firebase/database 1.1.5) records one failed WebSocket attempt in localStorage
+      // (firebase:previous_websocket_failure) and from then on connects by long polling, which
+      // loads /.lp scripts from the database host: the page's policy (script-src 'self') refuses
+      // them, for good. WebSockets only, an attempt that fails is simply made again.
+      database.INTERNAL.forceWebSockets();
       const [host, port] = emulator.split(":");
       database.useEmulator(host, Number(port));
-      database.__chatifyEmulator = true;
+      database.__chatifySetUp = true;
     }
     return database;
+  }
+
+  /**
+   * Closes the open conversation if it is `connectionId`'s (any, without one): it no longer
+   * exists, so none of its messages stays on view and its box is not offered.
+   */
+  function closeConversation(connectionId) {
+    if (!state.open || (connectionId !== undefined && state.open.id !== connectionId)) return;
+    unfollow();
+    state.givenBack.delete(state.open.id);
+    ui.message.value = "";
+    ui.log.replaceChildren();
+    update({ open: undefined });
+  }
+
+  /**
+   * The user's data was erased (app.js, "Erase my data"): every connection they are part of with
+   * it, so the panel lets go of them all, and shows no list read sent before.
+   */
+  function erased() {
+    afterAction();
+    closeConversation();
+    state.drafts.clear();
+    state.givenBack.clear();
+    update({ connections: [], connectionsNext: null, olderShown: false });
   }
 
   /** Listens to the connection's messages and to its state (its journal holds those committed and not copied yet). */
@@ -396,7 +439,7 @@ export function startPeople(shared) {
     const next = async () => {
       if (stopped) return;
       await read(async () => {
-        const body = await call(withActor(`${urls().messages(connectionId)}?limit=100`), "GET");
+        const body = await call(withActor(`${urls().messages(connectionId)}?limit=100`), "GET").catch(closedIfGone(connectionId));
         received(connectionId, Object.fromEntries(body.messages.map((message) => [message.id, message])), undefined);
         // The first read says where the messages before it start; later ones only add the newest.
         if (state.open?.id === connectionId && state.open.earlier === undefined) update({ open: { ...state.open, earlier: body.next_before } });
@@ -418,7 +461,7 @@ export function startPeople(shared) {
     if (!conversation || cursor === null || cursor === undefined || readingEarlier === cursor) return;
     readingEarlier = cursor;
     try {
-      const body = await call(withActor(`${urls().messages(conversation.id)}?limit=100&before=${String(cursor)}`), "GET");
+      const body = await call(withActor(`${urls().messages(conversation.id)}?limit=100&before=${String(cursor)}`), "GET").catch(closedIfGone(conversation.id));
       // Answered late: another conversation opened meanwhile, or these messages already shown by an earlier click.
       if (state.open?.id !== conversation.id || state.open.earlier !== cursor) return;
       received(conversation.id, Object.fromEntries(body.messages.map((message) => [message.id, message])), undefined);
@@ -450,6 +493,12 @@ export function startPeople(shared) {
         const body = await call(urls().messages(conversation.id), "POST", { message: text }, { "Idempotency-Key": key });
         received(conversation.id, { [body.message.id]: body.message }, undefined);
       } catch (error) {
+        // Erased meanwhile: there is no one to send it to, nor a box to give it back to.
+        if (isGone(error)) {
+          closeConversation(conversation.id);
+          state.drafts.delete(conversation.id);
+          throw error;
+        }
         const said =
           error instanceof CallFailure && error.unsure
             ? `${error.message} Your message may have been sent all the same: sending it again unchanged is safe, it is not sent twice.`
@@ -588,5 +637,5 @@ export function startPeople(shared) {
     }
   });
   render();
-  return { render };
+  return { render, erased };
 }

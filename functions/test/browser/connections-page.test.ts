@@ -6,7 +6,7 @@ import { PROJECT_ROOT } from "../../src/local/project-files";
 import { startEmulatorProject, type EmulatorProject } from "../support/emulator-project";
 import { describeWithChromium, launchChromium, launchChromiumContexts, loseFirstPostAnswer, type LaunchedBrowser } from "../support/chromium";
 import { ApiUser, HOSTING_ROUTES } from "../support/connection-api";
-import { startHarness, type Harness } from "../support/http-harness";
+import { ROUTES, startHarness, type Harness } from "../support/http-harness";
 import { describeWithRtdb } from "../support/rtdb";
 import { CuttingProxy, firstHalf } from "../support/cutting-proxy";
 
@@ -111,7 +111,9 @@ describeWithChromium("the People panel, when a send's answer is cut on the way b
  * with the database stand-in (rtdb-wire, its security rules loaded from database.rules.json) and
  * ID tokens from the Auth emulator: one asks, the other accepts, and they exchange messages that
  * each sees arrive live through the Realtime Database SDK (the page polls nothing then), under
- * the rules that let the two of them, and only them, read the connection.
+ * the rules that let the two of them, and only them, read the connection. A WebSocket attempt that
+ * fails does not send the SDK to long polling, which the page's policy refuses
+ * (docs/web-page-security.md): the page calls forceWebSockets().
  */
 describeWithChromium("two users chatting live on the chat page", () => {
   describeWithRtdb("in Chromium, on the database stand-in with its rules, signed in on the Auth emulator", () => {
@@ -132,7 +134,8 @@ describeWithChromium("two users chatting live on the chat page", () => {
         body: readFileSync(join(PROJECT_ROOT, "database.rules.json"), "utf8"),
       });
       expect(rules.status).toBe(200);
-      browser = await launchChromiumContexts(2, { width: 390, height: 844 });
+      // Two people per test, each with a browser (and a signed-in user) of their own.
+      browser = await launchChromiumContexts(4, { width: 390, height: 844 });
       for (const context of browser.contexts) await recordCspViolations(context);
     }, 120_000);
     afterAll(async () => {
@@ -144,7 +147,7 @@ describeWithChromium("two users chatting live on the chat page", () => {
     }, 30_000);
 
     it("asks, accepts, and exchanges messages that arrive live on the other page, in one order", async () => {
-      const [ann, ben] = await Promise.all(browser.contexts.map((context) => context.newPage()));
+      const [ann, ben] = await Promise.all(browser.contexts.slice(0, 2).map((context) => context.newPage()));
       const annId = await openPeople(ann!, harness.api.baseUrl);
       const benId = await openPeople(ben!, harness.api.baseUrl);
       expect(annId).not.toBe(benId);
@@ -181,6 +184,59 @@ describeWithChromium("two users chatting live on the chat page", () => {
       // The database's WebSocket, the SDK's scripts and the emulators ran under the page's policy.
       for (const page of [ann!, ben!]) expect(await page.evaluate("window.cspViolations")).toEqual([]);
     }, 90_000);
+
+    it("still shows the other user's messages live, under the page's policy, when its first WebSocket attempt to the database is cut", async () => {
+      const [annContext, benContext] = browser.contexts.slice(2);
+      // Ben's first WebSocket to the database is cut as it opens (a network blip); every later one goes through.
+      let attempts = 0;
+      await benContext!.routeWebSocket(/\/\.ws\?/, (ws) => {
+        attempts++;
+        if (attempts === 1) {
+          void ws.close();
+          return;
+        }
+        ws.connectToServer();
+      });
+      const [ann, ben] = await Promise.all([annContext!.newPage(), benContext!.newPage()]);
+      // The policy's refusals in the frames the SDK's long polling makes are said on the console (their own documents' events are not the page's).
+      const refused: string[] = [];
+      ben.on("console", (message) => {
+        if (message.text().includes("Content Security Policy")) refused.push(message.text());
+      });
+      await openPeople(ann, harness.api.baseUrl);
+      const benId = await openPeople(ben, harness.api.baseUrl);
+
+      await ann.fill("#connect-user", benId);
+      await ann.click("#connect-button");
+      await ann.waitForSelector("#connections li[data-status=pending]");
+      await ben.click("#connections-refresh");
+      await ben.click("#connections li[data-status=pending] button.accept");
+      await ben.waitForSelector("#connections li[data-status=accepted]");
+      await ben.click("#connections li[data-status=accepted] button.open");
+      await ann.click("#connections-refresh");
+      await ann.click("#connections li[data-status=accepted] button.open");
+      await Promise.all([ann.waitForSelector("#people[data-live=true]"), ben.waitForSelector("#people[data-live=true]")]);
+
+      await type(ann, "Hello Ben");
+      const hello = "#people-log li[data-id=m000000001] .text:text-is('Hello Ben')";
+      const arrives = async (): Promise<boolean> =>
+        ben.waitForSelector(hello, { timeout: 15_000 }).then(
+          () => true,
+          () => false,
+        );
+      const live = await arrives();
+      // Reloaded, with no network trouble since: the SDK (without forceWebSockets) remembers the failed attempt in localStorage, and polls again.
+      await ben.reload();
+      await ben.waitForSelector("body[data-ready=true]");
+      await ben.waitForSelector("#identity:has-text('signed in anonymously')", { state: "attached", timeout: 30_000 });
+      await ben.click("#people summary");
+      await ben.click("#connections-refresh");
+      await ben.click("#connections li[data-status=accepted] button.open");
+      await ben.waitForSelector("#people[data-live=true]");
+      const afterReload = await arrives();
+      expect({ cut: attempts >= 1, live, afterReload, refused: refused.slice(0, 1) }).toEqual({ cut: true, live: true, afterReload: true, refused: [] });
+      expect(await ben.evaluate("window.cspViolations")).toEqual([]);
+    }, 90_000);
   });
 });
 
@@ -194,7 +250,8 @@ describeWithChromium("two users chatting live on the chat page", () => {
  * said of a failure stays until the visitor acts, whatever the background reads (the list every
  * 4 s, a polled conversation every 2 s) meet meanwhile. An action runs once however often its
  * button is clicked, and a background read answered late never undoes it. The list and a
- * conversation are shown whole, page by page (Show older connections, Show earlier messages).
+ * conversation are shown whole, page by page (Show older connections, Show earlier messages). A
+ * conversation erased (by "Erase my data", of either user) is closed once the panel learns it.
  */
 describeWithChromium("the People panel, polled through the API", () => {
   let harness: Harness;
@@ -482,4 +539,88 @@ describeWithChromium("the People panel, polled through the API", () => {
     const texts = await page.locator("#people-log li .text").allTextContents();
     expect(texts).toEqual(Array.from({ length: 105 }, (_, index) => `message ${String(index + 1)}`));
   }, 90_000);
+
+  /** `user`'s data erased elsewhere (another tab or device): every connection they are part of goes, with its messages. */
+  async function eraseElsewhere(user: ApiUser): Promise<void> {
+    expect((await harness.api.call("DELETE", `${ROUTES.erase}?user_id=${encodeURIComponent(user.id)}`)).status).toBe(200);
+  }
+
+  /** The panel's reads (GETs) of `pattern` get no answer (the network drops them); its other requests go through. */
+  async function unanswered(pattern: string): Promise<void> {
+    await page.route(pattern, (route) => (route.request().method() === "GET" ? route.abort() : route.continue()));
+  }
+
+  /** What the panel shows of a conversation: its messages, whether it is on view, whether its message box is offered. */
+  async function conversationShown(): Promise<{ messages: number; onView: boolean; boxOffered: boolean }> {
+    return {
+      messages: await page.locator("#people-log li").count(),
+      onView: await page.isVisible("#conversation"),
+      boxOffered: (await page.isVisible("#people-message")) && (await page.isEnabled("#people-message")),
+    };
+  }
+  const closed = { messages: 0, onView: false, boxOffered: false };
+
+  /** Ann and Ben, connected, Ben's message stored, `reader`'s panel open on their conversation with it shown. */
+  async function conversationWithMessage(reader: "ann" | "ben"): Promise<{ readonly ann: ApiUser; readonly ben: ApiUser; readonly id: string }> {
+    const [ann, ben] = usersOf("ann", "ben");
+    const id = await ann.connectWith(ben);
+    expect((await ben.send(id, "My secret: the door code is 4711")).status).toBe(201);
+    await openAs(reader === "ann" ? ann : ben, id);
+    await page.waitForSelector("#people-log li[data-id=m000000001] .text:text-is('My secret: the door code is 4711')");
+    return { ann, ben, id };
+  }
+
+  it("lets go of every conversation at once when the visitor erases their data: no erased message on view, no box offered, none back on the next list read", async () => {
+    const { ann, ben, id } = await conversationWithMessage("ann");
+
+    await page.click(".settings summary");
+    await page.click("#erase-data");
+    await page.click("#erase-yes");
+    await page.waitForSelector("#status:has-text('Your data was erased')");
+    expect({ ...(await conversationShown()), listed: await page.locator("#connections li").count() }).toEqual({ ...closed, listed: 0 });
+    expect((await ben.read(id)).status).toBe(404);
+    expect((await ann.list()).body.connections).toEqual([]);
+
+    // The list read again holds nothing either.
+    await page.click("#connections-refresh");
+    await settled(page);
+    expect({ ...(await conversationShown()), listed: await page.locator("#connections li").count() }).toEqual({ ...closed, listed: 0 });
+  }, 60_000);
+
+  it("closes a conversation the other user's erasure removed once the list, read again whole, no longer holds it", async () => {
+    const { ann, id } = await conversationWithMessage("ben");
+    // Only the list can tell: the conversation's own reads get no answer.
+    await unanswered(`**/connections/${id}/messages?*`);
+    await eraseElsewhere(ann);
+
+    await page.click("#connections-refresh");
+    await page.waitForSelector("#connections li", { state: "detached" });
+    await settled(page);
+    expect(await conversationShown()).toEqual(closed);
+  }, 60_000);
+
+  it("closes a conversation the other user's erasure removed when its read answers 404 CONNECTION_NOT_FOUND, saying so", async () => {
+    const { ann } = await conversationWithMessage("ben");
+    // Only the conversation's read (every 2 s) can tell: the list's reads get no answer.
+    await unanswered("**/api/v1/connections?*");
+    await eraseElsewhere(ann);
+
+    await page.waitForSelector("#people-error:has-text('CONNECTION_NOT_FOUND')", { timeout: 10_000 });
+    await settled(page);
+    expect(await conversationShown()).toEqual(closed);
+  }, 60_000);
+
+  it("closes a conversation the other user's erasure removed when a message sent there answers 404 CONNECTION_NOT_FOUND, saying so", async () => {
+    const { ann, id } = await conversationWithMessage("ben");
+    // Only the send can tell: the panel's reads get no answer.
+    await unanswered("**/api/v1/connections?*");
+    await unanswered(`**/connections/${id}/messages?*`);
+    await eraseElsewhere(ann);
+
+    await type(page, "Are you still there?");
+    await page.waitForSelector("#people-error:has-text('CONNECTION_NOT_FOUND')", { timeout: 10_000 });
+    await settled(page);
+    // Not given back: there is no one to send it to.
+    expect({ ...(await conversationShown()), box: await page.inputValue("#people-message") }).toEqual({ ...closed, box: "" });
+  }, 60_000);
 });

@@ -476,6 +476,58 @@ describeWithChromium("your conversations and data on the chat page, in Chromium"
       await page.close();
     }, 90_000);
 
+    it("goes back to the start form when the session of the reply it picked up no longer exists (erased from another tab: 404 SESSION_NOT_FOUND)", async () => {
+      harness.fake.reset();
+      const userId = `user_${randomUUID().slice(0, 8)}`;
+      const sessionId = await createSession(harness.api, "friendly-assistant", userId);
+      harness.fake.enqueue({ kind: "stream", chunks: SLOW_REPLY, chunkDelayMs: 300 });
+      // Another tab sends a message whose reply is written slowly.
+      const { app, database } = webClient(harness.namespace ?? "");
+      const watcher = new SessionWatcher(database, sessionId);
+      const slow = harness.api.call("POST", ROUTES.message(sessionId), { user_id: userId, message: "Take your time" });
+      try {
+        await watcher.until((seen) => seen.partials.length === 1);
+      } finally {
+        watcher.close();
+        await deleteApp(app);
+      }
+      // This page opens the conversation and follows the reply being written.
+      const page = await browser.context.newPage();
+      try {
+        await open(page, harness);
+        await page.fill("#user", userId);
+        await page.dispatchEvent("#user", "change");
+        await page.click(`#conversation-list li button[data-session-id="${sessionId}"]`);
+        await page.waitForSelector("body[data-state=watching]");
+
+        // The other tab erases the user's data meanwhile: the page's next read is answered 404.
+        expect((await harness.api.call("DELETE", `${ROUTES.erase}?user_id=${userId}`)).status).toBe(200);
+        await page.waitForSelector("#error:not([hidden])", { timeout: 20_000 });
+        expect((await harness.api.call("GET", `${ROUTES.get(sessionId)}?user_id=${userId}`)).status).toBe(404);
+        // As after a message or an end that meets SESSION_NOT_FOUND: the session is over, the start form back.
+        expect({
+          state: await page.getAttribute("body", "data-state"),
+          error: await page.textContent("#error"),
+          status: await page.textContent("#status"),
+          notes: await page.locator("#log .assistant.failed .note").allTextContents(),
+          startFormVisible: await page.isVisible("#start"),
+          composerEnabled: await page.isEnabled("#message"),
+        }).toEqual({
+          state: "ended",
+          error: "This session no longer exists (its data was erased, or it was deleted after its retention period). Start a new one to keep chatting.",
+          status: "The session no longer exists.",
+          notes: ["(incomplete: the session is over)"],
+          startFormVisible: true,
+          composerEnabled: false,
+        });
+        expect(await page.evaluate("window.cspViolations")).toEqual([]);
+      } finally {
+        await page.close();
+        // The other tab's request ends before the harness closes.
+        await slow;
+      }
+    }, 90_000);
+
     it("follows the reply it picked up, by its key, while another message's exchange lands first, until its own is stored", async () => {
       const userId = `user_${randomUUID().slice(0, 8)}`;
       // About 7.5 s, within the suite's 10 s model timeout: partial writes 2 s apart at most, several after the quick one lands.
