@@ -1,7 +1,11 @@
+import { randomUUID } from "node:crypto";
 import { catchUpCount, planPrompt, type PromptInput } from "../../src/session/prompt/context-window";
 import { SUMMARY_BATCH_MESSAGES, SUMMARY_INPUT_TOKENS, summaryMessage } from "../../src/session/prompt/rolling-summary";
 import { calibration, estimateMessageTokens, estimatePromptTokens, REPLY_PRIMING_TOKENS } from "../../src/session/prompt/token-estimate";
+import { MemoryStore } from "../../src/store/memory-store";
 import type { ChatMessage } from "../../src/store/records";
+import { DHIVEHI_SAMPLE } from "../support/o200k-scripts";
+import { tokenSuite, unlimitedUsage } from "../support/token-service";
 
 /** `count` alternating messages, user first, numbered from 1 so their order shows. */
 function history(count: number): ChatMessage[] {
@@ -246,5 +250,42 @@ describe("catchUpCount: what a prompt sends besides its window while the summary
     // The big one ends the run, though the short ones before it would fit: no hole in what is sent.
     expect(catchUpCount([...history(4), big, ...history(2)])).toBe(2);
     expect(catchUpCount([...history(2), big])).toBe(0);
+  });
+});
+
+/**
+ * Through the session service and a fake OpenAI reporting true o200k counts: the window is fitted
+ * with estimates, which count high, times the session's calibration (the provider's count over
+ * the estimate, clamped to 0.5 - 1.5, x 1.1); a script the estimate counted at a quarter would
+ * overshoot the budget, beyond what the clamp corrects.
+ */
+describe("the token window of a session, on Dhivehi messages", () => {
+  const suite = tokenSuite();
+  const message = (i: number) => `m${i}: ${DHIVEHI_SAMPLE.repeat(8)}`;
+  /** o200k counts (gpt-tokenizer 4.0.0, encoding o200k_base) of every text these prompts hold. */
+  const TRUE_TOKENS = new Map<string, number>([["You are brief.", 4], ["ok", 1], ...Array.from({ length: 9 }, (_, i) => [message(i + 1), 1_836] as [string, number])]);
+  /** OpenAI's prompt count: 3 to prime the reply, 4 per message and its content (what encodeChat counts for gpt-4o-mini). */
+  const truePromptTokens = (messages: readonly { readonly content: string }[]) => messages.reduce((sum, m) => {
+    const tokens = TRUE_TOKENS.get(m.content);
+    if (tokens === undefined) throw new Error(`no measured count for ${m.content.slice(0, 20)}`);
+    return sum + 4 + tokens;
+  }, 3);
+
+  it("keeps each prompt's true size within context_tokens, the calibration learning from OpenAI's reports", async () => {
+    const BUDGET = 8_000;
+    const store = new MemoryStore();
+    await store.seedTemplates({ t: { name: "Brief", personalityPrompt: "You are brief.", context_window: 20, context_tokens: BUDGET, max_tokens: 50 } });
+    const chat = suite.service(store, unlimitedUsage());
+    const { sessionId } = await chat.create({ userId: `user-${randomUUID()}`, templateId: "t" });
+    const sizes: number[] = [];
+    suite.fake.chaos = (request) => {
+      const prompt = truePromptTokens(request.body.messages);
+      sizes.push(prompt);
+      return { kind: "reply", text: "ok", usage: { prompt_tokens: prompt, completion_tokens: 1 } };
+    };
+    for (let i = 1; i <= 9; i += 1) await chat.send({ sessionId, message: message(i) });
+    // No message alone is over the budget (1,851 tokens with the system prompt), so no prompt may be.
+    expect(sizes).toHaveLength(9);
+    expect(sizes.filter((size) => size > BUDGET)).toEqual([]);
   });
 });

@@ -305,7 +305,7 @@ describe("the deployment cap's settlement", () => {
 
 /**
  * Through the session service: a cold instance reserves the count window at its longest
- * (context_window up to 200 messages of MAX_MESSAGE_CHARS each), 200 x 8,005 tokens = 1.6M, more
+ * (context_window up to 200 messages of MAX_MESSAGE_CHARS each), 200 x 12,005 tokens = 2.4M, more
  * than one shard's eighth of a 10M cap.
  */
 describe("the deployment cap's top-up before the model call", () => {

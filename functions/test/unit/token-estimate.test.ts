@@ -14,6 +14,7 @@ import {
   REPLY_PRIMING_TOKENS,
   TOKENS_PER_MESSAGE,
 } from "../../src/session/prompt/token-estimate";
+import { SCRIPT_MESSAGES } from "../support/o200k-scripts";
 
 // True counts: gpt-tokenizer 4.0.0, encoding o200k_base, measured once outside the project (test/fixtures/README.md).
 const entries: readonly { kind: string; text: string; tokens: number }[] = corpus;
@@ -34,6 +35,12 @@ describe("estimateTokens against o200k_base counts", () => {
     expect(estimateTokens(text) * ESTIMATE_MARGIN).toBeGreaterThanOrEqual(tokens);
   });
 
+  it.each(SCRIPT_MESSAGES)("never counts fewer tokens than o200k for a message of 4,000 units in $script ($tokens tokens), nor more than MAX_OVERCOUNT times that", ({ text, tokens }) => {
+    expect(text.length).toBeLessThanOrEqual(4_000);
+    expect(estimateTokens(text)).toBeGreaterThanOrEqual(tokens);
+    expect(estimateTokens(text)).toBeLessThanOrEqual(estimateBound(tokens, undefined));
+  });
+
   it("does not over-count grossly: median ratio at most 1.35, English prose at most 1.4 but one line of long words", () => {
     expect(median(entries.map(({ text, tokens }) => estimateTokens(text) / tokens))).toBeLessThanOrEqual(1.35);
     const prose = entries.filter((entry) => entry.kind === "prose").map(({ text, tokens }) => estimateTokens(text) / tokens);
@@ -44,12 +51,17 @@ describe("estimateTokens against o200k_base counts", () => {
 
 describe("estimateTokens", () => {
   it("prices a text of n UTF-16 units at most MAX_TOKENS_PER_CHAR x n + 1 (the deployment cap's reservation counts on it)", () => {
-    const priciest = fc.constantFrom("∑", "₀", "✈", "😀", "🫠", "\u0301", "é", "a", "x", "!", "@", "\n", " ", "\t", "7", "中", "\ud83d");
+    const priciest = fc.constantFrom("∑", "₀", "✈", "😀", "🫠", "𠀀", "\u{e0067}", "\u0301", "\u0361", "é", "ž", "ѣ", "ሀ", "ᄀ", "㐀", "⸮", "\ue000", "a", "x", "!", "@", "\n", " ", "\t", "7", "中", "\ud83d");
     fc.assert(
       fc.property(fc.oneof(fc.string({ unit: "binary" }), fc.string({ unit: priciest, maxLength: 200 })), (text) => estimateTokens(text) <= MAX_TOKENS_PER_CHAR * text.length + 1),
       { numRuns: 5_000 },
     );
-    expect(estimateTokens("∑".repeat(1_000))).toBe(MAX_TOKENS_PER_CHAR * 1_000);
+    expect(estimateTokens("\ue000".repeat(1_000))).toBe(MAX_TOKENS_PER_CHAR * 1_000);
+  });
+
+  it.each([["U+E000", "\ue000"], ["U+F8FF", "\uf8ff"]])("prices a text of private-use characters (%s) at most MAX_TOKENS_PER_CHAR x its units + 1", (_name, char) => {
+    const text = char.repeat(4_000);
+    expect(estimateTokens(text)).toBeLessThanOrEqual(MAX_TOKENS_PER_CHAR * text.length + 1);
   });
 
   it("is 0 for the empty text and 1 for a short word", () => {

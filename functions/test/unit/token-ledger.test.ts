@@ -8,6 +8,7 @@ import { userUsageSchema, type Template, type UserUsage } from "../../src/store/
 import type { UsageRule } from "../../src/store/session-store";
 import { lastUser } from "../support/fake-openai-server";
 import { POLICY as SESSION_POLICY } from "../support/fixtures";
+import { SCRIPT_MESSAGES } from "../support/o200k-scripts";
 import { tokenSuite, unlimitedUsage, usageOf } from "../support/token-service";
 
 const POLICY: UsagePolicy = { messagesPerMinute: 1_000, maxActiveSessions: 10, idleTtlMs: 3_600_000, tokensPerDay: 1_000 };
@@ -642,5 +643,28 @@ describe("the daily token ledger through the session service", () => {
       // The last prompt sent every earlier exchange: four, where the window holds one.
       expect(suite.fake.requests.filter((request) => !isSummary(request)).at(-1)!.body.messages).toHaveLength(1 + 8 + 1);
     });
+  });
+});
+
+/**
+ * With OpenAI's reports (o200k counts, which the estimate does not pass), the day counts what was
+ * spent: a message's reservation holds it, and the report is within the bounds it is believed in.
+ */
+describe("the daily token ledger with OpenAI's reports, on messages in scripts o200k splits into bytes", () => {
+  const suite = tokenSuite();
+
+  it.each(SCRIPT_MESSAGES)("counts against USER_TOKENS_PER_DAY what OpenAI billed for a message in $script, its report believed", async ({ text, promptTokens }) => {
+    const store = new MemoryStore();
+    await store.seedTemplates({ t: { name: "Brief", personalityPrompt: "You are brief.", context_window: 10, max_tokens: 50 } });
+    // A limit far away, so that it is the count, not a refusal, that is under test.
+    const chat = suite.service(store, { ...unlimitedUsage(), tokensPerDay: 1_000_000 });
+    const userId = `user-${randomUUID()}`;
+    const { sessionId } = await chat.create({ userId, templateId: "t" });
+    // What OpenAI reports for this prompt: its o200k count, and a 1-token reply.
+    suite.fake.chaos = () => ({ kind: "reply", text: "ok", usage: { prompt_tokens: promptTokens, completion_tokens: 1 } });
+    const answer = await chat.send({ sessionId, message: text });
+    expect(answer.usage).toMatchObject({ prompt_tokens: promptTokens, completion_tokens: 1 });
+    expect(answer.usage?.estimated).toBeUndefined();
+    expect((await usageOf(store, userId))?.daily?.tokens).toBe(promptTokens + 1);
   });
 });
