@@ -460,8 +460,14 @@ export class ConnectionService {
 
   /** The first answer again: a message's position is the connection's count once it was stored, whatever came after. */
   private async replay(input: { readonly userId: string; readonly connectionId: string; readonly text: string }, position: number): Promise<SentMessage> {
-    const stored = await this.options.store.readConnectionMessage(input.connectionId, position);
-    if (!stored) throw new StoreDataError(`connections/${input.connectionId}/messages`, `message ${position} named by an idempotency key is missing`);
+    const { store } = this.options;
+    const stored = await store.readConnectionMessage(input.connectionId, position);
+    if (!stored) {
+      // None either when the connection went since the key was found (an erasure between the two):
+      // that is the connection gone, not a message missing from one that holds its key.
+      if (!(await store.readConnectionState(input.connectionId))) throw this.gone(input.connectionId);
+      throw new StoreDataError(`connections/${input.connectionId}/messages`, `message ${position} named by an idempotency key is missing`);
+    }
     if (stored.sender_id !== input.userId || stored.content !== input.text) throw new IdempotencyKeyReusedError();
     return { connectionId: input.connectionId, position, message: stored, messageCount: position, replayed: true };
   }

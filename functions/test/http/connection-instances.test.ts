@@ -74,6 +74,30 @@ describeEachStore("connections across instances", (kind) => {
     }
     expect(connectionOf(await ben.get(id))).toMatchObject({ message_count: 50 });
   });
+
+  // docs/connections.md, "Erasure": a message is stored and erased with the connection, or refused 404 once it is gone.
+  it("answers a keyed retry 404 CONNECTION_NOT_FOUND when the other user's erasure takes the connection between the retry's finding its key and reading the message back", async () => {
+    const { harness, second } = instances;
+    const tag = randomUUID().slice(0, 8);
+    const ann = new ApiUser(`ann-${tag}`, harness.api, HOSTING_ROUTES);
+    const ben = new ApiUser(`ben-${tag}`, second, HOSTING_ROUTES);
+    const id = await ann.connectWith(ben);
+    const key = { "Idempotency-Key": `key-${tag}` };
+    expect((await ann.send(id, "hello", key)).status).toBe(201);
+    // The first answer was lost: her client sends it again with the same key.
+    const held = holdFirstCall(harness.api.connectionStore, "readConnectionMessage");
+    try {
+      const retry = ann.send(id, "hello", key);
+      await held.reached;
+      expect((await second.call("DELETE", `${ROUTES.erase}?user_id=${ben.id}`)).status).toBe(200);
+      held.open();
+      const answer = await retry;
+      expect({ status: answer.status, code: answer.body.error?.code }).toEqual({ status: 404, code: "CONNECTION_NOT_FOUND" });
+    } finally {
+      held.restore();
+    }
+    expect((await ann.send(id, "hello", key)).body.error?.code).toBe("CONNECTION_NOT_FOUND");
+  });
 });
 
 /**
