@@ -259,8 +259,10 @@ export class SessionService {
     // of a session that expired. Either way it is closed for good, so releasing it is sure and
     // idempotent. An expired session's count may outlive its expiry (a message that failed near the
     // TTL counted it from its arrival, and its give-back may be lost): the user's end frees the slot
-    // at once. A lost release only delays the slot: an unused session stops counting after the idle TTL.
-    await store.updateUsage(owner, releaseEnded(sessionId, now, usage)).catch(() => undefined);
+    // at once. A failed release fails the end (503): an answered end, 200 or 410, is one no client
+    // retries, so it would hold the slot until the idle TTL; the retry finds the session closed
+    // (410) and releases it.
+    await store.updateUsage(owner, releaseEnded(sessionId, now, usage));
     if (outcome.kind === "closed") throw new SessionClosedError(outcome.status);
     return { sessionId, meta, state: result.state };
   }

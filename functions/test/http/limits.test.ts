@@ -297,6 +297,38 @@ describeEachStore("the active-session limit at one session", (kind) => {
     }).toEqual({ status: 410, code: "SESSION_ENDED", modelCalled: false, overLimitBy: 0 });
   });
 
+  // An answered end (200, or 410 to a repeat) is one no client retries: answered while its release
+  // failed, the slot stayed taken until the idle TTL. What a client does: retries a 503, then creates.
+  it.each([
+    ["an end", false],
+    ["a repeated end, the first's answer lost,", true],
+  ] as const)("answers 503 to %s whose release of the user's slot fails, and its retry, 410, frees the slot for the next create", async (_name, firstLost) => {
+    const user = newUser();
+    const id = String((await create(user)).body.session_id);
+    const store = faults[0]!;
+    store.reset();
+    const outcomes: string[] = [];
+    const outcome = (answer: Answer) => `${answer.status} ${answer.body.error?.code ?? ""}`.trim();
+    if (firstLost) {
+      store.arm("updateState", "after");
+      outcomes.push(outcome(await harness.api.call("DELETE", ROUTES.end(id))));
+    }
+    // The end's state transaction lands (or landed); the release of the user's count is never sent.
+    store.arm("updateUsage", "before");
+    let answer = await harness.api.call("DELETE", ROUTES.end(id));
+    outcomes.push(outcome(answer));
+    while (answer.status === 503 && outcomes.length < 4) {
+      answer = await harness.api.call("DELETE", ROUTES.end(id));
+      outcomes.push(outcome(answer));
+    }
+    outcomes.push(outcome(await create(user)));
+    expect({ failed: store.failed, status: (await harness.api.store.readSessionState(id))?.status }).toEqual({
+      failed: firstLost ? ["updateState", "updateUsage"] : ["updateUsage"],
+      status: "ended",
+    });
+    expect(outcomes).toEqual([...(firstLost ? ["503 DATABASE_UNAVAILABLE"] : []), "503 DATABASE_UNAVAILABLE", "410 SESSION_ENDED", "201"]);
+  });
+
   it.each([
     ["expired", "SESSION_EXPIRED"],
     ["ended", "SESSION_ENDED"],
