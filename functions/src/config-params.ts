@@ -1,4 +1,5 @@
 import { defineBoolean, defineInt, defineSecret, defineString, select } from "firebase-functions/params";
+import { largestMessageBodyBytes } from "./http/message-body";
 
 /**
  * Every tunable of the service, declared once.
@@ -37,13 +38,14 @@ export const INT_PARAMS = {
     default: 4_000,
     min: 1,
     max: 100_000,
-    description: "Longest accepted user message, in characters.",
+    description: `Longest accepted user message, in characters (UTF-16 units); MAX_BODY_BYTES must be at least 6 x this + ${largestMessageBodyBytes(0)}.`,
   },
   MAX_BODY_BYTES: {
     default: 32_768,
-    min: 256,
+    // The round size above largestMessageBodyBytes(1), 1396: below it no body carries even a one-unit message, which config.ts refuses.
+    min: 2_048,
     max: 10_485_760,
-    description: "Largest accepted request body, in bytes (413 above it).",
+    description: `Largest accepted request body, in bytes (413 above it); at least 6 x MAX_MESSAGE_CHARS + ${largestMessageBodyBytes(0)}, the largest body a message can need.`,
   },
   DB_TIMEOUT_MS: {
     default: 5_000,

@@ -1,5 +1,6 @@
 import { BOOLEAN_PARAMS, DECLARED_SERVICE_PARAMS, INT_PARAMS, STRING_PARAMS, type BooleanParamName, type IntParamName, type StringParamName } from "./config-params";
 import { DEPLOY_PARAMS, type DeployParamName, type DeployParamSpec } from "./function-options";
+import { largestMessageBodyBytes, longestMessageCarried } from "./http/message-body";
 import { parseDatabaseInstances } from "./sharding/database-instances";
 import { hasCredentials, withoutCredentials } from "./url-credentials";
 
@@ -85,8 +86,15 @@ type Env = Readonly<Record<string, string | undefined>>;
 const INT_SPECS: Readonly<Record<IntParamName | DeployParamName, DeployParamSpec>> = { ...INT_PARAMS, ...DEPLOY_PARAMS };
 
 function intParam(env: Env, name: IntParamName | DeployParamName): number {
-  const spec = INT_SPECS[name];
-  const raw = env[name];
+  return integerSetting(name, env[name], INT_SPECS[name]);
+}
+
+/**
+ * The integer setting `name` set to `raw`, read as every int param is: unset or blank is the
+ * default; anything else must be an integer in the range (and one of the choices, if any), or a
+ * ConfigError names the setting and the value. Exported for the settings of `npm start` (PORT).
+ */
+export function integerSetting(name: string, raw: string | undefined, spec: Pick<DeployParamSpec, "default" | "min" | "max" | "choices">): number {
   if (raw === undefined || raw.trim() === "") return spec.default;
   // Plain parsing, not zod: this runs at instance start, where every loaded module costs.
   const value = /^[+-]?\d+$/.test(raw.trim()) ? Number(raw.trim()) : Number.NaN;
@@ -171,6 +179,24 @@ function parseCorsOrigins(raw: string): "*" | string[] {
   return [...new Set(origins)];
 }
 
+/**
+ * MAX_MESSAGE_CHARS and MAX_BODY_BYTES, each in its range, and bodies large enough for the longest
+ * message: read apart, a MAX_MESSAGE_CHARS raised alone would be accepted at start and its long
+ * messages answered 413 PAYLOAD_TOO_LARGE.
+ */
+function messageLimits(env: Env): Pick<Config, "maxMessageChars" | "maxBodyBytes"> {
+  const maxMessageChars = intParam(env, "MAX_MESSAGE_CHARS");
+  const maxBodyBytes = intParam(env, "MAX_BODY_BYTES");
+  const needed = largestMessageBodyBytes(maxMessageChars);
+  if (maxBodyBytes < needed) {
+    throw new ConfigError(
+      `MAX_BODY_BYTES (${maxBodyBytes}) is too small for MAX_MESSAGE_CHARS (${maxMessageChars}): a message that long can need a body of ${needed} bytes ` +
+        `(up to 6 bytes a character in JSON, \\uXXXX, and the other fields); raise MAX_BODY_BYTES to at least ${needed}, or lower MAX_MESSAGE_CHARS to at most ${longestMessageCarried(maxBodyBytes)}`,
+    );
+  }
+  return { maxMessageChars, maxBodyBytes };
+}
+
 /** The deploy knobs, each in its range, and no more warm instances than instances at all. */
 function deployKnobs(env: Env): Config["deploy"] {
   const knobs = {
@@ -200,8 +226,7 @@ export function resolveConfig(env: Env = process.env, defaults: { requireAuth?: 
       maxRetryWaitMs: intParam(env, "OPENAI_MAX_RETRY_WAIT_MS"),
     },
     contextWindowMessages: intParam(env, "CONTEXT_WINDOW_MESSAGES"),
-    maxMessageChars: intParam(env, "MAX_MESSAGE_CHARS"),
-    maxBodyBytes: intParam(env, "MAX_BODY_BYTES"),
+    ...messageLimits(env),
     corsOrigins: parseCorsOrigins(stringParam(env, "CORS_ORIGINS")),
     dbTimeoutMs: intParam(env, "DB_TIMEOUT_MS"),
     sessionIdleTtlMs: intParam(env, "SESSION_IDLE_TTL_MINUTES") * 60_000,

@@ -2,6 +2,7 @@ import { SessionNotFoundError } from "../session/errors";
 import type { TokenUsage } from "../store/records";
 import { HttpError } from "./http-error";
 import type { HttpRequest } from "./http-types";
+import { IDEMPOTENCY_KEY_MAX_CHARS } from "./message-body";
 import { isSessionId, type RouteMatch } from "./routes";
 
 /** What every endpoint (sessions', conversations', connections') reads of a request, and writes into an answer, the same way. */
@@ -12,12 +13,14 @@ export function sessionIdOf(route: RouteMatch): string {
   return route.sessionId;
 }
 
+const IDEMPOTENCY_KEY = new RegExp(`^[\\x21-\\x7e]{1,${IDEMPOTENCY_KEY_MAX_CHARS}}$`);
+
 /** The request's `Idempotency-Key`: visible ASCII, at most 255 characters (as in the IETF draft and Stripe). */
 export function idempotencyKeyOf(request: HttpRequest): string | undefined {
   const key = request.headers["idempotency-key"];
   if (key === undefined) return undefined;
-  if (!/^[\x21-\x7e]{1,255}$/.test(key)) {
-    throw new HttpError("INVALID_IDEMPOTENCY_KEY", "Idempotency-Key must be 1 to 255 visible ASCII characters");
+  if (!IDEMPOTENCY_KEY.test(key)) {
+    throw new HttpError("INVALID_IDEMPOTENCY_KEY", `Idempotency-Key must be 1 to ${IDEMPOTENCY_KEY_MAX_CHARS} visible ASCII characters`);
   }
   return key;
 }

@@ -1,6 +1,7 @@
 import { z } from "zod";
 import { DATABASE_KEY } from "../store/records";
 import { HttpError, type FieldIssue } from "./http-error";
+import { USER_ID_MAX_CHARS } from "./message-body";
 
 /**
  * A string field whose absence and wrong type get distinct, readable messages. Lone surrogates
@@ -25,7 +26,7 @@ const CONTROL_CHARACTERS = /\p{Cc}/u;
 export const userIdField = stringField()
   .trim()
   .min(1, "must not be empty")
-  .max(128, "must be at most 128 characters")
+  .max(USER_ID_MAX_CHARS, `must be at most ${USER_ID_MAX_CHARS} characters`)
   .refine((value) => !CONTROL_CHARACTERS.test(value), "must not contain control characters");
 
 /** `user_id` is required without an ID token; with one, the session belongs to the token's user. */

@@ -1,5 +1,6 @@
 import type { Server } from "node:http";
-import { messageTokensConsumed } from "../config";
+import { isIPv6 } from "node:net";
+import { integerSetting, messageTokensConsumed } from "../config";
 import { functionsLog } from "../log/log";
 import { OFFLINE_PUSH_LABEL } from "../notify/offline-sender";
 import { createLocalInstance } from "./local-instance";
@@ -8,11 +9,15 @@ import { APP_CHECK_SITE_KEY_VARIABLE, defaultProjectId, hostingRewrites, localDa
 
 const REGION = "us-central1";
 
+/** PORT: 5000 unless set; 0 asks the system for a free port. */
+const LOCAL_PORT = { default: 5000, min: 0, max: 65_535 };
+
 /** `npm start`: every function on one port, offline. */
 async function main(): Promise<void> {
   const projectId = process.env.GCLOUD_PROJECT || defaultProjectId();
-  const host = process.env.HOST || "127.0.0.1";
-  const port = Number(process.env.PORT || 5000);
+  // Read as the params are (config.ts): blank is the default, 0 any free port, anything else not a port is refused by name.
+  const host = process.env.HOST?.trim() || "127.0.0.1";
+  const port = integerSetting("PORT", process.env.PORT, LOCAL_PORT);
   const local = await createLocalInstance(projectId, functionsLog);
   const site = localSite(projectId, process.env.FIREBASE_AUTH_EMULATOR_HOST, {
     appCheckSiteKey: process.env[APP_CHECK_SITE_KEY_VARIABLE],
@@ -24,7 +29,8 @@ async function main(): Promise<void> {
   const server = createLocalServer({ api: local.instance.api, maxBodyBytes: local.instance.config.maxBodyBytes, rewrites: hostingRewrites(), projectId, region: REGION, site });
   await listening(server, port, host);
   const address = server.address();
-  const base = `http://${host}:${typeof address === "object" && address ? address.port : port}`;
+  // An IPv6 address goes in brackets in a URL (RFC 3986): http://[::1]:5000, not http://::1:5000.
+  const base = `http://${isIPv6(host) ? `[${host}]` : host}:${typeof address === "object" && address ? address.port : port}`;
   const lines = [
     "Chatify Functions running locally",
     `  sessions: ${local.storeLabel}${local.seeded.length > 0 ? `; seeded templates: ${local.seeded.join(", ")}` : ""}`,

@@ -113,7 +113,8 @@ describe("local server limits", () => {
   const servers: Server[] = [];
 
   beforeAll(async () => {
-    harness = await startHarness({ store: "memory", env: { MAX_BODY_BYTES: String(MAX_BODY_BYTES) } });
+    // Messages as long as bodies this small carry, which an instance checks at start.
+    harness = await startHarness({ store: "memory", env: { MAX_BODY_BYTES: String(MAX_BODY_BYTES), MAX_MESSAGE_CHARS: "400" } });
   });
 
   afterAll(async () => {

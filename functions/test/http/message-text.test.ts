@@ -1,3 +1,5 @@
+import { ConfigError } from "../../src/config";
+import { largestMessageBodyBytes } from "../../src/http/message-body";
 import { createSession, describeEachStore, ROUTES, startHarness, type Harness } from "../support/http-harness";
 import { isRecord, messageKey, StoredView } from "../support/stored-view";
 
@@ -207,5 +209,35 @@ describeEachStore("a message with a lone surrogate", (kind) => {
     expect((await sendJson(id, '{"message":"x\\ud800"}')).status).toBe(400);
     expect((await harness.api.call("POST", ROUTES.create, { user_id: "u", template_id: "friendly-assistant" })).status).toBe(201);
     expect((await harness.api.call("POST", ROUTES.message(id), { message: "after" })).status).toBe(200);
+  });
+});
+
+/**
+ * MAX_MESSAGE_CHARS is carried by MAX_BODY_BYTES or refused at start: a message the config accepts
+ * is never answered 413 PAYLOAD_TOO_LARGE for its size (the bodies it can travel in are counted in
+ * test/unit/config.test.ts).
+ */
+describe("a message of MAX_MESSAGE_CHARS against MAX_BODY_BYTES", () => {
+  it("refuses to start with MAX_MESSAGE_CHARS raised alone past what the default MAX_BODY_BYTES carries, naming both and the bytes it needs", async () => {
+    const started = startHarness({ store: "memory", env: { MAX_MESSAGE_CHARS: "40000", USER_TOKENS_PER_DAY: "0" } });
+    await expect(started).rejects.toThrow(ConfigError);
+    await expect(started).rejects.toThrow(/^MAX_BODY_BYTES \(32768\) is too small for MAX_MESSAGE_CHARS \(40000\).*raise MAX_BODY_BYTES to at least 241390/);
+  });
+
+  it("accepts a message of MAX_MESSAGE_CHARS control characters, six bytes each in its JSON, at the least MAX_BODY_BYTES it starts with", async () => {
+    const chars = 40_000;
+    const harness = await startHarness({ store: "memory", env: { MAX_MESSAGE_CHARS: String(chars), MAX_BODY_BYTES: String(largestMessageBodyBytes(chars)), USER_TOKENS_PER_DAY: "0" } });
+    try {
+      const id = await createSession(harness.api);
+      const message = "\u0001".repeat(chars);
+      expect(JSON.stringify({ message }).length).toBeGreaterThan(6 * chars);
+      harness.fake.enqueue({ kind: "reply", text: "ok" });
+      const answer = await harness.api.call("POST", ROUTES.message(id), { message });
+      expect({ status: answer.status, code: answer.body.error?.code }).toEqual({ status: 200, code: undefined });
+      const tooLong = await harness.api.call("POST", ROUTES.message(id), { message: "a".repeat(chars + 1) });
+      expect({ status: tooLong.status, code: tooLong.body.error?.code }).toEqual({ status: 400, code: "INVALID_REQUEST" });
+    } finally {
+      await harness.close();
+    }
   });
 });

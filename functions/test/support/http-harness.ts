@@ -95,14 +95,14 @@ export async function startHarness(options: HarnessOptions): Promise<Harness> {
   const layout = options.store.startsWith("rtdb-2-") ? (options.store.slice("rtdb-2-".length) as ShardedLayout) : undefined;
   const shards = layout === undefined ? undefined : await ShardedRtdb.start(2, layout);
   const env = { OPENAI_TIMEOUT_MS: "3000", ...(shards ? { DATABASE_INSTANCES: shards.param } : {}), ...options.env };
-  const harnessConfig = serviceConfig(fake.baseUrl, env);
   const servers = new LocalServers();
   const rtdb = options.store === "rtdb" ? new RtdbInstances(freshNamespace("http"), options.databaseHost) : undefined;
   const memory = new MemoryStore();
   const memoryConnections = new MemoryConnectionStore();
 
   async function instance(own?: Record<string, string>): Promise<Instance> {
-    const config = own === undefined ? harnessConfig : serviceConfig(fake.baseUrl, { ...env, ...own });
+    // Read here, where a refused config closes what was started (below).
+    const config = serviceConfig(fake.baseUrl, own === undefined ? env : { ...env, ...own });
     const databases = shards?.databases(config.databaseInstances);
     const database = databases?.[0] ?? rtdb?.database();
     const base = databases ? shards!.store(config.dbTimeoutMs, databases) : database ? new RtdbStore(database, config.dbTimeoutMs) : memory;
@@ -142,8 +142,8 @@ export async function startHarness(options: HarnessOptions): Promise<Harness> {
     await rtdb?.close();
     await shards?.close();
   }
-  // A config the instance refuses at start (a time budget that does not fit) fails the suite's
-  // setup: what was started is closed, or the fake server keeps jest from exiting.
+  // A config the instance refuses at start (a param out of its range, a time budget that does not
+  // fit) fails the suite's setup: what was started is closed, or the fake server keeps jest from exiting.
   const api = await instance().catch(async (error: unknown) => {
     await close();
     throw error;

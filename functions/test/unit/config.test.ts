@@ -1,5 +1,7 @@
 import { ConfigError, DECLARED_PARAMS, resolveConfig, type Config } from "../../src/config";
+import { connectionBodies } from "../../src/http/connection-schemas";
 import { corsHeaders } from "../../src/http/cors";
+import { idempotencyKeyOf } from "../../src/http/endpoint-parts";
 
 /** Where each declared param lands in the resolved config, written back as the declared string form. */
 const READ_BACK: Readonly<Record<string, (config: Config) => string>> = {
@@ -178,10 +180,12 @@ describe("resolveConfig integer validation", () => {
   it.each(INT_PARAM_NAMES)("%s accepts its bounds and refuses one past them", (name) => {
     const { min, max } = declaredRange(name);
     expect(min).toBeLessThan(max);
-    // MIN_INSTANCES at its most needs as many instances allowed (the cross-check is tested below).
-    const besides = name === "MIN_INSTANCES" ? { MAX_INSTANCES: String(max) } : {};
-    expect(READ_BACK[name]!(resolveConfig({ [name]: String(min) }))).toBe(String(min));
-    expect(READ_BACK[name]!(resolveConfig({ ...besides, [name]: String(max) }))).toBe(String(max));
+    // A bound that needs another param beside it (the cross-checks are tested below): MIN_INSTANCES at its
+    // most as many instances allowed, the longest messages the largest bodies, the smallest bodies short messages.
+    const besidesMin = name === "MAX_BODY_BYTES" ? { MAX_MESSAGE_CHARS: "1" } : {};
+    const besidesMax = name === "MIN_INSTANCES" ? { MAX_INSTANCES: String(max) } : name === "MAX_MESSAGE_CHARS" ? { MAX_BODY_BYTES: "10485760" } : {};
+    expect(READ_BACK[name]!(resolveConfig({ ...besidesMin, [name]: String(min) }))).toBe(String(min));
+    expect(READ_BACK[name]!(resolveConfig({ ...besidesMax, [name]: String(max) }))).toBe(String(max));
     expect(configError({ [name]: String(min - 1) }).message).toContain(name);
     expect(configError({ [name]: String(max + 1) }).message).toContain(name);
   });
@@ -318,10 +322,68 @@ describe("resolveConfig errors about URL params", () => {
     ["CORS_ORIGINS", "https://proxy-user:s3cret-pass@a.example.com"],
     ["CORS_ORIGINS", "https://ok.example.com,https://proxy-user:s3cret-pass@a.example.com/path"],
     ["DATABASE_INSTANCES", "https://proxy-user:s3cret-pass@chatify.firebaseio.com"],
+    // Written without a scheme, as proxies often are: WHATWG URL parsing reads `proxy-user:` as the scheme, and sees no credentials.
+    ["OPENAI_BASE_URL", "proxy-user:s3cret-pass@proxy.example:8080/v1"],
+    ["OPENAI_BASE_URL", "proxy-user:s3cret-pass@proxy.example"],
+    ["OPENAI_BASE_URL", "proxy-user:s3cret@pass@proxy.example"],
+    ["CORS_ORIGINS", "proxy-user:s3cret-pass@app.example.com"],
+    ["DATABASE_INSTANCES", "proxy-user:s3cret-pass@chatify.firebaseio.com"],
+    ["OPENAI_BASE_URL", "ftp://proxy-user:s3cret-pass@files.example.com"],
+    ["OPENAI_BASE_URL", "mailto:proxy-user:s3cret-pass@proxy.example"],
   ])("name %s without showing the password of %p", (name, raw) => {
     const { message } = configError({ [name]: raw });
     expect(message.startsWith(name)).toBe(true);
     expect(message).not.toContain("s3cret-pass");
     expect(message).not.toContain("proxy-user");
+  });
+
+  it("shows what follows the last @ of a value that is no http(s) URL, and its scheme if it has one, so the message still names the host", () => {
+    expect(configError({ OPENAI_BASE_URL: "proxy-user:s3cret-pass@proxy.example:8080/v1" }).message).toBe('OPENAI_BASE_URL must be an http(s) URL, got "***@proxy.example:8080/v1"');
+    expect(configError({ OPENAI_BASE_URL: "ftp://proxy-user:s3cret-pass@files.example.com" }).message).toBe('OPENAI_BASE_URL must be an http(s) URL, got "ftp://***@files.example.com"');
+    expect(configError({ CORS_ORIGINS: "https://ok.example.com, app-user:s3cret@app.example.com" }).message).toBe('CORS_ORIGINS entries must look like https://host[:port], got "***@app.example.com"');
+  });
+});
+
+/**
+ * A message travels in a JSON body: MAX_BODY_BYTES must carry the longest one MAX_MESSAGE_CHARS
+ * accepts. The largest body around it is a user-to-user message's call, which the Functions client
+ * SDK wraps in {"data":...}: the connection's id, the sender's user_id and an idempotency key
+ * beside the message, each at its longest, each character escaped as long as JSON escapes it.
+ */
+describe("resolveConfig MAX_MESSAGE_CHARS and MAX_BODY_BYTES", () => {
+  /**
+   * That body for a message of `chars` UTF-16 units, as JSON text: the message of control characters
+   * (`\u0001`, as every encoder writes them), the user id of non-ASCII written ASCII-only (`\u00e9`),
+   * the key of quotes (`\"`); and the data it carries.
+   */
+  function largestBody(chars: number): { readonly json: string; readonly data: Readonly<Record<"connection_id" | "user_id" | "message" | "idempotency_key", string>> } {
+    const escaped = { connection_id: "0b4f3a52-1111-4e2e-9c1c-9a1e5c6d7e8f", user_id: "\\u00e9".repeat(128), message: "\\u0001".repeat(chars), idempotency_key: '\\"'.repeat(255) };
+    const json = `{"data":{${Object.entries(escaped).map(([field, text]) => `"${field}":"${text}"`).join(",")}}}`;
+    return { json, data: (JSON.parse(json) as { data: Record<keyof typeof escaped, string> }).data };
+  }
+
+  it("refuses at start a MAX_MESSAGE_CHARS raised alone past what the default MAX_BODY_BYTES carries, naming both and the least MAX_BODY_BYTES that does", () => {
+    const { message } = configError({ MAX_MESSAGE_CHARS: "40000" });
+    expect(message).toBe(
+      "MAX_BODY_BYTES (32768) is too small for MAX_MESSAGE_CHARS (40000): a message that long can need a body of 241390 bytes " +
+        "(up to 6 bytes a character in JSON, \\uXXXX, and the other fields); raise MAX_BODY_BYTES to at least 241390, or lower MAX_MESSAGE_CHARS to at most 5229",
+    );
+    expect(resolveConfig({ MAX_MESSAGE_CHARS: "40000", MAX_BODY_BYTES: "241390" })).toMatchObject({ maxMessageChars: 40_000, maxBodyBytes: 241_390 });
+  });
+
+  it.each([200, 4000, 100_000])("asks of MAX_BODY_BYTES, for MAX_MESSAGE_CHARS %i, the bytes of the largest body such a message can travel in, and no more", (chars) => {
+    const { json, data } = largestBody(chars);
+    // The body is one the service accepts: each field at its longest, the message at MAX_MESSAGE_CHARS.
+    expect(connectionBodies(chars).message.safeParse({ user_id: data.user_id, message: data.message }).success).toBe(true);
+    expect(idempotencyKeyOf({ method: "POST", path: "/", headers: { "idempotency-key": data.idempotency_key }, body: Buffer.alloc(0) })).toBe(data.idempotency_key);
+    const bytes = Buffer.byteLength(json);
+    expect(resolveConfig({ MAX_MESSAGE_CHARS: String(chars), MAX_BODY_BYTES: String(bytes) }).maxBodyBytes).toBe(bytes);
+    expect(configError({ MAX_MESSAGE_CHARS: String(chars), MAX_BODY_BYTES: String(bytes - 1) }).message).toContain(`raise MAX_BODY_BYTES to at least ${bytes},`);
+  });
+
+  it("leaves the default MAX_BODY_BYTES room for messages of up to 5,229 units, past the default MAX_MESSAGE_CHARS of 4,000", () => {
+    expect(resolveConfig({}).maxMessageChars).toBe(4000);
+    expect(resolveConfig({ MAX_MESSAGE_CHARS: "5229" }).maxBodyBytes).toBe(32_768);
+    expect(configError({ MAX_MESSAGE_CHARS: "5230" }).message).toMatch(/^MAX_BODY_BYTES \(32768\) is too small for MAX_MESSAGE_CHARS \(5230\)/);
   });
 });

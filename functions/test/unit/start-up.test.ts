@@ -163,6 +163,84 @@ describe("npm start when PORT is taken", () => {
   });
 });
 
+/** The environment `npm start` gets in these tests: the embedded store, no Auth emulator. */
+function localEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env, ...extra };
+  delete env.FIREBASE_DATABASE_EMULATOR_HOST;
+  delete env.FIREBASE_AUTH_EMULATOR_HOST;
+  return env;
+}
+
+/** Runs `npm start`'s server until it prints its URLs, or exits, within 15 s; then stops it. What it printed. */
+async function startOnce(extra: Record<string, string>): Promise<string> {
+  const child = spawn(process.execPath, [LOCAL_MAIN], { env: localEnv(extra), stdio: ["ignore", "pipe", "pipe"] });
+  let output = "";
+  await new Promise<void>((resolve) => {
+    const timer = setTimeout(() => {
+      output += "\n(no URLs and no exit within 15 s)";
+      resolve();
+    }, 15_000);
+    const take = (chunk: Buffer) => {
+      output += chunk.toString();
+      if (/API base URL http/.test(output)) {
+        clearTimeout(timer);
+        resolve();
+      }
+    };
+    child.stdout.on("data", take);
+    child.stderr.on("data", take);
+    child.on("exit", () => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+  if (child.exitCode === null && child.signalCode === null) {
+    const gone = new Promise((done) => child.once("exit", done));
+    child.kill("SIGTERM");
+    await gone;
+  }
+  return output;
+}
+
+/** README: "Local-only environment variables: `PORT` (default `5000`), `HOST` (default `127.0.0.1`)". */
+describe("npm start's PORT and HOST", () => {
+  it("prints its URLs with an IPv6 HOST in brackets, as URLs write it", async () => {
+    const output = await startOnce({ PORT: "0", HOST: "::1" });
+    const printed = /Chat page: (\S+)/.exec(output)?.[1] ?? `no Chat page line in: ${output}`;
+    expect(printed).toMatch(/^http:\/\/\[::1\]:\d+\/$/);
+    expect(new URL(printed).hostname).toBe("[::1]");
+  });
+
+  describe("with port 5000 taken", () => {
+    let blocker: Server | undefined;
+    beforeAll(async () => {
+      // Held here, unless something else holds it already: either way PORT's default is in use.
+      const server = createServer();
+      blocker = await new Promise<Server | undefined>((resolve) => {
+        server.once("error", () => { resolve(undefined); });
+        server.listen(5000, "127.0.0.1", () => { resolve(server); });
+      });
+    });
+    afterAll(async () => {
+      const held = blocker;
+      if (held) await new Promise((closed) => held.close(closed));
+    });
+
+    it.each([" ", "", " 5000 "])("reads PORT=%p as port 5000, blank being its default as for every param, not any free port", (raw) => {
+      const run = spawnSync(process.execPath, [LOCAL_MAIN], { env: localEnv({ PORT: raw, HOST: "127.0.0.1" }), encoding: "utf8", timeout: 15_000 });
+      expect(run.stderr.trim()).toBe("Could not start: port 5000 is in use (set PORT)");
+      expect(run.status).toBe(1);
+    });
+  });
+
+  it.each(["80OO", "5000.5", "-1", "65536", "0x1F90"])("refuses PORT=%p at start, naming PORT and the ports it takes, before listening", (raw) => {
+    const run = spawnSync(process.execPath, [LOCAL_MAIN], { env: localEnv({ PORT: raw, HOST: "127.0.0.1" }), encoding: "utf8", timeout: 15_000 });
+    expect(run.stderr.trim()).toBe(`Could not start: PORT must be an integer from 0 to 65535, got "${raw}"`);
+    expect(run.status).toBe(1);
+    expect(run.stdout).not.toContain("running locally");
+  });
+});
+
 /**
  * `firebase use --add` with the alias `default` (the README's Deploy section) makes a real project
  * .firebaserc's default, which `npm start` runs as; the emulator export holds demo-chatify.json
