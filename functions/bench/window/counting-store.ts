@@ -53,6 +53,14 @@ export class CountingStore implements SessionStore {
     return this.count("readSessionMeta", this.inner.readSessionMeta(sessionId));
   }
 
+  guessSession(sessionId: string): () => void {
+    return this.inner.guessSession(sessionId);
+  }
+
+  prepareSession(sessionId: string): void {
+    this.inner.prepareSession(sessionId);
+  }
+
   readSessionState(sessionId: string): Promise<SessionState | null> {
     return this.count("readSessionState", this.inner.readSessionState(sessionId));
   }
@@ -89,6 +97,10 @@ export class CountingStore implements SessionStore {
 
   prepareUsage(userKey: string): void {
     this.inner.prepareUsage(userKey);
+  }
+
+  guessUsage(userKey: string): () => void {
+    return this.inner.guessUsage(userKey);
   }
 
   updateStateReadingKey<O>(sessionId: string, rule: StateRule<O>, keyHash: string | undefined): Promise<RuledWithKey<O>> {

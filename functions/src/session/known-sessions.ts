@@ -32,7 +32,7 @@ export class KnownSessions {
   private readonly cache: WarmCache<string, KnownSession>;
 
   constructor(
-    private readonly store: Pick<StateStore, "readSessionMeta"> & Pick<HistoryStore, "readWindow"> & Pick<LedgerStore, "prepareUsage">,
+    private readonly store: Pick<StateStore, "readSessionMeta" | "guessSession" | "prepareSession"> & Pick<HistoryStore, "readWindow"> & Pick<LedgerStore, "guessUsage" | "prepareUsage">,
     cache: { readonly maxSessions: number; readonly sessionTtlMs: number },
     clock: () => number,
   ) {
@@ -46,9 +46,8 @@ export class KnownSessions {
    * will need: on a miss it is fetched beside the fields.
    */
   async owned(sessionId: string, caller: Identity | undefined): Promise<KnownSession> {
-    const session = await this.fields(sessionId, caller);
-    if (caller && caller.uid !== session.meta.user_id) throw new ForbiddenError("this session belongs to another user");
-    return session;
+    const cached = this.cache.get(sessionId);
+    return cached ? ownedBy(cached, caller) : this.read(sessionId, caller);
   }
 
   /** Remembers a session, with its history as of `tail` when known. */
@@ -77,14 +76,35 @@ export class KnownSessions {
     return this.store.readWindow(session.id, heldMessages(session.meta.settings));
   }
 
-  private async fields(sessionId: string, caller: Identity | undefined): Promise<KnownSession> {
-    const cached = this.cache.get(sessionId);
-    if (cached) return cached;
-    if (caller) this.store.prepareUsage(userKey(caller.uid));
-    const meta = await this.store.readSessionMeta(sessionId);
-    if (!meta) throw new SessionNotFoundError(sessionId);
-    const session = { id: sessionId, meta, userKey: userKey(meta.user_id) };
+  /**
+   * A session this instance does not know: its fields read, with what a message transacts on (its
+   * state, the caller's usage record) followed from beside that read, not after it. On guesses,
+   * confirmed once the session is found to be the caller's and withdrawn otherwise: requests
+   * naming sessions that do not exist (404), or that belong to others (403), would push out what
+   * the adapter follows of the sessions this instance serves (an anonymous sign-in mints callers
+   * at will). Remembered only then, for the same reason.
+   */
+  private async read(sessionId: string, caller: Identity | undefined): Promise<KnownSession> {
+    const usage = caller ? userKey(caller.uid) : undefined;
+    const withdraws = [...(usage === undefined ? [] : [this.store.guessUsage(usage)]), this.store.guessSession(sessionId)];
+    let session: KnownSession;
+    try {
+      const meta = await this.store.readSessionMeta(sessionId);
+      if (!meta) throw new SessionNotFoundError(sessionId);
+      session = ownedBy({ id: sessionId, meta, userKey: userKey(meta.user_id) }, caller);
+    } catch (error) {
+      for (const withdraw of withdraws) withdraw();
+      throw error;
+    }
+    this.store.prepareSession(sessionId);
+    if (usage !== undefined) this.store.prepareUsage(usage);
     this.cache.set(sessionId, session);
     return session;
   }
+}
+
+/** `session`, when `caller` may act on it: anyone without a token, else its owner only. */
+function ownedBy(session: KnownSession, caller: Identity | undefined): KnownSession {
+  if (caller && caller.uid !== session.meta.user_id) throw new ForbiddenError("this session belongs to another user");
+  return session;
 }

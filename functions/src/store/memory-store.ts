@@ -60,6 +60,15 @@ export class MemoryStore implements SessionStore {
     return stored(this.sessions.get(sessionId)?.meta ?? null);
   }
 
+  guessSession(): () => void {
+    // Nothing to follow: the state is in memory.
+    return () => undefined;
+  }
+
+  prepareSession(): void {
+    // Nothing to follow: the state is in memory.
+  }
+
   async readSessionState(sessionId: string): Promise<SessionState | null> {
     return stored(this.sessions.get(sessionId)?.state ?? null);
   }
@@ -229,6 +238,11 @@ export class MemoryStore implements SessionStore {
 
   prepareUsage(): void {
     // Nothing to fetch: the record is in memory.
+  }
+
+  guessUsage(): () => void {
+    // Nothing to fetch: the record is in memory.
+    return () => undefined;
   }
 
   async updateUsage<O>(userKey: string, rule: UsageRule<O>): Promise<O> {

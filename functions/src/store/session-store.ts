@@ -62,6 +62,18 @@ export interface StateStore {
   /** The fields fixed at creation. Safe to cache: they never change. */
   readSessionMeta(sessionId: string): Promise<SessionMeta | null>;
 
+  /**
+   * A hint, for a session a request names before it is known to exist or to be the caller's, that
+   * its state is about to be transacted on: an adapter may start following it now, beside the read
+   * of its fields. The returned function withdraws the hint (call it on a 404 or a 403), and a
+   * `prepareSession` confirms it. An adapter's early follow must not make requests for sessions
+   * that do not exist, or that belong to others, cost the ones it serves.
+   */
+  guessSession(sessionId: string): () => void;
+
+  /** A hint that the session's state is about to be transacted on (its guess confirmed): an adapter may keep following it. Changes nothing. */
+  prepareSession(sessionId: string): void;
+
   /** The current mutable state, always read from the database. */
   readSessionState(sessionId: string): Promise<SessionState | null>;
 
@@ -240,6 +252,13 @@ export interface LedgerStore {
    * beside other reads, so the update finds it. Changes nothing.
    */
   prepareUsage(userKey: string): void;
+
+  /**
+   * `prepareUsage` for a caller named by a request whose session is not yet known to exist or to
+   * be theirs: the returned function withdraws the hint (on a 404 or a 403), and a `prepareUsage`
+   * confirms it (see `guessSession`).
+   */
+  guessUsage(userKey: string): () => void;
 
   /** Atomically applies `rule` to the usage record stored under `userKey`. */
   updateUsage<O>(userKey: string, rule: UsageRule<O>): Promise<O>;

@@ -82,6 +82,15 @@ export class ShardedStore implements SessionStore {
     return this.of(sessionId).readSessionMeta(sessionId);
   }
 
+  guessSession(sessionId: string): () => void {
+    // An id past the list names no session this instance can transact on: nothing to follow.
+    return this.instances[instancePositionOf(sessionId)]?.guessSession(sessionId) ?? (() => undefined);
+  }
+
+  prepareSession(sessionId: string): void {
+    this.instances[instancePositionOf(sessionId)]?.prepareSession(sessionId);
+  }
+
   readSessionState(sessionId: string): Promise<SessionState | null> {
     return this.of(sessionId).readSessionState(sessionId);
   }
@@ -145,6 +154,10 @@ export class ShardedStore implements SessionStore {
 
   prepareUsage(userKey: string): void {
     this.home.prepareUsage(userKey);
+  }
+
+  guessUsage(userKey: string): () => void {
+    return this.home.guessUsage(userKey);
   }
 
   updateUsage<O>(userKey: string, rule: UsageRule<O>): Promise<O> {

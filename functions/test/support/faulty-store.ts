@@ -11,7 +11,7 @@ export type Fault = "before" | "after";
 type Method = keyof SessionStore;
 
 /** The port's calls that answer at once (no database call to fail): passed through as they are, not made async. */
-const SYNCHRONOUS: ReadonlySet<string> = new Set<Method>(["onClosed", "prepareUsage", "prepareServiceUsage", "reaches"]);
+const SYNCHRONOUS: ReadonlySet<string> = new Set<Method>(["onClosed", "guessSession", "prepareSession", "prepareUsage", "guessUsage", "prepareServiceUsage", "reaches"]);
 
 /**
  * A store that delegates every call to a real adapter, except the calls a test arms to fail,

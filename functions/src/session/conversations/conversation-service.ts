@@ -15,7 +15,7 @@ const LOOKBACK_MESSAGES = 200;
 const INDEX_SCAN_PAGE = 100;
 
 export interface ConversationServiceOptions {
-  readonly store: Pick<StateStore, "readSessionMeta" | "readSessionState"> &
+  readonly store: Pick<StateStore, "readSessionMeta" | "guessSession" | "prepareSession" | "readSessionState"> &
     Pick<HistoryStore, "readWindow" | "readMessages"> &
     Pick<ConversationStore, "listConversations" | "readPartialReplies" | "readUserSessions" | "scanConversationIndex" | "reaches"> &
     Pick<ErasureStore, "readErasedSessions"> &
@@ -236,11 +236,24 @@ export class ConversationService {
     };
   }
 
+  /**
+   * The session's fields, for a `caller` it belongs to. Its state's follow starts beside their
+   * read on a guess, kept only for the caller's own session (see KnownSessions): reading other
+   * users' conversations, or ones that do not exist, must not cost the sessions this instance serves.
+   */
   private async owned(sessionId: string, caller: Identity | undefined): Promise<SessionMeta> {
-    const meta = await this.options.store.readSessionMeta(sessionId);
-    if (!meta) throw new SessionNotFoundError(sessionId);
-    if (caller && caller.uid !== meta.user_id) throw new ForbiddenError("this session belongs to another user");
-    return meta;
+    const { store } = this.options;
+    const withdraw = store.guessSession(sessionId);
+    try {
+      const meta = await store.readSessionMeta(sessionId);
+      if (!meta) throw new SessionNotFoundError(sessionId);
+      if (caller && caller.uid !== meta.user_id) throw new ForbiddenError("this session belongs to another user");
+      store.prepareSession(sessionId);
+      return meta;
+    } catch (error) {
+      withdraw();
+      throw error;
+    }
   }
 
   /** The newest `limit` messages: the window, which merges the journal and never ends in a gap. */

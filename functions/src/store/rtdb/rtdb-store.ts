@@ -188,27 +188,21 @@ export class RtdbStore implements SessionStore {
   }
 
   async readSessionMeta(sessionId: string): Promise<SessionMeta | null> {
-    // A message follows: its state's listener starts now, beside these reads, not after them. On
-    // a guess, since the id is the request's: held for a session that does not exist, it would
-    // push out those of the sessions this instance serves (ListenerHolds.guess).
-    const withdraw = this.holds.guess(statePath(sessionId));
-    try {
-      const meta = await this.readMeta(sessionId);
-      if (meta) this.holdState(sessionId);
-      else withdraw();
-      return meta;
-    } catch (error) {
-      withdraw();
-      throw error;
-    }
-  }
-
-  private async readMeta(sessionId: string): Promise<SessionMeta | null> {
     // Field by field: a read of the session node itself would download the whole history.
     const snapshots = await this.engine.call("read session", Promise.all(SESSION_FIELDS.map((field) => readOnce(this.db.ref(sessionFieldPath(sessionId, field))))));
     const values: Record<string, unknown> = Object.fromEntries(SESSION_FIELDS.map((field, i) => [field, snapshots[i]?.val() ?? undefined]));
     if (values.user_id === undefined) return null;
     return sessionMetaOf(sessionId, (name) => values[name]);
+  }
+
+  guessSession(sessionId: string): () => void {
+    // A guess (ListenerHolds.guess): counted against HELD_NODES, and pushing out the holds of the
+    // sessions served, only once `prepareSession` or a transaction confirms it.
+    return this.holds.guess(statePath(sessionId));
+  }
+
+  prepareSession(sessionId: string): void {
+    this.holdState(sessionId);
   }
 
   async readSessionState(sessionId: string): Promise<SessionState | null> {
@@ -326,6 +320,11 @@ export class RtdbStore implements SessionStore {
   prepareUsage(userKey: string): void {
     // Listening now makes the coming transaction start from the server's value, not a blind guess.
     this.holds.hold(userUsagePath(userKey));
+  }
+
+  guessUsage(userKey: string): () => void {
+    // A guess, as guessSession's: a hold only once `prepareUsage` or a transaction confirms it.
+    return this.holds.guess(userUsagePath(userKey));
   }
 
   async updateUsage<O>(userKey: string, rule: UsageRule<O>): Promise<O> {

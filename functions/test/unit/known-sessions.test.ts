@@ -1,0 +1,74 @@
+import { randomUUID } from "node:crypto";
+import { ForbiddenError, SessionNotFoundError } from "../../src/session/errors";
+import { KnownSessions } from "../../src/session/known-sessions";
+import { userKey } from "../../src/session/ledger/limits";
+import { MemoryStore } from "../../src/store/memory-store";
+import { newSession } from "../support/fixtures";
+
+/** The embedded store's reads, with the hints KnownSessions gives an adapter recorded: what it would follow, and what it would hold on a guess. */
+function hintedStore(store: MemoryStore) {
+  const hints: string[] = [];
+  const guess = (what: string) => {
+    hints.push(`guess ${what}`);
+    return () => { hints.push(`withdraw ${what}`); };
+  };
+  return {
+    hints,
+    readSessionMeta: (sessionId: string) => store.readSessionMeta(sessionId),
+    readWindow: (sessionId: string, limit: number) => store.readWindow(sessionId, limit),
+    guessSession: (sessionId: string) => guess(`state ${sessionId}`),
+    prepareSession: (sessionId: string) => { hints.push(`hold state ${sessionId}`); },
+    guessUsage: (key: string) => guess(`usage ${key}`),
+    prepareUsage: (key: string) => { hints.push(`hold usage ${key}`); },
+  };
+}
+
+describe("KnownSessions", () => {
+  let store: MemoryStore;
+  let hints: string[];
+  let known: KnownSessions;
+  const owner = { uid: "owner-uid" };
+  const visitor = { uid: "visitor-uid", anonymous: true };
+
+  beforeEach(() => {
+    store = new MemoryStore();
+    const hinted = hintedStore(store);
+    hints = hinted.hints;
+    known = new KnownSessions(hinted, { maxSessions: 10, sessionTtlMs: 60_000 }, () => 0);
+  });
+
+  it("follows the caller's session and usage from beside the read of its fields, and keeps following them once the session is found to be theirs", async () => {
+    const session = newSession({ user_id: owner.uid });
+    await store.createSession(session);
+    expect((await known.owned(session.id, owner)).meta).toEqual(session.meta);
+    expect(hints).toEqual([`guess usage ${userKey(owner.uid)}`, `guess state ${session.id}`, `hold state ${session.id}`, `hold usage ${userKey(owner.uid)}`]);
+    // Remembered: the next request gives no hint at all.
+    hints.length = 0;
+    await known.owned(session.id, owner);
+    expect(hints).toEqual([]);
+  });
+
+  it("withdraws both guesses for a session that does not exist (404), holding nothing", async () => {
+    const id = randomUUID();
+    await expect(known.owned(id, visitor)).rejects.toBeInstanceOf(SessionNotFoundError);
+    expect(hints).toEqual([`guess usage ${userKey(visitor.uid)}`, `guess state ${id}`, `withdraw usage ${userKey(visitor.uid)}`, `withdraw state ${id}`]);
+  });
+
+  it("withdraws both guesses for another user's session (403), holding nothing and remembering nothing of it", async () => {
+    const session = newSession({ user_id: owner.uid });
+    await store.createSession(session);
+    await expect(known.owned(session.id, visitor)).rejects.toBeInstanceOf(ForbiddenError);
+    expect(hints).toEqual([`guess usage ${userKey(visitor.uid)}`, `guess state ${session.id}`, `withdraw usage ${userKey(visitor.uid)}`, `withdraw state ${session.id}`]);
+    // Not remembered: its owner's first request here still reads it and holds what they transact on.
+    hints.length = 0;
+    await known.owned(session.id, owner);
+    expect(hints).toContain(`hold state ${session.id}`);
+  });
+
+  it("holds the state of a session found for a request without a token, guessing no usage record", async () => {
+    const session = newSession({ user_id: owner.uid });
+    await store.createSession(session);
+    await known.owned(session.id, undefined);
+    expect(hints).toEqual([`guess state ${session.id}`, `hold state ${session.id}`]);
+  });
+});
