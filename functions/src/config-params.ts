@@ -42,8 +42,8 @@ export const INT_PARAMS = {
   },
   MAX_BODY_BYTES: {
     default: 32_768,
-    // The round size above largestMessageBodyBytes(1), 1396: below it no body carries even a one-unit message, which config.ts refuses.
-    min: 2_048,
+    // The round size above largestMessageBodyBytes(1), 2164: below it no body carries even a one-unit message, which config.ts refuses.
+    min: 4_096,
     max: 10_485_760,
     description: `Largest accepted request body, in bytes (413 above it); at least 6 x MAX_MESSAGE_CHARS + ${largestMessageBodyBytes(0)}, the largest body a message can need.`,
   },

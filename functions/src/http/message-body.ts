@@ -4,8 +4,14 @@
  * config.ts loads this at instance start.
  */
 
-/** The longest `user_id` a body may name (request-schemas.ts reads it). */
+/**
+ * The longest `user_id` a body may name (request-schemas.ts reads it), in characters as zod 4.6.7's
+ * `.max` counts them on a string: code points, each up to two UTF-16 units (an emoji is two).
+ */
 export const USER_ID_MAX_CHARS = 128;
+
+/** UTF-16 units of a code point beyond the BMP: how many units a `user_id` of USER_ID_MAX_CHARS can hold. */
+const UNITS_PER_CODE_POINT = 2;
 
 /** The longest `Idempotency-Key`, a header of the HTTP routes and a data field of the callables (endpoint-parts.ts). */
 export const IDEMPOTENCY_KEY_MAX_CHARS = 255;
@@ -33,7 +39,7 @@ const ESCAPED_KEY_CHAR_BYTES = 2;
 const ENVELOPE_BYTES =
   JSON.stringify({ data: { connection_id: "", user_id: "", message: "", idempotency_key: "" } }).length +
   ISSUED_ID_CHARS +
-  USER_ID_MAX_CHARS * ESCAPED_UNIT_BYTES +
+  USER_ID_MAX_CHARS * UNITS_PER_CODE_POINT * ESCAPED_UNIT_BYTES +
   IDEMPOTENCY_KEY_MAX_CHARS * ESCAPED_KEY_CHAR_BYTES;
 
 /** The largest body a message of `maxMessageChars` UTF-16 units can need, in bytes: the least MAX_BODY_BYTES that carries it. */

@@ -114,7 +114,7 @@ describe("local server limits", () => {
 
   beforeAll(async () => {
     // Messages as long as bodies this small carry, which an instance checks at start.
-    harness = await startHarness({ store: "memory", env: { MAX_BODY_BYTES: String(MAX_BODY_BYTES), MAX_MESSAGE_CHARS: "400" } });
+    harness = await startHarness({ store: "memory", env: { MAX_BODY_BYTES: String(MAX_BODY_BYTES), MAX_MESSAGE_CHARS: "300" } });
   });
 
   afterAll(async () => {

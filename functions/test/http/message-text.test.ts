@@ -1,5 +1,6 @@
 import { ConfigError } from "../../src/config";
 import { largestMessageBodyBytes } from "../../src/http/message-body";
+import { HOSTING_ROUTES } from "../support/connection-api";
 import { createSession, describeEachStore, ROUTES, startHarness, type Harness } from "../support/http-harness";
 import { isRecord, messageKey, StoredView } from "../support/stored-view";
 
@@ -221,7 +222,7 @@ describe("a message of MAX_MESSAGE_CHARS against MAX_BODY_BYTES", () => {
   it("refuses to start with MAX_MESSAGE_CHARS raised alone past what the default MAX_BODY_BYTES carries, naming both and the bytes it needs", async () => {
     const started = startHarness({ store: "memory", env: { MAX_MESSAGE_CHARS: "40000", USER_TOKENS_PER_DAY: "0" } });
     await expect(started).rejects.toThrow(ConfigError);
-    await expect(started).rejects.toThrow(/^MAX_BODY_BYTES \(32768\) is too small for MAX_MESSAGE_CHARS \(40000\).*raise MAX_BODY_BYTES to at least 241390/);
+    await expect(started).rejects.toThrow(/^MAX_BODY_BYTES \(32768\) is too small for MAX_MESSAGE_CHARS \(40000\).*raise MAX_BODY_BYTES to at least 242158/);
   });
 
   it("accepts a message of MAX_MESSAGE_CHARS control characters, six bytes each in its JSON, at the least MAX_BODY_BYTES it starts with", async () => {
@@ -236,6 +237,25 @@ describe("a message of MAX_MESSAGE_CHARS against MAX_BODY_BYTES", () => {
       expect({ status: answer.status, code: answer.body.error?.code }).toEqual({ status: 200, code: undefined });
       const tooLong = await harness.api.call("POST", ROUTES.message(id), { message: "a".repeat(chars + 1) });
       expect({ status: tooLong.status, code: tooLong.body.error?.code }).toEqual({ status: 400, code: "INVALID_REQUEST" });
+    } finally {
+      await harness.close();
+    }
+  });
+
+  it("accepts a user-to-user message of MAX_MESSAGE_CHARS units from a user whose id is 128 emoji, every unit escaped, at the least MAX_BODY_BYTES it starts with", async () => {
+    const chars = 1000;
+    const harness = await startHarness({ store: "memory", env: { MAX_MESSAGE_CHARS: String(chars), MAX_BODY_BYTES: String(largestMessageBodyBytes(chars)) } });
+    try {
+      // 128 characters as zod counts them (code points), 256 UTF-16 units.
+      const sender = "\u{1F600}".repeat(128);
+      const asked = await harness.api.call("POST", HOSTING_ROUTES.connections, { user_id: sender, other_user_id: "ben" });
+      expect(asked.status).toBe(201);
+      const id = (asked.body.connection as { connection_id: string }).connection_id;
+      expect((await harness.api.call("POST", HOSTING_ROUTES.accept(id), { user_id: "ben" })).status).toBe(200);
+      // As an ASCII-only encoder writes it (Python's json.dumps by default): every non-ASCII UTF-16 unit as \uXXXX.
+      const body = JSON.stringify({ user_id: sender, message: "\u00e9".repeat(chars) }).replace(/[\u0080-\uffff]/g, (unit) => `\\u${unit.charCodeAt(0).toString(16).padStart(4, "0")}`);
+      const sent = await harness.api.call("POST", HOSTING_ROUTES.messages(id), body, { "content-type": "application/json" });
+      expect({ status: sent.status, code: sent.body.error?.code }).toEqual({ status: 201, code: undefined });
     } finally {
       await harness.close();
     }

@@ -353,11 +353,12 @@ describe("resolveConfig errors about URL params", () => {
 describe("resolveConfig MAX_MESSAGE_CHARS and MAX_BODY_BYTES", () => {
   /**
    * That body for a message of `chars` UTF-16 units, as JSON text: the message of control characters
-   * (`\u0001`, as every encoder writes them), the user id of non-ASCII written ASCII-only (`\u00e9`),
+   * (`\u0001`, as every encoder writes them), the user id of 128 emoji written ASCII-only (`\ud83d\ude00`:
+   * zod counts a character a code point, two UTF-16 units here),
    * the key of quotes (`\"`); and the data it carries.
    */
   function largestBody(chars: number): { readonly json: string; readonly data: Readonly<Record<"connection_id" | "user_id" | "message" | "idempotency_key", string>> } {
-    const escaped = { connection_id: "0b4f3a52-1111-4e2e-9c1c-9a1e5c6d7e8f", user_id: "\\u00e9".repeat(128), message: "\\u0001".repeat(chars), idempotency_key: '\\"'.repeat(255) };
+    const escaped = { connection_id: "0b4f3a52-1111-4e2e-9c1c-9a1e5c6d7e8f", user_id: "\\ud83d\\ude00".repeat(128), message: "\\u0001".repeat(chars), idempotency_key: '\\"'.repeat(255) };
     const json = `{"data":{${Object.entries(escaped).map(([field, text]) => `"${field}":"${text}"`).join(",")}}}`;
     return { json, data: (JSON.parse(json) as { data: Record<keyof typeof escaped, string> }).data };
   }
@@ -365,13 +366,13 @@ describe("resolveConfig MAX_MESSAGE_CHARS and MAX_BODY_BYTES", () => {
   it("refuses at start a MAX_MESSAGE_CHARS raised alone past what the default MAX_BODY_BYTES carries, naming both and the least MAX_BODY_BYTES that does", () => {
     const { message } = configError({ MAX_MESSAGE_CHARS: "40000" });
     expect(message).toBe(
-      "MAX_BODY_BYTES (32768) is too small for MAX_MESSAGE_CHARS (40000): a message that long can need a body of 241390 bytes " +
-        "(up to 6 bytes a character in JSON, \\uXXXX, and the other fields); raise MAX_BODY_BYTES to at least 241390, or lower MAX_MESSAGE_CHARS to at most 5229",
+      "MAX_BODY_BYTES (32768) is too small for MAX_MESSAGE_CHARS (40000): a message that long can need a body of 242158 bytes " +
+        "(up to 6 bytes a character in JSON, \\uXXXX, and the other fields); raise MAX_BODY_BYTES to at least 242158, or lower MAX_MESSAGE_CHARS to at most 5101",
     );
-    expect(resolveConfig({ MAX_MESSAGE_CHARS: "40000", MAX_BODY_BYTES: "241390" })).toMatchObject({ maxMessageChars: 40_000, maxBodyBytes: 241_390 });
+    expect(resolveConfig({ MAX_MESSAGE_CHARS: "40000", MAX_BODY_BYTES: "242158" })).toMatchObject({ maxMessageChars: 40_000, maxBodyBytes: 242_158 });
   });
 
-  it.each([200, 4000, 100_000])("asks of MAX_BODY_BYTES, for MAX_MESSAGE_CHARS %i, the bytes of the largest body such a message can travel in, and no more", (chars) => {
+  it.each([400, 4000, 100_000])("asks of MAX_BODY_BYTES, for MAX_MESSAGE_CHARS %i, the bytes of the largest body such a message can travel in, and no more", (chars) => {
     const { json, data } = largestBody(chars);
     // The body is one the service accepts: each field at its longest, the message at MAX_MESSAGE_CHARS.
     expect(connectionBodies(chars).message.safeParse({ user_id: data.user_id, message: data.message }).success).toBe(true);
@@ -381,9 +382,9 @@ describe("resolveConfig MAX_MESSAGE_CHARS and MAX_BODY_BYTES", () => {
     expect(configError({ MAX_MESSAGE_CHARS: String(chars), MAX_BODY_BYTES: String(bytes - 1) }).message).toContain(`raise MAX_BODY_BYTES to at least ${bytes},`);
   });
 
-  it("leaves the default MAX_BODY_BYTES room for messages of up to 5,229 units, past the default MAX_MESSAGE_CHARS of 4,000", () => {
+  it("leaves the default MAX_BODY_BYTES room for messages of up to 5,101 units, past the default MAX_MESSAGE_CHARS of 4,000", () => {
     expect(resolveConfig({}).maxMessageChars).toBe(4000);
-    expect(resolveConfig({ MAX_MESSAGE_CHARS: "5229" }).maxBodyBytes).toBe(32_768);
-    expect(configError({ MAX_MESSAGE_CHARS: "5230" }).message).toMatch(/^MAX_BODY_BYTES \(32768\) is too small for MAX_MESSAGE_CHARS \(5230\)/);
+    expect(resolveConfig({ MAX_MESSAGE_CHARS: "5101" }).maxBodyBytes).toBe(32_768);
+    expect(configError({ MAX_MESSAGE_CHARS: "5102" }).message).toMatch(/^MAX_BODY_BYTES \(32768\) is too small for MAX_MESSAGE_CHARS \(5102\)/);
   });
 });
