@@ -271,7 +271,9 @@ describe("createOpenAiModel against an OpenAI-compatible server", () => {
 
   it("answers timeout when the server does not answer in time, after one attempt", async () => {
     fake.enqueue({ kind: "hang" });
-    await expect(model(200).complete(request)).rejects.toMatchObject({ failure: "timeout", retryable: true });
+    // A deadline a loaded machine's scheduling cannot reach before the request does: at 200 ms the
+    // request once arrived after it, and took the next test's queued answer.
+    await expect(model(1000).complete(request)).rejects.toMatchObject({ failure: "timeout", retryable: true });
     expect(fake.requests).toHaveLength(1);
   });
 
