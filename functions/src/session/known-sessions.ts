@@ -1,6 +1,7 @@
 import type { Identity } from "../auth/identity";
 import type { ChatMessage, GenerationSettings, SessionMeta } from "../store/records";
-import type { HistoryStore, HistoryWindow, LedgerStore, StateStore } from "../store/session-store";
+import { StoreUnavailableError } from "../store/errors";
+import type { ConversationStore, HistoryStore, HistoryWindow, LedgerStore, StateStore } from "../store/session-store";
 import { lastMessages, windowMessages } from "./prompt/context-window";
 import { ForbiddenError, SessionNotFoundError } from "./errors";
 import { userKey } from "./ledger/limits";
@@ -27,12 +28,20 @@ export function heldMessages(settings: GenerationSettings): number {
   return windowMessages(settings) + (settings.summary ? 2 : 0);
 }
 
-/** The sessions this instance has served: their fixed fields and recent history, kept warm, never trusted past the database. */
+/**
+ * The sessions this instance has served: their fixed fields and recent history, kept warm, never
+ * trusted past the database. Asked for by what changes a session (a message, streamed or not, an
+ * end, a create's replay), never by a plain read (a GET: ConversationService), which is why a
+ * session this instance cannot reach is refused here as unavailable rather than not found.
+ */
 export class KnownSessions {
   private readonly cache: WarmCache<string, KnownSession>;
 
   constructor(
-    private readonly store: Pick<StateStore, "readSessionMeta" | "guessSession" | "prepareSession"> & Pick<HistoryStore, "readWindow"> & Pick<LedgerStore, "guessUsage" | "prepareUsage">,
+    private readonly store: Pick<StateStore, "readSessionMeta" | "guessSession" | "prepareSession"> &
+      Pick<HistoryStore, "readWindow"> &
+      Pick<LedgerStore, "guessUsage" | "prepareUsage"> &
+      Pick<ConversationStore, "reaches">,
     cache: { readonly maxSessions: number; readonly sessionTtlMs: number },
     clock: () => number,
   ) {
@@ -83,8 +92,16 @@ export class KnownSessions {
    * naming sessions that do not exist (404), or that belong to others (403), would push out what
    * the adapter follows of the sessions this instance serves (an anonymous sign-in mints callers
    * at will). Remembered only then, for the same reason.
+   *
+   * A session on a database instance past this instance's list (docs/sharding.md: during the
+   * rollout that appends one, an updated instance created it) is refused as the database being
+   * unavailable (503, retried) before any read or guess: its fields would be read from the home
+   * instance, which does not hold it, and the 404 would tell the client the session is gone (the
+   * page closes the conversation; an end would never release its active-session slot). The retry
+   * reaches an updated instance. A forged id naming such a position gets the same 503.
    */
   private async read(sessionId: string, caller: Identity | undefined): Promise<KnownSession> {
+    if (!this.store.reaches(sessionId)) throw new StoreUnavailableError("read session (its instance is past this list)");
     const usage = caller ? userKey(caller.uid) : undefined;
     const withdraws = [...(usage === undefined ? [] : [this.store.guessUsage(usage)]), this.store.guessSession(sessionId)];
     let session: KnownSession;

@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import { deleteApp } from "firebase/app";
 import { userKey } from "../../src/session/ledger/limits";
 import { instancePositionOf } from "../../src/sharding/session-ids";
+import { streamCall } from "../support/event-stream-client";
 import { ROUTES, startHarness, type Answer, type Harness, type Instance } from "../support/http-harness";
 import { rtdbSkipReason } from "../support/rtdb";
 import { shardedSkipReason } from "../support/sharded-rtdb";
@@ -103,6 +104,48 @@ for (const layout of ["namespaces", "processes"] as const) {
       expect((await after.call("DELETE", `${ROUTES.erase}?user_id=${user}`)).status).toBe(200);
       for (const id of [kept, ended, ...fresh]) expect([await storedOn(0, id), await storedOn(1, id)]).toEqual([false, false]);
       expect(((await after.call("GET", `${ROUTES.list}?user_id=${user}`)).body.sessions as unknown[]).length).toBe(0);
+    });
+
+    /** A session an updated function instance placed on the appended (second) instance: its turns alternate, so two creates reach it. */
+    async function onSecondInstance(): Promise<{ readonly id: string; readonly user: string }> {
+      for (let i = 0; i < 2; i += 1) {
+        const user = newUser();
+        const id = idOf(await create(harness.api, user));
+        if (instancePositionOf(id) === 1) return { id, user };
+      }
+      throw new Error("two creates in a row placed no session on the second instance");
+    }
+    const refusal = (answer: { readonly status: number; readonly headers: Headers; readonly json?: Answer["body"] }, body = answer.json) => ({
+      status: answer.status,
+      code: body?.error?.code,
+      retryAfter: answer.headers.get("retry-after"),
+    });
+    const unavailable = { status: 503, code: "DATABASE_UNAVAILABLE", retryAfter: "1" };
+
+    // During the rollout that appends an instance, a function instance still on the old list
+    // cannot reach the new instance's sessions: a change to one is refused as unavailable, which
+    // the client retries (an updated instance serves it), never 404, which tells the page the
+    // session is gone. Only a read answers 404 there.
+    it("refuses a message, streamed or not, to a new instance's session as unavailable (retried) on a function instance still on the old list", async () => {
+      const old = await harness.instance({ DATABASE_INSTANCES: harness.shards?.urls[0] ?? "" });
+      const { id, user } = await onSecondInstance();
+      const sent = await old.call("POST", ROUTES.message(id), { message: "from the rollout" });
+      expect(refusal({ ...sent, json: sent.body })).toEqual(unavailable);
+      expect(refusal(await streamCall(old.baseUrl, ROUTES.message(id), { message: "streamed from the rollout" }))).toEqual(unavailable);
+      expect((await old.call("GET", `${ROUTES.get(id)}?user_id=${user}`)).status).toBe(404);
+      // The retry, on an updated function instance: the first message of the session, nothing counted for the refused ones.
+      expect((await harness.api.call("POST", ROUTES.message(id), { message: "retried" })).body).toMatchObject({ success: true, message_count: 1 });
+    });
+
+    it("refuses an end of a new instance's session as unavailable (retried) on a function instance still on the old list, so its retry ends it and frees the user's slot", async () => {
+      const old = await harness.instance({ DATABASE_INSTANCES: harness.shards?.urls[0] ?? "" });
+      const { id, user } = await onSecondInstance();
+      const counted = async () => Object.keys((await harness.api.store.readUsage(userKey(user)))?.sessions ?? {});
+      const refused = await old.call("DELETE", ROUTES.end(id));
+      expect(refusal({ ...refused, json: refused.body })).toEqual(unavailable);
+      expect(await counted()).toEqual([id]);
+      expect((await harness.api.call("DELETE", ROUTES.end(id))).status).toBe(200);
+      expect(await counted()).toEqual([]);
     });
 
     /** How many of `ids` each instance holds. */

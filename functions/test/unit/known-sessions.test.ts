@@ -1,20 +1,30 @@
 import { randomUUID } from "node:crypto";
 import { ForbiddenError, SessionNotFoundError } from "../../src/session/errors";
+import { StoreUnavailableError } from "../../src/store/errors";
 import { KnownSessions } from "../../src/session/known-sessions";
 import { userKey } from "../../src/session/ledger/limits";
 import { MemoryStore } from "../../src/store/memory-store";
 import { newSession } from "../support/fixtures";
 
-/** The embedded store's reads, with the hints KnownSessions gives an adapter recorded: what it would follow, and what it would hold on a guess. */
-function hintedStore(store: MemoryStore) {
+/**
+ * The embedded store's reads, with the hints KnownSessions gives an adapter recorded: what it would
+ * follow, and what it would hold on a guess; the ids in `beyond` name an instance past its list.
+ */
+function hintedStore(store: MemoryStore, beyond: ReadonlySet<string>) {
   const hints: string[] = [];
+  const reads: string[] = [];
   const guess = (what: string) => {
     hints.push(`guess ${what}`);
     return () => { hints.push(`withdraw ${what}`); };
   };
   return {
     hints,
-    readSessionMeta: (sessionId: string) => store.readSessionMeta(sessionId),
+    reads,
+    readSessionMeta: (sessionId: string) => {
+      reads.push(sessionId);
+      return store.readSessionMeta(sessionId);
+    },
+    reaches: (sessionId: string) => !beyond.has(sessionId),
     readWindow: (sessionId: string, limit: number) => store.readWindow(sessionId, limit),
     guessSession: (sessionId: string) => guess(`state ${sessionId}`),
     prepareSession: (sessionId: string) => { hints.push(`hold state ${sessionId}`); },
@@ -26,14 +36,18 @@ function hintedStore(store: MemoryStore) {
 describe("KnownSessions", () => {
   let store: MemoryStore;
   let hints: string[];
+  let reads: string[];
   let known: KnownSessions;
+  const beyond = new Set<string>();
   const owner = { uid: "owner-uid" };
   const visitor = { uid: "visitor-uid", anonymous: true };
 
   beforeEach(() => {
     store = new MemoryStore();
-    const hinted = hintedStore(store);
+    beyond.clear();
+    const hinted = hintedStore(store, beyond);
     hints = hinted.hints;
+    reads = hinted.reads;
     known = new KnownSessions(hinted, { maxSessions: 10, sessionTtlMs: 60_000 }, () => 0);
   });
 
@@ -70,5 +84,18 @@ describe("KnownSessions", () => {
     await store.createSession(session);
     await known.owned(session.id, undefined);
     expect(hints).toEqual([`guess state ${session.id}`, `hold state ${session.id}`]);
+  });
+
+  it("refuses a session on an instance past the list as unavailable (retried), before any read or guess, remembering nothing", async () => {
+    // Stored where this instance's store would read it, so only the refusal stands between it and an answer.
+    const session = newSession({ user_id: owner.uid });
+    await store.createSession(session);
+    beyond.add(session.id);
+    await expect(known.owned(session.id, owner)).rejects.toBeInstanceOf(StoreUnavailableError);
+    expect({ reads, hints }).toEqual({ reads: [], hints: [] });
+    // Nothing remembered of it: once its instance is reached, it is read and held as any other.
+    beyond.clear();
+    expect((await known.owned(session.id, owner)).meta).toEqual(session.meta);
+    expect(hints).toEqual([`guess usage ${userKey(owner.uid)}`, `guess state ${session.id}`, `hold state ${session.id}`, `hold usage ${userKey(owner.uid)}`]);
   });
 });
