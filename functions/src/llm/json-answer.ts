@@ -35,19 +35,33 @@ export async function readJsonAnswer(response: Response, options: JsonAnswerOpti
 
 /**
  * A response's body as text, read up to MAX_JSON_ANSWER_BYTES: past it a bad_response, not retried, and the
- * rest is not read (the connection is cancelled).
+ * rest is not read (the connection is cancelled). A read that fails otherwise (undici's `TypeError:
+ * terminated`: a reset, a proxy dropping the connection, a body its Content-Encoding does not
+ * inflate) is the answer breaking off, unavailable and worth another try, as a stream cut partway is
+ * (openai-model.ts, streamError). An abort (the call's deadline, the caller) goes through as it
+ * came: the caller tells a timeout from an abandoned call by its own signals.
  */
 export async function readBoundedText(response: Response): Promise<string> {
   const chunks: Uint8Array[] = [];
   let length = 0;
   const body: AsyncIterable<Uint8Array> | null = response.body;
   if (body) {
-    for await (const chunk of body) {
-      length += chunk.byteLength;
-      // Leaving the loop cancels the body: nothing more is read.
-      if (length > MAX_JSON_ANSWER_BYTES) throw new ModelError("bad_response", `the model's answer is longer than ${MAX_JSON_ANSWER_BYTES} bytes`, { retryable: false });
-      chunks.push(chunk);
+    try {
+      for await (const chunk of body) {
+        length += chunk.byteLength;
+        // Leaving the loop cancels the body: nothing more is read.
+        if (length > MAX_JSON_ANSWER_BYTES) throw new ModelError("bad_response", `the model's answer is longer than ${MAX_JSON_ANSWER_BYTES} bytes`, { retryable: false });
+        chunks.push(chunk);
+      }
+    } catch (error) {
+      if (error instanceof ModelError || isAbort(error)) throw error;
+      throw new ModelError("unavailable", "the model's answer broke off", { cause: error });
     }
   }
   return new TextDecoder().decode(Buffer.concat(chunks, length));
+}
+
+/** An abort, whatever its realm (a test VM's DOMException is no Error of this one). */
+function isAbort(error: unknown): boolean {
+  return typeof error === "object" && error !== null && "name" in error && (error.name === "AbortError" || error.name === "TimeoutError");
 }

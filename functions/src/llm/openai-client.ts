@@ -1,4 +1,5 @@
 import OpenAI from "openai";
+import { ModelError } from "./errors";
 import { readBoundedText } from "./json-answer";
 
 export interface OpenAiClientOptions {
@@ -32,7 +33,7 @@ export function createOpenAiClient(options: OpenAiClientOptions): OpenAI {
 async function fetchWithLocalAbortErrors(input: string | URL | Request, init?: RequestInit): Promise<Response> {
   try {
     const response = await fetch(input, init);
-    return response.ok ? response : await boundedErrorAnswer(response);
+    return response.ok ? response : await boundedErrorAnswer(response, init?.signal);
   } catch (error) {
     if (typeof error === "object" && error !== null && "name" in error && error.name === "AbortError" && !(error instanceof Error)) {
       const local = new Error("The operation was aborted", { cause: error });
@@ -49,11 +50,35 @@ async function fetchWithLocalAbortErrors(input: string | URL | Request, init?: R
  * takes a failed read as the error's message: a provider whose error answer never ends was read
  * until the deadline, then retried as a timeout. Past the bound this throws a bad_response, not
  * retried, which the SDK wraps as an APIConnectionError (its cause, see toModelError); within it,
- * the SDK gets the same status and headers (Retry-After) with the text read.
+ * the SDK gets the same status and headers (Retry-After) with the text read. Only the bound and an
+ * abort end the call here: whatever else this fetch throws the SDK wraps as an APIConnectionError
+ * ("could not be reached"), losing the status (a 401 retried, a 429's Retry-After ignored). So an
+ * error answer whose body breaks off (a reset, a cut proxy, a Content-Encoding it is not in) keeps
+ * its status and headers, with no text: the SDK's own read kept them too, taking the failure's
+ * message for the text (`response.text().catch(...)`).
  */
-async function boundedErrorAnswer(response: Response): Promise<Response> {
-  const text = await readBoundedText(response);
-  return new Response(text === "" ? null : text, { status: response.status, statusText: response.statusText, headers: response.headers });
+async function boundedErrorAnswer(response: Response, signal: AbortSignal | null | undefined): Promise<Response> {
+  let text = "";
+  try {
+    text = await readBoundedText(response);
+  } catch (error) {
+    if (signal?.aborted || !(error instanceof ModelError) || error.failure === "bad_response") throw error;
+  }
+  return rebuiltErrorAnswer(response, text);
+}
+
+/**
+ * The answer's status and headers with `text` as its body. Without its status text: the SDK (7.57)
+ * never reads it, and the Response constructor refuses one above U+00FF (a reason phrase sent as
+ * UTF-8, `429 请求过多`, which fetch reads as it came). The constructor refuses a status of 600 or
+ * more too, which fetch passes on (HTTP allows 100 to 999): such an answer is built as a 599 and
+ * given its own status back, so that the SDK reads it as it would have (a 5xx error, `status >= 500`).
+ */
+function rebuiltErrorAnswer(response: Response, text: string): Response {
+  const status = response.status;
+  const rebuilt = new Response(text === "" ? null : text, { status: Math.min(status, 599), headers: response.headers });
+  if (status > 599) Object.defineProperty(rebuilt, "status", { value: status });
+  return rebuilt;
 }
 
 /** A call's own deadline, joined to the caller's signal (see callDeadline). */

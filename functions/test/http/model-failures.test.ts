@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { createServer, type Server, type ServerResponse } from "node:http";
+import { createServer, type OutgoingHttpHeaders, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { recentMessages } from "../support/recent-messages";
 import type { Log, LogFields } from "../../src/log/log";
@@ -320,5 +320,73 @@ describeEachStore("a provider whose answers are unusual, or never end", (kind) =
     const answered = await harness.api.call("POST", ROUTES.message(id), { message: "hello" });
     expect({ status: answered.status, code: answered.body.error?.code, calls }).toEqual({ status: 502, code: "MODEL_ERROR", calls: 1 });
     expect(provider.sent() - before).toBeLessThan(16 * 2 ** 20);
+  });
+});
+
+/**
+ * A provider whose answer's body breaks off: each call gets `answer`'s status and headers and a
+ * body announced whole, cut after a few bytes (a reset, a proxy dropping the connection), unless
+ * `answer.whole` is the body to send on this call. `calls` counts the calls.
+ */
+describeEachStore("a provider whose answer breaks off mid-body", (kind) => {
+  let harness: Harness;
+  let server: Server;
+  let calls = 0;
+  let answer: (call: number) => { status: number; headers?: OutgoingHttpHeaders; body: string; whole?: boolean } = () => ({ status: 429, body: "" });
+
+  beforeAll(async () => {
+    server = createServer((request, response) => {
+      request.resume();
+      request.on("end", () => {
+        calls += 1;
+        const { status, headers, body, whole } = answer(calls);
+        response.writeHead(status, { "content-type": "application/json", "content-length": String(Buffer.byteLength(body)), ...headers });
+        if (whole) response.end(body);
+        else response.write(body.slice(0, 20), () => { response.destroy(); });
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const baseUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`;
+    harness = await startHarness({ store: kind, env: { OPENAI_BASE_URL: baseUrl, OPENAI_MAX_RETRIES: "2", OPENAI_MAX_RETRY_WAIT_MS: "200" } });
+  });
+  afterAll(async () => {
+    await harness.close();
+    await new Promise<void>((resolve) => { server.closeAllConnections(); server.close(() => { resolve(); }); });
+  });
+  beforeEach(() => { calls = 0; });
+
+  const session = () => createSession(harness.api, "friendly-assistant", `user-${randomUUID()}`);
+  const errorBody = JSON.stringify({ error: { message: "Rate limit reached for requests", type: "requests" } });
+
+  it("answers a 429 asking for longer than OPENAI_MAX_RETRY_WAIT_MS with 503 MODEL_UNAVAILABLE and its Retry-After, after one call", async () => {
+    answer = () => ({ status: 429, headers: { "retry-after": "30" }, body: errorBody });
+    const id = await session();
+    const failed = await harness.api.call("POST", ROUTES.message(id), { message: "hello" });
+    expect({ status: failed.status, code: failed.body.error?.code, retryAfter: failed.headers.get("retry-after"), calls }).toEqual({
+      status: 503,
+      code: "MODEL_UNAVAILABLE",
+      retryAfter: "30",
+      calls: 1,
+    });
+  });
+
+  it("answers a 401 (a bad key) with 502 MODEL_ERROR, after one call", async () => {
+    answer = () => ({ status: 401, body: errorBody });
+    const id = await session();
+    const failed = await harness.api.call("POST", ROUTES.message(id), { message: "hello" });
+    expect({ status: failed.status, code: failed.body.error?.code, calls }).toEqual({ status: 502, code: "MODEL_ERROR", calls: 1 });
+  });
+
+  it("retries a JSON completion cut partway (a lost connection) and answers 200 with the retry's reply", async () => {
+    const completion = JSON.stringify({ model: "gpt-4o-mini", choices: [{ index: 0, message: { role: "assistant", content: "Hello again." }, finish_reason: "stop" }] });
+    answer = (call) => ({ status: 200, body: completion, whole: call > 1 });
+    const id = await session();
+    const answered = await harness.api.call("POST", ROUTES.message(id), { message: "hello" });
+    expect({ status: answered.status, code: answered.body.error?.code, response: answered.body.response, calls }).toEqual({
+      status: 200,
+      code: undefined,
+      response: "Hello again.",
+      calls: 2,
+    });
   });
 });

@@ -1,3 +1,5 @@
+import { createServer, type OutgoingHttpHeaders } from "node:http";
+import { createServer as createTcpServer, type AddressInfo } from "node:net";
 import OpenAI from "openai";
 import type { CompletionRequest } from "../../src/llm/chat-model";
 import { MAX_RETRY_AFTER_MS, ModelError } from "../../src/llm/errors";
@@ -804,6 +806,188 @@ describe("createOpenAiModel against a provider whose answer never ends", () => {
     try {
       const completion = await server.model(10_000).complete(request, { write: () => undefined });
       expect(completion.text).toHaveLength(pieces * FLOOD_PIECE.length);
+    } finally {
+      await server.stop();
+    }
+  });
+});
+
+/**
+ * A provider that answers every call `status` with `headers` and a body that cannot be read whole:
+ * `cut` announces 200 bytes and drops the connection after a few (a reset, a proxy cutting it);
+ * `not gzip` declares gzip and sends plain JSON, which fetch cannot inflate. Its status and
+ * headers (Retry-After) came whole; only the error's message did not.
+ */
+async function brokenErrorAnswer(status: number, headers: OutgoingHttpHeaders, broken: "cut" | "not gzip" = "cut") {
+  let calls = 0;
+  const server = createServer((request, response) => {
+    request.resume();
+    request.on("end", () => {
+      calls += 1;
+      if (broken === "not gzip") {
+        response.writeHead(status, { "content-type": "application/json", "content-encoding": "gzip", ...headers });
+        response.end('{"error":{"message":"slow down"}}');
+        return;
+      }
+      response.writeHead(status, { "content-type": "application/json", "content-length": "200", ...headers });
+      response.write('{"error":{"message":"', () => { response.destroy(); });
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    model: (timeoutMs = 5_000) => createOpenAiModel({ apiKey: "sk-test-key", baseUrl: `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`, timeoutMs }),
+    calls: () => calls,
+    stop: () => new Promise<void>((resolve) => { server.closeAllConnections(); server.close(() => { resolve(); }); }),
+  };
+}
+
+/**
+ * A provider whose error answers are whole, written byte for byte from `statusLine` (after
+ * `HTTP/1.1 `, as UTF-8) and `headers` (each ended by CRLF): a reason phrase outside Latin-1 (a
+ * gateway localised to another language) or a status of 600 or more, both of which fetch reads
+ * as they came and the Response constructor refuses.
+ */
+async function rawErrorAnswer(statusLine: string, headers = "") {
+  const server = createTcpServer((socket) => {
+    socket.on("error", () => undefined);
+    socket.once("data", () => {
+      const body = '{"error":{"message":"slow down","type":"requests"}}';
+      socket.end(Buffer.from(`HTTP/1.1 ${statusLine}\r\n${headers}content-type: application/json\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n${body}`, "utf8"));
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    model: (timeoutMs = 5_000) => createOpenAiModel({ apiKey: "sk-test-key", baseUrl: `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`, timeoutMs }),
+    stop: () => new Promise<void>((resolve) => { server.close(() => { resolve(); }); }),
+  };
+}
+
+describe.each([
+  ["a non-streamed call", false],
+  ["a streamed call", true],
+])("createOpenAiModel, %s, against an error answer it cannot read whole or rebuild as it came", (_name, streamed) => {
+  const sink = () => (streamed ? { write: () => undefined } : undefined);
+
+  it.each([
+    ["breaks off", "cut"],
+    ["is not in its declared Content-Encoding (gzip)", "not gzip"],
+  ] as const)("answers a 429 whose body %s as rate limited, with the Retry-After it came with", async (_how, broken) => {
+    const provider = await brokenErrorAnswer(429, { "retry-after": "30" }, broken);
+    try {
+      await expect(provider.model().complete(HELLO_REQUEST, sink())).rejects.toMatchObject({ failure: "unavailable", retryable: true, retryAfterMs: 30_000, retryAfterSeconds: 30 });
+    } finally {
+      await provider.stop();
+    }
+  });
+
+  it("answers a 401 (a bad key) whose body breaks off as a refusal that is not retried", async () => {
+    const provider = await brokenErrorAnswer(401, {});
+    try {
+      await expect(provider.model().complete(HELLO_REQUEST, sink())).rejects.toMatchObject({ failure: "bad_response", retryable: false });
+    } finally {
+      await provider.stop();
+    }
+  });
+
+  it("passes a 429 whose body breaks off, asking for longer than maxWaitMs, to withRetries' caller after one call, with its wait", async () => {
+    const provider = await brokenErrorAnswer(429, { "retry-after": "30" });
+    const waits: number[] = [];
+    const retrying = withRetries(provider.model(), { maxRetries: 2, maxWaitMs: 5_000, sleep: (ms) => { waits.push(ms); return Promise.resolve(); } });
+    try {
+      const failed = await retrying.complete(HELLO_REQUEST, sink()).then(() => undefined, (error: unknown) => error as { retryAfterSeconds?: number });
+      expect({ calls: provider.calls(), waits, retryAfterSeconds: failed?.retryAfterSeconds }).toEqual({ calls: 1, waits: [], retryAfterSeconds: 30 });
+    } finally {
+      await provider.stop();
+    }
+  });
+
+  it("answers a whole 429 whose reason phrase is not Latin-1 (UTF-8) as rate limited, with the Retry-After it came with", async () => {
+    const provider = await rawErrorAnswer("429 请求过多", "retry-after: 30\r\n");
+    try {
+      await expect(provider.model().complete(HELLO_REQUEST, sink())).rejects.toMatchObject({ failure: "unavailable", retryable: true, retryAfterMs: 30_000 });
+    } finally {
+      await provider.stop();
+    }
+  });
+
+  it("answers a whole 401 whose reason phrase is not Latin-1 as a refusal that is not retried", async () => {
+    const provider = await rawErrorAnswer("401 Unauthorized \u2013 invalid key");
+    try {
+      await expect(provider.model().complete(HELLO_REQUEST, sink())).rejects.toMatchObject({ failure: "bad_response", retryable: false });
+    } finally {
+      await provider.stop();
+    }
+  });
+
+  it("answers a status of 600 or more (799) as the SDK reads it, a 5xx: a bad_response worth another try", async () => {
+    const provider = await rawErrorAnswer("799 Unknown");
+    try {
+      await expect(provider.model().complete(HELLO_REQUEST, sink())).rejects.toMatchObject({ failure: "bad_response", retryable: true, message: expect.stringContaining("status 799") });
+    } finally {
+      await provider.stop();
+    }
+  });
+
+  it("answers timeout to an error answer whose body stalls past the deadline", async () => {
+    const server = await rawStreamServer(async (write, _cut, gone) => {
+      if (await write('{"error":{"message":"')) await gone;
+    }, "application/json", 429);
+    try {
+      await expect(server.model(300).complete(HELLO_REQUEST, sink())).rejects.toMatchObject({ failure: "timeout" });
+    } finally {
+      await server.stop();
+    }
+  });
+});
+
+describe.each([
+  ["a non-streamed call", false],
+  ["a streamed call answered with one JSON completion (stream ignored)", true],
+])("createOpenAiModel, %s, against a JSON answer whose connection is lost partway into the body", (_name, streamed) => {
+  const sink = () => (streamed ? { write: () => undefined } : undefined);
+  const completion = JSON.stringify({ model: "gpt-test", choices: [{ index: 0, message: { role: "assistant", content: "Hi there." }, finish_reason: "stop" }] });
+
+  /** A provider whose first `cuts` answers are cut 30 bytes into the completion (the chunked body without its end), and whole after. */
+  async function cutJsonAnswer(cuts: number) {
+    let calls = 0;
+    const server = await rawStreamServer(async (write, cut) => {
+      calls += 1;
+      if (calls > cuts) {
+        await write(completion);
+        return;
+      }
+      await write(completion.slice(0, 30));
+      await cut();
+    }, "application/json");
+    return { ...server, calls: () => calls };
+  }
+
+  it("answers unavailable (a lost connection, retryable), as a stream cut partway does", async () => {
+    const provider = await cutJsonAnswer(1);
+    try {
+      await expect(provider.model(5_000).complete(HELLO_REQUEST, sink())).rejects.toMatchObject({ failure: "unavailable", retryable: true });
+    } finally {
+      await provider.stop();
+    }
+  });
+
+  it("is retried by withRetries, and the retry's whole answer is the reply", async () => {
+    const provider = await cutJsonAnswer(1);
+    const retrying = withRetries(provider.model(5_000), { maxRetries: 1, maxWaitMs: 10, sleep: () => Promise.resolve() });
+    try {
+      const outcome = await retrying.complete(HELLO_REQUEST, sink()).then((answer) => answer.text, (error: unknown) => `failed: ${(error as Error).message}`);
+      expect({ outcome, calls: provider.calls() }).toEqual({ outcome: "Hi there.", calls: 2 });
+    } finally {
+      await provider.stop();
+    }
+  });
+
+  it("answers timeout (not a lost connection) to a JSON answer whose body stalls past the deadline", async () => {
+    const server = await rawStreamServer(async (write, _cut, gone) => {
+      if (await write(completion.slice(0, 30))) await gone;
+    }, "application/json");
+    try {
+      await expect(server.model(300).complete(HELLO_REQUEST, sink())).rejects.toMatchObject({ failure: "timeout" });
     } finally {
       await server.stop();
     }

@@ -66,6 +66,18 @@ describe("createOpenAiModerator against an OpenAI-compatible server", () => {
     expect(toErrorAnswer(error)).toMatchObject({ status: 500, code: "CONFIGURATION_ERROR" });
   });
 
+  it("calls a 404 whose body breaks off a configuration error too: its status came whole", async () => {
+    const server = await rawProvider(async (write, cut) => {
+      await write('{"error":{"message":"');
+      await cut();
+    }, "application/json", 404);
+    try {
+      expect(await failure(moderator(5_000, server.baseUrl).check("hello"))).toBeInstanceOf(ModerationNotSupportedError);
+    } finally {
+      await server.stop();
+    }
+  });
+
   it.each([
     [429, "unavailable"],
     [500, "bad_response"],
