@@ -10,6 +10,7 @@ import type { HttpRequest, HttpResponse } from "../http/http-types";
 import { drainedOf, queryOf } from "../http/response-flow";
 import { globToRegExp } from "./glob";
 import type { HostingRewrite } from "./project-files";
+import { collapseSlashes, requestTarget } from "./request-target";
 import { staticAnswer, type StaticSite } from "./static-site";
 
 export interface LocalServerOptions {
@@ -80,7 +81,9 @@ export function createLocalServer(options: LocalServerOptions): Server {
   });
 
   function route(path: string): Target | undefined {
-    const rewrite = rewrites.find((candidate) => candidate.pattern.test(path));
+    // Matched as Hosting matches (slashes collapsed), handed on as sent: routes.ts reads `//` as `/`.
+    const hostingPath = collapseSlashes(path);
+    const rewrite = rewrites.find((candidate) => candidate.pattern.test(hostingPath));
     if (rewrite) return { endpoint: rewrite.endpoint, path };
     const parts = path.split("/");
     const direct = parts[1] === options.projectId && parts[2] === options.region ? 3 : 1;
@@ -93,6 +96,14 @@ export function createLocalServer(options: LocalServerOptions): Server {
   // errors alike, the ones Node writes itself included (below).
   const policy = options.site?.policy.headers ?? {};
   const answers = new AnswersUnderWay();
+  /** What every answer begins with; false when it is already the 400 to a request without Host. */
+  const begin = (request: IncomingMessage, response: ServerResponse): boolean => {
+    answers.add(request.socket, response);
+    for (const [name, value] of Object.entries(policy)) response.setHeader(name, value);
+    if (!lacksHost(request)) return true;
+    response.writeHead(400, { Connection: "close" }).end();
+    return false;
+  };
   const server = createServer(
     {
       headersTimeout: limits.headersTimeoutMs,
@@ -101,10 +112,12 @@ export function createLocalServer(options: LocalServerOptions): Server {
       // Both timeouts are enforced by a sweep, every 30 s by default: a slow client would keep
       // its socket up to that much past the limit.
       connectionsCheckingInterval: Math.min(1_000, Math.ceil(limits.headersTimeoutMs / 4)),
+      // Node 24 (lib/_http_server.js) answers an HTTP/1.1 request without Host with a bare 400
+      // before any listener sees it: the same 400 is written by `begin`, with the policy's headers.
+      requireHostHeader: false,
     },
     (request, response) => {
-      answers.add(request.socket, response);
-      for (const [name, value] of Object.entries(policy)) response.setHeader(name, value);
+      if (!begin(request, response)) return;
       void serve(request, response, route, options, limits.drainLimitBytes).catch(() => {
         if (!response.headersSent) write(response, errorResponse(new Error("unexpected")));
         else response.destroy();
@@ -114,12 +127,15 @@ export function createLocalServer(options: LocalServerOptions): Server {
   // Node 24 (lib/_http_server.js) answers an `Expect` other than 100-continue with a bare 417
   // unless this event has a listener: the same 417, with the policy's headers.
   server.on("checkExpectation", (request: IncomingMessage, response: ServerResponse) => {
-    answers.add(request.socket, response);
-    for (const [name, value] of Object.entries(policy)) response.setHeader(name, value);
-    response.writeHead(417).end();
+    if (begin(request, response)) response.writeHead(417).end();
   });
   server.on("clientError", clientErrorAnswer(policy, answers));
   return server;
+}
+
+/** RFC 9112 3.2 (Node's check, which an empty Host passes): an HTTP/1.1 request must name its host. */
+function lacksHost(request: IncomingMessage): boolean {
+  return request.httpVersionMajor === 1 && request.httpVersionMinor === 1 && request.headers.host === undefined;
 }
 
 /**
@@ -185,15 +201,12 @@ async function serve(
   options: LocalServerOptions,
   drainLimitBytes: number,
 ): Promise<void> {
-  // The raw target, not `new URL`: a target such as "//x" would be read as a host, or throw.
-  const url = request.url ?? "/";
-  const mark = url.indexOf("?");
-  const path = mark < 0 ? url : url.slice(0, mark);
-  const query = queryOf(url);
+  const { path, search } = requestTarget(request.url ?? "/");
+  const query = queryOf(search);
   const method = (request.method ?? "GET").toUpperCase();
   // As Hosting: a file of the public folder wins over a rewrite; other methods never get files.
   if (options.site && path.startsWith("/") && (method === "GET" || method === "HEAD")) {
-    const file = await staticAnswer(options.site, method, path);
+    const file = await staticAnswer(options.site, method, path, search);
     if (file?.kind === "refused") {
       answerBeforeBody(request, response, errorResponse(new HttpError("NOT_FOUND", "No such route")), drainLimitBytes);
       return;
@@ -345,16 +358,12 @@ function answerBeforeBody(request: IncomingMessage, response: ServerResponse, an
 
 /** answerBeforeBody once the head is written: every answer sent before the request's body is in, a file's too. */
 function sendBeforeBody(request: IncomingMessage, response: ServerResponse, payload: string | Buffer | undefined, limit: number): void {
-  if (request.method === "HEAD") {
-    // A HEAD answer has no body to hold back, and draining first left such requests hanging
-    // until the client gave up, their head unsent (Node sends it with the first byte of body or
-    // at the end): ended at once, the rest of the body read and discarded.
-    response.end();
-    request.on("error", () => undefined);
-    request.resume();
-    return;
-  }
-  if (payload !== undefined) response.write(payload);
+  // A HEAD answer has no body to hold back, and draining first left such requests hanging until
+  // the client gave up, their head unsent (Node sends it with the first byte of body or at the
+  // end): ended at once, its request's body then discarded up to the same limit (the later
+  // `end()` calls do nothing on an ended answer).
+  if (request.method === "HEAD") response.end();
+  else if (payload !== undefined) response.write(payload);
   endAfterBody(request, response, limit);
 }
 

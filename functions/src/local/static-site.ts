@@ -4,6 +4,7 @@ import { extname, join, sep } from "node:path";
 import { pageDataFiles } from "../page/page-data";
 import type { PagePolicy } from "../page/page-policy";
 import { globToRegExp } from "./glob";
+import { collapseSlashes } from "./request-target";
 
 /** What the local server serves as Firebase Hosting would, before the rewrites. */
 export interface StaticSite {
@@ -63,8 +64,9 @@ const SDK_FILE = /^firebase-[a-z-]+-compat\.js(\.map)?$/;
 /**
  * The static answer to a GET or HEAD of `rawPath` (query stripped, still percent-encoded), or
  * undefined when no file answers it and the request goes on to the rewrites, as on Hosting.
+ * `search` is the query as sent, `?` included ("" for none): a redirect keeps it, as Hosting's does.
  */
-export async function staticAnswer(site: StaticSite, method: "GET" | "HEAD", rawPath: string): Promise<StaticAnswer | undefined> {
+export async function staticAnswer(site: StaticSite, method: "GET" | "HEAD", rawPath: string, search = ""): Promise<StaticAnswer | undefined> {
   const segments = decodeSegments(rawPath);
   if (segments === undefined) return { kind: "refused" };
   if (segments[0] === "__") return reserved(site, method, segments);
@@ -82,8 +84,9 @@ export async function staticAnswer(site: StaticSite, method: "GET" | "HEAD", raw
     // whatever the folder's own path, so Hosting has nothing there to serve or redirect to.
     if (ignored(site, [...segments, "index.html"])) return undefined;
     // Hosting's default: a folder without its trailing slash is redirected to it, so that the
-    // page's relative URLs (app.js) resolve inside the folder.
-    if (!rawPath.endsWith("/")) return redirect(method, `${rawPath}/`);
+    // page's relative URLs (app.js) resolve inside the folder. As superstatic 10 (files.js), to
+    // the path with its slashes collapsed (never `//x/`, which names a host), the query kept.
+    if (!rawPath.endsWith("/")) return redirect(method, `${collapseSlashes(rawPath)}/${search}`);
     file = join(file, "index.html");
   } else if (!info?.isFile() || rawPath.endsWith("/")) {
     return undefined;
@@ -96,13 +99,13 @@ export async function staticAnswer(site: StaticSite, method: "GET" | "HEAD", raw
 }
 
 /**
- * Splits and decodes the path. Refuses what no file of public/ can be named, and what would
- * climb out of it: `.` or `..` segments, encoded slashes or backslashes, NUL, bad escapes.
+ * Splits and decodes the path, empty segments left out: `//app.css` is `/app.css`, as on
+ * Hosting. Refuses what no file of public/ can be named, and what would climb out of it: `.` or
+ * `..` segments, encoded slashes or backslashes, NUL, bad escapes.
  */
 function decodeSegments(rawPath: string): string[] | undefined {
   const segments: string[] = [];
-  const parts = rawPath.split("/").slice(1);
-  for (const [index, part] of parts.entries()) {
+  for (const part of rawPath.split("/")) {
     let segment: string;
     try {
       segment = decodeURIComponent(part);
@@ -110,8 +113,6 @@ function decodeSegments(rawPath: string): string[] | undefined {
       return undefined;
     }
     if (segment === "." || segment === ".." || /[/\\\0]/.test(segment)) return undefined;
-    // Empty segments (`//`) are refused too; only the last may be empty (a trailing slash).
-    if (segment === "" && index < parts.length - 1) return undefined;
     if (segment !== "") segments.push(segment);
   }
   return segments;

@@ -280,6 +280,18 @@ describe("local server limits", () => {
       expect(status).toBe(405);
       expect(Date.now() - started).toBeLessThan(2_000);
     });
+
+    it("makes the server hang up once it has thrown away the drain limit, as for any other answer", async () => {
+      const port = await serve({ drainLimitBytes: MiB }, true);
+      const client = await RawClient.open(port);
+      const size = 256 * MiB;
+      client.socket.write(`HEAD / HTTP/1.1\r\nHost: local\r\nContent-Length: ${size}\r\n\r\n`);
+      const sent = await new Promise<Error | null | undefined>((resolve) => client.socket.write(Buffer.alloc(size), resolve));
+      // As the POST above: refused part way (the callback's EPIPE, or a socket already destroyed by the reset).
+      expect(sent instanceof Error || client.socket.destroyed).toBe(true);
+      expect((await client.closed).error).toMatch(/^(EPIPE|ECONNRESET)$/);
+      expect(client.received).toMatch(/^HTTP\/1\.1 200 OK\r\n/);
+    });
   });
   describe("an encoded body", () => {
     const session = JSON.stringify({ user_id: "encoded-user", template_id: "friendly-assistant" });

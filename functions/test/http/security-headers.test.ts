@@ -193,10 +193,20 @@ describe("the page's security headers on the answers Node writes for the local s
     ["a malformed request (two Content-Lengths)", "HTTP/1.1 400 Bad Request", "POST /api/v1/chatbot/session HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}"],
     ["a chunk extension over Node's 16 KiB", "HTTP/1.1 413 Payload Too Large", `POST /api/v1/chatbot/session HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n1;${"a".repeat(20_000)}\r\n`],
     ["headers never finished (the headers timeout)", "HTTP/1.1 408 Request Timeout", "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n"],
+    ["an HTTP/1.1 request without a Host header", "HTTP/1.1 400 Bad Request", "GET / HTTP/1.1\r\n\r\n"],
+    ["an HTTP/1.1 request without a Host header, whatever it expects (Node checks the Host first)", "HTTP/1.1 400 Bad Request", "GET / HTTP/1.1\r\nExpect: something-else\r\n\r\n"],
   ])("%s is answered %s, carrying them, and the connection closed", async (_what, statusLine, request) => {
     const answer = parsed(await exchange(port, request));
     expect(answer.statusLine).toBe(statusLine);
     expect(answer.headers).toMatchObject({ ...expected, connection: "close" });
+  });
+
+  it("what Node's Host check lets through is served: HTTP/1.0 without Host, HTTP/1.1 with an empty one", async () => {
+    for (const request of ["GET /app.css HTTP/1.0\r\n\r\n", "GET /app.css HTTP/1.1\r\nHost:\r\nConnection: close\r\n\r\n"]) {
+      const text = await exchange(port, request);
+      expect({ request, statusLine: parsed(text).statusLine }).toEqual({ request, statusLine: "HTTP/1.1 200 OK" });
+      expect(text.slice(text.indexOf("\r\n\r\n") + 4)).toBe(publicCss());
+    }
   });
 
   it("an Expect other than 100-continue is answered 417, carrying them", async () => {

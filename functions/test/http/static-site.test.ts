@@ -109,6 +109,8 @@ describe("the local server's static site (public/)", () => {
     "/..%5cfirebase.json",
     "/./index.html",
     "//etc/passwd",
+    "//..//firebase.json",
+    "/%2e%2e//firebase.json",
     "/%zz",
     "/index.html%00.js",
   ])("refuses %s with the API's 404", async (path) => {
@@ -145,6 +147,36 @@ describe("the local server's static site (public/)", () => {
     // A session's own routes still take its id, with a slash after it or not.
     const id = String(created.body.session_id);
     expect((await harness.api.call("POST", `${ROUTES.message(id)}/`, { message: "hi" })).status).toBe(200);
+  });
+
+  it("reads a run of slashes as one, as Hosting does: a file at //app.css, the rewrites at /api/v1//chatbot/session", async () => {
+    // superstatic 10 looks files up after normalizeMultiSlashes and matches rewrites on a
+    // normalised path: the Hosting emulator (firebase-tools 15.34) serves both. The function gets
+    // the path as sent, and its routes (routes.ts `segments`) read `//` as `/`.
+    const file = await raw(harness.api.baseUrl, "GET", "//app.css");
+    expect(file.status).toBe(200);
+    expect(file.text).toBe(publicFile("app.css"));
+    expect((await raw(harness.api.baseUrl, "GET", "///")).text).toBe(publicFile("index.html"));
+    const created = await harness.api.call("POST", "/api/v1//chatbot/session", { user_id: "slashes-user", template_id: "friendly-assistant" });
+    expect(created.status).toBe(201);
+    const id = String(created.body.session_id);
+    expect((await harness.api.call("POST", `/api/v1/chatbot//session/${id}//message`, { message: "hi" })).status).toBe(200);
+  });
+
+  it("serves a target in absolute form by its path and query as sent (RFC 9112 3.2.2), as Hosting does and express routes it", async () => {
+    const origin = harness.api.baseUrl;
+    const file = await raw(origin, "GET", `${origin}/app.css`);
+    expect(file.status).toBe(200);
+    expect(file.text).toBe(publicFile("app.css"));
+    expect((await raw(origin, "GET", origin)).text).toBe(publicFile("index.html"));
+    // The routes are there (405: use POST), and the query reaches the function.
+    expect((await raw(origin, "GET", `${origin}${ROUTES.create}`)).status).toBe(405);
+    expect((await raw(origin, "GET", `${origin}/api/v1/connections?user_id=absolute-user`)).status).toBe(200);
+    expect((await raw(origin, "GET", `${origin}/api/v1/connections`)).status).toBe(400);
+    // Its path is checked as written: nothing resolves its dot segments away first.
+    const climb = await raw(origin, "GET", `${origin}/../firebase.json`);
+    expect(climb.status).toBe(404);
+    expect(JSON.parse(climb.text)).toEqual({ success: false, error: { code: "NOT_FOUND", message: "No such route" } });
   });
 
   it("serves Hosting's reserved /__/firebase/init.js, initialising the SDK for the project", async () => {
@@ -239,6 +271,16 @@ describe("a static site's edges", () => {
     const page = await raw(base, "GET", "/guide/");
     expect(page.status).toBe(200);
     expect(page.text).toBe("<p>guide</p>");
+  });
+
+  it("keeps the query in the redirect to a folder's slash, and names the path with one slash (superstatic: pathname + '/' + search)", async () => {
+    // The Hosting emulator answers GET /guide?api=1&x=2 with `Location: /guide/?api=1&x=2`.
+    const redirect = await raw(base, "GET", "/guide?api=https%3A%2F%2Fexample.test&x=1");
+    expect(redirect.status).toBe(301);
+    expect(redirect.headers.location).toBe("/guide/?api=https%3A%2F%2Fexample.test&x=1");
+    // Never `//guide/`, which a browser reads as the host `guide`.
+    expect((await raw(base, "GET", "//guide")).headers.location).toBe("/guide/");
+    expect((await raw(base, "GET", "//guide//?x=1")).text).toBe("<p>guide</p>");
   });
 
   it("serves an unknown extension as bytes, and no init.js SDK files without an SDK folder", async () => {
