@@ -232,10 +232,6 @@ export class CountingStore implements SessionStore {
     return this.count("deleteUserSessions", this.inner.deleteUserSessions(userId, sessionIds));
   }
 
-  deleteUserCreateKeys(userKey: string, cutoff: number): Promise<number> {
-    return this.count("deleteUserCreateKeys", this.inner.deleteUserCreateKeys(userKey, cutoff));
-  }
-
   readUserCreateKeys(userKey: string, after: string | undefined, limit: number): Promise<StoredCreateKey[]> {
     return this.count("readUserCreateKeys", this.inner.readUserCreateKeys(userKey, after, limit));
   }

@@ -343,12 +343,6 @@ export class MemoryStore implements SessionStore {
     }
   }
 
-  async deleteUserCreateKeys(userKey: string, cutoff: number): Promise<number> {
-    const old = [...this.createKeys].filter(([, key]) => key.user_key === userKey && key.created_at <= cutoff);
-    for (const [hash] of old) this.createKeys.delete(hash);
-    return old.length;
-  }
-
   async readUserCreateKeys(userKey: string, after: string | undefined, limit: number): Promise<StoredCreateKey[]> {
     return [...this.createKeys]
       .filter(([hash, key]) => key.user_key === userKey && (after === undefined || hash > after))

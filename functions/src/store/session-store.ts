@@ -392,19 +392,16 @@ export interface ErasureStore {
    */
   deleteUserSessions(userId: string, sessionIds: readonly string[]): Promise<void>;
 
-  /** Removes `createSession` idempotency keys of `userKey` claimed at or before `cutoff`; returns how many. */
-  deleteUserCreateKeys(userKey: string, cutoff: number): Promise<number>;
-
   /**
    * Up to `limit` of `userKey`'s `createSession` idempotency keys, in hash order after `after`
-   * (exclusive): what the second pass of their erasure looks through for keys no session came of.
+   * (exclusive): what both passes of their erasure look through for the keys they delete.
    */
   readUserCreateKeys(userKey: string, after: string | undefined, limit: number): Promise<StoredCreateKey[]>;
 
   /**
    * Removes the record under `hash` while it is still `read` (`isUnchangedCreateKey`),
-   * atomically: a key the erasure found had no session and no request left, which a repeat
-   * taking it over since keeps. True when it went.
+   * atomically: a key the erasure found claimed up to its cutoff, or with no session and no request
+   * left, which a repeat taking it over since keeps. True when it went.
    */
   deleteUnchangedCreateKey(hash: string, read: CreateKey): Promise<boolean>;
 }

@@ -295,10 +295,6 @@ export class ShardedStore implements SessionStore {
     if (beyond > 0) throw new StoreUnavailableError(`delete user sessions (${beyond} on an instance past this list)`);
   }
 
-  deleteUserCreateKeys(userKey: string, cutoff: number): Promise<number> {
-    return this.home.deleteUserCreateKeys(userKey, cutoff);
-  }
-
   readUserCreateKeys(userKey: string, after: string | undefined, limit: number): Promise<StoredCreateKey[]> {
     return this.home.readUserCreateKeys(userKey, after, limit);
   }

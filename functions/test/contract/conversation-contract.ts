@@ -145,17 +145,6 @@ export function conversationContract(makeHarness: () => Promise<ConversationHarn
       expect(await store.readSessionState(kept[0]!)).toMatchObject({ message_count: 1 });
     });
 
-    it("deletes a user's createSession keys claimed up to a time, not others'", async () => {
-      const mine = randomUUID();
-      await store.claimCreateKey(`old-${mine}`, { fingerprint: "f", session_id: "s1", created_at: T, user_key: mine });
-      await store.claimCreateKey(`new-${mine}`, { fingerprint: "f", session_id: "s2", created_at: T + 10, user_key: mine });
-      await store.claimCreateKey(`theirs-${mine}`, { fingerprint: "f", session_id: "s3", created_at: T, user_key: randomUUID() });
-      expect(await store.deleteUserCreateKeys(mine, T + 5)).toBe(1);
-      expect(await store.claimCreateKey(`old-${mine}`, { fingerprint: "g", session_id: "x", created_at: T + 20 })).toMatchObject({ session_id: "x" });
-      expect(await store.claimCreateKey(`new-${mine}`, { fingerprint: "g", session_id: "x", created_at: T + 20 })).toMatchObject({ session_id: "s2" });
-      expect(await store.claimCreateKey(`theirs-${mine}`, { fingerprint: "g", session_id: "x", created_at: T + 20 })).toMatchObject({ session_id: "s3" });
-    });
-
     it("keeps an erasure's record through its phases, finds it when due, and removes it at the end", async () => {
       const key = randomUUID();
       const begun = await store.updateErasure(key, beginErasure("user-x", T, 60_000));

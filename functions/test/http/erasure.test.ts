@@ -4,7 +4,7 @@ import { ApiUser, connectionOf, HOSTING_ROUTES } from "../support/connection-api
 import { conversationOwnerKey, conversationPath } from "../../src/store/rtdb/paths";
 import type { SessionStore } from "../../src/store/session-store";
 import { FaultyStore } from "../support/faulty-store";
-import { createSession, describeEachStore, ROUTES, startHarness, twoInstances, type Answer, type Harness } from "../support/http-harness";
+import { createSession, describeEachStore, ROUTES, startHarness, twoInstances, type Answer, type Harness, type Instance } from "../support/http-harness";
 import { describeWithRtdb, holdingUpdates } from "../support/rtdb";
 import { WholeStore } from "../support/whole-store";
 
@@ -293,6 +293,124 @@ describeEachStore("erasing a user's data", (kind) => {
       const asked = await blocker.ask(user.id);
       expect({ status: asked.status, code: asked.body.error?.code }).toEqual({ status: 201, code: undefined });
     });
+  });
+}, { sharded: true });
+
+/**
+ * One store's calls held on demand: `hold(method, when)` stops its next call of `method` whose
+ * first argument passes `when` until `open()`; `reached(what)` resolves once that call came, and
+ * fails saying `what` did not within 5 s.
+ */
+class HeldCalls {
+  private pending: { readonly method: string; readonly when: (arg: unknown) => boolean; readonly reach: () => void; readonly opened: Promise<void> } | undefined;
+
+  wrap(store: SessionStore): SessionStore {
+    return new Proxy(store, {
+      get: (target, property, receiver) => {
+        const value: unknown = Reflect.get(target, property, receiver);
+        if (typeof value !== "function" || property !== this.pending?.method) return value;
+        return async (...args: unknown[]) => {
+          const pending = this.pending;
+          if (pending?.method === property && pending.when(args[0])) {
+            this.pending = undefined;
+            pending.reach();
+            await pending.opened;
+          }
+          return Reflect.apply(value, target, args) as unknown;
+        };
+      },
+    });
+  }
+
+  hold(method: keyof SessionStore, when: (arg: unknown) => boolean = () => true): { reached(what: string): Promise<void>; open(): void } {
+    let open!: () => void;
+    let reach!: () => void;
+    const opened = new Promise<void>((resolve) => { open = resolve; });
+    const arrived = new Promise<void>((resolve) => { reach = resolve; });
+    this.pending = { method, when, reach, opened };
+    return {
+      open,
+      async reached(what: string) {
+        let timer: NodeJS.Timeout | undefined;
+        const came = await Promise.race([arrived.then(() => true), new Promise<false>((resolve) => { timer = setTimeout(() => { resolve(false); }, 5_000); })]).finally(() => { clearTimeout(timer); });
+        if (!came) throw new Error(`${what} did not come within 5 s`);
+      },
+    };
+  }
+}
+
+/**
+ * docs/api.md, Retries: a repeat that took a create's key over keeps it, "and later retries get the
+ * session it created"; docs/conversations.md, Writes racing an erasure: the cutoff goes by a key's
+ * last claim or take-over. A keyed create whose write failed (503) before the erasure keeps its key
+ * for its retry; that retry, on another instance, takes the key over while the first pass runs
+ * (the user marked), and is admitted once the pass has cleared the mark: its session, created after
+ * the cutoff, is the user's, and so is its key, through both passes.
+ */
+describeEachStore("erasure: a keyed create's retry that takes its key over while the first pass runs", (kind) => {
+  let harness: Harness;
+  let second: Instance;
+  let now = Date.parse("2026-04-01T09:00:00Z");
+  /** Per instance, in start order: its faults and its held calls. */
+  const faults: FaultyStore[] = [];
+  const held: HeldCalls[] = [];
+
+  beforeAll(async () => {
+    faults.length = 0;
+    held.length = 0;
+    const wrapStore = (store: SessionStore) => {
+      const faulty = new FaultyStore(store);
+      const calls = new HeldCalls();
+      faults.push(faulty);
+      held.push(calls);
+      return calls.wrap(faulty.store);
+    };
+    harness = await startHarness({ store: kind, clock: () => now, wrapStore });
+    second = await harness.instance();
+  });
+  afterAll(async () => harness.close());
+
+  it.each([
+    ["before it reads the user's create keys", "readUserSessions", "the first pass's scan of the user's sessions"],
+    ["between its read of the key and its delete", "deleteUnchangedCreateKey", "the first pass's delete of the key"],
+  ] as const)("leaves the key to the session that retry created, taken over %s: later retries replay that session, before and after the second pass", async (_when, step, what) => {
+    const userId = secret("user");
+    const key = secret("create");
+    const body = { user_id: userId, template_id: "friendly-assistant" };
+    faults[0]!.arm("createSession", "before");
+    const failed = await harness.api.call("POST", ROUTES.create, body, { "Idempotency-Key": key });
+    expect({ status: failed.status, code: failed.body.error?.code }).toEqual({ status: 503, code: "DATABASE_UNAVAILABLE" });
+    now += 1_000;
+
+    // The first pass is under way (the user marked), held at `step`...
+    const pass = held[0]!.hold(step, step === "readUserSessions" ? (arg) => arg === userId : () => true);
+    const erasing = harness.api.call("DELETE", `${ROUTES.erase}?user_id=${userId}`);
+    await pass.reached(what);
+    // ...when the client's retry, on another instance, takes the key over; its admission waits.
+    now += 1_000;
+    const admission = held[1]!.hold("readSessionState");
+    const retrying = second.call("POST", ROUTES.create, body, { "Idempotency-Key": key });
+    await admission.reached("the retry's read of the key's session");
+    pass.open();
+    expect((await erasing).status).toBe(200);
+    admission.open();
+    const created = await retrying;
+    expect(created.status).toBe(201);
+    const sessionId = String(created.body.session_id);
+
+    // Its answer lost, the client sends the create again: that session, replayed, not a second one.
+    now += 1_000;
+    const replayed = async (on: Instance) => {
+      const again = await on.call("POST", ROUTES.create, body, { "Idempotency-Key": key });
+      return { status: again.status, session_id: again.body.session_id, replayed: again.headers.get("idempotent-replayed") };
+    };
+    expect(await replayed(second)).toEqual({ status: 201, session_id: sessionId, replayed: "true" });
+    const listed = (await second.call("GET", `${ROUTES.list}?user_id=${userId}`)).body.sessions as { session_id: string }[];
+    expect(listed.map((session) => session.session_id)).toEqual([sessionId]);
+    // The second pass leaves the session (created after the cutoff) and its key.
+    expect((await harness.api.runtime.maintain(now + LATER)).erasuresFinished).toBe(1);
+    now += LATER;
+    expect(await replayed(harness.api)).toEqual({ status: 201, session_id: sessionId, replayed: "true" });
   });
 }, { sharded: true });
 

@@ -12,6 +12,7 @@ import type { ErasureRule } from "../../src/store/conversation-records";
 import { StoreDataError } from "../../src/store/errors";
 import type { StoredCreateKey, UsageRule } from "../../src/store/session-store";
 import { ADD_LANDS_WITHIN_MS } from "../support/connection-fixtures";
+import { newSession } from "../support/fixtures";
 
 const T = Date.parse("2026-04-01T09:00:00Z");
 const POLICY: UsagePolicy = { messagesPerMinute: 20, maxActiveSessions: 5, idleTtlMs: 3_600_000, tokensPerDay: 0 };
@@ -200,19 +201,19 @@ describe("the erasure of a user deleted from Firebase Auth", () => {
   });
 });
 
-/** `store`, whose deletes of the create keys of the users in `failing` fail: their erasure's pass fails at that step. */
+/** `store`, whose reads of the create keys of the users in `failing` fail: their erasure's pass fails at that step. */
 class FailingCreateKeys extends MemoryStore {
   readonly failing = new Set<string>();
   readonly failed: string[] = [];
   calls = 0;
 
-  override async deleteUserCreateKeys(key: string, cutoff: number): Promise<number> {
+  override async readUserCreateKeys(key: string, after: string | undefined, limit: number): Promise<StoredCreateKey[]> {
     this.calls += 1;
     if (this.failing.has(key)) {
       this.failed.push(key);
-      throw new Error("delete create keys (refused)");
+      throw new Error("read create keys (refused)");
     }
-    return super.deleteUserCreateKeys(key, cutoff);
+    return super.readUserCreateKeys(key, after, limit);
   }
 }
 
@@ -336,7 +337,7 @@ describe("the sweep's erasures", () => {
     now = T + 3_600_000;
     const before = store.calls;
 
-    // Up once a pass has run (it deletes the user's create keys).
+    // Up once a pass has run (it reads the user's create keys).
     expect(await erasure.finishDue(now, { maxBatches: 40, stopped: () => store.calls > before })).toBe(1);
     expect((await store.findDueErasures(now, undefined, 100)).keys).toHaveLength(2);
   });
@@ -418,6 +419,8 @@ describe("the second pass and the user's create keys refused for the erasure tha
     let now = T;
     const erasure = erasureOn(store, () => now, 2);
     expect((await erasure.erase(user)).complete).toBe(true);
+    // The first pass's look through the keys (none yet) is not the second's.
+    store.pages = 0;
     for (let i = 0; i < 5; i += 1) {
       await store.claimCreateKey(`h${i}`, claim(`s${i}`, T + 1));
       await refused(store, `h${i}`, claim(`s-repeat-${i}`, T + 2));
@@ -432,5 +435,56 @@ describe("the second pass and the user's create keys refused for the erasure tha
     now += 60_000;
     expect(await erasure.finishDue(now)).toBe(1);
     expect(await store.readUserCreateKeys(userKey(user), undefined, 10)).toEqual([]);
+  });
+});
+
+/** A store on which a repeat takes `racing`'s create key over (its own claim `repeat`) just before the erasure deletes that key, as it read it. */
+class TakenOverBeforeDelete extends MemoryStore {
+  racing: { readonly hash: string; readonly repeat: CreateKey } | undefined;
+
+  override async deleteUnchangedCreateKey(hash: string, read: CreateKey): Promise<boolean> {
+    const racing = this.racing;
+    if (racing?.hash === hash) {
+      this.racing = undefined;
+      await this.claimCreateKey(hash, racing.repeat);
+    }
+    return super.deleteUnchangedCreateKey(hash, read);
+  }
+}
+
+describe("both passes and the user's create keys first claimed before the cutoff", () => {
+  const FINAL_PASS_AFTER_MS = 65_000;
+  const user = "keyed-creates-across-the-cutoff";
+  const claim = (session: string, at: number): CreateKey => ({ fingerprint: "f", session_id: session, created_at: at, user_key: userKey(user) });
+
+  it("delete those last claimed or taken over up to it; keep one a repeat took over after it, before the first pass read it or between that read and its delete, until the second pass finds it refused with no session", async () => {
+    const store = new TakenOverBeforeDelete();
+    let now = T;
+    const erasure = new ErasureService({ store, clock: () => now, log: silentLog, messagesPerMinute: 20, takeOverAfterMs: 60_000, finalPassAfterMs: FINAL_PASS_AFTER_MS, batchSize: 2 });
+    const keys = async () => (await store.readUserCreateKeys(userKey(user), undefined, 10)).map(({ hash }) => hash);
+    // Claimed before the cutoff (T), each by a create whose write failed (503): one taken over before the cutoff too.
+    await store.claimCreateKey("h-before", claim("s-before", T - 3_000));
+    await store.claimCreateKey("h-taken-before", claim("s-taken-before", T - 3_000));
+    await store.claimCreateKey("h-taken-before", claim("s-repeat-0", T - 1_000));
+    // Taken over after the cutoff, while the user is marked: that repeat, admitted once the mark is cleared, created its session.
+    await store.claimCreateKey("h-created", claim("s-created", T - 3_000));
+    await store.claimCreateKey("h-created", claim("s-repeat-1", T + 1));
+    await store.createSession(newSession({ user_id: user, created_at: T + 2 }, "s-created"));
+    // Taken over after the cutoff by a repeat refused for the erasure: it marked the key.
+    await store.claimCreateKey("h-refused", claim("s-refused", T - 3_000));
+    expect(await store.refuseCreateKey("h-refused", await store.claimCreateKey("h-refused", claim("s-repeat-2", T + 1)))).toBe(true);
+    // Taken over after the cutoff between the first pass's read of the key and its delete: that repeat's write failed (503).
+    await store.claimCreateKey("h-taken-meanwhile", claim("s-taken-meanwhile", T - 3_000));
+    store.racing = { hash: "h-taken-meanwhile", repeat: claim("s-repeat-3", T + 3) };
+
+    const first = await erasure.erase(user);
+    expect(first.complete).toBe(true);
+    expect(await keys()).toEqual(["h-created", "h-refused", "h-taken-meanwhile"]);
+
+    now = first.finalPassAt + 60_000;
+    expect(await erasure.finishDue(now)).toBe(1);
+    // The session the user keeps, with its key; the key whose create's fate is unknown, for its retry.
+    expect(await keys()).toEqual(["h-created", "h-taken-meanwhile"]);
+    expect(await store.readSessionState("s-created")).not.toBeNull();
   });
 });

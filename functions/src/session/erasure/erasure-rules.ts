@@ -159,17 +159,32 @@ export function forgetSessions(sessionIds: readonly string[]): UsageRule<undefin
 }
 
 /**
+ * Whether both passes delete the create key `claim` of the user, whatever its session: claimed,
+ * and last taken over, at or before the cutoff (`lastClaimedAt`). A repeat that took the key over
+ * after the cutoff keeps it, though the key was first claimed before: admitted once the first pass
+ * has cleared the mark, it creates its session then (created after the cutoff, kept), and later
+ * retries replay that session (docs/api.md); refused, it marks the key, which the second pass
+ * deletes once no session came of it (`isAbandonedCreateKey`). A take-over of an older version,
+ * with no time recorded, counts at the claim's time.
+ */
+export function isErasedCreateKey(claim: CreateKey, cutoff: number): boolean {
+  return lastClaimedAt(claim) <= cutoff;
+}
+
+/**
  * Whether the second pass may delete the create key `claim` of the user once its session is found
- * not to exist: claimed after the cutoff (those up to it go whatever their session), its last
- * claim or take-over refused for the erasure (`isRefusedCreateKey`: a create refused so whose
- * claim a repeat took over, refused too, which neither gives back), and claimed, and last taken
- * over, at or before `over` (the pass's time less a lease and a database deadline), so that no
- * request of it still runs (the one whose claim was taken over may have been admitted before the
- * user was marked). Any other key with no session stays: a create admitted after the first pass
- * whose write failed (`503`, its fate unknown) keeps its key for its retry. One that a repeat took
- * over with no time recorded (an older version's) may be running: it stays.
+ * not to exist: last claimed or taken over after the cutoff (those up to it go whatever their
+ * session: `isErasedCreateKey`), its last claim or take-over refused for the erasure
+ * (`isRefusedCreateKey`: a create refused so whose claim a repeat took over, refused too, which
+ * neither gives back; or a key claimed before the cutoff whose repeat took it over after it and was
+ * refused), and claimed, and last taken over, at or before `over` (the pass's time less a lease and
+ * a database deadline), so that no request of it still runs (the one whose claim was taken over
+ * may have been admitted before the user was marked). Any other key with no session stays: a
+ * create admitted after the first pass whose write failed (`503`, its fate unknown) keeps its key
+ * for its retry. One that a repeat took over with no time recorded (an older version's) may be
+ * running: it stays.
  */
 export function isAbandonedCreateKey(claim: CreateKey, cutoff: number, over: number): boolean {
-  if (claim.created_at <= cutoff || claim.created_at > over) return false;
+  if (isErasedCreateKey(claim, cutoff) || claim.created_at > over) return false;
   return isRefusedCreateKey(claim) && lastClaimedAt(claim) <= over;
 }

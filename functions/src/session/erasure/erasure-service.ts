@@ -4,7 +4,7 @@ import type { ErasureRecord } from "../../store/conversation-records";
 import type { ConversationStore, ErasureStore, LedgerStore, StateStore } from "../../store/session-store";
 import { userKey } from "../ledger/limits";
 import { inBatches, type BatchBudget } from "../maintenance";
-import { beginErasure, clearErasing, finishErasure, forgetSessions, isAbandonedCreateKey, markErasing, pauseErasure, recordConnections, settleErasure, takeOverErasure, type ErasedAgain } from "./erasure-rules";
+import { beginErasure, clearErasing, finishErasure, forgetSessions, isAbandonedCreateKey, isErasedCreateKey, markErasing, pauseErasure, recordConnections, settleErasure, takeOverErasure, type ErasedAgain } from "./erasure-rules";
 
 export interface ErasureOptions {
   readonly store: Pick<ConversationStore, "scanConversationIndex" | "readUserSessions" | "reaches"> & ErasureStore & Pick<LedgerStore, "updateUsage"> & Pick<StateStore, "readSessionState">;
@@ -138,11 +138,10 @@ export class ErasureService {
     await store.updateUsage(key, markErasing(record.requested_at, messagesPerMinute, Object.keys(record.sessions ?? {})));
     const sessions = await this.deleteSessions(key, record, stopped);
     const connections = sessions.stopped ? { count: 0, stopped: true } : await this.eraseConnections(key, record, stopped, true);
-    if (connections.stopped) {
+    if (connections.stopped || (await this.deleteCreateKeys(key, record, undefined, stopped))) {
       log.info("erasure", { pass: 1, complete: false, sessions: sessions.count, connections: connections.count });
       return { complete: false, sessions: sessions.count, finalPassAt: record.due_at };
     }
-    await store.deleteUserCreateKeys(key, record.requested_at);
     // The second pass comes once no request admitted up to the cutoff can still write. A cutoff
     // still ahead (a deleted Auth user's, see eraseDeletedUser) keeps the user refused until then:
     // that pass clears the mark.
@@ -156,13 +155,13 @@ export class ErasureService {
 
   /**
    * Deletes again what the first pass deleted, and anything created before the request since, and
-   * the user's create keys refused for the erasure that no session came of
-   * (deleteAbandonedCreateKeys); then the record. Page by page until `stopped`: then what it
+   * the user's create keys up to the cutoff and those refused for the erasure that no session came
+   * of (deleteCreateKeys); then the record. Page by page until `stopped`: then what it
    * deleted again leaves the record, and the next run goes on with the rest (pauseErasure). `now`:
    * the run's time.
    */
   private async secondPass(key: string, record: ErasureRecord, now: number, stopped: Stopped): Promise<boolean> {
-    const { store, clock, batchSize, connections, log } = this.options;
+    const { store, clock, batchSize, connections, log, finalPassAfterMs } = this.options;
     const again: { sessions: string[]; connections: string[] } = { sessions: [], connections: [] };
     const pause = async (erased: ErasedAgain) => {
       await store.updateErasure(key, pauseErasure(record, clock(), erased));
@@ -185,8 +184,7 @@ export class ErasureService {
       again.connections.push(...page.map(([id]) => id));
     }
     if ((await this.eraseConnections(key, record, stopped, false)).stopped) return pause(again);
-    if (await this.deleteAbandonedCreateKeys(key, record, now, stopped)) return pause(again);
-    await store.deleteUserCreateKeys(key, record.requested_at);
+    if (await this.deleteCreateKeys(key, record, now - finalPassAfterMs, stopped)) return pause(again);
     // The first pass cleared its own mark; an earlier request's that landed since goes now, while
     // the record that lets the sweep come back still exists (see clearErasing).
     await store.updateUsage(key, clearErasing(record.requested_at));
@@ -225,31 +223,35 @@ export class ErasureService {
   }
 
   /**
-   * The user's create keys claimed after the cutoff, marked refused for the erasure, whose session
-   * does not exist, and whose requests are all over (isAbandonedCreateKey): a create refused for
-   * the erasure whose claim the client's repeat took over, refused too, is given back by neither
-   * (the first no longer may: the repeat could have been admitted where it was not; the repeat
-   * holds no claim of its own), so the repeat marks it (SessionService). An unmarked key with no
-   * session stays: a create whose write failed with its fate unknown keeps it for its retry. A key
-   * whose session exists is a session the user keeps. Each read on the session's own database instance
-   * (create keys are on the home one); a session on one this store does not reach may exist, and
-   * its key stays. Each deleted only while unchanged (deleteUnchangedCreateKey): a repeat taking
-   * the key over between the read and the delete writes its time into it, and may be creating its
-   * session. Page by page; true when `stopped` first (the pass starts them over next run: what it
-   * deleted is gone).
+   * The user's create keys that the erasure deletes: in both passes, those last claimed or taken
+   * over up to the cutoff, whatever their session (isErasedCreateKey); in the second, given `over`
+   * (the pass's time less a lease and a database deadline), also those claimed after it, marked
+   * refused for the erasure, whose session does not exist, and whose requests are all over
+   * (isAbandonedCreateKey): a create refused for the erasure whose claim the client's repeat took
+   * over, refused too, is given back by neither (the first no longer may: the repeat could have
+   * been admitted where it was not; the repeat holds no claim of its own), so the repeat marks it
+   * (SessionService). A key a repeat took over after the cutoff stays in the first pass, though
+   * first claimed before it: that repeat may be admitted once the mark is cleared, and its retries
+   * replay the session it creates. An unmarked key with no session stays: a create whose write
+   * failed with its fate unknown keeps it for its retry. A key whose session exists is a session
+   * the user keeps. Each session read on its own database instance (create keys are on the home
+   * one); a session on one this store does not reach may exist, and its key stays. Each key
+   * deleted only while unchanged (deleteUnchangedCreateKey): a repeat taking it over between the
+   * read and the delete writes its time into it, and may be creating its session. Page by page;
+   * true when `stopped` first (the pass starts them over next run: what it deleted is gone).
    */
-  private async deleteAbandonedCreateKeys(key: string, record: ErasureRecord, now: number, stopped: Stopped): Promise<boolean> {
-    const { store, batchSize, finalPassAfterMs } = this.options;
-    const over = now - finalPassAfterMs;
+  private async deleteCreateKeys(key: string, record: ErasureRecord, over: number | undefined, stopped: Stopped): Promise<boolean> {
+    const { store, batchSize } = this.options;
+    const cutoff = record.requested_at;
     let after: string | undefined;
     for (;;) {
       if (stopped()) return true;
       const page = await store.readUserCreateKeys(key, after, batchSize);
       after = page.at(-1)?.hash;
-      const candidates = page.filter(({ key: claim }) => isAbandonedCreateKey(claim, record.requested_at, over) && store.reaches(claim.session_id));
       await Promise.all(
-        candidates.map(async ({ hash, key: claim }) => {
-          if (!(await store.readSessionState(claim.session_id))) await store.deleteUnchangedCreateKey(hash, claim);
+        page.map(async ({ hash, key: claim }) => {
+          if (isErasedCreateKey(claim, cutoff)) await store.deleteUnchangedCreateKey(hash, claim);
+          else if (over !== undefined && isAbandonedCreateKey(claim, cutoff, over) && store.reaches(claim.session_id) && !(await store.readSessionState(claim.session_id))) await store.deleteUnchangedCreateKey(hash, claim);
         }),
       );
       if (page.length < batchSize) return false;

@@ -8,9 +8,6 @@ import { conversationOwnerKey, conversationPath, CREATE_KEYS, createKeyPath, era
 import { updateAcross } from "./home-writes";
 import type { TransactionEngine } from "./transactions";
 
-/** Create keys read per query while looking for a user's. */
-const KEYS_PER_QUERY = 100;
-
 /** The writes of an erasure beside the sessions' own: its record, and the deletions across the tree. */
 export class ErasureWrites {
   constructor(
@@ -65,28 +62,6 @@ export class ErasureWrites {
     // is gone included, and the ids it recorded), so no half is left for good.
     const { here, index } = updateAcross(this.db, this.home, update);
     await this.engine.call("delete user sessions", Promise.all([here, index]));
-  }
-
-  async deleteCreateKeys(userKey: string, cutoff: number): Promise<number> {
-    let deleted = 0;
-    let after: string | undefined;
-    for (;;) {
-      const byUser = this.db.ref(CREATE_KEYS).orderByChild("user_key");
-      const query = after === undefined ? byUser.equalTo(userKey) : byUser.startAfter(userKey, after).endAt(userKey);
-      const snapshot = await this.engine.read("find user create keys", query.limitToFirst(KEYS_PER_QUERY));
-      const old: string[] = [];
-      let count = 0;
-      snapshot.forEach((child: DataSnapshot) => {
-        count += 1;
-        if (child.key === null) return;
-        after = child.key;
-        const createdAt: unknown = child.child("created_at").val();
-        if (typeof createdAt !== "number" || createdAt <= cutoff) old.push(child.key);
-      });
-      if (old.length > 0) await this.engine.call("delete user create keys", this.db.ref(CREATE_KEYS).update(Object.fromEntries(old.map((key) => [key, null]))));
-      deleted += old.length;
-      if (count < KEYS_PER_QUERY) return deleted;
-    }
   }
 
   /** The user's create keys after `after`, by the indexed query on `user_key` (in key order among equal values). */

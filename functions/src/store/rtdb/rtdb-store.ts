@@ -466,10 +466,6 @@ export class RtdbStore implements SessionStore {
     return this.erasures.deleteSessions(userId, sessionIds);
   }
 
-  deleteUserCreateKeys(userKey: string, cutoff: number): Promise<number> {
-    return this.erasures.deleteCreateKeys(userKey, cutoff);
-  }
-
   readUserCreateKeys(userKey: string, after: string | undefined, limit: number): Promise<StoredCreateKey[]> {
     return this.erasures.readCreateKeys(userKey, after, limit);
   }
