@@ -122,6 +122,23 @@ const state = {
 /** The phases in which the page is waiting on something: nothing else may start. */
 const WAITING = new Set(["starting", "streaming", "ending", "opening", "watching"]);
 
+/**
+ * Whether the page waits on something: a phase of WAITING, or an erasure under way. The erasure
+ * keeps the phase (the session stays on view until it succeeds) but then takes the session: a
+ * start, a message, an end or a conversation opened meanwhile would answer about erased data.
+ */
+const waiting = () => WAITING.has(state.phase) || state.busy === "erase";
+
+/** Whether the session on view takes a message or its end now. */
+const canWrite = () => state.phase === "active" && !waiting();
+
+/**
+ * Whether a call begun in `phase` on `session` still holds the page when its answer comes. The
+ * controls keep an erasure from running beside such a call; should one overtake it all the same
+ * (the page set idle, the session erased), the call's late answer changes nothing.
+ */
+const stillHeld = (phase, session) => state.phase === phase && state.session === session;
+
 /** Every change of state goes through here, and is shown at once. */
 function update(changes) {
   Object.assign(state, changes);
@@ -139,7 +156,7 @@ function render() {
   document.body.dataset.state = phase;
   document.body.dataset.ready = String(state.ready);
   ui.startForm.hidden = open;
-  ui.startButton.disabled = phase === "starting";
+  ui.startButton.disabled = waiting();
   ui.session.hidden = session === undefined;
   if (session) {
     ui.session.dataset.sessionId = session.id;
@@ -147,7 +164,7 @@ function render() {
     ui.count.textContent = String(session.messageCount);
     ui.tokens.textContent = String(session.tokens);
   }
-  for (const control of [ui.message, ui.sendButton, ui.endButton]) control.disabled = phase !== "active";
+  for (const control of [ui.message, ui.sendButton, ui.endButton]) control.disabled = !canWrite();
   ui.log.setAttribute("aria-busy", String(phase === "streaming"));
   ui.status.textContent = state.status;
   ui.error.textContent = state.error;
@@ -159,7 +176,7 @@ function render() {
       : "Identity: none sent (the server has not asked for one).") +
     (state.attestedWith ? ` App Check: a token from ${state.attestedWith} goes with each call.` : "");
   ui.earlier.hidden = session === undefined || state.earlier === null;
-  ui.earlier.disabled = WAITING.has(phase);
+  ui.earlier.disabled = waiting();
   renderConversations();
   ui.moreConversations.hidden = state.conversationsNext === null;
   ui.eraseConfirm.hidden = !state.confirmingErase;
@@ -195,7 +212,7 @@ function renderConversations() {
     );
   }
   ui.noConversations.hidden = state.conversations === undefined || state.conversations.length > 0;
-  for (const button of ui.conversationList.querySelectorAll("button")) /** @type {HTMLButtonElement} */ (button).disabled = WAITING.has(state.phase);
+  for (const button of ui.conversationList.querySelectorAll("button")) /** @type {HTMLButtonElement} */ (button).disabled = waiting();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -735,7 +752,7 @@ function rememberedUserId() {
 
 async function startSession(event) {
   event.preventDefault();
-  if (state.phase === "starting") return;
+  if (waiting()) return;
   const userId = ui.user.value.trim();
   if (!userId && !state.signedIn) {
     update({ error: "Enter a user id (any name of up to 128 characters)." });
@@ -850,7 +867,7 @@ async function exchange(sessionId, text, key, onText) {
 async function sendMessage(event) {
   event.preventDefault();
   const { session } = state;
-  if (state.phase !== "active" || !session) return;
+  if (!canWrite() || !session) return;
   const text = ui.message.value;
   if (text.trim() === "") {
     ui.message.focus();
@@ -872,6 +889,7 @@ async function sendMessage(event) {
     reply.body.textContent = received;
     reply.item.scrollIntoView({ block: "end" });
   });
+  if (!stillHeld("streaming", session)) return;
   reply.item.classList.remove("streaming");
 
   if ("finished" in outcome) {
@@ -921,24 +939,26 @@ async function sendMessage(event) {
 
 async function endSession() {
   const { session } = state;
-  if (state.phase !== "active" || !session) return;
+  if (!canWrite() || !session) return;
   update({ phase: "ending", error: "" });
+  let body;
   let failure;
   try {
     const response = await apiFetch(apiUrls(state.base).end(session.id), { method: "DELETE" });
-    const body = await readJson(response);
-    if (response.ok && body?.success) {
-      const count = body.message_count;
-      closeSession({
-        session: { ...session, messageCount: count, tokens: body.usage ? body.usage.total_tokens : session.tokens },
-        status: `Session ended: ${count} message${count === 1 ? "" : "s"} in ${Math.round(body.duration_seconds)} s.`,
-      });
-      void loadConversations();
-      return;
-    }
-    failure = answerFailure(body, response);
+    body = await readJson(response);
+    if (!response.ok || !body?.success) failure = answerFailure(body, response);
   } catch (error) {
     failure = pageFailure(error, "Could not reach the API");
+  }
+  if (!stillHeld("ending", session)) return;
+  if (!failure) {
+    const count = body.message_count;
+    closeSession({
+      session: { ...session, messageCount: count, tokens: body.usage ? body.usage.total_tokens : session.tokens },
+      status: `Session ended: ${count} message${count === 1 ? "" : "s"} in ${Math.round(body.duration_seconds)} s.`,
+    });
+    void loadConversations();
+    return;
   }
   const over = SESSION_OVER.get(failure.code);
   if (!over) {
@@ -1104,10 +1124,12 @@ function showStored(message, templateName, first) {
 
 /** Opens a conversation from the list: its newest messages, and a reply still being written, if any. */
 async function openConversation(sessionId) {
-  if (WAITING.has(state.phase)) return;
+  if (waiting()) return;
   const before = state.phase;
+  const shown = state.session;
   update({ phase: "opening", error: "", confirmingErase: false, status: "Opening the conversation ..." });
   const outcome = await getJson(apiUrls(state.base).read(sessionId));
+  if (!stillHeld("opening", shown)) return;
   if ("failure" in outcome) {
     update({ phase: before, error: errorText(outcome.failure), status: "The conversation could not be opened." });
     return;
@@ -1207,7 +1229,7 @@ async function watchReply(sessionId, count, reply, key) {
 /** Shows the messages before those on view. */
 async function loadEarlier() {
   const { session, earlier } = state;
-  if (!session || earlier === null || WAITING.has(state.phase)) return;
+  if (!session || earlier === null || waiting()) return;
   const outcome = await getJson(apiUrls(state.base).read(session.id), { before: earlier });
   // Answered late: another conversation opened (or a session started) meanwhile, or these
   // messages already shown by an earlier click; they are not the ones before those on view.
@@ -1305,6 +1327,8 @@ async function eraseData() {
     error: `${errorText(failure)} Your data may have been erased all the same: erasing again is safe, it erases whatever is left.`,
     status: "The erasure's outcome is unknown: the list shows what is left.",
   });
+  // Read from its first page, as after a change of user: the older pages shown may list erased conversations.
+  dropListReads();
   void loadConversations();
 }
 

@@ -355,6 +355,77 @@ describeWithChromium("your conversations and data on the chat page, in Chromium"
       expect({ listed: (await listedIds(page)).length, none: await page.isVisible("#no-conversations") }).toEqual({ listed: 0, none: true });
       await page.close();
     }, 60_000);
+
+    it("shows what is left (nothing) after an erasure whose answer was lost, not the erased conversations of the older pages shown", async () => {
+      const { userId, page } = await openOnConversations(22);
+      // The visitor shows the older conversations: all 22 are listed.
+      await page.click("#more-conversations");
+      await page.waitForSelector("#conversation-list li:nth-child(22) button");
+
+      // The erasure reaches the server, which erases everything; its answer is lost on the way back.
+      await page.route("**/chatbot/me?*", async (route) => {
+        if (route.request().method() !== "DELETE") return route.continue();
+        await route.fetch();
+        await route.abort("connectionreset");
+      });
+      await page.click(".settings summary");
+      await page.click("#erase-data");
+      const reread = page.waitForResponse((response) => response.url().includes("/chatbot/sessions?") && !response.url().includes("cursor="));
+      await page.click("#erase-yes");
+      await page.waitForSelector("#status:text-is(\"The erasure's outcome is unknown: the list shows what is left.\")");
+      // The list is read again (nothing is left), and the page has acted on that answer.
+      expect(((await (await reread).json()) as { sessions: unknown[] }).sessions).toEqual([]);
+      await listSettled(page);
+      expect((await harness.api.call("GET", `${ROUTES.list}?user_id=${userId}`)).body.sessions).toEqual([]);
+      expect({ listed: (await listedIds(page)).length, none: await page.isVisible("#no-conversations") }).toEqual({ listed: 0, none: true });
+      expect(await page.evaluate("window.cspViolations")).toEqual([]);
+      await page.close();
+    }, 90_000);
+
+    it("takes nothing from the visitor while Erase my data runs (message box, Send, End, Start and the list disabled), then offers the start form", async () => {
+      const userId = `user_${randomUUID().slice(0, 8)}`;
+      const older = await createSession(harness.api, "socratic-tutor", userId);
+      const page = await browser.context.newPage();
+      await page.addInitScript(`localStorage.setItem("chatify.user_id", ${JSON.stringify(userId)})`);
+      await open(page, harness);
+      await startSession(page, userId);
+      await send(page, "hello");
+      await page.waitForSelector(`#conversation-list button[data-session-id="${older}"]`);
+      await listSettled(page);
+
+      // The erasure's request is held on its way out (a slow uplink) until the controls were looked at.
+      let release = (): void => undefined;
+      const held = new Promise<void>((resolve) => {
+        release = resolve;
+      });
+      await page.route("**/chatbot/me?*", async (route) => {
+        if (route.request().method() !== "DELETE") return route.continue();
+        await held;
+        await route.continue();
+      });
+      await page.click(".settings summary");
+      await page.click("#erase-data");
+      await page.click("#erase-yes");
+      await page.waitForSelector("#status:text-is('Erasing your data ...')");
+      // Whatever the visitor did now would answer about the data being erased, after the erasure.
+      const enabled = async (selector: string) => (await Promise.all((await page.$$(selector)).map((control) => control.isEnabled()))).filter(Boolean).length;
+      expect({
+        state: await page.getAttribute("body", "data-state"),
+        enabled: { message: await enabled("#message"), send: await enabled("#send-button"), end: await enabled("#end-button"), start: await enabled("#start-button"), list: await enabled("#conversation-list button") },
+        listed: (await listedIds(page)).length,
+      }).toEqual({ state: "active", enabled: { message: 0, send: 0, end: 0, start: 0, list: 0 }, listed: 2 });
+
+      release();
+      await page.waitForSelector("#status:has-text('Your data was erased')");
+      expect({
+        state: await page.getAttribute("body", "data-state"),
+        startForm: await page.isVisible("#start"),
+        start: await page.isEnabled("#start-button"),
+        session: await page.isVisible("#session"),
+      }).toEqual({ state: "idle", startForm: true, start: true, session: false });
+      expect(await page.evaluate("window.cspViolations")).toEqual([]);
+      await page.close();
+    }, 90_000);
   });
 
   describeWithRtdb("a reply still being written when the page is reloaded", () => {
