@@ -1,7 +1,7 @@
 /**
- * Messages of about MAX_MESSAGE_CHARS (4,000 UTF-16 units) in scripts that o200k splits into
- * bytes, each a sample repeated, with their true counts: gpt-tokenizer 4.0.0, installed outside
- * the project as test/fixtures/README.md says, `encode(text).length` from
+ * Messages of about MAX_MESSAGE_CHARS (4,000 UTF-16 units) in scripts, or of emoji, that o200k
+ * splits into bytes, each a sample repeated, with their true counts: gpt-tokenizer 4.0.0, installed
+ * outside the project as test/fixtures/README.md says, `encode(text).length` from
  * gpt-tokenizer/encoding/o200k_base, and for the prompt [system "You are brief.", user text]
  * `encodeChat(...).length` from gpt-tokenizer/model/gpt-4o-mini.
  */
@@ -39,5 +39,12 @@ export const SCRIPT_MESSAGES: readonly ScriptMessage[] = [
     text: fill(Array.from({ length: 34 }, (_, i) => String.fromCodePoint(0x460 + i)).join("")),
     tokens: 7_956,
     promptTokens: 7_971,
+  },
+  {
+    // Emoji of U+1F940..U+1F97F typed after spaces, as people type them: o200k has no token joining the space to them.
+    script: "emoji typed after spaces (🥰 🥺 🥹)",
+    text: fill("so cute 🥰 🥺 🥹 "),
+    tokens: 2_575,
+    promptTokens: 2_590,
   },
 ];

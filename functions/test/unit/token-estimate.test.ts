@@ -41,6 +41,24 @@ describe("estimateTokens against o200k_base counts", () => {
     expect(estimateTokens(text)).toBeLessThanOrEqual(estimateBound(tokens, undefined));
   });
 
+  // After a space, as people type them: " 🥺", " 🐶", " 🏆" cost a token more than alone, " 🈹" 3, a digit ("🄁"), a tag or private use one more.
+  it.each([
+    ["ok 🥺", 4],
+    ["🥺 🥺 🥺 🥺 🥺", 14],
+    ["miss you 🥺 🥺 🥺", 11],
+    ["a 🐶", 4],
+    ["we won 🏆", 5],
+    ["home 🏠", 4],
+    ["sale 🈹", 4],
+    ["so  tired  🥺", 7],
+    ["a\n 🐱", 5],
+    ["a 🄁", 5],
+    ["a \u{e0067}", 6],
+    ["a \u{f0000}", 6],
+  ])("never counts fewer tokens than o200k for a symbol beyond the BMP after a space: %j (%i tokens)", (text, tokens) => {
+    expect(estimateTokens(text)).toBeGreaterThanOrEqual(tokens);
+  });
+
   it("does not over-count grossly: median ratio at most 1.35, English prose at most 1.4 but one line of long words", () => {
     expect(median(entries.map(({ text, tokens }) => estimateTokens(text) / tokens))).toBeLessThanOrEqual(1.35);
     const prose = entries.filter((entry) => entry.kind === "prose").map(({ text, tokens }) => estimateTokens(text) / tokens);
@@ -51,7 +69,7 @@ describe("estimateTokens against o200k_base counts", () => {
 
 describe("estimateTokens", () => {
   it("prices a text of n UTF-16 units at most MAX_TOKENS_PER_CHAR x n + 1 (the deployment cap's reservation counts on it)", () => {
-    const priciest = fc.constantFrom("∑", "₀", "✈", "😀", "🫠", "𠀀", "\u{e0067}", "\u0301", "\u0361", "é", "ž", "ѣ", "ሀ", "ᄀ", "㐀", "⸮", "\ue000", "a", "x", "!", "@", "\n", " ", "\t", "7", "中", "\ud83d");
+    const priciest = fc.constantFrom("∑", "₀", "✈", "😀", "🥺", "🫠", "𠀀", "\u{e0067}", "\u0301", "\u0361", "é", "ž", "ѣ", "ሀ", "ᄀ", "㐀", "⸮", "\ue000", "a", "x", "!", "@", "\n", " ", "\t", "7", "中", "\ud83d");
     fc.assert(
       fc.property(fc.oneof(fc.string({ unit: "binary" }), fc.string({ unit: priciest, maxLength: 200 })), (text) => estimateTokens(text) <= MAX_TOKENS_PER_CHAR * text.length + 1),
       { numRuns: 5_000 },
@@ -75,6 +93,14 @@ describe("estimateTokens", () => {
     expect(estimateTokens("🫠")).toBe(3);
     expect(estimateTokens("😂")).toBe(2);
     expect(estimateTokens("🫠🫠")).toBe(6);
+  });
+
+  it("prices the space before an emoji in the emoji where o200k has a token with the space (\" 😂\"), and apart where it has none (\" 🥺\")", () => {
+    expect(estimateTokens(" 😂")).toBe(estimateTokens("😂"));
+    expect(estimateTokens(" 🥺")).toBe(estimateTokens("🥺") + 1);
+    // The spaces before the last are a piece of their own: "a  🥺" is "a", " ", " " and the emoji.
+    expect(estimateTokens("a  🥺")).toBe(estimateTokens("a 🥺") + 1);
+    expect(estimateTokens("a  😂")).toBe(estimateTokens("a 😂") + 1);
   });
 
   it("prices a lone surrogate as a symbol rather than failing", () => {

@@ -650,7 +650,7 @@ describe("the daily token ledger through the session service", () => {
  * With OpenAI's reports (o200k counts, which the estimate does not pass), the day counts what was
  * spent: a message's reservation holds it, and the report is within the bounds it is believed in.
  */
-describe("the daily token ledger with OpenAI's reports, on messages in scripts o200k splits into bytes", () => {
+describe("the daily token ledger with OpenAI's reports, on messages in scripts and of emoji o200k splits into bytes", () => {
   const suite = tokenSuite();
 
   it.each(SCRIPT_MESSAGES)("counts against USER_TOKENS_PER_DAY what OpenAI billed for a message in $script, its report believed", async ({ text, promptTokens }) => {
