@@ -178,7 +178,7 @@ export const BOOLEAN_PARAMS = {
 export const STRING_PARAMS = {
   OPENAI_BASE_URL: {
     default: "",
-    description: "Base URL of an OpenAI-compatible API; empty means api.openai.com. No user name or password in it (refused at start): the API key goes in OPENAI_API_KEY.",
+    description: "Base URL of an OpenAI-compatible API; empty means api.openai.com. No user name or password in it, nor any @ (refused at start): the API key goes in OPENAI_API_KEY.",
   },
   CORS_ORIGINS: {
     default: "*",

@@ -151,7 +151,11 @@ function parseBaseUrl(raw: string): string | undefined {
   }
   // Node's fetch (undici, Node 24), which the openai SDK calls, refuses every URL holding credentials
   // ("Request cannot be constructed from a URL that includes credentials"): each model call would fail as an outage.
-  if (hasCredentials(url)) {
+  // An `@` the parser read otherwise marks credentials all the same: a password that starts with `#`, `?`, `/`
+  // or `\` (or a number and one of them) ends the authority, so `https://user:#pass@api.example.com` is the
+  // host `user` with the fragment `#pass@api.example.com`: every call would go to that host, and whatever
+  // printed the URL would print the password.
+  if (hasCredentials(url) || raw.includes("@")) {
     throw new ConfigError("OPENAI_BASE_URL must not hold a user name or password: credentials in the URL are not supported (an API key goes in OPENAI_API_KEY)");
   }
   return raw;

@@ -313,6 +313,18 @@ describe("resolveConfig OPENAI_BASE_URL", () => {
       expect(message).toBe("OPENAI_BASE_URL must not hold a user name or password: credentials in the URL are not supported (an API key goes in OPENAI_API_KEY)");
     },
   );
+
+  // A password starting with `#`, `?`, `/` or `\` (or a port-like number and one) ends the authority: WHATWG URL
+  // parsing reads `proxy-user` as the host and the rest as a fragment, query or path, and sees no credentials.
+  it.each([
+    "https://proxy-user:#s3cret-pass@api.example.com/v1",
+    "https://proxy-user:2024?s3cret-pass@api.example.com/v1",
+    "https://proxy-user:8080/s3cret-pass@api.example.com",
+    "http://proxy-user:\\s3cret-pass@127.0.0.1:8080/v1",
+  ])("refuses %p, whose credentials end the host early, rather than calling the host proxy-user", (raw) => {
+    const { message } = configError({ OPENAI_API_KEY: "sk-test-key", OPENAI_BASE_URL: raw });
+    expect(message).toBe("OPENAI_BASE_URL must not hold a user name or password: credentials in the URL are not supported (an API key goes in OPENAI_API_KEY)");
+  });
 });
 
 describe("resolveConfig errors about URL params", () => {
@@ -330,6 +342,14 @@ describe("resolveConfig errors about URL params", () => {
     ["DATABASE_INSTANCES", "proxy-user:s3cret-pass@chatify.firebaseio.com"],
     ["OPENAI_BASE_URL", "ftp://proxy-user:s3cret-pass@files.example.com"],
     ["OPENAI_BASE_URL", "mailto:proxy-user:s3cret-pass@proxy.example"],
+    // A password that ends the authority early (`#`, `?`, `/`, `\`, or a port-like number and one): an http(s) URL without credentials to the parser.
+    ["CORS_ORIGINS", "https://proxy-user:#s3cret-pass@app.example.com"],
+    ["CORS_ORIGINS", "https://proxy-user:2024#s3cret-pass@app.example.com"],
+    ["CORS_ORIGINS", "https://proxy-user:8080/s3cret-pass@app.example.com"],
+    ["CORS_ORIGINS", "https://proxy-user:\\s3cret-pass@app.example.com"],
+    ["DATABASE_INSTANCES", "https://proxy-user:#s3cret-pass@chatify.firebaseio.com"],
+    ["DATABASE_INSTANCES", "https://proxy-user:2024?s3cret-pass@chatify.firebaseio.com"],
+    ["OPENAI_BASE_URL", "https://proxy-user:#s3cret-pass@api.example.com/v1"],
   ])("name %s without showing the password of %p", (name, raw) => {
     const { message } = configError({ [name]: raw });
     expect(message.startsWith(name)).toBe(true);
@@ -341,6 +361,12 @@ describe("resolveConfig errors about URL params", () => {
     expect(configError({ OPENAI_BASE_URL: "proxy-user:s3cret-pass@proxy.example:8080/v1" }).message).toBe('OPENAI_BASE_URL must be an http(s) URL, got "***@proxy.example:8080/v1"');
     expect(configError({ OPENAI_BASE_URL: "ftp://proxy-user:s3cret-pass@files.example.com" }).message).toBe('OPENAI_BASE_URL must be an http(s) URL, got "ftp://***@files.example.com"');
     expect(configError({ CORS_ORIGINS: "https://ok.example.com, app-user:s3cret@app.example.com" }).message).toBe('CORS_ORIGINS entries must look like https://host[:port], got "***@app.example.com"');
+  });
+
+  it("hides what precedes the last @ of an http(s) URL too, whether or not it parses with credentials", () => {
+    expect(configError({ CORS_ORIGINS: "https://proxy-user:#s3cret-pass@app.example.com" }).message).toBe('CORS_ORIGINS entries must look like https://host[:port], got "https://***@app.example.com"');
+    expect(configError({ CORS_ORIGINS: "https://proxy-user:s3cret-pass@app.example.com" }).message).toBe('CORS_ORIGINS entries must look like https://host[:port], got "https://***@app.example.com"');
+    expect(configError({ DATABASE_INSTANCES: "https://proxy-user:2024?s3cret-pass@chatify.firebaseio.com" }).message).toContain('"https://***@chatify.firebaseio.com"');
   });
 });
 
