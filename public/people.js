@@ -78,9 +78,11 @@ export function startPeople(shared) {
      */
     acting: new Set(),
     /**
-     * @type {{ id: string, other: string, status: string, messages: Map<string, Message>, live: boolean, earlier?: number | null } | undefined}
-     * the open conversation; `earlier`: the cursor of the messages before those shown (null: none,
-     * or followed live, whole; undefined until its first read through the API)
+     * @type {{ id: string, owner: string, other: string, status: string, messages: Map<string, Message>, live: boolean, earlier?: number | null } | undefined}
+     * the open conversation; `owner`: the user id it was opened as (both users of a connection
+     * share its id: whose it is, not which, tells that it is still the visitor's); `earlier`: the
+     * cursor of the messages before those shown (null: none, or followed live, whole; undefined
+     * until its first read through the API)
      */
     open: undefined,
     /**
@@ -93,7 +95,7 @@ export function startPeople(shared) {
     /** The list as last drawn, to redraw only on a change (a button under the pointer stays put). */
     drawn: "",
     /**
-     * @type {Map<string, { text: string, key: string, said: string }>} by connection, the message given back after
+     * @type {Map<string, { text: string, key: string, said: string }>} by boxKey (user and connection), the message given back after
      * a failure and its Idempotency-Key: its answer may have been lost after it was stored, and sent
      * again with the same key it is stored (and notified) once. Dropped when that text is sent and
      * stored, or when another text is sent instead. `said` is what the panel said of its failure,
@@ -101,9 +103,9 @@ export function startPeople(shared) {
      */
     givenBack: new Map(),
     /**
-     * @type {Map<string, string>} by connection, the text of the message box of each conversation
-     * not on view: the box is one, and what was typed in (or given back to) one conversation is
-     * never sent to another.
+     * @type {Map<string, string>} by boxKey (user and connection), the text of the message box of
+     * each conversation not on view: the box is one, and what was typed in (or given back to) one
+     * conversation is never sent to another, nor as another user.
      */
     drafts: new Map(),
   };
@@ -120,6 +122,26 @@ export function startPeople(shared) {
   let readingOlder = null;
   /** @type {number | null} the cursor being followed, while earlier messages are read */
   let readingEarlier = null;
+
+  /** What the drafts and the messages given back are kept by: the user's, never the other user's of the same connection. */
+  const boxKey = (owner, connectionId) => `${owner}\n${connectionId}`;
+
+  /**
+   * The open conversation, if it is still the visitor's: the user id changed (the field, without
+   * sign-in) lets it go, its box kept as a draft for that user, and what was said of it (a message
+   * given back) off view. The one check: render, open and send all go through it.
+   */
+  function current() {
+    const conversation = state.open;
+    if (!conversation || conversation.owner === shared.userId()) return conversation;
+    unfollow();
+    if (ui.message.value !== "") state.drafts.set(boxKey(conversation.owner, conversation.id), ui.message.value);
+    ui.message.value = "";
+    ui.log.replaceChildren();
+    state.open = undefined;
+    state.error = "";
+    return undefined;
+  }
 
   function update(changes) {
     Object.assign(state, changes);
@@ -334,16 +356,18 @@ export function startPeople(shared) {
   async function open(connection) {
     unfollow();
     const id = connection.connection_id;
-    const leaving = state.open;
+    const leaving = current();
+    const owner = shared.userId();
+    const box = boxKey(owner, id);
     if (leaving?.id !== id) {
       // The box goes with its conversation: kept for the one left, that of the one opened put back.
-      if (leaving && ui.message.value !== "") state.drafts.set(leaving.id, ui.message.value);
-      ui.message.value = state.drafts.get(id) ?? "";
-      state.drafts.delete(id);
-      const kept = state.givenBack.get(id);
+      if (leaving && ui.message.value !== "") state.drafts.set(boxKey(owner, leaving.id), ui.message.value);
+      ui.message.value = state.drafts.get(box) ?? "";
+      state.drafts.delete(box);
+      const kept = state.givenBack.get(box);
       if (kept && kept.text === ui.message.value) update({ error: kept.said });
     }
-    update({ open: { id, other: connection.other_user_id, status: connection.status, messages: new Map(), live: false, earlier: undefined } });
+    update({ open: { id, owner, other: connection.other_user_id, status: connection.status, messages: new Map(), live: false, earlier: undefined } });
     ui.log.replaceChildren();
     const database = await liveDatabase().catch(() => undefined);
     if (database) follow(database, connection.connection_id);
@@ -385,7 +409,7 @@ export function startPeople(shared) {
   function closeConversation(connectionId) {
     if (!state.open || (connectionId !== undefined && state.open.id !== connectionId)) return;
     unfollow();
-    state.givenBack.delete(state.open.id);
+    state.givenBack.delete(boxKey(state.open.owner, state.open.id));
     ui.message.value = "";
     ui.log.replaceChildren();
     update({ open: undefined });
@@ -479,15 +503,17 @@ export function startPeople(shared) {
    */
   async function sendMessage(event) {
     event.preventDefault();
-    const conversation = state.open;
+    // Another user id in the field: the box (another user's) is let go of, and nothing is sent.
+    const conversation = current();
     const text = ui.message.value;
-    if (!conversation || text.trim() === "") return;
+    if (!conversation || text.trim() === "") return render();
+    const box = boxKey(conversation.owner, conversation.id);
     ui.message.value = "";
     // The text given back, sent again unchanged, keeps its key: if the first send was stored (its
     // answer lost on the way back), this one gets that message back. Another text is a new message.
-    const kept = state.givenBack.get(conversation.id);
+    const kept = state.givenBack.get(box);
     const key = kept?.text === text ? kept.key : shared.newIdempotencyKey();
-    state.givenBack.delete(conversation.id);
+    state.givenBack.delete(box);
     await attempt(async () => {
       try {
         const body = await call(urls().messages(conversation.id), "POST", { message: text }, { "Idempotency-Key": key });
@@ -496,7 +522,7 @@ export function startPeople(shared) {
         // Erased meanwhile: there is no one to send it to, nor a box to give it back to.
         if (isGone(error)) {
           closeConversation(conversation.id);
-          state.drafts.delete(conversation.id);
+          state.drafts.delete(box);
           throw error;
         }
         const said =
@@ -507,15 +533,15 @@ export function startPeople(shared) {
               : String(error);
         // Given back only into an empty box: the next message, typed meanwhile, is not overwritten.
         // Another conversation may be on view by now: then it waits in its own conversation's box.
-        const onView = state.open?.id === conversation.id;
-        const box = onView ? ui.message.value : (state.drafts.get(conversation.id) ?? "");
-        if (box === "") {
+        const onView = current()?.id === conversation.id && state.open?.owner === conversation.owner;
+        const inBox = onView ? ui.message.value : (state.drafts.get(box) ?? "");
+        if (inBox === "") {
           if (onView) ui.message.value = text;
-          else state.drafts.set(conversation.id, text);
-          state.givenBack.set(conversation.id, { text, key, said });
+          else state.drafts.set(box, text);
+          state.givenBack.set(box, { text, key, said });
         }
         if (onView) throw new Error(said);
-        const where = box === "" ? ` It is back in your conversation with ${conversation.other}.` : "";
+        const where = inBox === "" ? ` It is back in your conversation with ${conversation.other}.` : "";
         throw new Error(`To ${conversation.other}: ${said}${where}`);
       }
     });
@@ -526,6 +552,7 @@ export function startPeople(shared) {
   // -------------------------------------------------------------------------------------------
 
   function render() {
+    const conversation = current();
     ui.you.textContent = shared.userId();
     const said = [state.error, state.readError].filter((text) => text !== "").join(" ");
     ui.error.textContent = said;
@@ -540,7 +567,6 @@ export function startPeople(shared) {
       for (const button of item.querySelectorAll("button:not(.open)")) /** @type {HTMLButtonElement} */ (button).disabled = busy;
     }
     ui.more.hidden = state.connectionsNext === null;
-    const conversation = state.open;
     ui.conversation.hidden = conversation === undefined;
     ui.panel.dataset.live = String(conversation?.live === true);
     if (!conversation) return;

@@ -623,4 +623,59 @@ describeWithChromium("the People panel, polled through the API", () => {
     // Not given back: there is no one to send it to.
     expect({ ...(await conversationShown()), box: await page.inputValue("#people-message") }).toEqual({ ...closed, box: "" });
   }, 60_000);
+
+  /** The visitor names themselves `user` in the user id field (no sign-in), and reads the list again. */
+  async function becomes(user: ApiUser): Promise<void> {
+    await page.fill("#user", user.id);
+    await page.click("#connections-refresh");
+    await settled(page);
+  }
+
+  it("lets go of the open conversation when the user id changes to the other user of its connection, who then opens it as theirs", async () => {
+    const { ann, ben, id } = await conversationWithMessage("ann");
+
+    // Ben's list holds the same connection id: the conversation is Ann's all the same, and goes.
+    await becomes(ben);
+    expect(await page.textContent("#people-you")).toBe(ben.id);
+    expect(await conversationShown()).toEqual(closed);
+    // Ann writes meanwhile: nothing of hers is drawn (a poll is every 2 s).
+    expect((await ann.send(id, "from ann")).status).toBe(201);
+    await page.waitForTimeout(2_500);
+    expect(await conversationShown()).toEqual(closed);
+
+    // Opened by Ben, it is his: with Ann, his message his own, hers under her id.
+    await openConversation(id);
+    await page.waitForSelector("#people-log li[data-id=m000000002]");
+    expect({ with: await page.textContent("#conversation-with"), log: (await shown(page)).map((line) => line.slice(11)) }).toEqual({
+      with: ann.id,
+      log: ["You: My secret: the door code is 4711", `${ann.id}: from ann`],
+    });
+  }, 60_000);
+
+  it("never sends a message given back to one user as another: the user id changed, Enter sends nothing, and the text waits for its user", async () => {
+    const { ann, ben, id } = await annWithBen();
+    await settled(page);
+    const keys = await loseFirstPostAnswer(page, "**/connections/*/messages");
+    await type(page, "Ann's private words");
+    await page.waitForSelector("#people-error:not([hidden])");
+    await settled(page);
+    expect(await page.inputValue("#people-message")).toBe("Ann's private words");
+
+    // Named Ben before any redraw, Enter: the box is Ann's, so nothing is sent, and it is let go of.
+    await page.fill("#user", ben.id);
+    await page.press("#people-message", "Enter");
+    await settled(page);
+    expect(keys).toHaveLength(1);
+    expect({ ...(await conversationShown()), error: await page.isVisible("#people-error") }).toEqual({ ...closed, error: false });
+    expect(await contents(ann, id)).toEqual(["Ann's private words"]);
+
+    // Ann again: her text is back in her conversation's box, with its key (sent again, not stored twice).
+    await becomes(ann);
+    await openConversation(id);
+    expect(await page.inputValue("#people-message")).toBe("Ann's private words");
+    await page.press("#people-message", "Enter");
+    await page.waitForSelector("#people-log li[data-id=m000000001]");
+    expect(keys).toEqual([keys[0], keys[0]]);
+    expect(((await ann.read(id)).body.messages as { sender_id: string }[]).map((message) => message.sender_id)).toEqual([ann.id]);
+  }, 60_000);
 });
