@@ -6,8 +6,10 @@ import { keyHash } from "../session/idempotency";
  * The rules of a user's registered devices, as pure functions of the stored record: at most
  * MAX_DEVICES tokens (a new one drops the oldest), a token not registered again for
  * STALE_AFTER_MS is stale (dropped by any change of the record, skipped by a send, swept on
- * schedule), a token released from the user stays released for their registrations up to the
- * release (`released`, kept as long as such a registration could still be fresh), and `oldest_at`
+ * schedule), a token released from the user (another user claimed it, or they unregistered it)
+ * stays released for their registrations up to the release (`released`, kept as long as such a
+ * registration could still be fresh), the preview setting goes by the newest registration that
+ * set it (`previews_at`), and `oldest_at`
  * names the oldest time of either so that the sweep finds the users it concerns. A registration
  * goes by the time of its claim (`claimToken`), which orders the claims on one token.
  */
@@ -35,10 +37,14 @@ export interface DeviceChange {
  * and its place under the cap go by the user's last registration.
  *
  * A registration no later than a release of the token from the user (`released`: another user's
- * claim took it) adds nothing: its add lands after that release, which found nothing to remove, and
- * the token is another user's. The preview setting is still set: it is the user's, not the token's.
- * `now` is the time of the registration's claim (`TokenClaim.at`), not a clock reading: a claim
- * that landed after the one that released the user is later than it, whatever the clocks said.
+ * claim took it, or the user unregistered it, `unregisterToken`) adds nothing: its add lands after
+ * that release, which found nothing to remove, and the token is another user's, or the user's no
+ * more. The preview setting is still set: it is the user's, not the token's, but only by a
+ * registration no older than the one that set it last (`previews_at`): an older one landing late
+ * (its request answered 503 at its database deadline, the write still on its way) must not undo a
+ * newer choice. `now` is the time of the registration's claim (`TokenClaim.at`), not a clock
+ * reading: a claim that landed after the one that released the user is later than it, whatever the
+ * clocks said.
  */
 export function registerDevice(hash: string, token: string, now: number, previews: boolean | undefined): LedgerRule<DeviceRecord, DeviceChange> {
   return (record) => {
@@ -48,7 +54,9 @@ export function registerDevice(hash: string, token: string, now: number, preview
     const kept = [...fresh].sort(([hashA, a], [hashB, b]) => b.updated_at - a.updated_at || (hashA < hashB ? -1 : 1)).slice(0, MAX_DEVICES);
     const removed = Object.keys(record?.tokens ?? {}).filter((known) => !kept.some(([keptHash]) => keptHash === known)).sort();
     const next = withTokens(record, new Map(kept), released);
-    return { outcome: { count: kept.length, removed }, next: previews === undefined ? next : { ...next, previews } };
+    // A record of a version before previews_at has none: its setting is older than any registration now.
+    const setsPreviews = previews !== undefined && (record?.previews_at ?? -Infinity) <= now;
+    return { outcome: { count: kept.length, removed }, next: setsPreviews ? { ...next, previews, previews_at: now } : next };
   };
 }
 
@@ -93,6 +101,27 @@ export function releaseDevice(hash: string, upTo: number, now: number, addLandsW
     const released = freshReleases(record, now);
     if (now - upTo < STALE_AFTER_MS && !releasedSince(released, hash, upTo)) released.set(hash, upTo);
     return changed(record, fresh, released);
+  };
+}
+
+/**
+ * The time up to which a user's unregistration of a token releases it from them (`releaseDevice`),
+ * or undefined when there is nothing to release: no claim of theirs on it has committed (no owner
+ * record), or another user's claim took it, which released them up to its time already.
+ *
+ * A registration of theirs that answered 503 at its database deadline may still have its add on
+ * the way, and it lands whenever it does: the release refuses it, as a claim's release refuses an
+ * add of the former owner's. So the release is timed no earlier than any claim of theirs that
+ * committed (the owner record's `updated_at`, whatever this instance's clock says), and the record
+ * moves on past it, so that their next claim, however behind its instance's clock, is later than
+ * the release and its add is kept: claims and unregistrations are ordered as they land here, as
+ * claims alone are (`claimToken`).
+ */
+export function unregisterToken(userKey: string, now: number): LedgerRule<TokenOwner, number | undefined> {
+  return (owner) => {
+    if (owner?.user_key !== userKey) return { outcome: undefined };
+    const upTo = Math.max(now, owner.updated_at);
+    return { outcome: upTo, next: { ...owner, updated_at: upTo + 1 } };
   };
 }
 

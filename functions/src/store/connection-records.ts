@@ -105,13 +105,16 @@ export type Device = z.infer<typeof deviceSchema>;
 
 /**
  * A user's devices (`userDevices/{userKey}`): their tokens by the token's hash, at most
- * MAX_DEVICES, the recipient's own preview setting, the tokens released from them (`released`, by
- * hash: the time of the claim that took each, up to which an add of theirs landing late adds
- * nothing), and the oldest time among the tokens and releases, which the sweep of stale ones queries.
+ * MAX_DEVICES, the recipient's own preview setting with the claim time of the registration that
+ * set it (`previews_at`: an older one landing late leaves it; absent in a record an older version
+ * kept), the tokens released from them (`released`, by hash: the time of the claim that took each,
+ * or of their unregistration, up to which an add of theirs landing late adds nothing), and the
+ * oldest time among the tokens and releases, which the sweep of stale ones queries.
  */
 export const deviceRecordSchema = z.object({
   tokens: z.record(z.string(), deviceSchema).optional(),
   previews: z.boolean().optional(),
+  previews_at: z.number().optional(),
   released: z.record(z.string(), z.number()).optional(),
   oldest_at: z.number().optional(),
 });

@@ -334,13 +334,15 @@ export function connectionStoreContract(makeHarness: () => Promise<ConnectionSto
       expect(await fresh.updateDevices(user, registerDevice("h-1", "token-1", T + 5, false))).toEqual({ count: 0, removed: [] });
       // A registration after it (they took the token back) is added.
       expect(await fresh.updateDevices(user, registerDevice("h-1", "token-1", T + 7, undefined))).toEqual({ count: 1, removed: [] });
-      expect(await fresh.readDevices(user)).toEqual({ tokens: { "h-1": { token: "token-1", updated_at: T + 7 } }, previews: false, released: { "h-1": T + 5 }, oldest_at: T + 5 });
+      // An older registration landing late sets no preview setting over the newer one's (previews_at).
+      expect(await fresh.updateDevices(user, registerDevice("h-1", "token-1", T + 4, true))).toEqual({ count: 1, removed: [] });
+      expect(await fresh.readDevices(user)).toEqual({ tokens: { "h-1": { token: "token-1", updated_at: T + 7 } }, previews: false, previews_at: T + 5, released: { "h-1": T + 5 }, oldest_at: T + 5 });
 
       // Once a registration up to it would be stale, the sweep finds the record by it and drops it.
       expect((await fresh.findStaleDevices(T + 4, undefined, 10)).keys).toEqual([]);
       expect((await fresh.findStaleDevices(T + 5, undefined, 10)).keys).toEqual([user]);
       expect(await fresh.updateDevices(user, removeDevices([], T + 5 + STALE_AFTER_MS))).toEqual({ count: 1, removed: [] });
-      expect(await fresh.readDevices(user)).toEqual({ tokens: { "h-1": { token: "token-1", updated_at: T + 7 } }, previews: false, oldest_at: T + 7 });
+      expect(await fresh.readDevices(user)).toEqual({ tokens: { "h-1": { token: "token-1", updated_at: T + 7 } }, previews: false, previews_at: T + 5, oldest_at: T + 7 });
       // A release whose registrations are stale already is not kept.
       expect(await fresh.updateDevices(user, releaseDevice("h-2", T + 6, T + 6 + STALE_AFTER_MS, ADD_LANDS_WITHIN_MS))).toEqual({ count: 1, removed: [] });
       expect((await fresh.readDevices(user))?.released).toBeUndefined();
@@ -429,7 +431,7 @@ export function connectionStoreContract(makeHarness: () => Promise<ConnectionSto
       await fresh.updateTokenOwner("h-moved", claimToken(theirs, T + 1));
 
       expect(await fresh.rewriteDevices(mine, forgetDevices(T + 5))).toBe(1);
-      expect(await fresh.readDevices(mine)).toEqual({ tokens: { "h-new": { token: "token-new", updated_at: T + 10 } }, previews: false, oldest_at: T + 10 });
+      expect(await fresh.readDevices(mine)).toEqual({ tokens: { "h-new": { token: "token-new", updated_at: T + 10 } }, previews: false, previews_at: T, oldest_at: T + 10 });
       expect(await fresh.deleteTokenOwners(mine, T + 5, hashes)).toBe(1);
       expect(await fresh.deleteTokenOwners(mine, T + 5, hashes)).toBe(0);
       // The token moved from them was never taken from their devices here: it is still to be released.

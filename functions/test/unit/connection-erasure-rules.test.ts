@@ -38,6 +38,9 @@ describe("what erasing a user does to connections' shared records", () => {
     expect(forgetDevices(T + 5)(record)).toEqual({ outcome: 2, next: null });
     expect(forgetDevices(T - 1)(record)).toEqual({ outcome: 0 });
     expect(forgetDevices(T)({ previews: true })).toEqual({ outcome: 0, next: null });
+    // The setting's time and an unregistration's kept release go with the record, or stay with the tokens registered since.
+    expect(forgetDevices(T)({ previews: false, previews_at: T - 9, released: { gone: T - 3 }, oldest_at: T - 3 })).toEqual({ outcome: 0, next: null });
+    expect(forgetDevices(T)({ ...record, previews_at: T + 5 })).toEqual({ outcome: 1, next: { tokens: { new: { token: "t-new", updated_at: T + 5 } }, previews: false, previews_at: T + 5, oldest_at: T + 5 } });
     expect(forgetDevices(T)(null)).toEqual({ outcome: 0 });
   });
 

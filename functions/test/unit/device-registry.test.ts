@@ -576,6 +576,67 @@ function deviceRegistryBehaviour(open: () => DeviceStore & ConnectionErasureStor
     expect({ ann: await base.readDevices(userKey("ann")), ben: await tokensOf(base, "ben") }).toEqual({ ann: null, ben: [tokenHash(TOKEN)] });
     expect((await base.readTokenOwner(tokenHash(TOKEN)))?.released_from).toBeUndefined();
   });
+
+  /** Whom a message to Ann from someone else would notify at `now`, and with previews or not. */
+  const annsAudience = (store: DeviceStore, now: number) =>
+    new RecipientNotifier({ devices: store, sender: createOfflineSender(silentLog), log: silentLog, clock: () => now, previewChars: 100, deadlineMs: 1_000 }).audience(userKey("ann"), userKey("someone-else"));
+
+  it("keeps a token unregistered once the add of its user's earlier registration, answered 503 and still on the way, lands", async () => {
+    const base = open();
+    const { store, reached, release } = slowDevicesOf(base, userKey("ann"));
+    let now = T;
+    const registry = new DeviceRegistry({ store, clock: () => now, addLandsWithinMs: ADD_LANDS_WITHIN_MS });
+    // Ann's app registers the phone; the add is slow (the request answers 503 at its deadline).
+    const first = registry.register("ann", TOKEN, undefined);
+    await reached;
+    // Ten seconds later Ann signs out on the phone: the app unregisters the token, answered 200.
+    now = T + 10_000;
+    expect((await registry.unregister("ann", TOKEN)).devices).toBe(0);
+    // The first registration's add lands only now.
+    release();
+    await first;
+
+    // The signed-out phone must not go on getting Ann's messages (previews included) for 60 days.
+    const audience = await annsAudience(base, T + 20_000);
+    expect({ annLive: liveTokens(await base.readDevices(userKey("ann")), T + 20_000), notified: audience?.tokens }).toEqual({ annLive: [], notified: [] });
+  });
+
+  it("adds a registration made after an unregistration of the token, though its instance's clock is behind the one that unregistered it", async () => {
+    const base = open();
+    await new DeviceRegistry({ store: base, clock: () => T, addLandsWithinMs: ADD_LANDS_WITHIN_MS }).register("ann", TOKEN, undefined);
+    expect(await new DeviceRegistry({ store: base, clock: () => T + 10_000, addLandsWithinMs: ADD_LANDS_WITHIN_MS }).unregister("ann", TOKEN)).toEqual({ devices: 0, removed: true });
+    // Ann signs in again; this instance's clock is five seconds behind the one before.
+    expect(await new DeviceRegistry({ store: base, clock: () => T + 5_000, addLandsWithinMs: ADD_LANDS_WITHIN_MS }).register("ann", TOKEN, undefined)).toEqual({ devices: 1 });
+    expect(liveTokens(await base.readDevices(userKey("ann")), T + 20_000)).toEqual([TOKEN]);
+  });
+
+  it("keeps previews off once turned off, when an earlier registration that turned them on lands after", async () => {
+    const base = open();
+    const { store, reached, release } = slowDevicesOf(base, userKey("ann"));
+    let now = T;
+    const registry = new DeviceRegistry({ store, clock: () => now, addLandsWithinMs: ADD_LANDS_WITHIN_MS });
+    // Ann registers with previews on; the add is slow (the request answers 503 at its deadline).
+    const first = registry.register("ann", TOKEN, true);
+    await reached;
+    // Ten seconds later she turns previews off (the app registers again with previews: false), answered 200.
+    now = T + 10_000;
+    expect(await registry.register("ann", TOKEN, false)).toEqual({ devices: 1 });
+    expect((await base.readDevices(userKey("ann")))?.previews).toBe(false);
+    // The first registration's add lands only now.
+    release();
+    await first;
+
+    // Her last choice stands: no message text on her lock screen.
+    const audience = await annsAudience(base, T + 20_000);
+    expect({ stored: (await base.readDevices(userKey("ann")))?.previews, previewsSent: audience?.previews }).toEqual({ stored: false, previewsSent: false });
+  });
+
+  it("sets previews by a registration on a devices record an older version kept, which has no time for them", async () => {
+    const base = open();
+    await base.updateDevices(userKey("ann"), () => ({ outcome: undefined, next: { previews: true } }));
+    await new DeviceRegistry({ store: base, clock: () => T, addLandsWithinMs: ADD_LANDS_WITHIN_MS }).register("ann", TOKEN, false);
+    expect((await annsAudience(base, T + 1_000))?.previews).toBe(false);
+  });
 }
 
 describe("DeviceRegistry [embedded store]", () => {
