@@ -405,22 +405,27 @@ async function loadFirebase(component) {
  * one the server itself checks tokens on, as its init.js says; never one the page's address
  * names, since the stored user's ID token goes to it.
  */
-async function signIn() {
+async function signIn(gone) {
   // One sign-in however many requests meet a 401 at once (the list read at start, a session started meanwhile).
-  signingIn ??= signInOnce().catch((error) => {
+  signingIn ??= signInOnce(gone).catch((error) => {
     signingIn = undefined;
     throw error;
   });
   return signingIn;
 }
 
-async function signInOnce() {
+/** `gone`: the account whose ID token can no longer be had (idToken), if that is why the page signs in. */
+async function signInOnce(gone) {
   await loadFirebase("auth");
   // @ts-ignore: the compat SDK is a global
   const auth = window.firebase.auth();
   // @ts-ignore: set by the local server's init.js only
   const emulator = typeof window.CHATIFY_AUTH_EMULATOR === "string" ? window.CHATIFY_AUTH_EMULATOR : undefined;
   if (emulator && !auth.emulatorConfig) auth.useEmulator(`http://${emulator}`, { disableWarnings: true });
+  // signInAnonymously() gives back the current user while it is anonymous, gone or not, and the SDK
+  // (firebase 12.19.0) signs a user out by itself on auth/user-disabled and auth/user-token-expired
+  // only, not on auth/invalid-refresh-token (a deleted account): such a user is signed out first.
+  if (gone && auth.currentUser?.uid === gone.uid) await auth.signOut();
   const credential = await auth.signInAnonymously();
   // The server takes the token's user as the session's owner: a different body user_id is refused.
   ui.user.value = credential.user.uid;
@@ -482,7 +487,7 @@ async function appCheckToken(limitedUse = false) {
     return (await (limitedUse ? provider.getToken(true) : client.getToken())).token;
   } catch (error) {
     // No full stop: errorText ends the sentence.
-    throw new PageError(`App Check could not attest this page: ${error instanceof Error ? error.message : String(error)}. Nothing was sent; try again in a moment`);
+    throw new PageError(`App Check could not attest this page: ${errorMessage(error)}. Nothing was sent; try again in a moment`);
   }
 }
 
@@ -497,13 +502,24 @@ async function appCheckToken(limitedUse = false) {
 async function apiFetch(url, { method, headers = {}, json, limitedUseToken = false }) {
   /** Whether the last send carried an ID token: a 401 to one sent without asks for the sign-in, even one another request finished meanwhile. */
   let sentWithToken = false;
+  /** The account whose ID token could no longer be had at the last send (idToken): nothing was sent. */
+  let gone;
   const send = async () => {
     const all = new Headers(headers);
     const attestation = await appCheckToken(limitedUseToken);
     if (attestation) all.set("X-Firebase-AppCheck", attestation);
     const target = typeof url === "function" ? url() : url;
     sentWithToken = Boolean(state.signedIn);
-    if (state.signedIn) all.set("Authorization", `Bearer ${await state.signedIn.account.getIdToken()}`);
+    if (state.signedIn) {
+      const { account } = state.signedIn;
+      const token = await idToken(account);
+      // The account is gone: nothing sent, the sign-in below makes a new one.
+      if (token === undefined) {
+        gone = account;
+        return undefined;
+      }
+      all.set("Authorization", `Bearer ${token}`);
+    }
     if (!json) return fetch(target, { method, headers: all });
     all.set("Content-Type", "application/json");
     return fetch(target, { method, headers: all, body: JSON.stringify(json()) });
@@ -511,19 +527,57 @@ async function apiFetch(url, { method, headers = {}, json, limitedUseToken = fal
   const response = await send();
   // Only a missing ID token asks for a sign-in (a 401 may be App Check's too). A request sent before
   // another one's sign-in finished (the list read at start, a session started meanwhile) is sent again with the token.
-  if (response.status !== 401 || sentWithToken || (await readJson(response.clone()))?.error?.code !== "UNAUTHENTICATED") return response;
+  if (response && (response.status !== 401 || sentWithToken || (await readJson(response.clone()))?.error?.code !== "UNAUTHENTICATED")) return response;
   try {
-    update({ status: "The server asks who you are: signing in with Firebase Auth ..." });
-    await signIn();
+    update({ status: response ? "The server asks who you are: signing in with Firebase Auth ..." : "Your sign-in ended: signing in again with Firebase Auth ..." });
+    await signIn(gone);
     update({ status: "Signed in anonymously with Firebase Auth." });
   } catch (error) {
     throw new PageError(
-      `This server requires a Firebase ID token, and signing in failed: ${error instanceof Error ? error.message : String(error)}. ` +
+      `This server requires a Firebase ID token, and signing in failed: ${errorMessage(error)}. ` +
         // No full stop: errorText ends the sentence.
         "Locally, run the Auth emulator and start the server with FIREBASE_AUTH_EMULATOR_HOST set to it (see the README)",
     );
   }
-  return send();
+  const again = await send();
+  // No full stop: errorText ends the sentence.
+  if (!again) throw new PageError("Your sign-in ended, and the new one could not be used. Nothing was sent; try again in a moment");
+  return again;
+}
+
+/**
+ * The errors of getIdToken() that say the account can no longer sign in (Firebase JS SDK 12.19.0):
+ * deleted (Auth's clean-up of inactive anonymous users, or an admin), disabled, or its refresh
+ * token revoked. The page signs in anew, as a new anonymous user.
+ */
+const ACCOUNT_GONE = new Set(["auth/invalid-refresh-token", "auth/user-token-expired", "auth/user-not-found", "auth/user-disabled"]);
+
+/**
+ * The signed-in account's ID token (refreshed by the SDK once near its hour), or undefined when
+ * the account is gone: the sign-in is then forgotten, so that the next signIn(account) makes a new one.
+ * Any other failure (the token service unreachable) is the page's own: nothing was sent.
+ */
+async function idToken(account) {
+  try {
+    return await account.getIdToken();
+  } catch (error) {
+    const code = typeof error === "object" && error !== null && "code" in error ? error.code : undefined;
+    if (!ACCOUNT_GONE.has(code)) {
+      // No full stop: errorText ends the sentence.
+      throw new PageError(`Your sign-in could not be renewed: ${errorMessage(error)}. Nothing was sent; try again in a moment`);
+    }
+    // Another request may have found it gone first, and signed in again already.
+    if (state.signedIn?.account === account) {
+      signingIn = undefined;
+      update({ signedIn: undefined });
+    }
+    return undefined;
+  }
+}
+
+/** An error's message without its closing full stop (Firebase's end with one), for a sentence that goes on. */
+function errorMessage(error) {
+  return (error instanceof Error ? error.message : String(error)).replace(/\.$/, "");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { Page } from "playwright-core";
+import type { Page, Request } from "playwright-core";
 import { startEmulatorProject, type EmulatorProject } from "../support/emulator-project";
 import { cspViolations, describeWithChromium, launchChromium, loseFirstPostAnswer, recordCspViolations, type LaunchedBrowser } from "../support/chromium";
 import { ROUTES, startHarness, type Harness } from "../support/http-harness";
@@ -528,6 +528,95 @@ describeWithChromium("the chat page in Chromium, signed in on the Auth emulator"
     }).toEqual({ state: "active", error: "", requested: 2, scripts: 1 });
     expect(await page.textContent("#identity")).toContain("signed in anonymously with Firebase Auth");
     expect(await cspViolations(page)).toEqual([]);
+    await page.close();
+  }, 90_000);
+
+  /**
+   * A page signed in (through the 401 of its start) with a session open, then two hours on (the
+   * tab left open past its ID token's hour: the browser's clock moved on) after `meanwhile`: the
+   * token must be refreshed before the next call. Records the API requests made from then on.
+   */
+  async function activePastTokenHour(meanwhile: (page: Page, uid: string) => Promise<void>): Promise<{ page: Page; uid: string; apiCalls: Request[] }> {
+    const page = await browser.context.newPage();
+    const apiCalls: Request[] = [];
+    page.on("request", (request) => {
+      if (new URL(request.url()).pathname.startsWith("/api/")) apiCalls.push(request);
+    });
+    await page.clock.install();
+    await page.goto(`${harness.api.baseUrl}/`);
+    await page.waitForSelector("body[data-ready=true]");
+    await page.click("#start-button");
+    await page.waitForSelector("body[data-state=active], #error:not([hidden])", { timeout: 30_000 });
+    expect(await page.textContent("#error")).toBe("");
+    const uid = await page.inputValue("#user");
+    expect(await page.textContent("#identity")).toContain(`signed in anonymously with Firebase Auth as ${uid}`);
+    await meanwhile(page, uid);
+    await page.clock.setSystemTime(Date.now() + 2 * 3_600_000);
+    apiCalls.length = 0;
+    return { page, uid, apiCalls };
+  }
+
+  /** The token service cannot be reached (a blip, an outage of securetoken.googleapis.com). */
+  const tokenServiceDown = async (page: Page): Promise<void> => {
+    await page.route("**/securetoken.googleapis.com/**", (route) => route.abort("connectionrefused"));
+  };
+
+  it("says a message was not sent, and not stored, when its ID token could not be refreshed: no request left the page", async () => {
+    const { page, apiCalls } = await activePastTokenHour(tokenServiceDown);
+    await typeAndSend(page, "Sent with a stale token?");
+    await page.waitForSelector("body[data-state=active] #error:not([hidden])", { timeout: 30_000 });
+    expect({
+      requests: apiCalls.map((request) => request.method()),
+      error: await page.textContent("#error"),
+      note: await page.textContent("#log .assistant .note"),
+    }).toEqual({
+      requests: [],
+      error: expect.stringMatching(/^Your sign-in could not be renewed: Firebase: .*\(auth\/network-request-failed\)\. Nothing was sent; try again in a moment\.$/),
+      note: "(not stored)",
+    });
+    await page.close();
+  }, 90_000);
+
+  it("says the data was not erased when the erasure's ID token could not be refreshed: no request left the page, and the list is not read again", async () => {
+    const { page, apiCalls } = await activePastTokenHour(tokenServiceDown);
+    await page.click(".settings summary");
+    await page.click("#erase-data");
+    await page.click("#erase-yes");
+    await page.waitForSelector("#error:not([hidden])", { timeout: 30_000 });
+    expect({ requests: apiCalls.map((request) => request.method()), error: await page.textContent("#error"), status: await page.textContent("#status") }).toEqual({
+      requests: [],
+      error: expect.stringMatching(/^Your sign-in could not be renewed: .* Nothing was sent; try again in a moment\.$/),
+      status: "Your data was not erased.",
+    });
+    await page.close();
+  }, 90_000);
+
+  it("signs in anew, without a reload, when its anonymous account was deleted, and sends the call as the new user", async () => {
+    // Deleted as Auth's clean-up of inactive anonymous users, or an admin, would.
+    const deleteAccount = async (_page: Page, uid: string) => {
+      const deleted = await fetch(`http://${emulator.authHost}/identitytoolkit.googleapis.com/v1/projects/demo-chatify/accounts:delete`, {
+        method: "POST",
+        headers: { "content-type": "application/json", authorization: "Bearer owner" },
+        body: JSON.stringify({ localId: uid }),
+      });
+      expect(deleted.status).toBe(200);
+    };
+    const { page, uid, apiCalls } = await activePastTokenHour(deleteAccount);
+    await page.click("#end-button");
+    await page.waitForSelector("body[data-state=ended], body[data-state=active] #error:not([hidden])", { timeout: 30_000 });
+    const newUid = await page.inputValue("#user");
+    expect({
+      requests: apiCalls.map((request) => `${request.method()} with token: ${request.headers()["authorization"]?.startsWith("Bearer ") === true}`),
+      signedInAnew: newUid !== "" && newUid !== uid,
+      identity: await page.textContent("#identity"),
+      error: await page.textContent("#error"),
+    }).toEqual({
+      requests: ["DELETE with token: true"],
+      signedInAnew: true,
+      identity: `Identity: signed in anonymously with Firebase Auth as ${newUid} (Auth emulator at ${emulator.authHost}).`,
+      // The server answered: the session open is the deleted user's, which the new one cannot reach.
+      error: "Not allowed for the signed-in user (FORBIDDEN, HTTP 403).",
+    });
     await page.close();
   }, 90_000);
 
