@@ -42,6 +42,15 @@ async function listedTitles(page: Page, expected: readonly string[]): Promise<st
 
 const logTexts = (page: Page) => page.locator("#log li .text").allTextContents();
 
+/** The page's erasure reaches the server, which erases; its answer is lost on the way back. */
+async function loseErasureAnswer(page: Page): Promise<void> {
+  await page.route("**/chatbot/me?*", async (route) => {
+    if (route.request().method() !== "DELETE") return route.continue();
+    await route.fetch();
+    await route.abort("connectionreset");
+  });
+}
+
 /** A reply the fake model writes slowly (about 3.6 s at 300 ms a chunk): a reload lands while it is written. */
 const SLOW_REPLY = ["A", " reply", " that", " takes", " its", " time", " to", " be", " written,", " word", " by", " word."];
 
@@ -142,12 +151,7 @@ describeWithChromium("your conversations and data on the chat page, in Chromium"
       await send(page, "Something private");
       expect(await listedTitles(page, ["Something private"])).toEqual(["Something private"]);
 
-      // The erasure reaches the server, which erases; its answer is lost on the way back.
-      await page.route("**/chatbot/me?*", async (route) => {
-        if (route.request().method() !== "DELETE") return route.continue();
-        await route.fetch();
-        await route.abort("connectionreset");
-      });
+      await loseErasureAnswer(page);
       await page.click(".settings summary");
       await page.click("#erase-data");
       await page.click("#erase-yes");
@@ -362,12 +366,7 @@ describeWithChromium("your conversations and data on the chat page, in Chromium"
       await page.click("#more-conversations");
       await page.waitForSelector("#conversation-list li:nth-child(22) button");
 
-      // The erasure reaches the server, which erases everything; its answer is lost on the way back.
-      await page.route("**/chatbot/me?*", async (route) => {
-        if (route.request().method() !== "DELETE") return route.continue();
-        await route.fetch();
-        await route.abort("connectionreset");
-      });
+      await loseErasureAnswer(page);
       await page.click(".settings summary");
       await page.click("#erase-data");
       const reread = page.waitForResponse((response) => response.url().includes("/chatbot/sessions?") && !response.url().includes("cursor="));
