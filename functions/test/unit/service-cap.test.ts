@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { utcDay } from "../../src/session/ledger/limits";
-import { SERVICE_SHARD_KEYS, ServiceLedger, splitSpent, type ServiceAdmission, type ServiceReservation } from "../../src/session/ledger/service-cap";
+import { reserveServiceTokens, SERVICE_SHARD_KEYS, ServiceLedger, splitSpent, type ServiceAdmission, type ServiceReservation } from "../../src/session/ledger/service-cap";
 import { InFlightMessage } from "../../src/session/message/in-flight-message";
 import type { MessageContext } from "../../src/session/message/message-context";
 import type { KnownSession } from "../../src/session/known-sessions";
@@ -366,5 +366,19 @@ describe("the deployment cap through the session service", () => {
     expect(spent).toBeGreaterThan(0);
     const shards = await store.readServiceUsage();
     expect(Object.values(shards).reduce((sum, shard) => sum + shard.tokens, 0)).toBe(spent);
+  });
+});
+
+describe("a shard's count across midnight, a reservation received before it landing after one of the new day", () => {
+  const MIDNIGHT = Date.parse("2026-12-07T00:00:00Z");
+  const CAP = 8_000; // a share of 1,000 a shard
+
+  it("counts the late reservation into the new day, never starting its count over", () => {
+    const first = reserveServiceTokens("s0", MIDNIGHT + 100, 900, CAP)(null);
+    expect(first.outcome.admitted).toBe(true);
+    const late = reserveServiceTokens("s0", MIDNIGHT - 100, 50, CAP)(first.next as ServiceUsage);
+    expect(late.outcome).toMatchObject({ admitted: true, reservation: { day: utcDay(MIDNIGHT + 100) } });
+    expect(late.next).toMatchObject({ day: utcDay(MIDNIGHT + 100), tokens: 950 });
+    expect(reserveServiceTokens("s0", MIDNIGHT + 200, 900, CAP)(late.next as ServiceUsage).outcome.admitted).toBe(false);
   });
 });

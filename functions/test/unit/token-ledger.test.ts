@@ -668,3 +668,30 @@ describe("the daily token ledger with OpenAI's reports, on messages in scripts a
     expect((await usageOf(store, userId))?.daily?.tokens).toBe(promptTokens + 1);
   });
 });
+
+describe("the day's count across midnight, an admission received before it landing after one of the new day", () => {
+  // B arrives just before 00:00 UTC, A just after, and A's admission lands first (B's instance was
+  // cold, or its transaction reran on contention with B's arrival time).
+  const MIDNIGHT = Date.parse("2026-12-07T00:00:00Z");
+  const policy: UsagePolicy = { messagesPerMinute: 1_000, maxActiveSessions: 10, idleTtlMs: 3_600_000, tokensPerDay: 1_000 };
+  /** One message reserves 750 of the 1,000 a day: two never fit the same day. */
+  const need: TokenNeed = { fresh: 700, firstPrompt: 50 };
+
+  it("counts the late admission into the new day, never starting its count over, and settles it there", () => {
+    const a = admitMessage("a", MIDNIGHT + 100, policy, need)(null);
+    expect(a.next?.daily).toEqual({ day: utcDay(MIDNIGHT + 100), tokens: 750 });
+    const b = admitMessage("b", MIDNIGHT - 100, policy, need)(a.next as UserUsage);
+    // B fits no day with A's 750 in it: refused, and the new day's count stays.
+    expect(b.outcome).toMatchObject({ admitted: false, limit: "tokens" });
+    const c = admitMessage("c", MIDNIGHT + 200, policy, need)((b.next ?? a.next) as UserUsage);
+    expect(c.outcome).toMatchObject({ admitted: false, limit: "tokens" });
+    // With room for both, B is counted, and its reservation names the day it was counted in.
+    const roomy = { ...policy, tokensPerDay: 2_000 };
+    const late = admitMessage("b", MIDNIGHT - 100, roomy, need)(a.next as UserUsage);
+    expect(late.next?.daily).toEqual({ day: utcDay(MIDNIGHT + 100), tokens: 1_500 });
+    expect(late.outcome).toMatchObject({ admitted: true, reservation: { day: utcDay(MIDNIGHT + 100) } });
+    const reservation = (late.outcome as Extract<MessageAdmission, { admitted: true }>).reservation;
+    const settled = settleTokens("b", reservation, { tokens: 100 })(late.next as UserUsage);
+    expect(settled.next?.daily).toEqual({ day: utcDay(MIDNIGHT + 100), tokens: 850 });
+  });
+});

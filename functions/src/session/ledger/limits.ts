@@ -158,8 +158,11 @@ export function admitMessage(sessionId: string, now: number, policy: UsagePolicy
     if (ended?.[sessionId] !== undefined) return { outcome: { admitted: false, limit: "ended" } };
     const took = takeToken(usage, now, policy.messagesPerMinute, MINUTE);
     if (!took.admitted) return { outcome: { admitted: false, limit: "messages", retryAfterMs: took.retryAfterMs } };
+    // A count of a later day is that day's: an admission received before midnight whose
+    // transaction lands after one of the new day (a cold instance, a rerun on contention) counts
+    // into it, and never starts the new day's count over. Days are YYYY-MM-DD: ordered as strings.
     const day = utcDay(now);
-    const used = usage?.daily?.day === day ? usage.daily : { day, tokens: 0 };
+    const used = usage?.daily !== undefined && usage.daily.day >= day ? usage.daily : { day, tokens: 0 };
     const live = liveSessions(usage, now, policy);
     const before = live[sessionId];
     const active = Object.values(live);
@@ -179,7 +182,7 @@ export function admitMessage(sessionId: string, now: number, policy: UsagePolicy
     return {
       outcome: {
         admitted: true,
-        reservation: { day, tokens: reserved, fresh: Math.ceil(need.fresh), countedAt: now, ...(before === undefined ? {} : { countedBefore: before }), ...(unanchored ? { unanchored } : {}) },
+        reservation: { day: used.day, tokens: reserved, fresh: Math.ceil(need.fresh), countedAt: now, ...(before === undefined ? {} : { countedBefore: before }), ...(unanchored ? { unanchored } : {}) },
       },
       next: withoutUndefined({
         // What other rules keep in the record (a user's connection requests) stays as it is.

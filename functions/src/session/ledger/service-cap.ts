@@ -44,9 +44,13 @@ export type ServiceAdmission =
 
 const DAY = 86_400_000;
 
-/** A shard's count as of `day`: a count of an earlier day starts over. */
+/**
+ * A shard's count as of `day`: a count of an earlier day starts over; one of a later day (a
+ * reservation received before midnight landing after one of the new day) is that day's, never
+ * started over. Days are YYYY-MM-DD: ordered as strings.
+ */
 function today(usage: ServiceUsage | null | undefined, day: string): ServiceUsage {
-  return usage?.day === day ? usage : { day, tokens: 0 };
+  return usage !== null && usage !== undefined && usage.day >= day ? usage : { day, tokens: 0 };
 }
 
 /** Whole tokens a shard may still take today under its share. */
@@ -116,7 +120,7 @@ export function reserveServiceTokens(shard: string, now: number, tokens: number,
     const day = utcDay(now);
     const counted = today(usage, day);
     if (counted.tokens + tokens > capPerDay / SERVICE_SHARDS) return { outcome: { admitted: false, retryAfterMs: untilMidnight(now) } };
-    return { outcome: { admitted: true, reservation: { day, parts: [{ shard, tokens }] } }, next: withReserved(counted, tokens, now, lifetimeMs) };
+    return { outcome: { admitted: true, reservation: { day: counted.day, parts: [{ shard, tokens }] } }, next: withReserved(counted, tokens, now, lifetimeMs) };
   };
 }
 
