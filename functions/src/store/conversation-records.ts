@@ -11,7 +11,10 @@ import { sessionStatusSchema, type ChatMessage, type PartialReply, type SessionM
  * shows of it, so that a page of the listing is one query of its own size, however many sessions
  * the user ever had. Written when the session is created, then by the copy of each commit
  * (store/rtdb/journal.ts): `status` as the last copy saw it, and `closed` once the session is
- * closed, which no later copy removes (a late copy of an earlier commit cannot reopen it).
+ * closed, which no later copy removes (a late copy of an earlier commit cannot reopen it). With
+ * `closed`, `closed_count` and `closed_activity`: the count and the activity the session closed
+ * with, written by closing copies only, so a late copy of an earlier commit cannot set them back as
+ * it sets back `message_count` and `last_activity` (absent from entries closed before they existed).
  */
 export const conversationEntrySchema = z.object({
   template_id: z.string(),
@@ -21,6 +24,8 @@ export const conversationEntrySchema = z.object({
   message_count: z.number().int().min(0),
   status: sessionStatusSchema,
   closed: z.enum(["ended", "expired"]).optional(),
+  closed_count: z.number().int().min(0).optional(),
+  closed_activity: z.number().optional(),
   /** The first user message, cut short (session/conversations/title.ts); absent until exchange 1 is stored. */
   title: z.string().optional(),
 });

@@ -386,7 +386,7 @@ function listed(session: StoredSession): ListedConversation["entry"] {
     last_activity: state.last_activity,
     message_count: state.message_count,
     status: state.status,
-    ...(state.status === "active" ? {} : { closed: state.status }),
+    ...(state.status === "active" ? {} : { closed: state.status, closed_count: state.message_count, closed_activity: state.last_activity }),
     ...(session.title === undefined ? {} : { title: session.title }),
   };
 }

@@ -93,7 +93,7 @@ export function conversationContract(makeHarness: () => Promise<ConversationHarn
       expect((await store.listConversations(carol, 1))[0]?.entry).toMatchObject({ message_count: 2, last_activity: T + 2, title: "title 0.1", status: "active" });
       await store.updateState(id!, endAt(T + 10));
       const [ended] = await store.listConversations(carol, 1);
-      expect(ended?.entry).toMatchObject({ status: "ended", closed: "ended", last_activity: T + 10, message_count: 2 });
+      expect(ended?.entry).toMatchObject({ status: "ended", closed: "ended", last_activity: T + 10, message_count: 2, closed_activity: T + 10, closed_count: 2 });
     });
 
     it("scans a user's index by session id, with when each was created", async () => {

@@ -31,6 +31,24 @@ describeWithRtdb("RtdbStore: the conversation index as stored", () => {
     expect(listed).toMatchObject({ sessionId: session.id, status: "ended" });
   });
 
+  it("keeps a closed conversation's count and closing activity in the list when a copy of an earlier commit lands after the close", async () => {
+    const user = "late-copy-closed";
+    const session = newSession({ user_id: user });
+    await store.createSession(session);
+    await store.appendExchange(session.id, exchange("1", CREATED_AT + 1), appendAt(CREATED_AT + 1));
+    await store.appendExchange(session.id, exchange("2", CREATED_AT + 2), appendAt(CREATED_AT + 2));
+    await store.updateState(session.id, endAt(CREATED_AT + 3));
+    await store.copiesSettled();
+    // Exchange 1's index copy (the fields indexUpdate sends for that commit), sent by another
+    // instance before the close and delayed: no commit follows a closed session to set it right.
+    await db.ref(`userConversations/${user}/${session.id}`).update({ last_activity: CREATED_AT + 1, message_count: 1, status: "active" });
+    await store.copiesSettled();
+    const [listed] = (await service(store).list(user, 5)).conversations;
+    const read = await service(store).read(session.id, undefined, { limit: 10 });
+    expect(read.summary).toMatchObject({ status: "ended", messageCount: 2, lastActivity: CREATED_AT + 3 });
+    expect(listed).toMatchObject({ sessionId: session.id, status: "ended", messageCount: 2, lastActivity: CREATED_AT + 3 });
+  });
+
   it("shows a commit whose copy has not landed: reading a conversation merges the journal", async () => {
     const session = newSession({ user_id: "journal-reader" });
     await store.createSession(session);

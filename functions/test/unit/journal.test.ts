@@ -174,7 +174,7 @@ describe("the copy a commit sends", () => {
     const ended: SessionState = { status: "ended", message_count: 1, last_activity: T, ended_at: T };
     const marked = markedUnflushed({ ...raw(ended), conversation: "alice" });
     const { copy } = planCopy(ID, committed(marked, [], false), undefined);
-    expect(copy).toEqual({ update: {}, index: { path: `userConversations/alice/${ID}`, fields: { last_activity: T, message_count: 1, status: "ended", closed: "ended" } }, entries: new Set([CLOSED_INDEX_ENTRY]), closed: true });
+    expect(copy).toEqual({ update: {}, index: { path: `userConversations/alice/${ID}`, fields: { last_activity: T, message_count: 1, status: "ended", closed: "ended", closed_count: 1, closed_activity: T } }, entries: new Set([CLOSED_INDEX_ENTRY]), closed: true });
   });
 
   it("sends none for a closed session with nothing journaled that the commit did not close, nor for a state that is gone", () => {
@@ -192,7 +192,7 @@ describe("the copy a commit sends", () => {
     // The session's part names no index path: each update goes from the node it writes.
     expect(Object.keys(copy?.update ?? {}).filter((path) => path.includes("userConversations"))).toEqual([]);
     const ended: SessionState = { status: "ended", message_count: 1, last_activity: T, ended_at: T };
-    expect(planCopy(ID, committed({ ...raw(ended), conversation: "alice" }), undefined).copy?.index?.fields).toEqual({ last_activity: T, message_count: 1, status: "ended", closed: "ended" });
+    expect(planCopy(ID, committed({ ...raw(ended), conversation: "alice" }), undefined).copy?.index?.fields).toEqual({ last_activity: T, message_count: 1, status: "ended", closed: "ended", closed_count: 1, closed_activity: T });
   });
 
   it("remembers a copy's entries beside what was known", () => {

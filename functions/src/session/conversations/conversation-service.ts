@@ -210,15 +210,21 @@ export class ConversationService {
     return entry.status === "active" && now - entry.last_activity > this.options.policy.idleTtlMs ? "expired" : entry.status;
   }
 
+  /**
+   * A closed entry's figures are those its closing copies wrote where no earlier commit's copy
+   * writes (a late one sets `message_count` and `last_activity` back, and a closed session has no
+   * next copy to set them right); entries closed before those fields existed show their own.
+   */
   private listed(sessionId: string, entry: ConversationEntry, status: SessionStatus): ConversationSummary {
+    const closed = entry.closed !== undefined;
     return {
       sessionId,
       templateId: entry.template_id,
       templateName: entry.template_name,
       status,
       createdAt: entry.created_at,
-      lastActivity: entry.last_activity,
-      messageCount: entry.message_count,
+      lastActivity: (closed ? entry.closed_activity : undefined) ?? entry.last_activity,
+      messageCount: (closed ? entry.closed_count : undefined) ?? entry.message_count,
       ...(entry.title === undefined ? {} : { title: entry.title }),
     };
   }

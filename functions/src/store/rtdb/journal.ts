@@ -240,7 +240,9 @@ export interface IndexUpdate {
  * The index entry's fields as the committed state has them, and with exchange 1 its head. `status`
  * follows every copy, `closed` only those of a closed session and never leaves: an earlier copy
  * that lands late can set back the count or the activity until the next copy, never reopen a
- * closed conversation.
+ * closed conversation. A closed session has no next copy, so its copies also write the count and
+ * activity it closed with where only they write (`closed_count`, `closed_activity`), which the list
+ * shows; the late copy still sets back `last_activity`, the field the list is ordered by.
  */
 function indexUpdate(sessionId: string, raw: Readonly<Record<string, unknown>>, pending: Pending): IndexUpdate | undefined {
   const owner: unknown = raw[CONVERSATION];
@@ -249,7 +251,11 @@ function indexUpdate(sessionId: string, raw: Readonly<Record<string, unknown>>, 
   fields.last_activity = raw.last_activity;
   fields.message_count = raw.message_count;
   fields.status = raw.status;
-  if (raw.status !== "active") fields.closed = raw.status;
+  if (raw.status !== "active") {
+    fields.closed = raw.status;
+    fields.closed_count = raw.message_count;
+    fields.closed_activity = raw.last_activity;
+  }
   return { path: conversationPath(owner, sessionId), fields };
 }
 
