@@ -198,3 +198,26 @@ export async function inBatches(options: BatchBudget, find: (after: SweepCursor 
   }
   return total;
 }
+
+/**
+ * Reads with `read` a page at a time, each after the last one's `cursor`, and hands each page to
+ * `visit` before reading the next, until a page comes back short ("done") or, before a page,
+ * `stopped` says the pass's time is up ("stopped": the next run goes on from the first item left).
+ */
+export async function eachPage<T>(
+  batchSize: number,
+  stopped: () => boolean,
+  read: (after: string | undefined) => Promise<readonly T[]>,
+  cursor: (item: T) => string,
+  visit: (page: readonly T[]) => Promise<void>,
+): Promise<"done" | "stopped"> {
+  let after: string | undefined;
+  for (;;) {
+    if (stopped()) return "stopped";
+    const page = await read(after);
+    const last = page.at(-1);
+    after = last === undefined ? undefined : cursor(last);
+    await visit(page);
+    if (page.length < batchSize) return "done";
+  }
+}

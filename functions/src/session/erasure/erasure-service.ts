@@ -1,9 +1,10 @@
 import type { ConnectionErasure } from "../../connections/connection-erasure";
 import type { Log } from "../../log/log";
 import type { ErasureRecord } from "../../store/conversation-records";
+import type { CreateKey } from "../../store/records";
 import type { ConversationStore, ErasureStore, LedgerStore, StateStore } from "../../store/session-store";
 import { userKey } from "../ledger/limits";
-import { inBatches, type BatchBudget } from "../maintenance";
+import { eachPage, inBatches, type BatchBudget } from "../maintenance";
 import { beginErasure, clearErasing, finishErasure, forgetSessions, isAbandonedCreateKey, isErasedCreateKey, markErasing, pauseErasure, recordConnections, settleErasure, takeOverErasure, type ErasedAgain } from "./erasure-rules";
 
 export interface ErasureOptions {
@@ -207,17 +208,13 @@ export class ErasureService {
     ];
     let count = 0;
     for (const scan of sources) {
-      let after: string | undefined;
-      for (;;) {
-        if (stopped()) return { count, stopped: true };
-        const page = await scan(after);
-        after = page.at(-1)?.id;
+      const ended = await eachPage(batchSize, stopped, scan, (session) => session.id, async (page) => {
         // What the user created after asking is theirs to keep.
         const ids = page.filter((session) => session.createdAt <= record.requested_at).map((session) => session.id);
         await this.eraseBatch(key, userId, ids, true);
         count += ids.length;
-        if (page.length < batchSize) break;
-      }
+      });
+      if (ended === "stopped") return { count, stopped: true };
     }
     return { count, stopped: false };
   }
@@ -243,19 +240,16 @@ export class ErasureService {
   private async deleteCreateKeys(key: string, record: ErasureRecord, over: number | undefined, stopped: Stopped): Promise<boolean> {
     const { store, batchSize } = this.options;
     const cutoff = record.requested_at;
-    let after: string | undefined;
-    for (;;) {
-      if (stopped()) return true;
-      const page = await store.readUserCreateKeys(key, after, batchSize);
-      after = page.at(-1)?.hash;
+    const abandoned = async (claim: CreateKey): Promise<boolean> =>
+      over !== undefined && isAbandonedCreateKey(claim, cutoff, over) && store.reaches(claim.session_id) && !(await store.readSessionState(claim.session_id));
+    const ended = await eachPage(batchSize, stopped, (after) => store.readUserCreateKeys(key, after, batchSize), (found) => found.hash, async (page) => {
       await Promise.all(
         page.map(async ({ hash, key: claim }) => {
-          if (isErasedCreateKey(claim, cutoff)) await store.deleteUnchangedCreateKey(hash, claim);
-          else if (over !== undefined && isAbandonedCreateKey(claim, cutoff, over) && store.reaches(claim.session_id) && !(await store.readSessionState(claim.session_id))) await store.deleteUnchangedCreateKey(hash, claim);
+          if (isErasedCreateKey(claim, cutoff) || (await abandoned(claim))) await store.deleteUnchangedCreateKey(hash, claim);
         }),
       );
-      if (page.length < batchSize) return false;
-    }
+    });
+    return ended === "stopped";
   }
 
   /** The user's connections and devices, up to the request; each connection recorded before it is deleted when `record`. */

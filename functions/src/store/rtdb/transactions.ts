@@ -5,6 +5,7 @@ import { StoreDataError, StoreUnavailableError } from "../errors";
 import { fromJsonLeaf, toJsonLeaf, type RecordForm } from "./json-leaf";
 import { parseStored } from "../parse-stored";
 import { sessionStateSchema, type SessionState } from "../records";
+import type { SweepPosition } from "../sweep-page";
 import type { LedgerRule, Ruled, StateRule } from "../session-store";
 
 /**
@@ -37,11 +38,6 @@ export interface StateResult<O> {
  */
 export type StateNodeOf = (raw: Readonly<Record<string, unknown>>, state: SessionState, next: SessionState | undefined) => Record<string, unknown>;
 
-/** A child found by `orderedBy`: its key and the value it was ordered by. */
-export interface OrderedEntry {
-  readonly key: string;
-  readonly value: number;
-}
 
 /** Database calls with a deadline each, and the transactions every write here goes through. */
 export class TransactionEngine {
@@ -174,11 +170,11 @@ export class TransactionEngine {
    * As `keysOrderedBy`, each with its `child`, and after `after` (exclusive: the entry a page
    * ended on), so that a caller can page past children it could not handle.
    */
-  async orderedBy(path: string, child: string, cutoff: number, limit: number, operation: string, after?: OrderedEntry): Promise<OrderedEntry[]> {
+  async orderedBy(path: string, child: string, cutoff: number, limit: number, operation: string, after?: SweepPosition): Promise<SweepPosition[]> {
     if (limit <= 0) return [];
     const ordered = this.db.ref(path).orderByChild(child);
     const snapshot = await this.read(operation, (after === undefined ? ordered.startAt(0) : ordered.startAfter(after.value, after.key)).endAt(cutoff).limitToFirst(limit));
-    const entries: OrderedEntry[] = [];
+    const entries: SweepPosition[] = [];
     snapshot.forEach((entry: DataSnapshot) => {
       const value: unknown = entry.child(child).val();
       // The query's bounds are numbers, which a value of any other type sorts outside of.
