@@ -84,12 +84,9 @@ export class DeviceRegistry {
     const { store, clock, addLandsWithinMs } = this.options;
     const owner = await store.readTokenOwner(hash);
     if (owner?.user_key === key) return undefined;
-    const releases = await store.updateTokenOwner(hash, leaveToken(key, at));
-    const upTo = releases[key];
-    if (upTo === undefined) return undefined;
-    const change = await store.updateDevices(key, releaseDevice(hash, upTo, clock(), addLandsWithinMs));
-    await store.updateTokenOwner(hash, confirmReleases(releases));
-    return change;
+    // `leaveToken` names this user alone, or no one (they hold it by now): a release of theirs alone.
+    const released = await releaseToken(store, hash, await store.updateTokenOwner(hash, leaveToken(key, at)), clock(), addLandsWithinMs);
+    return released?.[key];
   }
 
   /**
@@ -118,12 +115,13 @@ export class DeviceRegistry {
  * Until then the record names them, so a removal that failed (the request answered 503, or died)
  * is done again by the owner's next registration or by the sweep: a token never stays in a former
  * owner's devices because one write failed.
- * Harmless to repeat; nothing to do, and no round trip, without releases. True when it did some.
+ * Harmless to repeat; nothing to do, and no round trip, without releases. When it did some, what
+ * each released user's devices hold now, by user key; undefined when there were none.
  */
-export async function releaseToken(store: DeviceStore, hash: string, releases: TokenReleases, now: number, addLandsWithinMs: number): Promise<boolean> {
+export async function releaseToken(store: DeviceStore, hash: string, releases: TokenReleases, now: number, addLandsWithinMs: number): Promise<Readonly<Record<string, DeviceChange>> | undefined> {
   const former = Object.entries(releases);
-  if (former.length === 0) return false;
-  await Promise.all(former.map(([key, claimedAt]) => store.updateDevices(key, releaseDevice(hash, claimedAt, now, addLandsWithinMs))));
+  if (former.length === 0) return undefined;
+  const changes = await Promise.all(former.map(async ([key, claimedAt]) => [key, await store.updateDevices(key, releaseDevice(hash, claimedAt, now, addLandsWithinMs))] as const));
   await store.updateTokenOwner(hash, confirmReleases(releases));
-  return true;
+  return Object.fromEntries(changes);
 }

@@ -44,7 +44,7 @@ export async function sweepDevices(options: SweepOptions): Promise<DeviceSweepRe
     const results = await Promise.allSettled(
       hashes.map(async (hash) => releaseToken(store, hash, (await store.readTokenOwner(hash))?.released_from ?? {}, now, options.addLandsWithinMs)),
     );
-    return counted(options.log, "release", results, (index) => ({ tokenHash: hashes[index] }), (released) => released);
+    return counted(options.log, "release", results, (index) => ({ tokenHash: hashes[index] }), (released) => released !== undefined);
   });
   const cutoff = now - STALE_AFTER_MS;
   const staleDevices = await inBatches(options, (after) => store.findStaleDevices(cutoff, after, batchSize), async (userKeys) => {
