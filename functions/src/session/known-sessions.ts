@@ -56,7 +56,9 @@ export class KnownSessions {
    */
   async owned(sessionId: string, caller: Identity | undefined): Promise<KnownSession> {
     const cached = this.cache.get(sessionId);
-    return cached ? ownedBy(cached, caller) : this.read(sessionId, caller);
+    if (!cached) return this.read(sessionId, caller);
+    ownedBy(cached.meta, caller);
+    return cached;
   }
 
   /** Remembers a session, with its history as of `tail` when known. */
@@ -103,25 +105,45 @@ export class KnownSessions {
   private async read(sessionId: string, caller: Identity | undefined): Promise<KnownSession> {
     if (!this.store.reaches(sessionId)) throw new StoreUnavailableError("read session (its instance is past this list)");
     const usage = caller ? userKey(caller.uid) : undefined;
-    const withdraws = [...(usage === undefined ? [] : [this.store.guessUsage(usage)]), this.store.guessSession(sessionId)];
-    let session: KnownSession;
-    try {
-      const meta = await this.store.readSessionMeta(sessionId);
-      if (!meta) throw new SessionNotFoundError(sessionId);
-      session = ownedBy({ id: sessionId, meta, userKey: userKey(meta.user_id) }, caller);
-    } catch (error) {
-      for (const withdraw of withdraws) withdraw();
-      throw error;
-    }
-    this.store.prepareSession(sessionId);
-    if (usage !== undefined) this.store.prepareUsage(usage);
+    const { store } = this;
+    const meta = await ownedMeta(store, sessionId, caller, usage === undefined ? undefined : { guess: () => store.guessUsage(usage), confirm: () => { store.prepareUsage(usage); } });
+    const session = { id: sessionId, meta, userKey: userKey(meta.user_id) };
     this.cache.set(sessionId, session);
     return session;
   }
 }
 
-/** `session`, when `caller` may act on it: anyone without a token, else its owner only. */
-function ownedBy(session: KnownSession, caller: Identity | undefined): KnownSession {
-  if (caller && caller.uid !== session.meta.user_id) throw new ForbiddenError("this session belongs to another user");
-  return session;
+/**
+ * The fields of session `sessionId`, when `caller` may act on it (anyone without a token, else its
+ * owner only), read with the session's state followed from beside the read, not after it, and
+ * `also` (another follow the request will need) likewise: each on a guess, confirmed once the
+ * session is found to be the caller's and withdrawn otherwise, so that requests naming sessions
+ * that do not exist (404) or that are another user's (403) take no place among the follows of the
+ * sessions this instance serves (for KnownSessions and ConversationService alike).
+ */
+export async function ownedMeta(
+  store: Pick<StateStore, "readSessionMeta" | "guessSession" | "prepareSession">,
+  sessionId: string,
+  caller: Identity | undefined,
+  also?: { readonly guess: () => () => void; readonly confirm: () => void },
+): Promise<SessionMeta> {
+  const withdraws = [...(also === undefined ? [] : [also.guess()]), store.guessSession(sessionId)];
+  let meta: SessionMeta;
+  try {
+    const found = await store.readSessionMeta(sessionId);
+    if (!found) throw new SessionNotFoundError(sessionId);
+    meta = ownedBy(found, caller);
+  } catch (error) {
+    for (const withdraw of withdraws) withdraw();
+    throw error;
+  }
+  store.prepareSession(sessionId);
+  also?.confirm();
+  return meta;
+}
+
+/** `meta`, when `caller` may act on its session: anyone without a token, else its owner only. */
+function ownedBy(meta: SessionMeta, caller: Identity | undefined): SessionMeta {
+  if (caller && caller.uid !== meta.user_id) throw new ForbiddenError("this session belongs to another user");
+  return meta;
 }

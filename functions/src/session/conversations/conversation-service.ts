@@ -5,6 +5,7 @@ import { NO_USAGE } from "../ledger/token-usage";
 import type { ConversationStore, ErasureStore, HistoryStore, LedgerStore, StateStore } from "../../store/session-store";
 import { ForbiddenError, SessionNotFoundError } from "../errors";
 import { userKey } from "../ledger/limits";
+import { ownedMeta } from "../known-sessions";
 import { expiredIfIdle, type SessionPolicy } from "../session-rules";
 import { conversationTitle } from "./title";
 
@@ -242,24 +243,9 @@ export class ConversationService {
     };
   }
 
-  /**
-   * The session's fields, for a `caller` it belongs to. Its state's follow starts beside their
-   * read on a guess, kept only for the caller's own session (see KnownSessions): reading other
-   * users' conversations, or ones that do not exist, must not cost the sessions this instance serves.
-   */
-  private async owned(sessionId: string, caller: Identity | undefined): Promise<SessionMeta> {
-    const { store } = this.options;
-    const withdraw = store.guessSession(sessionId);
-    try {
-      const meta = await store.readSessionMeta(sessionId);
-      if (!meta) throw new SessionNotFoundError(sessionId);
-      if (caller && caller.uid !== meta.user_id) throw new ForbiddenError("this session belongs to another user");
-      store.prepareSession(sessionId);
-      return meta;
-    } catch (error) {
-      withdraw();
-      throw error;
-    }
+  /** The session's fields, for a `caller` it belongs to (ownedMeta: its state followed only then). */
+  private owned(sessionId: string, caller: Identity | undefined): Promise<SessionMeta> {
+    return ownedMeta(this.options.store, sessionId, caller);
   }
 
   /** The newest `limit` messages: the window, which merges the journal and never ends in a gap. */
