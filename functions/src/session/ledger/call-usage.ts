@@ -7,7 +7,7 @@ import { addCounts, addUsage } from "./token-usage";
 /**
  * How far above the service's own estimate of a prompt a reported prompt count is still believed,
  * and how far below it. The estimate never counts low on the o200k corpus (at most 2.75x the true
- * count, median 1.29x: docs/tokens.md), so a true o200k count stays between 1/2.75x and 1x; 4x
+ * count, median 1.19x: docs/tokens.md), so a true o200k count stays between 1/2.75x and 1x; 4x
  * either way leaves room for other tokenizers (a compatible server's model with a smaller or a
  * larger vocabulary) and `PROMPT_BOUND_SLACK` for framing that a server may count and the
  * estimate does not.

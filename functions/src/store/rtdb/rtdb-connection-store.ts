@@ -309,8 +309,8 @@ export class RtdbConnectionStore implements ConnectionStore, DeviceStore, Connec
   }
 
   async deleteStaleTokenOwner(tokenHash: string, cutoff: number): Promise<boolean> {
-    // Not one multi-path delete of the query's keys (deleteOrderedBy): a registration landing in
-    // between would lose its fresh record. A transaction that checks its time again.
+    // A transaction that checks its time again, as deleteOrderedBy's do: a registration landing
+    // between the query and the delete keeps its fresh record.
     return this.erasure.rewrite(tokenOwnerPath(tokenHash), tokenOwnerSchema, "delete stale token owner", (owner: TokenOwner | null) =>
       owner !== null && owner.updated_at <= cutoff ? { outcome: true, next: null } : { outcome: false },
     );
