@@ -1,6 +1,6 @@
-import type { Log } from "../log/log";
+import type { Log, LogFields } from "../log/log";
 import type { DeviceStore } from "../store/connection-store";
-import { inBatches, type BatchBudget } from "../session/maintenance";
+import { countSettled, inBatches, type BatchBudget } from "../session/maintenance";
 import { releaseToken } from "./device-registry";
 import { removeDevices, STALE_AFTER_MS } from "./device-rules";
 
@@ -40,39 +40,22 @@ type SweepOptions = BatchBudget & {
  */
 export async function sweepDevices(options: SweepOptions): Promise<DeviceSweepReport> {
   const { store, now, batchSize } = options;
+  const counted = <T>(change: string, results: readonly PromiseSettledResult<T>[], about: (index: number) => LogFields, count: (value: T) => number) =>
+    countSettled(options.log, "device sweep change failed; the sweep goes on", results, (index) => ({ change, ...about(index) }), count);
   const releasedTokens = await inBatches(options, (after) => store.findPendingReleases(now, after, batchSize), async (hashes) => {
     const results = await Promise.allSettled(
       hashes.map(async (hash) => releaseToken(store, hash, (await store.readTokenOwner(hash))?.released_from ?? {}, now, options.addLandsWithinMs)),
     );
-    return counted(options.log, "release", results, (index) => ({ tokenHash: hashes[index] }), (released) => released !== undefined);
+    return counted("release", results, (index) => ({ tokenHash: hashes[index] }), (released) => (released !== undefined ? 1 : 0));
   });
   const cutoff = now - STALE_AFTER_MS;
   const staleDevices = await inBatches(options, (after) => store.findStaleDevices(cutoff, after, batchSize), async (userKeys) => {
     const results = await Promise.allSettled(userKeys.map((key) => store.updateDevices(key, removeDevices([], now))));
-    return counted(options.log, "stale devices", results, (index) => ({ userKey: userKeys[index] }), (result) => result.removed.length > 0);
+    return counted("stale devices", results, (index) => ({ userKey: userKeys[index] }), (result) => (result.removed.length > 0 ? 1 : 0));
   });
   const staleTokenOwners = await inBatches(options, (after) => store.findStaleTokenOwners(cutoff, after, batchSize), async (hashes) => {
     const results = await Promise.allSettled(hashes.map((hash) => store.deleteStaleTokenOwner(hash, cutoff)));
-    return counted(options.log, "stale token owner", results, (index) => ({ tokenHash: hashes[index] }), (gone) => gone);
+    return counted("stale token owner", results, (index) => ({ tokenHash: hashes[index] }), (gone) => (gone ? 1 : 0));
   });
   return { releasedTokens, staleDevices, staleTokenOwners };
-}
-
-/** How many of `results` were done (`done`); each failure logged with what it was about (`about`). */
-function counted<T>(log: Log, change: string, results: readonly PromiseSettledResult<T>[], about: (index: number) => Record<string, string | undefined>, done: (value: T) => boolean): number {
-  let count = 0;
-  results.forEach((result, index) => {
-    if (result.status === "fulfilled") {
-      if (done(result.value)) count += 1;
-      return;
-    }
-    const error: unknown = result.reason;
-    log.warn("device sweep change failed; the sweep goes on", {
-      change,
-      ...about(index),
-      error: error instanceof Error ? error.name : typeof error,
-      detail: error instanceof Error ? error.message : undefined,
-    });
-  });
-  return count;
 }

@@ -1,4 +1,4 @@
-import type { Log } from "../log/log";
+import type { Log, LogFields } from "../log/log";
 import type { SessionStore } from "../store/session-store";
 import type { SweepCursor, SweepPage } from "../store/sweep-page";
 import { expireRule, sweepLapsedClaims, type SessionPolicy } from "./session-rules";
@@ -67,6 +67,8 @@ export interface MaintenanceReport {
  */
 export async function runMaintenance(options: MaintenanceOptions, steps: MaintenanceSteps = new MaintenanceSteps(options.log)): Promise<MaintenanceReport> {
   const { store, now, batchSize } = options;
+  const changed = <T>(step: string, results: readonly PromiseSettledResult<T>[], ids: readonly string[], count: (value: T) => number) =>
+    countSettled(options.log, "maintenance change failed; the run goes on", results, (index) => ({ step, session_id: ids[index] }), count);
   // The sessions' queries span every database instance (store/sharded-store.ts), one batch over
   // all of them at a time: each instance gets the batches one alone would, or a run would leave
   // more behind with every instance added. The home instance's steps (keys, addresses) keep one share.
@@ -78,17 +80,17 @@ export async function runMaintenance(options: MaintenanceOptions, steps: Mainten
   const expired = await steps.run("expired", 0, (stopped) => inBatches(everywhere(stopped), (after) => store.findIdleSessions(cutoff, after, batchSize), async (ids) => {
     // Settled, not all: one session the database fails on must not stop the rest of the run.
     const results = await Promise.allSettled(ids.map((id) => store.updateState(id, expireRule(now, options.policy))));
-    return results.filter((result) => result.status === "fulfilled" && result.value.found && result.value.outcome).length;
+    return changed("expired", results, ids, (ruled) => (ruled.found && ruled.outcome ? 1 : 0));
   }));
   // Counted when this run finished the copy: not when it failed again, nor when another run did.
   const flushed = await steps.run("flushed", 0, (stopped) => inBatches(everywhere(stopped), (after) => store.findUnflushedSessions(after, batchSize), async (ids) => {
     const results = await Promise.allSettled(ids.map((id) => store.flushSession(id)));
-    return results.filter((result) => result.status === "fulfilled" && result.value).length;
+    return changed("flushed", results, ids, (done) => (done ? 1 : 0));
   }));
   // A request that died mid-reply left its claim and partial; a later message of its session drops them, else this.
   const lapsedClaims = await steps.run("lapsedClaims", 0, (stopped) => inBatches(everywhere(stopped), (after) => store.findLapsedClaims(now, after, batchSize), async (ids) => {
     const results = await Promise.allSettled(ids.map((id) => store.updateState(id, sweepLapsedClaims(now))));
-    return results.reduce((sum, result) => sum + (result.status === "fulfilled" && result.value.found ? result.value.outcome : 0), 0);
+    return changed("lapsedClaims", results, ids, (ruled) => (ruled.found ? ruled.outcome : 0));
   }));
   // A step even with no retention: the steps after it keep their share of the run's time.
   const deleted = await steps.run("deleted", 0, async (stopped) =>
@@ -97,7 +99,7 @@ export async function runMaintenance(options: MaintenanceOptions, steps: Mainten
           // Settled, as above: a failed delete is found again by the next run. Counted when this
           // run removed the session, not when another run (or an erasure) had already.
           const results = await Promise.allSettled(ids.map((id) => store.deleteSession(id)));
-          return results.filter((result) => result.status === "fulfilled" && result.value).length;
+          return changed("deleted", results, ids, (done) => (done ? 1 : 0));
         })
       : 0,
   );
@@ -166,6 +168,24 @@ export class MaintenanceSteps {
   failures(): { readonly failed?: string } {
     return this.failed.length === 0 ? {} : { failed: this.failed.join(",") };
   }
+}
+
+/**
+ * What `results` count (`count`, each fulfilled one). Each failure is logged as `message`, with what
+ * it was about (`about`): a record whose change fails every run (one the service cannot parse) is
+ * passed by every run and waits for an operator, who learns of it here.
+ */
+export function countSettled<T>(log: Log, message: string, results: readonly PromiseSettledResult<T>[], about: (index: number) => LogFields, count: (value: T) => number): number {
+  let total = 0;
+  results.forEach((result, index) => {
+    if (result.status === "fulfilled") {
+      total += count(result.value);
+      return;
+    }
+    const error: unknown = result.reason;
+    log.warn(message, { ...about(index), error: error instanceof Error ? error.name : typeof error, detail: error instanceof Error ? error.message : undefined });
+  });
+  return total;
 }
 
 /** Runs `remove` (which deletes up to a batch and says how many) until a batch comes back short or the budget is spent. */

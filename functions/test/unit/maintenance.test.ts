@@ -246,6 +246,23 @@ describe("runMaintenance", () => {
       expect({ expired: report.expired, queries: refusing.queries }).toEqual({ expired: 1, queries: 2 });
       expect(await Promise.all(idle.map(statusOf))).toEqual(["expired", "active", "active"]);
     });
+
+    it("logs each session whose change failed, by id, so that one failing every run reaches an operator", async () => {
+      const refusing = new RefusingStore();
+      store = refusing;
+      const idle = await addIdle(3);
+      const [, failing] = idle;
+      refusing.refused.add(failing ?? "");
+      const { log, entries } = recordingLog();
+
+      const report = await run({ log });
+
+      expect(report).toMatchObject({ expired: 2 });
+      expect(report.failed).toBeUndefined();
+      expect(entries).toEqual([
+        { level: "warn", message: "maintenance change failed; the run goes on", fields: { step: "expired", session_id: failing, error: "StoreUnavailableError", detail: expect.stringContaining("refused") as unknown } },
+      ]);
+    });
   });
 
   describe("with a time for the run", () => {
