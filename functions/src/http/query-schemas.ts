@@ -20,10 +20,11 @@ function pageSize(fallback: number) {
 
 /**
  * Any string short enough to be one issued (its body, a dot, its MAC): whether it is a cursor this
- * service issued, cut or not, is the codec's to say (400 INVALID_CURSOR, as docs/api.md lists it),
- * not a field's format, as for the connection list's cursor.
+ * service issued, cut or not (to nothing, too: `cursor=${next ?? ""}`), is the codec's to say
+ * (400 INVALID_CURSOR, as docs/api.md lists it), not a field's format, as for the connection
+ * list's cursor.
  */
-const cursorField = z.string().min(1).max(MAX_CURSOR_CHARS + 1 + 64);
+const cursorField = z.string().max(MAX_CURSOR_CHARS + 1 + 64);
 
 /** `user_id` names the user only without an ID token (and must then be given), as in `createSession`'s body. */
 function owner(userIdRequired: boolean) {

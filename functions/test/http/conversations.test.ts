@@ -135,6 +135,19 @@ describeEachStore("a user's conversations: list and read", (kind) => {
     }
   });
 
+  it("answers a cursor cut to nothing (what `cursor=${next ?? \"\"}` sends) 400 INVALID_CURSOR on the list, the read and the export, as the connection list does", async () => {
+    const { userId, ids } = await userWith(1);
+    const outcome = (answer: Answer) => ({ status: answer.status, code: answer.body.error?.code });
+    const answers = {
+      connections: outcome(await harness.api.call("GET", `/api/v1/connections?user_id=${userId}&cursor=`)),
+      list: outcome(await list(userId, "&cursor=")),
+      read: outcome(await harness.api.call("GET", `${ROUTES.get(ids[0]!)}?before=`)),
+      export: outcome(await harness.api.call("GET", `${ROUTES.exportData}?user_id=${userId}&cursor=`)),
+    };
+    const invalid = { status: 400, code: "INVALID_CURSOR" };
+    expect(answers).toEqual({ connections: invalid, list: invalid, read: invalid, export: invalid });
+  });
+
   it("keeps paging through sessions that end or expire between pages: each listed once, with the status it has now", async () => {
     const { userId, ids } = await userWith(6);
     const first = await list(userId, "&limit=2");

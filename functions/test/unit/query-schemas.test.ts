@@ -25,7 +25,6 @@ describe("query strings", () => {
     ["limit=1e2", "limit"],
     ["limit=%201", "limit"],
     ["limit=1&limit=1", "limit"],
-    ["before=", "before"],
     [`before=${"a".repeat(600)}.b`, "before"],
   ])("refuse %s with a 400 naming the field", (query, field) => {
     expect(issues(() => parseQuery(getSessionQuery, query))).toEqual({ code: "INVALID_REQUEST", details: [expect.objectContaining({ field })] });
@@ -33,6 +32,7 @@ describe("query strings", () => {
 
   it("leave a cursor of an issued cursor's length to the codec, whatever its form (400 INVALID_CURSOR there, not a field's format)", () => {
     expect(parseQuery(getSessionQuery, "before=nodot")).toMatchObject({ before: "nodot" });
+    expect(parseQuery(getSessionQuery, "before=")).toMatchObject({ before: "" });
   });
 
   it("require a user_id without a token, and check it as a body's", () => {
