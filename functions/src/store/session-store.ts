@@ -228,7 +228,10 @@ export interface HistoryStore {
 
   /**
    * The stored messages at positions `first` to `last` (1-based, inclusive: exchange n is 2n-1
-   * and 2n), oldest first; those not stored are left out.
+   * and 2n), oldest first; those past the session's last exchange are left out (every one for a
+   * session not stored, or one a deletion removes while it is read). A position before that end
+   * that is not stored (a message removed by hand) is bad data, StoreDataError, never left out:
+   * a caller numbers the messages from `first`, and would show each one after it out of place.
    */
   readMessages(sessionId: string, first: number, last: number): Promise<ChatMessage[]>;
 

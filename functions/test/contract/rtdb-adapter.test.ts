@@ -96,7 +96,7 @@ describeWithRtdb("RtdbStore journal and shape", () => {
     store.close();
   });
 
-  it("leaves a session whose deletion failed before its state to the next run, which counts it", async () => {
+  it("leaves a session whose deletion failed before its state to the next run, which counts it, and reads none of its messages meanwhile", async () => {
     // A namespace of its own: the run deletes every closed session of its database.
     const own = new RtdbInstances(freshNamespace("deletion"));
     const db = own.database();
@@ -121,6 +121,8 @@ describeWithRtdb("RtdbStore journal and shape", () => {
       expect((await db.ref(`userSessions/${session.id}/messages`).get()).exists()).toBe(false);
       expect((await db.ref(`userConversations/${session.meta.user_id}/${session.id}`).get()).exists()).toBe(false);
       expect((await store.findClosedSessions(CREATED_AT + 3, undefined, 1_000)).keys).toEqual([session.id]);
+      // Its state still counts an exchange whose messages are gone: a session being deleted, not bad data.
+      await expect(store.readMessages(session.id, 1, 2)).resolves.toEqual([]);
 
       const report = await runMaintenance({ store, now: CREATED_AT + 4, policy: POLICY, retentionMs: 1, createKeyTtlMs: 1e12, batchSize: 1_000, maxBatches: 1, log: silentLog });
 
@@ -247,6 +249,32 @@ describeWithRtdb("RtdbStore journal and shape", () => {
     await expect(store.readSessionState(session.id)).rejects.toThrow(/userSessions\/.*\/state/);
     await expect(store.appendExchange(session.id, exchange("x"), appendAt(1))).rejects.toThrow(/message_count/);
     expect((await db.ref(`userSessions/${session.id}/messages`).get()).exists()).toBe(false);
+  });
+
+  it("reports a message missing from the stored history as bad data naming it, to an instance that listens to the state and to one that does not", async () => {
+    const db = instances.database();
+    const store = new RtdbStore(db, 10_000);
+    const cold = new RtdbStore(instances.database(), 10_000);
+    const session = newSession();
+    try {
+      await store.createSession(session);
+      for (let i = 1; i <= 2; i += 1) await store.appendExchange(session.id, exchange(String(i), CREATED_AT + i), appendAt(CREATED_AT + i));
+      await store.copiesSettled();
+      // The next transaction drops the copied journal: the history is in `messages` alone.
+      await store.updateState(session.id, () => ({ outcome: undefined }));
+      expect((await db.ref(`userSessions/${session.id}/state/pending`).get()).exists()).toBe(false);
+      await db.ref(`userSessions/${session.id}/messages/m000000002`).remove();
+
+      // Read by the instance that listens to the state, and by one that does not.
+      for (const reader of [store, cold]) {
+        await expect(reader.readMessages(session.id, 1, 4)).rejects.toThrow(new StoreDataError(`userSessions/${session.id}/messages/m000000002`, "missing, though the session's message_count includes it"));
+        await expect(reader.readMessages(session.id, 2, 2)).rejects.toThrow(StoreDataError);
+        expect((await reader.readMessages(session.id, 3, 9)).map((message) => message.content)).toEqual(["question 2", "answer 2"]);
+      }
+    } finally {
+      store.close();
+      cold.close();
+    }
   });
 
   it("expires, in the sweep, the idle sessions behind a page of session states it cannot parse, and passes those in every run", async () => {

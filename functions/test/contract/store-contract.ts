@@ -255,7 +255,7 @@ export function storeContract(makeHarness: () => Promise<StoreHarness>): void {
   });
 
   describe("message ranges, summaries and usage", () => {
-    it("reads messages by position, across the journal, leaving out what is not stored", async () => {
+    it("reads messages by position, across the journal, leaving out those past the session's end", async () => {
       const session = await seededSession(3);
       expect((await store.readMessages(session.id, 2, 5)).map((message) => message.content)).toEqual(["answer 1", "question 2", "answer 2", "question 3"]);
       expect((await store.readMessages(session.id, 5, 9)).map((message) => message.content)).toEqual(["question 3", "answer 3"]);

@@ -1,6 +1,7 @@
 import type { Database } from "firebase-admin/database";
 import { randomUUID } from "node:crypto";
 import { eventually } from "../support/event-stream-client";
+import { RtdbStore } from "../../src/store/rtdb/rtdb-store";
 import { FaultyStore } from "../support/faulty-store";
 import { call, createSession, describeEachStore, ROUTES, startHarness, twoInstances, type Answer, type Harness, type Instance } from "../support/http-harness";
 import { describeWithRtdb } from "../support/rtdb";
@@ -340,6 +341,51 @@ describeWithRtdb("a user's conversations: a create whose session write is lost a
     // Nothing is left of it in the index either, nor in the user's one active session.
     expect((await harness.api.database!.ref(`userConversations/${user}`).once("value")).exists()).toBe(false);
     expect((await harness.api.call("POST", ROUTES.create, { user_id: user, template_id: "friendly-assistant" })).status).toBe(201);
+  });
+});
+
+/**
+ * A stored history with a message missing (removed by hand, or lost by an older version): bad
+ * stored data, answered as such (500 DATA_ERROR) by every read it falls in, never as a database
+ * to retry (503 with Retry-After: 1, which a client would retry for ever).
+ */
+describeWithRtdb("a user's conversations: a stored history with a message missing", () => {
+  let harness: Harness;
+  beforeAll(async () => {
+    harness = await startHarness({ store: "rtdb" });
+  });
+  afterAll(async () => harness.close());
+
+  const answers = async (path: string) => {
+    const seen = [];
+    for (let i = 0; i < 2; i += 1) {
+      const read = await harness.api.call("GET", path);
+      seen.push({ status: read.status, code: read.body.error?.code, retryAfter: read.headers.get("retry-after") });
+    }
+    return seen;
+  };
+  const dataError = { status: 500, code: "DATA_ERROR", retryAfter: null };
+
+  it("answers 500 DATA_ERROR, every time, to a read of a page the missing message falls in, and reads the other pages", async () => {
+    const id = await createSession(harness.api);
+    for (const message of ["first", "second", "third"]) expect((await harness.api.call("POST", ROUTES.message(id), { message })).status).toBe(200);
+    const cursor = (await harness.api.call("GET", `${ROUTES.get(id)}?limit=2`)).body.next_before as string;
+    // Every copy landed and left the journal (the next transaction drops it): the history is in `messages` alone.
+    const { store } = harness.api;
+    if (!(store instanceof RtdbStore)) throw new Error("the harness's store is not the database's");
+    await store.copiesSettled();
+    await store.updateState(id, () => ({ outcome: undefined }));
+    expect((await harness.api.database!.ref(`userSessions/${id}/state/pending`).once("value")).exists()).toBe(false);
+
+    // Exchange 2's question (position 3) is removed by hand: the page before the newest holds it.
+    await harness.api.database!.ref(`userSessions/${id}/messages/m000000003`).remove();
+    const newest = await harness.api.call("GET", `${ROUTES.get(id)}?limit=2`);
+    expect({ status: newest.status, positions: (newest.body.messages as { position: number }[]).map((message) => message.position) }).toEqual({ status: 200, positions: [5, 6] });
+    expect(await answers(`${ROUTES.get(id)}?limit=2&before=${cursor}`)).toEqual([dataError, dataError]);
+
+    // The first message too: every read of the conversation reads it, for its title.
+    await harness.api.database!.ref(`userSessions/${id}/messages/m000000001`).remove();
+    expect(await answers(ROUTES.get(id))).toEqual([dataError, dataError]);
   });
 });
 

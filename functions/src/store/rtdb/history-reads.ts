@@ -1,11 +1,11 @@
 import type { Database, DataSnapshot, Query } from "firebase-admin/database";
-import { StoreUnavailableError } from "../errors";
+import { StoreDataError } from "../errors";
 import { assistantMessageKey, messageKey, userMessageKey } from "../message-keys";
 import { parseStored } from "../parse-stored";
 import { chatMessageSchema, type ChatMessage, type Exchange } from "../records";
 import type { HistoryWindow } from "../session-store";
 import { parsePending, pendingMessages } from "./journal";
-import { messagePath, messagesPath, pendingPath, statePath } from "./paths";
+import { messagePath, messagesPath, pendingPath, sessionFieldPath, statePath } from "./paths";
 import { readOnce, type TransactionEngine } from "./transactions";
 
 /** Reads of a history that showed a gap before the newest messages are given up on: see `window`. */
@@ -42,7 +42,9 @@ export class HistoryReads {
   /**
    * The messages at positions `first` to `last` (1-based, inclusive), oldest first: every one of
    * them the database holds (a caller numbers them from `first`), however far this instance's copy
-   * of the state trails it.
+   * of the state trails it. A position the session's count includes that is in neither `messages`
+   * nor the journal is bad stored data (a message removed by hand): StoreDataError naming it. A
+   * session deleted meanwhile reads as none.
    */
   async messages(sessionId: string, first: number, last: number): Promise<ChatMessage[]> {
     if (last < first || last < 1) return [];
@@ -53,9 +55,7 @@ export class HistoryReads {
       return { byKey, keys: [...byKey.keys()].filter((key) => key >= from && key <= to).sort() };
     };
     let { byKey, keys } = await read();
-    /** Whether `keys` hold every position from `start` through `upTo`. */
-    const reaches = (held: readonly string[], upTo: number) => held.filter((key) => Number(key.slice(1)) <= upTo).length >= upTo - start + 1;
-    if (!reaches(keys, last)) {
+    if (missingUpTo(keys, start, last) !== undefined) {
       // Positions past the session's end, or a copy that trails: an instance holding the state's
       // listener reads `pending` from its copy, which trails the database as far as its link is
       // slow, and `messages` from the server, so an exchange committed after that copy and not
@@ -65,9 +65,16 @@ export class HistoryReads {
       // answers and pushes in order), so the count read now says which positions exist; a read
       // again takes its journal from a copy at least this new.
       const reach = Math.min(last, 2 * (await this.exchangeCount(sessionId)));
-      if (!reaches(keys, reach)) {
+      if (missingUpTo(keys, start, reach) !== undefined) {
         ({ byKey, keys } = await read());
-        if (!reaches(keys, reach)) throw new StoreUnavailableError("read messages (this instance's copy of the session trails the database)");
+        // No copy trails now: an exchange the count includes is in that journal, or left it only
+        // once its copy in `messages` landed. Missing still, it was removed from `messages` since:
+        // by a deletion under way, or by hand. Reading again would find the same, for ever.
+        const missing = missingUpTo(keys, start, reach);
+        if (missing !== undefined) {
+          if (!(await this.sessionExists(sessionId))) return [];
+          throw new StoreDataError(messagePath(sessionId, messageKey(missing)), "missing, though the session's message_count includes it");
+        }
       }
     }
     return keys.map((key) => parseStored(chatMessageSchema, byKey.get(key), messagePath(sessionId, key)));
@@ -91,6 +98,16 @@ export class HistoryReads {
   }
 
   /**
+   * Whether the session still has its fields, read after a history read was answered (the
+   * database answers an instance in order): a deletion that removed its history by then removed
+   * them too, in the same update (retention's, RtdbStore.deleteSession, before the state; an
+   * erasure's, with the whole node).
+   */
+  private async sessionExists(sessionId: string): Promise<boolean> {
+    return (await this.engine.read("read messages", this.db.ref(sessionFieldPath(sessionId, "user_id")))).exists();
+  }
+
+  /**
    * Messages read with `query`, merged with the exchanges still journaled in `state/pending`.
    * Pending is read first (both requests leave together, in this order, on one connection, and
    * a listened `state` answers from what the server last sent): an exchange leaves `pending`
@@ -106,6 +123,20 @@ export class HistoryReads {
     for (const [key, message] of pendingMessages(sessionId, parsePending(sessionId, pending.val()))) byKey.set(key, message);
     return byKey;
   }
+}
+
+/** The first position from `start` through `upTo` that `keys` (message keys from `start` on, sorted) lack; undefined when they hold them all. */
+function missingUpTo(keys: readonly string[], start: number, upTo: number): number | undefined {
+  let expected = start;
+  for (const key of keys) {
+    const position = Number(key.slice(1));
+    // A key that is no message's (one written by hand) holds no position.
+    if (!Number.isInteger(position) || key !== messageKey(position)) continue;
+    if (position > upTo) break;
+    if (position !== expected) return expected;
+    expected += 1;
+  }
+  return expected <= upTo ? expected : undefined;
 }
 
 /**
