@@ -236,11 +236,16 @@ export const userUsageSchema = z.object({
    * Per live session, what bounds its next prompt when its tokens are reserved (see session/ledger/limits.ts):
    * the bound, the reservations open (admitted, not settled) as of `at` (its last admission), and
    * the highest claim count (plus one) of a settled message. `held`: each open reservation, with
-   * when it was admitted and its tokens, so that each lapses on its own; a record an older version wrote has none, its `open`
+   * when it was admitted, its tokens and the day whose count holds it (`day`: absent in records of
+   * older versions, taken as the day of `at`), so that each lapses on its own; a record an older version wrote has none, its `open`
    * reservations all counted as admitted at `at`. `unanchored`: the bound was started from the
    * session's first prompt and no settlement has set it to a real call's since (it may miss
-   * history). `answered`: the latest answer of the session's settled messages, which a refund puts
-   * the session's count back to at the earliest. Both absent in records of older versions.
+   * history). `answered`: the latest answer of the session's settled messages (never before its
+   * own arrival). `since`: the session's last activity that no reservation in `held` accounts for
+   * (its creation, a settled answer, or an admission forgotten unsettled), 0 for a session not
+   * counted before them. A refund puts the session's count back to the latest of `since`,
+   * `answered` and the admissions still in `held`. `unanchored`, `answered` and `since` are absent
+   * in records of older versions.
    */
   contexts: z
     .record(
@@ -250,9 +255,10 @@ export const userUsageSchema = z.object({
         open: z.number().int().min(0),
         landed: z.number().int().min(0),
         at: z.number(),
-        held: z.record(z.string(), z.object({ at: z.number(), tokens: z.number().min(0) })).optional(),
+        held: z.record(z.string(), z.object({ at: z.number(), tokens: z.number().min(0), day: z.string().optional() })).optional(),
         unanchored: z.literal(true).optional(),
         answered: z.number().optional(),
+        since: z.number().optional(),
       }),
     )
     .optional(),

@@ -355,8 +355,8 @@ describeEachStore("the active-session limit at one session", (kind) => {
 /**
  * A session counts against USER_MAX_ACTIVE_SESSIONS as long as it can be active
  * (docs/sessions-over-time.md). A message whose model call fails stores nothing, so the session's
- * idle TTL still runs from its last exchange: its count must too, and the session's end after it
- * expired must free the slot.
+ * idle TTL still runs from its last exchange: its count must too, however many of its messages
+ * fail together, and the session's end after it expired must free the slot.
  */
 describeEachStore("the active-session limit after a failed message near the idle TTL", (kind) => {
   const MINUTE = 60_000;
@@ -364,7 +364,8 @@ describeEachStore("the active-session limit after a failed message near the idle
   let now = Date.parse("2026-03-01T00:00:00Z");
 
   beforeAll(async () => {
-    harness = await startHarness({ store: kind, clock: () => now, env: { USER_MAX_ACTIVE_SESSIONS: "1" } });
+    // A model call that hangs times out after a second, and is not retried.
+    harness = await startHarness({ store: kind, clock: () => now, env: { USER_MAX_ACTIVE_SESSIONS: "1", OPENAI_MAX_RETRIES: "0", OPENAI_TIMEOUT_MS: "1000" } });
   });
   afterAll(async () => harness.close());
   beforeEach(() => {
@@ -394,6 +395,28 @@ describeEachStore("the active-session limit after a failed message near the idle
       const ended = await harness.api.call("DELETE", ROUTES.end(id));
       expect({ status: ended.status, code: ended.body.error?.code }).toEqual({ status: 410, code: "SESSION_EXPIRED" });
     }
+    const next = await create(user);
+    expect({ status: next.status, code: next.body.error?.code, retryAfter: next.headers.get("retry-after") }).toEqual({ status: 201, code: undefined, retryAfter: null });
+  });
+
+  it("frees the slot a millisecond past the TTL after the creation of a session two of whose messages failed together just before it", async () => {
+    const user = `user-${randomUUID()}`;
+    const createdAt = now;
+    const id = String((await create(user)).body.session_id);
+    // A minute before the TTL, a message, and a second later another, admitted before the first fails; both model calls time out.
+    harness.fake.enqueue({ kind: "hang" }, { kind: "hang" });
+    now = createdAt + 59 * MINUTE;
+    const first = harness.api.call("POST", ROUTES.message(id), { message: "first" });
+    await harness.fake.awaitRequests(1);
+    now += 1_000;
+    const second = harness.api.call("POST", ROUTES.message(id), { message: "second" });
+    await harness.fake.awaitRequests(2);
+    expect((await Promise.all([first, second])).map((answer) => answer.status)).toEqual([504, 504]);
+    await harness.fake.noRequestHanging();
+    // Nothing was stored: the session's last activity is still its creation.
+    const state = await harness.api.store.readSessionState(id);
+    expect({ count: state?.message_count, lastActivity: state?.last_activity }).toEqual({ count: 0, lastActivity: createdAt });
+    now = createdAt + 60 * MINUTE + 1;
     const next = await create(user);
     expect({ status: next.status, code: next.body.error?.code, retryAfter: next.headers.get("retry-after") }).toEqual({ status: 201, code: undefined, retryAfter: null });
   });

@@ -301,6 +301,59 @@ describe("daily token ledger rules", () => {
     expect(apply(early, refundMessage(POLICY, "s1", rb, false))?.sessions?.s1).toBe(NOON);
   });
 
+  it("messages of one session admitted together and given back put its count back to its last activity, whatever the order their refunds and settlements land in", () => {
+    const created = apply(null, admitSession("s1", NOON - 60_000, POLICY));
+    const a = admitMessage("s1", NOON, POLICY, NEED);
+    const ra = admitted(a(created).outcome);
+    const afterA = apply(created, a);
+    // B arrives a second after A, before A fails.
+    const b = admitMessage("s1", NOON + 1_000, POLICY, NEED);
+    const rb = admitted(b(afterA).outcome);
+    const both = apply(afterA, b);
+    // Both fail (or are refused: an exchange limit, a replay, moderation), in either order: counted from the creation again, not from either arrival.
+    expect(apply(both, refundMessage(POLICY, "s1", ra, false), refundMessage(POLICY, "s1", rb, false))?.sessions?.s1).toBe(NOON - 60_000);
+    expect(apply(both, refundMessage(POLICY, "s1", rb, false), refundMessage(POLICY, "s1", ra, false))?.sessions?.s1).toBe(NOON - 60_000);
+    expect(apply(both, refundMessage(POLICY, "s1", rb, true), refundMessage(POLICY, "s1", ra, true))?.sessions?.s1).toBe(NOON - 60_000);
+    // One given back, the other still running: counted from the arrival of the one running.
+    expect(apply(both, refundMessage(POLICY, "s1", rb, false))?.sessions?.s1).toBe(NOON);
+    expect(apply(both, refundMessage(POLICY, "s1", ra, false))?.sessions?.s1).toBe(NOON + 1_000);
+    // One answered, the other given back, in either order: counted from the answer.
+    const settleA = settleTokens("s1", ra, landed(90, 0, false, NOON + 20_000));
+    const settleB = settleTokens("s1", rb, landed(90, 0, false, NOON + 21_000));
+    expect(apply(both, settleA, refundMessage(POLICY, "s1", rb, false))?.sessions?.s1).toBe(NOON + 20_000);
+    expect(apply(both, refundMessage(POLICY, "s1", rb, false), settleA)?.sessions?.s1).toBe(NOON + 20_000);
+    expect(apply(both, settleB, refundMessage(POLICY, "s1", ra, false))?.sessions?.s1).toBe(NOON + 21_000);
+    expect(apply(both, refundMessage(POLICY, "s1", ra, false), settleB)?.sessions?.s1).toBe(NOON + 21_000);
+  });
+
+  it("a refund puts the session's count back no earlier than the arrival of an admission forgotten unsettled, whose exchange may have landed", () => {
+    const created = apply(null, admitSession("s1", NOON - 60_000, POLICY));
+    // A's request died: neither its settlement nor its refund ever lands. C is admitted while A is open, B once A has lapsed.
+    const withA = apply(created, admitMessage("s1", NOON, POLICY, NEED));
+    const c = admitMessage("s1", NOON + 100_000, POLICY, NEED);
+    const rc = admitted(c(withA).outcome);
+    const withC = apply(withA, c);
+    const b = admitMessage("s1", NOON + 121_000, POLICY, NEED);
+    const rb = admitted(b(withC).outcome);
+    const withB = apply(withC, b);
+    expect(Object.values(withB?.contexts?.s1?.held ?? {}).map((entry) => entry.at)).toEqual([NOON + 100_000, NOON + 121_000]);
+    expect(apply(withB, refundMessage(POLICY, "s1", rb, false), refundMessage(POLICY, "s1", rc, false))?.sessions?.s1).toBe(NOON);
+    expect(apply(withB, refundMessage(POLICY, "s1", rc, false), refundMessage(POLICY, "s1", rb, false))?.sessions?.s1).toBe(NOON);
+    // Admitted with nothing else open, B reads the same from the count it found.
+    const alone = admitMessage("s1", NOON + 121_000, POLICY, NEED);
+    expect(apply(withA, alone, refundMessage(POLICY, "s1", admitted(alone(withA).outcome), false))?.sessions?.s1).toBe(NOON);
+  });
+
+  it("a refund on a context an older version wrote (no record of the session's activity before its admissions) puts back the count its admission read", () => {
+    const created = apply(null, admitSession("s1", NOON - 60_000, POLICY));
+    const a = admitMessage("s1", NOON, POLICY, NEED);
+    const ra = admitted(a(created).outcome);
+    const written = apply(created, a) as UserUsage;
+    const { since: _none, ...context } = written.contexts!.s1!;
+    const older = userUsageSchema.parse({ ...written, contexts: { s1: context } });
+    expect(apply(older, refundMessage(POLICY, "s1", ra, false))?.sessions?.s1).toBe(NOON - 60_000);
+  });
+
   it("refuses a message to a session ended while it was being admitted, taking nothing, and never counts that session again", () => {
     const one = { ...POLICY, maxActiveSessions: 1 };
     const ended = apply(null, admitSession("s1", NOON - 60_000, one), releaseEnded("s1", NOON + 1_000, one), admitSession("s2", NOON + 2_000, one));
@@ -693,5 +746,28 @@ describe("the day's count across midnight, an admission received before it landi
     const reservation = (late.outcome as Extract<MessageAdmission, { admitted: true }>).reservation;
     const settled = settleTokens("b", reservation, { tokens: 100 })(late.next as UserUsage);
     expect(settled.next?.daily).toEqual({ day: utcDay(MIDNIGHT + 100), tokens: 850 });
+  });
+
+  it("tells a message refused for the late admission's open reservation alone to retry once it has settled or lapsed, not at the end of the new day", () => {
+    const small: TokenNeed = { fresh: 100, firstPrompt: 50 };
+    const large: TokenNeed = { fresh: 750, firstPrompt: 50 };
+    // A arrives just after midnight, is admitted (150) and settles (100 spent): the record holds the new day.
+    const a = admitMessage("a", MIDNIGHT + 100, policy, small)(null);
+    const afterA = settleTokens("a", admitted(a.outcome), { tokens: 100 })(a.next as UserUsage).next as UserUsage;
+    // B's admission (800), received before midnight, lands now, counted into the new day, and is still running.
+    const b = admitMessage("b", MIDNIGHT - 100, policy, large)(afterA);
+    const withB = b.next as UserUsage;
+    expect(withB.daily).toEqual({ day: utcDay(MIDNIGHT + 100), tokens: 900 });
+    // Ten seconds after midnight C (150) does not fit, only because of B (900 - 800 + 150 <= 1,000):
+    // B lapses two minutes after its admission at the latest, 109.9 s from now.
+    const c = admitMessage("c", MIDNIGHT + 10_000, policy, small);
+    expect(c(withB).outcome).toEqual({ admitted: false, limit: "tokens", retryAfterMs: 109_900 });
+    // Once B has settled as spending little, C fits.
+    expect(c(settleTokens("b", admitted(b.outcome), { tokens: 100 })(withB).next as UserUsage).outcome.admitted).toBe(true);
+    // A record an older version wrote names no day for B: read as the day of its arrival, the old day, as it was.
+    const { held, ...context } = withB.contexts!.b!;
+    const undated = Object.fromEntries(Object.entries(held!).map(([key, { day: _day, ...entry }]) => [key, entry]));
+    const older = userUsageSchema.parse({ ...withB, contexts: { ...withB.contexts, b: { ...context, held: undated } } });
+    expect(c(older).outcome).toEqual({ admitted: false, limit: "tokens", retryAfterMs: 86_400_000 - 10_000 });
   });
 });

@@ -142,7 +142,9 @@ export function utcDay(now: number): string {
  * outside that call's prompt: no other message open, none settled that claimed at or after its
  * count, and none running when it claimed.
  *
- * The session counts as active from now (see liveSessions). One no longer counted (its count
+ * The session counts as active from now (see liveSessions), and its context keeps what it was
+ * counted from before its open admissions (`since`, see activitySince), for a refund to put the
+ * count back to (refundMessage). One no longer counted (its count
  * lapsed, or was given back) is counted again only within the user's limit of active sessions: the
  * record never counts more sessions than it allows, whatever a lost settlement left behind. One
  * whose end released it (marked in `ended`: this admission was sent before the end, its claim
@@ -177,8 +179,11 @@ export function admitMessage(sessionId: string, now: number, policy: UsagePolicy
     if (policy.tokensPerDay > 0 && used.tokens + reserved > policy.tokensPerDay) {
       return { outcome: { admitted: false, limit: "tokens", retryAfterMs: untilTokensFree(usage, used, reserved, now, policy) } };
     }
-    const held = { ...openReservations(context, now, policy), [heldKey(context, now)]: { at: now, tokens: reserved } };
+    const open = openReservations(context, now, policy);
+    const held = { ...open, [heldKey(context, now)]: { at: now, tokens: reserved, day: used.day } };
     const sessions = { ...live, [sessionId]: now };
+    // Counted anew, the session's answers before its count lapsed are no activity to go back to.
+    const { answered: _lapsed, ...kept } = context ?? {};
     return {
       outcome: {
         admitted: true,
@@ -192,7 +197,16 @@ export function admitMessage(sessionId: string, now: number, policy: UsagePolicy
         daily: { ...used, tokens: addCounts(used.tokens, reserved) },
         contexts: {
           ...liveContexts(usage, sessions),
-          [sessionId]: { ...context, tokens: reserved, open: Object.keys(held).length, landed: context?.landed ?? 0, at: now, held, ...(unanchored ? { unanchored } : {}) },
+          [sessionId]: {
+            ...(before === undefined ? kept : context),
+            tokens: reserved,
+            open: Object.keys(held).length,
+            landed: context?.landed ?? 0,
+            at: now,
+            held,
+            since: activitySince(context, open, before, now, policy),
+            ...(unanchored ? { unanchored } : {}),
+          },
         },
         ended,
       }),
@@ -232,7 +246,10 @@ export function settleTokens(sessionId: string, reservation: Reservation, spent:
     const found = usage.contexts?.[sessionId];
     if (!found) return { outcome: undefined, next: withoutUndefined({ ...usage, daily, sessions }) };
     const kept = closed(found, reservation);
-    const context = exchange ? { ...kept, answered: Math.max(kept.answered ?? exchange.answeredAt, exchange.answeredAt) } : kept;
+    // Never before its own arrival: the settlement moves the count only forwards, so a count at
+    // that arrival stays (clocks of instances apart), and a refund must not go below it either.
+    const answer = Math.max(exchange?.answeredAt ?? 0, reservation.countedAt);
+    const context = exchange ? { ...kept, answered: Math.max(kept.answered ?? answer, answer) } : kept;
     const { open } = context;
     let settled: typeof context;
     if (!exchange) {
@@ -322,7 +339,7 @@ function closed(context: SessionContext, reservation: Reservation): SessionConte
 
 /**
  * When to retry a message the daily limit refused: when the day ends, unless what the user's open
- * reservations hold (today's, of messages still running: each settles to at most what it reserved,
+ * reservations hold (those counted in the day's count, of messages still running: each settles to at most what it reserved,
  * unless its reservation missed history: countedTokens) is what keeps it out; then once the last of them has settled or lapsed, at the latest. The day's
  * count holds them at their upper bound until their settlements, seconds later most often: the
  * same message may then fit.
@@ -331,7 +348,9 @@ function untilTokensFree(usage: UserUsage | null, used: { readonly day: string; 
   const midnight = Date.parse(`${used.day}T00:00:00Z`) + DAY - now;
   const open = Object.values(usage?.contexts ?? {})
     .flatMap((context) => Object.values(openReservations(context, now, policy)))
-    .filter((entry) => entry.tokens > 0 && utcDay(entry.at) === used.day);
+    // The day whose count holds it: an admission received before midnight and landed after one of
+    // the new day counts into the new day (admitMessage). A record of an older version names no day.
+    .filter((entry) => entry.tokens > 0 && (entry.day ?? utcDay(entry.at)) === used.day);
   const holding = open.reduce((sum, entry) => sum + entry.tokens, 0);
   if (open.length === 0 || used.tokens - holding + reserved > policy.tokensPerDay) return midnight;
   // When the last one lapses: from that instant on it no longer counts as open (openReservations),
@@ -346,18 +365,24 @@ type Held = NonNullable<SessionContext["held"]>;
  * Gives back what a message took and did not use: its token reservation (the model was not called,
  * or failed; of it, what its calls were billed stays counted: `spent`, as settleTokens counts it,
  * a reply refused by moderation or a summary call), the session's count as it was before (nothing
- * was stored, so the session's idle TTL
- * still runs from its last exchange, and so must its count: a failed message near the TTL would
- * otherwise hold the expired session's slot for another TTL), and when it was `refused` before the
- * model, its message token. The count goes back to the later of what the admission read and the
- * latest answer of the session settled meanwhile (its context's `answered`): another message's
- * settlement that landed after this admission left this admission's count in place, and restored
- * to what it read (that message's arrival) the session would stop counting a model call's length
- * before it expires. The admission counts the session as active before its claim's answer
- * is known (both are sent at once): a message refused because its session has ended, or is gone,
- * or a replay, must not count an ended session as active again for the idle TTL (against
- * USER_MAX_ACTIVE_SESSIONS), nor put an erased session back in the record. A later admission of
- * the session (a newer count) is left as it is.
+ * was stored, so the session's idle TTL still runs from its last activity, and so must its count:
+ * a failed message near the TTL would otherwise hold the expired session's slot for another TTL),
+ * and when it was `refused` before the model, its message token. The admission counts the session
+ * as active before its claim's answer is known (both are sent at once): a message refused because
+ * its session has ended, or is gone, or a replay, must not count an ended session as active again
+ * for the idle TTL (against USER_MAX_ACTIVE_SESSIONS), nor put an erased session back in the record.
+ *
+ * The count goes back to the session's last activity that this message does not account for (see
+ * lastActivity): what the context counted it from before its open admissions (`since`), the latest
+ * answer settled (`answered`) and the arrival of each other admission still open. Not the count
+ * this admission read: that may be another message's arrival, one that failed as well (two
+ * messages near the TTL failing together would each leave the other's arrival, and the expired
+ * session would keep its slot for almost another TTL), or one answered since. So refunds and
+ * settlements of one session's messages leave the same count in whatever order they land. A
+ * session not counted before its admissions (lapsed, or released) is not counted again; one
+ * released since stays released. A record of an older version (no `since`) keeps the rule it was
+ * written under: the count goes back to the later of what the admission read and `answered`, only
+ * while it is still this admission's.
  */
 export function refundMessage(policy: UsagePolicy, sessionId: string, reservation: Reservation, refused: boolean, spent: Omit<Spent, "exchange"> = { tokens: 0 }): UsageRule<undefined> {
   const settle = settleTokens(sessionId, reservation, spent);
@@ -365,12 +390,48 @@ export function refundMessage(policy: UsagePolicy, sessionId: string, reservatio
     const settled = settle(usage).next;
     if (!settled) return { outcome: undefined };
     const refunded = refused ? { ...settled, tokens: Math.min(policy.messagesPerMinute, settled.tokens + 1) } : settled;
-    if (settled.sessions?.[sessionId] !== reservation.countedAt) return { outcome: undefined, next: refunded };
-    const answered = settled.contexts?.[sessionId]?.answered;
-    // Not counted before this admission (its count lapsed, or was released), it is not counted again.
-    const before = reservation.countedBefore === undefined ? undefined : Math.max(reservation.countedBefore, answered ?? reservation.countedBefore);
-    return { outcome: undefined, next: countedAsBefore(refunded, sessionId, before) };
+    const count = settled.sessions?.[sessionId];
+    if (count === undefined) return { outcome: undefined, next: refunded };
+    const context = settled.contexts?.[sessionId];
+    if (context?.since === undefined) {
+      if (count !== reservation.countedAt) return { outcome: undefined, next: refunded };
+      const before = reservation.countedBefore === undefined ? undefined : Math.max(reservation.countedBefore, context?.answered ?? reservation.countedBefore);
+      return { outcome: undefined, next: countedAsBefore(refunded, sessionId, before) };
+    }
+    const last = lastActivity(context);
+    // A refund never counts the session later than it is counted now.
+    return { outcome: undefined, next: countedAsBefore(refunded, sessionId, last === 0 ? undefined : Math.min(count, last)) };
   };
+}
+
+/**
+ * What a session is counted from, once its admissions in `held` (those still open, and those that
+ * lapsed unsettled, not yet forgotten) are taken as they are: 0 when nothing counts it.
+ */
+function lastActivity(context: SessionContext): number {
+  const held = Object.values(context.held ?? {}).map((entry) => entry.at);
+  // A record an older version wrote counts some open reservations in `open` alone, admitted at `at` at the latest.
+  const untracked = context.open > held.length ? [context.at] : [];
+  return Math.max(context.since ?? 0, context.answered ?? 0, ...held, ...untracked);
+}
+
+/**
+ * What an admission keeps in its session's context as `since`: the session's last activity that no
+ * admission still open accounts for. With none open, the count it found (`before`: the session's
+ * creation, its latest settled answer, or the arrival of an admission that lapsed unsettled, whose
+ * exchange may have landed: counted high). With others open, what the context kept, raised by the
+ * arrival of each admission that lapses now (forgotten from `held`, unsettled); a context an older
+ * version wrote keeps none, so the count found stands in for it (high, as that version counted).
+ * 0: the session was not counted (its count lapsed, or was released).
+ */
+function activitySince(context: SessionContext | undefined, open: Held, before: number | undefined, now: number, policy: UsagePolicy): number {
+  if (before === undefined) return 0;
+  if (Object.keys(open).length === 0 || context?.since === undefined) return before;
+  const lifetime = requestLifetimeMs(policy);
+  const lapsed = Object.values(context.held ?? {})
+    .filter((entry) => now - entry.at >= lifetime)
+    .map((entry) => entry.at);
+  return Math.min(before, Math.max(context.since, ...lapsed));
 }
 
 /** The record with `sessionId` counted since `before` again, or, for none, not counted (released: its context bound going with it). */
