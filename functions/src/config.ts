@@ -161,6 +161,14 @@ function parseBaseUrl(raw: string): string | undefined {
   return raw;
 }
 
+/**
+ * CORS_ORIGINS as resolveConfig reads it, exported for the answers of an instance whose start
+ * failed (cloud-adapter.ts), which still carry the CORS headers when this param is not the bad one.
+ */
+export function corsOriginsParam(env: Env = process.env): "*" | string[] {
+  return parseCorsOrigins(stringParam(env, "CORS_ORIGINS"));
+}
+
 /** An origin as written in CORS_ORIGINS: scheme://host[:port], no path, query, fragment or credentials. */
 const ORIGIN_ENTRY = /^https?:\/\/[^/\\\s?#@]+$/i;
 
@@ -231,7 +239,7 @@ export function resolveConfig(env: Env = process.env, defaults: { requireAuth?: 
     },
     contextWindowMessages: intParam(env, "CONTEXT_WINDOW_MESSAGES"),
     ...messageLimits(env),
-    corsOrigins: parseCorsOrigins(stringParam(env, "CORS_ORIGINS")),
+    corsOrigins: corsOriginsParam(env),
     dbTimeoutMs: intParam(env, "DB_TIMEOUT_MS"),
     sessionIdleTtlMs: intParam(env, "SESSION_IDLE_TTL_MINUTES") * 60_000,
     sessionRetentionMs: intParam(env, "SESSION_RETENTION_DAYS") * 86_400_000,

@@ -2,13 +2,12 @@ import type { App } from "firebase-admin/app";
 import { getAppCheck } from "firebase-admin/app-check";
 import type { Log } from "../log/log";
 import { AppCheckInvalidError, AppCheckUnavailableError, type AppCheckClaims, type AppCheckVerifier } from "./app-check";
-import { jwtParts, VERIFICATION_TIMEOUT_MS, withDeadline } from "./token-checks";
+import { jwtParts, VerificationGate, type VerificationGateOptions } from "./token-checks";
 
-export interface FirebaseAppCheckOptions {
+/** Besides the apps and the log: the deadline of a verification (default VERIFICATION_TIMEOUT_MS, token-checks.ts), and the clock of the pause after one is left at it. */
+export interface FirebaseAppCheckOptions extends VerificationGateOptions {
   /** The apps of the project whose tokens are accepted; absent, any app of the project (as Firebase's own `enforceAppCheck`). */
   readonly appIds?: readonly string[];
-  /** The longest a verification may take before it counts as an outage (default VERIFICATION_TIMEOUT_MS, token-checks.ts). */
-  readonly timeoutMs?: number;
   readonly log: Log;
 }
 
@@ -27,8 +26,9 @@ export interface FirebaseAppCheckOptions {
  * a 401 that would tell a genuine app its attestation is bad. Should an upgrade reword the
  * templates, bad tokens would turn into 503s (loud in the tests), never an outage into 401s.
  * The audience, issuer and algorithm are checked before the keys are fetched: those verdicts
- * stand during an outage too. Each template is named by a short reason for the logs, which never
- * carry the message itself (it quotes the token's claims).
+ * stand during an outage too, unless a verification left at its deadline holds them back (a 503,
+ * token-checks.ts VerificationGate). Each template is named by a short reason for the logs, which
+ * never carry the message itself (it quotes the token's claims).
  */
 const VERDICTS: readonly (readonly [RegExp, string])[] = [
   [/^Decoding App Check token failed/, "malformed"],
@@ -44,10 +44,15 @@ const VERDICTS: readonly (readonly [RegExp, string])[] = [
 /**
  * Verifies App Check tokens with firebase-admin: signature against App Check's public keys
  * (fetched through the app's `httpAgent`, cached 6 hours once fetched, never while failing),
- * project in the audience, issuer, expiry; optionally consumes the token (replay protection).
+ * project in the audience, issuer, expiry; optionally consumes the token (replay protection). A
+ * verification left at its deadline holds the others back rather than let each leave a call of its
+ * own open (VerificationGate, token-checks.ts): the replay check has no timeout in firebase-admin
+ * 14.5.1, and the key fetch (jwks-rsa 4.1.0) gives up only after 30 s of silence. Consuming
+ * verifications have a gate of their own, so that a replay check left open holds back no request
+ * that makes none.
  */
 export function firebaseAppCheck(app: App, options: FirebaseAppCheckOptions): AppCheckVerifier {
-  const timeoutMs = options.timeoutMs ?? VERIFICATION_TIMEOUT_MS;
+  const gates = { consuming: new VerificationGate(options), plain: new VerificationGate(options) };
   const { log } = options;
   const refuse = (reason: string, cause?: unknown): AppCheckInvalidError => {
     log.info("app check token refused", { reason });
@@ -59,7 +64,8 @@ export function firebaseAppCheck(app: App, options: FirebaseAppCheckOptions): Ap
       if (jwtParts(token) === undefined) throw refuse("malformed");
       let result: Awaited<ReturnType<ReturnType<typeof getAppCheck>["verifyToken"]>>;
       try {
-        result = await withDeadline(getAppCheck(app).verifyToken(token, { consume: verifyOptions.consume === true }), timeoutMs);
+        const consume = verifyOptions.consume === true;
+        result = await gates[consume ? "consuming" : "plain"].run(() => getAppCheck(app).verifyToken(token, { consume }));
       } catch (error) {
         const reason = verdictOn(error);
         if (reason !== undefined) throw refuse(reason, error);

@@ -1,7 +1,7 @@
 import type { App } from "firebase-admin/app";
 import { getAuth } from "firebase-admin/auth";
 import { IdentityUnavailableError, InvalidTokenError, type Identity, type IdentityVerifier } from "./identity";
-import { jwtParts, VERIFICATION_TIMEOUT_MS, withDeadline, type JwtParts } from "./token-checks";
+import { jwtParts, VerificationGate, type JwtParts, type VerificationGateOptions } from "./token-checks";
 
 /** firebase-admin's verdicts that mean "this token is not acceptable", whatever their message. */
 const REJECTED = new Set([
@@ -29,25 +29,24 @@ const REJECTED = new Set([
  */
 const VERDICT_MESSAGE = /^(?:Decoding |First argument to )?(?:Firebase ID token|verifyIdToken\(\))/;
 
-export interface FirebaseIdentityOptions {
-  /** The longest a verification may take before it counts as an outage (default VERIFICATION_TIMEOUT_MS, token-checks.ts). */
-  readonly timeoutMs?: number;
-}
+/** The deadline of a verification (default VERIFICATION_TIMEOUT_MS, token-checks.ts), and the clock of the pause after one is left at it. */
+export type FirebaseIdentityOptions = VerificationGateOptions;
 
 /**
  * Verifies Firebase ID tokens with firebase-admin: signature (skipped by the Auth emulator,
  * whose tokens are unsigned), project, issuer, expiry. `FIREBASE_AUTH_EMULATOR_HOST` is read
- * when the app's Auth is first used.
+ * when the app's Auth is first used. A verification left at its deadline holds the others back
+ * rather than let each leave a key fetch of its own open (VerificationGate, token-checks.ts).
  */
 export function firebaseIdentity(app: App, options: FirebaseIdentityOptions = {}): IdentityVerifier {
-  const timeoutMs = options.timeoutMs ?? VERIFICATION_TIMEOUT_MS;
+  const gate = new VerificationGate(options);
   return {
     async verify(idToken: string): Promise<Identity> {
       // Not handed to firebase-admin, which would fail on it with no code, read as an outage (token-checks.ts).
       const parts = jwtParts(idToken);
       if (parts === undefined || failsLegacyCheck(parts)) throw new InvalidTokenError("the ID token is not valid");
       try {
-        return identityOf(await withDeadline(getAuth(app).verifyIdToken(idToken), timeoutMs));
+        return identityOf(await gate.run(() => getAuth(app).verifyIdToken(idToken)));
       } catch (error) {
         if (isVerdictOnToken(error)) throw new InvalidTokenError("the ID token is not valid", { cause: error });
         throw new IdentityUnavailableError("the ID token could not be verified", { cause: error });

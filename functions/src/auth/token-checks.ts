@@ -55,10 +55,14 @@ function jsonObject(part: string): Record<string, unknown> | undefined {
 /**
  * The longest a verification may take before it counts as an outage (503): firebase-admin 14.5.1
  * fetches the keys with no timeout of its own (ID tokens: UrlKeyFetcher through its HttpClient;
- * App Check: jwks-rsa 4.1.0), so an endpoint that accepts the connection and never answers would
- * hold every request with a token until the function's timeout, with no answer.
+ * App Check: jwks-rsa 4.1.0, which gives up only after 30 s of silence), nor App Check's replay
+ * check, so an endpoint that accepts the connection and never answers would hold every request
+ * with a token until the function's timeout, with no answer.
  */
 export const VERIFICATION_TIMEOUT_MS = 5_000;
+
+/** How long verifications are refused at once after one was left at its deadline, unless it ends sooner (VerificationGate). */
+export const STALL_PAUSE_MS = 30_000;
 
 /** No verdict within the deadline: an outage, never a verdict on the token. */
 export class VerificationTimeout extends Error {
@@ -66,8 +70,61 @@ export class VerificationTimeout extends Error {
   readonly code = "timeout";
 }
 
+export interface VerificationGateOptions {
+  /** The deadline of each verification (default VERIFICATION_TIMEOUT_MS). */
+  readonly timeoutMs?: number;
+  readonly clock?: () => number;
+}
+
+/**
+ * Runs a verifier's verifications each with its deadline, and keeps one left at its deadline from
+ * being followed by more. firebase-admin 14.5.1 gives its calls to Google no timeout and shares
+ * none of them between verifications: each ID-token verification made while it holds no keys
+ * fetches them itself (lib/utils/jwt.js UrlKeyFetcher.refresh, an HttpClient given no `timeout`),
+ * and each App Check replay check is a call of its own (AppCheckApiClient.verifyReplayProtection,
+ * the same). A verification left at its deadline cannot be cancelled, so while Google accepts
+ * connections and never answers, every request would leave one more call open for as long as the
+ * silence lasts. Once one is left, the next are refused at once (the 503 their deadline would have
+ * given) until it ends, or for STALL_PAUSE_MS when it does not; then one verification tries again,
+ * the others still refused meanwhile. What stays open is the verifications started before the
+ * first deadline, then one a pause at most, whatever the traffic; a recovery is seen within a pause
+ * and a deadline. A verification that fails fast (keys out of reach) pauses nothing.
+ */
+export class VerificationGate {
+  private readonly timeoutMs: number;
+  private readonly clock: () => number;
+  /** The verification left at its deadline (or the one trying again after a pause, `until` Infinity), while it runs. */
+  private stalled: { readonly verification: Promise<unknown>; readonly until: number } | undefined;
+
+  constructor(options: VerificationGateOptions = {}) {
+    this.timeoutMs = options.timeoutMs ?? VERIFICATION_TIMEOUT_MS;
+    this.clock = options.clock ?? Date.now;
+  }
+
+  async run<T>(verify: () => Promise<T>): Promise<T> {
+    const stalled = this.stalled;
+    if (stalled !== undefined && this.clock() < stalled.until) {
+      throw new VerificationTimeout("an earlier verification is still without a verdict");
+    }
+    const verification = verify();
+    if (stalled !== undefined) this.stalled = { verification, until: Number.POSITIVE_INFINITY };
+    const state = { running: true };
+    const ended = () => {
+      state.running = false;
+      if (this.stalled?.verification === verification) this.stalled = undefined;
+    };
+    verification.then(ended, ended);
+    try {
+      return await withDeadline(verification, this.timeoutMs);
+    } catch (error) {
+      if (error instanceof VerificationTimeout && state.running) this.stalled = { verification, until: this.clock() + STALL_PAUSE_MS };
+      throw error;
+    }
+  }
+}
+
 /** `promise`, or a VerificationTimeout after `timeoutMs`; the verification left behind is not cancelled. */
-export function withDeadline<T>(promise: Promise<T>, timeoutMs: number): Promise<T> {
+function withDeadline<T>(promise: Promise<T>, timeoutMs: number): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const deadline = new Promise<never>((_resolve, reject) => {
     timer = setTimeout(() => { reject(new VerificationTimeout(`no verdict within ${timeoutMs} ms`)); }, timeoutMs);

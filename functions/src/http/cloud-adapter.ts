@@ -1,30 +1,63 @@
 import type { Response } from "express";
 import type { Request } from "firebase-functions/v2/https";
+import { corsOriginsParam } from "../config";
 import type { Api } from "./api";
+import { corsHeaders, preflightHeaders } from "./cors";
 import { errorResponse } from "./error-response";
 import type { EndpointName } from "./endpoints";
 import type { StreamSink } from "./event-stream";
 import type { HttpRequest, HttpResponse } from "./http-types";
 import { drainedOf, queryOf } from "./response-flow";
+import { servedBy } from "./shared-paths";
 
 /** An `onRequest` handler serving `endpoint` of the instance's API; the platform has already read the body. */
 export function cloudHandler(endpoint: EndpointName, api: () => Promise<Api>): (request: Request, response: Response) => Promise<void> {
   return async (request, response) => {
+    let started: Api;
+    try {
+      started = await api();
+    } catch (error) {
+      writeResponse(response, unstartedAnswer(endpoint, request, error));
+      return;
+    }
     let answer: HttpResponse | undefined;
     try {
-      answer = await (await api())(endpoint, fromExpress(request), expressSink(response));
+      answer = await started(endpoint, fromExpress(request), expressSink(response));
     } catch (error) {
       // A failure after a stream opened cannot become a JSON answer any more: end the stream.
       if (response.headersSent) {
         if (!response.writableEnded) response.end();
         return;
       }
-      // An instance that could not start (a bad param): the same JSON error on every request.
       answer = errorResponse(error);
     }
     // Undefined: the answer was streamed, and has ended.
     if (answer) writeResponse(response, answer);
   };
+}
+
+/**
+ * The answer of an instance that could not start (a bad param): the same JSON error on every
+ * request. With the CORS headers every answer carries (docs/api.md), CORS_ORIGINS read on its own,
+ * and a preflight answered: without them a page of another origin would see a network failure
+ * instead of the error. None when CORS_ORIGINS is itself unreadable.
+ */
+function unstartedAnswer(endpoint: EndpointName, request: Request, error: unknown): HttpResponse {
+  let origins: ReturnType<typeof corsOriginsParam>;
+  try {
+    origins = corsOriginsParam();
+  } catch {
+    return errorResponse(error);
+  }
+  // Only the Origin header counts; the body was not read.
+  const method = request.method.toUpperCase();
+  const cors = corsHeaders({ method, path: request.path, headers: { origin: request.headers.origin }, body: Buffer.alloc(0) }, origins);
+  if (method === "OPTIONS") {
+    const methods = [...new Set(servedBy(endpoint).flatMap((served) => served.methods))];
+    return { status: 204, headers: { ...cors, ...preflightHeaders(methods) } };
+  }
+  const failure = errorResponse(error);
+  return { ...failure, headers: { ...cors, ...failure.headers } };
 }
 
 /**

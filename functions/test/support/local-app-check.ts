@@ -38,10 +38,10 @@ export function appCheckToken(key: KeyObject, options: { header?: Record<string,
   });
 }
 
-/** How the stand-in for Google answers: the keys, and the replay check's verdict. */
+/** How the stand-in for Google answers: the keys, and the replay check's verdict; "hang": it takes the request and never answers. */
 export interface GoogleAnswers {
   keys: { status: number; contentType: string; body: string } | "hang";
-  replay: { status: number; body: string };
+  replay: { status: number; body: string } | "hang";
 }
 
 /**
@@ -126,6 +126,7 @@ export class LocalAppCheck {
         if (this.answers.keys === "hang") return;
         response.writeHead(this.answers.keys.status, { "Content-Type": this.answers.keys.contentType }).end(this.answers.keys.body);
       } else if (path === `/v1beta/projects/${this.project.id}:verifyAppCheckToken`) {
+        if (this.answers.replay === "hang") return;
         const replay = this.consumed === undefined ? this.answers.replay : replayVerdict(this.consumed, body);
         response.writeHead(replay.status, { "Content-Type": "application/json" }).end(replay.body);
       } else {

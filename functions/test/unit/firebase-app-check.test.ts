@@ -1,6 +1,7 @@
 import { generateKeyPairSync, randomUUID, type KeyObject } from "node:crypto";
 import { AppCheckInvalidError, AppCheckRequiredError, AppCheckUnavailableError, appCheckTokenOf } from "../../src/auth/app-check";
 import { firebaseAppCheck, type FirebaseAppCheckOptions } from "../../src/auth/firebase-app-check";
+import { STALL_PAUSE_MS } from "../../src/auth/token-checks";
 import { errorBody, toErrorAnswer } from "../../src/http/error-response";
 import { APP_CHECK_HOST, APP_CHECK_KID, APP_CHECK_PROJECT, appCheckToken, LocalAppCheck, type GoogleAnswers } from "../support/local-app-check";
 import { deeplyNested } from "../support/google-endpoints";
@@ -225,6 +226,44 @@ describe("firebaseAppCheck, checking App Check tokens against locally served key
       const error = await failure(appCheck.verify(appCheckToken(signing.privateKey), { consume: true }));
       expect(error).toBeInstanceOf(AppCheckUnavailableError);
       expect(toErrorAnswer(error).status).toBe(503);
+    });
+
+    // firebase-admin 14.5.1 gives the replay check no timeout: each one left at its deadline would stay open as long as App Check is silent.
+    describe("while App Check takes the replay check and never answers", () => {
+      const replayChecks = () => received.filter((request) => request.path.endsWith(":verifyAppCheckToken")).length;
+
+      it("leaves one replay check open, however many messages are answered 503 meanwhile", async () => {
+        answers.replay = "hang";
+        const { appCheck } = verifier("served", { timeoutMs: 100 });
+        for (let message = 0; message < 10; message += 1) {
+          const error = await failure(appCheck.verify(appCheckToken(signing.privateKey, { claims: { jti: randomUUID() } }), { consume: true }));
+          expect(error).toBeInstanceOf(AppCheckUnavailableError);
+          expect(toErrorAnswer(error)).toMatchObject({ status: 503, code: "APP_CHECK_UNAVAILABLE", headers: { "Retry-After": "1" } });
+        }
+        expect(replayChecks()).toBe(1);
+      });
+
+      it("still verifies the tokens of requests that consume none", async () => {
+        answers.replay = "hang";
+        const { appCheck } = verifier("served", { timeoutMs: 100 });
+        expect(await failure(appCheck.verify(appCheckToken(signing.privateKey), { consume: true }))).toBeInstanceOf(AppCheckUnavailableError);
+        await expect(appCheck.verify(appCheckToken(signing.privateKey))).resolves.toEqual({ appId: APP_ID });
+      });
+
+      it("asks App Check again once a pause has passed since the check left open, and consumes the token once it answers", async () => {
+        answers.replay = "hang";
+        let now = 1_000_000;
+        const { appCheck } = verifier("served", { timeoutMs: 100, clock: () => now });
+        const token = appCheckToken(signing.privateKey);
+        expect(await failure(appCheck.verify(token, { consume: true }))).toBeInstanceOf(AppCheckUnavailableError);
+        answers.replay = { status: 200, body: JSON.stringify({ alreadyConsumed: false }) };
+        now += STALL_PAUSE_MS - 1;
+        expect(await failure(appCheck.verify(token, { consume: true }))).toBeInstanceOf(AppCheckUnavailableError);
+        expect(replayChecks()).toBe(1);
+        now += 1;
+        await expect(appCheck.verify(token, { consume: true })).resolves.toEqual({ appId: APP_ID });
+        expect(replayChecks()).toBe(2);
+      });
     });
   });
 

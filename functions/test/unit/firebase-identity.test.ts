@@ -2,6 +2,7 @@ import { generateKeyPairSync, randomUUID, type KeyObject } from "node:crypto";
 import { deleteApp, initializeApp, type App } from "firebase-admin/app";
 import { firebaseIdentity } from "../../src/auth/firebase-identity";
 import { IdentityUnavailableError, InvalidTokenError } from "../../src/auth/identity";
+import { STALL_PAUSE_MS } from "../../src/auth/token-checks";
 import { toErrorAnswer } from "../../src/http/error-response";
 import { base64url, deeplyNested, LocalGoogleAgent, signedJwt, startLocalGoogle, type LocalGoogle } from "../support/google-endpoints";
 
@@ -62,11 +63,11 @@ describe("firebaseIdentity, checking signatures against the public keys (no emul
   });
 
   /** A fresh app each time: firebase-admin caches fetched keys per app. */
-  function verifier(keys: "served" | "unreachable", timeoutMs?: number) {
+  function verifier(keys: "served" | "unreachable", timeoutMs?: number, clock?: () => number) {
     const agent = new LocalGoogleAgent(() => (keys === "served" ? google.port : google.closedPort));
     const app = initializeApp({ projectId: PROJECT_ID, httpAgent: agent }, randomUUID());
     apps.push(app);
-    return { identity: firebaseIdentity(app, timeoutMs === undefined ? {} : { timeoutMs }), agent };
+    return { identity: firebaseIdentity(app, { ...(timeoutMs === undefined ? {} : { timeoutMs }), ...(clock === undefined ? {} : { clock }) }), agent };
   }
 
   beforeEach(() => {
@@ -111,6 +112,35 @@ describe("firebaseIdentity, checking signatures against the public keys (no emul
     expect((error as Error).cause).toMatchObject({ code: "timeout" });
     expect(agent.attempts).toEqual(["www.googleapis.com"]);
     expect(toErrorAnswer(error)).toMatchObject({ status: 503, code: "AUTH_UNAVAILABLE", headers: { "Retry-After": "1" } });
+  });
+
+  // firebase-admin 14.5.1 fetches the keys with no timeout and shares no fetch between verifications:
+  // each one left at its deadline would leave its fetch open for as long as the endpoint stays silent.
+  it("leaves one key fetch open while the key endpoint accepts and never answers, however many requests are answered 503 meanwhile", async () => {
+    answer = "hang";
+    const { identity, agent } = verifier("served", 100);
+    const token = idToken(signing.privateKey);
+    for (let request = 0; request < 10; request += 1) {
+      const error = await failure(identity.verify(token));
+      expect(error).toBeInstanceOf(IdentityUnavailableError);
+      expect(toErrorAnswer(error)).toMatchObject({ status: 503, code: "AUTH_UNAVAILABLE", headers: { "Retry-After": "1" } });
+    }
+    expect(agent.attempts).toEqual(["www.googleapis.com"]);
+  });
+
+  it("fetches the keys again once a pause has passed since the fetch left open, and accepts the token once they are served", async () => {
+    answer = "hang";
+    let now = 1_000_000;
+    const { identity, agent } = verifier("served", 100, () => now);
+    const token = idToken(signing.privateKey);
+    expect(await failure(identity.verify(token))).toBeInstanceOf(IdentityUnavailableError);
+    answer = keysAnswer({ [KID]: signing.publicKey });
+    now += STALL_PAUSE_MS - 1;
+    expect(await failure(identity.verify(token))).toBeInstanceOf(IdentityUnavailableError);
+    expect(agent.attempts).toEqual(["www.googleapis.com"]);
+    now += 1;
+    await expect(identity.verify(token)).resolves.toEqual({ uid: "user-1" });
+    expect(agent.attempts).toEqual(["www.googleapis.com", "www.googleapis.com"]);
   });
 
   it("does not cache the outage: once the keys are back the same token is accepted", async () => {

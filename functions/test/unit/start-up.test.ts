@@ -116,6 +116,77 @@ describe("a function instance whose start failed", () => {
     expect(sent.type).toBe("application/json");
     expect(JSON.parse(sent.body ?? "{}")).toEqual({ success: false, error: { code: "CONFIGURATION_ERROR", message: "The service is misconfigured" } });
   });
+
+  /**
+   * Called from another origin (the chat page calls the function URLs cross-origin): docs/api.md
+   * says every answer carries the CORS headers, without which the page sees a network failure
+   * instead of the error, and its preflight fails outright.
+   */
+  describe("called from another origin", () => {
+    const failed = () => Promise.reject(new ConfigError("OPENAI_TIMEOUT_MS must be an integer"));
+    const origin = "https://chat.example.com";
+    const previous = process.env.CORS_ORIGINS;
+    afterEach(() => {
+      if (previous === undefined) delete process.env.CORS_ORIGINS;
+      else process.env.CORS_ORIGINS = previous;
+    });
+
+    function fakeResponse() {
+      const sent: { status?: number; headers: Record<string, string>; body?: string } = { headers: {} };
+      const response = {
+        headersSent: false,
+        status(code: number) { sent.status = code; return this; },
+        set(headers: Record<string, string>) { for (const [name, value] of Object.entries(headers)) sent.headers[name.toLowerCase()] = value; return this; },
+        type() { return this; },
+        send(body: string) { sent.body = body; return this; },
+        end() { return this; },
+      };
+      return { sent, response: response as unknown as Response };
+    }
+    const post = { method: "POST", path: "/", url: "/", headers: { origin, "content-type": "application/json" }, rawBody: Buffer.from("{}"), socket: {} };
+    const preflight = {
+      method: "OPTIONS", path: "/", url: "/", rawBody: Buffer.alloc(0), socket: {},
+      headers: { origin, "access-control-request-method": "POST", "access-control-request-headers": "authorization,content-type" },
+    };
+
+    it("answers a request with the CORS headers every answer carries (CORS_ORIGINS left at *), so the page can read CONFIGURATION_ERROR", async () => {
+      delete process.env.CORS_ORIGINS;
+      const { sent, response } = fakeResponse();
+      await cloudHandler("createSession", failed)(post as unknown as Request, response);
+      expect(sent.status).toBe(500);
+      expect(JSON.parse(sent.body ?? "{}")).toMatchObject({ error: { code: "CONFIGURATION_ERROR" } });
+      expect(sent.headers["access-control-allow-origin"]).toBe("*");
+    });
+
+    it("answers the preflight of that request, allowing the function's methods and the request's headers", async () => {
+      delete process.env.CORS_ORIGINS;
+      const { sent, response } = fakeResponse();
+      await cloudHandler("createSession", failed)(preflight as unknown as Request, response);
+      expect(sent.status).toBe(204);
+      expect(sent.headers).toMatchObject({
+        "access-control-allow-origin": "*",
+        "access-control-allow-methods": "POST, OPTIONS",
+        "access-control-allow-headers": expect.stringContaining("Authorization") as unknown,
+      });
+    });
+
+    it("allows a listed origin, CORS_ORIGINS being read on its own", async () => {
+      process.env.CORS_ORIGINS = `https://other.example.com, ${origin}`;
+      const { sent, response } = fakeResponse();
+      await cloudHandler("createSession", failed)(post as unknown as Request, response);
+      expect(sent.status).toBe(500);
+      expect(sent.headers).toMatchObject({ "access-control-allow-origin": origin, vary: "Origin" });
+    });
+
+    it("sends no CORS headers when CORS_ORIGINS is itself the bad param, and still answers CONFIGURATION_ERROR", async () => {
+      process.env.CORS_ORIGINS = "chat.example.com/path";
+      const { sent, response } = fakeResponse();
+      await cloudHandler("createSession", failed)(post as unknown as Request, response);
+      expect(sent.status).toBe(500);
+      expect(JSON.parse(sent.body ?? "{}")).toMatchObject({ error: { code: "CONFIGURATION_ERROR" } });
+      expect(sent.headers["access-control-allow-origin"]).toBeUndefined();
+    });
+  });
 });
 
 /** The built local server, what `npm start` runs. */
