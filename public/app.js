@@ -75,6 +75,12 @@ const state = {
   status: "No session yet.",
   /** What went wrong, said to the visitor; "" when nothing did. */
   error: "",
+  /**
+   * What the last read of the list met, said after `error`, never in its place: a read in the
+   * background must not wipe what the visitor has to act on (an erasure that may have run, a
+   * session over). Cleared with `error` when the visitor acts again, and by the next read that succeeds.
+   */
+  listError: "",
   /** The API base every call goes to. */
   base: OWN_BASE,
   /** @type {string[]} the API bases the deployment allows besides the page's own origin */
@@ -167,8 +173,10 @@ function render() {
   for (const control of [ui.message, ui.sendButton, ui.endButton]) control.disabled = !canWrite();
   ui.log.setAttribute("aria-busy", String(phase === "streaming"));
   ui.status.textContent = state.status;
-  ui.error.textContent = state.error;
-  ui.error.hidden = state.error === "";
+  // Once: the list's read and the visitor's call may meet the same refusal.
+  const said = [...new Set([state.error, state.listError])].filter((text) => text !== "").join(" ");
+  ui.error.textContent = said;
+  ui.error.hidden = said === "";
   ui.user.readOnly = signedIn !== undefined;
   ui.identity.textContent =
     (signedIn
@@ -301,6 +309,16 @@ function baseKey(url) {
 }
 
 /**
+ * A URL as the page's own words quote it: as parsed (its controls and every non-ASCII character
+ * percent-encoded, bidi controls included), its spaces too, and cut to 80 characters. Quoted raw,
+ * a link's `?api=` would write its own sentence, or reorder the page's, in the page's alert.
+ */
+function quotedUrl(url) {
+  const href = url.href.replace(/[\x00-\x20\x7f]/g, (character) => encodeURIComponent(character));
+  return href.length > 80 ? `${href.slice(0, 79)}…` : href;
+}
+
+/**
  * `raw` as a base the page may send the visitor's ID token and messages to: on its own origin,
  * or one the deployment lists. Anything else (a hostile `?api=` link, a mistyped setting) is a
  * PageError, thrown before any request is made.
@@ -315,7 +333,7 @@ function allowedBase(raw, allowed) {
   const plain = /^https?:$/.test(url.protocol) && !url.username && !url.password && !url.search && !url.hash;
   if (plain && (url.origin === location.origin || allowed.includes(baseKey(url)))) return baseKey(url);
   throw new PageError(
-    `Refused the API base ${raw}: this page sends your messages and sign-in token only to this site (${location.origin}) ` +
+    `Refused the API base ${quotedUrl(url)}: this page sends your messages and sign-in token only to this site (${location.origin}) ` +
       `and to the API bases its deployment lists (${allowed.length > 0 ? allowed.join(", ") : "none"}). Nothing was sent there.`,
   );
 }
@@ -711,11 +729,20 @@ async function readJson(response) {
 // ---------------------------------------------------------------------------------------------
 
 /**
+ * How long a stream may stay silent, not a byte arriving, before the page takes it for a dead
+ * connection: two periods of the server's heartbeat (docs/api.md: `: keep-alive` at least every
+ * 15 s). A link gone dead without a reset (a phone between cells, a NAT that dropped its mapping)
+ * would otherwise leave the reply streaming, and the message box disabled, for ever.
+ */
+const STREAM_SILENCE_MS = 30_000;
+
+/**
  * Reads a `text/event-stream` body, calling `onEvent(name, data)` per event with its `data:`
  * parsed as JSON. Comment lines (`: keep-alive` heartbeats) and other fields are ignored, as the
- * SSE format says. Returns when the stream ends, or as soon as `onEvent` returns true (the last
- * event the caller needs): the rest is not read, so a connection cut after that event (before the
- * body's end came) fails nothing.
+ * SSE format says, though their bytes show the connection alive. Returns when the stream ends,
+ * when it stayed silent for STREAM_SILENCE_MS (cut: the caller sees no last event), or as soon as
+ * `onEvent` returns true (the last event the caller needs): the rest is not read, so a connection
+ * cut after that event (before the body's end came) fails nothing.
  */
 async function readEvents(response, onEvent) {
   const reader = response.body.getReader();
@@ -735,7 +762,18 @@ async function readEvents(response, onEvent) {
     return data.length > 0 && onEvent(name, JSON.parse(data.join("\n"))) === true;
   };
   for (;;) {
-    const { value, done } = await reader.read();
+    let timer;
+    const silence = new Promise((resolve) => {
+      timer = setTimeout(() => resolve(undefined), STREAM_SILENCE_MS);
+    });
+    const read = await Promise.race([reader.read(), silence]);
+    clearTimeout(timer);
+    if (read === undefined) {
+      // A dead link: let it go. The caller, without its last event, takes it as a cut.
+      reader.cancel().catch(() => undefined);
+      return;
+    }
+    const { value, done } = read;
     if (done) break;
     buffered += decoder.decode(value, { stream: true });
     // An event ends at a blank line.
@@ -814,7 +852,7 @@ async function startSession(event) {
     return;
   }
   const before = state.phase;
-  update({ phase: "starting", error: "", status: "Starting a session ..." });
+  update({ phase: "starting", error: "", listError: "", status: "Starting a session ..." });
   const urls = apiUrls(state.base);
   const templateId = ui.template.value;
   // Signed in, the token names the user: the body's user_id must be the same (or absent).
@@ -935,7 +973,7 @@ async function sendMessage(event) {
   ui.message.value = "";
   const reply = addEntry("assistant", session.templateName, "");
   reply.item.classList.add("streaming");
-  update({ phase: "streaming", unsent: undefined, error: "", status: `${session.templateName} is writing ...` });
+  update({ phase: "streaming", unsent: undefined, error: "", listError: "", status: `${session.templateName} is writing ...` });
 
   let shown = "";
   const outcome = await exchange(session.id, text, key, (received) => {
@@ -956,7 +994,9 @@ async function sendMessage(event) {
       session: {
         ...session,
         messageCount: finished.message_count,
-        tokens: session.tokens + (finished.usage?.total_tokens ?? 0),
+        // A replay of an exchange the session on view already holds (opened again from the list
+        // after the first send was cut) is counted in its tokens already.
+        tokens: session.tokens + (outcome.replayed && finished.message_count <= session.messageCount ? 0 : (finished.usage?.total_tokens ?? 0)),
         ...(session.messageCount === 0 && session.firstMessage === undefined ? { firstMessage: text } : {}),
       },
       // A replay is the reply stored for an earlier send of this text, shown as any reply is.
@@ -970,16 +1010,18 @@ async function sendMessage(event) {
   reply.item.classList.add("failed");
   if (shown === "") reply.body.textContent = "(no reply)";
   addNote(reply.item, unsure ? "(the reply may have been stored: send the message again to get it)" : "(not stored)");
+  // Its text goes back, for the visitor to send again.
+  ui.message.value = text;
   const over = SESSION_OVER.get(failure.code);
   if (over) {
+    // Without its key: it can only be sent in another session, where it is a new message.
     closeSession({ error: errorText(failure), status: over });
     // The list says it too (ended, expired, or no longer there).
     void loadConversations();
     return;
   }
-  // Its text goes back, with its key (unless the server refused the key itself): sent again, the
-  // message is stored once, whether or not this send was.
-  ui.message.value = text;
+  // With its key (unless the server refused the key itself): sent again, the message is stored
+  // once, whether or not this send was.
   update({
     phase: "active",
     unsent: failure.code === "IDEMPOTENCY_KEY_REUSED" ? undefined : { sessionId: session.id, text, key },
@@ -994,7 +1036,7 @@ async function sendMessage(event) {
 async function endSession() {
   const { session } = state;
   if (!canWrite() || !session) return;
-  update({ phase: "ending", error: "" });
+  update({ phase: "ending", error: "", listError: "" });
   let body;
   let failure;
   try {
@@ -1131,22 +1173,22 @@ async function loadConversations(more = false) {
     if (more && readingOlder === cursor) readingOlder = null;
     if (generation !== listGeneration || (more && state.conversationsNext !== cursor)) return;
     if ("failure" in outcome) {
-      update({ error: errorText(outcome.failure) });
+      update({ listError: errorText(outcome.failure) });
       return;
     }
     const page = outcome.body.sessions.map(withWhatThisPageKnows);
     const owner = listOwner();
     if (more) {
       olderShown = true;
-      update({ conversations: mergedById(state.conversations ?? [], page, sessionIdOf), conversationsNext: outcome.body.next_cursor });
+      update({ listError: "", conversations: mergedById(state.conversations ?? [], page, sessionIdOf), conversationsNext: outcome.body.next_cursor });
     } else if (olderShown && listedFor === owner) {
       // Older pages on view stay (read again after each start, reply and end, the list would drop
       // them): the fresh first page, then those shown that it does not hold; the cursor still
       // follows the last page shown.
-      update({ conversations: mergedById(page, state.conversations ?? [], sessionIdOf) });
+      update({ listError: "", conversations: mergedById(page, state.conversations ?? [], sessionIdOf) });
     } else {
       olderShown = false;
-      update({ conversations: page, conversationsNext: outcome.body.next_cursor });
+      update({ listError: "", conversations: page, conversationsNext: outcome.body.next_cursor });
     }
     listedFor = owner;
   } finally {
@@ -1181,7 +1223,7 @@ async function openConversation(sessionId) {
   if (waiting()) return;
   const before = state.phase;
   const shown = state.session;
-  update({ phase: "opening", error: "", confirmingErase: false, status: "Opening the conversation ..." });
+  update({ phase: "opening", error: "", listError: "", confirmingErase: false, status: "Opening the conversation ..." });
   const outcome = await getJson(apiUrls(state.base).read(sessionId));
   if (!stillHeld("opening", shown)) return;
   if ("failure" in outcome) {
@@ -1274,7 +1316,10 @@ async function watchReply(sessionId, count, reply, key) {
     if (full === undefined) return;
     if ("failure" in full) giveUp(full.failure);
     else showConversation(full.body);
-    if (!("failure" in full) && full.body.session.message_count === count) update({ status: "The reply was not completed, and nothing of it was stored: send your message again." });
+    // Only where the message can be sent again: not in a conversation over meanwhile, nor while the next reply is followed.
+    if (!("failure" in full) && full.body.session.message_count === count && state.phase === "active") {
+      update({ status: "The reply was not completed, and nothing of it was stored: send your message again." });
+    }
     void loadConversations();
     return;
   }
@@ -1300,7 +1345,7 @@ async function loadEarlier() {
 /** Gathers every part of the user's export (following its cursors) into one JSON file, and downloads it. */
 async function downloadData() {
   if (state.busy || WAITING.has(state.phase)) return;
-  update({ busy: "download", error: "", status: "Gathering your data ..." });
+  update({ busy: "download", error: "", listError: "", status: "Gathering your data ..." });
   const parts = [];
   let cursor = null;
   do {
@@ -1338,7 +1383,7 @@ async function downloadData() {
 /** Erases everything stored under the user's id, once confirmed. */
 async function eraseData() {
   if (state.busy || WAITING.has(state.phase)) return;
-  update({ busy: "erase", confirmingErase: false, error: "", status: "Erasing your data ..." });
+  update({ busy: "erase", confirmingErase: false, error: "", listError: "", status: "Erasing your data ..." });
   let failure;
   let unsure;
   try {
@@ -1458,5 +1503,5 @@ ui.settings.addEventListener("submit", async (event) => {
     ui.apiBase.focus();
     return;
   }
-  update({ error: "", status: `API base: ${base} (${/\/api\/v1$/.test(base) ? "Hosting routes" : "function URLs"}).` });
+  update({ error: "", listError: "", status: `API base: ${base} (${/\/api\/v1$/.test(base) ? "Hosting routes" : "function URLs"}).` });
 });

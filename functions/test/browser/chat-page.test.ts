@@ -1,3 +1,5 @@
+import { createServer, request as httpRequest, type IncomingHttpHeaders, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Page, Request } from "playwright-core";
@@ -156,6 +158,36 @@ describeWithChromium("the chat page in Chromium", () => {
     expect(await page.isVisible("#start")).toBe(true);
   }, 60_000);
 
+  it("gives a message's text back, to send in a new session, when its session was ended in another tab (410)", async () => {
+    const userId = `user_ended_elsewhere_${Date.now()}`;
+    await startSession(page, userId);
+    const sessionId = (await page.getAttribute("#session", "data-session-id")) ?? "";
+
+    // The same visitor's other tab opens the conversation and ends it.
+    const other = await browser.context.newPage();
+    try {
+      await other.goto(`${harness.api.baseUrl}/`);
+      await other.waitForSelector("body[data-ready=true]");
+      await other.click(`#conversation-list button[data-session-id="${sessionId}"]`);
+      await other.waitForSelector("body[data-state=active]");
+      await other.click("#end-button");
+      await other.waitForSelector("body[data-state=ended]");
+    } finally {
+      await other.close();
+    }
+
+    // This tab, still showing the session as active, sends a long message it took a while to type.
+    const text = "A long message typed with care, which the server never stored.";
+    await typeAndSend(page, text);
+    await page.waitForSelector("body[data-state=ended]");
+    expect(await page.textContent("#error")).toBe("This session has ended. Start a new one to keep chatting.");
+    expect(await page.textContent("#log .assistant .note")).toBe("(not stored)");
+    // As after any other failure, the text is back in the box, to send in the new session.
+    await page.click("#start-button");
+    await page.waitForSelector("body[data-state=active]");
+    expect(await page.inputValue("#message")).toBe(text);
+  }, 60_000);
+
   it("gives the start form back when a message or an end meets a session that no longer exists (404 SESSION_NOT_FOUND)", async () => {
     const gone = "This session no longer exists (its data was erased, or it was deleted after its retention period). Start a new one to keep chatting.";
     // A message: the user's data was erased meanwhile, from another tab.
@@ -262,6 +294,41 @@ describeWithChromium("the chat page in Chromium", () => {
     expect({ users, modelCalls: harness.fake.requests.length }).toEqual({ users: ["Tell me a story"], modelCalls: 1 });
   }, 60_000);
 
+  it("counts a replayed reply's tokens once when the conversation was opened again from the list before the message was sent again", async () => {
+    const userId = `user_replay_reopened_${Date.now()}`;
+    await startSession(page, userId);
+    const sessionId = (await page.getAttribute("#session", "data-session-id")) ?? "";
+    // The reply's stream is cut before its `done` event (the server stores the whole reply all the same).
+    let cut = 0;
+    await page.route("**/chatbot/session/*/message", async (route) => {
+      if (cut > 0) return route.continue();
+      cut++;
+      const response = await route.fetch();
+      const text = await response.text();
+      const at = text.indexOf("event: done");
+      await route.fulfill({ status: response.status(), headers: response.headers(), body: at > 0 ? text.slice(0, at) : text });
+    });
+    harness.fake.enqueue({ kind: "stream", chunks: ["A reply", " the server", " stored."] });
+    await typeAndSend(page, "Tell me a story");
+    await page.waitForSelector("#error:not([hidden])");
+    expect(await page.inputValue("#message")).toBe("Tell me a story");
+    await page.waitForSelector("body[data-list-reads='0']", { state: "attached" });
+
+    // The visitor checks whether it was stored: opens the conversation again from the list.
+    await page.click(`#conversation-list button[data-session-id="${sessionId}"]`);
+    await page.waitForSelector("#status:has-text('Conversation resumed')");
+    const stored = await harness.api.call("GET", `${ROUTES.get(sessionId)}?user_id=${userId}`);
+    const total = (stored.body.session as { usage: { total_tokens: number } }).usage.total_tokens;
+    expect(await page.textContent("#tokens")).toBe(String(total));
+
+    // The text still in the box is sent again, with its key: the stored reply comes back (a replay).
+    await page.click("#send-button");
+    await page.waitForSelector("#status:has-text('the one stored when you first sent this message')");
+    // One exchange was stored and paid for once: the tokens shown are the session's, not twice its reply's.
+    expect({ count: await page.textContent("#count"), tokens: await page.textContent("#tokens") }).toEqual({ count: "1", tokens: String(total) });
+    expect(harness.fake.requests).toHaveLength(1);
+  }, 60_000);
+
   it("starts again with the key of a start whose answer was lost: the session that start made, not a second one", async () => {
     const userId = "user_lost_start";
     // The first start reaches the server, which makes the session; its answer is lost on the way back.
@@ -316,6 +383,23 @@ describeWithChromium("the chat page in Chromium", () => {
     await page.waitForSelector("body[data-state=active] #log .assistant:not(.streaming)");
     expect(await page.textContent("#log .assistant .text")).toBe("reply #1 to: still mine");
     expect(hostile.connections).toBe(0);
+  }, 60_000);
+
+  it("quotes a refused ?api= base as the URL it parses to, cut short: a link puts no words of its own, and no bidi controls, in the page's alert", async () => {
+    // A link to the real site whose ?api= is not a base but a message: a URL of another origin
+    // (so it is refused and quoted), followed by the attacker's text and a right-to-left override
+    // that would turn the page's own sentence after it into mirror text.
+    const phish = "https://chatify-support.example/ Your account was suspended. Call +1 555 0100 to restore it. \u202E";
+    await page.goto(`${harness.api.baseUrl}/?api=${encodeURIComponent(phish)}`);
+    await page.waitForSelector("body[data-ready=true]");
+    const error = (await page.textContent("#error")) ?? "";
+    // Refused: the page stays on its own API.
+    expect(error).toMatch(/^Refused the API base https:\/\/chatify-support\.example\/%20Your%20\S{0,60}…: this page sends/);
+    expect(await page.inputValue("#api-base")).toBe(`${harness.api.baseUrl}/api/v1`);
+    expect({
+      attackerWords: error.includes("Your account was suspended. Call +1 555 0100"),
+      bidiControls: /[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/u.test(error),
+    }).toEqual({ attackerWords: false, bidiControls: false });
   }, 60_000);
 
   it("refuses a hostile base typed under Settings, before any request: the session goes on with the API it had", async () => {
@@ -438,6 +522,166 @@ describeWithChromium("the chat page in Chromium, when an answer is cut on the wa
       error: await page.textContent("#error"),
     }).toEqual({ text: "Whole reply.", notes: [], count: "1", box: "", status: "Reply complete. Messages: 1.", error: "" });
   }, 60_000);
+});
+
+/**
+ * A proxy in front of the local server, as the network between a phone and the site is. A planned
+ * stall lets the answer's head and its first `delta` event through, then forwards nothing more while
+ * keeping the connection open: the link went dead without a reset (a phone between cells, a NAT
+ * that dropped its mapping), so the browser sees neither the server's heartbeats nor its end.
+ */
+class StallingProxy {
+  private stall: RegExp | undefined;
+  /** Set once the server behind finished the stalled answer (it wrote its last event). */
+  serverFinished = false;
+  private onFinished: (() => void) | undefined;
+
+  /** Resolves once the server behind finished the stalled answer; rejects after `ms`. */
+  finished(ms: number): Promise<void> {
+    if (this.serverFinished) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => { reject(new Error("the server did not finish the stalled answer")); }, ms);
+      this.onFinished = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+  }
+
+  private constructor(
+    private readonly server: Server,
+    private readonly target: URL,
+  ) {
+    server.on("request", (req, res) => {
+      const chunks: Buffer[] = [];
+      req.on("data", (chunk: Buffer) => chunks.push(chunk));
+      req.on("end", () => {
+        const stalled = this.stall !== undefined && req.method === "POST" && this.stall.test(req.url ?? "");
+        if (stalled) this.stall = undefined;
+        const headers: IncomingHttpHeaders = { ...req.headers, host: this.target.host };
+        const upstream = httpRequest({ host: this.target.hostname, port: this.target.port, method: req.method, path: req.url, headers }, (answer) => {
+          const passed = Object.fromEntries(
+            Object.entries(answer.headers).filter(([name]) => !["content-length", "transfer-encoding", "connection", "keep-alive"].includes(name)),
+          ) as Record<string, string | string[]>;
+          res.writeHead(answer.statusCode ?? 502, passed);
+          if (!stalled) {
+            answer.pipe(res);
+            return;
+          }
+          res.flushHeaders();
+          let seen = "";
+          let dead = false;
+          answer.on("data", (chunk: Buffer) => {
+            if (dead) return;
+            seen += chunk.toString("utf8");
+            const delta = seen.indexOf("event: delta");
+            const end = delta >= 0 ? seen.indexOf("\n\n", delta) : -1;
+            if (end < 0) return;
+            // The first delta arrives whole; then the link goes dead.
+            res.write(seen.slice(0, end + 2));
+            dead = true;
+          });
+          answer.on("end", () => {
+            this.serverFinished = true;
+            this.onFinished?.();
+          });
+        });
+        upstream.on("error", () => res.socket?.destroy());
+        upstream.end(Buffer.concat(chunks));
+      });
+    });
+  }
+
+  static async start(target: string): Promise<StallingProxy> {
+    const proxy = new StallingProxy(createServer(), new URL(target));
+    await new Promise<void>((resolve) => proxy.server.listen(0, "127.0.0.1", resolve));
+    return proxy;
+  }
+
+  get origin(): string {
+    return `http://127.0.0.1:${String((this.server.address() as AddressInfo).port)}`;
+  }
+
+  stallNext(path: RegExp): void {
+    this.stall = path;
+  }
+
+  async stop(): Promise<void> {
+    this.server.closeAllConnections();
+    await new Promise((resolve) => this.server.close(resolve));
+  }
+}
+
+/**
+ * docs/api.md: "While the model is quiet, a comment line (`: keep-alive`) is sent at least every
+ * 15 s, so that proxies and clients do not take the silence for a dead connection." A stream
+ * silent for two of those periods (no event, no heartbeat) is a dead connection: the page takes it
+ * as a cut (public/app.js STREAM_SILENCE_MS, 30 s, which this test waits out), not something to
+ * wait on for ever with its message box, Send and End disabled.
+ */
+describeWithChromium("the chat page in Chromium, when the link goes dead mid-reply without a reset", () => {
+  let harness: Harness;
+  let proxy: StallingProxy;
+  let browser: LaunchedBrowser;
+  let page: Page | undefined;
+
+  beforeAll(async () => {
+    harness = await startHarness({ store: "memory" });
+    proxy = await StallingProxy.start(harness.api.baseUrl);
+    browser = await launchChromium({ width: 390, height: 844 });
+    await recordCspViolations(browser);
+  }, 60_000);
+  afterAll(async () => {
+    await page?.close();
+    await browser.close();
+    await proxy.stop();
+    await harness.close();
+  });
+
+  it("gives the visitor the page back (text in the box, may have been stored) once the stream stays silent for two heartbeat periods", async () => {
+    page = await browser.context.newPage();
+    await page.goto(`${proxy.origin}/`);
+    await page.waitForSelector("body[data-ready=true]");
+    const userId = `user_stalled_${Date.now()}`;
+    await startSession(page, userId);
+    const sessionId = (await page.getAttribute("#session", "data-session-id")) ?? "";
+
+    proxy.stallNext(/\/message$/);
+    harness.fake.enqueue({ kind: "stream", chunks: ["The", " reply", " the", " server", " stored."], chunkDelayMs: 100 });
+    await typeAndSend(page, "Are you there?");
+    await page.waitForSelector("#log .assistant.streaming .text:text-is('The')");
+    // The server wrote the whole reply, stored it, and ended its stream: none of it reached the page.
+    await proxy.finished(15_000);
+    const stored = await harness.api.call("GET", `${ROUTES.get(sessionId)}?user_id=${userId}`);
+    expect(stored.body.session).toMatchObject({ message_count: 1 });
+
+    // 30 s of silence from the first delta on, where a heartbeat comes at least every 15 s; bounded a little past that.
+    let leftStreaming = true;
+    try {
+      await page.waitForSelector("body:not([data-state=streaming])", { timeout: 40_000 });
+    } catch {
+      leftStreaming = false;
+    }
+    expect({
+      leftStreaming,
+      state: await page.getAttribute("body", "data-state"),
+      messageBoxEnabled: await page.isEnabled("#message"),
+    }).toEqual({ leftStreaming: true, state: "active", messageBoxEnabled: true });
+    // As after any other cut: the text back with its key, and the page saying it may have been stored.
+    expect(await page.inputValue("#message")).toBe("Are you there?");
+    expect(await page.textContent("#error")).toBe(
+      "The connection closed before the reply was complete. Your message may have been stored all the same: sending it again is safe, it gets the stored reply back rather than a second one.",
+    );
+    // Sent again with its key: the reply stored meanwhile comes back, with no second model call.
+    await page.click("#send-button");
+    await page.waitForSelector("body[data-state=active] #log .assistant:not(.streaming) >> nth=1");
+    expect({ reply: await page.textContent(LAST_REPLY), count: await page.textContent("#count"), modelCalls: harness.fake.requests.length }).toEqual({
+      reply: "The reply the server stored.",
+      count: "1",
+      modelCalls: 1,
+    });
+    expect(await cspViolations(page)).toEqual([]);
+  }, 90_000);
 });
 
 /**

@@ -167,6 +167,43 @@ describeWithChromium("your conversations and data on the chat page, in Chromium"
       expect(await page.evaluate("window.cspViolations")).toEqual([]);
       await page.close();
     }, 60_000);
+
+    it("keeps saying an erasure whose answer was lost may have run when the list read after it fails too", async () => {
+      const userId = `user_${randomUUID().slice(0, 8)}`;
+      const page = await browser.context.newPage();
+      await open(page, harness);
+      await startSession(page, userId);
+      await send(page, "Something private");
+      await page.waitForSelector("body[data-list-reads='0']", { state: "attached" });
+
+      // The phone loses its network: the erasure reaches the server (which erases), its answer is
+      // lost on the way back, and the list read the page makes after it cannot reach the API either.
+      let lost = false;
+      await page.route("**/chatbot/me?*", async (route) => {
+        if (route.request().method() !== "DELETE") return route.continue();
+        await route.fetch();
+        lost = true;
+        await route.abort("connectionreset");
+      });
+      await page.route("**/chatbot/sessions?*", async (route) => {
+        if (!lost) return route.continue();
+        await route.abort("internetdisconnected");
+      });
+      await page.click(".settings summary");
+      await page.click("#erase-data");
+      await page.click("#erase-yes");
+      await page.waitForSelector("#status:text-is(\"The erasure's outcome is unknown: the list shows what is left.\")");
+      // Every list read asked for has been acted on.
+      await page.waitForSelector("body[data-list-reads='0']", { state: "attached" });
+      expect((await harness.api.call("GET", `${ROUTES.list}?user_id=${userId}`)).body.sessions).toEqual([]);
+      // What the visitor acts on stays; the list's own failure is said beside it.
+      expect({ status: await page.textContent("#status"), error: await page.textContent("#error") }).toEqual({
+        status: "The erasure's outcome is unknown: the list shows what is left.",
+        error: expect.stringMatching(/ Your data may have been erased all the same: erasing again is safe, it erases whatever is left\. Could not reach the API: .+$/),
+      });
+      expect(await page.evaluate("window.cspViolations")).toEqual([]);
+      await page.close();
+    }, 60_000);
   });
 
   describe("pages of the list and of a conversation, answered late, on the embedded store", () => {
@@ -594,6 +631,53 @@ describeWithChromium("your conversations and data on the chat page, in Chromium"
       } finally {
         await page.close();
         // The other tab's request ends before the harness closes.
+        await slow;
+      }
+    }, 90_000);
+
+    it("says the conversation has ended, and asks for nothing to be sent again in it, when its session is ended while the page follows its reply", async () => {
+      harness.fake.reset();
+      const userId = `user_${randomUUID().slice(0, 8)}`;
+      const sessionId = await createSession(harness.api, "friendly-assistant", userId);
+      harness.fake.enqueue({ kind: "stream", chunks: SLOW_REPLY, chunkDelayMs: 300 });
+      // Another tab sends a message whose reply is written slowly.
+      const { app, database } = webClient(harness.namespace ?? "");
+      const watcher = new SessionWatcher(database, sessionId);
+      const slow = harness.api.call("POST", ROUTES.message(sessionId), { user_id: userId, message: "Take your time" });
+      try {
+        await watcher.until((seen) => seen.partials.length === 1);
+      } finally {
+        watcher.close();
+        await deleteApp(app);
+      }
+      const page = await browser.context.newPage();
+      try {
+        await open(page, harness);
+        await page.fill("#user", userId);
+        await page.dispatchEvent("#user", "change");
+        await page.click(`#conversation-list li button[data-session-id="${sessionId}"]`);
+        await page.waitForSelector("body[data-state=watching]");
+
+        // The session is ended elsewhere: the message being answered stops, stores nothing, answers 410.
+        expect((await harness.api.call("DELETE", `${ROUTES.end(sessionId)}?user_id=${userId}`)).status).toBe(200);
+        expect((await slow).status).toBe(410);
+        await page.waitForSelector("body[data-state=ended]", { timeout: 20_000 });
+        await page.waitForSelector("body[data-list-reads='0']", { state: "attached" });
+        expect({
+          state: await page.getAttribute("body", "data-state"),
+          startForm: await page.isVisible("#start"),
+          composerEnabled: await page.isEnabled("#message"),
+          status: await page.textContent("#status"),
+        }).toEqual({
+          state: "ended",
+          startForm: true,
+          composerEnabled: false,
+          // What the page says of an ended conversation, not an instruction that cannot be followed.
+          status: "This conversation has ended: 0 messages. Start a new one to keep chatting.",
+        });
+        expect(await page.evaluate("window.cspViolations")).toEqual([]);
+      } finally {
+        await page.close();
         await slow;
       }
     }, 90_000);
