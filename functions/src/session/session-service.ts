@@ -178,12 +178,11 @@ export class SessionService {
       takenOver = keyed.takenOver;
     }
     try {
-      await this.admitSession(userId, sessionId, now, input.caller, input.address, input.idempotencyKey !== undefined);
+      await this.admitSession(userId, sessionId, now, input.caller, input.address, input.idempotencyKey === undefined ? undefined : { claim });
     } catch (error) {
-      // Refused: no session comes of this claim. Not on a database failure, whose admission may
-      // have counted the session: a retry with the key then creates that same session.
+      // Refused: no session comes of this claim (admitSession gave it back). Not on a database
+      // failure, whose admission may have counted the session: a retry with the key then creates that same session.
       if (error instanceof ErasureInProgressError || error instanceof LimitExceededError) {
-        await this.releaseClaim(claim);
         if (error instanceof ErasureInProgressError) await this.refuseTakeOver(takenOver);
         // This request's own id only: another request's claimed id is that request's session.
         if (sessionId === candidate) this.giveBack(candidate);
@@ -270,13 +269,30 @@ export class SessionService {
   /**
    * Counts the new session against its user's active sessions and, for a caller anyone could be
    * (no ID token, or an anonymous one), against its network address's sessions per hour: both
-   * at once, each giving back what it took when the other refuses (or fails), and an unkeyed
-   * create the count its user's admission may have made unanswered. A `keyed` create's session is
-   * admitted again by its repeats (the first still writing it, or failed with its fate unknown),
-   * each admitted as the first would be, but counted once: a repeat finding it counted takes
-   * nothing, and gives back nothing of what the first took.
+   * at once. An unkeyed create refused by one gives back what the other took (and, when its user's
+   * admission failed with its fate unknown, the count that may have made), off the reply's path:
+   * its id is its own and reaches no other request.
+   *
+   * A `keyed` create's session is admitted again by its repeats (the first still writing it, or
+   * failed with its fate unknown), each admitted as the first would be, but counted once: a repeat
+   * finding it counted, or paid for by its address, takes nothing, and may go on to create it
+   * where another request holding the key was refused. So a keyed create refused gives its own
+   * claim back first (`keyed.claim`, in its transaction, awaited) and what its admission took only
+   * once that claim went: no repeat took it over, and none can name this session any more (a
+   * later one claims the key anew, for an id of its own). A claim a repeat took over, or whose
+   * release failed, and a take-over (no claim of its own) leave what they took, whichever request
+   * it was: the repeat may be creating the session on it. Those counts err high, never low: the
+   * session stops counting at its idle TTL, the token comes back as the bucket refills. A keyed
+   * create whose admission failed keeps what either ledger took: its retry creates that session.
    */
-  private async admitSession(userId: string, sessionId: string, now: number, caller: Identity | undefined, address: string | undefined, keyed: boolean): Promise<void> {
+  private async admitSession(
+    userId: string,
+    sessionId: string,
+    now: number,
+    caller: Identity | undefined,
+    address: string | undefined,
+    keyed: { readonly claim: CreateClaim | undefined } | undefined,
+  ): Promise<void> {
     const { store, usage } = this.options;
     const perHour = usage.addressSessionsPerHour ?? 0;
     const bucket = perHour > 0 && address !== undefined && (!caller || caller.anonymous === true) ? addressKey(address) : undefined;
@@ -288,10 +304,16 @@ export class SessionService {
     ]);
     const userAdmitted = user.status === "fulfilled" && user.value.admitted;
     const networkAdmitted = network.status === "fulfilled" && network.value.admitted;
+    const giveBackUser = () => store.updateUsage(userKey(userId), releaseSession(sessionId)).catch(() => undefined);
+    const giveBackNetwork = () => (bucket === undefined ? undefined : store.updateAddressUsage(bucket, refundAddress(perHour, paidFor)).catch(() => undefined));
     if (!userAdmitted || !networkAdmitted) {
-      // Off the reply's path: a lost give-back only delays a slot (the session stops counting at its idle TTL, the bucket refills).
-      if (took(user)) void store.updateUsage(userKey(userId), releaseSession(sessionId)).catch(() => undefined);
-      if (took(network) && bucket !== undefined) void store.updateAddressUsage(bucket, refundAddress(perHour, paidFor)).catch(() => undefined);
+      if (!keyed) {
+        // Off the reply's path: a lost give-back only delays a slot (the session stops counting at its idle TTL, the bucket refills).
+        if (took(user)) void giveBackUser();
+        if (took(network)) void giveBackNetwork();
+      } else if (user.status === "fulfilled" && network.status === "fulfilled" && (await this.releaseClaim(keyed.claim))) {
+        await Promise.all([took(user) ? giveBackUser() : undefined, took(network) ? giveBackNetwork() : undefined]);
+      }
     }
     // The user's admission failed with its fate unknown: it may have counted the session. An
     // unkeyed create's id is its own, fresh, and reaches no retry, and create() writes no session
@@ -301,7 +323,7 @@ export class SessionService {
     // SDK an instance's transactions on a node in order). A keyed create keeps it: its retry
     // creates that session and finds it counted. The address bucket's own unknown fate gives
     // nothing back: a refund of a take that never landed would count the address low.
-    if (user.status === "rejected" && !keyed) void store.updateUsage(userKey(userId), releaseSession(sessionId)).catch(() => undefined);
+    if (user.status === "rejected" && !keyed) void giveBackUser();
     if (user.status === "rejected") throw user.reason;
     if (network.status === "rejected") throw network.reason;
     if (!user.value.admitted && user.value.erasing) throw new ErasureInProgressError(seconds(user.value.retryAfterMs));
@@ -313,7 +335,8 @@ export class SessionService {
    * The session a create with `idempotencyKey` names: the key fixes the session id, so whichever
    * request gets there first creates that session, and a repeat replays it once it exists. A repeat
    * that finds another request's claim takes it over in the claim's transaction (`adoptedClaim`):
-   * it may create the session where the first was refused, so the first's give-back must leave it.
+   * it may create the session where the first was refused, so the first's give-back must leave the
+   * key, and with it what the first's admission took, which the repeat's may have found (admitSession).
    */
   private async keyedCreate(
     userId: string,
@@ -347,12 +370,14 @@ export class SessionService {
    * for an erasure too, until its second pass finds no session came of it: refuseTakeOver). Otherwise a retry with
    * the key claims it anew, as a first request would. Awaited (a
    * deployed instance gets no CPU once it has answered); a failure leaves the refusal the answer,
-   * and the key to its TTL.
+   * and the key to its TTL. True only when the key went: no request can then create this claim's
+   * session, so what its admission took may go back (admitSession); kept, or its fate unknown, false.
    */
-  private async releaseClaim(claim: CreateClaim | undefined): Promise<void> {
-    if (!claim) return;
-    await this.options.store.releaseCreateKey(claim.hash, claim.key).catch((error: unknown) => {
+  private async releaseClaim(claim: CreateClaim | undefined): Promise<boolean> {
+    if (!claim) return false;
+    return this.options.store.releaseCreateKey(claim.hash, claim.key).catch((error: unknown) => {
       this.options.log.warn("create key release failed", { error: error instanceof Error ? error.name : typeof error });
+      return false;
     });
   }
 

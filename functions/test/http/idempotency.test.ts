@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import { request } from "node:http";
 import { recentMessages } from "../support/recent-messages";
 import { fingerprint, keyHash } from "../../src/session/idempotency";
 import { appendRule } from "../../src/session/session-rules";
@@ -499,6 +500,138 @@ describeEachStore("a keyed createSession refused while its repeat on another ins
   });
 });
 
+/**
+ * docs/security.md: "A keyed createSession pays once": its repeats (on any instance, from any
+ * address) find its session counted for its user, and paid for by their address, and take nothing
+ * more; a repeat that took the key over may create the session where the request it repeats was
+ * refused (a slot freed meanwhile, another address). So a keyed create refused by one ledger gives
+ * back what the other took only once its own claim of the key went: what it took may be what a
+ * repeat found "already" counted and created its session on. Callers without an ID token, each
+ * test two hours on (the buckets full again), with a user of its own allowed one active session,
+ * from two addresses allowed two sessions an hour: 127.0.0.1, whose hour each test uses up, and
+ * 127.0.0.2.
+ */
+describeEachStore("a keyed createSession refused by one ledger, and its repeat from another address", (kind) => {
+  let now = Date.parse("2031-06-01T08:00:00Z");
+  let harness: Harness;
+  let b: Instance;
+  let view: StoredView;
+  const gates = instanceGates();
+
+  beforeAll(async () => {
+    harness = await startHarness({
+      store: kind,
+      clock: () => now,
+      wrapStore: gates.wrap,
+      env: { USER_MAX_ACTIVE_SESSIONS: "1", ADDRESS_SESSIONS_PER_HOUR: "2" },
+    });
+    b = await harness.instance();
+    view = new StoredView(harness);
+  });
+  afterAll(async () => {
+    gates.openAll();
+    await view.close();
+    await harness.close();
+  });
+  beforeEach(() => { now += 2 * 3_600_000; });
+
+  const outcome = (answer: Answer) => ({ status: answer.status, code: answer.body.error?.code });
+  const newUser = () => ({ user_id: `user_${randomUUID()}`, template_id: "friendly-assistant" });
+  /** Two sessions of other users from `address`: its hour used up. */
+  async function useUp(address: string): Promise<void> {
+    for (let n = 0; n < 2; n += 1) expect((await callFrom(address, harness.api.baseUrl, "POST", ROUTES.create, newUser())).status).toBe(201);
+  }
+
+  it("keeps the session its repeat created counted for its user, when the first was refused by its address after its user's admission counted it", async () => {
+    await useUp("127.0.0.1");
+    const body = newUser();
+    const headers = key("create-address-refused");
+    // The first's user admission passes; anything it then gives back, and its key's release, wait.
+    const giveBack = gates.hold(0, "updateUsage", 1);
+    const release = gates.hold(0, "releaseCreateKey");
+    const first = callFrom("127.0.0.1", harness.api.baseUrl, "POST", ROUTES.create, body, headers);
+    await release.reached("the first request's release of its key");
+    // The client's repeat, from another address (a phone that switched networks), on another instance.
+    const repeat = await callFrom("127.0.0.2", b.baseUrl, "POST", ROUTES.create, body, headers);
+    expect(outcome(repeat)).toEqual({ status: 201, code: undefined });
+    const created = String(repeat.body.session_id);
+    release.open();
+    giveBack.open();
+    expect(outcome(await first)).toEqual({ status: 429, code: "ADDRESS_RATE_LIMITED" });
+    await giveBack.landed();
+
+    const stored = await view.sessionsOf(body.user_id);
+    const counted = await view.countedSessions(body.user_id);
+    const second = await callFrom("127.0.0.2", b.baseUrl, "POST", ROUTES.create, body);
+    expect({ stored, counted, second: outcome(second) }).toEqual({ stored: [created], counted: [created], second: { status: 429, code: "TOO_MANY_ACTIVE_SESSIONS" } });
+  });
+
+  it("counts the session its repeat created against the address, when the first was refused by its user's limit after its address paid for it", async () => {
+    const body = newUser();
+    // The user's one active session, the address's first of its two this hour.
+    const old = await callFrom("127.0.0.1", harness.api.baseUrl, "POST", ROUTES.create, body);
+    expect(old.status).toBe(201);
+    const headers = key("create-user-refused");
+    // The first's address pays (the hour's second session); anything it then gives back, and its key's release, wait.
+    const giveBack = gates.hold(0, "updateAddressUsage", 1);
+    const release = gates.hold(0, "releaseCreateKey");
+    const first = callFrom("127.0.0.1", harness.api.baseUrl, "POST", ROUTES.create, body, headers);
+    await release.reached("the first request's release of its key");
+    // The user ends their old session, and the client's repeat reaches another instance.
+    expect((await callFrom("127.0.0.1", b.baseUrl, "DELETE", ROUTES.end(String(old.body.session_id)), undefined)).status).toBe(200);
+    const repeat = await callFrom("127.0.0.1", b.baseUrl, "POST", ROUTES.create, body, headers);
+    expect(outcome(repeat)).toEqual({ status: 201, code: undefined });
+    release.open();
+    giveBack.open();
+    expect(outcome(await first)).toEqual({ status: 429, code: "TOO_MANY_ACTIVE_SESSIONS" });
+    await giveBack.landed();
+
+    // Two sessions made from the address this hour: a third is refused.
+    const third = await callFrom("127.0.0.1", b.baseUrl, "POST", ROUTES.create, newUser());
+    expect(outcome(third)).toEqual({ status: 429, code: "ADDRESS_RATE_LIMITED" });
+  });
+
+  it("keeps the session the first created counted for its user, when its repeat, refused by its address, had counted it first", async () => {
+    await useUp("127.0.0.1");
+    const body = newUser();
+    const headers = key("create-repeat-refused");
+    // The first (from 127.0.0.2) has claimed the key; its user's admission waits...
+    const admission = gates.hold(0, "updateUsage");
+    const first = callFrom("127.0.0.2", harness.api.baseUrl, "POST", ROUTES.create, body, headers);
+    await admission.reached("the first request's admission");
+    // ...while its repeat, from the address whose hour is used up, counts the session and is refused;
+    // anything the repeat gives back waits until the first has created the session.
+    const giveBack = gates.hold(1, "updateUsage", 1);
+    const repeat = await callFrom("127.0.0.1", b.baseUrl, "POST", ROUTES.create, body, headers);
+    expect(outcome(repeat)).toEqual({ status: 429, code: "ADDRESS_RATE_LIMITED" });
+    admission.open();
+    const created = await first;
+    expect(outcome(created)).toEqual({ status: 201, code: undefined });
+    giveBack.open();
+    await giveBack.landed();
+
+    const stored = await view.sessionsOf(body.user_id);
+    const counted = await view.countedSessions(body.user_id);
+    const second = await callFrom("127.0.0.2", b.baseUrl, "POST", ROUTES.create, body);
+    expect({ stored, counted, second: outcome(second) })
+      .toEqual({ stored: [String(created.body.session_id)], counted: [String(created.body.session_id)], second: { status: 429, code: "TOO_MANY_ACTIVE_SESSIONS" } });
+  });
+
+  it("gives back what its admission took, and its key, when no repeat took its key over", async () => {
+    await useUp("127.0.0.1");
+    const body = newUser();
+    const headers = key("create-alone");
+    // Refused by its address: its user's count goes back, so the user may create their one session...
+    expect(outcome(await callFrom("127.0.0.1", harness.api.baseUrl, "POST", ROUTES.create, body, headers))).toEqual({ status: 429, code: "ADDRESS_RATE_LIMITED" });
+    const own = await callFrom("127.0.0.2", harness.api.baseUrl, "POST", ROUTES.create, body);
+    expect(outcome(own)).toEqual({ status: 201, code: undefined });
+    // ...and a retry with the key is a first request, refused by the user's limit: its address's token goes back too.
+    expect(outcome(await callFrom("127.0.0.2", harness.api.baseUrl, "POST", ROUTES.create, body, headers))).toEqual({ status: 429, code: "TOO_MANY_ACTIVE_SESSIONS" });
+    const others = [await callFrom("127.0.0.2", b.baseUrl, "POST", ROUTES.create, newUser()), await callFrom("127.0.0.2", b.baseUrl, "POST", ROUTES.create, newUser())];
+    expect(others.map(outcome)).toEqual([{ status: 201, code: undefined }, { status: 429, code: "ADDRESS_RATE_LIMITED" }]);
+  });
+});
+
 const MINUTE = 60_000;
 /** Past every erasure's second pass (a claim's lease and a database deadline) and any take-over. */
 const LATER = 10 * MINUTE;
@@ -764,4 +897,98 @@ function storeGate(armed: (property: PropertyKey) => boolean = () => true) {
     return { first, open };
   }
   return { holding, holdNext };
+}
+
+/**
+ * Holds store calls on chosen instances: `hold(instance, method, skip)` stops the calls of `method`
+ * on the store of the instance started `instance`th (0: the harness's first), once `skip` more of
+ * them have passed, until `open`; `landed` resolves once the calls it held were applied (or failed).
+ */
+function instanceGates() {
+  interface Hold {
+    readonly instance: number;
+    readonly method: keyof SessionStore;
+    skip: number;
+    readonly arrived: () => void;
+    readonly opened: Promise<void>;
+    readonly calls: Promise<unknown>[];
+  }
+  const holds = new Set<Hold>();
+  const opens: (() => void)[] = [];
+  let started = 0;
+  const wrap = (store: SessionStore): SessionStore => {
+    const instance = started++;
+    return new Proxy(store, {
+      get(target, property, receiver) {
+        const value: unknown = Reflect.get(target, property, receiver);
+        const hold = [...holds].find((entry) => entry.instance === instance && entry.method === property);
+        if (!hold || typeof value !== "function") return value;
+        return (...args: unknown[]): unknown => {
+          if (hold.skip > 0) {
+            hold.skip -= 1;
+            return Reflect.apply(value, target, args) as unknown;
+          }
+          hold.arrived();
+          const call = hold.opened.then(() => Reflect.apply(value, target, args) as unknown);
+          hold.calls.push(call.catch(() => undefined));
+          return call;
+        };
+      },
+    });
+  };
+  function hold(instance: number, method: keyof SessionStore, skip = 0) {
+    let open!: () => void;
+    let arrived!: () => void;
+    const opened = new Promise<void>((resolve) => { open = resolve; });
+    const came = new Promise<void>((resolve) => { arrived = resolve; });
+    const entry: Hold = { instance, method, skip, arrived, opened, calls: [] };
+    holds.add(entry);
+    const release = () => {
+      holds.delete(entry);
+      open();
+    };
+    opens.push(release);
+    return {
+      /** Resolves once a call is held; fails, naming `what`, when none comes within 5 s. */
+      async reached(what: string): Promise<void> {
+        let deadline: NodeJS.Timeout | undefined;
+        const timedOut = new Promise<false>((resolve) => { deadline = setTimeout(() => { resolve(false); }, 5_000); });
+        const inTime = await Promise.race([came.then(() => true), timedOut]).finally(() => { clearTimeout(deadline); });
+        if (!inTime) throw new Error(`${what} did not come within 5 s`);
+      },
+      open: release,
+      landed: () => Promise.all(entry.calls),
+    };
+  }
+  return { wrap, hold, openAll: () => { for (const open of opens) open(); } };
+}
+
+/** A JSON call to `baseUrl` from the local source address `from` (the local server counts the socket's peer). */
+function callFrom(from: string, baseUrl: string, method: string, path: string, body: unknown, headers: Record<string, string> = {}): Promise<Answer> {
+  const url = new URL(path, baseUrl);
+  const payload = body === undefined ? "" : JSON.stringify(body);
+  const sent = body === undefined ? {} : { "content-type": "application/json", "content-length": Buffer.byteLength(payload) };
+  return new Promise((resolve, reject) => {
+    const req = request(
+      { host: url.hostname, port: url.port, path: url.pathname, method, localAddress: from, headers: { ...sent, ...headers } },
+      (res) => {
+        let text = "";
+        res.setEncoding("utf8");
+        res.on("data", (chunk: string) => { text += chunk; });
+        res.on("end", () => {
+          const responseHeaders = new Headers();
+          for (const [name, value] of Object.entries(res.headers)) if (typeof value === "string") responseHeaders.set(name, value);
+          let parsed: Answer["body"];
+          try {
+            parsed = text === "" ? {} : (JSON.parse(text) as Answer["body"]);
+          } catch {
+            parsed = { raw: text };
+          }
+          resolve({ status: res.statusCode ?? 0, headers: responseHeaders, body: parsed, text });
+        });
+      },
+    );
+    req.on("error", reject);
+    req.end(payload);
+  });
 }
