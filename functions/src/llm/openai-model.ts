@@ -5,6 +5,7 @@ import { abandonedError, ModelError } from "./errors";
 import { readJsonAnswer } from "./json-answer";
 import { callDeadline, createOpenAiClient, type OpenAiClientOptions } from "./openai-client";
 import { MAX_EVENT_CHARS, serverSentEvents, StreamTooLongError } from "./server-sent-events";
+import { fromErrorEvent } from "./stream-error-event";
 
 export type OpenAiModelOptions = OpenAiClientOptions;
 
@@ -125,7 +126,8 @@ interface StreamEnding {
 /**
  * The JSON chunks of a streamed completion, as the openai SDK's stream (7.57, legacy mode) yields
  * them: up to `[DONE]` (what follows is ignored; `ending.done` tells it came), a `data` that is
- * not JSON a SyntaxError, an `error` event or a chunk carrying `error` the SDK's APIError. An
+ * not JSON a SyntaxError, an `error` event or a chunk carrying `error` the SDK's APIError, thrown
+ * as the ModelError it stands for (fromErrorEvent: a refusal, or a failure that may pass). An
  * aborted body ends in its AbortError, which the caller reads from its signals, as it did with
  * the SDK's quiet end. A body past `maxChars` ends in a StreamTooLongError (see maxStreamChars).
  */
@@ -144,9 +146,11 @@ async function* sseChunks(response: Response, ending: StreamEnding, maxChars: nu
       throw new SyntaxError("Error reading response: malformed server-sent event JSON.");
     }
     const carried = typeof data === "object" && data !== null && "error" in data ? data.error : undefined;
-    // The SDK's APIError takes the error body as an object (it reads its message from it).
-    if (sse.event === "error") throw new OpenAI.APIError(undefined, (carried ?? data) as object | undefined, undefined, response.headers);
-    if (carried) throw new OpenAI.APIError(undefined, carried, undefined, response.headers);
+    if (sse.event === "error" || carried) {
+      // The SDK's APIError takes the error body as an object (it reads its message, code and type from it).
+      const error = new OpenAI.APIError(undefined, (carried ?? data) as object | undefined, undefined, response.headers);
+      throw fromErrorEvent(error, retryAfter(response.headers));
+    }
     yield data;
   }
 }
@@ -273,6 +277,11 @@ const isHighSurrogate = (code: number) => code >= 0xd800 && code <= 0xdbff;
 class StreamedText {
   private sent = "";
   private pending = "";
+  /**
+   * Whether all text so far is blank: kept as chunks come, each trimmed alone, since trimming all
+   * that is held at each chunk would take time quadratic in a long run of blank chunks.
+   */
+  private blank = true;
 
   constructor(
     private readonly sink: ReplySink,
@@ -284,7 +293,8 @@ class StreamedText {
       throw new ModelError("bad_response", `the model's reply is longer than ${this.maxChars} characters`, { retryable: false });
     }
     this.pending += content;
-    if (this.sent === "" && this.pending.trim() === "") return;
+    this.blank &&= content.trim() === "";
+    if (this.blank) return;
     const cut = isHighSurrogate(this.pending.charCodeAt(this.pending.length - 1)) ? this.pending.length - 1 : this.pending.length;
     if (cut === 0) return;
     this.emit(this.pending.slice(0, cut));
@@ -293,7 +303,7 @@ class StreamedText {
 
   /** The whole text, once the stream is complete; the rest held back is passed on first. */
   finish(): string {
-    if (this.sent === "" && this.pending.trim() === "") {
+    if (this.blank) {
       throw new ModelError("bad_response", "the model returned an empty or malformed reply", { retryable: false });
     }
     if (this.pending !== "") this.emit(this.pending);

@@ -323,6 +323,89 @@ describeEachStore("a provider whose answers are unusual, or never end", (kind) =
   });
 });
 
+/** An error as OpenAI sends it once a stream's 200 went out (go-openai #396), then `[DONE]`. */
+const streamError = (error: Record<string, unknown>) =>
+  `${chunk({ error: { message: "The server had an error while processing your request. Sorry about that!", param: null, code: null, ...error } })}data: [DONE]\n\n`;
+const SERVER_ERROR = streamError({ type: "server_error" });
+const WHOLE_REPLY =
+  chunk({ model: "gpt-4o-mini", choices: [{ index: 0, delta: { role: "assistant", content: "Hello" }, finish_reason: null }] }) +
+  chunk({ model: "gpt-4o-mini", choices: [{ index: 0, delta: { content: " there." }, finish_reason: null }] }) +
+  chunk({ model: "gpt-4o-mini", choices: [{ index: 0, delta: {}, finish_reason: "stop" }] }) +
+  "data: [DONE]\n\n";
+
+/** A harness on `kind` whose provider streams `answers[n]` to its call n (the last one again once they run out), with one retry allowed. */
+function withScriptedStreams(kind: StoreKind): { harness: () => Harness; calls: () => number; answer: (...bodies: string[]) => void } {
+  let harness: Harness;
+  let provider: Awaited<ReturnType<typeof rawProvider>>;
+  let answers: string[] = [WHOLE_REPLY];
+  let calls = 0;
+  beforeAll(async () => {
+    provider = await rawProvider(async (write) => {
+      calls += 1;
+      await write(answers[Math.min(calls, answers.length) - 1]!);
+    });
+    harness = await startHarness({ store: kind, env: { OPENAI_BASE_URL: provider.baseUrl, OPENAI_MAX_RETRIES: "1", OPENAI_MAX_RETRY_WAIT_MS: "100" } });
+  });
+  afterAll(async () => {
+    await harness.close();
+    await provider.stop();
+  });
+  beforeEach(() => { calls = 0; });
+  return { harness: () => harness, calls: () => calls, answer: (...bodies) => { answers = bodies; } };
+}
+
+describeEachStore("a provider's error event inside its stream (after its 200)", (kind) => {
+  const { harness, calls, answer } = withScriptedStreams(kind);
+  const session = () => createSession(harness().api, "friendly-assistant", `user-${randomUUID()}`);
+
+  it("retries a server error before any text, as the 5xx it stands for, and streams and stores the retry's reply", async () => {
+    answer(SERVER_ERROR, WHOLE_REPLY);
+    const id = await session();
+    const streamed = await streamCall(harness().api.baseUrl, ROUTES.message(id), { message: "Hi" });
+    expect({ status: streamed.status, text: deltaText(streamed), last: streamed.events.at(-1)?.event, calls: calls() }).toEqual({ status: 200, text: "Hello there.", last: "done", calls: 2 });
+    expect((await harness().api.store.readExchange(id, 1))?.assistant.content).toBe("Hello there.");
+  });
+
+  it("answers a server error 503 MODEL_UNAVAILABLE (a provider failure a client may retry) once the retries are spent, not 502 MODEL_ERROR", async () => {
+    answer(SERVER_ERROR);
+    const id = await session();
+    const streamed = await streamCall(harness().api.baseUrl, ROUTES.message(id), { message: "Hi" });
+    expect({ status: streamed.status, code: streamed.json?.error?.code, calls: calls() }).toEqual({ status: 503, code: "MODEL_UNAVAILABLE", calls: 2 });
+  });
+
+  it("ends the stream with an error event MODEL_UNAVAILABLE for a server error after the first delta, after one call, and stores nothing", async () => {
+    answer(chunk({ model: "gpt-4o-mini", choices: [{ index: 0, delta: { content: "Hello" }, finish_reason: null }] }) + SERVER_ERROR);
+    const id = await session();
+    const streamed = await streamCall(harness().api.baseUrl, ROUTES.message(id), { message: "Hi" });
+    const last = streamed.events.at(-1);
+    expect({ text: deltaText(streamed), last: { event: last?.event, data: last?.data }, calls: calls() }).toEqual({
+      text: "Hello",
+      last: { event: "error", data: { success: false, error: { code: "MODEL_UNAVAILABLE", message: expect.any(String) } } },
+      calls: 1,
+    });
+    expect(await harness().api.store.readExchange(id, 1)).toBeNull();
+  });
+
+  it("answers a refusal in the stream (Azure's content filter) 502 MODEL_ERROR, after one call", async () => {
+    answer(streamError({ type: null, code: "content_filter" }));
+    const id = await session();
+    const streamed = await streamCall(harness().api.baseUrl, ROUTES.message(id), { message: "Hi" });
+    expect({ status: streamed.status, code: streamed.json?.error?.code, calls: calls() }).toEqual({ status: 502, code: "MODEL_ERROR", calls: 1 });
+  });
+});
+
+// On a database the model is streamed for the live partial even when the client asked for JSON.
+describeWithRtdb("a provider's error event inside its stream, under a JSON request [Realtime Database]", () => {
+  const { harness, calls, answer } = withScriptedStreams("rtdb");
+
+  it("retries a server error, and answers 200 with the retry's reply, as a 5xx is", async () => {
+    answer(SERVER_ERROR, WHOLE_REPLY);
+    const id = await createSession(harness().api, "friendly-assistant", `user-${randomUUID()}`);
+    const answered = await harness().api.call("POST", ROUTES.message(id), { message: "Hi" });
+    expect({ status: answered.status, code: answered.body.error?.code, response: answered.body.response, calls: calls() }).toEqual({ status: 200, code: undefined, response: "Hello there.", calls: 2 });
+  });
+});
+
 /**
  * A provider whose answer's body breaks off: each call gets `answer`'s status and headers and a
  * body announced whole, cut after a few bytes (a reset, a proxy dropping the connection), unless

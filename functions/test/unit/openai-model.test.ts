@@ -698,6 +698,78 @@ describe("createOpenAiModel against a provider's broken or unusual stream", () =
   });
 });
 
+describe("createOpenAiModel against an error event inside a provider's stream (after its 200)", () => {
+  const frame = (fields: object) => `data: ${JSON.stringify({ model: "gpt-test", ...fields })}\n\n`;
+  const delta = (content: string | undefined, finish: string | null = null) =>
+    frame({ choices: [{ index: 0, delta: content === undefined ? {} : { content }, finish_reason: finish }] });
+  /** An error as OpenAI sends it once a stream's 200 went out (go-openai #396), then `[DONE]`. */
+  const errorEvent = (error: object) =>
+    `data: ${JSON.stringify({ error: { message: "The server had an error while processing your request. Sorry about that!", param: null, code: null, ...error } })}\n\ndata: [DONE]\n\n`;
+  const SERVER_ERROR = errorEvent({ type: "server_error" });
+  const WHOLE = `${delta("Hello there.")}${delta(undefined, "stop")}data: [DONE]\n\n`;
+  const transient = { failure: "unavailable", retryable: true };
+  const refused = { failure: "bad_response", retryable: false };
+
+  /** What a call came to: its text, or its failure's kind and whether it may be retried. */
+  const outcome = (call: Promise<{ text: string }>) =>
+    call.then(
+      (completion) => ({ text: completion.text }),
+      (error: unknown) => ({ failure: (error as { failure?: string }).failure, retryable: (error as { retryable?: boolean }).retryable }),
+    );
+
+  it.each([
+    ["a server error (OpenAI's, when a stream fails partway)", transient, SERVER_ERROR],
+    ["a rate limit (OpenAI's code, type requests)", transient, errorEvent({ type: "requests", code: "rate_limit_exceeded" })],
+    ["a status-like code 429", transient, errorEvent({ type: undefined, code: 429 })],
+    ["an overload, as an error event (Anthropic's)", transient, 'event: error\ndata: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}\n\n'],
+    ["nothing it knows", transient, errorEvent({ type: "something_new" })],
+    ["no name at all, as an error event", transient, 'event: error\ndata: {"message":"stream failed"}\n\n'],
+    ["an invalid request", refused, errorEvent({ type: "invalid_request_error", code: "context_length_exceeded" })],
+    ["an authentication error", refused, errorEvent({ type: "authentication_error" })],
+    ["a content filter (Azure's code)", refused, errorEvent({ type: null, code: "content_filter" })],
+    ["a status-like code 400", refused, errorEvent({ type: undefined, code: "400" })],
+  ])("answers an error event naming %s, before any text, as %j", async (_name, expected, body) => {
+    const server = await rawStreamServer(async (write) => { await write(body); });
+    try {
+      await expect(outcome(server.model(5_000).complete(HELLO_REQUEST, { write: () => undefined }))).resolves.toEqual(expected);
+    } finally {
+      await server.stop();
+    }
+  });
+
+  it("retries a server error before any text, and answers with the retry's reply, passed on once", async () => {
+    let calls = 0;
+    const server = await rawStreamServer(async (write) => {
+      calls += 1;
+      await write(calls === 1 ? SERVER_ERROR : WHOLE);
+    });
+    try {
+      const retrying = withRetries(server.model(5_000), { maxRetries: 1, maxWaitMs: 100, sleep: () => Promise.resolve() });
+      const texts: string[] = [];
+      await expect(outcome(retrying.complete(HELLO_REQUEST, { write: (text) => texts.push(text) }))).resolves.toEqual({ text: "Hello there." });
+      expect({ calls, texts }).toEqual({ calls: 2, texts: ["Hello there."] });
+    } finally {
+      await server.stop();
+    }
+  });
+
+  it("does not retry a server error after text it passed on, which a sink that cannot take it back has shown", async () => {
+    let calls = 0;
+    const server = await rawStreamServer(async (write) => {
+      calls += 1;
+      await write(`${delta("Hello")}${SERVER_ERROR}`);
+    });
+    try {
+      const retrying = withRetries(server.model(5_000), { maxRetries: 1, maxWaitMs: 100, sleep: () => Promise.resolve() });
+      const texts: string[] = [];
+      await expect(outcome(retrying.complete(HELLO_REQUEST, { write: (text) => texts.push(text) }))).resolves.toEqual(transient);
+      expect({ calls, texts }).toEqual({ calls: 1, texts: ["Hello"] });
+    } finally {
+      await server.stop();
+    }
+  });
+});
+
 describe("createOpenAiModel against a provider whose answer never ends", () => {
   const content = '{"model":"gpt-test","choices":[{"index":0,"finish_reason":"stop","message":{"role":"assistant","content":"';
 
@@ -766,6 +838,31 @@ describe("createOpenAiModel against a provider whose answer never ends", () => {
         readUnder16MiB: true,
         beforeDeadline: true,
       });
+    } finally {
+      await server.stop();
+    }
+  }, 30_000);
+
+  it.each([
+    ["spaces", " "],
+    ["line breaks", "\n"],
+  ])("refuses a run of blank text (%s) past the reply's bound as malformed, not retried, before the deadline", async (_name, character) => {
+    // Eight characters a chunk, as a model emitting runs of blanks streams them: over a hundred thousand chunks.
+    const request = { ...HELLO_REQUEST, max_tokens: 16_384 };
+    const event = `data: ${JSON.stringify({ model: "gpt-test", choices: [{ index: 0, delta: { content: character.repeat(8) }, finish_reason: null }] })}\n\n`;
+    const chunks = Math.ceil((maxReplyChars(request.max_tokens) + 1) / 8);
+    expect(chunks * event.length).toBeLessThan(maxStreamChars(request.max_tokens));
+    const server = await rawStreamServer(async (write) => {
+      for (let sent = 0; sent < chunks; sent += 1_024) if (!(await write(event.repeat(1_024)))) return;
+      await write("data: [DONE]\n\n");
+    });
+    try {
+      // A generous deadline: were the held blank text scanned again at each chunk, its reading would outlast it (a timeout, retried).
+      const outcome = await server.model(10_000).complete(request, { write: () => undefined }).then(
+        () => ({ failure: "none", retryable: undefined }),
+        (error: unknown) => ({ failure: (error as { failure?: string }).failure, retryable: (error as { retryable?: boolean }).retryable }),
+      );
+      expect(outcome).toEqual({ failure: "bad_response", retryable: false });
     } finally {
       await server.stop();
     }
