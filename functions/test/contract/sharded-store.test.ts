@@ -1,5 +1,6 @@
 import { silentLog } from "../../src/log/log";
 import { runMaintenance } from "../../src/session/maintenance";
+import { instanceName } from "../../src/sharding/database-instances";
 import { placedSessionId } from "../../src/sharding/session-ids";
 import type { SessionStore } from "../../src/store/session-store";
 import { appendAt, CREATED_AT, endAt, exchange, newSession, POLICY } from "../support/fixtures";
@@ -195,6 +196,31 @@ describeWithWireStats("ShardedStore's clean-up queries over four instances", () 
     // ... and a batch is a batch of sessions in all, where one asked of each instance sent four.
     expect(batch.units).toBeGreaterThan((BATCH - 1) * one.units);
     expect(batch.units).toBeLessThan((BATCH + 1) * one.units);
+  }, 60_000);
+});
+
+describeWithWireStats("the warm listeners of one function instance over two database instances", () => {
+  let shards: ShardedRtdb;
+  beforeAll(async () => {
+    shards = await ShardedRtdb.start(2, "namespaces");
+  });
+  afterAll(async () => shards.close());
+
+  it("stay within the 512 nodes one database instance's adapter listens to, in all", async () => {
+    const store = shards.store();
+    const ids = shards.newSessionId();
+    const created: string[] = [];
+    // 800 sessions served by this function instance, 400 on each database instance.
+    for (let batch = 0; batch < 16; batch += 1) {
+      const sessions = Array.from({ length: 50 }, () => newSession({ user_id: `user-${batch}` }, ids()));
+      await Promise.all(sessions.map((session) => store.createSession(session)));
+      created.push(...sessions.map((session) => session.id));
+    }
+    // A read on each instance after the creates: the server has handled every listen and unlisten sent before it.
+    await Promise.all([0, 1].map((position) => store.readSummary(created.find((id) => shards.instanceOf(id) === position) ?? "")));
+    const open = await Promise.all(shards.urls.map(async (url) => (await wireStats(instanceName(url))).openListens));
+    expect(open.every((listens) => listens > 0)).toBe(true);
+    expect(open.reduce((sum, listens) => sum + listens, 0)).toBeLessThanOrEqual(512);
   }, 60_000);
 });
 

@@ -7,6 +7,8 @@ export interface WireStats {
   /** UTF-16 units of the data messages clients sent. */
   readonly unitsIn: number;
   readonly unitsOut: number;
+  /** Listens clients have open now: those sent less those stopped. */
+  readonly openListens: number;
 }
 
 /** `describe` when the database counts its writes (rtdb-wire), else a visibly skipped one that says why. */
@@ -21,8 +23,8 @@ function statsUrl(namespace: string): string {
 export async function wireStats(namespace: string): Promise<WireStats> {
   const answer = await fetch(statsUrl(namespace));
   if (!answer.ok) throw new Error(`/.wire/stats answered ${answer.status}`);
-  const stats = (await answer.json()) as Partial<WireStats>;
-  return { writes: stats.writes ?? 0, unitsIn: stats.unitsIn ?? 0, unitsOut: stats.unitsOut ?? 0 };
+  const stats = (await answer.json()) as Partial<WireStats> & { readonly listens?: number; readonly unlistens?: number };
+  return { writes: stats.writes ?? 0, unitsIn: stats.unitsIn ?? 0, unitsOut: stats.unitsOut ?? 0, openListens: (stats.listens ?? 0) - (stats.unlistens ?? 0) };
 }
 
 /** Starts the namespace's counts from zero. */

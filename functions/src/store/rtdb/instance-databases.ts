@@ -4,7 +4,7 @@ import type { Log } from "../../log/log";
 import { defaultDatabaseUrl as projectDefaultDatabaseUrl } from "../../sharding/database-instances";
 import { ShardedStore } from "../sharded-store";
 import type { SessionStore } from "../session-store";
-import { RtdbStore } from "./rtdb-store";
+import { HELD_NODES, RtdbStore } from "./rtdb-store";
 
 
 /**
@@ -33,11 +33,17 @@ export function rtdbSessionStore(databases: readonly Database[], timeoutMs: numb
   return new ShardedStore(instanceStores(databases, timeoutMs), log);
 }
 
-/** One adapter per instance, each writing its sessions' index entries to the first (the home instance). */
+/**
+ * One adapter per instance, each writing its sessions' index entries to the first (the home
+ * instance), and each listening to its share of HELD_NODES: the function instance's listeners
+ * stay within the bound the docs give however many database instances it serves, where each
+ * adapter's own bound made it 512 per instance.
+ */
 export function instanceStores(databases: readonly Database[], timeoutMs: number): RtdbStore[] {
   const [home] = databases;
   if (home === undefined) throw new Error("no database");
-  return databases.map((db) => new RtdbStore(db, timeoutMs, { home }));
+  const heldNodes = Math.max(1, Math.floor(HELD_NODES / databases.length));
+  return databases.map((db) => new RtdbStore(db, timeoutMs, { home, heldNodes }));
 }
 
 /**

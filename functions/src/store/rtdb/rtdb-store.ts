@@ -68,8 +68,11 @@ import {
 } from "./paths";
 import { readOnce, TransactionEngine, type StateResult } from "./transactions";
 
-/** Nodes an instance listens to at once, and how long one is kept unused (see ListenerHolds). */
-const HELD_NODES = 512;
+/**
+ * Nodes a function instance listens to at once, over every database instance (instanceStores
+ * gives each its share), and how long one is kept unused (see ListenerHolds).
+ */
+export const HELD_NODES = 512;
 const HOLD_IDLE_MS = 5 * 60_000;
 
 /**
