@@ -1,5 +1,5 @@
 import { defineBoolean, defineInt, defineSecret, defineString, select } from "firebase-functions/params";
-import { largestMessageBodyBytes } from "./http/message-body";
+import { DEVICE_TOKEN_MAX_CHARS, largestMessageBodyBytes, LARGEST_DEVICE_BODY_BYTES, USER_ID_MAX_CHARS } from "./http/message-body";
 
 /**
  * Every tunable of the service, declared once.
@@ -42,10 +42,12 @@ export const INT_PARAMS = {
   },
   MAX_BODY_BYTES: {
     default: 32_768,
-    // The round size above largestMessageBodyBytes(1), 2164: below it no body carries even a one-unit message, which config.ts refuses.
-    min: 4_096,
+    // The largest body a device registration can need, whatever MAX_MESSAGE_CHARS (more than
+    // largestMessageBodyBytes(1), 2164): below it a registration the routes accept is answered 413.
+    min: LARGEST_DEVICE_BODY_BYTES,
+    minFor: `the largest body a device registration can need (a token of ${DEVICE_TOKEN_MAX_CHARS} visible ASCII characters and a user_id of ${USER_ID_MAX_CHARS} characters, as JSON may escape them)`,
     max: 10_485_760,
-    description: `Largest accepted request body, in bytes (413 above it); at least 6 x MAX_MESSAGE_CHARS + ${largestMessageBodyBytes(0)}, the largest body a message can need.`,
+    description: `Largest accepted request body, in bytes (413 above it); at least 6 x MAX_MESSAGE_CHARS + ${largestMessageBodyBytes(0)}, the largest body a message can need, and at least ${LARGEST_DEVICE_BODY_BYTES}, the largest a device registration can need.`,
   },
   DB_TIMEOUT_MS: {
     default: 5_000,

@@ -92,14 +92,16 @@ function intParam(env: Env, name: IntParamName | DeployParamName): number {
 /**
  * The integer setting `name` set to `raw`, read as every int param is: unset or blank is the
  * default; anything else must be an integer in the range (and one of the choices, if any), or a
- * ConfigError names the setting and the value. Exported for the settings of `npm start` (PORT).
+ * ConfigError names the setting and the value (and, below the least, what needs it: `minFor`).
+ * Exported for the settings of `npm start` (PORT).
  */
-export function integerSetting(name: string, raw: string | undefined, spec: Pick<DeployParamSpec, "default" | "min" | "max" | "choices">): number {
+export function integerSetting(name: string, raw: string | undefined, spec: Pick<DeployParamSpec, "default" | "min" | "minFor" | "max" | "choices">): number {
   if (raw === undefined || raw.trim() === "") return spec.default;
   // Plain parsing, not zod: this runs at instance start, where every loaded module costs.
   const value = /^[+-]?\d+$/.test(raw.trim()) ? Number(raw.trim()) : Number.NaN;
   if (!Number.isSafeInteger(value) || value < spec.min || value > spec.max) {
-    throw new ConfigError(`${name} must be an integer from ${spec.min} to ${spec.max}, got "${raw}"`);
+    const why = value < spec.min && spec.minFor !== undefined ? `: ${spec.min} is ${spec.minFor}` : "";
+    throw new ConfigError(`${name} must be an integer from ${spec.min} to ${spec.max}, got "${raw}"${why}`);
   }
   if (spec.choices !== undefined && !spec.choices.includes(value)) {
     throw new ConfigError(`${name} must be one of ${spec.choices.join(", ")}, got "${raw}"`);
@@ -194,7 +196,8 @@ function parseCorsOrigins(raw: string): "*" | string[] {
 /**
  * MAX_MESSAGE_CHARS and MAX_BODY_BYTES, each in its range, and bodies large enough for the longest
  * message: read apart, a MAX_MESSAGE_CHARS raised alone would be accepted at start and its long
- * messages answered 413 PAYLOAD_TOO_LARGE.
+ * messages answered 413 PAYLOAD_TOO_LARGE. The largest device registration, which does not grow
+ * with MAX_MESSAGE_CHARS, is MAX_BODY_BYTES's least value (config-params.ts), refused by its range.
  */
 function messageLimits(env: Env): Pick<Config, "maxMessageChars" | "maxBodyBytes"> {
   const maxMessageChars = intParam(env, "MAX_MESSAGE_CHARS");

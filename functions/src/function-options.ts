@@ -6,6 +6,8 @@ import { openaiApiKey } from "./config-params";
 export interface DeployParamSpec {
   readonly default: number;
   readonly min: number;
+  /** What needs a value of at least `min`, when not the range alone: the error refusing a smaller one names it. */
+  readonly minFor?: string;
   readonly max: number;
   readonly choices?: readonly number[];
   readonly description: string;

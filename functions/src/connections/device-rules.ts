@@ -7,15 +7,25 @@ import { keyHash } from "../session/idempotency";
  * MAX_DEVICES tokens (a new one drops the oldest), a token not registered again for
  * STALE_AFTER_MS is stale (dropped by any change of the record, skipped by a send, swept on
  * schedule), a token released from the user (another user claimed it, or they unregistered it)
- * stays released for their registrations up to the release (`released`, kept as long as such a
- * registration could still be fresh), the preview setting goes by the newest registration that
- * set it (`previews_at`), and `oldest_at`
+ * stays released for their registrations up to the release (`released`, kept only while the add
+ * of such a registration can still land, and at most MAX_RELEASES), the preview setting goes by the
+ * newest registration that set it (`previews_at`), and `oldest_at`
  * names the oldest time of either so that the sweep finds the users it concerns. A registration
  * goes by the time of its claim (`claimToken`), which orders the claims on one token.
  */
 
 export const MAX_DEVICES = 20;
 export const STALE_AFTER_MS = 60 * 86_400_000;
+
+/**
+ * The most releases a user's devices keep (`released`), the newest: as many as the tokens they can
+ * hold, all of which one sign-out everywhere releases at once. A release is kept only while an add
+ * it refuses can still land (`releaseDevice`), so only a user registering and unregistering new
+ * tokens faster than any device does reaches it; without it nothing bounded how many such a user
+ * kept within that time, in a record the notifier reads whole for each of their messages and each
+ * registration rewrites whole.
+ */
+export const MAX_RELEASES = MAX_DEVICES;
 
 /** Where a token is kept: a hash (a token is a credential for the device: never a path, never logged). */
 export function tokenHash(token: string): string {
@@ -60,7 +70,7 @@ export function registerDevice(hash: string, token: string, now: number, preview
   };
 }
 
-/** Removes the tokens of `hashes`, and any stale token or release. */
+/** Removes the tokens of `hashes`, and any stale token or release (and the oldest past MAX_RELEASES). */
 export function removeDevices(hashes: readonly string[], now: number): LedgerRule<DeviceRecord, DeviceChange> {
   return (record) => {
     const fresh = freshTokens(record, now);
@@ -82,25 +92,28 @@ export function liveTokens(record: DeviceRecord | null, now: number): string[] {
  * on either side of this release (it is sent once their claim commits, however long after), and
  * nothing else is sure to take the token back out should it land after: the read of the owner
  * record after each add (kept for deploys) can fail or never run (a deadline, the instance dying).
- * A release is kept until a registration up to it would be stale anyway (STALE_AFTER_MS), the later
- * of two for one token. Also drops any stale token or release.
  *
- * A user with no record gets one for the release only while an add of theirs may still be on its
- * way: within `addLandsWithinMs` of `upTo` (every claim of theirs it releases is no later than
- * `upTo`, and its add lands within a request's lifetime of it). A later release (the sweep's, a
- * retry's) writes nothing: a user without a record may be one whose erasure has deleted it, and a
- * record made then would outlive the erasure. One made within that time is deleted again by the
- * erasure's second pass, which waits as long.
+ * A release is kept only while an add of theirs it refuses may still be on its way: within
+ * `addLandsWithinMs` of `upTo` (every claim of theirs it releases is no later than `upTo`: later
+ * claims are timed after it, `claimToken`, `unregisterToken`; and an add lands within a request's
+ * lifetime of its claim), the later of two for one token. After that every add it covers has
+ * landed (and was taken out here, or by a removal before, or refused): the release refuses nothing
+ * more, and a record keeping it longer would grow by one entry for each token its user registers
+ * and unregisters. So the releases past that time are dropped here, where releases are added, and
+ * at most MAX_RELEASES are kept, the newest. A later release (the sweep's, a retry's) removes the
+ * token and keeps nothing, so it writes no record for a user without one: that user may be one
+ * whose erasure has deleted it, and a record made then would outlive the erasure. One made within
+ * that time is deleted again by the erasure's second pass, which waits as long. Also drops any
+ * stale token.
  */
 export function releaseDevice(hash: string, upTo: number, now: number, addLandsWithinMs: number): LedgerRule<DeviceRecord, DeviceChange> {
   return (record) => {
-    if (!record && now - upTo >= addLandsWithinMs) return { outcome: { count: 0, removed: [] } };
     const fresh = freshTokens(record, now);
     const device = fresh.get(hash);
     if (device !== undefined && device.updated_at <= upTo) fresh.delete(hash);
-    const released = freshReleases(record, now);
-    if (now - upTo < STALE_AFTER_MS && !releasedSince(released, hash, upTo)) released.set(hash, upTo);
-    return changed(record, fresh, released);
+    const released = freshReleases(record, now, addLandsWithinMs);
+    if (now - upTo < addLandsWithinMs && !releasedSince(released, hash, upTo)) released.set(hash, upTo);
+    return changed(record, fresh, newest(released));
   };
 }
 
@@ -199,18 +212,29 @@ export function confirmReleases(done: TokenReleases): LedgerRule<TokenOwner, voi
 
 /** The owner record with `releases` pending, and the earliest one's time for the sweep (both absent with none). */
 function withReleases(owner: TokenOwner, releases: TokenReleases): TokenOwner {
-  const times = Object.values(releases);
-  if (times.length === 0) return owner;
-  return { ...owner, released_from: { ...releases }, releasing_since: Math.min(...times) };
+  const since = earliest(Object.values(releases));
+  if (since === undefined) return owner;
+  return { ...owner, released_from: { ...releases }, releasing_since: since };
 }
 
 function freshTokens(record: DeviceRecord | null, now: number): Map<string, Device> {
   return new Map(Object.entries(record?.tokens ?? {}).filter(([, device]) => now - device.updated_at < STALE_AFTER_MS));
 }
 
-/** The record's releases that a registration they cover could still be fresh after. */
-function freshReleases(record: DeviceRecord | null, now: number): Map<string, number> {
-  return new Map(Object.entries(record?.released ?? {}).filter(([, upTo]) => now - upTo < STALE_AFTER_MS));
+/**
+ * The record's releases younger than `keptForMs` at `now`, the newest MAX_RELEASES of them (which
+ * also trims a record grown past it by a version that kept more). By default those not stale yet: a
+ * rule that adds no release is not told how long an add can take to land, and leaves what
+ * `releaseDevice` kept (which drops the others).
+ */
+function freshReleases(record: DeviceRecord | null, now: number, keptForMs: number = STALE_AFTER_MS): Map<string, number> {
+  return newest(new Map(Object.entries(record?.released ?? {}).filter(([, upTo]) => now - upTo < keptForMs)));
+}
+
+/** The newest MAX_RELEASES of `released` (by time, then by hash so that the choice is the same on every instance). */
+function newest(released: ReadonlyMap<string, number>): Map<string, number> {
+  const byAge = [...released].sort(([hashA, a], [hashB, b]) => b - a || (hashA < hashB ? -1 : 1));
+  return new Map(byAge.slice(0, MAX_RELEASES));
 }
 
 /** Whether the token of `hash` was released from the user as of `at` or later. */
@@ -234,11 +258,22 @@ function changed(record: DeviceRecord | null, tokens: ReadonlyMap<string, Device
  */
 function withTokens(record: DeviceRecord | null, tokens: ReadonlyMap<string, Device>, released: ReadonlyMap<string, number>): DeviceRecord {
   const { tokens: previous, released: previouslyReleased, oldest_at, ...rest } = record ?? {};
-  const times = [...[...tokens.values()].map((device) => device.updated_at), ...released.values()];
+  const oldest = earliest([...[...tokens.values()].map((device) => device.updated_at), ...released.values()]);
   return {
     ...rest,
     ...(tokens.size === 0 ? {} : { tokens: Object.fromEntries(tokens) }),
     ...(released.size === 0 ? {} : { released: Object.fromEntries(released) }),
-    ...(times.length === 0 ? {} : { oldest_at: Math.min(...times) }),
+    ...(oldest === undefined ? {} : { oldest_at: oldest }),
   };
+}
+
+/**
+ * The earliest of `times`, undefined with none. A loop, not `Math.min(...times)`: a spread passes
+ * each time as an argument, and past about 125,000 of them (V8, Node 24) the call throws RangeError
+ * (Maximum call stack size exceeded), which failed every change of a record holding that many.
+ */
+function earliest(times: readonly number[]): number | undefined {
+  let least: number | undefined;
+  for (const time of times) if (least === undefined || time < least) least = time;
+  return least;
 }

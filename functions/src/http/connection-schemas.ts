@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { MAX_CURSOR_CHARS } from "./cursor-codec";
+import { DEVICE_TOKEN_MAX_CHARS } from "./message-body";
 import { stringField, userIdField } from "./request-schemas";
 
 /**
@@ -21,7 +22,7 @@ function pageSize(fallback: number, max: number) {
 }
 
 /** An FCM registration token: visible ASCII, as FCM issues them (stored by its hash, sent only to FCM). */
-const deviceToken = stringField().regex(/^[\x21-\x7e]{1,4096}$/, "must be 1 to 4096 visible ASCII characters");
+const deviceToken = stringField().regex(new RegExp(`^[\\x21-\\x7e]{1,${DEVICE_TOKEN_MAX_CHARS}}$`), `must be 1 to ${DEVICE_TOKEN_MAX_CHARS} visible ASCII characters`);
 
 export function connectionBodies(maxMessageChars: number) {
   return {

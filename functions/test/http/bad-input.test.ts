@@ -6,7 +6,7 @@ import type { Request } from "firebase-functions/v2/https";
 import { cloudHandler } from "../../src/http/cloud-adapter";
 import { createSession, ROUTES, startHarness, type Answer, type Harness } from "../support/http-harness";
 
-const MAX_BODY_BYTES = 4096;
+const MAX_BODY_BYTES = 10_240;
 const MAX_MESSAGE_CHARS = 200;
 
 interface Case {

@@ -1,11 +1,16 @@
 import { randomUUID } from "node:crypto";
+import { ConfigError } from "../../src/config";
+import { MAX_DEVICES, MAX_RELEASES, tokenHash } from "../../src/connections/device-rules";
+import { DEVICE_TOKEN_MAX_CHARS, LARGEST_DEVICE_BODY_BYTES } from "../../src/http/message-body";
 import { silentLog } from "../../src/log/log";
+import { userKey } from "../../src/session/ledger/limits";
 import { createOfflineSender, type OfflineSender } from "../../src/notify/offline-sender";
 import { ApiUser, connectionOf, HOSTING_ROUTES, ROUTE_FORMS } from "../support/connection-api";
 import { StoreUnavailableError } from "../../src/store/errors";
 import type { ConnectionAdapter } from "../../src/store/connection-erasure-store";
 import { FaultyStore, type Fault } from "../support/faulty-store";
 import { describeEachStore, startHarness, type Answer, type Harness } from "../support/http-harness";
+import { serveCallables, type CallableServer } from "../support/callable-server";
 
 const FORBIDDEN = { success: false, error: { code: "FORBIDDEN", message: "Not allowed for the signed-in user" } };
 
@@ -517,5 +522,106 @@ describeEachStore("connection limits: one request an hour", (kind) => {
     const again = await ann.ask(ben.id);
     expect([again.status, again.body.error?.code]).toEqual([429, "CONNECTION_REQUEST_LIMIT"]);
     expect(connectionOf(await ann.get(id))).toMatchObject({ status: "declined" });
+  });
+});
+
+/**
+ * A user's devices record (`userDevices/{userKey}`) is read whole for each message they send or
+ * receive, and rewritten whole by each registration: what it keeps of the tokens taken from them
+ * (`released`) stays bounded, however many tokens one account registers and unregisters, and
+ * nothing rate-limits registrations.
+ */
+describeEachStore("a user's devices record under registrations and unregistrations", (kind) => {
+  let harness: Harness;
+  /** Moved on by a test: each cycle two minutes after the one before, past a request's lifetime. */
+  let offset = 0;
+  beforeAll(async () => {
+    // A clock that moves on at each reading too: releases one after another never tie on their time.
+    let last = 0;
+    harness = await startHarness({ store: kind, clock: () => (last = Math.max(Date.now() + offset, last + 1)) });
+  });
+  afterAll(async () => harness.close());
+
+  const devicesOf = async (user: ApiUser) => {
+    const record = await harness.api.connectionStore.readDevices(userKey(user.id));
+    return { tokens: Object.keys(record?.tokens ?? {}), released: Object.keys(record?.released ?? {}).sort() };
+  };
+
+  it("keeps, of 60 tokens each registered and unregistered two minutes after the one before, the last one's removal alone", async () => {
+    const mallory = new ApiUser(`mallory-${randomUUID().slice(0, 8)}`, harness.api, HOSTING_ROUTES);
+    let token = "";
+    for (let cycle = 0; cycle < 3 * MAX_DEVICES; cycle += 1) {
+      token = `token-${cycle}-${randomUUID()}`;
+      expect((await mallory.register(token)).body).toEqual({ success: true, devices: 1 });
+      expect((await mallory.unregister(token)).body).toEqual({ success: true, removed: true, devices: 0 });
+      offset += 120_000;
+    }
+    // An add of the earlier ones can no longer land: their removals refuse nothing, and are gone.
+    expect(await devicesOf(mallory)).toEqual({ tokens: [], released: [tokenHash(token)] });
+  });
+
+  it("keeps at most MAX_RELEASES removals, the newest, of tokens registered and unregistered within a request's lifetime", async () => {
+    const mallory = new ApiUser(`mallory-${randomUUID().slice(0, 8)}`, harness.api, HOSTING_ROUTES);
+    const tokens = Array.from({ length: MAX_RELEASES + 5 }, (_, cycle) => `token-${cycle}-${randomUUID()}`);
+    for (const token of tokens) {
+      expect((await mallory.register(token)).body).toEqual({ success: true, devices: 1 });
+      expect((await mallory.unregister(token)).body).toEqual({ success: true, removed: true, devices: 0 });
+    }
+    expect(await devicesOf(mallory)).toEqual({ tokens: [], released: tokens.slice(5).map(tokenHash).sort() });
+  });
+});
+
+/**
+ * The device routes take a token of up to DEVICE_TOKEN_MAX_CHARS visible ASCII characters, and an
+ * instance starts with no MAX_BODY_BYTES below the largest body such a registration can travel in
+ * (LARGEST_DEVICE_BODY_BYTES, whatever MAX_MESSAGE_CHARS): a registration the routes accept is
+ * never answered 413 for its size.
+ */
+describe("a device registration at the least MAX_BODY_BYTES an instance starts with", () => {
+  let harness: Harness;
+  let callables: CallableServer;
+  beforeAll(async () => {
+    harness = await startHarness({ store: "memory", env: { MAX_BODY_BYTES: String(LARGEST_DEVICE_BODY_BYTES), MAX_MESSAGE_CHARS: "300" } });
+    callables = await serveCallables(harness.api.runtime);
+  });
+  afterAll(async () => {
+    await callables.close();
+    await harness.close();
+  });
+
+  // 128 characters as zod counts them (code points), 256 UTF-16 units.
+  const userId = "\u{1F600}".repeat(128);
+  /** JSON as an ASCII-only encoder writes it (Python's json.dumps by default): every non-ASCII UTF-16 unit as \uXXXX. */
+  const asciiOnly = (value: unknown) => JSON.stringify(value).replace(/[\u0080-\uffff]/g, (unit) => `\\u${unit.charCodeAt(0).toString(16).padStart(4, "0")}`);
+
+  it("is refused at start one byte below it, naming the device registration that needs the room", async () => {
+    // An instance that starts all the same is closed again, so the failure leaves nothing running.
+    const refusal = await startHarness({ store: "memory", env: { MAX_BODY_BYTES: String(LARGEST_DEVICE_BODY_BYTES - 1), MAX_MESSAGE_CHARS: "300" } }).then(
+      async (started) => {
+        await started.close();
+        return "started";
+      },
+      (error: unknown) => error,
+    );
+    expect(refusal).toBeInstanceOf(ConfigError);
+    expect(String(refusal)).toContain(`${LARGEST_DEVICE_BODY_BYTES} is the largest body a device registration can need`);
+  });
+
+  it("registers and unregisters a token of the longest length, each character escaped, for a user whose id is 128 emoji", async () => {
+    const token = '"'.repeat(DEVICE_TOKEN_MAX_CHARS);
+    const body = asciiOnly({ user_id: userId, token, previews: false });
+    // The callable's body less its {"data":...} wrapping.
+    expect(Buffer.byteLength(body)).toBe(LARGEST_DEVICE_BODY_BYTES - '{"data":}'.length);
+    const registered = await harness.api.call("POST", HOSTING_ROUTES.devices, body, { "content-type": "application/json" });
+    expect({ status: registered.status, body: registered.body }).toEqual({ status: 200, body: { success: true, devices: 1 } });
+    const unregistered = await harness.api.call("DELETE", HOSTING_ROUTES.devices, asciiOnly({ user_id: userId, token }), { "content-type": "application/json" });
+    expect({ status: unregistered.status, body: unregistered.body }).toEqual({ status: 200, body: { success: true, removed: true, devices: 0 } });
+  });
+
+  it("registers one through the callable, whose body is then LARGEST_DEVICE_BODY_BYTES exactly", async () => {
+    const body = asciiOnly({ data: { user_id: userId, token: "\\".repeat(DEVICE_TOKEN_MAX_CHARS), previews: false } });
+    expect(Buffer.byteLength(body)).toBe(LARGEST_DEVICE_BODY_BYTES);
+    const answer = await fetch(`http://127.0.0.1:${callables.port}/demo-chatify/us-central1/chat-registerDevice`, { method: "POST", headers: { "content-type": "application/json" }, body });
+    expect({ status: answer.status, body: await answer.json() }).toEqual({ status: 200, body: { result: { success: true, devices: 1 } } });
   });
 });

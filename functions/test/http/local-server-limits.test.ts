@@ -7,7 +7,7 @@ import { CONNECTION_LIMITS, createLocalServer, type ConnectionLimits } from "../
 import { hostingRewrites, localSite } from "../../src/local/project-files";
 import { call, createSession, ROUTES, startHarness, type Harness } from "../support/http-harness";
 
-const MAX_BODY_BYTES = 4096;
+const MAX_BODY_BYTES = 10_240;
 const MiB = 1024 * 1024;
 /** Node's own defaults, which the limits must beat for these tests to mean anything. */
 const NODE_KEEP_ALIVE_MS = 5_000;

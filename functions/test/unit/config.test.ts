@@ -1,5 +1,6 @@
 import { ConfigError, DECLARED_PARAMS, resolveConfig, type Config } from "../../src/config";
 import { connectionBodies } from "../../src/http/connection-schemas";
+import { DEVICE_TOKEN_MAX_CHARS, LARGEST_DEVICE_BODY_BYTES } from "../../src/http/message-body";
 import { corsHeaders } from "../../src/http/cors";
 import { idempotencyKeyOf } from "../../src/http/endpoint-parts";
 
@@ -101,7 +102,7 @@ describe("resolveConfig overrides", () => {
       OPENAI_MAX_RETRY_WAIT_MS: "1500",
       CONTEXT_WINDOW_MESSAGES: "0",
       MAX_MESSAGE_CHARS: "123",
-      MAX_BODY_BYTES: "4096",
+      MAX_BODY_BYTES: "12288",
       CORS_ORIGINS: "https://app.example.com",
       DB_TIMEOUT_MS: "750",
       SESSION_IDLE_TTL_MINUTES: "90",
@@ -137,7 +138,7 @@ describe("resolveConfig overrides", () => {
       openai: { apiKey: "sk-test", baseUrl: "http://localhost:8080/v1", timeoutMs: 2500, maxRetries: 3, maxRetryWaitMs: 1500 },
       contextWindowMessages: 0,
       maxMessageChars: 123,
-      maxBodyBytes: 4096,
+      maxBodyBytes: 12288,
       corsOrigins: ["https://app.example.com"],
       dbTimeoutMs: 750,
       sessionIdleTtlMs: 90 * 60_000,
@@ -398,7 +399,7 @@ describe("resolveConfig MAX_MESSAGE_CHARS and MAX_BODY_BYTES", () => {
     expect(resolveConfig({ MAX_MESSAGE_CHARS: "40000", MAX_BODY_BYTES: "242158" })).toMatchObject({ maxMessageChars: 40_000, maxBodyBytes: 242_158 });
   });
 
-  it.each([400, 4000, 100_000])("asks of MAX_BODY_BYTES, for MAX_MESSAGE_CHARS %i, the bytes of the largest body such a message can travel in, and no more", (chars) => {
+  it.each([2000, 4000, 100_000])("asks of MAX_BODY_BYTES, for MAX_MESSAGE_CHARS %i, the bytes of the largest body such a message can travel in, and no more", (chars) => {
     const { json, data } = largestBody(chars);
     // The body is one the service accepts: each field at its longest, the message at MAX_MESSAGE_CHARS.
     expect(connectionBodies(chars).message.safeParse({ user_id: data.user_id, message: data.message }).success).toBe(true);
@@ -412,5 +413,28 @@ describe("resolveConfig MAX_MESSAGE_CHARS and MAX_BODY_BYTES", () => {
     expect(resolveConfig({}).maxMessageChars).toBe(4000);
     expect(resolveConfig({ MAX_MESSAGE_CHARS: "5101" }).maxBodyBytes).toBe(32_768);
     expect(configError({ MAX_MESSAGE_CHARS: "5102" }).message).toMatch(/^MAX_BODY_BYTES \(32768\) is too small for MAX_MESSAGE_CHARS \(5102\)/);
+  });
+
+  /**
+   * A device registration's body does not grow with MAX_MESSAGE_CHARS: its largest is the callable's,
+   * the token at its longest (each character `\"` or `\\`), the user id of 128 emoji written
+   * ASCII-only, `previews: false`.
+   */
+  it("asks of MAX_BODY_BYTES, whatever MAX_MESSAGE_CHARS, the bytes of the largest body a device registration can travel in, naming it when refused", () => {
+    const data = { user_id: "\u{1F600}".repeat(128), token: '"\\'.repeat(DEVICE_TOKEN_MAX_CHARS / 2), previews: false };
+    const json = JSON.stringify({ data }).replace(/[\u0080-\uffff]/g, (unit) => `\\u${unit.charCodeAt(0).toString(16).padStart(4, "0")}`);
+    // The body is one the service accepts: the token and the user id at their longest.
+    expect(connectionBodies(1).device.safeParse(data).success).toBe(true);
+    expect(connectionBodies(1).device.safeParse({ ...data, token: `${data.token}x` }).success).toBe(false);
+    const bytes = Buffer.byteLength(json);
+    expect(bytes).toBe(LARGEST_DEVICE_BODY_BYTES);
+    // A message of one unit needs far less: the device body alone sets the least MAX_BODY_BYTES.
+    expect(resolveConfig({ MAX_MESSAGE_CHARS: "1", MAX_BODY_BYTES: String(bytes) }).maxBodyBytes).toBe(bytes);
+    expect(configError({ MAX_MESSAGE_CHARS: "1", MAX_BODY_BYTES: String(bytes - 1) }).message).toBe(
+      `MAX_BODY_BYTES must be an integer from ${bytes} to 10485760, got "${bytes - 1}": ${bytes} is the largest body a device registration can need ` +
+        "(a token of 4096 visible ASCII characters and a user_id of 128 characters, as JSON may escape them)",
+    );
+    // Where a message needs more, the message's check names the least value, as above.
+    expect(configError({ MAX_MESSAGE_CHARS: "2000", MAX_BODY_BYTES: String(bytes) }).message).toContain("raise MAX_BODY_BYTES to at least 14158,");
   });
 });

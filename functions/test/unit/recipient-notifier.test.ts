@@ -1,4 +1,4 @@
-import { registerDevice, removeDevices, liveTokens, MAX_DEVICES, STALE_AFTER_MS, tokenHash } from "../../src/connections/device-rules";
+import { registerDevice, releaseDevice, removeDevices, liveTokens, MAX_DEVICES, MAX_RELEASES, STALE_AFTER_MS, tokenHash } from "../../src/connections/device-rules";
 import { RecipientNotifier, type Audience } from "../../src/connections/recipient-notifier";
 import { returnRequest, takeRequest } from "../../src/connections/request-limit";
 import type { Log, LogFields } from "../../src/log/log";
@@ -7,6 +7,7 @@ import { PushSendError, type PushSender, type TokenResult } from "../../src/noti
 import { admitMessage } from "../../src/session/ledger/limits";
 import type { DeviceRecord } from "../../src/store/connection-records";
 import { MemoryConnectionStore } from "../../src/store/memory-connection-store";
+import { ADD_LANDS_WITHIN_MS } from "../support/connection-fixtures";
 
 const T = 1_700_000_000_000;
 
@@ -59,6 +60,63 @@ describe("a user's devices", () => {
     expect(off.previews).toBe(false);
     expect(registerDevice("h2", "token-2", T + 1, undefined)(off).next?.previews).toBe(false);
     expect(registerDevice("h2", "token-2", T + 1, true)(off).next?.previews).toBe(true);
+  });
+
+  /** A release of `hash` up to `upTo`, done at `now`, as an unregistration or another user's claim does it. */
+  const release = (record: DeviceRecord | null, hash: string, upTo: number, now = upTo) => releaseDevice(hash, upTo, now, ADD_LANDS_WITHIN_MS)(record);
+
+  it("keeps a release, refusing the user's late add up to it, only while such an add can still land", () => {
+    const held = register(null, 1, T).next!;
+    // Unregistered at T + 10: the token goes, and the removal is kept.
+    const unregistered = release(held, "h01", T + 10).next!;
+    expect(unregistered).toEqual({ released: { h01: T + 10 }, oldest_at: T + 10 });
+    // Their registration claimed before it, its add landing only now (answered 503, still on the way), adds nothing.
+    expect(registerDevice("h01", "token-1", T + 5, undefined)(unregistered).outcome).toEqual({ count: 0, removed: [] });
+    // Until a request's lifetime after it, the next release keeps it beside its own.
+    const within = release(unregistered, "h02", T + 10 + ADD_LANDS_WITHIN_MS - 1).next!;
+    expect(within.released).toEqual({ h01: T + 10, h02: T + 10 + ADD_LANDS_WITHIN_MS - 1 });
+    // From then on no add it refuses can land: the next release drops it.
+    const past = release(within, "h03", T + 10 + ADD_LANDS_WITHIN_MS).next!;
+    expect(past).toEqual({ released: { h02: T + 10 + ADD_LANDS_WITHIN_MS - 1, h03: T + 10 + ADD_LANDS_WITHIN_MS }, oldest_at: T + 10 + ADD_LANDS_WITHIN_MS - 1 });
+    // A release done after that time (the sweep's, a retry's) still takes the token, and keeps nothing.
+    const late = release(register(null, 4, T).next!, "h04", T, T + ADD_LANDS_WITHIN_MS);
+    expect(late).toEqual({ outcome: { count: 0, removed: ["h04"] }, next: {} });
+  });
+
+  it("keeps at most MAX_RELEASES releases, the newest, however many tokens a user unregisters within a request's lifetime", () => {
+    let record: DeviceRecord | null = null;
+    for (let i = 0; i < MAX_RELEASES + 5; i += 1) record = release(register(record, i, T + 2 * i).next!, `h${String(i).padStart(2, "0")}`, T + 2 * i + 1).next!;
+    const newest = Array.from({ length: MAX_RELEASES }, (_, k) => k + 5).map((i) => [`h${String(i).padStart(2, "0")}`, T + 2 * i + 1]);
+    expect(record).toEqual({ released: Object.fromEntries(newest), oldest_at: T + 11 });
+    // The newest still refuses a late add of its token.
+    expect(registerDevice(`h${MAX_RELEASES + 4}`, "late", T + 2 * (MAX_RELEASES + 4), undefined)(record).outcome.count).toBe(0);
+  });
+
+  /**
+   * A record as a version without MAX_RELEASES and the release's time bound left it: one release
+   * (60 days each) for every token its user registered and unregistered, `count` of them.
+   */
+  function grownRecord(count: number): DeviceRecord {
+    const released: Record<string, number> = {};
+    for (let i = 0; i < count; i += 1) released[`h${i}`] = T + i * 10;
+    return { released, oldest_at: T };
+  }
+
+  it("still registers, unregisters and removes on a record that kept 130,000 releases, keeping the newest MAX_RELEASES", () => {
+    const record = grownRecord(130_000);
+    const now = T + 2_000_000;
+    const hash = tokenHash("new-phone");
+    // The newest MAX_RELEASES of the record, and their earliest time.
+    const newest = Object.fromEntries(Array.from({ length: MAX_RELEASES }, (_, k) => 130_000 - MAX_RELEASES + k).map((i) => [`h${i}`, T + i * 10]));
+    const newestAt = T + (130_000 - MAX_RELEASES) * 10;
+    // Past about 125,000 entries a spread into Math.min threw RangeError: every change of this user's devices failed.
+    expect(registerDevice(hash, "new-phone", now, undefined)(record)).toEqual({
+      outcome: { count: 1, removed: [] },
+      next: { tokens: { [hash]: { token: "new-phone", updated_at: now } }, released: newest, oldest_at: newestAt },
+    });
+    expect(removeDevices([], now)(record)).toEqual({ outcome: { count: 0, removed: [] }, next: { released: newest, oldest_at: newestAt } });
+    // An unregistration keeps its own release; the others are older than a request's lifetime.
+    expect(releaseDevice(hash, now, now, ADD_LANDS_WITHIN_MS)(record)).toEqual({ outcome: { count: 0, removed: [] }, next: { released: { [hash]: now }, oldest_at: now } });
   });
 });
 
