@@ -1,11 +1,12 @@
 import type { Response } from "express";
 import { onInit } from "firebase-functions/v2/core";
-import { HttpsError, onCall, onRequest, type CallableRequest, type CallableResponse, type Request } from "firebase-functions/v2/https";
+import { HttpsError, onRequest, type CallableRequest, type CallableResponse, type Request } from "firebase-functions/v2/https";
 import { onUserDeleted } from "firebase-functions/v2/identity";
 import { setGlobalOptions } from "firebase-functions/v2/options";
 import { onSchedule } from "firebase-functions/v2/scheduler";
 import { callableOptions } from "./callable/callable-options";
 import type { CallableName } from "./callable/callable-operations";
+import { callableTrigger } from "./callable/callable-trigger";
 import { deployParams, eventTimeoutSeconds, FUNCTION_MEMORY, httpsOptions, MAINTENANCE_TIMEOUT_SECONDS } from "./function-options";
 import type { EndpointName } from "./http/endpoints";
 
@@ -34,27 +35,28 @@ const call = (name: CallableName) => async (request: CallableRequest<unknown>, r
   (await app()).callables[name](request, response, HttpsError);
 
 // The same operations as callable functions for the Functions client SDK, deployed as
-// chat-createSession, chat-sendMessage, ... (callable/callable-operations.ts).
+// chat-createSession, chat-sendMessage, ... (callable/callable-operations.ts). Each is onCall's
+// own, refusing data firebase-functions cannot decode (callable/callable-trigger.ts).
 export const chat = {
-  createSession: onCall(callableOptions("session"), call("createSession")),
-  sendMessage: onCall(callableOptions("message"), call("sendMessage")),
-  endSession: onCall(callableOptions("session"), call("endSession")),
-  listSessions: onCall(callableOptions("session"), call("listSessions")),
-  getSession: onCall(callableOptions("session"), call("getSession")),
-  exportUserData: onCall(callableOptions("session"), call("exportUserData")),
-  eraseUserData: onCall(callableOptions("session"), call("eraseUserData")),
-  requestConnection: onCall(callableOptions("session"), call("requestConnection")),
-  listConnections: onCall(callableOptions("session"), call("listConnections")),
-  getConnection: onCall(callableOptions("session"), call("getConnection")),
-  endConnection: onCall(callableOptions("session"), call("endConnection")),
-  acceptConnection: onCall(callableOptions("session"), call("acceptConnection")),
-  declineConnection: onCall(callableOptions("session"), call("declineConnection")),
-  blockConnection: onCall(callableOptions("session"), call("blockConnection")),
-  unblockConnection: onCall(callableOptions("session"), call("unblockConnection")),
-  sendConnectionMessage: onCall(callableOptions("moderated"), call("sendConnectionMessage")),
-  listConnectionMessages: onCall(callableOptions("session"), call("listConnectionMessages")),
-  registerDevice: onCall(callableOptions("session"), call("registerDevice")),
-  unregisterDevice: onCall(callableOptions("session"), call("unregisterDevice")),
+  createSession: callableTrigger(callableOptions("session"), call("createSession")),
+  sendMessage: callableTrigger(callableOptions("message"), call("sendMessage")),
+  endSession: callableTrigger(callableOptions("session"), call("endSession")),
+  listSessions: callableTrigger(callableOptions("session"), call("listSessions")),
+  getSession: callableTrigger(callableOptions("session"), call("getSession")),
+  exportUserData: callableTrigger(callableOptions("session"), call("exportUserData")),
+  eraseUserData: callableTrigger(callableOptions("session"), call("eraseUserData")),
+  requestConnection: callableTrigger(callableOptions("session"), call("requestConnection")),
+  listConnections: callableTrigger(callableOptions("session"), call("listConnections")),
+  getConnection: callableTrigger(callableOptions("session"), call("getConnection")),
+  endConnection: callableTrigger(callableOptions("session"), call("endConnection")),
+  acceptConnection: callableTrigger(callableOptions("session"), call("acceptConnection")),
+  declineConnection: callableTrigger(callableOptions("session"), call("declineConnection")),
+  blockConnection: callableTrigger(callableOptions("session"), call("blockConnection")),
+  unblockConnection: callableTrigger(callableOptions("session"), call("unblockConnection")),
+  sendConnectionMessage: callableTrigger(callableOptions("moderated"), call("sendConnectionMessage")),
+  listConnectionMessages: callableTrigger(callableOptions("session"), call("listConnectionMessages")),
+  registerDevice: callableTrigger(callableOptions("session"), call("registerDevice")),
+  unregisterDevice: callableTrigger(callableOptions("session"), call("unregisterDevice")),
 };
 
 // Connections between users (docs/connections.md): one function per Hosting path, serving every method of it.

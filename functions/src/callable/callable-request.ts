@@ -2,14 +2,13 @@ import { z } from "zod";
 import { HttpError, type FieldIssue } from "../http/http-error";
 import type { HttpRequest } from "../http/http-types";
 import { parseBody } from "../http/request-schemas";
+import { DATA_FIELD, nestingRefusal } from "./callable-data";
 import type { CallableOperation } from "./callable-operations";
 
 /** What the platform knows of a call besides its data. */
 export interface CallMeta {
   readonly clientAddress?: string;
 }
-
-const DATA_FIELD = "(data)";
 
 /**
  * The data's fields that are not the body's: the path's, and the idempotency key. A path field
@@ -43,12 +42,16 @@ function routingSchema(operation: CallableOperation): ReturnType<typeof buildRou
  * The HTTP request a call stands for, as the boundary's adapters hand requests to the endpoints:
  * the path made of the data's path fields, the idempotency key as its header, and the rest of
  * the data as the JSON body (the endpoint's schema reads it, dropping what it does not know).
- * Data that is not an object, or path fields missing, are refused as a body would be (400).
+ * Data that is not an object, or path fields missing, are refused as a body would be (400); data
+ * nested past MAX_DATA_DEPTH too (callable-data.ts): JSON.stringify, which recurses, would
+ * overflow the stack on it below (a RangeError, answered `internal`).
  */
 export function callableRequest(operation: CallableOperation, data: unknown, meta: CallMeta): HttpRequest {
   if (data !== null && data !== undefined && (typeof data !== "object" || Array.isArray(data))) {
     throw new HttpError("INVALID_REQUEST", "The call's data must be an object", {}, [{ field: DATA_FIELD, message: "must be an object" }]);
   }
+  const tooDeep = nestingRefusal(data);
+  if (tooDeep) throw new HttpError("INVALID_REQUEST", tooDeep.message, {}, [tooDeep.issue]);
   const fields = presentFields(data);
   const routing = parseBody(routingSchema(operation), fields) as Record<string, string | undefined>;
   const rest = Object.entries(fields).filter(([field]) => field !== "idempotency_key" && !operation.pathFields.includes(field));

@@ -90,5 +90,13 @@ export function describeCallables(emulated: () => EmulatedProject): void {
       await expect(call(nobody, "createSession", { user_id: "someone", template_id: "socratic-tutor" })).rejects.toMatchObject({ code: "functions/unauthenticated", details: { code: "UNAUTHENTICATED" } });
       expect(emulated().project.output()).not.toContain("sk-e2e-secret");
     }, 60_000);
+
+    // The deployed triggers are onCall's functions behind the refusal of data firebase-functions cannot decode (callable-trigger.ts).
+    it("refuses data holding a typed value firebase-functions cannot decode with invalid-argument, where it failed internal", async () => {
+      const alice = await webApp(true);
+      await expect(call(alice, "createSession", { template_id: "friendly-assistant", extra: { "@type": "type.googleapis.com/example.Thing" } }))
+        .rejects.toMatchObject({ code: "functions/invalid-argument", details: { code: "INVALID_REQUEST", fields: [{ field: "(data)" }] } });
+      expect(emulated().project.output()).not.toContain("Unhandled error");
+    }, 60_000);
   });
 }

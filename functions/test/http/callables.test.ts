@@ -1,5 +1,6 @@
 import { FunctionsError, httpsCallable } from "firebase/functions";
 import { randomUUID } from "node:crypto";
+import { CallableFailure } from "../../src/callable/callable-errors";
 import { anyUsage } from "../support/any-usage";
 import { HOSTING_ROUTES } from "../support/connection-api";
 import { callableClient, serveCallables, type CallableClient, type CallableServer } from "../support/callable-server";
@@ -10,10 +11,16 @@ import { recordingLog, type Logged } from "../support/recording-log";
 import { recordingPartials } from "../support/recording-partials";
 
 // firebase-functions 7.4's onCall logs "Callable request verification passed" at debug level on
-// every call, through the console it captured when loaded: that one level is muted here.
+// every call, through the console it captured when loaded: that one level is muted here. Its
+// error-level lines are kept too (and still printed), for a test to show a call wrote none.
+const mockPlatformErrors: string[] = [];
 jest.mock("../../node_modules/firebase-functions/lib/logger/common.js", () => {
-  const actual = jest.requireActual<{ UNPATCHED_CONSOLE: Record<string, unknown> }>("../../node_modules/firebase-functions/lib/logger/common.js");
-  return { ...actual, UNPATCHED_CONSOLE: { ...actual.UNPATCHED_CONSOLE, debug: () => undefined } };
+  const actual = jest.requireActual<{ UNPATCHED_CONSOLE: Record<string, (line: string) => void> }>("../../node_modules/firebase-functions/lib/logger/common.js");
+  const error = (line: string) => {
+    mockPlatformErrors.push(line);
+    actual.UNPATCHED_CONSOLE.error?.(line);
+  };
+  return { ...actual, UNPATCHED_CONSOLE: { ...actual.UNPATCHED_CONSOLE, debug: () => undefined, error } };
 });
 
 type Body = Record<string, unknown>;
@@ -88,6 +95,7 @@ describeEachStore("callable functions through the Functions client SDK", (kind) 
     main.harness.fake.reset();
     partials.length = 0;
     logged.length = 0;
+    mockPlatformErrors.length = 0;
   });
 
   const created = async (userId = "user_callable") => String((await main.call("createSession", { user_id: userId, template_id: "friendly-assistant" })).session_id);
@@ -311,6 +319,122 @@ describeEachStore("callable functions through the Functions client SDK", (kind) 
       details: { code: "INVALID_REQUEST", fields: [{ field: "limit" }] },
     });
     expect(await failureOf(main.call("getSession", { user_id: "someone" }))).toMatchObject({ code: "functions/invalid-argument", details: { fields: [{ field: "session_id", message: "is required" }] } });
+  });
+
+  /** `{"a":{"a":...1...}}`, `depth` objects deep, as JSON text. */
+  const nested = (depth: number) => `${'{"a":'.repeat(depth)}1${"}".repeat(depth)}`;
+  const TOO_DEEP = { message: "The call's data is nested too deep", details: { code: "INVALID_REQUEST", fields: [{ field: "(data)", message: "must not nest more than 100 levels deep" }] } };
+  const TYPED = {
+    message: "The call's data holds a typed value that cannot be decoded",
+    details: { code: "INVALID_REQUEST", fields: [{ field: "(data)", message: 'must not hold an object with an "@type" key, but for an Int64Value or UInt64Value holding a number' }] },
+  };
+  const INT64 = "type.googleapis.com/google.protobuf.Int64Value";
+
+  /**
+   * Data nested deep well inside MAX_BODY_BYTES (5,000 objects: 25 KB of the default 32 KB). The
+   * HTTP routes parse such a body without recursion and answer it (an extra field dropped, a
+   * message of the wrong type named). The callables' boundary makes the data's fields the body
+   * again with JSON.stringify, which recurses (about 4,450 levels on Node 24's default stack).
+   * The data is handed over as onCall hands it to the handler, decoded: the trigger refuses
+   * such data itself, before the handler (the next describe).
+   */
+  describe("the callables' boundary given deeply nested data", () => {
+    const call = (name: "createSession" | "sendMessage", json: string) =>
+      main.harness.api.runtime.callables(name, { data: JSON.parse(json) as unknown, bodyBytes: Buffer.byteLength(`{"data":${json}}`), clientAddress: "127.0.0.1" });
+    const outcome = (promise: Promise<Body>) =>
+      promise.then(
+        (result) => ({ result }),
+        (error: unknown) => ({ failure: error instanceof CallableFailure ? { code: error.code, message: error.message, details: error.details } : String(error) }),
+      );
+    const refused = { failure: { code: "invalid-argument", ...TOO_DEEP } };
+    const failuresLogged = () => logged.filter((entry) => entry.level === "error");
+
+    it("refuses data nested past 100 levels with invalid-argument naming the data, logging no failure, where POST /session drops such an extra field", async () => {
+      const http = await main.harness.api.call("POST", ROUTES.create, `{"user_id":"user_deep_http","template_id":"friendly-assistant","x":${nested(5_000)}}`);
+      expect(http.status).toBe(201);
+      const create = (extra: string) => call("createSession", `{"user_id":"user_deep","template_id":"friendly-assistant","x":${extra}}`);
+      expect(await outcome(create(nested(5_000)))).toEqual(refused);
+      expect(await outcome(create(nested(100)))).toEqual(refused);
+      // 100 levels, the data's own object the first: taken, the field dropped as over HTTP.
+      expect(await outcome(create(nested(99)))).toEqual({ result: expect.objectContaining({ success: true, user_id: "user_deep", template_id: "friendly-assistant" }) });
+      expect(failuresLogged()).toEqual([]);
+    });
+
+    it("refuses a message that is an object nested 5,000 deep with invalid-argument, as the HTTP route answers 400 INVALID_REQUEST, calling no model and logging no failure", async () => {
+      const id = await created("user_deep_message");
+      const http = await main.harness.api.call("POST", ROUTES.message(id), `{"message":${nested(5_000)}}`);
+      expect({ status: http.status, code: http.body.error?.code }).toEqual({ status: 400, code: "INVALID_REQUEST" });
+      expect(await outcome(call("sendMessage", `{"session_id":"${id}","message":${nested(5_000)}}`))).toEqual(refused);
+      expect(main.harness.fake.requests).toHaveLength(0);
+      expect(failuresLogged()).toEqual([]);
+    });
+  });
+
+  /**
+   * Data firebase-functions 7.4's onCall cannot decode: its `decode`, run on the data before the
+   * handler, throws on an `@type` key it does not know and recurses. The Functions client SDK
+   * sends `@type` keys as they are; the depth is sent raw (the SDK's own encoder recurses too).
+   * The HTTP routes drop such a field (201).
+   */
+  describe("data firebase-functions cannot decode", () => {
+    const ORIGIN = "https://app.example";
+    async function rawCall(name: string, data: string, port = main.server.port): Promise<{ status: number; allowedOrigin: string | null; body: unknown }> {
+      const response = await fetch(`http://127.0.0.1:${port}/demo-chatify/us-central1/chat-${name}`, {
+        method: "POST",
+        headers: { "content-type": "application/json", origin: ORIGIN },
+        body: `{"data":${data}}`,
+      });
+      return { status: response.status, allowedOrigin: response.headers.get("access-control-allow-origin"), body: await response.json() };
+    }
+
+    it.each([
+      ["an object with an @type key", `{"@type":"type.googleapis.com/example.Thing","name":"x"}`, TYPED],
+      ["an Int64Value that is not a number", `{"@type":"${INT64}","value":"many"}`, TYPED],
+      ["an Int64Value whose value cannot be made text", `{"@type":"${INT64}","value":{"toString":1}}`, TYPED],
+      ["an array holding an object with an @type key", `[1,{"@type":"type.googleapis.com/example.Thing"}]`, TYPED],
+      ["arrays nested 5,000 deep (10 KB)", `${"[".repeat(5_000)}${"]".repeat(5_000)}`, TOO_DEEP],
+    ])("refuses an extra field holding %s with onCall's own invalid-argument answer naming the data, running no handler and logging no error", async (_what, extra, error) => {
+      const body = `{"user_id":"user_undecodable","template_id":"friendly-assistant","extra":${extra}}`;
+      expect((await main.harness.api.call("POST", ROUTES.create, body)).status).toBe(201);
+      logged.length = 0;
+      // With the CORS headers of any answer of onCall's, for a page to read it.
+      expect(await rawCall("createSession", body)).toEqual({ status: 400, allowedOrigin: ORIGIN, body: { error: { status: "INVALID_ARGUMENT", ...error } } });
+      expect({ handled: logged.filter((entry) => entry.message === "request"), platformErrors: mockPlatformErrors }).toEqual({ handled: [], platformErrors: [] });
+    });
+
+    it("checks the call's tokens first, as for any data: without the App Check token REQUIRE_APP_CHECK asks for, unauthenticated", async () => {
+      const enforcing = await serveCallables(main.harness.api.runtime, { REQUIRE_APP_CHECK: "true" });
+      try {
+        const answer = await rawCall("createSession", `{"user_id":"u","template_id":"friendly-assistant","extra":{"@type":"type.googleapis.com/example.Thing"}}`, enforcing.port);
+        expect(answer).toMatchObject({ status: 401, body: { error: { status: "UNAUTHENTICATED" } } });
+      } finally {
+        await enforcing.close();
+      }
+    });
+
+    it("refuses a typed value from a Functions client with invalid-argument, on a plain call and at both ends of a stream, calling no model", async () => {
+      const thing = { "@type": "type.googleapis.com/example.Thing" };
+      const typed = { code: "functions/invalid-argument", ...TYPED };
+      expect(await failureOf(main.call("createSession", { user_id: "user_typed", template_id: "friendly-assistant", extra: thing }))).toEqual(typed);
+      const id = await created("user_typed");
+      const { stream, data } = await sendMessage().stream({ session_id: id, message: "Hi", extra: thing });
+      const dataFailure = failureOf(data);
+      const received: string[] = [];
+      const streamFailure = await failureOf((async () => {
+        for await (const chunk of stream) received.push(chunk.text);
+      })());
+      expect({ received, streamFailure, dataFailure: await dataFailure }).toEqual({ received: [], streamFailure: typed, dataFailure: typed });
+      expect(main.harness.fake.requests).toHaveLength(0);
+      expect(mockPlatformErrors).toEqual([]);
+    });
+
+    it("hands data firebase-functions decodes to the handler as decoded: an Int64Value of a number is that number", async () => {
+      const user = `user_int64_${kind}`;
+      await created(user);
+      const newest = await created(user);
+      const page = await main.call("listSessions", { user_id: user, limit: { "@type": INT64, value: "1" } });
+      expect((page.sessions as Body[]).map((entry) => entry.session_id)).toEqual([newest]);
+    });
   });
 
   describe("with limits, ID tokens required, or moderation", () => {

@@ -5,9 +5,9 @@ import express from "express";
 import { deleteApp, initializeApp, type FirebaseApp } from "firebase/app";
 import { CustomProvider, initializeAppCheck } from "firebase/app-check";
 import { connectFunctionsEmulator, getFunctions, type Functions } from "firebase/functions";
-import { onCall } from "firebase-functions/v2/https";
 import { callableOptions } from "../../src/callable/callable-options";
 import { CALLABLE_GROUP, CALLABLES, type CallableName } from "../../src/callable/callable-operations";
+import { callableTrigger } from "../../src/callable/callable-trigger";
 import { callableHandler } from "../../src/callable/cloud-callable";
 import type { Instance } from "../../src/runtime/instance";
 
@@ -21,17 +21,18 @@ export interface CallableServer {
 
 /**
  * An instance's callables behind firebase-functions' own `onCall` wrapper (token checks, the
- * callable protocol, streaming, heartbeats), on express as the Functions framework serves them:
- * the body parsed as JSON with its raw bytes kept, up to the platform's 10 MB. Each at the path
- * the client SDK calls on an emulator (`/{project}/{region}/chat-{name}`), so a real
- * `firebase/functions` client reaches it through `connectFunctionsEmulator`. `env` is what the
- * triggers would read at load (REQUIRE_APP_CHECK, CORS_ORIGINS...).
+ * callable protocol, streaming, heartbeats), made as index.ts makes them (callableTrigger), on
+ * express as the Functions framework serves them: the body parsed as JSON with its raw bytes
+ * kept, up to the platform's 10 MB. Each at the path the client SDK calls on an emulator
+ * (`/{project}/{region}/chat-{name}`), so a real `firebase/functions` client reaches it through
+ * `connectFunctionsEmulator`. `env` is what the triggers would read at load (REQUIRE_APP_CHECK,
+ * CORS_ORIGINS...).
  */
 export async function serveCallables(instance: Instance, env: Readonly<Record<string, string>> = {}): Promise<CallableServer> {
   const app = express();
   const body = express.json({ limit: "10mb", verify: (request, _response, raw) => { Object.assign(request, { rawBody: raw }); } });
   for (const name of Object.keys(CALLABLES) as CallableName[]) {
-    const trigger = onCall(callableOptions(CALLABLES[name].role, env), callableHandler(name, () => Promise.resolve(instance.callables)));
+    const trigger = callableTrigger(callableOptions(CALLABLES[name].role, env), callableHandler(name, () => Promise.resolve(instance.callables)));
     app.all(`/${PROJECT_ID}/${REGION}/${CALLABLE_GROUP}-${name}`, body, (request, response) => {
       void trigger(Object.assign(request, { rawBody: Buffer.isBuffer((request as { rawBody?: unknown }).rawBody) ? (request as unknown as { rawBody: Buffer }).rawBody : Buffer.alloc(0) }), response);
     });

@@ -1,6 +1,7 @@
-import { HttpsError } from "firebase-functions/v2/https";
+import { HttpsError, onCall } from "firebase-functions/v2/https";
 import { callableOptions } from "../../src/callable/callable-options";
 import { CallableFailure, callableFailure, CODE_OF_ERROR, CODE_OF_STATUS } from "../../src/callable/callable-errors";
+import { callableTrigger } from "../../src/callable/callable-trigger";
 import { callableHandler } from "../../src/callable/cloud-callable";
 import { ERROR_CODES, type ErrorCode } from "../../src/http/error-codes";
 
@@ -96,5 +97,20 @@ describe("callableHandler", () => {
     expect(error).toMatchObject({ code: "internal", message: "Internal error", details: { code: "INTERNAL" } });
     // Without one, firebase-functions' own.
     expect(await handler(request, undefined).catch((caught: unknown) => caught)).toBeInstanceOf(HttpsError);
+  });
+});
+
+describe("callableTrigger", () => {
+  const handler = () => Promise.resolve({ handled: true });
+
+  it("is onCall's own function in everything firebase-functions sets on it for the CLI, the emulator and tests", async () => {
+    const options = callableOptions("message", {});
+    const plain = onCall(options, handler);
+    const trigger = callableTrigger(options, handler);
+    expect(typeof trigger).toBe("function");
+    expect(Reflect.ownKeys(trigger)).toEqual(Reflect.ownKeys(plain));
+    expect({ endpoint: trigger.__endpoint, trigger: trigger.__trigger, length: trigger.length }).toEqual({ endpoint: plain.__endpoint, trigger: plain.__trigger, length: plain.length });
+    const request = { data: { any: "data" }, rawRequest: {} } as unknown as Parameters<typeof trigger.run>[0];
+    expect(await trigger.run(request)).toEqual({ handled: true });
   });
 });
