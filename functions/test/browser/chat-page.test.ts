@@ -1,5 +1,3 @@
-import { createServer, request as httpRequest, type IncomingHttpHeaders, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Page, Request } from "playwright-core";
@@ -525,94 +523,6 @@ describeWithChromium("the chat page in Chromium, when an answer is cut on the wa
 });
 
 /**
- * A proxy in front of the local server, as the network between a phone and the site is. A planned
- * stall lets the answer's head and its first `delta` event through, then forwards nothing more while
- * keeping the connection open: the link went dead without a reset (a phone between cells, a NAT
- * that dropped its mapping), so the browser sees neither the server's heartbeats nor its end.
- */
-class StallingProxy {
-  private stall: RegExp | undefined;
-  /** Set once the server behind finished the stalled answer (it wrote its last event). */
-  serverFinished = false;
-  private onFinished: (() => void) | undefined;
-
-  /** Resolves once the server behind finished the stalled answer; rejects after `ms`. */
-  finished(ms: number): Promise<void> {
-    if (this.serverFinished) return Promise.resolve();
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => { reject(new Error("the server did not finish the stalled answer")); }, ms);
-      this.onFinished = () => {
-        clearTimeout(timer);
-        resolve();
-      };
-    });
-  }
-
-  private constructor(
-    private readonly server: Server,
-    private readonly target: URL,
-  ) {
-    server.on("request", (req, res) => {
-      const chunks: Buffer[] = [];
-      req.on("data", (chunk: Buffer) => chunks.push(chunk));
-      req.on("end", () => {
-        const stalled = this.stall !== undefined && req.method === "POST" && this.stall.test(req.url ?? "");
-        if (stalled) this.stall = undefined;
-        const headers: IncomingHttpHeaders = { ...req.headers, host: this.target.host };
-        const upstream = httpRequest({ host: this.target.hostname, port: this.target.port, method: req.method, path: req.url, headers }, (answer) => {
-          const passed = Object.fromEntries(
-            Object.entries(answer.headers).filter(([name]) => !["content-length", "transfer-encoding", "connection", "keep-alive"].includes(name)),
-          ) as Record<string, string | string[]>;
-          res.writeHead(answer.statusCode ?? 502, passed);
-          if (!stalled) {
-            answer.pipe(res);
-            return;
-          }
-          res.flushHeaders();
-          let seen = "";
-          let dead = false;
-          answer.on("data", (chunk: Buffer) => {
-            if (dead) return;
-            seen += chunk.toString("utf8");
-            const delta = seen.indexOf("event: delta");
-            const end = delta >= 0 ? seen.indexOf("\n\n", delta) : -1;
-            if (end < 0) return;
-            // The first delta arrives whole; then the link goes dead.
-            res.write(seen.slice(0, end + 2));
-            dead = true;
-          });
-          answer.on("end", () => {
-            this.serverFinished = true;
-            this.onFinished?.();
-          });
-        });
-        upstream.on("error", () => res.socket?.destroy());
-        upstream.end(Buffer.concat(chunks));
-      });
-    });
-  }
-
-  static async start(target: string): Promise<StallingProxy> {
-    const proxy = new StallingProxy(createServer(), new URL(target));
-    await new Promise<void>((resolve) => proxy.server.listen(0, "127.0.0.1", resolve));
-    return proxy;
-  }
-
-  get origin(): string {
-    return `http://127.0.0.1:${String((this.server.address() as AddressInfo).port)}`;
-  }
-
-  stallNext(path: RegExp): void {
-    this.stall = path;
-  }
-
-  async stop(): Promise<void> {
-    this.server.closeAllConnections();
-    await new Promise((resolve) => this.server.close(resolve));
-  }
-}
-
-/**
  * docs/api.md: "While the model is quiet, a comment line (`: keep-alive`) is sent at least every
  * 15 s, so that proxies and clients do not take the silence for a dead connection." A stream
  * silent for two of those periods (no event, no heartbeat) is a dead connection: the page takes it
@@ -621,13 +531,13 @@ class StallingProxy {
  */
 describeWithChromium("the chat page in Chromium, when the link goes dead mid-reply without a reset", () => {
   let harness: Harness;
-  let proxy: StallingProxy;
+  let proxy: CuttingProxy;
   let browser: LaunchedBrowser;
   let page: Page | undefined;
 
   beforeAll(async () => {
     harness = await startHarness({ store: "memory" });
-    proxy = await StallingProxy.start(harness.api.baseUrl);
+    proxy = await CuttingProxy.start(harness.api.baseUrl);
     browser = await launchChromium({ width: 390, height: 844 });
     await recordCspViolations(browser);
   }, 60_000);
@@ -646,12 +556,12 @@ describeWithChromium("the chat page in Chromium, when the link goes dead mid-rep
     await startSession(page, userId);
     const sessionId = (await page.getAttribute("#session", "data-session-id")) ?? "";
 
-    proxy.stallNext(/\/message$/);
+    proxy.stallNext("POST", /\/message$/);
     harness.fake.enqueue({ kind: "stream", chunks: ["The", " reply", " the", " server", " stored."], chunkDelayMs: 100 });
     await typeAndSend(page, "Are you there?");
     await page.waitForSelector("#log .assistant.streaming .text:text-is('The')");
     // The server wrote the whole reply, stored it, and ended its stream: none of it reached the page.
-    await proxy.finished(15_000);
+    await proxy.stalledAnswerFinished(15_000);
     const stored = await harness.api.call("GET", `${ROUTES.get(sessionId)}?user_id=${userId}`);
     expect(stored.body.session).toMatchObject({ message_count: 1 });
 

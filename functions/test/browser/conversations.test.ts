@@ -4,7 +4,7 @@ import { deleteApp } from "firebase/app";
 import type { Page, Route } from "playwright-core";
 import { describeWithChromium, launchChromium, type LaunchedBrowser } from "../support/chromium";
 import { lastUser } from "../support/fake-openai-server";
-import { createSession, describeEachStore, ROUTES, startHarness, type Harness } from "../support/http-harness";
+import { createSession, describeEachStore, ROUTES, startHarness, type Answer, type Harness } from "../support/http-harness";
 import { describeWithRtdb } from "../support/rtdb";
 import { SessionWatcher, webClient } from "../support/session-watcher";
 import { startSession, typeAndSend } from "../support/chat-page-steps";
@@ -479,6 +479,39 @@ describeWithChromium("your conversations and data on the chat page, in Chromium"
       await browser.close();
     });
 
+    /**
+     * A session whose reply another tab is writing slowly (its first partial written), and a page
+     * that opened the conversation and follows that reply: phase `watching`.
+     */
+    async function followingSlowReply(): Promise<{ userId: string; sessionId: string; slow: Promise<Answer>; page: Page }> {
+      harness.fake.reset();
+      const userId = `user_${randomUUID().slice(0, 8)}`;
+      const sessionId = await createSession(harness.api, "friendly-assistant", userId);
+      harness.fake.enqueue({ kind: "stream", chunks: SLOW_REPLY, chunkDelayMs: 300 });
+      const { app, database } = webClient(harness.namespace ?? "");
+      const watcher = new SessionWatcher(database, sessionId);
+      const slow = harness.api.call("POST", ROUTES.message(sessionId), { user_id: userId, message: "Take your time" });
+      try {
+        await watcher.until((seen) => seen.partials.length === 1);
+      } finally {
+        watcher.close();
+        await deleteApp(app);
+      }
+      const page = await browser.context.newPage();
+      try {
+        await open(page, harness);
+        await page.fill("#user", userId);
+        await page.dispatchEvent("#user", "change");
+        await page.click(`#conversation-list li button[data-session-id="${sessionId}"]`);
+        await page.waitForSelector("body[data-state=watching]");
+      } catch (error) {
+        await page.close();
+        await slow;
+        throw error;
+      }
+      return { userId, sessionId, slow, page };
+    }
+
     it("is picked up from its live partial when the conversation is resumed, and shown whole once stored", async () => {
       const userId = `user_${randomUUID().slice(0, 8)}`;
       const chunks = ["A", " reply", " that", " takes", " its", " time", " to", " be", " written,", " word", " by", " word."];
@@ -584,29 +617,8 @@ describeWithChromium("your conversations and data on the chat page, in Chromium"
     }, 90_000);
 
     it("goes back to the start form when the session of the reply it picked up no longer exists (erased from another tab: 404 SESSION_NOT_FOUND)", async () => {
-      harness.fake.reset();
-      const userId = `user_${randomUUID().slice(0, 8)}`;
-      const sessionId = await createSession(harness.api, "friendly-assistant", userId);
-      harness.fake.enqueue({ kind: "stream", chunks: SLOW_REPLY, chunkDelayMs: 300 });
-      // Another tab sends a message whose reply is written slowly.
-      const { app, database } = webClient(harness.namespace ?? "");
-      const watcher = new SessionWatcher(database, sessionId);
-      const slow = harness.api.call("POST", ROUTES.message(sessionId), { user_id: userId, message: "Take your time" });
+      const { userId, sessionId, slow, page } = await followingSlowReply();
       try {
-        await watcher.until((seen) => seen.partials.length === 1);
-      } finally {
-        watcher.close();
-        await deleteApp(app);
-      }
-      // This page opens the conversation and follows the reply being written.
-      const page = await browser.context.newPage();
-      try {
-        await open(page, harness);
-        await page.fill("#user", userId);
-        await page.dispatchEvent("#user", "change");
-        await page.click(`#conversation-list li button[data-session-id="${sessionId}"]`);
-        await page.waitForSelector("body[data-state=watching]");
-
         // The other tab erases the user's data meanwhile: the page's next read is answered 404.
         expect((await harness.api.call("DELETE", `${ROUTES.erase}?user_id=${userId}`)).status).toBe(200);
         await page.waitForSelector("#error:not([hidden])", { timeout: 20_000 });
@@ -636,28 +648,8 @@ describeWithChromium("your conversations and data on the chat page, in Chromium"
     }, 90_000);
 
     it("says the conversation has ended, and asks for nothing to be sent again in it, when its session is ended while the page follows its reply", async () => {
-      harness.fake.reset();
-      const userId = `user_${randomUUID().slice(0, 8)}`;
-      const sessionId = await createSession(harness.api, "friendly-assistant", userId);
-      harness.fake.enqueue({ kind: "stream", chunks: SLOW_REPLY, chunkDelayMs: 300 });
-      // Another tab sends a message whose reply is written slowly.
-      const { app, database } = webClient(harness.namespace ?? "");
-      const watcher = new SessionWatcher(database, sessionId);
-      const slow = harness.api.call("POST", ROUTES.message(sessionId), { user_id: userId, message: "Take your time" });
+      const { userId, sessionId, slow, page } = await followingSlowReply();
       try {
-        await watcher.until((seen) => seen.partials.length === 1);
-      } finally {
-        watcher.close();
-        await deleteApp(app);
-      }
-      const page = await browser.context.newPage();
-      try {
-        await open(page, harness);
-        await page.fill("#user", userId);
-        await page.dispatchEvent("#user", "change");
-        await page.click(`#conversation-list li button[data-session-id="${sessionId}"]`);
-        await page.waitForSelector("body[data-state=watching]");
-
         // The session is ended elsewhere: the message being answered stops, stores nothing, answers 410.
         expect((await harness.api.call("DELETE", `${ROUTES.end(sessionId)}?user_id=${userId}`)).status).toBe(200);
         expect((await slow).status).toBe(410);
