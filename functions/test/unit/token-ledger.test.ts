@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
-import { admitMessage, admitSession, refundMessage, releaseEnded, releaseSession, settleTokens, utcDay, type MessageAdmission, type TokenNeed, type UsagePolicy } from "../../src/session/ledger/limits";
+import { admitMessage, admitSession, refundMessage, releaseEnded, releaseSession, requestLifetimeMs, settleTokens, utcDay, type MessageAdmission, type Reservation, type TokenNeed, type UsagePolicy } from "../../src/session/ledger/limits";
+import { expiredIfIdle } from "../../src/session/session-rules";
 import { estimateMessageTokens, estimatePromptTokens, TOKENS_PER_MESSAGE } from "../../src/session/prompt/token-estimate";
 import { SUMMARY_CALL_TOKENS, SUMMARY_PROMPT_TOKENS } from "../../src/session/prompt/rolling-summary";
 import { isSummary } from "../support/summary-in";
@@ -344,6 +345,45 @@ describe("daily token ledger rules", () => {
     expect(apply(withA, alone, refundMessage(POLICY, "s1", admitted(alone(withA).outcome), false))?.sessions?.s1).toBe(NOON);
   });
 
+  it("an admission landing after another message's settlement keeps the count at that answer, and a give-back of its message leaves it there, whatever order they land in", () => {
+    const created = apply(null, admitSession("s1", NOON - 60_000, POLICY));
+    const a = admitMessage("s1", NOON, POLICY, NEED);
+    const ra = admitted(a(created).outcome);
+    const afterA = apply(created, a);
+    const settleA = settleTokens("s1", ra, landed(40, 0, true, NOON + 24_000));
+    const settled = apply(afterA, settleA);
+    expect(settled?.sessions?.s1).toBe(NOON + 24_000);
+    // B arrived a second before A's answer, and its admission lands after A's settlement (a second
+    // tab; its instance cold, its transaction rerun on contention, or its clock behind A's).
+    const b = admitMessage("s1", NOON + 23_000, POLICY, NEED);
+    const rb = admitted(b(settled).outcome);
+    expect(rb).toMatchObject({ countedAt: NOON + 23_000, countedBefore: NOON + 24_000 });
+    const late = apply(settled, b);
+    // Running, or its request dead with nothing more landing: still counted from A's answer, the session's last activity.
+    expect(late?.sessions?.s1).toBe(NOON + 24_000);
+    // B's model call fails, or it is refused: counted from A's answer, as when B's admission lands before A's settlement.
+    expect(apply(late, refundMessage(POLICY, "s1", rb, false))?.sessions?.s1).toBe(NOON + 24_000);
+    expect(apply(late, refundMessage(POLICY, "s1", rb, true))?.sessions?.s1).toBe(NOON + 24_000);
+    expect(apply(afterA, b, settleA, refundMessage(POLICY, "s1", rb, false))?.sessions?.s1).toBe(NOON + 24_000);
+    expect(apply(afterA, b, refundMessage(POLICY, "s1", rb, false), settleA)?.sessions?.s1).toBe(NOON + 24_000);
+  });
+
+  it("gives no other session the slot of a session still active after a message given back whose admission landed behind another message's settlement", () => {
+    const one = { ...POLICY, maxActiveSessions: 1 };
+    const created = apply(null, admitSession("s1", NOON - 60_000, one));
+    const a = admitMessage("s1", NOON, one, NEED);
+    const answeredAt = NOON + 24_000;
+    const settled = apply(created, a, settleTokens("s1", admitted(a(created).outcome), landed(40, 0, true, answeredAt)));
+    const b = admitMessage("s1", NOON + 23_000, one, NEED);
+    const refunded = apply(settled, b, refundMessage(one, "s1", admitted(b(settled).outcome), false));
+    // Half a second before the TTL runs out from A's answer, the session is still active: idle less than the TTL since its last exchange.
+    const at = answeredAt + one.idleTtlMs - 500;
+    const state = { status: "active" as const, message_count: 1, last_activity: answeredAt, idle_since: answeredAt };
+    expect(expiredIfIdle(state, at, { ...SESSION_POLICY, idleTtlMs: one.idleTtlMs }).status).toBe("active");
+    expect(admitSession("s2", at, one)(refunded).outcome).toEqual({ admitted: false, retryAfterMs: 1_000 });
+    expect(admitSession("s2", answeredAt + one.idleTtlMs + 1, one)(refunded).outcome).toEqual({ admitted: true });
+  });
+
   it("a refund on a context an older version wrote (no record of the session's activity before its admissions) puts back the count its admission read", () => {
     const created = apply(null, admitSession("s1", NOON - 60_000, POLICY));
     const a = admitMessage("s1", NOON, POLICY, NEED);
@@ -425,6 +465,118 @@ describe("daily token ledger rules", () => {
     const instants = ["2026-11-27T12:00:00Z", "2026-11-27T23:59:59.999Z", "2026-11-28T00:00:00Z", "2026-11-27T00:00:00Z", "2026-11-26T23:59:59.999Z", "2025-03-01T00:00:00Z", "2026-11-27T06:00:00Z"];
     for (const instant of instants) expect(utcDay(Date.parse(instant))).toBe(instant.slice(0, 10));
     expect(() => utcDay(Number.NaN)).toThrow(RangeError);
+  });
+});
+
+describe("a session's count, whatever order its messages' admissions, settlements and give-backs land in", () => {
+  const policy: UsagePolicy = { messagesPerMinute: 1_000, maxActiveSessions: 10, idleTtlMs: 3_600_000, tokensPerDay: 0 };
+  const CREATED = NOON - 60_000;
+  type Fate = "answered" | "failed" | "refused" | "lost";
+  const FATES: readonly Fate[] = ["answered", "failed", "refused", "lost"];
+  interface Message {
+    readonly arrival: number;
+    /** lost: its request died once its admission landed (nothing more lands), whether or not its exchange was stored. */
+    readonly fate: Fate;
+    /** By the clock of the instance that answered: up to 2 s before the arrival another instance timed. */
+    readonly answeredAt: number;
+  }
+  type Landing = { readonly kind: "admission" | "outcome"; readonly message: number } | { readonly kind: "end"; readonly at: number };
+
+  /** mulberry32: a small seeded generator, so that each case is the same at every run. */
+  function generator(seed: number): () => number {
+    let state = seed >>> 0;
+    return () => {
+      state = (state + 0x6d2b79f5) >>> 0;
+      let t = Math.imul(state ^ (state >>> 15), state | 1);
+      t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+      return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
+    };
+  }
+
+  /**
+   * Two or three messages, arriving within a minute (none lapses: a request's lifetime is 2
+   * minutes) or within five (some lapse), and the order their transactions land in: each message's
+   * admission before its outcome, anything else in any order; in a quarter of the cases, an end.
+   */
+  function scenario(random: () => number): { messages: Message[]; landings: Landing[] } {
+    const span = random() < 0.5 ? 60_000 : 300_000;
+    const messages = Array.from({ length: 2 + Math.floor(random() * 2) }, () => {
+      const arrival = NOON + Math.floor(random() * span);
+      return { arrival, fate: FATES[Math.floor(random() * FATES.length)]!, answeredAt: arrival - 2_000 + Math.floor(random() * 32_000) };
+    });
+    const queues: Landing[][] = messages.map((message, i) => [{ kind: "admission", message: i }, ...(message.fate === "lost" ? [] : [{ kind: "outcome" as const, message: i }])]);
+    if (random() < 0.25) queues.push([{ kind: "end", at: Math.max(...messages.map((message) => message.arrival)) + 1_000 }]);
+    const landings: Landing[] = [];
+    for (let left = queues.filter((queue) => queue.length > 0); left.length > 0; left = queues.filter((queue) => queue.length > 0)) {
+      landings.push(left[Math.floor(random() * left.length)]!.shift()!);
+    }
+    return { messages, landings };
+  }
+
+  /**
+   * Lands them one by one, checking the count after each: from no earlier than the session's last
+   * activity (its creation, each settled answer, never before its own arrival) and the arrival of
+   * each message admitted and neither settled nor given back (running, or its request dead: it
+   * may have stored its exchange), and no later, but for the arrival of a message given back after
+   * a later admission had forgotten its reservation (lapsed: counted high). Once ended, never
+   * counted again. What went wrong, or undefined.
+   */
+  function violation(messages: readonly Message[], landings: readonly Landing[]): string | undefined {
+    let usage = apply(null, admitSession("s1", CREATED, policy));
+    const reservations = new Map<number, Reservation>();
+    const settled = new Set<number>();
+    const givenBack = new Set<number>();
+    let latestAdmission = CREATED;
+    let ended = false;
+    for (const [step, landing] of landings.entries()) {
+      if (landing.kind === "end") {
+        usage = apply(usage, releaseEnded("s1", landing.at, policy));
+        ended = true;
+      } else {
+        const message = messages[landing.message]!;
+        if (landing.kind === "admission") {
+          const rule = admitMessage("s1", message.arrival, policy, NEED);
+          const { outcome } = rule(usage);
+          if (!outcome.admitted && !ended) return `step ${step}: admission refused (${outcome.limit})`;
+          usage = apply(usage, rule);
+          if (outcome.admitted) reservations.set(landing.message, outcome.reservation);
+          latestAdmission = Math.max(latestAdmission, message.arrival);
+        } else {
+          const reservation = reservations.get(landing.message);
+          if (reservation === undefined) continue;
+          if (message.fate === "answered") {
+            const exchange = { context: 90, alone: false, answeredAt: message.answeredAt };
+            usage = apply(usage, settleTokens("s1", reservation, { tokens: 90, claimedCount: 0, exchange }));
+            settled.add(landing.message);
+          } else {
+            usage = apply(usage, refundMessage(policy, "s1", reservation, message.fate === "refused"));
+            givenBack.add(landing.message);
+          }
+        }
+      }
+      const count = usage?.sessions?.s1;
+      if (ended) {
+        if (count !== undefined) return `step ${step}: counted after its end, from ${count - NOON}`;
+        continue;
+      }
+      const activity = [...settled].map((i) => Math.max(messages[i]!.answeredAt, messages[i]!.arrival));
+      const running = [...reservations.keys()].filter((i) => !settled.has(i) && !givenBack.has(i)).map((i) => messages[i]!.arrival);
+      const least = Math.max(CREATED, ...activity, ...running);
+      const lapsed = [...givenBack].map((i) => messages[i]!.arrival).filter((arrival) => latestAdmission - arrival >= requestLifetimeMs(policy));
+      const most = Math.max(least, ...lapsed);
+      if (count === undefined || count < least || count > most) return `step ${step}: counted from ${count === undefined ? "nothing" : count - NOON}, not within [${least - NOON}, ${most - NOON}]`;
+    }
+    return undefined;
+  }
+
+  it("never counts the session from before its last activity nor from later than what may still be running, and never again once ended: 3,000 cases", () => {
+    const failures: string[] = [];
+    for (let seed = 1; seed <= 3_000 && failures.length < 3; seed += 1) {
+      const { messages, landings } = scenario(generator(seed));
+      const found = violation(messages, landings);
+      if (found !== undefined) failures.push(`seed ${seed}: ${found}; messages (from noon) ${JSON.stringify(messages.map((m) => ({ ...m, arrival: m.arrival - NOON, answeredAt: m.answeredAt - NOON })))}; landings ${JSON.stringify(landings)}`);
+    }
+    expect(failures).toEqual([]);
   });
 });
 

@@ -37,7 +37,11 @@ export interface Reservation {
   readonly tokens: number;
   /** What it added to the session's context bound, taken back when its exchange cannot have landed. */
   readonly fresh: number;
-  /** When it counted the session as active (`sessions`), and the session's count before it (absent: not counted). */
+  /**
+   * When it was admitted (its arrival, and its entry's `at` in its context's `held`): it counted the
+   * session as active from then, or from the count it found when that was later; and that count
+   * (absent: not counted).
+   */
   readonly countedAt: number;
   readonly countedBefore?: number;
   /**
@@ -142,9 +146,9 @@ export function utcDay(now: number): string {
  * outside that call's prompt: no other message open, none settled that claimed at or after its
  * count, and none running when it claimed.
  *
- * The session counts as active from now (see liveSessions), and its context keeps what it was
- * counted from before its open admissions (`since`, see activitySince), for a refund to put the
- * count back to (refundMessage). One no longer counted (its count
+ * The session counts as active from now (see liveSessions), or from the count it found when that
+ * is later, and its context keeps what it was counted from before its open admissions (`since`,
+ * see activitySince), for a refund to put the count back to (refundMessage). One no longer counted (its count
  * lapsed, or was given back) is counted again only within the user's limit of active sessions: the
  * record never counts more sessions than it allows, whatever a lost settlement left behind. One
  * whose end released it (marked in `ended`: this admission was sent before the end, its claim
@@ -181,7 +185,11 @@ export function admitMessage(sessionId: string, now: number, policy: UsagePolicy
     }
     const open = openReservations(context, now, policy);
     const held = { ...open, [heldKey(context, now)]: { at: now, tokens: reserved, day: used.day } };
-    const sessions = { ...live, [sessionId]: now };
+    // Never moved back: an admission landing after a later count (another message's answer or
+    // arrival, whose transaction landed first: a second tab, a cold instance, a rerun on
+    // contention, clocks apart) keeps it, or the session would be counted from before its last
+    // activity, and a refund, which never raises the count, would leave it there.
+    const sessions = { ...live, [sessionId]: before === undefined ? now : Math.max(before, now) };
     // Counted anew, the session's answers before its count lapsed are no activity to go back to.
     const { answered: _lapsed, ...kept } = context ?? {};
     return {
@@ -377,7 +385,9 @@ type Held = NonNullable<SessionContext["held"]>;
  * answer settled (`answered`) and the arrival of each other admission still open. Not the count
  * this admission read: that may be another message's arrival, one that failed as well (two
  * messages near the TTL failing together would each leave the other's arrival, and the expired
- * session would keep its slot for almost another TTL), or one answered since. So refunds and
+ * session would keep its slot for almost another TTL), or one answered since. A refund only ever
+ * lowers the count, which is never below that last activity: no admission moves a count back
+ * (admitMessage), whatever order the admissions land in. So the admissions, refunds and
  * settlements of one session's messages leave the same count in whatever order they land. A
  * session not counted before its admissions (lapsed, or released) is not counted again; one
  * released since stays released. A record of an older version (no `since`) keeps the rule it was
