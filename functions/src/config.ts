@@ -164,6 +164,38 @@ function parseBaseUrl(raw: string): string | undefined {
 }
 
 /**
+ * What an HTTP header value may hold, as Node 24's fetch (undici 7.30) checks it: a tab, visible
+ * ASCII and space, or a byte from 0x80 to 0xFF. A key with anything else never leaves: a character
+ * above U+00FF fails the header's conversion to bytes ("Cannot convert argument to a ByteString"),
+ * CR, LF or NUL the Headers check, another control character the send ("invalid Authorization
+ * header"), which the openai SDK 7.57 reports as a lost connection (APIConnectionError).
+ */
+const HEADER_VALUE_UNSENDABLE = /[^\t\x20-\x7e\x80-\xff]/u;
+
+/**
+ * OPENAI_API_KEY, trimmed (a secret's value often ends with a line break), or undefined when unset
+ * or blank. Refused when an HTTP header cannot carry it (a zero-width space or curly quotes pasted
+ * with it, a line break inside it): every model and moderation call would fail before it is sent,
+ * answered as an outage of the model whose cause no log names. The error names the character and
+ * where it is, never the key.
+ */
+function parseApiKey(raw: string | undefined): string | undefined {
+  const key = raw?.trim();
+  if (!key) return undefined;
+  const bad = HEADER_VALUE_UNSENDABLE.exec(key);
+  if (bad !== null) {
+    // Counted in code points, as an editor moves over them (an emoji is one), not UTF-16 units.
+    const position = Array.from(key.slice(0, bad.index)).length + 1;
+    const code = `U+${(bad[0].codePointAt(0) ?? 0).toString(16).toUpperCase().padStart(4, "0")}`;
+    throw new ConfigError(
+      `OPENAI_API_KEY cannot be sent in an HTTP header: its character ${position} of ${Array.from(key).length} is ${code}, and no header carries a character above U+00FF ` +
+        "(a zero-width space or a curly quote pasted with the key) nor a control character (a line break inside it); set the key again, its own characters only",
+    );
+  }
+  return key;
+}
+
+/**
  * CORS_ORIGINS as resolveConfig reads it, exported for the answers of an instance whose start
  * failed (cloud-adapter.ts), which still carry the CORS headers when this param is not the bad one.
  */
@@ -234,7 +266,7 @@ function deployKnobs(env: Env): Config["deploy"] {
 export function resolveConfig(env: Env = process.env, defaults: { requireAuth?: boolean } = {}): Config {
   return {
     openai: {
-      apiKey: env.OPENAI_API_KEY?.trim() || undefined,
+      apiKey: parseApiKey(env.OPENAI_API_KEY),
       baseUrl: parseBaseUrl(stringParam(env, "OPENAI_BASE_URL")),
       timeoutMs: intParam(env, "OPENAI_TIMEOUT_MS"),
       maxRetries: intParam(env, "OPENAI_MAX_RETRIES"),

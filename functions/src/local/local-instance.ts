@@ -4,6 +4,7 @@ import type { Log } from "../log/log";
 import { composeInstance, type Instance } from "../runtime/instance";
 import { MemoryStore } from "../store/memory-store";
 import { homeDatabase, instanceDatabases, rtdbSessionStore } from "../store/rtdb/instance-databases";
+import { StoreUnavailableError } from "../store/errors";
 import type { SessionStore } from "../store/session-store";
 import type { ConnectionAdapter } from "../store/connection-erasure-store";
 import { MemoryConnectionStore } from "../store/memory-connection-store";
@@ -49,11 +50,34 @@ export async function createLocalInstance(projectId: string, log: Log, env: Env 
   }
   // The push sender is the offline one (allowOffline): it logs what it would send, clearly labelled.
   const instance = composeInstance(config, { app, store, connectionStore, log, allowOffline: true });
-  const seeded = await store.seedTemplates(seedTemplates());
+  // The seeding is the first call to the database: when it finds none, the variable that chose it is named, not the call.
+  const seeded = await store.seedTemplates(seedTemplates()).catch((error: unknown) => {
+    throw emulatorHost && error instanceof StoreUnavailableError ? noDatabaseAnswered(emulatorHost, config.databaseInstances, config.dbTimeoutMs, error) : error;
+  });
   const { apiKey, baseUrl } = config.openai;
   const modelLabel =
     apiKey !== undefined || baseUrl !== undefined
       ? `OpenAI chat completions at ${baseUrl ?? "https://api.openai.com/v1"}`
       : "offline responder (set OPENAI_API_KEY for real replies)";
   return { instance, storeLabel, modelLabel, seeded };
+}
+
+/**
+ * What stops `npm start` when the Realtime Database it was told to use did not answer: where it
+ * looked, for how long, and that the embedded store needs FIREBASE_DATABASE_EMULATOR_HOST unset
+ * (often left exported from work on the emulators). The templates go to the home instance, the
+ * first of DATABASE_INSTANCES when set: an emulator's http:// URL is its own server, any other
+ * reaches the emulator host (instance-databases.ts).
+ */
+function noDatabaseAnswered(emulatorHost: string, instances: readonly string[], timeoutMs: number, cause: StoreUnavailableError): Error {
+  const [home] = instances;
+  const where =
+    home === undefined
+      ? `FIREBASE_DATABASE_EMULATOR_HOST=${emulatorHost}`
+      : `${home.startsWith("http:") ? home : `FIREBASE_DATABASE_EMULATOR_HOST=${emulatorHost}, for ${home}`} (the first of DATABASE_INSTANCES)`;
+  return new Error(
+    `no Realtime Database answered at ${where} within DB_TIMEOUT_MS (${timeoutMs} ms), while seeding the templates: ` +
+      "start one there (`firebase emulators:start --only database` listens on 127.0.0.1:9000), or unset FIREBASE_DATABASE_EMULATOR_HOST to keep sessions in the embedded store",
+    { cause },
+  );
 }

@@ -1,6 +1,7 @@
 import { existsSync } from "node:fs";
 import { readFile, realpath, stat } from "node:fs/promises";
 import { extname, join, sep } from "node:path";
+import { contentType } from "mime-types";
 import { pageDataFiles } from "../page/page-data";
 import type { PagePolicy } from "../page/page-policy";
 import { globToRegExp } from "./glob";
@@ -38,25 +39,29 @@ export type StaticAnswer =
   /** A path no file can have (`..`, an encoded slash, bad percent-encoding): 404 without looking further. */
   | { readonly kind: "refused" };
 
-/** Content types by extension; anything else is served as bytes. */
-const CONTENT_TYPES: Readonly<Record<string, string>> = {
+/**
+ * The page's own files' types, fixed here whatever table mime-types holds: superstatic 10's
+ * mime-types 2.1 types .js `application/javascript`, the 3.x this server uses (and RFC 9239)
+ * `text/javascript`.
+ */
+const PAGE_TYPES: Readonly<Record<string, string>> = {
   ".html": "text/html; charset=utf-8",
   ".js": "text/javascript; charset=utf-8",
   ".mjs": "text/javascript; charset=utf-8",
   ".css": "text/css; charset=utf-8",
   ".json": "application/json; charset=utf-8",
   ".map": "application/json; charset=utf-8",
-  ".txt": "text/plain; charset=utf-8",
-  ".svg": "image/svg+xml",
-  ".png": "image/png",
-  ".jpg": "image/jpeg",
-  ".jpeg": "image/jpeg",
-  ".gif": "image/gif",
-  ".webp": "image/webp",
-  ".ico": "image/x-icon",
-  ".webmanifest": "application/manifest+json",
-  ".woff2": "font/woff2",
 };
+
+/**
+ * A file's Content-Type: any other extension as Hosting types it, superstatic 10 (responder.js)
+ * setting `mime.contentType(path.extname(file))` of mime-types (.wasm, .pdf, .mp4, .woff...);
+ * an extension that table does not know, as bytes.
+ */
+function contentTypeOf(file: string): string {
+  const extension = extname(file).toLowerCase();
+  return PAGE_TYPES[extension] ?? (contentType(extension) || "application/octet-stream");
+}
 
 /** The SDK files served at the reserved URLs: compat builds only, the ones a page loads without a bundler. */
 const SDK_FILE = /^firebase-[a-z-]+-compat\.js(\.map)?$/;
@@ -77,23 +82,26 @@ export async function staticAnswer(site: StaticSite, method: "GET" | "HEAD", raw
   if (ignored(site, segments)) return undefined;
   const root = await realpath(site.publicDir).catch(() => undefined);
   if (root === undefined) return undefined;
-  let file = join(root, ...segments);
-  const info = await stat(file).catch(() => undefined);
-  if (info?.isDirectory()) {
-    // The file a folder's URL serves is its index.html: never deployed when the globs name it,
-    // whatever the folder's own path, so Hosting has nothing there to serve or redirect to.
-    if (ignored(site, [...segments, "index.html"])) return undefined;
+  const target = join(root, ...segments);
+  const info = await stat(target).catch(() => undefined);
+  const folder = info?.isDirectory() === true;
+  // The file a folder's URL serves is its index.html: never deployed when the globs name it,
+  // whatever the folder's own path, so Hosting has nothing there to serve or redirect to.
+  if (folder && ignored(site, [...segments, "index.html"])) return undefined;
+  if (!folder && (!info?.isFile() || rawPath.endsWith("/"))) return undefined;
+  const file = folder ? join(target, "index.html") : target;
+  // A symbolic link inside public/ must not lead out of it.
+  const real = await realpath(file).catch(() => undefined);
+  if (real === undefined || !real.startsWith(root + sep)) return undefined;
+  if (folder) {
+    // A folder is a page only with its index.html a file: superstatic 10 (files.js) finds none
+    // otherwise, and the request goes on to the rewrites, then 404, with no redirect.
+    if (!(await stat(real).catch(() => undefined))?.isFile()) return undefined;
     // Hosting's default: a folder without its trailing slash is redirected to it, so that the
     // page's relative URLs (app.js) resolve inside the folder. As superstatic 10 (files.js), to
     // the path with its slashes collapsed (never `//x/`, which names a host), the query kept.
     if (!rawPath.endsWith("/")) return redirect(method, `${collapseSlashes(rawPath)}/${search}`);
-    file = join(file, "index.html");
-  } else if (!info?.isFile() || rawPath.endsWith("/")) {
-    return undefined;
   }
-  // A symbolic link inside public/ must not lead out of it.
-  const real = await realpath(file).catch(() => undefined);
-  if (real === undefined || !real.startsWith(root + sep)) return undefined;
   // Local files change while a developer works on them: always revalidated.
   return fileAnswer(method, real, await readFile(real), "no-cache");
 }
@@ -159,7 +167,7 @@ function fileAnswer(method: "GET" | "HEAD", file: string, body: Buffer, cacheCon
     kind: "file",
     status: 200,
     headers: {
-      "Content-Type": CONTENT_TYPES[extname(file).toLowerCase()] ?? "application/octet-stream",
+      "Content-Type": contentTypeOf(file),
       "Content-Length": body.length,
       "Cache-Control": cacheControl,
     },

@@ -1,6 +1,6 @@
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
-import { request as httpRequest, type IncomingHttpHeaders } from "node:http";
-import { connect } from "node:net";
+import { createServer, request as httpRequest, type IncomingHttpHeaders, type RequestListener, type Server } from "node:http";
+import { connect, type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { localSite, PROJECT_ROOT } from "../../src/local/project-files";
@@ -287,5 +287,123 @@ describe("a static site's edges", () => {
     const file = await raw(base, "GET", "/data.bin");
     expect(file.headers["content-type"]).toBe("application/octet-stream");
     expect((await raw(base, "GET", "/__/firebase/12.19.0/firebase-app-compat.js")).status).toBe(404);
+  });
+});
+
+/**
+ * Hosting's own server as the oracle: superstatic 10, which firebase-tools' Hosting emulator runs,
+ * from firebase-tools (a development dependency), on the same folder, offline.
+ */
+// eslint-disable-next-line @typescript-eslint/no-require-imports -- Hosting's own server, resolved where firebase-tools finds it
+const superstatic = (require(require.resolve("superstatic", { paths: [require.resolve("firebase-tools")] })) as { default: (options: { cwd: string; config: { public: string } }) => RequestListener }).default;
+// eslint-disable-next-line @typescript-eslint/no-require-imports -- superstatic is connect middleware
+const connectApp = require(require.resolve("connect", { paths: [require.resolve("firebase-tools")] })) as () => { use(middleware: RequestListener): RequestListener };
+// eslint-disable-next-line @typescript-eslint/no-require-imports -- the table superstatic types files with (responder.js)
+const hostingTypes = require(require.resolve("mime-types", { paths: [require.resolve("superstatic", { paths: [require.resolve("firebase-tools")] })] })) as { contentType(extension: string): string | false };
+
+/** A site of `files` (relative paths, folders made as needed) in a new temporary folder: its public/ and the folder. */
+function siteOf(files: readonly string[]): { dir: string; site: StaticSite } {
+  const dir = mkdtempSync(join(tmpdir(), "chatify-site-hosting-"));
+  const root = join(dir, "public");
+  for (const file of files) {
+    mkdirSync(join(root, file, ".."), { recursive: true });
+    writeFileSync(join(root, file), file.endsWith(".html") ? `<p>${file}</p>` : "x");
+  }
+  return {
+    dir,
+    site: {
+      publicDir: root,
+      ignore: ["firebase.json", "**/.*", "**/node_modules/**"],
+      firebaseConfig: { projectId: "demo-chatify" },
+      policy: pagePolicy("demo-chatify", pageOrigins("demo-chatify", ["us-central1"])),
+    },
+  };
+}
+
+/** A folder of assets (`/images`) with no index.html is no page: Hosting does not redirect it to its slash. */
+describe("a folder of public/ without an index.html, answered as Hosting does", () => {
+  let dir: string;
+  let local: SiteServer;
+  let hosting: { server: Server; base: string };
+
+  beforeAll(async () => {
+    const made = siteOf(["index.html", "images/logo.png", "guide/index.html", "nested/folder/index.html/not-a-file.txt"]);
+    dir = made.dir;
+    local = await startSiteServer(made.site);
+    const server = createServer(connectApp().use(superstatic({ cwd: dir, config: { public: "public" } })));
+    await new Promise<void>((listening) => server.listen(0, "127.0.0.1", listening));
+    hosting = { server, base: `http://127.0.0.1:${(server.address() as AddressInfo).port}` };
+  });
+  afterAll(async () => {
+    await local.close();
+    hosting.server.closeAllConnections();
+    await new Promise((closed) => hosting.server.close(closed));
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const answer = async (base: string, path: string) => {
+    const response = await fetch(`${base}${path}`, { redirect: "manual" });
+    await response.arrayBuffer();
+    return { path, status: response.status, location: response.headers.get("location") };
+  };
+
+  it("redirects a folder with its index.html to its slash, as Hosting does", async () => {
+    const hosted = await answer(hosting.base, "/guide?x=1");
+    expect(hosted).toEqual({ path: "/guide?x=1", status: 301, location: "/guide/?x=1" });
+    expect(await answer(local.baseUrl, "/guide?x=1")).toEqual(hosted);
+  });
+
+  it.each(["/images", "/images?x=1", "/images/", "/nested/folder", "/nested/folder/"])("answers %s not found, with no redirect, as Hosting does", async (path) => {
+    const hosted = await answer(hosting.base, path);
+    expect(hosted).toEqual({ path, status: 404, location: null });
+    expect(await answer(local.baseUrl, path)).toEqual(hosted);
+  });
+});
+
+/** The content type of each file Hosting types by its table (mime-types), where this server had 16 extensions and bytes for the rest. */
+describe("content types of public/'s files, as Hosting gives them", () => {
+  const FILES = ["module.wasm", "manual.pdf", "clip.mp4", "clip.webm", "sound.mp3", "photo.avif", "font.woff", "font.ttf", "feed.xml", "data.csv", "Photo.PNG", "icon.ico", "app.webmanifest"];
+  let dir: string;
+  let local: SiteServer;
+
+  beforeAll(async () => {
+    const made = siteOf([...FILES, "data.unknown-extension"]);
+    dir = made.dir;
+    local = await startSiteServer(made.site);
+  });
+  afterAll(async () => {
+    await local.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it.each(FILES)("serves %s with the content type Hosting's table gives it", async (file) => {
+    const hosting = hostingTypes.contentType(file.slice(file.lastIndexOf(".")).toLowerCase());
+    expect(hosting).not.toBe(false);
+    const response = await fetch(`${local.baseUrl}/${file}`);
+    await response.arrayBuffer();
+    expect({ file, status: response.status, type: response.headers.get("content-type") }).toEqual({ file, status: 200, type: hosting });
+  });
+
+  it("serves an extension no table knows as bytes", async () => {
+    expect(hostingTypes.contentType(".unknown-extension")).toBe(false);
+    const response = await fetch(`${local.baseUrl}/data.unknown-extension`);
+    expect(await response.text()).toBe("x");
+    expect(response.headers.get("content-type")).toBe("application/octet-stream");
+  });
+
+  it("keeps the page's own types: JavaScript as text/javascript (RFC 9239), where superstatic's older table says application/javascript", async () => {
+    expect(hostingTypes.contentType(".js")).toBe("application/javascript; charset=utf-8");
+    const { dir: other, site } = siteOf(["app.mjs", "app.js"]);
+    const server = await startSiteServer(site);
+    try {
+      for (const file of ["app.js", "app.mjs"]) {
+        const response = await fetch(`${server.baseUrl}/${file}`);
+        await response.arrayBuffer();
+        expect({ file, type: response.headers.get("content-type") }).toEqual({ file, type: "text/javascript; charset=utf-8" });
+      }
+    } finally {
+      await server.close();
+      rmSync(other, { recursive: true, force: true });
+    }
   });
 });

@@ -1,3 +1,5 @@
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { ConfigError, DECLARED_PARAMS, resolveConfig, type Config } from "../../src/config";
 import { connectionBodies } from "../../src/http/connection-schemas";
 import { DEVICE_TOKEN_MAX_CHARS, LARGEST_DEVICE_BODY_BYTES } from "../../src/http/message-body";
@@ -325,6 +327,65 @@ describe("resolveConfig OPENAI_BASE_URL", () => {
   ])("refuses %p, whose credentials end the host early, rather than calling the host proxy-user", (raw) => {
     const { message } = configError({ OPENAI_API_KEY: "sk-test-key", OPENAI_BASE_URL: raw });
     expect(message).toBe("OPENAI_BASE_URL must not hold a user name or password: credentials in the URL are not supported (an API key goes in OPENAI_API_KEY)");
+  });
+});
+
+/**
+ * The key goes in the Authorization header of every model and moderation call: one that Node's
+ * fetch cannot put there (a zero-width space or a curly quote pasted with it, a line break inside
+ * it) made every call fail before it was sent, with no cause.
+ */
+describe("resolveConfig OPENAI_API_KEY", () => {
+  /** Whether the key is taken as it is; false when it is refused (a ConfigError). */
+  function keyAccepted(key: string): boolean {
+    try {
+      return resolveConfig({ OPENAI_API_KEY: key }).openai.apiKey === key;
+    } catch (error) {
+      if (error instanceof ConfigError) return false;
+      throw error;
+    }
+  }
+
+  it.each([
+    ["a zero-width space pasted with it", "sk-test\u200bkey", "U+200B"],
+    ["curly quotes around it", "\u201csk-test-key\u201d", "U+201C"],
+    ["a line break inside it", "sk-test\nkey", "U+000A"],
+    ["a carriage return inside it", "sk-test\rkey", "U+000D"],
+    ["a NUL inside it", "sk-test\0key", "U+0000"],
+    ["another control character inside it", "sk-test\u007fkey", "U+007F"],
+  ])("refuses at start a key with %s, naming OPENAI_API_KEY and the character, never the key", (_case, key, code) => {
+    const { message } = configError({ OPENAI_API_KEY: key });
+    expect(message).toContain("OPENAI_API_KEY cannot be sent in an HTTP header");
+    expect(message).toContain(code);
+    expect(message).not.toContain(key.trim());
+    expect(message).not.toContain("test");
+  });
+
+  it("says where the character is, counting an emoji as one character", () => {
+    expect(configError({ OPENAI_API_KEY: " sk-\u{1F600}x\n" }).message).toMatch(/^OPENAI_API_KEY cannot be sent in an HTTP header: its character 4 of 5 is U\+1F600,/);
+  });
+
+  it("accepts every key Node's fetch sends in a header, and refuses every key it does not", async () => {
+    const server = createServer((_request, response) => response.end());
+    await new Promise<void>((listening) => server.listen(0, "127.0.0.1", listening));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/`;
+    try {
+      const characters = [...Array.from({ length: 0x180 }, (_, code) => code), 0x200b, 0x201c, 0x2028, 0xfeff, 0x1f600];
+      const sendable: Record<string, boolean> = {};
+      const accepted: Record<string, boolean> = {};
+      for (const code of characters) {
+        const key = `sk-a${String.fromCodePoint(code)}b`;
+        const name = `U+${code.toString(16)}`;
+        sendable[name] = await fetch(url, { headers: { Authorization: `Bearer ${key}` } }).then((response) => response.arrayBuffer()).then(() => true, () => false);
+        accepted[name] = keyAccepted(key);
+      }
+      expect(accepted).toEqual(sendable);
+      // The oracle refuses something: the comparison is not between two tables of `true`.
+      expect(Object.values(sendable).filter((sent) => !sent).length).toBeGreaterThan(30);
+    } finally {
+      server.closeAllConnections();
+      await new Promise((closed) => server.close(closed));
+    }
   });
 });
 

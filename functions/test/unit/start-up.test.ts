@@ -210,6 +210,56 @@ describe("npm start with a bad param", () => {
     expect(run.stderr.trim()).toBe("Could not start: OPENAI_BASE_URL must not hold a user name or password: credentials in the URL are not supported (an API key goes in OPENAI_API_KEY)");
     expect(`${run.stdout}${run.stderr}`).not.toMatch(/s3cret-pass|proxy-user/);
   });
+
+  it("refuses an OPENAI_API_KEY no HTTP header can carry, naming the character and showing no part of the key", () => {
+    const env: NodeJS.ProcessEnv = { ...process.env, PORT: "0", OPENAI_API_KEY: "\u201csk-s3cret-key\u201d" };
+    delete env.FIREBASE_DATABASE_EMULATOR_HOST;
+    const run = spawnSync(process.execPath, [LOCAL_MAIN], { env, encoding: "utf8", timeout: 15_000 });
+    expect(run.status).toBe(1);
+    expect(run.stderr).toMatch(/^Could not start: OPENAI_API_KEY cannot be sent in an HTTP header: its character 1 of 15 is U\+201C,/);
+    expect(`${run.stdout}${run.stderr}`).not.toContain("s3cret");
+  });
+});
+
+/** A loopback port nothing listens on: taken from the system, then let go. */
+async function closedPort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((listening) => server.listen(0, "127.0.0.1", listening));
+  const address = server.address();
+  const port = typeof address === "object" && address ? address.port : 0;
+  await new Promise((closed) => server.close(closed));
+  return port;
+}
+
+/**
+ * FIREBASE_DATABASE_EMULATOR_HOST is often left exported from work on the emulators (`firebase
+ * emulators:exec` sets it): `npm start` then says which database it looked for, where, how long,
+ * and that the embedded store is the variable unset, where it said only "database unavailable
+ * during seed template".
+ */
+describe("npm start with FIREBASE_DATABASE_EMULATOR_HOST where no database answers", () => {
+  function startOn(extra: Record<string, string>): { status: number | null; stdout: string; stderr: string } {
+    const env: NodeJS.ProcessEnv = { ...process.env, PORT: "0", DB_TIMEOUT_MS: "1000", ...extra };
+    delete env.FIREBASE_AUTH_EMULATOR_HOST;
+    if (extra.DATABASE_INSTANCES === undefined) delete env.DATABASE_INSTANCES;
+    return spawnSync(process.execPath, [LOCAL_MAIN], { env, encoding: "utf8", timeout: 20_000 });
+  }
+  const advice = "start one there (`firebase emulators:start --only database` listens on 127.0.0.1:9000), or unset FIREBASE_DATABASE_EMULATOR_HOST to keep sessions in the embedded store";
+
+  it("stops naming FIREBASE_DATABASE_EMULATOR_HOST, the address it tried, DB_TIMEOUT_MS and the embedded store, before listening", async () => {
+    const host = `127.0.0.1:${await closedPort()}`;
+    const run = startOn({ FIREBASE_DATABASE_EMULATOR_HOST: host });
+    expect(run.stderr.trim()).toBe(`Could not start: no Realtime Database answered at FIREBASE_DATABASE_EMULATOR_HOST=${host} within DB_TIMEOUT_MS (1000 ms), while seeding the templates: ${advice}`);
+    expect(run.status).toBe(1);
+    expect(run.stdout).not.toContain("running locally");
+  });
+
+  it("names the first of DATABASE_INSTANCES when that is an emulator's own URL, where the templates go", async () => {
+    const home = `http://127.0.0.1:${await closedPort()}?ns=demo-chatify-sessions-1`;
+    const run = startOn({ FIREBASE_DATABASE_EMULATOR_HOST: `127.0.0.1:${await closedPort()}`, DATABASE_INSTANCES: home });
+    expect(run.stderr.trim()).toBe(`Could not start: no Realtime Database answered at ${home} (the first of DATABASE_INSTANCES) within DB_TIMEOUT_MS (1000 ms), while seeding the templates: ${advice}`);
+    expect(run.status).toBe(1);
+  });
 });
 
 describe("npm start when PORT is taken", () => {
@@ -365,6 +415,28 @@ describe("npm start once .firebaserc's default names a real project", () => {
 });
 
 /**
+ * Starts the built app's instance (lib/runtime/cloud-app.js) in a new process, as a deployed
+ * function of chatify-prod-123 does, its params and secrets in `extra`: what it printed and
+ * logged (logger.error goes to stderr), with "started" or "refused: <error>".
+ */
+function startDeployedInstance(extra: NodeJS.ProcessEnv): string {
+  const app = join(__dirname, "..", "..", "lib", "runtime", "cloud-app.js");
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    GCLOUD_PROJECT: "chatify-prod-123",
+    FIREBASE_CONFIG: JSON.stringify({ projectId: "chatify-prod-123", databaseURL: "https://chatify-prod-123-default-rtdb.firebaseio.com" }),
+    ...extra,
+  };
+  delete env.FIREBASE_DATABASE_EMULATOR_HOST;
+  if (extra.FUNCTIONS_EMULATOR === undefined) delete env.FUNCTIONS_EMULATOR;
+  if (extra.DATABASE_INSTANCES === undefined) delete env.DATABASE_INSTANCES;
+  const script = `require(${JSON.stringify(app)}).cloudInstance().then(() => console.log("started"), (error) => console.log(\`refused: \${error.name}: \${error.message}\`)).then(() => process.exit(0))`;
+  const run = spawnSync(process.execPath, ["-e", script], { env, encoding: "utf8", timeout: 15_000 });
+  if (run.status !== 0) throw new Error(`node exited ${run.status}: ${run.stderr}`);
+  return `${run.stdout}${run.stderr}`;
+}
+
+/**
  * A deployed function with an emulator's URL in DATABASE_INSTANCES (say copied from a local
  * functions/.env) would send every database call to that loopback address; on the Functions
  * emulator the same value is what a local run of several instances is made of. The built app, as
@@ -372,22 +444,7 @@ describe("npm start once .firebaserc's default names a real project", () => {
  */
 describe("a function instance with an emulator's URL in DATABASE_INSTANCES", () => {
   const INSTANCES = "https://chatify-prod-123-default-rtdb.firebaseio.com,http://127.0.0.1:9000?ns=chatify-prod-123-sessions-2";
-  function start(extra: NodeJS.ProcessEnv): string {
-    const app = join(__dirname, "..", "..", "lib", "runtime", "cloud-app.js");
-    const env: NodeJS.ProcessEnv = {
-      ...process.env,
-      GCLOUD_PROJECT: "chatify-prod-123",
-      FIREBASE_CONFIG: JSON.stringify({ projectId: "chatify-prod-123", databaseURL: "https://chatify-prod-123-default-rtdb.firebaseio.com" }),
-      DATABASE_INSTANCES: INSTANCES,
-      ...extra,
-    };
-    delete env.FIREBASE_DATABASE_EMULATOR_HOST;
-    if (extra.FUNCTIONS_EMULATOR === undefined) delete env.FUNCTIONS_EMULATOR;
-    const script = `require(${JSON.stringify(app)}).cloudInstance().then(() => console.log("started"), (error) => console.log(\`refused: \${error.name}: \${error.message}\`)).then(() => process.exit(0))`;
-    const run = spawnSync(process.execPath, ["-e", script], { env, encoding: "utf8", timeout: 15_000 });
-    if (run.status !== 0) throw new Error(`node exited ${run.status}: ${run.stderr}`);
-    return run.stdout;
-  }
+  const start = (extra: NodeJS.ProcessEnv) => startDeployedInstance({ DATABASE_INSTANCES: INSTANCES, ...extra });
 
   it("refuses to start deployed, naming DATABASE_INSTANCES and the emulator's URL", () => {
     expect(start({ OPENAI_API_KEY: "sk-test-key" })).toContain('refused: ConfigError: DATABASE_INSTANCES: "http://127.0.0.1:9000?ns=chatify-prod-123-sessions-2" is an emulator\'s URL');
@@ -395,5 +452,19 @@ describe("a function instance with an emulator's URL in DATABASE_INSTANCES", () 
 
   it("starts on the Functions emulator", () => {
     expect(start({ FUNCTIONS_EMULATOR: "true" })).toContain("started");
+  });
+});
+
+/** The OPENAI_API_KEY secret (defineSecret) reaches a deployed instance as this environment variable, read by the same resolveConfig. */
+describe("a function instance whose OPENAI_API_KEY secret no HTTP header can carry", () => {
+  it("refuses to start deployed, its log naming the character and not the key", () => {
+    const said = startDeployedInstance({ OPENAI_API_KEY: "sk-s3cret\u200bkey\n" });
+    expect(said).toContain("refused: ConfigError: OPENAI_API_KEY cannot be sent in an HTTP header: its character 10 of 13 is U+200B,");
+    expect(said).toContain('"detail":"OPENAI_API_KEY cannot be sent in an HTTP header: its character 10 of 13 is U+200B,');
+    expect(said).not.toContain("s3cret");
+  });
+
+  it("starts with the same key without that character, its trailing line break trimmed", () => {
+    expect(startDeployedInstance({ OPENAI_API_KEY: "sk-s3cretkey\n" })).toContain("started");
   });
 });
