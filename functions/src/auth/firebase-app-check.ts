@@ -49,10 +49,12 @@ const VERDICTS: readonly (readonly [RegExp, string])[] = [
  * own open (VerificationGate, token-checks.ts): the replay check has no timeout in firebase-admin
  * 14.5.1, and the key fetch (jwks-rsa 4.1.0) gives up only after 30 s of silence. Consuming
  * verifications have a gate of their own, so that a replay check left open holds back no request
- * that makes none.
+ * that makes none. A refusal of the token (verdictOn), which the audience, issuer and algorithm
+ * get before any call to Google, lifts no such hold.
  */
 export function firebaseAppCheck(app: App, options: FirebaseAppCheckOptions): AppCheckVerifier {
-  const gates = { consuming: new VerificationGate(options), plain: new VerificationGate(options) };
+  const isVerdict = (error: unknown) => verdictOn(error) !== undefined;
+  const gates = { consuming: new VerificationGate(isVerdict, options), plain: new VerificationGate(isVerdict, options) };
   const { log } = options;
   const refuse = (reason: string, cause?: unknown): AppCheckInvalidError => {
     log.info("app check token refused", { reason });

@@ -36,10 +36,11 @@ export type FirebaseIdentityOptions = VerificationGateOptions;
  * Verifies Firebase ID tokens with firebase-admin: signature (skipped by the Auth emulator,
  * whose tokens are unsigned), project, issuer, expiry. `FIREBASE_AUTH_EMULATOR_HOST` is read
  * when the app's Auth is first used. A verification left at its deadline holds the others back
- * rather than let each leave a key fetch of its own open (VerificationGate, token-checks.ts).
+ * rather than let each leave a key fetch of its own open (VerificationGate, token-checks.ts);
+ * one refused on its token (isVerdictOnToken), perhaps before any fetch, lifts no such hold.
  */
 export function firebaseIdentity(app: App, options: FirebaseIdentityOptions = {}): IdentityVerifier {
-  const gate = new VerificationGate(options);
+  const gate = new VerificationGate(isVerdictOnToken, options);
   return {
     async verify(idToken: string): Promise<Identity> {
       // Not handed to firebase-admin, which would fail on it with no code, read as an outage (token-checks.ts).

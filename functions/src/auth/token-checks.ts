@@ -61,7 +61,7 @@ function jsonObject(part: string): Record<string, unknown> | undefined {
  */
 export const VERIFICATION_TIMEOUT_MS = 5_000;
 
-/** How long verifications are refused at once after one was left at its deadline, unless it ends sooner (VerificationGate). */
+/** How long verifications are refused at once after one was left at its deadline, unless it ends or another succeeds sooner (VerificationGate). */
 export const STALL_PAUSE_MS = 30_000;
 
 /** No verdict within the deadline: an outage, never a verdict on the token. */
@@ -77,6 +77,13 @@ export interface VerificationGateOptions {
 }
 
 /**
+ * Whether a verification's failure is firebase-admin's verdict on the token (refused on what it
+ * carries: its audience, its expiry, its signature), which tells nothing of whether Google answers:
+ * the audience, issuer and algorithm are refused before any key is fetched.
+ */
+export type VerdictOnToken = (error: unknown) => boolean;
+
+/**
  * Runs a verifier's verifications each with its deadline, and keeps one left at its deadline from
  * being followed by more. firebase-admin 14.5.1 gives its calls to Google no timeout and shares
  * none of them between verifications: each ID-token verification made while it holds no keys
@@ -84,40 +91,67 @@ export interface VerificationGateOptions {
  * and each App Check replay check is a call of its own (AppCheckApiClient.verifyReplayProtection,
  * the same). A verification left at its deadline cannot be cancelled, so while Google accepts
  * connections and never answers, every request would leave one more call open for as long as the
- * silence lasts. Once one is left, the next are refused at once (the 503 their deadline would have
- * given) until it ends, or for STALL_PAUSE_MS when it does not; then one verification tries again,
- * the others still refused meanwhile. What stays open is the verifications started before the
- * first deadline, then one a pause at most, whatever the traffic; a recovery is seen within a pause
- * and a deadline. A verification that fails fast (keys out of reach) pauses nothing.
+ * silence lasts.
+ *
+ * So once one is left at its deadline with no verification succeeding since it started, the next
+ * are refused at once (the 503 their deadline would have given) until it ends or one succeeds, or
+ * for STALL_PAUSE_MS; then one verification tries again, the others still refused meanwhile. While
+ * Google never answers, what stays open is the verifications started before that deadline, then
+ * one a pause at most, whatever the traffic; a recovery is seen within a pause and a deadline.
+ * - A success lifts the pause, and one since a verification started keeps its deadline from
+ *   pausing: Google answered after it started (one stuck connection among answered ones), and the
+ *   ID-token keys are cached then, so the next verifications fetch nothing; a pause would only
+ *   refuse every signed-in user of the instance for STALL_PAUSE_MS.
+ * - The verification the pause waits on lifts nothing when it ends in a verdict on the token
+ *   (`isVerdictOnToken`), which may come before any call to Google (another project's audience,
+ *   which anyone can send): the next verification is let through as the try instead, else one
+ *   such token after each pause would let every request through to leave a call open.
+ * - Any other end of the verification the pause waits on lifts it: Google answered, or failed
+ *   fast; a verification that fails before its deadline (keys out of reach) pauses nothing.
+ * With several left at their deadlines, the pause waits on the last one.
  */
 export class VerificationGate {
   private readonly timeoutMs: number;
   private readonly clock: () => number;
-  /** The verification left at its deadline (or the one trying again after a pause, `until` Infinity), while it runs. */
-  private stalled: { readonly verification: Promise<unknown>; readonly until: number } | undefined;
+  /** How many verifications have succeeded so far: one that starts notes it, to know at its deadline whether any succeeded since. */
+  private successes = 0;
+  /**
+   * While verifications are held back: refused until `until`, then the next one is let through as
+   * the try (`until` Infinity while it runs). `awaiting` is the verification whose end (other than
+   * a verdict on the token) lifts the pause: the last left at its deadline, or the try; none once
+   * the try's place is free.
+   */
+  private pause: { readonly awaiting: Promise<unknown> | undefined; readonly until: number } | undefined;
 
-  constructor(options: VerificationGateOptions = {}) {
+  constructor(private readonly isVerdictOnToken: VerdictOnToken, options: VerificationGateOptions = {}) {
     this.timeoutMs = options.timeoutMs ?? VERIFICATION_TIMEOUT_MS;
     this.clock = options.clock ?? Date.now;
   }
 
   async run<T>(verify: () => Promise<T>): Promise<T> {
-    const stalled = this.stalled;
-    if (stalled !== undefined && this.clock() < stalled.until) {
+    const pause = this.pause;
+    if (pause !== undefined && this.clock() < pause.until) {
       throw new VerificationTimeout("an earlier verification is still without a verdict");
     }
+    const successesBefore = this.successes;
     const verification = verify();
-    if (stalled !== undefined) this.stalled = { verification, until: Number.POSITIVE_INFINITY };
+    if (pause !== undefined) this.pause = { awaiting: verification, until: Number.POSITIVE_INFINITY };
     const state = { running: true };
-    const ended = () => {
+    verification.then(() => {
       state.running = false;
-      if (this.stalled?.verification === verification) this.stalled = undefined;
-    };
-    verification.then(ended, ended);
+      this.successes += 1;
+      this.pause = undefined;
+    }, (error: unknown) => {
+      state.running = false;
+      if (this.pause?.awaiting !== verification) return;
+      this.pause = this.isVerdictOnToken(error) ? { awaiting: undefined, until: Number.NEGATIVE_INFINITY } : undefined;
+    });
     try {
       return await withDeadline(verification, this.timeoutMs);
     } catch (error) {
-      if (error instanceof VerificationTimeout && state.running) this.stalled = { verification, until: this.clock() + STALL_PAUSE_MS };
+      if (error instanceof VerificationTimeout && state.running && this.successes === successesBefore) {
+        this.pause = { awaiting: verification, until: this.clock() + STALL_PAUSE_MS };
+      }
       throw error;
     }
   }

@@ -264,6 +264,22 @@ describe("firebaseAppCheck, checking App Check tokens against locally served key
         await expect(appCheck.verify(token, { consume: true })).resolves.toEqual({ appId: APP_ID });
         expect(replayChecks()).toBe(2);
       });
+
+      // firebase-admin refuses another project's token on its audience before the replay check: that says nothing of App Check.
+      it("leaves one more replay check open per pause, however many messages follow, when the try after the pause is another project's token", async () => {
+        answers.replay = "hang";
+        let now = 1_000_000;
+        const { appCheck } = verifier("served", { timeoutMs: 100, clock: () => now });
+        expect(await failure(appCheck.verify(appCheckToken(signing.privateKey), { consume: true }))).toBeInstanceOf(AppCheckUnavailableError);
+        now += STALL_PAUSE_MS;
+        const anotherProject = appCheckToken(signing.privateKey, { claims: { aud: ["projects/987654321", "projects/someone-else"] } });
+        expect(await failure(appCheck.verify(anotherProject, { consume: true }))).toBeInstanceOf(AppCheckInvalidError);
+        expect(replayChecks()).toBe(1);
+        const errors = await Promise.all(Array.from({ length: 10 }, () => failure(appCheck.verify(appCheckToken(signing.privateKey, { claims: { jti: randomUUID() } }), { consume: true }))));
+        for (const error of errors) expect(error).toBeInstanceOf(AppCheckUnavailableError);
+        // The first of the ten is the try the refused token left its place to.
+        expect(replayChecks()).toBe(2);
+      });
     });
   });
 

@@ -1,4 +1,5 @@
 import { generateKeyPairSync, randomUUID, type KeyObject } from "node:crypto";
+import { once } from "node:events";
 import { deleteApp, initializeApp, type App } from "firebase-admin/app";
 import { firebaseIdentity } from "../../src/auth/firebase-identity";
 import { IdentityUnavailableError, InvalidTokenError } from "../../src/auth/identity";
@@ -10,11 +11,12 @@ const PROJECT_ID = "demo-identity";
 const KID = "test-key-1";
 
 /** What the stand-in key endpoint answers; "hang": it accepts the request and never answers. */
-type KeyAnswer = { readonly status: number; readonly contentType: string; readonly body: string } | "hang";
+type KeyAnswer = { readonly status: number; readonly contentType: string; readonly body: string; readonly cacheControl?: string } | "hang";
 
-function keysAnswer(keys: Record<string, KeyObject>): KeyAnswer {
+/** The keys as Google serves them; with `cacheControl` (Google sends one), firebase-admin keeps them that long instead of fetching them for each token. */
+function keysAnswer(keys: Record<string, KeyObject>, cacheControl?: string): KeyAnswer {
   const pems = Object.fromEntries(Object.entries(keys).map(([kid, key]) => [kid, key.export({ type: "spki", format: "pem" }).toString()]));
-  return { status: 200, contentType: "application/json", body: JSON.stringify(pems) };
+  return { status: 200, contentType: "application/json", body: JSON.stringify(pems), ...(cacheControl === undefined ? {} : { cacheControl }) };
 }
 
 /** An ID token as Firebase Auth issues them (RS256, kid, audience and issuer of the project), signed with `key`. */
@@ -52,7 +54,8 @@ describe("firebaseIdentity, checking signatures against the public keys (no emul
     // With the emulator, firebase-admin skips signatures and never fetches keys.
     delete process.env.FIREBASE_AUTH_EMULATOR_HOST;
     google = await startLocalGoogle((_request, response) => {
-      if (answer !== "hang") response.writeHead(answer.status, { "Content-Type": answer.contentType }).end(answer.body);
+      if (answer === "hang") return;
+      response.writeHead(answer.status, { "Content-Type": answer.contentType, ...(answer.cacheControl === undefined ? {} : { "Cache-Control": answer.cacheControl }) }).end(answer.body);
     });
   });
 
@@ -139,6 +142,44 @@ describe("firebaseIdentity, checking signatures against the public keys (no emul
     expect(await failure(identity.verify(token))).toBeInstanceOf(IdentityUnavailableError);
     expect(agent.attempts).toEqual(["www.googleapis.com"]);
     now += 1;
+    await expect(identity.verify(token)).resolves.toEqual({ uid: "user-1" });
+    expect(agent.attempts).toEqual(["www.googleapis.com", "www.googleapis.com"]);
+  });
+
+  // docs/security.md: one fetch open per 30 s at most, whatever the traffic. firebase-admin refuses
+  // another project's token on its claims before fetching any key: that says nothing of the endpoint.
+  it("holds one more key fetch open per pause, however many requests follow, when the try after the pause is another project's token, refused before any fetch", async () => {
+    answer = "hang";
+    let now = 1_000_000;
+    const { identity, agent } = verifier("served", 100, () => now);
+    const token = idToken(signing.privateKey);
+    expect(await failure(identity.verify(token))).toBeInstanceOf(IdentityUnavailableError);
+    now += STALL_PAUSE_MS;
+    const anotherProject = idToken(signing.privateKey, { claims: { aud: "another-project", iss: "https://securetoken.google.com/another-project" } });
+    expect(await failure(identity.verify(anotherProject))).toBeInstanceOf(InvalidTokenError);
+    expect(agent.attempts).toEqual(["www.googleapis.com"]);
+    const errors = await Promise.all(Array.from({ length: 10 }, () => failure(identity.verify(token))));
+    for (const error of errors) expect(error).toBeInstanceOf(IdentityUnavailableError);
+    // The first of the ten is the try the refused token left its place to; the other nine fetch nothing.
+    expect(agent.attempts).toEqual(["www.googleapis.com", "www.googleapis.com"]);
+  });
+
+  // One connection the endpoint never answers, the next ones answered: the keys are cached once a
+  // later check fetched them, so a pause at the stuck check's deadline would only refuse everyone.
+  it("accepts valid tokens after a key fetch was left at its deadline when a check started after it got the keys", async () => {
+    answer = "hang";
+    let now = 1_000_000;
+    const { identity, agent } = verifier("served", 300, () => now);
+    const token = idToken(signing.privateKey);
+    const requested = once(google.server, "request");
+    const stuck = failure(identity.verify(token));
+    await requested;
+    answer = keysAnswer({ [KID]: signing.publicKey }, "public, max-age=3600");
+    await expect(identity.verify(token)).resolves.toEqual({ uid: "user-1" });
+    const error = await stuck;
+    expect(error).toBeInstanceOf(IdentityUnavailableError);
+    expect((error as Error).cause).toMatchObject({ code: "timeout" });
+    now += 1_000;
     await expect(identity.verify(token)).resolves.toEqual({ uid: "user-1" });
     expect(agent.attempts).toEqual(["www.googleapis.com", "www.googleapis.com"]);
   });
