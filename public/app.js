@@ -510,6 +510,46 @@ async function appCheckToken(limitedUse = false) {
 }
 
 /**
+ * How long the page waits for the head of an answer (its status line and headers) before it gives
+ * the request up. The server writes nothing before it has an answer: a message's stream, and its
+ * heartbeats, open only with the reply's first text (docs/api.md), so that a failure before it
+ * keeps its status and JSON body. A link gone dead before the first byte came back (a phone
+ * between cells, a NAT that dropped its mapping) would otherwise keep the page waiting for ever,
+ * a message's box disabled; once the head came, a stream's silence is bounded by
+ * STREAM_SILENCE_MS. The limit must exceed the longest a request may run before its answer: the
+ * function's timeout (`TIMEOUT_SECONDS`), which the platform ends with a 504 and within which a
+ * message's time budget (the model's attempts, its retries, moderation beside them, the database
+ * calls) must fit (docs/time-budget.md). That is 60 s with the defaults, and 60 s at most behind
+ * Hosting (the page's own /api/v1 routes), whatever the function's: Firebase's Hosting
+ * documentation gives a request it rewrites to a function 60 s, then answers 504. The page cannot
+ * read the deployment's timeout: 90 s is those 60 s and a margin for a cold start and a slow
+ * link's connection and upload. A page that calls the function URLs (?api=) of a deployment with
+ * a longer TIMEOUT_SECONDS gives a slow message up too soon (it may have been stored: sent again
+ * with its key, it gets the stored reply); raise this above that timeout there.
+ */
+const ANSWER_HEAD_MS = 90_000;
+
+/** A request given up on: no head of its answer came within ANSWER_HEAD_MS. It was sent, so it may have been done. */
+class NoAnswerError extends Error {}
+
+/**
+ * fetch, given up (rejected with a NoAnswerError) when the head of its answer has not come
+ * within ANSWER_HEAD_MS. The body is not bounded here: a stream's may take a reply's time, read
+ * under readEvents' own bound.
+ */
+async function fetchWithinHeadLimit(url, init) {
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(), ANSWER_HEAD_MS);
+  try {
+    return await fetch(url, { ...init, signal: controller.signal });
+  } catch (error) {
+    throw controller.signal.aborted ? new NoAnswerError(`no answer came within ${ANSWER_HEAD_MS / 1000} s`) : error;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
  * fetch with the visitor's App Check token when the deployment names a provider, and ID token
  * when signed in. A 401 UNAUTHENTICATED before any sign-in
  * signs in, then sends the request once more (nothing was done: the server refused it first).
@@ -538,9 +578,9 @@ async function apiFetch(url, { method, headers = {}, json, limitedUseToken = fal
       }
       all.set("Authorization", `Bearer ${token}`);
     }
-    if (!json) return fetch(target, { method, headers: all });
+    if (!json) return fetchWithinHeadLimit(target, { method, headers: all });
     all.set("Content-Type", "application/json");
-    return fetch(target, { method, headers: all, body: JSON.stringify(json()) });
+    return fetchWithinHeadLimit(target, { method, headers: all, body: JSON.stringify(json()) });
   };
   const response = await send();
   // Only a missing ID token asks for a sign-in (a 401 may be App Check's too). A request sent before
@@ -911,6 +951,9 @@ function closeSession(changes) {
   ui.startButton.focus();
 }
 
+/** A reply whose answer stopped coming before its last event, or never began: the message may have been stored. */
+const CUT_SHORT = Object.freeze({ code: "", message: "The connection closed before the reply was complete" });
+
 /**
  * Sends `text` with its Idempotency-Key and reads the answer: the reply's deltas into `onText` as
  * they come, then the finished reply (the `done` event, or a whole JSON answer: `replayed` when
@@ -949,8 +992,10 @@ async function exchange(sessionId, text, key, onText) {
       return outcome !== undefined;
     });
     // Cut before its last event: the server writes the reply to its end and stores it all the same.
-    return outcome ?? failed({ code: "", message: "The connection closed before the reply was complete" });
+    return outcome ?? failed(CUT_SHORT);
   } catch (error) {
+    // No head of the answer within ANSWER_HEAD_MS: the request went, and the server may have stored the exchange, as after a cut.
+    if (error instanceof NoAnswerError) return failed(CUT_SHORT);
     // Refused by the page before anything was sent (App Check, signing in), or lost on the way: sent, maybe stored.
     return { failure: pageFailure(error, "Could not reach the API"), unsure: !(error instanceof PageError) };
   }

@@ -595,6 +595,117 @@ describeWithChromium("the chat page in Chromium, when the link goes dead mid-rep
 });
 
 /**
+ * The same dead link before the answer's first byte: the server writes nothing until the reply's
+ * first text, not even a heartbeat (docs/api.md: the stream opens with it, so that a failure
+ * before it is answered as JSON with its status), so a link that dies between the send and that
+ * text leaves the fetch waiting for a head that never comes; so does any other request's (an
+ * end's, a list's read). The page gives a request up once no head came for longer than the
+ * function may run (public/app.js ANSWER_HEAD_MS, 90 s, past the function's 60 s timeout), on the
+ * page's clock, which the tests move on.
+ */
+describeWithChromium("the chat page in Chromium, when the link goes dead before the answer's first byte", () => {
+  let harness: Harness;
+  let proxy: CuttingProxy;
+  let browser: LaunchedBrowser;
+
+  beforeAll(async () => {
+    harness = await startHarness({ store: "memory" });
+    proxy = await CuttingProxy.start(harness.api.baseUrl);
+    browser = await launchChromium({ width: 390, height: 844 });
+    await recordCspViolations(browser);
+    // The pages' clock (Playwright's is the context's), moved on by each test.
+    await browser.context.clock.install();
+  }, 60_000);
+  afterAll(async () => {
+    await browser.close();
+    await proxy.stop();
+    await harness.close();
+  });
+
+  /**
+   * Moves the page's clock past the function's 60 s timeout (which the platform would have
+   * answered), then on to two minutes in all: whether the page was still in the phase `waiting`
+   * at each (the second waited for a little, in real time).
+   */
+  async function twoMinutesOn(page: Page, waiting: string): Promise<{ waitingAtTimeout: boolean; waitingAfter: boolean }> {
+    await page.clock.runFor(61_000);
+    const waitingAtTimeout = (await page.getAttribute("body", "data-state")) === waiting;
+    await page.clock.runFor(59_000);
+    let waitingAfter = false;
+    try {
+      await page.waitForSelector(`body:not([data-state=${waiting}])`, { timeout: 5_000 });
+    } catch {
+      waitingAfter = true;
+    }
+    return { waitingAtTimeout, waitingAfter };
+  }
+
+  it("gives the visitor the page back (text in the box, may have been stored) once no head of the message's answer came for longer than the function may run", async () => {
+    const page = await browser.context.newPage();
+    await page.goto(`${proxy.origin}/`);
+    await page.waitForSelector("body[data-ready=true]");
+    const userId = `user_unanswered_${Date.now()}`;
+    await startSession(page, userId);
+    const sessionId = (await page.getAttribute("#session", "data-session-id")) ?? "";
+
+    proxy.silenceNext("POST", /\/message$/);
+    harness.fake.enqueue({ kind: "stream", chunks: ["The", " reply", " the", " server", " stored."], chunkDelayMs: 50 });
+    await typeAndSend(page, "Are you there?");
+    await page.waitForSelector("body[data-state=streaming]");
+    // The server wrote its whole answer and stored the exchange: none of it reached the page.
+    await proxy.stalledAnswerFinished(15_000);
+    const stored = await harness.api.call("GET", `${ROUTES.get(sessionId)}?user_id=${userId}`);
+    expect(stored.body.session).toMatchObject({ message_count: 1 });
+
+    // At the function's timeout the page still waits; two minutes on, it has given the message up.
+    expect({
+      ...(await twoMinutesOn(page, "streaming")),
+      state: await page.getAttribute("body", "data-state"),
+      messageBoxEnabled: await page.isEnabled("#message"),
+    }).toEqual({ waitingAtTimeout: true, waitingAfter: false, state: "active", messageBoxEnabled: true });
+    // As after a cut: the text back with its key, and the page saying it may have been stored.
+    expect({ box: await page.inputValue("#message"), reply: await page.textContent(LAST_REPLY), error: await page.textContent("#error") }).toEqual({
+      box: "Are you there?",
+      reply: "(no reply)",
+      error:
+        "The connection closed before the reply was complete. Your message may have been stored all the same: sending it again is safe, it gets the stored reply back rather than a second one.",
+    });
+    // Sent again with its key: the reply stored meanwhile comes back, with no second model call.
+    await page.click("#send-button");
+    await page.waitForSelector("body[data-state=active] #log .assistant:not(.streaming) >> nth=1");
+    expect({ reply: await page.textContent(LAST_REPLY), count: await page.textContent("#count"), modelCalls: harness.fake.requests.length }).toEqual({
+      reply: "The reply the server stored.",
+      count: "1",
+      modelCalls: 1,
+    });
+    expect(await cspViolations(page)).toEqual([]);
+  }, 90_000);
+
+  it("gives the page back once no head of an end's answer came for as long: the session can be ended again", async () => {
+    const page = await browser.context.newPage();
+    await page.goto(`${proxy.origin}/`);
+    await page.waitForSelector("body[data-ready=true]");
+    await startSession(page, `user_unanswered_end_${Date.now()}`);
+
+    proxy.silenceNext("DELETE", /\/session\/[^/?]+$/);
+    await page.click("#end-button");
+    await page.waitForSelector("body[data-state=ending]");
+    await proxy.stalledAnswerFinished(15_000);
+    expect({
+      ...(await twoMinutesOn(page, "ending")),
+      state: await page.getAttribute("body", "data-state"),
+      endEnabled: await page.isEnabled("#end-button"),
+      error: await page.textContent("#error"),
+    }).toEqual({ waitingAtTimeout: true, waitingAfter: false, state: "active", endEnabled: true, error: "Could not reach the API: no answer came within 90 s." });
+    // The server ended it meanwhile: ended again, the page finds it over.
+    await page.click("#end-button");
+    await page.waitForSelector("body[data-state=ended]");
+    expect(await page.textContent("#status")).toBe("The session was already over.");
+    expect(await cspViolations(page)).toEqual([]);
+  }, 90_000);
+});
+
+/**
  * Where the server requires an ID token: the page meets the 401, loads the Firebase Auth SDK from
  * the reserved /__/firebase/ URLs, signs in anonymously on the Auth emulator, and sends the token.
  */

@@ -2,7 +2,7 @@ import { createServer, request as httpRequest, type IncomingHttpHeaders, type In
 import type { AddressInfo } from "node:net";
 
 /** What a planned disruption does to the answer of the request it names. */
-type Disruption = { readonly kind: "cut"; readonly keep: (body: string) => string } | { readonly kind: "stall" };
+type Disruption = { readonly kind: "cut"; readonly keep: (body: string) => string } | { readonly kind: "stall" } | { readonly kind: "silence" };
 
 /**
  * An HTTP proxy in front of a local server, as the network between a phone and the site is.
@@ -13,13 +13,15 @@ type Disruption = { readonly kind: "cut"; readonly keep: (body: string) => strin
  * with the status, and reading the rest of the body fails. A stall: the answer's head and its
  * first `delta` event go through, then nothing more while the connection stays open (the link
  * went dead without a reset: a phone between cells, a NAT that dropped its mapping), so the
- * browser sees neither the server's heartbeats nor its end.
+ * browser sees neither the server's heartbeats nor its end. A silence: the same dead link, before
+ * the answer's first byte: the server gets the request and answers it, and nothing of the answer,
+ * not even its head, comes back; the browser's fetch never resolves on its own.
  */
 export class CuttingProxy {
   private readonly planned: { method: string; path: RegExp; disruption: Disruption }[] = [];
   /** The answers cut so far, as "METHOD path status". */
   readonly cutDone: string[] = [];
-  /** Set once the server behind finished a stalled answer (it wrote its last event). */
+  /** Set once the server behind finished a stalled or silenced answer (it wrote its last byte). */
   stalledFinished = false;
   private onStalledFinished: (() => void) | undefined;
 
@@ -43,7 +45,13 @@ export class CuttingProxy {
             res.writeHead(answer.statusCode ?? 502, passed);
             answer.pipe(res);
           } else if (disruption.kind === "cut") this.cut(req, res, answer, passed, disruption.keep);
-          else this.stall(res, answer, passed);
+          else if (disruption.kind === "stall") this.stall(res, answer, passed);
+          else {
+            answer.resume();
+            answer.on("end", () => {
+              this.stalledAnswerEnded();
+            });
+          }
         });
         upstream.on("error", () => res.socket?.destroy());
         upstream.end(Buffer.concat(chunks));
@@ -81,12 +89,16 @@ export class CuttingProxy {
       dead = true;
     });
     answer.on("end", () => {
-      this.stalledFinished = true;
-      this.onStalledFinished?.();
+      this.stalledAnswerEnded();
     });
   }
 
-  /** Resolves once the server behind finished the stalled answer; rejects after `ms`. */
+  private stalledAnswerEnded(): void {
+    this.stalledFinished = true;
+    this.onStalledFinished?.();
+  }
+
+  /** Resolves once the server behind finished the stalled or silenced answer; rejects after `ms`. */
   stalledAnswerFinished(ms: number): Promise<void> {
     if (this.stalledFinished) return Promise.resolve();
     return new Promise((resolve, reject) => {
@@ -116,6 +128,11 @@ export class CuttingProxy {
   /** The next request matching `method` and `path` is answered up to its first `delta` event, then stalled. */
   stallNext(method: string, path: RegExp): void {
     this.planned.push({ method, path, disruption: { kind: "stall" } });
+  }
+
+  /** The next request matching `method` and `path` reaches the server, and nothing of its answer comes back. */
+  silenceNext(method: string, path: RegExp): void {
+    this.planned.push({ method, path, disruption: { kind: "silence" } });
   }
 
   async stop(): Promise<void> {
