@@ -2,6 +2,7 @@ import { silentLog } from "../../src/log/log";
 import { runMaintenance } from "../../src/session/maintenance";
 import { instanceName } from "../../src/sharding/database-instances";
 import { placedSessionId } from "../../src/sharding/session-ids";
+import { userKey } from "../../src/session/ledger/limits";
 import type { SessionStore } from "../../src/store/session-store";
 import { appendAt, CREATED_AT, endAt, exchange, newSession, POLICY } from "../support/fixtures";
 import { describeUnless } from "../support/visible-skip";
@@ -221,6 +222,28 @@ describeWithWireStats("the warm listeners of one function instance over two data
     const open = await Promise.all(shards.urls.map(async (url) => (await wireStats(instanceName(url))).openListens));
     expect(open.every((listens) => listens > 0)).toBe(true);
     expect(open.reduce((sum, listens) => sum + listens, 0)).toBeLessThanOrEqual(512);
+  }, 60_000);
+
+  it("keep the state and usage record of 200 sessions of 200 users served lately (402 nodes with two summaries read), as over one instance: the home instance holds every usage record", async () => {
+    const openListens = async () => (await Promise.all(shards.urls.map(async (url) => (await wireStats(instanceName(url))).openListens))).reduce((sum, listens) => sum + listens, 0);
+    // Those another function instance (the test before) keeps open.
+    const before = await openListens();
+    const store = shards.store();
+    const ids = shards.newSessionId();
+    const created: string[] = [];
+    for (let batch = 0; batch < 4; batch += 1) {
+      const sessions = Array.from({ length: 50 }, (_, i) => newSession({ user_id: `user-${batch}-${i}` }, ids()));
+      await Promise.all(
+        sessions.map(async (session) => {
+          await store.createSession(session);
+          store.prepareUsage(userKey(session.meta.user_id));
+        }),
+      );
+      created.push(...sessions.map((session) => session.id));
+    }
+    // A read on each instance after the holds, twice: the server has handled every listen and unlisten sent before it.
+    for (let round = 0; round < 2; round += 1) await Promise.all([0, 1].map((position) => store.readSummary(created.find((id) => shards.instanceOf(id) === position) ?? "")));
+    expect((await openListens()) - before).toBe(402);
   }, 60_000);
 });
 

@@ -37,13 +37,19 @@ export function rtdbSessionStore(databases: readonly Database[], timeoutMs: numb
  * One adapter per instance, each writing its sessions' index entries to the first (the home
  * instance), and each listening to its share of HELD_NODES: the function instance's listeners
  * stay within the bound the docs give however many database instances it serves, where each
- * adapter's own bound made it 512 per instance.
+ * adapter's own bound made it 512 per instance. The shares follow what each holds: every user's
+ * usage record is on the home instance (the ledger's, ShardedStore), beside its own sessions'
+ * states, so with sessions spread evenly and a user a session at most, the home adapter needs a
+ * node for every session served and one for its share of them, the others one for theirs: of
+ * 2n parts, n + 1 for the home, 1 each for the others (384 and 128 with two). Even shares filled
+ * the home adapter first, a third of the other's left unused.
  */
 export function instanceStores(databases: readonly Database[], timeoutMs: number): RtdbStore[] {
   const [home] = databases;
   if (home === undefined) throw new Error("no database");
-  const heldNodes = Math.max(1, Math.floor(HELD_NODES / databases.length));
-  return databases.map((db) => new RtdbStore(db, timeoutMs, { home, heldNodes }));
+  const share = Math.max(1, Math.floor(HELD_NODES / (2 * databases.length)));
+  const homeShare = Math.max(share, HELD_NODES - (databases.length - 1) * share);
+  return databases.map((db, position) => new RtdbStore(db, timeoutMs, { home, heldNodes: position === 0 ? homeShare : share }));
 }
 
 /**
