@@ -6,9 +6,10 @@ export interface DeviceRegistryOptions {
   readonly store: DeviceStore;
   readonly clock: () => number;
   /**
-   * The longest a registration's add can land after its claim: a request's lifetime (the
-   * function's timeout) and one database deadline for a write already sent. A release keeps itself
-   * in a user's missing devices record only that long (`releaseDevice`).
+   * A request's lifetime (the function's timeout) and one database deadline for a write already
+   * sent: how long a registration's add takes to land after its claim unless its instance queued
+   * it while cut off from the database (then it lands on reconnect, however late). A release makes
+   * a devices record for a user without one only that long (`releaseDevice`), for an erasure's sake.
    */
   readonly addLandsWithinMs: number;
 }

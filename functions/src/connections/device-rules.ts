@@ -7,9 +7,9 @@ import { keyHash } from "../session/idempotency";
  * MAX_DEVICES tokens (a new one drops the oldest), a token not registered again for
  * STALE_AFTER_MS is stale (dropped by any change of the record, skipped by a send, swept on
  * schedule), a token released from the user (another user claimed it, or they unregistered it)
- * stays released for their registrations up to the release (`released`, kept only while the add
- * of such a registration can still land, and at most MAX_RELEASES), the preview setting goes by the
- * newest registration that set it (`previews_at`), and `oldest_at`
+ * stays released for their registrations up to the release (`released`, kept as long as such a
+ * registration could still be fresh, at most MAX_RELEASES, the newest), the preview setting goes by
+ * the newest registration that set it (`previews_at`), and `oldest_at`
  * names the oldest time of either so that the sweep finds the users it concerns. A registration
  * goes by the time of its claim (`claimToken`), which orders the claims on one token.
  */
@@ -19,11 +19,14 @@ export const STALE_AFTER_MS = 60 * 86_400_000;
 
 /**
  * The most releases a user's devices keep (`released`), the newest: as many as the tokens they can
- * hold, all of which one sign-out everywhere releases at once. A release is kept only while an add
- * it refuses can still land (`releaseDevice`), so only a user registering and unregistering new
- * tokens faster than any device does reaches it; without it nothing bounded how many such a user
- * kept within that time, in a record the notifier reads whole for each of their messages and each
- * registration rewrites whole.
+ * hold, all of which one sign-out everywhere releases at once. A release is otherwise kept 60 days
+ * (STALE_AFTER_MS), and one account registering and unregistering new tokens added one a token
+ * (nothing rate-limits registrations) to a record the notifier reads whole for each of their
+ * messages and each registration rewrites whole. A 21st drops the oldest, whose late add would then
+ * be kept: only a user unregistering more than MAX_RELEASES tokens between a registration's claim
+ * and its add's landing gets there. No shorter time bound can stand in for this one: an add has no
+ * latest time to land (a write the Firebase SDK queued while its instance was cut off from the
+ * database is resent on reconnect, however late; a deadline does not cancel it).
  */
 export const MAX_RELEASES = MAX_DEVICES;
 
@@ -92,27 +95,26 @@ export function liveTokens(record: DeviceRecord | null, now: number): string[] {
  * on either side of this release (it is sent once their claim commits, however long after), and
  * nothing else is sure to take the token back out should it land after: the read of the owner
  * record after each add (kept for deploys) can fail or never run (a deadline, the instance dying).
+ * A release is kept until a registration up to it would be stale anyway (STALE_AFTER_MS), the later
+ * of two for one token, and at most MAX_RELEASES, the newest: an add can land any time before then
+ * (a write its instance queued while cut off from the database, resent on reconnect). Also drops
+ * any stale token or release.
  *
- * A release is kept only while an add of theirs it refuses may still be on its way: within
- * `addLandsWithinMs` of `upTo` (every claim of theirs it releases is no later than `upTo`: later
- * claims are timed after it, `claimToken`, `unregisterToken`; and an add lands within a request's
- * lifetime of its claim), the later of two for one token. After that every add it covers has
- * landed (and was taken out here, or by a removal before, or refused): the release refuses nothing
- * more, and a record keeping it longer would grow by one entry for each token its user registers
- * and unregisters. So the releases past that time are dropped here, where releases are added, and
- * at most MAX_RELEASES are kept, the newest. A later release (the sweep's, a retry's) removes the
- * token and keeps nothing, so it writes no record for a user without one: that user may be one
- * whose erasure has deleted it, and a record made then would outlive the erasure. One made within
- * that time is deleted again by the erasure's second pass, which waits as long. Also drops any
- * stale token.
+ * A user with no record gets one for the release only within `addLandsWithinMs` of `upTo` (a
+ * request's lifetime after the last claim it releases). A later release (the sweep's, a retry's)
+ * writes nothing: a user without a record may be one whose erasure has deleted it, and a record
+ * made then would outlive the erasure. One made within that time is deleted again by the erasure's
+ * second pass, which waits as long. What this leaves open: an add of such a user landing later
+ * still (a write queued that long) is kept, their record having no release to refuse it.
  */
 export function releaseDevice(hash: string, upTo: number, now: number, addLandsWithinMs: number): LedgerRule<DeviceRecord, DeviceChange> {
   return (record) => {
+    if (!record && now - upTo >= addLandsWithinMs) return { outcome: { count: 0, removed: [] } };
     const fresh = freshTokens(record, now);
     const device = fresh.get(hash);
     if (device !== undefined && device.updated_at <= upTo) fresh.delete(hash);
-    const released = freshReleases(record, now, addLandsWithinMs);
-    if (now - upTo < addLandsWithinMs && !releasedSince(released, hash, upTo)) released.set(hash, upTo);
+    const released = freshReleases(record, now);
+    if (now - upTo < STALE_AFTER_MS && !releasedSince(released, hash, upTo)) released.set(hash, upTo);
     return changed(record, fresh, newest(released));
   };
 }
@@ -222,13 +224,11 @@ function freshTokens(record: DeviceRecord | null, now: number): Map<string, Devi
 }
 
 /**
- * The record's releases younger than `keptForMs` at `now`, the newest MAX_RELEASES of them (which
- * also trims a record grown past it by a version that kept more). By default those not stale yet: a
- * rule that adds no release is not told how long an add can take to land, and leaves what
- * `releaseDevice` kept (which drops the others).
+ * The record's releases that a registration they cover could still be fresh after, the newest
+ * MAX_RELEASES of them (which also trims a record grown past it by a version that kept more).
  */
-function freshReleases(record: DeviceRecord | null, now: number, keptForMs: number = STALE_AFTER_MS): Map<string, number> {
-  return newest(new Map(Object.entries(record?.released ?? {}).filter(([, upTo]) => now - upTo < keptForMs)));
+function freshReleases(record: DeviceRecord | null, now: number): Map<string, number> {
+  return newest(new Map(Object.entries(record?.released ?? {}).filter(([, upTo]) => now - upTo < STALE_AFTER_MS)));
 }
 
 /** The newest MAX_RELEASES of `released` (by time, then by hash so that the choice is the same on every instance). */

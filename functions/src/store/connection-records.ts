@@ -108,9 +108,9 @@ export type Device = z.infer<typeof deviceSchema>;
  * MAX_DEVICES, the recipient's own preview setting with the claim time of the registration that
  * set it (`previews_at`: an older one landing late leaves it; absent in a record an older version
  * kept), the tokens released from them (`released`, by hash: the time of the claim that took each,
- * or of their unregistration, up to which an add of theirs landing late adds nothing; kept while
- * such an add can land, at most MAX_RELEASES), and the oldest time among the tokens and releases,
- * which the sweep of stale ones queries.
+ * or of their unregistration, up to which an add of theirs landing late adds nothing; kept 60 days,
+ * STALE_AFTER_MS, at most MAX_RELEASES, the newest), and the oldest time among the tokens and
+ * releases, which the sweep of stale ones queries.
  */
 export const deviceRecordSchema = z.object({
   tokens: z.record(z.string(), deviceSchema).optional(),

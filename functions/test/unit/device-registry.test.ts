@@ -18,6 +18,7 @@ import { ADD_LANDS_WITHIN_MS } from "../support/connection-fixtures";
 
 const T = 1_800_000_000_000;
 const TOKEN = "fcm-token-of-the-phone";
+const TABLET = "fcm-token-of-the-tablet";
 
 /** `store` with the methods of `overrides` in place of its own; everything else as it is. */
 function overriding<S extends DeviceStore>(store: S, overrides: Partial<DeviceStore>): S {
@@ -599,6 +600,34 @@ function deviceRegistryBehaviour(open: () => DeviceStore & ConnectionErasureStor
     // The signed-out phone must not go on getting Ann's messages (previews included) for 60 days.
     const audience = await annsAudience(base, T + 20_000);
     expect({ annLive: liveTokens(await base.readDevices(userKey("ann")), T + 20_000), notified: audience?.tokens }).toEqual({ annLive: [], notified: [] });
+  });
+
+  it("keeps a token unregistered when its earlier registration's add lands after another of the user's unregistrations, past a request's lifetime", async () => {
+    const base = open();
+    const { store, reached, release, arm } = slowDevicesOf(base, userKey("ann"), false);
+    let now = T - 60_000;
+    const registry = new DeviceRegistry({ store, clock: () => now, addLandsWithinMs: ADD_LANDS_WITHIN_MS });
+    // Ann has a tablet registered.
+    await registry.register("ann", TABLET, undefined);
+    // She registers her phone; its add is held: the Firebase SDK queued it while its instance was cut
+    // off from the database, and resends it on reconnect (a deadline does not cancel a write already sent).
+    now = T;
+    arm();
+    const first = registry.register("ann", TOKEN, undefined);
+    await reached;
+    // Ten seconds later she signs out on the phone, answered 200.
+    now = T + 10_000;
+    expect(await registry.unregister("ann", TOKEN)).toEqual({ devices: 1, removed: false });
+    // Two minutes on, past a request's lifetime, she signs out on the tablet too.
+    now = T + 120_000;
+    expect(await registry.unregister("ann", TABLET)).toEqual({ devices: 0, removed: true });
+    // The phone's add lands only now.
+    release();
+    await first;
+
+    // The phone she signed out of hears nothing more of her messages.
+    const audience = await annsAudience(base, T + 130_000);
+    expect({ annLive: liveTokens(await base.readDevices(userKey("ann")), T + 130_000), notified: audience?.tokens ?? [] }).toEqual({ annLive: [], notified: [] });
   });
 
   it("adds a registration made after an unregistration of the token, though its instance's clock is behind the one that unregistered it", async () => {

@@ -65,36 +65,40 @@ describe("a user's devices", () => {
   /** A release of `hash` up to `upTo`, done at `now`, as an unregistration or another user's claim does it. */
   const release = (record: DeviceRecord | null, hash: string, upTo: number, now = upTo) => releaseDevice(hash, upTo, now, ADD_LANDS_WITHIN_MS)(record);
 
-  it("keeps a release, refusing the user's late add up to it, only while such an add can still land", () => {
+  it("keeps a release, refusing the user's late add up to it, until an add it covers would be stale anyway", () => {
     const held = register(null, 1, T).next!;
     // Unregistered at T + 10: the token goes, and the removal is kept.
     const unregistered = release(held, "h01", T + 10).next!;
     expect(unregistered).toEqual({ released: { h01: T + 10 }, oldest_at: T + 10 });
     // Their registration claimed before it, its add landing only now (answered 503, still on the way), adds nothing.
     expect(registerDevice("h01", "token-1", T + 5, undefined)(unregistered).outcome).toEqual({ count: 0, removed: [] });
-    // Until a request's lifetime after it, the next release keeps it beside its own.
-    const within = release(unregistered, "h02", T + 10 + ADD_LANDS_WITHIN_MS - 1).next!;
-    expect(within.released).toEqual({ h01: T + 10, h02: T + 10 + ADD_LANDS_WITHIN_MS - 1 });
-    // From then on no add it refuses can land: the next release drops it.
-    const past = release(within, "h03", T + 10 + ADD_LANDS_WITHIN_MS).next!;
-    expect(past).toEqual({ released: { h02: T + 10 + ADD_LANDS_WITHIN_MS - 1, h03: T + 10 + ADD_LANDS_WITHIN_MS }, oldest_at: T + 10 + ADD_LANDS_WITHIN_MS - 1 });
-    // A release done after that time (the sweep's, a retry's) still takes the token, and keeps nothing.
-    const late = release(register(null, 4, T).next!, "h04", T, T + ADD_LANDS_WITHIN_MS);
-    expect(late).toEqual({ outcome: { count: 0, removed: ["h04"] }, next: {} });
+    // A release long past a request's lifetime keeps it beside its own: an add queued while its instance was cut off lands whenever it reconnects.
+    const later = release(unregistered, "h02", T + 10 + 30 * ADD_LANDS_WITHIN_MS).next!;
+    expect(later.released).toEqual({ h01: T + 10, h02: T + 10 + 30 * ADD_LANDS_WITHIN_MS });
+    expect(registerDevice("h01", "token-1", T + 5, undefined)(later).outcome).toEqual({ count: 0, removed: [] });
+    // Once an add it covers would be stale on landing, a change drops it.
+    expect(release(later, "h03", T + 10 + STALE_AFTER_MS).next?.released).toEqual({ h02: T + 10 + 30 * ADD_LANDS_WITHIN_MS, h03: T + 10 + STALE_AFTER_MS });
+    // A release done past a request's lifetime (the sweep's, a retry's) to a user with a record takes the token and is kept too.
+    expect(release(register(null, 4, T).next!, "h04", T, T + ADD_LANDS_WITHIN_MS)).toEqual({ outcome: { count: 0, removed: ["h04"] }, next: { released: { h04: T }, oldest_at: T } });
+    // To a user with no record (perhaps one an erasure deleted) it writes nothing; within that time it makes the record.
+    expect(release(null, "h05", T, T + ADD_LANDS_WITHIN_MS)).toEqual({ outcome: { count: 0, removed: [] } });
+    expect(release(null, "h05", T, T + ADD_LANDS_WITHIN_MS - 1).next).toEqual({ released: { h05: T }, oldest_at: T });
   });
 
-  it("keeps at most MAX_RELEASES releases, the newest, however many tokens a user unregisters within a request's lifetime", () => {
+  it("keeps at most MAX_RELEASES releases, the newest, however many tokens a user registers and unregisters", () => {
+    const HOUR = 3_600_000;
     let record: DeviceRecord | null = null;
-    for (let i = 0; i < MAX_RELEASES + 5; i += 1) record = release(register(record, i, T + 2 * i).next!, `h${String(i).padStart(2, "0")}`, T + 2 * i + 1).next!;
-    const newest = Array.from({ length: MAX_RELEASES }, (_, k) => k + 5).map((i) => [`h${String(i).padStart(2, "0")}`, T + 2 * i + 1]);
-    expect(record).toEqual({ released: Object.fromEntries(newest), oldest_at: T + 11 });
-    // The newest still refuses a late add of its token.
-    expect(registerDevice(`h${MAX_RELEASES + 4}`, "late", T + 2 * (MAX_RELEASES + 4), undefined)(record).outcome.count).toBe(0);
+    for (let i = 0; i < MAX_RELEASES + 5; i += 1) record = release(register(record, i, T + HOUR * i).next!, `h${String(i).padStart(2, "0")}`, T + HOUR * i + 1).next!;
+    const newest = Array.from({ length: MAX_RELEASES }, (_, k) => k + 5).map((i) => [`h${String(i).padStart(2, "0")}`, T + HOUR * i + 1]);
+    expect(record).toEqual({ released: Object.fromEntries(newest), oldest_at: T + HOUR * 5 + 1 });
+    // The oldest kept, a day old, still refuses a late add of its token; the one dropped for the 21st does not.
+    expect(registerDevice("h05", "late", T + HOUR * 5, undefined)(record).outcome.count).toBe(0);
+    expect(registerDevice("h04", "late", T + HOUR * 4, undefined)(record).outcome.count).toBe(1);
   });
 
   /**
-   * A record as a version without MAX_RELEASES and the release's time bound left it: one release
-   * (60 days each) for every token its user registered and unregistered, `count` of them.
+   * A record as a version without MAX_RELEASES left it: one release (60 days each) for every token
+   * its user registered and unregistered, `count` of them.
    */
   function grownRecord(count: number): DeviceRecord {
     const released: Record<string, number> = {};
@@ -115,8 +119,12 @@ describe("a user's devices", () => {
       next: { tokens: { [hash]: { token: "new-phone", updated_at: now } }, released: newest, oldest_at: newestAt },
     });
     expect(removeDevices([], now)(record)).toEqual({ outcome: { count: 0, removed: [] }, next: { released: newest, oldest_at: newestAt } });
-    // An unregistration keeps its own release; the others are older than a request's lifetime.
-    expect(releaseDevice(hash, now, now, ADD_LANDS_WITHIN_MS)(record)).toEqual({ outcome: { count: 0, removed: [] }, next: { released: { [hash]: now }, oldest_at: now } });
+    // An unregistration keeps its own release, the newest, beside the newest MAX_RELEASES - 1 of the others.
+    const besideIt = Object.fromEntries(Object.entries(newest).slice(1));
+    expect(releaseDevice(hash, now, now, ADD_LANDS_WITHIN_MS)(record)).toEqual({
+      outcome: { count: 0, removed: [] },
+      next: { released: { ...besideIt, [hash]: now }, oldest_at: newestAt + 10 },
+    });
   });
 });
 
