@@ -18,6 +18,13 @@ export interface ConnectionPolicy {
 /** The `Idempotency-Key`s a connection's state remembers: those of its last keyed messages. */
 export const KEYS_REMEMBERED = 64;
 
+/**
+ * The flagged messages' keys it remembers beside them (`flagged_keys`), the last flagged. Fewer:
+ * each must outlive the sends racing its own (a request's lifetime) and the client's retries, and
+ * a key forgotten only has its next send checked again; every transaction on the state carries them.
+ */
+export const FLAGGED_KEYS_REMEMBERED = 16;
+
 const MINUTE = 60_000;
 
 export function otherParticipant(participant: Participant): Participant {
@@ -193,33 +200,50 @@ export type MessageOutcome =
   | { readonly kind: "stored"; readonly position: number; readonly message: ConnectionMessage }
   /** The same `Idempotency-Key` stored message `position` already. */
   | { readonly kind: "duplicate"; readonly position: number }
+  /** Moderation flagged this message, sent with the same `Idempotency-Key`: the key's answer for good. */
+  | { readonly kind: "flagged" }
+  /** The `Idempotency-Key` was flagged with another text. */
+  | { readonly kind: "reused" }
   | { readonly kind: "pending" }
   | { readonly kind: "closed"; readonly status: ClosedStatus }
   | { readonly kind: "blocked" }
   | { readonly kind: "limited"; readonly retryAfterMs: number };
+
+/** A message's `Idempotency-Key` as its connection's state knows it. */
+export interface MessageKey {
+  /** The key's hash, scoped to its sender and connection. */
+  readonly hash: string;
+  /**
+   * What tells this message's text from another's sent with the key, kept for a flagged key (whose
+   * text is stored nowhere): a hash of the text with the key itself, which only its sender knows,
+   * so the other participant (who may read the state) cannot test guesses of the text against it.
+   */
+  readonly fingerprint: string;
+}
 
 export interface MessageInput {
   readonly sender: Participant;
   readonly senderId: string;
   readonly text: string;
   readonly now: number;
-  /** The hash of the message's `Idempotency-Key`, scoped to its sender and connection. */
-  readonly keyHash?: string;
+  readonly key?: MessageKey;
   readonly policy: ConnectionPolicy;
 }
 
 /**
  * Stores a message: its key is the next count, decided here, in the transaction that stores it,
  * so that the order of the keys is the order of the commits on every instance. A retry with the
- * same key finds its message first (even after the connection ended). The message's timestamp
- * never goes back from the last activity, so timestamps follow the keys' order whatever the
- * instances' clocks.
+ * same key finds its message first (even after the connection ended), or the key flagged. The
+ * message's timestamp never goes back from the last activity, so timestamps follow the keys'
+ * order whatever the instances' clocks.
  */
 export function appendMessage(input: MessageInput): MessageRule<MessageOutcome> {
-  const { sender, senderId, text, now, keyHash, policy } = input;
+  const { sender, senderId, text, now, key, policy } = input;
   return (state) => {
-    const done = keyHash === undefined ? undefined : state.recent_keys?.[keyHash];
+    const done = key === undefined ? undefined : state.recent_keys?.[key.hash];
     if (done !== undefined) return { outcome: { kind: "duplicate", position: done } };
+    const flagged = key === undefined ? undefined : state.flagged_keys?.[key.hash];
+    if (flagged !== undefined) return { outcome: { kind: flagged.fingerprint === key?.fingerprint ? "flagged" : "reused" } };
     if (state.status === "declined" || state.status === "ended") return { outcome: { kind: "closed", status: state.status } };
     if (state.status === "pending") return { outcome: { kind: "pending" } };
     if (isBlocked(state.blocked)) return { outcome: { kind: "blocked" } };
@@ -233,9 +257,35 @@ export function appendMessage(input: MessageInput): MessageRule<MessageOutcome> 
       message_count: position,
       last_activity: timestamp,
       rate: { ...state.rate, [sender]: took.bucket },
-      ...(keyHash === undefined ? {} : { recent_keys: remembered(state.recent_keys, keyHash, position) }),
+      ...(key === undefined ? {} : { recent_keys: remembered(state.recent_keys, key.hash, position) }),
     };
     return { outcome: { kind: "stored", position, message }, next, message };
+  };
+}
+
+/** What a flagged keyed message comes to: flagged, or what its connection answers anyway. */
+export type FlagOutcome = Exclude<MessageOutcome, { kind: "stored" }>;
+
+/**
+ * A keyed message moderation flagged: its key is kept as flagged, in a transaction on the state
+ * (where the message's own would have been decided), so that a send with the same key whose check
+ * let it through (an outage, MODERATION_ON_OUTAGE=open) and whose transaction comes later is
+ * refused there, and a later retry gets the same 422. Answered as the message's own transaction would
+ * answer it otherwise: a key whose message is stored already (that send landed first) is a
+ * duplicate, one flagged already is flagged (or reused, for another text), and a connection that
+ * refuses the message gets its refusal. The key is written unless the connection is closed (no
+ * send can be stored there, ever): a pending, blocked or rate-limited connection may take the
+ * racing send once that changes. Takes nothing from the sender's rate, as an unkeyed flagged
+ * message, whose state is only read, does not.
+ */
+export function flagMessage(input: MessageInput & { readonly key: MessageKey }): ConnectionRule<FlagOutcome> {
+  const { key, now } = input;
+  const judged = appendMessage(input);
+  return (state) => {
+    const { outcome } = judged(state);
+    if (outcome.kind === "duplicate" || outcome.kind === "flagged" || outcome.kind === "reused" || outcome.kind === "closed") return { outcome };
+    const next: ConnectionState = { ...state, flagged_keys: flaggedWith(state.flagged_keys, key, now) };
+    return { outcome: outcome.kind === "stored" ? { kind: "flagged" } : outcome, next };
   };
 }
 
@@ -243,6 +293,16 @@ export function appendMessage(input: MessageInput): MessageRule<MessageOutcome> 
 function remembered(keys: Readonly<Record<string, number>> | undefined, keyHash: string, position: number): Record<string, number> {
   const entries = [...Object.entries(keys ?? {}), [keyHash, position] as const].sort(([, a], [, b]) => a - b);
   return Object.fromEntries(entries.slice(-KEYS_REMEMBERED));
+}
+
+/**
+ * The flagged keys with this one, the oldest forgotten past FLAGGED_KEYS_REMEMBERED. Its time never
+ * goes back from theirs (another instance's clock may run ahead), so the newest is never the one forgotten.
+ */
+function flaggedWith(keys: ConnectionState["flagged_keys"], key: MessageKey, now: number): NonNullable<ConnectionState["flagged_keys"]> {
+  const kept = Object.entries(keys ?? {}).sort(([, a], [, b]) => a.at - b.at);
+  const at = Math.max(now, kept.at(-1)?.[1].at ?? now);
+  return Object.fromEntries([...kept, [key.hash, { fingerprint: key.fingerprint, at }] as const].slice(-FLAGGED_KEYS_REMEMBERED));
 }
 
 function accepted(state: ConnectionState, now: number): ConnectionState {

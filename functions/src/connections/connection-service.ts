@@ -1,7 +1,8 @@
+import { MessageFlaggedError } from "../llm/moderation";
 import type { Log } from "../log/log";
 import type { MessageModeration } from "../moderation/message-moderation";
 import { ForbiddenError, IdempotencyKeyReusedError, LimitExceededError } from "../session/errors";
-import { keyHash } from "../session/idempotency";
+import { fingerprint, keyHash } from "../session/idempotency";
 import { ErasureInProgressError } from "../session/erasure/erasure-errors";
 import { ERASING_RETRY_MS, userKey } from "../session/ledger/limits";
 import { seconds } from "../session/message/refusals";
@@ -15,6 +16,7 @@ import {
   blockOnPair,
   decline,
   end,
+  flagMessage,
   followPair,
   otherParticipant,
   requestAgain,
@@ -22,6 +24,8 @@ import {
   type AnswerOutcome,
   type ConnectionPolicy,
   type CurrentConnection,
+  type MessageInput,
+  type MessageKey,
   type MessageOutcome,
 } from "./connection-rules";
 import { ConnectionBlockedError, ConnectionClosedError, ConnectionNotFoundError, ConnectionNotPendingError, ConnectionPendingError, ConnectionRequestLimitError } from "./errors";
@@ -278,31 +282,20 @@ export class ConnectionService {
    * a participant's message is checked first: there is no model call to run the check beside, so
    * its verdict comes before the transaction (a flagged one is stored nowhere, notified to no one).
    * A refused check gives way to the answer the connection's state gives anyway (gone, a stored
-   * retry, or the transaction's own refusal).
+   * retry, or the transaction's own refusal); a flagged keyed message keeps its key as flagged
+   * there, for a send with the same key racing it to be refused too (see `refusedCheck`).
    */
   async send(input: { readonly userId: string; readonly connectionId: string; readonly text: string; readonly idempotencyKey?: string }): Promise<SentMessage> {
     const { store, notifier, clock, policy } = this.options;
     const { userId, connectionId, text, idempotencyKey } = input;
     const now = clock();
     const { known, you: sender } = await this.participant(userId, connectionId);
-    const hash = idempotencyKey === undefined ? undefined : keyHash(`connectionMessage\u0000${connectionId}\u0000${userId}`, idempotencyKey);
-    const rule = appendMessage({ sender, senderId: userId, text, now, policy, ...(hash === undefined ? {} : { keyHash: hash }) });
+    const key = idempotencyKey === undefined ? undefined : messageKey(connectionId, userId, idempotencyKey, text);
+    const message: MessageInput = { sender, senderId: userId, text, now, policy, ...(key === undefined ? {} : { key }) };
     try {
       await this.options.moderation?.admit(text, { connection_id: connectionId });
     } catch (error) {
-      // Read only on a refusal, and answered as the message's own transaction would answer it
-      // whatever the check says: a connection gone is 404 on any instance (a cold one learns it
-      // from the fields' read, a warm one knows them still); a retry of a message already stored
-      // gets it back (its first send passed the check); a message the connection refuses anyway
-      // (ended, declined, pending, blocked, past the sender's rate) gets that refusal, so that an
-      // outage with MODERATION_ON_OUTAGE=closed never asks a client to retry what no retry stores.
-      // The rule is pure: applied to the state as read, it decides without writing.
-      const state = await store.readConnectionState(connectionId);
-      if (!state) throw this.gone(connectionId);
-      const { outcome } = rule(state);
-      if (outcome.kind === "duplicate") return this.replay(input, outcome.position);
-      if (outcome.kind !== "stored") throw messageRefusal(outcome);
-      throw error;
+      return await this.refusedCheck(input, known, message, error);
     }
     const { ref } = known;
     const recipientKey = ref.userKeys[otherParticipant(sender)];
@@ -312,13 +305,50 @@ export class ConnectionService {
     // message (a phone that changed hands, a device unregistered), at no round trip more. Read
     // before the commit, a warm instance's copy could trail them without bound.
     notifier.prepare(recipientKey, senderKey);
-    const result = await store.appendMessage(ref, rule);
+    const result = await store.appendMessage(ref, appendMessage(message));
     if (!result.found) throw this.gone(connectionId);
     const { outcome, state } = result;
     if (outcome.kind === "duplicate") return this.replay(input, outcome.position);
     if (outcome.kind !== "stored") throw messageRefusal(outcome);
     const notified = await notifier.notify(notifier.audience(recipientKey, senderKey), { connectionId, kind: "message", text });
     return { connectionId, position: outcome.position, message: outcome.message, messageCount: state.message_count, replayed: false, notified };
+  }
+
+  /**
+   * A message whose check refused it, answered as its own transaction would answer it whatever the
+   * check says: a connection gone is 404 on any instance (a cold one learns it from the fields'
+   * read, a warm one knows them still); a retry of a message already stored gets it back (its
+   * first send passed the check); a message the connection refuses anyway (ended, declined,
+   * pending, blocked, past the sender's rate) gets that refusal, so that an outage with
+   * MODERATION_ON_OUTAGE=closed never asks a client to retry what no retry stores; a key flagged
+   * before is flagged again (422), not an outage's 503.
+   * - A flagged keyed message is settled in a transaction that keeps its key as flagged
+   *   (`flagMessage`): a send with the same key may be running, its check let through by an outage
+   *   (open), its transaction still to come. Read instead, the state would not hold that send's
+   *   key yet, and the 422 ("not sent") would be followed by its commit and notification. That
+   *   send's transaction now finds the key flagged and is refused (422); one that landed first is
+   *   found by this one: the flagged send gets its message back.
+   * - Otherwise (unkeyed, or an outage while closed: no answer for good) the state is read once,
+   *   and the rule, pure, applied to it decides without writing.
+   */
+  private async refusedCheck(input: { readonly userId: string; readonly connectionId: string; readonly text: string }, known: KnownConnection, message: MessageInput, error: unknown): Promise<SentMessage> {
+    const { store } = this.options;
+    const { connectionId } = input;
+    const { key } = message;
+    let outcome: MessageOutcome;
+    if (error instanceof MessageFlaggedError && key !== undefined) {
+      const flagged = await store.updateConnection(known.ref, flagMessage({ ...message, key }));
+      if (!flagged.found) throw this.gone(connectionId);
+      outcome = flagged.outcome;
+    } else {
+      const state = await store.readConnectionState(connectionId);
+      if (!state) throw this.gone(connectionId);
+      outcome = appendMessage(message)(state).outcome;
+    }
+    if (outcome.kind === "duplicate") return this.replay(input, outcome.position);
+    // This check's own refusal, with what it says (a flag's categories, an outage's wait).
+    if (outcome.kind === "stored" || (outcome.kind === "flagged" && error instanceof MessageFlaggedError)) throw error;
+    throw messageRefusal(outcome);
   }
 
   /**
@@ -521,9 +551,19 @@ function answerRefusal(outcome: AnswerOutcome): Error | undefined {
   }
 }
 
+/** A message's `Idempotency-Key`, scoped to its sender and connection, with its text's fingerprint (see MessageKey). */
+function messageKey(connectionId: string, userId: string, idempotencyKey: string, text: string): MessageKey {
+  return { hash: keyHash(`connectionMessage\u0000${connectionId}\u0000${userId}`, idempotencyKey), fingerprint: fingerprint(idempotencyKey, text) };
+}
+
 /** The one place where a refused message becomes its error. */
 function messageRefusal(outcome: Exclude<MessageOutcome, { kind: "stored" } | { kind: "duplicate" }>): Error {
   switch (outcome.kind) {
+    case "flagged":
+      // A send with a key moderation flagged: that send's answer, without its categories (not kept).
+      return new MessageFlaggedError([]);
+    case "reused":
+      return new IdempotencyKeyReusedError();
     case "pending":
       return new ConnectionPendingError();
     case "closed":

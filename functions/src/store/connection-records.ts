@@ -64,6 +64,14 @@ export const connectionStateSchema = z.object({
    * stored: a retry finds its message here, in the same transaction that would otherwise store it again.
    */
   recent_keys: z.record(z.string(), z.number().int().min(1)).optional(),
+  /**
+   * The `Idempotency-Key`s (their hashes) of the last keyed messages moderation flagged, never in
+   * `recent_keys` too: a send with the same key (racing the flagged one, or a retry) is refused as
+   * flagged in its own transaction, unless its text's `fingerprint` differs (the key reused). `at`:
+   * when it was flagged, the order in which the oldest is forgotten. Absent in a state an older
+   * version wrote; an older version drops it when it next writes the state.
+   */
+  flagged_keys: z.record(z.string(), z.object({ fingerprint: z.string(), at: z.number() })).optional(),
 });
 export type ConnectionState = z.infer<typeof connectionStateSchema>;
 

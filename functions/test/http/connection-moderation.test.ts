@@ -103,6 +103,16 @@ describeEachStore("moderation of messages between users", (kind) => {
     expect((await alice.send(connectionId, "Hello twice", { "Idempotency-Key": `key-${randomUUID()}` })).status).toBe(503);
   });
 
+  it("answers a keyed retry of a flagged message 422 MESSAGE_FLAGGED during an outage when the choice is closed, not 503: the key's answer stands", async () => {
+    await connected(closed);
+    const headers = { "Idempotency-Key": `key-${randomUUID()}` };
+    closed.fake.enqueueModeration({ kind: "verdict", flagged: true, categories: ["harassment"] }, { kind: "status", status: 500 });
+    expect((await alice.send(connectionId, FLAGGED_TEXT, headers)).status).toBe(422);
+    const again = await alice.send(connectionId, FLAGGED_TEXT, headers);
+    expect({ status: again.status, code: again.body.error?.code, retry: again.headers.get("retry-after") }).toEqual({ status: 422, code: "MESSAGE_FLAGGED", retry: null });
+    await nothingKept(closed);
+  });
+
   it("answers a message to an ended connection 410 CONNECTION_ENDED, not the outage's 503 nor the flag's 422: no retry can store it", async () => {
     await connected(closed);
     expect((await bob.end(connectionId)).status).toBe(200);
@@ -135,6 +145,74 @@ describeEachStore("moderation of messages between users", (kind) => {
     const mallory = new ApiUser(`mallory-${randomUUID().slice(0, 8)}`, harness.api, HOSTING_ROUTES);
     expect((await mallory.send(connectionId, "let me in")).status).toBe(403);
     expect(harness.fake.moderationRequests).toHaveLength(0);
+  });
+});
+
+/**
+ * A keyed message flagged while a send with the same key is still running: a client's retry, sent
+ * while its first send's check hangs (an outage, let through at OPENAI_TIMEOUT_MS under the default
+ * `open`). The flag is kept with the key in the connection's state, in a transaction, so the first
+ * send's transaction, landing after it, is refused too: the key has one answer. A first send that
+ * landed before the flag is the key's answer instead.
+ */
+describeEachStore("moderation of keyed messages between users, a retry racing its first send", (kind) => {
+  let harness: Harness;
+  let pushes: OfflineSender;
+  let alice: ApiUser;
+  let bob: ApiUser;
+  let connectionId: string;
+
+  beforeAll(async () => {
+    pushes = createOfflineSender(silentLog);
+    harness = await startHarness({ store: kind, pushSender: pushes, env: { MODERATION: "true", OPENAI_TIMEOUT_MS: "1000" } });
+  });
+  afterAll(async () => { await harness.close(); });
+
+  beforeEach(async () => {
+    const tag = randomUUID().slice(0, 8);
+    alice = new ApiUser(`alice-${tag}`, harness.api, HOSTING_ROUTES);
+    bob = new ApiUser(`bob-${tag}`, harness.api, HOSTING_ROUTES);
+    connectionId = await alice.connectWith(bob);
+    await bob.register(`token-bob-${tag}`);
+    harness.fake.reset();
+  });
+
+  const notifiedOf = () => pushes.recorded().filter((push) => push.notification.connectionId === connectionId);
+  const answerOf = (answer: { status: number; body: { error?: { code: string } } }) => ({ status: answer.status, code: answer.body.error?.code });
+
+  it("refuses the first send too once its retry is flagged, though an outage let its check through: nothing stored, nobody notified, a later retry flagged", async () => {
+    const headers = { "Idempotency-Key": `key-${randomUUID()}` };
+    // The first send's check never answers (an outage: let through at its deadline); the retry's is flagged.
+    harness.fake.enqueueModeration({ kind: "hang" }, { kind: "verdict", flagged: true, categories: ["harassment"] });
+    const first = alice.send(connectionId, "are you there?", headers);
+    await harness.fake.awaitModerationRequests(1);
+    const retry = await alice.send(connectionId, "are you there?", headers);
+    const firstAnswer = await first;
+    expect({ retry: answerOf(retry), first: answerOf(firstAnswer) }).toEqual({
+      retry: { status: 422, code: "MESSAGE_FLAGGED" },
+      first: { status: 422, code: "MESSAGE_FLAGGED" },
+    });
+    expect((await bob.read(connectionId)).body.messages).toEqual([]);
+    expect(await harness.api.connectionStore.readConnectionState(connectionId)).toMatchObject({ message_count: 0 });
+    expect(notifiedOf()).toEqual([]);
+    // A later retry whose check is let through again is the key's answer still; another text with the key is a reuse.
+    harness.fake.enqueueModeration({ kind: "status", status: 503 }, { kind: "verdict", flagged: false });
+    expect(answerOf(await alice.send(connectionId, "are you there?", headers))).toEqual({ status: 422, code: "MESSAGE_FLAGGED" });
+    expect(answerOf(await alice.send(connectionId, "hello?", headers))).toEqual({ status: 422, code: "IDEMPOTENCY_KEY_REUSED" });
+    // The next message, with a key of its own, takes the first place.
+    harness.fake.enqueueModeration({ kind: "verdict", flagged: false });
+    expect((await alice.send(connectionId, "Sorry", { "Idempotency-Key": `key-${randomUUID()}` })).body).toMatchObject({ message: { position: 1, content: "Sorry" } });
+  }, 20_000);
+
+  it("gives a flagged retry the message its first send stored before the flag, notifying no one again; another text with the key is a reuse", async () => {
+    const headers = { "Idempotency-Key": `key-${randomUUID()}` };
+    harness.fake.enqueueModeration({ kind: "status", status: 503 }, { kind: "verdict", flagged: true, categories: ["harassment"] }, { kind: "verdict", flagged: true, categories: ["harassment"] });
+    const first = await alice.send(connectionId, "are you there?", headers);
+    expect(first.status).toBe(201);
+    const retry = await alice.send(connectionId, "are you there?", headers);
+    expect({ status: retry.status, body: retry.body, replayed: retry.headers.get("idempotent-replayed") }).toEqual({ status: 201, body: first.body, replayed: "true" });
+    expect(answerOf(await alice.send(connectionId, "something else", headers))).toEqual({ status: 422, code: "IDEMPOTENCY_KEY_REUSED" });
+    expect(notifiedOf()).toHaveLength(1);
   });
 });
 

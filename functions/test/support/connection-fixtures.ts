@@ -27,10 +27,10 @@ export function newConnection(status: "pending" | "accepted" = "accepted", users
   };
 }
 
-/** The service's own message rule, by participant, as the store contract applies it. */
+/** The service's own message rule, by participant, as the store contract applies it (the key's fingerprint: its text's). */
 export function sendAs(connection: NewConnection, sender: Participant, text: string, at: number, keyHash?: string) {
   const senderId = sender === "a" ? connection.meta.user_a : connection.meta.user_b;
-  return appendMessage({ sender, senderId, text, now: at, policy: OPEN_POLICY, ...(keyHash === undefined ? {} : { keyHash }) });
+  return appendMessage({ sender, senderId, text, now: at, policy: OPEN_POLICY, ...(keyHash === undefined ? {} : { key: { hash: keyHash, fingerprint: text } }) });
 }
 
 export function refOf(connection: NewConnection): ConnectionRef {

@@ -1,5 +1,5 @@
-import { accept, appendMessage, blockOnPair, decline, end, followPair, KEYS_REMEMBERED, requestAgain, requestOnPair } from "../../src/connections/connection-rules";
-import type { ConnectionState, PairRecord } from "../../src/store/connection-records";
+import { accept, appendMessage, blockOnPair, decline, end, flagMessage, FLAGGED_KEYS_REMEMBERED, followPair, KEYS_REMEMBERED, requestAgain, requestOnPair } from "../../src/connections/connection-rules";
+import { connectionStateSchema, type ConnectionState, type PairRecord } from "../../src/store/connection-records";
 
 /** The rules of connections as tables: each decision from a stored value, applied by no store. */
 
@@ -8,8 +8,8 @@ const USERS = { a: "ann", b: "ben" };
 const pending: ConnectionState = { status: "pending", message_count: 0, last_activity: T };
 const accepted: ConnectionState = { status: "accepted", message_count: 2, last_activity: T + 5, accepted_at: T + 1 };
 const POLICY = { messagesPerMinute: 3 };
-const send = (state: ConnectionState, at = T + 10, keyHash?: string, sender: "a" | "b" = "a") =>
-  appendMessage({ sender, senderId: sender === "a" ? "ann" : "ben", text: "hi", now: at, policy: POLICY, ...(keyHash === undefined ? {} : { keyHash }) })(state);
+const send = (state: ConnectionState, at = T + 10, keyHash?: string, sender: "a" | "b" = "a", text = "hi") =>
+  appendMessage({ sender, senderId: sender === "a" ? "ann" : "ben", text, now: at, policy: POLICY, ...(keyHash === undefined ? {} : { key: { hash: keyHash, fingerprint: `fp-${text}` } }) })(state);
 
 describe("a request, on the pair's record", () => {
   const candidate = { id: "new-id", createdAt: T };
@@ -201,5 +201,60 @@ describe("a message", () => {
     expect(send({ ...state, status: "ended" }, T, "key-1")).toEqual({ outcome: { kind: "duplicate", position: 4 } });
     // The first key was forgotten: a repeat of it would be a new message.
     expect(send(state, T + 100 * 60_000, "key-0").outcome).toMatchObject({ kind: "stored" });
+  });
+});
+
+describe("a keyed message moderation flagged", () => {
+  const flag = (state: ConnectionState, keyHash: string, at = T + 10, text = "hi") =>
+    flagMessage({ sender: "a", senderId: "ann", text, now: at, policy: POLICY, key: { hash: keyHash, fingerprint: `fp-${text}` } })(state);
+
+  it("keeps its key as flagged, taking nothing else: a send with the key and text is refused flagged, with another text as reused, even after the end", () => {
+    const { outcome, next } = flag(accepted, "k");
+    expect(outcome).toEqual({ kind: "flagged" });
+    expect(next).toEqual({ ...accepted, flagged_keys: { k: { fingerprint: "fp-hi", at: T + 10 } } });
+    expect(send(next!, T + 20, "k")).toEqual({ outcome: { kind: "flagged" } });
+    expect(send(next!, T + 20, "k", "a", "hello")).toEqual({ outcome: { kind: "reused" } });
+    expect(send({ ...next!, status: "ended" }, T + 20, "k")).toEqual({ outcome: { kind: "flagged" } });
+    // Another key stores as before.
+    expect(send(next!, T + 20, "other").outcome).toMatchObject({ kind: "stored", position: 3 });
+    // Flagged again: the same answer, nothing written.
+    expect(flag(next!, "k", T + 30)).toEqual({ outcome: { kind: "flagged" } });
+  });
+
+  it("finds a key whose message is stored already, writing nothing", () => {
+    const stored = send(accepted, T + 10, "k").next!;
+    expect(flag(stored, "k", T + 20)).toEqual({ outcome: { kind: "duplicate", position: 3 } });
+  });
+
+  it.each<[string, ConnectionState, unknown]>([
+    ["pending", pending, { kind: "pending" }],
+    ["blocked", { ...accepted, blocked: { b: T } }, { kind: "blocked" }],
+  ])("answers a %s connection's refusal, keeping the key flagged for when that changes", (_name, state, outcome) => {
+    const { outcome: answered, next } = flag(state, "k");
+    expect(answered).toEqual(outcome);
+    expect(next?.flagged_keys).toEqual({ k: { fingerprint: "fp-hi", at: T + 10 } });
+  });
+
+  it("answers a closed connection's refusal, writing nothing: no send is ever stored there", () => {
+    expect(flag({ ...accepted, status: "ended" }, "k")).toEqual({ outcome: { kind: "closed", status: "ended" } });
+  });
+
+  it("remembers only the last flagged keys, the newest kept even behind another instance's clock", () => {
+    let state = accepted;
+    for (let i = 0; i < FLAGGED_KEYS_REMEMBERED + 1; i += 1) state = flag(state, `key-${i}`, T + 10 + i).next!;
+    expect(Object.keys(state.flagged_keys ?? {})).toHaveLength(FLAGGED_KEYS_REMEMBERED);
+    expect(state.flagged_keys?.["key-0"]).toBeUndefined();
+    const behind = flag(state, "late", T).next!;
+    expect(behind.flagged_keys?.late).toEqual({ fingerprint: "fp-hi", at: T + 10 + FLAGGED_KEYS_REMEMBERED });
+    expect(behind.flagged_keys?.["key-1"]).toBeUndefined();
+    // The stored keys are their own: a flagged one never pushes one out.
+    expect(send(behind, T + 100, "kept").next?.recent_keys).toEqual({ kept: 3 });
+  });
+
+  it("leaves a state an older version wrote (no flagged keys) readable, and the new one too", () => {
+    const older = { status: "accepted", message_count: 2, last_activity: T + 5, recent_keys: { k: 2 } };
+    expect(connectionStateSchema.parse(older)).toEqual(older);
+    const flagged = flag(connectionStateSchema.parse(older), "f").next!;
+    expect(connectionStateSchema.parse(flagged)).toEqual(flagged);
   });
 });
