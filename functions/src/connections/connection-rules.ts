@@ -296,12 +296,15 @@ function remembered(keys: Readonly<Record<string, number>> | undefined, keyHash:
 }
 
 /**
- * The flagged keys with this one, the oldest forgotten past FLAGGED_KEYS_REMEMBERED. Its time never
- * goes back from theirs (another instance's clock may run ahead), so the newest is never the one forgotten.
+ * The flagged keys with this one, the oldest forgotten past FLAGGED_KEYS_REMEMBERED. Its time is
+ * past theirs, strictly (another instance's clock may run ahead): the times keep the order in which
+ * the keys were flagged, so a later flag forgets the first flagged, never one flagged since. Tied,
+ * the order would fall to the keys' own (the database gives children in key order, of hashes).
  */
 function flaggedWith(keys: ConnectionState["flagged_keys"], key: MessageKey, now: number): NonNullable<ConnectionState["flagged_keys"]> {
   const kept = Object.entries(keys ?? {}).sort(([, a], [, b]) => a.at - b.at);
-  const at = Math.max(now, kept.at(-1)?.[1].at ?? now);
+  const newest = kept.at(-1)?.[1].at;
+  const at = newest === undefined ? now : Math.max(now, newest + 1);
   return Object.fromEntries([...kept, [key.hash, { fingerprint: key.fingerprint, at }] as const].slice(-FLAGGED_KEYS_REMEMBERED));
 }
 

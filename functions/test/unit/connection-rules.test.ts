@@ -221,6 +221,26 @@ describe("a keyed message moderation flagged", () => {
     expect(flag(next!, "k", T + 30)).toEqual({ outcome: { kind: "flagged" } });
   });
 
+  it("forgets the key flagged first, never one flagged since, when an instance's clock ran ahead: the database gives the keys back in their own order", () => {
+    /** What the Realtime Database gives back: the keys' children in key order. */
+    const roundTrip = (state: ConnectionState): ConnectionState => {
+      const keys = state.flagged_keys ?? {};
+      return { ...state, flagged_keys: Object.fromEntries(Object.keys(keys).sort().map((key) => [key, keys[key]!])) };
+    };
+    const flagged = (state: ConnectionState, keyHash: string, at: number) => roundTrip(flag(state, keyHash, at).next!);
+    // One instance, its clock a minute ahead, flags a key first; the later flags come from instances on time.
+    let state = flagged(accepted, "zz-flagged-first", T + 60_000);
+    for (let i = 1; i < FLAGGED_KEYS_REMEMBERED - 1; i += 1) state = flagged(state, `m-${String(i).padStart(2, "0")}`, T + 10 + i);
+    // The 16th: a key whose send may still be racing it (its check let through by an outage).
+    state = flagged(state, "a-flagged-just-now", T + 100);
+    // A 17th: the first flagged is forgotten.
+    state = flagged(state, "n-next", T + 101);
+    const kept = Object.keys(state.flagged_keys ?? {});
+    expect({ kept: kept.length, oldestKept: kept.includes("zz-flagged-first"), justFlaggedKept: kept.includes("a-flagged-just-now") }).toEqual({ kept: FLAGGED_KEYS_REMEMBERED, oldestKept: false, justFlaggedKept: true });
+    // So the racing send of the key flagged just now is refused in its own transaction.
+    expect(send(state, T + 102, "a-flagged-just-now", "a", "hi").outcome).toEqual({ kind: "flagged" });
+  });
+
   it("finds a key whose message is stored already, writing nothing", () => {
     const stored = send(accepted, T + 10, "k").next!;
     expect(flag(stored, "k", T + 20)).toEqual({ outcome: { kind: "duplicate", position: 3 } });
@@ -239,13 +259,13 @@ describe("a keyed message moderation flagged", () => {
     expect(flag({ ...accepted, status: "ended" }, "k")).toEqual({ outcome: { kind: "closed", status: "ended" } });
   });
 
-  it("remembers only the last flagged keys, the newest kept even behind another instance's clock", () => {
+  it("remembers only the last flagged keys, the newest kept even behind another instance's clock, just past the newest before it", () => {
     let state = accepted;
     for (let i = 0; i < FLAGGED_KEYS_REMEMBERED + 1; i += 1) state = flag(state, `key-${i}`, T + 10 + i).next!;
     expect(Object.keys(state.flagged_keys ?? {})).toHaveLength(FLAGGED_KEYS_REMEMBERED);
     expect(state.flagged_keys?.["key-0"]).toBeUndefined();
     const behind = flag(state, "late", T).next!;
-    expect(behind.flagged_keys?.late).toEqual({ fingerprint: "fp-hi", at: T + 10 + FLAGGED_KEYS_REMEMBERED });
+    expect(behind.flagged_keys?.late).toEqual({ fingerprint: "fp-hi", at: T + 10 + FLAGGED_KEYS_REMEMBERED + 1 });
     expect(behind.flagged_keys?.["key-1"]).toBeUndefined();
     // The stored keys are their own: a flagged one never pushes one out.
     expect(send(behind, T + 100, "kept").next?.recent_keys).toEqual({ kept: 3 });
