@@ -636,7 +636,17 @@ export function startPeople(shared) {
     window.clearInterval(listTimer);
     if (!ui.panel.open) return;
     void attempt(loadList);
-    listTimer = window.setInterval(() => void read(loadList), LIST_EVERY_MS);
+    // One read of the list at a time: over a link gone dead each waits for its answer's head up to
+    // the page's bound (app.js ANSWER_HEAD_MS, 90 s), and reads piling up every LIST_EVERY_MS
+    // would hold the browser's connections to the API, the chat's own calls queued behind them.
+    let reading = false;
+    listTimer = window.setInterval(() => {
+      if (reading) return;
+      reading = true;
+      void read(loadList).finally(() => {
+        reading = false;
+      });
+    }, LIST_EVERY_MS);
   });
   ui.refresh.addEventListener("click", () => void attempt(loadList));
   ui.more.addEventListener("click", () => void attempt(loadOlder));

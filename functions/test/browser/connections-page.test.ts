@@ -104,6 +104,30 @@ describeWithChromium("the People panel, when a send's answer is cut on the way b
     expect(await page.textContent("#people-error")).toContain("may have been sent all the same: sending it again unchanged is safe");
     await page.close();
   }, 60_000);
+
+  it("reads the list one request at a time while a read goes unanswered: over a dead link its reads do not pile up", async () => {
+    const ann = new ApiUser(`ann-${String(Date.now())}`, harness.api, HOSTING_ROUTES);
+    const page = await browser.context.newPage();
+    await page.clock.install();
+    await page.goto(`${proxy.origin}/`);
+    await page.waitForSelector("body[data-ready=true]");
+    await page.fill("#user", ann.id);
+    // From now on the list's reads get no answer, not even a head: a link gone dead without a reset.
+    let listReads = 0;
+    await page.route(
+      (url) => url.pathname.endsWith("/connections"),
+      (route) => {
+        if (route.request().method() === "GET") listReads += 1;
+        else void route.continue();
+      },
+    );
+    await page.click("#people summary");
+    await page.waitForSelector("#people[open]");
+    // Seven of the panel's 4 s turns, within the 90 s a read waits for its answer's head.
+    await page.clock.runFor(30_000);
+    expect(listReads).toBe(1);
+    await page.close();
+  }, 60_000);
 });
 
 /**
