@@ -635,18 +635,20 @@ export function startPeople(shared) {
   ui.panel.addEventListener("toggle", () => {
     window.clearInterval(listTimer);
     if (!ui.panel.open) return;
-    void attempt(loadList);
-    // One read of the list at a time: over a link gone dead each waits for its answer's head up to
-    // the page's bound (app.js ANSWER_HEAD_MS, 90 s), and reads piling up every LIST_EVERY_MS
-    // would hold the browser's connections to the API, the chat's own calls queued behind them.
+    // One read of the list at a time, the first one's included: over a link gone dead each waits
+    // for its answer's head up to the page's bound (app.js ANSWER_HEAD_MS, 90 s), and reads piling
+    // up every LIST_EVERY_MS would hold the browser's connections to the API, the chat's own calls
+    // queued behind them.
     let reading = false;
-    listTimer = window.setInterval(() => {
+    const readOnce = (work) => {
       if (reading) return;
       reading = true;
-      void read(loadList).finally(() => {
+      void work().finally(() => {
         reading = false;
       });
-    }, LIST_EVERY_MS);
+    };
+    readOnce(() => attempt(loadList));
+    listTimer = window.setInterval(() => readOnce(() => read(loadList)), LIST_EVERY_MS);
   });
   ui.refresh.addEventListener("click", () => void attempt(loadList));
   ui.more.addEventListener("click", () => void attempt(loadOlder));
