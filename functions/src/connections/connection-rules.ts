@@ -2,6 +2,7 @@ import type { Blocks, ClosedStatus, ConnectionMessage, ConnectionState, Particip
 import type { ConnectionRule, MessageRule } from "../store/connection-store";
 import type { LedgerRule } from "../store/session-store";
 import { takeToken } from "../session/ledger/token-bucket";
+import { newestEntries } from "./newest-entries";
 
 /**
  * The rules of connections between users, as pure functions of what is stored: the pair's record
@@ -291,8 +292,7 @@ export function flagMessage(input: MessageInput & { readonly key: MessageKey }):
 
 /** The recent keys with this one, the oldest forgotten past KEYS_REMEMBERED. */
 function remembered(keys: Readonly<Record<string, number>> | undefined, keyHash: string, position: number): Record<string, number> {
-  const entries = [...Object.entries(keys ?? {}), [keyHash, position] as const].sort(([, a], [, b]) => a - b);
-  return Object.fromEntries(entries.slice(-KEYS_REMEMBERED));
+  return Object.fromEntries(newestEntries([...Object.entries(keys ?? {}), [keyHash, position]], (at) => at, KEYS_REMEMBERED));
 }
 
 /**
@@ -302,10 +302,10 @@ function remembered(keys: Readonly<Record<string, number>> | undefined, keyHash:
  * the order would fall to the keys' own (the database gives children in key order, of hashes).
  */
 function flaggedWith(keys: ConnectionState["flagged_keys"], key: MessageKey, now: number): NonNullable<ConnectionState["flagged_keys"]> {
-  const kept = Object.entries(keys ?? {}).sort(([, a], [, b]) => a.at - b.at);
-  const newest = kept.at(-1)?.[1].at;
+  const byTime = (flagged: { readonly at: number }) => flagged.at;
+  const newest = newestEntries(Object.entries(keys ?? {}), byTime, 1)[0]?.[1].at;
   const at = newest === undefined ? now : Math.max(now, newest + 1);
-  return Object.fromEntries([...kept, [key.hash, { fingerprint: key.fingerprint, at }] as const].slice(-FLAGGED_KEYS_REMEMBERED));
+  return Object.fromEntries(newestEntries([...Object.entries(keys ?? {}), [key.hash, { fingerprint: key.fingerprint, at }]], byTime, FLAGGED_KEYS_REMEMBERED));
 }
 
 function accepted(state: ConnectionState, now: number): ConnectionState {

@@ -1,6 +1,7 @@
 import type { Device, DeviceRecord, TokenOwner } from "../store/connection-records";
 import type { LedgerRule } from "../store/session-store";
 import { keyHash } from "../session/idempotency";
+import { newestEntries } from "./newest-entries";
 
 /**
  * The rules of a user's registered devices, as pure functions of the stored record: at most
@@ -231,10 +232,9 @@ function freshReleases(record: DeviceRecord | null, now: number): Map<string, nu
   return newest(new Map(Object.entries(record?.released ?? {}).filter(([, upTo]) => now - upTo < STALE_AFTER_MS)));
 }
 
-/** The newest MAX_RELEASES of `released` (by time, then by hash so that the choice is the same on every instance). */
+/** The newest MAX_RELEASES of `released`. */
 function newest(released: ReadonlyMap<string, number>): Map<string, number> {
-  const byAge = [...released].sort(([hashA, a], [hashB, b]) => b - a || (hashA < hashB ? -1 : 1));
-  return new Map(byAge.slice(0, MAX_RELEASES));
+  return new Map(newestEntries(released, (upTo) => upTo, MAX_RELEASES));
 }
 
 /** Whether the token of `hash` was released from the user as of `at` or later. */
