@@ -1,6 +1,6 @@
 import { HttpsError, onCall, type CallableFunction, type CallableOptions, type CallableRequest, type CallableResponse } from "firebase-functions/v2/https";
 import type { CallableErrorDetails } from "./callable-errors";
-import { decodingRefusal, type DataRefusal } from "./callable-data";
+import { decodingRefusal, nestingRefusal, type DataRefusal } from "./callable-data";
 
 /** What a callable trigger runs once firebase-functions has checked the request: index.ts's, or a test's. */
 export type TriggerHandler = (request: CallableRequest<unknown>, response?: CallableResponse) => Promise<Record<string, unknown>>;
@@ -24,6 +24,11 @@ export type CallableTrigger = CallableFunction<unknown, Promise<Record<string, u
  * trigger is onCall's function behind a Proxy, so everything firebase-functions sets on it for
  * the CLI's discovery, the emulator and tests (`__endpoint`, the `__trigger` getter, `run`,
  * `stream`, and whatever a later version adds) reads through unchanged.
+ *
+ * A body without `data` is onCall's to refuse (400, "Bad Request"), but its isValidRequest logs
+ * the body first (`logger.warn("Request body is missing data.", req.body)`), and the logger's
+ * copy and JSON.stringify recurse: one nested some thousands deep failed the same way. Such a
+ * body reaches onCall empty, for the same answer.
  */
 export function callableTrigger(options: CallableOptions, handler: TriggerHandler): CallableTrigger {
   const refused = new WeakMap<object, DataRefusal>();
@@ -45,6 +50,8 @@ export function callableTrigger(options: CallableOptions, handler: TriggerHandle
           refused.set(request, refusal);
           request.body = { ...body, data: null };
         }
+      } else if (nestingRefusal(body)) {
+        request.body = {};
       }
       return Reflect.apply(target, thisArg, args);
     },

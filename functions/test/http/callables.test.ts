@@ -402,6 +402,23 @@ describeEachStore("callable functions through the Functions client SDK", (kind) 
       expect({ handled: logged.filter((entry) => entry.message === "request"), platformErrors: mockPlatformErrors }).toEqual({ handled: [], platformErrors: [] });
     });
 
+    it("answers a body without data onCall's own 400 whether it nests 50 or 5,000 deep, logging no unhandled error", async () => {
+      const answer = async (depth: number) => {
+        const response = await fetch(`http://127.0.0.1:${main.server.port}/demo-chatify/us-central1/chat-createSession`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: `{"x":${"[".repeat(depth)}${"]".repeat(depth)}}`,
+        });
+        return { status: response.status, body: await response.json() };
+      };
+      const shallow = await answer(50);
+      expect(shallow).toEqual({ status: 400, body: { error: { status: "INVALID_ARGUMENT", message: "Bad Request" } } });
+      expect(await answer(5_000)).toEqual(shallow);
+      // onCall logs its own refusal of such a request at error level ("Invalid request, unable to process."), each time.
+      expect(mockPlatformErrors.filter((line) => line.includes("Unhandled error"))).toEqual([]);
+      expect(mockPlatformErrors).toHaveLength(2);
+    });
+
     it("checks the call's tokens first, as for any data: without the App Check token REQUIRE_APP_CHECK asks for, unauthenticated", async () => {
       const enforcing = await serveCallables(main.harness.api.runtime, { REQUIRE_APP_CHECK: "true" });
       try {
