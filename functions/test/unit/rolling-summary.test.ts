@@ -10,6 +10,13 @@ import { tokenSuite, unlimitedUsage } from "../support/token-service";
 /** A message's id: the text before its first ":" ("m3", "reply-to-m3"). */
 const idOf = (content: string) => content.split(":")[0]!;
 
+/**
+ * Text whose JSON quoting costs about twice its own estimate (CRLF line breaks, blank lines: what a
+ * Windows client or a paste sends), about 4,000 characters: within MAX_MESSAGE_CHARS.
+ */
+const CRLF_LIST = "Item one\r\n\r\nItem two\r\n\r\n".repeat(166);
+const CRLF_SHOPPING = "- Buy milk\r\n\r\n- Call mom\r\n\r\n".repeat(142);
+
 /** What a summary call was given: the earlier summary ("" for none) and the texts of its transcript's lines, unquoted. */
 function transcriptOf(request: RecordedRequest): { earlier: string; texts: string[] } {
   const body = request.body.messages[1]!.content;
@@ -63,6 +70,42 @@ describe("the summary call's prompt (summaryPrompt)", () => {
     const cut = [0, 2, 3].map((i) => estimateTokens(JSON.stringify(texts[i])));
     expect(Math.max(...cut) - Math.min(...cut)).toBeLessThanOrEqual(2);
     expect(lines.reduce((sum, line) => sum + estimateTokens(`${line}\n`), 0)).toBeLessThanOrEqual(SUMMARY_INPUT_TOKENS);
+  });
+
+  it.each([["a CRLF list", CRLF_LIST], ["a CRLF shopping list", CRLF_SHOPPING]])(
+    "summary call: messages over the input together, of text that costs more quoted, are each cut to about their equal share, measured quoted (%s)",
+    (_name, text) => {
+      // Three exchanges folded at once (a summary that lagged): three long user messages, short replies.
+      const messages = [1, 2, 3].flatMap((i) => [
+        { role: "user" as const, content: `Message ${i}: ${text}`, timestamp: i },
+        { role: "assistant" as const, content: "Noted.", timestamp: i },
+      ]);
+      expect(estimateTokens(JSON.stringify(text))).toBeGreaterThan(1.7 * estimateTokens(text));
+      const { prompt, folded } = summaryPrompt(null, messages);
+      expect(folded).toBe(6);
+      const lines = prompt[1]!.content.slice("New messages:\n".length).split("\n");
+      // Each long one is cut to an equal share of what the short replies leave.
+      const replies = lines.filter((_, i) => i % 2 === 1).reduce((sum, line) => sum + estimateTokens(`${line}\n`), 0);
+      const share = Math.floor((SUMMARY_INPUT_TOKENS - replies) / 3);
+      const kept = lines.filter((_, i) => i % 2 === 0).map((line) => estimateTokens(`${line}\n`));
+      expect(lines.reduce((sum, line) => sum + estimateTokens(`${line}\n`), 0)).toBeLessThanOrEqual(SUMMARY_INPUT_TOKENS);
+      // Measured on the raw text (a raw token taken to cost one quoted), the cuts kept 13 and 445 tokens.
+      expect(kept.map((tokens) => tokens >= 0.75 * share)).toEqual([true, true, true]);
+    },
+  );
+
+  it("summary call: a message cut to its share is cut between code points, never inside a surrogate pair", () => {
+    const loneSurrogate = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+    // Emoji beyond the BMP between CRLF breaks, at several offsets: the cuts land at different places.
+    for (const pad of ["", "a", "ab", "abc"]) {
+      const messages = [1, 2, 3].map((i) => ({ role: "user" as const, content: `${pad}${"🦄🫠🦄\r\n\r\n".repeat(300 + i)}`, timestamp: i }));
+      const { prompt } = summaryPrompt(null, messages);
+      const texts = prompt[1]!.content.slice("New messages:\n".length).split("\n").map((line) => JSON.parse(line.replace(/^User: /, "")) as string);
+      for (const text of texts) {
+        expect(text).toMatch(/ \[…\]$/);
+        expect(text).not.toMatch(loneSurrogate);
+      }
+    }
   });
 
   it("summary call: a message's line breaks stay inside its quoted text, so it cannot add a speaker's line", () => {
@@ -247,6 +290,31 @@ describe("the rolling summary through the session service", () => {
     // The newest it could send: adding the message before them would pass the bound.
     const before = (await store.readMessages(sessionId, 1, 14)).at(-(catchUp.length + 3))!;
     expect(catchUp.reduce((sum, m) => sum + estimateMessageTokens(m.content), estimateMessageTokens(before.content))).toBeGreaterThan(SUMMARY_INPUT_TOKENS);
+  });
+
+  it("rolling summary: a summary call catching up on several exchanges of CRLF text gives the summariser a fair part of each user message, not its first line alone", async () => {
+    const store = new MemoryStore();
+    await store.seedTemplates({ t: { name: "Rolling", personalityPrompt: "You remember the gist.", context_window: 2, summary: true } });
+    const chat = suite.service(store, unlimitedUsage());
+    let summariesFail = true;
+    suite.fake.chaos = (request) => {
+      if (isSummary(request)) return summariesFail ? { kind: "status", status: 500 } : { kind: "reply", text: "A summary." };
+      return { kind: "reply", text: "Noted.", delayMs: 50 };
+    };
+    const { sessionId } = await chat.create({ userId: `user-${randomUUID()}`, templateId: "t" });
+    // The summary calls fail for a while (a provider's bad minute): the summary lags by three exchanges.
+    for (let i = 1; i <= 4; i += 1) await chat.send({ sessionId, message: `Message ${i}: ${CRLF_LIST}` });
+    summariesFail = false;
+    const before = suite.fake.requests.length;
+    await chat.send({ sessionId, message: "Message 5: what was on my lists?" });
+    const call = suite.fake.requests.slice(before).find(isSummary);
+    expect(call).toBeDefined();
+    const users = transcriptOf(call!).texts.filter((text) => text.startsWith("Message "));
+    expect(users.length).toBeGreaterThanOrEqual(3);
+    // Each folded message leaves the window for good: the summariser sees a fair part of it
+    // (four messages in this call: an equal share each, some 740 of its 2,000 quoted tokens, 120 of its 332 items).
+    expect(users.map((text) => text.split("Item ").length - 1 >= 20)).toEqual(users.map(() => true));
+    expect(await store.readSummary(sessionId)).toMatchObject({ text: "A summary." });
   });
 
   it("rolling summary: a user's message cannot add a line the summariser reads as the assistant's", async () => {

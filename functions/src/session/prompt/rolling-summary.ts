@@ -165,21 +165,34 @@ function shareOf(costs: readonly number[], budget: number): number {
 }
 
 /**
- * `text` as a JSON string of at most `tokens` estimated tokens: whole when it fits, else its start
- * and the cut mark. Quotes and escapes cost more than the text they quote (a line break is `\n`),
- * so the cut is measured quoted and made again shorter by what it is over.
+ * `text` as a JSON string of at most `tokens` estimated tokens: whole when it fits, else its
+ * longest start (in whole code points) that fits quoted with the cut mark. Measured on the quoted
+ * text itself, not on the raw text: escaping costs the text unevenly (a blank line in CRLF text is
+ * one token raw and four or five as `\r\n\r\n`, so a CRLF list costs about twice as much quoted),
+ * and a cut shortened by how far it was over, as if a raw token cost one quoted, went past zero
+ * and kept the cut mark alone.
+ * A binary search: O(log n) quotings of a prefix, and it runs only for a call over its input.
  */
 function quoted(text: string, tokens: number): string {
   const whole = jsonString(text);
   if (estimateTokens(whole) <= tokens) return whole;
-  let room = tokens - estimateTokens(jsonString(CUT_MARK));
-  for (;;) {
-    const cut = jsonString(`${cutToTokens(text, room)}${CUT_MARK}`);
-    const over = estimateTokens(cut) - tokens;
-    // At no room, the mark alone: the callers leave it room (a share is at least 150 tokens, the input over a batch).
-    if (over <= 0 || room <= 0) return cut;
-    room -= over;
+  // Where each code point ends (UTF-16 offsets): a cut there never splits a surrogate pair.
+  const ends = [0];
+  let end = 0;
+  for (const point of text) {
+    end += point.length;
+    ends.push(end);
   }
+  const cut = (points: number): string => jsonString(`${text.slice(0, ends[points])}${CUT_MARK}`);
+  // The longest start that fits; at none, the mark alone (the callers leave it room: a share is at
+  // least 150 tokens, the input over a batch).
+  let [low, high] = [0, ends.length - 2];
+  while (low < high) {
+    const middle = Math.ceil((low + high) / 2);
+    if (estimateTokens(cut(middle)) <= tokens) low = middle;
+    else high = middle - 1;
+  }
+  return cut(low);
 }
 
 const CUT_MARK = " […]";
