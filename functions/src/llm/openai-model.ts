@@ -1,6 +1,6 @@
 import OpenAI from "openai";
-import { z } from "zod";
 import type { ChatModel, Completion, CompletionRequest, ReplySink, ReportedUsage } from "./chat-model";
+import { completionSchema, readStreamChunk, replyChoice } from "./completion-shapes";
 import { abandonedError, ModelError } from "./errors";
 import { readJsonAnswer } from "./json-answer";
 import { callDeadline, createOpenAiClient, type OpenAiClientOptions } from "./openai-client";
@@ -88,14 +88,14 @@ async function streamCompletion(client: OpenAI, request: CompletionRequest, time
     }
     try {
       for await (const chunk of stream) {
-        const parsed = chunkSchema.safeParse(chunk);
-        if (!parsed.success) throw new ModelError("bad_response", "the model streamed a malformed chunk", { retryable: false });
+        const parsed = readStreamChunk(chunk);
+        if (!parsed) throw new ModelError("bad_response", "the model streamed a malformed chunk", { retryable: false });
         // Azure OpenAI opens with a prompt-filter chunk whose model is "": the model is the first one named.
-        if (model === undefined && isNamed(parsed.data.model)) model = parsed.data.model;
+        if (model === undefined && isNamed(parsed.model)) model = parsed.model;
         // Servers that count as they go send a running total in each chunk: the last one is the whole.
-        usage = parsed.data.usage ?? usage;
+        usage = parsed.usage ?? usage;
         // A chunk may carry no choice at all (the usage summary, after the finish reason).
-        const choice = replyChoice(parsed.data.choices);
+        const choice = replyChoice(parsed.choices);
         if (choice?.delta?.content) text.add(choice.delta.content);
         if (choice?.finish_reason) finishReason = choice.finish_reason;
       }
@@ -188,38 +188,9 @@ function isConnectionCut(error: unknown): boolean {
   return !(error instanceof ModelError || error instanceof OpenAI.APIError || error instanceof SyntaxError || error instanceof StreamTooLongError);
 }
 
-/**
- * Token counts as OpenAI reports them. A block that does not fit (negative, fractional, missing a
- * count) reads as none: the reply is still good, and the caller estimates what is missing.
- */
-const usageSchema = z
-  .object({ prompt_tokens: z.number().int().nonnegative(), completion_tokens: z.number().int().nonnegative() })
-  .nullish()
-  .catch(undefined)
-  // Only the two counts, whatever else the server sent (total_tokens, details).
-  .transform((usage): ReportedUsage | undefined => usage ? { prompt_tokens: usage.prompt_tokens, completion_tokens: usage.completion_tokens } : undefined);
 
-/** A choice's position among the completion's choices; a server that sends one may leave it out. */
-const choiceIndex = z.number().int().nullish();
 
-/**
- * The reply among a completion's choices: choice 0 (or one without an index). A server may send
- * several though one was asked for (as OpenAI does for n > 1: a stream then interleaves them, one
- * choice a chunk, each named by its `index`); the others are not the reply and must not mix into it.
- */
-function replyChoice<Choice extends { readonly index?: number | null }>(choices: readonly Choice[] | null | undefined): Choice | undefined {
-  return choices?.find((choice) => (choice.index ?? 0) === 0);
-}
 
-/** The part of a streamed chunk the service uses; a compatible server may send anything. */
-const chunkSchema = z.object({
-  model: z.string().optional(),
-  // OpenAI sends `usage: null` in every chunk but the last when asked to include it.
-  usage: usageSchema,
-  // The usage summary's chunk has `choices: []` from OpenAI, none at all from DeepInfra or
-  // Fireworks, `choices: null` from MiniMax.
-  choices: z.array(z.object({ index: choiceIndex, delta: z.object({ content: z.string().nullish() }).nullish(), finish_reason: z.string().nullish() })).nullish(),
-});
 
 /** Whether a provider named a model: a blank name (Azure's first chunk has "") names none. */
 function isNamed(model: string | undefined): model is string {
@@ -319,14 +290,6 @@ class StreamedText {
   }
 }
 
-/** The part of a completion the service uses. The SDK does not validate bodies: a compatible server may send anything. */
-const completionSchema = z.object({
-  model: z.string().optional(),
-  choices: z
-    .array(z.object({ index: choiceIndex, message: z.object({ content: z.string().nullish() }), finish_reason: z.string().nullish() }))
-    .min(1),
-  usage: usageSchema,
-});
 
 function readCompletion(response: unknown, requestedModel: string): Completion {
   const parsed = completionSchema.safeParse(response);
