@@ -5,9 +5,10 @@ import { describeUnless } from "../support/visible-skip";
 
 /**
  * database.rules.json for connections between users and their devices: the two participants, and
- * only they, read (and so listen to) their connection, its state with the journal and its
- * messages; nobody reads the pairs, the lists or the devices; every write goes through the
- * functions (admin). A database that does not enforce rules cannot run these: they skip, saying why.
+ * only they, read (and so listen to) their connection, its state with the journal and the flagged
+ * keys, and its messages; nobody reads the pairs, the lists or the devices, nor queries the
+ * connections; every write goes through the functions (admin). A database that does not enforce
+ * rules cannot run these: they skip, saying why.
  */
 
 const RULES = readFileSync(join(__dirname, "..", "..", "..", "database.rules.json"), "utf8");
@@ -26,6 +27,7 @@ const connection = {
     accepted_at: 2,
     rate: { a: { tokens: 29, refilled_at: 2 }, b: { tokens: 29, refilled_at: 3 } },
     recent_keys: { "9c1185a5c5e9fc54612808977ee8f548b2258d31": 2 },
+    flagged_keys: { "4e07408562bedb8b60ce05c1decfe3ad16b72230": { fingerprint: "f", at: 3 } },
     pending: { m000000002: message(BOB, "hi Alice", 3) },
   },
   messages: { m000000001: message(ALICE, "hi Bob", 2) },
@@ -43,7 +45,8 @@ describeUnless(process.env.CHATIFY_RULES_SKIP_REASON || undefined, "connection s
         // The second record: a block Bob set on a user since erased, kept under Bob's key.
         connectionPairs: { pairhash: { user_a: ALICE, user_b: BOB, current: { id: ID, requested_by: "a", created_at: 1 } }, keptpair: { blocked: { b: 1 }, blocker_key: "bobkey" } },
         userConnections: { alicekey: { [ID]: 3 }, bobkey: { [ID]: 3 } },
-        userDevices: { alicekey: { tokens: { tokenhash: { token: "fcm-token-of-alice", updated_at: 1 } }, previews: false, oldest_at: 1 } },
+        // With a token released from Alice's devices, kept to refuse a late add of it.
+        userDevices: { alicekey: { tokens: { tokenhash: { token: "fcm-token-of-alice", updated_at: 1 } }, previews: false, previews_at: 1, released: { oldhash: 1 }, oldest_at: 1 } },
         // Registered by Bob before Alice: the token is still to leave Bob's devices.
         deviceTokens: { tokenhash: { user_key: "alicekey", updated_at: 1, released_from: { bobkey: 1 }, releasing_since: 1 } },
       });
@@ -75,19 +78,22 @@ describeUnless(process.env.CHATIFY_RULES_SKIP_REASON || undefined, "connection s
 
   it("denies every read of a connection to anyone else, signed in or not", async () => {
     for (const uid of [MALLORY, undefined]) {
-      for (const path of [`connections/${ID}`, `connections/${ID}/messages`, `connections/${ID}/state`, `connections/${ID}/state/pending`, `connections/${ID}/meta`]) {
+      for (const path of [`connections/${ID}`, `connections/${ID}/messages`, `connections/${ID}/state`, `connections/${ID}/state/pending`, `connections/${ID}/state/flagged_keys`, `connections/${ID}/meta`]) {
         await assertFails(as(uid).ref(path).once("value"));
       }
     }
   });
 
   it("denies listing connections, and reading the pairs, the lists, the devices and the token owners, to everyone", async () => {
+    const devices = ["userDevices", "userDevices/alicekey", "userDevices/alicekey/previews_at", "userDevices/alicekey/released", "deviceTokens", "deviceTokens/tokenhash", "deviceTokens/tokenhash/released_from"];
     for (const uid of [ALICE, BOB, MALLORY, undefined]) {
-      for (const path of ["connections", "connectionPairs", "connectionPairs/pairhash", "connectionPairs/keptpair", "connectionPairs/keptpair/blocker_key", "userConnections", "userConnections/alicekey", "userDevices", "userDevices/alicekey", "deviceTokens", "deviceTokens/tokenhash"]) {
+      for (const path of ["connections", "connectionPairs", "connectionPairs/pairhash", "connectionPairs/keptpair", "connectionPairs/keptpair/blocker_key", "userConnections", "userConnections/alicekey", ...devices]) {
         await assertFails(as(uid).ref(path).once("value"));
       }
-      // Nor by the key an erasure finds a kept block by, one's own included.
+      // Nor by the keys an erasure finds them by, one's own included.
       await assertFails(as(uid).ref("connectionPairs").orderByChild("blocker_key").equalTo("bobkey").once("value"));
+      await assertFails(as(uid).ref("connections").orderByChild("meta/user_a").equalTo(ALICE).once("value"));
+      await assertFails(as(uid).ref("connections").orderByChild("meta/user_b").equalTo(BOB).once("value"));
     }
   });
 
@@ -101,6 +107,7 @@ describeUnless(process.env.CHATIFY_RULES_SKIP_REASON || undefined, "connection s
     ["its blocks", `connections/${ID}/state/blocked`, { a: 9 }],
     ["its message rate buckets", `connections/${ID}/state/rate`, { a: { tokens: 1000, refilled_at: 9 } }],
     ["its recent keys", `connections/${ID}/state/recent_keys`, { "0000000000000000000000000000000000000000": 1 }],
+    ["its flagged keys", `connections/${ID}/state/flagged_keys`, { "0000000000000000000000000000000000000000": { fingerprint: "f", at: 9 } }],
     ["who closed it", `connections/${ID}/state/closed_by`, "b"],
     ["a new connection", "connections/new-one", connection],
     ["a pair's record", "connectionPairs/pairhash/blocked", { b: 1 }],
@@ -110,6 +117,8 @@ describeUnless(process.env.CHATIFY_RULES_SKIP_REASON || undefined, "connection s
     ["a user's list", "userConnections/alicekey/other", 5],
     ["a device token", "userDevices/alicekey/tokens/other", { token: "mine", updated_at: 2 }],
     ["a user's preview setting", "userDevices/alicekey/previews", true],
+    ["when a user's preview setting was set", "userDevices/alicekey/previews_at", 9_999_999_999_999],
+    ["the tokens released from a user's devices", "userDevices/alicekey/released", { tokenhash: 9_999_999_999_999 }],
     ["the oldest registration of a user's devices", "userDevices/alicekey/oldest_at", 9_999_999_999_999],
     ["a token's owner", "deviceTokens/tokenhash", { user_key: "mallorykey", updated_at: 2 }],
     ["the users a token is still to leave", "deviceTokens/tokenhash/released_from", { mallorykey: 2 }],
