@@ -1,6 +1,5 @@
 import { createServer, STATUS_CODES, validateHeaderName, validateHeaderValue, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { Duplex, Readable, Transform } from "node:stream";
-import { createBrotliDecompress, createGunzip, createInflate } from "node:zlib";
 import type { Api } from "../http/api";
 import { ENDPOINTS, type Endpoint } from "../http/endpoints";
 import type { StreamSink } from "../http/event-stream";
@@ -8,6 +7,7 @@ import { errorResponse } from "../http/error-response";
 import { HttpError } from "../http/http-error";
 import type { HttpRequest, HttpResponse } from "../http/http-types";
 import { drainedOf, queryOf } from "../http/response-flow";
+import { bodyDecoder, DECODED_ENCODINGS } from "./body-encoding";
 import { globToRegExp } from "./glob";
 import type { HostingRewrite } from "./project-files";
 import { collapseSlashes, requestTarget } from "./request-target";
@@ -222,15 +222,21 @@ async function serve(
     answerBeforeBody(request, response, errorResponse(new HttpError("NOT_FOUND", "No such route")), drainLimitBytes);
     return;
   }
-  // As body-parser: a request without a body (type-is's hasBody) is never decoded, whatever it names.
-  const decoder = hasBody(request) ? bodyDecoder(request.headers["content-encoding"]) : "identity";
+  const decoder = bodyDecoder(request);
   if (decoder === undefined) {
-    answerBeforeBody(request, response, errorResponse(new HttpError("UNSUPPORTED_MEDIA_TYPE", "Content-Encoding must be gzip, deflate, br or none")), drainLimitBytes);
+    answerBeforeBody(request, response, errorResponse(new HttpError("UNSUPPORTED_MEDIA_TYPE", `Content-Encoding must be ${DECODED_ENCODINGS}`)), drainLimitBytes);
     return;
   }
-  const read = await (decoder === "identity" ? readBody(request, options.maxBodyBytes) : readDecoded(request, decoder(), options.maxBodyBytes)).catch(() => undefined);
-  if (read === undefined) {
-    answerBeforeBody(request, response, errorResponse(new HttpError("INVALID_REQUEST", "The request body does not decode as its Content-Encoding says")), drainLimitBytes);
+  // What a compressed body may cost on the wire, however little it decodes to: as much as a plain
+  // body over the limit costs, MAX_BODY_BYTES and then the drain limit.
+  const wireLimit = options.maxBodyBytes + drainLimitBytes;
+  let read: { body: Buffer; complete: boolean };
+  try {
+    read = await (decoder === "identity" ? readBody(request, options.maxBodyBytes) : readDecoded(request, decoder(), options.maxBodyBytes, wireLimit));
+  } catch (error) {
+    // Over the wire limit: 413, and a hang-up at the next byte, the drain limit being spent already.
+    if (error instanceof SentTooMuch) answerBeforeBody(request, response, errorResponse(new HttpError("PAYLOAD_TOO_LARGE", `A compressed request body must be sent in at most ${wireLimit} bytes`)), 0);
+    else answerBeforeBody(request, response, errorResponse(new HttpError("INVALID_REQUEST", "The request body does not decode as its Content-Encoding says")), drainLimitBytes);
     return;
   }
   const { body, complete } = read;
@@ -278,30 +284,6 @@ function endpointNamed(name: string): Endpoint | undefined {
 }
 
 /**
- * How the body of a request with this Content-Encoding is decoded: as the platform's body parser
- * does (firebase-functions' express with body-parser, which inflates gzip, deflate and br before
- * the function sees `rawBody`, and refuses other encodings with 415); undefined for one refused.
- */
-function bodyDecoder(header: string | undefined): "identity" | (() => Transform) | undefined {
-  const encoding = (header ?? "identity").trim().toLowerCase();
-  if (encoding === "identity" || encoding === "") return "identity";
-  if (encoding === "gzip" || encoding === "x-gzip") return createGunzip;
-  if (encoding === "deflate") return createInflate;
-  if (encoding === "br") return createBrotliDecompress;
-  return undefined;
-}
-
-/**
- * Whether the request has a body to decode: chunks, or a length over 0. type-is 1.6.18's
- * hasBody, which body-parser 1.20.9 asks, counts `Content-Length: 0` too, and a parser that
- * takes its Content-Type then fails to inflate nothing (400); here an empty body is left as it
- * is. Only a request naming a Content-Type and a Content-Encoding for no body differs.
- */
-function hasBody(request: IncomingMessage): boolean {
-  return request.headers["transfer-encoding"] !== undefined || Number(request.headers["content-length"]) > 0;
-}
-
-/**
  * Reads at most `maxBytes + 1` bytes (of the body decoded, when it is encoded): enough for the
  * boundary to see that a body is too large (413) without buffering whatever a client chooses to
  * send, or a small compressed body inflates to.
@@ -325,15 +307,28 @@ function readBody(request: Readable, maxBytes: number): Promise<{ body: Buffer; 
   });
 }
 
+/** A compressed body that went on past `wireLimit` bytes sent: read no further, whatever it decodes to. */
+class SentTooMuch extends Error {}
+
 /**
  * readBody of the request's body through `decoder`. However it ends short (too large, or not
  * decoding), the request is taken off the decoder again, so that answerBeforeBody can read and
  * discard the rest of it; a request that breaks off fails the read, as it would fail readBody.
+ * The bytes sent are counted too, since `maxBytes` bounds only what they decode to: empty gzip
+ * members, 20 bytes each that decode to nothing, would otherwise be read until the request
+ * timeout. Past `wireLimit` the read fails with SentTooMuch.
  */
-async function readDecoded(request: IncomingMessage, decoder: Transform, maxBytes: number): Promise<{ body: Buffer; complete: boolean }> {
+async function readDecoded(request: IncomingMessage, decoder: Transform, maxBytes: number, wireLimit: number): Promise<{ body: Buffer; complete: boolean }> {
   const broken = (error?: Error) => decoder.destroy(error ?? new Error("the request broke off"));
   request.once("error", broken);
   request.once("close", () => { if (!request.complete) broken(); });
+  let sent = 0;
+  const count = (chunk: Buffer) => {
+    sent += chunk.length;
+    if (sent > wireLimit) broken(new SentTooMuch());
+  };
+  // Before the pipe's own listener, so that no chunk past the limit reaches the decoder.
+  request.on("data", count);
   try {
     const read = await readBody(request.pipe(decoder), maxBytes);
     if (!read.complete) request.unpipe(decoder);
@@ -341,6 +336,8 @@ async function readDecoded(request: IncomingMessage, decoder: Transform, maxByte
   } catch (error) {
     request.unpipe(decoder);
     throw error;
+  } finally {
+    request.off("data", count);
   }
 }
 

@@ -2,7 +2,7 @@ import { execFile } from "node:child_process";
 import { request as httpRequest, type Server } from "node:http";
 import { connect, type AddressInfo, type Socket } from "node:net";
 import { promisify } from "node:util";
-import { brotliCompressSync, deflateSync, gzipSync } from "node:zlib";
+import { brotliCompressSync, deflateSync, gzipSync, zstdCompressSync } from "node:zlib";
 import { CONNECTION_LIMITS, createLocalServer, type ConnectionLimits } from "../../src/local/local-server";
 import { hostingRewrites, localSite } from "../../src/local/project-files";
 import { call, createSession, ROUTES, startHarness, type Harness } from "../support/http-harness";
@@ -296,20 +296,21 @@ describe("local server limits", () => {
   });
   describe("an encoded body", () => {
     const session = JSON.stringify({ user_id: "encoded-user", template_id: "friendly-assistant" });
-    const post = (body: Uint8Array, encoding: string) =>
-      fetch(`${harness.api.baseUrl}${ROUTES.create}`, { method: "POST", headers: { "content-type": "application/json", "content-encoding": encoding }, body });
+    const post = (body: Uint8Array, encoding: string, contentType = "application/json") =>
+      fetch(`${harness.api.baseUrl}${ROUTES.create}`, { method: "POST", headers: { "content-type": contentType, "content-encoding": encoding }, body });
 
-    it("is decoded as the platform's body parser decodes it: gzip, deflate and br", async () => {
-      for (const [encoding, encode] of [["gzip", gzipSync], ["deflate", deflateSync], ["br", brotliCompressSync]] as const) {
+    it("is decoded as the deployed platform's body parser (body-parser 2.4.0) decodes it: gzip, deflate, br and zstd", async () => {
+      for (const [encoding, encode] of [["gzip", gzipSync], ["deflate", deflateSync], ["br", brotliCompressSync], ["zstd", zstdCompressSync]] as const) {
         const answer = await post(encode(session), encoding);
         expect([encoding, answer.status]).toEqual([encoding, 201]);
       }
     });
 
-    it("is refused 415 in another encoding, 400 when it does not decode, 413 when it inflates past the limit, and the next request is served", async () => {
-      const unsupported = await post(Buffer.from(session), "compress");
-      expect(unsupported.status).toBe(415);
-      expect(await unsupported.json()).toMatchObject({ success: false, error: { code: "UNSUPPORTED_MEDIA_TYPE" } });
+    it("is refused 415 in another encoding (x-gzip too, which body-parser refuses), 400 when it does not decode, 413 when it inflates past the limit, and the next request is served", async () => {
+      for (const [encoding, body] of [["compress", Buffer.from(session)], ["x-gzip", gzipSync(session)]] as const) {
+        const unsupported = await post(body, encoding);
+        expect({ encoding, status: unsupported.status, body: await unsupported.json() }).toMatchObject({ encoding, status: 415, body: { success: false, error: { code: "UNSUPPORTED_MEDIA_TYPE" } } });
+      }
       const broken = await post(Buffer.from("not gzip at all"), "gzip");
       expect(broken.status).toBe(400);
       expect(await broken.json()).toMatchObject({ success: false, error: { code: "INVALID_REQUEST" } });
@@ -321,5 +322,59 @@ describe("local server limits", () => {
       expect(await tooLarge.json()).toMatchObject({ success: false, error: { code: "PAYLOAD_TOO_LARGE" } });
       expect((await post(gzipSync(session), "gzip")).status).toBe(201);
     });
+
+    it("is passed on as sent when it has no Content-Type, as no parser of the platform reads it: the function answers, whatever the Content-Encoding", async () => {
+      // A Uint8Array body: fetch sends no Content-Type. DELETE /me reads no body, and answers 200 deployed.
+      for (const [encoding, body] of [["gzip", "not gzip at all"], ["zstd", "{}"], ["x-gzip", "{}"]] as const) {
+        const answer = await fetch(`${harness.api.baseUrl}${ROUTES.erase}?user_id=untyped-${encoding}`, {
+          method: "DELETE",
+          headers: { "content-encoding": encoding },
+          body: new TextEncoder().encode(body),
+        });
+        expect({ encoding, status: answer.status, body: await answer.json() }).toMatchObject({ encoding, status: 200, body: { success: true, status: "erased" } });
+      }
+    });
+
+    it("is decoded only under a Content-Type the platform's parsers read, whatever its parameters: 400 for one that does not decode under `application/json; charset`, the function's 415 under `json`", async () => {
+      // type-is 2.1.0 reads the type before the first `;` only, and `json` is no type/subtype at all.
+      const undecodable = Buffer.from("not gzip at all");
+      const read = await post(undecodable, "gzip", "application/json; charset");
+      expect({ status: read.status, body: await read.json() }).toMatchObject({ status: 400, body: { error: { code: "INVALID_REQUEST" } } });
+      const unread = await post(undecodable, "gzip", "json");
+      expect({ status: unread.status, body: await unread.json() }).toMatchObject({ status: 415, body: { error: { code: "UNSUPPORTED_MEDIA_TYPE" } } });
+    });
+
+    it.each([
+      ["identity", Buffer.alloc(65_536, 0x20)],
+      // Empty gzip members: 20 bytes each on the wire, nothing decoded.
+      ["gzip", Buffer.concat(Array.from({ length: Math.floor(65_536 / gzipSync(Buffer.alloc(0)).length) }, () => gzipSync(Buffer.alloc(0))))],
+    ])("sent without end in %s, is read no further than MAX_BODY_BYTES and the drain limit on the wire, however little it decodes to: the server hangs up", async (encoding, block) => {
+      const port = await serve({ drainLimitBytes: MiB });
+      const client = await RawClient.open(port);
+      client.socket.write(`POST ${ROUTES.create} HTTP/1.1\r\nHost: local\r\nContent-Type: application/json\r\nContent-Encoding: ${encoding}\r\nTransfer-Encoding: chunked\r\n\r\n`);
+      const chunk = Buffer.concat([Buffer.from(`${block.length.toString(16)}\r\n`), block, Buffer.from("\r\n")]);
+      // Far more than the kernel buffers on loopback: a client still sending this much has been read all along.
+      const most = 48 * MiB;
+      let sent = 0;
+      while (!client.socket.destroyed && sent < most) {
+        sent += chunk.length;
+        if (!client.socket.write(chunk)) {
+          await new Promise<void>((resolve) => {
+            const done = () => {
+              client.socket.off("drain", done).off("close", done);
+              resolve();
+            };
+            client.socket.on("drain", done).on("close", done);
+          });
+        }
+      }
+      // Cut by the server (a reset, or its close), not by this client, long before it had sent all.
+      const cut = client.socket.destroyed;
+      client.socket.destroy();
+      expect({ encoding, cut, sentMiB: Math.ceil(sent / MiB) }).toMatchObject({ encoding, cut: true });
+      expect(sent).toBeLessThan(16 * MiB);
+      // The 413 went out first, unless the reset overtook it.
+      expect(client.received).toMatch(/^(HTTP\/1\.1 413 [^]*)?$/);
+    }, 60_000);
   });
 });
