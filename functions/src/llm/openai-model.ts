@@ -4,7 +4,7 @@ import { completionSchema, readStreamChunk, replyChoice } from "./completion-sha
 import { abandonedError, ModelError } from "./errors";
 import { readJsonAnswer } from "./json-answer";
 import { callDeadline, createOpenAiClient, type OpenAiClientOptions } from "./openai-client";
-import { MAX_EVENT_CHARS, serverSentEvents, StreamTooLongError } from "./server-sent-events";
+import { MAX_EVENT_CHARS, serverSentEvents, StreamTooLongError, type ServerSentEvent } from "./server-sent-events";
 import { fromErrorEvent } from "./stream-error-event";
 
 export type OpenAiModelOptions = OpenAiClientOptions;
@@ -65,12 +65,13 @@ async function streamCompletion(client: OpenAI, request: CompletionRequest, time
   let model: string | undefined;
   let usage: ReportedUsage | undefined;
   try {
-    let stream: AsyncIterable<unknown>;
+    let events: AsyncIterable<ServerSentEvent> | readonly ServerSentEvent[];
+    let headers: Headers;
     try {
       // Usage comes in one last chunk, and only when asked for; a server that ignores the option sends none.
       const params = { ...completionParams(request), stream: true, stream_options: { include_usage: true } } as const;
       // The response as the SDK hands it over once its status is a success (its retries and its
-      // errors for a refused request apply as for any call); its body is read here (sseChunks).
+      // errors for a refused request apply as for any call); its body is read here (chunkOfEvent).
       const response = await client.chat.completions.create(params, { signal }).asResponse();
       // Some OpenAI-compatible servers ignore `stream` and answer with one JSON completion; the
       // SDK would read that as an empty stream. Read it as the whole reply, passed on at once.
@@ -79,7 +80,8 @@ async function streamCompletion(client: OpenAI, request: CompletionRequest, time
         text.add(completion.text);
         return { ...completion, text: text.finish() };
       }
-      stream = sseChunks(response, ending, maxStreamChars(request.max_tokens));
+      events = response.body ? serverSentEvents(response.body, maxStreamChars(request.max_tokens)) : [];
+      headers = response.headers;
     } catch (error) {
       if (request.signal?.aborted) throw abandonedError(error);
       if (error instanceof ModelError) throw error;
@@ -87,7 +89,12 @@ async function streamCompletion(client: OpenAI, request: CompletionRequest, time
       throw deadline.expired ? timeoutError(error) : toModelError(error);
     }
     try {
-      for await (const chunk of stream) {
+      for await (const event of events) {
+        const chunk = chunkOfEvent(event, headers);
+        if (chunk === DONE) {
+          ending.done = true;
+          break;
+        }
         const parsed = readStreamChunk(chunk);
         if (!parsed) throw new ModelError("bad_response", "the model streamed a malformed chunk", { retryable: false });
         // Azure OpenAI opens with a prompt-filter chunk whose model is "": the model is the first one named.
@@ -123,36 +130,34 @@ interface StreamEnding {
   done: boolean;
 }
 
+/** `[DONE]`: the provider's end of a whole reply (what follows is ignored). */
+const DONE = Symbol("[DONE]");
+
 /**
- * The JSON chunks of a streamed completion, as the openai SDK's stream (7.57, legacy mode) yields
- * them: up to `[DONE]` (what follows is ignored; `ending.done` tells it came), a `data` that is
- * not JSON a SyntaxError, an `error` event or a chunk carrying `error` the SDK's APIError, thrown
- * as the ModelError it stands for (fromErrorEvent: a refusal, or a failure that may pass). An
- * aborted body ends in its AbortError, which the caller reads from its signals, as it did with
- * the SDK's quiet end. A body past `maxChars` ends in a StreamTooLongError (see maxStreamChars).
+ * The JSON chunk an event of a streamed completion carries, as the openai SDK's stream (7.57,
+ * legacy mode) reads it: DONE for `[DONE]`, a `data` that is not JSON a SyntaxError, an `error`
+ * event or a chunk carrying `error` the SDK's APIError, thrown as the ModelError it stands for
+ * (fromErrorEvent: a refusal, or a failure that may pass). An aborted body ends in its AbortError,
+ * which the caller reads from its signals, as it did with the SDK's quiet end; a body past the
+ * reader's bound in a StreamTooLongError (see maxStreamChars). Read in the caller's own loop over
+ * the events: a generator of chunks between the two cost each chunk another round of promises.
  */
-async function* sseChunks(response: Response, ending: StreamEnding, maxChars: number): AsyncGenerator {
-  if (!response.body) return;
-  for await (const sse of serverSentEvents(response.body, maxChars)) {
-    if (sse.data === "[DONE]") {
-      ending.done = true;
-      return;
-    }
-    let data: unknown;
-    try {
-      data = JSON.parse(sse.data);
-    } catch {
-      if (sse.unterminated) throw new UnterminatedEventError("Error reading response: server-sent event JSON cut short by the body's end.");
-      throw new SyntaxError("Error reading response: malformed server-sent event JSON.");
-    }
-    const carried = typeof data === "object" && data !== null && "error" in data ? data.error : undefined;
-    if (sse.event === "error" || carried) {
-      // The SDK's APIError takes the error body as an object (it reads its message, code and type from it).
-      const error = new OpenAI.APIError(undefined, (carried ?? data) as object | undefined, undefined, response.headers);
-      throw fromErrorEvent(error, retryAfter(response.headers));
-    }
-    yield data;
+function chunkOfEvent(sse: ServerSentEvent, headers: Headers): unknown {
+  if (sse.data === "[DONE]") return DONE;
+  let data: unknown;
+  try {
+    data = JSON.parse(sse.data);
+  } catch {
+    if (sse.unterminated) throw new UnterminatedEventError("Error reading response: server-sent event JSON cut short by the body's end.");
+    throw new SyntaxError("Error reading response: malformed server-sent event JSON.");
   }
+  const carried = typeof data === "object" && data !== null && "error" in data ? data.error : undefined;
+  if (sse.event === "error" || carried) {
+    // The SDK's APIError takes the error body as an object (it reads its message, code and type from it).
+    const error = new OpenAI.APIError(undefined, (carried ?? data) as object | undefined, undefined, headers);
+    throw fromErrorEvent(error, retryAfter(headers));
+  }
+  return data;
 }
 
 function isEventStream(contentType: string | null): boolean {
