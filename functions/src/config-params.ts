@@ -180,11 +180,11 @@ export const BOOLEAN_PARAMS = {
 export const STRING_PARAMS = {
   OPENAI_BASE_URL: {
     default: "",
-    description: "Base URL of an OpenAI-compatible API; empty means api.openai.com. No user name or password in it, nor any @ (refused at start): the API key goes in OPENAI_API_KEY.",
+    description: "Base URL of an OpenAI-compatible API; empty means api.openai.com. No user name or password in it, nor any @, nor a # (a fragment, into which the SDK would append each call's path): refused at start. The API key goes in OPENAI_API_KEY.",
   },
   CORS_ORIGINS: {
     default: "*",
-    description: "Comma-separated origins allowed by CORS (scheme://host[:port]), or * for any. Each is read as the origin a browser sends: scheme and host in lower case, an internationalised host in punycode, a default port (:443, :80) dropped; https://Chat.Example.com:443 allows https://chat.example.com.",
+    description: "Comma-separated origins allowed by CORS (scheme://host[:port]), or * for any. Each is read as the origin a browser sends: scheme and host in lower case, an internationalised host in punycode, a default port (:443, :80) dropped; https://Chat.Example.com:443 allows https://chat.example.com. No wildcards (https://*.example.com is refused at start): list each origin.",
   },
   MODERATION_ON_OUTAGE: {
     default: "open",

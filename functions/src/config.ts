@@ -160,6 +160,12 @@ function parseBaseUrl(raw: string): string | undefined {
   if (hasCredentials(url) || raw.includes("@")) {
     throw new ConfigError("OPENAI_BASE_URL must not hold a user name or password: credentials in the URL are not supported (an API key goes in OPENAI_API_KEY)");
   }
+  // The openai SDK (7.57 buildURL) appends each call's path to a base URL without `?` as text: after a
+  // fragment (a lone `#` too, which URL parsing drops) the path lands in it, and every call goes to the
+  // base URL itself (a 404, each message answered 502). Not echoed: a fragment may hold anything.
+  if (raw.includes("#")) {
+    throw new ConfigError("OPENAI_BASE_URL must not hold a fragment (a # and what follows it): the openai SDK would append each call's path to the fragment, and every call would go to the base URL itself");
+  }
   return raw;
 }
 
@@ -203,7 +209,7 @@ export function corsOriginsParam(env: Env = process.env): "*" | string[] {
   return parseCorsOrigins(stringParam(env, "CORS_ORIGINS"));
 }
 
-/** An origin as written in CORS_ORIGINS: scheme://host[:port], no path, query, fragment or credentials. */
+/** An origin as written in CORS_ORIGINS: scheme://host[:port], no path, query, fragment or credentials (nor a wildcard: parseCorsOrigins). */
 const ORIGIN_ENTRY = /^https?:\/\/[^/\\\s?#@]+$/i;
 
 /**
@@ -217,6 +223,11 @@ function parseCorsOrigins(raw: string): "*" | string[] {
   const entries = raw.split(",").map((entry) => entry.trim()).filter(Boolean);
   if (entries.includes("*")) return "*";
   const origins = entries.map((entry) => {
+    // The URL parser takes `*` in a host (`https://*.example.com`), and no browser sends one: compared
+    // exactly (http/cors.ts), such an entry would allow no origin at all, the pages it was meant for refused.
+    if (entry.includes("*")) {
+      throw new ConfigError(`CORS_ORIGINS does not support wildcards: each entry is compared exactly with the origin a browser sends, so list each origin, got "${withoutCredentials(entry)}"`);
+    }
     if (!ORIGIN_ENTRY.test(entry) || !URL.canParse(entry)) {
       throw new ConfigError(`CORS_ORIGINS entries must look like https://host[:port], got "${withoutCredentials(entry)}"`);
     }
@@ -244,8 +255,31 @@ function messageLimits(env: Env): Pick<Config, "maxMessageChars" | "maxBodyBytes
   return { maxMessageChars, maxBodyBytes };
 }
 
-/** The deploy knobs, each in its range, and no more warm instances than instances at all. */
+/**
+ * The deploy knobs `env` sets blank (`MAX_INSTANCES=` in an env file), refused, each named; undefined
+ * when none is. The Firebase CLI (firebase-tools 15.34, lib/deploy/functions/params.js
+ * ParamValue.asNumber: `+""`) deploys a blank int param as 0, not as its default, and the platform
+ * reads 0 as unset, with its own defaults: MAX_INSTANCES 0 is no bound of ours (Cloud Functions'
+ * 100 instances), CONCURRENCY 0 the CLI's own choice (prepare.js), TIMEOUT_SECONDS 0 the platform's;
+ * MEMORY_MIB 0 the CLI refuses. An instance reading blank as the default would then not run with
+ * the values it was deployed with. Checked by an instance at start (deployKnobs) and by a deploy
+ * before anything is uploaded (project-files.ts checkDeployKnobs), `where` saying whose env files.
+ */
+export function blankDeployKnobs(env: Env, where = ""): string | undefined {
+  const blank = (Object.keys(DEPLOY_PARAMS) as DeployParamName[]).filter((name) => env[name]?.trim() === "");
+  if (blank.length === 0) return undefined;
+  const one = blank.length === 1;
+  const defaults = blank.map((name) => `${name} ${DEPLOY_PARAMS[name].default}`).join(", ");
+  return (
+    `${blank.join(" and ")} ${one ? "is" : "are"} set but blank${where}: the Firebase CLI deploys a blank deploy knob as 0, not as its default, ` +
+    `and the platform reads 0 as unset (MAX_INSTANCES 0 is no bound at all); give ${one ? "it" : "each"} the value meant (${one ? "the default" : "the defaults"}: ${defaults}) or leave ${one ? "it" : "them"} unset`
+  );
+}
+
+/** The deploy knobs, none blank, each in its range, and no more warm instances than instances at all. */
 function deployKnobs(env: Env): Config["deploy"] {
+  const blank = blankDeployKnobs(env);
+  if (blank !== undefined) throw new ConfigError(blank);
   const knobs = {
     minInstances: intParam(env, "MIN_INSTANCES"),
     maxInstances: intParam(env, "MAX_INSTANCES"),

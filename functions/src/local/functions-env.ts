@@ -49,7 +49,8 @@ export function parseEnvFile(text: string): { readonly values: Readonly<Record<s
  * What a deploy of `projectId` sets from `functionsDir`'s env files: `.env`, then
  * `.env.<projectId>` and, for a deploy given the project by a .firebaserc alias (`--project prod`,
  * project-files.ts `selectedProject`), `.env.<projectAlias>` over it, name by name, an empty value
- * included (so the project's file can empty a shared value). `.env.local` is the Functions
+ * included (so the project's file can empty a shared value, DATABASE_INSTANCES say; a deploy knob
+ * left blank is refused before the deploy: project-files.ts checkDeployKnobs). `.env.local` is the Functions
  * emulator's alone: a deploy never reads it. Throws where the CLI refuses the deploy: when both
  * the id's and the alias's files exist (one file, when the alias is the id itself), and for a line
  * it cannot read, naming the file and the lines. (The CLI also refuses names it reserves,

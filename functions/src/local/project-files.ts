@@ -1,7 +1,7 @@
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { z } from "zod";
-import { appCheckParams, messageTokensConsumed } from "../config";
+import { appCheckParams, blankDeployKnobs, messageTokensConsumed } from "../config";
 import { DEFAULT_FUNCTION_REGION, pageOrigins, pagePolicy } from "../page/page-policy";
 import { instanceName } from "../sharding/database-instances";
 import { templateSchema, type Template } from "../store/records";
@@ -154,6 +154,18 @@ export function configuredAppCheckSiteKey(root: string, projectId: string, proje
  */
 export function configuredReplayProtection(root: string, projectId: string, projectAlias?: string): boolean {
   return messageTokensConsumed(appCheckParams(deployedEnv(join(root, "functions"), projectId, projectAlias)));
+}
+
+/**
+ * Refuses a deploy of `projectId` (by `projectAlias`, if given) whose env files leave a deploy knob
+ * set but blank (config.ts blankDeployKnobs: the CLI would deploy it as 0), naming it: checked with
+ * the page's files, before `firebase deploy` runs and again in Hosting's predeploy, so that nothing
+ * is uploaded. Another param left blank keeps its meaning (empty, or its default).
+ */
+export function checkDeployKnobs(root: string, projectId: string, projectAlias?: string): void {
+  const files = projectAlias === undefined ? `.env or .env.${projectId}` : `.env, .env.${projectId} or .env.${projectAlias}`;
+  const blank = blankDeployKnobs(deployedEnv(join(root, "functions"), projectId, projectAlias), ` for a deploy of ${projectId} (functions/${files})`);
+  if (blank !== undefined) throw new Error(blank);
 }
 
 /**

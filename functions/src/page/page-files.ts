@@ -2,7 +2,7 @@ import { isDeepStrictEqual } from "node:util";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { z } from "zod";
-import { configuredAppCheckSiteKey, configuredAuthEmulator, configuredReplayProtection, functionRegions } from "../local/project-files";
+import { checkDeployKnobs, configuredAppCheckSiteKey, configuredAuthEmulator, configuredReplayProtection, functionRegions } from "../local/project-files";
 import { configuredDatabaseInstances, databaseSection } from "./deploy-databases";
 import { pageDataFiles } from "./page-data";
 import { pageOrigins, pagePolicy, type PagePolicy } from "./page-policy";
@@ -52,8 +52,14 @@ export function hostingPolicy(root: string, projectId: string, projectAlias?: st
   );
 }
 
-/** The files as a deploy of `projectId` (by `projectAlias`, if given) needs them, firebase.json first, each saying whether it is already so. */
+/**
+ * The files as a deploy of `projectId` (by `projectAlias`, if given) needs them, firebase.json
+ * first, each saying whether it is already so. Throws for env files that deploy would refuse or
+ * deploy wrong (a deploy knob left blank, a bad DATABASE_INSTANCES): `npm run deploy` and Hosting's
+ * predeploy read these files first, so the deploy stops before anything is uploaded.
+ */
 export function pageFiles(root: string, projectId: string, projectAlias?: string): PageFile[] {
+  checkDeployKnobs(root, projectId, projectAlias);
   const policy = hostingPolicy(root, projectId, projectAlias);
   const config = z.object({ hosting: z.record(z.string(), z.unknown()), database: z.unknown() }).loose().parse(readJson(root, "firebase.json"));
   const headers = hostingHeaders(policy);

@@ -1,6 +1,7 @@
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { ConfigError, DECLARED_PARAMS, resolveConfig, type Config } from "../../src/config";
+import { DEPLOY_PARAMS } from "../../src/function-options";
 import { connectionBodies } from "../../src/http/connection-schemas";
 import { DEVICE_TOKEN_MAX_CHARS, LARGEST_DEVICE_BODY_BYTES } from "../../src/http/message-body";
 import { corsHeaders } from "../../src/http/cors";
@@ -83,7 +84,8 @@ describe("resolveConfig defaults", () => {
     expect(config.corsOrigins).toBe("*");
   });
 
-  it.each(DECLARED_PARAMS)("blank $name falls back to the default", (param) => {
+  // The deploy knobs are the exception: refused blank ("resolveConfig deploy knobs").
+  it.each(DECLARED_PARAMS.filter((param) => !Object.hasOwn(DEPLOY_PARAMS, param.name)))("blank $name falls back to the default", (param) => {
     expect(READ_BACK[param.name]!(resolveConfig({ [param.name]: "  " }))).toBe(param.default);
     expect(READ_BACK[param.name]!(resolveConfig({ [param.name]: "" }))).toBe(param.default);
   });
@@ -241,6 +243,20 @@ describe("resolveConfig deploy knobs", () => {
     expect(configError({ MEMORY_MIB: raw }).message).toBe(`MEMORY_MIB must be one of 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, got "${raw}"`);
   });
 
+  // The Firebase CLI deploys a blank int param as 0 (firebase-tools 15.34 `+""`), which the platform reads as unset:
+  // read as the default, a blank MAX_INSTANCES bounded nothing deployed while the instance read 10.
+  it.each(Object.keys(DEPLOY_PARAMS))("refuses %s set but blank, naming it and its default, where a deploy would give it 0", (name) => {
+    for (const raw of ["", "  "]) {
+      const { message } = configError({ [name]: raw });
+      expect(message).toMatch(new RegExp(`^${name} is set but blank: the Firebase CLI deploys a blank deploy knob as 0`));
+      expect(message).toContain(`(the default: ${name} ${DEPLOY_PARAMS[name as keyof typeof DEPLOY_PARAMS].default})`);
+    }
+  });
+
+  it("names every deploy knob left blank at once", () => {
+    expect(configError({ MAX_INSTANCES: "", TIMEOUT_SECONDS: "", CONCURRENCY: "8" }).message).toMatch(/^MAX_INSTANCES and TIMEOUT_SECONDS are set but blank: .*\(the defaults: MAX_INSTANCES 10, TIMEOUT_SECONDS 60\) or leave them unset$/);
+  });
+
   it("refuses more warm instances than instances at all, naming both", () => {
     expect(configError({ MIN_INSTANCES: "3", MAX_INSTANCES: "2" }).message).toBe("MIN_INSTANCES (3) must not exceed MAX_INSTANCES (2)");
     expect(resolveConfig({ MIN_INSTANCES: "2", MAX_INSTANCES: "2" }).deploy).toMatchObject({ minInstances: 2, maxInstances: 2 });
@@ -276,6 +292,20 @@ describe("resolveConfig CORS_ORIGINS", () => {
     expect(configError({ CORS_ORIGINS: raw }).message).toMatch(/^CORS_ORIGINS /);
   });
 
+  // The URL parser takes `*` in a host, and the entry, compared exactly with the browser's Origin, allowed no origin at all.
+  it.each([
+    ["https://*.example.com", "https://app.example.com"],
+    ["https://*.example.com:8443", "https://app.example.com:8443"],
+    ["https://chat.example.com,https://*.example.com", "https://app.example.com"],
+    ["http://*", "http://localhost"],
+  ])("refuses %p at start, naming the param: its wildcard entry matches no browser's Origin (%p's included)", (raw, browserOrigin) => {
+    expect(configError({ CORS_ORIGINS: raw }).message).toBe(
+      `CORS_ORIGINS does not support wildcards: each entry is compared exactly with the origin a browser sends, so list each origin, got "${raw.split(",").at(-1) ?? ""}"`,
+    );
+    const listed = resolveConfig({ CORS_ORIGINS: browserOrigin }).corsOrigins;
+    expect(corsHeaders({ method: "POST", path: "/", headers: { origin: browserOrigin }, body: Buffer.alloc(0) }, listed)["Access-Control-Allow-Origin"]).toBe(browserOrigin);
+  });
+
   // Browsers send the serialised origin (WHATWG URL): scheme and host in lower case, an IDN in punycode, the default port left out.
   it.each([
     ["an upper-case host", "https://Chat.Example.com", "https://chat.example.com"],
@@ -303,6 +333,17 @@ describe("resolveConfig OPENAI_BASE_URL", () => {
   it("trims the URL", () => {
     expect(resolveConfig({ OPENAI_BASE_URL: "  https://api.example.com/v1 " }).openai.baseUrl).toBe("https://api.example.com/v1");
   });
+
+  // The openai SDK (7.57) appends each call's path after the fragment: every call went to the base URL itself, each message answered 502.
+  it.each(["https://api.example.com/v1#", "https://api.example.com/v1#chat", "http://127.0.0.1:11434/#section", "https://api.example.com/v1?x=1#sk-secret-in-fragment"])(
+    "refuses %p, a URL with a fragment, naming the param without showing the URL",
+    (raw) => {
+      const { message } = configError({ OPENAI_BASE_URL: raw });
+      expect(message).toBe(
+        "OPENAI_BASE_URL must not hold a fragment (a # and what follows it): the openai SDK would append each call's path to the fragment, and every call would go to the base URL itself",
+      );
+    },
+  );
 
   it.each(["not a url", "ftp://files.example.com", "javascript:alert(1)", "http://", "api.example.com/v1"])("refuses %p, naming the variable", (raw) => {
     expect(configError({ OPENAI_BASE_URL: raw }).message).toBe(`OPENAI_BASE_URL must be an http(s) URL, got "${raw}"`);

@@ -3,7 +3,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { build, type BuildOptions } from "esbuild";
-import { resolveConfig } from "../../src/config";
+import { ConfigError, resolveConfig } from "../../src/config";
 import { openaiApiKey } from "../../src/config-params";
 import * as triggers from "../../src/index";
 import {
@@ -17,6 +17,7 @@ import {
   httpsOptions,
   MAX_INSTANCES,
 } from "../../src/function-options";
+import { parseEnvFile } from "../../src/local/functions-env";
 import { deletionTime, erasureDeadline } from "../../src/runtime/cloud-app";
 
 const FUNCTIONS_DIR = resolve(__dirname, "..", "..");
@@ -167,7 +168,12 @@ describe("httpsOptions through the Firebase CLI's discovery and deploy resolutio
     expect(declared.get("MEMORY_MIB")?.input).toEqual({ select: { options: DEPLOY_PARAMS.MEMORY_MIB.choices.map((value) => ({ value })) } });
   });
 
-  it("is resolved by the CLI to a project's values, and the instance reads the same timeout back", () => {
+  /**
+   * What the CLI deploys the two functions with, and the environment it sets on them, for a
+   * project's env files setting `values`: every other param given its default (a non-interactive
+   * deploy asks for none).
+   */
+  function deployed(values: Readonly<Record<string, string>>): { endpoints: Record<string, unknown>; environment: Record<string, string> } {
     const script = `
       const tools = ${JSON.stringify(join(NODE_MODULES, "firebase-tools", "lib", "deploy", "functions"))};
       const { buildFromV1Alpha1 } = require(tools + "/runtimes/discovery/v1alpha1");
@@ -175,9 +181,8 @@ describe("httpsOptions through the Firebase CLI's discovery and deploy resolutio
       const manifest = JSON.parse(require("fs").readFileSync(${JSON.stringify(join(dir, "manifest.json"))}, "utf8"));
       const wanted = buildFromV1Alpha1(manifest, "demo-chatify", "us-central1", "nodejs24");
       wanted.params = wanted.params.filter((param) => param.type !== "secret");
-      // A project's .env: every param given (a non-interactive deploy asks for none), three knobs changed.
       const userEnvs = Object.fromEntries(wanted.params.map((param) => [param.name, String(param.default)]));
-      Object.assign(userEnvs, { MIN_INSTANCES: "2", MEMORY_MIB: "1024", TIMEOUT_SECONDS: "90" });
+      Object.assign(userEnvs, ${JSON.stringify(values)});
       resolveBackend({ build: wanted, firebaseConfig: { projectId: "demo-chatify" }, userEnvs, nonInteractive: true, isEmulator: false }).then(({ backend, envs }) => {
         const endpoints = Object.fromEntries(Object.entries(backend.endpoints["us-central1"]).map(([id, endpoint]) =>
           [id, { availableMemoryMb: endpoint.availableMemoryMb, timeoutSeconds: endpoint.timeoutSeconds, minInstances: endpoint.minInstances, maxInstances: endpoint.maxInstances, concurrency: endpoint.concurrency }]));
@@ -185,13 +190,33 @@ describe("httpsOptions through the Firebase CLI's discovery and deploy resolutio
         console.log(JSON.stringify({ endpoints, environment }));
       });
     `;
-    const { endpoints, environment } = JSON.parse(node(["-e", script], { cwd: dir })) as { endpoints: Record<string, unknown>; environment: Record<string, string> };
+    return JSON.parse(node(["-e", script], { cwd: dir })) as { endpoints: Record<string, unknown>; environment: Record<string, string> };
+  }
+
+  it("is resolved by the CLI to a project's values, and the instance reads the same timeout back", () => {
+    const { endpoints, environment } = deployed({ MIN_INSTANCES: "2", MEMORY_MIB: "1024", TIMEOUT_SECONDS: "90" });
     expect(endpoints).toEqual({
       sendMessage: { availableMemoryMb: 1024, timeoutSeconds: 90, minInstances: 2, maxInstances: 10, concurrency: 80 },
       createSession: { availableMemoryMb: 1024, timeoutSeconds: 90, minInstances: null, maxInstances: 10, concurrency: 80 },
     });
     // The resolved values become the functions' environment (lib/deploy/functions/prepare.js), which the instance reads.
     expect(resolveConfig(environment).deploy).toEqual({ minInstances: 2, maxInstances: 10, concurrency: 80, memoryMib: 1024, timeoutSeconds: 90 });
+  });
+
+  // firebase-tools 15.34 resolves a blank int param as `+""`, 0, and Cloud Functions reads maxInstances 0 as
+  // unset (its own 100 instances): an instance reading blank as the default 10 ran under a bound that was not deployed.
+  it("deploys a MAX_INSTANCES left blank in an env file as 0, and an instance deployed so refuses to start, naming it", () => {
+    const { endpoints, environment } = deployed(parseEnvFile("MAX_INSTANCES=\n").values);
+    expect(endpoints.sendMessage).toMatchObject({ maxInstances: 0 });
+    expect(environment.MAX_INSTANCES).toBe("");
+    expect(() => resolveConfig(environment)).toThrow(ConfigError);
+    expect(() => resolveConfig(environment)).toThrow(/^MAX_INSTANCES is set but blank: the Firebase CLI deploys a blank deploy knob as 0/);
+  });
+
+  it("deploys a MAX_INSTANCES given a value in an env file as the instance reads it", () => {
+    const { endpoints, environment } = deployed(parseEnvFile("MAX_INSTANCES=7\n").values);
+    expect(endpoints.sendMessage).toMatchObject({ maxInstances: 7 });
+    expect(resolveConfig(environment).deploy.maxInstances).toBe(7);
   });
 });
 

@@ -411,3 +411,51 @@ describe("the database rules of a deploy, for the DATABASE_INSTANCES its functio
     expect(connect).toEqual(expect.arrayContaining(["http://127.0.0.1:9000", "ws://127.0.0.1:9000"]));
   });
 });
+
+/**
+ * A deploy knob left blank in the functions' env files (`MAX_INSTANCES=`) is deployed by the
+ * Firebase CLI as 0 (firebase-tools 15.34 `+""`), which the platform reads as unset, while an
+ * instance refuses it at start (config.ts blankDeployKnobs). The page's files, which `npm run
+ * deploy` writes and Hosting's predeploy checks before anything is uploaded, are refused for it.
+ */
+describe("the page's files for a deploy whose env files leave a deploy knob blank", () => {
+  const PROJECT = "chatify-prod-123";
+  let dir: string;
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), "chatify-deploy-knobs-"));
+    mkdirSync(join(dir, "public"));
+    mkdirSync(join(dir, "functions"));
+    cpSync(join(PROJECT_ROOT, "firebase.json"), join(dir, "firebase.json"));
+    writeFileSync(join(dir, ".firebaserc"), JSON.stringify({ projects: { prod: PROJECT } }));
+  });
+  afterEach(() => { rmSync(dir, { recursive: true, force: true }); });
+
+  const writeFiles = (files: Record<string, string>): void => {
+    for (const [name, text] of Object.entries(files)) writeFileSync(join(dir, "functions", name), text);
+  };
+
+  it.each([
+    ["left blank in .env", { ".env": "MAX_INSTANCES=\n" }, "MAX_INSTANCES is"],
+    ["emptied by the project's file over .env's value", { ".env": "MAX_INSTANCES=20\n", [`.env.${PROJECT}`]: "MAX_INSTANCES=\n" }, "MAX_INSTANCES is"],
+    ["quoted blank, and a second knob bare", { [`.env.${PROJECT}`]: 'TIMEOUT_SECONDS=" "\nMEMORY_MIB=\n' }, "MEMORY_MIB and TIMEOUT_SECONDS are"],
+  ])("are refused, naming the knob, when it is %s", (_case, files: Record<string, string>, named) => {
+    writeFiles(files);
+    const error = `${named} set but blank for a deploy of ${PROJECT} (functions/.env or .env.${PROJECT}): the Firebase CLI deploys a blank deploy knob as 0`;
+    expect(() => pageFiles(dir, PROJECT)).toThrow(error);
+    expect(() => writePageFiles(dir, PROJECT)).toThrow(error);
+    expect(readJson(join(dir, "firebase.json"))).toEqual(readJson(join(PROJECT_ROOT, "firebase.json")));
+  });
+
+  it("are refused, naming the alias's file, when the deploy goes by an alias whose file leaves a knob blank", () => {
+    writeFiles({ ".env": "CONCURRENCY=40\n", ".env.prod": "CONCURRENCY=\n" });
+    expect(() => pageFiles(dir, PROJECT, "prod")).toThrow(`CONCURRENCY is set but blank for a deploy of ${PROJECT} (functions/.env, .env.${PROJECT} or .env.prod): `);
+    // By the id, the alias's file is not read: the knob has its value.
+    expect(() => pageFiles(dir, PROJECT)).not.toThrow();
+  });
+
+  it("are written when every knob has a value, and another param is emptied by the project's file", () => {
+    writeFiles({ ".env": "MAX_INSTANCES=20\nDATABASE_INSTANCES=https://chatify-prod-123-default-rtdb.firebaseio.com\n", [`.env.${PROJECT}`]: "MAX_INSTANCES=10\nDATABASE_INSTANCES=\nOPENAI_BASE_URL=\n" });
+    expect(writePageFiles(dir, PROJECT)).toContain("firebase.json");
+    expect((readJson(join(dir, "firebase.json")) as { database: unknown }).database).toEqual(databaseSection([]));
+  });
+});
