@@ -19,7 +19,10 @@ export function bodyDecoder(request: IncomingMessage): "identity" | (() => Trans
   if (!hasBody(request) || !parserTakes(request.headers["content-type"])) return "identity";
   // body-parser 2.4.0 lowercases the header and knows these four names only: `x-gzip`, or a list
   // (`gzip, br`), is refused 415 "unsupported content encoding". zstd needs Node 22.15 or later.
-  const encoding = (request.headers["content-encoding"] ?? "identity").trim().toLowerCase();
+  // Lowercased only, as there: Node 24's parser has dropped the spaces and tabs around the value
+  // already, and String#trim would drop more (a trailing U+00A0, a 0xA0 byte the parser keeps),
+  // decoding locally what body-parser refuses.
+  const encoding = (request.headers["content-encoding"] ?? "identity").toLowerCase();
   if (encoding === "identity" || encoding === "") return "identity";
   if (encoding === "gzip") return createGunzip;
   if (encoding === "deflate") return createInflate;

@@ -236,6 +236,7 @@ async function serve(
   } catch (error) {
     // Over the wire limit: 413, and a hang-up at the next byte, the drain limit being spent already.
     if (error instanceof SentTooMuch) answerBeforeBody(request, response, errorResponse(new HttpError("PAYLOAD_TOO_LARGE", `A compressed request body must be sent in at most ${wireLimit} bytes`)), 0);
+    else if (error instanceof SentPastTheEnd) answerBeforeBody(request, response, errorResponse(new HttpError("INVALID_REQUEST", "The request body goes on past the end of its compressed stream")), error.wireLeft);
     else answerBeforeBody(request, response, errorResponse(new HttpError("INVALID_REQUEST", "The request body does not decode as its Content-Encoding says")), drainLimitBytes);
     return;
   }
@@ -310,6 +311,13 @@ function readBody(request: Readable, maxBytes: number): Promise<{ body: Buffer; 
 /** A compressed body that went on past `wireLimit` bytes sent: read no further, whatever it decodes to. */
 class SentTooMuch extends Error {}
 
+/** A request that went on after the end of its compressed stream; `wireLeft` of the wire limit may still be read. */
+class SentPastTheEnd extends Error {
+  constructor(readonly wireLeft: number) {
+    super("the request goes on past the end of its compressed stream");
+  }
+}
+
 /**
  * readBody of the request's body through `decoder`. However it ends short (too large, or not
  * decoding), the request is taken off the decoder again, so that answerBeforeBody can read and
@@ -317,6 +325,15 @@ class SentTooMuch extends Error {}
  * The bytes sent are counted too, since `maxBytes` bounds only what they decode to: empty gzip
  * members, 20 bytes each that decode to nothing, would otherwise be read until the request
  * timeout. Past `wireLimit` the read fails with SentTooMuch.
+ *
+ * A decoder of Node 24's zlib ends its output at the end of its stream when more input follows
+ * (gunzip at a zero byte after a member) and takes whatever is written after, giving nothing:
+ * a request going on past that end fails the read with SentPastTheEnd, since it would otherwise
+ * flow on into the decoder, uncounted, once the body is read. The platform refuses it too: with
+ * its request not yet ended, the Functions Framework's last parser (body-parser 2.4.0's raw, any
+ * type) reads the rest as a second body, through a decoder of its own, and answers 400 when that
+ * does not decode (when it does, the function is given it instead of the first). A request that
+ * ends with the bytes past the end, in the same read, is answered by the function in both.
  */
 async function readDecoded(request: IncomingMessage, decoder: Transform, maxBytes: number, wireLimit: number): Promise<{ body: Buffer; complete: boolean }> {
   const broken = (error?: Error) => decoder.destroy(error ?? new Error("the request broke off"));
@@ -331,7 +348,13 @@ async function readDecoded(request: IncomingMessage, decoder: Transform, maxByte
   request.on("data", count);
   try {
     const read = await readBody(request.pipe(decoder), maxBytes);
-    if (!read.complete) request.unpipe(decoder);
+    if (read.complete && request.readableEnded) return read;
+    request.unpipe(decoder);
+    if (read.complete) {
+      // Ended on its readable side only, it is not destroyed by itself (autoDestroy waits for both).
+      decoder.destroy();
+      throw new SentPastTheEnd(wireLimit - sent);
+    }
     return read;
   } catch (error) {
     request.unpipe(decoder);

@@ -298,9 +298,38 @@ describe("local server limits", () => {
     const session = JSON.stringify({ user_id: "encoded-user", template_id: "friendly-assistant" });
     const post = (body: Uint8Array, encoding: string, contentType = "application/json") =>
       fetch(`${harness.api.baseUrl}${ROUTES.create}`, { method: "POST", headers: { "content-type": contentType, "content-encoding": encoding }, body });
+    const encoders = [["gzip", gzipSync], ["deflate", deflateSync], ["br", brotliCompressSync], ["zstd", zstdCompressSync]] as const;
+    const chunkOf = (block: Buffer) => Buffer.concat([Buffer.from(`${block.length.toString(16)}\r\n`), block, Buffer.from("\r\n")]);
+    const chunkedHead = (encoding: string) => `POST ${ROUTES.create} HTTP/1.1\r\nHost: local\r\nContent-Type: application/json\r\nContent-Encoding: ${encoding}\r\nTransfer-Encoding: chunked\r\n\r\n`;
+
+    /**
+     * Sends a chunked body that never ends: `first`, then `block` over and over, until the server
+     * cuts the connection or 48 MiB are sent, far more than the kernel buffers on loopback (a
+     * client still sending this much has been read all along). Returns the bytes sent.
+     */
+    async function sendWithoutEnd(client: RawClient, encoding: string, block: Buffer, first?: Buffer): Promise<number> {
+      client.socket.write(chunkedHead(encoding));
+      if (first) client.socket.write(chunkOf(first));
+      const chunk = chunkOf(block);
+      const most = 48 * MiB;
+      let sent = 0;
+      while (!client.socket.destroyed && sent < most) {
+        sent += chunk.length;
+        if (!client.socket.write(chunk)) {
+          await new Promise<void>((resolve) => {
+            const done = () => {
+              client.socket.off("drain", done).off("close", done);
+              resolve();
+            };
+            client.socket.on("drain", done).on("close", done);
+          });
+        }
+      }
+      return sent;
+    }
 
     it("is decoded as the deployed platform's body parser (body-parser 2.4.0) decodes it: gzip, deflate, br and zstd", async () => {
-      for (const [encoding, encode] of [["gzip", gzipSync], ["deflate", deflateSync], ["br", brotliCompressSync], ["zstd", zstdCompressSync]] as const) {
+      for (const [encoding, encode] of encoders) {
         const answer = await post(encode(session), encoding);
         expect([encoding, answer.status]).toEqual([encoding, 201]);
       }
@@ -321,6 +350,48 @@ describe("local server limits", () => {
       expect(tooLarge.status).toBe(413);
       expect(await tooLarge.json()).toMatchObject({ success: false, error: { code: "PAYLOAD_TOO_LARGE" } });
       expect((await post(gzipSync(session), "gzip")).status).toBe(201);
+    });
+
+    it("is refused 415 under one of the four names followed by a no-break space (a 0xA0 byte, which Node's parser keeps), as body-parser 2.4.0 refuses it: the header is lowercased, never trimmed", async () => {
+      for (const [encoding, body] of [["gzip\u00a0", gzipSync(session)], ["identity\u00a0", Buffer.from(session)]] as const) {
+        const client = await RawClient.open(portOf(harness.api.baseUrl));
+        client.socket.write(Buffer.from(`POST ${ROUTES.create} HTTP/1.1\r\nHost: local\r\nContent-Type: application/json\r\nContent-Encoding: ${encoding}\r\nContent-Length: ${body.length}\r\n\r\n`, "latin1"));
+        client.socket.write(body);
+        const answer = await client.answers(1);
+        client.socket.destroy();
+        expect({ encoding, status: answer.split("\r\n")[0] }).toEqual({ encoding, status: "HTTP/1.1 415 Unsupported Media Type" });
+        expect(answer).toContain('"code":"UNSUPPORTED_MEDIA_TYPE"');
+      }
+    });
+
+    /*
+     * Zero bytes after a complete stream: gunzip stops at a zero byte after a member, the others at
+     * their stream's end, and each then takes what follows and gives nothing. Deployed, with the
+     * request not yet ended, the Functions Framework's raw parser (body-parser 2.4.0, any type)
+     * reads the rest as a second body and answers 400 as it does not decode; with the request
+     * ended in the same read, the function answers.
+     */
+    it.each(encoders)("in %s, followed by bytes past the end of its stream while its request goes on, is refused 400 at once, as the platform's parser refuses it, and the connection serves the next request once that request ends", async (encoding, encode) => {
+      const body = encode(JSON.stringify({ user_id: `past-the-end-${encoding}`, template_id: "friendly-assistant" }));
+      const client = await RawClient.open(portOf(harness.api.baseUrl));
+      client.socket.write(chunkedHead(encoding));
+      client.socket.write(chunkOf(Buffer.concat([body, Buffer.alloc(64, 0)])));
+      const refused = await client.answers(1);
+      expect({ encoding, status: refused.split("\r\n")[0] }).toEqual({ encoding, status: "HTTP/1.1 400 Bad Request" });
+      expect(refused).toContain('"code":"INVALID_REQUEST"');
+      client.socket.write("0\r\n\r\nGET /nowhere HTTP/1.1\r\nHost: local\r\n\r\n");
+      await client.answers(2);
+      expect(client.received).toMatch(/\r\n\r\n[^]*HTTP\/1\.1 404 /);
+      client.socket.destroy();
+    });
+
+    it.each(encoders)("in %s, followed by bytes past the end of its stream and ended in the same write, is answered by the function, as on the platform", async (encoding, encode) => {
+      const body = Buffer.concat([encode(JSON.stringify({ user_id: `ended-past-the-end-${encoding}`, template_id: "friendly-assistant" })), Buffer.alloc(64, 0)]);
+      const client = await RawClient.open(portOf(harness.api.baseUrl));
+      client.socket.write(Buffer.concat([Buffer.from(`POST ${ROUTES.create} HTTP/1.1\r\nHost: local\r\nContent-Type: application/json\r\nContent-Encoding: ${encoding}\r\nContent-Length: ${body.length}\r\n\r\n`), body]));
+      const answer = await client.answers(1);
+      client.socket.destroy();
+      expect({ encoding, status: answer.split("\r\n")[0] }).toEqual({ encoding, status: "HTTP/1.1 201 Created" });
     });
 
     it("is passed on as sent when it has no Content-Type, as no parser of the platform reads it: the function answers, whatever the Content-Encoding", async () => {
@@ -351,23 +422,7 @@ describe("local server limits", () => {
     ])("sent without end in %s, is read no further than MAX_BODY_BYTES and the drain limit on the wire, however little it decodes to: the server hangs up", async (encoding, block) => {
       const port = await serve({ drainLimitBytes: MiB });
       const client = await RawClient.open(port);
-      client.socket.write(`POST ${ROUTES.create} HTTP/1.1\r\nHost: local\r\nContent-Type: application/json\r\nContent-Encoding: ${encoding}\r\nTransfer-Encoding: chunked\r\n\r\n`);
-      const chunk = Buffer.concat([Buffer.from(`${block.length.toString(16)}\r\n`), block, Buffer.from("\r\n")]);
-      // Far more than the kernel buffers on loopback: a client still sending this much has been read all along.
-      const most = 48 * MiB;
-      let sent = 0;
-      while (!client.socket.destroyed && sent < most) {
-        sent += chunk.length;
-        if (!client.socket.write(chunk)) {
-          await new Promise<void>((resolve) => {
-            const done = () => {
-              client.socket.off("drain", done).off("close", done);
-              resolve();
-            };
-            client.socket.on("drain", done).on("close", done);
-          });
-        }
-      }
+      const sent = await sendWithoutEnd(client, encoding, block);
       // Cut by the server (a reset, or its close), not by this client, long before it had sent all.
       const cut = client.socket.destroyed;
       client.socket.destroy();
@@ -375,6 +430,18 @@ describe("local server limits", () => {
       expect(sent).toBeLessThan(16 * MiB);
       // The 413 went out first, unless the reset overtook it.
       expect(client.received).toMatch(/^(HTTP\/1\.1 413 [^]*)?$/);
+    }, 60_000);
+
+    it.each(encoders)("sent on without end in %s past the end of its stream, is refused 400 and read no further than MAX_BODY_BYTES and the drain limit on the wire: the server hangs up", async (encoding, encode) => {
+      const port = await serve({ drainLimitBytes: MiB });
+      const client = await RawClient.open(port);
+      const sent = await sendWithoutEnd(client, encoding, Buffer.alloc(65_536, 0), encode(JSON.stringify({ user_id: `unending-${encoding}`, template_id: "friendly-assistant" })));
+      const cut = client.socket.destroyed;
+      client.socket.destroy();
+      expect({ encoding, cut, sentMiB: Math.ceil(sent / MiB) }).toMatchObject({ encoding, cut: true });
+      expect(sent).toBeLessThan(16 * MiB);
+      // The 400 went out first, unless the reset overtook it.
+      expect(client.received).toMatch(/^(HTTP\/1\.1 400 [^]*)?$/);
     }, 60_000);
   });
 });
