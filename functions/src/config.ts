@@ -149,7 +149,8 @@ function parseBaseUrl(raw: string): string | undefined {
   if (raw === "") return undefined;
   const url = URL.canParse(raw) ? new URL(raw) : undefined;
   if (url === undefined || !/^https?:$/.test(url.protocol)) {
-    throw new ConfigError(`OPENAI_BASE_URL must be an http(s) URL, got "${withoutCredentials(raw)}"`);
+    // Shown without its credentials or fragment (see below): either may hold a secret.
+    throw new ConfigError(`OPENAI_BASE_URL must be an http(s) URL, got "${withoutCredentials(raw.split("#")[0] ?? "")}${raw.includes("#") ? "#***" : ""}"`);
   }
   // Node's fetch (undici, Node 24), which the openai SDK calls, refuses every URL holding credentials
   // ("Request cannot be constructed from a URL that includes credentials"): each model call would fail as an outage.
@@ -225,13 +226,16 @@ function parseCorsOrigins(raw: string): "*" | string[] {
   const origins = entries.map((entry) => {
     // The URL parser takes `*` in a host (`https://*.example.com`), and no browser sends one: compared
     // exactly (http/cors.ts), such an entry would allow no origin at all, the pages it was meant for refused.
-    if (entry.includes("*")) {
+    // Read on the entry as written and as the parser reads it: it decodes `%2A` in a host and maps a
+    // fullwidth asterisk (U+FF0A) to `*`.
+    const origin = URL.canParse(entry) ? new URL(entry).origin : undefined;
+    if (entry.includes("*") || origin?.includes("*")) {
       throw new ConfigError(`CORS_ORIGINS does not support wildcards: each entry is compared exactly with the origin a browser sends, so list each origin, got "${withoutCredentials(entry)}"`);
     }
-    if (!ORIGIN_ENTRY.test(entry) || !URL.canParse(entry)) {
+    if (!ORIGIN_ENTRY.test(entry) || origin === undefined) {
       throw new ConfigError(`CORS_ORIGINS entries must look like https://host[:port], got "${withoutCredentials(entry)}"`);
     }
-    return new URL(entry).origin;
+    return origin;
   });
   return [...new Set(origins)];
 }

@@ -298,6 +298,9 @@ describe("resolveConfig CORS_ORIGINS", () => {
     ["https://*.example.com:8443", "https://app.example.com:8443"],
     ["https://chat.example.com,https://*.example.com", "https://app.example.com"],
     ["http://*", "http://localhost"],
+    // The parser decodes %2A in a host and maps a fullwidth asterisk (U+FF0A) to *: the same origin.
+    ["https://%2A.example.com", "https://app.example.com"],
+    ["https://\uff0a.example.com", "https://app.example.com"],
   ])("refuses %p at start, naming the param: its wildcard entry matches no browser's Origin (%p's included)", (raw, browserOrigin) => {
     expect(configError({ CORS_ORIGINS: raw }).message).toBe(
       `CORS_ORIGINS does not support wildcards: each entry is compared exactly with the origin a browser sends, so list each origin, got "${raw.split(",").at(-1) ?? ""}"`,
@@ -348,6 +351,13 @@ describe("resolveConfig OPENAI_BASE_URL", () => {
   it.each(["not a url", "ftp://files.example.com", "javascript:alert(1)", "http://", "api.example.com/v1"])("refuses %p, naming the variable", (raw) => {
     expect(configError({ OPENAI_BASE_URL: raw }).message).toBe(`OPENAI_BASE_URL must be an http(s) URL, got "${raw}"`);
   });
+
+  it.each(["api.example.com/v1#sk-secret-in-fragment", "https://api.example.com:70000/v1#sk-secret-in-fragment", "https://api example.com/v1#sk-secret-in-fragment"])(
+    "refuses %p, not an http(s) URL, showing it without its fragment",
+    (raw) => {
+      expect(configError({ OPENAI_BASE_URL: raw }).message).toBe(`OPENAI_BASE_URL must be an http(s) URL, got "${raw.split("#")[0] ?? ""}#***"`);
+    },
+  );
 
   // Node's fetch, which the openai SDK calls, refuses a URL holding credentials: every model call would fail as an outage.
   it.each(["https://proxy-user:s3cret-pass@proxy.example/v1", "http://s3cret-pass@127.0.0.1:8080/v1", "https://:s3cret-pass@proxy.example/v1"])(
