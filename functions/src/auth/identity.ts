@@ -5,6 +5,16 @@ export interface Identity {
   readonly anonymous?: boolean;
 }
 
+/**
+ * Whether a request's `user_id` names `caller`. The id is read as a client names it
+ * (request-schemas.ts userIdField: spaces around it dropped), and a Firebase uid may be any text
+ * (a custom token's `" padded "`): it is compared as the same reading of the uid, so that a user
+ * naming themselves is never refused. The request acts for `caller.uid` whatever it named.
+ */
+export function namesCaller(userId: string, caller: Identity): boolean {
+  return userId === caller.uid || userId === caller.uid.trim();
+}
+
 /** The port through which the HTTP boundary checks a bearer token. */
 export interface IdentityVerifier {
   verify(idToken: string): Promise<Identity>;

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import type { Identity } from "../auth/identity";
+import { namesCaller, type Identity } from "../auth/identity";
 import type { ConnectionService, ConnectionView } from "../connections/connection-service";
 import { ConnectionNotFoundError } from "../connections/errors";
 import type { DeviceRegistry } from "../connections/device-registry";
@@ -33,7 +33,7 @@ export type ConnectionEndpointName = "connections" | "connection" | "acceptConne
  */
 function actingUser(caller: Identity | undefined, userId: string | undefined): string {
   if (caller) {
-    if (userId !== undefined && userId !== caller.uid) throw new ForbiddenError("user_id does not match the signed-in user");
+    if (userId !== undefined && !namesCaller(userId, caller)) throw new ForbiddenError("user_id does not match the signed-in user");
     return caller.uid;
   }
   if (userId === undefined) throw new HttpError("INVALID_REQUEST", "Invalid request: user_id is required without an ID token", {}, [{ field: "user_id", message: "is required without an ID token" }]);

@@ -1,4 +1,4 @@
-import type { Identity } from "../auth/identity";
+import { namesCaller, type Identity } from "../auth/identity";
 import type { ChatModel, ReplySink } from "../llm/chat-model";
 import type { Log } from "../log/log";
 import type { MessageModeration } from "../moderation/message-moderation";
@@ -142,7 +142,7 @@ export class SessionService {
    */
   async create(input: { userId?: string; templateId: string; idempotencyKey?: string; caller?: Identity; address?: string }): Promise<CreatedSession> {
     const { store, clock, newSessionId, defaultContextWindow } = this.options;
-    if (input.caller && input.userId !== undefined && input.userId !== input.caller.uid) {
+    if (input.caller && input.userId !== undefined && !namesCaller(input.userId, input.caller)) {
       throw new ForbiddenError("user_id does not match the signed-in user");
     }
     const userId = input.caller?.uid ?? input.userId;

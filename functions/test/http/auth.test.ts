@@ -50,6 +50,16 @@ describe("Firebase Auth", () => {
       expect(await harness.api.store.readSessionMeta(String(explicit.body.session_id))).toMatchObject({ user_id: alice.uid });
     });
 
+    it("takes a user_id naming the token's user whose uid has spaces around it (any text, from a custom token), as the id is read", async () => {
+      const uid = " padded-user ";
+      // The emulator's tokens are unsigned: one of that user, who exists.
+      await authEmulator().createUser(uid);
+      const token = withClaims(alice.idToken, { sub: uid, user_id: uid });
+      const named = await harness.api.call("POST", ROUTES.create, { user_id: uid, template_id: "friendly-assistant" }, bearer(token));
+      const listed = await harness.api.call("GET", `${ROUTES.list}?user_id=${encodeURIComponent(uid)}`, undefined, bearer(token));
+      expect({ create: named.status, owner: named.body.user_id, list: listed.status }).toEqual({ create: 201, owner: uid, list: 200 });
+    });
+
     it("refuses a body user_id that differs from the token's user with 403", async () => {
       const answer = await harness.api.call("POST", ROUTES.create, { user_id: bob.uid, template_id: "friendly-assistant" }, bearer(alice.idToken));
       expect(answer.status).toBe(403);

@@ -43,6 +43,8 @@ export interface AuthEmulator {
   readonly host: string;
   /** A new user with a real ID token from it (anonymous as the chat page signs in, or with an email). */
   signUp(anonymous?: boolean): Promise<TestUser>;
+  /** A user with this uid, as the Admin SDK makes one (a uid may be any text): firebase-admin checks the user exists when it verifies an emulator's token. */
+  createUser(uid: string): Promise<void>;
 }
 
 /**
@@ -66,6 +68,18 @@ export function useAuthEmulator(projectId: string): () => AuthEmulator {
   return () => {
     if (!emulator) throw new Error("the Auth emulator has not started: use it from a test or a later hook");
     const host = emulator.authHost;
-    return { host, signUp: (anonymous = false) => signUp(host, projectId, anonymous) };
+    return {
+      host,
+      signUp: (anonymous = false) => signUp(host, projectId, anonymous),
+      async createUser(uid) {
+        // The emulator takes "Bearer owner" as the Admin SDK's credentials.
+        const response = await fetch(`http://${host}/identitytoolkit.googleapis.com/v1/projects/${projectId}/accounts`, {
+          method: "POST",
+          headers: { "content-type": "application/json", authorization: "Bearer owner" },
+          body: JSON.stringify({ localId: uid }),
+        });
+        if (!response.ok) throw new Error(`the Auth emulator did not create ${JSON.stringify(uid)}: ${response.status} ${await response.text()}`);
+      },
+    };
   };
 }

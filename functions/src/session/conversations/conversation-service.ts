@@ -1,4 +1,4 @@
-import type { Identity } from "../../auth/identity";
+import { namesCaller, type Identity } from "../../auth/identity";
 import type { ConversationEntry, ConversationPosition, ListedConversation, StoredConversation } from "../../store/conversation-records";
 import type { ChatMessage, PartialReply, SessionMeta, SessionState, SessionStatus, TokenUsage, UserUsage } from "../../store/records";
 import { NO_USAGE } from "../ledger/token-usage";
@@ -83,7 +83,7 @@ export class ConversationService {
    * token is refused, as `createSession` refuses it.
    */
   owner(caller: Identity | undefined, userId: string | undefined): string {
-    if (caller && userId !== undefined && userId !== caller.uid) throw new ForbiddenError("user_id does not match the signed-in user");
+    if (caller && userId !== undefined && !namesCaller(userId, caller)) throw new ForbiddenError("user_id does not match the signed-in user");
     const owner = caller?.uid ?? userId;
     if (owner === undefined) throw new Error("a request for a user's conversations needs a caller or a user_id");
     return owner;
