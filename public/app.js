@@ -145,6 +145,25 @@ const canWrite = () => state.phase === "active" && !waiting();
  */
 const stillHeld = (phase, session) => state.phase === phase && state.session === session;
 
+/**
+ * Whether the keyboard focus was lost: a focused control hidden, disabled or drawn again leaves it
+ * on <body>, where the next Tab starts over at the top of the page. The page then puts it on a
+ * control near the one that went; a focus the visitor moved elsewhere meanwhile stays where it is.
+ */
+const focusLost = () => document.activeElement === null || document.activeElement === document.body;
+
+/** The list's buttons, one per conversation listed. */
+const listButtons = () => /** @type {HTMLButtonElement[]} */ ([...ui.conversationList.querySelectorAll("button")]);
+
+/**
+ * Puts the focus on the list's button of `sessionId`; that conversation no longer listed, on the
+ * button now at its place `at` (or the last); the list empty, on Start session.
+ */
+function focusInList(sessionId, at = 0) {
+  const buttons = listButtons();
+  (buttons.find((button) => button.dataset.sessionId === sessionId) ?? buttons[Math.min(at, buttons.length - 1)] ?? ui.startButton).focus();
+}
+
 /** Every change of state goes through here, and is shown at once. */
 function update(changes) {
   Object.assign(state, changes);
@@ -197,8 +216,12 @@ let drawn = { conversations: /** @type {ListedConversation[] | undefined} */ (un
 /** The list of conversations, from state: one button per conversation, the one on view marked. */
 function renderConversations() {
   const current = state.session?.id ?? "";
+  /** The button that had the focus, if one had, by its conversation and place: drawn again, the list gives it back. */
+  let focused;
   if (drawn.conversations !== state.conversations || drawn.current !== current) {
     drawn = { conversations: state.conversations, current };
+    const active = document.activeElement;
+    if (active instanceof HTMLButtonElement && ui.conversationList.contains(active)) focused = { id: active.dataset.sessionId ?? "", at: listButtons().indexOf(active) };
     ui.conversationList.replaceChildren(
       ...(state.conversations ?? []).map((conversation) => {
         const item = document.createElement("li");
@@ -221,6 +244,7 @@ function renderConversations() {
   }
   ui.noConversations.hidden = state.conversations === undefined || state.conversations.length > 0;
   for (const button of ui.conversationList.querySelectorAll("button")) /** @type {HTMLButtonElement} */ (button).disabled = waiting();
+  if (focused !== undefined && focusLost()) focusInList(focused.id, focused.at);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -405,6 +429,9 @@ function loadOnce(name, src) {
 /** @type {Promise<void> | undefined} the sign-in under way or done */
 let signingIn;
 
+/** @type {string | undefined} the uid of the page's last sign-in: a sign-in that gives another one is another user's */
+let signedInUid;
+
 /**
  * The Firebase JS SDK's compat app and `component` ("auth", "app-check") from Hosting's reserved
  * URLs (deployed, Hosting serves the SDK and the project's config there; `npm start` serves the
@@ -445,9 +472,28 @@ async function signInOnce(gone) {
   // only, not on auth/invalid-refresh-token (a deleted account): such a user is signed out first.
   if (gone && auth.currentUser?.uid === gone.uid) await auth.signOut();
   const credential = await auth.signInAnonymously();
+  const { uid } = credential.user;
+  const before = signedInUid;
+  signedInUid = uid;
   // The server takes the token's user as the session's owner: a different body user_id is refused.
-  ui.user.value = credential.user.uid;
+  ui.user.value = uid;
   update({ signedIn: { account: credential.user, emulator } });
+  if (before !== undefined && before !== uid) leavePreviousUser();
+}
+
+/**
+ * Signed in anew as another user (the old anonymous account deleted or disabled): nothing of the
+ * old user's can be reached by the new one (403 FORBIDDEN), as after a change of user id. The list
+ * is read again, for the new user; the session on view, the old user's, is left with the start
+ * form back. A call under way in it (the one that found the account gone, sent again with the new
+ * token; a reply followed) meets the refusal and closes it so.
+ */
+function leavePreviousUser() {
+  dropListReads();
+  void loadConversations();
+  if (state.session === undefined || state.phase !== "active") return;
+  update({ phase: "ended", earlier: null, status: "Signed in as a new user: the conversation on view was the previous user's. Start a new one to keep chatting." });
+  if (focusLost()) ui.startButton.focus();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -673,12 +719,15 @@ function pageFailure(error, what) {
  * The codes after which the session is over, with the status line that says so: the page goes
  * back to its start form. SESSION_NOT_FOUND, answered to a message or an end, is a session that
  * no longer exists (its user's data erased, from another tab or device; or deleted once kept its
- * SESSION_RETENTION_DAYS): nothing more can be done in it.
+ * SESSION_RETENTION_DAYS): nothing more can be done in it. FORBIDDEN, answered about a session,
+ * is one the signed-in user does not own: the page signed in anew as a new anonymous user (the old
+ * account deleted or disabled), and the session is the old user's, refused to the new one for good.
  */
 const SESSION_OVER = new Map([
   ["SESSION_ENDED", "The session has ended."],
   ["SESSION_EXPIRED", "The session expired."],
   ["SESSION_NOT_FOUND", "The session no longer exists."],
+  ["FORBIDDEN", "The session is not the signed-in user's."],
 ]);
 
 /**
@@ -1014,7 +1063,7 @@ async function sendMessage(event) {
   // was stored, this one gets its reply back. Any other text is a new message, with a new key.
   const kept = state.unsent;
   const key = kept && kept.sessionId === session.id && kept.text === text ? kept.key : newIdempotencyKey();
-  addEntry("user", "You", text);
+  const asked = addEntry("user", "You", text);
   ui.message.value = "";
   const reply = addEntry("assistant", session.templateName, "");
   reply.item.classList.add("streaming");
@@ -1031,21 +1080,28 @@ async function sendMessage(event) {
 
   if ("finished" in outcome) {
     const { finished } = outcome;
-    reply.body.textContent = finished.response;
-    if (finished.truncated) addNote(reply.item, "(cut at the personality's length limit)");
+    // A replay of an exchange the session on view already holds (opened again from the list after
+    // the first send was cut): its history shows it, in its place, and its tokens count it.
+    const held = outcome.replayed && finished.message_count <= session.messageCount;
+    if (held) {
+      asked.item.remove();
+      reply.item.remove();
+    } else {
+      reply.body.textContent = finished.response;
+      if (finished.truncated) addNote(reply.item, "(cut at the personality's length limit)");
+    }
+    const messageCount = held ? session.messageCount : finished.message_count;
     update({
       phase: "active",
       // The session's tokens so far, as the replies report them (the end's answer gives the full total, summaries included).
       session: {
         ...session,
-        messageCount: finished.message_count,
-        // A replay of an exchange the session on view already holds (opened again from the list
-        // after the first send was cut) is counted in its tokens already.
-        tokens: session.tokens + (outcome.replayed && finished.message_count <= session.messageCount ? 0 : (finished.usage?.total_tokens ?? 0)),
+        messageCount,
+        tokens: session.tokens + (held ? 0 : (finished.usage?.total_tokens ?? 0)),
         ...(session.messageCount === 0 && session.firstMessage === undefined ? { firstMessage: text } : {}),
       },
       // A replay is the reply stored for an earlier send of this text, shown as any reply is.
-      status: `${outcome.replayed ? "Reply complete: the one stored when you first sent this message." : "Reply complete."} Messages: ${finished.message_count}.`,
+      status: `${outcome.replayed ? "Reply complete: the one stored when you first sent this message." : "Reply complete."} Messages: ${messageCount}.`,
     });
     ui.message.focus();
     void loadConversations();
@@ -1106,8 +1162,9 @@ async function endSession() {
     update({ phase: "active", error: errorText(failure) });
     return;
   }
-  // Ended or expired meanwhile (another tab, the idle timeout): already over; not found: gone.
-  closeSession({ error: errorText(failure), status: failure.code === "SESSION_NOT_FOUND" ? over : "The session was already over." });
+  // Ended or expired meanwhile (another tab, the idle timeout): already over; not found: gone; forbidden: the previous user's.
+  const already = failure.code === "SESSION_ENDED" || failure.code === "SESSION_EXPIRED";
+  closeSession({ error: errorText(failure), status: already ? "The session was already over." : over });
   void loadConversations();
 }
 
@@ -1272,7 +1329,15 @@ async function openConversation(sessionId) {
   const outcome = await getJson(apiUrls(state.base).read(sessionId));
   if (!stillHeld("opening", shown)) return;
   if ("failure" in outcome) {
-    update({ phase: before, error: errorText(outcome.failure), status: "The conversation could not be opened." });
+    const { failure } = outcome;
+    const over = SESSION_OVER.get(failure.code);
+    // The session on view, found gone (or not the signed-in user's): closed, as after a message that meets the same code.
+    if (over && before === "active" && shown?.id === sessionId) closeSession({ error: errorText(failure), status: over });
+    else update({ phase: before, error: errorText(failure), status: "The conversation could not be opened." });
+    // Its list button lost the focus when it was disabled while the conversation opened.
+    if (focusLost()) focusInList(sessionId);
+    // Gone (its user's data erased from another tab or device), or the previous user's: the list, read again, no longer offers it.
+    if (over) void loadConversations();
     return;
   }
   showConversation(outcome.body);
@@ -1286,6 +1351,8 @@ function showConversation({ session, messages, partials, next_before }) {
   const count = session.message_count;
   if (session.status !== "active") {
     update({ phase: "ended", session: view, earlier: next_before, status: `This conversation has ${session.status}: ${count} message${count === 1 ? "" : "s"}. Start a new one to keep chatting.` });
+    // Its list button lost the focus when it was disabled while the conversation opened: it takes it back.
+    if (focusLost()) focusInList(view.id);
     return;
   }
   const writing = partials.at(-1);
@@ -1293,6 +1360,8 @@ function showConversation({ session, messages, partials, next_before }) {
     const reply = addEntry("assistant", session.template_name, writing.text);
     reply.item.classList.add("streaming");
     update({ phase: "watching", session: view, earlier: next_before, status: `${session.template_name} is still writing the reply you asked for before ...` });
+    // The controls are disabled while the reply is followed: the focus goes to what is being written.
+    if (focusLost()) ui.log.focus();
     void watchReply(view.id, count, reply, writing.key);
     return;
   }
@@ -1385,6 +1454,8 @@ async function loadEarlier() {
   const first = ui.log.firstElementChild ?? undefined;
   for (const message of outcome.body.messages) showStored(message, session.templateName, first);
   update({ earlier: outcome.body.next_before });
+  // The first message shown, the button went with the focus: the log, which holds what it showed, takes it.
+  if (focusLost()) ui.log.focus();
 }
 
 /** Gathers every part of the user's export (following its cursors) into one JSON file, and downloads it. */
@@ -1436,6 +1507,8 @@ async function eraseData() {
     const body = await readJson(response);
     if (response.ok && body?.success) {
       ui.log.replaceChildren();
+      // A message given back after a failure is the erased conversation's too: neither it nor its key stays.
+      ui.message.value = "";
       // A read of the list sent before the erasure and answered after it would list the erased conversations again.
       dropListReads();
       // The erasure took every connection of the user's, with their messages: the People panel lets go of them.
@@ -1447,6 +1520,8 @@ async function eraseData() {
         earlier: null,
         conversations: [],
         conversationsNext: null,
+        unsent: undefined,
+        startKey: undefined,
         status: body.status === "erased" ? "Your data was erased. Your usage limits stay as they were." : "Erasing your data: it finishes within minutes.",
       });
       ui.startButton.focus();
@@ -1460,8 +1535,10 @@ async function eraseData() {
     // Refused by the page before anything was sent (App Check, signing in), or lost on the way: sent, maybe done.
     unsure = !(error instanceof PageError);
   }
+  // The confirmation, hidden when the erasure began, took the focus with it: Erase my data takes it back.
   if (!unsure) {
     update({ busy: "", error: errorText(failure), status: "Your data was not erased." });
+    if (focusLost()) ui.eraseData.focus();
     return;
   }
   // The request may have reached the server and erased the data, its answer lost on the way back:
@@ -1471,6 +1548,7 @@ async function eraseData() {
     error: `${errorText(failure)} Your data may have been erased all the same: erasing again is safe, it erases whatever is left.`,
     status: "The erasure's outcome is unknown: the list shows what is left.",
   });
+  if (focusLost()) ui.eraseData.focus();
   // Read from its first page, as after a change of user: the older pages shown may list erased conversations.
   dropListReads();
   void loadConversations();

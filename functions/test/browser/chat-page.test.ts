@@ -1,6 +1,6 @@
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { Page, Request } from "playwright-core";
+import type { BrowserContext, Page, Request } from "playwright-core";
 import { startEmulatorProject, type EmulatorProject } from "../support/emulator-project";
 import { cspViolations, describeWithChromium, launchChromium, loseFirstPostAnswer, recordCspViolations, type LaunchedBrowser } from "../support/chromium";
 import { ROUTES, startHarness, type Harness } from "../support/http-harness";
@@ -17,6 +17,9 @@ interface ReplyView {
 }
 
 const LAST_REPLY = "#log .assistant >> nth=-1 >> .text";
+
+/** The texts of the log's entries, in order. */
+const logTexts = (page: Page): Promise<string[]> => page.locator("#log li .text").allTextContents();
 
 /**
  * The text first, then the state: a "streaming" state read after the text proves the text was
@@ -292,7 +295,7 @@ describeWithChromium("the chat page in Chromium", () => {
     expect({ users, modelCalls: harness.fake.requests.length }).toEqual({ users: ["Tell me a story"], modelCalls: 1 });
   }, 60_000);
 
-  it("counts a replayed reply's tokens once when the conversation was opened again from the list before the message was sent again", async () => {
+  it("shows and counts a replayed exchange once when the conversation was opened again from the list before the message was sent again", async () => {
     const userId = `user_replay_reopened_${Date.now()}`;
     await startSession(page, userId);
     const sessionId = (await page.getAttribute("#session", "data-session-id")) ?? "";
@@ -312,18 +315,24 @@ describeWithChromium("the chat page in Chromium", () => {
     expect(await page.inputValue("#message")).toBe("Tell me a story");
     await page.waitForSelector("body[data-list-reads='0']", { state: "attached" });
 
-    // The visitor checks whether it was stored: opens the conversation again from the list.
+    // The visitor checks whether it was stored: opens the conversation again from the list, which shows the stored exchange.
     await page.click(`#conversation-list button[data-session-id="${sessionId}"]`);
     await page.waitForSelector("#status:has-text('Conversation resumed')");
     const stored = await harness.api.call("GET", `${ROUTES.get(sessionId)}?user_id=${userId}`);
     const total = (stored.body.session as { usage: { total_tokens: number } }).usage.total_tokens;
-    expect(await page.textContent("#tokens")).toBe(String(total));
+    const storedTexts = (stored.body.messages as { content: string }[]).map((message) => message.content);
+    expect(storedTexts).toEqual(["Tell me a story", "A reply the server stored."]);
+    expect({ tokens: await page.textContent("#tokens"), log: await logTexts(page) }).toEqual({ tokens: String(total), log: storedTexts });
 
     // The text still in the box is sent again, with its key: the stored reply comes back (a replay).
     await page.click("#send-button");
     await page.waitForSelector("#status:has-text('the one stored when you first sent this message')");
-    // One exchange was stored and paid for once: the tokens shown are the session's, not twice its reply's.
-    expect({ count: await page.textContent("#count"), tokens: await page.textContent("#tokens") }).toEqual({ count: "1", tokens: String(total) });
+    // One exchange was stored and paid for once: shown once, and the tokens shown are the session's, not twice its reply's.
+    expect({ count: await page.textContent("#count"), tokens: await page.textContent("#tokens"), log: await logTexts(page) }).toEqual({
+      count: "1",
+      tokens: String(total),
+      log: storedTexts,
+    });
     expect(harness.fake.requests).toHaveLength(1);
   }, 60_000);
 
@@ -713,6 +722,8 @@ describeWithChromium("the chat page in Chromium, signed in on the Auth emulator"
   let emulator: EmulatorProject;
   let harness: Harness;
   let browser: LaunchedBrowser;
+  /** Browsers of their own, for the tests whose account is deleted: see ownProfile. */
+  const ownBrowsers: LaunchedBrowser[] = [];
   let hostile: HostileSite;
   const previousHost = process.env.FIREBASE_AUTH_EMULATOR_HOST;
 
@@ -731,6 +742,7 @@ describeWithChromium("the chat page in Chromium, signed in on the Auth emulator"
     await harness.close();
     await hostile.stop();
     await browser.close();
+    for (const own of ownBrowsers) await own.close();
     await emulator.stop();
   }, 30_000);
 
@@ -797,12 +809,27 @@ describeWithChromium("the chat page in Chromium, signed in on the Auth emulator"
   }, 90_000);
 
   /**
+   * A browser profile of its own. The Auth SDK keeps its signed-in user and ID token in the
+   * profile's storage, the token's expiry as the page's clock saw it: a new user signed in two hours
+   * on would be the next test's, its token taken for fresh there for two hours more.
+   */
+  async function ownProfile(): Promise<BrowserContext> {
+    const own = await launchChromium({ width: 1024, height: 768 });
+    ownBrowsers.push(own);
+    await recordCspViolations(own);
+    return own.context;
+  }
+
+  /**
    * A page signed in (through the 401 of its start) with a session open, then two hours on (the
    * tab left open past its ID token's hour: the browser's clock moved on) after `meanwhile`: the
    * token must be refreshed before the next call. Records the API requests made from then on.
    */
-  async function activePastTokenHour(meanwhile: (page: Page, uid: string) => Promise<void>): Promise<{ page: Page; uid: string; apiCalls: Request[] }> {
-    const page = await browser.context.newPage();
+  async function activePastTokenHour(
+    meanwhile: (page: Page, uid: string) => Promise<void>,
+    context: BrowserContext = browser.context,
+  ): Promise<{ page: Page; uid: string; apiCalls: Request[] }> {
+    const page = await context.newPage();
     const apiCalls: Request[] = [];
     page.on("request", (request) => {
       if (new URL(request.url()).pathname.startsWith("/api/")) apiCalls.push(request);
@@ -856,32 +883,90 @@ describeWithChromium("the chat page in Chromium, signed in on the Auth emulator"
     await page.close();
   }, 90_000);
 
-  it("signs in anew, without a reload, when its anonymous account was deleted, and sends the call as the new user", async () => {
-    // Deleted as Auth's clean-up of inactive anonymous users, or an admin, would.
-    const deleteAccount = async (_page: Page, uid: string) => {
-      const deleted = await fetch(`http://${emulator.authHost}/identitytoolkit.googleapis.com/v1/projects/demo-chatify/accounts:delete`, {
-        method: "POST",
-        headers: { "content-type": "application/json", authorization: "Bearer owner" },
-        body: JSON.stringify({ localId: uid }),
-      });
-      expect(deleted.status).toBe(200);
-    };
-    const { page, uid, apiCalls } = await activePastTokenHour(deleteAccount);
+  /** Deletes the account of `uid`, as Auth's clean-up of inactive anonymous users, or an admin, would. */
+  async function deleteAccount(uid: string): Promise<void> {
+    const deleted = await fetch(`http://${emulator.authHost}/identitytoolkit.googleapis.com/v1/projects/demo-chatify/accounts:delete`, {
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: "Bearer owner" },
+      body: JSON.stringify({ localId: uid }),
+    });
+    expect(deleted.status).toBe(200);
+  }
+
+  /** Waits until the page has acted on every answer of the list it asked for (`data-list-reads`, counted by app.js). */
+  const listSettled = (page: Page) => page.waitForSelector("body[data-list-reads='0']", { state: "attached" });
+
+  /**
+   * A page past its ID token's hour whose session holds a message and is listed, its account
+   * deleted meanwhile; then the visitor presses End: the page signs in anew, as a new user, and
+   * sends the end as that user. Resolves once the end and the list's reads are answered.
+   */
+  async function endedAsNewUser(): Promise<{ page: Page; uid: string; newUid: string; sessionId: string; apiCalls: Request[] }> {
+    const { page, uid, apiCalls } = await activePastTokenHour(async (page, uid) => {
+      await typeAndSend(page, "My secret plans for the weekend");
+      await page.waitForSelector("body[data-state=active] #log .assistant:not(.streaming)");
+      await page.waitForSelector(`#conversation-list .title:text-is("My secret plans for the weekend")`);
+      await listSettled(page);
+      await deleteAccount(uid);
+    }, await ownProfile());
+    const sessionId = (await page.getAttribute("#session", "data-session-id")) ?? "";
     await page.click("#end-button");
     await page.waitForSelector("body[data-state=ended], body[data-state=active] #error:not([hidden])", { timeout: 30_000 });
-    const newUid = await page.inputValue("#user");
+    await listSettled(page);
+    return { page, uid, newUid: await page.inputValue("#user"), sessionId, apiCalls };
+  }
+
+  it("signs in anew, without a reload, when its anonymous account was deleted, and sends the call as the new user", async () => {
+    const { page, uid, newUid, sessionId, apiCalls } = await endedAsNewUser();
     expect({
-      requests: apiCalls.map((request) => `${request.method()} with token: ${request.headers()["authorization"]?.startsWith("Bearer ") === true}`),
+      requests: apiCalls.map((request) => `${request.method()} ${new URL(request.url()).pathname} with token: ${request.headers()["authorization"]?.startsWith("Bearer ") === true}`).sort(),
       signedInAnew: newUid !== "" && newUid !== uid,
       identity: await page.textContent("#identity"),
       error: await page.textContent("#error"),
     }).toEqual({
-      requests: ["DELETE with token: true"],
+      // The end, sent once; the list, read for the new user once signed in, and again once the end was answered.
+      requests: [`DELETE /api/v1/chatbot/session/${sessionId} with token: true`, "GET /api/v1/chatbot/sessions with token: true", "GET /api/v1/chatbot/sessions with token: true"],
       signedInAnew: true,
       identity: `Identity: signed in anonymously with Firebase Auth as ${newUid} (Auth emulator at ${emulator.authHost}).`,
       // The server answered: the session open is the deleted user's, which the new one cannot reach.
       error: "Not allowed for the signed-in user (FORBIDDEN, HTTP 403).",
     });
+    expect(await cspViolations(page)).toEqual([]);
+    await page.close();
+  }, 90_000);
+
+  it("lists none of the deleted account's conversations once signed in anew: the list is read again, for the new user", async () => {
+    const { page } = await endedAsNewUser();
+    expect({ titles: await page.locator("#conversation-list .title").allTextContents(), none: await page.isVisible("#no-conversations") }).toEqual({ titles: [], none: true });
+    await page.close();
+  }, 90_000);
+
+  it("gives the start form back when the session on view, the deleted account's, is refused to the new user (403 FORBIDDEN)", async () => {
+    const { page } = await endedAsNewUser();
+    // Kept open, End and Send would answer 403 for ever: only a reload would get a session.
+    expect({
+      state: await page.getAttribute("body", "data-state"),
+      status: await page.textContent("#status"),
+      startForm: await page.isVisible("#start"),
+      start: await page.isEnabled("#start-button"),
+      message: await page.isEnabled("#message"),
+    }).toEqual({ state: "ended", status: "The session is not the signed-in user's.", startForm: true, start: true, message: false });
+    await page.close();
+  }, 90_000);
+
+  it("leaves the session on view, the deleted account's, when a call outside it signs in anew: the start form back", async () => {
+    const { page } = await activePastTokenHour((_page, uid) => deleteAccount(uid), await ownProfile());
+    await page.click(".settings summary");
+    const [download] = await Promise.all([page.waitForEvent("download", { timeout: 30_000 }), page.click("#download-data")]);
+    await listSettled(page);
+    const newUid = await page.inputValue("#user");
+    expect({
+      file: download.suggestedFilename(),
+      state: await page.getAttribute("body", "data-state"),
+      startForm: await page.isVisible("#start"),
+      message: await page.isEnabled("#message"),
+      titles: await page.locator("#conversation-list .title").allTextContents(),
+    }).toEqual({ file: `chatify-export-${newUid}.json`, state: "ended", startForm: true, message: false, titles: [] });
     await page.close();
   }, 90_000);
 

@@ -2,7 +2,7 @@ import { readFileSync } from "node:fs";
 import { randomUUID } from "node:crypto";
 import { deleteApp } from "firebase/app";
 import type { Page, Route } from "playwright-core";
-import { describeWithChromium, launchChromium, type LaunchedBrowser } from "../support/chromium";
+import { describeWithChromium, launchChromium, loseFirstPostAnswer, type LaunchedBrowser } from "../support/chromium";
 import { lastUser } from "../support/fake-openai-server";
 import { createSession, describeEachStore, ROUTES, startHarness, type Answer, type Harness } from "../support/http-harness";
 import { describeWithRtdb } from "../support/rtdb";
@@ -42,6 +42,9 @@ async function listedTitles(page: Page, expected: readonly string[]): Promise<st
 
 const logTexts = (page: Page) => page.locator("#log li .text").allTextContents();
 
+/** Waits until the page has acted on every answer of the list it asked for (`data-list-reads`, counted by app.js). */
+const listSettled = async (page: Page) => page.waitForSelector("body[data-list-reads='0']", { state: "attached" });
+
 /** The page's erasure reaches the server, which erases; its answer is lost on the way back. */
 async function loseErasureAnswer(page: Page): Promise<void> {
   await page.route("**/chatbot/me?*", async (route) => {
@@ -50,6 +53,14 @@ async function loseErasureAnswer(page: Page): Promise<void> {
     await route.abort("connectionreset");
   });
 }
+
+/** What has the keyboard focus: an element's id, else its tag and conversation (`BUTTON[id]`), else "BODY" (the focus lost). */
+const focused = (page: Page): Promise<string> =>
+  page.evaluate(`(() => {
+    const e = document.activeElement;
+    if (!e || e === document.body) return "BODY";
+    return e.id || e.tagName + (e.dataset.sessionId ? "[" + e.dataset.sessionId + "]" : "");
+  })()`);
 
 /** A reply the fake model writes slowly (about 3.6 s at 300 ms a chunk): a reload lands while it is written. */
 const SLOW_REPLY = ["A", " reply", " that", " takes", " its", " time", " to", " be", " written,", " word", " by", " word."];
@@ -262,8 +273,6 @@ describeWithChromium("your conversations and data on the chat page, in Chromium"
       expect(await page.evaluate("window.cspViolations")).toEqual([]);
       await page.close();
     }, 90_000);
-    /** Waits until the page has acted on every answer of the list it asked for (`data-list-reads`, counted by app.js). */
-    const listSettled = async (page: Page) => page.waitForSelector("body[data-list-reads='0']", { state: "attached" });
     /** A user with `count` conversations (the first made first), and a page open on their list, its first page of 20 shown. */
     async function openOnConversations(count: number): Promise<{ readonly userId: string; readonly created: string[]; readonly page: Page }> {
       const userId = `user_${randomUUID().slice(0, 8)}`;
@@ -462,6 +471,217 @@ describeWithChromium("your conversations and data on the chat page, in Chromium"
       expect(await page.evaluate("window.cspViolations")).toEqual([]);
       await page.close();
     }, 90_000);
+
+    it("stops offering a listed conversation once opening it answers 404 SESSION_NOT_FOUND (erased from another tab): the list is read again", async () => {
+      const gone = "This session no longer exists (its data was erased, or it was deleted after its retention period). Start a new one to keep chatting.";
+      // Opened from the start form.
+      const userId = `user_${randomUUID().slice(0, 8)}`;
+      const erased = await createSession(harness.api, "friendly-assistant", userId);
+      expect((await harness.api.call("POST", ROUTES.message(erased), { message: "soon erased" })).status).toBe(200);
+      const page = await browser.context.newPage();
+      await page.addInitScript(`localStorage.setItem("chatify.user_id", ${JSON.stringify(userId)})`);
+      await open(page, harness);
+      await page.waitForSelector(`#conversation-list button[data-session-id="${erased}"]`);
+      // Another tab (or device) erases the user's data.
+      expect((await harness.api.call("DELETE", `${ROUTES.erase}?user_id=${userId}`)).status).toBe(200);
+      await page.focus(`#conversation-list button[data-session-id="${erased}"]`);
+      await page.keyboard.press("Enter");
+      await page.waitForSelector("#error:not([hidden])");
+      await listSettled(page);
+      // Told the conversation is gone, the page offers it no more; its button gone, the focus is on Start session.
+      expect({ error: await page.textContent("#error"), listed: await listedIds(page), none: await page.isVisible("#no-conversations"), focus: await focused(page) }).toEqual({
+        error: gone,
+        listed: [],
+        none: true,
+        focus: "start-button",
+      });
+
+      // The conversation on view, opened again from the list: closed, the start form back.
+      const other = `user_${randomUUID().slice(0, 8)}`;
+      const onView = await createSession(harness.api, "socratic-tutor", other);
+      await page.fill("#user", other);
+      await page.dispatchEvent("#user", "change");
+      await page.click(`#conversation-list button[data-session-id="${onView}"]`);
+      await page.waitForSelector(`body[data-state=active] #session[data-session-id="${onView}"]`);
+      expect((await harness.api.call("DELETE", `${ROUTES.erase}?user_id=${other}`)).status).toBe(200);
+      await page.click(`#conversation-list button[data-session-id="${onView}"]`);
+      await page.waitForSelector("body[data-state=ended]");
+      await listSettled(page);
+      expect({
+        error: await page.textContent("#error"),
+        status: await page.textContent("#status"),
+        startForm: await page.isVisible("#start"),
+        message: await page.isEnabled("#message"),
+        listed: await listedIds(page),
+      }).toEqual({ error: gone, status: "The session no longer exists.", startForm: true, message: false, listed: [] });
+      expect(await page.evaluate("window.cspViolations")).toEqual([]);
+      await page.close();
+    }, 60_000);
+
+    it("keeps none of the erased conversation's words on the page after Erase my data: a message given back is not in the next session's box", async () => {
+      const userId = `user_${randomUUID().slice(0, 8)}`;
+      const page = await browser.context.newPage();
+      await open(page, harness);
+      await startSession(page, userId);
+      await send(page, "hello");
+      // The next message's answer is lost on the way back: its text goes back into the box, with its key, to send again.
+      await loseFirstPostAnswer(page, "**/chatbot/session/*/message");
+      await typeAndSend(page, "My bank PIN is 4711, remember it");
+      await page.waitForSelector("body[data-state=active] #error:not([hidden])");
+      expect(await page.inputValue("#message")).toBe("My bank PIN is 4711, remember it");
+
+      await page.click(".settings summary");
+      await page.click("#erase-data");
+      await page.click("#erase-yes");
+      await page.waitForSelector("#status:has-text('Your data was erased')");
+      // A new session: nothing of the erased one is on view, its box included.
+      await page.click("#start-button");
+      await page.waitForSelector("body[data-state=active]");
+      expect({ log: await logTexts(page), box: await page.inputValue("#message") }).toEqual({ log: [], box: "" });
+      expect(await page.evaluate("window.cspViolations")).toEqual([]);
+      await page.close();
+    }, 60_000);
+
+    it("shows stored HTML, a very long word, bidi overrides and zero-width characters as text, wrapped on a phone, every control in reach", async () => {
+      const userId = `user_${randomUUID().slice(0, 8)}`;
+      const html = `<img src=x onerror="document.title='owned'"><b>bold</b>`;
+      const id = await createSession(harness.api, "friendly-assistant", userId);
+      for (const message of [`\u202Eevil reversed text ${html}`, "W".repeat(3000), "\u200B\u200B\u200B\u2060\uFEFF"]) {
+        expect((await harness.api.call("POST", ROUTES.message(id), { message })).status).toBe(200);
+      }
+      const page = await browser.context.newPage();
+      await page.setViewportSize({ width: 390, height: 844 });
+      await page.addInitScript(`localStorage.setItem("chatify.user_id", ${JSON.stringify(userId)})`);
+      await open(page, harness);
+      await page.click(`#conversation-list button[data-session-id="${id}"]`);
+      await page.waitForSelector("body[data-state=active]");
+      const layout = await page.evaluate<Record<string, unknown>>(`(() => {
+        const inView = (selector) => document.querySelector(selector).getBoundingClientRect().right <= innerWidth;
+        return {
+          overflowX: document.documentElement.scrollWidth > document.documentElement.clientWidth,
+          elements: document.querySelectorAll("main img, main b").length,
+          title: document.title,
+          end: inView("#end-button"),
+          send: inView("#send-button"),
+          listButton: inView("#conversation-list button"),
+          widestLogItem: Math.max(...[...document.querySelectorAll("#log li")].map((li) => li.scrollWidth - li.clientWidth)),
+        };
+      })()`);
+      expect(layout).toEqual({ overflowX: false, elements: 0, title: "Chatify", end: true, send: true, listButton: true, widestLogItem: 0 });
+      expect(await page.textContent("#conversation-list .title")).toContain("<img");
+      expect(await page.evaluate("window.cspViolations")).toEqual([]);
+      await page.close();
+    }, 60_000);
+  });
+
+  describe("with the keyboard alone, on the embedded store", () => {
+    let harness: Harness;
+    let browser: LaunchedBrowser;
+
+    beforeAll(async () => {
+      harness = await startHarness({ store: "memory", env: { USER_MESSAGES_PER_MINUTE: "1000", USER_MAX_ACTIVE_SESSIONS: "100", ADDRESS_SESSIONS_PER_HOUR: "1000" } });
+      browser = await launchChromium({ width: 390, height: 844 });
+      await recordCspViolations(browser);
+    }, 60_000);
+    afterAll(async () => {
+      await harness.close();
+      await browser.close();
+    });
+
+    async function openAs(userId: string): Promise<Page> {
+      const page = await browser.context.newPage();
+      await page.addInitScript(`localStorage.setItem("chatify.user_id", ${JSON.stringify(userId)})`);
+      await open(page, harness);
+      return page;
+    }
+
+    // Each focus lost below would leave it on <body>, where the next Tab starts over at the top of the page.
+
+    it("gives the focus back to a conversation's list button once it is opened, ended, with Enter", async () => {
+      const userId = `user_${randomUUID().slice(0, 8)}`;
+      const ended = await createSession(harness.api, "friendly-assistant", userId);
+      expect((await harness.api.call("POST", ROUTES.message(ended), { message: "hello there" })).status).toBe(200);
+      expect((await harness.api.call("DELETE", ROUTES.end(ended))).status).toBe(200);
+      const page = await openAs(userId);
+      await page.focus(`#conversation-list button[data-session-id="${ended}"]`);
+      await page.keyboard.press("Enter");
+      await page.waitForSelector("body[data-state=ended] #log li");
+      expect({ focus: await focused(page), current: await page.getAttribute(`#conversation-list button[data-session-id="${ended}"]`, "aria-current") }).toEqual({
+        focus: `BUTTON[${ended}]`,
+        current: "true",
+      });
+      expect(await page.evaluate("window.cspViolations")).toEqual([]);
+      await page.close();
+    }, 60_000);
+
+    it("keeps the focus on a listed conversation's button when the list is drawn again under it", async () => {
+      const userId = `user_${randomUUID().slice(0, 8)}`;
+      const older = await createSession(harness.api, "socratic-tutor", userId);
+      const page = await openAs(userId);
+      await startSession(page, userId);
+      await page.waitForSelector("#conversation-list li:nth-child(2) button");
+      await listSettled(page);
+      // The read of the list after the next reply is slow to come (a slow network) ...
+      let release = (): void => undefined;
+      const gate = new Promise<void>((resolve) => {
+        release = resolve;
+      });
+      await page.route("**/chatbot/sessions?*", async (route) => {
+        await gate;
+        await route.continue();
+      });
+      await send(page, "hello");
+      // ... meanwhile the visitor tabs to the older conversation; then the list comes, and is drawn again.
+      await page.focus(`#conversation-list button[data-session-id="${older}"]`);
+      release();
+      await page.waitForSelector("#conversation-list li:nth-child(1) .title:text-is('hello')");
+      await listSettled(page);
+      expect(await focused(page)).toBe(`BUTTON[${older}]`);
+      await page.close();
+    }, 60_000);
+
+    it("puts the focus on the log once Show earlier messages has shown the first message, and goes", async () => {
+      const userId = `user_${randomUUID().slice(0, 8)}`;
+      const long = await createSession(harness.api, "friendly-assistant", userId);
+      for (let i = 1; i <= 26; i++) expect((await harness.api.call("POST", ROUTES.message(long), { message: `long ${String(i)}` })).status).toBe(200);
+      const page = await openAs(userId);
+      await page.focus(`#conversation-list button[data-session-id="${long}"]`);
+      await page.keyboard.press("Enter");
+      await page.waitForSelector("body[data-state=active] #earlier:not([hidden])");
+      await page.focus("#earlier");
+      await page.keyboard.press("Enter");
+      await page.waitForSelector("#earlier[hidden]", { state: "attached" });
+      await page.waitForSelector("#log li .text:text-is('long 1')");
+      expect(await focused(page)).toBe("log");
+      await page.close();
+    }, 60_000);
+
+    it("gives the focus back to Erase my data when an erasure confirmed with the keyboard is refused (409 ERASURE_IN_PROGRESS)", async () => {
+      const userId = `user_${randomUUID().slice(0, 8)}`;
+      await createSession(harness.api, "friendly-assistant", userId);
+      const page = await openAs(userId);
+      await page.waitForSelector("#conversation-list li button");
+      await page.route("**/chatbot/me?*", async (route) => {
+        if (route.request().method() !== "DELETE") return route.continue();
+        await route.fulfill({
+          status: 409,
+          headers: { "Content-Type": "application/json", "Retry-After": "5" },
+          body: JSON.stringify({ success: false, error: { code: "ERASURE_IN_PROGRESS", message: "Your data is being erased" } }),
+        });
+      });
+      await page.focus(".settings summary");
+      await page.keyboard.press("Enter");
+      await page.focus("#erase-data");
+      await page.keyboard.press("Enter");
+      expect(await focused(page)).toBe("erase-no");
+      await page.keyboard.press("Shift+Tab");
+      expect(await focused(page)).toBe("erase-yes");
+      // Yes goes with the confirmation it is in, hidden as the erasure begins.
+      await page.keyboard.press("Enter");
+      await page.waitForSelector("#status:text-is('Your data was not erased.')");
+      expect(await focused(page)).toBe("erase-data");
+      await page.close();
+    }, 60_000);
   });
 
   describeWithRtdb("a reply still being written when the page is reloaded", () => {
@@ -512,7 +732,7 @@ describeWithChromium("your conversations and data on the chat page, in Chromium"
       return { userId, sessionId, slow, page };
     }
 
-    it("is picked up from its live partial when the conversation is resumed, and shown whole once stored", async () => {
+    it("is picked up from its live partial when the conversation is resumed, the focus on the log meanwhile, and shown whole once stored", async () => {
       const userId = `user_${randomUUID().slice(0, 8)}`;
       const chunks = ["A", " reply", " that", " takes", " its", " time", " to", " be", " written,", " word", " by", " word."];
       const page = await browser.context.newPage();
@@ -530,9 +750,12 @@ describeWithChromium("your conversations and data on the chat page, in Chromium"
       await page.click("#conversation-list li:nth-child(1) button");
       await page.waitForSelector("body[data-state=watching]");
       const partial = (await page.textContent("#log .assistant.streaming .text")) ?? "";
+      // The list's buttons and the message box are disabled while the reply is followed: the focus is on what is written.
+      const watchingFocus = await focused(page);
       await page.waitForSelector("body[data-state=active]", { timeout: 20_000 });
       const final = await logTexts(page);
       expect(final).toEqual(["Take your time", chunks.join("")]);
+      expect({ watching: watchingFocus, done: await focused(page) }).toEqual({ watching: "log", done: "message" });
       // What was picked up was the reply as far as it was written: a part of it, before it was whole.
       expect(partial.length).toBeGreaterThan(0);
       expect(partial.length).toBeLessThan(chunks.join("").length);
@@ -713,5 +936,63 @@ describeWithChromium("your conversations and data on the chat page, in Chromium"
       expect(await page.evaluate("window.cspViolations")).toEqual([]);
       await page.close();
     }, 90_000);
+  });
+
+  describeWithRtdb("a reply still being written when the page is reloaded, on two database instances (namespaces)", () => {
+    let harness: Harness;
+    let browser: LaunchedBrowser;
+
+    beforeAll(async () => {
+      harness = await startHarness({ store: "rtdb-2-namespaces", env: { OPENAI_TIMEOUT_MS: "10000", USER_MAX_ACTIVE_SESSIONS: "10" } });
+      browser = await launchChromium({ width: 1024, height: 768 });
+      await recordCspViolations(browser);
+    }, 60_000);
+    afterAll(async () => {
+      await harness.close();
+      await browser.close();
+    });
+
+    it("follows the live partial of a reply on either instance, then shows a conversation of the other instance as stored there", async () => {
+      const userId = `user_${randomUUID().slice(0, 8)}`;
+      const page = await browser.context.newPage();
+      await open(page, harness);
+      const seen: { instance: number; partial: string; final: string[] }[] = [];
+      const sessions: string[] = [];
+      // A function instance places its new sessions round robin over the database instances (docs/sharding.md): two in a row land one on each.
+      for (let round = 0; round < 2; round++) {
+        if (round > 0) {
+          await page.click("#end-button");
+          await page.waitForSelector("body[data-state=ended]");
+        }
+        await startSession(page, userId);
+        const sessionId = (await page.getAttribute("#session", "data-session-id")) ?? "";
+        sessions.push(sessionId);
+        harness.fake.enqueue({ kind: "stream", chunks: SLOW_REPLY, chunkDelayMs: 300 });
+        await typeAndSend(page, `Take your time ${String(round)}`);
+        await page.waitForSelector("#log .assistant.streaming .text:not(:text-is(''))");
+        await page.reload();
+        await page.waitForSelector("body[data-ready=true]");
+        await page.click(`#conversation-list li button[data-session-id="${sessionId}"]`);
+        await page.waitForSelector("body[data-state=watching]", { timeout: 10_000 });
+        const partial = (await page.textContent("#log .assistant.streaming .text")) ?? "";
+        await page.waitForSelector("body[data-state=active]", { timeout: 20_000 });
+        seen.push({
+          instance: harness.shards!.instanceOf(sessionId),
+          partial: partial.length > 0 && SLOW_REPLY.join("").startsWith(partial) ? "a part" : partial,
+          final: await logTexts(page),
+        });
+      }
+      expect(seen).toEqual([
+        { instance: harness.shards!.instanceOf(sessions[0]!), partial: "a part", final: ["Take your time 0", SLOW_REPLY.join("")] },
+        { instance: harness.shards!.instanceOf(sessions[1]!), partial: "a part", final: ["Take your time 1", SLOW_REPLY.join("")] },
+      ]);
+      expect(new Set(seen.map((entry) => entry.instance))).toEqual(new Set([0, 1]));
+      // Back to the first conversation, on the other instance: its history as stored there.
+      await page.click(`#conversation-list li button[data-session-id="${sessions[0]!}"]`);
+      await page.waitForSelector(`body[data-state=ended] #session[data-session-id="${sessions[0]!}"]`);
+      expect(await logTexts(page)).toEqual(["Take your time 0", SLOW_REPLY.join("")]);
+      expect(await page.evaluate("window.cspViolations")).toEqual([]);
+      await page.close();
+    }, 120_000);
   });
 });
