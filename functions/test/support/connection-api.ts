@@ -1,5 +1,8 @@
 import type { Answer, Instance } from "./http-harness";
 
+/** What a user of the API needs of an instance: its calls (an in-process instance, or a process of `npm start`'s by its URL). */
+export type ApiCaller = Pick<Instance, "call">;
+
 /** The connection and device routes in one URL form. */
 export interface ConnectionRoutes {
   readonly form: string;
@@ -42,11 +45,11 @@ export const ROUTE_FORMS = [HOSTING_ROUTES, FUNCTION_ROUTES] as const;
 export class ApiUser {
   constructor(
     readonly id: string,
-    private readonly api: Instance,
+    private readonly api: ApiCaller,
     private readonly routes: ConnectionRoutes,
   ) {}
 
-  on(api: Instance): ApiUser {
+  on(api: ApiCaller): ApiUser {
     return new ApiUser(this.id, api, this.routes);
   }
 

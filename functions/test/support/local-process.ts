@@ -31,6 +31,10 @@ export function startLocalProcess(env: Readonly<Record<string, string>>): Promis
     child.stderr.on("data", (chunk: Buffer) => {
       output += chunk.toString();
     });
-    child.on("exit", (code) => { reject(new Error(`exited with ${code}: ${output}`)); });
+    child.on("exit", (code) => {
+      // A process that failed to start leaves no timer behind to hold the test run open.
+      clearTimeout(timer);
+      reject(new Error(`exited with ${code}: ${output}`));
+    });
   });
 }
