@@ -140,8 +140,8 @@ export class CountingStore implements SessionStore {
     return this.count("flushSession", this.inner.flushSession(sessionId));
   }
 
-  deleteSession(sessionId: string): Promise<boolean> {
-    return this.count("deleteSession", this.inner.deleteSession(sessionId));
+  deleteSession(sessionId: string, deletable?: (state: SessionState) => boolean): Promise<boolean> {
+    return this.count("deleteSession", this.inner.deleteSession(sessionId, deletable));
   }
 
   claimCreateKey(hash: string, key: CreateKey): Promise<CreateKey> {

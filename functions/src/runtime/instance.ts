@@ -25,7 +25,7 @@ import type { UserDataContext, UserDataLimits } from "../http/user-data-context"
 import { ConversationService } from "../session/conversations/conversation-service";
 import { ErasureService } from "../session/erasure/erasure-service";
 import type { SessionStore } from "../store/session-store";
-import { checkConnectionBudget, timeBudget, type TimeBudget } from "./time-budget";
+import { checkConnectionBudget, closingCopyLandsWithinMs, timeBudget, type TimeBudget } from "./time-budget";
 import { getMessaging } from "firebase-admin/messaging";
 import { ConnectionErasure } from "../connections/connection-erasure";
 import { ConnectionExport } from "../connections/connection-export";
@@ -176,6 +176,7 @@ export function composeInstance(config: Config, parts: InstanceParts): Instance 
       now,
       policy,
       retentionMs: config.sessionRetentionMs,
+      closingCopyLandsWithinMs: closingCopyLandsWithinMs(config, functionTimeoutMs),
       createKeyTtlMs: CREATE_KEY_TTL_MS,
       batchSize: MAINTENANCE_BATCH,
       maxBatches: MAINTENANCE_MAX_BATCHES,

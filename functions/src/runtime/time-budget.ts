@@ -118,3 +118,15 @@ const CLEAN_UP_TAIL_DB_STEPS = 4;
 export function maintenanceRunMs(config: Config, timeoutSeconds: number = MAINTENANCE_TIMEOUT_SECONDS): number {
   return Math.max(0, timeoutSeconds * 1000 - Math.max(CLEAN_UP_TAIL_MS, CLEAN_UP_TAIL_DB_STEPS * config.dbTimeoutMs));
 }
+
+/**
+ * How long after a session's close is recorded the copy it sends may still land (retention deletes
+ * no session whose close is more recent: session-rules.ts retentionRule). A close goes by the `now`
+ * of the request or the clean-up run that makes it, which commits it at most its timeout later (a
+ * request's: `functionTimeoutMs`, its lease; the run's: MAINTENANCE_TIMEOUT_SECONDS, the longer by
+ * default) and sends the copy then, which lands within a database deadline unless its instance is
+ * cut off from the database (docs/sessions-over-time.md: the limit of this).
+ */
+export function closingCopyLandsWithinMs(config: Config, functionTimeoutMs: number): number {
+  return Math.max(functionTimeoutMs, MAINTENANCE_TIMEOUT_SECONDS * 1000) + config.dbTimeoutMs;
+}

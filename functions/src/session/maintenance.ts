@@ -1,7 +1,7 @@
 import type { Log, LogFields } from "../log/log";
 import type { SessionStore } from "../store/session-store";
 import type { SweepCursor, SweepPage } from "../store/sweep-page";
-import { expireRule, sweepLapsedClaims, type SessionPolicy } from "./session-rules";
+import { expireRule, retentionRule, sweepLapsedClaims, type SessionPolicy } from "./session-rules";
 
 export interface MaintenanceOptions {
   readonly store: SessionStore;
@@ -10,6 +10,13 @@ export interface MaintenanceOptions {
   readonly policy: SessionPolicy;
   /** Ended and expired sessions are deleted this long after they closed; 0 keeps them forever. */
   readonly retentionMs: number;
+  /**
+   * How long after its `now` the writes of a request or a run that closes a session may still land
+   * (the longer of their timeouts, plus a database deadline: runtime/time-budget.ts
+   * closingCopyLandsWithinMs): retention deletes no session whose close was recorded more recently,
+   * so the copy its closer sent lands before the deletion (session-rules.ts `retentionRule`).
+   */
+  readonly closingCopyLandsWithinMs: number;
   /** `createSession` idempotency keys are forgotten after this long. */
   readonly createKeyTtlMs: number;
   /** Sessions handled per query; each query downloads whole session nodes, so keep it modest. */
@@ -93,12 +100,16 @@ export async function runMaintenance(options: MaintenanceOptions, steps: Mainten
     return changed("lapsedClaims", results, ids, (ruled) => (ruled.found ? ruled.outcome : 0));
   }));
   // A step even with no retention: the steps after it keep their share of the run's time.
+  // The store checks the rule on each session's state before it deletes anything: one found past the
+  // retention whose close was recorded a moment ago (an expiry of this run or another) stays, passed
+  // by the page, for a run after its closing copy landed.
+  const deletable = retentionRule(now - options.retentionMs, now - options.closingCopyLandsWithinMs);
   const deleted = await steps.run("deleted", 0, async (stopped) =>
     options.retentionMs > 0
       ? inBatches(everywhere(stopped), (after) => store.findClosedSessions(now - options.retentionMs, after, batchSize), async (ids) => {
           // Settled, as above: a failed delete is found again by the next run. Counted when this
           // run removed the session, not when another run (or an erasure) had already.
-          const results = await Promise.allSettled(ids.map((id) => store.deleteSession(id)));
+          const results = await Promise.allSettled(ids.map((id) => store.deleteSession(id, deletable)));
           return changed("deleted", results, ids, (done) => (done ? 1 : 0));
         })
       : 0,

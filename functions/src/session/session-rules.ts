@@ -38,7 +38,8 @@ export interface RequestClaim {
  */
 export function expiredIfIdle(state: SessionState, now: number, policy: SessionPolicy): SessionState {
   if (state.status !== "active" || now - state.last_activity <= policy.idleTtlMs || liveClaims(state, now) > 0) return state;
-  return closedState(state, "expired", state.last_activity + policy.idleTtlMs);
+  // Recorded now, whenever the TTL ran out: retention waits for the copies this close sends (retentionRule).
+  return { ...closedState(state, "expired", state.last_activity + policy.idleTtlMs), closed_at: now };
 }
 
 function closedState(state: SessionState, status: Closed, at: number): SessionState {
@@ -239,6 +240,21 @@ export function expireRule(now: number, policy: SessionPolicy): StateRule<boolea
     const current = expiredIfIdle(state, now, policy);
     return current === state ? { outcome: false } : { outcome: true, next: current };
   };
+}
+
+/**
+ * Whether retention may delete a session (`cutoff`: now less the retention): closed, ended at or
+ * before `cutoff`, and its close recorded at or before `settledBy` (now less the time the copy a
+ * close sends may take to land: runtime/time-budget.ts closingCopyLandsWithinMs). The transaction that closes a
+ * session is followed by the copy of its journal and closing fields (plain updates, beside the
+ * state: rtdb-store.ts copyJournal), which lands when it lands; deleted before it, the session
+ * comes back as messages and an index entry with no state, which no query finds again. An end is
+ * recorded at its `ended_at`, so the retention covers that time; an expiry recorded late (an
+ * instance out of reach, a backlog, a shorter TTL) ended long before, and goes by its `closed_at`.
+ * A state an older version closed (no `closed_at`) goes by `ended_at` alone, as it did.
+ */
+export function retentionRule(cutoff: number, settledBy: number): (state: SessionState) => boolean {
+  return (state) => state.status !== "active" && state.ended_at !== undefined && state.ended_at <= cutoff && (state.closed_at ?? state.ended_at) <= settledBy;
 }
 
 /** A refusal because the session is over, recording its expiry when only now it turned out expired. */

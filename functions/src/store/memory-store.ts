@@ -202,7 +202,9 @@ export class MemoryStore implements SessionStore {
     return false;
   }
 
-  async deleteSession(sessionId: string): Promise<boolean> {
+  async deleteSession(sessionId: string, deletable?: (state: SessionState) => boolean): Promise<boolean> {
+    const session = this.sessions.get(sessionId);
+    if (session && deletable && !deletable(stored(session.state))) return false;
     const removed = this.sessions.delete(sessionId);
     this.tellIfClosed(sessionId);
     return removed;

@@ -163,6 +163,13 @@ export const sessionStateSchema = z.object({
   /** `last_activity` while active, absent once closed: the index the expiry sweep queries. */
   idle_since: z.number().optional(),
   ended_at: z.number().optional(),
+  /**
+   * On an expiry, when it was recorded (the time of the transaction that expired the session; its
+   * `ended_at` is when the TTL ran out, possibly long before): retention waits for the copies sent
+   * as it closed (session/session-rules.ts `retentionRule`). An end is recorded at its `ended_at`.
+   * Absent in states older versions wrote.
+   */
+  closed_at: z.number().optional(),
   requests: z.record(z.string(), requestEntrySchema).optional(),
   /** What the session's model calls used so far, summary calls included. */
   usage: tokenUsageSchema.optional(),

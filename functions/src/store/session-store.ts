@@ -320,9 +320,12 @@ export interface HousekeepingStore {
 
   /**
    * Removes a session and its history. True when this call removed it; false when it was gone
-   * already (another run's deletion, an erasure's), so that two runs at once count it once.
+   * already (another run's deletion, an erasure's), so that two runs at once count it once. With
+   * `deletable`, only a session whose state it holds for, checked on the state before anything is
+   * deleted and again by the removal of the state (false, and the session kept whole, when not);
+   * one with no state left is removed whatever remains of it.
    */
-  deleteSession(sessionId: string): Promise<boolean>;
+  deleteSession(sessionId: string, deletable?: (state: SessionState) => boolean): Promise<boolean>;
 
   /**
    * Removes create keys claimed at or before `cutoff`, each only while it still is (a key claimed

@@ -206,8 +206,8 @@ export class ShardedStore implements SessionStore {
     return this.on(sessionId, "flush session", (instance) => instance.flushSession(sessionId));
   }
 
-  deleteSession(sessionId: string): Promise<boolean> {
-    return this.on(sessionId, "delete session", (instance) => instance.deleteSession(sessionId));
+  deleteSession(sessionId: string, deletable?: (state: SessionState) => boolean): Promise<boolean> {
+    return this.on(sessionId, "delete session", (instance) => instance.deleteSession(sessionId, deletable));
   }
 
   deleteCreateKeys(cutoff: number, limit: number): Promise<number> {

@@ -69,7 +69,7 @@ describeWithRtdb("RtdbStore journal and shape", () => {
     expect(((await db.ref(`userSessions/${session.id}/state`).get()).val() as { pending?: unknown }).pending).toBeDefined();
 
     const sweeper = new RtdbStore(instances.database(), 10_000);
-    const report = await runMaintenance({ store: sweeper, now: CREATED_AT + 4, policy: POLICY, retentionMs: 0, createKeyTtlMs: 1e12, batchSize: 10, maxBatches: 2, log: silentLog });
+    const report = await runMaintenance({ store: sweeper, now: CREATED_AT + 4, policy: POLICY, retentionMs: 0, closingCopyLandsWithinMs: 0, createKeyTtlMs: 1e12, batchSize: 10, maxBatches: 2, log: silentLog });
     expect(report.flushed).toBe(1);
     const stored = (await db.ref(`userSessions/${session.id}`).get()).val() as { state: Record<string, unknown>; messages?: Record<string, { content: string }> };
     expect(stored.state.pending).toBeUndefined();
@@ -124,7 +124,7 @@ describeWithRtdb("RtdbStore journal and shape", () => {
       // Its state still counts an exchange whose messages are gone: a session being deleted, not bad data.
       await expect(store.readMessages(session.id, 1, 2)).resolves.toEqual([]);
 
-      const report = await runMaintenance({ store, now: CREATED_AT + 4, policy: POLICY, retentionMs: 1, createKeyTtlMs: 1e12, batchSize: 1_000, maxBatches: 1, log: silentLog });
+      const report = await runMaintenance({ store, now: CREATED_AT + 4, policy: POLICY, retentionMs: 1, closingCopyLandsWithinMs: 1, createKeyTtlMs: 1e12, batchSize: 1_000, maxBatches: 1, log: silentLog });
 
       expect(report.deleted).toBe(1);
       expect((await db.ref(`userSessions/${session.id}`).get()).exists()).toBe(false);
@@ -159,7 +159,7 @@ describeWithRtdb("RtdbStore journal and shape", () => {
       return { marked, stores: [writer, ender, losing] };
     }
 
-    const sweep = (store: RtdbStore) => runMaintenance({ store, now: CREATED_AT + 4, policy: POLICY, retentionMs: 0, createKeyTtlMs: 1e12, batchSize: 10, maxBatches: 2, log: silentLog });
+    const sweep = (store: RtdbStore) => runMaintenance({ store, now: CREATED_AT + 4, policy: POLICY, retentionMs: 0, closingCopyLandsWithinMs: 0, createKeyTtlMs: 1e12, batchSize: 10, maxBatches: 2, log: silentLog });
 
     it("counts no session whose copy fails again in the run, and leaves it marked for the next run", async () => {
       const session = await closedUnflushed();
@@ -282,7 +282,7 @@ describeWithRtdb("RtdbStore journal and shape", () => {
     const own = new RtdbInstances(freshNamespace("sweepunparsed"));
     const db = own.database();
     const store = new RtdbStore(db, 10_000);
-    const sweep = (now: number) => runMaintenance({ store, now, policy: { idleTtlMs: 30 * 60_000, maxExchanges: 1_000 }, retentionMs: 0, createKeyTtlMs: 1e12, batchSize: 2, maxBatches: 40, log: silentLog });
+    const sweep = (now: number) => runMaintenance({ store, now, policy: { idleTtlMs: 30 * 60_000, maxExchanges: 1_000 }, retentionMs: 0, closingCopyLandsWithinMs: 0, createKeyTtlMs: 1e12, batchSize: 2, maxBatches: 40, log: silentLog });
     try {
       // Two sessions whose state the service cannot parse (written by hand, by an older version), idle longest: the first page of expiry's query.
       const unparsed = ["unparsed-a", "unparsed-b"];

@@ -8,7 +8,7 @@ import { appendAt, CREATED_AT, endAt, exchange, newSession, POLICY } from "../su
 import { describeUnless } from "../support/visible-skip";
 import { rtdbSessionStore } from "../../src/store/rtdb/instance-databases";
 import { StoreUnavailableError } from "../../src/store/errors";
-import { freshNamespace, losingUpdates, RtdbInstances, rtdbSkipReason } from "../support/rtdb";
+import { copyOf, freshNamespace, holdingUpdates, losingUpdates, RtdbInstances, rtdbSkipReason, valueWhere } from "../support/rtdb";
 import { ShardedRtdb, shardedSkipReason, type ShardedLayout } from "../support/sharded-rtdb";
 import { describeWithWireStats, resetWireStats, wireStats } from "../support/wire-stats";
 import { conversationContract } from "./conversation-contract";
@@ -89,6 +89,7 @@ for (const layout of ["namespaces", "processes"] as const satisfies readonly Sha
           now: NOW,
           policy: { idleTtlMs: IDLE_MINUTES * MINUTE, maxExchanges: 1_000_000 },
           retentionMs: RETENTION,
+          closingCopyLandsWithinMs: COPY_LANDS_WITHIN,
           createKeyTtlMs: DAY,
           // Far less than the second instance's work: a batch shared evenly would come back short once the first ran out.
           batchSize: 4,
@@ -128,7 +129,7 @@ for (const layout of ["namespaces", "processes"] as const satisfies readonly Sha
           if (lost) lose = false;
           return lost;
         });
-        const options = { store, policy: POLICY, retentionMs: 1_000, createKeyTtlMs: 86_400_000, batchSize: 50, maxBatches: 40, log: silentLog };
+        const options = { store, policy: POLICY, retentionMs: 1_000, closingCopyLandsWithinMs: 1_000, createKeyTtlMs: 86_400_000, batchSize: 50, maxBatches: 40, log: silentLog };
         expect(await runMaintenance({ ...options, now: CREATED_AT + 10_000 })).toMatchObject({ deleted: 0 });
         expect(lose).toBe(false);
         // The session stays, with its entry, so the next run finds it again.
@@ -147,6 +148,8 @@ const MINUTE = 60_000;
 const DAY = 86_400_000;
 const IDLE_MINUTES = 30;
 const RETENTION = 7 * DAY;
+/** The clean-up run's timeout (300 s, longer than a request's by default) plus a database deadline: closingCopyLandsWithinMs by default. */
+const COPY_LANDS_WITHIN = 305_000;
 const NOW = CREATED_AT + 30 * DAY;
 
 /** Characters of the one message each session of the download test holds: far more than the rest of its node. */
@@ -246,6 +249,72 @@ describeWithWireStats("the warm listeners of one function instance over two data
     expect((await openListens()) - before).toBe(402);
   }, 60_000);
 });
+
+/**
+ * Two clean-up runs at once (the scheduler may overlap them: docs/sessions-over-time.md), each on a
+ * function instance of its own. A session stayed idle, unexpired, for longer than the retention (its
+ * instance was out of reach of the sweep, the sweep was behind, or a deploy lowered the TTL): run A
+ * expires it, as of the moment its TTL ran out, past the retention at once, and its copy of the
+ * closing session (the journal into `messages`, the closing fields into the index entry) is slow to
+ * land. Run B's retention finds the session past the retention while that copy is on its way.
+ */
+for (const { count, layout } of [
+  { count: 2, layout: "namespaces" },
+  { count: 2, layout: "processes" },
+  // One instance, no sharding: the copy and the deletion of two function instances go over two connections.
+  { count: 1, layout: "namespaces" },
+] as const satisfies readonly { readonly count: number; readonly layout: ShardedLayout }[]) {
+  describeUnless(rtdbSkipReason() ?? shardedSkipReason(layout), `retention beside another clean-up run's expiry, over ${String(count)} instance(s) (${layout})`, () => {
+    let shards: ShardedRtdb;
+    beforeAll(async () => {
+      shards = await ShardedRtdb.start(count, layout);
+    });
+    afterAll(async () => shards.close());
+
+    it("keeps a session the other run expires past the retention until its closing copy has landed, then deletes all of it", async () => {
+      const setup = shards.store();
+      const session = newSession({ user_id: "retained-user", created_at: CREATED_AT }, placedSessionId(count - 1, count));
+      expect(await setup.createSession(session)).toBe("created");
+      await setup.appendExchange(session.id, exchange("kept too long"), appendAt(CREATED_AT + 1));
+      await shards.settled();
+      // Not annotated: a literal typed as the options would refuse a field they lack.
+      const options = (store: SessionStore, now: number) => ({
+        store,
+        now,
+        policy: { idleTtlMs: IDLE_MINUTES * MINUTE, maxExchanges: 1_000_000 },
+        retentionMs: DAY,
+        closingCopyLandsWithinMs: COPY_LANDS_WITHIN,
+        createKeyTtlMs: DAY,
+        batchSize: 50,
+        maxBatches: 40,
+        log: silentLog,
+      });
+
+      // Run A: its function instance's link is slow for the copy it sends as the session closes.
+      const databasesA = shards.databases();
+      const releases = databasesA.map((database) => holdingUpdates(database, copyOf(session.id)));
+      const runA = runMaintenance(options(shards.store(10_000, databasesA), NOW));
+      const reader = shards.databases();
+      await valueWhere(reader[count - 1]!.ref(`userSessions/${session.id}/state/status`), (status) => status === "expired", "run A's expiry");
+
+      // Run B, at the same time on another function instance, finds it past the retention and keeps it.
+      expect(await runMaintenance(options(shards.store(10_000, shards.databases()), NOW))).toMatchObject({ deleted: 0 });
+
+      // A's copy lands now.
+      for (const release of releases) release();
+      expect(await runA).toMatchObject({ expired: 1, deleted: 0 });
+      await shards.settled();
+      expect(await shards.store().readSessionState(session.id)).toMatchObject({ status: "expired", closed_at: NOW });
+
+      // A run once the closing copy's time to land is over deletes it, and nothing comes back.
+      expect(await runMaintenance(options(shards.store(10_000, shards.databases()), NOW + COPY_LANDS_WITHIN))).toMatchObject({ deleted: 1 });
+      await shards.settled();
+      const node: unknown = (await reader[count - 1]!.ref(`userSessions/${session.id}`).once("value")).val();
+      const entry: unknown = (await reader[0]!.ref(`userConversations/retained-user/${session.id}`).once("value")).val();
+      expect({ node, entry }).toEqual({ node: null, entry: null });
+    }, 60_000);
+  });
+}
 
 describeUnless(rtdbSkipReason(), "the session store of a deployment with one database instance", () => {
   let instances: RtdbInstances;

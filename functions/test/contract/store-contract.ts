@@ -166,6 +166,23 @@ export function storeContract(makeHarness: () => Promise<StoreHarness>): void {
       expect(await store.readSessionState(session.id)).toBeNull();
       expect(await store.deleteSession(session.id)).toBe(false);
     });
+
+    it("deletes a session only when the condition holds on its state, keeping it whole otherwise", async () => {
+      const session = await seededSession(2);
+      await store.updateState(session.id, endAt(T + 9));
+      const seen: SessionState[] = [];
+      const refused = await store.deleteSession(session.id, (state) => {
+        seen.push(state);
+        return false;
+      });
+      expect({ refused, seen }).toEqual({ refused: false, seen: [{ status: "ended", message_count: 2, last_activity: T + 9, ended_at: T + 9 }] });
+      expect(await store.readSessionMeta(session.id)).toEqual(session.meta);
+      expect(await recentMessages(store, session.id, 10)).toHaveLength(4);
+
+      expect(await store.deleteSession(session.id, (state) => state.status === "ended")).toBe(true);
+      expect(await store.readSessionState(session.id)).toBeNull();
+      expect(await recentMessages(store, session.id, 10)).toEqual([]);
+    });
   });
 
   describe("partial replies", () => {

@@ -24,6 +24,8 @@ const MINUTE = 60_000;
 const DAY = 86_400_000;
 const IDLE_TTL = 30 * MINUTE;
 const RETENTION = 7 * DAY;
+/** The clean-up run's timeout (300 s, longer than a request's by default) plus a database deadline: closingCopyLandsWithinMs by default. */
+const COPY_LANDS_WITHIN = 305_000;
 const KEY_TTL = DAY;
 const NOW = CREATED_AT + 30 * DAY;
 
@@ -58,6 +60,7 @@ describe("runMaintenance", () => {
       now: NOW,
       policy: { idleTtlMs: IDLE_TTL, maxExchanges: 1_000_000 },
       retentionMs: RETENTION,
+      closingCopyLandsWithinMs: COPY_LANDS_WITHIN,
       createKeyTtlMs: KEY_TTL,
       batchSize: 50,
       maxBatches: 10,
@@ -151,8 +154,6 @@ describe("runMaintenance", () => {
         await add(closed("ended", cutoff - 1)),
         await add(closed("expired", cutoff - 5 * DAY)),
         await add(closed("ended", cutoff)),
-        // Idle for longer than TTL + retention: it expired (as of its TTL) before the cutoff.
-        await add(activeSince(cutoff - DAY)),
       ];
       const kept = [
         await add(closed("ended", cutoff + 1)),
@@ -160,9 +161,12 @@ describe("runMaintenance", () => {
         await add(activeSince(NOW - MINUTE)),
         // Expired by this run, as of a moment after the cutoff.
         await add(activeSince(cutoff)),
+        // Idle for longer than TTL + retention: expired by this run as of its TTL, before the cutoff,
+        // but recorded now: its closing copy may still be on its way (below).
+        await add(activeSince(cutoff - DAY)),
       ];
 
-      await expect(run()).resolves.toEqual({ expired: 2, flushed: 0, deleted: 4, keysForgotten: 0, lapsedClaims: 0, addressesForgotten: 0 });
+      await expect(run()).resolves.toEqual({ expired: 2, flushed: 0, deleted: 3, keysForgotten: 0, lapsedClaims: 0, addressesForgotten: 0 });
 
       for (const id of old) {
         expect(await store.readSessionMeta(id)).toBeNull();
@@ -174,6 +178,41 @@ describe("runMaintenance", () => {
         expect(await store.readSessionMeta(id)).not.toBeNull();
         expect(await store.readExchange(id, 1)).toEqual(exchange(id));
       }
+    });
+
+    it("keeps a session whose expiry was recorded more recently than its closing copy may take to land, however long ago it ended, and deletes it after", async () => {
+      const cutoff = NOW - RETENTION;
+      // Idle since long before the cutoff, expired only now (an instance out of reach, a backlog, a shorter TTL).
+      const late = await add(activeSince(cutoff - DAY));
+      await expect(run()).resolves.toMatchObject({ expired: 1, deleted: 0 });
+      expect(await stateOf(late)).toMatchObject({ status: "expired", ended_at: cutoff - DAY + IDLE_TTL, closed_at: NOW });
+
+      // Another run at once, and one a moment before that time is over, keep it whole.
+      await expect(run({ now: NOW + 1 })).resolves.toMatchObject({ deleted: 0 });
+      await expect(run({ now: NOW + COPY_LANDS_WITHIN - 1 })).resolves.toMatchObject({ deleted: 0 });
+      expect(await store.readExchange(late, 1)).toEqual(exchange(late));
+
+      await expect(run({ now: NOW + COPY_LANDS_WITHIN })).resolves.toMatchObject({ deleted: 1 });
+      expect(await stateOf(late)).toBeNull();
+    });
+
+    it("deletes a session an older version expired (no record of when) by the time it ended alone", async () => {
+      const old = await add(closed("expired", NOW - RETENTION - 1));
+      await expect(run()).resolves.toMatchObject({ deleted: 1 });
+      expect(await stateOf(old)).toBeNull();
+    });
+
+    it("pages past the sessions it keeps, deleting those behind them in the same run", async () => {
+      const cutoff = NOW - RETENTION;
+      // Expired by this run, the oldest in retention's query: a page of them is kept, the page behind deleted.
+      const late = await addIdle(4, (i) => cutoff - 10 * DAY - i * MINUTE);
+      const old = [];
+      for (let i = 0; i < 3; i += 1) old.push(await add(closed("ended", cutoff - (i + 1) * MINUTE)));
+
+      await expect(run({ batchSize: 2, maxBatches: 10 })).resolves.toMatchObject({ expired: 4, deleted: 3 });
+
+      expect(await Promise.all(late.map(statusOf))).toEqual(Array(4).fill("expired"));
+      expect(await Promise.all(old.map(stateOf))).toEqual(Array(3).fill(null));
     });
 
     it("deletes in batches, within the budget", async () => {
@@ -285,7 +324,7 @@ describe("runMaintenance", () => {
       // (five queries of 100 ms, not the six its backlog needs), the five steps after it keep 150 ms.
       const steps = new MaintenanceSteps(silentLog, { clock: () => clock, deadline: 6 * QUERY_MS, steps: 6 });
 
-      const report = await runMaintenance({ store, now: NOW, policy: { idleTtlMs: IDLE_TTL, maxExchanges: 1_000_000 }, retentionMs: RETENTION, createKeyTtlMs: KEY_TTL, batchSize: 2, maxBatches: 10, log: silentLog }, steps);
+      const report = await runMaintenance({ store, now: NOW, policy: { idleTtlMs: IDLE_TTL, maxExchanges: 1_000_000 }, retentionMs: RETENTION, closingCopyLandsWithinMs: COPY_LANDS_WITHIN, createKeyTtlMs: KEY_TTL, batchSize: 2, maxBatches: 10, log: silentLog }, steps);
 
       // Five batches of expiry; retention, later, deletes all it finds.
       expect(report).toMatchObject({ expired: 10, deleted: 5 });
@@ -327,11 +366,11 @@ describe("the scheduled clean-up of an instance", () => {
   const SWEPT_AT = CREATED_AT + STALE_AFTER_MS + 1;
 
   /** An instance over `store`, whose connection store holds one device gone stale by SWEPT_AT. */
-  async function instanceOver(store: SessionStore, log = silentLog, clock = () => CREATED_AT) {
+  async function instanceOver(store: SessionStore, log = silentLog, clock = () => CREATED_AT, env: Readonly<Record<string, string>> = {}) {
     const connectionStore = new MemoryConnectionStore();
     await connectionStore.updateDevices("stale-user", registerDevice("old", "token-old", CREATED_AT, undefined));
     await connectionStore.updateTokenOwner("old", claimToken("stale-user", CREATED_AT));
-    return composeInstance(resolveConfig({ DATABASE_INSTANCES: URLS.join(",") }), {
+    return composeInstance(resolveConfig({ DATABASE_INSTANCES: URLS.join(","), ...env }), {
       store,
       connectionStore,
       identity: NO_TOKENS,
@@ -363,6 +402,19 @@ describe("the scheduled clean-up of an instance", () => {
       ["warn", "find unflushed sessions", 1],
       ["warn", "find lapsed claims", 1],
     ]);
+  });
+
+  it("deletes a session it expired past the retention only once the clean-up's timeout and a database deadline are over (305 s by default)", async () => {
+    const home = new MemoryStore();
+    const instance = await instanceOver(new ShardedStore([home, new MemoryStore()], silentLog), silentLog, () => CREATED_AT, { SESSION_RETENTION_DAYS: "1" });
+    const session = newSession({ created_at: CREATED_AT }, placedSessionId(0, 2));
+    await home.createSession(session);
+
+    // Idle for months: expired as of its TTL, long past the retention, by this run.
+    expect(await instance.maintain(SWEPT_AT)).toMatchObject({ expired: 1, deleted: 0 });
+    expect(await instance.maintain(SWEPT_AT + 304_999)).toMatchObject({ deleted: 0 });
+    expect(await instance.maintain(SWEPT_AT + 305_000)).toMatchObject({ deleted: 1 });
+    expect(await home.readSessionState(session.id)).toBeNull();
   });
 
   it("expires the idle sessions of each database instance within the batches one instance's run would have", async () => {

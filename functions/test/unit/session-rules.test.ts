@@ -5,6 +5,7 @@ import {
   expireRule,
   releaseClaim,
   expiredIfIdle,
+  retentionRule,
   sweepLapsedClaims,
   type AppendOutcome,
   type ClaimOutcome,
@@ -32,9 +33,9 @@ function ended(overrides: Partial<SessionState> = {}): SessionState {
   return { status: "ended", message_count: 2, last_activity: T, ended_at: T, ...overrides };
 }
 
-/** The state an idle session settles to: expired when its TTL ran out, no longer indexed as idle. */
-function expiredByIdle(state: SessionState): SessionState {
-  const next: SessionState = { ...state, status: "expired", ended_at: state.last_activity + TTL };
+/** The state an idle session settles to at `recordedAt`: expired when its TTL ran out, no longer indexed as idle. */
+function expiredByIdle(state: SessionState, recordedAt: number): SessionState {
+  const next: SessionState = { ...state, status: "expired", ended_at: state.last_activity + TTL, closed_at: recordedAt };
   delete next.idle_since;
   return next;
 }
@@ -85,10 +86,10 @@ describe("expiredIfIdle", () => {
     expect(expiredIfIdle(state, T - 5_000, POLICY)).toBe(state);
   });
 
-  it("expires a session idle one millisecond past the TTL, at the moment its TTL ran out", () => {
+  it("expires a session idle one millisecond past the TTL, at the moment its TTL ran out, recorded now", () => {
     const state = active({ message_count: 4, requests: { h9: OTHER_KEY } });
     const settled = expiredIfIdle(state, T + TTL + 1, POLICY);
-    expect(settled).toStrictEqual({ status: "expired", message_count: 4, last_activity: T, ended_at: T + TTL, requests: { h9: OTHER_KEY } });
+    expect(settled).toStrictEqual({ status: "expired", message_count: 4, last_activity: T, ended_at: T + TTL, closed_at: T + TTL + 1, requests: { h9: OTHER_KEY } });
     expect(settled).not.toHaveProperty("idle_since");
     expect(state).toStrictEqual(active({ message_count: 4, requests: { h9: OTHER_KEY } }));
   });
@@ -192,7 +193,7 @@ describe("claimRequest", () => {
       state: active(),
       rule: claim(T + TTL + 1),
       outcome: { kind: "closed", status: "expired" },
-      next: expiredByIdle(active()),
+      next: expiredByIdle(active(), T + TTL + 1),
     },
     {
       name: "still replays a done key on an ended session",
@@ -358,7 +359,7 @@ describe("appendRule", () => {
       state: active(),
       rule: append({ receivedAt: T + TTL + 1, answeredAt: T + TTL + 2 }),
       outcome: { kind: "closed", status: "expired" },
-      next: expiredByIdle(active()),
+      next: expiredByIdle(active(), T + TTL + 1),
     },
     {
       name: "takes a message that arrived in time though its answer came after the TTL",
@@ -462,7 +463,7 @@ describe("endRule", () => {
       state: active(),
       rule: endRule(T + TTL + 1, POLICY),
       outcome: { kind: "closed", status: "expired" },
-      next: expiredByIdle(active()),
+      next: expiredByIdle(active(), T + TTL + 1),
     },
   ]);
 });
@@ -472,11 +473,11 @@ describe("expireRule", () => {
 
   ruleTable<boolean>([
     {
-      name: "expires an active session idle past the TTL, as of the moment it expired",
+      name: "expires an active session idle past the TTL, as of the moment it expired, recorded now",
       state: active(),
-      rule: expireRule(T + 1_001, policy),
+      rule: expireRule(T + 5_000, policy),
       outcome: true,
-      next: { status: "expired", message_count: 2, last_activity: T, ended_at: T + 1_000 },
+      next: { status: "expired", message_count: 2, last_activity: T, ended_at: T + 1_000, closed_at: T + 5_000 },
     },
     { name: "leaves a session idle exactly the TTL", state: active(), rule: expireRule(T + 1_000, policy), outcome: false },
     { name: "leaves a session active since", state: active({ last_activity: T + 2, idle_since: T + 2 }), rule: expireRule(T + 1_001, policy), outcome: false },
@@ -489,6 +490,24 @@ describe("expireRule", () => {
     },
     { name: "leaves an expired session (so it is counted once)", state: ended({ status: "expired" }), rule: expireRule(T + 5_000, policy), outcome: false },
   ]);
+});
+
+describe("retentionRule", () => {
+  // Deleted when it ended at or before T and its close was recorded at or before T + 100.
+  const deletable = retentionRule(T, T + 100);
+
+  it.each([
+    ["an end at the cutoff", ended({ ended_at: T }), true],
+    ["an end after the cutoff", ended({ ended_at: T + 1 }), false],
+    ["an expiry recorded by the time its copies land", ended({ status: "expired", ended_at: T - 5_000, closed_at: T + 100 }), true],
+    ["an expiry ended long before the cutoff, recorded since", ended({ status: "expired", ended_at: T - 5_000, closed_at: T + 101 }), false],
+    ["an expiry after the cutoff, recorded long before (a clock behind)", ended({ status: "expired", ended_at: T + 1, closed_at: T - 5_000 }), false],
+    ["an expiry an older version recorded (no closed_at), by its end alone", ended({ status: "expired", ended_at: T }), true],
+    ["an active session", active({ last_activity: T - 5_000, idle_since: T - 5_000 }), false],
+    ["a closed session without an end", { status: "ended", message_count: 2, last_activity: T - 5_000 } satisfies SessionState, false],
+  ] as const)("%s", (_name, state, expected) => {
+    expect(deletable(state)).toBe(expected);
+  });
 });
 
 describe("sweepLapsedClaims", () => {

@@ -419,7 +419,7 @@ describe("SessionService", () => {
       await expect(service.send({ sessionId, message: "just in time" })).resolves.toMatchObject({ exchangeCount: 1 });
     });
 
-    it("refuses a message past the TTL without a model call, and records the expiry", async () => {
+    it("refuses a message past the TTL without a model call, and records the expiry, as of its TTL, at the message's time", async () => {
       let now = 50_000;
       const service = instance({ clock: () => now, policy });
       const { sessionId } = await service.create({ userId: "u", templateId: "tester" });
@@ -428,7 +428,7 @@ describe("SessionService", () => {
       await expect(late).rejects.toBeInstanceOf(SessionClosedError);
       await expect(late).rejects.toMatchObject({ status: "expired" });
       expect(fake.requests).toHaveLength(0);
-      expect(await store.readSessionState(sessionId)).toEqual({ status: "expired", message_count: 0, last_activity: 50_000, ended_at: 51_000 });
+      expect(await store.readSessionState(sessionId)).toEqual({ status: "expired", message_count: 0, last_activity: 50_000, ended_at: 51_000, closed_at: 51_001 });
       await expect(service.end(sessionId)).rejects.toMatchObject({ name: "SessionClosedError", status: "expired" });
     });
 

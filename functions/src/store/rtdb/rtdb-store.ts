@@ -393,22 +393,29 @@ export class RtdbStore implements SessionStore {
     return (await this.copyJournal(sessionId, result)) || unmarked;
   }
 
-  async deleteSession(sessionId: string): Promise<boolean> {
-    // Everything but the state first, with its index entry (the block in its state says where that
+  async deleteSession(sessionId: string, deletable?: (state: SessionState) => boolean): Promise<boolean> {
+    // The state first (small): `deletable` is checked on it before anything goes, so a session it
+    // keeps stays whole. What it checks (the close) never changes once recorded.
+    const path = statePath(sessionId);
+    const state: unknown = (await this.engine.read("read session state", this.db.ref(path))).val();
+    const holds = (stored: unknown) => deletable === undefined || deletable(parseStored(sessionStateSchema, stored, path));
+    if (state !== null && !holds(state)) return false;
+    // Everything but the state, with its index entry (the block in its state says where that
     // is): one update on one instance; with sharding the entry first (deleteAcross). The state
     // goes last, so a failure before leaves it for the next run's query (retention's, by
     // `state/ended_at`), never an entry or a history that nothing finds again.
-    const owner = (await this.engine.read("read session owner", this.db.ref(`${statePath(sessionId)}/${CONVERSATION}`))).val() as unknown;
+    const owner: unknown = isRecord(state) ? state[CONVERSATION] : undefined;
     const update: Record<string, null> = Object.fromEntries(SESSION_CHILDREN.map((child) => [`${sessionPath(sessionId)}/${child}`, null]));
     if (typeof owner === "string" && isOwnerKey(owner)) update[conversationPath(owner, sessionId)] = null;
     await deleteAcross(this.db, this.home, this.engine, "delete session", update);
-    // Then the node, in a transaction: only one of two runs at once finds the state there, and
-    // only that one says it removed the session. The history is gone by now, so the node read is
-    // small: the state, and whatever else is left (a child older versions wrote, a late copy).
-    const { decided, committed } = await this.engine.transact(sessionPath(sessionId), "delete session node", (current) => ({
-      decided: isRecord(current) && current.state !== undefined,
-      write: null,
-    }));
+    // Then the node, in a transaction that checks `deletable` again: only one of two runs at once
+    // finds the state there, and only that one says it removed the session. The history is gone by
+    // now, so the node read is small: the state, and whatever else is left (a child older versions
+    // wrote, a late copy).
+    const { decided, committed } = await this.engine.transact(sessionPath(sessionId), "delete session node", (current) => {
+      const found = isRecord(current) && current.state !== undefined;
+      return found && !holds(current.state) ? { decided: false, write: current } : { decided: found, write: null };
+    });
     return decided === true && committed;
   }
 
