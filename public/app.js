@@ -59,9 +59,10 @@ const OWN_BASE = `${location.origin}/api/v1`;
  * from the list; watching: a reply being written by a request this page no longer holds (it was
  * reloaded mid-reply), followed through its live partial.
  *
- * @typedef {{ id: string, templateName: string, messageCount: number, tokens: number, firstMessage?: string }} SessionView
+ * @typedef {{ id: string, templateName: string, messageCount: number, tokens: number, firstMessage?: string, owner?: string }} SessionView
  * tokens: the session's tokens so far, as its replies report them; at the end, the total the end
- * reports (summary calls included).
+ * reports (summary calls included). owner: the uid of the signed-in user whose session it is (none
+ * without a sign-in): another user's is never written in (see update).
  *
  * @typedef {{ status: number, retryAfter: string }} ErrorCodeFacts
  * An API error code as the server lists it (functions/src/http/error-codes.ts): its HTTP status,
@@ -164,10 +165,24 @@ function focusInList(sessionId, at = 0) {
   (buttons.find((button) => button.dataset.sessionId === sessionId) ?? buttons[Math.min(at, buttons.length - 1)] ?? ui.startButton).focus();
 }
 
-/** Every change of state goes through here, and is shown at once. */
+/**
+ * Whether the session on view is the previous user's: the page signed in anew as another user (the
+ * old anonymous account deleted or disabled), and the server refuses the session to the new one.
+ */
+const previousUsersSession = () => state.session?.owner !== undefined && signedInUid !== undefined && state.session.owner !== signedInUid;
+
+/**
+ * Every change of state goes through here, and is shown at once. The previous user's session is
+ * never "active" (writable): here, whichever path returns to it (a sign-in while the page was idle
+ * in it, a start, message or reply-follow authorised before the sign-in and answered after it, an
+ * open that met the sign-in and failed), it is left read-only, the start form back.
+ */
 function update(changes) {
   Object.assign(state, changes);
+  const left = state.phase === "active" && previousUsersSession();
+  if (left) Object.assign(state, { phase: "ended", earlier: null, status: "Signed in as a new user: the conversation on view was the previous user's. Start a new one to keep chatting." });
   render();
+  if (left && focusLost()) ui.startButton.focus();
 }
 
 /** @type {{ render(): void, erased(): void } | undefined} the People panel, shown with the rest */
@@ -484,16 +499,12 @@ async function signInOnce(gone) {
 /**
  * Signed in anew as another user (the old anonymous account deleted or disabled): nothing of the
  * old user's can be reached by the new one (403 FORBIDDEN), as after a change of user id. The list
- * is read again, for the new user; the session on view, the old user's, is left with the start
- * form back. A call under way in it (the one that found the account gone, sent again with the new
- * token; a reply followed) meets the refusal and closes it so.
+ * is read again, for the new user. The session on view, the old user's (its owner), is left by
+ * update: at once when the page is idle in it, else when the call under way in it ends.
  */
 function leavePreviousUser() {
   dropListReads();
   void loadConversations();
-  if (state.session === undefined || state.phase !== "active") return;
-  update({ phase: "ended", earlier: null, status: "Signed in as a new user: the conversation on view was the previous user's. Start a new one to keep chatting." });
-  if (focusLost()) ui.startButton.focus();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -968,7 +979,8 @@ async function startSession(event) {
       ui.log.replaceChildren();
       update({
         phase: "active",
-        session: { id: body.session_id, templateName: body.template_name, messageCount: 0, tokens: 0 },
+        // Its owner as the server took it: the token's user, who may no longer be the signed-in one.
+        session: { id: body.session_id, templateName: body.template_name, messageCount: 0, tokens: 0, ...(state.signedIn ? { owner: body.user_id } : {}) },
         earlier: null,
         startKey: undefined,
         status: `Session ${body.session_id} started.`,
@@ -1325,6 +1337,8 @@ async function openConversation(sessionId) {
   if (waiting()) return;
   const before = state.phase;
   const shown = state.session;
+  // Whose it is, if the read succeeds: the user signed in as it is sent (one signed in anew meanwhile is refused it).
+  const owner = signedInUid;
   update({ phase: "opening", error: "", listError: "", confirmingErase: false, status: "Opening the conversation ..." });
   const outcome = await getJson(apiUrls(state.base).read(sessionId));
   if (!stillHeld("opening", shown)) return;
@@ -1340,14 +1354,23 @@ async function openConversation(sessionId) {
     if (over) void loadConversations();
     return;
   }
-  showConversation(outcome.body);
+  showConversation(outcome.body, owner);
 }
 
-/** Shows a conversation as read: its history, then, while a reply is still being written, that reply as it grows. */
-function showConversation({ session, messages, partials, next_before }) {
+/**
+ * Shows a conversation as read (`owner`: the uid it was read as, if signed in): its history, then,
+ * while a reply is still being written, that reply as it grows.
+ */
+function showConversation({ session, messages, partials, next_before }, owner) {
   ui.log.replaceChildren();
   for (const message of messages) showStored(message, session.template_name);
-  const view = { id: session.session_id, templateName: session.template_name, messageCount: session.message_count, tokens: session.usage?.total_tokens ?? 0 };
+  const view = {
+    id: session.session_id,
+    templateName: session.template_name,
+    messageCount: session.message_count,
+    tokens: session.usage?.total_tokens ?? 0,
+    ...(owner === undefined ? {} : { owner }),
+  };
   const count = session.message_count;
   if (session.status !== "active") {
     update({ phase: "ended", session: view, earlier: next_before, status: `This conversation has ${session.status}: ${count} message${count === 1 ? "" : "s"}. Start a new one to keep chatting.` });
@@ -1377,6 +1400,8 @@ function showConversation({ session, messages, partials, next_before }) {
  */
 async function watchReply(sessionId, count, reply, key) {
   const watched = () => state.phase === "watching" && state.session?.id === sessionId;
+  /** The reads go as the session's owner: one signed in anew meanwhile is refused them, and one authorised before is left by update. */
+  const owner = state.session?.owner;
   /**
    * The session read again (`extra`: its query), after `WATCH_MS`; a read that fails for a moment
    * is made again (after its Retry-After, when it gives one), up to WATCH_RETRIES times in a row.
@@ -1429,7 +1454,7 @@ async function watchReply(sessionId, count, reply, key) {
     const full = await read({});
     if (full === undefined) return;
     if ("failure" in full) giveUp(full.failure);
-    else showConversation(full.body);
+    else showConversation(full.body, owner);
     // Only where the message can be sent again: not in a conversation over meanwhile, nor while the next reply is followed.
     if (!("failure" in full) && full.body.session.message_count === count && state.phase === "active") {
       update({ status: "The reply was not completed, and nothing of it was stored: send your message again." });

@@ -6,10 +6,13 @@ export interface Identity {
 }
 
 /**
- * Whether a request's `user_id` names `caller`. The id is read as a client names it
- * (request-schemas.ts userIdField: spaces around it dropped), and a Firebase uid may be any text
- * (a custom token's `" padded "`): it is compared as the same reading of the uid, so that a user
- * naming themselves is never refused. The request acts for `caller.uid` whatever it named.
+ * Whether a request's `user_id` names `caller`. A Firebase uid may be any text (a custom token's
+ * `" padded "`, `"bot\u0007"`, `"  "`): an HTTP request's `user_id` that is the uid exactly is
+ * taken out before the field's checks, which such a uid may fail (request-schemas.ts
+ * withoutCallersName), so a user naming themselves as their uid is is never refused. One that
+ * reaches here was read as a client names it (userIdField: spaces around it dropped, control
+ * characters refused), and is compared with the uid read the same way too: " padded " named as
+ * "padded" is the caller. The request acts for `caller.uid` whatever it named.
  */
 export function namesCaller(userId: string, caller: Identity): boolean {
   return userId === caller.uid || userId === caller.uid.trim();

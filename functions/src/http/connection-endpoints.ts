@@ -148,21 +148,21 @@ function endpoint(
 function change(action: (context: ConnectionsContext, userId: string, connectionId: string) => Promise<ConnectionView>) {
   return async (request: HttpRequest, route: RouteMatch, context: ConnectionsContext, caller: Identity | undefined) => {
     const connectionId = connectionIdOf(route);
-    const body = parseBody(context.bodies.actor, actorFields(request));
+    const body = parseBody(context.bodies.actor, actorFields(request), caller);
     return ok({ connection: connectionBody(await action(context, actingUser(caller, body.user_id), connectionId)) });
   };
 }
 
 export const connections = endpoint("connections", matchConnections, {
   async GET(request, _route, context, caller) {
-    const query = parseBody(context.bodies.listQuery, queryOf(request));
+    const query = parseBody(context.bodies.listQuery, queryOf(request), caller);
     const userId = actingUser(caller, query.user_id);
     const after = await openCursor(context.cursors, userId, query.cursor);
     const page = await context.connections.list(userId, { limit: query.limit, ...(after ? { after } : {}) });
     return ok({ connections: page.connections.map(connectionBody), next_cursor: page.next ? await sealCursor(context.cursors, userId, page.next) : null });
   },
   async POST(request, _route, context, caller) {
-    const body = parseBody(context.bodies.request, readJsonObject(request));
+    const body = parseBody(context.bodies.request, readJsonObject(request), caller);
     const userId = actingUser(caller, body.user_id);
     if (body.other_user_id === userId) {
       throw new HttpError("INVALID_REQUEST", "Invalid request: other_user_id is the caller", {}, [{ field: "other_user_id", message: "must be another user's id" }]);
@@ -193,7 +193,7 @@ export const blockConnection = endpoint("blockConnection", matchConnectionAction
 export const connectionMessages = endpoint("connectionMessages", matchConnectionAction("messages"), {
   async GET(request, route, context, caller) {
     const connectionId = connectionIdOf(route);
-    const query = parseBody(context.bodies.messagesQuery, queryOf(request));
+    const query = parseBody(context.bodies.messagesQuery, queryOf(request), caller);
     const messages: StoredMessage[] = await context.connections.messages(actingUser(caller, query.user_id), connectionId, {
       limit: query.limit,
       ...(query.before === undefined ? {} : { before: query.before }),
@@ -207,7 +207,7 @@ export const connectionMessages = endpoint("connectionMessages", matchConnection
   },
   async POST(request, route, context, caller) {
     const connectionId = connectionIdOf(route);
-    const body = parseBody(context.bodies.message, readJsonObject(request));
+    const body = parseBody(context.bodies.message, readJsonObject(request), caller);
     const idempotencyKey = idempotencyKeyOf(request);
     const sent = await context.connections.send({
       userId: actingUser(caller, body.user_id),
@@ -225,12 +225,12 @@ export const connectionMessages = endpoint("connectionMessages", matchConnection
 
 export const devices = endpoint("devices", matchDevices, {
   async POST(request, _route, context, caller) {
-    const body = parseBody(context.bodies.device, readJsonObject(request));
+    const body = parseBody(context.bodies.device, readJsonObject(request), caller);
     const after = await context.devices.register(actingUser(caller, body.user_id), body.token, body.previews);
     return ok({ devices: after.devices });
   },
   async DELETE(request, _route, context, caller) {
-    const body = parseBody(context.bodies.deviceRemoval, actorFields(request));
+    const body = parseBody(context.bodies.deviceRemoval, actorFields(request), caller);
     const after = await context.devices.unregister(actingUser(caller, body.user_id), body.token);
     return ok({ removed: after.removed === true, devices: after.devices });
   },

@@ -19,7 +19,7 @@ export const listSessions: Endpoint = {
   async handle(request, _route, context) {
     const caller = await context.authenticate(request);
     const { conversations, cursors, queries } = context.userData;
-    const query = parseQuery(caller ? queries.listSessions.signedIn : queries.listSessions.anonymous, request.query);
+    const query = parseQuery(caller ? queries.listSessions.signedIn : queries.listSessions.anonymous, request.query, caller);
     const owner = conversations.owner(caller, query.user_id);
     const after = query.cursor === undefined ? undefined : await cursors.open("list", owner, query.cursor, listPosition);
     const page = await conversations.list(owner, query.limit, after && { lastActivity: after.a, sessionId: after.s });

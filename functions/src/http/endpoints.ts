@@ -73,7 +73,7 @@ export const createSession: Endpoint = {
   async handle(request, _route, context) {
     const caller = await context.authenticate(request);
     const { signedIn, anonymous } = context.bodies.createSession;
-    const body = parseBody(caller === undefined ? anonymous : signedIn, readJsonObject(request));
+    const body = parseBody(caller === undefined ? anonymous : signedIn, readJsonObject(request), caller);
     const idempotencyKey = idempotencyKeyOf(request);
     const { sessionId, meta, replayed } = await context.sessions.create({
       templateId: body.template_id,

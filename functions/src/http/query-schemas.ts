@@ -1,7 +1,8 @@
 import { z } from "zod";
 import { MAX_CURSOR_CHARS } from "./cursor-codec";
 import { HttpError, type FieldIssue } from "./http-error";
-import { userIdField } from "./request-schemas";
+import type { Identity } from "../auth/identity";
+import { userIdField, withoutCallersName } from "./request-schemas";
 
 /** The most conversations or messages one page holds. */
 export const MAX_PAGE = 100;
@@ -58,9 +59,10 @@ export type QuerySchemas = ReturnType<typeof querySchemas>;
 
 /**
  * Parses a query string with `schema`: unknown parameters are ignored, a parameter given twice
- * is refused (which one would count is a guess), every issue is named like a body's.
+ * is refused (which one would count is a guess), every issue is named like a body's. `caller`, as
+ * for parseBody, may name themselves in `user_id` as their uid is.
  */
-export function parseQuery<S extends z.ZodType>(schema: S, query: string | undefined): z.infer<S> {
+export function parseQuery<S extends z.ZodType>(schema: S, query: string | undefined, caller?: Identity): z.infer<S> {
   const params = new URLSearchParams(query ?? "");
   const values: Record<string, string> = {};
   const issues: FieldIssue[] = [];
@@ -68,7 +70,7 @@ export function parseQuery<S extends z.ZodType>(schema: S, query: string | undef
     if (Object.hasOwn(values, name)) issues.push({ field: name, message: "must be given once" });
     values[name] = value;
   }
-  const parsed = schema.safeParse(values);
+  const parsed = schema.safeParse(withoutCallersName(values, caller));
   if (!parsed.success) {
     issues.push(...parsed.error.issues.map((issue) => ({ field: issue.path.length > 0 ? issue.path.join(".") : "(query)", message: issue.message })));
   }

@@ -1,4 +1,5 @@
 import { z } from "zod";
+import type { Identity } from "../auth/identity";
 import { DATABASE_KEY } from "../store/records";
 import { HttpError, type FieldIssue } from "./http-error";
 import { USER_ID_MAX_CHARS } from "./message-body";
@@ -22,12 +23,29 @@ function describe(value: unknown): string {
 
 const CONTROL_CHARACTERS = /\p{Cc}/u;
 
-/** A user id as a client names it: in a body, or in a query where no ID token is sent. */
+/**
+ * A user id as a client names it: in a body, or in a query where no ID token is sent. Its checks
+ * are for an id a client chooses; a signed-in caller naming themselves exactly as their uid is
+ * taken before them (withoutCallersName).
+ */
 export const userIdField = stringField()
   .trim()
   .min(1, "must not be empty")
   .max(USER_ID_MAX_CHARS, `must be at most ${USER_ID_MAX_CHARS} characters`)
   .refine((value) => !CONTROL_CHARACTERS.test(value), "must not contain control characters");
+
+/**
+ * `fields` without a `user_id` that names `caller` exactly as their uid. A Firebase uid may be any
+ * text (a custom token's: control characters, spaces around it, nothing but spaces), which
+ * userIdField would refuse 400; the request acts for `caller.uid` whether it names them or not
+ * (identity.ts namesCaller), so a user naming themselves so is taken as one naming no one.
+ */
+export function withoutCallersName(fields: unknown, caller: Identity | undefined): unknown {
+  if (caller === undefined || typeof fields !== "object" || fields === null || Array.isArray(fields)) return fields;
+  if (!Object.hasOwn(fields, "user_id") || (fields as Record<string, unknown>).user_id !== caller.uid) return fields;
+  const { user_id: _named, ...rest } = fields as Record<string, unknown>;
+  return rest;
+}
 
 /** `user_id` is required without an ID token; with one, the session belongs to the token's user. */
 export function createSessionBody(userIdRequired: boolean) {
@@ -47,10 +65,11 @@ export function sendMessageBody(maxMessageChars: number) {
 
 /**
  * Parses a JSON body with `schema`. Unknown fields are dropped, never trusted: a client
- * cannot smuggle a role or a system prompt in next to the fields it may set.
+ * cannot smuggle a role or a system prompt in next to the fields it may set. `caller`, the
+ * request's signed-in user, may name themselves in `user_id` as their uid is (withoutCallersName).
  */
-export function parseBody<S extends z.ZodType>(schema: S, body: unknown): z.infer<S> {
-  const parsed = schema.safeParse(body);
+export function parseBody<S extends z.ZodType>(schema: S, body: unknown, caller?: Identity): z.infer<S> {
+  const parsed = schema.safeParse(withoutCallersName(body, caller));
   if (parsed.success) return parsed.data;
   const details: FieldIssue[] = parsed.error.issues.map((issue) => ({
     field: issue.path.length > 0 ? issue.path.join(".") : "(body)",

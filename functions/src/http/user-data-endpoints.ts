@@ -37,7 +37,7 @@ export const exportUserData: Endpoint = {
   async handle(request, _route, context) {
     const caller = await context.authenticate(request);
     const { conversations, connections, cursors, queries, limits, clock } = context.userData;
-    const query = parseQuery(caller ? queries.exportUserData.signedIn : queries.exportUserData.anonymous, request.query);
+    const query = parseQuery(caller ? queries.exportUserData.signedIn : queries.exportUserData.anonymous, request.query, caller);
     const owner = conversations.owner(caller, query.user_id);
     const from = query.cursor === undefined ? undefined : await cursors.open("export", owner, query.cursor, exportPosition);
     // Read before the answer begins: its failure, an erasure under way, or sessions this function
@@ -91,7 +91,7 @@ export const eraseUserData: Endpoint = {
   async handle(request, _route, context) {
     const caller = await context.authenticate(request);
     const { conversations, erasure, queries, limits, clock } = context.userData;
-    const query = parseQuery(caller ? queries.eraseUserData.signedIn : queries.eraseUserData.anonymous, request.query);
+    const query = parseQuery(caller ? queries.eraseUserData.signedIn : queries.eraseUserData.anonymous, request.query, caller);
     const owner = conversations.owner(caller, query.user_id);
     const outcome = await erasure.erase(owner, clock() + limits.eraseRequestMs);
     return {

@@ -970,6 +970,104 @@ describeWithChromium("the chat page in Chromium, signed in on the Auth emulator"
     await page.close();
   }, 90_000);
 
+  /** What the page offers the visitor: the phase, the start form, and whether the session on view takes a message or its end. */
+  const offered = async (page: Page) => ({
+    state: await page.getAttribute("body", "data-state"),
+    startForm: await page.isVisible("#start"),
+    message: await page.isEnabled("#message"),
+    end: await page.isEnabled("#end-button"),
+  });
+  const readOnly = { state: "ended", startForm: true, message: false, end: false };
+
+  it("leaves the session on view, the deleted account's, when opening another of its conversations signs in anew and is refused: it is not writable again", async () => {
+    let first = "";
+    const { page, uid } = await activePastTokenHour(async (page, uid) => {
+      // The old user's first conversation, one message, ended and listed; then its second, on view and active.
+      first = (await page.getAttribute("#session", "data-session-id")) ?? "";
+      await typeAndSend(page, "An older conversation");
+      await page.waitForSelector("body[data-state=active] #log .assistant:not(.streaming)");
+      await page.click("#end-button");
+      await page.waitForSelector("body[data-state=ended]");
+      await page.click("#start-button");
+      await page.waitForSelector("body[data-state=active]");
+      await page.waitForSelector(`#conversation-list button[data-session-id="${first}"]`);
+      await listSettled(page);
+      await deleteAccount(uid);
+    }, await ownProfile());
+    const second = (await page.getAttribute("#session", "data-session-id")) ?? "";
+    // The read of the older conversation finds the account gone, signs in anew, and is refused 403.
+    await page.click(`#conversation-list button[data-session-id="${first}"]`);
+    await page.waitForSelector("#status:text-is('The conversation could not be opened.'), body[data-state=ended]", { timeout: 30_000 });
+    await listSettled(page);
+    expect({ newUid: (await page.inputValue("#user")) !== uid, onView: await page.getAttribute("#session", "data-session-id"), ...(await offered(page)) }).toEqual({
+      newUid: true,
+      onView: second,
+      ...readOnly,
+    });
+    await page.close();
+  }, 90_000);
+
+  it("leaves the session on view, the deleted account's, when its reply being written ends after a call beside it signed in anew: it is not writable again", async () => {
+    const { page, uid } = await activePastTokenHour(async (page, uid) => {
+      await listSettled(page);
+      // A reply that takes its time, asked for with a token still fresh; the account deleted while it is written.
+      harness.fake.enqueue({ kind: "stream", chunks: Array.from({ length: 16 }, (_, i) => `word${String(i)} `), chunkDelayMs: 250 });
+      await typeAndSend(page, "Tell me a long story");
+      await page.waitForSelector("body[data-state=streaming] #log .assistant.streaming .text:not(:text-is(''))");
+      await deleteAccount(uid);
+    }, await ownProfile());
+    const session = (await page.getAttribute("#session", "data-session-id")) ?? "";
+    // The People panel's read signs in anew while the reply is still being written.
+    await page.click("#people summary");
+    await page.waitForSelector(`#people-you:not(:text-is(${JSON.stringify(uid)}))`, { timeout: 30_000 });
+    expect({ newUid: (await page.inputValue("#user")) !== uid, state: await page.getAttribute("body", "data-state") }).toEqual({ newUid: true, state: "streaming" });
+    // The reply, the old user's request authorised before, ends.
+    await page.waitForSelector("#log .assistant:not(.streaming)", { timeout: 30_000 });
+    await listSettled(page);
+    expect({ onView: await page.getAttribute("#session", "data-session-id"), ...(await offered(page)) }).toEqual({ onView: session, ...readOnly });
+    await page.close();
+  }, 90_000);
+
+  it("shows a session started as the deleted account, answered after a call beside it signed in anew, read-only: the start form back", async () => {
+    /** Lets the held start go on its way. */
+    let release = (): void => undefined;
+    let first = "";
+    const { page, uid } = await activePastTokenHour(async (page, uid) => {
+      first = (await page.getAttribute("#session", "data-session-id")) ?? "";
+      await page.click("#end-button");
+      await page.waitForSelector("body[data-state=ended]");
+      await listSettled(page);
+      // The next start is made with the token still fresh (the Auth emulator refuses a deleted user's
+      // token: firebase-admin checks it there as checkRevoked does); its answer is held on the way back.
+      const held = new Promise<void>((answered) => {
+        void page.route(
+          (url) => url.pathname === ROUTES.create,
+          async (route) => {
+            const response = await route.fetch();
+            answered();
+            await new Promise<void>((go) => (release = go));
+            await route.fulfill({ response });
+          },
+        );
+      });
+      await page.click("#start-button");
+      await held;
+      await deleteAccount(uid);
+    }, await ownProfile());
+    // The People panel's read signs in anew while the start's answer is on its way.
+    await page.click("#people summary");
+    await page.waitForSelector(`#people-you:not(:text-is(${JSON.stringify(uid)}))`, { timeout: 30_000 });
+    expect(await page.getAttribute("body", "data-state")).toBe("starting");
+    release();
+    await page.waitForSelector("body:not([data-state=starting])", { timeout: 30_000 });
+    await listSettled(page);
+    const started = (await page.getAttribute("#session", "data-session-id")) ?? "";
+    // The server made it for the user the token named: the old one, whom the new one cannot write as.
+    expect({ made: started !== first, owner: (await harness.api.store.readSessionMeta(started))?.user_id, error: await page.textContent("#error") }).toEqual({ made: true, owner: uid, error: "" });
+    expect(await offered(page)).toEqual(readOnly);
+    await page.close();
+  }, 90_000);
+
   it("takes no Auth emulator from the page's address: a hostile ?authEmulator= gets nothing", async () => {
     hostile.reset();
     const page = await browser.context.newPage();

@@ -57,7 +57,34 @@ describe("Firebase Auth", () => {
       const token = withClaims(alice.idToken, { sub: uid, user_id: uid });
       const named = await harness.api.call("POST", ROUTES.create, { user_id: uid, template_id: "friendly-assistant" }, bearer(token));
       const listed = await harness.api.call("GET", `${ROUTES.list}?user_id=${encodeURIComponent(uid)}`, undefined, bearer(token));
-      expect({ create: named.status, owner: named.body.user_id, list: listed.status }).toEqual({ create: 201, owner: uid, list: 200 });
+      // Named as the id reads (the spaces around it dropped), it is the same user.
+      const read = await harness.api.call("POST", ROUTES.create, { user_id: uid.trim(), template_id: "friendly-assistant" }, bearer(token));
+      expect({ create: named.status, owner: named.body.user_id, list: listed.status, read: read.status }).toEqual({ create: 201, owner: uid, list: 200, read: 201 });
+    });
+
+    it.each([
+      ["a control character", "bot\u0007 7"],
+      ["nothing but spaces", "   "],
+    ])("takes a user_id that is the token's uid exactly, on every route that reads one, when the uid holds %s (any text, from a custom token)", async (_what, uid) => {
+      await authEmulator().createUser(uid);
+      const token = withClaims(alice.idToken, { sub: uid, user_id: uid });
+      const named = encodeURIComponent(uid);
+      const answers = {
+        create: await harness.api.call("POST", ROUTES.create, { user_id: uid, template_id: "friendly-assistant" }, bearer(token)),
+        list: await harness.api.call("GET", `${ROUTES.list}?user_id=${named}`, undefined, bearer(token)),
+        export: await harness.api.call("GET", `${ROUTES.exportData}?user_id=${named}`, undefined, bearer(token)),
+        connections: await harness.api.call("GET", `/api/v1/connections?user_id=${named}`, undefined, bearer(token)),
+        device: await harness.api.call("POST", "/api/v1/devices", { user_id: uid, token: "device-token-1" }, bearer(token)),
+      };
+      expect(Object.fromEntries(Object.entries(answers).map(([route, answer]) => [route, `${answer.status} ${answer.body.error?.code ?? ""}`]))).toEqual({
+        create: "201 ",
+        list: "200 ",
+        export: "200 ",
+        connections: "200 ",
+        device: "200 ",
+      });
+      // Made for the token's user, as one naming no one is.
+      expect({ owner: answers.create.body.user_id, listed: answers.list.body.user_id }).toEqual({ owner: uid, listed: uid });
     });
 
     it("refuses a body user_id that differs from the token's user with 403", async () => {

@@ -131,3 +131,19 @@ describe("createSessionBody for a signed-in caller", () => {
     expect(() => parseBody(createSessionBody(false), { user_id: 5, template_id: "friendly-assistant" })).toThrow(/user_id must be a string/);
   });
 });
+
+describe("parseBody for a signed-in caller naming themselves", () => {
+  const signedIn = (body: unknown, uid: string) => parseBody(createSessionBody(false), body, { uid });
+
+  it("takes a user_id that is the caller's uid exactly as naming no one, whatever the uid holds", () => {
+    for (const uid of ["bot\u0007 7", "   ", " padded ", "alice"]) {
+      expect(signedIn({ user_id: uid, template_id: "t" }, uid)).toEqual({ template_id: "t" });
+    }
+  });
+
+  it("leaves any other user_id to the field's checks, and reads a body without a caller as before", () => {
+    expect(issues(() => signedIn({ user_id: "bot\u0007 7", template_id: "t" }, "bot\u0007 8"))).toEqual([{ field: "user_id", message: "must not contain control characters" }]);
+    expect(signedIn({ user_id: " alice ", template_id: "t" }, "alice")).toEqual({ user_id: "alice", template_id: "t" });
+    expect(issues(() => parseBody(createSessionBody(false), { user_id: "   ", template_id: "t" }))).toEqual([{ field: "user_id", message: "must not be empty" }]);
+  });
+});
