@@ -980,7 +980,9 @@ async function startSession(event) {
       update({
         phase: "active",
         // Its owner as the server took it: the token's user, who may no longer be the signed-in one.
-        session: { id: body.session_id, templateName: body.template_name, messageCount: 0, tokens: 0, ...(state.signedIn ? { owner: body.user_id } : {}) },
+        // Sent with a token once the page has signed in (signedInUid), even while a sign-in anew is
+        // under way and `signedIn` is unset: its answer may land then.
+        session: { id: body.session_id, templateName: body.template_name, messageCount: 0, tokens: 0, ...(signedInUid !== undefined ? { owner: body.user_id } : {}) },
         earlier: null,
         startKey: undefined,
         status: `Session ${body.session_id} started.`,

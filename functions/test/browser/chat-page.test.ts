@@ -1028,6 +1028,64 @@ describeWithChromium("the chat page in Chromium, signed in on the Auth emulator"
     await page.close();
   }, 90_000);
 
+  it("shows a session started as the deleted account read-only when its answer lands while the new sign-in is under way", async () => {
+    const page = await (await ownProfile()).newPage();
+    await page.clock.install();
+    await page.goto(`${harness.api.baseUrl}/`);
+    await page.waitForSelector("body[data-ready=true]");
+    await page.click("#start-button");
+    await page.waitForSelector("body[data-state=active], #error:not([hidden])", { timeout: 30_000 });
+    expect(await page.textContent("#error")).toBe("");
+    const uid = await page.inputValue("#user");
+    const first = (await page.getAttribute("#session", "data-session-id")) ?? "";
+    await page.click("#end-button");
+    await page.waitForSelector("body[data-state=ended]");
+    await listSettled(page);
+    // The next start, made with the old user's fresh token; its answer held on the way back.
+    let releaseStart = (): void => undefined;
+    const startHeld = new Promise<void>((answered) => {
+      void page.route(
+        (url) => url.pathname === ROUTES.create,
+        async (route) => {
+          const response = await route.fetch();
+          answered();
+          await new Promise<void>((go) => (releaseStart = go));
+          await route.fulfill({ response });
+        },
+      );
+    });
+    await page.click("#start-button");
+    await startHeld;
+    await deleteAccount(uid);
+    await page.clock.setSystemTime(Date.now() + 2 * 3_600_000);
+    // The new sign-in's account creation, held until the start's answer has been shown.
+    let releaseSignUp = (): void => undefined;
+    const signUpHeld = new Promise<void>((reached) => {
+      void page.route("**/accounts:signUp**", async (route) => {
+        reached();
+        await new Promise<void>((go) => (releaseSignUp = go));
+        await route.continue();
+      });
+    });
+    // The People panel's read finds the account gone and signs in anew.
+    await page.click("#people summary");
+    await signUpHeld;
+    releaseStart();
+    await page.waitForSelector("body:not([data-state=starting])", { timeout: 30_000 });
+    releaseSignUp();
+    await page.waitForSelector(`#people-you:not(:text-is(${JSON.stringify(uid)}))`, { timeout: 30_000 });
+    await listSettled(page);
+    const started = (await page.getAttribute("#session", "data-session-id")) ?? "";
+    expect({ made: started !== first, owner: (await harness.api.store.readSessionMeta(started))?.user_id, newUid: (await page.inputValue("#user")) !== uid }).toEqual({
+      made: true,
+      owner: uid,
+      newUid: true,
+    });
+    // The session is the old user's: the docs say the page never lets it take a message or an end.
+    expect(await offered(page)).toEqual(readOnly);
+    await page.close();
+  }, 90_000);
+
   it("shows a session started as the deleted account, answered after a call beside it signed in anew, read-only: the start form back", async () => {
     /** Lets the held start go on its way. */
     let release = (): void => undefined;
