@@ -979,6 +979,54 @@ describeWithChromium("the chat page in Chromium, signed in on the Auth emulator"
   });
   const readOnly = { state: "ended", startForm: true, message: false, end: false };
 
+  interface HeldStart {
+    /** Settles once the page's next start was answered by the API, its answer not yet given to the page. */
+    readonly held: Promise<void>;
+    /** Lets that answer go on to the page. */
+    release(): void;
+  }
+
+  /** Holds the answer of the page's next start on its way back: made as the user signed in then, shown when released. */
+  function holdStartAnswer(page: Page): HeldStart {
+    let go = (): void => undefined;
+    const released = new Promise<void>((resolve) => (go = resolve));
+    const held = new Promise<void>((answered) => {
+      void page.route(
+        (url) => url.pathname === ROUTES.create,
+        async (route) => {
+          const response = await route.fetch();
+          answered();
+          await released;
+          await route.fulfill({ response });
+        },
+      );
+    });
+    return { held, release: () => { go(); } };
+  }
+
+  /**
+   * activePastTokenHour with a start made as the user then signed in: the session on view ended,
+   * the next start made with the token still fresh (the Auth emulator refuses a deleted user's
+   * token: firebase-admin checks it there as checkRevoked does) and its answer held on the way
+   * back, then the account deleted. `first`: the session ended.
+   */
+  async function startAsDeletedAccount(): Promise<{ page: Page; uid: string; first: string; start: HeldStart }> {
+    let held: { first: string; start: HeldStart } | undefined;
+    const { page, uid } = await activePastTokenHour(async (page, uid) => {
+      const first = (await page.getAttribute("#session", "data-session-id")) ?? "";
+      await page.click("#end-button");
+      await page.waitForSelector("body[data-state=ended]");
+      await listSettled(page);
+      const start = holdStartAnswer(page);
+      await page.click("#start-button");
+      await start.held;
+      await deleteAccount(uid);
+      held = { first, start };
+    }, await ownProfile());
+    if (!held) throw new Error("the start was not held");
+    return { page, uid, ...held };
+  }
+
   it("leaves the session on view, the deleted account's, when opening another of its conversations signs in anew and is refused: it is not writable again", async () => {
     let first = "";
     const { page, uid } = await activePastTokenHour(async (page, uid) => {
@@ -1029,35 +1077,7 @@ describeWithChromium("the chat page in Chromium, signed in on the Auth emulator"
   }, 90_000);
 
   it("shows a session started as the deleted account read-only when its answer lands while the new sign-in is under way", async () => {
-    const page = await (await ownProfile()).newPage();
-    await page.clock.install();
-    await page.goto(`${harness.api.baseUrl}/`);
-    await page.waitForSelector("body[data-ready=true]");
-    await page.click("#start-button");
-    await page.waitForSelector("body[data-state=active], #error:not([hidden])", { timeout: 30_000 });
-    expect(await page.textContent("#error")).toBe("");
-    const uid = await page.inputValue("#user");
-    const first = (await page.getAttribute("#session", "data-session-id")) ?? "";
-    await page.click("#end-button");
-    await page.waitForSelector("body[data-state=ended]");
-    await listSettled(page);
-    // The next start, made with the old user's fresh token; its answer held on the way back.
-    let releaseStart = (): void => undefined;
-    const startHeld = new Promise<void>((answered) => {
-      void page.route(
-        (url) => url.pathname === ROUTES.create,
-        async (route) => {
-          const response = await route.fetch();
-          answered();
-          await new Promise<void>((go) => (releaseStart = go));
-          await route.fulfill({ response });
-        },
-      );
-    });
-    await page.click("#start-button");
-    await startHeld;
-    await deleteAccount(uid);
-    await page.clock.setSystemTime(Date.now() + 2 * 3_600_000);
+    const { page, uid, first, start } = await startAsDeletedAccount();
     // The new sign-in's account creation, held until the start's answer has been shown.
     let releaseSignUp = (): void => undefined;
     const signUpHeld = new Promise<void>((reached) => {
@@ -1070,7 +1090,7 @@ describeWithChromium("the chat page in Chromium, signed in on the Auth emulator"
     // The People panel's read finds the account gone and signs in anew.
     await page.click("#people summary");
     await signUpHeld;
-    releaseStart();
+    start.release();
     await page.waitForSelector("body:not([data-state=starting])", { timeout: 30_000 });
     releaseSignUp();
     await page.waitForSelector(`#people-you:not(:text-is(${JSON.stringify(uid)}))`, { timeout: 30_000 });
@@ -1087,36 +1107,12 @@ describeWithChromium("the chat page in Chromium, signed in on the Auth emulator"
   }, 90_000);
 
   it("shows a session started as the deleted account, answered after a call beside it signed in anew, read-only: the start form back", async () => {
-    /** Lets the held start go on its way. */
-    let release = (): void => undefined;
-    let first = "";
-    const { page, uid } = await activePastTokenHour(async (page, uid) => {
-      first = (await page.getAttribute("#session", "data-session-id")) ?? "";
-      await page.click("#end-button");
-      await page.waitForSelector("body[data-state=ended]");
-      await listSettled(page);
-      // The next start is made with the token still fresh (the Auth emulator refuses a deleted user's
-      // token: firebase-admin checks it there as checkRevoked does); its answer is held on the way back.
-      const held = new Promise<void>((answered) => {
-        void page.route(
-          (url) => url.pathname === ROUTES.create,
-          async (route) => {
-            const response = await route.fetch();
-            answered();
-            await new Promise<void>((go) => (release = go));
-            await route.fulfill({ response });
-          },
-        );
-      });
-      await page.click("#start-button");
-      await held;
-      await deleteAccount(uid);
-    }, await ownProfile());
+    const { page, uid, first, start } = await startAsDeletedAccount();
     // The People panel's read signs in anew while the start's answer is on its way.
     await page.click("#people summary");
     await page.waitForSelector(`#people-you:not(:text-is(${JSON.stringify(uid)}))`, { timeout: 30_000 });
     expect(await page.getAttribute("body", "data-state")).toBe("starting");
-    release();
+    start.release();
     await page.waitForSelector("body:not([data-state=starting])", { timeout: 30_000 });
     await listSettled(page);
     const started = (await page.getAttribute("#session", "data-session-id")) ?? "";
