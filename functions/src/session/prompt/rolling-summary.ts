@@ -1,6 +1,6 @@
 import type { ChatModel, Completion, PromptMessage } from "../../llm/chat-model";
 import type { ChatMessage, GenerationSettings, SessionSummary, TokenUsage } from "../../store/records";
-import { cutToTokens, estimatePromptTokens, estimateTokens } from "./token-estimate";
+import { cutToTokens, estimatePromptTokens, estimateTokens, longestStart } from "./token-estimate";
 import { abandonedUsage, callBound, callUsage, type BoundedUsage, type CallUsage } from "../ledger/call-usage";
 
 /**
@@ -171,28 +171,17 @@ function shareOf(costs: readonly number[], budget: number): number {
  * one token raw and four or five as `\r\n\r\n`, so a CRLF list costs about twice as much quoted),
  * and a cut shortened by how far it was over, as if a raw token cost one quoted, went past zero
  * and kept the cut mark alone.
- * A binary search: O(log n) quotings of a prefix, and it runs only for a call over its input.
+ * A binary search (longestStart): O(log n) quotings of a start, and it runs only for a call over
+ * its input.
  */
 function quoted(text: string, tokens: number): string {
   const whole = jsonString(text);
   if (estimateTokens(whole) <= tokens) return whole;
-  // Where each code point ends (UTF-16 offsets): a cut there never splits a surrogate pair.
-  const ends = [0];
-  let end = 0;
-  for (const point of text) {
-    end += point.length;
-    ends.push(end);
-  }
-  const cut = (points: number): string => jsonString(`${text.slice(0, ends[points])}${CUT_MARK}`);
-  // The longest start that fits; at none, the mark alone (the callers leave it room: a share is at
-  // least 150 tokens, the input over a batch).
-  let [low, high] = [0, ends.length - 2];
-  while (low < high) {
-    const middle = Math.ceil((low + high) / 2);
-    if (estimateTokens(cut(middle)) <= tokens) low = middle;
-    else high = middle - 1;
-  }
-  return cut(low);
+  const cut = (start: string): string => jsonString(`${start}${CUT_MARK}`);
+  // The longest start that fits, the whole text left out (it does not fit even without the mark);
+  // at none, the mark alone (the callers leave it room: a share is at least 150 tokens, the input
+  // over a batch).
+  return cut(longestStart(text, (start) => estimateTokens(cut(start)) <= tokens, false));
 }
 
 const CUT_MARK = " […]";

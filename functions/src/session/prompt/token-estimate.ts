@@ -149,14 +149,31 @@ const TAB_PRICE = 1 / 8;
  */
 export function cutToTokens(text: string, tokens: number): string {
   if (estimateTokens(text) <= tokens) return text;
-  const points = Array.from(text);
-  let [low, high] = [0, points.length];
+  return longestStart(text, (start) => estimateTokens(start) <= tokens);
+}
+
+/**
+ * A longest start of `text`, cut between code points (never inside a surrogate pair), that `fits`,
+ * found by a binary search: `fits` is asked of O(log n) starts, so a measure that grows with its
+ * start's length, as the token estimate does, finds a start that fits and that one more point
+ * would not (the estimate is not strictly monotone: not always the longest of all). `whole`: whether
+ * the whole text is a candidate (a caller that knows it does not fit leaves it out). "" when none fits.
+ */
+export function longestStart(text: string, fits: (start: string) => boolean, whole = true): string {
+  // Where each code point ends, in UTF-16 units.
+  const ends = [0];
+  let end = 0;
+  for (const point of text) {
+    end += point.length;
+    ends.push(end);
+  }
+  let [low, high] = [0, ends.length - (whole ? 1 : 2)];
   while (low < high) {
     const middle = Math.ceil((low + high) / 2);
-    if (estimateTokens(points.slice(0, middle).join("")) <= tokens) low = middle;
+    if (fits(text.slice(0, ends[middle]))) low = middle;
     else high = middle - 1;
   }
-  return points.slice(0, low).join("");
+  return text.slice(0, ends[low]);
 }
 
 /**
