@@ -493,18 +493,11 @@ async function signInOnce(gone) {
   // The server takes the token's user as the session's owner: a different body user_id is refused.
   ui.user.value = uid;
   update({ signedIn: { account: credential.user, emulator } });
-  if (before !== undefined && before !== uid) leavePreviousUser();
-}
-
-/**
- * Signed in anew as another user (the old anonymous account deleted or disabled): nothing of the
- * old user's can be reached by the new one (403 FORBIDDEN), as after a change of user id. The list
- * is read again, for the new user. The session on view, the old user's (its owner), is left by
- * update: at once when the page is idle in it, else when the call under way in it ends.
- */
-function leavePreviousUser() {
-  dropListReads();
-  void loadConversations();
+  // Signed in anew as another user (the old anonymous account deleted or disabled): nothing of the
+  // old user's can be reached by the new one (403 FORBIDDEN), as after a change of user id. The
+  // session on view, the old user's (its owner), is left by update: at once when the page is idle
+  // in it, else when the call under way in it ends.
+  if (before !== undefined && before !== uid) readListAnew();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1270,6 +1263,12 @@ function dropListReads() {
   olderShown = false;
 }
 
+/** Reads the list again from its first page, for the user now named, any read under way dropped. */
+function readListAnew() {
+  dropListReads();
+  void loadConversations();
+}
+
 /**
  * Reads the user's conversations again from the first page, or (`more`) the next page after those
  * shown. An answer is shown only while it is still the list's: a read from the first page made
@@ -1577,8 +1576,7 @@ async function eraseData() {
   });
   if (focusLost()) ui.eraseData.focus();
   // Read from its first page, as after a change of user: the older pages shown may list erased conversations.
-  dropListReads();
-  void loadConversations();
+  readListAnew();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1601,8 +1599,7 @@ ui.earlier.addEventListener("click", () => void loadEarlier());
 ui.user.addEventListener("change", () => {
   // Any read of the list under way is the previous id's. The list on view stays until the new one
   // comes: emptied at once, the panels below would move under a pointer leaving the field for them.
-  dropListReads();
-  void loadConversations();
+  readListAnew();
 });
 ui.downloadData.addEventListener("click", () => void downloadData());
 ui.eraseData.addEventListener("click", () => {
