@@ -695,8 +695,8 @@ function errorMessage(error) {
 /**
  * @typedef {{ code: string, message: string, status?: number, retryAfter?: string | null }} Failure
  * What went wrong: the API's code and message (code "" when there was no API answer), with the
- * answer's status and Retry-After when it came as a whole answer (a streamed `error` event has
- * neither: its status is the one the API lists for the code).
+ * answer's status and Retry-After when it came as a whole answer (a streamed `error` event has no
+ * status of its own, the API lists the code's, and gives its wait as `retry_after_seconds`).
  */
 
 /**
@@ -1042,7 +1042,8 @@ async function exchange(sessionId, text, key, onText) {
       } else if (name === "done") {
         outcome = { finished: data, replayed: false };
       } else if (name === "error") {
-        outcome = failed({ code: String(data?.error?.code ?? ""), message: String(data?.error?.message ?? "The reply failed") });
+        const wait = data?.error?.retry_after_seconds;
+        outcome = failed({ code: String(data?.error?.code ?? ""), message: String(data?.error?.message ?? "The reply failed"), retryAfter: typeof wait === "number" ? String(wait) : null });
       }
       // The reply's last event: the answer is decided, whatever the connection does after it.
       return outcome !== undefined;

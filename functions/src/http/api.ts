@@ -8,7 +8,7 @@ import type { ConnectionsContext } from "./connection-endpoints";
 import { authenticator } from "./caller";
 import { corsHeaders, preflightHeaders } from "./cors";
 import { ENDPOINTS, endpointBodies, type Endpoint, type EndpointContext, type EndpointName, type StreamedResult } from "./endpoints";
-import { errorBody, toErrorAnswer } from "./error-response";
+import { errorBody, errorEventBody, toErrorAnswer, type ErrorAnswer } from "./error-response";
 import { acceptsEventStream, EventStream, HEARTBEAT_MS, type StreamSink } from "./event-stream";
 import { gatheredBody } from "./gathered-body";
 import { HttpError } from "./http-error";
@@ -64,7 +64,7 @@ export function createApi(deps: ApiDeps): Api {
     const cors = corsHeaders(request, config.corsOrigins);
     const stream = sink && acceptsEventStream(request) ? new EventStream(sink, cors, deps.heartbeatMs ?? HEARTBEAT_MS) : undefined;
     let response: HttpResponse;
-    let code: string | undefined;
+    let failure: ErrorAnswer | undefined;
     try {
       const answered = await dispatch(served, request, context, config.maxBodyBytes, cors, stream, sink, attest);
       if (answered === STREAMED) {
@@ -74,7 +74,7 @@ export function createApi(deps: ApiDeps): Api {
       response = answered;
     } catch (error) {
       const answer = toErrorAnswer(error);
-      code = answer.code;
+      failure = answer;
       if (answer.status >= 500) {
         // Name and message only: stacks and causes may carry prompts, keys or tokens.
         log.error("request failed", {
@@ -87,11 +87,11 @@ export function createApi(deps: ApiDeps): Api {
     }
     if (stream?.started) {
       // The status line went with the first delta: a failure is the last event (an answer was, already).
-      if (code !== undefined) stream.finish("error", response.body);
-      log.info("request", { endpoint: endpoint.name, method: request.method, status: response.status, code, streamed: true, duration_ms: Date.now() - started });
+      if (failure !== undefined) stream.finish("error", errorEventBody(failure));
+      log.info("request", { endpoint: endpoint.name, method: request.method, status: response.status, code: failure?.code, streamed: true, duration_ms: Date.now() - started });
       return undefined;
     }
-    log.info("request", { endpoint: endpoint.name, method: request.method, status: response.status, code, duration_ms: Date.now() - started });
+    log.info("request", { endpoint: endpoint.name, method: request.method, status: response.status, code: failure?.code, duration_ms: Date.now() - started });
     return response;
   };
 }

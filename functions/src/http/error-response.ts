@@ -140,6 +140,18 @@ export function errorBody(answer: ErrorAnswer): Record<string, unknown> {
   return { success: false, error };
 }
 
+/**
+ * A failure as a streamed answer's last `error` event carries it: the JSON body, its error with
+ * `retry_after_seconds` where the answer's Retry-After gives a wait (an event has no headers of
+ * its own, and the status line went out with the first delta; the callables' details name it so).
+ */
+export function errorEventBody(answer: ErrorAnswer): Record<string, unknown> {
+  const retryAfter = answer.headers["Retry-After"];
+  if (retryAfter === undefined) return errorBody(answer);
+  const { error } = errorBody(answer) as { error: Record<string, unknown> };
+  return { success: false, error: { ...error, retry_after_seconds: Number(retryAfter) } };
+}
+
 /** A failure as the JSON answer every boundary gives it. */
 export function errorResponse(error: unknown): HttpResponse {
   const answer = toErrorAnswer(error);

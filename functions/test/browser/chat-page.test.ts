@@ -159,6 +159,22 @@ describeWithChromium("the chat page in Chromium", () => {
     expect(await page.isVisible("#start")).toBe(true);
   }, 60_000);
 
+  it("says the wait a streamed error event gives, as it says a whole answer's Retry-After", async () => {
+    await startSession(page, "user_stream_wait");
+    const failure = { success: false, error: { code: "MODEL_UNAVAILABLE", message: "Model error: the model's stream broke off", retry_after_seconds: 7 } };
+    await page.route("**/message", (route) =>
+      route.fulfill({
+        status: 200,
+        headers: { "Content-Type": "text/event-stream" },
+        body: `event: delta\ndata: ${JSON.stringify({ text: "Half a" })}\n\nevent: error\ndata: ${JSON.stringify(failure)}\n\n`,
+      }),
+    );
+    await typeAndSend(page, "anyone there?");
+    await page.waitForSelector("#error:not([hidden])");
+    expect(await page.textContent("#error")).toBe("The model is unavailable right now. Try again in 7 s.");
+    expect(await page.getAttribute("body", "data-state")).toBe("active");
+  }, 60_000);
+
   it("gives a message's text back, to send in a new session, when its session was ended in another tab (410)", async () => {
     const userId = `user_ended_elsewhere_${Date.now()}`;
     await startSession(page, userId);

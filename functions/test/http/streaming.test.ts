@@ -2,6 +2,7 @@ import { recentMessages } from "../support/recent-messages";
 import { eventually, streamCall, type ReceivedEvent, type StreamedAnswer } from "../support/event-stream-client";
 import { createSession, describeEachStore, ROUTES, startHarness, type Harness } from "../support/http-harness";
 import { anyUsage } from "../support/any-usage";
+import { FaultyStore } from "../support/faulty-store";
 
 const key = (name: string) => ({ "Idempotency-Key": `${name}-${Math.random().toString(36).slice(2)}` });
 /**
@@ -148,6 +149,28 @@ describeEachStore("streamed replies (Server-Sent Events)", (kind) => {
     expect(harness.fake.requests).toHaveLength(2);
     // The broken reply left no trace in the context.
     expect(harness.fake.requests[1]!.body.messages.slice(1).map((message) => message.content)).toEqual(["before", "reply #1 to: before", "lost"]);
+  });
+
+  it("an error event after the first delta gives the wait the JSON answer's Retry-After would have: retry_after_seconds", async () => {
+    let faulty: FaultyStore | undefined;
+    const failing = await startHarness({ store: kind, wrapStore: (store) => (faulty = new FaultyStore(store)).store });
+    try {
+      const id = await createSession(failing.api);
+      failing.fake.enqueue({ kind: "stream", chunks: ["said", " in", " full"], chunkDelayMs: 10 });
+      faulty!.arm("appendExchange", "before");
+      const lost = await streamCall(failing.api.baseUrl, ROUTES.message(id), { message: "kept?" });
+      expect(shape(lost)).toEqual(["delta", "error"]);
+      expect(lastData(lost)).toEqual({ success: false, error: { code: "DATABASE_UNAVAILABLE", message: expect.any(String), retry_after_seconds: 1 } });
+      // Answered as a whole, the same failure's wait is its header, and its body names none.
+      failing.fake.enqueue({ kind: "reply", text: "said in full" });
+      faulty!.arm("appendExchange", "before");
+      const whole = await failing.api.call("POST", ROUTES.message(id), { message: "kept?" });
+      expect(whole.status).toBe(503);
+      expect(whole.headers.get("retry-after")).toBe("1");
+      expect(whole.body).toEqual({ success: false, error: { code: "DATABASE_UNAVAILABLE", message: expect.any(String) } });
+    } finally {
+      await failing.close();
+    }
   });
 
   it("answers as JSON, with its status, whatever is decided before the first delta", async () => {
