@@ -861,6 +861,66 @@ describeEachStore("a keyed repeat whose last poll, at the end of its wait, finds
 });
 
 /**
+ * A keyed repeat whose key names a stored exchange, while the session is deleted (the user's
+ * erasure from another tab, or the retention clean-up of an old closed session) between the
+ * claim that finds the key done and the read of that exchange.
+ */
+describeEachStore("a keyed repeat replaying an exchange of a session deleted meanwhile", (kind) => {
+  let harness: Harness;
+  let hold: { reached: () => void; opened: Promise<void> } | undefined;
+
+  /** Holds the next readExchange until `open`. */
+  const holding = (store: SessionStore): SessionStore =>
+    new Proxy(store, {
+      get(target, property, receiver) {
+        const value: unknown = Reflect.get(target, property, receiver);
+        if (property !== "readExchange" || typeof value !== "function") return value;
+        return async (...args: unknown[]) => {
+          const stop = hold;
+          hold = undefined;
+          if (stop) {
+            stop.reached();
+            await stop.opened;
+          }
+          return Reflect.apply(value, target, args) as unknown;
+        };
+      },
+    });
+
+  beforeAll(async () => {
+    harness = await startHarness({ store: kind, wrapStore: holding });
+  });
+  afterAll(async () => harness.close());
+
+  it("answers 404 SESSION_NOT_FOUND, as any request for a session gone, not 500 DATA_ERROR", async () => {
+    const { api } = harness;
+    const id = await createSession(api);
+    const headers = { "Idempotency-Key": `gone-${randomUUID()}` };
+    expect((await api.call("POST", ROUTES.message(id), { message: "Hi" }, headers)).status).toBe(200);
+
+    let open!: () => void;
+    let reached!: () => void;
+    const opened = new Promise<void>((resolve) => { open = resolve; });
+    const arrived = new Promise<void>((resolve) => { reached = resolve; });
+    hold = { reached, opened };
+    const repeat = api.call("POST", ROUTES.message(id), { message: "Hi" }, headers);
+    let timer: NodeJS.Timeout | undefined;
+    const came = await Promise.race([arrived.then(() => true), new Promise<false>((resolve) => { timer = setTimeout(() => { resolve(false); }, 5_000); })]).finally(() => { clearTimeout(timer); });
+    if (!came) throw new Error("the repeat did not reach its read of the exchange within 5 s");
+
+    // The session goes, as an erasure or the retention clean-up removes it.
+    expect(await api.store.deleteSession(id)).toBe(true);
+    open();
+
+    const answer = await repeat;
+    expect({ status: answer.status, code: answer.body.error?.code }).toEqual({ status: 404, code: "SESSION_NOT_FOUND" });
+    // Afterwards, the same repeat is answered 404 too.
+    const later = await api.call("POST", ROUTES.message(id), { message: "Hi" }, headers);
+    expect({ status: later.status, code: later.body.error?.code }).toEqual({ status: 404, code: "SESSION_NOT_FOUND" });
+  });
+});
+
+/**
  * A gate on the store calls of the instances whose stores `holding` wraps: `holdNext(method, start)`
  * starts a request and stops the next call of `method` (on any of them) until `open`, so that the
  * first request is still in that step when its repeat comes. `armed` is asked at each access to the

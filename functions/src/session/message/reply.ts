@@ -1,6 +1,7 @@
-import type { HistoryStore } from "../../store/session-store";
+import type { HistoryStore, StateStore } from "../../store/session-store";
 import type { ReplyUsage, TokenUsage } from "../../store/records";
 import { StoreDataError } from "../../store/errors";
+import { SessionNotFoundError } from "../errors";
 
 /** The answer to a message. */
 export interface Reply {
@@ -16,9 +17,14 @@ export interface Reply {
 }
 
 /** The answer an earlier request with the same key got: its stored exchange number `seq`. */
-export async function replay(store: Pick<HistoryStore, "readExchange">, sessionId: string, seq: number): Promise<Reply> {
+export async function replay(store: Pick<HistoryStore, "readExchange"> & Pick<StateStore, "readSessionState">, sessionId: string, seq: number): Promise<Reply> {
   const exchange = await store.readExchange(sessionId, seq);
-  if (!exchange) throw new StoreDataError(`userSessions/${sessionId}/messages`, `exchange ${seq} named by an idempotency key is missing`);
+  if (!exchange) {
+    // None either when the session went after its key was found (an erasure, the retention
+    // clean-up): that is the session gone, as any later request finds, not an exchange missing.
+    if (!(await store.readSessionState(sessionId))) throw new SessionNotFoundError(sessionId);
+    throw new StoreDataError(`userSessions/${sessionId}/messages`, `exchange ${seq} named by an idempotency key is missing`);
+  }
   const usage = exchange.assistant.usage;
   return {
     sessionId,
