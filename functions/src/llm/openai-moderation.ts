@@ -63,6 +63,16 @@ function readVerdict(response: unknown): ModerationVerdict {
   const parsed = moderationSchema.safeParse(response);
   const result = parsed.success ? parsed.data.results[0] : undefined;
   if (result === undefined) throw new ModerationUnavailableError("bad_response", "moderation: the server returned no verdict");
-  const categories = Object.entries(result.categories ?? {}).filter(([, flagged]) => flagged === true).map(([name]) => name);
+  const named = Object.entries(result.categories ?? {}).filter(([, flagged]) => flagged === true).map(([name]) => name.slice(0, MAX_CATEGORY_CHARS));
+  const categories = named.length > MAX_CATEGORIES ? [...named.slice(0, MAX_CATEGORIES), `+${named.length - MAX_CATEGORIES} more`] : named;
   return { flagged: result.flagged, categories };
 }
+
+/**
+ * How many categories, and how much of each name, a verdict keeps. OpenAI names 13 at most, a few
+ * words each; a compatible server may name thousands within the 4 MiB an answer may hold, and the
+ * log entry of a flagged message carrying them all would pass Cloud Logging's 256 KB per entry,
+ * which refuses it whole: the flag's record lost.
+ */
+const MAX_CATEGORIES = 32;
+const MAX_CATEGORY_CHARS = 64;

@@ -3,9 +3,11 @@ import type { AddressInfo } from "node:net";
 import { ConfigError, resolveConfig } from "../../src/config";
 import { toErrorAnswer } from "../../src/http/error-response";
 import { moderatorFromConfig } from "../../src/llm/model-from-config";
-import { ModerationAbandonedError, ModerationNotSupportedError, ModerationUnavailableError } from "../../src/llm/moderation";
+import { MessageFlaggedError, ModerationAbandonedError, ModerationNotSupportedError, ModerationUnavailableError } from "../../src/llm/moderation";
 import { createOpenAiModerator, MODERATION_MODEL } from "../../src/llm/openai-moderation";
+import { messageModeration } from "../../src/moderation/message-moderation";
 import { FakeOpenAiServer } from "../support/fake-openai-server";
+import { recordingLog, type Logged } from "../support/recording-log";
 import { flood, rawProvider } from "../support/raw-provider";
 
 async function failure(promise: Promise<unknown>): Promise<unknown> {
@@ -43,6 +45,23 @@ describe("createOpenAiModerator against an OpenAI-compatible server", () => {
   it("takes the verdict's flag as it is, whatever the categories say", async () => {
     fake.enqueueModeration({ kind: "raw", status: 200, body: JSON.stringify({ results: [{ flagged: false, categories: { hate: true, violence: null } }] }) });
     await expect(moderator().check("borderline")).resolves.toEqual({ flagged: false, categories: ["hate"] });
+  });
+
+  it("keeps a bounded part of a verdict naming thousands of long categories, so that the flag's log entry stays one Cloud Logging takes", async () => {
+    // Some 3.3 MB: within what an answer may hold (4 MiB, json-answer.ts).
+    const categories = Object.fromEntries(Array.from({ length: 30_000 }, (_, index) => [`category-${index}-${"x".repeat(90)}`, true]));
+    fake.enqueueModeration({ kind: "raw", status: 200, body: JSON.stringify({ results: [{ flagged: true, categories }] }) });
+    const logged: Logged[] = [];
+    const moderation = messageModeration(moderator(5_000), "open", recordingLog(logged).log);
+    const refusal = await failure(moderation.admit("some text", { session_id: "s1" }));
+    expect(refusal).toBeInstanceOf(MessageFlaggedError);
+    const kept = (refusal as MessageFlaggedError).categories;
+    expect(kept).toHaveLength(33);
+    expect(kept[0]).toBe(`category-0-${"x".repeat(90)}`.slice(0, 64));
+    expect(kept.at(-1)).toBe("+29968 more");
+    const entry = logged.find((line) => line.message === "message flagged");
+    // Without the bound: one entry of some 3.3 MB, which Cloud Logging (256 KB an entry) refuses whole.
+    expect(JSON.stringify(entry).length).toBeLessThan(4 * 1024);
   });
 
   it.each([
