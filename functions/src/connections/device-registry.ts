@@ -1,6 +1,6 @@
 import type { DeviceStore } from "../store/connection-store";
 import { userKey } from "../session/ledger/limits";
-import { claimToken, confirmReleases, leaveToken, registerDevice, releaseDevice, removeDevices, tokenHash, unregisterToken, type DeviceChange, type TokenReleases } from "./device-rules";
+import { claimToken, confirmReleases, leaveToken, registerDevice, releaseDevice, removeDeviceUpTo, tokenHash, unregisterToken, type DeviceChange, type TokenReleases } from "./device-rules";
 
 export interface DeviceRegistryOptions {
   readonly store: DeviceStore;
@@ -92,18 +92,20 @@ export class DeviceRegistry {
 
   /**
    * Removes `token` from the user's devices; harmless to repeat. An add of theirs may still be on
-   * its way (a registration answered 503 at its database deadline, the write already sent): the
-   * removal is kept in their devices as a claim's release is (`unregisterToken`, `releaseDevice`),
-   * so that add, landing after it, adds nothing, and the phone they signed out of hears nothing
-   * more. A registration of theirs after this one is added. Two round trips when they hold the
-   * token (the owner record, then their devices); one when they do not.
+   * its way (a registration answered 503 at its database deadline, the write already sent): when
+   * they hold the token, the removal is kept in their devices as a claim's release is
+   * (`releaseDevice`), so that add, landing after it, adds nothing, and the phone they signed out
+   * of hears nothing more. A registration of theirs after this one is added, whenever this one's
+   * removal lands: it removes only their registrations up to the time the owner record gives it
+   * (`unregisterToken`), which a later claim is always after. Two round trips: the owner record,
+   * then their devices.
    */
   async unregister(userId: string, token: string): Promise<DevicesAfter> {
     const { store, clock, addLandsWithinMs } = this.options;
     const hash = tokenHash(token);
     const key = userKey(userId);
-    const upTo = await store.updateTokenOwner(hash, unregisterToken(key, clock()));
-    const rule = upTo === undefined ? removeDevices([hash], clock()) : releaseDevice(hash, upTo, clock(), addLandsWithinMs);
+    const { upTo, keep } = await store.updateTokenOwner(hash, unregisterToken(key, clock()));
+    const rule = keep ? releaseDevice(hash, upTo, clock(), addLandsWithinMs) : removeDeviceUpTo(hash, upTo, clock());
     const change = await store.updateDevices(key, rule);
     return { devices: change.count, removed: change.removed.includes(hash) };
   }

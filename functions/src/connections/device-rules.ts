@@ -111,9 +111,7 @@ export function liveTokens(record: DeviceRecord | null, now: number): string[] {
 export function releaseDevice(hash: string, upTo: number, now: number, addLandsWithinMs: number): LedgerRule<DeviceRecord, DeviceChange> {
   return (record) => {
     if (!record && now - upTo >= addLandsWithinMs) return { outcome: { count: 0, removed: [] } };
-    const fresh = freshTokens(record, now);
-    const device = fresh.get(hash);
-    if (device !== undefined && device.updated_at <= upTo) fresh.delete(hash);
+    const fresh = freshUpTo(record, hash, upTo, now);
     const released = freshReleases(record, now);
     if (now - upTo < STALE_AFTER_MS && !releasedSince(released, hash, upTo)) released.set(hash, upTo);
     return changed(record, fresh, newest(released));
@@ -121,23 +119,58 @@ export function releaseDevice(hash: string, upTo: number, now: number, addLandsW
 }
 
 /**
- * The time up to which a user's unregistration of a token releases it from them (`releaseDevice`),
- * or undefined when there is nothing to release: no claim of theirs on it has committed (no owner
- * record), or another user's claim took it, which released them up to its time already.
- *
- * A registration of theirs that answered 503 at its database deadline may still have its add on
- * the way, and it lands whenever it does: the release refuses it, as a claim's release refuses an
- * add of the former owner's. So the release is timed no earlier than any claim of theirs that
- * committed (the owner record's `updated_at`, whatever this instance's clock says), and the record
- * moves on past it, so that their next claim, however behind its instance's clock, is later than
- * the release and its add is kept: claims and unregistrations are ordered as they land here, as
- * claims alone are (`claimToken`).
+ * Removes the token of `hash` from the user while it was registered at or before `upTo`, keeping
+ * no release (an unregistration of a token they do not hold: `unregisterToken`); also drops any
+ * stale token or release. A registration of theirs timed after `upTo` stays, however late this
+ * lands; a record it finds missing it leaves missing.
  */
-export function unregisterToken(userKey: string, now: number): LedgerRule<TokenOwner, number | undefined> {
+export function removeDeviceUpTo(hash: string, upTo: number, now: number): LedgerRule<DeviceRecord, DeviceChange> {
+  return (record) => changed(record, freshUpTo(record, hash, upTo, now), freshReleases(record, now));
+}
+
+/** What a user's unregistration of a token removes from their devices. */
+export interface TokenUnregistration {
+  /** Their registrations of the token up to this time go; a later one stays. */
+  readonly upTo: number;
+  /**
+   * Whether the removal is kept in their devices (`releaseDevice`), refusing a late add of theirs
+   * up to `upTo`: only when they held the token. Otherwise it is removed up to then only
+   * (`removeDeviceUpTo`): another user's claim has released them up to its time already, or no
+   * claim of theirs has committed.
+   */
+  readonly keep: boolean;
+}
+
+/**
+ * The time up to which a user's unregistration of a token removes it from their devices, and
+ * whether it keeps the removal there. Whatever the case, the unregistration is ordered here with
+ * the claims, as they land: it removes the registrations whose claims landed before it, and a
+ * claim of theirs landing after it is timed after `upTo`, so its add stays however late the
+ * unregistration's removal lands (a slow link, a transaction retried). An unbounded removal
+ * would delete that registration while the owner record names them: nothing would put it back,
+ * and the phone would hear of none of their messages.
+ *
+ * - **They hold it.** A registration of theirs that answered 503 at its database deadline may
+ *   still have its add on the way, and it lands whenever it does: the release refuses it, as a
+ *   claim's release refuses an add of the former owner's. So the release is timed no earlier than
+ *   any claim of theirs that committed (the owner record's `updated_at`, whatever this instance's
+ *   clock says), and the record moves on past it, so that their next claim, however behind its
+ *   instance's clock, is later than the release and its add is kept.
+ * - **Another user holds it.** Every claim of theirs that committed is earlier than that user's
+ *   `updated_at`, and their next claim, taking the token over, is later (`claimToken`): that is
+ *   the bound, and the record is left as it is. That user's claim released them already.
+ * - **No record** (no claim of theirs committed, or the record was swept stale or erased). The
+ *   record is made, naming them, one millisecond after this clock, as when they hold it: their
+ *   next claim, or another user's, is then timed after the bound whatever its instance's clock
+ *   says, where with clock times alone a claim read on a clock behind this one had its add
+ *   deleted. A stale token's record made so is swept as any other, 60 days on.
+ */
+export function unregisterToken(userKey: string, now: number): LedgerRule<TokenOwner, TokenUnregistration> {
   return (owner) => {
-    if (owner?.user_key !== userKey) return { outcome: undefined };
-    const upTo = Math.max(now, owner.updated_at);
-    return { outcome: upTo, next: { ...owner, updated_at: upTo + 1 } };
+    if (owner !== null && owner.user_key !== userKey) return { outcome: { upTo: owner.updated_at, keep: false } };
+    const upTo = Math.max(now, owner?.updated_at ?? now);
+    const next: TokenOwner = owner === null ? { user_key: userKey, updated_at: upTo + 1 } : { ...owner, updated_at: upTo + 1 };
+    return { outcome: { upTo, keep: owner !== null }, next };
   };
 }
 
@@ -222,6 +255,14 @@ function withReleases(owner: TokenOwner, releases: TokenReleases): TokenOwner {
 
 function freshTokens(record: DeviceRecord | null, now: number): Map<string, Device> {
   return new Map(Object.entries(record?.tokens ?? {}).filter(([, device]) => now - device.updated_at < STALE_AFTER_MS));
+}
+
+/** The record's fresh tokens less that of `hash` when it was registered at or before `upTo`. */
+function freshUpTo(record: DeviceRecord | null, hash: string, upTo: number, now: number): Map<string, Device> {
+  const fresh = freshTokens(record, now);
+  const device = fresh.get(hash);
+  if (device !== undefined && device.updated_at <= upTo) fresh.delete(hash);
+  return fresh;
 }
 
 /**

@@ -131,11 +131,13 @@ export type DeviceRecord = z.infer<typeof deviceRecordSchema>;
 
 /**
  * Which user a token is registered to (`deviceTokens/{tokenHash}`): a token moves to the last user
- * who registers it. The claim that moves it commits here before the token leaves the former
- * owner's devices (another record, another transaction), so the record keeps each user the token
- * is still to leave, with the time of the claim that took it from them (`released_from`), until
- * that removal is confirmed: a retry, a later registration or the sweep finds it here and does it
- * again. `releasing_since`, the earliest of those times, is what the sweep queries (indexed).
+ * who registers it (a token with no record gets one naming the user who unregisters it, which
+ * orders their next claim after it: `unregisterToken`). The claim that moves it commits here
+ * before the token leaves the former owner's devices (another record, another transaction), so
+ * the record keeps each user the token is still to leave, with the time of the claim that took it
+ * from them (`released_from`), until that removal is confirmed: a retry, a later registration or
+ * the sweep finds it here and does it again. `releasing_since`, the earliest of those times, is
+ * what the sweep queries (indexed).
  */
 export const tokenOwnerSchema = z.object({
   user_key: z.string(),

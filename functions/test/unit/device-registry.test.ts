@@ -639,6 +639,78 @@ function deviceRegistryBehaviour(open: () => DeviceStore & ConnectionErasureStor
     expect(liveTokens(await base.readDevices(userKey("ann")), T + 20_000)).toEqual([TOKEN]);
   });
 
+  it("adds a registration whose claim landed after an unregistration of the token while another user held it, whenever that unregistration's removal lands", async () => {
+    const base = open();
+    const { store, arm, reached, release } = slowDevicesOf(base, userKey("ann"), false);
+    let now = T;
+    const registry = new DeviceRegistry({ store, clock: () => now, addLandsWithinMs: ADD_LANDS_WITHIN_MS });
+    // The phone was Ann's, then Ben signed in on it and took the token.
+    await registry.register("ann", TOKEN, undefined);
+    now = T + 1_000;
+    await registry.register("ben", TOKEN, undefined);
+    // The app signs Ann's old account out on the phone: her unregistration finds Ben holding the
+    // token; its removal from her devices is slow (a slow link, a transaction retried).
+    now = T + 10_000;
+    arm();
+    const unregistering = registry.unregister("ann", TOKEN);
+    await reached;
+    // Ann signs in again on the phone: her registration claims the token after the unregistration
+    // (the owner record has ordered them), adds it, and is answered 200 with one device.
+    now = T + 11_000;
+    expect(await registry.register("ann", TOKEN, undefined)).toEqual({ devices: 1 });
+    // The earlier unregistration's removal lands only now.
+    release();
+    await unregistering;
+
+    // The phone is Ann's again: her messages reach it, as they reach any device registered after a sign-out.
+    const audience = await annsAudience(base, T + 20_000);
+    expect({ annLive: liveTokens(await base.readDevices(userKey("ann")), T + 20_000), notified: audience?.tokens }).toEqual({ annLive: [TOKEN], notified: [TOKEN] });
+  });
+
+  it("adds a registration whose claim landed after an unregistration of a token nobody's claim held yet, whenever that unregistration's removal lands", async () => {
+    const base = open();
+    const { store, reached, release } = slowDevicesOf(base, userKey("ann"));
+    let now = T;
+    const registry = new DeviceRegistry({ store, clock: () => now, addLandsWithinMs: ADD_LANDS_WITHIN_MS });
+    // Ann's app signs out a token no registration has claimed (no owner record); its removal is slow.
+    const unregistering = registry.unregister("ann", TOKEN);
+    await reached;
+    // She signs in: the registration claims the token, adds it, and is answered 200 with one device.
+    now = T + 1_000;
+    expect(await registry.register("ann", TOKEN, undefined)).toEqual({ devices: 1 });
+    release();
+    await unregistering;
+
+    const audience = await annsAudience(base, T + 20_000);
+    expect({ annLive: liveTokens(await base.readDevices(userKey("ann")), T + 20_000), notified: audience?.tokens }).toEqual({ annLive: [TOKEN], notified: [TOKEN] });
+  });
+
+  it("adds a registration whose claim landed after an unregistration of a token nobody's claim held yet, though its instance's clock is behind the one that unregistered it", async () => {
+    const base = open();
+    const { store, reached, release } = slowDevicesOf(base, userKey("ann"));
+    // Ann's app signs out a token no registration has claimed, through an instance whose clock is
+    // ten seconds ahead; its removal is slow.
+    const unregistering = new DeviceRegistry({ store, clock: () => T + 10_000, addLandsWithinMs: ADD_LANDS_WITHIN_MS }).unregister("ann", TOKEN);
+    await reached;
+    // She signs in through another instance, its clock at T: the claim lands after the unregistration.
+    expect(await new DeviceRegistry({ store: base, clock: () => T, addLandsWithinMs: ADD_LANDS_WITHIN_MS }).register("ann", TOKEN, undefined)).toEqual({ devices: 1 });
+    release();
+    await unregistering;
+
+    expect(liveTokens(await base.readDevices(userKey("ann")), T + 20_000)).toEqual([TOKEN]);
+  });
+
+  it("still removes, when another user holds the token, the registrations of the user that unregisters it", async () => {
+    const base = open();
+    // Ben took Ann's token, and its removal from her devices failed: her registration is still there.
+    await handedOverWithRemovalFailed(base, undefined);
+    expect(await tokensOf(base, "ann")).toEqual([tokenHash(TOKEN)]);
+    // Ann's app signs her out on the phone.
+    const registry = new DeviceRegistry({ store: base, clock: () => T + 10_000, addLandsWithinMs: ADD_LANDS_WITHIN_MS });
+    expect(await registry.unregister("ann", TOKEN)).toEqual({ devices: 0, removed: true });
+    expect({ ann: await tokensOf(base, "ann"), ben: await tokensOf(base, "ben"), owner: (await base.readTokenOwner(tokenHash(TOKEN)))?.user_key }).toEqual({ ann: [], ben: [tokenHash(TOKEN)], owner: userKey("ben") });
+  });
+
   it("keeps previews off once turned off, when an earlier registration that turned them on lands after", async () => {
     const base = open();
     const { store, reached, release } = slowDevicesOf(base, userKey("ann"));
