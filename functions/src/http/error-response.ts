@@ -47,12 +47,17 @@ const LIMIT_CODE: Record<Limit, ErrorCode> = {
   service: "SERVICE_TOKEN_LIMIT",
   address: "ADDRESS_RATE_LIMITED",
 };
+/**
+ * Said as is by clients (the chat page shows it beside the wait it words from Retry-After), so
+ * none names a wait of its own: the daily limits' is the next UTC day, or seconds when only
+ * messages still running keep the message out (session/ledger/limits.ts untilTokensFree, service-cap.ts).
+ */
 const LIMIT_MESSAGE: Record<Limit, string> = {
   messages: "Too many messages; retry after the time given in Retry-After",
   sessions: "Too many active sessions; end one, or retry after the time given in Retry-After",
   exchanges: "This session reached its maximum number of exchanges; start a new session",
-  tokens: "The daily token limit is reached; retry after the time given in Retry-After (the next UTC day)",
-  service: "The service's daily capacity is used up; retry after the time given in Retry-After (the next UTC day)",
+  tokens: "The daily token limit is reached; retry after the time given in Retry-After",
+  service: "The service's daily capacity is used up; retry after the time given in Retry-After",
   address: "Too many new sessions from this network; retry after the time given in Retry-After, or sign in",
 };
 

@@ -237,6 +237,7 @@ export class SessionService {
     try {
       generated = await generate(this.context, message, input.message, readAhead, input.stream);
     } catch (error) {
+      // The model call failed: one that failed before it ended as refused already, in generate.
       message.end({ kind: "failed" });
       throw error;
     }

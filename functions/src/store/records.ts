@@ -269,6 +269,13 @@ export const userUsageSchema = z.object({
       }),
     )
     .optional(),
+  /**
+   * The user's open reservations that no session's context holds any more: those of a session whose
+   * count was released (ended, given back) while a message of it ran, entries as in `held`, keyed
+   * apart from any session, until each settles or lapses (session/ledger/limits.ts heldApart).
+   * Absent in records of older versions, and dropped by them when they write the record.
+   */
+  released_held: z.record(z.string(), z.object({ at: z.number(), tokens: z.number().min(0), day: z.string().optional() })).optional(),
   /** Sessions ended within the last few minutes, with when: a message admitted after the end is refused, a keyed create's repeat counts nothing (session/ledger/limits.ts releaseEnded). */
   ended: z.record(z.string(), z.number()).optional(),
   /** Since when the user's data is being erased: new sessions and messages are refused until it is (see session/erasure/). */

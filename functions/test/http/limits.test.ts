@@ -423,6 +423,96 @@ describeEachStore("the active-session limit after a failed message near the idle
 });
 
 /**
+ * A message that fails on the database before any model call (503 DATABASE_UNAVAILABLE,
+ * Retry-After: 1) was never sent to the model: whichever step failed (its claim, the history read
+ * on a cold instance, the deployment cap's top-up), it gives its USER_MESSAGES_PER_MINUTE token
+ * back, so the retry the 503 asks for is answered, not refused RATE_LIMITED. A message whose model
+ * call failed keeps it spent (docs/sessions-over-time.md).
+ */
+describeEachStore("the per-minute message limit after a message that failed", (kind) => {
+  const NOON = Date.parse("2026-11-26T12:00:00Z");
+  let harness: Harness | undefined;
+  let now = NOON;
+  // One per instance, in the order the instances started; the first is `api`'s.
+  const wrappers: FaultyStore[] = [];
+  afterEach(async () => { await harness?.close(); harness = undefined; wrappers.length = 0; });
+
+  const start = async (env: Record<string, string> = {}): Promise<Harness> => {
+    now = NOON;
+    harness = await startHarness({
+      store: kind,
+      clock: () => now,
+      env: { USER_MESSAGES_PER_MINUTE: "1", DB_TIMEOUT_MS: "500", OPENAI_MAX_RETRIES: "0", ...env },
+      wrapStore: (store: SessionStore) => {
+        const wrapper = new FaultyStore(store);
+        wrappers.push(wrapper);
+        return wrapper.store;
+      },
+    });
+    return harness;
+  };
+  const create = async (on: Instance, user: string): Promise<string> => createSession(on, "friendly-assistant", user);
+
+  /** `failed` (its model called or not), then the same message one second later, as its Retry-After says. */
+  async function failedThenRetried(on: Instance, id: string, expectedModelCalls: number, message = "hello") {
+    const running = harness!;
+    const failed = await on.call("POST", ROUTES.message(id), { message });
+    const modelCalls = running.fake.requests.length;
+    now += 1_000;
+    const retried = await on.call("POST", ROUTES.message(id), { message });
+    expect(modelCalls).toBe(expectedModelCalls);
+    return {
+      failed: { status: failed.status, code: failed.body.error?.code ?? null, retryAfter: failed.headers.get("retry-after") },
+      retried: { status: retried.status, code: retried.body.error?.code ?? null, retryAfter: retried.headers.get("retry-after") },
+    };
+  }
+  const databaseFailure = { status: 503, code: "DATABASE_UNAVAILABLE", retryAfter: "1" };
+  const answered = { status: 200, code: null, retryAfter: null };
+
+  it("gives the token back to a message whose history read on a cold instance failed: its retry a second later is answered", async () => {
+    const running = await start();
+    const id = await create(running.api, newUser());
+    const cold = await running.instance();
+    wrappers.at(-1)!.arm("readWindow", "before");
+    expect(await failedThenRetried(cold, id, 0)).toEqual({ failed: databaseFailure, retried: answered });
+  });
+
+  it("gives the token back to a message whose claim failed: its retry a second later is answered", async () => {
+    const running = await start();
+    const id = await create(running.api, newUser());
+    wrappers[0]!.arm("updateStateReadingKey", "before");
+    expect(await failedThenRetried(running.api, id, 0)).toEqual({ failed: databaseFailure, retried: answered });
+  });
+
+  it("gives the token back to a message whose top-up of the deployment cap failed, before its model call: its retry a second later is answered", async () => {
+    const running = await start({ SERVICE_TOKENS_PER_DAY: "10000000" });
+    const id = await create(running.api, newUser());
+    // The first instance holds the session's window warm as of exchange 1; the second adds a long
+    // exchange, which the first's next prompt carries beyond what its admission reserved.
+    expect((await running.api.call("POST", ROUTES.message(id), { message: "hi" })).status).toBe(200);
+    now += MINUTE;
+    const second = await running.instance();
+    const long = "Here is the whole essay I wrote for class, please keep it in mind. ".repeat(30);
+    expect((await second.call("POST", ROUTES.message(id), { message: long })).status).toBe(200);
+    now += MINUTE;
+    // The admission's reservation passes; the top-up before the model call fails.
+    wrappers[0]!.arm("updateServiceUsage", "before", 1);
+    const outcome = await failedThenRetried(running.api, id, 2, "and now?");
+    expect({ ...outcome, failedStep: wrappers[0]!.failed }).toEqual({ failed: databaseFailure, retried: answered, failedStep: ["updateServiceUsage"] });
+  });
+
+  it("keeps the token of a message whose model call failed: its retry a second later is refused until the bucket refills", async () => {
+    const running = await start();
+    const id = await create(running.api, newUser());
+    running.fake.enqueue({ kind: "status", status: 401 });
+    expect(await failedThenRetried(running.api, id, 1)).toEqual({
+      failed: { status: 502, code: "MODEL_ERROR", retryAfter: null },
+      retried: { status: 429, code: "RATE_LIMITED", retryAfter: "59" },
+    });
+  });
+}, { sharded: true });
+
+/**
  * A session of two exchanges on two instances of one database. A claim holds one of the session's
  * exchanges while its request runs, and the exchange limit counts it: here, claims whose outcome
  * comes while a new message is refused for them (`refusedForLimit` says when an instance's claim

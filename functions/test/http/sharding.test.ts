@@ -228,5 +228,48 @@ for (const layout of ["namespaces", "processes"] as const) {
       for (const [on, id] of plan) expect((await on.call("POST", ROUTES.message(id), { message: "over the day" })).body.error?.code).toBe("TOKEN_LIMIT");
       expect((await harness.api.store.readUsage(userKey(user)))?.daily?.tokens).toBe(spent);
     });
+
+    it("holds one user's active sessions exactly under concurrent creates through two function instances", async () => {
+      const [a, b] = [harness.api, await harness.instance()];
+      const user = newUser();
+      const answers = await Promise.all(Array.from({ length: 12 }, (_, i) => create(i % 2 === 0 ? a : b, user)));
+      const created = answers.filter((answer) => answer.status === 201).map(idOf);
+      expect({
+        created: created.length,
+        onBoth: new Set(created.map(instancePositionOf)).size,
+        refused: answers.filter((answer) => answer.body.error?.code === "TOO_MANY_ACTIVE_SESSIONS").length,
+        counted: Object.keys((await harness.api.store.readUsage(userKey(user)))?.sessions ?? {}).sort(),
+      }).toEqual({ created: 3, onBoth: 2, refused: 9, counted: [...created].sort() });
+    });
+
+    it("holds one user's messages per minute exactly under concurrent messages to sessions on both instances, through two function instances", async () => {
+      const [a, b] = [harness.api, await harness.instance()];
+      const user = newUser();
+      const ids = [await create(a, user), await create(a, user), await create(b, user)].map(idOf);
+      expect(new Set(ids.map(instancePositionOf)).size).toBe(2);
+      const answers = await Promise.all(Array.from({ length: 12 }, (_, i) => (i % 2 === 0 ? a : b).call("POST", ROUTES.message(ids[i % 3]!), { message: `message ${i}` })));
+      expect({
+        answered: answers.filter((answer) => answer.status === 200).length,
+        refused: answers.filter((answer) => answer.body.error?.code === "RATE_LIMITED").length,
+        modelCalls: harness.fake.requests.length,
+      }).toEqual({ answered: 4, refused: 8, modelCalls: 4 });
+    });
+
+    it("holds one user's tokens per day under concurrent messages to sessions on both instances, counting every call once", async () => {
+      const [a, b] = [harness.api, await harness.instance()];
+      const user = newUser();
+      const ids = [await create(a, user), await create(a, user), await create(b, user)].map(idOf);
+      let spent = 0;
+      let full = false;
+      for (let round = 0; round < 30 && !full; round += 1) {
+        // Four at once, a minute apart: the per-minute bucket (4) never runs dry.
+        now += 61_000;
+        const answers = await Promise.all(Array.from({ length: 4 }, (_, i) => (i % 2 === 0 ? a : b).call("POST", ROUTES.message(ids[i % 3]!), { message: `round ${round} message ${i} with words` })));
+        for (const answer of answers) if (answer.status === 200) spent += (answer.body.usage as { total_tokens: number }).total_tokens;
+        full = answers.every((answer) => answer.body.error?.code === "TOKEN_LIMIT");
+      }
+      const counted = (await harness.api.store.readUsage(userKey(user)))?.daily?.tokens;
+      expect({ full, counted, withinDay: spent <= 1000 }).toEqual({ full: true, counted: spent, withinDay: true });
+    });
   });
 }

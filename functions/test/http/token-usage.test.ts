@@ -442,7 +442,9 @@ describeEachStore("a provider's believed report above the reservation, at the ed
 /**
  * TOKEN_LIMIT refused only because another message of the user is in flight (its open reservation,
  * an upper bound, sits in the day's count until it settles): the same message fits once that one
- * settles, seconds later, so Retry-After says so, not the next UTC day.
+ * settles, seconds later, so Retry-After says so, not the next UTC day; and so does a message of a
+ * conversation the user ended meanwhile (docs/tokens.md). The answer's message, which the chat page
+ * shows beside the wait, names no wait of its own.
  */
 describeEachStore("the daily token limit while another message of the user is in flight", (kind) => {
   const started: Harness[] = [];
@@ -473,6 +475,61 @@ describeEachStore("the daily token limit while another message of the user is in
       retryAfter,
       retryAfterWithinTwoMinutes: true,
     });
+  });
+
+  it("answers TOKEN_LIMIT with a short Retry-After, not until midnight, when only a message still running in a conversation the user has just ended keeps the day full", async () => {
+    const harness = await startHarness({ store: kind, clock: () => NOON, env: { USER_TOKENS_PER_DAY: "200" } });
+    started.push(harness);
+    const other = await harness.instance();
+    const user = newUser();
+    const [first, second] = [await create(harness.api, user), await create(other, user)];
+
+    const release = harness.fake.holdAnswers();
+    const inFlight = harness.api.call("POST", ROUTES.message(first), { message: "message number 00" });
+    await harness.fake.awaitRequests(1);
+    // The user ends the first conversation while its reply is still being written: the end drops
+    // the conversation's count, not the running message's reservation in the day's count.
+    expect((await other.call("DELETE", ROUTES.end(first))).status).toBe(200);
+    const refused = await other.call("POST", ROUTES.message(second), { message: "message number 01" });
+    release();
+    await inFlight;
+    const settled = await usageOf(harness.api.store, user);
+
+    // The same message again, the same instant: admitted (the day had room once the running message settled).
+    const retried = await other.call("POST", ROUTES.message(second), { message: "message number 01" });
+    const retryAfter = Number(refused.headers.get("retry-after"));
+    expect({
+      code: refused.body.error?.code,
+      retryStatus: retried.status,
+      dailyBelowLimit: (settled?.daily?.tokens ?? NaN) < 200,
+      keptApart: settled?.released_held ?? null,
+      retryAfterWithinTwoMinutes: retryAfter <= 120,
+      retryAfter,
+    }).toEqual({
+      code: "TOKEN_LIMIT",
+      retryStatus: 200,
+      dailyBelowLimit: true,
+      // Its settlement found the reservation where the end had kept it: nothing is left to wait for.
+      keptApart: null,
+      retryAfterWithinTwoMinutes: true,
+      retryAfter,
+    });
+  });
+
+  it("names no wait of its own in the message of a TOKEN_LIMIT answer whose Retry-After is the in-flight message's settlement: not the next UTC day", async () => {
+    const harness = await startHarness({ store: kind, clock: () => NOON, env: { USER_TOKENS_PER_DAY: "200" } });
+    started.push(harness);
+    const user = newUser();
+    const [first, second] = [await create(harness.api, user), await create(harness.api, user)];
+    const release = harness.fake.holdAnswers();
+    const inFlight = harness.api.call("POST", ROUTES.message(first), { message: "message number 00" });
+    await harness.fake.awaitRequests(1);
+    const refused = await harness.api.call("POST", ROUTES.message(second), { message: "message number 01" });
+    release();
+    expect((await inFlight).status).toBe(200);
+    const retryAfter = Number(refused.headers.get("retry-after"));
+    expect({ code: refused.body.error?.code, shortWait: retryAfter <= 120 }).toEqual({ code: "TOKEN_LIMIT", shortWait: true });
+    expect(refused.body.error?.message).not.toMatch(/next UTC day/);
   });
 }, { sharded: true });
 

@@ -116,6 +116,14 @@ describe("toErrorAnswer", () => {
     if (row.error instanceof LimitExceededError) expect(answer.headers).toHaveProperty("Retry-After");
   });
 
+  it.each(["tokens", "service"] as const)("words a daily limit's refusal (%s) with no wait of its own, which a short Retry-After would contradict: the wait is Retry-After's", (limit) => {
+    // Seconds, when only messages still running keep the message out; else to 00:00 UTC.
+    for (const seconds of [7, 43_200]) {
+      const answer = toErrorAnswer(new LimitExceededError(limit, seconds));
+      expect({ retryAfter: answer.headers["Retry-After"], message: answer.message }).toEqual({ retryAfter: String(seconds), message: expect.not.stringMatching(/UTC|day\b|midnight|tomorrow/) as unknown });
+    }
+  });
+
   it("passes an HttpError through with its headers and details, its status from the shared list", () => {
     const details = [{ field: "message", message: "is required" }];
     const answer = toErrorAnswer(new HttpError("METHOD_NOT_ALLOWED", "Use POST", { Allow: "POST, OPTIONS" }, details));

@@ -167,6 +167,38 @@ describe("daily token ledger rules", () => {
     expect(admitMessage("s2", NOON + 121_000, POLICY, need)(usage).outcome).toMatchObject({ retryAfterMs: 12 * 3_600_000 - 121_000 });
   });
 
+  it("keeps the open reservations of a session ended while its message runs, so that a message they alone keep out waits for them, not for midnight; the settlement finds them", () => {
+    const large = { fresh: 800, firstPrompt: 50 };
+    const rule = admitMessage("s1", NOON, POLICY, large);
+    const open = admitted(rule(null).outcome);
+    const ended = apply(null, rule, releaseEnded("s1", NOON + 5_000, POLICY));
+    // The session's count and context go; its running message's reservation stays in the day's count, kept apart, naming no session.
+    expect({ sessions: ended?.sessions, contexts: ended?.contexts, daily: ended?.daily, apart: ended?.released_held }).toEqual({
+      sessions: {},
+      contexts: undefined,
+      daily: { day: "2026-11-26", tokens: 850 },
+      apart: { [NOON.toString(36)]: { at: NOON, tokens: 850, day: "2026-11-26" } },
+    });
+    // As the database stores it: the schema keeps it.
+    expect(userUsageSchema.parse(ended)).toEqual(ended);
+    const need = { fresh: 200, firstPrompt: 50 };
+    expect(admitMessage("s2", NOON + 10_000, POLICY, need)(ended).outcome).toEqual({ admitted: false, limit: "tokens", retryAfterMs: 110_000 });
+    // Settled (its commit finding the session ended), the same message fits, and nothing is left apart.
+    const settled = apply(ended, settleTokens("s1", open, landed(100, 0, true, NOON + 10_000)));
+    expect({ daily: settled?.daily, apart: settled?.released_held }).toEqual({ daily: { day: "2026-11-26", tokens: 100 }, apart: undefined });
+    expect(admitMessage("s2", NOON + 10_000, POLICY, need)(settled).outcome.admitted).toBe(true);
+    // Its request died: two minutes after its admission the reservation no longer shortens the wait, and the next admission forgets it.
+    expect(admitMessage("s2", NOON + 120_000, POLICY, need)(ended).outcome).toMatchObject({ retryAfterMs: 12 * 3_600_000 - 120_000 });
+    expect(apply(ended, admitMessage("s2", NOON + 120_000, POLICY, { fresh: 50, firstPrompt: 50 }))?.released_held).toBeUndefined();
+  });
+
+  it("reads a record of an older version, with no reservations kept apart, as having none: its settlement and a session's end work as before", () => {
+    const reservation = admitted(admitMessage("s1", NOON, POLICY, NEED)(null).outcome);
+    const older = userUsageSchema.parse({ tokens: 1_000, refilled_at: NOON, sessions: { s1: NOON }, daily: { day: "2026-11-26", tokens: 150 } });
+    expect(apply(older, settleTokens("s1", reservation, { tokens: 10 }))).toEqual({ ...older, daily: { day: "2026-11-26", tokens: 10 } });
+    expect(apply(older, releaseEnded("s1", NOON + 1_000, POLICY))).toEqual({ ...older, sessions: {}, ended: { s1: NOON + 1_000 } });
+  });
+
   it("counts a settlement against the limit at most what the message reserved, and its cost in full", () => {
     const rule = admitMessage("s1", NOON, POLICY, NEED);
     const reservation = admitted(rule(null).outcome);

@@ -184,7 +184,7 @@ export function admitMessage(sessionId: string, now: number, policy: UsagePolicy
       return { outcome: { admitted: false, limit: "tokens", retryAfterMs: untilTokensFree(usage, used, reserved, now, policy) } };
     }
     const open = openReservations(context, now, policy);
-    const held = { ...open, [heldKey(context, now)]: { at: now, tokens: reserved, day: used.day } };
+    const held = { ...open, [freeKey(context?.held, now.toString(36))]: { at: now, tokens: reserved, day: used.day } };
     // Never moved back: an admission landing after a later count (another message's answer or
     // arrival, whose transaction landed first: a second tab, a cold instance, a rerun on
     // contention, clocks apart) keeps it, or the session would be counted from before its last
@@ -203,6 +203,8 @@ export function admitMessage(sessionId: string, now: number, policy: UsagePolicy
         ...took.bucket,
         sessions,
         daily: { ...used, tokens: addCounts(used.tokens, reserved) },
+        // A lapsed session's context goes, and its open reservations (if any) are kept apart.
+        released_held: withoutLapsed(heldApart(usage, sessions), now, policy),
         contexts: {
           ...liveContexts(usage, sessions),
           [sessionId]: {
@@ -252,8 +254,10 @@ export function settleTokens(sessionId: string, reservation: Reservation, spent:
     const since = usage.sessions?.[sessionId];
     const sessions = exchange && since !== undefined && since < exchange.answeredAt ? { ...usage.sessions, [sessionId]: exchange.answeredAt } : usage.sessions;
     const found = usage.contexts?.[sessionId];
-    if (!found) return { outcome: undefined, next: withoutUndefined({ ...usage, daily, sessions }) };
-    const kept = closed(found, reservation);
+    const kept = found && closed(found, reservation);
+    // Not in its context: kept apart when its session's count was released while it ran (heldApart).
+    const apart = kept === found ? closedApart(usage.released_held, reservation) : usage.released_held;
+    if (!kept) return { outcome: undefined, next: withoutUndefined({ ...usage, daily, sessions, released_held: apart }) };
     // Never before its own arrival: the settlement moves the count only forwards, so a count at
     // that arrival stays (clocks of instances apart), and a refund must not go below it either.
     const answer = Math.max(exchange?.answeredAt ?? 0, reservation.countedAt);
@@ -278,7 +282,7 @@ export function settleTokens(sessionId: string, reservation: Reservation, spent:
         settled = { ...context, tokens: addCounts(context.tokens, exchange.overrun ?? 0), landed };
       }
     }
-    return { outcome: undefined, next: withoutUndefined({ ...usage, daily, sessions, contexts: { ...usage.contexts, [sessionId]: settled } }) };
+    return { outcome: undefined, next: withoutUndefined({ ...usage, daily, sessions, released_held: apart, contexts: { ...usage.contexts, [sessionId]: settled } }) };
   };
 }
 
@@ -323,11 +327,10 @@ function openReservations(context: SessionContext | undefined, now: number, poli
   return Object.fromEntries(kept);
 }
 
-/** A key for a reservation admitted at `now` that no open one of the context holds. */
-function heldKey(context: SessionContext | undefined, now: number): string {
-  const base = now.toString(36);
+/** A key from `base` (an admission's time, in base 36) that no entry of `held` has. */
+function freeKey(held: Held | undefined, base: string): string {
   let key = base;
-  for (let i = 1; context?.held?.[key] !== undefined; i += 1) key = `${base}-${i}`;
+  for (let i = 1; held?.[key] !== undefined; i += 1) key = `${base}-${i}`;
   return key;
 }
 
@@ -346,6 +349,44 @@ function closed(context: SessionContext, reservation: Reservation): SessionConte
 }
 
 /**
+ * The reservations kept apart (heldApart) without `reservation`: one entry admitted when it was,
+ * holding what it holds (entries alike are interchangeable, whatever their session: they only say
+ * how long a refused message waits). Absent when none is left.
+ */
+function closedApart(apart: Held | undefined, reservation: Reservation): Held | undefined {
+  const entries = Object.entries(apart ?? {});
+  const index = entries.findIndex(([, entry]) => entry.at === reservation.countedAt && entry.tokens === reservation.tokens);
+  if (index < 0) return apart;
+  return entries.length > 1 ? Object.fromEntries(entries.filter((_, i) => i !== index)) : undefined;
+}
+
+/**
+ * The user's open reservations that no session's context holds any more (`released_held`): those of
+ * the contexts dropped for sessions no longer in `sessions` (ended, given back or lapsed while a
+ * message of theirs ran), added to those kept apart before. Their messages still hold them in the
+ * day's count until they settle (settleTokens finds them here) or lapse, and a message the daily
+ * limit refuses meanwhile waits for them, not for midnight (untilTokensFree). Only what a refusal's
+ * wait needs is kept: when each was admitted, what it holds and on which day, and no session id.
+ * An instance of an older version drops them when it writes the record: a refusal then waits for
+ * midnight, as that version answers.
+ */
+function heldApart(usage: UserUsage | null, sessions: Readonly<Record<string, number>>): Held | undefined {
+  const apart: Held = { ...usage?.released_held };
+  for (const [sessionId, context] of Object.entries(usage?.contexts ?? {})) {
+    if (sessionId in sessions) continue;
+    for (const [key, entry] of Object.entries(context.held ?? {})) if (entry.tokens > 0) apart[freeKey(apart, key)] = entry;
+  }
+  return Object.keys(apart).length > 0 ? apart : undefined;
+}
+
+/** The reservations kept apart without those older than a request can run (their requests died): none left, absent. */
+function withoutLapsed(apart: Held | undefined, now: number, policy: UsagePolicy): Held | undefined {
+  const lifetime = requestLifetimeMs(policy);
+  const kept = Object.entries(apart ?? {}).filter(([, entry]) => now - entry.at < lifetime);
+  return kept.length > 0 ? Object.fromEntries(kept) : undefined;
+}
+
+/**
  * When to retry a message the daily limit refused: when the day ends, unless what the user's open
  * reservations hold (those counted in the day's count, of messages still running: each settles to at most what it reserved,
  * unless its reservation missed history: countedTokens) is what keeps it out; then once the last of them has settled or lapsed, at the latest. The day's
@@ -354,8 +395,11 @@ function closed(context: SessionContext, reservation: Reservation): SessionConte
  */
 function untilTokensFree(usage: UserUsage | null, used: { readonly day: string; readonly tokens: number }, reserved: number, now: number, policy: UsagePolicy): number {
   const midnight = Date.parse(`${used.day}T00:00:00Z`) + DAY - now;
+  const lifetime = requestLifetimeMs(policy);
+  const apart = Object.values(withoutLapsed(usage?.released_held, now, policy) ?? {});
   const open = Object.values(usage?.contexts ?? {})
     .flatMap((context) => Object.values(openReservations(context, now, policy)))
+    .concat(apart)
     // The day whose count holds it: an admission received before midnight and landed after one of
     // the new day counts into the new day (admitMessage). A record of an older version names no day.
     .filter((entry) => entry.tokens > 0 && (entry.day ?? utcDay(entry.at)) === used.day);
@@ -363,7 +407,7 @@ function untilTokensFree(usage: UserUsage | null, used: { readonly day: string; 
   if (open.length === 0 || used.tokens - holding + reserved > policy.tokensPerDay) return midnight;
   // When the last one lapses: from that instant on it no longer counts as open (openReservations),
   // so a retry then, as Retry-After's whole seconds round it up, gets the day's own answer.
-  return Math.min(midnight, Math.max(...open.map((entry) => entry.at)) + requestLifetimeMs(policy) - now);
+  return Math.min(midnight, Math.max(...open.map((entry) => entry.at)) + lifetime - now);
 }
 
 type SessionContext = NonNullable<UserUsage["contexts"]>[string];
@@ -482,7 +526,7 @@ export function releaseSession(sessionId: string): UsageRule<undefined> {
   return (usage) => {
     if (!usage?.sessions || !(sessionId in usage.sessions)) return { outcome: undefined };
     const { [sessionId]: released, ...others } = usage.sessions;
-    return { outcome: undefined, next: withoutUndefined({ ...usage, sessions: others, contexts: liveContexts(usage, others) }) };
+    return { outcome: undefined, next: withoutUndefined({ ...usage, sessions: others, contexts: liveContexts(usage, others), released_held: heldApart(usage, others) }) };
   };
 }
 
@@ -499,7 +543,7 @@ export function releaseEnded(sessionId: string, now: number, policy: UsagePolicy
   return (usage) => {
     if (!usage) return { outcome: undefined };
     const released = releaseSession(sessionId)(usage).next ?? usage;
-    return { outcome: undefined, next: { ...released, ended: { ...recentEnds(usage, now, policy), [sessionId]: now } } };
+    return { outcome: undefined, next: withoutUndefined({ ...released, released_held: withoutLapsed(released.released_held, now, policy), ended: { ...recentEnds(usage, now, policy), [sessionId]: now } }) };
   };
 }
 

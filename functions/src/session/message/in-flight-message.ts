@@ -32,13 +32,14 @@ export interface Taken {
 /** How a message ended, which decides what it gives back. */
 export type MessageEnd =
   /**
-   * Before the model: refused at its admission, or a replay. `gone`: its claim found the session
+   * Before the model: refused at its admission, a replay, or failed before its model calls (the
+   * history read, the cap's top-up: reply-generation.ts), which spent nothing. `gone`: its claim found the session
    * closed (ended or expired) or missing, so it counts as active no more, whatever the admission
    * answered (see `end`).
    */
   | { readonly kind: "refused"; readonly gone?: true }
   /**
-   * The model call (or what prepared it) failed, or moderation refused the message. `reply`: what
+   * The model call failed, or moderation refused the message. `reply`: what
    * the reply's call counts when the provider bills it all the same (refused by moderation once the
    * call had started), with its bound as the service estimates it; absent, a failed call counts as nothing.
    * `flagged`: moderation flagged the message, an answer for good: a keyed claim is kept as its
@@ -233,7 +234,7 @@ export class InFlightMessage {
     if (gone) void store.updateUsage(this.session.userKey, releaseSession(this.session.id)).catch(() => undefined);
     if (this.settled) return;
     if (how.kind === "refused") {
-      // A replay or a refusal costs the user nothing: the message token and the reservations go back.
+      // A replay, a refusal or a failure before the model costs the user nothing: the message token and the reservations go back.
       this.refundUser(true);
       void this.context.serviceLedger.settle(this.service, { tokens: 0 });
       return;

@@ -36,16 +36,20 @@ export interface Generated {
  * prompt planned from it (with the summary read ahead: one that cannot be read is left out of
  * this prompt, it never holds a message up), the summary call started beside the reply's, and
  * the model call, writing to `sink` as it goes, with the message moderated beside it when
- * moderation is on (nothing reaches `sink` before the verdict). A message moderation refuses
- * ends here, its model call counted as the provider bills it.
+ * moderation is on (nothing reaches `sink` before the verdict). A message that fails before its
+ * model calls, or that moderation refuses, ends here: the first as refused before the model
+ * (nothing was spent), the second with its model call counted as the provider bills it.
  */
 export async function generate(context: MessageContext, message: InFlightMessage, text: string, readAhead: ReadAhead, caller: ReplySink | undefined): Promise<Generated> {
   const { session } = message;
-  const held = await context.known.windowAsOf(session, message.slot.exchangeCount, readAhead.history);
-  const summary = readAhead.summary ? await readAhead.summary.catch(() => null) : null;
-  const window = await withCatchUp(context, session, held, summary);
-  const plan = planReply(session.meta, window, summary, text);
-  await holdPlannedCalls(context, message, plan);
+  const { window, summary, plan } = await prepare(context, message, text, readAhead).catch((error: unknown) => {
+    // The history read on a cold instance or the deployment cap's top-up failed (the database):
+    // no model was called, so the message gives back all it took, its per-minute token too, as
+    // one whose claim failed so does (message-admission.ts), and the retry its 503 asks for a
+    // second later is not refused RATE_LIMITED. Only a model call that failed keeps the token.
+    message.end({ kind: "refused" });
+    throw error;
+  });
   message.besides(startSummary(context, session.id, session.meta, window, plan, summary, text));
   const request = completionRequest(session.meta, plan);
   const call: ModelCall = (signal, sink) => context.model.complete(signal ? { ...request, signal } : request, sink);
@@ -61,6 +65,21 @@ export async function generate(context: MessageContext, message: InFlightMessage
     throw error.refusal;
   }
   return { window, plan, completion };
+}
+
+/**
+ * What the model calls need, before any is made: the history as of the claim's count (a read on a
+ * cold instance), the summary, the prompt planned, and the deployment cap holding the planned calls
+ * (a top-up, or the message refused).
+ */
+async function prepare(context: MessageContext, message: InFlightMessage, text: string, readAhead: ReadAhead): Promise<{ window: HistoryWindow; summary: SessionSummary | null; plan: Planned }> {
+  const { session } = message;
+  const held = await context.known.windowAsOf(session, message.slot.exchangeCount, readAhead.history);
+  const summary = readAhead.summary ? await readAhead.summary.catch(() => null) : null;
+  const window = await withCatchUp(context, session, held, summary);
+  const plan = planReply(session.meta, window, summary, text);
+  await holdPlannedCalls(context, message, plan);
+  return { window, summary, plan };
 }
 
 /**
