@@ -1,5 +1,5 @@
 import type { CallableOptions } from "firebase-functions/v2/https";
-import { resolveConfig } from "../config";
+import { corsOriginsParam, resolveConfig } from "../config";
 import { httpsOptions, type FunctionRole } from "../function-options";
 import { HEARTBEAT_MS } from "../http/event-stream";
 
@@ -29,9 +29,12 @@ export function callableOptions(role: FunctionRole, env: Readonly<Record<string,
 }
 
 /**
- * What the callables' options take from the config. A config the instance will refuse at start
- * allows no origin and requires App Check: every call then fails all the same (with
- * CONFIGURATION_ERROR where it reaches the instance).
+ * What the callables' options take from the config. With a config the instance will refuse at
+ * start, every call is answered CONFIGURATION_ERROR, as the HTTP routes answer it
+ * (http/cloud-adapter.ts): App Check is not enforced, since firebase-functions would refuse a call
+ * without a token `unauthenticated` before the instance could say what is wrong (a client told to
+ * sign in again, the error never seen), and CORS_ORIGINS is read on its own, so a page of another
+ * origin reads the answer (no origin when CORS_ORIGINS is itself unreadable).
  */
 function callableSettings(env: Readonly<Record<string, string | undefined>>): { requireAppCheck: boolean; replayProtection: boolean; cors: boolean | string[] } {
   try {
@@ -42,6 +45,15 @@ function callableSettings(env: Readonly<Record<string, string | undefined>>): { 
       cors: config.corsOrigins === "*" ? true : [...config.corsOrigins],
     };
   } catch {
-    return { requireAppCheck: true, replayProtection: true, cors: false };
+    return { requireAppCheck: false, replayProtection: false, cors: corsOfUnstarted(env) };
+  }
+}
+
+function corsOfUnstarted(env: Readonly<Record<string, string | undefined>>): boolean | string[] {
+  try {
+    const origins = corsOriginsParam(env);
+    return origins === "*" ? true : [...origins];
+  } catch {
+    return false;
   }
 }

@@ -1,4 +1,12 @@
 import { generateKeyPairSync } from "node:crypto";
+import type { Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import express from "express";
+import { callableOptions } from "../../src/callable/callable-options";
+import { CALLABLES, CALLABLE_GROUP } from "../../src/callable/callable-operations";
+import { callableTrigger } from "../../src/callable/callable-trigger";
+import { callableHandler } from "../../src/callable/cloud-callable";
+import { resolveConfig } from "../../src/config";
 import { FunctionsError, httpsCallable, type HttpsCallableStreamResult } from "firebase/functions";
 import { firebaseAppCheck } from "../../src/auth/firebase-app-check";
 import { callableClient, serveCallables, type CallableClient, type CallableServer } from "../support/callable-server";
@@ -131,6 +139,73 @@ describe("App Check on the callables (REQUIRE_APP_CHECK, APP_CHECK_REPLAY_PROTEC
     await expect(call(client(undefined, unenforced), "createSession", create)).rejects.toMatchObject({
       code: "functions/unauthenticated",
       details: { code: "APP_CHECK_REQUIRED" },
+    });
+  });
+});
+
+/**
+ * A deployment whose instance cannot start for a bad param: README says an OPENAI_API_KEY pasted with
+ * a character no HTTP header carries (a curly quote) is refused at start, "500 CONFIGURATION_ERROR
+ * deployed"; docs/app-check-and-moderation.md's table gives CONFIGURATION_ERROR as the callables'
+ * `internal`, and docs/api.md says such an answer carries the CORS headers of CORS_ORIGINS (default *),
+ * for a page to read it. The triggers read the same env at load as the instance does at start
+ * (index.ts: callableOptions), and the instance's start throws resolveConfig's ConfigError on every
+ * call (cloud-app.ts callableApi -> cloudInstance). REQUIRE_APP_CHECK is not set.
+ */
+describe("a callable of an instance that could not start for a bad param", () => {
+  const env = { OPENAI_API_KEY: "sk-\u201cpasted-with-a-curly-quote\u201d" };
+  const ORIGIN = "https://app.example";
+  let server: Server;
+  let port: number;
+
+  beforeAll(async () => {
+    // What the instance's start throws with that env.
+    let startFailure: Error | undefined;
+    try {
+      resolveConfig(env);
+    } catch (error) {
+      if (error instanceof Error) startFailure = error;
+    }
+    expect(startFailure).toBeInstanceOf(Error);
+    const app = express();
+    const body = express.json({ limit: "10mb", verify: (request, _response, raw) => { Object.assign(request, { rawBody: raw }); } });
+    // As index.ts makes chat-sendMessage: onCall's options read from the env at load, the handler on the app's callables.
+    const trigger = callableTrigger(callableOptions(CALLABLES.sendMessage.role, env), callableHandler("sendMessage", () => Promise.reject(startFailure ?? new Error("no start failure"))));
+    app.all(`/demo-chatify/us-central1/${CALLABLE_GROUP}-sendMessage`, body, (request, response) => {
+      void trigger(request as never, response);
+    });
+    server = app.listen(0, "127.0.0.1");
+    await new Promise((resolve) => server.once("listening", resolve));
+    port = (server.address() as AddressInfo).port;
+  });
+  afterAll(async () => {
+    server.closeAllConnections();
+    await new Promise((resolve) => server.close(resolve));
+  });
+
+  it("answers internal with details.code CONFIGURATION_ERROR, as the HTTP routes answer 500 CONFIGURATION_ERROR, not unauthenticated", async () => {
+    const client = callableClient("127.0.0.1", port);
+    try {
+      const failure = await httpsCallable(client.functions, "chat-sendMessage")({ session_id: "8d3c4f0e-5b1a-4c2e-9f57-1a2b3c4d5e6f", message: "hi" }).then(
+        () => "succeeded",
+        (error: unknown) => (error instanceof FunctionsError ? { code: error.code, details: error.details } : String(error)),
+      );
+      expect(failure).toEqual({ code: "functions/internal", details: { code: "CONFIGURATION_ERROR" } });
+    } finally {
+      await client.close();
+    }
+  });
+
+  it("gives a page of another origin the CORS headers of CORS_ORIGINS (default *) on that answer, as the HTTP routes do", async () => {
+    const response = await fetch(`http://127.0.0.1:${port}/demo-chatify/us-central1/chat-sendMessage`, {
+      method: "POST",
+      headers: { "content-type": "application/json", origin: ORIGIN },
+      body: JSON.stringify({ data: { session_id: "8d3c4f0e-5b1a-4c2e-9f57-1a2b3c4d5e6f", message: "hi" } }),
+    });
+    expect({ status: response.status, allowedOrigin: response.headers.get("access-control-allow-origin"), body: await response.json() }).toEqual({
+      status: 500,
+      allowedOrigin: ORIGIN,
+      body: { error: expect.objectContaining({ status: "INTERNAL", details: { code: "CONFIGURATION_ERROR" } }) },
     });
   });
 });

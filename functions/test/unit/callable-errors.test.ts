@@ -68,9 +68,12 @@ describe("callableOptions", () => {
     expect(callableOptions("message", { APP_CHECK_REPLAY_PROTECTION: "true" }).consumeAppCheckToken).toBe(false);
   });
 
-  it("allows CORS_ORIGINS' origins, and none (App Check required) when the config will not start", () => {
+  it("allows CORS_ORIGINS' origins; when the config will not start, enforces no App Check (every call is answered CONFIGURATION_ERROR) and reads CORS_ORIGINS on its own", () => {
     expect(callableOptions("session", { CORS_ORIGINS: "https://a.example.com, https://b.example.com" }).cors).toEqual(["https://a.example.com", "https://b.example.com"]);
-    expect(callableOptions("session", { CORS_ORIGINS: "nope" })).toMatchObject({ cors: false, enforceAppCheck: true });
+    expect(callableOptions("session", { CORS_ORIGINS: "nope" })).toMatchObject({ cors: false, enforceAppCheck: false });
+    const badKey = { OPENAI_API_KEY: "sk-\u201cpasted\u201d", REQUIRE_APP_CHECK: "true", APP_CHECK_REPLAY_PROTECTION: "true" };
+    expect(callableOptions("message", badKey)).toMatchObject({ cors: true, enforceAppCheck: false, consumeAppCheckToken: false });
+    expect(callableOptions("session", { ...badKey, CORS_ORIGINS: "https://a.example.com" }).cors).toEqual(["https://a.example.com"]);
   });
 
   it("keeps the deploy knobs and the key of the HTTP functions", () => {
