@@ -1,7 +1,7 @@
 import { performance } from "node:perf_hooks";
 import type { ConversationPosition, ErasureRule, ListedConversation, StoredConversation } from "../../src/store/conversation-records";
 import type { AddressUsage, ChatMessage, CreateKey, Exchange, PartialReply, ServiceUsage, SessionMeta, SessionState, SessionSummary, Template, UserUsage } from "../../src/store/records";
-import type { RuledWithKey, HistoryWindow, LedgerRule, NewSession, Ruled, SessionStore, StateRule, StoredCreateKey, UsageRule } from "../../src/store/session-store";
+import type { ErasedSessions, RuledWithKey, HistoryWindow, LedgerRule, NewSession, Ruled, SessionStore, StateRule, StoredCreateKey, UsageRule } from "../../src/store/session-store";
 import type { SweepCursor, SweepPage } from "../../src/store/sweep-page";
 
 /** The store calls the session module makes, by name. */
@@ -216,7 +216,7 @@ export class CountingStore implements SessionStore {
     return this.count("updateErasure", this.inner.updateErasure(userKey, rule));
   }
 
-  readErasedSessions(userKey: string): Promise<ReadonlySet<string>> {
+  readErasedSessions(userKey: string): Promise<ErasedSessions | null> {
     return this.count("readErasedSessions", this.inner.readErasedSessions(userKey));
   }
 
@@ -230,6 +230,10 @@ export class CountingStore implements SessionStore {
 
   deleteUserSessions(userId: string, sessionIds: readonly string[]): Promise<void> {
     return this.count("deleteUserSessions", this.inner.deleteUserSessions(userId, sessionIds));
+  }
+
+  deleteUserSessionsUpTo(userId: string, sessionIds: readonly string[], cutoff: number): Promise<ReadonlySet<string>> {
+    return this.count("deleteUserSessionsUpTo", this.inner.deleteUserSessionsUpTo(userId, sessionIds, cutoff));
   }
 
   readUserCreateKeys(userKey: string, after: string | undefined, limit: number): Promise<StoredCreateKey[]> {

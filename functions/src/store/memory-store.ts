@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import type { ConversationPosition, ErasureRecord, ErasureRule, ListedConversation, StoredConversation } from "./conversation-records";
 import { keyRecordOf, type AddressUsage, type ChatMessage, type CreateKey, type Exchange, type KeyRecord, type PartialReply, type ServiceUsage, type SessionMeta, type SessionState, type SessionSummary, type Template, type UserUsage } from "./records";
-import { adoptedClaim, assertNextCountsOneMore, isReleasable, isUnchangedCreateKey, refusedClaim, type RuledWithKey, type StoredCreateKey, type HistoryWindow, type LedgerRule, type NewSession, type Ruled, type SessionStore, type StateRule, type UsageRule } from "./session-store";
+import { adoptedClaim, assertNextCountsOneMore, isReleasable, isUnchangedCreateKey, refusedClaim, type RuledWithKey, type StoredCreateKey, type HistoryWindow, type LedgerRule, type NewSession, type ErasedSessions, type Ruled, type SessionStore, type StateRule, type UsageRule } from "./session-store";
 import { pageOfRecords, pageOnOneInstance, type SweepCursor, type SweepPage } from "./sweep-page";
 
 interface StoredSession {
@@ -322,8 +322,9 @@ export class MemoryStore implements SessionStore {
     return outcome;
   }
 
-  async readErasedSessions(userKey: string): Promise<ReadonlySet<string>> {
-    return new Set(Object.keys(this.erasures.get(userKey)?.sessions ?? {}));
+  async readErasedSessions(userKey: string): Promise<ErasedSessions | null> {
+    const record = this.erasures.get(userKey);
+    return record ? { requestedAt: record.requested_at, ids: new Set(Object.keys(record.sessions ?? {})) } : null;
   }
 
   async recordErasedSessions(userKey: string, sessionIds: readonly string[]): Promise<void> {
@@ -337,12 +338,29 @@ export class MemoryStore implements SessionStore {
   }
 
   async deleteUserSessions(userId: string, sessionIds: readonly string[]): Promise<void> {
+    this.deleteOwnSessions(userId, sessionIds, Number.POSITIVE_INFINITY);
+  }
+
+  async deleteUserSessionsUpTo(userId: string, sessionIds: readonly string[], cutoff: number): Promise<ReadonlySet<string>> {
+    return this.deleteOwnSessions(userId, sessionIds, cutoff);
+  }
+
+  /** Deletes `userId`'s sessions among `sessionIds` created up to `cutoff`; returns those kept, created after it. */
+  private deleteOwnSessions(userId: string, sessionIds: readonly string[], cutoff: number): ReadonlySet<string> {
+    const kept = new Set<string>();
     // Here every session names its owner: one of another user's is never taken for the user's.
+    // Nothing is left of a session once deleted, and its index entry is the session itself.
     for (const id of sessionIds) {
-      if (this.sessions.get(id)?.meta.user_id !== userId) continue;
+      const session = this.sessions.get(id);
+      if (session?.meta.user_id !== userId) continue;
+      if (session.meta.created_at > cutoff) {
+        kept.add(id);
+        continue;
+      }
       this.sessions.delete(id);
       this.tellIfClosed(id);
     }
+    return kept;
   }
 
   async readUserCreateKeys(userKey: string, after: string | undefined, limit: number): Promise<StoredCreateKey[]> {

@@ -378,10 +378,10 @@ export interface ErasureStore {
   updateErasure<O>(userKey: string, rule: ErasureRule<O>): Promise<O>;
 
   /**
-   * The sessions the user's erasure under way has deleted so far (its record's `sessions`); none
-   * when no erasure is under way.
+   * The sessions the user's erasure under way has deleted so far (its record's `sessions`), with
+   * its cutoff, read together; null when no erasure is under way.
    */
-  readErasedSessions(userKey: string): Promise<ReadonlySet<string>>;
+  readErasedSessions(userKey: string): Promise<ErasedSessions | null>;
 
   /** Adds session ids to the record's `sessions`; nothing when there is no record. */
   recordErasedSessions(userKey: string, sessionIds: readonly string[]): Promise<void>;
@@ -399,6 +399,16 @@ export interface ErasureStore {
   deleteUserSessions(userId: string, sessionIds: readonly string[]): Promise<void>;
 
   /**
+   * Removes, as `deleteUserSessions` does, each of the sessions that was not created after
+   * `cutoff`, and whatever is left under an id with no session (a late write), with its index
+   * entry; returns the ids it kept. Decided on the stored session and, apart, on the stored entry,
+   * each atomically with its removal: a session created under one of the ids meanwhile (a keyed
+   * create's retry, whose key fixes the id) stays whole and listed, whenever its write lands. What
+   * an erasure's second pass deletes again, where a blind removal would take that session away.
+   */
+  deleteUserSessionsUpTo(userId: string, sessionIds: readonly string[], cutoff: number): Promise<ReadonlySet<string>>;
+
+  /**
    * Up to `limit` of `userKey`'s `createSession` idempotency keys, in hash order after `after`
    * (exclusive): what both passes of their erasure look through for the keys they delete.
    */
@@ -410,6 +420,13 @@ export interface ErasureStore {
    * left, which a repeat taking it over since keeps. True when it went.
    */
   deleteUnchangedCreateKey(hash: string, read: CreateKey): Promise<boolean>;
+}
+
+/** What the list leaves out while an erasure is under way (ErasureStore.readErasedSessions). */
+export interface ErasedSessions {
+  /** The erasure's cutoff: a session created after it is the user's to keep, though its id is below. */
+  readonly requestedAt: number;
+  readonly ids: ReadonlySet<string>;
 }
 
 /** Every role: what one adapter (the Realtime Database, the embedded store) implements. */

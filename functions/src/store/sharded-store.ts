@@ -3,7 +3,7 @@ import { instancePositionOf } from "../sharding/session-ids";
 import type { ConversationPosition, ErasureRule, ListedConversation, StoredConversation } from "./conversation-records";
 import type { AddressUsage, ChatMessage, CreateKey, Exchange, PartialReply, ServiceUsage, SessionMeta, SessionState, SessionSummary, Template, UserUsage } from "./records";
 import { StoreUnavailableError } from "./errors";
-import type { HistoryWindow, LedgerRule, NewSession, Ruled, RuledWithKey, SessionStore, StateRule, StoredCreateKey, UsageRule } from "./session-store";
+import type { ErasedSessions, HistoryWindow, LedgerRule, NewSession, Ruled, RuledWithKey, SessionStore, StateRule, StoredCreateKey, UsageRule } from "./session-store";
 import type { SweepCursor, SweepPage } from "./sweep-page";
 
 /**
@@ -266,7 +266,7 @@ export class ShardedStore implements SessionStore {
     return this.home.updateErasure(userKey, rule);
   }
 
-  readErasedSessions(userKey: string): Promise<ReadonlySet<string>> {
+  readErasedSessions(userKey: string): Promise<ErasedSessions | null> {
     return this.home.readErasedSessions(userKey);
   }
 
@@ -284,6 +284,17 @@ export class ShardedStore implements SessionStore {
    * session and index entry stay, and the erasure, still due, finds them on a later run.
    */
   async deleteUserSessions(userId: string, sessionIds: readonly string[]): Promise<void> {
+    await this.onEachInstance(sessionIds, "delete user sessions", (instance, ids) => instance.deleteUserSessions(userId, ids));
+  }
+
+  /** As deleteUserSessions, each instance deciding on its own sessions (their entries on the home instance). */
+  async deleteUserSessionsUpTo(userId: string, sessionIds: readonly string[], cutoff: number): Promise<ReadonlySet<string>> {
+    const kept = await this.onEachInstance(sessionIds, "delete user sessions up to a cutoff", (instance, ids) => instance.deleteUserSessionsUpTo(userId, ids, cutoff));
+    return new Set(kept.flatMap((ids) => [...ids]));
+  }
+
+  /** `work` on each instance with its ids, at once; ids past this list refused once the others are done (see deleteUserSessions). */
+  private async onEachInstance<T>(sessionIds: readonly string[], operation: string, work: (instance: SessionStore, ids: string[]) => Promise<T>): Promise<T[]> {
     const byInstance = new Map<SessionStore, string[]>();
     let beyond = 0;
     for (const id of sessionIds) {
@@ -291,8 +302,9 @@ export class ShardedStore implements SessionStore {
       if (instance === undefined) beyond += 1;
       else byInstance.set(instance, [...(byInstance.get(instance) ?? []), id]);
     }
-    await Promise.all([...byInstance].map(([instance, ids]) => instance.deleteUserSessions(userId, ids)));
-    if (beyond > 0) throw new StoreUnavailableError(`delete user sessions (${beyond} on an instance past this list)`);
+    const done = await Promise.all([...byInstance].map(([instance, ids]) => work(instance, ids)));
+    if (beyond > 0) throw new StoreUnavailableError(`${operation} (${beyond} on an instance past this list)`);
+    return done;
   }
 
   readUserCreateKeys(userKey: string, after: string | undefined, limit: number): Promise<StoredCreateKey[]> {

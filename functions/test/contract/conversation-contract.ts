@@ -145,12 +145,30 @@ export function conversationContract(makeHarness: () => Promise<ConversationHarn
       expect(await store.readSessionState(kept[0]!)).toMatchObject({ message_count: 1 });
     });
 
+    it("deletes again, up to a cutoff, the sessions created up to it with their index entries; keeps and lists one created after it, and returns it", async () => {
+      const hana = user();
+      // Created at T, T + 1 s and T + 2 s: the cutoff falls between the second and the third.
+      const ids = await sessionsOf(hana, 3, 1);
+      const gone = harness.sharded?.newSessionId() ?? randomUUID();
+      await harness.settled();
+      const kept = await store.deleteUserSessionsUpTo(hana, [...ids, gone], T + 1_500);
+      expect([...kept]).toEqual([ids[2]]);
+      expect([...(await store.deleteUserSessionsUpTo(hana, [...ids, gone], T + 1_500))]).toEqual([ids[2]]);
+      expect((await store.listConversations(hana, 5)).map((listed) => listed.sessionId)).toEqual([ids[2]]);
+      expect(await store.readSessionState(ids[0]!)).toBeNull();
+      expect(await store.readMessages(ids[1]!, 1, 2)).toEqual([]);
+      expect(await store.readSessionState(ids[2]!)).toMatchObject({ message_count: 1 });
+      expect((await store.readMessages(ids[2]!, 1, 2)).map((message) => message.role)).toEqual(["user", "assistant"]);
+    });
+
     it("keeps an erasure's record through its phases, finds it when due, and removes it at the end", async () => {
       const key = randomUUID();
       const begun = await store.updateErasure(key, beginErasure("user-x", T, 60_000));
       expect(begun).toEqual({ user_id: "user-x", requested_at: T, phase: "erasing", due_at: T + 60_000 });
+      expect(await store.readErasedSessions(key)).toEqual({ requestedAt: T, ids: new Set() });
       await store.recordErasedSessions(key, ["s1", "s2"]);
       await store.recordErasedSessions(key, ["s2", "s3"]);
+      expect(await store.readErasedSessions(key)).toEqual({ requestedAt: T, ids: new Set(["s1", "s2", "s3"]) });
       expect((await harness.empty().findDueErasures(T, undefined, 5)).keys).toEqual([]);
       expect((await store.findDueErasures(T + 60_000, undefined, 100)).keys).toContain(key);
       expect(await store.updateErasure(key, settleErasure(T, T + 120_000))).toBe(true);
@@ -158,6 +176,7 @@ export function conversationContract(makeHarness: () => Promise<ConversationHarn
       expect((await store.findDueErasures(T + 60_000, undefined, 100)).keys).not.toContain(key);
       expect(await store.updateErasure(key, finishErasure(T))).toBe(true);
       expect(await store.updateErasure(key, currentErasure)).toBeNull();
+      expect(await store.readErasedSessions(key)).toBeNull();
       // An id list for a record that is gone creates nothing.
       await store.recordErasedSessions(key, ["s4"]);
       expect(await store.updateErasure(key, currentErasure)).toBeNull();

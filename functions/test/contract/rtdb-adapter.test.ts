@@ -96,6 +96,37 @@ describeWithRtdb("RtdbStore journal and shape", () => {
     store.close();
   });
 
+  it("deletes again, up to a cutoff, what late writes left under erased ids, and keeps a session created after it, or the index entry its create wrote ahead of it", async () => {
+    const db = instances.database();
+    const store = new RtdbStore(db, 10_000);
+    const user = `erased_${randomUUID().slice(0, 8)}`;
+    const cutoff = CREATED_AT + 1_000;
+    const before = newSession({ user_id: user, created_at: CREATED_AT });
+    const after = newSession({ user_id: user, created_at: cutoff + 1 });
+    await store.createSession(before);
+    await store.createSession(after);
+    // Under an erased id, a live partial and the count a late copy wrote back; under another, the
+    // entry a keyed retry's create sends ahead of its session, which has not landed yet.
+    const [leftover, ahead] = [randomUUID(), randomUUID()];
+    await db.ref().update({
+      [`userSessions/${leftover}/partials/k1`]: { text: "late words", updated_at: cutoff + 5 },
+      [`userConversations/${user}/${leftover}`]: { last_activity: cutoff + 5, message_count: 1 },
+      [`userConversations/${user}/${ahead}`]: { template_id: "tester", template_name: "Tester", created_at: cutoff + 2, last_activity: cutoff + 2, message_count: 0, status: "active" },
+    });
+
+    const kept = await store.deleteUserSessionsUpTo(user, [before.id, after.id, leftover, ahead], cutoff);
+
+    const exists = async (path: string) => (await db.ref(path).get()).exists();
+    expect({
+      kept: [...kept],
+      before: [await exists(`userSessions/${before.id}`), await exists(`userConversations/${user}/${before.id}`)],
+      after: [await exists(`userSessions/${after.id}`), await exists(`userConversations/${user}/${after.id}`)],
+      leftover: [await exists(`userSessions/${leftover}`), await exists(`userConversations/${user}/${leftover}`)],
+      ahead: await exists(`userConversations/${user}/${ahead}`),
+    }).toEqual({ kept: [after.id], before: [false, false], after: [true, true], leftover: [false, false], ahead: true });
+    store.close();
+  });
+
   it("leaves a session whose deletion failed before its state to the next run, which counts it, and reads none of its messages meanwhile", async () => {
     // A namespace of its own: the run deletes every closed session of its database.
     const own = new RtdbInstances(freshNamespace("deletion"));

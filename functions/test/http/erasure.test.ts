@@ -5,7 +5,9 @@ import { conversationOwnerKey, conversationPath } from "../../src/store/rtdb/pat
 import type { SessionStore } from "../../src/store/session-store";
 import { FaultyStore } from "../support/faulty-store";
 import { createSession, describeEachStore, ROUTES, startHarness, twoInstances, type Answer, type Harness, type Instance } from "../support/http-harness";
-import { describeWithRtdb, holdingUpdates } from "../support/rtdb";
+import { describeWithRtdb, holdingUpdates, rtdbSkipReason } from "../support/rtdb";
+import { describeUnless } from "../support/visible-skip";
+import { StoreUnavailableError } from "../../src/store/errors";
 import { WholeStore } from "../support/whole-store";
 
 const MINUTE = 60_000;
@@ -108,11 +110,8 @@ describeEachStore("erasing a user's data", (kind) => {
     expect((await stopping.api.call("GET", `${ROUTES.exportData}?user_id=${userId}`)).body.error?.code).toBe("ERASURE_IN_PROGRESS");
     expect(stopping.fake.requests).toHaveLength(0);
 
-    // Not yet the sweep's: the request that started it could still be running.
+    // The request answered, its pass over and handed back: the sweep's next run takes it over, and the user may start again at once.
     expect((await stopping.api.runtime.maintain(now + 1_000)).erasuresFinished).toBe(0);
-    expect((await stopping.api.call("GET", ROUTES.get(ids[0]!))).status).toBe(200);
-    // Then the sweep takes the first pass over, and the user may start again at once.
-    expect((await stopping.api.runtime.maintain(now + 2 * MINUTE)).erasuresFinished).toBe(0);
     for (const id of ids) expect((await stopping.api.call("GET", ROUTES.get(id))).status).toBe(404);
     expect((await stopping.api.call("POST", ROUTES.create, { user_id: userId, template_id: "friendly-assistant" })).status).toBe(201);
     expect((await stopping.api.runtime.maintain(now + LATER)).erasuresFinished).toBe(1);
@@ -412,6 +411,54 @@ describeEachStore("erasure: a keyed create's retry that takes its key over while
     now += LATER;
     expect(await replayed(harness.api)).toEqual({ status: 201, session_id: sessionId, replayed: "true" });
   });
+
+  it("keeps the session that retry creates again under the id the first pass erased, when the failed create's write had landed: listed, read and replayed, before and after the second pass", async () => {
+    const userId = secret("user");
+    const key = secret("create");
+    const body = { user_id: userId, template_id: "friendly-assistant" };
+    // The create's write lands, its answer is lost: 503, its fate unknown.
+    faults[0]!.arm("createSession", "after");
+    const failed = await harness.api.call("POST", ROUTES.create, body, { "Idempotency-Key": key });
+    expect({ status: failed.status, code: failed.body.error?.code }).toEqual({ status: 503, code: "DATABASE_UNAVAILABLE" });
+    now += 1_000;
+
+    // The first pass has deleted that session (its id now in the erasure record), held at its delete of the key...
+    const pass = held[0]!.hold("deleteUnchangedCreateKey");
+    const erasing = harness.api.call("DELETE", `${ROUTES.erase}?user_id=${userId}`);
+    await pass.reached("the first pass's delete of the key");
+    // ...when the client's retry, on another instance, takes the key over; its admission waits.
+    now += 1_000;
+    const admission = held[1]!.hold("readSessionState");
+    const retrying = second.call("POST", ROUTES.create, body, { "Idempotency-Key": key });
+    await admission.reached("the retry's read of the key's session");
+    pass.open();
+    const erased = await erasing;
+    expect({ status: erased.status, sessions: erased.body.sessions_erased }).toEqual({ status: 200, sessions: 1 });
+    // Admitted once the mark is cleared, the retry creates the session again, under the same id (the key fixes it).
+    admission.open();
+    const created = await retrying;
+    expect(created.status).toBe(201);
+    const sessionId = String(created.body.session_id);
+    const replayed = async (on: Instance) => {
+      const again = await on.call("POST", ROUTES.create, body, { "Idempotency-Key": key });
+      return { status: again.status, session_id: again.body.session_id, replayed: again.headers.get("idempotent-replayed") };
+    };
+    const listed = async (on: Instance) => ((await on.call("GET", `${ROUTES.list}?user_id=${userId}`)).body.sessions as { session_id: string }[]).map((session) => session.session_id);
+    now += 1_000;
+    expect(await replayed(second)).toEqual({ status: 201, session_id: sessionId, replayed: "true" });
+    const listedBefore = await listed(second);
+
+    // The second pass deletes the recorded ids again, but not that session (created after the cutoff), nor its key.
+    expect((await harness.api.runtime.maintain(now + LATER)).erasuresFinished).toBe(1);
+    now += LATER;
+    const read = await harness.api.call("GET", ROUTES.get(sessionId));
+    expect({ listedBefore, read: read.status, listed: await listed(harness.api), again: await replayed(harness.api) }).toEqual({
+      listedBefore: [sessionId],
+      read: 200,
+      listed: [sessionId],
+      again: { status: 201, session_id: sessionId, replayed: "true" },
+    });
+  });
 }, { sharded: true });
 
 /** Only the database has copies that land after the request that sent them. */
@@ -684,7 +731,7 @@ describeEachStore("the sweep's erasures", (kind) => {
       const started = await stopping.api.call("DELETE", `${ROUTES.erase}?user_id=${user}`);
       expect(started.status).toBe(202);
     }
-    // Past each request's time (the function's timeout): the sweep may take the first passes over.
+    // The requests have answered, each handing its stopped pass back: the next run takes them all over.
     now += 2 * MINUTE;
     await stopping.api.runtime.maintain(now);
 
@@ -695,6 +742,42 @@ describeEachStore("the sweep's erasures", (kind) => {
       if (created.status !== 201) refused.push(`${created.status} ${String(created.body.error?.code)}`);
     }
     expect(refused).toEqual([]);
+  });
+});
+
+/**
+ * A DELETE /me whose time ran out (202) has stopped its first pass and runs no more: the sweep's
+ * next run takes the pass over, though it comes within the function's timeout of the request's
+ * start (the takeover a request begins with), so that the user is not refused 409
+ * ERASURE_IN_PROGRESS until the run after.
+ */
+describeEachStore("erasure: the sweep's run right after a request whose time ran out", (kind) => {
+  let stopping: Harness;
+  let now = Date.parse("2026-05-01T09:00:00Z");
+
+  beforeAll(async () => {
+    // The deployed ratio: a request has half the function's timeout (60 s), so its 202 comes 30 s after it began.
+    stopping = await startHarness({ store: kind, clock: () => now, functionTimeoutMs: 60_000, userDataLimits: { eraseRequestMs: -1 } });
+  });
+  afterAll(async () => stopping.close());
+
+  it("takes over the first pass the request stopped: the user's sessions are gone and they are served again", async () => {
+    const userId = `left-${randomUUID()}`;
+    const made = await stopping.api.call("POST", ROUTES.create, { user_id: userId, template_id: "friendly-assistant" });
+    expect(made.status).toBe(201);
+    const started = await stopping.api.call("DELETE", `${ROUTES.erase}?user_id=${userId}`);
+    expect(started.status).toBe(202);
+    // The scheduled run comes 31 s later, within the function's timeout of the request's start.
+    now += 31_000;
+    const report = await stopping.api.runtime.maintain(now);
+    const created = await stopping.api.call("POST", ROUTES.create, { user_id: userId, template_id: "friendly-assistant" });
+    const session = await stopping.api.call("GET", ROUTES.get(String(made.body.session_id)));
+    expect({ created: created.status, code: created.body.error?.code, erasedSession: session.status, erasures: report.erasuresFinished }).toEqual({
+      created: 201,
+      code: undefined,
+      erasedSession: 404,
+      erasures: 0,
+    });
   });
 });
 
@@ -722,7 +805,8 @@ describeEachStore("the sweep's erasure of a user with more sessions than a run c
     new Proxy(store, {
       get(target, property, receiver) {
         const value: unknown = Reflect.get(target, property, receiver);
-        if (property !== "deleteUserSessions" || typeof value !== "function") return value;
+        // A page of either pass: the first's deletion, the second's (deleteUserSessionsUpTo).
+        if ((property !== "deleteUserSessions" && property !== "deleteUserSessionsUpTo") || typeof value !== "function") return value;
         return async (...args: unknown[]) => {
           if (ticking) {
             pages.push(now);
@@ -826,3 +910,98 @@ describeEachStore("erasure: a first pass whose deletion's answer was lost", (kin
     });
   });
 });
+
+/**
+ * An erasure over two database instances (docs/sharding.md) whose deletion of sessions fails on the
+ * second instance only, before its update is sent or after it landed (its answer lost): DELETE /me
+ * answers 503 with the user still marked, and its retry, then the second pass, leave nothing of the
+ * user on either instance but their usage record, which names none of the erased sessions.
+ */
+describeUnless(rtdbSkipReason(), "erasure over two database instances: a deletion failing on one of them, then retried", () => {
+  let harness: Harness;
+  let now = Date.parse("2026-04-01T09:00:00Z");
+  let whole: WholeStore;
+  /** Fails the next deleteUserSessions of the second instance's adapter (the first pass's): before it is sent, or once it landed (`mode`). */
+  const failSecond = { armed: 0, mode: "before" as "before" | "after" };
+
+  beforeAll(async () => {
+    harness = await startHarness({
+      store: "rtdb-2-namespaces",
+      clock: () => now,
+      env: { USER_MAX_ACTIVE_SESSIONS: "20", USER_MESSAGES_PER_MINUTE: "1000", CONNECTION_REQUESTS_PER_HOUR: "100", CONNECTION_MESSAGES_PER_MINUTE: "1000" },
+      wrapStore: (store: SessionStore) => {
+        const instances = (store as unknown as { instances: SessionStore[] }).instances;
+        const second = instances[1]!;
+        instances[1] = new Proxy(second, {
+          get(target, property, receiver) {
+            const value: unknown = Reflect.get(target, property, receiver);
+            if (property !== "deleteUserSessions" || typeof value !== "function") return value;
+            return async (...args: unknown[]) => {
+              if (failSecond.armed > 0) {
+                failSecond.armed -= 1;
+                if (failSecond.mode === "after") await Reflect.apply(value, target, args);
+                throw new StoreUnavailableError("deleteUserSessions on instance 1 (injected)");
+              }
+              return Reflect.apply(value, target, args) as unknown;
+            };
+          },
+        });
+        return store;
+      },
+    });
+    whole = WholeStore.of(harness);
+  });
+  afterAll(async () => {
+    await whole.close();
+    await harness.close();
+  });
+
+  for (const mode of ["before", "after"] as const) {
+    it(`leaves nothing of the user on either instance after a retry (fault ${mode})`, async () => {
+      const api = harness.api;
+      const user = new ApiUser(secret("user"), api, HOSTING_ROUTES);
+      const friend = new ApiUser(secret("friend"), api, HOSTING_ROUTES);
+      const words: string[] = [];
+      const ids: string[] = [];
+      for (let i = 0; i < 4; i += 1) {
+        const made = await api.call("POST", ROUTES.create, { user_id: user.id, template_id: "friendly-assistant" });
+        expect(made.status).toBe(201);
+        ids.push(String(made.body.session_id));
+      }
+      expect(new Set(ids.map((id) => harness.shards!.instanceOf(id)))).toEqual(new Set([0, 1]));
+      for (const id of ids) {
+        const word = secret("word");
+        words.push(word);
+        now += 1_000;
+        expect((await api.call("POST", ROUTES.message(id), { user_id: user.id, message: `about ${word}` })).status).toBe(200);
+      }
+      const shared = await user.connectWith(friend);
+      const connWord = secret("conn");
+      expect((await user.send(shared, connWord)).status).toBe(201);
+      expect((await user.register(secret("token"), true)).status).toBe(200);
+      await harness.shards?.settled();
+
+      failSecond.mode = mode;
+      failSecond.armed = 1;
+      const first = await api.call("DELETE", `${ROUTES.erase}?user_id=${user.id}`);
+      const refusedMeanwhile = await api.call("POST", ROUTES.create, { user_id: user.id, template_id: "friendly-assistant" });
+      now += 1_000;
+      const retried = await api.call("DELETE", `${ROUTES.erase}?user_id=${user.id}`);
+      const usage = await api.store.readUsage(userKey(user.id));
+      const named = Object.keys({ ...usage?.sessions, ...usage?.contexts, ...usage?.ended }).filter((id) => ids.includes(id));
+      expect((await api.runtime.maintain(now + LATER)).erasuresFinished).toBe(1);
+      await harness.shards?.settled();
+      const left = await whole.holdingBesideUsage([user.id, userKey(user.id), ...ids, ...words, connWord, shared]);
+      const created = await api.call("POST", ROUTES.create, { user_id: user.id, template_id: "friendly-assistant" });
+      expect({ first: first.status, refusedMeanwhile: refusedMeanwhile.status, retried: retried.body.status, named, left, created: created.status }).toEqual({
+        first: 503,
+        refusedMeanwhile: 409,
+        retried: "erased",
+        named: [],
+        left: [],
+        created: 201,
+      });
+    });
+  }
+});
+

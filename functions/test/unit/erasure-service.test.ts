@@ -1,6 +1,7 @@
 import { ConnectionErasure } from "../../src/connections/connection-erasure";
 import { DeviceRegistry } from "../../src/connections/device-registry";
 import { tokenHash } from "../../src/connections/device-rules";
+import { beginErasure } from "../../src/session/erasure/erasure-rules";
 import { ErasureService, ID_TOKEN_LIFETIME_MS } from "../../src/session/erasure/erasure-service";
 import { admitSession, userKey, type UsagePolicy } from "../../src/session/ledger/limits";
 import { silentLog } from "../../src/log/log";
@@ -217,13 +218,18 @@ class FailingCreateKeys extends MemoryStore {
   }
 }
 
-/** A store counting its deletions of sessions: pages of an erasure. */
+/** A store counting its deletions of sessions: pages of an erasure (the second pass's decided per session). */
 class CountingDeletes extends MemoryStore {
   pages = 0;
 
   override async deleteUserSessions(userId: string, sessionIds: readonly string[]): Promise<void> {
     this.pages += 1;
     return super.deleteUserSessions(userId, sessionIds);
+  }
+
+  override async deleteUserSessionsUpTo(userId: string, sessionIds: readonly string[], cutoff: number): Promise<ReadonlySet<string>> {
+    this.pages += 1;
+    return super.deleteUserSessionsUpTo(userId, sessionIds, cutoff);
   }
 }
 
@@ -486,5 +492,121 @@ describe("both passes and the user's create keys first claimed before the cutoff
     // The session the user keeps, with its key; the key whose create's fate is unknown, for its retry.
     expect(await keys()).toEqual(["h-created", "h-taken-meanwhile"]);
     expect(await store.readSessionState("s-created")).not.toBeNull();
+  });
+});
+
+describe("a request's first pass that ran out of time", () => {
+  /** `store`, whose first read of a user's index waits until `release`: `reached` resolves once it is asked for. */
+  function holdingFirstScan(store: MemoryStore): { store: MemoryStore; reached: Promise<void>; release: () => void } {
+    let release!: () => void;
+    let reach!: () => void;
+    const released = new Promise<void>((resolve) => { release = resolve; });
+    const reached = new Promise<void>((resolve) => { reach = resolve; });
+    let scans = 0;
+    const held = new Proxy(store, {
+      get(target, name, receiver) {
+        if (name === "scanConversationIndex") {
+          return async (...args: Parameters<MemoryStore["scanConversationIndex"]>) => {
+            scans += 1;
+            if (scans === 1) {
+              reach();
+              await released;
+            }
+            return target.scanConversationIndex(...args);
+          };
+        }
+        const value = Reflect.get(target, name, receiver) as unknown;
+        return typeof value === "function" ? (value as (...args: unknown[]) => unknown).bind(target) : value;
+      },
+    });
+    return { store: held, reached, release };
+  }
+
+  it("is the sweep's at its next run once the request has stopped, and not while the request still runs it", async () => {
+    const store = new MemoryStore();
+    let now = T;
+    const options = { clock: () => now, log: silentLog, messagesPerMinute: 20, takeOverAfterMs: 60_000, finalPassAfterMs: 51_000, batchSize: 1 };
+    const held = holdingFirstScan(store);
+    const request = new ErasureService({ ...options, store: held.store });
+    const sweep = new ErasureService({ ...options, store });
+    const user = "out-of-time";
+    const key = userKey(user);
+    for (const id of ["s1", "s2"]) {
+      await store.createSession(newSession({ user_id: user, created_at: T - 1_000 }, id));
+      await store.updateUsage(key, admitSession(id, T - 1_000, POLICY));
+    }
+
+    // The request's pass is at its first page when its time (30 s) runs out; a run of the sweep comes meanwhile.
+    const erasing = request.erase(user, T + 30_000);
+    await held.reached;
+    now = T + 31_000;
+    expect({ finished: await sweep.finishDue(now), due: (await store.findDueErasures(now, undefined, 10)).keys, s1: await store.readSessionState("s1") === null }).toEqual({ finished: 0, due: [], s1: false });
+
+    // The request deletes its page, starts no other, and answers: the pass is due at once.
+    held.release();
+    expect(await erasing).toMatchObject({ complete: false, sessions: 1 });
+    expect((await store.findDueErasures(now, undefined, 10)).keys).toEqual([key]);
+    expect((await store.readUsage(key))?.erasing).toBe(T);
+
+    // The next run, within the function's timeout of the request's start, takes it over and finishes it: the user is served again.
+    now = T + 45_000;
+    expect(await sweep.finishDue(now)).toBe(0);
+    expect({ s2: await store.readSessionState("s2"), erasing: (await store.readUsage(key))?.erasing, admitted: await store.updateUsage(key, admitSession("s3", now, POLICY)) }).toEqual({
+      s2: null,
+      erasing: undefined,
+      admitted: { admitted: true },
+    });
+  });
+
+  it("leaves the record of a request that began the erasure again meanwhile to that request", async () => {
+    const store = new MemoryStore();
+    let now = T;
+    const options = { clock: () => now, log: silentLog, messagesPerMinute: 20, takeOverAfterMs: 60_000, finalPassAfterMs: 51_000, batchSize: 1 };
+    const held = holdingFirstScan(store);
+    const first = new ErasureService({ ...options, store: held.store });
+    const user = "asked-twice";
+    await store.createSession(newSession({ user_id: user, created_at: T - 1_000 }, "s1"));
+    const erasing = first.erase(user, T + 30_000);
+    await held.reached;
+    // A second request (another tab) begins the erasure again, and is still running its pass when the first one's time runs out.
+    now = T + 31_000;
+    await store.updateErasure(userKey(user), beginErasure(user, now, 60_000));
+    held.release();
+    expect((await erasing).complete).toBe(false);
+    expect(await store.updateErasure(userKey(user), (record) => ({ outcome: record?.due_at }))).toBe(now + 60_000);
+  });
+});
+
+describe("the second pass and a session created again under an id the first pass erased", () => {
+  it("keeps the session created after the cutoff, and its count; deletes again one created up to the cutoff, and forgets it", async () => {
+    const store = new MemoryStore();
+    let now = T;
+    const erasure = new ErasureService({ store, clock: () => now, log: silentLog, messagesPerMinute: 20, takeOverAfterMs: 60_000, finalPassAfterMs: 51_000, batchSize: 50 });
+    const user = "created-again";
+    const key = userKey(user);
+    for (const id of ["s-again", "s-late"]) {
+      await store.createSession(newSession({ user_id: user, created_at: T - 1_000 }, id));
+      await store.updateUsage(key, admitSession(id, T - 1_000, POLICY));
+    }
+    const first = await erasure.erase(user);
+    expect(first).toMatchObject({ complete: true, sessions: 2 });
+    expect(await store.updateErasure(key, (record) => ({ outcome: Object.keys(record?.sessions ?? {}).sort() }))).toEqual(["s-again", "s-late"]);
+
+    // Under the first id, a keyed create's retry (its key taken over after the cutoff) creates its session again, counted anew;
+    // under the second, a create from before the cutoff whose write lands late.
+    now = T + 2_000;
+    await store.createSession(newSession({ user_id: user, created_at: now }, "s-again"));
+    await store.updateUsage(key, admitSession("s-again", now, POLICY));
+    await store.createSession(newSession({ user_id: user, created_at: T - 500 }, "s-late"));
+    await store.updateUsage(key, admitSession("s-late", T - 500, POLICY));
+
+    now = first.finalPassAt + 1;
+    expect(await erasure.finishDue(now)).toBe(1);
+    expect({
+      again: await store.readSessionState("s-again") !== null,
+      late: await store.readSessionState("s-late"),
+      counted: Object.keys((await store.readUsage(key))?.sessions ?? {}),
+      listed: (await store.listConversations(user, 5)).map((listed) => listed.sessionId),
+    }).toEqual({ again: true, late: null, counted: ["s-again"], listed: ["s-again"] });
   });
 });

@@ -93,7 +93,9 @@ export class ConversationService {
    * A page of the user's conversations, newest activity first, after `after`. Read beside it, the
    * sessions an erasure under way has deleted are left out: a message's copy that lands after the
    * erasure's first pass writes their entry back, whole when it is exchange 1's (which carries the
-   * entry's head), until the second pass deletes it again. The page then holds fewer.
+   * entry's head), until the second pass deletes it again. The page then holds fewer. Not an entry
+   * created after the erasure's cutoff: a keyed create's retry creates its session again under the
+   * id its key fixes, which the first pass deleted, and the user keeps it (so does the second pass).
    */
   async list(userId: string, limit: number, after?: ConversationPosition): Promise<ConversationPage> {
     const { store } = this.options;
@@ -102,7 +104,7 @@ export class ConversationService {
     const page = found.slice(0, limit);
     const last = page.at(-1);
     const now = this.options.clock();
-    const shown = page.filter(({ sessionId }) => !erased.has(sessionId));
+    const shown = page.filter(({ sessionId, entry }) => !(erased?.ids.has(sessionId) && entry.created_at <= erased.requestedAt));
     const judged = await this.judgeIdle(shown, now);
     return {
       conversations: shown.map(({ sessionId, entry }) => this.listed(sessionId, entry, judged.get(sessionId) ?? this.indexStatus(entry, now))),

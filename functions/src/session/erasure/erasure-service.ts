@@ -68,7 +68,7 @@ export class ErasureService {
     const { store, clock, takeOverAfterMs } = this.options;
     const key = userKey(userId);
     const record = await store.updateErasure(key, beginErasure(userId, clock(), takeOverAfterMs));
-    return this.firstPass(key, record, this.until(deadline));
+    return this.requestPass(key, record, deadline);
   }
 
   /**
@@ -85,7 +85,7 @@ export class ErasureService {
     const now = clock();
     const key = userKey(userId);
     const record = await store.updateErasure(key, beginErasure(userId, now, takeOverAfterMs, Math.max(now, deletedAt + ID_TOKEN_LIFETIME_MS)));
-    return this.firstPass(key, record, this.until(deadline));
+    return this.requestPass(key, record, deadline);
   }
 
   /**
@@ -126,6 +126,27 @@ export class ErasureService {
     return false;
   }
 
+  /**
+   * A request's first pass, within `deadline`. Stopped when that time was up, the pass has ended
+   * (it starts no page after, and every page it started is awaited), and the request runs no more:
+   * so it hands its takeover back (pauseErasure), due at once, as a run of the sweep does with a
+   * pass it stopped. Else the sweep would leave it, and the user refused `409
+   * ERASURE_IN_PROGRESS`, until the takeover lapsed (the function's timeout from the request's
+   * start: up to an hour, where a run comes every 15 minutes). A request that began the erasure
+   * again since has its own record, which the hand-back leaves alone. Should the hand-back fail,
+   * the takeover lapses as before.
+   */
+  private async requestPass(key: string, record: ErasureRecord, deadline: number | undefined): Promise<ErasureOutcome> {
+    const { store, clock, log } = this.options;
+    const outcome = await this.firstPass(key, record, this.until(deadline));
+    if (!outcome.complete) {
+      await store.updateErasure(key, pauseErasure(record, clock())).catch((error: unknown) => {
+        log.warn("erasure hand-back to the sweep failed", { error: error instanceof Error ? error.name : typeof error });
+      });
+    }
+    return outcome;
+  }
+
   /** A request's time: up once `deadline` (epoch ms) has passed; never without one. */
   private until(deadline: number | undefined): Stopped {
     const { clock } = this.options;
@@ -137,7 +158,7 @@ export class ErasureService {
     // What an earlier attempt of this pass deleted (recorded before it was) is forgotten with the
     // mark: its deletion may have landed with its usage change lost, and no scan here finds it again.
     await store.updateUsage(key, markErasing(record.requested_at, messagesPerMinute, Object.keys(record.sessions ?? {})));
-    const sessions = await this.deleteSessions(key, record, stopped);
+    const sessions = await this.deleteSessions(key, record, stopped, false);
     const connections = sessions.stopped ? { count: 0, stopped: true } : await this.eraseConnections(key, record, stopped, true);
     if (connections.stopped || (await this.deleteCreateKeys(key, record, undefined, stopped))) {
       log.info("erasure", { pass: 1, complete: false, sessions: sessions.count, connections: connections.count });
@@ -159,7 +180,7 @@ export class ErasureService {
    * the user's create keys up to the cutoff and those refused for the erasure that no session came
    * of (deleteCreateKeys); then the record. Page by page until `stopped`: then what it
    * deleted again leaves the record, and the next run goes on with the rest (pauseErasure). `now`:
-   * the run's time.
+   * the run's time. A session created after the cutoff under a recorded id stays (eraseBatch).
    */
   private async secondPass(key: string, record: ErasureRecord, now: number, stopped: Stopped): Promise<boolean> {
     const { store, clock, batchSize, connections, log, finalPassAfterMs } = this.options;
@@ -173,10 +194,10 @@ export class ErasureService {
     for (let i = 0; i < recorded.length; i += batchSize) {
       if (stopped()) return pause(again);
       const page = recorded.slice(i, i + batchSize);
-      await this.eraseBatch(key, record.user_id, page, false);
+      await this.eraseBatch(key, record, page, { recording: false, again: true });
       again.sessions.push(...page);
     }
-    if ((await this.deleteSessions(key, record, stopped)).stopped) return pause(again);
+    if ((await this.deleteSessions(key, record, stopped, true)).stopped) return pause(again);
     const recordedConnections = connections ? Object.entries(record.connections ?? {}) : [];
     for (let i = 0; i < recordedConnections.length; i += batchSize) {
       if (stopped()) return pause(again);
@@ -197,9 +218,10 @@ export class ErasureService {
   /**
    * Every session of the user created up to the request: those of their index (entries whose
    * session is gone included), then those only a query on `user_id` finds (created before the
-   * index). Page by page, each recorded before it is deleted; `stopped` when the pass's time was up first.
+   * index). Page by page, each recorded before it is deleted (`again` in the second pass: see
+   * eraseBatch); `stopped` when the pass's time was up first.
    */
-  private async deleteSessions(key: string, record: ErasureRecord, stopped: Stopped): Promise<{ count: number; stopped: boolean }> {
+  private async deleteSessions(key: string, record: ErasureRecord, stopped: Stopped, again: boolean): Promise<{ count: number; stopped: boolean }> {
     const { store, batchSize } = this.options;
     const userId = record.user_id;
     const sources = [
@@ -211,8 +233,7 @@ export class ErasureService {
       const ended = await eachPage(batchSize, stopped, scan, (session) => session.id, async (page) => {
         // What the user created after asking is theirs to keep.
         const ids = page.filter((session) => session.createdAt <= record.requested_at).map((session) => session.id);
-        await this.eraseBatch(key, userId, ids, true);
-        count += ids.length;
+        count += await this.eraseBatch(key, record, ids, { recording: true, again });
       });
       if (ended === "stopped") return { count, stopped: true };
     }
@@ -264,11 +285,26 @@ export class ErasureService {
     });
   }
 
-  private async eraseBatch(key: string, userId: string, ids: readonly string[], record: boolean): Promise<void> {
-    if (ids.length === 0) return;
+  /**
+   * Deletes the user's sessions `ids`, recorded first when `recording`, then forgets them in the
+   * usage record; returns how many it deleted. The first pass deletes them whole, in one update
+   * (the mark refuses every create meanwhile). The second pass (`again`) keeps a session created
+   * after the cutoff under one of the ids, and does not forget it: the first pass deleted the
+   * session a keyed create's write left (its answer lost), and the retry with that key, taking it
+   * over after the cutoff, may create it again under the same id (the key fixes it) once the mark
+   * is cleared, counted anew; that session is the user's, with its key (deleteCreateKeys). So each
+   * session is decided on as stored when it is deleted (deleteUserSessionsUpTo): a check before a
+   * removal of the whole would let a create landing between them be deleted.
+   */
+  private async eraseBatch(key: string, record: ErasureRecord, ids: readonly string[], step: { readonly recording: boolean; readonly again: boolean }): Promise<number> {
+    if (ids.length === 0) return 0;
     const { store } = this.options;
-    if (record) await store.recordErasedSessions(key, ids);
-    await store.deleteUserSessions(userId, ids);
-    await store.updateUsage(key, forgetSessions(ids));
+    if (step.recording) await store.recordErasedSessions(key, ids);
+    let kept: ReadonlySet<string> = new Set();
+    if (step.again) kept = await store.deleteUserSessionsUpTo(record.user_id, ids, record.requested_at);
+    else await store.deleteUserSessions(record.user_id, ids);
+    const deleted = ids.filter((id) => !kept.has(id));
+    if (deleted.length > 0) await store.updateUsage(key, forgetSessions(deleted));
+    return deleted.length;
   }
 }

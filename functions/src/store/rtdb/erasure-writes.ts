@@ -3,9 +3,10 @@ import { erasureRecordSchema, type ErasureRecord, type ErasureRule } from "../co
 import { StoreDataError, StoreUnavailableError } from "../errors";
 import { parseStored } from "../parse-stored";
 import { createKeySchema, DATABASE_KEY, type CreateKey } from "../records";
-import { isUnchangedCreateKey, refusedClaim, type StoredCreateKey } from "../session-store";
-import { conversationOwnerKey, conversationPath, CREATE_KEYS, createKeyPath, erasurePath, sessionPath } from "./paths";
+import { isUnchangedCreateKey, refusedClaim, type ErasedSessions, type StoredCreateKey } from "../session-store";
+import { conversationOwnerKey, conversationPath, CREATE_KEYS, createKeyPath, erasurePath, sessionFieldPath, sessionPath } from "./paths";
 import { updateAcross } from "./home-writes";
+import { isRecord } from "./journal";
 import type { TransactionEngine } from "./transactions";
 
 /** The writes of an erasure beside the sessions' own: its record, and the deletions across the tree. */
@@ -15,6 +16,8 @@ export class ErasureWrites {
     private readonly engine: TransactionEngine,
     /** Where the conversation index is (docs/sharding.md): `db` itself unless sharded. */
     private readonly home: Database = db,
+    /** Transactions on `home` (`engine` itself when it is `db`). */
+    private readonly homeEngine: TransactionEngine = engine,
   ) {}
 
   /** Applies `rule` to the record in a transaction; a next of null removes it. */
@@ -31,13 +34,13 @@ export class ErasureWrites {
     return decided as O;
   }
 
-  async readSessions(userKey: string): Promise<ReadonlySet<string>> {
-    const snapshot = await this.engine.read("read erased sessions", this.db.ref(`${erasurePath(userKey)}/sessions`));
-    const sessions = new Set<string>();
-    snapshot.forEach((child: DataSnapshot) => {
-      if (child.key !== null) sessions.add(child.key);
-    });
-    return sessions;
+  /** The record read whole (its ids and its cutoff at once): it is there only while its erasure runs. */
+  async readSessions(userKey: string): Promise<ErasedSessions | null> {
+    const path = erasurePath(userKey);
+    const value: unknown = (await this.engine.read("read erased sessions", this.db.ref(path))).val();
+    if (value === null) return null;
+    const record = parseStored(erasureRecordSchema, value, path);
+    return { requestedAt: record.requested_at, ids: new Set(Object.keys(record.sessions ?? {})) };
   }
 
   async recordSessions(userKey: string, sessionIds: readonly string[]): Promise<void> {
@@ -62,6 +65,41 @@ export class ErasureWrites {
     // is gone included, and the ids it recorded), so no half is left for good.
     const { here, index } = updateAcross(this.db, this.home, update);
     await this.engine.call("delete user sessions", Promise.all([here, index]));
+  }
+
+  /**
+   * Each id on its own: its `created_at` read first (a session created after `cutoff` is left
+   * untouched, its node never downloaded); otherwise the node and the index entry each removed in a
+   * transaction that keeps it when its `created_at` says created after `cutoff` (a session or an
+   * entry written since the read: the create of a keyed retry sends both, the entry first). What a
+   * late write left (a partial, a copy of messages, an entry a copy wrote back) has no such field,
+   * or the erased session's, and goes. Both at once, as deleteSessions: a failure fails the step.
+   */
+  async deleteSessionsUpTo(userId: string, sessionIds: readonly string[], cutoff: number): Promise<ReadonlySet<string>> {
+    const owner = conversationOwnerKey(userId);
+    const ids = sessionIds.filter((id) => DATABASE_KEY.test(id));
+    const kept = await Promise.all(
+      ids.map(async (id) => {
+        const createdAt: unknown = (await this.engine.read("read erased session's creation", this.db.ref(sessionFieldPath(id, "created_at")))).val();
+        if (createdAfter(createdAt, cutoff)) return id;
+        const [session] = await Promise.all([
+          this.removeUnlessCreatedAfter(this.engine, sessionPath(id), cutoff, "delete erased session again"),
+          this.removeUnlessCreatedAfter(this.homeEngine, conversationPath(owner, id), cutoff, "delete erased index entry again"),
+        ]);
+        return session === "kept" ? id : undefined;
+      }),
+    );
+    return new Set(kept.filter((id): id is string => id !== undefined));
+  }
+
+  /** The node at `path` removed in a transaction, unless created after `cutoff` (then written back as it is, for the server to confirm). */
+  private async removeUnlessCreatedAfter(engine: TransactionEngine, path: string, cutoff: number, operation: string): Promise<"kept" | "removed"> {
+    const { decided, committed } = await engine.transact(path, operation, (current) => {
+      const kept = isRecord(current) && createdAfter(current.created_at, cutoff);
+      return { decided: kept ? ("kept" as const) : ("removed" as const), write: kept ? current : null };
+    });
+    if (!committed || decided === undefined) throw new StoreUnavailableError(operation);
+    return decided;
   }
 
   /** The user's create keys after `after`, by the indexed query on `user_key` (in key order among equal values). */
@@ -107,6 +145,11 @@ export class ErasureWrites {
     if (!committed) throw new StoreUnavailableError(operation);
     return decided === true;
   }
+}
+
+/** Whether a stored `created_at` says created after `cutoff`: a number past it (anything else is no session's). */
+function createdAfter(createdAt: unknown, cutoff: number): boolean {
+  return typeof createdAt === "number" && createdAt > cutoff;
 }
 
 function withoutUndefined(record: ErasureRecord): Record<string, unknown> {

@@ -26,7 +26,7 @@ import {
   type Template,
   type UserUsage,
 } from "../records";
-import type { HistoryWindow, LedgerRule, NewSession, Ruled, RuledWithKey, SessionStore, StateRule, StoredCreateKey, UsageRule } from "../session-store";
+import type { ErasedSessions, HistoryWindow, LedgerRule, NewSession, Ruled, RuledWithKey, SessionStore, StateRule, StoredCreateKey, UsageRule } from "../session-store";
 import { adoptedClaim, isReleasable } from "../session-store";
 import { pageOnOneInstance, type SweepCursor, type SweepPage } from "../sweep-page";
 import { installFrameSafeJson } from "./frame-safe-json";
@@ -114,7 +114,7 @@ export class RtdbStore implements SessionStore {
     this.engine = new TransactionEngine(db, timeoutMs);
     this.history = new HistoryReads(db, this.engine);
     this.conversations = new ConversationReads(db, this.engine);
-    this.erasures = new ErasureWrites(db, this.engine, this.home);
+    this.erasures = new ErasureWrites(db, this.engine, this.home, this.home === db ? this.engine : new TransactionEngine(this.home, timeoutMs));
     this.secrets = new ServiceSecrets(db, this.engine);
     this.holds = new ListenerHolds(db, options.heldNodes ?? HELD_NODES, options.holdIdleMs ?? HOLD_IDLE_MS, (path) => {
       const sessionId = sessionOfStatePath(path);
@@ -460,7 +460,7 @@ export class RtdbStore implements SessionStore {
     return this.erasures.update(userKey, rule);
   }
 
-  readErasedSessions(userKey: string): Promise<ReadonlySet<string>> {
+  readErasedSessions(userKey: string): Promise<ErasedSessions | null> {
     return this.erasures.readSessions(userKey);
   }
 
@@ -474,6 +474,10 @@ export class RtdbStore implements SessionStore {
 
   deleteUserSessions(userId: string, sessionIds: readonly string[]): Promise<void> {
     return this.erasures.deleteSessions(userId, sessionIds);
+  }
+
+  deleteUserSessionsUpTo(userId: string, sessionIds: readonly string[], cutoff: number): Promise<ReadonlySet<string>> {
+    return this.erasures.deleteSessionsUpTo(userId, sessionIds, cutoff);
   }
 
   readUserCreateKeys(userKey: string, after: string | undefined, limit: number): Promise<StoredCreateKey[]> {
