@@ -84,18 +84,18 @@ export async function runMaintenance(options: MaintenanceOptions, steps: Mainten
   const home = (stopped: () => boolean): BatchBudget => ({ batchSize, maxBatches: options.maxBatches, stopped });
   // Idle *longer* than the TTL, as the request path judges it: activity at exactly the TTL keeps a session.
   const cutoff = now - options.policy.idleTtlMs - 1;
-  const expired = await steps.run("expired", 0, (stopped) => inBatches(everywhere(stopped), (after) => store.findIdleSessions(cutoff, after, batchSize), async (ids) => {
+  const expired = await steps.run("expired", 0, (stopped) => inBatches(everywhere(stopped), (after) => store.findIdleSessions(cutoff, after, batchSize, stopped), async (ids) => {
     // Settled, not all: one session the database fails on must not stop the rest of the run.
     const results = await Promise.allSettled(ids.map((id) => store.updateState(id, expireRule(now, options.policy))));
     return changed("expired", results, ids, (ruled) => (ruled.found && ruled.outcome ? 1 : 0));
   }));
   // Counted when this run finished the copy: not when it failed again, nor when another run did.
-  const flushed = await steps.run("flushed", 0, (stopped) => inBatches(everywhere(stopped), (after) => store.findUnflushedSessions(after, batchSize), async (ids) => {
+  const flushed = await steps.run("flushed", 0, (stopped) => inBatches(everywhere(stopped), (after) => store.findUnflushedSessions(after, batchSize, stopped), async (ids) => {
     const results = await Promise.allSettled(ids.map((id) => store.flushSession(id)));
     return changed("flushed", results, ids, (done) => (done ? 1 : 0));
   }));
   // A request that died mid-reply left its claim and partial; a later message of its session drops them, else this.
-  const lapsedClaims = await steps.run("lapsedClaims", 0, (stopped) => inBatches(everywhere(stopped), (after) => store.findLapsedClaims(now, after, batchSize), async (ids) => {
+  const lapsedClaims = await steps.run("lapsedClaims", 0, (stopped) => inBatches(everywhere(stopped), (after) => store.findLapsedClaims(now, after, batchSize, stopped), async (ids) => {
     const results = await Promise.allSettled(ids.map((id) => store.updateState(id, sweepLapsedClaims(now))));
     return changed("lapsedClaims", results, ids, (ruled) => (ruled.found ? ruled.outcome : 0));
   }));
@@ -106,7 +106,7 @@ export async function runMaintenance(options: MaintenanceOptions, steps: Mainten
   const deletable = retentionRule(now - options.retentionMs, now - options.closingCopyLandsWithinMs);
   const deleted = await steps.run("deleted", 0, async (stopped) =>
     options.retentionMs > 0
-      ? inBatches(everywhere(stopped), (after) => store.findClosedSessions(now - options.retentionMs, after, batchSize), async (ids) => {
+      ? inBatches(everywhere(stopped), (after) => store.findClosedSessions(now - options.retentionMs, after, batchSize, stopped), async (ids) => {
           // Settled, as above: a failed delete is found again by the next run. Counted when this
           // run removed the session, not when another run (or an erasure) had already.
           const results = await Promise.allSettled(ids.map((id) => store.deleteSession(id, deletable)));

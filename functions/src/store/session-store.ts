@@ -297,15 +297,17 @@ export interface HousekeepingStore {
    * Active sessions whose `idle_since` is at or before `cutoff`, oldest first, a page after `after`
    * (from the oldest when undefined). Each of these queries pages on from where the last page
    * ended (sweep-page.ts), so a session whose change keeps failing is passed, not met again at the
-   * head of every page.
+   * head of every page. `stopped`, in these four queries: once it says the caller's time is up, a
+   * store over several database instances asks no further one (ShardedStore), each asked up to
+   * its own deadline; the page then comes back short, as the work done.
    */
-  findIdleSessions(cutoff: number, after: SweepCursor | undefined, limit: number): Promise<SweepPage>;
+  findIdleSessions(cutoff: number, after: SweepCursor | undefined, limit: number, stopped?: () => boolean): Promise<SweepPage>;
 
   /** Ended or expired sessions whose `ended_at` is at or before `cutoff`, oldest first, a page after `after`. */
-  findClosedSessions(cutoff: number, after: SweepCursor | undefined, limit: number): Promise<SweepPage>;
+  findClosedSessions(cutoff: number, after: SweepCursor | undefined, limit: number, stopped?: () => boolean): Promise<SweepPage>;
 
   /** Closed sessions whose exchanges are not all in `messages` yet (a copy that failed as they closed), a page after `after`. */
-  findUnflushedSessions(after: SweepCursor | undefined, limit: number): Promise<SweepPage>;
+  findUnflushedSessions(after: SweepCursor | undefined, limit: number, stopped?: () => boolean): Promise<SweepPage>;
 
   /**
    * Sends again the copy of a session `findUnflushedSessions` found. True when this call finished
@@ -316,7 +318,7 @@ export interface HousekeepingStore {
   flushSession(sessionId: string): Promise<boolean>;
 
   /** Sessions holding a claim whose lease ended at or before `cutoff` (a request that died), oldest first, a page after `after`. */
-  findLapsedClaims(cutoff: number, after: SweepCursor | undefined, limit: number): Promise<SweepPage>;
+  findLapsedClaims(cutoff: number, after: SweepCursor | undefined, limit: number, stopped?: () => boolean): Promise<SweepPage>;
 
   /**
    * Removes a session and its history. True when this call removed it; false when it was gone

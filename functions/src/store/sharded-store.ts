@@ -186,20 +186,20 @@ export class ShardedStore implements SessionStore {
 
   // HousekeepingStore: sessions on every instance; create keys and address buckets on the home instance.
 
-  findIdleSessions(cutoff: number, after: SweepCursor | undefined, limit: number): Promise<SweepPage> {
-    return this.everywhere("find idle sessions", after, limit, (instance, from, wanted) => instance.findIdleSessions(cutoff, from, wanted));
+  findIdleSessions(cutoff: number, after: SweepCursor | undefined, limit: number, stopped?: () => boolean): Promise<SweepPage> {
+    return this.everywhere("find idle sessions", after, limit, stopped, (instance, from, wanted) => instance.findIdleSessions(cutoff, from, wanted));
   }
 
-  findClosedSessions(cutoff: number, after: SweepCursor | undefined, limit: number): Promise<SweepPage> {
-    return this.everywhere("find closed sessions", after, limit, (instance, from, wanted) => instance.findClosedSessions(cutoff, from, wanted));
+  findClosedSessions(cutoff: number, after: SweepCursor | undefined, limit: number, stopped?: () => boolean): Promise<SweepPage> {
+    return this.everywhere("find closed sessions", after, limit, stopped, (instance, from, wanted) => instance.findClosedSessions(cutoff, from, wanted));
   }
 
-  findUnflushedSessions(after: SweepCursor | undefined, limit: number): Promise<SweepPage> {
-    return this.everywhere("find unflushed sessions", after, limit, (instance, from, wanted) => instance.findUnflushedSessions(from, wanted));
+  findUnflushedSessions(after: SweepCursor | undefined, limit: number, stopped?: () => boolean): Promise<SweepPage> {
+    return this.everywhere("find unflushed sessions", after, limit, stopped, (instance, from, wanted) => instance.findUnflushedSessions(from, wanted));
   }
 
-  findLapsedClaims(cutoff: number, after: SweepCursor | undefined, limit: number): Promise<SweepPage> {
-    return this.everywhere("find lapsed claims", after, limit, (instance, from, wanted) => instance.findLapsedClaims(cutoff, from, wanted));
+  findLapsedClaims(cutoff: number, after: SweepCursor | undefined, limit: number, stopped?: () => boolean): Promise<SweepPage> {
+    return this.everywhere("find lapsed claims", after, limit, stopped, (instance, from, wanted) => instance.findLapsedClaims(cutoff, from, wanted));
   }
 
   flushSession(sessionId: string): Promise<boolean> {
@@ -323,7 +323,8 @@ export class ShardedStore implements SessionStore {
    * to lead, each after where its own last page ended (`after` holds a position per instance, see
    * SweepCursor); one that answered a page short has nothing more for this pass and is not asked
    * again. The batch comes back short only when every instance answered short, which is what tells
-   * the caller that the work is done. A full batch (the caller asks again) hands the lead to the
+   * the caller that the work is done, or when `stopped` said the caller's time was up before an
+   * instance's turn (it is asked no more in this run). A full batch (the caller asks again) hands the lead to the
    * next instance, so a backlog on one instance cannot fill every batch of a run and keep the
    * others' work waiting. The ids go back in turns, each instance's oldest first, in list order.
    *
@@ -336,6 +337,7 @@ export class ShardedStore implements SessionStore {
     query: string,
     after: SweepCursor | undefined,
     limit: number,
+    stopped: (() => boolean) | undefined,
     find: (instance: SessionStore, from: SweepCursor, wanted: number) => Promise<SweepPage>,
   ): Promise<SweepPage> {
     const next = this.instances.map((_, position) => after?.[position]);
@@ -345,6 +347,9 @@ export class ShardedStore implements SessionStore {
     const answers: (readonly string[])[] = this.instances.map(() => []);
     let found = 0;
     for (let step = 0; step < count && found < limit; step += 1) {
+      // Each instance is asked up to its own deadline: with several out of reach, a batch asking
+      // them all would outlast the tail the scheduled run keeps free (time-budget.ts).
+      if (step > 0 && stopped?.() === true) break;
       const position = (lead + step) % count;
       const instance = this.instances[position];
       const from = next[position];

@@ -1,6 +1,7 @@
 import { recentMessages } from "../support/recent-messages";
 import { claimToken, registerDevice, STALE_AFTER_MS } from "../../src/connections/device-rules";
 import { resolveConfig } from "../../src/config";
+import { MAINTENANCE_TIMEOUT_SECONDS } from "../../src/function-options";
 import { silentLog } from "../../src/log/log";
 import { createOfflineSender } from "../../src/notify/offline-sender";
 import { composeInstance } from "../../src/runtime/instance";
@@ -494,5 +495,58 @@ describe("the scheduled clean-up of an instance", () => {
     faulty.arm("findDueErasures", "before");
     expect(await again.maintain(SWEPT_AT)).toMatchObject({ erasuresFinished: 0, staleDevices: 1, failed: "erasuresFinished" });
     expect(entries.filter((entry) => entry.level === "error").map((entry) => entry.fields?.step)).toEqual(["expired", "keysForgotten", "erasuresFinished"]);
+  });
+});
+
+/*
+ * docs/sharding.md: "The run keeps within its function's timeout however many instances there
+ * are"; docs/sessions-over-time.md: it starts no batch after its timeout less a minute, or less
+ * four database deadlines, "so the batch under way can end". A clean-up batch over several
+ * database instances asks them one after another (ShardedStore.everywhere), each up to its own
+ * database deadline: a batch is up to N deadlines, not one.
+ */
+describe("the scheduled clean-up over database instances that answer only at their deadline", () => {
+  it("ends within the scheduled function's timeout while most instances are out of reach", async () => {
+    const DB_TIMEOUT_MS = 15_000;
+    const COUNT = 8;
+    let clock = CREATED_AT;
+    /** An instance out of reach: each clean-up query fails at its database deadline, as RtdbStore's engine fails it. */
+    class UnreachableStore extends MemoryStore {
+      private async deadline(): Promise<never> {
+        clock += DB_TIMEOUT_MS;
+        await Promise.resolve();
+        throw new StoreUnavailableError("query (past its deadline)");
+      }
+      override findIdleSessions(): Promise<SweepPage> {
+        return this.deadline();
+      }
+      override findUnflushedSessions(): Promise<SweepPage> {
+        return this.deadline();
+      }
+      override findLapsedClaims(): Promise<SweepPage> {
+        return this.deadline();
+      }
+      override findClosedSessions(): Promise<SweepPage> {
+        return this.deadline();
+      }
+    }
+    const urls = Array.from({ length: COUNT }, (_, i) => `https://shard${i}x.firebaseio.com`);
+    // The home instance answers; the seven others are out of reach (a region's outage, say).
+    const store = new ShardedStore([new MemoryStore(), ...Array.from({ length: COUNT - 1 }, () => new UnreachableStore())], silentLog);
+    const instance = composeInstance(resolveConfig({ DATABASE_INSTANCES: urls.join(","), DB_TIMEOUT_MS: String(DB_TIMEOUT_MS), TIMEOUT_SECONDS: "540" }), {
+      store,
+      connectionStore: new MemoryConnectionStore(),
+      identity: NO_TOKENS,
+      log: silentLog,
+      clock: () => clock,
+      pushSender: createOfflineSender(silentLog),
+      databaseUrls: urls,
+    });
+    const started = clock;
+
+    await instance.maintain(CREATED_AT + STALE_AFTER_MS + 1, maintenanceRunMs(instance.config));
+
+    // The platform ends the scheduled function at its timeout: the batch under way cut off, the report never logged.
+    expect(clock - started).toBeLessThanOrEqual(MAINTENANCE_TIMEOUT_SECONDS * 1000);
   });
 });
