@@ -5,7 +5,8 @@ import { fingerprint, keyHash } from "../../src/session/idempotency";
 import { appendRule } from "../../src/session/session-rules";
 import { createSession, describeEachStore, ROUTES, startHarness, type Answer, type Harness, type Instance } from "../support/http-harness";
 import { anyUsage } from "../support/any-usage";
-import { describeWithRtdb } from "../support/rtdb";
+import { describeWithRtdb, RtdbInstances } from "../support/rtdb";
+import { sessionPath, SESSION_CHILDREN } from "../../src/store/rtdb/paths";
 import { StoredView } from "../support/stored-view";
 import { FaultyStore } from "../support/faulty-store";
 import type { SessionStore } from "../../src/store/session-store";
@@ -867,57 +868,56 @@ describeEachStore("a keyed repeat whose last poll, at the end of its wait, finds
  */
 describeEachStore("a keyed repeat replaying an exchange of a session deleted meanwhile", (kind) => {
   let harness: Harness;
-  let hold: { reached: () => void; opened: Promise<void> } | undefined;
-
-  /** Holds the next readExchange until `open`. */
-  const holding = (store: SessionStore): SessionStore =>
-    new Proxy(store, {
-      get(target, property, receiver) {
-        const value: unknown = Reflect.get(target, property, receiver);
-        if (property !== "readExchange" || typeof value !== "function") return value;
-        return async (...args: unknown[]) => {
-          const stop = hold;
-          hold = undefined;
-          if (stop) {
-            stop.reached();
-            await stop.opened;
-          }
-          return Reflect.apply(value, target, args) as unknown;
-        };
-      },
-    });
+  const gate = storeGate();
 
   beforeAll(async () => {
-    harness = await startHarness({ store: kind, wrapStore: holding });
+    harness = await startHarness({ store: kind, wrapStore: gate.holding });
   });
   afterAll(async () => harness.close());
 
-  it("answers 404 SESSION_NOT_FOUND, as any request for a session gone, not 500 DATA_ERROR", async () => {
+  /** A keyed message stored, then its repeat held at its read of the exchange. */
+  async function repeatHeld(closed: boolean): Promise<{ id: string; headers: Record<string, string>; repeat: Awaited<ReturnType<typeof gate.holdNext>> }> {
     const { api } = harness;
     const id = await createSession(api);
     const headers = { "Idempotency-Key": `gone-${randomUUID()}` };
     expect((await api.call("POST", ROUTES.message(id), { message: "Hi" }, headers)).status).toBe(200);
+    // Retention deletes only closed sessions.
+    if (closed) expect((await api.call("DELETE", ROUTES.end(id))).status).toBe(200);
+    return { id, headers, repeat: await gate.holdNext("readExchange", () => api.call("POST", ROUTES.message(id), { message: "Hi" }, headers)) };
+  }
 
-    let open!: () => void;
-    let reached!: () => void;
-    const opened = new Promise<void>((resolve) => { open = resolve; });
-    const arrived = new Promise<void>((resolve) => { reached = resolve; });
-    hold = { reached, opened };
-    const repeat = api.call("POST", ROUTES.message(id), { message: "Hi" }, headers);
-    let timer: NodeJS.Timeout | undefined;
-    const came = await Promise.race([arrived.then(() => true), new Promise<false>((resolve) => { timer = setTimeout(() => { resolve(false); }, 5_000); })]).finally(() => { clearTimeout(timer); });
-    if (!came) throw new Error("the repeat did not reach its read of the exchange within 5 s");
-
+  it("answers 404 SESSION_NOT_FOUND, as any request for a session gone, not 500 DATA_ERROR", async () => {
+    const { api } = harness;
+    const { id, headers, repeat } = await repeatHeld(false);
     // The session goes, as an erasure or the retention clean-up removes it.
     expect(await api.store.deleteSession(id)).toBe(true);
-    open();
+    repeat.open();
 
-    const answer = await repeat;
+    const answer = await repeat.first;
     expect({ status: answer.status, code: answer.body.error?.code }).toEqual({ status: 404, code: "SESSION_NOT_FOUND" });
     // Afterwards, the same repeat is answered 404 too.
     const later = await api.call("POST", ROUTES.message(id), { message: "Hi" }, headers);
     expect({ status: later.status, code: later.body.error?.code }).toEqual({ status: 404, code: "SESSION_NOT_FOUND" });
   });
+
+  if (kind === "rtdb") {
+    it("answers 404 too when its read lands between the retention's deletion of the history and of the state", async () => {
+      const { api } = harness;
+      const { id, repeat } = await repeatHeld(true);
+      // The retention's first write (RtdbStore.deleteSession): every child of the session but its state.
+      const admin = new RtdbInstances(harness.namespace ?? "");
+      try {
+        await admin.database().ref().update(Object.fromEntries(SESSION_CHILDREN.map((child) => [`${sessionPath(id)}/${child}`, null])));
+      } finally {
+        await admin.close();
+      }
+      repeat.open();
+      const answer = await repeat.first;
+      // Then its second write, the state, as the retention finishes it (or the next run, when that write failed).
+      await api.store.deleteSession(id);
+      expect({ status: answer.status, code: answer.body.error?.code }).toEqual({ status: 404, code: "SESSION_NOT_FOUND" });
+    });
+  }
 });
 
 /**

@@ -17,12 +17,15 @@ export interface Reply {
 }
 
 /** The answer an earlier request with the same key got: its stored exchange number `seq`. */
-export async function replay(store: Pick<HistoryStore, "readExchange"> & Pick<StateStore, "readSessionState">, sessionId: string, seq: number): Promise<Reply> {
+export async function replay(store: Pick<HistoryStore, "readExchange"> & Pick<StateStore, "readSessionMeta">, sessionId: string, seq: number): Promise<Reply> {
   const exchange = await store.readExchange(sessionId, seq);
   if (!exchange) {
     // None either when the session went after its key was found (an erasure, the retention
     // clean-up): that is the session gone, as any later request finds, not an exchange missing.
-    if (!(await store.readSessionState(sessionId))) throw new SessionNotFoundError(sessionId);
+    // Its fields, not its state, tell: the retention deletes them with the history, in one
+    // update, and the state after, in a write of its own (RtdbStore.deleteSession), so a read
+    // between the two, or after a second write that failed, finds the state still there.
+    if (!(await store.readSessionMeta(sessionId))) throw new SessionNotFoundError(sessionId);
     throw new StoreDataError(`userSessions/${sessionId}/messages`, `exchange ${seq} named by an idempotency key is missing`);
   }
   const usage = exchange.assistant.usage;
