@@ -1,5 +1,6 @@
 import type { CallableOptions } from "firebase-functions/v2/https";
-import { corsOriginsParam, resolveConfig } from "../config";
+import { corsOriginsParam } from "../config";
+import { startingConfig } from "../runtime/cloud-instance";
 import { httpsOptions, type FunctionRole } from "../function-options";
 import { HEARTBEAT_MS } from "../http/event-stream";
 
@@ -30,7 +31,7 @@ export function callableOptions(role: FunctionRole, env: Readonly<Record<string,
 
 /**
  * What the callables' options take from the config. With a config the instance will refuse at
- * start, every call is answered CONFIGURATION_ERROR, as the HTTP routes answer it
+ * start (startingConfig: every check of the params it makes), every call is answered CONFIGURATION_ERROR, as the HTTP routes answer it
  * (http/cloud-adapter.ts): App Check is not enforced, since firebase-functions would refuse a call
  * without a token `unauthenticated` before the instance could say what is wrong (a client told to
  * sign in again, the error never seen), and CORS_ORIGINS is read on its own, so a page of another
@@ -38,7 +39,7 @@ export function callableOptions(role: FunctionRole, env: Readonly<Record<string,
  */
 function callableSettings(env: Readonly<Record<string, string | undefined>>): { requireAppCheck: boolean; replayProtection: boolean; cors: boolean | string[] } {
   try {
-    const config = resolveConfig(env);
+    const config = startingConfig(env, env.FUNCTIONS_EMULATOR === "true");
     return {
       requireAppCheck: config.requireAppCheck,
       replayProtection: config.appCheckReplayProtection,

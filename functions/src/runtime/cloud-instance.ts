@@ -3,6 +3,7 @@ import { ConfigError, resolveConfig, type Config } from "../config";
 import { functionsLog } from "../log/log";
 import { emulatorUrlProblem } from "../sharding/database-instances";
 import { composeInstance, type Instance } from "./instance";
+import { checkConnectionBudget, timeBudget } from "./time-budget";
 
 let started: Promise<Instance> | undefined;
 
@@ -19,7 +20,7 @@ export function cloudInstance(): Promise<Instance> {
 async function start(): Promise<Instance> {
   try {
     const onEmulator = process.env.FUNCTIONS_EMULATOR === "true";
-    const config = deployedConfig(resolveConfig(), onEmulator);
+    const config = startingConfig(process.env, onEmulator);
     // The platform supplies project and database URL (FIREBASE_CONFIG); the emulator its own host.
     const app = getApps()[0] ?? initializeApp();
     return composeInstance(config, { app, log: functionsLog, allowOffline: onEmulator });
@@ -27,6 +28,19 @@ async function start(): Promise<Instance> {
     functionsLog.error("instance could not start", { error: error instanceof Error ? error.name : typeof error, detail: error instanceof Error ? error.message : String(error) });
     throw error;
   }
+}
+
+/**
+ * The config a function instance starts with, from `env`, or the ConfigError its start fails
+ * with: every check the start makes of the params alone (resolveConfig, deployedConfig, the time
+ * budgets composeInstance checks again), so that what is read before the start (the callables'
+ * options, callable-options.ts) knows whether the instance will refuse every request.
+ */
+export function startingConfig(env: Readonly<Record<string, string | undefined>>, onEmulator: boolean): Config {
+  const config = deployedConfig(resolveConfig(env), onEmulator);
+  timeBudget(config);
+  checkConnectionBudget(config);
+  return config;
 }
 
 /**

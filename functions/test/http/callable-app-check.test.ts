@@ -6,7 +6,8 @@ import { callableOptions } from "../../src/callable/callable-options";
 import { CALLABLES, CALLABLE_GROUP } from "../../src/callable/callable-operations";
 import { callableTrigger } from "../../src/callable/callable-trigger";
 import { callableHandler } from "../../src/callable/cloud-callable";
-import { resolveConfig } from "../../src/config";
+import { ConfigError } from "../../src/config";
+import { startingConfig } from "../../src/runtime/cloud-instance";
 import { FunctionsError, httpsCallable, type HttpsCallableStreamResult } from "firebase/functions";
 import { firebaseAppCheck } from "../../src/auth/firebase-app-check";
 import { callableClient, serveCallables, type CallableClient, type CallableServer } from "../support/callable-server";
@@ -146,27 +147,32 @@ describe("App Check on the callables (REQUIRE_APP_CHECK, APP_CHECK_REPLAY_PROTEC
 /**
  * A deployment whose instance cannot start for a bad param: README says an OPENAI_API_KEY pasted with
  * a character no HTTP header carries (a curly quote) is refused at start, "500 CONFIGURATION_ERROR
- * deployed"; docs/app-check-and-moderation.md's table gives CONFIGURATION_ERROR as the callables'
- * `internal`, and docs/api.md says such an answer carries the CORS headers of CORS_ORIGINS (default *),
- * for a page to read it. The triggers read the same env at load as the instance does at start
- * (index.ts: callableOptions), and the instance's start throws resolveConfig's ConfigError on every
- * call (cloud-app.ts callableApi -> cloudInstance). REQUIRE_APP_CHECK is not set.
+ * deployed", and so is a time budget that does not fit the function's timeout (docs/time-budget.md)
+ * or an emulator's URL in a deployed DATABASE_INSTANCES; docs/app-check-and-moderation.md's table
+ * gives CONFIGURATION_ERROR as the callables' `internal`, and docs/api.md says such an answer carries
+ * the CORS headers of CORS_ORIGINS (default *), for a page to read it. The triggers read the same env
+ * at load as the instance does at start (index.ts: callableOptions), and the instance's start
+ * throws its ConfigError on every call (cloud-app.ts callableApi -> cloudInstance). App Check is
+ * required where the env says so, and the calls send no token.
  */
-describe("a callable of an instance that could not start for a bad param", () => {
-  const env = { OPENAI_API_KEY: "sk-\u201cpasted-with-a-curly-quote\u201d" };
+describe.each([
+  ["a curly-quoted OPENAI_API_KEY", { OPENAI_API_KEY: "sk-\u201cpasted-with-a-curly-quote\u201d" }],
+  ["a time budget that does not fit TIMEOUT_SECONDS, App Check required", { REQUIRE_APP_CHECK: "true", OPENAI_TIMEOUT_MS: "120000" }],
+  ["an emulator's URL in DATABASE_INSTANCES, deployed, App Check required", { REQUIRE_APP_CHECK: "true", DATABASE_INSTANCES: "http://127.0.0.1:9000/?ns=demo-chatify" }],
+])("a callable of an instance that could not start for a bad param: %s", (_name, env: Record<string, string>) => {
   const ORIGIN = "https://app.example";
   let server: Server;
   let port: number;
 
   beforeAll(async () => {
-    // What the instance's start throws with that env.
+    // What the instance's start throws with that env, deployed.
     let startFailure: Error | undefined;
     try {
-      resolveConfig(env);
+      startingConfig(env, false);
     } catch (error) {
       if (error instanceof Error) startFailure = error;
     }
-    expect(startFailure).toBeInstanceOf(Error);
+    expect(startFailure).toBeInstanceOf(ConfigError);
     const app = express();
     const body = express.json({ limit: "10mb", verify: (request, _response, raw) => { Object.assign(request, { rawBody: raw }); } });
     // As index.ts makes chat-sendMessage: onCall's options read from the env at load, the handler on the app's callables.
