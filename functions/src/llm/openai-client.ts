@@ -25,14 +25,19 @@ export function createOpenAiClient(options: OpenAiClientOptions): OpenAI {
 }
 
 /**
- * `fetch` whose aborts are errors of this realm, and whose error answers are read with a bound.
+ * `fetch` whose aborts are errors of this realm, whose error answers are read with a bound, and
+ * which follows no redirect. fetch follows up to 20 by default (Node 24's undici): a provider, or
+ * whatever answers at OPENAI_BASE_URL, could send the user's whole prompt to any host it names
+ * (307, 308), or make the service send a request from inside its network (301, 302, 303), and take
+ * that host's answer for the reply. OpenAI's API never redirects: a 3xx reaches the SDK as the
+ * error answer it is, a bad_response naming its status, not retried.
  * The SDK tells a timeout from other connection failures by the error's name, and it rebuilds
  * errors that fail `instanceof Error` without their name: an abort raised in another realm (a
  * test VM, a polyfill) would then read as "connection error" instead of "timed out".
  */
 async function fetchWithLocalAbortErrors(input: string | URL | Request, init?: RequestInit): Promise<Response> {
   try {
-    const response = await fetch(input, init);
+    const response = await fetch(input, { ...init, redirect: "manual" });
     return response.ok ? response : await boundedErrorAnswer(response, init?.signal);
   } catch (error) {
     if (typeof error === "object" && error !== null && "name" in error && error.name === "AbortError" && !(error instanceof Error)) {

@@ -271,6 +271,20 @@ describe("createOpenAiModel against an OpenAI-compatible server", () => {
     expect(fake.requests).toHaveLength(1);
   });
 
+  it.each([301, 302, 307, 308])("follows no redirect (%i): the prompt goes to no other host, and the call is a bad_response, not retried", async (status) => {
+    const elsewhere = await FakeOpenAiServer.start();
+    try {
+      for (const stream of [false, true]) {
+        fake.enqueue({ kind: "status", status, headers: { location: `${elsewhere.baseUrl}/chat/completions` } });
+        const call = stream ? model().complete(request, () => undefined) : model().complete(request);
+        await expect(call).rejects.toMatchObject({ failure: "bad_response", retryable: false, message: expect.stringContaining(`status ${status}`) });
+      }
+      expect({ here: fake.requests.length, elsewhere: elsewhere.requests.length }).toEqual({ here: 2, elsewhere: 0 });
+    } finally {
+      await elsewhere.stop();
+    }
+  });
+
   it("answers timeout when the server does not answer in time, after one attempt", async () => {
     fake.enqueue({ kind: "hang" });
     // A deadline a loaded machine's scheduling cannot reach before the request does: at 200 ms the
