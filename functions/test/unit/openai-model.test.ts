@@ -276,7 +276,7 @@ describe("createOpenAiModel against an OpenAI-compatible server", () => {
     try {
       for (const stream of [false, true]) {
         fake.enqueue({ kind: "status", status, headers: { location: `${elsewhere.baseUrl}/chat/completions` } });
-        const call = stream ? model().complete(request, () => undefined) : model().complete(request);
+        const call = stream ? model().complete(request, { write: () => undefined }) : model().complete(request);
         await expect(call).rejects.toMatchObject({ failure: "bad_response", retryable: false, message: expect.stringContaining(`status ${status}`) });
       }
       expect({ here: fake.requests.length, elsewhere: elsewhere.requests.length }).toEqual({ here: 2, elsewhere: 0 });
