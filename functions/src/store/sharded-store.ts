@@ -23,13 +23,21 @@ export class ShardedStore implements SessionStore {
   /** Each instance's clean-up work comes one batch over all of them at a time (`everywhere`): a run gives each the batches one would get. */
   readonly databaseInstances: number;
   private readonly home: SessionStore;
-  /** The instance asked first for the next clean-up batch (see `everywhere`). */
-  private lead = 0;
+  /** By clean-up query, the instance it asks first in its next batch (see `everywhere`); each query takes its own turns. */
+  private readonly leads = new Map<string, number>();
 
-  /** `log`: where a clean-up query that failed on one instance is reported (the others go on, see `everywhere`). */
+  /**
+   * `log`: where a clean-up query that failed on one instance is reported (the others go on, see
+   * `everywhere`). `firstLead`: the instance each clean-up query asks first until its batches move
+   * the lead on. The leads live in this process only, and the scheduled function's instance is
+   * often a new one each run: the composition root gives a random start (instance-databases.ts), so
+   * that runs on fresh instances do not all begin at the same one, behind the same instances out
+   * of reach, and leave those after them waiting for as long as an outage lasts.
+   */
   constructor(
     private readonly instances: readonly SessionStore[],
     private readonly log: Log,
+    private readonly firstLead = 0,
   ) {
     const [home] = instances;
     if (home === undefined) throw new Error("a sharded store needs at least one instance");
@@ -324,9 +332,16 @@ export class ShardedStore implements SessionStore {
    * SweepCursor); one that answered a page short has nothing more for this pass and is not asked
    * again. The batch comes back short only when every instance answered short, which is what tells
    * the caller that the work is done, or when `stopped` said the caller's time was up before an
-   * instance's turn (it is asked no more in this run). A full batch (the caller asks again) hands the lead to the
-   * next instance, so a backlog on one instance cannot fill every batch of a run and keep the
-   * others' work waiting. The ids go back in turns, each instance's oldest first, in list order.
+   * instance's turn (it is asked no more in this run). The ids go back in turns, each instance's
+   * oldest first, in list order.
+   *
+   * Which instance leads the next batch of the same query (`leadAfter`; each query keeps its own,
+   * or one query's turns would decide where another starts): after a full batch (the caller asks
+   * again), the next one, so a backlog on one instance cannot fill every batch of a run and keep
+   * the others' work waiting; after a batch `stopped` cut short, the first instance it did not
+   * ask, so the next run begins where this one ended: begun from the same lead, a run whose step
+   * has time for only the lead and one instance out of reach (a deadline each) would never reach
+   * the instances behind it, for as long as the outage lasts.
    *
    * An instance whose query fails is logged and counts as having answered short (nothing found),
    * its position kept, so the next batch asks it again: thrown, one unreachable instance would
@@ -343,24 +358,32 @@ export class ShardedStore implements SessionStore {
     const next = this.instances.map((_, position) => after?.[position]);
     if (limit <= 0) return { keys: [], next };
     const count = this.instances.length;
-    const lead = this.lead % count;
+    const lead = (this.leads.get(query) ?? this.firstLead) % count;
     const answers: (readonly string[])[] = this.instances.map(() => []);
+    const failed = new Set<number>();
     let found = 0;
+    let unasked: number | undefined;
     for (let step = 0; step < count && found < limit; step += 1) {
+      const position = (lead + step) % count;
       // Each instance is asked up to its own deadline: with several out of reach, a batch asking
       // them all would outlast the tail the scheduled run keeps free (time-budget.ts).
-      if (step > 0 && stopped?.() === true) break;
-      const position = (lead + step) % count;
+      if (step > 0 && stopped?.() === true) {
+        unasked = position;
+        break;
+      }
       const instance = this.instances[position];
       const from = next[position];
       if (instance === undefined || from === "end") continue;
       const page = await this.answerOf(query, position, () => find(instance, [from], limit - found));
-      if (page === undefined) continue;
+      if (page === undefined) {
+        failed.add(position);
+        continue;
+      }
       answers[position] = page.keys;
       next[position] = page.next[0];
       found += page.keys.length;
     }
-    if (found >= limit) this.lead = (lead + 1) % count;
+    this.leads.set(query, leadAfter(unasked ?? (found >= limit ? lead + 1 : lead), count, failed));
     const keys: string[] = [];
     for (let turn = 0; keys.length < found; turn += 1) {
       for (const answer of answers) {
@@ -385,4 +408,19 @@ export class ShardedStore implements SessionStore {
       return undefined;
     }
   }
+}
+
+/**
+ * The lead of a query's next batch: `from`, or the first instance after it that did not fail in
+ * this batch. One that answered only at its deadline, asked first, would take that deadline of
+ * the next batch's time before any instance that answers, and, in a step with time for no more
+ * (a run's shorter steps: about 12 s beside a 15 s deadline), all of it. It is still asked in its
+ * turn, after the lead. Every instance failing: `from`.
+ */
+function leadAfter(from: number, count: number, failed: ReadonlySet<number>): number {
+  for (let step = 0; step < count; step += 1) {
+    const position = (from + step) % count;
+    if (!failed.has(position)) return position;
+  }
+  return from % count;
 }

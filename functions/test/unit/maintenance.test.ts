@@ -503,50 +503,82 @@ describe("the scheduled clean-up of an instance", () => {
  * are"; docs/sessions-over-time.md: it starts no batch after its timeout less a minute, or less
  * four database deadlines, "so the batch under way can end". A clean-up batch over several
  * database instances asks them one after another (ShardedStore.everywhere), each up to its own
- * database deadline: a batch is up to N deadlines, not one.
+ * database deadline: a batch is up to N deadlines, not one. And "a shared batch never ends a run
+ * while an instance still has work": the instances behind those out of reach get their turn.
  */
 describe("the scheduled clean-up over database instances that answer only at their deadline", () => {
-  it("ends within the scheduled function's timeout while most instances are out of reach", async () => {
-    const DB_TIMEOUT_MS = 15_000;
-    const COUNT = 8;
-    let clock = CREATED_AT;
-    /** An instance out of reach: each clean-up query fails at its database deadline, as RtdbStore's engine fails it. */
-    class UnreachableStore extends MemoryStore {
-      private async deadline(): Promise<never> {
-        clock += DB_TIMEOUT_MS;
-        await Promise.resolve();
-        throw new StoreUnavailableError("query (past its deadline)");
-      }
-      override findIdleSessions(): Promise<SweepPage> {
-        return this.deadline();
-      }
-      override findUnflushedSessions(): Promise<SweepPage> {
-        return this.deadline();
-      }
-      override findLapsedClaims(): Promise<SweepPage> {
-        return this.deadline();
-      }
-      override findClosedSessions(): Promise<SweepPage> {
-        return this.deadline();
-      }
+  const DB_TIMEOUT_MS = 15_000;
+  const COUNT = 8;
+  const URLS = Array.from({ length: COUNT }, (_, i) => `https://shard${i}x.firebaseio.com`);
+  let clock = CREATED_AT;
+
+  /** An instance out of reach: each clean-up query fails at its database deadline, as RtdbStore's engine fails it. */
+  class UnreachableStore extends MemoryStore {
+    private async deadline(): Promise<never> {
+      clock += DB_TIMEOUT_MS;
+      await Promise.resolve();
+      throw new StoreUnavailableError("query (past its deadline)");
     }
-    const urls = Array.from({ length: COUNT }, (_, i) => `https://shard${i}x.firebaseio.com`);
-    // The home instance answers; the seven others are out of reach (a region's outage, say).
-    const store = new ShardedStore([new MemoryStore(), ...Array.from({ length: COUNT - 1 }, () => new UnreachableStore())], silentLog);
-    const instance = composeInstance(resolveConfig({ DATABASE_INSTANCES: urls.join(","), DB_TIMEOUT_MS: String(DB_TIMEOUT_MS), TIMEOUT_SECONDS: "540" }), {
+    override findIdleSessions(): Promise<SweepPage> {
+      return this.deadline();
+    }
+    override findUnflushedSessions(): Promise<SweepPage> {
+      return this.deadline();
+    }
+    override findLapsedClaims(): Promise<SweepPage> {
+      return this.deadline();
+    }
+    override findClosedSessions(): Promise<SweepPage> {
+      return this.deadline();
+    }
+  }
+
+  /** `unreachable` out-of-reach instances between the home instance and `last` (or none after them), on the scheduled function's time by `clock`. */
+  function instanceOver(home: MemoryStore, unreachable: number, last: readonly MemoryStore[], env: Readonly<Record<string, string>> = {}) {
+    const store = new ShardedStore([home, ...Array.from({ length: unreachable }, () => new UnreachableStore()), ...last], silentLog);
+    return composeInstance(resolveConfig({ DATABASE_INSTANCES: URLS.join(","), DB_TIMEOUT_MS: String(DB_TIMEOUT_MS), TIMEOUT_SECONDS: "540", ...env }), {
       store,
       connectionStore: new MemoryConnectionStore(),
       identity: NO_TOKENS,
       log: silentLog,
       clock: () => clock,
       pushSender: createOfflineSender(silentLog),
-      databaseUrls: urls,
+      databaseUrls: URLS,
     });
+  }
+
+  it("ends within the scheduled function's timeout while most instances are out of reach", async () => {
+    clock = CREATED_AT;
+    // The home instance answers; the seven others are out of reach (a region's outage, say).
+    const instance = instanceOver(new MemoryStore(), COUNT - 1, []);
     const started = clock;
 
     await instance.maintain(CREATED_AT + STALE_AFTER_MS + 1, maintenanceRunMs(instance.config));
 
     // The platform ends the scheduled function at its timeout: the batch under way cut off, the report never logged.
     expect(clock - started).toBeLessThanOrEqual(MAINTENANCE_TIMEOUT_SECONDS * 1000);
+  });
+
+  it("deletes, within ten runs (2.5 hours), a session past the retention on a reachable instance behind those out of reach", async () => {
+    clock = NOW;
+    // The home instance and the last one answer; the six between are out of reach.
+    const last = new MemoryStore();
+    const instance = instanceOver(new MemoryStore(), COUNT - 2, [last], { SESSION_RETENTION_DAYS: "1" });
+    // A session ended ten days ago on the last instance: past the retention of a day.
+    const session = newSession({ created_at: CREATED_AT }, placedSessionId(COUNT - 1, COUNT));
+    await last.createSession(session);
+    await last.updateState(session.id, () => ({ outcome: undefined, next: closed("ended", clock - 10 * DAY) }));
+
+    // Runs every 15 minutes, each given the scheduled function's time. The earlier steps' batches
+    // over those out of reach leave the later ones (lapsed claims, retention) their reserve, about
+    // 12 s: time for the lead and one instance out of reach (a 15 s deadline). Each run must begin
+    // where the last one's batch was cut short, or it asks the same ones.
+    let deleted = 0;
+    for (let run = 0; run < 10; run += 1) {
+      clock += 15 * MINUTE;
+      deleted += (await instance.maintain(clock, maintenanceRunMs(instance.config))).deleted;
+    }
+
+    expect({ deleted, state: await last.readSessionState(session.id) }).toEqual({ deleted: 1, state: null });
   });
 });

@@ -150,6 +150,56 @@ describe("ShardedStore's clean-up queries", () => {
     expect([first.keys, second.keys, third.keys]).toEqual([[a0, a1], [a2, b0], []]);
     expect({ answered: all.map((instance) => instance.answered), queries: all.map((instance) => instance.queries) }).toEqual({ answered: [3, 1], queries: [3, 1] });
   });
+
+  it("keep each query's turn to lead apart: a full batch of closed sessions does not decide which instance the next batch of idle ones asks first", async () => {
+    const { all, sharded } = instances(2);
+    const idle = [await idleOn(all, 0, 6), await idleOn(all, 1, 6)];
+    await closedOn(all, 0, 6);
+    await closedOn(all, 1, 6);
+
+    const first = await sharded.findIdleSessions(CUTOFF, undefined, 3);
+    expect((await sharded.findClosedSessions(CUTOFF, undefined, 3)).keys).toHaveLength(3);
+    const second = await sharded.findIdleSessions(CUTOFF, first.next, 3);
+    expect([first.keys, second.keys]).toEqual([idle[0]?.slice(0, 3), idle[1]?.slice(0, 3)]);
+  });
+
+  it("begin the next batch, after one its caller's time cut short, at the first instance it did not ask", async () => {
+    const { all, sharded } = instances(3);
+    const ids = [await idleOn(all, 0, 2), await idleOn(all, 1, 2), await idleOn(all, 2, 2)];
+    // Runs whose step has time for one instance: the time is up once the lead was asked.
+    const stopped = () => true;
+
+    const runs = [];
+    for (let run = 0; run < 3; run += 1) runs.push((await sharded.findIdleSessions(CUTOFF, undefined, 10, stopped)).keys);
+    expect(runs).toEqual(ids);
+  });
+
+  it("ask first, until a batch moves the lead on, the instance the store was given to start at (a random one, deployed)", async () => {
+    const all = Array.from({ length: 3 }, () => new CountingInstance());
+    const sharded = new ShardedStore(all, silentLog, 2);
+    const ids = [await idleOn(all, 0, 2), await idleOn(all, 1, 2), await idleOn(all, 2, 2)];
+    const runs = [];
+    for (let run = 0; run < 3; run += 1) runs.push((await sharded.findIdleSessions(CUTOFF, undefined, 10, () => true)).keys);
+    expect(runs).toEqual([ids[2], ids[0], ids[1]]);
+  });
+
+  it("not ask first, in the next batch, an instance whose query failed in this one", async () => {
+    const all = [new CountingInstance(), new CountingInstance(), new CountingInstance()];
+    const failing = new FaultyStore(all[1]!);
+    const sharded = new ShardedStore([all[0]!, failing.store, all[2]!], silentLog);
+    await idleOn(all, 0, 3);
+    const third = await idleOn(all, 2, 2);
+    // Out of reach for the two batches that ask it.
+    failing.arm("findIdleSessions", "before");
+    failing.arm("findIdleSessions", "before");
+
+    // A full batch from the first instance alone hands the lead to the second, not asked in it.
+    expect(await idleIds(sharded, 3)).toHaveLength(3);
+    // The second fails, the others answer short: every instance was asked.
+    expect(await idleIds(sharded, 10)).toHaveLength(3 + 2);
+    // A run whose step has time for one instance: it goes to one that answers.
+    expect((await sharded.findIdleSessions(CUTOFF, undefined, 10, () => true)).keys).toEqual(third);
+  });
 });
 
 const URLS = ["https://one.firebaseio.com", "https://two.firebaseio.com", "https://three.firebaseio.com"];

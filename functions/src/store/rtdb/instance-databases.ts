@@ -1,3 +1,4 @@
+import { randomInt } from "node:crypto";
 import type { App } from "firebase-admin/app";
 import { getDatabase, getDatabaseWithUrl, type Database } from "firebase-admin/database";
 import type { Log } from "../../log/log";
@@ -27,10 +28,11 @@ export function instanceDatabases(app: App, urls: readonly string[]): Database[]
  * one: during the deploy that appends the second instance, a function instance still on the list
  * of one must refuse a write for an id an updated one issued for the second (a keyed create's
  * repeat), not store it on the only instance it knows, where no updated instance looks for it.
- * `log` gets what the sharded store reports (a clean-up query failing on one instance).
+ * `log` gets what the sharded store reports (a clean-up query failing on one instance); its
+ * clean-up queries start at a random instance (ShardedStore's `firstLead`).
  */
 export function rtdbSessionStore(databases: readonly Database[], timeoutMs: number, log: Log): SessionStore {
-  return new ShardedStore(instanceStores(databases, timeoutMs), log);
+  return new ShardedStore(instanceStores(databases, timeoutMs), log, randomInt(Math.max(1, databases.length)));
 }
 
 /**
