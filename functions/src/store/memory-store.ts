@@ -345,22 +345,19 @@ export class MemoryStore implements SessionStore {
     return this.deleteOwnSessions(userId, sessionIds, cutoff);
   }
 
-  /** Deletes `userId`'s sessions among `sessionIds` created up to `cutoff`; returns those kept, created after it. */
+  /** Deletes `userId`'s sessions among `sessionIds` created up to `cutoff`; returns their ids. */
   private deleteOwnSessions(userId: string, sessionIds: readonly string[], cutoff: number): ReadonlySet<string> {
-    const kept = new Set<string>();
+    const deleted = new Set<string>();
     // Here every session names its owner: one of another user's is never taken for the user's.
     // Nothing is left of a session once deleted, and its index entry is the session itself.
     for (const id of sessionIds) {
       const session = this.sessions.get(id);
-      if (session?.meta.user_id !== userId) continue;
-      if (session.meta.created_at > cutoff) {
-        kept.add(id);
-        continue;
-      }
+      if (session?.meta.user_id !== userId || session.meta.created_at > cutoff) continue;
       this.sessions.delete(id);
       this.tellIfClosed(id);
+      deleted.add(id);
     }
-    return kept;
+    return deleted;
   }
 
   async readUserCreateKeys(userKey: string, after: string | undefined, limit: number): Promise<StoredCreateKey[]> {

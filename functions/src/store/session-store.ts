@@ -403,10 +403,16 @@ export interface ErasureStore {
   /**
    * Removes, as `deleteUserSessions` does, each of the sessions that was not created after
    * `cutoff`, and whatever is left under an id with no session (a late write), with its index
-   * entry; returns the ids it kept. Decided on the stored session and, apart, on the stored entry,
-   * each atomically with its removal: a session created under one of the ids meanwhile (a keyed
-   * create's retry, whose key fixes the id) stays whole and listed, whenever its write lands. What
-   * an erasure's second pass deletes again, where a blind removal would take that session away.
+   * entry. Decided on the stored session and, apart, on the stored entry, each atomically with its
+   * removal: a session created under one of the ids meanwhile (a keyed create's retry, whose key
+   * fixes the id) stays whole and listed, whenever its write lands. What an erasure's second pass
+   * deletes again, where a blind removal would take that session away.
+   *
+   * Returns the ids under which it removed a session created up to `cutoff`: those the caller
+   * forgets in the usage record. Not an id it found nothing under, nor only a late write's
+   * leftovers, nor one whose session or index entry was created after `cutoff` (the database's
+   * create sends the entry first): a keyed create's retry may have counted its session there
+   * already, its write still on its way.
    */
   deleteUserSessionsUpTo(userId: string, sessionIds: readonly string[], cutoff: number): Promise<ReadonlySet<string>>;
 

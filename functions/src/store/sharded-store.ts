@@ -297,8 +297,8 @@ export class ShardedStore implements SessionStore {
 
   /** As deleteUserSessions, each instance deciding on its own sessions (their entries on the home instance). */
   async deleteUserSessionsUpTo(userId: string, sessionIds: readonly string[], cutoff: number): Promise<ReadonlySet<string>> {
-    const kept = await this.onEachInstance(sessionIds, "delete user sessions up to a cutoff", (instance, ids) => instance.deleteUserSessionsUpTo(userId, ids, cutoff));
-    return new Set(kept.flatMap((ids) => [...ids]));
+    const deleted = await this.onEachInstance(sessionIds, "delete user sessions up to a cutoff", (instance, ids) => instance.deleteUserSessionsUpTo(userId, ids, cutoff));
+    return new Set(deleted.flatMap((ids) => [...ids]));
   }
 
   /** `work` on each instance with its ids, at once; ids past this list refused once the others are done (see deleteUserSessions). */

@@ -96,7 +96,7 @@ describeWithRtdb("RtdbStore journal and shape", () => {
     store.close();
   });
 
-  it("deletes again, up to a cutoff, what late writes left under erased ids, and keeps a session created after it, or the index entry its create wrote ahead of it", async () => {
+  it("deletes again, up to a cutoff, what late writes left under erased ids, and keeps a session created after it, or the index entry its create wrote ahead of it; returns only the id of the session it deleted", async () => {
     const db = instances.database();
     const store = new RtdbStore(db, 10_000);
     const user = `erased_${randomUUID().slice(0, 8)}`;
@@ -114,16 +114,16 @@ describeWithRtdb("RtdbStore journal and shape", () => {
       [`userConversations/${user}/${ahead}`]: { template_id: "tester", template_name: "Tester", created_at: cutoff + 2, last_activity: cutoff + 2, message_count: 0, status: "active" },
     });
 
-    const kept = await store.deleteUserSessionsUpTo(user, [before.id, after.id, leftover, ahead], cutoff);
+    const deleted = await store.deleteUserSessionsUpTo(user, [before.id, after.id, leftover, ahead], cutoff);
 
     const exists = async (path: string) => (await db.ref(path).get()).exists();
     expect({
-      kept: [...kept],
+      deleted: [...deleted],
       before: [await exists(`userSessions/${before.id}`), await exists(`userConversations/${user}/${before.id}`)],
       after: [await exists(`userSessions/${after.id}`), await exists(`userConversations/${user}/${after.id}`)],
       leftover: [await exists(`userSessions/${leftover}`), await exists(`userConversations/${user}/${leftover}`)],
       ahead: await exists(`userConversations/${user}/${ahead}`),
-    }).toEqual({ kept: [after.id], before: [false, false], after: [true, true], leftover: [false, false], ahead: true });
+    }).toEqual({ deleted: [before.id], before: [false, false], after: [true, true], leftover: [false, false], ahead: true });
     store.close();
   });
 

@@ -519,6 +519,42 @@ describeEachStore("the daily token limit while another message of the user is in
       retryAfter,
     });
   });
+
+  it("answers TOKEN_LIMIT with a short Retry-After, not until midnight, when only a message still running in a conversation the user's erasure has just deleted keeps the day full", async () => {
+    const { harness, other, user, first } = await twoConversations();
+
+    const release = harness.fake.holdAnswers();
+    const inFlight = harness.api.call("POST", ROUTES.message(first), { message: "message number 00" });
+    await harness.fake.awaitRequests(1);
+    // The user erases their data from another tab while the reply is still being written: the
+    // erasure forgets the conversation, not the running message's reservation in the day's count.
+    expect((await other.call("DELETE", `${ROUTES.erase}?user_id=${user}`)).status).toBe(200);
+    const third = await create(other, user);
+    const refused = await other.call("POST", ROUTES.message(third), { message: "message number 01" });
+    release();
+    await inFlight;
+    const settled = await usageOf(harness.api.store, user);
+
+    // The same message again, the same instant: admitted (the day had room once the running message settled).
+    const retried = await other.call("POST", ROUTES.message(third), { message: "message number 01" });
+    const retryAfter = Number(refused.headers.get("retry-after"));
+    expect({
+      code: refused.body.error?.code,
+      retryStatus: retried.status,
+      dailyBelowLimit: (settled?.daily?.tokens ?? NaN) < 200,
+      keptApart: settled?.released_held ?? null,
+      retryAfterWithinTwoMinutes: retryAfter <= 120,
+      retryAfter,
+    }).toEqual({
+      code: "TOKEN_LIMIT",
+      retryStatus: 200,
+      dailyBelowLimit: true,
+      // Its settlement found the reservation where the erasure had kept it.
+      keptApart: null,
+      retryAfterWithinTwoMinutes: true,
+      retryAfter,
+    });
+  });
 }, { sharded: true });
 
 /**

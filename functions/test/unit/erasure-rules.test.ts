@@ -1,5 +1,5 @@
 import { beginErasure, clearErasing, finishErasure, forgetSessions, markErasing, pauseErasure, settleErasure, takeOverErasure } from "../../src/session/erasure/erasure-rules";
-import { admitMessage, admitSession, type UsagePolicy } from "../../src/session/ledger/limits";
+import { admitMessage, admitSession, settleTokens, type MessageAdmission, type UsagePolicy } from "../../src/session/ledger/limits";
 import type { ErasureRecord } from "../../src/store/conversation-records";
 import type { UserUsage } from "../../src/store/records";
 
@@ -84,20 +84,58 @@ describe("an erasure in the user's usage record", () => {
   });
 
   it("forgets with the mark the sessions an earlier attempt of the pass deleted, which no scan finds again", () => {
-    expect(markErasing(T, 20, ["a"])(USAGE).next).toEqual({ ...USAGE, sessions: { b: T - 4 }, contexts: { c: USAGE.contexts?.c }, erasing: T });
-    expect(markErasing(T, 20, ["gone"])(USAGE).next).toEqual({ ...USAGE, erasing: T });
+    expect(markErasing(T, 20, forgetSessions(["a"], T, POLICY))(USAGE).next).toEqual({ ...USAGE, sessions: { b: T - 4 }, contexts: { c: USAGE.contexts?.c }, erasing: T });
+    expect(markErasing(T, 20, forgetSessions(["gone"], T, POLICY))(USAGE).next).toEqual({ ...USAGE, erasing: T });
   });
 
   it("forgets the erased sessions, their context bounds and end marks, keeping the bucket and the day's tokens", () => {
-    expect(forgetSessions(["a", "c"])(USAGE).next).toEqual({
+    expect(forgetSessions(["a", "c"], T, POLICY)(USAGE).next).toEqual({
       tokens: 3,
       refilled_at: T - 10,
       sessions: { b: T - 4 },
       daily: USAGE.daily,
       contexts: {},
     });
-    expect(forgetSessions(["d"])({ ...USAGE, ended: { d: T, e: T } }).next).toEqual({ ...USAGE, ended: { e: T } });
-    expect(forgetSessions(["zzz"])(USAGE)).toEqual({ outcome: undefined });
-    expect(forgetSessions(["a"])(null)).toEqual({ outcome: undefined });
+    expect(forgetSessions(["d"], T, POLICY)({ ...USAGE, ended: { d: T, e: T } }).next).toEqual({ ...USAGE, ended: { e: T } });
+    expect(forgetSessions(["zzz"], T, POLICY)(USAGE)).toEqual({ outcome: undefined });
+    expect(forgetSessions(["a"], T, POLICY)(null)).toEqual({ outcome: undefined });
+  });
+
+  /**
+   * A message still running in a conversation the erasure deletes (DELETE /me from another tab
+   * while a reply streams) holds the day's count until it settles: its reservation is kept apart,
+   * as a session's end keeps it (token-ledger.test.ts), so that the user's next message, in a new
+   * conversation once the first pass has cleared the mark, is told to wait for it, not for midnight.
+   */
+  it("keeps apart the open reservations of a session it forgets while its message runs, naming no session: a message they alone keep out waits for them, not for midnight; the settlement finds them, and lapsed ones go", () => {
+    const NOON = Date.parse("2026-11-26T12:00:00Z");
+    const tokens: UsagePolicy = { messagesPerMinute: 1_000, maxActiveSessions: 10, idleTtlMs: 3_600_000, tokensPerDay: 1_000 };
+    const apply = (usage: UserUsage | null, ...rules: ((usage: UserUsage | null) => { next?: UserUsage })[]) => rules.reduce((current, rule) => rule(current).next ?? current, usage);
+    const admitted = (outcome: MessageAdmission) => {
+      if (!outcome.admitted) throw new Error(`refused: ${outcome.limit}`);
+      return outcome.reservation;
+    };
+    const rule = admitMessage("s1", NOON, tokens, { fresh: 800, firstPrompt: 50 });
+    const open = admitted(rule(null).outcome);
+    // The first pass at NOON + 2 s: the mark, the session deleted and forgotten, the mark cleared.
+    const erased = apply(null, rule, markErasing(NOON + 2_000, 1_000), forgetSessions(["s1"], NOON + 2_000, tokens), clearErasing(NOON + 2_000));
+    expect({ sessions: erased?.sessions, contexts: erased?.contexts, daily: erased?.daily, apart: erased?.released_held }).toEqual({
+      sessions: {},
+      contexts: {},
+      daily: { day: "2026-11-26", tokens: 850 },
+      apart: { [NOON.toString(36)]: { at: NOON, tokens: 850, day: "2026-11-26" } },
+    });
+    const need = { fresh: 200, firstPrompt: 50 };
+    // Until that reservation settles or lapses: 110 s, not 12 h.
+    expect(admitMessage("s2", NOON + 10_000, tokens, need)(erased).outcome).toEqual({ admitted: false, limit: "tokens", retryAfterMs: 110_000 });
+    // Settled (its commit finding the session gone), the same message fits, and nothing is left apart.
+    const settled = apply(erased, settleTokens("s1", open, { tokens: 100 }));
+    expect({ daily: settled?.daily, apart: settled?.released_held }).toEqual({ daily: { day: "2026-11-26", tokens: 100 }, apart: undefined });
+    expect(admitMessage("s2", NOON + 10_000, tokens, need)(settled).outcome.admitted).toBe(true);
+    // Forgotten once its request can no longer run (2 minutes after its admission), it is not kept.
+    const late = apply(null, rule, forgetSessions(["s1"], NOON + 120_000, tokens));
+    expect({ daily: late?.daily, apart: late?.released_held }).toEqual({ daily: { day: "2026-11-26", tokens: 850 }, apart: undefined });
+    // Forgotten with the mark (an earlier attempt of the pass deleted it), likewise.
+    expect(apply(null, rule, markErasing(NOON + 2_000, 1_000, forgetSessions(["s1"], NOON + 2_000, tokens)))?.released_held).toEqual(erased?.released_held);
   });
 });

@@ -609,4 +609,67 @@ describe("the second pass and a session created again under an id the first pass
       listed: (await store.listConversations(user, 5)).map((listed) => listed.sessionId),
     }).toEqual({ again: true, late: null, counted: ["s-again"], listed: ["s-again"] });
   });
+
+  it("keeps the count of a keyed create's retry admitted before it and written after it: the user's limit holds with that session", async () => {
+    const policy: UsagePolicy = { ...POLICY, maxActiveSessions: 2 };
+    const store = new MemoryStore();
+    let now = T;
+    const erasure = new ErasureService({ store, clock: () => now, log: silentLog, messagesPerMinute: 20, takeOverAfterMs: 60_000, finalPassAfterMs: 51_000, batchSize: 50 });
+    const user = "counted-then-created";
+    const key = userKey(user);
+    // A keyed create whose write landed with its answer lost: the first pass records and deletes its session.
+    await store.createSession(newSession({ user_id: user, created_at: T - 1_000 }, "s-again"));
+    await store.updateUsage(key, admitSession("s-again", T - 1_000, policy));
+    const first = await erasure.erase(user);
+    expect(first).toMatchObject({ complete: true, sessions: 1 });
+
+    // The retry (its key taken over after the cutoff) is admitted once the mark is cleared: counted;
+    // the second pass runs before its write lands (a round trip later), which then lands.
+    now = first.finalPassAt - 10;
+    expect(await store.updateUsage(key, admitSession("s-again", now, policy))).toEqual({ admitted: true });
+    now = first.finalPassAt + 1;
+    expect(await erasure.finishDue(now)).toBe(1);
+    await store.createSession(newSession({ user_id: user, created_at: first.finalPassAt - 10 }, "s-again"));
+
+    expect(await store.readSessionState("s-again")).not.toBeNull();
+    expect(Object.keys((await store.readUsage(key))?.sessions ?? {})).toEqual(["s-again"]);
+    // With a limit of 2 active sessions, the user holding s-again gets one more, not two.
+    expect(await store.updateUsage(key, admitSession("s-second", now, policy))).toEqual({ admitted: true });
+    expect(await store.updateUsage(key, admitSession("s-third", now, policy))).toMatchObject({ admitted: false });
+  });
+
+  it("forgets at its next run the count of a session created up to the cutoff that it deleted when its change to the usage record failed", async () => {
+    const store = new FailingUsageWrites();
+    let now = T;
+    const erasure = new ErasureService({ store, clock: () => now, log: silentLog, messagesPerMinute: 20, takeOverAfterMs: 60_000, finalPassAfterMs: 51_000, batchSize: 50 });
+    const user = "forgotten-next-run";
+    const key = userKey(user);
+    await store.createSession(newSession({ user_id: user, created_at: T - 1_000 }, "s-late"));
+    const first = await erasure.erase(user);
+    // A create from before the cutoff whose write lands late, counted from then.
+    await store.createSession(newSession({ user_id: user, created_at: T - 500 }, "s-late"));
+    await store.updateUsage(key, admitSession("s-late", T - 500, POLICY));
+
+    // The pass deletes it, and its change to the usage record fails: the pass fails, due again a takeover later.
+    store.failNext = true;
+    now = first.finalPassAt + 1;
+    expect(await erasure.finishDue(now)).toBe(0);
+    expect({ late: await store.readSessionState("s-late"), counted: Object.keys((await store.readUsage(key))?.sessions ?? {}) }).toEqual({ late: null, counted: ["s-late"] });
+    now += 60_001;
+    expect(await erasure.finishDue(now)).toBe(1);
+    expect(Object.keys((await store.readUsage(key))?.sessions ?? {})).toEqual([]);
+  });
 });
+
+/** A store whose next change to a usage record fails once `failNext` is set. */
+class FailingUsageWrites extends MemoryStore {
+  failNext = false;
+
+  override async updateUsage<O>(key: string, rule: UsageRule<O>): Promise<O> {
+    if (this.failNext) {
+      this.failNext = false;
+      throw new Error("update usage (refused)");
+    }
+    return super.updateUsage(key, rule);
+  }
+}

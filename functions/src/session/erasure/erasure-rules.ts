@@ -1,6 +1,7 @@
 import type { ErasureRecord, ErasureRule } from "../../store/conversation-records";
 import type { CreateKey } from "../../store/records";
 import { isRefusedCreateKey, lastClaimedAt, type UsageRule } from "../../store/session-store";
+import { keptApart, type UsagePolicy } from "../ledger/limits";
 
 /*
  * The rules of an erasure, as pure functions of the stored records: its own record (what is
@@ -109,16 +110,15 @@ export function recordConnections(connections: Readonly<Record<string, string>>)
  * Marks the user as being erased since `requestedAt` (a usage record is made if there is none,
  * with a full message bucket): their new sessions and messages are refused until the mark is
  * cleared. A later request's mark stays: an earlier request's mark that lands late never replaces
- * it. Erasing never resets a limit; what else changes is `deleted` forgotten (forgetSessions): the
+ * it. Erasing never resets a limit; what else changes is what `forget` forgets (forgetSessions): the
  * sessions an earlier attempt of this erasure deleted already (a first pass retried, or taken over
  * by the sweep), which no scan finds again once gone, so that they leave the active count now
  * rather than at the second pass.
  */
-export function markErasing(requestedAt: number, messagesPerMinute: number, deleted: readonly string[] = []): UsageRule<undefined> {
-  const forget = forgetSessions(deleted);
+export function markErasing(requestedAt: number, messagesPerMinute: number, forget?: UsageRule<undefined>): UsageRule<undefined> {
   return (usage) => {
     const marked = { ...(usage ?? { tokens: messagesPerMinute, refilled_at: requestedAt }), erasing: Math.max(usage?.erasing ?? requestedAt, requestedAt) };
-    return { outcome: undefined, next: forget(marked).next ?? marked };
+    return { outcome: undefined, next: forget?.(marked).next ?? marked };
   };
 }
 
@@ -138,11 +138,15 @@ export function clearErasing(requestedAt: number): UsageRule<undefined> {
 }
 
 /**
- * Forgets erased sessions in the usage record: they no longer count as active, and their context
- * bounds and end marks go (the record then names none of them). The message bucket and the day's
- * tokens stay.
+ * Forgets erased sessions in the usage record at `now`: they no longer count as active, and their
+ * context bounds and end marks go (the record then names none of them). The message bucket and the
+ * day's tokens stay, and so do the open reservations of their messages still running (a reply
+ * streaming in another tab): the day's count holds each until it settles, so they are kept apart,
+ * as a session's end keeps them (limits.ts keptApart: when admitted, what it holds, its day, no
+ * session named), and a message the daily limit refuses meanwhile waits for them, not for 00:00
+ * UTC; those lapsed by `now` (`policy.requestTimeoutMs`: no shorter than the function's timeout) go.
  */
-export function forgetSessions(sessionIds: readonly string[]): UsageRule<undefined> {
+export function forgetSessions(sessionIds: readonly string[], now: number, policy: Pick<UsagePolicy, "requestTimeoutMs">): UsageRule<undefined> {
   const erased = new Set(sessionIds);
   return (usage) => {
     if (!usage) return { outcome: undefined };
@@ -150,11 +154,12 @@ export function forgetSessions(sessionIds: readonly string[]): UsageRule<undefin
     const sessions = keep(usage.sessions);
     const contexts = keep(usage.contexts);
     const ended = keep(usage.ended);
-    const { sessions: before, contexts: was, ended: marked, ...rest } = usage;
+    const { sessions: before, contexts: was, ended: marked, released_held: _apart, ...rest } = usage;
     const size = (entries: object | undefined) => Object.keys(entries ?? {}).length;
     const changed = size(sessions) !== size(before) || size(contexts) !== size(was) || size(ended) !== size(marked);
     if (!changed) return { outcome: undefined };
-    return { outcome: undefined, next: { ...rest, ...(sessions ? { sessions } : {}), ...(contexts ? { contexts } : {}), ...(ended ? { ended } : {}) } };
+    const apart = keptApart(usage, (id) => erased.has(id), now, policy);
+    return { outcome: undefined, next: { ...rest, ...(sessions ? { sessions } : {}), ...(contexts ? { contexts } : {}), ...(ended ? { ended } : {}), ...(apart ? { released_held: apart } : {}) } };
   };
 }
 

@@ -1,8 +1,8 @@
 import type { ConnectionErasure } from "../../connections/connection-erasure";
 import type { Log } from "../../log/log";
 import type { ErasureRecord } from "../../store/conversation-records";
-import type { CreateKey } from "../../store/records";
-import type { ConversationStore, ErasureStore, LedgerStore, StateStore } from "../../store/session-store";
+import type { CreateKey, UserUsage } from "../../store/records";
+import type { ConversationStore, ErasureStore, LedgerStore, StateStore, UsageRule } from "../../store/session-store";
 import { userKey } from "../ledger/limits";
 import { eachPage, inBatches, type BatchBudget } from "../maintenance";
 import { beginErasure, clearErasing, finishErasure, forgetSessions, isAbandonedCreateKey, isErasedCreateKey, markErasing, pauseErasure, recordConnections, settleErasure, takeOverErasure, type ErasedAgain } from "./erasure-rules";
@@ -157,7 +157,7 @@ export class ErasureService {
     const { store, clock, log, messagesPerMinute, finalPassAfterMs } = this.options;
     // What an earlier attempt of this pass deleted (recorded before it was) is forgotten with the
     // mark: its deletion may have landed with its usage change lost, and no scan here finds it again.
-    await store.updateUsage(key, markErasing(record.requested_at, messagesPerMinute, Object.keys(record.sessions ?? {})));
+    await store.updateUsage(key, markErasing(record.requested_at, messagesPerMinute, this.forget(Object.keys(record.sessions ?? {}))));
     const sessions = await this.deleteSessions(key, record, stopped, false);
     const connections = sessions.stopped ? { count: 0, stopped: true } : await this.eraseConnections(key, record, stopped, true);
     if (connections.stopped || (await this.deleteCreateKeys(key, record, undefined, stopped))) {
@@ -289,22 +289,52 @@ export class ErasureService {
    * Deletes the user's sessions `ids`, recorded first when `recording`, then forgets them in the
    * usage record; returns how many it deleted. The first pass deletes them whole, in one update
    * (the mark refuses every create meanwhile). The second pass (`again`) keeps a session created
-   * after the cutoff under one of the ids, and does not forget it: the first pass deleted the
-   * session a keyed create's write left (its answer lost), and the retry with that key, taking it
-   * over after the cutoff, may create it again under the same id (the key fixes it) once the mark
-   * is cleared, counted anew; that session is the user's, with its key (deleteCreateKeys). So each
-   * session is decided on as stored when it is deleted (deleteUserSessionsUpTo): a check before a
-   * removal of the whole would let a create landing between them be deleted.
+   * after the cutoff under one of the ids, and its count: the first pass deleted the session a
+   * keyed create's write left (its answer lost), and the retry with that key, taking it over after
+   * the cutoff, may create it again under the same id (the key fixes it) once the mark is cleared,
+   * counted anew; that session is the user's, with its key (deleteCreateKeys). So each session is
+   * decided on as stored when it is deleted (deleteUserSessionsUpTo): a check before a removal of
+   * the whole would let a create landing between them be deleted. And only what that deletion
+   * removed is forgotten, with what is counted from up to the cutoff (againForgotten): the retry
+   * counts its session a round trip before its write lands, so an id found empty may be one
+   * counted for a session on its way.
    */
   private async eraseBatch(key: string, record: ErasureRecord, ids: readonly string[], step: { readonly recording: boolean; readonly again: boolean }): Promise<number> {
     if (ids.length === 0) return 0;
     const { store } = this.options;
     if (step.recording) await store.recordErasedSessions(key, ids);
-    let kept: ReadonlySet<string> = new Set();
-    if (step.again) kept = await store.deleteUserSessionsUpTo(record.user_id, ids, record.requested_at);
-    else await store.deleteUserSessions(record.user_id, ids);
-    const deleted = ids.filter((id) => !kept.has(id));
-    if (deleted.length > 0) await store.updateUsage(key, forgetSessions(deleted));
-    return deleted.length;
+    if (!step.again) {
+      await store.deleteUserSessions(record.user_id, ids);
+      await store.updateUsage(key, this.forget(ids));
+      return ids.length;
+    }
+    const deleted = await store.deleteUserSessionsUpTo(record.user_id, ids, record.requested_at);
+    await store.updateUsage(key, (usage) => this.forget(againForgotten(usage, ids, deleted, record.requested_at))(usage));
+    return deleted.size;
   }
+
+  /**
+   * Forgets the deleted sessions `ids` in the usage record now. Their messages' open reservations
+   * are kept apart until they lapse: `takeOverAfterMs` is longer than a request can run (the
+   * function's timeout, as the ledger's policy has it), so none still running lapses by it.
+   */
+  private forget(ids: readonly string[]): UsageRule<undefined> {
+    const { clock, takeOverAfterMs } = this.options;
+    return forgetSessions(ids, clock(), { requestTimeoutMs: takeOverAfterMs });
+  }
+}
+
+/**
+ * Which of `ids` the second pass forgets once it has deleted them again: those under which it
+ * removed a session created up to `cutoff` (`deleted`), and those still counted from up to it. A
+ * count from after it under an id found empty is a keyed create's retry's (counted at the time its
+ * session is created with, a round trip before that write lands): that session is kept, and so is
+ * its count. One from up to it is an erased session's, left by an earlier attempt whose deletion
+ * landed and whose change here was lost, which no scan finds again.
+ */
+function againForgotten(usage: UserUsage | null, ids: readonly string[], deleted: ReadonlySet<string>, cutoff: number): string[] {
+  return ids.filter((id) => {
+    const countedAt = usage?.sessions?.[id];
+    return deleted.has(id) || (countedAt !== undefined && countedAt <= cutoff);
+  });
 }

@@ -204,7 +204,7 @@ export function admitMessage(sessionId: string, now: number, policy: UsagePolicy
         sessions,
         daily: { ...used, tokens: addCounts(used.tokens, reserved) },
         // A lapsed session's context goes, and its open reservations (if any) are kept apart.
-        released_held: withoutLapsed(heldApart(usage, sessions), now, policy),
+        released_held: keptApart(usage, (id) => !(id in sessions), now, policy),
         contexts: {
           ...liveContexts(usage, sessions),
           [sessionId]: {
@@ -362,25 +362,35 @@ function closedApart(apart: Held | undefined, reservation: Reservation): Held | 
 
 /**
  * The user's open reservations that no session's context holds any more (`released_held`): those of
- * the contexts dropped for sessions no longer in `sessions` (ended, given back or lapsed while a
- * message of theirs ran), added to those kept apart before. Their messages still hold them in the
- * day's count until they settle (settleTokens finds them here) or lapse, and a message the daily
- * limit refuses meanwhile waits for them, not for midnight (untilTokensFree). Only what a refusal's
- * wait needs is kept: when each was admitted, what it holds and on which day, and no session id.
- * An instance of an older version drops them when it writes the record: a refusal then waits for
- * midnight, as that version answers.
+ * the contexts dropped for the sessions `gone` says (no longer counted: ended, given back or lapsed
+ * while a message of theirs ran; or deleted by the user's erasure), added to those kept apart
+ * before. Their messages still hold them in the day's count until they settle (settleTokens finds
+ * them here) or lapse, and a message the daily limit refuses meanwhile waits for them, not for
+ * midnight (untilTokensFree). Only what a refusal's wait needs is kept: when each was admitted,
+ * what it holds and on which day, and no session id. An instance of an older version drops them
+ * when it writes the record: a refusal then waits for midnight, as that version answers.
  */
-function heldApart(usage: UserUsage | null, sessions: Readonly<Record<string, number>>): Held | undefined {
+function heldApart(usage: UserUsage | null, gone: (sessionId: string) => boolean): Held | undefined {
   const apart: Held = { ...usage?.released_held };
   for (const [sessionId, context] of Object.entries(usage?.contexts ?? {})) {
-    if (sessionId in sessions) continue;
+    if (!gone(sessionId)) continue;
     for (const [key, entry] of Object.entries(context.held ?? {})) if (entry.tokens > 0) apart[freeKey(apart, key)] = entry;
   }
   return Object.keys(apart).length > 0 ? apart : undefined;
 }
 
+/**
+ * The reservations kept apart once the contexts of the sessions `gone` says are dropped (heldApart),
+ * without those lapsed at `now`: for each rule that drops contexts, here and in the erasure's
+ * (erasure-rules.ts forgetSessions), so that a message still running in a session deleted meanwhile
+ * shortens a refusal's wait as one of a session ended does.
+ */
+export function keptApart(usage: UserUsage | null, gone: (sessionId: string) => boolean, now: number, policy: Pick<UsagePolicy, "requestTimeoutMs">): UserUsage["released_held"] {
+  return withoutLapsed(heldApart(usage, gone), now, policy);
+}
+
 /** The reservations kept apart without those older than a request can run (their requests died): none left, absent. */
-function withoutLapsed(apart: Held | undefined, now: number, policy: UsagePolicy): Held | undefined {
+function withoutLapsed(apart: Held | undefined, now: number, policy: Pick<UsagePolicy, "requestTimeoutMs">): Held | undefined {
   const lifetime = requestLifetimeMs(policy);
   const kept = Object.entries(apart ?? {}).filter(([, entry]) => now - entry.at < lifetime);
   return kept.length > 0 ? Object.fromEntries(kept) : undefined;
@@ -526,7 +536,7 @@ export function releaseSession(sessionId: string): UsageRule<undefined> {
   return (usage) => {
     if (!usage?.sessions || !(sessionId in usage.sessions)) return { outcome: undefined };
     const { [sessionId]: released, ...others } = usage.sessions;
-    return { outcome: undefined, next: withoutUndefined({ ...usage, sessions: others, contexts: liveContexts(usage, others), released_held: heldApart(usage, others) }) };
+    return { outcome: undefined, next: withoutUndefined({ ...usage, sessions: others, contexts: liveContexts(usage, others), released_held: heldApart(usage, (id) => !(id in others)) }) };
   };
 }
 

@@ -74,29 +74,37 @@ export class ErasureWrites {
    * entry written since the read: the create of a keyed retry sends both, the entry first). What a
    * late write left (a partial, a copy of messages, an entry a copy wrote back) has no such field,
    * or the erased session's, and goes. Both at once, as deleteSessions: a failure fails the step.
+   * Returns the ids whose node held a session created up to `cutoff`, unless their entry was kept:
+   * one written ahead of its node, created after `cutoff`, is a keyed retry's whose node is on its way.
    */
   async deleteSessionsUpTo(userId: string, sessionIds: readonly string[], cutoff: number): Promise<ReadonlySet<string>> {
     const owner = conversationOwnerKey(userId);
     const ids = sessionIds.filter((id) => DATABASE_KEY.test(id));
-    const kept = await Promise.all(
+    const deleted = await Promise.all(
       ids.map(async (id) => {
         const createdAt: unknown = (await this.engine.read("read erased session's creation", this.db.ref(sessionFieldPath(id, "created_at")))).val();
-        if (createdAfter(createdAt, cutoff)) return id;
-        const [session] = await Promise.all([
+        if (createdAfter(createdAt, cutoff)) return undefined;
+        const [session, entry] = await Promise.all([
           this.removeUnlessCreatedAfter(this.engine, sessionPath(id), cutoff, "delete erased session again"),
           this.removeUnlessCreatedAfter(this.homeEngine, conversationPath(owner, id), cutoff, "delete erased index entry again"),
         ]);
-        return session === "kept" ? id : undefined;
+        return session === "session" && entry !== "kept" ? id : undefined;
       }),
     );
-    return new Set(kept.filter((id): id is string => id !== undefined));
+    return new Set(deleted.filter((id): id is string => id !== undefined));
   }
 
-  /** The node at `path` removed in a transaction, unless created after `cutoff` (then written back as it is, for the server to confirm). */
-  private async removeUnlessCreatedAfter(engine: TransactionEngine, path: string, cutoff: number, operation: string): Promise<"kept" | "removed"> {
+  /**
+   * The node at `path` removed in a transaction, unless created after `cutoff` (then written back
+   * as it is, for the server to confirm). Says what it found: a node created after `cutoff`
+   * ("kept"), one created up to it ("session"), or anything else ("other": nothing, or a late
+   * write's leftovers, with no `created_at`).
+   */
+  private async removeUnlessCreatedAfter(engine: TransactionEngine, path: string, cutoff: number, operation: string): Promise<"kept" | "session" | "other"> {
     const { decided, committed } = await engine.transact(path, operation, (current) => {
-      const kept = isRecord(current) && createdAfter(current.created_at, cutoff);
-      return { decided: kept ? ("kept" as const) : ("removed" as const), write: kept ? current : null };
+      const createdAt = isRecord(current) ? current.created_at : undefined;
+      if (createdAfter(createdAt, cutoff)) return { decided: "kept" as const, write: current };
+      return { decided: typeof createdAt === "number" ? ("session" as const) : ("other" as const), write: null };
     });
     if (!committed || decided === undefined) throw new StoreUnavailableError(operation);
     return decided;
