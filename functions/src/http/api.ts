@@ -6,13 +6,14 @@ import type { SessionService } from "../session/session-service";
 import { appCheckGate } from "./app-check-gate";
 import type { ConnectionsContext } from "./connection-endpoints";
 import { authenticator } from "./caller";
-import { corsHeaders, preflightHeaders } from "./cors";
+import { corsHeaders } from "./cors";
 import { ENDPOINTS, endpointBodies, type Endpoint, type EndpointContext, type EndpointName, type StreamedResult } from "./endpoints";
 import { errorBody, errorEventBody, toErrorAnswer, type ErrorAnswer } from "./error-response";
 import { acceptsEventStream, EventStream, HEARTBEAT_MS, type StreamSink } from "./event-stream";
 import { gatheredBody } from "./gathered-body";
 import { HttpError } from "./http-error";
 import type { HttpRequest, HttpResponse } from "./http-types";
+import { allowedMethods, optionsAnswer, servingMethod } from "./methods";
 import { servedBy } from "./shared-paths";
 import type { UserDataContext } from "./user-data-context";
 
@@ -59,7 +60,7 @@ export function createApi(deps: ApiDeps): Api {
   return async (name, request, sink) => {
     const served = servedBy(name);
     // The endpoint that answers this method, for the log (the function's own when none does).
-    const endpoint = served.find((candidate) => candidate.methods.includes(request.method)) ?? ENDPOINTS[name];
+    const endpoint = served.find((candidate) => candidate.methods.includes(servingMethod(request.method))) ?? ENDPOINTS[name];
     const started = Date.now();
     const cors = corsHeaders(request, config.corsOrigins);
     const stream = sink && acceptsEventStream(request) ? new EventStream(sink, cors, deps.heartbeatMs ?? HEARTBEAT_MS) : undefined;
@@ -115,13 +116,12 @@ async function dispatch(
   });
   if (routed.length === 0) throw new HttpError("NOT_FOUND", "No such route");
   const methods = routed.flatMap(({ endpoint }) => endpoint.methods);
-  if (request.method === "OPTIONS") {
-    return { status: 204, headers: { ...cors, ...preflightHeaders(methods) } };
-  }
-  const target = routed.find(({ endpoint }) => endpoint.methods.includes(request.method));
+  if (request.method === "OPTIONS") return optionsAnswer(methods, cors);
+  const method = servingMethod(request.method);
+  const target = routed.find(({ endpoint }) => endpoint.methods.includes(method));
   if (!target) {
     throw new HttpError("METHOD_NOT_ALLOWED", `Use ${methods.join(" or ")} for this route`, {
-      Allow: [...methods, "OPTIONS"].join(", "),
+      Allow: allowedMethods(methods).join(", "),
     });
   }
   if (request.body.length > maxBodyBytes) {
@@ -129,9 +129,21 @@ async function dispatch(
   }
   // App Check before anything about the caller or the request is looked at.
   await attest?.(target.endpoint.name, request);
-  const result = await target.endpoint.handle(request, target.route, context, stream);
-  if ("produce" in result) return streamBody(result, cors, sink);
+  // A HEAD runs as the GET it stands for: the endpoint never sees a method it does not list.
+  const head = request.method === "HEAD";
+  const result = await target.endpoint.handle(head ? { ...request, method } : request, target.route, context, stream);
+  if ("produce" in result) return head ? streamHead(result, cors) : streamBody(result, cors, sink);
   return { status: result.status, headers: { ...cors, ...result.headers }, body: result.body };
+}
+
+/**
+ * A HEAD of a body produced in pieces (an export): the status and headers its GET starts with,
+ * without producing it. The endpoint has read and checked what decides its status before its
+ * answer begins (its failures past that point are written into a body already under way, 200);
+ * producing it only for the adapter to drop every byte would cost a whole export's reads.
+ */
+function streamHead(result: StreamedResult, cors: Record<string, string>): HttpResponse {
+  return { status: result.status, headers: streamedHeaders(result, cors) };
 }
 
 /**
@@ -139,7 +151,7 @@ async function dispatch(
  * can take it. Without a sink (an adapter that cannot stream) it is gathered and answered whole.
  */
 async function streamBody(result: StreamedResult, cors: Record<string, string>, sink: StreamSink | undefined): Promise<HttpResponse | typeof STREAMED> {
-  const headers = { ...cors, ...result.headers, "Content-Type": "application/json; charset=utf-8" };
+  const headers = streamedHeaders(result, cors);
   if (!sink) return { status: result.status, headers: { ...cors, ...result.headers }, body: await gatheredBody(result) };
   sink.open(result.status, headers);
   try {
@@ -153,4 +165,9 @@ async function streamBody(result: StreamedResult, cors: Record<string, string>, 
     sink.end();
   }
   return STREAMED;
+}
+
+/** The head of a body produced in pieces, written before its first piece. */
+function streamedHeaders(result: StreamedResult, cors: Record<string, string>): Record<string, string> {
+  return { ...cors, ...result.headers, "Content-Type": "application/json; charset=utf-8" };
 }

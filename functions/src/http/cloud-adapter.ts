@@ -2,11 +2,12 @@ import type { Response } from "express";
 import type { Request } from "firebase-functions/v2/https";
 import { corsOriginsParam } from "../config";
 import type { Api } from "./api";
-import { corsHeaders, preflightHeaders } from "./cors";
+import { corsHeaders } from "./cors";
 import { errorResponse } from "./error-response";
 import type { EndpointName } from "./endpoints";
 import type { StreamSink } from "./event-stream";
 import type { HttpRequest, HttpResponse } from "./http-types";
+import { optionsAnswer } from "./methods";
 import { drainedOf, queryOf } from "./response-flow";
 import { servedBy } from "./shared-paths";
 
@@ -52,10 +53,7 @@ function unstartedAnswer(endpoint: EndpointName, request: Request, error: unknow
   // Only the Origin header counts; the body was not read.
   const method = request.method.toUpperCase();
   const cors = corsHeaders({ method, path: request.path, headers: { origin: request.headers.origin }, body: Buffer.alloc(0) }, origins);
-  if (method === "OPTIONS") {
-    const methods = [...new Set(servedBy(endpoint).flatMap((served) => served.methods))];
-    return { status: 204, headers: { ...cors, ...preflightHeaders(methods) } };
-  }
+  if (method === "OPTIONS") return optionsAnswer(servedBy(endpoint).flatMap((served) => served.methods), cors);
   const failure = errorResponse(error);
   return { ...failure, headers: { ...cors, ...failure.headers } };
 }

@@ -13,10 +13,10 @@ export function corsHeaders(request: HttpRequest, origins: "*" | readonly string
   return { "Access-Control-Allow-Origin": origin, "Access-Control-Expose-Headers": EXPOSED_HEADERS, Vary: "Origin" };
 }
 
-/** Extra headers of the answer to a preflight request. */
-export function preflightHeaders(methods: readonly string[]): Record<string, string> {
+/** Extra headers of the answer to a preflight request; `allowed`: every method of the path, OPTIONS included (methods.ts). */
+export function preflightHeaders(allowed: readonly string[]): Record<string, string> {
   return {
-    "Access-Control-Allow-Methods": [...methods, "OPTIONS"].join(", "),
+    "Access-Control-Allow-Methods": allowed.join(", "),
     "Access-Control-Allow-Headers": ALLOWED_HEADERS,
     "Access-Control-Max-Age": "3600",
   };

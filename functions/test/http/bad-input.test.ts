@@ -1,9 +1,10 @@
 import { randomUUID } from "node:crypto";
-import { request as httpRequest, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { request as httpRequest, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { createRequire } from "node:module";
 import type { AddressInfo } from "node:net";
 import type { Request } from "firebase-functions/v2/https";
 import { cloudHandler } from "../../src/http/cloud-adapter";
+import { FaultyStore } from "../support/faulty-store";
 import { createSession, ROUTES, startHarness, type Answer, type Harness } from "../support/http-harness";
 
 const MAX_BODY_BYTES = 10_240;
@@ -167,6 +168,7 @@ describe("CORS with an allow-list", () => {
 
 interface RawAnswer {
   readonly status: number;
+  readonly headers: IncomingHttpHeaders;
   readonly text: string;
 }
 
@@ -177,7 +179,7 @@ function send(baseUrl: string, method: string, path: string, headers: Record<str
     const request = httpRequest({ hostname, port, method, path, agent: false, headers, signal: AbortSignal.timeout(5_000) }, (response) => {
       const chunks: Buffer[] = [];
       response.on("data", (chunk: Buffer) => chunks.push(chunk));
-      response.on("end", () => { resolve({ status: response.statusCode ?? 0, text: Buffer.concat(chunks).toString("utf8") }); });
+      response.on("end", () => { resolve({ status: response.statusCode ?? 0, headers: response.headers, text: Buffer.concat(chunks).toString("utf8") }); });
     });
     request.on("error", reject);
     request.end(body);
@@ -205,7 +207,7 @@ async function startRuntimeLikeServer(harness: Harness): Promise<{ readonly base
   app.use(bodyParser.urlencoded({ extended: true, limit: "32mb", verify: rawBodySaver }));
   app.use(bodyParser.raw({ type: "*/*", limit: "32mb", verify: rawBodySaver }));
   const api = () => Promise.resolve(harness.api.runtime.api);
-  for (const name of ["createSession", "listSessions", "devices"] as const) {
+  for (const name of ["createSession", "listSessions", "devices", "endSession", "exportUserData"] as const) {
     const handler = cloudHandler(name, api);
     // Mounted at the function's name, which express strips from the path, as the platform does.
     app.use(`/${name}`, (request, response) => { void handler(request as unknown as Request, response); });
@@ -301,5 +303,106 @@ describe("the local server reads request bodies as the Functions runtime does", 
       expect({ encoding, status: onRuntime.status }).toEqual({ encoding, status: 200 });
       expect({ encoding, status: local.status, text: local.text }).toEqual({ encoding, status: 200, text: onRuntime.text });
     }
+  });
+});
+
+/**
+ * RFC 9110 9.1: "All general-purpose servers MUST support the methods GET and HEAD"; 9.3.2: HEAD
+ * is GET without the content, the same status and header fields. 9.3.7: a successful OPTIONS
+ * SHOULD send Allow, which docs/conversations.md promises (`OPTIONS` and `405` name the methods).
+ */
+describe("the methods of each route: HEAD wherever GET is, and OPTIONS naming them", () => {
+  let harness: Harness;
+  let deployed: { readonly baseUrl: string; close(): Promise<void> };
+  let faulty: FaultyStore;
+  let sessionId: string;
+  let connectionId: string;
+  beforeAll(async () => {
+    harness = await startHarness({ store: "memory", wrapStore: (store) => (faulty = new FaultyStore(store)).store });
+    deployed = await startRuntimeLikeServer(harness);
+    sessionId = await createSession(harness.api, "friendly-assistant", "head-user");
+    const asked = await harness.api.call("POST", "/api/v1/connections", { user_id: "head-user", other_user_id: "head-other" });
+    connectionId = (asked.body.connection as { connection_id: string }).connection_id;
+  });
+  afterEach(() => { faulty.reset(); });
+  afterAll(async () => {
+    await deployed.close();
+    await harness.close();
+  });
+
+  /** What a HEAD must repeat of the GET: its status and type, no body, and no Allow (only a 405 and OPTIONS carry it). */
+  const headOf = (get: RawAnswer) => ({ status: get.status, contentType: get.headers["content-type"], allow: undefined, text: "" });
+  const seen = (answer: RawAnswer) => ({ status: answer.status, contentType: answer.headers["content-type"], allow: answer.headers.allow, text: answer.text });
+
+  it.each<[string, () => string]>([
+    ["the list (Hosting)", () => `${ROUTES.list}?user_id=head-user`],
+    ["the list (function URL)", () => `${ROUTES.directList}?user_id=head-user`],
+    ["one conversation (Hosting, endSession's path)", () => ROUTES.get(sessionId)],
+    ["one conversation (getSession's function URL)", () => ROUTES.directGet(sessionId)],
+    ["the export (Hosting)", () => `${ROUTES.exportData}?user_id=head-user`],
+    ["the connections (Hosting)", () => "/api/v1/connections?user_id=head-user"],
+    ["one connection (Hosting)", () => `/api/v1/connections/${connectionId}?user_id=head-user`],
+    ["a connection's messages (Hosting)", () => `/api/v1/connections/${connectionId}/messages?user_id=head-user`],
+    ["a connection's messages (function URL)", () => `/demo-chatify/us-central1/connectionMessages/${connectionId}?user_id=head-user`],
+  ])("HEAD of %s answers as its GET does, without a body, through npm start's server", async (_name, path) => {
+    const get = await send(harness.api.baseUrl, "GET", path(), {});
+    expect(get.status).toBe(200);
+    const head = await send(harness.api.baseUrl, "HEAD", path(), {});
+    expect(seen(head)).toEqual(headOf(get));
+  });
+
+  it.each<[string, () => string]>([
+    ["listSessions", () => "/listSessions?user_id=head-user"],
+    ["endSession (its GET reads the conversation)", () => `/endSession/${sessionId}`],
+    ["exportUserData", () => "/exportUserData?user_id=head-user"],
+  ])("HEAD of %s answers as its GET does, without a body, through the function's onRequest handler", async (_name, path) => {
+    const get = await send(deployed.baseUrl, "GET", path(), {});
+    expect(get.status).toBe(200);
+    const head = await send(deployed.baseUrl, "HEAD", path(), {});
+    expect(seen(head)).toEqual(headOf(get));
+  });
+
+  it("answers a HEAD of the export with the head its GET begins with, without reading the sessions it would write", async () => {
+    const path = `${ROUTES.exportData}?user_id=head-user`;
+    // The first read of the user's sessions fails: the HEAD makes none, so the GET after it meets the fault.
+    faulty.arm("readUserSessions", "before");
+    const head = await send(harness.api.baseUrl, "HEAD", path, {});
+    expect({ status: head.status, disposition: head.headers["content-disposition"], cache: head.headers["cache-control"], failed: [...faulty.failed] }).toEqual({
+      status: 200,
+      disposition: 'attachment; filename="chatify-export.json"',
+      cache: "no-store",
+      failed: [],
+    });
+    const get = await send(harness.api.baseUrl, "GET", path, {});
+    expect({ status: get.status, failed: faulty.failed }).toEqual({ status: 200, failed: ["readUserSessions"] });
+  });
+
+  it("answers a HEAD as its GET does when the GET is refused (an unknown session: 404)", async () => {
+    const unknown = ROUTES.get(randomUUID());
+    const get = await send(harness.api.baseUrl, "GET", unknown, {});
+    const head = await send(harness.api.baseUrl, "HEAD", unknown, {});
+    expect(get.status).toBe(404);
+    expect(seen(head)).toEqual(headOf(get));
+  });
+
+  it.each<[string, string, () => string]>([
+    ["one conversation's path (endSession: DELETE, and getSession's GET)", "DELETE, GET, HEAD, OPTIONS", () => ROUTES.get(sessionId)],
+    ["the create path", "POST, OPTIONS", () => ROUTES.create],
+    ["the connections path", "GET, HEAD, POST, OPTIONS", () => "/api/v1/connections"],
+    ["the export path", "GET, HEAD, OPTIONS", () => ROUTES.exportData],
+  ])("OPTIONS on %s names %s in Allow and Access-Control-Allow-Methods, as its 405 does", async (_name, allow, path) => {
+    const refused = await harness.api.call("PUT", path());
+    expect({ status: refused.status, allow: refused.headers.get("allow") }).toEqual({ status: 405, allow });
+    // A plain OPTIONS (curl, an API tool, a monitor: no Origin) and a browser's preflight alike.
+    const asked: Record<string, string>[] = [{}, { origin: "https://app.example.com", "access-control-request-method": "GET" }];
+    for (const headers of asked) {
+      const options = await harness.api.call("OPTIONS", path(), undefined, headers);
+      expect({ status: options.status, allow: options.headers.get("allow"), methods: options.headers.get("access-control-allow-methods") }).toEqual({ status: 204, allow, methods: allow });
+    }
+  });
+
+  it("names the same methods in Allow on an OPTIONS through the function's onRequest handler", async () => {
+    const options = await send(deployed.baseUrl, "OPTIONS", `/endSession/${sessionId}`, {});
+    expect({ status: options.status, allow: options.headers.allow }).toEqual({ status: 204, allow: "DELETE, GET, HEAD, OPTIONS" });
   });
 });

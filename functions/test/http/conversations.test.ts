@@ -237,7 +237,7 @@ describeEachStore("a user's conversations: list and read", (kind) => {
     const { ids } = await userWith(1);
     const put = await harness.api.call("PUT", ROUTES.get(ids[0]!));
     expect(put.status).toBe(405);
-    expect(put.headers.get("allow")).toBe("DELETE, GET, OPTIONS");
+    expect(put.headers.get("allow")).toBe("DELETE, GET, HEAD, OPTIONS");
     const preflight = await call(harness.api.baseUrl, "OPTIONS", ROUTES.get(ids[0]!), undefined, { Origin: "https://app.example", "Access-Control-Request-Method": "GET" });
     expect(preflight.status).toBe(204);
     expect(preflight.headers.get("access-control-allow-methods")).toContain("GET");

@@ -170,6 +170,20 @@ describe("a function instance whose start failed", () => {
       });
     });
 
+    it("names the function's methods in Allow on an OPTIONS, as a started instance does: HEAD wherever GET is", async () => {
+      delete process.env.CORS_ORIGINS;
+      const plain = { method: "OPTIONS", path: "/", url: "/", rawBody: Buffer.alloc(0), socket: {}, headers: {} };
+      const allowed = async (name: "createSession" | "endSession" | "listSessions") => {
+        const { sent, response } = fakeResponse();
+        await cloudHandler(name, failed)(plain as unknown as Request, response);
+        return { status: sent.status, allow: sent.headers.allow, methods: sent.headers["access-control-allow-methods"] };
+      };
+      expect(await allowed("createSession")).toEqual({ status: 204, allow: "POST, OPTIONS", methods: "POST, OPTIONS" });
+      // endSession also serves getSession's GET on its path (src/http/shared-paths.ts).
+      expect(await allowed("endSession")).toEqual({ status: 204, allow: "DELETE, GET, HEAD, OPTIONS", methods: "DELETE, GET, HEAD, OPTIONS" });
+      expect(await allowed("listSessions")).toEqual({ status: 204, allow: "GET, HEAD, OPTIONS", methods: "GET, HEAD, OPTIONS" });
+    });
+
     it("allows a listed origin, CORS_ORIGINS being read on its own", async () => {
       process.env.CORS_ORIGINS = `https://other.example.com, ${origin}`;
       const { sent, response } = fakeResponse();
