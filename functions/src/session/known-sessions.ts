@@ -1,16 +1,17 @@
 import type { Identity } from "../auth/identity";
-import type { ChatMessage, GenerationSettings, SessionMeta } from "../store/records";
+import type { ChatMessage, GenerationSettings, SessionMeta, SessionState } from "../store/records";
 import { StoreUnavailableError } from "../store/errors";
 import type { ConversationStore, HistoryStore, HistoryWindow, LedgerStore, StateStore } from "../store/session-store";
 import { lastMessages, windowMessages } from "./prompt/context-window";
 import { ForbiddenError, SessionNotFoundError } from "./errors";
+import { sameCreation } from "./session-rules";
 import { userKey } from "./ledger/limits";
 import { WarmCache } from "./warm-cache";
 
 /**
  * What an instance knows of a session between requests: the immutable fields, and the last
  * messages as of a known exchange count (`tail`), reused only when the database still reports
- * exactly that count.
+ * exactly that count, for the same creation of the session (session-rules.ts `sameCreation`).
  */
 export interface KnownSession {
   readonly id: string;
@@ -52,13 +53,23 @@ export class KnownSessions {
    * The session's fixed fields, from the warm cache or read, for a `caller` it belongs to (a
    * signed-in caller may act only on their own sessions; nothing else about another user's
    * session is revealed). A signed-in caller's usage record is the one a message's admission
-   * will need: on a miss it is fetched beside the fields.
+   * will need: on a miss it is fetched beside the fields. `seen`: the session's state as just
+   * read; a remembered session of another creation than that state's is read again.
    */
-  async owned(sessionId: string, caller: Identity | undefined): Promise<KnownSession> {
+  async owned(sessionId: string, caller: Identity | undefined, seen?: SessionState): Promise<KnownSession> {
     const cached = this.cache.get(sessionId);
-    if (!cached) return this.read(sessionId, caller);
-    ownedBy(cached.meta, caller);
-    return cached;
+    if (cached && (seen === undefined || sameCreation(cached.meta.created_at, seen))) {
+      ownedBy(cached.meta, caller);
+      return cached;
+    }
+    // Forgotten before the read: should that fail, nothing of the other creation is left to answer from.
+    if (cached) this.forget(sessionId);
+    return this.read(sessionId, caller);
+  }
+
+  /** Forgets what is remembered of a session: found to be another creation under its id than the state's. */
+  forget(sessionId: string): void {
+    this.cache.delete(sessionId);
   }
 
   /** Remembers a session, with its history as of `tail` when known. */

@@ -31,6 +31,18 @@ export interface RequestClaim {
 }
 
 /**
+ * Whether `state` is the state of the session created at `createdAt` (its fields' `created_at`),
+ * not of another created under its id since: a keyed create's retry can create a session again
+ * under an id an erasure deleted (docs/conversations.md, Writes racing an erasure), and what an
+ * instance kept of the deleted one (its history, its fields) is not the new one's, though its
+ * exchange count may be the same. A state older versions wrote carries no `created_at` and cannot
+ * be told apart: taken as the same.
+ */
+export function sameCreation(createdAt: number, state: SessionState): boolean {
+  return state.created_at === undefined || state.created_at === createdAt;
+}
+
+/**
  * The state as it stands at `now`: an active session idle past the TTL is expired. A message
  * still running (a claim within its lease) is activity: it arrived while the session was active,
  * and its commit judges expiry as of its arrival, so neither the sweep nor another message may

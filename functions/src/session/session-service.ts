@@ -3,7 +3,7 @@ import type { ChatModel, ReplySink } from "../llm/chat-model";
 import type { Log } from "../log/log";
 import type { MessageModeration } from "../moderation/message-moderation";
 import type { CreateKey, SessionMeta, SessionState, Template } from "../store/records";
-import { StoreDataError } from "../store/errors";
+import { StoreDataError, StoreUnavailableError } from "../store/errors";
 import type { SessionStore } from "../store/session-store";
 import { addressKey, admitAddress, refundAddress } from "./ledger/address-limit";
 import { ErasureInProgressError } from "./erasure/erasure-errors";
@@ -11,16 +11,16 @@ import { ForbiddenError, IdempotencyKeyReusedError, LimitExceededError, SessionC
 import { commit } from "./message/exchange-commit";
 import { resolveGenerationSettings } from "./prompt/generation-settings";
 import { fingerprint, keyHash } from "./idempotency";
-import { KnownSessions } from "./known-sessions";
+import { KnownSessions, type KnownSession } from "./known-sessions";
 import { admitSession, releaseEnded, releaseSession, userKey, type Admission, type UsagePolicy } from "./ledger/limits";
-import { admit } from "./message/message-admission";
+import { admit, type Admitted } from "./message/message-admission";
 import type { MessageContext } from "./message/message-context";
 import { seconds } from "./message/refusals";
 import { replay, type Reply } from "./message/reply";
 import { generate } from "./message/reply-generation";
 import { PARTIAL_MAX_INTERVAL_MS } from "./message/partial-writer";
 import { ServiceLedger } from "./ledger/service-cap";
-import { endRule, type SessionPolicy } from "./session-rules";
+import { endRule, sameCreation, type SessionPolicy } from "./session-rules";
 import { WarmCache } from "./warm-cache";
 
 export type { Reply } from "./message/reply";
@@ -198,7 +198,8 @@ export class SessionService {
       settings: resolveGenerationSettings(template, defaultContextWindow),
       created_at: now,
     };
-    const state: SessionState = { status: "active", message_count: 0, last_activity: now, idle_since: now };
+    // Its state carries its creation time too: which creation of the id it is (session-rules.ts sameCreation).
+    const state: SessionState = { status: "active", message_count: 0, last_activity: now, idle_since: now, created_at: now };
     let created: "created" | "exists";
     try {
       created = await store.createSession({ id: sessionId, meta, state });
@@ -212,7 +213,11 @@ export class SessionService {
       if (input.idempotencyKey === undefined) await store.updateUsage(userKey(userId), releaseSession(sessionId)).catch(() => undefined);
       throw error;
     }
-    if (created === "exists") return { sessionId, meta: (await this.known.owned(sessionId, undefined)).meta, replayed: true };
+    if (created === "exists") {
+      // Created by a repeat meanwhile: read, not what this instance may remember of an earlier creation under the id.
+      this.known.forget(sessionId);
+      return { sessionId, meta: (await this.known.owned(sessionId, undefined)).meta, replayed: true };
+    }
     this.known.remember({ id: sessionId, meta, userKey: userKey(userId), tail: { exchangeCount: 0, messages: [] } });
     return { sessionId, meta, replayed: false };
   }
@@ -228,9 +233,7 @@ export class SessionService {
    */
   async send(input: MessageInput): Promise<Reply> {
     const receivedAt = this.options.clock();
-    // Ownership first: nothing else about another user's session is revealed.
-    const session = await this.known.owned(input.sessionId, input.caller);
-    const admission = await admit(this.context, session, input.message, input.idempotencyKey, receivedAt);
+    const { session, admission } = await this.admitted(input, receivedAt);
     if (admission.kind === "replay") return replay(this.options.store, session.id, admission.seq);
     const { message, readAhead } = admission;
     let generated;
@@ -244,9 +247,27 @@ export class SessionService {
     return commit(this.context, message, generated, input.message, receivedAt);
   }
 
+  /**
+   * The message's session, owned by its caller, and its admission. What this instance remembers
+   * may be of an earlier creation under the id (erased since, then created again by a keyed
+   * create's retry): the admission, told so by its claim, takes nothing and forgets it; the fields
+   * are read, and the message admitted again on them. Yet another creation meanwhile is left to
+   * the client's retry (503).
+   */
+  private async admitted(input: MessageInput, receivedAt: number): Promise<{ session: KnownSession; admission: Exclude<Admitted, { kind: "renewed" }> }> {
+    for (let attempt = 0; ; attempt += 1) {
+      // Ownership first: nothing else about another user's session is revealed.
+      const session = await this.known.owned(input.sessionId, input.caller);
+      const admission = await admit(this.context, session, input.message, input.idempotencyKey, receivedAt);
+      if (admission.kind !== "renewed") return { session, admission };
+      if (attempt > 0) throw new StoreUnavailableError("claim (the session was created again meanwhile)");
+    }
+  }
+
   async end(sessionId: string, caller?: Identity): Promise<EndedSession> {
     const { store, clock, policy, usage } = this.options;
-    const { meta, userKey: owner } = await this.known.owned(sessionId, caller);
+    const known = await this.known.owned(sessionId, caller);
+    const owner = known.userKey;
     const now = clock();
     // An end whose transaction fails (503, its fate unknown) releases nothing: it may not have
     // landed, and uncounting a session still active would let its user create past the limit. The
@@ -264,6 +285,9 @@ export class SessionService {
     // (410) and releases it.
     await store.updateUsage(owner, releaseEnded(sessionId, now, usage));
     if (outcome.kind === "closed") throw new SessionClosedError(outcome.status);
+    // The answer's fields are those of the session it ended: read again when what this instance
+    // remembered is of an earlier creation under the id (the same owner: a create key names its user).
+    const { meta } = sameCreation(known.meta.created_at, result.state) ? known : await this.known.owned(sessionId, caller, result.state);
     return { sessionId, meta, state: result.state };
   }
 
@@ -353,12 +377,13 @@ export class SessionService {
     // Another request's claim (a repeat, or a reused key): it names its own session, never this id.
     if (claimed.session_id !== sessionId) this.giveBack(sessionId);
     if (claimed.fingerprint !== fingerprint(templateId)) throw new IdempotencyKeyReusedError();
-    if (!(await store.readSessionState(claimed.session_id))) {
+    const existing = await store.readSessionState(claimed.session_id);
+    if (!existing) {
       // The session id is this request's own, fresh: the stored key is this claim, not an earlier
       // request's. Else it is another request's claim, which this one took over: the record as it left it.
       return { replayed: false, sessionId: claimed.session_id, ...(claimed.session_id === sessionId ? { claim: { hash, key } } : { takenOver: { hash, key: claimed } }) };
     }
-    return { sessionId: claimed.session_id, meta: (await this.known.owned(claimed.session_id, undefined)).meta, replayed: true };
+    return { sessionId: claimed.session_id, meta: (await this.known.owned(claimed.session_id, undefined, existing)).meta, replayed: true };
   }
 
   /**

@@ -173,6 +173,16 @@ export const sessionStateSchema = z.object({
   requests: z.record(z.string(), requestEntrySchema).optional(),
   /** What the session's model calls used so far, summary calls included. */
   usage: tokenUsageSchema.optional(),
+  /**
+   * The session's `created_at`, written into its state at creation: which creation of the id the
+   * state is. A keyed create's retry can create a session again under an id an erasure deleted, and
+   * what an instance keeps of the earlier one (its fields and history warm, the journal entries it
+   * knows copied) must not pass for the new one's; the claim and the commit read the state anyway,
+   * so they tell at no cost (session/session-rules.ts sameCreation, rtdb/journal-copies.ts).
+   * Absent in states older versions wrote (they also drop it when they write a state): such a
+   * state cannot be told apart.
+   */
+  created_at: z.number().optional(),
 });
 export type SessionState = z.infer<typeof sessionStateSchema>;
 

@@ -5,7 +5,9 @@ import { conversationOwnerKey, conversationPath } from "../../src/store/rtdb/pat
 import type { SessionStore } from "../../src/store/session-store";
 import { FaultyStore } from "../support/faulty-store";
 import { createSession, describeEachStore, ROUTES, startHarness, twoInstances, type Answer, type Harness, type Instance } from "../support/http-harness";
-import { describeWithRtdb, holdingUpdates, rtdbSkipReason } from "../support/rtdb";
+import { copyOf, describeWithRtdb, holdingUpdates, losingUpdates, rtdbSkipReason } from "../support/rtdb";
+import { recentMessages } from "../support/recent-messages";
+import type { RtdbStore } from "../../src/store/rtdb/rtdb-store";
 import { describeUnless } from "../support/visible-skip";
 import { StoreUnavailableError } from "../../src/store/errors";
 import { WholeStore } from "../support/whole-store";
@@ -460,6 +462,151 @@ describeEachStore("erasure: a keyed create's retry that takes its key over while
     });
   });
 }, { sharded: true });
+
+/**
+ * A user's session served on `harness.api` (one message, `words`), then erased through it while a
+ * keyed create's retry on `second` takes its key over, and created again by that retry under its
+ * id (the key fixes it), as in "keeps the session that retry creates again under the id the first
+ * pass erased" above, the create's first write having landed. `held`: each instance's held calls,
+ * in start order; `tick` moves their clock on; `served` runs once the message is answered.
+ */
+async function servedThenCreatedAgain(
+  harness: Harness,
+  second: Instance,
+  held: readonly HeldCalls[],
+  tick: () => void,
+  served: () => Promise<void> = async () => undefined,
+): Promise<{ sessionId: string; words: string; created: Answer; key: string; body: Record<string, string> }> {
+  const a = harness.api;
+  const userId = secret("user");
+  const key = secret("create");
+  const body = { user_id: userId, template_id: "friendly-assistant" };
+  const first = await a.call("POST", ROUTES.create, body, { "Idempotency-Key": key });
+  expect(first.status).toBe(201);
+  const sessionId = String(first.body.session_id);
+  const words = secret("erased-words-");
+  tick();
+  // The first instance serves the session: it keeps its fields and its history (as of 1 exchange) warm.
+  expect((await a.call("POST", ROUTES.message(sessionId), { message: words })).status).toBe(200);
+  await served();
+  tick();
+  // The first pass has deleted the session, held at its delete of the key...
+  const pass = held[0]!.hold("deleteUnchangedCreateKey");
+  const erasing = a.call("DELETE", `${ROUTES.erase}?user_id=${userId}`);
+  await pass.reached("the first pass's delete of the key");
+  // ...when a retry of the create, on the second instance, takes the key over; its admission waits.
+  tick();
+  const admission = held[1]!.hold("readSessionState");
+  const retrying = second.call("POST", ROUTES.create, body, { "Idempotency-Key": key });
+  await admission.reached("the retry's read of the key's session");
+  pass.open();
+  const erased = await erasing;
+  expect({ status: erased.status, sessions: erased.body.sessions_erased }).toEqual({ status: 200, sessions: 1 });
+  admission.open();
+  const created = await retrying;
+  // The same id, a new session.
+  expect({ status: created.status, id: created.body.session_id }).toEqual({ status: 201, id: sessionId });
+  expect(await second.store.readSessionState(sessionId)).toMatchObject({ message_count: 0, status: "active" });
+  tick();
+  return { sessionId, words, created, key, body };
+}
+
+/**
+ * docs/correctness.md: an instance's warm cache "costs a read, never a wrong answer". An instance
+ * that served a session keeps its fields and its history warm; the session erased, then created
+ * again under its id on another instance, what it kept is the erased session's, though the new
+ * one reaches the same exchange count: it answers from the database's, as a cold instance would.
+ */
+describeEachStore("erasure: a session another instance holds warm, created again under its id by a keyed create's retry", (kind) => {
+  let harness: Harness;
+  let second: Instance;
+  let now = Date.parse("2026-04-01T09:00:00Z");
+  const held: HeldCalls[] = [];
+  const tick = () => { now += 1_000; };
+
+  beforeAll(async () => {
+    held.length = 0;
+    const wrapStore = (store: SessionStore) => {
+      const calls = new HeldCalls();
+      held.push(calls);
+      return calls.wrap(store);
+    };
+    harness = await startHarness({ store: kind, clock: () => now, wrapStore, env: { USER_MESSAGES_PER_MINUTE: "1000" } });
+    second = await harness.instance();
+  });
+  afterAll(async () => harness.close());
+
+  it("sends the model the new session's history from the instance that held the erased one warm, never the erased words", async () => {
+    const { sessionId, words } = await servedThenCreatedAgain(harness, second, held, tick);
+    // The new session's exchange 1, on the second instance: 1 exchange stored, as the first instance's history was.
+    expect((await second.call("POST", ROUTES.message(sessionId), { message: "new first" })).body).toMatchObject({ success: true, message_count: 1 });
+    tick();
+    harness.fake.reset();
+    const answer = await harness.api.call("POST", ROUTES.message(sessionId), { message: "new second" });
+    expect(answer.body).toMatchObject({ success: true, message_count: 2 });
+    const sent = harness.fake.requests[0]?.body.messages.slice(1).map((message) => message.content) ?? [];
+    expect(sent).toEqual(["new first", expect.stringMatching(/to: new first$/), "new second"]);
+    expect(sent.filter((content) => content.includes(words))).toEqual([]);
+  });
+
+  it("answers a replay of the create and an end, on the instance that held the erased session warm, with the new session's fields", async () => {
+    const { sessionId, created, key, body } = await servedThenCreatedAgain(harness, second, held, tick);
+    // Created after the erased one: its own creation time, as the retry answered it.
+    expect(created.body.created_at).toBe(new Date(now - 1_000).toISOString());
+    const replayed = await harness.api.call("POST", ROUTES.create, body, { "Idempotency-Key": key });
+    const ended = await harness.api.call("DELETE", ROUTES.end(sessionId));
+    expect({
+      replayed: [replayed.status, replayed.headers.get("idempotent-replayed"), replayed.body.session_id, replayed.body.created_at],
+      ended: [ended.status, ended.body.created_at],
+    }).toEqual({ replayed: [201, "true", sessionId, created.body.created_at], ended: [200, created.body.created_at] });
+  });
+}, { sharded: true });
+
+/**
+ * rtdb/journal.ts: "an instance dying between the steps loses nothing: whoever next transacts on
+ * the session copies what is left". An instance drops from a session's journal the entries it
+ * knows it copied, named by their exchange number; those of an erased session are not the entries
+ * of the one a keyed create's retry creates again under its id, numbered alike.
+ */
+describeWithRtdb("erasure: the journal of a session created again under an erased id", () => {
+  let harness: Harness;
+  let second: Instance;
+  let now = Date.parse("2026-04-01T09:00:00Z");
+  const held: HeldCalls[] = [];
+  const tick = () => { now += 1_000; };
+
+  beforeAll(async () => {
+    held.length = 0;
+    const wrapStore = (store: SessionStore) => {
+      const calls = new HeldCalls();
+      held.push(calls);
+      return calls.wrap(store);
+    };
+    harness = await startHarness({ store: "rtdb", clock: () => now, wrapStore, env: { USER_MESSAGES_PER_MINUTE: "1000" } });
+    second = await harness.instance();
+  });
+  afterAll(async () => harness.close());
+
+  it("loses no exchange of the new session: one whose copy never landed is copied by the next message on the instance that copied the erased session's exchange of that number", async () => {
+    const copied = (api: Instance) => (api.store as unknown as RtdbStore).copiesSettled();
+    // The erased session's exchange 1 is copied, acknowledged: the first instance knows e1 copied.
+    const { sessionId } = await servedThenCreatedAgain(harness, second, held, tick, () => copied(harness.api));
+    // The second instance journals the new session's exchange 1, and its copy never lands (the instance died).
+    losingUpdates(second.database!, copyOf(sessionId));
+    expect((await second.call("POST", ROUTES.message(sessionId), { message: "new first" })).body).toMatchObject({ success: true, message_count: 1 });
+    tick();
+    // The first instance takes the next message: whoever transacts next copies what is left.
+    expect((await harness.api.call("POST", ROUTES.message(sessionId), { message: "new second" })).body).toMatchObject({ success: true, message_count: 2 });
+    await copied(harness.api);
+
+    const cold = await harness.instance();
+    const history = (await recentMessages(cold.store, sessionId, 100)).map((message) => message.content);
+    expect(history).toEqual(["new first", expect.stringMatching(/to: new first$/), "new second", expect.stringMatching(/to: new second$/)]);
+    const read = await cold.call("GET", ROUTES.get(sessionId));
+    expect(read.body).toMatchObject({ session: { message_count: 2 } });
+    expect(read.body.messages).toHaveLength(4);
+  });
+});
 
 /** Only the database has copies that land after the request that sent them. */
 describeWithRtdb("erasure: a message's copy landing after the first pass", () => {

@@ -29,8 +29,8 @@ const exchange1 = {
 
 /**
  * A session as the service stores it (records.ts, rtdb/journal.ts): the fields fixed at creation;
- * `state` with the sweep's indexes, the open claim, the usage, the owner's index key and the
- * journal (exchange 1 copied already, dropped by the next transaction); the history, a done key's
+ * `state` with the sweep's indexes, the open claim, the usage, the owner's index key, its creation
+ * time and the journal (exchange 1 copied already, dropped by the next transaction); the history, a done key's
  * record, the rolling summary and the reply being written.
  */
 const session = (userId: string) => ({
@@ -49,6 +49,7 @@ const session = (userId: string) => ({
     claims_lapse_at: 60_003,
     usage: { prompt_tokens: 12, completion_tokens: 3, total_tokens: 15 },
     conversation: userId,
+    created_at: 1,
     pending: { e000000001: { ...exchange1, partial: DONE_CLAIM } },
   },
   // A reply names the partial it completed (its request's claim key); the partial left with it.
@@ -115,6 +116,7 @@ const SESSION_CHILDREN: readonly (readonly [string, string, string])[] = [
   ["when it was closed", "s-alice-ended", "state/ended_at"],
   ["the flush sweep's mark", "s-alice-ended", "state/unflushed_since"],
   ["the claims sweep's index", "s-alice", "state/claims_lapse_at"],
+  ["which creation of the id the state is", "s-alice", "state/created_at"],
   ["its owner", "s-alice", "user_id"],
   ["its template", "s-alice", "template_id"],
   ["its template's name", "s-alice", "template_name"],
@@ -237,6 +239,7 @@ describeUnless(process.env.CHATIFY_RULES_SKIP_REASON || undefined, "database sec
     ["when it was closed", "userSessions/s-alice-ended/state/ended_at", 9_999_999_999_999],
     ["the flush sweep's mark", "userSessions/s-alice-ended/state/unflushed_since", 9_999_999_999_999],
     ["the claims sweep's index", "userSessions/s-alice/state/claims_lapse_at", 9_999_999_999_999],
+    ["which creation of the id the state is", "userSessions/s-alice/state/created_at", 0],
     ["the session's owner", "userSessions/s-alice/user_id", BOB],
     ["its template", "userSessions/s-alice/template_id", "evil"],
     ["its template's name", "userSessions/s-alice/template_name", "Evil"],

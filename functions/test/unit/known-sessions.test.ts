@@ -86,6 +86,26 @@ describe("KnownSessions", () => {
     expect(hints).toEqual([`guess state ${session.id}`, `hold state ${session.id}`]);
   });
 
+  it("reads the fields again when the state just read is of another creation under the id than the one remembered, and only then", async () => {
+    const earlier = newSession({ user_id: owner.uid, created_at: 1_000, system_prompt: "The erased session's." });
+    await store.createSession(earlier);
+    expect((await known.owned(earlier.id, owner)).meta).toEqual(earlier.meta);
+    // Erased, then created again under its id (a keyed create's retry): its state says which creation it is.
+    await store.deleteSession(earlier.id);
+    const again = newSession({ user_id: owner.uid, created_at: 5_000, system_prompt: "The new session's." }, earlier.id);
+    await store.createSession({ ...again, state: { ...again.state, created_at: 5_000 } });
+    reads.length = 0;
+    // Asked without a state, or with a state an older version wrote (no created_at): what is remembered.
+    expect((await known.owned(earlier.id, owner)).meta).toEqual(earlier.meta);
+    expect((await known.owned(earlier.id, owner, again.state)).meta).toEqual(earlier.meta);
+    expect(reads).toEqual([]);
+    const state = await store.readSessionState(earlier.id);
+    expect((await known.owned(earlier.id, owner, state ?? undefined)).meta).toEqual(again.meta);
+    // Remembered in its place.
+    expect((await known.owned(earlier.id, owner)).meta).toEqual(again.meta);
+    expect(reads).toEqual([earlier.id]);
+  });
+
   it("refuses a session on an instance past the list as unavailable (retried), before any read or guess, remembering nothing", async () => {
     // Stored where this instance's store would read it, so only the refusal stands between it and an answer.
     const session = newSession({ user_id: owner.uid });

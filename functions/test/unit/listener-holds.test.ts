@@ -23,7 +23,7 @@ function emittingDatabase() {
     }),
   };
   const emit = (path: string, value: unknown) => {
-    for (const listener of listeners.get(path) ?? []) listener({ val: () => value } as unknown as DataSnapshot);
+    for (const listener of listeners.get(path) ?? []) listener({ val: () => value, exists: () => value !== null } as unknown as DataSnapshot);
   };
   return { db: db as unknown as Database, emit, count: (path: string) => listeners.get(path)?.length ?? 0 };
 }
@@ -102,6 +102,19 @@ describe("ListenerHolds", () => {
     expect(told).toEqual(["first"]);
     // The hold's own listener is all that is left.
     expect(count("state")).toBe(1);
+  });
+
+  it("tells each time a held node is found absent (deleted), so that what is known of it can be forgotten, and nothing of one that holds a value", () => {
+    const { db, emit } = emittingDatabase();
+    const absent: string[] = [];
+    const holds = new ListenerHolds(db, 10, 60_000, () => undefined, () => 0, (path) => absent.push(path));
+    holds.hold("state");
+    holds.hold("other");
+    emit("state", { status: "active" });
+    emit("state", null);
+    emit("other", { status: "active" });
+    emit("state", { status: "active" });
+    expect(absent).toEqual(["state"]);
   });
 
   it("drops a guess neither confirmed nor withdrawn once it is idle", () => {

@@ -159,7 +159,8 @@ describe("SessionService", () => {
         created_at: 1_234,
       });
       expect(await store.readSessionMeta(sessionId)).toEqual(meta);
-      expect(await store.readSessionState(sessionId)).toEqual({ status: "active", message_count: 0, last_activity: 1_234, idle_since: 1_234 });
+      // The state names its creation too (session-rules.ts sameCreation).
+      expect(await store.readSessionState(sessionId)).toEqual({ status: "active", message_count: 0, last_activity: 1_234, idle_since: 1_234, created_at: 1_234 });
     });
 
     it("takes the template's overrides over the defaults", async () => {
@@ -263,7 +264,7 @@ describe("SessionService", () => {
         { role: "user", content: "hello", timestamp: 5_000 },
         { role: "assistant", content: "reply #1 to: hello", timestamp: 6_000, usage: expect.objectContaining({ prompt_estimate: expect.any(Number) }) },
       ]);
-      expect(await store.readSessionState(sessionId)).toEqual({ status: "active", message_count: 1, last_activity: 6_000, idle_since: 6_000, usage: reply.usage });
+      expect(await store.readSessionState(sessionId)).toEqual({ status: "active", message_count: 1, last_activity: 6_000, idle_since: 6_000, usage: reply.usage, created_at: 5_000 });
     });
 
     it("on the warm instance that created the session, reads neither history, meta nor state: the claim returns the state", async () => {
@@ -428,7 +429,7 @@ describe("SessionService", () => {
       await expect(late).rejects.toBeInstanceOf(SessionClosedError);
       await expect(late).rejects.toMatchObject({ status: "expired" });
       expect(fake.requests).toHaveLength(0);
-      expect(await store.readSessionState(sessionId)).toEqual({ status: "expired", message_count: 0, last_activity: 50_000, ended_at: 51_000, closed_at: 51_001 });
+      expect(await store.readSessionState(sessionId)).toEqual({ status: "expired", message_count: 0, last_activity: 50_000, ended_at: 51_000, closed_at: 51_001, created_at: 50_000 });
       await expect(service.end(sessionId)).rejects.toMatchObject({ name: "SessionClosedError", status: "expired" });
     });
 
@@ -554,7 +555,7 @@ describe("SessionService", () => {
       await expect(service.end(sessionId)).resolves.toEqual({
         sessionId,
         meta,
-        state: { status: "ended", message_count: 0, last_activity: 20_000, ended_at: 20_000 },
+        state: { status: "ended", message_count: 0, last_activity: 20_000, ended_at: 20_000, created_at: 10_000 },
       });
     });
 

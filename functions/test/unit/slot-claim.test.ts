@@ -32,7 +32,7 @@ async function repeatWaiting(atLastPoll: (entry: RequestEntry) => RequestEntry |
   };
   const repeat: RequestClaim = { hash: "h", fingerprint: "fp", owner: "repeat", remember: true };
   const context = { store, clock: () => now, policy: POLICY, keyLeaseMs: LEASE_MS, keyWaitMs: WAIT_MS, claimWaitMs: WAIT_MS, keyPollMs: 1 };
-  const outcome = await claimSlot(context, SESSION, repeat, T);
+  const outcome = await claimSlot(context, SESSION, META.created_at, repeat, T);
   return { outcome, entry: (await read(SESSION))?.requests?.h, now };
 }
 
@@ -82,7 +82,7 @@ describe("claimSlot while running claims alone fill the session's last exchanges
     };
     const claim: RequestClaim = { hash: "r-new", fingerprint: "", owner: "new", remember: false };
     const context = { store, clock: () => now, policy: { idleTtlMs: TTL_MS, maxExchanges: 2 }, keyLeaseMs: LEASE_MS, keyWaitMs: WAIT_MS, claimWaitMs: CLAIM_WAIT_MS, keyPollMs: 1 };
-    const outcome = await claimSlot(context, SESSION, claim, T);
+    const outcome = await claimSlot(context, SESSION, META.created_at, claim, T);
     return { outcome, polls, now, state: await read(SESSION) };
   }
 
@@ -111,5 +111,33 @@ describe("claimSlot while running claims alone fill the session's last exchanges
     const { outcome, polls } = await newMessage(() => undefined, 2);
     expect(outcome).toEqual({ kind: "limit", retryAfterMs: RUNNING_UNTIL + TTL_MS + 1 - T });
     expect(polls).toBe(0);
+  });
+});
+
+/**
+ * A session created again under its id (an erased id, by a keyed create's retry: its state carries
+ * the new `created_at`): a claim made for the earlier creation, from fields an instance remembered,
+ * takes nothing of it, whatever its exchange count.
+ */
+describe("claimSlot for a creation of the session other than the one stored under its id", () => {
+  async function claimOn(state: SessionState, createdAt: number) {
+    const store = new MemoryStore();
+    await store.createSession({ id: SESSION, meta: { ...META, created_at: state.created_at ?? T }, state });
+    const context = { store, clock: () => T, policy: POLICY, keyLeaseMs: LEASE_MS, keyWaitMs: WAIT_MS, claimWaitMs: WAIT_MS, keyPollMs: 1 };
+    const claim: RequestClaim = { hash: "h", fingerprint: "fp", owner: "new", remember: true };
+    return { outcome: await claimSlot(context, SESSION, createdAt, claim, T), state: await store.readSessionState(SESSION) };
+  }
+
+  it("claims nothing and answers renewed, even where the key is done in the stored session", async () => {
+    const stored: SessionState = { status: "active", message_count: 1, last_activity: T, idle_since: T, created_at: T + 5, requests: { h: { fingerprint: "fp", seq: 1 } } };
+    const { outcome, state } = await claimOn(stored, T);
+    expect(outcome).toEqual({ kind: "renewed" });
+    expect(state).toEqual(stored);
+  });
+
+  it("claims as before on its own creation, and on a state an older version wrote (no created_at: cannot be told)", async () => {
+    const own = await claimOn({ status: "active", message_count: 1, last_activity: T, idle_since: T, created_at: T }, T);
+    const older = await claimOn({ status: "active", message_count: 1, last_activity: T, idle_since: T }, T - 5);
+    expect([own.outcome, older.outcome]).toEqual([{ kind: "claimed", exchangeCount: 1, alone: true }, { kind: "claimed", exchangeCount: 1, alone: true }]);
   });
 });

@@ -24,7 +24,13 @@ export interface ReadAhead {
 export type Admitted =
   | { readonly kind: "admitted"; readonly message: InFlightMessage; readonly readAhead: ReadAhead }
   /** An earlier request with the same Idempotency-Key stored exchange `seq`: its answer is replayed. */
-  | { readonly kind: "replay"; readonly seq: number };
+  | { readonly kind: "replay"; readonly seq: number }
+  /**
+   * The session under the id is another creation than the one `session` was remembered from (its
+   * id erased, then created again by a keyed create's retry): nothing is taken, what this instance
+   * kept of it is forgotten, and the message is to be admitted again with the session's fields read.
+   */
+  | { readonly kind: "renewed" };
 
 /**
  * Admits a message, in one round trip on a warm instance: its claim on a slot of the session,
@@ -32,7 +38,8 @@ export type Admitted =
  * with the reads the next steps need sent beside them. Anything taken is given back when another
  * part refuses (or fails), a claim whose answer was lost too, and a replay takes nothing (checked
  * first: a keyed message stored before its session ended still replays); a session its claim finds
- * closed or missing stops counting as active, and one its admission finds ended is refused too.
+ * closed or missing stops counting as active, and one its admission finds ended is refused too. A
+ * claim that finds another creation of the session under its id gives everything back (`renewed`).
  */
 export async function admit(context: MessageContext, session: KnownSession, text: string, idempotencyKey: string | undefined, receivedAt: number): Promise<Admitted> {
   const { store, usage, serviceLedger } = context;
@@ -43,7 +50,7 @@ export async function admit(context: MessageContext, session: KnownSession, text
     ...(session.meta.settings.summary ? { summary: readLater(store.readSummary(session.id)) } : {}),
   };
   const [claiming, admitting, capping] = await Promise.allSettled([
-    claimSlot(context, session.id, claim, receivedAt),
+    claimSlot(context, session.id, session.meta.created_at, claim, receivedAt),
     store.updateUsage(session.userKey, admitMessage(session.id, receivedAt, usage, need)),
     serviceLedger.reserve(() => serviceReservation(session, need, context.maxMessageChars), receivedAt, usage),
   ]);
@@ -60,6 +67,8 @@ export async function admit(context: MessageContext, session: KnownSession, text
   // admission answered (its answer lost, it may have counted the session: in-flight-message.ts end).
   const gone = claimed?.kind === "closed" || (claiming.status === "rejected" && claiming.reason instanceof SessionNotFoundError);
   const refused = gone ? ({ kind: "refused", gone: true } as const) : ({ kind: "refused" } as const);
+  // Its history and fields are another session's: forgotten whatever else befell the message.
+  if (claimed?.kind === "renewed") context.known.forget(session.id);
   // One step failed (the database): what the others took goes back, then the failure.
   const failed = [claiming, admitting, capping].find((step): step is PromiseRejectedResult => step.status === "rejected");
   if (failed || !claimed || !admitted) {
@@ -69,6 +78,7 @@ export async function admit(context: MessageContext, session: KnownSession, text
   if (claimed.kind === "claimed" && admitted.admitted && capped?.admitted !== false) return { kind: "admitted", message, readAhead };
   message.end(refused);
   if (claimed.kind === "done") return { kind: "replay", seq: claimed.seq };
+  if (claimed.kind === "renewed") return claimed;
   if (claimed.kind !== "claimed") throw refusal(claimed);
   if (!admitted.admitted) {
     // Claimed before the end, admitted after its release: the session can never store this

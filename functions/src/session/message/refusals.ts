@@ -7,10 +7,16 @@ export type SlotOutcome =
   | { readonly kind: "claimed"; readonly exchangeCount: number; readonly alone: boolean }
   | { readonly kind: "done"; readonly seq: number }
   | { readonly kind: "in-progress"; readonly retryAfterMs: number }
+  /**
+   * The session under the id is another creation than the one the claim was for (an erased id a
+   * keyed create's retry created again): nothing claimed, nothing refused; the message starts again
+   * from that session's fields (slot-claim.ts claimSlot).
+   */
+  | { readonly kind: "renewed" }
   | Exclude<ClaimOutcome, { kind: "claimed" } | { kind: "done" } | { kind: "busy" }>;
 
 /** A claim or a commit that the session's rules refused. */
-export type Refused = Exclude<SlotOutcome | AppendOutcome, { kind: "claimed" } | { kind: "done" } | { kind: "appended" } | { kind: "duplicate" }>;
+export type Refused = Exclude<SlotOutcome | AppendOutcome, { kind: "claimed" } | { kind: "done" } | { kind: "renewed" } | { kind: "appended" } | { kind: "duplicate" }>;
 
 /** The one place where a refused claim or commit becomes its error. */
 export function refusal(outcome: Refused): Error {

@@ -4,7 +4,7 @@ import type { StateRule, StateStore } from "../../store/session-store";
 import { SessionNotFoundError } from "../errors";
 import { fingerprint, keyHash } from "../idempotency";
 import type { SlotOutcome } from "./refusals";
-import { claimRequest, flagClaim, releaseClaim, type ClaimOutcome, type ExchangeLimit, type RequestClaim, type SessionPolicy } from "../session-rules";
+import { claimRequest, flagClaim, releaseClaim, sameCreation, type ClaimOutcome, type ExchangeLimit, type RequestClaim, type SessionPolicy } from "../session-rules";
 
 /** What claiming a slot needs of the instance. */
 export interface SlotClaimContext {
@@ -44,8 +44,12 @@ export function claimFor(message: string, idempotencyKey: string | undefined): R
  * their leases. Nothing else is counted differently (a claim that others skip until confirmed would
  * need a transaction more on every keyed message to confirm it, or would let two new keyed messages
  * both call the model for the last slot), and a claim that is not refused this way waits for nothing.
+ *
+ * For the session created at `createdAt` only (the fields the caller holds): a state of another
+ * creation under the id (session-rules.ts sameCreation) is claimed nothing on, and answered
+ * `renewed`. Told by the claim's own transaction, the database's word, which costs nothing more.
  */
-export async function claimSlot(context: SlotClaimContext, sessionId: string, claim: RequestClaim, receivedAt: number): Promise<SlotOutcome> {
+export async function claimSlot(context: SlotClaimContext, sessionId: string, createdAt: number, claim: RequestClaim, receivedAt: number): Promise<SlotOutcome> {
   const { store, clock, policy, keyLeaseMs, keyWaitMs, claimWaitMs } = context;
   // Bounded by the time budget, not the lease: waiting out a dead request's lease would outlive the function.
   const giveUpAt = receivedAt + keyWaitMs;
@@ -58,10 +62,12 @@ export async function claimSlot(context: SlotClaimContext, sessionId: string, cl
     // would outlast the function's time.
     const late = waited && clock() >= giveUpAt;
     const claiming = claimRequest(claim, clock(), keyLeaseMs, policy);
-    const rule: StateRule<Looked> = late ? withoutClaiming(claiming) : claiming;
+    const rule = ofCreation(createdAt, late ? withoutClaiming(claiming) : claiming);
     const result = await store.updateStateReadingKey(sessionId, rule, claim.remember ? claim.hash : undefined);
     if (!result.found) throw new SessionNotFoundError(sessionId);
     const { outcome, record, state } = result;
+    // Before the key's record: one of another creation is not this claim's to replay.
+    if (outcome.kind === "renewed") return outcome;
     if (record && outcome.kind !== "done" && outcome.kind !== "flagged") {
       // The key is done (its exchange stored, or its message flagged) and its record moved out of the state: a repeat.
       if (outcome.kind === "claimed") releaseQuietly(store, sessionId, claim);
@@ -86,6 +92,11 @@ export async function claimSlot(context: SlotClaimContext, sessionId: string, cl
 
 /** A claim's outcome, or, for a look that claims nothing, the key found free to claim. */
 type Looked = ClaimOutcome | { readonly kind: "free" };
+
+/** `rule` on the state of the session created at `createdAt`; on another creation's, a look that writes nothing. */
+function ofCreation<O>(createdAt: number, rule: StateRule<O>): StateRule<O | { readonly kind: "renewed" }> {
+  return (state) => (sameCreation(createdAt, state) ? rule(state) : { outcome: { kind: "renewed" } });
+}
 
 /** `rule` as a look only: where it would claim the key, it writes nothing and finds the key free. */
 function withoutClaiming(rule: StateRule<ClaimOutcome>): StateRule<Looked> {

@@ -59,6 +59,17 @@ export const CLAIMS_LAPSE = "claims_lapse_at";
  */
 export const CONVERSATION = "conversation";
 
+/**
+ * Which creation of the session a raw `state` node is: its `created_at`, undefined for a node
+ * without one (an older version's) or none. What the entries known copied are known of
+ * (JournalCopies): the journal of a session created again under an erased id names its entries as
+ * the erased one's did.
+ */
+export function creationOf(node: unknown): number | undefined {
+  const createdAt = isRecord(node) ? node.created_at : undefined;
+  return typeof createdAt === "number" ? createdAt : undefined;
+}
+
 /** How a done key is named among the journal entries acknowledged as copied. */
 export function keyEntry(hash: string): string {
   return `k:${hash}`;

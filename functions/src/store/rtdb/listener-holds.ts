@@ -23,6 +23,8 @@ export class ListenerHolds {
     /** Called when a node is no longer listened to, so what is known of it can be forgotten too. */
     private readonly onRelease: (path: string) => void = () => undefined,
     private readonly clock: () => number = Date.now,
+    /** Called each time a held node's listener finds it absent (deleted, or not there yet), for the same. */
+    private readonly onAbsent: (path: string) => void = () => undefined,
   ) {}
 
   /** Listens to `path` (again most recently used); true when it was listened to already. */
@@ -90,7 +92,9 @@ export class ListenerHolds {
       this.held.set(path, { ...entry, lastUsed: now, guessed: entry.guessed && guessed });
     } else if (this.max > 0) {
       const ref = this.db.ref(path);
-      const listener = () => undefined;
+      const listener = (snapshot: DataSnapshot) => {
+        if (!snapshot.exists()) this.onAbsent(path);
+      };
       // A cancelled listen (rules, a deleted app) simply ends the hold.
       ref.on("value", listener, () => { this.release(path); });
       this.held.set(path, { lastUsed: now, stop: () => { ref.off("value", listener); }, guessed });

@@ -33,7 +33,7 @@ import { installFrameSafeJson } from "./frame-safe-json";
 import { HistoryReads } from "./history-reads";
 import { ConversationReads } from "./conversation-reads";
 import { ErasureWrites } from "./erasure-writes";
-import { CLAIMS_LAPSE, CONVERSATION, conversationEntry, isMarkedUnflushed, isRecord, journalEntry, markedUnflushed, nodeToWrite, planCopy, stateNode, UNFLUSHED, type JournalEntry } from "./journal";
+import { CLAIMS_LAPSE, CONVERSATION, conversationEntry, creationOf, isMarkedUnflushed, isRecord, journalEntry, markedUnflushed, nodeToWrite, planCopy, stateNode, UNFLUSHED, type JournalEntry } from "./journal";
 import { JournalCopies } from "./journal-copies";
 import { deleteAcross } from "./home-writes";
 import { ListenerHolds } from "./listener-holds";
@@ -116,10 +116,15 @@ export class RtdbStore implements SessionStore {
     this.conversations = new ConversationReads(db, this.engine);
     this.erasures = new ErasureWrites(db, this.engine, this.home, this.home === db ? this.engine : new TransactionEngine(this.home, timeoutMs));
     this.secrets = new ServiceSecrets(db, this.engine);
-    this.holds = new ListenerHolds(db, options.heldNodes ?? HELD_NODES, options.holdIdleMs ?? HOLD_IDLE_MS, (path) => {
+    // What is known copied of a session goes with its hold, and as its state is seen gone: a session
+    // created again under the id (an erased one, by a keyed create's retry) journals entries of the
+    // same names. The state's `created_at` tells the two apart (JournalCopies); in a state an older
+    // version wrote there is none, and the earlier one's state seen gone is all that tells.
+    const forgetCopies = (path: string) => {
       const sessionId = sessionOfStatePath(path);
       if (sessionId !== undefined) this.copies.forget(sessionId);
-    });
+    };
+    this.holds = new ListenerHolds(db, options.heldNodes ?? HELD_NODES, options.holdIdleMs ?? HOLD_IDLE_MS, forgetCopies, Date.now, forgetCopies);
   }
 
   /** Resolves once every copy sent so far is acknowledged (or failed): for a clean shutdown, and tests. */
@@ -492,7 +497,7 @@ export class RtdbStore implements SessionStore {
 
   /** A transaction on the session's state that writes what the journal decides, with `appended` journaled. */
   private transactState<O>(sessionId: string, operation: string, rule: StateRule<O>, appended?: JournalEntry): Promise<StateResult<O>> {
-    return this.engine.transactState(statePath(sessionId), operation, rule, (raw, state, next) => nodeToWrite(raw, state, next, this.copies.known(sessionId), appended));
+    return this.engine.transactState(statePath(sessionId), operation, rule, (raw, state, next) => nodeToWrite(raw, state, next, this.copies.known(sessionId, creationOf(raw)), appended));
   }
 
   /**
@@ -503,8 +508,15 @@ export class RtdbStore implements SessionStore {
    * copy landed and the transaction after it dropped the mark. Nothing more is sent for that.
    */
   private async copyJournal(sessionId: string, result: StateResult<unknown>): Promise<boolean> {
-    const { known, copy } = planCopy(sessionId, result, this.copies.known(sessionId));
-    this.copies.keep(sessionId, known);
+    if (!isRecord(result.value)) {
+      // No state: what is known copied was of a session gone (the journal of one created again
+      // under the id would be taken for it).
+      this.copies.forget(sessionId);
+      return false;
+    }
+    const creation = creationOf(result.value);
+    const { known, copy } = planCopy(sessionId, result, this.copies.known(sessionId, creation));
+    this.copies.keep(sessionId, known, creation);
     if (copy === undefined) return false;
     // Two updates, each sent from the node it writes, never one from the root: @firebase/database
     // 1.1.5 acknowledges an update sent from the root by visiting every node the instance listens
@@ -519,7 +531,7 @@ export class RtdbStore implements SessionStore {
     // session no longer held is forgotten with its hold (a late acknowledgement would otherwise
     // bring it back, for good); a closing session's is used at once.
     const landed = Promise.all([here, index]).then(() => undefined);
-    const sent = this.copies.sent(sessionId, landed, copy.entries, () => copy.closed || this.holds.isHeld(statePath(sessionId)));
+    const sent = this.copies.sent(sessionId, landed, copy.entries, () => copy.closed || this.holds.isHeld(statePath(sessionId)), creation);
     if (!copy.closed) {
       // Deliberately not awaited: the exchange is committed in the journal, readers merge it, and
       // whoever transacts next copies it again if this is lost.
@@ -535,7 +547,7 @@ export class RtdbStore implements SessionStore {
       // empty one is marked now, best effort (a repeated end sends the copy again too).
       if (!isMarkedUnflushed(result.value)) {
         await this.engine
-          .transactState(statePath(sessionId), "mark unflushed", () => ({ outcome: undefined }), (raw, state, next) => markedUnflushed(nodeToWrite(raw, state, next, this.copies.known(sessionId))))
+          .transactState(statePath(sessionId), "mark unflushed", () => ({ outcome: undefined }), (raw, state, next) => markedUnflushed(nodeToWrite(raw, state, next, this.copies.known(sessionId, creationOf(raw)))))
           .catch(() => undefined);
       }
       return false;
@@ -560,7 +572,7 @@ export class RtdbStore implements SessionStore {
     const run = { marked: false };
     const result = await this.engine.transactState(statePath(sessionId), operation, rule, (raw, state, next) => {
       run.marked = isMarkedUnflushed(raw);
-      return nodeToWrite(raw, state, next, this.copies.known(sessionId));
+      return nodeToWrite(raw, state, next, this.copies.known(sessionId, creationOf(raw)));
     });
     return { result, unmarked: result.ruled.found && run.marked && !isMarkedUnflushed(result.value) };
   }
