@@ -173,7 +173,7 @@ function sessionExport(session: StoredConversation, asNow: (state: SessionState)
     message_count: state.message_count,
     usage: usageBody(state.usage ?? NO_USAGE),
     summary: summary ? { text: summary.text, through: summary.through, updated_at: iso(summary.updated_at) } : null,
-    messages: session.messages.map((message, i) => messageBody({ position: i + 1, message })),
+    messages: session.messages.map(messageBody),
   };
 }
 

@@ -42,13 +42,24 @@ export interface ConversationPosition {
   readonly sessionId: string;
 }
 
+/** A stored message with its position in the conversation (1-based: exchange n is 2n-1 and 2n). */
+export interface PositionedMessage {
+  readonly position: number;
+  readonly message: ChatMessage;
+}
+
 /** Everything stored of one session that belongs to its user, as an export or an erasure reads it. */
 export interface StoredConversation {
   readonly id: string;
   readonly meta: SessionMeta;
+  /** Read at the same moment as `messages` (one snapshot of the session). */
   readonly state: SessionState;
-  /** Every stored exchange's messages (the journal's included), oldest first. */
-  readonly messages: readonly ChatMessage[];
+  /**
+   * Every stored exchange's messages (the journal's included), oldest first, each with the
+   * position its key gives: a message missing from the store leaves a gap in the positions, and
+   * the messages after it keep theirs.
+   */
+  readonly messages: readonly PositionedMessage[];
   readonly summary: SessionSummary | null;
   readonly partials: Readonly<Record<string, PartialReply>>;
 }

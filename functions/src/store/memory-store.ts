@@ -296,7 +296,8 @@ export class MemoryStore implements SessionStore {
   async readUserSessions(userId: string, after: string | undefined, limit: number): Promise<StoredConversation[]> {
     return this.userSessionIds(userId, after, limit).map((id) => {
       const session = this.sessions.get(id) as StoredSession;
-      return stored({ id, meta: session.meta, state: session.state, messages: session.messages, summary: session.summary ?? null, partials: Object.fromEntries(session.partials) });
+      const messages = session.messages.map((message, i) => ({ position: i + 1, message }));
+      return stored({ id, meta: session.meta, state: session.state, messages, summary: session.summary ?? null, partials: Object.fromEntries(session.partials) });
     });
   }
 

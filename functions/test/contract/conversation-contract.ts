@@ -113,7 +113,7 @@ export function conversationContract(makeHarness: () => Promise<ConversationHarn
   });
 
   describe("a user's sessions read whole", () => {
-    it("reads every session of the user in id order, with messages (the journal's too), summary and state, a page at a time", async () => {
+    it("reads every session of the user in id order, with positioned messages (the journal's too), summary and state, a page at a time", async () => {
       const frank = user();
       const ids = byInstance((await sessionsOf(frank, 3, 2)).sort(), harness.sharded?.instanceOf);
       await sessionsOf(user(), 1, 1);
@@ -125,7 +125,7 @@ export function conversationContract(makeHarness: () => Promise<ConversationHarn
       expect(one?.meta.user_id).toBe(frank);
       expect(one?.state.message_count).toBe(2);
       // Read right after the appends: whatever is still in the journal is merged in.
-      expect(one?.messages.map((message) => message.role)).toEqual(["user", "assistant", "user", "assistant"]);
+      expect(one?.messages.map(({ position, message }) => [position, message.role])).toEqual([[1, "user"], [2, "assistant"], [3, "user"], [4, "assistant"]]);
       expect(one?.summary).toMatchObject({ text: "gist" });
       expect(await store.readUserSessions(user(), undefined, 5)).toEqual([]);
     });

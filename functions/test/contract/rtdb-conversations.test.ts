@@ -110,4 +110,24 @@ describeWithRtdb("RtdbStore: the conversation index as stored", () => {
     // Export and erasure find it all the same, by its user_id.
     expect((await store.readUserSessions("old-timer", undefined, 5)).map((found) => found.id)).toEqual([old.id]);
   });
+
+  it("reads a session whole with each message at its key's position: one removed by hand leaves a gap, those after it keep theirs", async () => {
+    const user = "history-with-a-hole";
+    const session = newSession({ user_id: user });
+    await store.createSession(session);
+    for (const seq of [1, 2, 3]) await store.appendExchange(session.id, exchange(String(seq), CREATED_AT + seq), appendAt(CREATED_AT + seq));
+    // Every copy landed and left the journal (the next transaction drops it): the history is in `messages` alone.
+    await store.copiesSettled();
+    await store.updateState(session.id, () => ({ outcome: undefined }));
+    expect((await db.ref(`userSessions/${session.id}/state/pending`).once("value")).exists()).toBe(false);
+    await db.ref(`userSessions/${session.id}/messages/m000000003`).remove();
+    const [read] = await store.readUserSessions(user, undefined, 5);
+    expect(read?.messages.map(({ position, message }) => [position, message.content])).toEqual([
+      [1, "question 1"],
+      [2, "answer 1"],
+      [4, "answer 2"],
+      [5, "question 3"],
+      [6, "answer 3"],
+    ]);
+  });
 });

@@ -387,6 +387,34 @@ describeWithRtdb("a user's conversations: a stored history with a message missin
     await harness.api.database!.ref(`userSessions/${id}/messages/m000000001`).remove();
     expect(await answers(ROUTES.get(id))).toEqual([dataError, dataError]);
   });
+
+  /** A session of three exchanges, all copied out of the journal, then position `missing` removed by hand. */
+  async function withHole(missing: number): Promise<string> {
+    const id = await createSession(harness.api);
+    for (const message of ["one", "two", "three"]) expect((await harness.api.call("POST", ROUTES.message(id), { message })).status).toBe(200);
+    const { store } = harness.api;
+    if (!(store instanceof RtdbStore)) throw new Error("the harness's store is not the database's");
+    await store.copiesSettled();
+    await store.updateState(id, () => ({ outcome: undefined }));
+    expect((await harness.api.database!.ref(`userSessions/${id}/state/pending`).once("value")).exists()).toBe(false);
+    await harness.api.database!.ref(`userSessions/${id}/messages/m00000000${missing}`).remove();
+    return id;
+  }
+
+  it("answers 500 DATA_ERROR to the newest page when the missing message falls in it, in its middle or at its end, never the messages after it alone or renumbered", async () => {
+    // limit 50: the newest page spans positions 1 to 6.
+    for (const missing of [3, 6]) {
+      const id = await withHole(missing);
+      const newest = await harness.api.call("GET", `${ROUTES.get(id)}?limit=50`);
+      expect({
+        missing,
+        status: newest.status,
+        code: newest.body.error?.code,
+        positions: ((newest.body.messages as { position: number }[] | undefined) ?? []).map((message) => message.position),
+      }).toEqual({ missing, status: 500, code: "DATA_ERROR", positions: [] });
+      expect(await answers(`${ROUTES.get(id)}?limit=50`)).toEqual([dataError, dataError]);
+    }
+  });
 });
 
 describeEachStore("a user's conversations: the list when an idle session's state cannot be read", (kind) => {

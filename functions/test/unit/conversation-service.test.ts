@@ -1,8 +1,11 @@
 import { ConversationService } from "../../src/session/conversations/conversation-service";
 import { claimRequest, endRule, type SessionPolicy } from "../../src/session/session-rules";
 import { MemoryStore } from "../../src/store/memory-store";
-import type { SessionState } from "../../src/store/records";
-import { CREATED_AT, newSession } from "../support/fixtures";
+import type { StoredConversation } from "../../src/store/conversation-records";
+import { StoreDataError } from "../../src/store/errors";
+import type { ChatMessage, SessionState } from "../../src/store/records";
+import type { HistoryWindow } from "../../src/store/session-store";
+import { appendAt, CREATED_AT, exchange, newSession } from "../support/fixtures";
 
 const MINUTE = 60_000;
 const POLICY: SessionPolicy = { idleTtlMs: 30 * MINUTE, maxExchanges: 100 };
@@ -89,5 +92,96 @@ describe("ConversationService.read: the replies being written", () => {
     await store.writePartial(id, "p1", { ...partial, text: "Sure, here is more" });
     const view = await service.read(id, undefined, { limit: 20 });
     expect({ status: view.summary.status, partials: view.partials }).toEqual({ status: "ended", partials: [] });
+  });
+});
+
+describe("ConversationService.read: the newest page", () => {
+  const now = CREATED_AT + 5 * MINUTE;
+
+  /** The embedded store, recording the ranges of messages read; its window can trail by one exchange (a commit landing between it and the state's read). */
+  class WindowStore extends MemoryStore {
+    readonly ranges: [number, number][] = [];
+    trailing = false;
+
+    override async readWindow(sessionId: string, limit: number): Promise<HistoryWindow> {
+      const window = await super.readWindow(sessionId, limit + 2);
+      if (!this.trailing) return super.readWindow(sessionId, limit);
+      return { messages: window.messages.slice(0, -2).slice(-limit), through: window.through - 1 };
+    }
+
+    override async readMessages(sessionId: string, first: number, last: number): Promise<ChatMessage[]> {
+      this.ranges.push([first, last]);
+      return super.readMessages(sessionId, first, last);
+    }
+  }
+
+  async function talked(store: WindowStore, id: string, exchanges: number): Promise<void> {
+    await sessionAt(store, CREATED_AT, id);
+    for (let seq = 1; seq <= exchanges; seq += 1) await store.appendExchange(id, exchange(String(seq), CREATED_AT + seq), appendAt(CREATED_AT + seq));
+  }
+
+  it("is the window's when it is whole, with no read of messages but the title's", async () => {
+    const store = new WindowStore();
+    const service = new ConversationService({ store, clock: () => now, policy: POLICY, partialStaleMs: 9 * MINUTE });
+    const id = "00000000-0000-4000-8000-000000000009";
+    await talked(store, id, 3);
+    for (const limit of [50, 4]) {
+      store.ranges.length = 0;
+      const view = await service.read(id, undefined, { limit });
+      expect({ positions: view.messages.map(({ position }) => position), ranges: store.ranges }).toEqual({ positions: [1, 2, 3, 4, 5, 6].slice(-limit), ranges: [[1, 1]] });
+    }
+  });
+
+  it("is read again across its positions when the window falls short of the session's count, and is then whole and numbered by position", async () => {
+    const store = new WindowStore();
+    const service = new ConversationService({ store, clock: () => now, policy: POLICY, partialStaleMs: 9 * MINUTE });
+    const id = "00000000-0000-4000-8000-00000000000a";
+    await talked(store, id, 3);
+    store.trailing = true;
+    for (const [limit, positions, range] of [[50, [1, 2, 3, 4, 5, 6], [1, 6]], [3, [4, 5, 6], [4, 6]]] as const) {
+      store.ranges.length = 0;
+      const view = await service.read(id, undefined, { limit });
+      expect({ positions: view.messages.map(({ position }) => position), ranges: store.ranges }).toEqual({ positions, ranges: [[1, 1], range] });
+      expect(view.messages.map(({ position, message }) => [position, message.content])).toEqual(
+        positions.map((position) => [position, position % 2 === 1 ? `question ${(position + 1) / 2}` : `answer ${position / 2}`]),
+      );
+    }
+  });
+});
+
+describe("ConversationService.sessions: each session as an export gives it", () => {
+  /** The embedded store, whose session `holed` read whole lacks the messages at `missing` (removed from a store by hand). */
+  class HoledStore extends MemoryStore {
+    holed = "";
+    missing = new Set<number>();
+
+    override async readUserSessions(userId: string, after: string | undefined, limit: number): Promise<StoredConversation[]> {
+      const sessions = await super.readUserSessions(userId, after, limit);
+      return sessions.map((session) => (session.id === this.holed ? { ...session, messages: session.messages.filter(({ position }) => !this.missing.has(position)) } : session));
+    }
+  }
+
+  it("gives each whole, and raises StoreDataError naming the first position its count includes that is missing, after the sessions before it", async () => {
+    const store = new HoledStore();
+    const service = new ConversationService({ store, clock: () => CREATED_AT, policy: POLICY, partialStaleMs: MINUTE });
+    const ids = ["00000000-0000-4000-8000-00000000000b", "00000000-0000-4000-8000-00000000000c"];
+    for (const id of ids) {
+      await sessionAt(store, CREATED_AT, id);
+      for (const seq of [1, 2, 3]) await store.appendExchange(id, exchange(String(seq), CREATED_AT + seq), appendAt(CREATED_AT + seq));
+    }
+    const given: string[] = [];
+    const exportAll = async () => {
+      given.length = 0;
+      for await (const session of service.sessions(USER, undefined, 1)) given.push(`${session.id}:${session.messages.map(({ position }) => position).join(",")}`);
+    };
+    await exportAll();
+    expect(given).toEqual(ids.map((id) => `${id}:1,2,3,4,5,6`));
+
+    store.holed = ids[1]!;
+    for (const [missing, first] of [[[3], 3], [[6], 6], [[1, 2, 5], 1]] as const) {
+      store.missing = new Set(missing);
+      const failed = await exportAll().catch((error: unknown) => error);
+      expect({ failed: failed instanceof StoreDataError ? failed.path : failed, given }).toEqual({ failed: `userSessions/${ids[1]}/messages/m00000000${first}`, given: [`${ids[0]}:1,2,3,4,5,6`] });
+    }
   });
 });

@@ -1,8 +1,10 @@
 import { namesCaller, type Identity } from "../../auth/identity";
-import type { ConversationEntry, ConversationPosition, ListedConversation, StoredConversation } from "../../store/conversation-records";
-import type { ChatMessage, PartialReply, SessionMeta, SessionState, SessionStatus, TokenUsage, UserUsage } from "../../store/records";
+import type { ConversationEntry, ConversationPosition, ListedConversation, PositionedMessage, StoredConversation } from "../../store/conversation-records";
+import type { PartialReply, SessionMeta, SessionState, SessionStatus, TokenUsage, UserUsage } from "../../store/records";
 import { NO_USAGE } from "../ledger/token-usage";
 import type { ConversationStore, ErasureStore, HistoryStore, LedgerStore, StateStore } from "../../store/session-store";
+import { StoreDataError } from "../../store/errors";
+import { messageKey } from "../../store/message-keys";
 import { ForbiddenError, SessionNotFoundError } from "../errors";
 import { userKey } from "../ledger/limits";
 import { ownedMeta } from "../known-sessions";
@@ -46,11 +48,7 @@ export interface ConversationPage {
   readonly next?: ConversationPosition;
 }
 
-/** A stored message with its position in the conversation (1-based: exchange n is 2n-1 and 2n). */
-export interface PositionedMessage {
-  readonly position: number;
-  readonly message: ChatMessage;
-}
+export type { PositionedMessage };
 
 /**
  * A reply being written, with its key (its request's random claim owner, revealing nothing): what
@@ -121,13 +119,14 @@ export class ConversationService {
     const { store } = this.options;
     const meta = await this.owned(sessionId, caller);
     const { before, limit } = page;
-    const [state, messages, opening, partials] = await Promise.all([
+    const [state, read, opening, partials] = await Promise.all([
       store.readSessionState(sessionId),
       before === undefined ? this.newest(sessionId, limit) : this.before(sessionId, before, limit),
       store.readMessages(sessionId, 1, 1),
       before === undefined ? store.readPartialReplies(sessionId) : Promise.resolve({}),
     ]);
     if (!state) throw new SessionNotFoundError(sessionId);
+    const messages = before === undefined ? await this.newestWhole(sessionId, read, state.message_count, limit) : read;
     const oldest = messages[0]?.position;
     const title = opening[0]?.role === "user" ? conversationTitle(opening[0].content) : undefined;
     return {
@@ -148,7 +147,7 @@ export class ConversationService {
     let cursor = after;
     for (;;) {
       const page = await this.options.store.readUserSessions(userId, cursor, pageSize);
-      for (const session of page) yield session;
+      for (const session of page) yield whole(session);
       if (page.length < pageSize) return;
       cursor = page.at(-1)?.id;
     }
@@ -257,6 +256,25 @@ export class ConversationService {
     return messages.map((message, i) => ({ position: start + i, message }));
   }
 
+  /**
+   * The newest page, the window's when it is whole: `limit` messages (or all there are) up to
+   * the session's count, read beside it. The window keeps only the messages after its last gap
+   * (what a prompt needs, its reads given up on after a few tries), and a message missing at its
+   * end moves its numbering; so a window short of that, or short of the count (a commit landing
+   * between the two reads, or the newest messages missing), is read again across those
+   * positions as any other page is, which tells a copy on its way from a message removed from
+   * the store: that is bad stored data (StoreDataError), as every read of a page it falls in
+   * answers it. A whole window, the usual case, costs no read more.
+   */
+  private async newestWhole(sessionId: string, page: PositionedMessage[], count: number, limit: number): Promise<PositionedMessage[]> {
+    const last = page.at(-1)?.position ?? 0;
+    if (last >= 2 * count && page.length === Math.min(limit, last)) return page;
+    const end = Math.max(last, 2 * count);
+    const first = Math.max(1, end - limit + 1);
+    const messages = await this.options.store.readMessages(sessionId, first, end);
+    return messages.map((message, i) => ({ position: first + i, message }));
+  }
+
   /** The `limit` messages before position `before`. */
   private async before(sessionId: string, before: number, limit: number): Promise<PositionedMessage[]> {
     const first = Math.max(1, before - limit);
@@ -297,4 +315,23 @@ export class ConversationService {
       // takes the last one keeps the same one.
       .sort((a, b) => a.seq_after - b.seq_after || (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
   }
+}
+
+/**
+ * `session` as an export gives it: its messages are read in one snapshot with its state (the
+ * journal's exchanges merged), so every position up to twice its count is there, none on its way.
+ * One missing was removed from the store (by hand, or lost by an older version): bad stored data
+ * (StoreDataError), as every read of a page it falls in answers it, never a session written with
+ * a gap in its history. The part ends there with the error (export-writer.ts).
+ */
+function whole(session: StoredConversation): StoredConversation {
+  let expected = 1;
+  for (const { position } of session.messages) {
+    if (position > expected) break;
+    if (position === expected) expected += 1;
+  }
+  if (expected <= 2 * session.state.message_count) {
+    throw new StoreDataError(`userSessions/${session.id}/messages/${messageKey(expected)}`, "missing, though the session's message_count includes it");
+  }
+  return session;
 }

@@ -1,9 +1,10 @@
 import type { Database, DataSnapshot, Query } from "firebase-admin/database";
 import { z } from "zod";
-import { conversationEntrySchema, type ConversationPosition, type ListedConversation, type StoredConversation } from "../conversation-records";
+import { conversationEntrySchema, type ConversationPosition, type ListedConversation, type PositionedMessage, type StoredConversation } from "../conversation-records";
 import { StoreDataError } from "../errors";
+import { messageKey } from "../message-keys";
 import { parseStored } from "../parse-stored";
-import { chatMessageSchema, partialReplySchema, sessionStateSchema, sessionSummarySchema, type ChatMessage, type PartialReply } from "../records";
+import { chatMessageSchema, partialReplySchema, sessionStateSchema, sessionSummarySchema, type PartialReply } from "../records";
 import { isRecord, parsePending, pendingMessages } from "./journal";
 import { conversationOwnerKey, conversationPath, conversationsPath, messagePath, partialPath, SESSIONS, sessionPath, statePath, summaryPath } from "./paths";
 import { sessionMetaOf } from "./session-meta";
@@ -110,7 +111,15 @@ function storedConversation(id: string, raw: unknown): StoredConversation {
   const stored = objectAt(node.messages ?? {}, `${sessionPath(id)}/messages`);
   const journaled = new Map(pendingMessages(id, parsePending(id, stateNode.pending ?? null)));
   const keys = [...new Set([...Object.keys(stored), ...journaled.keys()])].sort();
-  const messages: ChatMessage[] = keys.map((key) => parseStored(chatMessageSchema, journaled.get(key) ?? stored[key], messagePath(id, key)));
+  const messages: PositionedMessage[] = [];
+  for (const key of keys) {
+    // Each keeps its key's position, so that one missing leaves a gap rather than moving those
+    // after it into its place. A key that is no message's (written by hand) holds no position
+    // and is not one of the conversation's, as for every history read (history-reads.ts).
+    const position = Number(key.slice(1));
+    if (!Number.isInteger(position) || key !== messageKey(position)) continue;
+    messages.push({ position, message: parseStored(chatMessageSchema, journaled.get(key) ?? stored[key], messagePath(id, key)) });
+  }
   const partials = parseStored(z.record(z.string(), partialReplySchema), node.partials ?? {}, `${sessionPath(id)}/partials`);
   return {
     id,
