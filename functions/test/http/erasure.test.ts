@@ -4,7 +4,7 @@ import { ApiUser, connectionOf, HOSTING_ROUTES } from "../support/connection-api
 import { conversationOwnerKey, conversationPath } from "../../src/store/rtdb/paths";
 import type { SessionStore } from "../../src/store/session-store";
 import { FaultyStore } from "../support/faulty-store";
-import { createSession, describeEachStore, ROUTES, startHarness, twoInstances, type Answer, type Harness, type Instance } from "../support/http-harness";
+import { createSession, describeEachStore, ROUTES, startHarness, twoInstances, type Answer, type Harness, type Instance, type StoreKind } from "../support/http-harness";
 import { copyOf, describeWithRtdb, holdingUpdates, losingUpdates, rtdbSkipReason } from "../support/rtdb";
 import { recentMessages } from "../support/recent-messages";
 import type { RtdbStore } from "../../src/store/rtdb/rtdb-store";
@@ -424,21 +424,8 @@ describeEachStore("erasure: a keyed create's retry that takes its key over while
     expect({ status: failed.status, code: failed.body.error?.code }).toEqual({ status: 503, code: "DATABASE_UNAVAILABLE" });
     now += 1_000;
 
-    // The first pass has deleted that session (its id now in the erasure record), held at its delete of the key...
-    const pass = held[0]!.hold("deleteUnchangedCreateKey");
-    const erasing = harness.api.call("DELETE", `${ROUTES.erase}?user_id=${userId}`);
-    await pass.reached("the first pass's delete of the key");
-    // ...when the client's retry, on another instance, takes the key over; its admission waits.
-    now += 1_000;
-    const admission = held[1]!.hold("readSessionState");
-    const retrying = second.call("POST", ROUTES.create, body, { "Idempotency-Key": key });
-    await admission.reached("the retry's read of the key's session");
-    pass.open();
-    const erased = await erasing;
-    expect({ status: erased.status, sessions: erased.body.sessions_erased }).toEqual({ status: 200, sessions: 1 });
     // Admitted once the mark is cleared, the retry creates the session again, under the same id (the key fixes it).
-    admission.open();
-    const created = await retrying;
+    const created = await eraseWhileRetryTakesOver({ first: harness.api, second, held, tick: () => { now += 1_000; } }, userId, body, key);
     expect(created.status).toBe(201);
     const sessionId = String(created.body.session_id);
     const replayed = async (on: Instance) => {
@@ -462,6 +449,32 @@ describeEachStore("erasure: a keyed create's retry that takes its key over while
     });
   });
 }, { sharded: true });
+
+/**
+ * Erases `userId`'s data through `on.first` while a retry of the keyed create (`body`, `key`) on
+ * `on.second` takes its key over: the first pass, having deleted the user's session (its id in the
+ * erasure record), is held at its delete of the key; the retry's admission waits at its read of the
+ * key's session until the erasure answered (200, one session erased). The retry's answer.
+ */
+async function eraseWhileRetryTakesOver(
+  on: { readonly first: Instance; readonly second: Instance; readonly held: readonly HeldCalls[]; readonly tick: () => void },
+  userId: string,
+  body: Record<string, string>,
+  key: string,
+): Promise<Answer> {
+  const pass = on.held[0]!.hold("deleteUnchangedCreateKey");
+  const erasing = on.first.call("DELETE", `${ROUTES.erase}?user_id=${userId}`);
+  await pass.reached("the first pass's delete of the key");
+  on.tick();
+  const admission = on.held[1]!.hold("readSessionState");
+  const retrying = on.second.call("POST", ROUTES.create, body, { "Idempotency-Key": key });
+  await admission.reached("the retry's read of the key's session");
+  pass.open();
+  const erased = await erasing;
+  expect({ status: erased.status, sessions: erased.body.sessions_erased }).toEqual({ status: 200, sessions: 1 });
+  admission.open();
+  return retrying;
+}
 
 /**
  * A user's session served on `harness.api` (one message, `words`), then erased through it while a
@@ -490,25 +503,33 @@ async function servedThenCreatedAgain(
   expect((await a.call("POST", ROUTES.message(sessionId), { message: words })).status).toBe(200);
   await served();
   tick();
-  // The first pass has deleted the session, held at its delete of the key...
-  const pass = held[0]!.hold("deleteUnchangedCreateKey");
-  const erasing = a.call("DELETE", `${ROUTES.erase}?user_id=${userId}`);
-  await pass.reached("the first pass's delete of the key");
-  // ...when a retry of the create, on the second instance, takes the key over; its admission waits.
-  tick();
-  const admission = held[1]!.hold("readSessionState");
-  const retrying = second.call("POST", ROUTES.create, body, { "Idempotency-Key": key });
-  await admission.reached("the retry's read of the key's session");
-  pass.open();
-  const erased = await erasing;
-  expect({ status: erased.status, sessions: erased.body.sessions_erased }).toEqual({ status: 200, sessions: 1 });
-  admission.open();
-  const created = await retrying;
+  const created = await eraseWhileRetryTakesOver({ first: a, second, held, tick }, userId, body, key);
   // The same id, a new session.
   expect({ status: created.status, id: created.body.session_id }).toEqual({ status: 201, id: sessionId });
   expect(await second.store.readSessionState(sessionId)).toMatchObject({ message_count: 0, status: "active" });
   tick();
   return { sessionId, words, created, key, body };
+}
+
+/**
+ * Two instances of a harness on `kind` whose store calls can be held (one HeldCalls per instance,
+ * in order), on a clock that `tick` moves a second on: started before the describe's tests.
+ */
+function heldPair(kind: StoreKind): { harness: Harness; second: Instance; readonly held: HeldCalls[]; readonly tick: () => void; readonly now: () => number } {
+  let now = Date.parse("2026-04-01T09:00:00Z");
+  const pair = { harness: undefined as unknown as Harness, second: undefined as unknown as Instance, held: [] as HeldCalls[], tick: () => { now += 1_000; }, now: () => now };
+  beforeAll(async () => {
+    pair.held.length = 0;
+    const wrapStore = (store: SessionStore) => {
+      const calls = new HeldCalls();
+      pair.held.push(calls);
+      return calls.wrap(store);
+    };
+    pair.harness = await startHarness({ store: kind, clock: () => now, wrapStore, env: { USER_MESSAGES_PER_MINUTE: "1000" } });
+    pair.second = await pair.harness.instance();
+  });
+  afterAll(async () => pair.harness.close());
+  return pair;
 }
 
 /**
@@ -518,43 +539,27 @@ async function servedThenCreatedAgain(
  * one reaches the same exchange count: it answers from the database's, as a cold instance would.
  */
 describeEachStore("erasure: a session another instance holds warm, created again under its id by a keyed create's retry", (kind) => {
-  let harness: Harness;
-  let second: Instance;
-  let now = Date.parse("2026-04-01T09:00:00Z");
-  const held: HeldCalls[] = [];
-  const tick = () => { now += 1_000; };
-
-  beforeAll(async () => {
-    held.length = 0;
-    const wrapStore = (store: SessionStore) => {
-      const calls = new HeldCalls();
-      held.push(calls);
-      return calls.wrap(store);
-    };
-    harness = await startHarness({ store: kind, clock: () => now, wrapStore, env: { USER_MESSAGES_PER_MINUTE: "1000" } });
-    second = await harness.instance();
-  });
-  afterAll(async () => harness.close());
+  const pair = heldPair(kind);
 
   it("sends the model the new session's history from the instance that held the erased one warm, never the erased words", async () => {
-    const { sessionId, words } = await servedThenCreatedAgain(harness, second, held, tick);
+    const { sessionId, words } = await servedThenCreatedAgain(pair.harness, pair.second, pair.held, pair.tick);
     // The new session's exchange 1, on the second instance: 1 exchange stored, as the first instance's history was.
-    expect((await second.call("POST", ROUTES.message(sessionId), { message: "new first" })).body).toMatchObject({ success: true, message_count: 1 });
-    tick();
-    harness.fake.reset();
-    const answer = await harness.api.call("POST", ROUTES.message(sessionId), { message: "new second" });
+    expect((await pair.second.call("POST", ROUTES.message(sessionId), { message: "new first" })).body).toMatchObject({ success: true, message_count: 1 });
+    pair.tick();
+    pair.harness.fake.reset();
+    const answer = await pair.harness.api.call("POST", ROUTES.message(sessionId), { message: "new second" });
     expect(answer.body).toMatchObject({ success: true, message_count: 2 });
-    const sent = harness.fake.requests[0]?.body.messages.slice(1).map((message) => message.content) ?? [];
+    const sent = pair.harness.fake.requests[0]?.body.messages.slice(1).map((message) => message.content) ?? [];
     expect(sent).toEqual(["new first", expect.stringMatching(/to: new first$/), "new second"]);
     expect(sent.filter((content) => content.includes(words))).toEqual([]);
   });
 
   it("answers a replay of the create and an end, on the instance that held the erased session warm, with the new session's fields", async () => {
-    const { sessionId, created, key, body } = await servedThenCreatedAgain(harness, second, held, tick);
+    const { sessionId, created, key, body } = await servedThenCreatedAgain(pair.harness, pair.second, pair.held, pair.tick);
     // Created after the erased one: its own creation time, as the retry answered it.
-    expect(created.body.created_at).toBe(new Date(now - 1_000).toISOString());
-    const replayed = await harness.api.call("POST", ROUTES.create, body, { "Idempotency-Key": key });
-    const ended = await harness.api.call("DELETE", ROUTES.end(sessionId));
+    expect(created.body.created_at).toBe(new Date(pair.now() - 1_000).toISOString());
+    const replayed = await pair.harness.api.call("POST", ROUTES.create, body, { "Idempotency-Key": key });
+    const ended = await pair.harness.api.call("DELETE", ROUTES.end(sessionId));
     expect({
       replayed: [replayed.status, replayed.headers.get("idempotent-replayed"), replayed.body.session_id, replayed.body.created_at],
       ended: [ended.status, ended.body.created_at],
@@ -569,37 +574,21 @@ describeEachStore("erasure: a session another instance holds warm, created again
  * of the one a keyed create's retry creates again under its id, numbered alike.
  */
 describeWithRtdb("erasure: the journal of a session created again under an erased id", () => {
-  let harness: Harness;
-  let second: Instance;
-  let now = Date.parse("2026-04-01T09:00:00Z");
-  const held: HeldCalls[] = [];
-  const tick = () => { now += 1_000; };
-
-  beforeAll(async () => {
-    held.length = 0;
-    const wrapStore = (store: SessionStore) => {
-      const calls = new HeldCalls();
-      held.push(calls);
-      return calls.wrap(store);
-    };
-    harness = await startHarness({ store: "rtdb", clock: () => now, wrapStore, env: { USER_MESSAGES_PER_MINUTE: "1000" } });
-    second = await harness.instance();
-  });
-  afterAll(async () => harness.close());
+  const pair = heldPair("rtdb");
 
   it("loses no exchange of the new session: one whose copy never landed is copied by the next message on the instance that copied the erased session's exchange of that number", async () => {
     const copied = (api: Instance) => (api.store as unknown as RtdbStore).copiesSettled();
     // The erased session's exchange 1 is copied, acknowledged: the first instance knows e1 copied.
-    const { sessionId } = await servedThenCreatedAgain(harness, second, held, tick, () => copied(harness.api));
+    const { sessionId } = await servedThenCreatedAgain(pair.harness, pair.second, pair.held, pair.tick, () => copied(pair.harness.api));
     // The second instance journals the new session's exchange 1, and its copy never lands (the instance died).
-    losingUpdates(second.database!, copyOf(sessionId));
-    expect((await second.call("POST", ROUTES.message(sessionId), { message: "new first" })).body).toMatchObject({ success: true, message_count: 1 });
-    tick();
+    losingUpdates(pair.second.database!, copyOf(sessionId));
+    expect((await pair.second.call("POST", ROUTES.message(sessionId), { message: "new first" })).body).toMatchObject({ success: true, message_count: 1 });
+    pair.tick();
     // The first instance takes the next message: whoever transacts next copies what is left.
-    expect((await harness.api.call("POST", ROUTES.message(sessionId), { message: "new second" })).body).toMatchObject({ success: true, message_count: 2 });
-    await copied(harness.api);
+    expect((await pair.harness.api.call("POST", ROUTES.message(sessionId), { message: "new second" })).body).toMatchObject({ success: true, message_count: 2 });
+    await copied(pair.harness.api);
 
-    const cold = await harness.instance();
+    const cold = await pair.harness.instance();
     const history = (await recentMessages(cold.store, sessionId, 100)).map((message) => message.content);
     expect(history).toEqual(["new first", expect.stringMatching(/to: new first$/), "new second", expect.stringMatching(/to: new second$/)]);
     const read = await cold.call("GET", ROUTES.get(sessionId));

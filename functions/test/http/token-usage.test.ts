@@ -485,22 +485,30 @@ describeEachStore("the daily token limit while another message of the user is in
     expect(refused.body.error?.message).not.toMatch(/next UTC day/);
   });
 
-  it("answers TOKEN_LIMIT with a short Retry-After, not until midnight, when only a message still running in a conversation the user has just ended keeps the day full", async () => {
+  it.each([
+    // The end drops the conversation's count, not the running message's reservation in the day's count.
+    ["the user has just ended", "end"],
+    // The erasure (from another tab) forgets the conversation, not the running message's reservation.
+    ["the user's erasure has just deleted", "erase"],
+  ] as const)("answers TOKEN_LIMIT with a short Retry-After, not until midnight, when only a message still running in a conversation %s keeps the day full", async (_how, gone) => {
     const { harness, other, user, first, second } = await twoConversations();
 
     const release = harness.fake.holdAnswers();
     const inFlight = harness.api.call("POST", ROUTES.message(first), { message: "message number 00" });
     await harness.fake.awaitRequests(1);
-    // The user ends the first conversation while its reply is still being written: the end drops
-    // the conversation's count, not the running message's reservation in the day's count.
-    expect((await other.call("DELETE", ROUTES.end(first))).status).toBe(200);
-    const refused = await other.call("POST", ROUTES.message(second), { message: "message number 01" });
+    let next = second;
+    if (gone === "end") expect((await other.call("DELETE", ROUTES.end(first))).status).toBe(200);
+    else {
+      expect((await other.call("DELETE", `${ROUTES.erase}?user_id=${user}`)).status).toBe(200);
+      next = await create(other, user);
+    }
+    const refused = await other.call("POST", ROUTES.message(next), { message: "message number 01" });
     release();
     await inFlight;
     const settled = await usageOf(harness.api.store, user);
 
     // The same message again, the same instant: admitted (the day had room once the running message settled).
-    const retried = await other.call("POST", ROUTES.message(second), { message: "message number 01" });
+    const retried = await other.call("POST", ROUTES.message(next), { message: "message number 01" });
     const retryAfter = Number(refused.headers.get("retry-after"));
     expect({
       code: refused.body.error?.code,
@@ -513,43 +521,7 @@ describeEachStore("the daily token limit while another message of the user is in
       code: "TOKEN_LIMIT",
       retryStatus: 200,
       dailyBelowLimit: true,
-      // Its settlement found the reservation where the end had kept it: nothing is left to wait for.
-      keptApart: null,
-      retryAfterWithinTwoMinutes: true,
-      retryAfter,
-    });
-  });
-
-  it("answers TOKEN_LIMIT with a short Retry-After, not until midnight, when only a message still running in a conversation the user's erasure has just deleted keeps the day full", async () => {
-    const { harness, other, user, first } = await twoConversations();
-
-    const release = harness.fake.holdAnswers();
-    const inFlight = harness.api.call("POST", ROUTES.message(first), { message: "message number 00" });
-    await harness.fake.awaitRequests(1);
-    // The user erases their data from another tab while the reply is still being written: the
-    // erasure forgets the conversation, not the running message's reservation in the day's count.
-    expect((await other.call("DELETE", `${ROUTES.erase}?user_id=${user}`)).status).toBe(200);
-    const third = await create(other, user);
-    const refused = await other.call("POST", ROUTES.message(third), { message: "message number 01" });
-    release();
-    await inFlight;
-    const settled = await usageOf(harness.api.store, user);
-
-    // The same message again, the same instant: admitted (the day had room once the running message settled).
-    const retried = await other.call("POST", ROUTES.message(third), { message: "message number 01" });
-    const retryAfter = Number(refused.headers.get("retry-after"));
-    expect({
-      code: refused.body.error?.code,
-      retryStatus: retried.status,
-      dailyBelowLimit: (settled?.daily?.tokens ?? NaN) < 200,
-      keptApart: settled?.released_held ?? null,
-      retryAfterWithinTwoMinutes: retryAfter <= 120,
-      retryAfter,
-    }).toEqual({
-      code: "TOKEN_LIMIT",
-      retryStatus: 200,
-      dailyBelowLimit: true,
-      // Its settlement found the reservation where the erasure had kept it.
+      // Its settlement found the reservation where the end or the erasure had kept it: nothing is left to wait for.
       keptApart: null,
       retryAfterWithinTwoMinutes: true,
       retryAfter,

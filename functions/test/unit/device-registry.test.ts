@@ -581,6 +581,11 @@ function deviceRegistryBehaviour(open: () => DeviceStore & ConnectionErasureStor
   /** Whom a message to Ann from someone else would notify at `now`, and with previews or not. */
   const annsAudience = (store: DeviceStore, now: number) =>
     new RecipientNotifier({ devices: store, sender: createOfflineSender(silentLog), log: silentLog, clock: () => now, previewChars: 100, deadlineMs: 1_000 }).audience(userKey("ann"), userKey("someone-else"));
+  /** Ann's live tokens at `now`, and those a message to her notifies. */
+  const annsPhones = async (store: DeviceStore, now: number) => ({
+    annLive: liveTokens(await store.readDevices(userKey("ann")), now),
+    notified: (await annsAudience(store, now))?.tokens,
+  });
 
   it("keeps a token unregistered once the add of its user's earlier registration, answered 503 and still on the way, lands", async () => {
     const base = open();
@@ -598,8 +603,7 @@ function deviceRegistryBehaviour(open: () => DeviceStore & ConnectionErasureStor
     await first;
 
     // The signed-out phone must not go on getting Ann's messages (previews included) for 60 days.
-    const audience = await annsAudience(base, T + 20_000);
-    expect({ annLive: liveTokens(await base.readDevices(userKey("ann")), T + 20_000), notified: audience?.tokens }).toEqual({ annLive: [], notified: [] });
+    expect(await annsPhones(base, T + 20_000)).toEqual({ annLive: [], notified: [] });
   });
 
   it("keeps a token unregistered when its earlier registration's add lands after another of the user's unregistrations, past a request's lifetime", async () => {
@@ -626,8 +630,7 @@ function deviceRegistryBehaviour(open: () => DeviceStore & ConnectionErasureStor
     await first;
 
     // The phone she signed out of hears nothing more of her messages.
-    const audience = await annsAudience(base, T + 130_000);
-    expect({ annLive: liveTokens(await base.readDevices(userKey("ann")), T + 130_000), notified: audience?.tokens ?? [] }).toEqual({ annLive: [], notified: [] });
+    expect(await annsPhones(base, T + 130_000)).toEqual({ annLive: [], notified: [] });
   });
 
   it("adds a registration made after an unregistration of the token, though its instance's clock is behind the one that unregistered it", async () => {
@@ -663,8 +666,7 @@ function deviceRegistryBehaviour(open: () => DeviceStore & ConnectionErasureStor
     await unregistering;
 
     // The phone is Ann's again: her messages reach it, as they reach any device registered after a sign-out.
-    const audience = await annsAudience(base, T + 20_000);
-    expect({ annLive: liveTokens(await base.readDevices(userKey("ann")), T + 20_000), notified: audience?.tokens }).toEqual({ annLive: [TOKEN], notified: [TOKEN] });
+    expect(await annsPhones(base, T + 20_000)).toEqual({ annLive: [TOKEN], notified: [TOKEN] });
   });
 
   it("adds a registration whose claim landed after an unregistration of a token nobody's claim held yet, whenever that unregistration's removal lands", async () => {
@@ -681,8 +683,7 @@ function deviceRegistryBehaviour(open: () => DeviceStore & ConnectionErasureStor
     release();
     await unregistering;
 
-    const audience = await annsAudience(base, T + 20_000);
-    expect({ annLive: liveTokens(await base.readDevices(userKey("ann")), T + 20_000), notified: audience?.tokens }).toEqual({ annLive: [TOKEN], notified: [TOKEN] });
+    expect(await annsPhones(base, T + 20_000)).toEqual({ annLive: [TOKEN], notified: [TOKEN] });
   });
 
   it("adds a registration whose claim landed after an unregistration of a token nobody's claim held yet, though its instance's clock is behind the one that unregistered it", async () => {
