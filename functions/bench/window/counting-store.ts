@@ -85,6 +85,10 @@ export class CountingStore implements SessionStore {
     return this.count("writeSummary", this.inner.writeSummary(sessionId, summary));
   }
 
+  dropSummary(sessionId: string, createdAt: number): Promise<void> {
+    return this.count("dropSummary", this.inner.dropSummary(sessionId, createdAt));
+  }
+
   async readExchange(sessionId: string, seq: number): Promise<Exchange | null> {
     const exchange = await this.count("readExchange", this.inner.readExchange(sessionId, seq));
     if (exchange) this.messagesRead += 2;

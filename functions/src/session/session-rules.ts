@@ -172,6 +172,8 @@ export type AppendOutcome =
   | { readonly kind: "duplicate"; readonly seq: number }
   | { readonly kind: "reused" }
   | { readonly kind: "lost" }
+  /** The state under the id is another creation's (sameCreation): the claimed session is gone, erased. */
+  | { readonly kind: "gone" }
   | { readonly kind: "closed"; readonly status: Closed };
 
 /**
@@ -189,9 +191,12 @@ export function appendRule(options: {
   readonly claim?: RequestClaim;
   /** What the exchange's model calls used, added to the session's totals with it. */
   readonly usage?: TokenUsage;
+  /** The `created_at` of the session the claim was made on. */
+  readonly createdAt?: number;
 }): StateRule<AppendOutcome> {
-  const { receivedAt, answeredAt, policy, claim, usage } = options;
+  const { receivedAt, answeredAt, policy, claim, usage, createdAt } = options;
   return (state) => {
+    if (createdAt !== undefined && !sameCreation(createdAt, state)) return { outcome: { kind: "gone" } };
     const current = expiredIfIdle(state, receivedAt, policy);
     const entry = claim && current.requests?.[claim.hash];
     if (claim && entry && entry.fingerprint !== claim.fingerprint) return { outcome: { kind: "reused" } };

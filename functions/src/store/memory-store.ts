@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import type { ConversationPosition, ErasureRecord, ErasureRule, ListedConversation, StoredConversation } from "./conversation-records";
-import { keyRecordOf, type AddressUsage, type ChatMessage, type CreateKey, type Exchange, type KeyRecord, type PartialReply, type ServiceUsage, type SessionMeta, type SessionState, type SessionSummary, type Template, type UserUsage } from "./records";
+import { keyRecordOf, replacesSummary, type AddressUsage, type ChatMessage, type CreateKey, type Exchange, type KeyRecord, type PartialReply, type ServiceUsage, type SessionMeta, type SessionState, type SessionSummary, type Template, type UserUsage } from "./records";
 import { adoptedClaim, assertNextCountsOneMore, isReleasable, isUnchangedCreateKey, refusedClaim, type RuledWithKey, type StoredCreateKey, type HistoryWindow, type LedgerRule, type NewSession, type ErasedSessions, type Ruled, type SessionStore, type StateRule, type UsageRule } from "./session-store";
 import { pageOfRecords, pageOnOneInstance, type SweepCursor, type SweepPage } from "./sweep-page";
 
@@ -89,9 +89,16 @@ export class MemoryStore implements SessionStore {
 
   async writeSummary(sessionId: string, summary: SessionSummary): Promise<boolean> {
     const session = this.sessions.get(sessionId);
-    if (!session || (session.summary && session.summary.through >= summary.through)) return false;
+    if (!session || !replacesSummary(session.summary ?? null, summary)) return false;
+    // The session under the id is the one summarised, as the database's rule cannot tell (its write touches the summary alone).
+    if (summary.created_at !== undefined && session.meta.created_at !== summary.created_at) return false;
     session.summary = stored(summary);
     return true;
+  }
+
+  async dropSummary(sessionId: string, createdAt: number): Promise<void> {
+    const session = this.sessions.get(sessionId);
+    if (session?.summary?.created_at === createdAt) delete session.summary;
   }
 
   async readExchange(sessionId: string, seq: number): Promise<Exchange | null> {

@@ -345,5 +345,28 @@ export const sessionSummarySchema = z.object({
   text: z.string().min(1),
   through: z.number().int().min(1),
   updated_at: z.number(),
+  /**
+   * The `created_at` of the session it summarises: an erased id created again by a keyed create's
+   * retry is another session, which neither reads nor keeps it. Absent in summaries older versions
+   * wrote: taken as the session's.
+   */
+  created_at: z.number().optional(),
 });
 export type SessionSummary = z.infer<typeof sessionSummarySchema>;
+
+/** Whether `summary` is one of the session created at `createdAt` (one without a stamp cannot be told apart: taken as it). */
+export function summaryOfCreation(summary: SessionSummary, createdAt: number): boolean {
+  return summary.created_at === undefined || summary.created_at === createdAt;
+}
+
+/**
+ * Whether `summary` takes the place of `stored`: one that reaches further, of the same creation.
+ * Of two creations of one id, the later one's always stands: an erased session's summary landing
+ * on the session created again under its id is replaced by that session's first, and never
+ * replaces one of it. Summaries without a stamp are compared by their reach alone.
+ */
+export function replacesSummary(stored: SessionSummary | null, summary: SessionSummary): boolean {
+  if (!stored) return true;
+  if (stored.created_at !== undefined && summary.created_at !== undefined && stored.created_at !== summary.created_at) return summary.created_at > stored.created_at;
+  return summary.through > stored.through;
+}

@@ -242,10 +242,17 @@ export interface HistoryStore {
   readSummary(sessionId: string): Promise<SessionSummary | null>;
 
   /**
-   * Stores `summary` for an existing session unless the stored one reaches as far or further
-   * (then nothing is written, and false is returned). Never touches `state` or `messages`.
+   * Stores `summary` for an existing session unless the stored one stands (records.ts
+   * replacesSummary: it reaches as far or further, or is of a later creation of the id; then
+   * nothing is written, and false is returned). Never touches `state` or `messages`.
    */
   writeSummary(sessionId: string, summary: SessionSummary): Promise<boolean>;
+
+  /**
+   * Removes the session's summary if it is one stamped `createdAt` (a creation of the id found
+   * gone: its summary, written beside a commit that then found the session erased, must not stay).
+   */
+  dropSummary(sessionId: string, createdAt: number): Promise<void>;
 }
 
 /** The counts limits are held against: per user, per network address, and the deployment's. */

@@ -158,6 +158,10 @@ export class ShardedStore implements SessionStore {
     return this.on(sessionId, "write summary", (instance) => instance.writeSummary(sessionId, summary));
   }
 
+  dropSummary(sessionId: string, createdAt: number): Promise<void> {
+    return this.on(sessionId, "drop summary", (instance) => instance.dropSummary(sessionId, createdAt));
+  }
+
   // LedgerStore: the home instance.
 
   prepareUsage(userKey: string): void {

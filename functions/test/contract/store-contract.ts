@@ -294,6 +294,19 @@ export function storeContract(makeHarness: () => Promise<StoreHarness>): void {
       expect(await recentMessages(store, session.id, 10)).toHaveLength(4);
     });
 
+    it("keeps a summary of the session's creation over one of an earlier creation of its id, and drops a summary only of the creation named", async () => {
+      const session = await seededSession(2);
+      const createdAt = session.meta.created_at;
+      const summary = (text: string, through: number, created: number) => ({ text, through, updated_at: T + through, created_at: created });
+      expect(await store.writeSummary(session.id, summary("this session's", 2, createdAt))).toBe(true);
+      // An erased session's, of the same id, reaching further: it neither replaces it nor is dropped for it.
+      expect(await store.writeSummary(session.id, summary("an erased session's", 4, createdAt - 1))).toBe(false);
+      await store.dropSummary(session.id, createdAt - 1);
+      expect(await harness.instance().readSummary(session.id)).toEqual(summary("this session's", 2, createdAt));
+      await store.dropSummary(session.id, createdAt);
+      expect(await harness.instance().readSummary(session.id)).toBeNull();
+    });
+
     it("stores a reply's usage with the exchange, and the session's totals in its state", async () => {
       const session = await seededSession();
       const usage = { prompt_tokens: 30, completion_tokens: 5, total_tokens: 35, cost_usd: 0.000008, prompt_estimate: 34 };

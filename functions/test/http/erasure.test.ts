@@ -7,6 +7,8 @@ import { FaultyStore } from "../support/faulty-store";
 import { createSession, describeEachStore, ROUTES, startHarness, twoInstances, type Answer, type Harness, type Instance, type StoreKind } from "../support/http-harness";
 import { copyOf, describeWithRtdb, holdingUpdates, losingUpdates, rtdbSkipReason } from "../support/rtdb";
 import { recentMessages } from "../support/recent-messages";
+import { isSummary, summaryIn } from "../support/summary-in";
+import type { Template } from "../../src/store/records";
 import type { RtdbStore } from "../../src/store/rtdb/rtdb-store";
 import { describeUnless } from "../support/visible-skip";
 import { StoreUnavailableError } from "../../src/store/errors";
@@ -564,6 +566,83 @@ describeEachStore("erasure: a session another instance holds warm, created again
       replayed: [replayed.status, replayed.headers.get("idempotent-replayed"), replayed.body.session_id, replayed.body.created_at],
       ended: [ended.status, ended.body.created_at],
     }).toEqual({ replayed: [201, "true", sessionId, created.body.created_at], ended: [200, created.body.created_at] });
+  });
+}, { sharded: true });
+
+const SUMMARISED_ID = "summarised-erasure";
+const SUMMARISED: Template = { name: "Summarised", personalityPrompt: "You remember the gist.", context_window: 2, summary: true };
+
+/**
+ * docs/conversations.md, Writes racing an erasure: "Nothing of the user's outlives the erasure but
+ * their usage record". A message whose model call still runs while its session is erased and
+ * created again under its id by a keyed create's retry was claimed on the erased session: neither
+ * its exchange nor the rolling summary made beside it may land on the new one.
+ */
+describeEachStore("erasure: a message still running while its session is erased and created again under its id by a keyed create's retry", (kind) => {
+  const pair = heldPair(kind);
+  beforeAll(async () => pair.harness.api.store.seedTemplates({ [SUMMARISED_ID]: SUMMARISED }));
+
+  /** A keyed create of a new user's session on `template`: what eraseWhileRetryTakesOver needs to create it again. */
+  async function keyedSession(template: string): Promise<{ sessionId: string; userId: string; key: string; body: Record<string, string> }> {
+    const userId = secret("user");
+    const key = secret("create");
+    const body = { user_id: userId, template_id: template };
+    const first = await pair.harness.api.call("POST", ROUTES.create, body, { "Idempotency-Key": key });
+    expect(first.status).toBe(201);
+    return { sessionId: String(first.body.session_id), userId, key, body };
+  }
+
+  /** Erases the user's data and creates the session again (the same id) while a message runs. */
+  async function createdAgain(session: { sessionId: string; userId: string; key: string; body: Record<string, string> }): Promise<void> {
+    pair.tick();
+    const created = await eraseWhileRetryTakesOver({ first: pair.harness.api, second: pair.second, held: pair.held, tick: pair.tick }, session.userId, session.body, session.key);
+    expect({ status: created.status, id: created.body.session_id }).toEqual({ status: 201, id: session.sessionId });
+    pair.tick();
+  }
+
+  it("stores nothing of it in the new session: its reply, come after, is answered 404 SESSION_NOT_FOUND", async () => {
+    const { harness } = pair;
+    const session = await keyedSession("friendly-assistant");
+    const words = secret("erased-words-");
+    pair.tick();
+    harness.fake.reset();
+    const release = harness.fake.holdAnswers();
+    const sending = harness.api.call("POST", ROUTES.message(session.sessionId), { message: words });
+    await harness.fake.awaitRequests(1);
+    await createdAgain(session);
+    release();
+    const sent = await sending;
+    const cold = await harness.instance();
+    const history = (await recentMessages(cold.store, session.sessionId, 100)).map((message) => message.content);
+    const state = await cold.store.readSessionState(session.sessionId);
+    expect({ status: sent.status, code: sent.body.error?.code, history, count: state?.message_count }).toEqual({ status: 404, code: "SESSION_NOT_FOUND", history: [], count: 0 });
+  });
+
+  it("keeps the rolling summary made beside it off the new session: not stored, nor sent to the model with the new session's messages", async () => {
+    const { harness } = pair;
+    const session = await keyedSession(SUMMARISED_ID);
+    const words = secret("erased-words-");
+    harness.fake.reset();
+    harness.fake.chaos = (request, reply) => (isSummary(request) ? { kind: "reply", text: `SUMMARY: they said ${words}` } : reply(300));
+    pair.tick();
+    expect((await harness.api.call("POST", ROUTES.message(session.sessionId), { message: `My name is ${words}` })).status).toBe(200);
+    pair.tick();
+    // The next message pushes the first exchange out of the window: a summary call beside its reply, both held.
+    harness.fake.requests.length = 0;
+    const release = harness.fake.holdAnswers();
+    const sending = harness.api.call("POST", ROUTES.message(session.sessionId), { message: "And my cat?" }, { "Idempotency-Key": secret("message") });
+    await harness.fake.awaitRequests(2);
+    expect(harness.fake.requests.filter(isSummary)).toHaveLength(1);
+    await createdAgain(session);
+    release();
+    const sent = await sending;
+    const cold = await harness.instance();
+    const summary = await cold.store.readSummary(session.sessionId);
+    // The new session's first message, on a cold instance: its prompt carries nothing of the erased session.
+    harness.fake.requests.length = 0;
+    expect((await cold.call("POST", ROUTES.message(session.sessionId), { message: "hello again" })).status).toBe(200);
+    const reply = harness.fake.requests.find((request) => !isSummary(request));
+    expect({ status: sent.status, summary, sent: summaryIn(reply?.body.messages ?? []) }).toEqual({ status: 404, summary: null, sent: "" });
   });
 }, { sharded: true });
 

@@ -412,6 +412,23 @@ describe("appendRule", () => {
       expect(next).not.toHaveProperty("requests");
     });
   });
+
+  describe("of the session created at createdAt", () => {
+    const rule = (claim?: RequestClaim) => appendRule({ receivedAt: T + 100, answeredAt: T + 200, policy: POLICY, createdAt: T - 10, ...(claim ? { claim } : {}) });
+    const claimed = { requests: { h1: { fingerprint: "fp1", owner: "me", lease_until: T + LEASE } } };
+
+    it.each([
+      ["keyed", CLAIM],
+      ["unkeyed", undefined],
+    ])("refuses a %s exchange on a state of another creation under the id (the claimed session erased, its id created again): gone, nothing written", (_, claim) => {
+      expect(rule(claim)(active({ ...claimed, created_at: T - 5 }))).toEqual({ outcome: { kind: "gone" } });
+    });
+
+    it("appends on its own creation's state, and on one that carries no creation (an older version's)", () => {
+      expect(rule(CLAIM)(active({ ...claimed, created_at: T - 10 })).outcome).toEqual({ kind: "appended", seq: 3 });
+      expect(rule(CLAIM)(active(claimed)).outcome).toEqual({ kind: "appended", seq: 3 });
+    });
+  });
 });
 
 describe("endRule", () => {

@@ -14,7 +14,7 @@ import { conversationHead } from "../conversations/title";
 
 /**
  * Commits a generated reply: the exchange, with what its calls used, appended in one transaction
- * on the session's state (which checks that the session is open and the claim still stands),
+ * on the session's state (which checks that it is the claimed session's, open, and the claim still stands),
  * with the reservations' settlement and a new summary sent beside it (neither adds a round trip).
  * Only an exchange that lands updates what this instance knows of the session's history.
  */
@@ -47,17 +47,23 @@ export async function commit(context: MessageContext, message: InFlightMessage, 
   // with the framing OpenAI counts around every message (which the completion's count leaves out).
   const replyContext = reply.prompt_tokens + carried + TOKENS_PER_MESSAGE;
   const sideWrites: Promise<unknown>[] = [message.settle(calls, replyContext, Math.max(0, carried - settings.max_tokens), answeredAt)];
-  if (summarised.summary) sideWrites.push(store.writeSummary(session.id, summarised.summary).catch(() => false));
+  const createdAt = session.meta.created_at;
+  // Stamped with its session's creation: the session created again under an erased id neither reads nor keeps it (records.ts replacesSummary).
+  if (summarised.summary) sideWrites.push(store.writeSummary(session.id, { ...summarised.summary, created_at: createdAt }).catch(() => false));
   let result;
   try {
-    result = await store.appendExchange(session.id, exchange, appendRule({ receivedAt, answeredAt, policy, claim, usage: calls.usage }), message.partialKey);
+    result = await store.appendExchange(session.id, exchange, appendRule({ receivedAt, answeredAt, policy, claim, usage: calls.usage, createdAt }), message.partialKey);
   } catch (error) {
     message.end({ kind: "unknown" });
     throw error;
   }
   await Promise.all(sideWrites);
-  if (!result.found) {
+  if (!result.found || result.outcome.kind === "gone") {
+    // The session was erased (and its id perhaps created again, a session of its own): nothing
+    // stored, the calls settled as made, no slot of that session held. The summary sent beside the
+    // commit is taken back, after it (same node, same connection): it holds the erased messages.
     message.end({ kind: "not-stored", release: false });
+    if (summarised.summary) await store.dropSummary(session.id, createdAt).catch(() => undefined);
     throw new SessionNotFoundError(session.id);
   }
   const { outcome } = result;

@@ -16,7 +16,7 @@ export type SlotOutcome =
   | Exclude<ClaimOutcome, { kind: "claimed" } | { kind: "done" } | { kind: "busy" }>;
 
 /** A claim or a commit that the session's rules refused. */
-export type Refused = Exclude<SlotOutcome | AppendOutcome, { kind: "claimed" } | { kind: "done" } | { kind: "renewed" } | { kind: "appended" } | { kind: "duplicate" }>;
+export type Refused = Exclude<SlotOutcome | AppendOutcome, { kind: "claimed" } | { kind: "done" } | { kind: "renewed" } | { kind: "appended" } | { kind: "duplicate" } | { kind: "gone" }>;
 
 /** The one place where a refused claim or commit becomes its error. */
 export function refusal(outcome: Refused): Error {

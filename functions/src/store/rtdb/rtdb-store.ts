@@ -8,6 +8,7 @@ import {
   createKeySchema,
   DATABASE_KEY,
   keyRecordSchema,
+  replacesSummary,
   serviceUsageSchema,
   sessionStateSchema,
   sessionSummarySchema,
@@ -317,10 +318,19 @@ export class RtdbStore implements SessionStore {
     // A transaction, so that of two instances summarising at once the one that reaches further stays.
     const { decided, committed } = await this.engine.transact(path, "write summary", (current) => {
       const stored = sessionSummarySchema.safeParse(current);
-      if (stored.success && stored.data.through >= summary.through) return { decided: false, write: current };
+      if (stored.success && !replacesSummary(stored.data, summary)) return { decided: false, write: current };
       return { decided: true, write: { ...summary } };
     });
     return decided === true && committed;
+  }
+
+  async dropSummary(sessionId: string, createdAt: number): Promise<void> {
+    const path = summaryPath(sessionId);
+    // A transaction: a summary the session created again under the id wrote since stays.
+    await this.engine.transact(path, "drop summary", (current) => {
+      const stored = sessionSummarySchema.safeParse(current);
+      return stored.success && stored.data.created_at === createdAt ? { decided: true, write: null } : { decided: false, write: current };
+    });
   }
 
   // LedgerStore
