@@ -306,11 +306,16 @@ describeEachStore("erasing a user's data", (kind) => {
  */
 class HeldCalls {
   private pending: { readonly method: string; readonly when: (arg: unknown) => boolean; readonly reach: () => void; readonly opened: Promise<void> } | undefined;
+  /** Methods whose next call fails without being sent (its instance gone before it). */
+  private readonly lost = new Set<string>();
 
   wrap(store: SessionStore): SessionStore {
     return new Proxy(store, {
       get: (target, property, receiver) => {
         const value: unknown = Reflect.get(target, property, receiver);
+        if (typeof value === "function" && typeof property === "string" && this.lost.delete(property)) {
+          return () => Promise.reject(new StoreUnavailableError(`${property} (lost)`));
+        }
         if (typeof value !== "function" || property !== this.pending?.method) return value;
         return async (...args: unknown[]) => {
           const pending = this.pending;
@@ -323,6 +328,11 @@ class HeldCalls {
         };
       },
     });
+  }
+
+  /** The next call of `method` fails, unsent. */
+  lose(method: keyof SessionStore): void {
+    this.lost.add(method);
   }
 
   hold(method: keyof SessionStore, when: (arg: unknown) => boolean = () => true): { reached(what: string): Promise<void>; open(): void } {
@@ -643,6 +653,34 @@ describeEachStore("erasure: a message still running while its session is erased 
     expect((await cold.call("POST", ROUTES.message(session.sessionId), { message: "hello again" })).status).toBe(200);
     const reply = harness.fake.requests.find((request) => !isSummary(request));
     expect({ status: sent.status, summary, sent: summaryIn(reply?.body.messages ?? []) }).toEqual({ status: 404, summary: null, sent: "" });
+  });
+
+  it("keeps that summary out of the user's export of the new session when the commit's removal of it was lost", async () => {
+    const { harness } = pair;
+    const session = await keyedSession(SUMMARISED_ID);
+    const words = secret("erased-words-");
+    harness.fake.reset();
+    harness.fake.chaos = (request, reply) => (isSummary(request) ? { kind: "reply", text: `SUMMARY: they said ${words}` } : reply(300));
+    pair.tick();
+    expect((await harness.api.call("POST", ROUTES.message(session.sessionId), { message: `My name is ${words}` })).status).toBe(200);
+    pair.tick();
+    harness.fake.requests.length = 0;
+    const release = harness.fake.holdAnswers();
+    const sending = harness.api.call("POST", ROUTES.message(session.sessionId), { message: "And my cat?" });
+    await harness.fake.awaitRequests(2);
+    await createdAgain(session);
+    // The commit finds its session gone; its removal of the summary it sent beside it is lost (its instance died).
+    pair.held[0]!.lose("dropSummary");
+    release();
+    expect((await sending).status).toBe(404);
+    const exported = await pair.second.call("GET", `${ROUTES.exportData}?user_id=${session.userId}`);
+    const sessions = exported.body.sessions as { session_id: string; summary: unknown }[];
+    expect({ status: exported.status, ids: sessions.map((entry) => entry.session_id), summary: sessions[0]?.summary, leaks: exported.text.includes(words) }).toEqual({
+      status: 200,
+      ids: [session.sessionId],
+      summary: null,
+      leaks: false,
+    });
   });
 }, { sharded: true });
 
