@@ -628,7 +628,12 @@ describeEachStore("erasure: a message still running while its session is erased 
     expect({ status: sent.status, code: sent.body.error?.code, history, count: state?.message_count }).toEqual({ status: 404, code: "SESSION_NOT_FOUND", history: [], count: 0 });
   });
 
-  it("keeps the rolling summary made beside it off the new session: not stored, nor sent to the model with the new session's messages", async () => {
+  /**
+   * A session on the summary template told `words`; its next message (keyed or not) pushes that
+   * exchange out of the window, a summary call beside its reply, both held while the session is
+   * erased and created again. `release` lets the calls answer.
+   */
+  async function summarisedWhileCreatedAgain(headers: Record<string, string>) {
     const { harness } = pair;
     const session = await keyedSession(SUMMARISED_ID);
     const words = secret("erased-words-");
@@ -637,13 +642,18 @@ describeEachStore("erasure: a message still running while its session is erased 
     pair.tick();
     expect((await harness.api.call("POST", ROUTES.message(session.sessionId), { message: `My name is ${words}` })).status).toBe(200);
     pair.tick();
-    // The next message pushes the first exchange out of the window: a summary call beside its reply, both held.
     harness.fake.requests.length = 0;
     const release = harness.fake.holdAnswers();
-    const sending = harness.api.call("POST", ROUTES.message(session.sessionId), { message: "And my cat?" }, { "Idempotency-Key": secret("message") });
+    const sending = harness.api.call("POST", ROUTES.message(session.sessionId), { message: "And my cat?" }, headers);
     await harness.fake.awaitRequests(2);
     expect(harness.fake.requests.filter(isSummary)).toHaveLength(1);
     await createdAgain(session);
+    return { session, words, sending, release };
+  }
+
+  it("keeps the rolling summary made beside it off the new session: not stored, nor sent to the model with the new session's messages", async () => {
+    const { harness } = pair;
+    const { session, sending, release } = await summarisedWhileCreatedAgain({ "Idempotency-Key": secret("message") });
     release();
     const sent = await sending;
     const cold = await harness.instance();
@@ -656,19 +666,7 @@ describeEachStore("erasure: a message still running while its session is erased 
   });
 
   it("keeps that summary out of the user's export of the new session when the commit's removal of it was lost", async () => {
-    const { harness } = pair;
-    const session = await keyedSession(SUMMARISED_ID);
-    const words = secret("erased-words-");
-    harness.fake.reset();
-    harness.fake.chaos = (request, reply) => (isSummary(request) ? { kind: "reply", text: `SUMMARY: they said ${words}` } : reply(300));
-    pair.tick();
-    expect((await harness.api.call("POST", ROUTES.message(session.sessionId), { message: `My name is ${words}` })).status).toBe(200);
-    pair.tick();
-    harness.fake.requests.length = 0;
-    const release = harness.fake.holdAnswers();
-    const sending = harness.api.call("POST", ROUTES.message(session.sessionId), { message: "And my cat?" });
-    await harness.fake.awaitRequests(2);
-    await createdAgain(session);
+    const { session, words, sending, release } = await summarisedWhileCreatedAgain({});
     // The commit finds its session gone; its removal of the summary it sent beside it is lost (its instance died).
     pair.held[0]!.lose("dropSummary");
     release();
