@@ -1,6 +1,6 @@
 import type { FunctionsErrorCode } from "firebase-functions/v2/https";
 import type { ErrorCode } from "../http/error-codes";
-import type { ErrorAnswer } from "../http/error-response";
+import { retryAfterSeconds, type ErrorAnswer } from "../http/error-response";
 
 /**
  * The callable code of each status the API answers: the one that means the same to a Functions
@@ -66,10 +66,10 @@ export class CallableFailure extends Error {
 }
 
 export function callableFailure(answer: ErrorAnswer): CallableFailure {
-  const retryAfter = answer.headers["Retry-After"];
+  const wait = retryAfterSeconds(answer);
   const details: CallableErrorDetails = {
     code: answer.code,
-    ...(retryAfter === undefined ? {} : { retry_after_seconds: Number(retryAfter) }),
+    ...(wait === undefined ? {} : { retry_after_seconds: wait }),
     ...(answer.details ? { fields: answer.details } : {}),
   };
   const code = CODE_OF_ERROR[answer.code] ?? CODE_OF_STATUS[answer.status] ?? (answer.status >= 500 ? "internal" : "invalid-argument");

@@ -151,10 +151,16 @@ export function errorBody(answer: ErrorAnswer): Record<string, unknown> {
  * its own, and the status line went out with the first delta; the callables' details name it so).
  */
 export function errorEventBody(answer: ErrorAnswer): Record<string, unknown> {
-  const retryAfter = answer.headers["Retry-After"];
-  if (retryAfter === undefined) return errorBody(answer);
+  const wait = retryAfterSeconds(answer);
+  if (wait === undefined) return errorBody(answer);
   const { error } = errorBody(answer) as { error: Record<string, unknown> };
-  return { success: false, error: { ...error, retry_after_seconds: Number(retryAfter) } };
+  return { success: false, error: { ...error, retry_after_seconds: wait } };
+}
+
+/** The wait an answer's Retry-After gives, in seconds, where it has one: what answers without headers of their own carry (an `error` event, a callable's details). */
+export function retryAfterSeconds(answer: ErrorAnswer): number | undefined {
+  const retryAfter = answer.headers["Retry-After"];
+  return retryAfter === undefined ? undefined : Number(retryAfter);
 }
 
 /** A failure as the JSON answer every boundary gives it. */

@@ -1,17 +1,16 @@
 import type { Identity } from "../auth/identity";
-import type { ChatMessage, GenerationSettings, SessionMeta, SessionState } from "../store/records";
+import { ofCreation, type ChatMessage, type GenerationSettings, type SessionMeta, type SessionState } from "../store/records";
 import { StoreUnavailableError } from "../store/errors";
 import type { ConversationStore, HistoryStore, HistoryWindow, LedgerStore, StateStore } from "../store/session-store";
 import { lastMessages, windowMessages } from "./prompt/context-window";
 import { ForbiddenError, SessionNotFoundError } from "./errors";
-import { sameCreation } from "./session-rules";
 import { userKey } from "./ledger/limits";
 import { WarmCache } from "./warm-cache";
 
 /**
  * What an instance knows of a session between requests: the immutable fields, and the last
  * messages as of a known exchange count (`tail`), reused only when the database still reports
- * exactly that count, for the same creation of the session (session-rules.ts `sameCreation`).
+ * exactly that count, for the same creation of the session (records.ts `ofCreation`).
  */
 export interface KnownSession {
   readonly id: string;
@@ -58,7 +57,7 @@ export class KnownSessions {
    */
   async owned(sessionId: string, caller: Identity | undefined, seen?: SessionState): Promise<KnownSession> {
     const cached = this.cache.get(sessionId);
-    if (cached && (seen === undefined || sameCreation(cached.meta.created_at, seen))) {
+    if (cached && (seen === undefined || ofCreation(seen, cached.meta.created_at))) {
       ownedBy(cached.meta, caller);
       return cached;
     }

@@ -1,4 +1,4 @@
-import { isDoneKey, type RequestEntry, type SessionState, type SessionStatus, type TokenUsage } from "../store/records";
+import { isDoneKey, ofCreation, type RequestEntry, type SessionState, type SessionStatus, type TokenUsage } from "../store/records";
 import { addUsage, NO_USAGE } from "./ledger/token-usage";
 import type { StateRule } from "../store/session-store";
 
@@ -28,18 +28,6 @@ export interface RequestClaim {
   readonly owner: string;
   /** Keep the entry after the exchange (it has an Idempotency-Key). */
   readonly remember: boolean;
-}
-
-/**
- * Whether `state` is the state of the session created at `createdAt` (its fields' `created_at`),
- * not of another created under its id since: a keyed create's retry can create a session again
- * under an id an erasure deleted (docs/conversations.md, Writes racing an erasure), and what an
- * instance kept of the deleted one (its history, its fields) is not the new one's, though its
- * exchange count may be the same. A state older versions wrote carries no `created_at` and cannot
- * be told apart: taken as the same.
- */
-export function sameCreation(createdAt: number, state: SessionState): boolean {
-  return state.created_at === undefined || state.created_at === createdAt;
 }
 
 /**
@@ -172,7 +160,7 @@ export type AppendOutcome =
   | { readonly kind: "duplicate"; readonly seq: number }
   | { readonly kind: "reused" }
   | { readonly kind: "lost" }
-  /** The state under the id is another creation's (sameCreation): the claimed session is gone, erased. */
+  /** The state under the id is another creation's (ofCreation): the claimed session is gone, erased. */
   | { readonly kind: "gone" }
   | { readonly kind: "closed"; readonly status: Closed };
 
@@ -196,7 +184,7 @@ export function appendRule(options: {
 }): StateRule<AppendOutcome> {
   const { receivedAt, answeredAt, policy, claim, usage, createdAt } = options;
   return (state) => {
-    if (createdAt !== undefined && !sameCreation(createdAt, state)) return { outcome: { kind: "gone" } };
+    if (createdAt !== undefined && !ofCreation(state, createdAt)) return { outcome: { kind: "gone" } };
     const current = expiredIfIdle(state, receivedAt, policy);
     const entry = claim && current.requests?.[claim.hash];
     if (claim && entry && entry.fingerprint !== claim.fingerprint) return { outcome: { kind: "reused" } };

@@ -2,7 +2,7 @@ import { namesCaller, type Identity } from "../auth/identity";
 import type { ChatModel, ReplySink } from "../llm/chat-model";
 import type { Log } from "../log/log";
 import type { MessageModeration } from "../moderation/message-moderation";
-import type { CreateKey, SessionMeta, SessionState, Template } from "../store/records";
+import { ofCreation, type CreateKey, type SessionMeta, type SessionState, type Template } from "../store/records";
 import { StoreDataError, StoreUnavailableError } from "../store/errors";
 import type { SessionStore } from "../store/session-store";
 import { addressKey, admitAddress, refundAddress } from "./ledger/address-limit";
@@ -20,7 +20,7 @@ import { replay, type Reply } from "./message/reply";
 import { generate } from "./message/reply-generation";
 import { PARTIAL_MAX_INTERVAL_MS } from "./message/partial-writer";
 import { ServiceLedger } from "./ledger/service-cap";
-import { endRule, sameCreation, type SessionPolicy } from "./session-rules";
+import { endRule, type SessionPolicy } from "./session-rules";
 import { WarmCache } from "./warm-cache";
 
 export type { Reply } from "./message/reply";
@@ -198,7 +198,7 @@ export class SessionService {
       settings: resolveGenerationSettings(template, defaultContextWindow),
       created_at: now,
     };
-    // Its state carries its creation time too: which creation of the id it is (session-rules.ts sameCreation).
+    // Its state carries its creation time too: which creation of the id it is (records.ts ofCreation).
     const state: SessionState = { status: "active", message_count: 0, last_activity: now, idle_since: now, created_at: now };
     let created: "created" | "exists";
     try {
@@ -287,7 +287,7 @@ export class SessionService {
     if (outcome.kind === "closed") throw new SessionClosedError(outcome.status);
     // The answer's fields are those of the session it ended: read again when what this instance
     // remembered is of an earlier creation under the id (the same owner: a create key names its user).
-    const { meta } = sameCreation(known.meta.created_at, result.state) ? known : await this.known.owned(sessionId, caller, result.state);
+    const { meta } = ofCreation(result.state, known.meta.created_at) ? known : await this.known.owned(sessionId, caller, result.state);
     return { sessionId, meta, state: result.state };
   }
 

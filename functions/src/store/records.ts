@@ -178,7 +178,7 @@ export const sessionStateSchema = z.object({
    * state is. A keyed create's retry can create a session again under an id an erasure deleted, and
    * what an instance keeps of the earlier one (its fields and history warm, the journal entries it
    * knows copied) must not pass for the new one's; the claim and the commit read the state anyway,
-   * so they tell at no cost (session/session-rules.ts sameCreation, rtdb/journal-copies.ts).
+   * so they tell at no cost (ofCreation, rtdb/journal-copies.ts).
    * Absent in states older versions wrote (they also drop it when they write a state): such a
    * state cannot be told apart.
    */
@@ -354,9 +354,16 @@ export const sessionSummarySchema = z.object({
 });
 export type SessionSummary = z.infer<typeof sessionSummarySchema>;
 
-/** Whether `summary` is one of the session created at `createdAt` (one without a stamp cannot be told apart: taken as it). */
-export function summaryOfCreation(summary: SessionSummary, createdAt: number): boolean {
-  return summary.created_at === undefined || summary.created_at === createdAt;
+/**
+ * Whether a record stamped with its session's creation (its state, its summary) is of the session
+ * created at `createdAt` (its fields' `created_at`), not of another created under its id since: a
+ * keyed create's retry can create a session again under an id an erasure deleted
+ * (docs/conversations.md, Writes racing an erasure), and what was kept of the deleted one (its
+ * history, its fields, its summary) is not the new one's, though its exchange count may be the
+ * same. A record older versions wrote carries no stamp and cannot be told apart: taken as it.
+ */
+export function ofCreation(record: { readonly created_at?: number | undefined }, createdAt: number): boolean {
+  return record.created_at === undefined || record.created_at === createdAt;
 }
 
 /**

@@ -159,7 +159,7 @@ describe("SessionService", () => {
         created_at: 1_234,
       });
       expect(await store.readSessionMeta(sessionId)).toEqual(meta);
-      // The state names its creation too (session-rules.ts sameCreation).
+      // The state names its creation too (records.ts ofCreation).
       expect(await store.readSessionState(sessionId)).toEqual({ status: "active", message_count: 0, last_activity: 1_234, idle_since: 1_234, created_at: 1_234 });
     });
 

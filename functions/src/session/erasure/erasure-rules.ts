@@ -1,5 +1,5 @@
 import type { ErasureRecord, ErasureRule } from "../../store/conversation-records";
-import type { CreateKey } from "../../store/records";
+import type { CreateKey, UserUsage } from "../../store/records";
 import { isRefusedCreateKey, lastClaimedAt, type UsageRule } from "../../store/session-store";
 import { keptApart, type UsagePolicy } from "../ledger/limits";
 
@@ -192,4 +192,19 @@ export function isErasedCreateKey(claim: CreateKey, cutoff: number): boolean {
 export function isAbandonedCreateKey(claim: CreateKey, cutoff: number, over: number): boolean {
   if (isErasedCreateKey(claim, cutoff) || claim.created_at > over) return false;
   return isRefusedCreateKey(claim) && lastClaimedAt(claim) <= over;
+}
+
+/**
+ * Which of `ids` the second pass forgets once it has deleted them again: those under which it
+ * removed a session created up to `cutoff` (`deleted`), and those still counted from up to it. A
+ * count from after it under an id found empty is a keyed create's retry's (counted at the time its
+ * session is created with, a round trip before that write lands): that session is kept, and so is
+ * its count. One from up to it is an erased session's, left by an earlier attempt whose deletion
+ * landed and whose change to the usage record was lost, which no scan finds again.
+ */
+export function againForgotten(usage: UserUsage | null, ids: readonly string[], deleted: ReadonlySet<string>, cutoff: number): string[] {
+  return ids.filter((id) => {
+    const countedAt = usage?.sessions?.[id];
+    return deleted.has(id) || (countedAt !== undefined && countedAt <= cutoff);
+  });
 }

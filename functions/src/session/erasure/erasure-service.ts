@@ -1,11 +1,11 @@
 import type { ConnectionErasure } from "../../connections/connection-erasure";
 import type { Log } from "../../log/log";
 import type { ErasureRecord } from "../../store/conversation-records";
-import type { CreateKey, UserUsage } from "../../store/records";
+import type { CreateKey } from "../../store/records";
 import type { ConversationStore, ErasureStore, LedgerStore, StateStore, UsageRule } from "../../store/session-store";
 import { userKey } from "../ledger/limits";
 import { eachPage, inBatches, type BatchBudget } from "../maintenance";
-import { beginErasure, clearErasing, finishErasure, forgetSessions, isAbandonedCreateKey, isErasedCreateKey, markErasing, pauseErasure, recordConnections, settleErasure, takeOverErasure, type ErasedAgain } from "./erasure-rules";
+import { againForgotten, beginErasure, clearErasing, finishErasure, forgetSessions, isAbandonedCreateKey, isErasedCreateKey, markErasing, pauseErasure, recordConnections, settleErasure, takeOverErasure, type ErasedAgain } from "./erasure-rules";
 
 export interface ErasureOptions {
   readonly store: Pick<ConversationStore, "scanConversationIndex" | "readUserSessions" | "reaches"> & ErasureStore & Pick<LedgerStore, "updateUsage"> & Pick<StateStore, "readSessionState">;
@@ -322,19 +322,4 @@ export class ErasureService {
     const { clock, takeOverAfterMs } = this.options;
     return forgetSessions(ids, clock(), { requestTimeoutMs: takeOverAfterMs });
   }
-}
-
-/**
- * Which of `ids` the second pass forgets once it has deleted them again: those under which it
- * removed a session created up to `cutoff` (`deleted`), and those still counted from up to it. A
- * count from after it under an id found empty is a keyed create's retry's (counted at the time its
- * session is created with, a round trip before that write lands): that session is kept, and so is
- * its count. One from up to it is an erased session's, left by an earlier attempt whose deletion
- * landed and whose change here was lost, which no scan finds again.
- */
-function againForgotten(usage: UserUsage | null, ids: readonly string[], deleted: ReadonlySet<string>, cutoff: number): string[] {
-  return ids.filter((id) => {
-    const countedAt = usage?.sessions?.[id];
-    return deleted.has(id) || (countedAt !== undefined && countedAt <= cutoff);
-  });
 }

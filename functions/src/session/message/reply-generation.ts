@@ -1,5 +1,5 @@
 import type { Completion, CompletionRequest, ReplySink } from "../../llm/chat-model";
-import { summaryOfCreation, type ChatMessage, type SessionMeta, type SessionSummary } from "../../store/records";
+import { ofCreation, type ChatMessage, type SessionMeta, type SessionSummary } from "../../store/records";
 import type { HistoryWindow } from "../../store/session-store";
 import { catchUpCount, nextWindowStart, planPrompt, windowMessages, type PromptPlan } from "../prompt/context-window";
 import type { KnownSession } from "../known-sessions";
@@ -77,7 +77,7 @@ async function prepare(context: MessageContext, message: InFlightMessage, text: 
   const held = await context.known.windowAsOf(session, message.slot.exchangeCount, readAhead.history);
   const read = readAhead.summary ? await readAhead.summary.catch(() => null) : null;
   // One of another creation under the id (an erased session's, landed late) is none of this session's.
-  const summary = read && summaryOfCreation(read, session.meta.created_at) ? read : null;
+  const summary = read && ofCreation(read, session.meta.created_at) ? read : null;
   const window = await withCatchUp(context, session, held, summary);
   const plan = planReply(session.meta, window, summary, text);
   await holdPlannedCalls(context, message, plan);

@@ -1,10 +1,10 @@
 import { randomUUID } from "node:crypto";
-import { isDoneKey, type SessionState } from "../../store/records";
+import { isDoneKey, ofCreation, type SessionState } from "../../store/records";
 import type { StateRule, StateStore } from "../../store/session-store";
 import { SessionNotFoundError } from "../errors";
 import { fingerprint, keyHash } from "../idempotency";
 import type { SlotOutcome } from "./refusals";
-import { claimRequest, flagClaim, releaseClaim, sameCreation, type ClaimOutcome, type ExchangeLimit, type RequestClaim, type SessionPolicy } from "../session-rules";
+import { claimRequest, flagClaim, releaseClaim, type ClaimOutcome, type ExchangeLimit, type RequestClaim, type SessionPolicy } from "../session-rules";
 
 /** What claiming a slot needs of the instance. */
 export interface SlotClaimContext {
@@ -46,7 +46,7 @@ export function claimFor(message: string, idempotencyKey: string | undefined): R
  * both call the model for the last slot), and a claim that is not refused this way waits for nothing.
  *
  * For the session created at `createdAt` only (the fields the caller holds): a state of another
- * creation under the id (session-rules.ts sameCreation) is claimed nothing on, and answered
+ * creation under the id (records.ts ofCreation) is claimed nothing on, and answered
  * `renewed`. Told by the claim's own transaction, the database's word, which costs nothing more.
  */
 export async function claimSlot(context: SlotClaimContext, sessionId: string, createdAt: number, claim: RequestClaim, receivedAt: number): Promise<SlotOutcome> {
@@ -62,7 +62,7 @@ export async function claimSlot(context: SlotClaimContext, sessionId: string, cr
     // would outlast the function's time.
     const late = waited && clock() >= giveUpAt;
     const claiming = claimRequest(claim, clock(), keyLeaseMs, policy);
-    const rule = ofCreation(createdAt, late ? withoutClaiming(claiming) : claiming);
+    const rule = onCreation(createdAt, late ? withoutClaiming(claiming) : claiming);
     const result = await store.updateStateReadingKey(sessionId, rule, claim.remember ? claim.hash : undefined);
     if (!result.found) throw new SessionNotFoundError(sessionId);
     const { outcome, record, state } = result;
@@ -94,8 +94,8 @@ export async function claimSlot(context: SlotClaimContext, sessionId: string, cr
 type Looked = ClaimOutcome | { readonly kind: "free" };
 
 /** `rule` on the state of the session created at `createdAt`; on another creation's, a look that writes nothing. */
-function ofCreation<O>(createdAt: number, rule: StateRule<O>): StateRule<O | { readonly kind: "renewed" }> {
-  return (state) => (sameCreation(createdAt, state) ? rule(state) : { outcome: { kind: "renewed" } });
+function onCreation<O>(createdAt: number, rule: StateRule<O>): StateRule<O | { readonly kind: "renewed" }> {
+  return (state) => (ofCreation(state, createdAt) ? rule(state) : { outcome: { kind: "renewed" } });
 }
 
 /** `rule` as a look only: where it would claim the key, it writes nothing and finds the key free. */

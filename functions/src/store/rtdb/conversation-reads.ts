@@ -4,7 +4,7 @@ import { conversationEntrySchema, type ConversationPosition, type ListedConversa
 import { StoreDataError } from "../errors";
 import { messageKey } from "../message-keys";
 import { parseStored } from "../parse-stored";
-import { chatMessageSchema, partialReplySchema, sessionStateSchema, sessionSummarySchema, summaryOfCreation, type PartialReply } from "../records";
+import { chatMessageSchema, partialReplySchema, sessionStateSchema, sessionSummarySchema, ofCreation, type PartialReply } from "../records";
 import { isRecord, parsePending, pendingMessages } from "./journal";
 import { conversationOwnerKey, conversationPath, conversationsPath, messagePath, partialPath, SESSIONS, sessionPath, statePath, summaryPath } from "./paths";
 import { sessionMetaOf } from "./session-meta";
@@ -129,7 +129,7 @@ function storedConversation(id: string, raw: unknown): StoredConversation {
     messages,
     // One of another creation under the id (an erased session's, whose removal was lost or which
     // landed late) is none of this session's: no reader of it (the export) sees it.
-    summary: summary && summaryOfCreation(summary, meta.created_at) ? summary : null,
+    summary: summary && ofCreation(summary, meta.created_at) ? summary : null,
     partials,
   };
 }
