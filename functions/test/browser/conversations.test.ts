@@ -4,7 +4,7 @@ import { deleteApp } from "firebase/app";
 import type { Page, Route } from "playwright-core";
 import { describeWithChromium, launchChromium, loseFirstPostAnswer, type LaunchedBrowser } from "../support/chromium";
 import { lastUser } from "../support/fake-openai-server";
-import { createSession, describeEachStore, ROUTES, startHarness, type Answer, type Harness } from "../support/http-harness";
+import { createSession, describeEachStore, ROUTES, startHarness, type Answer, type Harness, type HarnessOptions } from "../support/http-harness";
 import { describeWithRtdb } from "../support/rtdb";
 import { SessionWatcher, webClient } from "../support/session-watcher";
 import { startSession, typeAndSend } from "../support/chat-page-steps";
@@ -16,6 +16,19 @@ async function recordCspViolations(browser: LaunchedBrowser): Promise<void> {
     window.cspViolations = [];
     document.addEventListener("securitypolicyviolation", (event) => window.cspViolations.push(event.effectiveDirective + " " + event.blockedURI));
   `);
+}
+
+/** A harness started with `options`, and Chromium at `viewport` recording the page's policy violations. */
+async function startWithChromium(options: HarnessOptions, viewport: { readonly width: number; readonly height: number }): Promise<{ harness: Harness; browser: LaunchedBrowser }> {
+  const harness = await startHarness(options);
+  const browser = await launchChromium(viewport);
+  await recordCspViolations(browser);
+  return { harness, browser };
+}
+
+async function closeWithChromium(harness: Harness, browser: LaunchedBrowser): Promise<void> {
+  await harness.close();
+  await browser.close();
 }
 
 async function open(page: Page, harness: Harness): Promise<void> {
@@ -72,14 +85,9 @@ describeWithChromium("your conversations and data on the chat page, in Chromium"
 
     beforeAll(async () => {
       // Small export parts: the download gathers several, one connection split across two.
-      harness = await startHarness({ store: kind, env: { USER_MAX_ACTIVE_SESSIONS: "10" }, userDataLimits: { exportPartBytes: 2_048 } });
-      browser = await launchChromium({ width: 390, height: 844 });
-      await recordCspViolations(browser);
+      ({ harness, browser } = await startWithChromium({ store: kind, env: { USER_MAX_ACTIVE_SESSIONS: "10" }, userDataLimits: { exportPartBytes: 2_048 } }, { width: 390, height: 844 }));
     }, 60_000);
-    afterAll(async () => {
-      await harness.close();
-      await browser.close();
-    });
+    afterAll(async () => closeWithChromium(harness, browser));
 
     it("lists the visitor's conversations, resumes one with its history, downloads the data, and erases it after a confirmation", async () => {
       const userId = `user_${randomUUID().slice(0, 8)}`;
@@ -222,14 +230,9 @@ describeWithChromium("your conversations and data on the chat page, in Chromium"
     let browser: LaunchedBrowser;
 
     beforeAll(async () => {
-      harness = await startHarness({ store: "memory", env: { USER_MESSAGES_PER_MINUTE: "1000", USER_MAX_ACTIVE_SESSIONS: "100", ADDRESS_SESSIONS_PER_HOUR: "1000" } });
-      browser = await launchChromium({ width: 1000, height: 900 });
-      await recordCspViolations(browser);
+      ({ harness, browser } = await startWithChromium({ store: "memory", env: { USER_MESSAGES_PER_MINUTE: "1000", USER_MAX_ACTIVE_SESSIONS: "100", ADDRESS_SESSIONS_PER_HOUR: "1000" } }, { width: 1000, height: 900 }));
     }, 60_000);
-    afterAll(async () => {
-      await harness.close();
-      await browser.close();
-    });
+    afterAll(async () => closeWithChromium(harness, browser));
 
     it("drops earlier messages that arrive after another conversation was opened: the one on view shows only its own", async () => {
       const userId = `user_${randomUUID().slice(0, 8)}`;
@@ -579,14 +582,9 @@ describeWithChromium("your conversations and data on the chat page, in Chromium"
     let browser: LaunchedBrowser;
 
     beforeAll(async () => {
-      harness = await startHarness({ store: "memory", env: { USER_MESSAGES_PER_MINUTE: "1000", USER_MAX_ACTIVE_SESSIONS: "100", ADDRESS_SESSIONS_PER_HOUR: "1000" } });
-      browser = await launchChromium({ width: 390, height: 844 });
-      await recordCspViolations(browser);
+      ({ harness, browser } = await startWithChromium({ store: "memory", env: { USER_MESSAGES_PER_MINUTE: "1000", USER_MAX_ACTIVE_SESSIONS: "100", ADDRESS_SESSIONS_PER_HOUR: "1000" } }, { width: 390, height: 844 }));
     }, 60_000);
-    afterAll(async () => {
-      await harness.close();
-      await browser.close();
-    });
+    afterAll(async () => closeWithChromium(harness, browser));
 
     async function openAs(userId: string): Promise<Page> {
       const page = await browser.context.newPage();
@@ -690,14 +688,9 @@ describeWithChromium("your conversations and data on the chat page, in Chromium"
 
     beforeAll(async () => {
       // The model's whole reply takes longer than the suites' usual 3 s model timeout.
-      harness = await startHarness({ store: "rtdb", env: { OPENAI_TIMEOUT_MS: "10000" } });
-      browser = await launchChromium({ width: 1024, height: 768 });
-      await recordCspViolations(browser);
+      ({ harness, browser } = await startWithChromium({ store: "rtdb", env: { OPENAI_TIMEOUT_MS: "10000" } }, { width: 1024, height: 768 }));
     }, 60_000);
-    afterAll(async () => {
-      await harness.close();
-      await browser.close();
-    });
+    afterAll(async () => closeWithChromium(harness, browser));
 
     /**
      * A session whose reply another tab is writing slowly (its first partial written), and a page
@@ -943,14 +936,9 @@ describeWithChromium("your conversations and data on the chat page, in Chromium"
     let browser: LaunchedBrowser;
 
     beforeAll(async () => {
-      harness = await startHarness({ store: "rtdb-2-namespaces", env: { OPENAI_TIMEOUT_MS: "10000", USER_MAX_ACTIVE_SESSIONS: "10" } });
-      browser = await launchChromium({ width: 1024, height: 768 });
-      await recordCspViolations(browser);
+      ({ harness, browser } = await startWithChromium({ store: "rtdb-2-namespaces", env: { OPENAI_TIMEOUT_MS: "10000", USER_MAX_ACTIVE_SESSIONS: "10" } }, { width: 1024, height: 768 }));
     }, 60_000);
-    afterAll(async () => {
-      await harness.close();
-      await browser.close();
-    });
+    afterAll(async () => closeWithChromium(harness, browser));
 
     it("follows the live partial of a reply on either instance, then shows a conversation of the other instance as stored there", async () => {
       const userId = `user_${randomUUID().slice(0, 8)}`;
