@@ -318,12 +318,11 @@ export function countedTokens(reservation: Pick<Reservation, "tokens" | "unancho
  */
 function openReservations(context: SessionContext | undefined, now: number, policy: UsagePolicy): Held {
   if (!context) return {};
-  const lifetime = requestLifetimeMs(policy);
   const known = context.held ?? {};
   // Lapsed from the instant its lifetime ends, which is when untilTokensFree tells a refused message to retry.
-  const kept = Object.entries(known).filter(([, entry]) => now - entry.at < lifetime);
+  const kept = Object.entries(withoutLapsed(known, now, policy) ?? {});
   const untracked = context.open - Object.keys(known).length;
-  if (now - context.at < lifetime) for (let i = 0; i < untracked; i += 1) kept.push([`old${i}`, { at: context.at, tokens: 0 }]);
+  if (now - context.at < requestLifetimeMs(policy)) for (let i = 0; i < untracked; i += 1) kept.push([`old${i}`, { at: context.at, tokens: 0 }]);
   return Object.fromEntries(kept);
 }
 
