@@ -5,7 +5,7 @@ import { conversationOwnerKey, conversationPath } from "../../src/store/rtdb/pat
 import type { SessionStore } from "../../src/store/session-store";
 import { FaultyStore } from "../support/faulty-store";
 import { createSession, describeEachStore, ROUTES, startHarness, twoInstances, type Answer, type Harness, type Instance, type StoreKind } from "../support/http-harness";
-import { copyOf, describeWithRtdb, holdingUpdates, losingUpdates, rtdbSkipReason } from "../support/rtdb";
+import { copyOf, describeWithRtdb, holdingUpdates, losingUpdates, rtdbSkipReason, valueWhere } from "../support/rtdb";
 import { recentMessages } from "../support/recent-messages";
 import { isSummary, summaryIn } from "../support/summary-in";
 import type { Template } from "../../src/store/records";
@@ -709,6 +709,146 @@ describeWithRtdb("erasure: the journal of a session created again under an erase
     const read = await cold.call("GET", ROUTES.get(sessionId));
     expect(read.body).toMatchObject({ session: { message_count: 2 } });
     expect(read.body.messages).toHaveLength(4);
+  });
+});
+
+/**
+ * docs/conversations.md, Writes racing an erasure: a message's copy sent before the first pass
+ * (its exchange into `messages`, its key's record into `keys`, exchange 1's head into the index
+ * entry) may land after it, on the session a keyed create's retry created again under the id:
+ * nothing of the erased session's is read as the new one's, and the second pass removes it.
+ */
+describeWithRtdb("erasure: a late copy of the erased session under the id a keyed create's retry creates the session again under", () => {
+  const pair = heldPair("rtdb");
+
+  /**
+   * A keyed create of a new user's session, and its first message (`words`, sent with `headers`)
+   * whose copy is held until `release`: the session's index entry and history are as created.
+   */
+  async function copyHeld(headers: Record<string, string> = {}) {
+    const a = pair.harness.api;
+    const userId = secret("user");
+    const key = secret("create");
+    const body = { user_id: userId, template_id: "friendly-assistant" };
+    const first = await a.call("POST", ROUTES.create, body, { "Idempotency-Key": key });
+    expect(first.status).toBe(201);
+    const sessionId = String(first.body.session_id);
+    pair.tick();
+    const words = secret("erased-");
+    let holding = true;
+    const release = holdingUpdates(a.database!, (path) => holding && copyOf(sessionId)(path));
+    expect((await a.call("POST", ROUTES.message(sessionId), { message: words }, headers)).status).toBe(200);
+    holding = false;
+    pair.tick();
+    return { userId, key, body, sessionId, words, release };
+  }
+
+  /** Erases the user, the session created again by the key's retry (as eraseWhileRetryTakesOver): the same id. */
+  async function createdAgain(session: { userId: string; key: string; body: Record<string, string>; sessionId: string }): Promise<void> {
+    const created = await eraseWhileRetryTakesOver({ first: pair.harness.api, second: pair.second, held: pair.held, tick: pair.tick }, session.userId, session.body, session.key);
+    expect({ status: created.status, id: created.body.session_id }).toEqual({ status: 201, id: session.sessionId });
+    pair.tick();
+  }
+
+  const landed = (path: string, what: string) => valueWhere(pair.second.database!.ref(path), (value) => value !== null, what);
+  const listedOf = (answer: Answer) => (answer.body.sessions as { session_id: string; message_count: number }[]).map((s) => [s.session_id, s.message_count]);
+
+  it("neither lists nor exports the erased session's words as the new session's, and the second pass removes them and keeps the new session listed", async () => {
+    const { second } = pair;
+    const session = await copyHeld();
+    const { userId, sessionId, words } = session;
+    await createdAgain(session);
+    const listedBefore = await second.call("GET", `${ROUTES.list}?user_id=${userId}`);
+    const exportedBefore = await second.call("GET", `${ROUTES.exportData}?user_id=${userId}`);
+    expect({ listed: listedOf(listedBefore), exportLeaks: exportedBefore.text.includes(words) }).toEqual({ listed: [[sessionId, 0]], exportLeaks: false });
+
+    // The copy lands now, on the new session.
+    session.release();
+    const entryPath = conversationPath(conversationOwnerKey(userId), sessionId);
+    await landed(`userSessions/${sessionId}/messages`, "the late copy's messages");
+    await valueWhere(second.database!.ref(`${entryPath}/title`), (value) => value !== null, "the late copy's entry head");
+    const listed = await second.call("GET", `${ROUTES.list}?user_id=${userId}`);
+    const exported = await second.call("GET", `${ROUTES.exportData}?user_id=${userId}`);
+    const read = await second.call("GET", ROUTES.get(sessionId));
+    expect({ listed: listedOf(listed), listLeaks: listed.text.includes(words), exportLeaks: exported.text.includes(words), read: [read.status, read.text.includes(words)] }).toEqual({
+      listed: [[sessionId, 0]],
+      listLeaks: false,
+      exportLeaks: false,
+      read: [200, false],
+    });
+
+    // The second pass keeps the session created after the cutoff, rid of the copy, and its entry as its creation wrote it.
+    expect((await pair.harness.api.runtime.maintain(pair.now() + LATER)).erasuresFinished).toBe(1);
+    const after = await second.call("GET", `${ROUTES.list}?user_id=${userId}`);
+    const exportedAfter = await second.call("GET", `${ROUTES.exportData}?user_id=${userId}`);
+    const stored = await Promise.all([`userSessions/${sessionId}/messages`, entryPath].map(async (path) => (await second.database!.ref(path).once("value")).val() as unknown));
+    const state = await second.store.readSessionState(sessionId);
+    expect({ listed: listedOf(after), listLeaks: after.text.includes(words), exportLeaks: exportedAfter.text.includes(words), stored }).toEqual({
+      listed: [[sessionId, 0]],
+      listLeaks: false,
+      exportLeaks: false,
+      stored: [null, { template_id: "friendly-assistant", template_name: expect.any(String) as string, created_at: state?.created_at, last_activity: state?.last_activity, message_count: 0, status: "active" }],
+    });
+  });
+
+  it("sends a cold instance's model call for the new session's first message none of the erased words", async () => {
+    const session = await copyHeld();
+    await createdAgain(session);
+    session.release();
+    await landed(`userSessions/${session.sessionId}/messages`, "the late copy's messages");
+    const cold = await pair.harness.instance();
+    pair.harness.fake.reset();
+    const sent = await cold.call("POST", ROUTES.message(session.sessionId), { message: "new first" });
+    const prompt = pair.harness.fake.requests[0]?.body.messages.slice(1).map((message) => message.content);
+    expect({ status: sent.status, count: sent.body.message_count, prompt }).toEqual({ status: 200, count: 1, prompt: ["new first"] });
+  });
+
+  it("creates the session again under the key's id when the late copy landed before the retry's create", async () => {
+    const { harness, second, held } = pair;
+    const { userId, key, body, sessionId, words, release } = await copyHeld();
+    // As eraseWhileRetryTakesOver, the copy landing once the first pass is done, before the retry's create.
+    const pass = held[0]!.hold("deleteUnchangedCreateKey");
+    const erasing = harness.api.call("DELETE", `${ROUTES.erase}?user_id=${userId}`);
+    await pass.reached("the first pass's delete of the key");
+    pair.tick();
+    const admission = held[1]!.hold("readSessionState");
+    const retrying = second.call("POST", ROUTES.create, body, { "Idempotency-Key": key });
+    await admission.reached("the retry's read of the key's session");
+    pass.open();
+    const erased = await erasing;
+    expect({ status: erased.status, sessions: erased.body.sessions_erased }).toEqual({ status: 200, sessions: 1 });
+    release();
+    await landed(`userSessions/${sessionId}/messages`, "the late copy's messages");
+    await landed(`${conversationPath(conversationOwnerKey(userId), sessionId)}/title`, "the late copy's entry head");
+    admission.open();
+    const created = await retrying;
+    // The client retries again: the same session, replayed.
+    pair.tick();
+    const again = await second.call("POST", ROUTES.create, body, { "Idempotency-Key": key });
+    const read = await second.call("GET", ROUTES.get(sessionId));
+    const listed = await second.call("GET", `${ROUTES.list}?user_id=${userId}`);
+    expect({
+      retry: [created.status, created.body.session_id ?? created.body.error?.code],
+      again: [again.status, again.body.session_id ?? again.body.error?.code],
+      read: [read.status, read.body.messages],
+      listed: [listedOf(listed), listed.text.includes(words)],
+    }).toEqual({ retry: [201, sessionId], again: [201, sessionId], read: [200, []], listed: [[[sessionId, 0]], false] });
+  });
+
+  it("runs a keyed message on the new session, replaying nothing of the erased one's under the same key", async () => {
+    const messageKey = secret("message");
+    const session = await copyHeld({ "Idempotency-Key": messageKey });
+    await createdAgain(session);
+    session.release();
+    await landed(`userSessions/${session.sessionId}/keys`, "the late copy's key record");
+    // The client sends its message again, with its key, on the session it knows by that id.
+    const sent = await pair.second.call("POST", ROUTES.message(session.sessionId), { message: session.words }, { "Idempotency-Key": messageKey });
+    expect({
+      status: sent.status,
+      replayed: sent.headers.get("idempotent-replayed"),
+      count: sent.body.message_count,
+      stored: (await pair.second.store.readSessionState(session.sessionId))?.message_count,
+    }).toEqual({ status: 200, replayed: null, count: 1, stored: 1 });
   });
 });
 

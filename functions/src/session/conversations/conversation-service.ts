@@ -94,6 +94,8 @@ export class ConversationService {
    * entry's head), until the second pass deletes it again. The page then holds fewer. Not an entry
    * created after the erasure's cutoff: a keyed create's retry creates its session again under the
    * id its key fixes, which the first pass deleted, and the user keeps it (so does the second pass).
+   * A late copy of the erased session may write its fields over that session's entry, so such an
+   * entry is listed from the session's own state (see createdAgain).
    */
   async list(userId: string, limit: number, after?: ConversationPosition): Promise<ConversationPage> {
     const { store } = this.options;
@@ -102,12 +104,38 @@ export class ConversationService {
     const page = found.slice(0, limit);
     const last = page.at(-1);
     const now = this.options.clock();
-    const shown = page.filter(({ sessionId, entry }) => !(erased?.ids.has(sessionId) && entry.created_at <= erased.requestedAt));
+    const shown = erased ? (await Promise.all(page.map(async (listed) => (erased.ids.has(listed.sessionId) ? this.createdAgain(listed, erased.requestedAt) : listed)))).filter((listed) => listed !== undefined) : page;
     const judged = await this.judgeIdle(shown, now);
     return {
       conversations: shown.map(({ sessionId, entry }) => this.listed(sessionId, entry, judged.get(sessionId) ?? this.indexStatus(entry, now))),
       ...(found.length > limit && last ? { next: { lastActivity: last.entry.last_activity, sessionId: last.sessionId } } : {}),
     };
+  }
+
+  /**
+   * The entry of an id the erasure under way deleted, as the session under it now has it: none
+   * when no session was created there after the cutoff (`requestedAt`). A late copy of the erased
+   * session (a message's, sent before the first pass) writes its fields over the entry of the one
+   * a keyed create's retry created again under the id: exchange 1's head (its title, its
+   * `created_at`), its count and activity. So the entry is read from the session's own state, its
+   * title from the entry only when its `created_at` says this creation wrote it, else from its own
+   * first message, until the second pass writes the entry again from the session. Rare (ids an
+   * erasure recorded, while it runs): a read each. A session on its way (the retry writes the
+   * entry first) or out of reach keeps its entry when that says created after the cutoff.
+   */
+  private async createdAgain(listed: ListedConversation, requestedAt: number): Promise<ListedConversation | undefined> {
+    const { store } = this.options;
+    const { sessionId, entry } = listed;
+    const state = await store.readSessionState(sessionId).catch(() => null);
+    if (state?.created_at === undefined) return entry.created_at > requestedAt ? listed : undefined;
+    if (state.created_at <= requestedAt) return undefined;
+    const own = entry.created_at === state.created_at;
+    const opening = !own && state.message_count > 0 ? await store.readMessages(sessionId, 1, 1).catch(() => []) : [];
+    const title = own ? entry.title : opening[0]?.role === "user" ? conversationTitle(opening[0].content) : undefined;
+    const closed = state.status === "active" ? {} : { closed: state.status, closed_count: state.message_count, closed_activity: state.last_activity };
+    const { template_id, template_name } = entry;
+    const fields = { template_id, template_name, created_at: state.created_at, last_activity: state.last_activity, message_count: state.message_count, status: state.status };
+    return { sessionId, entry: { ...fields, ...closed, ...(title === undefined ? {} : { title }) } };
   }
 
   /**

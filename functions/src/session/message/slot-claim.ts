@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { isDoneKey, ofCreation, type SessionState } from "../../store/records";
+import { isDoneKey, ofCreation, type KeyRecord, type SessionState } from "../../store/records";
 import type { StateRule, StateStore } from "../../store/session-store";
 import { SessionNotFoundError } from "../errors";
 import { fingerprint, keyHash } from "../idempotency";
@@ -65,9 +65,10 @@ export async function claimSlot(context: SlotClaimContext, sessionId: string, cr
     const rule = onCreation(createdAt, late ? withoutClaiming(claiming) : claiming);
     const result = await store.updateStateReadingKey(sessionId, rule, claim.remember ? claim.hash : undefined);
     if (!result.found) throw new SessionNotFoundError(sessionId);
-    const { outcome, record, state } = result;
+    const { outcome, state } = result;
     // Before the key's record: one of another creation is not this claim's to replay.
     if (outcome.kind === "renewed") return outcome;
+    const record = ofThisCreation(result.record, state);
     if (record && outcome.kind !== "done" && outcome.kind !== "flagged") {
       // The key is done (its exchange stored, or its message flagged) and its record moved out of the state: a repeat.
       if (outcome.kind === "claimed") releaseQuietly(store, sessionId, claim);
@@ -88,6 +89,17 @@ export async function claimSlot(context: SlotClaimContext, sessionId: string, cr
     await awaitKey(context, sessionId, claim, Math.min(outcome.leaseUntil, giveUpAt));
     waited = true;
   }
+}
+
+/**
+ * The key's record, unless it names an exchange past the state's count: the record of an erased
+ * session's exchange, which a late copy wrote under the id a keyed create's retry created the
+ * session again under (docs/conversations.md, Writes racing an erasure). A record of this
+ * creation's never does: it is written once its exchange is counted. A flagged record names no
+ * exchange, and is not told apart.
+ */
+function ofThisCreation(record: KeyRecord | null, state: SessionState): KeyRecord | null {
+  return record !== null && "seq" in record && record.seq > state.message_count ? null : record;
 }
 
 /** A claim's outcome, or, for a look that claims nothing, the key found free to claim. */

@@ -111,13 +111,15 @@ function storedConversation(id: string, raw: unknown): StoredConversation {
   const stored = objectAt(node.messages ?? {}, `${sessionPath(id)}/messages`);
   const journaled = new Map(pendingMessages(id, parsePending(id, stateNode.pending ?? null)));
   const keys = [...new Set([...Object.keys(stored), ...journaled.keys()])].sort();
+  const state = parseStored(sessionStateSchema, stateNode, statePath(id));
   const messages: PositionedMessage[] = [];
   for (const key of keys) {
     // Each keeps its key's position, so that one missing leaves a gap rather than moving those
     // after it into its place. A key that is no message's (written by hand) holds no position
-    // and is not one of the conversation's, as for every history read (history-reads.ts).
+    // and is not one of the conversation's, as for every history read (history-reads.ts); nor is
+    // one past the count, read in the same snapshot: an erased session's, a late copy's (history-reads.ts isPast).
     const position = Number(key.slice(1));
-    if (!Number.isInteger(position) || key !== messageKey(position)) continue;
+    if (!Number.isInteger(position) || key !== messageKey(position) || position > 2 * state.message_count) continue;
     messages.push({ position, message: parseStored(chatMessageSchema, journaled.get(key) ?? stored[key], messagePath(id, key)) });
   }
   const partials = parseStored(z.record(z.string(), partialReplySchema), node.partials ?? {}, `${sessionPath(id)}/partials`);
@@ -125,7 +127,7 @@ function storedConversation(id: string, raw: unknown): StoredConversation {
   return {
     id,
     meta,
-    state: parseStored(sessionStateSchema, stateNode, statePath(id)),
+    state,
     messages,
     // One of another creation under the id (an erased session's, whose removal was lost or which
     // landed late) is none of this session's: no reader of it (the export) sees it.

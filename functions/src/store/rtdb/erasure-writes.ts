@@ -5,6 +5,7 @@ import { parseStored } from "../parse-stored";
 import { createKeySchema, DATABASE_KEY, type CreateKey } from "../records";
 import { isUnchangedCreateKey, refusedClaim, type ErasedSessions, type StoredCreateKey } from "../session-store";
 import { conversationOwnerKey, conversationPath, CREATE_KEYS, createKeyPath, erasurePath, sessionFieldPath, sessionPath } from "./paths";
+import { tidyCreatedAgain } from "./created-again";
 import { updateAcross } from "./home-writes";
 import { isRecord } from "./journal";
 import type { TransactionEngine } from "./transactions";
@@ -76,6 +77,8 @@ export class ErasureWrites {
    * or the erased session's, and goes. Both at once, as deleteSessions: a failure fails the step.
    * Returns the ids whose node held a session created up to `cutoff`, unless their entry was kept:
    * one written ahead of its node, created after `cutoff`, is a keyed retry's whose node is on its way.
+   * A session kept is rid of what late writes of the erased one left in it, its entry written
+   * again from it (tidyCreatedAgain): nothing of the erased session outlives this pass.
    */
   async deleteSessionsUpTo(userId: string, sessionIds: readonly string[], cutoff: number): Promise<ReadonlySet<string>> {
     const owner = conversationOwnerKey(userId);
@@ -83,12 +86,15 @@ export class ErasureWrites {
     const deleted = await Promise.all(
       ids.map(async (id) => {
         const createdAt: unknown = (await this.engine.read("read erased session's creation", this.db.ref(sessionFieldPath(id, "created_at")))).val();
-        if (createdAfter(createdAt, cutoff)) return undefined;
-        const [session, entry] = await Promise.all([
-          this.removeUnlessCreatedAfter(this.engine, sessionPath(id), cutoff, "delete erased session again"),
-          this.removeUnlessCreatedAfter(this.homeEngine, conversationPath(owner, id), cutoff, "delete erased index entry again"),
-        ]);
-        return session === "session" && entry !== "kept" ? id : undefined;
+        if (!createdAfter(createdAt, cutoff)) {
+          const [session, entry] = await Promise.all([
+            this.removeUnlessCreatedAfter(this.engine, sessionPath(id), cutoff, "delete erased session again"),
+            this.removeUnlessCreatedAfter(this.homeEngine, conversationPath(owner, id), cutoff, "delete erased index entry again"),
+          ]);
+          if (session !== "kept") return session === "session" && entry !== "kept" ? id : undefined;
+        }
+        await tidyCreatedAgain({ db: this.db, engine: this.engine, homeEngine: this.homeEngine }, owner, id);
+        return undefined;
       }),
     );
     return new Set(deleted.filter((id): id is string => id !== undefined));

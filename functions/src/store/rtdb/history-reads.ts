@@ -5,7 +5,7 @@ import { parseStored } from "../parse-stored";
 import { chatMessageSchema, type ChatMessage, type Exchange } from "../records";
 import type { HistoryWindow } from "../session-store";
 import { parsePending, pendingMessages } from "./journal";
-import { messagePath, messagesPath, pendingPath, sessionFieldPath, statePath } from "./paths";
+import { messagePath, messagesPath, sessionFieldPath, statePath } from "./paths";
 import { readOnce, type TransactionEngine } from "./transactions";
 
 /** Reads of a history that showed a gap before the newest messages are given up on: see `window`. */
@@ -109,20 +109,32 @@ export class HistoryReads {
 
   /**
    * Messages read with `query`, merged with the exchanges still journaled in `state/pending`.
-   * Pending is read first (both requests leave together, in this order, on one connection, and
+   * The state is read first (both requests leave together, in this order, on one connection, and
    * a listened `state` answers from what the server last sent): an exchange leaves `pending`
    * only after its copy in `messages` landed, so it is seen on one side or the other, never on neither.
+   * A message past the count read with it is left out: one committed since (read again, it is
+   * counted), or one no exchange of this creation wrote, which only a late copy of an erased
+   * session writes, under the id a keyed create's retry created the session again under
+   * (docs/conversations.md, Writes racing an erasure).
    */
   private async acrossJournal(sessionId: string, operation: string, query: (messages: Query) => Query): Promise<Map<string, unknown>> {
-    const pendingRead = readOnce(this.db.ref(pendingPath(sessionId)));
-    const [pending, stored] = await this.engine.call(operation, Promise.all([pendingRead, readOnce(query(this.db.ref(messagesPath(sessionId))))]));
+    const stateRead = readOnce(this.db.ref(statePath(sessionId)));
+    const [state, stored] = await this.engine.call(operation, Promise.all([stateRead, readOnce(query(this.db.ref(messagesPath(sessionId))))]));
+    const count: unknown = state.child("message_count").val();
+    const reach = typeof count === "number" ? 2 * count : 0;
     const byKey = new Map<string, unknown>();
     stored.forEach((child: DataSnapshot) => {
-      if (child.key !== null) byKey.set(child.key, child.val());
+      if (child.key !== null && !isPast(child.key, reach)) byKey.set(child.key, child.val());
     });
-    for (const [key, message] of pendingMessages(sessionId, parsePending(sessionId, pending.val()))) byKey.set(key, message);
+    for (const [key, message] of pendingMessages(sessionId, parsePending(sessionId, state.child("pending").val()))) byKey.set(key, message);
     return byKey;
   }
+}
+
+/** Whether `key` is a message's whose position is past `reach` (a key that is no message's holds no position). */
+export function isPast(key: string, reach: number): boolean {
+  const position = Number(key.slice(1));
+  return Number.isInteger(position) && key === messageKey(position) && position > reach;
 }
 
 /** The first position from `start` through `upTo` that `keys` (message keys from `start` on, sorted) lack; undefined when they hold them all. */

@@ -163,15 +163,20 @@ export class RtdbStore implements SessionStore {
     for (let attempt = 0; ; attempt += 1) {
       // The small `state` answers "exists?" without downloading a history; only a session that
       // looks absent is created, in a transaction that refuses to replace one created meanwhile.
+      // A node with no session in it (no `state`, no fields) holds only what late writes left: an
+      // erased session's copy landing after the erasure's first pass, under the id a keyed
+      // create's retry creates again. It is replaced whole, its leftovers with it.
       if ((await this.engine.read("read session state", state)).exists()) return "exists";
       // Its index entry beside it, no round trip later. Field by field, so that it never takes
       // back what a copy wrote (when another request created the session first); if it is lost,
       // the copy of the session's first exchange writes the whole entry (the exchange carries its head).
+      // No title and no close: those under the id are a late copy's of an erased session (its
+      // exchange 1's head, its close), this session having no exchange yet.
       const entry = this.home.ref(conversationPath(owner, session.id));
-      const listed = entry.update(conversationEntry(session.meta, session.state)).catch(() => undefined);
+      const listed = entry.update({ ...conversationEntry(session.meta, session.state), ...NO_HEAD_NOR_CLOSE }).catch(() => undefined);
       let created: boolean;
       try {
-        [created] = await Promise.all([this.engine.createIfAbsent(sessionPath(session.id), node, "create session"), listed]);
+        [created] = await Promise.all([this.engine.createIfAbsent(sessionPath(session.id), node, "create session", holdsSession), listed]);
       } catch (error) {
         // The entry may have landed without its session (with sharding, the session's instance can
         // be out of reach while the home instance takes the entry): listed for good, it would answer
@@ -604,4 +609,12 @@ export class RtdbStore implements SessionStore {
     this.holds.hold(path);
     return this.engine.transactRecord(path, schema, operation, rule, form);
   }
+}
+
+/** The index entry's fields a creation takes away: what an erased session's late copy wrote under the id (see createSession). */
+const NO_HEAD_NOR_CLOSE = { title: null, closed: null, closed_count: null, closed_activity: null };
+
+/** Whether a session node holds a session: its `state` or its fields (see createSession). */
+function holdsSession(node: unknown): boolean {
+  return !isRecord(node) || node.state !== undefined || node.user_id !== undefined;
 }

@@ -208,10 +208,13 @@ export class TransactionEngine {
     return results.filter((result) => result.status === "fulfilled" && result.value).length;
   }
 
-  /** Writes `value` at `path` unless something is there; true when it wrote. */
-  async createIfAbsent(path: string, value: unknown, operation: string): Promise<boolean> {
+  /**
+   * Writes `value` at `path` unless something is there that `stays` (by default, anything);
+   * true when it wrote. What does not stay is replaced whole.
+   */
+  async createIfAbsent(path: string, value: unknown, operation: string, stays: (current: unknown) => boolean = () => true): Promise<boolean> {
     // Returning the value for an empty node writes it; `undefined` keeps an existing one.
-    const result = await this.call(operation, this.db.ref(path).transaction((current: unknown) => (current === null ? value : undefined), undefined, false));
+    const result = await this.call(operation, this.db.ref(path).transaction((current: unknown) => (current === null || !stays(current) ? value : undefined), undefined, false));
     return result.committed;
   }
 }
