@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { keyHash } from "../../src/session/idempotency";
-import { costUsd } from "../../src/llm/model-table";
+import { costUsd, modelFacts } from "../../src/llm/model-table";
 import type { LogFields } from "../../src/log/log";
 import { seedTemplates } from "../../src/local/project-files";
 import { promptTokenBound } from "../../src/session/ledger/call-usage";
@@ -205,6 +205,8 @@ describeEachStore("token budget", (kind) => {
       budgeted: { name: "Budgeted", personalityPrompt: "You are brief.", context_window: 10, context_tokens: 60 },
       // A model of 16,385 tokens in all, most of them kept for the reply.
       small: { name: "Small", personalityPrompt: "You are brief.", model: "gpt-3.5-turbo", max_tokens: 15_000 },
+      // The same model with the default count window (10 messages) and no `context_tokens`.
+      counted: { name: "Counted", personalityPrompt: "You are helpful.", model: "gpt-3.5-turbo" },
     });
   });
   afterAll(async () => harness.close());
@@ -242,6 +244,28 @@ describeEachStore("token budget", (kind) => {
     expect((await usageOf(harness.api.store, user))?.daily).toBeUndefined();
     // A shorter one fits.
     expect((await harness.api.call("POST", ROUTES.message(id), { message: "short" })).status).toBe(200);
+  });
+
+  it("fits a count window to a listed model's context less max_tokens, dropping the oldest messages, so no prompt is over the model's context", async () => {
+    // Amharic costs o200k 1.8 to 2 tokens a character, what the estimate counts it at (docs/tokens.md):
+    // each message of 4,000 is accepted alone, and three of them are more than gpt-3.5-turbo's 16,385.
+    const amharic = (tag: string) => `${tag} ` + Array.from({ length: 3_990 }, (_, k) => String.fromCodePoint(0x1200 + ((k * 7) % 300))).join("");
+    const context = modelFacts("gpt-3.5-turbo")!.contextTokens;
+    // As OpenAI answers a prompt past the model's context; otherwise the fake's own usage, which
+    // counts a character of Amharic at a quarter of a token: a report far under the estimate.
+    const tooLong = { kind: "status", status: 400, body: { error: { message: "This model's maximum context length is 16385 tokens.", type: "invalid_request_error", code: "context_length_exceeded" } } } as const;
+    harness.fake.chaos = (request) => (estimatePromptTokens(request.body.messages) + (request.body.max_tokens ?? 0) > context ? tooLong : { kind: "reply", text: "OK." });
+    const id = await create(harness.api, newUser(), "counted");
+    const statuses: number[] = [];
+    // A failed message stores nothing: the same third message again would meet the same window.
+    for (const tag of ["ONE", "TWO", "THREE", "THREE"]) statuses.push((await harness.api.call("POST", ROUTES.message(id), { message: amharic(tag) })).status);
+    expect(statuses).toEqual([200, 200, 200, 200]);
+    const sent = harness.fake.requests.map((request) => estimatePromptTokens(request.body.messages) + (request.body.max_tokens ?? 0));
+    expect(sent.filter((tokens) => tokens > context)).toEqual([]);
+    // The third prompt left the first message out: it began at the first reply, and stored where, so
+    // that no later prompt, with a shorter message, reaches back past it.
+    expect(harness.fake.requests[2]!.body.messages.map((message) => message.content.slice(0, 3))).toEqual(["You", "OK.", "TWO", "OK.", "THR"]);
+    expect((await harness.api.store.readExchange(id, 3))?.assistant.usage?.window_from).toBe(2);
   });
 });
 

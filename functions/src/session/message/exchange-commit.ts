@@ -30,7 +30,7 @@ export async function commit(context: MessageContext, message: InFlightMessage, 
     ...reply,
     prompt_estimate: plan.promptEstimate,
     // Where the next prompt's history may start at the earliest (reply-generation.ts planReply): only a token window or a summary's catch-up could otherwise reach back further.
-    ...(settings.context_tokens === undefined && settings.summary !== true ? {} : { window_from: plan.firstSent }),
+    ...(plan.windowFrom === undefined ? {} : { window_from: plan.windowFrom }),
     ...(summarised.usage ? { summary: summarised.usage } : {}),
   };
   const answeredAt = Math.max(clock(), receivedAt);

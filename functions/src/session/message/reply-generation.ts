@@ -1,7 +1,7 @@
 import type { Completion, CompletionRequest, ReplySink } from "../../llm/chat-model";
 import { ofCreation, type ChatMessage, type SessionMeta, type SessionSummary } from "../../store/records";
 import type { HistoryWindow } from "../../store/session-store";
-import { catchUpCount, nextWindowStart, planPrompt, windowMessages, type PromptPlan } from "../prompt/context-window";
+import { catchUpCount, nextWindowStart, planPrompt, promptBudget, windowMessages, type PromptPlan } from "../prompt/context-window";
 import type { KnownSession } from "../known-sessions";
 import type { InFlightMessage } from "./in-flight-message";
 import type { ReadAhead } from "./message-admission";
@@ -12,7 +12,7 @@ import { backlog, SUMMARY_BATCH_MESSAGES, SUMMARY_CALL_TOKENS, SUMMARY_PROMPT_TO
 import { LimitExceededError } from "../errors";
 import { MessageFlaggedError } from "../../llm/moderation";
 import { seconds } from "./refusals";
-import { calibration, estimateBound } from "../prompt/token-estimate";
+import { calibration, calibrationCeiling, estimateBound } from "../prompt/token-estimate";
 
 /** A prompt as planned, with what the rolling summary needs of it. */
 export interface Planned extends PromptPlan {
@@ -22,6 +22,14 @@ export interface Planned extends PromptPlan {
   readonly calibration: number;
   /** The most a reply of the session's `max_tokens` is estimated at (`estimateBound`), with the same calibration. */
   readonly replyEstimate: number;
+  /** The most the next prompt's calibration can be, once this call's report sets it (`calibrationCeiling`). */
+  readonly nextCalibration: number;
+  /**
+   * Where the next prompt's history may start at the earliest, stored with the exchange as
+   * `window_from`: with a token budget or a summary's catch-up, or a window the model's context
+   * cut; absent where the count window alone bounds the next prompt.
+   */
+  readonly windowFrom?: number;
 }
 
 /** The reply as the model wrote it, and what its commit needs: the window it was written from, and the prompt. */
@@ -50,7 +58,7 @@ export async function generate(context: MessageContext, message: InFlightMessage
     message.end({ kind: "refused" });
     throw error;
   });
-  message.besides(startSummary(context, session.id, session.meta, window, plan, summary, text));
+  message.besides(startSummary(context, session.id, session.meta, window, plan, summary));
   const request = completionRequest(session.meta, plan);
   const call: ModelCall = (signal, sink) => context.model.complete(signal ? { ...request, signal } : request, sink);
   let completion: Completion;
@@ -132,16 +140,32 @@ function planReply(meta: SessionMeta, window: HistoryWindow, summary: SessionSum
   const catchUp = settings.summary && bounds.lastFrom !== undefined && gap > 0 ? catchUpCount(history.slice(0, gap)) : 0;
   const previous = lastReported(window.messages);
   const factor = calibration(previous);
+  const budget = promptBudget(settings, factor);
   const plan = planPrompt({
     systemPrompt: meta.system_prompt,
     ...(summary ? { summary: summary.text } : {}),
     history,
     maxMessages: windowMessages(settings) + catchUp,
-    ...(settings.context_tokens === undefined ? {} : { contextTokens: settings.context_tokens }),
+    ...(budget === undefined ? {} : { contextTokens: budget.tokens }),
+    // A summary made beside a reply is first sent with the next message: the last exchange is in no summary yet.
+    ...(settings.summary ? { keepNewest: 2, ...(budget?.modelTokens === undefined ? {} : { modelTokens: budget.modelTokens }) } : {}),
     calibration: factor,
     userMessage: message,
   });
-  return { ...plan, sentMessages: history.slice(history.length - plan.sent), firstSent: 2 * window.through - plan.sent + 1, calibration: factor, replyEstimate: estimateBound(settings.max_tokens, previous) };
+  const firstSent = 2 * window.through - plan.sent + 1;
+  // A prompt that starts later than its count window would (the model's context cut it) lets the
+  // next one, with a shorter message, reach back past it: where it began bounds the next (the
+  // reservation counts on a prompt holding at most the last one, its reply and what landed since).
+  const bounded = settings.context_tokens !== undefined || settings.summary === true || firstSent > Math.max(1, bounds.countFrom);
+  return {
+    ...plan,
+    sentMessages: history.slice(history.length - plan.sent),
+    firstSent,
+    calibration: factor,
+    replyEstimate: estimateBound(settings.max_tokens, previous),
+    nextCalibration: calibrationCeiling(previous),
+    ...(bounded ? { windowFrom: firstSent } : {}),
+  };
 }
 
 /**
@@ -167,20 +191,22 @@ async function withCatchUp(context: MessageContext, session: KnownSession, windo
  * the summary does not hold yet: those still in hand are taken from the window, older ones
  * read, beside the reply's call.
  */
-function startSummary(context: MessageContext, sessionId: string, meta: SessionMeta, window: HistoryWindow, plan: Planned, summary: SessionSummary | null, message: string): SummaryCall | undefined {
+function startSummary(context: MessageContext, sessionId: string, meta: SessionMeta, window: HistoryWindow, plan: Planned, summary: SessionSummary | null): SummaryCall | undefined {
   const { settings } = meta;
   if (!settings.summary) return undefined;
-  const nextTokenStart = settings.context_tokens === undefined
+  // The next prompt's budget and calibration at their most: this call's report may raise both.
+  const nextBudget = promptBudget(settings, plan.nextCalibration);
+  const nextTokenStart = nextBudget === undefined
     ? 0
     : nextWindowStart({
         systemPrompt: meta.system_prompt,
         summaryTokens: SUMMARY_PROMPT_TOKENS,
         sent: plan.sentMessages,
         firstSent: plan.firstSent,
-        userMessage: message,
+        messageTokens: plan.messageEstimate,
         replyEstimate: plan.replyEstimate,
-        contextTokens: settings.context_tokens,
-        calibration: plan.calibration,
+        budget: nextBudget,
+        calibration: plan.nextCalibration,
       });
   const due = backlog(summary?.through ?? 0, { through: window.through, firstSent: Math.max(plan.firstSent, nextTokenStart), maxMessages: windowMessages(settings) });
   if (!due) return undefined;

@@ -1,5 +1,6 @@
 import type { PromptMessage } from "../../llm/chat-model";
 import type { ChatMessage, GenerationSettings } from "../../store/records";
+import { modelFacts } from "../../llm/model-table";
 import { SUMMARY_BATCH_MESSAGES, SUMMARY_INPUT_TOKENS, summaryMessage } from "./rolling-summary";
 import { estimateMessageTokens, estimateRecurring, REPLY_PRIMING_TOKENS, TOKENS_PER_MESSAGE } from "./token-estimate";
 
@@ -15,6 +16,31 @@ export function windowMessages(settings: GenerationSettings): number {
 /** The last `n` messages; none for `n <= 0` (where `slice(-0)` would keep them all). */
 export function lastMessages<T>(messages: readonly T[], n: number): T[] {
   return n > 0 ? messages.slice(-n) : [];
+}
+
+/** What a prompt's history is fitted to, in calibrated tokens (planPrompt's `contextTokens` and `modelTokens`). */
+export interface PromptBudget {
+  /** The whole prompt's: the template's `context_tokens` and the model's room, whichever is less. */
+  readonly tokens: number;
+  /** The model's room alone, for the listed models: what the last exchange kept with a summary is fitted to. */
+  readonly modelTokens?: number;
+}
+
+/**
+ * The token budget of a session's prompts: the template's `context_tokens`, and for a model the
+ * table lists, its whole context less the reply's `max_tokens`, whichever is less; none for an
+ * unlisted model without `context_tokens`. The model's context is a limit, not a preference: a
+ * prompt over it fails every time, and a failed message stores nothing, so the window would never
+ * move on. So it is fitted with the raw estimate (an upper bound of o200k's count) when the
+ * calibration is below 1, and calibrated only upwards: a report is believed down to a quarter of
+ * the estimate, and one that counted this session's text low says nothing of what the provider refuses.
+ */
+export function promptBudget(settings: GenerationSettings, calibration: number): PromptBudget | undefined {
+  const model = modelFacts(settings.model);
+  if (model === undefined) return settings.context_tokens === undefined ? undefined : { tokens: settings.context_tokens };
+  // (estimate * max(1, c) <= room) is (estimate * c <= room * min(1, c)): one budget for fitNewest's calibration.
+  const room = Math.max(0, model.contextTokens - settings.max_tokens) * Math.min(1, calibration);
+  return { tokens: settings.context_tokens === undefined ? room : Math.min(settings.context_tokens, room), modelTokens: room };
 }
 
 /**
@@ -63,6 +89,8 @@ export interface PromptPlan {
   readonly sent: number;
   /** The raw (uncalibrated) `estimatePromptTokens` of `messages`, to calibrate the next call with the provider's `usage`. */
   readonly promptEstimate: number;
+  /** The new message's share of `promptEstimate` (`estimateMessageTokens`). */
+  readonly messageEstimate: number;
 }
 
 export interface PromptInput {
@@ -73,8 +101,14 @@ export interface PromptInput {
   readonly history: readonly ChatMessage[];
   /** The template's `context_window`: at most this many history messages; 0 sends none. */
   readonly maxMessages: number;
-  /** The template's token budget for the whole prompt; absent: the count window alone. */
+  /** The token budget for the whole prompt (`promptBudget`); absent: the count window alone. */
   readonly contextTokens?: number;
+  /**
+   * The newest history messages sent whatever `contextTokens` says, within `modelTokens` (the
+   * model's room) only: with a summary, the last exchange, which no summary holds yet.
+   */
+  readonly keepNewest?: number;
+  readonly modelTokens?: number;
   /** The factor from `calibration()`, applied to every estimate. */
   readonly calibration: number;
   readonly userMessage: string;
@@ -89,24 +123,28 @@ const ROUNDING = 1e-9;
  * within `contextTokens`, at most `maxMessages` of them. The window is a suffix of the history:
  * the first message that does not fit ends it, so no older, shorter one is taken past a gap the
  * model would not know about. The system prompt, summary and new message are always sent, even
- * over the budget: the request is the user's, and the provider, not us, refuses what it cannot take.
+ * over the budget: the request is the user's, and the provider, not us, refuses what it cannot take
+ * (admission refuses a message that cannot fit a listed model's context with them). So are the
+ * `keepNewest` messages, within `modelTokens`.
  * The window may start with an assistant message; models take that, and cutting it would waste
  * budget the user's settings allow.
  */
 export function planPrompt(input: PromptInput): PromptPlan {
   const { systemPrompt, summary, history, maxMessages, contextTokens, calibration, userMessage } = input;
+  const kept = { count: input.keepNewest ?? 0, budget: input.modelTokens };
   if (!(calibration > 0) || !Number.isFinite(calibration)) throw new RangeError(`calibration must be a positive number, got ${calibration}`);
   const head: PromptMessage[] = [{ role: "system", content: systemPrompt }];
   if (summary) head.push(summaryMessage(summary));
 
-  let fixed = REPLY_PRIMING_TOKENS + estimateMessageTokens(userMessage);
+  const messageEstimate = estimateMessageTokens(userMessage);
+  let fixed = REPLY_PRIMING_TOKENS + messageEstimate;
   for (const message of head) fixed += estimateRecurring(message.content);
   const limit = Math.min(Math.max(maxMessages, 0), history.length);
   const newest = (back: number) => {
     const message = history[history.length - 1 - back];
     return message ? estimateStored(message) : 0;
   };
-  const { fitted: sent, estimate } = fitNewest(limit, newest, fixed, contextTokens, calibration);
+  const { fitted: sent, estimate } = fitNewest(limit, newest, fixed, contextTokens, calibration, kept);
 
   return {
     messages: [
@@ -117,15 +155,18 @@ export function planPrompt(input: PromptInput): PromptPlan {
     ],
     sent,
     promptEstimate: estimate,
+    messageEstimate,
   };
 }
 
 /**
  * Where the next prompt's token window is expected to start (a message position), so that a
  * rolling summary can fold in, ahead, what that prompt will drop: the history sent now, then this
- * message and a reply estimated at `replyEstimate`, under the same budget and calibration, with
- * room for a summary of `summaryTokens` and a next message as long as this one. Past the new
- * exchange (`firstSent + sent.length + 2`) when not even it would fit. An estimate: a longer next
+ * message and a reply estimated at `replyEstimate`, under the budget and calibration the next
+ * prompt can have at most, with room for a summary of `summaryTokens` and a next message as long
+ * as this one (`messageTokens`, this one's estimate, made once by planPrompt), and the new exchange
+ * kept within the model's room whatever the budget (planPrompt's `keepNewest`). Past the new
+ * exchange (`firstSent + sent.length + 2`) when not even it would fit the model. An estimate: a longer next
  * message drops more, and what it drops is folded in beside its own reply.
  */
 export function nextWindowStart(input: {
@@ -133,7 +174,7 @@ export function nextWindowStart(input: {
   readonly summaryTokens: number;
   readonly sent: readonly ChatMessage[];
   readonly firstSent: number;
-  readonly userMessage: string;
+  readonly messageTokens: number;
   /**
    * The most the coming reply can be estimated at (`estimateBound` of its `max_tokens`), not its
    * true tokens: the next window is fitted with the reply's estimate, and one priced lower than
@@ -142,28 +183,35 @@ export function nextWindowStart(input: {
    * early, which loses nothing.
    */
   readonly replyEstimate: number;
-  readonly contextTokens: number;
+  /** `promptBudget` at the next prompt's most calibration. */
+  readonly budget: PromptBudget;
+  /**
+   * The most the next prompt's calibration can be (`calibrationCeiling`), not this prompt's: the
+   * next prompt is fitted with the factor this call's report sets, and a lower one here predicts
+   * a window that holds more than the next one will.
+   */
   readonly calibration: number;
 }): number {
-  const { sent, firstSent, calibration, contextTokens } = input;
-  const message = estimateMessageTokens(input.userMessage);
+  const { sent, firstSent, calibration, budget, messageTokens: message } = input;
   const fixed = REPLY_PRIMING_TOKENS + estimateRecurring(input.systemPrompt) + TOKENS_PER_MESSAGE + input.summaryTokens + message;
   const costs = [...sent.map(estimateStored), message, TOKENS_PER_MESSAGE + input.replyEstimate];
-  const { fitted } = fitNewest(costs.length, (back) => costs[costs.length - 1 - back] ?? 0, fixed, contextTokens, calibration);
+  const { fitted } = fitNewest(costs.length, (back) => costs[costs.length - 1 - back] ?? 0, fixed, budget.tokens, calibration, { count: 2, budget: budget.modelTokens });
   return firstSent + costs.length - fitted;
 }
 
 /**
  * How many of `count` items, newest first (`costOf(0)` is the newest's estimate), fit beside the
  * `fixed` estimate under the calibrated budget (all of them without one), the first that does not
- * fit ending the run; and the estimate with them. Each item is estimated once, when reached.
+ * fit ending the run; and the estimate with them. The newest `kept.count` are fitted to `kept.budget`
+ * alone (none: taken). Each item is estimated once, when reached.
  */
-function fitNewest(count: number, costOf: (back: number) => number, fixed: number, budget: number | undefined, calibration: number): { fitted: number; estimate: number } {
+function fitNewest(count: number, costOf: (back: number) => number, fixed: number, budget: number | undefined, calibration: number, kept: { readonly count: number; readonly budget: number | undefined }): { fitted: number; estimate: number } {
   let estimate = fixed;
   let fitted = 0;
   while (fitted < count) {
     const cost = costOf(fitted);
-    if (budget !== undefined && (estimate + cost) * calibration - budget > ROUNDING) break;
+    const limit = fitted < kept.count ? kept.budget : budget;
+    if (limit !== undefined && (estimate + cost) * calibration - limit > ROUNDING) break;
     estimate += cost;
     fitted += 1;
   }

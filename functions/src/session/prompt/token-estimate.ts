@@ -535,6 +535,20 @@ export function calibration(previous: PreviousCall | undefined): number {
 }
 
 /**
+ * The most the calibration of the session's next call can be, once the report of the call made
+ * with `previous`'s calibration sets it: that call's ratio is unknown until its reply, so it is
+ * taken at the most the calibration itself allows (the last ratio times CALIBRATION_MARGIN,
+ * within CALIBRATION_RANGE), with the margin on top as every calibration has it. Without a usable
+ * report, the range's top: the estimate's weak spots (a sentence of Italian, 0.71x) put a first
+ * report as high as 1.4x. What predicts the next prompt (context-window.ts nextWindowStart) uses
+ * it: a lower factor fits a predicted window longer than the next prompt's.
+ */
+export function calibrationCeiling(previous: PreviousCall | undefined): number {
+  const ratio = reportedRatio(previous);
+  return Math.min(CALIBRATION_RANGE.max, ratio === undefined ? CALIBRATION_RANGE.max : ratio * CALIBRATION_MARGIN) * CALIBRATION_MARGIN;
+}
+
+/**
  * The most a text of `tokens` true tokens is estimated at, in a session whose previous call is
  * `previous`: the other way round from `calibration`. The session's text estimates at 1/ratio of
  * its true count (the previous prompt's ratio, clamped as the calibration clamps it), and
