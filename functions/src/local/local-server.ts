@@ -125,9 +125,13 @@ export function createLocalServer(options: LocalServerOptions): Server {
     },
   );
   // Node 24 (lib/_http_server.js) answers an `Expect` other than 100-continue with a bare 417
-  // unless this event has a listener: the same 417, with the policy's headers.
+  // unless this event has a listener: the same 417, with the policy's headers, and its request's
+  // body discarded up to the drain limit as behind any early answer (ended here, Node would read
+  // all of it: its server dumps the unread body of a finished answer, with no bound).
   server.on("checkExpectation", (request: IncomingMessage, response: ServerResponse) => {
-    if (begin(request, response)) response.writeHead(417).end();
+    if (!begin(request, response)) return;
+    response.writeHead(417);
+    sendBeforeBody(request, response, undefined, limits.drainLimitBytes);
   });
   server.on("clientError", clientErrorAnswer(policy, answers));
   return server;
@@ -378,12 +382,12 @@ function answerBeforeBody(request: IncomingMessage, response: ServerResponse, an
 
 /** answerBeforeBody once the head is written: every answer sent before the request's body is in, a file's too. */
 function sendBeforeBody(request: IncomingMessage, response: ServerResponse, payload: string | Buffer | undefined, limit: number): void {
-  // A HEAD answer has no body to hold back, and draining first left such requests hanging until
-  // the client gave up, their head unsent (Node sends it with the first byte of body or at the
-  // end): ended at once, its request's body then discarded up to the same limit (the later
-  // `end()` calls do nothing on an ended answer).
-  if (request.method === "HEAD") response.end();
-  else if (payload !== undefined) response.write(payload);
+  // A HEAD answer, or one without a body (the 417), has no body to hold back, and draining first
+  // left such requests hanging until the client gave up, their head unsent (Node sends it with
+  // the first byte of body or at the end): ended at once, its request's body then discarded up
+  // to the same limit (the later `end()` calls do nothing on an ended answer).
+  if (request.method === "HEAD" || payload === undefined) response.end();
+  else response.write(payload);
   endAfterBody(request, response, limit);
 }
 

@@ -40,9 +40,8 @@ export type StaticAnswer =
   | { readonly kind: "refused" };
 
 /**
- * The page's own files' types, fixed here whatever table mime-types holds: superstatic 10's
- * mime-types 2.1 types .js `application/javascript`, the 3.x this server uses (and RFC 9239)
- * `text/javascript`.
+ * The page's own files' types, fixed here whatever table mime-types holds: its 2.1.35 (Hosting's,
+ * below) types .js `application/javascript`, its 3.x and RFC 9239 `text/javascript`.
  */
 const PAGE_TYPES: Readonly<Record<string, string>> = {
   ".html": "text/html; charset=utf-8",
@@ -56,7 +55,9 @@ const PAGE_TYPES: Readonly<Record<string, string>> = {
 /**
  * A file's Content-Type: any other extension as Hosting types it, superstatic 10 (responder.js)
  * setting `mime.contentType(path.extname(file))` of mime-types (.wasm, .pdf, .mp4, .woff...);
- * an extension that table does not know, as bytes.
+ * an extension that table does not know, as bytes. Hence mime-types pinned at 2.1.35 in
+ * package.json, the version superstatic 10 resolves: 3.0.2 types 71 other extensions otherwise
+ * (.es is `application/ecmascript` on Hosting, bytes in 3.0.2, which nosniff keeps from running).
  */
 function contentTypeOf(file: string): string {
   const extension = extname(file).toLowerCase();

@@ -49,8 +49,13 @@ class RawClient {
   }
 
   /** Resolves with everything received once it holds `count` complete JSON answers. */
-  async answers(count: number): Promise<string> {
-    while (completeAnswers(this.text) < count) {
+  answers(count: number): Promise<string> {
+    return this.until((text) => completeAnswers(text) >= count);
+  }
+
+  /** Resolves with everything received once `done` holds of it. */
+  async until(done: (text: string) => boolean): Promise<string> {
+    while (!done(this.text)) {
       if (this.socket.destroyed) throw new Error(`connection closed after: ${JSON.stringify(this.text)}`);
       await new Promise<void>((wake) => this.waiters.push(wake));
     }
@@ -292,6 +297,32 @@ describe("local server limits", () => {
       expect(sent instanceof Error || client.socket.destroyed).toBe(true);
       expect((await client.closed).error).toMatch(/^(EPIPE|ECONNRESET)$/);
       expect(client.received).toMatch(/^HTTP\/1\.1 200 OK\r\n/);
+    });
+  });
+
+  describe("a request with an Expect other than 100-continue", () => {
+    it("is answered 417 at once, and makes the server hang up once it has thrown away the drain limit, as for any other answer", async () => {
+      const port = await serve({ drainLimitBytes: MiB }, true);
+      const client = await RawClient.open(port);
+      const size = 256 * MiB;
+      client.socket.write(`POST ${ROUTES.create} HTTP/1.1\r\nHost: local\r\nContent-Type: application/json\r\nExpect: x-other\r\nContent-Length: ${size}\r\n\r\n`);
+      const sent = await new Promise<Error | null | undefined>((resolve) => client.socket.write(Buffer.alloc(size, 0x20), resolve));
+      // As the POST above: refused part way (the callback's EPIPE, or a socket already destroyed by the reset).
+      expect(sent instanceof Error || client.socket.destroyed).toBe(true);
+      expect((await client.closed).error).toMatch(/^(EPIPE|ECONNRESET)$/);
+      expect(client.received).toMatch(/^HTTP\/1\.1 417 Expectation Failed\r\n/);
+    });
+
+    it("is answered 417 with its small body read, and the connection serves the next request", async () => {
+      const port = await serve({});
+      const client = await RawClient.open(port);
+      const body = JSON.stringify({ user_id: "expecting-user", template_id: "friendly-assistant" });
+      const post = (expectation: string) => `POST ${ROUTES.create} HTTP/1.1\r\nHost: local\r\nContent-Type: application/json\r\n${expectation}Content-Length: ${body.length}\r\n\r\n${body}`;
+      client.socket.write(post("Expect: x-other\r\n") + post(""));
+      // The 417 has no body (Node ends it as an empty chunked one), the 201 a JSON one.
+      const text = await client.until((received) => received.endsWith("}"));
+      expect([...text.matchAll(/^HTTP\/1\.1 (\d{3})/gm)].map((match) => match[1])).toEqual(["417", "201"]);
+      expect(text).toMatch(/"session_id":/);
     });
   });
   describe("an encoded body", () => {

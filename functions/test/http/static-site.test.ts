@@ -3,6 +3,7 @@ import { createServer, request as httpRequest, type IncomingHttpHeaders, type Re
 import { connect, type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { types as localTypes } from "mime-types";
 import { localSite, PROJECT_ROOT } from "../../src/local/project-files";
 import type { StaticSite } from "../../src/local/static-site";
 import { pageOrigins, pagePolicy } from "../../src/page/page-policy";
@@ -299,7 +300,7 @@ const superstatic = (require(require.resolve("superstatic", { paths: [require.re
 // eslint-disable-next-line @typescript-eslint/no-require-imports -- superstatic is connect middleware
 const connectApp = require(require.resolve("connect", { paths: [require.resolve("firebase-tools")] })) as () => { use(middleware: RequestListener): RequestListener };
 // eslint-disable-next-line @typescript-eslint/no-require-imports -- the table superstatic types files with (responder.js)
-const hostingTypes = require(require.resolve("mime-types", { paths: [require.resolve("superstatic", { paths: [require.resolve("firebase-tools")] })] })) as { contentType(extension: string): string | false };
+const hostingTypes = require(require.resolve("mime-types", { paths: [require.resolve("superstatic", { paths: [require.resolve("firebase-tools")] })] })) as { contentType(extension: string): string | false; types: Readonly<Record<string, string>> };
 
 /** A site of `files` (relative paths, folders made as needed) in a new temporary folder: its public/ and the folder. */
 function siteOf(files: readonly string[]): { dir: string; site: StaticSite } {
@@ -362,7 +363,7 @@ describe("a folder of public/ without an index.html, answered as Hosting does", 
 
 /** The content type of each file Hosting types by its table (mime-types), where this server had 16 extensions and bytes for the rest. */
 describe("content types of public/'s files, as Hosting gives them", () => {
-  const FILES = ["module.wasm", "manual.pdf", "clip.mp4", "clip.webm", "sound.mp3", "photo.avif", "font.woff", "font.ttf", "feed.xml", "data.csv", "Photo.PNG", "icon.ico", "app.webmanifest"];
+  const FILES = ["module.wasm", "manual.pdf", "clip.mp4", "clip.webm", "sound.mp3", "sound.wav", "photo.avif", "font.woff", "font.ttf", "feed.xml", "data.csv", "Photo.PNG", "icon.ico", "app.webmanifest", "script.es"];
   let dir: string;
   let local: SiteServer;
 
@@ -382,6 +383,28 @@ describe("content types of public/'s files, as Hosting gives them", () => {
     const response = await fetch(`${local.baseUrl}/${file}`);
     await response.arrayBuffer();
     expect({ file, status: response.status, type: response.headers.get("content-type") }).toEqual({ file, status: 200, type: hosting });
+  });
+
+  it("serves every extension either table knows (Hosting's, the local server's) as Hosting's table types it, the page's JavaScript aside", async () => {
+    const extensions = [...new Set([...Object.keys(hostingTypes.types), ...Object.keys(localTypes)])].filter((extension) => extension !== "js" && extension !== "mjs");
+    const { dir: other, site } = siteOf(extensions.map((extension) => `file.${extension}`));
+    const server = await startSiteServer(site);
+    try {
+      const differing: { extension: string; local: string; hosting: string }[] = [];
+      // Some 1,200 files, 32 at a time.
+      for (let start = 0; start < extensions.length; start += 32) {
+        await Promise.all(extensions.slice(start, start + 32).map(async (extension) => {
+          const response = await fetch(`${server.baseUrl}/file.${extension}`, { method: "HEAD" });
+          const hosting = hostingTypes.contentType(`.${extension}`) || "application/octet-stream";
+          const local = response.headers.get("content-type");
+          if (response.status !== 200 || local !== hosting) differing.push({ extension, local: `${response.status} ${local}`, hosting });
+        }));
+      }
+      expect({ checked: extensions.length > 1000, differing }).toEqual({ checked: true, differing: [] });
+    } finally {
+      await server.close();
+      rmSync(other, { recursive: true, force: true });
+    }
   });
 
   it("serves an extension no table knows as bytes", async () => {
