@@ -999,6 +999,8 @@ async function startSession(event) {
     error: unsure ? `${errorText(failure)} The session may have been made all the same: starting again is safe, it gets that session back.` : errorText(failure),
     status: "No session.",
   });
+  // Start session, disabled while the start ran, lost the focus: it takes it back, to start again.
+  if (focusLost()) ui.startButton.focus();
 }
 
 /** The session is over (ended here, or found ended, expired or gone): back to the start form. */
@@ -1168,6 +1170,8 @@ async function endSession() {
   const over = SESSION_OVER.get(failure.code);
   if (!over) {
     update({ phase: "active", error: errorText(failure) });
+    // End session, disabled while the end ran, lost the focus: it takes it back, to end again.
+    if (focusLost()) ui.endButton.focus();
     return;
   }
   // Ended or expired meanwhile (another tab, the idle timeout): already over; not found: gone; forbidden: the previous user's.
@@ -1289,14 +1293,21 @@ async function loadConversations(more = false) {
     if (more && readingOlder === cursor) readingOlder = null;
     if (generation !== listGeneration || (more && state.conversationsNext !== cursor)) return;
     if ("failure" in outcome) {
-      update({ listError: errorText(outcome.failure) });
+      // A cursor refused (the cursor secret deleted: docs/conversations.md, Cursors) stays refused:
+      // the list starts again from its first page, the older pages shown dropped, and the next
+      // click follows the fresh page's cursor. Nothing went wrong for the visitor: nothing is said.
+      if (more && outcome.failure.code === "INVALID_CURSOR") readListAnew();
+      else update({ listError: errorText(outcome.failure) });
       return;
     }
     const page = outcome.body.sessions.map(withWhatThisPageKnows);
     const owner = listOwner();
     if (more) {
       olderShown = true;
+      const shown = state.conversations?.length ?? 0;
       update({ listError: "", conversations: mergedById(state.conversations ?? [], page, sessionIdOf), conversationsNext: outcome.body.next_cursor });
+      // The last page shown, Show older conversations went with the focus: the first conversation it added takes it.
+      if (focusLost()) focusInList(state.conversations?.[shown]?.session_id ?? "", shown);
     } else if (olderShown && listedFor === owner) {
       // Older pages on view stay (read again after each start, reply and end, the list would drop
       // them): the fresh first page, then those shown that it does not hold; the cursor still
@@ -1496,6 +1507,7 @@ async function downloadData() {
     const failure = "failure" in outcome ? outcome.failure : outcome.body.error ? { code: outcome.body.error.code, message: outcome.body.error.message } : undefined;
     if (failure) {
       update({ busy: "", error: errorText(failure), status: "Your data could not be downloaded." });
+      if (focusLost()) ui.downloadData.focus();
       return;
     }
     parts.push(outcome.body);
@@ -1521,6 +1533,8 @@ async function downloadData() {
   setTimeout(() => URL.revokeObjectURL(link.href), 60_000);
   const counted = (count, noun) => `${count} ${noun}${count === 1 ? "" : "s"}`;
   update({ busy: "", status: `Downloaded your data: ${counted(sessions.length, "conversation")}, ${counted(connections.length, "connection")}.` });
+  // Download my data, disabled while the parts were gathered, lost the focus: it takes it back.
+  if (focusLost()) ui.downloadData.focus();
 }
 
 /** Erases everything stored under the user's id, once confirmed. */

@@ -291,6 +291,15 @@ export function startPeople(shared) {
       // Answered late: another user's list on view, or this page already added by an earlier click.
       if (owner !== state.listOwner || owner !== shared.userId() || state.connectionsNext !== cursor) return;
       update({ connections: shared.mergedById(state.connections, body.connections, connectionIdOf), connectionsNext: body.next_cursor });
+    } catch (error) {
+      // A cursor refused (the cursor secret deleted: docs/conversations.md, Cursors) stays refused,
+      // and each read of the first page would keep it while older connections are shown: the list
+      // starts again from its first page, the older ones dropped, and the next click follows the
+      // fresh page's cursor. Nothing went wrong for the visitor: nothing is said.
+      const stillOurs = owner === state.listOwner && owner === shared.userId() && state.connectionsNext === cursor;
+      if (!(error instanceof CallFailure && error.code === "INVALID_CURSOR" && stillOurs)) throw error;
+      update({ olderShown: false });
+      await loadList();
     } finally {
       if (readingOlder === cursor) readingOlder = null;
     }

@@ -55,6 +55,22 @@ async function settled(page: Page): Promise<void> {
   await page.waitForSelector("#people[data-pending='0']", { state: "attached" });
 }
 
+/** A test's users on `harness` (named, not signed in), each `name-<stamp>` with one stamp for all of them. */
+function namedUsers<const Names extends readonly string[]>(harness: Harness, ...names: Names): { readonly [K in keyof Names]: ApiUser } {
+  const stamp = Date.now();
+  return names.map((name) => new ApiUser(`${name}-${stamp}`, harness.api, HOSTING_ROUTES)) as { readonly [K in keyof Names]: ApiUser };
+}
+
+/** Opens the People panel on `page` as `user` (named, not signed in), its list read. */
+async function openPanelOf(page: Page, harness: Harness, user: ApiUser): Promise<void> {
+  await page.goto(`${harness.api.baseUrl}/`);
+  await page.waitForSelector("body[data-ready=true]");
+  await page.fill("#user", user.id);
+  await page.click("#people summary");
+  await page.waitForSelector("#people[open]");
+  await page.click("#connections-refresh");
+}
+
 async function type(page: Page, text: string): Promise<void> {
   await page.fill("#people-message", text);
   await page.press("#people-message", "Enter");
@@ -298,7 +314,7 @@ describeWithChromium("the People panel, polled through the API", () => {
   });
 
   it("sends a message given back after its answer was lost again with its key: stored and shown once", async () => {
-    const [ann, ben] = usersOf("ann", "ben");
+    const [ann, ben] = namedUsers(harness, "ann", "ben");
     const id = await ann.connectWith(ben);
 
     await openPanelAs(ann);
@@ -344,15 +360,9 @@ describeWithChromium("the People panel, polled through the API", () => {
     expect(await page.textContent("#people-error")).not.toContain("may have been sent");
   }, 60_000);
 
-  /** A test's users (named, not signed in), each `name-<stamp>` with one stamp for all of them. */
-  function usersOf<const Names extends readonly string[]>(...names: Names): { readonly [K in keyof Names]: ApiUser } {
-    const stamp = Date.now();
-    return names.map((name) => new ApiUser(`${name}-${stamp}`, harness.api, HOSTING_ROUTES)) as { readonly [K in keyof Names]: ApiUser };
-  }
-
   /** Ann and Ben, connected, Ann's panel open on their conversation. */
   async function annWithBen(): Promise<{ readonly ann: ApiUser; readonly ben: ApiUser; readonly id: string }> {
-    const [ann, ben] = usersOf("ann", "ben");
+    const [ann, ben] = namedUsers(harness, "ann", "ben");
     const id = await ann.connectWith(ben);
     await openAs(ann, id);
     return { ann, ben, id };
@@ -372,7 +382,7 @@ describeWithChromium("the People panel, polled through the API", () => {
   const contents = async (reader: ApiUser, id: string) => ((await reader.read(id)).body.messages as { content: string }[]).map((message) => message.content);
 
   it("never puts a message meant for one person into another person's conversation", async () => {
-    const [ann, ben, cat] = usersOf("ann", "ben", "cat");
+    const [ann, ben, cat] = namedUsers(harness, "ann", "ben", "cat");
     const withBen = await ann.connectWith(ben);
     const withCat = await ann.connectWith(cat);
     await openAs(ann, withBen);
@@ -448,18 +458,10 @@ describeWithChromium("the People panel, polled through the API", () => {
     await page.waitForSelector("#people-log li[data-id=m000000001] .text:text-is('Hello Ben')");
     expect(await contents(ben, id)).toEqual(["Hello Ben", "Are you there?"]);
   }, 60_000);
-  /** Opens the People panel as `user` (named, not signed in), its list read. */
-  async function openPanelAs(user: ApiUser): Promise<void> {
-    await page.goto(`${harness.api.baseUrl}/`);
-    await page.waitForSelector("body[data-ready=true]");
-    await page.fill("#user", user.id);
-    await page.click("#people summary");
-    await page.waitForSelector("#people[open]");
-    await page.click("#connections-refresh");
-  }
+  const openPanelAs = (user: ApiUser) => openPanelOf(page, harness, user);
 
   it("ends a connection once on a double click on End, saying no failure", async () => {
-    const [ann, ben] = usersOf("ann", "ben");
+    const [ann, ben] = namedUsers(harness, "ann", "ben");
     const id = await ann.connectWith(ben);
     await openPanelAs(ann);
     await page.waitForSelector(`#connections li[data-connection-id="${id}"][data-status=accepted] button.end`);
@@ -522,7 +524,7 @@ describeWithChromium("the People panel, polled through the API", () => {
   }, 60_000);
 
   it("shows the older connections on Show older connections: one blocked long ago can be unblocked, and stays while the list is read again", async () => {
-    const [ann, ben, ...friends] = usersOf("ann", "ben", ...Array.from({ length: 20 }, (_, i) => `friend${String(i)}`));
+    const [ann, ben, ...friends] = namedUsers(harness, "ann", "ben", ...Array.from({ length: 20 }, (_, i) => `friend${String(i)}`));
     // Ann blocked Ben once; since then she has talked with 20 other people.
     const withBen = await ann.connectWith(ben);
     expect((await ann.block(withBen)).status).toBe(200);
@@ -550,7 +552,7 @@ describeWithChromium("the People panel, polled through the API", () => {
   }, 90_000);
 
   it("shows the earliest messages of a conversation read through the API on Show earlier messages, every message once and in order", async () => {
-    const [ann, ben] = usersOf("ann", "ben");
+    const [ann, ben] = namedUsers(harness, "ann", "ben");
     const id = await ann.connectWith(ben);
     for (let i = 1; i <= 105; i++) expect((await (i % 2 ? ben : ann).send(id, `message ${String(i)}`)).status).toBe(201);
 
@@ -586,7 +588,7 @@ describeWithChromium("the People panel, polled through the API", () => {
 
   /** Ann and Ben, connected, Ben's message stored, `reader`'s panel open on their conversation with it shown. */
   async function conversationWithMessage(reader: "ann" | "ben"): Promise<{ readonly ann: ApiUser; readonly ben: ApiUser; readonly id: string }> {
-    const [ann, ben] = usersOf("ann", "ben");
+    const [ann, ben] = namedUsers(harness, "ann", "ben");
     const id = await ann.connectWith(ben);
     expect((await ben.send(id, "My secret: the door code is 4711")).status).toBe(201);
     await openAs(reader === "ann" ? ann : ben, id);
@@ -702,4 +704,68 @@ describeWithChromium("the People panel, polled through the API", () => {
     expect(keys).toEqual([keys[0], keys[0]]);
     expect(((await ann.read(id)).body.messages as { sender_id: string }[]).map((message) => message.sender_id)).toEqual([ann.id]);
   }, 60_000);
+});
+
+/**
+ * The People panel on the Realtime Database, where the deployment's cursor secret can be deleted
+ * (docs/conversations.md, Cursors): every cursor the panel holds is refused from then on.
+ */
+describeWithChromium("the People panel once the cursor secret is deleted", () => {
+  describeWithRtdb("on the Realtime Database", () => {
+    let harness: Harness;
+    let browser: LaunchedBrowser;
+
+    beforeAll(async () => {
+      harness = await startHarness({ store: "rtdb", env: { CONNECTION_REQUESTS_PER_HOUR: "1000" } });
+      browser = await launchChromium({ width: 1000, height: 900 });
+    }, 60_000);
+    afterAll(async () => {
+      await browser.close();
+      await harness.close();
+    });
+
+    it("starts the list again from its first page when a cursor is refused (400 INVALID_CURSOR), saying nothing, and the next click shows the older connections", async () => {
+      const [ann, ...friends] = namedUsers(harness, "ann", ...Array.from({ length: 21 }, (_, i) => `friend${String(i)}`));
+      for (const friend of friends) await ann.connectWith(friend);
+      const page = await browser.context.newPage();
+      try {
+        await openPanelOf(page, harness, ann);
+        await page.waitForSelector("#connections li:nth-child(20)");
+        await page.waitForSelector("#connections-more:not([hidden])");
+        await settled(page);
+        const older: { cursor: string; status: number }[] = [];
+        page.on("response", (response) => {
+          const cursor = new URL(response.url()).searchParams.get("cursor");
+          if (response.url().includes("/api/v1/connections?") && cursor !== null) older.push({ cursor, status: response.status() });
+        });
+
+        const secret = harness.api.database!.ref("serviceSecrets/cursor");
+        await secret.remove();
+        expect((await secret.once("value")).val()).toBeNull();
+
+        await page.click("#connections-more");
+        await settled(page);
+        expect({ listed: await page.locator("#connections li").count(), more: await page.isVisible("#connections-more"), error: await page.isVisible("#people-error") }).toEqual({
+          listed: 20,
+          more: true,
+          error: false,
+        });
+        await page.click("#connections-more");
+        await page.waitForSelector("#connections li:nth-child(21)");
+        await settled(page);
+
+        const listed = (await ann.list("&limit=100")).body.connections as { connection_id: string }[];
+        const shown = await Promise.all((await page.$$("#connections li")).map((item) => item.getAttribute("data-connection-id")));
+        expect({ shown, more: await page.isVisible("#connections-more"), error: await page.isVisible("#people-error") }).toEqual({
+          shown: listed.map((connection) => connection.connection_id),
+          more: false,
+          error: false,
+        });
+        // The refused cursor was asked once; the older page followed the fresh first page's cursor.
+        expect({ statuses: older.map((read) => read.status), distinct: new Set(older.map((read) => read.cursor)).size }).toEqual({ statuses: [400, 200], distinct: 2 });
+      } finally {
+        await page.close();
+      }
+    }, 90_000);
+  });
 });

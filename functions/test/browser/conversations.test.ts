@@ -680,6 +680,93 @@ describeWithChromium("your conversations and data on the chat page, in Chromium"
       expect(await focused(page)).toBe("erase-data");
       await page.close();
     }, 60_000);
+
+    it("gives the focus back to Download my data once a download made with the keyboard is done", async () => {
+      const userId = `user_${randomUUID().slice(0, 8)}`;
+      await createSession(harness.api, "friendly-assistant", userId);
+      const page = await openAs(userId);
+      await page.focus(".settings summary");
+      await page.keyboard.press("Enter");
+      await page.focus("#download-data");
+      const download = page.waitForEvent("download");
+      // Disabled while the parts are gathered.
+      await page.keyboard.press("Enter");
+      await download;
+      await page.waitForSelector("#status:text-is('Downloaded your data: 1 conversation, 0 connections.')");
+      expect(await focused(page)).toBe("download-data");
+      await page.close();
+    }, 60_000);
+
+    it("puts the focus on the first conversation Show older conversations added once it showed the last page, and goes", async () => {
+      const userId = `user_${randomUUID().slice(0, 8)}`;
+      for (let i = 0; i < 21; i++) await createSession(harness.api, "friendly-assistant", userId);
+      const page = await openAs(userId);
+      await page.waitForSelector("#more-conversations:not([hidden])");
+      await page.focus("#more-conversations");
+      await page.keyboard.press("Enter");
+      await page.waitForSelector("#conversation-list li:nth-child(21) button");
+      await page.waitForSelector("#more-conversations[hidden]", { state: "attached" });
+      const listed = (await harness.api.call("GET", `${ROUTES.list}?user_id=${userId}&limit=100`)).body.sessions as { session_id: string }[];
+      expect(await focused(page)).toBe(`BUTTON[${listed[20]!.session_id}]`);
+      await page.close();
+    }, 60_000);
+  });
+
+  describeWithRtdb("Show older conversations once the cursor secret is deleted, on the Realtime Database", () => {
+    let harness: Harness;
+    let browser: LaunchedBrowser;
+
+    beforeAll(async () => {
+      ({ harness, browser } = await startWithChromium({ store: "rtdb", env: { USER_MAX_ACTIVE_SESSIONS: "50" } }, { width: 1000, height: 900 }));
+    }, 60_000);
+    afterAll(async () => closeWithChromium(harness, browser));
+
+    const listedIds = async (page: Page) => Promise.all((await page.$$("#conversation-list button")).map((button) => button.getAttribute("data-session-id")));
+
+    it("starts again from the first page when a cursor is refused (400 INVALID_CURSOR), saying nothing, and the next click reaches every older conversation", async () => {
+      const userId = `user_${randomUUID().slice(0, 8)}`;
+      // Three pages of 20: two are on view when the secret goes.
+      for (let i = 0; i < 45; i++) await createSession(harness.api, "friendly-assistant", userId);
+      const page = await browser.context.newPage();
+      await page.addInitScript(`localStorage.setItem("chatify.user_id", ${JSON.stringify(userId)})`);
+      await open(page, harness);
+      await page.waitForSelector("#conversation-list li:nth-child(20) button");
+      await page.click("#more-conversations");
+      await page.waitForSelector("#conversation-list li:nth-child(40) button");
+      await listSettled(page);
+      const older: { cursor: string; status: number }[] = [];
+      page.on("response", (response) => {
+        const cursor = new URL(response.url()).searchParams.get("cursor");
+        if (response.url().includes("/chatbot/sessions?") && cursor !== null) older.push({ cursor, status: response.status() });
+      });
+
+      // The operator deletes the cursor secret (docs/conversations.md, Cursors): the cursor the page holds is refused from now on.
+      const secret = harness.api.database!.ref("serviceSecrets/cursor");
+      await secret.remove();
+      expect((await secret.once("value")).val()).toBeNull();
+
+      await page.click("#more-conversations");
+      await listSettled(page);
+      expect({ listed: (await listedIds(page)).length, more: await page.isVisible("#more-conversations"), error: await page.isVisible("#error") }).toEqual({ listed: 20, more: true, error: false });
+
+      await page.click("#more-conversations");
+      await page.waitForSelector("#conversation-list li:nth-child(40) button");
+      await listSettled(page);
+      await page.click("#more-conversations");
+      await page.waitForSelector("#conversation-list li:nth-child(45) button");
+      await listSettled(page);
+
+      const listed = (await harness.api.call("GET", `${ROUTES.list}?user_id=${userId}&limit=100`)).body.sessions as { session_id: string }[];
+      expect({ shown: await listedIds(page), more: await page.isVisible("#more-conversations"), error: await page.isVisible("#error") }).toEqual({
+        shown: listed.map((session) => session.session_id),
+        more: false,
+        error: false,
+      });
+      // The refused cursor was asked once; the pages after it followed the fresh first page's cursors.
+      expect({ statuses: older.map((read) => read.status), distinct: new Set(older.map((read) => read.cursor)).size }).toEqual({ statuses: [400, 200, 200], distinct: 3 });
+      expect(await page.evaluate("window.cspViolations")).toEqual([]);
+      await page.close();
+    }, 90_000);
   });
 
   describeWithRtdb("a reply still being written when the page is reloaded", () => {
