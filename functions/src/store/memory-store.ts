@@ -432,7 +432,7 @@ function moveDoneKeys(state: SessionState, records: Map<string, KeyRecord>): Ses
   const { requests, ...rest } = state;
   if (!requests) return state;
   const live = Object.entries(requests).filter(([hash, entry]) => {
-    const record = keyRecordOf(entry);
+    const record = keyRecordOf(entry, state.created_at);
     if (!record) return true;
     records.set(hash, stored(record));
     return false;

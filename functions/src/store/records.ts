@@ -138,18 +138,22 @@ export function isDoneKey(entry: RequestEntry): boolean {
 /**
  * A done `Idempotency-Key` moved out of the state, beside the session
  * (`/userSessions/{id}/keys/{hash}`): the exchange it produced, or that moderation flagged its
- * message, kept for replays.
+ * message, kept for replays. `created_at`: its session's creation (the state's `created_at` when
+ * the key moved), as a summary's: a late copy of an erased session's can land under the id a keyed
+ * create's retry created the session again under, and is not the new one's (ofCreation). Absent in
+ * records older versions wrote, and when the state had none.
  */
 export const keyRecordSchema = z.union([
-  z.object({ fingerprint: z.string(), seq: z.number().int().min(1) }),
-  z.object({ fingerprint: z.string(), flagged: z.literal(true) }),
+  z.object({ fingerprint: z.string(), seq: z.number().int().min(1), created_at: z.number().optional() }),
+  z.object({ fingerprint: z.string(), flagged: z.literal(true), created_at: z.number().optional() }),
 ]);
 export type KeyRecord = z.infer<typeof keyRecordSchema>;
 
-/** The record a done key's state entry moves to; undefined for an entry still a claim. */
-export function keyRecordOf(entry: RequestEntry): KeyRecord | undefined {
-  if (entry.seq !== undefined) return { fingerprint: entry.fingerprint, seq: entry.seq };
-  return entry.flagged === true ? { fingerprint: entry.fingerprint, flagged: true } : undefined;
+/** The record a done key's state entry moves to, stamped with `createdAt` (its state's); undefined for an entry still a claim. */
+export function keyRecordOf(entry: RequestEntry, createdAt: number | undefined): KeyRecord | undefined {
+  const stamp = createdAt === undefined ? {} : { created_at: createdAt };
+  if (entry.seq !== undefined) return { fingerprint: entry.fingerprint, seq: entry.seq, ...stamp };
+  return entry.flagged === true ? { fingerprint: entry.fingerprint, flagged: true, ...stamp } : undefined;
 }
 
 /**
@@ -364,6 +368,19 @@ export type SessionSummary = z.infer<typeof sessionSummarySchema>;
  */
 export function ofCreation(record: { readonly created_at?: number | undefined }, createdAt: number): boolean {
   return record.created_at === undefined || record.created_at === createdAt;
+}
+
+/**
+ * Whether a key record is the session's whose state is `state`, not an erased session's that a
+ * late copy wrote under the id a keyed create's retry created the session again under
+ * (docs/conversations.md, Writes racing an erasure): stamped with the state's creation (a record or
+ * a state without a stamp is taken as the session's: ofCreation), and, for a record older versions
+ * wrote without one, naming no exchange past the state's count (a record of the session's never
+ * does: it is written once its exchange is counted; a flagged one names none).
+ */
+export function isKeyRecordOf(record: KeyRecord, state: SessionState): boolean {
+  if (state.created_at !== undefined && !ofCreation(record, state.created_at)) return false;
+  return !("seq" in record && record.seq > state.message_count);
 }
 
 /**

@@ -1,8 +1,12 @@
+import { randomUUID } from "node:crypto";
 import type { Database } from "firebase-admin/database";
 import { ConversationService } from "../../src/session/conversations/conversation-service";
+import type { Exchange } from "../../src/store/records";
+import { conversationOwnerKey, conversationPath } from "../../src/store/rtdb/paths";
 import { RtdbStore } from "../../src/store/rtdb/rtdb-store";
 import { appendAt, CREATED_AT, endAt, exchange, newSession, POLICY } from "../support/fixtures";
 import { copyOf, describeWithRtdb, freshNamespace, losingUpdates, RtdbInstances } from "../support/rtdb";
+import { TrailingLink } from "../support/trailing-link";
 
 /** What the Realtime Database adapter does for a user's conversations beyond the shared contract. */
 describeWithRtdb("RtdbStore: the conversation index as stored", () => {
@@ -130,4 +134,63 @@ describeWithRtdb("RtdbStore: the conversation index as stored", () => {
       [6, "answer 3"],
     ]);
   });
+});
+
+/**
+ * Two keyed creates of one session (a client's retry after a timeout, its key fixing the id), no
+ * erasure: the first read the session absent, then its link stalled with its index entry update
+ * and its node on their way; the retry created the session, which took its first exchange (the
+ * title in its entry) and was ended (the closing fields). The first create's entry update lands
+ * last, field by field: it takes back none of what the session's copies wrote.
+ */
+describeWithRtdb("RtdbStore: the index entry of a session two creates raced for", () => {
+  let link: TrailingLink;
+  beforeAll(async () => {
+    link = await TrailingLink.start("racing-creates");
+  });
+  afterAll(async () => link.close());
+
+  /** An exchange that heads its conversation, as a first exchange's commit sends it. */
+  const titled = (tag: string, at: number, createdAt: number): Exchange => ({ ...exchange(tag, at), head: { title: `title ${tag}`, template_id: "tester", template_name: "Tester", created_at: createdAt } });
+
+  /** Stalls `link` once `database` is asked for a ref at `path` (its read before that answered); resolves then. */
+  function stallAt(database: Database, path: string): Promise<void> {
+    const ref = database.ref.bind(database);
+    return new Promise((stalled) => {
+      (database as { ref: Database["ref"] }).ref = (at?: string) => {
+        if (at === path) {
+          link.proxy.stall();
+          stalled();
+        }
+        return ref(at);
+      };
+    });
+  }
+
+  it("keeps the title and the close the session's own copies wrote when the other create's entry update lands after them", async () => {
+    const userId = `user-${randomUUID()}`;
+    const id = randomUUID();
+    const entryPath = conversationPath(conversationOwnerKey(userId), id);
+    const slowDb = link.slow.database();
+    const stalled = stallAt(slowDb, entryPath);
+    const slow = new RtdbStore(slowDb, 30_000);
+    const fast = new RtdbStore(link.direct.database(), 30_000);
+    link.track(slow, fast);
+
+    const first = slow.createSession(newSession({ user_id: userId, created_at: CREATED_AT }, id));
+    await stalled;
+    expect(await fast.createSession(newSession({ user_id: userId, created_at: CREATED_AT + 10 }, id))).toBe("created");
+    await fast.appendExchange(id, titled("1", CREATED_AT + 20, CREATED_AT + 10), appendAt(CREATED_AT + 21));
+    await fast.copiesSettled();
+    await fast.updateState(id, endAt(CREATED_AT + 30));
+    await fast.copiesSettled();
+    const before = (await link.direct.database().ref(entryPath).get()).val() as Record<string, unknown>;
+    expect({ title: before.title, closed: before.closed }).toEqual({ title: "title 1", closed: "ended" });
+
+    link.proxy.resume();
+    expect(await first).toBe("exists");
+    const after = (await link.direct.database().ref(entryPath).get()).val() as Record<string, unknown>;
+    const listed = (await fast.listConversations(userId, 10)).map(({ sessionId, entry }) => [sessionId, entry.title, entry.closed]);
+    expect({ title: after.title, closed: after.closed, listed }).toEqual({ title: "title 1", closed: "ended", listed: [[id, "title 1", "ended"]] });
+  }, 60_000);
 });

@@ -850,6 +850,48 @@ describeWithRtdb("erasure: a late copy of the erased session under the id a keye
       stored: (await pair.second.store.readSessionState(session.sessionId))?.message_count,
     }).toEqual({ status: 200, replayed: null, count: 1, stored: 1 });
   });
+
+  it("runs a keyed message sent again with the erased message's key once the new session stored that exchange of its own, before the second pass", async () => {
+    const messageKey = secret("message");
+    const session = await copyHeld({ "Idempotency-Key": messageKey });
+    await createdAgain(session);
+    session.release();
+    await landed(`userSessions/${session.sessionId}/keys`, "the late copy's key record");
+    pair.tick();
+    expect((await pair.second.call("POST", ROUTES.message(session.sessionId), { message: "new first" })).body).toMatchObject({ success: true, message_count: 1 });
+    pair.tick();
+    const sent = await pair.second.call("POST", ROUTES.message(session.sessionId), { message: session.words }, { "Idempotency-Key": messageKey });
+    expect({ status: sent.status, replayed: sent.headers.get("idempotent-replayed"), count: sent.body.message_count }).toEqual({ status: 200, replayed: null, count: 2 });
+  });
+
+  it("runs a keyed message sent again with the erased message's key once the new session stored that exchange of its own, and the second pass removes the late key record", async () => {
+    const { second } = pair;
+    const messageKey = secret("message");
+    const session = await copyHeld({ "Idempotency-Key": messageKey });
+    const { sessionId, words } = session;
+    await createdAgain(session);
+    // The late copy's key record names exchange 1, which the new session reaches with a message of its own.
+    session.release();
+    await landed(`userSessions/${sessionId}/keys`, "the late copy's key record");
+    pair.tick();
+    expect((await second.call("POST", ROUTES.message(sessionId), { message: "new first" })).body).toMatchObject({ success: true, message_count: 1 });
+
+    // The second pass (the describe's earlier tests' erasures finish with it).
+    pair.tick();
+    expect((await pair.harness.api.runtime.maintain(pair.now() + LATER)).erasuresFinished).toBeGreaterThanOrEqual(1);
+    const keys = (await second.database!.ref(`userSessions/${sessionId}/keys`).once("value")).val() as unknown;
+    // The client sends the erased message again with its key, on the session it knows by that id.
+    pair.tick();
+    pair.harness.fake.reset();
+    const sent = await second.call("POST", ROUTES.message(sessionId), { message: words }, { "Idempotency-Key": messageKey });
+    expect({
+      keysAfterSecondPass: keys,
+      status: sent.status,
+      replayed: sent.headers.get("idempotent-replayed"),
+      count: sent.body.message_count,
+      modelCalled: pair.harness.fake.requests.length > 0,
+    }).toEqual({ keysAfterSecondPass: null, status: 200, replayed: null, count: 2, modelCalled: true });
+  });
 });
 
 /** Only the database has copies that land after the request that sent them. */

@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { isDoneKey, ofCreation, type KeyRecord, type SessionState } from "../../store/records";
+import { isDoneKey, isKeyRecordOf, ofCreation, type KeyRecord, type SessionState } from "../../store/records";
 import type { StateRule, StateStore } from "../../store/session-store";
 import { SessionNotFoundError } from "../errors";
 import { fingerprint, keyHash } from "../idempotency";
@@ -91,15 +91,9 @@ export async function claimSlot(context: SlotClaimContext, sessionId: string, cr
   }
 }
 
-/**
- * The key's record, unless it names an exchange past the state's count: the record of an erased
- * session's exchange, which a late copy wrote under the id a keyed create's retry created the
- * session again under (docs/conversations.md, Writes racing an erasure). A record of this
- * creation's never does: it is written once its exchange is counted. A flagged record names no
- * exchange, and is not told apart.
- */
+/** The key's record, unless it is another creation's (records.ts isKeyRecordOf): no replay of an erased session's exchange. */
 function ofThisCreation(record: KeyRecord | null, state: SessionState): KeyRecord | null {
-  return record !== null && "seq" in record && record.seq > state.message_count ? null : record;
+  return record !== null && isKeyRecordOf(record, state) ? record : null;
 }
 
 /** A claim's outcome, or, for a look that claims nothing, the key found free to claim. */

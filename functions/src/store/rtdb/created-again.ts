@@ -3,7 +3,7 @@ import type { Database, DataSnapshot } from "firebase-admin/database";
 import { StoreUnavailableError } from "../errors";
 import { messageKey, pendingExchangeKey } from "../message-keys";
 import { parseStored } from "../parse-stored";
-import { keyRecordSchema, sessionStateSchema, type SessionState } from "../records";
+import { isKeyRecordOf, keyRecordSchema, sessionStateSchema, type SessionState } from "../records";
 import { isPast } from "./history-reads";
 import { conversationEntry, isRecord, parsePending } from "./journal";
 import { conversationPath, keyRecordChild, messageChild, partialChild, sessionPath, statePath } from "./paths";
@@ -15,9 +15,10 @@ import { readOnce, type TransactionEngine } from "./transactions";
  * a message's copy sent before the first pass and landing after it writes the erased exchange into
  * `messages`, its key's record into `keys`, and exchange 1's head (title, `created_at`), count and
  * activity into the index entry (docs/conversations.md, Writes racing an erasure). What lies past
- * the session's own state goes: messages past twice its count, key records of exchanges past it,
- * partials of no claim it holds; and the entry is written again from the session. A late copy
- * landing at positions the session had reached, after its own copy, is not told apart.
+ * the session's own state goes: messages past twice its count, key records of another creation
+ * (unstamped: of exchanges past its count), partials of no claim it holds; and the entry is written
+ * again from the session. A late copy's messages landing at positions the session had reached,
+ * after its own copy, are not told apart.
  *
  * Each removal is a transaction that takes only what was read (a copy of the session's own
  * landing there since is kept), and what is removed is decided on a state read after the
@@ -47,7 +48,7 @@ export async function tidyCreatedAgain(
   const claims = new Set(Object.values(state.requests ?? {}).flatMap((entry) => (entry.owner === undefined ? [] : [entry.owner])));
   const leftovers = [
     ...children(messages).filter(([key]) => isPast(key, 2 * state.message_count)).map(([key, value]) => [messageChild(key), value] as const),
-    ...children(keys).filter(([, value]) => isPastRecord(value, state.message_count)).map(([hash, value]) => [keyRecordChild(hash), value] as const),
+    ...children(keys).filter(([, value]) => isLeftoverRecord(value, state)).map(([hash, value]) => [keyRecordChild(hash), value] as const),
     ...children(partials).filter(([key]) => !claims.has(key)).map(([key, value]) => [partialChild(key), value] as const),
   ];
   const meta: Record<string, unknown> = { template_id: templateId?.val(), template_name: templateName?.val(), created_at: createdAt?.val() };
@@ -77,10 +78,10 @@ function children(snapshot: DataSnapshot): [string, unknown][] {
   return found;
 }
 
-/** Whether a stored key record names an exchange past `count` (a flagged one names none, and stays). */
-function isPastRecord(value: unknown, count: number): boolean {
+/** Whether a stored key record is not the session's (records.ts isKeyRecordOf). */
+function isLeftoverRecord(value: unknown, state: SessionState): boolean {
   const record = keyRecordSchema.safeParse(value);
-  return record.success && "seq" in record.data && record.data.seq > count;
+  return record.success && !isKeyRecordOf(record.data, state);
 }
 
 /** Exchange 1's title when its copy has not landed yet: its head, in the journal. */

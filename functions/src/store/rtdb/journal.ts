@@ -232,9 +232,11 @@ export function planCopy(sessionId: string, commit: Commit, known: Copied | unde
     const completed = Object.values(pending).flatMap((entry) => (entry.partial === undefined ? [] : [entry.partial]));
     for (const key of [...completed, ...commit.strayPartials]) if (DATABASE_KEY.test(key)) update[partialChild(key)] = null;
   }
+  // Each record stamped with the session's creation: a late copy's is told from the session created again under the id (records.ts keyRecordSchema).
+  const createdAt = creationOf(raw);
   for (const [hash, entry] of doneKeys) {
     const record = requestEntrySchema.safeParse(entry);
-    const kept = record.success ? keyRecordOf(record.data) : undefined;
+    const kept = record.success ? keyRecordOf(record.data, createdAt) : undefined;
     if (kept) update[keyRecordChild(hash)] = kept;
   }
   const index = indexUpdate(sessionId, raw, pending);

@@ -1,4 +1,4 @@
-import type { Database, DataSnapshot } from "firebase-admin/database";
+import type { Database, DataSnapshot, Reference } from "firebase-admin/database";
 import { z } from "zod";
 import type { ConversationPosition, ErasureRule, ListedConversation, StoredConversation } from "../conversation-records";
 import { StoreUnavailableError } from "../errors";
@@ -170,11 +170,9 @@ export class RtdbStore implements SessionStore {
       // Its index entry beside it, no round trip later. Field by field, so that it never takes
       // back what a copy wrote (when another request created the session first); if it is lost,
       // the copy of the session's first exchange writes the whole entry (the exchange carries its head).
-      // No title and no close: those under the id are a late copy's of an erased session (its
-      // exchange 1's head, its close), this session having no exchange yet.
       const entry = this.home.ref(conversationPath(owner, session.id));
-      const listed = entry.update({ ...conversationEntry(session.meta, session.state), ...NO_HEAD_NOR_CLOSE }).catch(() => undefined);
-      let created: boolean;
+      const listed = entry.update(conversationEntry(session.meta, session.state)).catch(() => undefined);
+      let created: false | "created" | "replaced";
       try {
         [created] = await Promise.all([this.engine.createIfAbsent(sessionPath(session.id), node, "create session", holdsSession), listed]);
       } catch (error) {
@@ -192,6 +190,7 @@ export class RtdbStore implements SessionStore {
       }
       if (created) {
         this.holdState(session.id);
+        if (created === "replaced") await this.clearLateHead(entry);
         return "created";
       }
       // Refused because this instance is creating the same session in another request and it is
@@ -199,6 +198,23 @@ export class RtdbStore implements SessionStore {
       if (attempt >= 20) throw new StoreUnavailableError("create session");
       await new Promise((wake) => setTimeout(wake, 50));
     }
+  }
+
+  /**
+   * Takes away the title and the close a late copy of an erased session wrote into the index entry
+   * of the one just created again under its id (see createSession), once the create replaced that
+   * copy's leftovers in the node: only then can its head be in the entry, this session having no
+   * exchange yet. A create that found the node empty sends nothing more; one racing another create
+   * of the same session finds a session there, never leftovers, and takes back nothing of its
+   * copies. Without sharding the copy's entry update follows its node update on one connection:
+   * a node found empty means no late head in the entry yet (one landing later carries the erased
+   * `created_at`, which the list and the second pass tell apart). With sharding it may land before
+   * the create's entry update and the node update after the create: not taken away
+   * (docs/conversations.md, the limits). Its failure is not the create's, which committed: the
+   * late title then stays, as in that limit.
+   */
+  private async clearLateHead(entry: Reference): Promise<void> {
+    await this.engine.call("clear erased session's index head", entry.update(NO_HEAD_NOR_CLOSE)).catch(() => undefined);
   }
 
   async readSessionMeta(sessionId: string): Promise<SessionMeta | null> {
@@ -611,7 +627,7 @@ export class RtdbStore implements SessionStore {
   }
 }
 
-/** The index entry's fields a creation takes away: what an erased session's late copy wrote under the id (see createSession). */
+/** The index entry's fields a creation that replaced leftovers takes away: what an erased session's late copy wrote under the id (see clearLateHead). */
 const NO_HEAD_NOR_CLOSE = { title: null, closed: null, closed_count: null, closed_activity: null };
 
 /** Whether a session node holds a session: its `state` or its fields (see createSession). */

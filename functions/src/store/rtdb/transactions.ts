@@ -209,13 +209,27 @@ export class TransactionEngine {
   }
 
   /**
-   * Writes `value` at `path` unless something is there that `stays` (by default, anything);
-   * true when it wrote. What does not stay is replaced whole.
+   * Writes `value` at `path` unless something is there that `stays` (by default, anything). What
+   * does not stay is replaced whole. False when it kept what was there; "created" when it wrote on
+   * an empty node, "replaced" when on one that did not stay.
    */
-  async createIfAbsent(path: string, value: unknown, operation: string, stays: (current: unknown) => boolean = () => true): Promise<boolean> {
-    // Returning the value for an empty node writes it; `undefined` keeps an existing one.
-    const result = await this.call(operation, this.db.ref(path).transaction((current: unknown) => (current === null || !stays(current) ? value : undefined), undefined, false));
-    return result.committed;
+  async createIfAbsent(path: string, value: unknown, operation: string, stays: (current: unknown) => boolean = () => true): Promise<false | "created" | "replaced"> {
+    // Returning the value for an empty node writes it; `undefined` keeps an existing one. The
+    // update function runs again on each value the server sends back: its last run is the one committed.
+    const last = { replaced: false };
+    const result = await this.call(
+      operation,
+      this.db.ref(path).transaction(
+        (current: unknown) => {
+          last.replaced = current !== null && !stays(current);
+          return current === null || last.replaced ? value : undefined;
+        },
+        undefined,
+        false,
+      ),
+    );
+    if (!result.committed) return false;
+    return last.replaced ? "replaced" : "created";
   }
 }
 
