@@ -57,13 +57,13 @@ export class LimitExceededError extends Error {
   }
 }
 
-/** The message, with the system prompt and room for the reply, does not fit the model's whole context. */
+/** The message, with the system prompt, room for the reply and for a summary (if the session keeps one), does not fit the model's whole context. */
 export class PromptTooLargeError extends Error {
   override readonly name = "PromptTooLargeError";
   constructor(
     readonly estimatedTokens: number,
     readonly contextTokens: number,
   ) {
-    super(`the message needs about ${estimatedTokens} tokens with the system prompt and the reply; the model takes ${contextTokens}`);
+    super(`the message needs about ${estimatedTokens} tokens with the system prompt, a summary (if the session keeps one) and the reply; the model takes ${contextTokens}`);
   }
 }

@@ -7,6 +7,7 @@ import { isSummary, summaryIn } from "../support/summary-in";
 import type { Template } from "../../src/store/records";
 import type { RecordedRequest, Scripted } from "../support/fake-openai-server";
 import { describeEachStore, ROUTES, startHarness, type Answer, type Harness } from "../support/http-harness";
+import { modelFacts } from "../../src/llm/model-table";
 
 /** Two history messages in the window: every exchange after the first pushes one out of it. */
 const SUMMARISED: Template = { name: "Summarised", personalityPrompt: "You remember the gist.", context_window: 2, summary: true };
@@ -251,5 +252,95 @@ describeEachStore("rolling summary with a token budget, the provider counting mo
     for (const tag of ["UNO", "DUE", "TRE"]) await session.send(italian(tag));
     expect(summaries(harness.fake.requests).length).toBeGreaterThan(0);
     expect(lacking(["UNO", "R1", "DUE", "R2"])).toEqual([]);
+  });
+});
+
+/**
+ * Messages that take about half a model's room each (docs/tokens.md, the rolling summary): the
+ * last exchange, which the next prompt keeps, is fitted to the model's room, and two such messages
+ * do not fit it together. A provider that refuses a prompt plus max_tokens over the model's context,
+ * as OpenAI and vLLM do; the summariser answers at once with the tags of all it was given.
+ */
+describeEachStore("rolling summary with messages about half the model's room", (kind) => {
+  const TAG = /\b[MR]\d+\b/g;
+  // Amharic: o200k counts it about as the estimate does, 1.8 to 2 tokens a character.
+  const amharic = (n: number) => Array.from({ length: n }, (_, k) => String.fromCodePoint(0x1200 + ((k * 7) % 300))).join("");
+  let harness: Harness;
+  beforeAll(async () => {
+    harness = await startHarness({ store: kind, env: { USER_MESSAGES_PER_MINUTE: "1000", USER_TOKENS_PER_DAY: "0" } });
+    await harness.api.store.seedTemplates({
+      counted: { name: "Counted", personalityPrompt: "You are helpful.", model: "gpt-3.5-turbo", summary: true },
+      // A model the table does not list (a compatible server's), bounded by the operator's context_tokens alone.
+      local: { name: "Local", personalityPrompt: "You are brief.", model: "local-llm-8b", max_tokens: 200, context_window: 10, context_tokens: 2_000, summary: true },
+    });
+  });
+  afterAll(async () => harness.close());
+  beforeEach(() => { harness.fake.reset(); });
+
+  /** Answers as a provider whose model takes `context` tokens in all; a summary call with `summary(request)`, a reply with `reply(request)`. */
+  function provider(context: number, summary: (request: RecordedRequest) => Scripted, reply: (request: RecordedRequest) => Scripted) {
+    const over = (request: RecordedRequest) => estimatePromptTokens(request.body.messages) + (request.body.max_tokens ?? 0) > context;
+    const tooLong: Scripted = { kind: "status", status: 400, body: { error: { message: `This model's maximum context length is ${context} tokens.`, type: "invalid_request_error", code: "context_length_exceeded" } } };
+    harness.fake.chaos = (request) => (over(request) ? tooLong : isSummary(request) ? summary(request) : reply(request));
+    return { over };
+  }
+  const echo = (request: RecordedRequest): Scripted => ({ kind: "reply", text: [...new Set(request.body.messages[1]?.content.match(TAG) ?? [])].join(" ") });
+
+  async function session(templateId: string): Promise<{ id: string; send: (message: string) => Promise<number> }> {
+    const created = await harness.api.call("POST", ROUTES.create, { user_id: `user-${randomUUID()}`, template_id: templateId });
+    const id = String(created.body.session_id);
+    return { id, send: async (message) => (await harness.api.call("POST", ROUTES.message(id), { message })).status };
+  }
+
+  it.each(["answers", "fails"])("keeps a session on a model the table does not list answering after an exchange longer than context_tokens, the kept last exchange fitted to context_tokens (the summariser %s)", async (summariser) => {
+    const { over } = provider(4_096, summariser === "answers" ? () => ({ kind: "reply", text: "The user sent a long text." }) : () => ({ kind: "status", status: 500 }), () => ({ kind: "reply", text: "I have read your whole message carefully and I will keep it in mind for the rest of our conversation. ".repeat(4) }));
+    // The longest first message the model takes with the system prompt and max_tokens (about 3,850 tokens).
+    let n = 1_000;
+    while (estimatePromptTokens([{ role: "system", content: "You are brief." }, { role: "user", content: amharic(n + 10) }]) + 200 <= 4_096 - 40) n += 10;
+    const chat = await session("local");
+    const statuses: number[] = [];
+    for (const message of [amharic(n), "Thanks.", "Thanks.", "What is the weather like?"]) statuses.push(await chat.send(message));
+    // Sent with the long exchange kept whole, each later prompt was over the model's context: 502 for good.
+    expect(statuses).toEqual([200, 200, 200, 200]);
+    expect(harness.fake.requests.filter(over)).toEqual([]);
+  });
+
+  it("holds every earlier message in each prompt, whole or in the summary, when two messages together are over a listed model's room: the summary beside a reply folds in that reply's own message", async () => {
+    let answered = 0;
+    const { over } = provider(modelFacts("gpt-3.5-turbo")!.contextTokens, echo, (request) => {
+      answered += 1;
+      // Replies take a while, so each summary call is kept; reported at the estimate, as o200k counts Amharic.
+      return { kind: "reply", text: `R${answered - 1}: OK.`, delayMs: 150, usage: { prompt_tokens: estimatePromptTokens(request.body.messages), completion_tokens: 3 } };
+    });
+    const chat = await session("counted");
+    const lacking: string[] = [];
+    for (let i = 0; i < 4; i += 1) {
+      expect(await chat.send(`M${i}: ${amharic(3_990)}`)).toBe(200);
+      const prompt = replies(harness.fake.requests).at(-1)!.body.messages;
+      const held = new Set([...summaryIn(prompt).split(" "), ...prompt.slice(1, -1).map((message) => message.content.split(":")[0])]);
+      for (let k = 0; k < i; k += 1) for (const tag of [`M${k}`, `R${k}`]) if (!held.has(tag)) lacking.push(`prompt ${i} lacks ${tag}`);
+    }
+    // Without it each prompt held the reply before it and not the message that reply answered.
+    expect(lacking).toEqual([]);
+    expect(harness.fake.requests.filter(over)).toEqual([]);
+    // The summary ends on the last user message: its reply is sent whole with the next one.
+    expect(await harness.api.store.readSummary(chat.id)).toMatchObject({ through: 7 });
+  });
+
+  it("writes a summary holding its reply's own message only when that exchange landed at the position the summary names", async () => {
+    // Two long messages at once: both claims see no exchange, and each summary call folds in its
+    // own message as position 1. M0's reply lands first (position 1), its summary call too late to
+    // be kept; M1's lands at position 3 and its summary, in time, names position 1 too.
+    const { over } = provider(modelFacts("gpt-3.5-turbo")!.contextTokens,
+      (request) => (request.body.messages[1]?.content.includes("M0") ? { kind: "reply", text: "M0", delayMs: 3_000 } : echo(request)),
+      (request) => (request.body.messages.at(-1)?.content.startsWith("M0") ? { kind: "reply", text: "R0: OK.", delayMs: 100 } : { kind: "reply", text: "R1: OK.", delayMs: 800 }));
+    const chat = await session("counted");
+    expect(await Promise.all([chat.send(`M0: ${amharic(3_990)}`), chat.send(`M1: ${amharic(3_990)}`)])).toEqual([200, 200]);
+    expect((await harness.api.store.readExchange(chat.id, 1))?.user.content.slice(0, 2)).toBe("M0");
+    // Written, M1's summary would say it holds position 1: M0 would be in neither it nor any window.
+    expect(summaries(harness.fake.requests).map((request) => request.body.messages[1]?.content.match(TAG))).toEqual([["M0"], ["M1"]]);
+    const stored = await harness.api.store.readSummary(chat.id);
+    expect(stored === null || stored.text.includes("M0")).toBe(true);
+    expect(harness.fake.requests.filter(over)).toEqual([]);
   });
 });

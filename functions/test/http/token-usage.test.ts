@@ -4,7 +4,9 @@ import { costUsd, modelFacts } from "../../src/llm/model-table";
 import type { LogFields } from "../../src/log/log";
 import { seedTemplates } from "../../src/local/project-files";
 import { promptTokenBound } from "../../src/session/ledger/call-usage";
-import { estimatePromptTokens, estimateTokens, TOKENS_PER_MESSAGE } from "../../src/session/prompt/token-estimate";
+import { estimatePromptTokens, estimateRecurring, estimateTokens, REPLY_PRIMING_TOKENS, TOKENS_PER_MESSAGE } from "../../src/session/prompt/token-estimate";
+import { SUMMARY_PROMPT_TOKENS } from "../../src/session/prompt/rolling-summary";
+import { isSummary } from "../support/summary-in";
 import { instancePositionOf } from "../../src/sharding/session-ids";
 import type { ServiceUsage, UserUsage } from "../../src/store/records";
 import type { SessionStore } from "../../src/store/session-store";
@@ -207,6 +209,8 @@ describeEachStore("token budget", (kind) => {
       small: { name: "Small", personalityPrompt: "You are brief.", model: "gpt-3.5-turbo", max_tokens: 15_000 },
       // The same model with the default count window (10 messages) and no `context_tokens`.
       counted: { name: "Counted", personalityPrompt: "You are helpful.", model: "gpt-3.5-turbo" },
+      // The small one with a rolling summary, which every later prompt carries.
+      smallSummary: { name: "Small", personalityPrompt: "You are brief.", model: "gpt-3.5-turbo", max_tokens: 15_000, context_window: 2, summary: true },
     });
   });
   afterAll(async () => harness.close());
@@ -266,6 +270,33 @@ describeEachStore("token budget", (kind) => {
     // that no later prompt, with a shorter message, reaches back past it.
     expect(harness.fake.requests[2]!.body.messages.map((message) => message.content.slice(0, 3))).toEqual(["You", "OK.", "TWO", "OK.", "THR"]);
     expect((await harness.api.store.readExchange(id, 3))?.assistant.usage?.window_from).toBe(2);
+  });
+
+  it("counts the summary's bound in the model's context a message must fit: one that fits only without it is refused 400 MESSAGE_TOO_LONG, never sent over the context", async () => {
+    const context = modelFacts("gpt-3.5-turbo")!.contextTokens;
+    const over = (request: RecordedRequest) => estimatePromptTokens(request.body.messages) + (request.body.max_tokens ?? 0) > context;
+    const tooLong = { kind: "status", status: 400, body: { error: { message: "This model's maximum context length is 16385 tokens.", type: "invalid_request_error", code: "context_length_exceeded" } } } as const;
+    const summary = "The user is Ada, who likes owls and lives in Rome; she asked about the weather and about books. ".repeat(6);
+    harness.fake.chaos = (request) => (over(request) ? tooLong : { kind: "reply", text: isSummary(request) ? summary : "OK." });
+    const id = await create(harness.api, newUser(), "smallSummary");
+    for (const message of ["My name is Ada.", "I like owls.", "I live in Rome."]) expect((await harness.api.call("POST", ROUTES.message(id), { message })).status).toBe(200);
+    expect((await harness.api.store.readSummary(id))?.text.length).toBeGreaterThan(0);
+
+    // Amharic: o200k counts it about as the estimate does (docs/tokens.md).
+    const amharic = (n: number) => Array.from({ length: n }, (_, k) => String.fromCodePoint(0x1200 + ((k * 7) % 300))).join("");
+    const longest = (room: number) => {
+      let n = 100;
+      while (REPLY_PRIMING_TOKENS + estimateRecurring("You are brief.") + estimatePromptTokens([{ role: "user", content: amharic(n + 1) }]) + 15_000 + room <= context) n += 1;
+      return amharic(n);
+    };
+    // The longest that fits with the system prompt and max_tokens alone, not with a summary too:
+    // sent, the summary took it over the context, and the provider refused it every time (502).
+    const refused = await harness.api.call("POST", ROUTES.message(id), { message: longest(0) });
+    expect(refused.status).toBe(400);
+    expect(refused.body.error?.code).toBe("MESSAGE_TOO_LONG");
+    // The longest that fits with the summary's bound too is answered, within the context.
+    expect((await harness.api.call("POST", ROUTES.message(id), { message: longest(SUMMARY_PROMPT_TOKENS) })).status).toBe(200);
+    expect(harness.fake.requests.filter(over)).toEqual([]);
   });
 });
 

@@ -49,7 +49,11 @@ export async function commit(context: MessageContext, message: InFlightMessage, 
   const sideWrites: Promise<unknown>[] = [message.settle(calls, replyContext, Math.max(0, carried - settings.max_tokens), answeredAt)];
   const createdAt = session.meta.created_at;
   // Stamped with its session's creation: the session created again under an erased id neither reads nor keeps it (records.ts replacesSummary).
-  if (summarised.summary) sideWrites.push(store.writeSummary(session.id, { ...summarised.summary, created_at: createdAt }).catch(() => false));
+  const summary = summarised.summary && { ...summarised.summary, created_at: createdAt };
+  // One that holds this exchange's own message (reply-generation.ts startSummary) names the position
+  // it takes if no other exchange lands first: it is written once this one is known to have landed there.
+  const holdsOwn = summary !== undefined && summary.through > 2 * window.through;
+  if (summary && !holdsOwn) sideWrites.push(store.writeSummary(session.id, summary).catch(() => false));
   let result;
   try {
     result = await store.appendExchange(session.id, exchange, appendRule({ receivedAt, answeredAt, policy, claim, usage: calls.usage, createdAt }), message.partialKey);
@@ -63,7 +67,7 @@ export async function commit(context: MessageContext, message: InFlightMessage, 
     // stored, the calls settled as made, no slot of that session held. The summary sent beside the
     // commit is taken back, after it (same node, same connection): it holds the erased messages.
     message.end({ kind: "not-stored", release: false });
-    if (summarised.summary) await store.dropSummary(session.id, createdAt).catch(() => undefined);
+    if (summary && !holdsOwn) await store.dropSummary(session.id, createdAt).catch(() => undefined);
     throw new SessionNotFoundError(session.id);
   }
   const { outcome } = result;
@@ -77,6 +81,8 @@ export async function commit(context: MessageContext, message: InFlightMessage, 
     throw refusal(outcome);
   }
   message.end({ kind: "stored" });
+  // Landed elsewhere (another exchange first), it is dropped: its position holds another message.
+  if (holdsOwn && outcome.seq === window.through + 1) await store.writeSummary(session.id, summary).catch(() => false);
   // The new tail is known only when no other exchange landed between the claim and the commit.
   if (outcome.seq === message.slot.exchangeCount + 1) known.rememberTail(session, outcome.seq, [...window.messages, exchange.user, exchange.assistant]);
   return {

@@ -105,9 +105,9 @@ function tokenNeed(meta: SessionMeta, message: string): TokenNeed {
   const system = REPLY_PRIMING_TOKENS + estimateRecurring(meta.system_prompt);
   const added = estimatePromptTokens([{ role: "user", content: message }]);
   const model = modelFacts(settings.model);
-  if (model && system + added + settings.max_tokens > model.contextTokens) {
-    throw new PromptTooLargeError(system + added + settings.max_tokens, model.contextTokens);
-  }
+  // Every prompt of a summarised session may carry the summary, at most its bound (planPrompt never drops it).
+  const least = system + added + (settings.summary ? SUMMARY_PROMPT_TOKENS : 0) + settings.max_tokens;
+  if (model && least > model.contextTokens) throw new PromptTooLargeError(least, model.contextTokens);
   // A summary may join the prompt, and its call runs beside the reply's. The reply joins the next
   // prompts as a message, with the framing every message pays (as a settlement alone counts it:
   // exchange-commit.ts), which a settlement among others keeps from this need.

@@ -58,7 +58,7 @@ export async function generate(context: MessageContext, message: InFlightMessage
     message.end({ kind: "refused" });
     throw error;
   });
-  message.besides(startSummary(context, session.id, session.meta, window, plan, summary));
+  message.besides(startSummary(context, session.id, session.meta, window, plan, summary, text));
   const request = completionRequest(session.meta, plan);
   const call: ModelCall = (signal, sink) => context.model.complete(signal ? { ...request, signal } : request, sink);
   let completion: Completion;
@@ -189,9 +189,10 @@ async function withCatchUp(context: MessageContext, session: KnownSession, windo
 /**
  * Starts the summary call when messages leave the window, now or with the next message, that
  * the summary does not hold yet: those still in hand are taken from the window, older ones
- * read, beside the reply's call.
+ * read, beside the reply's call; `text`, this prompt's own message, when the next prompt is
+ * predicted not to hold it (a next message as long as this one, and this one, over the model's room).
  */
-function startSummary(context: MessageContext, sessionId: string, meta: SessionMeta, window: HistoryWindow, plan: Planned, summary: SessionSummary | null): SummaryCall | undefined {
+function startSummary(context: MessageContext, sessionId: string, meta: SessionMeta, window: HistoryWindow, plan: Planned, summary: SessionSummary | null, text: string): SummaryCall | undefined {
   const { settings } = meta;
   if (!settings.summary) return undefined;
   // The next prompt's budget and calibration at their most: this call's report may raise both.
@@ -211,12 +212,16 @@ function startSummary(context: MessageContext, sessionId: string, meta: SessionM
   const due = backlog(summary?.through ?? 0, { through: window.through, firstSent: Math.max(plan.firstSent, nextTokenStart), maxMessages: windowMessages(settings) });
   if (!due) return undefined;
   const first = firstPosition(window);
+  // Past the stored history, the backlog holds this prompt's own message (the next prompt cannot
+  // hold it): such a summary is written once its exchange lands there (exchange-commit.ts).
+  const stored = Math.min(due.last, 2 * window.through);
+  const own: ChatMessage[] = due.last > stored ? [{ role: "user", content: text, timestamp: context.clock() }] : [];
   const messages = due.first >= first
-    ? Promise.resolve(window.messages.slice(due.first - first, due.last - first + 1))
-    : context.store.readMessages(sessionId, due.first, due.last).then((read) => {
+    ? Promise.resolve([...window.messages.slice(due.first - first, stored - first + 1), ...own])
+    : context.store.readMessages(sessionId, due.first, stored).then((read) => {
         // A gap (a copy not landed yet) would summarise around a hole: the next message tries again.
-        if (read.length !== due.last - due.first + 1) throw new Error("the backlog is not all stored yet");
-        return read;
+        if (read.length !== stored - due.first + 1) throw new Error("the backlog is not all stored yet");
+        return [...read, ...own];
       });
   return new SummaryCall(context.model, settings, summary, messages, due.first, context.clock);
 }

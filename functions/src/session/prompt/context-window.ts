@@ -22,14 +22,19 @@ export function lastMessages<T>(messages: readonly T[], n: number): T[] {
 export interface PromptBudget {
   /** The whole prompt's: the template's `context_tokens` and the model's room, whichever is less. */
   readonly tokens: number;
-  /** The model's room alone, for the listed models: what the last exchange kept with a summary is fitted to. */
+  /**
+   * What the last exchange kept with a summary is fitted to: the model's room alone, for the listed
+   * models; for another, `context_tokens`, the only bound the operator gives of it.
+   */
   readonly modelTokens?: number;
 }
 
 /**
  * The token budget of a session's prompts: the template's `context_tokens`, and for a model the
  * table lists, its whole context less the reply's `max_tokens`, whichever is less; none for an
- * unlisted model without `context_tokens`. The model's context is a limit, not a preference: a
+ * unlisted model without `context_tokens`. An unlisted model's `context_tokens` bounds the kept
+ * last exchange too: its context is unknown, and a kept exchange nothing bounds, sent over it,
+ * would fail on every later message. The model's context is a limit, not a preference: a
  * prompt over it fails every time, and a failed message stores nothing, so the window would never
  * move on. So it is fitted with the raw estimate (an upper bound of o200k's count) when the
  * calibration is below 1, and calibrated only upwards: a report is believed down to a quarter of
@@ -37,7 +42,7 @@ export interface PromptBudget {
  */
 export function promptBudget(settings: GenerationSettings, calibration: number): PromptBudget | undefined {
   const model = modelFacts(settings.model);
-  if (model === undefined) return settings.context_tokens === undefined ? undefined : { tokens: settings.context_tokens };
+  if (model === undefined) return settings.context_tokens === undefined ? undefined : { tokens: settings.context_tokens, modelTokens: settings.context_tokens };
   // (estimate * max(1, c) <= room) is (estimate * c <= room * min(1, c)): one budget for fitNewest's calibration.
   const room = Math.max(0, model.contextTokens - settings.max_tokens) * Math.min(1, calibration);
   return { tokens: settings.context_tokens === undefined ? room : Math.min(settings.context_tokens, room), modelTokens: room };
@@ -104,8 +109,9 @@ export interface PromptInput {
   /** The token budget for the whole prompt (`promptBudget`); absent: the count window alone. */
   readonly contextTokens?: number;
   /**
-   * The newest history messages sent whatever `contextTokens` says, within `modelTokens` (the
-   * model's room) only: with a summary, the last exchange, which no summary holds yet.
+   * The newest history messages sent whatever `contextTokens` says, within `modelTokens`
+   * (`promptBudget`'s) only: with a summary, the last exchange, which no summary holds yet but
+   * for its user message when the summary beside its reply folded that in (rolling-summary.ts backlog).
    */
   readonly keepNewest?: number;
   readonly modelTokens?: number;

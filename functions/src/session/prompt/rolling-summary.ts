@@ -102,11 +102,14 @@ export interface Backlog {
  * the next one will not (a count window moves on by this exchange), at most a batch. Folding in
  * what the next prompt drops, not only what this one did, is what leaves no message out of both
  * the summary and the window: a summary made now is first sent with the next message.
+ * `firstSent` is where the next window is predicted to start at the latest: past this prompt's
+ * own message (`2 * through + 1`), when the next prompt cannot hold it, it is folded in too (its
+ * text is known when the call starts; its reply is not, and never is).
  */
 export function backlog(summarisedThrough: number, window: { readonly through: number; readonly firstSent: number; readonly maxMessages: number }): Backlog | undefined {
   const { through, firstSent, maxMessages } = window;
   const nextFirst = 2 * (through + 1) - maxMessages + 1;
-  const keepFrom = Math.min(2 * through + 1, Math.max(firstSent, nextFirst));
+  const keepFrom = Math.min(2 * through + 2, Math.max(firstSent, nextFirst));
   const first = summarisedThrough + 1;
   const last = Math.min(keepFrom - 1, summarisedThrough + SUMMARY_BATCH_MESSAGES);
   return last >= first ? { first, last } : undefined;
