@@ -87,4 +87,59 @@ describe("serverSentEvents", () => {
     expect(events.map((event) => event.data.length)).toEqual([chars]);
     expect(elapsedMs).toBeLessThan(4_000);
   }, 60_000);
+
+  /** The events (their length, whether unterminated) a body in `chunks` gives, and the name of the error that ended it, if any. */
+  async function outcome(chunks: readonly Uint8Array[]): Promise<{ events: { length: number; unterminated: boolean }[]; error: string | undefined }> {
+    async function* body(): AsyncGenerator<Uint8Array> {
+      for (const chunk of chunks) yield chunk;
+    }
+    const events: { length: number; unterminated: boolean }[] = [];
+    try {
+      for await (const event of serverSentEvents(body())) events.push({ length: event.data.length, unterminated: event.unterminated === true });
+    } catch (error) {
+      return { events, error: error instanceof Error ? error.name : String(error) };
+    }
+    return { events, error: undefined };
+  }
+
+  it("reads a line of exactly MAX_EVENT_CHARS whether an LF or a CR at a chunk's end ends it (a CR ends its line at once, as the format says)", async () => {
+    const encoder = new TextEncoder();
+    const line = `data: ${"x".repeat(MAX_EVENT_CHARS - 6)}`;
+    for (const end of ["\n", "\r"]) {
+      const chunks = [encoder.encode(line + end), encoder.encode(end === "\r" ? "\n\r\n" : "\n")];
+      expect(await outcome(chunks)).toStrictEqual({ events: [{ length: MAX_EVENT_CHARS - 6, unterminated: false }], error: undefined });
+    }
+  });
+
+  it("refuses a line that the decoder's last U+FFFD takes past MAX_EVENT_CHARS at the body's end, as when the character is whole", async () => {
+    const encoder = new TextEncoder();
+    const line = `data: ${"x".repeat(MAX_EVENT_CHARS - 6)}`;
+    // A 2-byte character's first byte, the body ending there.
+    const cut = Uint8Array.from([...encoder.encode(line), 0xc3]);
+    expect(await outcome([encoder.encode(`${line}é`)])).toStrictEqual({ events: [], error: "SyntaxError" });
+    expect(await outcome([cut])).toStrictEqual({ events: [], error: "SyntaxError" });
+  });
+
+  it("closes the body when the caller stops reading (openai-model breaks at [DONE]), wherever the event's blank line came from", async () => {
+    const encoder = new TextEncoder();
+    for (const pieces of [["data: [DONE]\n\n", "data: more\n\n"], ["data: [DONE]\r", "\r", "data: more\n\n"], ["data: [DONE]\r\r", "\n"]]) {
+      let closed = false;
+      let pulled = 0;
+      async function* body(): AsyncGenerator<Uint8Array> {
+        try {
+          for (const piece of pieces) {
+            pulled += 1;
+            yield encoder.encode(piece);
+          }
+        } finally {
+          closed = true;
+        }
+      }
+      for await (const event of serverSentEvents(body())) {
+        expect(event.data).toBe("[DONE]");
+        break;
+      }
+      expect({ closed, pulled }).toStrictEqual({ closed: true, pulled: pieces[0]!.endsWith("\n\n") || pieces[0]!.endsWith("\r\r") ? 1 : 2 });
+    }
+  });
 });
