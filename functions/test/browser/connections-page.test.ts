@@ -8,6 +8,7 @@ import { describeWithChromium, launchChromium, launchChromiumContexts, loseFirst
 import { ApiUser, HOSTING_ROUTES } from "../support/connection-api";
 import { ROUTES, startHarness, type Harness } from "../support/http-harness";
 import { describeWithRtdb } from "../support/rtdb";
+import { deleteCursorSecret, olderPageReads } from "../support/refused-cursors";
 import { CuttingProxy, firstHalf } from "../support/cutting-proxy";
 
 /** Collects the page's Content-Security-Policy violations from before any of its scripts runs. */
@@ -733,15 +734,9 @@ describeWithChromium("the People panel once the cursor secret is deleted", () =>
         await page.waitForSelector("#connections li:nth-child(20)");
         await page.waitForSelector("#connections-more:not([hidden])");
         await settled(page);
-        const older: { cursor: string; status: number }[] = [];
-        page.on("response", (response) => {
-          const cursor = new URL(response.url()).searchParams.get("cursor");
-          if (response.url().includes("/api/v1/connections?") && cursor !== null) older.push({ cursor, status: response.status() });
-        });
+        const older = olderPageReads(page, "/api/v1/connections");
 
-        const secret = harness.api.database!.ref("serviceSecrets/cursor");
-        await secret.remove();
-        expect((await secret.once("value")).val()).toBeNull();
+        await deleteCursorSecret(harness);
 
         await page.click("#connections-more");
         await settled(page);

@@ -6,6 +6,7 @@ import { describeWithChromium, launchChromium, loseFirstPostAnswer, type Launche
 import { lastUser } from "../support/fake-openai-server";
 import { createSession, describeEachStore, ROUTES, startHarness, type Answer, type Harness, type HarnessOptions } from "../support/http-harness";
 import { describeWithRtdb } from "../support/rtdb";
+import { deleteCursorSecret, olderPageReads } from "../support/refused-cursors";
 import { SessionWatcher, webClient } from "../support/session-watcher";
 import { startSession, typeAndSend } from "../support/chat-page-steps";
 import { ApiUser, HOSTING_ROUTES } from "../support/connection-api";
@@ -734,16 +735,10 @@ describeWithChromium("your conversations and data on the chat page, in Chromium"
       await page.click("#more-conversations");
       await page.waitForSelector("#conversation-list li:nth-child(40) button");
       await listSettled(page);
-      const older: { cursor: string; status: number }[] = [];
-      page.on("response", (response) => {
-        const cursor = new URL(response.url()).searchParams.get("cursor");
-        if (response.url().includes("/chatbot/sessions?") && cursor !== null) older.push({ cursor, status: response.status() });
-      });
+      const older = olderPageReads(page, "/chatbot/sessions");
 
       // The operator deletes the cursor secret (docs/conversations.md, Cursors): the cursor the page holds is refused from now on.
-      const secret = harness.api.database!.ref("serviceSecrets/cursor");
-      await secret.remove();
-      expect((await secret.once("value")).val()).toBeNull();
+      await deleteCursorSecret(harness);
 
       await page.click("#more-conversations");
       await listSettled(page);

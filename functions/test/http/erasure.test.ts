@@ -488,6 +488,16 @@ async function eraseWhileRetryTakesOver(
   return retrying;
 }
 
+/** A keyed create of a new user's session on `template`, through `api`: what eraseWhileRetryTakesOver needs to create it again. */
+async function keyedSession(api: Instance, template = "friendly-assistant"): Promise<{ sessionId: string; userId: string; key: string; body: Record<string, string> }> {
+  const userId = secret("user");
+  const key = secret("create");
+  const body = { user_id: userId, template_id: template };
+  const first = await api.call("POST", ROUTES.create, body, { "Idempotency-Key": key });
+  expect(first.status).toBe(201);
+  return { sessionId: String(first.body.session_id), userId, key, body };
+}
+
 /**
  * A user's session served on `harness.api` (one message, `words`), then erased through it while a
  * keyed create's retry on `second` takes its key over, and created again by that retry under its
@@ -503,12 +513,7 @@ async function servedThenCreatedAgain(
   served: () => Promise<void> = async () => undefined,
 ): Promise<{ sessionId: string; words: string; created: Answer; key: string; body: Record<string, string> }> {
   const a = harness.api;
-  const userId = secret("user");
-  const key = secret("create");
-  const body = { user_id: userId, template_id: "friendly-assistant" };
-  const first = await a.call("POST", ROUTES.create, body, { "Idempotency-Key": key });
-  expect(first.status).toBe(201);
-  const sessionId = String(first.body.session_id);
+  const { sessionId, userId, key, body } = await keyedSession(a);
   const words = secret("erased-words-");
   tick();
   // The first instance serves the session: it keeps its fields and its history (as of 1 exchange) warm.
@@ -592,16 +597,6 @@ describeEachStore("erasure: a message still running while its session is erased 
   const pair = heldPair(kind);
   beforeAll(async () => pair.harness.api.store.seedTemplates({ [SUMMARISED_ID]: SUMMARISED }));
 
-  /** A keyed create of a new user's session on `template`: what eraseWhileRetryTakesOver needs to create it again. */
-  async function keyedSession(template: string): Promise<{ sessionId: string; userId: string; key: string; body: Record<string, string> }> {
-    const userId = secret("user");
-    const key = secret("create");
-    const body = { user_id: userId, template_id: template };
-    const first = await pair.harness.api.call("POST", ROUTES.create, body, { "Idempotency-Key": key });
-    expect(first.status).toBe(201);
-    return { sessionId: String(first.body.session_id), userId, key, body };
-  }
-
   /** Erases the user's data and creates the session again (the same id) while a message runs. */
   async function createdAgain(session: { sessionId: string; userId: string; key: string; body: Record<string, string> }): Promise<void> {
     pair.tick();
@@ -612,7 +607,7 @@ describeEachStore("erasure: a message still running while its session is erased 
 
   it("stores nothing of it in the new session: its reply, come after, is answered 404 SESSION_NOT_FOUND", async () => {
     const { harness } = pair;
-    const session = await keyedSession("friendly-assistant");
+    const session = await keyedSession(pair.harness.api);
     const words = secret("erased-words-");
     pair.tick();
     harness.fake.reset();
@@ -635,7 +630,7 @@ describeEachStore("erasure: a message still running while its session is erased 
    */
   async function summarisedWhileCreatedAgain(headers: Record<string, string>) {
     const { harness } = pair;
-    const session = await keyedSession(SUMMARISED_ID);
+    const session = await keyedSession(pair.harness.api, SUMMARISED_ID);
     const words = secret("erased-words-");
     harness.fake.reset();
     harness.fake.chaos = (request, reply) => (isSummary(request) ? { kind: "reply", text: `SUMMARY: they said ${words}` } : reply(300));
@@ -727,12 +722,7 @@ describeWithRtdb("erasure: a late copy of the erased session under the id a keye
    */
   async function copyHeld(headers: Record<string, string> = {}) {
     const a = pair.harness.api;
-    const userId = secret("user");
-    const key = secret("create");
-    const body = { user_id: userId, template_id: "friendly-assistant" };
-    const first = await a.call("POST", ROUTES.create, body, { "Idempotency-Key": key });
-    expect(first.status).toBe(201);
-    const sessionId = String(first.body.session_id);
+    const { userId, key, body, sessionId } = await keyedSession(a);
     pair.tick();
     const words = secret("erased-");
     let holding = true;
