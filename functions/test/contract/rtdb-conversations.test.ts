@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import type { Database } from "firebase-admin/database";
 import { ConversationService } from "../../src/session/conversations/conversation-service";
 import type { Exchange } from "../../src/store/records";
-import { conversationOwnerKey, conversationPath } from "../../src/store/rtdb/paths";
+import { conversationOwnerKey, conversationPath, sessionPath } from "../../src/store/rtdb/paths";
 import { RtdbStore } from "../../src/store/rtdb/rtdb-store";
 import { appendAt, CREATED_AT, endAt, exchange, newSession, POLICY } from "../support/fixtures";
 import { copyOf, describeWithRtdb, freshNamespace, losingUpdates, RtdbInstances } from "../support/rtdb";
@@ -153,12 +153,13 @@ describeWithRtdb("RtdbStore: the index entry of a session two creates raced for"
   /** An exchange that heads its conversation, as a first exchange's commit sends it. */
   const titled = (tag: string, at: number, createdAt: number): Exchange => ({ ...exchange(tag, at), head: { title: `title ${tag}`, template_id: "tester", template_name: "Tester", created_at: createdAt } });
 
-  /** Stalls `link` once `database` is asked for a ref at `path` (its read before that answered); resolves then. */
-  function stallAt(database: Database, path: string): Promise<void> {
+  /** Stalls `link` once `database` is asked for a ref at `path` for the `nth` time (what it sent before that answered); resolves then. */
+  function stallAt(database: Database, path: string, nth = 1): Promise<void> {
     const ref = database.ref.bind(database);
+    let asked = 0;
     return new Promise((stalled) => {
       (database as { ref: Database["ref"] }).ref = (at?: string) => {
-        if (at === path) {
+        if (at === path && ++asked === nth) {
           link.proxy.stall();
           stalled();
         }
@@ -189,6 +190,41 @@ describeWithRtdb("RtdbStore: the index entry of a session two creates raced for"
 
     link.proxy.resume();
     expect(await first).toBe("exists");
+    const after = (await link.direct.database().ref(entryPath).get()).val() as Record<string, unknown>;
+    const listed = (await fast.listConversations(userId, 10)).map(({ sessionId, entry }) => [sessionId, entry.title, entry.closed]);
+    expect({ title: after.title, closed: after.closed, listed }).toEqual({ title: "title 1", closed: "ended", listed: [[id, "title 1", "ended"]] });
+  }, 60_000);
+
+  it("keeps the title and the close the session's own copies wrote when a create that replaced a late copy's leftovers takes back that copy's head after them", async () => {
+    const userId = `user-${randomUUID()}`;
+    const id = randomUUID();
+    const entryPath = conversationPath(conversationOwnerKey(userId), id);
+    // What a late copy of an erased session left under the id: its messages and the entry's head.
+    await link.direct.database().ref().update({
+      [`${sessionPath(id)}/messages/m000000001`]: { role: "user", content: "erased question", timestamp: CREATED_AT - 100 },
+      [`${sessionPath(id)}/messages/m000000002`]: { role: "assistant", content: "erased answer", timestamp: CREATED_AT - 99 },
+      [entryPath]: { title: "erased title", created_at: CREATED_AT - 1_000, last_activity: CREATED_AT - 99, message_count: 1, status: "active" },
+    });
+    const slowDb = link.slow.database();
+    // The entry's update beside the create, then the take-back once the create replaced the leftovers: stalled there.
+    const stalled = stallAt(slowDb, entryPath, 2);
+    const slow = new RtdbStore(slowDb, 30_000);
+    const fast = new RtdbStore(link.direct.database(), 30_000);
+    link.track(slow, fast);
+
+    const first = slow.createSession(newSession({ user_id: userId, created_at: CREATED_AT }, id));
+    await stalled;
+    // The key's retry on another instance finds the session; the client sends its first message, then ends it.
+    expect(await fast.createSession(newSession({ user_id: userId, created_at: CREATED_AT + 10 }, id))).toBe("exists");
+    await fast.appendExchange(id, titled("1", CREATED_AT + 20, CREATED_AT), appendAt(CREATED_AT + 21));
+    await fast.copiesSettled();
+    await fast.updateState(id, endAt(CREATED_AT + 30));
+    await fast.copiesSettled();
+    const before = (await link.direct.database().ref(entryPath).get()).val() as Record<string, unknown>;
+    expect({ title: before.title, closed: before.closed }).toEqual({ title: "title 1", closed: "ended" });
+
+    link.proxy.resume();
+    expect(await first).toBe("created");
     const after = (await link.direct.database().ref(entryPath).get()).val() as Record<string, unknown>;
     const listed = (await fast.listConversations(userId, 10)).map(({ sessionId, entry }) => [sessionId, entry.title, entry.closed]);
     expect({ title: after.title, closed: after.closed, listed }).toEqual({ title: "title 1", closed: "ended", listed: [[id, "title 1", "ended"]] });

@@ -1,4 +1,4 @@
-import type { Database, DataSnapshot, Reference } from "firebase-admin/database";
+import type { Database, DataSnapshot } from "firebase-admin/database";
 import { z } from "zod";
 import type { ConversationPosition, ErasureRule, ListedConversation, StoredConversation } from "../conversation-records";
 import { StoreUnavailableError } from "../errors";
@@ -101,6 +101,8 @@ export class RtdbStore implements SessionStore {
   private readonly secrets: ServiceSecrets;
   /** Where the conversation index is: this database, or with sharding the home instance (docs/sharding.md). */
   private readonly home: Database;
+  /** Transactions on the home instance: this database's engine when there is one instance. */
+  private readonly homeEngine: TransactionEngine;
 
   constructor(
     private readonly db: Database,
@@ -115,7 +117,8 @@ export class RtdbStore implements SessionStore {
     this.engine = new TransactionEngine(db, timeoutMs);
     this.history = new HistoryReads(db, this.engine);
     this.conversations = new ConversationReads(db, this.engine);
-    this.erasures = new ErasureWrites(db, this.engine, this.home, this.home === db ? this.engine : new TransactionEngine(this.home, timeoutMs));
+    this.homeEngine = this.home === db ? this.engine : new TransactionEngine(this.home, timeoutMs);
+    this.erasures = new ErasureWrites(db, this.engine, this.home, this.homeEngine);
     this.secrets = new ServiceSecrets(db, this.engine);
     // What is known copied of a session goes with its hold, and as its state is seen gone: a session
     // created again under the id (an erased one, by a keyed create's retry) journals entries of the
@@ -190,7 +193,7 @@ export class RtdbStore implements SessionStore {
       }
       if (created) {
         this.holdState(session.id);
-        if (created === "replaced") await this.clearLateHead(entry);
+        if (created === "replaced") await this.clearLateHead(conversationPath(owner, session.id), session.meta.created_at);
         return "created";
       }
       // Refused because this instance is creating the same session in another request and it is
@@ -210,11 +213,20 @@ export class RtdbStore implements SessionStore {
    * a node found empty means no late head in the entry yet (one landing later carries the erased
    * `created_at`, which the list and the second pass tell apart). With sharding it may land before
    * the create's entry update and the node update after the create: not taken away
-   * (docs/conversations.md, the limits). Its failure is not the create's, which committed: the
-   * late title then stays, as in that limit.
+   * (docs/conversations.md, the limits). In a transaction, only while the entry is as this create
+   * wrote it (its `created_at`, no exchange counted): another request's answer (a retry finding the
+   * session) may let the client's exchange 1 and an end be copied before this lands, on a slow link,
+   * and their title and close are the session's own. Its failure is not the create's, which
+   * committed: the late title then stays, as in that limit.
    */
-  private async clearLateHead(entry: Reference): Promise<void> {
-    await this.engine.call("clear erased session's index head", entry.update(NO_HEAD_NOR_CLOSE)).catch(() => undefined);
+  private async clearLateHead(entryPath: string, createdAt: number): Promise<void> {
+    await this.homeEngine
+      .transact(entryPath, "clear erased session's index head", (current) => {
+        if (!isRecord(current) || current.created_at !== createdAt || current.message_count !== 0) return { decided: undefined, write: current };
+        const { title: _title, closed: _closed, closed_count: _count, closed_activity: _activity, ...rest } = current;
+        return { decided: undefined, write: rest };
+      })
+      .catch(() => undefined);
   }
 
   async readSessionMeta(sessionId: string): Promise<SessionMeta | null> {
@@ -626,9 +638,6 @@ export class RtdbStore implements SessionStore {
     return this.engine.transactRecord(path, schema, operation, rule, form);
   }
 }
-
-/** The index entry's fields a creation that replaced leftovers takes away: what an erased session's late copy wrote under the id (see clearLateHead). */
-const NO_HEAD_NOR_CLOSE = { title: null, closed: null, closed_count: null, closed_activity: null };
 
 /** Whether a session node holds a session: its `state` or its fields (see createSession). */
 function holdsSession(node: unknown): boolean {
