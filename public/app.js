@@ -1652,6 +1652,7 @@ people = startPeople({
   sdkVersion: FIREBASE_SDK_VERSION,
   newIdempotencyKey,
   mergedById,
+  focusLost,
 });
 
 ui.settings.addEventListener("submit", async (event) => {

@@ -35,6 +35,7 @@ const connectionIdOf = (connection) => connection.connection_id;
  *   sdkVersion: string,
  *   newIdempotencyKey: () => string,
  *   mergedById: <T>(first: T[], rest: T[], idOf: (entry: T) => string) => T[],
+ *   focusLost: () => boolean,
  * }} shared
  */
 export function startPeople(shared) {
@@ -560,7 +561,74 @@ export function startPeople(shared) {
   // Showing it
   // -------------------------------------------------------------------------------------------
 
+  /**
+   * What held the keyboard focus in the panel before a render: the control, and for a list's
+   * button its connection, action and place (the list drawn again, its buttons are new ones).
+   * @typedef {{ element: HTMLElement, id?: string, action?: string, place: number }} Held
+   */
+  /**
+   * Where the panel last put the focus in place of a control out of use (an item's buttons during
+   * its action), and that control: while the focus stays there, each render tries it again, so
+   * that a Block that failed takes the focus back once its buttons are enabled again.
+   * @type {{ at: HTMLElement, wanted: Held } | undefined}
+   */
+  let standIn;
+
+  /** The focus never falls back to the top of the page when the control that held it goes (docs/chat-page.md). */
   function render() {
+    const held = focusHeld();
+    draw();
+    focusBack(held);
+  }
+
+  /** @returns {Held | undefined} */
+  function focusHeld() {
+    const active = document.activeElement;
+    if (!(active instanceof HTMLElement) || !ui.panel.contains(active)) return undefined;
+    if (standIn?.at === active) return standIn.wanted;
+    standIn = undefined;
+    const items = [...ui.list.children];
+    // "Show older connections" gone with the last page: the first connection it added takes the focus.
+    if (active === ui.more) return { element: active, place: items.length };
+    const item = active.closest("li[data-connection-id]");
+    if (item instanceof HTMLElement && ui.list.contains(item)) return { element: active, id: item.dataset.connectionId, action: active.dataset.action, place: items.indexOf(item) };
+    // In the conversation: closed, its connection's Open button takes the focus.
+    return { element: active, id: ui.conversation.contains(active) ? state.open?.id : undefined, action: "open", place: -1 };
+  }
+
+  /** Whether the focus can stay on (or go to) `element`: on the page, shown and enabled. */
+  const usable = (element) => element.isConnected && !(/** @type {HTMLButtonElement} */ (element).disabled) && element.closest("[hidden]") === null;
+
+  /** After a render: the focus `held` had, if lost (or on a control now out of use), goes back to the same or the nearest control. */
+  function focusBack(held) {
+    if (!held) return;
+    const active = document.activeElement;
+    const standing = standIn !== undefined && active === standIn.at;
+    if (!shared.focusLost() && !standing && !(active === held.element && !usable(held.element))) return;
+    const target = nearest(held);
+    if (target !== active) target.focus();
+    // Kept only while its connection's action runs: then its buttons come back, or the item changed for good.
+    standIn = target !== held.element && held.id !== undefined && state.acting.has(held.id) ? { at: target, wanted: held } : undefined;
+  }
+
+  /** @param {Held} held */
+  function nearest(held) {
+    if (usable(held.element)) return held.element;
+    const items = /** @type {HTMLElement[]} */ ([...ui.list.children]);
+    const inConversation = ui.conversation.contains(held.element);
+    // The message box or Send disabled, "Show earlier messages" gone: the messages' log, in view.
+    if (inConversation && !ui.conversation.hidden) return ui.log;
+    // The connection's item (its same button, else another, else the item), else the one now at its place.
+    const item = items.find((child) => child.dataset.connectionId === held.id) ?? (held.place >= 0 ? items[Math.min(held.place, items.length - 1)] : undefined);
+    if (!item) return ui.refresh;
+    const buttons = /** @type {HTMLElement[]} */ ([...item.querySelectorAll("button")]);
+    const button = buttons.find((candidate) => candidate.dataset.action === held.action && usable(candidate)) ?? buttons.find(usable);
+    if (button) return button;
+    item.tabIndex = -1;
+    return item;
+  }
+
+  function draw() {
     const conversation = current();
     ui.you.textContent = shared.userId();
     const said = [state.error, state.readError].filter((text) => text !== "").join(" ");
@@ -625,6 +693,7 @@ export function startPeople(shared) {
       const button = document.createElement("button");
       button.type = "button";
       button.className = `secondary ${action}`;
+      button.dataset.action = action;
       button.textContent = label;
       button.addEventListener("click", () => {
         // Ignored while an action on this connection is under way (its buttons are disabled then too).

@@ -72,6 +72,16 @@ async function openPanelOf(page: Page, harness: Harness, user: ApiUser): Promise
   await page.click("#connections-refresh");
 }
 
+/** What has the keyboard focus: an element's id, else its tag, class and connection (`BUTTON.secondary end[id]`), else "BODY" (the focus lost). */
+async function focused(page: Page): Promise<string> {
+  return page.evaluate(`(() => {
+    const e = document.activeElement;
+    if (!e || e === document.body) return "BODY";
+    const item = e.closest("li[data-connection-id]");
+    return e.id || e.tagName + "." + e.className + (item ? "[" + item.dataset.connectionId + "]" : "");
+  })()`);
+}
+
 async function type(page: Page, text: string): Promise<void> {
   await page.fill("#people-message", text);
   await page.press("#people-message", "Enter");
@@ -705,6 +715,109 @@ describeWithChromium("the People panel, polled through the API", () => {
     expect(keys).toEqual([keys[0], keys[0]]);
     expect(((await ann.read(id)).body.messages as { sender_id: string }[]).map((message) => message.sender_id)).toEqual([ann.id]);
   }, 60_000);
+
+  /**
+   * docs/chat-page.md: "the focus never falls back to the top of the page when the control that
+   * held it goes". Each control is used with the keyboard (focused, Enter).
+   */
+  describe("with a keyboard alone", () => {
+    const button = (id: string, action: string) => `#connections li[data-connection-id="${id}"] button.${action}`;
+
+    it("moves the focus to the connection's Open button when Accept, used with the keyboard, goes with the request accepted", async () => {
+      const [ann, ben] = namedUsers(harness, "ann", "ben");
+      const id = ((await ann.ask(ben.id)).body.connection as { connection_id: string }).connection_id;
+      await openPanelAs(ben);
+      await settled(page);
+      await page.focus(button(id, "accept"));
+      await page.keyboard.press("Enter");
+      await page.waitForSelector(`#connections li[data-connection-id="${id}"][data-status=accepted]`);
+      await settled(page);
+      expect(await focused(page)).toBe(`BUTTON.secondary open[${id}]`);
+    }, 60_000);
+
+    it("keeps the focus on the connection's Open button when End, used with the keyboard, ends it", async () => {
+      const [ann, ben] = namedUsers(harness, "ann", "ben");
+      const id = await ann.connectWith(ben);
+      await openPanelAs(ann);
+      await settled(page);
+      await page.focus(button(id, "end"));
+      await page.keyboard.press("Enter");
+      await page.waitForSelector(`#connections li[data-connection-id="${id}"][data-status=ended]`);
+      await settled(page);
+      expect(await focused(page)).toBe(`BUTTON.secondary open[${id}]`);
+    }, 60_000);
+
+    it("gives the focus back to Block when a block made with the keyboard fails, its buttons enabled again", async () => {
+      const [ann, ben] = namedUsers(harness, "ann", "ben");
+      const id = await ann.connectWith(ben);
+      await openPanelAs(ann);
+      await settled(page);
+      await page.route(`**/connections/${id}/block`, (route) => (route.request().method() === "POST" ? route.abort("connectionreset") : route.continue()));
+      await page.focus(button(id, "block"));
+      await page.keyboard.press("Enter");
+      await page.waitForSelector("#people-error:not([hidden])");
+      await settled(page);
+      expect(await page.getAttribute(`#connections li[data-connection-id="${id}"]`, "data-status")).toBe("accepted");
+      expect(await focused(page)).toBe(`BUTTON.secondary block[${id}]`);
+    }, 60_000);
+
+    it("keeps the focus on a connection's Open button when a background read draws the list again under it", async () => {
+      const [ann, ben] = namedUsers(harness, "ann", "ben");
+      const id = await ann.connectWith(ben);
+      await openPanelAs(ann);
+      await settled(page);
+      await page.focus(button(id, "open"));
+      // Ben writes: the panel's next background read (every 4 s) shows the new count, drawing the list again.
+      expect((await ben.send(id, "hello Ann")).status).toBe(201);
+      await page.waitForSelector(`#connections li[data-connection-id="${id}"] .note:has-text("1 message")`, { timeout: 15_000 });
+      expect(await focused(page)).toBe(`BUTTON.secondary open[${id}]`);
+    }, 60_000);
+
+    it("gives the focus to the first connection Show older connections added when it goes, having shown the last page", async () => {
+      const [ann, ...others] = namedUsers(harness, "ann", ...Array.from({ length: 21 }, (_, i) => `other${String(i)}`));
+      for (const other of others) expect((await ann.ask(other.id)).status).toBe(201);
+      await openPanelAs(ann);
+      await page.waitForSelector("#connections-more:not([hidden])");
+      await page.focus("#connections-more");
+      await page.keyboard.press("Enter");
+      await page.waitForSelector("#connections-more[hidden]", { state: "attached" });
+      await settled(page);
+      const added = await page.getAttribute("#connections li:nth-child(21)", "data-connection-id");
+      // Asked by Ann, still pending: Withdraw (class end) is its first button.
+      expect(await focused(page)).toBe(`BUTTON.secondary end[${added ?? ""}]`);
+    }, 60_000);
+
+    it("gives the focus to the messages' log when Show earlier messages goes, having shown the first message", async () => {
+      const [ann, ben] = namedUsers(harness, "ann", "ben");
+      const id = await ann.connectWith(ben);
+      for (let i = 1; i <= 101; i++) expect((await ben.send(id, `m ${String(i)}`)).status).toBe(201);
+      await openPanelAs(ann);
+      await page.focus(button(id, "open"));
+      await page.keyboard.press("Enter");
+      await page.waitForSelector("#people-earlier:not([hidden])");
+      await page.focus("#people-earlier");
+      await page.keyboard.press("Enter");
+      await page.waitForSelector("#people-log li .text:text-is('m 1')");
+      await page.waitForSelector("#people-earlier[hidden]", { state: "attached" });
+      await settled(page);
+      expect(await focused(page)).toBe("people-log");
+    }, 60_000);
+
+    it("gives the focus to the messages' log when the other user ends the conversation while its message box has it", async () => {
+      const [ann, ben] = namedUsers(harness, "ann", "ben");
+      const id = await ann.connectWith(ben);
+      await openPanelAs(ann);
+      await page.focus(button(id, "open"));
+      await page.keyboard.press("Enter");
+      await page.waitForSelector(`#conversation[data-connection-id="${id}"][data-status=accepted]`);
+      await page.focus("#people-message");
+      await page.keyboard.type("half a thought");
+      expect((await ben.end(id)).status).toBe(200);
+      // The panel's next background read of the list (every 4 s) learns it ended: the box is disabled.
+      await page.waitForSelector("#people-message:disabled", { timeout: 15_000 });
+      expect(await focused(page)).toBe("people-log");
+    }, 60_000);
+  });
 });
 
 /**
