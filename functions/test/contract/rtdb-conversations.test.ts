@@ -168,6 +168,33 @@ describeWithRtdb("RtdbStore: the index entry of a session two creates raced for"
     });
   }
 
+  type Session = { readonly fast: RtdbStore; readonly userId: string; readonly id: string; readonly entryPath: string };
+
+  /**
+   * While the slow instance's request is stalled: the fast one's create answers `fastCreates`, then
+   * the session's own exchange 1 (its head of the creation `headCreatedAt`) and its end are copied,
+   * and the entry holds their title and close; then the link resumes.
+   */
+  async function ownCopiesKept(on: Session, how: { readonly fastCreates: "created" | "exists"; readonly headCreatedAt: number }): Promise<void> {
+    const { fast, userId, id, entryPath } = on;
+    expect(await fast.createSession(newSession({ user_id: userId, created_at: CREATED_AT + 10 }, id))).toBe(how.fastCreates);
+    await fast.appendExchange(id, titled("1", CREATED_AT + 20, how.headCreatedAt), appendAt(CREATED_AT + 21));
+    await fast.copiesSettled();
+    await fast.updateState(id, endAt(CREATED_AT + 30));
+    await fast.copiesSettled();
+    const before = (await link.direct.database().ref(entryPath).get()).val() as Record<string, unknown>;
+    expect({ title: before.title, closed: before.closed }).toEqual({ title: "title 1", closed: "ended" });
+    link.proxy.resume();
+  }
+
+  /** The entry and the list keep the title and the close the session's own copies wrote. */
+  async function expectOwnEntry(on: Session): Promise<void> {
+    const { fast, userId, id, entryPath } = on;
+    const after = (await link.direct.database().ref(entryPath).get()).val() as Record<string, unknown>;
+    const listed = (await fast.listConversations(userId, 10)).map(({ sessionId, entry }) => [sessionId, entry.title, entry.closed]);
+    expect({ title: after.title, closed: after.closed, listed }).toEqual({ title: "title 1", closed: "ended", listed: [[id, "title 1", "ended"]] });
+  }
+
   it("keeps the title and the close the session's own copies wrote when the other create's entry update lands after them", async () => {
     const userId = `user-${randomUUID()}`;
     const id = randomUUID();
@@ -180,19 +207,9 @@ describeWithRtdb("RtdbStore: the index entry of a session two creates raced for"
 
     const first = slow.createSession(newSession({ user_id: userId, created_at: CREATED_AT }, id));
     await stalled;
-    expect(await fast.createSession(newSession({ user_id: userId, created_at: CREATED_AT + 10 }, id))).toBe("created");
-    await fast.appendExchange(id, titled("1", CREATED_AT + 20, CREATED_AT + 10), appendAt(CREATED_AT + 21));
-    await fast.copiesSettled();
-    await fast.updateState(id, endAt(CREATED_AT + 30));
-    await fast.copiesSettled();
-    const before = (await link.direct.database().ref(entryPath).get()).val() as Record<string, unknown>;
-    expect({ title: before.title, closed: before.closed }).toEqual({ title: "title 1", closed: "ended" });
-
-    link.proxy.resume();
+    await ownCopiesKept({ fast, userId, id, entryPath }, { fastCreates: "created", headCreatedAt: CREATED_AT + 10 });
     expect(await first).toBe("exists");
-    const after = (await link.direct.database().ref(entryPath).get()).val() as Record<string, unknown>;
-    const listed = (await fast.listConversations(userId, 10)).map(({ sessionId, entry }) => [sessionId, entry.title, entry.closed]);
-    expect({ title: after.title, closed: after.closed, listed }).toEqual({ title: "title 1", closed: "ended", listed: [[id, "title 1", "ended"]] });
+    await expectOwnEntry({ fast, userId, id, entryPath });
   }, 60_000);
 
   it("keeps the title and the close the session's own copies wrote when a create that replaced a late copy's leftovers takes back that copy's head after them", async () => {
@@ -215,18 +232,8 @@ describeWithRtdb("RtdbStore: the index entry of a session two creates raced for"
     const first = slow.createSession(newSession({ user_id: userId, created_at: CREATED_AT }, id));
     await stalled;
     // The key's retry on another instance finds the session; the client sends its first message, then ends it.
-    expect(await fast.createSession(newSession({ user_id: userId, created_at: CREATED_AT + 10 }, id))).toBe("exists");
-    await fast.appendExchange(id, titled("1", CREATED_AT + 20, CREATED_AT), appendAt(CREATED_AT + 21));
-    await fast.copiesSettled();
-    await fast.updateState(id, endAt(CREATED_AT + 30));
-    await fast.copiesSettled();
-    const before = (await link.direct.database().ref(entryPath).get()).val() as Record<string, unknown>;
-    expect({ title: before.title, closed: before.closed }).toEqual({ title: "title 1", closed: "ended" });
-
-    link.proxy.resume();
+    await ownCopiesKept({ fast, userId, id, entryPath }, { fastCreates: "exists", headCreatedAt: CREATED_AT });
     expect(await first).toBe("created");
-    const after = (await link.direct.database().ref(entryPath).get()).val() as Record<string, unknown>;
-    const listed = (await fast.listConversations(userId, 10)).map(({ sessionId, entry }) => [sessionId, entry.title, entry.closed]);
-    expect({ title: after.title, closed: after.closed, listed }).toEqual({ title: "title 1", closed: "ended", listed: [[id, "title 1", "ended"]] });
+    await expectOwnEntry({ fast, userId, id, entryPath });
   }, 60_000);
 });
