@@ -31,6 +31,30 @@ export const conversationEntrySchema = z.object({
 });
 export type ConversationEntry = z.infer<typeof conversationEntrySchema>;
 
+/** The fields a closed session's entry carries beside its status (see conversationEntrySchema); none while it is active. */
+export function closingFields(state: SessionState): Pick<ConversationEntry, "closed" | "closed_count" | "closed_activity"> {
+  return state.status === "active" ? {} : { closed: state.status, closed_count: state.message_count, closed_activity: state.last_activity };
+}
+
+/**
+ * A session's entry in its owner's index, from its fields and its state: what its creation writes,
+ * the closing fields once it is closed, and its title when one is known. The database's copies keep
+ * it so field by field (store/rtdb/journal.ts); the memory store and the reads that rebuild an
+ * entry from the session derive it whole here.
+ */
+export function entryOf(meta: Pick<SessionMeta, "template_id" | "template_name" | "created_at">, state: SessionState, title?: string): ConversationEntry {
+  return {
+    template_id: meta.template_id,
+    template_name: meta.template_name,
+    created_at: meta.created_at,
+    last_activity: state.last_activity,
+    message_count: state.message_count,
+    status: state.status,
+    ...closingFields(state),
+    ...(title === undefined ? {} : { title }),
+  };
+}
+
 export interface ListedConversation {
   readonly sessionId: string;
   readonly entry: ConversationEntry;

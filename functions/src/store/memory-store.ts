@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import type { ConversationPosition, ErasureRecord, ErasureRule, ListedConversation, StoredConversation } from "./conversation-records";
+import { entryOf, type ConversationPosition, type ErasureRecord, type ErasureRule, type ListedConversation, type StoredConversation } from "./conversation-records";
 import { keyRecordOf, replacesSummary, type AddressUsage, type ChatMessage, type CreateKey, type Exchange, type KeyRecord, type PartialReply, type ServiceUsage, type SessionMeta, type SessionState, type SessionSummary, type Template, type UserUsage } from "./records";
 import { adoptedClaim, assertNextCountsOneMore, isReleasable, isUnchangedCreateKey, refusedClaim, type RuledWithKey, type StoredCreateKey, type HistoryWindow, type LedgerRule, type NewSession, type ErasedSessions, type Ruled, type SessionStore, type StateRule, type UsageRule } from "./session-store";
 import { pageOfRecords, pageOnOneInstance, type SweepCursor, type SweepPage } from "./sweep-page";
@@ -403,17 +403,7 @@ export class MemoryStore implements SessionStore {
 
 /** What the database adapter's index holds of a session, derived here from the session itself. */
 function listed(session: StoredSession): ListedConversation["entry"] {
-  const { meta, state } = session;
-  return {
-    template_id: meta.template_id,
-    template_name: meta.template_name,
-    created_at: meta.created_at,
-    last_activity: state.last_activity,
-    message_count: state.message_count,
-    status: state.status,
-    ...(state.status === "active" ? {} : { closed: state.status, closed_count: state.message_count, closed_activity: state.last_activity }),
-    ...(session.title === undefined ? {} : { title: session.title }),
-  };
+  return entryOf(session.meta, session.state, session.title);
 }
 
 /** A rule applied to a record that may not exist yet, in one step (shared with memory-connection-store.ts). */

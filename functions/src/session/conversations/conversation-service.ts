@@ -1,5 +1,5 @@
 import { namesCaller, type Identity } from "../../auth/identity";
-import type { ConversationEntry, ConversationPosition, ListedConversation, PositionedMessage, StoredConversation } from "../../store/conversation-records";
+import { entryOf, type ConversationEntry, type ConversationPosition, type ListedConversation, type PositionedMessage, type StoredConversation } from "../../store/conversation-records";
 import type { PartialReply, SessionMeta, SessionState, SessionStatus, TokenUsage, UserUsage } from "../../store/records";
 import { NO_USAGE } from "../ledger/token-usage";
 import type { ConversationStore, ErasureStore, HistoryStore, LedgerStore, StateStore } from "../../store/session-store";
@@ -132,10 +132,7 @@ export class ConversationService {
     const own = entry.created_at === state.created_at;
     const opening = !own && state.message_count > 0 ? await store.readMessages(sessionId, 1, 1).catch(() => []) : [];
     const title = own ? entry.title : opening[0]?.role === "user" ? conversationTitle(opening[0].content) : undefined;
-    const closed = state.status === "active" ? {} : { closed: state.status, closed_count: state.message_count, closed_activity: state.last_activity };
-    const { template_id, template_name } = entry;
-    const fields = { template_id, template_name, created_at: state.created_at, last_activity: state.last_activity, message_count: state.message_count, status: state.status };
-    return { sessionId, entry: { ...fields, ...closed, ...(title === undefined ? {} : { title }) } };
+    return { sessionId, entry: entryOf({ template_id: entry.template_id, template_name: entry.template_name, created_at: state.created_at }, state, title) };
   }
 
   /**

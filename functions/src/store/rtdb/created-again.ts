@@ -1,11 +1,12 @@
 import { isDeepStrictEqual } from "node:util";
 import type { Database, DataSnapshot } from "firebase-admin/database";
+import { closingFields, entryOf } from "../conversation-records";
 import { StoreUnavailableError } from "../errors";
 import { messageKey, pendingExchangeKey } from "../message-keys";
 import { parseStored } from "../parse-stored";
 import { isKeyRecordOf, keyRecordSchema, sessionStateSchema, type SessionState } from "../records";
 import { isPast } from "./history-reads";
-import { conversationEntry, isRecord, parsePending } from "./journal";
+import { isRecord, parsePending } from "./journal";
 import { conversationPath, keyRecordChild, messageChild, partialChild, sessionPath, statePath } from "./paths";
 import { readOnce, type TransactionEngine } from "./transactions";
 
@@ -89,11 +90,6 @@ function pendingTitle(sessionId: string, state: DataSnapshot): string | undefine
   return parsePending(sessionId, state.child("pending").val() as unknown)[pendingExchangeKey(1)]?.head?.title;
 }
 
-/** The fields an entry of a closed session carries (journal.ts indexUpdate). */
-function closingFields(state: SessionState): Record<string, unknown> {
-  return { closed: state.status, closed_count: state.message_count, closed_activity: state.last_activity };
-}
-
 /** The node at `path` removed in a transaction while it is what was read; otherwise written back as it is. */
 async function removeIfUnchanged(engine: TransactionEngine, path: string, read: unknown): Promise<void> {
   const { committed } = await engine.transact(path, "remove late write", (current) => ({ decided: undefined, write: isDeepStrictEqual(current, read) ? null : current }));
@@ -101,8 +97,8 @@ async function removeIfUnchanged(engine: TransactionEngine, path: string, read: 
 }
 
 /**
- * The index entry written again from the session, in a transaction: the fields its creation writes
- * (journal.ts conversationEntry) and its closing fields from its state; its title kept only where
+ * The index entry written again from the session, in a transaction (conversation-records.ts
+ * entryOf: the fields its creation writes and its closing fields from its state); its title kept only where
  * the entry's `created_at` says this creation wrote it (its creation, or its exchange 1's copy,
  * which may land meanwhile), else exchange 1's head still in its journal, else none.
  */
@@ -118,8 +114,7 @@ async function writeEntry(
     // meanwhile, with its session, must not come back).
     if (!isRecord(current)) return { decided: undefined, write: current };
     const title: unknown = current.created_at === meta.created_at ? (current.title ?? journaled) : journaled;
-    const closing = state.status === "active" ? {} : closingFields(state);
-    return { decided: undefined, write: { ...conversationEntry(meta, state), ...closing, ...(typeof title === "string" ? { title } : {}) } };
+    return { decided: undefined, write: entryOf(meta, state, typeof title === "string" ? title : undefined) };
   });
   if (!committed) throw new StoreUnavailableError("write kept session's index entry");
 }

@@ -88,11 +88,6 @@ export function stateNode(state: SessionState, pending: unknown): Record<string,
   return withoutUndefined({ ...state, ...journal });
 }
 
-/** A new session's index entry, as its creation writes it. */
-export function conversationEntry(meta: { readonly template_id: string; readonly template_name: string; readonly created_at: number }, state: SessionState): Record<string, unknown> {
-  return { template_id: meta.template_id, template_name: meta.template_name, created_at: meta.created_at, last_activity: state.last_activity, message_count: state.message_count, status: state.status };
-}
-
 /**
  * The `state` node a transaction writes, from the raw node it read (`raw`, with its journal), the
  * state its rule read, the state the rule leaves (`next`; undefined: unchanged, which still drops

@@ -1,6 +1,6 @@
 import type { Database, DataSnapshot } from "firebase-admin/database";
 import { z } from "zod";
-import type { ConversationPosition, ErasureRule, ListedConversation, StoredConversation } from "../conversation-records";
+import { entryOf, type ConversationPosition, type ErasureRule, type ListedConversation, type StoredConversation } from "../conversation-records";
 import { StoreUnavailableError } from "../errors";
 import { parseStored } from "../parse-stored";
 import {
@@ -34,7 +34,7 @@ import { installFrameSafeJson } from "./frame-safe-json";
 import { HistoryReads } from "./history-reads";
 import { ConversationReads } from "./conversation-reads";
 import { ErasureWrites } from "./erasure-writes";
-import { CLAIMS_LAPSE, CONVERSATION, conversationEntry, creationOf, isMarkedUnflushed, isRecord, journalEntry, markedUnflushed, nodeToWrite, planCopy, stateNode, UNFLUSHED, type JournalEntry } from "./journal";
+import { CLAIMS_LAPSE, CONVERSATION, creationOf, isMarkedUnflushed, isRecord, journalEntry, markedUnflushed, nodeToWrite, planCopy, stateNode, UNFLUSHED, type JournalEntry } from "./journal";
 import { JournalCopies } from "./journal-copies";
 import { deleteAcross } from "./home-writes";
 import { ListenerHolds } from "./listener-holds";
@@ -174,7 +174,7 @@ export class RtdbStore implements SessionStore {
       // back what a copy wrote (when another request created the session first); if it is lost,
       // the copy of the session's first exchange writes the whole entry (the exchange carries its head).
       const entry = this.home.ref(conversationPath(owner, session.id));
-      const listed = entry.update(conversationEntry(session.meta, session.state)).catch(() => undefined);
+      const listed = entry.update(entryOf(session.meta, session.state)).catch(() => undefined);
       let created: false | "created" | "replaced";
       try {
         [created] = await Promise.all([this.engine.createIfAbsent(sessionPath(session.id), node, "create session", holdsSession), listed]);
