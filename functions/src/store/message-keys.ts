@@ -15,6 +15,12 @@ export function messageKey(position: number): string {
   return `m${pad(position)}`;
 }
 
+/** The position a message key names; undefined for a key that is no message's (one written by hand). */
+export function positionOfMessageKey(key: string): number | undefined {
+  const position = Number(key.slice(1));
+  return Number.isInteger(position) && key === messageKey(position) ? position : undefined;
+}
+
 export function userMessageKey(seq: number): string {
   return messageKey(2 * seq - 1);
 }

@@ -2,7 +2,7 @@ import type { Database, DataSnapshot, Query } from "firebase-admin/database";
 import { z } from "zod";
 import { conversationEntrySchema, type ConversationPosition, type ListedConversation, type PositionedMessage, type StoredConversation } from "../conversation-records";
 import { StoreDataError } from "../errors";
-import { messageKey } from "../message-keys";
+import { positionOfMessageKey } from "../message-keys";
 import { parseStored } from "../parse-stored";
 import { chatMessageSchema, partialReplySchema, sessionStateSchema, sessionSummarySchema, ofCreation, type PartialReply } from "../records";
 import { isRecord, parsePending, pendingMessages } from "./journal";
@@ -118,8 +118,8 @@ function storedConversation(id: string, raw: unknown): StoredConversation {
     // after it into its place. A key that is no message's (written by hand) holds no position
     // and is not one of the conversation's, as for every history read (history-reads.ts); nor is
     // one past the count, read in the same snapshot: an erased session's, a late copy's (history-reads.ts isPast).
-    const position = Number(key.slice(1));
-    if (!Number.isInteger(position) || key !== messageKey(position) || position > 2 * state.message_count) continue;
+    const position = positionOfMessageKey(key);
+    if (position === undefined || position > 2 * state.message_count) continue;
     messages.push({ position, message: parseStored(chatMessageSchema, journaled.get(key) ?? stored[key], messagePath(id, key)) });
   }
   const partials = parseStored(z.record(z.string(), partialReplySchema), node.partials ?? {}, `${sessionPath(id)}/partials`);

@@ -1,6 +1,6 @@
 import type { Database, DataSnapshot, Query } from "firebase-admin/database";
 import { StoreDataError } from "../errors";
-import { assistantMessageKey, messageKey, userMessageKey } from "../message-keys";
+import { assistantMessageKey, messageKey, positionOfMessageKey, userMessageKey } from "../message-keys";
 import { parseStored } from "../parse-stored";
 import { chatMessageSchema, type ChatMessage, type Exchange } from "../records";
 import type { HistoryWindow } from "../session-store";
@@ -133,17 +133,17 @@ export class HistoryReads {
 
 /** Whether `key` is a message's whose position is past `reach` (a key that is no message's holds no position). */
 export function isPast(key: string, reach: number): boolean {
-  const position = Number(key.slice(1));
-  return Number.isInteger(position) && key === messageKey(position) && position > reach;
+  const position = positionOfMessageKey(key);
+  return position !== undefined && position > reach;
 }
 
 /** The first position from `start` through `upTo` that `keys` (message keys from `start` on, sorted) lack; undefined when they hold them all. */
 function missingUpTo(keys: readonly string[], start: number, upTo: number): number | undefined {
   let expected = start;
   for (const key of keys) {
-    const position = Number(key.slice(1));
+    const position = positionOfMessageKey(key);
     // A key that is no message's (one written by hand) holds no position.
-    if (!Number.isInteger(position) || key !== messageKey(position)) continue;
+    if (position === undefined) continue;
     if (position > upTo) break;
     if (position !== expected) return expected;
     expected += 1;
