@@ -489,7 +489,7 @@ async function eraseWhileRetryTakesOver(
 }
 
 /** A keyed create of a new user's session on `template`, through `api`: what eraseWhileRetryTakesOver needs to create it again. */
-async function keyedSession(api: Instance, template = "friendly-assistant"): Promise<{ sessionId: string; userId: string; key: string; body: Record<string, string> }> {
+async function keyedSession(api: Instance, template = "friendly-assistant"): Promise<KeyedSession> {
   const userId = secret("user");
   const key = secret("create");
   const body = { user_id: userId, template_id: template };
@@ -526,6 +526,16 @@ async function servedThenCreatedAgain(
   expect(await second.store.readSessionState(sessionId)).toMatchObject({ message_count: 0, status: "active" });
   tick();
   return { sessionId, words, created, key, body };
+}
+
+/** A keyed create's session, with what its retry sends again. */
+type KeyedSession = { readonly sessionId: string; readonly userId: string; readonly key: string; readonly body: Record<string, string> };
+
+/** Erases the user on `pair`'s first instance while the key's retry on its second creates the session again (eraseWhileRetryTakesOver): the same id. */
+async function createdAgainOn(pair: ReturnType<typeof heldPair>, session: KeyedSession): Promise<void> {
+  const created = await eraseWhileRetryTakesOver({ first: pair.harness.api, second: pair.second, held: pair.held, tick: pair.tick }, session.userId, session.body, session.key);
+  expect({ status: created.status, id: created.body.session_id }).toEqual({ status: 201, id: session.sessionId });
+  pair.tick();
 }
 
 /**
@@ -598,11 +608,9 @@ describeEachStore("erasure: a message still running while its session is erased 
   beforeAll(async () => pair.harness.api.store.seedTemplates({ [SUMMARISED_ID]: SUMMARISED }));
 
   /** Erases the user's data and creates the session again (the same id) while a message runs. */
-  async function createdAgain(session: { sessionId: string; userId: string; key: string; body: Record<string, string> }): Promise<void> {
+  async function createdAgain(session: KeyedSession): Promise<void> {
     pair.tick();
-    const created = await eraseWhileRetryTakesOver({ first: pair.harness.api, second: pair.second, held: pair.held, tick: pair.tick }, session.userId, session.body, session.key);
-    expect({ status: created.status, id: created.body.session_id }).toEqual({ status: 201, id: session.sessionId });
-    pair.tick();
+    await createdAgainOn(pair, session);
   }
 
   it("stores nothing of it in the new session: its reply, come after, is answered 404 SESSION_NOT_FOUND", async () => {
@@ -733,14 +741,21 @@ describeWithRtdb("erasure: a late copy of the erased session under the id a keye
     return { userId, key, body, sessionId, words, release };
   }
 
-  /** Erases the user, the session created again by the key's retry (as eraseWhileRetryTakesOver): the same id. */
-  async function createdAgain(session: { userId: string; key: string; body: Record<string, string>; sessionId: string }): Promise<void> {
-    const created = await eraseWhileRetryTakesOver({ first: pair.harness.api, second: pair.second, held: pair.held, tick: pair.tick }, session.userId, session.body, session.key);
-    expect({ status: created.status, id: created.body.session_id }).toEqual({ status: 201, id: session.sessionId });
-    pair.tick();
-  }
+  const createdAgain = (session: KeyedSession) => createdAgainOn(pair, session);
 
   const landed = (path: string, what: string) => valueWhere(pair.second.database!.ref(path), (value) => value !== null, what);
+
+  /**
+   * A keyed first message (key `messageKey`) whose copy is held, the session erased and created
+   * again under its id, then the copy released: the late copy's key record lands on the new session.
+   */
+  async function lateKeyRecord(messageKey: string) {
+    const session = await copyHeld({ "Idempotency-Key": messageKey });
+    await createdAgain(session);
+    session.release();
+    await landed(`userSessions/${session.sessionId}/keys`, "the late copy's key record");
+    return session;
+  }
   const listedOf = (answer: Answer) => (answer.body.sessions as { session_id: string; message_count: number }[]).map((s) => [s.session_id, s.message_count]);
 
   it("neither lists nor exports the erased session's words as the new session's, and the second pass removes them and keeps the new session listed", async () => {
@@ -827,10 +842,7 @@ describeWithRtdb("erasure: a late copy of the erased session under the id a keye
 
   it("runs a keyed message on the new session, replaying nothing of the erased one's under the same key", async () => {
     const messageKey = secret("message");
-    const session = await copyHeld({ "Idempotency-Key": messageKey });
-    await createdAgain(session);
-    session.release();
-    await landed(`userSessions/${session.sessionId}/keys`, "the late copy's key record");
+    const session = await lateKeyRecord(messageKey);
     // The client sends its message again, with its key, on the session it knows by that id.
     const sent = await pair.second.call("POST", ROUTES.message(session.sessionId), { message: session.words }, { "Idempotency-Key": messageKey });
     expect({
@@ -843,10 +855,7 @@ describeWithRtdb("erasure: a late copy of the erased session under the id a keye
 
   it("runs a keyed message sent again with the erased message's key once the new session stored that exchange of its own, before the second pass", async () => {
     const messageKey = secret("message");
-    const session = await copyHeld({ "Idempotency-Key": messageKey });
-    await createdAgain(session);
-    session.release();
-    await landed(`userSessions/${session.sessionId}/keys`, "the late copy's key record");
+    const session = await lateKeyRecord(messageKey);
     pair.tick();
     expect((await pair.second.call("POST", ROUTES.message(session.sessionId), { message: "new first" })).body).toMatchObject({ success: true, message_count: 1 });
     pair.tick();
@@ -857,12 +866,8 @@ describeWithRtdb("erasure: a late copy of the erased session under the id a keye
   it("runs a keyed message sent again with the erased message's key once the new session stored that exchange of its own, and the second pass removes the late key record", async () => {
     const { second } = pair;
     const messageKey = secret("message");
-    const session = await copyHeld({ "Idempotency-Key": messageKey });
-    const { sessionId, words } = session;
-    await createdAgain(session);
     // The late copy's key record names exchange 1, which the new session reaches with a message of its own.
-    session.release();
-    await landed(`userSessions/${sessionId}/keys`, "the late copy's key record");
+    const { sessionId, words } = await lateKeyRecord(messageKey);
     pair.tick();
     expect((await second.call("POST", ROUTES.message(sessionId), { message: "new first" })).body).toMatchObject({ success: true, message_count: 1 });
 
